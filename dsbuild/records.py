@@ -1,0 +1,146 @@
+"""Record-level conventions every stage shares: ids, per-record randomness, images.
+
+Randomness is never drawn from a global generator: a record's random numbers come from
+(job seed, stage name, record id), so the output does not depend on partitioning,
+worker count, retries or the order tasks finish.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections.abc import Iterable
+
+import numpy as np
+
+ID = "id"
+REASON = "reason"
+STAGE = "stage"
+WEIGHT = "weight"
+
+
+def stable_hash64(*parts: object) -> int:
+    """A 64-bit hash of the parts that is the same in every process and release."""
+    h = hashlib.blake2b(digest_size=8)
+    for part in parts:
+        h.update(str(part).encode())
+        h.update(b"\x1f")
+    return int.from_bytes(h.digest(), "little")
+
+
+def record_seed(seed: int, stage: str, record_id: str) -> int:
+    return stable_hash64(seed, stage, record_id)
+
+
+def record_rng(seed: int, stage: str, record_id: str) -> np.random.Generator:
+    """The generator for one record in one stage."""
+    return np.random.default_rng(record_seed(seed, stage, record_id))
+
+
+def record_seeds(seed: int, stage: str, ids: Iterable[str]) -> np.ndarray:
+    """Seeds for many records at once, as uint64 (vectorised callers index into it)."""
+    prefix = hashlib.blake2b(digest_size=8)
+    prefix.update(f"{seed}\x1f{stage}\x1f".encode())
+    out = []
+    for rid in ids:
+        h = prefix.copy()
+        h.update(str(rid).encode())
+        h.update(b"\x1f")
+        out.append(int.from_bytes(h.digest(), "little"))
+    return np.array(out, dtype=np.uint64)
+
+
+def record_uniform(seed: int, stage: str, ids: Iterable[str]) -> np.ndarray:
+    """One uniform draw in [0, 1) per record, a pure function of its id."""
+    return (record_seeds(seed, stage, ids) >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
+def child_id(parent_id: str, kind: str, k: int) -> str:
+    """Id of a row made from another: `parent#aug3`, `parent#rs1`, `parent#syn0`."""
+    return f"{parent_id}#{kind}{k}"
+
+
+# -- images -----------------------------------------------------------------------------
+
+IMAGE_FORMATS = ("png", "jpeg", "webp", "bmp", "gif", "tiff")
+
+
+def sniff_image_format(data: bytes | None) -> str:
+    """The container format from the magic bytes, or "unknown"."""
+    if not data:
+        return "unknown"
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return "png"
+    if data[:3] == b"\xff\xd8\xff":
+        return "jpeg"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    if data[:2] == b"BM":
+        return "bmp"
+    if data[:6] in (b"GIF87a", b"GIF89a"):
+        return "gif"
+    if data[:4] in (b"II*\x00", b"MM\x00*"):
+        return "tiff"
+    return "unknown"
+
+
+def image_size(data: bytes | None) -> tuple[int, int] | None:
+    """(height, width) read from the header alone, without decoding pixels.
+
+    Returns None when the header cannot be read; the caller decides whether that is an
+    error (validate_images decodes fully and says why).
+    """
+    fmt = sniff_image_format(data)
+    try:
+        if fmt == "png" and data[12:16] == b"IHDR":
+            w, h = struct.unpack(">II", data[16:24])
+            return h, w
+        if fmt == "jpeg":
+            return _jpeg_size(data)
+        if fmt == "webp":
+            return _webp_size(data)
+        if fmt == "bmp":
+            w, h = struct.unpack("<ii", data[18:26])
+            return abs(h), w
+        if fmt == "gif":
+            w, h = struct.unpack("<HH", data[6:10])
+            return h, w
+    except (struct.error, IndexError):
+        return None
+    return None
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+    i = 2
+    n = len(data)
+    while i + 9 < n:
+        if data[i] != 0xFF:
+            i += 1
+            continue
+        marker = data[i + 1]
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7 or marker == 0xFF:
+            i += 1 if marker == 0xFF else 2
+            continue
+        (length,) = struct.unpack(">H", data[i + 2 : i + 4])
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            h, w = struct.unpack(">HH", data[i + 5 : i + 9])
+            return h, w
+        i += 2 + length
+    return None
+
+
+def _webp_size(data: bytes) -> tuple[int, int] | None:
+    chunk = data[12:16]
+    if chunk == b"VP8 ":
+        w, h = struct.unpack("<HH", data[26:30])
+        return h & 0x3FFF, w & 0x3FFF
+    if chunk == b"VP8L":
+        b = data[21:25]
+        w = 1 + (((b[1] & 0x3F) << 8) | b[0])
+        h = 1 + (((b[3] & 0xF) << 10) | (b[2] << 2) | ((b[1] & 0xC0) >> 6))
+        return h, w
+    if chunk == b"VP8X":
+        w = 1 + int.from_bytes(data[24:27], "little")
+        h = 1 + int.from_bytes(data[27:30], "little")
+        return h, w
+    return None

@@ -1,0 +1,34 @@
+"""Stages by family. Importing a family module registers its stages by name."""
+
+from dsbuild.stages.base import (
+    STAGES,
+    FitApplyStage,
+    GroupStage,
+    MapStage,
+    Roles,
+    Shapes,
+    Stage,
+    StageContext,
+    StageError,
+    StageOptions,
+    register,
+    reject,
+    stage_class,
+)
+from dsbuild.stages import clean  # noqa: F401  (registers its stages)
+
+__all__ = [
+    "STAGES",
+    "FitApplyStage",
+    "GroupStage",
+    "MapStage",
+    "Roles",
+    "Shapes",
+    "Stage",
+    "StageContext",
+    "StageError",
+    "StageOptions",
+    "register",
+    "reject",
+    "stage_class",
+]

@@ -1,0 +1,348 @@
+"""The three stage shapes, and the registry that maps job-file names to stages.
+
+A stage is settings plus wiring. Its output frame is its input with rows it rejects
+marked in ``_reason`` (None keeps a row) and rows it creates marked in ``_added``; the
+pipeline splits kept from rejected, counts both and checks the ledger, so no stage can
+lose a row quietly. A stage may also emit per-row counters in ``_m_<name>`` columns,
+which the pipeline sums into the stage's metrics in the manifest.
+
+Policy lives in the subclasses (``process``, ``partial``/``combine``/``apply``,
+``key``/``apply_group``); the mechanism lives in :class:`Shapes`, the only place that
+knows Dask.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import dask
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict
+
+from dsbuild.records import ID
+
+REJECT = "_reason"
+ADDED = "_added"
+METRIC = "_m_"
+KEY = "_key"
+
+
+class StageOptions(BaseModel):
+    """Base for a stage's settings: unknown keys are errors, so a typo never passes."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+
+class StageError(ValueError):
+    """A stage's settings do not fit the data (unknown column, impossible rule)."""
+
+
+@dataclass(frozen=True)
+class Roles:
+    """What the job says its columns are; stages read roles, never hard-coded names."""
+
+    id: str | None = None
+    label: str | None = None
+    sensitive: tuple[str, ...] = ()
+    features: tuple[str, ...] = ()
+    image: str | None = None
+    weight: str = "weight"
+    text: str | None = None
+
+    def feature_columns(self, meta: pd.DataFrame) -> list[str]:
+        """The named features, or every numeric column that has no other role."""
+        if self.features:
+            return list(self.features)
+        taken = {ID, self.label, self.weight, *self.sensitive}
+        return [
+            c
+            for c in meta.columns
+            if c not in taken
+            and not str(c).startswith("_")
+            and pd.api.types.is_numeric_dtype(meta[c])
+            and not pd.api.types.is_bool_dtype(meta[c])
+        ]
+
+
+@dataclass(frozen=True)
+class StageContext:
+    """Where a stage runs: its name in this job (``impute`` or ``impute#2``), the seed."""
+
+    name: str
+    seed: int = 0
+    roles: Roles = field(default_factory=Roles)
+
+
+class Stage:
+    """One step of a build. Subclass one of the three shapes, not this."""
+
+    name: ClassVar[str] = ""
+    shape: ClassVar[str] = ""
+    adds_rows: ClassVar[bool] = False
+    Options: ClassVar[type[StageOptions]] = StageOptions
+
+    def __init__(self, options: StageOptions | dict | None = None, **settings: Any):
+        if isinstance(options, StageOptions):
+            self.options = options.model_copy(update=settings) if settings else options
+        else:
+            self.options = self.Options(**{**(options or {}), **settings})
+        self.ctx = StageContext(self.name)
+
+    def bind(self, ctx: StageContext) -> Stage:
+        self.ctx = ctx
+        return self
+
+    def check(self, meta: pd.DataFrame) -> None:
+        """Raise StageError if the settings name columns the data does not have."""
+
+    def order_warnings(self, earlier: list[Stage]) -> list[str]:
+        """Warnings about where this stage stands in the job (see fairness)."""
+        return []
+
+    def summary(self) -> dict:
+        """What the stage learned, for the manifest (fitted stats, clusters, ...)."""
+        return {}
+
+    def build(self, frame, shapes: Shapes):
+        raise NotImplementedError
+
+    # helpers for subclasses ------------------------------------------------------------
+    def require_columns(self, meta: pd.DataFrame, columns, what: str = "column") -> None:
+        missing = [c for c in columns if c not in meta.columns]
+        if missing:
+            raise StageError(
+                f"stage {self.ctx.name!r}: {what} {missing[0]!r} is not in the data; "
+                f"columns are {list(meta.columns)}{_did_you_mean(missing[0], meta.columns)}"
+            )
+
+    def __repr__(self) -> str:
+        opts = ", ".join(f"{k}={v!r}" for k, v in self.options.model_dump(exclude_defaults=True).items())
+        return f"{type(self).__name__}({opts})"
+
+
+def _did_you_mean(word: str, choices) -> str:
+    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def with_marks(part: pd.DataFrame) -> pd.DataFrame:
+    """The partition with the reject and added marks present (a stage's starting point)."""
+    part = part.copy(deep=False) if REJECT in part.columns else part.assign(**{REJECT: None})
+    if ADDED not in part.columns:
+        part[ADDED] = False
+    part[REJECT] = part[REJECT].astype(object)
+    return part
+
+
+def reject(part: pd.DataFrame, mask, reason) -> pd.DataFrame:
+    """Mark rows for rejection. The first rule to reject a row names the reason.
+
+    ``reason`` is one string, or a per-row array of strings. A reason is a rule
+    (``range:age``, ``decode-error``) optionally followed by ``=`` and a per-row detail
+    (``duplicate-of=<kept id>``, ``cast:age:int=abc``); the manifest counts by rule.
+    """
+    mask = np.asarray(mask, dtype=bool) & part[REJECT].isna().to_numpy()
+    if mask.any():
+        values = part[REJECT].to_numpy(copy=True)
+        values[mask] = reason if isinstance(reason, str) else np.asarray(reason, dtype=object)[mask]
+        part[REJECT] = values
+    return part
+
+
+class MapStage(Stage):
+    """``partition -> partition``: rules, decoding, augmentation, hashing."""
+
+    shape = "map"
+
+    def process(self, part: pd.DataFrame) -> pd.DataFrame:
+        """Return the partition with rejected rows marked (see :func:`reject`)."""
+        raise NotImplementedError
+
+    def build(self, frame, shapes: Shapes):
+        return shapes.map(frame, self._process, label=self.ctx.name)
+
+    def _process(self, part: pd.DataFrame) -> pd.DataFrame:
+        return self.process(with_marks(part))
+
+
+class FitApplyStage(Stage):
+    """Mergeable statistics per partition, combined by a tree, then applied per partition.
+
+    ``partial`` and ``combine`` must give the same result for any partitioning (sums,
+    counts, sketches). Iterative methods set ``max_iter`` and ``converged``: each round
+    is one pass of ``partial`` with the previous round's state.
+    """
+
+    shape = "fit_apply"
+    max_iter: ClassVar[int] = 1
+
+    def partial(self, part: pd.DataFrame, state: Any) -> Any:
+        raise NotImplementedError
+
+    def combine(self, a: Any, b: Any) -> Any:
+        raise NotImplementedError
+
+    def finalize(self, stats: Any, state: Any) -> Any:
+        """Turn combined stats into the state ``apply`` uses (sums into means, ...)."""
+        return stats
+
+    def converged(self, old: Any, new: Any) -> bool:
+        return True
+
+    def apply(self, part: pd.DataFrame, state: Any) -> pd.DataFrame:
+        raise NotImplementedError
+
+    def iterations(self) -> int:
+        return self.max_iter
+
+    def build(self, frame, shapes: Shapes):
+        state = None
+        self.rounds_ = 0
+        for _ in range(self.iterations()):
+            stats = shapes.fit(frame, self.partial, self.combine, state, label=self.ctx.name)
+            new = self.finalize(stats, state)
+            self.rounds_ += 1
+            done = state is not None and self.converged(state, new)
+            state = new
+            if done:
+                break
+        self.state_ = state
+        return shapes.map(frame, self._apply, shapes.broadcast(state), label=self.ctx.name)
+
+    def _apply(self, part: pd.DataFrame, state: Any) -> pd.DataFrame:
+        return self.apply(with_marks(part), state)
+
+
+class GroupStage(Stage):
+    """Rows with equal keys meet in one partition (Dask's shuffle), then ``apply_group``.
+
+    Within a group rows come sorted by id, so tie-breaks do not depend on arrival order.
+    """
+
+    shape = "group"
+
+    def key(self, part: pd.DataFrame) -> pd.Series:
+        raise NotImplementedError
+
+    def apply_group(self, group: pd.DataFrame) -> pd.DataFrame:
+        raise NotImplementedError
+
+    def apply_partition(self, part: pd.DataFrame) -> pd.DataFrame:
+        """All groups of one shuffled partition; override to vectorise."""
+        if part.empty:
+            return part
+        groups = [self.apply_group(g) for _, g in part.groupby(KEY, sort=True)]
+        return pd.concat(groups) if groups else part.iloc[:0]
+
+    def build(self, frame, shapes: Shapes):
+        return shapes.group(frame, self._key, self._apply, label=self.ctx.name)
+
+    def _key(self, part: pd.DataFrame) -> pd.Series:
+        return self.key(part)
+
+    def _apply(self, part: pd.DataFrame) -> pd.DataFrame:
+        part = with_marks(part).sort_values([KEY, ID], kind="stable")
+        return self.apply_partition(part)
+
+
+class Shapes:
+    """The three Dask patterns. The only code a stage uses to touch the graph."""
+
+    def __init__(self, split_every: int = 8):
+        self.split_every = split_every
+
+    def map(self, frame, fn: Callable, *args, meta=None, label: str = "map"):
+        """``fn(partition, *args)`` on every partition; Broadcast args are sent once."""
+        if meta is None:
+            meta = fn(frame._meta.copy(), *[a.value if isinstance(a, Broadcast) else a for a in args])
+        graph_args = [a.delayed if isinstance(a, Broadcast) else a for a in args]
+        return frame.map_partitions(fn, *graph_args, meta=meta, token=_token(label, "map"))
+
+    def fit(self, frame, partial: Callable, combine: Callable, state: Any = None, label: str = "fit"):
+        """Tree-reduce ``partial`` over partitions with ``combine``; compute the stats now.
+
+        Only the stats come back to the driver. Upstream partitions are recomputed later
+        for the apply pass rather than held in memory, so memory stays bounded.
+        """
+        state_d = dask.delayed(state, pure=True) if state is not None else None
+        parts = [
+            dask.delayed(partial, pure=True)(p, state_d)
+            for p in frame.to_delayed()
+        ]
+        while len(parts) > 1:
+            parts = [
+                _combine_many(combine, parts[i : i + self.split_every])
+                for i in range(0, len(parts), self.split_every)
+            ]
+        (stats,) = dask.compute(parts[0])
+        return stats
+
+    def group(self, frame, key: Callable, fn: Callable, meta=None, label: str = "group"):
+        keyed = frame.map_partitions(
+            _with_key, key, meta=_with_key(frame._meta.copy(), key), token=_token(label, "key")
+        )
+        shuffled = keyed.shuffle(on=KEY, npartitions=frame.npartitions)
+        if meta is None:
+            meta = fn(keyed._meta.copy())
+        out = shuffled.map_partitions(fn, meta=meta, token=_token(label, "group"))
+        return out.drop(columns=[KEY]) if KEY in out.columns else out
+
+    def broadcast(self, value: Any) -> Broadcast:
+        """One copy of a value in the graph, shared by every partition's task."""
+        return Broadcast(value)
+
+
+class Broadcast:
+    def __init__(self, value: Any):
+        self.value = value
+        self.delayed = dask.delayed(value, pure=True)
+
+
+def _combine_many(combine: Callable, items: list):
+    def fold(*xs):
+        acc = xs[0]
+        for x in xs[1:]:
+            acc = combine(acc, x)
+        return acc
+
+    return dask.delayed(fold, pure=True)(*items)
+
+
+def _with_key(part: pd.DataFrame, key: Callable) -> pd.DataFrame:
+    part = part.copy(deep=False)
+    part[KEY] = key(part) if len(part) else pd.Series([], dtype=object, index=part.index)
+    return part
+
+
+def _token(label: str, what: str) -> str:
+    safe = "".join(ch if ch.isalnum() else "-" for ch in label)
+    return f"dsbuild-{safe}-{what}"
+
+
+# -- registry ---------------------------------------------------------------------------
+
+STAGES: dict[str, type[Stage]] = {}
+
+
+def register(cls: type[Stage]) -> type[Stage]:
+    """Class decorator: make a stage usable by name in job files."""
+    if not cls.name:
+        raise TypeError(f"{cls.__name__} has no name")
+    if cls.name in STAGES and STAGES[cls.name] is not cls:
+        raise TypeError(f"stage name {cls.name!r} is taken by {STAGES[cls.name].__name__}")
+    STAGES[cls.name] = cls
+    return cls
+
+
+def stage_class(name: str) -> type[Stage]:
+    try:
+        return STAGES[name]
+    except KeyError:
+        raise StageError(
+            f"unknown stage {name!r}{_did_you_mean(name, STAGES)}; "
+            f"registered stages: {', '.join(sorted(STAGES))}"
+        ) from None

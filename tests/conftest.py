@@ -1,0 +1,32 @@
+"""One LocalCluster with worker processes for the whole test session."""
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def cluster():
+    from distributed import LocalCluster
+
+    from dsbuild.runtime import DsbuildWorkerSetup
+
+    with LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        memory_limit="4GiB",
+        dashboard_address=None,
+        host="127.0.0.1",
+    ) as c:
+        yield c
+
+
+@pytest.fixture()
+def client(cluster):
+    """A Client on the shared cluster, set as the default scheduler for the test."""
+    from distributed import Client
+
+    from dsbuild.runtime import DsbuildWorkerSetup
+
+    with Client(cluster) as c:
+        c.register_plugin(DsbuildWorkerSetup())
+        yield c
