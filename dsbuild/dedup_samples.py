@@ -1,0 +1,138 @@
+"""Real photos with injected near-copies: ground truth for near-duplicate detection.
+
+Distinct images come from the photos bundled with scikit-image and scikit-learn (whole,
+and as non-overlapping tiles), scikit-image's face patches and scikit-learn's digits.
+Copies are edited the way copies are in the wild: re-encoded as JPEG at quality 30-90,
+resized by up to ±30 %, brightened or darkened by up to 20 %, cropped by up to 5 %,
+rotated by up to 3°, and (when asked) mirrored. Every random choice comes from the
+copy's id, so the set is the same on every machine.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from dsbuild.kernels.decode import encode_image
+from dsbuild.records import record_rng
+
+PHOTOS = (
+    "astronaut", "brick", "camera", "chelsea", "clock", "coffee", "coins", "colorwheel",
+    "grass", "gravel", "hubble_deep_field", "immunohistochemistry", "moon", "page",
+    "retina", "rocket", "text", "cell", "microaneurysms", "logo",
+)
+EDITS = ("jpeg", "resize", "brightness", "crop", "rotate", "mirror")
+
+
+def _bgr(img: np.ndarray) -> np.ndarray:
+    if img.dtype == np.bool_:
+        img = img.astype(np.uint8) * 255
+    if img.dtype != np.uint8:
+        img = np.clip(img * (255.0 if img.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8)
+    if img.ndim == 3 and img.shape[2] == 4:
+        return cv2.cvtColor(img, cv2.COLOR_RGBA2BGR)
+    if img.ndim == 3:
+        return cv2.cvtColor(img, cv2.COLOR_RGB2BGR)
+    return img
+
+
+def photos() -> dict[str, np.ndarray]:
+    """The bundled photos that load without a download, as BGR/gray uint8."""
+    import skimage.data
+    from sklearn.datasets import load_sample_images
+
+    out = {}
+    for name in PHOTOS:
+        try:
+            out[name] = _bgr(getattr(skimage.data, name)())
+        except Exception:  # noqa: BLE001 - a photo that needs a download is skipped
+            continue
+    sample = load_sample_images()
+    for fname, img in zip(sample.filenames, sample.images):
+        out[fname.rsplit("/", 1)[-1].split(".")[0]] = _bgr(img)
+    return out
+
+
+def distinct_images(tile: int = 96, faces: bool = True, digits: int = 300) -> dict[str, np.ndarray]:
+    """Distinct pictures: whole photos, their non-overlapping ``tile``-pixel tiles, faces, digits."""
+    out: dict[str, np.ndarray] = {}
+    for name, img in photos().items():
+        out[name] = img
+        h, w = img.shape[:2]
+        if tile:
+            for y in range(0, h - tile + 1, tile):
+                for x in range(0, w - tile + 1, tile):
+                    out[f"{name}@{y},{x}"] = img[y : y + tile, x : x + tile]
+    if faces:
+        import skimage.data
+
+        for i, face in enumerate(skimage.data.lfw_subset()):
+            out[f"lfw{i}"] = cv2.resize(_bgr(face), (64, 64), interpolation=cv2.INTER_CUBIC)
+    if digits:
+        from sklearn.datasets import load_digits
+
+        for i, d in enumerate(load_digits().images[:digits]):
+            out[f"digit{i}"] = cv2.resize((d * 255 / 16).astype(np.uint8), (32, 32), interpolation=cv2.INTER_CUBIC)
+    return out
+
+
+def edit(img: np.ndarray, rng: np.random.Generator, edits: tuple[str, ...]) -> tuple[bytes, list[str]]:
+    """One near-copy: 1-3 random edits from ``edits``, then JPEG (q30-90) or PNG bytes."""
+    chosen = [e for e in edits if e != "jpeg"]
+    picks = list(rng.choice(chosen, size=min(len(chosen), int(rng.integers(1, 4))), replace=False)) if chosen else []
+    out = img
+    h, w = out.shape[:2]
+    for e in picks:
+        if e == "resize":
+            f = rng.uniform(0.7, 1.3)
+            out = cv2.resize(out, (max(8, round(w * f)), max(8, round(h * f))), interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR)
+        elif e == "brightness":
+            out = np.clip(out.astype(np.float32) * rng.uniform(0.8, 1.2), 0, 255).astype(np.uint8)
+        elif e == "crop":
+            hh, ww = out.shape[:2]
+            fy, fx = rng.uniform(0, 0.05, size=2)
+            top, left = int(rng.uniform(0, fy) * hh), int(rng.uniform(0, fx) * ww)
+            bottom, right = hh - int(fy * hh) + top, ww - int(fx * ww) + left
+            out = out[top:bottom, left:right]
+        elif e == "rotate":
+            hh, ww = out.shape[:2]
+            m = cv2.getRotationMatrix2D((ww / 2, hh / 2), rng.uniform(-3, 3), 1.0)
+            out = cv2.warpAffine(out, m, (ww, hh), borderMode=cv2.BORDER_REFLECT)
+        elif e == "mirror":
+            out = out[:, ::-1]
+    out = np.ascontiguousarray(out)
+    if "jpeg" in edits and rng.random() < 0.7:
+        q = int(rng.integers(30, 91))
+        return encode_image(out, "jpeg", q), [*picks, f"jpeg{q}"]
+    return encode_image(out, "png"), picks
+
+
+def near_copy_frame(
+    n_copies: int = 300,
+    *,
+    seed: int = 0,
+    mirror: bool = False,
+    tile: int = 96,
+    faces: bool = True,
+    digits: int = 300,
+    limit: int | None = None,
+) -> pd.DataFrame:
+    """Frame of ``id``, ``image`` (bytes), ``group`` (the original's id), ``edits``.
+
+    Originals are PNG; ``n_copies`` copies of originals chosen by ``seed`` follow.
+    Two rows are true near-duplicates exactly when their ``group`` is equal.
+    """
+    bases = distinct_images(tile=tile, faces=faces, digits=digits)
+    names = sorted(bases)
+    if limit is not None:
+        names = names[:limit]
+    rows = [{"id": f"img-{n}", "image": encode_image(bases[n], "png"), "group": n, "edits": "original"} for n in names]
+    edits = EDITS if mirror else tuple(e for e in EDITS if e != "mirror")
+    picker = np.random.default_rng(seed)
+    for k, idx in enumerate(picker.integers(0, len(names), size=n_copies)):
+        name = names[idx]
+        cid = f"copy{k}-{name}"
+        data, applied = edit(bases[name], record_rng(seed, "near-copies", cid), edits)
+        rows.append({"id": cid, "image": data, "group": name, "edits": "+".join(applied)})
+    return pd.DataFrame(rows)

@@ -1,0 +1,201 @@
+"""Content hashes of rows and images, the same in every process and release.
+
+Exact duplicates are found by equal hashes, so a hash must not depend on the process
+(Python's ``hash`` is salted) nor on how a picture was stored: image content is hashed
+over decoded pixels, so the same picture saved twice with different metadata matches.
+
+Perceptual hashes (pHash, dHash) are 64-bit fingerprints that stay close in Hamming
+distance when an image is re-encoded, resized, brightened or slightly cropped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from dsbuild.kernels.decode import decode_image
+from dsbuild.records import image_size, sniff_image_format
+
+ROW_KEY = "dsbuild-rowhash1"
+CHECK_KEY = "dsbuild-rowhash2"
+MISSING_IMAGE = np.uint64(0x9E3779B97F4A7C15)
+
+
+# -- exact content hashes --------------------------------------------------------------
+
+
+def row_hashes(frame: pd.DataFrame, columns: list[str] | None = None, key: str = ROW_KEY) -> np.ndarray:
+    """One uint64 per row over the values of ``columns`` (default all), stable everywhere.
+
+    pandas' SipHash with a fixed key: equal values give equal hashes in any process.
+    Hash with two different ``key`` values for a 128-bit check against collisions.
+    """
+    cols = list(frame.columns) if columns is None else list(columns)
+    if not cols:
+        return np.zeros(len(frame), dtype=np.uint64)
+    sub = frame[cols]
+    return pd.util.hash_pandas_object(sub, index=False, hash_key=key, categorize=True).to_numpy(dtype=np.uint64)
+
+
+def bytes_digest(data: bytes | None, salt: bytes = b"") -> np.uint64:
+    """A 64-bit BLAKE2b digest of raw bytes (missing data has its own fixed value)."""
+    if data is None:
+        return MISSING_IMAGE
+    return np.uint64(int.from_bytes(hashlib.blake2b(data, digest_size=8, key=salt).digest(), "little"))
+
+
+def pixel_digest(pixels: np.ndarray | None, salt: bytes = b"") -> np.uint64:
+    """A 64-bit digest of decoded pixels with their shape, blind to how they were stored."""
+    if pixels is None:
+        return MISSING_IMAGE
+    h = hashlib.blake2b(digest_size=8, key=salt)
+    h.update(repr((pixels.shape, pixels.dtype.str)).encode())
+    h.update(np.ascontiguousarray(pixels).data)
+    return np.uint64(int.from_bytes(h.digest(), "little"))
+
+
+def image_content_hashes(images, *, pixels: bool = True, salt: bytes = b"") -> np.ndarray:
+    """uint64 per encoded image: over decoded pixels (default), or over the raw bytes.
+
+    Undecodable bytes fall back to the raw-byte digest, so two copies of the same broken
+    file still match each other and nothing else.
+    """
+    out = np.empty(len(images), dtype=np.uint64)
+    for i, data in enumerate(images):
+        if data is None or not pixels:
+            out[i] = bytes_digest(data, salt)
+            continue
+        decoded = decode_image(data)
+        out[i] = pixel_digest(decoded, salt) if decoded is not None else bytes_digest(data, salt)
+    return out
+
+
+# -- perceptual hashes ----------------------------------------------------------------
+
+PHASH_SIDE = 32
+PHASH_KEEP = 8
+_BIT_WEIGHTS = (np.uint64(1) << np.arange(63, -1, -1, dtype=np.uint64)).astype(np.uint64)
+
+
+def dct_matrix(n: int) -> np.ndarray:
+    """The orthonormal DCT-II matrix, so ``D @ X @ D.T`` equals ``cv2.dct(X)``."""
+    k = np.arange(n)[:, None]
+    i = np.arange(n)[None, :]
+    d = np.cos(np.pi * (2 * i + 1) * k / (2 * n)) * np.sqrt(2.0 / n)
+    d[0] /= np.sqrt(2.0)
+    return d.astype(np.float32)
+
+
+_DCT_LOW = dct_matrix(PHASH_SIDE)[:PHASH_KEEP]
+# Mirroring an image left-right multiplies DCT column frequency v by (-1)**v.
+_MIRROR_SIGNS = np.where(np.arange(PHASH_KEEP) % 2 == 0, 1.0, -1.0).astype(np.float32)[None, None, :]
+
+
+def to_gray(pixels: np.ndarray) -> np.ndarray:
+    """Single-channel uint8/float view of any OpenCV image (gray, BGR, BGRA, 16-bit)."""
+    if pixels.dtype == np.bool_:
+        pixels = pixels.astype(np.uint8) * 255
+    if pixels.ndim == 3:
+        if pixels.shape[2] == 1:
+            pixels = pixels[:, :, 0]
+        elif pixels.shape[2] == 4:
+            pixels = cv2.cvtColor(pixels, cv2.COLOR_BGRA2GRAY)
+        else:
+            pixels = cv2.cvtColor(pixels[:, :, :3], cv2.COLOR_BGR2GRAY)
+    if pixels.dtype == np.uint16:
+        pixels = (pixels >> 8).astype(np.uint8)
+    return pixels
+
+
+def thumbnails(images: list[np.ndarray], side: int = PHASH_SIDE) -> np.ndarray:
+    """Gray ``side``×``side`` float32 stack (area-averaged), the input of pHash."""
+    out = np.empty((len(images), side, side), dtype=np.float32)
+    for i, img in enumerate(images):
+        out[i] = cv2.resize(to_gray(img), (side, side), interpolation=cv2.INTER_AREA)
+    return out
+
+
+def pack_bits(bits: np.ndarray) -> np.ndarray:
+    """(n, 64) booleans -> n uint64, first bit most significant."""
+    return (bits.reshape(len(bits), 64).astype(np.uint64) * _BIT_WEIGHTS).sum(axis=1, dtype=np.uint64)
+
+
+def phash_from_thumbnails(thumbs: np.ndarray, mirrored: bool = False) -> np.ndarray:
+    """64-bit pHash of 32×32 thumbnails: low 8×8 DCT coefficients above their median.
+
+    The DCT is done as two batched matrix products (``D8 @ X @ D8.T``), which equals the
+    top-left block of ``cv2.dct`` per image and runs as one BLAS call for the batch.
+    ``mirrored`` gives the hash of each image flipped left-right, from the same DCT.
+    """
+    if len(thumbs) == 0:
+        return np.zeros(0, dtype=np.uint64)
+    low = _DCT_LOW @ thumbs.astype(np.float32) @ _DCT_LOW.T
+    if mirrored:
+        low = low * _MIRROR_SIGNS
+    flat = low.reshape(len(low), -1)
+    median = np.median(flat, axis=1, keepdims=True)
+    return pack_bits(flat > median)
+
+
+def dhash_from_pixels(images: list[np.ndarray], mirrored: bool = False) -> np.ndarray:
+    """64-bit difference hash: is each pixel of a 9×8 thumbnail brighter than its right neighbour."""
+    if not images:
+        return np.zeros(0, dtype=np.uint64)
+    small = np.empty((len(images), 8, 9), dtype=np.float32)
+    for i, img in enumerate(images):
+        small[i] = cv2.resize(to_gray(img), (9, 8), interpolation=cv2.INTER_AREA)
+    if mirrored:
+        small = small[:, :, ::-1]
+    return pack_bits(small[:, :, 1:] > small[:, :, :-1])
+
+
+def decode_for_hash(data: bytes | None, side: int = PHASH_SIDE) -> np.ndarray | None:
+    """Gray pixels decoded at the smallest JPEG scale still at least ``side``×``side``.
+
+    A perceptual hash only needs a thumbnail; JPEG can decode at 1/2, 1/4 or 1/8 size
+    directly, which skips most of the decoding work.
+    """
+    if not data:
+        return None
+    flags = cv2.IMREAD_GRAYSCALE
+    if sniff_image_format(data) == "jpeg":
+        size = image_size(data)
+        if size is not None:
+            for factor, flag in ((8, cv2.IMREAD_REDUCED_GRAYSCALE_8), (4, cv2.IMREAD_REDUCED_GRAYSCALE_4), (2, cv2.IMREAD_REDUCED_GRAYSCALE_2)):
+                if min(size) // factor >= side * 2:
+                    flags = flag
+                    break
+    return decode_image(data, flags)
+
+
+def perceptual_hashes(images, kind: str = "phash", mirrored: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(hashes, ok) for encoded images; ``ok`` is False where bytes did not decode.
+
+    With ``mirrored`` the result has two columns: the hash and the hash of the mirror.
+    """
+    decoded = [decode_for_hash(data) for data in images]
+    ok = np.array([d is not None for d in decoded], dtype=bool)
+    good = [d for d in decoded if d is not None]
+    n = len(decoded)
+    out = np.zeros((n, 2 if mirrored else 1), dtype=np.uint64)
+    if good:
+        if kind == "phash":
+            thumbs = thumbnails(good)
+            out[ok, 0] = phash_from_thumbnails(thumbs)
+            if mirrored:
+                out[ok, 1] = phash_from_thumbnails(thumbs, mirrored=True)
+        elif kind == "dhash":
+            out[ok, 0] = dhash_from_pixels(good)
+            if mirrored:
+                out[ok, 1] = dhash_from_pixels(good, mirrored=True)
+        else:
+            raise ValueError(f"unknown perceptual hash {kind!r}; use phash or dhash")
+    return (out if mirrored else out[:, 0]), ok
+
+
+def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Bitwise Hamming distance of uint64 arrays, elementwise."""
+    return np.bitwise_count(np.bitwise_xor(np.asarray(a, dtype=np.uint64), np.asarray(b, dtype=np.uint64))).astype(np.int64)
