@@ -1,0 +1,109 @@
+"""Canonical spellings of categorical values: trim, Unicode NFKC, case, synonym tables.
+
+Matching is by a *key* that ignores what people get wrong (surrounding and repeated
+spaces, case, full-width or compatibility characters), so ``' male'``, ``'MALE'`` and
+``'ｍａｌｅ'`` all find ``Male``. Work happens on the distinct values of a column only.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+import pandas as pd
+
+CASES = ("keep", "fold", "lower", "upper", "title")
+_SPACES = re.compile(r"\s+")
+
+
+def match_key(text: str) -> str:
+    """The form two spellings share when they mean the same value."""
+    return _SPACES.sub(" ", unicodedata.normalize("NFKC", text)).strip().casefold()
+
+
+def tidy(text: str, *, trim: bool = True, nfkc: bool = True, case: str = "keep") -> str:
+    """One spelling cleaned of layout noise, in the case asked for."""
+    if nfkc:
+        text = unicodedata.normalize("NFKC", text)
+    if trim:
+        text = _SPACES.sub(" ", text).strip()
+    if case == "fold":
+        return text.casefold()
+    if case == "lower":
+        return text.lower()
+    if case == "upper":
+        return text.upper()
+    if case == "title":
+        return text.title()
+    return text
+
+
+class SynonymTable:
+    """Canonical values and the other spellings that mean them.
+
+    ``vocabulary`` lists canonical values (each also matches its own key);
+    ``synonyms`` maps a canonical value to other spellings (``Male: [M, man]``). Two
+    canonical values that share a key, or a spelling claimed by two canonical values,
+    is an error: the table would be ambiguous.
+    """
+
+    def __init__(self, vocabulary: Iterable[str] = (), synonyms: Mapping[str, Iterable[str]] | None = None):
+        self.canonical: list[str] = []
+        self.lookup: dict[str, str] = {}
+        for value in [*vocabulary, *(synonyms or {})]:
+            if value not in self.canonical:
+                self.canonical.append(value)
+                self._claim(match_key(value), value)
+        for value, spellings in (synonyms or {}).items():
+            for spelling in spellings:
+                self._claim(match_key(str(spelling)), value)
+
+    def _claim(self, key: str, value: str) -> None:
+        taken = self.lookup.get(key)
+        if taken is not None and taken != value:
+            raise ValueError(f"spelling {key!r} would mean both {taken!r} and {value!r}")
+        self.lookup[key] = value
+
+    @property
+    def closed(self) -> bool:
+        """A table with entries defines the allowed values; anything else is unknown."""
+        return bool(self.lookup)
+
+    def find(self, text: str) -> str | None:
+        return self.lookup.get(match_key(text))
+
+
+def canonicalize(
+    values: pd.Series,
+    table: SynonymTable | None = None,
+    *,
+    trim: bool = True,
+    nfkc: bool = True,
+    case: str = "keep",
+) -> tuple[pd.Series, np.ndarray, np.ndarray]:
+    """(canonical values as ``str``, changed, unknown) for one column.
+
+    A value the table knows becomes its canonical spelling; any other value is tidied
+    (trim, NFKC, case) and, if the table is closed, marked unknown. Missing stays missing.
+    """
+    if case not in CASES:
+        raise ValueError(f"case must be one of {CASES}, got {case!r}")
+    table = table or SynonymTable()
+    present = values.notna().to_numpy()
+    text = values.astype("str")
+    codes, uniques = pd.factorize(text, use_na_sentinel=True)
+    mapped = np.empty(len(uniques), dtype=object)
+    unknown_u = np.zeros(len(uniques), dtype=bool)
+    for i, raw in enumerate(uniques):
+        found = table.find(raw)
+        unknown_u[i] = found is None and table.closed
+        mapped[i] = found if found is not None else tidy(raw, trim=trim, nfkc=nfkc, case=case)
+    out = np.full(len(values), np.nan, dtype=object)
+    out[present] = mapped[codes[present]]
+    result = pd.Series(out, index=values.index, dtype="str")
+    changed = present & (result.to_numpy(dtype=object) != text.to_numpy(dtype=object))
+    unknown = np.zeros(len(values), dtype=bool)
+    unknown[present] = unknown_u[codes[present]]
+    return result, changed, unknown

@@ -1,0 +1,207 @@
+"""Quantities with units: parse ``90 min``, ``1.5h``, ``3 kg``, ``72°F``, ``5 ft 3 in`` and
+convert them to one canonical unit.
+
+A unit is an affine map to its dimension's base unit (``base = value * factor +
+offset``), so temperatures convert like everything else. Unit names are looked up
+within the target's dimension, which resolves the one real clash (``m`` is metres for
+lengths, minutes for durations). Parsing works on distinct strings only, so a column of
+millions of rows with a few thousand spellings parses a few thousand times.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+
+@dataclass(frozen=True)
+class Unit:
+    name: str
+    dimension: str
+    factor: float
+    offset: float = 0.0
+
+    def to_base(self, value):
+        return value * self.factor + self.offset
+
+    def from_base(self, value):
+        return (value - self.offset) / self.factor
+
+
+def _units(dimension: str, table: dict[str, tuple[float, tuple[str, ...]]]) -> dict[str, Unit]:
+    out = {}
+    for name, (factor, aliases) in table.items():
+        unit = Unit(name, dimension, factor)
+        for alias in (name, *aliases):
+            out[alias] = unit
+    return out
+
+
+_F_FACTOR = 5.0 / 9.0
+DIMENSIONS: dict[str, dict[str, Unit]] = {
+    "duration": _units("duration", {
+        "s": (1.0, ("sec", "secs", "second", "seconds")),
+        "ms": (1e-3, ("msec", "millisecond", "milliseconds")),
+        "min": (60.0, ("m", "mins", "minute", "minutes", "'")),
+        "h": (3600.0, ("hr", "hrs", "hour", "hours")),
+        "d": (86400.0, ("day", "days")),
+        "wk": (604800.0, ("w", "week", "weeks")),
+    }),
+    "length": _units("length", {
+        "m": (1.0, ("metre", "metres", "meter", "meters")),
+        "mm": (1e-3, ("millimetre", "millimetres", "millimeter", "millimeters")),
+        "cm": (1e-2, ("centimetre", "centimetres", "centimeter", "centimeters")),
+        "km": (1e3, ("kilometre", "kilometres", "kilometer", "kilometers")),
+        "in": (0.0254, ("inch", "inches", '"')),
+        "ft": (0.3048, ("foot", "feet", "'")),
+        "yd": (0.9144, ("yard", "yards")),
+        "mi": (1609.344, ("mile", "miles")),
+    }),
+    "mass": _units("mass", {
+        "kg": (1.0, ("kgs", "kilo", "kilos", "kilogram", "kilograms")),
+        "g": (1e-3, ("gr", "gram", "grams")),
+        "mg": (1e-6, ("milligram", "milligrams")),
+        "t": (1e3, ("tonne", "tonnes", "ton", "tons")),
+        "lb": (0.45359237, ("lbs", "pound", "pounds")),
+        "oz": (0.028349523125, ("ounce", "ounces")),
+        "st": (6.35029318, ("stone", "stones")),
+    }),
+    "temperature": {
+        **{a: Unit("C", "temperature", 1.0) for a in ("c", "celsius", "degc", "centigrade")},
+        **{a: Unit("K", "temperature", 1.0, -273.15) for a in ("k", "kelvin", "kelvins")},
+        **{a: Unit("F", "temperature", _F_FACTOR, -32.0 * _F_FACTOR) for a in ("f", "fahrenheit", "degf")},
+    },
+}
+
+_NUMBER = r"[-+]?(?:\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)(?:[eE][-+]?\d+)?"
+_UNIT = r"[^\d\s.,+-](?:[^\d]*[^\d\s])?"
+_TERM = re.compile(rf"\s*({_NUMBER})\s*({_UNIT})?")
+_WHOLE = re.compile(rf"^(?:\s*{_NUMBER}\s*(?:{_UNIT})?)+\s*$")
+
+
+def unit_key(text: str) -> str:
+    """The lookup form of a unit spelling: lower case, no degree sign, dots or spaces."""
+    key = text.strip().lower().replace("°", "").replace("º", "").rstrip(".")
+    key = re.sub(r"^deg(rees?)?\s*", "deg", key) if key.startswith("deg") and len(key) > 3 else key
+    return re.sub(r"\s+", "", key)
+
+
+class UnitTable:
+    """The units one column may carry: the target's dimension plus user-declared factors.
+
+    ``factors`` maps a unit name to how many *target* units one of it is
+    (``{dozen: 12}`` with target ``item``), which also allows a target that is no
+    known unit at all (currencies, counts).
+    """
+
+    def __init__(self, target: str, factors: dict[str, float] | None = None):
+        self.factors = {unit_key(k): float(v) for k, v in (factors or {}).items()}
+        key = unit_key(target)
+        homes = [d for d, table in DIMENSIONS.items() if key in table]
+        exact = [d for d in homes if DIMENSIONS[d][key].name.lower() == key]
+        self.dimension = (exact or homes or [None])[0]
+        if self.dimension is None and key not in self.factors and not factors:
+            raise ValueError(
+                f"unknown unit {target!r}; known: {', '.join(sorted(known_units()))} "
+                "(or declare factors for a unit of your own)"
+            )
+        self.known = dict(DIMENSIONS[self.dimension]) if self.dimension else {}
+        if self.dimension is None:
+            self.known[key] = Unit(target, "custom", 1.0)
+        self.target = self.known[key]
+        for name, factor in self.factors.items():
+            if factor <= 0 or not np.isfinite(factor):
+                raise ValueError(f"factor for unit {name!r} must be a positive number, got {factor}")
+            base = self.target.to_base(factor) - self.target.to_base(0.0)
+            self.known[name] = Unit(name, self.target.dimension, base)
+
+    def unit(self, text: str) -> Unit | None:
+        return self.known.get(unit_key(text))
+
+    def has(self, text: str) -> bool:
+        return unit_key(text) in self.known
+
+    def convert(self, value: np.ndarray, unit: Unit) -> np.ndarray:
+        value = np.asarray(value, dtype=np.float64)
+        if unit == self.target:
+            return value
+        scale = unit.factor / self.target.factor
+        shift = (unit.offset - self.target.offset) / self.target.factor
+        return value * scale + shift if shift else value * scale
+
+
+def parse_quantity(text: str, table: UnitTable, default: Unit | None) -> tuple[float, bool, str | None]:
+    """(value in the target unit, unit differed from target, problem or None).
+
+    A compound quantity (``1h 30min``, ``5 ft 3 in``) is the sum of its terms; a bare
+    number takes ``default`` (None means a bare number is a problem).
+    """
+    if not _WHOLE.match(text):
+        return np.nan, False, "unparseable" if re.search(r"\d", text) else "no-number"
+    terms = []
+    for number, unit_text in _TERM.findall(text):
+        unit = table.unit(unit_text) if unit_text else default
+        if unit is None:
+            return np.nan, False, f"unknown-unit:{unit_text}" if unit_text else "no-unit"
+        terms.append((float(number.replace(",", "")), unit))
+    changed = any(unit != table.target for _, unit in terms)
+    if len(terms) == 1:
+        magnitude, unit = terms[0]
+        return float(table.convert(magnitude, unit)), changed, None
+    if table.target.dimension == "temperature":
+        return np.nan, False, "compound-temperature"
+    base = sum(magnitude * unit.factor for magnitude, unit in terms)
+    return float(table.target.from_base(base)), changed, None
+
+
+def convert_column(
+    values: pd.Series,
+    table: UnitTable,
+    unit_column: pd.Series | None = None,
+    assume: str | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(values in the target unit, changed, problem) for a column of numbers or strings.
+
+    A unit written in the value wins; otherwise the row's ``unit_column`` entry; otherwise
+    ``assume`` (default: the target unit). ``problem`` holds None or why a present value
+    did not convert; missing values stay missing and are no problem.
+    """
+    n = len(values)
+    default = table.unit(assume) if assume is not None else table.target
+    if unit_column is not None:
+        row_units = unit_column.astype("string").str.strip().fillna("").to_numpy(dtype=object)
+    else:
+        row_units = np.full(n, "", dtype=object)
+    present = values.notna().to_numpy()
+    out = np.full(n, np.nan)
+    changed = np.zeros(n, dtype=bool)
+    problem = np.full(n, None, dtype=object)
+    numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
+    unit_codes, unit_names = pd.factorize(row_units)
+    for code, name in enumerate(unit_names):
+        rows = unit_codes == code
+        fallback = table.unit(name) if name else default
+        if fallback is None:
+            problem[rows] = f"unknown-unit:{name}"
+            continue
+        if numeric:
+            out[rows] = table.convert(values.to_numpy(dtype=np.float64, na_value=np.nan)[rows], fallback)
+            changed[rows] = fallback != table.target
+        else:
+            text = values[rows].astype("string").fillna("").to_numpy(dtype=object)
+            codes, uniques = pd.factorize(text)
+            parsed = [parse_quantity(str(u), table, fallback) for u in uniques]
+            out[rows] = np.array([p[0] for p in parsed], dtype=np.float64)[codes] if parsed else []
+            changed[rows] = np.array([p[1] for p in parsed], dtype=bool)[codes] if parsed else []
+            problem[rows] = np.array([p[2] for p in parsed], dtype=object)[codes] if parsed else []
+    out[~present] = np.nan
+    changed &= present
+    problem[~present] = None
+    return out, changed, problem
+
+
+def known_units() -> set[str]:
+    return {alias for table in DIMENSIONS.values() for alias in table}

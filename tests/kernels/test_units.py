@@ -1,0 +1,93 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from dsbuild.kernels.units import UnitTable, convert_column, parse_quantity
+
+
+def parse(text, target, factors=None):
+    table = UnitTable(target, factors)
+    return parse_quantity(text, table, table.target)
+
+
+@pytest.mark.parametrize(
+    "text, target, expected",
+    [
+        ("90 min", "min", 90.0),
+        ("1.5h", "min", 90.0),
+        ("1h 30min", "min", 90.0),
+        ("2 days", "h", 48.0),
+        ("90", "min", 90.0),
+        ("3 kg", "g", 3000.0),
+        ("4 lb", "kg", 1.81436948),
+        ("72°F", "C", 22.2222222222),
+        ("72 deg F", "C", 22.2222222222),
+        ("100 C", "F", 212.0),
+        ("300 K", "C", 26.85),
+        ("5 ft 3 in", "cm", 160.02),
+        ("180cm", "m", 1.8),
+        ("2 m", "m", 2.0),
+        ("1,500 m", "km", 1.5),
+        ("3 dozen", "item", 36.0),
+    ],
+)
+def test_parse_converts_to_target(text, target, expected):
+    factors = {"dozen": 12} if target == "item" else None
+    value, _, problem = parse(text, target, factors)
+    assert problem is None
+    assert value == pytest.approx(expected, rel=1e-9)
+
+
+def test_m_means_minutes_for_durations_and_metres_for_lengths():
+    assert parse("2 m", "h")[0] == pytest.approx(2 / 60)
+    assert parse("2 m", "cm")[0] == pytest.approx(200)
+
+
+@pytest.mark.parametrize(
+    "text, problem",
+    [("abc", "no-number"), ("5 furlongs", "unknown-unit:furlongs"), ("1,5 m", "unparseable"), ("3 kg", "unknown-unit:kg")],
+)
+def test_problems_are_named(text, problem):
+    value, changed, got = parse(text, "min")
+    assert np.isnan(value) and not changed and got == problem
+
+
+def test_changed_only_when_unit_differs_from_target():
+    assert parse("90 min", "min")[1] is False
+    assert parse("90 minutes", "min")[1] is False
+    assert parse("1.5 h", "min")[1] is True
+
+
+def test_unknown_target_unit_is_refused():
+    with pytest.raises(ValueError, match="unknown unit 'parsec'"):
+        UnitTable("parsec")
+
+
+def test_custom_factor_must_be_positive():
+    with pytest.raises(ValueError, match="positive"):
+        UnitTable("kg", {"sack": -1})
+
+
+def test_convert_column_uses_value_unit_then_unit_column_then_assume():
+    values = pd.Series(["2 h", "30", None, "45", "x"], dtype="str")
+    units = pd.Series(["min", "min", "h", None, None], dtype="str")
+    out, changed, problem = convert_column(values, UnitTable("min"), units, assume="s")
+    assert out[:2].tolist() == [120.0, 30.0]
+    assert np.isnan(out[2]) and problem[2] is None
+    assert out[3] == pytest.approx(0.75)
+    assert changed.tolist() == [True, False, False, True, False]
+    assert problem[4] == "no-number"
+
+
+def test_numeric_values_with_unit_column():
+    out, changed, problem = convert_column(
+        pd.Series([1.0, 2.0, 3.0]), UnitTable("kg"), pd.Series(["g", "kg", "stone"])
+    )
+    assert out.tolist() == pytest.approx([0.001, 2.0, 19.05087954])
+    assert changed.tolist() == [True, False, True]
+    assert problem.tolist() == [None, None, None]
+
+
+def test_unknown_unit_in_unit_column_is_a_problem():
+    _, _, problem = convert_column(pd.Series([1.0]), UnitTable("kg"), pd.Series(["bushel"]))
+    assert problem[0] == "unknown-unit:bushel"
