@@ -1,0 +1,303 @@
+"""Crowd label aggregation: majority vote, Wawa, Dawid–Skene (full and one-coin).
+
+Votes are integer-coded: item codes local to a batch of votes, annotator and class codes
+global. The E-step needs every vote of an item at once (callers group votes by item);
+the M-step needs only sums keyed by annotator × given label × true class, which add up
+across any split of the items. So a model is fitted by rounds of ``stats`` on each batch,
+``merge_stats`` of the results, and ``finalize`` into the next round's parameters; ``fit``
+runs the same rounds on one batch, for tests and small data.
+
+The updates and the stopping rule (evidence lower bound per vote rising by less than
+``tol``) follow crowd-kit's ``DawidSkene``/``OneCoinDawidSkene``, so results agree with it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+EPS = 1e-10
+
+
+@dataclass(frozen=True)
+class Votes:
+    """Votes of a batch of items: ``label[j]`` given by ``annotator[j]`` to ``item[j]``.
+
+    ``gold`` holds, per item, the known class code or -1.
+    """
+
+    item: np.ndarray
+    annotator: np.ndarray
+    label: np.ndarray
+    n_items: int
+    n_annotators: int
+    n_classes: int
+    gold: np.ndarray | None = None
+
+    def __post_init__(self):
+        for name in ("item", "annotator", "label"):
+            object.__setattr__(self, name, np.asarray(getattr(self, name), dtype=np.int64))
+        if self.gold is not None:
+            object.__setattr__(self, "gold", np.asarray(self.gold, dtype=np.int64))
+        if self.n_classes < 1:
+            raise ValueError("need at least one class")
+        for name, n in (("item", self.n_items), ("annotator", self.n_annotators), ("label", self.n_classes)):
+            codes = getattr(self, name)
+            if len(codes) and (codes.min() < 0 or codes.max() >= n):
+                raise ValueError(f"{name} codes must lie in [0, {n})")
+
+    def __len__(self) -> int:
+        return len(self.item)
+
+    @property
+    def gold_mask(self) -> np.ndarray:
+        if self.gold is None:
+            return np.zeros(self.n_items, dtype=bool)
+        return self.gold >= 0
+
+    def per_item(self, values: np.ndarray) -> np.ndarray:
+        """Sum per-vote rows (``(n_votes, K)``) into per-item rows."""
+        out = np.empty((self.n_items, values.shape[1]))
+        for k in range(values.shape[1]):
+            out[:, k] = np.bincount(self.item, weights=values[:, k], minlength=self.n_items)
+        return out
+
+    def counts_per_annotator(self) -> np.ndarray:
+        return np.bincount(self.annotator, minlength=self.n_annotators).astype(np.float64)
+
+
+def merge_stats(a: dict, b: dict) -> dict:
+    """Statistics are dicts of sums: merging adds them key by key."""
+    return {k: a[k] + b[k] for k in a}
+
+
+# -- majority vote and Wawa ---------------------------------------------------------------
+
+
+def vote_scores(votes: Votes, annotator_weight: np.ndarray | None = None) -> np.ndarray:
+    """``(n_items, K)`` votes per class, each weighted by its annotator's weight."""
+    w = None if annotator_weight is None else np.asarray(annotator_weight, dtype=np.float64)[votes.annotator]
+    flat = np.bincount(votes.item * votes.n_classes + votes.label, weights=w, minlength=votes.n_items * votes.n_classes)
+    return flat.reshape(votes.n_items, votes.n_classes).astype(np.float64)
+
+
+def normalize_rows(scores: np.ndarray) -> np.ndarray:
+    """Rows scaled to sum to 1; an all-zero row becomes uniform."""
+    total = scores.sum(axis=1, keepdims=True)
+    k = scores.shape[1]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.where(total > 0, scores / np.where(total > 0, total, 1), 1.0 / k)
+    return out
+
+
+def most_probable(probas: np.ndarray, tie_break: np.ndarray | None = None) -> np.ndarray:
+    """The best class per row; ties go to the first class, or to the tied class that a
+    per-row uniform draw in ``tie_break`` picks (seeded by the caller, so deterministic)."""
+    if probas.shape[0] == 0:
+        return np.zeros(0, dtype=np.int64)
+    best = probas.max(axis=1, keepdims=True)
+    tied = probas >= best - 1e-12 * np.maximum(1.0, np.abs(best))
+    if tie_break is None:
+        return tied.argmax(axis=1).astype(np.int64)
+    n_tied = tied.sum(axis=1)
+    pick = np.minimum((np.asarray(tie_break) * n_tied).astype(np.int64), n_tied - 1)
+    rank = np.cumsum(tied, axis=1) - 1
+    return np.argmax(tied & (rank == pick[:, None]), axis=1).astype(np.int64)
+
+
+def with_gold(probas: np.ndarray, votes: Votes) -> np.ndarray:
+    """Known labels replace the estimate: gold items are certain."""
+    mask = votes.gold_mask
+    if mask.any():
+        probas = probas.copy()
+        probas[mask] = 0.0
+        probas[mask, votes.gold[mask]] = 1.0
+    return probas
+
+
+def majority_vote(
+    votes: Votes, annotator_weight: np.ndarray | None = None, tie_break: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, probas): the (weighted) share of votes per class, gold items fixed."""
+    probas = with_gold(normalize_rows(vote_scores(votes, annotator_weight)), votes)
+    return most_probable(probas, tie_break), probas
+
+
+def agreement_stats(votes: Votes, labels: np.ndarray) -> dict:
+    """Per annotator: votes that match the aggregate label, and votes in all (mergeable)."""
+    agree = (votes.label == labels[votes.item]).astype(np.float64)
+    return {
+        "agree": np.bincount(votes.annotator, weights=agree, minlength=votes.n_annotators),
+        "votes": votes.counts_per_annotator(),
+    }
+
+
+def gold_stats(votes: Votes) -> dict:
+    """Per annotator: answers on gold items, and how many were right (mergeable)."""
+    if votes.gold is None:
+        on_gold = np.zeros(len(votes), dtype=bool)
+    else:
+        on_gold = votes.gold[votes.item] >= 0
+    right = on_gold & (votes.gold[votes.item] == votes.label) if votes.gold is not None else on_gold
+    return {
+        "gold_votes": np.bincount(votes.annotator, weights=on_gold.astype(np.float64), minlength=votes.n_annotators),
+        "gold_right": np.bincount(votes.annotator, weights=right.astype(np.float64), minlength=votes.n_annotators),
+    }
+
+
+def agreement_skill(stats: dict) -> np.ndarray:
+    """Share of an annotator's votes that agree with the aggregate (0 for no votes)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(stats["votes"] > 0, stats["agree"] / np.maximum(stats["votes"], 1), 0.0)
+
+
+# -- Dawid–Skene ----------------------------------------------------------------------------
+
+
+def posterior_from_log(loglik: np.ndarray) -> np.ndarray:
+    """Softmax per row, shifted by the row maximum so nothing underflows."""
+    shifted = np.exp(loglik - loglik.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+def _entropy(probas: np.ndarray) -> float:
+    p = np.clip(probas, EPS, None)
+    return float(-(p * np.log(p)).sum())
+
+
+class DawidSkene:
+    """Dawid–Skene EM with a confusion matrix per annotator, or one skill (``one_coin``).
+
+    ``errors_[a, l, k]`` is the probability that annotator ``a`` says ``l`` when the truth
+    is ``k``; ``priors_`` the class prior; ``skills_`` the expected share of each
+    annotator's votes that are right.
+    """
+
+    def __init__(self, n_classes: int, n_annotators: int, *, one_coin: bool = False, tol: float = 1e-5, max_iter: int = 100):
+        if one_coin and n_classes < 2:
+            raise ValueError("one-coin Dawid–Skene needs at least two classes")
+        self.n_classes = n_classes
+        self.n_annotators = n_annotators
+        self.one_coin = one_coin
+        self.tol = tol
+        self.max_iter = max_iter
+
+    # -- the mergeable protocol ---------------------------------------------------------
+    def posteriors(self, votes: Votes, state: dict | None) -> np.ndarray:
+        """E-step: per item class posteriors; without a state, the majority-vote shares."""
+        if state is None:
+            return majority_vote(votes)[1]
+        table = state["log_errors"].reshape(self.n_annotators * self.n_classes, self.n_classes)
+        contrib = table[votes.annotator * self.n_classes + votes.label]
+        loglik = votes.per_item(contrib) + state["log_prior"][None, :]
+        return with_gold(posterior_from_log(loglik), votes)
+
+    def stats(self, votes: Votes, state: dict | None) -> dict:
+        """E-step with ``state``, then the sums the M-step needs."""
+        probas = self.posteriors(votes, state)
+        on_vote = probas[votes.item]
+        out = {
+            "class_sum": probas.sum(axis=0),
+            "items": float(votes.n_items),
+            "votes": votes.counts_per_annotator(),
+            "entropy": _entropy(probas),
+        }
+        if self.one_coin:
+            right = on_vote[np.arange(len(votes)), votes.label]
+            out["right"] = np.bincount(votes.annotator, weights=right, minlength=self.n_annotators)
+            out["class_sum_votes"] = on_vote.sum(axis=0)
+        else:
+            key = votes.annotator * self.n_classes + votes.label
+            size = self.n_annotators * self.n_classes
+            table = np.empty((size, self.n_classes))
+            for k in range(self.n_classes):
+                table[:, k] = np.bincount(key, weights=on_vote[:, k], minlength=size)
+            out["confusion"] = table.reshape(self.n_annotators, self.n_classes, self.n_classes)
+        return out
+
+    def finalize(self, stats: dict) -> dict:
+        """M-step: parameters from the merged sums, and the bound that decides convergence."""
+        n_votes = max(float(stats["votes"].sum()), 1.0)
+        prior = stats["class_sum"] / max(stats["items"], 1.0)
+        log_prior = np.log(np.clip(prior, EPS, None))
+        k = self.n_classes
+        if self.one_coin:
+            skill = np.where(stats["votes"] > 0, stats["right"] / np.maximum(stats["votes"], 1), 1.0 / k)
+            off = (1.0 - skill) / (k - 1)
+            errors = np.repeat(off[:, None, None], k, axis=1).repeat(k, axis=2)
+            idx = np.arange(k)
+            errors[:, idx, idx] = skill[:, None]
+            errors = np.clip(errors, EPS, 1 - EPS)
+            s, o = np.clip(skill, EPS, 1 - EPS), np.clip(off, EPS, 1 - EPS)
+            joint = (stats["right"] * np.log(s) + (stats["votes"] - stats["right"]) * np.log(o)).sum()
+            joint += stats["class_sum_votes"] @ log_prior
+        else:
+            errors = np.clip(stats["confusion"], EPS, None)
+            errors = errors / errors.sum(axis=1, keepdims=True)
+            log_errors = np.log(errors)
+            joint = float((stats["confusion"] * log_errors).sum())
+            joint += stats["confusion"].sum(axis=(0, 1)) @ log_prior
+            idx = np.arange(k)
+            right = stats["confusion"][:, idx, idx].sum(axis=1)
+            skill = np.where(stats["votes"] > 0, right / np.maximum(stats["votes"], 1), np.nan)
+        return {
+            "log_errors": np.log(errors),
+            "log_prior": log_prior,
+            "prior": prior,
+            "skill": skill,
+            "elbo": float(joint + stats["entropy"]) / n_votes,
+        }
+
+    def converged(self, old: dict | None, new: dict) -> bool:
+        return old is not None and new["elbo"] - old["elbo"] < self.tol
+
+    # -- one batch --------------------------------------------------------------------
+    def fit(self, votes: Votes) -> DawidSkene:
+        """All rounds on one batch of votes (the distributed stage runs the same rounds)."""
+        state = self.finalize(self.stats(votes, None))
+        self.elbo_history_ = []
+        previous = None
+        self.n_iter_ = 0
+        for _ in range(self.max_iter):
+            new = self.finalize(self.stats(votes, state))
+            self.n_iter_ += 1
+            self.elbo_history_.append(new["elbo"])
+            done = self.converged(previous, new)
+            previous = state = new
+            if done:
+                break
+        self.state_ = state
+        self.errors_ = np.exp(state["log_errors"])
+        self.priors_ = state["prior"]
+        self.skills_ = state["skill"]
+        return self
+
+    def predict_proba(self, votes: Votes) -> np.ndarray:
+        return self.posteriors(votes, self.state_)
+
+    def predict(self, votes: Votes) -> np.ndarray:
+        return most_probable(self.predict_proba(votes))
+
+
+class Wawa:
+    """Worker agreement with aggregate: majority vote, then a vote weighted by each
+    annotator's agreement with it. Two rounds: agreement stats, then the weighted vote."""
+
+    def __init__(self, n_annotators: int):
+        self.n_annotators = n_annotators
+
+    def stats(self, votes: Votes, tie_break: np.ndarray | None = None) -> dict:
+        labels, _ = majority_vote(votes, tie_break=tie_break)
+        return agreement_stats(votes, labels)
+
+    def finalize(self, stats: dict) -> dict:
+        return {"skill": agreement_skill(stats)}
+
+    def fit(self, votes: Votes, tie_break: np.ndarray | None = None) -> Wawa:
+        self.state_ = self.finalize(self.stats(votes, tie_break))
+        self.skills_ = self.state_["skill"]
+        return self
+
+    def predict_proba(self, votes: Votes) -> np.ndarray:
+        return majority_vote(votes, self.skills_)[1]

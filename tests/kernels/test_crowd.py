@@ -1,0 +1,180 @@
+"""Crowd aggregation kernels against a plain reference, closed-form cases and real labels."""
+
+import math
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+
+from dsbuild.kernels.crowd import (
+    DawidSkene,
+    Votes,
+    Wawa,
+    agreement_skill,
+    gold_stats,
+    majority_vote,
+    merge_stats,
+    most_probable,
+)
+from dsbuild.kernels.crowd_simulation import simulate_annotations
+
+EPS = 1e-10
+
+
+def digits_crowd(n_items=None, n_annotators=50, seed=0, **kw):
+    y = load_digits().target
+    if n_items is not None:
+        y = y[:n_items]
+    frame, conf, kind = simulate_annotations(y, n_annotators, np.random.default_rng(seed), **kw)
+    votes = Votes(frame["item"], frame["annotator"], frame["label"], len(y), n_annotators, 10)
+    return y, votes, kind
+
+
+def reference_dawid_skene(votes: Votes, iterations: int, one_coin=False):
+    """Textbook EM written with loops over dicts: the same model, none of the vectorising."""
+    K, A = votes.n_classes, votes.n_annotators
+    by_item = {}
+    for i, a, l in zip(votes.item, votes.annotator, votes.label):
+        by_item.setdefault(int(i), []).append((int(a), int(l)))
+    probas = np.zeros((votes.n_items, K))
+    for i, answers in by_item.items():
+        for _, l in answers:
+            probas[i, l] += 1 / len(answers)
+    history = []
+    for it in range(iterations + 1):
+        if it > 0:
+            probas = np.zeros((votes.n_items, K))
+            for i, answers in by_item.items():
+                logp = [math.log(max(prior[k], EPS)) + sum(math.log(errors[a][l][k]) for a, l in answers) for k in range(K)]
+                m = max(logp)
+                w = [math.exp(x - m) for x in logp]
+                probas[i] = np.array(w) / sum(w)
+        prior = probas.sum(axis=0) / votes.n_items
+        counts = np.zeros((A, K, K))
+        for i, answers in by_item.items():
+            for a, l in answers:
+                counts[a, l] += probas[i]
+        if one_coin:
+            skill = np.array([sum(counts[a, l, l] for l in range(K)) / max(counts[a].sum(), 1) for a in range(A)])
+            errors = np.array([[[skill[a] if l == k else (1 - skill[a]) / (K - 1) for k in range(K)] for l in range(K)] for a in range(A)])
+            errors = np.clip(errors, EPS, 1 - EPS)
+        else:
+            errors = np.clip(counts, EPS, None)
+            errors = errors / errors.sum(axis=1, keepdims=True)
+        if it > 0:
+            elbo = sum(
+                probas[i, k] * (math.log(errors[a][l][k]) + math.log(max(prior[k], EPS)))
+                for i, answers in by_item.items() for a, l in answers for k in range(K)
+            )
+            p = np.clip(probas, EPS, None)
+            history.append((elbo - (p * np.log(p)).sum()) / len(votes))
+    return probas, history
+
+
+@pytest.mark.parametrize("one_coin", [False, True])
+def test_dawid_skene_matches_loop_reference(one_coin):
+    y, votes, _ = digits_crowd(n_items=150, n_annotators=12)
+    model = DawidSkene(10, 12, one_coin=one_coin, tol=-np.inf, max_iter=4).fit(votes)
+    ref_probas, ref_history = reference_dawid_skene(votes, 4, one_coin)
+    np.testing.assert_allclose(model.elbo_history_, ref_history, rtol=1e-9)
+    # the model's state is after round 4; its posteriors are round 5, the reference's round 4
+    np.testing.assert_allclose(model.posteriors(votes, previous_state(votes, one_coin, 3)), ref_probas, atol=1e-9)
+
+
+def previous_state(votes, one_coin, rounds):
+    model = DawidSkene(10, votes.n_annotators, one_coin=one_coin, tol=-np.inf, max_iter=rounds).fit(votes)
+    return model.state_
+
+
+def test_stats_from_any_split_of_items_merge_to_the_same_model():
+    y, votes, _ = digits_crowd(n_items=400, n_annotators=20)
+    model = DawidSkene(10, 20)
+    state = model.finalize(model.stats(votes, None))
+    whole = model.stats(votes, state)
+    rng = np.random.default_rng(1)
+    side = rng.random(votes.n_items) < 0.3
+    parts = []
+    for keep in (side, ~side):
+        codes = np.cumsum(keep) - 1
+        on = keep[votes.item]
+        parts.append(
+            model.stats(Votes(codes[votes.item[on]], votes.annotator[on], votes.label[on], int(keep.sum()), 20, 10), state)
+        )
+    merged = merge_stats(*parts)
+    for key in whole:
+        np.testing.assert_allclose(merged[key], whole[key], rtol=1e-10, atol=1e-9)
+
+
+def test_dawid_skene_beats_majority_vote_with_spammers_and_adversaries():
+    y, votes, kind = digits_crowd(n_annotators=60, spammers=0.25, adversaries=0.1)
+    assert (kind == 1).any() and (kind == 2).any()
+    mv = (majority_vote(votes)[0] == y).mean()
+    ds_model = DawidSkene(10, 60).fit(votes)
+    ds = (ds_model.predict(votes) == y).mean()
+    one = (DawidSkene(10, 60, one_coin=True).fit(votes).predict(votes) == y).mean()
+    assert ds > mv + 0.03, (ds, mv)
+    assert one > mv, (one, mv)
+    # skills separate the kinds of annotator
+    skill = ds_model.skills_
+    assert skill[kind == 0].mean() > skill[kind == 1].mean() + 0.3
+    assert skill[kind == 2].mean() < 0.3
+
+
+def test_unanimous_annotators_make_certain_labels():
+    items = np.repeat(np.arange(6), 3)
+    labels = np.repeat([2, 1, 0, 2, 1, 0], 3)
+    votes = Votes(items, np.tile([0, 1, 2], 6), labels, 6, 3, 3)
+    model = DawidSkene(3, 3).fit(votes)
+    probas = model.predict_proba(votes)
+    assert model.predict(votes).tolist() == [2, 1, 0, 2, 1, 0]
+    assert probas.max(axis=1).min() > 0.999
+    np.testing.assert_allclose(model.skills_, 1.0, atol=1e-6)
+    np.testing.assert_allclose(model.priors_, [1 / 3] * 3)
+
+
+def test_majority_vote_closed_form_and_weights():
+    votes = Votes([0, 0, 0, 1, 1], [0, 1, 2, 0, 1], [1, 1, 0, 0, 1], 2, 3, 2)
+    labels, probas = majority_vote(votes)
+    np.testing.assert_allclose(probas, [[1 / 3, 2 / 3], [0.5, 0.5]])
+    assert labels.tolist() == [1, 0]  # tie goes to the first class
+    labels, probas = majority_vote(votes, annotator_weight=np.array([3.0, 1.0, 1.0]))
+    np.testing.assert_allclose(probas, [[0.2, 0.8], [0.75, 0.25]])
+    assert labels.tolist() == [1, 0]
+
+
+def test_ties_go_only_to_tied_classes_and_follow_the_draw():
+    probas = np.tile([0.4, 0.1, 0.4, 0.1], (1000, 1))
+    draws = np.random.default_rng(0).random(1000)
+    picks = most_probable(probas, draws)
+    assert set(picks.tolist()) == {0, 2}
+    assert 400 < (picks == 0).sum() < 600
+    assert np.array_equal(picks, most_probable(probas, draws))
+    assert most_probable(probas).tolist() == [0] * 1000
+
+
+def test_gold_items_keep_their_label_and_score_annotators():
+    gold = np.full(4, -1)
+    gold[1] = 0
+    votes = Votes([0, 0, 1, 1, 2, 3], [0, 1, 0, 1, 1, 0], [1, 1, 0, 1, 1, 0], 4, 2, 2, gold)
+    labels, probas = majority_vote(votes)
+    assert labels[1] == 0 and probas[1, 0] == 1.0
+    stats = gold_stats(votes)
+    assert stats["gold_votes"].tolist() == [1, 1]
+    assert stats["gold_right"].tolist() == [1, 0]
+    model = DawidSkene(2, 2).fit(votes)
+    assert model.predict_proba(votes)[1].tolist() == [1.0, 0.0]
+
+
+def test_wawa_down_weights_disagreeing_annotators():
+    y, votes, kind = digits_crowd(n_annotators=60, spammers=0.25, adversaries=0.1)
+    model = Wawa(60).fit(votes)
+    assert model.skills_[kind == 0].mean() > model.skills_[kind == 2].mean() + 0.3
+    assert (model.predict_proba(votes).argmax(axis=1) == y).mean() >= (majority_vote(votes)[0] == y).mean()
+    assert agreement_skill({"agree": np.array([0.0]), "votes": np.array([0.0])}).tolist() == [0.0]
+
+
+def test_votes_reject_codes_out_of_range():
+    with pytest.raises(ValueError, match="label codes"):
+        Votes([0], [0], [3], 1, 1, 3)
+    with pytest.raises(ValueError, match="annotator codes"):
+        Votes([0], [-1], [0], 1, 1, 3)
