@@ -12,6 +12,8 @@ import struct
 from collections.abc import Iterable
 
 import numpy as np
+import pandas as pd
+import pyarrow as pa
 
 ID = "id"
 REASON = "reason"
@@ -61,6 +63,15 @@ def child_id(parent_id: str, kind: str, k: int) -> str:
 
 
 # -- images -----------------------------------------------------------------------------
+
+IMAGE_DTYPE = pd.ArrowDtype(pa.binary())
+"""Encoded image bytes. An Arrow binary column: Dask leaves it alone (it would turn a
+plain object column into strings) and Parquet stores it as BYTE_ARRAY."""
+
+
+def image_series(blobs, index=None) -> pd.Series:
+    return pd.Series(list(blobs), dtype=IMAGE_DTYPE, index=index)
+
 
 IMAGE_FORMATS = ("png", "jpeg", "webp", "bmp", "gif", "tiff")
 

@@ -63,7 +63,15 @@ class Condition(StageOptions):
         return result.fillna(False).to_numpy(dtype=bool) & col.notna().to_numpy()
 
     def __str__(self) -> str:
-        return f"{self.column}{self.op}{self.value}" if self.value is not None else f"{self.column}:{self.op}"
+        """``age:ge:18`` — no ``=`` inside, which would split the rule from its detail."""
+        op = _OP_NAMES.get(self.op, self.op)
+        if self.value is None:
+            return f"{self.column}:{op}"
+        value = ",".join(map(str, self.value)) if isinstance(self.value, (list, tuple)) else self.value
+        return f"{self.column}:{op}:{value}"
+
+
+_OP_NAMES = {"==": "eq", "!=": "ne", "<": "lt", "<=": "le", ">": "gt", ">=": "ge"}
 
 
 class SelectOptions(StageOptions):
@@ -207,3 +215,312 @@ class ValidateImages(MapStage):
         part[f"{col}_width"] = width
         part[f"{col}_channels"] = channels
         return part
+
+
+# -- shared by the cleaning rules below -------------------------------------------------
+
+
+def _is_number_column(dtype) -> bool:
+    return pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype)
+
+
+def _may_hold_missing(col: pd.Series) -> pd.Series:
+    """The column in a dtype that can hold a missing value (integers become floats)."""
+    if pd.api.types.is_integer_dtype(col.dtype) and not isinstance(col.dtype, pd.api.extensions.ExtensionDtype):
+        return col.astype(np.float64)
+    return col
+
+
+def _details(rule: str, values) -> np.ndarray:
+    """Per-row reasons ``rule=<value>`` (the value cut short, for a readable reject)."""
+    text = pd.Series(values, dtype=object).astype("str").str.slice(0, 40).to_numpy(dtype=object)
+    return np.array([f"{rule}={v}" for v in text], dtype=object)
+
+
+def _group_key(part: pd.DataFrame, by: list[str]) -> np.ndarray:
+    """One string per row naming its group (``"*"`` when there is no grouping)."""
+    if not by:
+        return np.full(len(part), "*", dtype=object)
+    cols = [part[c].astype("str").fillna("<NA>").to_numpy(dtype=object) for c in by]
+    return np.array(["\x1f".join(map(str, t)) for t in zip(*cols)], dtype=object) if len(part) else np.array([], dtype=object)
+
+
+def _merge_dicts(a: dict, b: dict, merge) -> dict:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = merge(out[k], v) if k in out else v
+    return out
+
+
+# -- normalize_units --------------------------------------------------------------------
+
+
+class UnitRule(StageOptions):
+    """How one column's quantities become numbers in one unit."""
+
+    to: str = Field(..., description="canonical unit: min, h, kg, cm, C, ... or your own with factors")
+    unit_column: str | None = Field(None, description="column holding each row's unit, used when the value has none")
+    assume: str | None = Field(None, description="unit of a bare number with no unit column entry (default: `to`)")
+    factors: dict[str, float] = Field(default_factory=dict, description="your own units: how many `to` units one of it is")
+    on_error: Literal["reject", "null"] = Field("reject", description="a value that does not parse: reject the row, or make it missing")
+
+    @model_validator(mode="after")
+    def _units_exist(self):
+        table = UnitTable(self.to, self.factors)
+        if self.assume is not None and not table.has(self.assume):
+            raise ValueError(f"assume: unit {self.assume!r} is not a {table.dimension or self.to} unit")
+        return self
+
+    def table(self) -> UnitTable:
+        return UnitTable(self.to, self.factors)
+
+
+class NormalizeUnitsOptions(StageOptions):
+    columns: dict[str, UnitRule] = Field(..., description="column -> {to, unit_column, assume, factors, on_error}")
+
+
+@register
+class NormalizeUnits(MapStage):
+    """Values written with units (``90 min``, ``1.5h``, ``72°F``) become numbers in one unit.
+
+    The unit comes from the value itself, else from ``unit_column``, else ``assume``.
+    The column becomes float64 in the ``to`` unit and ``unit_column`` (if any) says
+    ``to`` for every converted row. Counters: ``converted:<col>`` (cells whose unit
+    differed), ``unit_error:<col>``; rejects read ``units:<col>=<problem>``.
+    """
+
+    name = "normalize_units"
+    Options = NormalizeUnitsOptions
+
+    def check(self, meta):
+        cols = self.options.columns
+        self.require_columns(meta, cols)
+        self.require_columns(meta, [r.unit_column for r in cols.values() if r.unit_column], what="unit_column")
+
+    def process(self, part):
+        for column, rule in self.options.columns.items():
+            units = part[rule.unit_column] if rule.unit_column else None
+            values, changed, problem = convert_column(part[column], rule.table(), units, rule.assume)
+            bad = pd.notna(problem)
+            if rule.on_error == "reject" and bad.any():
+                part = reject(part, bad, np.array([f"units:{column}={p}" for p in problem], dtype=object))
+            part[column] = values
+            if rule.unit_column:
+                converted = part[rule.unit_column].astype("str").mask(~bad & ~np.isnan(values), rule.to)
+                part[rule.unit_column] = converted
+            part[f"_m_converted:{column}"] = changed.astype(np.int64)
+            part[f"_m_unit_error:{column}"] = bad.astype(np.int64)
+        return part
+
+
+# -- ranges -----------------------------------------------------------------------------
+
+
+class RangeRule(StageOptions):
+    """Allowed values of one column: ``min``/``max`` (inclusive) or an ``allowed`` set."""
+
+    min: float | None = None
+    max: float | None = None
+    allowed: list[Any] | None = None
+    action: Literal["reject", "clip", "null"] = Field("reject", description="what to do with a value outside")
+
+    @model_validator(mode="after")
+    def _sensible(self):
+        bounded = self.min is not None or self.max is not None
+        if not bounded and self.allowed is None:
+            raise ValueError("give min, max or allowed")
+        if bounded and self.allowed is not None:
+            raise ValueError("give min/max or allowed, not both")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min} is above max {self.max}")
+        if self.action == "clip" and not bounded:
+            raise ValueError("clip needs min or max; an allowed set cannot be clipped to")
+        return self
+
+    def inside(self, col: pd.Series) -> np.ndarray:
+        """True where the value is allowed or missing (a missing value is impute's job)."""
+        if self.allowed is not None:
+            ok = col.isin(self.allowed).to_numpy()
+        else:
+            num = col.to_numpy(dtype=np.float64, na_value=np.nan)
+            ok = np.ones(len(col), dtype=bool)
+            if self.min is not None:
+                ok &= ~(num < self.min)
+            if self.max is not None:
+                ok &= ~(num > self.max)
+        return ok | col.isna().to_numpy()
+
+
+class RangesOptions(StageOptions):
+    columns: dict[str, RangeRule] = Field(..., description="column -> {min, max | allowed, action: reject | clip | null}")
+
+
+@register
+class Ranges(MapStage):
+    """Values outside a column's allowed range or set are clipped, made missing or rejected.
+
+    Counter ``out_of_range:<col>`` counts cells outside (each one changed, unless
+    rejected); rejects read ``range:<col>=<value>``.
+    """
+
+    name = "ranges"
+    Options = RangesOptions
+
+    def check(self, meta):
+        self.require_columns(meta, self.options.columns)
+        for column, rule in self.options.columns.items():
+            if rule.allowed is None and not _is_number_column(meta[column].dtype):
+                raise StageError(
+                    f"stage {self.ctx.name!r}: rule for {column!r} has min/max but the column is "
+                    f"{meta[column].dtype}, not numeric (cast it first)"
+                )
+
+    def process(self, part):
+        for column, rule in self.options.columns.items():
+            col = part[column]
+            outside = ~rule.inside(col)
+            if rule.action == "reject":
+                part = reject(part, outside, _details(f"range:{column}", col))
+            elif rule.action == "clip":
+                clipped = col.clip(lower=rule.min, upper=rule.max)
+                whole = all(b is None or float(b).is_integer() for b in (rule.min, rule.max))
+                part[column] = clipped.astype(col.dtype) if whole else clipped.astype(np.float64)
+            else:
+                part[column] = _may_hold_missing(col).mask(outside)
+            part[f"_m_out_of_range:{column}"] = outside.astype(np.int64)
+        return part
+
+
+# -- impute -----------------------------------------------------------------------------
+
+Strategy = Literal["median", "mean", "mode", "constant"]
+
+
+class ImputeRule(StageOptions):
+    strategy: Strategy = "median"
+    by: list[str] | None = Field(None, description="fill from the row's group (e.g. [sex]); default: the stage's `by`")
+    value: Any = Field(None, description="the fill value for strategy constant")
+
+    @model_validator(mode="after")
+    def _constant_has_value(self):
+        if (self.strategy == "constant") != (self.value is not None):
+            raise ValueError("strategy constant needs a value, and only it takes one")
+        return self
+
+
+class ImputeOptions(StageOptions):
+    columns: dict[str, Strategy | ImputeRule] = Field(..., description="column -> median | mean | mode | {strategy, by, value}")
+    by: list[str] = Field(default_factory=list, description="group columns for every rule that names none")
+    max_distinct: int = Field(50_000, gt=0, description="exact medians up to this many distinct values, a sketch beyond")
+    alpha: float = Field(0.005, gt=0, lt=1, description="the sketch's relative error bound")
+
+    def rules(self) -> dict[str, ImputeRule]:
+        out = {}
+        for column, rule in self.columns.items():
+            rule = ImputeRule(strategy=rule) if isinstance(rule, str) else rule
+            out[column] = rule if rule.by is not None else rule.model_copy(update={"by": list(self.by)})
+        return out
+
+
+@register
+class Impute(FitApplyStage):
+    """Fill missing values with the median, mean or mode of the column, or of the row's group.
+
+    Statistics are mergeable value counts (exact; a median equals numpy's) and become a
+    log-bucket sketch with relative error ``alpha`` when a column has more than
+    ``max_distinct`` values; the summary says which. A group never seen with a value
+    falls back to the whole column. Adds ``<col>_imputed`` (bool); counter
+    ``imputed:<col>``.
+    """
+
+    name = "impute"
+    Options = ImputeOptions
+
+    def check(self, meta):
+        rules = self.options.rules()
+        self.require_columns(meta, rules)
+        self.require_columns(meta, sorted({c for r in rules.values() for c in r.by}), what="group column (by)")
+        for column, rule in rules.items():
+            if rule.strategy in ("median", "mean") and not _is_number_column(meta[column].dtype):
+                raise StageError(
+                    f"stage {self.ctx.name!r}: {rule.strategy} of {column!r} needs a numeric column, "
+                    f"it is {meta[column].dtype} (use mode)"
+                )
+
+    def partial(self, part, state):
+        o = self.options
+        out = {}
+        for column, rule in o.rules().items():
+            if rule.strategy == "constant":
+                continue
+            groups = _group_key(part, rule.by)
+            frame = pd.DataFrame({"g": groups, "v": part[column].to_numpy()})
+            frame = frame[part[column].notna().to_numpy()]
+            if rule.strategy == "mode":
+                out[column] = {g: ValueCounts.of(s) for g, s in frame.groupby("g", sort=False)["v"]}
+            else:
+                out[column] = {
+                    g: Distribution.of(s, o.max_distinct, o.alpha) for g, s in frame.groupby("g", sort=False)["v"]
+                }
+        return out
+
+    def combine(self, a, b):
+        return _merge_dicts(a, b, lambda x, y: _merge_dicts(x, y, lambda p, q: p.merge(q)))
+
+    def finalize(self, stats, state):
+        fills = {}
+        for column, rule in self.options.rules().items():
+            if rule.strategy == "constant":
+                fills[column] = {"global": rule.value, "groups": {}, "error": "exact"}
+                continue
+            per_group = stats.get(column, {})
+            whole = None
+            for g in sorted(per_group):
+                whole = per_group[g] if whole is None else whole.merge(per_group[g])
+            pick = {"median": lambda d: d.median(), "mean": lambda d: d.mean(), "mode": lambda d: d.mode()}[rule.strategy]
+            exact = all(getattr(d, "exact", True) for d in per_group.values()) and getattr(whole, "exact", True)
+            fills[column] = {
+                "global": pick(whole) if whole is not None else None,
+                "groups": {g: pick(d) for g, d in per_group.items()} if rule.by else {},
+                "error": "exact" if exact or rule.strategy == "mean" else f"relative error <= {self.options.alpha:g}",
+            }
+        return fills
+
+    def apply(self, part, fills):
+        for column, rule in self.options.rules().items():
+            fill = fills[column]
+            missing = part[column].isna().to_numpy()
+            if fill["groups"]:
+                keys = pd.Series(_group_key(part, rule.by), index=part.index)
+                values = keys.map(fill["groups"])
+                if fill["global"] is not None:
+                    values = values.fillna(fill["global"]) if values.isna().any() else values
+            else:
+                values = pd.Series(fill["global"], index=part.index, dtype=object)
+            col = part[column]
+            can = missing & values.notna().to_numpy()
+            if can.any():
+                filled = col.to_numpy(dtype=object, na_value=None).copy()
+                filled[can] = values.to_numpy(dtype=object)[can]
+                col = pd.Series(filled, index=part.index).astype(_may_hold_missing(col).dtype)
+            part[column] = _may_hold_missing(col) if _is_number_column(col.dtype) else col
+            part[f"{column}_imputed"] = can
+            part[f"_m_imputed:{column}"] = can.astype(np.int64)
+        return part
+
+    def summary(self):
+        state = getattr(self, "state_", None) or {}
+        return {
+            column: {
+                "strategy": rule.strategy,
+                "by": rule.by,
+                "value": _jsonable(state.get(column, {}).get("global")),
+                "groups": len(state.get(column, {}).get("groups", {})),
+                "error": state.get(column, {}).get("error"),
+            }
+            for column, rule in self.options.rules().items()
+        }
+
+
+def _jsonable(value):
+    return value.item() if hasattr(value, "item") else value

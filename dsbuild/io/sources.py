@@ -1,0 +1,680 @@
+"""Sources: files (Parquet, CSV, JSONL, a folder of images) or bundled samples → Dask frame.
+
+Every source gives an ``id`` column: the data's own ``id`` column if it has one, else
+``<file>:<row>`` with the file relative to the source root and the 0-based data row.
+Rows that cannot be parsed (a CSV line with too many fields, a malformed JSON line, a
+value that does not fit its column's type) are not dropped: they come out marked with a
+reason and their raw text, and the pipeline sends them to rejects under stage
+``source``. Paths go through fsspec, so ``s3://`` and ``gs://`` work where the user has
+that filesystem installed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import posixpath
+from dataclasses import dataclass, field
+from typing import Annotated, Literal, Union
+
+import dask
+import dask.dataframe as dd
+import fsspec
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.json as pajson
+import pyarrow.parquet as pq
+from fsspec.utils import read_block
+from pydantic import BaseModel, ConfigDict, Field
+
+from dsbuild.records import ID, image_series, image_size, sniff_image_format
+from dsbuild.stages.base import REJECT
+
+RAW = "_raw"
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+
+
+class SourceError(ValueError):
+    """A source cannot be read as a whole (no files, unreadable file, schemas that clash)."""
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ParquetSource(_Spec):
+    format: Literal["parquet"]
+    path: str | list[str] = Field(..., description="file, folder or glob")
+    columns: list[str] | None = None
+    rows_per_partition: int = Field(1_000_000, gt=0)
+
+
+class CsvSource(_Spec):
+    format: Literal["csv"]
+    path: str | list[str]
+    sep: str = Field(",", max_length=1)
+    header: bool = True
+    column_names: list[str] | None = Field(None, description="names when the file has no header")
+    null_values: list[str] = Field(default_factory=lambda: ["", "NA", "N/A", "NaN", "nan", "null", "NULL", "?"])
+    skip_initial_space: bool = True
+    blocksize: int = Field(64 * 2**20, gt=0, description="bytes per partition of an uncompressed file")
+    encoding: str = "utf8"
+
+
+class JsonlSource(_Spec):
+    format: Literal["jsonl"]
+    path: str | list[str]
+    blocksize: int = Field(64 * 2**20, gt=0)
+
+
+class ImagesSource(_Spec):
+    format: Literal["images"]
+    path: str
+    labels: Literal["auto", "folders", "none"] = Field(
+        "auto", description="label from the class subfolder; auto: when every image sits in one"
+    )
+    extensions: list[str] = Field(default_factory=lambda: list(IMAGE_EXTENSIONS))
+    files_per_partition: int = Field(256, gt=0)
+
+
+class SampleSource(_Spec):
+    format: Literal["sample"]
+    name: Literal["digits", "breast_cancer", "adult", "adult_test", "german_credit"]
+    partitions: int = Field(4, gt=0)
+
+
+SourceSpec = Annotated[
+    Union[ParquetSource, CsvSource, JsonlSource, ImagesSource, SampleSource],
+    Field(discriminator="format"),
+]
+
+
+@dataclass
+class Source:
+    """A lazy frame plus what the manifest says about where it came from."""
+
+    frame: dd.DataFrame
+    files: list[dict] = field(default_factory=list)
+    skipped: list[dict] = field(default_factory=list)
+
+    def fingerprint(self) -> str:
+        h = hashlib.blake2b(digest_size=16)
+        for f in sorted(self.files, key=lambda f: f["path"]):
+            h.update(json.dumps(f, sort_keys=True, default=str).encode())
+        return h.hexdigest()
+
+
+def read_source(spec) -> Source:
+    """Read any source spec (a model or a plain dict) into a :class:`Source`."""
+    if isinstance(spec, dict):
+        from pydantic import TypeAdapter
+
+        spec = TypeAdapter(SourceSpec).validate_python(spec)
+    reader = {
+        "parquet": _read_parquet,
+        "csv": _read_csv,
+        "jsonl": _read_jsonl,
+        "images": _read_images,
+        "sample": _read_sample,
+    }[spec.format]
+    return reader(spec)
+
+
+# -- files ------------------------------------------------------------------------------
+
+
+def _expand(path: str | list[str], suffixes: tuple[str, ...]) -> tuple[fsspec.AbstractFileSystem, str, list[str]]:
+    """(filesystem, root, files) for a file, folder, glob or list; root names ids."""
+    paths = [path] if isinstance(path, str) else list(path)
+    fs, _, _ = fsspec.get_fs_token_paths(paths[0])
+    files: list[str] = []
+    roots = []
+    for p in paths:
+        stripped = fs._strip_protocol(p)
+        if fs.isdir(stripped):
+            roots.append(stripped)
+            found = [f for f in fs.find(stripped) if f.lower().endswith(suffixes)]
+            files.extend(f for f in found if not posixpath.basename(f).startswith((".", "_")))
+        elif any(ch in p for ch in "*?["):
+            matched = fs.glob(stripped)
+            roots.append(posixpath.dirname(stripped.split("*")[0].split("?")[0].split("[")[0]))
+            files.extend(m for m in matched if fs.isfile(m))
+        elif fs.isfile(stripped):
+            roots.append(posixpath.dirname(stripped))
+            files.append(stripped)
+        else:
+            raise SourceError(f"source path {p!r} does not exist")
+    if not files:
+        raise SourceError(f"source path {path!r} holds no files ending in {', '.join(suffixes)}")
+    root = posixpath.commonpath(roots) if roots else ""
+    return fs, root, sorted(set(files))
+
+
+def _relative(path: str, root: str) -> str:
+    rel = posixpath.relpath(path, root) if root else path
+    return posixpath.basename(path) if rel.startswith("..") else rel
+
+
+def _file_record(fs, path: str) -> dict:
+    info = fs.info(path)
+    return {"path": path, "size": info.get("size"), "mtime": str(info.get("mtime") or info.get("LastModified") or "")}
+
+
+# -- parquet ----------------------------------------------------------------------------
+
+
+def _read_parquet(spec: ParquetSource) -> Source:
+    fs, root, files = _expand(spec.path, (".parquet", ".pq", ".parq"))
+    schema = None
+    pieces = []
+    records, skipped = [], []
+    for path in files:
+        record = _file_record(fs, path)
+        if record["size"] == 0:
+            skipped.append({**record, "why": "empty file (0 bytes): no rows to read"})
+            continue
+        try:
+            with fs.open(path, "rb") as f:
+                meta = pq.ParquetFile(f).metadata
+                file_schema = pq.ParquetFile(f).schema_arrow
+        except (pa.ArrowInvalid, OSError) as e:
+            raise SourceError(f"{path}: not a readable Parquet file: {e}") from None
+        if spec.columns:
+            missing = [c for c in spec.columns if c not in file_schema.names]
+            if missing:
+                raise SourceError(f"{path}: no column {missing[0]!r}; columns are {file_schema.names}")
+            file_schema = pa.schema([file_schema.field(c) for c in spec.columns])
+        if schema is None:
+            schema = file_schema
+        else:
+            _check_same_schema(schema, file_schema, path, files[0])
+        records.append(record)
+        rel = _relative(path, root)
+        start, groups = 0, []
+        rows_in_piece = 0
+        for g in range(meta.num_row_groups):
+            n = meta.row_group(g).num_rows
+            if groups and rows_in_piece + n > spec.rows_per_partition:
+                pieces.append((path, rel, tuple(groups), start))
+                start += rows_in_piece
+                groups, rows_in_piece = [], 0
+            groups.append(g)
+            rows_in_piece += n
+        pieces.append((path, rel, tuple(groups), start))
+    if schema is None:
+        raise SourceError(f"source {spec.path!r}: every Parquet file is empty")
+    meta = _with_id(to_pandas(schema.empty_table()))
+    frame = dd.from_map(
+        _ParquetPiece(fs, spec.columns, schema), pieces, meta=meta, divisions=None, label="read-parquet", enforce_metadata=False
+    )
+    return Source(frame, records, skipped)
+
+
+def _check_same_schema(first: pa.Schema, other: pa.Schema, path: str, first_path: str) -> None:
+    for f in first:
+        if f.name not in other.names:
+            raise SourceError(f"{path}: column {f.name!r} (in {first_path}) is missing")
+        t = other.field(f.name).type
+        if t != f.type and not (pa.types.is_integer(t) and pa.types.is_integer(f.type)):
+            raise SourceError(
+                f"{path}: column {f.name!r} has type {t}, but {f.type} in {first_path}; "
+                "cast it or read the files as separate sources"
+            )
+
+
+class _ParquetPiece:
+    def __init__(self, fs, columns, schema):
+        self.fs, self.columns, self.schema = fs, columns, schema
+
+    def __call__(self, piece) -> pd.DataFrame:
+        path, rel, groups, start = piece
+        with self.fs.open(path, "rb") as f:
+            table = pq.ParquetFile(f).read_row_groups(list(groups), columns=self.columns) if groups else self.schema.empty_table()
+        table = table.cast(self.schema) if table.schema != self.schema else table
+        return _with_id(to_pandas(table), rel, start)
+
+
+_NULLABLE = {
+    pa.int8(): pd.Int8Dtype(), pa.int16(): pd.Int16Dtype(), pa.int32(): pd.Int32Dtype(), pa.int64(): pd.Int64Dtype(),
+    pa.uint8(): pd.UInt8Dtype(), pa.uint16(): pd.UInt16Dtype(), pa.uint32(): pd.UInt32Dtype(), pa.uint64(): pd.UInt64Dtype(),
+    pa.bool_(): pd.BooleanDtype(), pa.binary(): pd.ArrowDtype(pa.binary()), pa.large_binary(): pd.ArrowDtype(pa.large_binary()),
+}
+
+
+def to_pandas(table: pa.Table) -> pd.DataFrame:
+    """Arrow → pandas keeping integers and booleans nullable, so a missing value never
+    turns a column into floats or objects and every partition has the same dtypes."""
+    return table.to_pandas(types_mapper=_NULLABLE.get)
+
+
+def _with_id(df: pd.DataFrame, rel: str = "", start: int = 0) -> pd.DataFrame:
+    """Give the frame a string ``id`` first: its own column if present, else file:row."""
+    if ID in df.columns:
+        ids = df[ID].astype("string")
+        df = df.drop(columns=[ID])
+    else:
+        ids = pd.array([f"{rel}:{start + i}" for i in range(len(df))], dtype="string")
+    df.insert(0, ID, ids)
+    return df.reset_index(drop=True)
+
+
+# -- text formats: CSV and JSON lines ----------------------------------------------------
+
+
+def _text_blocks(fs, files: list[str], root: str, blocksize: int) -> tuple[list[tuple], list[dict]]:
+    """(path, rel, start, length, first_row) per block, newline-aligned, rows counted.
+
+    Compressed files are one block each. Rows per block are counted by a parallel pass
+    over the blocks first (cheap: only newlines are counted), so that every row gets its
+    true row number whatever the block boundaries.
+    """
+    records, spans = [], []
+    for path in files:
+        record = _file_record(fs, path)
+        records.append(record)
+        compressed = fsspec.utils.infer_compression(path) is not None
+        size = record["size"] or 0
+        if compressed or size <= blocksize:
+            spans.append((path, _relative(path, root), 0, None))
+        else:
+            for start in range(0, size, blocksize):
+                spans.append((path, _relative(path, root), start, blocksize))
+    counts = [0] * len(spans)
+    split = [i for i, s in enumerate(spans) if s[3] is not None]
+    if split:
+        counted = dask.compute(*[dask.delayed(_count_lines)(fs, *spans[i][::2], spans[i][3]) for i in split])
+        for i, n in zip(split, counted):
+            counts[i] = n
+    blocks, line = [], 0
+    for i, (path, rel, start, length) in enumerate(spans):
+        if start == 0:
+            line = 0
+        blocks.append((path, rel, start, length, line))
+        line += counts[i]
+    return blocks, records
+
+
+def _count_lines(fs, path: str, start: int, length: int) -> int:
+    return _read_text_block(fs, path, start, length).count(b"\n")
+
+
+def _read_text_block(fs, path: str, start: int, length: int | None) -> bytes:
+    with fs.open(path, "rb", compression="infer") as f:
+        if length is None:
+            data = f.read()
+            return data if data.endswith(b"\n") or not data else data + b"\n"
+        data = read_block(f, start, length, delimiter=b"\n")
+    return data if data.endswith(b"\n") or not data else data + b"\n"
+
+
+def _read_csv(spec: CsvSource) -> Source:
+    fs, root, files = _expand(spec.path, (".csv", ".csv.gz", ".csv.bz2", ".csv.zst", ".csv.xz", ".tsv", ".txt"))
+    names = _csv_header(fs, files[0], spec)
+    for path in files[1:]:
+        other = _csv_header(fs, path, spec)
+        if other != names:
+            raise SourceError(f"{path}: header {other} differs from {files[0]}: {names}")
+    sample = _read_text_block(fs, files[0], 0, min(spec.blocksize, 4 * 2**20))
+    schema = _csv_infer_schema(sample, names, spec)
+    blocks, records = _text_blocks(fs, files, root, spec.blocksize)
+    meta = _CsvBlock(fs, spec, names, schema)._empty()
+    frame = dd.from_map(_CsvBlock(fs, spec, names, schema), blocks, meta=meta, divisions=None, label="read-csv", enforce_metadata=False)
+    return Source(frame, records)
+
+
+def _csv_header(fs, path: str, spec: CsvSource) -> list[str]:
+    if not spec.header:
+        if not spec.column_names:
+            raise SourceError(f"{path}: header: false needs column_names")
+        return list(spec.column_names)
+    with fs.open(path, "rb", compression="infer") as f:
+        first = f.readline().decode(spec.encoding).rstrip("\r\n")
+    if not first:
+        raise SourceError(f"{path}: empty file, no header line")
+    names = [n.strip().strip('"') for n in first.split(spec.sep)]
+    return list(spec.column_names) if spec.column_names else names
+
+
+def _csv_options(spec: CsvSource, names: list[str], types: dict | None, skip_header: bool, bad: list):
+    read = pacsv.ReadOptions(column_names=names, skip_rows=1 if skip_header else 0, encoding=spec.encoding, use_threads=False)
+
+    def on_invalid(row):
+        bad.append(row)
+        return "skip"
+
+    parse = pacsv.ParseOptions(delimiter=spec.sep, invalid_row_handler=on_invalid)
+    convert = pacsv.ConvertOptions(
+        null_values=spec.null_values, strings_can_be_null=True, quoted_strings_can_be_null=True, column_types=types or {}
+    )
+    return read, parse, convert
+
+
+def _csv_infer_schema(sample: bytes, names: list[str], spec: CsvSource) -> pa.Schema:
+    # Drop a possibly cut last line, then let Arrow infer from a few MB.
+    cut = sample[: sample.rfind(b"\n") + 1] or sample
+    if spec.skip_initial_space:
+        cut = _strip_after_separators(cut, spec.sep)
+    table = pacsv.read_csv(io.BytesIO(cut), *_csv_options(spec, names, None, spec.header, []))
+    fields = [pa.field(f.name, pa.string() if pa.types.is_null(f.type) else f.type) for f in table.schema]
+    return pa.schema(fields)
+
+
+def _strip_after_separators(data: bytes, sep: str) -> bytes:
+    s = sep.encode()
+    return data.replace(s + b" ", s).replace(s + b" ", s)
+
+
+class _CsvBlock:
+    def __init__(self, fs, spec: CsvSource, names: list[str], schema: pa.Schema):
+        self.fs, self.spec, self.names, self.schema = fs, spec, names, schema
+
+    def _empty(self) -> pd.DataFrame:
+        df = _with_id(to_pandas(self.schema.empty_table()))
+        return _mark_bad(df, [])
+
+    def __call__(self, block) -> pd.DataFrame:
+        path, rel, start, length, first_line = block
+        data = _read_text_block(self.fs, path, start, length)
+        if self.spec.skip_initial_space:
+            data = _strip_after_separators(data, self.spec.sep)
+        header_here = self.spec.header and start == 0
+        lines = data.split(b"\n")[:-1]
+        # Line i of the block is data row (first_line + i - header): ids follow rows.
+        offset = first_line - (1 if self.spec.header and start != 0 else 0)
+        first_data_line = 1 if header_here else 0
+        bad: list = []
+        try:
+            table = pacsv.read_csv(io.BytesIO(data), *_csv_options(self.spec, self.names, dict(zip(self.schema.names, self.schema.types)), header_here, bad))
+            rows = _row_numbers(len(lines), first_data_line, {b.number - 1 for b in bad if b.number is not None})
+            df = to_pandas(table)
+            bad_rows = [(b.number - 1 - first_data_line, b.text, f"csv:fields=expected {b.expected_columns}, got {b.actual_columns}") for b in bad]
+        except pa.ArrowInvalid:
+            df, rows, bad_rows = self._typed_by_hand(data, lines, header_here)
+        df = _with_id(df)
+        df[ID] = pd.array([f"{rel}:{offset + r}" for r in rows], dtype="string")
+        out = _mark_bad(df, [])
+        if bad_rows:
+            extra = pd.DataFrame({ID: pd.array([f"{rel}:{offset + r}" for r, _, _ in bad_rows], dtype="string")})
+            out = _mark_bad(pd.concat([out, _typed_nulls(extra, self._empty())], ignore_index=True), [])
+            out.loc[len(df):, REJECT] = [why for _, _, why in bad_rows]
+            out.loc[len(df):, RAW] = [text for _, text, _ in bad_rows]
+        return out
+
+    def _typed_by_hand(self, data: bytes, lines: list[bytes], header_here: bool):
+        """A value does not fit its column's type: read as text, convert per column, and
+        reject the rows whose values do not convert, naming the column and value."""
+        bad: list = []
+        strings = {n: pa.string() for n in self.names}
+        table = pacsv.read_csv(io.BytesIO(data), *_csv_options(self.spec, self.names, strings, header_here, bad))
+        first_data_line = 1 if header_here else 0
+        rows = np.array(_row_numbers(len(lines), first_data_line, {b.number - 1 for b in bad if b.number is not None}))
+        raw = table.to_pandas()
+        reasons = np.full(len(raw), None, dtype=object)
+        out = {}
+        for f in self.schema:
+            col = raw[f.name]
+            try:
+                converted = to_pandas(pa.table({f.name: pa.array(col, type=pa.string()).cast(f.type)}))[f.name]
+                out[f.name] = converted
+                continue
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                pass
+            num = pd.to_numeric(col, errors="coerce") if (pa.types.is_integer(f.type) or pa.types.is_floating(f.type)) else None
+            failed = col.notna() & (num.isna() if num is not None else True)
+            if pa.types.is_integer(f.type):
+                failed |= num.notna() & (num != np.floor(num))
+            for i in np.flatnonzero(failed.to_numpy()):
+                if reasons[i] is None:
+                    reasons[i] = f"type:{f.name}={col.iat[i]}"
+            good = num.where(~failed) if num is not None else pd.Series(None, index=col.index)
+            out[f.name] = to_pandas(pa.table({f.name: pa.array(good, type=f.type, from_pandas=True)}))[f.name].set_axis(col.index)
+        df = pd.DataFrame(out, index=raw.index)
+        keep = np.array([r is None for r in reasons], dtype=bool)
+        bad_rows = [(b.number - 1 - first_data_line, b.text, f"csv:fields=expected {b.expected_columns}, got {b.actual_columns}") for b in bad]
+        text_lines = lines[first_data_line:]
+        for i in np.flatnonzero(~keep):
+            bad_rows.append((int(rows[i]), _line_text(text_lines, rows[i]), reasons[i]))
+        return df[keep].reset_index(drop=True), [int(r) for r in rows[keep]], bad_rows
+
+
+def _line_text(lines: list[bytes], row: int) -> str:
+    return lines[row].decode("utf8", "replace") if 0 <= row < len(lines) else ""
+
+
+def _row_numbers(n_lines: int, first_data_line: int, bad_lines: set[int]) -> list[int]:
+    """Data row number of each parsed row, counting the bad lines that were skipped."""
+    return [i - first_data_line for i in range(first_data_line, n_lines) if i not in bad_lines]
+
+
+def _mark_bad(df: pd.DataFrame, _) -> pd.DataFrame:
+    if REJECT not in df.columns:
+        df[REJECT] = pd.Series([None] * len(df), dtype=object, index=df.index)
+    if RAW not in df.columns:
+        df[RAW] = pd.Series([None] * len(df), dtype=object, index=df.index)
+    return df
+
+
+def _typed_nulls(extra: pd.DataFrame, empty: pd.DataFrame) -> pd.DataFrame:
+    """Rows of nulls with the frame's dtypes (for rows that failed to parse)."""
+    n = len(extra)
+    cols = {}
+    for c in empty.columns:
+        if c == ID:
+            cols[c] = extra[ID].to_numpy()
+        else:
+            cols[c] = pd.Series([None] * n, dtype=empty[c].dtype)
+    return pd.DataFrame(cols)
+
+
+def _read_jsonl(spec: JsonlSource) -> Source:
+    fs, root, files = _expand(spec.path, (".jsonl", ".json", ".ndjson", ".jsonl.gz", ".json.gz", ".ndjson.gz"))
+    sample = _read_text_block(fs, files[0], 0, min(spec.blocksize, 4 * 2**20))
+    rows = []
+    for line in sample.split(b"\n")[:1000]:
+        try:
+            if line.strip():
+                rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    if not rows:
+        raise SourceError(f"{files[0]}: no JSON object in the first lines")
+    schema = _json_schema(rows)
+    blocks, records = _text_blocks(fs, files, root, spec.blocksize)
+    reader = _JsonBlock(fs, schema)
+    return Source(dd.from_map(reader, blocks, meta=reader.empty(), divisions=None, label="read-jsonl", enforce_metadata=False), records)
+
+
+def _json_schema(rows: list[dict]) -> pa.Schema:
+    """Each field takes the type most of the sample's values have; a value of another
+    type later is rejected with the field named, rather than turning the column to text."""
+    names: dict[str, list] = {}
+    for row in rows:
+        for k, v in row.items():
+            names.setdefault(k, []).append(v)
+    fields = []
+    for name, values in names.items():
+        kinds: dict[str, list] = {}
+        for v in values:
+            if v is not None:
+                kind = "float" if isinstance(v, float) else type(v).__name__
+                kinds.setdefault(kind, []).append(v)
+        if "int" in kinds and "float" in kinds:
+            kinds["float"] += kinds.pop("int")
+        if not kinds:
+            fields.append(pa.field(name, pa.string()))
+            continue
+        common = max(kinds.values(), key=len)
+        try:
+            fields.append(pa.field(name, pa.array(common).type))
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            fields.append(pa.field(name, pa.string()))
+    return pa.schema(fields)
+
+
+class _JsonBlock:
+    def __init__(self, fs, schema: pa.Schema):
+        self.fs, self.schema = fs, schema
+
+    def empty(self) -> pd.DataFrame:
+        return _mark_bad(_with_id(to_pandas(self.schema.empty_table())), [])
+
+    def __call__(self, block) -> pd.DataFrame:
+        path, rel, start, length, first_line = block
+        data = _read_text_block(self.fs, path, start, length)
+        lines = data.split(b"\n")[:-1]
+        good, good_rows, bad = [], [], []
+        for i, line in enumerate(lines):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+                if not isinstance(obj, dict):
+                    raise ValueError(f"a JSON {type(obj).__name__}, not an object")
+            except ValueError as e:
+                bad.append((i, line.decode("utf8", "replace"), f"json:{type(e).__name__}"))
+                continue
+            unknown = set(obj) - set(self.schema.names)
+            if unknown:
+                bad.append((i, line.decode("utf8", "replace"), f"json:unknown-field={sorted(unknown)[0]}"))
+                continue
+            good.append(obj)
+            good_rows.append(i)
+        typed, typed_rows = [], []
+        for obj, i in zip(good, good_rows):
+            try:
+                pa.Table.from_pylist([obj], schema=self.schema)
+            except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
+                field_name = next((k for k in obj if not _fits(obj[k], self.schema.field(k).type)), "?")
+                bad.append((i, lines[i].decode("utf8", "replace"), f"type:{field_name}={obj.get(field_name)!r}"[:120]))
+                continue
+            typed.append(obj)
+            typed_rows.append(i)
+        df = to_pandas(pa.Table.from_pylist(typed, schema=self.schema) if typed else self.schema.empty_table())
+        df = _with_id(df)
+        df[ID] = pd.array([f"{rel}:{first_line + i}" for i in typed_rows], dtype="string")
+        out = _mark_bad(df, [])
+        if bad:
+            extra = pd.DataFrame({ID: pd.array([f"{rel}:{first_line + i}" for i, _, _ in bad], dtype="string")})
+            out = pd.concat([out, _mark_bad(_typed_nulls(extra, self.empty()), [])], ignore_index=True)
+            out.loc[len(df):, REJECT] = [why for _, _, why in bad]
+            out.loc[len(df):, RAW] = [text for _, text, _ in bad]
+        return out
+
+
+def _fits(value, typ: pa.DataType) -> bool:
+    try:
+        pa.array([value], type=typ)
+        return True
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
+        return False
+
+
+# -- images -----------------------------------------------------------------------------
+
+
+def _read_images(spec: ImagesSource) -> Source:
+    suffixes = tuple(e.lower() if e.startswith(".") else f".{e.lower()}" for e in spec.extensions)
+    fs, _, files = _expand(spec.path, suffixes)
+    root = fs._strip_protocol(spec.path).rstrip("/")
+    rels = [_relative(f, root) for f in files]
+    in_folders = all("/" in r for r in rels)
+    if spec.labels == "folders" and not in_folders:
+        flat = next(r for r in rels if "/" not in r)
+        raise SourceError(f"{spec.path}: labels: folders, but {flat!r} is not in a class subfolder")
+    with_labels = spec.labels == "folders" or (spec.labels == "auto" and in_folders)
+    records = [_file_record(fs, f) for f in files]
+    chunks = [
+        list(zip(files[i : i + spec.files_per_partition], rels[i : i + spec.files_per_partition]))
+        for i in range(0, len(files), spec.files_per_partition)
+    ]
+    reader = _ImageFiles(fs, with_labels)
+    return Source(dd.from_map(reader, chunks, meta=reader(None), divisions=None, label="read-images", enforce_metadata=False), records)
+
+
+class _ImageFiles:
+    def __init__(self, fs, with_labels: bool):
+        self.fs, self.with_labels = fs, with_labels
+
+    def __call__(self, chunk) -> pd.DataFrame:
+        chunk = chunk or []
+        blobs = []
+        for path, _ in chunk:
+            with self.fs.open(path, "rb") as f:
+                blobs.append(f.read())
+        df = images_frame([rel for _, rel in chunk], blobs, [path for path, _ in chunk])
+        if self.with_labels:
+            df["label"] = pd.array([rel.split("/")[0] for _, rel in chunk], dtype="string")
+        return df
+
+
+def images_frame(ids: list[str], blobs: list[bytes], paths: list[str] | None = None) -> pd.DataFrame:
+    """The standard image columns: bytes with format, height and width beside them."""
+    sizes = [image_size(b) for b in blobs]
+    return pd.DataFrame(
+        {
+            ID: pd.array(ids, dtype="string"),
+            "image": image_series(blobs),
+            "image_format": pd.array([sniff_image_format(b) for b in blobs], dtype="string"),
+            "image_height": pd.array([s[0] if s else None for s in sizes], dtype="Int64"),
+            "image_width": pd.array([s[1] if s else None for s in sizes], dtype="Int64"),
+            **({"path": pd.array(paths, dtype="string")} if paths is not None else {}),
+        }
+    )
+
+
+# -- bundled samples --------------------------------------------------------------------
+
+_BUNDLED_CSV = {"adult": "adult.csv.gz", "adult_test": "adult_test.csv.gz", "german_credit": "german_credit.csv.gz"}
+
+
+def bundled_path(name: str) -> str:
+    from importlib.resources import files
+
+    return str(files("dsbuild.io") / "data" / _BUNDLED_CSV[name])
+
+
+def _read_sample(spec: SampleSource) -> Source:
+    if spec.name in _BUNDLED_CSV:
+        path = bundled_path(spec.name)
+        return _read_csv(CsvSource(format="csv", path=path))
+    loader = _SklearnSample(spec.name)
+    n = loader.rows()
+    bounds = np.linspace(0, n, min(spec.partitions, n) + 1).astype(int)
+    ranges = list(zip(bounds[:-1], bounds[1:]))
+    frame = dd.from_map(loader, ranges, meta=loader((0, 0)), divisions=None, label=f"sample-{spec.name}", enforce_metadata=False)
+    return Source(frame, [{"path": f"sklearn:{spec.name}", "size": n, "mtime": ""}])
+
+
+class _SklearnSample:
+    """scikit-learn's bundled data sets: digits as PNG images with labels, breast_cancer."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def rows(self) -> int:
+        return len(self._load().target)
+
+    def _load(self):
+        from sklearn import datasets
+
+        return datasets.load_digits() if self.name == "digits" else datasets.load_breast_cancer()
+
+    def __call__(self, bounds) -> pd.DataFrame:
+        lo, hi = bounds
+        data = self._load()
+        idx = range(lo, hi)
+        ids = [f"{self.name}:{i}" for i in idx]
+        if self.name == "digits":
+            from dsbuild.kernels.decode import encode_image
+
+            pixels = (data.images[lo:hi] * (255.0 / 16.0)).round().astype(np.uint8)
+            df = images_frame(ids, [encode_image(p, "png") for p in pixels])
+            df["label"] = pd.array([str(t) for t in data.target[lo:hi]], dtype="string")
+            return df
+        df = pd.DataFrame(data.data[lo:hi], columns=[str(c) for c in data.feature_names])
+        df.insert(0, ID, pd.array(ids, dtype="string"))
+        df["diagnosis"] = pd.array([str(data.target_names[t]) for t in data.target[lo:hi]], dtype="string")
+        return df

@@ -1,0 +1,362 @@
+"""The job: one source, ordered stages, one sink, a seed — from YAML or from Python.
+
+Both routes produce the same validated :class:`JobSpec`. A bad job file fails before
+anything runs, with every problem named by file, line and field, the valid choices
+listed and a close match suggested. YAML is read with the safe loader only: a job file
+is data and cannot import or run code.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from dsbuild.io.sources import SourceSpec
+from dsbuild.stages import STAGES, Roles, Stage, StageContext, stage_class
+
+
+class JobError(ValueError):
+    """A job that cannot run as written; ``problems`` holds one line per problem."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ColumnsSpec(_Spec):
+    """Column roles, named once; stages read roles, not column names."""
+
+    id: str | None = Field(None, description="column holding a stable record id; else file:row")
+    label: str | None = None
+    sensitive: list[str] = Field(default_factory=list)
+    features: list[str] = Field(default_factory=list, description="default: every numeric column")
+    image: str | None = None
+    weight: str = "weight"
+    text: str | None = None
+
+    @field_validator("sensitive", "features", mode="before")
+    @classmethod
+    def _one_or_many(cls, v):
+        return [v] if isinstance(v, str) else v
+
+    def roles(self) -> Roles:
+        return Roles(
+            id=self.id,
+            label=self.label,
+            sensitive=tuple(self.sensitive),
+            features=tuple(self.features),
+            image=self.image,
+            weight=self.weight,
+            text=self.text,
+        )
+
+
+class SinkSpec(_Spec):
+    path: str
+    shard_rows: int = Field(100_000, gt=0, description="most rows in one shard")
+    shard_bytes: int = Field(256 * 2**20, gt=0, description="most uncompressed bytes in one shard")
+    compression: str = Field("zstd", pattern="^(zstd|snappy|gzip|lz4|brotli|none)$")
+
+
+class StageSpec(_Spec):
+    """One entry of ``stages``: a registered stage name and its own options."""
+
+    name: str
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _known_and_valid(self):
+        cls = stage_class(self.name)  # raises with the registered names
+        cls.Options(**self.options)
+        return self
+
+    def build(self) -> Stage:
+        return stage_class(self.name)(self.options)
+
+
+class JobSpec(_Spec):
+    name: str = Field(..., pattern=r"^[A-Za-z0-9_.\-]+$")
+    seed: int = 0
+    source: SourceSpec
+    columns: ColumnsSpec = Field(default_factory=ColumnsSpec)
+    stages: list[StageSpec] = Field(default_factory=list)
+    sink: SinkSpec
+    description: str | None = None
+
+    @field_validator("stages", mode="before")
+    @classmethod
+    def _stage_entries(cls, entries):
+        """Accept ``- name: {options}``, ``- name`` and Stage objects built in Python."""
+        if not isinstance(entries, list):
+            return entries
+        out = []
+        for entry in entries:
+            if isinstance(entry, Stage):
+                out.append({"name": entry.name, "options": entry.options.model_dump(by_alias=True, exclude_defaults=True)})
+            elif isinstance(entry, str):
+                out.append({"name": entry})
+            elif isinstance(entry, dict) and len(entry) == 1 and "name" not in entry:
+                (name, options), = entry.items()
+                out.append({"name": name, "options": options or {}})
+            else:
+                out.append(entry)
+        return out
+
+    def build_stages(self) -> list[Stage]:
+        """Fresh stage objects bound to this job: names made unique (``impute#2``)."""
+        stages, seen = [], {}
+        roles = self.columns.roles()
+        for spec in self.stages:
+            seen[spec.name] = seen.get(spec.name, 0) + 1
+            name = spec.name if seen[spec.name] == 1 else f"{spec.name}#{seen[spec.name]}"
+            stages.append(spec.build().bind(StageContext(name, self.seed, roles)))
+        return stages
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.resolved(), sort_keys=False)
+
+    def resolved(self) -> dict:
+        data = self.model_dump(mode="json", by_alias=True, exclude_none=True)
+        data["stages"] = [{s["name"]: s.get("options", {})} for s in data["stages"]]
+        return data
+
+
+def job(**fields) -> JobSpec:
+    """Build a job in Python: ``job(name=..., source={...}, stages=[Reweigh()], sink={...})``."""
+    return _validate(fields, "<python>", {})
+
+
+def load_job(source: str | os.PathLike | dict | JobSpec, overrides: dict | None = None) -> JobSpec:
+    """A JobSpec from a path, YAML text, a dict or a JobSpec; ``overrides`` patch top-level keys."""
+    if isinstance(source, JobSpec):
+        return source.model_copy(update=overrides or {}) if overrides else source
+    if isinstance(source, dict):
+        data, lines, where = dict(source), {}, "<dict>"
+    else:
+        text, where = _read_text(source)
+        data, lines = _load_yaml(text, where)
+    if overrides:
+        for dotted, value in overrides.items():
+            _set_dotted(data, dotted, value)
+    return _validate(data, where, lines)
+
+
+def _validate(data: dict, where: str, lines: dict) -> JobSpec:
+    """Validate, reporting each stage's option errors under the stage's own name."""
+    problems, bad_stages = _stage_problems(data, where, lines)
+    try:
+        spec = JobSpec(**data)
+    except ValidationError as e:
+        rest = [p for loc, p in zip((x["loc"] for x in e.errors()), _explain(e, where, lines, data))
+                if not (len(loc) >= 2 and loc[0] == "stages" and loc[1] in bad_stages)]
+        raise JobError(problems + rest) from None
+    if problems:
+        raise JobError(problems)
+    return spec
+
+
+def _stage_problems(data: dict, where: str, lines: dict) -> tuple[list[str], set[int]]:
+    problems, bad = [], set()
+    entries = data.get("stages") if isinstance(data, dict) else None
+    if not isinstance(entries, list):
+        return problems, bad
+    for i, entry in enumerate(entries):
+        if isinstance(entry, Stage):
+            continue
+        name = entry if isinstance(entry, str) else _stage_name(entry)
+        if not isinstance(name, str) or name not in STAGES:
+            continue
+        options = {} if isinstance(entry, str) else (entry.get("options") if "name" in entry else entry[name]) or {}
+        if not isinstance(options, dict):
+            bad.add(i)
+            problems.append(f"{where}:{_line_of(('stages', i), lines)}: stages[{i}].{name}: options must be a mapping (got {options!r})")
+            continue
+        try:
+            STAGES[name].Options(**options)
+        except ValidationError as e:
+            bad.add(i)
+            for err in e.errors():
+                path = ("stages", i, name, *err["loc"])
+                line = _line_of(path, lines)
+                at = f"{where}:{line}" if line else where
+                problems.append(f"{at}: {_dotted(path)}: {_message(err, path, data)}")
+    return problems, bad
+
+
+def _read_text(source) -> tuple[str, str]:
+    s = str(source)
+    if "\n" not in s and (s.endswith((".yaml", ".yml")) or Path(s).exists()):
+        path = Path(s)
+        if not path.exists():
+            raise JobError([f"{s}: no such job file"])
+        return path.read_text(), s
+    return s, "<yaml>"
+
+
+def _set_dotted(data: dict, dotted: str, value) -> None:
+    keys = dotted.split(".")
+    for k in keys[:-1]:
+        data = data.setdefault(k, {})
+    data[keys[-1]] = value
+
+
+# -- YAML with line numbers -------------------------------------------------------------
+
+
+def _load_yaml(text: str, where: str) -> tuple[dict, dict]:
+    """Parse safely, keeping the line of every key and list item, refusing duplicate keys."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f"{where}:{mark.line + 1}" if mark else where
+        raise JobError([f"{line}: not valid YAML: {getattr(e, 'problem', e)}"]) from None
+    if node is None:
+        raise JobError([f"{where}: the job file is empty"])
+    lines: dict[tuple, int] = {}
+    problems: list[str] = []
+    data = _construct(node, (), lines, problems, where)
+    if problems:
+        raise JobError(problems)
+    if not isinstance(data, dict):
+        raise JobError([f"{where}:1: a job is a mapping (name, seed, source, columns, stages, sink)"])
+    return data, lines
+
+
+def _construct(node, path: tuple, lines: dict, problems: list, where: str):
+    lines[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        out = {}
+        for key_node, value_node in node.value:
+            key = yaml.SafeLoader(" ").construct_object(key_node) if not isinstance(key_node, yaml.ScalarNode) else _scalar(key_node)
+            if key in out:
+                problems.append(f"{where}:{key_node.start_mark.line + 1}: {_dotted(path + (key,))}: duplicate key")
+            out[key] = _construct(value_node, path + (key,), lines, problems, where)
+            lines[path + (key,)] = key_node.start_mark.line + 1
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_construct(v, path + (i,), lines, problems, where) for i, v in enumerate(node.value)]
+    return _scalar(node)
+
+
+def _scalar(node):
+    loader = yaml.SafeLoader("")
+    try:
+        return loader.construct_object(node, deep=True)
+    finally:
+        loader.dispose()
+
+
+# -- errors that point at the line ------------------------------------------------------
+
+
+def _explain(err: ValidationError, where: str, lines: dict, data: dict) -> list[str]:
+    problems = []
+    for e in err.errors():
+        path = _data_path(e["loc"], data)
+        line = _line_of(path, lines)
+        at = f"{where}:{line}" if line else where
+        problems.append(f"{at}: {_dotted(path) or 'job'}: {_message(e, path, data)}")
+    return problems
+
+
+def _data_path(loc: tuple, data) -> tuple:
+    """Map pydantic's error location onto keys that exist in the data (drops union tags,
+    and turns ``stages[i].options.x`` into the ``stages[i].<name>.x`` the user wrote)."""
+    path: list = []
+    node = data
+    rest = list(loc)
+    while rest:
+        key = rest.pop(0)
+        if path and path[0] == "stages" and len(path) == 2 and key == "options":
+            name = _stage_name(node)
+            if name is not None:
+                path.append(name)
+                node = node.get(name) if isinstance(node, dict) and name in node else {}
+                continue
+        if isinstance(node, dict) and key in node:
+            path.append(key)
+            node = node[key]
+        elif isinstance(node, list) and isinstance(key, int) and key < len(node):
+            path.append(key)
+            node = node[key]
+        elif isinstance(node, dict) and key not in node and rest:
+            continue  # a union tag such as 'csv' in source.csv.sep
+        else:
+            path.append(key)
+            node = None
+    return tuple(path)
+
+
+def _stage_name(entry) -> str | None:
+    if isinstance(entry, dict) and len(entry) == 1 and "name" not in entry:
+        return next(iter(entry))
+    if isinstance(entry, dict):
+        return entry.get("name")
+    return None
+
+
+def _line_of(path: tuple, lines: dict) -> int | None:
+    for n in range(len(path), -1, -1):
+        if path[:n] in lines:
+            return lines[path[:n]]
+    return None
+
+
+def _dotted(path: tuple) -> str:
+    out = ""
+    for p in path:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out
+
+
+def _message(e: dict, path: tuple, data: dict) -> str:
+    kind, msg = e["type"], e["msg"]
+    ctx = e.get("ctx") or {}
+    if kind == "extra_forbidden":
+        valid = _valid_keys(path, data)
+        hint = difflib.get_close_matches(str(path[-1]), valid, n=1)
+        return (
+            f"unknown option {path[-1]!r}"
+            + (f" (did you mean {hint[0]!r}?)" if hint else "")
+            + (f"; valid options: {', '.join(valid)}" if valid else "")
+        )
+    if kind == "value_error" and "unknown stage" in msg:
+        return msg.removeprefix("Value error, ")
+    if kind == "union_tag_invalid":
+        return f"unknown format {ctx.get('tag')!r}; formats: {ctx.get('expected_tags')}"
+    if "input" in e and kind not in ("missing",):
+        return f"{msg} (got {e['input']!r})"
+    return msg
+
+
+def _valid_keys(path: tuple, data: dict) -> list[str]:
+    """The option names the model at ``path`` accepts, for 'valid options: ...'."""
+    from dsbuild.io import sources
+
+    parent = path[:-1]
+    if parent == ():
+        return list(JobSpec.model_fields)
+    if parent[0] == "source" and len(parent) == 1:
+        fmt = (data.get("source") or {}).get("format")
+        model = {
+            "parquet": sources.ParquetSource, "csv": sources.CsvSource, "jsonl": sources.JsonlSource,
+            "images": sources.ImagesSource, "sample": sources.SampleSource,
+        }.get(fmt)
+        return list(model.model_fields) if model else []
+    if parent == ("columns",):
+        return list(ColumnsSpec.model_fields)
+    if parent == ("sink",):
+        return list(SinkSpec.model_fields)
+    if parent[0] == "stages" and len(parent) == 3 and parent[2] in STAGES:
+        return [f.alias or n for n, f in STAGES[parent[2]].Options.model_fields.items()]
+    return []

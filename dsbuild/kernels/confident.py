@@ -1,0 +1,128 @@
+"""Confident learning (Northcutt, Jiang & Chuang, JAIR 2021), split into mergeable steps.
+
+Given out-of-fold predicted probabilities ``P`` (rows x classes) and the given labels:
+
+1. per-class thresholds ``t_j`` = mean of ``P[:, j]`` over rows labelled j
+   (:class:`ConfidentSums`, a sum);
+2. the confident joint ``C[i, j]``: rows labelled i whose probability of j reaches ``t_j``
+   (the largest such j when several do) (:func:`confident_joint`, a count);
+3. calibrate it so row i sums to the count of label i, and prune by noise rate: among
+   rows labelled i, the ``C[i, j]`` with the largest margin ``P[:, j] - P[:, i]`` are label
+   issues (:func:`prune_counts` then :class:`dsbuild.kernels.topk.LargestPerKey`);
+4. a row whose prediction is its given label is never an issue (:func:`agrees_with_label`).
+
+The constants follow cleanlab 2.x's ``find_label_issues(filter_by="prune_by_noise_rate")``
+so results can be compared; nothing here imports cleanlab.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+FUZZ = 1e-6
+THRESHOLD_FLOOR = 2 * FUZZ
+ABSENT_CLASS_THRESHOLD = 2.0
+
+
+@dataclass
+class ConfidentSums:
+    """Per given label: how many rows, and the sum of their predicted probabilities."""
+
+    counts: np.ndarray  # (classes,)
+    prob_sums: np.ndarray  # (classes, classes): [given label, predicted class]
+
+    @classmethod
+    def of(cls, probs: np.ndarray, labels: np.ndarray, n_classes: int) -> ConfidentSums:
+        labels = np.asarray(labels, dtype=np.int64)
+        keep = labels >= 0
+        probs, labels = probs[keep], labels[keep]
+        sums = np.zeros((n_classes, n_classes))
+        np.add.at(sums, labels, probs)
+        return cls(np.bincount(labels, minlength=n_classes).astype(np.float64), sums)
+
+    def merge(self, other: ConfidentSums) -> ConfidentSums:
+        return ConfidentSums(self.counts + other.counts, self.prob_sums + other.prob_sums)
+
+    def thresholds(self) -> np.ndarray:
+        """Expected self-confidence of each class: t_j = mean P[:, j] over rows labelled j."""
+        own = np.diagonal(self.prob_sums)
+        t = np.divide(own, self.counts, out=np.full_like(own, ABSENT_CLASS_THRESHOLD), where=self.counts > 0)
+        return np.clip(t, THRESHOLD_FLOOR, None)
+
+
+def confident_joint(probs: np.ndarray, labels: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """(classes, classes) counts of rows by (given label, confidently predicted class)."""
+    labels = np.asarray(labels, dtype=np.int64)
+    n_classes = probs.shape[1]
+    confident = probs >= thresholds - FUZZ
+    n_confident = confident.sum(axis=1)
+    guess = np.where(n_confident > 1, probs.argmax(axis=1), confident.argmax(axis=1))
+    use = (n_confident > 0) & (labels >= 0)
+    cell = labels[use] * n_classes + guess[use]
+    return np.bincount(cell, minlength=n_classes * n_classes).reshape(n_classes, n_classes).astype(np.int64)
+
+
+def round_preserving_sum(values: np.ndarray) -> np.ndarray:
+    """Round to integers whose total is the rounded total, adjusting the largest remainders."""
+    values = np.asarray(values, dtype=np.float64)
+    ints = np.round(values)
+    diff = int(np.round(values.sum()) - ints.sum())
+    if diff:
+        step = 1 if diff > 0 else -1
+        order = np.argsort(values - ints, kind="stable")[::-step]
+        ints[order[: abs(diff)]] += step
+    return ints.astype(np.int64)
+
+
+def prune_counts(joint: np.ndarray, label_counts: np.ndarray) -> np.ndarray:
+    """How many rows to flag per (given label i, true class j): the calibrated joint.
+
+    Every class keeps at least one confident row on the diagonal; row i is rescaled to
+    the number of rows labelled i, the whole to n, and rounded keeping row totals.
+    """
+    joint = np.asarray(joint, dtype=np.float64).copy()
+    np.fill_diagonal(joint, np.clip(np.diagonal(joint), 1, None))
+    label_counts = np.asarray(label_counts, dtype=np.float64)
+    calibrated = joint / np.clip(joint.sum(axis=1, keepdims=True), 1e-100, None) * label_counts[:, None]
+    calibrated = calibrated / max(calibrated.sum(), 1e-100) * label_counts.sum()
+    counts = np.vstack([round_preserving_sum(row) for row in calibrated])
+    np.fill_diagonal(counts, 0)
+    counts[label_counts <= 1] = 0
+    return counts
+
+
+def margin_candidates(probs: np.ndarray, labels: np.ndarray, budget: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(row index, key = i * classes + j, margin P[:, j] - P[:, i]) for every row labelled i
+    and every class j with a positive budget ``budget[i, j]``."""
+    labels = np.asarray(labels, dtype=np.int64)
+    n_classes = probs.shape[1]
+    rows, keys, margins = [], [], []
+    for i, j in zip(*np.nonzero(budget)):
+        r = np.flatnonzero(labels == i)
+        rows.append(r)
+        keys.append(np.full(len(r), i * n_classes + j))
+        margins.append(probs[r, j] - probs[r, i])
+    if not rows:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, np.zeros(0)
+    return np.concatenate(rows), np.concatenate(keys), np.concatenate(margins)
+
+
+def agrees_with_label(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Rows whose most probable class is the given one (with a small bonus for it)."""
+    labels = np.asarray(labels, dtype=np.int64)
+    bumped = probs.copy()
+    ok = labels >= 0
+    bumped[np.flatnonzero(ok), labels[ok]] += FUZZ
+    return ok & (bumped.argmax(axis=1) == labels)
+
+
+def suggested_labels(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """The most probable class other than the given one."""
+    labels = np.asarray(labels, dtype=np.int64)
+    other = probs.copy()
+    ok = labels >= 0
+    other[np.flatnonzero(ok), labels[ok]] = -np.inf
+    return other.argmax(axis=1)

@@ -1,0 +1,335 @@
+"""Group × label statistics for auditing and mitigating unfairness, from mergeable counts.
+
+Everything here starts from one small table: for each cell (the row's group in every
+sensitive column, and its label) the row count ``n`` and the weight sum ``w``. Tables of
+two partitions merge by adding, so the audit, Kamiran–Calders weights, resampling targets
+and the massaging count are the same for any partitioning, and the data is never
+collected. The metric definitions are fairlearn's (selection rate per group; demographic
+parity difference = max − min, ratio = min / max) and AIF360's (statistical parity
+difference and disparate impact against a reference group).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+MISSING = "<NA>"
+LABEL = "_label"
+GROUP_JOIN = ", "
+
+
+# -- groups -----------------------------------------------------------------------------
+
+
+def bin_labels(edges: Sequence[float]) -> list[str]:
+    """Names of the bins cut at ``edges``: ``[25]`` gives ``<25``, ``>=25``."""
+    edges = [float(e) for e in edges]
+    names = [f"<{edges[0]:g}"]
+    names += [f"[{lo:g},{hi:g})" for lo, hi in zip(edges, edges[1:])]
+    names.append(f">={edges[-1]:g}")
+    return names
+
+
+def group_codes(col: pd.Series, edges: Sequence[float] | None = None) -> tuple[np.ndarray, list[str]]:
+    """(codes, names): each row's group as an index into ``names``; missing is ``<NA>``.
+
+    A column with ``edges`` is cut into bins ``[e_i, e_i+1)``; any other column's values
+    are its groups, named by their text.
+    """
+    if edges:
+        values = pd.to_numeric(col, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+        codes = np.searchsorted(np.asarray(edges, dtype=np.float64), values, side="right").astype(np.int64)
+        names = bin_labels(edges)
+        codes[np.isnan(values)] = len(names)
+        return codes, [*names, MISSING]
+    codes, uniques = pd.factorize(col, use_na_sentinel=True)
+    codes = np.asarray(codes, dtype=np.int64)
+    names = [_text(u) for u in uniques]
+    codes[codes < 0] = len(names)
+    return codes, [*names, MISSING]
+
+
+def group_text(col: pd.Series, edges: Sequence[float] | None = None) -> np.ndarray:
+    """Each row's group name (object array)."""
+    codes, names = group_codes(col, edges)
+    return np.asarray(names, dtype=object)[codes]
+
+
+def _text(value) -> str:
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def joint_text(columns: Sequence[np.ndarray]) -> np.ndarray:
+    """Intersection names ``Female, White`` from per-column group names."""
+    if len(columns) == 1:
+        return np.asarray(columns[0], dtype=object)
+    out = np.asarray(columns[0], dtype=object).astype(str)
+    for col in columns[1:]:
+        out = np.char.add(np.char.add(out, GROUP_JOIN), np.asarray(col, dtype=object).astype(str))
+    return out.astype(object)
+
+
+# -- the contingency table --------------------------------------------------------------
+
+
+def contingency(
+    part: pd.DataFrame,
+    sensitive: Sequence[str],
+    label: str,
+    weight: str | None = None,
+    bins: Mapping[str, Sequence[float]] | None = None,
+    extra: Mapping[str, np.ndarray] | None = None,
+) -> pd.DataFrame:
+    """Counts and weight sums per (group in each sensitive column, label) of one partition.
+
+    Rows without a label are left out. ``extra`` adds more per-row keys (a model's
+    prediction, say) as further columns of the table.
+    """
+    bins = bins or {}
+    keys: list[tuple[str, np.ndarray, list]] = []
+    for col in sensitive:
+        codes, names = group_codes(part[col], bins.get(col))
+        keys.append((col, codes, names))
+    lab_codes, lab_values = pd.factorize(part[label], use_na_sentinel=True)
+    keys.append((LABEL, np.asarray(lab_codes, dtype=np.int64), list(lab_values)))
+    for name, values in (extra or {}).items():
+        codes, uniques = pd.factorize(pd.Series(values), use_na_sentinel=True)
+        keys.append((name, np.asarray(codes, dtype=np.int64), list(uniques)))
+
+    valid = np.ones(len(part), dtype=bool)
+    for name, codes, _ in keys[len(sensitive):]:
+        valid &= codes >= 0
+    sizes = [max(len(names), 1) for _, _, names in keys]
+    joint = np.zeros(len(part), dtype=np.int64)
+    for (_, codes, _), size in zip(keys, sizes):
+        joint = joint * size + np.where(codes >= 0, codes, 0)
+    joint = joint[valid]
+    w = _weights(part, weight)[valid]
+
+    cells, inverse = np.unique(joint, return_inverse=True)
+    n = np.bincount(inverse, minlength=len(cells)).astype(np.int64)
+    wsum = np.bincount(inverse, weights=w, minlength=len(cells))
+    coords = np.unravel_index(cells, sizes)
+    data = {name: [names[i] for i in idx] for (name, _, names), idx in zip(keys, coords)}
+    table = pd.DataFrame({**data, "n": n, "w": wsum})
+    return tidy(table)
+
+
+def _weights(part: pd.DataFrame, weight: str | None) -> np.ndarray:
+    if weight and weight in part.columns:
+        return np.nan_to_num(pd.to_numeric(part[weight], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan))
+    return np.ones(len(part), dtype=np.float64)
+
+
+def key_columns(table: pd.DataFrame) -> list[str]:
+    return [c for c in table.columns if c not in ("n", "w")]
+
+
+def tidy(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per cell, sorted by the keys, so merged tables compare equal."""
+    keys = key_columns(table)
+    if table.empty:
+        return table.reset_index(drop=True)
+    out = table.groupby(keys, sort=True, dropna=False, observed=True)[["n", "w"]].sum().reset_index()
+    out["n"] = out["n"].astype(np.int64)
+    return out
+
+
+def merge_tables(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
+    """The table of two partitions together (the ``combine`` of every fairness stage)."""
+    return tidy(pd.concat([a, b], ignore_index=True))
+
+
+# -- favourable label -------------------------------------------------------------------
+
+
+def favorable_value(labels: Sequence, favorable=None):
+    """The label value that counts as the favourable outcome.
+
+    Given explicitly, or ``True`` / ``1`` for a boolean or 0/1 label; anything else must
+    be named, since guessing which outcome is good would be guessing policy.
+    """
+    values = [v for v in labels if not _isna(v)]
+    if favorable is not None:
+        for v in values:
+            if v == favorable or _text(v) == _text(favorable):
+                return v
+        raise ValueError(f"favorable label {favorable!r} is not among the labels {sorted(map(str, values))}")
+    if values and all(isinstance(v, (bool, np.bool_)) for v in values):
+        return True
+    if values and {_text(v) for v in values} <= {"0", "1"}:
+        return next((v for v in values if _text(v) == "1"), 1)
+    raise ValueError(
+        f"the label has values {sorted(map(str, values))[:10]}; say which is favourable "
+        "with the stage option `favorable:`"
+    )
+
+
+def _isna(v) -> bool:
+    try:
+        return bool(pd.isna(v))
+    except (TypeError, ValueError):
+        return False
+
+
+def positive(table: pd.DataFrame, favorable) -> np.ndarray:
+    return np.array([v == favorable for v in table[LABEL]], dtype=bool)
+
+
+# -- audit ------------------------------------------------------------------------------
+
+
+def views(sensitive: Sequence[str]) -> list[tuple[str, list[str]]]:
+    """The groupings an audit reports: each sensitive column, and their intersection."""
+    out = [(col, [col]) for col in sensitive]
+    if len(sensitive) > 1:
+        out.append((" × ".join(sensitive), list(sensitive)))
+    return out
+
+
+def rates(table: pd.DataFrame, columns: Sequence[str], favorable, outcome: str = LABEL) -> pd.DataFrame:
+    """Per group: count, weight, weight of favourable outcomes, and the (weighted) rate."""
+    t = table.assign(_pos_w=np.where([v == favorable for v in table[outcome]], table["w"], 0.0))
+    g = t.groupby(list(columns), sort=True, dropna=False)[["n", "w", "_pos_w"]].sum()
+    g["rate"] = g["_pos_w"] / g["w"].where(g["w"] > 0)
+    g.index = [GROUP_JOIN.join(map(str, k)) if isinstance(k, tuple) else str(k) for k in g.index]
+    return g
+
+
+def parity(
+    table: pd.DataFrame,
+    sensitive: Sequence[str],
+    favorable,
+    privileged: Mapping[str, str] | None = None,
+    outcome: str = LABEL,
+) -> dict:
+    """Per view (each sensitive column and the intersection): groups' counts, base rates,
+    statistical parity difference and disparate impact against the reference group, and
+    fairlearn's demographic parity difference and ratio.
+
+    The reference is the privileged group when the job names one, else the group with the
+    highest rate (so SPD ≤ 0 and DI ≤ 1 for every other group).
+    """
+    privileged = dict(privileged or {})
+    report = {}
+    for name, cols in views(sensitive):
+        g = rates(table, cols, favorable, outcome)
+        g = g[g.index.map(lambda k: MISSING not in k.split(GROUP_JOIN))] if len(g) > 1 else g
+        ref = _reference(g, cols, privileged)
+        ref_rate = float(g.loc[ref, "rate"]) if ref is not None else float("nan")
+        groups = {}
+        for key, row in g.iterrows():
+            rate = float(row["rate"])
+            groups[key] = {
+                "count": int(row["n"]),
+                "weight": float(row["w"]),
+                "base_rate": rate,
+                "spd": rate - ref_rate,
+                "di": _ratio(rate, ref_rate),
+            }
+        valid = g["rate"].dropna()
+        others = [v for k, v in groups.items() if k != ref]
+        report[name] = {
+            "reference": ref,
+            "groups": groups,
+            "spd": min((v["spd"] for v in others), default=0.0),
+            "di": min((v["di"] for v in others), default=1.0),
+            "demographic_parity_difference": float(valid.max() - valid.min()) if len(valid) else 0.0,
+            "demographic_parity_ratio": _ratio(float(valid.min()), float(valid.max())) if len(valid) else 1.0,
+        }
+    return report
+
+
+def _reference(g: pd.DataFrame, cols: Sequence[str], privileged: Mapping[str, str]):
+    if g.empty:
+        return None
+    if all(c in privileged for c in cols):
+        key = GROUP_JOIN.join(_text(privileged[c]) for c in cols)
+        if key in g.index:
+            return key
+    return str(g["rate"].idxmax())
+
+
+def _ratio(a: float, b: float) -> float:
+    if b == 0 or np.isnan(b) or np.isnan(a):
+        return float("nan") if a != 0 else 1.0
+    return float(a / b)
+
+
+def equalized_odds(table: pd.DataFrame, sensitive: Sequence[str], favorable, prediction: str) -> dict:
+    """fairlearn's equalized odds difference and ratio per view, from (group, y, ŷ) counts.
+
+    Difference = max(TPR range, FPR range); ratio = min(TPR min/max, FPR min/max).
+    """
+    t = table.assign(_y=positive(table, favorable))
+    out = {}
+    for name, cols in views(sensitive):
+        tpr = rates(t[t["_y"]], cols, favorable, prediction)["rate"].dropna()
+        fpr = rates(t[~t["_y"]], cols, favorable, prediction)["rate"].dropna()
+        out[name] = {
+            "equalized_odds_difference": float(max(_span(tpr), _span(fpr))),
+            "equalized_odds_ratio": float(min(_min_over_max(tpr), _min_over_max(fpr))),
+            "true_positive_rate": {k: float(v) for k, v in tpr.items()},
+            "false_positive_rate": {k: float(v) for k, v in fpr.items()},
+        }
+    return out
+
+
+def _span(s: pd.Series) -> float:
+    return float(s.max() - s.min()) if len(s) else 0.0
+
+
+def _min_over_max(s: pd.Series) -> float:
+    return _ratio(float(s.min()), float(s.max())) if len(s) else 1.0
+
+
+# -- mitigation targets -----------------------------------------------------------------
+
+
+def reweighing(table: pd.DataFrame, sensitive: Sequence[str]) -> pd.DataFrame:
+    """Kamiran & Calders: W(s, y) = P(s)·P(y) / P(s, y) per cell, from weight sums.
+
+    ``s`` is the intersection of all sensitive columns, so every group × label cell ends
+    up with the weight it would have if group and label were independent.
+    """
+    cols = list(sensitive)
+    t = table.groupby([*cols, LABEL], sort=True, dropna=False)[["n", "w"]].sum().reset_index()
+    total = t["w"].sum()
+    w_s = t.groupby(cols, dropna=False)["w"].transform("sum")
+    w_y = t.groupby(LABEL, dropna=False)["w"].transform("sum")
+    t["factor"] = np.where(t["w"] > 0, w_s * w_y / (total * t["w"].where(t["w"] > 0)), 1.0)
+    return t
+
+
+def resample_targets(table: pd.DataFrame, sensitive: Sequence[str]) -> pd.DataFrame:
+    """Kamiran & Calders sampling: each cell's size if group and label were independent,
+    ``round(n_s · n_y / n)``, in rows (weights play no part in which rows exist)."""
+    cols = list(sensitive)
+    t = table.groupby([*cols, LABEL], sort=True, dropna=False)[["n", "w"]].sum().reset_index()
+    total = t["n"].sum()
+    n_s = t.groupby(cols, dropna=False)["n"].transform("sum")
+    n_y = t.groupby(LABEL, dropna=False)["n"].transform("sum")
+    t["expected"] = n_s * n_y / total
+    t["target"] = np.round(t["expected"]).astype(np.int64)
+    return t
+
+
+def massage_changes(table: pd.DataFrame, sensitive: Sequence[str], favorable) -> pd.DataFrame:
+    """Per group, how many labels to flip so its favourable rate equals the overall rate.
+
+    ``change > 0`` promotes that many negatives, ``< 0`` demotes positives. With two
+    groups this is Kamiran & Calders' M = (|D|·|F+| − |F|·|D+|) / n, promoted in the
+    deprived group and demoted in the favoured one, so the count of positives is kept.
+    """
+    cols = list(sensitive)
+    t = table.assign(_pos=np.where(positive(table, favorable), table["n"], 0))
+    g = t.groupby(cols, sort=True, dropna=False)[["n", "_pos"]].sum().reset_index()
+    g = g.rename(columns={"_pos": "positives"})
+    overall = g["positives"].sum() / g["n"].sum()
+    g["change"] = np.round(g["n"] * overall - g["positives"]).astype(np.int64)
+    return g

@@ -1,0 +1,209 @@
+"""MinHash signatures of many documents at once, and LSH bands from a Jaccard threshold.
+
+Shingling is vectorised over the whole batch: the texts are joined into one array of
+code points, every token or character k-gram is hashed with a polynomial prefix hash
+(mod 2**64, where the odd base has an inverse), and ``num_perm`` multiply-add hash
+functions are applied to all shingles of the batch as one matrix, reduced per
+document with ``np.minimum.reduceat``. No Python loop runs per shingle.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+
+from dsbuild.kernels.lsh import mix64
+
+_BASE = np.uint64(0x100000001B3)
+_BASE_INV = np.uint64(pow(int(_BASE), -1, 1 << 64))
+_SEPARATOR = 0
+_SPACES = np.array([0, 9, 10, 11, 12, 13, 32, 0x85, 0xA0, 0x2028, 0x2029, 0x3000], dtype=np.uint32)
+EMPTY = np.uint32(0xFFFFFFFF)
+
+
+def _powers(base: np.uint64, n: int) -> np.ndarray:
+    out = np.full(n, base, dtype=np.uint64)
+    out[0] = 1
+    with np.errstate(over="ignore"):
+        return np.cumprod(out, dtype=np.uint64)
+
+
+def shingle_hashes(
+    texts, size: int = 5, unit: Literal["word", "char"] = "word", lowercase: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """(hashes, doc) for every shingle: word ``size``-grams or character ``size``-grams.
+
+    Words are runs of non-space characters. A document shorter than one shingle gets
+    its whole text as its only shingle; an empty document gets none. ``doc`` is sorted.
+    """
+    texts = ["" if t is None else str(t) for t in texts]
+    joined = "\x00".join(texts) + "\x00"
+    if lowercase:
+        joined = joined.lower()
+    cps = np.frombuffer(joined.encode("utf-32-le"), dtype=np.uint32)
+    n = len(cps)
+    doc_of = np.cumsum(cps == _SEPARATOR) - (cps == _SEPARATOR)
+    with np.errstate(over="ignore"):
+        prefix = np.zeros(n + 1, dtype=np.uint64)
+        np.cumsum(cps.astype(np.uint64) * _powers(_BASE, n), out=prefix[1:])
+        inv = _powers(_BASE_INV, n)
+
+        def span(s: np.ndarray, e: np.ndarray) -> np.ndarray:
+            return mix64((prefix[e] - prefix[s]) * inv[s] ^ (e - s).astype(np.uint64))
+
+        if unit == "word":
+            space = np.isin(cps, _SPACES)
+            prev_space = np.concatenate([[True], space[:-1]])
+            starts = np.flatnonzero(~space & prev_space)
+            ends = np.flatnonzero(space & ~prev_space)
+            token = span(starts, ends)
+            tdoc = doc_of[starts]
+            return _grams(token, tdoc, size)
+        if unit == "char":
+            text_char = cps != _SEPARATOR
+            pos = np.flatnonzero(text_char)
+            ok = pos + size <= n
+            pos = pos[ok]
+            whole = doc_of[pos] == doc_of[np.minimum(pos + size - 1, n - 1)]
+            whole &= np.concatenate([text_char[size - 1 :], np.zeros(size - 1, bool)])[pos]
+            grams = span(pos[whole], pos[whole] + size)
+            gdoc = doc_of[pos[whole]]
+            short_docs = np.setdiff1d(np.unique(doc_of[text_char]), gdoc)
+            if len(short_docs):
+                bounds = np.flatnonzero(cps == _SEPARATOR)
+                begin = np.concatenate([[0], bounds[:-1] + 1])
+                grams = np.concatenate([grams, span(begin[short_docs], bounds[short_docs])])
+                gdoc = np.concatenate([gdoc, short_docs])
+                order = np.argsort(gdoc, kind="stable")
+                grams, gdoc = grams[order], gdoc[order]
+            return grams, gdoc
+    raise ValueError(f"unit must be 'word' or 'char', got {unit!r}")
+
+
+def _grams(token: np.ndarray, tdoc: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Word ``size``-grams within each document; short documents keep one shingle of all words."""
+    if size == 1 or len(token) == 0:
+        return token, tdoc
+    n = len(token)
+    with np.errstate(over="ignore"):
+        acc = token.copy()
+        for m in range(1, size):
+            shifted = np.zeros(n, dtype=np.uint64)
+            shifted[: n - m] = token[m:]
+            acc = mix64(acc * _BASE + shifted)
+        last = np.arange(n) + size - 1
+        full = (last < n) & (tdoc == tdoc[np.minimum(last, n - 1)])
+        grams, gdoc = acc[full], tdoc[full]
+        docs, first, counts = np.unique(tdoc, return_index=True, return_counts=True)
+        short = np.setdiff1d(docs, gdoc)
+        if len(short):
+            idx = np.searchsorted(docs, short)
+            whole = np.zeros(len(short), dtype=np.uint64)
+            for k, (f, c) in enumerate(zip(first[idx], counts[idx])):
+                h = token[f]
+                for t in token[f + 1 : f + c]:
+                    h = mix64(h * _BASE + t)
+                whole[k] = h
+            grams = np.concatenate([grams, whole])
+            gdoc = np.concatenate([gdoc, short])
+            order = np.argsort(gdoc, kind="stable")
+            grams, gdoc = grams[order], gdoc[order]
+    return grams, gdoc
+
+
+class MinHasher:
+    """``num_perm`` hash functions h(x) = high 32 bits of (a*x + b) mod 2**64.
+
+    Multiply-add-shift is a universal family (Dietzfelbinger), cheap in numpy, and the
+    same ``seed`` gives the same functions everywhere, so signatures from different
+    workers compare.
+    """
+
+    def __init__(self, num_perm: int = 128, seed: int = 1, chunk: int = 1 << 15):
+        self.num_perm = num_perm
+        self.seed = seed
+        self.chunk = chunk
+        rng = np.random.default_rng(seed)
+        self.a_ = rng.integers(1, 1 << 63, size=num_perm, dtype=np.uint64) | np.uint64(1)
+        self.b_ = rng.integers(0, 1 << 63, size=num_perm, dtype=np.uint64)
+
+    def signatures(self, shingles: np.ndarray, doc: np.ndarray, n_docs: int) -> np.ndarray:
+        """(n_docs, num_perm) uint32; a document without shingles is all ``EMPTY``."""
+        out = np.full((n_docs, self.num_perm), np.uint64(EMPTY) << np.uint64(32), dtype=np.uint64)
+        if len(shingles):
+            buf = np.empty((min(self.chunk, len(shingles)), self.num_perm), dtype=np.uint64)
+            cut = _doc_aligned_cuts(doc, self.chunk)
+            for lo, hi in zip(cut[:-1], cut[1:]):
+                x = shingles[lo:hi, None]
+                view = buf[: hi - lo]
+                with np.errstate(over="ignore"):
+                    np.multiply(x, self.a_[None, :], out=view)
+                    np.add(view, self.b_[None, :], out=view)
+                d = doc[lo:hi]
+                starts = np.flatnonzero(np.concatenate([[True], d[1:] != d[:-1]]))
+                out[d[starts]] = np.minimum.reduceat(view, starts, axis=0)
+        return (out >> np.uint64(32)).astype(np.uint32)
+
+    def __call__(self, texts, size: int = 5, unit: str = "word", lowercase: bool = True) -> np.ndarray:
+        texts = list(texts)
+        shingles, doc = shingle_hashes(texts, size=size, unit=unit, lowercase=lowercase)
+        return self.signatures(shingles, doc, len(texts))
+
+
+def _doc_aligned_cuts(doc: np.ndarray, chunk: int) -> list[int]:
+    """Chunk boundaries near multiples of ``chunk`` that never split a document."""
+    cuts = [0]
+    n = len(doc)
+    while cuts[-1] < n:
+        nxt = min(cuts[-1] + chunk, n)
+        if nxt < n:
+            nxt = int(np.searchsorted(doc, doc[nxt], side="left"))
+            if nxt <= cuts[-1]:
+                nxt = int(np.searchsorted(doc, doc[cuts[-1]], side="right"))
+        cuts.append(nxt)
+    return cuts
+
+
+def jaccard_estimate(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Fraction of equal signature slots, row by row (the MinHash Jaccard estimate)."""
+    return (np.asarray(a) == np.asarray(b)).mean(axis=-1)
+
+
+def exact_jaccard(a: np.ndarray, b: np.ndarray) -> float:
+    sa, sb = set(np.asarray(a).tolist()), set(np.asarray(b).tolist())
+    return len(sa & sb) / len(sa | sb) if sa or sb else 1.0
+
+
+def optimal_bands(threshold: float, num_perm: int, fp_weight: float = 0.5, fn_weight: float = 0.5) -> tuple[int, int]:
+    """(bands, rows) with bands*rows <= num_perm minimising weighted S-curve errors.
+
+    A pair with Jaccard s shares a band with probability 1 - (1 - s**rows)**bands; false
+    positives are the area under that curve below ``threshold``, false negatives the
+    area above it that the curve misses.
+    """
+    s = np.linspace(0.0, 1.0, 1001)
+    below, above = s <= threshold, s >= threshold
+    best, best_err = (1, num_perm), np.inf
+    for bands in range(1, num_perm + 1):
+        for rows in range(1, num_perm // bands + 1):
+            p = 1.0 - (1.0 - s**rows) ** bands
+            fp = np.trapezoid(p[below], s[below])
+            fn = np.trapezoid(1.0 - p[above], s[above])
+            err = fp_weight * fp + fn_weight * fn
+            if err < best_err - 1e-12:
+                best, best_err = (bands, rows), err
+    return best
+
+
+def band_keys(signatures: np.ndarray, bands: int, rows: int) -> np.ndarray:
+    """(n, bands) uint64 bucket keys, one per band of ``rows`` signature slots."""
+    sig = np.asarray(signatures, dtype=np.uint64)
+    out = np.empty((len(sig), bands), dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for band in range(bands):
+            h = np.full(len(sig), np.uint64(band + 1) * np.uint64(0x9E3779B97F4A7C15), dtype=np.uint64)
+            for col in sig[:, band * rows : (band + 1) * rows].T:
+                h = mix64(h * _BASE + col)
+            out[:, band] = h
+    return out

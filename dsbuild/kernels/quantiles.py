@@ -1,0 +1,157 @@
+"""Per-group distributions of a feature that merge across partitions, and Feldman's repair.
+
+The disparate impact remover (Feldman et al., 2015) moves each value to the same
+quantile of a common "median" distribution, so a feature no longer tells groups apart
+while the order within each group is kept. It needs every group's quantile function.
+
+A :class:`GroupDistribution` is exact (counts of each distinct value per group) while a
+feature has at most ``max_distinct`` distinct values — true of ages, years of education,
+hours, codes — and otherwise a histogram of ``bins`` equal-width bins over the global
+range, read with linear interpolation inside a bin. Its stated error: a quantile is off
+by at most one bin width, ``(max − min) / bins``, in the feature's units.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+MAX_DISTINCT = 2048
+BINS = 2048
+
+
+@dataclass
+class GroupDistribution:
+    """One feature's distribution in each group: exact value counts, or a histogram."""
+
+    lo: float = np.inf
+    hi: float = -np.inf
+    exact: pd.Series | None = field(default_factory=lambda: _empty_counts())
+    edges: np.ndarray | None = None
+    hist: dict[str, np.ndarray] = field(default_factory=dict)
+
+    # -- pass 1: range and exact counts ---------------------------------------------------
+    @classmethod
+    def scan(cls, values: np.ndarray, groups: np.ndarray, max_distinct: int = MAX_DISTINCT) -> GroupDistribution:
+        values, groups = _present(values, groups)
+        if len(values) == 0:
+            return cls()
+        counts = pd.Series(1, index=pd.MultiIndex.from_arrays([groups, values], names=["group", "value"]))
+        counts = counts.groupby(level=[0, 1], sort=True).sum()
+        exact = counts if counts.index.get_level_values(1).nunique() <= max_distinct else None
+        return cls(float(values.min()), float(values.max()), exact)
+
+    def merge(self, other: GroupDistribution, max_distinct: int = MAX_DISTINCT) -> GroupDistribution:
+        exact = None
+        if self.exact is not None and other.exact is not None:
+            exact = self.exact.add(other.exact, fill_value=0).astype(np.int64).sort_index()
+            if exact.index.get_level_values(1).nunique() > max_distinct:
+                exact = None
+        hist = dict(self.hist)
+        for g, h in other.hist.items():
+            hist[g] = hist[g] + h if g in hist else h
+        edges = self.edges if self.edges is not None else other.edges
+        return GroupDistribution(min(self.lo, other.lo), max(self.hi, other.hi), exact, edges, hist)
+
+    # -- pass 2 (only when not exact): histograms over the global range --------------------
+    def histogram_edges(self, bins: int = BINS) -> np.ndarray:
+        hi = self.hi if self.hi > self.lo else self.lo + 1.0
+        return np.linspace(self.lo, hi, bins + 1)
+
+    @classmethod
+    def histogram(cls, values: np.ndarray, groups: np.ndarray, edges: np.ndarray) -> GroupDistribution:
+        values, groups = _present(values, groups)
+        bins = len(edges) - 1
+        idx = np.clip(np.searchsorted(edges, values, side="right") - 1, 0, bins - 1)
+        codes, names = pd.factorize(groups)
+        flat = np.bincount(codes * bins + idx, minlength=len(names) * bins).reshape(len(names), bins)
+        return cls(exact=None, edges=edges, hist={str(g): flat[i] for i, g in enumerate(names)})
+
+    @property
+    def needs_histogram(self) -> bool:
+        return self.exact is None and self.edges is None and self.lo <= self.hi
+
+    def groups(self) -> list[str]:
+        if self.exact is not None:
+            return sorted(map(str, self.exact.index.get_level_values(0).unique()))
+        return sorted(self.hist)
+
+    # -- quantile functions ----------------------------------------------------------------
+    def cdf(self, group: str, x: np.ndarray) -> np.ndarray:
+        """Mid-rank quantile of each value within the group (ties share one quantile)."""
+        x = np.asarray(x, dtype=np.float64)
+        if self.exact is not None:
+            values, counts = self._exact(group)
+            cum = np.cumsum(counts) / counts.sum()
+            mid = cum - counts / counts.sum() / 2
+            return np.interp(x, values, mid)
+        edges, cum, mass = self._hist(group)
+        k = np.clip(np.searchsorted(edges, x, side="right") - 1, 0, len(mass) - 1)
+        frac = np.clip((x - edges[k]) / (edges[k + 1] - edges[k]), 0.0, 1.0)
+        return cum[k] + frac * mass[k]
+
+    def quantile(self, group: str, q: np.ndarray) -> np.ndarray:
+        """The smallest value whose CDF reaches q (interpolated inside a histogram bin)."""
+        q = np.asarray(q, dtype=np.float64)
+        if self.exact is not None:
+            values, counts = self._exact(group)
+            cum = np.cumsum(counts) / counts.sum()
+            return values[np.clip(np.searchsorted(cum, q - 1e-12, side="left"), 0, len(values) - 1)]
+        edges, cum, mass = self._hist(group)
+        upper = cum[1:]
+        k = np.clip(np.searchsorted(upper, q - 1e-12, side="left"), 0, len(mass) - 1)
+        frac = np.where(mass[k] > 0, (q - cum[k]) / np.where(mass[k] > 0, mass[k], 1.0), 0.0)
+        return edges[k] + np.clip(frac, 0.0, 1.0) * (edges[k + 1] - edges[k])
+
+    def _exact(self, group: str) -> tuple[np.ndarray, np.ndarray]:
+        s = self.exact.xs(group, level=0)
+        return s.index.to_numpy(dtype=np.float64), s.to_numpy(dtype=np.float64)
+
+    def _hist(self, group: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        h = self.hist[group].astype(np.float64)
+        mass = h / h.sum()
+        return self.edges, np.concatenate([[0.0], np.cumsum(mass)]), mass
+
+    @property
+    def error(self) -> float:
+        """Largest error of a quantile, in the feature's units (0 when exact)."""
+        if self.exact is not None or self.edges is None:
+            return 0.0
+        return float(self.edges[1] - self.edges[0])
+
+
+def _empty_counts() -> pd.Series:
+    index = pd.MultiIndex.from_arrays([np.array([], dtype=object), np.array([], dtype=np.float64)], names=["group", "value"])
+    return pd.Series([], index=index, dtype=np.int64)
+
+
+def _present(values, groups) -> tuple[np.ndarray, np.ndarray]:
+    values = np.asarray(values, dtype=np.float64)
+    groups = np.asarray(groups, dtype=object)
+    ok = ~np.isnan(values)
+    return values[ok], groups[ok]
+
+
+def repair(dist: GroupDistribution, values: np.ndarray, groups: np.ndarray, level: float = 1.0, only=None) -> np.ndarray:
+    """Feldman's geometric repair: ``(1 − λ)·x + λ·median_h Q_h(F_g(x))``.
+
+    Each value keeps its quantile within its own group ``g`` and moves toward the median,
+    over groups ``h``, of the values at that quantile. Groups outside ``only`` (and missing
+    values) are left as they are.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    groups = np.asarray(groups, dtype=object)
+    out = values.copy()
+    known = dist.groups() if only is None else [g for g in dist.groups() if g in set(only)]
+    if not known or level == 0:
+        return out
+    for g in known:
+        rows = (groups == g) & ~np.isnan(values)
+        if not rows.any():
+            continue
+        q = dist.cdf(g, values[rows])
+        target = np.median(np.stack([dist.quantile(h, q) for h in known]), axis=0)
+        out[rows] = (1 - level) * values[rows] + level * target
+    return out

@@ -1,0 +1,143 @@
+"""Outlier scores for data sanitization (Steinhardt, Koh & Liang 2017; Koh, Steinhardt & Liang 2022).
+
+Each scorer takes standardized features ``Z``, each row's class index and statistics fitted
+on the whole data set (:mod:`dsbuild.kernels.moments`), and returns one score per row:
+larger means more suspicious. A row whose class index is -1 (no label) scores NaN.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.special import logsumexp
+
+from dsbuild.kernels.moments import ClassMoments
+
+
+def quantize(scores: np.ndarray, bits: int = 32) -> np.ndarray:
+    """Round to ``bits`` significant bits, so float64 rounding noise from a different
+    partitioning (sums added in another order) cannot reorder two rows."""
+    scores = np.asarray(scores, dtype=np.float64)
+    mantissa, exponent = np.frexp(scores)
+    return np.ldexp(np.round(mantissa * 2.0**bits) / 2.0**bits, exponent)
+
+
+def _offsets(Z: np.ndarray, classes: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    labelled = classes >= 0
+    D = Z - centroids[np.where(labelled, classes, 0)]
+    return D, labelled
+
+
+def l2_scores(Z: np.ndarray, classes: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """Euclidean distance to the row's class centroid."""
+    D, labelled = _offsets(Z, classes, centroids)
+    return np.where(labelled, np.sqrt(np.einsum("ij,ij->i", D, D)), np.nan)
+
+
+def slab_directions(moments: ClassMoments) -> np.ndarray:
+    """(classes, d) unit vectors from the mean of all other classes to each class's mean.
+
+    For two classes these are the one line between the centroids (with opposite signs);
+    for more, one-vs-rest.
+    """
+    n = moments.class_counts
+    sums = moments.sums.sum(0)
+    rest_n = n.sum() - n
+    rest = np.divide(sums.sum(0) - sums, rest_n[:, None], out=np.zeros_like(sums), where=rest_n[:, None] > 0)
+    v = moments.centroids() - rest
+    norm = np.linalg.norm(v, axis=1, keepdims=True)
+    return np.divide(v, norm, out=np.zeros_like(v), where=norm > 0)
+
+
+def slab_scores(Z: np.ndarray, classes: np.ndarray, centroids: np.ndarray, directions: np.ndarray) -> np.ndarray:
+    """|<z - mu_y, v_y>|: how far along the between-class direction a row sits."""
+    D, labelled = _offsets(Z, classes, centroids)
+    proj = np.einsum("ij,ij->i", D, directions[np.where(labelled, classes, 0)])
+    return np.where(labelled, np.abs(proj), np.nan)
+
+
+def principal_subspace(scatter: np.ndarray, variance: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+    """(basis d x k, explained-variance ratios of all components) of a scatter matrix.
+
+    k is the fewest leading components that explain ``variance`` of the total.
+    """
+    values, vectors = np.linalg.eigh((scatter + scatter.T) / 2)
+    order = np.argsort(values)[::-1]
+    values = np.clip(values[order], 0.0, None)
+    vectors = vectors[:, order]
+    total = values.sum()
+    ratios = values / total if total > 0 else np.zeros_like(values)
+    k = int(np.searchsorted(np.cumsum(ratios), variance - 1e-12) + 1)
+    k = min(max(k, 1), len(values))
+    return vectors[:, :k], ratios
+
+
+def subspace_residual_scores(Z: np.ndarray, classes: np.ndarray, centroids: np.ndarray, basis: np.ndarray) -> np.ndarray:
+    """Distance of the class-centred row from the principal subspace spanned by ``basis``."""
+    D, labelled = _offsets(Z, classes, centroids)
+    inside = D @ basis
+    residual = np.einsum("ij,ij->i", D, D) - np.einsum("ij,ij->i", inside, inside)
+    return np.where(labelled, np.sqrt(np.clip(residual, 0.0, None)), np.nan)
+
+
+def knn_scores(
+    Z: np.ndarray,
+    classes: np.ndarray,
+    ids: np.ndarray,
+    ref_Z: np.ndarray,
+    ref_classes: np.ndarray,
+    ref_ids: np.ndarray,
+    k: int = 5,
+) -> np.ndarray:
+    """Mean distance to the k nearest reference rows of the same class, never itself.
+
+    With every row in the reference this is the exact k-NN defence; with a sample it is
+    the distance to the sample's neighbours, the same for any partitioning.
+    """
+    from sklearn.neighbors import NearestNeighbors
+
+    scores = np.full(len(Z), np.nan)
+    ids = np.asarray(ids, dtype=object)
+    ref_ids = np.asarray(ref_ids, dtype=object)
+    for c in np.unique(classes[classes >= 0]):
+        rows = np.flatnonzero(classes == c)
+        ref = np.flatnonzero(ref_classes == c)
+        if len(ref) == 0:
+            continue
+        m = min(k + 1, len(ref))
+        nn = NearestNeighbors(n_neighbors=m).fit(ref_Z[ref])
+        dist, ind = nn.kneighbors(Z[rows])
+        is_self = ref_ids[ref][ind] == ids[rows][:, None]
+        order = np.argsort(is_self, axis=1, kind="stable")
+        dist = np.take_along_axis(dist, order, axis=1)
+        usable = np.minimum(m - is_self.any(axis=1), k)
+        take = np.arange(m)[None, :] < usable[:, None]
+        total = np.where(take, dist, 0.0).sum(axis=1)
+        scores[rows] = np.divide(total, usable, out=np.full(len(rows), np.nan), where=usable > 0)
+    return scores
+
+
+def lda_fit(moments: ClassMoments, shrinkage: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
+    """(coef d x classes, intercept) of linear discriminant analysis from moments alone.
+
+    LDA is the linear model whose fit needs only class counts, centroids and the pooled
+    covariance, so its out-of-fold version is exact at any partitioning with no sample.
+    The covariance is shrunk toward a scaled identity, as sklearn's ``shrinkage``.
+    """
+    n = moments.class_counts
+    mu = moments.centroids()
+    cov = moments.pooled_covariance()
+    d = cov.shape[0]
+    target = np.trace(cov) / d if d else 1.0
+    cov = (1 - shrinkage) * cov + shrinkage * max(target, 1e-12) * np.eye(d)
+    coef = np.linalg.solve(cov, mu.T)
+    prior = np.clip(n / max(n.sum(), 1.0), 1e-12, None)
+    intercept = -0.5 * np.einsum("cd,dc->c", mu, coef) + np.log(prior)
+    return coef, intercept
+
+
+def log_loss_scores(Z: np.ndarray, classes: np.ndarray, coef: np.ndarray, intercept: np.ndarray) -> np.ndarray:
+    """Cross-entropy of the row's own label under a linear model: -log p(y | z)."""
+    logits = Z @ coef + intercept
+    labelled = classes >= 0
+    own = logits[np.arange(len(Z)), np.where(labelled, classes, 0)]
+    return np.where(labelled, logsumexp(logits, axis=1) - own, np.nan)

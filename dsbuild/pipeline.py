@@ -1,0 +1,405 @@
+"""JobSpec → Dask graph → written output, with the ledger that accounts for every row.
+
+The graph is built stage by stage: each stage returns its input with rejected rows
+marked, the pipeline splits kept from rejected and hands the kept rows on. Kept rows,
+rejects and every stage's counts are then computed together — one compute, so shared
+upstream work runs once and nothing is collected in the driver but counts. Fit→apply
+stages compute their (small) statistics while the graph is built.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import platform
+import sys
+import time
+import warnings
+from collections import Counter
+from dataclasses import dataclass, field
+
+import dask
+import pandas as pd
+
+import dsbuild
+from dsbuild.io.sink import Sink
+from dsbuild.io.sources import RAW, read_source
+from dsbuild.job import JobSpec, load_job
+from dsbuild.records import ID, REASON, STAGE
+from dsbuild.stages.base import ADDED, METRIC, REJECT, Shapes, Stage, StageError
+
+INTERNAL = (REJECT, ADDED, RAW)
+
+
+class LedgerError(RuntimeError):
+    """Rows were lost or invented: rows in ≠ kept + rejected − added."""
+
+
+class DsbuildWarning(UserWarning):
+    pass
+
+
+@dataclass
+class StageRun:
+    name: str
+    shape: str
+    stage: Stage | None
+    output: object  # the stage's marked output frame (dask)
+    fit_seconds: float = 0.0
+    counts: dict = field(default_factory=dict)
+
+
+def run(
+    job,
+    *,
+    output: str | None = None,
+    overwrite: bool = False,
+    cluster: str | None = "local",
+    workers: int | None = None,
+    client=None,
+    progress: bool = False,
+    overrides: dict | None = None,
+) -> dict:
+    """Run a job (path, YAML text, dict or JobSpec) and return its manifest.
+
+    Uses ``client`` if given, else starts the cluster ``cluster`` names (see runtime).
+    """
+    spec = load_job(job, overrides)
+    if output:
+        spec = spec.model_copy(update={"sink": spec.sink.model_copy(update={"path": output})})
+    sink = Sink(
+        spec.sink.path,
+        shard_rows=spec.sink.shard_rows,
+        shard_bytes=spec.sink.shard_bytes,
+        compression=spec.sink.compression,
+        overwrite=overwrite,
+    )
+    sink.check_target()
+    if client is not None:
+        return _run(spec, sink, client, progress)
+    from dsbuild.runtime import connect
+
+    with connect(cluster, workers) as c:
+        return _run(spec, sink, c, progress)
+
+
+def _run(spec: JobSpec, sink: Sink, client, progress: bool) -> dict:
+    t0 = time.perf_counter()
+    with dask.config.set({"dataframe.shuffle.method": "p2p"}):
+        plan = plan_job(spec)
+        t_plan = time.perf_counter()
+        try:
+            written, counts, task_seconds = _compute(plan, sink, client, progress)
+            t_compute = time.perf_counter()
+            data_shards, data_schema = sink.finish("data", written["data"], cast_conflicts_to_string=False)
+            reject_shards, reject_schema = sink.finish("rejects", written["rejects"], cast_conflicts_to_string=True)
+            for run_, c in zip(plan.runs, counts):
+                run_.counts = c
+            manifest = _manifest(spec, plan, data_shards, reject_shards, data_schema, reject_schema, task_seconds, client)
+            check_ledger(manifest)
+            manifest["timings"] = {
+                "plan_and_fit": round(t_plan - t0, 3),
+                "compute": round(t_compute - t_plan, 3),
+                "finish": round(time.perf_counter() - t_compute, 3),
+                "total": round(time.perf_counter() - t0, 3),
+            }
+            sink.write_text("manifest.json", json.dumps(manifest, indent=2, default=str))
+            _write_report(sink, manifest)
+            sink.commit()
+        except BaseException:
+            sink.abort()
+            raise
+    manifest["output"] = sink.path
+    return manifest
+
+
+@dataclass
+class Plan:
+    spec: JobSpec
+    source: object
+    runs: list[StageRun]
+    kept: object
+    warnings: list[str]
+
+
+def plan_job(spec: JobSpec) -> Plan:
+    """Build the lazy graph: source, then each stage on the rows the last one kept."""
+    source = read_source(spec.source)
+    frame = source.frame
+    roles = spec.columns.roles()
+    frame = _apply_id_role(frame, roles.id)
+    _check_roles(spec, frame._meta)
+    marked = frame if REJECT in frame.columns else frame.assign(**{REJECT: None})
+    runs = [StageRun("source", "read", None, marked)]
+    kept = _kept(marked)
+    stages = spec.build_stages()
+    notes: list[str] = []
+    shapes = Shapes()
+    for i, stage in enumerate(stages):
+        notes += stage.order_warnings(stages[:i])
+        try:
+            stage.check(kept._meta)
+        except StageError as e:
+            raise StageError(f"stages[{i}] {stage.ctx.name}: {e}") from None
+        t = time.perf_counter()
+        out = stage.build(kept, shapes)
+        runs.append(StageRun(stage.ctx.name, stage.shape, stage, out, time.perf_counter() - t))
+        kept = _kept(out)
+    for note in notes:
+        warnings.warn(note, DsbuildWarning, stacklevel=3)
+    return Plan(spec, source, runs, kept, notes)
+
+
+def _apply_id_role(frame, id_column: str | None):
+    if not id_column or id_column == ID:
+        return frame
+    if id_column not in frame.columns:
+        raise StageError(f"columns.id: {id_column!r} is not a column of the source; columns are {list(frame.columns)}")
+    return frame.assign(**{ID: frame[id_column].astype("string")})
+
+
+def _check_roles(spec: JobSpec, meta: pd.DataFrame) -> None:
+    c = spec.columns
+    named = {"label": [c.label] if c.label else [], "sensitive": c.sensitive, "features": c.features,
+             "image": [c.image] if c.image else [], "text": [c.text] if c.text else []}
+    for role, cols in named.items():
+        for col in cols:
+            if col not in meta.columns:
+                from dsbuild.stages.base import _did_you_mean
+
+                raise StageError(
+                    f"columns.{role}: {col!r} is not a column of the source{_did_you_mean(col, meta.columns)}; "
+                    f"columns are {[x for x in meta.columns if not str(x).startswith('_')]}"
+                )
+
+
+def _kept(out):
+    return out.map_partitions(kept_rows, meta=kept_rows(out._meta), token="dsbuild-split-kept")
+
+
+def _rejected(out, stage: str):
+    return out.map_partitions(rejected_rows, stage, meta=rejected_rows(out._meta, stage), token="dsbuild-split-rejects")
+
+
+def kept_rows(part: pd.DataFrame) -> pd.DataFrame:
+    drop = [c for c in part.columns if c in INTERNAL or c.startswith(METRIC)]
+    return part[part[REJECT].isna().to_numpy()].drop(columns=drop)
+
+
+def rejected_rows(part: pd.DataFrame, stage: str) -> pd.DataFrame:
+    """Rejected rows whole, with ``reason`` and ``stage`` (and ``raw`` text from sources)."""
+    drop = [c for c in part.columns if c == ADDED or c.startswith(METRIC)]
+    rej = part[part[REJECT].notna().to_numpy()].drop(columns=drop)
+    rej = rej.rename(columns={REJECT: REASON, RAW: "raw"})
+    rej[REASON] = rej[REASON].astype("string")
+    rej[STAGE] = pd.array([stage] * len(rej), dtype="string")
+    return rej
+
+
+def _compute(plan: Plan, sink: Sink, client, progress: bool):
+    """The one compute: kept shards, reject shards and every stage's counts."""
+    writes = {"data": [], "rejects": []}
+    for i, part in enumerate(plan.kept.to_delayed()):
+        writes["data"].append(dask.delayed(sink.write_partition)(part, sink.staging("data", "kept"), i))
+    for r, run_ in enumerate(plan.runs):
+        rejected = _rejected(run_.output, run_.name)
+        folder = sink.staging("rejects", f"{r:03d}")
+        for i, part in enumerate(rejected.to_delayed()):
+            writes["rejects"].append(dask.delayed(sink.write_partition)(part, folder, i))
+    counts = [_tree_sum([dask.delayed(_partition_counts)(p) for p in run_.output.to_delayed()]) for run_ in plan.runs]
+    with _task_stream(client) as stream:
+        futures = client.compute([writes["data"], writes["rejects"], counts])
+        if progress:
+            from distributed import progress as show_progress
+
+            show_progress(futures)
+            print(file=sys.stderr)
+        data, rejects, counted = client.gather(futures)
+    return (
+        {"data": [f for part in data for f in part], "rejects": [f for part in rejects for f in part]},
+        counted,
+        _seconds_by_stage(stream, plan),
+    )
+
+
+@contextlib.contextmanager
+def _task_stream(client):
+    try:
+        from distributed import get_task_stream
+
+        with get_task_stream(client) as ts:
+            yield ts
+    except Exception:  # noqa: BLE001 - timings are nice to have, never worth a failed run
+        yield None
+
+
+def _seconds_by_stage(stream, plan: Plan) -> dict[str, float]:
+    out: Counter = Counter()
+    if stream is None:
+        return {}
+    for rec in stream.data:
+        key = str(rec.get("key", ""))
+        for run_ in plan.runs:
+            safe = "".join(ch if ch.isalnum() else "-" for ch in run_.name)
+            if f"dsbuild-{safe}-" in key:
+                out[run_.name] += sum(s["stop"] - s["start"] for s in rec.get("startstops", ()) if s.get("action") == "compute")
+    return dict(out)
+
+
+def _partition_counts(part: pd.DataFrame) -> dict:
+    """Mergeable counts of one partition of a stage's marked output."""
+    reasons = part[REJECT]
+    rejected = reasons.dropna().astype(str).str.split("=", n=1).str[0]
+    added = int(part[ADDED].fillna(False).astype(bool).sum()) if ADDED in part.columns else 0
+    return {
+        "rows": len(part),
+        "kept": int(reasons.isna().sum()),
+        "rejected": dict(Counter(rejected.tolist())),
+        "added": added,
+        "metrics": {c[len(METRIC):]: float(pd.to_numeric(part[c], errors="coerce").sum()) for c in part.columns if c.startswith(METRIC)},
+    }
+
+
+def _merge_counts(a: dict, b: dict) -> dict:
+    return {
+        "rows": a["rows"] + b["rows"],
+        "kept": a["kept"] + b["kept"],
+        "rejected": _add(a["rejected"], b["rejected"]),
+        "added": a["added"] + b["added"],
+        "metrics": _add(a["metrics"], b["metrics"]),
+    }
+
+
+def _add(a: dict, b: dict) -> dict:
+    return {k: a.get(k, 0) + b.get(k, 0) for k in {*a, *b}}
+
+
+def _tree_sum(items: list, split_every: int = 16):
+    empty = {"rows": 0, "kept": 0, "rejected": {}, "added": 0, "metrics": {}}
+    if not items:
+        return dask.delayed(empty)
+    while len(items) > 1:
+        items = [dask.delayed(_sum_counts)(*items[i : i + split_every]) for i in range(0, len(items), split_every)]
+    return items[0]
+
+
+def _sum_counts(*counts: dict) -> dict:
+    acc = counts[0]
+    for c in counts[1:]:
+        acc = _merge_counts(acc, c)
+    return acc
+
+
+# -- manifest and ledger ----------------------------------------------------------------
+
+
+def _manifest(spec, plan, data_shards, reject_shards, data_schema, reject_schema, task_seconds, client) -> dict:
+    stages = []
+    rows_in = None
+    for run_ in plan.runs:
+        c = run_.counts
+        rejected = sum(c["rejected"].values())
+        entry = {
+            "name": run_.name,
+            "shape": run_.shape,
+            "in": c["rows"] if rows_in is None else rows_in,
+            "out": c["kept"],
+            "rejected": rejected,
+            "rejected_by_reason": dict(sorted(c["rejected"].items())),
+            "added": c["added"],
+            "metrics": dict(sorted(c["metrics"].items())),
+            "seconds": {"fit": round(run_.fit_seconds, 3), "tasks": round(task_seconds.get(run_.name, 0.0), 3)},
+        }
+        if run_.stage is not None:
+            entry["options"] = run_.stage.options.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+            summary = run_.stage.summary()
+            if summary:
+                entry["summary"] = summary
+        stages.append(entry)
+        rows_in = c["kept"]
+    info = client.scheduler_info() if client is not None else {}
+    workers = info.get("workers", {})
+    return {
+        "dsbuild": dsbuild.__version__,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "job": spec.resolved(),
+        "versions": _versions(),
+        "input": {
+            "fingerprint": plan.source.fingerprint(),
+            "files": len(plan.source.files),
+            "bytes": sum(f.get("size") or 0 for f in plan.source.files),
+            "skipped": plan.source.skipped,
+        },
+        "stages": stages,
+        "totals": {
+            "in": stages[0]["in"],
+            "kept": stages[-1]["out"],
+            "rejected": sum(s["rejected"] for s in stages),
+            "added": sum(s["added"] for s in stages),
+        },
+        "outputs": {
+            "data": data_shards,
+            "rejects": reject_shards,
+            "rows": {"data": sum(s["rows"] for s in data_shards), "rejects": sum(s["rows"] for s in reject_shards)},
+        },
+        "schema": {
+            "data": _schema_json(data_schema),
+            "rejects": _schema_json(reject_schema),
+        },
+        "warnings": plan.warnings,
+        "cluster": {
+            "workers": len(workers),
+            "threads": sum(w.get("nthreads", 0) for w in workers.values()),
+            "dashboard": getattr(client, "dashboard_link", None),
+        },
+    }
+
+
+def _schema_json(schema) -> list[dict]:
+    return [{"name": f.name, "type": str(f.type)} for f in schema] if schema is not None else []
+
+
+def check_ledger(manifest: dict) -> None:
+    """Rows in = kept + rejected − added, per stage and for the job; shards hold them all."""
+    problems = []
+    for s in manifest["stages"]:
+        if s["in"] != s["out"] + s["rejected"] - s["added"]:
+            problems.append(
+                f"stage {s['name']}: {s['in']} rows in, but {s['out']} kept + {s['rejected']} rejected "
+                f"- {s['added']} added = {s['out'] + s['rejected'] - s['added']}"
+            )
+    t = manifest["totals"]
+    if t["in"] != t["kept"] + t["rejected"] - t["added"]:
+        problems.append(f"job: {t['in']} rows in ≠ {t['kept']} kept + {t['rejected']} rejected - {t['added']} added")
+    rows = manifest["outputs"]["rows"]
+    if rows["data"] != t["kept"]:
+        problems.append(f"data shards hold {rows['data']} rows, but {t['kept']} were kept")
+    if rows["rejects"] != t["rejected"]:
+        problems.append(f"reject shards hold {rows['rejects']} rows, but {t['rejected']} were rejected")
+    manifest["ledger"] = {"balanced": not problems, "problems": problems}
+    if problems:
+        raise LedgerError("the ledger does not balance:\n  " + "\n  ".join(problems))
+
+
+def _versions() -> dict:
+    import distributed
+    import numpy
+    import pyarrow
+
+    return {
+        "python": platform.python_version(),
+        "dask": dask.__version__,
+        "distributed": distributed.__version__,
+        "pandas": pd.__version__,
+        "pyarrow": pyarrow.__version__,
+        "numpy": numpy.__version__,
+    }
+
+
+def _write_report(sink: Sink, manifest: dict) -> None:
+    try:
+        from dsbuild.report import render_report
+    except ImportError:
+        return
+    sink.write_text("report.html", render_report(manifest, sink.tmp, fs=sink.fs))

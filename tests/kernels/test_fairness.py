@@ -1,0 +1,180 @@
+"""Group × label counts: mergeable, and equal to fairlearn's and a direct computation."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from fairlearn.metrics import (
+    MetricFrame,
+    demographic_parity_difference,
+    demographic_parity_ratio,
+    equalized_odds_difference,
+    equalized_odds_ratio,
+    selection_rate,
+)
+
+import dsbuild
+from dsbuild.kernels.fairness import (
+    LABEL,
+    bin_labels,
+    contingency,
+    equalized_odds,
+    favorable_value,
+    group_text,
+    massage_changes,
+    merge_tables,
+    parity,
+    resample_targets,
+    reweighing,
+)
+
+DATA = Path(dsbuild.__file__).parent / "io" / "data"
+
+
+@pytest.fixture(scope="module")
+def adult():
+    return pd.read_csv(DATA / "adult.csv.gz")
+
+
+@pytest.fixture(scope="module")
+def german():
+    return pd.read_csv(DATA / "german_credit.csv.gz")
+
+
+def table_in_chunks(frame, chunks, **kw):
+    parts = np.array_split(np.arange(len(frame)), chunks)
+    table = None
+    for idx in parts:
+        t = contingency(frame.iloc[idx], **kw)
+        table = t if table is None else merge_tables(table, t)
+    return table
+
+
+def test_merged_table_equals_whole_table(adult):
+    kw = dict(sensitive=["sex", "race"], label="income", weight="fnlwgt")
+    whole = contingency(adult, **kw)
+    merged = table_in_chunks(adult, 7, **kw)
+    pd.testing.assert_frame_equal(whole[["sex", "race", LABEL, "n"]], merged[["sex", "race", LABEL, "n"]])
+    np.testing.assert_allclose(whole["w"], merged["w"], rtol=1e-12)
+    assert whole["n"].sum() == len(adult)
+    direct = adult.groupby(["sex", "race", "income"]).size()
+    assert direct.loc[("Female", "Black", ">50K")] == whole.set_index(["sex", "race", LABEL]).loc[("Female", "Black", ">50K"), "n"]
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_parity_equals_fairlearn(adult, weighted):
+    adult = adult.iloc[:6000]
+    weight = "fnlwgt" if weighted else None
+    sw = adult["fnlwgt"].to_numpy(float) if weighted else None
+    table = table_in_chunks(adult, 3, sensitive=["sex", "race"], label="income", weight=weight)
+    report = parity(table, ["sex", "race"], ">50K")
+    y = (adult["income"] == ">50K").astype(int)
+    for view, sf in [("sex", adult["sex"]), ("race", adult["race"]), ("sex × race", adult[["sex", "race"]])]:
+        got = report[view]
+        assert got["demographic_parity_difference"] == pytest.approx(
+            demographic_parity_difference(y, y, sensitive_features=sf, sample_weight=sw), abs=1e-12
+        )
+        assert got["demographic_parity_ratio"] == pytest.approx(
+            demographic_parity_ratio(y, y, sensitive_features=sf, sample_weight=sw), abs=1e-12
+        )
+    frame = MetricFrame(metrics=selection_rate, y_true=y, y_pred=y, sensitive_features=adult["sex"],
+                        sample_params={"sample_weight": sw} if weighted else None)
+    for g, rate in frame.by_group.items():
+        assert report["sex"]["groups"][g]["base_rate"] == pytest.approx(rate, abs=1e-12)
+
+
+def test_spd_and_di_against_the_privileged_group(adult):
+    table = contingency(adult, ["sex"], "income")
+    report = parity(table, ["sex"], ">50K", privileged={"sex": "Male"})["sex"]
+    rate = adult.assign(y=adult["income"] == ">50K").groupby("sex")["y"].mean()
+    assert report["reference"] == "Male"
+    assert report["spd"] == pytest.approx(rate["Female"] - rate["Male"], abs=1e-12)
+    assert report["di"] == pytest.approx(rate["Female"] / rate["Male"], abs=1e-12)
+    assert report["groups"]["Female"]["count"] == (adult["sex"] == "Female").sum()
+    # without a named privileged group the reference is the group with the highest rate
+    assert parity(table, ["sex"], ">50K")["sex"]["reference"] == "Male"
+
+
+def test_equalized_odds_equals_fairlearn(adult):
+    adult = adult.iloc[:6000]
+    y = (adult["income"] == ">50K").astype(int)
+    pred = (adult["education-num"] > 12).astype(int)
+    table = contingency(adult, ["sex", "race"], "income", extra={"pred": np.where(pred == 1, ">50K", "<=50K")})
+    got = equalized_odds(table, ["sex", "race"], ">50K", prediction="pred")
+    for view, sf in [("sex", adult["sex"]), ("race", adult["race"])]:
+        assert got[view]["equalized_odds_difference"] == pytest.approx(
+            equalized_odds_difference(y, pred, sensitive_features=sf), abs=1e-12)
+        assert got[view]["equalized_odds_ratio"] == pytest.approx(
+            equalized_odds_ratio(y, pred, sensitive_features=sf), abs=1e-12)
+
+
+def test_reweighing_equals_direct_pandas(adult):
+    table = table_in_chunks(adult, 5, sensitive=["sex", "race"], label="income")
+    w = reweighing(table, ["sex", "race"]).set_index(["sex", "race", LABEL])["factor"]
+    n = len(adult)
+    p_s = adult.groupby(["sex", "race"]).size() / n
+    p_y = adult.groupby("income").size() / n
+    p_sy = adult.groupby(["sex", "race", "income"]).size() / n
+    for (s, r, y), p in p_sy.items():
+        assert w.loc[(s, r, y)] == pytest.approx(p_s.loc[(s, r)] * p_y.loc[y] / p, rel=1e-12)
+    # after reweighing, every group has the same weighted rate of >50K
+    rows = adult.set_index(["sex", "race", "income"]).index
+    weights = w.reindex(rows).to_numpy()
+    after = pd.Series(weights * (adult["income"] == ">50K"), index=adult.index).groupby(adult["sex"]).sum() / \
+        pd.Series(weights, index=adult.index).groupby(adult["sex"]).sum()
+    assert after["Female"] == pytest.approx(after["Male"], abs=1e-12)
+
+
+def test_reweighing_composes_with_existing_weights(adult):
+    table = contingency(adult, ["sex"], "income", weight="fnlwgt")
+    w = reweighing(table, ["sex"]).set_index(["sex", LABEL])["factor"]
+    total = adult["fnlwgt"].sum()
+    p_s = adult.groupby("sex")["fnlwgt"].sum() / total
+    p_y = adult.groupby("income")["fnlwgt"].sum() / total
+    p_sy = adult.groupby(["sex", "income"])["fnlwgt"].sum() / total
+    assert w.loc[("Female", ">50K")] == pytest.approx(p_s["Female"] * p_y[">50K"] / p_sy[("Female", ">50K")], rel=1e-12)
+
+
+def test_resample_targets_make_group_and_label_independent(german):
+    german = german.assign(age_group=group_text(german["age"], [25]))
+    table = contingency(german, ["age"], "credit", bins={"age": [25]})
+    t = resample_targets(table, ["age"]).set_index(["age", LABEL])
+    n_s = german.groupby("age_group").size()
+    n_y = german.groupby("credit").size()
+    for (s, y), row in t.iterrows():
+        assert row["target"] == round(n_s[s] * n_y[y] / len(german))
+        assert row["n"] == ((german["age_group"] == s) & (german["credit"] == y)).sum()
+    rates = t["target"].unstack()
+    good = rates["good"] / rates.sum(axis=1)
+    assert abs(good["<25"] - good[">=25"]) < 0.005
+
+
+def test_massage_count_is_kamiran_calders_m(adult):
+    table = contingency(adult, ["sex"], "income")
+    changes = massage_changes(table, ["sex"], ">50K").set_index("sex")["change"]
+    d = (adult["sex"] == "Female").sum()
+    f = (adult["sex"] == "Male").sum()
+    dp = ((adult["sex"] == "Female") & (adult["income"] == ">50K")).sum()
+    fp = ((adult["sex"] == "Male") & (adult["income"] == ">50K")).sum()
+    m = round((d * fp - f * dp) / (d + f))
+    assert changes["Female"] == m > 0
+    assert changes["Male"] == -m
+
+
+def test_bins_and_missing_groups():
+    assert bin_labels([25]) == ["<25", ">=25"]
+    assert bin_labels([25, 60]) == ["<25", "[25,60)", ">=60"]
+    ages = pd.Series([19, 25, 24.5, None, 61, 40])
+    assert list(group_text(ages, [25, 60])) == ["<25", "[25,60)", "<25", "<NA>", ">=60", "[25,60)"]
+    assert list(group_text(pd.Series(["a", None, "b"]))) == ["a", "<NA>", "b"]
+
+
+def test_favorable_value_is_named_or_obvious():
+    assert favorable_value([0, 1]) == 1
+    assert favorable_value([True, False]) is True
+    assert favorable_value(["good", "bad"], "good") == "good"
+    with pytest.raises(ValueError, match="favorable"):
+        favorable_value(["good", "bad"])
+    with pytest.raises(ValueError, match="not among"):
+        favorable_value(["good", "bad"], "great")

@@ -1,0 +1,224 @@
+"""Image transforms: labels move exactly with pixels, draws are reproducible, pixels are right."""
+
+import cv2
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+from skimage import data
+
+from dsbuild.kernels.images import (
+    Compose,
+    from_pascal_voc,
+    to_pascal_voc,
+    transform_from_spec,
+)
+
+ASTRONAUT = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)
+
+EXACT = [  # integer motions: a lit pixel lands exactly on the moved point
+    "hflip",
+    "vflip",
+    {"random_crop": {"height": 40, "width": 50}},
+    {"center_crop": {"height": 33, "width": 41}},
+]
+WARPS = [  # interpolating motions: the blob's centre of mass lands on the moved point
+    {"rotate": {"limit": 180}},
+    {"affine": {"scale": [0.7, 1.4], "translate": 0.1, "rotate": 45, "shear": 20}},
+    {"resize": {"height": 97, "width": 61}},
+    {"random_resized_crop": {"height": 64, "width": 80, "scale": [0.3, 1.0]}},
+]
+
+settings.register_profile("fast", max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("fast")
+
+
+def blob(h, w, x, y, sigma=2.0):
+    yy, xx = np.mgrid[0:h, 0:w]
+    g = np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * sigma**2))
+    return np.round(g * 255).astype(np.uint8)
+
+
+def centre_of_mass(img):
+    img = img.astype(np.float64)
+    yy, xx = np.mgrid[0 : img.shape[0], 0 : img.shape[1]]
+    total = img.sum()
+    return (xx * img).sum() / total, (yy * img).sum() / total
+
+
+@given(
+    spec=st.sampled_from(EXACT),
+    h=st.integers(60, 90),
+    w=st.integers(60, 90),
+    fx=st.floats(0, 1),
+    fy=st.floats(0, 1),
+    seed=st.integers(0, 2**32),
+)
+def test_a_pixel_lands_exactly_where_the_keypoint_goes(spec, h, w, fx, fy, seed):
+    x, y = int(fx * (w - 1)), int(fy * (h - 1))
+    img = np.zeros((h, w), np.uint8)
+    img[y, x] = 255
+    out = Compose([transform_from_spec(spec)])(img, np.random.default_rng(seed), keypoints=[[x, y]])
+    kx, ky = out.keypoints[0]
+    if np.isnan(kx):
+        assert out.image.max() == 0, "keypoint said invisible but the pixel is still in the image"
+    else:
+        assert out.image[int(ky), int(kx)] == 255
+        assert (kx, ky) == (int(kx), int(ky))
+
+
+@given(
+    spec=st.sampled_from(WARPS),
+    fx=st.floats(0.3, 0.7),
+    fy=st.floats(0.3, 0.7),
+    seed=st.integers(0, 2**32),
+)
+def test_a_blob_centre_lands_where_the_keypoint_goes(spec, fx, fy, seed):
+    h, w = 120, 110
+    x, y = fx * (w - 1), fy * (h - 1)
+    img = blob(h, w, x, y)
+    out = Compose([transform_from_spec(spec)])(img, np.random.default_rng(seed), keypoints=[[x, y]])
+    kx, ky = out.keypoints[0]
+    oh, ow = out.image.shape
+    assume(8 < kx < ow - 9 and 8 < ky < oh - 9)
+    cx, cy = centre_of_mass(out.image)
+    assert abs(cx - kx) < 0.35 and abs(cy - ky) < 0.35
+
+
+@given(
+    spec=st.sampled_from(EXACT + [{"resize": {"height": 100, "width": 140}}]),
+    x0=st.integers(0, 60),
+    y0=st.integers(0, 60),
+    bw=st.integers(4, 30),
+    bh=st.integers(4, 30),
+    seed=st.integers(0, 2**32),
+)
+def test_axis_aligned_moves_keep_boxes_on_the_painted_rectangle(spec, x0, y0, bw, bh, seed):
+    h = w = 100
+    img = np.zeros((h, w), np.uint8)
+    img[y0 : y0 + bh, x0 : x0 + bw] = 255
+    box = [x0, y0, x0 + bw, y0 + bh]
+    out = Compose([transform_from_spec(spec)])(img, np.random.default_rng(seed), boxes=[box], mask=img.copy())
+    assert np.array_equal(out.image, out.mask)
+    ys, xs = np.nonzero(out.image)
+    if len(out.box_index) == 0:
+        assert len(xs) == 0
+        return
+    painted = [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
+    tol = 1.0 if "resize" in str(spec) else 1e-9
+    assert np.allclose(out.boxes[0], painted, atol=tol)
+
+
+@given(angle=st.floats(-180, 180), seed=st.integers(0, 100))
+def test_rotated_boxes_contain_the_rotated_rectangle(angle, seed):
+    img = np.zeros((101, 101), np.uint8)
+    img[40:60, 30:70] = 255
+    rotate = transform_from_spec({"rotate": {"limit": [angle, angle], "interpolation": "nearest"}})
+    out = Compose([rotate])(img, np.random.default_rng(seed), boxes=[[30, 40, 70, 60]])
+    ys, xs = np.nonzero(out.image)
+    x0, y0, x1, y1 = out.boxes[0]
+    assert xs.min() >= x0 - 0.5 and xs.max() + 1 <= x1 + 0.5
+    assert ys.min() >= y0 - 0.5 and ys.max() + 1 <= y1 + 0.5
+
+
+@pytest.mark.parametrize("fmt", ["pascal_voc", "coco", "yolo"])
+def test_box_formats_round_trip(fmt):
+    rng = np.random.default_rng(0)
+    voc = np.sort(rng.uniform(0, 50, (7, 4)).reshape(7, 2, 2), axis=1).transpose(0, 2, 1).reshape(7, 4)
+    voc = voc[:, [0, 2, 1, 3]]
+    there = from_pascal_voc(voc, fmt, 60, 80)
+    assert np.allclose(to_pascal_voc(there, fmt, 60, 80), voc)
+
+
+def test_yolo_boxes_follow_a_flip():
+    out = Compose([transform_from_spec("hflip")], box_format="yolo")(
+        ASTRONAUT, np.random.default_rng(0), boxes=[[0.25, 0.5, 0.1, 0.2]]
+    )
+    assert np.allclose(out.boxes, [[0.75, 0.5, 0.1, 0.2]])
+
+
+def test_boxes_mostly_cut_away_are_dropped_by_visibility():
+    crop = transform_from_spec({"center_crop": {"height": 100, "width": 100}})
+    img = np.zeros((200, 200), np.uint8)
+    boxes = [[40, 90, 60, 110], [90, 90, 110, 110], [0, 0, 10, 10]]  # 1/2 visible, whole, gone
+    keep_half = Compose([crop], min_visibility=0.4)(img, np.random.default_rng(0), boxes=boxes)
+    strict = Compose([crop], min_visibility=0.6)(img, np.random.default_rng(0), boxes=boxes)
+    assert list(keep_half.box_index) == [0, 1]
+    assert np.allclose(keep_half.boxes[0], [0, 40, 10, 60])
+    assert list(strict.box_index) == [1]
+
+
+def test_same_generator_same_copy_and_params_replay_it():
+    specs = [
+        "hflip",
+        {"affine": {"scale": [0.8, 1.2], "rotate": 20}},
+        {"one_of": ["brightness", "gamma", "contrast"]},
+        {"some_of": ["gaussian_noise", "gaussian_blur", "jpeg", "cutout", "hue_saturation"], "n": 2},
+        {"random_resized_crop": {"height": 128, "width": 128}},
+    ]
+    pipeline = Compose([transform_from_spec(s) for s in specs])
+    a = pipeline(ASTRONAUT, np.random.default_rng(7))
+    b = pipeline(ASTRONAUT, np.random.default_rng(7))
+    c = pipeline(ASTRONAUT, np.random.default_rng(8))
+    assert np.array_equal(a.image, b.image) and a.params == b.params
+    assert not np.array_equal(a.image, c.image)
+    assert [p["op"] for p in a.params][0] == "hflip"
+    assert len(a.params) == 6  # hflip, affine, one of three, two of five, crop
+
+
+def test_input_image_is_never_overwritten():
+    original = ASTRONAUT.copy()
+    specs = ["brightness", "contrast", "gamma", "gaussian_noise", "cutout", {"random_crop": {"height": 100, "width": 100}}, "brightness"]
+    for spec in specs:
+        Compose([transform_from_spec(spec)])(ASTRONAUT, np.random.default_rng(0))
+    Compose([transform_from_spec(s) for s in specs[-2:]])(ASTRONAUT, np.random.default_rng(0))
+    assert np.array_equal(original, ASTRONAUT)
+
+
+def test_one_of_applies_exactly_one_and_some_of_exactly_n():
+    one = Compose([transform_from_spec({"one_of": ["hflip", "vflip", "gamma"]})])
+    some = Compose([transform_from_spec({"some_of": ["hflip", "vflip", "gamma", "brightness"], "n": 2})])
+    for seed in range(20):
+        assert len(one(ASTRONAUT, np.random.default_rng(seed)).params) == 1
+        assert len(some(ASTRONAUT, np.random.default_rng(seed)).params) == 2
+
+
+def test_probability_decides_how_often_a_transform_runs():
+    pipeline = Compose([transform_from_spec({"hflip": {"p": 0.3}})])
+    small = ASTRONAUT[:8, :8]
+    ran = sum(bool(pipeline(small, np.random.default_rng(s)).params) for s in range(2000))
+    assert 500 < ran < 700
+
+
+def test_pixel_transforms_compute_what_they_say():
+    img = ASTRONAUT
+    run = lambda spec: Compose([transform_from_spec(spec)])(img, np.random.default_rng(0)).image  # noqa: E731
+    brighter = run({"brightness": {"limit": [0.1, 0.1]}}).astype(int)
+    assert np.array_equal(brighter, np.minimum(img.astype(int) + 26, 255))
+    gamma = run({"gamma": {"limit": [2.0, 2.0]}})
+    assert np.array_equal(gamma, np.round(255 * (img / 255.0) ** 2).astype(np.uint8))
+    flat = run({"contrast": {"limit": [-0.5, -0.5]}})
+    assert flat.std() < 0.55 * img.std() and abs(flat.mean() - img.mean()) < 1.5
+    noisy = run({"gaussian_noise": {"std": [0.05, 0.05]}}).astype(float) - img
+    middle = (img > 60) & (img < 195)
+    assert abs(noisy[middle].std() - 0.05 * 255) < 0.5 and abs(noisy[middle].mean()) < 0.2
+    blurred = run({"gaussian_blur": {"sigma": [2, 2]}})
+    assert np.abs(blurred.astype(int) - cv2.GaussianBlur(img, (13, 13), 2).astype(int)).max() == 0
+    holes = Compose([transform_from_spec({"cutout": {"holes": [3, 3], "size": [0.1, 0.1]}})])(img, np.random.default_rng(0))
+    for y, x, rh, rw in holes.params[0]["rects"]:
+        assert (holes.image[y : y + rh, x : x + rw] == 0).all()
+    same_hue = run({"hue_saturation": {"hue": [0, 0], "saturation": [0, 0]}})
+    assert np.abs(same_hue.astype(int) - img).mean() < 1.0
+    shifted = run({"hue_saturation": {"hue": [30, 30], "saturation": [0, 0]}})
+    assert np.abs(shifted.astype(int) - img).mean() > 5
+    jpeg = run({"jpeg": {"quality": [30, 30]}})
+    assert 1.0 < np.abs(jpeg.astype(int) - img).mean() < 10
+
+
+def test_bad_specs_say_what_is_wrong():
+    with pytest.raises(ValueError, match="did you mean 'rotate'"):
+        transform_from_spec({"rotat": {}})
+    with pytest.raises(ValueError, match="transform 'rotate'"):
+        transform_from_spec({"rotate": {"angle": 3}})
+    with pytest.raises(ValueError, match="larger than the image"):
+        Compose([transform_from_spec({"random_crop": {"height": 900, "width": 10}})])(ASTRONAUT, np.random.default_rng(0))

@@ -1,0 +1,35 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from dsbuild.kernels.topk import LargestPerKey, within_cut
+
+
+def _global_top(keys, scores, ids, budget):
+    frame = pd.DataFrame({"k": keys, "neg": -scores, "id": ids}).sort_values(["k", "neg", "id"])
+    frame["rank"] = frame.groupby("k").cumcount()
+    return set(frame.loc[frame["rank"] < budget[frame["k"]], "id"])
+
+
+@pytest.mark.parametrize("parts", [1, 3, 7])
+def test_merged_cut_selects_exactly_the_global_top(parts):
+    rng = np.random.default_rng(parts)
+    n = 2000
+    keys = rng.integers(0, 3, n)
+    scores = np.round(rng.normal(size=n), 1)  # many ties
+    ids = np.array([f"r{i:05d}" for i in rng.permutation(n)])
+    budget = np.array([0, 37, 500])
+    merged = None
+    for idx in np.array_split(rng.permutation(n), parts):
+        part = LargestPerKey.of(keys[idx], scores[idx], ids[idx], budget)
+        merged = part if merged is None else merged.merge(part)
+    chosen = within_cut(keys, scores, ids, merged.cut())
+    assert set(ids[chosen]) == _global_top(keys, scores, ids, budget)
+    assert np.bincount(keys[chosen], minlength=3).tolist() == [0, 37, 500]
+
+
+def test_budget_larger_than_class_takes_all_and_nan_never():
+    keys = np.array([0, 0, 0])
+    scores = np.array([1.0, np.nan, 2.0])
+    top = LargestPerKey.of(keys, scores, ["a", "b", "c"], np.array([10]))
+    assert within_cut(keys, scores, ["a", "b", "c"], top.cut()).tolist() == [True, False, True]
