@@ -1,7 +1,9 @@
-"""Cleaning stages: keep the columns and rows you want, fix types, reject broken images."""
+"""Cleaning stages: keep the columns and rows you want, fix types, reject broken images,
+and fix noisy values (units, ranges, missing values, spellings, outliers, dependencies)."""
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any, Literal
 
@@ -9,9 +11,22 @@ import numpy as np
 import pandas as pd
 from pydantic import Field, model_validator
 
+from dsbuild.kernels.canonical import SynonymTable, canonicalize
+from dsbuild.kernels.constraints import FunctionalDependency, group_codes, repair_by_majority
 from dsbuild.kernels.decode import image_problem
+from dsbuild.kernels.robust import Distribution, ValueCounts, iqr_fences, robust_scale, robust_z
+from dsbuild.kernels.units import UnitTable, convert_column
 from dsbuild.records import ID
-from dsbuild.stages.base import MapStage, StageError, StageOptions, register, reject
+from dsbuild.stages.base import (
+    FitApplyStage,
+    GroupStage,
+    MapStage,
+    StageError,
+    StageOptions,
+    register,
+    reject,
+    with_marks,
+)
 
 # -- select -----------------------------------------------------------------------------
 
@@ -524,3 +539,282 @@ class Impute(FitApplyStage):
 
 def _jsonable(value):
     return value.item() if hasattr(value, "item") else value
+
+
+# -- canonicalize -----------------------------------------------------------------------
+
+
+class CanonicalRule(StageOptions):
+    """One column's canonical spellings and what to do with a value the table lacks."""
+
+    vocabulary: list[str] = Field(default_factory=list, description="the canonical values")
+    synonyms: dict[str, list[str]] = Field(default_factory=dict, description="canonical value -> other spellings")
+    case: Literal["keep", "fold", "lower", "upper", "title"] = Field("keep", description="case of values the table lacks")
+    trim: bool = True
+    nfkc: bool = True
+    unknown: Literal["keep", "null", "reject"] = Field("keep", description="a value outside vocabulary and synonyms")
+
+    @model_validator(mode="after")
+    def _unambiguous(self):
+        self.table()
+        return self
+
+    def table(self) -> SynonymTable:
+        return SynonymTable(self.vocabulary, self.synonyms)
+
+
+class CanonicalizeOptions(StageOptions):
+    columns: dict[str, CanonicalRule] = Field(..., description="column -> {vocabulary, synonyms, case, unknown}")
+
+
+@register
+class Canonicalize(MapStage):
+    """Strings trimmed, NFKC-normalised and mapped through a synonym table (M, male → Male).
+
+    Matching ignores case, width and spacing. Counters ``canonicalized:<col>`` (cells
+    changed) and ``unknown:<col>`` (values outside a given vocabulary/synonyms, which are
+    kept, made missing or rejected as ``unknown-value:<col>=<value>``).
+    """
+
+    name = "canonicalize"
+    Options = CanonicalizeOptions
+
+    def check(self, meta):
+        self.require_columns(meta, self.options.columns)
+
+    def process(self, part):
+        for column, rule in self.options.columns.items():
+            raw = part[column]
+            out, changed, unknown = canonicalize(raw, rule.table(), trim=rule.trim, nfkc=rule.nfkc, case=rule.case)
+            if rule.unknown == "reject":
+                part = reject(part, unknown, _details(f"unknown-value:{column}", raw))
+            elif rule.unknown == "null":
+                out = out.mask(unknown)
+                changed = changed | unknown
+            part[column] = out
+            part[f"_m_canonicalized:{column}"] = changed.astype(np.int64)
+            part[f"_m_unknown:{column}"] = unknown.astype(np.int64)
+        return part
+
+
+# -- outliers ---------------------------------------------------------------------------
+
+
+class OutlierRule(StageOptions):
+    method: Literal["mad", "iqr"] = Field("mad", description="robust z-score (median/MAD) or Tukey's IQR fences")
+    threshold: float | None = Field(None, gt=0, description="|robust z| above this (default 3.5), or IQR multiple k (default 1.5)")
+    action: Literal["flag", "null", "reject"] = Field("flag", description="mark in <col>_outlier, make missing, or reject")
+
+    def limit(self) -> float:
+        return self.threshold if self.threshold is not None else (3.5 if self.method == "mad" else 1.5)
+
+
+class OutliersOptions(StageOptions):
+    columns: dict[str, OutlierRule] = Field(..., description="column -> {method: mad | iqr, threshold, action}")
+    by: list[str] = Field(default_factory=list, description="compute the statistics per group of these columns")
+    per_class: bool = Field(False, description="also group by the label column (columns.label)")
+    max_distinct: int = Field(50_000, gt=0, description="exact statistics up to this many distinct values, a sketch beyond")
+    alpha: float = Field(0.005, gt=0, lt=1, description="the sketch's relative error bound")
+
+
+@register
+class Outliers(FitApplyStage):
+    """Values far from their column's (or group's) centre: flagged, made missing or rejected.
+
+    ``mad``: robust z = (x − median) / (1.4826·MAD), falling back to 1.2533·mean absolute
+    deviation when the MAD is 0; ``|z| > threshold`` is an outlier. ``iqr``: outside
+    ``[Q1 − k·IQR, Q3 + k·IQR]``. Statistics are exact from mergeable value counts, or
+    from a sketch with relative error ``alpha`` (a second pass then measures deviations
+    from the sketched median). Adds ``<col>_outlier`` (bool); counter ``outlier:<col>``;
+    rejects read ``outlier:<col>=<value>``.
+    """
+
+    name = "outliers"
+    Options = OutliersOptions
+
+    def _by(self) -> list[str]:
+        label = [self.ctx.roles.label] if self.options.per_class else []
+        return [*self.options.by, *[c for c in label if c not in self.options.by]]
+
+    def check(self, meta):
+        if self.options.per_class and not self.ctx.roles.label:
+            raise StageError(f"stage {self.ctx.name!r}: per_class needs columns.label in the job")
+        self.require_columns(meta, self.options.columns)
+        self.require_columns(meta, self._by(), what="group column (by)")
+        for column in self.options.columns:
+            if not _is_number_column(meta[column].dtype):
+                raise StageError(f"stage {self.ctx.name!r}: outliers of {column!r} need a numeric column, it is {meta[column].dtype}")
+
+    def _values(self, part, column, center=None):
+        frame = pd.DataFrame({"g": _group_key(part, self._by()), "v": part[column].to_numpy(dtype=np.float64, na_value=np.nan)})
+        frame = frame[frame["v"].notna()]
+        for g, s in frame.groupby("g", sort=False)["v"]:
+            yield g, (s if center is None else (s - center[g]["median"]).abs())
+
+    def partial(self, part, state):
+        o = self.options
+        return {
+            column: {g: Distribution.of(v, o.max_distinct, o.alpha) for g, v in self._values(part, column)}
+            for column in o.columns
+        }
+
+    def partial_deviations(self, part, state):
+        o = self.options
+        return {
+            column: {g: Distribution.of(v, o.max_distinct, o.alpha) for g, v in self._values(part, column, state[column])}
+            for column, rule in o.columns.items()
+            if rule.method == "mad" and any(not s["exact"] for s in state[column].values())
+        }
+
+    def combine(self, a, b):
+        return _merge_dicts(a, b, lambda x, y: _merge_dicts(x, y, lambda p, q: p.merge(q)))
+
+    def finalize(self, stats, state):
+        out = {}
+        for column, rule in self.options.columns.items():
+            out[column] = {}
+            for g, dist in stats.get(column, {}).items():
+                s = {"n": dist.n, "exact": dist.exact, "median": dist.median()}
+                if rule.method == "iqr":
+                    s["low"], s["high"] = iqr_fences(dist.quantile(0.25), dist.quantile(0.75), rule.limit())
+                elif dist.exact:
+                    dev = dist.counts.deviations(s["median"])
+                    s["scale"] = robust_scale(dev.median(), dev.mean())
+                out[column][g] = s
+        return out
+
+    def finalize_deviations(self, stats, state):
+        for column, groups in stats.items():
+            for g, dev in groups.items():
+                state[column][g]["scale"] = robust_scale(dev.median(), dev.total / dev.n if dev.n else 0.0)
+        return state
+
+    def build(self, frame, shapes):
+        stats = shapes.fit(frame, self.partial, self.combine, label=self.ctx.name)
+        state = self.finalize(stats, None)
+        if any(rule.method == "mad" and not all(s["exact"] for s in state[c].values()) for c, rule in self.options.columns.items()):
+            deviations = shapes.fit(frame, self.partial_deviations, self.combine, state, label=f"{self.ctx.name}-dev")
+            state = self.finalize_deviations(deviations, state)
+        self.state_ = state
+        return shapes.map(frame, self._apply, shapes.broadcast(state), label=self.ctx.name)
+
+    def apply(self, part, state):
+        keys = _group_key(part, self._by())
+        for column, rule in self.options.columns.items():
+            col = part[column]
+            x = col.to_numpy(dtype=np.float64, na_value=np.nan)
+            outlier = np.zeros(len(part), dtype=bool)
+            for g, s in state[column].items():
+                rows = keys == g
+                if rule.method == "iqr":
+                    outlier[rows] = (x[rows] < s["low"]) | (x[rows] > s["high"])
+                else:
+                    outlier[rows] = np.abs(robust_z(x[rows], s["median"], s["scale"])) > rule.limit()
+            if rule.action == "reject":
+                part = reject(part, outlier, _details(f"outlier:{column}", col))
+            elif rule.action == "null":
+                part[column] = _may_hold_missing(col).mask(outlier)
+            part[f"{column}_outlier"] = outlier
+            part[f"_m_outlier:{column}"] = outlier.astype(np.int64)
+        return part
+
+    def summary(self):
+        state = getattr(self, "state_", None) or {}
+        return {
+            column: {
+                g: {k: _jsonable(v) for k, v in s.items()} | {"error": "exact" if s["exact"] else f"relative error <= {self.options.alpha:g}"}
+                for g, s in groups.items()
+            }
+            for column, groups in state.items()
+        }
+
+
+# -- constraints ------------------------------------------------------------------------
+
+
+class ConstraintsOptions(StageOptions):
+    rules: list[str] = Field(..., min_length=1, description="functional dependencies, e.g. 'zip -> city' or 'zip, state -> city'")
+    action: Literal["repair", "reject"] = Field("repair", description="set violating cells to the majority value, or reject their rows")
+    min_share: float = Field(0.5, ge=0, lt=1, description="repair only when the majority value's share of its group is above this")
+
+    @model_validator(mode="after")
+    def _parse(self):
+        for text in self.rules:
+            FunctionalDependency.parse(text)
+        return self
+
+    def dependencies(self) -> list[FunctionalDependency]:
+        return [FunctionalDependency.parse(t) for t in self.rules]
+
+
+@register
+class Constraints(GroupStage):
+    """Functional dependencies (``education -> education-num``) checked and repaired.
+
+    For each rule the data is shuffled on the determinant so every group of rows that
+    agree on it meets in one partition; a dependent value that disagrees with its
+    group's clear majority is a violation. ``repair`` replaces it by the majority
+    value and keeps the old value in ``<col>_repaired_from`` (missing where untouched;
+    the first rule to repair a cell wins), so an auditor can see and undo each repair
+    with the rows it came from; ``reject`` sends the row to rejects as
+    ``fd:<rule>=<majority value>``. A group without a clear majority is not repaired.
+    Counters per rule: ``fd_violation:<rule>`` (cells disagreeing with a clear majority),
+    ``repaired:<rule>``, ``unresolved:<rule>`` (cells in groups with no clear majority).
+    """
+
+    name = "constraints"
+    Options = ConstraintsOptions
+
+    def check(self, meta):
+        for fd in self.options.dependencies():
+            self.require_columns(meta, [*fd.determinant, *fd.dependent], what=f"column of rule '{fd}'")
+
+    def build(self, frame, shapes):
+        for fd in self.options.dependencies():
+            frame = shapes.group(
+                frame,
+                functools.partial(_determinant_key, columns=list(fd.determinant)),
+                functools.partial(self._enforce, fd=fd),
+                label=f"{self.ctx.name}-{fd}",
+            )
+        return frame
+
+    def _enforce(self, part: pd.DataFrame, fd: FunctionalDependency) -> pd.DataFrame:
+        part = with_marks(part)
+        groups = group_codes(part, fd.determinant)
+        violation = np.zeros(len(part), dtype=np.int64)
+        repaired = np.zeros(len(part), dtype=np.int64)
+        unresolved = np.zeros(len(part), dtype=np.int64)
+        for column in fd.dependent:
+            result = repair_by_majority(groups, part[column], self.options.min_share)
+            violation += result.repaired
+            unresolved += result.unresolved
+            if self.options.action == "reject":
+                majority = np.where(result.repaired, result.values.astype("str").to_numpy(dtype=object), None)
+                part = reject(part, result.repaired, np.array([f"fd:{fd}={m}" for m in majority], dtype=object))
+                continue
+            from_col = f"{column}_repaired_from"
+            old = part[column].astype(_nullable(part[column].dtype))
+            earlier = part[from_col] if from_col in part.columns else pd.Series(pd.NA, index=part.index, dtype=old.dtype)
+            part[from_col] = earlier.where(earlier.notna() | ~result.repaired, old)
+            part[column] = result.values
+            repaired += result.repaired
+        part[f"_m_fd_violation:{fd}"] = violation
+        part[f"_m_repaired:{fd}"] = repaired
+        part[f"_m_unresolved:{fd}"] = unresolved
+        return part
+
+
+def _determinant_key(part: pd.DataFrame, columns: list[str]) -> pd.Series:
+    return pd.util.hash_pandas_object(part[columns], index=False)
+
+
+def _nullable(dtype):
+    """A dtype for a column of old values that is missing where nothing was repaired."""
+    if pd.api.types.is_bool_dtype(dtype):
+        return "boolean"
+    if pd.api.types.is_integer_dtype(dtype):
+        return "Int64"
+    if pd.api.types.is_float_dtype(dtype):
+        return np.float64
+    return "str"
