@@ -151,6 +151,28 @@ def plan_job(spec: JobSpec) -> Plan:
     return Plan(spec, source, runs, kept, notes)
 
 
+def validate_against_source(spec: JobSpec) -> list[str]:
+    """Check roles and stage settings against the source's columns, without running.
+
+    Map stages are run on the empty schema so later stages see the columns earlier ones
+    make or drop; other stages are checked against the columns as they arrive.
+    """
+    frame = _apply_id_role(read_source(spec.source, count_rows=False).frame, spec.columns.id)
+    _check_roles(spec, frame._meta)
+    meta = kept_rows(frame._meta if REJECT in frame.columns else frame._meta.assign(**{REJECT: None}))
+    stages = spec.build_stages()
+    notes = []
+    for i, stage in enumerate(stages):
+        notes += stage.order_warnings(stages[:i])
+        try:
+            stage.check(meta)
+        except StageError as e:
+            raise StageError(f"stages[{i}] {stage.ctx.name}: {e}") from None
+        if stage.shape == "map":
+            meta = kept_rows(stage._process(meta.copy()))
+    return notes
+
+
 def _apply_id_role(frame, id_column: str | None):
     if not id_column or id_column == ID:
         return frame

@@ -107,8 +107,12 @@ class Source:
         return h.hexdigest()
 
 
-def read_source(spec) -> Source:
-    """Read any source spec (a model or a plain dict) into a :class:`Source`."""
+def read_source(spec, count_rows: bool = True) -> Source:
+    """Read any source spec (a model or a plain dict) into a :class:`Source`.
+
+    ``count_rows=False`` skips the pass that numbers rows in split text files: the
+    frame's schema is right but its ids are not (for ``dsbuild validate``).
+    """
     if isinstance(spec, dict):
         from pydantic import TypeAdapter
 
@@ -120,7 +124,7 @@ def read_source(spec) -> Source:
         "images": _read_images,
         "sample": _read_sample,
     }[spec.format]
-    return reader(spec)
+    return reader(spec, count_rows) if spec.format in ("csv", "jsonl", "sample") else reader(spec)
 
 
 # -- files ------------------------------------------------------------------------------
@@ -264,7 +268,7 @@ def _with_id(df: pd.DataFrame, rel: str = "", start: int = 0) -> pd.DataFrame:
 # -- text formats: CSV and JSON lines ----------------------------------------------------
 
 
-def _text_blocks(fs, files: list[str], root: str, blocksize: int) -> tuple[list[tuple], list[dict]]:
+def _text_blocks(fs, files: list[str], root: str, blocksize: int, count_rows: bool = True) -> tuple[list[tuple], list[dict]]:
     """(path, rel, start, length, first_row) per block, newline-aligned, rows counted.
 
     Compressed files are one block each. Rows per block are counted by a parallel pass
@@ -284,7 +288,7 @@ def _text_blocks(fs, files: list[str], root: str, blocksize: int) -> tuple[list[
                 spans.append((path, _relative(path, root), start, blocksize))
     counts = [0] * len(spans)
     split = [i for i, s in enumerate(spans) if s[3] is not None]
-    if split:
+    if split and count_rows:
         counted = dask.compute(*[dask.delayed(_count_lines)(fs, *spans[i][::2], spans[i][3]) for i in split])
         for i, n in zip(split, counted):
             counts[i] = n
@@ -310,7 +314,7 @@ def _read_text_block(fs, path: str, start: int, length: int | None) -> bytes:
     return data if data.endswith(b"\n") or not data else data + b"\n"
 
 
-def _read_csv(spec: CsvSource) -> Source:
+def _read_csv(spec: CsvSource, count_rows: bool = True) -> Source:
     fs, root, files = _expand(spec.path, (".csv", ".csv.gz", ".csv.bz2", ".csv.zst", ".csv.xz", ".tsv", ".txt"))
     names = _csv_header(fs, files[0], spec)
     for path in files[1:]:
@@ -319,7 +323,7 @@ def _read_csv(spec: CsvSource) -> Source:
             raise SourceError(f"{path}: header {other} differs from {files[0]}: {names}")
     sample = _read_text_block(fs, files[0], 0, min(spec.blocksize, 4 * 2**20))
     schema = _csv_infer_schema(sample, names, spec)
-    blocks, records = _text_blocks(fs, files, root, spec.blocksize)
+    blocks, records = _text_blocks(fs, files, root, spec.blocksize, count_rows)
     meta = _CsvBlock(fs, spec, names, schema)._empty()
     frame = dd.from_map(_CsvBlock(fs, spec, names, schema), blocks, meta=meta, divisions=None, label="read-csv", enforce_metadata=False)
     return Source(frame, records)
@@ -469,7 +473,7 @@ def _typed_nulls(extra: pd.DataFrame, empty: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(cols)
 
 
-def _read_jsonl(spec: JsonlSource) -> Source:
+def _read_jsonl(spec: JsonlSource, count_rows: bool = True) -> Source:
     fs, root, files = _expand(spec.path, (".jsonl", ".json", ".ndjson", ".jsonl.gz", ".json.gz", ".ndjson.gz"))
     sample = _read_text_block(fs, files[0], 0, min(spec.blocksize, 4 * 2**20))
     rows = []
@@ -482,7 +486,7 @@ def _read_jsonl(spec: JsonlSource) -> Source:
     if not rows:
         raise SourceError(f"{files[0]}: no JSON object in the first lines")
     schema = _json_schema(rows)
-    blocks, records = _text_blocks(fs, files, root, spec.blocksize)
+    blocks, records = _text_blocks(fs, files, root, spec.blocksize, count_rows)
     reader = _JsonBlock(fs, schema)
     return Source(dd.from_map(reader, blocks, meta=reader.empty(), divisions=None, label="read-jsonl", enforce_metadata=False), records)
 
@@ -636,10 +640,10 @@ def bundled_path(name: str) -> str:
     return str(files("dsbuild.io") / "data" / _BUNDLED_CSV[name])
 
 
-def _read_sample(spec: SampleSource) -> Source:
+def _read_sample(spec: SampleSource, count_rows: bool = True) -> Source:
     if spec.name in _BUNDLED_CSV:
         path = bundled_path(spec.name)
-        return _read_csv(CsvSource(format="csv", path=path))
+        return _read_csv(CsvSource(format="csv", path=path), count_rows)
     loader = _SklearnSample(spec.name)
     n = loader.rows()
     bounds = np.linspace(0, n, min(spec.partitions, n) + 1).astype(int)

@@ -1,0 +1,182 @@
+"""``dsbuild run | validate | inspect | report | stages``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import warnings
+from pathlib import Path
+
+import yaml
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="dsbuild", description="Build ML training sets you can trust, on Dask.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="run a job and write its output")
+    p.add_argument("job", help="job file (YAML)")
+    p.add_argument("--cluster", default="local", help="local (default), tcp://host:port, or a spec file from cluster/")
+    p.add_argument("--workers", type=int, help="worker processes (local default: one per core)")
+    p.add_argument("--output", help="output folder (default: the job's sink.path)")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a job field, e.g. --set seed=3")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("validate", help="check a job file and its source without running it")
+    p.add_argument("job")
+
+    p = sub.add_parser("inspect", help="summarise an output folder's manifest")
+    p.add_argument("output")
+    p.add_argument("--json", action="store_true", help="print the manifest itself")
+
+    p = sub.add_parser("report", help="write report.html for an output folder again")
+    p.add_argument("output")
+
+    sub.add_parser("stages", help="list the registered stages and their options")
+
+    args = parser.parse_args(argv)
+    try:
+        return {"run": _run, "validate": _validate, "inspect": _inspect, "report": _report, "stages": _stages}[args.command](args)
+    except KeyboardInterrupt:
+        print("interrupted: the cluster was shut down and no output was written", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - the CLI's job is to say what went wrong, briefly
+        from dsbuild.io.sink import OutputExists
+        from dsbuild.io.sources import SourceError
+        from dsbuild.job import JobError
+        from dsbuild.pipeline import LedgerError
+        from dsbuild.stages import StageError
+
+        if isinstance(e, (JobError, StageError, SourceError, OutputExists, LedgerError, FileNotFoundError)):
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        raise
+
+
+def _overrides(pairs: list[str]) -> dict:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"--set {pair!r}: expected KEY=VALUE")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
+def _run(args) -> int:
+    from dsbuild.pipeline import DsbuildWarning, run
+    from dsbuild.runtime import connect
+
+    warnings.simplefilter("always", DsbuildWarning)
+    warnings.formatwarning = lambda msg, *a, **k: f"warning: {msg}\n"
+    from dsbuild.job import load_job
+
+    spec = load_job(args.job, _overrides(args.set))
+    out = args.output or spec.sink.path
+    print(f"dsbuild: {spec.name} → {out}", file=sys.stderr)
+    with connect(args.cluster, args.workers) as client:
+        print(f"dashboard: {client.dashboard_link}", file=sys.stderr)
+        manifest = run(spec, output=out, overwrite=args.overwrite, client=client, progress=not args.quiet)
+    print(summary_table(manifest))
+    return 0
+
+
+def _validate(args) -> int:
+    from dsbuild.job import load_job
+    from dsbuild.pipeline import validate_against_source
+
+    spec = load_job(args.job)
+    notes = validate_against_source(spec)
+    for note in notes:
+        print(f"warning: {note}", file=sys.stderr)
+    print(f"{args.job}: ok — {len(spec.stages)} stages: {', '.join(s.name for s in spec.stages) or '(none)'}")
+    return 0
+
+
+def _read_manifest(output: str) -> dict:
+    path = Path(output) / "manifest.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{output}: no manifest.json (not a dsbuild output, or the run did not finish)")
+    return json.loads(path.read_text())
+
+
+def _inspect(args) -> int:
+    manifest = _read_manifest(args.output)
+    print(json.dumps(manifest, indent=2) if args.json else summary_table(manifest))
+    return 0
+
+
+def _report(args) -> int:
+    from dsbuild.report import render_report
+
+    manifest = _read_manifest(args.output)
+    target = Path(args.output) / "report.html"
+    target.write_text(render_report(manifest, args.output))
+    print(target)
+    return 0
+
+
+def _stages(args) -> int:
+    from dsbuild.stages import STAGES
+
+    for name in sorted(STAGES):
+        cls = STAGES[name]
+        doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+        print(f"{name}  [{cls.shape}]  {doc}")
+        for field_name, f in cls.Options.model_fields.items():
+            default = "required" if f.is_required() else f"default {_short(f.get_default(call_default_factory=True))}"
+            desc = f" — {f.description}" if f.description else ""
+            print(f"    {f.alias or field_name}: {_type_name(f.annotation)} ({default}){desc}")
+    return 0
+
+
+def _short(value) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _type_name(annotation) -> str:
+    """``Literal['a', 'b'] | None`` → ``a | b | None``; module paths dropped."""
+    text = str(annotation).replace("typing.", "").removeprefix("<class '").removesuffix("'>")
+    text = re.sub(r"\b(?:[A-Za-z_]\w*\.)+([A-Za-z_]\w*)", r"\1", text)
+    text = re.sub(r"Literal\[([^\]]*)\]", lambda m: m.group(1).replace("'", "").replace(", ", " | "), text)
+    return text.replace("NoneType", "None")
+
+
+def summary_table(m: dict) -> str:
+    """The manifest as a person reads it in a terminal."""
+    rows = [("stage", "shape", "in", "kept", "rejected", "added", "seconds")]
+    for s in m["stages"]:
+        secs = s.get("seconds", {})
+        rows.append((s["name"], s["shape"], s["in"], s["out"], s["rejected"], s["added"], f"{secs.get('fit', 0) + secs.get('tasks', 0):.2f}"))
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    lines = [f"{m['job']['name']}  ({m.get('created', '')})"]
+    for i, r in enumerate(rows):
+        lines.append("  ".join(str(v).rjust(w) if j >= 2 else str(v).ljust(w) for j, (v, w) in enumerate(zip(r, widths))))
+        if i == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    t = m["totals"]
+    lines.append("")
+    lines.append(f"rows: {t['in']} in → {t['kept']} kept, {t['rejected']} rejected, {t['added']} added")
+    reasons: dict[str, int] = {}
+    for s in m["stages"]:
+        for reason, n in s["rejected_by_reason"].items():
+            reasons[f"{s['name']}: {reason}"] = n
+    for reason, n in sorted(reasons.items(), key=lambda kv: -kv[1])[:10]:
+        lines.append(f"  {n:>8}  {reason}")
+    out = m["outputs"]
+    lines.append(f"shards: {len(out['data'])} data, {len(out['rejects'])} rejects")
+    ledger = m.get("ledger", {})
+    lines.append("ledger: balanced" if ledger.get("balanced") else f"ledger: NOT balanced: {ledger.get('problems')}")
+    for w in m.get("warnings", []):
+        lines.append(f"warning: {w}")
+    if "timings" in m:
+        lines.append(f"time: {m['timings']['total']:.1f} s")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
