@@ -79,14 +79,21 @@ class GroupDistribution:
         return sorted(self.hist)
 
     # -- quantile functions ----------------------------------------------------------------
-    def cdf(self, group: str, x: np.ndarray) -> np.ndarray:
-        """Mid-rank quantile of each value within the group (ties share one quantile)."""
+    def cdf(self, group: str, x: np.ndarray, spread: np.ndarray | None = None) -> np.ndarray:
+        """Quantile of each value within the group.
+
+        Rows with equal values share their value's mid-rank, or, with ``spread`` (a
+        uniform per row), are spread over the value's quantile range, so that a value
+        with many ties maps onto a matching range of the target instead of one point.
+        """
         x = np.asarray(x, dtype=np.float64)
         if self.exact is not None:
             values, counts = self._exact(group)
-            cum = np.cumsum(counts) / counts.sum()
-            mid = cum - counts / counts.sum() / 2
-            return np.interp(x, values, mid)
+            p = counts / counts.sum()
+            below = np.cumsum(p) - p
+            i = np.clip(np.searchsorted(values, x), 0, len(values) - 1)
+            u = 0.5 if spread is None else np.asarray(spread, dtype=np.float64)
+            return below[i] + u * p[i]
         edges, cum, mass = self._hist(group)
         k = np.clip(np.searchsorted(edges, x, side="right") - 1, 0, len(mass) - 1)
         frac = np.clip((x - edges[k]) / (edges[k + 1] - edges[k]), 0.0, 1.0)
@@ -134,12 +141,20 @@ def _present(values, groups) -> tuple[np.ndarray, np.ndarray]:
     return values[ok], groups[ok]
 
 
-def repair(dist: GroupDistribution, values: np.ndarray, groups: np.ndarray, level: float = 1.0, only=None) -> np.ndarray:
+def repair(
+    dist: GroupDistribution,
+    values: np.ndarray,
+    groups: np.ndarray,
+    level: float = 1.0,
+    only=None,
+    spread: np.ndarray | None = None,
+) -> np.ndarray:
     """Feldman's geometric repair: ``(1 − λ)·x + λ·median_h Q_h(F_g(x))``.
 
     Each value keeps its quantile within its own group ``g`` and moves toward the median,
     over groups ``h``, of the values at that quantile. Groups outside ``only`` (and missing
-    values) are left as they are.
+    values) are left as they are. ``spread`` (one uniform per row, seeded by record id)
+    spreads tied values over their quantile range (see :meth:`GroupDistribution.cdf`).
     """
     values = np.asarray(values, dtype=np.float64)
     groups = np.asarray(groups, dtype=object)
@@ -151,7 +166,7 @@ def repair(dist: GroupDistribution, values: np.ndarray, groups: np.ndarray, leve
         rows = (groups == g) & ~np.isnan(values)
         if not rows.any():
             continue
-        q = dist.cdf(g, values[rows])
+        q = dist.cdf(g, values[rows], None if spread is None else np.asarray(spread)[rows])
         target = np.median(np.stack([dist.quantile(h, q) for h in known]), axis=0)
         out[rows] = (1 - level) * values[rows] + level * target
     return out
