@@ -559,7 +559,7 @@ class GaussianNoise(Transform):
     def apply(self, image, params, owned=False):
         noise = np.empty(image.shape, dtype=np.int16)
         cv2.setRNGSeed(params["seed"])
-        cv2.randn(noise, 0.0, params["std"] * 255)
+        cv2.randn(noise.reshape(image.shape[0], -1), 0.0, params["std"] * 255)
         return cv2.add(image, noise, dst=_dst(image, owned), dtype=cv2.CV_8U)
 
 
