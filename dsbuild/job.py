@@ -232,8 +232,15 @@ def _load_yaml(text: str, where: str) -> tuple[dict, dict]:
     return data, lines
 
 
+_PLAIN_TAGS = ("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq", "tag:yaml.org,2002:str", "tag:yaml.org,2002:int",
+               "tag:yaml.org,2002:float", "tag:yaml.org,2002:bool", "tag:yaml.org,2002:null")
+
+
 def _construct(node, path: tuple, lines: dict, problems: list, where: str):
     lines[path] = node.start_mark.line + 1
+    if node.tag not in _PLAIN_TAGS:
+        problems.append(f"{where}:{node.start_mark.line + 1}: {_dotted(path) or 'job'}: YAML tag {node.tag!r} is not allowed in a job file (jobs are plain data)")
+        return None
     if isinstance(node, yaml.MappingNode):
         out = {}
         for key_node, value_node in node.value:

@@ -1,0 +1,95 @@
+import pytest
+
+from dsbuild import JobError, job, load_job
+from dsbuild.stages.clean import Select
+
+GOOD = """\
+name: adult-clean
+seed: 7
+source: {format: sample, name: adult}
+columns:
+  label: income
+  sensitive: sex
+stages:
+  - select: {where: [{column: age, op: ">=", value: 18}]}
+  - cast: {schema: {age: float}}
+sink: {path: out/adult-clean, shard_rows: 5000}
+"""
+
+
+def test_yaml_and_python_build_the_same_job():
+    from_yaml = load_job(GOOD)
+    from_python = job(
+        name="adult-clean",
+        seed=7,
+        source={"format": "sample", "name": "adult"},
+        columns={"label": "income", "sensitive": ["sex"]},
+        stages=[Select(where=[{"column": "age", "op": ">=", "value": 18}]), {"cast": {"schema": {"age": "float"}}}],
+        sink={"path": "out/adult-clean", "shard_rows": 5000},
+    )
+    assert from_yaml == from_python
+    assert from_yaml.columns.roles().sensitive == ("sex",)
+    assert load_job(from_yaml.to_yaml()) == from_yaml
+
+
+def test_repeated_stages_get_unique_names():
+    spec = load_job(GOOD.replace("  - cast: {schema: {age: float}}", "  - cast: {schema: {age: float}}\n  - cast: {schema: {age: int}}"))
+    assert [s.ctx.name for s in spec.build_stages()] == ["select", "cast", "cast#2"]
+
+
+def errors_of(text: str, tmp_path) -> list[str]:
+    path = tmp_path / "job.yaml"
+    path.write_text(text)
+    with pytest.raises(JobError) as e:
+        load_job(path)
+    return e.value.problems
+
+
+def test_typo_in_an_option_names_file_line_field_and_suggests(tmp_path):
+    (problem,) = errors_of(GOOD.replace("shard_rows", "shard_row"), tmp_path)
+    assert problem.startswith(f"{tmp_path / 'job.yaml'}:10: sink.shard_row: unknown option 'shard_row'")
+    assert "did you mean 'shard_rows'" in problem and "valid options: path, shard_rows" in problem
+
+
+def test_unknown_stage_lists_registered_ones(tmp_path):
+    (problem,) = errors_of(GOOD.replace("- cast:", "- kast:"), tmp_path)
+    assert ":9: stages[1]: unknown stage 'kast'" in problem
+    assert "did you mean 'cast'" in problem and "select" in problem and "validate_images" in problem
+
+
+def test_bad_stage_option_value_lists_choices(tmp_path):
+    (problem,) = errors_of(GOOD.replace('op: ">="', 'op: "=>"'), tmp_path)
+    assert ":8: stages[0].select.where[0].op:" in problem and "'>='" in problem and "(got '=>')" in problem
+
+
+def test_several_problems_are_reported_together(tmp_path):
+    text = GOOD.replace("format: sample", "format: sampel").replace("seed: 7", "seed: seven")
+    problems = errors_of(text, tmp_path)
+    assert len(problems) == 2
+    assert any(":2: seed:" in p for p in problems)
+    assert any(":3: source:" in p and "unknown format 'sampel'" in p for p in problems)
+
+
+def test_duplicate_keys_and_broken_yaml(tmp_path):
+    (problem,) = errors_of(GOOD.replace("seed: 7", "seed: 7\nseed: 8"), tmp_path)
+    assert ":3: seed: duplicate key" in problem
+    (problem,) = errors_of(GOOD.replace("columns:", "columns: [", 1), tmp_path)
+    assert "not valid YAML" in problem
+
+
+def test_yaml_cannot_run_code(tmp_path):
+    marker = tmp_path / "ran"
+    text = GOOD.replace("seed: 7", f"seed: !!python/object/apply:os.system ['touch {marker}']")
+    (problem,) = errors_of(text, tmp_path)
+    assert ":2: seed: YAML tag 'tag:yaml.org,2002:python/object/apply:os.system' is not allowed" in problem
+    assert not marker.exists()
+
+
+def test_overrides_patch_dotted_fields():
+    spec = load_job(GOOD, {"seed": 3, "sink.path": "elsewhere"})
+    assert spec.seed == 3 and spec.sink.path == "elsewhere" and spec.sink.shard_rows == 5000
+
+
+def test_missing_job_file_is_named():
+    with pytest.raises(JobError, match="no_such.yaml: no such job file"):
+        load_job("no_such.yaml")

@@ -1,0 +1,143 @@
+"""Sources: every row gets a stable id; rows that cannot be parsed are marked, not lost."""
+
+import gzip
+
+import dask
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from dsbuild.io.sources import RAW, SourceError, read_source
+from dsbuild.kernels.decode import decode_image, encode_image
+from dsbuild.stages.base import REJECT
+
+
+@pytest.fixture(autouse=True)
+def _sync_scheduler():
+    with dask.config.set(scheduler="sync"):
+        yield
+
+
+def read(spec) -> pd.DataFrame:
+    return read_source(spec).frame.compute()
+
+
+def test_csv_ids_are_row_numbers_across_blocks(tmp_path):
+    lines = ["a,b,c"] + [f"{i},{i * 0.5},s{i}" for i in range(30_000)]
+    (tmp_path / "x.csv").write_text("\n".join(lines) + "\n")
+    src = read_source({"format": "csv", "path": str(tmp_path / "x.csv"), "blocksize": 100_000})
+    assert src.frame.npartitions > 3
+    df = src.frame.compute()
+    assert len(df) == 30_000 and df[REJECT].isna().all()
+    row = df.set_index("id").loc["x.csv:12345"]
+    assert row["a"] == 12345 and row["c"] == "s12345"
+    assert str(df["a"].dtype) == "Int64" and df["b"].dtype == np.float64
+
+
+def test_csv_bad_rows_are_marked_with_their_row_and_text(tmp_path):
+    lines = ["a,b,c"] + [f"{i},{i * 0.5},s{i}" for i in range(20_000)]
+    lines[15_001] = "15000,not-a-number,s"  # data row 15000: wrong type, beyond the inference sample
+    lines[17_001] = "1,2,3,4"  # data row 17000: too many fields
+    (tmp_path / "x.csv").write_text("\n".join(lines) + "\n")
+    df = read({"format": "csv", "path": str(tmp_path / "x.csv"), "blocksize": 50_000})
+    assert len(df) == 20_000
+    bad = df[df[REJECT].notna()].set_index("id")
+    assert bad.loc["x.csv:15000", REJECT] == "type:b=not-a-number"
+    assert bad.loc["x.csv:15000", RAW] == "15000,not-a-number,s"
+    assert bad.loc["x.csv:17000", REJECT] == "csv:fields=expected 3, got 4"
+    assert bad.loc["x.csv:17000", RAW] == "1,2,3,4"
+    assert len(bad) == 2
+
+
+def test_csv_gzip_and_folder_of_files(tmp_path):
+    for k in range(3):
+        with gzip.open(tmp_path / f"part{k}.csv.gz", "wt") as f:
+            f.write("x,y\n" + "".join(f"{k * 10 + i},{i}\n" for i in range(10)))
+    df = read({"format": "csv", "path": str(tmp_path)})
+    assert sorted(df["x"]) == list(range(30))
+    assert set(df["id"]) == {f"part{k}.csv.gz:{i}" for k in range(3) for i in range(10)}
+
+
+def test_csv_with_different_headers_is_an_error_naming_the_file(tmp_path):
+    (tmp_path / "a.csv").write_text("x,y\n1,2\n")
+    (tmp_path / "b.csv").write_text("x,z\n1,2\n")
+    with pytest.raises(SourceError, match=r"b\.csv: header \['x', 'z'\] differs"):
+        read_source({"format": "csv", "path": str(tmp_path)})
+
+
+def test_jsonl_malformed_and_mistyped_lines(tmp_path):
+    (tmp_path / "r.jsonl").write_text('{"a": 1, "b": "x"}\n{"a": "zz", "b": "y"}\nnot json\n\n{"a": 3, "b": "z"}\n')
+    df = read({"format": "jsonl", "path": str(tmp_path / "r.jsonl")}).set_index("id")
+    assert df.loc["r.jsonl:0", "a"] == 1 and df.loc["r.jsonl:4", "b"] == "z"
+    assert df.loc["r.jsonl:1", REJECT] == "type:a='zz'"
+    assert df.loc["r.jsonl:2", REJECT] == "json:JSONDecodeError" and df.loc["r.jsonl:2", RAW] == "not json"
+    assert len(df) == 4  # the blank line is not a record
+
+
+def test_parquet_folder_glob_and_empty_files(tmp_path):
+    for k in range(2):
+        pq.write_table(pa.table({"v": list(range(k * 5, k * 5 + 5))}), tmp_path / f"p{k}.parquet", row_group_size=2)
+    (tmp_path / "empty.parquet").write_bytes(b"")
+    src = read_source({"format": "parquet", "path": str(tmp_path), "rows_per_partition": 2})
+    df = src.frame.compute()
+    assert sorted(df["v"]) == list(range(10))
+    assert df.set_index("id").loc["p1.parquet:3", "v"] == 8
+    assert [s["path"].rsplit("/", 1)[1] for s in src.skipped] == ["empty.parquet"]
+    df = read({"format": "parquet", "path": str(tmp_path / "p*.parquet")})
+    assert len(df) == 10
+
+
+def test_parquet_schema_clash_names_the_file(tmp_path):
+    pq.write_table(pa.table({"v": [1, 2]}), tmp_path / "a.parquet")
+    pq.write_table(pa.table({"v": ["x", "y"]}), tmp_path / "b.parquet")
+    with pytest.raises(SourceError, match=r"b\.parquet: column 'v' has type string, but int64"):
+        read_source({"format": "parquet", "path": str(tmp_path)})
+
+
+def test_parquet_own_id_column_is_kept(tmp_path):
+    pq.write_table(pa.table({"id": [10, 11], "v": [1, 2]}), tmp_path / "a.parquet")
+    assert read({"format": "parquet", "path": str(tmp_path)})["id"].tolist() == ["10", "11"]
+
+
+def test_images_folder_with_class_subfolders(tmp_path):
+    rng = np.random.default_rng(0)
+    for cls in ("cat", "dog"):
+        (tmp_path / cls).mkdir()
+        for i in range(3):
+            (tmp_path / cls / f"{i}.png").write_bytes(encode_image(rng.integers(0, 255, (5, 7, 3), dtype=np.uint8)))
+    (tmp_path / "dog" / "notes.jpg").write_text("this is not a picture")
+    df = read({"format": "images", "path": str(tmp_path), "files_per_partition": 2}).set_index("id")
+    assert len(df) == 7
+    assert df.loc["cat/1.png", "label"] == "cat" and df.loc["dog/notes.jpg", "label"] == "dog"
+    assert (df.loc["cat/1.png", "image_height"], df.loc["cat/1.png", "image_width"]) == (5, 7)
+    assert df.loc["dog/notes.jpg", "image_format"] == "unknown"
+    assert decode_image(df.loc["dog/2.png", "image"]).shape == (5, 7, 3)
+
+
+def test_flat_image_folder_has_no_label(tmp_path):
+    (tmp_path / "a.png").write_bytes(encode_image(np.zeros((2, 2), np.uint8)))
+    df = read({"format": "images", "path": str(tmp_path)})
+    assert "label" not in df.columns and df["id"].tolist() == ["a.png"]
+    with pytest.raises(SourceError, match="not in a class subfolder"):
+        read_source({"format": "images", "path": str(tmp_path), "labels": "folders"})
+
+
+def test_bundled_samples():
+    digits = read({"format": "sample", "name": "digits", "partitions": 3})
+    assert len(digits) == 1797 and digits["id"].is_unique
+    assert decode_image(digits["image"].iloc[5]).shape == (8, 8)
+    assert sorted(digits["label"].unique()) == [str(d) for d in range(10)]
+    adult = read({"format": "sample", "name": "adult"})
+    assert adult.shape[0] == 32_561 and adult["income"].value_counts()[">50K"] == 7_841
+    assert adult["workclass"].isna().sum() == 1_836  # the '?' cells of the original
+    german = read({"format": "sample", "name": "german_credit"})
+    assert german.shape[0] == 1000 and set(german["sex"]) == {"male", "female"}
+    cancer = read({"format": "sample", "name": "breast_cancer"})
+    assert cancer.shape == (569, 32)
+
+
+def test_missing_path_is_named(tmp_path):
+    with pytest.raises(SourceError, match="does not exist"):
+        read_source({"format": "csv", "path": str(tmp_path / "nope.csv")})
