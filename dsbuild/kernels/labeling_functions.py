@@ -1,0 +1,135 @@
+"""Labeling functions declared as data: a rule casts its label where its conditions hold.
+
+Conditions are comparisons, value sets and regular expressions, read from a job file
+and evaluated with pandas, so nothing from the file is executed. Python users may pass
+functions ``frame -> labels`` instead (``None``/NaN abstains).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+COMPARISONS = {
+    "==": lambda c, v: c == v,
+    "!=": lambda c, v: c != v,
+    "<": lambda c, v: c < v,
+    "<=": lambda c, v: c <= v,
+    ">": lambda c, v: c > v,
+    ">=": lambda c, v: c >= v,
+}
+OPS = (*COMPARISONS, "in", "not_in", "between", "contains", "matches", "is_null", "not_null")
+
+
+@dataclass(frozen=True)
+class RuleCondition:
+    """``column op value``: comparisons, ``in``/``not_in`` a list, ``between`` [lo, hi],
+    ``contains`` (regular expression found anywhere), ``matches`` (whole value),
+    ``is_null``/``not_null``. A missing value holds only for ``is_null``."""
+
+    column: str
+    op: str
+    value: Any = None
+    case: bool = True
+
+    def __post_init__(self):
+        if self.op not in OPS:
+            raise ValueError(f"unknown op {self.op!r}; ops are {', '.join(OPS)}")
+        if self.op in ("in", "not_in") and not isinstance(self.value, (list, tuple)):
+            raise ValueError(f"op {self.op!r} needs a list value")
+        if self.op == "between" and not (isinstance(self.value, (list, tuple)) and len(self.value) == 2):
+            raise ValueError("op 'between' needs [low, high]")
+        if self.op in ("contains", "matches"):
+            try:
+                re.compile(str(self.value))
+            except re.error as e:
+                raise ValueError(f"{self.value!r} is not a regular expression: {e}") from None
+
+    def holds(self, frame: pd.DataFrame) -> np.ndarray:
+        col = frame[self.column]
+        op, v = self.op, self.value
+        present = col.notna().to_numpy()
+        if op == "is_null":
+            return ~present
+        if op == "not_null":
+            return present
+        if op == "in":
+            return col.isin(list(v)).to_numpy() & present
+        if op == "not_in":
+            return ~col.isin(list(v)).to_numpy() & present
+        if op in ("contains", "matches"):
+            text = col.astype("string")
+            flags = 0 if self.case else re.IGNORECASE
+            hit = text.str.contains(str(v), regex=True, flags=flags) if op == "contains" else text.str.fullmatch(str(v), flags=flags)
+            return hit.fillna(False).to_numpy(dtype=bool)
+        if op == "between":
+            held = (col >= v[0]) & (col <= v[1])
+        else:
+            held = COMPARISONS[op](col, v)
+        return held.fillna(False).to_numpy(dtype=bool) & present
+
+
+@dataclass(frozen=True)
+class LabelingRule:
+    """Cast ``label`` on rows where every condition holds; abstain elsewhere."""
+
+    name: str
+    label: Any
+    conditions: tuple[RuleCondition, ...]
+
+    @classmethod
+    def from_spec(cls, spec: dict, position: int = 0) -> LabelingRule:
+        """From ``{name, label, column, op, value}`` or ``{name, label, when: [...]}``."""
+        if not isinstance(spec, dict):
+            raise ValueError(f"rule {position}: expected a mapping or a function, got {spec!r}")
+        spec = dict(spec)
+        if "label" not in spec:
+            raise ValueError(f"rule {position}: needs a 'label' to cast")
+        name = str(spec.pop("name", f"rule{position}"))
+        label = spec.pop("label")
+        when = spec.pop("when", None)
+        if when is None:
+            when = [spec]
+        elif spec:
+            raise ValueError(f"rule {name!r}: unknown keys {sorted(spec)} beside 'when'")
+        conditions = []
+        for cond in when:
+            unknown = set(cond) - {"column", "op", "value", "case"}
+            if unknown or "column" not in cond or "op" not in cond:
+                raise ValueError(f"rule {name!r}: a condition is {{column, op, value[, case]}}, got {cond!r}")
+            conditions.append(RuleCondition(**cond))
+        return cls(name, label, tuple(conditions))
+
+    def columns(self) -> list[str]:
+        return [c.column for c in self.conditions]
+
+    def fires(self, frame: pd.DataFrame) -> np.ndarray:
+        mask = np.ones(len(frame), dtype=bool)
+        for cond in self.conditions:
+            mask &= cond.holds(frame)
+        return mask
+
+
+def rule_votes(rule: LabelingRule | Callable, frame: pd.DataFrame) -> np.ndarray:
+    """The label each row gets from one rule, None where it abstains."""
+    if isinstance(rule, LabelingRule):
+        out = np.full(len(frame), None, dtype=object)
+        out[rule.fires(frame)] = rule.label
+        return out
+    values = rule(frame)
+    values = pd.Series(values, index=frame.index) if not isinstance(values, pd.Series) else values
+    if len(values) != len(frame):
+        raise ValueError(f"labeling function {getattr(rule, '__name__', rule)!r} returned {len(values)} labels for {len(frame)} rows")
+    return values.astype(object).where(values.notna(), None).to_numpy()
+
+
+def vote_matrix(rules, frame: pd.DataFrame) -> np.ndarray:
+    """``(rows, rules)`` object array of cast labels, None where a rule abstains."""
+    if not len(rules):
+        return np.empty((len(frame), 0), dtype=object)
+    return np.column_stack([rule_votes(rule, frame) for rule in rules])

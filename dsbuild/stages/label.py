@@ -1,0 +1,709 @@
+"""Labeling stages: many noisy labels per item become one good label.
+
+``aggregate_labels`` reads crowd annotations (item, annotator, label) from a second
+source, groups them by item once (Dask's shuffle), keeps them on the workers, and fits
+the label model in rounds: each round is an E-step per item and mergeable M-step sums
+(``dsbuild.kernels.crowd``). The per-item result is joined to the data by id.
+
+``labeling_functions`` casts votes from rules declared in the job and combines them with
+the same label models; a row's votes live in the row, so no shuffle is needed.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import ConfigDict, Field, field_validator
+
+from dsbuild.kernels import crowd
+from dsbuild.kernels.labeling_functions import LabelingRule, rule_votes
+from dsbuild.records import ID, record_uniform
+from dsbuild.stages.base import (
+    METRIC,
+    FitApplyStage,
+    Stage,
+    StageError,
+    StageOptions,
+    register,
+    reject,
+    with_marks,
+)
+
+ITEM, ANNOTATOR, LABEL = "_item", "_annotator", "_label"
+A_CODE, L_CODE, GOLD = "_a", "_l", "_g"
+Method = Literal["majority_vote", "wawa", "dawid_skene", "one_coin_dawid_skene"]
+LOWEST_SHOWN = 20
+
+
+# -- labels as keys -------------------------------------------------------------------------
+
+
+def label_keys(values: pd.Series) -> pd.Series:
+    """Labels as strings that compare equal across readers: 1, 1.0 and "1" are one class."""
+    s = values
+    if pd.api.types.is_float_dtype(s):
+        present = s.dropna()
+        if len(present) and bool((present == np.floor(present)).all()):
+            s = s.astype("Int64")
+    elif pd.api.types.is_object_dtype(s):
+        s = s.map(lambda v: int(v) if isinstance(v, float) and v.is_integer() else v, na_action="ignore")
+    return s.astype("string")
+
+
+def _sort_keys(keys) -> list[str]:
+    keys = list(keys)
+    try:
+        return sorted(keys, key=float)
+    except ValueError:
+        return sorted(keys)
+
+
+@dataclass(frozen=True)
+class Classes:
+    """The label set: keys to match annotations, values to write out."""
+
+    keys: tuple[str, ...]
+    values: tuple[Any, ...]
+
+    @classmethod
+    def declared(cls, labels: list) -> Classes:
+        keys = tuple(label_keys(pd.Series(list(labels), dtype=object)).tolist())
+        if len(set(keys)) != len(keys):
+            raise StageError(f"labels {labels} repeat a class")
+        return cls(keys, tuple(labels))
+
+    @classmethod
+    def discovered(cls, examples: dict[str, Any]) -> Classes:
+        keys = tuple(_sort_keys(examples))
+        return cls(keys, tuple(examples[k] for k in keys))
+
+    def codes(self, values: pd.Series) -> np.ndarray:
+        """Class code per value; -1 for a missing label or one outside the set."""
+        return pd.Index(self.keys).get_indexer(label_keys(values).fillna("\x00<missing>")).astype(np.int64)
+
+    @property
+    def dtype(self):
+        """A nullable dtype that holds every class, so unlabeled rows stay missing."""
+        values = list(self.values)
+        if values and all(isinstance(v, (bool, np.bool_)) for v in values):
+            return "boolean"
+        if values and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in values):
+            return "Int64"
+        if values and all(isinstance(v, (float, np.floating)) for v in values):
+            return "Float64"
+        if values and all(isinstance(v, str) for v in values):
+            return "string"
+        return object
+
+    def decode(self, codes: np.ndarray) -> pd.Series:
+        out = np.empty(len(codes), dtype=object)
+        ok = codes >= 0
+        out[ok] = np.asarray(self.values, dtype=object)[codes[ok]]
+        out[~ok] = None
+        return pd.Series(out, dtype=self.dtype)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
+# -- the label model, method by method, over batches of votes ------------------------------
+
+
+@dataclass(frozen=True)
+class LabelModel:
+    """What one method does in its rounds; shared by both stages, picklable for workers."""
+
+    method: str
+    n_classes: int
+    n_annotators: int
+    tol: float = 1e-5
+    max_iter: int = 100
+
+    @property
+    def iterative(self) -> bool:
+        return self.method in ("dawid_skene", "one_coin_dawid_skene")
+
+    def _ds(self) -> crowd.DawidSkene:
+        return crowd.DawidSkene(
+            self.n_classes, self.n_annotators, one_coin=self.method == "one_coin_dawid_skene", tol=self.tol, max_iter=self.max_iter
+        )
+
+    def stats(self, votes: crowd.Votes, state: dict | None, tie_break: np.ndarray | None) -> dict:
+        if self.iterative:
+            return self._ds().stats(votes, state)
+        labels, _ = crowd.majority_vote(votes, tie_break=tie_break)
+        return crowd.agreement_stats(votes, labels)
+
+    def finalize(self, stats: dict) -> dict:
+        if self.iterative:
+            return self._ds().finalize(stats)
+        return {"skill": crowd.agreement_skill(stats), "votes": stats["votes"]}
+
+    def converged(self, old: dict | None, new: dict) -> bool:
+        return self._ds().converged(old, new)
+
+    def posteriors(self, votes: crowd.Votes, state: dict) -> np.ndarray:
+        if self.iterative:
+            return self._ds().posteriors(votes, state)
+        weights = state["skill"] if self.method == "wawa" else None
+        return crowd.majority_vote(votes, weights)[1]
+
+
+def fit_rounds(model: LabelModel, fit_round, shapes_fit) -> tuple[dict, dict, int]:
+    """(state, first-round stats, rounds): rounds of ``shapes_fit(round_fn, state)``.
+
+    The first round also carries method-free counts (gold answers, duplicates).
+    """
+    first = shapes_fit(functools.partial(fit_round, model=model, first=True), None)
+    state = model.finalize(first)
+    rounds = 1
+    if model.iterative:
+        previous = None
+        for _ in range(model.max_iter):
+            new = model.finalize(shapes_fit(functools.partial(fit_round, model=model, first=False), state))
+            rounds += 1
+            done = model.converged(previous, new)
+            previous = state = new
+            if done:
+                break
+    return state, first, rounds
+
+
+def tie_draws(probas: np.ndarray, item_ids, seed: int, stage: str, ties: str) -> np.ndarray | None:
+    """Per-item uniform draws that break ties, computed only for tied items."""
+    if ties == "first" or len(probas) == 0:
+        return None
+    best = probas.max(axis=1, keepdims=True)
+    tied = ((probas >= best - 1e-12 * np.maximum(1.0, best)).sum(axis=1)) > 1
+    draws = np.zeros(len(probas))
+    if tied.any():
+        draws[tied] = record_uniform(seed, stage, np.asarray(item_ids, dtype=object)[tied])
+    return draws
+
+
+def annotator_table(names, state: dict, first: dict) -> pd.DataFrame:
+    votes = first["votes"]
+    gold_votes = first["gold_votes"]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        gold_acc = np.where(gold_votes > 0, first["gold_right"] / np.maximum(gold_votes, 1), np.nan)
+    return pd.DataFrame(
+        {
+            "annotator": pd.Series(list(names), dtype=object).astype(str),
+            "votes": votes.astype(np.int64),
+            "skill": state["skill"],
+            "gold_votes": gold_votes.astype(np.int64),
+            "gold_accuracy": gold_acc,
+        }
+    )
+
+
+def annotator_summary(table: pd.DataFrame) -> dict:
+    skill = table["skill"].dropna()
+    shown = table.sort_values(["skill", "annotator"], na_position="first").head(LOWEST_SHOWN)
+    return {
+        "count": int(len(table)),
+        "single_answer": int((table["votes"] == 1).sum()),
+        "skill_quantiles": {str(q): round(float(skill.quantile(q)), 4) for q in (0.05, 0.25, 0.5, 0.75, 0.95)} if len(skill) else {},
+        "lowest_skill": [
+            {k: (None if isinstance(v, float) and np.isnan(v) else (round(v, 4) if isinstance(v, float) else v)) for k, v in row.items()}
+            for row in shown.astype(object).to_dict("records")
+        ],
+        "with_gold": int((table["gold_votes"] > 0).sum()),
+    }
+
+
+def _write_annotators(table: pd.DataFrame, path: str) -> None:
+    import fsspec
+
+    with fsspec.open(path, "wb") as f:
+        table.to_parquet(f, index=False)
+
+
+# -- aggregate_labels ------------------------------------------------------------------
+
+
+class AnnotationSource(StageOptions):
+    """Where the annotations are and which columns hold item, annotator and label.
+
+    Other keys are the source's own (``format``, ``path``, ...). From Python, pass a
+    pandas or Dask frame as ``frame`` instead (or as the whole ``annotations`` value).
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True, arbitrary_types_allowed=True)
+    item: str = "item"
+    annotator: str = "annotator"
+    label: str = "label"
+    frame: Any = None
+
+    def source_spec(self) -> dict:
+        return dict(self.model_extra or {})
+
+
+class AggregateLabelsOptions(StageOptions):
+    annotations: AnnotationSource = Field(..., description="annotation rows: a source spec plus item/annotator/label column names")
+    method: Method = Field("dawid_skene", description="majority_vote | wawa | dawid_skene | one_coin_dawid_skene")
+    labels: list[Any] | None = Field(None, description="the label set; other labels are counted and left out (default: every label seen)")
+    output: str | None = Field(None, description="column for the label (default: the job's label column, else 'label')")
+    gold: str | None = Field(None, description="data column with known labels: they score annotators and are kept")
+    tol: float = Field(1e-5, ge=0, description="stop when the bound per annotation rises less than this (crowd-kit's rule)")
+    max_iter: int = Field(100, gt=0)
+    ties: Literal["random", "first"] = Field("random", description="a tie goes to a seeded draw per item, or to the first class")
+    no_annotations: Literal["reject", "keep"] = Field("reject", description="rows no annotator labeled")
+    min_confidence: float = Field(0.0, ge=0, le=1, description="reject rows whose label's posterior is lower")
+    min_annotator_votes: int = Field(1, ge=1, description="leave out annotators with fewer answers")
+    annotators_output: str | None = Field(None, description="write per-annotator quality here as Parquet")
+
+    @field_validator("annotations", mode="before")
+    @classmethod
+    def _frame_alone(cls, value):
+        if hasattr(value, "columns") and not isinstance(value, dict):
+            return {"frame": value}
+        return value
+
+
+@dataclass(frozen=True)
+class VoteCoder:
+    """Turns one item-grouped partition of coded annotations into ``Votes``."""
+
+    n_annotators: int
+    n_classes: int
+    seed: int
+    stage: str
+    ties: str
+
+    def votes(self, part: pd.DataFrame) -> tuple[crowd.Votes, np.ndarray]:
+        codes, items = pd.factorize(part[ITEM], sort=False)
+        gold = None
+        if GOLD in part.columns:
+            gold = np.full(len(items), -1, dtype=np.int64)
+            gold[codes] = part[GOLD].to_numpy(dtype=np.int64)
+        votes = crowd.Votes(codes, part[A_CODE].to_numpy(), part[L_CODE].to_numpy(), len(items), self.n_annotators, self.n_classes, gold)
+        return votes, np.asarray(items, dtype=object)
+
+    def ties_for(self, votes: crowd.Votes, items) -> np.ndarray | None:
+        return tie_draws(crowd.majority_vote(votes)[1], items, self.seed, self.stage, self.ties)
+
+
+def _annotation_round(part: pd.DataFrame, state, *, coder: VoteCoder, model: LabelModel, first: bool) -> dict:
+    votes, items = coder.votes(part)
+    ties = coder.ties_for(votes, items) if not model.iterative else None
+    out = model.stats(votes, state, ties)
+    if first:
+        out = {**out, **crowd.gold_stats(votes)}
+        out["duplicates"] = float(part.duplicated([ITEM, A_CODE]).sum())
+        out["items_total"] = float(votes.n_items)
+        out["gold_items"] = float(votes.gold_mask.sum())
+    return out
+
+
+def _item_results(part: pd.DataFrame, state, *, coder: VoteCoder, model: LabelModel) -> pd.DataFrame:
+    votes, items = coder.votes(part)
+    probas = model.posteriors(votes, state)
+    draws = tie_draws(probas, items, coder.seed, coder.stage, coder.ties)
+    codes = crowd.most_probable(probas, draws)
+    return pd.DataFrame(
+        {
+            ITEM: pd.Series(items, dtype=object).astype(str),
+            "_code": codes,
+            "_confidence": probas[np.arange(len(codes)), codes] if len(codes) else np.zeros(0),
+            "_n": np.bincount(votes.item, minlength=votes.n_items).astype(np.int64),
+        }
+    )
+
+
+def _inventory(part: pd.DataFrame, _state) -> dict:
+    """What the raw annotations hold: readable rows, annotators, labels seen (mergeable)."""
+    bad = part["_reason"].notna() if "_reason" in part.columns else pd.Series(False, index=part.index)
+    missing = ~bad & (part[ITEM].isna() | part[ANNOTATOR].isna() | part[LABEL].isna())
+    ok = part[~bad & ~missing]
+    keys = label_keys(ok[LABEL])
+    return {
+        "rows": len(part),
+        "unreadable": int(bad.sum()),
+        "missing": int(missing.sum()),
+        "annotators": ok[ANNOTATOR].astype(str).value_counts(),
+        "labels": keys.value_counts(),
+        "examples": dict(zip(keys.tolist(), ok[LABEL].tolist())) if len(ok) < 2048 else _first_examples(keys, ok[LABEL]),
+    }
+
+
+def _first_examples(keys: pd.Series, values: pd.Series) -> dict:
+    first = ~keys.duplicated()
+    return dict(zip(keys[first].tolist(), values[first].tolist()))
+
+
+def _merge_inventory(a: dict, b: dict) -> dict:
+    return {
+        "rows": a["rows"] + b["rows"],
+        "unreadable": a["unreadable"] + b["unreadable"],
+        "missing": a["missing"] + b["missing"],
+        "annotators": a["annotators"].add(b["annotators"], fill_value=0),
+        "labels": a["labels"].add(b["labels"], fill_value=0),
+        "examples": {**b["examples"], **a["examples"]},
+    }
+
+
+def _code_annotations(part: pd.DataFrame, annotators: pd.Index, classes: Classes) -> pd.DataFrame:
+    ok = part[ITEM].notna() & part[ANNOTATOR].notna()
+    if "_reason" in part.columns:
+        ok &= part["_reason"].isna()
+    a = annotators.get_indexer(part[ANNOTATOR].astype(str))
+    label = classes.codes(part[LABEL])
+    keep = ok.to_numpy() & (a >= 0) & (label >= 0)
+    return pd.DataFrame(
+        {
+            ITEM: part[ITEM].astype(str)[keep].reset_index(drop=True),
+            A_CODE: a[keep].astype(np.int32),
+            L_CODE: label[keep].astype(np.int16),
+        }
+    )
+
+
+def _gold_codes(part: pd.DataFrame, column: str, classes: Classes) -> pd.DataFrame:
+    codes = classes.codes(part[column])
+    keep = codes >= 0
+    return pd.DataFrame({ITEM: part[ID].astype(str)[keep].reset_index(drop=True), GOLD: codes[keep].astype(np.int16)})
+
+
+def _by_item(part: pd.DataFrame) -> pd.DataFrame:
+    return part.sort_values([ITEM, A_CODE], kind="stable").reset_index(drop=True)
+
+
+@register
+class AggregateLabels(Stage):
+    """One label per item from many noisy annotations, with its posterior confidence.
+
+    Annotator quality (skill, answers, accuracy on gold items) goes to the manifest, and
+    to ``annotators_output`` when given. Nothing about the annotations crashes the stage:
+    unreadable rows, missing values, labels outside ``labels``, duplicate answers and
+    one-answer annotators are counted in the summary; data rows without an annotation
+    are rejected (``no-annotations``) or kept unlabeled.
+    """
+
+    name = "aggregate_labels"
+    shape = "group+fit_apply"
+    Options = AggregateLabelsOptions
+
+    def _output(self) -> str:
+        return self.options.output or self.ctx.roles.label or "label"
+
+    def check(self, meta):
+        if self.options.gold:
+            self.require_columns(meta, [self.options.gold], what="gold column")
+        if self.options.method == "one_coin_dawid_skene" and self.options.labels is not None and len(self.options.labels) < 2:
+            raise StageError(f"stage {self.ctx.name!r}: one-coin Dawid–Skene needs at least two labels")
+
+    # the annotations, read and renamed -----------------------------------------------
+    def _annotations(self, npartitions: int):
+        import dask.dataframe as dd
+
+        spec = self.options.annotations
+        frame = spec.frame
+        if frame is None:
+            frame = read_annotation_source(spec.source_spec())
+        elif isinstance(frame, pd.DataFrame):
+            frame = dd.from_pandas(frame, npartitions=max(1, npartitions), sort=False)
+        names = {spec.item: ITEM, spec.annotator: ANNOTATOR, spec.label: LABEL}
+        missing = [c for c in names if c not in frame.columns]
+        if missing:
+            raise StageError(
+                f"stage {self.ctx.name!r}: annotation column {missing[0]!r} is not in the annotations; "
+                f"columns are {list(frame.columns)} (set annotations.item / annotator / label)"
+            )
+        keep = list(names) + (["_reason"] if "_reason" in frame.columns else [])
+        return frame[keep].rename(columns=names)
+
+    def build(self, frame, shapes):
+        o = self.options
+        raw = self._annotations(frame.npartitions)
+        inventory = shapes.fit(raw, _inventory, _merge_inventory, label=f"{self.ctx.name}-inventory")
+        classes = Classes.declared(o.labels) if o.labels is not None else Classes.discovered(
+            {k: inventory["examples"][k] for k in inventory["labels"].index}
+        )
+        if len(classes) == 0:
+            raise StageError(f"stage {self.ctx.name!r}: the annotations hold no usable label")
+        counts = inventory["annotators"]
+        counts = counts[counts >= o.min_annotator_votes]
+        annotators = pd.Index(sorted(counts.index))
+        coded = shapes.map(raw, _code_annotations, annotators, classes, meta=_code_annotations(raw._meta, annotators, classes))
+        if o.gold:
+            gold = shapes.map(frame[[ID, o.gold]], _gold_codes, o.gold, classes, meta=_gold_codes(frame._meta[[ID, o.gold]], o.gold, classes))
+            coded = coded.merge(gold, on=ITEM, how="left")
+            coded[GOLD] = coded[GOLD].fillna(-1).astype(np.int16)
+        grouped = shapes.group(coded, _item_key, _by_item, label=f"{self.ctx.name}-by-item")
+        grouped = grouped.persist()
+
+        model = LabelModel(o.method, len(classes), len(annotators), o.tol, o.max_iter)
+        coder = VoteCoder(len(annotators), len(classes), self.ctx.seed, self.ctx.name, o.ties)
+        round_fn = functools.partial(_annotation_round, coder=coder)
+
+        def run_round(fn, state):
+            return shapes.fit(grouped, fn, crowd.merge_stats, state, label=self.ctx.name)
+
+        state, first, rounds = fit_rounds(model, round_fn, run_round)
+        self.state_, self.rounds_, self.classes_ = state, rounds, classes
+        table = annotator_table(annotators, state, first)
+        if o.annotators_output:
+            _write_annotators(table, o.annotators_output)
+        self._summary = self._describe(inventory, classes, counts, first, state, rounds, table)
+
+        results = shapes.map(
+            grouped, functools.partial(_item_results, coder=coder, model=model), shapes.broadcast(state),
+            meta=_item_results(grouped._meta, state, coder=coder, model=model),
+        )
+        left = frame.assign(**{ITEM: frame[ID].astype(str)})
+        joined = left.merge(results, on=ITEM, how="left")
+        finish = FinishLabels(self._output(), classes, o.gold, o.no_annotations, o.min_confidence)
+        return shapes.map(joined, finish, meta=finish(joined._meta.copy()), label=self.ctx.name)
+
+    def _describe(self, inventory, classes, counts, first, state, rounds, table) -> dict:
+        o = self.options
+        labels_seen = inventory["labels"]
+        outside = labels_seen[~labels_seen.index.isin(classes.keys)]
+        below = inventory["annotators"][inventory["annotators"] < o.min_annotator_votes]
+        used = float(first["votes"].sum())
+        out = {
+            "method": o.method,
+            "labels": [_jsonable(v) for v in classes.values],
+            "rounds": rounds,
+            "annotations": {
+                "rows": int(inventory["rows"]),
+                "used": int(used),
+                "unreadable": int(inventory["unreadable"]),
+                "missing_value": int(inventory["missing"]),
+                "outside_labels": int(outside.sum()),
+                "outside_label_examples": [str(k) for k in outside.sort_values(ascending=False).index[:10]],
+                "from_annotators_below_min_votes": int(below.sum()),
+                "duplicate_answers": int(first["duplicates"]),
+            },
+            "items_annotated": int(first["items_total"]),
+            "gold_items_annotated": int(first["gold_items"]),
+            "annotators": annotator_summary(table),
+        }
+        if "prior" in state:
+            out["prior"] = {str(k): round(float(p), 6) for k, p in zip(classes.keys, state["prior"])}
+            out["elbo_per_annotation"] = float(state["elbo"])
+            out["converged"] = bool(rounds - 1 < o.max_iter)
+        return out
+
+    def summary(self) -> dict:
+        return getattr(self, "_summary", {})
+
+
+@dataclass(frozen=True)
+class FinishLabels:
+    """Writes the joined per-item result into the data rows (label, confidence, count)."""
+
+    output: str
+    classes: Classes
+    gold: str | None
+    no_annotations: str
+    min_confidence: float
+
+    def __call__(self, part: pd.DataFrame) -> pd.DataFrame:
+        part = with_marks(part)
+        out = self.output
+        codes = part["_code"].fillna(-1).to_numpy(dtype=np.int64)
+        confidence = part["_confidence"].astype("float64").to_numpy(na_value=np.nan)
+        count = part["_n"].fillna(0).to_numpy(dtype=np.int64)
+        if self.gold:
+            known = self.classes.codes(part[self.gold])
+            codes = np.where(known >= 0, known, codes)
+            confidence = np.where(known >= 0, 1.0, confidence)
+            part[f"{METRIC}gold_items"] = (known >= 0).astype(np.int64)
+        labeled = codes >= 0
+        values = self.classes.decode(codes)
+        values.index = part.index
+        if out in part.columns and self.no_annotations == "keep":
+            values = values.astype(object).where(labeled, part[out].astype(object))
+        part[out] = values
+        part[f"{out}_confidence"] = np.where(labeled, confidence, np.nan)
+        part[f"{out}_annotations"] = count
+        part[f"{METRIC}annotated"] = (count > 0).astype(np.int64)
+        part[f"{METRIC}no_annotations"] = (~labeled).astype(np.int64)
+        if self.no_annotations == "reject":
+            part = reject(part, ~labeled, "no-annotations")
+        if self.min_confidence > 0:
+            low = labeled & (np.nan_to_num(confidence) < self.min_confidence)
+            part[f"{METRIC}low_confidence"] = low.astype(np.int64)
+            part = reject(part, low, np.array([f"low-confidence={c:.3f}" for c in np.nan_to_num(confidence)], dtype=object))
+        return part.drop(columns=[ITEM, "_code", "_confidence", "_n"])
+
+
+def _item_key(part: pd.DataFrame) -> pd.Series:
+    return part[ITEM]
+
+
+def _jsonable(v):
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def read_annotation_source(spec: dict):
+    """A Dask frame of annotation rows from a source spec (Label Studio / MTurk included)."""
+    fmt = spec.get("format")
+    if fmt in ("label_studio", "mturk"):
+        from dsbuild.io.labeling import read_labeling_export
+
+        return read_labeling_export(spec)
+    from dsbuild.io.sources import read_source
+
+    return read_source(spec).frame
+
+
+# -- labeling_functions -----------------------------------------------------------------
+
+
+class LabelingFunctionsOptions(StageOptions):
+    rules: list[Any] = Field(..., min_length=1, description="rules as data ({name, label, column, op, value} or {name, label, when: [...]}); Python callables allowed")
+    method: Method = Field("dawid_skene", description="how votes combine: majority_vote | wawa | dawid_skene | one_coin_dawid_skene")
+    labels: list[Any] | None = Field(None, description="the label set (default: every label a rule can cast)")
+    output: str | None = Field(None, description="column for the label (default: the job's label column, else 'label')")
+    gold: str | None = Field(None, description="data column with known labels: they score the rules and are kept")
+    tol: float = Field(1e-5, ge=0)
+    max_iter: int = Field(100, gt=0)
+    ties: Literal["random", "first"] = "random"
+    no_votes: Literal["reject", "keep"] = Field("reject", description="rows no rule voted on")
+    min_confidence: float = Field(0.0, ge=0, le=1)
+
+    @field_validator("rules", mode="before")
+    @classmethod
+    def _rules(cls, value):
+        return [v if callable(v) or isinstance(v, LabelingRule) else LabelingRule.from_spec(v, i) for i, v in enumerate(value or [])]
+
+
+@dataclass(frozen=True)
+class RuleVoter:
+    """Casts every rule's vote on a partition, as ``Votes`` over its rows."""
+
+    rules: tuple
+    classes: Classes
+    gold: str | None
+    seed: int
+    stage: str
+    ties: str
+    names: tuple[str, ...] = field(default=())
+
+    def votes(self, part: pd.DataFrame) -> crowd.Votes:
+        matrix = np.column_stack([self.classes.codes(pd.Series(rule_votes(rule, part), index=part.index)) for rule in self.rules]) if len(part) else np.zeros((0, len(self.rules)), dtype=np.int64)
+        item, annotator = np.nonzero(matrix >= 0)
+        gold = self.classes.codes(part[self.gold]) if self.gold else None
+        return crowd.Votes(item, annotator, matrix[item, annotator], len(part), len(self.rules), len(self.classes), gold)
+
+    def ties_for(self, votes: crowd.Votes, part: pd.DataFrame):
+        return tie_draws(crowd.majority_vote(votes)[1], part[ID].to_numpy(dtype=object), self.seed, self.stage, self.ties)
+
+
+def _rule_round(part: pd.DataFrame, state, *, voter: RuleVoter, model: LabelModel, first: bool) -> dict:
+    votes = voter.votes(part)
+    ties = voter.ties_for(votes, part) if not model.iterative else None
+    out = model.stats(votes, state, ties)
+    if first:
+        out = {**out, **crowd.gold_stats(votes)}
+        covered = np.bincount(votes.item, minlength=votes.n_items) > 0
+        out.update(rows=float(len(part)), covered=float(covered.sum()), conflicts=float(_conflicts(votes)), duplicates=0.0,
+                   items_total=float(covered.sum()), gold_items=float(votes.gold_mask.sum()))
+    return out
+
+
+def _conflicts(votes: crowd.Votes) -> int:
+    """Rows where the rules that fired disagree."""
+    scores = crowd.vote_scores(votes)
+    return int(((scores > 0).sum(axis=1) > 1).sum())
+
+
+@register
+class LabelingFunctions(FitApplyStage):
+    """Programmatic labels: rules vote, a label model weighs them by estimated accuracy.
+
+    Rules are data (comparisons, value sets, regular expressions on text), so nothing
+    from a job file is executed; Python jobs may pass functions ``part -> labels`` (None
+    abstains). Per rule coverage and estimated skill go to the manifest.
+    """
+
+    name = "labeling_functions"
+    Options = LabelingFunctionsOptions
+
+    def _output(self) -> str:
+        return self.options.output or self.ctx.roles.label or "label"
+
+    def _classes(self) -> Classes:
+        o = self.options
+        if o.labels is not None:
+            return Classes.declared(o.labels)
+        cast = [r.label for r in o.rules if isinstance(r, LabelingRule)]
+        if len(cast) < len(o.rules):
+            raise StageError(f"stage {self.ctx.name!r}: with function rules, declare the label set in 'labels'")
+        examples = dict(zip(label_keys(pd.Series(cast, dtype=object)).tolist(), cast))
+        return Classes.discovered(examples)
+
+    def check(self, meta):
+        o = self.options
+        columns = [c for r in o.rules if isinstance(r, LabelingRule) for c in r.columns()]
+        self.require_columns(meta, columns + ([o.gold] if o.gold else []))
+        classes = self._classes()
+        cast = [r.label for r in o.rules if isinstance(r, LabelingRule)]
+        outside = [v for v, c in zip(cast, classes.codes(pd.Series(cast, dtype=object))) if c < 0]
+        if outside:
+            raise StageError(f"stage {self.ctx.name!r}: rules cast {outside[0]!r}, which is not in labels {list(classes.values)}")
+
+    def build(self, frame, shapes):
+        o = self.options
+        classes = self._classes()
+        names = tuple(getattr(r, "name", None) or getattr(r, "__name__", f"rule{i}") for i, r in enumerate(o.rules))
+        voter = RuleVoter(tuple(o.rules), classes, o.gold, self.ctx.seed, self.ctx.name, o.ties, names)
+        model = LabelModel(o.method, len(classes), len(o.rules), o.tol, o.max_iter)
+
+        def run_round(fn, state):
+            return shapes.fit(frame, fn, crowd.merge_stats, state, label=self.ctx.name)
+
+        state, first, rounds = fit_rounds(model, functools.partial(_rule_round, voter=voter), run_round)
+        self.state_, self.rounds_, self.classes_ = state, rounds, classes
+        table = annotator_table(names, state, first).rename(columns={"annotator": "rule", "votes": "fired"})
+        self._summary = {
+            "method": o.method,
+            "labels": [_jsonable(v) for v in classes.values],
+            "rounds": rounds,
+            "rows": int(first["rows"]),
+            "covered": int(first["covered"]),
+            "conflicting": int(first["conflicts"]),
+            "rules": [
+                {k: (None if isinstance(v, float) and np.isnan(v) else (round(v, 4) if isinstance(v, float) else v)) for k, v in row.items()}
+                for row in table.astype(object).to_dict("records")
+            ],
+        }
+        if "prior" in state:
+            self._summary["prior"] = {str(k): round(float(p), 6) for k, p in zip(classes.keys, state["prior"])}
+        return shapes.map(frame, self._apply_rules, voter, model, shapes.broadcast(state), label=self.ctx.name)
+
+    def _apply_rules(self, part: pd.DataFrame, voter: RuleVoter, model: LabelModel, state: dict) -> pd.DataFrame:
+        o = self.options
+        part = with_marks(part)
+        votes = voter.votes(part)
+        probas = model.posteriors(votes, state)
+        codes = crowd.most_probable(probas, tie_draws(probas, part[ID].to_numpy(dtype=object), voter.seed, voter.stage, voter.ties))
+        fired = np.bincount(votes.item, minlength=votes.n_items)
+        labeled = (fired > 0) | votes.gold_mask
+        codes = np.where(labeled, codes, -1)
+        confidence = probas[np.arange(len(codes)), np.maximum(codes, 0)] if len(codes) else np.zeros(0)
+        out = self._output()
+        values = voter.classes.decode(codes)
+        values.index = part.index
+        if out in part.columns and o.no_votes == "keep":
+            values = values.astype(object).where(labeled, part[out].astype(object))
+        part[out] = values
+        part[f"{out}_confidence"] = np.where(labeled, confidence, np.nan)
+        part[f"{out}_votes"] = fired.astype(np.int64)
+        part[f"{METRIC}no_votes"] = (~labeled).astype(np.int64)
+        if o.no_votes == "reject":
+            part = reject(part, ~labeled, "no-votes")
+        if o.min_confidence > 0:
+            low = labeled & (confidence < o.min_confidence)
+            part = reject(part, low, np.array([f"low-confidence={c:.3f}" for c in confidence], dtype=object))
+        return part
+
+    def summary(self) -> dict:
+        return getattr(self, "_summary", {})
