@@ -1,24 +1,28 @@
 """MinHash signatures of many documents at once, and LSH bands from a Jaccard threshold.
 
-Shingling is vectorised over the whole batch: the texts are joined into one array of
-code points, every token or character k-gram is hashed with a polynomial prefix hash
-(mod 2**64, where the odd base has an inverse), and ``num_perm`` multiply-add hash
-functions are applied to all shingles of the batch as one matrix, reduced per
-document with ``np.minimum.reduceat``. No Python loop runs per shingle.
+Shingling is vectorised over the whole batch: each distinct word is hashed once, and
+word k-grams combine neighbouring word hashes; character k-grams come from one array
+of code points with a polynomial prefix hash (mod 2**64, where the odd base has an
+inverse). Signatures use one permutation with densification, so the cost is one pass
+over the shingles, not ``num_perm``. No Python loop runs per shingle.
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
+import itertools
+
 import numpy as np
+import pandas as pd
 
 from dsbuild.kernels.lsh import mix64
 
 _BASE = np.uint64(0x100000001B3)
 _BASE_INV = np.uint64(pow(int(_BASE), -1, 1 << 64))
 _SEPARATOR = 0
-_SPACES = np.array([0, 9, 10, 11, 12, 13, 32, 0x85, 0xA0, 0x2028, 0x2029, 0x3000], dtype=np.uint32)
+
+_TOKEN_KEY = "dsbuild-tokens01"
 EMPTY = np.uint32(0xFFFFFFFF)
 
 
@@ -38,6 +42,8 @@ def shingle_hashes(
     its whole text as its only shingle; an empty document gets none. ``doc`` is sorted.
     """
     texts = ["" if t is None else str(t) for t in texts]
+    if unit == "word":
+        return _grams(*token_hashes(texts, lowercase), size)
     joined = "\x00".join(texts) + "\x00"
     if lowercase:
         joined = joined.lower()
@@ -52,14 +58,6 @@ def shingle_hashes(
         def span(s: np.ndarray, e: np.ndarray) -> np.ndarray:
             return mix64((prefix[e] - prefix[s]) * inv[s] ^ (e - s).astype(np.uint64))
 
-        if unit == "word":
-            space = np.isin(cps, _SPACES)
-            prev_space = np.concatenate([[True], space[:-1]])
-            starts = np.flatnonzero(~space & prev_space)
-            ends = np.flatnonzero(space & ~prev_space)
-            token = span(starts, ends)
-            tdoc = doc_of[starts]
-            return _grams(token, tdoc, size)
         if unit == "char":
             text_char = cps != _SEPARATOR
             pos = np.flatnonzero(text_char)
@@ -79,6 +77,18 @@ def shingle_hashes(
                 grams, gdoc = grams[order], gdoc[order]
             return grams, gdoc
     raise ValueError(f"unit must be 'word' or 'char', got {unit!r}")
+
+
+def token_hashes(texts: list[str], lowercase: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(hash, doc) per word. Each distinct word is hashed once (pandas' SipHash)."""
+    tokens = [(t.lower() if lowercase else t).split() for t in texts]
+    counts = np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens))
+    flat = np.fromiter(itertools.chain.from_iterable(tokens), dtype=object, count=int(counts.sum()))
+    if len(flat) == 0:
+        return np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.int64)
+    codes, uniques = pd.factorize(flat)
+    hashed = pd.util.hash_array(np.asarray(uniques, dtype=object), hash_key=_TOKEN_KEY, categorize=False)
+    return hashed[codes].astype(np.uint64), np.repeat(np.arange(len(texts)), counts)
 
 
 def _grams(token: np.ndarray, tdoc: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -113,56 +123,62 @@ def _grams(token: np.ndarray, tdoc: np.ndarray, size: int) -> tuple[np.ndarray, 
 
 
 class MinHasher:
-    """``num_perm`` hash functions h(x) = high 32 bits of (a*x + b) mod 2**64.
+    """MinHash by one permutation with optimal densification (Shrivastava, 2017).
 
-    Multiply-add-shift is a universal family (Dietzfelbinger), cheap in numpy, and the
-    same ``seed`` gives the same functions everywhere, so signatures from different
-    workers compare.
+    Each shingle hash is mixed once; its top bits pick one of ``num_perm`` bins and the
+    rest is its value; a bin keeps its smallest value. That costs one pass over the
+    shingles instead of ``num_perm`` passes. An empty bin borrows the value of the first
+    non-empty bin along a fixed pseudo-random probe sequence, the same for every
+    document, so two documents agree on a bin with probability equal to their Jaccard
+    similarity, as with ``num_perm`` independent permutations. The same ``seed`` gives
+    the same signatures in every process.
     """
 
-    def __init__(self, num_perm: int = 128, seed: int = 1, chunk: int = 1 << 15):
+    def __init__(self, num_perm: int = 128, seed: int = 1, max_probes: int = 64):
         self.num_perm = num_perm
         self.seed = seed
-        self.chunk = chunk
         rng = np.random.default_rng(seed)
-        self.a_ = rng.integers(1, 1 << 63, size=num_perm, dtype=np.uint64) | np.uint64(1)
-        self.b_ = rng.integers(0, 1 << 63, size=num_perm, dtype=np.uint64)
+        self.salt_ = rng.integers(0, 1 << 63, dtype=np.uint64)
+        self.probes_ = rng.integers(0, num_perm, size=(max_probes, num_perm))
 
     def signatures(self, shingles: np.ndarray, doc: np.ndarray, n_docs: int) -> np.ndarray:
         """(n_docs, num_perm) uint32; a document without shingles is all ``EMPTY``."""
-        out = np.full((n_docs, self.num_perm), np.uint64(EMPTY) << np.uint64(32), dtype=np.uint64)
+        k = self.num_perm
+        flat = np.full(n_docs * k, EMPTY, dtype=np.uint32)
         if len(shingles):
-            buf = np.empty((min(self.chunk, len(shingles)), self.num_perm), dtype=np.uint64)
-            cut = _doc_aligned_cuts(doc, self.chunk)
-            for lo, hi in zip(cut[:-1], cut[1:]):
-                x = shingles[lo:hi, None]
-                view = buf[: hi - lo]
-                with np.errstate(over="ignore"):
-                    np.multiply(x, self.a_[None, :], out=view)
-                    np.add(view, self.b_[None, :], out=view)
-                d = doc[lo:hi]
-                starts = np.flatnonzero(np.concatenate([[True], d[1:] != d[:-1]]))
-                out[d[starts]] = np.minimum.reduceat(view, starts, axis=0)
-        return (out >> np.uint64(32)).astype(np.uint32)
+            with np.errstate(over="ignore"):
+                h = mix64(np.asarray(shingles, dtype=np.uint64) ^ self.salt_)
+            bins = ((h >> np.uint64(32)) * np.uint64(k)) >> np.uint64(32)
+            values = (h & np.uint64(0xFFFFFFFE)).astype(np.uint32)
+            np.minimum.at(flat, np.asarray(doc, dtype=np.int64) * k + bins.astype(np.int64), values)
+        sig = flat.reshape(n_docs, k)
+        return self._densify(sig)
+
+    def _densify(self, sig: np.ndarray) -> np.ndarray:
+        empty = sig == EMPTY
+        has_any = ~empty.all(axis=1)
+        if not empty[has_any].any():
+            return sig
+        out = sig.copy()
+        todo = empty & has_any[:, None]
+        for probe in self.probes_:
+            rows, cols = np.nonzero(todo)
+            if len(rows) == 0:
+                break
+            src = probe[cols]
+            hit = ~empty[rows, src]
+            out[rows[hit], cols[hit]] = sig[rows[hit], src[hit]]
+            todo[rows[hit], cols[hit]] = False
+        rows, cols = np.nonzero(todo)
+        if len(rows):
+            first = np.argmax(~empty[rows], axis=1)
+            out[rows, cols] = sig[rows, first]
+        return out
 
     def __call__(self, texts, size: int = 5, unit: str = "word", lowercase: bool = True) -> np.ndarray:
         texts = list(texts)
         shingles, doc = shingle_hashes(texts, size=size, unit=unit, lowercase=lowercase)
         return self.signatures(shingles, doc, len(texts))
-
-
-def _doc_aligned_cuts(doc: np.ndarray, chunk: int) -> list[int]:
-    """Chunk boundaries near multiples of ``chunk`` that never split a document."""
-    cuts = [0]
-    n = len(doc)
-    while cuts[-1] < n:
-        nxt = min(cuts[-1] + chunk, n)
-        if nxt < n:
-            nxt = int(np.searchsorted(doc, doc[nxt], side="left"))
-            if nxt <= cuts[-1]:
-                nxt = int(np.searchsorted(doc, doc[cuts[-1]], side="right"))
-        cuts.append(nxt)
-    return cuts
 
 
 def jaccard_estimate(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -1,0 +1,78 @@
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+from skimage import data
+
+from dsbuild.kernels.decode import encode_image
+from dsbuild.kernels.hashing import (
+    dct_matrix,
+    hamming,
+    image_content_hashes,
+    perceptual_hashes,
+    phash_from_thumbnails,
+    row_hashes,
+    thumbnails,
+)
+
+
+@pytest.fixture(scope="module")
+def astronaut():
+    return cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)
+
+
+def test_row_hashes_same_in_another_process():
+    frame = pd.DataFrame({"a": [1, 2, 1], "b": ["x", "y", "x"]})
+    here = row_hashes(frame).tolist()
+    code = (
+        "import pandas as pd; from dsbuild.kernels.hashing import row_hashes;"
+        "print(row_hashes(pd.DataFrame({'a': [1, 2, 1], 'b': ['x', 'y', 'x']})).tolist())"
+    )
+    there = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert str(here) == there.strip()
+    assert here[0] == here[2] != here[1]
+
+
+def test_pixel_hash_ignores_container_but_not_content(astronaut):
+    png = encode_image(astronaut, "png")
+    bmp = encode_image(astronaut, "bmp")
+    changed = astronaut.copy()
+    changed[0, 0, 0] ^= 1
+    h = image_content_hashes([png, bmp, encode_image(changed, "png")])
+    assert h[0] == h[1] != h[2]
+    raw = image_content_hashes([png, bmp], pixels=False)
+    assert raw[0] != raw[1]
+
+
+def test_batched_dct_equals_opencv(astronaut):
+    thumbs = thumbnails([astronaut, data.camera()])
+    d = dct_matrix(32)
+    for t in thumbs:
+        assert np.allclose(d @ t @ d.T, cv2.dct(t), atol=1e-2)
+
+
+def test_mirrored_phash_equals_phash_of_mirror(astronaut):
+    thumbs = thumbnails([astronaut, astronaut[:, ::-1]])
+    h = phash_from_thumbnails(thumbs)
+    hm = phash_from_thumbnails(thumbs, mirrored=True)
+    assert hamming(hm[0], h[1]) <= 2
+    assert hamming(h[0], h[1]) > 20
+
+
+@pytest.mark.parametrize("kind", ["phash", "dhash"])
+def test_perceptual_hash_close_for_copies_far_for_other_photos(astronaut, kind):
+    small = cv2.resize(astronaut, None, fx=0.75, fy=0.75, interpolation=cv2.INTER_AREA)
+    images = [
+        encode_image(astronaut, "png"),
+        encode_image(astronaut, "jpeg", 40),
+        encode_image(small, "jpeg", 70),
+        encode_image(cv2.cvtColor(data.coffee(), cv2.COLOR_RGB2BGR), "png"),
+        b"not an image",
+    ]
+    h, ok = perceptual_hashes(images, kind)
+    assert ok.tolist() == [True, True, True, True, False]
+    assert hamming(h[0], h[1]) <= 4 and hamming(h[0], h[2]) <= 4
+    assert hamming(h[0], h[3]) >= 16

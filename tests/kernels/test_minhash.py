@@ -1,0 +1,75 @@
+import numpy as np
+import pytest
+
+from dsbuild.kernels.minhash import (
+    MinHasher,
+    band_keys,
+    exact_jaccard,
+    jaccard_estimate,
+    optimal_bands,
+    shingle_hashes,
+)
+
+
+def _docs(n, words=200, vocab=3000, seed=0):
+    rng = np.random.default_rng(seed)
+    lex = np.array([f"w{i}" for i in range(vocab)])
+    return [" ".join(rng.choice(lex, words)) for _ in range(n)]
+
+
+def test_word_shingles_respect_document_bounds():
+    h, doc = shingle_hashes(["a b c d", "", "x y", "a b c"], size=3)
+    assert doc.tolist() == [0, 0, 2, 3]
+    assert h[0] == h[3]
+
+
+def test_char_shingles_count_and_short_docs():
+    h, doc = shingle_hashes(["abcdef", "ab", "", "ABCDEF"], size=4, unit="char")
+    assert np.bincount(doc, minlength=4).tolist() == [3, 1, 0, 3]
+    assert h[:3].tolist() == h[4:].tolist()
+
+
+def test_signatures_are_batch_independent():
+    docs = _docs(50)
+    m = MinHasher(64, seed=7)
+    assert np.array_equal(m(docs), np.vstack([m(docs[:20]), m(docs[20:])]))
+
+
+def test_estimates_track_exact_jaccard():
+    base = _docs(60, seed=1)
+    rng = np.random.default_rng(2)
+    edited = []
+    for d in base:
+        w = d.split()
+        keep = int(rng.integers(150, 200))
+        edited.append(" ".join(w[:keep] + list(rng.choice(["q1", "q2", "q3", "q4"], 200 - keep))))
+    m = MinHasher(256, seed=3)
+    sa, sb = m(base), m(edited)
+    est = jaccard_estimate(sa, sb)
+    exact = []
+    for x, y in zip(base, edited):
+        (hx, _), (hy, _) = shingle_hashes([x], 5), shingle_hashes([y], 5)
+        exact.append(exact_jaccard(hx, hy))
+    err = est - np.array(exact)
+    assert abs(err.mean()) < 0.02
+    assert np.abs(err).mean() < 0.05
+
+
+def test_empty_document_signature_matches_nothing():
+    sig = MinHasher(32)(["", "some words here and more", ""])
+    assert jaccard_estimate(sig[0], sig[1]) == 0
+
+
+@pytest.mark.parametrize("threshold", [0.5, 0.8, 0.9])
+def test_optimal_bands_put_the_s_curve_at_the_threshold(threshold):
+    b, r = optimal_bands(threshold, 128)
+    assert b * r <= 128
+    p = lambda s: 1 - (1 - s**r) ** b  # noqa: E731
+    assert p(threshold - 0.2) < 0.5 < p(min(threshold + 0.1, 1.0))
+
+
+def test_band_keys_equal_when_bands_equal():
+    sig = MinHasher(16)(_docs(3))
+    sig[1, :4] = sig[0, :4]
+    keys = band_keys(sig, 4, 4)
+    assert keys[0, 0] == keys[1, 0] and keys[0, 1] != keys[1, 1]
