@@ -42,11 +42,18 @@ def grey_pixels(pixels: np.ndarray, side: int = 16) -> np.ndarray:
 
 
 def hog(pixels: np.ndarray, side: int = 32) -> np.ndarray:
-    """HOG of the image resized to side x side: 8-pixel cells, 2x2-cell blocks, 9 bins."""
+    """HOG of the image resized to side x side: 8-pixel cells, 2x2-cell blocks, 9 bins.
+
+    OpenCV 5 dropped ``HOGDescriptor`` from its main modules, so the descriptor itself
+    comes from scikit-image (same layout and L2-Hys block normalisation).
+    """
+    from skimage.feature import hog as skimage_hog
+
     side = max(16, side - side % 8)
-    descriptor = cv2.HOGDescriptor((side, side), (16, 16), (8, 8), (8, 8), 9)
     small = cv2.resize(_grey(pixels), (side, side), interpolation=cv2.INTER_AREA)
-    return descriptor.compute(small).astype(np.float64).ravel()
+    return skimage_hog(
+        small, orientations=9, pixels_per_cell=(8, 8), cells_per_block=(2, 2), block_norm="L2-Hys", feature_vector=True
+    ).astype(np.float64)
 
 
 def color_histogram(pixels: np.ndarray, bins: int = 8) -> np.ndarray:
