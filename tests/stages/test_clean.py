@@ -1,0 +1,309 @@
+"""The cleaning rules on Adult: results, counters, rejects, bad rules, partition independence."""
+
+import dask.dataframe as dd
+import numpy as np
+import pandas as pd
+import pytest
+from pydantic import ValidationError
+
+from dsbuild.cleaning_eval import adult, clean_with_stages, inject_errors, score
+from dsbuild.kernels.robust import MAD_TO_SIGMA
+from dsbuild.stages import Roles, Shapes, StageContext, StageError
+from dsbuild.stages.clean import Canonicalize, Constraints, Impute, NormalizeUnits, Outliers, Ranges
+from dsbuild.testing import run_stage, stage_metrics
+
+PARTS = (1, 3, 7)
+
+
+@pytest.fixture(scope="module")
+def sample():
+    return adult(rows=3000, seed=1)
+
+
+def raw_output(stage, frame, npartitions=3):
+    stage.bind(StageContext(stage.name))
+    ddf = dd.from_pandas(frame, npartitions=npartitions, sort=False)
+    stage.check(ddf._meta)
+    return stage.build(ddf, Shapes()).compute()
+
+
+def same_for_any_partitioning(stage_factory, frame, roles=None):
+    """Kept rows in ``frame``'s order, and rejects; equal for 1, 3 and 7 partitions."""
+    results = [run_stage(stage_factory(), frame, npartitions=n, roles=roles) for n in PARTS]
+    for kept, rejected in results[1:]:
+        pd.testing.assert_frame_equal(kept, results[0][0])
+        pd.testing.assert_frame_equal(rejected, results[0][1])
+    kept, rejected = results[0]
+    order = frame["id"][frame["id"].isin(kept["id"])]
+    return kept.set_index("id").loc[order].reset_index(), rejected
+
+
+# -- normalize_units --------------------------------------------------------------------
+
+
+def with_minutes(sample):
+    frame = sample.copy()
+    frame["hours-per-week"] = frame["hours-per-week"].astype("str")
+    rows = frame.index[::5]
+    frame.loc[rows, "hours-per-week"] = (sample.loc[rows, "hours-per-week"] * 60).astype(str) + " min"
+    frame.loc[frame.index[1::50], "hours-per-week"] = "forty"
+    return frame
+
+
+def test_normalize_units_converts_minutes_and_rejects_unparseable(sample):
+    frame = with_minutes(sample)
+    kept, rejected = same_for_any_partitioning(lambda: NormalizeUnits(columns={"hours-per-week": {"to": "h"}}), frame)
+    truth = sample.set_index("id")["hours-per-week"]
+    assert (kept.set_index("id")["hours-per-week"] == truth.reindex(kept["id"])).all()
+    assert len(rejected) == len(frame.index[1::50])
+    assert set(rejected["reason"]) == {"units:hours-per-week=no-number"}
+    metrics = stage_metrics(raw_output(NormalizeUnits(columns={"hours-per-week": {"to": "h"}}), frame))
+    assert metrics["converted:hours-per-week"] == len(frame.index[::5])
+    assert metrics["unit_error:hours-per-week"] == len(rejected)
+
+
+def test_normalize_units_from_unit_column_and_null_on_error():
+    frame = pd.DataFrame(
+        {"id": list("abcd"), "w": [2.0, 500.0, 3.0, 1.0], "w_unit": ["kg", "g", "lb", "bushel"]}
+    )
+    kept, rejected = run_stage(
+        NormalizeUnits(columns={"w": {"to": "kg", "unit_column": "w_unit", "on_error": "null"}}), frame
+    )
+    assert rejected.empty
+    assert kept["w"].iloc[:3].tolist() == pytest.approx([2.0, 0.5, 1.36077711])
+    assert np.isnan(kept["w"].iloc[3])
+    assert kept["w_unit"].tolist() == ["kg", "kg", "kg", "bushel"]
+
+
+def test_normalize_units_refuses_unknown_units_and_columns(sample):
+    with pytest.raises(ValidationError, match="unknown unit 'fortnights'"):
+        NormalizeUnits(columns={"hours-per-week": {"to": "fortnights"}})
+    with pytest.raises(ValidationError, match="assume: unit 'kg' is not a duration unit"):
+        NormalizeUnits(columns={"hours-per-week": {"to": "h", "assume": "kg"}})
+    with pytest.raises(StageError, match="'normalize_units'.*'hours_per_week'.*did you mean 'hours-per-week'"):
+        run_stage(NormalizeUnits(columns={"hours_per_week": {"to": "h"}}), sample)
+
+
+# -- ranges -----------------------------------------------------------------------------
+
+
+def test_ranges_null_clip_reject_and_allowed_sets(sample):
+    frame = sample.copy()
+    frame.loc[frame.index[::10], "age"] = 999
+    rules = {
+        "age": {"min": 17, "max": 90, "action": "null"},
+        "hours-per-week": {"min": 10, "max": 60, "action": "clip"},
+        "race": {"allowed": ["White", "Black"], "action": "reject"},
+    }
+    kept, rejected = same_for_any_partitioning(lambda: Ranges(columns=rules), frame)
+    survivors = frame[frame["race"].isin(["White", "Black"])]
+    assert len(kept) == len(survivors) and len(rejected) == len(frame) - len(survivors)
+    assert rejected["reason"].str.startswith("range:race=").all()
+    assert kept["age"].isna().sum() == (survivors["age"] == 999).sum()
+    assert kept["age"].max() <= 90
+    assert kept["hours-per-week"].between(10, 60).all() and kept["hours-per-week"].dtype == np.int64
+    metrics = stage_metrics(raw_output(Ranges(columns=rules), frame))
+    assert metrics["out_of_range:age"] == (frame["age"] == 999).sum()
+    assert metrics["out_of_range:hours-per-week"] == (~frame["hours-per-week"].between(10, 60)).sum()
+
+
+@pytest.mark.parametrize(
+    "rule, message",
+    [
+        ({"min": 90, "max": 17}, "min 90.0 is above max 17.0"),
+        ({"allowed": [1], "action": "clip"}, "clip needs min or max"),
+        ({"action": "null"}, "give min, max or allowed"),
+    ],
+)
+def test_ranges_refuses_impossible_rules(rule, message):
+    with pytest.raises(ValidationError, match=message) as err:
+        Ranges(columns={"age": rule})
+    assert "columns.age" in str(err.value)
+
+
+def test_ranges_refuses_bounds_on_text(sample):
+    with pytest.raises(StageError, match="'ranges'.*'sex' has min/max"):
+        run_stage(Ranges(columns={"sex": {"min": 0}}), sample)
+
+
+# -- impute -----------------------------------------------------------------------------
+
+
+def with_holes(sample):
+    frame = sample.copy()
+    frame["age"] = frame["age"].astype(float)
+    frame.loc[frame.index[::7], "age"] = np.nan
+    frame.loc[frame.index[3::11], "marital-status"] = np.nan
+    return frame
+
+
+def test_impute_median_by_group_and_mode_are_exact(sample):
+    frame = with_holes(sample)
+    rules = {"age": {"strategy": "median", "by": ["relationship"]}, "marital-status": "mode", "workclass": "mode"}
+    kept, rejected = same_for_any_partitioning(lambda: Impute(columns=rules), frame)
+    assert rejected.empty
+    medians = frame.groupby("relationship")["age"].median()
+    holes = frame["age"].isna().to_numpy()
+    expected = frame.loc[holes, "relationship"].map(medians).to_numpy()
+    assert np.array_equal(kept["age"].to_numpy()[holes], expected)
+    assert kept["age_imputed"].to_numpy().tolist() == holes.tolist()
+    mode = frame["marital-status"].mode().iloc[0]
+    assert (kept.loc[frame["marital-status"].isna().to_numpy(), "marital-status"] == mode).all()
+    assert kept["workclass"].notna().all()
+    stage = Impute(columns=rules)
+    metrics = stage_metrics(raw_output(stage, frame))
+    assert metrics["imputed:age"] == holes.sum()
+    assert stage.summary()["age"]["error"] == "exact"
+
+
+def test_impute_median_from_sketch_is_within_stated_error(sample):
+    frame = sample.copy()
+    frame["fnlwgt"] = frame["fnlwgt"].astype(float)
+    frame.loc[frame.index[::9], "fnlwgt"] = np.nan
+    kept, _ = same_for_any_partitioning(lambda: Impute(columns={"fnlwgt": "median"}, max_distinct=100, alpha=0.01), frame)
+    values = np.sort(frame["fnlwgt"].dropna().to_numpy())
+    lower_median = values[(len(values) - 1) // 2]
+    filled = kept.loc[frame["fnlwgt"].isna().to_numpy(), "fnlwgt"].unique()
+    assert len(filled) == 1 and abs(filled[0] - lower_median) <= 0.01 * lower_median
+    stage = Impute(columns={"fnlwgt": "median"}, max_distinct=100, alpha=0.01)
+    raw_output(stage, frame)
+    assert stage.summary()["fnlwgt"]["error"] == "relative error <= 0.01"
+
+
+def test_impute_refuses_median_of_text_and_unknown_group(sample):
+    with pytest.raises(StageError, match="median of 'sex' needs a numeric column"):
+        run_stage(Impute(columns={"sex": "median"}), sample)
+    with pytest.raises(StageError, match="group column \\(by\\) 'gender'"):
+        run_stage(Impute(columns={"age": "median"}, by=["gender"]), sample)
+    with pytest.raises(ValidationError, match="constant needs a value"):
+        Impute(columns={"age": {"strategy": "constant"}})
+
+
+# -- canonicalize -----------------------------------------------------------------------
+
+
+def test_canonicalize_maps_spellings_and_reports_unknown(sample):
+    frame = sample.copy()
+    frame.loc[frame.index[::4], "sex"] = frame.loc[frame.index[::4], "sex"].str.upper() + " "
+    frame.loc[frame.index[1::9], "sex"] = frame.loc[frame.index[1::9], "sex"].str[0]
+    frame.loc[frame.index[2::100], "sex"] = "unknown"
+    rule = {"sex": {"vocabulary": ["Male", "Female"], "synonyms": {"Male": ["M"], "Female": ["F"]}, "unknown": "reject"}}
+    kept, rejected = same_for_any_partitioning(lambda: Canonicalize(columns=rule), frame)
+    assert set(kept["sex"]) == {"Male", "Female"}
+    merged = kept.merge(sample[["id", "sex"]], on="id", suffixes=("", "_clean"))
+    assert (merged["sex"] == merged["sex_clean"]).all()
+    assert len(rejected) == len(frame.index[2::100])
+    assert set(rejected["reason"]) == {"unknown-value:sex=unknown"}
+    metrics = stage_metrics(raw_output(Canonicalize(columns=rule), frame))
+    assert metrics["unknown:sex"] == len(rejected)
+    assert metrics["canonicalized:sex"] == (frame["sex"] != sample["sex"]).sum() - len(rejected)
+
+
+def test_canonicalize_refuses_ambiguous_table():
+    with pytest.raises(ValidationError, match="would mean both"):
+        Canonicalize(columns={"sex": {"vocabulary": ["Male", "male"]}})
+
+
+# -- outliers ---------------------------------------------------------------------------
+
+
+def test_outliers_mad_matches_numpy(sample):
+    kept, _ = same_for_any_partitioning(lambda: Outliers(columns={"fnlwgt": {"threshold": 3.5}}), sample)
+    x = sample["fnlwgt"].to_numpy(dtype=float)
+    med = np.median(x)
+    z = (x - med) / (MAD_TO_SIGMA * np.median(np.abs(x - med)))
+    assert kept["fnlwgt_outlier"].tolist() == (np.abs(z) > 3.5).tolist()
+    assert 0 < kept["fnlwgt_outlier"].sum() < len(sample) * 0.05
+
+
+def test_outliers_iqr_per_class_rejects(sample):
+    roles = Roles(label="income")
+    kept, rejected = same_for_any_partitioning(
+        lambda: Outliers(columns={"age": {"method": "iqr", "action": "reject"}}, per_class=True), sample, roles=roles
+    )
+    expected = []
+    for _, g in sample.groupby("income"):
+        q1, q3 = np.quantile(g["age"], [0.25, 0.75])
+        expected += g.loc[(g["age"] < q1 - 1.5 * (q3 - q1)) | (g["age"] > q3 + 1.5 * (q3 - q1)), "id"].tolist()
+    assert sorted(rejected["id"]) == sorted(expected) and len(expected) > 0
+    assert rejected["reason"].str.startswith("outlier:age=").all()
+
+
+def test_outliers_from_sketch_do_not_depend_on_partitioning(sample):
+    kept, _ = same_for_any_partitioning(
+        lambda: Outliers(columns={"fnlwgt": {"action": "null"}}, max_distinct=200), sample
+    )
+    assert kept["fnlwgt"].isna().sum() == kept["fnlwgt_outlier"].sum() > 0
+
+
+def test_outliers_refuses_text_and_per_class_without_label(sample):
+    with pytest.raises(StageError, match="outliers of 'sex' need a numeric column"):
+        run_stage(Outliers(columns={"sex": {}}), sample)
+    with pytest.raises(StageError, match="per_class needs columns.label"):
+        run_stage(Outliers(columns={"age": {}}, per_class=True), sample)
+
+
+# -- constraints ------------------------------------------------------------------------
+
+
+def with_fd_violations(sample, every=13):
+    frame = sample.copy()
+    rows = frame.index[::every]
+    frame.loc[rows, "education-num"] = (frame.loc[rows, "education-num"] % 16) + 1
+    return frame, rows
+
+
+def test_constraints_repair_to_majority_records_old_values(client, sample):
+    frame, rows = with_fd_violations(sample)
+    kept, rejected = same_for_any_partitioning(lambda: Constraints(rules=["education -> education-num"]), frame)
+    assert rejected.empty
+    assert (kept["education-num"].to_numpy() == sample["education-num"].to_numpy()).all()
+    repaired = kept["education-num_repaired_from"]
+    assert repaired.notna().sum() == len(rows)
+    assert repaired.dropna().tolist() == frame.loc[rows, "education-num"].tolist()
+    metrics = stage_metrics(raw_output(Constraints(rules=["education -> education-num"]), frame))
+    assert metrics["repaired:education->education-num"] == len(rows)
+    assert metrics["unresolved:education->education-num"] == 0
+
+
+def test_constraints_reject_and_unresolved_groups(client):
+    frame = pd.DataFrame(
+        {
+            "id": [f"r{i}" for i in range(8)],
+            "zip": ["1", "1", "1", "2", "2", "3", "3", "3"],
+            "city": ["A", "A", "B", "C", "D", "E", "E", "E"],
+        }
+    )
+    kept, rejected = run_stage(Constraints(rules=["zip -> city"], action="reject"), frame, npartitions=3)
+    assert rejected["id"].tolist() == ["r2"] and rejected["reason"].tolist() == ["fd:zip->city=A"]
+    metrics = stage_metrics(raw_output(Constraints(rules=["zip -> city"]), frame))
+    assert metrics["unresolved:zip->city"] == 2 and metrics["repaired:zip->city"] == 1
+
+
+def test_constraints_refuses_bad_rules(sample):
+    with pytest.raises(ValidationError, match="not a dependency"):
+        Constraints(rules=["education = education-num"])
+    with pytest.raises(StageError, match="column of rule 'education->schooling' 'schooling'"):
+        run_stage(Constraints(rules=["education -> schooling"]), sample)
+
+
+# -- detection and repair of planted errors -----------------------------------------------
+
+
+def test_planted_errors_are_found_and_fixed(client):
+    clean = adult(rows=8000, seed=3)
+    dirty, truth = inject_errors(clean, rate=0.02, seed=3)
+    kept, rejected, metrics = clean_with_stages(dirty, npartitions=4)
+    assert rejected.empty
+    result = score(clean, dirty, kept, truth).set_index(["kind", "column"])
+    exact = [("unit", "hours-per-week"), ("synonym", "sex"), ("synonym", "race"), ("fd", "education-num")]
+    for key in exact:
+        assert result.loc[key, "detect_precision"] >= 0.99 and result.loc[key, "detect_recall"] >= 0.99, key
+        assert result.loc[key, "repair_precision"] >= 0.99 and result.loc[key, "repair_recall"] >= 0.99, key
+    assert result.loc[("range", "age"), ["detect_precision", "detect_recall"]].min() >= 0.99
+    assert result.loc[("outlier", "fnlwgt"), "detect_recall"] >= 0.99
+    assert result.loc[("outlier", "fnlwgt"), "detect_precision"] >= 0.8
+    assert result.loc[("missing", "marital-status"), "repair_recall"] >= 0.6
+    age_spread = (clean["age"] - clean["age"].median()).abs().mean()
+    assert result.loc[("range", "age"), "repair_mae"] < age_spread
+    assert metrics["repaired:education->education-num"] == (truth["kind"] == "fd").sum()
