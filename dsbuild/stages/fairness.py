@@ -1,0 +1,822 @@
+"""Fairness stages: audit a data set for unfairness and mitigate it, exactly and at scale.
+
+Every statistic is mergeable — group × label counts, moments, per-group value counts or
+histograms — so results do not depend on partitioning and no data is collected. Groups
+come from the job's ``sensitive`` columns; a numeric one is cut into bins by the stage's
+``bins`` option (``bins: {age: [25]}`` gives the groups ``<25`` and ``>=25``, German
+credit's age split). Several sensitive columns also give their intersection.
+
+- ``fairness_audit``: counts, base rates, SPD and DI per group and intersection; with a
+  ``model``, demographic parity and equalized odds of its out-of-fold predictions.
+- ``reweigh``: Kamiran & Calders weights W(s, y) = P(s)·P(y) / P(s, y), multiplied into
+  the weight column.
+- ``resample``: uniform or preferential sampling to the cell sizes that make group and
+  label independent; copies get ids ``parent#rs<k>``, removed rows go to rejects.
+- ``massage``: flip the labels of the rows nearest the decision boundary.
+- ``correlation_remover``: fairlearn's CorrelationRemover from merged moments.
+- ``disparate_impact_remover``: Feldman et al.'s rank-preserving repair per group.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import Field, field_validator
+
+from dsbuild.kernels import selection
+from dsbuild.kernels.correlation import CorrelationRemover, Moments
+from dsbuild.kernels.fairness import (
+    GROUP_JOIN,
+    LABEL,
+    MISSING,
+    _text,
+    contingency,
+    equalized_odds,
+    favorable_value,
+    group_text,
+    joint_text,
+    massage_changes,
+    merge_tables,
+    parity,
+    resample_targets,
+    reweighing,
+)
+from dsbuild.kernels.quantiles import BINS, MAX_DISTINCT, GroupDistribution, repair
+from dsbuild.kernels.ranker import MODELS, OutOfFoldRanker
+from dsbuild.records import ID, child_id, record_seeds
+from dsbuild.stages.base import ADDED, METRIC, REJECT, FitApplyStage, StageError, StageOptions, register, reject, with_marks
+
+ModelName = Literal[tuple(MODELS)]  # type: ignore[valid-type]
+CLEANING_FIRST = ("exact_dedup", "sanitize")
+PRED = "_pred"
+
+
+# -- ordering ---------------------------------------------------------------------------
+
+
+def _cleans(name: str) -> bool:
+    return name in CLEANING_FIRST or name.startswith("near_dedup")
+
+
+def order_warnings_for_job(stages) -> list[str]:
+    """Warnings for every fairness stage placed before deduplication or sanitization.
+
+    Weights, labels and group counts computed before duplicates and poisoned rows are
+    removed describe rows that will not be in the output: duplicates inflate their
+    groups, poisoned rows pull labels and borderline scores (MLClean's finding that
+    cleaning steps depend on each other). The pipeline calls each stage's
+    ``order_warnings(earlier)``; a stage sees only earlier ones, so this whole-job rule
+    is evaluated from the cleaning stage's side by :meth:`FairnessStage.order_warnings`'s
+    counterpart here.
+    """
+    notes = []
+    for i, stage in enumerate(stages):
+        base = stage.name
+        if not _cleans(base):
+            continue
+        for earlier in stages[:i]:
+            if isinstance(earlier, FairnessStage):
+                notes.append(_order_message(earlier.ctx.name, stage.ctx.name))
+    return notes
+
+
+def _order_message(fair: str, clean: str) -> str:
+    return (
+        f"stage {fair!r} runs before {clean!r}: its weights, labels and group counts would be "
+        f"computed on rows that {clean!r} then removes (duplicates inflate their groups, "
+        f"poisoned rows move labels and scores), so they would be wrong for the output. "
+        f"Move {fair!r} after {clean!r}."
+    )
+
+
+# -- options shared by every fairness stage ---------------------------------------------
+
+
+class FairnessOptions(StageOptions):
+    favorable: Any = Field(None, description="the favourable label value (default: True or 1 for a boolean or 0/1 label)")
+    privileged: dict[str, Any] = Field(
+        default_factory=dict,
+        description="reference group per sensitive column, e.g. {sex: Male}; default: the group with the highest base rate",
+    )
+    bins: dict[str, list[float]] = Field(
+        default_factory=dict,
+        description="cut points for numeric sensitive columns: {age: [25]} gives groups <25 and >=25",
+    )
+
+    @field_validator("bins")
+    @classmethod
+    def _increasing(cls, bins):
+        for col, edges in bins.items():
+            if not edges or any(b <= a for a, b in zip(edges, edges[1:])):
+                raise ValueError(f"bins for {col!r} must be a non-empty increasing list, got {edges}")
+        return bins
+
+
+class RankerOptions(FairnessOptions):
+    model: ModelName = Field("logistic_regression", description=f"the ranker: one of {sorted(MODELS)}")
+    sample_rows: int = Field(200_000, gt=10, description="rows the ranker is fitted on (a seeded uniform sample)")
+    folds: int = Field(5, ge=2, le=20, description="out-of-fold scoring: one model per fold")
+
+
+class FairnessStage(FitApplyStage):
+    """Wiring every fairness stage shares: roles, groups, counts, the ranker."""
+
+    Options = FairnessOptions
+    needs_label: bool = True
+
+    # roles ----------------------------------------------------------------------------
+    @property
+    def sensitive(self) -> list[str]:
+        return list(self.ctx.roles.sensitive)
+
+    @property
+    def label(self) -> str:
+        return self.ctx.roles.label
+
+    def check(self, meta: pd.DataFrame) -> None:
+        if not self.sensitive:
+            raise StageError(f"stage {self.ctx.name!r} needs sensitive columns: set columns.sensitive in the job")
+        if self.needs_label and not self.label:
+            raise StageError(f"stage {self.ctx.name!r} needs a label: set columns.label in the job")
+        self.require_columns(meta, self.sensitive, what="sensitive column")
+        if self.needs_label:
+            self.require_columns(meta, [self.label], what="label column")
+        for col in self.options.bins:
+            if col not in self.sensitive:
+                raise StageError(f"stage {self.ctx.name!r}: bins name {col!r}, which is not a sensitive column {self.sensitive}")
+            if not pd.api.types.is_numeric_dtype(meta[col]):
+                raise StageError(f"stage {self.ctx.name!r}: bins need a numeric column; {col!r} is {meta[col].dtype}")
+        for col in self.options.privileged:
+            if col not in self.sensitive:
+                raise StageError(f"stage {self.ctx.name!r}: privileged names {col!r}, which is not a sensitive column {self.sensitive}")
+
+    def order_warnings(self, earlier) -> list[str]:
+        return []
+
+    # groups and counts ------------------------------------------------------------------
+    def groups(self, part: pd.DataFrame) -> np.ndarray:
+        """Each row's group: the intersection of its groups in every sensitive column."""
+        return joint_text([group_text(part[c], self.options.bins.get(c)) for c in self.sensitive])
+
+    def table(self, part: pd.DataFrame, extra=None) -> pd.DataFrame:
+        return contingency(part, self.sensitive, self.label, self.ctx.roles.weight, self.options.bins, extra)
+
+    def count(self, part: pd.DataFrame, state=None) -> pd.DataFrame:
+        return self.table(part)
+
+    def favorable(self, table: pd.DataFrame):
+        try:
+            return favorable_value(list(table[LABEL].unique()), self.options.favorable)
+        except ValueError as e:
+            raise StageError(f"stage {self.ctx.name!r}: {e}") from None
+
+    def parity(self, table: pd.DataFrame, favorable, outcome: str = LABEL) -> dict:
+        privileged = {c: _text(v) for c, v in self.options.privileged.items()}
+        return _jsonable(parity(table, self.sensitive, favorable, privileged, outcome))
+
+    # per-record draws -------------------------------------------------------------------
+    def draws(self, part: pd.DataFrame, folds: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """(uniform, fold) per row, functions of (seed, stage, id) alone."""
+        seeds = record_seeds(self.ctx.seed, self.ctx.name, part[ID].astype(str).tolist()) if len(part) else np.zeros(0, np.uint64)
+        u = (seeds >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+        return u, (seeds % np.uint64(max(folds, 1))).astype(np.int64)
+
+    # the ranker -------------------------------------------------------------------------
+    def ranker_columns(self, meta: pd.DataFrame) -> tuple[list[str], list[str]]:
+        features = [c for c in self.ctx.roles.feature_columns(meta) if c not in self.sensitive and c != self.label]
+        numeric = [c for c in features if pd.api.types.is_numeric_dtype(meta[c]) and not pd.api.types.is_bool_dtype(meta[c])]
+        categorical = [c for c in features if c not in numeric] + [f"_s:{c}" for c in self.sensitive]
+        return numeric, categorical
+
+    def ranker_frame(self, part: pd.DataFrame) -> pd.DataFrame:
+        numeric, categorical = self._ranker_cols
+        cols = {c: part[c] for c in numeric}
+        for c in categorical:
+            src = c[3:] if c.startswith("_s:") else c
+            cols[c] = group_text(part[src], self.options.bins.get(src)) if c.startswith("_s:") else part[c]
+        return pd.DataFrame(cols, index=part.index)
+
+    def _sample(self, part: pd.DataFrame, state=None) -> pd.DataFrame:
+        part = part[part[self.label].notna()]
+        u, fold = self.draws(part, self.options.folds)
+        x = self.ranker_frame(part).assign(**{LABEL: part[self.label].to_numpy(), "_u": u, "_fold": fold})
+        return x.nsmallest(self.options.sample_rows, "_u")
+
+    def _merge_samples(self, a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
+        return pd.concat([a, b]).nsmallest(self.options.sample_rows, "_u")
+
+    def fit_ranker(self, frame, shapes) -> OutOfFoldRanker:
+        o = self.options
+        self._ranker_cols = self.ranker_columns(frame._meta)
+        sample = shapes.fit(frame, self._sample, self._merge_samples, label=f"{self.ctx.name}-sample")
+        favorable = self.sample_favorable_ = self.favorable(pd.DataFrame({LABEL: sample[LABEL]}))
+        y = np.array([v == favorable for v in sample[LABEL]], dtype=bool)
+        numeric, categorical = self._ranker_cols
+        try:
+            return OutOfFoldRanker(o.model, numeric, categorical, o.folds, self.ctx.seed).fit(sample, y, sample["_fold"].to_numpy())
+        except ValueError as e:
+            raise StageError(f"stage {self.ctx.name!r}: {e}") from None
+
+    def scores(self, part: pd.DataFrame, ranker: OutOfFoldRanker) -> np.ndarray:
+        _, fold = self.draws(part, self.options.folds)
+        return ranker.score(self.ranker_frame(part), fold)
+
+    def _pass_through(self, part: pd.DataFrame, state=None) -> pd.DataFrame:
+        return with_marks(part)
+
+
+def _jsonable(x):
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, (float, np.floating)):
+        return None if np.isnan(x) else round(float(x), 6)
+    return x
+
+
+def _label_text(values) -> np.ndarray:
+    return np.array([None if _isna(v) else _text(v) for v in values], dtype=object)
+
+
+def _isna(v) -> bool:
+    try:
+        return bool(pd.isna(v))
+    except (TypeError, ValueError):
+        return False
+
+
+def _reason_text(text: str) -> str:
+    """Cell names in reject reasons may not contain '=' (it separates rule from detail)."""
+    return text.replace("<=", "≤").replace(">=", "≥").replace("=", ":")
+
+
+# -- fairness_audit ---------------------------------------------------------------------
+
+
+class AuditOptions(FairnessOptions):
+    model: ModelName | None = Field(None, description="also audit this model's out-of-fold predictions")
+    sample_rows: int = Field(200_000, gt=10, description="rows the model is fitted on (a seeded uniform sample)")
+    folds: int = Field(5, ge=2, le=20, description="out-of-fold predictions: one model per fold")
+
+
+@register
+class FairnessAudit(FairnessStage):
+    """Per group and intersection: counts, base rates, SPD and DI, into the manifest.
+
+    With ``model``, also the demographic parity and equalized odds differences of that
+    model's out-of-fold predictions. Rows pass through unchanged.
+    """
+
+    name = "fairness_audit"
+    Options = AuditOptions
+
+    def build(self, frame, shapes):
+        self.ranker_ = self.fit_ranker(frame, shapes) if self.options.model else None
+        self.table_ = shapes.fit(frame, self._count_with_predictions, merge_tables, label=self.ctx.name)
+        return shapes.map(frame, self._pass_through, label=self.ctx.name)
+
+    def _count_with_predictions(self, part, state=None):
+        if self.ranker_ is None:
+            return self.table(part)
+        pred = np.where(self.scores(part, self.ranker_) >= 0.5, "favorable", "unfavorable")
+        return self.table(part, extra={PRED: pred})
+
+    def summary(self) -> dict:
+        t = self.table_
+        fav = self.favorable(t)
+        out = {"favorable": _text(fav), "rows": int(t["n"].sum()), "data": self.parity(t, fav)}
+        if self.ranker_ is not None:
+            t = t.assign(**{PRED: np.where(t[PRED] == "favorable", fav, None)})
+            out["model"] = {
+                "name": self.options.model,
+                "sample_rows": int(self.ranker_.n_samples_),
+                "predictions": self.parity(t, fav, outcome=PRED),
+                "equalized_odds": _jsonable(equalized_odds(t, self.sensitive, fav, PRED)),
+            }
+        return out
+
+
+# -- reweigh ----------------------------------------------------------------------------
+
+
+@register
+class Reweigh(FairnessStage):
+    """Kamiran & Calders reweighing into the weight column, times any weight already there."""
+
+    name = "reweigh"
+    Options = FairnessOptions
+
+    def partial(self, part, state):
+        return self.table(part)
+
+    def combine(self, a, b):
+        return merge_tables(a, b)
+
+    def finalize(self, table, state):
+        self.table_ = table
+        return reweighing(table, self.sensitive)
+
+    def apply(self, part, factors):
+        weight = self.ctx.roles.weight
+        keys = pd.MultiIndex.from_arrays(
+            [group_text(part[c], self.options.bins.get(c)) for c in self.sensitive] + [part[self.label].to_numpy()]
+        )
+        lookup = pd.Series(factors["factor"].to_numpy(), index=pd.MultiIndex.from_frame(factors[[*self.sensitive, LABEL]]))
+        factor = lookup.reindex(keys).to_numpy(dtype=np.float64, na_value=np.nan)
+        factor = np.where(np.isnan(factor), 1.0, factor)
+        old = pd.to_numeric(part[weight], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan) if weight in part.columns else 1.0
+        part[weight] = old * factor
+        return part
+
+    def summary(self) -> dict:
+        t, factors = self.table_, self.state_
+        out = {"weight_column": self.ctx.roles.weight, "factors": [
+            {**{c: str(r[c]) for c in self.sensitive}, "label": _text(r[LABEL]), "count": int(r["n"]), "factor": round(float(r["factor"]), 6)}
+            for _, r in factors.iterrows()
+        ]}
+        try:
+            fav = self.favorable(t)
+        except StageError:
+            return out
+        after = factors.assign(w=factors["w"] * factors["factor"])
+        out.update(favorable=_text(fav), before=self.parity(t, fav), after=self.parity(after, fav))
+        return out
+
+
+# -- choosing borderline or random rows per cell ----------------------------------------
+
+
+class CellChooser:
+    """The wiring around :mod:`dsbuild.kernels.selection` for stages that pick rows per cell.
+
+    Pass 1 counts rows per (group, label) and histograms each cell's keys; the stage then
+    says how many rows it wants from each cell; pass 2 gathers only the keys in each
+    cell's boundary bucket. The result picks exactly those rows, for any partitioning.
+    ``cell_of(part, state)`` names each row's cell (None: no cell); ``keys_of(part,
+    state)`` gives (key in [0, 1], tie-break) per row, smallest chosen first.
+    """
+
+    def __init__(self, stage: FairnessStage, cell_of, keys_of):
+        self.stage = stage
+        self.cell_of = cell_of
+        self.keys_of = keys_of
+
+    def count(self, part, state=None):
+        cells = self.cell_of(part, state)
+        keys, _ = self.keys_of(part, state)
+        present = np.array([c is not None for c in cells], dtype=bool)
+        codes, names = pd.factorize(pd.Series(cells[present], dtype=object))
+        hist = selection.key_histogram(codes, keys[present], len(names))
+        return self.stage.table(part), {str(n): hist[i] for i, n in enumerate(names)}
+
+    @staticmethod
+    def merge_counts(a, b):
+        hist = dict(a[1])
+        for k, h in b[1].items():
+            hist[k] = hist[k] + h if k in hist else h
+        return merge_tables(a[0], b[0]), hist
+
+    def plan(self, frame, shapes, wanted: dict[str, int], hists: dict[str, np.ndarray], state) -> dict:
+        cells = sorted(hists)
+        index = pd.Index(cells, dtype=object)
+        hist = np.stack([hists[c] for c in cells]) if cells else np.zeros((0, selection.BUCKETS), np.int64)
+        want = np.array([wanted.get(c, 0) for c in cells], dtype=np.int64)
+        bucket, inside = selection.boundaries(hist, want)
+        edge = {"index": index, "bucket": bucket, "state": state}
+        candidates = shapes.fit(frame, self._boundary, selection.merge_boundary_keys, edge, label=f"{self.stage.ctx.name}-edge")
+        key_limit, tie_limit = selection.thresholds(candidates, inside)
+        return {**edge, "key": key_limit, "tie": tie_limit}
+
+    def _boundary(self, part, edge):
+        codes, keys, ties = self._coded(part, edge)
+        return selection.boundary_keys(codes, keys, ties, edge["bucket"])
+
+    def _coded(self, part, plan):
+        cells = self.cell_of(part, plan["state"])
+        codes = plan["index"].get_indexer(pd.Index(np.where([c is None for c in cells], "\x00", cells), dtype=object))
+        keys, ties = self.keys_of(part, plan["state"])
+        return codes, keys, ties
+
+    def chosen(self, part, plan) -> tuple[np.ndarray, np.ndarray]:
+        """(cell code per row, whether the row is among its cell's wanted rows)."""
+        codes, keys, ties = self._coded(part, plan)
+        return codes, selection.chosen(codes, keys, ties, plan["bucket"], plan["key"], plan["tie"])
+
+
+def _merge_hists(a, b):
+    out = dict(a)
+    for k, h in b.items():
+        out[k] = out[k] + h if k in out else h
+    return out
+
+
+def _borderline_keys(score: np.ndarray, positive: np.ndarray) -> np.ndarray:
+    """Nearest the boundary first: positives with the lowest score, negatives the highest."""
+    return np.where(positive, score, 1.0 - score)
+
+
+# -- resample ---------------------------------------------------------------------------
+
+
+class ResampleOptions(RankerOptions):
+    method: Literal["uniform", "preferential"] = Field(
+        "uniform", description="uniform: random rows; preferential: borderline rows first, by the ranker's score"
+    )
+
+
+@register
+class Resample(FairnessStage):
+    """Kamiran & Calders sampling to the cell sizes that make group and label independent.
+
+    An oversized cell loses rows (to rejects, reason ``resample:<group>/<label>``), an
+    undersized one gains copies (ids ``parent#rs<k>``): every row ``⌊d / n⌋`` copies and
+    ``d mod n`` rows one more. ``uniform`` picks rows at random (seeded per record);
+    ``preferential`` picks the rows nearest the decision boundary first: positives with
+    the lowest score, negatives with the highest.
+    """
+
+    name = "resample"
+    adds_rows = True
+    Options = ResampleOptions
+
+    def build(self, frame, shapes):
+        self.ranker_ = None
+        state = None
+        if self.options.method == "preferential":
+            self.ranker_ = self.fit_ranker(frame, shapes)
+            state = {"favorable": self.sample_favorable_, "ranker": self.ranker_}
+        chooser = CellChooser(self, self._cell, self._keys)
+        self.table_, hists = shapes.fit(frame, chooser.count, chooser.merge_counts, state, label=self.ctx.name)
+        targets = resample_targets(self.table_, self.sensitive)
+        targets["cell"] = [f"{g}/{_text(y)}" for g, y in zip(_joint(targets, self.sensitive), targets[LABEL])]
+        self.targets_ = targets
+        wanted, action, base = {}, {}, {}
+        for cell, n, target in zip(targets["cell"], targets["n"], targets["target"]):
+            if n > target:
+                wanted[cell], action[cell] = int(n - target), -1
+            elif n < target:
+                wanted[cell], action[cell], base[cell] = int((target - n) % n), 1, int((target - n) // n)
+        plan = chooser.plan(frame, shapes, wanted, hists, state)
+        plan["action"] = np.array([action.get(c, 0) for c in plan["index"]], dtype=np.int64)
+        plan["base"] = np.array([base.get(c, 0) for c in plan["index"]], dtype=np.int64)
+        self.state_ = plan
+        self._chooser = chooser
+        return shapes.map(frame, self._apply, shapes.broadcast(plan), label=self.ctx.name)
+
+    def _cell(self, part, state) -> np.ndarray:
+        labels = _label_text(part[self.label].to_numpy())
+        groups = self.groups(part)
+        return np.array([None if y is None else f"{g}/{y}" for g, y in zip(groups, labels)], dtype=object)
+
+    def _keys(self, part, state) -> tuple[np.ndarray, np.ndarray]:
+        u, _ = self.draws(part)
+        if state is None:
+            return u, u
+        positive = np.array([v == state["favorable"] for v in part[self.label]], dtype=bool)
+        return _borderline_keys(self.scores(part, state["ranker"]), positive), u
+
+    def _apply(self, part, plan):
+        part = with_marks(part)
+        if part.empty:
+            return part
+        codes, picked = self._chooser.chosen(part, plan)
+        at = np.maximum(codes, 0)
+        action = np.where(codes >= 0, plan["action"][at], 0)
+        remove = (action < 0) & picked
+        copies = np.where(action > 0, plan["base"][at] + picked, 0)
+        cells = np.asarray(plan["index"], dtype=object)
+        reasons = np.array([f"resample:{_reason_text(cells[c])}" if r else None for c, r in zip(at, remove)], dtype=object)
+        part = reject(part, remove, reasons)
+        if copies.sum() == 0:
+            return part
+        rows = np.repeat(np.arange(len(part)), copies)
+        k = np.concatenate([np.arange(1, c + 1) for c in copies if c > 0])
+        added = part.iloc[rows].copy()
+        added[ID] = [child_id(p, "rs", int(j)) for p, j in zip(added[ID].astype(str), k)]
+        added[ADDED] = True
+        added[REJECT] = None
+        return pd.concat([part, added])
+
+    def summary(self) -> dict:
+        t = self.targets_
+        out = {
+            "method": self.options.method,
+            "cells": [
+                {"cell": c, "count": int(n), "target": int(tg), "expected": round(float(e), 3)}
+                for c, n, tg, e in zip(t["cell"], t["n"], t["target"], t["expected"])
+            ],
+        }
+        try:
+            fav = self.favorable(self.table_)
+        except StageError:
+            return out
+        counts = self.table_.assign(w=self.table_["n"].astype(float))
+        after = t.assign(n=t["target"], w=t["target"].astype(float))[[*self.sensitive, LABEL, "n", "w"]]
+        out.update(favorable=_text(fav), before=self.parity(counts, fav), after=self.parity(after, fav))
+        return out
+
+
+def _joint(table: pd.DataFrame, sensitive) -> np.ndarray:
+    return joint_text([table[c].to_numpy(dtype=object) for c in sensitive])
+
+
+# -- massage ----------------------------------------------------------------------------
+
+
+@register
+class Massage(FairnessStage):
+    """Relabel the rows nearest the decision boundary until every group has the overall
+    favourable rate (Kamiran & Calders' massaging; M = (|D|·|F+| − |F|·|D+|) / n for two
+    groups): promote a deprived group's negatives with the highest scores, demote a
+    favoured group's positives with the lowest. The label must have two values.
+    """
+
+    name = "massage"
+    Options = RankerOptions
+
+    def build(self, frame, shapes):
+        self.ranker_ = self.fit_ranker(frame, shapes)
+        state = {"favorable": self.sample_favorable_, "ranker": self.ranker_}
+        chooser = CellChooser(self, self._cell, self._keys)
+        self.table_, hists = shapes.fit(frame, chooser.count, chooser.merge_counts, state, label=self.ctx.name)
+        fav = self.favorable(self.table_)
+        labels = list(self.table_[LABEL].unique())
+        others = [v for v in labels if v != fav]
+        if len(others) != 1:
+            raise StageError(f"stage {self.ctx.name!r}: massaging needs a label with two values, got {sorted(map(str, labels))}")
+        state["unfavorable"] = others[0]
+        changes = massage_changes(self.table_, self.sensitive, fav)
+        changes["group"] = _joint(changes, self.sensitive)
+        self.changes_ = changes
+        wanted = {}
+        for group, change in zip(changes["group"], changes["change"]):
+            if change > 0:
+                wanted[f"{group}/-"] = int(change)
+            elif change < 0:
+                wanted[f"{group}/+"] = int(-change)
+        self.state_ = chooser.plan(frame, shapes, wanted, hists, state)
+        self._chooser = chooser
+        return shapes.map(frame, self._apply, shapes.broadcast(self.state_), label=self.ctx.name)
+
+    def _positive(self, part, fav) -> np.ndarray:
+        return np.array([v == fav for v in part[self.label]], dtype=bool)
+
+    def _cell(self, part, state) -> np.ndarray:
+        groups = self.groups(part).astype(str)
+        sign = np.where(self._positive(part, state["favorable"]), "/+", "/-")
+        cells = np.char.add(groups, sign).astype(object)
+        cells[part[self.label].isna().to_numpy()] = None
+        return cells
+
+    def _keys(self, part, state) -> tuple[np.ndarray, np.ndarray]:
+        u, _ = self.draws(part)
+        positive = self._positive(part, state["favorable"])
+        return _borderline_keys(self.scores(part, state["ranker"]), positive), u
+
+    def _apply(self, part, plan):
+        part = with_marks(part)
+        state = plan["state"]
+        promote = np.zeros(len(part), dtype=bool)
+        demote = np.zeros(len(part), dtype=bool)
+        if len(part):
+            _, picked = self._chooser.chosen(part, plan)
+            positive = self._positive(part, state["favorable"])
+            promote, demote = picked & ~positive, picked & positive
+            labels = part[self.label].to_numpy(dtype=object, copy=True)
+            labels[promote] = state["favorable"]
+            labels[demote] = state["unfavorable"]
+            part[self.label] = pd.Series(labels, index=part.index).astype(part[self.label].dtype)
+        part[f"{METRIC}promoted"] = promote.astype(np.int64)
+        part[f"{METRIC}demoted"] = demote.astype(np.int64)
+        return part
+
+    def summary(self) -> dict:
+        fav = self.state_["state"]["favorable"]
+        c = self.changes_
+        before = self.table_.assign(w=self.table_["n"].astype(float))
+        change = dict(zip(c["group"], c["change"]))
+        delta = np.array([change.get(k, 0) for k in _joint(before, self.sensitive)], dtype=np.int64)
+        positive = np.array([v == fav for v in before[LABEL]])
+        after = before.assign(n=before["n"] + np.where(positive, delta, -delta))
+        after["w"] = after["n"].astype(float)
+        return {
+            "favorable": _text(fav),
+            "model": self.options.model,
+            "changes": [{"group": g, "count": int(n), "positives": int(p), "change": int(ch)}
+                        for g, n, p, ch in zip(c["group"], c["n"], c["positives"], c["change"])],
+            "before": self.parity(before, fav),
+            "after": self.parity(after, fav),
+        }
+
+
+# -- correlation_remover ----------------------------------------------------------------
+
+
+class CorrelationOptions(FairnessOptions):
+    alpha: float = Field(1.0, ge=0.0, le=1.0, description="as in fairlearn: 1 removes all correlation, 0 none")
+    columns: list[str] | None = Field(None, description="features to filter (default: the job's numeric features)")
+
+
+@register
+class CorrelationRemoverStage(FairnessStage):
+    """fairlearn's CorrelationRemover, fitted from moments merged across partitions.
+
+    Categorical (or binned) sensitive columns enter as indicators of their groups, one
+    level left out; numeric ones as they are. The sensitive columns stay in the data
+    (later stages and the audit still need them); only the features change. Rows with a
+    missing feature are left as they are and not used to fit.
+    """
+
+    name = "correlation_remover"
+    Options = CorrelationOptions
+    needs_label = False
+
+    def features(self, meta) -> list[str]:
+        cols = self.options.columns or self.ctx.roles.feature_columns(meta)
+        return [c for c in cols if c not in self.sensitive and c != self.label]
+
+    def check(self, meta):
+        super().check(meta)
+        self.require_columns(meta, self.features(meta), what="feature column")
+        bad = [c for c in self.features(meta) if not pd.api.types.is_numeric_dtype(meta[c])]
+        if bad:
+            raise StageError(f"stage {self.ctx.name!r}: features must be numeric; {bad[0]!r} is {meta[bad[0]].dtype}")
+
+    def _numeric_sensitive(self, meta) -> list[str]:
+        return [c for c in self.sensitive if c not in self.options.bins and pd.api.types.is_numeric_dtype(meta[c])
+                and not pd.api.types.is_bool_dtype(meta[c])]
+
+    def _design(self, part, levels: dict[str, list[str]] | None):
+        """(levels, matrix [indicators, numeric sensitive, features], complete-row mask)."""
+        numeric_s = self._numeric_sensitive(part)
+        cats = [c for c in self.sensitive if c not in numeric_s]
+        texts = {c: group_text(part[c], self.options.bins.get(c)) for c in cats}
+        if levels is None:
+            levels = {c: sorted(set(texts[c])) for c in cats}
+        blocks = [(texts[c][:, None] == np.asarray(levels[c], dtype=object)[None, :]).astype(np.float64) for c in cats]
+        nums = [pd.to_numeric(part[c], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)[:, None]
+                for c in [*numeric_s, *self.features(part)]]
+        x = np.hstack(blocks + nums) if blocks or nums else np.zeros((len(part), 0))
+        return levels, x, ~np.isnan(x).any(axis=1)
+
+    def partial(self, part, state):
+        levels, x, ok = self._design(part, None)
+        return levels, Moments.of(x[ok])
+
+    def combine(self, a, b):
+        levels = {c: sorted(set(a[0][c]) | set(b[0][c])) for c in a[0]}
+        return levels, _pad(a, levels).merge(_pad(b, levels))
+
+    def finalize(self, stats, state):
+        """Leave one level of each categorical column out, so the indicators have full rank."""
+        levels, moments = stats
+        kept = {c: lv[:-1] for c, lv in levels.items()}
+        index, at = [], 0
+        for lv in levels.values():
+            index += list(range(at, at + len(lv) - 1))
+            at += len(lv)
+        index += list(range(at, moments.mean.shape[0]))
+        sub = Moments(moments.n, moments.mean[index], moments.cross[np.ix_(index, index)])
+        self.left_out_ = {c: lv[-1] for c, lv in levels.items() if lv}
+        self.moments_ = sub
+        self.n_sensitive_ = sum(len(v) for v in kept.values()) + len(self._numeric_s)
+        return {"levels": kept, "remover": CorrelationRemover(self.options.alpha).fit(sub, self.n_sensitive_)}
+
+    def build(self, frame, shapes):
+        self._numeric_s = self._numeric_sensitive(frame._meta)
+        self._features = self.features(frame._meta)
+        return super().build(frame, shapes)
+
+    def apply(self, part, state):
+        if part.empty:
+            return part.astype({c: "float64" for c in self.features(part)})
+        _, x, ok = self._design(part, state["levels"])
+        k = self.n_sensitive_
+        feats = self.features(part)
+        out = x[:, k:].copy()
+        out[ok] = state["remover"].transform(x[ok, :k], x[ok, k:])
+        for i, c in enumerate(feats):
+            part[c] = out[:, i]
+        return part
+
+    def summary(self) -> dict:
+        m, k = self.moments_, self.n_sensitive_
+        sd = np.sqrt(np.clip(np.diag(m.cross), 0, None))
+        sd[sd == 0] = 1.0
+        corr = m.cross[:k, k:] / np.outer(sd[:k], sd[k:])
+        feats = self._features
+        remover = self.state_["remover"]
+        return {
+            "alpha": self.options.alpha,
+            "rows_fitted": int(m.n),
+            "sensitive_levels_left_out": self.left_out_,
+            "max_abs_correlation_before": {f: round(float(np.abs(corr[:, i]).max()), 6) if k else 0.0 for i, f in enumerate(feats)},
+            "max_abs_correlation_after": {f: round(float((1 - self.options.alpha) * np.abs(corr[:, i]).max()), 6) if k else 0.0
+                                          for i, f in enumerate(feats)},
+            "beta": np.round(remover.beta_, 8).tolist(),
+        }
+
+
+def _pad(stat, levels: dict[str, list[str]]) -> Moments:
+    """Moments re-indexed to the merged levels; an unseen level is a column of zeros."""
+    own, m = stat
+    if own == levels:
+        return m
+    index, at = [], 0
+    size = sum(len(v) for v in levels.values())
+    for c, lv in levels.items():
+        pos = {name: i for i, name in enumerate(lv)}
+        index += [at + pos[name] for name in own[c]]
+        at += len(lv)
+    rest = m.mean.shape[0] - sum(len(v) for v in own.values())
+    index += list(range(size, size + rest))
+    total = size + rest
+    mean = np.zeros(total)
+    cross = np.zeros((total, total))
+    mean[index] = m.mean
+    cross[np.ix_(index, index)] = m.cross
+    return Moments(m.n, mean, cross)
+
+
+# -- disparate_impact_remover -----------------------------------------------------------
+
+
+class RepairOptions(FairnessOptions):
+    repair_level: float = Field(1.0, ge=0.0, le=1.0, description="0 leaves features as they are, 1 repairs fully")
+    columns: list[str] | None = Field(None, description="features to repair (default: the job's numeric features)")
+    max_distinct: int = Field(MAX_DISTINCT, gt=0, description="exact quantiles while a feature has at most this many distinct values")
+    histogram_bins: int = Field(BINS, gt=1, description="else a histogram of this many bins: quantile error ≤ (max − min) / bins")
+
+
+@register
+class DisparateImpactRemover(FairnessStage):
+    """Feldman et al.'s repair: each feature value moves to its quantile of the median of
+    the groups' distributions, so the feature no longer tells groups apart while order
+    within a group is kept. Tied values are spread over their quantile range by a
+    per-record uniform, so a heavily tied value (40 hours a week) is repaired as a range.
+    """
+
+    name = "disparate_impact_remover"
+    Options = RepairOptions
+    needs_label = False
+
+    def features(self, meta) -> list[str]:
+        cols = self.options.columns or self.ctx.roles.feature_columns(meta)
+        return [c for c in cols if c not in self.sensitive and c != self.label]
+
+    def check(self, meta):
+        super().check(meta)
+        self.require_columns(meta, self.features(meta), what="feature column")
+        bad = [c for c in self.features(meta) if not pd.api.types.is_numeric_dtype(meta[c])]
+        if bad:
+            raise StageError(f"stage {self.ctx.name!r}: features must be numeric; {bad[0]!r} is {meta[bad[0]].dtype}")
+
+    def _values(self, part, c) -> np.ndarray:
+        return pd.to_numeric(part[c], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+
+    def _scan(self, part, state=None):
+        g = self.groups(part)
+        return {c: GroupDistribution.scan(self._values(part, c), g, self.options.max_distinct) for c in self.features(part)}
+
+    def _merge(self, a, b):
+        return {c: a[c].merge(b[c], self.options.max_distinct) for c in a}
+
+    def _histogram(self, part, edges):
+        g = self.groups(part)
+        return {c: GroupDistribution.histogram(self._values(part, c), g, e) for c, e in edges.items()}
+
+    def build(self, frame, shapes):
+        self._features = self.features(frame._meta)
+        dists = shapes.fit(frame, self._scan, self._merge, label=f"{self.ctx.name}-scan")
+        edges = {c: d.histogram_edges(self.options.histogram_bins) for c, d in dists.items() if d.needs_histogram}
+        if edges:
+            hists = shapes.fit(frame, self._histogram, self._merge, edges, label=f"{self.ctx.name}-hist")
+            for c, h in hists.items():
+                dists[c] = GroupDistribution(dists[c].lo, dists[c].hi, None, h.edges, h.hist)
+        self.state_ = dists
+        return shapes.map(frame, self._apply, shapes.broadcast(dists), label=self.ctx.name)
+
+    def _apply(self, part, dists):
+        part = with_marks(part)
+        if part.empty:
+            return part.astype({c: "float64" for c in dists})
+        g = self.groups(part)
+        spread, _ = self.draws(part)
+        for c, d in dists.items():
+            known = [k for k in d.groups() if MISSING not in k.split(GROUP_JOIN)]
+            part[c] = repair(d, self._values(part, c), g, self.options.repair_level, only=known, spread=spread)
+        return part
+
+    def summary(self) -> dict:
+        return {
+            "repair_level": self.options.repair_level,
+            "features": {
+                c: {"exact": d.exact is not None, "quantile_error": round(d.error, 6), "groups": d.groups()}
+                for c, d in self.state_.items()
+            },
+        }
