@@ -57,8 +57,33 @@ class ColumnMoments:
 
     def standardize(self, X: np.ndarray) -> np.ndarray:
         """Zero mean, unit variance; a missing value becomes 0 (the column mean)."""
+        return self.standardizer(bits=None).standardize(X)
+
+    def standardizer(self, bits: int | None = 32) -> Standardizer:
+        """The fitted mean and spread, rounded to ``bits`` significant bits.
+
+        Rounding makes the standardized values bit-identical whatever order the sums were
+        added in, so every later step starts from the same numbers at any partitioning.
+        """
+        mean, std = self.mean, self.std
+        if bits is not None:
+            mean, std = round_bits(mean, bits), round_bits(std, bits)
+        return Standardizer(mean, std)
+
+
+@dataclass(frozen=True)
+class Standardizer:
+    mean: np.ndarray
+    std: np.ndarray
+
+    def standardize(self, X: np.ndarray) -> np.ndarray:
         Z = (np.asarray(X, dtype=np.float64) - self.mean) / self.std
         return np.nan_to_num(Z, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+def round_bits(x: np.ndarray, bits: int) -> np.ndarray:
+    mantissa, exponent = np.frexp(np.asarray(x, dtype=np.float64))
+    return np.ldexp(np.round(mantissa * 2.0**bits) / 2.0**bits, exponent)
 
 
 @dataclass

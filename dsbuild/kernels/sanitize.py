@@ -10,15 +10,13 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import logsumexp
 
-from dsbuild.kernels.moments import ClassMoments
+from dsbuild.kernels.moments import ClassMoments, round_bits
 
 
 def quantize(scores: np.ndarray, bits: int = 32) -> np.ndarray:
     """Round to ``bits`` significant bits, so float64 rounding noise from a different
     partitioning (sums added in another order) cannot reorder two rows."""
-    scores = np.asarray(scores, dtype=np.float64)
-    mantissa, exponent = np.frexp(scores)
-    return np.ldexp(np.round(mantissa * 2.0**bits) / 2.0**bits, exponent)
+    return round_bits(scores, bits)
 
 
 def _offsets(Z: np.ndarray, classes: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -72,3 +72,34 @@ def within_cut(keys: np.ndarray, scores: np.ndarray, ids, cut: dict[int, tuple[f
         tied = (scores == score) & (ids <= last_id)
         out |= rows & (above | tied)
     return out
+
+
+@dataclass
+class HashSample:
+    """A uniform sample of at most ``size`` rows: those with the smallest hash draws.
+
+    A bottom-k sketch: each partition keeps its ``size`` smallest draws and a merge keeps
+    the ``size`` smallest of both, so the sample (and its row order) is the same for any
+    partitioning. When the data has at most ``size`` rows the sample is all of it.
+    """
+
+    size: int
+    draws: np.ndarray
+    ids: np.ndarray
+    labels: np.ndarray
+    X: np.ndarray
+
+    @classmethod
+    def of(cls, draws, ids, labels, X, size: int) -> HashSample:
+        draws = np.asarray(draws, dtype=np.float64)
+        keep = np.argsort(draws, kind="stable")[:size]
+        return cls(size, draws[keep], np.asarray(ids, dtype=object)[keep], np.asarray(labels, dtype=object)[keep], np.asarray(X, dtype=np.float64)[keep])
+
+    def merge(self, other: HashSample) -> HashSample:
+        return HashSample.of(
+            np.concatenate([self.draws, other.draws]),
+            np.concatenate([self.ids, other.ids]),
+            np.concatenate([self.labels, other.labels]),
+            np.vstack([self.X, other.X]),
+            self.size,
+        )

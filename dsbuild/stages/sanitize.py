@@ -1,0 +1,465 @@
+"""Sanitization: remove poisoned rows (``sanitize``) and mislabeled rows (``label_issues``).
+
+Both stages are chains of fit -> apply passes whose statistics are sums, counts, exact
+per-class top-k lists or hash-keyed samples, so what they remove does not depend on how
+the data is partitioned or on the number of workers.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import Field, model_validator
+
+from dsbuild.kernels import confident as cl
+from dsbuild.kernels.features import image_features
+from dsbuild.kernels.moments import ClassMoments, ColumnMoments
+from dsbuild.kernels.sanitize import (
+    knn_scores,
+    l2_scores,
+    lda_fit,
+    log_loss_scores,
+    principal_subspace,
+    quantize,
+    slab_directions,
+    slab_scores,
+    subspace_residual_scores,
+)
+from dsbuild.kernels.topk import HashSample, LargestPerKey, within_cut
+from dsbuild.records import ID, record_seeds, record_uniform
+from dsbuild.stages.base import FitApplyStage, StageError, StageOptions, register, reject
+
+ImageFeature = Literal["pixels", "hog", "color_hist"]
+
+
+class FeatureOptions(StageOptions):
+    features: Literal["auto", "columns", "image"] = Field(
+        "auto", description="columns: the job's feature columns; image: a vector from the image column; auto: image if the job names one"
+    )
+    image_features: ImageFeature = Field("hog", description="image vector: pixels (downscaled grey), hog, color_hist")
+    image_size: int | None = Field(None, gt=0, description="side of the downscaled image (pixels 16, hog 32) or bins per channel (8)")
+
+
+class _Features:
+    """Turns a partition into (raw feature matrix, label values) the same way every pass."""
+
+    options: FeatureOptions
+
+    def _use_image(self) -> bool:
+        mode = self.options.features
+        return mode == "image" or (mode == "auto" and self.ctx.roles.image is not None)
+
+    def _label(self) -> str:
+        if not self.ctx.roles.label:
+            raise StageError(f"stage {self.ctx.name!r} needs the job's label column (columns.label)")
+        return self.ctx.roles.label
+
+    def check(self, meta: pd.DataFrame) -> None:
+        self.require_columns(meta, [self._label()], what="label column (columns.label)")
+        if self._use_image():
+            self.require_columns(meta, [self.ctx.roles.image or "image"], what="image column (columns.image)")
+            return
+        columns = self.ctx.roles.feature_columns(meta)
+        self.require_columns(meta, columns, what="feature column")
+        if not columns:
+            raise StageError(f"stage {self.ctx.name!r}: no numeric feature columns; name them in columns.features")
+        bad = [c for c in columns if not pd.api.types.is_numeric_dtype(meta[c]) or pd.api.types.is_bool_dtype(meta[c])]
+        if bad:
+            raise StageError(f"stage {self.ctx.name!r}: feature column {bad[0]!r} is not numeric ({meta[bad[0]].dtype})")
+        self.feature_columns_ = columns
+
+    def raw_features(self, part: pd.DataFrame) -> np.ndarray:
+        if self._use_image():
+            o = self.options
+            return image_features(part[self.ctx.roles.image or "image"].to_numpy(), o.image_features, o.image_size)
+        columns = getattr(self, "feature_columns_", None) or self.ctx.roles.feature_columns(part)
+        return part[columns].astype("float64").to_numpy(dtype=np.float64, na_value=np.nan)
+
+    def ids(self, part: pd.DataFrame) -> np.ndarray:
+        return part[ID].astype(str).to_numpy(dtype=object)
+
+
+def _count_labels(values: pd.Series) -> dict:
+    return {k: int(v) for k, v in values.dropna().value_counts(sort=False).items()}
+
+
+def _add_counts(a: dict, b: dict) -> dict:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = out.get(k, 0) + v
+    return out
+
+
+def _sorted_classes(counts: dict) -> list:
+    try:
+        return sorted(counts)
+    except TypeError:
+        return sorted(counts, key=str)
+
+
+def _class_index(values: pd.Series, classes: list) -> np.ndarray:
+    index = pd.Index(classes)
+    return np.asarray(index.get_indexer(values.to_numpy(dtype=object)), dtype=np.int64)
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+# -- sanitize ---------------------------------------------------------------------------
+
+
+class SanitizeOptions(FeatureOptions):
+    method: Literal["l2", "slab", "svd", "knn", "loss"] = Field("l2", description="how a row is scored; larger is more suspicious")
+    fraction: float | None = Field(None, ge=0, lt=1, description="remove exactly floor(fraction * n) rows per class, the highest scores (default 0.05)")
+    threshold: float | None = Field(None, description="remove rows scoring above this instead of a fraction")
+    keep_score: bool = Field(False, description="write each row's score in score_column")
+    score_column: str = Field("sanitize_score", description="column for the score when keep_score is set")
+    variance: float = Field(0.95, gt=0, le=1, description="svd: share of within-class variance the subspace keeps")
+    k: int = Field(5, ge=1, description="knn: neighbours per row")
+    reference_size: int = Field(20_000, ge=1, description="knn: neighbours are searched among this many rows (all if fewer), a hash-chosen sample")
+    folds: int = Field(5, ge=2, description="loss: out-of-fold splits, assigned by a hash of the record id")
+    shrinkage: float = Field(0.1, ge=0, le=1, description="loss: covariance shrinkage of the linear discriminant")
+
+    @model_validator(mode="after")
+    def _one_rule(self):
+        if self.fraction is not None and self.threshold is not None:
+            raise ValueError("give fraction or threshold, not both")
+        if self.fraction is None and self.threshold is None:
+            object.__setattr__(self, "fraction", 0.05)
+        return self
+
+
+@register
+class Sanitize(_Features, FitApplyStage):
+    """Remove rows far from their class: the data-poisoning defences of Steinhardt et al.
+
+    ``l2``: distance to the class centroid. ``slab``: distance along the line between
+    the class centroid and the other classes' mean. ``svd``: distance from the principal
+    subspace of the class-centred data. ``knn``: mean distance to the k nearest rows of
+    the same class. ``loss``: out-of-fold cross-entropy of the row's label under a linear
+    discriminant. Features are standardized first. Passes: (1) column moments and label
+    counts [and the knn reference sample]; (2) class moments; (3) with ``fraction``, the
+    exact per-class top-k of scores; then apply.
+    """
+
+    name = "sanitize"
+    Options = SanitizeOptions
+
+    # pass 1 ----------------------------------------------------------------------------
+    def _partial_columns(self, part: pd.DataFrame, state: Any):
+        X = self.raw_features(part)
+        labels = part[self._label()]
+        sample = None
+        if self.options.method == "knn":
+            draws = record_uniform(self.ctx.seed, self.ctx.name, self.ids(part))
+            keep = labels.notna().to_numpy()
+            sample = HashSample.of(draws[keep], self.ids(part)[keep], labels.to_numpy(dtype=object)[keep], X[keep], self.options.reference_size)
+        return ColumnMoments.of(X) if len(X) else None, _count_labels(labels), sample
+
+    @staticmethod
+    def _combine_columns(a, b):
+        moments = b[0] if a[0] is None else a[0] if b[0] is None else a[0].merge(b[0])
+        sample = b[2] if a[2] is None else a[2] if b[2] is None else a[2].merge(b[2])
+        return moments, _add_counts(a[1], b[1]), sample
+
+    # pass 2 ----------------------------------------------------------------------------
+    def _n_groups(self) -> int:
+        return self.options.folds if self.options.method == "loss" else 1
+
+    def _groups(self, part: pd.DataFrame) -> np.ndarray | None:
+        if self.options.method != "loss":
+            return None
+        return (record_seeds(self.ctx.seed, self.ctx.name + ":fold", self.ids(part)) % np.uint64(self.options.folds)).astype(np.int64)
+
+    def _prepare(self, part: pd.DataFrame, base: dict) -> tuple[np.ndarray, np.ndarray]:
+        Z = base["standardizer"].standardize(self.raw_features(part))
+        return Z, _class_index(part[self._label()], base["classes"])
+
+    def _partial_moments(self, part: pd.DataFrame, base: dict) -> ClassMoments:
+        Z, classes = self._prepare(part, base)
+        return ClassMoments.of(Z, classes, len(base["classes"]), self._groups(part), self._n_groups())
+
+    @staticmethod
+    def _combine_moments(a: ClassMoments, b: ClassMoments) -> ClassMoments:
+        return a.merge(b)
+
+    def _model(self, base: dict, moments: ClassMoments | None) -> dict:
+        method, o = self.options.method, self.options
+        model = dict(base)
+        if method == "knn":
+            sample: HashSample = base["sample"]
+            model["reference"] = (
+                base["standardizer"].standardize(sample.X),
+                _class_index(pd.Series(sample.labels, dtype=object), base["classes"]),
+                sample.ids,
+            )
+            return model
+        total = moments.total()
+        model["centroids"] = total.centroids()
+        if method == "slab":
+            model["directions"] = slab_directions(total)
+        elif method == "svd":
+            basis, ratios = principal_subspace(total.within_scatter(), o.variance)
+            model["basis"] = basis
+            model["explained"] = float(ratios[: basis.shape[1]].sum())
+        elif method == "loss":
+            model["folds"] = [lda_fit(moments.without(g), o.shrinkage) for g in range(o.folds)]
+        return model
+
+    # scores ------------------------------------------------------------------------------
+    def _scores(self, part: pd.DataFrame, model: dict) -> tuple[np.ndarray, np.ndarray]:
+        """(class index, quantized score) of every row; rows without a label score NaN."""
+        Z, classes = self._prepare(part, model)
+        method = self.options.method
+        if method == "l2":
+            s = l2_scores(Z, classes, model["centroids"])
+        elif method == "slab":
+            s = slab_scores(Z, classes, model["centroids"], model["directions"])
+        elif method == "svd":
+            s = subspace_residual_scores(Z, classes, model["centroids"], model["basis"])
+        elif method == "knn":
+            ref_Z, ref_classes, ref_ids = model["reference"]
+            s = knn_scores(Z, classes, self.ids(part), ref_Z, ref_classes, ref_ids, self.options.k)
+        else:
+            s = np.full(len(Z), np.nan)
+            groups = self._groups(part)
+            for g, (coef, intercept) in enumerate(model["folds"]):
+                rows = groups == g
+                s[rows] = log_loss_scores(Z[rows], classes[rows], coef, intercept)
+        return classes, quantize(s)
+
+    # pass 3 ------------------------------------------------------------------------------
+    def _partial_top(self, part: pd.DataFrame, model: dict) -> LargestPerKey:
+        classes, scores = self._scores(part, model)
+        return LargestPerKey.of(classes, scores, self.ids(part), model["budget"])
+
+    @staticmethod
+    def _combine_top(a: LargestPerKey, b: LargestPerKey) -> LargestPerKey:
+        return a.merge(b)
+
+    # wiring ------------------------------------------------------------------------------
+    def build(self, frame, shapes):
+        o = self.options
+        label = self.ctx.name
+        moments, counts, sample = shapes.fit(frame, self._partial_columns, self._combine_columns, label=f"{label}-columns")
+        classes = _sorted_classes(counts)
+        if moments is None or not classes:
+            raise StageError(f"stage {label!r}: no labelled rows to fit on")
+        base = {"classes": classes, "standardizer": moments.standardizer(), "sample": sample}
+        class_moments = None
+        if o.method != "knn":
+            class_moments = shapes.fit(frame, self._partial_moments, self._combine_moments, base, label=f"{label}-moments")
+        model = self._model(base, class_moments)
+        model.pop("sample", None)
+        n = np.array([counts[c] for c in classes], dtype=np.int64)
+        model["budget"] = np.floor(n * (o.fraction or 0.0) + 1e-9).astype(np.int64)
+        model["cut"] = None
+        if o.fraction is not None:
+            top = shapes.fit(frame, self._partial_top, self._combine_top, model, label=f"{label}-top")
+            model["cut"] = top.cut()
+        self.state_ = model
+        self.rounds_ = 3 if o.fraction is not None else 2
+        self.counts_ = dict(zip(classes, n.tolist()))
+        self.reference_rows_ = len(sample.ids) if sample is not None else None
+        return shapes.map(frame, self._apply, shapes.broadcast(model), label=label)
+
+    def apply(self, part: pd.DataFrame, model: dict) -> pd.DataFrame:
+        classes, scores = self._scores(part, model)
+        if model["cut"] is not None:
+            remove = within_cut(classes, scores, self.ids(part), model["cut"])
+        else:
+            remove = scores > self.options.threshold
+        part = reject(part, remove, f"poison:{self.options.method}")
+        if self.options.keep_score:
+            part[self.options.score_column] = scores
+        part["_m_unscored"] = np.isnan(scores).astype(np.int64)
+        return part
+
+    def summary(self) -> dict:
+        model = getattr(self, "state_", None)
+        if model is None:
+            return {}
+        out: dict[str, Any] = {
+            "method": self.options.method,
+            "rule": f"fraction={self.options.fraction}" if self.options.fraction is not None else f"threshold={self.options.threshold}",
+            "rows_per_class": {str(_plain(c)): n for c, n in self.counts_.items()},
+        }
+        if model["cut"] is not None:
+            out["removed_per_class"] = {str(_plain(c)): int(b) for c, b in zip(model["classes"], model["budget"])}
+            out["score_cut_per_class"] = {str(_plain(model["classes"][k])): s for k, (s, _) in model["cut"].items()}
+        if "basis" in model:
+            out["subspace_dim"] = int(model["basis"].shape[1])
+            out["explained_variance"] = model["explained"]
+        if self.reference_rows_ is not None:
+            total = sum(self.counts_.values())
+            out["knn_reference_rows"] = self.reference_rows_
+            out["knn_exact"] = self.reference_rows_ >= total
+        return out
+
+
+# -- label_issues ----------------------------------------------------------------------
+
+MODELS = ("logistic_regression", "random_forest", "hist_gradient_boosting", "lda")
+Scalar = int | float | str | bool | None
+
+
+def make_model(name: str, params: dict, seed: int):
+    """A scikit-learn classifier from the allow-list; the job never names code to import."""
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+    from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+
+    if name == "logistic_regression":
+        return LogisticRegression(**{"max_iter": 1000, **params})
+    if name == "random_forest":
+        return RandomForestClassifier(**{"n_estimators": 100, "random_state": seed, "n_jobs": 1, **params})
+    if name == "hist_gradient_boosting":
+        return HistGradientBoostingClassifier(**{"random_state": seed, **params})
+    if name == "lda":
+        return LinearDiscriminantAnalysis(**{"solver": "lsqr", "shrinkage": "auto", **params})
+    raise StageError(f"unknown model {name!r}; choose from {MODELS}")
+
+
+class LabelIssuesOptions(FeatureOptions):
+    model: Literal["logistic_regression", "random_forest", "hist_gradient_boosting", "lda"] = Field(
+        "logistic_regression", description="scikit-learn classifier for the out-of-fold probabilities"
+    )
+    model_params: dict[str, Scalar] = Field(default_factory=dict, description="constructor settings of that classifier")
+    folds: int = Field(5, ge=2, description="cross-validation folds, assigned by a hash of the record id")
+    max_train_rows: int = Field(100_000, ge=10, description="models train on a hash-chosen sample of this many rows (all if fewer)")
+    action: Literal["drop", "relabel"] = Field("drop", description="drop flagged rows, or replace their label with the suggested one")
+    original_column: str = Field("original_label", description="relabel: where the label before this stage is kept")
+
+
+@register
+class LabelIssues(_Features, FitApplyStage):
+    """Find mislabeled rows with confident learning (Northcutt et al. 2021).
+
+    Out-of-fold probabilities come from K models trained on a hash-chosen sample (all
+    rows when the data fits ``max_train_rows``); a row is scored by the model that did
+    not see its fold. Passes: (1) column moments, label counts, the training sample;
+    (2) per-class thresholds; (3) the confident joint; (4) the exact top-margin rows per
+    (given, true) cell; then apply: drop as ``label-issue=<suggested>`` or relabel.
+    """
+
+    name = "label_issues"
+    Options = LabelIssuesOptions
+
+    def _folds(self, ids: np.ndarray) -> np.ndarray:
+        return (record_seeds(self.ctx.seed, self.ctx.name + ":fold", ids) % np.uint64(self.options.folds)).astype(np.int64)
+
+    def _partial_sample(self, part: pd.DataFrame, state: Any):
+        X = self.raw_features(part)
+        labels = part[self._label()]
+        keep = labels.notna().to_numpy()
+        ids = self.ids(part)
+        draws = record_uniform(self.ctx.seed, self.ctx.name + ":sample", ids)
+        sample = HashSample.of(draws[keep], ids[keep], labels.to_numpy(dtype=object)[keep], X[keep], self.options.max_train_rows)
+        return ColumnMoments.of(X) if len(X) else None, _count_labels(labels), sample
+
+    @staticmethod
+    def _combine_sample(a, b):
+        moments = b[0] if a[0] is None else a[0] if b[0] is None else a[0].merge(b[0])
+        return moments, _add_counts(a[1], b[1]), a[2].merge(b[2])
+
+    def _train(self, sample: HashSample, standardizer, classes: list) -> list:
+        Z = standardizer.standardize(sample.X)
+        y = _class_index(pd.Series(sample.labels, dtype=object), classes)
+        folds = self._folds(sample.ids)
+        models = []
+        for f in range(self.options.folds):
+            rows = folds != f
+            if len(np.unique(y[rows])) < 2:
+                raise StageError(f"stage {self.ctx.name!r}: fold {f} leaves fewer than two classes to train on")
+            model = make_model(self.options.model, self.options.model_params, self.ctx.seed)
+            models.append(model.fit(Z[rows], y[rows]))
+        return models
+
+    def _probs(self, part: pd.DataFrame, state: dict) -> tuple[np.ndarray, np.ndarray]:
+        """(class index, out-of-fold probabilities over all classes) for every row."""
+        Z = state["standardizer"].standardize(self.raw_features(part))
+        labels = _class_index(part[self._label()], state["classes"])
+        probs = np.zeros((len(Z), len(state["classes"])))
+        folds = self._folds(self.ids(part))
+        for f, model in enumerate(state["models"]):
+            rows = folds == f
+            if rows.any():
+                probs[np.ix_(rows, model.classes_)] = model.predict_proba(Z[rows])
+        return labels, quantize(probs)
+
+    def _partial_sums(self, part, state):
+        labels, probs = self._probs(part, state)
+        return cl.ConfidentSums.of(probs, labels, len(state["classes"]))
+
+    def _partial_joint(self, part, state):
+        labels, probs = self._probs(part, state)
+        return cl.confident_joint(probs, labels, state["thresholds"])
+
+    def _partial_top(self, part, state):
+        labels, probs = self._probs(part, state)
+        rows, keys, margins = cl.margin_candidates(probs, labels, state["prune"])
+        return LargestPerKey.of(keys, quantize(margins), self.ids(part)[rows], state["prune"].ravel())
+
+    @staticmethod
+    def _merge(a, b):
+        return a + b if isinstance(a, np.ndarray) else a.merge(b)
+
+    def build(self, frame, shapes):
+        label = self.ctx.name
+        moments, counts, sample = shapes.fit(frame, self._partial_sample, self._combine_sample, label=f"{label}-sample")
+        classes = _sorted_classes(counts)
+        if moments is None or len(classes) < 2:
+            raise StageError(f"stage {label!r}: needs labelled rows of at least two classes")
+        state: dict[str, Any] = {"classes": classes, "standardizer": moments.standardizer()}
+        state["models"] = self._train(sample, state["standardizer"], classes)
+        sums = shapes.fit(frame, self._partial_sums, self._merge, state, label=f"{label}-thresholds")
+        state["thresholds"] = sums.thresholds()
+        joint = shapes.fit(frame, self._partial_joint, self._merge, state, label=f"{label}-joint")
+        state["prune"] = cl.prune_counts(joint, sums.counts)
+        state["cut"] = {}
+        if state["prune"].any():
+            state["cut"] = shapes.fit(frame, self._partial_top, self._merge, state, label=f"{label}-top").cut()
+        self.state_ = state
+        self.joint_ = joint
+        self.counts_ = dict(zip(classes, sums.counts.astype(int).tolist()))
+        self.train_rows_ = len(sample.ids)
+        return shapes.map(frame, self._apply, shapes.broadcast(state), label=label)
+
+    def apply(self, part: pd.DataFrame, state: dict) -> pd.DataFrame:
+        labels, probs = self._probs(part, state)
+        rows, keys, margins = cl.margin_candidates(probs, labels, state["prune"])
+        flagged = np.zeros(len(part), dtype=bool)
+        flagged[rows[within_cut(keys, quantize(margins), self.ids(part)[rows], state["cut"])]] = True
+        flagged &= ~cl.agrees_with_label(probs, labels)
+        suggested = np.asarray(state["classes"], dtype=object)[cl.suggested_labels(probs, labels)]
+        column = self._label()
+        if self.options.action == "drop":
+            reasons = np.array([f"label-issue={s}" for s in suggested], dtype=object)
+            part = reject(part, flagged, reasons)
+        else:
+            part[self.options.original_column] = part[column]
+            new = part[column].astype(object).to_numpy(copy=True)
+            new[flagged] = suggested[flagged]
+            part[column] = pd.Series(new, index=part.index).astype(part[column].dtype)
+            part["_m_relabelled"] = flagged.astype(np.int64)
+        part["_m_label_issues"] = flagged.astype(np.int64)
+        return part
+
+    def summary(self) -> dict:
+        state = getattr(self, "state_", None)
+        if state is None:
+            return {}
+        names = [str(_plain(c)) for c in state["classes"]]
+        total = sum(self.counts_.values())
+        return {
+            "model": self.options.model,
+            "folds": self.options.folds,
+            "train_rows": self.train_rows_,
+            "trained_on_sample": self.train_rows_ < total,
+            "thresholds": dict(zip(names, state["thresholds"].round(6).tolist())),
+            "confident_joint": {"given x true": names, "counts": self.joint_.tolist()},
+            "flag_budget": {"given x true": names, "counts": state["prune"].tolist()},
+        }
