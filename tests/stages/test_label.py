@@ -1,0 +1,245 @@
+"""Label stages on simulated crowds over real labels (digits, Adult)."""
+
+import dask.dataframe as dd
+import numpy as np
+import pandas as pd
+import pytest
+from pydantic import ValidationError
+from sklearn.datasets import load_digits
+
+from dsbuild.io.sources import bundled_path
+from dsbuild.kernels.crowd import DawidSkene, Votes, majority_vote
+from dsbuild.kernels.crowd_simulation import simulate_annotations
+from dsbuild.stages.base import Roles, StageError
+from dsbuild.stages.label import AggregateLabels, LabelingFunctions
+from dsbuild.testing import run_stage
+
+
+@pytest.fixture(scope="module")
+def digits_crowd():
+    y = load_digits().target
+    ids = np.array([f"digit-{i}" for i in range(len(y))])
+    ann, _, kind = simulate_annotations(y, 60, np.random.default_rng(3), item_ids=ids, spammers=0.25, adversaries=0.1)
+    ann["annotator"] = "w" + ann["annotator"].astype(str)
+    data = pd.DataFrame({"id": ids, "pixel_sum": load_digits().data.sum(axis=1)})
+    return y, ids, ann, data, kind
+
+
+@pytest.fixture(scope="module")
+def adult_crowd():
+    adult = pd.read_csv(bundled_path("adult"), nrows=4000)
+    truth = (adult["income"] == ">50K").to_numpy().astype(int)
+    ids = np.array([f"adult:{i}" for i in range(len(adult))])
+    ann, _, _ = simulate_annotations(truth, 40, np.random.default_rng(5), item_ids=ids, spammers=0.2, adversaries=0.1)
+    ann["label"] = np.where(ann["label"] == 1, ">50K", "<=50K")
+    data = adult.drop(columns=["income"]).assign(id=ids)
+    return adult["income"].to_numpy(), ids, ann, data
+
+
+def accuracy(kept, ids, truth, column="label"):
+    lookup = pd.Series(truth, index=ids)
+    return float((kept[column].astype(object).to_numpy() == lookup[kept["id"]].to_numpy()).mean())
+
+
+def kernel_labels(ann, ids, one_coin=False):
+    """The plain kernel on the whole frame in one process: what the stage must reproduce."""
+    item = pd.Index(ids).get_indexer(ann["item"])
+    annotators, a = np.unique(ann["annotator"], return_inverse=True)
+    votes = Votes(item, a, ann["label"], len(ids), len(annotators), 10)
+    model = DawidSkene(10, len(annotators), one_coin=one_coin).fit(votes)
+    return model.predict(votes), majority_vote(votes)[0]
+
+
+def test_dawid_skene_stage_equals_the_kernel_and_beats_majority_vote(digits_crowd):
+    y, ids, ann, data, _ = digits_crowd
+    stage = AggregateLabels(annotations=ann, method="dawid_skene")
+    kept, rejected = run_stage(stage, data, npartitions=3)
+    assert rejected.empty and len(kept) == len(data)
+    expected, mv = kernel_labels(ann, ids)
+    got = kept.set_index("id").loc[ids, "label"].to_numpy()
+    assert (got != expected).sum() <= 2  # the stage applies one E-step more than the kernel's fit
+    ds_acc = accuracy(kept, ids, y)
+    assert ds_acc > (mv == y).mean() + 0.03
+    assert kept["label_annotations"].between(3, 7).all()
+    assert kept["label_confidence"].between(0, 1).all()
+    summary = stage.summary()
+    assert summary["rounds"] > 2 and summary["converged"]
+    assert summary["annotations"]["used"] == len(ann)
+    assert abs(sum(summary["prior"].values()) - 1) < 1e-9
+
+
+def test_results_do_not_depend_on_partitioning(client, digits_crowd):
+    y, ids, ann, data, _ = digits_crowd
+    ann, data = ann[ann["item"].isin(ids[:600])], data.head(600)
+    outs = []
+    for n_data, n_ann in ((1, 1), (4, 3)):
+        shuffled = dd.from_pandas(ann.sample(frac=1.0, random_state=n_data), npartitions=n_ann)
+        stage = AggregateLabels(annotations=shuffled, method="dawid_skene")
+        kept, _ = run_stage(stage, data.sample(frac=1.0, random_state=n_ann), npartitions=n_data)
+        outs.append(kept)
+    pd.testing.assert_series_equal(outs[0]["label"], outs[1]["label"])
+    np.testing.assert_allclose(outs[0]["label_confidence"], outs[1]["label_confidence"], atol=1e-9)
+
+
+@pytest.mark.parametrize("method", ["majority_vote", "wawa", "one_coin_dawid_skene"])
+def test_other_methods_on_adult(adult_crowd, method):
+    truth, ids, ann, data = adult_crowd
+    kept, rejected = run_stage(AggregateLabels(annotations=ann, method=method, labels=["<=50K", ">50K"]), data, npartitions=2)
+    assert rejected.empty
+    acc = accuracy(kept, ids, truth)
+    assert kept["label"].isin(["<=50K", ">50K"]).all()
+    assert acc > 0.8, acc
+
+
+def test_adult_dawid_skene_beats_majority_vote(adult_crowd):
+    truth, ids, ann, data = adult_crowd
+    accs = {}
+    for method in ("majority_vote", "dawid_skene"):
+        kept, _ = run_stage(AggregateLabels(annotations=ann, method=method), data, npartitions=2)
+        accs[method] = accuracy(kept, ids, truth)
+    assert accs["dawid_skene"] > accs["majority_vote"] + 0.02, accs
+
+
+def test_messy_annotations_are_counted_not_fatal():
+    data = pd.DataFrame({"id": ["a", "b", "c", "d"], "label": ["old", "old", "old", "old"]})
+    ann = pd.DataFrame(
+        {
+            "task": ["a", "a", "a", "b", "b", "b", "zz", "a", "c", None],
+            "worker": ["w1", "w2", "w3", "w1", "w2", "w2", "w1", "w1", "w9", "w1"],
+            "answer": ["cat", "cat", "dog", "dog", "dog", "fish", "cat", "cat", None, "cat"],
+        }
+    )
+    stage = AggregateLabels(
+        annotations={"frame": ann, "item": "task", "annotator": "worker", "label": "answer"},
+        labels=["cat", "dog"], method="majority_vote",
+    )
+    kept, rejected = run_stage(stage, data, npartitions=2)
+    assert kept.set_index("id")["label"].to_dict() == {"a": "cat", "b": "dog"}
+    assert rejected.set_index("id")["reason"].to_dict() == {"c": "no-annotations", "d": "no-annotations"}
+    s = stage.summary()["annotations"]
+    assert s["rows"] == 10 and s["used"] == 7
+    assert s["missing_value"] == 2 and s["outside_labels"] == 1 and s["outside_label_examples"] == ["fish"]
+    assert s["duplicate_answers"] == 1  # w1 answered "a" twice
+    assert stage.summary()["items_annotated"] == 3  # a, b and the unknown item zz
+    assert stage.summary()["annotators"]["single_answer"] == 1  # w3
+
+    keep = AggregateLabels(annotations={"frame": ann, "item": "task", "annotator": "worker", "label": "answer"},
+                           labels=["cat", "dog"], no_annotations="keep", method="majority_vote")
+    kept, rejected = run_stage(keep, data, npartitions=1)
+    assert rejected.empty
+    assert kept.set_index("id")["label"].to_dict() == {"a": "cat", "b": "dog", "c": "old", "d": "old"}
+    assert kept.set_index("id")["label_annotations"].to_dict() == {"a": 4, "b": 2, "c": 0, "d": 0}
+
+
+def test_single_answer_annotators_and_min_votes(digits_crowd):
+    y, ids, ann, data, _ = digits_crowd
+    extra = pd.DataFrame({"item": ids[:5], "annotator": [f"once{i}" for i in range(5)], "label": y[:5]})
+    both = pd.concat([ann, extra], ignore_index=True)
+    stage = AggregateLabels(annotations=both, method="dawid_skene")
+    run_stage(stage, data.head(200), npartitions=2)
+    assert stage.summary()["annotators"]["single_answer"] == 5
+    strict = AggregateLabels(annotations=both, method="dawid_skene", min_annotator_votes=2)
+    run_stage(strict, data.head(200), npartitions=2)
+    assert strict.summary()["annotations"]["from_annotators_below_min_votes"] == 5
+    assert strict.summary()["annotators"]["count"] == 60
+
+
+def test_gold_items_keep_their_label_and_score_annotators(digits_crowd, tmp_path):
+    y, ids, ann, data, kind = digits_crowd
+    gold = pd.Series(pd.NA, index=range(len(y)), dtype="Int64")
+    gold[:300] = y[:300]
+    gold[0] = (y[0] + 1) % 10  # a gold label that the crowd disagrees with is still kept
+    with_gold = data.assign(known=gold.to_numpy())
+    out = tmp_path / "annotators.parquet"
+    stage = AggregateLabels(annotations=ann, gold="known", annotators_output=str(out))
+    kept, _ = run_stage(stage, with_gold, npartitions=3)
+    k = kept.set_index("id")
+    assert k.loc[ids[0], "label"] == (y[0] + 1) % 10 and k.loc[ids[0], "label_confidence"] == 1.0
+    assert (k.loc[ids[1:300], "label"].to_numpy() == y[1:300]).all()
+    table = pd.read_parquet(out)
+    assert len(table) == 60 and table["gold_votes"].sum() > 0
+    # gold accuracy separates honest annotators from adversaries
+    table["kind"] = kind[table["annotator"].str[1:].astype(int)]
+    by_kind = table[table["gold_votes"] >= 5].groupby("kind")["gold_accuracy"].mean()
+    assert by_kind[0] > by_kind[2] + 0.4
+    assert stage.summary()["gold_items_annotated"] == 300
+    assert stage.summary()["annotators"]["with_gold"] == int((table["gold_votes"] > 0).sum())
+
+
+def test_majority_vote_ties_are_seeded_and_partition_independent():
+    n = 400
+    ids = [f"t{i}" for i in range(n)]
+    ann = pd.DataFrame({"item": np.repeat(ids, 2), "annotator": ["x", "y"] * n, "label": ["a", "b"] * n})
+    data = pd.DataFrame({"id": ids})
+    first, _ = run_stage(AggregateLabels(annotations=ann, method="majority_vote"), data, npartitions=1, seed=7)
+    second, _ = run_stage(AggregateLabels(annotations=ann, method="majority_vote"), data, npartitions=3, seed=7)
+    pd.testing.assert_series_equal(first["label"], second["label"])
+    assert 150 < (first["label"] == "a").sum() < 250
+    assert (first["label_confidence"] == 0.5).all()
+    always_first, _ = run_stage(AggregateLabels(annotations=ann, method="majority_vote", ties="first"), data)
+    assert (always_first["label"] == "a").all()
+
+
+def test_settings_errors_point_at_the_problem(digits_crowd):
+    _, _, ann, data, _ = digits_crowd
+    with pytest.raises(ValidationError):
+        AggregateLabels(annotations=ann, methd="wawa")
+    with pytest.raises(StageError, match="annotation column 'worker'"):
+        run_stage(AggregateLabels(annotations={"frame": ann, "annotator": "worker"}), data)
+    with pytest.raises(StageError, match="gold column"):
+        run_stage(AggregateLabels(annotations=ann, gold="truth"), data)
+
+
+# -- labeling_functions -----------------------------------------------------------------
+
+ADULT_RULES = [
+    {"name": "degree", "label": ">50K", "column": "education", "op": "in", "value": ["Masters", "Doctorate", "Prof-school"]},
+    {"name": "young", "label": "<=50K", "column": "age", "op": "<", "value": 25},
+    {"name": "part_time", "label": "<=50K", "column": "hours-per-week", "op": "<", "value": 30},
+    {"name": "capital", "label": ">50K", "column": "capital-gain", "op": ">", "value": 5000},
+    {"name": "single", "label": "<=50K", "column": "marital-status", "op": "matches", "value": "Never-married|Divorced|Separated"},
+    {"name": "exec_married", "label": ">50K", "when": [
+        {"column": "occupation", "op": "contains", "value": "exec|prof", "case": False},
+        {"column": "relationship", "op": "in", "value": ["Husband", "Wife"]},
+    ]},
+]
+
+
+def test_labeling_functions_on_adult(adult_crowd):
+    truth, ids, _, data = adult_crowd
+    stage = LabelingFunctions(rules=ADULT_RULES, method="dawid_skene")
+    kept, rejected = run_stage(stage, data, npartitions=3)
+    summary = stage.summary()
+    fired = {r["rule"]: r["fired"] for r in summary["rules"]}
+    assert fired["degree"] == int(data["education"].isin(["Masters", "Doctorate", "Prof-school"]).sum())
+    assert fired["young"] == int((data["age"] < 25).sum())
+    assert fired["exec_married"] == int(
+        (data["occupation"].str.contains("exec|prof", case=False, na=False) & data["relationship"].isin(["Husband", "Wife"])).sum()
+    )
+    assert summary["covered"] == len(kept)
+    assert set(rejected["reason"]) <= {"no-votes"} and len(kept) + len(rejected) == len(data)
+    assert accuracy(kept, ids, truth) > 0.75
+    one_rule_rows = kept[kept["label_votes"] == 1]
+    assert len(one_rule_rows) > 0 and one_rule_rows["label"].isin(["<=50K", ">50K"]).all()
+
+
+def test_labeling_functions_accept_python_functions_and_gold():
+    data = pd.DataFrame({"id": [f"r{i}" for i in range(6)], "text": ["great film", "awful", "great", "meh", "awful plot", "fine"],
+                         "known": [None, None, None, "neg", None, None]})
+
+    def exclamation(part):
+        return np.where(part["text"].str.contains("fine"), "pos", None)
+
+    rules = [
+        {"name": "great", "label": "pos", "column": "text", "op": "contains", "value": r"\bgreat\b"},
+        {"name": "awful", "label": "neg", "column": "text", "op": "contains", "value": "awful"},
+        exclamation,
+    ]
+    stage = LabelingFunctions(rules=rules, labels=["neg", "pos"], method="majority_vote", gold="known")
+    kept, rejected = run_stage(stage, data, npartitions=2, roles=Roles(label="sentiment"))
+    assert kept.set_index("id")["sentiment"].to_dict() == {"r0": "pos", "r1": "neg", "r2": "pos", "r3": "neg", "r4": "neg", "r5": "pos"}
+    assert rejected.empty
+    with pytest.raises(ValidationError, match="unknown op"):
+        LabelingFunctions(rules=[{"label": "x", "column": "text", "op": "~="}])
+    with pytest.raises(StageError, match="not in labels"):
+        run_stage(LabelingFunctions(rules=[{"label": "x", "column": "text", "op": "not_null"}], labels=["y"]), data)
