@@ -1,0 +1,198 @@
+"""End to end: jobs on a real LocalCluster, the output contract and the ledger."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cloudpickle
+import dask.dataframe as dd
+import numpy as np
+import pandas as pd
+import pyarrow.dataset as ds
+import pytest
+
+import dsbuild
+from dsbuild.io.sink import OutputExists
+from dsbuild.kernels.decode import encode_image
+from dsbuild.pipeline import LedgerError
+from dsbuild.stages.base import MapStage, register
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def digits_job(tmp_path, partitions=4, **sink):
+    return {
+        "name": "digits",
+        "seed": 0,
+        "source": {"format": "sample", "name": "digits", "partitions": partitions},
+        "columns": {"label": "label", "image": "image"},
+        "stages": [
+            {"validate_images": {}},
+            {"select": {"where": [{"column": "label", "op": "not_in", "value": ["3", "8"]}]}},
+        ],
+        "sink": {"path": str(tmp_path / "out"), "shard_rows": 400, **sink},
+    }
+
+
+def read_output(path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    kept = pd.read_parquet(Path(path) / "data").sort_values("id").reset_index(drop=True)
+    rejects = pd.read_parquet(Path(path) / "rejects").sort_values("id").reset_index(drop=True)
+    return kept, rejects
+
+
+def test_output_contract(client, tmp_path):
+    manifest = dsbuild.run(digits_job(tmp_path), client=client)
+    out = tmp_path / "out"
+    assert (out / "_SUCCESS").exists() and (out / "manifest.json").exists()
+    assert not list(tmp_path.glob("out.tmp-*"))
+    on_disk = json.loads((out / "manifest.json").read_text())
+    assert on_disk["ledger"] == {"balanced": True, "problems": []}
+    assert on_disk["totals"] == {"in": 1797, "kept": 1797 - 174 - 183, "rejected": 174 + 183, "added": 0}
+    select = on_disk["stages"][2]
+    assert select["rejected_by_reason"] == {"filter:label:not_in:3,8": 357}
+    # shards respect the target size and the manifest's counts and checksums match the files
+    import hashlib
+
+    for shard in on_disk["outputs"]["data"]:
+        assert shard["rows"] <= 400
+        assert hashlib.sha256((out / shard["file"]).read_bytes()).hexdigest() == shard["sha256"]
+    kept, rejects = read_output(out)
+    assert len(kept) == 1440 and set(kept["label"]) == set("0124567 9".replace(" ", ""))
+    assert set(rejects["stage"]) == {"select"} and rejects["reason"].str.startswith("filter:").all()
+    assert "_reason" not in kept.columns and "_added" not in kept.columns
+    # readable by the usual tools, without dsbuild
+    assert ds.dataset(out / "data").count_rows() == 1440
+    assert len(dd.read_parquet(str(out / "data"))) == 1440
+    assert manifest["input"]["fingerprint"] == on_disk["input"]["fingerprint"]
+
+
+def test_same_rows_whatever_the_workers_and_partitions(client, tmp_path):
+    dsbuild.run(digits_job(tmp_path / "a", partitions=3), client=client)
+    dsbuild.run(digits_job(tmp_path / "b", partitions=7, shard_rows=150), cluster="local", workers=1)
+    kept_a, rej_a = read_output(tmp_path / "a" / "out")
+    kept_b, rej_b = read_output(tmp_path / "b" / "out")
+    pd.testing.assert_frame_equal(kept_a, kept_b)
+    pd.testing.assert_frame_equal(rej_a, rej_b)
+
+
+def write_corrupt_images(folder: Path) -> None:
+    rng = np.random.default_rng(1)
+    good = encode_image(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8))
+    (folder / "ok").mkdir(parents=True)
+    for i in range(5):
+        (folder / "ok" / f"{i}.png").write_bytes(encode_image(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)))
+    (folder / "ok" / "truncated.png").write_bytes(good[: len(good) // 2])
+    (folder / "ok" / "text.jpg").write_text("definitely not a jpeg")
+    (folder / "ok" / "empty.png").write_bytes(b"")
+    bomb = bytearray(good)
+    bomb[16:24] = (100_000).to_bytes(4, "big") * 2  # IHDR claims 100000 x 100000
+    (folder / "ok" / "bomb.png").write_bytes(bytes(bomb))
+
+
+def test_corrupt_images_reach_rejects_with_reasons(client, tmp_path):
+    write_corrupt_images(tmp_path / "imgs")
+    job = {
+        "name": "images",
+        "source": {"format": "images", "path": str(tmp_path / "imgs"), "files_per_partition": 3},
+        "columns": {"image": "image"},
+        "stages": [{"validate_images": {}}],
+        "sink": {"path": str(tmp_path / "out")},
+    }
+    manifest = dsbuild.run(job, client=client)
+    kept, rejects = read_output(tmp_path / "out")
+    assert len(kept) == 5 and (kept["image_height"] == 16).all()
+    reasons = dict(zip(rejects["id"], rejects["reason"]))
+    assert reasons == {
+        "ok/truncated.png": "truncated",
+        "ok/text.jpg": "decode-error:unknown-format",
+        "ok/empty.png": "empty-image",
+        "ok/bomb.png": "too-large:100000x100000",
+    }
+    assert rejects.set_index("id").loc["ok/text.jpg", "image"] == b"definitely not a jpeg"  # whole row kept
+    assert manifest["stages"][1]["rejected"] == 4
+
+
+def test_corrupt_tabular_input_is_accounted_for(client, tmp_path):
+    rows = ["name,age,score"] + [f"p{i},{20 + i % 50},{i / 10}" for i in range(3000)]
+    rows[2001] = "p2000,twenty,1.0"
+    rows[2501] = "p2500,30,1.0,surprise"
+    (tmp_path / "people.csv").write_text("\n".join(rows) + "\n")
+    job = {
+        "name": "people",
+        "source": {"format": "csv", "path": str(tmp_path / "people.csv"), "blocksize": 20_000},
+        "stages": [{"cast": {"schema": {"score": "int"}}}],
+        "sink": {"path": str(tmp_path / "out")},
+    }
+    manifest = dsbuild.run(job, client=client)
+    kept, rejects = read_output(tmp_path / "out")
+    by_id = rejects.set_index("id")
+    assert by_id.loc["people.csv:2000", "reason"] == "type:age=twenty"
+    assert by_id.loc["people.csv:2000", "stage"] == "source"
+    assert by_id.loc["people.csv:2000", "raw"] == "p2000,twenty,1.0"
+    assert by_id.loc["people.csv:2500", "reason"] == "csv:fields=expected 3, got 4"
+    # cast to int rejects every score with a fraction, naming the value
+    assert by_id.loc["people.csv:1", "reason"] == "cast:score:int=0.1"
+    assert manifest["stages"][0]["rejected"] == 2
+    assert len(kept) + len(rejects) == 3000
+    assert manifest["ledger"]["balanced"]
+
+
+def test_refuses_to_overwrite_unless_asked(client, tmp_path):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "precious.txt").write_text("keep me")
+    with pytest.raises(OutputExists, match="exists and is not empty"):
+        dsbuild.run(digits_job(tmp_path), client=client)
+    assert (tmp_path / "out" / "precious.txt").exists()
+    dsbuild.run(digits_job(tmp_path), client=client, overwrite=True)
+    assert not (tmp_path / "out" / "precious.txt").exists() and (tmp_path / "out" / "_SUCCESS").exists()
+
+
+@register
+class DropQuietly(MapStage):
+    """A broken stage: loses every tenth row without a reason."""
+
+    name = "test_drop_quietly"
+
+    def process(self, part):
+        return part.iloc[::10]
+
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+def test_ledger_catches_a_stage_that_loses_rows(client, tmp_path):
+    job = digits_job(tmp_path)
+    job["stages"].append({"test_drop_quietly": {}})
+    with pytest.raises(LedgerError, match=r"stage test_drop_quietly: 1440 rows in, but \d+ kept \+ 0 rejected"):
+        dsbuild.run(job, client=client)
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob("out.tmp-*"))
+
+
+def test_a_run_killed_half_way_leaves_nothing_that_looks_complete(tmp_path):
+    """SIGKILL the whole `dsbuild run` while it writes: the output path must not exist."""
+    job = digits_job(tmp_path)
+    job["source"] = {"format": "sample", "name": "adult", "partitions": 4}
+    job["columns"] = {"label": "income"}
+    job["stages"] = [{"cast": {"schema": {"age": "float"}}}] * 40
+    job["sink"]["shard_rows"] = 50
+    path = tmp_path / "job.yaml"
+    import yaml
+
+    path.write_text(yaml.safe_dump(job))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dsbuild.cli", "run", str(path), "--workers", "1", "--quiet"],
+        cwd=ROOT, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(tmp_path.glob("out.tmp-*/_staging")):
+        assert proc.poll() is None, proc.stdout.read().decode()
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert list(tmp_path.glob("out.tmp-*")), "the run was killed before it began writing"
+    out = tmp_path / "out"
+    assert not (out / "_SUCCESS").exists() and not (out / "manifest.json").exists()
