@@ -30,22 +30,26 @@ MODELS = {
 }
 
 
-def model_pipeline(name: str, numeric: Sequence[str], categorical: Sequence[str], seed: int = 0):
-    """Impute and scale numbers, one-hot categories (missing is a category), then the model."""
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
+def encoder(numeric: Sequence[str], categorical: Sequence[str]) -> ColumnTransformer:
+    """Impute and scale numbers, one-hot categories (missing is a category)."""
     parts = []
     if numeric:
         parts.append(("num", make_pipeline(SimpleImputer(strategy="median"), StandardScaler()), list(numeric)))
     if categorical:
         parts.append(("cat", OneHotEncoder(handle_unknown="ignore", sparse_output=False), list(categorical)))
-    return make_pipeline(ColumnTransformer(parts), MODELS[name](seed))
+    return ColumnTransformer(parts)
 
 
 class OutOfFoldRanker:
-    """One model per fold, each fitted on the sample without that fold."""
+    """One model per fold, each fitted on the sample without that fold.
+
+    The encoding (imputation, scaling, one-hot) uses no labels, so it is fitted once on
+    the whole sample and shared by the folds' models; scoring encodes each row once.
+    """
 
     def __init__(self, model: str = "logistic_regression", numeric=(), categorical=(), folds: int = 5, seed: int = 0):
+        if model not in MODELS:
+            raise ValueError(f"unknown model {model!r}; choose one of {sorted(MODELS)}")
         self.model = model
         self.numeric = list(numeric)
         self.categorical = list(categorical)
@@ -56,25 +60,28 @@ class OutOfFoldRanker:
         y = np.asarray(y, dtype=bool)
         if len(np.unique(y)) < 2:
             raise ValueError("the ranker's sample has only one label; it cannot learn a score")
+        self.encoder_ = encoder(self.numeric, self.categorical).fit(self._x(x))
+        z = self.encoder_.transform(self._x(x))
         self.models_ = []
         for k in range(self.folds):
             train = np.asarray(fold) != k
             if len(np.unique(y[train])) < 2:
                 train = np.ones(len(y), dtype=bool)
-            m = model_pipeline(self.model, self.numeric, self.categorical, self.seed)
-            self.models_.append(m.fit(self._x(x[train]), y[train]))
+            self.models_.append(MODELS[self.model](self.seed).fit(z[train], y[train]))
         self.n_samples_ = len(y)
         return self
 
     def score(self, x: pd.DataFrame, fold: np.ndarray) -> np.ndarray:
         """P(favourable) per row, from the model that did not see the row's fold."""
         out = np.zeros(len(x), dtype=np.float64)
+        if len(x) == 0:
+            return out
+        z = self.encoder_.transform(self._x(x))
         fold = np.asarray(fold)
         for k, m in enumerate(self.models_):
             rows = fold == k
             if rows.any():
-                proba = m.predict_proba(self._x(x[rows]))
-                out[rows] = proba[:, list(m.classes_).index(True)]
+                out[rows] = m.predict_proba(z[rows])[:, list(m.classes_).index(True)]
         return out
 
     def _x(self, x: pd.DataFrame) -> pd.DataFrame:

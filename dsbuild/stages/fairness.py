@@ -219,8 +219,9 @@ class FairnessStage(FitApplyStage):
         except ValueError as e:
             raise StageError(f"stage {self.ctx.name!r}: {e}") from None
 
-    def scores(self, part: pd.DataFrame, ranker: OutOfFoldRanker) -> np.ndarray:
-        _, fold = self.draws(part, self.options.folds)
+    def scores(self, part: pd.DataFrame, ranker: OutOfFoldRanker, fold: np.ndarray | None = None) -> np.ndarray:
+        if fold is None:
+            _, fold = self.draws(part, self.options.folds)
         return ranker.score(self.ranker_frame(part), fold)
 
     def _pass_through(self, part: pd.DataFrame, state=None) -> pd.DataFrame:
@@ -474,11 +475,11 @@ class Resample(FairnessStage):
         return np.array([None if y is None else f"{g}/{y}" for g, y in zip(groups, labels)], dtype=object)
 
     def _keys(self, part, state) -> tuple[np.ndarray, np.ndarray]:
-        u, _ = self.draws(part)
+        u, fold = self.draws(part, self.options.folds)
         if state is None:
             return u, u
         positive = np.array([v == state["favorable"] for v in part[self.label]], dtype=bool)
-        return _borderline_keys(self.scores(part, state["ranker"]), positive), u
+        return _borderline_keys(self.scores(part, state["ranker"], fold), positive), u
 
     def _apply(self, part, plan):
         part = with_marks(part)
@@ -574,9 +575,9 @@ class Massage(FairnessStage):
         return cells
 
     def _keys(self, part, state) -> tuple[np.ndarray, np.ndarray]:
-        u, _ = self.draws(part)
+        u, fold = self.draws(part, self.options.folds)
         positive = self._positive(part, state["favorable"])
-        return _borderline_keys(self.scores(part, state["ranker"]), positive), u
+        return _borderline_keys(self.scores(part, state["ranker"], fold), positive), u
 
     def _apply(self, part, plan):
         part = with_marks(part)

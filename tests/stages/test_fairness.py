@@ -1,0 +1,216 @@
+"""Fairness stages on Adult and German credit: right figures, same for any partitioning."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from fairlearn.preprocessing import CorrelationRemover as FairlearnCorrelationRemover
+
+import dsbuild
+from dsbuild.stages import StageError
+from dsbuild.stages.base import Roles
+from dsbuild.stages.fairness import (
+    CorrelationRemoverStage,
+    DisparateImpactRemover,
+    FairnessAudit,
+    Massage,
+    Resample,
+    Reweigh,
+    order_warnings_for_job,
+)
+from dsbuild.testing import run_stage
+
+DATA = Path(dsbuild.__file__).parent / "io" / "data"
+PARTITIONS = (1, 3, 7)
+ADULT = Roles(label="income", sensitive=("sex", "race"))
+ADULT_SEX = Roles(label="income", sensitive=("sex",))
+GERMAN = Roles(label="credit", sensitive=("age",))
+FEATURES = ["age", "fnlwgt", "education-num", "capital-gain", "capital-loss", "hours-per-week"]
+
+
+@pytest.fixture(scope="module")
+def adult():
+    a = pd.read_csv(DATA / "adult.csv.gz")
+    a.insert(0, "id", [f"adult:{i}" for i in range(len(a))])
+    return a
+
+
+@pytest.fixture(scope="module")
+def german():
+    g = pd.read_csv(DATA / "german_credit.csv.gz")
+    g.insert(0, "id", [f"german:{i}" for i in range(len(g))])
+    return g
+
+
+def run_all(make, frame, roles, partitions=PARTITIONS):
+    out = []
+    for n in partitions:
+        stage = make()
+        kept, rejected = run_stage(stage, frame, npartitions=n, roles=roles)
+        out.append((stage, kept, rejected))
+    return out
+
+
+def test_audit_figures_and_partition_independence(adult):
+    runs = run_all(lambda: FairnessAudit(favorable=">50K", privileged={"sex": "Male", "race": "White"}), adult, ADULT)
+    summaries = [s.summary() for s, _, _ in runs]
+    assert summaries[0] == summaries[1] == summaries[2]
+    kept = runs[0][1]
+    assert len(kept) == len(adult) and runs[0][2].empty
+    data = summaries[0]["data"]
+    y = adult["income"] == ">50K"
+    rate = y.groupby(adult["sex"]).mean()
+    assert data["sex"]["di"] == pytest.approx(rate["Female"] / rate["Male"], abs=1e-6)
+    assert data["sex"]["spd"] == pytest.approx(rate["Female"] - rate["Male"], abs=1e-6)
+    cross = y.groupby([adult["sex"], adult["race"]]).mean()
+    group = data["sex × race"]["groups"]["Female, Black"]
+    assert group["base_rate"] == pytest.approx(cross[("Female", "Black")], abs=1e-6)
+    assert group["di"] == pytest.approx(cross[("Female", "Black")] / cross[("Male", "White")], abs=1e-6)
+    assert data["sex × race"]["reference"] == "Male, White"
+
+
+def test_audit_with_a_model_reports_its_predictions(german):
+    stage = FairnessAudit(favorable="good", bins={"age": [25]}, model="logistic_regression", folds=3)
+    run_stage(stage, german, npartitions=3, roles=GERMAN)
+    s = stage.summary()
+    assert set(s["data"]["age"]["groups"]) == {"<25", ">=25"}
+    assert s["data"]["age"]["groups"]["<25"]["count"] == (german["age"] < 25).sum()
+    model = s["model"]
+    assert 0 <= model["equalized_odds"]["age"]["equalized_odds_difference"] <= 1
+    assert set(model["predictions"]["age"]["groups"]) == {"<25", ">=25"}
+
+
+def test_reweigh_equals_direct_pandas_and_composes(german):
+    german = german.assign(weight=np.where(german["sex"] == "female", 2.0, 1.0))
+    runs = run_all(lambda: Reweigh(favorable="good", bins={"age": [25]}), german, GERMAN)
+    weights = [k.set_index("id")["weight"] for _, k, _ in runs]
+    pd.testing.assert_series_equal(weights[0], weights[1], rtol=1e-12)
+    pd.testing.assert_series_equal(weights[0], weights[2], rtol=1e-12)
+    g = german.assign(s=np.where(german["age"] >= 25, "old", "young"))
+    total = g["weight"].sum()
+    p_s = g.groupby("s")["weight"].sum() / total
+    p_y = g.groupby("credit")["weight"].sum() / total
+    p_sy = g.groupby(["s", "credit"])["weight"].sum() / total
+    expected = g["weight"] * [p_s[s] * p_y[y] / p_sy[(s, y)] for s, y in zip(g["s"], g["credit"])]
+    got = weights[0].reindex(g["id"]).to_numpy()
+    np.testing.assert_allclose(got, expected.to_numpy(), rtol=1e-12)
+    after = runs[0][0].summary()["after"]["age"]
+    assert after["di"] == pytest.approx(1.0, abs=1e-6)
+    assert runs[0][0].summary()["before"]["age"]["di"] < 0.95
+
+
+def cell_sizes(kept, frame_label, groups):
+    return kept.groupby([groups, kept[frame_label]]).size()
+
+
+@pytest.mark.parametrize("method", ["uniform", "preferential"])
+def test_resample_reaches_the_target_cells_exactly(german, method):
+    runs = run_all(lambda: Resample(favorable="good", bins={"age": [25]}, method=method, folds=3), german, GERMAN)
+    stage, kept, rejected = runs[0]
+    for _, k, r in runs[1:]:
+        assert k["id"].tolist() == kept["id"].tolist()
+        assert r["id"].tolist() == rejected["id"].tolist()
+    targets = {c["cell"]: c["target"] for c in stage.summary()["cells"]}
+    groups = np.where(kept["age"] >= 25, ">=25", "<25")
+    sizes = kept.groupby([groups, kept["credit"]]).size()
+    for (g, y), n in sizes.items():
+        assert n == targets[f"{g}/{y}"]
+    added = kept[kept["id"].str.contains("#rs")]
+    assert len(added) == sum(max(c["target"] - c["count"], 0) for c in stage.summary()["cells"])
+    parents = added["id"].str.split("#").str[0]
+    originals = german.set_index("id").loc[parents]
+    assert (originals["amount"].to_numpy() == added["amount"].to_numpy()).all()
+    assert set(rejected["reason"]) <= {"resample:<25/bad", "resample:≥25/good"}
+    assert len(rejected) == sum(max(c["count"] - c["target"], 0) for c in stage.summary()["cells"])
+    assert stage.summary()["after"]["age"]["di"] == pytest.approx(1.0, abs=0.01)
+
+
+def test_preferential_resampling_removes_borderline_rows(adult):
+    adult = adult.iloc[:12000]
+    stage = Resample(favorable=">50K", method="preferential", folds=3, sample_rows=8000)
+    kept, rejected = run_stage(stage, adult, npartitions=3, roles=ADULT_SEX)
+    assert len(kept) + len(rejected) == len(adult) + kept["id"].str.contains("#rs").sum()
+    scores = stage.scores(adult, stage.ranker_)
+    score = pd.Series(scores, index=adult["id"])
+    dropped_pos = rejected[rejected["income"] == ">50K"]["id"]
+    male_pos = adult[(adult["sex"] == "Male") & (adult["income"] == ">50K")]["id"]
+    assert score[dropped_pos].max() <= score[male_pos[~male_pos.isin(dropped_pos)]].min()
+
+
+def test_massage_flips_m_labels_nearest_the_boundary(adult):
+    adult = adult.iloc[:12000]
+    runs = run_all(lambda: Massage(favorable=">50K", folds=3, sample_rows=8000), adult, ADULT_SEX, partitions=(1, 4))
+    stage, kept, _ = runs[0]
+    assert kept["income"].tolist() == runs[1][1]["income"].tolist()
+    before = adult.set_index("id")["income"]
+    after = kept.set_index("id")["income"]
+    flipped = after != before.reindex(after.index)
+    d, f = (adult["sex"] == "Female").sum(), (adult["sex"] == "Male").sum()
+    dp = ((adult["sex"] == "Female") & (adult["income"] == ">50K")).sum()
+    fp = ((adult["sex"] == "Male") & (adult["income"] == ">50K")).sum()
+    m = round((d * fp - f * dp) / (d + f))
+    sex = kept.set_index("id")["sex"]
+    assert ((after == ">50K") & flipped & (sex == "Female")).sum() == m
+    assert ((after == "<=50K") & flipped & (sex == "Male")).sum() == m
+    rate = (after == ">50K").groupby(sex).mean()
+    assert rate["Female"] == pytest.approx(rate["Male"], abs=1e-3)
+    assert (after == ">50K").sum() == (before == ">50K").sum()
+
+
+def test_correlation_remover_equals_fairlearn(adult):
+    dummies = pd.get_dummies(adult[["sex", "race"]], dtype=float)
+    x = pd.concat([dummies, adult[FEATURES].astype(float)], axis=1)
+    expected = FairlearnCorrelationRemover(sensitive_feature_ids=list(dummies.columns), alpha=0.7).fit(x).transform(x)
+    for _, kept, _ in run_all(lambda: CorrelationRemoverStage(alpha=0.7), adult, Roles(sensitive=("sex", "race"), features=tuple(FEATURES))):
+        got = kept.set_index("id").loc[adult["id"], FEATURES].to_numpy()
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-8)
+        assert kept["sex"].tolist() == kept["sex"].tolist()
+
+
+def test_disparate_impact_remover_aligns_groups(german):
+    runs = run_all(lambda: DisparateImpactRemover(bins={"age": [25]}, columns=["amount", "duration"], max_distinct=50), german, GERMAN)
+    stage, kept, _ = runs[0]
+    for _, k, _ in runs[1:]:
+        np.testing.assert_allclose(k["amount"].to_numpy(), kept["amount"].to_numpy(), rtol=1e-12)
+    summary = stage.summary()["features"]
+    assert summary["duration"]["exact"] and not summary["amount"]["exact"]
+    young = kept["age"] < 25
+    for col in ("amount", "duration"):
+        gap_before = abs(german.loc[german["age"] < 25, col].mean() - german.loc[german["age"] >= 25, col].mean())
+        gap_after = abs(kept.loc[young, col].mean() - kept.loc[~young, col].mean())
+        assert gap_before > 0 and gap_after < 0.2 * gap_before + summary[col]["quantile_error"]
+    half = run_stage(DisparateImpactRemover(bins={"age": [25]}, columns=["duration"], repair_level=0.5), german, roles=GERMAN)[0]
+    full = run_stage(DisparateImpactRemover(bins={"age": [25]}, columns=["duration"]), german, roles=GERMAN)[0]
+    np.testing.assert_allclose(half["duration"], 0.5 * german.sort_values("id")["duration"].to_numpy() + 0.5 * full["duration"])
+
+
+def test_distributed_run_matches_threads(client, adult):
+    stage = Reweigh(favorable=">50K")
+    kept, _ = run_stage(stage, adult, npartitions=4, roles=ADULT)
+    local = run_stage(Reweigh(favorable=">50K"), adult, npartitions=2, roles=ADULT)[0]
+    np.testing.assert_allclose(kept["weight"], local["weight"], rtol=1e-12)
+
+
+def test_settings_are_checked(german):
+    with pytest.raises(StageError, match="sensitive"):
+        run_stage(Reweigh(), german, roles=Roles(label="credit"))
+    with pytest.raises(StageError, match="bins"):
+        run_stage(Reweigh(bins={"amount": [1000]}), german, roles=GERMAN)
+    stage = FairnessAudit()
+    run_stage(stage, german, roles=GERMAN)
+    with pytest.raises(StageError, match="favorable"):
+        stage.summary()
+
+
+def test_order_warnings_name_both_stages_and_say_why():
+    from dsbuild.stages.base import Stage, StageContext
+
+    class Dedup(Stage):
+        name = "exact_dedup"
+
+    fair = Reweigh().bind(StageContext("reweigh"))
+    dedup = Dedup().bind(StageContext("exact_dedup"))
+    notes = order_warnings_for_job([fair, dedup])
+    assert len(notes) == 1 and "'reweigh'" in notes[0] and "'exact_dedup'" in notes[0] and "duplicates" in notes[0]
+    assert order_warnings_for_job([dedup, fair]) == []
