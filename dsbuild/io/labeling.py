@@ -1,0 +1,219 @@
+"""Round trip with labeling tools: items out as Label Studio tasks or an MTurk batch CSV,
+annotations back in from a Label Studio JSON export or an MTurk batch results CSV.
+
+Exports are sharded one file per partition, so a large data set never passes through one
+process. Every exported item carries its dsbuild ``id`` (as ``dsbuild_id``), which comes
+back with the annotations and joins them to the data in ``aggregate_labels``. Imports
+give annotation rows ``item, annotator, label`` (plus the tool's own ids for audit).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import posixpath
+from typing import Any
+
+import dask
+import fsspec
+import numpy as np
+import pandas as pd
+
+from dsbuild.records import ID, sniff_image_format
+
+ITEM_FIELD = "dsbuild_id"
+ANNOTATION_COLUMNS = ["item", "annotator", "label"]
+
+
+# -- export -----------------------------------------------------------------------------
+
+
+def _json_value(value: Any) -> Any:
+    """A value Label Studio can show: images as data URIs, numpy scalars as Python."""
+    if isinstance(value, (bytes, bytearray)):
+        fmt = sniff_image_format(bytes(value))
+        mime = "image/jpeg" if fmt == "jpeg" else f"image/{fmt}" if fmt != "unknown" else "application/octet-stream"
+        return f"data:{mime};base64,{base64.b64encode(bytes(value)).decode()}"
+    if isinstance(value, np.generic):
+        return value.item()
+    if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA:
+        return None
+    return value
+
+
+def label_studio_tasks(part: pd.DataFrame, columns: list[str] | None = None) -> list[dict]:
+    """Label Studio tasks (``{"data": {...}}``) for a frame's rows."""
+    columns = [c for c in (columns or part.columns) if c != ID and not str(c).startswith("_")]
+    ids = part[ID].astype(str).tolist()
+    data = {c: part[c].tolist() for c in columns}
+    return [{"data": {ITEM_FIELD: ids[i], **{c: _json_value(data[c][i]) for c in columns}}} for i in range(len(part))]
+
+
+def mturk_batch(part: pd.DataFrame, columns: list[str] | None = None) -> pd.DataFrame:
+    """An MTurk batch input table: one row per item, ``${column}`` in the HIT template."""
+    columns = [c for c in (columns or part.columns) if c != ID and not str(c).startswith("_")]
+    out = pd.DataFrame({ITEM_FIELD: part[ID].astype(str).to_numpy()})
+    for c in columns:
+        out[c] = [_json_value(v) for v in part[c].tolist()]
+    return out
+
+
+def _write_tasks(part: pd.DataFrame, path: str, columns) -> int:
+    with fsspec.open(path, "w") as f:
+        json.dump(label_studio_tasks(part, columns), f)
+    return len(part)
+
+
+def _write_batch(part: pd.DataFrame, path: str, columns) -> int:
+    with fsspec.open(path, "w") as f:
+        mturk_batch(part, columns).to_csv(f, index=False)
+    return len(part)
+
+
+def _export(frame, folder: str, stem: str, ext: str, writer, columns) -> list[str]:
+    fs, root = fsspec.core.url_to_fs(folder)
+    fs.makedirs(root, exist_ok=True)
+    paths = [posixpath.join(folder, f"{stem}-{i:05d}.{ext}") for i in range(frame.npartitions)]
+    counts = dask.compute(*[dask.delayed(writer)(p, path, columns) for p, path in zip(frame.to_delayed(), paths)])
+    return [p for p, n in zip(paths, counts) if n] or paths[:0]
+
+
+def export_label_studio(frame, folder: str, columns: list[str] | None = None) -> list[str]:
+    """Write ``tasks-NNNNN.json`` files (Label Studio's import format), one per partition."""
+    return _export(frame, folder, "tasks", "json", _write_tasks, columns)
+
+
+def export_mturk(frame, folder: str, columns: list[str] | None = None) -> list[str]:
+    """Write ``batch-NNNNN.csv`` files to upload as MTurk batches, one per partition."""
+    return _export(frame, folder, "batch", "csv", _write_batch, columns)
+
+
+# -- import -----------------------------------------------------------------------------
+
+
+def _annotator(completed_by: Any) -> str | None:
+    if isinstance(completed_by, dict):
+        completed_by = completed_by.get("email") or completed_by.get("id")
+    return None if completed_by is None else str(completed_by)
+
+
+def _choice(result: dict, from_name: str | None) -> Any:
+    if from_name is not None and result.get("from_name") != from_name:
+        return None
+    value = result.get("value") or {}
+    for key in ("choices", "labels", "taxonomy"):
+        if key in value and value[key]:
+            chosen = value[key]
+            return chosen[0] if isinstance(chosen, list) and len(chosen) == 1 else json.dumps(chosen)
+    for key in ("rating", "number", "text"):
+        if key in value:
+            v = value[key]
+            return v[0] if isinstance(v, list) and len(v) == 1 else v
+    return None
+
+
+def parse_label_studio_export(tasks: list[dict], from_name: str | None = None, item_field: str = ITEM_FIELD) -> pd.DataFrame:
+    """Annotation rows from Label Studio's JSON export (cancelled annotations skipped).
+
+    A task without ``item_field`` in its data keeps Label Studio's task id as the item.
+    Several choices in one answer become one label (their JSON list), so a multi-choice
+    answer is still one vote.
+    """
+    rows = []
+    for task in tasks:
+        data = task.get("data") or {}
+        item = data.get(item_field, task.get("id"))
+        for ann in task.get("annotations") or task.get("completions") or []:
+            if ann.get("was_cancelled"):
+                continue
+            who = _annotator(ann.get("completed_by"))
+            for result in ann.get("result") or []:
+                label = _choice(result, from_name)
+                if label is not None:
+                    rows.append((None if item is None else str(item), who, label, task.get("id"), ann.get("id")))
+                    break
+    return pd.DataFrame(rows, columns=[*ANNOTATION_COLUMNS, "task_id", "annotation_id"]).astype({"task_id": object, "annotation_id": object})
+
+
+def parse_mturk_results(results: pd.DataFrame, answer: str | None = None, item_field: str = ITEM_FIELD) -> pd.DataFrame:
+    """Annotation rows from an MTurk batch results CSV; rejected assignments skipped.
+
+    The label is ``Answer.<answer>``; or, for radio/checkbox templates that give one
+    column per option (``Answer.<answer>.<option>`` true/false), the option marked true.
+    """
+    answers = [c for c in results.columns if str(c).startswith("Answer.")]
+    if answer is None:
+        fields = sorted({c.split(".")[1] for c in answers})
+        if len(fields) != 1:
+            raise ValueError(f"say which answer field holds the label (answer: ...); the results have {fields}")
+        answer = fields[0]
+    if "AssignmentStatus" in results.columns:
+        results = results[results["AssignmentStatus"].astype(str) != "Rejected"]
+    item_col = f"Input.{item_field}"
+    if item_col not in results.columns:
+        raise ValueError(f"column {item_col!r} is missing: export the batch with export_mturk so items carry their id")
+    direct = f"Answer.{answer}"
+    if direct in results.columns:
+        label = results[direct]
+    elif f"{direct}.label" in results.columns:
+        label = results[f"{direct}.label"]
+    else:
+        options = [c for c in answers if c.startswith(direct + ".")]
+        if not options:
+            raise ValueError(f"no column {direct!r} or {direct}.<option> in the results")
+        marked = results[options].astype(str).apply(lambda col: col.str.lower().isin(["true", "1", "on", "yes"]))
+        picked = marked.to_numpy()
+        names = np.array([c[len(direct) + 1:] for c in options], dtype=object)
+        label = pd.Series(np.where(picked.sum(axis=1) == 1, names[picked.argmax(axis=1)], None), index=results.index)
+    return pd.DataFrame(
+        {
+            "item": results[item_col].astype(str).to_numpy(),
+            "annotator": results["WorkerId"].astype(str).to_numpy(),
+            "label": label.to_numpy(),
+            "assignment_id": results["AssignmentId"].astype(str).to_numpy() if "AssignmentId" in results.columns else None,
+        }
+    )
+
+
+def _read_label_studio_file(path: str, from_name: str | None, item_field: str) -> pd.DataFrame:
+    with fsspec.open(path, "r") as f:
+        return parse_label_studio_export(json.load(f), from_name, item_field)
+
+
+def _read_mturk_file(path: str, answer: str | None, item_field: str) -> pd.DataFrame:
+    with fsspec.open(path, "rb") as f:
+        return parse_mturk_results(pd.read_csv(io.BytesIO(f.read()), dtype=str, keep_default_na=False, na_values=[""]), answer, item_field)
+
+
+def read_labeling_export(spec: dict):
+    """A Dask frame of annotation rows, one partition per export file.
+
+    ``{format: label_studio, path, from_name?, item_field?}`` or
+    ``{format: mturk, path, answer?, item_field?}``; ``path`` may be a glob or a list.
+    """
+    import dask.dataframe as dd
+
+    spec = dict(spec)
+    fmt = spec.pop("format")
+    paths = spec.pop("path")
+    item_field = spec.pop("item_field", ITEM_FIELD)
+    if fmt == "label_studio":
+        reader, extra = _read_label_studio_file, spec.pop("from_name", None)
+    elif fmt == "mturk":
+        reader, extra = _read_mturk_file, spec.pop("answer", None)
+    else:
+        raise ValueError(f"unknown labeling export format {fmt!r}: label_studio or mturk")
+    if spec:
+        raise ValueError(f"unknown keys for a {fmt} export: {sorted(spec)}")
+    files = sorted(fsspec.open_files(paths if isinstance(paths, list) else [paths], "rb"), key=lambda f: f.path)
+    if not files:
+        raise FileNotFoundError(f"no {fmt} export at {paths!r}")
+    urls = [f.full_name for f in files]
+    parts = [dask.delayed(reader)(u, extra, item_field) for u in urls]
+    first_meta = (parse_label_studio_export([], extra, item_field) if fmt == "label_studio" else _empty_mturk()).iloc[:0]
+    return dd.from_delayed(parts, meta=first_meta, verify_meta=False)
+
+
+def _empty_mturk() -> pd.DataFrame:
+    return pd.DataFrame({"item": pd.Series([], dtype=str), "annotator": pd.Series([], dtype=str), "label": pd.Series([], dtype=object), "assignment_id": pd.Series([], dtype=str)})
