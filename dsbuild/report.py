@@ -1,0 +1,880 @@
+"""The manifest as a page a person reads: ``report.html``, one static file.
+
+Plots are matplotlib PNGs inlined as data URIs and the page has no script, so it opens
+from a disk, a bucket or an e-mail attachment with no server and no network. Besides the
+manifest it reads only a small sample of the output (a few rows, a few images), never the
+whole data set.
+
+Stage summaries are whatever each stage chose to record, so they are drawn by shape: a
+flat dict is a table, a dict of numbers a bar chart, a histogram (``counts`` beside
+``edges``) a histogram with its cut-off, ``before``/``after`` pairs side by side, and
+fairness audits (views of groups with base rates) as grouped bars. New stages get a
+readable section without touching this file.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+import posixpath
+import re
+from collections.abc import Callable, Iterable
+
+import numpy as np
+from matplotlib.figure import Figure
+
+KEPT, REJECTED, ADDED, FIT, TASKS = "#2a9d8f", "#e76f51", "#457b9d", "#b8c0cc", "#264653"
+BEFORE, AFTER = "#b8c0cc", "#2a9d8f"
+PALETTE = ["#264653", "#2a9d8f", "#e9c46a", "#f4a261", "#e76f51", "#457b9d", "#8d6a9f", "#6b705c", "#a8dadc", "#bc4749"]
+MAX_TABLE_ROWS = 25
+MAX_BARS = 30
+MAX_DEPTH = 5
+CUTOFF_KEYS = ("cutoff", "cut_off", "threshold", "cut", "limit")
+COUNT_KEYS = ("counts", "count", "hist", "histogram", "frequencies")
+EDGE_KEYS = ("edges", "bin_edges", "bins")
+
+
+def render_report(manifest: dict, folder: str, fs=None) -> str:
+    """The HTML of ``report.html`` for ``manifest``; ``folder`` holds its ``data/`` and ``rejects/``."""
+    sample = OutputSample(manifest, folder, fs)
+    sections = [
+        _overview(manifest),
+        _flow_section(manifest),
+        _rejects_section(manifest, sample),
+        _time_section(manifest),
+        _class_balance_section(manifest),
+        _augment_section(manifest, sample),
+        *(_stage_section(s) for s in manifest.get("stages", []) if _has_details(s)),
+        _data_sample_section(manifest, sample),
+        _outputs_section(manifest),
+    ]
+    sections = [s for s in sections if s]
+    nav = "".join(f'<a href="#{s[0]}">{html.escape(s[1])}</a>' for s in sections)
+    body = "".join(f'<section id="{s[0]}"><h2>{html.escape(s[1])}</h2>{s[2]}</section>' for s in sections)
+    job = manifest.get("job", {})
+    title = f"dsbuild · {job.get('name', 'build')}"
+    return (
+        f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>"
+        f"<header>{_header(manifest)}<nav>{nav}</nav></header><main>{body}</main>"
+        f"<footer>{_footer(manifest)}</footer></body></html>"
+    )
+
+
+# -- page parts -------------------------------------------------------------------------
+
+
+def _header(m: dict) -> str:
+    job, t = m.get("job", {}), m.get("totals", {})
+    ledger = m.get("ledger", {})
+    status = (
+        '<span class="pill ok">ledger balanced</span>'
+        if ledger.get("balanced", True)
+        else '<span class="pill bad">ledger NOT balanced</span>'
+    )
+    seconds = m.get("timings", {}).get("total")
+    cards = [
+        ("rows in", _int(t.get("in")), ""),
+        ("kept", _int(t.get("kept")), "kept"),
+        ("rejected", _int(t.get("rejected")), "rejected"),
+        ("added", _int(t.get("added")), "added"),
+        ("time", f"{seconds:.1f} s" if isinstance(seconds, (int, float)) else "—", ""),
+    ]
+    card_html = "".join(f'<div class="card {c}"><div class="num">{v}</div><div class="lbl">{k}</div></div>' for k, v, c in cards)
+    return (
+        f'<div class="title"><h1>{html.escape(str(job.get("name", "build")))}</h1>{status}</div>'
+        f'<p class="sub">built {html.escape(str(m.get("created", "")))} by dsbuild {html.escape(str(m.get("dsbuild", "")))}'
+        f" · seed {html.escape(str(job.get('seed', '')))} · source {html.escape(_source_text(job.get('source', {})))}</p>"
+        f'<div class="cards">{card_html}</div>'
+    )
+
+
+def _source_text(source: dict) -> str:
+    if not isinstance(source, dict):
+        return str(source)
+    return " ".join(f"{k}={v}" for k, v in source.items() if k in ("format", "name", "path") and v)
+
+
+def _overview(m: dict):
+    parts = []
+    problems = m.get("ledger", {}).get("problems") or []
+    if problems:
+        parts.append('<div class="alert bad">' + "<br>".join(html.escape(p) for p in problems) + "</div>")
+    for w in m.get("warnings", []) or []:
+        parts.append(f'<div class="alert warn">{html.escape(str(w))}</div>')
+    skipped = m.get("input", {}).get("skipped") or []
+    if skipped:
+        parts.append(f'<div class="alert warn">{len(skipped)} input file(s) were skipped: '
+                     f"{html.escape(', '.join(map(str, skipped[:10])))}</div>")
+    rows = [
+        (s["name"], s.get("shape", ""), _int(s.get("in")), _int(s.get("out")), _int(s.get("rejected")),
+         _int(s.get("added")), _seconds(s))
+        for s in m.get("stages", [])
+    ]
+    parts.append(_table(["stage", "shape", "in", "kept", "rejected", "added", "seconds"], rows, numeric_from=2))
+    return ("overview", "Overview", "".join(parts))
+
+
+def _flow_section(m: dict):
+    stages = m.get("stages", [])
+    if not stages:
+        return None
+    names = [s["name"] for s in stages]
+    kept = np.array([max(s.get("out", 0) - s.get("added", 0), 0) for s in stages], dtype=float)
+    added = np.array([s.get("added", 0) for s in stages], dtype=float)
+    rejected = np.array([s.get("rejected", 0) for s in stages], dtype=float)
+    fig, ax = _figure(9, 0.5 * len(stages) + 1.1)
+    y = np.arange(len(stages))
+    ax.barh(y, kept, color=KEPT, label="kept")
+    ax.barh(y, added, left=kept, color=ADDED, label="added")
+    ax.barh(y, rejected, left=kept + added, color=REJECTED, label="rejected")
+    total = (kept + added + rejected).max() or 1
+    for i, s in enumerate(stages):
+        note = f"{_int(s.get('in'))} → {_int(s.get('out'))}"
+        extra = [f"−{_int(s['rejected'])}" if s.get("rejected") else "", f"+{_int(s['added'])}" if s.get("added") else ""]
+        note += "".join(f"  {e}" for e in extra if e)
+        ax.text(kept[i] + added[i] + rejected[i] + total * 0.01, i, note, va="center", fontsize=9, color="#333")
+    ax.set_yticks(y, names)
+    ax.invert_yaxis()
+    ax.set_xlim(0, total * 1.3)
+    ax.set_xlabel("rows")
+    ax.legend(loc="lower right", frameon=False, ncols=3, fontsize=9)
+    _tidy(ax)
+    text = ("<p>Each bar is one stage: the rows it kept, the rows it made (augmentation, synthesis) "
+            "and the rows it rejected. Rows in = kept + rejected − added, for every stage.</p>")
+    return ("flow", "Rows through the build", text + _img(fig, "rows kept, added and rejected per stage"))
+
+
+def _rejects_section(m: dict, sample: OutputSample):
+    counts = [(f"{reason}  ({s['name']})", n, s["name"]) for s in m.get("stages", [])
+              for reason, n in (s.get("rejected_by_reason") or {}).items() if n]
+    if not counts:
+        return ("rejects", "Rejects by reason", "<p>No row was rejected.</p>")
+    counts.sort(key=lambda c: -c[1])
+    shown, rest = counts[:MAX_BARS], counts[MAX_BARS:]
+    if rest:
+        shown.append((f"{len(rest)} other reasons", sum(c[1] for c in rest), ""))
+    stage_names = [s["name"] for s in m["stages"]]
+    colors = [PALETTE[stage_names.index(st) % len(PALETTE)] if st in stage_names else "#999" for _, _, st in shown]
+    fig, ax = _figure(9, 0.32 * len(shown) + 1.0)
+    y = np.arange(len(shown))
+    values = [c[1] for c in shown]
+    ax.barh(y, values, color=colors)
+    for i, v in enumerate(values):
+        ax.text(v, i, f" {_int(v)}", va="center", fontsize=9)
+    ax.set_yticks(y, [c[0] for c in shown])
+    ax.invert_yaxis()
+    ax.set_xlim(0, max(values) * 1.15)
+    ax.set_xlabel("rows rejected")
+    _tidy(ax)
+    text = (f"<p>{_int(m.get('totals', {}).get('rejected'))} rows went to <code>rejects/</code>, whole, with their "
+            "<code>reason</code> and <code>stage</code>; a reason's detail after <code>=</code> is in the row.</p>")
+    examples = sample.reject_examples()
+    if examples:
+        text_ex = _table(["stage", "reason", "id"], [(e["stage"], e["reason"], e["id"]) for e in examples])
+        examples_html = f"<details open><summary>Examples from the rejects</summary>{text_ex}</details>"
+    else:
+        examples_html = ""
+    return ("rejects", "Rejects by reason", text + _img(fig, "rejected rows by reason") + examples_html)
+
+
+def _time_section(m: dict):
+    stages = [s for s in m.get("stages", []) if s.get("seconds")]
+    timings = m.get("timings", {})
+    if not stages and not timings:
+        return None
+    parts = []
+    if stages:
+        fit = np.array([s["seconds"].get("fit", 0.0) for s in stages])
+        tasks = np.array([s["seconds"].get("tasks", 0.0) for s in stages])
+        fig, ax = _figure(9, 0.45 * len(stages) + 1.1)
+        y = np.arange(len(stages))
+        ax.barh(y, fit, color=FIT, label="planning and fitting (driver)")
+        ax.barh(y, tasks, left=fit, color=TASKS, label="tasks (summed over workers)")
+        for i in range(len(stages)):
+            ax.text(fit[i] + tasks[i], i, f" {fit[i] + tasks[i]:.2f} s", va="center", fontsize=9)
+        ax.set_yticks(y, [s["name"] for s in stages])
+        ax.invert_yaxis()
+        ax.set_xlim(0, max((fit + tasks).max(), 1e-3) * 1.2)
+        ax.set_xlabel("seconds")
+        ax.legend(loc="lower right", frameon=False, fontsize=9)
+        _tidy(ax)
+        parts.append(_img(fig, "seconds per stage"))
+    if timings:
+        parts.append(_table(["phase", "seconds"], [(k.replace("_", " "), _num(v)) for k, v in timings.items()], numeric_from=1))
+    c = m.get("cluster", {})
+    if c:
+        parts.append(f"<p>Ran on {_int(c.get('workers'))} worker(s) with {_int(c.get('threads'))} thread(s).</p>")
+    return ("time", "Time per stage", "".join(parts))
+
+
+def _class_balance_section(m: dict):
+    """Label counts per stage when the ledger recorded them (``labels`` on each stage)."""
+    counted = [s for s in m.get("stages", []) if isinstance(s.get("labels"), dict) and s["labels"]]
+    if len(counted) < 1:
+        return None
+    first, last = counted[0], counted[-1]
+    label = m.get("job", {}).get("columns", {}).get("label") or "label"
+    pairs = {"before": first["labels"], "after": last["labels"]} if first is not last else {"after": last["labels"]}
+    fig = _paired_bars(pairs, ylabel="rows", title=None)
+    text = (f"<p>Rows per value of <code>{html.escape(label)}</code>, as read (<b>{html.escape(first['name'])}</b>) "
+            f"and as written (<b>{html.escape(last['name'])}</b>).</p>")
+    return ("balance", "Class balance", text + _img(fig, "class balance before and after"))
+
+
+def _augment_section(m: dict, sample: OutputSample):
+    if not any(s.get("added") for s in m.get("stages", [])):
+        return None
+    families = sample.augmented_families()
+    if not families:
+        return None
+    rows = []
+    for parent, children in families:
+        cells = [_thumb_cell(parent, "parent")] + [_thumb_cell(c, c["id"].rsplit("#", 1)[-1]) for c in children]
+        rows.append(f'<div class="family">{"".join(cells)}</div>')
+    text = "<p>A few augmented rows from the output beside the row they were made from.</p>"
+    return ("augment", "Augmented images", text + "".join(rows))
+
+
+def _thumb_cell(row: dict, caption: str) -> str:
+    label = f"<br><span class='muted'>{html.escape(str(row['label']))}</span>" if row.get("label") is not None else ""
+    return (f'<figure><img class="thumb" src="{row["src"]}" alt="{html.escape(row["id"])}">'
+            f"<figcaption title=\"{html.escape(row['id'])}\">{html.escape(caption)}{label}</figcaption></figure>")
+
+
+def _has_details(stage: dict) -> bool:
+    return bool(stage.get("summary") or stage.get("options") or stage.get("metrics"))
+
+
+def _stage_section(stage: dict):
+    name = stage["name"]
+    parts = [f'<p class="muted">shape: {html.escape(str(stage.get("shape", "")))}</p>']
+    if stage.get("options"):
+        parts.append(f'<details><summary>options</summary><pre>{html.escape(json.dumps(stage["options"], indent=2, default=str))}</pre></details>')
+    if stage.get("metrics"):
+        parts.append("<h3>Counters</h3>" + _render(stage["metrics"], []))
+    if stage.get("summary"):
+        parts.append("<h3>What it learned</h3>" + _render(stage["summary"], []))
+    return (f"stage-{_slug(name)}", f"Stage · {name}", "".join(parts))
+
+
+def _data_sample_section(m: dict, sample: OutputSample):
+    rows = sample.head()
+    if not rows:
+        return None
+    columns = list(rows[0])
+    body = []
+    for r in rows:
+        cells = []
+        for c in columns:
+            v = r[c]
+            cells.append(f'<img class="thumb small" src="{v["src"]}" alt="{html.escape(c)}">' if isinstance(v, dict) else html.escape(_short(v)))
+        body.append(cells)
+    table = _table(columns, body, escape=False)
+    return ("sample", "A look at the output", f"<p>The first rows of <code>data/</code>.</p>{table}")
+
+
+def _outputs_section(m: dict):
+    out = m.get("outputs", {})
+    parts = []
+    for kind in ("data", "rejects"):
+        shards = out.get(kind) or []
+        if not shards:
+            continue
+        rows = [(s.get("file", ""), _int(s.get("rows")), _bytes(s.get("bytes")), str(s.get("sha256", ""))[:16] + "…") for s in shards]
+        parts.append(f"<h3><code>{kind}/</code> · {len(shards)} shard(s), {_int(sum(s.get('rows', 0) for s in shards))} rows, "
+                     f"{_bytes(sum(s.get('bytes', 0) or 0 for s in shards))}</h3>")
+        parts.append(_table(["file", "rows", "size", "sha256"], rows, numeric_from=1))
+    schema = m.get("schema", {}).get("data")
+    if schema:
+        parts.append("<h3>Schema of <code>data/</code></h3>")
+        parts.append(_table(["column", "type"], [(f["name"], f["type"]) for f in schema]))
+    return ("outputs", "Output", "".join(parts)) if parts else None
+
+
+def _footer(m: dict) -> str:
+    versions = " · ".join(f"{k} {v}" for k, v in (m.get("versions") or {}).items())
+    fp = m.get("input", {}).get("fingerprint")
+    return (f"<p>{html.escape(versions)}</p>"
+            + (f"<p>input fingerprint <code>{html.escape(str(fp))}</code></p>" if fp else "")
+            + "<p>Written by <code>dsbuild report</code> from <code>manifest.json</code>; regenerate with "
+              "<code>dsbuild report OUTPUT</code>.</p>")
+
+
+# -- summaries, drawn by shape ----------------------------------------------------------
+
+
+def _render(value, path: list[str]) -> str:
+    """HTML for any JSON-able summary value; ``path`` is the keys above it."""
+    if len(path) >= MAX_DEPTH:
+        return f"<pre>{html.escape(_short(json.dumps(value, default=str), 2000))}</pre>"
+    if isinstance(value, dict):
+        return _render_dict(value, path)
+    if isinstance(value, list):
+        return _render_list(value, path)
+    return f"<p>{html.escape(_short(value))}</p>"
+
+
+def _render_dict(d: dict, path: list[str]) -> str:
+    if not d:
+        return '<p class="muted">(empty)</p>'
+    for special in SPECIAL:
+        out = special(d, path)
+        if out is not None:
+            return out
+    if _is_numeric_dict(d) and len(d) >= 5:
+        return _img(_bar_chart(d, ylabel=path[-1] if path else ""), " / ".join(path) or "values")
+    table = _records_table(d)
+    if table is not None:
+        return table
+    scalars = {k: v for k, v in d.items() if _is_scalar(v) or _is_short_list(v)}
+    parts = []
+    if scalars:
+        parts.append(_table(["", ""], [(k, _fmt(v)) for k, v in scalars.items()], header=False))
+    done = set(scalars)
+    for k, v in d.items():
+        if k in done:
+            continue
+        pair = _after_key(k, d)
+        if pair is not None:
+            parts.append(f"<h4>{html.escape(_title(k.rsplit('_before', 1)[0] or k))}</h4>"
+                         + _before_after({"before": v, "after": d[pair]}, [*path, k]))
+            done.add(pair)
+            continue
+        parts.append(f"<h{min(4 + len(path), 6)}>{html.escape(_title(k))}</h{min(4 + len(path), 6)}>" + _render(v, [*path, k]))
+    return "".join(parts)
+
+
+def _render_list(items: list, path: list[str]) -> str:
+    if not items:
+        return '<p class="muted">(none)</p>'
+    if all(isinstance(v, dict) and all(_is_scalar(x) for x in v.values()) for v in items):
+        columns = list(dict.fromkeys(k for v in items for k in v))
+        rows = [[_fmt(v.get(c)) for c in columns] for v in items[:MAX_TABLE_ROWS]]
+        return _table(columns, rows, numeric_from=_first_numeric(items, columns)) + _more(len(items))
+    if all(_is_number(v) for v in items):
+        arr = np.asarray(items, dtype=float)
+        text = (f"<p>{len(arr)} numbers: min {_num(np.nanmin(arr))}, median {_num(np.nanmedian(arr))}, "
+                f"max {_num(np.nanmax(arr))}</p>") if len(arr) > 12 else f"<p>{html.escape(_fmt(items))}</p>"
+        if len(arr) >= 20:
+            fig, ax = _figure(7, 2.4)
+            ax.hist(arr[np.isfinite(arr)], bins=min(40, max(10, len(arr) // 10)), color=KEPT)
+            _tidy(ax)
+            text += _img(fig, " / ".join(path) or "values")
+        return text
+    if all(_is_scalar(v) for v in items):
+        return f"<p>{html.escape(_fmt(items))}</p>"
+    return "".join(f"<h6>{i}</h6>{_render(v, [*path, str(i)])}" for i, v in enumerate(items[:MAX_TABLE_ROWS])) + _more(len(items))
+
+
+def _parity_pair(d: dict, path: list[str]):
+    """Fairness ``before``/``after``: base rate per group, per view, side by side."""
+    if not (_is_parity(d.get("before")) and _is_parity(d.get("after"))):
+        return None
+    rest = {k: v for k, v in d.items() if k not in ("before", "after")}
+    return (_render_dict(rest, path) if rest else "") + _before_after({"before": d["before"], "after": d["after"]}, path)
+
+
+def _parity_single(d: dict, path: list[str]):
+    """A fairness audit: base rate per group, per view."""
+    if not _is_parity(d):
+        return None
+    parts = []
+    for view, v in d.items():
+        groups = v["groups"]
+        fig = _paired_bars({"base rate": {g: x.get("base_rate") for g, x in groups.items()}}, ylabel="base rate",
+                           title=view, reference=v.get("reference"), colors=[AFTER])
+        parts.append(_img(fig, f"base rate per group of {view}"))
+        parts.append(_parity_table({"": v}))
+    return "".join(parts)
+
+
+def _before_after(pair: dict, path: list[str]) -> str:
+    before, after = pair["before"], pair["after"]
+    if _is_parity(before) and _is_parity(after):
+        parts = []
+        for view in after:
+            if view not in before:
+                continue
+            b, a = before[view]["groups"], after[view]["groups"]
+            fig = _paired_bars(
+                {"before": {g: x.get("base_rate") for g, x in b.items()}, "after": {g: x.get("base_rate") for g, x in a.items()}},
+                ylabel="base rate (favourable)", title=view, reference=after[view].get("reference"),
+            )
+            parts.append(_img(fig, f"base rate per group of {view}, before and after"))
+            parts.append(_parity_table({"before": before[view], "after": after[view]}))
+        return "".join(parts)
+    if _is_numeric_dict(before) and _is_numeric_dict(after):
+        return _img(_paired_bars(pair, ylabel=path[-1] if path else ""), "before and after")
+    return "<h5>before</h5>" + _render(before, [*path, "before"]) + "<h5>after</h5>" + _render(after, [*path, "after"])
+
+
+def _parity_table(views: dict) -> str:
+    rows = []
+    for when, v in views.items():
+        for g, x in v["groups"].items():
+            ref = " (reference)" if g == v.get("reference") else ""
+            rows.append([when, g + ref, _int(x.get("count")), _num(x.get("base_rate")), _num(x.get("spd")), _num(x.get("di"))])
+        rows.append([when, "<b>overall</b>", "", "", f"<b>{_num(v.get('spd'))}</b>", f"<b>{_num(v.get('di'))}</b>"])
+    head = ["", "group", "rows", "base rate", "parity difference", "disparate impact"]
+    if all(not w for w in views):
+        head, rows = head[1:], [r[1:] for r in rows]
+    return _table(head, [[c if c.startswith("<b>") else html.escape(str(c)) for c in r] for r in rows], numeric_from=len(head) - 4, escape=False)
+
+
+def _histogram(d: dict, path: list[str]):
+    """``{counts, edges}`` (or a numeric-keyed dict of counts) with a cut-off line if one is given."""
+    counts = _first(d, COUNT_KEYS)
+    edges = _first(d, EDGE_KEYS)
+    if not (isinstance(counts, list) and isinstance(edges, list) and all(map(_is_number, counts)) and all(map(_is_number, edges))):
+        return None
+    if len(edges) not in (len(counts), len(counts) + 1) or not counts:
+        return None
+    fig, ax = _figure(8, 2.8)
+    counts_arr = np.asarray(counts, dtype=float)
+    if len(edges) == len(counts) + 1:
+        e = np.asarray(edges, dtype=float)
+        ax.stairs(counts_arr, e, fill=True, color=KEPT, alpha=0.85)
+    else:
+        ax.bar(np.asarray(edges, dtype=float), counts_arr, color=KEPT)
+    if counts_arr.max() > 50 * max(np.median(counts_arr[counts_arr > 0]) if (counts_arr > 0).any() else 1, 1):
+        ax.set_yscale("log")
+    cut = _first(d, CUTOFF_KEYS)
+    if _is_number(cut):
+        ax.axvline(float(cut), color=REJECTED, lw=2, ls="--", label=f"cut-off {_num(cut)}")
+        ax.legend(frameon=False, fontsize=9)
+    ax.set_ylabel("rows")
+    ax.set_title(" / ".join(path[-2:]), fontsize=10, loc="left")
+    _tidy(ax)
+    rest = {k: v for k, v in d.items() if v is not counts and v is not edges}
+    return _img(fig, " / ".join(path) or "histogram") + (_render_dict(rest, [*path, "·"]) if rest else "")
+
+
+def _histogram_with_cutoffs(d: dict, path: list[str]):
+    """A dict of histograms beside a cut-off (or per-key cut-offs): one plot each, line drawn."""
+    cut = _first(d, CUTOFF_KEYS)
+    hists = {k: v for k, v in d.items() if isinstance(v, dict) and _histogram(v, []) is not None}
+    if not hists or cut is None:
+        return None
+    parts = []
+    for k, h in hists.items():
+        c = cut.get(k) if isinstance(cut, dict) else cut
+        parts.append(_histogram({**h, "cutoff": c} if _is_number(c) and _first(h, CUTOFF_KEYS) is None else h, [*path, k]))
+    rest = {k: v for k, v in d.items() if k not in hists}
+    return "".join(parts) + (_render_dict(rest, path) if rest else "")
+
+
+def _size_histogram(d: dict, path: list[str]):
+    """A dict keyed by numbers (cluster size → count): bars in key order."""
+    if len(d) < 2 or not _is_numeric_dict(d) or not all(_is_number_text(k) for k in d):
+        return None
+    items = sorted(d.items(), key=lambda kv: float(kv[0]))
+    fig = _bar_chart(dict(items), ylabel="count", xlabel=path[-1].replace("_", " ") if path else "", sort=False, vertical=True)
+    return _img(fig, " / ".join(path) or "histogram")
+
+
+SPECIAL: list[Callable[[dict, list[str]], str | None]] = [
+    _parity_pair, _parity_single, _histogram, _histogram_with_cutoffs, _size_histogram,
+]
+
+
+def _after_key(key: str, d: dict) -> str | None:
+    if key.endswith("_before"):
+        other = key[: -len("_before")] + "_after"
+        return other if other in d else None
+    return None
+
+
+def _is_parity(v) -> bool:
+    return (
+        isinstance(v, dict) and bool(v)
+        and all(isinstance(x, dict) and isinstance(x.get("groups"), dict) and x["groups"]
+                and all(isinstance(g, dict) and "base_rate" in g for g in x["groups"].values()) for x in v.values())
+    )
+
+
+def _records_table(d: dict) -> str | None:
+    """A dict of same-shaped flat dicts (per column, per group) as one table."""
+    if len(d) < 2 or not all(isinstance(v, dict) and v and all(_is_scalar(x) or _is_short_list(x) for x in v.values()) for v in d.values()):
+        return None
+    columns = list(dict.fromkeys(k for v in d.values() for k in v))
+    if len(columns) > 12:
+        return None
+    rows = [[k, *(_fmt(v.get(c)) for c in columns)] for k, v in list(d.items())[:MAX_TABLE_ROWS]]
+    return _table(["", *columns], rows, numeric_from=1 + _first_numeric(list(d.values()), columns)) + _more(len(d))
+
+
+# -- plots ------------------------------------------------------------------------------
+
+
+def _figure(width: float, height: float):
+    fig = Figure(figsize=(width, min(max(height, 1.6), 14)), dpi=110, layout="constrained")
+    return fig, fig.add_subplot()
+
+
+def _tidy(ax) -> None:
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+    ax.tick_params(labelsize=9)
+
+
+def _bar_chart(values: dict, ylabel: str = "", xlabel: str = "", sort: bool = True, vertical: bool = False):
+    items = [(str(k), float(v)) for k, v in values.items() if _is_number(v)]
+    if sort:
+        items.sort(key=lambda kv: -kv[1])
+    if len(items) > MAX_BARS:
+        items = items[:MAX_BARS]
+    labels, nums = [k for k, _ in items], [v for _, v in items]
+    if vertical:
+        fig, ax = _figure(8, 2.8)
+        ax.bar(range(len(nums)), nums, color=KEPT)
+        ax.set_xticks(range(len(nums)), labels, rotation=0 if len(labels) < 16 else 60, fontsize=8)
+        if nums and max(nums) > 50 * max(min(n for n in nums if n > 0) if any(n > 0 for n in nums) else 1, 1):
+            ax.set_yscale("log")
+        ax.set_ylabel(ylabel)
+        ax.set_xlabel(xlabel)
+    else:
+        fig, ax = _figure(8, 0.3 * len(nums) + 1.0)
+        ax.barh(range(len(nums)), nums, color=KEPT)
+        for i, v in enumerate(nums):
+            ax.text(v, i, f" {_num(v)}", va="center", fontsize=8)
+        ax.set_yticks(range(len(nums)), labels)
+        ax.invert_yaxis()
+        ax.set_xlabel(ylabel.replace("_", " "))
+        lo, hi = min(min(nums), 0), max(max(nums), 0)
+        ax.set_xlim(lo * 1.2, hi * 1.2 or 1)
+    _tidy(ax)
+    return fig
+
+
+def _paired_bars(series: dict[str, dict], ylabel: str = "", title: str | None = None, reference=None, colors=None):
+    """Grouped vertical bars: one group per key, one bar per series (before, after)."""
+    keys = list(dict.fromkeys(k for s in series.values() for k in s))[:MAX_BARS]
+    colors = colors or ([BEFORE, AFTER] if len(series) == 2 else PALETTE)
+    fig, ax = _figure(max(5, min(10, 1.0 + 0.6 * len(keys) * len(series))), 3.0)
+    width = 0.8 / len(series)
+    x = np.arange(len(keys))
+    for j, (name, s) in enumerate(series.items()):
+        vals = [float(s.get(k)) if _is_number(s.get(k)) else np.nan for k in keys]
+        ax.bar(x + (j - (len(series) - 1) / 2) * width, vals, width, label=name, color=colors[j % len(colors)])
+    labels = [f"{k}\n(reference)" if reference is not None and k == reference else str(k) for k in keys]
+    ax.set_xticks(x, labels, rotation=0 if len(keys) <= 8 else 45, ha="center" if len(keys) <= 8 else "right", fontsize=8)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title, fontsize=10, loc="left")
+    if len(series) > 1:
+        ax.legend(frameon=False, fontsize=9)
+    _tidy(ax)
+    return fig
+
+
+def _img(fig, alt: str) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    data = base64.b64encode(buf.getvalue()).decode("ascii")
+    return f'<img class="plot" src="data:image/png;base64,{data}" alt="{html.escape(alt)}">'
+
+
+# -- a small sample of the output -------------------------------------------------------
+
+
+class OutputSample:
+    """Reads a bounded number of rows from the output's shards, lazily and at most once."""
+
+    SCAN_ROWS = 200_000
+    HEAD_ROWS = 6
+    FAMILIES = 6
+    CHILDREN = 5
+    THUMB = 96
+
+    def __init__(self, manifest: dict, folder: str, fs=None):
+        self.manifest, self.folder = manifest, str(folder).rstrip("/")
+        self._fs = fs
+        columns = manifest.get("job", {}).get("columns", {}) or {}
+        self.image, self.label = columns.get("image"), columns.get("label")
+
+    @property
+    def fs(self):
+        if self._fs is None:
+            import fsspec
+
+            self._fs, self.folder = fsspec.core.url_to_fs(self.folder)
+        return self._fs
+
+    def _files(self, kind: str) -> list[str]:
+        return [posixpath.join(self.folder, s["file"]) for s in self.manifest.get("outputs", {}).get(kind, []) if s.get("rows")]
+
+    def _batches(self, kind: str, columns: list[str] | None) -> Iterable:
+        """Record batches in shard order, until SCAN_ROWS rows were read."""
+        import pyarrow.parquet as pq
+
+        seen = 0
+        for path in self._files(kind):
+            try:
+                with self.fs.open(path, "rb") as f:
+                    pf = pq.ParquetFile(f)
+                    names = set(pf.schema_arrow.names)
+                    cols = [c for c in columns if c in names] if columns else None
+                    for batch in pf.iter_batches(batch_size=4096, columns=cols):
+                        yield batch
+                        seen += batch.num_rows
+                        if seen >= self.SCAN_ROWS:
+                            return
+            except (OSError, ValueError):
+                continue
+
+    def head(self) -> list[dict]:
+        try:
+            batch = next(iter(self._batches("data", None)), None)
+        except Exception:  # noqa: BLE001 - a sample is decoration; the report must still be written
+            return []
+        if batch is None:
+            return []
+        rows = batch.slice(0, self.HEAD_ROWS).to_pylist()
+        return [{k: self._cell(k, v) for k, v in r.items()} for r in rows]
+
+    def _cell(self, column: str, value):
+        if isinstance(value, bytes):
+            src = _thumbnail(value, self.THUMB) if column == self.image else None
+            return {"src": src} if src else f"<{len(value)} bytes>"
+        return value
+
+    def reject_examples(self, per_reason: int = 2, limit: int = 12) -> list[dict]:
+        out: dict[tuple, list] = {}
+        try:
+            for batch in self._batches("rejects", ["id", "stage", "reason"]):
+                for r in batch.to_pylist():
+                    rule = (r.get("stage"), str(r.get("reason", "")).split("=", 1)[0])
+                    bucket = out.setdefault(rule, [])
+                    if len(bucket) < per_reason:
+                        bucket.append({k: str(r.get(k, "")) for k in ("id", "stage", "reason")})
+                if sum(len(v) for v in out.values()) >= limit:
+                    break
+        except Exception:  # noqa: BLE001
+            return []
+        return [e for v in out.values() for e in v][:limit]
+
+    def augmented_families(self) -> list[tuple[dict, list[dict]]]:
+        """Up to FAMILIES parents found with their augmented children in the scanned rows."""
+        if not self.image:
+            return []
+        try:
+            rows = {}
+            children: dict[str, list[str]] = {}
+            cols = ["id", self.image] + ([self.label] if self.label else [])
+            for batch in self._batches("data", cols):
+                ids = batch.column("id").to_pylist()
+                images = batch.column(self.image).to_pylist() if self.image in batch.schema.names else [None] * len(ids)
+                labels = batch.column(self.label).to_pylist() if self.label in batch.schema.names else [None] * len(ids)
+                for i, rid in enumerate(ids):
+                    m = AUG_ID.match(str(rid))
+                    if m:
+                        children.setdefault(m.group(1), []).append(rid)
+                    if m or str(rid) in children or len(rows) < 50_000:
+                        rows[str(rid)] = (images[i], labels[i])
+                complete = [p for p in children if p in rows]
+                if len(complete) >= self.FAMILIES:
+                    break
+        except Exception:  # noqa: BLE001
+            return []
+        families = []
+        for parent in [p for p in children if p in rows][: self.FAMILIES]:
+            kids = sorted(children[parent], key=_natural)[: self.CHILDREN]
+            family = [self._thumb_row(parent, *rows[parent])] + [self._thumb_row(k, *rows[k]) for k in kids]
+            if all(f["src"] for f in family):
+                families.append((family[0], family[1:]))
+        return families
+
+    def _thumb_row(self, rid: str, image, label) -> dict:
+        return {"id": rid, "src": _thumbnail(image, self.THUMB * 1.25) if image else None, "label": label}
+
+
+AUG_ID = re.compile(r"^(.*)#aug\d+$")
+
+
+def _natural(text: str):
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text)]
+
+
+def _thumbnail(data: bytes, size: float) -> str | None:
+    """A PNG data URI no larger than ``size`` pixels a side (small images are scaled up crisply)."""
+    import cv2
+
+    from dsbuild.kernels.decode import decode_image, encode_image
+    from dsbuild.records import image_size
+
+    dims = image_size(data)
+    if dims is not None and dims[0] * dims[1] > 100_000_000:
+        return None
+    pixels = decode_image(data)
+    if pixels is None or pixels.size == 0:
+        return None
+    if pixels.dtype != np.uint8:
+        pixels = cv2.normalize(pixels, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+    h, w = pixels.shape[:2]
+    scale = size / max(h, w)
+    if scale < 1:
+        pixels = cv2.resize(pixels, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    elif scale >= 2:
+        k = int(scale)
+        pixels = cv2.resize(pixels, (w * k, h * k), interpolation=cv2.INTER_NEAREST)
+    return "data:image/png;base64," + base64.b64encode(encode_image(pixels, "png")).decode("ascii")
+
+
+# -- formatting -------------------------------------------------------------------------
+
+
+def _table(head, rows, numeric_from: int | None = None, header: bool = True, escape: bool = True) -> str:
+    def cell(i, v, tag):
+        cls = ' class="n"' if numeric_from is not None and i >= numeric_from else ""
+        return f"<{tag}{cls}>{html.escape(str(v)) if escape else v}</{tag}>"
+
+    thead = "<thead><tr>" + "".join(cell(i, h, "th") for i, h in enumerate(head)) + "</tr></thead>" if header else ""
+    body = "".join("<tr>" + "".join(cell(i, v, "td") for i, v in enumerate(r)) + "</tr>" for r in rows)
+    return f'<div class="scroll"><table>{thead}<tbody>{body}</tbody></table></div>'
+
+
+def _more(n: int) -> str:
+    return f'<p class="muted">… and {_int(n - MAX_TABLE_ROWS)} more</p>' if n > MAX_TABLE_ROWS else ""
+
+
+def _first_numeric(records: list[dict], columns: list[str]) -> int:
+    """Index of the first column from which every column is numeric (right-aligned)."""
+    numeric = [all(_is_number(r.get(c)) or r.get(c) is None for r in records) for c in columns]
+    i = len(columns)
+    while i > 0 and numeric[i - 1]:
+        i -= 1
+    return i
+
+
+def _first(d: dict, keys: tuple[str, ...]):
+    for k in keys:
+        if k in d:
+            return d[k]
+    return None
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _is_number_text(k) -> bool:
+    try:
+        float(k)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
+def _is_scalar(v) -> bool:
+    return v is None or isinstance(v, (str, int, float, bool))
+
+
+def _is_short_list(v) -> bool:
+    return isinstance(v, list) and len(v) <= 12 and all(_is_scalar(x) for x in v)
+
+
+def _is_numeric_dict(v) -> bool:
+    return isinstance(v, dict) and bool(v) and all(_is_number(x) for x in v.values())
+
+
+def _fmt(v) -> str:
+    if isinstance(v, bool) or v is None:
+        return "—" if v is None else ("yes" if v else "no")
+    if _is_number(v):
+        return _num(v)
+    if isinstance(v, list):
+        return ", ".join(_fmt(x) for x in v) if v else "—"
+    return _short(v)
+
+
+def _num(v) -> str:
+    if v is None or not _is_number(v):
+        return "—" if v is None else str(v)
+    if isinstance(v, int):
+        return _int(v)
+    if not math.isfinite(v):
+        return "—" if math.isnan(v) else ("∞" if v > 0 else "−∞")
+    if v == int(v) and abs(v) < 1e15:
+        return _int(int(v))
+    return f"{v:.4g}"
+
+
+def _int(v) -> str:
+    return f"{v:,}".replace(",", "\u202f") if isinstance(v, (int, np.integer)) and not isinstance(v, bool) else ("—" if v is None else str(v))
+
+
+def _bytes(n) -> str:
+    n = float(n or 0)
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return ""
+
+
+def _seconds(stage: dict) -> str:
+    s = stage.get("seconds") or {}
+    return f"{s.get('fit', 0) + s.get('tasks', 0):.2f}"
+
+
+def _short(v, limit: int = 120) -> str:
+    text = str(v)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _title(key: str) -> str:
+    return str(key).replace("_", " ")
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-") or "stage"
+
+
+CSS = """
+:root { --ink:#1d2a33; --muted:#6b7785; --line:#e3e7ec; --bg:#f6f8fa; --kept:#2a9d8f; --rej:#e76f51; --add:#457b9d; }
+* { box-sizing: border-box; }
+body { margin:0; font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif;
+       color: var(--ink); background: var(--bg); }
+header { background: #fff; border-bottom: 1px solid var(--line); padding: 24px max(24px, calc(50% - 560px)) 0; }
+main, footer { max-width: 1120px; margin: 0 auto; padding: 0 24px; }
+.title { display:flex; align-items:center; gap:14px; }
+h1 { margin:0; font-size: 28px; }
+h2 { font-size: 20px; margin: 0 0 12px; }
+h3 { font-size: 16px; margin: 18px 0 8px; }
+h4, h5, h6 { font-size: 14px; margin: 14px 0 6px; color: #33424d; }
+.sub, .muted { color: var(--muted); }
+.sub { margin: 4px 0 16px; }
+.pill { font-size: 12px; padding: 3px 10px; border-radius: 999px; font-weight: 600; }
+.pill.ok { background:#e0f2ef; color:#1f7a6f; } .pill.bad { background:#fde6df; color:#b23c1f; }
+.cards { display:flex; gap:12px; flex-wrap:wrap; margin-bottom: 16px; }
+.card { background: var(--bg); border:1px solid var(--line); border-radius:10px; padding:10px 16px; min-width:120px; }
+.card .num { font-size: 22px; font-weight: 700; font-variant-numeric: tabular-nums; }
+.card .lbl { font-size: 12px; color: var(--muted); text-transform: uppercase; letter-spacing: .04em; }
+.card.kept { border-top: 3px solid var(--kept); } .card.rejected { border-top: 3px solid var(--rej); }
+.card.added { border-top: 3px solid var(--add); }
+nav { display:flex; gap: 4px 18px; flex-wrap: wrap; padding: 8px 0 12px; font-size: 14px; }
+nav a { color: #1f6f8b; text-decoration: none; } nav a:hover { text-decoration: underline; }
+section { background:#fff; border:1px solid var(--line); border-radius: 12px; padding: 20px 24px; margin: 20px 0; }
+img.plot { display:block; max-width:100%; height:auto; margin: 8px 0; }
+.scroll { overflow-x: auto; }
+table { border-collapse: collapse; margin: 8px 0; font-size: 14px; font-variant-numeric: tabular-nums; }
+th, td { padding: 5px 12px; border-bottom: 1px solid var(--line); text-align: left; vertical-align: middle; }
+th { font-weight: 600; color: #33424d; background: var(--bg); }
+td.n, th.n { text-align: right; }
+pre { background: var(--bg); border: 1px solid var(--line); border-radius: 8px; padding: 10px; overflow-x: auto; font-size: 13px; }
+code { font-size: 13px; background: var(--bg); padding: 1px 4px; border-radius: 4px; }
+details summary { cursor: pointer; color: #1f6f8b; margin: 8px 0; }
+.alert { border-radius: 8px; padding: 10px 14px; margin: 6px 0; }
+.alert.warn { background: #fff6e0; border: 1px solid #f0d48a; } .alert.bad { background: #fde6df; border: 1px solid #f2b2a0; }
+.family { display:flex; gap: 12px; align-items: flex-end; flex-wrap: wrap; padding: 10px 0; border-bottom: 1px solid var(--line); }
+.family figure:first-child { padding-right: 12px; border-right: 2px solid var(--line); }
+figure { margin: 0; text-align: center; font-size: 12px; }
+img.thumb { image-rendering: pixelated; border-radius: 4px; background: #000; max-width: 120px; max-height: 120px; }
+img.thumb.small { max-width: 48px; max-height: 48px; }
+footer { color: var(--muted); font-size: 13px; padding-bottom: 32px; }
+"""

@@ -1,0 +1,210 @@
+"""report.html: built from real runs, opened in real headless Chromium.
+
+The browser is driven over the DevTools protocol on a pipe (``--remote-debugging-pipe``:
+JSON messages separated by NUL on file descriptors 3 and 4), so the test needs nothing
+beyond Debian's ``chromium`` package and the standard library.
+"""
+
+from __future__ import annotations
+
+import base64
+import fcntl
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import dsbuild
+from dsbuild.report import render_report
+
+CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--hide-scrollbars", "--mute-audio", "--remote-debugging-pipe",
+]
+
+
+def chromium_path() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+class Browser:
+    """Just enough of the DevTools protocol: send a command, collect events, wait."""
+
+    def __init__(self, binary: str, profile: str):
+        to_chrome_r, self._to_chrome = os.pipe()
+        self._from_chrome, from_chrome_w = os.pipe()
+        # Chromium reads commands on fd 3 and writes replies on fd 4.
+        high_r, high_w = (fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 100) for fd in (to_chrome_r, from_chrome_w))
+
+        def place_pipes():
+            os.dup2(high_r, 3)
+            os.dup2(high_w, 4)
+
+        self.proc = subprocess.Popen(
+            [binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "about:blank"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            close_fds=False, preexec_fn=place_pipes,  # Python's own fds are not inheritable (PEP 446)
+        )
+        for fd in (to_chrome_r, from_chrome_w, high_r, high_w):
+            os.close(fd)
+        self._buffer = b""
+        self._next_id = 0
+        self.events: list[dict] = []
+        self.session = None
+
+    def send(self, method: str, params: dict | None = None, timeout: float = 60) -> dict:
+        self._next_id += 1
+        message = {"id": self._next_id, "method": method, "params": params or {}}
+        if self.session and not method.startswith("Target."):
+            message["sessionId"] = self.session
+        os.write(self._to_chrome, json.dumps(message).encode() + b"\0")
+        reply = self._until(lambda m: m.get("id") == self._next_id, timeout)
+        if "error" in reply:
+            raise RuntimeError(f"{method}: {reply['error']}")
+        return reply.get("result", {})
+
+    def wait_event(self, method: str, timeout: float = 60) -> dict:
+        for e in self.events:
+            if e.get("method") == method:
+                return e
+        return self._until(lambda m: m.get("method") == method, timeout)
+
+    def _until(self, done, timeout: float) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            while b"\0" in self._buffer:
+                raw, self._buffer = self._buffer.split(b"\0", 1)
+                message = json.loads(raw)
+                if "method" in message:
+                    self.events.append(message)
+                if done(message):
+                    return message
+            if time.monotonic() > deadline:
+                raise TimeoutError("no answer from chromium")
+            chunk = os.read(self._from_chrome, 1 << 20)
+            if not chunk:
+                raise RuntimeError(f"chromium exited: {self.proc.stderr.read().decode(errors='replace')[-2000:]}")
+            self._buffer += chunk
+
+    def open_page(self, width: int = 1200, height: int = 900) -> None:
+        target = self.send("Target.createTarget", {"url": "about:blank"})["targetId"]
+        self.session = self.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+        for domain in ("Page", "Runtime", "Log", "Network"):
+            self.send(f"{domain}.enable")
+        self.send("Emulation.setDeviceMetricsOverride", {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False})
+
+    def close(self) -> None:
+        try:
+            os.close(self._to_chrome)
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        finally:
+            os.close(self._from_chrome)
+            if self.proc.stderr:
+                self.proc.stderr.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    binary = chromium_path()
+    if binary is None:
+        pytest.skip("chromium is not installed (apt-get install -y chromium); .ci/run installs it")
+    with tempfile.TemporaryDirectory(prefix="dsbuild-chromium-") as profile:
+        b = Browser(binary, profile)
+        try:
+            b.send("Browser.getVersion", timeout=120)
+            yield b
+        finally:
+            b.close()
+
+
+def load_report(browser: Browser, path: Path, screenshot: Path) -> dict:
+    """Open the page, wait for it, and return what it loaded, logged and requested."""
+    browser.events.clear()
+    browser.open_page()
+    browser.send("Page.navigate", {"url": path.resolve().as_uri()})
+    browser.wait_event("Page.loadEventFired")
+    images = browser.send("Runtime.evaluate", {
+        "expression": "JSON.stringify([...document.images].map(i => ({src: i.src.slice(0, 40), alt: i.alt, "
+                      "complete: i.complete, width: i.naturalWidth, height: i.naturalHeight})))",
+        "returnByValue": True,
+    })["result"]["value"]
+    sections = browser.send("Runtime.evaluate", {
+        "expression": "JSON.stringify([...document.querySelectorAll('section h2')].map(h => h.textContent))",
+        "returnByValue": True,
+    })["result"]["value"]
+    shot = browser.send("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True})
+    screenshot.write_bytes(base64.b64decode(shot["data"]))
+    copy_to = os.environ.get("DSBUILD_SCREENSHOT_DIR")
+    if copy_to:
+        Path(copy_to).mkdir(parents=True, exist_ok=True)
+        shutil.copy(screenshot, Path(copy_to) / screenshot.name)
+    errors = [e["params"] for e in browser.events if e["method"] == "Runtime.exceptionThrown"]
+    errors += [e["params"] for e in browser.events if e["method"] == "Runtime.consoleAPICalled" and e["params"].get("type") in ("error", "assert")]
+    errors += [e["params"]["entry"] for e in browser.events if e["method"] == "Log.entryAdded" and e["params"]["entry"]["level"] == "error"]
+    requests = [e["params"]["request"]["url"] for e in browser.events if e["method"] == "Network.requestWillBeSent"]
+    return {"images": json.loads(images), "sections": json.loads(sections), "errors": errors, "requests": requests}
+
+
+def assert_clean_page(page: dict) -> None:
+    assert page["images"], "the report has no images"
+    broken = [i for i in page["images"] if not i["complete"] or i["width"] == 0]
+    assert not broken, f"images that did not load: {broken}"
+    assert not page["errors"], f"console errors: {page['errors']}"
+    remote = [u for u in page["requests"] if not u.startswith(("file:", "data:"))]
+    assert not remote, f"the report asked the network for {remote}"
+
+
+DIGITS_JOB = """
+name: report-digits
+seed: 0
+source: {format: sample, name: digits, partitions: 3}
+columns: {label: label, image: image}
+stages:
+  - validate_images: {}
+  - select:
+      drop: [image_format]
+      where: [{column: label, op: "!=", value: "7"}]
+sink: {path: unused, shard_rows: 500}
+"""
+
+
+@pytest.fixture(scope="module")
+def digits_output(tmp_path_factory, cluster):
+    from distributed import Client
+
+    out = tmp_path_factory.mktemp("report") / "digits"
+    with Client(cluster) as client:
+        manifest = dsbuild.run(DIGITS_JOB, output=str(out), client=client)
+    return out, manifest
+
+
+def test_pipeline_writes_report_that_renders_in_chromium(digits_output, browser, tmp_path):
+    out, manifest = digits_output
+    report = out / "report.html"
+    assert report.exists(), "the pipeline did not write report.html"
+    page = load_report(browser, report, tmp_path / "report-digits.png")
+    assert_clean_page(page)
+    assert {"Overview", "Rows through the build", "Rejects by reason", "Time per stage", "Output"} <= set(page["sections"])
+    assert (tmp_path / "report-digits.png").stat().st_size > 10_000
+
+
+def test_report_reads_only_the_output_and_names_the_rejects(digits_output):
+    out, manifest = digits_output
+    html = render_report(manifest, str(out))
+    rejected = manifest["stages"][-1]["rejected_by_reason"]
+    assert rejected and all(reason in html for reason in rejected)
+    sevens = pd.read_parquet(out / "rejects")
+    assert (sevens["reason"].str.startswith("filter:")).all()
+    # Examples of rejected rows come from rejects/, so their ids are real reject ids.
+    assert any(f">{rid}<" in html for rid in sevens["id"].head(50))
+    assert "<script" not in html.lower() and "http://" not in html and "https://" not in html
