@@ -10,13 +10,12 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
-from pathlib import Path
 
 import psutil
 from distributed import Client, LocalCluster
 from distributed.diagnostics.plugin import WorkerPlugin
 
-THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+from dsbuild.clusters import LOCALHOST, THREAD_ENV
 
 
 class DsbuildWorkerSetup(WorkerPlugin):
@@ -37,13 +36,18 @@ class DsbuildWorkerSetup(WorkerPlugin):
 
 
 def local_cluster(workers: int | None = None, memory_limit: str | None = None, **kwargs) -> LocalCluster:
-    """Worker processes, one thread each, memory split evenly with room for the driver."""
+    """Worker processes, one thread each, memory split evenly with room for the driver.
+
+    Scheduler and dashboard listen on localhost unless ``host``/``dashboard_address`` say otherwise.
+    """
     n = workers or os.cpu_count() or 1
     if memory_limit is None:
         memory_limit = f"{int(psutil.virtual_memory().total * 0.8 / n / 2**20)}MiB"
+    kwargs.setdefault("host", LOCALHOST)
+    kwargs.setdefault("dashboard_address", f"{LOCALHOST}:8787")
+    kwargs.setdefault("threads_per_worker", 1)
     return LocalCluster(
         n_workers=n,
-        threads_per_worker=1,
         processes=True,
         memory_limit=memory_limit,
         env={k: "1" for k in THREAD_ENV},
@@ -52,30 +56,17 @@ def local_cluster(workers: int | None = None, memory_limit: str | None = None, *
 
 
 @contextlib.contextmanager
-def connect(cluster: str | os.PathLike | None = "local", workers: int | None = None) -> Iterator[Client]:
-    """A Client for the spec, with dsbuild's worker setup; the cluster closes on exit.
+def connect(cluster="local", workers: int | None = None) -> Iterator[Client]:
+    """A Client for the cluster spec, with dsbuild's worker setup; the cluster closes on exit.
 
-    Closing runs on Ctrl-C as on success, so no worker process outlives the command.
+    ``cluster`` is ``local``, a scheduler address, a spec file from ``cluster/`` (or its
+    YAML text, a dict, a parsed spec). Closing runs on Ctrl-C as on success, so no worker
+    process or batch job outlives the command.
     """
-    spec = str(cluster or "local")
-    with contextlib.ExitStack() as stack:
-        if spec == "local":
-            owned = stack.enter_context(local_cluster(workers))
-            client = stack.enter_context(Client(owned))
-        elif "://" in spec:
-            client = stack.enter_context(Client(spec))
-        elif Path(spec).is_file():
-            from dsbuild.clusters import cluster_from_file
+    from dsbuild.clusters import cluster_client, spec_from_target
 
-            owned = stack.enter_context(cluster_from_file(spec, workers=workers))
-            client = stack.enter_context(Client(owned))
-            if workers:
-                owned.scale(workers)
-                client.wait_for_workers(workers, timeout=300)
-        else:
-            raise ValueError(
-                f"cluster {spec!r}: expected 'local', a scheduler address like "
-                "'tcp://host:8786', or a cluster spec file (see cluster/)"
-            )
+    spec = spec_from_target(cluster)
+    with contextlib.ExitStack() as stack:
+        client = cluster_client(spec, workers, stack)
         client.register_plugin(DsbuildWorkerSetup())
         yield client

@@ -1,0 +1,358 @@
+"""Cluster spec files (``cluster/*.yaml``) → a running Dask cluster and a Client.
+
+A spec names its ``kind`` — local, scheduler, slurm, pbs or kubernetes — and that kind's
+settings. It is validated like a job file (unknown keys refused, errors point at the
+line) and read with YAML's safe loader, so a cluster file is data: it cannot import or
+run Python. The one exception by design is ``job_script_prologue`` of Slurm/PBS specs:
+shell lines the batch system runs before the worker, as in any sbatch script.
+
+Slurm/PBS go through dask-jobqueue and Kubernetes through dask-kubernetes; both are
+optional and a missing one is named with the command that installs it. Dashboards bind
+to localhost unless a spec sets ``dashboard`` to another address.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import os
+from pathlib import Path
+from typing import Annotated, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
+
+THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+LOCALHOST = "127.0.0.1"
+
+
+class ClusterSpecError(ValueError):
+    """A cluster spec that cannot be used as written; ``problems`` holds one line each."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+class MissingPackage(ImportError):
+    """The spec's kind needs an optional package that is not installed."""
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TLSFiles(_Spec):
+    """PEM files: the CA that signed every party, and this party's certificate and key.
+
+    For clusters dsbuild starts (local, slurm, pbs) the same certificate serves the
+    scheduler, the workers and the client; for ``scheduler`` it is the client's.
+    """
+
+    ca_file: str
+    cert: str
+    key: str | None = Field(None, description="omit when the key is inside the cert file")
+
+    def security(self):
+        from distributed.security import Security
+
+        return Security(
+            tls_ca_file=self.ca_file,
+            tls_client_cert=self.cert, tls_client_key=self.key,
+            tls_scheduler_cert=self.cert, tls_scheduler_key=self.key,
+            tls_worker_cert=self.cert, tls_worker_key=self.key,
+            require_encryption=True,
+        )
+
+
+class Adaptive(_Spec):
+    """Let Dask add and remove workers with the load, between these counts."""
+
+    minimum: int = Field(0, ge=0)
+    maximum: int = Field(..., gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if self.minimum > self.maximum:
+            raise ValueError(f"minimum ({self.minimum}) is larger than maximum ({self.maximum})")
+        return self
+
+
+class LocalSpec(_Spec):
+    """Worker processes on this machine."""
+
+    kind: Literal["local"]
+    workers: int | None = Field(None, gt=0, description="worker processes; default one per core")
+    threads_per_worker: int = Field(1, gt=0)
+    memory_limit: str | None = Field(None, description="per worker, e.g. 4GiB; default 80% of RAM split evenly")
+    host: str = LOCALHOST
+    dashboard: str | None = f"{LOCALHOST}:8787"
+    local_directory: str | None = Field(None, description="where workers spill to disk")
+    tls: TLSFiles | None = None
+
+
+class SchedulerSpec(_Spec):
+    """A scheduler someone else started: by address or by the file it wrote."""
+
+    kind: Literal["scheduler"]
+    address: str | None = None
+    scheduler_file: str | None = None
+    tls: TLSFiles | None = None
+    timeout: float = Field(30, gt=0, description="seconds to wait for the scheduler")
+    workers: int | None = Field(None, gt=0, description="wait until this many workers are connected")
+
+    @model_validator(mode="after")
+    def _one_target(self):
+        if (self.address is None) == (self.scheduler_file is None):
+            raise ValueError("give exactly one of address or scheduler_file")
+        return self
+
+
+class _BatchSpec(_Spec):
+    """Settings common to batch systems driven through dask-jobqueue."""
+
+    cores: int = Field(1, gt=0, description="cores per batch job")
+    processes: int = Field(1, gt=0, description="worker processes per batch job")
+    memory: str = Field("4GB", description="memory per batch job")
+    walltime: str = "01:00:00"
+    queue: str | None = None
+    account: str | None = None
+    jobs: int = Field(2, gt=0, description="batch jobs to start (ignored when adaptive is set)")
+    adaptive: Adaptive | None = None
+    job_extra_directives: list[str] = Field(default_factory=list, description="extra #SBATCH / #PBS lines")
+    job_script_prologue: list[str] = Field(default_factory=list, description="shell lines run before the worker")
+    python: str | None = Field(None, description="python on the compute nodes; default this one")
+    local_directory: str | None = Field(None, description="node-local disk for spilling")
+    log_directory: str | None = None
+    interface: str | None = Field(None, description="network interface for scheduler and workers, e.g. ib0")
+    host: str = Field(LOCALHOST, description="scheduler address; must be reachable from the compute nodes")
+    worker_host: str | None = Field(None, description="address workers listen on")
+    dashboard: str | None = f"{LOCALHOST}:8787"
+    death_timeout: float = Field(60, gt=0, description="seconds a worker waits for a lost scheduler")
+    wait_timeout: float = Field(300, gt=0, description="seconds to wait for the first workers")
+    tls: TLSFiles | None = None
+
+    @field_validator("walltime", mode="before")
+    @classmethod
+    def _sexagesimal(cls, v):
+        """Unquoted ``02:00:00`` is read by YAML 1.1 as 7200 seconds; turn it back."""
+        if isinstance(v, int) and not isinstance(v, bool):
+            return f"{v // 3600:02d}:{v % 3600 // 60:02d}:{v % 60:02d}"
+        return v
+
+    def jobqueue_kwargs(self) -> dict:
+        scheduler = {"host": self.host} if not self.interface else {"interface": self.interface}
+        scheduler["dashboard_address"] = self.dashboard or ":0"
+        prologue = [f"export {v}=1" for v in THREAD_ENV] + list(self.job_script_prologue)
+        kwargs = {
+            "cores": self.cores, "processes": self.processes, "memory": self.memory,
+            "walltime": self.walltime, "queue": self.queue, "account": self.account,
+            "job_extra_directives": list(self.job_extra_directives),
+            "job_script_prologue": prologue,
+            "local_directory": self.local_directory, "log_directory": self.log_directory,
+            "interface": self.interface, "death_timeout": self.death_timeout,
+            "scheduler_options": scheduler,
+            "worker_extra_args": ["--host", self.worker_host] if self.worker_host else [],
+        }
+        if self.python:
+            kwargs["python"] = self.python
+        if self.tls:
+            kwargs["security"] = self.tls.security()
+            kwargs["protocol"] = "tls://"
+        return kwargs
+
+
+class SlurmSpec(_BatchSpec):
+    kind: Literal["slurm"]
+
+
+class PBSSpec(_BatchSpec):
+    kind: Literal["pbs"]
+    resource_spec: str | None = Field(None, description="e.g. select=1:ncpus=4:mem=16GB")
+
+
+class KubernetesSpec(_Spec):
+    """A DaskCluster resource through the Dask Kubernetes operator (dask-kubernetes)."""
+
+    kind: Literal["kubernetes"]
+    name: str = Field("dsbuild", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    namespace: str | None = None
+    image: str = Field("ghcr.io/dask/dask:latest", description="must have dsbuild installed")
+    workers: int = Field(2, gt=0)
+    adaptive: Adaptive | None = None
+    resources: dict[Literal["requests", "limits"], dict[str, str]] = Field(default_factory=dict)
+    env: dict[str, str] = Field(default_factory=dict)
+    wait_timeout: float = Field(600, gt=0)
+
+
+ClusterSpec = Annotated[
+    Union[LocalSpec, SchedulerSpec, SlurmSpec, PBSSpec, KubernetesSpec], Field(discriminator="kind")
+]
+KINDS = {"local": LocalSpec, "scheduler": SchedulerSpec, "slurm": SlurmSpec, "pbs": PBSSpec, "kubernetes": KubernetesSpec}
+_ADAPTER = TypeAdapter(ClusterSpec)
+
+
+# -- reading ----------------------------------------------------------------------------
+
+
+def load_cluster_spec(source) -> LocalSpec | SchedulerSpec | SlurmSpec | PBSSpec | KubernetesSpec:
+    """A validated spec from a path, YAML text, a dict, or a spec; errors name file and line."""
+    from dsbuild.job import JobError, _load_yaml
+
+    if isinstance(source, tuple(KINDS.values())):
+        return source
+    if isinstance(source, dict):
+        data, lines, where = dict(source), {}, "<dict>"
+    else:
+        text, where = str(source), "<yaml>"
+        if "\n" not in text and (text.endswith((".yaml", ".yml")) or Path(text).exists()):
+            if not Path(text).is_file():
+                raise ClusterSpecError([f"{text}: no such cluster spec file"])
+            where, text = text, Path(text).read_text()
+        try:
+            data, lines = _load_yaml(text, where)
+        except JobError as e:
+            raise ClusterSpecError([p.replace("a job is a mapping (name, seed, source, columns, stages, sink)",
+                                              "a cluster spec is a mapping with a 'kind'") for p in e.problems]) from None
+    kind = data.get("kind")
+    if kind not in KINDS:
+        hint = difflib.get_close_matches(str(kind), KINDS, n=1)
+        line = lines.get(("kind",), 1)
+        got = "no 'kind'" if kind is None else f"unknown kind {kind!r}"
+        raise ClusterSpecError([f"{where}:{line}: {got}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
+                                + f"; kinds: {', '.join(KINDS)}"])
+    try:
+        return _ADAPTER.validate_python(data)
+    except ValidationError as e:
+        raise ClusterSpecError(_explain(e, where, lines, KINDS[kind])) from None
+
+
+def _explain(err: ValidationError, where: str, lines: dict, model) -> list[str]:
+    from dsbuild.job import _dotted, _line_of
+
+    out = []
+    for e in err.errors():
+        loc = tuple(x for x in e["loc"] if x not in KINDS)
+        line = _line_of(loc, lines)
+        at = f"{where}:{line}" if line else where
+        if e["type"] == "extra_forbidden":
+            fields = _fields_at(model, loc[:-1])
+            hint = difflib.get_close_matches(str(loc[-1]), fields, n=1)
+            msg = (f"unknown option {loc[-1]!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
+                   + (f"; valid options: {', '.join(fields)}" if fields else ""))
+        elif "input" in e and e["type"] != "missing":
+            msg = f"{e['msg'].removeprefix('Value error, ')} (got {e['input']!r})"
+        else:
+            msg = e["msg"]
+        out.append(f"{at}: {_dotted(loc) or 'cluster'}: {msg}")
+    return out
+
+
+def _fields_at(model, path: tuple) -> list[str]:
+    for key in path:
+        field = model.model_fields.get(key) if isinstance(key, str) else None
+        ann = getattr(field, "annotation", None)
+        model = next((a for a in getattr(ann, "__args__", (ann,)) if isinstance(a, type) and issubclass(a, BaseModel)), None)
+        if model is None:
+            return []
+    return list(model.model_fields)
+
+
+def spec_from_target(target) -> LocalSpec | SchedulerSpec | SlurmSpec | PBSSpec | KubernetesSpec:
+    """``local``, a scheduler address, a spec file, YAML text, a dict or a spec → a spec."""
+    if target is None or (isinstance(target, str) and target == "local"):
+        return LocalSpec(kind="local")
+    if isinstance(target, (str, os.PathLike)):
+        text = str(target)
+        if "://" in text and "\n" not in text:
+            return SchedulerSpec(kind="scheduler", address=text)
+        if "\n" not in text and not Path(text).exists() and not text.endswith((".yaml", ".yml")):
+            raise ClusterSpecError([
+                f"cluster {text!r}: expected 'local', a scheduler address like 'tcp://host:8786', "
+                "or a cluster spec file (see cluster/)"
+            ])
+    return load_cluster_spec(target)
+
+
+# -- starting ---------------------------------------------------------------------------
+
+
+def _require(module: str, package: str, extra: str, kind: str):
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise MissingPackage(
+            f"cluster kind {kind!r} needs the {package} package, which is not installed: "
+            f"pip install 'dsbuild[{extra}]'  (or: pip install {package})"
+        ) from e
+
+
+def start_cluster(spec, workers: int | None = None):
+    """The Dask cluster object for a spec dsbuild starts itself (not ``scheduler``)."""
+    if isinstance(spec, LocalSpec):
+        from dsbuild.runtime import local_cluster
+
+        kwargs = {"host": spec.host, "dashboard_address": spec.dashboard or ":0",
+                  "threads_per_worker": spec.threads_per_worker}
+        if spec.local_directory:
+            kwargs["local_directory"] = spec.local_directory
+        if spec.tls:
+            kwargs["security"] = spec.tls.security()
+            kwargs["protocol"] = "tls://"
+        return local_cluster(workers or spec.workers, spec.memory_limit, **kwargs)
+    if isinstance(spec, (SlurmSpec, PBSSpec)):
+        jobqueue = _require("dask_jobqueue", "dask-jobqueue", spec.kind, spec.kind)
+        kwargs = spec.jobqueue_kwargs()
+        if isinstance(spec, PBSSpec):
+            return jobqueue.PBSCluster(resource_spec=spec.resource_spec, **kwargs)
+        return jobqueue.SLURMCluster(**kwargs)
+    if isinstance(spec, KubernetesSpec):
+        operator = _require("dask_kubernetes.operator", "dask-kubernetes", "kubernetes", "kubernetes")
+        return operator.KubeCluster(
+            name=spec.name, namespace=spec.namespace, image=spec.image,
+            n_workers=0 if spec.adaptive else (workers or spec.workers),
+            resources=dict(spec.resources), env={**{v: "1" for v in THREAD_ENV}, **spec.env},
+        )
+    raise TypeError(f"cluster kind {spec.kind!r} is not started by dsbuild")
+
+
+def cluster_client(spec, workers: int | None, stack: contextlib.ExitStack):
+    """A Client for any spec; clusters dsbuild started are closed when ``stack`` closes."""
+    from distributed import Client
+
+    if isinstance(spec, SchedulerSpec):
+        security = spec.tls.security() if spec.tls else None
+        target = spec.address if spec.address else None
+        client = stack.enter_context(Client(
+            target, scheduler_file=spec.scheduler_file, security=security, timeout=spec.timeout,
+        ))
+        if workers or spec.workers:
+            client.wait_for_workers(workers or spec.workers, timeout=spec.timeout)
+        return client
+    cluster = stack.enter_context(start_cluster(spec, workers))
+    security = spec.tls.security() if getattr(spec, "tls", None) else None
+    client = stack.enter_context(Client(cluster, security=security))
+    if isinstance(spec, (SlurmSpec, PBSSpec, KubernetesSpec)):
+        if spec.adaptive:
+            cluster.adapt(minimum=spec.adaptive.minimum, maximum=spec.adaptive.maximum)
+        elif isinstance(spec, KubernetesSpec):
+            client.wait_for_workers(workers or spec.workers, timeout=spec.wait_timeout)
+        else:
+            if workers:
+                cluster.scale(n=workers)
+            else:
+                cluster.scale(jobs=spec.jobs)
+            client.wait_for_workers(workers or spec.jobs * spec.processes, timeout=spec.wait_timeout)
+    return client
+
+
+def cluster_from_file(path, workers: int | None = None):
+    """The cluster a spec file describes (kinds dsbuild starts); use as a context manager."""
+    return start_cluster(load_cluster_spec(path), workers)
+
+
+def describe(spec) -> str:
+    """One line for logs: what kind of cluster and where."""
+    return yaml.safe_dump(spec.model_dump(mode="json", exclude_defaults=True), default_flow_style=True).strip()

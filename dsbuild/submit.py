@@ -1,0 +1,363 @@
+"""Submit a job to run in the background and follow it: ``dsbuild.submit`` / ``dsbuild submit``.
+
+A submitted job runs in its own detached process (the driver), so it outlives the
+Python session or shell that submitted it. Driver and followers share nothing but a run
+folder under ``$DSBUILD_HOME/runs`` (default ``~/.dsbuild/runs``): the request, the
+driver's log and ``status.json``, which the driver rewrites every second with its state
+and progress. Any process on the machine can follow or cancel a run from its id.
+
+States: submitted → accepted (job loaded, output target checked) → running (cluster up)
+→ finished | failed | cancelled. A run whose driver died without saying so is ``lost``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+from distributed.diagnostics.plugin import SchedulerPlugin
+from distributed.utils import key_split
+
+ACTIVE = ("submitted", "accepted", "running")
+DONE = ("finished", "failed", "cancelled", "lost")
+
+
+class SubmissionError(RuntimeError):
+    """The submitted job failed, was cancelled or its driver was lost."""
+
+
+class Cancelled(BaseException):
+    """Raised in the driver when it is asked to stop; BaseException so nothing swallows it."""
+
+
+def runs_home() -> Path:
+    return Path(os.environ.get("DSBUILD_HOME", "~/.dsbuild")).expanduser() / "runs"
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def _write_json(path: Path, data: dict) -> None:
+    """Atomic replace, so a follower never reads half a status."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def _read_json(path: Path) -> dict:
+    for _ in range(5):
+        try:
+            return json.loads(path.read_text())
+        except (json.JSONDecodeError, FileNotFoundError):
+            time.sleep(0.05)
+    return json.loads(path.read_text())
+
+
+def _alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie child of this process has exited
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+class Submission:
+    """A handle on a submitted job: ``status()``, ``progress()``, ``result()``, ``cancel()``."""
+
+    def __init__(self, run_id: str, home: Path | None = None):
+        self.id = run_id
+        self.folder = (home or runs_home()) / run_id
+        if not (self.folder / "status.json").exists():
+            raise FileNotFoundError(f"no submitted run {run_id!r} in {self.folder.parent}")
+
+    def info(self) -> dict:
+        """The whole status record; ``state`` becomes ``lost`` if the driver died silently."""
+        info = _read_json(self.folder / "status.json")
+        if info["state"] in ACTIVE and info.get("host") == socket.gethostname() and not _alive(info.get("pid")):
+            info = _read_json(self.folder / "status.json")  # it may have finished just now
+            if info["state"] in ACTIVE:
+                info["state"] = "lost"
+                info["error"] = f"the driver process {info.get('pid')} exited without finishing; see {self.log_path}"
+        return info
+
+    def status(self) -> str:
+        return self.info()["state"]
+
+    def progress(self) -> dict:
+        """Tasks done of tasks submitted so far, overall and per task group (fit stages add tasks as they go)."""
+        info = self.info()
+        p = info.get("progress") or {"done": 0, "total": 0, "groups": {}}
+        if info["state"] == "finished":
+            p = {**p, "done": p.get("total", 0)}
+        fraction = 1.0 if info["state"] == "finished" else (p["done"] / p["total"] if p.get("total") else 0.0)
+        return {"state": info["state"], "fraction": round(fraction, 4), **p}
+
+    def wait(self, timeout: float | None = None, poll: float = 0.25) -> str:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while (state := self.status()) in ACTIVE:
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"run {self.id} is still {state} after {timeout} s")
+            time.sleep(poll)
+        return state
+
+    def result(self, timeout: float | None = None) -> dict:
+        """Wait for the job and return its manifest; raise SubmissionError if it did not finish."""
+        state = self.wait(timeout)
+        info = self.info()
+        if state != "finished":
+            raise SubmissionError(f"run {self.id} {state}: {info.get('error') or 'no error recorded'}")
+        return json.loads(Path(info["manifest"]).read_text())
+
+    def cancel(self, timeout: float = 60) -> str:
+        """Ask the driver to stop: it aborts the output, closes the cluster and says ``cancelled``."""
+        info = self.info()
+        if info["state"] in DONE:
+            return info["state"]
+        if info.get("host") != socket.gethostname():
+            raise SubmissionError(f"run {self.id} runs on {info.get('host')}; cancel it there")
+        try:
+            os.kill(info["pid"], signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        return self.wait(timeout)
+
+    @property
+    def log_path(self) -> Path:
+        return self.folder / "driver.log"
+
+    def log(self) -> str:
+        return self.log_path.read_text() if self.log_path.exists() else ""
+
+    def __repr__(self) -> str:
+        try:
+            p = self.progress()
+            return f"<Submission {self.id}: {p['state']}, {p['fraction']:.0%}>"
+        except Exception:  # noqa: BLE001 - repr must not fail
+            return f"<Submission {self.id}>"
+
+
+def submit(
+    job,
+    *,
+    cluster="local",
+    output: str | None = None,
+    overwrite: bool = False,
+    workers: int | None = None,
+    overrides: dict | None = None,
+    accept_timeout: float = 120,
+) -> Submission:
+    """Start ``job`` (path, YAML text, dict or JobSpec) in a background driver; return its handle.
+
+    The job and the output target are checked here, so a bad job raises at once. Returns
+    when the driver has accepted the job.
+    """
+    from dsbuild.clusters import spec_from_target
+    from dsbuild.io.sink import Sink
+    from dsbuild.job import load_job
+
+    spec = load_job(job, overrides)
+    if output:
+        spec = spec.model_copy(update={"sink": spec.sink.model_copy(update={"path": output})})
+    Sink(spec.sink.path, shard_rows=1, shard_bytes=1, compression="none", overwrite=overwrite).check_target()
+    cluster_spec = spec_from_target(cluster)
+
+    run_id = f"{spec.name}-{datetime.datetime.now():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:4]}"
+    folder = runs_home() / run_id
+    folder.mkdir(parents=True)
+    (folder / "job.yaml").write_text(spec.to_yaml())
+    request = {
+        "cluster": cluster_spec.model_dump(mode="json"),
+        "workers": workers,
+        "overwrite": overwrite,
+        "cwd": os.getcwd(),
+    }
+    _write_json(folder / "request.json", request)
+    status = {"id": run_id, "state": "submitted", "job": spec.name, "output": spec.sink.path,
+              "cluster": cluster_spec.kind, "submitted": _now(), "host": socket.gethostname(), "pid": None}
+    _write_json(folder / "status.json", status)
+    with open(folder / "driver.log", "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "dsbuild.submit", str(folder)],
+            cwd=os.getcwd(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    handle = Submission(run_id)
+    deadline = time.monotonic() + accept_timeout
+    while (info := _read_json(folder / "status.json"))["state"] == "submitted":
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.poll() is None and proc.terminate()
+            raise SubmissionError(f"run {run_id}: the driver did not start:\n{handle.log()[-2000:]}")
+        time.sleep(0.1)
+    if info["state"] == "failed":
+        raise SubmissionError(f"run {run_id} failed: {info.get('error')}")
+    return handle
+
+
+def list_runs() -> list[Submission]:
+    """Every run in the runs folder, newest first."""
+    home = runs_home()
+    if not home.exists():
+        return []
+    folders = [p for p in home.iterdir() if (p / "status.json").exists()]
+    return [Submission(p.name, home) for p in sorted(folders, key=lambda p: p.stat().st_mtime, reverse=True)]
+
+
+# -- progress, counted on the scheduler ---------------------------------------------------
+
+
+class TaskProgress(SchedulerPlugin):
+    """Counts one client's tasks by prefix: submitted, and finished at least once.
+
+    Runs on the scheduler; a retried task (its worker died) counts as done once.
+    """
+
+    def __init__(self, client_id: str):
+        self.name = f"dsbuild-progress-{client_id}"
+        self.clients = {client_id}
+        self.prefix: dict = {}
+        self.total: dict[str, int] = {}
+        self.done: dict[str, int] = {}
+        self.finished: set = set()
+
+    def update_graph(self, scheduler, *, client, keys, tasks, **kwargs) -> None:
+        if client not in self.clients:
+            return
+        for key in tasks:
+            if key not in self.prefix:
+                p = key_split(key)
+                self.prefix[key] = p
+                self.total[p] = self.total.get(p, 0) + 1
+
+    def transition(self, key, start, finish, *args, **kwargs) -> None:
+        if finish in ("memory", "erred") and key in self.prefix and key not in self.finished:
+            self.finished.add(key)
+            p = self.prefix[key]
+            self.done[p] = self.done.get(p, 0) + 1
+
+    def snapshot(self) -> dict:
+        return {"total": dict(self.total), "done": dict(self.done)}
+
+
+def _snapshot(name: str, dask_scheduler=None) -> dict:
+    return dask_scheduler.plugins[name].snapshot()
+
+
+def summarize_progress(snapshot: dict) -> dict:
+    """Task counts by prefix → overall done/total and per task group.
+
+    Dask fuses a chain of map stages into one task per partition, so groups are task
+    prefixes (``write_partition``, a shuffle, a fused chain), not always single stages.
+    """
+    groups = {p: {"done": snapshot["done"].get(p, 0), "total": t} for p, t in sorted(snapshot["total"].items())}
+    return {
+        "done": sum(g["done"] for g in groups.values()),
+        "total": sum(g["total"] for g in groups.values()),
+        "groups": groups,
+    }
+
+
+# -- the driver -----------------------------------------------------------------------------
+
+
+class _Driver:
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.status_path = folder / "status.json"
+        self.status = _read_json(self.status_path)
+        self.lock = threading.Lock()
+
+    def update(self, **fields) -> None:
+        with self.lock:
+            self.status.update(fields, updated=_now())
+            _write_json(self.status_path, self.status)
+
+    def follow(self, client, progress_name: str, stop: threading.Event) -> None:
+        while not stop.wait(1.0):
+            try:
+                snap = client.run_on_scheduler(_snapshot, progress_name)
+                self.update(progress=summarize_progress(snap), workers=len(client.scheduler_info(n_workers=-1)["workers"]))
+            except Exception:  # noqa: BLE001 - progress is best effort; the job goes on
+                pass
+
+    def run(self) -> int:
+        from dsbuild.clusters import load_cluster_spec
+        from dsbuild.job import load_job
+        from dsbuild.pipeline import run
+        from dsbuild.runtime import connect
+
+        signal.signal(signal.SIGTERM, _raise_cancelled)
+        signal.signal(signal.SIGINT, _raise_cancelled)
+        request = _read_json(self.folder / "request.json")
+        self.update(pid=os.getpid(), host=socket.gethostname())
+        stop = threading.Event()
+        try:
+            spec = load_job((self.folder / "job.yaml").read_text())
+            cluster = load_cluster_spec(request["cluster"])
+            self.update(state="accepted", accepted=_now())
+            with connect(cluster, request.get("workers")) as client:
+                progress_on = _start_progress(client)
+                self.update(state="running", started=_now(), dashboard=client.dashboard_link,
+                            scheduler=client.scheduler.address, progress=None)
+                if progress_on:
+                    threading.Thread(target=self.follow, args=(client, progress_on, stop), daemon=True).start()
+                manifest = run(spec, overwrite=request["overwrite"], client=client)
+                stop.set()
+                if progress_on:
+                    try:
+                        self.update(progress=summarize_progress(client.run_on_scheduler(_snapshot, progress_on)))
+                        client.unregister_scheduler_plugin(progress_on)
+                    except Exception:  # noqa: BLE001
+                        pass
+            stop.set()
+            self.update(state="finished", finished=_now(), manifest=str(Path(manifest["output"]) / "manifest.json"),
+                        totals=manifest["totals"], output=manifest["output"])
+            return 0
+        except Cancelled:
+            stop.set()
+            self.update(state="cancelled", finished=_now(), error="cancelled on request")
+            return 1
+        except BaseException as e:  # noqa: BLE001 - the driver's last duty is to say why
+            stop.set()
+            import traceback
+
+            traceback.print_exc()
+            self.update(state="failed", finished=_now(), error=f"{type(e).__name__}: {e}")
+            return 1
+
+
+def _raise_cancelled(signum, frame):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise Cancelled()
+
+
+def _start_progress(client) -> str | None:
+    """Register this client's progress counter on the scheduler; a scheduler without dsbuild gets none."""
+    plugin = TaskProgress(client.id)
+    try:
+        client.register_plugin(plugin)
+        return plugin.name
+    except Exception:  # noqa: BLE001
+        return None
+
+
+if __name__ == "__main__":
+    sys.exit(_Driver(Path(sys.argv[1])).run())
