@@ -61,13 +61,17 @@ def apply_lut(image: np.ndarray, lut: np.ndarray, owned: bool = False) -> np.nda
 
 @dataclass
 class Targets:
-    """An image and what must move with it. ``owned`` says the image may be overwritten."""
+    """An image and what must move with it. ``owned`` says the image may be overwritten.
+
+    Boxes (pascal_voc, with their visibility) and keypoints are None when the caller
+    passed none, so an image-only pipeline does no label work at all.
+    """
 
     image: np.ndarray
     mask: np.ndarray | None = None
-    boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4)))
-    visibility: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    keypoints: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
+    boxes: np.ndarray | None = None
+    visibility: np.ndarray | None = None
+    keypoints: np.ndarray | None = None
     owned: bool = False
 
     @property
@@ -90,6 +94,9 @@ class Augmented:
     keypoints: np.ndarray
     params: list[dict]
 
+
+_LEVELS = np.arange(256, dtype=np.float64)
+_UNIT = _LEVELS / 255
 
 # -- base classes ---------------------------------------------------------------------
 
@@ -145,12 +152,15 @@ class GeometricTransform(Transform):
         return self.apply(mask, {**params, "interpolation": "nearest", "fill": 0})
 
     def run_with(self, t: Targets, params: dict) -> Targets:
-        h, w = t.shape
-        m, (oh, ow) = self.matrix(params, h, w)
+        boxes, visibility, keypoints = t.boxes, t.visibility, t.keypoints
+        if boxes is not None or keypoints is not None:
+            m, (oh, ow) = self.matrix(params, *t.shape)
+            if boxes is not None:
+                boxes, visibility = move_boxes(boxes, visibility, m, oh, ow)
+            if keypoints is not None:
+                keypoints = move_points(keypoints, m)
         image = self.apply(t.image, params, t.owned)
         mask = None if t.mask is None else self.apply_mask(t.mask, params)
-        boxes, visibility = move_boxes(t.boxes, t.visibility, m, oh, ow)
-        keypoints = move_points(t.keypoints, m)
         return Targets(image, mask, boxes, visibility, keypoints, owned=self._owns(t, image))
 
 
@@ -231,6 +241,16 @@ def _resize_matrix(h: int, w: int, oh: int, ow: int) -> np.ndarray:
     return np.array([[sx, 0, 0.5 * sx - 0.5], [0, sy, 0.5 * sy - 0.5], [0, 0, 1.0]])
 
 
+def resize_image(image: np.ndarray, height: int, width: int, interpolation: str) -> np.ndarray:
+    """cv2.resize; bilinear shrinking by whole factors goes through INTER_LINEAR_EXACT,
+    which is bit-exact and ~1.4× faster there (slower elsewhere, so only there)."""
+    flags = INTERPOLATIONS[interpolation]
+    h, w = image.shape[:2]
+    if flags == cv2.INTER_LINEAR and h % height == 0 and w % width == 0:
+        flags = cv2.INTER_LINEAR_EXACT
+    return cv2.resize(image, (width, height), interpolation=flags)
+
+
 def _range(value, name: str, symmetric: bool = False) -> tuple[float, float]:
     if isinstance(value, (int, float)):
         return (-float(value), float(value)) if symmetric else (float(value), float(value))
@@ -242,7 +262,12 @@ def _range(value, name: str, symmetric: bool = False) -> tuple[float, float]:
 
 def _uniform(rng: np.random.Generator, lo_hi: tuple[float, float]) -> float:
     lo, hi = lo_hi
-    return lo if lo == hi else float(rng.uniform(lo, hi))
+    return lo if lo == hi else lo + (hi - lo) * rng.random()
+
+
+def _randint(rng: np.random.Generator, lo: int, hi: int) -> int:
+    """An integer in [lo, hi], inclusive (``rng.random`` is ~5× cheaper than ``integers``)."""
+    return lo if lo >= hi else lo + min(int(rng.random() * (hi - lo + 1)), hi - lo)
 
 
 # -- geometric transforms -------------------------------------------------------------
@@ -262,7 +287,7 @@ class VerticalFlip(GeometricTransform):
     name = "vflip"
 
     def apply(self, image, params, owned=False):
-        return cv2.flip(image, 0)
+        return np.ascontiguousarray(image[::-1])
 
     def matrix(self, params, h, w):
         return np.array([[1.0, 0, 0], [0, -1.0, h - 1], [0, 0, 1.0]]), (h, w)
@@ -360,7 +385,7 @@ class RandomCrop(_Crop):
 
     def draw(self, rng, h, w):
         ch, cw = self._fit(h, w)
-        return {"y": int(rng.integers(0, h - ch + 1)), "x": int(rng.integers(0, w - cw + 1)), "height": ch, "width": cw}
+        return {"y": _randint(rng, 0, h - ch), "x": _randint(rng, 0, w - cw), "height": ch, "width": cw}
 
 
 class CenterCrop(_Crop):
@@ -383,8 +408,7 @@ class Resize(GeometricTransform):
         self.height, self.width, self.interpolation = int(height), int(width), interpolation
 
     def apply(self, image, params, owned=False):
-        flags = INTERPOLATIONS[params.get("interpolation", self.interpolation)]
-        return cv2.resize(image, (self.width, self.height), interpolation=flags)
+        return resize_image(image, self.height, self.width, params.get("interpolation", self.interpolation))
 
     def matrix(self, params, h, w):
         return _resize_matrix(h, w, self.height, self.width), (self.height, self.width)
@@ -410,15 +434,14 @@ class RandomResizedCrop(GeometricTransform):
             cw = int(round(math.sqrt(target * aspect)))
             ch = int(round(math.sqrt(target / aspect)))
             if 0 < cw <= w and 0 < ch <= h:
-                return {"y": int(rng.integers(0, h - ch + 1)), "x": int(rng.integers(0, w - cw + 1)), "crop_height": ch, "crop_width": cw}
+                return {"y": _randint(rng, 0, h - ch), "x": _randint(rng, 0, w - cw), "crop_height": ch, "crop_width": cw}
         side = min(h, w)
         return {"y": (h - side) // 2, "x": (w - side) // 2, "crop_height": side, "crop_width": side}
 
     def apply(self, image, params, owned=False):
         y, x = params["y"], params["x"]
         window = image[y : y + params["crop_height"], x : x + params["crop_width"]]
-        flags = INTERPOLATIONS[params.get("interpolation", self.interpolation)]
-        return cv2.resize(window, (self.width, self.height), interpolation=flags)
+        return resize_image(window, self.height, self.width, params.get("interpolation", self.interpolation))
 
     def matrix(self, params, h, w):
         m = _resize_matrix(params["crop_height"], params["crop_width"], self.height, self.width) @ _translate(-params["x"], -params["y"])
@@ -450,7 +473,10 @@ class Brightness(Transform):
 
 
 class Contrast(Transform):
-    """Scale distances from the image's mean grey by ``1 + factor``; brightness stays."""
+    """Scale distances from the image's mean grey by ``1 + factor``; brightness stays.
+
+    The mean is taken over every fourth row: as good an estimate, a quarter of the reads.
+    """
 
     name = "contrast"
 
@@ -464,8 +490,8 @@ class Contrast(Transform):
     def apply(self, image, params, owned=False):
         alpha = 1.0 + params["factor"]
         channels = 1 if image.ndim == 2 else image.shape[2]
-        mean = float(np.mean(cv2.mean(image)[:channels]))
-        lut = np.clip(np.round(np.arange(256) * alpha + (1 - alpha) * mean), 0, 255).astype(np.uint8)
+        mean = sum(cv2.mean(image[::4])[:channels]) / channels
+        lut = (_LEVELS * alpha + ((1 - alpha) * mean + 0.5)).clip(0, 255).astype(np.uint8)
         return apply_lut(image, lut, owned)
 
 
@@ -482,7 +508,7 @@ class Gamma(Transform):
         return {"gamma": _uniform(rng, self.limit)}
 
     def apply(self, image, params, owned=False):
-        lut = np.round(255 * (np.arange(256) / 255) ** params["gamma"]).astype(np.uint8)
+        lut = (np.power(_UNIT, params["gamma"]) * 255 + 0.5).astype(np.uint8)
         return apply_lut(image, lut, owned)
 
 
@@ -511,19 +537,24 @@ class HueSaturation(Transform):
         if image.ndim == 2 or image.shape[2] != 3:
             return image
         hsv = cv2.cvtColor(image, cv2.COLOR_BGR2HSV)
-        base = np.arange(256)
-        lut = np.empty((256, 1, 3), dtype=np.uint8)
-        lut[:, 0, 0] = np.mod(base + params["hue"], 180)
-        sat = np.clip(base + params["saturation"], 0, 255)
-        sat[0] = 0
-        lut[:, 0, 1] = sat
-        lut[:, 0, 2] = np.clip(base + params["value"], 0, 255)
-        hsv = cv2.LUT(hsv, lut, dst=hsv)
-        return cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR, dst=hsv)
+        hue, sat, val = cv2.split(hsv)
+        if params["hue"]:
+            apply_lut(hue, np.mod(_LEVELS + params["hue"], 180).astype(np.uint8), owned=True)
+        if params["saturation"]:
+            lut = np.clip(_LEVELS + params["saturation"], 0, 255).astype(np.uint8)
+            lut[0] = 0  # grey stays grey
+            apply_lut(sat, lut, owned=True)
+        if params["value"]:
+            apply_lut(val, np.clip(_LEVELS + params["value"], 0, 255).astype(np.uint8), owned=True)
+        return cv2.cvtColor(cv2.merge((hue, sat, val), dst=hsv), cv2.COLOR_HSV2BGR, dst=hsv)
 
 
 class GaussianBlur(Transform):
-    """OpenCV's Gaussian blur; the kernel covers ±3 sigma."""
+    """Separable Gaussian filter; the kernel covers ±3 sigma.
+
+    ``sepFilter2D`` with a float kernel is ~2× faster than ``GaussianBlur``'s bit-exact
+    fixed-point path on one thread, and differs from it by at most one grey level.
+    """
 
     name = "gaussian_blur"
 
@@ -537,7 +568,8 @@ class GaussianBlur(Transform):
     def apply(self, image, params, owned=False):
         sigma = params["sigma"]
         k = 2 * int(math.ceil(3 * sigma)) + 1
-        return cv2.GaussianBlur(image, (k, k), sigmaX=sigma, sigmaY=sigma)
+        kernel = cv2.getGaussianKernel(k, sigma)
+        return cv2.sepFilter2D(image, -1, kernel, kernel, borderType=cv2.BORDER_REFLECT_101)
 
 
 class GaussianNoise(Transform):
@@ -574,7 +606,7 @@ class JpegQuality(Transform):
 
     def draw(self, rng, h, w):
         lo, hi = self.quality
-        return {"quality": int(lo) if lo == hi else int(rng.integers(int(lo), int(hi) + 1))}
+        return {"quality": _randint(rng, int(lo), int(hi))}
 
     def apply(self, image, params, owned=False):
         ok, buf = cv2.imencode(".jpg", image, (cv2.IMWRITE_JPEG_QUALITY, params["quality"]))
@@ -595,12 +627,12 @@ class Cutout(Transform):
 
     def draw(self, rng, h, w):
         lo, hi = int(self.holes[0]), int(self.holes[1])
-        n = lo if lo == hi else int(rng.integers(lo, hi + 1))
+        n = _randint(rng, lo, hi)
         rects = []
         for _ in range(n):
             rh = max(1, int(round(h * _uniform(rng, self.size))))
             rw = max(1, int(round(w * _uniform(rng, self.size))))
-            rects.append([int(rng.integers(0, h - rh + 1)), int(rng.integers(0, w - rw + 1)), rh, rw])
+            rects.append([_randint(rng, 0, h - rh), _randint(rng, 0, w - rw), rh, rw])
         return {"rects": rects}
 
     def apply(self, image, params, owned=False):
@@ -662,22 +694,34 @@ class Compose:
         self.box_format, self.min_visibility, self.min_area = box_format, float(min_visibility), float(min_area)
 
     def __call__(self, image: np.ndarray, rng: np.random.Generator, *, boxes=None, keypoints=None, mask=None, owned: bool = False) -> Augmented:
+        """Run the transforms; ``owned=True`` lets them overwrite ``image`` (saves copies)."""
         h, w = image.shape[:2]
-        b = to_pascal_voc(boxes if boxes is not None else np.zeros((0, 4)), self.box_format, h, w)
-        k = np.asarray(keypoints if keypoints is not None else np.zeros((0, 2)), dtype=np.float64).reshape(-1, 2)
-        t = Targets(image, mask, b, np.ones(len(b)), k.copy(), owned=owned)
+        t = Targets(image, mask, owned=owned)
+        if boxes is not None:
+            t.boxes = to_pascal_voc(boxes, self.box_format, h, w)
+            t.visibility = np.ones(len(t.boxes))
+        if keypoints is not None:
+            t.keypoints = np.array(keypoints, dtype=np.float64).reshape(-1, 2)
         log: list[dict] = []
         for transform in self.transforms:
             t = transform.run(t, rng, log)
         oh, ow = t.shape
-        area = np.prod(t.boxes[:, 2:] - t.boxes[:, :2], axis=1)
-        keep = (t.visibility >= max(self.min_visibility, 1e-12)) & (area > self.min_area)
-        kp = t.keypoints.copy()
-        if len(kp):
+        out_boxes, box_index, kp = _NO_BOXES, _NO_INDEX, _NO_POINTS
+        if t.boxes is not None:
+            area = np.prod(t.boxes[:, 2:] - t.boxes[:, :2], axis=1)
+            keep = (t.visibility >= max(self.min_visibility, 1e-12)) & (area > self.min_area)
+            out_boxes = from_pascal_voc(t.boxes[keep], self.box_format, oh, ow)
+            box_index = np.flatnonzero(keep)
+        if t.keypoints is not None:
+            kp = t.keypoints.copy()
             outside = (kp[:, 0] < -0.5) | (kp[:, 1] < -0.5) | (kp[:, 0] >= ow - 0.5) | (kp[:, 1] >= oh - 0.5)
             kp[outside] = np.nan
-        boxes_out = from_pascal_voc(t.boxes[keep], self.box_format, oh, ow)
-        return Augmented(t.image, t.mask, boxes_out, np.flatnonzero(keep), kp, log)
+        return Augmented(t.image, t.mask, out_boxes, box_index, kp, log)
+
+
+_NO_BOXES = np.zeros((0, 4))
+_NO_INDEX = np.zeros(0, dtype=np.int64)
+_NO_POINTS = np.zeros((0, 2))
 
 
 # -- building a pipeline from a job file ----------------------------------------------

@@ -1,0 +1,252 @@
+"""A Gaussian copula fitted from mergeable statistics, for synthetic tabular rows.
+
+Three passes, each a sum over partitions so the fit does not depend on partitioning:
+
+1. per column: range and exact value counts (numeric, while at most ``MAX_DISTINCT``
+   values; :class:`~dsbuild.kernels.quantiles.GroupDistribution`) or category counts;
+2. numeric columns with more distinct values: a histogram over the global range;
+3. moments (count, sums, cross products) of the normal scores ``Φ⁻¹(F(x))``, where
+   ``F`` is the marginal from passes 1–2; a tied value (discrete or categorical) scores
+   the normal's mean over its CDF step (see :class:`ScoreMoments` for the correction
+   that keeps ties from diluting the correlation).
+
+Sampling draws ``z ~ N(0, R)`` with ``R`` the correlation of normal scores, and maps each
+coordinate back through its marginal's quantile function. Categories are placed on the
+unit interval in order of frequency, as SDV's GaussianCopula does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from scipy.special import ndtr, ndtri
+
+from dsbuild.kernels.quantiles import BINS, MAX_DISTINCT, GroupDistribution
+
+ALL = "all"
+EPS = 1e-6
+
+
+@dataclass
+class CategoryCounts:
+    """How often each category occurs; merges by adding."""
+
+    counts: pd.Series = field(default_factory=lambda: pd.Series([], dtype=np.int64))
+
+    @classmethod
+    def scan(cls, values: pd.Series) -> CategoryCounts:
+        present = values.dropna().astype(str)
+        return cls(present.value_counts(sort=False).astype(np.int64))
+
+    def merge(self, other: CategoryCounts) -> CategoryCounts:
+        return CategoryCounts(self.counts.add(other.counts, fill_value=0).astype(np.int64))
+
+    def ordered(self) -> tuple[np.ndarray, np.ndarray]:
+        """(categories, probabilities), most frequent first, ties by name."""
+        frame = pd.DataFrame({"cat": self.counts.index.astype(str), "n": self.counts.to_numpy()})
+        frame = frame.sort_values(["n", "cat"], ascending=[False, True], kind="stable")
+        return frame["cat"].to_numpy(dtype=object), frame["n"].to_numpy(dtype=np.float64) / frame["n"].sum()
+
+    def cdf(self, values: pd.Series, spread: np.ndarray) -> np.ndarray:
+        cats, p = self.ordered()
+        below = np.cumsum(p) - p
+        index = pd.Index(cats).get_indexer(values.astype(str))
+        index = np.where(index < 0, 0, index)
+        return below[index] + spread * p[index]
+
+    def quantile(self, q: np.ndarray) -> np.ndarray:
+        cats, p = self.ordered()
+        i = np.clip(np.searchsorted(np.cumsum(p), q, side="right"), 0, len(cats) - 1)
+        return cats[i]
+
+
+@dataclass
+class Marginals:
+    """Pass 1–2 statistics of every modelled column."""
+
+    numeric: dict[str, GroupDistribution] = field(default_factory=dict)
+    categorical: dict[str, CategoryCounts] = field(default_factory=dict)
+    nulls: dict[str, int] = field(default_factory=dict)
+    rows: int = 0
+
+    @classmethod
+    def scan(cls, frame: pd.DataFrame, numeric: list[str], categorical: list[str], max_distinct: int = MAX_DISTINCT) -> Marginals:
+        groups = np.full(len(frame), ALL, dtype=object)
+        return cls(
+            {c: GroupDistribution.scan(_floats(frame[c]), groups, max_distinct) for c in numeric},
+            {c: CategoryCounts.scan(frame[c]) for c in categorical},
+            {c: int(frame[c].isna().sum()) for c in [*numeric, *categorical]},
+            len(frame),
+        )
+
+    def merge(self, other: Marginals, max_distinct: int = MAX_DISTINCT) -> Marginals:
+        return Marginals(
+            {c: d.merge(other.numeric[c], max_distinct) for c, d in self.numeric.items()},
+            {c: d.merge(other.categorical[c]) for c, d in self.categorical.items()},
+            {c: n + other.nulls[c] for c, n in self.nulls.items()},
+            self.rows + other.rows,
+        )
+
+    def needing_histograms(self) -> dict[str, np.ndarray]:
+        """Edges for the numeric columns too varied for exact counts."""
+        return {c: d.histogram_edges(BINS) for c, d in self.numeric.items() if d.needs_histogram}
+
+    @staticmethod
+    def histograms(frame: pd.DataFrame, edges: dict[str, np.ndarray]) -> dict[str, GroupDistribution]:
+        groups = np.full(len(frame), ALL, dtype=object)
+        return {c: GroupDistribution.histogram(_floats(frame[c]), groups, e) for c, e in edges.items()}
+
+    @staticmethod
+    def merge_histograms(a: dict, b: dict) -> dict:
+        return {c: d.merge(b[c]) for c, d in a.items()}
+
+    def with_histograms(self, hist: dict[str, GroupDistribution]) -> Marginals:
+        numeric = {c: hist.get(c, d) for c, d in self.numeric.items()}
+        return Marginals(numeric, self.categorical, self.nulls, self.rows)
+
+    @property
+    def columns(self) -> list[str]:
+        return [*self.numeric, *self.categorical]
+
+    def scores(self, frame: pd.DataFrame) -> np.ndarray:
+        """(n, d) normal scores, 0 where a value is missing.
+
+        A value that many rows share covers a step ``[a, b]`` of its CDF; its score is
+        the mean of the standard normal over that step, ``(φ(Φ⁻¹a) − φ(Φ⁻¹b)) / (b − a)``,
+        so ties need no random spreading and the scores are a pure function of the data.
+        """
+        out = np.zeros((len(frame), len(self.columns)))
+        for j, c in enumerate(self.columns):
+            present = frame[c].notna().to_numpy()
+            if not present.any():
+                continue
+            if c in self.numeric:
+                x = _floats(frame[c])[present]
+                ones = np.ones(len(x))
+                lo = self.numeric[c].cdf(ALL, x, 0 * ones)
+                hi = self.numeric[c].cdf(ALL, x, ones)
+            else:
+                values = frame[c][present]
+                ones = np.ones(len(values))
+                lo = self.categorical[c].cdf(values, 0 * ones)
+                hi = self.categorical[c].cdf(values, ones)
+            out[present, j] = step_scores(lo, hi)
+        return out
+
+    def values(self, u: np.ndarray) -> dict[str, np.ndarray]:
+        """Each column's quantile function at the (n, d) uniforms."""
+        out = {}
+        for j, c in enumerate(self.columns):
+            if c in self.numeric:
+                out[c] = self.numeric[c].quantile(ALL, u[:, j])
+            else:
+                out[c] = self.categorical[c].quantile(u[:, j])
+        return out
+
+
+@dataclass
+class ScoreMoments:
+    """Count, sum and cross-product sum of normal scores (missing scores count as 0).
+
+    Step scores of a tied column have variance ``v < 1``; for a latent bivariate normal
+    with correlation ρ their covariance is ρ·v₁·v₂ to first order in ρ (the first term
+    of the Hermite expansion), so ρ is estimated as ``cov / (v₁ v₂)``. Continuous
+    columns have v = 1 and this is the plain correlation of normal scores.
+    """
+
+    n: int = 0
+    total: np.ndarray | None = None
+    cross: np.ndarray | None = None
+
+    @classmethod
+    def scan(cls, z: np.ndarray) -> ScoreMoments:
+        return cls(len(z), z.sum(axis=0), z.T @ z)
+
+    def merge(self, other: ScoreMoments) -> ScoreMoments:
+        if self.total is None:
+            return other
+        if other.total is None:
+            return self
+        return ScoreMoments(self.n + other.n, self.total + other.total, self.cross + other.cross)
+
+    def correlation(self) -> np.ndarray:
+        mean = self.total / self.n
+        cov = self.cross / self.n - np.outer(mean, mean)
+        v = np.clip(np.diag(cov), 1e-12, None)
+        # rounded, so float sums added in another order (another partitioning) agree
+        corr = np.round(np.clip(cov / np.outer(v, v), -0.999, 0.999), 9)
+        np.fill_diagonal(corr, 1.0)
+        return nearest_correlation(corr)
+
+
+def step_scores(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Mean of the standard normal over the CDF step [lo, hi] (Φ⁻¹ of lo when it is a point)."""
+    a = ndtri(np.clip(lo, 0.0, 1.0))
+    b = ndtri(np.clip(hi, 0.0, 1.0))
+    width = hi - lo
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = (_pdf(a) - _pdf(b)) / width
+    point = ndtri(np.clip(lo, EPS, 1 - EPS))
+    return np.where(width > 1e-12, mean, point)
+
+
+def _pdf(z: np.ndarray) -> np.ndarray:
+    return np.where(np.isfinite(z), np.exp(-0.5 * np.square(np.where(np.isfinite(z), z, 0.0))) / np.sqrt(2 * np.pi), 0.0)
+
+
+def nearest_correlation(corr: np.ndarray) -> np.ndarray:
+    """Clip negative eigenvalues and rescale to a unit diagonal (a valid correlation)."""
+    corr = (corr + corr.T) / 2
+    w, v = np.linalg.eigh(corr)
+    fixed = (v * np.clip(w, 1e-9, None)) @ v.T
+    d = np.sqrt(np.diag(fixed))
+    out = fixed / np.outer(d, d)
+    np.fill_diagonal(out, 1.0)
+    return out
+
+
+@dataclass
+class GaussianCopula:
+    """Fitted marginals and correlation; :meth:`sample` draws new rows."""
+
+    marginals: Marginals
+    correlation_: np.ndarray
+
+    def sample(self, n: int, rng: np.random.Generator) -> pd.DataFrame:
+        d = len(self.marginals.columns)
+        chol = np.linalg.cholesky(self.correlation_ + 1e-12 * np.eye(d))
+        z = rng.standard_normal((n, d)) @ chol.T
+        values = self.marginals.values(ndtr(z))
+        missing = rng.random((n, d))
+        frame = pd.DataFrame(values)
+        rows = max(self.marginals.rows, 1)
+        for j, c in enumerate(self.marginals.columns):
+            share = self.marginals.nulls.get(c, 0) / rows
+            if share > 0:
+                frame[c] = frame[c].astype(object).where(missing[:, j] >= share, None)
+        return frame
+
+    def summary(self) -> dict:
+        return {
+            "columns": self.marginals.columns,
+            "rows": self.marginals.rows,
+            "exact_marginals": [c for c, m in self.marginals.numeric.items() if m.exact is not None]
+            + list(self.marginals.categorical),
+            "correlation": np.round(self.correlation_, 4).tolist(),
+        }
+
+
+def _floats(col: pd.Series) -> np.ndarray:
+    return pd.to_numeric(col, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def fit_in_memory(frame: pd.DataFrame, numeric: list[str], categorical: list[str]) -> GaussianCopula:
+    """The three passes on one frame (tests, small data); the stage runs them on Dask."""
+    marginals = Marginals.scan(frame, numeric, categorical)
+    edges = marginals.needing_histograms()
+    if edges:
+        marginals = marginals.with_histograms(Marginals.histograms(frame, edges))
+    moments = ScoreMoments.scan(marginals.scores(frame))
+    return GaussianCopula(marginals, moments.correlation())
