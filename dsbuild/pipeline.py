@@ -92,8 +92,9 @@ def _run(spec: JobSpec, sink: Sink, client, progress: bool) -> dict:
         try:
             written, counts, task_seconds = _compute(plan, sink, client, progress)
             t_compute = time.perf_counter()
-            data_shards, data_schema = sink.finish("data", written["data"], cast_conflicts_to_string=False)
-            reject_shards, reject_schema = sink.finish("rejects", written["rejects"], cast_conflicts_to_string=True)
+            data_shards, data_schema = sink.finish("data", written["data"], [plan.kept._meta], cast_conflicts_to_string=False)
+            reject_metas = [_rejected(r.output, r.name)._meta for r in plan.runs]
+            reject_shards, reject_schema = sink.finish("rejects", written["rejects"], reject_metas, cast_conflicts_to_string=True)
             for run_, c in zip(plan.runs, counts):
                 run_.counts = c
             manifest = _manifest(spec, plan, data_shards, reject_shards, data_schema, reject_schema, task_seconds, client)
@@ -206,7 +207,8 @@ def _rejected(out, stage: str):
 
 def kept_rows(part: pd.DataFrame) -> pd.DataFrame:
     drop = [c for c in part.columns if c in INTERNAL or c.startswith(METRIC)]
-    return part[part[REJECT].isna().to_numpy()].drop(columns=drop)
+    keep = part[REJECT].isna().to_numpy()
+    return (part if keep.all() else part[keep]).drop(columns=drop)
 
 
 def rejected_rows(part: pd.DataFrame, stage: str) -> pd.DataFrame:
@@ -220,29 +222,59 @@ def rejected_rows(part: pd.DataFrame, stage: str) -> pd.DataFrame:
 
 
 def _compute(plan: Plan, sink: Sink, client, progress: bool):
-    """The one compute: kept shards, reject shards and every stage's counts."""
-    writes = {"data": [], "rejects": []}
-    for i, part in enumerate(plan.kept.to_delayed()):
-        writes["data"].append(dask.delayed(sink.write_partition)(part, sink.staging("data", "kept"), i))
-    for r, run_ in enumerate(plan.runs):
-        rejected = _rejected(run_.output, run_.name)
-        folder = sink.staging("rejects", f"{r:03d}")
-        for i, part in enumerate(rejected.to_delayed()):
-            writes["rejects"].append(dask.delayed(sink.write_partition)(part, folder, i))
-    counts = [_tree_sum([dask.delayed(_partition_counts)(p) for p in run_.output.to_delayed()]) for run_ in plan.runs]
+    """The one compute: kept shards, reject shards and every stage's counts.
+
+    All of it is handed to Dask as one set of collections, so the source is read once
+    and each partition's work stays on the worker that holds it.
+    """
+    data = _written(plan.kept, sink, sink.staging("data", "kept"), "data")
+    rejects = [
+        _written(_rejected(run_.output, run_.name), sink, sink.staging("rejects", f"{r:03d}"), f"rejects-{r}")
+        for r, run_ in enumerate(plan.runs)
+    ]
+    counts = [
+        run_.output.map_partitions(_partition_counts, meta=_COUNTS_META, token=f"dsbuild-count-{r}")
+        for r, run_ in enumerate(plan.runs)
+    ]
     with _task_stream(client) as stream:
-        futures = client.compute([writes["data"], writes["rejects"], counts])
+        futures = client.compute([data, *rejects, *counts])
         if progress:
             from distributed import progress as show_progress
 
             show_progress(futures)
             print(file=sys.stderr)
-        data, rejects, counted = client.gather(futures)
+        results = client.gather(futures)
+    n = len(plan.runs)
+    data_files, reject_files, counted = results[0], results[1 : 1 + n], results[1 + n :]
     return (
-        {"data": [f for part in data for f in part], "rejects": [f for part in rejects for f in part]},
-        counted,
+        {"data": _in_order(data_files), "rejects": [f for frame in reject_files for f in _in_order(frame)]},
+        [_sum_counts(frame["counts"]) for frame in counted],
         _seconds_by_stage(stream, plan),
     )
+
+
+_FILES_META = pd.DataFrame(
+    {
+        "partition": pd.Series(dtype="int64"), "k": pd.Series(dtype="int64"), "path": pd.Series(dtype=object),
+        "rows": pd.Series(dtype="int64"), "bytes": pd.Series(dtype="int64"), "memory": pd.Series(dtype="int64"),
+        "sha256": pd.Series(dtype=object),
+    }
+)
+_COUNTS_META = pd.DataFrame({"counts": pd.Series(dtype=object)})
+
+
+def _written(frame, sink: Sink, folder: str, label: str):
+    return frame.map_partitions(_write, sink, folder, meta=_FILES_META, token=f"dsbuild-write-{label}", enforce_metadata=False)
+
+
+def _write(part: pd.DataFrame, sink: Sink, folder: str, partition_info=None) -> pd.DataFrame:
+    index = partition_info["number"] if partition_info else 0
+    files = sink.write_partition(part, folder, index)
+    return pd.DataFrame([{"partition": index, "k": k, **f} for k, f in enumerate(files)], columns=_FILES_META.columns)
+
+
+def _in_order(files: pd.DataFrame) -> list[dict]:
+    return files.sort_values(["partition", "k"]).drop(columns=["partition", "k"]).to_dict("records")
 
 
 @contextlib.contextmanager
@@ -269,48 +301,37 @@ def _seconds_by_stage(stream, plan: Plan) -> dict[str, float]:
     return dict(out)
 
 
-def _partition_counts(part: pd.DataFrame) -> dict:
-    """Mergeable counts of one partition of a stage's marked output."""
+def _partition_counts(part: pd.DataFrame) -> pd.DataFrame:
+    """Counts of one partition of a stage's marked output (summed on the driver: one
+    small dict per partition, never rows)."""
     reasons = part[REJECT]
     rejected = reasons.dropna().astype(str).str.split("=", n=1).str[0]
     added = int(part[ADDED].fillna(False).astype(bool).sum()) if ADDED in part.columns else 0
-    return {
+    counts = {
         "rows": len(part),
         "kept": int(reasons.isna().sum()),
         "rejected": dict(Counter(rejected.tolist())),
         "added": added,
         "metrics": {c[len(METRIC):]: float(pd.to_numeric(part[c], errors="coerce").sum()) for c in part.columns if c.startswith(METRIC)},
     }
+    return pd.DataFrame({"counts": pd.Series([counts], dtype=object)})
 
 
-def _merge_counts(a: dict, b: dict) -> dict:
-    return {
-        "rows": a["rows"] + b["rows"],
-        "kept": a["kept"] + b["kept"],
-        "rejected": _add(a["rejected"], b["rejected"]),
-        "added": a["added"] + b["added"],
-        "metrics": _add(a["metrics"], b["metrics"]),
-    }
+def _sum_counts(counts) -> dict:
+    acc = {"rows": 0, "kept": 0, "rejected": {}, "added": 0, "metrics": {}}
+    for c in counts:
+        acc = {
+            "rows": acc["rows"] + c["rows"],
+            "kept": acc["kept"] + c["kept"],
+            "rejected": _add(acc["rejected"], c["rejected"]),
+            "added": acc["added"] + c["added"],
+            "metrics": _add(acc["metrics"], c["metrics"]),
+        }
+    return acc
 
 
 def _add(a: dict, b: dict) -> dict:
     return {k: a.get(k, 0) + b.get(k, 0) for k in {*a, *b}}
-
-
-def _tree_sum(items: list, split_every: int = 16):
-    empty = {"rows": 0, "kept": 0, "rejected": {}, "added": 0, "metrics": {}}
-    if not items:
-        return dask.delayed(empty)
-    while len(items) > 1:
-        items = [dask.delayed(_sum_counts)(*items[i : i + split_every]) for i in range(0, len(items), split_every)]
-    return items[0]
-
-
-def _sum_counts(*counts: dict) -> dict:
-    acc = counts[0]
-    for c in counts[1:]:
-        acc = _merge_counts(acc, c)
-    return acc
 
 
 # -- manifest and ledger ----------------------------------------------------------------

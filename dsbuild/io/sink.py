@@ -52,6 +52,8 @@ class Sink:
 
     def write_partition(self, part: pd.DataFrame, folder: str, index: int) -> list[dict]:
         """Write one partition as one or more files under the shard limits (runs on a worker)."""
+        if part.empty:
+            return []
         table = pa.Table.from_pandas(part, preserve_index=False)
         self.fs.makedirs(folder, exist_ok=True)
         out = []
@@ -60,42 +62,45 @@ class Sink:
             out.append(_write_table(self.fs, chunk, path, self.compression))
         return out
 
-    def finish(self, kind: str, staged: list[dict], cast_conflicts_to_string: bool) -> tuple[list[dict], pa.Schema | None]:
+    def finish(self, kind: str, staged: list[dict], empty: list[pd.DataFrame], cast_conflicts_to_string: bool) -> tuple[list[dict], pa.Schema]:
         """Merge small files, unify schemas, number shards ``part-00000.parquet``.
 
-        ``staged`` is in output order. Rewrites run as tasks on the cluster; files that
-        need no change are only renamed.
+        ``staged`` is in output order. Only files under a quarter of the shard limits are
+        merged with their neighbours, so the extra writing stays small; the rest are
+        renamed. Rewrites run as tasks on the cluster. With no rows at all, one empty
+        shard carries the schema, so readers still find a data set.
         """
-        staged = [f for f in staged if f["rows"] > 0] or staged[:1]
-        if not staged:
-            return [], None
-        schema = _unify([_read_schema(self.fs, f["path"]) for f in staged], cast_conflicts_to_string)
-        groups, current = [], []
-        for f in staged:
-            if current and (
-                sum(g["rows"] for g in current) + f["rows"] > self.shard_rows
-                or sum(g["memory"] for g in current) + f["memory"] > self.shard_bytes
-            ):
-                groups.append(current)
-                current = []
-            current.append(f)
-        if current:
-            groups.append(current)
+        schemas = [_read_schema(self.fs, f["path"]) for f in staged]
+        schema = _unify(schemas + [pa.Schema.from_pandas(e, preserve_index=False).remove_metadata() for e in empty], cast_conflicts_to_string)
         folder = posixpath.join(self.tmp, kind)
         self.fs.makedirs(folder, exist_ok=True)
+        if not staged:
+            shard = _write_table(self.fs, schema.empty_table(), posixpath.join(folder, "part-00000.parquet"), self.compression)
+            return [_public(shard, self.tmp)], schema
         tasks = []
-        for i, group in enumerate(groups):
+        for i, group in enumerate(self._groups(staged)):
             target = posixpath.join(folder, f"part-{i:05d}.parquet")
-            if len(group) == 1 and _read_schema(self.fs, group[0]["path"]) == schema:
-                self.fs.mv(group[0]["path"], target)
-                tasks.append(dask.delayed({**group[0], "path": target}))
+            if len(group) == 1 and schemas[group[0]] == schema:
+                self.fs.mv(staged[group[0]]["path"], target)
+                tasks.append(dask.delayed({**staged[group[0]], "path": target}))
             else:
-                tasks.append(dask.delayed(_merge)(self.fs, [g["path"] for g in group], target, schema, self.compression))
-        shards = list(dask.compute(*tasks))
-        for s in shards:
-            s["file"] = posixpath.relpath(s.pop("path"), self.tmp)
-            s.pop("memory", None)
-        return shards, schema
+                tasks.append(dask.delayed(_merge)(self.fs, [staged[g]["path"] for g in group], target, schema, self.compression))
+        return [_public(s, self.tmp) for s in dask.compute(*tasks)], schema
+
+    def _groups(self, staged: list[dict]) -> list[list[int]]:
+        def small(f):
+            return f["rows"] * 4 < self.shard_rows and f["memory"] * 4 < self.shard_bytes
+
+        groups, rows, memory = [], 0, 0
+        for i, f in enumerate(staged):
+            joins = groups and small(f) and all(small(staged[g]) for g in groups[-1])
+            if joins and rows + f["rows"] <= self.shard_rows and memory + f["memory"] <= self.shard_bytes:
+                groups[-1].append(i)
+                rows, memory = rows + f["rows"], memory + f["memory"]
+            else:
+                groups.append([i])
+                rows, memory = f["rows"], f["memory"]
+        return groups
 
     def write_text(self, name: str, text: str) -> None:
         with self.fs.open(posixpath.join(self.tmp, name), "w") as f:
@@ -116,6 +121,12 @@ class Sink:
     def abort(self) -> None:
         if self.fs.exists(self.tmp):
             self.fs.rm(self.tmp, recursive=True)
+
+
+def _public(shard: dict, root: str) -> dict:
+    """A shard as the manifest lists it: path relative to the output, no internals."""
+    out = {k: v for k, v in shard.items() if k not in ("path", "memory")}
+    return {"file": posixpath.relpath(shard["path"], root), **out}
 
 
 def _chunks(table: pa.Table, max_rows: int, max_bytes: int):

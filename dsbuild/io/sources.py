@@ -24,6 +24,7 @@ import fsspec
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
@@ -254,13 +255,19 @@ def to_pandas(table: pa.Table) -> pd.DataFrame:
     return table.to_pandas(types_mapper=_NULLABLE.get)
 
 
+def row_ids(rel: str, start: int, n: int) -> pd.Series:
+    """``rel:start`` … ``rel:start+n-1``, built in Arrow (millions of rows a second)."""
+    numbers = pc.cast(pa.array(np.arange(start, start + n, dtype=np.int64)), pa.string())
+    return pd.Series(pc.binary_join_element_wise(f"{rel}:", numbers, ""), dtype=pd.StringDtype()).array
+
+
 def _with_id(df: pd.DataFrame, rel: str = "", start: int = 0) -> pd.DataFrame:
     """Give the frame a string ``id`` first: its own column if present, else file:row."""
     if ID in df.columns:
         ids = df[ID].astype("string")
         df = df.drop(columns=[ID])
     else:
-        ids = pd.array([f"{rel}:{start + i}" for i in range(len(df))], dtype="string")
+        ids = row_ids(rel, start, len(df))
     df.insert(0, ID, ids)
     return df.reset_index(drop=True)
 
