@@ -37,9 +37,24 @@ def main(argv: list[str] | None = None) -> int:
 
     sub.add_parser("stages", help="list the registered stages and their options")
 
+    p = sub.add_parser("submit", help="start a job in the background and return once it is accepted")
+    p.add_argument("job", help="job file (YAML)")
+    p.add_argument("--cluster", default="local", help="local (default), tcp://host:port, or a spec file from cluster/")
+    p.add_argument("--workers", type=int, help="worker processes")
+    p.add_argument("--output", help="output folder (default: the job's sink.path)")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a job field")
+
+    p = sub.add_parser("status", help="follow submitted jobs: all of them, or one by id")
+    p.add_argument("run", nargs="?", help="run id printed by submit (default: list recent runs)")
+    p.add_argument("--wait", action="store_true", help="follow the run until it ends; exit 0 only if it finished")
+    p.add_argument("--cancel", action="store_true", help="stop the run: its output is not written")
+    p.add_argument("--json", action="store_true", help="print the status record")
+
     args = parser.parse_args(argv)
     try:
-        return {"run": _run, "validate": _validate, "inspect": _inspect, "report": _report, "stages": _stages}[args.command](args)
+        return {"run": _run, "validate": _validate, "inspect": _inspect, "report": _report, "stages": _stages,
+                "submit": _submit, "status": _status}[args.command](args)
     except KeyboardInterrupt:
         print("interrupted: the cluster was shut down and no output was written", file=sys.stderr)
         return 130
@@ -50,7 +65,11 @@ def main(argv: list[str] | None = None) -> int:
         from dsbuild.pipeline import LedgerError
         from dsbuild.stages import StageError
 
-        if isinstance(e, (JobError, StageError, SourceError, OutputExists, LedgerError, FileNotFoundError)):
+        from dsbuild.clusters import ClusterSpecError, MissingPackage
+        from dsbuild.submit import SubmissionError
+
+        if isinstance(e, (JobError, StageError, SourceError, OutputExists, LedgerError, FileNotFoundError,
+                          ClusterSpecError, MissingPackage, SubmissionError)):
             print(f"error: {e}", file=sys.stderr)
             return 2
         raise
@@ -144,6 +163,57 @@ def _type_name(annotation) -> str:
     text = re.sub(r"\b(?:[A-Za-z_]\w*\.)+([A-Za-z_]\w*)", r"\1", text)
     text = re.sub(r"Literal\[([^\]]*)\]", lambda m: m.group(1).replace("'", "").replace(", ", " | "), text)
     return text.replace("NoneType", "None")
+
+
+def _submit(args) -> int:
+    from dsbuild.submit import submit
+
+    handle = submit(args.job, cluster=args.cluster, output=args.output, overwrite=args.overwrite,
+                    workers=args.workers, overrides=_overrides(args.set))
+    info = handle.info()
+    print(f"{handle.id}  {info['state']}  {info['job']} → {info['output']}")
+    print(f"follow: dsbuild status {handle.id} --wait    log: {handle.log_path}", file=sys.stderr)
+    return 0
+
+
+def _status(args) -> int:
+    import time
+
+    from dsbuild.submit import ACTIVE, Submission, list_runs
+
+    if not args.run:
+        runs = list_runs()
+        for h in runs[:20]:
+            print(_status_line(h))
+        if not runs:
+            print("no submitted runs", file=sys.stderr)
+        return 0
+    handle = Submission(args.run)
+    if args.cancel:
+        print(f"{handle.id}  {handle.cancel()}")
+        return 0
+    if args.wait:
+        last = None
+        while handle.status() in ACTIVE:
+            line = _status_line(handle)
+            if line != last:
+                print(line, file=sys.stderr, flush=True)
+                last = line
+            time.sleep(1)
+    info = handle.info()
+    print(json.dumps(info, indent=2) if args.json else _status_line(handle))
+    if info["state"] in ("failed", "lost") and info.get("error"):
+        print(f"error: {info['error']}", file=sys.stderr)
+    if args.wait:
+        return 0 if info["state"] == "finished" else 1
+    return 0
+
+
+def _status_line(handle) -> str:
+    p = handle.progress()
+    info = handle.info()
+    done = f"{p['fraction']:4.0%} ({p.get('done', 0)}/{p.get('total', 0)} tasks)" if p["state"] == "running" else ""
+    return f"{handle.id}  {p['state']:<9} {done}  → {info.get('output', '')}".rstrip()
 
 
 def summary_table(m: dict) -> str:
