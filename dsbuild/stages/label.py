@@ -34,7 +34,7 @@ from dsbuild.stages.base import (
 )
 
 ITEM, ANNOTATOR, LABEL = "_item", "_annotator", "_label"
-A_CODE, L_CODE, GOLD = "_a", "_l", "_g"
+A_CODE, L_CODE, GOLD, I_CODE = "_a", "_l", "_g", "_i"
 Method = Literal["majority_vote", "wawa", "dawid_skene", "one_coin_dawid_skene"]
 LOWEST_SHOWN = 20
 
@@ -276,16 +276,27 @@ class VoteCoder:
     ties: str
 
     def votes(self, part: pd.DataFrame) -> tuple[crowd.Votes, np.ndarray]:
-        codes, items = pd.factorize(part[ITEM], sort=False)
-        gold = None
-        if GOLD in part.columns:
-            gold = np.full(len(items), -1, dtype=np.int64)
-            gold[codes] = part[GOLD].to_numpy(dtype=np.int64)
-        votes = crowd.Votes(codes, part[A_CODE].to_numpy(), part[L_CODE].to_numpy(), len(items), self.n_annotators, self.n_classes, gold)
-        return votes, np.asarray(items, dtype=object)
+        """Votes and the item id per item code (codes come from ``_by_item``, made once)."""
+        codes = part[I_CODE].to_numpy(dtype=np.int64)
+        n_items = int(codes[-1]) + 1 if len(codes) else 0
+        starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]]) if len(codes) else np.zeros(0, dtype=np.int64)
+        items = _LazyItems(part[ITEM], starts)
+        gold = part[GOLD].to_numpy(dtype=np.int64)[starts] if GOLD in part.columns else None
+        votes = crowd.Votes(codes, part[A_CODE].to_numpy(), part[L_CODE].to_numpy(), n_items, self.n_annotators, self.n_classes, gold)
+        return votes, items
 
     def ties_for(self, votes: crowd.Votes, items) -> np.ndarray | None:
         return tie_draws(crowd.majority_vote(votes)[1], items, self.seed, self.stage, self.ties)
+
+
+class _LazyItems:
+    """Item ids per item code, read from the strings only when a tie or the output needs them."""
+
+    def __init__(self, column: pd.Series, starts: np.ndarray):
+        self.column, self.starts = column, starts
+
+    def __array__(self, dtype=None, copy=None):
+        return self.column.to_numpy(dtype=object)[self.starts]
 
 
 def _annotation_round(part: pd.DataFrame, state, *, coder: VoteCoder, model: LabelModel, first: bool) -> dict:
@@ -294,7 +305,7 @@ def _annotation_round(part: pd.DataFrame, state, *, coder: VoteCoder, model: Lab
     out = model.stats(votes, state, ties)
     if first:
         out = {**out, **crowd.gold_stats(votes)}
-        out["duplicates"] = float(part.duplicated([ITEM, A_CODE]).sum())
+        out["duplicates"] = float(part.duplicated([I_CODE, A_CODE]).sum())
         out["items_total"] = float(votes.n_items)
         out["gold_items"] = float(votes.gold_mask.sum())
     return out
@@ -307,7 +318,7 @@ def _item_results(part: pd.DataFrame, state, *, coder: VoteCoder, model: LabelMo
     codes = crowd.most_probable(probas, draws)
     return pd.DataFrame(
         {
-            ITEM: pd.Series(items, dtype=object).astype(str),
+            ITEM: pd.Series(np.asarray(items), dtype=object).astype(str),
             "_code": codes,
             "_confidence": probas[np.arange(len(codes)), codes] if len(codes) else np.zeros(0),
             "_n": np.bincount(votes.item, minlength=votes.n_items).astype(np.int64),
@@ -370,7 +381,13 @@ def _gold_codes(part: pd.DataFrame, column: str, classes: Classes) -> pd.DataFra
 
 
 def _by_item(part: pd.DataFrame) -> pd.DataFrame:
-    return part.sort_values([ITEM, A_CODE], kind="stable").reset_index(drop=True)
+    """Votes of one item together, and item codes made once for all the EM rounds."""
+    part = part.sort_values([ITEM, A_CODE], kind="stable").reset_index(drop=True)
+    item = part[ITEM].to_numpy()
+    new = np.ones(len(part), dtype=bool)
+    new[1:] = item[1:] != item[:-1]
+    part[I_CODE] = (np.cumsum(new) - 1).astype(np.int32)
+    return part
 
 
 @register
