@@ -1,0 +1,140 @@
+import dask
+import numpy as np
+import pandas as pd
+import pytest
+from pydantic import ValidationError
+from sklearn.datasets import load_breast_cancer, load_digits
+
+from dsbuild.kernels.decode import encode_image
+from dsbuild.records import IMAGE_DTYPE
+from dsbuild.stages.base import Roles, StageError
+from dsbuild.stages.sanitize import LabelIssues, Sanitize
+from dsbuild.testing import run_stage
+
+ROLES = Roles(label="target")
+FAR = 20
+
+
+@pytest.fixture(scope="module")
+def poisoned():
+    """breast_cancer with 10% of labels flipped and 20 rows far from all data."""
+    data = load_breast_cancer(as_frame=True)
+    frame = data.frame.rename(columns=lambda c: c.replace(" ", "_"))
+    rng = np.random.default_rng(0)
+    flipped = rng.random(len(frame)) < 0.10
+    frame["target"] = np.where(flipped, 1 - frame["target"], frame["target"])
+    features = frame.columns.drop("target")
+    mean, std = frame[features].mean(), frame[features].std()
+    far = pd.DataFrame(mean.to_numpy() + std.to_numpy() * rng.choice([-6, 6], size=(FAR, len(features))), columns=features)
+    far["target"] = rng.integers(0, 2, FAR)
+    frame = pd.concat([frame, far], ignore_index=True)
+    frame.insert(0, "id", [f"r{i:04d}" for i in rng.permutation(len(frame))])
+    frame["is_flipped"] = np.r_[flipped, np.zeros(FAR, dtype=bool)]
+    frame["is_far"] = np.r_[np.zeros(len(flipped), dtype=bool), np.ones(FAR, dtype=bool)]
+    return frame
+
+
+def _roles(frame):
+    return Roles(label="target", features=tuple(c for c in frame.columns if c not in ("id", "target", "is_flipped", "is_far")))
+
+
+def _run(stage, frame, npartitions=3):
+    with dask.config.set(scheduler="sync"):
+        return run_stage(stage, frame, npartitions=npartitions, roles=_roles(frame))
+
+
+@pytest.mark.parametrize("method", ["l2", "slab", "svd", "knn", "loss"])
+def test_same_rows_removed_at_any_partitioning_and_budget_exact(poisoned, method):
+    results = [_run(Sanitize(method=method, fraction=0.08), poisoned, p) for p in (1, 3, 7)]
+    kept, rejected = results[0]
+    for k, r in results[1:]:
+        assert r["id"].tolist() == rejected["id"].tolist()
+        assert k["id"].tolist() == kept["id"].tolist()
+    budget = np.floor(poisoned["target"].value_counts() * 0.08).astype(int).sort_index()
+    assert rejected["target"].value_counts().sort_index().tolist() == budget.tolist()
+    assert set(rejected["reason"]) == {f"poison:{method}"}
+    assert len(kept) + len(rejected) == len(poisoned)
+
+
+def test_one_and_two_workers_agree(poisoned, client):
+    two_workers = run_stage(Sanitize(method="svd", fraction=0.05), poisoned, npartitions=4, roles=_roles(poisoned))[1]
+    one_process = _run(Sanitize(method="svd", fraction=0.05), poisoned, npartitions=1)[1]
+    assert two_workers["id"].tolist() == one_process["id"].tolist()
+
+
+@pytest.mark.parametrize("method", ["l2", "svd", "knn"])
+def test_far_points_are_found(poisoned, method):
+    _, rejected = _run(Sanitize(method=method, fraction=0.05), poisoned)
+    recall = rejected["is_far"].sum() / FAR
+    precision = (rejected["is_far"] | rejected["is_flipped"]).mean()
+    assert recall >= 0.95
+    assert precision >= 0.6  # 5% removed, 3.4% far + 10% flipped rows; chance is 0.13
+
+
+def test_loss_finds_flipped_labels(poisoned):
+    _, rejected = _run(Sanitize(method="loss", fraction=0.10), poisoned)
+    suspicious = rejected["is_flipped"] | rejected["is_far"]  # far rows carry random labels
+    assert suspicious.mean() >= 0.75  # chance is 0.13
+    assert rejected["is_flipped"].sum() / poisoned["is_flipped"].sum() >= 0.6
+
+
+def test_threshold_and_kept_score(poisoned):
+    kept, rejected = _run(Sanitize(method="l2", threshold=12.0, keep_score=True, score_column="s"), poisoned)
+    assert (rejected["s"] > 12.0).all() and (kept["s"] <= 12.0).all()
+    assert rejected["is_far"].sum() >= 0.9 * FAR
+
+
+def test_label_issues_drop_finds_flips_and_suggests_truth(poisoned):
+    results = [_run(LabelIssues(model="logistic_regression"), poisoned, p) for p in (1, 4)]
+    kept, rejected = results[0]
+    assert results[1][1]["id"].tolist() == rejected["id"].tolist()
+    flips = rejected["is_flipped"]
+    assert (flips | rejected["is_far"]).mean() >= 0.75
+    assert flips.sum() / poisoned["is_flipped"].sum() >= 0.75
+    suggested = rejected["reason"].str.split("=").str[1].astype(int)
+    assert (suggested[flips] == 1 - rejected.loc[flips, "target"]).all()
+
+
+def test_label_issues_relabel_keeps_the_old_label(poisoned):
+    kept, rejected = _run(LabelIssues(model="lda", action="relabel", original_column="was"), poisoned)
+    assert rejected.empty and len(kept) == len(poisoned)
+    changed = kept["target"] != kept["was"]
+    assert changed.sum() > 20
+    assert (kept.loc[changed, "is_flipped"] | kept.loc[changed, "is_far"]).mean() >= 0.75
+    assert kept.loc[changed, "is_flipped"].sum() / poisoned["is_flipped"].sum() >= 0.75
+
+
+def test_label_issues_on_a_sample_is_stated(poisoned):
+    stage = LabelIssues(model="lda", max_train_rows=200)
+    _run(stage, poisoned)
+    summary = stage.summary()
+    assert summary["train_rows"] == 200 and summary["trained_on_sample"]
+
+
+@pytest.mark.parametrize("kind", ["pixels", "hog"])
+def test_image_features_find_noise_images(kind):
+    digits = load_digits()
+    rng = np.random.default_rng(0)
+    n = 300
+    pixels = [(digits.images[i] * 16).clip(0, 255).astype(np.uint8) for i in range(n)]
+    noise = [rng.integers(0, 256, (8, 8), dtype=np.uint8) for _ in range(10)]
+    frame = pd.DataFrame({
+        "id": [f"img{i:03d}" for i in range(n + 10)],
+        "image": pd.Series([encode_image(np.kron(p, np.ones((4, 4), dtype=np.uint8))) for p in pixels + noise], dtype=IMAGE_DTYPE),
+        "target": np.r_[digits.target[:n], rng.integers(0, 10, 10)],
+    })
+    with dask.config.set(scheduler="sync"):
+        _, rejected = run_stage(
+            Sanitize(method="l2", fraction=0.1, image_features=kind), frame, npartitions=2, roles=Roles(label="target", image="image")
+        )
+    assert rejected["id"].isin(frame["id"][n:]).sum() >= 8  # ~30 of 310 removed: chance finds 1
+
+
+def test_settings_are_checked(poisoned):
+    with pytest.raises(ValidationError):
+        Sanitize(fraction=0.1, threshold=3.0)
+    with pytest.raises(ValidationError):
+        LabelIssues(model="my.module:Evil")
+    with pytest.raises(StageError, match="label"):
+        with dask.config.set(scheduler="sync"):
+            run_stage(Sanitize(), poisoned, roles=Roles())
