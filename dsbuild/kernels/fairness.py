@@ -111,9 +111,16 @@ def contingency(
     joint = joint[valid]
     w = _weights(part, weight)[valid]
 
-    cells, inverse = np.unique(joint, return_inverse=True)
-    n = np.bincount(inverse, minlength=len(cells)).astype(np.int64)
-    wsum = np.bincount(inverse, weights=w, minlength=len(cells))
+    size = int(np.prod(sizes))
+    if size <= max(4 * len(joint), 1 << 16):
+        n_all = np.bincount(joint, minlength=size)
+        cells = np.flatnonzero(n_all)
+        n = n_all[cells].astype(np.int64)
+        wsum = np.bincount(joint, weights=w, minlength=size)[cells]
+    else:
+        cells, inverse = np.unique(joint, return_inverse=True)
+        n = np.bincount(inverse, minlength=len(cells)).astype(np.int64)
+        wsum = np.bincount(inverse, weights=w, minlength=len(cells))
     coords = np.unravel_index(cells, sizes)
     data = {name: [names[i] for i in idx] for (name, _, names), idx in zip(keys, coords)}
     table = pd.DataFrame({**data, "n": n, "w": wsum})

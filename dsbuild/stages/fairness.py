@@ -33,6 +33,7 @@ from dsbuild.kernels.fairness import (
     MISSING,
     _text,
     contingency,
+    group_codes,
     equalized_odds,
     favorable_value,
     group_text,
@@ -324,12 +325,7 @@ class Reweigh(FairnessStage):
 
     def apply(self, part, factors):
         weight = self.ctx.roles.weight
-        keys = pd.MultiIndex.from_arrays(
-            [group_text(part[c], self.options.bins.get(c)) for c in self.sensitive] + [part[self.label].to_numpy()]
-        )
-        lookup = pd.Series(factors["factor"].to_numpy(), index=pd.MultiIndex.from_frame(factors[[*self.sensitive, LABEL]]))
-        factor = lookup.reindex(keys).to_numpy(dtype=np.float64, na_value=np.nan)
-        factor = np.where(np.isnan(factor), 1.0, factor)
+        factor = _cell_lookup(part, factors, self.sensitive, self.label, self.options.bins, "factor", 1.0)
         old = pd.to_numeric(part[weight], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan) if weight in part.columns else 1.0
         part[weight] = old * factor
         return part
@@ -347,6 +343,35 @@ class Reweigh(FairnessStage):
         after = factors.assign(w=factors["w"] * factors["factor"])
         out.update(favorable=_text(fav), before=self.parity(t, fav), after=self.parity(after, fav))
         return out
+
+
+def _cell_lookup(part, table, sensitive, label, bins, column, default) -> np.ndarray:
+    """``table[column]`` for each row's (groups, label) cell, by integer codes, not by text."""
+    codes, sizes = [], []
+    for col in [*sensitive, LABEL]:
+        levels = pd.Index(pd.unique(table[col]), dtype=object)
+        if col == LABEL:
+            local, names = pd.factorize(part[label], use_na_sentinel=True)
+            local = np.asarray(local, dtype=np.int64)
+            names = list(names)
+        else:
+            local, names = group_codes(part[col], bins.get(col))
+        lut = np.append(levels.get_indexer(pd.Index(names, dtype=object)), -1)
+        codes.append(lut[np.where(local >= 0, local, len(names))])
+        sizes.append(len(levels))
+    dense = np.full(int(np.prod(sizes)) + 1, default, dtype=np.float64)
+    cell = np.zeros(len(table), dtype=np.int64)
+    for col, size in zip([*sensitive, LABEL], sizes):
+        levels = pd.Index(pd.unique(table[col]), dtype=object)
+        cell = cell * size + levels.get_indexer(pd.Index(table[col], dtype=object))
+    dense[cell] = table[column].to_numpy(dtype=np.float64)
+    row = np.zeros(len(part), dtype=np.int64)
+    missing = np.zeros(len(part), dtype=bool)
+    for c, size in zip(codes, sizes):
+        missing |= c < 0
+        row = row * size + np.maximum(c, 0)
+    row[missing] = len(dense) - 1
+    return dense[row]
 
 
 # -- choosing borderline or random rows per cell ----------------------------------------
