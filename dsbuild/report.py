@@ -28,6 +28,7 @@ from matplotlib.figure import Figure
 
 KEPT, REJECTED, ADDED, FIT, TASKS = "#2a9d8f", "#e76f51", "#457b9d", "#b8c0cc", "#264653"
 BEFORE, AFTER = "#b8c0cc", "#2a9d8f"
+REJECT_SHADES = ["#e76f51", "#f4a261", "#bc4749", "#e9c46a", "#8d6a9f", "#6b705c"]
 PALETTE = ["#264653", "#2a9d8f", "#e9c46a", "#f4a261", "#e76f51", "#457b9d", "#8d6a9f", "#6b705c", "#a8dadc", "#bc4749"]
 MAX_TABLE_ROWS = 25
 MAX_BARS = 30
@@ -142,7 +143,7 @@ def _flow_section(m: dict):
     ax.invert_yaxis()
     ax.set_xlim(0, total * 1.3)
     ax.set_xlabel("rows")
-    ax.legend(loc="lower right", frameon=False, ncols=3, fontsize=9)
+    _legend_above(ax, ncols=3)
     _tidy(ax)
     text = ("<p>Each bar is one stage: the rows it kept, the rows it made (augmentation, synthesis) "
             "and the rows it rejected. Rows in = kept + rejected − added, for every stage.</p>")
@@ -158,8 +159,8 @@ def _rejects_section(m: dict, sample: OutputSample):
     shown, rest = counts[:MAX_BARS], counts[MAX_BARS:]
     if rest:
         shown.append((f"{len(rest)} other reasons", sum(c[1] for c in rest), ""))
-    stage_names = [s["name"] for s in m["stages"]]
-    colors = [PALETTE[stage_names.index(st) % len(PALETTE)] if st in stage_names else "#999" for _, _, st in shown]
+    rejecting = list(dict.fromkeys(st for _, _, st in shown if st))
+    colors = [REJECT_SHADES[rejecting.index(st) % len(REJECT_SHADES)] if st else "#999" for _, _, st in shown]
     fig, ax = _figure(9, 0.32 * len(shown) + 1.0)
     y = np.arange(len(shown))
     values = [c[1] for c in shown]
@@ -201,9 +202,11 @@ def _time_section(m: dict):
         ax.invert_yaxis()
         ax.set_xlim(0, max((fit + tasks).max(), 1e-3) * 1.2)
         ax.set_xlabel("seconds")
-        ax.legend(loc="lower right", frameon=False, fontsize=9)
+        _legend_above(ax, ncols=2)
         _tidy(ax)
         parts.append(_img(fig, "seconds per stage"))
+        if not tasks.any():
+            parts.append('<p class="muted">Task times were not recorded for this run; the compute phase below holds them.</p>')
     if timings:
         parts.append(_table(["phase", "seconds"], [(k.replace("_", " "), _num(v)) for k, v in timings.items()], numeric_from=1))
     c = m.get("cluster", {})
@@ -322,6 +325,7 @@ def _render(value, path: list[str]) -> str:
 def _render_dict(d: dict, path: list[str]) -> str:
     if not d:
         return '<p class="muted">(empty)</p>'
+    d = _nest_prefixed(d)
     for special in SPECIAL:
         out = special(d, path)
         if out is not None:
@@ -376,7 +380,7 @@ def _parity_pair(d: dict, path: list[str]):
     if not (_is_parity(d.get("before")) and _is_parity(d.get("after"))):
         return None
     rest = {k: v for k, v in d.items() if k not in ("before", "after")}
-    return (_render_dict(rest, path) if rest else "") + _before_after({"before": d["before"], "after": d["after"]}, path)
+    return _before_after({"before": d["before"], "after": d["after"]}, path) + (_render_dict(rest, path) if rest else "")
 
 
 def _parity_single(d: dict, path: list[str]):
@@ -403,7 +407,7 @@ def _before_after(pair: dict, path: list[str]) -> str:
             b, a = before[view]["groups"], after[view]["groups"]
             fig = _paired_bars(
                 {"before": {g: x.get("base_rate") for g, x in b.items()}, "after": {g: x.get("base_rate") for g, x in a.items()}},
-                ylabel="base rate (favourable)", title=view, reference=after[view].get("reference"),
+                ylabel="base rate (favourable)", title=view, reference=before[view].get("reference"),
             )
             parts.append(_img(fig, f"base rate per group of {view}, before and after"))
             parts.append(_parity_table({"before": before[view], "after": after[view]}))
@@ -468,18 +472,39 @@ def _histogram_with_cutoffs(d: dict, path: list[str]):
     return "".join(parts) + (_render_dict(rest, path) if rest else "")
 
 
-def _size_histogram(d: dict, path: list[str]):
-    """A dict keyed by numbers (cluster size → count): bars in key order."""
-    if len(d) < 2 or not _is_numeric_dict(d) or not all(_is_number_text(k) for k in d):
+def _binned_counts(d: dict, path: list[str]):
+    """A dict keyed by values or bins (cluster size ``2``, ``3-4``, ``65+``): bars in bin order."""
+    if len(d) < 2 or not _is_numeric_dict(d) or (path and "quantile" in path[-1]):
         return None
-    items = sorted(d.items(), key=lambda kv: float(kv[0]))
+    lows = [BIN_KEY.match(str(k)) for k in d]
+    if not all(lows):
+        return None
+    if not any(d.values()):
+        return f'<p class="muted">{len(d)} bins, all zero.</p>'
+    items = sorted(d.items(), key=lambda kv: float(BIN_KEY.match(str(kv[0])).group(1)))
     fig = _bar_chart(dict(items), ylabel="count", xlabel=path[-1].replace("_", " ") if path else "", sort=False, vertical=True)
     return _img(fig, " / ".join(path) or "histogram")
 
 
 SPECIAL: list[Callable[[dict, list[str]], str | None]] = [
-    _parity_pair, _parity_single, _histogram, _histogram_with_cutoffs, _size_histogram,
+    _parity_pair, _parity_single, _histogram, _histogram_with_cutoffs, _binned_counts,
 ]
+
+
+def _nest_prefixed(d: dict) -> dict:
+    """``{"cluster_size:2": 5, "cluster_size:3-4": 1}`` → ``{"cluster_size": {"2": 5, "3-4": 1}}``."""
+    prefixes = [str(k).split(":", 1)[0] for k in d if ":" in str(k)]
+    shared = {p for p in prefixes if prefixes.count(p) >= 2 and p not in d}
+    if not shared:
+        return d
+    out: dict = {}
+    for k, v in d.items():
+        head, _, tail = str(k).partition(":")
+        if head in shared and tail:
+            out.setdefault(head, {})[tail] = v
+        else:
+            out[k] = v
+    return out
 
 
 def _after_key(key: str, d: dict) -> str | None:
@@ -522,6 +547,10 @@ def _tidy(ax) -> None:
     ax.tick_params(labelsize=9)
 
 
+def _legend_above(ax, ncols: int) -> None:
+    ax.legend(loc="lower left", bbox_to_anchor=(0, 1.0), frameon=False, ncols=ncols, fontsize=9, borderaxespad=0.2)
+
+
 def _bar_chart(values: dict, ylabel: str = "", xlabel: str = "", sort: bool = True, vertical: bool = False):
     items = [(str(k), float(v)) for k, v in values.items() if _is_number(v)]
     if sort:
@@ -560,14 +589,17 @@ def _paired_bars(series: dict[str, dict], ylabel: str = "", title: str | None = 
     x = np.arange(len(keys))
     for j, (name, s) in enumerate(series.items()):
         vals = [float(s.get(k)) if _is_number(s.get(k)) else np.nan for k in keys]
-        ax.bar(x + (j - (len(series) - 1) / 2) * width, vals, width, label=name, color=colors[j % len(colors)])
+        bars = ax.bar(x + (j - (len(series) - 1) / 2) * width, vals, width, label=name, color=colors[j % len(colors)])
+        if len(keys) * len(series) <= 16:
+            ax.bar_label(bars, labels=[_num(v) if np.isfinite(v) else "" for v in vals], fontsize=8, padding=2)
     labels = [f"{k}\n(reference)" if reference is not None and k == reference else str(k) for k in keys]
     ax.set_xticks(x, labels, rotation=0 if len(keys) <= 8 else 45, ha="center" if len(keys) <= 8 else "right", fontsize=8)
     ax.set_ylabel(ylabel)
     if title:
-        ax.set_title(title, fontsize=10, loc="left")
+        ax.set_xlabel(title)
     if len(series) > 1:
-        ax.legend(frameon=False, fontsize=9)
+        _legend_above(ax, ncols=len(series))
+    ax.margins(y=0.12)
     _tidy(ax)
     return fig
 
@@ -693,6 +725,7 @@ class OutputSample:
         return {"id": rid, "src": _thumbnail(image, self.THUMB * 1.25) if image else None, "label": label}
 
 
+BIN_KEY = re.compile(r"^\s*[<>=≤≥\[(]*\s*(-?\d+(?:\.\d+)?)(?:\s*(?:-|–|,|\+)\s*(?:-?\d+(?:\.\d+)?)?[\])]?)?\s*$")
 AUG_ID = re.compile(r"^(.*)#aug\d+$")
 
 

@@ -178,14 +178,37 @@ sink: {path: unused, shard_rows: 500}
 """
 
 
-@pytest.fixture(scope="module")
-def digits_output(tmp_path_factory, cluster):
+GERMAN_CREDIT_JOB = """
+name: report-german-credit
+seed: 0
+source: {format: sample, name: german_credit, partitions: 3}
+columns: {label: credit, sensitive: [sex], features: [duration, amount, age]}
+stages:
+  - exact_dedup: {columns: [duration, amount, age, sex, credit]}
+  - ranges: {columns: {age: {min: 20, max: 70}}}
+  - fairness_audit: {favorable: good}
+  - reweigh: {favorable: good}
+sink: {path: unused, shard_rows: 400}
+"""
+
+
+def build(cluster, tmp_path_factory, job: str, name: str):
     from distributed import Client
 
-    out = tmp_path_factory.mktemp("report") / "digits"
+    out = tmp_path_factory.mktemp("report") / name
     with Client(cluster) as client:
-        manifest = dsbuild.run(DIGITS_JOB, output=str(out), client=client)
+        manifest = dsbuild.run(job, output=str(out), client=client)
     return out, manifest
+
+
+@pytest.fixture(scope="module")
+def digits_output(tmp_path_factory, cluster):
+    return build(cluster, tmp_path_factory, DIGITS_JOB, "digits")
+
+
+@pytest.fixture(scope="module")
+def german_credit_output(tmp_path_factory, cluster):
+    return build(cluster, tmp_path_factory, GERMAN_CREDIT_JOB, "german-credit")
 
 
 def test_pipeline_writes_report_that_renders_in_chromium(digits_output, browser, tmp_path):
@@ -208,3 +231,24 @@ def test_report_reads_only_the_output_and_names_the_rejects(digits_output):
     # Examples of rejected rows come from rejects/, so their ids are real reject ids.
     assert any(f">{rid}<" in html for rid in sevens["id"].head(50))
     assert "<script" not in html.lower() and "http://" not in html and "https://" not in html
+
+
+def test_fairness_and_cleaning_report_renders_in_chromium(german_credit_output, browser, tmp_path):
+    out, manifest = german_credit_output
+    page = load_report(browser, out / "report.html", tmp_path / "report-german-credit.png")
+    assert_clean_page(page)
+    assert {"Stage · fairness_audit", "Stage · reweigh", "Stage · ranges"} <= set(page["sections"])
+    alts = [i["alt"] for i in page["images"]]
+    # reweigh's before/after parity is drawn as bars per group, the audit's as one set of bars.
+    assert "base rate per group of sex, before and after" in alts
+    assert "base rate per group of sex" in alts
+
+
+def test_fairness_tables_carry_the_manifest_figures(german_credit_output):
+    out, manifest = german_credit_output
+    html = (out / "report.html").read_text()
+    reweigh = next(s for s in manifest["stages"] if s["name"] == "reweigh")["summary"]
+    before, after = reweigh["before"]["sex"], reweigh["after"]["sex"]
+    assert before["di"] < 0.95 and abs(after["di"] - 1) < 1e-6
+    for figure in (before["di"], after["groups"]["female"]["base_rate"]):
+        assert f">{figure:.4g}<" in html
