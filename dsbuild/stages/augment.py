@@ -1,0 +1,256 @@
+"""``augment``: more images from the ones there are — N copies each, or per class up to a count.
+
+Every copy is a new row ``parent#aug<k>`` whose transforms draw from a generator seeded by
+(job seed, stage, ``parent#k``), so a copy is the same whatever the partitioning, worker
+or retry. The parameters a copy got are stored as JSON beside it, and boxes, keypoints
+and masks named in the options move with the pixels.
+
+Class balancing needs the class sizes (a fit pass) and, to hit each target exactly, the
+extra copies that do not divide evenly go to the rows with the smallest per-record
+uniforms in their class — chosen with :mod:`dsbuild.kernels.selection` in two mergeable
+passes, never by gathering a class in one place.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import Field, field_validator
+
+from dsbuild.kernels import selection
+from dsbuild.kernels.decode import decode_image, encode_image
+from dsbuild.kernels.images import BOX_FORMATS, Compose, transform_from_spec
+from dsbuild.records import ID, child_id, record_rng, record_uniform, sniff_image_format
+from dsbuild.stages.base import ADDED, FitApplyStage, StageError, StageOptions, register
+
+DEFAULT_QUALITY = {"jpeg": 95, "webp": 90}
+
+
+class AugmentOptions(StageOptions):
+    transforms: list[Any] = Field(
+        default_factory=lambda: [{"hflip": {"p": 0.5}}, {"affine": {"scale": [0.9, 1.1], "rotate": 10}}, {"brightness": {"p": 0.5}}],
+        description="transforms in order: a name, {name: {options}}, {one_of: [...]}, {some_of: [...], n: 2}",
+    )
+    copies: int = Field(1, ge=0, le=1000, description="copies per image (when balance_to is not set)")
+    balance_to: int | Literal["max"] | None = Field(
+        None, description="make per-class copies until every class has this many rows ('max': the largest class)"
+    )
+    max_copies: int = Field(50, ge=1, description="at most this many copies of one image when balancing")
+    format: Literal["same", "jpeg", "png", "webp"] = Field("same", description="encoding of copies; 'same' keeps each parent's")
+    quality: int | None = Field(None, ge=1, le=100, description="JPEG/WebP quality (default 95 / 90)")
+    params_column: str = Field("augment_params", description="column for each copy's applied parameters (JSON)")
+    boxes: str | None = Field(None, description="column of boxes (a list of [4 numbers] per row)")
+    box_format: Literal["pascal_voc", "coco", "yolo"] = "pascal_voc"
+    box_labels: str | None = Field(None, description="column of per-box labels, kept in step with surviving boxes")
+    keypoints: str | None = Field(None, description="column of keypoints (a list of [x, y] per row); NaN once outside")
+    mask: str | None = Field(None, description="column of encoded segmentation masks (PNG)")
+    min_visibility: float = Field(0.0, ge=0, le=1, description="drop a box when less than this share of it is left")
+
+    @field_validator("transforms")
+    @classmethod
+    def _transforms_build(cls, v):
+        for spec in v:
+            transform_from_spec(spec)
+        return v
+
+
+@register
+class Augment(FitApplyStage):
+    """Image copies through a transform pipeline; boxes, keypoints and masks follow."""
+
+    name = "augment"
+    adds_rows = True
+    Options = AugmentOptions
+
+    def __init__(self, options=None, **settings):
+        super().__init__(options, **settings)
+        o = self.options
+        assert o.box_format in BOX_FORMATS
+        self.pipeline = Compose([transform_from_spec(s) for s in o.transforms], o.box_format, o.min_visibility)
+
+    def _image(self) -> str:
+        return self.ctx.roles.image or "image"
+
+    def check(self, meta):
+        o = self.options
+        self.require_columns(meta, [self._image()], what="image column (columns.image)")
+        self.require_columns(meta, [c for c in (o.boxes, o.box_labels, o.keypoints, o.mask) if c])
+        if o.balance_to is not None:
+            if not self.ctx.roles.label:
+                raise StageError(f"stage {self.ctx.name!r}: balance_to needs the job's label column (columns.label)")
+            self.require_columns(meta, [self.ctx.roles.label], what="label column (columns.label)")
+
+    def build(self, frame, shapes):
+        if self.options.balance_to is None:
+            return shapes.map(frame, self._augment_fixed, label=self.ctx.name)
+        counts = shapes.fit(frame, self._class_histogram, _add_histograms, label=self.ctx.name)
+        plan = self._plan(counts)
+        candidates = shapes.fit(frame, self._boundary_keys, selection.merge_boundary_keys, shapes.broadcast(plan).value, label=self.ctx.name)
+        plan["key_limit"], plan["tie_limit"] = selection.thresholds(candidates, plan["inside"])
+        self.state_ = plan
+        return shapes.map(frame, self._augment_balanced, shapes.broadcast(plan), label=self.ctx.name)
+
+    # -- class balancing plan -----------------------------------------------------------
+    def _keys(self, part: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        ids = part[ID].astype(str).tolist()
+        return record_uniform(self.ctx.seed, self.ctx.name, ids), record_uniform(self.ctx.seed, self.ctx.name + "#tie", ids)
+
+    def _labels(self, part: pd.DataFrame) -> np.ndarray:
+        col = part[self.ctx.roles.label]
+        return np.where(col.isna().to_numpy(), None, col.astype(str).to_numpy(dtype=object))
+
+    def _class_histogram(self, part: pd.DataFrame, state=None) -> dict[str, np.ndarray]:
+        labels = self._labels(part)
+        keys, _ = self._keys(part)
+        out = {}
+        for label in sorted({x for x in labels if x is not None}):
+            out[label] = np.bincount(selection.bucket_of(keys[labels == label]), minlength=selection.BUCKETS)
+        return out
+
+    def _plan(self, hist: dict[str, np.ndarray]) -> dict:
+        classes = sorted(hist)
+        counts = np.array([int(hist[c].sum()) for c in classes], dtype=np.int64)
+        target = int(counts.max(initial=0)) if self.options.balance_to == "max" else int(self.options.balance_to)
+        need = np.maximum(target - counts, 0)
+        base = np.minimum(need // np.maximum(counts, 1), self.options.max_copies)
+        extra = np.where(base < self.options.max_copies, need - base * counts, 0)
+        histogram = np.stack([hist[c] for c in classes]) if classes else np.zeros((0, selection.BUCKETS), np.int64)
+        bucket, inside = selection.boundaries(histogram, extra)
+        return {
+            "classes": classes, "counts": counts.tolist(), "target": target, "base": base,
+            "extra": extra, "bucket": bucket, "inside": inside,
+        }
+
+    def _cells(self, part: pd.DataFrame, plan: dict) -> np.ndarray:
+        index = {c: i for i, c in enumerate(plan["classes"])}
+        return np.array([index.get(x, -1) if x is not None else -1 for x in self._labels(part)], dtype=np.int64)
+
+    def _boundary_keys(self, part: pd.DataFrame, plan: dict) -> pd.DataFrame:
+        keys, ties = self._keys(part)
+        return selection.boundary_keys(self._cells(part, plan), keys, ties, plan["bucket"])
+
+    def copies_per_row(self, part: pd.DataFrame, plan: dict) -> np.ndarray:
+        cells = self._cells(part, plan)
+        keys, ties = self._keys(part)
+        chosen = selection.chosen(cells, keys, ties, plan["bucket"], plan["key_limit"], plan["tie_limit"])
+        base = np.where(cells >= 0, plan["base"][np.maximum(cells, 0)], 0)
+        return base + chosen.astype(np.int64)
+
+    def summary(self) -> dict:
+        plan = getattr(self, "state_", None)
+        if not plan:
+            return {"copies_per_image": self.options.copies}
+        per_class = {c: {"rows": n, "copies": int(plan["base"][i] * n + plan["extra"][i])} for i, (c, n) in enumerate(zip(plan["classes"], plan["counts"]))}
+        return {"target": plan["target"], "classes": per_class}
+
+    # -- making copies ------------------------------------------------------------------
+    def _augment_fixed(self, part: pd.DataFrame) -> pd.DataFrame:
+        return self.apply_copies(self._with_marks(part), np.full(len(part), self.options.copies, dtype=np.int64))
+
+    def _augment_balanced(self, part: pd.DataFrame, plan: dict) -> pd.DataFrame:
+        part = self._with_marks(part)
+        return self.apply_copies(part, self.copies_per_row(part, plan) if len(part) else np.zeros(0, np.int64))
+
+    @staticmethod
+    def _with_marks(part):
+        from dsbuild.stages.base import with_marks
+
+        return with_marks(part)
+
+    def apply_copies(self, part: pd.DataFrame, copies: np.ndarray) -> pd.DataFrame:
+        o = self.options
+        col = self._image()
+        part[o.params_column] = pd.Series([None] * len(part), index=part.index, dtype=object)
+        part["_m_copies"] = copies
+        made: list[dict] = []
+        parents: list[int] = []
+        undecodable = np.zeros(len(part), dtype=np.int64)
+        for i in np.flatnonzero(copies > 0):
+            row = part.iloc[i]
+            data = row[col]
+            pixels = decode_image(data)
+            if pixels is None:
+                undecodable[i] = 1
+                continue
+            masks = decode_image(row[o.mask]) if o.mask and row[o.mask] is not None else None
+            fmt = o.format if o.format != "same" else _format_of(data)
+            for k in range(int(copies[i])):
+                rng = record_rng(self.ctx.seed, self.ctx.name, f"{row[ID]}#{k}")
+                out = self.pipeline(
+                    pixels, rng,
+                    boxes=_cell(row, o.boxes), keypoints=_cell(row, o.keypoints), mask=masks,
+                )
+                made.append(self._copy_fields(row, k, out, fmt))
+                parents.append(i)
+        part["_m_undecodable"] = undecodable
+        part["_m_copies"] = np.where(undecodable > 0, 0, copies)
+        if not made:
+            return part
+        new = part.iloc[parents].copy()
+        new.index = pd.RangeIndex(len(new))
+        for name in made[0]:
+            new[name] = _column([m[name] for m in made], part[name].dtype if name in part.columns else None)
+        new[ADDED] = True
+        new["_m_copies"] = 0
+        new["_m_undecodable"] = 0
+        return pd.concat([part.reset_index(drop=True), new], ignore_index=True)
+
+    def _copy_fields(self, row: pd.Series, k: int, out, fmt: str) -> dict:
+        o = self.options
+        col = self._image()
+        fields = {
+            ID: child_id(str(row[ID]), "aug", k),
+            col: encode_image(out.image, fmt, o.quality or DEFAULT_QUALITY.get(fmt)),
+            o.params_column: json.dumps(out.params, separators=(",", ":")),
+        }
+        h, w = out.image.shape[:2]
+        for suffix, value in (("height", h), ("width", w), ("format", fmt)):
+            if f"{col}_{suffix}" in row.index:
+                fields[f"{col}_{suffix}"] = value
+        if o.boxes:
+            fields[o.boxes] = out.boxes.tolist()
+            if o.box_labels:
+                labels = row[o.box_labels]
+                labels = json.loads(labels) if isinstance(labels, str) else list(labels if labels is not None else [])
+                fields[o.box_labels] = [labels[j] for j in out.box_index]
+        if o.keypoints:
+            fields[o.keypoints] = out.keypoints.tolist()
+        if o.mask and out.mask is not None:
+            fields[o.mask] = encode_image(out.mask, "png")
+        return fields
+
+
+def _add_histograms(a: dict, b: dict) -> dict:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = out[k] + v if k in out else v
+    return out
+
+
+def _format_of(data: bytes) -> str:
+    fmt = sniff_image_format(data)
+    return fmt if fmt in ("png", "jpeg", "webp", "bmp", "tiff") else "png"
+
+
+def _cell(row: pd.Series, column: str | None):
+    if not column:
+        return None
+    value = row[column]
+    if isinstance(value, str):  # JSON text, as a CSV or a string-converting reader leaves it
+        value = json.loads(value)
+    if value is None or (isinstance(value, float) and np.isnan(value)) or len(value) == 0:
+        return None
+    return np.array([list(v) for v in value], dtype=np.float64)
+
+
+def _column(values: list, dtype) -> pd.Series:
+    series = pd.Series(values, dtype=object)
+    if dtype is not None and dtype != object:
+        try:
+            return series.astype(dtype)
+        except (TypeError, ValueError):
+            return series
+    return series

@@ -1,0 +1,209 @@
+"""Tabular synthesis: ``oversample`` (SMOTE) and ``synthesize`` (Gaussian copula).
+
+``oversample`` counts classes (a mergeable fit), then shuffles so each class that needs
+rows meets in one partition (rows of other classes are spread by id), and runs SMOTE
+there on the class's rows sorted by id. Neighbours are exact and the draws come from a
+generator seeded by (job seed, stage, class), so the new rows do not depend on the
+partitioning. The cost: one minority class must fit in one worker's memory.
+
+``synthesize`` fits a Gaussian copula in three mergeable passes and adds N new rows in
+fixed blocks of ids, each block seeded by (job seed, stage, block), spread over the
+partitions; rows are the same whichever partition emits them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from pydantic import Field
+
+from dsbuild.kernels import smote as smote_kernel
+from dsbuild.kernels.copula import GaussianCopula, Marginals, ScoreMoments
+from dsbuild.records import ID, child_id, record_rng
+from dsbuild.stages.base import ADDED, KEY, Stage, StageError, StageOptions, register, with_marks
+
+# -- oversample -------------------------------------------------------------------------
+
+
+class OversampleOptions(StageOptions):
+    ratio: float = Field(1.0, gt=0, le=1.0, description="grow each minority class to ratio × the largest class")
+    k_neighbors: int = Field(5, ge=1, description="neighbours to interpolate towards")
+    classes: list[str] | None = Field(None, description="classes to grow (default: every class smaller than the target)")
+
+
+@register
+class Oversample(Stage):
+    """SMOTE: new minority rows between a row and one of its k nearest same-class rows."""
+
+    name = "oversample"
+    shape = "group"
+    adds_rows = True
+    Options = OversampleOptions
+
+    def check(self, meta):
+        if not self.ctx.roles.label:
+            raise StageError(f"stage {self.ctx.name!r} needs the job's label column (columns.label)")
+        self.require_columns(meta, [self.ctx.roles.label], what="label column (columns.label)")
+        self.features_ = self.ctx.roles.feature_columns(meta)
+        self.require_columns(meta, self.features_, what="feature column")
+        if not self.features_:
+            raise StageError(f"stage {self.ctx.name!r}: no numeric feature columns to interpolate")
+
+    def build(self, frame, shapes):
+        if not hasattr(self, "features_"):
+            self.check(frame._meta)
+        counts = shapes.fit(frame, self._count, _add_counts, label=self.ctx.name)
+        self.targets_ = smote_kernel.class_targets(counts, self.options.ratio, self.options.classes)
+        self.counts_ = counts
+        return shapes.group(frame, self._key, self._grow, label=self.ctx.name)
+
+    def _labels(self, part):
+        col = part[self.ctx.roles.label]
+        return np.where(col.isna().to_numpy(), None, col.astype(str).to_numpy(dtype=object))
+
+    def _count(self, part, state=None) -> dict:
+        labels = pd.Series(self._labels(part)).dropna()
+        return {str(k): int(v) for k, v in labels.value_counts().items()}
+
+    def _key(self, part) -> pd.Series:
+        labels = self._labels(part)
+        grow = np.array([x in self.targets_ for x in labels], dtype=bool)
+        keys = np.where(grow, "class=" + pd.Series(labels, dtype=object).fillna("").to_numpy(dtype=object), "row=" + part[ID].astype(str).to_numpy(dtype=object))
+        return pd.Series(keys, index=part.index, dtype=object)
+
+    def _grow(self, part: pd.DataFrame) -> pd.DataFrame:
+        part = with_marks(part).sort_values([KEY, ID], kind="stable")
+        part["_m_synthetic"] = np.zeros(len(part), dtype=np.int64)
+        new = [self._grow_class(part[part[KEY] == key], key[len("class="):]) for key in sorted(set(part[KEY])) if key.startswith("class=")]
+        new = [n for n in new if len(n)]
+        return pd.concat([part, *new], ignore_index=True) if new else part.reset_index(drop=True)
+
+    def _grow_class(self, rows: pd.DataFrame, label: str) -> pd.DataFrame:
+        n_new = self.targets_.get(label, 0)
+        x = rows[self.features_].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+        usable = ~np.isnan(x).any(axis=1)
+        if n_new <= 0 or usable.sum() < 2:
+            return rows.iloc[:0]
+        pool = rows[usable]
+        rng = record_rng(self.ctx.seed, self.ctx.name, f"class={label}")
+        values, base = smote_kernel.smote(x[usable], n_new, self.options.k_neighbors, rng)
+        new = pool.iloc[base].copy()
+        occurrence = pd.Series(base).groupby(base).cumcount().to_numpy()
+        new[ID] = [child_id(str(pid), "smote", int(j)) for pid, j in zip(pool[ID].to_numpy()[base], occurrence)]
+        for j, c in enumerate(self.features_):
+            col = values[:, j]
+            if pd.api.types.is_integer_dtype(rows[c].dtype):
+                col = np.round(col)
+            new[c] = pd.Series(col, index=new.index).astype(rows[c].dtype)
+        new[ADDED] = True
+        new["_m_synthetic"] = 1
+        return new
+
+    def summary(self) -> dict:
+        return {"counts": getattr(self, "counts_", {}), "new_rows": getattr(self, "targets_", {}), "features": getattr(self, "features_", [])}
+
+
+def _add_counts(a: dict, b: dict) -> dict:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = out.get(k, 0) + v
+    return out
+
+
+# -- synthesize -------------------------------------------------------------------------
+
+BLOCK = 1024
+
+
+class SynthesizeOptions(StageOptions):
+    rows: int = Field(..., ge=1, description="how many synthetic rows to add")
+    columns: list[str] | None = Field(None, description="columns to model (default: numeric, boolean and text columns)")
+    max_categories: int = Field(1000, ge=2, description="a text column with more categories is left out (its rows get nulls)")
+    marker: str = Field("synthetic", description="boolean column marking the synthetic rows")
+
+
+@register
+class Synthesize(Stage):
+    """Add N rows from a Gaussian copula fitted on mergeable statistics."""
+
+    name = "synthesize"
+    shape = "fit_apply"
+    adds_rows = True
+    Options = SynthesizeOptions
+
+    def check(self, meta):
+        o = self.options
+        if o.columns is not None:
+            self.require_columns(meta, o.columns)
+        image = self.ctx.roles.image
+        candidates = o.columns or [c for c in meta.columns if c != ID and not str(c).startswith("_") and c != image]
+        self.numeric_ = [c for c in candidates if pd.api.types.is_numeric_dtype(meta[c]) and not pd.api.types.is_bool_dtype(meta[c])]
+        self.categorical_ = [
+            c for c in candidates
+            if c not in self.numeric_ and (pd.api.types.is_bool_dtype(meta[c]) or pd.api.types.is_string_dtype(meta[c]) or isinstance(meta[c].dtype, pd.CategoricalDtype))
+        ]
+        if not self.numeric_ and not self.categorical_:
+            raise StageError(f"stage {self.ctx.name!r}: no numeric or text columns to model")
+
+    def build(self, frame, shapes):
+        if not hasattr(self, "numeric_"):
+            self.check(frame._meta)
+        numeric, categorical = self.numeric_, self.categorical_
+        marginals = shapes.fit(frame, lambda p, s: Marginals.scan(p, numeric, categorical), Marginals.merge, label=self.ctx.name)
+        wide = [c for c, d in marginals.categorical.items() if len(d.counts) > self.options.max_categories]
+        if wide:
+            marginals.categorical = {c: d for c, d in marginals.categorical.items() if c not in wide}
+        edges = marginals.needing_histograms()
+        if edges:
+            hist = shapes.fit(frame, lambda p, s: Marginals.histograms(p, edges), Marginals.merge_histograms, label=self.ctx.name)
+            marginals = marginals.with_histograms(hist)
+        moments = shapes.fit(frame, lambda p, s: ScoreMoments.scan(marginals.scores(p)), ScoreMoments.merge, label=self.ctx.name)
+        self.copula_ = GaussianCopula(marginals, moments.correlation())
+        self.left_out_ = wide
+        return shapes.map(frame, self._add_rows, shapes.broadcast(self.copula_), frame.npartitions, label=self.ctx.name)
+
+    def _add_rows(self, part: pd.DataFrame, copula: GaussianCopula, npartitions: int, partition_info=None) -> pd.DataFrame:
+        part = with_marks(part)
+        part[self.options.marker] = False
+        number = partition_info["number"] if partition_info else None
+        blocks = range(number, -(-self.options.rows // BLOCK), npartitions) if number is not None else range(0)
+        new = [self._block(part, copula, b) for b in blocks]
+        return _stable_dtypes(pd.concat([part, *new], ignore_index=True) if new else part, part)
+
+    def _block(self, part: pd.DataFrame, copula: GaussianCopula, b: int) -> pd.DataFrame:
+        start = b * BLOCK
+        n = min(BLOCK, self.options.rows - start)
+        sample = copula.sample(n, record_rng(self.ctx.seed, self.ctx.name, f"block={b}"))
+        out = pd.DataFrame(index=pd.RangeIndex(n))
+        out[ID] = [child_id(self.ctx.name, "syn", start + i) for i in range(n)]
+        for c in part.columns:
+            if c in sample.columns:
+                col = sample[c]
+                if pd.api.types.is_integer_dtype(part[c].dtype):
+                    col = col.astype(float).round()
+                elif pd.api.types.is_bool_dtype(part[c].dtype):
+                    col = col.map({"True": True, "False": False})
+                out[c] = col
+            elif c != ID:
+                out[c] = None
+        out[ADDED] = True
+        out[self.options.marker] = True
+        out["_reason"] = None
+        return out[list(part.columns)]
+
+    def summary(self) -> dict:
+        copula = getattr(self, "copula_", None)
+        return {} if copula is None else {**copula.summary(), "left_out": self.left_out_}
+
+
+def _stable_dtypes(frame: pd.DataFrame, like: pd.DataFrame) -> pd.DataFrame:
+    """The input's dtypes where they can hold the new rows, so every partition agrees."""
+    for c in like.columns:
+        want = like[c].dtype
+        if frame[c].dtype == want:
+            continue
+        try:
+            frame[c] = frame[c].astype(want)
+        except (TypeError, ValueError):
+            frame[c] = frame[c].astype(object)
+    return frame

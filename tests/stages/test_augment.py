@@ -1,0 +1,93 @@
+"""augment stage: copies with stable ids and bytes for any partitioning; exact class balancing."""
+
+import io
+import json
+
+import cv2
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+from sklearn.datasets import load_digits
+
+from dsbuild.kernels.decode import decode_image, encode_image
+from dsbuild.stages.augment import Augment
+from dsbuild.stages.base import Roles
+from dsbuild.testing import run_stage
+
+ROLES = Roles(label="label", image="image")
+
+
+@pytest.fixture(scope="module")
+def digits():
+    """Imbalanced digits as 32×32 PNGs: class 0 has 40 rows, class 1 has 15, class 2 has 7."""
+    d = load_digits()
+    rows = []
+    for label, n in ((0, 40), (1, 15), (2, 7)):
+        for j, i in enumerate(np.flatnonzero(d.target == label)[:n]):
+            img = cv2.resize((d.images[i] * 16).astype(np.uint8), (32, 32), interpolation=cv2.INTER_NEAREST)
+            rows.append({"id": f"d{label}-{j:02d}", "image": encode_image(img, "png"), "label": int(label),
+                         "image_height": 32, "image_width": 32, "boxes": [[8.0, 8.0, 24.0, 24.0]], "box_labels": ["digit"]})
+    frame = pd.DataFrame(rows)
+    frame["image"] = frame["image"].astype(pd.ArrowDtype(pa.binary()))  # as the image sources give it
+    frame["boxes"] = frame["boxes"].astype(pd.ArrowDtype(pa.list_(pa.list_(pa.float64()))))
+    frame["box_labels"] = frame["box_labels"].astype(pd.ArrowDtype(pa.list_(pa.string())))
+    return frame
+
+
+def parquet_bytes(frame):
+    buf = io.BytesIO()
+    frame.to_parquet(buf, index=False)
+    return buf.getvalue()
+
+
+SPECS = ["hflip", {"affine": {"scale": [0.8, 1.2], "rotate": 20}}, {"some_of": ["brightness", "gaussian_noise", "gamma"], "n": 1}]
+
+
+def test_n_copies_with_ids_params_and_moved_boxes(digits):
+    stage = Augment(transforms=SPECS, copies=2, boxes="boxes", box_labels="box_labels")
+    kept, rejected = run_stage(stage, digits, npartitions=2, roles=ROLES)
+    assert rejected.empty and len(kept) == 3 * len(digits)
+    copies = kept[kept["id"].str.contains("#aug")]
+    assert set(copies["id"]) == {f"{i}#aug{k}" for i in digits["id"] for k in range(2)}
+    params = [json.loads(p) for p in copies["augment_params"]]
+    assert all(p[0]["op"] == "hflip" and p[1]["op"] == "affine" for p in params)
+    assert kept.loc[~kept["id"].str.contains("#aug"), "augment_params"].isna().all()
+    for _, row in copies.head(10).iterrows():
+        img = decode_image(row["image"])
+        assert img.shape == (32, 32)
+        for box in row["boxes"]:  # a box follows the digit: its painted pixels lie inside
+            assert 0 <= box[0] < box[2] <= 32 and 0 <= box[1] < box[3] <= 32
+        assert list(row["box_labels"]) == ["digit"] * len(row["boxes"])
+
+
+def test_same_bytes_for_any_partitioning(digits):
+    stage = lambda: Augment(transforms=SPECS, copies=1, format="jpeg", quality=90)  # noqa: E731
+    one, _ = run_stage(stage(), digits, npartitions=1, roles=ROLES)
+    three, _ = run_stage(stage(), digits, npartitions=3, roles=ROLES)
+    assert parquet_bytes(one) == parquet_bytes(three)
+    other_seed, _ = run_stage(stage(), digits, npartitions=1, roles=ROLES, seed=1)
+    assert parquet_bytes(one) != parquet_bytes(other_seed)
+
+
+def test_balancing_reaches_the_target_exactly(digits):
+    for npartitions in (1, 3):
+        kept, _ = run_stage(Augment(transforms=["hflip"], balance_to="max"), digits, npartitions=npartitions, roles=ROLES)
+        assert kept["label"].value_counts().to_dict() == {0: 40, 1: 40, 2: 40}
+        if npartitions == 1:
+            first = kept
+    assert parquet_bytes(first) == parquet_bytes(kept)
+    kept, _ = run_stage(Augment(transforms=["hflip"], balance_to=30), digits, npartitions=2, roles=ROLES)
+    assert kept["label"].value_counts().to_dict() == {0: 40, 1: 30, 2: 30}
+
+
+def test_same_bytes_on_a_cluster(digits, client):
+    stage = lambda: Augment(transforms=SPECS, balance_to=20)  # noqa: E731
+    local, _ = run_stage(stage(), digits, npartitions=1, roles=ROLES)
+    distributed, _ = run_stage(stage(), digits, npartitions=3, roles=ROLES)
+    assert parquet_bytes(local) == parquet_bytes(distributed)
+
+
+def test_balancing_without_a_label_is_an_error(digits):
+    with pytest.raises(Exception, match="label"):
+        run_stage(Augment(balance_to="max"), digits, roles=Roles(image="image"))

@@ -1,0 +1,73 @@
+"""oversample and synthesize: new rows that do not depend on the partitioning."""
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import ks_2samp
+from sklearn.datasets import load_breast_cancer
+
+import dsbuild
+from dsbuild.stages.base import Roles
+from dsbuild.stages.synth import Oversample, Synthesize
+from dsbuild.testing import run_stage
+
+
+def parquet_bytes(frame):
+    buf = io.BytesIO()
+    frame.to_parquet(buf, index=False)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def cancer():
+    x, y = load_breast_cancer(return_X_y=True, as_frame=True)
+    frame = x.iloc[:, :6].copy()
+    frame.columns = [c.replace(" ", "_") for c in frame.columns]
+    frame["label"] = y.map({0: "malignant", 1: "benign"}).astype(str)
+    frame.insert(0, "id", [f"r{i:03d}" for i in range(len(frame))])
+    return frame
+
+
+@pytest.fixture(scope="module")
+def adult():
+    frame = pd.read_csv(Path(dsbuild.__file__).parent / "io" / "data" / "adult.csv.gz").head(6000)
+    frame.insert(0, "id", [f"a{i:05d}" for i in range(len(frame))])
+    return frame
+
+
+def test_oversample_balances_classes_with_interpolated_rows(cancer):
+    kept, _ = run_stage(Oversample(), cancer, npartitions=2, roles=Roles(label="label"))
+    counts = kept["label"].value_counts()
+    assert counts["malignant"] == counts["benign"] == (cancer["label"] == "benign").sum()
+    new = kept[kept["id"].str.contains("#smote")]
+    assert (new["label"] == "malignant").all()
+    features = [c for c in cancer.columns if c not in ("id", "label")]
+    mal = cancer.loc[cancer["label"] == "malignant", features]
+    assert (new[features].min() >= mal.min() - 1e-9).all() and (new[features].max() <= mal.max() + 1e-9).all()
+
+
+def test_oversample_same_bytes_for_any_partitioning(cancer, client):
+    a, _ = run_stage(Oversample(k_neighbors=3), cancer, npartitions=1, roles=Roles(label="label"))
+    b, _ = run_stage(Oversample(k_neighbors=3), cancer, npartitions=3, roles=Roles(label="label"))
+    assert parquet_bytes(a) == parquet_bytes(b)
+
+
+def test_synthesize_adds_marked_rows_like_the_data(adult):
+    kept, _ = run_stage(Synthesize(rows=6000), adult, npartitions=3)
+    synthetic = kept[kept["synthetic"]]
+    assert len(synthetic) == 6000 and not kept.loc[~kept["synthetic"], "id"].str.contains("#syn").any()
+    for c in ("age", "hours-per-week", "education-num"):
+        assert ks_2samp(adult[c], synthetic[c]).statistic < 0.05
+    assert synthetic["age"].dtype == adult["age"].dtype
+    gap = (adult["sex"].value_counts(normalize=True) - synthetic["sex"].value_counts(normalize=True)).abs().max()
+    assert gap < 0.03
+
+
+def test_synthesize_same_bytes_for_any_partitioning(adult):
+    small = adult.head(2000)
+    one, _ = run_stage(Synthesize(rows=2500), small, npartitions=1)
+    three, _ = run_stage(Synthesize(rows=2500), small, npartitions=3)
+    assert parquet_bytes(one) == parquet_bytes(three)
