@@ -142,7 +142,10 @@ class _BatchSpec(_Spec):
 
     def jobqueue_kwargs(self) -> dict:
         scheduler = {"host": self.host} if not self.interface else {"interface": self.interface}
-        scheduler["dashboard_address"] = self.dashboard or ":0"
+        if self.dashboard:
+            scheduler["dashboard_address"] = self.dashboard
+        else:
+            scheduler["dashboard"] = False
         prologue = [f"export {v}=1" for v in THREAD_ENV] + list(self.job_script_prologue)
         kwargs = {
             "cores": self.cores, "processes": self.processes, "memory": self.memory,
@@ -294,7 +297,7 @@ def start_cluster(spec, workers: int | None = None):
     if isinstance(spec, LocalSpec):
         from dsbuild.runtime import local_cluster
 
-        kwargs = {"host": spec.host, "dashboard_address": spec.dashboard or ":0",
+        kwargs = {"host": spec.host, "dashboard_address": spec.dashboard,
                   "threads_per_worker": spec.threads_per_worker}
         if spec.local_directory:
             kwargs["local_directory"] = spec.local_directory

@@ -1,0 +1,179 @@
+"""Cluster specs: validated like job files, safe to load, and each kind reaches a real cluster.
+
+The TLS test starts one small cluster of its own (certificates it generates); everything
+else uses the shared session cluster.
+"""
+
+import datetime
+import ipaddress
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import dsbuild
+from dsbuild.cli import main
+from dsbuild.clusters import (
+    ClusterSpecError,
+    KubernetesSpec,
+    LocalSpec,
+    MissingPackage,
+    SchedulerSpec,
+    SlurmSpec,
+    load_cluster_spec,
+    spec_from_target,
+    start_cluster,
+)
+from dsbuild.runtime import connect
+
+ROOT = Path(__file__).resolve().parents[1]
+JOB = {
+    "name": "digits-check",
+    "seed": 0,
+    "source": {"format": "sample", "name": "digits", "partitions": 3},
+    "columns": {"label": "label", "image": "image"},
+    "stages": [{"validate_images": {}}, {"select": {"drop": ["image_format"]}}],
+    "sink": {"path": "unused", "shard_rows": 1000},
+}
+
+
+def read_data(folder) -> pd.DataFrame:
+    files = sorted(Path(folder, "data").glob("*.parquet"))
+    return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+
+
+@pytest.mark.parametrize("name", ["local", "scheduler", "slurm", "pbs", "kubernetes"])
+def test_every_shipped_spec_is_valid(name):
+    spec = load_cluster_spec(ROOT / "cluster" / f"{name}.yaml")
+    assert spec.kind == name
+
+
+def test_spec_errors_point_at_the_line_and_suggest():
+    text = "kind: slurm\ncores: 2\nwaltime: '01:00:00'\nadaptive: {minimum: 5, maximum: 2}\n"
+    with pytest.raises(ClusterSpecError) as e:
+        load_cluster_spec(text)
+    problems = "\n".join(e.value.problems)
+    assert "<yaml>:3: waltime: unknown option 'waltime' (did you mean 'walltime'?)" in problems
+    assert "<yaml>:4: adaptive: minimum (5) is larger than maximum (2)" in problems
+
+    with pytest.raises(ClusterSpecError, match=r"unknown kind 'slurn' \(did you mean 'slurm'\?\)"):
+        load_cluster_spec("kind: slurn\n")
+    with pytest.raises(ClusterSpecError, match="exactly one of address or scheduler_file"):
+        load_cluster_spec("kind: scheduler\naddress: tcp://a:1\nscheduler_file: s.json\n")
+    with pytest.raises(ClusterSpecError, match="expected 'local', a scheduler address"):
+        spec_from_target("slurm")
+
+
+def test_unquoted_walltime_is_not_read_as_seconds():
+    assert load_cluster_spec("kind: slurm\nwalltime: 02:30:00\n").walltime == "02:30:00"
+
+
+def test_a_cluster_file_cannot_run_code(tmp_path):
+    marker = tmp_path / "ran"
+    text = f"kind: !!python/object/apply:os.system ['touch {marker}']\n"
+    with pytest.raises(ClusterSpecError):
+        load_cluster_spec(text)
+    assert not marker.exists()
+
+
+def test_dashboards_listen_on_localhost_by_default():
+    for spec in (LocalSpec(kind="local"), SlurmSpec(kind="slurm")):
+        assert spec.dashboard.startswith("127.0.0.1:")
+    assert SlurmSpec(kind="slurm").jobqueue_kwargs()["scheduler_options"]["dashboard_address"].startswith("127.0.0.1:")
+
+
+def test_optional_packages_are_named_when_missing(monkeypatch):
+    monkeypatch.setitem(sys.modules, "dask_jobqueue", None)
+    with pytest.raises(MissingPackage, match=r"pip install 'dsbuild\[slurm\]'.*dask-jobqueue"):
+        start_cluster(SlurmSpec(kind="slurm"))
+    monkeypatch.setitem(sys.modules, "dask_kubernetes.operator", None)
+    with pytest.raises(MissingPackage, match=r"pip install 'dsbuild\[kubernetes\]'.*dask-kubernetes"):
+        start_cluster(KubernetesSpec(kind="kubernetes"))
+
+
+def test_existing_scheduler_by_scheduler_file_runs_a_job(client, cluster, tmp_path):
+    """`--cluster scheduler.yaml` with a scheduler file: same scheduler, same output as a direct run."""
+    client.write_scheduler_file(str(tmp_path / "scheduler.json"))
+    spec_file = tmp_path / "scheduler.yaml"
+    spec_file.write_text(f"kind: scheduler\nscheduler_file: {tmp_path / 'scheduler.json'}\nworkers: 2\n")
+    with connect(spec_file) as c:
+        assert c.scheduler.address == cluster.scheduler_address
+        assert len(c.scheduler_info()["workers"]) == 2
+
+    direct = dsbuild.run(JOB, output=str(tmp_path / "direct"), client=client)
+    job_file = tmp_path / "job.yaml"
+    job_file.write_text(dsbuild.load_job(JOB).to_yaml())
+    assert main(["run", str(job_file), "--cluster", str(spec_file), "--output", str(tmp_path / "via-spec"), "--quiet"]) == 0
+    assert len(cluster.scheduler_info["workers"]) == 2  # the shared cluster outlives the command
+    pd.testing.assert_frame_equal(read_data(tmp_path / "via-spec"), read_data(tmp_path / "direct"))
+    assert direct["totals"]["kept"] == len(read_data(tmp_path / "direct")) == 1797
+
+
+def test_scheduler_address_is_a_spec():
+    assert spec_from_target("tcp://10.0.0.5:8786") == SchedulerSpec(kind="scheduler", address="tcp://10.0.0.5:8786")
+    assert spec_from_target("local") == LocalSpec(kind="local")
+
+
+# -- TLS ------------------------------------------------------------------------------------
+
+
+def _certificates(folder: Path) -> dict[str, str]:
+    """A CA and one certificate it signed for 127.0.0.1, as PEM files."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+
+    def build(subject, issuer, public_key, signing_key, ca: bool):
+        b = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+            .public_key(public_key)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
+        if not ca:
+            b = b.add_extension(x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        return b.sign(signing_key, hashes.SHA256())
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = build("dsbuild-test-ca", "dsbuild-test-ca", ca_key.public_key(), ca_key, ca=True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = build("127.0.0.1", "dsbuild-test-ca", key.public_key(), ca_key, ca=False)
+    paths = {"ca_file": folder / "ca.pem", "cert": folder / "node.pem", "key": folder / "node-key.pem"}
+    paths["ca_file"].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths["cert"].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths["key"].write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    return {k: str(v) for k, v in paths.items()}
+
+
+def test_tls_from_the_cluster_spec(tmp_path):
+    """Scheduler, workers and client talk TLS with the spec's certificates; plain TCP is refused."""
+    from distributed import Client
+
+    certs = _certificates(tmp_path)
+    spec_file = tmp_path / "tls.yaml"
+    spec_file.write_text(
+        "kind: local\nworkers: 1\nmemory_limit: 2GiB\n"
+        "tls:\n" + "".join(f"  {k}: {v}\n" for k, v in certs.items())
+    )
+    with connect(spec_file) as client:
+        address = client.scheduler.address
+        assert address.startswith("tls://127.0.0.1:")
+        assert all(w.startswith("tls://") for w in client.scheduler_info()["workers"])
+        assert client.dashboard_link.startswith("http://127.0.0.1:")
+        manifest = dsbuild.run(JOB, output=str(tmp_path / "out"), client=client)
+        assert manifest["ledger"]["balanced"] and manifest["totals"]["kept"] == 1797
+
+        with pytest.raises((OSError, TimeoutError)):
+            Client(address.replace("tls://", "tcp://"), timeout=2)
+        with pytest.raises((OSError, TimeoutError, TypeError, ValueError)):
+            Client(address, timeout=2)  # TLS without the certificates
