@@ -59,7 +59,6 @@ ADULT_RULES: list[tuple[str, dict]] = [
         },
     ),
     ("outliers", {"columns": {"fnlwgt": {"method": "mad", "threshold": 6, "action": "null"}}}),
-    ("constraints", {"rules": ["education -> education-num"]}),
     (
         "impute",
         {
@@ -70,6 +69,7 @@ ADULT_RULES: list[tuple[str, dict]] = [
             }
         },
     ),
+    ("constraints", {"rules": ["education -> education-num"]}),
 ]
 
 

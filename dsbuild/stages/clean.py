@@ -253,11 +253,16 @@ def _details(rule: str, values) -> np.ndarray:
 
 
 def _group_key(part: pd.DataFrame, by: list[str]) -> np.ndarray:
-    """One string per row naming its group (``"*"`` when there is no grouping)."""
+    """One string per row naming its group (``"*"`` when there is no grouping).
+
+    Strings are built for the distinct combinations only, then spread to the rows.
+    """
     if not by:
         return np.full(len(part), "*", dtype=object)
-    cols = [part[c].astype("str").fillna("<NA>").to_numpy(dtype=object) for c in by]
-    return np.array(["\x1f".join(map(str, t)) for t in zip(*cols)], dtype=object) if len(part) else np.array([], dtype=object)
+    text = [part[c].astype("str").fillna("<NA>").to_numpy(dtype=object) for c in by]
+    codes, uniques = pd.factorize(pd.MultiIndex.from_arrays(text)) if len(by) > 1 else pd.factorize(text[0])
+    names = np.array(["\x1f".join(map(str, u)) if len(by) > 1 else str(u) for u in uniques], dtype=object)
+    return names[codes] if len(names) else np.array([], dtype=object)
 
 
 def _merge_dicts(a: dict, b: dict, merge) -> dict:
