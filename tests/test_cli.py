@@ -1,0 +1,80 @@
+"""The command line: what a person types, what they read back."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from dsbuild.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_validate_ok_and_errors(tmp_path, capsys):
+    assert main(["validate", str(ROOT / "jobs" / "quickstart.yaml")]) == 0
+    assert "ok" in capsys.readouterr().out
+    bad = tmp_path / "bad.yaml"
+    bad.write_text((ROOT / "jobs" / "quickstart.yaml").read_text().replace("validate_images", "validate_image"))
+    assert main(["validate", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}:" in err and "unknown stage 'validate_image'" in err and "did you mean 'validate_images'" in err
+
+
+def test_validate_checks_columns_against_the_source(tmp_path, capsys):
+    job = tmp_path / "job.yaml"
+    job.write_text(
+        "name: t\nsource: {format: sample, name: adult}\ncolumns: {label: incom}\nstages: []\nsink: {path: out}\n"
+    )
+    assert main(["validate", str(job)]) == 2
+    assert "columns.label: 'incom' is not a column of the source (did you mean 'income'?)" in capsys.readouterr().err
+
+
+def test_stages_lists_every_stage_with_options(capsys):
+    from dsbuild.stages import STAGES
+
+    assert main(["stages"]) == 0
+    out = capsys.readouterr().out
+    for name in STAGES:
+        assert f"\n{name}  [" in f"\n{out}"
+    assert "where: list[Condition] (default [])" in out
+
+
+def test_inspect_reads_a_finished_output(client, tmp_path, capsys):
+    import dsbuild
+
+    dsbuild.run(ROOT / "jobs" / "quickstart.yaml", output=str(tmp_path / "out"), client=client)
+    assert main(["inspect", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "validate_images" in out and "ledger: balanced" in out and "1797 in" in out
+    assert main(["inspect", str(tmp_path / "out"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["totals"]["in"] == 1797
+    assert main(["inspect", str(tmp_path / "nothing")]) == 2
+
+
+def test_ctrl_c_stops_the_run_and_its_workers(tmp_path):
+    job = tmp_path / "job.yaml"
+    stages = "\n".join("  - cast: {schema: {age: float}}" for _ in range(60))
+    job.write_text(f"name: t\nsource: {{format: sample, name: adult}}\nstages:\n{stages}\nsink: {{path: {tmp_path / 'out'}}}\n")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dsbuild.cli", "run", str(job), "--workers", "1", "--quiet"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline and not psutil.Process(proc.pid).children(recursive=True):
+        time.sleep(0.1)
+    time.sleep(3)
+    children = psutil.Process(proc.pid).children(recursive=True)
+    assert children, "the run started no worker processes"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err
+    gone, alive = psutil.wait_procs(children, timeout=15)
+    assert not alive, f"worker processes outlived the run: {alive}"
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob("out.tmp-*"))
