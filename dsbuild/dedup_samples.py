@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from dsbuild.kernels.decode import encode_image
-from dsbuild.records import record_rng
+from dsbuild.records import IMAGE_DTYPE, record_rng
 
 PHOTOS = (
     "astronaut", "brick", "camera", "chelsea", "clock", "coffee", "coins", "colorwheel",
@@ -54,8 +54,18 @@ def photos() -> dict[str, np.ndarray]:
     return out
 
 
-def distinct_images(tile: int = 96, faces: bool = True, digits: int = 300) -> dict[str, np.ndarray]:
-    """Distinct pictures: whole photos, their non-overlapping ``tile``-pixel tiles, faces, digits."""
+def texture(img: np.ndarray) -> float:
+    """Contrast of the 32×32 gray thumbnail: near-flat tiles (sky, black borders) are alike."""
+    gray = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY) if img.ndim == 3 else img
+    return float(cv2.resize(gray, (32, 32), interpolation=cv2.INTER_AREA).std())
+
+
+def distinct_images(tile: int = 128, faces: bool = True, digits: int = 0, min_texture: float = 20.0) -> dict[str, np.ndarray]:
+    """Distinct pictures: whole photos, their non-overlapping ``tile``-pixel tiles, faces, digits.
+
+    Near-flat pictures (``texture`` below ``min_texture``) are left out: two black
+    corners of the retina photo are the same picture, not distinct ones.
+    """
     out: dict[str, np.ndarray] = {}
     for name, img in photos().items():
         out[name] = img
@@ -74,7 +84,7 @@ def distinct_images(tile: int = 96, faces: bool = True, digits: int = 300) -> di
 
         for i, d in enumerate(load_digits().images[:digits]):
             out[f"digit{i}"] = cv2.resize((d * 255 / 16).astype(np.uint8), (32, 32), interpolation=cv2.INTER_CUBIC)
-    return out
+    return {k: v for k, v in out.items() if texture(v) >= min_texture}
 
 
 def edit(img: np.ndarray, rng: np.random.Generator, edits: tuple[str, ...]) -> tuple[bytes, list[str]]:
@@ -113,9 +123,9 @@ def near_copy_frame(
     *,
     seed: int = 0,
     mirror: bool = False,
-    tile: int = 96,
+    tile: int = 128,
     faces: bool = True,
-    digits: int = 300,
+    digits: int = 0,
     limit: int | None = None,
 ) -> pd.DataFrame:
     """Frame of ``id``, ``image`` (bytes), ``group`` (the original's id), ``edits``.
@@ -135,4 +145,25 @@ def near_copy_frame(
         cid = f"copy{k}-{name}"
         data, applied = edit(bases[name], record_rng(seed, "near-copies", cid), edits)
         rows.append({"id": cid, "image": data, "group": name, "edits": "+".join(applied)})
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    frame["image"] = frame["image"].astype(IMAGE_DTYPE)
+    return frame
+
+
+def dedup_scores(truth: pd.DataFrame, kept: pd.DataFrame, rejected: pd.DataFrame) -> dict[str, float]:
+    """Precision and recall of a dedup run against the ``group`` column of ``truth``.
+
+    A rejected row is right when its group is the group of the row it names as kept
+    (``duplicate-of=<id>``); recall is right rejections over the rows that should go
+    (all rows but one per group).
+    """
+    group = dict(zip(truth["id"], truth["group"]))
+    kept_of = rejected["reason"].str.split("=", n=1).str[1]
+    right = sum(group[r] == group.get(k) for r, k in zip(rejected["id"], kept_of))
+    should = len(truth) - truth["group"].nunique()
+    return {
+        "precision": right / len(rejected) if len(rejected) else 1.0,
+        "recall": right / should if should else 1.0,
+        "rejected": float(len(rejected)),
+        "should_reject": float(should),
+    }

@@ -29,46 +29,44 @@ def mix64(x: np.ndarray) -> np.ndarray:
         return x ^ (x >> np.uint64(31))
 
 
-def pigeonhole_masks(bands: int) -> np.ndarray:
-    """``bands`` disjoint contiguous bit masks covering all 64 bits."""
-    if not 1 <= bands <= BITS:
-        raise ValueError(f"bands must be in 1..{BITS}, got {bands}")
-    edges = np.linspace(0, BITS, bands + 1).round().astype(int)
-    masks = []
-    for lo, hi in zip(edges[:-1], edges[1:]):
-        m = 0
-        for bit in range(lo, hi):
-            m |= 1 << bit
-        masks.append(m)
-    return np.array(masks, dtype=np.uint64)
+def _masks(bit_sets, words: int) -> np.ndarray:
+    """(bands, words) uint64 masks from lists of bit positions (bit b is in word b // 64)."""
+    out = np.zeros((len(bit_sets), words), dtype=np.uint64)
+    for band, bits in enumerate(bit_sets):
+        for bit in bits:
+            out[band, int(bit) // BITS] |= np.uint64(1) << np.uint64(int(bit) % BITS)
+    return out
 
 
-def sampled_masks(bands: int, rows: int, seed: int = 0) -> np.ndarray:
+def pigeonhole_masks(bands: int, words: int = 1) -> np.ndarray:
+    """``bands`` disjoint contiguous bit masks covering all ``64 * words`` bits."""
+    bits = BITS * words
+    if not 1 <= bands <= bits:
+        raise ValueError(f"bands must be in 1..{bits}, got {bands}")
+    edges = np.linspace(0, bits, bands + 1).round().astype(int)
+    return _masks([range(lo, hi) for lo, hi in zip(edges[:-1], edges[1:])], words)
+
+
+def sampled_masks(bands: int, rows: int, seed: int = 0, words: int = 1) -> np.ndarray:
     """``bands`` masks of ``rows`` bit positions each, drawn once from ``seed``."""
     rng = np.random.default_rng(seed)
-    masks = []
-    for _ in range(bands):
-        m = 0
-        for bit in rng.choice(BITS, size=rows, replace=False):
-            m |= 1 << int(bit)
-        masks.append(m)
-    return np.array(masks, dtype=np.uint64)
+    return _masks([rng.choice(BITS * words, size=rows, replace=False) for _ in range(bands)], words)
 
 
-def band_hit_probability(distance: int, rows: int) -> float:
+def band_hit_probability(distance: int, rows: int, bits: int = BITS) -> float:
     """Chance that a band of ``rows`` sampled bits misses all ``distance`` differing bits."""
-    if rows > BITS - distance:
+    if rows > bits - distance:
         return 0.0
-    return comb(BITS - distance, rows) / comb(BITS, rows)
+    return comb(bits - distance, rows) / comb(bits, rows)
 
 
-def sampled_bands_for(max_distance: int, rows: int = 20, miss: float = 0.05) -> int:
+def sampled_bands_for(max_distance: int, rows: int = 20, miss: float = 0.05, bits: int = BITS) -> int:
     """Fewest bands so a pair at ``max_distance`` is missed with probability <= ``miss``.
 
     Closer pairs are missed far less often (at half the distance, about ``miss**4``), and
     connected components recover most of the rest through the other copies.
     """
-    p = band_hit_probability(max_distance, rows)
+    p = band_hit_probability(max_distance, rows, bits)
     if p <= 0:
         raise ValueError(f"rows={rows} leaves no chance at distance {max_distance}")
     if p >= 1:
@@ -77,11 +75,19 @@ def sampled_bands_for(max_distance: int, rows: int = 20, miss: float = 0.05) -> 
 
 
 def band_keys(hashes: np.ndarray, masks: np.ndarray) -> np.ndarray:
-    """(n, bands) bucket keys: the masked bits mixed with the band number."""
-    hashes = np.asarray(hashes, dtype=np.uint64).reshape(-1, 1)
+    """(n, bands) bucket keys: the masked bits mixed with the band number.
+
+    ``hashes`` is (n,) for 64-bit codes or (n, words) for longer ones, with ``masks``
+    (bands,) or (bands, words) to match.
+    """
+    masks = np.asarray(masks, dtype=np.uint64).reshape(len(masks), -1)
+    words = masks.shape[1]
+    hashes = np.asarray(hashes, dtype=np.uint64).reshape(-1, words)
     with np.errstate(over="ignore"):
-        salt = mix64(np.arange(1, len(masks) + 1, dtype=np.uint64) * _GOLDEN)
-        return mix64((hashes & masks[None, :]) ^ salt[None, :])
+        key = np.broadcast_to(mix64(np.arange(1, len(masks) + 1, dtype=np.uint64) * _GOLDEN), (len(hashes), len(masks)))
+        for w in range(words):
+            key = mix64(key ^ (hashes[:, w : w + 1] & masks[None, :, w]))
+        return key
 
 
 def bucket_pairs(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

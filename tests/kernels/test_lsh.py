@@ -15,7 +15,7 @@ from dsbuild.kernels.lsh import (
 
 def test_pigeonhole_masks_cover_all_bits_once():
     for bands in (1, 3, 9, 64):
-        m = pigeonhole_masks(bands)
+        m = pigeonhole_masks(bands)[:, 0]
         assert len(m) == bands
         assert int(np.bitwise_or.reduce(m)) == (1 << 64) - 1
         assert sum(bin(int(x)).count("1") for x in m) == 64
@@ -39,6 +39,14 @@ def test_bucket_pairs_are_exactly_the_pairs_sharing_a_key():
     got = set(zip(a.tolist(), b.tolist()))
     want = {(i, j) for i in range(300) for j in range(i + 1, 300) if keys[i] == keys[j]}
     assert got == want and len(a) == len(want)
+
+
+def test_two_word_codes_use_bits_of_both_words():
+    masks = pigeonhole_masks(4, words=2)
+    assert masks.shape == (4, 2)
+    codes = np.array([[1, 2], [1, 2 ^ (1 << 63)]], dtype=np.uint64)
+    keys = band_keys(codes, masks)
+    assert (keys[0] == keys[1]).sum() == 3
 
 
 def test_unique_pairs():

@@ -1,0 +1,136 @@
+import numpy as np
+import pandas as pd
+import pytest
+from skimage import data
+
+from dsbuild.dedup_samples import dedup_scores, near_copy_frame
+from dsbuild.kernels.decode import encode_image
+from dsbuild.records import IMAGE_DTYPE
+from dsbuild.stages import Roles, StageError
+from dsbuild.stages.dedup import ExactDedup, NearDedupImages, NearDedupText
+from dsbuild.testing import run_stage
+
+
+@pytest.fixture(scope="module")
+def copies():
+    """Photos, tiles and faces with 120 edited copies (JPEG 30-90, resize, light, crop, rotate)."""
+    return near_copy_frame(120, seed=3, tile=128, faces=True)
+
+
+@pytest.fixture(scope="module")
+def mirrored():
+    return near_copy_frame(60, seed=4, tile=0, faces=True, mirror=True)
+
+
+def _pairs(rejected):
+    return list(zip(rejected["id"].astype(str), rejected["reason"].astype(str)))
+
+
+def _adult(n=600):
+    df = pd.read_csv("dsbuild/io/data/adult.csv.gz", nrows=n)
+    return df.assign(id=[f"r{i:05d}" for i in range(len(df))])
+
+
+def test_exact_dedup_keeps_lowest_id_and_same_for_any_partitioning(client):
+    df = _adult()
+    dup = df.sample(80, random_state=0).assign(id=lambda d: "z" + d["id"])
+    frame = pd.concat([df, dup], ignore_index=True)
+    runs = [run_stage(ExactDedup(), frame, npartitions=n) for n in (1, 3, 7)]
+    kept, rej = runs[0]
+    assert len(kept) + len(rej) == len(frame)
+    assert rej["id"].str.startswith("z").sum() == 80
+    assert rej["reason"].str.startswith("duplicate-of=r").all()
+    assert kept.drop(columns="id").duplicated().sum() == 0
+    for k, r in runs[1:]:
+        assert k["id"].tolist() == kept["id"].tolist()
+        assert _pairs(r) == _pairs(rej)
+
+
+def test_exact_dedup_quality_rule_and_columns(client):
+    frame = pd.DataFrame({"id": ["a", "b", "c", "d"], "x": [1, 1, 1, 2], "note": ["p", "q", "r", "s"], "score": [0.1, 0.9, 0.5, 0.0]})
+    kept, rej = run_stage(ExactDedup(columns=["x"], quality="score"), frame, npartitions=2)
+    assert kept["id"].tolist() == ["b", "d"]
+    assert sorted(rej["reason"]) == ["duplicate-of=b", "duplicate-of=b"]
+    with pytest.raises(StageError, match="did you mean"):
+        run_stage(ExactDedup(columns=["xx"]), frame)
+
+
+def test_exact_dedup_images_by_pixels_not_bytes(client):
+    img = encode_image(data.camera(), "png")
+    same_pixels = encode_image(data.camera(), "bmp")
+    other = encode_image(data.moon(), "png")
+    frame = pd.DataFrame({"id": ["a", "b", "c"], "image": pd.Series([img, same_pixels, other], dtype=IMAGE_DTYPE)})
+    kept, rej = run_stage(ExactDedup(), frame, roles=Roles(image="image"))
+    assert rej["id"].tolist() == ["b"] and rej["reason"].tolist() == ["duplicate-of=a"]
+    kept, rej = run_stage(ExactDedup(image_hash="bytes"), frame, roles=Roles(image="image"))
+    assert rej.empty
+
+
+def test_near_dedup_images_precision_recall_on_photo_copies(client, copies):
+    stage = NearDedupImages()
+    kept, rej = run_stage(stage, copies.drop(columns=["edits"]), npartitions=4)
+    scores = dedup_scores(copies, kept, rej)
+    assert scores["precision"] >= 0.99, scores
+    assert scores["recall"] >= 0.95, scores
+    s = stage.summary()
+    assert s["clusters"] > 0 and s["verified_pairs"] > 0 and s["candidate_pairs"] >= s["verified_pairs"]
+    assert sum(s["cluster_sizes"].values()) == s["clusters"]
+
+
+def test_near_dedup_images_same_output_for_any_partitioning(client, copies):
+    frame = copies.drop(columns=["edits"]).iloc[::2]
+    outs = [run_stage(NearDedupImages(), frame, npartitions=n) for n in (1, 5)]
+    assert outs[0][0]["id"].tolist() == outs[1][0]["id"].tolist()
+    assert _pairs(outs[0][1]) == _pairs(outs[1][1])
+
+
+def test_pigeonhole_search_finds_every_pair_within_distance(client, copies):
+    frame = copies.drop(columns=["edits"]).iloc[::3]
+    sampled = run_stage(NearDedupImages(max_distance=6), frame, npartitions=3)[1]
+    exact = run_stage(NearDedupImages(max_distance=6, search="pigeonhole"), frame, npartitions=3)[1]
+    assert set(sampled["id"]) <= set(exact["id"])
+    assert len(exact) > 0
+
+
+def test_mirror_option_catches_flipped_copies(client, mirrored):
+    frame = mirrored.drop(columns=["edits"])
+    flipped = mirrored["edits"].str.contains("mirror")
+    assert flipped.sum() >= 10
+    _, plain = run_stage(NearDedupImages(), frame, npartitions=2)
+    _, both = run_stage(NearDedupImages(mirror=True), frame, npartitions=2)
+    def caught(rej):
+        """Flipped copies that ended in a cluster (rejected, or kept with their original rejected)."""
+        named = set(rej["id"]) | set(rej["reason"].str.split("=").str[1])
+        return mirrored.loc[flipped, "id"].isin(named).mean()
+
+    assert caught(both) >= 0.9 > caught(plain)
+    assert dedup_scores(mirrored, *run_stage(NearDedupImages(mirror=True), frame, npartitions=3))["precision"] >= 0.99
+
+
+def _texts(n=150, seed=0):
+    rng = np.random.default_rng(seed)
+    vocab = np.array([f"w{i}" for i in range(4000)])
+    docs = [" ".join(rng.choice(vocab, 120)) for _ in range(n)]
+    rows = [{"id": f"d{i:04d}", "body": d, "group": i} for i, d in enumerate(docs)]
+    for k in range(40):
+        src = int(rng.integers(0, n))
+        words = docs[src].split()
+        pos = rng.integers(0, len(words), size=3)
+        for p in pos:
+            words[p] = "changed"
+        rows.append({"id": f"e{k:04d}", "body": " ".join(words).upper(), "group": src})
+    return pd.DataFrame(rows)
+
+
+def test_near_dedup_text_finds_edited_copies_any_partitioning(client):
+    frame = _texts()
+    outs = [run_stage(NearDedupText(threshold=0.5), frame, npartitions=n, roles=Roles(text="body")) for n in (1, 4)]
+    kept, rej = outs[0]
+    scores = dedup_scores(frame, kept, rej)
+    assert scores["precision"] == 1.0 and scores["recall"] >= 0.95, scores
+    assert _pairs(outs[1][1]) == _pairs(rej)
+
+
+def test_near_dedup_text_needs_a_text_column():
+    with pytest.raises(StageError, match="columns.text"):
+        run_stage(NearDedupText(), _texts(5))
