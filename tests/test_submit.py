@@ -1,0 +1,98 @@
+"""Background submission: a handle from Python, ``dsbuild submit`` / ``status`` from the shell.
+
+Each submitted job runs in a real detached driver process, pointed at the shared session
+cluster by its address so no extra cluster starts.
+"""
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import dsbuild
+from dsbuild.cli import main
+from dsbuild.job import JobError
+from dsbuild.submit import Submission, SubmissionError, list_runs, runs_home
+
+JOB = {
+    "name": "digits-submit",
+    "seed": 0,
+    "source": {"format": "sample", "name": "digits", "partitions": 4},
+    "columns": {"label": "label", "image": "image"},
+    "stages": [{"validate_images": {}}, {"exact_dedup": {}}],
+    "sink": {"path": "unused", "shard_rows": 500},
+}
+
+
+@pytest.fixture(autouse=True)
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("DSBUILD_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+def read_data(folder) -> pd.DataFrame:
+    return pd.concat([pd.read_parquet(f) for f in sorted(Path(folder, "data").glob("*.parquet"))], ignore_index=True)
+
+
+def test_python_submission_returns_the_manifest_and_the_same_output(client, tmp_path):
+    address = client.scheduler.address
+    handle = dsbuild.submit(JOB, cluster=address, output=str(tmp_path / "submitted"))
+    assert handle.status() in ("accepted", "running", "finished")
+    manifest = handle.result(timeout=300)
+    assert handle.status() == "finished"
+    assert handle.progress()["fraction"] == 1.0 and handle.progress()["total"] > 0
+    assert manifest["ledger"]["balanced"]
+
+    direct = dsbuild.run(JOB, output=str(tmp_path / "direct"), client=client)
+    assert manifest["totals"] == direct["totals"]
+    pd.testing.assert_frame_equal(read_data(tmp_path / "submitted"), read_data(tmp_path / "direct"))
+    assert [h.id for h in list_runs()] == [handle.id]
+    assert Submission(handle.id).result()["outputs"] == manifest["outputs"]
+
+
+def test_a_bad_job_fails_at_submit_not_later(tmp_path):
+    with pytest.raises(JobError, match="unknown option"):
+        dsbuild.submit({**JOB, "stages": [{"validate_images": {"colour": 1}}]},
+                       cluster="tcp://127.0.0.1:1", output=str(tmp_path / "x"))
+    assert list_runs() == []
+
+
+def test_cancel_stops_the_job_and_writes_nothing(client, tmp_path):
+    out = tmp_path / "cancelled"
+    handle = dsbuild.submit(JOB, cluster=client.scheduler.address, output=str(out))
+    assert handle.cancel(timeout=120) == "cancelled"
+    with pytest.raises(SubmissionError, match="cancelled"):
+        handle.result()
+    assert not out.exists()
+    assert not list(tmp_path.glob("cancelled.tmp-*")), "the temporary folder is removed on cancel"
+
+
+def test_a_killed_driver_is_lost_and_leaves_no_output_that_looks_complete(client, tmp_path):
+    out = tmp_path / "killed"
+    handle = dsbuild.submit(JOB, cluster=client.scheduler.address, output=str(out))
+    os.kill(handle.info()["pid"], signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while handle.status() != "lost" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert handle.status() == "lost"
+    assert "exited without finishing" in handle.info()["error"]
+    assert not out.exists()
+    assert not any(p.name == "_SUCCESS" for p in tmp_path.rglob("*"))
+
+
+def test_cli_submit_then_status(client, tmp_path, capsys):
+    job_file = tmp_path / "job.yaml"
+    job_file.write_text(dsbuild.load_job(JOB).to_yaml())
+    out = tmp_path / "cli"
+    assert main(["submit", str(job_file), "--cluster", client.scheduler.address, "--output", str(out)]) == 0
+    run_id = capsys.readouterr().out.split()[0]
+    assert (runs_home() / run_id / "status.json").exists()
+    assert main(["status", run_id, "--wait"]) == 0
+    assert "finished" in capsys.readouterr().out
+    assert (out / "_SUCCESS").exists()
+    assert main(["status"]) == 0
+    assert run_id in capsys.readouterr().out
+    assert main(["status", "no-such-run"]) == 2
