@@ -77,34 +77,38 @@ def subspace_residual_scores(Z: np.ndarray, classes: np.ndarray, centroids: np.n
     return np.where(labelled, np.sqrt(np.clip(residual, 0.0, None)), np.nan)
 
 
-def knn_scores(
-    Z: np.ndarray,
-    classes: np.ndarray,
-    ids: np.ndarray,
-    ref_Z: np.ndarray,
-    ref_classes: np.ndarray,
-    ref_ids: np.ndarray,
-    k: int = 5,
-) -> np.ndarray:
+def knn_index(ref_Z: np.ndarray, ref_classes: np.ndarray, ref_ids: np.ndarray, k: int = 5) -> dict:
+    """Per class, a fitted neighbour search over the reference rows and their ids.
+
+    Built once and shared with every partition's task.
+    """
+    from sklearn.neighbors import NearestNeighbors
+
+    index = {}
+    ref_ids = np.asarray(ref_ids, dtype=object)
+    for c in np.unique(ref_classes[ref_classes >= 0]):
+        rows = np.flatnonzero(ref_classes == c)
+        nn = NearestNeighbors(n_neighbors=min(k + 1, len(rows))).fit(ref_Z[rows])
+        index[int(c)] = (nn, ref_ids[rows])
+    return index
+
+
+def knn_scores(Z: np.ndarray, classes: np.ndarray, ids: np.ndarray, index: dict, k: int = 5) -> np.ndarray:
     """Mean distance to the k nearest reference rows of the same class, never itself.
 
     With every row in the reference this is the exact k-NN defence; with a sample it is
     the distance to the sample's neighbours, the same for any partitioning.
     """
-    from sklearn.neighbors import NearestNeighbors
-
     scores = np.full(len(Z), np.nan)
     ids = np.asarray(ids, dtype=object)
-    ref_ids = np.asarray(ref_ids, dtype=object)
     for c in np.unique(classes[classes >= 0]):
-        rows = np.flatnonzero(classes == c)
-        ref = np.flatnonzero(ref_classes == c)
-        if len(ref) == 0:
+        if int(c) not in index:
             continue
-        m = min(k + 1, len(ref))
-        nn = NearestNeighbors(n_neighbors=m).fit(ref_Z[ref])
+        nn, ref_ids = index[int(c)]
+        rows = np.flatnonzero(classes == c)
         dist, ind = nn.kneighbors(Z[rows])
-        is_self = ref_ids[ref][ind] == ids[rows][:, None]
+        m = dist.shape[1]
+        is_self = ref_ids[ind] == ids[rows][:, None]
         order = np.argsort(is_self, axis=1, kind="stable")
         dist = np.take_along_axis(dist, order, axis=1)
         usable = np.minimum(m - is_self.any(axis=1), k)

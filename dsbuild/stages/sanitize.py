@@ -17,6 +17,7 @@ from dsbuild.kernels import confident as cl
 from dsbuild.kernels.features import image_features
 from dsbuild.kernels.moments import ClassMoments, ColumnMoments
 from dsbuild.kernels.sanitize import (
+    knn_index,
     knn_scores,
     l2_scores,
     lda_fit,
@@ -191,10 +192,11 @@ class Sanitize(_Features, FitApplyStage):
         model = dict(base)
         if method == "knn":
             sample: HashSample = base["sample"]
-            model["reference"] = (
+            model["reference"] = knn_index(
                 base["standardizer"].standardize(sample.X),
                 _class_index(pd.Series(sample.labels, dtype=object), base["classes"]),
                 sample.ids,
+                o.k,
             )
             return model
         total = moments.total()
@@ -221,8 +223,7 @@ class Sanitize(_Features, FitApplyStage):
         elif method == "svd":
             s = subspace_residual_scores(Z, classes, model["centroids"], model["basis"])
         elif method == "knn":
-            ref_Z, ref_classes, ref_ids = model["reference"]
-            s = knn_scores(Z, classes, self.ids(part), ref_Z, ref_classes, ref_ids, self.options.k)
+            s = knn_scores(Z, classes, self.ids(part), model["reference"], self.options.k)
         else:
             s = np.full(len(Z), np.nan)
             groups = self._groups(part)

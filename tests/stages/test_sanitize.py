@@ -85,7 +85,7 @@ def test_threshold_and_kept_score(poisoned):
 
 
 def test_label_issues_drop_finds_flips_and_suggests_truth(poisoned):
-    results = [_run(LabelIssues(model="logistic_regression"), poisoned, p) for p in (1, 4)]
+    results = [_run(LabelIssues(model="logistic_regression"), poisoned, p) for p in (1, 5)]
     kept, rejected = results[0]
     assert results[1][1]["id"].tolist() == rejected["id"].tolist()
     flips = rejected["is_flipped"]
