@@ -163,27 +163,31 @@ class Augment(FitApplyStage):
     def apply_copies(self, part: pd.DataFrame, copies: np.ndarray) -> pd.DataFrame:
         o = self.options
         col = self._image()
-        part[o.params_column] = pd.Series([None] * len(part), index=part.index, dtype=object)
+        part[o.params_column] = pd.Series([None] * len(part), index=part.index, dtype="str")
         part["_m_copies"] = copies
         made: list[dict] = []
         parents: list[int] = []
         undecodable = np.zeros(len(part), dtype=np.int64)
-        for i in np.flatnonzero(copies > 0):
-            row = part.iloc[i]
-            data = row[col]
+        todo = np.flatnonzero(copies > 0)
+        ids = part[ID].to_numpy(dtype=object)[todo]
+        blobs = part[col].to_numpy(dtype=object)[todo]
+        for i, rid, data in zip(todo, ids, blobs):
             pixels = decode_image(data)
             if pixels is None:
                 undecodable[i] = 1
                 continue
+            row = part.iloc[i] if (o.boxes or o.keypoints or o.mask) else None
             masks = decode_image(row[o.mask]) if o.mask and row[o.mask] is not None else None
             fmt = o.format if o.format != "same" else _format_of(data)
-            for k in range(int(copies[i])):
-                rng = record_rng(self.ctx.seed, self.ctx.name, f"{row[ID]}#{k}")
+            n = int(copies[i])
+            for k in range(n):
+                rng = record_rng(self.ctx.seed, self.ctx.name, f"{rid}#{k}")
                 out = self.pipeline(
                     pixels, rng,
                     boxes=_cell(row, o.boxes), keypoints=_cell(row, o.keypoints), mask=masks,
+                    owned=k == n - 1,  # the last copy may overwrite the decoded pixels
                 )
-                made.append(self._copy_fields(row, k, out, fmt))
+                made.append(self._copy_fields(rid, row, k, out, fmt, part.columns))
                 parents.append(i)
         part["_m_undecodable"] = undecodable
         part["_m_copies"] = np.where(undecodable > 0, 0, copies)
@@ -198,17 +202,17 @@ class Augment(FitApplyStage):
         new["_m_undecodable"] = 0
         return pd.concat([part.reset_index(drop=True), new], ignore_index=True)
 
-    def _copy_fields(self, row: pd.Series, k: int, out, fmt: str) -> dict:
+    def _copy_fields(self, rid, row: pd.Series | None, k: int, out, fmt: str, columns) -> dict:
         o = self.options
         col = self._image()
         fields = {
-            ID: child_id(str(row[ID]), "aug", k),
+            ID: child_id(str(rid), "aug", k),
             col: encode_image(out.image, fmt, o.quality or DEFAULT_QUALITY.get(fmt)),
             o.params_column: json.dumps(out.params, separators=(",", ":")),
         }
         h, w = out.image.shape[:2]
         for suffix, value in (("height", h), ("width", w), ("format", fmt)):
-            if f"{col}_{suffix}" in row.index:
+            if f"{col}_{suffix}" in columns:
                 fields[f"{col}_{suffix}"] = value
         if o.boxes:
             fields[o.boxes] = out.boxes.tolist()
@@ -235,8 +239,8 @@ def _format_of(data: bytes) -> str:
     return fmt if fmt in ("png", "jpeg", "webp", "bmp", "tiff") else "png"
 
 
-def _cell(row: pd.Series, column: str | None):
-    if not column:
+def _cell(row: pd.Series | None, column: str | None):
+    if not column or row is None:
         return None
     value = row[column]
     if isinstance(value, str):  # JSON text, as a CSV or a string-converting reader leaves it
