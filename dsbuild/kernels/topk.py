@@ -103,3 +103,78 @@ class HashSample:
             np.vstack([self.X, other.X]),
             self.size,
         )
+
+
+# -- narrowing the cut with histograms, for budgets too large to collect ---------------
+
+BIN_BITS = 12
+
+
+def score_bits(scores: np.ndarray) -> np.ndarray:
+    """The bit pattern of non-negative float64 scores, which sorts as the scores do."""
+    return np.ascontiguousarray(np.asarray(scores, dtype=np.float64)).view(np.uint64)
+
+
+@dataclass
+class CutSearch:
+    """Per key, the range of score bit patterns that holds the budget's last row.
+
+    ``prefix`` holds the leading ``prefix_len`` bits every row of the range shares;
+    ``need`` is how many of the range's largest rows the budget still takes (the rest
+    were taken in higher ranges). Each histogram round fixes ``BIN_BITS`` more bits.
+    """
+
+    prefix: np.ndarray
+    prefix_len: int
+    need: np.ndarray
+    in_range: np.ndarray
+
+    @classmethod
+    def start(cls, budget: np.ndarray, counts: np.ndarray) -> CutSearch:
+        need = np.minimum(np.asarray(budget, dtype=np.int64), np.asarray(counts, dtype=np.int64))
+        return cls(np.zeros(len(need), dtype=np.uint64), 0, need, np.asarray(counts, dtype=np.int64))
+
+    def inside(self, keys: np.ndarray, bits: np.ndarray) -> np.ndarray:
+        """Rows of a searched key whose bits fall in that key's current range."""
+        ok = (keys >= 0) & (self.need[np.clip(keys, 0, None)] > 0)
+        if self.prefix_len == 0:
+            return ok
+        shift = np.uint64(64 - self.prefix_len)
+        return ok & ((bits >> shift) == self.prefix[np.clip(keys, 0, None)])
+
+    def histogram(self, keys: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        """(keys, 2**BIN_BITS) counts of in-range rows by their next BIN_BITS bits."""
+        keys = np.asarray(keys, dtype=np.int64)
+        valid = ~np.isnan(scores)
+        keys, bits = keys[valid], score_bits(scores[valid])
+        rows = self.inside(keys, bits)
+        shift = np.uint64(64 - self.prefix_len - BIN_BITS)
+        bins = ((bits[rows] >> shift) & np.uint64((1 << BIN_BITS) - 1)).astype(np.int64)
+        cell = keys[rows] * (1 << BIN_BITS) + bins
+        return np.bincount(cell, minlength=len(self.need) << BIN_BITS).reshape(len(self.need), 1 << BIN_BITS)
+
+    def narrow(self, hist: np.ndarray) -> CutSearch:
+        """Fix the next bits: the bin (from the top) where the running count reaches need."""
+        prefix, need, in_range = self.prefix.copy(), self.need.copy(), self.in_range.copy()
+        for key in np.flatnonzero(need > 0):
+            from_top = np.cumsum(hist[key][::-1])
+            b = int(np.searchsorted(from_top, need[key]))
+            above = int(from_top[b - 1]) if b else 0
+            chosen = (1 << BIN_BITS) - 1 - b
+            prefix[key] = (prefix[key] << np.uint64(BIN_BITS)) | np.uint64(chosen)
+            need[key] -= above
+            in_range[key] = int(hist[key][chosen])
+        return CutSearch(prefix, self.prefix_len + BIN_BITS, need, in_range)
+
+    def resolved(self, limit: int) -> bool:
+        """True when every searched range is small enough to collect, or fully fixed."""
+        return self.prefix_len + BIN_BITS > 64 or bool((self.in_range[self.need > 0] <= limit).all())
+
+    def candidates(self, keys: np.ndarray, scores: np.ndarray, ids) -> LargestPerKey:
+        """The exact top ``need`` of each key's range; its cut is the global cut."""
+        keys = np.asarray(keys, dtype=np.int64)
+        scores = np.asarray(scores, dtype=np.float64)
+        valid = ~np.isnan(scores)
+        inside = np.zeros(len(keys), dtype=bool)
+        inside[valid] = self.inside(keys[valid], score_bits(scores[valid]))
+        return LargestPerKey.of(np.where(inside, keys, -1), scores, ids, self.need)

@@ -28,7 +28,7 @@ from dsbuild.kernels.sanitize import (
     slab_scores,
     subspace_residual_scores,
 )
-from dsbuild.kernels.topk import HashSample, LargestPerKey, within_cut
+from dsbuild.kernels.topk import CutSearch, HashSample, LargestPerKey, within_cut
 from dsbuild.records import ID, record_seeds, record_uniform
 from dsbuild.stages.base import FitApplyStage, StageError, StageOptions, register, reject
 
@@ -143,11 +143,13 @@ class Sanitize(_Features, FitApplyStage):
     the same class. ``loss``: out-of-fold cross-entropy of the row's label under a linear
     discriminant. Features are standardized first. Passes: (1) column moments and label
     counts [and the knn reference sample]; (2) class moments; (3) with ``fraction``, the
-    exact per-class top-k of scores; then apply.
+    exact per-class top-k of scores (narrowed by score histograms first when the budget
+    is large); then apply.
     """
 
     name = "sanitize"
     Options = SanitizeOptions
+    COLLECT_LIMIT = 200_000
 
     # pass 1 ----------------------------------------------------------------------------
     def _partial_columns(self, part: pd.DataFrame, state: Any):
@@ -241,6 +243,40 @@ class Sanitize(_Features, FitApplyStage):
     def _combine_top(a: LargestPerKey, b: LargestPerKey) -> LargestPerKey:
         return a.merge(b)
 
+    def _partial_histogram(self, part: pd.DataFrame, state: tuple) -> np.ndarray:
+        model, search = state
+        classes, scores = self._scores(part, model)
+        return search.histogram(classes, scores)
+
+    @staticmethod
+    def _add(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return a + b
+
+    def _partial_candidates(self, part: pd.DataFrame, state: tuple) -> LargestPerKey:
+        model, search = state
+        classes, scores = self._scores(part, model)
+        return search.candidates(classes, scores, self.ids(part))
+
+    def _find_cut(self, frame, shapes, model: dict, counts: np.ndarray) -> dict:
+        """The exact (score, id) of each class's last removed row.
+
+        Small budgets are collected in one pass. Larger ones are narrowed first by
+        histograms of the scores' bit patterns (a pass each, usually one or two) until the
+        range holding the cut has at most ``COLLECT_LIMIT`` rows, then collected.
+        """
+        label = self.ctx.name
+        if model["budget"].sum() <= self.COLLECT_LIMIT:
+            self.cut_passes_ = 1
+            return shapes.fit(frame, self._partial_top, self._combine_top, model, label=f"{label}-top").cut()
+        search = CutSearch.start(model["budget"], counts)
+        self.cut_passes_ = 1
+        while not search.resolved(self.COLLECT_LIMIT):
+            hist = shapes.fit(frame, self._partial_histogram, self._add, (model, search), label=f"{label}-histogram")
+            search = search.narrow(hist)
+            self.cut_passes_ += 1
+        top = shapes.fit(frame, self._partial_candidates, self._combine_top, (model, search), label=f"{label}-top")
+        return top.cut()
+
     # wiring ------------------------------------------------------------------------------
     def build(self, frame, shapes):
         o = self.options
@@ -258,11 +294,10 @@ class Sanitize(_Features, FitApplyStage):
         n = np.array([counts[c] for c in classes], dtype=np.int64)
         model["budget"] = np.floor(n * (o.fraction or 0.0) + 1e-9).astype(np.int64)
         model["cut"] = None
+        self.cut_passes_ = 0
         if o.fraction is not None:
-            top = shapes.fit(frame, self._partial_top, self._combine_top, model, label=f"{label}-top")
-            model["cut"] = top.cut()
+            model["cut"] = self._find_cut(frame, shapes, model, n)
         self.state_ = model
-        self.rounds_ = 3 if o.fraction is not None else 2
         self.counts_ = dict(zip(classes, n.tolist()))
         self.reference_rows_ = len(sample.ids) if sample is not None else None
         return shapes.map(frame, self._apply, shapes.broadcast(model), label=label)
@@ -291,6 +326,7 @@ class Sanitize(_Features, FitApplyStage):
         if model["cut"] is not None:
             out["removed_per_class"] = {str(_plain(c)): int(b) for c, b in zip(model["classes"], model["budget"])}
             out["score_cut_per_class"] = {str(_plain(model["classes"][k])): s for k, (s, _) in model["cut"].items()}
+            out["passes_to_find_cut"] = self.cut_passes_
         if "basis" in model:
             out["subspace_dim"] = int(model["basis"].shape[1])
             out["explained_variance"] = model["explained"]

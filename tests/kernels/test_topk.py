@@ -33,3 +33,30 @@ def test_budget_larger_than_class_takes_all_and_nan_never():
     scores = np.array([1.0, np.nan, 2.0])
     top = LargestPerKey.of(keys, scores, ["a", "b", "c"], np.array([10]))
     assert within_cut(keys, scores, ["a", "b", "c"], top.cut()).tolist() == [True, False, True]
+
+
+@pytest.mark.parametrize("parts", [1, 5])
+def test_histogram_search_reaches_the_same_cut(parts):
+    from dsbuild.kernels.topk import CutSearch
+
+    rng = np.random.default_rng(7)
+    n = 50_000
+    keys = rng.integers(0, 3, n)
+    scores = np.abs(rng.standard_cauchy(n))
+    scores[::97] = 1.5  # a heavy tie
+    ids = np.array([f"r{i:06d}" for i in rng.permutation(n)])
+    counts = np.bincount(keys, minlength=3)
+    budget = np.array([0, 4000, counts[2]])
+    chunks = np.array_split(np.arange(n), parts)
+    search = CutSearch.start(budget, counts)
+    rounds = 0
+    while not search.resolved(limit=300):
+        search = search.narrow(sum(search.histogram(keys[c], scores[c]) for c in chunks))
+        rounds += 1
+    assert rounds >= 2
+    top = None
+    for c in chunks:
+        part = search.candidates(keys[c], scores[c], ids[c])
+        top = part if top is None else top.merge(part)
+    chosen = within_cut(keys, scores, ids, top.cut())
+    assert set(ids[chosen]) == _global_top(keys, scores, ids, budget)

@@ -138,3 +138,13 @@ def test_settings_are_checked(poisoned):
     with pytest.raises(StageError, match="label"):
         with dask.config.set(scheduler="sync"):
             run_stage(Sanitize(), poisoned, roles=Roles())
+
+
+def test_large_budget_goes_through_histograms_and_stays_exact(poisoned, monkeypatch):
+    small = _run(Sanitize(method="l2", fraction=0.2), poisoned, 1)[1]
+    monkeypatch.setattr(Sanitize, "COLLECT_LIMIT", 5)
+    stage = Sanitize(method="l2", fraction=0.2)
+    with dask.config.set(scheduler="sync"):
+        _, rejected = run_stage(stage, poisoned, npartitions=4, roles=_roles(poisoned))
+    assert stage.summary()["passes_to_find_cut"] >= 3
+    assert rejected["id"].tolist() == small["id"].tolist()
