@@ -1,0 +1,110 @@
+"""A real Slurm cluster on this machine: workers arrive as Slurm batch jobs.
+
+``cluster/slurm/setup-local-slurm.sh`` (run by .ci/run, or here if Slurm is not up yet)
+installs and starts a one-node Slurm. The tests skip only when Slurm cannot start.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import dsbuild
+from dsbuild.cli import main
+from dsbuild.runtime import connect
+
+pytest.importorskip("dask_jobqueue", reason="dask-jobqueue is not installed: pip install 'dsbuild[slurm]'")
+
+ROOT = Path(__file__).resolve().parents[1]
+SETUP = ROOT / "cluster" / "slurm" / "setup-local-slurm.sh"
+JOB = {
+    "name": "digits-slurm",
+    "seed": 0,
+    "source": {"format": "sample", "name": "digits", "partitions": 4},
+    "columns": {"label": "label", "image": "image"},
+    "stages": [{"validate_images": {}}, {"exact_dedup": {}}],
+    "sink": {"path": "unused", "shard_rows": 500},
+}
+
+
+def _node_state() -> str:
+    if not shutil.which("sinfo"):
+        return ""
+    r = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True, timeout=20)
+    return r.stdout.strip() if r.returncode == 0 else ""
+
+
+@pytest.fixture(scope="module")
+def slurm():
+    if _node_state().rstrip("*") in ("idle", "mix", "alloc"):
+        return
+    if os.geteuid() != 0:
+        pytest.skip(f"Slurm is not running and starting it needs root: run sudo {SETUP}")
+    r = subprocess.run([str(SETUP)], capture_output=True, text=True, timeout=600)
+    if r.returncode != 0:
+        pytest.skip(f"Slurm could not start on this machine: {(r.stderr or r.stdout).strip()[-500:]}")
+
+
+@pytest.fixture()
+def spec_file(tmp_path):
+    path = tmp_path / "slurm.yaml"
+    path.write_text(
+        "kind: slurm\n"
+        "cores: 1\nprocesses: 1\nmemory: 2GB\nwalltime: '00:20:00'\njobs: 2\n"
+        "host: 127.0.0.1\nworker_host: 127.0.0.1\ndashboard: 127.0.0.1:0\n"
+        f"log_directory: {tmp_path / 'logs'}\nlocal_directory: {tmp_path / 'spill'}\n"
+        "job_extra_directives: ['--job-name=dsbuild-test']\nwait_timeout: 120\n"
+    )
+    return path
+
+
+def _our_jobs() -> list[str]:
+    r = subprocess.run(["squeue", "-h", "-n", "dsbuild-test", "-o", "%i %t"], capture_output=True, text=True)
+    return [line for line in r.stdout.splitlines() if line.strip() and line.split()[1] not in ("CG", "CD")]
+
+
+def read_data(folder) -> pd.DataFrame:
+    return pd.concat([pd.read_parquet(f) for f in sorted(Path(folder, "data").glob("*.parquet"))], ignore_index=True)
+
+
+def test_workers_run_inside_slurm_jobs_and_the_output_matches(slurm, spec_file, client, tmp_path):
+    t0 = time.perf_counter()
+    with connect(spec_file) as slurm_client:
+        started = time.perf_counter() - t0
+        job_ids = slurm_client.run(lambda: os.environ.get("SLURM_JOB_ID"))
+        assert len(job_ids) == 2
+        assert all(job_ids.values()), f"a worker is not inside a Slurm job: {job_ids}"
+        assert len(set(job_ids.values())) == 2, "two worker jobs, one worker each"
+        running = {line.split()[0] for line in _our_jobs()}
+        assert set(job_ids.values()) <= running
+        on_slurm = dsbuild.run(JOB, output=str(tmp_path / "slurm"), client=slurm_client)
+    print(f"\nslurm: 2 worker jobs connected in {started:.1f} s; job took {on_slurm['timings']['total']:.1f} s")
+    assert on_slurm["cluster"]["workers"] == 2
+
+    local = dsbuild.run(JOB, output=str(tmp_path / "local"), client=client)
+    assert on_slurm["totals"] == local["totals"]
+    pd.testing.assert_frame_equal(read_data(tmp_path / "slurm"), read_data(tmp_path / "local"))
+    _wait_until_gone()
+
+
+def test_cli_run_with_a_slurm_spec(slurm, spec_file, tmp_path):
+    job_file = tmp_path / "job.yaml"
+    job_file.write_text(dsbuild.load_job(JOB).to_yaml())
+    assert main(["run", str(job_file), "--cluster", str(spec_file), "--output", str(tmp_path / "out"), "--quiet"]) == 0
+    assert (tmp_path / "out" / "_SUCCESS").exists()
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["cluster"]["workers"] == 2 and manifest["ledger"]["balanced"]
+    _wait_until_gone()
+
+
+def _wait_until_gone(timeout: float = 30) -> None:
+    """Closing the cluster cancels its batch jobs: none outlives the command."""
+    deadline = time.monotonic() + timeout
+    while _our_jobs() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not _our_jobs(), f"worker jobs left behind: {_our_jobs()}"
