@@ -67,10 +67,9 @@ def order_warnings_for_job(stages) -> list[str]:
     Weights, labels and group counts computed before duplicates and poisoned rows are
     removed describe rows that will not be in the output: duplicates inflate their
     groups, poisoned rows pull labels and borderline scores (MLClean's finding that
-    cleaning steps depend on each other). The pipeline calls each stage's
-    ``order_warnings(earlier)``; a stage sees only earlier ones, so this whole-job rule
-    is evaluated from the cleaning stage's side by :meth:`FairnessStage.order_warnings`'s
-    counterpart here.
+    cleaning steps depend on each other). A stage's ``order_warnings(earlier)`` sees
+    only the stages before it, and the offending order puts the cleaning stage *after*
+    the fairness stage, so this rule needs the whole job: the pipeline calls it once.
     """
     notes = []
     for i, stage in enumerate(stages):
@@ -152,9 +151,6 @@ class FairnessStage(FitApplyStage):
         for col in self.options.privileged:
             if col not in self.sensitive:
                 raise StageError(f"stage {self.ctx.name!r}: privileged names {col!r}, which is not a sensitive column {self.sensitive}")
-
-    def order_warnings(self, earlier) -> list[str]:
-        return []
 
     # groups and counts ------------------------------------------------------------------
     def groups(self, part: pd.DataFrame) -> np.ndarray:
