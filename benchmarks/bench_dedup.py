@@ -1,0 +1,329 @@
+"""Deduplication side by side with what users pick today: imagededup, imagehash, datasketch, DuckDB.
+
+Every comparison runs both sides in this process on the same data and one core, and
+reports ratios. Comparison packages (bench extra): imagededup, imagehash, datasketch,
+duckdb.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from dsbuild.dedup_samples import dedup_scores, near_copy_frame
+from dsbuild.kernels import lsh
+from dsbuild.kernels.decode import decode_image
+from dsbuild.kernels.hashing import decode_for_hash, dhash_from_pixels, hamming, phash_from_thumbnails, thumbnails
+from dsbuild.kernels.minhash import MinHasher, band_keys, exact_jaccard, jaccard_estimate, optimal_bands, shingle_hashes
+from dsbuild.kernels.unionfind import Forest
+
+
+def _clock(fn, *args, repeat: int = 1):
+    best = np.inf
+    out = None
+    for _ in range(repeat):
+        t = time.perf_counter()
+        out = fn(*args)
+        best = min(best, time.perf_counter() - t)
+    return best, out
+
+
+# -- quality on real photos --------------------------------------------------------------
+
+
+def photo_quality(n_copies: int, quick: bool = False) -> tuple[list[str], dict]:
+    import dask
+
+    from dsbuild.stages.dedup import NearDedupImages
+    from dsbuild.testing import run_stage
+
+    rows = []
+    figures = {}
+    for label, kwargs in (
+        ("photos, tiles, faces", dict(tile=128, faces=True)),
+        ("same + 300 digits", dict(tile=128, faces=True, digits=300)),
+        ("photos, faces, mirrored copies", dict(tile=0, faces=True, mirror=True)),
+    )[: 1 if quick else 3]:
+        frame = near_copy_frame(n_copies, seed=11, **kwargs)
+        mirror = kwargs.get("mirror", False)
+        with dask.config.set(scheduler="sync"):
+            kept, rej = run_stage(NearDedupImages(mirror=mirror), frame.drop(columns=["edits"]), npartitions=4)
+        ours = dedup_scores(frame, kept, rej)
+        theirs = _imagededup_scores(frame)
+        rows.append(
+            f"| {label} | {len(frame)} | {ours['precision']:.3f} | {ours['recall']:.3f} | {theirs['precision']:.3f} | {theirs['recall']:.3f} |"
+        )
+        figures[label] = (ours, theirs)
+    return rows, figures
+
+
+def _imagededup_scores(frame: pd.DataFrame) -> dict:
+    """imagededup's PHash at its default threshold (10), keeping what it keeps."""
+    from imagededup.methods import PHash
+
+    with tempfile.TemporaryDirectory() as tmp:
+        names = {}
+        for rid, data in zip(frame["id"], frame["image"]):
+            ext = ".jpg" if data[:3] == b"\xff\xd8\xff" else ".png"
+            name = f"{rid}{ext}"
+            Path(tmp, name).write_bytes(data)
+            names[name] = rid
+        ph = PHash(verbose=False)
+        remove = ph.find_duplicates_to_remove(image_dir=tmp, num_enc_workers=0, num_dist_workers=0)
+        dups = ph.find_duplicates(image_dir=tmp, num_enc_workers=0, num_dist_workers=0)
+    removed = [names[n] for n in remove]
+    kept_for = {}
+    for n in remove:
+        partners = [names[p] for p in dups.get(n, []) if names[p] not in removed] or [names[p] for p in dups.get(n, [])]
+        kept_for[names[n]] = partners[0] if partners else ""
+    rejected = pd.DataFrame({"id": removed, "reason": [f"duplicate-of={kept_for[r]}" for r in removed]})
+    kept = frame[~frame["id"].isin(removed)]
+    return dedup_scores(frame, kept, rejected)
+
+
+# -- hashing speed -------------------------------------------------------------------
+
+
+def hash_speed(n: int) -> tuple[list[str], float]:
+    import imagehash
+    from PIL import Image
+
+    frame = near_copy_frame(n, seed=5, tile=128, faces=True)
+    data = frame["image"].tolist()
+    pixels = [decode_image(d) for d in data]
+    pil = [Image.fromarray(p[..., ::-1] if p.ndim == 3 else p) for p in pixels]
+
+    def ours_pixels():
+        th = thumbnails(pixels)
+        return phash_from_thumbnails(th), dhash_from_pixels(pixels)
+
+    def ours_bytes():
+        dec = [decode_for_hash(d) for d in data]
+        return phash_from_thumbnails(thumbnails(dec))
+
+    def theirs_pixels():
+        return [imagehash.phash(im) for im in pil]
+
+    def theirs_bytes():
+        import io
+
+        return [imagehash.phash(Image.open(io.BytesIO(d))) for d in data]
+
+    t_op, _ = _clock(ours_pixels, repeat=3)
+    t_tp, _ = _clock(theirs_pixels, repeat=3)
+    t_ob, _ = _clock(ours_bytes, repeat=2)
+    t_tb, _ = _clock(theirs_bytes, repeat=2)
+    m = len(data)
+    rows = [
+        f"| from decoded pixels (ours: pHash **and** dHash) | {m / t_op:,.0f} | {m / t_tp:,.0f} | **{t_tp / t_op:.1f}×** |",
+        f"| from encoded bytes, decoding included (ours: pHash) | {m / t_ob:,.0f} | {m / t_tb:,.0f} | **{t_tb / t_ob:.1f}×** |",
+    ]
+    return rows, t_tp / t_op
+
+
+# -- candidate search and clustering -------------------------------------------------
+
+
+def synthetic_codes(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """n random 128-bit codes, 10 % of them near copies (1-12 flipped bits) of others."""
+    rng = np.random.default_rng(seed)
+    codes = rng.integers(0, 2**63, size=(n, 2), dtype=np.uint64) * np.uint64(2) + rng.integers(0, 2, size=(n, 2), dtype=np.uint64)
+    group = np.arange(n)
+    copies = rng.choice(n, size=n // 10, replace=False)
+    sources = rng.choice(np.setdiff1d(np.arange(n), copies), size=len(copies))
+    for c, s in zip(copies, sources):
+        flips = rng.choice(128, size=int(rng.integers(1, 13)), replace=False)
+        code = codes[s].copy()
+        for f in flips:
+            code[f // 64] ^= np.uint64(1) << np.uint64(int(f) % 64)
+        codes[c] = code
+        group[c] = s
+    return codes, group
+
+
+def search_and_cluster(codes: np.ndarray, max_distance: int = 20) -> tuple[Forest, int, int]:
+    """The near_dedup_images chain in one process: band by band, verify, components."""
+    bands = lsh.sampled_bands_for(max_distance, 20, 0.1, bits=128)
+    masks = lsh.sampled_masks(bands, 20, seed=0, words=2)
+    a_all, b_all, candidates = [], [], 0
+    for m in masks:
+        keys = lsh.band_keys(codes, m[None, :])[:, 0]
+        a, b = lsh.bucket_pairs(keys)
+        candidates += len(a)
+        ok = hamming(codes[a], codes[b]) <= max_distance
+        a_all.append(a[ok])
+        b_all.append(b[ok])
+    a, b = lsh.unique_pairs(np.concatenate(a_all), np.concatenate(b_all))
+    return Forest.from_edges(a, b), candidates, len(a)
+
+
+def search_speed(n_ours: int, n_theirs: int) -> tuple[list[str], dict]:
+    codes, group = synthetic_codes(n_ours)
+    t_ours, (forest, cand, verified) = _clock(search_and_cluster, codes)
+    truth = group != np.arange(n_ours)
+    found = np.zeros(n_ours, dtype=bool)
+    found[forest.nodes.astype(np.int64)] = True
+    recall = (found & truth).sum() / truth.sum()
+
+    from imagededup.handlers.search.retrieval import HashEval
+
+    small = codes[:n_theirs, 0]
+    hexes = {str(i): f"{int(h):016x}" for i, h in enumerate(small)}
+    from imagededup.methods import PHash
+
+    t0 = time.perf_counter()
+    HashEval(test=hexes, queries=hexes, distance_function=PHash().hamming_distance, verbose=False, threshold=10, search_method="brute_force_cython", num_dist_workers=1).retrieve_results(scores=False)
+    t_theirs = time.perf_counter() - t0
+    rows = [
+        f"| dsbuild: sampled-band LSH + verify + union-find, {n_ours:,} 128-bit codes | {t_ours:.1f} s | {cand:,} candidates, {verified:,} verified, copy recall {recall:.3f} |",
+        f"| imagededup brute force (Cython), {n_theirs:,} 64-bit hashes | {t_theirs:.1f} s | all pairs |",
+    ]
+    return rows, {"ours_s": t_ours, "theirs_s": t_theirs}
+
+
+# -- MinHash ---------------------------------------------------------------------------
+
+
+def minhash_speed(n_docs: int) -> tuple[list[str], dict]:
+    from datasketch import MinHash, MinHashLSH
+
+    rng = np.random.default_rng(0)
+    vocab = np.array([f"w{i}" for i in range(20000)])
+    docs = [" ".join(rng.choice(vocab, 200)) for _ in range(n_docs)]
+    for i in range(0, n_docs, 10):
+        words = docs[i].split()
+        cut = int(rng.integers(0, 60))
+        docs[i + 1 if i + 1 < n_docs else i] = " ".join(words[cut:] + words[:cut][: cut // 2])
+    num_perm, threshold, size = 128, 0.5, 5
+    bands, rows = optimal_bands(threshold, num_perm)
+
+    def ours():
+        sig = MinHasher(num_perm)(docs, size=size)
+        keys = band_keys(sig, bands, rows)
+        return sig, keys
+
+    def theirs():
+        lsh_index = MinHashLSH(threshold=threshold, num_perm=num_perm)
+        sigs = []
+        for i, d in enumerate(docs):
+            w = d.lower().split()
+            sh = [" ".join(w[j : j + size]).encode() for j in range(max(1, len(w) - size + 1))]
+            m = MinHash(num_perm=num_perm)
+            m.update_batch(sh)
+            lsh_index.insert(str(i), m)
+            sigs.append(m)
+        return sigs
+
+    t_ours, (sig, _) = _clock(ours, repeat=2)
+    t_theirs, ds = _clock(theirs)
+    pairs = [(i, i + 1) for i in range(0, n_docs - 1, 10)] + [(i, i + 7) for i in range(0, min(n_docs - 7, 2000), 10)]
+    ours_j = np.array([jaccard_estimate(sig[a], sig[b]) for a, b in pairs])
+    theirs_j = np.array([ds[a].jaccard(ds[b]) for a, b in pairs])
+    exact = []
+    for a, b in pairs:
+        (ha, _), (hb, _) = shingle_hashes([docs[a]], size), shingle_hashes([docs[b]], size)
+        exact.append(exact_jaccard(ha, hb))
+    exact = np.array(exact)
+    diff = ours_j - theirs_j
+    rows = [
+        f"| documents per second per core (200 words, 5-word shingles, LSH keys) | {n_docs / t_ours:,.0f} | {n_docs / t_theirs:,.0f} | **{t_theirs / t_ours:.1f}×** |",
+        f"| mean (ours − datasketch) Jaccard estimate over {len(pairs)} pairs | {diff.mean():+.4f} | | |",
+        f"| mean abs error vs exact Jaccard | {np.abs(ours_j - exact).mean():.4f} | {np.abs(theirs_j - exact).mean():.4f} | |",
+    ]
+    return rows, {"ratio": t_theirs / t_ours, "bias": float(diff.mean())}
+
+
+# -- exact dedup vs DuckDB --------------------------------------------------------------
+
+
+def exact_speed(n_rows: int) -> tuple[list[str], dict]:
+    import dask
+    import dask.dataframe as dd
+    import duckdb
+
+    from dsbuild.stages.base import REJECT, Shapes, StageContext
+    from dsbuild.stages.dedup import ExactDedup
+
+    rng = np.random.default_rng(0)
+    base = n_rows * 8 // 10
+    frame = pd.DataFrame({
+        "a": rng.integers(0, base, n_rows),
+        "b": rng.integers(0, 1000, n_rows).astype(np.float64),
+        "c": pd.Series(rng.integers(0, 50, n_rows)).map(lambda x: f"cat{x}").astype("string"),
+    })
+    frame["b"] = (frame["a"] % 1000).astype(np.float64)
+    frame["c"] = ("cat" + (frame["a"] % 50).astype(str)).astype("string")
+    frame.insert(0, "id", pd.Series(np.arange(n_rows)).map("r{:09d}".format).astype("string"))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp, "rows.parquet")
+        frame.to_parquet(path, row_group_size=max(1, n_rows // 16))
+        del frame
+        con = duckdb.connect()
+        con.execute("SET threads TO 2")
+        t0 = time.perf_counter()
+        dropped_duck = con.execute(
+            f"SELECT count(*) FROM (SELECT id, row_number() OVER (PARTITION BY a, b, c ORDER BY id) AS k FROM '{path}') WHERE k > 1"
+        ).fetchone()[0]
+        t_duck = time.perf_counter() - t0
+
+        stage = ExactDedup().bind(StageContext("exact_dedup"))
+        t0 = time.perf_counter()
+        with dask.config.set(scheduler="threads", num_workers=2):
+            ddf = dd.read_parquet(path, split_row_groups=True)
+            out = stage.build(ddf, Shapes())
+            dropped_ours = int(out[REJECT].count().compute())
+        t_ours = time.perf_counter() - t0
+    rows = [
+        f"| exact dedup of {n_rows:,} rows (3 columns + id), 2 cores | {t_ours:.1f} s | {t_duck:.1f} s | {t_ours / t_duck:.1f}× DuckDB's time; both drop {dropped_ours:,} rows{' (MISMATCH ' + str(dropped_duck) + ')' if dropped_duck != dropped_ours else ''} |",
+    ]
+    return rows, {"ratio": t_ours / t_duck}
+
+
+def run(quick: bool = False) -> str:
+    n_copies = 40 if quick else 1000
+    quality_rows, _ = photo_quality(n_copies, quick)
+    speed_rows, _ = hash_speed(20 if quick else 800)
+    search_rows, _ = search_speed(5_000 if quick else 1_000_000, 500 if quick else 20_000)
+    mh_rows, _ = minhash_speed(300 if quick else 10_000)
+    ex_rows, _ = exact_speed(20_000 if quick else 2_000_000)
+    return "\n".join([
+        "## Deduplication (`bench_dedup.py`)",
+        "",
+        "**Near-duplicate images on real photos** (scikit-image and scikit-learn photos, their "
+        "non-overlapping 128-px tiles, scikit-image face patches, optionally digits; copies re-encoded "
+        "as JPEG q30-90, resized ±30 %, brightness ±20 %, cropped ≤5 %, rotated ≤3 °, mirrored where "
+        "said). Per-row precision/recall of the rows each side removes, dsbuild `near_dedup_images` "
+        "at its defaults (pHash+dHash, max_distance 20) vs imagededup `PHash` at its default threshold (10):",
+        "",
+        "| set | rows | dsbuild precision | dsbuild recall | imagededup precision | imagededup recall |",
+        "|---|---|---|---|---|---|",
+        *quality_rows,
+        "",
+        "**Perceptual hashes per second, one core**, vs `imagehash.phash` on the same images:",
+        "",
+        "| path | dsbuild | imagehash | ratio |",
+        "|---|---|---|---|",
+        *speed_rows,
+        "",
+        "**Candidate search and clustering** (random codes with 10 % injected near copies, one core):",
+        "",
+        "| run | time | notes |",
+        "|---|---|---|",
+        *search_rows,
+        "",
+        "**MinHash + LSH** vs datasketch (`MinHash.update_batch` + `MinHashLSH.insert`), one core:",
+        "",
+        "| | dsbuild | datasketch | ratio |",
+        "|---|---|---|---|",
+        *mh_rows,
+        "",
+        "**Exact dedup** vs DuckDB on the same Parquet file and 2 cores:",
+        "",
+        "| | dsbuild | DuckDB | ratio |",
+        "|---|---|---|---|",
+        *ex_rows,
+    ])
