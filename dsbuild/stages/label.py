@@ -327,18 +327,27 @@ def _item_results(part: pd.DataFrame, state, *, coder: VoteCoder, model: LabelMo
 
 
 def _inventory(part: pd.DataFrame, _state) -> dict:
-    """What the raw annotations hold: readable rows, annotators, labels seen (mergeable)."""
+    """What the raw annotations hold: readable rows, annotators, labels seen (mergeable).
+
+    Counts are taken on the raw values and only the distinct ones are turned into keys.
+    """
     bad = part["_reason"].notna() if "_reason" in part.columns else pd.Series(False, index=part.index)
     missing = ~bad & (part[ITEM].isna() | part[ANNOTATOR].isna() | part[LABEL].isna())
     ok = part[~bad & ~missing]
-    keys = label_keys(ok[LABEL])
+    annotators = ok[ANNOTATOR].value_counts(sort=False)
+    annotators.index = annotators.index.astype(str)
+    annotators = annotators.groupby(level=0).sum()
+    labels = ok[LABEL].value_counts(sort=False)
+    keys = label_keys(pd.Series(labels.index, dtype=labels.index.dtype))
+    examples = dict(zip(keys.tolist(), labels.index.tolist()))
+    labels = pd.Series(labels.to_numpy(), index=keys.to_numpy()).groupby(level=0).sum()
     return {
         "rows": len(part),
         "unreadable": int(bad.sum()),
         "missing": int(missing.sum()),
-        "annotators": ok[ANNOTATOR].astype(str).value_counts(),
-        "labels": keys.value_counts(),
-        "examples": dict(zip(keys.tolist(), ok[LABEL].tolist())) if len(ok) < 2048 else _first_examples(keys, ok[LABEL]),
+        "annotators": annotators,
+        "labels": labels,
+        "examples": examples,
     }
 
 
@@ -359,19 +368,27 @@ def _merge_inventory(a: dict, b: dict) -> dict:
 
 
 def _code_annotations(part: pd.DataFrame, annotators: pd.Index, classes: Classes) -> pd.DataFrame:
-    ok = part[ITEM].notna() & part[ANNOTATOR].notna()
+    ok = (part[ITEM].notna() & part[ANNOTATOR].notna()).to_numpy()
     if "_reason" in part.columns:
-        ok &= part["_reason"].isna()
-    a = annotators.get_indexer(part[ANNOTATOR].astype(str))
-    label = classes.codes(part[LABEL])
-    keep = ok.to_numpy() & (a >= 0) & (label >= 0)
+        ok &= part["_reason"].isna().to_numpy()
+    a = _codes_via_uniques(part[ANNOTATOR], lambda u: annotators.get_indexer(pd.Index(u).astype(str)))
+    label = _codes_via_uniques(part[LABEL], lambda u: classes.codes(pd.Series(u, dtype=part[LABEL].dtype)))
+    keep = ok & (a >= 0) & (label >= 0)
+    item = part[ITEM][keep]
     return pd.DataFrame(
         {
-            ITEM: part[ITEM].astype(str)[keep].reset_index(drop=True),
+            ITEM: (item if pd.api.types.is_string_dtype(item.dtype) and not pd.api.types.is_object_dtype(item.dtype) else item.astype(str)).reset_index(drop=True),
             A_CODE: a[keep].astype(np.int32),
             L_CODE: label[keep].astype(np.int16),
         }
     )
+
+
+def _codes_via_uniques(values: pd.Series, code_uniques) -> np.ndarray:
+    """Codes for many values by coding only the distinct ones (annotators, labels repeat)."""
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    mapped = np.asarray(code_uniques(uniques), dtype=np.int64) if len(uniques) else np.zeros(0, dtype=np.int64)
+    return np.where(codes >= 0, mapped[np.maximum(codes, 0)] if len(mapped) else -1, -1)
 
 
 def _gold_codes(part: pd.DataFrame, column: str, classes: Classes) -> pd.DataFrame:
