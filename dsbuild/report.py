@@ -15,6 +15,7 @@ readable section without touching this file.
 from __future__ import annotations
 
 import base64
+import contextvars
 import html
 import io
 import json
@@ -30,6 +31,7 @@ KEPT, REJECTED, ADDED, FIT, TASKS = "#2a9d8f", "#e76f51", "#457b9d", "#b8c0cc", 
 BEFORE, AFTER = "#b8c0cc", "#2a9d8f"
 REJECT_SHADES = ["#e76f51", "#f4a261", "#bc4749", "#e9c46a", "#8d6a9f", "#6b705c"]
 PALETTE = ["#264653", "#2a9d8f", "#e9c46a", "#f4a261", "#e76f51", "#457b9d", "#8d6a9f", "#6b705c", "#a8dadc", "#bc4749"]
+INHERITED_CUT: contextvars.ContextVar = contextvars.ContextVar("inherited_cut", default=None)
 MAX_TABLE_ROWS = 25
 MAX_BARS = 30
 MAX_DEPTH = 5
@@ -216,37 +218,66 @@ def _time_section(m: dict):
 
 
 def _class_balance_section(m: dict):
-    """Label counts per stage when the ledger recorded them (``labels`` on each stage)."""
-    counted = [s for s in m.get("stages", []) if isinstance(s.get("labels"), dict) and s["labels"]]
-    if len(counted) < 1:
-        return None
-    first, last = counted[0], counted[-1]
+    """Rows per class as read and as written, or around each stage that changes the balance."""
     label = m.get("job", {}).get("columns", {}).get("label") or "label"
-    pairs = {"before": first["labels"], "after": last["labels"]} if first is not last else {"after": last["labels"]}
-    fig = _paired_bars(pairs, ylabel="rows", title=None)
-    text = (f"<p>Rows per value of <code>{html.escape(label)}</code>, as read (<b>{html.escape(first['name'])}</b>) "
-            f"and as written (<b>{html.escape(last['name'])}</b>).</p>")
-    return ("balance", "Class balance", text + _img(fig, "class balance before and after"))
+    counted = [s for s in m.get("stages", []) if isinstance(s.get("labels"), dict) and s["labels"]]
+    parts = []
+    if counted:
+        first, last = counted[0], counted[-1]
+        pairs = {"as read": first["labels"], "as written": last["labels"]} if first is not last else {"as written": last["labels"]}
+        parts.append(f"<p>Rows per value of <code>{html.escape(label)}</code>.</p>"
+                     + _img(_paired_bars(pairs, ylabel="rows"), "class balance before and after"))
+    else:
+        for s in m.get("stages", []):
+            pair = class_counts(s.get("summary") or {})
+            if pair:
+                parts.append(f"<h3>{html.escape(s['name'])}</h3>"
+                             + _img(_paired_bars(pair, ylabel="rows", xlabel=label), f"class balance around {s['name']}"))
+    return ("balance", "Class balance", "".join(parts)) if parts else None
+
+
+def class_counts(summary: dict) -> dict | None:
+    """``{"before": {class: rows}, "after": {...}}`` from the summaries of stages that move classes.
+
+    augment (``classes: {c: {rows, copies}}``), oversample (``counts`` and ``new_rows``) and
+    sanitize (``rows_per_class`` and ``removed_per_class``).
+    """
+    if not isinstance(summary, dict):
+        return None
+    classes = summary.get("classes")
+    if isinstance(classes, dict) and classes and all(isinstance(v, dict) and _is_number(v.get("rows")) and _is_number(v.get("copies")) for v in classes.values()):
+        return {"before": {c: v["rows"] for c, v in classes.items()}, "after": {c: v["rows"] + v["copies"] for c, v in classes.items()}}
+    for base, change, sign in (("counts", "new_rows", 1), ("rows_per_class", "removed_per_class", -1)):
+        b, d = summary.get(base), summary.get(change)
+        if _is_numeric_dict(b) and isinstance(d, dict) and all(_is_number(v) for v in d.values()):
+            return {"before": b, "after": {c: n + sign * d.get(c, 0) for c, n in b.items()}}
+    return None
 
 
 def _augment_section(m: dict, sample: OutputSample):
     if not any(s.get("added") for s in m.get("stages", [])):
         return None
-    families = sample.augmented_families()
+    augment = next((s for s in m["stages"] if s.get("added") and "params_column" in (s.get("options") or {})), None)
+    families = sample.augmented_families((augment or {}).get("options", {}).get("params_column", "augment_params"))
     if not families:
         return None
     rows = []
     for parent, children in families:
         cells = [_thumb_cell(parent, "parent")] + [_thumb_cell(c, c["id"].rsplit("#", 1)[-1]) for c in children]
         rows.append(f'<div class="family">{"".join(cells)}</div>')
-    text = "<p>A few augmented rows from the output beside the row they were made from.</p>"
-    return ("augment", "Augmented images", text + "".join(rows))
+    text = "<p>A few augmented rows from the output beside the row they were made from (hover for the parameters).</p>"
+    return ("augment", "Augmented images", text + f'<div class="families">{"".join(rows)}</div>')
 
 
 def _thumb_cell(row: dict, caption: str) -> str:
-    label = f"<br><span class='muted'>{html.escape(str(row['label']))}</span>" if row.get("label") is not None else ""
+    lines = [html.escape(caption)]
+    if row.get("ops"):
+        lines.append(f'<span class="ops">{html.escape(_short(row["ops"], 40))}</span>')
+    if row.get("label") is not None:
+        lines.append(f'<span class="muted">label {html.escape(str(row["label"]))}</span>')
+    tip = html.escape(row["id"] + (f"\n{row['params']}" if row.get("params") else ""))
     return (f'<figure><img class="thumb" src="{row["src"]}" alt="{html.escape(row["id"])}">'
-            f"<figcaption title=\"{html.escape(row['id'])}\">{html.escape(caption)}{label}</figcaption></figure>")
+            f'<figcaption title="{tip}">{"<br>".join(lines)}</figcaption></figure>')
 
 
 def _has_details(stage: dict) -> bool:
@@ -326,6 +357,16 @@ def _render_dict(d: dict, path: list[str]) -> str:
     if not d:
         return '<p class="muted">(empty)</p>'
     d = _nest_prefixed(d)
+    cut = _cut_of(d)
+    token = INHERITED_CUT.set(cut) if cut is not None else None
+    try:
+        return _render_dict_shapes(d, path)
+    finally:
+        if token is not None:
+            INHERITED_CUT.reset(token)
+
+
+def _render_dict_shapes(d: dict, path: list[str]) -> str:
     for special in SPECIAL:
         out = special(d, path)
         if out is not None:
@@ -448,6 +489,8 @@ def _histogram(d: dict, path: list[str]):
     if counts_arr.max() > 50 * max(np.median(counts_arr[counts_arr > 0]) if (counts_arr > 0).any() else 1, 1):
         ax.set_yscale("log")
     cut = _first(d, CUTOFF_KEYS)
+    if not _is_number(cut):
+        cut = _inherited_cut(path)
     if _is_number(cut):
         ax.axvline(float(cut), color=REJECTED, lw=2, ls="--", label=f"cut-off {_num(cut)}")
         ax.legend(frameon=False, fontsize=9)
@@ -458,23 +501,62 @@ def _histogram(d: dict, path: list[str]):
     return _img(fig, " / ".join(path) or "histogram") + (_render_dict(rest, [*path, "·"]) if rest else "")
 
 
-def _histogram_with_cutoffs(d: dict, path: list[str]):
-    """A dict of histograms beside a cut-off (or per-key cut-offs): one plot each, line drawn."""
-    cut = _first(d, CUTOFF_KEYS)
-    hists = {k: v for k, v in d.items() if isinstance(v, dict) and _histogram(v, []) is not None}
-    if not hists or cut is None:
+def _class_moves(d: dict, path: list[str]):
+    """Rows per class before and after a stage that adds or removes rows by class."""
+    pair = class_counts(d)
+    if pair is None:
         return None
-    parts = []
-    for k, h in hists.items():
-        c = cut.get(k) if isinstance(cut, dict) else cut
-        parts.append(_histogram({**h, "cutoff": c} if _is_number(c) and _first(h, CUTOFF_KEYS) is None else h, [*path, k]))
-    rest = {k: v for k, v in d.items() if k not in hists}
-    return "".join(parts) + (_render_dict(rest, path) if rest else "")
+    used = {"classes"} if "classes" in d and not ("counts" in d or "rows_per_class" in d) else (
+        {"counts", "new_rows"} if "new_rows" in d else {"rows_per_class", "removed_per_class"})
+    rest = {k: v for k, v in d.items() if k not in used}
+    rows = [(c, _num(b), _num(pair["after"].get(c)), _signed(pair["after"].get(c, 0) - b)) for c, b in pair["before"].items()]
+    table = _table(["class", "before", "after", "change"], rows[:MAX_TABLE_ROWS], numeric_from=1) + _more(len(rows))
+    note = '<p class="muted">Charted under <a href="#balance">Class balance</a>.</p>'
+    return table + note + (_render_dict(rest, path) if rest else "")
+
+
+def _matrix(d: dict, path: list[str]):
+    """A square count matrix with its row/column names (confusion matrix, confident joint)."""
+    names = next((v for v in d.values() if isinstance(v, list) and v and all(isinstance(x, str) for x in v)), None)
+    grid = next((v for v in d.values() if isinstance(v, list) and v and all(isinstance(r, list) for r in v)), None)
+    if names is None or grid is None or len(grid) != len(names) or any(len(r) != len(names) or not all(map(_is_number, r)) for r in grid):
+        return None
+    if len(names) > 20:
+        return None
+    axis = next((k for k, v in d.items() if v is names), "")
+    top = max((max(r) for r in grid), default=0) or 1
+    rows = []
+    for name, r in zip(names, grid):
+        cells = "".join(
+            f'<td class="n" style="background: rgba(42,157,143,{0.08 + 0.6 * v / top:.2f})">{_num(v)}</td>' for v in r
+        )
+        rows.append(f"<tr><th>{html.escape(name)}</th>{cells}</tr>")
+    head = f"<tr><th>{html.escape(str(axis))}</th>" + "".join(f'<th class="n">{html.escape(n)}</th>' for n in names) + "</tr>"
+    rest = {k: v for k, v in d.items() if v is not names and v is not grid}
+    return (f'<div class="scroll"><table class="matrix"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table></div>'
+            + (_render_dict(rest, path) if rest else ""))
+
+
+def _cut_of(d: dict):
+    """A cut-off given in this dict: a number, or per key (class) numbers."""
+    for k, v in d.items():
+        name = str(k).lower()
+        if name in CUTOFF_KEYS or "cut" in name or "threshold" in name:
+            if _is_number(v) or _is_numeric_dict(v):
+                return v
+    return None
+
+
+def _inherited_cut(path: list[str]):
+    cut = INHERITED_CUT.get()
+    if isinstance(cut, dict):
+        return next((cut[p] for p in reversed(path) if p in cut), None)
+    return cut
 
 
 def _binned_counts(d: dict, path: list[str]):
     """A dict keyed by values or bins (cluster size ``2``, ``3-4``, ``65+``): bars in bin order."""
-    if len(d) < 2 or not _is_numeric_dict(d) or (path and "quantile" in path[-1]):
+    if len(d) < 3 or not _is_numeric_dict(d) or (path and "quantile" in path[-1]):
         return None
     lows = [BIN_KEY.match(str(k)) for k in d]
     if not all(lows):
@@ -487,7 +569,7 @@ def _binned_counts(d: dict, path: list[str]):
 
 
 SPECIAL: list[Callable[[dict, list[str]], str | None]] = [
-    _parity_pair, _parity_single, _histogram, _histogram_with_cutoffs, _binned_counts,
+    _parity_pair, _parity_single, _class_moves, _histogram, _matrix, _binned_counts,
 ]
 
 
@@ -580,7 +662,7 @@ def _bar_chart(values: dict, ylabel: str = "", xlabel: str = "", sort: bool = Tr
     return fig
 
 
-def _paired_bars(series: dict[str, dict], ylabel: str = "", title: str | None = None, reference=None, colors=None):
+def _paired_bars(series: dict[str, dict], ylabel: str = "", title: str | None = None, reference=None, colors=None, xlabel: str = ""):
     """Grouped vertical bars: one group per key, one bar per series (before, after)."""
     keys = list(dict.fromkeys(k for s in series.values() for k in s))[:MAX_BARS]
     colors = colors or ([BEFORE, AFTER] if len(series) == 2 else PALETTE)
@@ -593,10 +675,11 @@ def _paired_bars(series: dict[str, dict], ylabel: str = "", title: str | None = 
         if len(keys) * len(series) <= 16:
             ax.bar_label(bars, labels=[_num(v) if np.isfinite(v) else "" for v in vals], fontsize=8, padding=2)
     labels = [f"{k}\n(reference)" if reference is not None and k == reference else str(k) for k in keys]
-    ax.set_xticks(x, labels, rotation=0 if len(keys) <= 8 else 45, ha="center" if len(keys) <= 8 else "right", fontsize=8)
+    crowded = sum(len(str(k)) + 2 for k in keys) > 70
+    ax.set_xticks(x, labels, rotation=45 if crowded else 0, ha="right" if crowded else "center", fontsize=8)
     ax.set_ylabel(ylabel)
-    if title:
-        ax.set_xlabel(title)
+    if title or xlabel:
+        ax.set_xlabel(title or xlabel)
     if len(series) > 1:
         _legend_above(ax, ncols=len(series))
     ax.margins(y=0.12)
@@ -690,39 +773,92 @@ class OutputSample:
             return []
         return [e for v in out.values() for e in v][:limit]
 
-    def augmented_families(self) -> list[tuple[dict, list[dict]]]:
-        """Up to FAMILIES parents found with their augmented children in the scanned rows."""
+    def augmented_families(self, params_column: str = "augment_params") -> list[tuple[dict, list[dict]]]:
+        """Up to FAMILIES parents with their augmented children, from the first shards.
+
+        Pass one reads only ids, row group by row group; pass two reads images of just
+        the row groups that hold the chosen rows.
+        """
         if not self.image:
             return []
         try:
-            rows = {}
-            children: dict[str, list[str]] = {}
-            cols = ["id", self.image] + ([self.label] if self.label else [])
-            for batch in self._batches("data", cols):
-                ids = batch.column("id").to_pylist()
-                images = batch.column(self.image).to_pylist() if self.image in batch.schema.names else [None] * len(ids)
-                labels = batch.column(self.label).to_pylist() if self.label in batch.schema.names else [None] * len(ids)
-                for i, rid in enumerate(ids):
-                    m = AUG_ID.match(str(rid))
-                    if m:
-                        children.setdefault(m.group(1), []).append(rid)
-                    if m or str(rid) in children or len(rows) < 50_000:
-                        rows[str(rid)] = (images[i], labels[i])
-                complete = [p for p in children if p in rows]
-                if len(complete) >= self.FAMILIES:
-                    break
-        except Exception:  # noqa: BLE001
+            where, children = self._find_families()
+            wanted = {rid for parent, kids in children.items() for rid in (parent, *kids)}
+            rows = self._read_rows(where, wanted, [self.image, self.label, params_column])
+        except Exception:  # noqa: BLE001 - a sample is decoration; the report must still be written
             return []
         families = []
-        for parent in [p for p in children if p in rows][: self.FAMILIES]:
-            kids = sorted(children[parent], key=_natural)[: self.CHILDREN]
-            family = [self._thumb_row(parent, *rows[parent])] + [self._thumb_row(k, *rows[k]) for k in kids]
-            if all(f["src"] for f in family):
-                families.append((family[0], family[1:]))
+        for parent, kids in children.items():
+            members = [parent, *kids]
+            if not all(m in rows and rows[m].get(self.image) for m in members):
+                continue
+            thumbs = [self._thumb_row(m, rows[m], params_column) for m in members]
+            if all(t["src"] for t in thumbs):
+                families.append((thumbs[0], thumbs[1:]))
         return families
 
-    def _thumb_row(self, rid: str, image, label) -> dict:
-        return {"id": rid, "src": _thumbnail(image, self.THUMB * 1.25) if image else None, "label": label}
+    def _find_families(self) -> tuple[dict[str, set], dict[str, list[str]]]:
+        """(path -> row groups to read, parent -> children ids) within SCAN_ROWS rows."""
+        import pyarrow.parquet as pq
+
+        position: dict[str, tuple[str, int]] = {}
+        children: dict[str, list[str]] = {}
+        seen = 0
+        for path in self._files("data"):
+            with self.fs.open(path, "rb") as f:
+                pf = pq.ParquetFile(f)
+                for rg in range(pf.num_row_groups):
+                    for rid in pf.read_row_group(rg, columns=["id"]).column("id").to_pylist():
+                        rid = str(rid)
+                        position[rid] = (path, rg)
+                        m = AUG_ID.match(rid)
+                        if m and (m.group(1) in children or len(children) < 4 * self.FAMILIES):
+                            children.setdefault(m.group(1), []).append(rid)
+                    seen += pf.metadata.row_group(rg).num_rows
+                    complete = [p for p in children if p in position]
+                    if len(complete) >= self.FAMILIES or seen >= self.SCAN_ROWS:
+                        break
+            if seen >= self.SCAN_ROWS or len([p for p in children if p in position]) >= self.FAMILIES:
+                break
+        chosen = {p: sorted(k, key=_natural)[: self.CHILDREN] for p, k in children.items() if p in position}
+        chosen = dict(list(chosen.items())[: self.FAMILIES])
+        where: dict[str, set] = {}
+        for parent, kids in chosen.items():
+            for rid in (parent, *kids):
+                if rid in position:
+                    path, rg = position[rid]
+                    where.setdefault(path, set()).add(rg)
+        return where, chosen
+
+    def _read_rows(self, where: dict[str, set], wanted: set, columns: list) -> dict[str, dict]:
+        import pyarrow.parquet as pq
+
+        out = {}
+        for path, groups in where.items():
+            with self.fs.open(path, "rb") as f:
+                pf = pq.ParquetFile(f)
+                cols = ["id", *[c for c in columns if c and c in pf.schema_arrow.names]]
+                for rg in sorted(groups):
+                    for row in pf.read_row_group(rg, columns=cols).to_pylist():
+                        if str(row["id"]) in wanted:
+                            out[str(row["id"])] = row
+        return out
+
+    def _thumb_row(self, rid: str, row: dict, params_column: str) -> dict:
+        ops = ""
+        try:
+            params = json.loads(row.get(params_column) or "null")
+            if isinstance(params, list):
+                ops = " + ".join(str(p.get("op", "?")) for p in params if isinstance(p, dict))
+        except (TypeError, ValueError):
+            params = None
+        return {
+            "id": rid,
+            "src": _thumbnail(row[self.image], self.THUMB * 1.25),
+            "label": row.get(self.label) if self.label else None,
+            "ops": ops,
+            "params": json.dumps(params) if params else "",
+        }
 
 
 BIN_KEY = re.compile(r"^\s*[<>=≤≥\[(]*\s*(-?\d+(?:\.\d+)?)(?:\s*(?:-|–|,|\+)\s*(?:-?\d+(?:\.\d+)?)?[\])]?)?\s*$")
@@ -837,6 +973,10 @@ def _num(v) -> str:
     return f"{v:.4g}"
 
 
+def _signed(v) -> str:
+    return ("+" if _is_number(v) and v > 0 else "") + _num(v)
+
+
 def _int(v) -> str:
     return f"{v:,}".replace(",", "\u202f") if isinstance(v, (int, np.integer)) and not isinstance(v, bool) else ("—" if v is None else str(v))
 
@@ -904,9 +1044,11 @@ code { font-size: 13px; background: var(--bg); padding: 1px 4px; border-radius: 
 details summary { cursor: pointer; color: #1f6f8b; margin: 8px 0; }
 .alert { border-radius: 8px; padding: 10px 14px; margin: 6px 0; }
 .alert.warn { background: #fff6e0; border: 1px solid #f0d48a; } .alert.bad { background: #fde6df; border: 1px solid #f2b2a0; }
-.family { display:flex; gap: 12px; align-items: flex-end; flex-wrap: wrap; padding: 10px 0; border-bottom: 1px solid var(--line); }
-.family figure:first-child { padding-right: 12px; border-right: 2px solid var(--line); }
-figure { margin: 0; text-align: center; font-size: 12px; }
+.families { display:flex; flex-wrap: wrap; gap: 14px; }
+.family { display:flex; gap: 10px; align-items: flex-end; padding: 10px 12px; border: 1px solid var(--line); border-radius: 10px; }
+.family figure:first-child { padding-right: 10px; border-right: 2px solid var(--line); }
+figure { margin: 0; text-align: center; font-size: 12px; max-width: 130px; }
+figcaption .ops { color: #1f6f8b; }
 img.thumb { image-rendering: pixelated; border-radius: 4px; background: #000; max-width: 120px; max-height: 120px; }
 img.thumb.small { max-width: 48px; max-height: 48px; }
 footer { color: var(--muted); font-size: 13px; padding-bottom: 32px; }

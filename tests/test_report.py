@@ -11,6 +11,7 @@ import base64
 import fcntl
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -174,6 +175,7 @@ stages:
   - select:
       drop: [image_format]
       where: [{column: label, op: "!=", value: "7"}]
+  - augment: {balance_to: 200, max_copies: 3}
 sink: {path: unused, shard_rows: 500}
 """
 
@@ -217,8 +219,22 @@ def test_pipeline_writes_report_that_renders_in_chromium(digits_output, browser,
     assert report.exists(), "the pipeline did not write report.html"
     page = load_report(browser, report, tmp_path / "report-digits.png")
     assert_clean_page(page)
-    assert {"Overview", "Rows through the build", "Rejects by reason", "Time per stage", "Output"} <= set(page["sections"])
+    assert {"Overview", "Rows through the build", "Rejects by reason", "Time per stage", "Class balance",
+            "Augmented images", "Output"} <= set(page["sections"])
     assert (tmp_path / "report-digits.png").stat().st_size > 10_000
+
+
+def test_augmented_images_sit_beside_their_parents(digits_output):
+    out, manifest = digits_output
+    html = (out / "report.html").read_text()
+    families = re.findall(r'<div class="family">(.*?)</div>', html)
+    assert families
+    data = pd.read_parquet(out / "data", columns=["id", "label"]).set_index("id")["label"]
+    for family in families:
+        ids = re.findall(r'<img class="thumb" src="data:image/png;base64,[^"]+" alt="([^"]+)"', family)
+        parent, children = ids[0], ids[1:]
+        assert children and all(c.startswith(parent + "#aug") for c in children)
+        assert {data[parent]} == {data[c] for c in children}, "a copy must keep its parent's label"
 
 
 def test_report_reads_only_the_output_and_names_the_rejects(digits_output):
