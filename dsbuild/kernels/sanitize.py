@@ -56,7 +56,8 @@ def slab_scores(Z: np.ndarray, classes: np.ndarray, centroids: np.ndarray, direc
 def principal_subspace(scatter: np.ndarray, variance: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
     """(basis d x k, explained-variance ratios of all components) of a scatter matrix.
 
-    k is the fewest leading components that explain ``variance`` of the total.
+    k is the fewest leading components that explain ``variance`` of the total, but
+    always less than d: a subspace that is the whole space leaves no residual to score.
     """
     values, vectors = np.linalg.eigh((scatter + scatter.T) / 2)
     order = np.argsort(values)[::-1]
@@ -65,7 +66,7 @@ def principal_subspace(scatter: np.ndarray, variance: float = 0.95) -> tuple[np.
     total = values.sum()
     ratios = values / total if total > 0 else np.zeros_like(values)
     k = int(np.searchsorted(np.cumsum(ratios), variance - 1e-12) + 1)
-    k = min(max(k, 1), len(values))
+    k = min(max(k, 1), max(len(values) - 1, 1))
     return vectors[:, :k], ratios
 
 
