@@ -237,6 +237,12 @@ def summary_table(m: dict) -> str:
             reasons[f"{s['name']}: {reason}"] = n
     for reason, n in sorted(reasons.items(), key=lambda kv: -kv[1])[:10]:
         lines.append(f"  {n:>8}  {reason}")
+    if len(reasons) > 10:
+        lines.append(f"  {'':>8}  … {len(reasons) - 10} more reasons (report.html has them all)")
+    from dsbuild.report import highlights
+
+    for note in highlights(m):
+        lines.append(f"• {note}")
     out = m["outputs"]
     lines.append(f"shards: {len(out['data'])} data, {len(out['rejects'])} rejects")
     ledger = m.get("ledger", {})

@@ -25,7 +25,6 @@ import re
 from collections.abc import Callable, Iterable
 
 import numpy as np
-from matplotlib.figure import Figure
 
 KEPT, REJECTED, ADDED, FIT, TASKS = "#2a9d8f", "#e76f51", "#457b9d", "#b8c0cc", "#264653"
 BEFORE, AFTER = "#b8c0cc", "#2a9d8f"
@@ -119,7 +118,36 @@ def _overview(m: dict):
         for s in m.get("stages", [])
     ]
     parts.append(_table(["stage", "shape", "in", "kept", "rejected", "added", "seconds"], rows, numeric_from=2))
+    notes = highlights(m)
+    if notes:
+        parts.append("<h3>Highlights</h3><ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>")
     return ("overview", "Overview", "".join(parts))
+
+
+def highlights(m: dict) -> list[str]:
+    """One line per thing a stage learned that a reader looks for first (also for ``dsbuild inspect``)."""
+    out = []
+    for s in m.get("stages", []):
+        summary, name = s.get("summary") or {}, s["name"]
+        if not isinstance(summary, dict):
+            continue
+        if _is_parity(summary.get("before")) and _is_parity(summary.get("after")):
+            for view, b in summary["before"].items():
+                a = summary["after"].get(view, {})
+                out.append(f"{name}: disparate impact by {view} {_num(b.get('di'))} → {_num(a.get('di'))}, "
+                           f"parity difference {_num(b.get('spd'))} → {_num(a.get('spd'))}")
+        elif _is_parity(summary.get("data")):
+            for view, v in summary["data"].items():
+                out.append(f"{name}: disparate impact by {view} {_num(v.get('di'))}, parity difference {_num(v.get('spd'))}")
+        pair = class_counts(summary)
+        if pair:
+            b, a = [list(pair[k].values()) for k in ("before", "after")]
+            out.append(f"{name}: {len(b)} classes of {_num(min(b))}–{_num(max(b))} rows → {_num(min(a))}–{_num(max(a))} rows")
+        if _is_number(summary.get("clusters")):
+            inside = summary.get("rows_in_clusters")
+            out.append(f"{name}: {_num(summary['clusters'])} duplicate clusters"
+                       + (f" holding {_num(inside)} rows" if _is_number(inside) else ""))
+    return out
 
 
 def _flow_section(m: dict):
@@ -619,6 +647,8 @@ def _records_table(d: dict) -> str | None:
 
 
 def _figure(width: float, height: float):
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(width, min(max(height, 1.6), 14)), dpi=110, layout="constrained")
     return fig, fig.add_subplot()
 
