@@ -122,9 +122,9 @@ def rule_votes(rule: LabelingRule | Callable, frame: pd.DataFrame) -> np.ndarray
         out[rule.fires(frame)] = rule.label
         return out
     values = rule(frame)
-    values = pd.Series(values, index=frame.index) if not isinstance(values, pd.Series) else values
     if len(values) != len(frame):
         raise ValueError(f"labeling function {getattr(rule, '__name__', rule)!r} returned {len(values)} labels for {len(frame)} rows")
+    values = values if isinstance(values, pd.Series) else pd.Series(list(values) if not hasattr(values, "dtype") else values, index=frame.index)
     return values.astype(object).where(values.notna(), None).to_numpy()
 
 

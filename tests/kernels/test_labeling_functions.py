@@ -1,0 +1,83 @@
+"""Rules declared as data: each op, missing values, regex flags, bad specs, functions."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dsbuild.io.sources import bundled_path
+from dsbuild.kernels.labeling_functions import LabelingRule, RuleCondition, rule_votes, vote_matrix
+
+
+@pytest.fixture(scope="module")
+def adult():
+    return pd.read_csv(bundled_path("adult"), nrows=3000)
+
+
+@pytest.mark.parametrize(
+    "op,value,expected",
+    [
+        ("<", 30, lambda d: d["age"] < 30),
+        (">=", 60, lambda d: d["age"] >= 60),
+        ("between", [30, 40], lambda d: d["age"].between(30, 40)),
+        ("in", [25, 26], lambda d: d["age"].isin([25, 26])),
+        ("not_in", [25, 26], lambda d: ~d["age"].isin([25, 26])),
+    ],
+)
+def test_numeric_conditions_match_pandas(adult, op, value, expected):
+    got = RuleCondition("age", op, value).holds(adult)
+    assert np.array_equal(got, expected(adult).to_numpy())
+
+
+def test_text_conditions_and_missing_values(adult):
+    occupation = adult["occupation"]
+    assert occupation.isna().any()
+    contains = RuleCondition("occupation", "contains", "exec", case=False).holds(adult)
+    assert np.array_equal(contains, occupation.str.contains("exec", case=False, na=False).to_numpy())
+    matches = RuleCondition("occupation", "matches", "Sales|Tech-support").holds(adult)
+    assert np.array_equal(matches, occupation.isin(["Sales", "Tech-support"]).to_numpy())
+    assert np.array_equal(RuleCondition("occupation", "is_null").holds(adult), occupation.isna().to_numpy())
+    # a missing value never passes a comparison or a negated set
+    assert not RuleCondition("occupation", "!=", "Sales").holds(adult)[occupation.isna().to_numpy()].any()
+    assert not RuleCondition("occupation", "not_in", ["Sales"]).holds(adult)[occupation.isna().to_numpy()].any()
+
+
+def test_rules_from_specs_vote_or_abstain(adult):
+    rule = LabelingRule.from_spec(
+        {"name": "senior_exec", "label": ">50K", "when": [
+            {"column": "age", "op": ">=", "value": 40},
+            {"column": "occupation", "op": "==", "value": "Exec-managerial"},
+        ]}
+    )
+    votes = rule_votes(rule, adult)
+    fires = (adult["age"] >= 40) & (adult["occupation"] == "Exec-managerial")
+    assert (votes[fires.to_numpy()] == ">50K").all()
+    assert all(v is None for v in votes[~fires.to_numpy()])
+    assert rule.columns() == ["age", "occupation"]
+
+
+def test_functions_and_the_vote_matrix(adult):
+    rules = [
+        LabelingRule.from_spec({"label": "<=50K", "column": "hours-per-week", "op": "<", "value": 20}),
+        lambda d: np.where(d["capital-gain"] > 7000, ">50K", None),
+    ]
+    matrix = vote_matrix(rules, adult)
+    assert matrix.shape == (len(adult), 2)
+    assert (matrix[:, 1] == ">50K").sum() == (adult["capital-gain"] > 7000).sum()
+    with pytest.raises(ValueError, match="returned 1 labels"):
+        rule_votes(lambda d: ["x"], adult)
+
+
+@pytest.mark.parametrize(
+    "spec,message",
+    [
+        ({"column": "age", "op": "<", "value": 3}, "needs a 'label'"),
+        ({"label": 1, "column": "age", "op": "~", "value": 3}, "unknown op"),
+        ({"label": 1, "column": "age", "op": "in", "value": 3}, "needs a list"),
+        ({"label": 1, "column": "text", "op": "contains", "value": "("}, "not a regular expression"),
+        ({"label": 1, "when": [{"column": "age"}]}, "a condition is"),
+        ({"label": 1, "when": [], "column": "age"}, "unknown keys"),
+    ],
+)
+def test_bad_rule_specs_say_why(spec, message):
+    with pytest.raises(ValueError, match=message):
+        LabelingRule.from_spec(spec)
