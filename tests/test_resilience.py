@@ -1,0 +1,101 @@
+"""A worker process dies mid-job; Dask recomputes what it lost and the output is unchanged.
+
+One small cluster of its own (it loses a worker): 2 worker processes under nannies. The
+kill is triggered by the scheduler itself, the moment half of the shuffle's transfer
+tasks have finished, so it lands mid-job on any machine speed.
+"""
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+from distributed import Client
+from distributed.diagnostics.plugin import SchedulerPlugin
+from distributed.utils import key_split
+
+import dsbuild
+from dsbuild.runtime import DsbuildWorkerSetup, local_cluster
+
+JOB = {
+    "name": "digits-resilience",
+    "seed": 0,
+    "source": {"format": "sample", "name": "digits", "partitions": 8},
+    "columns": {"label": "label", "image": "image"},
+    "stages": [{"validate_images": {}}, {"exact_dedup": {}}, {"select": {"drop": ["image_format"], "where": [{"column": "label", "op": "!=", "value": "9"}]}}],
+    "sink": {"path": "unused", "shard_rows": 400},
+}
+
+
+class KillAfter(SchedulerPlugin):
+    """SIGKILL the worker holding the ``n``-th finished task with this prefix (once)."""
+
+    name = "kill-after"
+
+    def __init__(self, scheduler, prefix: str, n: int, pids: dict[str, int]):
+        self.scheduler, self.prefix, self.n, self.pids = scheduler, prefix, n, pids
+        self.seen = 0
+        self.killed: str | None = None
+        self.tasks_in_flight = 0
+
+    def transition(self, key, start, finish, *args, **kwargs):
+        if self.killed or finish != "memory" or key_split(key) != self.prefix:
+            return
+        self.seen += 1
+        if self.seen == self.n:
+            ts = self.scheduler.tasks[key]
+            worker = next(iter(ts.who_has)).address
+            self.tasks_in_flight = sum(1 for t in self.scheduler.tasks.values() if t.state in ("processing", "waiting", "queued"))
+            os.kill(self.pids[worker], signal.SIGKILL)
+            self.killed = worker
+
+
+def frames(folder) -> dict[str, pd.DataFrame]:
+    out = {}
+    for kind in ("data", "rejects"):
+        files = sorted(Path(folder, kind).glob("*.parquet"))
+        out[kind] = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True) if files else pd.DataFrame()
+    return out
+
+
+def counts(manifest) -> list:
+    return [(s["name"], s["in"], s["out"], s["rejected_by_reason"], s["added"]) for s in manifest["stages"]]
+
+
+def test_sigkill_a_worker_mid_job_gives_identical_output(tmp_path):
+    with local_cluster(2, "3GiB", dashboard_address=None) as cluster, Client(cluster) as client:
+        client.register_plugin(DsbuildWorkerSetup())
+        t = time.perf_counter()
+        undisturbed = dsbuild.run(JOB, output=str(tmp_path / "undisturbed"), client=client)
+        undisturbed_seconds = time.perf_counter() - t
+
+        pids = client.run(os.getpid)
+        killer = KillAfter(cluster.scheduler, "shuffle-transfer", n=4, pids=pids)
+        cluster.scheduler.add_plugin(killer)
+        result = {}
+
+        def run():
+            result["manifest"] = dsbuild.run(JOB, output=str(tmp_path / "killed"), client=client)
+
+        t = time.perf_counter()
+        runner = threading.Thread(target=run)
+        runner.start()
+        runner.join(timeout=600)
+        killed_seconds = time.perf_counter() - t
+        assert killer.killed, "the worker was never killed: the job had no shuffle-transfer tasks"
+        assert killer.tasks_in_flight > 0, "the kill did not land mid-job"
+        assert "manifest" in result, "the job did not finish after the worker was killed"
+        client.wait_for_workers(2, timeout=60)
+        assert killer.killed not in client.scheduler_info()["workers"], "the killed worker is gone; a new one replaced it"
+    print(f"\nundisturbed {undisturbed_seconds:.1f} s, with a worker SIGKILLed mid-shuffle {killed_seconds:.1f} s")
+
+    killed = result["manifest"]
+    assert killed["ledger"]["balanced"]
+    assert counts(killed) == counts(undisturbed)
+    assert [s["rows"] for s in killed["outputs"]["data"]] == [s["rows"] for s in undisturbed["outputs"]["data"]]
+    a, b = frames(tmp_path / "killed"), frames(tmp_path / "undisturbed")
+    pd.testing.assert_frame_equal(a["data"], b["data"])
+    pd.testing.assert_frame_equal(a["rejects"], b["rejects"])
+    assert len(a["data"]) == killed["totals"]["kept"] > 0
