@@ -126,3 +126,23 @@ def suggested_labels(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
     ok = labels >= 0
     other[np.flatnonzero(ok), labels[ok]] = -np.inf
     return other.argmax(axis=1)
+
+
+def find_label_issues(probs: np.ndarray, labels: np.ndarray, ids=None) -> np.ndarray:
+    """All steps on one in-memory array: a boolean mask of label issues.
+
+    The stage runs the same steps as mergeable passes; this is for data that fits in
+    memory and for comparing with other implementations.
+    """
+    from dsbuild.kernels.topk import LargestPerKey, within_cut
+
+    labels = np.asarray(labels, dtype=np.int64)
+    n_classes = probs.shape[1]
+    ids = np.array([f"{i:012d}" for i in range(len(labels))], dtype=object) if ids is None else np.asarray(ids, dtype=object)
+    sums = ConfidentSums.of(probs, labels, n_classes)
+    budget = prune_counts(confident_joint(probs, labels, sums.thresholds()), sums.counts)
+    rows, keys, margins = margin_candidates(probs, labels, budget)
+    top = LargestPerKey.of(keys, margins, ids[rows], budget.ravel())
+    flagged = np.zeros(len(labels), dtype=bool)
+    flagged[rows[within_cut(keys, margins, ids[rows], top.cut())]] = True
+    return flagged & ~agrees_with_label(probs, labels)

@@ -84,3 +84,10 @@ def test_same_as_cleanlab_on_the_same_probabilities(noisy_digits):
     ours = find_issues(probs, noisy)
     theirs = cleanlab_filter.find_label_issues(noisy, probs, filter_by="prune_by_noise_rate", n_jobs=1)
     assert (ours != theirs).sum() <= 0.01 * len(noisy)
+
+
+def test_in_memory_chain_equals_the_partitioned_one(noisy_digits):
+    from dsbuild.kernels.confident import find_label_issues
+
+    probs, noisy, _, _ = noisy_digits
+    assert (find_label_issues(probs, noisy, [f"{i:06d}" for i in range(len(noisy))]) == find_issues(probs, noisy, 3)).all()
