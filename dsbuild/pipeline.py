@@ -86,70 +86,112 @@ def run(
 
 def _run(spec: JobSpec, sink: Sink, client, progress: bool) -> dict:
     t0 = time.perf_counter()
-    with dask.config.set({"dataframe.shuffle.method": "p2p"}):
-        plan = plan_job(spec)
-        t_plan = time.perf_counter()
-        try:
-            written, counts, task_seconds = _compute(plan, sink, client, progress)
-            t_compute = time.perf_counter()
-            data_shards, data_schema = sink.finish("data", written["data"], [plan.kept._meta], cast_conflicts_to_string=False)
-            reject_metas = [_rejected(r.output, r.name)._meta for r in plan.runs]
-            reject_shards, reject_schema = sink.finish("rejects", written["rejects"], reject_metas, cast_conflicts_to_string=True)
-            for run_, c in zip(plan.runs, counts):
-                run_.counts = c
-            manifest = _manifest(spec, plan, data_shards, reject_shards, data_schema, reject_schema, task_seconds, client)
-            check_ledger(manifest)
-            manifest["timings"] = {
-                "plan_and_fit": round(t_plan - t0, 3),
-                "compute": round(t_compute - t_plan, 3),
-                "finish": round(time.perf_counter() - t_compute, 3),
-                "total": round(time.perf_counter() - t0, 3),
-            }
-            sink.write_text("manifest.json", json.dumps(manifest, indent=2, default=str))
-            _write_report(sink, manifest)
-            sink.commit()
-        except BaseException:
-            sink.abort()
-            raise
+    try:
+        with dask.config.set({"dataframe.shuffle.method": "p2p"}), _task_stream(client) as stream:
+            ex = Execution(spec, sink, client, progress)
+            ex.run()
+        t_compute = time.perf_counter()
+        data_shards, data_schema = sink.finish("data", ex.files["data"], [ex.kept_meta], cast_conflicts_to_string=False)
+        reject_shards, reject_schema = sink.finish("rejects", ex.files["rejects"], ex.reject_metas, cast_conflicts_to_string=True)
+        manifest = _manifest(spec, ex, data_shards, reject_shards, data_schema, reject_schema, _seconds_by_stage(stream, ex.runs), client)
+        check_ledger(manifest)
+        manifest["timings"] = {
+            "build_and_compute": round(t_compute - t0, 3),
+            "finish": round(time.perf_counter() - t_compute, 3),
+            "total": round(time.perf_counter() - t0, 3),
+        }
+        sink.write_text("manifest.json", json.dumps(manifest, indent=2, default=str))
+        _write_report(sink, manifest)
+        sink.commit()
+    except BaseException:
+        sink.abort()
+        raise
     manifest["output"] = sink.path
     return manifest
 
 
-@dataclass
-class Plan:
-    spec: JobSpec
-    source: object
-    runs: list[StageRun]
-    kept: object
-    warnings: list[str]
+class Execution:
+    """Builds the graph stage by stage and computes it in as few passes as possible.
 
+    Map and group stages pass over their input once, so a chain of them stays lazy.
+    A stage that passes over its input more than once (fit → apply, chains) would
+    recompute everything upstream on each pass; before such a stage the rows kept so far
+    are persisted on the cluster (Dask spills them to disk under memory pressure) and,
+    in the same compute, the rejects and counts of the stages before it are written.
+    The last flush writes the kept rows.
+    """
 
-def plan_job(spec: JobSpec) -> Plan:
-    """Build the lazy graph: source, then each stage on the rows the last one kept."""
-    source = read_source(spec.source)
-    frame = source.frame
-    roles = spec.columns.roles()
-    frame = _apply_id_role(frame, roles.id)
-    _check_roles(spec, frame._meta)
-    marked = frame if REJECT in frame.columns else frame.assign(**{REJECT: None})
-    runs = [StageRun("source", "read", None, marked)]
-    kept = _kept(marked)
-    stages = spec.build_stages()
-    notes: list[str] = []
-    shapes = Shapes()
-    for i, stage in enumerate(stages):
-        notes += stage.order_warnings(stages[:i])
-        try:
-            stage.check(kept._meta)
-        except StageError as e:
-            raise StageError(f"stages[{i}] {stage.ctx.name}: {e}") from None
-        t = time.perf_counter()
-        out = stage.build(kept, shapes)
-        runs.append(StageRun(stage.ctx.name, stage.shape, stage, out, time.perf_counter() - t))
-        kept = _kept(out)
-    for note in notes:
-        warnings.warn(note, DsbuildWarning, stacklevel=3)
-    return Plan(spec, source, runs, kept, notes)
+    def __init__(self, spec: JobSpec, sink: Sink, client, progress: bool):
+        self.spec, self.sink, self.client, self.progress = spec, sink, client, progress
+        self.runs: list[StageRun] = []
+        self.pending: list[int] = []
+        self.files: dict[str, list[dict]] = {"data": [], "rejects": []}
+        self.reject_metas: list[pd.DataFrame] = []
+        self.warnings: list[str] = []
+        self.source = None
+        self.kept_meta = None
+
+    def run(self) -> None:
+        spec = self.spec
+        self.source = read_source(spec.source)
+        frame = _apply_id_role(self.source.frame, spec.columns.id)
+        _check_roles(spec, frame._meta)
+        marked = frame if REJECT in frame.columns else frame.assign(**{REJECT: None})
+        kept = self._add_run(StageRun("source", "read", None, marked))
+        stages = spec.build_stages()
+        shapes = Shapes()
+        for i, stage in enumerate(stages):
+            self.warnings += stage.order_warnings(stages[:i])
+            try:
+                stage.check(kept._meta)
+            except StageError as e:
+                raise StageError(f"stages[{i}] {stage.ctx.name}: {e}") from None
+            if stage.shape not in ("map", "group"):
+                kept = self._flush(kept)
+            t = time.perf_counter()
+            out = stage.build(kept, shapes)
+            kept = self._add_run(StageRun(stage.ctx.name, stage.shape, stage, out, time.perf_counter() - t))
+        for note in self.warnings:
+            warnings.warn(note, DsbuildWarning, stacklevel=4)
+        self.kept_meta = kept._meta
+        self._flush(kept, final=True)
+
+    def _add_run(self, run_: StageRun):
+        self.pending.append(len(self.runs))
+        self.runs.append(run_)
+        self.reject_metas.append(_rejected(run_.output, run_.name)._meta)
+        return _kept(run_.output)
+
+    def _flush(self, kept, final: bool = False):
+        """Compute the pending stages' rejects and counts, and persist or write ``kept``."""
+        pending = [self.runs[r] for r in self.pending]
+        rejects = [
+            _written(_rejected(run_.output, run_.name), self.sink, self.sink.staging("rejects", f"{r:03d}"), f"rejects-{r}")
+            for r, run_ in zip(self.pending, pending)
+        ]
+        counts = [
+            run_.output.map_partitions(_partition_counts, meta=_COUNTS_META, token=f"dsbuild-count-{r}")
+            for r, run_ in zip(self.pending, pending)
+        ]
+        head = _written(kept, self.sink, self.sink.staging("data", "kept"), "data") if final else kept
+        persisted = self.client.persist([head, *rejects, *counts])
+        if self.progress:
+            from distributed import progress as show_progress
+
+            show_progress(persisted)
+            print(file=sys.stderr)
+        small = self.client.compute(persisted[0 if final else 1 :])
+        results = self.client.gather(small)
+        if final:
+            self.files["data"] = _in_order(results[0])
+            results = results[1:]
+        n = len(pending)
+        for frame in results[:n]:
+            self.files["rejects"].extend(_in_order(frame))
+        for run_, frame in zip(pending, results[n:]):
+            run_.counts = _sum_counts(frame["counts"])
+        self.pending = []
+        return persisted[0]
 
 
 def validate_against_source(spec: JobSpec) -> list[str]:
@@ -221,38 +263,6 @@ def rejected_rows(part: pd.DataFrame, stage: str) -> pd.DataFrame:
     return rej
 
 
-def _compute(plan: Plan, sink: Sink, client, progress: bool):
-    """The one compute: kept shards, reject shards and every stage's counts.
-
-    All of it is handed to Dask as one set of collections, so the source is read once
-    and each partition's work stays on the worker that holds it.
-    """
-    data = _written(plan.kept, sink, sink.staging("data", "kept"), "data")
-    rejects = [
-        _written(_rejected(run_.output, run_.name), sink, sink.staging("rejects", f"{r:03d}"), f"rejects-{r}")
-        for r, run_ in enumerate(plan.runs)
-    ]
-    counts = [
-        run_.output.map_partitions(_partition_counts, meta=_COUNTS_META, token=f"dsbuild-count-{r}")
-        for r, run_ in enumerate(plan.runs)
-    ]
-    with _task_stream(client) as stream:
-        futures = client.compute([data, *rejects, *counts])
-        if progress:
-            from distributed import progress as show_progress
-
-            show_progress(futures)
-            print(file=sys.stderr)
-        results = client.gather(futures)
-    n = len(plan.runs)
-    data_files, reject_files, counted = results[0], results[1 : 1 + n], results[1 + n :]
-    return (
-        {"data": _in_order(data_files), "rejects": [f for frame in reject_files for f in _in_order(frame)]},
-        [_sum_counts(frame["counts"]) for frame in counted],
-        _seconds_by_stage(stream, plan),
-    )
-
-
 _FILES_META = pd.DataFrame(
     {
         "partition": pd.Series(dtype="int64"), "k": pd.Series(dtype="int64"), "path": pd.Series(dtype=object),
@@ -288,13 +298,13 @@ def _task_stream(client):
         yield None
 
 
-def _seconds_by_stage(stream, plan: Plan) -> dict[str, float]:
+def _seconds_by_stage(stream, runs: list[StageRun]) -> dict[str, float]:
     out: Counter = Counter()
     if stream is None:
         return {}
     for rec in stream.data:
         key = str(rec.get("key", ""))
-        for run_ in plan.runs:
+        for run_ in runs:
             safe = "".join(ch if ch.isalnum() else "-" for ch in run_.name)
             if f"dsbuild-{safe}-" in key:
                 out[run_.name] += sum(s["stop"] - s["start"] for s in rec.get("startstops", ()) if s.get("action") == "compute")
@@ -337,10 +347,10 @@ def _add(a: dict, b: dict) -> dict:
 # -- manifest and ledger ----------------------------------------------------------------
 
 
-def _manifest(spec, plan, data_shards, reject_shards, data_schema, reject_schema, task_seconds, client) -> dict:
+def _manifest(spec, ex: Execution, data_shards, reject_shards, data_schema, reject_schema, task_seconds, client) -> dict:
     stages = []
     rows_in = None
-    for run_ in plan.runs:
+    for run_ in ex.runs:
         c = run_.counts
         rejected = sum(c["rejected"].values())
         entry = {
@@ -369,10 +379,10 @@ def _manifest(spec, plan, data_shards, reject_shards, data_schema, reject_schema
         "job": spec.resolved(),
         "versions": _versions(),
         "input": {
-            "fingerprint": plan.source.fingerprint(),
-            "files": len(plan.source.files),
-            "bytes": sum(f.get("size") or 0 for f in plan.source.files),
-            "skipped": plan.source.skipped,
+            "fingerprint": ex.source.fingerprint(),
+            "files": len(ex.source.files),
+            "bytes": sum(f.get("size") or 0 for f in ex.source.files),
+            "skipped": ex.source.skipped,
         },
         "stages": stages,
         "totals": {
@@ -390,7 +400,7 @@ def _manifest(spec, plan, data_shards, reject_shards, data_schema, reject_schema
             "data": _schema_json(data_schema),
             "rejects": _schema_json(reject_schema),
         },
-        "warnings": plan.warnings,
+        "warnings": ex.warnings,
         "cluster": {
             "workers": len(workers),
             "threads": sum(w.get("nthreads", 0) for w in workers.values()),
