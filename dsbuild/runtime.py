@@ -19,13 +19,16 @@ from dsbuild.clusters import LOCALHOST, THREAD_ENV
 
 
 class DsbuildWorkerSetup(WorkerPlugin):
-    """Runs once per worker: one OpenCV thread, so worker processes do not fight for cores."""
+    """Runs once per worker: one OpenCV thread, so worker processes do not fight for cores;
+    and a sampler of the worker process's memory, whose peak goes into the manifest."""
 
     name = "dsbuild-worker-setup"
 
-    def __init__(self, opencv_threads: int = 1, env: dict[str, str] | None = None):
+    def __init__(self, opencv_threads: int = 1, env: dict[str, str] | None = None, sample_ms: int = 200):
         self.opencv_threads = opencv_threads
         self.env = dict(env or {})
+        self.sample_ms = sample_ms
+        self.peak_bytes = 0
 
     def setup(self, worker) -> None:
         os.environ.update(self.env)
@@ -33,6 +36,51 @@ class DsbuildWorkerSetup(WorkerPlugin):
 
         cv2.setNumThreads(self.opencv_threads)
         cv2.ocl.setUseOpenCL(False)
+        from tornado.ioloop import PeriodicCallback
+
+        self._process = psutil.Process()
+        self._sample()
+        self._sampler = PeriodicCallback(self._sample, self.sample_ms)
+        self._sampler.start()
+
+    def _sample(self) -> None:
+        try:
+            self.peak_bytes = max(self.peak_bytes, self._process.memory_info().rss)
+        except psutil.Error:
+            pass
+
+    def teardown(self, worker) -> None:
+        sampler = getattr(self, "_sampler", None)
+        if sampler is not None:
+            sampler.stop()
+
+
+def _worker_peak(reset: bool, dask_worker=None) -> int | None:
+    plugin = dask_worker.plugins.get(DsbuildWorkerSetup.name)
+    if plugin is None:
+        return None
+    plugin._sample()
+    peak = plugin.peak_bytes
+    if reset:
+        plugin.peak_bytes = 0
+    return peak
+
+
+def peak_worker_memory(client, reset: bool = False) -> dict:
+    """Largest resident memory each worker process reached (sampled), and the largest of all.
+
+    ``reset=True`` starts a new window, e.g. at the start of a job. A worker that was
+    restarted reports its peak since it came back.
+    """
+    try:
+        peaks = {w: p for w, p in client.run(_worker_peak, reset).items() if p is not None}
+    except Exception:  # noqa: BLE001 - a measurement must never fail a job
+        return {}
+    limits = {w: info.get("memory_limit") for w, info in client.scheduler_info(n_workers=-1)["workers"].items()}
+    return {
+        "max_bytes": max(peaks.values(), default=0),
+        "workers": {w: {"peak_bytes": p, "limit_bytes": limits.get(w)} for w, p in sorted(peaks.items())},
+    }
 
 
 def local_cluster(workers: int | None = None, memory_limit: str | None = None, **kwargs) -> LocalCluster:

@@ -177,3 +177,21 @@ def test_tls_from_the_cluster_spec(tmp_path):
             Client(address.replace("tls://", "tcp://"), timeout=2)
         with pytest.raises((OSError, TimeoutError, TypeError, ValueError)):
             Client(address, timeout=2)  # TLS without the certificates
+
+
+def test_peak_worker_memory_is_measured(client):
+    """The worker setup samples each worker's resident memory; a 300 MB result shows up in the peak."""
+    import numpy as np
+    from distributed import wait
+
+    from dsbuild.runtime import peak_worker_memory
+
+    baseline = peak_worker_memory(client, reset=True)
+    assert set(baseline["workers"]) == set(client.scheduler_info()["workers"])
+    size = 300 * 2**20
+    held = client.submit(np.ones, size // 8, pure=False)
+    wait(held)
+    after = peak_worker_memory(client)
+    del held
+    assert after["max_bytes"] >= size
+    assert all(w["limit_bytes"] > 0 for w in after["workers"].values())
