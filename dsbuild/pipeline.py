@@ -141,7 +141,7 @@ class Execution:
         stages = spec.build_stages()
         shapes = Shapes()
         for i, stage in enumerate(stages):
-            self.warnings += stage.order_warnings(stages[:i])
+            self.warnings += stage.order_warnings(stages[:i], stages[i + 1 :])
             try:
                 stage.check(kept._meta)
             except StageError as e:
@@ -206,7 +206,7 @@ def validate_against_source(spec: JobSpec) -> list[str]:
     stages = spec.build_stages()
     notes = []
     for i, stage in enumerate(stages):
-        notes += stage.order_warnings(stages[:i])
+        notes += stage.order_warnings(stages[:i], stages[i + 1 :])
         try:
             stage.check(meta)
         except StageError as e:

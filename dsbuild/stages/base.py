@@ -99,7 +99,7 @@ class Stage:
     def check(self, meta: pd.DataFrame) -> None:
         """Raise StageError if the settings name columns the data does not have."""
 
-    def order_warnings(self, earlier: list[Stage]) -> list[str]:
+    def order_warnings(self, earlier: list[Stage], later: list[Stage]) -> list[str]:
         """Warnings about where this stage stands in the job (see fairness)."""
         return []
 

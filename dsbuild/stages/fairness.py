@@ -62,24 +62,8 @@ def _cleans(name: str) -> bool:
 
 
 def order_warnings_for_job(stages) -> list[str]:
-    """Warnings for every fairness stage placed before deduplication or sanitization.
-
-    Weights, labels and group counts computed before duplicates and poisoned rows are
-    removed describe rows that will not be in the output: duplicates inflate their
-    groups, poisoned rows pull labels and borderline scores (MLClean's finding that
-    cleaning steps depend on each other). A stage's ``order_warnings(earlier)`` sees
-    only the stages before it, and the offending order puts the cleaning stage *after*
-    the fairness stage, so this rule needs the whole job: the pipeline calls it once.
-    """
-    notes = []
-    for i, stage in enumerate(stages):
-        base = stage.name
-        if not _cleans(base):
-            continue
-        for earlier in stages[:i]:
-            if isinstance(earlier, FairnessStage):
-                notes.append(_order_message(earlier.ctx.name, stage.ctx.name))
-    return notes
+    """Every warning of :meth:`FairnessStage.order_warnings` over a whole job."""
+    return [note for i, s in enumerate(stages) for note in s.order_warnings(stages[:i], stages[i + 1 :])]
 
 
 def _order_message(fair: str, clean: str) -> str:
@@ -125,6 +109,13 @@ class FairnessStage(FitApplyStage):
 
     Options = FairnessOptions
     needs_label: bool = True
+
+    def order_warnings(self, earlier, later) -> list[str]:
+        """Weights, labels and group counts computed before duplicates and poisoned rows
+        are removed describe rows that will not be in the output: duplicates inflate
+        their groups, poisoned rows pull labels and borderline scores (MLClean's finding
+        that cleaning steps depend on each other)."""
+        return [_order_message(self.ctx.name, s.ctx.name) for s in later if _cleans(s.name)]
 
     # roles ----------------------------------------------------------------------------
     @property
