@@ -33,6 +33,7 @@ from dsbuild.records import ID, record_seeds, record_uniform
 from dsbuild.stages.base import FitApplyStage, StageError, StageOptions, register, reject
 
 ImageFeature = Literal["pixels", "hog", "color_hist"]
+DERIVED_COLUMNS = {"sanitize_score", "original_label"}
 
 
 class FeatureOptions(StageOptions):
@@ -62,7 +63,7 @@ class _Features:
         if self._use_image():
             self.require_columns(meta, [self.ctx.roles.image or "image"], what="image column (columns.image)")
             return
-        columns = self.ctx.roles.feature_columns(meta)
+        columns = self._feature_columns(meta)
         self.require_columns(meta, columns, what="feature column")
         if not columns:
             raise StageError(f"stage {self.ctx.name!r}: no numeric feature columns; name them in columns.features")
@@ -71,11 +72,19 @@ class _Features:
             raise StageError(f"stage {self.ctx.name!r}: feature column {bad[0]!r} is not numeric ({meta[bad[0]].dtype})")
         self.feature_columns_ = columns
 
+    def _feature_columns(self, meta: pd.DataFrame) -> list[str]:
+        """The job's features; when it names none, numeric columns minus the scores and
+        old labels these stages write themselves."""
+        columns = self.ctx.roles.feature_columns(meta)
+        if self.ctx.roles.features:
+            return columns
+        return [c for c in columns if c not in DERIVED_COLUMNS]
+
     def raw_features(self, part: pd.DataFrame) -> np.ndarray:
         if self._use_image():
             o = self.options
             return image_features(part[self.ctx.roles.image or "image"].to_numpy(), o.image_features, o.image_size)
-        columns = getattr(self, "feature_columns_", None) or self.ctx.roles.feature_columns(part)
+        columns = getattr(self, "feature_columns_", None) or self._feature_columns(part)
         return part[columns].astype("float64").to_numpy(dtype=np.float64, na_value=np.nan)
 
     def ids(self, part: pd.DataFrame) -> np.ndarray:
