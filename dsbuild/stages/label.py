@@ -237,7 +237,7 @@ class AnnotationSource(StageOptions):
     item: str = "item"
     annotator: str = "annotator"
     label: str = "label"
-    frame: Any = None
+    frame: Any = Field(None, exclude=True, description="a pandas or Dask frame of annotations (Python jobs)")
 
     def source_spec(self) -> dict:
         return dict(self.model_extra or {})
@@ -370,7 +370,7 @@ def _merge_inventory(a: dict, b: dict) -> dict:
 def _code_annotations(part: pd.DataFrame, annotators: pd.Index, classes: Classes) -> pd.DataFrame:
     ok = (part[ITEM].notna() & part[ANNOTATOR].notna()).to_numpy()
     if "_reason" in part.columns:
-        ok &= part["_reason"].isna().to_numpy()
+        ok = ok & part["_reason"].isna().to_numpy()
     a = _codes_via_uniques(part[ANNOTATOR], lambda u: annotators.get_indexer(pd.Index(u).astype(str)))
     label = _codes_via_uniques(part[LABEL], lambda u: classes.codes(pd.Series(u, dtype=part[LABEL].dtype)))
     keep = ok & (a >= 0) & (label >= 0)

@@ -243,3 +243,31 @@ def test_labeling_functions_accept_python_functions_and_gold():
         LabelingFunctions(rules=[{"label": "x", "column": "text", "op": "~="}])
     with pytest.raises(StageError, match="not in labels"):
         run_stage(LabelingFunctions(rules=[{"label": "x", "column": "text", "op": "not_null"}], labels=["y"]), data)
+
+
+def test_a_job_reads_annotations_from_csv_and_reports_in_the_manifest(client, tmp_path):
+    import dsbuild
+
+    y = load_digits().target
+    ids = np.array([f"digits:{i}" for i in range(len(y))])
+    ann, _, _ = simulate_annotations(y, 40, np.random.default_rng(11), item_ids=ids, spammers=0.2, adversaries=0.1)
+    ann = ann[ann["item"] != "digits:5"]  # one image nobody labeled
+    ann.rename(columns={"item": "image_id", "annotator": "worker", "label": "answer"}).to_csv(tmp_path / "crowd.csv", index=False)
+    job = {
+        "name": "crowd-digits",
+        "source": {"format": "sample", "name": "digits", "partitions": 3},
+        "columns": {"label": "label", "image": "image"},
+        "stages": [{"aggregate_labels": {
+            "annotations": {"format": "csv", "path": str(tmp_path / "crowd.csv"), "item": "image_id", "annotator": "worker", "label": "answer"},
+            "output": "crowd_label",
+        }}],
+        "sink": {"path": str(tmp_path / "out")},
+    }
+    manifest = dsbuild.run(job, client=client)
+    stage = manifest["stages"][1]
+    assert stage["rejected_by_reason"] == {"no-annotations": 1}
+    assert stage["summary"]["annotations"]["used"] == len(ann)
+    assert stage["summary"]["annotators"]["count"] == 40
+    assert stage["metrics"]["annotated"] == len(y) - 1
+    kept = pd.read_parquet(tmp_path / "out" / "data")
+    assert (kept["crowd_label"].astype(str) == kept["label"].astype(str)).mean() > 0.9
