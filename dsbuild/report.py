@@ -1061,7 +1061,8 @@ h4, h5, h6 { font-size: 14px; margin: 14px 0 6px; color: #33424d; }
 .card.kept { border-top: 3px solid var(--kept); } .card.rejected { border-top: 3px solid var(--rej); }
 .card.added { border-top: 3px solid var(--add); }
 nav { display:flex; gap: 4px 18px; flex-wrap: wrap; padding: 8px 0 12px; font-size: 14px; }
-nav a { color: #1f6f8b; text-decoration: none; } nav a:hover { text-decoration: underline; }
+a { color: #1f6f8b; }
+nav a { text-decoration: none; } nav a:hover { text-decoration: underline; }
 section { background:#fff; border:1px solid var(--line); border-radius: 12px; padding: 20px 24px; margin: 20px 0; }
 img.plot { display:block; max-width:100%; height:auto; margin: 8px 0; }
 .scroll { overflow-x: auto; }

@@ -18,6 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -186,7 +187,6 @@ seed: 0
 source: {format: sample, name: german_credit, partitions: 3}
 columns: {label: credit, sensitive: [sex], features: [duration, amount, age]}
 stages:
-  - exact_dedup: {columns: [duration, amount, age, sex, credit]}
   - ranges: {columns: {age: {min: 20, max: 70}}}
   - fairness_audit: {favorable: good}
   - reweigh: {favorable: good}
@@ -227,7 +227,7 @@ def test_pipeline_writes_report_that_renders_in_chromium(digits_output, browser,
 def test_augmented_images_sit_beside_their_parents(digits_output):
     out, manifest = digits_output
     html = (out / "report.html").read_text()
-    families = re.findall(r'<div class="family">(.*?)</div>', html)
+    families = re.findall(r'<div class="family">(.*?)</div>', html, flags=re.S)
     assert families
     data = pd.read_parquet(out / "data", columns=["id", "label"]).set_index("id")["label"]
     for family in families:
@@ -239,8 +239,8 @@ def test_augmented_images_sit_beside_their_parents(digits_output):
 
 def test_report_reads_only_the_output_and_names_the_rejects(digits_output):
     out, manifest = digits_output
-    html = render_report(manifest, str(out))
-    rejected = manifest["stages"][-1]["rejected_by_reason"]
+    html = (out / "report.html").read_text()
+    rejected = next(s for s in manifest["stages"] if s["name"] == "select")["rejected_by_reason"]
     assert rejected and all(reason in html for reason in rejected)
     sevens = pd.read_parquet(out / "rejects")
     assert (sevens["reason"].str.startswith("filter:")).all()
@@ -268,3 +268,46 @@ def test_fairness_tables_carry_the_manifest_figures(german_credit_output):
     assert before["di"] < 0.95 and abs(after["di"] - 1) < 1e-6
     for figure in (before["di"], after["groups"]["female"]["base_rate"]):
         assert f">{figure:.4g}<" in html
+
+
+def shapes_summary() -> dict:
+    """Summaries in the shapes the stages record, built with the stages' own kernels."""
+    from dsbuild.kernels.unionfind import size_histogram
+
+    rng = np.random.default_rng(0)
+    edges = np.linspace(0, 6, 25)
+    return {
+        "method": "l2",
+        "rows_per_class": {"benign": 357, "malignant": 212},
+        "removed_per_class": {"benign": 18, "malignant": 11},
+        "score_cut_per_class": {"benign": 3.2, "malignant": 2.7},
+        "score_histogram": {
+            c: {"edges": edges.tolist(), "counts": np.histogram(rng.gamma(2, 0.8, 400), edges)[0].tolist()}
+            for c in ("benign", "malignant")
+        },
+        "cluster_sizes": size_histogram(np.array([2] * 40 + [3] * 9 + [4] * 3 + [7, 12, 90])),
+        "confident_joint": {"given x true": ["benign", "malignant"], "counts": [[340, 17], [9, 203]]},
+        "annotators": {"count": 60, "skill_quantiles": {"0.05": 0.31, "0.5": 0.82, "0.95": 0.97},
+                       "lowest_skill": [{"annotator": f"a{i}", "skill": 0.1 * i, "votes": 10 + i} for i in range(40)]},
+        "beta": rng.standard_normal(64).round(4).tolist(),
+        "nested": {"deeper": {"still": {"deeper": {"and": {"deeper": {"x": 1}}}}}},
+        "empty": {},
+    }
+
+
+def test_every_summary_shape_renders_in_chromium(digits_output, browser, tmp_path):
+    out, manifest = digits_output
+    shaped = {**manifest, "stages": [*manifest["stages"], {
+        "name": "sanitize", "shape": "fit_apply", "in": 1, "out": 1, "rejected": 0, "added": 0,
+        "rejected_by_reason": {}, "metrics": {}, "summary": shapes_summary(),
+    }]}
+    report = tmp_path / "report.html"
+    report.write_text(render_report(shaped, str(out)))
+    page = load_report(browser, report, tmp_path / "report-shapes.png")
+    assert_clean_page(page)
+    alts = [i["alt"] for i in page["images"]]
+    assert {"score_histogram / benign", "score_histogram / malignant", "cluster_sizes", "beta",
+            "class balance around sanitize"} <= set(alts)
+    html = report.read_text()
+    assert '<table class="matrix">' in html and ">340<" in html
+    assert "… and 15 more" in html  # 40 annotators, 25 shown
