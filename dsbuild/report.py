@@ -42,18 +42,19 @@ EDGE_KEYS = ("edges", "bin_edges", "bins")
 def render_report(manifest: dict, folder: str, fs=None) -> str:
     """The HTML of ``report.html`` for ``manifest``; ``folder`` holds its ``data/`` and ``rejects/``."""
     sample = OutputSample(manifest, folder, fs)
-    sections = [
-        _overview(manifest),
-        _flow_section(manifest),
-        _rejects_section(manifest, sample),
-        _time_section(manifest),
-        _class_balance_section(manifest),
-        _augment_section(manifest, sample),
-        *(_stage_section(s) for s in manifest.get("stages", []) if _has_details(s)),
-        _data_sample_section(manifest, sample),
-        _outputs_section(manifest),
+    builders = [
+        ("overview", "Overview", lambda: _overview(manifest)),
+        ("flow", "Rows through the build", lambda: _flow_section(manifest)),
+        ("rejects", "Rejects by reason", lambda: _rejects_section(manifest, sample)),
+        ("time", "Time per stage", lambda: _time_section(manifest)),
+        ("balance", "Class balance", lambda: _class_balance_section(manifest)),
+        ("augment", "Augmented images", lambda: _augment_section(manifest, sample)),
+        *((f"stage-{_slug(s['name'])}", f"Stage · {s['name']}", lambda s=s: _stage_section(s))
+          for s in manifest.get("stages", []) if _has_details(s)),
+        ("sample", "A look at the output", lambda: _data_sample_section(manifest, sample)),
+        ("outputs", "Output", lambda: _outputs_section(manifest)),
     ]
-    sections = [s for s in sections if s]
+    sections = [s for s in (_safely(*b) for b in builders) if s]
     nav = "".join(f'<a href="#{s[0]}">{html.escape(s[1])}</a>' for s in sections)
     body = "".join(f'<section id="{s[0]}"><h2>{html.escape(s[1])}</h2>{s[2]}</section>' for s in sections)
     job = manifest.get("job", {})
@@ -65,6 +66,14 @@ def render_report(manifest: dict, folder: str, fs=None) -> str:
         f"<header>{_header(manifest)}<nav>{nav}</nav></header><main>{body}</main>"
         f"<footer>{_footer(manifest)}</footer></body></html>"
     )
+
+
+def _safely(anchor: str, title: str, build):
+    """A section, or a note saying why it could not be drawn: a report bug never costs a build."""
+    try:
+        return build()
+    except Exception as e:  # noqa: BLE001
+        return (anchor, title, f'<div class="alert warn">This section could not be drawn: {html.escape(repr(e))}</div>')
 
 
 # -- page parts -------------------------------------------------------------------------
@@ -142,7 +151,7 @@ def highlights(m: dict) -> list[str]:
         pair = class_counts(summary)
         if pair:
             b, a = [list(pair[k].values()) for k in ("before", "after")]
-            out.append(f"{name}: {len(b)} classes of {_num(min(b))}–{_num(max(b))} rows → {_num(min(a))}–{_num(max(a))} rows")
+            out.append(f"{name}: {len(b)} classes of {_span(b)} rows → {_span(a)}")
         if _is_number(summary.get("clusters")):
             inside = summary.get("rows_in_clusters")
             out.append(f"{name}: {_num(summary['clusters'])} duplicate clusters"
@@ -350,7 +359,7 @@ def _outputs_section(m: dict):
         rows = [(s.get("file", ""), _int(s.get("rows")), _bytes(s.get("bytes")), str(s.get("sha256", ""))[:16] + "…") for s in shards]
         parts.append(f"<h3><code>{kind}/</code> · {len(shards)} shard(s), {_int(sum(s.get('rows', 0) for s in shards))} rows, "
                      f"{_bytes(sum(s.get('bytes', 0) or 0 for s in shards))}</h3>")
-        parts.append(_table(["file", "rows", "size", "sha256"], rows, numeric_from=1))
+        parts.append(_table(["file", "rows", "size", "sha256"], rows[:MAX_TABLE_ROWS], numeric_from=1) + _more(len(rows)))
     schema = m.get("schema", {}).get("data")
     if schema:
         parts.append("<h3>Schema of <code>data/</code></h3>")
@@ -1001,6 +1010,11 @@ def _num(v) -> str:
     if v == int(v) and abs(v) < 1e15:
         return _int(int(v))
     return f"{v:.4g}"
+
+
+def _span(values: list) -> str:
+    lo, hi = min(values), max(values)
+    return f"{_num(lo)} each" if lo == hi else f"{_num(lo)}–{_num(hi)}"
 
 
 def _signed(v) -> str:
