@@ -283,12 +283,17 @@ def class_counts(summary: dict) -> dict | None:
         return None
     classes = summary.get("classes")
     if isinstance(classes, dict) and classes and all(isinstance(v, dict) and _is_number(v.get("rows")) and _is_number(v.get("copies")) for v in classes.values()):
-        return {"before": {c: v["rows"] for c, v in classes.items()}, "after": {c: v["rows"] + v["copies"] for c, v in classes.items()}}
+        return _in_class_order({"before": {c: v["rows"] for c, v in classes.items()},
+                                "after": {c: v["rows"] + v["copies"] for c, v in classes.items()}})
     for base, change, sign in (("counts", "new_rows", 1), ("rows_per_class", "removed_per_class", -1)):
         b, d = summary.get(base), summary.get(change)
         if _is_numeric_dict(b) and isinstance(d, dict) and all(_is_number(v) for v in d.values()):
-            return {"before": b, "after": {c: n + sign * d.get(c, 0) for c, n in b.items()}}
+            return _in_class_order({"before": b, "after": {c: n + sign * d.get(c, 0) for c, n in b.items()}})
     return None
+
+
+def _in_class_order(pair: dict) -> dict:
+    return {k: dict(sorted(v.items(), key=lambda kv: _natural(str(kv[0])))) for k, v in pair.items()}
 
 
 def _augment_section(m: dict, sample: OutputSample):
@@ -450,6 +455,9 @@ def _render_list(items: list, path: list[str]) -> str:
         return text
     if all(_is_scalar(v) for v in items):
         return f"<p>{html.escape(_fmt(items))}</p>"
+    if len(items) > 1 and all(isinstance(r, list) and len(r) == len(items[0]) and all(map(_is_number, r)) for r in items):
+        return _heatmap(items, None, path) if len(items) * len(items[0]) > 16 else _table(
+            [""] * len(items[0]), [[_num(v) for v in r] for r in items], numeric_from=0, header=False)
     return "".join(f"<h6>{i}</h6>{_render(v, [*path, str(i)])}" for i, v in enumerate(items[:MAX_TABLE_ROWS])) + _more(len(items))
 
 
@@ -558,8 +566,10 @@ def _matrix(d: dict, path: list[str]):
     grid = next((v for v in d.values() if isinstance(v, list) and v and all(isinstance(r, list) for r in v)), None)
     if names is None or grid is None or len(grid) != len(names) or any(len(r) != len(names) or not all(map(_is_number, r)) for r in grid):
         return None
-    if len(names) > 20:
-        return None
+    rest = {k: v for k, v in d.items() if v is not names and v is not grid}
+    if len(names) > 12:
+        key = next(k for k, v in d.items() if v is grid)
+        return _heatmap(grid, names, [*path, key]) + (_render_dict(rest, path) if rest else "")
     axis = next((k for k, v in d.items() if v is names), "")
     top = max((max(r) for r in grid), default=0) or 1
     rows = []
@@ -569,9 +579,22 @@ def _matrix(d: dict, path: list[str]):
         )
         rows.append(f"<tr><th>{html.escape(name)}</th>{cells}</tr>")
     head = f"<tr><th>{html.escape(str(axis))}</th>" + "".join(f'<th class="n">{html.escape(n)}</th>' for n in names) + "</tr>"
-    rest = {k: v for k, v in d.items() if v is not names and v is not grid}
     return (f'<div class="scroll"><table class="matrix"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table></div>'
             + (_render_dict(rest, path) if rest else ""))
+
+
+def _heatmap(grid: list, names: list | None, path: list[str]) -> str:
+    arr = np.asarray(grid, dtype=float)
+    n = max(arr.shape)
+    fig, ax = _figure(min(3 + 0.22 * n, 11), min(2.5 + 0.2 * n, 10))
+    symmetric = np.nanmin(arr) < 0
+    lim = np.nanmax(np.abs(arr)) or 1
+    im = ax.imshow(arr, cmap="RdBu_r" if symmetric else "viridis", vmin=-lim if symmetric else None, vmax=lim if symmetric else None)
+    if names is not None and n <= 60:
+        ax.set_xticks(range(arr.shape[1]), names[: arr.shape[1]], rotation=90, fontsize=7)
+        ax.set_yticks(range(arr.shape[0]), names[: arr.shape[0]], fontsize=7)
+    fig.colorbar(im, ax=ax, shrink=0.8)
+    return _img(fig, " / ".join(path) or "matrix")
 
 
 def _cut_of(d: dict):

@@ -188,6 +188,7 @@ source: {format: sample, name: german_credit, partitions: 3}
 columns: {label: credit, sensitive: [sex], features: [duration, amount, age]}
 stages:
   - ranges: {columns: {age: {min: 20, max: 70}}}
+  - sanitize: {method: l2, fraction: 0.03}
   - fairness_audit: {favorable: good}
   - reweigh: {favorable: good}
 sink: {path: unused, shard_rows: 400}
@@ -253,11 +254,12 @@ def test_fairness_and_cleaning_report_renders_in_chromium(german_credit_output, 
     out, manifest = german_credit_output
     page = load_report(browser, out / "report.html", tmp_path / "report-german-credit.png")
     assert_clean_page(page)
-    assert {"Stage · fairness_audit", "Stage · reweigh", "Stage · ranges"} <= set(page["sections"])
+    assert {"Stage · fairness_audit", "Stage · reweigh", "Stage · ranges", "Stage · sanitize", "Class balance"} <= set(page["sections"])
     alts = [i["alt"] for i in page["images"]]
     # reweigh's before/after parity is drawn as bars per group, the audit's as one set of bars.
     assert "base rate per group of sex, before and after" in alts
     assert "base rate per group of sex" in alts
+    assert "class balance around sanitize" in alts
 
 
 def test_fairness_tables_carry_the_manifest_figures(german_credit_output):
