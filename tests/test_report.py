@@ -272,6 +272,16 @@ def test_fairness_tables_carry_the_manifest_figures(german_credit_output):
         assert f">{figure:.4g}<" in html
 
 
+def test_inspect_prints_the_highlights(german_credit_output):
+    from dsbuild.cli import summary_table
+
+    out, manifest = german_credit_output
+    text = summary_table(manifest)
+    di = next(s for s in manifest["stages"] if s["name"] == "reweigh")["summary"]["before"]["sex"]["di"]
+    assert f"reweigh: disparate impact by sex {di:.4g} → 1" in text
+    assert "sanitize: 2 classes" in text
+
+
 def shapes_summary() -> dict:
     """Summaries in the shapes the stages record, built with the stages' own kernels."""
     from dsbuild.kernels.unionfind import size_histogram
