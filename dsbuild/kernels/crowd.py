@@ -301,3 +301,112 @@ class Wawa:
 
     def predict_proba(self, votes: Votes) -> np.ndarray:
         return majority_vote(votes, self.skills_)[1]
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * x))
+
+
+class Glad:
+    """GLAD (Whitehill et al., 2009): annotator ability ``alpha`` and item easiness
+    ``beta = exp(b)``; a vote is right with probability ``sigmoid(alpha * beta)``, and a
+    wrong vote picks any other class alike.
+
+    Made mergeable: item easiness is local to the item, so each round re-fits it for the
+    items of a batch (a few Newton steps from the same start, so the result does not depend
+    on the batch), and ``alpha`` moves by one Newton step on summed gradients. Both have
+    the Gaussian priors of the paper (mean 1, variance 1), which keeps one-answer
+    annotators and one-vote items finite.
+    """
+
+    def __init__(self, n_classes: int, n_annotators: int, *, tol: float = 1e-5, max_iter: int = 100, inner: int = 3, easiness_precision: float = 4.0):
+        if n_classes < 2:
+            raise ValueError("GLAD needs at least two classes")
+        self.n_classes, self.n_annotators = n_classes, n_annotators
+        self.tol, self.max_iter, self.inner = tol, max_iter, inner
+        self.easiness_precision = easiness_precision
+
+    def _posteriors(self, votes: Votes, alpha: np.ndarray, log_prior: np.ndarray):
+        """(posteriors, beta per item, sigmoid per vote) after fitting item easiness."""
+        k = self.n_classes
+        b = np.zeros(votes.n_items)
+        a = alpha[votes.annotator]
+        onehot_rows = np.arange(len(votes))
+        probas = None
+        for step in range(self.inner + 1):
+            beta = np.exp(b)[votes.item]
+            s = np.clip(_sigmoid(a * beta), EPS, 1 - EPS)
+            contrib = np.repeat(np.log((1 - s) / (k - 1))[:, None], k, axis=1)
+            contrib[onehot_rows, votes.label] = np.log(s)
+            probas = with_gold(posterior_from_log(votes.per_item(contrib) + log_prior[None, :]), votes)
+            if step == self.inner:
+                break
+            right = probas[votes.item, votes.label]
+            grad = np.bincount(votes.item, a * beta * (right - s), minlength=votes.n_items) - self.easiness_precision * b
+            hess = np.bincount(votes.item, (a * beta) ** 2 * s * (1 - s), minlength=votes.n_items) + self.easiness_precision
+            b = b + np.clip(grad / hess, -2.0, 2.0)
+        return probas, beta, s
+
+    def posteriors(self, votes: Votes, state: dict | None) -> np.ndarray:
+        if state is None:
+            return majority_vote(votes)[1]
+        return self._posteriors(votes, state["alpha"], state["log_prior"])[0]
+
+    def stats(self, votes: Votes, state: dict | None) -> dict:
+        if state is None:
+            probas = majority_vote(votes)[1]
+            beta = np.ones(len(votes))
+            alpha = np.ones(self.n_annotators)
+            s = _sigmoid(alpha[votes.annotator] * beta)
+        else:
+            alpha = state["alpha"]
+            probas, beta, s = self._posteriors(votes, alpha, state["log_prior"])
+        right = probas[votes.item, votes.label]
+        ll = right * np.log(np.clip(s, EPS, None)) + (1 - right) * np.log(np.clip((1 - s) / (self.n_classes - 1), EPS, None))
+        return {
+            "class_sum": probas.sum(axis=0),
+            "items": float(votes.n_items),
+            "votes": votes.counts_per_annotator(),
+            "right": np.bincount(votes.annotator, right, minlength=self.n_annotators),
+            "grad": np.bincount(votes.annotator, beta * (right - s), minlength=self.n_annotators),
+            "hess": np.bincount(votes.annotator, beta**2 * s * (1 - s), minlength=self.n_annotators),
+            "loglik": float(ll.sum()) + _entropy(probas),
+        }
+
+    def finalize(self, stats: dict, previous: dict | None = None) -> dict:
+        alpha = np.ones(self.n_annotators) if previous is None else previous["alpha"]
+        step = (stats["grad"] - (alpha - 1.0)) / (stats["hess"] + 1.0)
+        alpha = alpha + np.clip(step, -2.0, 2.0)
+        prior = stats["class_sum"] / max(stats["items"], 1.0)
+        skill = np.where(stats["votes"] > 0, stats["right"] / np.maximum(stats["votes"], 1), np.nan)
+        return {
+            "alpha": alpha,
+            "log_prior": np.log(np.clip(prior, EPS, None)),
+            "prior": prior,
+            "skill": skill,
+            "elbo": stats["loglik"] / max(float(stats["votes"].sum()), 1.0),
+        }
+
+    def converged(self, old: dict | None, new: dict) -> bool:
+        return old is not None and abs(new["elbo"] - old["elbo"]) < self.tol
+
+    def fit(self, votes: Votes) -> Glad:
+        state = self.finalize(self.stats(votes, None))
+        previous = None
+        self.n_iter_ = 0
+        for _ in range(self.max_iter):
+            new = self.finalize(self.stats(votes, state), state)
+            self.n_iter_ += 1
+            done = self.converged(previous, new)
+            previous = state = new
+            if done:
+                break
+        self.state_ = state
+        self.alpha_, self.skills_, self.priors_ = state["alpha"], state["skill"], state["prior"]
+        return self
+
+    def predict_proba(self, votes: Votes) -> np.ndarray:
+        return self.posteriors(votes, self.state_)
+
+    def predict(self, votes: Votes) -> np.ndarray:
+        return most_probable(self.predict_proba(votes))

@@ -35,7 +35,7 @@ from dsbuild.stages.base import (
 
 ITEM, ANNOTATOR, LABEL = "_item", "_annotator", "_label"
 A_CODE, L_CODE, GOLD, I_CODE = "_a", "_l", "_g", "_i"
-Method = Literal["majority_vote", "wawa", "dawid_skene", "one_coin_dawid_skene"]
+Method = Literal["majority_vote", "wawa", "dawid_skene", "one_coin_dawid_skene", "glad"]
 LOWEST_SHOWN = 20
 
 
@@ -125,9 +125,11 @@ class LabelModel:
 
     @property
     def iterative(self) -> bool:
-        return self.method in ("dawid_skene", "one_coin_dawid_skene")
+        return self.method in ("dawid_skene", "one_coin_dawid_skene", "glad")
 
-    def _ds(self) -> crowd.DawidSkene:
+    def _ds(self):
+        if self.method == "glad":
+            return crowd.Glad(self.n_classes, self.n_annotators, tol=self.tol, max_iter=self.max_iter)
         return crowd.DawidSkene(
             self.n_classes, self.n_annotators, one_coin=self.method == "one_coin_dawid_skene", tol=self.tol, max_iter=self.max_iter
         )
@@ -138,7 +140,9 @@ class LabelModel:
         labels, _ = crowd.majority_vote(votes, tie_break=tie_break)
         return crowd.agreement_stats(votes, labels)
 
-    def finalize(self, stats: dict) -> dict:
+    def finalize(self, stats: dict, previous: dict | None = None) -> dict:
+        if self.method == "glad":
+            return self._ds().finalize(stats, previous)
         if self.iterative:
             return self._ds().finalize(stats)
         return {"skill": crowd.agreement_skill(stats), "votes": stats["votes"]}
@@ -164,7 +168,7 @@ def fit_rounds(model: LabelModel, fit_round, shapes_fit) -> tuple[dict, dict, in
     if model.iterative:
         previous = None
         for _ in range(model.max_iter):
-            new = model.finalize(shapes_fit(functools.partial(fit_round, model=model, first=False), state))
+            new = model.finalize(shapes_fit(functools.partial(fit_round, model=model, first=False), state), state)
             rounds += 1
             done = model.converged(previous, new)
             previous = state = new
@@ -245,7 +249,7 @@ class AnnotationSource(StageOptions):
 
 class AggregateLabelsOptions(StageOptions):
     annotations: AnnotationSource = Field(..., description="annotation rows: a source spec plus item/annotator/label column names")
-    method: Method = Field("dawid_skene", description="majority_vote | wawa | dawid_skene | one_coin_dawid_skene")
+    method: Method = Field("dawid_skene", description="majority_vote | wawa | dawid_skene | one_coin_dawid_skene | glad")
     labels: list[Any] | None = Field(None, description="the label set; other labels are counted and left out (default: every label seen)")
     output: str | None = Field(None, description="column for the label (default: the job's label column, else 'label')")
     gold: str | None = Field(None, description="data column with known labels: they score annotators and are kept")
@@ -593,7 +597,7 @@ def read_annotation_source(spec: dict):
 
 class LabelingFunctionsOptions(StageOptions):
     rules: list[Any] = Field(..., min_length=1, description="rules as data ({name, label, column, op, value} or {name, label, when: [...]}); Python callables allowed")
-    method: Method = Field("dawid_skene", description="how votes combine: majority_vote | wawa | dawid_skene | one_coin_dawid_skene")
+    method: Method = Field("dawid_skene", description="how votes combine: majority_vote | wawa | dawid_skene | one_coin_dawid_skene | glad")
     labels: list[Any] | None = Field(None, description="the label set (default: every label a rule can cast)")
     output: str | None = Field(None, description="column for the label (default: the job's label column, else 'label')")
     gold: str | None = Field(None, description="data column with known labels: they score the rules and are kept")

@@ -8,6 +8,7 @@ from sklearn.datasets import load_digits
 
 from dsbuild.kernels.crowd import (
     DawidSkene,
+    Glad,
     Votes,
     Wawa,
     agreement_skill,
@@ -178,3 +179,27 @@ def test_votes_reject_codes_out_of_range():
         Votes([0], [0], [3], 1, 1, 3)
     with pytest.raises(ValueError, match="annotator codes"):
         Votes([0], [-1], [0], 1, 1, 3)
+
+
+def test_glad_beats_majority_vote_and_ranks_adversaries_lowest():
+    y, votes, kind = digits_crowd(n_annotators=60, spammers=0.25, adversaries=0.1)
+    model = Glad(10, 60).fit(votes)
+    assert (model.predict(votes) == y).mean() > (majority_vote(votes)[0] == y).mean() + 0.03
+    assert model.alpha_[kind == 0].mean() > model.alpha_[kind == 1].mean() > model.alpha_[kind == 2].mean()
+    np.testing.assert_allclose(model.predict_proba(votes).sum(axis=1), 1.0)
+
+
+def test_glad_stats_merge_across_any_split_of_items():
+    y, votes, _ = digits_crowd(n_items=400, n_annotators=20)
+    model = Glad(10, 20)
+    state = model.finalize(model.stats(votes, None))
+    whole = model.stats(votes, state)
+    side = np.random.default_rng(2).random(votes.n_items) < 0.5
+    parts = []
+    for keep in (side, ~side):
+        codes = np.cumsum(keep) - 1
+        on = keep[votes.item]
+        parts.append(model.stats(Votes(codes[votes.item[on]], votes.annotator[on], votes.label[on], int(keep.sum()), 20, 10), state))
+    merged = merge_stats(*parts)
+    for key in whole:
+        np.testing.assert_allclose(merged[key], whole[key], rtol=1e-9, atol=1e-8)

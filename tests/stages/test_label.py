@@ -81,7 +81,7 @@ def test_results_do_not_depend_on_partitioning(client, digits_crowd):
     np.testing.assert_allclose(outs[0]["label_confidence"], outs[1]["label_confidence"], atol=1e-9)
 
 
-@pytest.mark.parametrize("method", ["majority_vote", "wawa", "one_coin_dawid_skene"])
+@pytest.mark.parametrize("method", ["majority_vote", "wawa", "one_coin_dawid_skene", "glad"])
 def test_other_methods_on_adult(adult_crowd, method):
     truth, ids, ann, data = adult_crowd
     kept, rejected = run_stage(AggregateLabels(annotations=ann, method=method, labels=["<=50K", ">50K"]), data, npartitions=2)
