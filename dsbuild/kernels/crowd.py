@@ -1,4 +1,4 @@
-"""Crowd label aggregation: majority vote, Wawa, Dawid–Skene (full and one-coin).
+"""Crowd label aggregation: majority vote, Wawa, Dawid–Skene (full and one-coin), GLAD.
 
 Votes are integer-coded: item codes local to a batch of votes, annotator and class codes
 global. The E-step needs every vote of an item at once (callers group votes by item);
