@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dask
 import dask.dataframe as dd
 import pandas as pd
 
@@ -25,7 +26,8 @@ def run_stage(
     if ID not in frame.columns:
         raise ValueError("frame needs an 'id' column")
     stage.bind(StageContext(name or stage.name, seed, roles or Roles()))
-    ddf = dd.from_pandas(frame, npartitions=npartitions, sort=False)
+    with dask.config.set({"dataframe.convert-string": False}):  # keep bytes columns as bytes
+        ddf = dd.from_pandas(frame, npartitions=npartitions, sort=False)
     stage.check(ddf._meta)
     out = stage.build(ddf, Shapes()).compute()
     internal = [c for c in out.columns if c.startswith(METRIC)] + [ADDED]
