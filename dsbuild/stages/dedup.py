@@ -1,12 +1,14 @@
 """Deduplication: exact copies, near-duplicate images and texts, and test-set leaks.
 
-``exact_dedup`` is one group shape on a content hash. The near-duplicate stages chain
-shapes: map every row to a signature and its LSH band keys (one row per band) -> group
-by band key so candidates meet -> verify candidates -> connected components as a
-mergeable fit (union-find forests from every partition, combined) -> map that drops
-every member of a cluster but one. Which member stays is a deterministic rule: the
-best ``quality`` value when one is named, then the lowest id. ``decontaminate`` indexes
-a reference source (a test split) in a fit and drops rows that match it.
+``exact_dedup`` hashes every row into a thin frame, shuffles only that frame so equal
+rows meet, collects the few (dropped -> kept) pairs and rejects them in a last map. The
+near-duplicate stages chain shapes the same way: map every row to a signature and its
+LSH band keys (one row per band) -> group by band key so candidates meet -> verify
+candidates -> connected components as a mergeable fit (union-find forests from every
+partition, combined) -> map that drops every member of a cluster but one. Which member
+stays is a deterministic rule: the best ``quality`` value when one is named, then the
+lowest id. ``decontaminate`` indexes a reference source (a test split) in a fit and
+drops rows that match it.
 """
 
 from __future__ import annotations
@@ -15,17 +17,18 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import Field, model_validator
 
 from dsbuild.kernels import lsh as lsh_kernels
-from dsbuild.kernels.hashing import hamming, image_content_hashes, perceptual_hashes, row_hashes, CHECK_KEY, ROW_KEY
+from dsbuild.kernels.hashing import CHECK_KEY, ROW_KEY, hamming, image_content_hashes, perceptual_hashes, row_hashes
 from dsbuild.kernels.minhash import MinHasher, band_keys as minhash_band_keys, jaccard_estimate, optimal_bands
 from dsbuild.kernels.unionfind import Forest, size_histogram
 from dsbuild.records import ID
 from dsbuild.stages.base import (
     KEY,
     REJECT,
-    GroupStage,
     Stage,
     StageError,
     StageOptions,
@@ -35,25 +38,11 @@ from dsbuild.stages.base import (
 )
 
 IMAGE_META_SUFFIXES = ("_height", "_width", "_channels", "_format")
-SIZE_BINS = ((2, 2), (3, 4), (5, 8), (9, 16), (17, 64), (65, None))
-
-
-def _bin_label(lo: int, hi: int | None) -> str:
-    return str(lo) if lo == hi else (f"{lo}-{hi}" if hi else f"{lo}+")
 
 
 class KeepRule(StageOptions):
     quality: str | None = Field(None, description="column whose best value decides which copy stays; default: lowest id")
     prefer: Literal["max", "min"] = Field("max", description="best quality is the largest (max) or smallest (min) value")
-
-
-def _keep_order(frame: pd.DataFrame, group_cols: list[str], rule: KeepRule) -> pd.DataFrame:
-    """Rows sorted so the copy to keep comes first in each group."""
-    if rule.quality is None:
-        return frame.sort_values([*group_cols, ID], kind="stable")
-    q = pd.to_numeric(frame[rule.quality], errors="coerce")
-    rank = (-q if rule.prefer == "max" else q).fillna(np.inf)
-    return frame.assign(_rank=rank.to_numpy()).sort_values([*group_cols, "_rank", ID], kind="stable").drop(columns="_rank")
 
 
 # -- exact_dedup ----------------------------------------------------------------------
@@ -65,14 +54,19 @@ class ExactDedupOptions(KeepRule):
 
 
 @register
-class ExactDedup(GroupStage):
-    """Rows equal on the chosen columns meet in one partition; one copy stays.
+class ExactDedup(Stage):
+    """Rows equal on the chosen columns: one copy stays, the others name it.
 
-    The shuffle key is a 64-bit hash; inside a group a second, independently keyed hash
-    splits any collision, so two different rows are merged only if 128 bits agree.
+    Only a thin frame moves: (content hash, check hash, id, quality rank) per row is
+    shuffled by hash so equal rows meet; each group names its duplicates (dropped id ->
+    kept id), which are few, so that mapping is collected, broadcast, and a last map over
+    the full rows rejects them. The shuffle key is a 64-bit hash; a second, independently
+    keyed hash splits any collision, so two different rows merge only if 128 bits agree.
+    Two passes over the input (hashing, then rejecting), so the shape is a chain.
     """
 
     name = "exact_dedup"
+    shape = "chain"
     Options = ExactDedupOptions
 
     def _image(self) -> str:
@@ -106,31 +100,143 @@ class ExactDedup(GroupStage):
                 h = lsh_kernels.mix64(h * np.uint64(0x100000001B3) + pixels)
         return h
 
-    def key(self, part):
-        return pd.Series(self.content_hash(part, ROW_KEY), index=part.index)
+    def fingerprints(self, part: pd.DataFrame, partition_info=None) -> pd.DataFrame:
+        """The thin frame that is shuffled: two hashes, id, where the row lives, keep rank if any."""
+        number = partition_info["number"] if partition_info else 0
+        thin = pd.DataFrame({
+            "_h1": self.content_hash(part, ROW_KEY),
+            "_h2": self.content_hash(part, CHECK_KEY),
+            ID: part[ID].array,
+            "_at": (np.int64(number) << np.int64(32)) + np.arange(len(part), dtype=np.int64),
+        }, index=part.index)
+        if self.options.quality is not None:
+            thin["_rank"] = _keep_rank(part, self.options)
+        return thin
 
-    def apply_partition(self, part):
-        if part.empty:
-            return _with_size_metrics(part, np.zeros(0, dtype=np.int64))
-        part = part.assign(_check=self.content_hash(part, CHECK_KEY))
-        part = _keep_order(part, [KEY, "_check"], self.options)
-        groups = part.groupby([KEY, "_check"], sort=False)
-        first = groups[ID].transform("first").to_numpy(dtype=object)
-        size = groups[ID].transform("size").to_numpy(dtype=np.int64)
-        ids = part[ID].to_numpy(dtype=object)
-        dup = first != ids
-        part = reject(part.drop(columns="_check"), dup, np.array([f"duplicate-of={k}" for k in first], dtype=object))
-        return _with_size_metrics(part, np.where(dup, 0, size))
+    def build(self, frame, shapes):
+        thin = shapes.map(frame, self.fingerprints, meta=self.fingerprints(frame._meta.copy()), label=f"{self.ctx.name}-hash")
+        dropped = shapes.group(thin, lambda p: p["_h1"], duplicates_in_groups, meta=_DROPPED_META, label=f"{self.ctx.name}-groups")
+        found = shapes.fit(dropped, lambda p, s: p, lambda a, b: pd.concat([a, b], ignore_index=True), label=f"{self.ctx.name}-collect")
+        self.cluster_sizes_ = found["_keeper"].value_counts().to_numpy() + 1 if len(found) else np.zeros(0, dtype=np.int64)
+        lookup = KeepersByPosition(found["_at"].to_numpy(dtype=np.int64), arrow_ids(found[ID]), arrow_ids(found["_keeper"]))
+        return shapes.map(frame, _drop_members, shapes.broadcast(lookup), label=self.ctx.name)
+
+    def summary(self) -> dict:
+        sizes = getattr(self, "cluster_sizes_", None)
+        if sizes is None:
+            return {}
+        return {"clusters": int(len(sizes)), "rows_in_clusters": int(sizes.sum()), "cluster_sizes": size_histogram(sizes)}
 
 
-def _with_size_metrics(part: pd.DataFrame, cluster_size_on_kept: np.ndarray) -> pd.DataFrame:
-    """Per-row counters the manifest sums: clusters found and their size histogram."""
-    part = part.copy() if part.empty else part
-    s = np.asarray(cluster_size_on_kept)
-    part["_m_clusters"] = (s >= 2).astype(np.int64)
-    for lo, hi in SIZE_BINS:
-        part[f"_m_cluster_size:{_bin_label(lo, hi)}"] = ((s >= lo) & (s <= (hi or np.iinfo(np.int64).max))).astype(np.int64)
-    return part
+_TEXT = pd.ArrowDtype(pa.large_string())
+_DROPPED_META = pd.DataFrame({"_at": pd.Series([], dtype=np.int64), ID: pd.Series([], dtype=_TEXT), "_keeper": pd.Series([], dtype=_TEXT)})
+
+
+def _keep_rank(part: pd.DataFrame, rule: KeepRule) -> np.ndarray:
+    """The quality as a rank where smaller is better; a missing quality ranks last."""
+    q = pd.to_numeric(part[rule.quality], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    rank = -q if rule.prefer == "max" else q
+    return np.where(np.isnan(rank), np.inf, rank)
+
+
+def arrow_ids(ids) -> pa.Array:
+    """Record ids as one Arrow text array (zero-copy when they already are Arrow text)."""
+    arr = pa.array(ids, from_pandas=True)
+    arr = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
+    return arr if arr.type == pa.large_string() else pc.cast(arr, pa.large_string())
+
+
+def duplicates_in_groups(thin: pd.DataFrame) -> pd.DataFrame:
+    """(where the row lives, its id, kept id) for every row of a group of equal rows but its keeper.
+
+    The keeper has the best rank, then the lowest id, so arrival order does not matter.
+    One numeric sort by hash sets aside rows whose hash is unique (most rows); ids are
+    compared (by Arrow) only inside a run of equal rows.
+    """
+    h1 = thin["_h1"].to_numpy()
+    rows = np.argsort(h1)
+    h1 = h1[rows]
+    run = np.cumsum(np.r_[True, h1[1:] != h1[:-1]]) - 1
+    shared = np.bincount(run)[run] >= 2
+    if not shared.any():
+        return _DROPPED_META.copy()
+    rows, h1 = rows[shared], h1[shared]
+    h2 = thin["_h2"].to_numpy()[rows]
+    rank = thin["_rank"].to_numpy()[rows] if "_rank" in thin.columns else np.zeros(len(rows))
+    same_h1 = h1[1:] == h1[:-1]
+    if ((h2[1:] != h2[:-1]) & same_h1).any() or ((rank[1:] != rank[:-1]) & same_h1).any():
+        order = np.lexsort((rank, h2, h1))
+        h1, h2, rank, rows = h1[order], h2[order], rank[order], rows[order]
+    ids = arrow_ids(thin[ID]).take(pa.array(rows))
+    new_group = np.r_[True, (h1[1:] != h1[:-1]) | (h2[1:] != h2[:-1])]
+    run_starts = np.flatnonzero(new_group | np.r_[True, rank[1:] != rank[:-1]])
+    best_in_run = segment_argmin(ids, run_starts)
+    keeper = best_in_run[np.flatnonzero(new_group[run_starts])][np.cumsum(new_group) - 1]
+    drop = np.flatnonzero(keeper != np.arange(len(rows)))
+    return pd.DataFrame({
+        "_at": thin["_at"].to_numpy()[rows[drop]],
+        ID: pd.arrays.ArrowExtensionArray(ids.take(pa.array(drop))),
+        "_keeper": pd.arrays.ArrowExtensionArray(ids.take(pa.array(keeper[drop]))),
+    })
+
+
+def segment_argmin(values: pa.Array, starts: np.ndarray, small: int = 16) -> np.ndarray:
+    """Position of the smallest value in each run ``values[starts[k]:starts[k+1]]``.
+
+    Runs of up to ``small`` rows, nearly all of them, are compared column by column;
+    longer ones are each sorted, so no run costs much more than its length.
+    """
+    ends = np.r_[starts[1:], len(values)]
+    sizes = ends - starts
+    best = starts.copy()
+    short = sizes <= small
+    for k in range(1, int(sizes[short].max()) if short.any() else 1):
+        g = np.flatnonzero(short & (sizes > k))
+        cand = starts[g] + k
+        better = pc.less(values.take(pa.array(cand)), values.take(pa.array(best[g]))).to_numpy(zero_copy_only=False)
+        best[g[better]] = cand[better]
+    for g in np.flatnonzero(~short):
+        lo = int(starts[g])
+        best[g] = lo + pc.sort_indices(values.slice(lo, int(sizes[g])))[0].as_py()
+    return best
+
+
+class KeepersByPosition:
+    """Dropped rows addressed by (partition number, row in partition) -> kept id.
+
+    Both passes of exact_dedup run over the same partitions, so a row's position names
+    it without looking every id up in the last pass; the ids of the dropped rows are
+    compared as a check that the partitions did not change between passes.
+    """
+
+    def __init__(self, at: np.ndarray, dropped: pa.Array, kept: pa.Array):
+        order = np.argsort(at, kind="stable")
+        self.at = np.asarray(at, dtype=np.int64)[order]
+        self.dropped, self.kept = dropped.take(pa.array(order)), kept.take(pa.array(order))
+
+    def kept_of(self, part: pd.DataFrame, number: int) -> tuple[np.ndarray, np.ndarray]:
+        lo, hi = np.searchsorted(self.at, [np.int64(number) << np.int64(32), np.int64(number + 1) << np.int64(32)])
+        rows = self.at[lo:hi] & np.int64(0xFFFFFFFF)
+        if not len(rows):
+            return rows, np.zeros(0, dtype=object)
+        if not pc.all(pc.equal(arrow_ids(part[ID].iloc[rows]), self.dropped.slice(lo, hi - lo))).as_py():
+            raise RuntimeError("exact_dedup: the input's partitions changed between its two passes")
+        return rows, self.kept.slice(lo, hi - lo).to_numpy(zero_copy_only=False)
+
+
+class KeepersById:
+    """Dropped id -> kept id (near duplicates, where clusters are known by id)."""
+
+    def __init__(self, drops: dict):
+        self.index = pd.Index(np.array(list(drops), dtype=object))
+        self.kept = np.array(list(drops.values()), dtype=object)
+
+    def kept_of(self, part: pd.DataFrame, number: int) -> tuple[np.ndarray, np.ndarray]:
+        if not len(self.index) or part.empty:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=object)
+        pos = self.index.get_indexer(part[ID].to_numpy(dtype=object))
+        rows = np.flatnonzero(pos >= 0)
+        return rows, self.kept[pos[rows]]
 
 
 # -- signatures for near duplicates ------------------------------------------------------
@@ -331,7 +437,7 @@ class _NearDedup(Stage):
         clusters = shapes.fit(edges, lambda p, s: Clusters.of(p), lambda a, b: a.merge(b), label=f"{self.ctx.name}-components")
         self.clusters_ = clusters
         drops = clusters.drops(self.options)
-        return shapes.map(frame, _drop_members, shapes.broadcast(drops), label=self.ctx.name)
+        return shapes.map(frame, _drop_members, shapes.broadcast(KeepersById(drops)), label=self.ctx.name)
 
     def summary(self) -> dict:
         c = getattr(self, "clusters_", None)
@@ -347,11 +453,19 @@ class _NearDedup(Stage):
         }
 
 
-def _drop_members(part: pd.DataFrame, drops: dict) -> pd.DataFrame:
+def _drop_members(part: pd.DataFrame, keepers, partition_info=None) -> pd.DataFrame:
+    """Reject the rows ``keepers`` names, each with ``duplicate-of=<kept id>``."""
     part = with_marks(part)
-    keeper = part[ID].map(drops)
-    hit = keeper.notna().to_numpy()
-    return reject(part, hit, np.array([f"duplicate-of={k}" for k in keeper.fillna("")], dtype=object))
+    if part.empty:
+        return part
+    rows, kept = keepers.kept_of(part, partition_info["number"] if partition_info else 0)
+    if len(rows):
+        hit = np.zeros(len(part), dtype=bool)
+        hit[rows] = True
+        reasons = np.full(len(part), None, dtype=object)
+        reasons[rows] = ["duplicate-of=" + str(k) for k in kept]
+        part = reject(part, hit, reasons)
+    return part
 
 
 # -- near_dedup_images -----------------------------------------------------------------
