@@ -22,6 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, help="worker processes (local default: one per core)")
     p.add_argument("--output", help="output folder (default: the job's sink.path)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run of this job from its last checkpoint")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a job field, e.g. --set seed=3")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -98,7 +99,7 @@ def _run(args) -> int:
     print(f"dsbuild: {spec.name} → {out}", file=sys.stderr)
     with connect(args.cluster, args.workers) as client:
         print(f"dashboard: {client.dashboard_link}", file=sys.stderr)
-        manifest = run(spec, output=out, overwrite=args.overwrite, client=client, progress=not args.quiet)
+        manifest = run(spec, output=out, overwrite=args.overwrite, client=client, progress=not args.quiet, resume=args.resume)
     print(summary_table(manifest))
     return 0
 

@@ -26,7 +26,7 @@ import dsbuild
 from dsbuild.io.sink import Sink
 from dsbuild.io.sources import RAW, read_source
 from dsbuild.job import JobSpec, load_job
-from dsbuild.records import ID, REASON, STAGE
+from dsbuild.records import ID, REASON, STAGE, stable_hash64
 from dsbuild.stages.base import ADDED, METRIC, REJECT, Shapes, Stage, StageError
 
 INTERNAL = (REJECT, ADDED, RAW)
@@ -45,9 +45,15 @@ class StageRun:
     name: str
     shape: str
     stage: Stage | None
-    output: object  # the stage's marked output frame (dask)
+    output: object  # the stage's marked output frame (dask); None once restored from a checkpoint
     fit_seconds: float = 0.0
     counts: dict = field(default_factory=dict)
+    options: dict = field(default_factory=dict)
+    summary: dict = field(default_factory=dict)
+
+    def record(self) -> dict:
+        return {"name": self.name, "shape": self.shape, "fit_seconds": self.fit_seconds,
+                "counts": self.counts, "options": self.options, "summary": self.summary}
 
 
 def run(
@@ -60,10 +66,13 @@ def run(
     client=None,
     progress: bool = False,
     overrides: dict | None = None,
+    resume: bool = False,
 ) -> dict:
     """Run a job (path, YAML text, dict or JobSpec) and return its manifest.
 
     Uses ``client`` if given, else starts the cluster ``cluster`` names (see runtime).
+    ``resume=True`` continues an interrupted run of the same job from its last complete
+    checkpoint (kept rows written before each multi-pass stage).
     """
     spec = load_job(job, overrides)
     if output:
@@ -74,21 +83,29 @@ def run(
         shard_bytes=spec.sink.shard_bytes,
         compression=spec.sink.compression,
         overwrite=overwrite,
+        key=job_key(spec),
     )
     sink.check_target()
+    if not resume:
+        sink.abort()  # a stale temporary folder of an earlier, interrupted run of this job
     if client is not None:
-        return _run(spec, sink, client, progress)
+        return _run(spec, sink, client, progress, resume)
     from dsbuild.runtime import connect
 
     with connect(cluster, workers) as c:
-        return _run(spec, sink, c, progress)
+        return _run(spec, sink, c, progress, resume)
 
 
-def _run(spec: JobSpec, sink: Sink, client, progress: bool) -> dict:
+def job_key(spec: JobSpec) -> str:
+    """Names the temporary folder, so a resumed run finds its own checkpoints."""
+    return f"{stable_hash64(json.dumps(spec.resolved(), sort_keys=True)):016x}"
+
+
+def _run(spec: JobSpec, sink: Sink, client, progress: bool, resume: bool = False) -> dict:
     t0 = time.perf_counter()
     try:
         with dask.config.set({"dataframe.shuffle.method": "p2p"}), _task_stream(client) as stream:
-            ex = Execution(spec, sink, client, progress)
+            ex = Execution(spec, sink, client, progress, resume)
             ex.run()
         t_compute = time.perf_counter()
         data_shards, data_schema = sink.finish("data", ex.files["data"], [ex.kept_meta], cast_conflicts_to_string=False)
@@ -103,6 +120,10 @@ def _run(spec: JobSpec, sink: Sink, client, progress: bool) -> dict:
         sink.write_text("manifest.json", json.dumps(manifest, indent=2, default=str))
         _write_report(sink, manifest)
         sink.commit()
+    except KeyboardInterrupt:
+        if not sink.has_checkpoints():
+            sink.abort()
+        raise
     except BaseException:
         sink.abort()
         raise
@@ -116,13 +137,14 @@ class Execution:
     Map and group stages pass over their input once, so a chain of them stays lazy.
     A stage that passes over its input more than once (fit → apply, chains) would
     recompute everything upstream on each pass; before such a stage the rows kept so far
-    are persisted on the cluster (Dask spills them to disk under memory pressure) and,
-    in the same compute, the rejects and counts of the stages before it are written.
+    are written to a checkpoint in the output's temporary folder and read back, and in
+    the same compute the rejects and counts of the stages before it are written. Memory
+    stays bounded, and an interrupted run resumes from its last complete checkpoint.
     The last flush writes the kept rows.
     """
 
-    def __init__(self, spec: JobSpec, sink: Sink, client, progress: bool):
-        self.spec, self.sink, self.client, self.progress = spec, sink, client, progress
+    def __init__(self, spec: JobSpec, sink: Sink, client, progress: bool, resume: bool = False):
+        self.spec, self.sink, self.client, self.progress, self.resume = spec, sink, client, progress, resume
         self.runs: list[StageRun] = []
         self.pending: list[int] = []
         self.files: dict[str, list[dict]] = {"data": [], "rejects": []}
@@ -130,6 +152,7 @@ class Execution:
         self.warnings: list[str] = []
         self.source = None
         self.kept_meta = None
+        self.resumed_from: int | None = None
 
     def run(self) -> None:
         spec = self.spec
@@ -139,22 +162,28 @@ class Execution:
         marked = frame if REJECT in frame.columns else frame.assign(**{REJECT: None})
         kept = self._add_run(StageRun("source", "read", None, marked))
         stages = spec.build_stages()
+        restored = self._restore(stages, kept) if self.resume else None
+        start = 0
+        if restored is not None:
+            start, kept = restored
         shapes = Shapes()
         for i, stage in enumerate(stages):
             self.warnings += stage.order_warnings(stages[:i], stages[i + 1 :])
+            if i < start:
+                continue
             try:
                 stage.check(kept._meta)
             except StageError as e:
                 raise StageError(f"stages[{i}] {stage.ctx.name}: {e}") from None
-            if stage.shape not in ("map", "group"):
-                kept = self._flush(kept)
+            if stage.shape not in ("map", "group") and not (i == start and restored is not None):
+                kept = self._flush(kept, checkpoint=i)
             t = time.perf_counter()
             out = stage.build(kept, shapes)
             kept = self._add_run(StageRun(stage.ctx.name, stage.shape, stage, out, time.perf_counter() - t))
         for note in self.warnings:
             warnings.warn(note, DsbuildWarning, stacklevel=4)
         self.kept_meta = kept._meta
-        self._flush(kept, final=True)
+        self._flush(kept)
 
     def _add_run(self, run_: StageRun):
         self.pending.append(len(self.runs))
@@ -162,8 +191,10 @@ class Execution:
         self.reject_metas.append(_rejected(run_.output, run_.name)._meta)
         return _kept(run_.output)
 
-    def _flush(self, kept, final: bool = False):
-        """Compute the pending stages' rejects and counts, and persist or write ``kept``."""
+    def _flush(self, kept, checkpoint: int | None = None):
+        """Compute the pending stages' rejects and counts, and write ``kept``: to the
+        output's data when this is the end, else to the checkpoint before stage
+        ``checkpoint``, which is read back as the next stage's input."""
         pending = [self.runs[r] for r in self.pending]
         rejects = [
             _written(_rejected(run_.output, run_.name), self.sink, self.sink.staging("rejects", f"{r:03d}"), f"rejects-{r}")
@@ -173,25 +204,86 @@ class Execution:
             run_.output.map_partitions(_partition_counts, meta=_COUNTS_META, token=f"dsbuild-count-{r}")
             for r, run_ in zip(self.pending, pending)
         ]
-        head = _written(kept, self.sink, self.sink.staging("data", "kept"), "data") if final else kept
-        persisted = self.client.persist([head, *rejects, *counts])
+        folder = self.sink.staging("data", "kept") if checkpoint is None else self.sink.checkpoint(checkpoint)
+        futures = self.client.compute([_written(kept, self.sink, folder, "data"), *rejects, *counts])
         if self.progress:
             from distributed import progress as show_progress
 
-            show_progress(persisted)
+            show_progress(futures)
             print(file=sys.stderr)
-        small = self.client.compute(persisted[0 if final else 1 :])
-        results = self.client.gather(small)
-        if final:
-            self.files["data"] = _in_order(results[0])
-            results = results[1:]
+        results = self.client.gather(futures)
+        kept_files = _in_order(results[0])
         n = len(pending)
-        for frame in results[:n]:
+        for frame in results[1 : 1 + n]:
             self.files["rejects"].extend(_in_order(frame))
-        for run_, frame in zip(pending, results[n:]):
+        for run_, frame in zip(pending, results[1 + n :]):
             run_.counts = _sum_counts(frame["counts"])
+            if run_.stage is not None:
+                run_.options = run_.stage.options.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+                run_.summary = run_.stage.summary()
         self.pending = []
-        return persisted[0]
+        if checkpoint is None:
+            self.files["data"] = kept_files
+            return None
+        self.sink.write_checkpoint(checkpoint, {
+            "fingerprint": self.source.fingerprint(),
+            "runs": [r.record() for r in self.runs],
+            "rejects": self.files["rejects"],
+            "kept": kept_files,
+        })
+        return _read_checkpoint(kept_files, kept._meta)
+
+    def _restore(self, stages: list[Stage], source_kept):
+        """(first stage to run, its input) from the last complete checkpoint, or None."""
+        found = self.sink.last_checkpoint()
+        if found is None:
+            return None
+        index, state = found
+        if state["fingerprint"] != self.source.fingerprint():
+            raise RuntimeError(
+                f"cannot resume: the input changed since the interrupted run ({self.sink.tmp}); run without --resume"
+            )
+        self.sink.drop_staging_after(len(state["runs"]))
+        self.runs = [StageRun(r["name"], r["shape"], None, None, r["fit_seconds"], r["counts"], r["options"], r["summary"]) for r in state["runs"]]
+        self.pending = []
+        self.files["rejects"] = list(state["rejects"])
+        self.resumed_from = index
+        return index, _read_checkpoint(state["kept"], _checkpoint_meta(state["kept"], source_kept._meta))
+
+
+def _read_checkpoint(files: list[dict], meta: pd.DataFrame):
+    import dask.dataframe as dd
+
+    if not files:
+        return dd.from_pandas(meta, npartitions=1)
+    paths = [f["path"] for f in files]
+    return dd.from_map(_CheckpointPart(meta), paths, meta=meta, divisions=None, label="read-checkpoint", enforce_metadata=False)
+
+
+def _checkpoint_meta(files: list[dict], fallback: pd.DataFrame) -> pd.DataFrame:
+    """The kept rows' schema as the checkpoint stored it (restored stages may have
+    changed columns in ways an empty frame cannot show)."""
+    if not files:
+        return fallback
+    import pyarrow.parquet as pq
+
+    from dsbuild.io.sources import to_pandas
+
+    return to_pandas(pq.read_schema(files[0]["path"]).empty_table())
+
+
+class _CheckpointPart:
+    def __init__(self, meta: pd.DataFrame):
+        self.meta = meta
+
+    def __call__(self, path: str) -> pd.DataFrame:
+        import pyarrow.parquet as pq
+
+        from dsbuild.io.sources import to_pandas
+
+        part = to_pandas(pq.read_table(path))
+        mismatched = {c: t for c, t in self.meta.dtypes.items() if c in part.columns and part[c].dtype != t}
+        return part.astype(mismatched) if mismatched else part
 
 
 def validate_against_source(spec: JobSpec) -> list[str]:
@@ -364,11 +456,10 @@ def _manifest(spec, ex: Execution, data_shards, reject_shards, data_schema, reje
             "metrics": dict(sorted(c["metrics"].items())),
             "seconds": {"fit": round(run_.fit_seconds, 3), "tasks": round(task_seconds.get(run_.name, 0.0), 3)},
         }
-        if run_.stage is not None:
-            entry["options"] = run_.stage.options.model_dump(mode="json", by_alias=True, exclude_defaults=True)
-            summary = run_.stage.summary()
-            if summary:
-                entry["summary"] = summary
+        if run_.name != "source":
+            entry["options"] = run_.options
+            if run_.summary:
+                entry["summary"] = run_.summary
         stages.append(entry)
         rows_in = c["kept"]
     info = client.scheduler_info() if client is not None else {}
@@ -401,6 +492,7 @@ def _manifest(spec, ex: Execution, data_shards, reject_shards, data_schema, reje
             "rejects": _schema_json(reject_schema),
         },
         "warnings": ex.warnings,
+        "resumed_from_stage": ex.resumed_from,
         "cluster": {
             "workers": len(workers),
             "threads": sum(w.get("nthreads", 0) for w in workers.values()),

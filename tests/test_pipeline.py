@@ -196,3 +196,43 @@ def test_a_run_killed_half_way_leaves_nothing_that_looks_complete(tmp_path):
     assert list(tmp_path.glob("out.tmp-*")), "the run was killed before it began writing"
     out = tmp_path / "out"
     assert not (out / "_SUCCESS").exists() and not (out / "manifest.json").exists()
+
+
+def test_resume_after_the_driver_is_killed(client, tmp_path):
+    """Kill `dsbuild run` after its first checkpoint; `--resume` finishes from there and
+    the output equals an undisturbed run."""
+    import yaml
+
+    job = {
+        "name": "resumable",
+        "source": {"format": "sample", "name": "adult", "partitions": 4},
+        "columns": {"label": "income", "sensitive": ["sex"]},
+        "stages": [
+            {"select": {"where": [{"column": "age", "op": ">=", "value": 20}]}},
+            {"reweigh": {}},
+            *[{"cast": {"schema": {"hours-per-week": "float"}}}] * 30,
+        ],
+        "sink": {"path": str(tmp_path / "out"), "shard_rows": 5000},
+    }
+    dsbuild.run(job, output=str(tmp_path / "undisturbed"), client=client)
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(job))
+    command = [sys.executable, "-m", "dsbuild.cli", "run", str(path), "--workers", "1", "--quiet"]
+    proc = subprocess.Popen(command, cwd=ROOT, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.time() + 180
+    while time.time() < deadline and not list(tmp_path.glob("out.tmp-*/_checkpoints/before-001.json")):
+        assert proc.poll() is None, proc.stdout.read().decode()
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "out").exists()
+    done = subprocess.run([*command, "--resume"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["resumed_from_stage"] == 1
+    assert manifest["ledger"]["balanced"] and manifest["stages"][2]["name"] == "reweigh"
+    kept, rejects = read_output(tmp_path / "out")
+    kept_0, rejects_0 = read_output(tmp_path / "undisturbed")
+    pd.testing.assert_frame_equal(kept, kept_0)
+    pd.testing.assert_frame_equal(rejects, rejects_0)
+    assert not list(tmp_path.glob("out.tmp-*"))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import posixpath
 import uuid
 
@@ -33,13 +34,13 @@ class OutputExists(FileExistsError):
 class Sink:
     """Where one run's output goes, and the temporary folder it is built in."""
 
-    def __init__(self, path: str, *, shard_rows: int, shard_bytes: int, compression: str, overwrite: bool = False):
+    def __init__(self, path: str, *, shard_rows: int, shard_bytes: int, compression: str, overwrite: bool = False, key: str | None = None):
         self.fs, _, (self.path,) = fsspec.get_fs_token_paths(path)
         self.path = self.path.rstrip("/")
         self.shard_rows, self.shard_bytes = shard_rows, shard_bytes
         self.compression = None if compression == "none" else compression
         self.overwrite = overwrite
-        self.tmp = f"{self.path}.tmp-{uuid.uuid4().hex[:12]}"
+        self.tmp = f"{self.path}.tmp-{key or uuid.uuid4().hex[:12]}"
 
     def check_target(self) -> None:
         """Refuse to replace a non-empty folder unless asked; checked before any work."""
@@ -49,6 +50,38 @@ class Sink:
 
     def staging(self, kind: str, group: str) -> str:
         return posixpath.join(self.tmp, "_staging", kind, group)
+
+    # checkpoints: kept rows before stage i, and a JSON file written when they are complete
+    def checkpoint(self, i: int) -> str:
+        return posixpath.join(self.tmp, "_checkpoints", f"before-{i:03d}")
+
+    def write_checkpoint(self, i: int, state: dict) -> None:
+        with self.fs.open(self.checkpoint(i) + ".json", "w") as f:
+            json.dump(state, f, default=str)
+
+    def has_checkpoints(self) -> bool:
+        return self.last_checkpoint() is not None
+
+    def last_checkpoint(self) -> tuple[int, dict] | None:
+        folder = posixpath.join(self.tmp, "_checkpoints")
+        if not self.fs.exists(folder):
+            return None
+        done = sorted(p for p in self.fs.ls(folder, detail=False) if p.endswith(".json"))
+        if not done:
+            return None
+        with self.fs.open(done[-1]) as f:
+            state = json.load(f)
+        return int(posixpath.basename(done[-1])[len("before-") : -len(".json")]), state
+
+    def drop_staging_after(self, runs: int) -> None:
+        """Forget what an interrupted run wrote after its last complete checkpoint."""
+        rejects = posixpath.join(self.tmp, "_staging", "rejects")
+        for path in self.fs.ls(rejects, detail=False) if self.fs.exists(rejects) else []:
+            if int(posixpath.basename(path)) >= runs:
+                self.fs.rm(path, recursive=True)
+        data = posixpath.join(self.tmp, "_staging", "data")
+        if self.fs.exists(data):
+            self.fs.rm(data, recursive=True)
 
     def write_partition(self, part: pd.DataFrame, folder: str, index: int) -> list[dict]:
         """Write one partition as one or more files under the shard limits (runs on a worker)."""
@@ -108,7 +141,9 @@ class Sink:
 
     def commit(self) -> None:
         """Mark success inside the temporary folder, then move it into place."""
-        self.fs.rm(posixpath.join(self.tmp, "_staging"), recursive=True) if self.fs.exists(posixpath.join(self.tmp, "_staging")) else None
+        for scratch in ("_staging", "_checkpoints"):
+            if self.fs.exists(posixpath.join(self.tmp, scratch)):
+                self.fs.rm(posixpath.join(self.tmp, scratch), recursive=True)
         self.write_text(SUCCESS, "")
         old = None
         if self.fs.exists(self.path):
