@@ -239,7 +239,7 @@ def scaling_table(quick: bool) -> str:
     for method in ("l2", "slab", "svd"):
         a, b = times[1, method], times[2, method]
         lines.append(f"| {method} | {a:.1f} | {b:.1f} | {a / b:.2f}× |")
-    return f"{n:,} rows × {d} features, {parts} partitions, fraction 0.05 (budget {int(0.05 * n):,} rows, found through score histograms).\n\n" + "\n".join(lines)
+    return f"{n:,} rows × {d} features, {parts} partitions, fraction 0.05 (budget {int(0.05 * n):,} rows; {'narrowed by score histograms, then collected' if 0.05 * n > Sanitize.COLLECT_LIMIT else 'collected in one pass'}).\n\n" + "\n".join(lines)
 
 
 def run(quick: bool = False) -> str:
