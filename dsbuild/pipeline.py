@@ -497,8 +497,26 @@ def _manifest(spec, ex: Execution, data_shards, reject_shards, data_schema, reje
             "workers": len(workers),
             "threads": sum(w.get("nthreads", 0) for w in workers.values()),
             "dashboard": getattr(client, "dashboard_link", None),
+            "memory_limit_bytes": {w.get("name", a): w.get("memory_limit") for a, w in workers.items()},
+            "peak_rss_bytes": _peak_worker_memory(client),
         },
     }
+
+
+def _peak_worker_memory(client) -> dict:
+    """Each worker process's peak resident memory since it started (getrusage)."""
+    try:
+        peaks = client.run(_peak_rss)
+    except Exception:  # noqa: BLE001 - a worker that cannot answer must not fail a finished run
+        return {}
+    names = {a: w.get("name", a) for a, w in client.scheduler_info().get("workers", {}).items()}
+    return {str(names.get(a, a)): v for a, v in peaks.items()}
+
+
+def _peak_rss() -> int:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def _schema_json(schema) -> list[dict]:

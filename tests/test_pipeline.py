@@ -68,6 +68,8 @@ def test_output_contract(client, tmp_path):
     assert ds.dataset(out / "data").count_rows() == 1440
     assert len(dd.read_parquet(str(out / "data"))) == 1440
     assert manifest["input"]["fingerprint"] == on_disk["input"]["fingerprint"]
+    peaks = on_disk["cluster"]["peak_rss_bytes"]
+    assert len(peaks) == 2 and all(50 * 2**20 < v < 4 * 2**30 for v in peaks.values())
 
 
 def test_same_rows_whatever_the_workers_and_partitions(client, tmp_path):
