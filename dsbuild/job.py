@@ -8,6 +8,7 @@ is data and cannot import or run code.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import os
 from pathlib import Path
@@ -111,10 +112,17 @@ class JobSpec(_Spec):
                 out.append(entry)
         return out
 
-    def build_stages(self) -> list[Stage]:
-        """Fresh stage objects bound to this job: names made unique (``impute#2``)."""
+    def build_stages(self, source_meta=None) -> list[Stage]:
+        """Fresh stage objects bound to this job: names made unique (``impute#2``).
+
+        With the source's schema, a job that names no features gets them fixed here:
+        the source's numeric columns with no other role. Columns stages write later
+        (scores, weights, confidences) never become features by accident.
+        """
         stages, seen = [], {}
         roles = self.columns.roles()
+        if source_meta is not None and not roles.features:
+            roles = dataclasses.replace(roles, features=tuple(roles.feature_columns(source_meta)))
         for spec in self.stages:
             seen[spec.name] = seen.get(spec.name, 0) + 1
             name = spec.name if seen[spec.name] == 1 else f"{spec.name}#{seen[spec.name]}"

@@ -161,7 +161,7 @@ class Execution:
         _check_roles(spec, frame._meta)
         marked = frame if REJECT in frame.columns else frame.assign(**{REJECT: None})
         kept = self._add_run(StageRun("source", "read", None, marked))
-        stages = spec.build_stages()
+        stages = spec.build_stages(frame._meta)
         restored = self._restore(stages, kept) if self.resume else None
         start = 0
         if restored is not None:
@@ -295,7 +295,7 @@ def validate_against_source(spec: JobSpec) -> list[str]:
     frame = _apply_id_role(read_source(spec.source, count_rows=False).frame, spec.columns.id)
     _check_roles(spec, frame._meta)
     meta = kept_rows(frame._meta if REJECT in frame.columns else frame._meta.assign(**{REJECT: None}))
-    stages = spec.build_stages()
+    stages = spec.build_stages(frame._meta)
     notes = []
     for i, stage in enumerate(stages):
         notes += stage.order_warnings(stages[:i], stages[i + 1 :])
