@@ -14,7 +14,7 @@ def cluster():
         threads_per_worker=1,
         processes=True,
         memory_limit="4GiB",
-        dashboard_address=None,
+        dashboard_address=":0",
         host="127.0.0.1",
     ) as c:
         yield c
