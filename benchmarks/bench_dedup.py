@@ -17,7 +17,7 @@ import pandas as pd
 from dsbuild.dedup_samples import dedup_scores, near_copy_frame
 from dsbuild.kernels import lsh
 from dsbuild.kernels.decode import decode_image
-from dsbuild.kernels.hashing import decode_for_hash, dhash_from_pixels, hamming, phash_from_thumbnails, thumbnails
+from dsbuild.kernels.hashing import decode_for_hash, dhash_from_thumbnails, hamming, phash_from_thumbnails, thumbnails
 from dsbuild.kernels.minhash import MinHasher, band_keys, exact_jaccard, jaccard_estimate, optimal_bands, shingle_hashes
 from dsbuild.kernels.unionfind import Forest
 
@@ -99,7 +99,7 @@ def hash_speed(n: int) -> tuple[list[str], float]:
 
     def ours_pixels():
         th = thumbnails(pixels)
-        return phash_from_thumbnails(th), dhash_from_pixels(pixels)
+        return phash_from_thumbnails(th), dhash_from_thumbnails(th)
 
     def ours_bytes():
         dec = [decode_for_hash(d) for d in data]

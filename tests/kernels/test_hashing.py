@@ -10,6 +10,7 @@ from skimage import data
 from dsbuild.kernels.decode import encode_image
 from dsbuild.kernels.hashing import (
     dct_matrix,
+    dhash_from_thumbnails,
     hamming,
     image_content_hashes,
     perceptual_hashes,
@@ -76,3 +77,20 @@ def test_perceptual_hash_close_for_copies_far_for_other_photos(astronaut, kind):
     assert ok.tolist() == [True, True, True, True, False]
     assert hamming(h[0], h[1]) <= 4 and hamming(h[0], h[2]) <= 4
     assert hamming(h[0], h[3]) >= 16
+
+
+def test_batched_dhash_equals_opencv_area_resize_of_the_thumbnail(astronaut):
+    thumbs = thumbnails([astronaut, data.camera(), data.coins()])
+    for t, h in zip(thumbs, dhash_from_thumbnails(thumbs)):
+        small = cv2.resize(t, (9, 8), interpolation=cv2.INTER_AREA)
+        bits = (np.rint(small[:, 1:]) > np.rint(small[:, :-1])).reshape(-1)
+        assert int(h) == int("".join("1" if b else "0" for b in bits), 2)
+
+
+def test_thumbnails_of_large_and_odd_sized_images_hash_like_a_direct_area_resize():
+    big = cv2.resize(data.camera(), (1401, 999), interpolation=cv2.INTER_CUBIC)
+    images = [big, big[:333, :517], data.coins()]
+    direct = np.stack([cv2.resize(img, (32, 32), interpolation=cv2.INTER_AREA) for img in images]).astype(np.float32)
+    halved = thumbnails(images)
+    assert np.abs(halved - direct).mean() < 5
+    assert (hamming(phash_from_thumbnails(halved), phash_from_thumbnails(direct)) <= 4).all()
