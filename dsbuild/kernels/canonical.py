@@ -91,19 +91,23 @@ def canonicalize(
     if case not in CASES:
         raise ValueError(f"case must be one of {CASES}, got {case!r}")
     table = table or SynonymTable()
-    present = values.notna().to_numpy()
-    text = values.astype("str")
+    text = values if isinstance(values.dtype, pd.StringDtype) else values.astype("str")
     codes, uniques = pd.factorize(text, use_na_sentinel=True)
-    mapped = np.empty(len(uniques), dtype=object)
-    unknown_u = np.zeros(len(uniques), dtype=bool)
-    for i, raw in enumerate(uniques):
-        found = table.find(raw)
+    raw = [str(u) for u in uniques]
+    mapped = np.empty(len(raw), dtype=object)
+    unknown_u = np.zeros(len(raw), dtype=bool)
+    for i, spelling in enumerate(raw):
+        found = table.find(spelling)
         unknown_u[i] = found is None and table.closed
-        mapped[i] = found if found is not None else tidy(raw, trim=trim, nfkc=nfkc, case=case)
-    out = np.full(len(values), np.nan, dtype=object)
-    out[present] = mapped[codes[present]]
-    result = pd.Series(out, index=values.index, dtype="str")
-    changed = present & (result.to_numpy(dtype=object) != text.to_numpy(dtype=object))
-    unknown = np.zeros(len(values), dtype=bool)
-    unknown[present] = unknown_u[codes[present]]
+        mapped[i] = found if found is not None else tidy(spelling, trim=trim, nfkc=nfkc, case=case)
+    changed_u = mapped != np.array(raw, dtype=object)
+    result = pd.Series(pd.array(mapped, dtype="str").take(codes, allow_fill=True), index=values.index)
+    present = codes >= 0
+    changed = present & _spread(changed_u, codes)
+    unknown = present & _spread(unknown_u, codes)
     return result, changed, unknown
+
+
+def _spread(per_unique: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """A per-distinct-value flag as a per-row flag (False for missing rows, code -1)."""
+    return np.r_[per_unique, False][codes]

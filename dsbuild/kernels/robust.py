@@ -102,6 +102,38 @@ class ValueCounts:
         value = self.values[int(np.argmax(self.counts))]
         return value.item() if hasattr(value, "item") else value
 
+    @classmethod
+    def by_group(cls, codes: np.ndarray, values: pd.Series) -> dict[int, ValueCounts]:
+        """Exact counts of ``values`` within each group code, in one vectorised pass.
+
+        ``codes`` are non-negative group numbers, one per row; missing values are skipped.
+        The same counts as ``ValueCounts.of`` on each group's rows.
+        """
+        values = values if isinstance(values, pd.Series) else pd.Series(values)
+        present = values.notna().to_numpy()
+        if not present.all():
+            codes, values = codes[present], values[present]
+        if not len(values):
+            return {}
+        vcodes, uniques = pd.factorize(values, sort=True)
+        uniques = _present(pd.Series(uniques))
+        nv = len(uniques)
+        keys = codes.astype(np.int64) * nv + vcodes
+        span = (int(codes.max()) + 1) * nv
+        if span <= 4 * len(keys) + 1024:
+            counts = np.bincount(keys, minlength=span)
+            keys = np.flatnonzero(counts)
+            counts = counts[keys]
+        else:
+            keys, counts = np.unique(keys, return_counts=True)
+        group, value = keys // nv, keys % nv
+        starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
+        ends = np.r_[starts[1:], len(keys)]
+        return {
+            int(group[a]): cls(uniques[value[a:b]], counts[a:b].astype(np.int64))
+            for a, b in zip(starts, ends)
+        }
+
     def deviations(self, center: float) -> ValueCounts:
         """Counts of ``|x - center|``, for the MAD without another pass over the data."""
         dev = np.abs(self.values.astype(np.float64) - center)
@@ -192,11 +224,20 @@ class Distribution:
 
     @classmethod
     def of(cls, values, max_distinct: int = 50_000, alpha: float = 0.005) -> Distribution:
+        return cls.from_counts(ValueCounts.of(values), max_distinct, alpha)
+
+    @classmethod
+    def from_counts(cls, counts: ValueCounts, max_distinct: int = 50_000, alpha: float = 0.005) -> Distribution:
         out = cls(max_distinct, alpha)
-        x = _present(values)
-        out.total = float(x.sum()) if x.dtype != object else math.nan
-        out.counts = ValueCounts.of(x)
+        numeric = counts.values.dtype != object
+        out.total = float(np.dot(counts.values, counts.counts)) if numeric else math.nan
+        out.counts = counts
         return out._maybe_sketch()
+
+    @classmethod
+    def by_group(cls, codes: np.ndarray, values, max_distinct: int = 50_000, alpha: float = 0.005) -> dict[int, Distribution]:
+        """One distribution per group code (see :meth:`ValueCounts.by_group`)."""
+        return {g: cls.from_counts(vc, max_distinct, alpha) for g, vc in ValueCounts.by_group(codes, values).items()}
 
     def _maybe_sketch(self) -> Distribution:
         if self.counts is not None and self.counts.distinct > self.max_distinct:

@@ -172,15 +172,14 @@ def convert_column(
     n = len(values)
     default = table.unit(assume) if assume is not None else table.target
     if unit_column is not None:
-        row_units = unit_column.astype("string").str.strip().fillna("").to_numpy(dtype=object)
+        unit_codes, unit_names = pd.factorize(unit_column.astype("str").str.strip().fillna(""))
     else:
-        row_units = np.full(n, "", dtype=object)
+        unit_codes, unit_names = np.zeros(n, dtype=np.int64), np.array([""] if n else [], dtype=object)
     present = values.notna().to_numpy()
     out = np.full(n, np.nan)
     changed = np.zeros(n, dtype=bool)
     problem = np.full(n, None, dtype=object)
     numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
-    unit_codes, unit_names = pd.factorize(row_units)
     for code, name in enumerate(unit_names):
         rows = unit_codes == code
         fallback = table.unit(name) if name else default
@@ -191,12 +190,11 @@ def convert_column(
             out[rows] = table.convert(values.to_numpy(dtype=np.float64, na_value=np.nan)[rows], fallback)
             changed[rows] = fallback != table.target
         else:
-            text = values[rows].astype("string").fillna("").to_numpy(dtype=object)
-            codes, uniques = pd.factorize(text)
+            codes, uniques = pd.factorize(values if len(unit_names) == 1 else values[rows])
             parsed = [parse_quantity(str(u), table, fallback) for u in uniques]
-            out[rows] = np.array([p[0] for p in parsed], dtype=np.float64)[codes] if parsed else []
-            changed[rows] = np.array([p[1] for p in parsed], dtype=bool)[codes] if parsed else []
-            problem[rows] = np.array([p[2] for p in parsed], dtype=object)[codes] if parsed else []
+            out[rows] = np.array([p[0] for p in parsed] + [np.nan], dtype=np.float64)[codes]
+            changed[rows] = np.array([p[1] for p in parsed] + [False], dtype=bool)[codes]
+            problem[rows] = np.array([p[2] for p in parsed] + [None], dtype=object)[codes]
     out[~present] = np.nan
     changed &= present
     problem[~present] = None

@@ -12,15 +12,20 @@ import pandas as pd
 from pydantic import Field, model_validator
 
 from dsbuild.kernels.canonical import SynonymTable, canonicalize
-from dsbuild.kernels.constraints import FunctionalDependency, group_codes, repair_by_majority
+from dsbuild.kernels.constraints import (
+    FunctionalDependency,
+    majority_table,
+    pair_counts,
+    repair,
+)
 from dsbuild.kernels.decode import image_problem
-from dsbuild.kernels.robust import Distribution, ValueCounts, iqr_fences, robust_scale, robust_z
+from dsbuild.kernels.robust import Distribution, ValueCounts, iqr_fences, robust_scale
 from dsbuild.kernels.units import UnitTable, convert_column
 from dsbuild.records import ID
 from dsbuild.stages.base import (
     FitApplyStage,
-    GroupStage,
     MapStage,
+    Stage,
     StageError,
     StageOptions,
     register,
@@ -252,17 +257,33 @@ def _details(rule: str, values) -> np.ndarray:
     return np.array([f"{rule}={v}" for v in text], dtype=object)
 
 
-def _group_key(part: pd.DataFrame, by: list[str]) -> np.ndarray:
-    """One string per row naming its group (``"*"`` when there is no grouping).
+def _groups(part: pd.DataFrame, by: list[str]) -> tuple[np.ndarray, list[str]]:
+    """(code per row, name per code): the row's group as a number, and each group's name.
 
-    Strings are built for the distinct combinations only, then spread to the rows.
+    Names (``"*"`` without grouping; values joined by ``\x1f``; ``<NA>`` for missing)
+    depend on the values only, so statistics keyed by name merge across partitions;
+    they are built for the distinct combinations only.
     """
     if not by:
-        return np.full(len(part), "*", dtype=object)
-    text = [part[c].astype("str").fillna("<NA>").to_numpy(dtype=object) for c in by]
-    codes, uniques = pd.factorize(pd.MultiIndex.from_arrays(text)) if len(by) > 1 else pd.factorize(text[0])
-    names = np.array(["\x1f".join(map(str, u)) if len(by) > 1 else str(u) for u in uniques], dtype=object)
-    return names[codes] if len(names) else np.array([], dtype=object)
+        return np.zeros(len(part), dtype=np.int64), ["*"]
+    codes, uniques = pd.factorize(part[by[0]], use_na_sentinel=False)
+    names = [_value_name(u) for u in uniques]
+    for column in by[1:]:
+        more, more_uniques = pd.factorize(part[column], use_na_sentinel=False)
+        pairs, first = np.unique(codes.astype(np.int64) * max(len(more_uniques), 1) + more, return_inverse=True)
+        width = max(len(more_uniques), 1)
+        names = [f"{names[p // width]}\x1f{_value_name(more_uniques[p % width])}" for p in pairs]
+        codes = first.reshape(-1)
+    return codes.astype(np.int64, copy=False), names
+
+
+def _value_name(value) -> str:
+    return "<NA>" if pd.isna(value) else str(value)
+
+
+def _per_group(names: list[str], table: dict, default=np.nan, dtype=np.float64) -> np.ndarray:
+    """A value per group code, looked up by group name (``default`` for unseen groups)."""
+    return np.array([table.get(n, default) for n in names], dtype=dtype)
 
 
 def _merge_dicts(a: dict, b: dict, merge) -> dict:
@@ -473,15 +494,12 @@ class Impute(FitApplyStage):
         for column, rule in o.rules().items():
             if rule.strategy == "constant":
                 continue
-            groups = _group_key(part, rule.by)
-            frame = pd.DataFrame({"g": groups, "v": part[column].to_numpy()})
-            frame = frame[part[column].notna().to_numpy()]
+            codes, names = _groups(part, rule.by)
             if rule.strategy == "mode":
-                out[column] = {g: ValueCounts.of(s) for g, s in frame.groupby("g", sort=False)["v"]}
+                found = ValueCounts.by_group(codes, part[column])
             else:
-                out[column] = {
-                    g: Distribution.of(s, o.max_distinct, o.alpha) for g, s in frame.groupby("g", sort=False)["v"]
-                }
+                found = Distribution.by_group(codes, part[column], o.max_distinct, o.alpha)
+            out[column] = {names[g]: d for g, d in found.items()}
         return out
 
     def combine(self, a, b):
@@ -509,21 +527,25 @@ class Impute(FitApplyStage):
     def apply(self, part, fills):
         for column, rule in self.options.rules().items():
             fill = fills[column]
-            missing = part[column].isna().to_numpy()
-            if fill["groups"]:
-                keys = pd.Series(_group_key(part, rule.by), index=part.index)
-                values = keys.map(fill["groups"])
-                if fill["global"] is not None:
-                    values = values.fillna(fill["global"]) if values.isna().any() else values
-            else:
-                values = pd.Series(fill["global"], index=part.index, dtype=object)
-            col = part[column]
-            can = missing & values.notna().to_numpy()
-            if can.any():
-                filled = col.to_numpy(dtype=object, na_value=None).copy()
-                filled[can] = values.to_numpy(dtype=object)[can]
-                col = pd.Series(filled, index=part.index).astype(_may_hold_missing(col).dtype)
-            part[column] = _may_hold_missing(col) if _is_number_column(col.dtype) else col
+            col = _may_hold_missing(part[column]) if _is_number_column(part[column].dtype) else part[column]
+            rows = np.flatnonzero(col.isna().to_numpy())
+            if len(rows):
+                if fill["groups"]:
+                    codes, names = _groups(part, rule.by)
+                    per_group = np.array([fill["groups"].get(n, fill["global"]) for n in names], dtype=object)
+                    values = per_group[codes[rows]]
+                else:
+                    values = np.full(len(rows), fill["global"], dtype=object)
+                known = pd.notna(values)
+                rows, values = rows[known], values[known]
+                if _is_number_column(col.dtype):
+                    values = values.astype(np.float64)
+                if len(rows):
+                    col = col.copy()
+                    col.iloc[rows] = values
+            can = np.zeros(len(part), dtype=bool)
+            can[rows] = True
+            part[column] = col
             part[f"{column}_imputed"] = can
             part[f"_m_imputed:{column}"] = can.astype(np.int64)
         return part
@@ -650,24 +672,22 @@ class Outliers(FitApplyStage):
             if not _is_number_column(meta[column].dtype):
                 raise StageError(f"stage {self.ctx.name!r}: outliers of {column!r} need a numeric column, it is {meta[column].dtype}")
 
-    def _values(self, part, column, center=None):
-        frame = pd.DataFrame({"g": _group_key(part, self._by()), "v": part[column].to_numpy(dtype=np.float64, na_value=np.nan)})
-        frame = frame[frame["v"].notna()]
-        for g, s in frame.groupby("g", sort=False)["v"]:
-            yield g, (s if center is None else (s - center[g]["median"]).abs())
+    def _distributions(self, part, column, center=None) -> dict:
+        """Per group name: the distribution of the column, or of ``|x - median|``."""
+        codes, names = _groups(part, self._by())
+        x = part[column].to_numpy(dtype=np.float64, na_value=np.nan)
+        if center is not None:
+            x = np.abs(x - _per_group(names, {g: s["median"] for g, s in center.items()})[codes])
+        found = Distribution.by_group(codes, pd.Series(x), self.options.max_distinct, self.options.alpha)
+        return {names[g]: d for g, d in found.items()}
 
     def partial(self, part, state):
-        o = self.options
-        return {
-            column: {g: Distribution.of(v, o.max_distinct, o.alpha) for g, v in self._values(part, column)}
-            for column in o.columns
-        }
+        return {column: self._distributions(part, column) for column in self.options.columns}
 
     def partial_deviations(self, part, state):
-        o = self.options
         return {
-            column: {g: Distribution.of(v, o.max_distinct, o.alpha) for g, v in self._values(part, column, state[column])}
-            for column, rule in o.columns.items()
+            column: self._distributions(part, column, state[column])
+            for column, rule in self.options.columns.items()
             if rule.method == "mad" and any(not s["exact"] for s in state[column].values())
         }
 
@@ -704,17 +724,21 @@ class Outliers(FitApplyStage):
         return shapes.map(frame, self._apply, shapes.broadcast(state), label=self.ctx.name)
 
     def apply(self, part, state):
-        keys = _group_key(part, self._by())
+        codes, names = _groups(part, self._by())
         for column, rule in self.options.columns.items():
             col = part[column]
             x = col.to_numpy(dtype=np.float64, na_value=np.nan)
-            outlier = np.zeros(len(part), dtype=bool)
-            for g, s in state[column].items():
-                rows = keys == g
-                if rule.method == "iqr":
-                    outlier[rows] = (x[rows] < s["low"]) | (x[rows] > s["high"])
-                else:
-                    outlier[rows] = np.abs(robust_z(x[rows], s["median"], s["scale"])) > rule.limit()
+            stats = state[column]
+            if rule.method == "iqr":
+                low = _per_group(names, {g: s["low"] for g, s in stats.items()})[codes]
+                high = _per_group(names, {g: s["high"] for g, s in stats.items()})[codes]
+                outlier = (x < low) | (x > high)
+            else:
+                center = _per_group(names, {g: s["median"] for g, s in stats.items()})[codes]
+                scale = _per_group(names, {g: s["scale"] for g, s in stats.items()})[codes]
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    z = (x - center) / scale
+                outlier = (scale > 0) & (np.abs(z) > rule.limit())
             if rule.action == "reject":
                 part = reject(part, outlier, _details(f"outlier:{column}", col))
             elif rule.action == "null":
@@ -753,21 +777,25 @@ class ConstraintsOptions(StageOptions):
 
 
 @register
-class Constraints(GroupStage):
+class Constraints(Stage):
     """Functional dependencies (``education -> education-num``) checked and repaired.
 
-    For each rule the data is shuffled on the determinant so every group of rows that
-    agree on it meets in one partition; a dependent value that disagrees with its
-    group's clear majority is a violation. ``repair`` replaces it by the majority
-    value and keeps the old value in ``<col>_repaired_from`` (missing where untouched;
-    the first rule to repair a cell wins), so an auditor can see and undo each repair
-    with the rows it came from; ``reject`` sends the row to rejects as
-    ``fd:<rule>=<majority value>``. A group without a clear majority is not repaired.
-    Counters per rule: ``fd_violation:<rule>`` (cells disagreeing with a clear majority),
-    ``repaired:<rule>``, ``unresolved:<rule>`` (cells in groups with no clear majority).
+    For each rule every partition is shrunk to counts of its distinct (determinant,
+    dependent) combinations; those counts are shuffled on the determinant so each
+    group's counts from all partitions meet, and the groups that disagree come back as a
+    small table (group → majority value) that a last map applies to the full rows. A
+    dependent value that disagrees with its group's clear majority is a violation.
+    ``repair`` replaces it by the majority value and keeps the old value in
+    ``<col>_repaired_from`` (missing where untouched; the first rule to repair a cell
+    wins), so an auditor can see and undo each repair with the rows it came from;
+    ``reject`` sends the row to rejects as ``fd:<rule>=<majority value>``. A group
+    without a clear majority is not repaired. Counters per rule: ``fd_violation:<rule>``
+    (cells disagreeing with a clear majority), ``repaired:<rule>``, ``unresolved:<rule>``
+    (cells in groups with no clear majority). Two passes over the input: a chain.
     """
 
     name = "constraints"
+    shape = "chain"
     Options = ConstraintsOptions
 
     def check(self, meta):
@@ -775,31 +803,38 @@ class Constraints(GroupStage):
             self.require_columns(meta, [*fd.determinant, *fd.dependent], what=f"column of rule '{fd}'")
 
     def build(self, frame, shapes):
+        self.tables_ = {}
         for fd in self.options.dependencies():
-            frame = shapes.group(
-                frame,
+            label = f"{self.ctx.name}-{fd}"
+            pairs = shapes.map(frame, functools.partial(pair_counts, fd=fd), label=f"{label}-pairs")
+            conflicts = shapes.group(
+                pairs,
                 functools.partial(_determinant_key, columns=list(fd.determinant)),
-                functools.partial(self._enforce, fd=fd),
-                label=f"{self.ctx.name}-{fd}",
+                functools.partial(majority_table, fd=fd, min_share=self.options.min_share),
+                label=f"{label}-groups",
             )
+            table = shapes.fit(conflicts, _as_is, _concat, label=f"{label}-collect")
+            self.tables_[str(fd)] = table
+            frame = shapes.map(frame, functools.partial(self._enforce, fd=fd), shapes.broadcast(table), label=label)
         return frame
 
-    def _enforce(self, part: pd.DataFrame, fd: FunctionalDependency) -> pd.DataFrame:
+    def _enforce(self, part: pd.DataFrame, table: pd.DataFrame, fd: FunctionalDependency) -> pd.DataFrame:
         part = with_marks(part)
-        groups = group_codes(part, fd.determinant)
         violation = np.zeros(len(part), dtype=np.int64)
         repaired = np.zeros(len(part), dtype=np.int64)
         unresolved = np.zeros(len(part), dtype=np.int64)
         for column in fd.dependent:
-            result = repair_by_majority(groups, part[column], self.options.min_share)
+            result = repair(part, table, fd, column)
             violation += result.repaired
             unresolved += result.unresolved
             if self.options.action == "reject":
-                majority = np.where(result.repaired, result.values.astype("str").to_numpy(dtype=object), None)
-                part = reject(part, result.repaired, np.array([f"fd:{fd}={m}" for m in majority], dtype=object))
+                reasons = np.full(len(part), None, dtype=object)
+                at = np.flatnonzero(result.repaired)
+                reasons[at] = [f"fd:{fd}={m}" for m in result.majority.iloc[at]]
+                part = reject(part, result.repaired, reasons)
                 continue
             from_col = f"{column}_repaired_from"
-            old = part[column].astype(_nullable(part[column].dtype))
+            old = part[column].astype(result.majority.dtype)
             earlier = part[from_col] if from_col in part.columns else pd.Series(pd.NA, index=part.index, dtype=old.dtype)
             part[from_col] = earlier.where(earlier.notna() | ~result.repaired, old)
             part[column] = result.values
@@ -809,17 +844,24 @@ class Constraints(GroupStage):
         part[f"_m_unresolved:{fd}"] = unresolved
         return part
 
+    def summary(self):
+        out = {}
+        for rule, table in getattr(self, "tables_", {}).items():
+            clear = [c for c in table.columns if c.startswith("_clear:")]
+            out[rule] = {
+                "conflicted_groups": len(table),
+                "groups_with_clear_majority": int(table[clear].all(axis=1).sum()) if clear else 0,
+            }
+        return out
+
 
 def _determinant_key(part: pd.DataFrame, columns: list[str]) -> pd.Series:
     return pd.util.hash_pandas_object(part[columns], index=False)
 
 
-def _nullable(dtype):
-    """A dtype for a column of old values that is missing where nothing was repaired."""
-    if pd.api.types.is_bool_dtype(dtype):
-        return "boolean"
-    if pd.api.types.is_integer_dtype(dtype):
-        return "Int64"
-    if pd.api.types.is_float_dtype(dtype):
-        return np.float64
-    return "str"
+def _as_is(part: pd.DataFrame, state) -> pd.DataFrame:
+    return part
+
+
+def _concat(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
+    return pd.concat([a, b], ignore_index=True)

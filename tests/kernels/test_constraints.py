@@ -2,7 +2,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dsbuild.kernels.constraints import FunctionalDependency, group_codes, repair_by_majority
+from dsbuild.kernels.constraints import (
+    FunctionalDependency,
+    majority_table,
+    pair_counts,
+    repair,
+    table_positions,
+)
 
 
 def test_parse_dependency():
@@ -17,6 +23,9 @@ def test_bad_dependencies_are_refused(text):
         FunctionalDependency.parse(text)
 
 
+ZIP_CITY = FunctionalDependency.parse("zip -> city")
+
+
 def frame():
     return pd.DataFrame(
         {
@@ -26,31 +35,66 @@ def frame():
     )
 
 
+def repaired(f, fd=ZIP_CITY, dep="city", min_share=0.5, parts=1):
+    """Repair from counts made on ``parts`` slices of ``f`` (as partitions would)."""
+    slices = np.array_split(np.arange(len(f)), parts)
+    pairs = pd.concat([pair_counts(f.iloc[s], fd) for s in slices], ignore_index=True)
+    return repair(f, majority_table(pairs, fd, min_share), fd, dep)
+
+
 def test_majority_repair_fixes_minority_and_leaves_ties():
-    f = frame()
-    r = repair_by_majority(group_codes(f, ["zip"]), f["city"])
+    r = repaired(frame())
     assert r.values.tolist()[:7] == ["A", "A", "A", "B", "Y", "C", "C"]
     assert r.repaired.tolist() == [False, False, True, False, False, False, False, False, False]
     assert r.unresolved.tolist() == [False, False, False, True, True, False, False, False, False]
     assert r.values.iloc[7] == "Z" and pd.isna(r.values.iloc[8])
 
 
-def test_repair_does_not_depend_on_row_order():
+def test_only_conflicted_groups_travel():
+    table = majority_table(pair_counts(frame(), ZIP_CITY), ZIP_CITY)
+    assert table["zip"].tolist() == ["1", "2"]
+    assert table["_majority:city"].iloc[0] == "A" and table["_clear:city"].tolist() == [True, False]
+
+
+@pytest.mark.parametrize("parts", [2, 4, 9])
+def test_repair_does_not_depend_on_partitioning_or_row_order(parts):
     f = frame()
     perm = np.random.default_rng(0).permutation(len(f))
     shuffled = f.iloc[perm].reset_index(drop=True)
-    r = repair_by_majority(group_codes(shuffled, ["zip"]), shuffled["city"])
-    base = repair_by_majority(group_codes(f, ["zip"]), f["city"])
+    base = repaired(f)
+    r = repaired(shuffled, parts=parts)
     assert r.values.tolist() == base.values.iloc[perm].tolist()
+    assert r.repaired.tolist() == base.repaired[perm].tolist()
 
 
 def test_integer_dependent_keeps_dtype():
     f = pd.DataFrame({"edu": ["HS", "HS", "HS", "BA"], "num": [9, 9, 13, 13]}, index=[0, 0, 1, 1])
-    r = repair_by_majority(group_codes(f, ["edu"]), f["num"])
+    r = repaired(f, FunctionalDependency.parse("edu -> num"), "num")
     assert r.values.dtype == np.int64 and r.values.tolist() == [9, 9, 9, 13]
+    assert r.majority.tolist()[:3] == [9, 9, 9] and pd.isna(r.majority.iloc[3])
 
 
 def test_min_share_demands_a_stronger_majority():
     f = pd.DataFrame({"k": ["a"] * 5, "v": ["x", "x", "x", "y", "z"]})
-    assert repair_by_majority(group_codes(f, ["k"]), f["v"], min_share=0.5).repaired.sum() == 2
-    assert repair_by_majority(group_codes(f, ["k"]), f["v"], min_share=0.7).unresolved.all()
+    fd = FunctionalDependency.parse("k -> v")
+    assert repaired(f, fd, "v", min_share=0.5).repaired.sum() == 2
+    assert repaired(f, fd, "v", min_share=0.7).unresolved.all()
+
+
+def test_two_determinants_and_two_dependents():
+    f = pd.DataFrame(
+        {
+            "zip": ["1", "1", "1", "1", "2", "2"],
+            "state": ["CA", "CA", "CA", "NY", "CA", "CA"],
+            "city": ["A", "A", "B", "C", "D", "D"],
+            "county": ["x", "y", "x", "z", "w", None],
+        }
+    )
+    fd = FunctionalDependency.parse("zip, state -> city, county")
+    table = majority_table(pair_counts(f, fd), fd)
+    assert table[["zip", "state"]].values.tolist() == [["1", "CA"]]
+    assert table_positions(f, table, fd.determinant).tolist() == [0, 0, 0, -1, -1, -1]
+    city = repair(f, table, fd, "city")
+    county = repair(f, table, fd, "county")
+    assert city.values.tolist() == ["A", "A", "A", "C", "D", "D"]
+    assert county.values.tolist()[:4] == ["x", "x", "x", "z"] and county.repaired.tolist()[1]

@@ -1,7 +1,9 @@
 import numpy as np
+import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sklearn.datasets import load_diabetes
 
 from dsbuild.kernels.robust import (
     Distribution,
@@ -12,7 +14,6 @@ from dsbuild.kernels.robust import (
     robust_scale,
     robust_z,
 )
-from sklearn.datasets import load_diabetes
 
 
 def split_merge(cls, x, cuts, **kw):
@@ -92,3 +93,19 @@ def test_robust_scale_falls_back_to_mean_deviation_when_mad_is_zero():
 
 def test_iqr_fences():
     assert iqr_fences(10, 20) == (-5, 35)
+
+
+def test_counts_by_group_equal_counts_of_each_group():
+    rng = np.random.default_rng(1)
+    codes = rng.integers(0, 5, 400)
+    x = rng.integers(0, 30, 400).astype(float)
+    x[::17] = np.nan
+    found = ValueCounts.by_group(codes, x)
+    for g in range(5):
+        one = ValueCounts.of(x[codes == g])
+        assert found[g].values.tolist() == one.values.tolist() and found[g].counts.tolist() == one.counts.tolist()
+    words = pd.Series(["b", "a", None, "b", "c", "a"], dtype="str")
+    by_word = ValueCounts.by_group(np.array([0, 0, 1, 1, 1, 2]), words)
+    assert by_word[1].values.tolist() == ["b", "c"] and by_word[2].mode() == "a"
+    dist = Distribution.by_group(codes, x, max_distinct=10)
+    assert not dist[0].exact and dist[0].n == np.isfinite(x[codes == 0]).sum()
