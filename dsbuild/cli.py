@@ -112,7 +112,7 @@ def _validate(args) -> int:
     notes = validate_against_source(spec)
     for note in notes:
         print(f"warning: {note}", file=sys.stderr)
-    print(f"{args.job}: ok — {len(spec.stages)} stages: {', '.join(s.name for s in spec.stages) or '(none)'}")
+    print(f"{args.job}: ok — {len(spec.stages)} stage{'' if len(spec.stages) == 1 else 's'}: {', '.join(s.name for s in spec.stages) or '(none)'}")
     return 0
 
 

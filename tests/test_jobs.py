@@ -1,0 +1,75 @@
+"""Every example job in jobs/ runs as it is, and does what its comment says."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import dsbuild
+
+ROOT = Path(__file__).resolve().parent.parent
+JOBS = sorted(p.stem for p in (ROOT / "jobs").glob("*.yaml"))
+
+
+@pytest.fixture(scope="module")
+def outputs(cluster, tmp_path_factory):
+    """Run every job once on the shared cluster (from the repo root, as a user would)."""
+    import os
+
+    from distributed import Client
+
+    here = os.getcwd()
+    os.chdir(ROOT)
+    out = tmp_path_factory.mktemp("jobs")
+    manifests = {}
+    try:
+        with Client(cluster) as client:
+            for name in JOBS:
+                manifests[name] = dsbuild.run(ROOT / "jobs" / f"{name}.yaml", output=str(out / name), client=client)
+    finally:
+        os.chdir(here)
+    return out, manifests
+
+
+def kept(outputs, name) -> pd.DataFrame:
+    return pd.read_parquet(outputs[0] / name / "data")
+
+
+@pytest.mark.parametrize("name", JOBS)
+def test_job_runs_and_balances(outputs, name):
+    manifest = outputs[1][name]
+    assert manifest["ledger"]["balanced"]
+    assert (outputs[0] / name / "_SUCCESS").exists()
+
+
+def test_quickstart_adds_one_copy_per_kept_digit(outputs):
+    stages = {s["name"]: s for s in outputs[1]["quickstart"]["stages"]}
+    assert stages["augment"]["added"] == stages["sanitize"]["out"]
+    assert stages["sanitize"]["rejected"] > 0
+
+
+def test_fairness_weights_make_label_independent_of_sex(outputs):
+    df = kept(outputs, "fairness_adult")
+    positive = (df["income"] == ">50K").astype(float)
+    rates = (positive * df["weight"]).groupby(df["sex"]).sum() / df["weight"].groupby(df["sex"]).sum()
+    assert rates.max() - rates.min() < 1e-9
+    assert outputs[1]["fairness_adult"]["stages"][2]["summary"]
+
+
+def test_augment_balances_every_class_to_200(outputs):
+    counts = kept(outputs, "augment_digits")["label"].value_counts()
+    assert sorted(counts.index) == [str(d) for d in range(9)] and (counts == 200).all()
+
+
+def test_synth_german_balances_and_adds_marked_rows(outputs):
+    df = kept(outputs, "synth_german")
+    real = df[~df["synthetic"].fillna(False).astype(bool)]
+    assert real["credit"].value_counts().to_dict() == {"good": 700, "bad": 700}
+    assert int(df["synthetic"].fillna(False).astype(bool).sum()) == 500
+
+
+def test_crowd_labels_beat_the_noise(outputs):
+    df = kept(outputs, "label_digits")
+    accuracy = float(np.mean(df["crowd_label"].astype(str) == df["label"].astype(str)))
+    assert accuracy > 0.9 and len(df) == 1797
