@@ -27,6 +27,7 @@ from dsbuild.io.sink import Sink
 from dsbuild.io.sources import RAW, read_source
 from dsbuild.job import JobSpec, load_job
 from dsbuild.records import ID, REASON, STAGE, stable_hash64
+from dsbuild.runtime import peak_worker_memory
 from dsbuild.stages.base import ADDED, METRIC, REJECT, Shapes, Stage, StageError
 
 INTERNAL = (REJECT, ADDED, RAW)
@@ -103,6 +104,7 @@ def job_key(spec: JobSpec) -> str:
 
 def _run(spec: JobSpec, sink: Sink, client, progress: bool, resume: bool = False) -> dict:
     t0 = time.perf_counter()
+    peak_worker_memory(client, reset=True)
     try:
         with dask.config.set({"dataframe.shuffle.method": "p2p"}), _task_stream(client) as stream:
             ex = Execution(spec, sink, client, progress, resume)
@@ -381,13 +383,11 @@ def _in_order(files: pd.DataFrame) -> list[dict]:
 
 @contextlib.contextmanager
 def _task_stream(client):
-    try:
-        from distributed import get_task_stream
+    """Task timings for the manifest; errors inside the block pass through untouched."""
+    from distributed import get_task_stream
 
-        with get_task_stream(client) as ts:
-            yield ts
-    except Exception:  # noqa: BLE001 - timings are nice to have, never worth a failed run
-        yield None
+    with get_task_stream(client) as ts:
+        yield ts
 
 
 def _seconds_by_stage(stream, runs: list[StageRun]) -> dict[str, float]:
@@ -497,26 +497,10 @@ def _manifest(spec, ex: Execution, data_shards, reject_shards, data_schema, reje
             "workers": len(workers),
             "threads": sum(w.get("nthreads", 0) for w in workers.values()),
             "dashboard": getattr(client, "dashboard_link", None),
-            "memory_limit_bytes": {w.get("name", a): w.get("memory_limit") for a, w in workers.items()},
-            "peak_rss_bytes": _peak_worker_memory(client),
+            "memory": peak_worker_memory(client),
         },
     }
 
-
-def _peak_worker_memory(client) -> dict:
-    """Each worker process's peak resident memory since it started (getrusage)."""
-    try:
-        peaks = client.run(_peak_rss)
-    except Exception:  # noqa: BLE001 - a worker that cannot answer must not fail a finished run
-        return {}
-    names = {a: w.get("name", a) for a, w in client.scheduler_info().get("workers", {}).items()}
-    return {str(names.get(a, a)): v for a, v in peaks.items()}
-
-
-def _peak_rss() -> int:
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def _schema_json(schema) -> list[dict]:

@@ -68,8 +68,8 @@ def test_output_contract(client, tmp_path):
     assert ds.dataset(out / "data").count_rows() == 1440
     assert len(dd.read_parquet(str(out / "data"))) == 1440
     assert manifest["input"]["fingerprint"] == on_disk["input"]["fingerprint"]
-    peaks = on_disk["cluster"]["peak_rss_bytes"]
-    assert len(peaks) == 2 and all(50 * 2**20 < v < 4 * 2**30 for v in peaks.values())
+    peaks = on_disk["cluster"]["memory"]["workers"]
+    assert len(peaks) == 2 and all(50 * 2**20 < w["peak_bytes"] < w["limit_bytes"] for w in peaks.values())
 
 
 def test_same_rows_whatever_the_workers_and_partitions(client, tmp_path):
@@ -238,3 +238,17 @@ def test_resume_after_the_driver_is_killed(client, tmp_path):
     pd.testing.assert_frame_equal(kept, kept_0)
     pd.testing.assert_frame_equal(rejects, rejects_0)
     assert not list(tmp_path.glob("out.tmp-*"))
+
+
+def test_an_error_in_a_task_reaches_the_user_unchanged(client, tmp_path):
+    from dsbuild.stages import StageError
+
+    job = {
+        "name": "bad-compare",
+        "source": {"format": "sample", "name": "german_credit"},
+        "stages": [{"select": {"where": [{"column": "age", "op": ">", "value": "old"}]}}],
+        "sink": {"path": str(tmp_path / "out")},
+    }
+    with pytest.raises(StageError, match="cannot compare column 'age'"):
+        dsbuild.run(job, client=client)
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob("out.tmp-*"))
