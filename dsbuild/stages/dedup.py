@@ -57,12 +57,13 @@ class ExactDedupOptions(KeepRule):
 class ExactDedup(Stage):
     """Rows equal on the chosen columns: one copy stays, the others name it.
 
-    Only a thin frame moves: (content hash, check hash, id, quality rank) per row is
-    shuffled by hash so equal rows meet; each group names its duplicates (dropped id ->
-    kept id), which are few, so that mapping is collected, broadcast, and a last map over
-    the full rows rejects them. The shuffle key is a 64-bit hash; a second, independently
-    keyed hash splits any collision, so two different rows merge only if 128 bits agree.
-    Two passes over the input (hashing, then rejecting), so the shape is a chain.
+    Only a thin frame moves: (content hash, check hash, id, position, quality rank) per
+    row is shuffled by hash so equal rows meet; each group names its duplicates (their
+    partition and row -> kept id). Those pairs, one per dropped row, are collected and
+    broadcast, and a last map over the full rows rejects them. The shuffle key is a
+    64-bit hash; a second, independently keyed hash splits any collision, so two
+    different rows merge only if 128 bits agree. Two passes over the input (hashing,
+    then rejecting), so the shape is a chain and the pipeline persists its input.
     """
 
     name = "exact_dedup"
