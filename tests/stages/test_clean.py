@@ -9,7 +9,14 @@ from pydantic import ValidationError
 from dsbuild.cleaning_eval import adult, clean_with_stages, inject_errors, score
 from dsbuild.kernels.robust import MAD_TO_SIGMA
 from dsbuild.stages import Roles, Shapes, StageContext, StageError
-from dsbuild.stages.clean import Canonicalize, Constraints, Impute, NormalizeUnits, Outliers, Ranges
+from dsbuild.stages.clean import (
+    Canonicalize,
+    Constraints,
+    Impute,
+    NormalizeUnits,
+    Outliers,
+    Ranges,
+)
 from dsbuild.testing import run_stage, stage_metrics
 
 PARTS = (1, 3, 7)
@@ -226,6 +233,7 @@ def test_outliers_iqr_per_class_rejects(sample):
         q1, q3 = np.quantile(g["age"], [0.25, 0.75])
         expected += g.loc[(g["age"] < q1 - 1.5 * (q3 - q1)) | (g["age"] > q3 + 1.5 * (q3 - q1)), "id"].tolist()
     assert sorted(rejected["id"]) == sorted(expected) and len(expected) > 0
+    assert len(kept) + len(rejected) == len(sample) and not kept["id"].isin(rejected["id"]).any()
     assert rejected["reason"].str.startswith("outlier:age=").all()
 
 
@@ -273,6 +281,10 @@ def test_constraints_repair_to_majority_records_old_values(client, sample):
     assert metrics["repaired:education->education-num"] == len(rows)
     assert metrics["fd_violation:education->education-num"] == len(rows)
     assert metrics["unresolved:education->education-num"] == 0
+    stage = Constraints(rules=["education -> education-num"])
+    raw_output(stage, frame)
+    touched = frame.loc[rows, "education"].nunique()
+    assert stage.summary()["education->education-num"] == {"conflicted_groups": touched, "groups_with_clear_majority": touched}
 
 
 def test_constraints_reject_and_unresolved_groups(client):
