@@ -635,18 +635,9 @@ class CorrelationOptions(FairnessOptions):
     columns: list[str] | None = Field(None, description="features to filter (default: the job's numeric features)")
 
 
-@register
-class CorrelationRemoverStage(FairnessStage):
-    """fairlearn's CorrelationRemover, fitted from moments merged across partitions.
+class _FeatureRepair(FairnessStage):
+    """Stages that change the numeric features (not the sensitive columns or the label)."""
 
-    Categorical (or binned) sensitive columns enter as indicators of their groups, one
-    level left out; numeric ones as they are. The sensitive columns stay in the data
-    (later stages and the audit still need them); only the features change. Rows with a
-    missing feature are left as they are and not used to fit.
-    """
-
-    name = "correlation_remover"
-    Options = CorrelationOptions
     needs_label = False
 
     def features(self, meta) -> list[str]:
@@ -659,6 +650,21 @@ class CorrelationRemoverStage(FairnessStage):
         bad = [c for c in self.features(meta) if not pd.api.types.is_numeric_dtype(meta[c])]
         if bad:
             raise StageError(f"stage {self.ctx.name!r}: features must be numeric; {bad[0]!r} is {meta[bad[0]].dtype}")
+
+
+@register
+class CorrelationRemoverStage(_FeatureRepair):
+    """fairlearn's CorrelationRemover, fitted from moments merged across partitions.
+
+    Categorical (or binned) sensitive columns enter as indicators of their groups, one
+    level left out; numeric ones as they are. The sensitive columns stay in the data
+    (later stages and the audit still need them); only the features change. Rows with a
+    missing feature are left as they are and not used to fit.
+    """
+
+    name = "correlation_remover"
+    Options = CorrelationOptions
+    needs_label = False
 
     def _numeric_sensitive(self, meta) -> list[str]:
         return [c for c in self.sensitive if c not in self.options.bins and pd.api.types.is_numeric_dtype(meta[c])
@@ -767,7 +773,7 @@ class RepairOptions(FairnessOptions):
 
 
 @register
-class DisparateImpactRemover(FairnessStage):
+class DisparateImpactRemover(_FeatureRepair):
     """Feldman et al.'s repair: each feature value moves to its quantile of the median of
     the groups' distributions, so the feature no longer tells groups apart while order
     within a group is kept. Tied values are spread over their quantile range by a
@@ -777,17 +783,6 @@ class DisparateImpactRemover(FairnessStage):
     name = "disparate_impact_remover"
     Options = RepairOptions
     needs_label = False
-
-    def features(self, meta) -> list[str]:
-        cols = self.options.columns or self.ctx.roles.feature_columns(meta)
-        return [c for c in cols if c not in self.sensitive and c != self.label]
-
-    def check(self, meta):
-        super().check(meta)
-        self.require_columns(meta, self.features(meta), what="feature column")
-        bad = [c for c in self.features(meta) if not pd.api.types.is_numeric_dtype(meta[c])]
-        if bad:
-            raise StageError(f"stage {self.ctx.name!r}: features must be numeric; {bad[0]!r} is {meta[bad[0]].dtype}")
 
     def _values(self, part, c) -> np.ndarray:
         return pd.to_numeric(part[c], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
