@@ -202,8 +202,9 @@ class Execution:
             _written(_rejected(run_.output, run_.name), self.sink, self.sink.staging("rejects", f"{r:03d}"), f"rejects-{r}")
             for r, run_ in zip(self.pending, pending)
         ]
+        label = self.spec.columns.label
         counts = [
-            run_.output.map_partitions(_partition_counts, meta=_COUNTS_META, token=f"dsbuild-count-{r}")
+            run_.output.map_partitions(_partition_counts, label, meta=_COUNTS_META, token=f"dsbuild-count-{r}")
             for r, run_ in zip(self.pending, pending)
         ]
         folder = self.sink.staging("data", "kept") if checkpoint is None else self.sink.checkpoint(checkpoint)
@@ -403,10 +404,14 @@ def _seconds_by_stage(stream, runs: list[StageRun]) -> dict[str, float]:
     return dict(out)
 
 
-def _partition_counts(part: pd.DataFrame) -> pd.DataFrame:
+def _partition_counts(part: pd.DataFrame, label: str | None = None) -> pd.DataFrame:
     """Counts of one partition of a stage's marked output (summed on the driver: one
-    small dict per partition, never rows)."""
+    small dict per partition, never rows), with the kept rows per label value."""
     reasons = part[REJECT]
+    labels = {}
+    if label and label in part.columns:
+        kept_labels = part.loc[reasons.isna().to_numpy(), label].astype("string").fillna("<missing>")
+        labels = kept_labels.value_counts().head(_MAX_LABELS).to_dict()
     rejected = reasons.dropna().astype(str).str.split("=", n=1).str[0]
     added = int(part[ADDED].fillna(False).astype(bool).sum()) if ADDED in part.columns else 0
     counts = {
@@ -415,12 +420,16 @@ def _partition_counts(part: pd.DataFrame) -> pd.DataFrame:
         "rejected": dict(Counter(rejected.tolist())),
         "added": added,
         "metrics": {c[len(METRIC):]: float(pd.to_numeric(part[c], errors="coerce").sum()) for c in part.columns if c.startswith(METRIC)},
+        "labels": {str(k): int(v) for k, v in labels.items()},
     }
     return pd.DataFrame({"counts": pd.Series([counts], dtype=object)})
 
 
+_MAX_LABELS = 200
+
+
 def _sum_counts(counts) -> dict:
-    acc = {"rows": 0, "kept": 0, "rejected": {}, "added": 0, "metrics": {}}
+    acc = {"rows": 0, "kept": 0, "rejected": {}, "added": 0, "metrics": {}, "labels": {}}
     for c in counts:
         acc = {
             "rows": acc["rows"] + c["rows"],
@@ -428,7 +437,10 @@ def _sum_counts(counts) -> dict:
             "rejected": _add(acc["rejected"], c["rejected"]),
             "added": acc["added"] + c["added"],
             "metrics": _add(acc["metrics"], c["metrics"]),
+            "labels": _add(acc["labels"], c.get("labels", {})),
         }
+    top = sorted(acc["labels"].items(), key=lambda kv: (-kv[1], kv[0]))[:_MAX_LABELS]
+    acc["labels"] = dict(sorted(top))
     return acc
 
 
@@ -454,6 +466,7 @@ def _manifest(spec, ex: Execution, data_shards, reject_shards, data_schema, reje
             "rejected_by_reason": dict(sorted(c["rejected"].items())),
             "added": c["added"],
             "metrics": dict(sorted(c["metrics"].items())),
+            "labels": c.get("labels", {}),
             "seconds": {"fit": round(run_.fit_seconds, 3), "tasks": round(task_seconds.get(run_.name, 0.0), 3)},
         }
         if run_.name != "source":

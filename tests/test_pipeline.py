@@ -54,6 +54,8 @@ def test_output_contract(client, tmp_path):
     assert on_disk["totals"] == {"in": 1797, "kept": 1797 - 174 - 183, "rejected": 174 + 183, "added": 0}
     select = on_disk["stages"][2]
     assert select["rejected_by_reason"] == {"filter:label:not_in:3,8": 357}
+    assert on_disk["stages"][1]["labels"]["3"] == 183 and "3" not in select["labels"]
+    assert sum(select["labels"].values()) == select["out"]
     # shards respect the target size and the manifest's counts and checksums match the files
     import hashlib
 
