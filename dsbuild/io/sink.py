@@ -22,7 +22,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from dsbuild.records import REASON
+from dsbuild.records import ID, REASON
 
 SUCCESS = "_SUCCESS"
 
@@ -174,9 +174,25 @@ def _chunks(table: pa.Table, max_rows: int, max_bytes: int):
         yield table.slice(start, step)
 
 
+ROW_GROUP_ROWS = 1024 * 1024
+ROW_GROUP_BYTES = 128 * 2**20
+
+
 def _write_table(fs, table: pa.Table, path: str, compression) -> dict:
+    """Write one Parquet file; return its row count, size and SHA-256 for the manifest.
+
+    Row groups hold up to a million rows or 128 MiB (small groups cost writers and
+    readers dearly: dictionaries restart in every group). Ids and binary columns
+    (images) skip dictionary encoding: their values are unique or large.
+    """
+    per_row = max(1, table.nbytes // max(1, table.num_rows))
+    group = max(1, min(ROW_GROUP_ROWS, ROW_GROUP_BYTES // per_row, table.num_rows))
+    dictionary = [
+        f.name for f in table.schema
+        if f.name != ID and not (pa.types.is_binary(f.type) or pa.types.is_large_binary(f.type))
+    ]
     buf = io.BytesIO()
-    pq.write_table(table, buf, compression=compression, row_group_size=min(max(table.num_rows, 1), 128 * 1024))
+    pq.write_table(table, buf, compression=compression, row_group_size=group, use_dictionary=dictionary)
     data = buf.getvalue()
     with fs.open(path, "wb") as f:
         f.write(data)
