@@ -384,7 +384,7 @@ class _CsvBlock:
 
     def _empty(self) -> pd.DataFrame:
         df = _with_id(to_pandas(self.schema.empty_table()))
-        return _mark_bad(df, [])
+        return _mark_bad(df)
 
     def __call__(self, block) -> pd.DataFrame:
         path, rel, start, length, first_line = block
@@ -406,10 +406,10 @@ class _CsvBlock:
             df, rows, bad_rows = self._typed_by_hand(data, lines, header_here)
         df = _with_id(df)
         df[ID] = pd.array([f"{rel}:{offset + r}" for r in rows], dtype="string")
-        out = _mark_bad(df, [])
+        out = _mark_bad(df)
         if bad_rows:
             extra = pd.DataFrame({ID: pd.array([f"{rel}:{offset + r}" for r, _, _ in bad_rows], dtype="string")})
-            out = _mark_bad(pd.concat([out, _typed_nulls(extra, self._empty())], ignore_index=True), [])
+            out = _mark_bad(pd.concat([out, _typed_nulls(extra, self._empty())], ignore_index=True))
             out.loc[len(df):, REJECT] = [why for _, _, why in bad_rows]
             out.loc[len(df):, RAW] = [text for _, text, _ in bad_rows]
         return out
@@ -460,7 +460,8 @@ def _row_numbers(n_lines: int, first_data_line: int, bad_lines: set[int]) -> lis
     return [i - first_data_line for i in range(first_data_line, n_lines) if i not in bad_lines]
 
 
-def _mark_bad(df: pd.DataFrame, _) -> pd.DataFrame:
+def _mark_bad(df: pd.DataFrame) -> pd.DataFrame:
+    """Give the frame the reject and raw-text columns every text block carries."""
     if REJECT not in df.columns:
         df[REJECT] = pd.Series([None] * len(df), dtype=object, index=df.index)
     if RAW not in df.columns:
@@ -530,7 +531,7 @@ class _JsonBlock:
         self.fs, self.schema = fs, schema
 
     def empty(self) -> pd.DataFrame:
-        return _mark_bad(_with_id(to_pandas(self.schema.empty_table())), [])
+        return _mark_bad(_with_id(to_pandas(self.schema.empty_table())))
 
     def __call__(self, block) -> pd.DataFrame:
         path, rel, start, length, first_line = block
@@ -566,10 +567,10 @@ class _JsonBlock:
         df = to_pandas(pa.Table.from_pylist(typed, schema=self.schema) if typed else self.schema.empty_table())
         df = _with_id(df)
         df[ID] = pd.array([f"{rel}:{first_line + i}" for i in typed_rows], dtype="string")
-        out = _mark_bad(df, [])
+        out = _mark_bad(df)
         if bad:
             extra = pd.DataFrame({ID: pd.array([f"{rel}:{first_line + i}" for i, _, _ in bad], dtype="string")})
-            out = pd.concat([out, _mark_bad(_typed_nulls(extra, self.empty()), [])], ignore_index=True)
+            out = pd.concat([out, _mark_bad(_typed_nulls(extra, self.empty()))], ignore_index=True)
             out.loc[len(df):, REJECT] = [why for _, _, why in bad]
             out.loc[len(df):, RAW] = [text for _, text, _ in bad]
         return out
