@@ -141,3 +141,10 @@ def test_bundled_samples():
 def test_missing_path_is_named(tmp_path):
     with pytest.raises(SourceError, match="does not exist"):
         read_source({"format": "csv", "path": str(tmp_path / "nope.csv")})
+
+
+def test_csv_own_id_column_is_kept(tmp_path):
+    (tmp_path / "a.csv").write_text("id,v\nu7,1\nu9,2\nu3,3,extra\n")
+    df = read({"format": "csv", "path": str(tmp_path / "a.csv")}).set_index("id")
+    assert df.loc["u7", "v"] == 1 and df.loc["u9", "v"] == 2
+    assert df.loc["a.csv:2", REJECT] == "csv:fields=expected 2, got 3"  # unparseable: no own id to use

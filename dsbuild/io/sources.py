@@ -261,12 +261,13 @@ def row_ids(rel: str, start: int, n: int) -> pd.Series:
     return pd.Series(pc.binary_join_element_wise(f"{rel}:", numbers, ""), dtype=pd.StringDtype()).array
 
 
-def _with_id(df: pd.DataFrame, rel: str = "", start: int = 0) -> pd.DataFrame:
-    """Give the frame a string ``id`` first: its own column if present, else file:row."""
+def _with_id(df: pd.DataFrame, rel: str = "", start: int = 0, ids=None) -> pd.DataFrame:
+    """Give the frame a string ``id`` first: its own column if present, else file:row
+    (``ids`` when rows are not numbered consecutively)."""
     if ID in df.columns:
         ids = df[ID].astype("string")
         df = df.drop(columns=[ID])
-    else:
+    elif ids is None:
         ids = row_ids(rel, start, len(df))
     df.insert(0, ID, ids)
     return df.reset_index(drop=True)
@@ -392,20 +393,20 @@ class _CsvBlock:
         if self.spec.skip_initial_space:
             data = _strip_after_separators(data, self.spec.sep)
         header_here = self.spec.header and start == 0
-        lines = data.split(b"\n")[:-1]
+        n_lines = data.count(b"\n")
         # Line i of the block is data row (first_line + i - header): ids follow rows.
         offset = first_line - (1 if self.spec.header and start != 0 else 0)
         first_data_line = 1 if header_here else 0
         bad: list = []
         try:
             table = pacsv.read_csv(io.BytesIO(data), *_csv_options(self.spec, self.names, dict(zip(self.schema.names, self.schema.types)), header_here, bad))
-            rows = _row_numbers(len(lines), first_data_line, {b.number - 1 for b in bad if b.number is not None})
+            rows = _row_numbers(n_lines, first_data_line, {b.number - 1 for b in bad if b.number is not None}) if bad else None
             df = to_pandas(table)
             bad_rows = [(b.number - 1 - first_data_line, b.text, f"csv:fields=expected {b.expected_columns}, got {b.actual_columns}") for b in bad]
         except pa.ArrowInvalid:
-            df, rows, bad_rows = self._typed_by_hand(data, lines, header_here)
-        df = _with_id(df)
-        df[ID] = pd.array([f"{rel}:{offset + r}" for r in rows], dtype="string")
+            df, rows, bad_rows = self._typed_by_hand(data, data.split(b"\n")[:-1], header_here)
+        ids = None if rows is None else pd.array([f"{rel}:{offset + r}" for r in rows], dtype="string")
+        df = _with_id(df, rel, offset, ids)
         out = _mark_bad(df)
         if bad_rows:
             extra = pd.DataFrame({ID: pd.array([f"{rel}:{offset + r}" for r, _, _ in bad_rows], dtype="string")})
@@ -565,8 +566,7 @@ class _JsonBlock:
             typed.append(obj)
             typed_rows.append(i)
         df = to_pandas(pa.Table.from_pylist(typed, schema=self.schema) if typed else self.schema.empty_table())
-        df = _with_id(df)
-        df[ID] = pd.array([f"{rel}:{first_line + i}" for i in typed_rows], dtype="string")
+        df = _with_id(df, ids=pd.array([f"{rel}:{first_line + i}" for i in typed_rows], dtype="string"))
         out = _mark_bad(df)
         if bad:
             extra = pd.DataFrame({ID: pd.array([f"{rel}:{first_line + i}" for i, _, _ in bad], dtype="string")})
