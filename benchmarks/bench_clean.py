@@ -31,7 +31,7 @@ from dsbuild.cleaning_eval import (
 )
 from dsbuild.records import ID
 
-ROWS, ROWS_PER_FILE, ROUNDS = 1_000_000, 125_000, 2
+ROWS, ROWS_PER_FILE, ROUNDS = 10_000_000, 250_000, 1
 
 SEX = {"male": "Male", "m": "Male", "female": "Female", "f": "Female"}
 RACE = {

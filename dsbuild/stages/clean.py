@@ -270,8 +270,8 @@ def _groups(part: pd.DataFrame, by: list[str]) -> tuple[np.ndarray, list[str]]:
     names = [_value_name(u) for u in uniques]
     for column in by[1:]:
         more, more_uniques = pd.factorize(part[column], use_na_sentinel=False)
-        pairs, first = np.unique(codes.astype(np.int64) * max(len(more_uniques), 1) + more, return_inverse=True)
         width = max(len(more_uniques), 1)
+        pairs, first = np.unique(codes.astype(np.int64) * width + more, return_inverse=True)
         names = [f"{names[p // width]}\x1f{_value_name(more_uniques[p % width])}" for p in pairs]
         codes = first.reshape(-1)
     return codes.astype(np.int64, copy=False), names

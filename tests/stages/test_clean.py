@@ -163,6 +163,16 @@ def test_impute_median_by_group_and_mode_are_exact(sample):
     assert stage.summary()["age"]["error"] == "exact"
 
 
+def test_impute_by_two_columns_uses_each_combination(sample):
+    frame = with_holes(sample)
+    frame.loc[frame.index[5::13], "sex"] = np.nan
+    kept, _ = same_for_any_partitioning(lambda: Impute(columns={"age": "median"}, by=["relationship", "sex"]), frame)
+    holes = frame["age"].isna().to_numpy()
+    medians = frame.groupby(["relationship", "sex"], dropna=False)["age"].transform("median").to_numpy()
+    assert np.isnan(medians[holes]).sum() == 0 and frame["sex"][holes].isna().any()
+    assert np.array_equal(kept["age"].to_numpy()[holes], medians[holes])
+
+
 def test_impute_median_from_sketch_is_within_stated_error(sample):
     frame = sample.copy()
     frame["fnlwgt"] = frame["fnlwgt"].astype(float)
