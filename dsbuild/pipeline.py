@@ -208,7 +208,8 @@ class Execution:
             for r, run_ in zip(self.pending, pending)
         ]
         folder = self.sink.staging("data", "kept") if checkpoint is None else self.sink.checkpoint(checkpoint)
-        futures = self.client.compute([_written(kept, self.sink, folder, "data"), *rejects, *counts])
+        written = _written(kept, self.sink, folder, "data" if checkpoint is None else "checkpoint", scratch=checkpoint is not None)
+        futures = self.client.compute([written, *rejects, *counts])
         if self.progress:
             from distributed import progress as show_progress
 
@@ -368,13 +369,13 @@ _FILES_META = pd.DataFrame(
 _COUNTS_META = pd.DataFrame({"counts": pd.Series(dtype=object)})
 
 
-def _written(frame, sink: Sink, folder: str, label: str):
-    return frame.map_partitions(_write, sink, folder, meta=_FILES_META, token=f"dsbuild-write-{label}", enforce_metadata=False)
+def _written(frame, sink: Sink, folder: str, label: str, scratch: bool = False):
+    return frame.map_partitions(_write, sink, folder, scratch, meta=_FILES_META, token=f"dsbuild-write-{label}", enforce_metadata=False)
 
 
-def _write(part: pd.DataFrame, sink: Sink, folder: str, partition_info=None) -> pd.DataFrame:
+def _write(part: pd.DataFrame, sink: Sink, folder: str, scratch: bool, partition_info=None) -> pd.DataFrame:
     index = partition_info["number"] if partition_info else 0
-    files = sink.write_partition(part, folder, index)
+    files = sink.write_partition(part, folder, index, scratch)
     return pd.DataFrame([{"partition": index, "k": k, **f} for k, f in enumerate(files)], columns=_FILES_META.columns)
 
 

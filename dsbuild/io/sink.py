@@ -83,8 +83,12 @@ class Sink:
         if self.fs.exists(data):
             self.fs.rm(data, recursive=True)
 
-    def write_partition(self, part: pd.DataFrame, folder: str, index: int) -> list[dict]:
-        """Write one partition as one or more files under the shard limits (runs on a worker)."""
+    def write_partition(self, part: pd.DataFrame, folder: str, index: int, scratch: bool = False) -> list[dict]:
+        """Write one partition as one or more files under the shard limits (runs on a worker).
+
+        ``scratch`` files (checkpoints, read back once) skip compression and encodings:
+        they are written for speed, not size.
+        """
         if part.empty:
             return []
         table = pa.Table.from_pandas(part, preserve_index=False)
@@ -92,7 +96,7 @@ class Sink:
         out = []
         for k, chunk in enumerate(_chunks(table, self.shard_rows, self.shard_bytes)):
             path = posixpath.join(folder, f"{index:06d}-{k:04d}.parquet")
-            out.append(_write_table(self.fs, chunk, path, self.compression))
+            out.append(_write_table(self.fs, chunk, path, None if scratch else self.compression, scratch))
         return out
 
     def finish(self, kind: str, staged: list[dict], empty: list[pd.DataFrame], cast_conflicts_to_string: bool) -> tuple[list[dict], pa.Schema]:
@@ -178,7 +182,7 @@ ROW_GROUP_ROWS = 1024 * 1024
 ROW_GROUP_BYTES = 128 * 2**20
 
 
-def _write_table(fs, table: pa.Table, path: str, compression) -> dict:
+def _write_table(fs, table: pa.Table, path: str, compression, scratch: bool = False) -> dict:
     """Write one Parquet file; return its row count, size and SHA-256 for the manifest.
 
     Row groups hold up to a million rows or 128 MiB (small groups cost writers and
@@ -192,7 +196,10 @@ def _write_table(fs, table: pa.Table, path: str, compression) -> dict:
         if f.name != ID and not (pa.types.is_binary(f.type) or pa.types.is_large_binary(f.type))
     ]
     buf = io.BytesIO()
-    pq.write_table(table, buf, compression=compression, row_group_size=group, use_dictionary=dictionary)
+    pq.write_table(
+        table, buf, compression=compression, row_group_size=group,
+        use_dictionary=False if scratch else dictionary, write_statistics=not scratch,
+    )
     data = buf.getvalue()
     with fs.open(path, "wb") as f:
         f.write(data)
@@ -201,7 +208,7 @@ def _write_table(fs, table: pa.Table, path: str, compression) -> dict:
         "rows": table.num_rows,
         "bytes": len(data),
         "memory": table.nbytes,
-        "sha256": hashlib.sha256(data).hexdigest(),
+        "sha256": None if scratch else hashlib.sha256(data).hexdigest(),
     }
 
 

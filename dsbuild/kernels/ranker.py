@@ -14,24 +14,31 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
-from sklearn.compose import ColumnTransformer
-from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
-from sklearn.impute import SimpleImputer
-from sklearn.linear_model import LogisticRegression
-from sklearn.naive_bayes import GaussianNB
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import OneHotEncoder, StandardScaler
-
-MODELS = {
-    "logistic_regression": lambda seed: LogisticRegression(max_iter=2000),
-    "naive_bayes": lambda seed: GaussianNB(),
-    "random_forest": lambda seed: RandomForestClassifier(n_estimators=100, min_samples_leaf=5, random_state=seed, n_jobs=1),
-    "gradient_boosting": lambda seed: HistGradientBoostingClassifier(random_state=seed),
-}
+MODELS = ("logistic_regression", "naive_bayes", "random_forest", "gradient_boosting")
 
 
-def encoder(numeric: Sequence[str], categorical: Sequence[str]) -> ColumnTransformer:
+def make_model(name: str, seed: int):
+    """The allow-listed model by name. scikit-learn is imported here, not at module
+    import, so workers that never rank rows never pay for it."""
+    from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.naive_bayes import GaussianNB
+
+    return {
+        "logistic_regression": lambda: LogisticRegression(max_iter=2000),
+        "naive_bayes": lambda: GaussianNB(),
+        "random_forest": lambda: RandomForestClassifier(n_estimators=100, min_samples_leaf=5, random_state=seed, n_jobs=1),
+        "gradient_boosting": lambda: HistGradientBoostingClassifier(random_state=seed),
+    }[name]()
+
+
+def encoder(numeric: Sequence[str], categorical: Sequence[str]):
     """Impute and scale numbers, one-hot categories (missing is a category)."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
     parts = []
     if numeric:
         parts.append(("num", make_pipeline(SimpleImputer(strategy="median"), StandardScaler()), list(numeric)))
@@ -67,7 +74,7 @@ class OutOfFoldRanker:
             train = np.asarray(fold) != k
             if len(np.unique(y[train])) < 2:
                 train = np.ones(len(y), dtype=bool)
-            self.models_.append(MODELS[self.model](self.seed).fit(z[train], y[train]))
+            self.models_.append(make_model(self.model, self.seed).fit(z[train], y[train]))
         self.n_samples_ = len(y)
         return self
 

@@ -11,7 +11,6 @@ draws give the same rows.
 from __future__ import annotations
 
 import numpy as np
-from sklearn.neighbors import NearestNeighbors
 
 
 def nearest_neighbours(x: np.ndarray, k: int) -> np.ndarray:
@@ -20,6 +19,8 @@ def nearest_neighbours(x: np.ndarray, k: int) -> np.ndarray:
     k = min(k, len(x) - 1)
     if k < 1:
         raise ValueError(f"SMOTE needs at least 2 rows of a class, got {len(x)}")
+    from sklearn.neighbors import NearestNeighbors  # imported where used: a second off every worker's start
+
     nn = NearestNeighbors(n_neighbors=k + 1).fit(x)
     return nn.kneighbors(x, return_distance=False)[:, 1:]
 
