@@ -265,7 +265,7 @@ def _time_section(m: dict):
 
 
 def _class_balance_section(m: dict):
-    """Rows per class as read and as written, or around each stage that changes the balance."""
+    """Rows per class as read and as written, and around each stage that changes the balance."""
     label = m.get("job", {}).get("columns", {}).get("label") or "label"
     counted = [s for s in m.get("stages", []) if isinstance(s.get("labels"), dict) and s["labels"]]
     parts = []
@@ -274,12 +274,11 @@ def _class_balance_section(m: dict):
         pairs = {"as read": first["labels"], "as written": last["labels"]} if first is not last else {"as written": last["labels"]}
         parts.append(f"<p>Rows per value of <code>{html.escape(label)}</code>.</p>"
                      + _img(_paired_bars(pairs, ylabel="rows"), "class balance before and after"))
-    else:
-        for s in m.get("stages", []):
-            pair = class_counts(s.get("summary") or {})
-            if pair:
-                parts.append(f"<h3>{html.escape(s['name'])}</h3>"
-                             + _img(_paired_bars(pair, ylabel="rows", xlabel=label), f"class balance around {s['name']}"))
+    for s in m.get("stages", []):
+        pair = class_counts(s.get("summary") or {})
+        if pair:
+            parts.append(f"<h3>{html.escape(s['name'])}</h3>"
+                         + _img(_paired_bars(pair, ylabel="rows", xlabel=label), f"class balance around {s['name']}"))
     return ("balance", "Class balance", "".join(parts)) if parts else None
 
 
