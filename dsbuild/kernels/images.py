@@ -53,7 +53,7 @@ def apply_lut(image: np.ndarray, lut: np.ndarray, owned: bool = False) -> np.nda
         out = image.copy() if out is None else out
         _sz.translate(memoryview(out.reshape(-1)), memoryview(lut), inplace=True)
         return out
-    return cv2.LUT(image, lut)
+    return cv2.LUT(image, lut, dst=image) if owned else cv2.LUT(image, lut)
 
 
 # -- the state that flows through a pipeline ------------------------------------------
@@ -539,13 +539,13 @@ class HueSaturation(Transform):
         hsv = cv2.cvtColor(image, cv2.COLOR_BGR2HSV)
         hue, sat, val = cv2.split(hsv)
         if params["hue"]:
-            apply_lut(hue, np.mod(_LEVELS + params["hue"], 180).astype(np.uint8), owned=True)
+            hue = apply_lut(hue, np.mod(_LEVELS + params["hue"], 180).astype(np.uint8), owned=True)
         if params["saturation"]:
             lut = np.clip(_LEVELS + params["saturation"], 0, 255).astype(np.uint8)
             lut[0] = 0  # grey stays grey
-            apply_lut(sat, lut, owned=True)
+            sat = apply_lut(sat, lut, owned=True)
         if params["value"]:
-            apply_lut(val, np.clip(_LEVELS + params["value"], 0, 255).astype(np.uint8), owned=True)
+            val = apply_lut(val, np.clip(_LEVELS + params["value"], 0, 255).astype(np.uint8), owned=True)
         return cv2.cvtColor(cv2.merge((hue, sat, val), dst=hsv), cv2.COLOR_HSV2BGR, dst=hsv)
 
 

@@ -191,7 +191,19 @@ def test_probability_decides_how_often_a_transform_runs():
     assert 500 < ran < 700
 
 
-def test_pixel_transforms_compute_what_they_say():
+@pytest.fixture(params=["stringzilla", "opencv"])
+def lut_backend(request, monkeypatch):
+    """Pixel LUTs run on stringzilla when it is installed and on OpenCV otherwise: test both."""
+    from dsbuild.kernels import images
+
+    if request.param == "opencv":
+        monkeypatch.setattr(images, "_sz", None)
+    elif images._sz is None:
+        pytest.skip("stringzilla is not installed; the OpenCV path is tested")
+    return request.param
+
+
+def test_pixel_transforms_compute_what_they_say(lut_backend):
     img = ASTRONAUT
     run = lambda spec: Compose([transform_from_spec(spec)])(img, np.random.default_rng(0)).image  # noqa: E731
     brighter = run({"brightness": {"limit": [0.1, 0.1]}}).astype(int)
