@@ -72,7 +72,7 @@ class Augment(FitApplyStage):
         self.pipeline = Compose([transform_from_spec(s) for s in o.transforms], o.box_format, o.min_visibility)
 
     def _image(self) -> str:
-        return self.ctx.roles.image or "image"
+        return self.ctx.roles.image_column
 
     def check(self, meta):
         o = self.options

@@ -53,6 +53,11 @@ class Roles:
     weight: str = "weight"
     text: str | None = None
 
+    @property
+    def image_column(self) -> str:
+        """The job's image column; ``image`` (what the image sources write) by default."""
+        return self.image or "image"
+
     def feature_columns(self, meta: pd.DataFrame) -> list[str]:
         """The named features, or every numeric column that has no other role."""
         if self.features:

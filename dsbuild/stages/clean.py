@@ -205,7 +205,7 @@ class ValidateImages(MapStage):
     Options = ValidateImagesOptions
 
     def _column(self) -> str:
-        return self.ctx.roles.image or "image"
+        return self.ctx.roles.image_column
 
     def check(self, meta):
         self.require_columns(meta, [self._column()], what="image column (columns.image)")

@@ -71,7 +71,7 @@ class ExactDedup(Stage):
     Options = ExactDedupOptions
 
     def _image(self) -> str:
-        return self.ctx.roles.image or "image"
+        return self.ctx.roles.image_column
 
     def columns(self, meta: pd.DataFrame) -> list[str]:
         if self.options.columns is not None:
@@ -489,7 +489,7 @@ class NearDedupImages(_NearDedup):
     Options = NearDedupImagesOptions
 
     def _column(self) -> str:
-        return self.ctx.roles.image or "image"
+        return self.ctx.roles.image_column
 
     def check(self, meta):
         self.require_columns(meta, [self._column()], what="image column (columns.image)")
@@ -592,7 +592,7 @@ class Decontaminate(Stage):
         o = self.options
         if o.kind != "auto":
             return o.kind
-        if (self.ctx.roles.image or "image") in meta.columns:
+        if self.ctx.roles.image_column in meta.columns:
             return "image"
         if self.ctx.roles.text and self.ctx.roles.text in meta.columns:
             return "text"
@@ -603,7 +603,7 @@ class Decontaminate(Stage):
             return list(self.options.columns)
         kind = self._kind(meta)
         if kind == "image":
-            return [self.ctx.roles.image or "image"]
+            return [self.ctx.roles.image_column]
         if kind == "text":
             return [self.ctx.roles.text]
         cols = [c for c in meta.columns if c != ID and not str(c).startswith("_")]
@@ -622,7 +622,7 @@ class Decontaminate(Stage):
         return None
 
     def exact_hashes(self, part: pd.DataFrame, cols: list[str]) -> np.ndarray:
-        if self._kind(part) == "image" or (len(cols) == 1 and cols[0] == (self.ctx.roles.image or "image")):
+        if self._kind(part) == "image" or (len(cols) == 1 and cols[0] == self.ctx.roles.image_column):
             return image_content_hashes(part[cols[0]].to_numpy())
         return row_hashes(part, cols)
 

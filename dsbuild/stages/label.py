@@ -532,6 +532,18 @@ class AggregateLabels(Stage):
         return getattr(self, "_summary", {})
 
 
+
+def write_labels(part: pd.DataFrame, out: str, classes, codes: np.ndarray, confidence: np.ndarray, keep_old: bool) -> None:
+    """The chosen label (code -1: none) and its confidence into ``out`` and
+    ``<out>_confidence``; rows without a label keep ``out``'s old value if asked."""
+    labeled = codes >= 0
+    values = classes.decode(codes)
+    values.index = part.index
+    if out in part.columns and keep_old:
+        values = values.astype(object).where(labeled, part[out].astype(object))
+    part[out] = values
+    part[f"{out}_confidence"] = np.where(labeled, confidence, np.nan)
+
 @dataclass(frozen=True)
 class FinishLabels:
     """Writes the joined per-item result into the data rows (label, confidence, count)."""
@@ -554,12 +566,7 @@ class FinishLabels:
             confidence = np.where(known >= 0, 1.0, confidence)
             part[f"{METRIC}gold_items"] = (known >= 0).astype(np.int64)
         labeled = codes >= 0
-        values = self.classes.decode(codes)
-        values.index = part.index
-        if out in part.columns and self.no_annotations == "keep":
-            values = values.astype(object).where(labeled, part[out].astype(object))
-        part[out] = values
-        part[f"{out}_confidence"] = np.where(labeled, confidence, np.nan)
+        write_labels(part, out, self.classes, codes, confidence, keep_old=self.no_annotations == "keep")
         part[f"{out}_annotations"] = count
         part[f"{METRIC}annotated"] = (count > 0).astype(np.int64)
         part[f"{METRIC}no_annotations"] = (~labeled).astype(np.int64)
@@ -728,12 +735,7 @@ class LabelingFunctions(FitApplyStage):
         codes = np.where(labeled, codes, -1)
         confidence = probas[np.arange(len(codes)), np.maximum(codes, 0)] if len(codes) else np.zeros(0)
         out = self._output()
-        values = voter.classes.decode(codes)
-        values.index = part.index
-        if out in part.columns and o.no_votes == "keep":
-            values = values.astype(object).where(labeled, part[out].astype(object))
-        part[out] = values
-        part[f"{out}_confidence"] = np.where(labeled, confidence, np.nan)
+        write_labels(part, out, voter.classes, codes, confidence, keep_old=o.no_votes == "keep")
         part[f"{out}_votes"] = fired.astype(np.int64)
         part[f"{METRIC}no_votes"] = (~labeled).astype(np.int64)
         if o.no_votes == "reject":

@@ -61,7 +61,7 @@ class _Features:
     def check(self, meta: pd.DataFrame) -> None:
         self.require_columns(meta, [self._label()], what="label column (columns.label)")
         if self._use_image():
-            self.require_columns(meta, [self.ctx.roles.image or "image"], what="image column (columns.image)")
+            self.require_columns(meta, [self.ctx.roles.image_column], what="image column (columns.image)")
             return
         columns = self._feature_columns(meta)
         self.require_columns(meta, columns, what="feature column")
@@ -83,7 +83,7 @@ class _Features:
     def raw_features(self, part: pd.DataFrame) -> np.ndarray:
         if self._use_image():
             o = self.options
-            return image_features(part[self.ctx.roles.image or "image"].to_numpy(), o.image_features, o.image_size)
+            return image_features(part[self.ctx.roles.image_column].to_numpy(), o.image_features, o.image_size)
         columns = getattr(self, "feature_columns_", None) or self._feature_columns(part)
         return part[columns].astype("float64").to_numpy(dtype=np.float64, na_value=np.nan)
 
