@@ -235,7 +235,7 @@ def scaling_table(quick: bool) -> str:
                 removed = int(out.map_partitions(lambda p: p[REJECT].notna().sum(), meta=(None, "int64")).sum().compute())
                 times[workers, method] = time.perf_counter() - start
                 assert removed == int(0.05 * n) or abs(removed - 0.05 * n) <= 2, removed
-    lines = [f"| method | 1 worker (s) | 2 workers (s) | speed-up |", "|---|---|---|---|"]
+    lines = ["| method | 1 worker (s) | 2 workers (s) | speed-up |", "|---|---|---|---|"]
     for method in ("l2", "slab", "svd"):
         a, b = times[1, method], times[2, method]
         lines.append(f"| {method} | {a:.1f} | {b:.1f} | {a / b:.2f}× |")

@@ -7,7 +7,6 @@ import pytest
 def cluster():
     from distributed import LocalCluster
 
-    from dsbuild.runtime import DsbuildWorkerSetup
 
     with LocalCluster(
         n_workers=2,

@@ -1,7 +1,6 @@
 """The command line: what a person types, what they read back."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -9,7 +8,6 @@ import time
 from pathlib import Path
 
 import psutil
-import pytest
 
 from dsbuild.cli import main
 

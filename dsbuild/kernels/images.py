@@ -15,7 +15,7 @@ the share of it still inside falls below ``min_visibility``.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import cv2

@@ -28,7 +28,6 @@ from dsbuild.kernels.unionfind import Forest, size_histogram
 from dsbuild.records import ID
 from dsbuild.stages.base import (
     KEY,
-    REJECT,
     Stage,
     StageError,
     StageOptions,

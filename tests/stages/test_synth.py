@@ -3,7 +3,6 @@
 import io
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 from scipy.stats import ks_2samp
