@@ -228,6 +228,27 @@ def test_pixel_transforms_compute_what_they_say(lut_backend):
     assert 1.0 < np.abs(jpeg.astype(int) - img).mean() < 10
 
 
+def test_lookup_tables_leave_a_borrowed_image_alone_and_overwrite_an_owned_one(lut_backend):
+    from dsbuild.kernels.images import apply_lut
+
+    lut = (255 - np.arange(256)).astype(np.uint8)
+    img = ASTRONAUT.copy()
+    out = apply_lut(img, lut)
+    assert out is not img and np.array_equal(img, ASTRONAUT) and np.array_equal(out, 255 - ASTRONAUT)
+    assert apply_lut(img, lut, owned=True) is img and np.array_equal(img, 255 - ASTRONAUT)
+
+
+def test_resizes_interpolate_as_albumentations_does_by_default():
+    """Bilinear, OpenCV's INTER_LINEAR, for both resize and random resized crop."""
+    out = Compose([transform_from_spec({"resize": {"height": 256, "width": 200}})])(ASTRONAUT, np.random.default_rng(0))
+    assert np.array_equal(out.image, cv2.resize(ASTRONAUT, (200, 256), interpolation=cv2.INTER_LINEAR))
+    spec = {"random_resized_crop": {"height": 128, "width": 96, "scale": [0.3, 0.6]}}
+    out = Compose([transform_from_spec(spec)])(ASTRONAUT, np.random.default_rng(0))
+    p = out.params[0]
+    window = ASTRONAUT[p["y"] : p["y"] + p["crop_height"], p["x"] : p["x"] + p["crop_width"]]
+    assert np.array_equal(out.image, cv2.resize(window, (96, 128), interpolation=cv2.INTER_LINEAR))
+
+
 def test_bad_specs_say_what_is_wrong():
     with pytest.raises(ValueError, match="did you mean 'rotate'"):
         transform_from_spec({"rotat": {}})
