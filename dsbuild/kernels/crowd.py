@@ -1,7 +1,8 @@
 """Crowd label aggregation: majority vote, Wawa, Dawid–Skene (full and one-coin), GLAD.
 
 Votes are integer-coded: item codes local to a batch of votes, annotator and class codes
-global. The E-step needs every vote of an item at once (callers group votes by item);
+global, stored compactly (int32, int32, int8) because a stage keeps them in worker memory
+for all the rounds. The E-step needs every vote of an item at once (callers group votes by item);
 the M-step needs only sums keyed by annotator × given label × true class, which add up
 across any split of the items. So a model is fitted by rounds of ``stats`` on each batch,
 ``merge_stats`` of the results, and ``finalize`` into the next round's parameters; ``fit``
@@ -14,10 +15,17 @@ The updates and the stopping rule (evidence lower bound per vote rising by less 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
+import scipy.sparse as sp
 
 EPS = 1e-10
+
+
+def label_dtype(n_classes: int) -> type:
+    """The smallest integer type that holds every class code."""
+    return np.int8 if n_classes <= np.iinfo(np.int8).max else np.int32
 
 
 @dataclass(frozen=True)
@@ -36,16 +44,15 @@ class Votes:
     gold: np.ndarray | None = None
 
     def __post_init__(self):
-        for name in ("item", "annotator", "label"):
-            object.__setattr__(self, name, np.asarray(getattr(self, name), dtype=np.int64))
-        if self.gold is not None:
-            object.__setattr__(self, "gold", np.asarray(self.gold, dtype=np.int64))
         if self.n_classes < 1:
             raise ValueError("need at least one class")
-        for name, n in (("item", self.n_items), ("annotator", self.n_annotators), ("label", self.n_classes)):
-            codes = getattr(self, name)
+        for name, n, dtype in (("item", self.n_items, np.int32), ("annotator", self.n_annotators, np.int32), ("label", self.n_classes, label_dtype(self.n_classes))):
+            codes = np.asarray(getattr(self, name))
             if len(codes) and (codes.min() < 0 or codes.max() >= n):
                 raise ValueError(f"{name} codes must lie in [0, {n})")
+            object.__setattr__(self, name, codes.astype(dtype, copy=False))
+        if self.gold is not None:
+            object.__setattr__(self, "gold", np.asarray(self.gold, dtype=np.int64))
 
     def __len__(self) -> int:
         return len(self.item)
@@ -64,7 +71,27 @@ class Votes:
         return out
 
     def counts_per_annotator(self) -> np.ndarray:
+        return self._annotator_counts.copy()
+
+    @cached_property
+    def _annotator_counts(self) -> np.ndarray:
         return np.bincount(self.annotator, minlength=self.n_annotators).astype(np.float64)
+
+    @cached_property
+    def incidence(self) -> sp.csr_matrix:
+        """Items × (annotator, given label) with a 1 per vote, built once per batch.
+
+        Both EM steps are products with it: per item log-likelihoods are ``incidence @
+        log_errors`` and the M-step's confusion sums ``incidence.T @ posteriors``, one pass
+        of scipy's C loop each instead of a gather and a bincount per class.
+        """
+        key = self.annotator.astype(np.int32) * np.int32(self.n_classes) + self.label
+        order = None if len(self.item) < 2 or bool((self.item[1:] >= self.item[:-1]).all()) else np.argsort(self.item, kind="stable")
+        if order is not None:
+            key = key[order]
+        indptr = np.zeros(self.n_items + 1, dtype=np.int64)
+        np.cumsum(np.bincount(self.item, minlength=self.n_items), out=indptr[1:])
+        return sp.csr_matrix((np.ones(len(key)), key, indptr), shape=(self.n_items, self.n_annotators * self.n_classes))
 
 
 def merge_stats(a: dict, b: dict) -> dict:
@@ -78,7 +105,7 @@ def merge_stats(a: dict, b: dict) -> dict:
 def vote_scores(votes: Votes, annotator_weight: np.ndarray | None = None) -> np.ndarray:
     """``(n_items, K)`` votes per class, each weighted by its annotator's weight."""
     w = None if annotator_weight is None else np.asarray(annotator_weight, dtype=np.float64)[votes.annotator]
-    flat = np.bincount(votes.item * votes.n_classes + votes.label, weights=w, minlength=votes.n_items * votes.n_classes)
+    flat = np.bincount(votes.item.astype(np.int64) * votes.n_classes + votes.label, weights=w, minlength=votes.n_items * votes.n_classes)
     return flat.reshape(votes.n_items, votes.n_classes).astype(np.float64)
 
 
@@ -156,9 +183,16 @@ def agreement_skill(stats: dict) -> np.ndarray:
 
 
 def posterior_from_log(loglik: np.ndarray) -> np.ndarray:
-    """Softmax per row, shifted by the row maximum so nothing underflows."""
-    shifted = np.exp(loglik - loglik.max(axis=1, keepdims=True))
-    return shifted / shifted.sum(axis=1, keepdims=True)
+    """Softmax per row, shifted by the row maximum so nothing underflows.
+
+    Computed class-major: reductions over a few classes per row are slow in numpy's
+    row layout and fast across whole rows of a ``(K, n)`` array.
+    """
+    by_class = np.ascontiguousarray(loglik.T, dtype=np.float64)
+    by_class -= by_class.max(axis=0)
+    np.exp(by_class, out=by_class)
+    by_class /= by_class.sum(axis=0)
+    return np.ascontiguousarray(by_class.T)
 
 
 def _entropy(probas: np.ndarray) -> float:
@@ -189,31 +223,27 @@ class DawidSkene:
         if state is None:
             return majority_vote(votes)[1]
         table = state["log_errors"].reshape(self.n_annotators * self.n_classes, self.n_classes)
-        contrib = table[votes.annotator * self.n_classes + votes.label]
-        loglik = votes.per_item(contrib) + state["log_prior"][None, :]
+        loglik = votes.incidence @ table + state["log_prior"][None, :]
         return with_gold(posterior_from_log(loglik), votes)
 
     def stats(self, votes: Votes, state: dict | None) -> dict:
-        """E-step with ``state``, then the sums the M-step needs."""
+        """E-step with ``state``, then the sums the M-step needs: one product for all of them
+        (one-coin's right answers and class totals are sums of the same confusion table)."""
         probas = self.posteriors(votes, state)
-        on_vote = probas[votes.item]
+        k = self.n_classes
+        confusion = np.asarray(votes.incidence.T @ probas).reshape(self.n_annotators, k, k)
         out = {
-            "class_sum": probas.sum(axis=0),
+            "class_sum": np.ones(len(probas)) @ probas,  # BLAS; numpy's sum over a narrow axis is slow
             "items": float(votes.n_items),
             "votes": votes.counts_per_annotator(),
             "entropy": _entropy(probas),
         }
         if self.one_coin:
-            right = on_vote[np.arange(len(votes)), votes.label]
-            out["right"] = np.bincount(votes.annotator, weights=right, minlength=self.n_annotators)
-            out["class_sum_votes"] = on_vote.sum(axis=0)
+            idx = np.arange(k)
+            out["right"] = confusion[:, idx, idx].sum(axis=1)
+            out["class_sum_votes"] = confusion.sum(axis=(0, 1))
         else:
-            key = votes.annotator * self.n_classes + votes.label
-            size = self.n_annotators * self.n_classes
-            table = np.empty((size, self.n_classes))
-            for k in range(self.n_classes):
-                table[:, k] = np.bincount(key, weights=on_vote[:, k], minlength=size)
-            out["confusion"] = table.reshape(self.n_annotators, self.n_classes, self.n_classes)
+            out["confusion"] = confusion
         return out
 
     def finalize(self, stats: dict) -> dict:

@@ -260,6 +260,10 @@ class AggregateLabelsOptions(StageOptions):
     min_confidence: float = Field(0.0, ge=0, le=1, description="reject rows whose label's posterior is lower")
     min_annotator_votes: int = Field(1, ge=1, description="leave out annotators with fewer answers")
     annotators_output: str | None = Field(None, description="write per-annotator quality here as Parquet")
+    partition_annotations: int = Field(
+        4_000_000, gt=0,
+        description="annotations per partition for the EM rounds: fewer, larger tasks make a round cheap; lower it to spread a job over more workers",
+    )
 
     @field_validator("annotations", mode="before")
     @classmethod
@@ -281,7 +285,7 @@ class VoteCoder:
 
     def votes(self, part: pd.DataFrame) -> tuple[crowd.Votes, np.ndarray]:
         """Votes and the item id per item code (codes come from ``_by_item``, made once)."""
-        codes = part[I_CODE].to_numpy(dtype=np.int64)
+        codes = part[I_CODE].to_numpy()
         n_items = int(codes[-1]) + 1 if len(codes) else 0
         starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]]) if len(codes) else np.zeros(0, dtype=np.int64)
         items = _LazyItems(part[ITEM], starts)
@@ -383,7 +387,7 @@ def _code_annotations(part: pd.DataFrame, annotators: pd.Index, classes: Classes
         {
             ITEM: (item if pd.api.types.is_string_dtype(item.dtype) and not pd.api.types.is_object_dtype(item.dtype) else item.astype(str)).reset_index(drop=True),
             A_CODE: a[keep].astype(np.int32),
-            L_CODE: label[keep].astype(np.int16),
+            L_CODE: label[keep].astype(crowd.label_dtype(len(classes))),
         }
     )
 
@@ -398,7 +402,7 @@ def _codes_via_uniques(values: pd.Series, code_uniques) -> np.ndarray:
 def _gold_codes(part: pd.DataFrame, column: str, classes: Classes) -> pd.DataFrame:
     codes = classes.codes(part[column])
     keep = codes >= 0
-    return pd.DataFrame({ITEM: part[ID].astype(str)[keep].reset_index(drop=True), GOLD: codes[keep].astype(np.int16)})
+    return pd.DataFrame({ITEM: part[ID].astype(str)[keep].reset_index(drop=True), GOLD: codes[keep].astype(crowd.label_dtype(len(classes)))})
 
 
 def _by_item(part: pd.DataFrame) -> pd.DataFrame:
@@ -471,7 +475,10 @@ class AggregateLabels(Stage):
         if o.gold:
             gold = shapes.map(frame[[ID, o.gold]], _gold_codes, o.gold, classes, meta=_gold_codes(frame._meta[[ID, o.gold]], o.gold, classes))
             coded = coded.merge(gold, on=ITEM, how="left")
-            coded[GOLD] = coded[GOLD].fillna(-1).astype(np.int16)
+            coded[GOLD] = coded[GOLD].fillna(-1).astype(crowd.label_dtype(len(classes)))
+        wanted = max(1, -(-int(inventory["rows"]) // o.partition_annotations))
+        if wanted < coded.npartitions:
+            coded = coded.repartition(npartitions=wanted)
         grouped = shapes.group(coded, _item_key, _by_item, label=f"{self.ctx.name}-by-item")
         grouped = grouped.persist()
 
