@@ -235,7 +235,8 @@ class Execution:
             "rejects": self.files["rejects"],
             "kept": kept_files,
         })
-        return _read_checkpoint(kept_files, kept._meta)
+        self.sink.drop_checkpoints_before(checkpoint)
+        return _read_checkpoint(self.sink, kept_files, kept._meta)
 
     def _restore(self, stages: list[Stage], source_kept):
         """(first stage to run, its input) from the last complete checkpoint, or None."""
@@ -252,40 +253,37 @@ class Execution:
         self.pending = []
         self.files["rejects"] = list(state["rejects"])
         self.resumed_from = index
-        return index, _read_checkpoint(state["kept"], _checkpoint_meta(state["kept"], source_kept._meta))
+        meta = _checkpoint_meta(self.sink, state["kept"], source_kept._meta)
+        return index, _read_checkpoint(self.sink, state["kept"], meta)
 
 
-def _read_checkpoint(files: list[dict], meta: pd.DataFrame):
+def _read_checkpoint(sink: Sink, files: list[dict], meta: pd.DataFrame):
     import dask.dataframe as dd
 
     if not files:
         return dd.from_pandas(meta, npartitions=1)
     paths = [f["path"] for f in files]
-    return dd.from_map(_CheckpointPart(meta), paths, meta=meta, divisions=None, label="read-checkpoint", enforce_metadata=False)
+    return dd.from_map(_CheckpointPart(sink, meta), paths, meta=meta, divisions=None, label="read-checkpoint", enforce_metadata=False)
 
 
-def _checkpoint_meta(files: list[dict], fallback: pd.DataFrame) -> pd.DataFrame:
+def _checkpoint_meta(sink: Sink, files: list[dict], fallback: pd.DataFrame) -> pd.DataFrame:
     """The kept rows' schema as the checkpoint stored it (restored stages may have
     changed columns in ways an empty frame cannot show)."""
     if not files:
         return fallback
-    import pyarrow.parquet as pq
-
     from dsbuild.io.sources import to_pandas
 
-    return to_pandas(pq.read_schema(files[0]["path"]).empty_table())
+    return to_pandas(sink.read_scratch(files[0]["path"]).schema.empty_table())
 
 
 class _CheckpointPart:
-    def __init__(self, meta: pd.DataFrame):
-        self.meta = meta
+    def __init__(self, sink: Sink, meta: pd.DataFrame):
+        self.sink, self.meta = sink, meta
 
     def __call__(self, path: str) -> pd.DataFrame:
-        import pyarrow.parquet as pq
-
         from dsbuild.io.sources import to_pandas
 
-        part = to_pandas(pq.read_table(path))
+        part = to_pandas(self.sink.read_scratch(path))
         mismatched = {c: t for c, t in self.meta.dtypes.items() if c in part.columns and part[c].dtype != t}
         return part.astype(mismatched) if mismatched else part
 
@@ -375,7 +373,7 @@ def _written(frame, sink: Sink, folder: str, label: str, scratch: bool = False):
 
 def _write(part: pd.DataFrame, sink: Sink, folder: str, scratch: bool, partition_info=None) -> pd.DataFrame:
     index = partition_info["number"] if partition_info else 0
-    files = sink.write_partition(part, folder, index, scratch)
+    files = (sink.write_scratch if scratch else sink.write_partition)(part, folder, index)
     return pd.DataFrame([{"partition": index, "k": k, **f} for k, f in enumerate(files)], columns=_FILES_META.columns)
 
 
