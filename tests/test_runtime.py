@@ -195,3 +195,26 @@ def test_peak_worker_memory_is_measured(client):
     del held
     assert after["max_bytes"] >= size
     assert all(w["limit_bytes"] > 0 for w in after["workers"].values())
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
+def test_workers_keep_freed_image_buffers_for_reuse():
+    """Under the nanny's MALLOC_TRIM_THRESHOLD_, a 1 MiB buffer is a fresh mmap; after the
+    worker setup's tuning it comes from the heap (glibc counts mmapped chunks)."""
+    import os
+    import subprocess
+
+    probe = (
+        "import ctypes, ctypes.util, sys, numpy as np\n"
+        "from dsbuild.runtime import keep_freed_buffers\n"
+        "class Info(ctypes.Structure):\n"
+        "    _fields_ = [(n, ctypes.c_size_t) for n in 'arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost'.split()]\n"
+        "libc = ctypes.CDLL(ctypes.util.find_library('c')); libc.mallinfo2.restype = Info\n"
+        "tuned = sys.argv[1] == 'tuned' and keep_freed_buffers()\n"
+        "before = libc.mallinfo2().hblks; image = np.ones(1 << 20, np.uint8)\n"
+        "print(tuned, libc.mallinfo2().hblks - before)\n"
+    )
+    env = {**os.environ, "MALLOC_TRIM_THRESHOLD_": "65536"}
+    runs = {how: subprocess.run([sys.executable, "-c", probe, how], env=env, capture_output=True, text=True, check=True).stdout.split() for how in ("plain", "tuned")}
+    assert runs["plain"] == ["False", "1"]
+    assert runs["tuned"] == ["True", "0"]
