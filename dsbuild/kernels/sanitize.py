@@ -7,16 +7,97 @@ larger means more suspicious. A row whose class index is -1 (no label) scores Na
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
+import pandas as pd
 from scipy.special import logsumexp
 
-from dsbuild.kernels.moments import ClassMoments, round_bits
+from dsbuild.kernels.moments import ClassMoments, ColumnMoments, Standardizer, round_bits
 
 
 def quantize(scores: np.ndarray, bits: int = 32) -> np.ndarray:
     """Round to ``bits`` significant bits, so float64 rounding noise from a different
     partitioning (sums added in another order) cannot reorder two rows."""
     return round_bits(scores, bits)
+
+
+@dataclass
+class LabelMoments:
+    """Per label value: rows and NaN-aware column moments of the raw features, and the
+    within-label scatter of the labelled rows; all merged with Chan et al.'s pairwise
+    update, so columns with a large mean (incomes, timestamps) keep their precision.
+
+    One pass over the data gives the standardizer (all rows), the class centroids and,
+    when no feature is missing, the within-class scatter, all in standardized units: the
+    second pass over standardized rows that :class:`ClassMoments` needs is not needed.
+    The scatter becomes ``None`` once a missing value is seen (a missing feature
+    standardizes to 0, which raw moments cannot express).
+    """
+
+    rows: dict  # label -> rows; the key None holds unlabelled rows
+    columns: dict  # label -> ColumnMoments
+    scatter: np.ndarray | None  # (d, d): sum over labelled rows of (x - mean_y)(x - mean_y)^T
+
+    @classmethod
+    def of(cls, X: np.ndarray, labels: np.ndarray, with_scatter: bool = False) -> LabelMoments:
+        X = np.asarray(X, dtype=np.float64)
+        codes, values = pd.factorize(pd.Series(labels, dtype=object), use_na_sentinel=True)
+        scatter = np.zeros((X.shape[1], X.shape[1])) if with_scatter and not np.isnan(X).any() else None
+        rows, columns = {}, {}
+        for code in np.unique(codes):
+            members = X[codes == code]
+            key = None if code < 0 else _plain(values[code])
+            rows[key] = len(members)
+            columns[key] = ColumnMoments.of(members)
+            if scatter is not None and key is not None:
+                centred = members - columns[key].mean
+                scatter += centred.T @ centred
+        return cls(rows, columns, scatter)
+
+    def merge(self, other: LabelMoments) -> LabelMoments:
+        rows, columns = dict(self.rows), dict(self.columns)
+        scatter = None if self.scatter is None or other.scatter is None else self.scatter + other.scatter
+        for key, n in other.rows.items():
+            if key not in rows:
+                rows[key], columns[key] = n, other.columns[key]
+                continue
+            if scatter is not None and key is not None:
+                delta = other.columns[key].mean - columns[key].mean
+                scatter = scatter + np.outer(delta, delta) * (rows[key] * n / (rows[key] + n))
+            rows[key] += n
+            columns[key] = columns[key].merge(other.columns[key])
+        return LabelMoments(rows, columns, scatter)
+
+    def label_counts(self) -> dict:
+        return {k: n for k, n in self.rows.items() if k is not None}
+
+    def total(self) -> ColumnMoments:
+        """Column moments of all rows, labelled or not."""
+        moments = list(self.columns.values())
+        out = moments[0]
+        for m in moments[1:]:
+            out = out.merge(m)
+        return out
+
+    def centroids(self, classes: list, standardizer: Standardizer) -> np.ndarray:
+        """(classes, d) class means of the standardized rows (a missing value counts as 0)."""
+        out = np.zeros((len(classes), len(standardizer.mean)))
+        for k, c in enumerate(classes):
+            m = self.columns[c]
+            out[k] = m.count * (m.mean - standardizer.mean) / standardizer.std / self.rows[c]
+        return round_bits(out, 32)
+
+    def within_scatter(self, standardizer: Standardizer) -> np.ndarray:
+        """Class-centred scatter of the standardized rows; only when no value was missing."""
+        if self.scatter is None:
+            raise ValueError("the within-class scatter is unknown when features have missing values")
+        W = self.scatter / np.outer(standardizer.std, standardizer.std)
+        return round_bits((W + W.T) / 2, 32)
+
+
+def _plain(value):
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def _offsets(Z: np.ndarray, classes: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -31,17 +112,17 @@ def l2_scores(Z: np.ndarray, classes: np.ndarray, centroids: np.ndarray) -> np.n
     return np.where(labelled, np.sqrt(np.einsum("ij,ij->i", D, D)), np.nan)
 
 
-def slab_directions(moments: ClassMoments) -> np.ndarray:
+def slab_directions(counts: np.ndarray, centroids: np.ndarray) -> np.ndarray:
     """(classes, d) unit vectors from the mean of all other classes to each class's mean.
 
     For two classes these are the one line between the centroids (with opposite signs);
     for more, one-vs-rest.
     """
-    n = moments.class_counts
-    sums = moments.sums.sum(0)
+    n = np.asarray(counts, dtype=np.float64)
+    sums = centroids * n[:, None]
     rest_n = n.sum() - n
     rest = np.divide(sums.sum(0) - sums, rest_n[:, None], out=np.zeros_like(sums), where=rest_n[:, None] > 0)
-    v = moments.centroids() - rest
+    v = centroids - rest
     norm = np.linalg.norm(v, axis=1, keepdims=True)
     return np.divide(v, norm, out=np.zeros_like(v), where=norm > 0)
 

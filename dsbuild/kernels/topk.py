@@ -28,7 +28,6 @@ class LargestPerKey:
         keys = np.asarray(keys, dtype=np.int64)
         scores = np.asarray(scores, dtype=np.float64)
         budget = np.asarray(budget, dtype=np.int64)
-        ids = np.asarray(ids).astype(str).astype(object)
         valid = (keys >= 0) & ~np.isnan(scores)
         chosen = []
         for key in np.unique(keys[valid]):
@@ -41,7 +40,7 @@ class LargestPerKey:
                 rows = rows[scores[rows] >= cutoff]
             chosen.append(rows)
         rows = np.concatenate(chosen) if chosen else np.zeros(0, dtype=np.int64)
-        items = pd.DataFrame({"key": keys[rows], "score": scores[rows], "id": ids[rows]})
+        items = pd.DataFrame({"key": keys[rows], "score": scores[rows], "id": id_strings(ids, rows)})
         return cls(budget, _keep_largest(items, budget))
 
     def merge(self, other: LargestPerKey) -> LargestPerKey:
@@ -51,6 +50,14 @@ class LargestPerKey:
         """For each key with a positive budget, the last (score, id) inside the budget."""
         last = self.items.groupby("key", sort=True).tail(1)
         return {int(k): (float(s), str(i)) for k, s, i in zip(last["key"], last["score"], last["id"])}
+
+
+def id_strings(ids, rows: np.ndarray) -> np.ndarray:
+    """``ids[rows]`` as str objects. Only those rows are converted: turning every id of a
+    partition into a Python string costs more than scoring it."""
+    if isinstance(ids, (list, tuple)):
+        ids = np.asarray(ids, dtype=object)
+    return np.asarray(ids[rows], dtype=object).astype(str).astype(object)
 
 
 def _keep_largest(items: pd.DataFrame, budget: np.ndarray) -> pd.DataFrame:
@@ -64,13 +71,12 @@ def within_cut(keys: np.ndarray, scores: np.ndarray, ids, cut: dict[int, tuple[f
     """True for rows inside their key's budget: above the cut, or tied with a smaller id."""
     keys = np.asarray(keys, dtype=np.int64)
     scores = np.asarray(scores, dtype=np.float64)
-    ids = np.asarray(ids).astype(str)
     out = np.zeros(len(keys), dtype=bool)
     for key, (score, last_id) in cut.items():
         rows = keys == key
-        above = scores > score
-        tied = (scores == score) & (ids <= last_id)
-        out |= rows & (above | tied)
+        out |= rows & (scores > score)
+        tied = np.flatnonzero(rows & (scores == score))
+        out[tied] = id_strings(ids, tied) <= last_id
     return out
 
 

@@ -17,6 +17,7 @@ from dsbuild.kernels import confident as cl
 from dsbuild.kernels.features import image_features
 from dsbuild.kernels.moments import ClassMoments, ColumnMoments
 from dsbuild.kernels.sanitize import (
+    LabelMoments,
     knn_index,
     knn_scores,
     l2_scores,
@@ -90,6 +91,11 @@ class _Features:
     def ids(self, part: pd.DataFrame) -> np.ndarray:
         return part[ID].astype(str).to_numpy(dtype=object)
 
+    @staticmethod
+    def id_column(part: pd.DataFrame):
+        """The ids as stored, for kernels that convert only the few rows they keep."""
+        return part[ID].array
+
 
 def _count_labels(values: pd.Series) -> dict:
     return {k: int(v) for k, v in values.dropna().value_counts(sort=False).items()}
@@ -150,10 +156,12 @@ class Sanitize(_Features, FitApplyStage):
     the class centroid and the other classes' mean. ``svd``: distance from the principal
     subspace of the class-centred data. ``knn``: mean distance to the k nearest rows of
     the same class. ``loss``: out-of-fold cross-entropy of the row's label under a linear
-    discriminant. Features are standardized first. Passes: (1) column moments and label
-    counts [and the knn reference sample]; (2) class moments; (3) with ``fraction``, the
-    exact per-class top-k of scores (narrowed by score histograms first when the budget
-    is large); then apply.
+    discriminant. Features are standardized first. Passes: (1) per-label moments of the
+    raw features, which give the standardizer, the centroids and the within-class scatter
+    [and the knn reference sample]; (2) only for ``loss`` (and ``svd`` when a feature is
+    missing): moments of the standardized rows per fold; (3) with ``fraction``, the exact
+    per-class top-k of scores (narrowed by score histograms first when the budget is
+    large); then apply.
     """
 
     name = "sanitize"
@@ -163,24 +171,21 @@ class Sanitize(_Features, FitApplyStage):
     # pass 1 ----------------------------------------------------------------------------
     def _partial_columns(self, part: pd.DataFrame, state: Any):
         X = self.raw_features(part)
-        labels = part[self._label()]
+        labels = part[self._label()].to_numpy(dtype=object)
         sample = None
         if self.options.method == "knn":
-            draws = record_uniform(self.ctx.seed, self.ctx.name, self.ids(part))
-            keep = labels.notna().to_numpy()
-            sample = HashSample.of(draws[keep], self.ids(part)[keep], labels.to_numpy(dtype=object)[keep], X[keep], self.options.reference_size)
-        return ColumnMoments.of(X) if len(X) else None, _count_labels(labels), sample
+            ids = self.ids(part)
+            draws = record_uniform(self.ctx.seed, self.ctx.name, ids)
+            keep = ~pd.isna(labels)
+            sample = HashSample.of(draws[keep], ids[keep], labels[keep], X[keep], self.options.reference_size)
+        return LabelMoments.of(X, labels, with_scatter=self.options.method == "svd"), sample
 
     @staticmethod
     def _combine_columns(a, b):
-        moments = b[0] if a[0] is None else a[0] if b[0] is None else a[0].merge(b[0])
-        sample = b[2] if a[2] is None else a[2] if b[2] is None else a[2].merge(b[2])
-        return moments, _add_counts(a[1], b[1]), sample
+        sample = b[1] if a[1] is None else a[1] if b[1] is None else a[1].merge(b[1])
+        return a[0].merge(b[0]), sample
 
-    # pass 2 ----------------------------------------------------------------------------
-    def _n_groups(self) -> int:
-        return self.options.folds if self.options.method == "loss" else 1
-
+    # pass 2, only for loss (and svd when features have missing values) -------------------
     def _groups(self, part: pd.DataFrame) -> np.ndarray | None:
         if self.options.method != "loss":
             return None
@@ -192,34 +197,42 @@ class Sanitize(_Features, FitApplyStage):
 
     def _partial_moments(self, part: pd.DataFrame, base: dict) -> ClassMoments:
         Z, classes = self._prepare(part, base)
-        return ClassMoments.of(Z, classes, len(base["classes"]), self._groups(part), self._n_groups())
+        n_groups = self.options.folds if self.options.method == "loss" else 1
+        return ClassMoments.of(Z, classes, len(base["classes"]), self._groups(part), n_groups)
 
     @staticmethod
     def _combine_moments(a: ClassMoments, b: ClassMoments) -> ClassMoments:
         return a.merge(b)
 
-    def _model(self, base: dict, moments: ClassMoments | None) -> dict:
+    def _model(self, frame, shapes, moments: LabelMoments, sample: HashSample | None) -> dict:
+        """Everything the scores need, from pass 1 (and pass 2 where it is needed)."""
         method, o = self.options.method, self.options
-        model = dict(base)
+        classes = _sorted_classes(moments.label_counts())
+        standardizer = moments.total().standardizer()
+        model: dict[str, Any] = {"classes": classes, "standardizer": standardizer}
         if method == "knn":
-            sample: HashSample = base["sample"]
             model["reference"] = knn_index(
-                base["standardizer"].standardize(sample.X),
-                _class_index(pd.Series(sample.labels, dtype=object), base["classes"]),
+                standardizer.standardize(sample.X),
+                _class_index(pd.Series(sample.labels, dtype=object), classes),
                 sample.ids,
                 o.k,
             )
             return model
-        total = moments.total()
-        model["centroids"] = total.centroids()
+        if method == "loss" or (method == "svd" and moments.scatter is None):
+            by_fold = shapes.fit(frame, self._partial_moments, self._combine_moments, model, label=f"{self.ctx.name}-moments")
+            self.moment_passes_ = 2
+        if method == "loss":
+            model["folds"] = [lda_fit(by_fold.without(g), o.shrinkage) for g in range(o.folds)]
+            return model
+        model["centroids"] = moments.centroids(classes, standardizer)
         if method == "slab":
-            model["directions"] = slab_directions(total)
+            counts = np.array([moments.rows[c] for c in classes], dtype=np.float64)
+            model["directions"] = slab_directions(counts, model["centroids"])
         elif method == "svd":
-            basis, ratios = principal_subspace(total.within_scatter(), o.variance)
+            scatter = moments.within_scatter(standardizer) if moments.scatter is not None else by_fold.total().within_scatter()
+            basis, ratios = principal_subspace(scatter, o.variance)
             model["basis"] = basis
             model["explained"] = float(ratios[: basis.shape[1]].sum())
-        elif method == "loss":
-            model["folds"] = [lda_fit(moments.without(g), o.shrinkage) for g in range(o.folds)]
         return model
 
     # scores ------------------------------------------------------------------------------
@@ -246,7 +259,7 @@ class Sanitize(_Features, FitApplyStage):
     # pass 3 ------------------------------------------------------------------------------
     def _partial_top(self, part: pd.DataFrame, model: dict) -> LargestPerKey:
         classes, scores = self._scores(part, model)
-        return LargestPerKey.of(classes, scores, self.ids(part), model["budget"])
+        return LargestPerKey.of(classes, scores, self.id_column(part), model["budget"])
 
     @staticmethod
     def _combine_top(a: LargestPerKey, b: LargestPerKey) -> LargestPerKey:
@@ -264,7 +277,7 @@ class Sanitize(_Features, FitApplyStage):
     def _partial_candidates(self, part: pd.DataFrame, state: tuple) -> LargestPerKey:
         model, search = state
         classes, scores = self._scores(part, model)
-        return search.candidates(classes, scores, self.ids(part))
+        return search.candidates(classes, scores, self.id_column(part))
 
     def _find_cut(self, frame, shapes, model: dict, counts: np.ndarray) -> dict:
         """The exact (score, id) of each class's last removed row.
@@ -290,16 +303,13 @@ class Sanitize(_Features, FitApplyStage):
     def build(self, frame, shapes):
         o = self.options
         label = self.ctx.name
-        moments, counts, sample = shapes.fit(frame, self._partial_columns, self._combine_columns, label=f"{label}-columns")
-        classes = _sorted_classes(counts)
-        if moments is None or not classes:
+        moments, sample = shapes.fit(frame, self._partial_columns, self._combine_columns, label=f"{label}-columns")
+        counts = moments.label_counts()
+        if not counts or not moments.columns:
             raise StageError(f"stage {label!r}: no labelled rows to fit on")
-        base = {"classes": classes, "standardizer": moments.standardizer(), "sample": sample}
-        class_moments = None
-        if o.method != "knn":
-            class_moments = shapes.fit(frame, self._partial_moments, self._combine_moments, base, label=f"{label}-moments")
-        model = self._model(base, class_moments)
-        model.pop("sample", None)
+        self.moment_passes_ = 1
+        model = self._model(frame, shapes, moments, sample)
+        classes = model["classes"]
         n = np.array([counts[c] for c in classes], dtype=np.int64)
         model["budget"] = np.floor(n * (o.fraction or 0.0) + 1e-9).astype(np.int64)
         model["cut"] = None
@@ -314,7 +324,7 @@ class Sanitize(_Features, FitApplyStage):
     def apply(self, part: pd.DataFrame, model: dict) -> pd.DataFrame:
         classes, scores = self._scores(part, model)
         if model["cut"] is not None:
-            remove = within_cut(classes, scores, self.ids(part), model["cut"])
+            remove = within_cut(classes, scores, self.id_column(part), model["cut"])
         else:
             remove = scores > self.options.threshold
         part = reject(part, remove, f"poison:{self.options.method}")
@@ -336,6 +346,7 @@ class Sanitize(_Features, FitApplyStage):
             out["removed_per_class"] = {str(_plain(c)): int(b) for c, b in zip(model["classes"], model["budget"])}
             out["score_cut_per_class"] = {str(_plain(model["classes"][k])): s for k, (s, _) in model["cut"].items()}
             out["passes_to_find_cut"] = self.cut_passes_
+        out["passes_for_statistics"] = self.moment_passes_
         if "basis" in model:
             out["subspace_dim"] = int(model["basis"].shape[1])
             out["explained_variance"] = model["explained"]

@@ -49,7 +49,7 @@ def test_l2_matches_direct_distance_and_skips_unlabelled(cancer):
 
 def test_slab_direction_is_between_the_centroids(cancer):
     Z, y, m = cancer
-    v = slab_directions(m)
+    v = slab_directions(m.class_counts, m.centroids())
     mu = m.centroids()
     expected = (mu[1] - mu[0]) / np.linalg.norm(mu[1] - mu[0])
     np.testing.assert_allclose(v[1], expected, atol=1e-12)
@@ -112,3 +112,42 @@ def test_out_of_fold_loss_finds_flipped_labels(cancer):
         coef, b = lda_fit(m.without(f))
         loss[folds == f] = log_loss_scores(Z[folds == f], noisy[folds == f], coef, b)
     assert roc_auc_score(flipped, loss) > 0.9
+
+
+@pytest.mark.parametrize("parts", [1, 4, 9])
+def test_label_moments_in_one_pass_match_moments_of_standardized_rows(parts):
+    """Centroids and within-class scatter from raw-feature moments (one pass) equal those
+    of the standardized rows (the two passes they replace), for any partitioning."""
+    from dsbuild.kernels.sanitize import LabelMoments
+
+    data = load_breast_cancer()
+    scaled = data.data * np.array([1.0] * 29 + [1e6])  # a wide column
+    X = scaled + np.array([1e9] + [0.0] * 29)  # and one with a large mean
+    y = data.target.astype(object)
+    y[:7] = None
+    chunks = np.array_split(np.random.default_rng(parts).permutation(len(X)), parts)
+    merged = LabelMoments.of(X[chunks[0]], y[chunks[0]], with_scatter=True)
+    for c in chunks[1:]:
+        merged = merged.merge(LabelMoments.of(X[c], y[c], with_scatter=True))
+    assert merged.label_counts() == {0: int((y == 0).sum()), 1: int((y == 1).sum())}
+    standardizer = merged.total().standardizer()
+    classes = np.where(y == None, -1, y).astype(int)  # noqa: E711
+    direct = ClassMoments.of(standardizer.standardize(X), classes, 2)
+    np.testing.assert_allclose(merged.centroids([0, 1], standardizer), direct.centroids(), rtol=1e-6, atol=1e-6)  # float64 at 1e9
+    # the scatter ignores the offset: it matches the rows without it to the precision X holds them (1e-7 at 1e9)
+    unshifted = ClassMoments.of(ColumnMoments.of(scaled).standardize(scaled), classes, 2)
+    np.testing.assert_allclose(merged.within_scatter(standardizer), unshifted.within_scatter(), rtol=1e-6, atol=1e-5)
+
+
+def test_label_moments_centroids_count_missing_values_as_zero_and_drop_the_scatter():
+    from dsbuild.kernels.sanitize import LabelMoments
+
+    X = np.array([[1.0, 2.0], [3.0, np.nan], [5.0, 6.0], [7.0, 8.0]])
+    y = np.array([0, 0, 1, 1], dtype=object)
+    m = LabelMoments.of(X, y, with_scatter=True)
+    assert m.scatter is None
+    standardizer = m.total().standardizer()
+    Z = standardizer.standardize(X)
+    np.testing.assert_allclose(m.centroids([0, 1], standardizer), [Z[:2].mean(0), Z[2:].mean(0)], rtol=1e-8)
+    with pytest.raises(ValueError):
+        m.within_scatter(standardizer)
