@@ -22,10 +22,21 @@ import pyarrow.compute as pc
 from pydantic import Field, model_validator
 
 from dsbuild.kernels import lsh as lsh_kernels
-from dsbuild.kernels.hashing import CHECK_KEY, ROW_KEY, hamming, image_content_hashes, perceptual_hashes, row_hashes
-from dsbuild.kernels.minhash import MinHasher, band_keys as minhash_band_keys, jaccard_estimate, optimal_bands
+from dsbuild.kernels.hashing import (
+    CHECK_KEY,
+    ROW_KEY,
+    VERIFY_SIDE,
+    aligned_similarity,
+    hamming,
+    image_content_hashes,
+    perceptual_hashes,
+    row_hashes,
+    verification_thumbnails,
+)
+from dsbuild.kernels.minhash import MinHasher, jaccard_estimate, optimal_bands
+from dsbuild.kernels.minhash import band_keys as minhash_band_keys
 from dsbuild.kernels.unionfind import Forest, size_histogram
-from dsbuild.records import ID
+from dsbuild.records import ID, image_size
 from dsbuild.stages.base import (
     KEY,
     Stage,
@@ -125,7 +136,7 @@ class ExactDedup(Stage):
         sizes = getattr(self, "cluster_sizes_", None)
         if sizes is None:
             return {}
-        return {"clusters": int(len(sizes)), "rows_in_clusters": int(sizes.sum()), "cluster_sizes": size_histogram(sizes)}
+        return {"clusters": len(sizes), "rows_in_clusters": int(sizes.sum()), "cluster_sizes": size_histogram(sizes)}
 
 
 _TEXT = pd.ArrowDtype(pa.large_string())
@@ -270,8 +281,11 @@ class ImageSigner:
     def keys(self, payload: np.ndarray) -> np.ndarray:
         return lsh_kernels.band_keys(payload, self.masks)
 
+    def distance(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return hamming(a, b).astype(float)
+
     def close(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        return hamming(a, b) <= self.max_distance
+        return self.distance(a, b) <= self.max_distance
 
 
 class TextSigner:
@@ -294,6 +308,9 @@ class TextSigner:
 
     def keys(self, payload: np.ndarray) -> np.ndarray:
         return minhash_band_keys(payload.reshape(len(payload), -1), self.bands, self.rows)
+
+    def distance(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return 1.0 - jaccard_estimate(a, b)
 
     def close(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return jaccard_estimate(a, b) >= self.threshold
@@ -342,7 +359,10 @@ def _edge_meta_input() -> pd.DataFrame:
     })
 
 
-EDGE_COLUMNS = {"a": object, "b": object, "qa": float, "qb": float, "candidates": np.int64, "verified": np.int64}
+EDGE_COLUMNS = {
+    "a": object, "b": object, "qa": float, "qb": float, "distance": float, "mirrored": bool,
+    "candidates": np.int64, "verified": np.int64,
+}
 
 
 def verify_buckets(part: pd.DataFrame, signer, dtype) -> pd.DataFrame:
@@ -364,12 +384,19 @@ def verify_buckets(part: pd.DataFrame, signer, dtype) -> pd.DataFrame:
     band = part["_band"].to_numpy()[i]
     first_shared = np.argmax(signer.keys(_squeeze(pa)) == signer.keys(_squeeze(pb)), axis=1)
     counted = first_shared == band
+    distance = signer.distance(_squeeze(pa), _squeeze(pb))
     good = counted & signer.close(_squeeze(pa), _squeeze(pb))
     i, j = i[good], j[good]
     a, b = ids[i], ids[j]
     q = part["_quality"].to_numpy()
-    edges = pd.DataFrame({"a": a, "b": b, "qa": q[i], "qb": q[j], "candidates": 0, "verified": 1})
-    tally = pd.DataFrame({"a": [None], "b": [None], "qa": [np.nan], "qb": [np.nan], "candidates": [int(counted.sum())], "verified": [0]})
+    edges = pd.DataFrame({
+        "a": a, "b": b, "qa": q[i], "qb": q[j], "distance": distance[good],
+        "mirrored": variant[i] != variant[j], "candidates": 0, "verified": 1,
+    })
+    tally = pd.DataFrame({
+        "a": [None], "b": [None], "qa": [np.nan], "qb": [np.nan], "distance": [np.nan], "mirrored": [False],
+        "candidates": [int(counted.sum())], "verified": [0],
+    })
     return pd.concat([tally, edges], ignore_index=True).astype(EDGE_COLUMNS)
 
 
@@ -434,10 +461,14 @@ class _NearDedup(Stage):
             meta=pd.DataFrame({k: pd.Series([], dtype=v) for k, v in EDGE_COLUMNS.items()}),
             label=f"{self.ctx.name}-buckets",
         )
-        clusters = shapes.fit(edges, lambda p, s: Clusters.of(p), lambda a, b: a.merge(b), label=f"{self.ctx.name}-components")
+        clusters = self.components(frame, shapes, edges)
         self.clusters_ = clusters
         drops = clusters.drops(self.options)
         return shapes.map(frame, _drop_members, shapes.broadcast(KeepersById(drops)), label=self.ctx.name)
+
+    def components(self, frame, shapes, edges) -> Clusters:
+        """Connected components of the verified edges (a mergeable fit)."""
+        return shapes.fit(edges, lambda p, s: Clusters.of(p), lambda a, b: a.merge(b), label=f"{self.ctx.name}-components")
 
     def summary(self) -> dict:
         c = getattr(self, "clusters_", None)
@@ -445,7 +476,7 @@ class _NearDedup(Stage):
             return {}
         sizes = c.forest.sizes()
         return {
-            "clusters": int(len(sizes)),
+            "clusters": len(sizes),
             "rows_in_clusters": int(sizes.sum()) if len(sizes) else 0,
             "cluster_sizes": size_histogram(sizes),
             "candidate_pairs": c.candidates,
@@ -478,6 +509,17 @@ class NearDedupImagesOptions(KeepRule):
     search: Literal["sampled", "pigeonhole"] = Field("sampled", description="sampled bit bands (fast at scale) or pigeonhole bands (every pair within max_distance, slow for large distances)")
     bands: int | None = Field(None, ge=1, description="number of LSH bands; default chosen from max_distance")
     band_bits: int = Field(20, ge=4, le=40, description="bits per sampled band")
+    min_similarity: float | None = Field(
+        0.99, ge=-1, le=1,
+        description="pairs whose hashes differ by more than trust_distance must also correlate this well once aligned "
+        "(8x8 means after registering one thumbnail on the other); null trusts the hashes alone",
+    )
+    trust_distance: int = Field(4, ge=0, le=128, description="hash distance up to which a pair is a duplicate without looking at the pictures")
+    check_below: int = Field(
+        80, ge=0,
+        description="a pair is checked when one picture is smaller than this many pixels on its shorter side (hashes of "
+        "small pictures come from few real pixels and collide); pairs of larger pictures are trusted on their hashes",
+    )
 
 
 @register
@@ -498,6 +540,86 @@ class NearDedupImages(_NearDedup):
     def signer(self, meta):
         o = self.options
         return ImageSigner(self._column(), o.hash, o.max_distance, o.mirror, o.search, o.bands, o.band_bits, seed=self.ctx.seed)
+
+    def components(self, frame, shapes, edges) -> Clusters:
+        """Hash pairs, then the doubtful ones checked on the pictures, then components.
+
+        Small simple pictures (digits, icons, aligned faces) have hashes as close as
+        edited copies'. Pairs with a picture smaller than ``check_below`` whose hashes
+        differ by more than ``trust_distance`` are checked by ``aligned_similarity`` on thumbnails: the
+        members of each component of doubtful pairs meet in one partition (a shuffle by
+        component), so every check is local and only those pictures are decoded again.
+        Larger pictures are not checked: their hashes separate distinct pictures, while
+        textured ones (grass, gravel) correlate poorly after JPEG and cropping.
+        """
+        o = self.options
+        found = shapes.fit(edges, lambda p, s: p, lambda a, b: pd.concat([a, b], ignore_index=True), label=f"{self.ctx.name}-pairs")
+        real = found["a"].notna().to_numpy()
+        doubtful = real & (found["distance"].to_numpy() > o.trust_distance) if o.min_similarity is not None else np.zeros(len(found), bool)
+        self.image_checked_ = int(doubtful.sum())
+        if doubtful.any():
+            checked = found[doubtful]
+            forest = Forest.from_edges(checked["a"].to_numpy(), checked["b"].to_numpy())
+            root_of = dict(zip(forest.nodes, forest.roots))
+            checked = checked.assign(_root=checked["a"].map(root_of))
+            rows = shapes.map(frame, verification_rows, self._column(), shapes.broadcast(root_of), meta=_VERIFY_META, label=f"{self.ctx.name}-thumbnails")
+            met = shapes.group(rows, lambda p: p["_root"], lambda p: p.drop(columns=[KEY]), meta=_VERIFY_META, label=f"{self.ctx.name}-by-component")
+            scored = shapes.map(met, score_pairs, shapes.broadcast(checked), o.check_below, meta=_SCORE_META, label=f"{self.ctx.name}-check")
+            scores = shapes.fit(scored, lambda p, s: p, lambda a, b: pd.concat([a, b], ignore_index=True), label=f"{self.ctx.name}-scores")
+            passed = found.index.isin(scores.loc[scores["similarity"] >= o.min_similarity, "pair"])
+            self.image_rejected_ = int((doubtful & ~passed).sum())
+            found = found[~doubtful | passed]
+        return Clusters.of(found)
+
+    def summary(self) -> dict:
+        out = super().summary()
+        if out:
+            out["pairs_checked_on_images"] = getattr(self, "image_checked_", 0)
+            out["pairs_rejected_on_images"] = getattr(self, "image_rejected_", 0)
+        return out
+
+
+_VERIFY_META = pd.DataFrame({
+    "_root": pd.Series([], dtype=object), ID: pd.Series([], dtype=object),
+    "_side": pd.Series([], dtype=np.int64), "_thumb": pd.Series([], dtype=object),
+})
+_SCORE_META = pd.DataFrame({"pair": pd.Series([], dtype=np.int64), "similarity": pd.Series([], dtype=float)})
+
+
+def verification_rows(part: pd.DataFrame, column: str, root_of: dict) -> pd.DataFrame:
+    """(component, id, shorter side, thumbnail bytes) for the rows in a component of doubtful pairs."""
+    ids = part[ID].to_numpy(dtype=object)
+    roots = np.array([root_of.get(i) for i in ids], dtype=object)
+    wanted = np.flatnonzero(pd.notna(roots))
+    if not len(wanted):
+        return _VERIFY_META.copy()
+    images = part[column].to_numpy()[wanted]
+    thumbs, ok = verification_thumbnails(images)
+    sides = np.array([min(image_size(d) or (0, 0)) for d in images], dtype=np.int64)
+    return pd.DataFrame({"_root": roots[wanted][ok], ID: ids[wanted][ok], "_side": sides[ok], "_thumb": [t.tobytes() for t in thumbs[ok]]})
+
+
+def score_pairs(part: pd.DataFrame, pairs: pd.DataFrame, check_below: int) -> pd.DataFrame:
+    """Aligned similarity of every doubtful pair whose component landed in this partition.
+
+    A pair of pictures both at least ``check_below`` pixels on their shorter side
+    scores +inf: trusted on its hashes (an unknown size counts as small).
+    """
+    if part.empty:
+        return _SCORE_META.copy()
+    thumb = {i: np.frombuffer(t, dtype=np.uint8).reshape(VERIFY_SIDE, VERIFY_SIDE) for i, t in zip(part[ID], part["_thumb"])}
+    side = dict(zip(part[ID], part["_side"]))
+    mine = pairs[pairs["_root"].isin(set(part["_root"]))]
+
+    def score(a, b, mirrored):
+        if a not in thumb or b not in thumb:
+            return -1.0
+        if min(side[a], side[b]) >= check_below:
+            return np.inf
+        return aligned_similarity(thumb[a], thumb[b], mirrored=mirrored)
+
+    scores = [score(a, b, m) for a, b, m in zip(mine["a"], mine["b"], mine["mirrored"])]
+    return pd.DataFrame({"pair": mine.index.to_numpy(dtype=np.int64), "similarity": np.asarray(scores, dtype=float)})
 
 
 # -- near_dedup_text -------------------------------------------------------------------

@@ -9,6 +9,7 @@ from skimage import data
 
 from dsbuild.kernels.decode import encode_image
 from dsbuild.kernels.hashing import (
+    aligned_similarity,
     dct_matrix,
     dhash_from_thumbnails,
     hamming,
@@ -17,6 +18,7 @@ from dsbuild.kernels.hashing import (
     phash_from_thumbnails,
     row_hashes,
     thumbnails,
+    verification_thumbnails,
 )
 
 
@@ -94,3 +96,21 @@ def test_thumbnails_of_large_and_odd_sized_images_hash_like_a_direct_area_resize
     halved = thumbnails(images)
     assert np.abs(halved - direct).mean() < 5
     assert (hamming(phash_from_thumbnails(halved), phash_from_thumbnails(direct)) <= 4).all()
+
+
+def test_aligned_similarity_tells_an_edited_digit_from_a_look_alike():
+    """Two distinct 'zeros' hash as close as a copy; aligned, the copy correlates better."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    zeros = np.flatnonzero(digits.target == 0)[:2]
+    big = [cv2.resize((digits.images[i] * 255 / 16).astype(np.uint8), (32, 32), interpolation=cv2.INTER_CUBIC) for i in zeros]
+    shift = cv2.warpAffine(big[0], cv2.getRotationMatrix2D((16, 16), 2.5, 1.0) + [[0, 0, 1], [0, 0, 0]], (32, 32), borderMode=cv2.BORDER_REFLECT)
+    copy = encode_image(np.clip(shift * 1.15, 0, 255).astype(np.uint8), "jpeg", 60)
+    thumbs, ok = verification_thumbnails([encode_image(big[0], "png"), copy, encode_image(big[1], "png"), b"junk"])
+    assert ok.tolist() == [True, True, True, False]
+    same = aligned_similarity(thumbs[0], thumbs[1])
+    other = aligned_similarity(thumbs[0], thumbs[2])
+    assert same >= 0.99 > other
+    assert aligned_similarity(thumbs[0], thumbs[0][:, ::-1].copy(), mirrored=True) > 0.999
+    assert aligned_similarity(np.zeros((32, 32), np.uint8), np.zeros((32, 32), np.uint8)) == 1.0

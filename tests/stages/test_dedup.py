@@ -85,6 +85,20 @@ def test_near_dedup_images_precision_recall_on_photo_copies_any_partitioning(cli
     assert _pairs(rej1) == _pairs(rej)
 
 
+def test_near_dedup_images_checks_look_alike_digits_on_the_pictures(client):
+    """Digits hash as close as edited copies; the aligned check on thumbnails keeps them apart."""
+    frame = near_copy_frame(80, seed=5, tile=0, faces=False, digits=150)
+    trusting = run_stage(NearDedupImages(min_similarity=None), frame.drop(columns=["edits"]), npartitions=3)
+    stage = NearDedupImages()
+    checked = run_stage(stage, frame.drop(columns=["edits"]), npartitions=3)
+    assert dedup_scores(frame, *trusting)["precision"] < 0.8
+    scores = dedup_scores(frame, *checked)
+    assert scores["precision"] >= 0.98 and scores["recall"] >= 0.9, scores
+    s = stage.summary()
+    assert s["pairs_checked_on_images"] >= s["pairs_rejected_on_images"] > 0
+    assert _pairs(run_stage(NearDedupImages(), frame.drop(columns=["edits"]), npartitions=1)[1]) == _pairs(checked[1])
+
+
 def test_pigeonhole_search_finds_every_pair_within_distance(copies):
     frame = copies.drop(columns=["edits"]).iloc[::4]
     sampled = run_stage(NearDedupImages(max_distance=6), frame, npartitions=3)[1]
