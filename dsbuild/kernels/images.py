@@ -15,7 +15,7 @@ the share of it still inside falls below ``min_visibility``.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 import cv2
@@ -68,7 +68,8 @@ class Targets:
     """An image and what must move with it. ``owned`` says the image may be overwritten.
 
     Boxes (pascal_voc, with their visibility) and keypoints are None when the caller
-    passed none, so an image-only pipeline does no label work at all.
+    passed none, so an image-only pipeline does no label work at all. ``table`` is a
+    uint8 lookup table not yet applied to the image (see :class:`PixelTable`).
     """
 
     image: np.ndarray
@@ -77,6 +78,13 @@ class Targets:
     visibility: np.ndarray | None = None
     keypoints: np.ndarray | None = None
     owned: bool = False
+    table: np.ndarray | None = None
+
+    def settled(self) -> Targets:
+        """The same targets with the pending lookup table applied to the image."""
+        if self.table is None:
+            return self
+        return replace(self, image=apply_lut(self.image, self.table, self.owned), owned=True, table=None)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -132,6 +140,7 @@ class Transform:
         return self.run_with(t, params)
 
     def run_with(self, t: Targets, params: dict) -> Targets:
+        t = t.settled()
         image = self.apply(t.image, params, t.owned)
         return Targets(image, t.mask, t.boxes, t.visibility, t.keypoints, owned=self._owns(t, image))
 
@@ -156,6 +165,7 @@ class GeometricTransform(Transform):
         return self.apply(mask, {**params, "interpolation": "nearest", "fill": 0})
 
     def run_with(self, t: Targets, params: dict) -> Targets:
+        t = t.settled()
         boxes, visibility, keypoints = t.boxes, t.visibility, t.keypoints
         if boxes is not None or keypoints is not None:
             m, (oh, ow) = self.matrix(params, *t.shape)
@@ -451,7 +461,32 @@ class RandomResizedCrop(GeometricTransform):
 # -- pixel transforms -----------------------------------------------------------------
 
 
-class Brightness(Transform):
+class PixelTable(Transform):
+    """A map of each uint8 value to another, drawn once per image.
+
+    Consecutive ones compose into one table (``later[earlier]``) that is applied in a
+    single pass when a different transform or the end comes: the same bytes as applying
+    them one after another, a pass over the pixels instead of one per transform.
+    """
+
+    reads_image: ClassVar[bool] = False  # the table depends on the pixels (settle first)
+
+    def table(self, params: dict, image: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def apply(self, image, params, owned=False):
+        return apply_lut(image, self.table(params, image), owned)
+
+    def run_with(self, t: Targets, params: dict) -> Targets:
+        if t.image.dtype != np.uint8:
+            return super().run_with(t, params)
+        if self.reads_image:
+            t = t.settled()
+        table = self.table(params, t.image)
+        return replace(t, table=table if t.table is None else table[t.table])
+
+
+class Brightness(PixelTable):
     """Add ``delta × 255`` (delta drawn from ``limit``), saturating."""
 
     name = "brightness"
@@ -463,7 +498,11 @@ class Brightness(Transform):
     def draw(self, rng, h, w):
         return {"delta": _uniform(rng, self.limit)}
 
+    def table(self, params, image):
+        return np.clip(_LEVELS + round(params["delta"] * 255), 0, 255).astype(np.uint8)
+
     def apply(self, image, params, owned=False):
+        """Alone, a saturating add: no table to build, and any pixel type."""
         shift = round(params["delta"] * 255)
         if shift == 0:
             return image
@@ -472,7 +511,7 @@ class Brightness(Transform):
         return cv2.subtract(image, (-shift,) * 4, dst=_dst(image, owned))
 
 
-class Contrast(Transform):
+class Contrast(PixelTable):
     """Scale distances from the image's mean grey by ``1 + factor``; brightness stays.
 
     The mean is taken over about 64 evenly spaced rows: as good an estimate for a
@@ -480,6 +519,7 @@ class Contrast(Transform):
     """
 
     name = "contrast"
+    reads_image = True
 
     def __init__(self, limit=(-0.2, 0.2), p: float = 1.0):
         super().__init__(p)
@@ -488,15 +528,14 @@ class Contrast(Transform):
     def draw(self, rng, h, w):
         return {"factor": _uniform(rng, self.limit)}
 
-    def apply(self, image, params, owned=False):
+    def table(self, params, image):
         alpha = 1.0 + params["factor"]
         channels = 1 if image.ndim == 2 else image.shape[2]
         mean = sum(cv2.mean(image[:: max(1, image.shape[0] // 64)])[:channels]) / channels
-        lut = (_LEVELS * alpha + ((1 - alpha) * mean + 0.5)).clip(0, 255).astype(np.uint8)
-        return apply_lut(image, lut, owned)
+        return (_LEVELS * alpha + ((1 - alpha) * mean + 0.5)).clip(0, 255).astype(np.uint8)
 
 
-class Gamma(Transform):
+class Gamma(PixelTable):
     """``255 × (x / 255) ** gamma`` through a lookup table."""
 
     name = "gamma"
@@ -508,9 +547,8 @@ class Gamma(Transform):
     def draw(self, rng, h, w):
         return {"gamma": _uniform(rng, self.limit)}
 
-    def apply(self, image, params, owned=False):
-        lut = (np.power(_UNIT, params["gamma"]) * 255 + 0.5).astype(np.uint8)
-        return apply_lut(image, lut, owned)
+    def table(self, params, image):
+        return (np.power(_UNIT, params["gamma"]) * 255 + 0.5).astype(np.uint8)
 
 
 class HueSaturation(Transform):
@@ -706,6 +744,7 @@ class Compose:
         log: list[dict] = []
         for transform in self.transforms:
             t = transform.run(t, rng, log)
+        t = t.settled()
         oh, ow = t.shape
         out_boxes, box_index, kp = _NO_BOXES, _NO_INDEX, _NO_POINTS
         if t.boxes is not None:

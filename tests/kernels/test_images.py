@@ -238,6 +238,21 @@ def test_lookup_tables_leave_a_borrowed_image_alone_and_overwrite_an_owned_one(l
     assert apply_lut(img, lut, owned=True) is img and np.array_equal(img, 255 - ASTRONAUT)
 
 
+@pytest.mark.parametrize("owned", [False, True])
+def test_consecutive_lookup_tables_give_the_bytes_of_one_after_another(lut_backend, owned):
+    """Brightness, gamma and contrast compose into one table; a flip in between settles it."""
+    specs = [{"brightness": {"limit": [0.15, 0.15]}}, {"gamma": {"limit": [0.7, 0.7]}}, "hflip",
+             {"brightness": {"limit": [-0.3, -0.3]}}, {"contrast": {"limit": [0.4, 0.4]}}, {"gamma": {"limit": [1.3, 1.3]}}]
+    steps = [transform_from_spec(s) for s in specs]
+    expected = ASTRONAUT
+    for step in steps:
+        expected = step.apply(expected, step.draw(np.random.default_rng(0), *expected.shape[:2]))
+    img = ASTRONAUT.copy()
+    out = Compose(steps)(img, np.random.default_rng(0), owned=owned)
+    assert np.array_equal(out.image, expected)
+    assert owned or np.array_equal(img, ASTRONAUT)
+
+
 def test_resizes_interpolate_as_albumentations_does_by_default():
     """Bilinear, OpenCV's INTER_LINEAR, for both resize and random resized crop."""
     out = Compose([transform_from_spec({"resize": {"height": 256, "width": 200}})])(ASTRONAUT, np.random.default_rng(0))
