@@ -32,11 +32,13 @@ def row_hashes(frame: pd.DataFrame, columns: list[str] | None = None, key: str =
 
     pandas' SipHash with a fixed key: equal values give equal hashes in any process.
     Hash with two different ``key`` values for a 128-bit check against collisions.
+    pandas hashes numbers without the key, so any key but ``ROW_KEY`` also combines
+    the columns in reverse order: a different function even for all-numeric rows.
     """
     cols = list(frame.columns) if columns is None else list(columns)
     if not cols:
         return np.zeros(len(frame), dtype=np.uint64)
-    sub = frame[cols]
+    sub = frame[cols if key == ROW_KEY else cols[::-1]]
     return pd.util.hash_pandas_object(sub, index=False, hash_key=key, categorize=True).to_numpy(dtype=np.uint64)
 
 

@@ -114,3 +114,13 @@ def test_aligned_similarity_tells_an_edited_digit_from_a_look_alike():
     assert same >= 0.99 > other
     assert aligned_similarity(thumbs[0], thumbs[0][:, ::-1].copy(), mirrored=True) > 0.999
     assert aligned_similarity(np.zeros((32, 32), np.uint8), np.zeros((32, 32), np.uint8)) == 1.0
+
+
+def test_check_hash_differs_from_row_hash_on_numeric_rows():
+    """pandas ignores the hash key for numbers; the check hash must still be another function."""
+    from dsbuild.kernels.hashing import CHECK_KEY
+
+    frame = pd.DataFrame({"a": [1, 2, 3], "b": [1.5, 2.5, 3.5]})
+    h1, h2 = row_hashes(frame), row_hashes(frame, key=CHECK_KEY)
+    assert (h1 != h2).all()
+    assert (row_hashes(frame.iloc[[0, 0]], key=CHECK_KEY) == h2[0]).all()
