@@ -287,7 +287,7 @@ class HorizontalFlip(GeometricTransform):
     name = "hflip"
 
     def apply(self, image, params, owned=False):
-        return cv2.flip(image, 1)
+        return cv2.flip(image, 1, dst=_dst(image, owned))  # OpenCV flips in place too
 
     def matrix(self, params, h, w):
         return np.array([[-1.0, 0, w - 1], [0, 1.0, 0], [0, 0, 1.0]]), (h, w)
@@ -297,7 +297,7 @@ class VerticalFlip(GeometricTransform):
     name = "vflip"
 
     def apply(self, image, params, owned=False):
-        return np.ascontiguousarray(image[::-1])
+        return cv2.flip(image, 0, dst=_dst(image, owned))
 
     def matrix(self, params, h, w):
         return np.array([[1.0, 0, 0], [0, -1.0, h - 1], [0, 0, 1.0]]), (h, w)

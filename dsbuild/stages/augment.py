@@ -163,8 +163,7 @@ class Augment(FitApplyStage):
     def apply_copies(self, part: pd.DataFrame, copies: np.ndarray) -> pd.DataFrame:
         o = self.options
         col = self._image()
-        part[o.params_column] = pd.Series([None] * len(part), index=part.index, dtype="str")
-        part["_m_copies"] = copies
+        described = [c for c in (f"{col}_height", f"{col}_width", f"{col}_format") if c in part.columns]
         made: list[dict] = []
         parents: list[int] = []
         undecodable = np.zeros(len(part), dtype=np.int64)
@@ -187,22 +186,25 @@ class Augment(FitApplyStage):
                     boxes=_cell(row, o.boxes), keypoints=_cell(row, o.keypoints), mask=masks,
                     owned=k == n - 1,  # the last copy may overwrite the decoded pixels
                 )
-                made.append(self._copy_fields(rid, row, k, out, fmt, part.columns))
+                made.append(self._copy_fields(rid, row, k, out, fmt, described))
                 parents.append(i)
-        part["_m_undecodable"] = undecodable
-        part["_m_copies"] = np.where(undecodable > 0, 0, copies)
+        part = part.assign(**{
+            o.params_column: pd.Series([None] * len(part), index=part.index, dtype="str"),
+            "_m_copies": np.where(undecodable > 0, 0, copies),
+            "_m_undecodable": undecodable,
+        })
         if not made:
             return part
-        new = part.iloc[parents].copy()
-        new.index = pd.RangeIndex(len(new))
-        for name in made[0]:
-            new[name] = _column([m[name] for m in made], part[name].dtype if name in part.columns else None)
-        new[ADDED] = True
-        new["_m_copies"] = 0
-        new["_m_undecodable"] = 0
-        return pd.concat([part.reset_index(drop=True), new], ignore_index=True)
+        made_columns = list(made[0])
+        new = part.drop(columns=made_columns).iloc[parents].reset_index(drop=True)  # not the parents' image bytes
+        new = new.assign(
+            **{name: _column([m[name] for m in made], part[name].dtype) for name in made_columns},
+            **{ADDED: True, "_m_copies": 0, "_m_undecodable": 0},
+        )
+        return pd.concat([part.reset_index(drop=True), new[part.columns]], ignore_index=True)
 
-    def _copy_fields(self, rid, row: pd.Series | None, k: int, out, fmt: str, columns) -> dict:
+    def _copy_fields(self, rid, row: pd.Series | None, k: int, out, fmt: str, described: list[str]) -> dict:
+        """The copy's own cells; ``described`` are the image's size/format columns present."""
         o = self.options
         col = self._image()
         fields = {
@@ -211,9 +213,9 @@ class Augment(FitApplyStage):
             o.params_column: json.dumps(out.params, separators=(",", ":")),
         }
         h, w = out.image.shape[:2]
-        for suffix, value in (("height", h), ("width", w), ("format", fmt)):
-            if f"{col}_{suffix}" in columns:
-                fields[f"{col}_{suffix}"] = value
+        for name, value in ((f"{col}_height", h), (f"{col}_width", w), (f"{col}_format", fmt)):
+            if name in described:
+                fields[name] = value
         if o.boxes:
             fields[o.boxes] = out.boxes.tolist()
             if o.box_labels:

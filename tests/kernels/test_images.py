@@ -253,6 +253,19 @@ def test_consecutive_lookup_tables_give_the_bytes_of_one_after_another(lut_backe
     assert owned or np.array_equal(img, ASTRONAUT)
 
 
+@pytest.mark.parametrize("shape", [(7, 9), (7, 9, 3), (8, 11, 4), (1, 1, 3)])
+@pytest.mark.parametrize("flip", ["hflip", "vflip"])
+def test_flips_overwrite_only_an_owned_image(shape, flip):
+    img = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+    expected = img[:, ::-1] if flip == "hflip" else img[::-1]
+    borrowed = img.copy()
+    assert np.array_equal(Compose([transform_from_spec(flip)])(borrowed, np.random.default_rng(0)).image, expected)
+    assert np.array_equal(borrowed, img)
+    owned = img.copy()
+    out = Compose([transform_from_spec(flip)])(owned, np.random.default_rng(0), owned=True).image
+    assert np.array_equal(out, expected) and np.shares_memory(out, owned)
+
+
 def test_resizes_interpolate_as_albumentations_does_by_default():
     """Bilinear, OpenCV's INTER_LINEAR, for both resize and random resized crop."""
     out = Compose([transform_from_spec({"resize": {"height": 256, "width": 200}})])(ASTRONAUT, np.random.default_rng(0))
