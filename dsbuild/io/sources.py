@@ -50,6 +50,9 @@ class ParquetSource(_Spec):
     path: str | list[str] = Field(..., description="file, folder or glob")
     columns: list[str] | None = None
     rows_per_partition: int = Field(1_000_000, gt=0)
+    bytes_per_partition: int = Field(
+        64 * 2**20, gt=0, description="uncompressed bytes per partition, from the row groups' metadata; "
+        "a worker holds a few partitions at once, so keep it well under its memory limit")
 
 
 class CsvSource(_Spec):
@@ -198,15 +201,16 @@ def _read_parquet(spec: ParquetSource) -> Source:
         records.append(record)
         rel = _relative(path, root)
         start, groups = 0, []
-        rows_in_piece = 0
+        rows_in_piece = bytes_in_piece = 0
         for g in range(meta.num_row_groups):
-            n = meta.row_group(g).num_rows
-            if groups and rows_in_piece + n > spec.rows_per_partition:
+            n, size = meta.row_group(g).num_rows, meta.row_group(g).total_byte_size
+            if groups and (rows_in_piece + n > spec.rows_per_partition or bytes_in_piece + size > spec.bytes_per_partition):
                 pieces.append((path, rel, tuple(groups), start))
                 start += rows_in_piece
-                groups, rows_in_piece = [], 0
+                groups, rows_in_piece, bytes_in_piece = [], 0, 0
             groups.append(g)
             rows_in_piece += n
+            bytes_in_piece += size
         pieces.append((path, rel, tuple(groups), start))
     if schema is None:
         raise SourceError(f"source {spec.path!r}: every Parquet file is empty")
