@@ -16,6 +16,7 @@ from dsbuild.kernels.crowd import (
     majority_vote,
     merge_stats,
     most_probable,
+    posterior_from_log,
 )
 from dsbuild.kernels.crowd_simulation import simulate_annotations
 
@@ -172,6 +173,23 @@ def test_wawa_down_weights_disagreeing_annotators():
     assert model.skills_[kind == 0].mean() > model.skills_[kind == 2].mean() + 0.3
     assert (model.predict_proba(votes).argmax(axis=1) == y).mean() >= (majority_vote(votes)[0] == y).mean()
     assert agreement_skill({"agree": np.array([0.0]), "votes": np.array([0.0])}).tolist() == [0.0]
+
+
+def test_incidence_counts_every_vote_in_any_order():
+    """Unsorted items and a repeated answer: each vote adds 1 at (item, annotator * K + label)."""
+    votes = Votes([2, 0, 2, 1, 0, 2], [1, 0, 0, 1, 0, 1], [1, 2, 0, 2, 2, 1], 4, 2, 3)
+    dense = np.zeros((4, 6))
+    for i, a, l in zip(votes.item, votes.annotator, votes.label):
+        dense[i, a * 3 + l] += 1
+    np.testing.assert_array_equal(votes.incidence.toarray(), dense)
+    assert votes.item.dtype == np.int32 and votes.label.dtype == np.int8
+
+
+def test_posterior_from_log_is_a_stable_softmax():
+    from scipy.special import softmax
+
+    loglik = np.array([[0.0, -1.0, -2.0], [-1000.0, -1001.0, -999.0], [700.0, 0.0, 700.0]])
+    np.testing.assert_allclose(posterior_from_log(loglik), softmax(loglik, axis=1), rtol=1e-12)
 
 
 def test_votes_reject_codes_out_of_range():

@@ -72,9 +72,9 @@ def test_results_do_not_depend_on_partitioning(client, digits_crowd):
     y, ids, ann, data, _ = digits_crowd
     ann, data = ann[ann["item"].isin(ids[:600])], data.head(600)
     outs = []
-    for n_data, n_ann in ((1, 1), (4, 3)):
+    for n_data, n_ann, per_partition in ((1, 1, 4_000_000), (4, 3, 700)):  # 700: the EM rounds run over 3 partitions
         shuffled = dd.from_pandas(ann.sample(frac=1.0, random_state=n_data), npartitions=n_ann)
-        stage = AggregateLabels(annotations=shuffled, method="dawid_skene")
+        stage = AggregateLabels(annotations=shuffled, method="dawid_skene", partition_annotations=per_partition)
         kept, _ = run_stage(stage, data.sample(frac=1.0, random_state=n_ann), npartitions=n_data)
         outs.append(kept)
     pd.testing.assert_series_equal(outs[0]["label"], outs[1]["label"])
