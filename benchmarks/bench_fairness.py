@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import time
 from pathlib import Path
 
@@ -98,8 +99,9 @@ def privileged_mask(frame, case):
     return (frame[s] >= 25).to_numpy() if case["bins"] else (frame[s] == case["privileged"]).to_numpy()
 
 
-def evaluate(train, test, case, weight=None, seed=0):
-    """Balanced accuracy and DI of a logistic regression's test predictions."""
+def fit_scores(train, test, case, weight=None, seed=0):
+    """A logistic regression on ``train`` (weighted, the sensitive attribute among its
+    features): validation and test scores, with labels, weights and privileged masks."""
     y = (train[case["label"]] == case["favorable"]).to_numpy()
     x = design(train, case)
     w = train[weight].to_numpy(float) if weight and weight in train.columns else np.ones(len(train))
@@ -107,14 +109,59 @@ def evaluate(train, test, case, weight=None, seed=0):
     scaler = StandardScaler().fit(x.iloc[idx_fit])
     model = LogisticRegression(max_iter=2000).fit(scaler.transform(x.iloc[idx_fit]), y[idx_fit], sample_weight=w[idx_fit])
     val = model.predict_proba(scaler.transform(x.iloc[idx_val]))[:, 1]
-    grid = np.linspace(0.01, 0.99, 99)
-    best = grid[np.argmax([balanced_accuracy_score(y[idx_val], val > t, sample_weight=w[idx_val]) for t in grid])]
     xt = design(test, case, x.columns)
     yt = (test[case["label"]] == case["favorable"]).to_numpy()
-    pred = model.predict_proba(scaler.transform(xt))[:, 1] > best
-    priv = privileged_mask(test, case)
+    scores = model.predict_proba(scaler.transform(xt))[:, 1]
+    return dict(
+        val=(val, y[idx_val], w[idx_val], privileged_mask(train.iloc[idx_val], case)),
+        test=(scores, yt, np.ones(len(yt)), privileged_mask(test, case)),
+    )
+
+
+def evaluate(train, test, case, weight=None, seed=0):
+    """Balanced accuracy and DI of a logistic regression's test predictions, at the one
+    threshold that maximises (weighted) balanced accuracy on a validation split."""
+    fitted = fit_scores(train, test, case, weight, seed)
+    val, y, w, _ = fitted["val"]
+    grid = np.linspace(0.01, 0.99, 99)
+    best = grid[np.argmax([balanced_accuracy_score(y, val > t, sample_weight=w) for t in grid])]
+    scores, yt, _, priv = fitted["test"]
+    pred = scores > best
     di = pred[~priv].mean() / max(pred[priv].mean(), 1e-12)
     return balanced_accuracy_score(yt, pred), di
+
+
+def group_thresholds(scores, y, w, priv, grid, min_di=0.8):
+    """Balanced accuracy of every (privileged, unprivileged) threshold pair at once:
+    (BA matrix, DI matrix). Post-processing with per-group thresholds on calibrated
+    scores is the best a classifier can do under a parity constraint (Hardt et al.;
+    Corbett-Davies et al.), so its best BA at DI ≥ min_di bounds every data mitigation."""
+    def above(mask):  # weight of positives / negatives scored above each threshold
+        s, yy, ww = scores[mask], y[mask], w[mask]
+        return np.array([[ww[(s > t) & yy].sum(), ww[(s > t) & ~yy].sum(), ww[s > t].sum(), ww.sum()] for t in grid])
+
+    p, u = above(priv), above(~priv)
+    pos, neg = w[y].sum(), w[~y].sum()
+    tp = p[:, None, 0] + u[None, :, 0]
+    fp = p[:, None, 1] + u[None, :, 1]
+    ba = 0.5 * (tp / pos + 1 - fp / neg)
+    di = (u[None, :, 2] / u[None, :, 3]) / np.maximum(p[:, None, 2] / p[:, None, 3], 1e-12)
+    return ba, di
+
+
+def parity_bound(train, test, case, seed=0, min_di=0.8):
+    """The unmitigated model with one threshold per group: (BA change, DI) on the test
+    split for thresholds chosen on validation (honest post-processing), and the best BA
+    change at DI ≥ min_di with thresholds chosen on the test split itself (the bound)."""
+    fitted = fit_scores(train, test, case, seed=seed)
+    grid = np.linspace(0.005, 0.995, 199)
+    base_ba, _ = evaluate(train, test, case, seed=seed)
+    ba_v, di_v = group_thresholds(*fitted["val"], grid)
+    i, j = np.unravel_index(np.argmax(np.where(di_v >= min_di, ba_v, -1)), ba_v.shape)
+    ba_t, di_t = group_thresholds(*fitted["test"], grid)
+    post = (ba_t[i, j] - base_ba, di_t[i, j])
+    k, m = np.unravel_index(np.argmax(np.where(di_t >= min_di, ba_t, -1)), ba_t.shape)
+    return post, (ba_t[k, m] - base_ba, di_t[k, m])
 
 
 def mitigations(case):
@@ -139,8 +186,8 @@ def data_parity(frame, case, weight=None):
     return view["spd"], view["di"]
 
 
-def aif360_section(quick: bool) -> tuple[str, dict]:
-    rows, headline = [], {}
+def aif360_section(quick: bool) -> str:
+    rows = []
     for name, case in list(CASES.items())[: 1 if quick else None]:
         train, test = case["data"]()
         if quick:
@@ -161,8 +208,6 @@ def aif360_section(quick: bool) -> tuple[str, dict]:
                 ba, di = evaluate(out, out_test, case, weight)
             spd, ddi = data_parity(out, case, weight) if make is not None and stage.name in ("reweigh", "resample", "massage") else (spd0, di0)
             rows.append((name, label, spd, ddi, ba, di, ba - base_ba))
-            if name == "Adult / sex":
-                headline[label] = (ba - base_ba, di)
     ref = "\n".join(
         f"| {n} | {a:.4f} → {b:.4f} | {c:.4f} → {d:.4f} |" for n, (a, b, c, d) in AIF360.items()
     )
@@ -180,7 +225,69 @@ def aif360_section(quick: bool) -> tuple[str, dict]:
         "| data / attribute | mitigation | data SPD | data DI | balanced accuracy | DI of predictions | BA change |\n"
         "|---|---|---|---|---|---|---|\n" + table + "\n"
     )
-    return md, headline
+    return md
+
+
+SWEEP = {  # Adult/sex: (mitigation, strength) pairs around the DI ≥ 0.8 crossing
+    "reweigh": (1.0, 1.5, 1.75, 2.0),
+    "resample (preferential)": (0.6, 0.8, 1.0),
+    "massage": (0.5, 0.7, 1.0),
+}
+
+
+def _stage(kind, case, strength):
+    common = dict(favorable=case["favorable"], bins=case["bins"], privileged={case["sensitive"]: case["privileged"]})
+    if kind == "reweigh":
+        return Reweigh(**common, strength=strength)
+    if kind == "massage":
+        return Massage(**common, strength=strength)
+    return Resample(**common, method="preferential", strength=strength)
+
+
+def tradeoff_section(quick: bool) -> tuple[str, list]:
+    """The strength knob on Adult/sex over several seeds (validation split, stage seed)."""
+    case = CASES["Adult / sex"]
+    train, test = case["data"]()
+    seeds = list(range(2 if quick else int(os.environ.get("DSBUILD_BENCH_FAIRNESS_SEEDS", "5"))))
+    sweep = {"reweigh": (1.75,)} if quick else SWEEP
+    if quick:
+        train, test = train.iloc[:3000], test.iloc[:2000]
+    roles = Roles(label=case["label"], sensitive=(case["sensitive"],), features=tuple(case["numeric"]))
+    base = {seed: evaluate(train, test, case, seed=seed)[0] for seed in seeds}
+    rows = []
+    for kind, strengths in sweep.items():
+        for strength in strengths:
+            runs = []
+            for seed in seeds:
+                stage = _stage(kind, case, strength)
+                out, _ = run_stage(stage, train, npartitions=4, roles=roles, seed=seed)
+                ba, di = evaluate(out, test, case, "weight" if kind == "reweigh" else None, seed=seed)
+                runs.append((ba - base[seed], di))
+            rows.append((kind, f"{strength:g}", np.array(runs)))
+    bounds = [parity_bound(train, test, case, seed) for seed in seeds]
+    rows.append(("per-group thresholds on the unmitigated model, chosen on validation", "–", np.array([b[0] for b in bounds])))
+    rows.append(("bound: best per-group thresholds, chosen on the test split", "–", np.array([b[1] for b in bounds])))
+
+    def cell(v, worst):
+        return f"{v.mean():.3f} ± {v.std():.3f} ({worst(v):.3f})"
+
+    table = "\n".join(
+        f"| {kind} | {strength} | {cell(r[:, 1], np.min)} | {cell(r[:, 0], np.min)} | "
+        f"{int(np.sum((r[:, 1] >= 0.8) & (r[:, 0] >= -0.02)))}/{len(r)} |"
+        for kind, strength, r in rows
+    )
+    md = (
+        "### The strength knob: disparate impact against balanced accuracy (Adult / sex)\n\n"
+        f"`strength` λ moves each group's favourable rate λ of the way to the overall rate (1: Kamiran & "
+        f"Calders; above 1: past parity). {len(seeds)} seeds (validation split and stage seed); mean ± "
+        "standard deviation (worst seed); BA change against the unmitigated model of the same seed. The last "
+        "two rows post-process the unmitigated model instead: one threshold per group, the best balanced "
+        "accuracy at DI ≥ 0.8 — chosen on the test split itself it is an upper bound for any mitigation "
+        "with this model.\n\n"
+        "| mitigation | strength | DI of predictions | BA change | seeds meeting the target |\n"
+        "|---|---|---|---|---|\n" + table + "\n"
+    )
+    return md, rows
 
 
 def transform_test(stage, test):
@@ -210,13 +317,30 @@ def big_adult(total: int, parts: int):
     return dd.from_map(functools.partial(adult_tiles, rows=per), list(range(parts)))
 
 
-def timed(fn, repeat: int = 1) -> float:
-    best = np.inf
+def timed(fn, repeat: int = 1) -> tuple[float, float]:
+    """(best wall seconds, CPU seconds of that run) over ``repeat`` runs. CPU counts this
+    process (driver, scheduler) and its children (nannies, workers), so it shows work a
+    loaded machine hides from the wall clock."""
+    best = (np.inf, np.inf)
     for _ in range(repeat):
-        t = time.perf_counter()
+        cpu, t = cpu_seconds(), time.perf_counter()
         fn()
-        best = min(best, time.perf_counter() - t)
+        best = min(best, (time.perf_counter() - t, cpu_seconds() - cpu))
     return best
+
+
+def cpu_seconds() -> float:
+    import psutil
+
+    me = psutil.Process()
+    total = 0.0
+    for proc in [me, *me.children(recursive=True)]:
+        try:
+            t = proc.cpu_times()
+        except psutil.Error:
+            continue
+        total += t.user + t.system
+    return total
 
 
 def audit_and_reweigh(frame):
@@ -228,89 +352,115 @@ def audit_and_reweigh(frame):
     return float(out["weight"].sum().compute())
 
 
+def cluster(workers: int, memory_limit: str = "3GiB"):
+    from distributed import LocalCluster
+
+    return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                        memory_limit=memory_limit)
+
+
 def speed_section(quick: bool) -> str:
-    from distributed import Client, LocalCluster
+    """Rows from DSBUILD_BENCH_FAIRNESS_ROWS (default 10 M), in partitions of 250 k rows."""
+    from distributed import Client
     from fairlearn.metrics import demographic_parity_difference
 
-    n_big = 200_000 if quick else 10_000_000
-    n_fl = 100_000 if quick else 1_000_000
-    parts = 8 if quick else 40
+    n_big = 200_000 if quick else int(float(os.environ.get("DSBUILD_BENCH_FAIRNESS_ROWS", "10000000")))
+    n_fl = max(n_big // 10, 1)
+    parts = max(n_big // 250_000, 4)
+    repeat = 1 if quick else 2
     lines = []
 
-    times = {}
-    for workers in (1, 2):
-        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                          memory_limit="3GiB") as cluster, Client(cluster):
-            frame = big_adult(n_big, parts)
+    runs = {}
+    roles = Roles(label="income", sensitive=("sex", "race"))
+    audit = FairnessAudit(favorable=">50K").bind(StageContext("fairness_audit", 0, roles))
+    for workers in (1, 2):  # every worker holds 1 GiB, less than correlation_remover's data
+        with cluster(workers, "1GiB") as c, Client(c):
             audit_and_reweigh(big_adult(n_big // 20, parts))  # warm the workers
-            times[workers] = timed(lambda: audit_and_reweigh(frame))
-    lines.append(("audit + reweigh, %s rows: 1 worker / 2 workers" % f"{n_big:,}", f"{times[1]:.1f} s / {times[2]:.1f} s",
-                  f"{times[1] / times[2]:.2f}× (target ≥ 1.7×)"))
+            runs[workers] = timed(lambda: audit_and_reweigh(big_adult(n_big, parts)), repeat)
+            if workers == 2:
+                t_audit, _ = timed(lambda: audit.build(big_adult(n_big, parts), Shapes()), repeat)
+                corr = correlation_at_scale(quick)
+    (w1, c1), (w2, c2) = runs[1], runs[2]
+    lines.append((f"audit + reweigh, {n_big:,} rows in {parts} partitions: 1 worker / 2 workers",
+                  f"{w1:.1f} s / {w2:.1f} s (CPU {c1:.1f} s / {c2:.1f} s)",
+                  f"{w1 / w2:.2f}× (target ≥ 1.7×); CPU of 2 workers {c2 / c1:.2f}× that of 1"))
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, memory_limit="3GiB") as cluster, Client(cluster):
-        roles = Roles(label="income", sensitive=("sex", "race"))
-        frame = big_adult(n_big, parts)
-        audit = FairnessAudit(favorable=">50K").bind(StageContext("fairness_audit", 0, roles))
-        audit.build(big_adult(n_big // 20, parts), Shapes())  # warm the workers
-        t_audit = timed(lambda: audit.build(frame, Shapes()))
     one = pd.concat([adult_tiles(i, n_fl // 10) for i in range(10)], ignore_index=True)
     y = (one["income"] == ">50K").to_numpy()
-    t_fl = timed(lambda: demographic_parity_difference(y, y, sensitive_features=one[["sex", "race"]]))
-    lines.append((f"audit of {n_big:,} rows (2 workers) / fairlearn demographic_parity_difference on {n_fl:,}",
+    t_fl, _ = timed(lambda: demographic_parity_difference(y, y, sensitive_features=one[["sex", "race"]]), repeat)
+    lines.append((f"audit of {n_big:,} rows (2 workers, rows generated in the workers) / fairlearn "
+                  f"demographic_parity_difference on {n_fl:,} in memory",
                   f"{t_audit:.2f} s / {t_fl:.2f} s", f"{t_fl / t_audit:.1f}× faster on {n_big // n_fl}× the rows"))
 
-    lines.append(correlation_at_scale(quick))
+    lines.append(corr)
     body = "\n".join(f"| {a} | {b} | {c} |" for a, b, c in lines)
-    return "### Speed and scale\n\n| comparison | times | ratio |\n|---|---|---|\n" + body + "\n"
+    return (
+        "### Speed and scale\n\n"
+        f"1-minute load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores at the end of these runs.\n\n"
+        "| comparison | times | ratio |\n|---|---|---|\n" + body + "\n"
+    )
 
 
 def random_features(i: int, rows: int, cols: int) -> pd.DataFrame:
+    """Partition i: a three-level group (categorical, as a Parquet dictionary column reads)
+    and ``cols`` normal features shifted by the group."""
     rng = np.random.default_rng(i)
     s = rng.integers(0, 3, rows)
     z = rng.normal(size=(rows, cols)) + s[:, None] * np.linspace(0.1, 2.0, cols)
     frame = pd.DataFrame(z, columns=[f"f{j}" for j in range(cols)])
-    frame.insert(0, "group", np.array(["a", "b", "c"])[s])
+    frame.insert(0, "group", pd.Categorical.from_codes(s, ["a", "b", "c"]))
     return frame
 
 
-def correlation_at_scale(quick: bool):
-    from distributed import Client, LocalCluster
+def max_group_correlation(frame: pd.DataFrame, features: list[str]) -> float:
+    """Largest |Pearson correlation| between a group indicator and a feature."""
+    groups = pd.get_dummies(frame["group"], dtype=float)
+    return float(np.nanmax(np.abs(pd.concat([groups, frame[features]], axis=1).corr().loc[groups.columns, features].to_numpy())))
+
+
+def correlation_at_scale(quick: bool, limit: str = "1GiB"):
+    """On the current 2-worker cluster, whose workers hold ``limit`` each."""
     from fairlearn.preprocessing import CorrelationRemover as FL
 
-    rows, cols, parts = (200_000, 20, 8) if quick else (10_000_000, 20, 100)
-    limit = "1GiB"
+    rows = 200_000 if quick else int(float(os.environ.get("DSBUILD_BENCH_FAIRNESS_ROWS", "10000000")))
+    cols, parts = 20, max(rows // 100_000, 2)
+    features = [f"f{j}" for j in range(cols)]
     data_gib = rows * cols * 8 / 2**30
-    roles = Roles(sensitive=("group",), features=tuple(f"f{j}" for j in range(cols)))
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, memory_limit=limit) as cluster, Client(cluster):
-        frame = dd.from_map(functools.partial(random_features, rows=rows // parts, cols=cols), list(range(parts)))
-        stage = CorrelationRemoverStage().bind(StageContext("correlation_remover", 0, roles))
+    roles = Roles(sensitive=("group",), features=tuple(features))
+    frame = dd.from_map(functools.partial(random_features, rows=rows // parts, cols=cols), list(range(parts)))
+    stage = CorrelationRemoverStage().bind(StageContext("correlation_remover", 0, roles))
 
-        def go():
-            out = stage.build(frame, Shapes())
-            return out[[f"f{j}" for j in range(cols)]].sum().compute()
+    def go():
+        out = stage.build(frame, Shapes())
+        return out[features].sum().compute()
 
-        stage.build(frame.partitions[:2], Shapes())  # warm the workers
-        t_ours = timed(go)
-    before = stage.summary()["max_abs_correlation_before"]
-    after = stage.summary()["max_abs_correlation_after"]
+    stage.build(frame.partitions[:2], Shapes())  # warm the workers
+    t_ours, cpu_ours = timed(go)
+    first = stage.build(frame, Shapes()).partitions[0].compute()
+    before = max_group_correlation(random_features(0, rows // parts, cols), features)
+    after = max_group_correlation(first, features)
     small = pd.concat([random_features(i, 100_000, cols) for i in range(10 if not quick else 2)], ignore_index=True)
     x = pd.concat([pd.get_dummies(small["group"], dtype=float), small.drop(columns="group")], axis=1)
-    t_fl = timed(lambda: FL(sensitive_feature_ids=["a", "b", "c"]).fit(x).transform(x))
+    t_fl, _ = timed(lambda: FL(sensitive_feature_ids=["a", "b", "c"]).fit(x).transform(x))
     return (
-        f"correlation_remover {rows:,} × {cols} ({data_gib:.1f} GiB of features), 2 workers × {limit} / "
-        f"fairlearn on {len(small):,} × {cols} in memory",
-        f"{t_ours:.1f} s / {t_fl:.2f} s",
-        f"{(t_fl / len(small)) / (t_ours / rows):.2f}× fairlearn's rows per second; largest |corr| with the group "
-        f"{max(before.values()):.3f} → {max(after.values()):.1e}",
+        f"correlation_remover {rows:,} × {cols} ({data_gib:.1f} GiB of features, {parts} partitions), 2 workers × "
+        f"{limit} / fairlearn on {len(small):,} × {cols} in memory",
+        f"{t_ours:.1f} s (CPU {cpu_ours:.1f} s) / {t_fl:.2f} s",
+        f"{(t_fl / len(small)) / (t_ours / rows):.2f}× fairlearn's rows per second; largest |corr| of a feature with "
+        f"a group, measured on the first partition: {before:.3f} → {after:.1e}",
     )
 
 
 def run(quick: bool = False) -> str:
-    md, headline = aif360_section(quick)
-    best = [(m, loss, di) for m, (loss, di) in headline.items() if m != "none" and di >= 0.8 and loss >= -0.02]
+    md = aif360_section(quick)
+    sweep_md, sweep = tradeoff_section(quick)
+    met = [f"{kind} at strength {strength} (DI {r[:, 1].mean():.3f}, BA {r[:, 0].mean():+.4f})"
+           for kind, strength, r in sweep[:-2] if np.all((r[:, 1] >= 0.8) & (r[:, 0] >= -0.02))]
+    bound = sweep[-1][2]
     verdict = (
-        "Target (Adult/sex: DI ≥ 0.80 with balanced-accuracy loss ≤ 0.02) met by: "
-        + (", ".join(f"{m} (DI {di:.3f}, BA {loss:+.4f})" for m, loss, di in best) if best else "none of the stages")
-        + ".\n"
+        "Target (Adult/sex: DI ≥ 0.80 with balanced-accuracy loss ≤ 0.02 in every seed) met by: "
+        + (", ".join(met) if met else "no stage and strength")
+        + f". The bound above: at DI ≥ 0.8 this model loses at least {-bound[:, 0].mean():.3f} "
+        "balanced accuracy on Adult/sex, whatever the mitigation.\n"
     )
-    return "## Fairness\n\n" + md + "\n" + verdict + "\n" + speed_section(quick)
+    return "## Fairness\n\n" + md + "\n" + sweep_md + "\n" + verdict + "\n" + speed_section(quick)

@@ -87,5 +87,7 @@ class CorrelationRemover:
     def transform(self, sensitive: np.ndarray, features: np.ndarray) -> np.ndarray:
         s = np.asarray(sensitive, dtype=np.float64).reshape(len(features), -1)
         z = np.asarray(features, dtype=np.float64)
-        filtered = z - (s - self.sensitive_mean_) @ self.beta_
-        return self.alpha * filtered + (1 - self.alpha) * z
+        # alpha · (z − shift) + (1 − alpha) · z, with one temporary instead of three
+        shift = (s - self.sensitive_mean_) @ self.beta_
+        shift *= self.alpha
+        return z - shift

@@ -37,7 +37,8 @@ def group_codes(col: pd.Series, edges: Sequence[float] | None = None) -> tuple[n
     """(codes, names): each row's group as an index into ``names``; missing is ``<NA>``.
 
     A column with ``edges`` is cut into bins ``[e_i, e_i+1)``; any other column's values
-    are its groups, named by their text.
+    are its groups, named by their text. ``names`` may hold groups no row has (a
+    categorical's unused categories): counting skips them.
     """
     if edges:
         values = pd.to_numeric(col, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
@@ -45,11 +46,19 @@ def group_codes(col: pd.Series, edges: Sequence[float] | None = None) -> tuple[n
         names = bin_labels(edges)
         codes[np.isnan(values)] = len(names)
         return codes, [*names, MISSING]
-    codes, uniques = pd.factorize(col, use_na_sentinel=True)
-    codes = np.asarray(codes, dtype=np.int64)
+    codes, uniques = factorize(col)
     names = [_text(u) for u in uniques]
     codes[codes < 0] = len(names)
     return codes, [*names, MISSING]
+
+
+def factorize(col: pd.Series) -> tuple[np.ndarray, list]:
+    """(int64 codes, values), −1 for missing. A categorical column's own codes are used
+    as they are: hashing a few hundred thousand rows per partition is most of an audit."""
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        return col.cat.codes.to_numpy(dtype=np.int64), list(col.cat.categories)
+    codes, uniques = pd.factorize(col, use_na_sentinel=True)
+    return np.asarray(codes, dtype=np.int64), list(uniques)
 
 
 def group_text(col: pd.Series, edges: Sequence[float] | None = None) -> np.ndarray:
@@ -95,11 +104,9 @@ def contingency(
     for col in sensitive:
         codes, names = group_codes(part[col], bins.get(col))
         keys.append((col, codes, names))
-    lab_codes, lab_values = pd.factorize(part[label], use_na_sentinel=True)
-    keys.append((LABEL, np.asarray(lab_codes, dtype=np.int64), list(lab_values)))
+    keys.append((LABEL, *factorize(part[label])))
     for name, values in (extra or {}).items():
-        codes, uniques = pd.factorize(pd.Series(values), use_na_sentinel=True)
-        keys.append((name, np.asarray(codes, dtype=np.int64), list(uniques)))
+        keys.append((name, *factorize(pd.Series(values))))
 
     valid = np.ones(len(part), dtype=bool)
     for name, codes, _ in keys[len(sensitive):]:
@@ -124,7 +131,7 @@ def contingency(
     coords = np.unravel_index(cells, sizes)
     data = {name: [names[i] for i in idx] for (name, _, names), idx in zip(keys, coords)}
     table = pd.DataFrame({**data, "n": n, "w": wsum})
-    return tidy(table)
+    return table.sort_values(list(data), kind="stable", ignore_index=True)
 
 
 def _weights(part: pd.DataFrame, weight: str | None) -> np.ndarray:
@@ -298,45 +305,78 @@ def _min_over_max(s: pd.Series) -> float:
 # -- mitigation targets -----------------------------------------------------------------
 
 
-def reweighing(table: pd.DataFrame, sensitive: Sequence[str]) -> pd.DataFrame:
+def reweighing(table: pd.DataFrame, sensitive: Sequence[str], strength: float = 1.0) -> pd.DataFrame:
     """Kamiran & Calders: W(s, y) = P(s)·P(y) / P(s, y) per cell, from weight sums.
 
     ``s`` is the intersection of all sensitive columns, so every group × label cell ends
-    up with the weight it would have if group and label were independent.
+    up with the weight it would have if group and label were independent. With
+    ``strength`` λ each group's label distribution moves λ of the way to the overall one
+    instead (:func:`target_label_rates`): W(s, y) = P'(y | s) / P(y | s), which is
+    Kamiran & Calders' weight at λ = 1 and keeps every group's total weight.
     """
+    t = _cells(table, sensitive, "w", strength)
+    t["factor"] = np.where(t["w"] > 0, t["target_rate"] / t["rate"].where(t["w"] > 0), 1.0)
+    return t.drop(columns=["rate", "target_rate"])
+
+
+def target_label_rates(rate: np.ndarray, overall: np.ndarray, strength: float) -> np.ndarray:
+    """P'(y | s) = P(y | s) + λ·(P(y) − P(y | s)): λ = 0 keeps the data, 1 makes group and
+    label independent, λ > 1 goes past parity (so a model that learns the rest of the
+    bias from the features still ends up near parity). Raises if a rate would leave [0, 1]."""
+    target = rate + strength * (overall - rate)
+    if np.any(target < -1e-12) or np.any(target > 1 + 1e-12):
+        raise ValueError(
+            f"strength {strength:g} pushes a group's label rate outside [0, 1]; "
+            f"the largest possible here is {max_strength(rate, overall):.3g}"
+        )
+    return np.clip(target, 0.0, 1.0)
+
+
+def max_strength(rate: np.ndarray, overall: np.ndarray) -> float:
+    """The largest λ for which every P'(y | s) stays in [0, 1]."""
+    gap = overall - rate
+    up = np.where(gap > 0, (1 - rate) / np.where(gap > 0, gap, 1), np.inf)
+    down = np.where(gap < 0, rate / np.where(gap < 0, -gap, 1), np.inf)
+    return float(min(up.min(initial=np.inf), down.min(initial=np.inf)))
+
+
+def _cells(table: pd.DataFrame, sensitive: Sequence[str], by: str, strength: float = 1.0) -> pd.DataFrame:
+    """Per (group, label) cell: ``rate`` = P(y | s) and ``target_rate`` = P'(y | s), from
+    the ``by`` column (``w``: weight sums, ``n``: row counts)."""
     cols = list(sensitive)
     t = table.groupby([*cols, LABEL], sort=True, dropna=False)[["n", "w"]].sum().reset_index()
-    total = t["w"].sum()
-    w_s = t.groupby(cols, dropna=False)["w"].transform("sum")
-    w_y = t.groupby(LABEL, dropna=False)["w"].transform("sum")
-    t["factor"] = np.where(t["w"] > 0, w_s * w_y / (total * t["w"].where(t["w"] > 0)), 1.0)
+    total = t[by].sum()
+    in_group = t.groupby(cols, dropna=False)[by].transform("sum")
+    t["rate"] = t[by] / in_group.where(in_group > 0)
+    overall = t.groupby(LABEL, dropna=False)[by].transform("sum") / total
+    t["target_rate"] = target_label_rates(t["rate"].fillna(overall).to_numpy(), overall.to_numpy(), strength)
     return t
 
 
-def resample_targets(table: pd.DataFrame, sensitive: Sequence[str]) -> pd.DataFrame:
+def resample_targets(table: pd.DataFrame, sensitive: Sequence[str], strength: float = 1.0) -> pd.DataFrame:
     """Kamiran & Calders sampling: each cell's size if group and label were independent,
-    ``round(n_s · n_y / n)``, in rows (weights play no part in which rows exist)."""
-    cols = list(sensitive)
-    t = table.groupby([*cols, LABEL], sort=True, dropna=False)[["n", "w"]].sum().reset_index()
-    total = t["n"].sum()
-    n_s = t.groupby(cols, dropna=False)["n"].transform("sum")
-    n_y = t.groupby(LABEL, dropna=False)["n"].transform("sum")
-    t["expected"] = n_s * n_y / total
+    ``round(n_s · n_y / n)``, in rows (weights play no part in which rows exist). With
+    ``strength`` λ, ``round(n_s · P'(y | s))`` (:func:`target_label_rates`)."""
+    t = _cells(table, sensitive, "n", strength)
+    t["expected"] = t.groupby(list(sensitive), dropna=False)["n"].transform("sum") * t["target_rate"]
     t["target"] = np.round(t["expected"]).astype(np.int64)
-    return t
+    return t.drop(columns=["rate", "target_rate"])
 
 
-def massage_changes(table: pd.DataFrame, sensitive: Sequence[str], favorable) -> pd.DataFrame:
+def massage_changes(table: pd.DataFrame, sensitive: Sequence[str], favorable, strength: float = 1.0) -> pd.DataFrame:
     """Per group, how many labels to flip so its favourable rate equals the overall rate.
 
     ``change > 0`` promotes that many negatives, ``< 0`` demotes positives. With two
     groups this is Kamiran & Calders' M = (|D|·|F+| − |F|·|D+|) / n, promoted in the
     deprived group and demoted in the favoured one, so the count of positives is kept.
+    With ``strength`` λ each group's rate moves λ of the way (λ·M flips; past the overall
+    rate for λ > 1, never more flips than the group has rows to flip).
     """
     cols = list(sensitive)
     t = table.assign(_pos=np.where(positive(table, favorable), table["n"], 0))
     g = t.groupby(cols, sort=True, dropna=False)[["n", "_pos"]].sum().reset_index()
     g = g.rename(columns={"_pos": "positives"})
     overall = g["positives"].sum() / g["n"].sum()
-    g["change"] = np.round(g["n"] * overall - g["positives"]).astype(np.int64)
+    change = np.round(strength * (g["n"] * overall - g["positives"])).astype(np.int64)
+    g["change"] = np.clip(change, -g["positives"], g["n"] - g["positives"])
     return g

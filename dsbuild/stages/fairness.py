@@ -13,6 +13,10 @@ credit's age split). Several sensitive columns also give their intersection.
 - ``resample``: uniform or preferential sampling to the cell sizes that make group and
   label independent; copies get ids ``parent#rs<k>``, removed rows go to rejects.
 - ``massage``: flip the labels of the rows nearest the decision boundary.
+
+The three mitigations take ``strength`` λ: each group's favourable rate moves λ of the
+way to the overall rate (0: no change, 1: Kamiran & Calders, above 1: past parity, for
+a model that learns part of the bias back from correlated features).
 - ``correlation_remover``: fairlearn's CorrelationRemover from merged moments.
 - ``disparate_impact_remover``: Feldman et al.'s rank-preserving repair per group.
 """
@@ -33,9 +37,10 @@ from dsbuild.kernels.fairness import (
     MISSING,
     _text,
     contingency,
-    group_codes,
     equalized_odds,
+    factorize,
     favorable_value,
+    group_codes,
     group_text,
     joint_text,
     massage_changes,
@@ -47,7 +52,17 @@ from dsbuild.kernels.fairness import (
 from dsbuild.kernels.quantiles import BINS, MAX_DISTINCT, GroupDistribution, repair
 from dsbuild.kernels.ranker import MODELS, OutOfFoldRanker
 from dsbuild.records import ID, child_id, record_seeds
-from dsbuild.stages.base import ADDED, METRIC, REJECT, FitApplyStage, StageError, StageOptions, register, reject, with_marks
+from dsbuild.stages.base import (
+    ADDED,
+    METRIC,
+    REJECT,
+    FitApplyStage,
+    StageError,
+    StageOptions,
+    register,
+    reject,
+    with_marks,
+)
 
 ModelName = Literal[tuple(MODELS)]  # type: ignore[valid-type]
 CLEANING_FIRST = ("exact_dedup", "sanitize")
@@ -98,7 +113,16 @@ class FairnessOptions(StageOptions):
         return bins
 
 
-class RankerOptions(FairnessOptions):
+class MitigationOptions(FairnessOptions):
+    strength: float = Field(
+        1.0, ge=0.0,
+        description="how far each group's favourable rate moves towards the overall rate: 0 not at all, "
+        "1 to independence of group and label (Kamiran & Calders), above 1 past it, which a model trained "
+        "on the output may need to reach parity in its predictions",
+    )
+
+
+class RankerOptions(MitigationOptions):
     model: ModelName = Field("logistic_regression", description=f"the ranker: one of {sorted(MODELS)}")
     sample_rows: int = Field(200_000, gt=10, description="rows the ranker is fitted on (a seeded uniform sample)")
     folds: int = Field(5, ge=2, le=20, description="out-of-fold scoring: one model per fold")
@@ -215,6 +239,13 @@ class FairnessStage(FitApplyStage):
     def _pass_through(self, part: pd.DataFrame, state=None) -> pd.DataFrame:
         return with_marks(part)
 
+    def _checked(self, kernel, *args):
+        """A mitigation kernel whose ValueError (a strength too large) names the stage."""
+        try:
+            return kernel(*args)
+        except ValueError as e:
+            raise StageError(f"stage {self.ctx.name!r}: {e}") from None
+
 
 def _jsonable(x):
     if isinstance(x, dict):
@@ -295,10 +326,14 @@ class FairnessAudit(FairnessStage):
 
 @register
 class Reweigh(FairnessStage):
-    """Kamiran & Calders reweighing into the weight column, times any weight already there."""
+    """Kamiran & Calders reweighing into the weight column, times any weight already there.
+
+    With ``strength`` λ the weights give each group the favourable rate r_g + λ·(r − r_g)
+    and keep each group's total weight.
+    """
 
     name = "reweigh"
-    Options = FairnessOptions
+    Options = MitigationOptions
 
     def partial(self, part, state):
         return self.table(part)
@@ -308,7 +343,7 @@ class Reweigh(FairnessStage):
 
     def finalize(self, table, state):
         self.table_ = table
-        return reweighing(table, self.sensitive)
+        return self._checked(reweighing, table, self.sensitive, self.options.strength)
 
     def apply(self, part, factors):
         weight = self.ctx.roles.weight
@@ -338,9 +373,7 @@ def _cell_lookup(part, table, sensitive, label, bins, column, default) -> np.nda
     for col in [*sensitive, LABEL]:
         levels = pd.Index(pd.unique(table[col]), dtype=object)
         if col == LABEL:
-            local, names = pd.factorize(part[label], use_na_sentinel=True)
-            local = np.asarray(local, dtype=np.int64)
-            names = list(names)
+            local, names = factorize(part[label])
         else:
             local, names = group_codes(part[col], bins.get(col))
         lut = np.append(levels.get_indexer(pd.Index(names, dtype=object)), -1)
@@ -465,7 +498,7 @@ class Resample(FairnessStage):
             state = {"favorable": self.sample_favorable_, "ranker": self.ranker_}
         chooser = CellChooser(self, self._cell, self._keys)
         self.table_, hists = shapes.fit(frame, chooser.count, chooser.merge_counts, state, label=self.ctx.name)
-        targets = resample_targets(self.table_, self.sensitive)
+        targets = self._checked(resample_targets, self.table_, self.sensitive, self.options.strength)
         targets["cell"] = [f"{g}/{_text(y)}" for g, y in zip(_joint(targets, self.sensitive), targets[LABEL])]
         self.targets_ = targets
         wanted, action, base = {}, {}, {}
@@ -563,7 +596,7 @@ class Massage(FairnessStage):
         if len(others) != 1:
             raise StageError(f"stage {self.ctx.name!r}: massaging needs a label with two values, got {sorted(map(str, labels))}")
         state["unfavorable"] = others[0]
-        changes = massage_changes(self.table_, self.sensitive, fav)
+        changes = massage_changes(self.table_, self.sensitive, fav, self.options.strength)
         changes["group"] = _joint(changes, self.sensitive)
         self.changes_ = changes
         wanted = {}
@@ -671,21 +704,29 @@ class CorrelationRemoverStage(_FeatureRepair):
                 and not pd.api.types.is_bool_dtype(meta[c])]
 
     def _design(self, part, levels: dict[str, list[str]] | None):
-        """(levels, matrix [indicators, numeric sensitive, features], complete-row mask)."""
+        """(levels, matrix [indicators, numeric sensitive, features], complete-row mask),
+        written into one preallocated matrix: the features are copied once."""
         numeric_s = self._numeric_sensitive(part)
         cats = [c for c in self.sensitive if c not in numeric_s]
-        texts = {c: group_text(part[c], self.options.bins.get(c)) for c in cats}
+        coded = {c: group_codes(part[c], self.options.bins.get(c)) for c in cats}
         if levels is None:
-            levels = {c: sorted(set(texts[c])) for c in cats}
-        blocks = [(texts[c][:, None] == np.asarray(levels[c], dtype=object)[None, :]).astype(np.float64) for c in cats]
-        nums = [pd.to_numeric(part[c], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)[:, None]
-                for c in [*numeric_s, *self.features(part)]]
-        x = np.hstack(blocks + nums) if blocks or nums else np.zeros((len(part), 0))
-        return levels, x, ~np.isnan(x).any(axis=1)
+            levels = {c: sorted({names[i] for i in np.unique(codes)}) for c, (codes, names) in coded.items()}
+        numeric = [*numeric_s, *self.features(part)]
+        width = sum(len(levels[c]) for c in cats) + len(numeric)
+        x = np.zeros((len(part), width), dtype=np.float64)
+        rows, at = np.arange(len(part)), 0
+        for c in cats:
+            codes, names = coded[c]
+            column = pd.Index(levels[c], dtype=object).get_indexer(pd.Index(names, dtype=object))[codes]
+            x[rows[column >= 0], at + column[column >= 0]] = 1.0
+            at += len(levels[c])
+        if numeric:
+            x[:, at:] = part[numeric].to_numpy(dtype=np.float64, na_value=np.nan)
+        return levels, x, ~np.isnan(x[:, at:]).any(axis=1)
 
     def partial(self, part, state):
         levels, x, ok = self._design(part, None)
-        return levels, Moments.of(x[ok])
+        return levels, Moments.of(x if ok.all() else x[ok])
 
     def combine(self, a, b):
         levels = {c: sorted(set(a[0][c]) | set(b[0][c])) for c in a[0]}
@@ -716,11 +757,12 @@ class CorrelationRemoverStage(_FeatureRepair):
             return part.astype({c: "float64" for c in self.features(part)})
         _, x, ok = self._design(part, state["levels"])
         k = self.n_sensitive_
-        feats = self.features(part)
-        out = x[:, k:].copy()
-        out[ok] = state["remover"].transform(x[ok, :k], x[ok, k:])
-        for i, c in enumerate(feats):
-            part[c] = out[:, i]
+        if ok.all():
+            out = state["remover"].transform(x[:, :k], x[:, k:])
+        else:
+            out = x[:, k:].copy()
+            out[ok] = state["remover"].transform(x[ok, :k], x[ok, k:])
+        part[self.features(part)] = out
         return part
 
     def summary(self) -> dict:

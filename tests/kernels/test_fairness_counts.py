@@ -23,6 +23,7 @@ from dsbuild.kernels.fairness import (
     favorable_value,
     group_text,
     massage_changes,
+    max_strength,
     merge_tables,
     parity,
     resample_targets,
@@ -160,6 +161,53 @@ def test_massage_count_is_kamiran_calders_m(adult):
     m = round((d * fp - f * dp) / (d + f))
     assert changes["Female"] == m > 0
     assert changes["Male"] == -m
+
+
+def _weighted_rates(frame, weights, group):
+    favourable = pd.Series(weights * (frame["income"] == ">50K"), index=frame.index).groupby(frame[group]).sum()
+    return favourable / pd.Series(weights, index=frame.index).groupby(frame[group]).sum()
+
+
+@pytest.mark.parametrize("strength", [0.0, 0.5, 1.75])
+def test_reweighing_strength_moves_each_group_part_or_past_the_way(adult, strength):
+    """Group g's weighted favourable rate becomes r_g + λ·(r − r_g); its total weight stays."""
+    table = contingency(adult, ["sex"], "income")
+    w = reweighing(table, ["sex"], strength).set_index(["sex", LABEL])["factor"]
+    weights = w.reindex(adult.set_index(["sex", "income"]).index).to_numpy()
+    before = (adult["income"] == ">50K").groupby(adult["sex"]).mean()
+    overall = (adult["income"] == ">50K").mean()
+    after = _weighted_rates(adult, weights, "sex")
+    for g in ("Female", "Male"):
+        assert after[g] == pytest.approx(before[g] + strength * (overall - before[g]), rel=1e-12)
+    totals = pd.Series(weights, index=adult.index).groupby(adult["sex"]).sum()
+    assert np.allclose(totals, adult.groupby("sex").size(), rtol=1e-12)
+    if strength > 1:  # past parity: the deprived group now has the higher rate
+        assert after["Female"] > after["Male"]
+
+
+def test_strength_beyond_the_possible_is_an_error_that_names_the_limit(adult):
+    table = contingency(adult, ["sex"], "income")
+    favourable = adult["income"] == ">50K"
+    rate = favourable.groupby(adult["sex"]).mean().to_numpy()
+    limit = max_strength(np.concatenate([rate, 1 - rate]), np.repeat([favourable.mean(), 1 - favourable.mean()], 2))
+    assert limit > 1
+    with pytest.raises(ValueError, match=f"largest possible here is {limit:.3g}"):
+        reweighing(table, ["sex"], limit * 1.01)
+    reweighing(table, ["sex"], limit * 0.99)
+
+
+def test_resample_and_massage_strength(german):
+    table = contingency(german, ["age"], "credit", bins={"age": [25]})
+    full = resample_targets(table, ["age"]).set_index(["age", LABEL])
+    half = resample_targets(table, ["age"], 0.5).set_index(["age", LABEL])
+    none = resample_targets(table, ["age"], 0.0).set_index(["age", LABEL])
+    assert (none["target"] == none["n"]).all()
+    assert np.all(np.abs(half["target"] - (half["n"] + full["expected"]) / 2) <= 0.5 + 1e-9)
+    m1 = massage_changes(table, ["age"], "good").set_index("age")["change"]
+    m_half = massage_changes(table, ["age"], "good", 0.5).set_index("age")["change"]
+    assert np.all(np.abs(m_half - m1 / 2) <= 1)
+    huge = massage_changes(table, ["age"], "good", 100.0).set_index("age")
+    assert (huge["change"] <= huge["n"] - huge["positives"]).all() and (huge["change"] >= -huge["positives"]).all()
 
 
 def test_bins_and_missing_groups():

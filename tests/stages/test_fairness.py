@@ -100,6 +100,19 @@ def test_reweigh_equals_direct_pandas_and_composes(german):
     assert runs[0][0].summary()["before"]["age"]["di"] < 0.95
 
 
+def test_reweigh_strength_past_parity_is_partition_independent(german):
+    """strength 1.5: the young's weighted good-credit rate ends above the old's, the same
+    weights for any partitioning; a strength no weighting can reach names the stage."""
+    runs = run_all(lambda: Reweigh(favorable="good", bins={"age": [25]}, strength=1.5), german, GERMAN)
+    weights = [k.set_index("id")["weight"] for _, k, _ in runs]
+    for other in weights[1:]:
+        pd.testing.assert_series_equal(weights[0], other, rtol=1e-12)
+    data = runs[0][0].summary()["after"]["age"]["groups"]
+    assert data["<25"]["base_rate"] > data[">=25"]["base_rate"]
+    with pytest.raises(StageError, match="'reweigh'.*strength 20"):
+        run_stage(Reweigh(favorable="good", bins={"age": [25]}, strength=20), german, roles=GERMAN)
+
+
 def cell_sizes(kept, frame_label, groups):
     return kept.groupby([groups, kept[frame_label]]).size()
 
