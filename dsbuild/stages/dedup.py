@@ -546,11 +546,12 @@ class NearDedupImages(_NearDedup):
 
         Small simple pictures (digits, icons, aligned faces) have hashes as close as
         edited copies'. Pairs with a picture smaller than ``check_below`` whose hashes
-        differ by more than ``trust_distance`` are checked by ``aligned_similarity`` on thumbnails: the
-        members of each component of doubtful pairs meet in one partition (a shuffle by
-        component), so every check is local and only those pictures are decoded again.
-        Larger pictures are not checked: their hashes separate distinct pictures, while
-        textured ones (grass, gravel) correlate poorly after JPEG and cropping.
+        differ by more than ``trust_distance`` are checked by ``aligned_similarity`` on
+        thumbnails: the members of each component of doubtful pairs meet in one
+        partition (a shuffle by component), so every check is local and only those
+        pictures are decoded again. Larger pictures are not checked: their hashes
+        separate distinct pictures, while textured ones (grass, gravel) correlate poorly
+        after JPEG and cropping.
         """
         o = self.options
         found = shapes.fit(edges, lambda p, s: p, lambda a, b: pd.concat([a, b], ignore_index=True), label=f"{self.ctx.name}-pairs")
