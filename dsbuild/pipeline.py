@@ -32,6 +32,11 @@ from dsbuild.stages.base import ADDED, METRIC, REJECT, Shapes, Stage, StageError
 
 INTERNAL = (REJECT, ADDED, RAW)
 
+# p2p: Dask's shuffle that streams through disk, so memory stays bounded. No string
+# conversion: sources and checkpoints already give every partition its final dtypes, and
+# converting the object-typed marks at every read costs a pass over them.
+_DASK_CONFIG = {"dataframe.shuffle.method": "p2p", "dataframe.convert-string": False}
+
 
 class LedgerError(RuntimeError):
     """Rows were lost or invented: rows in ≠ kept + rejected − added."""
@@ -106,7 +111,7 @@ def _run(spec: JobSpec, sink: Sink, client, progress: bool, resume: bool = False
     t0 = time.perf_counter()
     peak_worker_memory(client, reset=True)
     try:
-        with dask.config.set({"dataframe.shuffle.method": "p2p"}), _task_stream(client) as stream:
+        with dask.config.set(_DASK_CONFIG), _task_stream(client) as stream:
             ex = Execution(spec, sink, client, progress, resume)
             ex.run()
         t_compute = time.perf_counter()
@@ -198,18 +203,17 @@ class Execution:
         output's data when this is the end, else to the checkpoint before stage
         ``checkpoint``, which is read back as the next stage's input."""
         pending = [self.runs[r] for r in self.pending]
-        rejects = [
-            _written(_rejected(run_.output, run_.name), self.sink, self.sink.staging("rejects", f"{r:03d}"), f"rejects-{r}")
-            for r, run_ in zip(self.pending, pending)
-        ]
         label = self.spec.columns.label
-        counts = [
-            run_.output.map_partitions(_partition_counts, label, meta=_COUNTS_META, token=f"dsbuild-count-{r}")
+        accounts = [
+            run_.output.map_partitions(
+                _account, self.sink, self.sink.staging("rejects", f"{r:03d}"), run_.name, label,
+                meta=_ACCOUNT_META, token=f"dsbuild-account-{r}", enforce_metadata=False,
+            )
             for r, run_ in zip(self.pending, pending)
         ]
         folder = self.sink.staging("data", "kept") if checkpoint is None else self.sink.checkpoint(checkpoint)
         written = _written(kept, self.sink, folder, "data" if checkpoint is None else "checkpoint", scratch=checkpoint is not None)
-        futures = self.client.compute([written, *rejects, *counts])
+        futures = self.client.compute([written, *accounts])
         if self.progress:
             from distributed import progress as show_progress
 
@@ -217,11 +221,10 @@ class Execution:
             print(file=sys.stderr)
         results = self.client.gather(futures)
         kept_files = _in_order(results[0])
-        n = len(pending)
-        for frame in results[1 : 1 + n]:
-            self.files["rejects"].extend(_in_order(frame))
-        for run_, frame in zip(pending, results[1 + n :]):
+        for run_, frame in zip(pending, results[1:]):
+            frame = frame.sort_values("partition")
             run_.counts = _sum_counts(frame["counts"])
+            self.files["rejects"].extend(f for files in frame["files"] for f in files)
             if run_.stage is not None:
                 run_.options = run_.stage.options.model_dump(mode="json", by_alias=True, exclude_defaults=True)
                 run_.summary = run_.stage.summary()
@@ -364,7 +367,7 @@ _FILES_META = pd.DataFrame(
         "sha256": pd.Series(dtype=object),
     }
 )
-_COUNTS_META = pd.DataFrame({"counts": pd.Series(dtype=object)})
+_ACCOUNT_META = pd.DataFrame({"partition": pd.Series(dtype="int64"), "counts": pd.Series(dtype=object), "files": pd.Series(dtype=object)})
 
 
 def _written(frame, sink: Sink, folder: str, label: str, scratch: bool = False):
@@ -403,9 +406,17 @@ def _seconds_by_stage(stream, runs: list[StageRun]) -> dict[str, float]:
     return dict(out)
 
 
-def _partition_counts(part: pd.DataFrame, label: str | None = None) -> pd.DataFrame:
-    """Counts of one partition of a stage's marked output (summed on the driver: one
-    small dict per partition, never rows), with the kept rows per label value."""
+def _account(part: pd.DataFrame, sink: Sink, folder: str, stage: str, label: str | None, partition_info=None) -> pd.DataFrame:
+    """One partition of a stage's marked output, accounted for in one task: its rejected
+    rows written to the rejects staging folder, its counts returned (a small dict, never
+    rows: the driver sums them)."""
+    index = partition_info["number"] if partition_info else 0
+    files = sink.write_partition(rejected_rows(part, stage), folder, index)
+    return pd.DataFrame({"partition": [index], "counts": [_partition_counts(part, label)], "files": [files]})
+
+
+def _partition_counts(part: pd.DataFrame, label: str | None = None) -> dict:
+    """Counts of one partition of a stage's marked output, with the kept rows per label."""
     reasons = part[REJECT]
     labels = {}
     if label and label in part.columns:
@@ -413,7 +424,7 @@ def _partition_counts(part: pd.DataFrame, label: str | None = None) -> pd.DataFr
         labels = kept_labels.value_counts().head(_MAX_LABELS).to_dict()
     rejected = reasons.dropna().astype(str).str.split("=", n=1).str[0]
     added = int(part[ADDED].fillna(False).astype(bool).sum()) if ADDED in part.columns else 0
-    counts = {
+    return {
         "rows": len(part),
         "kept": int(reasons.isna().sum()),
         "rejected": dict(Counter(rejected.tolist())),
@@ -421,7 +432,6 @@ def _partition_counts(part: pd.DataFrame, label: str | None = None) -> pd.DataFr
         "metrics": {c[len(METRIC):]: float(pd.to_numeric(part[c], errors="coerce").sum()) for c in part.columns if c.startswith(METRIC)},
         "labels": {str(k): int(v) for k, v in labels.items()},
     }
-    return pd.DataFrame({"counts": pd.Series([counts], dtype=object)})
 
 
 _MAX_LABELS = 200
