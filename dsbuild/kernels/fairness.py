@@ -56,7 +56,7 @@ def factorize(col: pd.Series) -> tuple[np.ndarray, list]:
     """(int64 codes, values), −1 for missing. A categorical column's own codes are used
     as they are: hashing a few hundred thousand rows per partition is most of an audit."""
     if isinstance(col.dtype, pd.CategoricalDtype):
-        return col.cat.codes.to_numpy(dtype=np.int64), list(col.cat.categories)
+        return np.array(col.cat.codes, dtype=np.int64), list(col.cat.categories)
     codes, uniques = pd.factorize(col, use_na_sentinel=True)
     return np.asarray(codes, dtype=np.int64), list(uniques)
 
@@ -112,22 +112,25 @@ def contingency(
     for name, codes, _ in keys[len(sensitive):]:
         valid &= codes >= 0
     sizes = [max(len(names), 1) for _, _, names in keys]
-    joint = np.zeros(len(part), dtype=np.int64)
-    for (_, codes, _), size in zip(keys, sizes):
-        joint = joint * size + np.where(codes >= 0, codes, 0)
-    joint = joint[valid]
-    w = _weights(part, weight)[valid]
+    joint = keys[0][1].copy()  # group codes are never negative; label codes are where valid
+    for (_, codes, _), size in zip(keys[1:], sizes[1:]):
+        joint *= size
+        joint += codes
+    weights = weight and weight in part.columns
+    if not valid.all():
+        joint = joint[valid]
+    w = _weights(part, weight)[valid] if weights else None
 
     size = int(np.prod(sizes))
     if size <= max(4 * len(joint), 1 << 16):
         n_all = np.bincount(joint, minlength=size)
         cells = np.flatnonzero(n_all)
         n = n_all[cells].astype(np.int64)
-        wsum = np.bincount(joint, weights=w, minlength=size)[cells]
+        wsum = np.bincount(joint, weights=w, minlength=size)[cells] if weights else n.astype(np.float64)
     else:
         cells, inverse = np.unique(joint, return_inverse=True)
         n = np.bincount(inverse, minlength=len(cells)).astype(np.int64)
-        wsum = np.bincount(inverse, weights=w, minlength=len(cells))
+        wsum = np.bincount(inverse, weights=w, minlength=len(cells)) if weights else n.astype(np.float64)
     coords = np.unravel_index(cells, sizes)
     data = {name: [names[i] for i in idx] for (name, _, names), idx in zip(keys, coords)}
     table = pd.DataFrame({**data, "n": n, "w": wsum})

@@ -368,29 +368,27 @@ class Reweigh(FairnessStage):
 
 
 def _cell_lookup(part, table, sensitive, label, bins, column, default) -> np.ndarray:
-    """``table[column]`` for each row's (groups, label) cell, by integer codes, not by text."""
-    codes, sizes = [], []
-    for col in [*sensitive, LABEL]:
-        levels = pd.Index(pd.unique(table[col]), dtype=object)
-        if col == LABEL:
-            local, names = factorize(part[label])
-        else:
-            local, names = group_codes(part[col], bins.get(col))
-        lut = np.append(levels.get_indexer(pd.Index(names, dtype=object)), -1)
-        codes.append(lut[np.where(local >= 0, local, len(names))])
-        sizes.append(len(levels))
-    dense = np.full(int(np.prod(sizes)) + 1, default, dtype=np.float64)
-    cell = np.zeros(len(table), dtype=np.int64)
-    for col, size in zip([*sensitive, LABEL], sizes):
-        levels = pd.Index(pd.unique(table[col]), dtype=object)
-        cell = cell * size + levels.get_indexer(pd.Index(table[col], dtype=object))
-    dense[cell] = table[column].to_numpy(dtype=np.float64)
-    row = np.zeros(len(part), dtype=np.int64)
-    missing = np.zeros(len(part), dtype=bool)
-    for c, size in zip(codes, sizes):
-        missing |= c < 0
-        row = row * size + np.maximum(c, 0)
-    row[missing] = len(dense) - 1
+    """``table[column]`` for each row's (groups, label) cell, by integer codes, not by text.
+
+    The table is laid out once over the partition's own codes, so each row costs one
+    multiply-add per key and one gather; a cell the table lacks gets ``default``.
+    """
+    local = [group_codes(part[c], bins.get(c)) for c in sensitive]
+    codes, values = factorize(part[label])
+    codes[codes < 0] = len(values)  # no label: a slot of its own, never in the table
+    local.append((codes, values))
+    sizes = [len(names) + (k == len(sensitive)) for k, (_, names) in enumerate(local)]
+    cell, found = np.zeros(len(table), dtype=np.int64), np.ones(len(table), dtype=bool)
+    for col, (_, names), size in zip([*sensitive, LABEL], local, sizes):
+        at = pd.Index(names, dtype=object).get_indexer(pd.Index(table[col], dtype=object))
+        found &= at >= 0
+        cell = cell * size + np.maximum(at, 0)
+    dense = np.full(int(np.prod(sizes)), default, dtype=np.float64)
+    dense[cell[found]] = table[column].to_numpy(dtype=np.float64)[found]
+    row = local[0][0].copy()
+    for (codes, _), size in zip(local[1:], sizes[1:]):
+        row *= size
+        row += codes
     return dense[row]
 
 
