@@ -8,6 +8,7 @@ the scheduling, shuffles and retries; dsbuild only sets workers up once each.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from collections.abc import Iterator
 
@@ -39,10 +40,39 @@ def keep_freed_buffers(mmap_threshold: int = 16 << 20) -> bool:
     return bool(mallopt(m_mmap_threshold, mmap_threshold) and mallopt(m_trim_threshold, 2 * mmap_threshold))
 
 
+def release_freed_memory() -> None:
+    """Hand memory that is freed but still held by Arrow's allocator and glibc back to the OS.
+
+    A worker whose resident memory is near its limit pauses, and Dask resumes it only when
+    that memory falls; freed memory the allocators keep for reuse (some 100 MiB after a
+    few Parquet partitions of text) never falls on its own, so a worker with a small limit
+    paused for good and the job stalled.
+    """
+    import pyarrow as pa
+
+    pa.default_memory_pool().release_unused()
+    libc = _libc()
+    if libc is not None and hasattr(libc, "malloc_trim"):
+        libc.malloc_trim(0)
+
+
+@functools.lru_cache(maxsize=1)
+def _libc():
+    """The C library, looked up once (``find_library`` starts a subprocess)."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c"))
+    except (OSError, TypeError):
+        return None
+
+
 class DsbuildWorkerSetup(WorkerPlugin):
     """Runs once per worker: one OpenCV thread, so worker processes do not fight for cores;
     freed buffers kept for reuse (:func:`keep_freed_buffers`); and a sampler of the worker
-    process's memory, whose peak goes into the manifest."""
+    process's memory, whose peak goes into the manifest and which hands freed memory back
+    (:func:`release_freed_memory`) while the worker is near its limit."""
 
     name = "dsbuild-worker-setup"
 
@@ -62,15 +92,22 @@ class DsbuildWorkerSetup(WorkerPlugin):
         from tornado.ioloop import PeriodicCallback
 
         self._process = psutil.Process()
+        self._limit = worker.memory_manager.memory_limit
         self._sample()
         self._sampler = PeriodicCallback(self._sample, self.sample_ms)
         self._sampler.start()
 
     def _sample(self) -> None:
         try:
-            self.peak_bytes = max(self.peak_bytes, self._process.memory_info().rss)
+            rss = self._process.memory_info().rss
         except psutil.Error:
-            pass
+            return
+        self.peak_bytes = max(self.peak_bytes, rss)
+        if self._limit and rss > self.release_above * self._limit:
+            release_freed_memory()
+
+    #: share of the worker's memory limit above which freed memory is handed back to the OS
+    release_above = 0.7
 
     def teardown(self, worker) -> None:
         sampler = getattr(self, "_sampler", None)

@@ -11,13 +11,14 @@ import threading
 import time
 from pathlib import Path
 
+import dask
 import pandas as pd
 from distributed import Client
 from distributed.diagnostics.plugin import SchedulerPlugin
 from distributed.utils import key_split
 
 import dsbuild
-from dsbuild.runtime import DsbuildWorkerSetup, local_cluster
+from dsbuild.runtime import RESTART_CONFIG, DsbuildWorkerSetup, local_cluster
 
 JOB = {
     "name": "digits-resilience",
@@ -65,7 +66,8 @@ def counts(manifest) -> list:
 
 
 def test_sigkill_a_worker_mid_job_gives_identical_output(tmp_path):
-    with local_cluster(2, "3GiB", dashboard_address=None) as cluster, Client(cluster) as client:
+    # RESTART_CONFIG as dsbuild.run sets it: a replacement worker slow to start on a busy machine is kept
+    with dask.config.set(RESTART_CONFIG), local_cluster(2, "3GiB", dashboard_address=None) as cluster, Client(cluster) as client:
         client.register_plugin(DsbuildWorkerSetup())
         t = time.perf_counter()
         undisturbed = dsbuild.run(JOB, output=str(tmp_path / "undisturbed"), client=client)
