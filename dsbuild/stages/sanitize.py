@@ -359,7 +359,7 @@ class Sanitize(_Features, FitApplyStage):
 
 # -- label_issues ----------------------------------------------------------------------
 
-MODELS = ("logistic_regression", "random_forest", "hist_gradient_boosting", "lda")
+MODELS = ("logistic_regression", "knn", "random_forest", "hist_gradient_boosting", "lda")
 Scalar = int | float | str | bool | None
 
 
@@ -368,9 +368,12 @@ def make_model(name: str, params: dict, seed: int):
     from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
     from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
     from sklearn.linear_model import LogisticRegression
+    from sklearn.neighbors import KNeighborsClassifier
 
     if name == "logistic_regression":
         return LogisticRegression(**{"max_iter": 1000, **params})
+    if name == "knn":  # 15 neighbours: probabilities in steps of 1/15, fine enough for per-class thresholds
+        return KNeighborsClassifier(**{"n_neighbors": 15, **params})
     if name == "random_forest":
         return RandomForestClassifier(**{"n_estimators": 100, "random_state": seed, "n_jobs": 1, **params})
     if name == "hist_gradient_boosting":
@@ -380,15 +383,30 @@ def make_model(name: str, params: dict, seed: int):
     raise StageError(f"unknown model {name!r}; choose from {MODELS}")
 
 
+ModelName = Literal["logistic_regression", "knn", "random_forest", "hist_gradient_boosting", "lda"]
+
+
 class LabelIssuesOptions(FeatureOptions):
-    model: Literal["logistic_regression", "random_forest", "hist_gradient_boosting", "lda"] = Field(
-        "logistic_regression", description="scikit-learn classifier for the out-of-fold probabilities"
+    model: ModelName | list[ModelName] = Field(
+        "logistic_regression",
+        description="scikit-learn classifier for the out-of-fold probabilities; a list averages their probabilities",
     )
-    model_params: dict[str, Scalar] = Field(default_factory=dict, description="constructor settings of that classifier")
+    model_params: dict[str, Scalar | dict[str, Scalar]] = Field(
+        default_factory=dict, description="constructor settings of that classifier; for a list, per model: {knn: {n_neighbors: 10}}"
+    )
     folds: int = Field(5, ge=2, description="cross-validation folds, assigned by a hash of the record id")
     max_train_rows: int = Field(100_000, ge=10, description="models train on a hash-chosen sample of this many rows (all if fewer)")
     action: Literal["drop", "relabel"] = Field("drop", description="drop flagged rows, or replace their label with the suggested one")
     original_column: str = Field("original_label", description="relabel: where the label before this stage is kept")
+
+    @model_validator(mode="after")
+    def _params_match_models(self):
+        nested = {k for k, v in self.model_params.items() if isinstance(v, dict)}
+        if isinstance(self.model, str) and nested:
+            raise ValueError(f"model_params: settings per model ({sorted(nested)}) need a list of models")
+        if isinstance(self.model, list) and set(self.model_params) - (nested & set(self.model)):
+            raise ValueError(f"model_params: with a list of models, give settings per model, keyed by one of {self.model}")
+        return self
 
 
 @register
@@ -397,7 +415,8 @@ class LabelIssues(_Features, FitApplyStage):
 
     Out-of-fold probabilities come from K models trained on a hash-chosen sample (all
     rows when the data fits ``max_train_rows``); a row is scored by the model that did
-    not see its fold. Passes: (1) column moments, label counts, the training sample;
+    not see its fold. Naming several models averages their probabilities: a linear
+    model and k-NN err on different rows, so together they flag flips more reliably. Passes: (1) column moments, label counts, the training sample;
     (2) per-class thresholds; (3) the confident joint; (4) the exact top-margin rows per
     (given, true) cell; then apply: drop as ``label-issue=<suggested>`` or relabel.
     """
@@ -431,9 +450,14 @@ class LabelIssues(_Features, FitApplyStage):
             rows = folds != f
             if len(np.unique(y[rows])) < 2:
                 raise StageError(f"stage {self.ctx.name!r}: fold {f} leaves fewer than two classes to train on")
-            model = make_model(self.options.model, self.options.model_params, self.ctx.seed)
-            models.append(model.fit(Z[rows], y[rows]))
+            models.append([make_model(name, params, self.ctx.seed).fit(Z[rows], y[rows]) for name, params in self._model_specs()])
         return models
+
+    def _model_specs(self) -> list[tuple[str, dict]]:
+        o = self.options
+        if isinstance(o.model, str):
+            return [(o.model, o.model_params)]
+        return [(name, o.model_params.get(name, {})) for name in o.model]
 
     def _probs(self, part: pd.DataFrame, state: dict) -> tuple[np.ndarray, np.ndarray]:
         """(class index, out-of-fold probabilities over all classes) for every row."""
@@ -441,10 +465,11 @@ class LabelIssues(_Features, FitApplyStage):
         labels = _class_index(part[self._label()], state["classes"])
         probs = np.zeros((len(Z), len(state["classes"])))
         folds = self._folds(self.ids(part))
-        for f, model in enumerate(state["models"]):
+        for f, models in enumerate(state["models"]):
             rows = folds == f
             if rows.any():
-                probs[np.ix_(rows, model.classes_)] = model.predict_proba(Z[rows])
+                for model in models:
+                    probs[np.ix_(rows, model.classes_)] += model.predict_proba(Z[rows]) / len(models)
         return labels, quantize(probs)
 
     def _partial_sums(self, part, state):

@@ -104,6 +104,25 @@ def test_label_issues_relabel_keeps_the_old_label(poisoned):
     assert kept.loc[changed, "is_flipped"].sum() / poisoned["is_flipped"].sum() >= 0.75
 
 
+def test_label_issues_with_two_models_averages_them_at_any_partitioning(poisoned):
+    """A list of models averages their out-of-fold probabilities; k-NN alone and the pair
+    both find the flips, and the pair flags what it flags whatever the partitioning."""
+    both = [_run(LabelIssues(model=["logistic_regression", "knn"], model_params={"knn": {"n_neighbors": 11}}), poisoned, p)[1] for p in (1, 4)]
+    assert both[0]["id"].tolist() == both[1]["id"].tolist()
+    knn = _run(LabelIssues(model="knn", model_params={"n_neighbors": 11}), poisoned)[1]
+    for rejected in (both[0], knn):
+        assert (rejected["is_flipped"] | rejected["is_far"]).mean() >= 0.75
+        assert rejected["is_flipped"].sum() / poisoned["is_flipped"].sum() >= 0.7
+    assert set(both[0]["id"]) != set(knn["id"])
+
+
+def test_per_model_settings_need_a_list_of_models():
+    with pytest.raises(ValidationError):
+        LabelIssues(model="knn", model_params={"knn": {"n_neighbors": 5}})
+    with pytest.raises(ValidationError):
+        LabelIssues(model=["knn", "lda"], model_params={"n_neighbors": 5})
+
+
 def test_label_issues_on_a_sample_is_stated(poisoned):
     stage = LabelIssues(model="lda", max_train_rows=200)
     _run(stage, poisoned)
