@@ -263,8 +263,9 @@ class AggregateLabelsOptions(StageOptions):
     min_annotator_votes: int = Field(1, ge=1, description="leave out annotators with fewer answers")
     annotators_output: str | None = Field(None, description="write per-annotator quality here as Parquet")
     partition_annotations: int = Field(
-        4_000_000, gt=0,
-        description="annotations per partition for the EM rounds: fewer, larger tasks make a round cheap; lower it to spread a job over more workers",
+        2_000_000, gt=0,
+        description="annotations per partition for the EM rounds: fewer, larger tasks make a round cheap, "
+        "smaller ones need less worker memory while grouping (about 1 GB at 2.5 M) and spread over more workers",
     )
 
     @field_validator("annotations", mode="before")
