@@ -85,7 +85,7 @@ class Votes:
         log_errors`` and the M-step's confusion sums ``incidence.T @ posteriors``, one pass
         of scipy's C loop each instead of a gather and a bincount per class.
         """
-        key = self.annotator.astype(np.int32) * np.int32(self.n_classes) + self.label
+        key = self.annotator * np.int32(self.n_classes) + self.label
         order = None if len(self.item) < 2 or bool((self.item[1:] >= self.item[:-1]).all()) else np.argsort(self.item, kind="stable")
         if order is not None:
             key = key[order]
