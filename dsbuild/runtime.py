@@ -44,9 +44,9 @@ def release_freed_memory() -> None:
     """Hand memory that is freed but still held by Arrow's allocator and glibc back to the OS.
 
     A worker whose resident memory is near its limit pauses, and Dask resumes it only when
-    that memory falls; freed memory the allocators keep for reuse (some 100 MiB after a
-    few Parquet partitions of text) never falls on its own, so a worker with a small limit
-    paused for good and the job stalled.
+    that memory falls; freed memory the allocators keep for reuse (tens of MiB after a few
+    Parquet partitions of text) does not fall on its own, so a 400 MiB worker paused for
+    good and the job stalled.
     """
     import pyarrow as pa
 
