@@ -265,7 +265,7 @@ def scaling_table(quick: bool) -> str:
     from dsbuild.runtime import local_cluster
     from dsbuild.stages.base import REJECT, Shapes, StageContext
 
-    n = int(os.environ.get("BENCH_SANITIZE_ROWS", 200_000 if quick else 10_000_000))
+    n = int(os.environ.get("BENCH_SANITIZE_ROWS", 100_000 if quick else 10_000_000))
     parts, d = max(8, n // 250_000), 30
     rows = n // parts
     meta = _synthetic_part(0, 1, d).iloc[:0]
