@@ -13,7 +13,12 @@ import numpy as np
 import pandas as pd
 from scipy.special import logsumexp
 
-from dsbuild.kernels.moments import ClassMoments, ColumnMoments, Standardizer, round_bits
+from dsbuild.kernels.moments import (
+    ClassMoments,
+    ColumnMoments,
+    Standardizer,
+    round_bits,
+)
 
 
 def quantize(scores: np.ndarray, bits: int = 32) -> np.ndarray:

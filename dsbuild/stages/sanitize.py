@@ -31,7 +31,13 @@ from dsbuild.kernels.sanitize import (
 )
 from dsbuild.kernels.topk import CutSearch, HashSample, LargestPerKey, within_cut
 from dsbuild.records import ID, record_seeds, record_uniform
-from dsbuild.stages.base import FitApplyStage, StageError, StageOptions, register, reject
+from dsbuild.stages.base import (
+    FitApplyStage,
+    StageError,
+    StageOptions,
+    register,
+    reject,
+)
 
 ImageFeature = Literal["pixels", "hog", "color_hist"]
 DERIVED_COLUMNS = {"sanitize_score", "original_label"}

@@ -131,7 +131,7 @@ def test_label_moments_in_one_pass_match_moments_of_standardized_rows(parts):
         merged = merged.merge(LabelMoments.of(X[c], y[c], with_scatter=True))
     assert merged.label_counts() == {0: int((y == 0).sum()), 1: int((y == 1).sum())}
     standardizer = merged.total().standardizer()
-    classes = np.where(y == None, -1, y).astype(int)  # noqa: E711
+    classes = np.where(y == None, -1, y).astype(int)
     direct = ClassMoments.of(standardizer.standardize(X), classes, 2)
     np.testing.assert_allclose(merged.centroids([0, 1], standardizer), direct.centroids(), rtol=1e-6, atol=1e-6)  # float64 at 1e9
     # the scatter ignores the offset: it matches the rows without it to the precision X holds them (1e-7 at 1e9)
