@@ -64,11 +64,24 @@ class Forest:
 
 
 def size_histogram(sizes: np.ndarray) -> dict[str, int]:
-    """Cluster sizes in power-of-two bins (2, 3-4, 5-8, ...), for the manifest."""
-    out: dict[str, int] = {}
-    for s in np.sort(np.asarray(sizes, dtype=np.int64)):
-        hi = 1 << int(np.ceil(np.log2(s)))
-        lo = hi // 2 + 1
-        label = str(s) if s <= 2 else f"{lo}-{hi}"
-        out[label] = out.get(label, 0) + 1
-    return out
+    """Cluster sizes in power-of-two bins (2, 3-4, 5-8, ...), for the manifest.
+
+    Bins are fixed, so histograms of parts of the data add up (:func:`add_histograms`).
+    """
+    sizes = np.asarray(sizes, dtype=np.int64)
+    sizes = sizes[sizes >= 1]
+    if not len(sizes):
+        return {}
+    hi = np.left_shift(1, np.ceil(np.log2(sizes)).astype(np.int64))
+    bins, counts = np.unique(np.where(sizes <= 2, sizes, hi), return_counts=True)
+    return {_bin_label(int(b)): int(c) for b, c in zip(bins, counts)}
+
+
+def _bin_label(hi: int) -> str:
+    return str(hi) if hi <= 2 else f"{hi // 2 + 1}-{hi}"
+
+
+def add_histograms(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
+    """The histogram of two parts' clusters together, bins in size order."""
+    both = {k: a.get(k, 0) + b.get(k, 0) for k in {*a, *b}}
+    return dict(sorted(both.items(), key=lambda kv: int(kv[0].split("-")[-1])))

@@ -261,9 +261,10 @@ class Shapes:
         self.split_every = split_every
 
     def map(self, frame, fn: Callable, *args, meta=None, label: str = "map"):
-        """``fn(partition, *args)`` on every partition; Broadcast args are sent once."""
+        """``fn(partition, *args)`` on every partition; Broadcast args are sent once, and
+        a frame made by :meth:`route` gives each call its own partition."""
         if meta is None:
-            meta = fn(frame._meta.copy(), *[a.value if isinstance(a, Broadcast) else a for a in args])
+            meta = fn(frame._meta.copy(), *[_example(a) for a in args])
         graph_args = [a.delayed if isinstance(a, Broadcast) else a for a in args]
         return frame.map_partitions(fn, *graph_args, meta=meta, token=_token(label, "map"))
 
@@ -296,6 +297,19 @@ class Shapes:
         out = shuffled.map_partitions(fn, meta=meta, token=_token(label, "group"))
         return out.drop(columns=[KEY]) if KEY in out.columns else out
 
+    def route(self, rows, column: str, like):
+        """The rows of ``rows`` in the partition of ``like`` that ``column`` numbers, through
+        Dask's shuffle: partition i of the result goes with partition i of ``like`` in
+        :meth:`map`. What one partition must learn from a shuffle travels to it alone,
+        rather than through the driver to every partition."""
+        n = like.npartitions
+        return rows.set_index(column, divisions=[*range(n), n - 1], sorted=False).clear_divisions()
+
+    def persist(self, frame):
+        """Keep ``frame`` on the workers, for a result that both a statistic and a later
+        pass read (a shuffle's output is not worth computing twice)."""
+        return frame.persist()
+
     def broadcast(self, value: Any) -> Broadcast:
         """One copy of a value in the graph, shared by every partition's task."""
         return Broadcast(value)
@@ -305,6 +319,13 @@ class Broadcast:
     def __init__(self, value: Any):
         self.value = value
         self.delayed = dask.delayed(value, pure=True)
+
+
+def _example(arg):
+    """What ``fn`` receives for ``arg`` when its output's schema is worked out."""
+    if isinstance(arg, Broadcast):
+        return arg.value
+    return getattr(arg, "_meta", arg)
 
 
 def _combine_many(combine: Callable, items: list):

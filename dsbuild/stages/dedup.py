@@ -35,7 +35,7 @@ from dsbuild.kernels.hashing import (
 )
 from dsbuild.kernels.minhash import MinHasher, jaccard_estimate, optimal_bands
 from dsbuild.kernels.minhash import band_keys as minhash_band_keys
-from dsbuild.kernels.unionfind import Forest, size_histogram
+from dsbuild.kernels.unionfind import Forest, add_histograms, size_histogram
 from dsbuild.records import ID, image_size
 from dsbuild.stages.base import (
     KEY,
@@ -69,11 +69,13 @@ class ExactDedup(Stage):
 
     Only a thin frame moves: (content hash, check hash, id, position, quality rank) per
     row is shuffled by hash so equal rows meet; each group names its duplicates (their
-    partition and row -> kept id). Those pairs, one per dropped row, are collected and
-    broadcast, and a last map over the full rows rejects them. The shuffle key is a
-    64-bit hash; a second, independently keyed hash splits any collision, so two
-    different rows merge only if 128 bits agree. Two passes over the input (hashing,
-    then rejecting), so the shape is a chain and the pipeline persists its input.
+    partition and row -> kept id). Those pairs, one per dropped row, are kept on the
+    workers and shuffled again to the partition each dropped row lives in, where a last
+    map over the full rows rejects them: nothing proportional to the data passes through
+    the driver. The shuffle key is a 64-bit hash; a second, independently keyed hash
+    splits any collision, so two different rows merge only if 128 bits agree. Two passes
+    over the input (hashing, then rejecting), so the shape is a chain and the pipeline
+    checkpoints its input.
     """
 
     name = "exact_dedup"
@@ -127,20 +129,52 @@ class ExactDedup(Stage):
     def build(self, frame, shapes):
         thin = shapes.map(frame, self.fingerprints, meta=self.fingerprints(frame._meta.copy()), label=f"{self.ctx.name}-hash")
         dropped = shapes.group(thin, lambda p: p["_h1"], duplicates_in_groups, meta=_DROPPED_META, label=f"{self.ctx.name}-groups")
-        found = shapes.fit(dropped, lambda p, s: p, lambda a, b: pd.concat([a, b], ignore_index=True), label=f"{self.ctx.name}-collect")
-        self.cluster_sizes_ = found["_keeper"].value_counts().to_numpy() + 1 if len(found) else np.zeros(0, dtype=np.int64)
-        lookup = KeepersByPosition(found["_at"].to_numpy(dtype=np.int64), arrow_ids(found[ID]), arrow_ids(found["_keeper"]))
-        return shapes.map(frame, _drop_members, shapes.broadcast(lookup), label=self.ctx.name)
+        dropped = shapes.persist(dropped)
+        self.clusters_ = shapes.fit(dropped, cluster_stats, add_cluster_stats, label=f"{self.ctx.name}-clusters")
+        routed = shapes.route(dropped, "_partition", like=frame)
+        return shapes.map(frame, _drop_routed, routed, label=self.ctx.name)
 
     def summary(self) -> dict:
-        sizes = getattr(self, "cluster_sizes_", None)
-        if sizes is None:
-            return {}
-        return {"clusters": len(sizes), "rows_in_clusters": int(sizes.sum()), "cluster_sizes": size_histogram(sizes)}
+        return getattr(self, "clusters_", {})
 
 
 _TEXT = pd.ArrowDtype(pa.large_string())
-_DROPPED_META = pd.DataFrame({"_at": pd.Series([], dtype=np.int64), ID: pd.Series([], dtype=_TEXT), "_keeper": pd.Series([], dtype=_TEXT)})
+_DROPPED_META = pd.DataFrame({
+    "_partition": pd.Series([], dtype=np.int64), "_at": pd.Series([], dtype=np.int64),
+    ID: pd.Series([], dtype=_TEXT), "_keeper": pd.Series([], dtype=_TEXT),
+})
+
+
+def cluster_stats(dropped: pd.DataFrame, state=None) -> dict:
+    """Clusters among one shuffled partition's dropped rows (a cluster never spans two)."""
+    sizes = dropped["_keeper"].value_counts().to_numpy() + 1
+    return {"clusters": len(sizes), "rows_in_clusters": int(sizes.sum()), "cluster_sizes": size_histogram(sizes)}
+
+
+def add_cluster_stats(a: dict, b: dict) -> dict:
+    return {
+        "clusters": a["clusters"] + b["clusters"],
+        "rows_in_clusters": a["rows_in_clusters"] + b["rows_in_clusters"],
+        "cluster_sizes": add_histograms(a["cluster_sizes"], b["cluster_sizes"]),
+    }
+
+
+def _drop_routed(part: pd.DataFrame, dropped: pd.DataFrame) -> pd.DataFrame:
+    """Reject this partition's rows that ``dropped`` (routed here by partition) names."""
+    part = with_marks(part)
+    if part.empty or dropped.empty:
+        return part
+    order = np.argsort(dropped["_at"].to_numpy(), kind="stable")
+    rows = dropped["_at"].to_numpy()[order] & np.int64(0xFFFFFFFF)
+    expected = arrow_ids(dropped[ID]).take(pa.array(order))
+    if not pc.all(pc.equal(arrow_ids(part[ID].iloc[rows]), expected)).as_py():
+        raise RuntimeError("exact_dedup: the input's partitions changed between its two passes")
+    kept = arrow_ids(dropped["_keeper"]).take(pa.array(order)).to_numpy(zero_copy_only=False)
+    hit = np.zeros(len(part), dtype=bool)
+    hit[rows] = True
+    reasons = np.full(len(part), None, dtype=object)
+    reasons[rows] = ["duplicate-of=" + str(k) for k in kept]
+    return reject(part, hit, reasons)
 
 
 def _keep_rank(part: pd.DataFrame, rule: KeepRule) -> np.ndarray:
@@ -184,8 +218,10 @@ def duplicates_in_groups(thin: pd.DataFrame) -> pd.DataFrame:
     best_in_run = segment_argmin(ids, run_starts)
     keeper = best_in_run[np.flatnonzero(new_group[run_starts])][np.cumsum(new_group) - 1]
     drop = np.flatnonzero(keeper != np.arange(len(rows)))
+    at = thin["_at"].to_numpy()[rows[drop]]
     return pd.DataFrame({
-        "_at": thin["_at"].to_numpy()[rows[drop]],
+        "_partition": at >> np.int64(32),
+        "_at": at,
         ID: pd.arrays.ArrowExtensionArray(ids.take(pa.array(drop))),
         "_keeper": pd.arrays.ArrowExtensionArray(ids.take(pa.array(keeper[drop]))),
     })
@@ -210,29 +246,6 @@ def segment_argmin(values: pa.Array, starts: np.ndarray, small: int = 16) -> np.
         lo = int(starts[g])
         best[g] = lo + pc.sort_indices(values.slice(lo, int(sizes[g])))[0].as_py()
     return best
-
-
-class KeepersByPosition:
-    """Dropped rows addressed by (partition number, row in partition) -> kept id.
-
-    Both passes of exact_dedup run over the same partitions, so a row's position names
-    it without looking every id up in the last pass; the ids of the dropped rows are
-    compared as a check that the partitions did not change between passes.
-    """
-
-    def __init__(self, at: np.ndarray, dropped: pa.Array, kept: pa.Array):
-        order = np.argsort(at, kind="stable")
-        self.at = np.asarray(at, dtype=np.int64)[order]
-        self.dropped, self.kept = dropped.take(pa.array(order)), kept.take(pa.array(order))
-
-    def kept_of(self, part: pd.DataFrame, number: int) -> tuple[np.ndarray, np.ndarray]:
-        lo, hi = np.searchsorted(self.at, [np.int64(number) << np.int64(32), np.int64(number + 1) << np.int64(32)])
-        rows = self.at[lo:hi] & np.int64(0xFFFFFFFF)
-        if not len(rows):
-            return rows, np.zeros(0, dtype=object)
-        if not pc.all(pc.equal(arrow_ids(part[ID].iloc[rows]), self.dropped.slice(lo, hi - lo))).as_py():
-            raise RuntimeError("exact_dedup: the input's partitions changed between its two passes")
-        return rows, self.kept.slice(lo, hi - lo).to_numpy(zero_copy_only=False)
 
 
 class KeepersById:

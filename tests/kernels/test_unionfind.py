@@ -4,7 +4,7 @@ from hypothesis import strategies as st
 from scipy.sparse.csgraph import connected_components
 import scipy.sparse as sp
 
-from dsbuild.kernels.unionfind import Forest, size_histogram
+from dsbuild.kernels.unionfind import Forest, add_histograms, size_histogram
 
 
 def test_components_and_roots():
@@ -32,3 +32,11 @@ def test_merging_partial_forests_equals_one_pass(edges, cut):
 
 def test_size_histogram():
     assert size_histogram(np.array([2, 2, 3, 4, 7, 40])) == {"2": 2, "3-4": 2, "5-8": 1, "33-64": 1}
+
+
+def test_histograms_of_parts_add_up_to_the_whole():
+    rng = np.random.default_rng(0)
+    sizes = rng.integers(1, 300, size=500)
+    whole = size_histogram(sizes)
+    assert add_histograms(size_histogram(sizes[:123]), size_histogram(sizes[123:])) == whole
+    assert list(whole) == sorted(whole, key=lambda label: int(label.split("-")[-1]))
