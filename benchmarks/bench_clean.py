@@ -104,7 +104,7 @@ def pandas_side(src: Path, dst: Path) -> float:
     return time.perf_counter() - t
 
 
-def dsbuild_side(src: Path, dst: Path, client, rows_per_file: int) -> float:
+def dsbuild_side(src: Path, dst: Path, client, rows_per_file: int, checkpoints: str = "disk") -> float:
     """``dsbuild.run`` of the six-rule job: rejects, counts, manifest and checkpoints included."""
     import dsbuild
 
@@ -112,7 +112,7 @@ def dsbuild_side(src: Path, dst: Path, client, rows_per_file: int) -> float:
         "name": "clean-bench",
         "source": {"format": "parquet", "path": str(src), "rows_per_partition": rows_per_file},
         "stages": [{name: options} for name, options in ADULT_RULES],
-        "sink": {"path": str(dst), "shard_rows": rows_per_file, "compression": "snappy"},
+        "sink": {"path": str(dst), "shard_rows": rows_per_file, "compression": "snappy", "checkpoints": checkpoints},
     }
     t = time.perf_counter()
     manifest = dsbuild.run(job, client=client)
@@ -183,7 +183,7 @@ def speed(rows: int, rows_per_file: int, rounds: int) -> dict:
     from dsbuild.runtime import DsbuildWorkerSetup, local_cluster
 
     root = Path(tempfile.mkdtemp(prefix="dsbuild-bench-clean-"))
-    times: dict[str, list[float]] = {"pandas": [], "dsbuild": [], "stages": []}
+    times: dict[str, list[float]] = {"pandas": [], "dsbuild": [], "dsbuild-memory": [], "stages": []}
     cpu: dict[str, list[float]] = {side: [] for side in times}
     loads: list[float] = []
     try:
@@ -204,10 +204,13 @@ def speed(rows: int, rows_per_file: int, rounds: int) -> dict:
                         seconds.append(pandas_side(src, dst))
                     elif side == "dsbuild":
                         seconds.append(dsbuild_side(src, dst / "out", client, rows_per_file))
+                    elif side == "dsbuild-memory":
+                        seconds.append(dsbuild_side(src, dst / "out", client, rows_per_file, checkpoints="memory"))
                     else:
                         seconds.append(stages_side(src, dst, client))
                     cpu[side].append(cpu_seconds() - used)
             same_output(root / "pandas-0" / "out.parquet", root / "dsbuild-0" / "out" / "data")
+            same_output(root / "pandas-0" / "out.parquet", root / "dsbuild-memory-0" / "out" / "data")
             same_output(root / "pandas-0" / "out.parquet", root / "stages-0")
         return {"best": {k: min(v) for k, v in times.items()}, "all": times, "cpu": {k: min(v) for k, v in cpu.items()}, "load": loads, "workers": workers}
     finally:
@@ -256,7 +259,8 @@ def run(quick: bool = False) -> str:
     ]
     labels = {
         "pandas": "pandas, one process",
-        "dsbuild": "`dsbuild.run` (job: rejects, counts, manifest, checkpoints)",
+        "dsbuild": "`dsbuild.run` (job: rejects, counts, manifest, checkpoints on disk)",
+        "dsbuild-memory": "`dsbuild.run`, `sink.checkpoints: memory` (not resumable)",
         "stages": "dsbuild stages as one Dask graph, persisted in memory, no bookkeeping",
     }
     cpu = result["cpu"]

@@ -12,7 +12,7 @@ import dataclasses
 import difflib
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -66,6 +66,12 @@ class SinkSpec(_Spec):
     shard_rows: int = Field(100_000, gt=0, description="most rows in one shard")
     shard_bytes: int = Field(256 * 2**20, gt=0, description="most uncompressed bytes in one shard")
     compression: str = Field("zstd", pattern="^(zstd|snappy|gzip|lz4|brotli|none)$")
+    checkpoints: Literal["disk", "memory"] = Field(
+        "disk",
+        description="where the rows kept before a multi-pass stage wait: disk (the output's temporary "
+        "folder; --resume restarts there) or memory (the workers', spilled to their local disk when short; "
+        "faster, not resumable)",
+    )
 
 
 class StageSpec(_Spec):

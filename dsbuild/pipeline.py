@@ -201,7 +201,8 @@ class Execution:
     def _flush(self, kept, checkpoint: int | None = None):
         """Compute the pending stages' rejects and counts, and write ``kept``: to the
         output's data when this is the end, else to the checkpoint before stage
-        ``checkpoint``, which is read back as the next stage's input."""
+        ``checkpoint`` (on disk, read back as the next stage's input; or persisted on
+        the workers with ``sink.checkpoints: memory``)."""
         pending = [self.runs[r] for r in self.pending]
         label = self.spec.columns.label
         accounts = [
@@ -211,24 +212,33 @@ class Execution:
             )
             for r, run_ in zip(self.pending, pending)
         ]
-        folder = self.sink.staging("data", "kept") if checkpoint is None else self.sink.checkpoint(checkpoint)
-        written = _written(kept, self.sink, folder, "data" if checkpoint is None else "checkpoint", scratch=checkpoint is not None)
-        futures = self.client.compute([written, *accounts])
+        in_memory = checkpoint is not None and self.spec.sink.checkpoints == "memory"
+        if in_memory:
+            kept, *persisted = self.client.persist([kept, *accounts])
+            futures = self.client.compute(persisted)
+        else:
+            folder = self.sink.staging("data", "kept") if checkpoint is None else self.sink.checkpoint(checkpoint)
+            written = _written(kept, self.sink, folder, "data" if checkpoint is None else "checkpoint", scratch=checkpoint is not None)
+            futures = self.client.compute([written, *accounts])
         if self.progress:
             from distributed import progress as show_progress
 
             show_progress(futures)
             print(file=sys.stderr)
         results = self.client.gather(futures)
-        kept_files = _in_order(results[0])
-        for run_, frame in zip(pending, results[1:]):
+        if not in_memory:
+            kept_files, results = _in_order(results[0]), results[1:]
+        for run_, frame in zip(pending, results):
             frame = frame.sort_values("partition")
             run_.counts = _sum_counts(frame["counts"])
+            run_.output = None  # accounted for: let the workers forget it
             self.files["rejects"].extend(f for files in frame["files"] for f in files)
             if run_.stage is not None:
                 run_.options = run_.stage.options.model_dump(mode="json", by_alias=True, exclude_defaults=True)
                 run_.summary = run_.stage.summary()
         self.pending = []
+        if in_memory:
+            return kept
         if checkpoint is None:
             self.files["data"] = kept_files
             return None

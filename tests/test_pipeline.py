@@ -83,6 +83,24 @@ def test_same_rows_whatever_the_workers_and_partitions(client, tmp_path):
     pd.testing.assert_frame_equal(rej_a, rej_b)
 
 
+def test_checkpoints_in_memory_give_the_same_output(client, tmp_path):
+    """``sink.checkpoints: memory`` persists the rows before each multi-pass stage on the
+    workers instead of writing them: same rows, rejects and counts, nothing on disk."""
+    from dsbuild.job import load_job
+
+    job = load_job(ROOT / "jobs" / "clean_adult.yaml")
+    assert any(s.name in ("impute", "outliers", "constraints") for s in job.stages)
+    runs = {}
+    for mode in ("disk", "memory"):
+        spec = job.model_copy(update={"sink": job.sink.model_copy(update={"path": str(tmp_path / mode), "checkpoints": mode})})
+        runs[mode] = dsbuild.run(spec, client=client)
+    for a, b in zip(read_output(tmp_path / "disk"), read_output(tmp_path / "memory")):
+        pd.testing.assert_frame_equal(a, b)
+    strip = lambda m: [{k: v for k, v in s.items() if k != "seconds"} for s in m["stages"]]  # noqa: E731
+    assert strip(runs["disk"]) == strip(runs["memory"])
+    assert sum(sum(s["metrics"].values()) for s in runs["memory"]["stages"]) > 0  # cells were changed
+
+
 def write_corrupt_images(folder: Path) -> None:
     rng = np.random.default_rng(1)
     good = encode_image(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8))
