@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from benchmarks import cpu_seconds
 from dsbuild.kernels.images import Compose, transform_from_spec
 
 
@@ -280,21 +281,6 @@ def job_run(src, dst, fmt: str, client) -> None:
         client=client,
         overwrite=True,
     )
-
-
-def cpu_seconds() -> float:
-    """User+system seconds of this process and every process it started (live ones)."""
-    import psutil
-
-    me = psutil.Process()
-    total = 0.0
-    for p in [me, *me.children(recursive=True)]:
-        try:
-            t = p.cpu_times()
-        except psutil.Error:
-            continue
-        total += t.user + t.system
-    return total
 
 
 def measure(fn, rounds: int) -> tuple[float, float]:

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from benchmarks import cpu_seconds
 from dsbuild.cleaning_eval import (
     ADULT_RULES,
     adult,
@@ -158,21 +159,6 @@ def same_output(pandas_out: Path, dask_out: Path) -> None:
             assert np.allclose(a.to_numpy(dtype=float), b.to_numpy(dtype=float), equal_nan=True), column
         else:
             assert (a.astype("str").to_numpy() == b.astype("str").to_numpy()).all(), column
-
-
-def cpu_seconds() -> float:
-    """CPU time used so far by this process and its children (the workers, their nannies)."""
-    import psutil
-
-    me = psutil.Process()
-    total = 0.0
-    for proc in [me, *me.children(recursive=True)]:
-        try:
-            t = proc.cpu_times()
-        except psutil.Error:
-            continue
-        total += t.user + t.system
-    return total
 
 
 def speed(rows: int, rows_per_file: int, rounds: int) -> dict:

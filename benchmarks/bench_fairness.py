@@ -29,6 +29,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
 
 import dsbuild
+from benchmarks import cpu_seconds
 from dsbuild.stages.base import Roles, Shapes, StageContext
 from dsbuild.stages.fairness import (
     CorrelationRemoverStage,
@@ -328,20 +329,6 @@ def timed(fn, repeat: int = 1) -> tuple[float, float]:
         fn()
         best = min(best, (time.perf_counter() - t, cpu_seconds() - cpu))
     return best
-
-
-def cpu_seconds() -> float:
-    import psutil
-
-    me = psutil.Process()
-    total = 0.0
-    for proc in [me, *me.children(recursive=True)]:
-        try:
-            t = proc.cpu_times()
-        except psutil.Error:
-            continue
-        total += t.user + t.system
-    return total
 
 
 def audit_and_reweigh(frame):

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from benchmarks import cpu_seconds
 from dsbuild.io.sources import bundled_path
 from dsbuild.kernels.crowd import DawidSkene, Votes, majority_vote
 from dsbuild.kernels.crowd_simulation import random_confusions, simulate_annotations
@@ -39,7 +40,8 @@ def as_votes(ann: pd.DataFrame, n_items: int, n_annotators: int, k: int) -> Vote
 
 
 def crowdkit_ds(ann: pd.DataFrame, one_coin: bool = False):
-    from crowdkit.aggregation import DawidSkene as CK, OneCoinDawidSkene as CK1
+    from crowdkit.aggregation import DawidSkene as CK
+    from crowdkit.aggregation import OneCoinDawidSkene as CK1
 
     data = ann.rename(columns={"item": "task", "annotator": "worker"})
     start = time.perf_counter()
@@ -164,22 +166,6 @@ def write_large_crowd(folder: Path, n_items: int, chunk: int = CHUNK_ITEMS, seed
         pd.DataFrame({"id": ids, "truth": truth.astype(np.int8)}).to_parquet(folder / "items" / f"part-{c:04d}.parquet", index=False)
         total += len(ann)
     return total, n_items
-
-
-def cpu_seconds() -> float:
-    """CPU time so far of this process and its children (scheduler, nannies, workers):
-    unlike wall time, it does not grow when other jobs share the cores."""
-    import psutil
-
-    me = psutil.Process()
-    total = 0.0
-    for proc in [me, *me.children(recursive=True)]:
-        try:
-            t = proc.cpu_times()
-        except psutil.Error:
-            continue
-        total += t.user + t.system
-    return total
 
 
 class PeakWorkerMemory:

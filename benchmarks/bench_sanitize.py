@@ -263,7 +263,7 @@ def scaling_table(quick: bool) -> str:
     import dask.dataframe as dd
     from distributed import Client
 
-    from benchmarks.bench_clean import cpu_seconds
+    from benchmarks import cpu_seconds
     from dsbuild.runtime import local_cluster
     from dsbuild.stages.base import REJECT, Shapes, StageContext
 
