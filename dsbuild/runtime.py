@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import os
 from collections.abc import Iterator
 
@@ -175,6 +176,9 @@ def local_cluster(workers: int | None = None, memory_limit: str | None = None, *
     kwargs.setdefault("host", LOCALHOST)
     kwargs.setdefault("dashboard_address", f"{LOCALHOST}:8787")
     kwargs.setdefault("threads_per_worker", 1)
+    # The p2p scheduler plugin reports every shuffle's start and end at WARNING level; on
+    # a local cluster its scheduler runs in this process, so that would reach the terminal.
+    logging.getLogger("distributed.shuffle._scheduler_plugin").setLevel(logging.ERROR)
     return LocalCluster(
         n_workers=n,
         processes=True,
