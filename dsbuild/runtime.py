@@ -30,12 +30,8 @@ def keep_freed_buffers(mmap_threshold: int = 16 << 20) -> bool:
     ~1.5x the CPU of a plain process. These are the values glibc's own adaptive rule
     would reach (trim at twice the mmap threshold). False where there is no mallopt.
     """
-    import ctypes
-    import ctypes.util
-
-    try:
-        mallopt = ctypes.CDLL(ctypes.util.find_library("c")).mallopt
-    except (OSError, AttributeError, TypeError):
+    mallopt = getattr(_libc(), "mallopt", None)
+    if mallopt is None:
         return False
     m_trim_threshold, m_mmap_threshold = -1, -3
     return bool(mallopt(m_mmap_threshold, mmap_threshold) and mallopt(m_trim_threshold, 2 * mmap_threshold))
@@ -52,9 +48,9 @@ def release_freed_memory() -> None:
     import pyarrow as pa
 
     pa.default_memory_pool().release_unused()
-    libc = _libc()
-    if libc is not None and hasattr(libc, "malloc_trim"):
-        libc.malloc_trim(0)
+    trim = getattr(_libc(), "malloc_trim", None)
+    if trim is not None:
+        trim(0)
 
 
 @functools.lru_cache(maxsize=1)

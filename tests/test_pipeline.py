@@ -85,7 +85,7 @@ def test_same_rows_whatever_the_workers_and_partitions(client, tmp_path):
 
 def test_checkpoints_in_memory_give_the_same_output(client, tmp_path):
     """``sink.checkpoints: memory`` persists the rows before each multi-pass stage on the
-    workers instead of writing them: same rows, rejects and counts, nothing on disk."""
+    workers instead of writing them: same rows, rejects and counts."""
     from dsbuild.job import load_job
 
     job = load_job(ROOT / "jobs" / "clean_adult.yaml")
@@ -194,6 +194,16 @@ def test_ledger_catches_a_stage_that_loses_rows(client, tmp_path):
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob("out.tmp-*"))
 
 
+def kill_once_written(proc: subprocess.Popen, folder: Path, pattern: str, seconds: float) -> None:
+    """SIGKILL ``proc`` and its children as soon as a path matching ``pattern`` appears."""
+    deadline = time.time() + seconds
+    while time.time() < deadline and not list(folder.glob(pattern)):
+        assert proc.poll() is None, proc.stdout.read().decode()
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
 def test_a_run_killed_half_way_leaves_nothing_that_looks_complete(tmp_path):
     """SIGKILL the whole `dsbuild run` while it writes: the output path must not exist."""
     job = digits_job(tmp_path)
@@ -209,12 +219,7 @@ def test_a_run_killed_half_way_leaves_nothing_that_looks_complete(tmp_path):
         [sys.executable, "-m", "dsbuild.cli", "run", str(path), "--workers", "1", "--quiet"],
         cwd=ROOT, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )
-    deadline = time.time() + 120
-    while time.time() < deadline and not list(tmp_path.glob("out.tmp-*/_staging")):
-        assert proc.poll() is None, proc.stdout.read().decode()
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_once_written(proc, tmp_path, "out.tmp-*/_staging", seconds=120)
     assert list(tmp_path.glob("out.tmp-*")), "the run was killed before it began writing"
     out = tmp_path / "out"
     assert not (out / "_SUCCESS").exists() and not (out / "manifest.json").exists()
@@ -241,12 +246,7 @@ def test_resume_after_the_driver_is_killed(client, tmp_path):
     path.write_text(yaml.safe_dump(job))
     command = [sys.executable, "-m", "dsbuild.cli", "run", str(path), "--workers", "1", "--quiet"]
     proc = subprocess.Popen(command, cwd=ROOT, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    deadline = time.time() + 180
-    while time.time() < deadline and not list(tmp_path.glob("out.tmp-*/_checkpoints/before-001.json")):
-        assert proc.poll() is None, proc.stdout.read().decode()
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_once_written(proc, tmp_path, "out.tmp-*/_checkpoints/before-001.json", seconds=180)
     assert not (tmp_path / "out").exists()
     done = subprocess.run([*command, "--resume"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
