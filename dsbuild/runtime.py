@@ -37,6 +37,26 @@ def keep_freed_buffers(mmap_threshold: int = 16 << 20) -> bool:
     return bool(mallopt(m_mmap_threshold, mmap_threshold) and mallopt(m_trim_threshold, 2 * mmap_threshold))
 
 
+def avoid_huge_page_stalls() -> bool:
+    """Stop numpy asking the kernel for transparent huge pages on large arrays.
+
+    Where ``/sys/kernel/mm/transparent_hugepage/defrag`` is ``madvise`` (common, and so here),
+    faulting in such an array on a machine whose memory is fragmented compacts memory
+    synchronously: a worker filling a 400 MiB array stalled at 266 MiB for ten minutes
+    (numpy issue 31590). A worker that stalls near its limit never gets killed or resumed;
+    small pages cost a few percent on large copies. False where numpy has no such switch.
+    """
+    try:
+        from numpy._core.multiarray import _set_madvise_hugepage
+    except ImportError:
+        try:
+            from numpy.core.multiarray import _set_madvise_hugepage
+        except ImportError:
+            return False
+    _set_madvise_hugepage(False)
+    return True
+
+
 def release_freed_memory() -> None:
     """Hand memory that is freed but still held by Arrow's allocator and glibc back to the OS.
 
@@ -67,7 +87,8 @@ def _libc():
 
 class DsbuildWorkerSetup(WorkerPlugin):
     """Runs once per worker: one OpenCV thread, so worker processes do not fight for cores;
-    freed buffers kept for reuse (:func:`keep_freed_buffers`); and a sampler of the worker
+    freed buffers kept for reuse (:func:`keep_freed_buffers`); small pages for numpy
+    (:func:`avoid_huge_page_stalls`); and a sampler of the worker
     process's memory, whose peak goes into the manifest and which hands freed memory back
     (:func:`release_freed_memory`) while the worker is near its limit."""
 
@@ -86,6 +107,7 @@ class DsbuildWorkerSetup(WorkerPlugin):
         cv2.setNumThreads(self.opencv_threads)
         cv2.ocl.setUseOpenCL(False)
         keep_freed_buffers()
+        avoid_huge_page_stalls()
         from tornado.ioloop import PeriodicCallback
 
         self._process = psutil.Process()

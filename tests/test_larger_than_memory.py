@@ -119,15 +119,21 @@ def test_a_task_over_the_limit_fails_with_the_restart_counted():
     from dsbuild.runtime import connect, peak_worker_memory
 
     def hog():
-        held = np.ones(400 * 2**20 // 8)
+        # Grown in 8 MiB strings, not one large numpy array: numpy asks for transparent huge
+        # pages on large arrays, and faulting those in on a machine whose memory is fragmented
+        # can stall in compaction for minutes (it stalled CI at 266 MiB of a 400 MiB array).
+        held = []
+        for _ in range(50):
+            held.append(b"\x01" * (8 << 20))
+            time.sleep(0.02)
         time.sleep(10)  # long enough for the nanny's memory check (every 100 ms) to see it
-        return held.sum()
+        return len(held)
 
     spec = {"kind": "local", "workers": 1, "memory_limit": "300MiB", "dashboard": None}
     with dask.config.set({"distributed.scheduler.allowed-failures": 0}), connect(spec) as client:
         peak_worker_memory(client, reset=True)
         with pytest.raises(KilledWorker):
-            client.submit(hog).result(timeout=600)
+            client.submit(hog).result(timeout=120)
         client.wait_for_workers(1, timeout=300)
         assert peak_worker_memory(client)["restarts_over_limit"] == 1
 

@@ -197,6 +197,14 @@ def test_peak_worker_memory_is_measured(client):
     assert all(w["limit_bytes"] > 0 for w in after["workers"].values())
 
 
+def test_workers_do_not_ask_for_huge_pages(client):
+    """numpy's default on Linux is to madvise huge pages for large arrays (it can stall a worker
+    in memory compaction); every worker of a dsbuild cluster has it off."""
+    from numpy._core.multiarray import _get_madvise_hugepage
+
+    assert set(client.run(_get_madvise_hugepage).values()) == {False}
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
 def test_workers_keep_freed_image_buffers_for_reuse():
     """Under the nanny's MALLOC_TRIM_THRESHOLD_, a 1 MiB buffer is a fresh mmap; after the
