@@ -379,7 +379,7 @@ def _code_annotations(part: pd.DataFrame, annotators: pd.Index, classes: Classes
     item = part[ITEM][keep]
     return pd.DataFrame(
         {
-            ITEM: (item if pd.api.types.is_string_dtype(item.dtype) and not pd.api.types.is_object_dtype(item.dtype) else item.astype(str)).reset_index(drop=True),
+            ITEM: item.astype(str).reset_index(drop=True),  # the dtype of every id the stage merges on (gold, the data)
             A_CODE: a[keep].astype(np.int32),
             L_CODE: label[keep].astype(crowd.label_dtype(len(classes))),
         }
