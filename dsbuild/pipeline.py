@@ -214,20 +214,13 @@ class Execution:
         ]
         in_memory = checkpoint is not None and self.spec.sink.checkpoints == "memory"
         if in_memory:
-            kept, *persisted = self.client.persist([kept, *accounts])
-            futures = self.client.compute(persisted)
+            kept, *accounts = self.client.persist([kept, *accounts])
+            results = self._gather(accounts, [run_.name for run_ in pending])
         else:
             folder = self.sink.staging("data", "kept") if checkpoint is None else self.sink.checkpoint(checkpoint)
             written = _written(kept, self.sink, folder, "data" if checkpoint is None else "checkpoint", scratch=checkpoint is not None)
-            futures = self.client.compute([written, *accounts])
-        if self.progress:
-            from distributed import progress as show_progress
-
-            show_progress(futures)
-            print(file=sys.stderr)
-        results = self.client.gather(futures)
-        if not in_memory:
-            kept_files, results = _in_order(results[0]), results[1:]
+            kept_files, *results = self._gather([written, *accounts], [run_.name for run_ in pending])
+            kept_files = _in_order(kept_files)
         for run_, frame in zip(pending, results):
             frame = frame.sort_values("partition")
             run_.counts = _sum_counts(frame["counts"])
@@ -250,6 +243,28 @@ class Execution:
         })
         self.sink.drop_checkpoints_before(checkpoint)
         return _read_checkpoint(self.sink, kept_files, kept._meta)
+
+    def _gather(self, collections: list, names: list[str]) -> list[pd.DataFrame]:
+        """Each collection's per-partition results, concatenated, gathered as each partition
+        finishes. A partition's results are small; fetching them as they come lets the
+        scheduler and the workers forget that partition's tasks at once, so their
+        bookkeeping stays bounded by the partitions in flight, not the job's (on 400 MiB
+        workers, 1,000 partitions' worth of finished tasks paused both for good)."""
+        from distributed import as_completed, futures_of
+
+        persisted = self.client.persist(collections)
+        which = {f.key: i for i, c in enumerate(persisted) for f in futures_of(c)}
+        pending = as_completed([f for c in persisted for f in futures_of(c)], with_results=True)
+        del persisted
+        parts: list[list[pd.DataFrame]] = [[] for _ in collections]
+        bar = _ProgressBar(len(which), ", ".join(names)) if self.progress else None
+        for future, part in pending:
+            parts[which[future.key]].append(part)
+            if bar is not None:
+                bar.update()
+        if bar is not None:
+            bar.close()
+        return [pd.concat(p, ignore_index=True) if p else c._meta for p, c in zip(parts, collections)]
 
     def _restore(self, stages: list[Stage], source_kept):
         """(first stage to run, its input) from the last complete checkpoint, or None."""
@@ -388,6 +403,28 @@ def _write(part: pd.DataFrame, sink: Sink, folder: str, scratch: bool, partition
     index = partition_info["number"] if partition_info else 0
     files = (sink.write_scratch if scratch else sink.write_partition)(part, folder, index)
     return pd.DataFrame([{"partition": index, "k": k, **f} for k, f in enumerate(files)], columns=_FILES_META.columns)
+
+
+class _ProgressBar:
+    """Per-partition results gathered out of ``total`` (a partition of the kept rows and of each
+    stage being accounted for is one each), on one terminal line."""
+
+    def __init__(self, total: int, what: str, width: int = 30):
+        self.total, self.what, self.width, self.done = total, what, width, 0
+        self.start = time.perf_counter()
+        self._draw()
+
+    def update(self) -> None:
+        self.done += 1
+        self._draw()
+
+    def close(self) -> None:
+        print(file=sys.stderr, flush=True)
+
+    def _draw(self) -> None:
+        filled = self.width * self.done // max(self.total, 1)
+        print(f"\r[{'#' * filled}{' ' * (self.width - filled)}] {self.done}/{self.total} partition results "
+              f"| {time.perf_counter() - self.start:.1f} s | {self.what}", end="", file=sys.stderr, flush=True)
 
 
 def _in_order(files: pd.DataFrame) -> list[dict]:

@@ -205,6 +205,17 @@ def test_workers_do_not_ask_for_huge_pages(client):
     assert set(client.run(_get_madvise_hugepage).values()) == {False}
 
 
+def test_workers_run_no_statistical_profiler(client):
+    """The profiler's 10 ms stack walks and hour of call trees are off on dsbuild's workers."""
+    import time
+
+    def profiler(dask_worker):
+        return "profile" in dask_worker.periodic_callbacks, len(dask_worker.profile_history)
+
+    time.sleep(1.5)  # longer than one profile cycle
+    assert set(client.run(profiler).values()) == {(False, 0)}
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
 def test_workers_keep_freed_image_buffers_for_reuse():
     """Under the nanny's MALLOC_TRIM_THRESHOLD_, a 1 MiB buffer is a fresh mmap; after the
