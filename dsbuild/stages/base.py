@@ -287,11 +287,17 @@ class Shapes:
         (stats,) = dask.compute(parts[0])
         return stats
 
-    def group(self, frame, key: Callable, fn: Callable, meta=None, label: str = "group"):
-        keyed = frame.map_partitions(
-            _with_key, key, meta=_with_key(frame._meta.copy(), key), token=_token(label, "key")
-        )
-        shuffled = keyed.shuffle(on=KEY, npartitions=frame.npartitions)
+    def group(self, frame, key: Callable | str, fn: Callable, meta=None, label: str = "group", npartitions: int | None = None):
+        """``fn`` on each of ``npartitions`` (default: as many as ``frame`` has) partitions,
+        every one holding all rows of the keys it holds. ``key`` is a function of a
+        partition (its values travel in a ``_key`` column) or the name of a column."""
+        if isinstance(key, str):
+            keyed, on = frame, key
+        else:
+            keyed, on = frame.map_partitions(
+                _with_key, key, meta=_with_key(frame._meta.copy(), key), token=_token(label, "key")
+            ), KEY
+        shuffled = keyed.shuffle(on=on, npartitions=npartitions or frame.npartitions)
         if meta is None:
             meta = fn(keyed._meta.copy())
         out = shuffled.map_partitions(fn, meta=meta, token=_token(label, "group"))

@@ -179,3 +179,32 @@ def test_keeper_is_the_lowest_id_in_long_and_short_runs():
     best = segment_argmin(pa.array(values), starts)
     for lo, n, b in zip(starts, sizes, best):
         assert values[b] == min(values[lo : lo + n])
+
+
+def test_exact_dedup_rows_sharing_the_shuffle_hash_stay_apart(monkeypatch):
+    """Every row's 64-bit shuffle hash collides: the second hash alone keeps distinct rows
+    apart, so the result is the same as with real hashes (the documented guarantee:
+    rows merge only if both hashes, 128 bits, agree)."""
+    import dask
+
+    from dsbuild.kernels.hashing import ROW_KEY
+
+    df = _adult(200)
+    frame = pd.concat([df, df.sample(30, random_state=1).assign(id=lambda d: "z" + d["id"])], ignore_index=True)
+    want_kept, want_rej = run_stage(ExactDedup(), frame, npartitions=3)
+    real = ExactDedup.content_hash
+
+    collided = []
+
+    def colliding(self, part, key):
+        h = real(self, part, key)
+        collided.append(key == ROW_KEY and len(part) > 0)
+        return np.zeros_like(h) if key == ROW_KEY else h
+
+    monkeypatch.setattr(ExactDedup, "content_hash", colliding)
+    with dask.config.set(scheduler="sync"):  # the patched method runs in this process
+        kept, rej = run_stage(ExactDedup(), frame, npartitions=3)
+    assert any(collided)
+    assert len(rej) == 30 and rej["id"].str.startswith("z").all()
+    assert kept["id"].tolist() == want_kept["id"].tolist()
+    assert _pairs(rej) == _pairs(want_rej)
