@@ -23,6 +23,7 @@ a model that learns part of the bias back from correlated features).
 
 from __future__ import annotations
 
+import weakref
 from typing import Any, Literal
 
 import numpy as np
@@ -277,6 +278,9 @@ def _reason_text(text: str) -> str:
 
 # -- fairness_audit ---------------------------------------------------------------------
 
+# Audits whose counts wait for a later stage's pass, by the name of their output frame.
+_UNCOUNTED_AUDITS: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+
 
 class AuditOptions(FairnessOptions):
     model: ModelName | None = Field(None, description="also audit this model's out-of-fold predictions")
@@ -296,9 +300,37 @@ class FairnessAudit(FairnessStage):
     Options = AuditOptions
 
     def build(self, frame, shapes):
+        """Without a model the counts are not taken now: a ``reweigh`` that reads this
+        output counts the same table in its own pass and hands it over (see
+        :meth:`Reweigh.build`), so audit and reweigh pass over the data once for both;
+        otherwise they are counted when the summary asks for them."""
         self.ranker_ = self.fit_ranker(frame, shapes) if self.options.model else None
-        self.table_ = shapes.fit(frame, self._count_with_predictions, merge_tables, label=self.ctx.name)
-        return shapes.map(frame, self._pass_through, label=self.ctx.name)
+        self._table, self._count_later = None, (frame, shapes)
+        out = shapes.map(frame, self._pass_through, label=self.ctx.name)
+        if self.ranker_ is None:
+            _UNCOUNTED_AUDITS[out._name] = self
+        else:
+            self.table_ = self._count(frame, shapes)
+        return out
+
+    @property
+    def table_(self) -> pd.DataFrame:
+        if self._table is None:
+            self._table = self._count(*self._count_later)
+        return self._table
+
+    @table_.setter
+    def table_(self, table: pd.DataFrame) -> None:
+        self._table = table
+
+    def _count(self, frame, shapes) -> pd.DataFrame:
+        return shapes.fit(frame, self._count_with_predictions, merge_tables, label=self.ctx.name)
+
+    def counts_like(self, other: FairnessStage) -> bool:
+        """Whether ``other``'s table over this audit's output is this audit's table: rows pass
+        through unchanged, so it is when both count the same columns the same way."""
+        return (self.ranker_ is None and self.sensitive == other.sensitive and self.label == other.label
+                and self.ctx.roles.weight == other.ctx.roles.weight and self.options.bins == other.options.bins)
 
     def _count_with_predictions(self, part, state=None):
         if self.ranker_ is None:
@@ -335,6 +367,14 @@ class Reweigh(FairnessStage):
     name = "reweigh"
     Options = MitigationOptions
 
+    def build(self, frame, shapes):
+        """When ``frame`` is the output of an audit that has not counted yet and counts the
+        same table, the table this stage counts is the audit's too: one pass for both."""
+        self._audit = _UNCOUNTED_AUDITS.pop(frame._name, None)
+        if self._audit is not None and (self._audit._table is not None or not self._audit.counts_like(self)):
+            self._audit = None
+        return super().build(frame, shapes)
+
     def partial(self, part, state):
         return self.table(part)
 
@@ -343,6 +383,8 @@ class Reweigh(FairnessStage):
 
     def finalize(self, table, state):
         self.table_ = table
+        if getattr(self, "_audit", None) is not None:
+            self._audit.table_, self._audit = table, None
         return self._checked(reweighing, table, self.sensitive, self.options.strength)
 
     def apply(self, part, factors):

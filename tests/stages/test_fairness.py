@@ -70,6 +70,37 @@ def test_audit_figures_and_partition_independence(adult):
     assert data["sex × race"]["reference"] == "Male, White"
 
 
+def test_audit_then_reweigh_count_in_one_pass(adult):
+    """An audit followed by a reweigh of the same table: one counting pass serves both,
+    and the audit reports what it reports alone."""
+    import dask
+    import dask.dataframe as dd
+
+    from dsbuild.stages.base import Shapes, StageContext
+
+    class CountingShapes(Shapes):
+        passes = 0
+
+        def fit(self, *args, **kwargs):
+            CountingShapes.passes += 1
+            return super().fit(*args, **kwargs)
+
+    def audit():
+        return FairnessAudit(favorable=">50K").bind(StageContext("fairness_audit", 0, ADULT))
+
+    with dask.config.set(scheduler="sync", **{"dataframe.convert-string": False}):
+        frame = dd.from_pandas(adult, npartitions=4, sort=False)
+        alone = audit()
+        alone.build(frame, Shapes())
+        paired, reweigh = audit(), Reweigh(favorable=">50K").bind(StageContext("reweigh", 0, ADULT))
+        out = reweigh.build(paired.build(frame, CountingShapes()), CountingShapes())
+        weights = out["weight"].compute()
+    assert CountingShapes.passes == 1
+    assert paired.summary() == alone.summary()
+    assert paired.table_.equals(reweigh.table_)
+    assert len(weights) == len(adult)
+
+
 def test_audit_with_a_model_reports_its_predictions(german):
     stage = FairnessAudit(favorable="good", bins={"age": [25]}, model="logistic_regression", folds=3)
     run_stage(stage, german, npartitions=3, roles=GERMAN)
