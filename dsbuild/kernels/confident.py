@@ -11,8 +11,15 @@ Given out-of-fold predicted probabilities ``P`` (rows x classes) and the given l
    issues (:func:`prune_counts` then :class:`dsbuild.kernels.topk.LargestPerKey`);
 4. a row whose prediction is its given label is never an issue (:func:`agrees_with_label`).
 
-The constants follow cleanlab 2.x's ``find_label_issues(filter_by="prune_by_noise_rate")``
-so results can be compared; nothing here imports cleanlab.
+Which of these decide is the *filter* (:data:`FILTERS`, :func:`issues`):
+
+- ``prune_by_noise_rate``: steps 3 and 4, cleanlab 2.x's
+  ``find_label_issues(filter_by="prune_by_noise_rate")``, with the same constants so results
+  can be compared (nothing here imports cleanlab);
+- ``noise_rate``: step 3 alone. When flips all went toward one class the model is biased
+  toward it, so most flipped rows are *predicted* as their wrong label and step 4 would
+  keep them; the per-class thresholds still count them, and the margin still ranks them;
+- ``predicted_neq_given``: step 4 alone, every row whose prediction is not its label.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+FILTERS = ("prune_by_noise_rate", "noise_rate", "predicted_neq_given")
 FUZZ = 1e-6
 THRESHOLD_FLOOR = 2 * FUZZ
 ABSENT_CLASS_THRESHOLD = 2.0
@@ -52,14 +60,21 @@ class ConfidentSums:
         return np.clip(t, THRESHOLD_FLOOR, None)
 
 
+def confident_guess(probs: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """Each row's confidently predicted class: the one whose probability reaches its
+    threshold (the most probable when several do), or -1 when none does."""
+    confident = probs >= thresholds - FUZZ
+    n_confident = confident.sum(axis=1)
+    guess = np.where(n_confident > 1, probs.argmax(axis=1), confident.argmax(axis=1))
+    return np.where(n_confident > 0, guess, -1)
+
+
 def confident_joint(probs: np.ndarray, labels: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
     """(classes, classes) counts of rows by (given label, confidently predicted class)."""
     labels = np.asarray(labels, dtype=np.int64)
     n_classes = probs.shape[1]
-    confident = probs >= thresholds - FUZZ
-    n_confident = confident.sum(axis=1)
-    guess = np.where(n_confident > 1, probs.argmax(axis=1), confident.argmax(axis=1))
-    use = (n_confident > 0) & (labels >= 0)
+    guess = confident_guess(probs, thresholds)
+    use = (guess >= 0) & (labels >= 0)
     cell = labels[use] * n_classes + guess[use]
     return np.bincount(cell, minlength=n_classes * n_classes).reshape(n_classes, n_classes).astype(np.int64)
 
@@ -128,7 +143,26 @@ def suggested_labels(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return other.argmax(axis=1)
 
 
-def find_label_issues(probs: np.ndarray, labels: np.ndarray, ids=None) -> np.ndarray:
+def needs_budget(filter: str) -> bool:
+    """Whether the filter uses the noise-rate budget (steps 1-3, three passes in the stage)."""
+    if filter not in FILTERS:
+        raise ValueError(f"unknown filter {filter!r}; choose from {FILTERS}")
+    return filter != "predicted_neq_given"
+
+
+def issues(filter: str, in_budget: np.ndarray | None, probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """The label issues under ``filter``, from the rows inside the noise-rate budget
+    (``None`` for ``predicted_neq_given``) and the probabilities. Unlabelled rows
+    (label -1) are never issues."""
+    labels = np.asarray(labels, dtype=np.int64)
+    disagrees = (labels >= 0) & ~agrees_with_label(probs, labels)
+    if not needs_budget(filter):
+        return disagrees
+    in_budget = np.asarray(in_budget, dtype=bool) & (labels >= 0)
+    return in_budget if filter == "noise_rate" else in_budget & disagrees
+
+
+def find_label_issues(probs: np.ndarray, labels: np.ndarray, ids=None, filter: str = "prune_by_noise_rate") -> np.ndarray:
     """All steps on one in-memory array: a boolean mask of label issues.
 
     The stage runs the same steps as mergeable passes; this is for data that fits in
@@ -138,6 +172,8 @@ def find_label_issues(probs: np.ndarray, labels: np.ndarray, ids=None) -> np.nda
 
     labels = np.asarray(labels, dtype=np.int64)
     n_classes = probs.shape[1]
+    if not needs_budget(filter):
+        return issues(filter, None, probs, labels)
     ids = np.array([f"{i:012d}" for i in range(len(labels))], dtype=object) if ids is None else np.asarray(ids, dtype=object)
     sums = ConfidentSums.of(probs, labels, n_classes)
     budget = prune_counts(confident_joint(probs, labels, sums.thresholds()), sums.counts)
@@ -145,4 +181,4 @@ def find_label_issues(probs: np.ndarray, labels: np.ndarray, ids=None) -> np.nda
     top = LargestPerKey.of(keys, margins, ids[rows], budget.ravel())
     flagged = np.zeros(len(labels), dtype=bool)
     flagged[rows[within_cut(keys, margins, ids[rows], top.cut())]] = True
-    return flagged & ~agrees_with_label(probs, labels)
+    return issues(filter, flagged, probs, labels)

@@ -390,15 +390,25 @@ def make_model(name: str, params: dict, seed: int):
 
 
 ModelName = Literal["logistic_regression", "knn", "random_forest", "hist_gradient_boosting", "lda"]
+FilterName = Literal["prune_by_noise_rate", "noise_rate", "predicted_neq_given"]
 
 
 class LabelIssuesOptions(FeatureOptions):
     model: ModelName | list[ModelName] = Field(
-        "logistic_regression",
+        ["logistic_regression", "knn"],
         description="scikit-learn classifier for the out-of-fold probabilities; a list averages their probabilities",
     )
     model_params: dict[str, Scalar | dict[str, Scalar]] = Field(
         default_factory=dict, description="constructor settings of that classifier; for a list, per model: {knn: {n_neighbors: 10}}"
+    )
+    filter: FilterName | list[FilterName] = Field(
+        ["noise_rate", "predicted_neq_given"],
+        description=(
+            "which rows are issues: prune_by_noise_rate (cleanlab's: within the confident joint's count per (given, true) "
+            "class, largest margin first, and predicted as another class), noise_rate (the count alone, even where the "
+            "prediction agrees: flips toward one class bias the model toward it), predicted_neq_given (every row predicted "
+            "as another class); a list runs rounds, each re-fitting the models on the rows earlier rounds kept"
+        ),
     )
     folds: int = Field(5, ge=2, description="cross-validation folds, assigned by a hash of the record id")
     max_train_rows: int = Field(100_000, ge=10, description="models train on a hash-chosen sample of this many rows (all if fewer)")
@@ -412,7 +422,14 @@ class LabelIssuesOptions(FeatureOptions):
             raise ValueError(f"model_params: settings per model ({sorted(nested)}) need a list of models")
         if isinstance(self.model, list) and set(self.model_params) - (nested & set(self.model)):
             raise ValueError(f"model_params: with a list of models, give settings per model, keyed by one of {self.model}")
+        if isinstance(self.model, list) and not self.model:
+            raise ValueError("model: name at least one model")
+        if isinstance(self.filter, list) and not self.filter:
+            raise ValueError("filter: name at least one filter")
         return self
+
+    def filters(self) -> list[str]:
+        return [self.filter] if isinstance(self.filter, str) else list(self.filter)
 
 
 @register
@@ -422,9 +439,17 @@ class LabelIssues(_Features, FitApplyStage):
     Out-of-fold probabilities come from K models trained on a hash-chosen sample (all
     rows when the data fits ``max_train_rows``); a row is scored by the model that did
     not see its fold. Naming several models averages their probabilities: a linear
-    model and k-NN err on different rows, so together they flag flips more reliably. Passes: (1) column moments, label counts, the training sample;
-    (2) per-class thresholds; (3) the confident joint; (4) the exact top-margin rows per
-    (given, true) cell; then apply: drop as ``label-issue=<suggested>`` or relabel.
+    model and k-NN err on different rows, so together they flag flips more reliably.
+
+    Each entry of ``filter`` is a round. A round re-trains the fold models on the sample
+    rows no earlier round flagged and scores the rows no earlier round flagged. The
+    default first drops the confident joint's estimate of the flips per (given, true)
+    class, which corrects for a model biased toward the class the flips went to, then,
+    re-fitted on what is left and so no longer biased, every row still predicted as
+    another class. Passes: (1) column moments, label counts, the training sample; then
+    per round with a noise-rate budget (2) per-class thresholds, (3) the confident joint,
+    (4) the exact top-margin rows per (given, true) cell; then apply: drop as
+    ``label-issue=<suggested>`` or relabel.
     """
 
     name = "label_issues"
@@ -447,10 +472,7 @@ class LabelIssues(_Features, FitApplyStage):
         moments = b[0] if a[0] is None else a[0] if b[0] is None else a[0].merge(b[0])
         return moments, _add_counts(a[1], b[1]), a[2].merge(b[2])
 
-    def _train(self, sample: HashSample, standardizer, classes: list) -> list:
-        Z = standardizer.standardize(sample.X)
-        y = _class_index(pd.Series(sample.labels, dtype=object), classes)
-        folds = self._folds(sample.ids)
+    def _train(self, Z: np.ndarray, y: np.ndarray, folds: np.ndarray) -> list:
         models = []
         for f in range(self.options.folds):
             rows = folds != f
@@ -465,31 +487,68 @@ class LabelIssues(_Features, FitApplyStage):
             return [(o.model, o.model_params)]
         return [(name, o.model_params.get(name, {})) for name in o.model]
 
-    def _probs(self, part: pd.DataFrame, state: dict) -> tuple[np.ndarray, np.ndarray]:
-        """(class index, out-of-fold probabilities over all classes) for every row."""
-        Z = state["standardizer"].standardize(self.raw_features(part))
-        labels = _class_index(part[self._label()], state["classes"])
-        probs = np.zeros((len(Z), len(state["classes"])))
-        folds = self._folds(self.ids(part))
-        for f, models in enumerate(state["models"]):
+    @staticmethod
+    def _oof(Z: np.ndarray, folds: np.ndarray, models: list, n_classes: int) -> np.ndarray:
+        """Out-of-fold probabilities over all classes: each row from the models of its fold."""
+        probs = np.zeros((len(Z), n_classes))
+        for f, fold_models in enumerate(models):
             rows = folds == f
             if rows.any():
-                for model in models:
-                    probs[np.ix_(rows, model.classes_)] += model.predict_proba(Z[rows]) / len(models)
-        return labels, quantize(probs)
+                for model in fold_models:
+                    probs[np.ix_(rows, model.classes_)] += model.predict_proba(Z[rows]) / len(fold_models)
+        return quantize(probs)
+
+    def _rows(self, part: pd.DataFrame, state: dict) -> tuple:
+        """(standardized features, class index, ids, folds) of a partition."""
+        ids = self.ids(part)
+        Z = state["standardizer"].standardize(self.raw_features(part))
+        return Z, _class_index(part[self._label()], state["classes"]), ids, self._folds(ids)
+
+    @staticmethod
+    def _in_budget(probs, labels, ids, rnd: dict) -> np.ndarray:
+        rows, keys, margins = cl.margin_candidates(probs, labels, rnd["prune"])
+        inside = np.zeros(len(labels), dtype=bool)
+        inside[rows[within_cut(keys, quantize(margins), ids[rows], rnd["cut"])]] = True
+        return inside
+
+    def _scan(self, Z, labels, ids, folds, state: dict, upto: int):
+        """Run rounds ``0 .. upto-1`` over these rows: (rows still in, the round that
+        flagged each row or -1, suggested class index), and, when round ``upto`` exists,
+        its probabilities for the rows still in."""
+        n_classes = len(state["classes"])
+        active = np.flatnonzero(labels >= 0)
+        flagged_in = np.full(len(labels), -1, dtype=np.int64)
+        suggested = np.full(len(labels), -1, dtype=np.int64)
+        for r, rnd in enumerate(state["rounds"][: upto + 1]):
+            probs = self._oof(Z[active], folds[active], rnd["models"], n_classes)
+            if r == upto:
+                return active, flagged_in, suggested, probs
+            y = labels[active]
+            inside = self._in_budget(probs, y, ids[active], rnd) if cl.needs_budget(rnd["filter"]) else None
+            hit = cl.issues(rnd["filter"], inside, probs, y)
+            flagged_in[active[hit]] = r
+            suggested[active[hit]] = cl.suggested_labels(probs[hit], y[hit])
+            active = active[~hit]
+        return active, flagged_in, suggested, None
+
+    def _round_inputs(self, part, state):
+        Z, labels, ids, folds = self._rows(part, state)
+        active, _, _, probs = self._scan(Z, labels, ids, folds, state, len(state["rounds"]) - 1)
+        return labels[active], probs, ids[active]
 
     def _partial_sums(self, part, state):
-        labels, probs = self._probs(part, state)
+        labels, probs, _ = self._round_inputs(part, state)
         return cl.ConfidentSums.of(probs, labels, len(state["classes"]))
 
     def _partial_joint(self, part, state):
-        labels, probs = self._probs(part, state)
-        return cl.confident_joint(probs, labels, state["thresholds"])
+        labels, probs, _ = self._round_inputs(part, state)
+        return cl.confident_joint(probs, labels, state["rounds"][-1]["thresholds"])
 
     def _partial_top(self, part, state):
-        labels, probs = self._probs(part, state)
-        rows, keys, margins = cl.margin_candidates(probs, labels, state["prune"])
-        return LargestPerKey.of(keys, quantize(margins), self.ids(part)[rows], state["prune"].ravel())
+        labels, probs, ids = self._round_inputs(part, state)
+        prune = state["rounds"][-1]["prune"]
+        rows, keys, margins = cl.margin_candidates(probs, labels, prune)
+        return LargestPerKey.of(keys, quantize(margins), ids[rows], prune.ravel())
 
     @staticmethod
     def _merge(a, b):
@@ -501,28 +560,37 @@ class LabelIssues(_Features, FitApplyStage):
         classes = _sorted_classes(counts)
         if moments is None or len(classes) < 2:
             raise StageError(f"stage {label!r}: needs labelled rows of at least two classes")
-        state: dict[str, Any] = {"classes": classes, "standardizer": moments.standardizer()}
-        state["models"] = self._train(sample, state["standardizer"], classes)
-        sums = shapes.fit(frame, self._partial_sums, self._merge, state, label=f"{label}-thresholds")
-        state["thresholds"] = sums.thresholds()
-        joint = shapes.fit(frame, self._partial_joint, self._merge, state, label=f"{label}-joint")
-        state["prune"] = cl.prune_counts(joint, sums.counts)
-        state["cut"] = {}
-        if state["prune"].any():
-            state["cut"] = shapes.fit(frame, self._partial_top, self._merge, state, label=f"{label}-top").cut()
+        state: dict[str, Any] = {"classes": classes, "standardizer": moments.standardizer(), "rounds": []}
+        Zs = state["standardizer"].standardize(sample.X)
+        ys = _class_index(pd.Series(sample.labels, dtype=object), classes)
+        folds = self._folds(sample.ids)
+        self.rounds_ = []
+        for r, name in enumerate(self.options.filters()):
+            # the sample rows that earlier rounds kept, found by the same code as any partition's
+            kept = self._scan(Zs, ys, sample.ids, folds, state, r)[0] if r else np.arange(len(ys))
+            rnd: dict[str, Any] = {"filter": name, "models": self._train(Zs[kept], ys[kept], folds[kept])}
+            state["rounds"].append(rnd)
+            info: dict[str, Any] = {"filter": name, "train_rows": len(kept)}
+            if cl.needs_budget(name):
+                sums = shapes.fit(frame, self._partial_sums, self._merge, state, label=f"{label}-thresholds-{r}")
+                rnd["thresholds"] = sums.thresholds()
+                joint = shapes.fit(frame, self._partial_joint, self._merge, state, label=f"{label}-joint-{r}")
+                rnd["prune"] = cl.prune_counts(joint, sums.counts)
+                rnd["cut"] = {}
+                if rnd["prune"].any():
+                    rnd["cut"] = shapes.fit(frame, self._partial_top, self._merge, state, label=f"{label}-top-{r}").cut()
+                info.update(rows=sums.counts.astype(int).tolist(), thresholds=rnd["thresholds"], joint=joint, prune=rnd["prune"])
+            self.rounds_.append(info)
         self.state_ = state
-        self.joint_ = joint
-        self.counts_ = dict(zip(classes, sums.counts.astype(int).tolist()))
+        self.counts_ = {c: int(counts[c]) for c in classes}
         self.train_rows_ = len(sample.ids)
         return shapes.map(frame, self._apply, shapes.broadcast(state), label=label)
 
     def apply(self, part: pd.DataFrame, state: dict) -> pd.DataFrame:
-        labels, probs = self._probs(part, state)
-        rows, keys, margins = cl.margin_candidates(probs, labels, state["prune"])
-        flagged = np.zeros(len(part), dtype=bool)
-        flagged[rows[within_cut(keys, quantize(margins), self.ids(part)[rows], state["cut"])]] = True
-        flagged &= ~cl.agrees_with_label(probs, labels)
-        suggested = np.asarray(state["classes"], dtype=object)[cl.suggested_labels(probs, labels)]
+        Z, labels, ids, folds = self._rows(part, state)
+        _, flagged_in, suggested_index, _ = self._scan(Z, labels, ids, folds, state, len(state["rounds"]))
+        flagged = flagged_in >= 0
+        suggested = np.asarray(state["classes"], dtype=object)[np.where(flagged, suggested_index, 0)]
         column = self._label()
         if self.options.action == "drop":
             reasons = np.array([f"label-issue={s}" for s in suggested], dtype=object)
@@ -534,6 +602,8 @@ class LabelIssues(_Features, FitApplyStage):
             part[column] = pd.Series(new, index=part.index).astype(part[column].dtype)
             part["_m_relabelled"] = flagged.astype(np.int64)
         part["_m_label_issues"] = flagged.astype(np.int64)
+        for r in range(len(state["rounds"])):
+            part[f"_m_label_issues_round_{r}"] = (flagged_in == r).astype(np.int64)
         return part
 
     def summary(self) -> dict:
@@ -542,12 +612,23 @@ class LabelIssues(_Features, FitApplyStage):
             return {}
         names = [str(_plain(c)) for c in state["classes"]]
         total = sum(self.counts_.values())
-        return {
+        out: dict[str, Any] = {
             "model": self.options.model,
+            "filter": self.options.filter,
             "folds": self.options.folds,
             "train_rows": self.train_rows_,
             "trained_on_sample": self.train_rows_ < total,
-            "thresholds": dict(zip(names, state["thresholds"].round(6).tolist())),
-            "confident_joint": {"given x true": names, "counts": self.joint_.tolist()},
-            "flag_budget": {"given x true": names, "counts": state["prune"].tolist()},
         }
+        rounds = []
+        for info in self.rounds_:
+            entry = {"filter": info["filter"], "train_rows": info["train_rows"]}
+            if "joint" in info:
+                entry["thresholds"] = dict(zip(names, info["thresholds"].round(6).tolist()))
+                entry["confident_joint"] = {"given x true": names, "counts": info["joint"].tolist()}
+                entry["flag_budget"] = {"given x true": names, "counts": info["prune"].tolist()}
+            rounds.append(entry)
+        first = next((e for e in rounds if "confident_joint" in e), None)
+        if first is not None:  # the first noise-rate round's matrices, where the report looks for them
+            out.update(thresholds=first["thresholds"], confident_joint=first["confident_joint"], flag_budget=first["flag_budget"])
+        out["rounds"] = rounds
+        return out

@@ -91,3 +91,59 @@ def test_in_memory_chain_equals_the_partitioned_one(noisy_digits):
 
     probs, noisy, _, _ = noisy_digits
     assert (find_label_issues(probs, noisy, [f"{i:06d}" for i in range(len(noisy))]) == find_issues(probs, noisy, 3)).all()
+
+
+def test_confident_guess_is_the_confident_class_or_none():
+    from dsbuild.kernels.confident import confident_guess
+
+    probs = np.array([[0.9, 0.1], [0.4, 0.6], [0.5, 0.5], [0.75, 0.72]])
+    assert confident_guess(probs, np.array([0.7, 0.7])).tolist() == [0, -1, -1, 0]
+
+
+def test_filters_combine_the_budget_and_the_prediction():
+    from dsbuild.kernels.confident import issues
+
+    probs = np.array([[0.8, 0.2], [0.6, 0.4], [0.3, 0.7], [0.9, 0.1], [0.5, 0.5]])
+    labels = np.array([0, 0, 0, 1, -1])
+    in_budget = np.array([False, True, True, False, True])
+    assert issues("prune_by_noise_rate", in_budget, probs, labels).tolist() == [False, False, True, False, False]
+    assert issues("noise_rate", in_budget, probs, labels).tolist() == [False, True, True, False, False]
+    assert issues("predicted_neq_given", None, probs, labels).tolist() == [False, False, True, True, False]
+    with pytest.raises(ValueError, match="filter"):
+        issues("prune_by_class", in_budget, probs, labels)
+
+
+def test_noise_rate_keeps_flips_the_prediction_hides():
+    """Flips all toward class 0 with a model biased toward 0: the flipped rows' margins
+    P(1) - P(0) are the largest among rows labelled 0, but most are still below 0."""
+    from dsbuild.kernels.confident import find_label_issues
+
+    rng = np.random.default_rng(0)
+    n = 2000
+    flipped = np.zeros(n, dtype=bool)
+    flipped[:300] = True
+    truth = np.r_[np.ones(500, dtype=np.int64), np.zeros(n - 500, dtype=np.int64)]
+    labels = np.where(flipped, 0, truth)
+    p1 = np.where(truth == 1, rng.uniform(0.2, 0.7, n), rng.uniform(0.0, 0.3, n))
+    probs = np.c_[1 - p1, p1]
+    cleanlab_like = find_label_issues(probs, labels)
+    noise_rate = find_label_issues(probs, labels, filter="noise_rate")
+    neq = find_label_issues(probs, labels, filter="predicted_neq_given")
+    assert (cleanlab_like <= noise_rate).all()  # the same budget, less one condition
+    assert (noise_rate & flipped).sum() >= 0.75 * flipped.sum()  # 243 of 300, 1 clean row
+    assert (cleanlab_like & flipped).sum() <= 0.5 * flipped.sum()  # 136: those predicted as 1
+    assert (neq == (probs.argmax(axis=1) != labels)).all()
+
+
+@pytest.mark.parametrize("filter", ["noise_rate", "predicted_neq_given"])
+def test_other_filters_in_memory_equal_the_partitioned_chain(noisy_digits, filter):
+    from dsbuild.kernels.confident import find_label_issues, issues
+
+    probs, noisy, _, _ = noisy_digits
+    budget_rows = find_label_issues(probs, noisy, filter="noise_rate")
+    expected = find_issues(probs, noisy, 3) | (budget_rows & agrees_with_label(probs, noisy)) if filter == "noise_rate" else None
+    got = find_label_issues(probs, noisy, filter=filter)
+    if filter == "noise_rate":
+        assert (got == expected).all()
+    else:
+        assert (got == issues(filter, None, probs, noisy)).all() and (find_issues(probs, noisy) <= got).all()

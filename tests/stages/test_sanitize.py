@@ -85,7 +85,7 @@ def test_threshold_and_kept_score(poisoned):
 
 
 def test_label_issues_drop_finds_flips_and_suggests_truth(poisoned):
-    results = [_run(LabelIssues(model="logistic_regression"), poisoned, p) for p in (1, 5)]
+    results = [_run(LabelIssues(model="logistic_regression", filter="prune_by_noise_rate"), poisoned, p) for p in (1, 5)]
     kept, rejected = results[0]
     assert results[1][1]["id"].tolist() == rejected["id"].tolist()
     flips = rejected["is_flipped"]
@@ -96,7 +96,7 @@ def test_label_issues_drop_finds_flips_and_suggests_truth(poisoned):
 
 
 def test_label_issues_relabel_keeps_the_old_label(poisoned):
-    kept, rejected = _run(LabelIssues(model="lda", action="relabel", original_column="was"), poisoned)
+    kept, rejected = _run(LabelIssues(model="lda", filter="prune_by_noise_rate", action="relabel", original_column="was"), poisoned)
     assert rejected.empty and len(kept) == len(poisoned)
     changed = kept["target"] != kept["was"]
     assert changed.sum() > 20
@@ -107,13 +107,80 @@ def test_label_issues_relabel_keeps_the_old_label(poisoned):
 def test_label_issues_with_two_models_averages_them_at_any_partitioning(poisoned):
     """A list of models averages their out-of-fold probabilities; k-NN alone and the pair
     both find the flips, and the pair flags what it flags whatever the partitioning."""
-    both = [_run(LabelIssues(model=["logistic_regression", "knn"], model_params={"knn": {"n_neighbors": 11}}), poisoned, p)[1] for p in (1, 4)]
+    pair = LabelIssues(model=["logistic_regression", "knn"], model_params={"knn": {"n_neighbors": 11}}, filter="prune_by_noise_rate")
+    both = [_run(pair, poisoned, p)[1] for p in (1, 4)]
     assert both[0]["id"].tolist() == both[1]["id"].tolist()
-    knn = _run(LabelIssues(model="knn", model_params={"n_neighbors": 11}), poisoned)[1]
+    knn = _run(LabelIssues(model="knn", model_params={"n_neighbors": 11}, filter="prune_by_noise_rate"), poisoned)[1]
     for rejected in (both[0], knn):
         assert (rejected["is_flipped"] | rejected["is_far"]).mean() >= 0.75
         assert rejected["is_flipped"].sum() / poisoned["is_flipped"].sum() >= 0.7
     assert set(both[0]["id"]) != set(knn["id"])
+
+
+@pytest.fixture(scope="module")
+def toward_one_class():
+    """Adult-like imbalance: 25% positives, and 10% of all rows (40% of the positives)
+    flipped to 0, so a model trained on the labels predicts 0 for most flipped rows."""
+    rng = np.random.default_rng(1)
+    n = 1200
+    truth = (rng.random(n) < 0.25).astype(int)
+    X = rng.normal(size=(n, 4)) + truth[:, None] * np.array([1.2, 0.8, 0.0, 0.0])
+    flipped = np.zeros(n, dtype=bool)
+    flipped[rng.choice(np.flatnonzero(truth == 1), n // 10, replace=False)] = True
+    frame = pd.DataFrame(X, columns=["a", "b", "c", "d"])
+    frame.insert(0, "id", [f"t{i:05d}" for i in rng.permutation(n)])
+    frame["target"] = np.where(flipped, 0, truth)
+    frame["is_flipped"] = flipped
+    frame["is_far"] = False
+    return frame
+
+
+def test_noise_rate_finds_flips_toward_one_class_that_the_prediction_hides(toward_one_class):
+    """cleanlab's filter keeps flipped rows the biased model predicts as their wrong label;
+    the confident joint's count per (given, true) class still finds them."""
+    frame = toward_one_class
+    found = {}
+    for name in ("prune_by_noise_rate", "noise_rate"):
+        rejected = _run(LabelIssues(model="logistic_regression", filter=name), frame)[1]
+        found[name] = rejected["is_flipped"].sum()
+    assert found["noise_rate"] >= 2 * found["prune_by_noise_rate"]
+    assert found["noise_rate"] >= 0.4 * frame["is_flipped"].sum()  # 65 of 120 (cleanlab's filter: 21)
+    assert (rejected["target"] == 0).mean() >= 0.6  # the count is mostly in the (given 0, true 1) cell
+
+
+def test_rounds_refit_on_kept_rows_at_any_partitioning(toward_one_class):
+    """The default: noise-rate round, then rows still predicted as another class by models
+    re-fitted without the first round's flags. Same rows at any partitioning; each row is
+    flagged by one round, and the second round trains on what the first kept."""
+    frame = toward_one_class
+    stages = [LabelIssues() for _ in range(2)]
+    results = [_run(stage, frame, p) for stage, p in zip(stages, (1, 4))]
+    assert results[0][1]["id"].tolist() == results[1][1]["id"].tolist()
+    rejected = results[0][1]
+    first = _run(LabelIssues(filter="noise_rate"), frame)[1]
+    assert set(first["id"]) < set(rejected["id"])  # round 1 is the noise-rate filter alone
+    summary = stages[0].summary()
+    assert summary["filter"] == ["noise_rate", "predicted_neq_given"]
+    assert [r["filter"] for r in summary["rounds"]] == ["noise_rate", "predicted_neq_given"]
+    assert summary["rounds"][1]["train_rows"] == len(frame) - len(first)
+    assert summary["confident_joint"] == summary["rounds"][0]["confident_joint"]
+    assert rejected["is_flipped"].sum() >= 0.5 * frame["is_flipped"].sum()
+
+
+def test_round_metrics_add_up(poisoned):
+    import dask.dataframe as dd
+
+    from dsbuild.stages.base import Shapes, StageContext
+    from dsbuild.testing import stage_metrics
+
+    stage = LabelIssues(model="logistic_regression", filter=["predicted_neq_given", "predicted_neq_given"])
+    stage.bind(StageContext(stage.name, 0, _roles(poisoned)))
+    ddf = dd.from_pandas(poisoned, npartitions=3, sort=False)
+    stage.check(ddf._meta)
+    with dask.config.set(scheduler="sync"):
+        metrics = stage_metrics(stage.build(ddf, Shapes()).compute())
+    assert metrics["label_issues"] == metrics["label_issues_round_0"] + metrics["label_issues_round_1"]
+    assert metrics["label_issues_round_0"] > 0
 
 
 def test_per_model_settings_need_a_list_of_models():
@@ -154,6 +221,10 @@ def test_settings_are_checked(poisoned):
         Sanitize(fraction=0.1, threshold=3.0)
     with pytest.raises(ValidationError):
         LabelIssues(model="my.module:Evil")
+    with pytest.raises(ValidationError):
+        LabelIssues(filter="prune_by_class")
+    with pytest.raises(ValidationError):
+        LabelIssues(filter=[])
     with pytest.raises(StageError, match="label"):
         with dask.config.set(scheduler="sync"):
             run_stage(Sanitize(), poisoned, roles=Roles())
