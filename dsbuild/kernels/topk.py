@@ -28,23 +28,16 @@ class LargestPerKey:
         keys = np.asarray(keys, dtype=np.int64)
         scores = np.asarray(scores, dtype=np.float64)
         budget = np.asarray(budget, dtype=np.int64)
-        valid = (keys >= 0) & ~np.isnan(scores)
-        chosen = []
-        for key in np.unique(keys[valid]):
-            rows = np.flatnonzero(valid & (keys == key))
-            b = int(budget[key])
-            if b <= 0:
-                continue
-            if len(rows) > b:
-                cutoff = np.partition(scores[rows], len(rows) - b)[len(rows) - b]
-                rows = rows[scores[rows] >= cutoff]
-            chosen.append(rows)
-        rows = np.concatenate(chosen) if chosen else np.zeros(0, dtype=np.int64)
-        items = pd.DataFrame({"key": keys[rows], "score": scores[rows], "id": id_strings(ids, rows)})
-        return cls(budget, _keep_largest(items, budget))
+        valid = np.flatnonzero((keys >= 0) & ~np.isnan(scores))
+        rows = valid[_largest(keys[valid], scores[valid], lambda at: id_strings(ids, valid[at]), budget)]
+        return cls(budget, _items(keys[rows], scores[rows], id_strings(ids, rows)))
 
     def merge(self, other: LargestPerKey) -> LargestPerKey:
-        return LargestPerKey(self.budget, _keep_largest(pd.concat([self.items, other.items], ignore_index=True), self.budget))
+        keys = np.concatenate([self.items["key"].to_numpy(np.int64), other.items["key"].to_numpy(np.int64)])
+        scores = np.concatenate([self.items["score"].to_numpy(np.float64), other.items["score"].to_numpy(np.float64)])
+        ids = np.concatenate([self.items["id"].to_numpy(object), other.items["id"].to_numpy(object)])
+        rows = _largest(keys, scores, lambda at: ids[at], self.budget)
+        return LargestPerKey(self.budget, _items(keys[rows], scores[rows], ids[rows]))
 
     def cut(self) -> dict[int, tuple[float, str]]:
         """For each key with a positive budget, the last (score, id) inside the budget."""
@@ -60,11 +53,52 @@ def id_strings(ids, rows: np.ndarray) -> np.ndarray:
     return np.asarray(ids[rows], dtype=object).astype(str).astype(object)
 
 
-def _keep_largest(items: pd.DataFrame, budget: np.ndarray) -> pd.DataFrame:
-    items = items.assign(neg=-items["score"]).sort_values(["key", "neg", "id"], kind="stable")
-    rank = items.groupby("key", sort=False).cumcount().to_numpy()
-    keep = rank < budget[items["key"].to_numpy()]
-    return items.loc[keep, ["key", "score", "id"]].reset_index(drop=True)
+def _largest(keys: np.ndarray, scores: np.ndarray, ids_at, budget: np.ndarray) -> np.ndarray:
+    """Positions of each key's ``budget[key]`` largest (score, smaller id first) rows, in
+    the order key, score descending, id. Selection and ordering are numeric; ids (fetched
+    by ``ids_at(positions)``) are compared only among rows tied on score, so merging
+    partitions' lists costs a partial sort of floats, not a sort of strings."""
+    order = np.argsort(keys, kind="stable")
+    bounds = np.flatnonzero(np.diff(keys[order])) + 1
+    chosen = []
+    for seg in np.split(order, bounds) if len(order) else []:
+        b = int(budget[keys[seg[0]]])
+        if b <= 0:
+            continue
+        if len(seg) > b:
+            s = scores[seg]
+            cutoff = np.partition(s, len(seg) - b)[len(seg) - b]
+            above, tied = seg[s > cutoff], seg[s == cutoff]
+            need = b - len(above)
+            if need < len(tied):
+                tied = tied[np.argsort(_as_text(ids_at(tied)), kind="stable")[:need]]
+            seg = np.concatenate([above, tied])
+        chosen.append(seg)
+    if not chosen:
+        return np.zeros(0, dtype=np.int64)
+    rows = np.concatenate(chosen)
+    rows = rows[np.lexsort((-scores[rows], keys[rows]))]
+    k, s = keys[rows], scores[rows]
+    same = (k[1:] == k[:-1]) & (s[1:] == s[:-1])
+    if same.any():  # rows tied on (key, score): smaller id first, within each run of ties
+        tied = np.flatnonzero(np.r_[same, False] | np.r_[False, same])
+        run = np.cumsum(np.r_[True, ~same])[tied]
+        by_id = np.argsort(_as_text(ids_at(rows[tied])), kind="stable")
+        rank = np.empty(len(tied), dtype=np.int64)
+        rank[by_id] = np.arange(len(tied))
+        rows[tied] = rows[tied][np.lexsort((rank, run))]
+    return rows
+
+
+def _as_text(ids) -> np.ndarray:
+    """Ids as Python strings in an object array: they sort as Python (and the cut) compares them."""
+    return np.array([str(i) for i in ids], dtype=object)
+
+
+def _items(keys: np.ndarray, scores: np.ndarray, ids: np.ndarray) -> pd.DataFrame:
+    """Ids stay Python strings (object dtype): pandas would convert them to Arrow and back at
+    every merge."""
+    return pd.DataFrame({"key": keys, "score": scores, "id": pd.Series(np.asarray(ids, dtype=object), dtype=object)})
 
 
 def within_cut(keys: np.ndarray, scores: np.ndarray, ids, cut: dict[int, tuple[float, str]]) -> np.ndarray:
@@ -113,7 +147,7 @@ class HashSample:
 
 # -- narrowing the cut with histograms, for budgets too large to collect ---------------
 
-BIN_BITS = 12
+BIN_BITS = 24
 
 
 def score_bits(scores: np.ndarray) -> np.ndarray:
@@ -122,12 +156,36 @@ def score_bits(scores: np.ndarray) -> np.ndarray:
 
 
 @dataclass
+class BitHistogram:
+    """Counts of in-range rows per (key, next ``bits`` bits of the score), only the cells
+    that hold rows: the leading 12 bits are the sign and exponent, so most of a dense
+    2**24 grid would be empty. Partitions' histograms add."""
+
+    bits: int
+    cells: np.ndarray  # key << bits | code, ascending
+    counts: np.ndarray
+
+    def __add__(self, other: BitHistogram) -> BitHistogram:
+        cells = np.concatenate([self.cells, other.cells])
+        counts = np.concatenate([self.counts, other.counts])
+        order = np.argsort(cells, kind="stable")
+        cells, counts = cells[order], counts[order]
+        starts = np.flatnonzero(np.r_[True, cells[1:] != cells[:-1]]) if len(cells) else np.zeros(0, dtype=np.int64)
+        return BitHistogram(self.bits, cells[starts], np.add.reduceat(counts, starts) if len(starts) else counts)
+
+    def __radd__(self, other):
+        return self if isinstance(other, int) and other == 0 else NotImplemented
+
+
+@dataclass
 class CutSearch:
     """Per key, the range of score bit patterns that holds the budget's last row.
 
     ``prefix`` holds the leading ``prefix_len`` bits every row of the range shares;
     ``need`` is how many of the range's largest rows the budget still takes (the rest
-    were taken in higher ranges). Each histogram round fixes ``BIN_BITS`` more bits.
+    were taken in higher ranges). Each histogram round fixes ``BIN_BITS`` more bits: the
+    first round the sign, the exponent and 12 bits of the mantissa, so scores within one
+    power of two are told apart in one pass.
     """
 
     prefix: np.ndarray
@@ -140,6 +198,9 @@ class CutSearch:
         need = np.minimum(np.asarray(budget, dtype=np.int64), np.asarray(counts, dtype=np.int64))
         return cls(np.zeros(len(need), dtype=np.uint64), 0, need, np.asarray(counts, dtype=np.int64))
 
+    def _bits(self) -> int:
+        return min(BIN_BITS, 64 - self.prefix_len)
+
     def inside(self, keys: np.ndarray, bits: np.ndarray) -> np.ndarray:
         """Rows of a searched key whose bits fall in that key's current range."""
         ok = (keys >= 0) & (self.need[np.clip(keys, 0, None)] > 0)
@@ -148,33 +209,37 @@ class CutSearch:
         shift = np.uint64(64 - self.prefix_len)
         return ok & ((bits >> shift) == self.prefix[np.clip(keys, 0, None)])
 
-    def histogram(self, keys: np.ndarray, scores: np.ndarray) -> np.ndarray:
-        """(keys, 2**BIN_BITS) counts of in-range rows by their next BIN_BITS bits."""
+    def histogram(self, keys: np.ndarray, scores: np.ndarray) -> BitHistogram:
+        """Counts of in-range rows by key and their next ``BIN_BITS`` bits."""
         keys = np.asarray(keys, dtype=np.int64)
         valid = ~np.isnan(scores)
         keys, bits = keys[valid], score_bits(scores[valid])
         rows = self.inside(keys, bits)
-        shift = np.uint64(64 - self.prefix_len - BIN_BITS)
-        bins = ((bits[rows] >> shift) & np.uint64((1 << BIN_BITS) - 1)).astype(np.int64)
-        cell = keys[rows] * (1 << BIN_BITS) + bins
-        return np.bincount(cell, minlength=len(self.need) << BIN_BITS).reshape(len(self.need), 1 << BIN_BITS)
+        width = self._bits()
+        shift = np.uint64(64 - self.prefix_len - width)
+        codes = ((bits[rows] >> shift) & np.uint64((1 << width) - 1)).astype(np.int64)
+        cells, counts = np.unique((keys[rows] << width) | codes, return_counts=True)
+        return BitHistogram(width, cells, counts.astype(np.int64))
 
-    def narrow(self, hist: np.ndarray) -> CutSearch:
-        """Fix the next bits: the bin (from the top) where the running count reaches need."""
+    def narrow(self, hist: BitHistogram) -> CutSearch:
+        """Fix the next bits: the cell (from the top) where the running count reaches need."""
+        width = hist.bits
         prefix, need, in_range = self.prefix.copy(), self.need.copy(), self.in_range.copy()
+        owner = hist.cells >> width
         for key in np.flatnonzero(need > 0):
-            from_top = np.cumsum(hist[key][::-1])
+            mine = owner == key
+            codes, counts = (hist.cells[mine] & ((1 << width) - 1))[::-1], hist.counts[mine][::-1]
+            from_top = np.cumsum(counts)
             b = int(np.searchsorted(from_top, need[key]))
             above = int(from_top[b - 1]) if b else 0
-            chosen = (1 << BIN_BITS) - 1 - b
-            prefix[key] = (prefix[key] << np.uint64(BIN_BITS)) | np.uint64(chosen)
+            prefix[key] = (prefix[key] << np.uint64(width)) | np.uint64(codes[b])
             need[key] -= above
-            in_range[key] = int(hist[key][chosen])
-        return CutSearch(prefix, self.prefix_len + BIN_BITS, need, in_range)
+            in_range[key] = int(counts[b])
+        return CutSearch(prefix, self.prefix_len + width, need, in_range)
 
     def resolved(self, limit: int) -> bool:
         """True when every searched range is small enough to collect, or fully fixed."""
-        return self.prefix_len + BIN_BITS > 64 or bool((self.in_range[self.need > 0] <= limit).all())
+        return self.prefix_len >= 64 or bool((self.in_range[self.need > 0] <= limit).all())
 
     def candidates(self, keys: np.ndarray, scores: np.ndarray, ids) -> LargestPerKey:
         """The exact top ``need`` of each key's range; its cut is the global cut."""

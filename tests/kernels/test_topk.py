@@ -35,8 +35,8 @@ def test_budget_larger_than_class_takes_all_and_nan_never():
     assert within_cut(keys, scores, ["a", "b", "c"], top.cut()).tolist() == [True, False, True]
 
 
-@pytest.mark.parametrize("parts", [1, 5])
-def test_histogram_search_reaches_the_same_cut(parts):
+@pytest.mark.parametrize("parts,in_tie", [(1, False), (5, False), (1, True), (5, True)])
+def test_histogram_search_reaches_the_same_cut(parts, in_tie):
     from dsbuild.kernels.topk import CutSearch
 
     rng = np.random.default_rng(7)
@@ -47,16 +47,35 @@ def test_histogram_search_reaches_the_same_cut(parts):
     ids = np.array([f"r{i:06d}" for i in rng.permutation(n)])
     counts = np.bincount(keys, minlength=3)
     budget = np.array([0, 4000, counts[2]])
+    limit = 300
+    if in_tie:  # the cut falls inside the tie, larger than the limit: every bit gets fixed
+        budget[1] = ((keys == 1) & (scores > 1.5)).sum() + 10
+        limit = 50
     chunks = np.array_split(np.arange(n), parts)
     search = CutSearch.start(budget, counts)
     rounds = 0
-    while not search.resolved(limit=300):
+    while not search.resolved(limit=limit):
         search = search.narrow(sum(search.histogram(keys[c], scores[c]) for c in chunks))
         rounds += 1
-    assert rounds >= 2
+    assert rounds == (3 if in_tie else 1)
     top = None
     for c in chunks:
         part = search.candidates(keys[c], scores[c], ids[c])
         top = part if top is None else top.merge(part)
     chosen = within_cut(keys, scores, ids, top.cut())
     assert set(ids[chosen]) == _global_top(keys, scores, ids, budget)
+
+
+def test_one_histogram_round_tells_apart_scores_within_a_power_of_two():
+    """The first round fixes the exponent and 12 bits of the mantissa: scores that share
+    their exponent (distances to a centroid, say) need no second pass."""
+    from dsbuild.kernels.topk import CutSearch
+
+    rng = np.random.default_rng(3)
+    n = 1_000_000
+    keys = rng.integers(0, 2, n)
+    scores = 4.0 + 4.0 * rng.random(n) ** 3  # all in [4, 8): one exponent
+    counts = np.bincount(keys, minlength=2)
+    search = CutSearch.start(np.array([50_000, 50_000]), counts)
+    search = search.narrow(search.histogram(keys, scores))
+    assert search.resolved(limit=1_000)

@@ -236,5 +236,5 @@ def test_large_budget_goes_through_histograms_and_stays_exact(poisoned, monkeypa
     stage = Sanitize(method="l2", fraction=0.2)
     with dask.config.set(scheduler="sync"):
         _, rejected = run_stage(stage, poisoned, npartitions=4, roles=_roles(poisoned))
-    assert stage.summary()["passes_to_find_cut"] >= 3
+    assert stage.summary()["passes_to_find_cut"] >= 2  # a histogram round, then the collection
     assert rejected["id"].tolist() == small["id"].tolist()
