@@ -316,12 +316,13 @@ class FairnessAudit(FairnessStage):
     @property
     def table_(self) -> pd.DataFrame:
         if self._table is None:
-            self._table = self._count(*self._count_later)
+            self.table_ = self._count(*self._count_later)
         return self._table
 
     @table_.setter
     def table_(self, table: pd.DataFrame) -> None:
-        self._table = table
+        """Counted: the input is no longer needed (persisted rows would stay on the workers)."""
+        self._table, self._count_later = table, None
 
     def _count(self, frame, shapes) -> pd.DataFrame:
         return shapes.fit(frame, self._count_with_predictions, merge_tables, label=self.ctx.name)
