@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dask
 import dask.dataframe as dd
+import numpy as np
 import pandas as pd
 
 from dsbuild.records import ID, REASON, STAGE
@@ -26,8 +27,7 @@ def run_stage(
     if ID not in frame.columns:
         raise ValueError("frame needs an 'id' column")
     stage.bind(StageContext(name or stage.name, seed, roles or Roles()))
-    with dask.config.set({"dataframe.convert-string": False}):  # keep bytes columns as bytes
-        ddf = dd.from_pandas(frame, npartitions=npartitions, sort=False)
+    ddf = _partitioned(frame, npartitions)
     stage.check(ddf._meta)
     out = stage.build(ddf, Shapes()).compute()
     internal = [c for c in out.columns if c.startswith(METRIC)] + [ADDED]
@@ -38,6 +38,25 @@ def run_stage(
         kept.sort_values(ID, kind="stable").reset_index(drop=True),
         rejected.sort_values(ID, kind="stable").reset_index(drop=True),
     )
+
+
+def _partitioned(frame: pd.DataFrame, npartitions: int):
+    """``frame`` in ``npartitions`` row ranges. Where the current scheduler is a distributed
+    client, the parts are scattered to the workers first: embedded in the graph, a frame of
+    images is sent with every compute (and Dask warns above 10 MiB)."""
+    from dask.base import get_scheduler
+    from distributed import Client
+
+    client = getattr(get_scheduler(), "__self__", None)
+    if not isinstance(client, Client):
+        client = None
+    with dask.config.set({"dataframe.convert-string": False}):  # keep bytes columns as bytes
+        if client is None:
+            return dd.from_pandas(frame, npartitions=npartitions, sort=False)
+        n = min(npartitions, max(len(frame), 1))
+        bounds = np.linspace(0, len(frame), n + 1).round().astype(int)
+        parts = client.scatter([frame.iloc[a:b] for a, b in zip(bounds, bounds[1:])])
+        return dd.from_delayed([dask.delayed(p) for p in parts], meta=frame.iloc[:0], verify_meta=False)
 
 
 def stage_metrics(out: pd.DataFrame) -> dict[str, float]:
