@@ -7,9 +7,11 @@ annotations; crowd-kit runs its defaults (tolerance 1e-5 on the bound per annota
 and dsbuild uses the same rule and tolerance, so both stop after the same round.
 
 Sizes of the large runs: ``DSBUILD_BENCH_LABEL_ANNOTATIONS`` (comma-separated, default
-``1000000,5000000``; the issue's target is ``50000000``). crowd-kit gets the first
-``DSBUILD_BENCH_LABEL_CROWDKIT_ANNOTATIONS`` (default 2,000,000) annotations of the largest
-crowd, all answers of those items. Without crowd-kit installed its columns are skipped.
+``1000000,10000000``, the largest beyond what crowd-kit holds; the issue's target is
+``50000000``). crowd-kit gets the first shards (1 M annotations each, all answers of their
+items) of the largest crowd: ``DSBUILD_BENCH_LABEL_CROWDKIT_ANNOTATIONS`` is ``largest``
+(default: as many shards as its peak resident memory keeps within one worker's memory
+limit, 2 GB) or a number of annotations. Without crowd-kit installed its columns are skipped.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from benchmarks import cpu_seconds
 from dsbuild.io.sources import bundled_path
@@ -121,23 +124,75 @@ ann = pd.concat([pd.read_parquet(f"{{folder}}/annotations/part-{{c:04d}}.parquet
 truth = pd.concat([pd.read_parquet(f"{{folder}}/items/part-{{c:04d}}.parquet") for c in range(files)]).set_index("id")["truth"]
 ann["annotator"] = ann["annotator"].astype(np.int64)
 ann["label"] = ann["label"].astype(np.int64)
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+def peak_kib():  # since exec: ru_maxrss starts from the size of the process that started this one
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+
+base, input_kib = resource.getrusage(resource.RUSAGE_SELF), peak_kib()
 labels, seconds, iters = crowdkit_ds(ann)
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+end, peak = resource.getrusage(resource.RUSAGE_SELF), peak_kib()
 items = np.sort(ann["item"].unique())
-print(json.dumps({{"annotations": len(ann), "seconds": seconds, "iterations": iters,
-                  "peak_gib": peak / 2**20, "input_gib": base / 2**20,
+print(json.dumps({{"annotations": len(ann), "seconds": seconds,
+                  "CPU s": end.ru_utime + end.ru_stime - base.ru_utime - base.ru_stime, "iterations": iters,
+                  "peak_gib": peak / 2**20, "input_gib": input_kib / 2**20,
                   "accuracy": float((labels == truth.loc[items].to_numpy()).mean())}}))
 """
 
+WORKER_MEMORY = "2GB"  # each worker's memory limit in the large runs, and crowd-kit's budget
 
-def crowdkit_on_sample(folder: Path, files: int) -> dict:
+
+def crowdkit_on_sample(folder: Path, files: int, budget: float = float("inf")) -> dict:
     """crowd-kit in a fresh process on the first ``files`` shards of a generated crowd (every
-    answer of those items), so its peak resident memory is its own."""
+    answer of those items), so its peak resident memory is its own; stopped once its
+    resident memory (polled every 0.1 s) passes ``budget`` bytes."""
+    import psutil
+
     root = str(Path(__file__).resolve().parent.parent)
     code = CROWDKIT_CHILD.format(root=root, folder=str(folder), files=files)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    start, seen = time.perf_counter(), 0
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    watch = psutil.Process(proc.pid)
+    while proc.poll() is None:
+        try:
+            seen = max(seen, watch.memory_info().rss)
+        except psutil.Error:
+            continue
+        if seen > budget:
+            proc.kill()
+        time.sleep(0.1)
+    out, err = proc.communicate()
+    if seen > budget:
+        n = sum(pq.read_metadata(folder / "annotations" / f"part-{c:04d}.parquet").num_rows for c in range(files))
+        return {"annotations": n, "seconds": f"stopped at {time.perf_counter() - start:.0f}", "CPU s": "",
+                "iterations": "", "peak_gib": seen / 2**30, "input_gib": "", "accuracy": "", "fits": False}
+    if proc.returncode:
+        raise RuntimeError(f"crowd-kit on {files} shards failed:\n{err}")
+    row = json.loads(out.strip().splitlines()[-1])
+    return {**row, "fits": row["peak_gib"] * 2**30 <= budget}
+
+
+def crowdkit_largest(folder: Path, files: int, budget: float) -> tuple[list[dict], int]:
+    """crowd-kit on the first 1 and 2 shards, then on the number of shards their growth
+    predicts fits ``budget``, then one shard more or less until the largest that fits and
+    the next that does not are both measured (runs over budget stop early). The runs, and
+    the largest number of shards that fit (0 if none)."""
+    runs: dict[int, dict] = {}
+
+    def fits(k: int) -> bool:
+        if k not in runs:
+            runs[k] = crowdkit_on_sample(folder, k, budget)
+        return runs[k]["fits"]
+
+    k = 1
+    if fits(1) and files > 1 and fits(2):
+        one, per_shard = runs[1]["peak_gib"] * 2**30, (runs[2]["peak_gib"] - runs[1]["peak_gib"]) * 2**30
+        k = min(files, 1 + int((budget - one) // per_shard)) if per_shard > 0 else files
+    while k < files and fits(k):
+        k += 1
+    while k > 1 and not fits(k):
+        k -= 1
+    return [runs[c] for c in sorted(runs)], k if fits(k) else 0
 
 
 CHUNK_ITEMS = 200_000
@@ -225,19 +280,17 @@ def timed_shapes(memory: PeakWorkerMemory):
 
 def large_run(folder: Path, n_annotations: int, sample_items: int) -> dict:
     """``aggregate_labels`` on a LocalCluster of 2 workers with a 2 GB memory limit each,
-    reading annotations and items from Parquet; accuracy is counted on the workers, overall
-    and on the first ``sample_items`` items (the sample crowd-kit is given)."""
+    reading the ``n_annotations`` annotations and the items in ``folder``; accuracy is
+    counted on the workers, overall and on the first ``sample_items`` items (the sample
+    crowd-kit is given)."""
     import dask.dataframe as dd
     from distributed import Client, LocalCluster
 
     from dsbuild.stages.base import StageContext
     from dsbuild.stages.label import AggregateLabels
 
-    start = time.perf_counter()
-    total, n_items = write_large_crowd(folder, n_annotations // 5)
-    made = time.perf_counter() - start
     boundary = f"i{sample_items:09d}"
-    with LocalCluster(n_workers=2, threads_per_worker=1, memory_limit="2GB", dashboard_address=None,
+    with LocalCluster(n_workers=2, threads_per_worker=1, memory_limit=WORKER_MEMORY, dashboard_address=None,
                       local_directory=str(folder / "spill")) as cluster, Client(cluster) as client:
         pids = list(client.run(os.getpid).values())
         with PeakWorkerMemory(pids) as memory:
@@ -259,11 +312,11 @@ def large_run(folder: Path, n_annotations: int, sample_items: int) -> dict:
     cpu_round = float(np.median([c for _, c, _ in rounds]))
     gib = 2**30
     return {
-        "annotations": total, "items": n_items, "generate s": made, "stage s": seconds, "CPU s": cpu_end - cpu,
+        "stage s": seconds, "CPU s": cpu_end - cpu,
         "to first round s": sum(w for w, _, _ in setup), "to first round CPU s": sum(c for _, c, _ in setup),
         "rounds": len(shapes.fits) - 1,
         "s / round": float(np.median([w for w, _, _ in rounds])), "CPU s / round": cpu_round,
-        "CPU s / round / M ann.": cpu_round / (total / 1e6), "after rounds s": seconds - fitted,
+        "CPU s / round / M ann.": cpu_round / (n_annotations / 1e6), "after rounds s": seconds - fitted,
         "after rounds CPU s": cpu_end - cpu_fitted,
         "accuracy": right / n, "accuracy on sample": right_sample / n_sample, "rows out": n,
         "peak worker GiB (setup / rounds / after)": f"{max(m for _, _, m in setup) / gib:.2f} / "
@@ -272,16 +325,29 @@ def large_run(folder: Path, n_annotations: int, sample_items: int) -> dict:
     }
 
 
-def large_scale(sizes: list[int], sample_annotations: int, with_crowdkit: bool) -> tuple[list[dict], dict | None]:
-    """The stage at each size, and crowd-kit on the first shards of the largest crowd."""
-    sample_files = max(1, sample_annotations // (5 * CHUNK_ITEMS))
-    runs, ck = [], None
-    for n in sizes:
+def large_scale(sizes: list[int], crowdkit: str | None) -> tuple[list[dict], list[dict]]:
+    """The stage at each size, and crowd-kit on the first shards of the largest crowd
+    (``crowdkit``: ``largest``, a number of annotations, or None to leave it out). The
+    largest crowd goes first so that crowd-kit's shards are the sample every run counts."""
+    from dask.utils import parse_bytes
+
+    sample_files = max(1, int(float(crowdkit)) // (5 * CHUNK_ITEMS)) if crowdkit and crowdkit != "largest" else 1
+    budget = parse_bytes(WORKER_MEMORY)
+    runs, ck = [], []
+    for n in sorted(sizes, reverse=True):
         folder = Path(tempfile.mkdtemp(prefix="dsbuild-bench-label-"))
         try:
-            runs.append(large_run(folder, n, min(sample_files * CHUNK_ITEMS, n // 5)))
-            if with_crowdkit and n == max(sizes):
-                ck = crowdkit_on_sample(folder, min(sample_files, len(list((folder / "items").iterdir()))))
+            start = time.perf_counter()
+            total, n_items = write_large_crowd(folder, n // 5)
+            made = time.perf_counter() - start
+            files = len(list((folder / "items").iterdir()))
+            if crowdkit == "largest" and not ck:
+                ck, sample_files = crowdkit_largest(folder, files, budget)
+            elif crowdkit and not ck:
+                ck = [crowdkit_on_sample(folder, min(sample_files, files), budget)]
+            sample = min(max(1, sample_files) * CHUNK_ITEMS, n_items)
+            stage = large_run(folder, total, sample)
+            runs.insert(0, {"annotations": total, "items": n_items, "generate s": made, **stage})
         finally:
             shutil.rmtree(folder, ignore_errors=True)
     return runs, ck
@@ -311,6 +377,8 @@ def sizes_from_env(name: str, default: str) -> list[int]:
 
 
 def run(quick: bool = False) -> str:
+    from dask.utils import parse_bytes
+
     digits_y = __import__("sklearn.datasets", fromlist=["load_digits"]).load_digits().target
     adult = pd.read_csv(bundled_path("adult"), usecols=["income"])["income"]
     adult_y = (adult == ">50K").to_numpy().astype(np.int64)
@@ -322,9 +390,9 @@ def run(quick: bool = False) -> str:
     acc = accuracy_rows("digits (10 classes)", digits_y, d_ann, 60, 10) + accuracy_rows("Adult (2 classes)", adult_y, a_ann, 300, 2)
 
     speed = [speed_at(5_000 if quick else 500_000)]
-    sizes = [10_000] if quick else sizes_from_env("DSBUILD_BENCH_LABEL_ANNOTATIONS", "1000000,5000000")
-    sample = sizes_from_env("DSBUILD_BENCH_LABEL_CROWDKIT_ANNOTATIONS", "2000000")[0]
-    large, ck = large_scale(sizes, sample, HAVE_CROWDKIT and not quick)
+    sizes = [10_000] if quick else sizes_from_env("DSBUILD_BENCH_LABEL_ANNOTATIONS", "1000000,10000000")
+    sample = os.environ.get("DSBUILD_BENCH_LABEL_CROWDKIT_ANNOTATIONS", "largest").strip()
+    large, ck = large_scale(sizes, sample if HAVE_CROWDKIT and not quick else None)
 
     out = [
         "## Label aggregation (aggregate_labels) vs crowd-kit",
@@ -359,11 +427,18 @@ def run(quick: bool = False) -> str:
     ]
     if quick:
         out += ["_--quick: crowd-kit on a sample of the large crowd is left out (it is compared above)._", ""]
-    elif ck is not None:
+    elif ck:
         out += [
             "crowd-kit `DawidSkene` alone in a fresh process on the first items of the largest crowd "
-            "(every answer of those items); peak resident memory includes the annotations frame it is given:",
+            "(every answer of those items, 1 M annotations a shard); `CPU s` and `seconds` are its fit, "
+            "`peak_gib` the process's peak resident memory, which includes reading the annotations "
+            f"(`input_gib`: the peak before the fit). `fits`: the peak stays within {WORKER_MEMORY} "
+            f"({parse_bytes(WORKER_MEMORY) / 2**30:.2f} GiB), the "
+            "memory limit of one of the stage's workers above; a run that passes it is stopped there. "
+            "`accuracy on sample` above is the stage's on the items of the largest run that fits."
+            + (" It held the whole largest crowd: a larger one would find its limit."
+               if ck[-1]["fits"] and ck[-1]["annotations"] == large[-1]["annotations"] else ""),
             "",
-            table([ck]),
+            table(ck),
         ]
     return "\n".join(out) + "\n"
