@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from benchmarks import cpu_seconds
 from dsbuild.dedup_samples import dedup_scores, near_copy_frame
 from dsbuild.kernels import lsh
 from dsbuild.kernels.decode import decode_image
@@ -341,11 +342,11 @@ def exact_speed(n_rows: int, cluster: bool = True) -> tuple[list[str], dict]:
         del frame
         con = duckdb.connect()
         con.execute("SET threads TO 2")
-        c0, t0 = _cpu_seconds(), time.perf_counter()
+        c0, t0 = cpu_seconds(), time.perf_counter()
         dropped_duck = con.execute(
             f"SELECT count(*) FROM (SELECT id, row_number() OVER (PARTITION BY a, b, c ORDER BY id) AS k FROM '{path}') WHERE k > 1"
         ).fetchone()[0]
-        t_duck, cpu_duck = time.perf_counter() - t0, _cpu_seconds() - c0
+        t_duck, cpu_duck = time.perf_counter() - t0, cpu_seconds() - c0
         con.close()
 
         def ours():
@@ -353,24 +354,29 @@ def exact_speed(n_rows: int, cluster: bool = True) -> tuple[list[str], dict]:
             return _exact_dedup_count(ddf)
 
         with dask.config.set(scheduler="threads", num_workers=2):
-            c0 = _cpu_seconds()
+            c0 = cpu_seconds()
             t_threads, dropped_threads = _clock(ours)
-            cpu_threads = _cpu_seconds() - c0
+            cpu_threads = cpu_seconds() - c0
         results = [("one process, 2 threads", t_threads, cpu_threads, dropped_threads)]
         if cluster:
-            from distributed import Client, LocalCluster
+            from distributed import Client
 
+            from dsbuild.runtime import DsbuildWorkerSetup, local_cluster
+
+            # dsbuild's own local cluster and worker setup (one BLAS/OpenMP thread, no
+            # statistical profiler), as `dsbuild run` starts them
             with (
-                LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, memory_limit="4GiB") as c,
+                local_cluster(2, "4GiB", dashboard_address=None) as c,
                 Client(c) as client,
-                dask.config.set({"dataframe.shuffle.method": "p2p"}),
+                dask.config.set({"dataframe.shuffle.method": "p2p", "dataframe.convert-string": False}),
             ):
-                before = _cluster_cpu_seconds(client)
+                client.register_plugin(DsbuildWorkerSetup())
+                c0 = cpu_seconds()
                 t_cluster, dropped_cluster = _clock(ours)
-                cpu_cluster = _cluster_cpu_seconds(client) - before
-                before = _cluster_cpu_seconds(client)
+                cpu_cluster = cpu_seconds() - c0
+                c0 = cpu_seconds()
                 t_run, dropped_run = _clock(_exact_dedup_job, path, Path(tmp, "out"), client)
-                cpu_run = _cluster_cpu_seconds(client) - before
+                cpu_run = cpu_seconds() - c0
             results.append(("2 worker processes (LocalCluster, p2p shuffle, as `dsbuild run`)", t_cluster, cpu_cluster, dropped_cluster))
             results.append(("the whole job on those workers (`dsbuild.run`: read, checkpoint, stage, write kept rows and rejects, ledger)", t_run, cpu_run, dropped_run))
     rows = []
@@ -381,19 +387,6 @@ def exact_speed(n_rows: int, cluster: bool = True) -> tuple[list[str], dict]:
             f"| **{t / t_duck:.1f}×** (CPU {cpu / cpu_duck:.1f}×); both drop {dropped:,} rows{check} |"
         )
     return rows, {"ratio": t_threads / t_duck}
-
-
-def _cpu_seconds() -> float:
-    """CPU seconds of this process, all threads (DuckDB's and Dask's threads included)."""
-    import resource
-
-    use = resource.getrusage(resource.RUSAGE_SELF)
-    return use.ru_utime + use.ru_stime
-
-
-def _cluster_cpu_seconds(client) -> float:
-    """CPU seconds of the workers, the scheduler and this (client) process."""
-    return sum(client.run(_cpu_seconds).values()) + client.run_on_scheduler(_cpu_seconds) + _cpu_seconds()
 
 
 def _exact_dedup_count(ddf) -> int:
