@@ -1,0 +1,46 @@
+"""Shard writing: the manifest's size and hash are the file's, and merging small files
+into a shard streams them a row group at a time."""
+
+import hashlib
+
+import fsspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from dsbuild.io.sink import _merge, _row_groups, _write_table
+
+FS = fsspec.filesystem("file")
+
+
+def _table(n: int) -> pa.Table:
+    return pa.table({"id": [f"r{i:05d}" for i in range(n)], "x": np.arange(n, dtype=float), "image": [bytes([i % 251]) * (i % 97) for i in range(n)]})
+
+
+def test_written_shard_is_described_by_its_own_bytes(tmp_path):
+    table = _table(2000)
+    shard = _write_table(FS, table, str(tmp_path / "a.parquet"), "zstd")
+    data = (tmp_path / "a.parquet").read_bytes()
+    assert (shard["rows"], shard["bytes"], shard["sha256"]) == (2000, len(data), hashlib.sha256(data).hexdigest())
+    assert pq.read_table(tmp_path / "a.parquet").equals(table)
+    empty = _write_table(FS, table.slice(0, 0), str(tmp_path / "e.parquet"), None)
+    assert empty["rows"] == 0 and pq.read_table(tmp_path / "e.parquet").schema.equals(table.schema)
+
+
+def test_merge_keeps_rows_in_order_and_removes_its_inputs(tmp_path):
+    table = _table(3000)
+    paths = [str(tmp_path / f"p{k}.parquet") for k in range(5)]
+    for k, p in enumerate(paths):
+        _write_table(FS, table.slice(600 * k, 600), p, None)
+    shard = _merge(FS, paths, str(tmp_path / "m.parquet"), table.schema, "zstd")
+    assert pq.read_table(tmp_path / "m.parquet").equals(table)
+    assert shard["rows"] == 3000 and shard["sha256"] == hashlib.sha256((tmp_path / "m.parquet").read_bytes()).hexdigest()
+    assert not any(FS.exists(p) for p in paths)
+
+
+def test_row_groups_stay_within_the_byte_budget():
+    tables = [_table(700).slice(0, 300), _table(700).slice(300, 400)]
+    budget = tables[0].nbytes // 2
+    groups = list(_row_groups(tables, budget))
+    assert pa.concat_tables(groups).equals(pa.concat_tables(tables))
+    assert len(groups) > 2 and all(g.nbytes <= 1.2 * budget for g in groups)
