@@ -79,7 +79,7 @@ def run(quick: bool = False) -> str:
     return (
         "## machine\n\n"
         "What two busy processes get done against one, with no Dask in between: the ceiling "
-        "for every \"2 workers ≥ 1.7× one worker\" target below. Each process runs a fixed "
+        "for every \"2 workers ≥ 1.7× one worker\" target in this file. Each process runs a fixed "
         "amount of work once all are ready; ratio = 2 × (time for one) / (time for two at once), "
         f"best of 3. Load average when measured: {load}.\n\n"
         "| kernel | 2 processes / 1 |\n|---|---:|\n" + rows + "\n"
