@@ -43,8 +43,9 @@ def avoid_huge_page_stalls() -> bool:
     Where ``/sys/kernel/mm/transparent_hugepage/defrag`` is ``madvise`` (common, and so here),
     faulting in such an array on a machine whose memory is fragmented compacts memory
     synchronously: a worker filling a 400 MiB array stalled at 266 MiB for ten minutes
-    (numpy issue 31590). A worker that stalls near its limit never gets killed or resumed;
-    small pages cost a few percent on large copies. False where numpy has no such switch.
+    (numpy issue 31590). A worker that stalls near its limit is neither killed nor resumed;
+    small pages only make the first touch of a large array slower. False where numpy has
+    no such switch.
     """
     try:
         from numpy._core.multiarray import _set_madvise_hugepage
@@ -104,9 +105,9 @@ class DsbuildWorkerSetup(WorkerPlugin):
     """Runs once per worker: one OpenCV thread, so worker processes do not fight for cores;
     freed buffers kept for reuse (:func:`keep_freed_buffers`); small pages for numpy
     (:func:`avoid_huge_page_stalls`); no statistical profiler unless ``profile``
-    (:func:`stop_profiler`); and a sampler of the worker
-    process's memory, whose peak goes into the manifest and which hands freed memory back
-    (:func:`release_freed_memory`) while the worker is near its limit."""
+    (:func:`stop_profiler`); and a sampler of the worker process's memory, whose peak goes
+    into the manifest and which hands freed memory back (:func:`release_freed_memory`)
+    while the worker is near its limit."""
 
     name = "dsbuild-worker-setup"
 
