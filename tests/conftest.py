@@ -2,11 +2,16 @@
 
 import pytest
 
+from dsbuild.runtime import avoid_huge_page_stalls
+
+# Tests build large arrays in this process too; on a machine whose memory is fragmented
+# (CI runs after a long session), numpy's huge-page advice can stall them for minutes.
+avoid_huge_page_stalls()
+
 
 @pytest.fixture(scope="session")
 def cluster():
     from distributed import LocalCluster
-
 
     with LocalCluster(
         n_workers=2,
