@@ -490,7 +490,7 @@ def _rules(reasons: pd.Series) -> dict[str, int]:
     given = reasons.dropna()
     if given.empty:
         return {}
-    texts = pa.chunked_array(pa.array(given.astype("string").array))
+    texts = pa.array(given.astype("string").array)
     counts = pc.value_counts(pc.list_element(pc.split_pattern(texts, "=", max_splits=1), 0))
     return dict(zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist()))
 

@@ -215,10 +215,10 @@ def _is_local(fs) -> bool:
 
 def _write_table(fs, table: pa.Table, path: str, compression) -> dict:
     """Write one Parquet file; return its row count, size and SHA-256 for the manifest."""
-    return _write_batches(fs, table.schema, [table], path, compression, table.nbytes)
+    return _write_batches(fs, table.schema, [table], path, compression)
 
 
-def _write_batches(fs, schema: pa.Schema, tables, path: str, compression, memory: int) -> dict:
+def _write_batches(fs, schema: pa.Schema, tables, path: str, compression) -> dict:
     """Write ``tables`` (an iterable, consumed once) as one Parquet file, hashed as it is
     written: nothing larger than a row group is held, on top of one input table.
 
@@ -232,13 +232,13 @@ def _write_batches(fs, schema: pa.Schema, tables, path: str, compression, memory
         if f.name != ID and not (pa.types.is_binary(f.type) or pa.types.is_large_binary(f.type))
     ]
     budget = _row_group_bytes()
-    rows = 0
+    rows = memory = 0
     with fs.open(path, "wb") as raw:
         out = _Hashing(raw)
         with pq.ParquetWriter(out, schema, compression=compression or "none", use_dictionary=dictionary) as writer:
             for group in _row_groups(tables, budget):
                 writer.write_table(group, row_group_size=max(1, group.num_rows))
-                rows += group.num_rows
+                rows, memory = rows + group.num_rows, memory + group.nbytes
             if rows == 0:
                 writer.write_table(schema.empty_table())
     return {"path": path, "rows": rows, "bytes": out.size, "memory": memory, "sha256": out.hash.hexdigest()}
@@ -335,20 +335,15 @@ def _unify(schemas: list[pa.Schema], cast_conflicts_to_string: bool) -> pa.Schem
 def _merge(fs, paths: list[str], target: str, schema: pa.Schema, compression) -> dict:
     """Small files into one shard, a row group at a time: a shard may be larger than a
     worker can hold (256 MiB of 4 MiB files on a 400 MiB worker was killed, 4 times)."""
-    memory = 0
 
     def tables():
-        nonlocal memory
         for p in paths:
             with fs.open(p, "rb") as f:
                 reader = pq.ParquetFile(f)
                 for g in range(reader.num_row_groups):
-                    t = _conform(reader.read_row_group(g), schema)
-                    memory += t.nbytes
-                    yield t
+                    yield _conform(reader.read_row_group(g), schema)
 
-    out = _write_batches(fs, schema, tables(), target, compression, 0)
-    out["memory"] = memory
+    out = _write_batches(fs, schema, tables(), target, compression)
     for p in paths:
         fs.rm(p)
     return out
