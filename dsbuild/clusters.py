@@ -299,6 +299,8 @@ def start_cluster(spec, workers: int | None = None):
 
         kwargs = {"host": spec.host, "dashboard_address": spec.dashboard,
                   "threads_per_worker": spec.threads_per_worker}
+        if not spec.dashboard:  # Dask's scheduler serves /health and metrics anyway: on any free port
+            kwargs.update(dashboard_address=f"{spec.host}:0", scheduler_kwargs={"dashboard": False})
         if spec.local_directory:
             kwargs["local_directory"] = spec.local_directory
         if spec.tls:

@@ -20,6 +20,9 @@ from distributed.diagnostics.plugin import WorkerPlugin
 
 from dsbuild.clusters import LOCALHOST, THREAD_ENV
 
+# A child of Dask's worker logger, so its warnings are in ``Client.get_worker_logs()`` too.
+worker_logger = logging.getLogger("distributed.worker.dsbuild")
+
 
 def keep_freed_buffers(mmap_threshold: int = 16 << 20) -> bool:
     """Let glibc reuse freed image-sized buffers instead of mapping fresh pages each time.
@@ -101,6 +104,27 @@ def _libc():
         return None
 
 
+def headroom_warning(baseline: int, limit: int | None, pause_fraction: float | None) -> str | None:
+    """Why a worker's limit is too small for it, or None.
+
+    A worker process holds its libraries (numpy, pyarrow, pandas, OpenCV: 200-270 MiB, more
+    when their files were just installed) before any task. Dask pauses a worker above
+    ``pause_fraction`` of its limit and never unpauses one that starts there, so a job on it
+    hangs without an error; below half of that, tasks have little room and spill early.
+    """
+    if not limit or not pause_fraction:
+        return None
+    pause = pause_fraction * limit
+    if baseline < pause / 2:
+        return None
+    mib = 2**20
+    said = (f"{baseline / mib:.0f} MiB in use before any task, of the {pause / mib:.0f} MiB at which "
+            f"Dask pauses it ({pause_fraction:.0%} of its {limit / mib:.0f} MiB memory_limit)")
+    if baseline >= pause:
+        return f"{said}: it is paused before its first task and will run nothing; give workers a larger memory_limit"
+    return f"{said}: tasks have {(pause - baseline) / mib:.0f} MiB; give workers a larger memory_limit"
+
+
 class DsbuildWorkerSetup(WorkerPlugin):
     """Runs once per worker: one OpenCV thread, so worker processes do not fight for cores;
     freed buffers kept for reuse (:func:`keep_freed_buffers`); small pages for numpy
@@ -133,6 +157,9 @@ class DsbuildWorkerSetup(WorkerPlugin):
         self._process = psutil.Process()
         self._limit = worker.memory_manager.memory_limit
         self._sample()
+        warning = headroom_warning(self.peak_bytes, self._limit, worker.memory_manager.memory_pause_fraction)
+        if warning:
+            worker_logger.warning("worker %s: %s", worker.address, warning)
         self._sampler = PeriodicCallback(self._sample, self.sample_ms)
         self._sampler.start()
 

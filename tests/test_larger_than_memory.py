@@ -118,18 +118,21 @@ def test_a_task_over_the_limit_fails_with_the_restart_counted():
 
     from dsbuild.runtime import connect, peak_worker_memory
 
+    limit = 600 << 20
+
     def hog():
-        # Grown in 8 MiB strings, not one large numpy array: numpy asks for transparent huge
-        # pages on large arrays, and faulting those in on a machine whose memory is fragmented
-        # can stall in compaction for minutes (it stalled CI at 266 MiB of a 400 MiB array).
+        # Grows until the nanny kills it, whatever the worker held before: a fresh install's
+        # libraries alone took 266 MiB (page cache maps more of just-written .so files), and a
+        # 300 MiB worker paused before this task started. 8 MiB strings, not a numpy array, so
+        # no transparent huge pages, which can stall in compaction on fragmented memory.
         held = []
-        for _ in range(50):
+        while len(held) < (2 * limit) >> 23:
             held.append(b"\x01" * (8 << 20))
             time.sleep(0.02)
         time.sleep(10)  # long enough for the nanny's memory check (every 100 ms) to see it
         return len(held)
 
-    spec = {"kind": "local", "workers": 1, "memory_limit": "300MiB", "dashboard": None}
+    spec = {"kind": "local", "workers": 1, "memory_limit": f"{limit >> 20}MiB", "dashboard": None}
     with dask.config.set({"distributed.scheduler.allowed-failures": 0}), connect(spec) as client:
         peak_worker_memory(client, reset=True)
         with pytest.raises(KilledWorker):

@@ -216,6 +216,27 @@ def test_workers_run_no_statistical_profiler(client):
     assert set(client.run(profiler).values()) == {(False, 0)}
 
 
+def test_headroom_warning_says_when_a_worker_limit_is_too_small():
+    from dsbuild.runtime import headroom_warning
+
+    mib = 2**20
+    assert headroom_warning(200 * mib, 4096 * mib, 0.8) is None
+    assert headroom_warning(200 * mib, None, 0.8) is None  # no limit: nothing to pause at
+    tight = headroom_warning(200 * mib, 400 * mib, 0.8)
+    assert "200 MiB in use before any task" in tight and "tasks have 120 MiB" in tight
+    stuck = headroom_warning(266 * mib, 300 * mib, 0.8)
+    assert "paused before its first task and will run nothing" in stuck and "300 MiB memory_limit" in stuck
+
+
+def test_a_worker_whose_libraries_fill_its_limit_says_so():
+    """A worker that starts near its pause threshold logs why, where Dask users look for it
+    (the worker logs), instead of leaving a job that never starts to guess at."""
+    spec = {"kind": "local", "workers": 1, "memory_limit": "320MiB", "dashboard": None}
+    with connect(spec) as client:
+        logs = [message for _, message in next(iter(client.get_worker_logs().values()))]
+    assert any("give workers a larger memory_limit" in m for m in logs), logs
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
 def test_workers_keep_freed_image_buffers_for_reuse():
     """Under the nanny's MALLOC_TRIM_THRESHOLD_, a 1 MiB buffer is a fresh mmap; after the
