@@ -43,6 +43,7 @@ def reference_dawid_skene(votes: Votes, iterations: int, one_coin=False):
         for _, l in answers:
             probas[i, l] += 1 / len(answers)
     history = []
+    prior = errors = None  # set at the end of the first round, used from the second
     for it in range(iterations + 1):
         if it > 0:
             probas = np.zeros((votes.n_items, K))
