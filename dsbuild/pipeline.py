@@ -182,7 +182,7 @@ class Execution:
                 stage.check(kept._meta)
             except StageError as e:
                 raise StageError(f"stages[{i}] {stage.ctx.name}: {e}") from None
-            if stage.shape not in ("map", "group") and not (i == start and restored is not None):
+            if stage.multi_pass and not (i == start and restored is not None):
                 kept = self._flush(kept, checkpoint=i)
             t = time.perf_counter()
             out = stage.build(kept, shapes)

@@ -71,6 +71,12 @@ class Augment(FitApplyStage):
         assert o.box_format in BOX_FORMATS
         self.pipeline = Compose([transform_from_spec(s) for s in o.transforms], o.box_format, o.min_visibility)
 
+    @property
+    def multi_pass(self) -> bool:
+        """Only class balancing fits (class sizes) before it copies: a fixed number of
+        copies is one map pass, with no checkpoint of the images before it."""
+        return self.options.balance_to is not None
+
     def _image(self) -> str:
         return self.ctx.roles.image_column
 

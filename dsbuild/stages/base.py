@@ -104,6 +104,13 @@ class Stage:
     def check(self, meta: pd.DataFrame) -> None:
         """Raise StageError if the settings name columns the data does not have."""
 
+    @property
+    def multi_pass(self) -> bool:
+        """Whether :meth:`build` passes over its input more than once (a fit computes
+        statistics first), so the pipeline checkpoints the rows before it; map and group
+        stages pass once."""
+        return self.shape not in ("map", "group")
+
     def order_warnings(self, earlier: list[Stage], later: list[Stage]) -> list[str]:
         """Warnings about where this stage stands in the job (see fairness)."""
         return []
