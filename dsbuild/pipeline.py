@@ -160,6 +160,7 @@ class Execution:
         self.source = None
         self.kept_meta = None
         self.resumed_from: int | None = None
+        self.last_kept = None  # the kept rows of the last stage added
 
     def run(self) -> None:
         spec = self.spec
@@ -196,7 +197,8 @@ class Execution:
         self.pending.append(len(self.runs))
         self.runs.append(run_)
         self.reject_metas.append(_rejected(run_.output, run_.name)._meta)
-        return _kept(run_.output)
+        self.last_kept = _kept(run_.output)
+        return self.last_kept
 
     def _flush(self, kept, checkpoint: int | None = None):
         """Compute the pending stages' rejects and counts, and write ``kept``: to the
@@ -205,22 +207,38 @@ class Execution:
         the workers with ``sink.checkpoints: memory``)."""
         pending = [self.runs[r] for r in self.pending]
         label = self.spec.columns.label
+        in_memory = checkpoint is not None and self.spec.sink.checkpoints == "memory"
+        # The last stage's kept rows are written in the task that accounts for that stage:
+        # one task per partition reads its output once, and it never moves between workers
+        # (as two tasks, the scheduler sent many a partition of images to the other worker).
+        together = not in_memory and bool(self.pending) and kept is self.last_kept
         accounts = [
             run_.output.map_partitions(
                 _account, self.sink, self.sink.staging("rejects", f"{r:03d}"), run_.name, label,
                 meta=_ACCOUNT_META, token=f"dsbuild-account-{r}", enforce_metadata=False,
             )
-            for r, run_ in zip(self.pending, pending)
+            for r, run_ in zip(self.pending[:-1] if together else self.pending, pending)
         ]
-        in_memory = checkpoint is not None and self.spec.sink.checkpoints == "memory"
         if in_memory:
             kept, *accounts = self.client.persist([kept, *accounts])
             results = self._gather(accounts, [run_.name for run_ in pending])
         else:
             folder = self.sink.staging("data", "kept") if checkpoint is None else self.sink.checkpoint(checkpoint)
-            written = _written(kept, self.sink, folder, "data" if checkpoint is None else "checkpoint", scratch=checkpoint is not None)
-            kept_files, *results = self._gather([written, *accounts], [run_.name for run_ in pending])
-            kept_files = _in_order(kept_files)
+            what = "data" if checkpoint is None else "checkpoint"
+            if together:
+                r, run_ = self.pending[-1], pending[-1]
+                written = run_.output.map_partitions(
+                    _account_and_write, self.sink, self.sink.staging("rejects", f"{r:03d}"), run_.name, label,
+                    folder, checkpoint is not None, meta=_ACCOUNT_WRITE_META, token=f"dsbuild-account-{r}-write-{what}",
+                    enforce_metadata=False,
+                )
+                *results, last = self._gather([*accounts, written], [run_.name for run_ in pending])
+                kept_files = _in_order(_kept_files(last))
+                results.append(last[list(_ACCOUNT_META.columns)])
+            else:
+                written = _written(kept, self.sink, folder, what, scratch=checkpoint is not None)
+                kept_files, *results = self._gather([written, *accounts], [run_.name for run_ in pending])
+                kept_files = _in_order(kept_files)
         for run_, frame in zip(pending, results):
             frame = frame.sort_values("partition")
             run_.counts = _sum_counts(frame["counts"])
@@ -460,6 +478,22 @@ def _account(part: pd.DataFrame, sink: Sink, folder: str, stage: str, label: str
     index = partition_info["number"] if partition_info else 0
     files = sink.write_partition(rejected_rows(part, stage), folder, index)
     return pd.DataFrame({"partition": [index], "counts": [_partition_counts(part, label)], "files": [files]})
+
+
+_ACCOUNT_WRITE_META = _ACCOUNT_META.assign(kept=pd.Series(dtype=object))
+
+
+def _account_and_write(part: pd.DataFrame, sink: Sink, rejects: str, stage: str, label: str | None, folder: str, scratch: bool, partition_info=None) -> pd.DataFrame:
+    """:func:`_account` and :func:`_write` of the stage's kept rows, in one task."""
+    out = _account(part, sink, rejects, stage, label, partition_info)
+    kept = _write(kept_rows(part), sink, folder, scratch, partition_info)
+    return out.assign(kept=[kept.drop(columns=["partition", "k"]).to_dict("records")])
+
+
+def _kept_files(accounted: pd.DataFrame) -> pd.DataFrame:
+    """The files that :func:`_account_and_write` tasks wrote, as :func:`_write` lists them."""
+    rows = [{"partition": p, "k": k, **f} for p, files in zip(accounted["partition"], accounted["kept"]) for k, f in enumerate(files)]
+    return pd.DataFrame(rows, columns=_FILES_META.columns)
 
 
 def _partition_counts(part: pd.DataFrame, label: str | None = None) -> dict:
