@@ -269,23 +269,32 @@ class Shapes:
 
     def map(self, frame, fn: Callable, *args, meta=None, label: str = "map"):
         """``fn(partition, *args)`` on every partition; Broadcast args are sent once, and
-        a frame made by :meth:`route` gives each call its own partition."""
+        a frame made by :meth:`route` gives each call its own partition.
+
+        The output comes with its chain of partition-wise steps fused into one task per
+        partition: a distributed client's ``compute`` and ``persist`` do not fuse
+        (dask 2026.8 optimizes with ``fuse=False`` there; only a collection's own
+        ``optimize``, ``persist`` and ``to_delayed`` fuse), so reading and every map stage
+        after it would each be a task of their own, and the scheduler's time per task
+        comes out of the workers' cores."""
         if meta is None:
             meta = fn(frame._meta.copy(), *[_example(a) for a in args])
         graph_args = [a.delayed if isinstance(a, Broadcast) else a for a in args]
-        return frame.map_partitions(fn, *graph_args, meta=meta, token=_token(label, "map"))
+        return _fused(frame.map_partitions(fn, *graph_args, meta=meta, token=_token(label, "map")))
 
     def fit(self, frame, partial: Callable, combine: Callable, state: Any = None, label: str = "fit"):
         """Tree-reduce ``partial`` over partitions with ``combine``; compute the stats now.
 
         Only the stats come back to the driver. Upstream partitions are recomputed later
-        for the apply pass rather than held in memory, so memory stays bounded.
+        for the apply pass rather than held in memory, so memory stays bounded. Each
+        partition's ``partial`` runs in the same task as the steps that make the partition
+        (one task per partition, not two), and the tree of ``combine`` runs on the workers.
         """
-        state_d = dask.delayed(state, pure=True) if state is not None else None
-        parts = [
-            dask.delayed(partial, pure=True)(p, state_d)
-            for p in frame.to_delayed()
-        ]
+        state_arg = dask.delayed(state, pure=True) if state is not None else None
+        partials = frame.map_partitions(
+            partial, state_arg, meta=_ANY_META, enforce_metadata=False, token=_token(label, "fit")
+        )
+        parts = partials.to_delayed()
         while len(parts) > 1:
             parts = [
                 _combine_many(combine, parts[i : i + self.split_every])
@@ -339,6 +348,16 @@ def _example(arg):
     if isinstance(arg, Broadcast):
         return arg.value
     return getattr(arg, "_meta", arg)
+
+
+_ANY_META = pd.Series([], dtype=object)  # what a partial returns: any object
+
+
+def _fused(frame):
+    """``frame`` with its partition-wise steps fused into one task per partition."""
+    from dask.dataframe.dask_expr._collection import new_collection
+
+    return new_collection(frame.expr.optimize(fuse=True))
 
 
 def _combine_many(combine: Callable, items: list):
