@@ -28,6 +28,7 @@ from dsbuild.kernels.fairness import (
     parity,
     resample_targets,
     reweighing,
+    tidy,
 )
 
 DATA = Path(dsbuild.__file__).parent / "io" / "data"
@@ -61,6 +62,18 @@ def test_merged_table_equals_whole_table(adult):
     assert whole["n"].sum() == len(adult)
     direct = adult.groupby(["sex", "race", "income"]).size()
     assert direct.loc[("Female", "Black", ">50K")] == whole.set_index(["sex", "race", LABEL]).loc[("Female", "Black", ">50K"), "n"]
+
+
+def test_merge_is_the_groupby_of_both_tables(adult):
+    """The dict merge gives the pandas groupby's table exactly, for string, integer and
+    boolean labels, and a table with cells the other lacks."""
+    kw = dict(sensitive=["sex", "race", "age"], weight="fnlwgt", bins={"age": [25]}, extra={"_pred": np.arange(len(adult)) % 3 == 0})
+    for label in (adult["income"], adult["education-num"], adult["income"] == ">50K"):
+        frame = adult.assign(_y=label)
+        a = contingency(frame.iloc[:20_000], label="_y", **{**kw, "extra": {"_pred": kw["extra"]["_pred"][:20_000]}})
+        b = contingency(frame.iloc[20_000:20_300], label="_y", **{**kw, "extra": {"_pred": kw["extra"]["_pred"][20_000:20_300]}})
+        groupby = tidy(pd.concat([a, b], ignore_index=True))
+        pd.testing.assert_frame_equal(merge_tables(a, b), groupby)
 
 
 @pytest.mark.parametrize("weighted", [False, True])
