@@ -65,7 +65,10 @@ class SinkSpec(_Spec):
     path: str
     shard_rows: int = Field(100_000, gt=0, description="most rows in one shard")
     shard_bytes: int = Field(256 * 2**20, gt=0, description="most uncompressed bytes in one shard")
-    compression: str = Field("zstd", pattern="^(zstd|snappy|gzip|lz4|brotli|none)$")
+    compression: str = Field(
+        "zstd", pattern="^(zstd|snappy|gzip|lz4|brotli|none)$",
+        description="Parquet codec; binary columns of encoded images (PNG, JPEG, WebP, GIF) are stored as they are",
+    )
     checkpoints: Literal["disk", "memory"] = Field(
         "disk",
         description="where the rows kept before a multi-pass stage wait: disk (the output's temporary "
