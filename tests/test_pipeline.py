@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import cloudpickle
@@ -19,7 +20,7 @@ import dsbuild
 from dsbuild.io.sink import OutputExists
 from dsbuild.kernels.decode import encode_image
 from dsbuild.pipeline import LedgerError
-from dsbuild.stages.base import MapStage, register
+from dsbuild.stages.base import MapStage, StageOptions, register
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -183,6 +184,23 @@ class DropQuietly(MapStage):
         return part.iloc[::10]
 
 
+class CountCallsOptions(StageOptions):
+    folder: str
+
+
+@register
+class CountCalls(MapStage):
+    """Leaves a file per non-empty partition it processes, to count how often it runs."""
+
+    name = "test_count_calls"
+    Options = CountCallsOptions
+
+    def process(self, part):
+        if len(part):
+            Path(self.options.folder, uuid.uuid4().hex).write_text(str(len(part)))
+        return part
+
+
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 
@@ -192,6 +210,19 @@ def test_ledger_catches_a_stage_that_loses_rows(client, tmp_path):
     with pytest.raises(LedgerError, match=r"stage test_drop_quietly: 1440 rows in, but \d+ kept \+ 0 rejected"):
         dsbuild.run(job, client=client)
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob("out.tmp-*"))
+
+
+def test_each_stage_runs_once_per_partition(client, tmp_path):
+    """A map stage's output feeds its account (rejects, counts) and the next stage; fusing
+    either chain on its own would run the stage again for the other."""
+    first, last = tmp_path / "first", tmp_path / "last"
+    first.mkdir(), last.mkdir()
+    job = digits_job(tmp_path)
+    job["stages"] = [{"test_count_calls": {"folder": str(first)}}, *job["stages"], {"test_count_calls": {"folder": str(last)}}]
+    manifest = dsbuild.run(job, client=client)
+    assert len(list(first.iterdir())) == 4
+    assert sum(int(f.read_text()) for f in first.iterdir()) == manifest["totals"]["in"]
+    assert len(list(last.iterdir())) == 4
 
 
 def kill_once_written(proc: subprocess.Popen, folder: Path, pattern: str, seconds: float) -> None:

@@ -271,16 +271,12 @@ class Shapes:
         """``fn(partition, *args)`` on every partition; Broadcast args are sent once, and
         a frame made by :meth:`route` gives each call its own partition.
 
-        The output comes with its chain of partition-wise steps fused into one task per
-        partition: a distributed client's ``compute`` and ``persist`` do not fuse
-        (dask 2026.8 optimizes with ``fuse=False`` there; only a collection's own
-        ``optimize``, ``persist`` and ``to_delayed`` fuse), so reading and every map stage
-        after it would each be a task of their own, and the scheduler's time per task
-        comes out of the workers' cores."""
+        Not fused here: the pipeline also accounts for every stage's output, and a chain
+        fused for the next stage alone would run this stage again for its account."""
         if meta is None:
             meta = fn(frame._meta.copy(), *[_example(a) for a in args])
         graph_args = [a.delayed if isinstance(a, Broadcast) else a for a in args]
-        return _fused(frame.map_partitions(fn, *graph_args, meta=meta, token=_token(label, "map")))
+        return frame.map_partitions(fn, *graph_args, meta=meta, token=_token(label, "map"))
 
     def fit(self, frame, partial: Callable, combine: Callable, state: Any = None, label: str = "fit"):
         """Tree-reduce ``partial`` over partitions with ``combine``; compute the stats now.
@@ -351,13 +347,6 @@ def _example(arg):
 
 
 _ANY_META = pd.Series([], dtype=object)  # what a partial returns: any object
-
-
-def _fused(frame):
-    """``frame`` with its partition-wise steps fused into one task per partition."""
-    from dask.dataframe.dask_expr._collection import new_collection
-
-    return new_collection(frame.expr.optimize(fuse=True))
 
 
 def _combine_many(combine: Callable, items: list):
