@@ -370,10 +370,15 @@ class Reweigh(FairnessStage):
 
     def build(self, frame, shapes):
         """When ``frame`` is the output of an audit that has not counted yet and counts the
-        same table, the table this stage counts is the audit's too: one pass for both."""
+        same table, the table this stage counts is the audit's too: one pass for both.
+        Such an audit passes its rows through unchanged, so this stage reads the audit's
+        input: the audit's own step (adding the reject marks this stage adds anyway) would
+        be one more task per partition in both passes."""
         self._audit = _UNCOUNTED_AUDITS.pop(frame._name, None)
         if self._audit is not None and (self._audit._table is not None or not self._audit.counts_like(self)):
             self._audit = None
+        if self._audit is not None:
+            frame = self._audit._count_later[0]
         return super().build(frame, shapes)
 
     def partial(self, part, state):

@@ -93,9 +93,13 @@ def test_audit_then_reweigh_count_in_one_pass(adult):
         alone = audit()
         alone.build(frame, Shapes())
         paired, reweigh = audit(), Reweigh(favorable=">50K").bind(StageContext("reweigh", 0, ADULT))
-        out = reweigh.build(paired.build(frame, CountingShapes()), CountingShapes())
+        audited = paired.build(frame, CountingShapes())
+        out = reweigh.build(audited, CountingShapes())
         weights = out["weight"].compute()
+        direct = Reweigh(favorable=">50K").bind(StageContext("reweigh", 0, ADULT)).build(frame, Shapes()).compute()
     assert CountingShapes.passes == 1
+    assert list(out.columns) == [*audited.columns, "weight"]
+    pd.testing.assert_series_equal(weights, direct["weight"])
     assert paired.summary() == alone.summary()
     assert paired.table_.equals(reweigh.table_)
     assert len(weights) == len(adult)
