@@ -166,8 +166,17 @@ def merge_tables(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
     Keys the dict cannot order fall back to the groupby.
     """
     keys = key_columns(a)
-    if key_columns(b) != keys:
+    cells = _add_cells(a, b, keys) if key_columns(b) == keys else None
+    if not cells:
         return tidy(pd.concat([a, b], ignore_index=True))
+    columns = {k: [key[i] for key in cells] for i, k in enumerate(keys)}  # typed as contingency types them
+    return pd.DataFrame({**columns, "n": np.array([c[0] for c in cells.values()], dtype=np.int64),
+                         "w": np.array([c[1] for c in cells.values()], dtype=np.float64)})
+
+
+def _add_cells(a: pd.DataFrame, b: pd.DataFrame, keys: list[str]) -> dict[tuple, list] | None:
+    """key -> [n, w] of both tables, in key order; None where a key is missing or the keys
+    cannot be ordered (the groupby handles those)."""
     cells: dict[tuple, list] = {}
     for t in (a, b):
         for key, n, w in zip(zip(*(t[k].tolist() for k in keys)), t["n"].tolist(), t["w"].tolist()):
@@ -180,14 +189,10 @@ def merge_tables(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
     try:
         order = sorted(cells)
     except TypeError:
-        return tidy(pd.concat([a, b], ignore_index=True))
+        return None
     if any(_isna(v) for key in order for v in key):
-        return tidy(pd.concat([a, b], ignore_index=True))
-    if not order:
-        return tidy(pd.concat([a, b], ignore_index=True))
-    columns = {k: [key[i] for key in order] for i, k in enumerate(keys)}  # typed as contingency types them
-    return pd.DataFrame({**columns, "n": np.array([cells[k][0] for k in order], dtype=np.int64),
-                         "w": np.array([cells[k][1] for k in order], dtype=np.float64)})
+        return None
+    return {key: cells[key] for key in order}
 
 
 # -- favourable label -------------------------------------------------------------------
