@@ -160,7 +160,6 @@ class Execution:
         self.source = None
         self.kept_meta = None
         self.resumed_from: int | None = None
-        self.last_kept = None  # the kept rows of the last stage added
 
     def run(self) -> None:
         spec = self.spec
@@ -197,8 +196,7 @@ class Execution:
         self.pending.append(len(self.runs))
         self.runs.append(run_)
         self.reject_metas.append(_rejected(run_.output, run_.name)._meta)
-        self.last_kept = _kept(run_.output)
-        return self.last_kept
+        return _kept(run_.output)
 
     def _flush(self, kept, checkpoint: int | None = None):
         """Compute the pending stages' rejects and counts, and write ``kept``: to the
@@ -211,7 +209,8 @@ class Execution:
         # The last stage's kept rows are written in the task that accounts for that stage:
         # one task per partition reads its output once, and it never moves between workers
         # (as two tasks, the scheduler sent many a partition of images to the other worker).
-        together = not in_memory and bool(self.pending) and kept is self.last_kept
+        # ``kept`` is always the last pending run's kept rows (see ``run``).
+        together = not in_memory and bool(self.pending)
         accounts = [
             run_.output.map_partitions(
                 _account, self.sink, self.sink.staging("rejects", f"{r:03d}"), run_.name, label,

@@ -44,11 +44,11 @@ def avoid_huge_page_stalls() -> bool:
     """Stop numpy asking the kernel for transparent huge pages on large arrays.
 
     Where ``/sys/kernel/mm/transparent_hugepage/defrag`` is ``madvise`` (common, and so here),
-    faulting in such an array on a machine whose memory is fragmented compacts memory
-    synchronously: a worker filling a 400 MiB array stalled at 266 MiB for ten minutes
-    (numpy issue 31590). A worker that stalls near its limit is neither killed nor resumed;
-    small pages only make the first touch of a large array slower. False where numpy has
-    no such switch.
+    faulting in such an array on a machine whose memory is fragmented can compact memory
+    synchronously for minutes (numpy issue 31590), and a worker that stalls near its limit
+    is neither killed nor resumed. A precaution: the CI stall first blamed on it was a
+    worker paused before its first task (see :func:`headroom_warning`). Small pages only
+    make the first touch of a large array slower. False where numpy has no such switch.
     """
     try:
         from numpy._core.multiarray import _set_madvise_hugepage

@@ -4,8 +4,7 @@ import pytest
 
 from dsbuild.runtime import avoid_huge_page_stalls
 
-# Tests build large arrays in this process too; on a machine whose memory is fragmented
-# (CI runs after a long session), numpy's huge-page advice can stall them for minutes.
+# Tests build large arrays in this process too; the same precaution as on the workers.
 avoid_huge_page_stalls()
 
 

@@ -138,8 +138,8 @@ def test_a_task_over_the_limit_fails_with_the_restart_counted():
     def hog():
         # Grows until the nanny kills it, whatever the worker held before: a fresh install's
         # libraries alone took 266 MiB (page cache maps more of just-written .so files), and a
-        # 300 MiB worker paused before this task started. 8 MiB strings, not a numpy array, so
-        # no transparent huge pages, which can stall in compaction on fragmented memory.
+        # 300 MiB worker paused before this task started. 8 MiB strings: small pages, as a
+        # worker's numpy arrays get (runtime.avoid_huge_page_stalls).
         held = []
         while len(held) < (2 * limit) >> 23:
             held.append(b"\x01" * (8 << 20))

@@ -173,10 +173,12 @@ def test_tls_from_the_cluster_spec(tmp_path):
         manifest = dsbuild.run(JOB, output=str(tmp_path / "out"), client=client)
         assert manifest["ledger"]["balanced"] and manifest["totals"]["kept"] == 1797
 
+        # set_as_default=False: a client that fails to connect would leave itself as the
+        # default scheduler, and later tests would compute on it.
         with pytest.raises((OSError, TimeoutError)):
-            Client(address.replace("tls://", "tcp://"), timeout=2)
+            Client(address.replace("tls://", "tcp://"), timeout=2, set_as_default=False)
         with pytest.raises((OSError, TimeoutError, TypeError, ValueError)):
-            Client(address, timeout=2)  # TLS without the certificates
+            Client(address, timeout=2, set_as_default=False)  # TLS without the certificates
 
 
 def test_peak_worker_memory_is_measured(client):
