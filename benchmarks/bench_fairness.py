@@ -332,17 +332,19 @@ def timed(fn, repeat: int = 1) -> tuple[float, float]:
 
 
 def audit_and_reweigh(frame):
+    """Both stages built with one Shapes, as ``dsbuild.run`` builds a job: the reweigh reads
+    the table the audit counted, so the rows are counted once and weighted once."""
     roles = Roles(label="income", sensitive=("sex", "race"))
     audit = FairnessAudit(favorable=">50K").bind(StageContext("fairness_audit", 0, roles))
     reweigh = Reweigh(favorable=">50K").bind(StageContext("reweigh", 0, roles))
-    out = audit.build(frame, Shapes())
-    out = reweigh.build(out, Shapes())
+    shapes = Shapes()
+    out = audit.build(frame, shapes)
+    out = reweigh.build(out, shapes)
     return float(out["weight"].sum().compute())
 
 
 def audit_only(audit, frame) -> pd.DataFrame:
-    """The audit's counts alone. Without a later reweigh to take them in its pass, they are
-    counted when asked for."""
+    """The audit's counts alone (one counting pass, at build)."""
     audit.build(frame, Shapes())
     return audit.table_
 

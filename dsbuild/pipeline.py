@@ -148,6 +148,11 @@ class Execution:
     the same compute the rejects and counts of the stages before it are written. Memory
     stays bounded, and an interrupted run resumes from its last complete checkpoint.
     The last flush writes the kept rows.
+
+    A stage that passes its rows through (an audit) hands its input on as it is: after
+    it, a multi-pass stage needs no checkpoint when that input is one, and one ``Shapes``
+    for the whole run lets it reuse a statistic the audit already fitted over those rows.
+    Its own output is accounted for at the next flush.
     """
 
     def __init__(self, spec: JobSpec, sink: Sink, client, progress: bool, resume: bool = False):
@@ -174,6 +179,7 @@ class Execution:
         if restored is not None:
             start, kept = restored
         shapes = Shapes()
+        stored = restored is not None  # ``kept`` is a checkpoint's rows
         for i, stage in enumerate(stages):
             self.warnings += stage.order_warnings(stages[:i], stages[i + 1 :])
             if i < start:
@@ -182,11 +188,15 @@ class Execution:
                 stage.check(kept._meta)
             except StageError as e:
                 raise StageError(f"stages[{i}] {stage.ctx.name}: {e}") from None
-            if stage.multi_pass and not (i == start and restored is not None):
-                kept = self._flush(kept, checkpoint=i)
+            if stage.multi_pass and not stored:
+                kept, stored = self._flush(kept, checkpoint=i), True
             t = time.perf_counter()
             out = stage.build(kept, shapes)
-            kept = self._add_run(StageRun(stage.ctx.name, stage.shape, stage, out, time.perf_counter() - t))
+            run_ = StageRun(stage.ctx.name, stage.shape, stage, out, time.perf_counter() - t)
+            if stage.passes_rows_through:
+                self._add_run(run_)  # accounted at the next flush; its input goes on as it is
+            else:
+                kept, stored = self._add_run(run_), False
         for note in self.warnings:
             warnings.warn(note, DsbuildWarning, stacklevel=4)
         self.kept_meta = kept._meta
@@ -209,7 +219,8 @@ class Execution:
         # The last stage's kept rows are written in the task that accounts for that stage:
         # one task per partition reads its output once, and it never moves between workers
         # (as two tasks, the scheduler sent many a partition of images to the other worker).
-        # ``kept`` is always the last pending run's kept rows (see ``run``).
+        # ``kept`` is always the last pending run's kept rows (see ``run``; after a stage
+        # that passes rows through, its input: the same rows).
         together = not in_memory and bool(self.pending)
         accounts = [
             run_.output.map_partitions(

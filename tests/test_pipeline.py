@@ -225,6 +225,69 @@ def test_each_stage_runs_once_per_partition(client, tmp_path):
     assert len(list(last.iterdir())) == 4
 
 
+def count_contingency_calls(folder: str) -> None:
+    """On a worker: leave a file per non-empty partition the fairness counting kernel counts."""
+    from dsbuild.kernels.fairness import contingency
+    from dsbuild.stages import fairness
+
+    def counted(part, *args, **kwargs):
+        if len(part):
+            Path(folder, uuid.uuid4().hex).write_text(str(len(part)))
+        return contingency(part, *args, **kwargs)
+
+    fairness.contingency = counted
+
+
+def restore_contingency() -> None:
+    from dsbuild.kernels.fairness import contingency
+    from dsbuild.stages import fairness
+
+    fairness.contingency = contingency
+
+
+def test_audit_and_reweigh_count_the_rows_once(client, tmp_path):
+    """The audit passes its rows through, so the reweigh after it needs no checkpoint and
+    reads the table the audit counted: one counting pass over the rows for both. With a
+    stage between them that may change the rows (a select, here keeping every row), each
+    counts, and both report the same."""
+    from dsbuild.io.sources import bundled_path
+
+    (tmp_path / "adult").mkdir()
+    adult = pd.read_csv(bundled_path("adult"))
+    for i, rows in enumerate(np.array_split(np.arange(len(adult)), 4)):
+        adult.iloc[rows].to_parquet(tmp_path / "adult" / f"part-{i}.parquet")
+
+    def job(folder, stages):
+        return {
+            "name": "fair", "seed": 0,
+            "source": {"format": "parquet", "path": str(tmp_path / "adult")},
+            "columns": {"label": "income", "sensitive": ["sex", "race"]},
+            "stages": stages, "sink": {"path": str(tmp_path / folder)},
+        }
+
+    audit, reweigh = {"fairness_audit": {"favorable": ">50K"}}, {"reweigh": {"favorable": ">50K"}}
+    keep_all = {"select": {"where": [{"column": "age", "op": ">=", "value": 0}]}}
+    runs = {}
+    try:
+        for name, stages in {"paired": [audit, reweigh], "apart": [audit, keep_all, reweigh]}.items():
+            calls = tmp_path / f"calls-{name}"
+            calls.mkdir()
+            client.run(count_contingency_calls, str(calls))
+            runs[name] = dsbuild.run(job(name, stages), client=client), [int(f.read_text()) for f in calls.iterdir()]
+    finally:
+        client.run(restore_contingency)
+    (paired, calls), (apart, calls_apart) = runs["paired"], runs["apart"]
+    rows = paired["totals"]["in"]
+    assert rows == len(adult) and len(calls) == 4 and sum(calls) == rows
+    assert len(calls_apart) == 8 and sum(calls_apart) == 2 * rows
+    assert paired["ledger"]["balanced"] and [s["name"] for s in paired["stages"]] == ["source", "fairness_audit", "reweigh"]
+    by_name = {name: {s["name"]: s for s in m["stages"]} for name, m in (("paired", paired), ("apart", apart))}
+    for stage in ("fairness_audit", "reweigh"):
+        assert by_name["paired"][stage]["summary"] == by_name["apart"][stage]["summary"]
+        assert by_name["paired"][stage]["out"] == rows
+    pd.testing.assert_frame_equal(read_output(tmp_path / "paired")[0], read_output(tmp_path / "apart")[0])
+
+
 def kill_once_written(proc: subprocess.Popen, folder: Path, pattern: str, seconds: float) -> None:
     """SIGKILL ``proc`` and its children as soon as a path matching ``pattern`` appears."""
     deadline = time.time() + seconds

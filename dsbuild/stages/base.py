@@ -14,7 +14,7 @@ knows Dask.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -111,6 +111,15 @@ class Stage:
         stages pass once."""
         return self.shape not in ("map", "group")
 
+    @property
+    def passes_rows_through(self) -> bool:
+        """Whether every row leaves this stage as it came (none rejected, added or changed:
+        the stage only learns something about them, like an audit). The pipeline then
+        hands this stage's input on to the next stage, which needs no checkpoint of its
+        own when that input is one, and whose statistics over the same rows this stage's
+        pass may already have computed (see :meth:`Shapes.fit`)."""
+        return False
+
     def order_warnings(self, earlier: list[Stage], later: list[Stage]) -> list[str]:
         """Warnings about where this stage stands in the job (see fairness)."""
         return []
@@ -205,6 +214,13 @@ class FitApplyStage(Stage):
     def converged(self, old: Any, new: Any) -> bool:
         return True
 
+    def statistic(self) -> Hashable | None:
+        """A name for what ``partial``/``combine`` compute in the first round (no state yet),
+        when that depends on the rows and on nothing else but what the name holds (the
+        columns and settings it reads). Stages built with the same :class:`Shapes` that name the same
+        statistic over the same rows share one pass; None (the default) shares nothing."""
+        return None
+
     def apply(self, part: pd.DataFrame, state: Any) -> pd.DataFrame:
         raise NotImplementedError
 
@@ -215,7 +231,7 @@ class FitApplyStage(Stage):
         state = None
         self.rounds_ = 0
         for _ in range(self.iterations()):
-            stats = shapes.fit(frame, self.partial, self.combine, state, label=self.ctx.name)
+            stats = shapes.fit(frame, self.partial, self.combine, state, label=self.ctx.name, statistic=self.statistic())
             new = self.finalize(stats, state)
             self.rounds_ += 1
             done = state is not None and self.converged(state, new)
@@ -262,10 +278,17 @@ class GroupStage(Stage):
 
 
 class Shapes:
-    """The three Dask patterns. The only code a stage uses to touch the graph."""
+    """The three Dask patterns. The only code a stage uses to touch the graph.
+
+    One ``Shapes`` serves the stages of one build (the pipeline makes one per run), and
+    remembers the named statistics it fitted (:meth:`fit`), so that two stages needing
+    the same statistic over the same rows pass over them once.
+    """
 
     def __init__(self, split_every: int = 8):
         self.split_every = split_every
+        self._fitted: dict[tuple[str, Hashable], Any] = {}  # (rows, statistic) -> stats
+        self._same_rows: dict[str, str] = {}  # a pass-through's output -> the rows it passed
 
     def map(self, frame, fn: Callable, *args, meta=None, label: str = "map"):
         """``fn(partition, *args)`` on every partition; Broadcast args are sent once, and
@@ -278,14 +301,39 @@ class Shapes:
         graph_args = [a.delayed if isinstance(a, Broadcast) else a for a in args]
         return frame.map_partitions(fn, *graph_args, meta=meta, token=_token(label, "map"))
 
-    def fit(self, frame, partial: Callable, combine: Callable, state: Any = None, label: str = "fit"):
+    def pass_through(self, frame, fn: Callable, *args, label: str = "pass"):
+        """:meth:`map` of an ``fn`` that leaves every row as it is (it may add the reject
+        and added marks, none set): statistics of the result are those of ``frame``."""
+        out = self.map(frame, fn, *args, label=label)
+        self._same_rows[out._name] = self._rows(frame)
+        return out
+
+    def _rows(self, frame) -> str:
+        return self._same_rows.get(frame._name, frame._name)
+
+    def fit(self, frame, partial: Callable, combine: Callable, state: Any = None, label: str = "fit",
+            statistic: Hashable | None = None):
         """Tree-reduce ``partial`` over partitions with ``combine``; compute the stats now.
 
         Only the stats come back to the driver. Upstream partitions are recomputed later
         for the apply pass rather than held in memory, so memory stays bounded. Each
         partition's ``partial`` runs in the same task as the steps that make the partition
         (one task per partition, not two), and the tree of ``combine`` runs on the workers.
+
+        ``statistic`` names what ``partial``/``combine`` compute from the rows alone (a fit
+        given a ``state`` is never shared): a later fit of the same statistic over the same
+        rows — ``frame`` itself, or what :meth:`pass_through` made of it — returns these
+        stats without a pass.
         """
+        key = (self._rows(frame), statistic) if statistic is not None and state is None else None
+        if key in self._fitted:
+            return self._fitted[key]
+        stats = self._reduce(frame, partial, combine, state, label)
+        if key is not None:
+            self._fitted[key] = stats
+        return stats
+
+    def _reduce(self, frame, partial: Callable, combine: Callable, state: Any, label: str):
         state_arg = dask.delayed(state, pure=True) if state is not None else None
         partials = frame.map_partitions(
             partial, state_arg, meta=_ANY_META, enforce_metadata=False, token=_token(label, "fit")

@@ -23,7 +23,6 @@ a model that learns part of the bias back from correlated features).
 
 from __future__ import annotations
 
-import weakref
 from typing import Any, Literal
 
 import numpy as np
@@ -179,6 +178,12 @@ class FairnessStage(FitApplyStage):
     def count(self, part: pd.DataFrame, state=None) -> pd.DataFrame:
         return self.table(part)
 
+    def table_statistic(self) -> tuple:
+        """What :meth:`table` counts, as :meth:`Shapes.fit` names a statistic: stages that
+        count the same columns the same way over the same rows share one pass."""
+        bins = tuple(sorted((c, tuple(edges)) for c, edges in self.options.bins.items()))
+        return ("contingency", tuple(self.sensitive), self.label, self.ctx.roles.weight, bins)
+
     def favorable(self, table: pd.DataFrame):
         try:
             return favorable_value(list(table[LABEL].unique()), self.options.favorable)
@@ -278,10 +283,6 @@ def _reason_text(text: str) -> str:
 
 # -- fairness_audit ---------------------------------------------------------------------
 
-# Audits whose counts wait for a later stage's pass, by the name of their output frame.
-_UNCOUNTED_AUDITS: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
-
-
 class AuditOptions(FairnessOptions):
     model: ModelName | None = Field(None, description="also audit this model's out-of-fold predictions")
     sample_rows: int = Field(200_000, gt=10, description="rows the model is fitted on (a seeded uniform sample)")
@@ -299,39 +300,19 @@ class FairnessAudit(FairnessStage):
     name = "fairness_audit"
     Options = AuditOptions
 
-    def build(self, frame, shapes):
-        """Without a model the counts are not taken now: a ``reweigh`` that reads this
-        output counts the same table in its own pass and hands it over (see
-        :meth:`Reweigh.build`), so audit and reweigh pass over the data once for both;
-        otherwise they are counted when the summary asks for them."""
-        self.ranker_ = self.fit_ranker(frame, shapes) if self.options.model else None
-        self._table, self._count_later = None, (frame, shapes)
-        out = shapes.map(frame, self._pass_through, label=self.ctx.name)
-        if self.ranker_ is None:
-            _UNCOUNTED_AUDITS[out._name] = self
-        else:
-            self.table_ = self._count(frame, shapes)
-        return out
-
     @property
-    def table_(self) -> pd.DataFrame:
-        if self._table is None:
-            self.table_ = self._count(*self._count_later)
-        return self._table
+    def passes_rows_through(self) -> bool:
+        return True
 
-    @table_.setter
-    def table_(self, table: pd.DataFrame) -> None:
-        """Counted: the input is no longer needed (persisted rows would stay on the workers)."""
-        self._table, self._count_later = table, None
-
-    def _count(self, frame, shapes) -> pd.DataFrame:
-        return shapes.fit(frame, self._count_with_predictions, merge_tables, label=self.ctx.name)
-
-    def counts_like(self, other: FairnessStage) -> bool:
-        """Whether ``other``'s table over this audit's output is this audit's table: rows pass
-        through unchanged, so it is when both count the same columns the same way."""
-        return (self.ranker_ is None and self.sensitive == other.sensitive and self.label == other.label
-                and self.ctx.roles.weight == other.ctx.roles.weight and self.options.bins == other.options.bins)
+    def build(self, frame, shapes):
+        """Without a model the counts are the table a ``reweigh`` over the same rows counts
+        too, so they are fitted as that statistic: built with the same Shapes (as the
+        pipeline builds a job), the reweigh reads them instead of passing over the rows
+        again."""
+        self.ranker_ = self.fit_ranker(frame, shapes) if self.options.model else None
+        statistic = self.table_statistic() if self.ranker_ is None else None
+        self.table_ = shapes.fit(frame, self._count_with_predictions, merge_tables, label=self.ctx.name, statistic=statistic)
+        return shapes.pass_through(frame, self._pass_through, label=self.ctx.name)
 
     def _count_with_predictions(self, part, state=None):
         if self.ranker_ is None:
@@ -368,18 +349,8 @@ class Reweigh(FairnessStage):
     name = "reweigh"
     Options = MitigationOptions
 
-    def build(self, frame, shapes):
-        """When ``frame`` is the output of an audit that has not counted yet and counts the
-        same table, the table this stage counts is the audit's too: one pass for both.
-        Such an audit passes its rows through unchanged, so this stage reads the audit's
-        input: the audit's own step (adding the reject marks this stage adds anyway) would
-        be one more task per partition in both passes."""
-        self._audit = _UNCOUNTED_AUDITS.pop(frame._name, None)
-        if self._audit is not None and (self._audit._table is not None or not self._audit.counts_like(self)):
-            self._audit = None
-        if self._audit is not None:
-            frame = self._audit._count_later[0]
-        return super().build(frame, shapes)
+    def statistic(self):
+        return self.table_statistic()
 
     def partial(self, part, state):
         return self.table(part)
@@ -389,8 +360,6 @@ class Reweigh(FairnessStage):
 
     def finalize(self, table, state):
         self.table_ = table
-        if getattr(self, "_audit", None) is not None:
-            self._audit.table_, self._audit = table, None
         return self._checked(reweighing, table, self.sensitive, self.options.strength)
 
     def apply(self, part, factors):

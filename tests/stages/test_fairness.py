@@ -70,38 +70,47 @@ def test_audit_figures_and_partition_independence(adult):
     assert data["sex × race"]["reference"] == "Male, White"
 
 
-def test_audit_then_reweigh_count_in_one_pass(adult):
-    """An audit followed by a reweigh of the same table: one counting pass serves both,
-    and the audit reports what it reports alone."""
+def test_audit_then_reweigh_count_in_one_pass(adult, monkeypatch):
+    """An audit followed by a reweigh of the same table, built with one Shapes (as the
+    pipeline builds a job): one counting pass serves both, and each reports what it
+    reports alone. A reweigh that counts another table counts again."""
     import dask
     import dask.dataframe as dd
 
+    from dsbuild.kernels.fairness import contingency
+    from dsbuild.stages import fairness
     from dsbuild.stages.base import Shapes, StageContext
 
-    class CountingShapes(Shapes):
-        passes = 0
+    calls = []
 
-        def fit(self, *args, **kwargs):
-            CountingShapes.passes += 1
-            return super().fit(*args, **kwargs)
+    def counted(part, *args, **kwargs):
+        calls.append(len(part))
+        return contingency(part, *args, **kwargs)
 
     def audit():
         return FairnessAudit(favorable=">50K").bind(StageContext("fairness_audit", 0, ADULT))
+
+    def reweigh(roles=ADULT):
+        return Reweigh(favorable=">50K").bind(StageContext("reweigh", 0, roles))
 
     with dask.config.set(scheduler="sync", **{"dataframe.convert-string": False}):
         frame = dd.from_pandas(adult, npartitions=4, sort=False)
         alone = audit()
         alone.build(frame, Shapes())
-        paired, reweigh = audit(), Reweigh(favorable=">50K").bind(StageContext("reweigh", 0, ADULT))
-        audited = paired.build(frame, CountingShapes())
-        out = reweigh.build(audited, CountingShapes())
+        direct = reweigh().build(frame, Shapes()).compute()
+        monkeypatch.setattr(fairness, "contingency", counted)
+        shapes = Shapes()
+        paired, paired_reweigh = audit(), reweigh()
+        audited = paired.build(frame, shapes)
+        out = paired_reweigh.build(audited, shapes)
         weights = out["weight"].compute()
-        direct = Reweigh(favorable=">50K").bind(StageContext("reweigh", 0, ADULT)).build(frame, Shapes()).compute()
-    assert CountingShapes.passes == 1
+        assert sorted(calls) == sorted(len(p) for p in frame.partitions) and sum(calls) == len(adult)
+        reweigh(ADULT_SEX).build(audited, shapes)
+        assert len(calls) == 8
     assert list(out.columns) == [*audited.columns, "weight"]
     pd.testing.assert_series_equal(weights, direct["weight"])
     assert paired.summary() == alone.summary()
-    assert paired.table_.equals(reweigh.table_)
+    assert paired.table_.equals(paired_reweigh.table_)
     assert len(weights) == len(adult)
 
 
