@@ -136,7 +136,7 @@ class ExactDedup(Stage):
         dropped = shapes.group(thin, "_h1", duplicates_in_groups, meta=_DROPPED_META, label=f"{self.ctx.name}-groups", npartitions=groups)
         dropped = shapes.persist(dropped)
         self.clusters_ = shapes.fit(dropped, cluster_stats, add_cluster_stats, label=f"{self.ctx.name}-clusters")
-        routed = shapes.route(dropped, "_partition", like=frame)
+        routed = shapes.route(dropped[_ROUTED], "_partition", like=frame)
         return shapes.map(frame, _drop_routed, routed, label=self.ctx.name)
 
     def summary(self) -> dict:
@@ -151,12 +151,19 @@ _TEXT = pd.ArrowDtype(pa.large_string())
 _DROPPED_META = pd.DataFrame({
     "_partition": pd.Series([], dtype=np.int64), "_at": pd.Series([], dtype=np.int64),
     ID: pd.Series([], dtype=_TEXT), "_keeper": pd.Series([], dtype=_TEXT),
+    "_size": pd.Series([], dtype=np.int32),
 })
+_ROUTED = ["_partition", "_at", ID, "_keeper"]  # what the rejecting pass needs
 
 
 def cluster_stats(dropped: pd.DataFrame, state=None) -> dict:
-    """Clusters among one shuffled partition's dropped rows (a cluster never spans two)."""
-    sizes = pc.value_counts(arrow_ids(dropped["_keeper"])).field("counts").to_numpy() + 1
+    """Clusters among one shuffled partition's dropped rows (a cluster never spans two).
+
+    A cluster of size s has s - 1 dropped rows, each carrying s: counting rows per size
+    gives clusters per size without comparing ids."""
+    rows_per_size = np.bincount(dropped["_size"].to_numpy(dtype=np.int64), minlength=2)
+    size = np.arange(2, len(rows_per_size))
+    sizes = np.repeat(size, rows_per_size[2:] // (size - 1))
     return {"clusters": len(sizes), "rows_in_clusters": int(sizes.sum()), "cluster_sizes": size_histogram(sizes)}
 
 
@@ -177,15 +184,13 @@ def _drop_routed(part: pd.DataFrame, dropped: pd.DataFrame) -> pd.DataFrame:
     part = with_marks(part)
     if part.empty or dropped.empty:
         return part
-    at = dropped["_at"].to_numpy()
-    order = pa.array(np.argsort(at, kind="stable"))
-    rows = at[order.to_numpy()] & np.int64(0xFFFFFFFF)
-    if not pc.all(pc.equal(arrow_ids(part[ID].iloc[rows]), arrow_ids(dropped[ID]).take(order))).as_py():
+    rows = dropped["_at"].to_numpy() & np.int64(0xFFFFFFFF)
+    if rows.max() >= len(part) or not pc.all(pc.equal(arrow_ids(part[ID]).take(pa.array(rows)), arrow_ids(dropped[ID]))).as_py():
         raise RuntimeError("exact_dedup: the input's partitions changed between its two passes")
-    reasons = pc.binary_join_element_wise(_DUPLICATE_OF, arrow_ids(dropped["_keeper"]).take(order), _EMPTY)
     slot = np.full(len(part), -1, dtype=np.int64)
     slot[rows] = np.arange(len(rows))
-    column = reasons.take(pa.array(slot, mask=slot < 0))
+    kept = arrow_ids(dropped["_keeper"]).take(pa.array(slot, mask=slot < 0))
+    column = pc.binary_join_element_wise(_DUPLICATE_OF, kept, _EMPTY)  # null where kept
     if part[REJECT].notna().any():  # marked before: the first reason stays
         return reject(part, slot >= 0, column.to_numpy(zero_copy_only=False))
     part[REJECT] = pd.arrays.ArrowStringArray(column)
@@ -210,29 +215,44 @@ def arrow_ids(ids) -> pa.Array:
     return arr if arr.type == pa.large_string() else pc.cast(arr, pa.large_string())
 
 
+def sort_by_hash(h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Row order that puts equal hashes side by side, and each row's leading hash bits in that order.
+
+    numpy sorts plain integers several times faster than it argsorts them (SIMD), so
+    the row number rides in the low bits of one integer per row: a sort by (leading
+    bits, row). Rows whose hashes differ only below those bits (about one pair in a
+    million rows) share a run of equal leading bits; callers compare full hashes there.
+    """
+    low = max(1, int(len(h) - 1).bit_length())
+    mask = np.uint64((1 << low) - 1)
+    packed = np.sort((h & ~mask) | np.arange(len(h), dtype=np.uint64))
+    return (packed & mask).astype(np.int64), packed >> np.uint64(low)
+
+
 def duplicates_in_groups(thin: pd.DataFrame) -> pd.DataFrame:
-    """(where the row lives, its id, kept id) for every row of a group of equal rows but its keeper.
+    """(where the row lives, its id, kept id, its cluster's size) for every row of a
+    group of equal rows but its keeper.
 
     The keeper has the best rank, then the lowest id, so arrival order does not matter.
     One numeric sort by hash sets aside rows whose hash is unique (most rows); ids are
-    compared (by Arrow) only inside a run of equal rows.
+    compared (by Arrow) only inside a run of equal rows. A cluster's dropped rows are
+    adjacent in the output.
     """
-    h1 = thin["_h1"].to_numpy()
-    rows = np.argsort(h1)
-    h1 = h1[rows]
-    run = np.cumsum(np.r_[True, h1[1:] != h1[:-1]]) - 1
+    rows, lead = sort_by_hash(thin["_h1"].to_numpy())
+    run = np.cumsum(np.r_[True, lead[1:] != lead[:-1]]) - 1
     shared = np.bincount(run)[run] >= 2
     if not shared.any():
         return _DROPPED_META.copy()
-    rows, h1 = rows[shared], h1[shared]
-    h2 = thin["_h2"].to_numpy()[rows]
+    rows, same_lead = rows[shared], np.diff(run[shared]) == 0
+    h1, h2 = thin["_h1"].to_numpy()[rows], thin["_h2"].to_numpy()[rows]
     rank = thin["_rank"].to_numpy()[rows] if "_rank" in thin.columns else np.zeros(len(rows))
-    same_h1 = h1[1:] == h1[:-1]
-    if ((h2[1:] != h2[:-1]) & same_h1).any() or ((rank[1:] != rank[:-1]) & same_h1).any():
+    if (((h1[1:] != h1[:-1]) | (h2[1:] != h2[:-1]) | (rank[1:] != rank[:-1])) & same_lead).any():
         order = np.lexsort((rank, h2, h1))
         h1, h2, rank, rows = h1[order], h2[order], rank[order], rows[order]
-    ids = arrow_ids(thin[ID]).take(pa.array(rows))
     new_group = np.r_[True, (h1[1:] != h1[:-1]) | (h2[1:] != h2[:-1])]
+    group = np.cumsum(new_group) - 1
+    size = np.bincount(group)[group]
+    ids = arrow_ids(thin[ID]).take(pa.array(rows))  # one scattered read; later ones are near
     run_starts = np.flatnonzero(new_group | np.r_[True, rank[1:] != rank[:-1]])
     best_in_run = segment_argmin(ids, run_starts)
     keeper = best_in_run[np.flatnonzero(new_group[run_starts])][np.cumsum(new_group) - 1]
@@ -243,6 +263,7 @@ def duplicates_in_groups(thin: pd.DataFrame) -> pd.DataFrame:
         "_at": at,
         ID: pd.arrays.ArrowExtensionArray(ids.take(pa.array(drop))),
         "_keeper": pd.arrays.ArrowExtensionArray(ids.take(pa.array(keeper[drop]))),
+        "_size": size[drop].astype(np.int32),
     })
 
 

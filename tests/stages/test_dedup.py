@@ -181,6 +181,29 @@ def test_keeper_is_the_lowest_id_in_long_and_short_runs():
         assert values[b] == min(values[lo : lo + n])
 
 
+def test_duplicate_groups_split_hashes_that_share_their_leading_bits():
+    """The sort keys rows by a hash's leading bits: rows that differ only below them
+    (A, B, A here) share a run, and only the equal ones form a group."""
+    import pyarrow as pa
+
+    from dsbuild.stages.dedup import cluster_stats, duplicates_in_groups
+
+    a, b, c = np.uint64(0xABCD << 40), np.uint64((0xABCD << 40) | 1), np.uint64(7 << 60)
+    thin = pd.DataFrame({
+        "_h1": np.array([a, b, a, c, a, b], dtype=np.uint64),
+        "_h2": np.array([1, 2, 1, 3, 1, 2], dtype=np.uint64),
+        "id": pd.arrays.ArrowExtensionArray(pa.array(["r5", "r1", "r3", "r0", "r4", "r9"], pa.large_string())),
+        "_at": np.arange(6, dtype=np.int64) + (np.int64(2) << np.int64(32)),
+    })
+    out = duplicates_in_groups(thin).sort_values("id")
+    assert out["id"].tolist() == ["r4", "r5", "r9"]
+    assert out["_keeper"].tolist() == ["r3", "r3", "r1"]
+    assert out["_size"].tolist() == [3, 3, 2]
+    assert (out["_partition"] == 2).all() and sorted(out["_at"] & 0xFFFFFFFF) == [0, 4, 5]
+    stats = cluster_stats(out)
+    assert (stats["clusters"], stats["rows_in_clusters"], stats["cluster_sizes"]) == (2, 5, {"2": 1, "3-4": 1})
+
+
 def test_exact_dedup_rows_sharing_the_shuffle_hash_stay_apart(monkeypatch):
     """Every row's 64-bit shuffle hash collides: the second hash alone keeps distinct rows
     apart, so the result is the same as with real hashes (the documented guarantee:
