@@ -794,7 +794,7 @@ class OutputSample:
     def _files(self, kind: str) -> list[str]:
         return [posixpath.join(self.folder, s["file"]) for s in self.manifest.get("outputs", {}).get(kind, []) if s.get("rows")]
 
-    def _batches(self, kind: str, columns: list[str] | None) -> Iterable:
+    def _batches(self, kind: str, columns: list[str] | None, batch_size: int = 4096) -> Iterable:
         """Record batches in shard order, until SCAN_ROWS rows were read."""
         import pyarrow.parquet as pq
 
@@ -805,7 +805,7 @@ class OutputSample:
                     pf = pq.ParquetFile(f)
                     names = set(pf.schema_arrow.names)
                     cols = [c for c in columns if c in names] if columns else None
-                    for batch in pf.iter_batches(batch_size=4096, columns=cols):
+                    for batch in pf.iter_batches(batch_size=batch_size, columns=cols):
                         yield batch
                         seen += batch.num_rows
                         if seen >= self.SCAN_ROWS:
@@ -815,7 +815,8 @@ class OutputSample:
 
     def head(self) -> list[dict]:
         try:
-            batch = next(iter(self._batches("data", None)), None)
+            # a few rows only: a batch of 4096 images took a second to read and convert
+            batch = next(iter(self._batches("data", None, batch_size=self.HEAD_ROWS)), None)
         except Exception:  # noqa: BLE001 - a sample is decoration; the report must still be written
             return []
         if batch is None:
@@ -902,6 +903,8 @@ class OutputSample:
         return where, chosen
 
     def _read_rows(self, where: dict[str, set], wanted: set, columns: list) -> dict[str, dict]:
+        import pyarrow as pa
+        import pyarrow.compute as pc
         import pyarrow.parquet as pq
 
         out = {}
@@ -910,9 +913,10 @@ class OutputSample:
                 pf = pq.ParquetFile(f)
                 cols = ["id", *[c for c in columns if c and c in pf.schema_arrow.names]]
                 for rg in sorted(groups):
-                    for row in pf.read_row_group(rg, columns=cols).to_pylist():
-                        if str(row["id"]) in wanted:
-                            out[str(row["id"])] = row
+                    table = pf.read_row_group(rg, columns=cols)
+                    ids = table.column("id").cast(pa.string())
+                    for row in table.filter(pc.is_in(ids, pa.array(sorted(wanted), pa.string()))).to_pylist():
+                        out[str(row["id"])] = row
         return out
 
     def _thumb_row(self, rid: str, row: dict, params_column: str) -> dict:
