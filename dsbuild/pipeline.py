@@ -147,7 +147,6 @@ class Execution:
     are written to a checkpoint in the output's temporary folder and read back, and in
     the same compute the rejects and counts of the stages before it are written. Memory
     stays bounded, and an interrupted run resumes from its last complete checkpoint.
-    A Parquet source is read again instead: its row groups are a checkpoint already.
     The last flush writes the kept rows.
 
     A stage that passes its rows through (an audit) hands its input on as it is: after
@@ -180,7 +179,7 @@ class Execution:
         if restored is not None:
             start, kept = restored
         shapes = Shapes()
-        stored = restored is not None or self.source.rereadable  # ``kept`` reads back as it is
+        stored = restored is not None  # ``kept`` is a checkpoint's rows
         for i, stage in enumerate(stages):
             self.warnings += stage.order_warnings(stages[:i], stages[i + 1 :])
             if i < start:

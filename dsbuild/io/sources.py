@@ -118,9 +118,6 @@ class Source:
     frame: dd.DataFrame
     files: list[dict] = field(default_factory=list)
     skipped: list[dict] = field(default_factory=list)
-    # Its partitions read back the same, as cheaply as a checkpoint would (Parquet row
-    # groups): a multi-pass first stage reads it again instead of a checkpoint of it.
-    rereadable: bool = False
 
     def fingerprint(self) -> str:
         h = hashlib.blake2b(digest_size=16)
@@ -238,7 +235,7 @@ def _read_parquet(spec: ParquetSource) -> Source:
     frame = dd.from_map(
         _ParquetPiece(fs, spec.columns, schema), pieces, meta=meta, divisions=None, label="read-parquet", enforce_metadata=False
     )
-    return Source(frame, records, skipped, rereadable=True)
+    return Source(frame, records, skipped)
 
 
 def _check_same_schema(first: pa.Schema, other: pa.Schema, path: str, first_path: str) -> None:
