@@ -220,8 +220,8 @@ def sort_by_hash(h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
     numpy sorts plain integers several times faster than it argsorts them (SIMD), so
     the row number rides in the low bits of one integer per row: a sort by (leading
-    bits, row). Rows whose hashes differ only below those bits (about one pair in a
-    million rows) share a run of equal leading bits; callers compare full hashes there.
+    bits, row). Rows whose hashes differ only below those bits (about one pair among
+    2.5 M rows) share a run of equal leading bits; callers compare full hashes there.
     """
     low = max(1, int(len(h) - 1).bit_length())
     mask = np.uint64((1 << low) - 1)
@@ -235,8 +235,7 @@ def duplicates_in_groups(thin: pd.DataFrame) -> pd.DataFrame:
 
     The keeper has the best rank, then the lowest id, so arrival order does not matter.
     One numeric sort by hash sets aside rows whose hash is unique (most rows); ids are
-    compared (by Arrow) only inside a run of equal rows. A cluster's dropped rows are
-    adjacent in the output.
+    compared (by Arrow) only inside a run of equal rows.
     """
     rows, lead = sort_by_hash(thin["_h1"].to_numpy())
     run = np.cumsum(np.r_[True, lead[1:] != lead[:-1]]) - 1
@@ -255,7 +254,7 @@ def duplicates_in_groups(thin: pd.DataFrame) -> pd.DataFrame:
     ids = arrow_ids(thin[ID]).take(pa.array(rows))  # one scattered read; later ones are near
     run_starts = np.flatnonzero(new_group | np.r_[True, rank[1:] != rank[:-1]])
     best_in_run = segment_argmin(ids, run_starts)
-    keeper = best_in_run[np.flatnonzero(new_group[run_starts])][np.cumsum(new_group) - 1]
+    keeper = best_in_run[np.flatnonzero(new_group[run_starts])][group]
     drop = np.flatnonzero(keeper != np.arange(len(rows)))
     at = thin["_at"].to_numpy()[rows[drop]]
     return pd.DataFrame({
