@@ -406,7 +406,8 @@ def kept_rows(part: pd.DataFrame) -> pd.DataFrame:
 def rejected_rows(part: pd.DataFrame, stage: str) -> pd.DataFrame:
     """Rejected rows whole, with ``reason`` and ``stage`` (and ``raw`` text from sources)."""
     drop = [c for c in part.columns if c == ADDED or c.startswith(METRIC)]
-    rej = part[part[REJECT].notna().to_numpy()].drop(columns=drop)
+    marked = part[REJECT].notna().to_numpy()
+    rej = (part[marked] if marked.any() else part.iloc[:0]).drop(columns=drop)  # most stages reject nothing
     rej = rej.rename(columns={REJECT: REASON, RAW: "raw"})
     rej[REASON] = rej[REASON].astype("string")
     rej[STAGE] = pd.array([stage] * len(rej), dtype="string")
