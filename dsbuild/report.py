@@ -908,6 +908,7 @@ class OutputSample:
         import pyarrow.parquet as pq
 
         out = {}
+        wanted_ids = pa.array(sorted(wanted), pa.string())
         for path, groups in where.items():
             with self.fs.open(path, "rb") as f:
                 pf = pq.ParquetFile(f)
@@ -915,7 +916,7 @@ class OutputSample:
                 for rg in sorted(groups):
                     table = pf.read_row_group(rg, columns=cols)
                     ids = table.column("id").cast(pa.string())
-                    for row in table.filter(pc.is_in(ids, pa.array(sorted(wanted), pa.string()))).to_pylist():
+                    for row in table.filter(pc.is_in(ids, wanted_ids)).to_pylist():
                         out[str(row["id"])] = row
         return out
 
