@@ -44,3 +44,31 @@ def test_row_groups_stay_within_the_byte_budget():
     groups = list(_row_groups(tables, budget))
     assert pa.concat_tables(groups).equals(pa.concat_tables(tables))
     assert len(groups) > 2 and all(g.nbytes <= 1.2 * budget for g in groups)
+
+
+def test_files_of_a_sixteenth_of_the_byte_limit_are_written_as_shards(tmp_path):
+    """A partition of a few tens of MiB of images is written once, as its shard; only
+    remnants under the limits' small-file bounds are staged and merged."""
+    import pandas as pd
+
+    from dsbuild.io.sink import Sink
+    from dsbuild.records import IMAGE_DTYPE
+
+    sink = Sink(str(tmp_path / "out"), shard_rows=100_000, shard_bytes=64 * 2**20, compression="zstd", key="t")
+    blob = b"\xff\xd8\xff" + bytes(60_000)  # a JPEG's magic bytes; ~60 KB like a 512 px photo
+
+    def frame(start: int, n: int) -> pd.DataFrame:
+        return pd.DataFrame({"id": [f"r{i:05d}" for i in range(start, start + n)], "image": pd.Series([blob] * n, dtype=IMAGE_DTYPE)})
+
+    folder = sink.staging("data", "kept")
+    big = sink.write_partition(frame(0, 100), folder, 0)  # ~6 MiB: over 64 MiB / 16
+    small = sink.write_partition(frame(100, 10), folder, 1) + sink.write_partition(frame(110, 10), folder, 2)
+    assert [f["path"].endswith(".parquet") for f in big] == [True] and big[0]["sha256"]
+    assert all(f["path"].endswith(".arrow") for f in small)
+    shards, _ = sink.finish("data", big + small, [], cast_conflicts_to_string=False)
+    assert [s["rows"] for s in shards] == [100, 20]
+    assert shards[0]["sha256"] == big[0]["sha256"]  # renamed, not rewritten
+    for s in shards:
+        assert hashlib.sha256((tmp_path / "out.tmp-t" / s["file"]).read_bytes()).hexdigest() == s["sha256"]
+    ids = pq.read_table(tmp_path / "out.tmp-t" / "data").column("id").to_pylist()
+    assert ids == [f"r{i:05d}" for i in range(120)]
