@@ -91,3 +91,17 @@ def test_same_bytes_on_a_cluster(digits, client):
 def test_balancing_without_a_label_is_an_error(digits):
     with pytest.raises(Exception, match="label"):
         run_stage(Augment(balance_to="max"), digits, roles=Roles(image="image"))
+
+
+def test_generators_made_ahead_in_batches_are_each_copys_own():
+    """Made a batch at a time before the images, each copy still gets record_rng(parent#k)."""
+    from dsbuild.records import record_rng
+    from dsbuild.stages.augment import _copy_generators
+
+    ids = np.array([f"p{i}" for i in range(7)], dtype=object)
+    copies = np.array([1, 0, 3, 300, 2, 0, 5])
+    made = list(_copy_generators(3, "augment", ids, copies, batch=4))
+    assert [len(g) for g in made] == copies.tolist()
+    for rid, gens in zip(ids, made):
+        for k, g in enumerate(gens):
+            assert g.random(3).tolist() == record_rng(3, "augment", f"{rid}#{k}").random(3).tolist()
