@@ -181,6 +181,18 @@ def test_keeper_is_the_lowest_id_in_long_and_short_runs():
         assert values[b] == min(values[lo : lo + n])
 
 
+def test_spread_text_places_values_at_the_marked_rows_and_nulls_elsewhere():
+    import pyarrow as pa
+
+    from dsbuild.stages.dedup import spread_text
+
+    values = pa.array(["skip", "a", "", "ccc"], pa.large_string()).slice(1)  # offset into a buffer
+    where = np.array([False, True, False, False, True, True, False])
+    out = spread_text(values, where)
+    out.validate(full=True)
+    assert out.to_pylist() == [None, "a", None, None, "", "ccc", None]
+
+
 def test_duplicate_groups_split_hashes_that_share_their_leading_bits():
     """The sort keys rows by a hash's leading bits: rows that differ only below them
     (A, B, A here) share a run, and only the equal ones form a group."""
