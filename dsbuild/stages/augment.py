@@ -201,6 +201,8 @@ class Augment(FitApplyStage):
         })
         if not made:
             return part
+        for m in made:  # here, not beside each codec call: ~80 µs there, ~10 here
+            m[o.params_column] = json.dumps(m[o.params_column], separators=(",", ":"))
         made_columns = list(made[0])
         new = part.drop(columns=made_columns).iloc[parents].reset_index(drop=True)  # not the parents' image bytes
         new = new.assign(
@@ -216,7 +218,7 @@ class Augment(FitApplyStage):
         fields = {
             ID: child_id(str(rid), "aug", k),
             col: encode_image(out.image, fmt, o.quality or DEFAULT_QUALITY.get(fmt)),
-            o.params_column: json.dumps(out.params, separators=(",", ":")),
+            o.params_column: out.params,  # as JSON once every copy is made
         }
         h, w = out.image.shape[:2]
         for name, value in ((f"{col}_height", h), (f"{col}_width", w), (f"{col}_format", fmt)):

@@ -284,3 +284,13 @@ def test_bad_specs_say_what_is_wrong():
         transform_from_spec({"rotate": {"angle": 3}})
     with pytest.raises(ValueError, match="larger than the image"):
         Compose([transform_from_spec({"random_crop": {"height": 900, "width": 10}})])(ASTRONAUT, np.random.default_rng(0))
+
+
+def test_shift_tables_saturate_like_the_arithmetic():
+    from dsbuild.kernels.images import shift_table
+
+    levels = np.arange(256, dtype=np.float64)
+    for shift in range(-300, 301):
+        table = shift_table(shift)
+        assert table.dtype == np.uint8 and not table.flags.writeable
+        assert np.array_equal(table, np.clip(levels + shift, 0, 255).astype(np.uint8)), shift
