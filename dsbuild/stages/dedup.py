@@ -185,12 +185,15 @@ def _drop_routed(part: pd.DataFrame, dropped: pd.DataFrame) -> pd.DataFrame:
     if part.empty or dropped.empty:
         return part
     rows = dropped["_at"].to_numpy() & np.int64(0xFFFFFFFF)
-    if rows.max() >= len(part) or not pc.all(pc.equal(arrow_ids(part[ID]).take(pa.array(rows)), arrow_ids(dropped[ID]))).as_py():
+    if rows.max() >= len(part):
         raise RuntimeError("exact_dedup: the input's partitions changed between its two passes")
     slot = np.full(len(part), -1, dtype=np.int64)
     slot[rows] = np.arange(len(rows))
     hit = slot >= 0
-    reasons = pc.binary_join_element_wise(_DUPLICATE_OF, arrow_ids(dropped["_keeper"]).take(pa.array(slot[hit])), _EMPTY)
+    named = pa.table([arrow_ids(dropped[ID]), arrow_ids(dropped["_keeper"])], names=["id", "keeper"]).take(pa.array(slot[hit]))
+    if not pc.all(pc.equal(arrow_ids(part[ID]).filter(pa.array(hit)), named["id"])).as_py():
+        raise RuntimeError("exact_dedup: the input's partitions changed between its two passes")
+    reasons = pc.binary_join_element_wise(_DUPLICATE_OF, named["keeper"].combine_chunks(), _EMPTY)
     column = spread_text(reasons, hit)
     if part[REJECT].notna().any():  # marked before: the first reason stays
         return reject(part, hit, column.to_numpy(zero_copy_only=False))
@@ -270,16 +273,22 @@ def duplicates_in_groups(thin: pd.DataFrame) -> pd.DataFrame:
     new_group = np.r_[True, (h1[1:] != h1[:-1]) | (h2[1:] != h2[:-1])]
     group = np.cumsum(new_group) - 1
     size = np.bincount(group)[group]
-    ids = arrow_ids(thin[ID]).take(pa.array(rows))  # one scattered read; later ones are near
+    arrived = arrow_ids(thin[ID])
+    ids = arrived.take(pa.array(rows))  # one scattered read
     run_starts = np.flatnonzero(new_group | np.r_[True, rank[1:] != rank[:-1]])
     best_in_run = segment_argmin(ids, run_starts)
     keeper = best_in_run[np.flatnonzero(new_group[run_starts])][group]
+    # Dropped rows in the order they arrived, which is by partition and row: shuffled back
+    # and rejected, they are then read in runs rather than scattered.
     drop = np.flatnonzero(keeper != np.arange(len(rows)))
+    slot = np.full(len(thin), -1, dtype=np.int64)
+    slot[rows[drop]] = drop
+    drop = slot[slot >= 0]
     at = thin["_at"].to_numpy()[rows[drop]]
     return pd.DataFrame({
         "_partition": at >> np.int64(32),
         "_at": at,
-        ID: pd.arrays.ArrowExtensionArray(ids.take(pa.array(drop))),
+        ID: pd.arrays.ArrowExtensionArray(arrived.take(pa.array(rows[drop]))),
         "_keeper": pd.arrays.ArrowExtensionArray(ids.take(pa.array(keeper[drop]))),
         "_size": size[drop].astype(np.int32),
     })
