@@ -355,9 +355,7 @@ def exact_speed(n_rows: int, cluster: bool = True) -> tuple[list[str], dict]:
             return _exact_dedup_count(read_source({"format": "parquet", "path": str(path)}).frame)
 
         with dask.config.set(scheduler="threads", num_workers=2):
-            c0 = cpu_seconds()
-            t_threads, dropped_threads = _clock(ours)
-            cpu_threads = cpu_seconds() - c0
+            t_threads, cpu_threads, dropped_threads = _best_of(3, ours)
         results = [("one process, 2 threads", t_threads, cpu_threads, dropped_threads)]
         if cluster:
             from distributed import Client
@@ -372,12 +370,8 @@ def exact_speed(n_rows: int, cluster: bool = True) -> tuple[list[str], dict]:
                 dask.config.set({"dataframe.shuffle.method": "p2p", "dataframe.convert-string": False}),
             ):
                 client.register_plugin(DsbuildWorkerSetup())
-                c0 = cpu_seconds()
-                t_cluster, dropped_cluster = _clock(ours)
-                cpu_cluster = cpu_seconds() - c0
-                c0 = cpu_seconds()
-                t_run, dropped_run = _clock(_exact_dedup_job, path, Path(tmp, "out"), client)
-                cpu_run = cpu_seconds() - c0
+                t_cluster, cpu_cluster, dropped_cluster = _best_of(3, ours)  # as DuckDB's
+                t_run, cpu_run, dropped_run = _best_of(1, _exact_dedup_job, path, Path(tmp, "out"), client)
             results.append(("the stage on 2 worker processes (LocalCluster, as `dsbuild run`)", t_cluster, cpu_cluster, dropped_cluster))
             results.append(("the whole job on those workers (`dsbuild.run`: read, checkpoint, stage, write kept rows and rejects, ledger)", t_run, cpu_run, dropped_run))
     rows = []
@@ -388,6 +382,16 @@ def exact_speed(n_rows: int, cluster: bool = True) -> tuple[list[str], dict]:
             f"| **{t / t_duck:.1f}×** (CPU {cpu / cpu_duck:.1f}×); both drop {dropped:,} rows{check} |"
         )
     return rows, {"ratio": t_threads / t_duck}
+
+
+def _best_of(repeat: int, fn, *args) -> tuple[float, float, object]:
+    """(wall s, CPU s, result) of the fastest of ``repeat`` runs."""
+    best = (np.inf, np.inf, None)
+    for _ in range(repeat):
+        c0, t0 = cpu_seconds(), time.perf_counter()
+        out = fn(*args)
+        best = min(best, (time.perf_counter() - t0, cpu_seconds() - c0, out), key=lambda r: r[0])
+    return best
 
 
 def _exact_dedup_count(ddf) -> int:
