@@ -110,17 +110,11 @@ class Sink:
 
     def _small(self, f: dict) -> bool:
         """A file that :meth:`finish` merges with small neighbours rather than keeps as it is:
-        under a quarter of the row limit and a sixteenth of the byte limit (16 MiB at the
-        default 256 MiB).
+        under a quarter of the row limit and a sixteenth of the byte limit (16 MiB by default).
 
-        Merging a file costs a second write and a read of every byte (staged, then the
-        shard) to save readers one file open, which matters less the larger the file:
-        encoded images (stored without a codec, so writing them is about a copy) paid for
-        the staging about as much as for the shard. When small meant under a quarter of
-        the byte limit, a partition of 16 MiB of JPEGs and their augmented copies (~22-33
-        MiB) was staged, read back and merged in ``finish`` after the last task: ``finish``
-        took 1.6 s of a 4,000-image job on 1 worker, on top of the staging in each task.
-        Such jobs now get a shard per partition.
+        Merging costs another write and read of every byte to save readers one file open,
+        which matters less the larger the file: partitions of images (22-33 MiB) paid more
+        for their merge after the last task than a reader saves.
         """
         return f["rows"] * 4 < self.shard_rows and f["memory"] * 16 < self.shard_bytes
 
