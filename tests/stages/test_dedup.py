@@ -193,6 +193,25 @@ def test_spread_text_places_values_at_the_marked_rows_and_nulls_elsewhere():
     assert out.to_pylist() == [None, "a", None, None, "", "ccc", None]
 
 
+def test_rejecting_pass_keeps_an_earlier_reason_and_checks_the_ids():
+    import pyarrow as pa
+
+    from dsbuild.stages.base import REJECT
+    from dsbuild.stages.dedup import _drop_routed
+
+    def text(values):
+        return pd.arrays.ArrowExtensionArray(pa.array(values, pa.large_string()))
+
+    part = pd.DataFrame({"id": ["a", "b", "c", "d"], "x": [1, 2, 1, 2]})
+    dropped = pd.DataFrame({"_at": np.array([3, 1, 2], dtype=np.int64), "id": text(["d", "b", "c"]), "_keeper": text(["b", "a", "a"])})
+    fresh = _drop_routed(part, dropped)
+    assert fresh[REJECT].tolist()[1:] == ["duplicate-of=a", "duplicate-of=a", "duplicate-of=b"] and pd.isna(fresh[REJECT].iloc[0])
+    marked = _drop_routed(part.assign(**{REJECT: [None, "range:x", None, None]}), dropped)
+    assert marked[REJECT].tolist()[1:] == ["range:x", "duplicate-of=a", "duplicate-of=b"]
+    with pytest.raises(RuntimeError, match="changed between its two passes"):
+        _drop_routed(part.iloc[::-1].reset_index(drop=True), dropped)
+
+
 def test_duplicate_groups_split_hashes_that_share_their_leading_bits():
     """The sort keys rows by a hash's leading bits: rows that differ only below them
     (A, B, A here) share a run, and only the equal ones form a group."""
