@@ -34,14 +34,20 @@ def _skipped(module: str, what: str) -> str:
     return f"_{what}: skipped, `{module}` is not installed (`pip install '.[bench]'`)._"
 
 
-def _clock(fn, *args, repeat: int = 1):
-    best = np.inf
-    out = None
+def _best_of(repeat: int, fn, *args) -> tuple[float, float, object]:
+    """(wall s, CPU s, result) of the fastest of ``repeat`` runs."""
+    best = (np.inf, np.inf, None)
     for _ in range(repeat):
-        t = time.perf_counter()
+        c0, t0 = cpu_seconds(), time.perf_counter()
         out = fn(*args)
-        best = min(best, time.perf_counter() - t)
-    return best, out
+        best = min(best, (time.perf_counter() - t0, cpu_seconds() - c0, out), key=lambda r: r[0])
+    return best
+
+
+def _clock(fn, *args, repeat: int = 1):
+    """(best wall s, a result) over ``repeat`` runs."""
+    wall, _, out = _best_of(repeat, fn, *args)
+    return wall, out
 
 
 # -- quality on real photos --------------------------------------------------------------
@@ -382,16 +388,6 @@ def exact_speed(n_rows: int, cluster: bool = True) -> tuple[list[str], dict]:
             f"| **{t / t_duck:.1f}×** (CPU {cpu / cpu_duck:.1f}×); both drop {dropped:,} rows{check} |"
         )
     return rows, {"ratio": t_threads / t_duck}
-
-
-def _best_of(repeat: int, fn, *args) -> tuple[float, float, object]:
-    """(wall s, CPU s, result) of the fastest of ``repeat`` runs."""
-    best = (np.inf, np.inf, None)
-    for _ in range(repeat):
-        c0, t0 = cpu_seconds(), time.perf_counter()
-        out = fn(*args)
-        best = min(best, (time.perf_counter() - t0, cpu_seconds() - c0, out), key=lambda r: r[0])
-    return best
 
 
 def _exact_dedup_count(ddf) -> int:
