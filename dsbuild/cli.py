@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import re
+import signal
 import sys
+import threading
 import warnings
 from pathlib import Path
 
@@ -87,7 +90,7 @@ def _overrides(pairs: list[str]) -> dict:
 
 
 def _run(args) -> int:
-    from dsbuild.pipeline import DsbuildWarning, run
+    from dsbuild.pipeline import INTERRUPTED, DsbuildWarning, run
     from dsbuild.runtime import connect
 
     warnings.simplefilter("always", DsbuildWarning)
@@ -97,11 +100,31 @@ def _run(args) -> int:
     spec = load_job(args.job, _overrides(args.set))
     out = args.output or spec.sink.path
     print(f"dsbuild: {spec.name} → {out}", file=sys.stderr)
-    with connect(args.cluster, args.workers) as client:
+    with connect(args.cluster, args.workers) as client, _ctrl_c_noted(INTERRUPTED):
         print(f"dashboard: {client.dashboard_link}", file=sys.stderr)
         manifest = run(spec, output=out, overwrite=args.overwrite, client=client, progress=not args.quiet, resume=args.resume)
     print(summary_table(manifest))
     return 0
+
+
+@contextlib.contextmanager
+def _ctrl_c_noted(flag):
+    """Ctrl-C raises KeyboardInterrupt as usual and also sets ``flag``, which stays set
+    when Python swallows the exception (raised inside a garbage-collector callback)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        flag.set()
+        raise KeyboardInterrupt
+
+    flag.clear()
+    previous = signal.signal(signal.SIGINT, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _validate(args) -> int:

@@ -14,6 +14,7 @@ import datetime
 import json
 import platform
 import sys
+import threading
 import time
 import warnings
 from collections import Counter
@@ -111,6 +112,12 @@ def job_key(spec: JobSpec) -> str:
     return f"{stable_hash64(json.dumps(spec.resolved(), sort_keys=True)):016x}"
 
 
+# Set by the CLI's Ctrl-C handler. Python only prints a KeyboardInterrupt raised inside a
+# garbage-collector callback (distributed registers one), so that Ctrl-C would be lost and
+# the run would write its output; the run checks this before it commits.
+INTERRUPTED = threading.Event()
+
+
 def _run(spec: JobSpec, sink: Sink, client, progress: bool, resume: bool = False) -> dict:
     t0 = time.perf_counter()
     peak_worker_memory(client, reset=True)
@@ -130,6 +137,8 @@ def _run(spec: JobSpec, sink: Sink, client, progress: bool, resume: bool = False
         }
         sink.write_text("manifest.json", json.dumps(manifest, indent=2, default=str))
         _write_report(sink, manifest)
+        if INTERRUPTED.is_set():
+            raise KeyboardInterrupt
         sink.commit()
     except KeyboardInterrupt:
         if not sink.has_checkpoints():
