@@ -353,8 +353,18 @@ class _CheckpointPart:
         from dsbuild.io.sources import to_pandas
 
         part = to_pandas(self.sink.read_scratch(path))
-        mismatched = {c: t for c, t in self.meta.dtypes.items() if c in part.columns and part[c].dtype != t}
+        mismatched = {c: t for c, t in self.meta.dtypes.items() if c in part.columns and _recast(part[c].dtype, t)}
         return part.astype(mismatched) if mismatched else part
+
+
+def _recast(have, want) -> bool:
+    """Whether a checkpoint column must be cast to the kept rows' dtype. Not a categorical
+    to a categorical: each partition holds its own categories (a Parquet dictionary
+    column's), and casting to the frame's, often unknown and so empty, made every value
+    missing."""
+    if isinstance(have, pd.CategoricalDtype) and isinstance(want, pd.CategoricalDtype):
+        return False
+    return have != want
 
 
 def validate_against_source(spec: JobSpec) -> list[str]:

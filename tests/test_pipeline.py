@@ -288,6 +288,45 @@ def test_audit_and_reweigh_count_the_rows_once(client, tmp_path):
     pd.testing.assert_frame_equal(read_output(tmp_path / "paired")[0], read_output(tmp_path / "apart")[0])
 
 
+def test_dictionary_columns_keep_their_values(client, tmp_path):
+    """Parquet dictionary columns (pandas categoricals), each file with its own categories,
+    through a shuffle, a checkpoint and fairness stages: the same rows and values as the
+    same data with plain string columns. The checkpoint once cast them to the frame's
+    unknown (empty) categories, and every value came out missing."""
+    from dsbuild.io.sources import bundled_path
+
+    adult = pd.read_csv(bundled_path("adult"))
+    text = ["workclass", "sex", "race", "income"]
+    for kind in ("plain", "dictionary"):
+        (tmp_path / kind).mkdir()
+        for i, rows in enumerate(np.array_split(np.arange(len(adult)), 3)):
+            part = adult.iloc[rows]
+            part = part.astype(dict.fromkeys(text, "category")) if kind == "dictionary" else part
+            part.to_parquet(tmp_path / kind / f"part-{i}.parquet")
+    stages = [
+        {"exact_dedup": {}},
+        {"impute": {"columns": {"workclass": "mode"}, "by": ["sex"]}},
+        {"fairness_audit": {"favorable": ">50K"}},
+        {"reweigh": {"favorable": ">50K"}},
+    ]
+    out = {}
+    for kind in ("plain", "dictionary"):
+        manifest = dsbuild.run({
+            "name": kind, "seed": 0, "source": {"format": "parquet", "path": str(tmp_path / kind)},
+            "columns": {"label": "income", "sensitive": ["sex", "race"]},
+            "stages": stages, "sink": {"path": str(tmp_path / f"out-{kind}")},
+        }, client=client)
+        kept = read_output(tmp_path / f"out-{kind}")[0]
+        kept["id"] = kept["id"].str.replace(kind, "")  # ids name the source's files
+        out[kind] = manifest, kept.astype(dict.fromkeys(text, "string"))
+    (plain, kept_plain), (dictionary, kept_dictionary) = out["plain"], out["dictionary"]
+    assert isinstance(pd.read_parquet(tmp_path / "out-dictionary" / "data")["sex"].dtype, pd.CategoricalDtype)
+    assert kept_dictionary[text].notna().all().all() and kept_dictionary["weight"].nunique() > 1
+    pd.testing.assert_frame_equal(kept_plain, kept_dictionary, check_dtype=False)
+    summaries = [[s.get("summary") for s in m["stages"]] for m in (plain, dictionary)]
+    assert summaries[0] == summaries[1]
+
+
 def kill_once_written(proc: subprocess.Popen, folder: Path, pattern: str, seconds: float) -> None:
     """SIGKILL ``proc`` and its children as soon as a path matching ``pattern`` appears."""
     deadline = time.time() + seconds
