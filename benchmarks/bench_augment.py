@@ -13,6 +13,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass
+from statistics import median
 
 import cv2
 import numpy as np
@@ -159,8 +160,10 @@ def run(quick: bool = False) -> str:
         "(read_parquet → augment → to_parquet); `dsbuild.run` adds the job's source, ledger, "
         "rejects, manifest and report. Clusters are dsbuild's own (`runtime.local_cluster`, the "
         "worker setup). CPU is user+system seconds of every process (driver, scheduler, "
-        "nannies, workers), which a shared machine does not inflate; wall time is best of "
-        f"{size.rounds}. Sizes: `DSBUILD_BENCH_AUGMENT_IMAGES`, `DSBUILD_BENCH_AUGMENT_PARTITION`, "
+        "nannies, workers), which a shared machine does not inflate. Every run is repeated in "
+        f"{size.rounds} interleaved rounds with the loop, and compared with the loop run of its own "
+        "round (this machine's speed drifts by ±20 % over minutes); figures are medians over the "
+        "rounds. Sizes: `DSBUILD_BENCH_AUGMENT_IMAGES`, `DSBUILD_BENCH_AUGMENT_PARTITION`, "
         "`DSBUILD_BENCH_AUGMENT_FORMAT` (jpeg, png, webp).\n",
         end_to_end(size),
         FINDINGS,
@@ -212,7 +215,7 @@ def e2e_size(quick: bool) -> Size:
         images=int(env("DSBUILD_BENCH_AUGMENT_IMAGES", 32 if quick else 960)),
         partition=int(env("DSBUILD_BENCH_AUGMENT_PARTITION", 16 if quick else 96)),
         format=fmt,
-        rounds=1 if quick else 2,
+        rounds=1 if quick else 3,
         workers=(2,) if quick else (1, 2),  # --quick: one cluster, to stay well under a minute
     )
 
@@ -283,15 +286,24 @@ def job_run(src, dst, fmt: str, client) -> None:
     )
 
 
-def measure(fn, rounds: int) -> tuple[float, float]:
-    """(best wall seconds, CPU seconds of that round) over ``rounds`` runs."""
-    best = (float("inf"), float("inf"))
-    for _ in range(rounds):
-        cpu, wall = cpu_seconds(), time.perf_counter()
-        fn()
-        wall, cpu = time.perf_counter() - wall, cpu_seconds() - cpu
-        best = min(best, (wall, cpu))
-    return best
+def measure(fn) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of one run."""
+    cpu, wall = cpu_seconds(), time.perf_counter()
+    fn()
+    return time.perf_counter() - wall, cpu_seconds() - cpu
+
+
+def interleaved(runs: dict, rounds: int) -> dict[str, list[tuple[float, float]]]:
+    """Each of ``runs`` (one of them "loop") once per round, in an order that turns round
+    by round, so every run has a loop run beside it. This machine's speed drifts by ±20 %
+    over minutes (the same 200 decodes and encodes: 350-480 a second), so a run compares
+    with the loop of its own round, not with one timed minutes apart."""
+    names = list(runs)
+    out: dict[str, list[tuple[float, float]]] = {name: [] for name in names}
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            out[name].append(measure(runs[name]))
+    return out
 
 
 def idle_rate(seconds: float) -> float:
@@ -322,16 +334,19 @@ def end_to_end(size: Size) -> str:
     try:
         src = tmp / "images.parquet"
         write_images(src, n, size.partition)
-        idle = {}
-        rows = {"loop": measure(lambda: codec_loop(src, out(), fmt), size.rounds)}
-        rows["sync"] = measure(lambda: stage_run(src, out(), fmt, "synchronous"), size.rounds)
+        loop = lambda: codec_loop(src, out(), fmt)
+        idle, rounds = {}, {}
         for workers in size.workers:
             with local_cluster(workers, dashboard_address=None) as cluster, Client(cluster) as client:
                 client.register_plugin(DsbuildWorkerSetup())
                 stage_run(src, out(), fmt)  # warm: imports and connections in every worker
                 idle[workers] = idle_rate(1.0 if size.rounds == 1 else 3.0)
-                rows[f"stage{workers}"] = measure(lambda: stage_run(src, out(), fmt), size.rounds)
-                rows[f"job{workers}"] = measure(lambda: job_run(src, out(), fmt, client), size.rounds)
+                runs = {"loop": loop, f"stage{workers}": lambda: stage_run(src, out(), fmt),
+                        f"job{workers}": lambda: job_run(src, out(), fmt, client)}
+                if workers == size.workers[0]:
+                    runs["sync"] = lambda: stage_run(src, out(), fmt, "synchronous")
+                for name, timings in interleaved(runs, size.rounds).items():
+                    rounds.setdefault(name, []).extend(timings)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     labels = {
@@ -342,27 +357,33 @@ def end_to_end(size: Size) -> str:
         "job1": ("`dsbuild.run`, 1 worker", 1),
         "job2": ("`dsbuild.run`, 2 workers", 2),
     }
-    loop_wall, loop_cpu = rows["loop"]
+    first = size.workers[0]
+    loops = {w: rounds["loop"][i * size.rounds : (i + 1) * size.rounds] for i, w in enumerate(size.workers)}
     lines = [
-        "| run | images/s | images/s per core | vs loop, per core | images per CPU-second | vs loop, CPU "
-        "| vs loop, CPU less idle cluster |",
+        "| run | images/s (median) | images/s per core | vs loop, per core | images per CPU-second "
+        "| vs loop, CPU | vs loop, CPU less idle cluster |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
+    speedup = {}  # run -> median over its rounds of (loop's wall / its wall)
     for key, (label, cores) in labels.items():
-        if key not in rows:
+        if key not in rounds:
             continue
-        wall, cpu = rows[key]
-        busy = cpu - idle.get(cores, 0.0) * wall if key[-1].isdigit() else cpu
+        block = first if key in ("loop", "sync") else int(key[-1])
+        pairs = list(zip(rounds[key], rounds["loop"] if key == "loop" else loops[block]))
+        idle_cpu = idle[block] if key[-1].isdigit() else 0.0
+        wall, cpu = median(w for (w, _), _ in pairs), median(c for (_, c), _ in pairs)
+        speedup[key] = median(lw / w for (w, _), (lw, _) in pairs)
+        per_cpu = median(lc / c for (_, c), (_, lc) in pairs)
+        per_busy = median(lc / (c - idle_cpu * w) for (w, c), (_, lc) in pairs)
         lines.append(
-            f"| {label} | {n / wall:,.0f} | {n / wall / cores:,.0f} | {loop_wall / (wall * cores):.2f}× "
-            f"| {n / cpu:,.0f} | {loop_cpu / cpu:.2f}× | {loop_cpu / busy:.2f}× |"
+            f"| {label} | {n / wall:,.0f} | {n / wall / cores:,.0f} | {speedup[key] / cores:.2f}× "
+            f"| {n / cpu:,.0f} | {per_cpu:.2f}× | {per_busy:.2f}× |"
         )
     rates = ", ".join(f"{w} worker{'s' if w > 1 else ''} {r:.2f}" for w, r in sorted(idle.items()))
     table = "\n".join(lines) + f"\n\nIdle cluster CPU-seconds per second (measured after the warm-up run): {rates}.\n"
     if size.workers != (1, 2):
         return table
-    scaling = {k: rows[f"{k}1"][0] / rows[f"{k}2"][0] for k in ("stage", "job")}
     return table + (
-        f"2 workers / 1 worker (wall): augment stage {scaling['stage']:.2f}×, "
-        f"`dsbuild.run` {scaling['job']:.2f}×.\n"
+        f"2 workers / 1 worker (wall, each against the loop of its own rounds): augment stage "
+        f"{speedup['stage2'] / speedup['stage1']:.2f}×, `dsbuild.run` {speedup['job2'] / speedup['job1']:.2f}×.\n"
     )
