@@ -19,7 +19,7 @@ from dsbuild.kernels.constraints import (
     repair,
 )
 from dsbuild.kernels.decode import image_problem
-from dsbuild.kernels.robust import Distribution, ValueCounts, iqr_fences, robust_scale
+from dsbuild.kernels.robust import Distribution, ValueCounts, _present, iqr_fences, robust_scale
 from dsbuild.kernels.units import UnitTable, convert_column
 from dsbuild.records import ID
 from dsbuild.stages.base import (
@@ -470,8 +470,9 @@ class Impute(FitApplyStage):
     Statistics are mergeable value counts (exact; a median equals numpy's) and become a
     log-bucket sketch with relative error ``alpha`` when a column has more than
     ``max_distinct`` values; the summary says which. A group never seen with a value
-    falls back to the whole column. Adds ``<col>_imputed`` (bool); counter
-    ``imputed:<col>``.
+    falls back to the whole column. A column keeps its type: a mode fills with a value the
+    column holds, and a mean or median of an integer column is rounded. Adds
+    ``<col>_imputed`` (bool); counter ``imputed:<col>``.
     """
 
     name = "impute"
@@ -497,6 +498,8 @@ class Impute(FitApplyStage):
             codes, names = _groups(part, rule.by)
             if rule.strategy == "mode":
                 found = ValueCounts.by_group(codes, part[column])
+                if not _is_number_column(part[column].dtype):
+                    found = _Mode.by_group(found, part[column])
             else:
                 found = Distribution.by_group(codes, part[column], o.max_distinct, o.alpha)
             out[column] = {names[g]: d for g, d in found.items()}
@@ -540,8 +543,13 @@ class Impute(FitApplyStage):
                 rows, values = rows[known], values[known]
                 if _is_number_column(col.dtype):
                     values = values.astype(np.float64)
+                    if pd.api.types.is_integer_dtype(col.dtype):
+                        values = np.round(values)
                 if len(rows):
                     col = col.copy()
+                    if isinstance(col.dtype, pd.CategoricalDtype):
+                        new = pd.unique(values[~pd.Series(values).isin(col.cat.categories).to_numpy()])
+                        col = col.cat.add_categories(new) if len(new) else col
                     col.iloc[rows] = values
             can = np.zeros(len(part), dtype=bool)
             can[rows] = True
@@ -562,6 +570,31 @@ class Impute(FitApplyStage):
             }
             for column, rule in self.options.rules().items()
         }
+
+
+class _Mode:
+    """A column's value counts for its mode, with one value of each counted text.
+
+    Counts are kept by each value's text, which lets values of any type merge across
+    partitions; the fill is the value itself, so a boolean, date or decimal column is
+    filled with a boolean, date or decimal, not with its text.
+    """
+
+    def __init__(self, counts: ValueCounts, values: dict):
+        self.counts, self.values = counts, values
+
+    @classmethod
+    def by_group(cls, found: dict[int, ValueCounts], column: pd.Series) -> dict[int, _Mode]:
+        distinct = column.dropna().drop_duplicates()
+        value_of = dict(zip(_present(distinct), distinct.tolist()))
+        return {g: cls(vc, {t: value_of[t] for t in vc.values}) for g, vc in found.items()}
+
+    def merge(self, other: _Mode) -> _Mode:
+        return _Mode(self.counts.merge(other.counts), {**self.values, **other.values})
+
+    def mode(self):
+        text = self.counts.mode()
+        return self.values.get(text, text)
 
 
 def _jsonable(value):

@@ -187,6 +187,52 @@ def test_impute_median_from_sketch_is_within_stated_error(sample):
     assert stage.summary()["fnlwgt"]["error"] == "relative error <= 0.01"
 
 
+def test_impute_fills_each_type_with_a_value_of_that_type(client, tmp_path):
+    """Parquet booleans, dates, decimals and dictionary columns (each file with its own
+    categories) filled by their mode, and nullable integers by their mean: modes were
+    counted by their text and filled as text (a boolean column failed, dates and decimals
+    became strings), a mean failed in an integer column, and a mode missing from a file's
+    categories could not be set."""
+    import datetime
+    import decimal
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    import dsbuild
+
+    def file(k, sexes):
+        hole = [i % 4 == k for i in range(12)]
+        return pa.table({
+            "flag": pa.array([None if h else i % 3 == 0 for i, h in enumerate(hole)]),
+            "day": pa.array([None if h else datetime.date(2020, 1, 1 + i % 3 // 2) for i, h in enumerate(hole)]),
+            "dec": pa.array([None if h else decimal.Decimal(i % 3 // 2) / 10 for i, h in enumerate(hole)], pa.decimal128(5, 2)),
+            "sex": pa.array([None if h else sexes[i % len(sexes)] for i, h in enumerate(hole)]).dictionary_encode(),
+            "n": pa.array([None if h else i % 3 // 2 for i, h in enumerate(hole)], pa.int64()),
+        })
+
+    (tmp_path / "in").mkdir()
+    for k, sexes in enumerate([["M", "M", "F"], ["M"], ["F"]]):
+        pq.write_table(file(k, sexes), tmp_path / "in" / f"p{k}.parquet")
+    rules = {"flag": "mode", "day": "mode", "dec": "mode", "sex": "mode", "n": "mean"}
+    dsbuild.run({
+        "name": "impute-types", "seed": 0, "source": {"format": "parquet", "path": str(tmp_path / "in")},
+        "stages": [{"impute": {"columns": rules}}], "sink": {"path": str(tmp_path / "out")},
+    }, client=client)
+    out = pd.read_parquet(tmp_path / "out" / "data").sort_values("id").reset_index(drop=True)
+    source = pd.concat([pd.read_parquet(tmp_path / "in" / f"p{k}.parquet") for k in range(3)], ignore_index=True)
+    source.index = [f"p{k}.parquet:{i}" for k in range(3) for i in range(12)]
+    source = source.loc[out["id"]].reset_index(drop=True)
+    filled = {"flag": False, "day": datetime.date(2020, 1, 1), "dec": decimal.Decimal("0.00"), "sex": "M", "n": 0}
+    for column, value in filled.items():
+        holes = source[column].isna().to_numpy()
+        assert holes.any() and out[f"{column}_imputed"].tolist() == holes.tolist()
+        assert out.loc[holes, column].map(type).eq(type(value)).all() and (out.loc[holes, column] == value).all(), column
+        assert out.loc[~holes, column].astype(object).tolist() == source.loc[~holes, column].astype(object).tolist(), column
+    schema = pq.read_schema(next((tmp_path / "out" / "data").glob("*.parquet")))
+    assert [str(schema.field(c).type) for c in ("flag", "day", "n")] == ["bool", "date32[day]", "int64"]
+
+
 def test_impute_refuses_median_of_text_and_unknown_group(sample):
     with pytest.raises(StageError, match="median of 'sex' needs a numeric column"):
         run_stage(Impute(columns={"sex": "median"}), sample)
