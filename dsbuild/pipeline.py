@@ -533,10 +533,7 @@ def _kept_files(accounted: pd.DataFrame) -> pd.DataFrame:
 def _partition_counts(part: pd.DataFrame, label: str | None = None) -> dict:
     """Counts of one partition of a stage's marked output, with the kept rows per label."""
     reasons = part[REJECT]
-    labels = {}
-    if label and label in part.columns:
-        kept_labels = part.loc[reasons.isna().to_numpy(), label].astype("string").fillna("<missing>")
-        labels = kept_labels.value_counts().head(_MAX_LABELS).to_dict()
+    labels = _label_counts(part.loc[reasons.isna().to_numpy(), label]) if label and label in part.columns else {}
     rejected = _rules(reasons)
     added = int(part[ADDED].fillna(False).astype(bool).sum()) if ADDED in part.columns else 0
     return {
@@ -545,8 +542,21 @@ def _partition_counts(part: pd.DataFrame, label: str | None = None) -> dict:
         "rejected": rejected,
         "added": added,
         "metrics": {c[len(METRIC):]: float(pd.to_numeric(part[c], errors="coerce").sum()) for c in part.columns if c.startswith(METRIC)},
-        "labels": {str(k): int(v) for k, v in labels.items()},
+        "labels": labels,
     }
+
+
+def _label_counts(labels: pd.Series) -> dict[str, int]:
+    """Rows per label as text, the most common first (at most ``_MAX_LABELS``). Counted on
+    the column as it is and only the distinct values made text: converting every label
+    to text first was nine tenths of a stage's accounting (1 M categorical labels, 0.2 s)."""
+    found = labels.value_counts(dropna=False)
+    found = found[found > 0]  # a categorical's unused categories
+    texts = pd.Series(found.index, dtype=labels.dtype).astype("string").fillna("<missing>")
+    counts: Counter = Counter()
+    for text, n in zip(texts, found.to_numpy()):
+        counts[text] += int(n)
+    return dict(counts.most_common(_MAX_LABELS))
 
 
 def _rules(reasons: pd.Series) -> dict[str, int]:

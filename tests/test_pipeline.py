@@ -370,6 +370,26 @@ def test_arrow_types_keep_their_values(client, tmp_path):
         assert got.to_pylist() == want.cast(got.type).to_pylist(), name
 
 
+def test_label_counts_name_labels_as_text():
+    """Counted on the column as it is, named as the column's values become text: unused
+    categories are left out, missing values are one "<missing>" label."""
+    from dsbuild.pipeline import _label_counts
+
+    columns = [
+        pd.Series(pd.Categorical(["a", "b", None, "a"], categories=["a", "b", "unused"])),
+        pd.Series(["a", None, "b", "a", np.nan], dtype=object),
+        pd.Series([1.0, np.nan, 2.5, 1.0]),
+        pd.Series([1, None, 2, 1], dtype="Int64"),
+        pd.Series([True, None, True], dtype="boolean"),
+        pd.Series(pd.to_datetime(["2020-01-01", None, "2020-01-01"])),
+        pd.Series([1, "1", 2], dtype=object),  # two values, one text
+    ]
+    for column in columns:
+        as_text = column.astype("string").fillna("<missing>").value_counts()
+        assert _label_counts(column) == {str(k): int(v) for k, v in as_text.items()}
+    assert _label_counts(columns[0]) == {"a": 2, "b": 1, "<missing>": 1}
+
+
 def kill_once_written(proc: subprocess.Popen, folder: Path, pattern: str, seconds: float) -> None:
     """SIGKILL ``proc`` and its children as soon as a path matching ``pattern`` appears."""
     deadline = time.time() + seconds
