@@ -119,6 +119,14 @@ INTERRUPTED = threading.Event()
 
 
 def _run(spec: JobSpec, sink: Sink, client, progress: bool, resume: bool = False) -> dict:
+    """The run on ``client``: every compute in it goes there, also those that stages and
+    the sink start with ``dask.compute``, which would otherwise go to the client the
+    process made last (with two clusters, a fit and the shard merges ran on the other)."""
+    with client.as_current():
+        return _run_on_current(spec, sink, client, progress, resume)
+
+
+def _run_on_current(spec: JobSpec, sink: Sink, client, progress: bool, resume: bool) -> dict:
     t0 = time.perf_counter()
     peak_worker_memory(client, reset=True)
     try:

@@ -370,6 +370,23 @@ def test_arrow_types_keep_their_values(client, tmp_path):
         assert got.to_pylist() == want.cast(got.type).to_pylist(), name
 
 
+def test_a_run_computes_on_the_client_it_is_given(client, tmp_path):
+    """Every compute of ``dsbuild.run(client=...)`` goes to that client, also when the
+    process made another client after it (the default one for ``dask.compute``)."""
+    from distributed import Client, LocalCluster, get_task_stream
+
+    job = {
+        "name": "fit", "seed": 0, "source": {"format": "sample", "name": "adult", "partitions": 2},
+        "columns": {"label": "income", "sensitive": ["sex"]},
+        "stages": [{"impute": {"columns": {"age": "median"}}}, {"reweigh": {"favorable": ">50K"}}],
+        "sink": {"path": str(tmp_path / "out")},
+    }
+    with LocalCluster(n_workers=1, processes=False, dashboard_address=None) as other, Client(other) as latest:
+        with get_task_stream(latest) as elsewhere:
+            dsbuild.run(job, client=client)
+    assert elsewhere.data == []
+
+
 def test_label_counts_name_labels_as_text():
     """Counted on the column as it is, named as the column's values become text: unused
     categories are left out, missing values are one "<missing>" label."""
