@@ -160,6 +160,8 @@ def repair(frame: pd.DataFrame, table: pd.DataFrame, fd: FunctionalDependency, d
     n = len(frame)
     pos = table_positions(frame, table, fd.determinant)
     at = np.flatnonzero(pos >= 0)
+    if isinstance(col.dtype, pd.CategoricalDtype) and len(at):
+        col = _with_categories(col, table[MAJORITY + dep].iloc[pos[at]])
     repaired = np.zeros(n, dtype=bool)
     unresolved = np.zeros(n, dtype=bool)
     majority = pd.Series(pd.NA, index=frame.index, dtype=_nullable(col.dtype))
@@ -183,12 +185,21 @@ def repair(frame: pd.DataFrame, table: pd.DataFrame, fd: FunctionalDependency, d
     return Repair(values, repaired, unresolved, majority)
 
 
+def _with_categories(col: pd.Series, values: pd.Series) -> pd.Series:
+    """A categorical column that can also hold ``values``: each partition of a Parquet
+    dictionary column has its own categories, and a majority from other partitions cast
+    to this one's became missing."""
+    new = pd.Index(values.dropna().unique()).difference(col.cat.categories)
+    return col.cat.add_categories(new) if len(new) else col
+
+
 def _nullable(dtype):
-    """A dtype like ``dtype`` that can also hold a missing value."""
+    """A dtype like ``dtype`` that can also hold a missing value. An object column stays
+    one: pandas calls it a string dtype, but it may hold dates, decimals or lists."""
     if pd.api.types.is_bool_dtype(dtype):
         return "boolean"
     if pd.api.types.is_integer_dtype(dtype):
         return "Int64"
     if pd.api.types.is_float_dtype(dtype):
         return np.float64
-    return "str" if pd.api.types.is_string_dtype(dtype) else dtype
+    return "str" if pd.api.types.is_string_dtype(dtype) and dtype != object else dtype

@@ -98,3 +98,24 @@ def test_two_determinants_and_two_dependents():
     county = repair(f, table, fd, "county")
     assert city.values.tolist() == ["A", "A", "A", "C", "D", "D"]
     assert county.values.tolist()[:4] == ["x", "x", "x", "z"] and county.repaired.tolist()[1]
+
+
+def test_repair_of_dictionary_dates_and_decimals():
+    """Each partition of a Parquet dictionary column holds its own categories: a majority
+    from another partition became missing when cast to them. Dates and decimals come as
+    objects, which the majority once held as strings, and failed to take them."""
+    import datetime
+    from decimal import Decimal
+
+    fd = FunctionalDependency.parse("k -> v")
+    cases = [
+        (pd.Categorical(["x"] * 3), pd.Categorical(["y"]), "x"),
+        (pd.Series([datetime.date(2020, 1, 1)] * 3, dtype=object), pd.Series([datetime.date(2021, 5, 5)], dtype=object), datetime.date(2020, 1, 1)),
+        (pd.Series([Decimal("1.50")] * 3, dtype=object), pd.Series([Decimal("7.25")], dtype=object), Decimal("1.50")),
+    ]
+    for most, other, majority in cases:
+        parts = [pd.DataFrame({"k": ["a"] * len(v), "v": v}) for v in (most, other)]
+        table = majority_table(pd.concat([pair_counts(p, fd) for p in parts], ignore_index=True), fd)
+        r = repair(parts[1], table, fd, "v")
+        assert r.values.tolist() == [majority] and r.repaired.tolist() == [True] and r.majority.tolist() == [majority]
+        assert type(r.values.iloc[0]) is type(majority)
