@@ -423,9 +423,11 @@ class Ranges(MapStage):
             if rule.action == "reject":
                 part = reject(part, outside, _details(f"range:{column}", col))
             elif rule.action == "clip":
-                clipped = col.clip(lower=rule.min, upper=rule.max)
                 whole = all(b is None or float(b).is_integer() for b in (rule.min, rule.max))
-                part[column] = clipped.astype(col.dtype) if whole else clipped.astype(np.float64)
+                # a bound with a fraction makes the column float before the clip: a nullable
+                # integer column cannot hold the bound, and refused it
+                clipped = (col if whole else col.astype(np.float64)).clip(lower=rule.min, upper=rule.max)
+                part[column] = clipped.astype(col.dtype) if whole else clipped
             else:
                 part[column] = _may_hold_missing(col).mask(outside)
             part[f"_m_out_of_range:{column}"] = outside.astype(np.int64)

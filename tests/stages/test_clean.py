@@ -114,6 +114,14 @@ def test_ranges_null_clip_reject_and_allowed_sets(sample):
     assert metrics["out_of_range:hours-per-week"] == (~frame["hours-per-week"].between(10, 60)).sum()
 
 
+def test_ranges_clip_nullable_integers_to_a_fractional_bound():
+    """Parquet integers with nulls arrive as Int64, which cannot hold 20.5: the clip failed."""
+    frame = pd.DataFrame({"id": [f"r{i}" for i in range(6)], "n": pd.array([3, None, 25, 80, 40, 20], dtype="Int64")})
+    kept, _ = run_stage(Ranges(columns={"n": {"min": 20.5, "max": 60, "action": "clip"}}), frame, npartitions=2)
+    assert kept["n"].dtype == np.float64 and kept["n"].tolist()[2:] == [25.0, 60.0, 40.0, 20.5]
+    assert kept["n"].iloc[0] == 20.5 and np.isnan(kept["n"].iloc[1])
+
+
 @pytest.mark.parametrize(
     "rule, message",
     [
