@@ -3,7 +3,9 @@ and fix noisy values (units, ranges, missing values, spellings, outliers, depend
 
 from __future__ import annotations
 
+import datetime
 import functools
+import operator
 import re
 from typing import Any, Literal
 
@@ -67,18 +69,14 @@ class Condition(StageOptions):
             return col.isna().to_numpy()
         if op == "not_null":
             return col.notna().to_numpy()
-        if op == "in":
-            return col.isin(list(v)).to_numpy()
-        if op == "not_in":
-            return (~col.isin(list(v)) & col.notna()).to_numpy()
         if op == "matches":
             return col.astype("string").str.fullmatch(str(v)).fillna(False).to_numpy(dtype=bool)
         try:
-            result = {
-                "==": col == v, "!=": col != v, "<": col < v,
-                "<=": col <= v, ">": col > v, ">=": col >= v,
-            }[op]
-        except TypeError as e:
+            if op in ("in", "not_in"):
+                found = col.isin([_comparable(col, x) for x in v]).to_numpy()
+                return found if op == "in" else ~found & col.notna().to_numpy()
+            result = _COMPARE[op](col, _comparable(col, v))
+        except (TypeError, ValueError) as e:
             raise StageError(f"select: cannot compare column {self.column!r} ({col.dtype}) {op} {v!r}: {e}") from None
         return result.fillna(False).to_numpy(dtype=bool) & col.notna().to_numpy()
 
@@ -92,6 +90,29 @@ class Condition(StageOptions):
 
 
 _OP_NAMES = {"==": "eq", "!=": "ne", "<": "lt", "<=": "le", ">": "gt", ">=": "ge"}
+_COMPARE = {"==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
+
+
+def _comparable(col: pd.Series, value):
+    """A condition's value as the column holds its values. A job file writes a date or time
+    as text (JSON) or as a date (YAML), while a Parquet timestamp column holds Timestamps,
+    often with a zone, and a date column holds dates: compared as they came, a date column
+    never equalled its date written as text and a timestamp column refused a date. A time
+    without a zone is read in the column's zone."""
+    if _is_number_column(col.dtype) and isinstance(value, str):
+        raise TypeError("a number column is not compared with text")
+    if isinstance(col.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_dtype(col.dtype):
+        if isinstance(value, (str, datetime.date)):
+            stamp = pd.Timestamp(value)
+            tz = getattr(col.dtype, "tz", None)
+            if tz is not None:
+                return stamp.tz_localize(tz) if stamp.tzinfo is None else stamp.tz_convert(tz)
+            return stamp
+    elif col.dtype == object and isinstance(value, str):
+        first = col.dropna().iloc[:1].tolist()
+        if first and isinstance(first[0], datetime.date) and not isinstance(first[0], datetime.datetime):
+            return datetime.date.fromisoformat(value)
+    return value
 
 
 class SelectOptions(StageOptions):

@@ -45,6 +45,46 @@ def same_for_any_partitioning(stage_factory, frame, roles=None):
     return kept.set_index("id").loc[order].reset_index(), rejected
 
 
+# -- select ---------------------------------------------------------------------------
+
+
+def test_select_compares_dictionary_date_and_zoned_time_columns():
+    """Columns as a Parquet source gives them. Every comparison was computed for every
+    condition, and an unordered categorical refuses ``<``: ``sex == F`` on a dictionary
+    column failed. Dates and times come as text (JSON) or dates (YAML) from a job file."""
+    import datetime
+
+    import pyarrow as pa
+
+    from dsbuild.io.sources import to_pandas
+    from dsbuild.stages.clean import Select
+
+    paris = datetime.timezone(datetime.timedelta(hours=1))
+    frame = to_pandas(pa.table({
+        "id": [f"r{i}" for i in range(4)],
+        "sex": pa.array(["F", "M", None, "F"]).dictionary_encode(),
+        "day": pa.array([datetime.date(2020, 1, d) for d in (1, 2, 3)] + [None]),
+        "ts": pa.array([datetime.datetime(2021, 3, 1, h, tzinfo=paris) for h in (0, 1, 2, 3)], pa.timestamp("us", tz="Europe/Paris")),
+        "n": pa.array([1, None, 3, 4], pa.int64()),
+    }))
+    conditions = [
+        (("sex", "==", "F"), ["r0", "r3"]),
+        (("sex", "!=", "F"), ["r1"]),
+        (("day", ">=", "2020-01-02"), ["r1", "r2"]),
+        (("day", "==", "2020-01-02"), ["r1"]),
+        (("day", "in", ["2020-01-03"]), ["r2"]),
+        (("day", "<", datetime.date(2020, 1, 2)), ["r0"]),
+        (("ts", ">=", datetime.date(2021, 3, 1)), ["r0", "r1", "r2", "r3"]),
+        (("ts", ">", "2021-03-01T01:30:00+01:00"), ["r2", "r3"]),
+    ]
+    for (column, op, value), want in conditions:
+        kept, _ = run_stage(Select(where=[{"column": column, "op": op, "value": value}]), frame)
+        assert kept["id"].tolist() == want, (column, op, value)
+    for column, value in (("sex", "a"), ("n", "3"), ("day", "soon")):
+        with pytest.raises(StageError, match=f"cannot compare column '{column}'"):
+            run_stage(Select(where=[{"column": column, "op": "<" if column == "sex" else "==", "value": value}]), frame)
+
+
 # -- normalize_units --------------------------------------------------------------------
 
 
