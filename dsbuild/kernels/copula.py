@@ -31,17 +31,29 @@ EPS = 1e-6
 
 @dataclass
 class CategoryCounts:
-    """How often each category occurs; merges by adding."""
+    """How often each category occurs; merges by adding.
+
+    Categories are counted by their text, so that values of any type merge. Where a
+    column's values are not text themselves (booleans, dates, decimals, lists, Parquet
+    dictionary columns), ``values`` maps each text to one of them, so that a sample is a
+    value the column holds, not its text.
+    """
 
     counts: pd.Series = field(default_factory=lambda: pd.Series([], dtype=np.int64))
+    values: dict = field(default_factory=dict)
 
     @classmethod
     def scan(cls, values: pd.Series) -> CategoryCounts:
-        present = values.dropna().astype(str)
-        return cls(present.value_counts(sort=False).astype(np.int64))
+        present = values.dropna()
+        text = present.astype(str)
+        originals = {}
+        if not (pd.api.types.is_string_dtype(values.dtype) and values.dtype != object):
+            distinct = ~text.duplicated().to_numpy()
+            originals = dict(zip(text[distinct], present[distinct].tolist()))
+        return cls(text.value_counts(sort=False).astype(np.int64), originals)
 
     def merge(self, other: CategoryCounts) -> CategoryCounts:
-        return CategoryCounts(self.counts.add(other.counts, fill_value=0).astype(np.int64))
+        return CategoryCounts(self.counts.add(other.counts, fill_value=0).astype(np.int64), {**self.values, **other.values})
 
     def ordered(self) -> tuple[np.ndarray, np.ndarray]:
         """(categories, probabilities), most frequent first, ties by name."""
@@ -59,6 +71,11 @@ class CategoryCounts:
     def quantile(self, q: np.ndarray) -> np.ndarray:
         cats, p = self.ordered()
         i = np.clip(np.searchsorted(np.cumsum(p), q, side="right"), 0, len(cats) - 1)
+        if self.values:
+            originals = np.empty(len(cats), dtype=object)
+            for k, c in enumerate(cats):  # one by one: equal-length lists would make a 2-D array
+                originals[k] = self.values.get(c, c)
+            cats = originals
         return cats[i]
 
 

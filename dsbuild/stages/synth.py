@@ -181,8 +181,6 @@ class Synthesize(Stage):
                 col = sample[c]
                 if pd.api.types.is_integer_dtype(part[c].dtype):
                     col = col.astype(float).round()
-                elif pd.api.types.is_bool_dtype(part[c].dtype):
-                    col = col.map({"True": True, "False": False})
                 out[c] = col
             elif c != ID:
                 out[c] = None
@@ -202,6 +200,9 @@ def _stable_dtypes(frame: pd.DataFrame, like: pd.DataFrame) -> pd.DataFrame:
         want = like[c].dtype
         if frame[c].dtype == want:
             continue
+        if isinstance(want, pd.CategoricalDtype):  # a partition's own categories may lack a new row's
+            extra = pd.Index(frame[c].dropna().unique()).difference(want.categories)
+            want = pd.CategoricalDtype(want.categories.append(extra), want.ordered) if len(extra) else want
         try:
             frame[c] = frame[c].astype(want)
         except (TypeError, ValueError):

@@ -70,3 +70,36 @@ def test_synthesize_same_bytes_for_any_partitioning(adult):
     one, _ = run_stage(Synthesize(rows=2500), small, npartitions=1)
     three, _ = run_stage(Synthesize(rows=2500), small, npartitions=3)
     assert parquet_bytes(one) == parquet_bytes(three)
+
+
+def test_synthesize_samples_values_of_each_column_type(client, tmp_path):
+    """Parquet booleans, dates, lists and dictionary columns (each file with its own
+    categories) are modelled as categories, counted by their text: new rows got that text
+    (a date or list column then failed to write) and a category the emitting partition
+    lacked became missing."""
+    import datetime
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (tmp_path / "in").mkdir()
+    for k, cats in enumerate([["a", "b"], ["c"], ["a"]]):
+        n = 200
+        pq.write_table(pa.table({
+            "x": [float(i % 13) for i in range(n)],
+            "flag": pa.array([None if i % 5 == 0 else i % 2 == 0 for i in range(n)]),
+            "day": [datetime.date(2020, 1, 1 + i % 4) for i in range(n)],
+            "emb": pa.array([[float(i % 3), 1.0] for i in range(n)], pa.list_(pa.float32())),
+            "cat": pa.array([cats[i % len(cats)] for i in range(n)]).dictionary_encode(),
+        }), tmp_path / "in" / f"p{k}.parquet")
+    dsbuild.run({
+        "name": "synth-types", "seed": 0, "source": {"format": "parquet", "path": str(tmp_path / "in")},
+        "stages": [{"synthesize": {"rows": 300}}], "sink": {"path": str(tmp_path / "out")},
+    }, client=client)
+    out = pq.read_table(tmp_path / "out" / "data")
+    new = out.filter(out.column("synthetic")).to_pydict()
+    assert len(new["id"]) == 300
+    assert set(new["cat"]) == {"a", "b", "c"} and new["cat"].count("c") > 30
+    assert {type(v) for v in new["flag"]} == {bool, type(None)}
+    assert set(new["day"]) <= {datetime.date(2020, 1, d) for d in range(1, 5)}
+    assert {tuple(v) for v in new["emb"]} <= {(0.0, 1.0), (1.0, 1.0), (2.0, 1.0)}
