@@ -59,6 +59,7 @@ from dsbuild.stages.base import (
     FitApplyStage,
     StageError,
     StageOptions,
+    as_dtype,
     register,
     reject,
     with_marks,
@@ -651,7 +652,7 @@ class Massage(FairnessStage):
             labels = part[self.label].to_numpy(dtype=object, copy=True)
             labels[promote] = state["favorable"]
             labels[demote] = state["unfavorable"]
-            part[self.label] = pd.Series(labels, index=part.index).astype(part[self.label].dtype)
+            part[self.label] = as_dtype(pd.Series(labels, index=part.index), part[self.label].dtype)
         part[f"{METRIC}promoted"] = promote.astype(np.int64)
         part[f"{METRIC}demoted"] = demote.astype(np.int64)
         return part

@@ -35,6 +35,7 @@ from dsbuild.stages.base import (
     FitApplyStage,
     StageError,
     StageOptions,
+    as_dtype,
     register,
     reject,
 )
@@ -599,7 +600,7 @@ class LabelIssues(_Features, FitApplyStage):
             part[self.options.original_column] = part[column]
             new = part[column].astype(object).to_numpy(copy=True)
             new[flagged] = suggested[flagged]
-            part[column] = pd.Series(new, index=part.index).astype(part[column].dtype)
+            part[column] = as_dtype(pd.Series(new, index=part.index), part[column].dtype)
             part["_m_relabelled"] = flagged.astype(np.int64)
         part["_m_label_issues"] = flagged.astype(np.int64)
         for r in range(len(state["rounds"])):

@@ -20,7 +20,7 @@ from pydantic import Field
 from dsbuild.kernels import smote as smote_kernel
 from dsbuild.kernels.copula import GaussianCopula, Marginals, ScoreMoments
 from dsbuild.records import ID, child_id, record_rng
-from dsbuild.stages.base import ADDED, KEY, Stage, StageError, StageOptions, register, with_marks
+from dsbuild.stages.base import ADDED, KEY, Stage, StageError, StageOptions, as_dtype, register, with_marks
 
 # -- oversample -------------------------------------------------------------------------
 
@@ -200,11 +200,8 @@ def _stable_dtypes(frame: pd.DataFrame, like: pd.DataFrame) -> pd.DataFrame:
         want = like[c].dtype
         if frame[c].dtype == want:
             continue
-        if isinstance(want, pd.CategoricalDtype):  # a partition's own categories may lack a new row's
-            extra = pd.Index(frame[c].dropna().unique()).difference(want.categories)
-            want = pd.CategoricalDtype(want.categories.append(extra), want.ordered) if len(extra) else want
         try:
-            frame[c] = frame[c].astype(want)
+            frame[c] = as_dtype(frame[c], want)
         except (TypeError, ValueError):
             frame[c] = frame[c].astype(object)
     return frame

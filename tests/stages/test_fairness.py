@@ -271,3 +271,28 @@ def test_order_warnings_name_both_stages_and_say_why():
     notes = order_warnings_for_job([fair, dedup])
     assert len(notes) == 1 and "'reweigh'" in notes[0] and "'exact_dedup'" in notes[0] and "duplicates" in notes[0]
     assert order_warnings_for_job([dedup, fair]) == []
+
+
+def test_massage_promotes_into_a_file_whose_dictionary_lacks_the_label(client, tmp_path):
+    """A Parquet dictionary label, one file holding only 'no' (its dictionary has no 'yes')
+    and the rows nearest the boundary: a promoted row's 'yes' was cast to that file's
+    categories and came out missing."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "in").mkdir()
+    for k, label in enumerate(["yes", "no", "no"]):
+        sex = np.where((np.arange(300) % 10 < 7) == (label == "yes"), "M", "F")
+        x = rng.normal(size=300) + (1.0 if label == "yes" else -1.0) + (2.5 if k == 2 else 0.0)
+        pq.write_table(pa.table({"x": x, "sex": sex, "y": pa.array([label] * 300).dictionary_encode()}), tmp_path / "in" / f"p{k}.parquet")
+    manifest = dsbuild.run({
+        "name": "massage", "seed": 0, "source": {"format": "parquet", "path": str(tmp_path / "in")},
+        "columns": {"label": "y", "sensitive": ["sex"], "features": ["x"]},
+        "stages": [{"massage": {"favorable": "yes"}}], "sink": {"path": str(tmp_path / "out")},
+    }, client=client)
+    out = pd.read_parquet(tmp_path / "out" / "data")
+    promoted = manifest["stages"][1]["metrics"]["promoted"]
+    assert promoted > 0 and out["y"].notna().all()
+    assert (out["y"] == "yes").sum() == 300 + promoted - manifest["stages"][1]["metrics"]["demoted"]
+    assert (out.loc[out["id"].str.startswith("p2"), "y"] == "yes").sum() > 0

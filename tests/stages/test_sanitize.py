@@ -238,3 +238,30 @@ def test_large_budget_goes_through_histograms_and_stays_exact(poisoned, monkeypa
         _, rejected = run_stage(stage, poisoned, npartitions=4, roles=_roles(poisoned))
     assert stage.summary()["passes_to_find_cut"] >= 2  # a histogram round, then the collection
     assert rejected["id"].tolist() == small["id"].tolist()
+
+
+def test_label_issues_relabel_into_a_file_whose_dictionary_lacks_the_label(client, tmp_path):
+    """A Parquet dictionary label, one file holding only 'no' (its dictionary has no 'yes')
+    while some of its rows look like 'yes': their new label was cast to that file's
+    categories and came out missing."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    import dsbuild
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "in").mkdir()
+    for k, label in enumerate(["yes", "no", "no"]):
+        x = rng.normal(size=(300, 2)) + (1.5 if label == "yes" else -1.5)
+        looks_yes = np.arange(300) % 12 == 0
+        x[looks_yes] += 3.0 if label == "no" else 0.0
+        y = [label if k == 2 or not looks_yes[i] else ("no" if label == "yes" else "yes") for i in range(300)]
+        pq.write_table(pa.table({"x": x[:, 0], "x2": x[:, 1], "y": pa.array(y).dictionary_encode()}), tmp_path / "in" / f"p{k}.parquet")
+    dsbuild.run({
+        "name": "relabel", "seed": 0, "source": {"format": "parquet", "path": str(tmp_path / "in")},
+        "columns": {"label": "y"}, "stages": [{"label_issues": {"action": "relabel"}}], "sink": {"path": str(tmp_path / "out")},
+    }, client=client)
+    out = pd.read_parquet(tmp_path / "out" / "data")
+    relabelled = out[out["y"].astype(object) != out["original_label"].astype(object)]
+    in_file_2 = relabelled[relabelled["id"].str.startswith("p2")]
+    assert out["y"].notna().all() and len(in_file_2) >= 10 and (in_file_2["y"] == "yes").all()
