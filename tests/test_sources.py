@@ -162,3 +162,18 @@ def test_csv_own_id_column_is_kept(tmp_path):
     df = read({"format": "csv", "path": str(tmp_path / "a.csv")}).set_index("id")
     assert df.loc["u7", "v"] == 1 and df.loc["u9", "v"] == 2
     assert df.loc["a.csv:2", REJECT] == "csv:fields=expected 2, got 3"  # unparseable: no own id to use
+
+
+def test_parquet_files_whose_types_differ_without_losing_values(tmp_path):
+    """Files written apart by pandas: a column entirely missing in one file (type null),
+    categoricals with few and with many categories (int8 and int16 dictionary indices),
+    integers in one file and floats in another (where pandas met a missing value),
+    columns in another order. Each was refused as a schema clash."""
+    pd.DataFrame({"x": [1, 2], "note": ["a", "b"], "c": pd.Categorical(["u", "v"])}).to_parquet(tmp_path / "a.parquet")
+    many = [f"k{i}" for i in range(300)]
+    pd.DataFrame({"note": [None, None], "x": [3.5, np.nan], "c": pd.Categorical(["k0", "k299"], categories=many)}).to_parquet(tmp_path / "b.parquet")
+    assert pq.read_schema(tmp_path / "b.parquet").field("note").type == pa.null()
+    df = read({"format": "parquet", "path": str(tmp_path)}).sort_values("id")
+    assert df["x"].tolist()[:3] == [1.0, 2.0, 3.5] and np.isnan(df["x"].iloc[3])
+    assert df["note"].tolist()[:2] == ["a", "b"] and df["note"].iloc[2:].isna().all()
+    assert df["c"].astype(str).tolist() == ["u", "v", "k0", "k299"]

@@ -210,10 +210,7 @@ def _read_parquet(spec: ParquetSource) -> Source:
             if missing:
                 raise SourceError(f"{path}: no column {missing[0]!r}; columns are {file_schema.names}")
             file_schema = pa.schema([file_schema.field(c) for c in spec.columns])
-        if schema is None:
-            schema = file_schema
-        else:
-            _check_same_schema(schema, file_schema, path, files[0])
+        schema = file_schema if schema is None else _common_schema(schema, file_schema, path, files[0])
         records.append(record)
         rel = _relative(path, root)
         start, groups = 0, []
@@ -238,16 +235,36 @@ def _read_parquet(spec: ParquetSource) -> Source:
     return Source(frame, records, skipped)
 
 
-def _check_same_schema(first: pa.Schema, other: pa.Schema, path: str, first_path: str) -> None:
+def _common_schema(first: pa.Schema, other: pa.Schema, path: str, first_path: str) -> pa.Schema:
+    """The first file's columns, each in a type that holds the values of both files.
+
+    Files written apart differ in types that lose no value: a column entirely null in one
+    file (pandas writes it as type null), a dictionary's index width (pandas picks it by
+    the number of categories), string or large_string, integer widths, integers in one
+    file and floats in another (where pandas met a missing value), a decimal's precision,
+    a timestamp's unit. Such files once failed as a clash; types that cannot hold each
+    other's values (text and numbers, times with and without a zone) still do.
+    """
+    extra = [n for n in other.names if n not in first.names]
+    if extra:
+        raise SourceError(f"{path}: column {extra[0]!r} is not in {first_path}; read the files as separate sources")
+    fields = []
     for f in first:
         if f.name not in other.names:
             raise SourceError(f"{path}: column {f.name!r} (in {first_path}) is missing")
         t = other.field(f.name).type
-        if t != f.type and not (pa.types.is_integer(t) and pa.types.is_integer(f.type)):
+        if t == f.type:
+            fields.append(f)
+            continue
+        try:
+            common = pa.unify_schemas([pa.schema([f]), pa.schema([other.field(f.name)])], promote_options="permissive")
+        except (pa.ArrowTypeError, pa.ArrowInvalid, pa.ArrowNotImplementedError):
             raise SourceError(
                 f"{path}: column {f.name!r} has type {t}, but {f.type} in {first_path}; "
                 "cast it or read the files as separate sources"
-            )
+            ) from None
+        fields.append(common.field(0))
+    return pa.schema(fields, metadata=first.metadata)
 
 
 class _ParquetPiece:
@@ -258,7 +275,8 @@ class _ParquetPiece:
         path, rel, groups, start = piece
         with self.fs.open(path, "rb") as f:
             table = pq.ParquetFile(f).read_row_groups(list(groups), columns=self.columns) if groups else self.schema.empty_table()
-        table = table.cast(self.schema) if table.schema != self.schema else table
+        if table.schema != self.schema:  # the file's own types (see _common_schema), or its column order
+            table = table.select(self.schema.names).cast(self.schema)
         return _with_id(to_pandas(table), rel, start)
 
 
