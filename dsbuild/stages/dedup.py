@@ -831,10 +831,10 @@ class Decontaminate(Stage):
             return TextSigner(self._columns(meta), o.num_perm, o.shingle, o.unit, o.threshold, seed=self.ctx.seed + 1)
         return None
 
-    def exact_hashes(self, part: pd.DataFrame, cols: list[str]) -> np.ndarray:
+    def exact_hashes(self, part: pd.DataFrame, cols: list[str], dtypes: dict | None = None) -> np.ndarray:
         if self._kind(part) == "image" or (len(cols) == 1 and cols[0] == self.ctx.roles.image_column):
             return image_content_hashes(part[cols[0]].to_numpy())
-        return row_hashes(part, cols)
+        return row_hashes(part[cols].astype(dtypes) if dtypes else part, cols)
 
     def build(self, frame, shapes):
         from dsbuild.io.sources import read_source
@@ -843,14 +843,15 @@ class Decontaminate(Stage):
         cols = self._columns(frame._meta, reference._meta)
         self.require_columns(reference._meta, cols, what="reference column")
         signer = self.signer(frame._meta)
-        index = shapes.fit(reference, lambda p, s: self._index(p, cols, signer), lambda a, b: a.merge(b), label=f"{self.ctx.name}-reference")
+        dtypes = _hash_dtypes(frame._meta, reference._meta, cols)
+        index = shapes.fit(reference, lambda p, s: self._index(p, cols, signer, dtypes), lambda a, b: a.merge(b), label=f"{self.ctx.name}-reference")
         self.reference_rows_ = len(index.exact)
-        return shapes.map(frame, self._check_rows, cols, signer, shapes.broadcast(index), label=self.ctx.name)
+        return shapes.map(frame, self._check_rows, cols, signer, shapes.broadcast(index), dtypes, label=self.ctx.name)
 
-    def _index(self, part: pd.DataFrame, cols, signer) -> ReferenceIndex:
+    def _index(self, part: pd.DataFrame, cols, signer, dtypes: dict) -> ReferenceIndex:
         ids = part[ID].astype(str).to_numpy(dtype=object)
         exact: dict = {}
-        for h, rid in zip(self.exact_hashes(part, cols).tolist(), ids):
+        for h, rid in zip(self.exact_hashes(part, cols, dtypes).tolist(), ids):
             exact[h] = min(rid, exact.get(h, rid))
         buckets: dict = {}
         payloads: dict = {}
@@ -864,13 +865,13 @@ class Decontaminate(Stage):
                         buckets.setdefault(k, []).append((rid, variant))
         return ReferenceIndex(exact, buckets, payloads)
 
-    def _check_rows(self, part: pd.DataFrame, cols, signer, index: ReferenceIndex) -> pd.DataFrame:
+    def _check_rows(self, part: pd.DataFrame, cols, signer, index: ReferenceIndex, dtypes: dict) -> pd.DataFrame:
         part = with_marks(part)
         n = len(part)
         leak = np.full(n, None, dtype=object)
         near = np.zeros(n, dtype=np.int64)
         if n:
-            for r, h in enumerate(self.exact_hashes(part, cols).tolist()):
+            for r, h in enumerate(self.exact_hashes(part, cols, dtypes).tolist()):
                 leak[r] = index.exact.get(h)
         part["_m_exact_leaks"] = pd.notna(leak).astype(np.int64)
         if signer is not None and n:
@@ -889,3 +890,25 @@ class Decontaminate(Stage):
 
     def summary(self) -> dict:
         return {"reference_rows_indexed": getattr(self, "reference_rows_", None)}
+
+
+def _hash_dtypes(data: pd.DataFrame, reference: pd.DataFrame, cols: list[str]) -> dict:
+    """A dtype for each compared column whose dtype differs between the data and the
+    reference, in which equal values of both hash alike. Sets written apart differ in
+    type, not value: integers that are floats where the other set had a missing value,
+    timestamps in another unit or zone, booleans with and without nulls; hashed as they
+    came, no row of one matched the other, and every leak was kept."""
+    out = {}
+    for c in cols:
+        a, b = data[c].dtype, reference[c].dtype
+        if a == b:
+            continue
+        if all(pd.api.types.is_bool_dtype(t) for t in (a, b)):
+            out[c] = "boolean"
+        elif all(pd.api.types.is_numeric_dtype(t) and not pd.api.types.is_bool_dtype(t) for t in (a, b)):
+            out[c] = np.float64
+        elif all(isinstance(t, pd.DatetimeTZDtype) for t in (a, b)):
+            out[c] = pd.DatetimeTZDtype("ns", "UTC")
+        elif all(pd.api.types.is_datetime64_dtype(t) for t in (a, b)):
+            out[c] = np.dtype("datetime64[ns]")
+    return out

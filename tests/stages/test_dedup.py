@@ -167,6 +167,36 @@ def test_decontaminate_drops_exact_and_near_copies_of_the_reference(tmp_path, co
     assert caught >= 0.85 and not train.loc[~leaked, "id"].isin(rej["id"]).any()
 
 
+def test_decontaminate_rows_of_a_reference_written_with_other_types(tmp_path):
+    """The test split written by pandas (integers as floats beside a missing value,
+    timestamps in nanoseconds) and the data by another tool (nullable integers,
+    microseconds, booleans with nulls): equal rows hashed apart and no leak was caught."""
+    import datetime
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from dsbuild.io.sources import to_pandas
+    from dsbuild.stages.dedup import Decontaminate
+
+    start = datetime.datetime(2021, 1, 1, tzinfo=datetime.timezone.utc)
+    data = to_pandas(pa.table({
+        "id": [f"r{i}" for i in range(6)],
+        "n": pa.array([1, 2, 3, None, 5, 6], pa.int64()),
+        "t": pa.array([start + datetime.timedelta(hours=i) for i in range(6)], pa.timestamp("us", tz="UTC")),
+        "b": pa.array([True, False, None, True, False, True]),
+    }))
+    reference = data.iloc[[0, 2, 3]].assign(
+        id=lambda d: "test-" + d["id"], n=lambda d: d["n"].astype("float64"),
+        t=lambda d: d["t"].dt.tz_convert("Europe/Paris").astype("datetime64[ns, Europe/Paris]"), b=lambda d: d["b"].astype(object),
+    )
+    reference.to_parquet(tmp_path / "test.parquet")
+    assert pq.read_schema(tmp_path / "test.parquet").field("n").type == pa.float64()
+    stage = Decontaminate(reference={"format": "parquet", "path": str(tmp_path / "test.parquet")}, match="exact", kind="rows")
+    kept, rej = run_stage(stage, data, npartitions=2)
+    assert rej["id"].tolist() == ["r0", "r2", "r3"] and rej["reason"].tolist() == ["contaminated=test-r0", "contaminated=test-r2", "contaminated=test-r3"]
+
+
 def test_keeper_is_the_lowest_id_in_long_and_short_runs():
     import pyarrow as pa
 
