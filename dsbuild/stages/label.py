@@ -379,11 +379,25 @@ def _code_annotations(part: pd.DataFrame, annotators: pd.Index, classes: Classes
     item = part[ITEM][keep]
     return pd.DataFrame(
         {
-            ITEM: item.astype(str).reset_index(drop=True),  # the dtype of every id the stage merges on (gold, the data)
+            ITEM: _item_text(item).reset_index(drop=True),  # the dtype of every id the stage merges on (gold, the data)
             A_CODE: a[keep].astype(np.int32),
             L_CODE: label[keep].astype(crowd.label_dtype(len(classes))),
         }
     )
+
+
+def _item_text(items: pd.Series) -> pd.Series:
+    """Item ids as the data's ids are written. pandas makes an id column float where one
+    value is missing, and ``10.0`` matched no row ``10``: every row was rejected as having
+    no annotations. Whole floats are written as integers."""
+    text = items.astype(str)
+    if pd.api.types.is_float_dtype(items.dtype):
+        f = items.to_numpy(dtype=np.float64, na_value=np.nan)
+        whole = np.isfinite(f) & (f == np.floor(f))
+        text = text.to_numpy(dtype=object)
+        text[whole] = [str(int(v)) for v in f[whole]]
+        text = pd.Series(text, index=items.index).astype(str)
+    return text
 
 
 def _codes_via_uniques(values: pd.Series, code_uniques) -> np.ndarray:

@@ -131,6 +131,19 @@ def test_messy_annotations_are_counted_not_fatal():
     assert kept.set_index("id")["label_annotations"].to_dict() == {"a": 4, "b": 2, "c": 0, "d": 0}
 
 
+def test_float_item_ids_match_integer_ids():
+    """An item column with a missing value is float to pandas: item 10.0 matched no data
+    row 10, and every row was rejected as having no annotations."""
+    data = pd.DataFrame({"id": pd.array([10, 11, 12], dtype="Int64").astype(str), "x": [1.0, 2.0, 3.0]})
+    ann = pd.DataFrame({"task": [10, 10, 11, 11, 12, np.nan], "worker": ["w1", "w2", "w1", "w2", "w1", "w2"],
+                        "answer": [True, True, False, False, True, True]})
+    assert ann["task"].dtype == np.float64
+    stage = AggregateLabels(annotations={"frame": ann, "item": "task", "annotator": "worker", "label": "answer"},
+                            method="majority_vote", output="y")
+    kept, rejected = run_stage(stage, data, npartitions=2)
+    assert rejected.empty and kept.set_index("id")["y"].to_dict() == {"10": True, "11": False, "12": True}
+
+
 def test_single_answer_annotators_and_min_votes(digits_crowd):
     y, ids, ann, data, _ = digits_crowd
     extra = pd.DataFrame({"item": ids[:5], "annotator": [f"once{i}" for i in range(5)], "label": y[:5]})
