@@ -7,6 +7,7 @@ functions ``frame -> labels`` instead (``None``/NaN abstains).
 
 from __future__ import annotations
 
+import datetime
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +25,26 @@ COMPARISONS = {
     ">=": lambda c, v: c >= v,
 }
 OPS = (*COMPARISONS, "in", "not_in", "between", "contains", "matches", "is_null", "not_null")
+
+
+def comparable(col: pd.Series, value):
+    """A condition's value as the column holds its values. A job file writes a date or time
+    as text (JSON) or as a date (YAML), while a Parquet timestamp column holds Timestamps,
+    often with a zone, and a date column holds dates: compared as they came, a date column
+    never equalled its date written as text and refused ``<`` with it, and a timestamp
+    column refused a date. A time without a zone is read in the column's zone."""
+    if isinstance(col.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_dtype(col.dtype):
+        if isinstance(value, (str, datetime.date)):
+            stamp = pd.Timestamp(value)
+            tz = getattr(col.dtype, "tz", None)
+            if tz is not None:
+                return stamp.tz_localize(tz) if stamp.tzinfo is None else stamp.tz_convert(tz)
+            return stamp
+    elif col.dtype == object and isinstance(value, str):
+        first = col.dropna().iloc[:1].tolist()
+        if first and isinstance(first[0], datetime.date) and not isinstance(first[0], datetime.datetime):
+            return datetime.date.fromisoformat(value)
+    return value
 
 
 @dataclass(frozen=True)
@@ -58,10 +79,17 @@ class RuleCondition:
             return ~present
         if op == "not_null":
             return present
+        try:
+            if op in ("in", "not_in", "between"):
+                v = [comparable(col, x) for x in v]
+            elif op in COMPARISONS:
+                v = comparable(col, v)
+        except ValueError as e:
+            raise ValueError(f"condition on column {self.column!r} ({col.dtype}): {v!r} is not a value of it: {e}") from None
         if op == "in":
-            return col.isin(list(v)).to_numpy() & present
+            return col.isin(v).to_numpy() & present
         if op == "not_in":
-            return ~col.isin(list(v)).to_numpy() & present
+            return ~col.isin(v).to_numpy() & present
         if op in ("contains", "matches"):
             text = col.astype("string")
             flags = 0 if self.case else re.IGNORECASE

@@ -3,7 +3,6 @@ and fix noisy values (units, ranges, missing values, spellings, outliers, depend
 
 from __future__ import annotations
 
-import datetime
 import functools
 import operator
 import re
@@ -21,6 +20,7 @@ from dsbuild.kernels.constraints import (
     repair,
 )
 from dsbuild.kernels.decode import image_problem
+from dsbuild.kernels.labeling_functions import comparable
 from dsbuild.kernels.robust import Distribution, ValueCounts, _present, iqr_fences, robust_scale
 from dsbuild.kernels.units import UnitTable, convert_column
 from dsbuild.records import ID
@@ -94,25 +94,11 @@ _COMPARE = {"==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operat
 
 
 def _comparable(col: pd.Series, value):
-    """A condition's value as the column holds its values. A job file writes a date or time
-    as text (JSON) or as a date (YAML), while a Parquet timestamp column holds Timestamps,
-    often with a zone, and a date column holds dates: compared as they came, a date column
-    never equalled its date written as text and a timestamp column refused a date. A time
-    without a zone is read in the column's zone."""
+    """A condition's value as the column holds its values (see :func:`comparable`); text
+    is never compared with a number column, which would only ever be unequal."""
     if _is_number_column(col.dtype) and isinstance(value, str):
         raise TypeError("a number column is not compared with text")
-    if isinstance(col.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_dtype(col.dtype):
-        if isinstance(value, (str, datetime.date)):
-            stamp = pd.Timestamp(value)
-            tz = getattr(col.dtype, "tz", None)
-            if tz is not None:
-                return stamp.tz_localize(tz) if stamp.tzinfo is None else stamp.tz_convert(tz)
-            return stamp
-    elif col.dtype == object and isinstance(value, str):
-        first = col.dropna().iloc[:1].tolist()
-        if first and isinstance(first[0], datetime.date) and not isinstance(first[0], datetime.datetime):
-            return datetime.date.fromisoformat(value)
-    return value
+    return comparable(col, value)
 
 
 class SelectOptions(StageOptions):

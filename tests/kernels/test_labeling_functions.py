@@ -81,3 +81,31 @@ def test_functions_and_the_vote_matrix(adult):
 def test_bad_rule_specs_say_why(spec, message):
     with pytest.raises(ValueError, match=message):
         LabelingRule.from_spec(spec)
+
+
+def test_conditions_on_dates_and_zoned_times_from_a_job_file():
+    """Parquet dates come as date objects and timestamps often with a zone, while a job
+    file writes a date as text (JSON) or a date (YAML): '==' and 'in' never held and
+    '<' and 'between' failed."""
+    import datetime
+
+    import pyarrow as pa
+
+    from dsbuild.io.sources import to_pandas
+
+    frame = to_pandas(pa.table({
+        "d": pa.array([datetime.date(2020, 1, i) for i in (1, 2, 3)] + [None]),
+        "t": pa.array([datetime.datetime(2021, 1, 1, h, tzinfo=datetime.timezone.utc) for h in (0, 12, 23)] + [None], pa.timestamp("us", tz="Asia/Tokyo")),
+    }))
+    cases = [
+        (("d", "==", "2020-01-02"), [False, True, False, False]),
+        (("d", "in", ["2020-01-03"]), [False, False, True, False]),
+        (("d", ">=", "2020-01-02"), [False, True, True, False]),
+        (("d", "between", ["2020-01-01", "2020-01-02"]), [True, True, False, False]),
+        (("t", "<", datetime.date(2021, 1, 2)), [True, True, False, False]),
+        (("t", ">", "2021-01-01T20:00:00+00:00"), [False, False, True, False]),
+    ]
+    for (column, op, value), want in cases:
+        assert RuleCondition(column, op, value).holds(frame).tolist() == want, (column, op, value)
+    with pytest.raises(ValueError, match="column 'd'"):
+        RuleCondition("d", "==", "soon").holds(frame)
