@@ -148,15 +148,23 @@ def _run_on_current(spec: JobSpec, sink: Sink, client, progress: bool, resume: b
         if INTERRUPTED.is_set():
             raise KeyboardInterrupt
         sink.commit()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         if not sink.has_checkpoints():
-            sink.abort()
+            _abort(sink, e)
         raise
-    except BaseException:
-        sink.abort()
+    except BaseException as e:
+        _abort(sink, e)
         raise
     manifest["output"] = sink.path
     return manifest
+
+
+def _abort(sink: Sink, error: BaseException) -> None:
+    """Remove the run's temporary folder without hiding why the run failed."""
+    try:
+        sink.abort()
+    except OSError as e:
+        error.add_note(f"dsbuild could not remove the temporary folder {sink.tmp}: {e}")
 
 
 class Execution:

@@ -72,3 +72,36 @@ def test_files_of_a_sixteenth_of_the_byte_limit_are_written_as_shards(tmp_path):
         assert hashlib.sha256((tmp_path / "out.tmp-t" / s["file"]).read_bytes()).hexdigest() == s["sha256"]
     ids = pq.read_table(tmp_path / "out.tmp-t" / "data").column("id").to_pylist()
     assert ids == [f"r{i:05d}" for i in range(120)]
+
+
+def test_abort_outlasts_tasks_still_writing(tmp_path):
+    """After a task fails, the job's other tasks may still write into the temporary folder
+    while the driver removes it; the removal must neither fail on their files nor leave
+    the folder behind."""
+    import threading
+    import time
+
+    from dsbuild.io.sink import Sink
+
+    sink = Sink(str(tmp_path / "out"), shard_rows=1000, shard_bytes=2**20, compression="zstd")
+    staging = f"{sink.tmp}/data/000"
+    FS.makedirs(staging, exist_ok=True)
+    for i in range(200):
+        FS.pipe(f"{staging}/old-{i}.arrow", b"x" * 100)
+    stop = time.monotonic() + 0.8
+
+    def late_task():
+        i = 0
+        while time.monotonic() < stop:
+            FS.makedirs(staging, exist_ok=True)
+            FS.pipe(f"{staging}/late-{i}.arrow", b"x")
+            i += 1
+
+    writer = threading.Thread(target=late_task)
+    writer.start()
+    try:
+        sink.abort()
+    finally:
+        writer.join()
+    sink.abort()  # what the writer made after a removal that won the race
+    assert not FS.exists(sink.tmp)

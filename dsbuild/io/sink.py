@@ -14,6 +14,7 @@ import hashlib
 import itertools
 import json
 import posixpath
+import time
 import uuid
 
 import dask
@@ -210,8 +211,19 @@ class Sink:
             self.fs.rm(old, recursive=True)
 
     def abort(self) -> None:
-        if self.fs.exists(self.tmp):
-            self.fs.rm(self.tmp, recursive=True)
+        """Remove the temporary folder. After a task fails, the job's other tasks may still
+        be writing into it (a failure does not stop them), and a removal that meets a file
+        written meanwhile fails ("Directory not empty"): it is retried while they finish."""
+        for wait in (0.1, 0.3, 1.0, 2.0, None):
+            if not self.fs.exists(self.tmp):
+                return
+            try:
+                self.fs.rm(self.tmp, recursive=True)
+                return
+            except OSError:
+                if wait is None:
+                    raise
+                time.sleep(wait)
 
 
 def _public(shard: dict, root: str) -> dict:
