@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from dsbuild.kernels.dtypes import holding
+
 
 @dataclass(frozen=True)
 class FunctionalDependency:
@@ -160,8 +162,8 @@ def repair(frame: pd.DataFrame, table: pd.DataFrame, fd: FunctionalDependency, d
     n = len(frame)
     pos = table_positions(frame, table, fd.determinant)
     at = np.flatnonzero(pos >= 0)
-    if isinstance(col.dtype, pd.CategoricalDtype) and len(at):
-        col = _with_categories(col, table[MAJORITY + dep].iloc[pos[at]])
+    if len(at):
+        col = col.astype(holding(col.dtype, table[MAJORITY + dep].iloc[pos[at]]))
     repaired = np.zeros(n, dtype=bool)
     unresolved = np.zeros(n, dtype=bool)
     majority = pd.Series(pd.NA, index=frame.index, dtype=_nullable(col.dtype))
@@ -183,14 +185,6 @@ def repair(frame: pd.DataFrame, table: pd.DataFrame, fd: FunctionalDependency, d
         values = col.copy()
         values.iloc[changed] = winner[differs].to_numpy()
     return Repair(values, repaired, unresolved, majority)
-
-
-def _with_categories(col: pd.Series, values: pd.Series) -> pd.Series:
-    """A categorical column that can also hold ``values``: each partition of a Parquet
-    dictionary column has its own categories, and a majority from other partitions cast
-    to this one's became missing."""
-    new = pd.Index(values.dropna().unique()).difference(col.cat.categories)
-    return col.cat.add_categories(new) if len(new) else col
 
 
 def _nullable(dtype):

@@ -35,7 +35,8 @@ def _sum_counts(keys: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.nd
     return uniq, np.bincount(inverse, weights=counts, minlength=len(uniq)).astype(np.int64)
 
 
-def _present(values) -> np.ndarray:
+def present_values(values) -> np.ndarray:
+    """The values that are not missing, as numbers (float64) or as text: how counts key them."""
     s = pd.Series(values) if not isinstance(values, pd.Series) else values
     s = s[s.notna()]
     if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
@@ -52,7 +53,7 @@ class ValueCounts:
 
     @classmethod
     def of(cls, values) -> ValueCounts:
-        present = _present(values)
+        present = present_values(values)
         vc = pd.Series(present).value_counts(sort=False)
         keys = vc.index.to_numpy(dtype=present.dtype)
         order = np.argsort(keys, kind="stable")
@@ -116,7 +117,7 @@ class ValueCounts:
         if not len(values):
             return {}
         vcodes, uniques = pd.factorize(values, sort=True)
-        uniques = _present(pd.Series(uniques))
+        uniques = present_values(pd.Series(uniques))
         nv = len(uniques)
         keys = codes.astype(np.int64) * nv + vcodes
         span = (int(codes.max()) + 1) * nv
@@ -174,7 +175,7 @@ class QuantileSketch:
 
     @classmethod
     def of(cls, values, alpha: float = 0.005) -> QuantileSketch:
-        return cls(alpha).add(_present(values))
+        return cls(alpha).add(present_values(values))
 
     def merge(self, other: QuantileSketch) -> QuantileSketch:
         if other.alpha != self.alpha:

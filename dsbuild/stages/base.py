@@ -174,17 +174,6 @@ def reject(part: pd.DataFrame, mask, reason) -> pd.DataFrame:
     return part
 
 
-def as_dtype(values: pd.Series, dtype) -> pd.Series:
-    """``values`` cast to a column's ``dtype``; a categorical gains the categories the
-    values need. Each partition of a Parquet dictionary column holds its own categories,
-    and a value learned from other partitions (a new label) cast to them became missing."""
-    if isinstance(dtype, pd.CategoricalDtype):
-        extra = pd.Index(values.dropna().unique()).difference(dtype.categories, sort=False)
-        if len(extra):
-            dtype = pd.CategoricalDtype(dtype.categories.append(extra), dtype.ordered)
-    return values.astype(dtype)
-
-
 class MapStage(Stage):
     """``partition -> partition``: rules, decoding, augmentation, hashing."""
 

@@ -20,8 +20,9 @@ from dsbuild.kernels.constraints import (
     repair,
 )
 from dsbuild.kernels.decode import image_problem
+from dsbuild.kernels.dtypes import holding
 from dsbuild.kernels.labeling_functions import comparable
-from dsbuild.kernels.robust import Distribution, ValueCounts, _present, iqr_fences, robust_scale
+from dsbuild.kernels.robust import Distribution, ValueCounts, iqr_fences, present_values, robust_scale
 from dsbuild.kernels.units import UnitTable, convert_column
 from dsbuild.records import ID
 from dsbuild.stages.base import (
@@ -555,10 +556,7 @@ class Impute(FitApplyStage):
                     if pd.api.types.is_integer_dtype(col.dtype):
                         values = np.round(values)
                 if len(rows):
-                    col = col.copy()
-                    if isinstance(col.dtype, pd.CategoricalDtype):
-                        new = pd.unique(values[~pd.Series(values).isin(col.cat.categories).to_numpy()])
-                        col = col.cat.add_categories(new) if len(new) else col
+                    col = col.astype(holding(col.dtype, values), copy=True)
                     col.iloc[rows] = values
             can = np.zeros(len(part), dtype=bool)
             can[rows] = True
@@ -595,7 +593,7 @@ class _Mode:
     @classmethod
     def by_group(cls, found: dict[int, ValueCounts], column: pd.Series) -> dict[int, _Mode]:
         distinct = column.dropna().drop_duplicates()
-        value_of = dict(zip(_present(distinct), distinct.tolist()))
+        value_of = dict(zip(present_values(distinct), distinct.tolist()))
         return {g: cls(vc, {t: value_of[t] for t in vc.values}) for g, vc in found.items()}
 
     def merge(self, other: _Mode) -> _Mode:

@@ -31,6 +31,7 @@ from pydantic import Field, field_validator
 
 from dsbuild.kernels import selection
 from dsbuild.kernels.correlation import CorrelationRemover, Moments
+from dsbuild.kernels.dtypes import as_dtype
 from dsbuild.kernels.fairness import (
     GROUP_JOIN,
     LABEL,
@@ -59,7 +60,6 @@ from dsbuild.stages.base import (
     FitApplyStage,
     StageError,
     StageOptions,
-    as_dtype,
     register,
     reject,
     with_marks,

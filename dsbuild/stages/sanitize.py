@@ -14,6 +14,7 @@ import pandas as pd
 from pydantic import Field, model_validator
 
 from dsbuild.kernels import confident as cl
+from dsbuild.kernels.dtypes import as_dtype
 from dsbuild.kernels.features import image_features
 from dsbuild.kernels.moments import ClassMoments, ColumnMoments
 from dsbuild.kernels.sanitize import (
@@ -35,7 +36,6 @@ from dsbuild.stages.base import (
     FitApplyStage,
     StageError,
     StageOptions,
-    as_dtype,
     register,
     reject,
 )

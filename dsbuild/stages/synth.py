@@ -19,8 +19,9 @@ from pydantic import Field
 
 from dsbuild.kernels import smote as smote_kernel
 from dsbuild.kernels.copula import GaussianCopula, Marginals, ScoreMoments
+from dsbuild.kernels.dtypes import as_dtype
 from dsbuild.records import ID, child_id, record_rng
-from dsbuild.stages.base import ADDED, KEY, Stage, StageError, StageOptions, as_dtype, register, with_marks
+from dsbuild.stages.base import ADDED, KEY, Stage, StageError, StageOptions, register, with_marks
 
 # -- oversample -------------------------------------------------------------------------
 
