@@ -556,7 +556,7 @@ class Impute(FitApplyStage):
                     if pd.api.types.is_integer_dtype(col.dtype):
                         values = np.round(values)
                 if len(rows):
-                    col = col.astype(holding(col.dtype, values), copy=True)
+                    col = col.astype(holding(col.dtype, values))  # a copy (copy on write)
                     col.iloc[rows] = values
             can = np.zeros(len(part), dtype=bool)
             can[rows] = True
