@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import ndtr, ndtri
 
+from dsbuild.kernels.dtypes import one_value_per_text
 from dsbuild.kernels.quantiles import BINS, MAX_DISTINCT, GroupDistribution
 
 ALL = "all"
@@ -44,13 +45,9 @@ class CategoryCounts:
 
     @classmethod
     def scan(cls, values: pd.Series) -> CategoryCounts:
-        present = values.dropna()
-        text = present.astype(str)
-        originals = {}
-        if not (pd.api.types.is_string_dtype(values.dtype) and values.dtype != object):
-            distinct = ~text.duplicated().to_numpy()
-            originals = dict(zip(text[distinct], present[distinct].tolist()))
-        return cls(text.value_counts(sort=False).astype(np.int64), originals)
+        text = values.dropna().astype(str)
+        is_text = pd.api.types.is_string_dtype(values.dtype) and values.dtype != object
+        return cls(text.value_counts(sort=False).astype(np.int64), {} if is_text else one_value_per_text(values))
 
     def merge(self, other: CategoryCounts) -> CategoryCounts:
         return CategoryCounts(self.counts.add(other.counts, fill_value=0).astype(np.int64), {**self.values, **other.values})

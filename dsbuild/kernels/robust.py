@@ -35,8 +35,7 @@ def _sum_counts(keys: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.nd
     return uniq, np.bincount(inverse, weights=counts, minlength=len(uniq)).astype(np.int64)
 
 
-def present_values(values) -> np.ndarray:
-    """The values that are not missing, as numbers (float64) or as text: how counts key them."""
+def _present(values) -> np.ndarray:
     s = pd.Series(values) if not isinstance(values, pd.Series) else values
     s = s[s.notna()]
     if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
@@ -53,7 +52,7 @@ class ValueCounts:
 
     @classmethod
     def of(cls, values) -> ValueCounts:
-        present = present_values(values)
+        present = _present(values)
         vc = pd.Series(present).value_counts(sort=False)
         keys = vc.index.to_numpy(dtype=present.dtype)
         order = np.argsort(keys, kind="stable")
@@ -117,7 +116,7 @@ class ValueCounts:
         if not len(values):
             return {}
         vcodes, uniques = pd.factorize(values, sort=True)
-        uniques = present_values(pd.Series(uniques))
+        uniques = _present(pd.Series(uniques))
         nv = len(uniques)
         keys = codes.astype(np.int64) * nv + vcodes
         span = (int(codes.max()) + 1) * nv
@@ -175,7 +174,7 @@ class QuantileSketch:
 
     @classmethod
     def of(cls, values, alpha: float = 0.005) -> QuantileSketch:
-        return cls(alpha).add(present_values(values))
+        return cls(alpha).add(_present(values))
 
     def merge(self, other: QuantileSketch) -> QuantileSketch:
         if other.alpha != self.alpha:

@@ -20,9 +20,9 @@ from dsbuild.kernels.constraints import (
     repair,
 )
 from dsbuild.kernels.decode import image_problem
-from dsbuild.kernels.dtypes import holding
+from dsbuild.kernels.dtypes import holding, one_value_per_text
 from dsbuild.kernels.labeling_functions import comparable
-from dsbuild.kernels.robust import Distribution, ValueCounts, iqr_fences, present_values, robust_scale
+from dsbuild.kernels.robust import Distribution, ValueCounts, iqr_fences, robust_scale
 from dsbuild.kernels.units import UnitTable, convert_column
 from dsbuild.records import ID
 from dsbuild.stages.base import (
@@ -592,8 +592,7 @@ class _Mode:
 
     @classmethod
     def by_group(cls, found: dict[int, ValueCounts], column: pd.Series) -> dict[int, _Mode]:
-        distinct = column.dropna().drop_duplicates()
-        value_of = dict(zip(present_values(distinct), distinct.tolist()))
+        value_of = one_value_per_text(column)  # keyed as ValueCounts keys what is not a number
         return {g: cls(vc, {t: value_of[t] for t in vc.values}) for g, vc in found.items()}
 
     def merge(self, other: _Mode) -> _Mode:
