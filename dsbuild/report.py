@@ -47,6 +47,9 @@ MAX_DEPTH = 5
 CUTOFF_KEYS = ("cutoff", "cut_off", "threshold", "cut", "limit")
 COUNT_KEYS = ("counts", "count", "hist", "histogram", "frequencies")
 EDGE_KEYS = ("edges", "bin_edges", "bins")
+DPI = 110
+PAD_POINTS = 6  # white between a label and the image's edge
+MIN_PLOT_SIZE = (2.0, 0.9)  # inches (width, height) a plot keeps beside long labels: the figure grows instead
 
 
 def render_report(manifest: dict, folder: str, fs=None) -> str:
@@ -688,9 +691,16 @@ def _records_table(d: dict) -> str | None:
 
 
 def _figure(width: float, height: float):
+    """A figure on the Agg canvas with no layout engine: ``_img`` fits its margins.
+
+    ``layout="constrained"`` makes ``savefig`` draw twice (once only to lay out) and lay
+    out in both draws; measuring the labels once and drawing once costs less.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(width, min(max(height, 1.6), 14)), dpi=110, layout="constrained")
+    fig = Figure(figsize=(width, min(max(height, 1.6), 14)), dpi=DPI)
+    FigureCanvasAgg(fig)
     return fig, fig.add_subplot()
 
 
@@ -759,10 +769,69 @@ def _paired_bars(series: dict[str, dict], ylabel: str = "", title: str | None = 
 
 
 def _img(fig, alt: str) -> str:
+    _fit_margins(fig)
+    fig.canvas.draw()
     buf = io.BytesIO()
-    fig.savefig(buf, format="png")
+    _png(fig.canvas.buffer_rgba(), buf)
     data = base64.b64encode(buf.getvalue()).decode("ascii")
     return f'<img class="plot" src="data:image/png;base64,{data}" alt="{html.escape(alt)}">'
+
+
+def _fit_margins(fig) -> None:
+    """Subplot margins that just hold every label, legend, title and note of the axes.
+
+    Measured from their extents and applied with ``subplots_adjust``, then measured again
+    in case that moved them (text placed in data units, aspect-locked heatmaps).
+    """
+    renderer = fig.canvas.get_renderer()
+    for _ in range(3):
+        margins = _overhang(fig, renderer)
+        if _grow_to_fit(fig, margins):
+            renderer = fig.canvas.get_renderer()
+        elif all(abs(a - b) < 1 for a, b in zip(margins, _margins(fig))):
+            return
+        left, bottom, right, top = margins
+        width, height = fig.bbox.width, fig.bbox.height
+        fig.subplots_adjust(left=left / width, bottom=bottom / height, right=1 - right / width, top=1 - top / height)
+
+
+def _margins(fig) -> tuple[float, float, float, float]:
+    """The current subplot margins in pixels, as ``_overhang`` gives the wanted ones."""
+    sp, width, height = fig.subplotpars, fig.bbox.width, fig.bbox.height
+    return sp.left * width, sp.bottom * height, (1 - sp.right) * width, (1 - sp.top) * height
+
+
+def _grow_to_fit(fig, margins) -> bool:
+    """Enlarge a figure whose labels would squeeze its plot below MIN_PLOT_SIZE: long names never clip."""
+    left, bottom, right, top = margins
+    width, height = fig.get_size_inches()
+    need_w = (left + right) / fig.dpi + MIN_PLOT_SIZE[0]
+    need_h = (bottom + top) / fig.dpi + MIN_PLOT_SIZE[1]
+    if need_w <= width + 0.01 and need_h <= height + 0.01:
+        return False
+    fig.set_size_inches(max(width, need_w), max(height, need_h))
+    return True
+
+
+def _overhang(fig, renderer) -> tuple[float, float, float, float]:
+    """Pixels (left, bottom, right, top) the axes' decorations need beyond their plot area, plus a pad."""
+    from matplotlib.transforms import Bbox
+
+    inner = Bbox.union([ax.get_position(original=True) for ax in fig.axes]).transformed(fig.transFigure)
+    outer = Bbox.union([ax.get_tightbbox(renderer) for ax in fig.axes])
+    pad = PAD_POINTS * fig.dpi / 72
+    return (max(inner.x0 - outer.x0, 0) + pad, max(inner.y0 - outer.y0, 0) + pad,
+            max(outer.x1 - inner.x1, 0) + pad, max(outer.y1 - inner.y1, 0) + pad)
+
+
+def _png(rgba, out) -> None:
+    """RGB, as the figure is opaque, at zlib level 3 (Pillow comes with matplotlib).
+
+    Half the time of ``savefig``'s RGBA at level 6, and files ~10% smaller.
+    """
+    from PIL import Image
+
+    Image.fromarray(np.asarray(rgba)).convert("RGB").save(out, format="png", compress_level=3)
 
 
 # -- a small sample of the output -------------------------------------------------------

@@ -323,3 +323,55 @@ def test_every_summary_shape_renders_in_chromium(digits_output, browser, tmp_pat
     html = report.read_text()
     assert '<table class="matrix">' in html and ">340<" in html
     assert "… and 15 more" in html  # 40 annotators, 25 shown
+
+
+def long_labels_manifest() -> dict:
+    """Every figure kind with 40-character names: stages, reasons, groups, classes, matrix axes."""
+    names = [f"a group with a long name, number {i:02d}".ljust(40, "x") for i in range(12)]
+    view = {"groups": {g: {"count": 100 + i, "base_rate": 0.1 + 0.03 * i, "spd": 0.0, "di": 1.0} for i, g in enumerate(names)},
+            "reference": names[0], "spd": -0.1, "di": 0.7}
+    stage = {
+        "name": "a stage whose name runs to forty chars xx", "shape": "fit_apply", "in": 48842, "out": 48000,
+        "rejected": 842, "added": 0, "seconds": {"fit": 0.4, "tasks": 1.2}, "labels": dict.fromkeys(names, 4000),
+        "rejected_by_reason": {f"{n} ({i})": 1000 // (i + 1) for i, n in enumerate(names * 3)},
+        "summary": {
+            "before": {"sex × race": view}, "after": {"sex × race": view},
+            "per_column": {n: 10.0 ** (i % 5) for i, n in enumerate(names)},
+            "correlation": {"columns": [n[:24] for n in names * 2], "matrix": np.eye(24).tolist()},
+        },
+    }
+    return {"job": {"name": "long-labels"}, "stages": [stage, dict(stage, name="s2", summary={})]}
+
+
+def drawn_tick_labels(axis) -> list:
+    """Labels of the ticks inside the view: matplotlib keeps, and does not draw, the others."""
+    lo, hi = sorted(axis.get_view_interval())
+    span = (hi - lo) * 1e-9
+    return [label for loc, label in zip(axis.get_ticklocs(), axis.get_ticklabels()) if lo - span <= loc <= hi + span]
+
+
+def test_long_labels_stay_inside_their_figures(monkeypatch, tmp_path):
+    """Margins are fitted to the labels: every drawn text lies inside the image, none is clipped."""
+    from matplotlib.text import Text
+
+    import dsbuild.report as report
+
+    figures = []
+    draw = report._img
+    monkeypatch.setattr(report, "_img", lambda fig, alt: figures.append(fig) or draw(fig, alt))
+    html = render_report(long_labels_manifest(), str(tmp_path))
+    assert "could not be drawn" not in html
+    assert len(figures) >= 7  # flow, rejects, time, balance, base rates, bar chart, heatmap
+    for fig in figures:
+        renderer = fig.canvas.get_renderer()
+        canvas = fig.bbox
+        for ax in fig.axes:
+            legend = ax.get_legend()
+            texts = [*drawn_tick_labels(ax.xaxis), *drawn_tick_labels(ax.yaxis), ax.xaxis.label, ax.yaxis.label,
+                     ax.title, *ax.texts, *(legend.get_texts() if legend else [])]
+            for text in texts:
+                if not (isinstance(text, Text) and text.get_visible() and text.get_text()):
+                    continue
+                box = text.get_window_extent(renderer)
+                assert (canvas.x0 <= box.x0 and box.x1 <= canvas.x1 and canvas.y0 <= box.y0 and box.y1 <= canvas.y1), (
+                    f"{text.get_text()!r} at {box.extents} is outside the {canvas.width:.0f}x{canvas.height:.0f} image")
