@@ -176,8 +176,7 @@ class Execution:
     are written to a checkpoint in the output's temporary folder and read back, and in
     the same compute the rejects and counts of the stages before it are written. Memory
     stays bounded, and an interrupted run resumes from its last complete checkpoint.
-    The last flush writes the kept rows. A source of Parquet files is read again
-    instead (a checkpoint would cost a write and the same reads).
+    The last flush writes the kept rows.
 
     A stage that passes its rows through (an audit) hands its input on as it is: after
     it, a multi-pass stage needs no checkpoint when that input is one, and one ``Shapes``
@@ -209,7 +208,7 @@ class Execution:
         if restored is not None:
             start, kept = restored
         shapes = Shapes()
-        stored = restored is not None or self.source.rereadable  # ``kept`` is a checkpoint's rows, or as cheap to read
+        stored = restored is not None  # ``kept`` is a checkpoint's rows
         for i, stage in enumerate(stages):
             self.warnings += stage.order_warnings(stages[:i], stages[i + 1 :])
             if i < start:

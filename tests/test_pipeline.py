@@ -288,38 +288,6 @@ def test_audit_and_reweigh_count_the_rows_once(client, tmp_path):
     pd.testing.assert_frame_equal(read_output(tmp_path / "paired")[0], read_output(tmp_path / "apart")[0])
 
 
-def test_a_parquet_source_is_read_again_not_checkpointed(client, tmp_path):
-    """A stage that passes over its input twice, right after the source: Parquet files
-    are read once per pass (a checkpoint would write the rows and read them back), CSV
-    files, parsed on every read, are checkpointed. The rows and weights are the same."""
-    from distributed import get_task_stream
-
-    from dsbuild.io.sources import bundled_path
-
-    adult = pd.read_csv(bundled_path("adult"))
-    for fmt in ("parquet", "csv"):
-        (tmp_path / fmt).mkdir()
-        for i, rows in enumerate(np.array_split(np.arange(len(adult)), 3)):
-            part, path = adult.iloc[rows], tmp_path / fmt / f"part-{i}.{fmt}"
-            part.to_parquet(path) if fmt == "parquet" else part.to_csv(path, index=False)
-    keys, kept = {}, {}
-    for fmt in ("parquet", "csv"):
-        with get_task_stream(client) as stream:
-            manifest = dsbuild.run({
-                "name": fmt, "seed": 0, "source": {"format": fmt, "path": str(tmp_path / fmt)},
-                "columns": {"label": "income", "sensitive": ["sex"]},
-                "stages": [{"reweigh": {"favorable": ">50K"}}], "sink": {"path": str(tmp_path / f"out-{fmt}")},
-            }, client=client)
-        assert manifest["ledger"]["balanced"] and manifest["totals"]["in"] == len(adult)
-        keys[fmt] = {str(t["key"]) for t in stream.data}
-        out = read_output(tmp_path / f"out-{fmt}")[0]
-        kept[fmt] = out.assign(id=out["id"].str.replace(f".{fmt}", "")).sort_values("id", ignore_index=True)
-    assert not any("checkpoint" in k for k in keys["parquet"])
-    assert any("checkpoint" in k for k in keys["csv"])
-    assert kept["parquet"]["weight"].nunique() == 4  # one weight per (sex, label) cell
-    pd.testing.assert_frame_equal(kept["parquet"], kept["csv"], check_dtype=False)
-
-
 def test_dictionary_columns_keep_their_values(client, tmp_path):
     """Parquet dictionary columns (pandas categoricals), each file with its own categories,
     through a shuffle, a checkpoint and fairness stages: the same rows and values as the

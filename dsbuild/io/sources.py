@@ -118,9 +118,6 @@ class Source:
     frame: dd.DataFrame
     files: list[dict] = field(default_factory=list)
     skipped: list[dict] = field(default_factory=list)
-    # Reading it again costs no more than a checkpoint's write and read: a stage that
-    # passes over the source twice reads it twice (columnar files, nothing parsed).
-    rereadable: bool = False
 
     def fingerprint(self) -> str:
         h = hashlib.blake2b(digest_size=16)
@@ -235,7 +232,7 @@ def _read_parquet(spec: ParquetSource) -> Source:
     frame = dd.from_map(
         _ParquetPiece(fs, spec.columns, schema), pieces, meta=meta, divisions=None, label="read-parquet", enforce_metadata=False
     )
-    return Source(frame, records, skipped, rereadable=True)
+    return Source(frame, records, skipped)
 
 
 def _common_schema(first: pa.Schema, other: pa.Schema, path: str, first_path: str) -> pa.Schema:
