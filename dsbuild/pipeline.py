@@ -198,6 +198,8 @@ class Execution:
     def run(self) -> None:
         spec = self.spec
         self.source = read_source(spec.source)
+        if self.source.schema is not None:
+            self.sink.column_types = {f.name: f.type for f in self.source.schema}
         frame = _apply_id_role(self.source.frame, spec.columns.id)
         _check_roles(spec, frame._meta)
         marked = frame if REJECT in frame.columns else frame.assign(**{REJECT: None})

@@ -43,6 +43,9 @@ class Sink:
         self.compression = None if compression == "none" else compression
         self.overwrite = overwrite
         self.tmp = f"{self.path}.tmp-{key or uuid.uuid4().hex[:12]}"
+        # The source's Arrow types by column, set by the pipeline once it has read the
+        # source: what the files hold as dates, decimals, lists and structs (see _to_arrow).
+        self.column_types: dict[str, pa.DataType] = {}
 
     def check_target(self) -> None:
         """Refuse to replace a non-empty folder unless asked; checked before any work."""
@@ -96,7 +99,7 @@ class Sink:
         """
         if part.empty:
             return []
-        table = pa.Table.from_pandas(part, preserve_index=False)
+        table = _to_arrow(part, self.column_types)
         self.fs.makedirs(folder, exist_ok=True)
         out = []
         budget = _row_group_bytes()
@@ -160,7 +163,8 @@ class Sink:
         schema, so readers still find a data set.
         """
         schemas = [_read_schema(self.fs, f["path"]) for f in staged]
-        schema = _unify(schemas + [pa.Schema.from_pandas(e, preserve_index=False).remove_metadata() for e in empty], cast_conflicts_to_string)
+        placeholders = [_to_arrow(e, self.column_types).schema for e in empty]
+        schema = _unify(schemas, cast_conflicts_to_string, placeholders)
         folder = posixpath.join(self.tmp, kind)
         self.fs.makedirs(folder, exist_ok=True)
         if not staged:
@@ -244,6 +248,31 @@ def _chunks(table: pa.Table, max_rows: int, max_bytes: int):
 
 ROW_GROUP_ROWS = 1024 * 1024
 ROW_GROUP_BYTES = 128 * 2**20
+
+
+def _to_arrow(part: pd.DataFrame, types: dict[str, pa.DataType]) -> pa.Table:
+    """``part`` as Arrow, with the source's type for each column pandas could not type.
+
+    Arrow infers an object column's type from its values: a decimal's precision shrinks to
+    the partition's widest value (so shards disagree, and each is rewritten to agree), and
+    a column with no values, as in a run's zero-row output, becomes null, as does an empty
+    categorical's dictionary. A column whose values no longer fit the source's type (a
+    stage made them something else) keeps the type they have.
+    """
+    table = pa.Table.from_pandas(part, preserve_index=False)
+    for i, f in enumerate(table.schema):
+        want = types.get(f.name)
+        if want is None or f.type == want or not (part[f.name].dtype == object or _holds_null_type(f.type)):
+            continue
+        try:
+            table = table.set_column(i, pa.field(f.name, want), table.column(i).cast(want))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+            continue
+    return table
+
+
+def _holds_null_type(t: pa.DataType) -> bool:
+    return pa.types.is_null(t) or (pa.types.is_dictionary(t) and pa.types.is_null(t.value_type))
 
 
 def _is_local(fs) -> bool:
@@ -397,16 +426,26 @@ def _read_schema(fs, path: str) -> pa.Schema:
     return pq.read_schema(pa.BufferReader(buffer.getvalue())).remove_metadata()
 
 
-def _unify(schemas: list[pa.Schema], cast_conflicts_to_string: bool) -> pa.Schema:
+def _unify(schemas: list[pa.Schema], cast_conflicts_to_string: bool, placeholders: list[pa.Schema] = ()) -> pa.Schema:
     """One schema for all files: nulls take the type seen elsewhere; a true conflict
-    (int here, text there) becomes text in rejects, and is an error in kept data."""
+    (int here, text there) becomes text in rejects, and is an error in kept data.
+
+    ``placeholders`` (the schemas of the frames' zero-row placeholders) only name the
+    columns and types that no file has: files' own types win, so that no file is
+    rewritten for a placeholder's wider dictionary index, say.
+    """
     fields: dict[str, pa.DataType] = {}
     order: list[str] = []
+    for schema in placeholders:
+        for f in schema:
+            if f.name not in order:
+                order.append(f.name)
     for schema in schemas:
         for f in schema:
             if f.name not in fields:
                 fields[f.name] = f.type
-                order.append(f.name)
+                if f.name not in order:
+                    order.append(f.name)
                 continue
             have = fields[f.name]
             if have == f.type or pa.types.is_null(f.type):
@@ -423,9 +462,13 @@ def _unify(schemas: list[pa.Schema], cast_conflicts_to_string: bool) -> pa.Schem
                 if not cast_conflicts_to_string:
                     raise TypeError(f"column {f.name!r} is {have} in one shard and {f.type} in another") from None
                 fields[f.name] = pa.string()
+    for schema in placeholders:
+        for f in schema:
+            if _holds_null_type(fields.get(f.name, pa.null())):
+                fields[f.name] = f.type
     if REASON in order:
         order = [n for n in order if n not in (REASON, "stage")] + [REASON, "stage"]
-    return pa.schema([pa.field(n, pa.string() if pa.types.is_null(fields[n]) else fields[n]) for n in order])
+    return pa.schema([pa.field(n, pa.string() if _holds_null_type(fields[n]) else fields[n]) for n in order])
 
 
 def _merge(fs, paths: list[str], target: str, schema: pa.Schema, compression) -> dict:

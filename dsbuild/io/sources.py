@@ -118,6 +118,9 @@ class Source:
     frame: dd.DataFrame
     files: list[dict] = field(default_factory=list)
     skipped: list[dict] = field(default_factory=list)
+    # The files' Arrow types, where the reader knows them: pandas holds dates, decimals,
+    # lists and structs as objects, and the sink writes them back in these types.
+    schema: pa.Schema | None = None
 
     def fingerprint(self) -> str:
         h = hashlib.blake2b(digest_size=16)
@@ -232,7 +235,7 @@ def _read_parquet(spec: ParquetSource) -> Source:
     frame = dd.from_map(
         _ParquetPiece(fs, spec.columns, schema), pieces, meta=meta, divisions=None, label="read-parquet", enforce_metadata=False
     )
-    return Source(frame, records, skipped)
+    return Source(frame, records, skipped, schema)
 
 
 def _common_schema(first: pa.Schema, other: pa.Schema, path: str, first_path: str) -> pa.Schema:
@@ -372,7 +375,7 @@ def _read_csv(spec: CsvSource, count_rows: bool = True) -> Source:
     blocks, records = _text_blocks(fs, files, root, spec.blocksize, count_rows)
     meta = _CsvBlock(fs, spec, names, schema)._empty()
     frame = dd.from_map(_CsvBlock(fs, spec, names, schema), blocks, meta=meta, divisions=None, label="read-csv", enforce_metadata=False)
-    return Source(frame, records)
+    return Source(frame, records, schema=schema)
 
 
 def _csv_header(fs, path: str, spec: CsvSource) -> list[str]:
@@ -535,7 +538,8 @@ def _read_jsonl(spec: JsonlSource, count_rows: bool = True) -> Source:
     schema = _json_schema(rows)
     blocks, records = _text_blocks(fs, files, root, spec.blocksize, count_rows)
     reader = _JsonBlock(fs, schema)
-    return Source(dd.from_map(reader, blocks, meta=reader.empty(), divisions=None, label="read-jsonl", enforce_metadata=False), records)
+    frame = dd.from_map(reader, blocks, meta=reader.empty(), divisions=None, label="read-jsonl", enforce_metadata=False)
+    return Source(frame, records, schema=schema)
 
 
 def _json_schema(rows: list[dict]) -> pa.Schema:
