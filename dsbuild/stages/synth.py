@@ -118,7 +118,7 @@ BLOCK = 1024
 
 class SynthesizeOptions(StageOptions):
     rows: int = Field(..., ge=1, description="how many synthetic rows to add")
-    columns: list[str] | None = Field(None, description="columns to model (default: numeric, boolean and text columns)")
+    columns: list[str] | None = Field(None, description="columns to model (default: numeric, time, boolean and text columns)")
     max_categories: int = Field(1000, ge=2, description="a text column with more categories is left out (its rows get nulls)")
     marker: str = Field("synthetic", description="boolean column marking the synthetic rows")
 
@@ -138,7 +138,11 @@ class Synthesize(Stage):
             self.require_columns(meta, o.columns)
         image = self.ctx.roles.image
         candidates = o.columns or [c for c in meta.columns if c != ID and not str(c).startswith("_") and c != image]
-        self.numeric_ = [c for c in candidates if pd.api.types.is_numeric_dtype(meta[c]) and not pd.api.types.is_bool_dtype(meta[c])]
+        self.times_ = [c for c in candidates if pd.api.types.is_datetime64_any_dtype(meta[c])]
+        self.numeric_ = [
+            c for c in candidates
+            if c in self.times_ or (pd.api.types.is_numeric_dtype(meta[c]) and not pd.api.types.is_bool_dtype(meta[c]))
+        ]
         self.categorical_ = [
             c for c in candidates
             if c not in self.numeric_ and (pd.api.types.is_bool_dtype(meta[c]) or pd.api.types.is_string_dtype(meta[c]) or isinstance(meta[c].dtype, pd.CategoricalDtype))
@@ -149,19 +153,24 @@ class Synthesize(Stage):
     def build(self, frame, shapes):
         if not hasattr(self, "numeric_"):
             self.check(frame._meta)
-        numeric, categorical = self.numeric_, self.categorical_
-        marginals = shapes.fit(frame, lambda p, s: Marginals.scan(p, numeric, categorical), Marginals.merge, label=self.ctx.name)
+        numeric, categorical, numbers = self.numeric_, self.categorical_, self._numbers
+        marginals = shapes.fit(frame, lambda p, s: Marginals.scan(numbers(p), numeric, categorical), Marginals.merge, label=self.ctx.name)
         wide = [c for c, d in marginals.categorical.items() if len(d.counts) > self.options.max_categories]
         if wide:
             marginals.categorical = {c: d for c, d in marginals.categorical.items() if c not in wide}
         edges = marginals.needing_histograms()
         if edges:
-            hist = shapes.fit(frame, lambda p, s: Marginals.histograms(p, edges), Marginals.merge_histograms, label=self.ctx.name)
+            hist = shapes.fit(frame, lambda p, s: Marginals.histograms(numbers(p), edges), Marginals.merge_histograms, label=self.ctx.name)
             marginals = marginals.with_histograms(hist)
-        moments = shapes.fit(frame, lambda p, s: ScoreMoments.scan(marginals.scores(p)), ScoreMoments.merge, label=self.ctx.name)
+        moments = shapes.fit(frame, lambda p, s: ScoreMoments.scan(marginals.scores(numbers(p))), ScoreMoments.merge, label=self.ctx.name)
         self.copula_ = GaussianCopula(marginals, moments.correlation())
         self.left_out_ = wide
         return shapes.map(frame, self._add_rows, shapes.broadcast(self.copula_), frame.npartitions, label=self.ctx.name)
+
+    def _numbers(self, part: pd.DataFrame) -> pd.DataFrame:
+        """Times as seconds since the epoch (float64: to a fraction of a microsecond), so
+        the copula models them as numbers."""
+        return part.assign(**{c: _seconds(part[c]) for c in self.times_}) if self.times_ else part
 
     def _add_rows(self, part: pd.DataFrame, copula: GaussianCopula, npartitions: int, partition_info=None) -> pd.DataFrame:
         part = with_marks(part)
@@ -182,6 +191,8 @@ class Synthesize(Stage):
                 col = sample[c]
                 if pd.api.types.is_integer_dtype(part[c].dtype):
                     col = col.astype(float).round()
+                elif c in self.times_:
+                    col = _time(col.astype(float), part[c].dtype)
                 out[c] = col
             elif c != ID:
                 out[c] = None
@@ -193,6 +204,28 @@ class Synthesize(Stage):
     def summary(self) -> dict:
         copula = getattr(self, "copula_", None)
         return {} if copula is None else {**copula.summary(), "left_out": self.left_out_}
+
+
+_EPOCH = pd.Timestamp(0, tz="UTC")
+
+
+def _seconds(times: pd.Series) -> pd.Series:
+    utc = times.dt.tz_convert("UTC") if times.dt.tz is not None else times.dt.tz_localize("UTC")
+    return (utc - _EPOCH) / pd.Timedelta(seconds=1)
+
+
+_MICROSECONDS = {"s": 1_000_000, "ms": 1_000, "us": 1, "ns": 1}
+
+
+def _time(seconds: pd.Series, dtype) -> pd.Series:
+    """Seconds since the epoch back to ``dtype``'s times: to the microsecond (as fine as
+    a float64 count of seconds holds), or to the dtype's coarser unit."""
+    step = _MICROSECONDS[getattr(dtype, "unit", None) or np.datetime_data(dtype)[0]]
+    micros = (seconds * 1e6 / step).round() * step
+    utc = pd.to_datetime(micros.astype("Int64"), unit="us", utc=True)
+    zone = getattr(dtype, "tz", None)
+    times = utc.dt.tz_convert(zone) if zone is not None else utc.dt.tz_localize(None)
+    return times.astype(dtype)
 
 
 def _stable_dtypes(frame: pd.DataFrame, like: pd.DataFrame) -> pd.DataFrame:
