@@ -73,6 +73,49 @@ def image_series(blobs, index=None) -> pd.Series:
     return pd.Series(list(blobs), dtype=IMAGE_DTYPE, index=index)
 
 
+def image_cell_like(parent, data: bytes):
+    """A cell holding ``data`` in the form of ``parent``'s cell: bytes for a binary
+    column, a struct for Hugging Face ``datasets``' ``Image()`` (``{"bytes", "path"}``),
+    with every field but ``bytes`` null.
+
+    A null path is what ``datasets`` loads: it decodes from ``bytes`` whenever they are
+    set, while a path would name a file that does not exist (an augmented copy lives only
+    as bytes, possibly in another format than its parent's file).
+    """
+    return {**dict.fromkeys(parent), "bytes": data} if isinstance(parent, dict) else data
+
+
+def image_bytes(cell) -> bytes | None:
+    """The encoded bytes of one image cell, or None when it has none.
+
+    Stages accept both forms of image column: plain bytes (dsbuild's own sources) and
+    the struct Hugging Face ``datasets`` writes for ``Image()`` (a dict with ``bytes``,
+    which may be null when only ``path`` is set). Missing cells (None, NaN, NA) have none.
+    """
+    if isinstance(cell, dict):
+        cell = cell.get("bytes")
+    if isinstance(cell, bytes):
+        return cell
+    return bytes(cell) if isinstance(cell, (bytearray, memoryview)) else None
+
+
+def image_blobs(column) -> np.ndarray:
+    """Object array of each cell's encoded bytes (None where there are none): what the
+    image kernels take, whichever form the column has."""
+    values = column.to_numpy(dtype=object) if isinstance(column, pd.Series) else column
+    out = np.empty(len(values), dtype=object)
+    out[:] = [image_bytes(cell) for cell in values]
+    return out
+
+
+def missing_image_reason(cell) -> str:
+    """The reject reason of a cell without bytes: ``empty-image``, or
+    ``empty-image:path-only=<path>`` for a struct that names a file but does not hold it
+    (the bytes were not embedded when the data set was written)."""
+    path = cell.get("path") if isinstance(cell, dict) else None
+    return f"empty-image:path-only={path}" if path else "empty-image"
+
+
 IMAGE_FORMATS = ("png", "jpeg", "webp", "bmp", "gif", "tiff")
 
 

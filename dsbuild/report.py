@@ -894,9 +894,12 @@ class OutputSample:
         return [{k: self._cell(k, v) for k, v in r.items()} for r in rows]
 
     def _cell(self, column: str, value):
-        if isinstance(value, bytes):
-            src = _thumbnail(value, self.THUMB) if column == self.image else None
-            return {"src": src} if src else f"<{len(value)} bytes>"
+        from dsbuild.records import image_bytes
+
+        data = image_bytes(value) if column == self.image else value
+        if isinstance(data, bytes):
+            src = _thumbnail(data, self.THUMB) if column == self.image else None
+            return {"src": src} if src else f"<{len(data)} bytes>"
         return value
 
     def reject_examples(self, per_reason: int = 2, limit: int = 12) -> list[dict]:
@@ -990,6 +993,8 @@ class OutputSample:
         return out
 
     def _thumb_row(self, rid: str, row: dict, params_column: str) -> dict:
+        from dsbuild.records import image_bytes
+
         ops = ""
         try:
             params = json.loads(row.get(params_column) or "null")
@@ -999,7 +1004,7 @@ class OutputSample:
             params = None
         return {
             "id": rid,
-            "src": _thumbnail(row[self.image], self.THUMB * 1.25),
+            "src": _thumbnail(image_bytes(row[self.image]), self.THUMB * 1.25),
             "label": row.get(self.label) if self.label else None,
             "ops": ops,
             "params": json.dumps(params) if params else "",

@@ -375,3 +375,28 @@ def test_long_labels_stay_inside_their_figures(monkeypatch, tmp_path):
                 box = text.get_window_extent(renderer)
                 assert (canvas.x0 <= box.x0 and box.x1 <= canvas.x1 and canvas.y0 <= box.y0 and box.y1 <= canvas.y1), (
                     f"{text.get_text()!r} at {box.extents} is outside the {canvas.width:.0f}x{canvas.height:.0f} image")
+
+
+def test_thumbnails_of_hugging_face_image_structs(tmp_path):
+    """An output whose image column is the struct ``datasets`` writes for Image() gets its
+    thumbnails, in the sample rows and beside augmented copies; a path-only cell has none."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from dsbuild.kernels.decode import encode_image
+    from dsbuild.report import OutputSample
+
+    png = encode_image(np.arange(64, dtype=np.uint8).reshape(8, 8), "png")
+    ids = ["a", "a#aug0", "a#aug1", "b"]
+    cells = [{"bytes": png, "path": "a.png"}, {"bytes": png, "path": None}, {"bytes": png, "path": None}, {"bytes": None, "path": "b.png"}]
+    image = pa.array(cells, pa.struct([("bytes", pa.binary()), ("path", pa.string())]))
+    (tmp_path / "data").mkdir()
+    pq.write_table(pa.table({"id": ids, "image": image, "label": [1, 1, 1, 2]}), tmp_path / "data" / "part-00000.parquet")
+    manifest = {"job": {"columns": {"image": "image", "label": "label"}},
+                "outputs": {"data": [{"file": "data/part-00000.parquet", "rows": 4}]}}
+    sample = OutputSample(manifest, str(tmp_path))
+    [(parent, children)] = sample.augmented_families()
+    assert parent["id"] == "a" and [c["id"] for c in children] == ["a#aug0", "a#aug1"]
+    assert all(t["src"].startswith("data:image/png;base64,") for t in (parent, *children))
+    head = {r["id"]: r["image"] for r in sample.head()}
+    assert head["a"]["src"].startswith("data:image/png;base64,") and "src" not in head["b"]

@@ -23,7 +23,15 @@ from pydantic import Field, field_validator
 from dsbuild.kernels import selection
 from dsbuild.kernels.decode import decode_image, encode_image
 from dsbuild.kernels.images import BOX_FORMATS, Compose, transform_from_spec
-from dsbuild.records import ID, child_id, record_rng, record_uniform, sniff_image_format
+from dsbuild.records import (
+    ID,
+    child_id,
+    image_bytes,
+    image_cell_like,
+    record_rng,
+    record_uniform,
+    sniff_image_format,
+)
 from dsbuild.stages.base import ADDED, FitApplyStage, StageError, StageOptions, register
 
 DEFAULT_QUALITY = {"jpeg": 95, "webp": 90}
@@ -175,15 +183,16 @@ class Augment(FitApplyStage):
         undecodable = np.zeros(len(part), dtype=np.int64)
         todo = np.flatnonzero(copies > 0)
         ids = part[ID].to_numpy(dtype=object)[todo]
-        blobs = part[col].to_numpy(dtype=object)[todo]
+        cells = part[col].to_numpy(dtype=object)[todo]
         generators = _copy_generators(self.ctx.seed, self.ctx.name, ids, copies[todo])
-        for i, rid, data, rngs in zip(todo, ids, blobs, generators):
+        for i, rid, cell, rngs in zip(todo, ids, cells, generators):
+            data = image_bytes(cell)
             pixels = decode_image(data)
             if pixels is None:
                 undecodable[i] = 1
                 continue
             row = part.iloc[i] if (o.boxes or o.keypoints or o.mask) else None
-            masks = decode_image(row[o.mask]) if o.mask and row[o.mask] is not None else None
+            masks = decode_image(image_bytes(row[o.mask])) if o.mask else None
             fmt = o.format if o.format != "same" else _format_of(data)
             n = int(copies[i])
             for k in range(n):
@@ -192,7 +201,7 @@ class Augment(FitApplyStage):
                     boxes=_cell(row, o.boxes), keypoints=_cell(row, o.keypoints), mask=masks,
                     owned=k == n - 1,  # the last copy may overwrite the decoded pixels
                 )
-                made.append(self._copy_fields(rid, row, k, out, fmt, described))
+                made.append(self._copy_fields(rid, cell, row, k, out, fmt, described))
                 parents.append(i)
         part = part.assign(**{
             o.params_column: pd.Series([None] * len(part), index=part.index, dtype="str"),
@@ -211,13 +220,14 @@ class Augment(FitApplyStage):
         )
         return pd.concat([part.reset_index(drop=True), new[part.columns]], ignore_index=True)
 
-    def _copy_fields(self, rid, row: pd.Series | None, k: int, out, fmt: str, described: list[str]) -> dict:
-        """The copy's own cells; ``described`` are the image's size/format columns present."""
+    def _copy_fields(self, rid, parent, row: pd.Series | None, k: int, out, fmt: str, described: list[str]) -> dict:
+        """The copy's own cells, its image in the form of the ``parent``'s cell; ``described``
+        are the image's size/format columns present."""
         o = self.options
         col = self._image()
         fields = {
             ID: child_id(str(rid), "aug", k),
-            col: encode_image(out.image, fmt, o.quality or DEFAULT_QUALITY.get(fmt)),
+            col: image_cell_like(parent, encode_image(out.image, fmt, o.quality or DEFAULT_QUALITY.get(fmt))),
             o.params_column: out.params,  # as JSON once every copy is made
         }
         h, w = out.image.shape[:2]
@@ -233,7 +243,7 @@ class Augment(FitApplyStage):
         if o.keypoints:
             fields[o.keypoints] = out.keypoints.tolist()
         if o.mask and out.mask is not None:
-            fields[o.mask] = encode_image(out.mask, "png")
+            fields[o.mask] = image_cell_like(row[o.mask], encode_image(out.mask, "png"))
         return fields
 
 

@@ -24,7 +24,7 @@ from dsbuild.kernels.dtypes import holding, one_value_per_text
 from dsbuild.kernels.labeling_functions import comparable
 from dsbuild.kernels.robust import Distribution, ValueCounts, iqr_fences, robust_scale
 from dsbuild.kernels.units import UnitTable, convert_column
-from dsbuild.records import ID
+from dsbuild.records import ID, image_bytes, missing_image_reason
 from dsbuild.stages.base import (
     FitApplyStage,
     MapStage,
@@ -227,8 +227,9 @@ class ValidateImages(MapStage):
         width = np.zeros(n, dtype=np.int64)
         channels = np.zeros(n, dtype=np.int64)
         fmt_col = f"{col}_format"
-        for i, data in enumerate(part[col].to_numpy()):
-            reason, pixels = image_problem(data, o.max_pixels, o.min_side)
+        for i, cell in enumerate(part[col].to_numpy(dtype=object)):
+            data = image_bytes(cell)
+            reason, pixels = image_problem(data, o.max_pixels, o.min_side) if data is not None else (missing_image_reason(cell), None)
             if reason is None and o.formats is not None and fmt_col in part.columns:
                 fmt = part[fmt_col].iat[i]
                 if fmt not in o.formats:
@@ -545,12 +546,11 @@ class Impute(FitApplyStage):
             if len(rows):
                 if fill["groups"]:
                     codes, names = _groups(part, rule.by)
-                    per_group = np.array([fill["groups"].get(n, fill["global"]) for n in names], dtype=object)
-                    values = per_group[codes[rows]]
+                    choices, which = _objects([fill["groups"].get(n, fill["global"]) for n in names]), codes[rows]
                 else:
-                    values = np.full(len(rows), fill["global"], dtype=object)
-                known = pd.notna(values)
-                rows, values = rows[known], values[known]
+                    choices, which = _objects([fill["global"]]), np.zeros(len(rows), dtype=np.int64)
+                known = np.array([np.ndim(v) > 0 or not pd.isna(v) for v in choices], dtype=bool)[which]
+                rows, values = rows[known], choices[which[known]]
                 if _is_number_column(col.dtype):
                     values = values.astype(np.float64)
                     if pd.api.types.is_integer_dtype(col.dtype):
@@ -577,6 +577,15 @@ class Impute(FitApplyStage):
             }
             for column, rule in self.options.rules().items()
         }
+
+
+def _objects(values: list) -> np.ndarray:
+    """A 1-d object array of ``values``, also when they are lists or arrays (an embedding's
+    mode), which ``np.array`` would stack into a 2-d one."""
+    out = np.empty(len(values), dtype=object)
+    for i, v in enumerate(values):
+        out[i] = v
+    return out
 
 
 class _Mode:

@@ -36,7 +36,7 @@ from dsbuild.kernels.hashing import (
 from dsbuild.kernels.minhash import MinHasher, jaccard_estimate, optimal_bands
 from dsbuild.kernels.minhash import band_keys as minhash_band_keys
 from dsbuild.kernels.unionfind import Forest, add_histograms, size_histogram
-from dsbuild.records import ID, image_size
+from dsbuild.records import ID, image_blobs, image_size
 from dsbuild.stages.base import (
     KEY,
     REJECT,
@@ -112,7 +112,7 @@ class ExactDedup(Stage):
         plain = [c for c in cols if c != image]
         h = row_hashes(part, plain, key=key) if plain else np.zeros(len(part), dtype=np.uint64)
         if image in cols:
-            pixels = image_content_hashes(part[image].to_numpy(), pixels=self.options.image_hash == "pixels", salt=key.encode())
+            pixels = image_content_hashes(image_blobs(part[image]), pixels=self.options.image_hash == "pixels", salt=key.encode())
             with np.errstate(over="ignore"):
                 h = lsh_kernels.mix64(h * np.uint64(0x100000001B3) + pixels)
         return h
@@ -361,7 +361,7 @@ class ImageSigner:
 
     def sign(self, part: pd.DataFrame):
         """(ok, entries): entries[:, v] is the code of variant v (0 as is, 1 mirrored)."""
-        hashes, ok = perceptual_hashes(part[self.column].to_numpy(), self.kind, mirrored=self.mirror)
+        hashes, ok = perceptual_hashes(image_blobs(part[self.column]), self.kind, mirrored=self.mirror)
         if self.words == 1:
             return ok, hashes.reshape(len(part), -1)
         return ok, hashes if self.mirror else hashes[:, None, :]
@@ -682,7 +682,7 @@ def verification_rows(part: pd.DataFrame, column: str, root_of: dict) -> pd.Data
     wanted = np.flatnonzero(pd.notna(roots))
     if not len(wanted):
         return _VERIFY_META.copy()
-    images = part[column].to_numpy()[wanted]
+    images = image_blobs(part[column])[wanted]
     thumbs, ok = verification_thumbnails(images)
     sides = np.array([min(image_size(d) or (0, 0)) for d in images], dtype=np.int64)
     return pd.DataFrame({"_root": roots[wanted][ok], ID: ids[wanted][ok], "_side": sides[ok], "_thumb": [t.tobytes() for t in thumbs[ok]]})
@@ -833,7 +833,7 @@ class Decontaminate(Stage):
 
     def exact_hashes(self, part: pd.DataFrame, cols: list[str], dtypes: dict | None = None) -> np.ndarray:
         if self._kind(part) == "image" or (len(cols) == 1 and cols[0] == self.ctx.roles.image_column):
-            return image_content_hashes(part[cols[0]].to_numpy())
+            return image_content_hashes(image_blobs(part[cols[0]]))
         return row_hashes(part[cols].astype(dtypes) if dtypes else part, cols)
 
     def build(self, frame, shapes):

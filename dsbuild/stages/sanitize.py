@@ -31,7 +31,7 @@ from dsbuild.kernels.sanitize import (
     subspace_residual_scores,
 )
 from dsbuild.kernels.topk import CutSearch, HashSample, LargestPerKey, within_cut
-from dsbuild.records import ID, record_seeds, record_uniform
+from dsbuild.records import ID, image_blobs, record_seeds, record_uniform
 from dsbuild.stages.base import (
     FitApplyStage,
     StageError,
@@ -91,7 +91,7 @@ class _Features:
     def raw_features(self, part: pd.DataFrame) -> np.ndarray:
         if self._use_image():
             o = self.options
-            return image_features(part[self.ctx.roles.image_column].to_numpy(), o.image_features, o.image_size)
+            return image_features(image_blobs(part[self.ctx.roles.image_column]), o.image_features, o.image_size)
         columns = getattr(self, "feature_columns_", None) or self._feature_columns(part)
         return part[columns].astype("float64").to_numpy(dtype=np.float64, na_value=np.nan)
 

@@ -105,3 +105,31 @@ def test_generators_made_ahead_in_batches_are_each_copys_own():
     for rid, gens in zip(ids, made):
         for k, g in enumerate(gens):
             assert g.random(3).tolist() == record_rng(3, "augment", f"{rid}#{k}").random(3).tolist()
+
+
+@pytest.mark.parametrize("arrow", [True, False], ids=["arrow-struct", "dicts"])
+def test_hugging_face_image_structs_give_the_same_copies_and_stay_structs(client, digits, as_hf_images, arrow):
+    """The struct ``datasets`` writes for Image(): same copies, pixels and counts as bytes;
+    parents keep their cells, copies are structs with a null path, a path-only row gets none."""
+    plain = digits.drop(columns=["boxes", "box_labels"])
+    plain["image"] = plain["image"].where(plain["id"] != "d0-03")  # no bytes: no copies
+    hf = as_hf_images(plain, arrow=arrow)
+    runs = {}
+    for form, frame in (("bytes", plain), ("struct", hf)):
+        stage = Augment(transforms=SPECS, copies=2)
+        kept, rejected = run_stage(stage, frame, npartitions=2, roles=ROLES)
+        runs[form] = kept.set_index("id")
+        assert rejected.empty
+    a, b = runs["bytes"], runs["struct"]
+    assert a.index.tolist() == b.index.tolist() and len(a) == 3 * len(digits) - 2
+    assert not any(i.startswith("d0-03#") for i in b.index)
+    if arrow:
+        assert pa.types.is_struct(b["image"].dtype.pyarrow_dtype)
+    parents = hf.set_index("id")["image"]
+    for rid, cell in b["image"].items():
+        if "#aug" in rid:
+            assert cell["path"] is None
+            assert np.array_equal(decode_image(cell["bytes"]), decode_image(a.at[rid, "image"]))
+        else:
+            assert cell == parents[rid]
+    assert a["augment_params"].fillna("").tolist() == b["augment_params"].fillna("").tolist()

@@ -5,9 +5,12 @@ import numpy as np
 import pandas as pd
 import pytest
 from pydantic import ValidationError
+from skimage import data
 
 from dsbuild.cleaning_eval import adult, clean_with_stages, inject_errors, score
+from dsbuild.kernels.decode import encode_image
 from dsbuild.kernels.robust import MAD_TO_SIGMA
+from dsbuild.records import IMAGE_DTYPE
 from dsbuild.stages import Roles, Shapes, StageContext, StageError
 from dsbuild.stages.clean import (
     Canonicalize,
@@ -16,6 +19,7 @@ from dsbuild.stages.clean import (
     NormalizeUnits,
     Outliers,
     Ranges,
+    ValidateImages,
 )
 from dsbuild.testing import run_stage, stage_metrics
 
@@ -434,3 +438,21 @@ def test_planted_errors_are_found_and_fixed():
     age_spread = (clean["age"] - clean["age"].median()).abs().mean()
     assert result.loc[("range", "age"), "repair_mae"] < age_spread
     assert metrics["repaired:education->education-num"] == (truth["kind"] == "fd").sum()
+
+
+def test_validate_images_decides_alike_on_hugging_face_image_structs(as_hf_images):
+    """Struct cells (``datasets``' Image()) are checked on their bytes: same kept rows,
+    rejects and reasons as a binary column; a path without bytes says so."""
+    png, jpeg = encode_image(data.camera()[::8, ::8], "png"), encode_image(data.astronaut()[::8, ::8], "jpeg", 90)
+    blobs = [png, jpeg, png[: len(png) // 2], b"not an image", b"", None, encode_image(data.moon()[:1, ::8], "png")]
+    plain = pd.DataFrame({"id": [f"r{i}" for i in range(len(blobs))], "image": pd.Series(blobs, dtype=IMAGE_DTYPE)})
+    results = {}
+    for form, frame in (("bytes", plain), ("struct", as_hf_images(plain)), ("dicts", as_hf_images(plain, arrow=False))):
+        kept, rejected = run_stage(ValidateImages(min_side=2), frame, roles=Roles(image="image"))
+        results[form] = kept["id"].tolist(), kept["image_height"].tolist(), dict(zip(rejected["id"], rejected["reason"]))
+    assert results["bytes"][0] == ["r0", "r1"]
+    assert results["bytes"][2] == {"r2": "truncated", "r3": "decode-error:unknown-format", "r4": "empty-image",
+                                   "r5": "empty-image", "r6": "too-small:1x64"}
+    path_only = {"r5": "empty-image:path-only=r5.png"}
+    for form in ("struct", "dicts"):
+        assert results[form] == (results["bytes"][0], results["bytes"][1], {**results["bytes"][2], **path_only})

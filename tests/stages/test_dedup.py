@@ -292,3 +292,17 @@ def test_exact_dedup_rows_sharing_the_shuffle_hash_stay_apart(monkeypatch):
     assert len(rej) == 30 and rej["id"].str.startswith("z").all()
     assert kept["id"].tolist() == want_kept["id"].tolist()
     assert _pairs(rej) == _pairs(want_rej)
+
+
+def test_near_dedup_images_decides_alike_on_hugging_face_image_structs(client, as_hf_images):
+    """The struct ``datasets`` writes for Image(): the same duplicates as the bytes, the
+    column kept as it came; a path without bytes is not hashed, like a missing image."""
+    frame = near_copy_frame(30, seed=6, tile=0, faces=True).drop(columns=["edits", "group"])
+    frame["image"] = frame["image"].where(frame.index != 3)
+    plain = run_stage(NearDedupImages(), frame, npartitions=2, roles=Roles(image="image"))
+    hf_frame = as_hf_images(frame)
+    kept, rej = run_stage(NearDedupImages(), hf_frame, npartitions=2, roles=Roles(image="image"))
+    assert len(plain[1]) > 0 and frame["id"][3] in set(plain[0]["id"])
+    assert kept["id"].tolist() == plain[0]["id"].tolist() and _pairs(rej) == _pairs(plain[1])
+    assert kept["image"].dtype == hf_frame["image"].dtype
+    assert kept["image"].tolist() == hf_frame.set_index("id")["image"][kept["id"]].tolist()
