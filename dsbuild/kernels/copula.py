@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import ndtr, ndtri
 
-from dsbuild.kernels.dtypes import one_value_per_text
+from dsbuild.kernels.dtypes import as_text, one_value_per_text
 from dsbuild.kernels.quantiles import BINS, MAX_DISTINCT, GroupDistribution
 
 ALL = "all"
@@ -45,7 +45,7 @@ class CategoryCounts:
 
     @classmethod
     def scan(cls, values: pd.Series) -> CategoryCounts:
-        text = values.dropna().astype(str)
+        text = as_text(values.dropna())
         is_text = pd.api.types.is_string_dtype(values.dtype) and values.dtype != object
         return cls(text.value_counts(sort=False).astype(np.int64), {} if is_text else one_value_per_text(values))
 

@@ -9,6 +9,9 @@ count values by their text, to merge any type, fill with the value itself, not i
 
 from __future__ import annotations
 
+import json
+
+import numpy as np
 import pandas as pd
 
 
@@ -26,10 +29,41 @@ def as_dtype(values: pd.Series, dtype) -> pd.Series:
     return values.astype(holding(dtype, values))
 
 
-def one_value_per_text(values: pd.Series) -> dict[str, object]:
-    """The first value of each text (``str(value)``) among the present ``values``; keyed by
-    text, so lists and dicts, which pandas cannot deduplicate, are kept too."""
+CONTAINERS = (np.ndarray, list, tuple, dict)  # what pandas can neither hash nor count
+
+
+def as_text(values: pd.Series) -> pd.Series:
+    """Each value's text, the key that statistics count values of any type by: ``str``,
+    but lists, arrays and dicts (embeddings, structs) as :func:`canonical_text` (numpy
+    prints a long array with its middle left out: two embeddings could read the same)."""
     present = values.dropna()
-    text = present.astype(str)
+    if values.dtype != object or present.empty or not isinstance(present.iloc[0], CONTAINERS):
+        return values.astype(str)
+    return values.map(canonical_text, na_action="ignore")
+
+
+def canonical_text(value) -> object:
+    """A nested value as JSON text that equal values share: arrays as lists, dicts with
+    sorted keys. Other values are left as they are."""
+    if not isinstance(value, CONTAINERS):
+        return value
+    return json.dumps(_plain(value), sort_keys=True, separators=(",", ":"), default=repr)
+
+
+def _plain(value):
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def one_value_per_text(values: pd.Series) -> dict[str, object]:
+    """The first value of each text (:func:`as_text`) among the present ``values``; keyed
+    by text, so lists and dicts, which pandas cannot deduplicate, are kept too."""
+    present = values.dropna()
+    text = as_text(present)
     first = ~text.duplicated().to_numpy()
     return dict(zip(text[first], present[first].tolist()))

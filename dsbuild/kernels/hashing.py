@@ -11,13 +11,13 @@ distance when an image is re-encoded, resized, brightened or slightly cropped.
 from __future__ import annotations
 
 import hashlib
-import json
 
 import cv2
 import numpy as np
 import pandas as pd
 
 from dsbuild.kernels.decode import decode_image
+from dsbuild.kernels.dtypes import CONTAINERS, canonical_text
 from dsbuild.records import image_size, sniff_image_format
 
 ROW_KEY = "dsbuild-rowhash1"
@@ -43,34 +43,13 @@ def row_hashes(frame: pd.DataFrame, columns: list[str] | None = None, key: str =
     try:
         hashed = pd.util.hash_pandas_object(sub, index=False, hash_key=key, categorize=True)
     except TypeError:  # lists, arrays or dicts in a column (Arrow list and struct types)
-        nested = {c: sub[c].map(_canonical_text) for c in sub.columns if sub[c].dtype == object and _holds_containers(sub[c])}
+        nested = {c: sub[c].map(canonical_text) for c in sub.columns if sub[c].dtype == object and _holds_containers(sub[c])}
         hashed = pd.util.hash_pandas_object(sub.assign(**nested), index=False, hash_key=key, categorize=True)
     return hashed.to_numpy(dtype=np.uint64)
 
 
-_CONTAINERS = (np.ndarray, list, tuple, dict)
-
-
 def _holds_containers(col: pd.Series) -> bool:
-    return any(isinstance(v, _CONTAINERS) for v in col)
-
-
-def _canonical_text(value) -> object:
-    """A nested value as JSON text that equal values share: arrays as lists, dicts with
-    sorted keys (pandas can hash neither). Other values are left as they are."""
-    if not isinstance(value, _CONTAINERS):
-        return value
-    return json.dumps(_plain(value), sort_keys=True, separators=(",", ":"), default=repr)
-
-
-def _plain(value):
-    if isinstance(value, np.ndarray):
-        value = value.tolist()
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    return value.item() if isinstance(value, np.generic) else value
+    return any(isinstance(v, CONTAINERS) for v in col)
 
 
 def bytes_digest(data: bytes | None, salt: bytes = b"") -> np.uint64:

@@ -23,6 +23,8 @@ import math
 import numpy as np
 import pandas as pd
 
+from dsbuild.kernels.dtypes import as_text
+
 MAD_TO_SIGMA = 1.4826
 MEAN_AD_TO_SIGMA = 1.2533
 
@@ -115,7 +117,10 @@ class ValueCounts:
             codes, values = codes[present], values[present]
         if not len(values):
             return {}
-        vcodes, uniques = pd.factorize(values, sort=True)
+        try:
+            vcodes, uniques = pd.factorize(values, sort=True)
+        except TypeError:  # lists, arrays and dicts cannot be hashed: counted by their text
+            vcodes, uniques = pd.factorize(as_text(values), sort=True)
         uniques = _present(pd.Series(uniques))
         nv = len(uniques)
         keys = codes.astype(np.int64) * nv + vcodes
