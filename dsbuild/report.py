@@ -36,6 +36,8 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 
+from dsbuild.records import image_bytes, image_size, missing_image_reason
+
 KEPT, REJECTED, ADDED, FIT, TASKS = "#2a9d8f", "#e76f51", "#457b9d", "#b8c0cc", "#264653"
 BEFORE, AFTER = "#b8c0cc", "#2a9d8f"
 REJECT_SHADES = ["#e76f51", "#f4a261", "#bc4749", "#e9c46a", "#8d6a9f", "#6b705c"]
@@ -894,12 +896,12 @@ class OutputSample:
         return [{k: self._cell(k, v) for k, v in r.items()} for r in rows]
 
     def _cell(self, column: str, value):
-        from dsbuild.records import image_bytes
-
         data = image_bytes(value) if column == self.image else value
         if isinstance(data, bytes):
             src = _thumbnail(data, self.THUMB) if column == self.image else None
             return {"src": src} if src else f"<{len(data)} bytes>"
+        if column == self.image and isinstance(value, dict):
+            return f"<{missing_image_reason(value)}>"  # a Hugging Face image struct without its bytes
         return value
 
     def reject_examples(self, per_reason: int = 2, limit: int = 12) -> list[dict]:
@@ -993,8 +995,6 @@ class OutputSample:
         return out
 
     def _thumb_row(self, rid: str, row: dict, params_column: str) -> dict:
-        from dsbuild.records import image_bytes
-
         ops = ""
         try:
             params = json.loads(row.get(params_column) or "null")
@@ -1024,7 +1024,6 @@ def _thumbnail(data: bytes, size: float) -> str | None:
     import cv2
 
     from dsbuild.kernels.decode import decode_image, encode_image
-    from dsbuild.records import image_size
 
     dims = image_size(data)
     if dims is not None and dims[0] * dims[1] > 100_000_000:

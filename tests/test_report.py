@@ -379,7 +379,7 @@ def test_long_labels_stay_inside_their_figures(monkeypatch, tmp_path):
 
 def test_thumbnails_of_hugging_face_image_structs(tmp_path):
     """An output whose image column is the struct ``datasets`` writes for Image() gets its
-    thumbnails, in the sample rows and beside augmented copies; a path-only cell has none."""
+    thumbnails, in the sample rows and beside augmented copies; a path-only cell says so."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -399,4 +399,4 @@ def test_thumbnails_of_hugging_face_image_structs(tmp_path):
     assert parent["id"] == "a" and [c["id"] for c in children] == ["a#aug0", "a#aug1"]
     assert all(t["src"].startswith("data:image/png;base64,") for t in (parent, *children))
     head = {r["id"]: r["image"] for r in sample.head()}
-    assert head["a"]["src"].startswith("data:image/png;base64,") and "src" not in head["b"]
+    assert head["a"]["src"].startswith("data:image/png;base64,") and head["b"] == "<empty-image:path-only=b.png>"
