@@ -220,10 +220,11 @@ _MICROSECONDS = {"s": 1_000_000, "ms": 1_000, "us": 1, "ns": 1}
 def _time(seconds: pd.Series, dtype) -> pd.Series:
     """Seconds since the epoch back to ``dtype``'s times: to the microsecond (as fine as
     a float64 count of seconds holds), or to the dtype's coarser unit."""
-    step = _MICROSECONDS[getattr(dtype, "unit", None) or np.datetime_data(dtype)[0]]
+    arrow = getattr(dtype, "pyarrow_dtype", None)
+    step = _MICROSECONDS[arrow.unit if arrow is not None else getattr(dtype, "unit", None) or np.datetime_data(dtype)[0]]
     micros = (seconds * 1e6 / step).round() * step
     utc = pd.to_datetime(micros.astype("Int64"), unit="us", utc=True)
-    zone = getattr(dtype, "tz", None)
+    zone = arrow.tz if arrow is not None else getattr(dtype, "tz", None)
     times = utc.dt.tz_convert(zone) if zone is not None else utc.dt.tz_localize(None)
     return times.astype(dtype)
 

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from scipy.stats import ks_2samp
 from sklearn.datasets import load_breast_cancer
@@ -67,7 +68,7 @@ def test_synthesize_adds_marked_rows_like_the_data(adult):
 
 
 def test_synthesize_models_times_as_numbers():
-    """Timestamps (zoned or not) are modelled like numbers: new rows get times with the
+    """Timestamps (zoned or not, numpy or Arrow) are modelled like numbers: new rows get times with the
     data's distribution and its correlation with other columns, in the column's type.
     They were left out, and every new row's time was missing."""
     rng = np.random.default_rng(0)
@@ -79,10 +80,11 @@ def test_synthesize_models_times_as_numbers():
         "when": (start + pd.to_timedelta(np.round(3600 * (x + rng.normal(scale=0.2, size=len(x))), 3), unit="s")).astype("datetime64[ms, Europe/Paris]"),
         "naive": pd.Timestamp("2001-01-01") + pd.to_timedelta(rng.integers(0, 86400 * 365, len(x)), unit="s"),
     })
+    frame["arrow"] = frame["naive"].astype(pd.ArrowDtype(pa.timestamp("us")))
     kept, _ = run_stage(Synthesize(rows=3000), frame, npartitions=3)
     new = kept[kept["synthetic"]]
     assert len(new) == 3000
-    for c in ("when", "naive"):
+    for c in ("when", "naive", "arrow"):
         assert new[c].notna().all() and new[c].dtype == frame[c].dtype
         assert ks_2samp(frame[c].astype("int64"), new[c].astype("int64")).statistic < 0.05
     seconds = (new["when"] - start).dt.total_seconds()
