@@ -116,6 +116,22 @@ class Augmented:
 
 _LEVELS = np.arange(256, dtype=np.float64)
 _UNIT = _LEVELS / 255
+_DEEP_LEVELS = np.arange(65536, dtype=np.float64)
+
+
+def peak(dtype) -> int:
+    """The brightest level of an image type: 255 for 8-bit images, 65535 for 16-bit
+    ones (depth maps, medical and scientific images), whose pixel transforms act on the
+    same fractions of that range."""
+    if dtype == np.uint8:
+        return 255
+    if dtype == np.uint16:
+        return 65535
+    raise ValueError(f"{dtype} images are not supported by pixel transforms: 8- or 16-bit integers only")
+
+
+def _levels(dtype) -> np.ndarray:
+    return _LEVELS if dtype == np.uint8 else _DEEP_LEVELS
 _SHIFTED = np.clip(np.arange(-255, 511), 0, 255).astype(np.uint8)  # [j] = clip(j - 255)
 _SHIFTED.flags.writeable = False
 
@@ -479,20 +495,27 @@ class RandomResizedCrop(GeometricTransform):
 
 
 class PixelTable(Transform):
-    """A map of each uint8 value to another, drawn once per image.
+    """A map of each level to another, drawn once per image: ``curve`` of every level.
 
-    Consecutive ones compose into one table (``later[earlier]``) that is applied in a
-    single pass when a different transform or the end comes: the same bytes as applying
-    them one after another, a pass over the pixels instead of one per transform.
+    On 8-bit images consecutive ones compose into one table (``later[earlier]``) that is
+    applied in a single pass when a different transform or the end comes: the same bytes
+    as applying them one after another, a pass over the pixels instead of one per
+    transform. A 16-bit image goes through a table of its 65,536 levels.
     """
 
     reads_image: ClassVar[bool] = False  # the table depends on the pixels (settle first)
 
-    def table(self, params: dict, image: np.ndarray) -> np.ndarray:
+    def curve(self, params: dict, levels: np.ndarray, top: int, image: np.ndarray) -> np.ndarray:
+        """Each of ``levels`` (floats, 0 … ``top``) mapped, before rounding and clipping."""
         raise NotImplementedError
 
+    def table(self, params: dict, image: np.ndarray) -> np.ndarray:
+        top = peak(image.dtype)
+        return (self.curve(params, _levels(image.dtype), top, image).clip(0, top) + 0.5).astype(image.dtype)
+
     def apply(self, image, params, owned=False):
-        return apply_lut(image, self.table(params, image), owned)
+        table = self.table(params, image)
+        return apply_lut(image, table, owned) if image.dtype == np.uint8 else table[image]
 
     def run_with(self, t: Targets, params: dict) -> Targets:
         if t.image.dtype != np.uint8:
@@ -515,12 +538,17 @@ class Brightness(PixelTable):
     def draw(self, rng, h, w):
         return {"delta": _uniform(rng, self.limit)}
 
+    def curve(self, params, levels, top, image):
+        return levels + round(params["delta"] * top)
+
     def table(self, params, image):
+        if image.dtype != np.uint8:
+            return super().table(params, image)
         return shift_table(round(params["delta"] * 255))
 
     def apply(self, image, params, owned=False):
-        """Alone, a saturating add: no table to build, and any pixel type."""
-        shift = round(params["delta"] * 255)
+        """Alone, a saturating add: no table to build."""
+        shift = round(params["delta"] * peak(image.dtype))
         if shift == 0:
             return image
         if shift > 0:
@@ -545,11 +573,11 @@ class Contrast(PixelTable):
     def draw(self, rng, h, w):
         return {"factor": _uniform(rng, self.limit)}
 
-    def table(self, params, image):
+    def curve(self, params, levels, top, image):
         alpha = 1.0 + params["factor"]
         channels = 1 if image.ndim == 2 else image.shape[2]
         mean = sum(cv2.mean(image[:: max(1, image.shape[0] // 64)])[:channels]) / channels
-        return (_LEVELS * alpha + ((1 - alpha) * mean + 0.5)).clip(0, 255).astype(np.uint8)
+        return levels * alpha + (1 - alpha) * mean
 
 
 class Gamma(PixelTable):
@@ -564,8 +592,8 @@ class Gamma(PixelTable):
     def draw(self, rng, h, w):
         return {"gamma": _uniform(rng, self.limit)}
 
-    def table(self, params, image):
-        return (np.power(_UNIT, params["gamma"]) * 255 + 0.5).astype(np.uint8)
+    def curve(self, params, levels, top, image):
+        return np.power(_UNIT if top == 255 else levels / top, params["gamma"]) * top
 
 
 class HueSaturation(Transform):
@@ -592,6 +620,8 @@ class HueSaturation(Transform):
     def apply(self, image, params, owned=False):
         if image.ndim == 2 or image.shape[2] != 3:
             return image
+        if image.dtype != np.uint8:
+            return self._deep(image, params)
         hsv = cv2.cvtColor(image, cv2.COLOR_BGR2HSV)
         hue, sat, val = cv2.split(hsv)
         if params["hue"]:
@@ -603,6 +633,19 @@ class HueSaturation(Transform):
         if params["value"]:
             val = apply_lut(val, np.clip(_LEVELS + params["value"], 0, 255).astype(np.uint8), owned=True)
         return cv2.cvtColor(cv2.merge((hue, sat, val), dst=hsv), cv2.COLOR_HSV2BGR, dst=hsv)
+
+    @staticmethod
+    def _deep(image, params):
+        """A 16-bit image in floating HSV (OpenCV has no 16-bit HSV): hue in degrees,
+        saturation and value as fractions; the shifts are the 8-bit ones in those units."""
+        top = peak(image.dtype)
+        hsv = cv2.cvtColor(image.astype(np.float32) / top, cv2.COLOR_BGR2HSV)
+        hue, sat, val = cv2.split(hsv)
+        hue = np.mod(hue + 2 * params["hue"], 360)
+        sat = np.where(sat > 0, np.clip(sat + params["saturation"] / 255, 0, 1), 0)  # grey stays grey
+        val = np.clip(val + params["value"] / 255, 0, 1)
+        bgr = cv2.cvtColor(cv2.merge((hue, sat.astype(np.float32), val)), cv2.COLOR_HSV2BGR)
+        return (bgr * top + 0.5).clip(0, top).astype(image.dtype)
 
 
 class GaussianBlur(Transform):
@@ -629,7 +672,8 @@ class GaussianBlur(Transform):
 
 
 class GaussianNoise(Transform):
-    """Add zero-mean noise with standard deviation ``std × 255`` per pixel and channel.
+    """Add zero-mean noise with standard deviation ``std`` × the brightest level, per
+    pixel and channel.
 
     The noise comes from OpenCV's generator seeded with a seed drawn from ``rng`` (the
     seed is recorded), which is ~2.5× faster than numpy's normal sampler.
@@ -645,10 +689,15 @@ class GaussianNoise(Transform):
         return {"std": _uniform(rng, self.std), "seed": int(rng.integers(0, 2**31 - 1))}
 
     def apply(self, image, params, owned=False):
-        noise = np.empty(image.shape, dtype=np.int16)
+        top = peak(image.dtype)
         cv2.setRNGSeed(params["seed"])
-        cv2.randn(noise.reshape(image.shape[0], -1), 0.0, params["std"] * 255)
-        return cv2.add(image, noise, dst=_dst(image, owned), dtype=cv2.CV_8U)
+        if top == 255:
+            noise = np.empty(image.shape, dtype=np.int16)
+            cv2.randn(noise.reshape(image.shape[0], -1), 0.0, params["std"] * 255)
+            return cv2.add(image, noise, dst=_dst(image, owned), dtype=cv2.CV_8U)
+        noise = np.empty(image.shape, dtype=np.float32)
+        cv2.randn(noise.reshape(image.shape[0], -1), 0.0, params["std"] * top)
+        return (image + noise + 0.5).clip(0, top).astype(image.dtype)
 
 
 class JpegQuality(Transform):
@@ -665,9 +714,20 @@ class JpegQuality(Transform):
         return {"quality": _randint(rng, int(lo), int(hi))}
 
     def apply(self, image, params, owned=False):
-        ok, buf = cv2.imencode(".jpg", image, (cv2.IMWRITE_JPEG_QUALITY, params["quality"]))
+        """JPEG holds 8-bit colour or grey: a 16-bit image goes through it scaled to 8 bits
+        and comes back scaled up, and an alpha channel is kept as it was."""
+        alpha = image[..., 3:] if image.ndim == 3 and image.shape[2] == 4 else None
+        color = image if alpha is None else image[..., :3]
+        scale = peak(image.dtype) / 255
+        if scale != 1:
+            color = (color / scale + 0.5).astype(np.uint8)
+        ok, buf = cv2.imencode(".jpg", color, (cv2.IMWRITE_JPEG_QUALITY, params["quality"]))
         out = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
-        return out if image.ndim == 3 or out.ndim == 2 else out[..., 0]
+        if out.ndim == 3 and color.ndim == 2:
+            out = out[..., 0]
+        if scale != 1:
+            out = (out * scale + 0.5).astype(image.dtype)
+        return out if alpha is None else np.concatenate([out, alpha], axis=2)
 
 
 class Cutout(Transform):

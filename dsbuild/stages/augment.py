@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
+import cv2
 import numpy as np
 import pandas as pd
 from pydantic import Field, field_validator
@@ -196,11 +197,14 @@ class Augment(FitApplyStage):
             fmt = o.format if o.format != "same" else _format_of(data)
             n = int(copies[i])
             for k in range(n):
-                out = self.pipeline(
-                    pixels, rngs[k],
-                    boxes=_cell(row, o.boxes), keypoints=_cell(row, o.keypoints), mask=masks,
-                    owned=k == n - 1,  # the last copy may overwrite the decoded pixels
-                )
+                try:
+                    out = self.pipeline(
+                        pixels, rngs[k],
+                        boxes=_cell(row, o.boxes), keypoints=_cell(row, o.keypoints), mask=masks,
+                        owned=k == n - 1,  # the last copy may overwrite the decoded pixels
+                    )
+                except (ValueError, cv2.error) as e:
+                    raise StageError(f"stage {self.ctx.name!r}: row {rid!r}, a {pixels.dtype} image of shape {pixels.shape}: {e}") from None
                 made.append(self._copy_fields(rid, cell, row, k, out, fmt, described))
                 parents.append(i)
         part = part.assign(**{

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from skimage import data
 
 from dsbuild.kernels.images import (
+    TRANSFORMS,
     Compose,
     from_pascal_voc,
     to_pascal_voc,
@@ -294,3 +295,38 @@ def test_shift_tables_saturate_like_the_arithmetic():
         table = shift_table(shift)
         assert table.dtype == np.uint8 and not table.flags.writeable
         assert np.array_equal(table, np.clip(levels + shift, 0, 255).astype(np.uint8)), shift
+
+
+@pytest.mark.parametrize("name, params, tolerance", [
+    ("brightness", {"delta": 0.15}, 1.0),
+    ("contrast", {"factor": 0.3}, 1.0),
+    ("gamma", {"gamma": 1.4}, 1.0),
+    ("hue_saturation", {"hue": 12, "saturation": 25, "value": -10}, 5.0),  # 8-bit HSV: 2° hue steps
+])
+def test_pixel_transforms_act_alike_on_16_bit_images(name, params, tolerance):
+    """A 16-bit image (depth maps, medical and scientific images) takes the same change,
+    as a share of its range, as the 8-bit one; the lookup tables failed on it, as did
+    OpenCV's 8-bit HSV."""
+    eight = cv2.resize(data.astronaut(), (96, 64))
+    sixteen = eight.astype(np.uint16) * 257
+    transform = TRANSFORMS[name]()
+    out8, out16 = transform.apply(eight, params), transform.apply(sixteen, params)
+    assert out16.dtype == np.uint16 and out16.shape == sixteen.shape
+    assert np.abs(out16 / 257 - out8).max() <= tolerance and np.abs(out16 / 257 - out8).mean() < 0.5
+
+
+def test_noise_and_jpeg_keep_a_16_bit_image_16_bit_and_alpha_as_it_was():
+    rgb = cv2.resize(data.astronaut(), (96, 64))
+    sixteen = rgb.astype(np.uint16) * 257
+    noisy = TRANSFORMS["gaussian_noise"]().apply(sixteen, {"std": 0.05, "seed": 3})
+    assert noisy.dtype == np.uint16 and 0.04 < np.std(noisy / 65535 - sixteen / 65535) < 0.06
+    squeezed = TRANSFORMS["jpeg"]().apply(sixteen, {"quality": 70})
+    assert squeezed.dtype == np.uint16 and np.abs(squeezed / 257 - TRANSFORMS["jpeg"]().apply(rgb, {"quality": 70})).max() <= 1
+    rgba = np.dstack([rgb, np.arange(rgb.size // 3, dtype=np.uint32).reshape(rgb.shape[:2]).astype(np.uint8)])
+    out = TRANSFORMS["jpeg"]().apply(rgba, {"quality": 70})
+    assert out.shape == rgba.shape and np.array_equal(out[..., 3], rgba[..., 3])
+
+
+def test_pixel_transforms_name_the_image_types_they_cannot_take():
+    with pytest.raises(ValueError, match="float32 images are not supported"):
+        TRANSFORMS["gamma"]().apply(np.zeros((4, 4), np.float32), {"gamma": 1.2})

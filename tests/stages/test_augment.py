@@ -133,3 +133,22 @@ def test_hugging_face_image_structs_give_the_same_copies_and_stay_structs(client
         else:
             assert cell == parents[rid]
     assert a["augment_params"].fillna("").tolist() == b["augment_params"].fillna("").tolist()
+
+
+def test_sixteen_bit_images_get_sixteen_bit_copies_and_others_a_clear_error():
+    """16-bit PNGs (depth maps, medical images) go through every pixel transform as
+    16-bit images; the lookup tables crashed the task on them. A float TIFF, which no
+    pixel transform takes, stops the stage with an error naming its row."""
+    from dsbuild.stages.base import StageError
+
+    rng = np.random.default_rng(1)
+    deep = (rng.random((24, 32, 3)) * 65535).astype(np.uint16)
+    frame = pd.DataFrame({"id": ["d16"], "image": [encode_image(deep, "png")]})
+    transforms = ["hflip", "brightness", "contrast", "gamma", {"hue_saturation": {}}, {"gaussian_noise": {}}, {"jpeg": {}}]
+    kept, rejected = run_stage(Augment(transforms=transforms, copies=2), frame, npartitions=1, roles=Roles(image="image"))
+    copies = kept[kept["id"].str.contains("#aug")]
+    assert rejected.empty and len(copies) == 2
+    assert all(decode_image(b).dtype == np.uint16 and decode_image(b).shape == deep.shape for b in copies["image"])
+    floats = pd.DataFrame({"id": ["f32"], "image": [cv2.imencode(".tiff", deep.astype(np.float32) / 65535)[1].tobytes()]})
+    with pytest.raises(StageError, match="row 'f32', a float32 image"):
+        run_stage(Augment(transforms=["gamma"], copies=1), floats, npartitions=1, roles=Roles(image="image"))
