@@ -132,6 +132,8 @@ def peak(dtype) -> int:
 
 def _levels(dtype) -> np.ndarray:
     return _LEVELS if dtype == np.uint8 else _DEEP_LEVELS
+
+
 _SHIFTED = np.clip(np.arange(-255, 511), 0, 255).astype(np.uint8)  # [j] = clip(j - 255)
 _SHIFTED.flags.writeable = False
 
