@@ -157,6 +157,18 @@ def test_missing_path_is_named(tmp_path):
         read_source({"format": "csv", "path": str(tmp_path / "nope.csv")})
 
 
+def test_csv_from_a_spreadsheet_keeps_its_names_and_quoted_values(tmp_path):
+    """A byte-order mark before the header (Excel's "CSV UTF-8"), CRLF line ends, and
+    quoted values holding the separator, a space after it, or a line break. The mark
+    became part of the first column's name (so ``columns.id: id`` found no column), and
+    the spaces after separators were taken out inside quotes too: "Smith, J" → "Smith,J"."""
+    text = 'id, name, age\r\nu1, "Smith, J", 30\r\nu2, "two\nlines", 41\r\nu3,  Ann , 52\r\n'
+    (tmp_path / "a.csv").write_bytes("\ufeff".encode() + text.encode())
+    df = read({"format": "csv", "path": str(tmp_path / "a.csv")}).set_index("id")
+    assert list(df.columns[:2]) == ["name", "age"] and df.index.tolist() == ["u1", "u2", "u3"]
+    assert df["name"].tolist() == ["Smith, J", "two\nlines", "Ann "] and df["age"].tolist() == [30, 41, 52]
+
+
 def test_csv_own_id_column_is_kept(tmp_path):
     (tmp_path / "a.csv").write_text("id,v\nu7,1\nu9,2\nu3,3,extra\n")
     df = read({"format": "csv", "path": str(tmp_path / "a.csv")}).set_index("id")

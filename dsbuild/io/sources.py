@@ -384,7 +384,7 @@ def _csv_header(fs, path: str, spec: CsvSource) -> list[str]:
             raise SourceError(f"{path}: header: false needs column_names")
         return list(spec.column_names)
     with fs.open(path, "rb", compression="infer") as f:
-        first = f.readline().decode(spec.encoding).rstrip("\r\n")
+        first = f.readline().decode(spec.encoding).rstrip("\r\n").lstrip("\ufeff")  # a byte-order mark is no name
     if not first:
         raise SourceError(f"{path}: empty file, no header line")
     names = [n.strip().strip('"') for n in first.split(spec.sep)]
@@ -416,8 +416,17 @@ def _csv_infer_schema(sample: bytes, names: list[str], spec: CsvSource) -> pa.Sc
 
 
 def _strip_after_separators(data: bytes, sep: str) -> bytes:
+    """Spaces after each separator removed (UCI's ``39, State-gov, ...``), but not inside
+    quotes, where they are the value's own (``"Smith, J"``): the text between quotes
+    alternates outside, inside (a doubled quote inside is an empty outside piece)."""
     s = sep.encode()
-    return data.replace(s + b" ", s).replace(s + b" ", s)
+    if s + b" " not in data:
+        return data
+    if b'"' not in data:
+        return data.replace(s + b" ", s).replace(s + b" ", s)
+    pieces = data.split(b'"')
+    pieces[::2] = [p.replace(s + b" ", s).replace(s + b" ", s) for p in pieces[::2]]
+    return b'"'.join(pieces)
 
 
 class _CsvBlock:
