@@ -45,9 +45,10 @@ class CategoryCounts:
 
     @classmethod
     def scan(cls, values: pd.Series) -> CategoryCounts:
-        text = as_text(values.dropna())
+        present = values.dropna()
+        text = as_text(present)
         is_text = pd.api.types.is_string_dtype(values.dtype) and values.dtype != object
-        return cls(text.value_counts(sort=False).astype(np.int64), {} if is_text else one_value_per_text(values))
+        return cls(text.value_counts(sort=False).astype(np.int64), {} if is_text else one_value_per_text(present, text))
 
     def merge(self, other: CategoryCounts) -> CategoryCounts:
         return CategoryCounts(self.counts.add(other.counts, fill_value=0).astype(np.int64), {**self.values, **other.values})

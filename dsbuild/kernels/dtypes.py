@@ -60,10 +60,11 @@ def _plain(value):
     return value.item() if isinstance(value, np.generic) else value
 
 
-def one_value_per_text(values: pd.Series) -> dict[str, object]:
+def one_value_per_text(values: pd.Series, text: pd.Series | None = None) -> dict[str, object]:
     """The first value of each text (:func:`as_text`) among the present ``values``; keyed
-    by text, so lists and dicts, which pandas cannot deduplicate, are kept too."""
+    by text, so lists and dicts, which pandas cannot deduplicate, are kept too. ``text``:
+    the present values' texts, when the caller has them already."""
     present = values.dropna()
-    text = as_text(present)
+    text = as_text(present) if text is None else text
     first = ~text.duplicated().to_numpy()
     return dict(zip(text[first], present[first].tolist()))
