@@ -14,8 +14,9 @@ Given out-of-fold predicted probabilities ``P`` (rows x classes) and the given l
 Which of these decide is the *filter* (:data:`FILTERS`, :func:`issues`):
 
 - ``prune_by_noise_rate``: steps 3 and 4, cleanlab 2.x's
-  ``find_label_issues(filter_by="prune_by_noise_rate")``, with the same constants so results
-  can be compared (nothing here imports cleanlab);
+  ``find_label_issues(filter_by="prune_by_noise_rate")``, with the same constants and
+  rounding: on the same probabilities it flags the same rows (nothing here imports
+  cleanlab);
 - ``noise_rate``: step 3 alone. When flips all went toward one class the model is biased
   toward it, so most flipped rows are *predicted* as their wrong label and step 4 would
   keep them; the per-class thresholds still count them, and the margin still ranks them;
@@ -80,29 +81,39 @@ def confident_joint(probs: np.ndarray, labels: np.ndarray, thresholds: np.ndarra
 
 
 def round_preserving_sum(values: np.ndarray) -> np.ndarray:
-    """Round to integers whose total is the rounded total, adjusting the largest remainders."""
+    """Round to integers whose total is the rounded total, adjusting the values rounded
+    furthest from themselves. Equal remainders are common (a calibrated row is a few
+    counts times one factor); they are ordered by numpy's default sort, as cleanlab's are,
+    so the two pick the same classes on the same machine (the default sort is not stable,
+    and its order of ties can differ between numpy builds and CPUs)."""
     values = np.asarray(values, dtype=np.float64)
     ints = np.round(values)
     diff = int(np.round(values.sum()) - ints.sum())
     if diff:
         step = 1 if diff > 0 else -1
-        order = np.argsort(values - ints, kind="stable")[::-step]
+        order = np.argsort(values - ints)[::-step]
         ints[order[: abs(diff)]] += step
     return ints.astype(np.int64)
 
 
 def prune_counts(joint: np.ndarray, label_counts: np.ndarray) -> np.ndarray:
-    """How many rows to flag per (given label i, true class j): the calibrated joint.
+    """How many rows to flag per (given label i, true class j), in cleanlab 2.x's steps
+    and order, so the same probabilities flag the same rows:
 
-    Every class keeps at least one confident row on the diagonal; row i is rescaled to
-    the number of rows labelled i, the whole to n, and rounded keeping row totals.
+    1. calibrate: row i rescaled to the number of rows labelled i, the whole to n, and
+       rounded keeping row totals;
+    2. every given label keeps at least one row on its diagonal: what that adds is taken
+       evenly from the label's non-zero flips, and the result truncated to whole rows.
     """
-    joint = np.asarray(joint, dtype=np.float64).copy()
-    np.fill_diagonal(joint, np.clip(np.diagonal(joint), 1, None))
+    joint = np.asarray(joint, dtype=np.float64)
     label_counts = np.asarray(label_counts, dtype=np.float64)
     calibrated = joint / np.clip(joint.sum(axis=1, keepdims=True), 1e-100, None) * label_counts[:, None]
     calibrated = calibrated / max(calibrated.sum(), 1e-100) * label_counts.sum()
-    counts = np.vstack([round_preserving_sum(row) for row in calibrated])
+    counts = np.vstack([round_preserving_sum(row) for row in calibrated]).astype(np.float64)
+    diagonal = np.diagonal(counts).copy()
+    added = np.maximum(diagonal, 1) - diagonal
+    flips = np.maximum(np.count_nonzero(counts, axis=1) - 1, 1)
+    counts = np.clip(counts - (added / flips)[:, None], 0, None).astype(np.int64)
     np.fill_diagonal(counts, 0)
     counts[label_counts <= 1] = 0
     return counts
