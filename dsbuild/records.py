@@ -150,7 +150,8 @@ def image_size(data: bytes | None) -> tuple[int, int] | None:
             w, h = struct.unpack(">II", data[16:24])
             return h, w
         if fmt == "jpeg":
-            return _jpeg_size(data)
+            size = _jpeg_size(data)
+            return size[::-1] if size is not None and jpeg_orientation(data) >= 5 else size
         if fmt == "webp":
             return _webp_size(data)
         if fmt == "bmp":
@@ -181,6 +182,38 @@ def _jpeg_size(data: bytes) -> tuple[int, int] | None:
             return h, w
         i += 2 + length
     return None
+
+
+def jpeg_orientation(data: bytes) -> int:
+    """The EXIF orientation of a JPEG (1-8; 1, upright, when it has none): how a viewer
+    turns the stored pixels to show them. A phone stores a portrait photo as landscape
+    pixels with orientation 6; 5-8 turn the image a quarter, so height and width swap."""
+    i, n = 2, len(data)
+    while i + 4 <= n and data[i] == 0xFF:
+        marker = data[i + 1]
+        if marker == 0xDA or (0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC)):
+            return 1  # the metadata segments come before the frame and the scan
+        (length,) = struct.unpack(">H", data[i + 2 : i + 4])
+        if marker == 0xE1 and data[i + 4 : i + 10] == b"Exif\x00\x00":
+            return _tiff_orientation(data[i + 10 : i + 2 + length])
+        i += 2 + length
+    return 1
+
+
+def _tiff_orientation(tiff: bytes) -> int:
+    """Tag 0x0112 of the first directory of an EXIF (TIFF) block."""
+    order = {b"II": "<", b"MM": ">"}.get(tiff[:2])
+    try:
+        (first,) = struct.unpack(order + "I", tiff[4:8])
+        (entries,) = struct.unpack(order + "H", tiff[first : first + 2])
+        for at in range(first + 2, first + 2 + 12 * entries, 12):
+            tag, kind = struct.unpack(order + "HH", tiff[at : at + 4])
+            if tag == 0x0112 and kind == 3:
+                (value,) = struct.unpack(order + "H", tiff[at + 8 : at + 10])
+                return value if 1 <= value <= 8 else 1
+    except (TypeError, struct.error):  # no byte order, or cut short
+        return 1
+    return 1
 
 
 def _webp_size(data: bytes) -> tuple[int, int] | None:

@@ -5,16 +5,38 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from dsbuild.records import image_size, sniff_image_format
+from dsbuild.records import image_size, jpeg_orientation, sniff_image_format
 
 _ENCODE_EXT = {"png": ".png", "jpeg": ".jpg", "webp": ".webp", "bmp": ".bmp", "tiff": ".tiff"}
 
 
 def decode_image(data: bytes, flags: int = cv2.IMREAD_UNCHANGED) -> np.ndarray | None:
-    """Pixels (H×W or H×W×C, BGR order as OpenCV keeps them), or None if undecodable."""
+    """Pixels (H×W or H×W×C, BGR order as OpenCV keeps them), or None if undecodable.
+
+    Upright, as viewers show them: a JPEG's EXIF orientation is applied, as OpenCV's other
+    read modes, PIL's ``exif_transpose`` and Hugging Face ``datasets`` apply it, and as
+    labelling tools draw boxes on it. ``IMREAD_UNCHANGED`` (kept for 16-bit and alpha)
+    is the one mode that leaves it out, so it is applied here.
+    """
     if not data:
         return None
-    return cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
+    pixels = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
+    if pixels is not None and flags == cv2.IMREAD_UNCHANGED and data[:2] == b"\xff\xd8":
+        turn = _UPRIGHT.get(jpeg_orientation(data))
+        if turn is not None:
+            pixels = turn(pixels)
+    return pixels
+
+
+_UPRIGHT = {  # EXIF orientation -> what makes the stored pixels upright (PIL's exif_transpose)
+    2: lambda p: cv2.flip(p, 1),
+    3: lambda p: cv2.rotate(p, cv2.ROTATE_180),
+    4: lambda p: cv2.flip(p, 0),
+    5: cv2.transpose,
+    6: lambda p: cv2.rotate(p, cv2.ROTATE_90_CLOCKWISE),
+    7: lambda p: cv2.flip(cv2.transpose(p), -1),
+    8: lambda p: cv2.rotate(p, cv2.ROTATE_90_COUNTERCLOCKWISE),
+}
 
 
 def encode_image(pixels: np.ndarray, fmt: str = "png", quality: int | None = None) -> bytes:
