@@ -189,3 +189,24 @@ def test_parquet_files_whose_types_differ_without_losing_values(tmp_path):
     assert df["x"].tolist()[:3] == [1.0, 2.0, 3.5] and np.isnan(df["x"].iloc[3])
     assert df["note"].tolist()[:2] == ["a", "b"] and df["note"].iloc[2:].isna().all()
     assert df["c"].astype(str).tolist() == ["u", "v", "k0", "k299"]
+
+
+def test_parquet_written_by_pandas_from_nested_arrow_columns(tmp_path):
+    """pandas records an Arrow-backed column's dtype as text it cannot parse again for
+    nested types; the file still reads, its structs and lists as dicts and lists."""
+    objects = pa.struct([("bbox", pa.list_(pa.list_(pa.float64()))), ("category", pa.list_(pa.string()))])
+    cells = [{"bbox": [[1.0, 2.0, 3.0, 4.0]], "category": ["cat"]}, {"bbox": [], "category": []}, None]
+    frame = pd.DataFrame({
+        "objects": pd.Series(cells, dtype=pd.ArrowDtype(objects)),
+        "embedding": pd.Series([[0.5, 1.5], [2.0], None], dtype=pd.ArrowDtype(pa.list_(pa.float32()))),
+        "n": pd.Series([1, 2, None], dtype="int64[pyarrow]"),
+    })
+    frame.to_parquet(tmp_path / "nested.parquet")
+    with pytest.raises(TypeError, match="not understood"):  # what a plain read of the file does
+        pq.read_table(tmp_path / "nested.parquet").to_pandas()
+    with dask.config.set({"dataframe.convert-string": False}):  # as dsbuild.run reads
+        out = read({"format": "parquet", "path": str(tmp_path / "nested.parquet")})
+    assert [list(map(list, o["bbox"])) if o is not None else None for o in out["objects"]] == [[[1.0, 2.0, 3.0, 4.0]], [], None]
+    assert [list(o["category"]) if o is not None else None for o in out["objects"]] == [["cat"], [], None]
+    assert [list(e) if e is not None else None for e in out["embedding"]] == [[0.5, 1.5], [2.0], None]
+    assert out["n"].tolist()[:2] == [1, 2] and pd.isna(out["n"].iloc[2])

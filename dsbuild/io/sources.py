@@ -293,7 +293,32 @@ _NULLABLE = {
 def to_pandas(table: pa.Table) -> pd.DataFrame:
     """Arrow → pandas keeping integers and booleans nullable, so a missing value never
     turns a column into floats or objects and every partition has the same dtypes."""
-    return table.to_pandas(types_mapper=_NULLABLE.get)
+    return _readable_pandas_metadata(table).to_pandas(types_mapper=_NULLABLE.get)
+
+
+def _readable_pandas_metadata(table: pa.Table) -> pa.Table:
+    """The table without the dtypes its pandas metadata names but pandas cannot read back.
+
+    pandas writes an Arrow-backed column's dtype into the file as text, and for nested
+    types (``struct<bbox: list<...>>[pyarrow]``) it cannot parse that text again: reading
+    such a file failed with "data type not understood". Those columns come as Arrow
+    converts them (dicts and lists), like the same columns of a file pandas did not write.
+    """
+    meta = table.schema.pandas_metadata
+    unreadable = [c for c in (meta or {}).get("columns", []) if str(c.get("numpy_type")).endswith("[pyarrow]") and not _parses(c["numpy_type"])]
+    if not unreadable:
+        return table
+    for column in unreadable:
+        column["numpy_type"] = "object"
+    return table.replace_schema_metadata({**table.schema.metadata, b"pandas": json.dumps(meta).encode()})
+
+
+def _parses(dtype: str) -> bool:
+    try:
+        pd.api.types.pandas_dtype(dtype)
+    except TypeError:
+        return False
+    return True
 
 
 def row_ids(rel: str, start: int, n: int) -> pd.Series:
