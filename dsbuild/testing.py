@@ -29,7 +29,8 @@ def run_stage(
     stage.bind(StageContext(name or stage.name, seed, roles or Roles()))
     ddf = _partitioned(frame, npartitions)
     stage.check(ddf._meta)
-    out = stage.build(ddf, Shapes()).compute()
+    with dask.config.set({"dataframe.convert-string": False}):  # as dsbuild.run builds: sources read by a stage keep bytes and structs
+        out = stage.build(ddf, Shapes()).compute()
     internal = [c for c in out.columns if c.startswith(METRIC)] + [ADDED]
     kept = out[out[REJECT].isna()].drop(columns=[REJECT, *internal])
     rejected = out[out[REJECT].notna()].drop(columns=internal)

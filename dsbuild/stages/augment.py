@@ -19,6 +19,7 @@ from typing import Any, Literal
 import cv2
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from pydantic import Field, field_validator
 
 from dsbuild.kernels import selection
@@ -51,10 +52,16 @@ class AugmentOptions(StageOptions):
     format: Literal["same", "jpeg", "png", "webp"] = Field("same", description="encoding of copies; 'same' keeps each parent's")
     quality: int | None = Field(None, ge=1, le=100, description="JPEG/WebP quality (default 95 / 90)")
     params_column: str = Field("augment_params", description="column for each copy's applied parameters (JSON)")
-    boxes: str | None = Field(None, description="column of boxes (a list of [4 numbers] per row)")
+    boxes: str | None = Field(
+        None, description="column of boxes (a list of [4 numbers] per row), or column.field of a struct column (objects.bbox)"
+    )
     box_format: Literal["pascal_voc", "coco", "yolo"] = "pascal_voc"
-    box_labels: str | None = Field(None, description="column of per-box labels, kept in step with surviving boxes")
-    keypoints: str | None = Field(None, description="column of keypoints (a list of [x, y] per row); NaN once outside")
+    box_labels: str | None = Field(
+        None, description="column (or column.field) of per-box labels, kept in step with surviving boxes"
+    )
+    keypoints: str | None = Field(
+        None, description="column (or column.field) of keypoints (a list of [x, y] per row); NaN once outside"
+    )
     mask: str | None = Field(None, description="column of encoded segmentation masks (PNG)")
     min_visibility: float = Field(0.0, ge=0, le=1, description="drop a box when less than this share of it is left")
 
@@ -92,7 +99,10 @@ class Augment(FitApplyStage):
     def check(self, meta):
         o = self.options
         self.require_columns(meta, [self._image()], what="image column (columns.image)")
-        self.require_columns(meta, [c for c in (o.boxes, o.box_labels, o.keypoints, o.mask) if c])
+        self.require_columns(meta, [c for c in (o.mask,) if c])
+        for name in (o.boxes, o.box_labels, o.keypoints):
+            if name:
+                self._check_field(meta, name)
         if o.balance_to is not None:
             if not self.ctx.roles.label:
                 raise StageError(f"stage {self.ctx.name!r}: balance_to needs the job's label column (columns.label)")
@@ -107,6 +117,15 @@ class Augment(FitApplyStage):
         plan["key_limit"], plan["tie_limit"] = selection.thresholds(candidates, plan["inside"])
         self.state_ = plan
         return shapes.map(frame, self._augment_balanced, shapes.broadcast(plan), label=self.ctx.name)
+
+    def _check_field(self, meta, name: str) -> None:
+        column, field = _locate(name, meta.columns)
+        self.require_columns(meta, [column])
+        struct = getattr(meta[column].dtype, "pyarrow_dtype", None)
+        if field is not None and struct is not None and pa.types.is_struct(struct):
+            fields = [struct.field(i).name for i in range(struct.num_fields)]
+            if field not in fields:
+                raise StageError(f"stage {self.ctx.name!r}: {name!r}: the struct column {column!r} has no field {field!r}; its fields are {fields}")
 
     # -- class balancing plan -----------------------------------------------------------
     def _keys(self, part: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -200,7 +219,7 @@ class Augment(FitApplyStage):
                 try:
                     out = self.pipeline(
                         pixels, rngs[k],
-                        boxes=_cell(row, o.boxes), keypoints=_cell(row, o.keypoints), mask=masks,
+                        boxes=_points(_read(row, o.boxes)), keypoints=_points(_read(row, o.keypoints)), mask=masks,
                         owned=k == n - 1,  # the last copy may overwrite the decoded pixels
                     )
                 except (ValueError, cv2.error) as e:
@@ -239,13 +258,13 @@ class Augment(FitApplyStage):
             if name in described:
                 fields[name] = value
         if o.boxes:
-            fields[o.boxes] = out.boxes.tolist()
+            _put(fields, row, o.boxes, out.boxes.tolist(), box_index=out.box_index)
             if o.box_labels:
-                labels = row[o.box_labels]
-                labels = json.loads(labels) if isinstance(labels, str) else list(labels if labels is not None else [])
-                fields[o.box_labels] = [labels[j] for j in out.box_index]
+                labels = _read(row, o.box_labels)
+                labels = list(labels if labels is not None else [])
+                _put(fields, row, o.box_labels, [labels[j] for j in out.box_index])
         if o.keypoints:
-            fields[o.keypoints] = out.keypoints.tolist()
+            _put(fields, row, o.keypoints, out.keypoints.tolist())
         if o.mask and out.mask is not None:
             fields[o.mask] = image_cell_like(row[o.mask], encode_image(out.mask, "png"))
         return fields
@@ -284,13 +303,65 @@ def _format_of(data: bytes) -> str:
     return fmt if fmt in ("png", "jpeg", "webp", "bmp", "tiff") else "png"
 
 
-def _cell(row: pd.Series | None, column: str | None):
-    if not column or row is None:
+def _locate(name: str, columns) -> tuple[str, str | None]:
+    """(column, field) named by a label option: a column as it is named, else
+    ``column.field`` of a struct column, which is how Hugging Face ``datasets`` keeps a
+    detection set's labels (``objects: {bbox: [...], category: [...], area: [...]}``)."""
+    if name in columns:
+        return name, None
+    for column in columns:
+        if isinstance(column, str) and name.startswith(column + "."):
+            return column, name[len(column) + 1 :]
+    return name, None
+
+
+def _json(value):
+    return json.loads(value) if isinstance(value, str) else value  # as a CSV or a string-converting reader leaves it
+
+
+def _read(row: pd.Series | None, name: str | None):
+    """The value an option names in ``row``: a cell, or a field of a struct cell."""
+    if not name or row is None:
         return None
-    value = row[column]
-    if isinstance(value, str):  # JSON text, as a CSV or a string-converting reader leaves it
-        value = json.loads(value)
-    if value is None or (isinstance(value, float) and np.isnan(value)) or len(value) == 0:
+    column, field = _locate(name, row.index)
+    value = _json(row[column])
+    if field is None or not isinstance(value, dict):
+        return value if field is None else None
+    if field not in value:
+        raise ValueError(f"{name!r}: the struct in column {column!r} has no field {field!r}; its fields are {list(value)}")
+    return _json(value[field])
+
+
+def _put(fields: dict, row: pd.Series, name: str, value, box_index: np.ndarray | None = None) -> None:
+    """Set what ``name`` names in the copy's ``fields``. A struct field is set in a copy
+    of the parent's struct; with ``box_index`` (the boxes that survived), the struct's
+    other per-box lists — a list as long as the parent's boxes, such as categories, ids
+    and areas — keep the same entries, so they stay in step with the boxes."""
+    column, field = _locate(name, row.index)
+    if field is None:
+        fields[column] = value
+        return
+    cell = fields.get(column)
+    if cell is None:
+        parent = _json(row[column])
+        cell = dict(parent) if isinstance(parent, dict) else {}
+        if box_index is not None:
+            boxes = cell.get(field)
+            n = len(boxes) if _is_list(boxes) else -1
+            for key, entries in cell.items():
+                if key != field and _is_list(entries) and len(entries) == n:
+                    cell[key] = [entries[j] for j in box_index]
+    cell[field] = value
+    fields[column] = cell
+
+
+def _is_list(value) -> bool:
+    return isinstance(value, (list, tuple, np.ndarray))
+
+
+def _points(value) -> np.ndarray | None:
+    """Boxes or keypoints as an (n, k) array, or None when there are none."""
+    if not _is_list(value) or len(value) == 0:  # None, NaN, NA or empty
         return None
     return np.array([list(v) for v in value], dtype=np.float64)
 

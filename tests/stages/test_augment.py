@@ -7,6 +7,7 @@ import cv2
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from sklearn.datasets import load_digits
 
@@ -152,3 +153,90 @@ def test_sixteen_bit_images_get_sixteen_bit_copies_and_others_a_clear_error():
     floats = pd.DataFrame({"id": ["f32"], "image": [cv2.imencode(".tiff", deep.astype(np.float32) / 65535)[1].tobytes()]})
     with pytest.raises(StageError, match="row 'f32', a float32 image"):
         run_stage(Augment(transforms=["gamma"], copies=1), floats, npartitions=1, roles=Roles(image="image"))
+
+
+BOXES = [[2.0, 2.0, 8.0, 10.0], [12.0, 4.0, 8.0, 8.0], [22.0, 20.0, 8.0, 10.0]]  # coco: x, y, w, h
+OBJECTS = pa.struct([("id", pa.list_(pa.int64())), ("area", pa.list_(pa.float64())),
+                     ("bbox", pa.list_(pa.list_(pa.float64()))), ("category", pa.list_(pa.string()))])
+CROP = dict(transforms=["hflip", {"random_crop": {"height": 32, "width": 16}}], copies=2, box_format="coco", min_visibility=0.5)
+
+
+def _detection_set(digits, n=12):
+    """The same boxes as plain columns and as the ``objects`` struct ``datasets`` writes."""
+    plain = digits.drop(columns=["boxes", "box_labels"]).head(n)
+    plain = plain.assign(boxes=[BOXES] * n, box_labels=[["a", "b", "c"]] * n)
+    cells = [{"id": [10, 11, 12], "area": [48.0, 64.0, 80.0], "bbox": BOXES, "category": ["a", "b", "c"]}] * n
+    hf = plain.drop(columns=["boxes", "box_labels"]).assign(objects=pd.Series(cells, index=plain.index, dtype=pd.ArrowDtype(OBJECTS)))
+    return plain, hf
+
+
+def _same_boxes(flat, nested):
+    """Copies of the plain run and the struct run carry the same boxes and labels; the
+    struct's ids and areas are those of the surviving boxes."""
+    survivors = [len(b) for b in flat["boxes"]]
+    assert len(flat) == len(nested) > 0 and 0 < min(survivors) and max(survivors) < 3  # every copy lost a box, none all
+    for (_, f), (_, n) in zip(flat.iterrows(), nested.iterrows()):
+        assert [list(b) for b in n["objects"]["bbox"]] == [list(b) for b in f["boxes"]]
+        assert list(n["objects"]["category"]) == list(f["box_labels"])
+        kept = ["abc".index(label) for label in f["box_labels"]]
+        assert list(n["objects"]["id"]) == [10 + j for j in kept] and list(n["objects"]["area"]) == [48.0 + 16 * j for j in kept]
+
+
+def test_boxes_in_a_hugging_face_objects_struct_follow_as_in_plain_columns(digits):
+    """``objects.bbox`` / ``objects.category`` as ``datasets`` stores a detection set."""
+    plain, hf = _detection_set(digits)
+    flat, _ = run_stage(Augment(boxes="boxes", box_labels="box_labels", **CROP), plain, npartitions=2, roles=ROLES)
+    nested, _ = run_stage(Augment(boxes="objects.bbox", box_labels="objects.category", **CROP), hf, npartitions=2, roles=ROLES)
+    flat, nested = (f[f["id"].str.contains("#aug")].set_index("id").sort_index() for f in (flat, nested))
+    assert nested["objects"].dtype == hf["objects"].dtype
+    _same_boxes(flat, nested)
+    with pytest.raises(Exception, match="no field 'boxes'.*'bbox'"):
+        run_stage(Augment(boxes="objects.boxes", **CROP), hf, roles=ROLES)
+
+
+def test_a_job_on_a_hugging_face_detection_parquet_keeps_the_struct(digits, client, tmp_path):
+    """Through the Parquet source (which hands structs over as dicts of arrays) and the
+    sink: the output's ``objects`` has the file's type, and a field typo names the row."""
+    import dsbuild
+
+    plain, hf = _detection_set(digits)
+    hf.to_parquet(tmp_path / "detection.parquet", index=False)
+    job = {
+        "name": "hf-detection", "seed": 0, "columns": {"image": "image"},
+        "source": {"format": "parquet", "path": str(tmp_path / "detection.parquet")},
+        "stages": [{"augment": {"boxes": "objects.bbox", "box_labels": "objects.category", **CROP}}],
+        "sink": {"path": str(tmp_path / "out")},
+    }
+    dsbuild.run(job, client=client)
+    table = pq.read_table(tmp_path / "out" / "data")
+    assert table.schema.field("objects").type == OBJECTS
+    nested = table.to_pandas().set_index("id").sort_index()
+    nested = nested[nested.index.str.contains("#aug")]
+    flat, _ = run_stage(Augment(boxes="boxes", box_labels="box_labels", **CROP), plain, npartitions=2, roles=ROLES)
+    _same_boxes(flat[flat["id"].str.contains("#aug")].set_index("id").sort_index(), nested)
+    job["stages"] = [{"augment": {"boxes": "objects.boxes", **CROP}}]
+    job["sink"]["path"] = str(tmp_path / "typo")
+    with pytest.raises(Exception, match=r"row 'd0-0\d'.*no field 'boxes'.*'bbox'"):
+        dsbuild.run(job, client=client)
+
+
+def test_a_phone_photo_is_copied_upright_as_it_is_shown():
+    """A portrait stored as landscape pixels with EXIF orientation 6: copies are made from
+    the upright image (as PIL, viewers and ``datasets`` show the parent, and as its boxes
+    were drawn) and written upright, with no orientation left to apply."""
+    from PIL import Image
+    from skimage import data
+
+    portrait = data.astronaut()[:300, :200]
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(np.rot90(portrait, 1))).save(buf, "JPEG", exif=exif.tobytes(), quality=95)  # stored 200×300
+    frame = pd.DataFrame({"id": ["phone"], "image": pd.Series([buf.getvalue()], dtype=pd.ArrowDtype(pa.binary())),
+                          "boxes": [[[20.0, 30.0, 60.0, 90.0]]]})
+    kept, _ = run_stage(Augment(transforms=[{"hflip": {"p": 0.0}}], boxes="boxes", format="png"), frame, roles=Roles(image="image"))
+    copy = kept[kept["id"] == "phone#aug0"].iloc[0]
+    pixels = decode_image(copy["image"])
+    assert pixels.shape == (300, 200, 3)
+    assert np.abs(pixels[..., ::-1].astype(int) - portrait).mean() < 3  # the portrait, not the stored pixels
+    assert [list(b) for b in copy["boxes"]] == [[20.0, 30.0, 60.0, 90.0]]  # boxes of the upright image, unmoved

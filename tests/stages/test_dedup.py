@@ -306,3 +306,28 @@ def test_near_dedup_images_decides_alike_on_hugging_face_image_structs(client, a
     assert kept["id"].tolist() == plain[0]["id"].tolist() and _pairs(rej) == _pairs(plain[1])
     assert kept["image"].dtype == hf_frame["image"].dtype
     assert kept["image"].tolist() == hf_frame.set_index("id")["image"][kept["id"]].tolist()
+
+
+def test_exact_dedup_and_decontaminate_decide_alike_on_hugging_face_image_structs(tmp_path, copies, as_hf_images):
+    """Train rows and the reference file both in the struct ``datasets`` writes for
+    Image(): the same rows removed for the same reasons as with plain bytes."""
+    from dsbuild.stages.dedup import Decontaminate
+
+    originals = copies[copies["edits"] == "original"].iloc[:10]
+    train = copies[copies["group"].isin(copies["group"].unique()[:20]) & ~copies["id"].isin(originals["id"])]
+    train = pd.concat([train, train.iloc[:5].assign(id=lambda d: "z" + d["id"])], ignore_index=True)[["id", "image"]]
+    reference = originals[["id", "image"]].assign(id=lambda d: "test-" + d["id"])
+    roles = Roles(image="image")
+    decisions = {}
+    for form, convert in (("bytes", lambda f: f), ("struct", as_hf_images)):
+        reference_path = tmp_path / f"reference-{form}.parquet"
+        convert(reference).to_parquet(reference_path)
+        frame = convert(train)
+        decisions[form] = [
+            _pairs(run_stage(stage, frame, npartitions=2, roles=roles)[1])
+            for stage in (ExactDedup(), Decontaminate(reference={"format": "parquet", "path": str(reference_path)}))
+        ]
+    dedup, contaminated = decisions["bytes"]
+    assert len(dedup) == 5 and all(reason.startswith("duplicate-of=") for _, reason in dedup)
+    assert len(contaminated) > 0 and all(reason.startswith("contaminated=test-") for _, reason in contaminated)
+    assert decisions["struct"] == decisions["bytes"]

@@ -198,7 +198,7 @@ def test_label_issues_on_a_sample_is_stated(poisoned):
 
 
 @pytest.mark.parametrize("kind", ["pixels", "hog"])
-def test_image_features_find_noise_images(kind):
+def test_image_features_find_noise_images(kind, as_hf_images):
     digits = load_digits()
     rng = np.random.default_rng(0)
     n = 300
@@ -214,6 +214,11 @@ def test_image_features_find_noise_images(kind):
             Sanitize(method="l2", fraction=0.1, image_features=kind), frame, npartitions=2, roles=Roles(label="target", image="image")
         )
     assert rejected["id"].isin(frame["id"][n:]).sum() >= 8  # ~30 of 310 removed: chance finds 1
+    with dask.config.set(scheduler="sync"):
+        _, from_structs = run_stage(
+            Sanitize(method="l2", fraction=0.1, image_features=kind), as_hf_images(frame), npartitions=2, roles=Roles(label="target", image="image")
+        )
+    assert from_structs["id"].tolist() == rejected["id"].tolist()  # Hugging Face's Image() struct: the same rows
 
 
 def test_settings_are_checked(poisoned):
