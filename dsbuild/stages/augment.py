@@ -334,17 +334,22 @@ def _read(row: pd.Series | None, name: str | None):
 
 def _put(fields: dict, row: pd.Series, name: str, value, box_index: np.ndarray | None = None) -> None:
     """Set what ``name`` names in the copy's ``fields``. A struct field is set in a copy
-    of the parent's struct; with ``box_index`` (the boxes that survived), the struct's
+    of the parent's struct (a missing struct stays missing); with ``box_index`` (the boxes that survived), the struct's
     other per-box lists — a list as long as the parent's boxes, such as categories, ids
     and areas — keep the same entries, so they stay in step with the boxes."""
     column, field = _locate(name, row.index)
     if field is None:
         fields[column] = value
         return
+    if column in fields and fields[column] is None:
+        return
     cell = fields.get(column)
     if cell is None:
         parent = _json(row[column])
-        cell = dict(parent) if isinstance(parent, dict) else {}
+        if not isinstance(parent, dict):  # a missing struct (no annotation) stays missing
+            fields[column] = None
+            return
+        cell = dict(parent)
         if box_index is not None:
             boxes = cell.get(field)
             n = len(boxes) if _is_list(boxes) else -1

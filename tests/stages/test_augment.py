@@ -192,6 +192,10 @@ def test_boxes_in_a_hugging_face_objects_struct_follow_as_in_plain_columns(digit
     _same_boxes(flat, nested)
     with pytest.raises(Exception, match="no field 'boxes'.*'bbox'"):
         run_stage(Augment(boxes="objects.boxes", **CROP), hf, roles=ROLES)
+    unannotated = hf.assign(objects=hf["objects"].where(hf["id"] != "d0-00"))
+    kept, _ = run_stage(Augment(boxes="objects.bbox", box_labels="objects.category", **CROP), unannotated, roles=ROLES)
+    assert kept.loc[kept["id"].str.startswith("d0-00"), "objects"].isna().all()  # no annotation: none on its copies
+    assert kept["objects"].notna().sum() == 3 * (len(hf) - 1)
 
 
 def test_a_job_on_a_hugging_face_detection_parquet_keeps_the_struct(digits, client, tmp_path):
