@@ -325,8 +325,10 @@ def _read(row: pd.Series | None, name: str | None):
         return None
     column, field = _locate(name, row.index)
     value = _json(row[column])
-    if field is None or not isinstance(value, dict):
-        return value if field is None else None
+    if field is None:
+        return value
+    if not isinstance(value, dict):  # a missing struct: nothing to move
+        return None
     if field not in value:
         raise ValueError(f"{name!r}: the struct in column {column!r} has no field {field!r}; its fields are {list(value)}")
     return _json(value[field])
@@ -334,9 +336,10 @@ def _read(row: pd.Series | None, name: str | None):
 
 def _put(fields: dict, row: pd.Series, name: str, value, box_index: np.ndarray | None = None) -> None:
     """Set what ``name`` names in the copy's ``fields``. A struct field is set in a copy
-    of the parent's struct (a missing struct stays missing); with ``box_index`` (the boxes that survived), the struct's
-    other per-box lists — a list as long as the parent's boxes, such as categories, ids
-    and areas — keep the same entries, so they stay in step with the boxes."""
+    of the parent's struct (a missing struct stays missing). With ``box_index`` (the
+    boxes that survived), the struct's other per-box lists — those as long as the
+    parent's boxes, such as categories, ids and areas — keep the same entries, so they
+    stay in step with the boxes."""
     column, field = _locate(name, row.index)
     if field is None:
         fields[column] = value
