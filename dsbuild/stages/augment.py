@@ -122,6 +122,8 @@ class Augment(FitApplyStage):
         column, field = _locate(name, meta.columns)
         self.require_columns(meta, [column])
         struct = getattr(meta[column].dtype, "pyarrow_dtype", None)
+        if struct is not None and pa.types.is_list(struct):
+            struct = struct.value_type
         if field is not None and struct is not None and pa.types.is_struct(struct):
             fields = [struct.field(i).name for i in range(struct.num_fields)]
             if field not in fields:
@@ -320,26 +322,34 @@ def _json(value):
 
 
 def _read(row: pd.Series | None, name: str | None):
-    """The value an option names in ``row``: a cell, or a field of a struct cell."""
+    """The value an option names in ``row``: a cell, a field of a struct cell, or that
+    field of each struct in a list of them (``datasets`` writes a ``Sequence`` of dicts
+    as a struct of lists, a list of dicts as a list of structs)."""
     if not name or row is None:
         return None
     column, field = _locate(name, row.index)
     value = _json(row[column])
     if field is None:
         return value
-    if not isinstance(value, dict):  # a missing struct: nothing to move
-        return None
-    if field not in value:
-        raise ValueError(f"{name!r}: the struct in column {column!r} has no field {field!r}; its fields are {list(value)}")
-    return _json(value[field])
+    if isinstance(value, dict):
+        return _field(value, field, name, column)
+    if _is_list(value) and all(isinstance(item, dict) for item in value):
+        return [_field(item, field, name, column) for item in value]
+    return None  # a missing struct: nothing to move
+
+
+def _field(struct: dict, field: str, name: str, column: str):
+    if field not in struct:
+        raise ValueError(f"{name!r}: the struct in column {column!r} has no field {field!r}; its fields are {list(struct)}")
+    return struct[field]
 
 
 def _put(fields: dict, row: pd.Series, name: str, value, box_index: np.ndarray | None = None) -> None:
-    """Set what ``name`` names in the copy's ``fields``. A struct field is set in a copy
-    of the parent's struct (a missing struct stays missing). With ``box_index`` (the
-    boxes that survived), the struct's other per-box lists — those as long as the
-    parent's boxes, such as categories, ids and areas — keep the same entries, so they
-    stay in step with the boxes."""
+    """Set what ``name`` names in the copy's ``fields``, in a copy of the parent's struct
+    or list of structs (a missing one stays missing). With ``box_index`` (the boxes
+    that survived), the rest stays in step with the boxes: a list of structs keeps the
+    surviving boxes' structs, and a struct's other per-box lists — those as long as the
+    parent's boxes, such as categories, ids and areas — keep their entries."""
     column, field = _locate(name, row.index)
     if field is None:
         fields[column] = value
@@ -349,17 +359,26 @@ def _put(fields: dict, row: pd.Series, name: str, value, box_index: np.ndarray |
     cell = fields.get(column)
     if cell is None:
         parent = _json(row[column])
-        if not isinstance(parent, dict):  # a missing struct (no annotation) stays missing
+        if isinstance(parent, dict):
+            cell = dict(parent)
+            if box_index is not None:
+                boxes = cell.get(field)
+                n = len(boxes) if _is_list(boxes) else -1
+                for key, entries in cell.items():
+                    if key != field and _is_list(entries) and len(entries) == n:
+                        cell[key] = [entries[j] for j in box_index]
+        elif _is_list(parent) and all(isinstance(item, dict) for item in parent):
+            cell = [dict(parent[j]) for j in (range(len(parent)) if box_index is None else box_index)]
+        else:  # a missing struct (no annotation) stays missing
             fields[column] = None
             return
-        cell = dict(parent)
-        if box_index is not None:
-            boxes = cell.get(field)
-            n = len(boxes) if _is_list(boxes) else -1
-            for key, entries in cell.items():
-                if key != field and _is_list(entries) and len(entries) == n:
-                    cell[key] = [entries[j] for j in box_index]
-    cell[field] = value
+    if isinstance(cell, list):
+        if len(value) != len(cell):
+            raise ValueError(f"{name!r}: {len(value)} values for a list of {len(cell)} structs in column {column!r}; keypoints cannot be per struct")
+        for item, v in zip(cell, value):
+            item[field] = v
+    else:
+        cell[field] = value
     fields[column] = cell
 
 

@@ -198,6 +198,21 @@ def test_boxes_in_a_hugging_face_objects_struct_follow_as_in_plain_columns(digit
     assert kept["objects"].notna().sum() == 3 * (len(hf) - 1)
 
 
+def test_boxes_in_a_list_of_structs_follow_as_in_plain_columns(digits):
+    """``objects: [{bbox, category, id, area}, ...]``, how ``datasets`` writes a list of
+    dicts: each copy keeps the structs of its surviving boxes, with their boxes moved."""
+    plain, hf = _detection_set(digits)
+    listed = pa.list_(pa.struct([("id", pa.int64()), ("area", pa.float64()), ("bbox", pa.list_(pa.float64())), ("category", pa.string())]))
+    cells = [[{"id": 10 + j, "area": 48.0 + 16 * j, "bbox": b, "category": c} for j, (b, c) in enumerate(zip(BOXES, "abc"))]] * len(hf)
+    hf = hf.assign(objects=pd.Series(cells, index=hf.index, dtype=pd.ArrowDtype(listed)))
+    flat, _ = run_stage(Augment(boxes="boxes", box_labels="box_labels", **CROP), plain, npartitions=2, roles=ROLES)
+    nested, _ = run_stage(Augment(boxes="objects.bbox", box_labels="objects.category", **CROP), hf, npartitions=2, roles=ROLES)
+    flat, nested = (f[f["id"].str.contains("#aug")].set_index("id").sort_index() for f in (flat, nested))
+    assert nested["objects"].dtype == hf["objects"].dtype
+    as_columns = nested.assign(objects=[{key: [o[key] for o in objects] for key in ("id", "area", "bbox", "category")} for objects in nested["objects"]])
+    _same_boxes(flat, as_columns)
+
+
 def test_a_job_on_a_hugging_face_detection_parquet_keeps_the_struct(digits, client, tmp_path):
     """Through the Parquet source (which hands structs over as dicts of arrays) and the
     sink: the output's ``objects`` has the file's type, and a field typo names the row."""
