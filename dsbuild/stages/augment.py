@@ -374,7 +374,8 @@ def _put(fields: dict, row: pd.Series, name: str, value, box_index: np.ndarray |
             return
     if isinstance(cell, list):
         if len(value) != len(cell):
-            raise ValueError(f"{name!r}: {len(value)} values for a list of {len(cell)} structs in column {column!r}; keypoints cannot be per struct")
+            raise StageError(f"{name!r}: {len(value)} values for a list of {len(cell)} structs in column {column!r}; "
+                             "only boxes and their labels can be fields of a list of structs (one per struct)")
         for item, v in zip(cell, value):
             item[field] = v
     else:
