@@ -139,7 +139,8 @@ def sniff_image_format(data: bytes | None) -> str:
 
 
 def image_size(data: bytes | None) -> tuple[int, int] | None:
-    """(height, width) read from the header alone, without decoding pixels.
+    """(height, width) of the image as shown (upright, as ``decode_image`` gives
+    it), read from the header alone, without decoding pixels.
 
     Returns None when the header cannot be read; the caller decides whether that is an
     error (validate_images decodes fully and says why).
@@ -165,10 +166,11 @@ def image_size(data: bytes | None) -> tuple[int, int] | None:
     return None
 
 
-def _jpeg_size(data: bytes) -> tuple[int, int] | None:
-    i = 2
-    n = len(data)
-    while i + 9 < n:
+def _jpeg_segments(data: bytes):
+    """(marker, offset, length) of each JPEG header segment, up to the scan; fill bytes
+    and markers that carry no length are stepped over."""
+    i, n = 2, len(data)
+    while i + 4 <= n:
         if data[i] != 0xFF:
             i += 1
             continue
@@ -177,10 +179,22 @@ def _jpeg_size(data: bytes) -> tuple[int, int] | None:
             i += 1 if marker == 0xFF else 2
             continue
         (length,) = struct.unpack(">H", data[i + 2 : i + 4])
-        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+        yield marker, i, length
+        if marker == 0xDA:
+            return
+        i += 2 + length
+
+
+def _is_frame(marker: int) -> bool:
+    """A start-of-frame marker (the one that holds the image's size)."""
+    return 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC)
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+    for marker, i, _ in _jpeg_segments(data):
+        if _is_frame(marker):
             h, w = struct.unpack(">HH", data[i + 5 : i + 9])
             return h, w
-        i += 2 + length
     return None
 
 
@@ -188,15 +202,11 @@ def jpeg_orientation(data: bytes) -> int:
     """The EXIF orientation of a JPEG (1-8; 1, upright, when it has none): how a viewer
     turns the stored pixels to show them. A phone stores a portrait photo as landscape
     pixels with orientation 6; 5-8 turn the image a quarter, so height and width swap."""
-    i, n = 2, len(data)
-    while i + 4 <= n and data[i] == 0xFF:
-        marker = data[i + 1]
-        if marker == 0xDA or (0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC)):
-            return 1  # the metadata segments come before the frame and the scan
-        (length,) = struct.unpack(">H", data[i + 2 : i + 4])
+    for marker, i, length in _jpeg_segments(data):
+        if _is_frame(marker):
+            return 1  # the metadata segments come before the frame
         if marker == 0xE1 and data[i + 4 : i + 10] == b"Exif\x00\x00":
             return _tiff_orientation(data[i + 10 : i + 2 + length])
-        i += 2 + length
     return 1
 
 
