@@ -468,18 +468,16 @@ class _CsvBlock:
         if self.spec.skip_initial_space:
             data = _strip_after_separators(data, self.spec.sep)
         header_here = self.spec.header and start == 0
-        n_lines = data.count(b"\n")
-        # Line i of the block is data row (first_line + i - header): ids follow rows.
+        # Ids are file:row, the block's first line plus the row's place among the block's
+        # records (as Arrow counts them: empty lines skipped).
         offset = first_line - (1 if self.spec.header and start != 0 else 0)
-        first_data_line = 1 if header_here else 0
         bad: list = []
         try:
             table = pacsv.read_csv(io.BytesIO(data), *_csv_options(self.spec, self.names, dict(zip(self.schema.names, self.schema.types)), header_here, bad))
-            rows = _row_numbers(n_lines, first_data_line, {b.number - 1 for b in bad if b.number is not None}) if bad else None
             df = to_pandas(table)
-            bad_rows = [(b.number - 1 - first_data_line, b.text, f"csv:fields=expected {b.expected_columns}, got {b.actual_columns}") for b in bad]
+            rows, bad_rows = _place_invalid(bad, len(df), header_here) if bad else (None, [])
         except pa.ArrowInvalid:
-            df, rows, bad_rows = self._typed_by_hand(data, data.split(b"\n")[:-1], header_here)
+            df, rows, bad_rows = self._typed_by_hand(data, header_here)
         ids = None if rows is None else pd.array([f"{rel}:{offset + r}" for r in rows], dtype="string")
         df = _with_id(df, rel, offset, ids)
         out = _mark_bad(df)
@@ -490,15 +488,15 @@ class _CsvBlock:
             out.loc[len(df):, RAW] = [text for _, text, _ in bad_rows]
         return out
 
-    def _typed_by_hand(self, data: bytes, lines: list[bytes], header_here: bool):
+    def _typed_by_hand(self, data: bytes, header_here: bool):
         """A value does not fit its column's type: read as text, convert per column, and
         reject the rows whose values do not convert, naming the column and value."""
         bad: list = []
         strings = {n: pa.string() for n in self.names}
         table = pacsv.read_csv(io.BytesIO(data), *_csv_options(self.spec, self.names, strings, header_here, bad))
-        first_data_line = 1 if header_here else 0
-        rows = np.array(_row_numbers(len(lines), first_data_line, {b.number - 1 for b in bad if b.number is not None}))
         raw = table.to_pandas()
+        rows, bad_rows = _place_invalid(bad, len(raw), header_here)
+        rows = np.arange(len(raw)) if rows is None else np.asarray(rows)
         reasons = np.full(len(raw), None, dtype=object)
         out = {}
         for f in self.schema:
@@ -520,20 +518,33 @@ class _CsvBlock:
             out[f.name] = to_pandas(pa.table({f.name: pa.array(good, type=f.type, from_pandas=True)}))[f.name].set_axis(col.index)
         df = pd.DataFrame(out, index=raw.index)
         keep = np.array([r is None for r in reasons], dtype=bool)
-        bad_rows = [(b.number - 1 - first_data_line, b.text, f"csv:fields=expected {b.expected_columns}, got {b.actual_columns}") for b in bad]
-        text_lines = lines[first_data_line:]
+        records = _records(data, header_here)
         for i in np.flatnonzero(~keep):
-            bad_rows.append((int(rows[i]), _line_text(text_lines, rows[i]), reasons[i]))
+            row = int(rows[i])
+            text = records[row].decode("utf8", "replace") if row < len(records) else ""
+            bad_rows.append((row, text, reasons[i]))
         return df[keep].reset_index(drop=True), [int(r) for r in rows[keep]], bad_rows
 
 
-def _line_text(lines: list[bytes], row: int) -> str:
-    return lines[row].decode("utf8", "replace") if 0 <= row < len(lines) else ""
+def _place_invalid(bad: list, n_parsed: int, header_here: bool) -> tuple[list[int] | None, list[tuple]]:
+    """Rows Arrow skipped as invalid: each parsed row's number and (number, text, reason)
+    for each skipped one. Arrow numbers records from 1, the header included and empty
+    lines not; one it cannot place goes after the parsed rows."""
+    skip = 1 if header_here else 0
+    placed = [b.number - 1 - skip if b.number is not None else None for b in bad]
+    known = set(placed)
+    free = [r for r in range(n_parsed + len(bad)) if r not in known]
+    rows, unknown = free[:n_parsed], iter(free[n_parsed:])
+    placed = [p if p is not None else next(unknown) for p in placed]
+    reasons = [(p, b.text, f"csv:fields=expected {b.expected_columns}, got {b.actual_columns}") for p, b in zip(placed, bad)]
+    return rows, reasons
 
 
-def _row_numbers(n_lines: int, first_data_line: int, bad_lines: set[int]) -> list[int]:
-    """Data row number of each parsed row, counting the bad lines that were skipped."""
-    return [i - first_data_line for i in range(first_data_line, n_lines) if i not in bad_lines]
+def _records(data: bytes, header_here: bool) -> list[bytes]:
+    """The block's lines as Arrow's records (empty lines left out), for a rejected row's
+    text; a value with a line break inside quotes shifts the text, not the row's id."""
+    lines = [line for line in data.split(b"\n")[:-1] if line.rstrip(b"\r")]
+    return lines[1:] if header_here else lines
 
 
 def _mark_bad(df: pd.DataFrame) -> pd.DataFrame:
