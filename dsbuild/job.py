@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from dsbuild.io.sources import SourceSpec
 from dsbuild.stages import STAGES, Roles, Stage, StageContext, stage_class
+from dsbuild.stages.fairness import increasing_bins
 
 
 class JobError(ValueError):
@@ -43,11 +44,27 @@ class ColumnsSpec(_Spec):
     image: str | None = None
     weight: str = "weight"
     text: str | None = None
+    bins: dict[str, list[float]] = Field(
+        default_factory=dict,
+        description="cut points of numeric sensitive columns, for every fairness stage: {age: [25]} gives "
+        "the groups <25 and >=25 (a stage's own bins replace a column's)",
+    )
 
     @field_validator("sensitive", "features", mode="before")
     @classmethod
     def _one_or_many(cls, v):
         return [v] if isinstance(v, str) else v
+
+    @field_validator("bins")
+    @classmethod
+    def _bins_of_sensitive(cls, bins, info):
+        sensitive = info.data.get("sensitive") or []
+        for c in bins:
+            if c not in sensitive:
+                hint = difflib.get_close_matches(c, sensitive, n=1)
+                raise ValueError(f"bins name {c!r}, which is not a sensitive column {sensitive}"
+                                 + (f" (did you mean {hint[0]!r}?)" if hint else ""))
+        return increasing_bins(bins)
 
     def roles(self) -> Roles:
         return Roles(
@@ -58,6 +75,7 @@ class ColumnsSpec(_Spec):
             image=self.image,
             weight=self.weight,
             text=self.text,
+            bins=tuple((c, tuple(edges)) for c, edges in self.bins.items()),
         )
 
 
@@ -354,8 +372,9 @@ def _message(e: dict, path: tuple, data: dict) -> str:
             + (f" (did you mean {hint[0]!r}?)" if hint else "")
             + (f"; valid options: {', '.join(valid)}" if valid else "")
         )
-    if kind == "value_error" and "unknown stage" in msg:
-        return msg.removeprefix("Value error, ")
+    if kind == "value_error":  # our validators' own words; a long input would bury them
+        msg, got = msg.removeprefix("Value error, "), repr(e.get("input"))
+        return msg if len(got) > 80 or got in msg else f"{msg} (got {got})"
     if kind == "union_tag_invalid":
         return f"unknown format {ctx.get('tag')!r}; formats: {ctx.get('expected_tags')}"
     if "input" in e and kind not in ("missing",):

@@ -219,6 +219,7 @@ class Execution:
                 stage.check(kept._meta)
             except StageError as e:
                 raise StageError(f"stages[{i}] {stage.ctx.name}: {e}") from None
+            self.warnings += stage.column_warnings(kept._meta)
             if stage.multi_pass and not stored:
                 kept, stored = self._flush(kept, checkpoint=i), True
             t = time.perf_counter()
@@ -402,6 +403,7 @@ def validate_against_source(spec: JobSpec) -> list[str]:
             stage.check(meta)
         except StageError as e:
             raise StageError(f"stages[{i}] {stage.ctx.name}: {e}") from None
+        notes += stage.column_warnings(meta)
         if stage.shape == "map":
             meta = kept_rows(stage._process(meta.copy()))
     return notes

@@ -93,3 +93,12 @@ def test_overrides_patch_dotted_fields():
 def test_missing_job_file_is_named():
     with pytest.raises(JobError, match="no_such.yaml: no such job file"):
         load_job("no_such.yaml")
+
+
+def test_bins_must_name_a_sensitive_column_and_increase(tmp_path):
+    text = GOOD.replace("  sensitive: sex", "  sensitive: sex\n  bins: {age: [25]}")
+    (problem,) = errors_of(text, tmp_path)
+    assert ":7: columns.bins: bins name 'age'" in problem and "not a sensitive column" in problem
+    text = GOOD.replace("  sensitive: sex", "  sensitive: [age]\n  bins: {age: [40, 25]}")
+    (problem,) = errors_of(text, tmp_path)
+    assert "increasing" in problem

@@ -52,6 +52,7 @@ class Roles:
     image: str | None = None
     weight: str = "weight"
     text: str | None = None
+    bins: tuple[tuple[str, tuple[float, ...]], ...] = ()  # cut points of numeric sensitive columns
 
     @property
     def image_column(self) -> str:
@@ -122,6 +123,11 @@ class Stage:
 
     def order_warnings(self, earlier: list[Stage], later: list[Stage]) -> list[str]:
         """Warnings about where this stage stands in the job (see fairness)."""
+        return []
+
+    def column_warnings(self, meta: pd.DataFrame) -> list[str]:
+        """Warnings about settings that run but likely not as meant, from the columns
+        this stage will see (after :meth:`check` passed)."""
         return []
 
     def summary(self) -> dict:

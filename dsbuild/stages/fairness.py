@@ -2,9 +2,9 @@
 
 Every statistic is mergeable — group × label counts, moments, per-group value counts or
 histograms — so results do not depend on partitioning and no data is collected. Groups
-come from the job's ``sensitive`` columns; a numeric one is cut into bins by the stage's
-``bins`` option (``bins: {age: [25]}`` gives the groups ``<25`` and ``>=25``, German
-credit's age split). Several sensitive columns also give their intersection.
+come from the job's ``sensitive`` columns; a numeric one is cut into bins by the job's
+``columns.bins`` or the stage's ``bins`` option (``bins: {age: [25]}`` gives the groups
+``<25`` and ``>=25``, German credit's age split). Several sensitive columns also give their intersection.
 
 - ``fairness_audit``: counts, base rates, SPD and DI per group and intersection; with a
   ``model``, demographic parity and equalized odds of its out-of-fold predictions.
@@ -108,10 +108,14 @@ class FairnessOptions(StageOptions):
     @field_validator("bins")
     @classmethod
     def _increasing(cls, bins):
-        for col, edges in bins.items():
-            if not edges or any(b <= a for a, b in zip(edges, edges[1:])):
-                raise ValueError(f"bins for {col!r} must be a non-empty increasing list, got {edges}")
-        return bins
+        return increasing_bins(bins)
+
+
+def increasing_bins(bins: dict[str, list[float]]) -> dict[str, list[float]]:
+    for col, edges in bins.items():
+        if not edges or any(b <= a for a, b in zip(edges, edges[1:])):
+            raise ValueError(f"bins for {col!r} must be a non-empty increasing list, got {edges}")
+    return bins
 
 
 class MitigationOptions(FairnessOptions):
@@ -151,6 +155,11 @@ class FairnessStage(FitApplyStage):
     def label(self) -> str:
         return self.ctx.roles.label
 
+    @property
+    def bins(self) -> dict[str, list[float]]:
+        """Cut points per numeric sensitive column: the job's, each replaced by the stage's own."""
+        return {**{c: list(edges) for c, edges in self.ctx.roles.bins}, **self.options.bins}
+
     def check(self, meta: pd.DataFrame) -> None:
         if not self.sensitive:
             raise StageError(f"stage {self.ctx.name!r} needs sensitive columns: set columns.sensitive in the job")
@@ -159,7 +168,7 @@ class FairnessStage(FitApplyStage):
         self.require_columns(meta, self.sensitive, what="sensitive column")
         if self.needs_label:
             self.require_columns(meta, [self.label], what="label column")
-        for col in self.options.bins:
+        for col in self.bins:
             if col not in self.sensitive:
                 raise StageError(f"stage {self.ctx.name!r}: bins name {col!r}, which is not a sensitive column {self.sensitive}")
             if not pd.api.types.is_numeric_dtype(meta[col]):
@@ -168,13 +177,28 @@ class FairnessStage(FitApplyStage):
             if col not in self.sensitive:
                 raise StageError(f"stage {self.ctx.name!r}: privileged names {col!r}, which is not a sensitive column {self.sensitive}")
 
+    def column_warnings(self, meta: pd.DataFrame) -> list[str]:
+        """A numeric sensitive column without cut points makes each of its values a group:
+        right for codes (0/1), wrong for an age, whose 70 one-year groups leave most cells
+        too small to weigh or resample."""
+        return [
+            f"stage {self.ctx.name!r}: sensitive column {c!r} is numeric ({meta[c].dtype}) and has no bins, "
+            f"so each of its values is a group of its own. Cut it into groups with columns.bins "
+            f"(e.g. {{{c}: [25]}}), or cast it to category if its values are codes."
+            for c in self._unbinned_numeric(meta)
+        ]
+
+    def _unbinned_numeric(self, meta: pd.DataFrame) -> list[str]:
+        return [c for c in self.sensitive if c not in self.bins and pd.api.types.is_numeric_dtype(meta[c])
+                and not pd.api.types.is_bool_dtype(meta[c])]
+
     # groups and counts ------------------------------------------------------------------
     def groups(self, part: pd.DataFrame) -> np.ndarray:
         """Each row's group: the intersection of its groups in every sensitive column."""
-        return joint_text([group_text(part[c], self.options.bins.get(c)) for c in self.sensitive])
+        return joint_text([group_text(part[c], self.bins.get(c)) for c in self.sensitive])
 
     def table(self, part: pd.DataFrame, extra=None) -> pd.DataFrame:
-        return contingency(part, self.sensitive, self.label, self.ctx.roles.weight, self.options.bins, extra)
+        return contingency(part, self.sensitive, self.label, self.ctx.roles.weight, self.bins, extra)
 
     def count(self, part: pd.DataFrame, state=None) -> pd.DataFrame:
         return self.table(part)
@@ -182,7 +206,7 @@ class FairnessStage(FitApplyStage):
     def table_statistic(self) -> tuple:
         """What :meth:`table` counts, as :meth:`Shapes.fit` names a statistic: stages that
         count the same columns the same way over the same rows share one pass."""
-        bins = tuple(sorted((c, tuple(edges)) for c, edges in self.options.bins.items()))
+        bins = tuple(sorted((c, tuple(edges)) for c, edges in self.bins.items()))
         return ("contingency", tuple(self.sensitive), self.label, self.ctx.roles.weight, bins)
 
     def favorable(self, table: pd.DataFrame):
@@ -214,7 +238,7 @@ class FairnessStage(FitApplyStage):
         cols = {c: part[c] for c in numeric}
         for c in categorical:
             src = c[3:] if c.startswith("_s:") else c
-            cols[c] = group_text(part[src], self.options.bins.get(src)) if c.startswith("_s:") else part[c]
+            cols[c] = group_text(part[src], self.bins.get(src)) if c.startswith("_s:") else part[c]
         return pd.DataFrame(cols, index=part.index)
 
     def _sample(self, part: pd.DataFrame, state=None) -> pd.DataFrame:
@@ -365,7 +389,7 @@ class Reweigh(FairnessStage):
 
     def apply(self, part, factors):
         weight = self.ctx.roles.weight
-        factor = _cell_lookup(part, factors, self.sensitive, self.label, self.options.bins, "factor", 1.0)
+        factor = _cell_lookup(part, factors, self.sensitive, self.label, self.bins, "factor", 1.0)
         old = pd.to_numeric(part[weight], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan) if weight in part.columns else 1.0
         part[weight] = old * factor
         return part
@@ -715,16 +739,15 @@ class CorrelationRemoverStage(_FeatureRepair):
     Options = CorrelationOptions
     needs_label = False
 
-    def _numeric_sensitive(self, meta) -> list[str]:
-        return [c for c in self.sensitive if c not in self.options.bins and pd.api.types.is_numeric_dtype(meta[c])
-                and not pd.api.types.is_bool_dtype(meta[c])]
+    def column_warnings(self, meta: pd.DataFrame) -> list[str]:
+        return []  # a numeric sensitive column without bins enters as a number, as in fairlearn
 
     def _design(self, part, levels: dict[str, list[str]] | None):
         """(levels, matrix [indicators, numeric sensitive, features], complete-row mask),
         written into one preallocated matrix: the features are copied once."""
-        numeric_s = self._numeric_sensitive(part)
+        numeric_s = self._unbinned_numeric(part)
         cats = [c for c in self.sensitive if c not in numeric_s]
-        coded = {c: group_codes(part[c], self.options.bins.get(c)) for c in cats}
+        coded = {c: group_codes(part[c], self.bins.get(c)) for c in cats}
         if levels is None:
             levels = {c: sorted({names[i] for i in np.unique(codes)}) for c, (codes, names) in coded.items()}
         numeric = [*numeric_s, *self.features(part)]
@@ -764,7 +787,7 @@ class CorrelationRemoverStage(_FeatureRepair):
         return {"levels": kept, "remover": CorrelationRemover(self.options.alpha).fit(sub, self.n_sensitive_)}
 
     def build(self, frame, shapes):
-        self._numeric_s = self._numeric_sensitive(frame._meta)
+        self._numeric_s = self._unbinned_numeric(frame._meta)
         self._features = self.features(frame._meta)
         return super().build(frame, shapes)
 

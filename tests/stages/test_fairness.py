@@ -9,7 +9,7 @@ from fairlearn.preprocessing import CorrelationRemover as FairlearnCorrelationRe
 
 import dsbuild
 from dsbuild.stages import StageError
-from dsbuild.stages.base import Roles
+from dsbuild.stages.base import Roles, StageContext
 from dsbuild.stages.fairness import (
     CorrelationRemoverStage,
     DisparateImpactRemover,
@@ -142,6 +142,32 @@ def test_reweigh_equals_direct_pandas_and_composes(german):
     after = runs[0][0].summary()["after"]["age"]
     assert after["di"] == pytest.approx(1.0, abs=1e-6)
     assert runs[0][0].summary()["before"]["age"]["di"] < 0.95
+
+
+def test_the_jobs_bins_serve_every_fairness_stage_and_a_stages_own_replace_them(german):
+    """columns.bins cut age once for the whole job; a stage's bins replace a column's."""
+    by_job = Roles(label="credit", sensitive=("age",), bins=(("age", (25.0,)),))
+    job_wide = run_stage(Reweigh(favorable="good"), german, roles=by_job)[0]
+    own = run_stage(Reweigh(favorable="good", bins={"age": [25]}), german, roles=GERMAN)[0]
+    pd.testing.assert_series_equal(job_wide.set_index("id")["weight"], own.set_index("id")["weight"])
+    other = run_stage(Reweigh(favorable="good", bins={"age": [40]}), german, roles=by_job)[0]
+    assert not np.allclose(other.set_index("id")["weight"], own.set_index("id")["weight"])
+    audit = FairnessAudit(favorable="good")
+    run_stage(audit, german, roles=by_job)
+    assert set(audit.summary()["data"]["age"]["groups"]) == {"<25", ">=25"}
+
+
+def test_a_numeric_sensitive_column_without_bins_is_warned_about(german):
+    meta = german.iloc[:0]
+    unbinned = Reweigh(favorable="good").bind(StageContext("reweigh", 0, GERMAN))
+    (note,) = unbinned.column_warnings(meta)
+    assert "'age'" in note and "columns.bins" in note
+    binned = Reweigh(favorable="good").bind(StageContext("reweigh", 0, Roles(label="credit", sensitive=("age",), bins=(("age", (25.0,)),))))
+    assert binned.column_warnings(meta) == []
+    as_codes = Reweigh(favorable="good").bind(StageContext("reweigh", 0, Roles(label="credit", sensitive=("sex",))))
+    assert as_codes.column_warnings(meta) == []
+    remover = CorrelationRemoverStage().bind(StageContext("correlation_remover", 0, GERMAN))
+    assert remover.column_warnings(meta) == []  # a number there, as in fairlearn
 
 
 def test_reweigh_strength_past_parity_is_partition_independent(german):
