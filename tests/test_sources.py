@@ -75,6 +75,30 @@ def test_csv_with_a_title_line_and_empty_lines_keeps_every_row(tmp_path):
     assert set(df.loc[df[REJECT].isna(), "x"]) == set(range(3000)) - {2200, 2300}
 
 
+def test_csv_in_another_encoding_is_named_or_its_stray_rows_rejected(tmp_path):
+    """A Latin-1 file read as UTF-8 came out as columns of bytes; one stray byte past the
+    sample that types the columns crashed the read."""
+    (tmp_path / "latin.csv").write_bytes("name,city\nJosé,Zürich\nAnna,Köln\n".encode("latin-1"))
+    with pytest.raises(SourceError, match=r"latin.csv: line 2 is not utf8 text .*set source.encoding"):
+        read_source({"format": "csv", "path": str(tmp_path / "latin.csv")})
+    df = read({"format": "csv", "path": str(tmp_path / "latin.csv"), "encoding": "latin-1"})
+    assert df["city"].tolist() == ["Zürich", "Köln"]
+
+    lines = ["name,n"] + [f"n{i},{i}" for i in range(3000)]
+    lines[2501] = "Jos\xe9,2500"
+    (tmp_path / "late.csv").write_bytes(("\n".join(lines) + "\n").encode("latin-1"))
+    df = read({"format": "csv", "path": str(tmp_path / "late.csv"), "blocksize": 8_000})
+    bad = df[df[REJECT].notna()]
+    assert len(df) == 3000 and bad["id"].tolist() == ["late.csv:2500"] and bad[REJECT].tolist() == ["encoding:name"]
+    assert df.loc[df[REJECT].isna(), "n"].sum() == sum(range(3000)) - 2500
+
+
+def test_csv_header_naming_a_column_twice_is_an_error(tmp_path):
+    (tmp_path / "dup.csv").write_text("a,b,a\n1,2,3\n")
+    with pytest.raises(SourceError, match="dup.csv: column 'a' is named more than once"):
+        read_source({"format": "csv", "path": str(tmp_path / "dup.csv")})
+
+
 def test_csv_gzip_and_folder_of_files(tmp_path):
     for k in range(3):
         with gzip.open(tmp_path / f"part{k}.csv.gz", "wt") as f:

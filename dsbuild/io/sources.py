@@ -407,13 +407,22 @@ def _csv_header(fs, path: str, spec: CsvSource) -> list[str]:
     if not spec.header:
         if not spec.column_names:
             raise SourceError(f"{path}: header: false needs column_names")
-        return list(spec.column_names)
-    with fs.open(path, "rb", compression="infer") as f:
-        first = f.readline().decode(spec.encoding).rstrip("\r\n").lstrip("\ufeff")  # a byte-order mark is no name
-    if not first:
-        raise SourceError(f"{path}: empty file, no header line")
-    names = [n.strip().strip('"') for n in first.split(spec.sep)]
-    return list(spec.column_names) if spec.column_names else names
+        names = list(spec.column_names)
+    else:
+        with fs.open(path, "rb", compression="infer") as f:
+            line = f.readline()
+        try:
+            first = line.decode(spec.encoding).rstrip("\r\n").lstrip("\ufeff")  # a byte-order mark is no name
+        except UnicodeDecodeError:
+            raise SourceError(_not_text(line, spec)) from None
+        if not first:
+            raise SourceError(f"{path}: empty file, no header line")
+        names = list(spec.column_names) if spec.column_names else [n.strip().strip('"') for n in first.split(spec.sep)]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise SourceError(f"{path}: column {twice[0]!r} is named more than once in {names}; "
+                          "give every column its own name (column_names)")
+    return names
 
 
 def _csv_options(spec: CsvSource, names: list[str], types: dict | None, skip_header: bool, bad: list):
@@ -436,8 +445,21 @@ def _csv_infer_schema(sample: bytes, names: list[str], spec: CsvSource) -> pa.Sc
     if spec.skip_initial_space:
         cut = _strip_after_separators(cut, spec.sep)
     table = pacsv.read_csv(io.BytesIO(cut), *_csv_options(spec, names, None, spec.header, []))
+    if any(pa.types.is_binary(f.type) for f in table.schema):  # Arrow's type for text that does not decode
+        raise SourceError(_not_text(cut, spec))
     fields = [pa.field(f.name, pa.string() if pa.types.is_null(f.type) else f.type) for f in table.schema]
     return pa.schema(fields)
+
+
+def _not_text(sample: bytes, spec: CsvSource) -> str:
+    """The first line of ``spec.path`` that is not ``spec.encoding`` text, and the way out."""
+    for number, line in enumerate(sample.split(b"\n"), start=1):
+        try:
+            line.decode(spec.encoding)
+        except UnicodeDecodeError as e:
+            return (f"{spec.path}: line {number} is not {spec.encoding} text ({line[max(e.start - 20, 0):e.end + 20]!r}); "
+                    "set source.encoding to the file's, e.g. latin-1 or cp1252")
+    return f"{spec.path}: not {spec.encoding} text; set source.encoding to the file's, e.g. latin-1 or cp1252"
 
 
 def _strip_after_separators(data: bytes, sep: str) -> bytes:
@@ -489,18 +511,18 @@ class _CsvBlock:
         return out
 
     def _typed_by_hand(self, data: bytes, header_here: bool):
-        """A value does not fit its column's type: read as text, convert per column, and
-        reject the rows whose values do not convert, naming the column and value."""
+        """A value does not fit its column's type, or is not text: read as bytes, convert
+        per column, and reject the rows whose values do not, naming the column and value."""
         bad: list = []
-        strings = {n: pa.string() for n in self.names}
-        table = pacsv.read_csv(io.BytesIO(data), *_csv_options(self.spec, self.names, strings, header_here, bad))
+        as_bytes = {n: pa.binary() for n in self.names}
+        table = pacsv.read_csv(io.BytesIO(data), *_csv_options(self.spec, self.names, as_bytes, header_here, bad))
         raw = table.to_pandas()
         rows, bad_rows = _place_invalid(bad, len(raw), header_here)
-        rows = np.arange(len(raw)) if rows is None else np.asarray(rows)
+        rows = np.asarray(rows)
         reasons = np.full(len(raw), None, dtype=object)
         out = {}
         for f in self.schema:
-            col = raw[f.name]
+            col = _decoded(raw[f.name], reasons, f.name)
             try:
                 converted = to_pandas(pa.table({f.name: pa.array(col, type=pa.string()).cast(f.type)}))[f.name]
                 out[f.name] = converted
@@ -521,9 +543,24 @@ class _CsvBlock:
         records = _records(data, header_here)
         for i in np.flatnonzero(~keep):
             row = int(rows[i])
-            text = records[row].decode("utf8", "replace") if row < len(records) else ""
+            text = records[row].decode(self.spec.encoding, "replace") if row < len(records) else ""
             bad_rows.append((row, text, reasons[i]))
         return df[keep].reset_index(drop=True), [int(r) for r in rows[keep]], bad_rows
+
+
+def _decoded(col: pd.Series, reasons: np.ndarray, name: str) -> pd.Series:
+    """Bytes as text (Arrow has transcoded them to UTF-8); a value that is not text is
+    missing, and its row, if not rejected yet, gets the reason ``encoding:<column>``."""
+    text = np.full(len(col), None, dtype=object)
+    for i, value in enumerate(col.to_numpy()):
+        if value is None:
+            continue
+        try:
+            text[i] = value.decode("utf8")
+        except UnicodeDecodeError:
+            if reasons[i] is None:
+                reasons[i] = f"encoding:{name}"
+    return pd.Series(text, index=col.index, dtype=object)
 
 
 def _place_invalid(bad: list, n_parsed: int, header_here: bool) -> tuple[list[int] | None, list[tuple]]:
