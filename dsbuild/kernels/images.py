@@ -14,6 +14,8 @@ the share of it still inside falls below ``min_visibility``.
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -869,12 +871,34 @@ def transform_from_spec(spec: Any) -> Transform:
         raise ValueError(f"a transform is a one-key mapping like {{rotate: {{limit: 15}}}}, got {spec!r}")
     (name, options), = spec.items()
     if name not in TRANSFORMS:
-        import difflib
-
-        close = difflib.get_close_matches(name, TRANSFORMS, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ValueError(f"unknown transform {name!r}{hint}; known: {', '.join(sorted(TRANSFORMS))}, one_of, some_of")
+        raise ValueError(f"unknown transform {name!r}{_did_you_mean(name, TRANSFORMS)}; "
+                         f"known: {', '.join(sorted(TRANSFORMS))}, one_of, some_of")
+    options = options or {}
+    if not isinstance(options, dict):
+        raise ValueError(f"transform {name!r}: options are a mapping like {{p: 0.5}}, got {options!r}")
+    valid = _options_of(TRANSFORMS[name])
+    for key in options:
+        if key not in valid:
+            raise ValueError(f"transform {name!r}: unknown option {key!r}{_did_you_mean(key, valid)}; options: {', '.join(valid)}")
     try:
-        return TRANSFORMS[name](**(options or {}))
+        return TRANSFORMS[name](**options)
     except TypeError as e:
         raise ValueError(f"transform {name!r}: {e}") from None
+
+
+def _options_of(cls) -> list[str]:
+    """The keyword options a transform takes, its own and those it hands on (``**kw``)."""
+    names: list[str] = []
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        params = list(inspect.signature(klass.__init__).parameters.values())[1:]
+        names += [q.name for q in params if q.kind not in (q.VAR_KEYWORD, q.VAR_POSITIONAL) and q.name not in names]
+        if not any(q.kind == q.VAR_KEYWORD for q in params):
+            break
+    return names
+
+
+def _did_you_mean(word: str, choices) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""

@@ -330,3 +330,14 @@ def test_noise_and_jpeg_keep_a_16_bit_image_16_bit_and_alpha_as_it_was():
 def test_pixel_transforms_name_the_image_types_they_cannot_take():
     with pytest.raises(ValueError, match="float32 images are not supported"):
         TRANSFORMS["gamma"]().apply(np.zeros((4, 4), np.float32), {"gamma": 1.2})
+
+
+def test_a_misspelt_transform_or_option_is_named_with_the_choices():
+    with pytest.raises(ValueError, match=r"transform 'rotate': unknown option 'angle'; options: limit, interpolation, border, fill, p"):
+        transform_from_spec({"rotate": {"angle": 15}})
+    with pytest.raises(ValueError, match=r"transform 'affine': unknown option 'rotation' \(did you mean 'rotate'\?\)"):
+        transform_from_spec({"affine": {"rotation": 15}})
+    with pytest.raises(ValueError, match=r"unknown transform 'brightnes' \(did you mean 'brightness'\?\)"):
+        transform_from_spec("brightnes")
+    with pytest.raises(ValueError, match=r"transform 'rotate': options are a mapping"):
+        transform_from_spec({"rotate": 15})
