@@ -60,7 +60,9 @@ class KeepRule(StageOptions):
 
 
 class ExactDedupOptions(KeepRule):
-    columns: list[str] | None = Field(None, description="columns that define a duplicate; default all data columns")
+    columns: list[str] | None = Field(
+        None, description="columns that define a duplicate; default all data columns (for images: the "
+        "picture, not its file's path, format or size)")
     image_hash: Literal["pixels", "bytes"] = Field("pixels", description="hash images by decoded pixels (same picture in another file matches) or raw bytes")
 
 
@@ -94,8 +96,10 @@ class ExactDedup(Stage):
             return list(self.options.columns)
         image = self._image()
         skip = {ID}
-        if image in meta.columns and self.options.image_hash == "pixels":
-            skip |= {image + s for s in IMAGE_META_SUFFIXES}
+        if image in meta.columns:  # a file's path says where a picture came from, not what it is
+            skip.add("path")
+            if self.options.image_hash == "pixels":
+                skip |= {image + s for s in IMAGE_META_SUFFIXES}
         return [c for c in meta.columns if c not in skip and not str(c).startswith("_")]
 
     def check(self, meta):

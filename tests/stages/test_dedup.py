@@ -70,6 +70,21 @@ def test_exact_dedup_images_by_pixels_not_bytes():
     assert rej.empty
 
 
+def test_exact_dedup_of_an_image_folder_compares_pictures_not_their_files(tmp_path):
+    """The images source gives each row its file's path, format and size: compared by
+    default, the path made every row unique, so a folder's duplicates were never found."""
+    from dsbuild.io.sources import read_source
+
+    (tmp_path / "cats").mkdir()
+    for name, fmt in (("a.png", "png"), ("a.bmp", "bmp"), ("b.png", "png")):
+        picture = data.camera() if name.startswith("a") else data.moon()
+        (tmp_path / "cats" / name).write_bytes(encode_image(picture, fmt))
+    frame = read_source({"format": "images", "path": str(tmp_path)}).frame.compute()
+    assert {"path", "label", "image_format"} <= set(frame.columns)
+    kept, rej = run_stage(ExactDedup(), frame, roles=Roles(image="image"))
+    assert sorted(kept["id"]) == ["cats/a.bmp", "cats/b.png"] and rej["reason"].tolist() == ["duplicate-of=cats/a.bmp"]
+
+
 def test_near_dedup_images_precision_recall_on_photo_copies_any_partitioning(client, copies):
     stage = NearDedupImages()
     frame = copies.drop(columns=["edits"])
