@@ -641,6 +641,7 @@ def _manifest(spec, ex: Execution, data_shards, reject_shards, data_schema, reje
             entry["options"] = run_.options
             if run_.summary:
                 entry["summary"] = run_.summary
+            ex.warnings += run_.stage.result_warnings(entry)
         stages.append(entry)
         rows_in = c["kept"]
     info = client.scheduler_info() if client is not None else {}

@@ -125,6 +125,11 @@ class Stage:
         """Warnings about where this stage stands in the job (see fairness)."""
         return []
 
+    def result_warnings(self, entry: dict) -> list[str]:
+        """Warnings the run's own counts show (``entry``: this stage's manifest entry, with
+        its metrics and summary), e.g. a join that matched nothing."""
+        return []
+
     def column_warnings(self, meta: pd.DataFrame) -> list[str]:
         """Warnings about settings that run but likely not as meant, from the columns
         this stage will see (after :meth:`check` passed)."""

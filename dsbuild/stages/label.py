@@ -39,6 +39,7 @@ ITEM, ANNOTATOR, LABEL = "_item", "_annotator", "_label"
 A_CODE, L_CODE, GOLD = "_a", "_l", "_g"
 Method = Literal["majority_vote", "wawa", "dawid_skene", "one_coin_dawid_skene", "glad"]
 LOWEST_SHOWN = 20
+ITEM_EXAMPLES = 3  # annotation item ids a warning shows
 
 
 # -- labels as keys -------------------------------------------------------------------------
@@ -350,6 +351,7 @@ def _inventory(part: pd.DataFrame, _state) -> dict:
         "annotators": annotators,
         "labels": labels,
         "examples": examples,
+        "items": sorted(ok[ITEM].astype(str).unique().tolist())[:ITEM_EXAMPLES],
     }
 
 
@@ -366,6 +368,7 @@ def _merge_inventory(a: dict, b: dict) -> dict:
         "annotators": a["annotators"].add(b["annotators"], fill_value=0),
         "labels": a["labels"].add(b["labels"], fill_value=0),
         "examples": {**b["examples"], **a["examples"]},
+        "items": sorted({*a["items"], *b["items"]})[:ITEM_EXAMPLES],
     }
 
 
@@ -535,6 +538,7 @@ class AggregateLabels(Stage):
                 "duplicate_answers": int(first["duplicates"]),
             },
             "items_annotated": int(first["items_total"]),
+            "item_examples": inventory["items"],
             "gold_items_annotated": int(first["gold_items"]),
             "annotators": annotator_summary(table),
         }
@@ -546,6 +550,21 @@ class AggregateLabels(Stage):
 
     def summary(self) -> dict:
         return getattr(self, "_summary", {})
+
+    def result_warnings(self, entry: dict) -> list[str]:
+        """Annotations whose items are not the data's ids match nothing, and every row
+        would go to rejects as no-annotations without a word on why."""
+        items = entry.get("summary", {}).get("items_annotated", 0)
+        matched = int(entry["metrics"].get("annotated", 0))
+        if not items or matched >= items:
+            return []
+        examples = ", ".join(entry["summary"].get("item_examples", []))
+        if matched == 0:
+            return [f"stage {self.ctx.name!r}: none of the {items:,} annotated items is a row of the data "
+                    f"(annotation items: {examples}, …). Items must be the data's ids: its id column "
+                    "(columns.id) or file:row for files without one."]
+        return [f"stage {self.ctx.name!r}: {items - matched:,} of the {items:,} annotated items are not rows of "
+                "the data; their answers still count towards each annotator's quality."]
 
 
 

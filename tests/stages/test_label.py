@@ -282,5 +282,14 @@ def test_a_job_reads_annotations_from_csv_and_reports_in_the_manifest(client, tm
     assert stage["summary"]["annotations"]["used"] == len(ann)
     assert stage["summary"]["annotators"]["count"] == 40
     assert stage["metrics"]["annotated"] == len(y) - 1
+    assert manifest["warnings"] == []
     kept = pd.read_parquet(tmp_path / "out" / "data")
     assert (kept["crowd_label"].astype(str) == kept["label"].astype(str)).mean() > 0.9
+
+    # Items named without the data's id prefix match no row: said, not only counted.
+    ann.assign(item=ann["item"].str.removeprefix("digits:")).rename(
+        columns={"item": "image_id", "annotator": "worker", "label": "answer"}).to_csv(tmp_path / "crowd.csv", index=False)
+    manifest = dsbuild.run(job, client=client, overwrite=True)
+    assert manifest["stages"][1]["rejected_by_reason"] == {"no-annotations": len(y)}
+    (warning,) = manifest["warnings"]
+    assert f"none of the {len(y) - 1:,} annotated items is a row of the data (annotation items: 0, 1, 10, …)" in warning
