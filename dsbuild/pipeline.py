@@ -641,7 +641,8 @@ def _manifest(spec, ex: Execution, data_shards, reject_shards, data_schema, reje
             entry["options"] = run_.options
             if run_.summary:
                 entry["summary"] = run_.summary
-            ex.warnings += run_.stage.result_warnings(entry)
+            if run_.stage is not None:  # a stage restored by --resume has only its counts
+                ex.warnings += run_.stage.result_warnings(entry)
         stages.append(entry)
         rows_in = c["kept"]
     info = client.scheduler_info() if client is not None else {}
