@@ -154,7 +154,9 @@ class Marginals:
         """Each column's quantile function at the (n, d) uniforms."""
         out = {}
         for j, c in enumerate(self.columns):
-            if c in self.numeric:
+            if self.nulls.get(c, 0) >= self.rows:  # never seen: nothing to draw (the sample makes it null)
+                out[c] = np.full(len(u), np.nan)
+            elif c in self.numeric:
                 out[c] = self.numeric[c].quantile(ALL, u[:, j])
             else:
                 out[c] = self.categorical[c].quantile(u[:, j])

@@ -67,6 +67,16 @@ def test_synthesize_adds_marked_rows_like_the_data(adult):
     assert gap < 0.03
 
 
+def test_synthesize_leaves_a_column_with_no_values_empty(adult):
+    """A column no row fills (an empty export field) crashed the sampler: it had no
+    quantiles to draw from. Its new rows are missing, as all of its old ones are."""
+    frame = adult.head(2000).assign(empty=np.nan, empty_text=pd.Series([None] * 2000, dtype=object))
+    kept, _ = run_stage(Synthesize(rows=500), frame, npartitions=3)
+    new = kept[kept["synthetic"]]
+    assert len(new) == 500 and new["empty"].isna().all() and new["empty_text"].isna().all()
+    assert ks_2samp(frame["age"], new["age"]).statistic < 0.1
+
+
 def test_synthesize_models_times_as_numbers():
     """Timestamps (zoned or not, numpy or Arrow) are modelled like numbers: new rows get times with the
     data's distribution and its correlation with other columns, in the column's type.
