@@ -340,6 +340,9 @@ class Sanitize(_Features, FitApplyStage):
         part["_m_unscored"] = np.isnan(scores).astype(np.int64)
         return part
 
+    def result_warnings(self, entry: dict) -> list[str]:
+        return emptied_classes(self.ctx.name, self.counts_, entry)
+
     def summary(self) -> dict:
         model = getattr(self, "state_", None)
         if model is None:
@@ -364,9 +367,29 @@ class Sanitize(_Features, FitApplyStage):
         return out
 
 
+def emptied_classes(stage: str, before: dict, entry: dict) -> list[str]:
+    """A cleaning stage that removes every row of a class has found no noise in it: it
+    could not tell that class apart. (``entry['labels']``: the kept rows per label, all
+    of them when they add up to the rows kept; a long list is cut.)"""
+    after = entry.get("labels") or {}
+    if len(after) >= len(before) or sum(after.values()) != entry.get("out"):
+        return []
+    gone = [f"{_plain(c)!s} ({n:,} rows)" for c, n in before.items() if n and str(_plain(c)) not in after]
+    return [f"stage {stage!r} removed every row of class {', '.join(gone)}"] if gone else []
+
+
+def balanced_accuracy(labels: np.ndarray, probs: np.ndarray) -> float:
+    """Mean recall over the classes present, of the most probable class: what the
+    out-of-fold models know about the labels, whatever the class sizes."""
+    predicted = probs.argmax(axis=1)
+    recalls = [float((predicted[labels == k] == k).mean()) for k in np.unique(labels)]
+    return round(float(np.mean(recalls)), 6) if recalls else float("nan")
+
+
 # -- label_issues ----------------------------------------------------------------------
 
 MODELS = ("logistic_regression", "knn", "random_forest", "hist_gradient_boosting", "lda")
+MIN_SKILL = 0.2  # (balanced accuracy - chance) / (1 - chance) below which label_issues warns
 Scalar = int | float | str | bool | None
 
 
@@ -571,7 +594,8 @@ class LabelIssues(_Features, FitApplyStage):
             kept = self._scan(Zs, ys, sample.ids, folds, state, r)[0] if r else np.arange(len(ys))
             rnd: dict[str, Any] = {"filter": name, "models": self._train(Zs[kept], ys[kept], folds[kept])}
             state["rounds"].append(rnd)
-            info: dict[str, Any] = {"filter": name, "train_rows": len(kept)}
+            probs = self._oof(Zs[kept], folds[kept], rnd["models"], len(classes))
+            info: dict[str, Any] = {"filter": name, "train_rows": len(kept), "balanced_accuracy": balanced_accuracy(ys[kept], probs)}
             if cl.needs_budget(name):
                 sums = shapes.fit(frame, self._partial_sums, self._merge, state, label=f"{label}-thresholds-{r}")
                 rnd["thresholds"] = sums.thresholds()
@@ -622,7 +646,7 @@ class LabelIssues(_Features, FitApplyStage):
         }
         rounds = []
         for info in self.rounds_:
-            entry = {"filter": info["filter"], "train_rows": info["train_rows"]}
+            entry = {"filter": info["filter"], "train_rows": info["train_rows"], "balanced_accuracy": info["balanced_accuracy"]}
             if "joint" in info:
                 entry["thresholds"] = dict(zip(names, info["thresholds"].round(6).tolist()))
                 entry["confident_joint"] = {"given x true": names, "counts": info["joint"].tolist()}
@@ -632,4 +656,22 @@ class LabelIssues(_Features, FitApplyStage):
         if first is not None:  # the first noise-rate round's matrices, where the report looks for them
             out.update(thresholds=first["thresholds"], confident_joint=first["confident_joint"], flag_budget=first["flag_budget"])
         out["rounds"] = rounds
+        out["chance_balanced_accuracy"] = round(1 / len(names), 6)
         return out
+
+    def result_warnings(self, entry: dict) -> list[str]:
+        """Confident learning trusts its models: one that cannot tell the classes apart
+        calls the minority classes noise (Adult's race from age and hours: 73 % of one
+        class flagged, cleanlab's filter alike). Say so, with the evidence."""
+        notes = emptied_classes(self.ctx.name, self.counts_, entry)
+        summary = entry.get("summary", {})
+        rounds, chance = summary.get("rounds", []), summary.get("chance_balanced_accuracy")
+        if rounds and chance is not None:
+            ba = rounds[0]["balanced_accuracy"]
+            if (ba - chance) / (1 - chance) < MIN_SKILL:
+                notes.append(
+                    f"stage {self.ctx.name!r}: its models tell the classes apart little better than chance "
+                    f"(out-of-fold balanced accuracy {ba:.3f}; chance {chance:.3f}), so the rows it flags are "
+                    "mostly rows they cannot classify, not mislabelled ones. Give it features that predict the "
+                    "label, or check the flags (action: relabel keeps the rows) before dropping them.")
+        return notes

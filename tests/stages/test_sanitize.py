@@ -183,6 +183,30 @@ def test_round_metrics_add_up(poisoned):
     assert metrics["label_issues_round_0"] > 0
 
 
+def test_a_model_that_cannot_tell_the_classes_apart_is_warned_about():
+    """Adult's race from age, schooling and hours: the models predict the majority for
+    every row, and confident learning (cleanlab's filter alike) flags the minorities as
+    noise. The run says why, and which classes it emptied; a model with skill is quiet."""
+    from dsbuild.pipeline import _label_counts
+
+    adult = pd.read_csv("dsbuild/io/data/adult.csv.gz", nrows=3000)
+    adult.insert(0, "id", [f"a:{i}" for i in range(len(adult))])
+
+    def warnings_of(label, features):
+        stage = LabelIssues()
+        kept, _ = run_stage(stage, adult, npartitions=2, roles=Roles(label=label, features=features))
+        entry = {"out": len(kept), "labels": _label_counts(kept[label]), "summary": stage.summary()}
+        return stage.summary(), stage.result_warnings(entry)
+
+    summary, notes = warnings_of("race", ("age", "education-num", "hours-per-week"))
+    assert summary["rounds"][0]["balanced_accuracy"] < 0.25 and summary["chance_balanced_accuracy"] == 0.2
+    emptied, chance = notes
+    assert emptied.startswith("stage 'label_issues' removed every row of class Amer-Indian-Eskimo (29 rows)")
+    assert "little better than chance (out-of-fold balanced accuracy 0.2" in chance
+    summary, notes = warnings_of("income", ("age", "education-num", "hours-per-week", "capital-gain"))
+    assert summary["rounds"][0]["balanced_accuracy"] > 0.6 and notes == []
+
+
 def test_per_model_settings_need_a_list_of_models():
     with pytest.raises(ValidationError):
         LabelIssues(model="knn", model_params={"knn": {"n_neighbors": 5}})
