@@ -37,10 +37,12 @@ ABSENT_CLASS_THRESHOLD = 2.0
 
 @dataclass
 class ConfidentSums:
-    """Per given label: how many rows, and the sum of their predicted probabilities."""
+    """Per given label: how many rows, the sum of their predicted probabilities, and how
+    many of them the most probable class gets right."""
 
     counts: np.ndarray  # (classes,)
     prob_sums: np.ndarray  # (classes, classes): [given label, predicted class]
+    hits: np.ndarray  # (classes,)
 
     @classmethod
     def of(cls, probs: np.ndarray, labels: np.ndarray, n_classes: int) -> ConfidentSums:
@@ -49,10 +51,17 @@ class ConfidentSums:
         probs, labels = probs[keep], labels[keep]
         sums = np.zeros((n_classes, n_classes))
         np.add.at(sums, labels, probs)
-        return cls(np.bincount(labels, minlength=n_classes).astype(np.float64), sums)
+        hits = np.bincount(labels[probs.argmax(axis=1) == labels], minlength=n_classes) if len(labels) else np.zeros(n_classes)
+        return cls(np.bincount(labels, minlength=n_classes).astype(np.float64), sums, hits.astype(np.float64))
 
     def merge(self, other: ConfidentSums) -> ConfidentSums:
-        return ConfidentSums(self.counts + other.counts, self.prob_sums + other.prob_sums)
+        return ConfidentSums(self.counts + other.counts, self.prob_sums + other.prob_sums, self.hits + other.hits)
+
+    def balanced_accuracy(self) -> float:
+        """Mean recall of the most probable class over the classes present: what the
+        models know about the labels, whatever the class sizes."""
+        present = self.counts > 0
+        return float(np.mean(self.hits[present] / self.counts[present])) if present.any() else float("nan")
 
     def thresholds(self) -> np.ndarray:
         """Expected self-confidence of each class: t_j = mean P[:, j] over rows labelled j."""

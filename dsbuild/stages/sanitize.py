@@ -378,14 +378,6 @@ def emptied_classes(stage: str, before: dict, entry: dict) -> list[str]:
     return [f"stage {stage!r} removed every row of class {', '.join(gone)}"] if gone else []
 
 
-def balanced_accuracy(labels: np.ndarray, probs: np.ndarray) -> float:
-    """Mean recall over the classes present, of the most probable class: what the
-    out-of-fold models know about the labels, whatever the class sizes."""
-    predicted = probs.argmax(axis=1)
-    recalls = [float((predicted[labels == k] == k).mean()) for k in np.unique(labels)]
-    return round(float(np.mean(recalls)), 6) if recalls else float("nan")
-
-
 # -- label_issues ----------------------------------------------------------------------
 
 MODELS = ("logistic_regression", "knn", "random_forest", "hist_gradient_boosting", "lda")
@@ -594,8 +586,7 @@ class LabelIssues(_Features, FitApplyStage):
             kept = self._scan(Zs, ys, sample.ids, folds, state, r)[0] if r else np.arange(len(ys))
             rnd: dict[str, Any] = {"filter": name, "models": self._train(Zs[kept], ys[kept], folds[kept])}
             state["rounds"].append(rnd)
-            probs = self._oof(Zs[kept], folds[kept], rnd["models"], len(classes))
-            info: dict[str, Any] = {"filter": name, "train_rows": len(kept), "balanced_accuracy": balanced_accuracy(ys[kept], probs)}
+            info: dict[str, Any] = {"filter": name, "train_rows": len(kept)}
             if cl.needs_budget(name):
                 sums = shapes.fit(frame, self._partial_sums, self._merge, state, label=f"{label}-thresholds-{r}")
                 rnd["thresholds"] = sums.thresholds()
@@ -604,7 +595,8 @@ class LabelIssues(_Features, FitApplyStage):
                 rnd["cut"] = {}
                 if rnd["prune"].any():
                     rnd["cut"] = shapes.fit(frame, self._partial_top, self._merge, state, label=f"{label}-top-{r}").cut()
-                info.update(rows=sums.counts.astype(int).tolist(), thresholds=rnd["thresholds"], joint=joint, prune=rnd["prune"])
+                info.update(rows=sums.counts.astype(int).tolist(), thresholds=rnd["thresholds"], joint=joint, prune=rnd["prune"],
+                            balanced_accuracy=round(sums.balanced_accuracy(), 6))
             self.rounds_.append(info)
         self.state_ = state
         self.counts_ = {c: int(counts[c]) for c in classes}
@@ -646,8 +638,9 @@ class LabelIssues(_Features, FitApplyStage):
         }
         rounds = []
         for info in self.rounds_:
-            entry = {"filter": info["filter"], "train_rows": info["train_rows"], "balanced_accuracy": info["balanced_accuracy"]}
+            entry = {"filter": info["filter"], "train_rows": info["train_rows"]}
             if "joint" in info:
+                entry["balanced_accuracy"] = info["balanced_accuracy"]
                 entry["thresholds"] = dict(zip(names, info["thresholds"].round(6).tolist()))
                 entry["confident_joint"] = {"given x true": names, "counts": info["joint"].tolist()}
                 entry["flag_budget"] = {"given x true": names, "counts": info["prune"].tolist()}
@@ -665,9 +658,10 @@ class LabelIssues(_Features, FitApplyStage):
         class flagged, cleanlab's filter alike). Say so, with the evidence."""
         notes = emptied_classes(self.ctx.name, self.counts_, entry)
         summary = entry.get("summary", {})
-        rounds, chance = summary.get("rounds", []), summary.get("chance_balanced_accuracy")
-        if rounds and chance is not None:
-            ba = rounds[0]["balanced_accuracy"]
+        scored = [r["balanced_accuracy"] for r in summary.get("rounds", []) if "balanced_accuracy" in r]
+        chance = summary.get("chance_balanced_accuracy")
+        if scored and chance is not None:
+            ba = scored[0]  # the first scored round; later ones fit on the rows it kept
             if (ba - chance) / (1 - chance) < MIN_SKILL:
                 notes.append(
                     f"stage {self.ctx.name!r}: its models tell the classes apart little better than chance "

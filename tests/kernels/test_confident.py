@@ -165,3 +165,18 @@ def test_other_filters_in_memory_equal_the_partitioned_chain(noisy_digits, filte
         assert (got == expected).all()
     else:
         assert (got == issues(filter, None, probs, noisy)).all() and (find_issues(probs, noisy) <= got).all()
+
+
+def test_balanced_accuracy_of_merged_sums_is_scikit_learns():
+    from sklearn.metrics import balanced_accuracy_score
+
+    rng = np.random.default_rng(5)
+    probs = rng.dirichlet(np.ones(4), size=900)
+    labels = np.where(rng.random(900) < 0.6, probs.argmax(axis=1), rng.integers(0, 4, 900))
+    labels[:7] = -1  # no label: left out
+    parts = [ConfidentSums.of(probs[c], labels[c], 4) for c in np.array_split(np.arange(900), 5)]
+    merged = parts[0]
+    for p in parts[1:]:
+        merged = merged.merge(p)
+    keep = labels >= 0
+    assert merged.balanced_accuracy() == pytest.approx(balanced_accuracy_score(labels[keep], probs[keep].argmax(axis=1)), abs=1e-12)
