@@ -516,13 +516,12 @@ class _CsvBlock:
         bad: list = []
         as_bytes = {n: pa.binary() for n in self.names}
         table = pacsv.read_csv(io.BytesIO(data), *_csv_options(self.spec, self.names, as_bytes, header_here, bad))
-        raw = table.to_pandas()
-        rows, bad_rows = _place_invalid(bad, len(raw), header_here)
+        rows, bad_rows = _place_invalid(bad, table.num_rows, header_here)
         rows = np.asarray(rows)
-        reasons = np.full(len(raw), None, dtype=object)
+        reasons = np.full(table.num_rows, None, dtype=object)
         out = {}
         for f in self.schema:
-            col = _decoded(raw[f.name], reasons, f.name)
+            col = _decoded(table.column(f.name), reasons, f.name)
             try:
                 converted = to_pandas(pa.table({f.name: pa.array(col, type=pa.string()).cast(f.type)}))[f.name]
                 out[f.name] = converted
@@ -538,7 +537,7 @@ class _CsvBlock:
                     reasons[i] = f"type:{f.name}={col.iat[i]}"
             good = num.where(~failed) if num is not None else pd.Series(None, index=col.index)
             out[f.name] = to_pandas(pa.table({f.name: pa.array(good, type=f.type, from_pandas=True)}))[f.name].set_axis(col.index)
-        df = pd.DataFrame(out, index=raw.index)
+        df = pd.DataFrame(out, index=pd.RangeIndex(table.num_rows))
         keep = np.array([r is None for r in reasons], dtype=bool)
         records = _records(data, header_here)
         for i in np.flatnonzero(~keep):
@@ -548,11 +547,16 @@ class _CsvBlock:
         return df[keep].reset_index(drop=True), [int(r) for r in rows[keep]], bad_rows
 
 
-def _decoded(col: pd.Series, reasons: np.ndarray, name: str) -> pd.Series:
-    """Bytes as text (Arrow has transcoded them to UTF-8); a value that is not text is
-    missing, and its row, if not rejected yet, gets the reason ``encoding:<column>``."""
-    text = np.full(len(col), None, dtype=object)
-    for i, value in enumerate(col.to_numpy()):
+def _decoded(column: pa.ChunkedArray, reasons: np.ndarray, name: str) -> pd.Series:
+    """Bytes as text (Arrow has transcoded them to UTF-8 and checks it in one cast); where
+    a value is not text, it is missing, and its row, if not rejected yet, gets the reason
+    ``encoding:<column>``."""
+    try:
+        return column.cast(pa.string()).to_pandas()
+    except pa.ArrowInvalid:
+        pass
+    text = np.full(len(column), None, dtype=object)
+    for i, value in enumerate(column.to_pylist()):
         if value is None:
             continue
         try:
@@ -560,7 +564,7 @@ def _decoded(col: pd.Series, reasons: np.ndarray, name: str) -> pd.Series:
         except UnicodeDecodeError:
             if reasons[i] is None:
                 reasons[i] = f"encoding:{name}"
-    return pd.Series(text, index=col.index, dtype=object)
+    return pd.Series(text, dtype=object)
 
 
 def _place_invalid(bad: list, n_parsed: int, header_here: bool) -> tuple[list[int] | None, list[tuple]]:
