@@ -4,7 +4,8 @@ Every statistic is mergeable — group × label counts, moments, per-group value
 histograms — so results do not depend on partitioning and no data is collected. Groups
 come from the job's ``sensitive`` columns; a numeric one is cut into bins by the job's
 ``columns.bins`` or the stage's ``bins`` option (``bins: {age: [25]}`` gives the groups
-``<25`` and ``>=25``, German credit's age split). Several sensitive columns also give their intersection.
+``<25`` and ``>=25``, German credit's age split). Several sensitive columns also give
+their intersection.
 
 - ``fairness_audit``: counts, base rates, SPD and DI per group and intersection; with a
   ``model``, demographic parity and equalized odds of its out-of-fold predictions.

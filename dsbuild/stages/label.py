@@ -567,7 +567,6 @@ class AggregateLabels(Stage):
                 "the data; their answers still count towards each annotator's quality."]
 
 
-
 def write_labels(part: pd.DataFrame, out: str, classes, codes: np.ndarray, confidence: np.ndarray, keep_old: bool) -> None:
     """The chosen label (code -1: none) and its confidence into ``out`` and
     ``<out>_confidence``; rows without a label keep ``out``'s old value if asked."""

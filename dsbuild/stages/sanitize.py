@@ -341,7 +341,7 @@ class Sanitize(_Features, FitApplyStage):
         return part
 
     def result_warnings(self, entry: dict) -> list[str]:
-        return emptied_classes(self.ctx.name, self.counts_, entry)
+        return emptied_classes(self.ctx.name, getattr(self, "counts_", {}), entry)
 
     def summary(self) -> dict:
         model = getattr(self, "state_", None)
