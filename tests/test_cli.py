@@ -33,6 +33,26 @@ def test_validate_checks_columns_against_the_source(tmp_path, capsys):
     assert "columns.label: 'incom' is not a column of the source (did you mean 'income'?)" in capsys.readouterr().err
 
 
+def test_validate_reads_the_files_a_stage_names(tmp_path, capsys):
+    """aggregate_labels' annotations and decontaminate's reference: a missing file or column
+    is found by validate, not by a run after its cluster has started."""
+    (tmp_path / "crowd.csv").write_text("item_id,worker,answer\ndigits:0,w1,0\n")
+    job = tmp_path / "job.yaml"
+    crowd = "{{format: csv, path: {path}, item: {item}, annotator: worker, label: answer}}"
+    for path, item, problem in (
+        (tmp_path / "nope.csv", "item_id", f"annotations: source path '{tmp_path / 'nope.csv'}' does not exist"),
+        (tmp_path / "crowd.csv", "item", "annotation column 'item' is not in the annotations; columns are ['item_id', 'worker', 'answer']"),
+    ):
+        job.write_text("name: t\nsource: {format: sample, name: digits}\nstages:\n"
+                       f"  - aggregate_labels: {{annotations: {crowd.format(path=path, item=item)}}}\nsink: {{path: out}}\n")
+        assert main(["validate", str(job)]) == 2
+        assert problem in capsys.readouterr().err
+    job.write_text("name: t\nsource: {format: sample, name: adult}\nstages:\n"
+                   f"  - decontaminate: {{reference: {{format: parquet, path: {tmp_path / 'test.parquet'}}}}}\nsink: {{path: out}}\n")
+    assert main(["validate", str(job)]) == 2
+    assert f"reference: source path '{tmp_path / 'test.parquet'}' does not exist" in capsys.readouterr().err
+
+
 def test_stages_lists_every_stage_with_options(capsys):
     from dsbuild.stages import STAGES
 

@@ -824,7 +824,15 @@ class Decontaminate(Stage):
         return [c for c in cols if ref_meta is None or c in ref_meta.columns]
 
     def check(self, meta):
+        """The reference exists and has the compared columns: ``validate`` says so before a run."""
+        from dsbuild.io.sources import SourceError, read_source
+
         self.require_columns(meta, self._columns(meta))
+        try:
+            reference = read_source(self.options.reference, count_rows=False).frame._meta
+        except SourceError as e:
+            raise StageError(f"stage {self.ctx.name!r}: reference: {e}") from None
+        self.require_columns(reference, self._columns(meta, reference), what="reference column")
 
     def signer(self, meta):
         o = self.options

@@ -450,6 +450,25 @@ class AggregateLabels(Stage):
             self.require_columns(meta, [self.options.gold], what="gold column")
         if self.options.method == "one_coin_dawid_skene" and self.options.labels is not None and len(self.options.labels) < 2:
             raise StageError(f"stage {self.ctx.name!r}: one-coin Dawid–Skene needs at least two labels")
+        spec = self.options.annotations
+        if spec.frame is None:  # a file: it exists and has the named columns (validate says so before a run)
+            from dsbuild.io.sources import SourceError
+
+            try:
+                columns = read_annotation_source(spec.source_spec(), count_rows=False).columns
+            except SourceError as e:
+                raise StageError(f"stage {self.ctx.name!r}: annotations: {e}") from None
+            self._check_annotation_columns(columns)
+
+    def _check_annotation_columns(self, columns) -> None:
+        spec = self.options.annotations
+        missing = [c for c in (spec.item, spec.annotator, spec.label) if c not in columns]
+        if missing:
+            raise StageError(
+                f"stage {self.ctx.name!r}: annotation column {missing[0]!r} is not in the annotations; "
+                f"columns are {[c for c in columns if c != ID and not str(c).startswith('_')]} "
+                "(set annotations.item / annotator / label)"
+            )
 
     # the annotations, read and renamed -----------------------------------------------
     def _annotations(self, npartitions: int):
@@ -462,12 +481,7 @@ class AggregateLabels(Stage):
         elif isinstance(frame, pd.DataFrame):
             frame = dd.from_pandas(frame, npartitions=max(1, npartitions), sort=False)
         names = {spec.item: ITEM, spec.annotator: ANNOTATOR, spec.label: LABEL}
-        missing = [c for c in names if c not in frame.columns]
-        if missing:
-            raise StageError(
-                f"stage {self.ctx.name!r}: annotation column {missing[0]!r} is not in the annotations; "
-                f"columns are {list(frame.columns)} (set annotations.item / annotator / label)"
-            )
+        self._check_annotation_columns(frame.columns)
         keep = list(names) + (["_reason"] if "_reason" in frame.columns else [])
         return frame[keep].rename(columns=names)
 
@@ -621,7 +635,7 @@ def _jsonable(v):
     return v.item() if isinstance(v, np.generic) else v
 
 
-def read_annotation_source(spec: dict):
+def read_annotation_source(spec: dict, count_rows: bool = True):
     """A Dask frame of annotation rows from a source spec (Label Studio / MTurk included)."""
     fmt = spec.get("format")
     if fmt in ("label_studio", "mturk"):
@@ -630,7 +644,7 @@ def read_annotation_source(spec: dict):
         return read_labeling_export(spec)
     from dsbuild.io.sources import read_source
 
-    return read_source(spec).frame
+    return read_source(spec, count_rows=count_rows).frame
 
 
 # -- labeling_functions -----------------------------------------------------------------
