@@ -14,6 +14,7 @@ the same label models; a row's votes live in the row, so no shuffle is needed.
 from __future__ import annotations
 
 import functools
+import heapq
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -351,7 +352,7 @@ def _inventory(part: pd.DataFrame, _state) -> dict:
         "annotators": annotators,
         "labels": labels,
         "examples": examples,
-        "items": sorted(ok[ITEM].astype(str).unique().tolist())[:ITEM_EXAMPLES],
+        "items": heapq.nsmallest(ITEM_EXAMPLES, map(str, ok[ITEM].unique())),
     }
 
 
