@@ -93,6 +93,19 @@ def test_csv_in_another_encoding_is_named_or_its_stray_rows_rejected(tmp_path):
     assert df.loc[df[REJECT].isna(), "n"].sum() == sum(range(3000)) - 2500
 
 
+def test_csv_with_decimal_commas(tmp_path):
+    """A European export: ';' between fields, ',' as the decimal mark; one bad number past
+    the typing sample is rejected with its own text."""
+    lines = ["name;price;qty"] + [f"n{i};{i},5;{i}" for i in range(3000)]
+    lines[2501] = "bad;zwei,5;3"
+    (tmp_path / "euro.csv").write_text("\n".join(lines) + "\n")
+    df = read({"format": "csv", "path": str(tmp_path / "euro.csv"), "sep": ";", "decimal": ",", "blocksize": 8_000})
+    assert df["price"].dtype == np.float64 and df["price"].sum() == sum(i + 0.5 for i in range(3000) if i != 2500)
+    assert df.loc[df[REJECT].notna(), REJECT].tolist() == ["type:price=zwei,5"]
+    with pytest.raises(ValueError, match="decimal ',' is also the separator"):
+        read_source({"format": "csv", "path": str(tmp_path / "euro.csv"), "decimal": ","})
+
+
 def test_csv_header_naming_a_column_twice_is_an_error(tmp_path):
     (tmp_path / "dup.csv").write_text("a,b,a\n1,2,3\n")
     with pytest.raises(SourceError, match="dup.csv: column 'a' is named more than once"):

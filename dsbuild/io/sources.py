@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from fsspec.utils import read_block
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from dsbuild.records import ID, image_series, image_size, sniff_image_format
 from dsbuild.stages.base import REJECT
@@ -81,6 +81,13 @@ class CsvSource(_Spec):
     skip_initial_space: bool = True
     blocksize: int = Field(64 * 2**20, gt=0, description="bytes per partition of an uncompressed file")
     encoding: str = "utf8"
+    decimal: str = Field(".", min_length=1, max_length=1, description="decimal mark of numbers: ',' for 3,50 (then sep is usually ';')")
+
+    @model_validator(mode="after")
+    def _decimal_is_not_sep(self):
+        if self.decimal == self.sep:
+            raise ValueError(f"decimal {self.decimal!r} is also the separator; set sep (e.g. ';') or decimal")
+        return self
 
 
 class JsonlSource(_Spec):
@@ -434,7 +441,8 @@ def _csv_options(spec: CsvSource, names: list[str], types: dict | None, skip_hea
 
     parse = pacsv.ParseOptions(delimiter=spec.sep, invalid_row_handler=on_invalid)
     convert = pacsv.ConvertOptions(
-        null_values=spec.null_values, strings_can_be_null=True, quoted_strings_can_be_null=True, column_types=types or {}
+        null_values=spec.null_values, strings_can_be_null=True, quoted_strings_can_be_null=True, column_types=types or {},
+        decimal_point=spec.decimal,
     )
     return read, parse, convert
 
@@ -521,7 +529,9 @@ class _CsvBlock:
         reasons = np.full(table.num_rows, None, dtype=object)
         out = {}
         for f in self.schema:
-            col = _decoded(table.column(f.name), reasons, f.name)
+            text = col = _decoded(table.column(f.name), reasons, f.name)
+            if pa.types.is_floating(f.type) and self.spec.decimal != ".":
+                col = col.str.replace(self.spec.decimal, ".", regex=False)
             try:
                 converted = to_pandas(pa.table({f.name: pa.array(col, type=pa.string()).cast(f.type)}))[f.name]
                 out[f.name] = converted
@@ -534,7 +544,7 @@ class _CsvBlock:
                 failed |= num.notna() & (num != np.floor(num))
             for i in np.flatnonzero(failed.to_numpy()):
                 if reasons[i] is None:
-                    reasons[i] = f"type:{f.name}={col.iat[i]}"
+                    reasons[i] = f"type:{f.name}={text.iat[i]}"
             good = num.where(~failed) if num is not None else pd.Series(None, index=col.index)
             out[f.name] = to_pandas(pa.table({f.name: pa.array(good, type=f.type, from_pandas=True)}))[f.name].set_axis(col.index)
         df = pd.DataFrame(out, index=pd.RangeIndex(table.num_rows))
