@@ -171,6 +171,25 @@ def test_parquet_schema_clash_names_the_file(tmp_path):
         read_source({"format": "parquet", "path": str(tmp_path)})
 
 
+def test_parquet_exports_that_gained_a_column_read_as_their_union_when_asked(tmp_path):
+    """Daily exports where a later one added a column: an error that says what to set;
+    with merge_schemas, the union of the columns, null where a file lacks one."""
+    pq.write_table(pa.table({"x": [1, 2], "y": ["a", "b"]}), tmp_path / "a.parquet")
+    pq.write_table(pa.table({"x": [3.5], "y": ["c"], "w": [1]}), tmp_path / "b.parquet")
+    pq.write_table(pa.table({"w": [7], "x": pa.array([5], pa.int32())}), tmp_path / "c.parquet")
+    with pytest.raises(SourceError, match=r"b\.parquet: column 'w' is not in .*a\.parquet; set merge_schemas: true"):
+        read_source({"format": "parquet", "path": str(tmp_path)})
+    source = read_source({"format": "parquet", "path": str(tmp_path), "merge_schemas": True})
+    assert source.schema.names == ["x", "y", "w"] and source.schema.field("x").type == pa.float64()
+    df = source.frame.compute().set_index("id")
+    assert df["x"].to_dict() == {"a.parquet:0": 1.0, "a.parquet:1": 2.0, "b.parquet:0": 3.5, "c.parquet:0": 5.0}
+    assert df["w"].isna().tolist() == [True, True, False, False] and df.loc["c.parquet:0", "y"] is pd.NA
+    only_w = read({"format": "parquet", "path": str(tmp_path), "merge_schemas": True, "columns": ["w"]})
+    assert list(only_w.columns) == ["id", "w"] and only_w["w"].count() == 2
+    with pytest.raises(SourceError, match="no file has column 'v'"):
+        read_source({"format": "parquet", "path": str(tmp_path), "merge_schemas": True, "columns": ["v"]})
+
+
 def test_parquet_own_id_column_is_kept(tmp_path):
     pq.write_table(pa.table({"id": [10, 11], "v": [1, 2]}), tmp_path / "a.parquet")
     assert read({"format": "parquet", "path": str(tmp_path)})["id"].tolist() == ["10", "11"]

@@ -54,6 +54,9 @@ class ParquetSource(_Spec):
     format: Literal["parquet"]
     path: str | list[str] = Field(..., description="file, folder or glob")
     columns: list[str] | None = None
+    merge_schemas: bool = Field(
+        False, description="files with different columns (a column added to later exports): read the union of "
+        "their columns, null where a file lacks one; off, such files are an error")
     rows_per_partition: int = Field(1_000_000, gt=0)
     bytes_per_partition: int | None = Field(
         None, gt=0, description="uncompressed bytes per partition, from the row groups' metadata; "
@@ -217,10 +220,10 @@ def _read_parquet(spec: ParquetSource) -> Source:
             raise SourceError(f"{path}: not a readable Parquet file: {e}") from None
         if spec.columns:
             missing = [c for c in spec.columns if c not in file_schema.names]
-            if missing:
+            if missing and not spec.merge_schemas:
                 raise SourceError(f"{path}: no column {missing[0]!r}; columns are {file_schema.names}")
-            file_schema = pa.schema([file_schema.field(c) for c in spec.columns])
-        schema = file_schema if schema is None else _common_schema(schema, file_schema, path, files[0])
+            file_schema = pa.schema([file_schema.field(c) for c in spec.columns if c not in missing])
+        schema = file_schema if schema is None else _common_schema(schema, file_schema, path, files[0], spec.merge_schemas)
         records.append(record)
         rel = _relative(path, root)
         start, groups = 0, []
@@ -238,15 +241,21 @@ def _read_parquet(spec: ParquetSource) -> Source:
         pieces.append((path, rel, tuple(groups), start))
     if schema is None:
         raise SourceError(f"source {spec.path!r}: every Parquet file is empty")
+    if spec.columns:
+        absent = [c for c in spec.columns if c not in schema.names]
+        if absent:
+            raise SourceError(f"source {spec.path!r}: no file has column {absent[0]!r}")
+        schema = pa.schema([schema.field(c) for c in spec.columns], metadata=schema.metadata)
     meta = _with_id(to_pandas(schema.empty_table()))
     frame = dd.from_map(
-        _ParquetPiece(fs, spec.columns, schema), pieces, meta=meta, divisions=None, label="read-parquet", enforce_metadata=False
+        _ParquetPiece(fs, schema), pieces, meta=meta, divisions=None, label="read-parquet", enforce_metadata=False
     )
     return Source(frame, records, skipped, schema)
 
 
-def _common_schema(first: pa.Schema, other: pa.Schema, path: str, first_path: str) -> pa.Schema:
-    """The first file's columns, each in a type that holds the values of both files.
+def _common_schema(first: pa.Schema, other: pa.Schema, path: str, first_path: str, merge: bool = False) -> pa.Schema:
+    """The first file's columns, each in a type that holds the values of both files; with
+    ``merge``, also the other file's columns the first lacks, after them.
 
     Files written apart differ in types that lose no value: a column entirely null in one
     file (pandas writes it as type null), a dictionary's index width (pandas picks it by
@@ -256,12 +265,17 @@ def _common_schema(first: pa.Schema, other: pa.Schema, path: str, first_path: st
     other's values (text and numbers, times with and without a zone) still do.
     """
     extra = [n for n in other.names if n not in first.names]
-    if extra:
-        raise SourceError(f"{path}: column {extra[0]!r} is not in {first_path}; read the files as separate sources")
+    if extra and not merge:
+        raise SourceError(f"{path}: column {extra[0]!r} is not in {first_path}; set merge_schemas: true to read "
+                          "the union of the files' columns, or read the files as separate sources")
     fields = []
     for f in first:
         if f.name not in other.names:
-            raise SourceError(f"{path}: column {f.name!r} (in {first_path}) is missing")
+            if not merge:
+                raise SourceError(f"{path}: column {f.name!r} (in {first_path}) is missing; set merge_schemas: true "
+                                  "to read it as null there")
+            fields.append(f)
+            continue
         t = other.field(f.name).type
         if t == f.type:
             fields.append(f)
@@ -274,17 +288,23 @@ def _common_schema(first: pa.Schema, other: pa.Schema, path: str, first_path: st
                 "cast it or read the files as separate sources"
             ) from None
         fields.append(common.field(0))
+    fields += [other.field(n) for n in extra]
     return pa.schema(fields, metadata=first.metadata)
 
 
 class _ParquetPiece:
-    def __init__(self, fs, columns, schema):
-        self.fs, self.columns, self.schema = fs, columns, schema
+    def __init__(self, fs, schema):
+        self.fs, self.schema = fs, schema
 
     def __call__(self, piece) -> pd.DataFrame:
         path, rel, groups, start = piece
         with self.fs.open(path, "rb") as f:
-            table = pq.ParquetFile(f).read_row_groups(list(groups), columns=self.columns) if groups else self.schema.empty_table()
+            file = pq.ParquetFile(f)
+            present = [c for c in self.schema.names if c in file.schema_arrow.names]
+            table = file.read_row_groups(list(groups), columns=present) if groups else self.schema.empty_table()
+        for name in self.schema.names:  # a column this file lacks (merge_schemas): null here
+            if name not in table.column_names:
+                table = table.append_column(self.schema.field(name), pa.nulls(table.num_rows, self.schema.field(name).type))
         if table.schema != self.schema:  # the file's own types (see _common_schema), or its column order
             table = table.select(self.schema.names).cast(self.schema)
         return _with_id(to_pandas(table), rel, start)
