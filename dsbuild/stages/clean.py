@@ -805,6 +805,22 @@ class Outliers(FitApplyStage):
             for column, groups in state.items()
         }
 
+    def result_warnings(self, entry: dict) -> list[str]:
+        """Tukey's fences have no width where half a column's values or more are one value
+        (capital gains: 92 % zeros); every other value is then an outlier, and with
+        ``action: reject`` those rows leave without a hint that the rule, not the data, is odd."""
+        notes = []
+        for column, groups in self.summary().items():
+            flat = sorted(g for g, s in groups.items() if s.get("low") is not None and s["low"] == s["high"])
+            if flat:
+                where = "" if flat == ["*"] else f" in {len(flat)} of its {len(groups)} groups"
+                notes.append(
+                    f"stage {self.ctx.name!r}: {column!r} has an interquartile range of 0{where} (half its values "
+                    f"or more are {groups[flat[0]]['median']}), so Tukey's fences mark every other value an outlier "
+                    f"({entry['metrics'].get(f'outlier:{column}', 0):,.0f} rows). method: mad falls back to the mean "
+                    "absolute deviation for such a column.")
+        return notes
+
 
 # -- constraints ------------------------------------------------------------------------
 

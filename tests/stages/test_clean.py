@@ -345,6 +345,18 @@ def test_outliers_iqr_per_class_rejects(sample):
     assert rejected["reason"].str.startswith("outlier:age=").all()
 
 
+def test_outliers_iqr_of_zero_is_warned_about(sample):
+    """Capital gains are 0 for most rows: Tukey's fences collapse to [0, 0] and every
+    gain is an outlier. The rule does what it says; the run says why."""
+    stage = Outliers(columns={"capital-gain": {"method": "iqr", "action": "reject"}, "age": {"method": "iqr"}})
+    kept, rejected = run_stage(stage, sample)
+    gains = int((sample["capital-gain"] != 0).sum())
+    assert len(rejected) == gains > 0
+    (note,) = stage.result_warnings({"metrics": {"outlier:capital-gain": gains}})
+    assert f"'capital-gain' has an interquartile range of 0 (half its values or more are 0" in note
+    assert f"({gains:,} rows). method: mad falls back" in note
+
+
 def test_outliers_from_sketch_do_not_depend_on_partitioning(sample):
     kept, _ = same_for_any_partitioning(
         lambda: Outliers(columns={"fnlwgt": {"action": "null"}}, max_distinct=200), sample
