@@ -135,8 +135,37 @@ _TRUE = {"true", "t", "yes", "y", "1"}
 _FALSE = {"false", "f", "no", "n", "0"}
 
 
+# Tried in order on what ISO 8601 does not parse: the first that fits a value wins, so a
+# value's time depends on it alone (US month-first before day-first, as pandas guesses).
+DATETIME_FORMATS = (
+    "%m/%d/%Y", "%m/%d/%Y %H:%M", "%m/%d/%Y %H:%M:%S", "%m/%d/%Y %I:%M:%S %p",
+    "%d/%m/%Y", "%d/%m/%Y %H:%M", "%d/%m/%Y %H:%M:%S",
+    "%d.%m.%Y", "%d.%m.%Y %H:%M", "%d.%m.%Y %H:%M:%S",
+    "%Y/%m/%d", "%Y/%m/%d %H:%M:%S", "%d %b %Y", "%d-%b-%Y", "%b %d, %Y", "%B %d, %Y", "%d %B %Y",
+)
+
+
+def _to_datetime(col: pd.Series, present: np.ndarray) -> pd.Series:
+    """Times in UTC, each value parsed on its own: ISO 8601 in any of its forms, then
+    :data:`DATETIME_FORMATS`. pandas' own guess takes its format from a partition's first
+    value, so a column of dates and ISO timestamps lost one kind or the other depending on
+    which came first in the partition."""
+    if not (pd.api.types.is_object_dtype(col) or pd.api.types.is_string_dtype(col)):
+        return pd.to_datetime(col, errors="coerce", utc=True)
+    text = col.astype("string").str.strip()
+    out = pd.to_datetime(text, errors="coerce", utc=True, format="ISO8601")
+    for fmt in DATETIME_FORMATS:
+        todo = present & out.isna().to_numpy()
+        if not todo.any():
+            break
+        out[todo] = pd.to_datetime(text[todo], errors="coerce", utc=True, format=fmt)
+    return out
+
+
 class CastOptions(StageOptions):
-    schema_: dict[str, CastType] = Field(..., alias="schema", description="column -> int | float | str | bool | datetime | category")
+    schema_: dict[str, CastType] = Field(
+        ..., alias="schema", description="column -> int | float | str | bool | datetime | category; datetime reads "
+        "ISO 8601 and common month/day orders (US first), each value alone, into UTC")
     on_error: Literal["reject", "null"] = Field("reject", description="a value that does not convert: reject the row, or make it missing")
 
 
@@ -162,7 +191,7 @@ def cast_column(col: pd.Series, to: str) -> tuple[pd.Series, np.ndarray]:
             out[text.isin(_TRUE).fillna(False)] = True
             out[text.isin(_FALSE).fillna(False)] = False
     elif to == "datetime":
-        out = pd.to_datetime(col, errors="coerce", utc=True)
+        out = _to_datetime(col, present)
     elif to == "category":
         out = col.astype("string")
     else:  # pragma: no cover - the options model allows no other value

@@ -14,6 +14,7 @@ from dsbuild.records import IMAGE_DTYPE
 from dsbuild.stages import Roles, Shapes, StageContext, StageError
 from dsbuild.stages.clean import (
     Canonicalize,
+    Cast,
     Constraints,
     Impute,
     NormalizeUnits,
@@ -99,6 +100,22 @@ def with_minutes(sample):
     frame.loc[rows, "hours-per-week"] = (sample.loc[rows, "hours-per-week"] * 60).astype(str) + " min"
     frame.loc[frame.index[1::50], "hours-per-week"] = "forty"
     return frame
+
+
+def test_cast_datetime_parses_each_value_alone_whatever_the_partitioning():
+    """pandas takes its format from a partition's first value: dates and ISO timestamps in
+    one column lost one kind or the other, depending on which came first in a partition."""
+    values = ["2024-03-01", "2024-03-01T10:00:00Z", "03/04/2024", "13/04/2024", "1.12.2023", "Mar 5, 2024",
+              " 2024-03-02 ", "2024-03-01T10:00:00+02:00", "yesterday", "2024-13-45", "1709251200", None]
+    frame = pd.DataFrame({"id": [f"r{i:02d}" for i in range(len(values))], "when": values})
+    runs = [run_stage(Cast(schema={"when": "datetime"}), frame, npartitions=n) for n in (1, 3, 5)]
+    kept = [k.set_index("id")["when"].sort_index() for k, _ in runs]
+    for other in kept[1:]:
+        pd.testing.assert_series_equal(kept[0], other)
+    utc = [pd.Timestamp(t, tz="UTC") for t in ("2024-03-01", "2024-03-01 10:00", "2024-03-04", "2024-04-13", "2023-12-01",
+                                               "2024-03-05", "2024-03-02", "2024-03-01 08:00")]
+    assert kept[0].iloc[:8].tolist() == utc and kept[0].iloc[8:].isna().all()
+    assert sorted(runs[0][1]["reason"]) == ["cast:when:datetime=1709251200", "cast:when:datetime=2024-13-45", "cast:when:datetime=yesterday"]
 
 
 def test_normalize_units_converts_minutes_and_rejects_unparseable(sample):
