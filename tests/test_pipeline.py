@@ -146,7 +146,7 @@ def test_corrupt_tabular_input_is_accounted_for(client, tmp_path):
     (tmp_path / "people.csv").write_text("\n".join(rows) + "\n")
     job = {
         "name": "people",
-        "source": {"format": "csv", "path": str(tmp_path / "people.csv"), "blocksize": 20_000},
+        "source": {"format": "csv", "path": str(tmp_path / "people.csv"), "blocksize": 20_000, "infer_bytes": 20_000},
         "stages": [{"cast": {"schema": {"score": "int"}}}],
         "sink": {"path": str(tmp_path / "out")},
     }

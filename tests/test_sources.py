@@ -36,12 +36,22 @@ def test_csv_ids_are_row_numbers_across_blocks(tmp_path):
     assert str(df["a"].dtype) == "Int64" and df["b"].dtype == np.float64
 
 
+def test_csv_types_do_not_depend_on_the_blocksize(tmp_path):
+    """Types came from the first block: with small blocks, a column of whole numbers that
+    turns fractional later was typed int and its later rows rejected; with large ones, not."""
+    lines = ["a,b"] + [f"{i},{i if i < 2000 else i + 0.5}" for i in range(4000)]
+    (tmp_path / "x.csv").write_text("\n".join(lines) + "\n")
+    small, large = (read({"format": "csv", "path": str(tmp_path / "x.csv"), "blocksize": size}) for size in (8_000, 10**6))
+    assert small["b"].dtype == large["b"].dtype == np.float64 and small[REJECT].isna().all()
+    pd.testing.assert_frame_equal(small.sort_values("a").reset_index(drop=True), large.sort_values("a").reset_index(drop=True))
+
+
 def test_csv_bad_rows_are_marked_with_their_row_and_text(tmp_path):
     lines = ["a,b,c"] + [f"{i},{i * 0.5},s{i}" for i in range(20_000)]
     lines[15_001] = "15000,not-a-number,s"  # data row 15000: wrong type, beyond the inference sample
     lines[17_001] = "1,2,3,4"  # data row 17000: too many fields
     (tmp_path / "x.csv").write_text("\n".join(lines) + "\n")
-    df = read({"format": "csv", "path": str(tmp_path / "x.csv"), "blocksize": 50_000})
+    df = read({"format": "csv", "path": str(tmp_path / "x.csv"), "blocksize": 50_000, "infer_bytes": 50_000})
     assert len(df) == 20_000
     bad = df[df[REJECT].notna()].set_index("id")
     assert bad.loc["x.csv:15000", REJECT] == "type:b=not-a-number"
@@ -68,7 +78,7 @@ def test_csv_with_a_title_line_and_empty_lines_keeps_every_row(tmp_path):
     lines = ["x,y"] + [f"{i},{i}" for i in range(3000)] + [""]
     lines[2201], lines[2301] = "", "oops,2300"
     (tmp_path / "x.csv").write_text("\n".join(lines) + "\n")
-    df = read({"format": "csv", "path": str(tmp_path / "x.csv"), "blocksize": 8_000})
+    df = read({"format": "csv", "path": str(tmp_path / "x.csv"), "blocksize": 8_000, "infer_bytes": 8_000})
     assert len(df) == 2999 and df["id"].is_unique
     bad = df[df[REJECT].notna()]
     assert bad[REJECT].tolist() == ["type:x=oops"] and bad[RAW].tolist() == ["oops,2300"]
@@ -87,7 +97,7 @@ def test_csv_in_another_encoding_is_named_or_its_stray_rows_rejected(tmp_path):
     lines = ["name,n"] + [f"n{i},{i}" for i in range(3000)]
     lines[2501] = "Jos\xe9,2500"
     (tmp_path / "late.csv").write_bytes(("\n".join(lines) + "\n").encode("latin-1"))
-    df = read({"format": "csv", "path": str(tmp_path / "late.csv"), "blocksize": 8_000})
+    df = read({"format": "csv", "path": str(tmp_path / "late.csv"), "blocksize": 8_000, "infer_bytes": 8_000})
     bad = df[df[REJECT].notna()]
     assert len(df) == 3000 and bad["id"].tolist() == ["late.csv:2500"] and bad[REJECT].tolist() == ["encoding:name"]
     assert df.loc[df[REJECT].isna(), "n"].sum() == sum(range(3000)) - 2500
@@ -99,7 +109,7 @@ def test_csv_with_decimal_commas(tmp_path):
     lines = ["name;price;qty"] + [f"n{i};{i},5;{i}" for i in range(3000)]
     lines[2501] = "bad;zwei,5;3"
     (tmp_path / "euro.csv").write_text("\n".join(lines) + "\n")
-    df = read({"format": "csv", "path": str(tmp_path / "euro.csv"), "sep": ";", "decimal": ",", "blocksize": 8_000})
+    df = read({"format": "csv", "path": str(tmp_path / "euro.csv"), "sep": ";", "decimal": ",", "blocksize": 8_000, "infer_bytes": 8_000})
     assert df["price"].dtype == np.float64 and df["price"].sum() == sum(i + 0.5 for i in range(3000) if i != 2500)
     assert df.loc[df[REJECT].notna(), REJECT].tolist() == ["type:price=zwei,5"]
     with pytest.raises(ValueError, match="decimal ',' is also the separator"):

@@ -46,6 +46,9 @@ class _Spec(BaseModel):
 
 
 DEFAULT_PARTITION_BYTES = 64 * 2**20
+# Text sources are typed from this much of their first file, whatever their blocksize:
+# types that followed the blocksize made a job's output change with its partitioning.
+TYPE_SAMPLE_BYTES = 4 * 2**20
 BLOB_PARTITION_BYTES = 16 * 2**20
 BLOB_ROW_BYTES = 8 * 2**10
 
@@ -83,6 +86,7 @@ class CsvSource(_Spec):
     null_values: list[str] = Field(default_factory=lambda: ["", "NA", "N/A", "NaN", "nan", "null", "NULL", "?"])
     skip_initial_space: bool = True
     blocksize: int = Field(64 * 2**20, gt=0, description="bytes per partition of an uncompressed file")
+    infer_bytes: int = Field(TYPE_SAMPLE_BYTES, gt=0, description="bytes from the start of the first file that decide the columns' types")
     encoding: str = "utf8"
     decimal: str = Field(".", min_length=1, max_length=1, description="decimal mark of numbers: ',' for 3,50 (then sep is usually ';')")
 
@@ -97,6 +101,7 @@ class JsonlSource(_Spec):
     format: Literal["jsonl"]
     path: str | list[str]
     blocksize: int = Field(64 * 2**20, gt=0)
+    infer_bytes: int = Field(TYPE_SAMPLE_BYTES, gt=0, description="bytes from the start of the first file that decide the columns' types")
 
 
 class ImagesSource(_Spec):
@@ -422,7 +427,7 @@ def _read_csv(spec: CsvSource, count_rows: bool = True) -> Source:
         other = _csv_header(fs, path, spec)
         if other != names:
             raise SourceError(f"{path}: header {other} differs from {files[0]}: {names}")
-    sample = _read_text_block(fs, files[0], 0, min(spec.blocksize, 4 * 2**20))
+    sample = _read_text_block(fs, files[0], 0, spec.infer_bytes)
     schema = _csv_infer_schema(sample, names, spec)
     blocks, records = _text_blocks(fs, files, root, spec.blocksize, count_rows)
     meta = _CsvBlock(fs, spec, names, schema)._empty()
@@ -641,7 +646,7 @@ def _typed_nulls(extra: pd.DataFrame, empty: pd.DataFrame) -> pd.DataFrame:
 
 def _read_jsonl(spec: JsonlSource, count_rows: bool = True) -> Source:
     fs, root, files = _expand(spec.path, (".jsonl", ".json", ".ndjson", ".jsonl.gz", ".json.gz", ".ndjson.gz"))
-    sample = _read_text_block(fs, files[0], 0, min(spec.blocksize, 4 * 2**20))
+    sample = _read_text_block(fs, files[0], 0, spec.infer_bytes)
     rows = []
     for line in sample.split(b"\n")[:1000]:
         try:
