@@ -64,15 +64,15 @@ def test_csv_bad_rows_are_marked_with_their_row_and_text(tmp_path):
 def test_csv_with_a_title_line_and_empty_lines_keeps_every_row(tmp_path):
     """UCI's adult.test: a first line that is no row, and an empty line at the end. Arrow
     skips empty lines, and an empty line crashed the read of any block that also had a
-    rejected row; rows are now numbered as Arrow counts them, empty lines left out."""
+    rejected row. Ids stay the rows' data lines, empty lines counted, at any blocksize."""
     names = ["age", "sex", "income"]
     lines = ["|1x3 Cross validator", "25, Male, <=50K.", "", "38, Female, >50K.", ""]
     with gzip.open(tmp_path / "adult.test.gz", "wt") as f:
         f.write("\n".join(lines) + "\n")
     df = read({"format": "csv", "path": str(tmp_path / "adult.test.gz"), "header": False, "column_names": names})
     assert df.set_index("id")[REJECT].to_dict() == {
-        "adult.test.gz:0": "csv:fields=expected 3, got 1", "adult.test.gz:1": None, "adult.test.gz:2": None}
-    assert df.set_index("id")["age"].to_dict() == {"adult.test.gz:0": None, "adult.test.gz:1": 25, "adult.test.gz:2": 38}
+        "adult.test.gz:0": "csv:fields=expected 3, got 1", "adult.test.gz:1": None, "adult.test.gz:3": None}
+    assert df.set_index("id")["age"].to_dict() == {"adult.test.gz:0": None, "adult.test.gz:1": 25, "adult.test.gz:3": 38}
 
     # A value of the wrong type beyond the sample that types the columns, after an empty line.
     lines = ["x,y"] + [f"{i},{i}" for i in range(3000)] + [""]
@@ -81,8 +81,10 @@ def test_csv_with_a_title_line_and_empty_lines_keeps_every_row(tmp_path):
     df = read({"format": "csv", "path": str(tmp_path / "x.csv"), "blocksize": 8_000, "infer_bytes": 8_000})
     assert len(df) == 2999 and df["id"].is_unique
     bad = df[df[REJECT].notna()]
-    assert bad[REJECT].tolist() == ["type:x=oops"] and bad[RAW].tolist() == ["oops,2300"]
+    assert bad[REJECT].tolist() == ["type:x=oops"] and bad[RAW].tolist() == ["oops,2300"] and bad["id"].tolist() == ["x.csv:2300"]
     assert set(df.loc[df[REJECT].isna(), "x"]) == set(range(3000)) - {2200, 2300}
+    whole = read({"format": "csv", "path": str(tmp_path / "x.csv"), "infer_bytes": 8_000})
+    assert sorted(whole["id"]) == sorted(df["id"])  # the same ids whatever the blocks
 
 
 def test_csv_in_another_encoding_is_named_or_its_stray_rows_rejected(tmp_path):

@@ -523,8 +523,8 @@ class _CsvBlock:
         if self.spec.skip_initial_space:
             data = _strip_after_separators(data, self.spec.sep)
         header_here = self.spec.header and start == 0
-        # Ids are file:row, the block's first line plus the row's place among the block's
-        # records (as Arrow counts them: empty lines skipped).
+        # Ids are file:row, the row's data line in the file: the block's first line plus
+        # the line of the row's record in the block (Arrow counts records, skipping empty lines).
         offset = first_line - (1 if self.spec.header and start != 0 else 0)
         bad: list = []
         try:
@@ -533,11 +533,15 @@ class _CsvBlock:
             rows, bad_rows = _place_invalid(bad, len(df), header_here) if bad else (None, [])
         except pa.ArrowInvalid:
             df, rows, bad_rows = self._typed_by_hand(data, header_here)
-        ids = None if rows is None else pd.array([f"{rel}:{offset + r}" for r in rows], dtype="string")
+        line_of = _record_lines(data, header_here)
+        if line_of is not None and rows is None:
+            rows = range(len(df))
+        line = (lambda r: r) if line_of is None else line_of.__getitem__
+        ids = None if rows is None else pd.array([f"{rel}:{offset + line(r)}" for r in rows], dtype="string")
         df = _with_id(df, rel, offset, ids)
         out = _mark_bad(df)
         if bad_rows:
-            extra = pd.DataFrame({ID: pd.array([f"{rel}:{offset + r}" for r, _, _ in bad_rows], dtype="string")})
+            extra = pd.DataFrame({ID: pd.array([f"{rel}:{offset + line(r)}" for r, _, _ in bad_rows], dtype="string")})
             out = _mark_bad(pd.concat([out, _typed_nulls(extra, self._empty())], ignore_index=True))
             out.loc[len(df):, REJECT] = [why for _, _, why in bad_rows]
             out.loc[len(df):, RAW] = [text for _, text, _ in bad_rows]
@@ -614,6 +618,17 @@ def _place_invalid(bad: list, n_parsed: int, header_here: bool) -> tuple[list[in
     placed = [p if p is not None else next(unknown) for p in placed]
     reasons = [(p, b.text, f"csv:fields=expected {b.expected_columns}, got {b.actual_columns}") for p, b in zip(placed, bad)]
     return rows, reasons
+
+
+def _record_lines(data: bytes, header_here: bool) -> np.ndarray | None:
+    """The data line of each record Arrow reads from the block, or None when they are the
+    same (no empty line). Without it a row's id moved with the block boundaries: rows after
+    an empty line were numbered by record in their block but by line across blocks."""
+    if not (b"\n\n" in data or b"\n\r\n" in data or data.startswith((b"\n", b"\r\n"))):
+        return None
+    lines = data.split(b"\n")[:-1]
+    first = 1 if header_here else 0
+    return np.array([i - first for i in range(first, len(lines)) if lines[i].rstrip(b"\r")], dtype=np.int64)
 
 
 def _records(data: bytes, header_here: bool) -> list[bytes]:
