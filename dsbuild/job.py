@@ -238,10 +238,45 @@ def _read_text(source) -> tuple[str, str]:
 
 
 def _set_dotted(data: dict, dotted: str, value) -> None:
-    keys = dotted.split(".")
-    for k in keys[:-1]:
-        data = data.setdefault(k, {})
-    data[keys[-1]] = value
+    """``sink.path``, and into the stages by position or by name: ``stages.0.cast.schema``,
+    ``stages[0].cast.schema``, or ``stages.sanitize.fraction`` when one stage has that name."""
+    *path, last = dotted.replace("[", ".").replace("]", "").split(".")
+    node = data
+    for k in path:
+        if isinstance(node, list):
+            node = _stage_by(node, k, dotted)
+        elif isinstance(node, dict):
+            if node.get(k) is None:
+                node[k] = {}
+            node = node[k]
+        else:
+            raise JobError([f"--set {dotted}: {k!r} is inside a value that has no fields"])
+    if not isinstance(node, dict):
+        raise JobError([f"--set {dotted}: name a field, e.g. stages.0.cast.schema or stages.sanitize.fraction"])
+    node[last] = value
+
+
+def _stage_by(stages: list, key: str, dotted: str) -> dict:
+    """A stage's entry by position (``0``), or its options by its name (``sanitize``)."""
+    if key.isdigit():
+        if int(key) >= len(stages):
+            raise JobError([f"--set {dotted}: the job has {len(stages)} stages"])
+        at = int(key)
+    else:
+        found = [i for i, e in enumerate(stages) if (e if isinstance(e, str) else _stage_name(e)) == key]
+        if len(found) != 1:
+            raise JobError([f"--set {dotted}: " + (f"no stage {key!r}" if not found else
+                            f"{len(found)} stages are {key!r}; name one by position, e.g. stages.{found[0]}.{key}")])
+        at = found[0]
+    if isinstance(stages[at], str):  # a stage named without options
+        stages[at] = {stages[at]: {}}
+    entry = stages[at]
+    if key.isdigit():
+        return entry
+    options = "options" if "name" in entry else key
+    if entry.get(options) is None:
+        entry[options] = {}
+    return entry[options]
 
 
 # -- YAML with line numbers -------------------------------------------------------------

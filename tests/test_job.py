@@ -90,6 +90,19 @@ def test_overrides_patch_dotted_fields():
     assert spec.seed == 3 and spec.sink.path == "elsewhere" and spec.sink.shard_rows == 5000
 
 
+def test_overrides_reach_a_stage_by_position_or_by_name():
+    """``--set stages.cast.schema.age=int`` tweaks one stage from the command line."""
+    spec = load_job(GOOD, {"stages.cast.schema": {"age": "int"}, "stages[0].select.where": []})
+    assert spec.stages[1].options == {"schema": {"age": "int"}} and spec.stages[0].options == {"where": []}
+    assert load_job(GOOD, {"stages.1.cast.on_error": "null"}).stages[1].options["on_error"] == "null"
+    for dotted, problem in (("stages.5.cast.x", "the job has 2 stages"), ("stages.sanitize.fraction", "no stage 'sanitize'"),
+                            ("stages.0", "name a field")):
+        with pytest.raises(JobError, match=problem):
+            load_job(GOOD, {dotted: 1})
+    with pytest.raises(JobError, match="unknown option 'on_eror'.*did you mean 'on_error'"):
+        load_job(GOOD, {"stages.cast.on_eror": "null"})
+
+
 def test_missing_job_file_is_named():
     with pytest.raises(JobError, match="no_such.yaml: no such job file"):
         load_job("no_such.yaml")
