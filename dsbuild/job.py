@@ -8,6 +8,7 @@ is data and cannot import or run code.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import os
@@ -180,6 +181,7 @@ def load_job(source: str | os.PathLike | dict | JobSpec, overrides: dict | None 
         text, where = _read_text(source)
         data, lines = _load_yaml(text, where)
     if overrides:
+        data = copy.deepcopy(data)  # the caller's job dict stays as it was
         for dotted, value in overrides.items():
             _set_dotted(data, dotted, value)
     return _validate(data, where, lines)
