@@ -108,3 +108,18 @@ def test_mturk_results_need_a_clear_answer_field():
     assert parse_mturk_results(results, answer="y")["label"].tolist() == ["2"]
     with pytest.raises(ValueError, match="unknown keys"):
         read_labeling_export({"format": "mturk", "path": "x.csv", "anwser": "y"})
+
+
+def test_label_studio_export_with_a_comment_box_needs_from_name():
+    """A project with a choice and a free-text comment: without from_name, a comment
+    could have been taken as the label of every annotation that had one first."""
+    from dsbuild.io.labeling import parse_label_studio_export
+
+    tasks = [{"id": 1, "data": {"dsbuild_id": "a"}, "annotations": [{"id": 10, "completed_by": 3, "result": [
+        {"from_name": "comment", "type": "textarea", "value": {"text": ["blurry"]}},
+        {"from_name": "digit", "type": "choices", "value": {"choices": ["7"]}},
+    ]}]}]
+    with pytest.raises(ValueError, match=r"from_name: .*\['comment', 'digit'\]"):
+        parse_label_studio_export(tasks)
+    rows = parse_label_studio_export(tasks, from_name="digit")
+    assert rows[["item", "annotator", "label"]].values.tolist() == [["a", "3", "7"]]

@@ -10,6 +10,7 @@ give annotation rows ``item, annotator, label`` (plus the tool's own ids for aud
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import posixpath
@@ -120,7 +121,7 @@ def parse_label_studio_export(tasks: list[dict], from_name: str | None = None, i
     Several choices in one answer become one label (their JSON list), so a multi-choice
     answer is still one vote.
     """
-    rows = []
+    rows, controls = [], set()
     for task in tasks:
         data = task.get("data") or {}
         item = data.get(item_field, task.get("id"))
@@ -128,11 +129,13 @@ def parse_label_studio_export(tasks: list[dict], from_name: str | None = None, i
             if ann.get("was_cancelled"):
                 continue
             who = _annotator(ann.get("completed_by"))
-            for result in ann.get("result") or []:
-                label = _choice(result, from_name)
-                if label is not None:
-                    rows.append((None if item is None else str(item), who, label, task.get("id"), ann.get("id")))
-                    break
+            answers = [(r.get("from_name"), _choice(r, from_name)) for r in ann.get("result") or []]
+            answers = [(control, label) for control, label in answers if label is not None]
+            controls.update(control for control, _ in answers)
+            if answers:
+                rows.append((None if item is None else str(item), who, answers[0][1], task.get("id"), ann.get("id")))
+    if from_name is None and len(controls) > 1:  # a choice and a comment box: which one is the label?
+        raise ValueError(f"say which control holds the label (from_name: ...); the export answers {sorted(map(str, controls))}")
     return pd.DataFrame(rows, columns=[*ANNOTATION_COLUMNS, "task_id", "annotation_id"]).astype({"task_id": object, "annotation_id": object})
 
 
@@ -177,13 +180,24 @@ def parse_mturk_results(results: pd.DataFrame, answer: str | None = None, item_f
 
 
 def _read_label_studio_file(path: str, from_name: str | None, item_field: str) -> pd.DataFrame:
-    with fsspec.open(path, "r") as f:
+    with fsspec.open(path, "r") as f, _named(path):
         return parse_label_studio_export(json.load(f), from_name, item_field)
 
 
 def _read_mturk_file(path: str, answer: str | None, item_field: str) -> pd.DataFrame:
-    with fsspec.open(path, "rb") as f:
+    with fsspec.open(path, "rb") as f, _named(path):
         return parse_mturk_results(pd.read_csv(io.BytesIO(f.read()), dtype=str, keep_default_na=False, na_values=[""]), answer, item_field)
+
+
+@contextlib.contextmanager
+def _named(path: str):
+    """An export that cannot be read as annotations is a source error naming its file."""
+    from dsbuild.io.sources import SourceError
+
+    try:
+        yield
+    except ValueError as e:  # json.JSONDecodeError too
+        raise SourceError(f"{path}: {e}") from None
 
 
 def read_labeling_export(spec: dict):
