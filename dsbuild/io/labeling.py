@@ -119,7 +119,8 @@ def parse_label_studio_export(tasks: list[dict], from_name: str | None = None, i
 
     A task without ``item_field`` in its data keeps Label Studio's task id as the item.
     Several choices in one answer become one label (their JSON list), so a multi-choice
-    answer is still one vote.
+    answer is still one vote. Answers to more than one control (a choice and a comment
+    box) need ``from_name``: the label is not guessed.
     """
     rows, controls = [], set()
     for task in tasks:
