@@ -149,6 +149,22 @@ def test_jsonl_malformed_and_mistyped_lines(tmp_path):
     assert len(df) == 4  # the blank line is not a record
 
 
+def test_a_json_file_holding_one_array_reads_like_json_lines(tmp_path):
+    """What many tools export as .json: one array of objects, pretty-printed or on one
+    line. It was "no JSON object in the first lines", or a crash on a list."""
+    import json
+
+    (tmp_path / "pretty.json").write_text(json.dumps([{"a": 1, "b": "x"}, 7, {"a": "zz", "b": "y"}, {"a": 3, "b": "z"}], indent=2))
+    (tmp_path / "flat.json").write_text(json.dumps([{"a": 5, "b": "w"}]))
+    df = read({"format": "jsonl", "path": str(tmp_path), "blocksize": 16}).set_index("id")
+    assert df.loc["pretty.json:0", "a"] == 1 and df.loc["pretty.json:3", "b"] == "z" and df.loc["flat.json:0", "a"] == 5
+    assert df.loc["pretty.json:1", REJECT] == "json:ValueError" and df.loc["pretty.json:1", RAW] == "7"
+    assert df.loc["pretty.json:2", REJECT] == "type:a='zz'" and len(df) == 5
+    (tmp_path / "cut.json").write_text('[{"a": 1},\n{"a": 2')
+    with pytest.raises(SourceError, match="cut.json: starts as a JSON array but does not parse as one"):
+        read({"format": "jsonl", "path": str(tmp_path / "cut.json")})
+
+
 def test_parquet_folder_glob_and_empty_files(tmp_path):
     for k in range(2):
         pq.write_table(pa.table({"v": list(range(k * 5, k * 5 + 5))}), tmp_path / f"p{k}.parquet", row_group_size=2)

@@ -374,10 +374,10 @@ def _with_id(df: pd.DataFrame, rel: str = "", start: int = 0, ids=None) -> pd.Da
 # -- text formats: CSV and JSON lines ----------------------------------------------------
 
 
-def _text_blocks(fs, files: list[str], root: str, blocksize: int, count_rows: bool = True) -> tuple[list[tuple], list[dict]]:
+def _text_blocks(fs, files: list[str], root: str, blocksize: int, count_rows: bool = True, whole=()) -> tuple[list[tuple], list[dict]]:
     """(path, rel, start, length, first_row) per block, newline-aligned, rows counted.
 
-    Compressed files are one block each. Rows per block are counted by a parallel pass
+    Compressed files, and the files in ``whole``, are one block each. Rows per block are counted by a parallel pass
     over the blocks first (cheap: only newlines are counted), so that every row gets its
     true row number whatever the block boundaries.
     """
@@ -387,7 +387,7 @@ def _text_blocks(fs, files: list[str], root: str, blocksize: int, count_rows: bo
         records.append(record)
         compressed = fsspec.utils.infer_compression(path) is not None
         size = record["size"] or 0
-        if compressed or size <= blocksize:
+        if compressed or size <= blocksize or path in whole:
             spans.append((path, _relative(path, root), 0, None))
         else:
             for start in range(0, size, blocksize):
@@ -660,22 +660,45 @@ def _typed_nulls(extra: pd.DataFrame, empty: pd.DataFrame) -> pd.DataFrame:
 
 
 def _read_jsonl(spec: JsonlSource, count_rows: bool = True) -> Source:
+    """JSON lines; a file that is one JSON array of objects (what many tools export as
+    ``.json``) is read too, whole, as one partition: an array cannot be split."""
     fs, root, files = _expand(spec.path, (".jsonl", ".json", ".ndjson", ".jsonl.gz", ".json.gz", ".ndjson.gz"))
-    sample = _read_text_block(fs, files[0], 0, spec.infer_bytes)
-    rows = []
-    for line in sample.split(b"\n")[:1000]:
-        try:
-            if line.strip():
-                rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
+    arrays = {f for f in files if _is_json_array(fs, f)}
+    if files[0] in arrays:
+        rows = [obj for _, obj, _ in _json_array_items(_read_text_block(fs, files[0], 0, None), files[0])][:1000]
+    else:
+        rows = []
+        for line in _read_text_block(fs, files[0], 0, spec.infer_bytes).split(b"\n")[:1000]:
+            try:
+                if line.strip():
+                    rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    rows = [r for r in rows if isinstance(r, dict)]
     if not rows:
         raise SourceError(f"{files[0]}: no JSON object in the first lines")
     schema = _json_schema(rows)
-    blocks, records = _text_blocks(fs, files, root, spec.blocksize, count_rows)
+    blocks, records = _text_blocks(fs, files, root, spec.blocksize, count_rows, whole=arrays)
     reader = _JsonBlock(fs, schema)
     frame = dd.from_map(reader, blocks, meta=reader.empty(), divisions=None, label="read-jsonl", enforce_metadata=False)
     return Source(frame, records, schema=schema)
+
+
+def _is_json_array(fs, path: str) -> bool:
+    with fs.open(path, "rb", compression="infer") as f:
+        head = f.read(256)
+    return head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"[")
+
+
+def _json_array_items(data: bytes, path: str) -> list[tuple[int, Any, str]]:
+    """(index, value, text) of each element of a file holding one JSON array."""
+    try:
+        items = json.loads(data.decode("utf-8-sig"))
+    except ValueError as e:
+        raise SourceError(f"{path}: starts as a JSON array but does not parse as one: {e}") from None
+    if not isinstance(items, list):
+        raise SourceError(f"{path}: starts with '[' but is not a JSON array")
+    return [(i, item, json.dumps(item, ensure_ascii=False)) for i, item in enumerate(items)]
 
 
 def _json_schema(rows: list[dict]) -> pa.Schema:
@@ -712,24 +735,35 @@ class _JsonBlock:
     def empty(self) -> pd.DataFrame:
         return _mark_bad(_with_id(to_pandas(self.schema.empty_table())))
 
-    def __call__(self, block) -> pd.DataFrame:
-        path, rel, start, length, first_line = block
-        data = _read_text_block(self.fs, path, start, length)
-        lines = data.split(b"\n")[:-1]
-        good, good_rows, bad = [], [], []
-        for i, line in enumerate(lines):
+    @staticmethod
+    def _items(data: bytes, path: str, start: int):
+        """(line or array index, value, text): the block's JSON lines, or the elements of
+        a file that is one JSON array (always a block of its own)."""
+        if start == 0 and data.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"["):
+            yield from _json_array_items(data, path)
+            return
+        for i, line in enumerate(data.split(b"\n")[:-1]):
             if not line.strip():
                 continue
             try:
-                obj = json.loads(line)
-                if not isinstance(obj, dict):
-                    raise ValueError(f"a JSON {type(obj).__name__}, not an object")
-            except ValueError as e:
-                bad.append((i, line.decode("utf8", "replace"), f"json:{type(e).__name__}"))
+                value = json.loads(line)
+            except ValueError:
+                value = _UNPARSED
+            yield i, value, line.decode("utf8", "replace")
+
+    def __call__(self, block) -> pd.DataFrame:
+        path, rel, start, length, first_line = block
+        data = _read_text_block(self.fs, path, start, length)
+        texts: dict[int, str] = {}
+        good, good_rows, bad = [], [], []
+        for i, obj, text in self._items(data, path, start):
+            texts[i] = text
+            if not isinstance(obj, dict):
+                bad.append((i, text, "json:ValueError" if obj is not _UNPARSED else "json:JSONDecodeError"))
                 continue
             unknown = set(obj) - set(self.schema.names)
             if unknown:
-                bad.append((i, line.decode("utf8", "replace"), f"json:unknown-field={sorted(unknown)[0]}"))
+                bad.append((i, text, f"json:unknown-field={sorted(unknown)[0]}"))
                 continue
             good.append(obj)
             good_rows.append(i)
@@ -739,7 +773,7 @@ class _JsonBlock:
                 pa.Table.from_pylist([obj], schema=self.schema)
             except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
                 field_name = next((k for k in obj if not _fits(obj[k], self.schema.field(k).type)), "?")
-                bad.append((i, lines[i].decode("utf8", "replace"), f"type:{field_name}={obj.get(field_name)!r}"[:120]))
+                bad.append((i, texts[i], f"type:{field_name}={obj.get(field_name)!r}"[:120]))
                 continue
             typed.append(obj)
             typed_rows.append(i)
@@ -752,6 +786,9 @@ class _JsonBlock:
             out.loc[len(df):, REJECT] = [why for _, _, why in bad]
             out.loc[len(df):, RAW] = [text for _, text, _ in bad]
         return out
+
+
+_UNPARSED = object()
 
 
 def _fits(value, typ: pa.DataType) -> bool:
