@@ -377,9 +377,9 @@ def _with_id(df: pd.DataFrame, rel: str = "", start: int = 0, ids=None) -> pd.Da
 def _text_blocks(fs, files: list[str], root: str, blocksize: int, count_rows: bool = True, whole=()) -> tuple[list[tuple], list[dict]]:
     """(path, rel, start, length, first_row) per block, newline-aligned, rows counted.
 
-    Compressed files, and the files in ``whole``, are one block each. Rows per block are counted by a parallel pass
-    over the blocks first (cheap: only newlines are counted), so that every row gets its
-    true row number whatever the block boundaries.
+    Compressed files, and the files in ``whole``, are one block each. Rows per block are
+    counted by a parallel pass over the blocks first (cheap: only newlines are counted),
+    so that every row gets its true row number whatever the block boundaries.
     """
     records, spans = [], []
     for path in files:
@@ -685,9 +685,19 @@ def _read_jsonl(spec: JsonlSource, count_rows: bool = True) -> Source:
 
 
 def _is_json_array(fs, path: str) -> bool:
+    """A ``.json`` file whose text starts with ``[`` (JSON lines files are not opened)."""
+    if not _may_be_array(path):
+        return False
     with fs.open(path, "rb", compression="infer") as f:
-        head = f.read(256)
-    return head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"[")
+        return _starts_array(f.read(256))
+
+
+def _may_be_array(path: str) -> bool:
+    return path.endswith((".json", ".json.gz"))
+
+
+def _starts_array(data: bytes) -> bool:
+    return data.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"[")
 
 
 def _json_array_items(data: bytes, path: str) -> list[tuple[int, Any, str]]:
@@ -739,7 +749,7 @@ class _JsonBlock:
     def _items(data: bytes, path: str, start: int):
         """(line or array index, value, text): the block's JSON lines, or the elements of
         a file that is one JSON array (always a block of its own)."""
-        if start == 0 and data.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"["):
+        if start == 0 and _may_be_array(path) and _starts_array(data):
             yield from _json_array_items(data, path)
             return
         for i, line in enumerate(data.split(b"\n")[:-1]):
