@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import json
 import posixpath
 from dataclasses import dataclass, field
@@ -219,8 +220,8 @@ def _read_parquet(spec: ParquetSource) -> Source:
             continue
         try:
             with fs.open(path, "rb") as f:
-                meta = pq.ParquetFile(f).metadata
-                file_schema = pq.ParquetFile(f).schema_arrow
+                file = pq.ParquetFile(f)
+                meta, file_schema = file.metadata, file.schema_arrow
         except (pa.ArrowInvalid, OSError) as e:
             raise SourceError(f"{path}: not a readable Parquet file: {e}") from None
         if spec.columns:
@@ -526,14 +527,14 @@ class _CsvBlock:
         # Ids are file:row, the row's data line in the file: the block's first line plus
         # the line of the row's record in the block (Arrow counts records, skipping empty lines).
         offset = first_line - (1 if self.spec.header and start != 0 else 0)
+        line_of = _record_lines(data, header_here)
         bad: list = []
         try:
             table = pacsv.read_csv(io.BytesIO(data), *_csv_options(self.spec, self.names, dict(zip(self.schema.names, self.schema.types)), header_here, bad))
             df = to_pandas(table)
             rows, bad_rows = _place_invalid(bad, len(df), header_here) if bad else (None, [])
         except pa.ArrowInvalid:
-            df, rows, bad_rows = self._typed_by_hand(data, header_here)
-        line_of = _record_lines(data, header_here)
+            df, rows, bad_rows = self._typed_by_hand(data, header_here, line_of)
         if line_of is not None and rows is None:
             rows = range(len(df))
         line = (lambda r: r) if line_of is None else line_of.__getitem__
@@ -547,7 +548,7 @@ class _CsvBlock:
             out.loc[len(df):, RAW] = [text for _, text, _ in bad_rows]
         return out
 
-    def _typed_by_hand(self, data: bytes, header_here: bool):
+    def _typed_by_hand(self, data: bytes, header_here: bool, line_of: np.ndarray | None):
         """A value does not fit its column's type, or is not text: read as bytes, convert
         per column, and reject the rows whose values do not, naming the column and value."""
         bad: list = []
@@ -578,10 +579,11 @@ class _CsvBlock:
             out[f.name] = to_pandas(pa.table({f.name: pa.array(good, type=f.type, from_pandas=True)}))[f.name].set_axis(col.index)
         df = pd.DataFrame(out, index=pd.RangeIndex(table.num_rows))
         keep = np.array([r is None for r in reasons], dtype=bool)
-        records = _records(data, header_here)
+        lines = data.split(b"\n")[:-1]
         for i in np.flatnonzero(~keep):
             row = int(rows[i])
-            text = records[row].decode(self.spec.encoding, "replace") if row < len(records) else ""
+            at = (1 if header_here else 0) + (row if line_of is None else int(line_of[row]))
+            text = lines[at].decode(self.spec.encoding, "replace") if at < len(lines) else ""
             bad_rows.append((row, text, reasons[i]))
         return df[keep].reset_index(drop=True), [int(r) for r in rows[keep]], bad_rows
 
@@ -631,13 +633,6 @@ def _record_lines(data: bytes, header_here: bool) -> np.ndarray | None:
     return np.array([i - first for i in range(first, len(lines)) if lines[i].rstrip(b"\r")], dtype=np.int64)
 
 
-def _records(data: bytes, header_here: bool) -> list[bytes]:
-    """The block's lines as Arrow's records (empty lines left out), for a rejected row's
-    text; a value with a line break inside quotes shifts the text, not the row's id."""
-    lines = [line for line in data.split(b"\n")[:-1] if line.rstrip(b"\r")]
-    return lines[1:] if header_here else lines
-
-
 def _mark_bad(df: pd.DataFrame) -> pd.DataFrame:
     """Give the frame the reject and raw-text columns every text block carries."""
     if REJECT not in df.columns:
@@ -664,16 +659,11 @@ def _read_jsonl(spec: JsonlSource, count_rows: bool = True) -> Source:
     ``.json``) is read too, whole, as one partition: an array cannot be split."""
     fs, root, files = _expand(spec.path, (".jsonl", ".json", ".ndjson", ".jsonl.gz", ".json.gz", ".ndjson.gz"))
     arrays = {f for f in files if _is_json_array(fs, f)}
+    sample = _read_text_block(fs, files[0], 0, spec.infer_bytes)
     if files[0] in arrays:
-        rows = [obj for _, obj, _ in _json_array_items(_read_text_block(fs, files[0], 0, None), files[0])][:1000]
+        rows = _array_prefix(sample, 1000)
     else:
-        rows = []
-        for line in _read_text_block(fs, files[0], 0, spec.infer_bytes).split(b"\n")[:1000]:
-            try:
-                if line.strip():
-                    rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
+        rows = [value for _, value, _ in itertools.islice(_JsonBlock.items(sample, files[0], 0), 1000)]
     rows = [r for r in rows if isinstance(r, dict)]
     if not rows:
         raise SourceError(f"{files[0]}: no JSON object in the first lines")
@@ -700,15 +690,38 @@ def _starts_array(data: bytes) -> bool:
     return data.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"[")
 
 
-def _json_array_items(data: bytes, path: str) -> list[tuple[int, Any, str]]:
-    """(index, value, text) of each element of a file holding one JSON array."""
+def _json_array(data: bytes, path: str) -> list:
+    """The elements of a file holding one JSON array."""
     try:
         items = json.loads(data.decode("utf-8-sig"))
     except ValueError as e:
         raise SourceError(f"{path}: starts as a JSON array but does not parse as one: {e}") from None
     if not isinstance(items, list):
         raise SourceError(f"{path}: starts with '[' but is not a JSON array")
-    return [(i, item, json.dumps(item, ensure_ascii=False)) for i, item in enumerate(items)]
+    return items
+
+
+def _array_prefix(sample: bytes, limit: int) -> list:
+    """The first elements of a JSON array, from the start of its file: the driver types the
+    columns from them, and only the task that reads the file parses it whole."""
+    text = sample.decode("utf-8-sig", "ignore")
+    decoder, out, at = json.JSONDecoder(), [], text.find("[") + 1
+    while len(out) < limit:
+        while at < len(text) and text[at] in " \t\r\n,":
+            at += 1
+        if at >= len(text) or text[at] == "]":
+            break
+        try:
+            value, at = decoder.raw_decode(text, at)
+        except ValueError:  # cut by the sample's end; a file that is not JSON fails in its task
+            break
+        out.append(value)
+    return out
+
+
+def _raw_text(raw) -> str:
+    """A rejected record's text: its line, or its array element written back as JSON."""
+    return raw.decode("utf8", "replace") if isinstance(raw, bytes) else json.dumps(raw, ensure_ascii=False)
 
 
 def _json_schema(rows: list[dict]) -> pa.Schema:
@@ -746,11 +759,13 @@ class _JsonBlock:
         return _mark_bad(_with_id(to_pandas(self.schema.empty_table())))
 
     @staticmethod
-    def _items(data: bytes, path: str, start: int):
-        """(line or array index, value, text): the block's JSON lines, or the elements of
-        a file that is one JSON array (always a block of its own)."""
+    def items(data: bytes, path: str, start: int):
+        """(line or array index, value, raw): the block's JSON lines (raw: the line), or
+        the elements of a file that is one JSON array (always a block of its own; raw:
+        the element). A line that is not JSON has the value ``_UNPARSED``."""
         if start == 0 and _may_be_array(path) and _starts_array(data):
-            yield from _json_array_items(data, path)
+            for i, item in enumerate(_json_array(data, path)):
+                yield i, item, item
             return
         for i, line in enumerate(data.split(b"\n")[:-1]):
             if not line.strip():
@@ -759,21 +774,21 @@ class _JsonBlock:
                 value = json.loads(line)
             except ValueError:
                 value = _UNPARSED
-            yield i, value, line.decode("utf8", "replace")
+            yield i, value, line
 
     def __call__(self, block) -> pd.DataFrame:
         path, rel, start, length, first_line = block
         data = _read_text_block(self.fs, path, start, length)
-        texts: dict[int, str] = {}
+        raws: dict[int, Any] = {}
         good, good_rows, bad = [], [], []
-        for i, obj, text in self._items(data, path, start):
-            texts[i] = text
+        for i, obj, raw in self.items(data, path, start):
+            raws[i] = raw
             if not isinstance(obj, dict):
-                bad.append((i, text, "json:ValueError" if obj is not _UNPARSED else "json:JSONDecodeError"))
+                bad.append((i, _raw_text(raw), "json:ValueError" if obj is not _UNPARSED else "json:JSONDecodeError"))
                 continue
             unknown = set(obj) - set(self.schema.names)
             if unknown:
-                bad.append((i, text, f"json:unknown-field={sorted(unknown)[0]}"))
+                bad.append((i, _raw_text(raw), f"json:unknown-field={sorted(unknown)[0]}"))
                 continue
             good.append(obj)
             good_rows.append(i)
@@ -783,7 +798,7 @@ class _JsonBlock:
                 pa.Table.from_pylist([obj], schema=self.schema)
             except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
                 field_name = next((k for k in obj if not _fits(obj[k], self.schema.field(k).type)), "?")
-                bad.append((i, texts[i], f"type:{field_name}={obj.get(field_name)!r}"[:120]))
+                bad.append((i, _raw_text(raws[i]), f"type:{field_name}={obj.get(field_name)!r}"[:120]))
                 continue
             typed.append(obj)
             typed_rows.append(i)
