@@ -19,7 +19,7 @@ from dsbuild.dedup_samples import dedup_scores, near_copy_frame
 from dsbuild.kernels import lsh
 from dsbuild.kernels.decode import decode_image
 from dsbuild.kernels.hashing import decode_for_hash, dhash_from_thumbnails, hamming, phash_from_thumbnails, thumbnails
-from dsbuild.kernels.minhash import MinHasher, band_keys, exact_jaccard, jaccard_estimate, optimal_bands, shingle_hashes
+from dsbuild.kernels.minhash import MinHasher, band_keys, exact_jaccard, jaccard_estimate, optimal_bands, shingle_hashes, words
 from dsbuild.kernels.unionfind import Forest
 
 
@@ -278,9 +278,9 @@ def minhash_speed(n_docs: int) -> tuple[list[str], dict]:
     vocab = np.array([f"w{i}" for i in range(20000)])
     docs = [" ".join(rng.choice(vocab, 200)) for _ in range(n_docs)]
     for i in range(0, n_docs, 10):
-        words = docs[i].split()
+        tokens = docs[i].split()
         cut = int(rng.integers(0, 60))
-        docs[i + 1 if i + 1 < n_docs else i] = " ".join(words[cut:] + words[:cut][: cut // 2])
+        docs[i + 1 if i + 1 < n_docs else i] = " ".join(tokens[cut:] + tokens[:cut][: cut // 2])
     num_perm, threshold, size = 128, 0.5, 5
     bands, rows = optimal_bands(threshold, num_perm)
 
@@ -293,7 +293,7 @@ def minhash_speed(n_docs: int) -> tuple[list[str], dict]:
         lsh_index = MinHashLSH(threshold=threshold, num_perm=num_perm)
         sigs = []
         for i, d in enumerate(docs):
-            w = d.lower().split()
+            w = words(d)  # the same normalized words as ours
             sh = [" ".join(w[j : j + size]).encode() for j in range(max(1, len(w) - size + 1))]
             m = MinHash(num_perm=num_perm)
             m.update_batch(sh)

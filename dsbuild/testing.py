@@ -44,7 +44,10 @@ def run_stage(
 def _partitioned(frame: pd.DataFrame, npartitions: int):
     """``frame`` in ``npartitions`` row ranges. Where the current scheduler is a distributed
     client, the parts are scattered to the workers first: embedded in the graph, a frame of
-    images is sent with every compute (and Dask warns above 10 MiB)."""
+    images is sent with every compute (and Dask warns above 10 MiB). Each call scatters
+    under keys of its own: keyed by content, a second run on the same frame reused the
+    first one's keys while that run's futures were being released, and its tasks were
+    cancelled for lost dependencies."""
     from dask.base import get_scheduler
     from distributed import Client
 
@@ -56,7 +59,7 @@ def _partitioned(frame: pd.DataFrame, npartitions: int):
             return dd.from_pandas(frame, npartitions=npartitions, sort=False)
         n = min(npartitions, max(len(frame), 1))
         bounds = np.linspace(0, len(frame), n + 1).round().astype(int)
-        parts = client.scatter([frame.iloc[a:b] for a, b in zip(bounds, bounds[1:])])
+        parts = client.scatter([frame.iloc[a:b] for a, b in zip(bounds, bounds[1:])], hash=False)
         return dd.from_delayed([dask.delayed(p) for p in parts], meta=frame.iloc[:0], verify_meta=False)
 
 

@@ -9,9 +9,10 @@ over the shingles, not ``num_perm``. No Python loop runs per shingle.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import itertools
+import re
+import unicodedata
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -33,20 +34,40 @@ def _powers(base: np.uint64, n: int) -> np.ndarray:
         return np.cumprod(out, dtype=np.uint64)
 
 
+_WORD = re.compile(r"[^\W_]+")
+_ASCII_NON_WORD = str.maketrans({c: " " for c in map(chr, range(128)) if not c.isalnum()})
+
+
+def words(text: str, normalize: bool = True) -> list[str]:
+    """The words of ``text``. Normalized (what near-dedup tools compare by default): Unicode
+    NFKC, case-folded, and a word is a run of letters and digits, so ``Dog!``, ``dog`` and
+    a full-width ``ｄｏｇ`` are one word and punctuation never joins or splits a match.
+    Otherwise, the runs of non-space characters as they are.
+
+    ASCII text, where NFKC changes nothing and case-folding is ``lower``, takes a path
+    twice as fast as the regular expression, with the same words."""
+    if not normalize:
+        return text.split()
+    if text.isascii():
+        return text.lower().translate(_ASCII_NON_WORD).split()
+    return _WORD.findall(unicodedata.normalize("NFKC", text).casefold())
+
+
 def shingle_hashes(
-    texts, size: int = 5, unit: Literal["word", "char"] = "word", lowercase: bool = True
+    texts, size: int = 5, unit: Literal["word", "char"] = "word", normalize: bool = True
 ) -> tuple[np.ndarray, np.ndarray]:
     """(hashes, doc) for every shingle: word ``size``-grams or character ``size``-grams.
 
-    Words are runs of non-space characters. A document shorter than one shingle gets
-    its whole text as its only shingle; an empty document gets none. ``doc`` is sorted.
+    Words as ``words`` splits them; character shingles of a normalized text run over its
+    words joined by single spaces. A document shorter than one shingle gets its whole
+    text as its only shingle; an empty document gets none. ``doc`` is sorted.
     """
     texts = ["" if t is None else str(t) for t in texts]
     if unit == "word":
-        return _grams(*token_hashes(texts, lowercase), size)
+        return _grams(*token_hashes(texts, normalize), size)
+    if normalize:
+        texts = [" ".join(words(t)) for t in texts]
     joined = "\x00".join(texts) + "\x00"
-    if lowercase:
-        joined = joined.lower()
     cps = np.frombuffer(joined.encode("utf-32-le"), dtype=np.uint32)
     n = len(cps)
     doc_of = np.cumsum(cps == _SEPARATOR) - (cps == _SEPARATOR)
@@ -79,9 +100,9 @@ def shingle_hashes(
     raise ValueError(f"unit must be 'word' or 'char', got {unit!r}")
 
 
-def token_hashes(texts: list[str], lowercase: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def token_hashes(texts: list[str], normalize: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """(hash, doc) per word. Each distinct word is hashed once (pandas' SipHash)."""
-    tokens = [(t.lower() if lowercase else t).split() for t in texts]
+    tokens = [words(t, normalize) for t in texts]
     counts = np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens))
     flat = np.fromiter(itertools.chain.from_iterable(tokens), dtype=object, count=int(counts.sum()))
     if len(flat) == 0:
@@ -175,9 +196,9 @@ class MinHasher:
             out[rows, cols] = sig[rows, first]
         return out
 
-    def __call__(self, texts, size: int = 5, unit: str = "word", lowercase: bool = True) -> np.ndarray:
+    def __call__(self, texts, size: int = 5, unit: str = "word", normalize: bool = True) -> np.ndarray:
         texts = list(texts)
-        shingles, doc = shingle_hashes(texts, size=size, unit=unit, lowercase=lowercase)
+        shingles, doc = shingle_hashes(texts, size=size, unit=unit, normalize=normalize)
         return self.signatures(shingles, doc, len(texts))
 
 

@@ -33,7 +33,7 @@ from dsbuild.kernels.hashing import (
     row_hashes,
     verification_thumbnails,
 )
-from dsbuild.kernels.minhash import MinHasher, jaccard_estimate, optimal_bands
+from dsbuild.kernels.minhash import EMPTY, MinHasher, jaccard_estimate, optimal_bands
 from dsbuild.kernels.minhash import band_keys as minhash_band_keys
 from dsbuild.kernels.unionfind import Forest, add_histograms, size_histogram
 from dsbuild.records import ID, image_blobs, image_size
@@ -383,8 +383,10 @@ class ImageSigner:
 class TextSigner:
     """MinHash signatures, bands from the threshold's S-curve, verified by estimated Jaccard."""
 
-    def __init__(self, columns: list[str], num_perm: int, shingle: int, unit: str, threshold: float, seed: int):
+    def __init__(self, columns: list[str], num_perm: int, shingle: int, unit: str, threshold: float, seed: int,
+                 normalize: bool = True):
         self.columns, self.shingle, self.unit, self.threshold = columns, shingle, unit, threshold
+        self.normalize = normalize
         self.hasher = MinHasher(num_perm, seed=seed)
         self.bands, self.rows = optimal_bands(threshold, num_perm)
 
@@ -394,12 +396,13 @@ class TextSigner:
         return part[self.columns].astype("string").fillna("").agg(" ".join, axis=1).tolist()
 
     def sign(self, part: pd.DataFrame):
-        sig = self.hasher(self.text(part), size=self.shingle, unit=self.unit)
-        ok = np.array([bool(t.strip()) for t in self.text(part)], dtype=bool) if len(part) else np.zeros(0, bool)
-        return ok, sig[:, None, :]
+        """A text without a word (empty, or only punctuation when normalized) has no
+        shingle and is left out: two of them are not duplicates of each other."""
+        sig = self.hasher(self.text(part), size=self.shingle, unit=self.unit, normalize=self.normalize)
+        return (sig != EMPTY).any(axis=1), sig[:, None, :]
 
     def keys(self, payload: np.ndarray) -> np.ndarray:
-        return minhash_band_keys(payload.reshape(len(payload), -1), self.bands, self.rows)
+        return minhash_band_keys(payload.reshape(len(payload), self.hasher.num_perm), self.bands, self.rows)
 
     def distance(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return 1.0 - jaccard_estimate(a, b)
@@ -724,6 +727,8 @@ class NearDedupTextOptions(KeepRule):
     num_perm: int = Field(128, ge=16, le=1024, description="MinHash signature length")
     shingle: int = Field(5, ge=1, le=32, description="shingle size, in words or characters")
     unit: Literal["word", "char"] = Field("word", description="shingles of words or of characters")
+    normalize: bool = Field(True, description="compare letters and digits only, case- and width-folded (NFKC): "
+                            "'Dog!' and 'dog' are one word; false compares the text as it is, words split on spaces")
 
 
 @register
@@ -748,7 +753,8 @@ class NearDedupText(_NearDedup):
 
     def signer(self, meta):
         o = self.options
-        return TextSigner(self._fields(), o.num_perm, o.shingle, o.unit, o.threshold, seed=self.ctx.seed + 1)
+        return TextSigner(self._fields(), o.num_perm, o.shingle, o.unit, o.threshold, seed=self.ctx.seed + 1,
+                          normalize=o.normalize)
 
 
 # -- decontaminate ---------------------------------------------------------------------
@@ -765,6 +771,7 @@ class DecontaminateOptions(StageOptions):
     num_perm: int = Field(128, ge=16, le=1024)
     shingle: int = Field(5, ge=1, le=32)
     unit: Literal["word", "char"] = "word"
+    normalize: bool = Field(True, description="text: compare letters and digits only, case- and width-folded, as near_dedup_text")
 
     @model_validator(mode="after")
     def _has_format(self):
@@ -840,7 +847,8 @@ class Decontaminate(Stage):
         if kind == "image" and o.match == "near":
             return ImageSigner(self._columns(meta)[0], "phash+dhash", o.max_distance, o.mirror, "sampled", None, 20, seed=self.ctx.seed)
         if kind == "text" and o.match == "near":
-            return TextSigner(self._columns(meta), o.num_perm, o.shingle, o.unit, o.threshold, seed=self.ctx.seed + 1)
+            return TextSigner(self._columns(meta), o.num_perm, o.shingle, o.unit, o.threshold, seed=self.ctx.seed + 1,
+                              normalize=o.normalize)
         return None
 
     def exact_hashes(self, part: pd.DataFrame, cols: list[str], dtypes: dict | None = None) -> np.ndarray:

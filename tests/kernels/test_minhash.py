@@ -1,5 +1,10 @@
+import re
+import unicodedata
+
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from dsbuild.kernels.minhash import (
     MinHasher,
@@ -8,6 +13,7 @@ from dsbuild.kernels.minhash import (
     jaccard_estimate,
     optimal_bands,
     shingle_hashes,
+    words,
 )
 
 
@@ -27,6 +33,19 @@ def test_char_shingles_count_and_short_docs():
     h, doc = shingle_hashes(["abcdef", "ab", "", "ABCDEF"], size=4, unit="char")
     assert np.bincount(doc, minlength=4).tolist() == [3, 1, 0, 3]
     assert h[:3].tolist() == h[4:].tolist()
+
+
+def test_normalized_words_fold_case_width_and_punctuation():
+    assert words("Don't STOP—the ｄｏｇ, e-mail_x!") == ["don", "t", "stop", "the", "dog", "e", "mail", "x"]
+    assert words("Don't stop!", normalize=False) == ["Don't", "stop!"]
+    (a, _), (b, _) = shingle_hashes(["Hello, World!"], 4, unit="char"), shingle_hashes(["hello   world"], 4, unit="char")
+    assert a.tolist() == b.tolist()
+    assert len(shingle_hashes(["?!", "..."], 2)[0]) == 0
+
+
+@given(st.text(alphabet=st.characters(max_codepoint=127), max_size=40))
+def test_ascii_words_take_a_fast_path_to_the_same_words(text):
+    assert words(text) == re.findall(r"[^\W_]+", unicodedata.normalize("NFKC", text).casefold())
 
 
 def test_signatures_are_batch_independent():

@@ -161,6 +161,20 @@ def test_near_dedup_text_finds_edited_copies_any_partitioning(client):
     assert _pairs(outs[1][1]) == _pairs(rej)
 
 
+def test_near_dedup_text_ignores_punctuation_case_and_width_but_not_words(client):
+    frame = pd.DataFrame({
+        "id": ["a", "b", "c", "d", "e", "f"],
+        "body": ["The quick brown fox jumps over the lazy dog", "the quick brown fox jumps over the lazy dog!",
+                 "ＴＨＥ quick, brown fox — jumps over the lazy dog.", "A quick brown cat sleeps under the lazy dog",
+                 "!!!", "???"],
+    })
+    kept, rej = run_stage(NearDedupText(), frame, roles=Roles(text="body"))
+    assert sorted(rej["id"]) == ["b", "c"] and set(rej["reason"]) == {"duplicate-of=a"}
+    assert sorted(kept["id"]) == ["a", "d", "e", "f"]  # texts without a word match nothing
+    kept, rej = run_stage(NearDedupText(normalize=False), frame, roles=Roles(text="body"))
+    assert rej.empty
+
+
 def test_near_dedup_text_needs_a_text_column():
     with pytest.raises(StageError, match="columns.text"):
         run_stage(NearDedupText(), _texts(5))
