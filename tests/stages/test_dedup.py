@@ -175,6 +175,15 @@ def test_near_dedup_text_ignores_punctuation_case_and_width_but_not_words(client
     assert rej.empty
 
 
+def test_near_dedup_text_on_texts_shorter_than_a_shingle(client):
+    """Titles: one shingle each, the same in every band. This crashed the verify step."""
+    titles = [f"title number {i}" for i in range(40)] + ["Title number 7!"]
+    frame = pd.DataFrame({"id": [f"t{i:02d}" for i in range(41)], "body": titles})
+    kept, rej = run_stage(NearDedupText(), frame, roles=Roles(text="body"))
+    assert rej["id"].tolist() == ["t40"] and rej["reason"].tolist() == ["duplicate-of=t07"]
+    assert len(kept) == 40
+
+
 def test_near_dedup_text_needs_a_text_column():
     with pytest.raises(StageError, match="columns.text"):
         run_stage(NearDedupText(), _texts(5))
