@@ -164,6 +164,26 @@ def test_corrupt_tabular_input_is_accounted_for(client, tmp_path):
     assert manifest["ledger"]["balanced"]
 
 
+def test_the_id_column_is_a_name_not_data(client, tmp_path):
+    """``columns.id`` names each record: two copies of a record have two ids, a numeric id
+    is no feature, and a synthetic row takes no source record's id."""
+    rng = np.random.default_rng(0)
+    rows = pd.DataFrame({"key": np.arange(1000, 1200), "x": rng.normal(size=200).round(6), "y": rng.integers(0, 3, 200)})
+    rows.loc[150:, ["x", "y"]] = rows.loc[:49, ["x", "y"]].to_numpy()  # 50 copies under ids of their own
+    rows.to_parquet(tmp_path / "rows.parquet")
+    manifest = dsbuild.run({
+        "name": "ids", "seed": 0, "source": {"format": "parquet", "path": str(tmp_path / "rows.parquet")},
+        "columns": {"id": "key", "label": "y"},
+        "stages": [{"exact_dedup": {}}, {"sanitize": {"method": "l2", "fraction": 0.1}}, {"synthesize": {"rows": 20}}],
+        "sink": {"path": str(tmp_path / "out")},
+    }, client=client)
+    kept, rejects = read_output(tmp_path / "out")
+    assert (rejects["stage"] == "exact_dedup").sum() == 50
+    assert manifest["stages"][2]["summary"]["features"] == ["x"]
+    synthetic = kept[kept["id"].str.contains("syn")]
+    assert len(synthetic) == 20 and synthetic["key"].isna().all()
+
+
 def test_refuses_to_overwrite_unless_asked(client, tmp_path):
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "precious.txt").write_text("keep me")

@@ -60,10 +60,11 @@ class Roles:
         return self.image or "image"
 
     def feature_columns(self, meta: pd.DataFrame) -> list[str]:
-        """The named features, or every numeric column that has no other role."""
+        """The named features, or every numeric column that has no other role (a numeric
+        ``columns.id`` is a name, not a measurement)."""
         if self.features:
             return list(self.features)
-        taken = {ID, self.label, self.weight, *self.sensitive}
+        taken = {ID, self.id, self.label, self.weight, *self.sensitive}
         return [
             c
             for c in meta.columns

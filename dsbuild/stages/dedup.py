@@ -95,7 +95,7 @@ class ExactDedup(Stage):
         if self.options.columns is not None:
             return list(self.options.columns)
         image = self._image()
-        skip = {ID}
+        skip = {ID, self.ctx.roles.id}  # the id names a record: two copies have two ids
         if image in meta.columns:  # a file's path says where a picture came from, not what it is
             skip.add("path")
             if self.options.image_hash == "pixels":
@@ -827,7 +827,7 @@ class Decontaminate(Stage):
             return [self.ctx.roles.image_column]
         if kind == "text":
             return [self.ctx.roles.text]
-        cols = [c for c in meta.columns if c != ID and not str(c).startswith("_")]
+        cols = [c for c in meta.columns if c not in (ID, self.ctx.roles.id) and not str(c).startswith("_")]
         return [c for c in cols if ref_meta is None or c in ref_meta.columns]
 
     def check(self, meta):

@@ -88,6 +88,13 @@ class _Features:
             return columns
         return [c for c in columns if c not in DERIVED_COLUMNS]
 
+    def features_used(self) -> list[str] | str:
+        """For the summary: what the rows were scored on, so a reader of the manifest can
+        tell a feature that should not have been one (an id, a leaked target)."""
+        if self._use_image():
+            return f"{self.options.image_features} of {self.ctx.roles.image_column}"
+        return list(getattr(self, "feature_columns_", None) or [])
+
     def raw_features(self, part: pd.DataFrame) -> np.ndarray:
         if self._use_image():
             o = self.options
@@ -349,6 +356,7 @@ class Sanitize(_Features, FitApplyStage):
             return {}
         out: dict[str, Any] = {
             "method": self.options.method,
+            "features": self.features_used(),
             "rule": f"fraction={self.options.fraction}" if self.options.fraction is not None else f"threshold={self.options.threshold}",
             "rows_per_class": {str(_plain(c)): n for c, n in self.counts_.items()},
         }
@@ -631,6 +639,7 @@ class LabelIssues(_Features, FitApplyStage):
         total = sum(self.counts_.values())
         out: dict[str, Any] = {
             "model": self.options.model,
+            "features": self.features_used(),
             "filter": self.options.filter,
             "folds": self.options.folds,
             "train_rows": self.train_rows_,

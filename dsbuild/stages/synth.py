@@ -137,7 +137,8 @@ class Synthesize(Stage):
         if o.columns is not None:
             self.require_columns(meta, o.columns)
         image = self.ctx.roles.image
-        candidates = o.columns or [c for c in meta.columns if c != ID and not str(c).startswith("_") and c != image]
+        skip = {ID, self.ctx.roles.id, image}  # a synthetic row has no source record, so no id of one
+        candidates = o.columns or [c for c in meta.columns if c not in skip and not str(c).startswith("_")]
         self.times_ = [c for c in candidates if pd.api.types.is_datetime64_any_dtype(meta[c])]
         self.numeric_ = [
             c for c in candidates
