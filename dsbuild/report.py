@@ -134,8 +134,9 @@ def _overview(m: dict):
         parts.append(f'<div class="alert warn">{html.escape(str(w))}</div>')
     skipped = m.get("input", {}).get("skipped") or []
     if skipped:
-        parts.append(f'<div class="alert warn">{len(skipped)} input file(s) were skipped: '
-                     f"{html.escape(', '.join(map(str, skipped[:10])))}</div>")
+        listed = "<br>".join(html.escape(f"{s.get('path')}: {s.get('why')}") for s in skipped[:10])
+        more = f"<br>… {len(skipped) - 10} more in manifest.json" if len(skipped) > 10 else ""
+        parts.append(f'<div class="alert warn">{len(skipped)} input file(s) not read:<br>{listed}{more}</div>')
     rows = [
         (s["name"], s.get("shape", ""), _int(s.get("in")), _int(s.get("out")), _int(s.get("rejected")),
          _int(s.get("added")), _seconds(s))

@@ -238,6 +238,30 @@ def test_images_folder_with_class_subfolders(tmp_path):
     assert decode_image(df.loc["dog/2.png", "image"]).shape == (5, 7, 3)
 
 
+def test_hidden_files_and_folders_are_listed_not_read(tmp_path):
+    """A notebook's checkpoints would be a class of their own, macOS's '._' copies corrupt
+    pictures; a camera's '_DSC0001.JPG' is a photo. Tables leave out writers' '_' files too."""
+    png = encode_image(np.zeros((3, 3, 3), np.uint8))
+    for rel in ("cat/1.png", "cat/_DSC0001.png", "dog/2.png", "dog/._2.png", ".ipynb_checkpoints/3.png", "cat/.thumbs/1.png"):
+        (tmp_path / "img" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "img" / rel).write_bytes(png)
+    src = read_source({"format": "images", "path": str(tmp_path / "img")})
+    df = src.frame.compute()
+    assert sorted(df["id"]) == ["cat/1.png", "cat/_DSC0001.png", "dog/2.png"] and set(df["label"]) == {"cat", "dog"}
+    assert sorted(s["path"].split("/img/")[1] for s in src.skipped) == [".ipynb_checkpoints/3.png", "cat/.thumbs/1.png", "dog/._2.png"]
+    assert "'.thumbs' starts with '.'" in next(s["why"] for s in src.skipped if ".thumbs" in s["path"])
+
+    (tmp_path / "tab" / "_temporary").mkdir(parents=True)
+    pq.write_table(pa.table({"v": [1, 2]}), tmp_path / "tab" / "part-0.parquet")
+    pq.write_table(pa.table({"v": [3]}), tmp_path / "tab" / "_temporary" / "part-1.parquet")
+    src = read_source({"format": "parquet", "path": str(tmp_path / "tab")})
+    assert src.frame.compute()["v"].tolist() == [1, 2] and len(src.skipped) == 1
+    (tmp_path / "csv" / ".cache").mkdir(parents=True)
+    (tmp_path / "csv" / ".cache" / "a.csv").write_text("v\n1\n")
+    with pytest.raises(SourceError, match="holds no files ending in .csv.*not read: .*/.cache/a.csv: '.cache' starts with '.'"):
+        read_source({"format": "csv", "path": str(tmp_path / "csv")})
+
+
 def test_flat_image_folder_has_no_label(tmp_path):
     (tmp_path / "a.png").write_bytes(encode_image(np.zeros((2, 2), np.uint8)))
     df = read({"format": "images", "path": str(tmp_path)})

@@ -168,18 +168,34 @@ def read_source(spec, count_rows: bool = True) -> Source:
 # -- files ------------------------------------------------------------------------------
 
 
-def _expand(path: str | list[str], suffixes: tuple[str, ...]) -> tuple[fsspec.AbstractFileSystem, str, list[str]]:
-    """(filesystem, root, files) for a file, folder, glob or list; root names ids."""
+def _expand(
+    path: str | list[str], suffixes: tuple[str, ...], ignore: tuple[str, ...] = (".", "_")
+) -> tuple[fsspec.AbstractFileSystem, str, list[str], list[dict]]:
+    """(filesystem, root, files, left out) for a file, folder, glob or list; root names ids.
+
+    In a folder, a file is left out when a name on its path below the folder starts with
+    one of ``ignore``: hidden files and folders (``.ipynb_checkpoints``, macOS's ``._``
+    copies) and, for tables, what writers keep beside their output (Spark's
+    ``_temporary``), as Arrow datasets do. Each is listed, with why, for the manifest."""
     paths = [path] if isinstance(path, str) else list(path)
     fs, _, _ = fsspec.get_fs_token_paths(paths[0])
     files: list[str] = []
+    left_out: list[dict] = []
     roots = []
     for p in paths:
         stripped = fs._strip_protocol(p)
         if fs.isdir(stripped):
             roots.append(stripped)
-            found = [f for f in fs.find(stripped) if f.lower().endswith(suffixes)]
-            files.extend(f for f in found if not posixpath.basename(f).startswith((".", "_")))
+            for f in fs.find(stripped):
+                if not f.lower().endswith(suffixes):
+                    continue
+                names = posixpath.relpath(f, stripped).split("/")
+                hidden = next((n for n in names if n.startswith(ignore)), None)
+                if hidden is None:
+                    files.append(f)
+                else:
+                    kind = "hidden files and folders" if hidden[0] == "." else "a writer's own files"
+                    left_out.append({"path": f, "why": f"{hidden!r} starts with {hidden[0]!r}: {kind} are not read"})
         elif any(ch in p for ch in "*?["):
             matched = fs.glob(stripped)
             roots.append(posixpath.dirname(stripped.split("*")[0].split("?")[0].split("[")[0]))
@@ -190,9 +206,10 @@ def _expand(path: str | list[str], suffixes: tuple[str, ...]) -> tuple[fsspec.Ab
         else:
             raise SourceError(f"source path {p!r} does not exist")
     if not files:
-        raise SourceError(f"source path {path!r} holds no files ending in {', '.join(suffixes)}")
+        hint = f" (not read: {left_out[0]['path']}: {left_out[0]['why']})" if left_out else ""
+        raise SourceError(f"source path {path!r} holds no files ending in {', '.join(suffixes)}{hint}")
     root = posixpath.commonpath(roots) if roots else ""
-    return fs, root, sorted(set(files))
+    return fs, root, sorted(set(files)), left_out
 
 
 def _relative(path: str, root: str) -> str:
@@ -209,10 +226,10 @@ def _file_record(fs, path: str) -> dict:
 
 
 def _read_parquet(spec: ParquetSource) -> Source:
-    fs, root, files = _expand(spec.path, (".parquet", ".pq", ".parq"))
+    fs, root, files, skipped = _expand(spec.path, (".parquet", ".pq", ".parq"))
     schema = None
     pieces = []
-    records, skipped = [], []
+    records = []
     for path in files:
         record = _file_record(fs, path)
         if record["size"] == 0:
@@ -422,7 +439,7 @@ def _read_text_block(fs, path: str, start: int, length: int | None) -> bytes:
 
 
 def _read_csv(spec: CsvSource, count_rows: bool = True) -> Source:
-    fs, root, files = _expand(spec.path, (".csv", ".csv.gz", ".csv.bz2", ".csv.zst", ".csv.xz", ".tsv", ".txt"))
+    fs, root, files, skipped = _expand(spec.path, (".csv", ".csv.gz", ".csv.bz2", ".csv.zst", ".csv.xz", ".tsv", ".txt"))
     names = _csv_header(fs, files[0], spec)
     for path in files[1:]:
         other = _csv_header(fs, path, spec)
@@ -433,7 +450,7 @@ def _read_csv(spec: CsvSource, count_rows: bool = True) -> Source:
     blocks, records = _text_blocks(fs, files, root, spec.blocksize, count_rows)
     meta = _CsvBlock(fs, spec, names, schema)._empty()
     frame = dd.from_map(_CsvBlock(fs, spec, names, schema), blocks, meta=meta, divisions=None, label="read-csv", enforce_metadata=False)
-    return Source(frame, records, schema=schema)
+    return Source(frame, records, skipped, schema)
 
 
 def _csv_header(fs, path: str, spec: CsvSource) -> list[str]:
@@ -657,7 +674,7 @@ def _typed_nulls(extra: pd.DataFrame, empty: pd.DataFrame) -> pd.DataFrame:
 def _read_jsonl(spec: JsonlSource, count_rows: bool = True) -> Source:
     """JSON lines; a file that is one JSON array of objects (what many tools export as
     ``.json``) is read too, whole, as one partition: an array cannot be split."""
-    fs, root, files = _expand(spec.path, (".jsonl", ".json", ".ndjson", ".jsonl.gz", ".json.gz", ".ndjson.gz"))
+    fs, root, files, skipped = _expand(spec.path, (".jsonl", ".json", ".ndjson", ".jsonl.gz", ".json.gz", ".ndjson.gz"))
     arrays = {f for f in files if _is_json_array(fs, f)}
     sample = _read_text_block(fs, files[0], 0, spec.infer_bytes)
     if files[0] in arrays:
@@ -671,7 +688,7 @@ def _read_jsonl(spec: JsonlSource, count_rows: bool = True) -> Source:
     blocks, records = _text_blocks(fs, files, root, spec.blocksize, count_rows, whole=arrays)
     reader = _JsonBlock(fs, schema)
     frame = dd.from_map(reader, blocks, meta=reader.empty(), divisions=None, label="read-jsonl", enforce_metadata=False)
-    return Source(frame, records, schema=schema)
+    return Source(frame, records, skipped, schema)
 
 
 def _is_json_array(fs, path: str) -> bool:
@@ -829,7 +846,7 @@ def _fits(value, typ: pa.DataType) -> bool:
 
 def _read_images(spec: ImagesSource) -> Source:
     suffixes = tuple(e.lower() if e.startswith(".") else f".{e.lower()}" for e in spec.extensions)
-    fs, _, files = _expand(spec.path, suffixes)
+    fs, _, files, skipped = _expand(spec.path, suffixes, ignore=(".",))  # '_DSC0001.JPG' is a photo
     root = fs._strip_protocol(spec.path).rstrip("/")
     rels = [_relative(f, root) for f in files]
     in_folders = all("/" in r for r in rels)
@@ -843,7 +860,7 @@ def _read_images(spec: ImagesSource) -> Source:
         for i in range(0, len(files), spec.files_per_partition)
     ]
     reader = _ImageFiles(fs, with_labels)
-    return Source(dd.from_map(reader, chunks, meta=reader(None), divisions=None, label="read-images", enforce_metadata=False), records)
+    return Source(dd.from_map(reader, chunks, meta=reader(None), divisions=None, label="read-images", enforce_metadata=False), records, skipped)
 
 
 class _ImageFiles:
