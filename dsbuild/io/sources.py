@@ -31,6 +31,7 @@ import pyarrow.parquet as pq
 from fsspec.utils import read_block
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from dsbuild.io import quoted as quoting
 from dsbuild.records import ID, image_series, image_size, sniff_image_format
 from dsbuild.stages.base import REJECT
 
@@ -90,6 +91,9 @@ class CsvSource(_Spec):
     infer_bytes: int = Field(TYPE_SAMPLE_BYTES, gt=0, description="bytes from the start of the first file that decide the columns' types")
     encoding: str = "utf8"
     decimal: str = Field(".", min_length=1, max_length=1, description="decimal mark of numbers: ',' for 3,50 (then sep is usually ';')")
+    newlines_in_values: bool | None = Field(
+        None, description="quoted values may span lines (reviews, addresses): a file is cut into blocks only between "
+        "records, found by one more pass over it. Default: when a value in the first infer_bytes does")
 
     @model_validator(mode="after")
     def _decimal_is_not_sep(self):
@@ -392,13 +396,21 @@ def _with_id(df: pd.DataFrame, rel: str = "", start: int = 0, ids=None) -> pd.Da
 # -- text formats: CSV and JSON lines ----------------------------------------------------
 
 
-def _text_blocks(fs, files: list[str], root: str, blocksize: int, count_rows: bool = True, whole=()) -> tuple[list[tuple], list[dict]]:
+def _text_blocks(
+    fs, files: list[str], root: str, blocksize: int, count_rows: bool = True, whole=(), quoted: bool = False
+) -> tuple[list[tuple], list[dict]]:
     """(path, rel, start, length, first_row) per block, newline-aligned, rows counted.
 
     Compressed files, and the files in ``whole``, are one block each. Rows per block are
     counted by a parallel pass over the blocks first (cheap: only newlines are counted),
     so that every row gets its true row number whatever the block boundaries.
+
+    ``quoted``: values may hold newlines, so a block is cut at newlines outside quotes
+    (``io.quoted``) and rows are numbered by those; each block carries the quote states
+    at its two ends as a sixth item.
     """
+    if quoted:
+        return _quoted_blocks(fs, files, root, blocksize)
     records, spans = [], []
     for path in files:
         record = _file_record(fs, path)
@@ -425,6 +437,40 @@ def _text_blocks(fs, files: list[str], root: str, blocksize: int, count_rows: bo
     return blocks, records
 
 
+def _quoted_blocks(fs, files: list[str], root: str, blocksize: int) -> tuple[list[tuple], list[dict]]:
+    records, spans = [], []
+    for path in files:
+        record = _file_record(fs, path)
+        records.append(record)
+        size = record["size"] or 0
+        if fsspec.utils.infer_compression(path) is not None or size <= blocksize:
+            spans.append((path, _relative(path, root), 0, None))
+        else:
+            spans.extend((path, _relative(path, root), start, blocksize) for start in range(0, size, blocksize))
+    split = [s for s in spans if s[3] is not None]
+    counted = iter(dask.compute(*[dask.delayed(_range_counts)(fs, path, start, length) for path, _, start, length in split]))
+    blocks, inside, passed = [], 0, 0
+    for i, (path, rel, start, length) in enumerate(spans):
+        if length is None:
+            blocks.append((path, rel, start, None, 0, (0, 0)))
+            continue
+        if start == 0:
+            inside, passed = 0, 0
+        odd, if_outside, if_inside = next(counted)
+        # the block's first record is the line after the first newline outside quotes in
+        # its range, so its number counts every such newline before it (none for a file's first)
+        blocks.append((path, rel, start, length, passed + 1 if start else 0, (inside, inside ^ odd)))
+        passed += if_inside if inside else if_outside
+        inside ^= odd
+    return blocks, records
+
+
+def _range_counts(fs, path: str, start: int, length: int) -> tuple[int, int, int]:
+    with fs.open(path, "rb") as f:
+        f.seek(start)
+        return quoting.range_counts(f.read(length))
+
+
 def _count_lines(fs, path: str, start: int, length: int) -> int:
     return _read_text_block(fs, path, start, length).count(b"\n")
 
@@ -446,10 +492,11 @@ def _read_csv(spec: CsvSource, count_rows: bool = True) -> Source:
         if other != names:
             raise SourceError(f"{path}: header {other} differs from {files[0]}: {names}")
     sample = _read_text_block(fs, files[0], 0, spec.infer_bytes)
-    schema = _csv_infer_schema(sample, names, spec)
-    blocks, records = _text_blocks(fs, files, root, spec.blocksize, count_rows)
-    meta = _CsvBlock(fs, spec, names, schema)._empty()
-    frame = dd.from_map(_CsvBlock(fs, spec, names, schema), blocks, meta=meta, divisions=None, label="read-csv", enforce_metadata=False)
+    schema, spans_lines = _csv_infer_schema(sample, names, spec)
+    quoted = spans_lines if spec.newlines_in_values is None else spec.newlines_in_values
+    blocks, records = _text_blocks(fs, files, root, spec.blocksize, count_rows, quoted=quoted)
+    reader = _CsvBlock(fs, spec, names, schema, quoted)
+    frame = dd.from_map(reader, blocks, meta=reader._empty(), divisions=None, label="read-csv", enforce_metadata=False)
     return Source(frame, records, skipped, schema)
 
 
@@ -482,7 +529,9 @@ def _csv_options(spec: CsvSource, names: list[str], types: dict | None, skip_hea
         bad.append(row)
         return "skip"
 
-    parse = pacsv.ParseOptions(delimiter=spec.sep, invalid_row_handler=on_invalid)
+    # Arrow reads a block in chunks cut at newlines unless told values may span them (which
+    # costs nothing measurable in one thread); dsbuild cuts files into blocks itself
+    parse = pacsv.ParseOptions(delimiter=spec.sep, invalid_row_handler=on_invalid, newlines_in_values=True)
     convert = pacsv.ConvertOptions(
         null_values=spec.null_values, strings_can_be_null=True, quoted_strings_can_be_null=True, column_types=types or {},
         decimal_point=spec.decimal,
@@ -490,16 +539,25 @@ def _csv_options(spec: CsvSource, names: list[str], types: dict | None, skip_hea
     return read, parse, convert
 
 
-def _csv_infer_schema(sample: bytes, names: list[str], spec: CsvSource) -> pa.Schema:
-    # Drop a possibly cut last line, then let Arrow infer from a few MB.
-    cut = sample[: sample.rfind(b"\n") + 1] or sample
+def _csv_infer_schema(sample: bytes, names: list[str], spec: CsvSource) -> tuple[pa.Schema, bool]:
+    """The columns' types from a few MB, and whether a value there spans lines."""
+    # Drop a possibly cut last record (it may be a quoted value cut between its lines).
+    cut = sample[: quoting.records_end(sample)] or sample
     if spec.skip_initial_space:
         cut = _strip_after_separators(cut, spec.sep)
     table = pacsv.read_csv(io.BytesIO(cut), *_csv_options(spec, names, None, spec.header, []))
     if any(pa.types.is_binary(f.type) for f in table.schema):  # Arrow's type for text that does not decode
         raise SourceError(_not_text(cut, spec))
     fields = [pa.field(f.name, pa.string() if pa.types.is_null(f.type) else f.type) for f in table.schema]
-    return pa.schema(fields)
+    return pa.schema(fields), _has_newline_value(table)
+
+
+def _has_newline_value(table: pa.Table) -> bool:
+    return any(
+        pc.any(pc.match_substring(col, "\n")).as_py()
+        for col in table.columns
+        if pa.types.is_string(col.type) or pa.types.is_large_string(col.type) or pa.types.is_binary(col.type)
+    )
 
 
 def _not_text(sample: bytes, spec: CsvSource) -> str:
@@ -528,30 +586,44 @@ def _strip_after_separators(data: bytes, sep: str) -> bytes:
 
 
 class _CsvBlock:
-    def __init__(self, fs, spec: CsvSource, names: list[str], schema: pa.Schema):
-        self.fs, self.spec, self.names, self.schema = fs, spec, names, schema
+    def __init__(self, fs, spec: CsvSource, names: list[str], schema: pa.Schema, quoted: bool = False):
+        self.fs, self.spec, self.names, self.schema, self.quoted = fs, spec, names, schema, quoted
 
     def _empty(self) -> pd.DataFrame:
         df = _with_id(to_pandas(self.schema.empty_table()))
         return _mark_bad(df)
 
     def __call__(self, block) -> pd.DataFrame:
-        path, rel, start, length, first_line = block
-        data = _read_text_block(self.fs, path, start, length)
+        path, rel, start, length, first_line, *quote_states = block
+        if quote_states and length is not None:
+            with self.fs.open(path, "rb") as f:
+                data = quoting.read_records(f, start, length, *quote_states[0])
+            data = data if data.endswith(b"\n") or not data else data + b"\n"
+        else:
+            data = _read_text_block(self.fs, path, start, length)
         if self.spec.skip_initial_space:
             data = _strip_after_separators(data, self.spec.sep)
         header_here = self.spec.header and start == 0
         # Ids are file:row, the row's data line in the file: the block's first line plus
-        # the line of the row's record in the block (Arrow counts records, skipping empty lines).
+        # the line of the row's record in the block (Arrow counts records, skipping empty
+        # lines). Where values span lines, a record's line is its number among the pieces
+        # between newlines outside quotes.
         offset = first_line - (1 if self.spec.header and start != 0 else 0)
-        line_of = _record_lines(data, header_here)
         bad: list = []
         try:
-            table = pacsv.read_csv(io.BytesIO(data), *_csv_options(self.spec, self.names, dict(zip(self.schema.names, self.schema.types)), header_here, bad))
+            table, typed = pacsv.read_csv(io.BytesIO(data), *self._options(header_here, bad)), True
+        except pa.ArrowInvalid:  # a value does not fit its column's type, or is not text
+            bad = []
+            table, typed = pacsv.read_csv(io.BytesIO(data), *self._options(header_here, bad, {n: pa.binary() for n in self.names})), False
+        spans_lines = self.quoted or (b'"' in data and _has_newline_value(table))
+        if spans_lines and not self.quoted and length is not None:
+            raise self._spans_lines(path, start)
+        line_of = _record_lines(data, header_here, spans_lines)
+        if typed:
             df = to_pandas(table)
             rows, bad_rows = _place_invalid(bad, len(df), header_here) if bad else (None, [])
-        except pa.ArrowInvalid:
-            df, rows, bad_rows = self._typed_by_hand(data, header_here, line_of)
+        else:
+            df, rows, bad_rows = self._typed_by_hand(table, bad, data, header_here, line_of, spans_lines)
         if line_of is not None and rows is None:
             rows = range(len(df))
         line = (lambda r: r) if line_of is None else line_of.__getitem__
@@ -565,12 +637,21 @@ class _CsvBlock:
             out.loc[len(df):, RAW] = [text for _, text, _ in bad_rows]
         return out
 
-    def _typed_by_hand(self, data: bytes, header_here: bool, line_of: np.ndarray | None):
-        """A value does not fit its column's type, or is not text: read as bytes, convert
-        per column, and reject the rows whose values do not, naming the column and value."""
-        bad: list = []
-        as_bytes = {n: pa.binary() for n in self.names}
-        table = pacsv.read_csv(io.BytesIO(data), *_csv_options(self.spec, self.names, as_bytes, header_here, bad))
+    def _options(self, header_here: bool, bad: list, types: dict | None = None):
+        types = types or dict(zip(self.schema.names, self.schema.types))
+        return _csv_options(self.spec, self.names, types, header_here, bad)
+
+    def _spans_lines(self, path: str, start: int) -> SourceError:
+        """A quoted value spans lines past the sample that decided how to cut the file: this
+        block was cut inside a value, and its rows would be wrong."""
+        return SourceError(
+            f"{path}: a quoted value spans lines in the block at byte {start:,}, past the first {self.spec.infer_bytes:,} "
+            "bytes that decided how to cut the file; set source.newlines_in_values: true")
+
+    def _typed_by_hand(self, table: pa.Table, bad: list, data: bytes, header_here: bool, line_of: np.ndarray | None,
+                       spans_lines: bool):
+        """The block read as bytes (``table``): convert per column, and reject the rows whose
+        values do not fit, naming the column and value."""
         rows, bad_rows = _place_invalid(bad, table.num_rows, header_here)
         rows = np.asarray(rows)
         reasons = np.full(table.num_rows, None, dtype=object)
@@ -596,7 +677,7 @@ class _CsvBlock:
             out[f.name] = to_pandas(pa.table({f.name: pa.array(good, type=f.type, from_pandas=True)}))[f.name].set_axis(col.index)
         df = pd.DataFrame(out, index=pd.RangeIndex(table.num_rows))
         keep = np.array([r is None for r in reasons], dtype=bool)
-        lines = data.split(b"\n")[:-1]
+        lines = (quoting.lines(data) if spans_lines else data.split(b"\n"))[:-1]
         for i in np.flatnonzero(~keep):
             row = int(rows[i])
             at = (1 if header_here else 0) + (row if line_of is None else int(line_of[row]))
@@ -639,13 +720,14 @@ def _place_invalid(bad: list, n_parsed: int, header_here: bool) -> tuple[list[in
     return rows, reasons
 
 
-def _record_lines(data: bytes, header_here: bool) -> np.ndarray | None:
+def _record_lines(data: bytes, header_here: bool, quoted: bool = False) -> np.ndarray | None:
     """The data line of each record Arrow reads from the block, or None when they are the
     same (no empty line). Without it a row's id moved with the block boundaries: rows after
-    an empty line were numbered by record in their block but by line across blocks."""
+    an empty line were numbered by record in their block but by line across blocks.
+    ``quoted``: lines are the pieces between newlines outside quotes."""
     if not (b"\n\n" in data or b"\n\r\n" in data or data.startswith((b"\n", b"\r\n"))):
         return None
-    lines = data.split(b"\n")[:-1]
+    lines = (quoting.lines(data) if quoted else data.split(b"\n"))[:-1]
     first = 1 if header_here else 0
     return np.array([i - first for i in range(first, len(lines)) if lines[i].rstrip(b"\r")], dtype=np.int64)
 

@@ -1,0 +1,91 @@
+"""Cutting CSV text into blocks of whole records when quoted values span lines."""
+
+import csv
+import gzip
+import io
+
+import pandas as pd
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dsbuild.io import quoted
+from dsbuild.io.sources import SourceError, read_source
+
+values = st.text(alphabet='ab ,"\n', max_size=12)
+
+
+def _csv(rows) -> bytes:
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerows(rows)
+    return out.getvalue().encode()
+
+
+def _blocks(data: bytes, size: int) -> list[bytes]:
+    """Every range's records, the quote states from each range's counts, as the source cuts."""
+    starts = list(range(0, len(data), size))
+    counts = [quoted.range_counts(data[s : s + size]) for s in starts]
+    inside, out = 0, []
+    for s, (odd, _, _) in zip(starts, counts):
+        out.append(quoted.read_records(io.BytesIO(data), s, size, inside, inside ^ odd))
+        inside ^= odd
+    return out
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(values, values), min_size=1, max_size=30), st.integers(1, 40))
+def test_blocks_are_whole_records_whatever_the_cut(rows, size):
+    data = _csv(rows)
+    blocks = _blocks(data, size)
+    assert b"".join(blocks) == data
+    parsed = [r for b in blocks for r in csv.reader(io.StringIO(b.decode(), newline=""))]
+    assert parsed == [list(r) for r in rows]
+
+
+def test_lines_split_outside_quotes_only():
+    data = b'a,"x\ny"\n\nb,c\n'
+    assert quoted.lines(data) == [b'a,"x\ny"', b"", b"b,c", b""]
+    assert quoted.records_end(b'a,1\nb,"open\n') == 4
+
+
+def _reviews(n: int, late: int = 0) -> bytes:
+    rows = [["review_id", "stars", "text"]]
+    for i in range(n):
+        text = f"review {i}, \"quoted\"" + (f"\nsecond line\n\nafter an empty line {i}" if i >= late and i % 3 == 0 else "")
+        rows.append([f"r{i}", str(i % 5 + 1), text])
+    return _csv(rows)
+
+
+def _read(spec) -> pd.DataFrame:
+    return read_source(spec).frame.compute().set_index("review_id")
+
+
+def test_quoted_newlines_read_alike_at_any_blocksize(tmp_path):
+    data = _reviews(600)
+    lines = data.split(b"\n")
+    lines.insert(40, b"")  # an empty line, counted as a row number as elsewhere
+    lines.insert(90, b"r-bad,1,two,fields too many")
+    (tmp_path / "r.csv").write_bytes(b"\n".join(lines))
+    whole = _read({"format": "csv", "path": str(tmp_path / "r.csv")})
+    assert whole.loc["r3", "text"] == "review 3, \"quoted\"\nsecond line\n\nafter an empty line 3"
+    bad = whole[whole["_reason"].notna()]
+    assert bad["_reason"].tolist() == ["csv:fields=expected 3, got 4"] and bad["_raw"].tolist() == ["r-bad,1,two,fields too many"]
+    for blocksize in (997, 4096):
+        cut = _read({"format": "csv", "path": str(tmp_path / "r.csv"), "blocksize": blocksize})
+        pd.testing.assert_frame_equal(cut.sort_values("id"), whole.sort_values("id"))
+
+
+def test_values_spanning_lines_past_the_sample(tmp_path):
+    (tmp_path / "r.csv").write_bytes(_reviews(600, late=400))
+    spec = {"format": "csv", "path": str(tmp_path / "r.csv"), "blocksize": 2000, "infer_bytes": 2000}
+    try:
+        read_source(spec).frame.compute()
+        raise AssertionError("a block cut inside a value was read")
+    except SourceError as e:
+        assert "set source.newlines_in_values: true" in str(e)
+    cut = _read({**spec, "newlines_in_values": True})
+    whole = _read({"format": "csv", "path": str(tmp_path / "r.csv")})
+    pd.testing.assert_frame_equal(cut.sort_values("id"), whole.sort_values("id"))
+    # a compressed file is one block: Arrow's own chunks must not cut a value either
+    (tmp_path / "r.csv.gz").write_bytes(gzip.compress(_reviews(40_000, late=30_000)))
+    packed = _read({"format": "csv", "path": str(tmp_path / "r.csv.gz"), "infer_bytes": 4096})
+    assert len(packed) == 40_000 and packed.loc["r30000", "text"].endswith("after an empty line 30000")
