@@ -115,7 +115,20 @@ def test_csv_with_decimal_commas(tmp_path):
     assert df["price"].dtype == np.float64 and df["price"].sum() == sum(i + 0.5 for i in range(3000) if i != 2500)
     assert df.loc[df[REJECT].notna(), REJECT].tolist() == ["type:price=zwei,5"]
     with pytest.raises(ValueError, match="decimal ',' is also the separator"):
-        read_source({"format": "csv", "path": str(tmp_path / "euro.csv"), "decimal": ","})
+        read_source({"format": "csv", "path": str(tmp_path / "euro.csv"), "sep": ",", "decimal": ","})
+    sniffed = read({"format": "csv", "path": str(tmp_path / "euro.csv"), "decimal": ",", "blocksize": 8_000, "infer_bytes": 8_000})
+    pd.testing.assert_frame_equal(sniffed, df)
+
+
+def test_csv_separator_from_the_file(tmp_path):
+    """A tab for .tsv; else the one of , ; tab | that splits the first lines alike."""
+    (tmp_path / "people.tsv").write_text("name\tage\tcity\nann\t31\tOslo, NO\nbob\t42\tRome\n")
+    (tmp_path / "pipes.txt").write_text("a|b|c\n1|x, y|3\n2|z; w|4\n")
+    (tmp_path / "one.csv").write_text("text\nhello; world\n")
+    assert read({"format": "csv", "path": str(tmp_path / "people.tsv")})["city"].tolist() == ["Oslo, NO", "Rome"]
+    assert read({"format": "csv", "path": str(tmp_path / "pipes.txt")})["b"].tolist() == ["x, y", "z; w"]
+    assert list(read({"format": "csv", "path": str(tmp_path / "pipes.txt"), "sep": ","}).columns[:2]) == ["id", "a|b|c"]
+    assert read({"format": "csv", "path": str(tmp_path / "one.csv")})["text"].tolist() == ["hello; world"]  # one column
 
 
 def test_csv_header_naming_a_column_twice_is_an_error(tmp_path):

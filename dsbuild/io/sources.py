@@ -11,11 +11,13 @@ that filesystem installed.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import io
 import itertools
 import json
 import posixpath
+import re
 from dataclasses import dataclass, field
 from typing import Annotated, Literal, Union
 
@@ -82,7 +84,8 @@ class ParquetSource(_Spec):
 class CsvSource(_Spec):
     format: Literal["csv"]
     path: str | list[str]
-    sep: str = Field(",", max_length=1)
+    sep: str | None = Field(None, min_length=1, max_length=1, description="field separator; default a tab for .tsv "
+                            "files, else the one of , ; tab | that splits the first lines alike")
     header: bool = True
     column_names: list[str] | None = Field(None, description="names when the file has no header")
     null_values: list[str] = Field(default_factory=lambda: ["", "NA", "N/A", "NaN", "nan", "null", "NULL", "?"])
@@ -485,19 +488,39 @@ def _read_text_block(fs, path: str, start: int, length: int | None) -> bytes:
 
 
 def _read_csv(spec: CsvSource, count_rows: bool = True) -> Source:
-    fs, root, files, skipped = _expand(spec.path, (".csv", ".csv.gz", ".csv.bz2", ".csv.zst", ".csv.xz", ".tsv", ".txt"))
+    fs, root, files, skipped = _expand(spec.path, (".csv", ".csv.gz", ".csv.bz2", ".csv.zst", ".csv.xz", ".tsv", ".tsv.gz", ".tab", ".txt"))
+    sample = _read_text_block(fs, files[0], 0, spec.infer_bytes)
+    if spec.sep is None:
+        spec = spec.model_copy(update={"sep": _sniff_sep(files[0], sample, spec)})
     names = _csv_header(fs, files[0], spec)
     for path in files[1:]:
         other = _csv_header(fs, path, spec)
         if other != names:
             raise SourceError(f"{path}: header {other} differs from {files[0]}: {names}")
-    sample = _read_text_block(fs, files[0], 0, spec.infer_bytes)
     schema, spans_lines = _csv_infer_schema(sample, names, spec)
     quoted = spans_lines if spec.newlines_in_values is None else spec.newlines_in_values
     blocks, records = _text_blocks(fs, files, root, spec.blocksize, count_rows, quoted=quoted)
     reader = _CsvBlock(fs, spec, names, schema, quoted)
     frame = dd.from_map(reader, blocks, meta=reader._empty(), divisions=None, label="read-csv", enforce_metadata=False)
     return Source(frame, records, skipped, schema)
+
+
+_SEPARATORS = ",;\t|"
+
+
+def _sniff_sep(path: str, sample: bytes, spec: CsvSource) -> str:
+    """A tab for .tsv and .tab files; else the separator that splits the first lines (a
+    header and its records) into the same number of fields, more than one, as the
+    standard library's sniffer finds it; a comma if none does. A European export
+    (``Apfel;3,50``) is read as it was written without a job saying so."""
+    if re.search(r"\.(tsv|tab)(\.[a-z0-9]+)?$", path.lower()):
+        return "\t"
+    fallback = "," if spec.decimal != "," else ";"
+    try:
+        text = sample[: quoting.records_end(sample[: 64 * 1024])].decode(spec.encoding)
+        return csv.Sniffer().sniff(text, delimiters=_SEPARATORS.replace(spec.decimal, "")).delimiter
+    except (csv.Error, UnicodeDecodeError, LookupError):
+        return fallback
 
 
 def _csv_header(fs, path: str, spec: CsvSource) -> list[str]:
