@@ -131,6 +131,21 @@ def test_csv_separator_from_the_file(tmp_path):
     assert read({"format": "csv", "path": str(tmp_path / "one.csv")})["text"].tolist() == ["hello; world"]  # one column
 
 
+def test_parquet_partition_folders_are_columns(tmp_path):
+    """``year=2024/country=NO/part.parquet``: the folders' values come back as columns, as
+    pandas, Arrow and Spark read them; they were dropped without a word."""
+    df = pd.DataFrame({"year": np.repeat([2023, 2024], 6), "city": np.tile(["Oslo", "São Paulo", None], 4), "v": np.arange(12)})
+    df.to_parquet(tmp_path / "ds", partition_cols=["year", "city"])
+    out = read({"format": "parquet", "path": str(tmp_path / "ds")}).sort_values("v").reset_index(drop=True)
+    assert out["year"].dtype == "Int64" and out["year"].tolist() == df["year"].tolist()
+    assert out["city"].fillna("-").tolist() == ["Oslo", "São Paulo", "-"] * 4  # pandas writes None as Hive's default
+    assert out["id"].iloc[0].startswith("year=2023/city=Oslo/")
+    assert read({"format": "parquet", "path": str(tmp_path / "ds"), "columns": ["v", "year"]}).columns.tolist() == ["id", "v", "year"]
+    pq.write_table(pa.table({"v": [99]}), tmp_path / "ds" / "stray.parquet")
+    with pytest.raises(SourceError, match="different partition folders"):
+        read_source({"format": "parquet", "path": str(tmp_path / "ds")})
+
+
 def test_csv_header_naming_a_column_twice_is_an_error(tmp_path):
     (tmp_path / "dup.csv").write_text("a,b,a\n1,2,3\n")
     with pytest.raises(SourceError, match="dup.csv: column 'a' is named more than once"):

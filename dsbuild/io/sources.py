@@ -234,6 +234,7 @@ def _file_record(fs, path: str) -> dict:
 
 def _read_parquet(spec: ParquetSource) -> Source:
     fs, root, files, skipped = _expand(spec.path, (".parquet", ".pq", ".parq"))
+    hive = _hive_partitions(files, root, spec.path)
     schema = None
     pieces = []
     records = []
@@ -248,11 +249,15 @@ def _read_parquet(spec: ParquetSource) -> Source:
                 meta, file_schema = file.metadata, file.schema_arrow
         except (pa.ArrowInvalid, OSError) as e:
             raise SourceError(f"{path}: not a readable Parquet file: {e}") from None
+        clash = [k for k in hive.names if k in file_schema.names]
+        if clash:
+            raise SourceError(f"{path}: column {clash[0]!r} is also a partition folder's name ({clash[0]}=...); "
+                              "rename one of them")
         if spec.columns:
-            missing = [c for c in spec.columns if c not in file_schema.names]
+            missing = [c for c in spec.columns if c not in file_schema.names and c not in hive.names]
             if missing and not spec.merge_schemas:
-                raise SourceError(f"{path}: no column {missing[0]!r}; columns are {file_schema.names}")
-            file_schema = pa.schema([file_schema.field(c) for c in spec.columns if c not in missing])
+                raise SourceError(f"{path}: no column {missing[0]!r}; columns are {file_schema.names + hive.names}")
+            file_schema = pa.schema([file_schema.field(c) for c in spec.columns if c in file_schema.names])
         schema = file_schema if schema is None else _common_schema(schema, file_schema, path, files[0], spec.merge_schemas)
         records.append(record)
         rel = _relative(path, root)
@@ -262,15 +267,18 @@ def _read_parquet(spec: ParquetSource) -> Source:
         for g in range(meta.num_row_groups):
             n, size = meta.row_group(g).num_rows, meta.row_group(g).total_byte_size
             if groups and (rows_in_piece + n > spec.rows_per_partition or bytes_in_piece + size > budget):
-                pieces.append((path, rel, tuple(groups), start))
+                pieces.append((path, rel, tuple(groups), start, hive.values[path]))
                 start += rows_in_piece
                 groups, rows_in_piece, bytes_in_piece = [], 0, 0
             groups.append(g)
             rows_in_piece += n
             bytes_in_piece += size
-        pieces.append((path, rel, tuple(groups), start))
+        pieces.append((path, rel, tuple(groups), start, hive.values[path]))
     if schema is None:
         raise SourceError(f"source {spec.path!r}: every Parquet file is empty")
+    for field_ in hive.fields:
+        if not spec.columns or field_.name in spec.columns:
+            schema = schema.append(field_)
     if spec.columns:
         absent = [c for c in spec.columns if c not in schema.names]
         if absent:
@@ -322,19 +330,68 @@ def _common_schema(first: pa.Schema, other: pa.Schema, path: str, first_path: st
     return pa.schema(fields, metadata=first.metadata)
 
 
+@dataclass
+class _Hive:
+    """Partition columns written as folder names (``year=2024/country=NO/part-0.parquet``,
+    as Spark, Hive, pandas and Arrow write them): their fields, and each file's values."""
+
+    fields: list[pa.Field]
+    values: dict[str, tuple]
+
+    @property
+    def names(self) -> list[str]:
+        return [f.name for f in self.fields]
+
+
+_HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
+
+
+def _hive_partitions(files: list[str], root: str, path) -> _Hive:
+    """A column per ``key=value`` folder below the source's folder, whole numbers as int64
+    and the rest as text (URL-escaped as Spark writes them), as readers of such datasets
+    give them back; pandas' and Arrow's readers would otherwise have dropped them silently."""
+    from urllib.parse import unquote
+
+    found = {}
+    for f in files:
+        folders = _relative(f, root).split("/")[:-1] if isinstance(path, str) else []
+        found[f] = [tuple(d.split("=", 1)) for d in folders if "=" in d]
+    keys = {tuple(k for k, _ in kv) for kv in found.values()}
+    if keys == {()}:
+        return _Hive([], {f: () for f in files})
+    if len(keys) > 1:
+        a, b = sorted(keys)[:2]
+        raise SourceError(f"{path}: files sit under different partition folders ({'/'.join(a) or 'none'} and "
+                          f"{'/'.join(b) or 'none'}); read them as separate sources")
+    names = list(next(iter(keys)))
+    text = {f: {k: (None if v == _HIVE_NULL else unquote(v)) for k, v in kv} for f, kv in found.items()}
+    fields, values = [], {f: [] for f in files}
+    for name in names:
+        seen = [t[name] for t in text.values() if t[name] is not None]
+        whole = all(v.lstrip("-").isdigit() for v in seen)
+        fields.append(pa.field(name, pa.int64() if whole and seen else pa.string()))
+        for f in files:
+            v = text[f][name]
+            values[f].append((name, int(v) if whole and v is not None else v))
+    return _Hive(fields, {f: tuple(v) for f, v in values.items()})
+
+
 class _ParquetPiece:
     def __init__(self, fs, schema):
         self.fs, self.schema = fs, schema
 
     def __call__(self, piece) -> pd.DataFrame:
-        path, rel, groups, start = piece
+        path, rel, groups, start, folder_values = piece
         with self.fs.open(path, "rb") as f:
             file = pq.ParquetFile(f)
             present = [c for c in self.schema.names if c in file.schema_arrow.names]
             table = file.read_row_groups(list(groups), columns=present) if groups else self.schema.empty_table()
-        for name in self.schema.names:  # a column this file lacks (merge_schemas): null here
+        folder_values = dict(folder_values)
+        for name in self.schema.names:  # from the file's folders; or a column this file lacks (merge_schemas): null
             if name not in table.column_names:
-                table = table.append_column(self.schema.field(name), pa.nulls(table.num_rows, self.schema.field(name).type))
+                field_ = self.schema.field(name)
+                value = pa.scalar(folder_values.get(name), type=field_.type)
+                table = table.append_column(field_, pa.repeat(value, table.num_rows))
         if table.schema != self.schema:  # the file's own types (see _common_schema), or its column order
             table = table.select(self.schema.names).cast(self.schema)
         return _with_id(to_pandas(table), rel, start)
