@@ -181,7 +181,8 @@ def load_job(source: str | os.PathLike | dict | JobSpec, overrides: dict | None 
         text, where = _read_text(source)
         data, lines = _load_yaml(text, where)
     if overrides:
-        data = copy.deepcopy(data)  # the caller's job dict stays as it was
+        frame = (data.get("source") or {}).get("frame") if isinstance(data.get("source"), dict) else None
+        data = copy.deepcopy(data, {id(frame): frame})  # the caller's job dict stays as it was; a frame is not copied
         for dotted, value in overrides.items():
             _set_dotted(data, dotted, value)
     return _validate(data, where, lines)

@@ -174,6 +174,9 @@ def submit(
     from dsbuild.job import load_job
 
     spec = load_job(job, overrides)
+    if spec.source.format == "frame":
+        raise ValueError("a frame source lives in this Python process, which a submitted job outlives: "
+                         "run it with dsbuild.run, or write the frame to Parquet and submit a job that reads that")
     if output:
         spec = spec.model_copy(update={"sink": spec.sink.model_copy(update={"path": output})})
     Sink(spec.sink.path, shard_rows=1, shard_bytes=1, compression="none", overwrite=overwrite).check_target()

@@ -184,6 +184,19 @@ def test_the_id_column_is_a_name_not_data(client, tmp_path):
     assert len(synthetic) == 20 and synthetic["key"].isna().all()
 
 
+def test_a_job_reads_a_frame_built_in_python(client, tmp_path):
+    df = pd.read_csv("dsbuild/io/data/adult.csv.gz", nrows=3000)
+    df = pd.concat([df, df.iloc[:40]], ignore_index=True)
+    job = dsbuild.job(name="frame", source={"format": "frame", "frame": df, "name": "adult", "rows_per_partition": 700},
+                      stages=[{"exact_dedup": {}}], sink={"path": str(tmp_path / "out")})
+    manifest = dsbuild.run(job, client=client, overrides={"seed": 1})
+    kept, rejects = read_output(tmp_path / "out")
+    assert manifest["ledger"]["balanced"] and manifest["job"]["source"] == {"format": "frame", "name": "adult", "rows_per_partition": 700}
+    assert len(kept) == 3000 and len(rejects) == 40 and rejects["reason"].str.startswith("duplicate-of=adult:").all()
+    with pytest.raises(ValueError, match="frame source lives in this Python process"):
+        dsbuild.submit(job)
+
+
 def test_refuses_to_overwrite_unless_asked(client, tmp_path):
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "precious.txt").write_text("keep me")

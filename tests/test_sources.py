@@ -146,6 +146,22 @@ def test_parquet_partition_folders_are_columns(tmp_path):
         read_source({"format": "parquet", "path": str(tmp_path / "ds")})
 
 
+def test_frames_from_python_number_rows_whatever_their_partitions():
+    import dask.dataframe as dd
+
+    df = pd.DataFrame({"a": np.arange(10), "b": list("abcdefghij")})
+    ids = [f"pets:{i}" for i in range(10)]
+    for frame, rows in ((df, 4), (dd.from_pandas(df, npartitions=3).reset_index(drop=True), 1), (dd.from_pandas(df, npartitions=1), 1)):
+        src = read_source({"format": "frame", "frame": frame, "name": "pets", "rows_per_partition": rows})
+        out = src.frame.compute()
+        assert out["id"].tolist() == ids and out["a"].tolist() == list(range(10)) and src.files[0]["size"] == 10
+    keyed = read({"format": "frame", "frame": df.set_index("b")})  # a meaningful index is kept as a column
+    assert keyed.columns.tolist() == ["id", "b", "a"] and keyed["id"].iloc[0] == "frame:0"
+    assert read({"format": "frame", "frame": df.assign(id=df["b"])})["id"].tolist() == list("abcdefghij")
+    with pytest.raises(ValueError, match="pandas or Dask DataFrame, got list"):
+        read_source({"format": "frame", "frame": [1, 2]})
+
+
 def test_csv_header_naming_a_column_twice_is_an_error(tmp_path):
     (tmp_path / "dup.csv").write_text("a,b,a\n1,2,3\n")
     with pytest.raises(SourceError, match="dup.csv: column 'a' is named more than once"):

@@ -19,7 +19,7 @@ import json
 import posixpath
 import re
 from dataclasses import dataclass, field
-from typing import Annotated, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 import dask
 import dask.dataframe as dd
@@ -31,7 +31,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from fsspec.utils import read_block
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from dsbuild.io import quoted as quoting
 from dsbuild.records import ID, image_series, image_size, sniff_image_format
@@ -128,8 +128,25 @@ class SampleSource(_Spec):
     partitions: int = Field(4, gt=0)
 
 
+class FrameSource(_Spec):
+    """A pandas or Dask DataFrame built in Python: ``source={"format": "frame", "frame": df}``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+    format: Literal["frame"]
+    frame: Any = Field(..., exclude=True, description="a pandas or Dask DataFrame (Python jobs only)")
+    name: str = Field("frame", min_length=1, description="names the rows, name:row, and the input in the manifest")
+    rows_per_partition: int = Field(1_000_000, gt=0, description="rows per partition of a pandas frame")
+
+    @field_validator("frame")
+    @classmethod
+    def _a_frame(cls, value):
+        if not isinstance(value, (pd.DataFrame, dd.DataFrame)):
+            raise ValueError(f"frame must be a pandas or Dask DataFrame, got {type(value).__name__}")
+        return value
+
+
 SourceSpec = Annotated[
-    Union[ParquetSource, CsvSource, JsonlSource, ImagesSource, SampleSource],
+    Union[ParquetSource, CsvSource, JsonlSource, ImagesSource, SampleSource, FrameSource],
     Field(discriminator="format"),
 ]
 
@@ -168,6 +185,7 @@ def read_source(spec, count_rows: bool = True) -> Source:
         "jsonl": _read_jsonl,
         "images": _read_images,
         "sample": _read_sample,
+        "frame": _read_frame,
     }[spec.format]
     return reader(spec, count_rows) if spec.format in ("csv", "jsonl", "sample") else reader(spec)
 
@@ -1077,6 +1095,52 @@ def _read_sample(spec: SampleSource, count_rows: bool = True) -> Source:
     ranges = list(zip(bounds[:-1], bounds[1:]))
     frame = dd.from_map(loader, ranges, meta=loader((0, 0)), divisions=None, label=f"sample-{spec.name}", enforce_metadata=False)
     return Source(frame, [{"path": f"sklearn:{spec.name}", "size": n, "mtime": ""}])
+
+
+def _read_frame(spec: FrameSource) -> Source:
+    """Ids are the frame's ``id`` column, else ``name:row`` by the row's position in the
+    whole frame, whatever its partitions. A meaningful index (named, or not 0..n-1) is kept
+    as a column, as ``to_parquet`` keeps it."""
+    frame = spec.frame
+    if isinstance(frame, pd.DataFrame):
+        if frame.index.name is not None or not frame.index.equals(pd.RangeIndex(len(frame))):
+            frame = frame.reset_index()
+        rows = len(frame)
+        starts = list(range(0, rows, spec.rows_per_partition)) or [0]
+        frame = _scattered([frame.iloc[s : s + spec.rows_per_partition] for s in starts], frame.iloc[:0])
+    else:
+        if frame.known_divisions and frame.index.name is not None:
+            frame = frame.reset_index()
+        starts = None
+        rows = None
+    if ID not in frame.columns and starts is None:
+        lengths = frame.map_partitions(len, meta=(None, "int64")).compute().tolist()
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(int).tolist()
+        rows = int(sum(lengths))
+    meta = _with_id(frame._meta.copy(), spec.name, 0)
+    named = frame.map_partitions(_FrameRows(spec.name, starts), meta=meta, enforce_metadata=False, align_dataframes=False)
+    return Source(named, [{"path": f"frame:{spec.name}", "size": rows, "mtime": dask.base.tokenize(spec.frame)}])
+
+
+def _scattered(parts: list[pd.DataFrame], meta: pd.DataFrame):
+    """The parts as a Dask frame: sent to the workers once, where a distributed client is
+    current (in the graph, they would travel with every compute of the job)."""
+    try:
+        from distributed import default_client
+
+        parts = default_client().scatter(parts, hash=False)
+    except (ImportError, ValueError):
+        pass
+    return dd.from_delayed([dask.delayed(p) for p in parts], meta=meta, verify_meta=False)
+
+
+class _FrameRows:
+    def __init__(self, name: str, starts: list[int] | None):
+        self.name, self.starts = name, starts
+
+    def __call__(self, part: pd.DataFrame, partition_info=None) -> pd.DataFrame:
+        start = self.starts[partition_info["number"]] if self.starts is not None and partition_info else 0
+        return _with_id(part.copy(), self.name, start)
 
 
 class _SklearnSample:
