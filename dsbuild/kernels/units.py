@@ -82,9 +82,17 @@ _TERM = re.compile(rf"\s*({_NUMBER})\s*({_UNIT})?")
 _WHOLE = re.compile(rf"^(?:\s*{_NUMBER}\s*(?:{_UNIT})?)+\s*$")
 
 
+_PRIMES = str.maketrans({"’": "'", "′": "'", "‘": "'", "”": '"', "″": '"', "“": '"'})
+
+# A bare number after a unit counts in the next smaller one, as people write it:
+# 5'11 and 5ft11 (inches), 1m80 (cm), 1h30 (min), 11st2 (lb).
+_SMALLER = {"ft": "in", "m": "cm", "km": "m", "h": "min", "min": "s", "d": "h", "st": "lb", "lb": "oz", "kg": "g"}
+
+
 def unit_key(text: str) -> str:
-    """The lookup form of a unit spelling: lower case, no degree sign, dots or spaces."""
-    key = text.strip().lower().replace("°", "").replace("º", "").rstrip(".")
+    """The lookup form of a unit spelling: lower case, no degree sign, dots or spaces;
+    typographic primes and quotes (``6’2”``, as word processors write them) as ' and "."""
+    key = text.strip().lower().translate(_PRIMES).replace("°", "").replace("º", "").rstrip(".")
     key = re.sub(r"^deg(rees?)?\s*", "deg", key) if key.startswith("deg") and len(key) > 3 else key
     return re.sub(r"\s+", "", key)
 
@@ -133,17 +141,29 @@ class UnitTable:
         return value * scale + shift if shift else value * scale
 
 
-def parse_quantity(text: str, table: UnitTable, default: Unit | None) -> tuple[float, bool, str | None]:
+def parse_quantity(
+    text: str, table: UnitTable, default: Unit | None, decimal: str = "."
+) -> tuple[float, bool, str | None]:
     """(value in the target unit, unit differed from target, problem or None).
 
     A compound quantity (``1h 30min``, ``5 ft 3 in``) is the sum of its terms; a bare
-    number takes ``default`` (None means a bare number is a problem).
+    number takes ``default`` (None means a bare number is a problem), but a last bare
+    number after a unit counts in the next smaller unit (``5'11``, ``1m80``).
+    ``decimal=","`` reads ``1,80 m`` and ``1.000,5 g`` as European writing does.
     """
+    if decimal == ",":
+        text = text.replace(".", "\0").replace(",", ".").replace("\0", ",")
     if not _WHOLE.match(text):
         return np.nan, False, "unparseable" if re.search(r"\d", text) else "no-number"
     terms = []
-    for number, unit_text in _TERM.findall(text):
+    found = _TERM.findall(text)
+    for i, (number, unit_text) in enumerate(found):
         unit = table.unit(unit_text) if unit_text else default
+        if not unit_text and i == len(found) - 1 and i > 0 and found[i - 1][1]:
+            smaller = _SMALLER.get(terms[-1][1].name) if terms else None
+            unit = table.unit(smaller) if smaller else None
+            if unit is None:
+                return np.nan, False, "no-unit"
         if unit is None:
             return np.nan, False, f"unknown-unit:{unit_text}" if unit_text else "no-unit"
         terms.append((float(number.replace(",", "")), unit))
@@ -162,6 +182,7 @@ def convert_column(
     table: UnitTable,
     unit_column: pd.Series | None = None,
     assume: str | None = None,
+    decimal: str = ".",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(values in the target unit, changed, problem) for a column of numbers or strings.
 
@@ -191,7 +212,7 @@ def convert_column(
             changed[rows] = fallback != table.target
         else:
             codes, uniques = pd.factorize(values if len(unit_names) == 1 else values[rows])
-            parsed = [parse_quantity(str(u), table, fallback) for u in uniques]
+            parsed = [parse_quantity(str(u), table, fallback, decimal) for u in uniques]
             out[rows] = np.array([p[0] for p in parsed] + [np.nan], dtype=np.float64)[codes]
             changed[rows] = np.array([p[1] for p in parsed] + [False], dtype=bool)[codes]
             problem[rows] = np.array([p[2] for p in parsed] + [None], dtype=object)[codes]

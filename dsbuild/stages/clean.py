@@ -342,6 +342,7 @@ class UnitRule(StageOptions):
     assume: str | None = Field(None, description="unit of a bare number with no unit column entry (default: `to`)")
     factors: dict[str, float] = Field(default_factory=dict, description="your own units: how many `to` units one of it is")
     on_error: Literal["reject", "null"] = Field("reject", description="a value that does not parse: reject the row, or make it missing")
+    decimal: Literal[".", ","] = Field(".", description="decimal mark in the text: ',' reads 1,80 m and 1.000,5 g")
 
     @model_validator(mode="after")
     def _units_exist(self):
@@ -379,7 +380,7 @@ class NormalizeUnits(MapStage):
     def process(self, part):
         for column, rule in self.options.columns.items():
             units = part[rule.unit_column] if rule.unit_column else None
-            values, changed, problem = convert_column(part[column], rule.table(), units, rule.assume)
+            values, changed, problem = convert_column(part[column], rule.table(), units, rule.assume, rule.decimal)
             bad = pd.notna(problem)
             if rule.on_error == "reject" and bad.any():
                 part = reject(part, bad, np.array([f"units:{column}={p}" for p in problem], dtype=object))

@@ -38,6 +38,26 @@ def test_parse_converts_to_target(text, target, expected):
     assert value == pytest.approx(expected, rel=1e-9)
 
 
+@pytest.mark.parametrize(
+    "text, target, expected",
+    [("5'11", "cm", 180.34), ("5ft11", "cm", 180.34), ("6’2”", "cm", 187.96), ("1m80", "cm", 180.0),
+     ("1h30", "min", 90.0), ("11 st 2", "lb", 156.0), ("2 min 30", "s", 150.0)],
+)
+def test_as_people_write_them(text, target, expected):
+    """Typographic primes, and a bare last number in the next smaller unit."""
+    value, _, problem = parse(text, target)
+    assert problem is None and value == pytest.approx(expected, rel=1e-9)
+    assert parse("3 in 2", "cm")[2] == "no-unit"  # nothing smaller than an inch
+
+
+def test_decimal_comma():
+    table = UnitTable("kg")
+    assert parse_quantity("70,5 kg", table, table.target, decimal=",")[0] == 70.5
+    assert parse_quantity("1.000,5 g", table, table.target, decimal=",")[0] == pytest.approx(1.0005)
+    assert parse_quantity("70,5 kg", table, table.target)[2] == "unparseable"
+    assert parse_quantity("1,000 g", table, table.target)[0] == 1.0
+
+
 def test_m_means_minutes_for_durations_and_metres_for_lengths():
     assert parse("2 m", "h")[0] == pytest.approx(2 / 60)
     assert parse("2 m", "cm")[0] == pytest.approx(200)
