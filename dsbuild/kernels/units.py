@@ -1,5 +1,6 @@
-"""Quantities with units: parse ``90 min``, ``1.5h``, ``3 kg``, ``72°F``, ``5 ft 3 in`` and
-convert them to one canonical unit.
+"""Quantities with units: parse ``90 min``, ``1.5h``, ``3 kg``, ``72°F``, ``5 ft 3 in``,
+``45%`` and, with the rates given as factors, ``$1,234.50``, and convert them to one
+canonical unit.
 
 A unit is an affine map to its dimension's base unit (``base = value * factor +
 offset``), so temperatures convert like everything else. Unit names are looked up
@@ -69,6 +70,12 @@ DIMENSIONS: dict[str, dict[str, Unit]] = {
         "oz": (0.028349523125, ("ounce", "ounces")),
         "st": (6.35029318, ("stone", "stones")),
     }),
+    "ratio": _units("ratio", {
+        "fraction": (1.0, ("ratio",)),
+        "%": (1e-2, ("percent", "pct", "per cent")),
+        "‰": (1e-3, ("permille", "per mille")),
+        "bp": (1e-4, ("bps", "basis point", "basis points")),
+    }),
     "temperature": {
         **{a: Unit("C", "temperature", 1.0) for a in ("c", "celsius", "degc", "centigrade")},
         **{a: Unit("K", "temperature", 1.0, -273.15) for a in ("k", "kelvin", "kelvins")},
@@ -76,9 +83,13 @@ DIMENSIONS: dict[str, dict[str, Unit]] = {
     },
 }
 
-_NUMBER = r"[-+]?(?:\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)(?:[eE][-+]?\d+)?"
+_UNSIGNED = r"(?:\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)(?:[eE][-+]?\d+)?"
+_NUMBER = rf"[-+]?{_UNSIGNED}"
 _UNIT = r"[^\d\s.,+-](?:[^\d]*[^\d\s])?"
 _TERM = re.compile(rf"\s*({_NUMBER})\s*({_UNIT})?")
+# A currency symbol written before its amount (``$1,234.50``, ``US$ 5``, ``-€3``) is read
+# as a unit after it; what it is worth comes from the rule's factors (``{$: 1}``).
+_CURRENCY_FIRST = re.compile(rf"^\s*([-+]?)\s*([A-Z]{{0,3}}[$€£¥₹₩₽₺])\s*({_UNSIGNED})\s*$")
 _WHOLE = re.compile(rf"^(?:\s*{_NUMBER}\s*(?:{_UNIT})?)+\s*$")
 
 
@@ -153,6 +164,7 @@ def parse_quantity(
     """
     if decimal == ",":
         text = text.replace(".", "\0").replace(",", ".").replace("\0", ",")
+    text = _CURRENCY_FIRST.sub(r"\1\3 \2", text)
     if not _WHOLE.match(text):
         return np.nan, False, "unparseable" if re.search(r"\d", text) else "no-number"
     terms = []

@@ -50,6 +50,13 @@ def test_as_people_write_them(text, target, expected):
     assert parse("3 in 2", "cm")[2] == "no-unit"  # nothing smaller than an inch
 
 
+def test_money_with_its_symbol_first_and_shares_in_percent():
+    usd = UnitTable("USD", {"$": 1, "€": 1.08})
+    assert [parse_quantity(v, usd, usd.target)[0] for v in ("$1,234.50", "-€3", "5 $", "1,234")] == pytest.approx([1234.5, -3.24, 5, 1234])
+    assert parse_quantity("£5", usd, usd.target)[2] == "unknown-unit:£"
+    assert parse("45%", "fraction")[0] == pytest.approx(0.45) and parse("250 bp", "%")[0] == pytest.approx(2.5)
+
+
 def test_decimal_comma():
     table = UnitTable("kg")
     assert parse_quantity("70,5 kg", table, table.target, decimal=",")[0] == 70.5
