@@ -8,7 +8,7 @@ import pandas as pd
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dsbuild.io import quoted
+from dsbuild.io.sources import quoted
 from dsbuild.io.sources import SourceError, read_source
 
 values = st.text(alphabet='ab ,"\n', max_size=12)

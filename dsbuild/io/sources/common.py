@@ -1,0 +1,186 @@
+"""What every source shares: the Source record, errors, file listing, ids and Arrow → pandas."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import posixpath
+from dataclasses import dataclass, field
+
+import dask.dataframe as dd
+import fsspec
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import BaseModel, ConfigDict
+
+from dsbuild.records import ID
+from dsbuild.stages.base import REJECT
+
+RAW = "_raw"
+
+
+class SourceError(ValueError):
+    """A source cannot be read as a whole (no files, unreadable file, schemas that clash)."""
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+DEFAULT_PARTITION_BYTES = 64 * 2**20
+# Text sources are typed from this much of their first file, whatever their blocksize:
+# types that followed the blocksize made a job's output change with its partitioning.
+TYPE_SAMPLE_BYTES = 4 * 2**20
+BLOB_PARTITION_BYTES = 16 * 2**20
+BLOB_ROW_BYTES = 8 * 2**10
+
+
+@dataclass
+class Source:
+    """A lazy frame plus what the manifest says about where it came from."""
+
+    frame: dd.DataFrame
+    files: list[dict] = field(default_factory=list)
+    skipped: list[dict] = field(default_factory=list)
+    # The files' Arrow types, where the reader knows them: pandas holds dates, decimals,
+    # lists and structs as objects, and the sink writes them back in these types.
+    schema: pa.Schema | None = None
+
+    def fingerprint(self) -> str:
+        h = hashlib.blake2b(digest_size=16)
+        for f in sorted(self.files, key=lambda f: f["path"]):
+            h.update(json.dumps(f, sort_keys=True, default=str).encode())
+        return h.hexdigest()
+
+
+def _expand(
+    path: str | list[str], suffixes: tuple[str, ...], ignore: tuple[str, ...] = (".", "_")
+) -> tuple[fsspec.AbstractFileSystem, str, list[str], list[dict]]:
+    """(filesystem, root, files, left out) for a file, folder, glob or list; root names ids.
+
+    In a folder, a file is left out when a name on its path below the folder starts with
+    one of ``ignore``: hidden files and folders (``.ipynb_checkpoints``, macOS's ``._``
+    copies) and, for tables, what writers keep beside their output (Spark's
+    ``_temporary``), as Arrow datasets do. Each is listed, with why, for the manifest."""
+    paths = [path] if isinstance(path, str) else list(path)
+    fs, _, _ = fsspec.get_fs_token_paths(paths[0])
+    files: list[str] = []
+    left_out: list[dict] = []
+    roots = []
+    for p in paths:
+        stripped = fs._strip_protocol(p)
+        if fs.isdir(stripped):
+            roots.append(stripped)
+            for f in fs.find(stripped):
+                if not f.lower().endswith(suffixes):
+                    continue
+                names = posixpath.relpath(f, stripped).split("/")
+                hidden = next((n for n in names if n.startswith(ignore)), None)
+                if hidden is None:
+                    files.append(f)
+                else:
+                    kind = "hidden files and folders" if hidden[0] == "." else "a writer's own files"
+                    left_out.append({"path": f, "why": f"{hidden!r} starts with {hidden[0]!r}: {kind} are not read"})
+        elif any(ch in p for ch in "*?["):
+            matched = fs.glob(stripped)
+            roots.append(posixpath.dirname(stripped.split("*")[0].split("?")[0].split("[")[0]))
+            files.extend(m for m in matched if fs.isfile(m))
+        elif fs.isfile(stripped):
+            roots.append(posixpath.dirname(stripped))
+            files.append(stripped)
+        else:
+            raise SourceError(f"source path {p!r} does not exist")
+    if not files:
+        hint = f" (not read: {left_out[0]['path']}: {left_out[0]['why']})" if left_out else ""
+        raise SourceError(f"source path {path!r} holds no files ending in {', '.join(suffixes)}{hint}")
+    root = posixpath.commonpath(roots) if roots else ""
+    return fs, root, sorted(set(files)), left_out
+
+
+def _relative(path: str, root: str) -> str:
+    rel = posixpath.relpath(path, root) if root else path
+    return posixpath.basename(path) if rel.startswith("..") else rel
+
+
+def _file_record(fs, path: str) -> dict:
+    info = fs.info(path)
+    return {"path": path, "size": info.get("size"), "mtime": str(info.get("mtime") or info.get("LastModified") or "")}
+
+
+_NULLABLE = {
+    pa.int8(): pd.Int8Dtype(), pa.int16(): pd.Int16Dtype(), pa.int32(): pd.Int32Dtype(), pa.int64(): pd.Int64Dtype(),
+    pa.uint8(): pd.UInt8Dtype(), pa.uint16(): pd.UInt16Dtype(), pa.uint32(): pd.UInt32Dtype(), pa.uint64(): pd.UInt64Dtype(),
+    pa.bool_(): pd.BooleanDtype(), pa.binary(): pd.ArrowDtype(pa.binary()), pa.large_binary(): pd.ArrowDtype(pa.large_binary()),
+}
+
+
+def to_pandas(table: pa.Table) -> pd.DataFrame:
+    """Arrow → pandas keeping integers and booleans nullable, so a missing value never
+    turns a column into floats or objects and every partition has the same dtypes."""
+    return _readable_pandas_metadata(table).to_pandas(types_mapper=_NULLABLE.get)
+
+
+def _readable_pandas_metadata(table: pa.Table) -> pa.Table:
+    """The table without the dtypes its pandas metadata names but pandas cannot read back.
+
+    pandas writes an Arrow-backed column's dtype into the file as text, and for nested
+    types (``struct<bbox: list<...>>[pyarrow]``) it cannot parse that text again: reading
+    such a file failed with "data type not understood". Those columns come as Arrow
+    converts them (dicts and lists), like the same columns of a file pandas did not write.
+    """
+    meta = table.schema.pandas_metadata
+    unreadable = [c for c in (meta or {}).get("columns", []) if str(c.get("numpy_type")).endswith("[pyarrow]") and not _parses(c["numpy_type"])]
+    if not unreadable:
+        return table
+    for column in unreadable:
+        column["numpy_type"] = "object"
+    return table.replace_schema_metadata({**table.schema.metadata, b"pandas": json.dumps(meta).encode()})
+
+
+def _parses(dtype: str) -> bool:
+    try:
+        pd.api.types.pandas_dtype(dtype)
+    except TypeError:
+        return False
+    return True
+
+
+def row_ids(rel: str, start: int, n: int) -> pd.Series:
+    """``rel:start`` … ``rel:start+n-1``, built in Arrow (millions of rows a second)."""
+    numbers = pc.cast(pa.array(np.arange(start, start + n, dtype=np.int64)), pa.string())
+    return pd.Series(pc.binary_join_element_wise(f"{rel}:", numbers, ""), dtype=pd.StringDtype()).array
+
+
+def _with_id(df: pd.DataFrame, rel: str = "", start: int = 0, ids=None) -> pd.DataFrame:
+    """Give the frame a string ``id`` first: its own column if present, else file:row
+    (``ids`` when rows are not numbered consecutively)."""
+    if ID in df.columns:
+        ids = df[ID].astype("string")
+        df = df.drop(columns=[ID])
+    elif ids is None:
+        ids = row_ids(rel, start, len(df))
+    df.insert(0, ID, ids)
+    return df.reset_index(drop=True)
+
+
+def _mark_bad(df: pd.DataFrame) -> pd.DataFrame:
+    """Give the frame the reject and raw-text columns every text block carries."""
+    if REJECT not in df.columns:
+        df[REJECT] = pd.Series([None] * len(df), dtype=object, index=df.index)
+    if RAW not in df.columns:
+        df[RAW] = pd.Series([None] * len(df), dtype=object, index=df.index)
+    return df
+
+
+def _typed_nulls(extra: pd.DataFrame, empty: pd.DataFrame) -> pd.DataFrame:
+    """Rows of nulls with the frame's dtypes (for rows that failed to parse)."""
+    n = len(extra)
+    cols = {}
+    for c in empty.columns:
+        if c == ID:
+            cols[c] = extra[ID].to_numpy()
+        else:
+            cols[c] = pd.Series([None] * n, dtype=empty[c].dtype)
+    return pd.DataFrame(cols)

@@ -1,0 +1,325 @@
+"""CSV and other delimited text: separator sniffed, types from a sample, bad rows kept with their reason."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from typing import Literal
+
+import dask.dataframe as dd
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+from pydantic import Field, model_validator
+
+from dsbuild.io.sources import quoted as quoting
+from dsbuild.io.sources.common import (
+    RAW,
+    TYPE_SAMPLE_BYTES,
+    Source,
+    SourceError,
+    _expand,
+    _mark_bad,
+    _Spec,
+    _typed_nulls,
+    _with_id,
+    to_pandas,
+)
+from dsbuild.io.sources.text import _read_text_block, _text_blocks
+from dsbuild.records import ID
+from dsbuild.stages.base import REJECT
+
+
+class CsvSource(_Spec):
+    format: Literal["csv"]
+    path: str | list[str]
+    sep: str | None = Field(None, min_length=1, max_length=1, description="field separator; default a tab for .tsv "
+                            "files, else the one of , ; tab | that splits the first lines alike")
+    header: bool = True
+    column_names: list[str] | None = Field(None, description="names when the file has no header")
+    null_values: list[str] = Field(default_factory=lambda: ["", "NA", "N/A", "NaN", "nan", "null", "NULL", "?"])
+    skip_initial_space: bool = True
+    blocksize: int = Field(64 * 2**20, gt=0, description="bytes per partition of an uncompressed file")
+    infer_bytes: int = Field(TYPE_SAMPLE_BYTES, gt=0, description="bytes from the start of the first file that decide the columns' types")
+    encoding: str = "utf8"
+    decimal: str = Field(".", min_length=1, max_length=1, description="decimal mark of numbers: ',' for 3,50 (then sep is usually ';')")
+    newlines_in_values: bool | None = Field(
+        None, description="quoted values may span lines (reviews, addresses): a file is cut into blocks only between "
+        "records, found by one more pass over it. Default: when a value in the first infer_bytes does")
+
+    @model_validator(mode="after")
+    def _decimal_is_not_sep(self):
+        if self.decimal == self.sep:
+            raise ValueError(f"decimal {self.decimal!r} is also the separator; set sep (e.g. ';') or decimal")
+        return self
+
+
+def _read_csv(spec: CsvSource, count_rows: bool = True) -> Source:
+    fs, root, files, skipped = _expand(spec.path, (".csv", ".csv.gz", ".csv.bz2", ".csv.zst", ".csv.xz", ".tsv", ".tsv.gz", ".tab", ".txt"))
+    sample = _read_text_block(fs, files[0], 0, spec.infer_bytes)
+    if spec.sep is None:
+        spec = spec.model_copy(update={"sep": _sniff_sep(files[0], sample, spec)})
+    names = _csv_header(fs, files[0], spec)
+    for path in files[1:]:
+        other = _csv_header(fs, path, spec)
+        if other != names:
+            raise SourceError(f"{path}: header {other} differs from {files[0]}: {names}")
+    schema, spans_lines = _csv_infer_schema(sample, names, spec)
+    quoted = spans_lines if spec.newlines_in_values is None else spec.newlines_in_values
+    blocks, records = _text_blocks(fs, files, root, spec.blocksize, count_rows, quoted=quoted)
+    reader = _CsvBlock(fs, spec, names, schema, quoted)
+    frame = dd.from_map(reader, blocks, meta=reader._empty(), divisions=None, label="read-csv", enforce_metadata=False)
+    return Source(frame, records, skipped, schema)
+
+
+_SEPARATORS = ",;\t|"
+
+
+def _sniff_sep(path: str, sample: bytes, spec: CsvSource) -> str:
+    """A tab for .tsv and .tab files; else the separator that splits the first lines (a
+    header and its records) into the same number of fields, more than one, as the
+    standard library's sniffer finds it; a comma if none does. A European export
+    (``Apfel;3,50``) is read as it was written without a job saying so."""
+    if re.search(r"\.(tsv|tab)(\.[a-z0-9]+)?$", path.lower()):
+        return "\t"
+    fallback = "," if spec.decimal != "," else ";"
+    try:
+        text = sample[: quoting.records_end(sample[: 64 * 1024])].decode(spec.encoding)
+        return csv.Sniffer().sniff(text, delimiters=_SEPARATORS.replace(spec.decimal, "")).delimiter
+    except (csv.Error, UnicodeDecodeError, LookupError):
+        return fallback
+
+
+def _csv_header(fs, path: str, spec: CsvSource) -> list[str]:
+    if not spec.header:
+        if not spec.column_names:
+            raise SourceError(f"{path}: header: false needs column_names")
+        names = list(spec.column_names)
+    else:
+        with fs.open(path, "rb", compression="infer") as f:
+            line = f.readline()
+        try:
+            first = line.decode(spec.encoding).rstrip("\r\n").lstrip("\ufeff")  # a byte-order mark is no name
+        except UnicodeDecodeError:
+            raise SourceError(_not_text(line, spec)) from None
+        if not first:
+            raise SourceError(f"{path}: empty file, no header line")
+        names = list(spec.column_names) if spec.column_names else [n.strip().strip('"') for n in first.split(spec.sep)]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise SourceError(f"{path}: column {twice[0]!r} is named more than once in {names}; "
+                          "give every column its own name (column_names)")
+    return names
+
+
+def _csv_options(spec: CsvSource, names: list[str], types: dict | None, skip_header: bool, bad: list):
+    read = pacsv.ReadOptions(column_names=names, skip_rows=1 if skip_header else 0, encoding=spec.encoding, use_threads=False)
+
+    def on_invalid(row):
+        bad.append(row)
+        return "skip"
+
+    # Arrow reads a block in chunks cut at newlines unless told values may span them (which
+    # costs nothing measurable in one thread); dsbuild cuts files into blocks itself
+    parse = pacsv.ParseOptions(delimiter=spec.sep, invalid_row_handler=on_invalid, newlines_in_values=True)
+    convert = pacsv.ConvertOptions(
+        null_values=spec.null_values, strings_can_be_null=True, quoted_strings_can_be_null=True, column_types=types or {},
+        decimal_point=spec.decimal,
+    )
+    return read, parse, convert
+
+
+def _csv_infer_schema(sample: bytes, names: list[str], spec: CsvSource) -> tuple[pa.Schema, bool]:
+    """The columns' types from a few MB, and whether a value there spans lines."""
+    # Drop a possibly cut last record (it may be a quoted value cut between its lines).
+    cut = sample[: quoting.records_end(sample)] or sample
+    if spec.skip_initial_space:
+        cut = _strip_after_separators(cut, spec.sep)
+    table = pacsv.read_csv(io.BytesIO(cut), *_csv_options(spec, names, None, spec.header, []))
+    if any(pa.types.is_binary(f.type) for f in table.schema):  # Arrow's type for text that does not decode
+        raise SourceError(_not_text(cut, spec))
+    fields = [pa.field(f.name, pa.string() if pa.types.is_null(f.type) else f.type) for f in table.schema]
+    return pa.schema(fields), _has_newline_value(table)
+
+
+def _has_newline_value(table: pa.Table) -> bool:
+    return any(
+        pc.any(pc.match_substring(col, "\n")).as_py()
+        for col in table.columns
+        if pa.types.is_string(col.type) or pa.types.is_large_string(col.type) or pa.types.is_binary(col.type)
+    )
+
+
+def _not_text(sample: bytes, spec: CsvSource) -> str:
+    """The first line of ``spec.path`` that is not ``spec.encoding`` text, and the way out."""
+    for number, line in enumerate(sample.split(b"\n"), start=1):
+        try:
+            line.decode(spec.encoding)
+        except UnicodeDecodeError as e:
+            return (f"{spec.path}: line {number} is not {spec.encoding} text ({line[max(e.start - 20, 0):e.end + 20]!r}); "
+                    "set source.encoding to the file's, e.g. latin-1 or cp1252")
+    return f"{spec.path}: not {spec.encoding} text; set source.encoding to the file's, e.g. latin-1 or cp1252"
+
+
+def _strip_after_separators(data: bytes, sep: str) -> bytes:
+    """Spaces after each separator removed (UCI's ``39, State-gov, ...``), but not inside
+    quotes, where they are the value's own (``"Smith, J"``): the text between quotes
+    alternates outside, inside (a doubled quote inside is an empty outside piece)."""
+    s = sep.encode()
+    if s + b" " not in data:
+        return data
+    if b'"' not in data:
+        return data.replace(s + b" ", s).replace(s + b" ", s)
+    pieces = data.split(b'"')
+    pieces[::2] = [p.replace(s + b" ", s).replace(s + b" ", s) for p in pieces[::2]]
+    return b'"'.join(pieces)
+
+
+class _CsvBlock:
+    def __init__(self, fs, spec: CsvSource, names: list[str], schema: pa.Schema, quoted: bool = False):
+        self.fs, self.spec, self.names, self.schema, self.quoted = fs, spec, names, schema, quoted
+
+    def _empty(self) -> pd.DataFrame:
+        df = _with_id(to_pandas(self.schema.empty_table()))
+        return _mark_bad(df)
+
+    def __call__(self, block) -> pd.DataFrame:
+        path, rel, start, length, first_line, *quote_states = block
+        if quote_states and length is not None:
+            with self.fs.open(path, "rb") as f:
+                data = quoting.read_records(f, start, length, *quote_states[0])
+            data = data if data.endswith(b"\n") or not data else data + b"\n"
+        else:
+            data = _read_text_block(self.fs, path, start, length)
+        if self.spec.skip_initial_space:
+            data = _strip_after_separators(data, self.spec.sep)
+        header_here = self.spec.header and start == 0
+        # Ids are file:row, the row's data line in the file: the block's first line plus
+        # the line of the row's record in the block (Arrow counts records, skipping empty
+        # lines). Where values span lines, a record's line is its number among the pieces
+        # between newlines outside quotes.
+        offset = first_line - (1 if self.spec.header and start != 0 else 0)
+        bad: list = []
+        try:
+            table, typed = pacsv.read_csv(io.BytesIO(data), *self._options(header_here, bad)), True
+        except pa.ArrowInvalid:  # a value does not fit its column's type, or is not text
+            bad = []
+            table, typed = pacsv.read_csv(io.BytesIO(data), *self._options(header_here, bad, {n: pa.binary() for n in self.names})), False
+        spans_lines = self.quoted or (b'"' in data and _has_newline_value(table))
+        if spans_lines and not self.quoted and length is not None:
+            raise self._spans_lines(path, start)
+        line_of = _record_lines(data, header_here, spans_lines)
+        if typed:
+            df = to_pandas(table)
+            rows, bad_rows = _place_invalid(bad, len(df), header_here) if bad else (None, [])
+        else:
+            df, rows, bad_rows = self._typed_by_hand(table, bad, data, header_here, line_of, spans_lines)
+        if line_of is not None and rows is None:
+            rows = range(len(df))
+        line = (lambda r: r) if line_of is None else line_of.__getitem__
+        ids = None if rows is None else pd.array([f"{rel}:{offset + line(r)}" for r in rows], dtype="string")
+        df = _with_id(df, rel, offset, ids)
+        out = _mark_bad(df)
+        if bad_rows:
+            extra = pd.DataFrame({ID: pd.array([f"{rel}:{offset + line(r)}" for r, _, _ in bad_rows], dtype="string")})
+            out = _mark_bad(pd.concat([out, _typed_nulls(extra, self._empty())], ignore_index=True))
+            out.loc[len(df):, REJECT] = [why for _, _, why in bad_rows]
+            out.loc[len(df):, RAW] = [text for _, text, _ in bad_rows]
+        return out
+
+    def _options(self, header_here: bool, bad: list, types: dict | None = None):
+        types = types or dict(zip(self.schema.names, self.schema.types))
+        return _csv_options(self.spec, self.names, types, header_here, bad)
+
+    def _spans_lines(self, path: str, start: int) -> SourceError:
+        """A quoted value spans lines past the sample that decided how to cut the file: this
+        block was cut inside a value, and its rows would be wrong."""
+        return SourceError(
+            f"{path}: a quoted value spans lines in the block at byte {start:,}, past the first {self.spec.infer_bytes:,} "
+            "bytes that decided how to cut the file; set source.newlines_in_values: true")
+
+    def _typed_by_hand(self, table: pa.Table, bad: list, data: bytes, header_here: bool, line_of: np.ndarray | None,
+                       spans_lines: bool):
+        """The block read as bytes (``table``): convert per column, and reject the rows whose
+        values do not fit, naming the column and value."""
+        rows, bad_rows = _place_invalid(bad, table.num_rows, header_here)
+        rows = np.asarray(rows)
+        reasons = np.full(table.num_rows, None, dtype=object)
+        out = {}
+        for f in self.schema:
+            text = col = _decoded(table.column(f.name), reasons, f.name)
+            if pa.types.is_floating(f.type) and self.spec.decimal != ".":
+                col = col.str.replace(self.spec.decimal, ".", regex=False)
+            try:
+                converted = to_pandas(pa.table({f.name: pa.array(col, type=pa.string()).cast(f.type)}))[f.name]
+                out[f.name] = converted
+                continue
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                pass
+            num = pd.to_numeric(col, errors="coerce") if (pa.types.is_integer(f.type) or pa.types.is_floating(f.type)) else None
+            failed = col.notna() & (num.isna() if num is not None else True)
+            if pa.types.is_integer(f.type):
+                failed |= num.notna() & (num != np.floor(num))
+            for i in np.flatnonzero(failed.to_numpy()):
+                if reasons[i] is None:
+                    reasons[i] = f"type:{f.name}={text.iat[i]}"
+            good = num.where(~failed) if num is not None else pd.Series(None, index=col.index)
+            out[f.name] = to_pandas(pa.table({f.name: pa.array(good, type=f.type, from_pandas=True)}))[f.name].set_axis(col.index)
+        df = pd.DataFrame(out, index=pd.RangeIndex(table.num_rows))
+        keep = np.array([r is None for r in reasons], dtype=bool)
+        lines = (quoting.lines(data) if spans_lines else data.split(b"\n"))[:-1]
+        for i in np.flatnonzero(~keep):
+            row = int(rows[i])
+            at = (1 if header_here else 0) + (row if line_of is None else int(line_of[row]))
+            text = lines[at].decode(self.spec.encoding, "replace") if at < len(lines) else ""
+            bad_rows.append((row, text, reasons[i]))
+        return df[keep].reset_index(drop=True), [int(r) for r in rows[keep]], bad_rows
+
+
+def _decoded(column: pa.ChunkedArray, reasons: np.ndarray, name: str) -> pd.Series:
+    """Bytes as text (Arrow has transcoded them to UTF-8 and checks it in one cast); where
+    a value is not text, it is missing, and its row, if not rejected yet, gets the reason
+    ``encoding:<column>``."""
+    try:
+        return column.cast(pa.string()).to_pandas()
+    except pa.ArrowInvalid:
+        pass
+    text = np.full(len(column), None, dtype=object)
+    for i, value in enumerate(column.to_pylist()):
+        if value is None:
+            continue
+        try:
+            text[i] = value.decode("utf8")
+        except UnicodeDecodeError:
+            if reasons[i] is None:
+                reasons[i] = f"encoding:{name}"
+    return pd.Series(text, dtype=object)
+
+
+def _place_invalid(bad: list, n_parsed: int, header_here: bool) -> tuple[list[int] | None, list[tuple]]:
+    """Rows Arrow skipped as invalid: each parsed row's number and (number, text, reason)
+    for each skipped one. Arrow numbers records from 1, the header included and empty
+    lines not; one it cannot place goes after the parsed rows."""
+    skip = 1 if header_here else 0
+    placed = [b.number - 1 - skip if b.number is not None else None for b in bad]
+    known = set(placed)
+    free = [r for r in range(n_parsed + len(bad)) if r not in known]
+    rows, unknown = free[:n_parsed], iter(free[n_parsed:])
+    placed = [p if p is not None else next(unknown) for p in placed]
+    reasons = [(p, b.text, f"csv:fields=expected {b.expected_columns}, got {b.actual_columns}") for p, b in zip(placed, bad)]
+    return rows, reasons
+
+
+def _record_lines(data: bytes, header_here: bool, quoted: bool = False) -> np.ndarray | None:
+    """The data line of each record Arrow reads from the block, or None when they are the
+    same (no empty line). Without it a row's id moved with the block boundaries: rows after
+    an empty line were numbered by record in their block but by line across blocks.
+    ``quoted``: lines are the pieces between newlines outside quotes."""
+    if not (b"\n\n" in data or b"\n\r\n" in data or data.startswith((b"\n", b"\r\n"))):
+        return None
+    lines = (quoting.lines(data) if quoted else data.split(b"\n"))[:-1]
+    first = 1 if header_here else 0
+    return np.array([i - first for i in range(first, len(lines)) if lines[i].rstrip(b"\r")], dtype=np.int64)

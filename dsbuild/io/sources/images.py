@@ -1,0 +1,74 @@
+"""A folder of images, one subfolder per class giving the label."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import dask.dataframe as dd
+import pandas as pd
+from pydantic import Field
+
+from dsbuild.io.sources.common import Source, SourceError, _expand, _file_record, _relative, _Spec
+from dsbuild.records import ID, image_series, image_size, sniff_image_format
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+
+
+class ImagesSource(_Spec):
+    format: Literal["images"]
+    path: str
+    labels: Literal["auto", "folders", "none"] = Field(
+        "auto", description="label from the class subfolder; auto: when every image sits in one"
+    )
+    extensions: list[str] = Field(default_factory=lambda: list(IMAGE_EXTENSIONS))
+    files_per_partition: int = Field(256, gt=0)
+
+
+def _read_images(spec: ImagesSource) -> Source:
+    suffixes = tuple(e.lower() if e.startswith(".") else f".{e.lower()}" for e in spec.extensions)
+    fs, _, files, skipped = _expand(spec.path, suffixes, ignore=(".",))  # '_DSC0001.JPG' is a photo
+    root = fs._strip_protocol(spec.path).rstrip("/")
+    rels = [_relative(f, root) for f in files]
+    in_folders = all("/" in r for r in rels)
+    if spec.labels == "folders" and not in_folders:
+        flat = next(r for r in rels if "/" not in r)
+        raise SourceError(f"{spec.path}: labels: folders, but {flat!r} is not in a class subfolder")
+    with_labels = spec.labels == "folders" or (spec.labels == "auto" and in_folders)
+    records = [_file_record(fs, f) for f in files]
+    chunks = [
+        list(zip(files[i : i + spec.files_per_partition], rels[i : i + spec.files_per_partition]))
+        for i in range(0, len(files), spec.files_per_partition)
+    ]
+    reader = _ImageFiles(fs, with_labels)
+    return Source(dd.from_map(reader, chunks, meta=reader(None), divisions=None, label="read-images", enforce_metadata=False), records, skipped)
+
+
+class _ImageFiles:
+    def __init__(self, fs, with_labels: bool):
+        self.fs, self.with_labels = fs, with_labels
+
+    def __call__(self, chunk) -> pd.DataFrame:
+        chunk = chunk or []
+        blobs = []
+        for path, _ in chunk:
+            with self.fs.open(path, "rb") as f:
+                blobs.append(f.read())
+        df = images_frame([rel for _, rel in chunk], blobs, [path for path, _ in chunk])
+        if self.with_labels:
+            df["label"] = pd.array([rel.split("/")[0] for _, rel in chunk], dtype="string")
+        return df
+
+
+def images_frame(ids: list[str], blobs: list[bytes], paths: list[str] | None = None) -> pd.DataFrame:
+    """The standard image columns: bytes with format, height and width beside them."""
+    sizes = [image_size(b) for b in blobs]
+    return pd.DataFrame(
+        {
+            ID: pd.array(ids, dtype="string"),
+            "image": image_series(blobs),
+            "image_format": pd.array([sniff_image_format(b) for b in blobs], dtype="string"),
+            "image_height": pd.array([s[0] if s else None for s in sizes], dtype="Int64"),
+            "image_width": pd.array([s[1] if s else None for s in sizes], dtype="Int64"),
+            **({"path": pd.array(paths, dtype="string")} if paths is not None else {}),
+        }
+    )

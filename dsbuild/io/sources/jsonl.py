@@ -1,0 +1,205 @@
+"""JSON lines, and .json files holding one array of objects."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from typing import Any, Literal
+
+import dask.dataframe as dd
+import pandas as pd
+import pyarrow as pa
+from pydantic import Field
+
+from dsbuild.io.sources.common import (
+    RAW,
+    TYPE_SAMPLE_BYTES,
+    Source,
+    SourceError,
+    _expand,
+    _mark_bad,
+    _Spec,
+    _typed_nulls,
+    _with_id,
+    to_pandas,
+)
+from dsbuild.io.sources.text import _read_text_block, _text_blocks
+from dsbuild.records import ID
+from dsbuild.stages.base import REJECT
+
+
+class JsonlSource(_Spec):
+    format: Literal["jsonl"]
+    path: str | list[str]
+    blocksize: int = Field(64 * 2**20, gt=0)
+    infer_bytes: int = Field(TYPE_SAMPLE_BYTES, gt=0, description="bytes from the start of the first file that decide the columns' types")
+
+
+def _read_jsonl(spec: JsonlSource, count_rows: bool = True) -> Source:
+    """JSON lines; a file that is one JSON array of objects (what many tools export as
+    ``.json``) is read too, whole, as one partition: an array cannot be split."""
+    fs, root, files, skipped = _expand(spec.path, (".jsonl", ".json", ".ndjson", ".jsonl.gz", ".json.gz", ".ndjson.gz"))
+    arrays = {f for f in files if _is_json_array(fs, f)}
+    sample = _read_text_block(fs, files[0], 0, spec.infer_bytes)
+    if files[0] in arrays:
+        rows = _array_prefix(sample, 1000)
+    else:
+        rows = [value for _, value, _ in itertools.islice(_JsonBlock.items(sample, files[0], 0), 1000)]
+    rows = [r for r in rows if isinstance(r, dict)]
+    if not rows:
+        raise SourceError(f"{files[0]}: no JSON object in the first lines")
+    schema = _json_schema(rows)
+    blocks, records = _text_blocks(fs, files, root, spec.blocksize, count_rows, whole=arrays)
+    reader = _JsonBlock(fs, schema)
+    frame = dd.from_map(reader, blocks, meta=reader.empty(), divisions=None, label="read-jsonl", enforce_metadata=False)
+    return Source(frame, records, skipped, schema)
+
+
+def _is_json_array(fs, path: str) -> bool:
+    """A ``.json`` file whose text starts with ``[`` (JSON lines files are not opened)."""
+    if not _may_be_array(path):
+        return False
+    with fs.open(path, "rb", compression="infer") as f:
+        return _starts_array(f.read(256))
+
+
+def _may_be_array(path: str) -> bool:
+    return path.endswith((".json", ".json.gz"))
+
+
+def _starts_array(data: bytes) -> bool:
+    return data.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"[")
+
+
+def _json_array(data: bytes, path: str) -> list:
+    """The elements of a file holding one JSON array."""
+    try:
+        items = json.loads(data.decode("utf-8-sig"))
+    except ValueError as e:
+        raise SourceError(f"{path}: starts as a JSON array but does not parse as one: {e}") from None
+    if not isinstance(items, list):
+        raise SourceError(f"{path}: starts with '[' but is not a JSON array")
+    return items
+
+
+def _array_prefix(sample: bytes, limit: int) -> list:
+    """The first elements of a JSON array, from the start of its file: the driver types the
+    columns from them, and only the task that reads the file parses it whole."""
+    text = sample.decode("utf-8-sig", "ignore")
+    decoder, out, at = json.JSONDecoder(), [], text.find("[") + 1
+    while len(out) < limit:
+        while at < len(text) and text[at] in " \t\r\n,":
+            at += 1
+        if at >= len(text) or text[at] == "]":
+            break
+        try:
+            value, at = decoder.raw_decode(text, at)
+        except ValueError:  # cut by the sample's end; a file that is not JSON fails in its task
+            break
+        out.append(value)
+    return out
+
+
+def _raw_text(raw) -> str:
+    """A rejected record's text: its line, or its array element written back as JSON."""
+    return raw.decode("utf8", "replace") if isinstance(raw, bytes) else json.dumps(raw, ensure_ascii=False)
+
+
+def _json_schema(rows: list[dict]) -> pa.Schema:
+    """Each field takes the type most of the sample's values have; a value of another
+    type later is rejected with the field named, rather than turning the column to text."""
+    names: dict[str, list] = {}
+    for row in rows:
+        for k, v in row.items():
+            names.setdefault(k, []).append(v)
+    fields = []
+    for name, values in names.items():
+        kinds: dict[str, list] = {}
+        for v in values:
+            if v is not None:
+                kind = "float" if isinstance(v, float) else type(v).__name__
+                kinds.setdefault(kind, []).append(v)
+        if "int" in kinds and "float" in kinds:
+            kinds["float"] += kinds.pop("int")
+        if not kinds:
+            fields.append(pa.field(name, pa.string()))
+            continue
+        common = max(kinds.values(), key=len)
+        try:
+            fields.append(pa.field(name, pa.array(common).type))
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            fields.append(pa.field(name, pa.string()))
+    return pa.schema(fields)
+
+
+class _JsonBlock:
+    def __init__(self, fs, schema: pa.Schema):
+        self.fs, self.schema = fs, schema
+
+    def empty(self) -> pd.DataFrame:
+        return _mark_bad(_with_id(to_pandas(self.schema.empty_table())))
+
+    @staticmethod
+    def items(data: bytes, path: str, start: int):
+        """(line or array index, value, raw): the block's JSON lines (raw: the line), or
+        the elements of a file that is one JSON array (always a block of its own; raw:
+        the element). A line that is not JSON has the value ``_UNPARSED``."""
+        if start == 0 and _may_be_array(path) and _starts_array(data):
+            for i, item in enumerate(_json_array(data, path)):
+                yield i, item, item
+            return
+        for i, line in enumerate(data.split(b"\n")[:-1]):
+            if not line.strip():
+                continue
+            try:
+                value = json.loads(line)
+            except ValueError:
+                value = _UNPARSED
+            yield i, value, line
+
+    def __call__(self, block) -> pd.DataFrame:
+        path, rel, start, length, first_line = block
+        data = _read_text_block(self.fs, path, start, length)
+        raws: dict[int, Any] = {}
+        good, good_rows, bad = [], [], []
+        for i, obj, raw in self.items(data, path, start):
+            raws[i] = raw
+            if not isinstance(obj, dict):
+                bad.append((i, _raw_text(raw), "json:ValueError" if obj is not _UNPARSED else "json:JSONDecodeError"))
+                continue
+            unknown = set(obj) - set(self.schema.names)
+            if unknown:
+                bad.append((i, _raw_text(raw), f"json:unknown-field={sorted(unknown)[0]}"))
+                continue
+            good.append(obj)
+            good_rows.append(i)
+        typed, typed_rows = [], []
+        for obj, i in zip(good, good_rows):
+            try:
+                pa.Table.from_pylist([obj], schema=self.schema)
+            except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
+                field_name = next((k for k in obj if not _fits(obj[k], self.schema.field(k).type)), "?")
+                bad.append((i, _raw_text(raws[i]), f"type:{field_name}={obj.get(field_name)!r}"[:120]))
+                continue
+            typed.append(obj)
+            typed_rows.append(i)
+        df = to_pandas(pa.Table.from_pylist(typed, schema=self.schema) if typed else self.schema.empty_table())
+        df = _with_id(df, ids=pd.array([f"{rel}:{first_line + i}" for i in typed_rows], dtype="string"))
+        out = _mark_bad(df)
+        if bad:
+            extra = pd.DataFrame({ID: pd.array([f"{rel}:{first_line + i}" for i, _, _ in bad], dtype="string")})
+            out = pd.concat([out, _mark_bad(_typed_nulls(extra, self.empty()))], ignore_index=True)
+            out.loc[len(df):, REJECT] = [why for _, _, why in bad]
+            out.loc[len(df):, RAW] = [text for _, text, _ in bad]
+        return out
+
+
+_UNPARSED = object()
+
+
+def _fits(value, typ: pa.DataType) -> bool:
+    try:
+        pa.array([value], type=typ)
+        return True
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
+        return False

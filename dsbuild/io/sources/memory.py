@@ -1,0 +1,138 @@
+"""Data already at hand: the bundled samples, and frames built in Python."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import dask
+import dask.dataframe as dd
+import numpy as np
+import pandas as pd
+from pydantic import ConfigDict, Field, field_validator
+
+from dsbuild.io.sources.common import Source, _Spec, _with_id
+from dsbuild.io.sources.delimited import CsvSource, _read_csv
+from dsbuild.io.sources.images import images_frame
+from dsbuild.records import ID
+
+
+class SampleSource(_Spec):
+    format: Literal["sample"]
+    name: Literal["digits", "breast_cancer", "adult", "adult_test", "german_credit"]
+    partitions: int = Field(4, gt=0)
+
+
+class FrameSource(_Spec):
+    """A pandas or Dask DataFrame built in Python: ``source={"format": "frame", "frame": df}``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+    format: Literal["frame"]
+    frame: Any = Field(..., exclude=True, description="a pandas or Dask DataFrame (Python jobs only)")
+    name: str = Field("frame", min_length=1, description="names the rows, name:row, and the input in the manifest")
+    rows_per_partition: int = Field(1_000_000, gt=0, description="rows per partition of a pandas frame")
+
+    @field_validator("frame")
+    @classmethod
+    def _a_frame(cls, value):
+        if not isinstance(value, (pd.DataFrame, dd.DataFrame)):
+            raise ValueError(f"frame must be a pandas or Dask DataFrame, got {type(value).__name__}")
+        return value
+
+
+_BUNDLED_CSV = {"adult": "adult.csv.gz", "adult_test": "adult_test.csv.gz", "german_credit": "german_credit.csv.gz"}
+
+
+def bundled_path(name: str) -> str:
+    from importlib.resources import files
+
+    return str(files("dsbuild.io") / "data" / _BUNDLED_CSV[name])
+
+
+def _read_sample(spec: SampleSource, count_rows: bool = True) -> Source:
+    if spec.name in _BUNDLED_CSV:
+        path = bundled_path(spec.name)
+        return _read_csv(CsvSource(format="csv", path=path), count_rows)
+    loader = _SklearnSample(spec.name)
+    n = loader.rows()
+    bounds = np.linspace(0, n, min(spec.partitions, n) + 1).astype(int)
+    ranges = list(zip(bounds[:-1], bounds[1:]))
+    frame = dd.from_map(loader, ranges, meta=loader((0, 0)), divisions=None, label=f"sample-{spec.name}", enforce_metadata=False)
+    return Source(frame, [{"path": f"sklearn:{spec.name}", "size": n, "mtime": ""}])
+
+
+def _read_frame(spec: FrameSource) -> Source:
+    """Ids are the frame's ``id`` column, else ``name:row`` by the row's position in the
+    whole frame, whatever its partitions. A meaningful index (named, or not 0..n-1) is kept
+    as a column, as ``to_parquet`` keeps it."""
+    frame = spec.frame
+    if isinstance(frame, pd.DataFrame):
+        if frame.index.name is not None or not frame.index.equals(pd.RangeIndex(len(frame))):
+            frame = frame.reset_index()
+        rows = len(frame)
+        starts = list(range(0, rows, spec.rows_per_partition)) or [0]
+        frame = _scattered([frame.iloc[s : s + spec.rows_per_partition] for s in starts], frame.iloc[:0])
+    else:
+        if frame.known_divisions and frame.index.name is not None:
+            frame = frame.reset_index()
+        starts = None
+        rows = None
+    if ID not in frame.columns and starts is None:
+        lengths = frame.map_partitions(len, meta=(None, "int64")).compute().tolist()
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(int).tolist()
+        rows = int(sum(lengths))
+    meta = _with_id(frame._meta.copy(), spec.name, 0)
+    named = frame.map_partitions(_FrameRows(spec.name, starts), meta=meta, enforce_metadata=False, align_dataframes=False)
+    return Source(named, [{"path": f"frame:{spec.name}", "size": rows, "mtime": dask.base.tokenize(spec.frame)}])
+
+
+def _scattered(parts: list[pd.DataFrame], meta: pd.DataFrame):
+    """The parts as a Dask frame: sent to the workers once, where a distributed client is
+    current (in the graph, they would travel with every compute of the job)."""
+    try:
+        from distributed import default_client
+
+        parts = default_client().scatter(parts, hash=False)
+    except (ImportError, ValueError):
+        pass
+    return dd.from_delayed([dask.delayed(p) for p in parts], meta=meta, verify_meta=False)
+
+
+class _FrameRows:
+    def __init__(self, name: str, starts: list[int] | None):
+        self.name, self.starts = name, starts
+
+    def __call__(self, part: pd.DataFrame, partition_info=None) -> pd.DataFrame:
+        start = self.starts[partition_info["number"]] if self.starts is not None and partition_info else 0
+        return _with_id(part.copy(), self.name, start)
+
+
+class _SklearnSample:
+    """scikit-learn's bundled data sets: digits as PNG images with labels, breast_cancer."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def rows(self) -> int:
+        return len(self._load().target)
+
+    def _load(self):
+        from sklearn import datasets
+
+        return datasets.load_digits() if self.name == "digits" else datasets.load_breast_cancer()
+
+    def __call__(self, bounds) -> pd.DataFrame:
+        lo, hi = bounds
+        data = self._load()
+        idx = range(lo, hi)
+        ids = [f"{self.name}:{i}" for i in idx]
+        if self.name == "digits":
+            from dsbuild.kernels.decode import encode_image
+
+            pixels = (data.images[lo:hi] * (255.0 / 16.0)).round().astype(np.uint8)
+            df = images_frame(ids, [encode_image(p, "png") for p in pixels])
+            df["label"] = pd.array([str(t) for t in data.target[lo:hi]], dtype="string")
+            return df
+        df = pd.DataFrame(data.data[lo:hi], columns=[str(c) for c in data.feature_names])
+        df.insert(0, ID, pd.array(ids, dtype="string"))
+        df["diagnosis"] = pd.array([str(data.target_names[t]) for t in data.target[lo:hi]], dtype="string")
+        return df

@@ -1,0 +1,98 @@
+"""Text files cut into blocks of whole records, rows numbered whatever the block boundaries."""
+
+from __future__ import annotations
+
+import dask
+import fsspec
+from fsspec.utils import read_block
+
+from dsbuild.io.sources import quoted as quoting
+from dsbuild.io.sources.common import _file_record, _relative
+
+
+def _text_blocks(
+    fs, files: list[str], root: str, blocksize: int, count_rows: bool = True, whole=(), quoted: bool = False
+) -> tuple[list[tuple], list[dict]]:
+    """(path, rel, start, length, first_row) per block, newline-aligned, rows counted.
+
+    Compressed files, and the files in ``whole``, are one block each. Rows per block are
+    counted by a parallel pass over the blocks first (cheap: only newlines are counted),
+    so that every row gets its true row number whatever the block boundaries.
+
+    ``quoted``: values may hold newlines, so a block is cut at newlines outside quotes
+    (``quoted``) and rows are numbered by those; each block carries the quote states
+    at its two ends as a sixth item.
+    """
+    if quoted:
+        return _quoted_blocks(fs, files, root, blocksize)
+    records, spans = [], []
+    for path in files:
+        record = _file_record(fs, path)
+        records.append(record)
+        compressed = fsspec.utils.infer_compression(path) is not None
+        size = record["size"] or 0
+        if compressed or size <= blocksize or path in whole:
+            spans.append((path, _relative(path, root), 0, None))
+        else:
+            for start in range(0, size, blocksize):
+                spans.append((path, _relative(path, root), start, blocksize))
+    counts = [0] * len(spans)
+    split = [i for i, s in enumerate(spans) if s[3] is not None]
+    if split and count_rows:
+        counted = dask.compute(*[dask.delayed(_count_lines)(fs, *spans[i][::2], spans[i][3]) for i in split])
+        for i, n in zip(split, counted):
+            counts[i] = n
+    blocks, line = [], 0
+    for i, (path, rel, start, length) in enumerate(spans):
+        if start == 0:
+            line = 0
+        blocks.append((path, rel, start, length, line))
+        line += counts[i]
+    return blocks, records
+
+
+def _quoted_blocks(fs, files: list[str], root: str, blocksize: int) -> tuple[list[tuple], list[dict]]:
+    records, spans = [], []
+    for path in files:
+        record = _file_record(fs, path)
+        records.append(record)
+        size = record["size"] or 0
+        if fsspec.utils.infer_compression(path) is not None or size <= blocksize:
+            spans.append((path, _relative(path, root), 0, None))
+        else:
+            spans.extend((path, _relative(path, root), start, blocksize) for start in range(0, size, blocksize))
+    split = [s for s in spans if s[3] is not None]
+    counted = iter(dask.compute(*[dask.delayed(_range_counts)(fs, path, start, length) for path, _, start, length in split]))
+    blocks, inside, passed = [], 0, 0
+    for i, (path, rel, start, length) in enumerate(spans):
+        if length is None:
+            blocks.append((path, rel, start, None, 0, (0, 0)))
+            continue
+        if start == 0:
+            inside, passed = 0, 0
+        odd, if_outside, if_inside = next(counted)
+        # the block's first record is the line after the first newline outside quotes in
+        # its range, so its number counts every such newline before it (none for a file's first)
+        blocks.append((path, rel, start, length, passed + 1 if start else 0, (inside, inside ^ odd)))
+        passed += if_inside if inside else if_outside
+        inside ^= odd
+    return blocks, records
+
+
+def _range_counts(fs, path: str, start: int, length: int) -> tuple[int, int, int]:
+    with fs.open(path, "rb") as f:
+        f.seek(start)
+        return quoting.range_counts(f.read(length))
+
+
+def _count_lines(fs, path: str, start: int, length: int) -> int:
+    return _read_text_block(fs, path, start, length).count(b"\n")
+
+
+def _read_text_block(fs, path: str, start: int, length: int | None) -> bytes:
+    with fs.open(path, "rb", compression="infer") as f:
+        if length is None:
+            data = f.read()
+            return data if data.endswith(b"\n") or not data else data + b"\n"
+        data = read_block(f, start, length, delimiter=b"\n")
+    return data if data.endswith(b"\n") or not data else data + b"\n"
