@@ -39,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("report", help="write report.html for an output folder again")
     p.add_argument("output")
 
-    sub.add_parser("stages", help="list the registered stages and their options")
+    p = sub.add_parser("stages", help="list the registered stages and their options")
+    p.add_argument("names", nargs="*", help="only these stages (default: all)")
 
     p = sub.add_parser("submit", help="start a job in the background and return once it is accepted")
     p.add_argument("job", help="job file (YAML)")
@@ -164,8 +165,14 @@ def _report(args) -> int:
 
 def _stages(args) -> int:
     from dsbuild.stages import STAGES
+    from dsbuild.stages.base import _did_you_mean
 
-    for name in sorted(STAGES):
+    unknown = [n for n in args.names if n not in STAGES]
+    if unknown:
+        print(f"error: no stage {unknown[0]!r}{_did_you_mean(unknown[0], STAGES)}; "
+              f"stages are {', '.join(sorted(STAGES))}", file=sys.stderr)
+        return 2
+    for name in sorted(args.names or STAGES):
         cls = STAGES[name]
         doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
         print(f"{name}  [{cls.shape}]  {doc}")

@@ -61,6 +61,10 @@ def test_stages_lists_every_stage_with_options(capsys):
     for name in STAGES:
         assert f"\n{name}  [" in f"\n{out}"
     assert "where: list[Condition] (default [])" in out
+    assert main(["stages", "reweigh"]) == 0
+    assert capsys.readouterr().out.startswith("reweigh  [fit_apply]")
+    assert main(["stages", "reweight"]) == 2
+    assert "no stage 'reweight' (did you mean 'reweigh'?)" in capsys.readouterr().err
 
 
 def test_inspect_reads_a_finished_output(client, tmp_path, capsys):
