@@ -47,7 +47,9 @@ ITEM_EXAMPLES = 3  # annotation item ids a warning shows
 
 
 def label_keys(values: pd.Series) -> pd.Series:
-    """Labels as strings that compare equal across readers: 1, 1.0 and "1" are one class."""
+    """Labels as strings that compare equal across readers: 1, 1.0 and "1" are one class,
+    and so are "cat" and "cat " (a space typed into a form is no new class; one alone is
+    no label)."""
     s = values
     if pd.api.types.is_float_dtype(s):
         present = s.dropna()
@@ -55,7 +57,8 @@ def label_keys(values: pd.Series) -> pd.Series:
             s = s.astype("Int64")
     elif pd.api.types.is_object_dtype(s):
         s = s.map(lambda v: int(v) if isinstance(v, float) and v.is_integer() else v, na_action="ignore")
-    return s.astype("string")
+    s = s.astype("string").str.strip()
+    return s.mask(s == "")
 
 
 def _sort_keys(keys) -> list[str]:
@@ -343,12 +346,13 @@ def _inventory(part: pd.DataFrame, _state) -> dict:
     annotators = annotators.groupby(level=0).sum()
     labels = ok[LABEL].value_counts(sort=False)
     keys = label_keys(pd.Series(labels.index, dtype=labels.index.dtype))
-    examples = dict(zip(keys.tolist(), labels.index.tolist()))
+    examples = _merge_examples({}, ((k, v.strip() if isinstance(v, str) else v) for k, v in zip(keys.tolist(), labels.index) if k is not pd.NA))
+    blank = int(labels.to_numpy()[keys.isna().to_numpy()].sum())  # only spaces: no answer
     labels = pd.Series(labels.to_numpy(), index=keys.to_numpy()).groupby(level=0).sum()
     return {
         "rows": len(part),
         "unreadable": int(bad.sum()),
-        "missing": int(missing.sum()),
+        "missing": int(missing.sum()) + blank,
         "annotators": annotators,
         "labels": labels,
         "examples": examples,
@@ -356,9 +360,14 @@ def _inventory(part: pd.DataFrame, _state) -> dict:
     }
 
 
-def _first_examples(keys: pd.Series, values: pd.Series) -> dict:
-    first = ~keys.duplicated()
-    return dict(zip(keys[first].tolist(), values[first].tolist()))
+def _merge_examples(a: dict, pairs) -> dict:
+    """One value per label key whatever the order partitions merge in (1 and 1.0 share
+    the key "1"; the output writes the same one of them at any partitioning)."""
+    out = dict(a)
+    for k, v in pairs:
+        out[k] = min(out.get(k, v), v, key=lambda x: (type(x).__name__, repr(x)))
+    return out
+
 
 
 def _merge_inventory(a: dict, b: dict) -> dict:
@@ -368,7 +377,7 @@ def _merge_inventory(a: dict, b: dict) -> dict:
         "missing": a["missing"] + b["missing"],
         "annotators": a["annotators"].add(b["annotators"], fill_value=0),
         "labels": a["labels"].add(b["labels"], fill_value=0),
-        "examples": {**b["examples"], **a["examples"]},
+        "examples": _merge_examples(a["examples"], b["examples"].items()),
         "items": sorted({*a["items"], *b["items"]})[:ITEM_EXAMPLES],
     }
 
@@ -568,18 +577,32 @@ class AggregateLabels(Stage):
 
     def result_warnings(self, entry: dict) -> list[str]:
         """Annotations whose items are not the data's ids match nothing, and every row
-        would go to rejects as no-annotations without a word on why."""
+        would go to rejects as no-annotations without a word on why. Labels that differ
+        only in case (free-text answers) are classes of their own, which splits votes."""
+        notes = _case_variants(self.ctx.name, entry.get("summary", {}).get("labels", []))
         items = entry.get("summary", {}).get("items_annotated", 0)
         matched = int(entry["metrics"].get("annotated", 0))
         if not items or matched >= items:
-            return []
+            return notes
         examples = ", ".join(entry["summary"].get("item_examples", []))
         if matched == 0:
-            return [f"stage {self.ctx.name!r}: none of the {items:,} annotated items is a row of the data "
-                    f"(annotation items: {examples}, …). Items must be the data's ids: its id column "
-                    "(columns.id) or file:row for files without one."]
-        return [f"stage {self.ctx.name!r}: {items - matched:,} of the {items:,} annotated items are not rows of "
-                "the data; their answers still count towards each annotator's quality."]
+            return notes + [f"stage {self.ctx.name!r}: none of the {items:,} annotated items is a row of the data "
+                            f"(annotation items: {examples}, …). Items must be the data's ids: its id column "
+                            "(columns.id) or file:row for files without one."]
+        return notes + [f"stage {self.ctx.name!r}: {items - matched:,} of the {items:,} annotated items are not rows "
+                        "of the data; their answers still count towards each annotator's quality."]
+
+
+def _case_variants(stage: str, labels: list) -> list[str]:
+    groups: dict[str, list[str]] = {}
+    for label in map(str, labels):
+        groups.setdefault(label.casefold(), []).append(label)
+    variants = [g for g in groups.values() if len(g) > 1]
+    if not variants:
+        return []
+    shown = "; ".join(" and ".join(repr(v) for v in g) for g in variants[:3])
+    return [f"stage {stage!r}: labels {shown} differ only in case and are counted as different classes; "
+            "if each pair is one class, make the annotations' spelling one before this stage"]
 
 
 def write_labels(part: pd.DataFrame, out: str, classes, codes: np.ndarray, confidence: np.ndarray, keep_old: bool) -> None:

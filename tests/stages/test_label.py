@@ -131,6 +131,20 @@ def test_messy_annotations_are_counted_not_fatal():
     assert kept.set_index("id")["label_annotations"].to_dict() == {"a": 4, "b": 2, "c": 0, "d": 0}
 
 
+def test_label_spellings_spaces_merge_and_case_is_said():
+    """A space typed into a form is no new class; a capital might be one, so it is said."""
+    data = pd.DataFrame({"id": ["a", "b", "c"]})
+    ann = pd.DataFrame({"item": ["a", "a", "a", "b", "b", "c", "c", "c"], "annotator": list("xyzxyxyz"),
+                        "label": ["cat", "cat ", " cat", "dog", "dog ", "Dog", "dog", "  "]})
+    stage = AggregateLabels(annotations=ann, method="majority_vote")
+    kept, _ = run_stage(stage, data)
+    assert kept.set_index("id")["label"].to_dict() == {"a": "cat", "b": "dog", "c": "dog"}
+    assert kept.set_index("id")["label_annotations"].to_dict() == {"a": 3, "b": 2, "c": 2}
+    assert stage.summary()["annotations"]["missing_value"] == 1  # the answer of spaces
+    (note,) = stage.result_warnings({"summary": stage.summary(), "metrics": {"annotated": 3}})
+    assert "labels 'Dog' and 'dog' differ only in case" in note
+
+
 def test_float_item_ids_match_integer_ids():
     """An item column with a missing value is float to pandas: item 10.0 matched no data
     row 10, and every row was rejected as having no annotations."""
