@@ -168,6 +168,9 @@ def highlights(m: dict) -> list[str]:
         if pair:
             b, a = [list(pair[k].values()) for k in ("before", "after")]
             out.append(f"{name}: {len(b)} classes of {_span(b)} rows → {_span(a)}")
+        if isinstance(summary.get("fractions"), dict):
+            metrics, column = s.get("metrics") or {}, summary.get("column")
+            out.append(f"{name}: " + " · ".join(f"{k} {_num(metrics.get(f'{column}:{k}', 0))}" for k in summary["fractions"]))
         if _is_number(summary.get("clusters")):
             inside = summary.get("rows_in_clusters")
             out.append(f"{name}: {_num(summary['clusters'])} duplicate clusters"

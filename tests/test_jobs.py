@@ -47,6 +47,14 @@ def test_quickstart_adds_one_copy_per_kept_digit(outputs):
     stages = {s["name"]: s for s in outputs[1]["quickstart"]["stages"]}
     assert stages["augment"]["added"] == stages["sanitize"]["out"]
     assert stages["sanitize"]["rejected"] > 0
+    df = kept(outputs, "quickstart")
+    origin = df["id"].str.split("#").str[0]
+    assert df.groupby(origin)["split"].nunique().max() == 1  # no digit in two splits
+    assert abs((df["split"] == "train").mean() - 0.8) < 0.05
+    from dsbuild.report import highlights
+
+    (line,) = [h for h in highlights(outputs[1]["quickstart"]) if h.startswith("split:")]
+    assert line.startswith("split: train ") and " · validation " in line and " · test " in line
 
 
 def test_fairness_weights_make_label_independent_of_sex(outputs):

@@ -20,7 +20,7 @@ from dsbuild.stages import dedup  # noqa: F401  (registers its stages)
 from dsbuild.stages import fairness  # noqa: F401  (registers its stages)
 from dsbuild.stages import label  # noqa: F401  (registers its stages)
 from dsbuild.stages import sanitize  # noqa: F401  (registers its stages)
-from dsbuild.stages import augment, synth  # noqa: F401  (registers their stages)
+from dsbuild.stages import augment, split, synth  # noqa: F401  (registers their stages)
 
 __all__ = [
     "STAGES",

@@ -1,0 +1,113 @@
+"""``split``: train / validation / test by a seeded hash, so nothing leaks between them.
+
+Each row's split is a pure function of the job's seed and its key, as in hash-based
+splitting at scale: the same at any partitioning or number of workers, and a row keeps
+its split when the data grows. The key is the record the row comes from: an augmented,
+resampled or SMOTE copy (``parent#aug0``) goes where its parent goes, so no copy of a
+test image trains the model. ``by`` makes the key a group (a patient, a user, a
+session), so each group lands whole in one split. Shares are met in expectation: with n
+keys, a split's share is off by about sqrt(share × (1 − share) / n).
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+from pydantic import Field, field_validator
+
+from dsbuild.records import ID, record_uniform
+from dsbuild.stages.base import METRIC, MapStage, StageOptions, register
+
+_COPY_SUFFIX = re.compile(r"(?:#(?:aug|rs|smote)\d+)+$")
+
+
+class SplitOptions(StageOptions):
+    fractions: dict[str, float] = Field(
+        default_factory=lambda: {"train": 0.8, "validation": 0.1, "test": 0.1},
+        description="split name -> share of the keys (rows, or groups with by); the shares sum to 1",
+    )
+    column: str = Field("split", description="column that names each row's split")
+    by: list[str] | None = Field(None, description="columns whose values keep rows together: each group lands whole in one split")
+
+    @field_validator("fractions")
+    @classmethod
+    def _shares(cls, value: dict[str, float]) -> dict[str, float]:
+        if not value:
+            raise ValueError("name at least one split")
+        bad = {k: v for k, v in value.items() if not 0 < v <= 1}
+        if bad:
+            raise ValueError(f"every share must be in (0, 1], got {bad}")
+        if abs(sum(value.values()) - 1) > 1e-9:
+            raise ValueError(f"shares must sum to 1, got {sum(value.values()):g} ({value})")
+        return value
+
+
+def origin_ids(ids: pd.Series) -> pd.Series:
+    """The record each row comes from: ids with the copy suffixes dsbuild adds removed
+    (``a.png#aug0#rs1`` → ``a.png``). Synthetic rows (``#syn``) are records of their own."""
+    return ids.astype(str).str.replace(_COPY_SUFFIX, "", regex=True)
+
+
+def assign(keys: pd.Series, fractions: dict[str, float], seed: int, stage: str) -> np.ndarray:
+    """The split of each key: a uniform draw from (seed, stage, key) against the shares'
+    running sums; each distinct key is hashed once."""
+    codes, uniques = pd.factorize(keys, use_na_sentinel=False)
+    draws = record_uniform(seed, stage, [str(u) for u in uniques])
+    bounds = np.cumsum(list(fractions.values()))[:-1]
+    names = np.array(list(fractions), dtype=object)
+    return names[np.searchsorted(bounds, draws, side="right")][codes]
+
+
+@register
+class Split(MapStage):
+    """Train / validation / test by a seeded hash of each row's record, or of its group."""
+
+    name = "split"
+    Options = SplitOptions
+
+    def check(self, meta):
+        self.require_columns(meta, self.options.by or [], what="grouping column")
+
+    def order_warnings(self, earlier, later) -> list[str]:
+        """Rows made from statistics of every row carry the later test rows into training."""
+        return [
+            f"stage {self.ctx.name!r} runs after {s.ctx.name!r}, whose new rows are fitted on rows the split then "
+            f"puts in {', '.join(list(self.options.fractions)[1:]) or 'other splits'}; split first and add rows after"
+            for s in earlier if s.name in ("oversample", "synthesize")
+        ]
+
+    def summary(self) -> dict:
+        o = self.options
+        return {"fractions": dict(o.fractions), "column": o.column, "key": o.by or "record (copies go with it)"}
+
+    def result_warnings(self, entry: dict) -> list[str]:
+        """Few or uneven groups (a handful of hospitals) cannot be cut in the shares asked."""
+        o = self.options
+        got = {name: int(entry.get("metrics", {}).get(f"{o.column}:{name}", 0)) for name in o.fractions}
+        total = sum(got.values())
+        if total < 100:
+            return []
+        off = {name: n / total for name, n in got.items() if abs(n / total - o.fractions[name]) > o.fractions[name] / 2}
+        if not off:
+            return []
+        shares = ", ".join(f"{name} {n / total:.1%}" for name, n in got.items())
+        asked = ", ".join(f"{name} {share:.0%}" for name, share in o.fractions.items())
+        why = "its groups are few or of very different sizes" if o.by else "there are few rows"
+        return [f"stage {self.ctx.name!r}: the splits came out as {shares} (asked: {asked}); {why}"]
+
+    def _keys(self, part: pd.DataFrame) -> pd.Series:
+        by = self.options.by
+        if not by:
+            return origin_ids(part[ID])
+        first = part[by[0]].astype(str)
+        return first.str.cat([part[c].astype(str) for c in by[1:]], sep="\x1f") if len(by) > 1 else first
+
+    def process(self, part):
+        o = self.options
+        split = assign(self._keys(part), o.fractions, self.ctx.seed, self.ctx.name) if len(part) else np.array([], dtype=object)
+        part[o.column] = pd.array(split, dtype="string")
+        for name in o.fractions:
+            part[f"{METRIC}{o.column}:{name}"] = (split == name).astype(np.int64)
+        return part

@@ -1,0 +1,75 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+import dsbuild
+from dsbuild.stages.split import Split, SplitOptions, assign, origin_ids
+from dsbuild.testing import run_stage
+
+
+def _adult(n=6000):
+    df = pd.read_csv("dsbuild/io/data/adult.csv.gz", nrows=n)
+    return df.assign(id=[f"r{i:05d}" for i in range(len(df))])
+
+
+def test_shares_in_expectation_and_the_same_at_any_partitioning():
+    df = _adult()
+    kept, rejected = run_stage(Split(), df, npartitions=3)
+    assert rejected.empty and len(kept) == len(df)
+    shares = kept["split"].value_counts(normalize=True)
+    sd = np.sqrt(0.1 * 0.9 / len(df))
+    assert abs(shares["train"] - 0.8) < 5 * np.sqrt(0.16 / len(df)) and abs(shares["test"] - 0.1) < 5 * sd
+    again, _ = run_stage(Split(), df.sample(frac=1, random_state=0), npartitions=7)
+    assert again.set_index("id")["split"].equals(kept.set_index("id")["split"])
+    other_seed, _ = run_stage(Split(), df, npartitions=3, seed=1)
+    assert (other_seed["split"] != kept["split"]).mean() > 0.2
+
+
+def test_copies_follow_their_record_and_groups_stay_whole():
+    assert origin_ids(pd.Series(["a.png#aug0", "a.png#aug1#rs2", "p#smote4", "synthesize#syn3", "x#1"])).tolist() == [
+        "a.png", "a.png", "p", "synthesize#syn3", "x#1"]
+    ids = [f"img{i}" for i in range(300)]
+    copies = [f"{i}#aug{k}" for i in ids for k in range(3)]
+    split = dict(zip(ids + copies, assign(origin_ids(pd.Series(ids + copies)), {"train": 0.5, "test": 0.5}, 0, "split")))
+    assert all(split[c] == split[c.split("#")[0]] for c in copies)
+
+    df = _adult().assign(patient=lambda d: (np.arange(len(d)) // 7).astype(str))
+    kept, _ = run_stage(Split(by=["patient"]), df, npartitions=4)
+    assert kept.groupby("patient")["split"].nunique().max() == 1
+    assert kept["split"].nunique() == 3
+
+
+def test_options_and_warnings():
+    with pytest.raises(ValueError, match="sum to 1"):
+        SplitOptions(fractions={"train": 0.8, "test": 0.1})
+    with pytest.raises(ValueError, match=r"must be in \(0, 1\]"):
+        SplitOptions(fractions={"train": 1.2, "test": -0.2})
+    df = _adult(2000).assign(site=lambda d: np.where(np.arange(len(d)) < 1900, "big", "small"))
+    stage = Split(by=["site"])
+    kept, _ = run_stage(stage, df)
+    counts = kept["split"].value_counts().to_dict()
+    (note,) = stage.result_warnings({"metrics": {f"split:{k}": v for k, v in counts.items()}})
+    assert "its groups are few or of very different sizes" in note
+
+    from dsbuild.stages import StageContext
+    from dsbuild.stages.synth import Oversample
+
+    late = Split().bind(StageContext("split", 0))
+    (order,) = late.order_warnings([Oversample().bind(StageContext("oversample", 0))], [])
+    assert "runs after 'oversample'" in order and "split first" in order
+
+
+def test_a_job_writes_each_rows_split_and_counts_them(client, tmp_path):
+    manifest = dsbuild.run({
+        "name": "split", "seed": 0, "source": {"format": "sample", "name": "digits", "partitions": 3},
+        "columns": {"image": "image", "label": "label"},
+        "stages": [{"augment": {"copies": 1, "transforms": ["hflip"]}},
+                   {"split": {"fractions": {"train": 0.7, "test": 0.3}}}],  # after: copies still go with their image
+        "sink": {"path": str(tmp_path / "out")},
+    }, client=client)
+    kept = pd.read_parquet(tmp_path / "out" / "data", columns=["id", "split"])
+    parents = kept[~kept["id"].str.contains("#")].set_index("id")["split"]
+    copies = kept[kept["id"].str.contains("#aug")]
+    assert (copies["split"].to_numpy() == parents.reindex(copies["id"].str.split("#").str[0]).to_numpy()).all()
+    metrics = manifest["stages"][2]["metrics"]
+    assert metrics["split:train"] + metrics["split:test"] == 2 * 1797 and manifest["warnings"] == []
