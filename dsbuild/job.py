@@ -88,6 +88,9 @@ class SinkSpec(_Spec):
         "zstd", pattern="^(zstd|snappy|gzip|lz4|brotli|none)$",
         description="Parquet codec; binary columns of encoded images (PNG, JPEG, WebP, GIF) are stored as they are",
     )
+    partition_by: list[str] = Field(
+        default_factory=list, description="columns whose values make folders of the data, as Hive and Spark write them "
+        "(data/split=train/part-00000.parquet); the column lives in the folder name, not in the files")
     checkpoints: Literal["disk", "memory"] = Field(
         "disk",
         description="where the rows kept before a multi-pass stage wait: disk (the output's temporary "

@@ -29,7 +29,7 @@ from dsbuild.io.sources import RAW, read_source
 from dsbuild.job import JobSpec, load_job
 from dsbuild.records import ID, REASON, STAGE, stable_hash64
 from dsbuild.runtime import peak_worker_memory
-from dsbuild.stages.base import ADDED, METRIC, REJECT, Shapes, Stage, StageError
+from dsbuild.stages.base import ADDED, METRIC, REJECT, Shapes, Stage, StageError, _did_you_mean
 
 INTERNAL = (REJECT, ADDED, RAW)
 
@@ -95,6 +95,7 @@ def run(
         compression=spec.sink.compression,
         overwrite=overwrite,
         key=job_key(spec),
+        partition_by=spec.sink.partition_by,
     )
     sink.check_target()
     if not resume:
@@ -232,6 +233,10 @@ class Execution:
         for note in self.warnings:
             warnings.warn(note, DsbuildWarning, stacklevel=4)
         self.kept_meta = kept._meta
+        absent = [c for c in spec.sink.partition_by if c not in kept._meta.columns]
+        if absent:
+            raise StageError(f"sink.partition_by: {absent[0]!r} is not a column of the output"
+                             f"{_did_you_mean(absent[0], kept._meta.columns)}; columns are {list(kept._meta.columns)}")
         self._flush(kept)
 
     def _add_run(self, run_: StageRun):
@@ -424,8 +429,6 @@ def _check_roles(spec: JobSpec, meta: pd.DataFrame) -> None:
     for role, cols in named.items():
         for col in cols:
             if col not in meta.columns:
-                from dsbuild.stages.base import _did_you_mean
-
                 raise StageError(
                     f"columns.{role}: {col!r} is not a column of the source{_did_you_mean(col, meta.columns)}; "
                     f"columns are {[x for x in meta.columns if not str(x).startswith('_')]}"
@@ -461,7 +464,7 @@ _FILES_META = pd.DataFrame(
     {
         "partition": pd.Series(dtype="int64"), "k": pd.Series(dtype="int64"), "path": pd.Series(dtype=object),
         "rows": pd.Series(dtype="int64"), "bytes": pd.Series(dtype="int64"), "memory": pd.Series(dtype="int64"),
-        "sha256": pd.Series(dtype=object),
+        "sha256": pd.Series(dtype=object), "group": pd.Series(dtype=object),
     }
 )
 _ACCOUNT_META = pd.DataFrame({"partition": pd.Series(dtype="int64"), "counts": pd.Series(dtype=object), "files": pd.Series(dtype=object)})
@@ -473,7 +476,7 @@ def _written(frame, sink: Sink, folder: str, label: str, scratch: bool = False):
 
 def _write(part: pd.DataFrame, sink: Sink, folder: str, scratch: bool, partition_info=None) -> pd.DataFrame:
     index = partition_info["number"] if partition_info else 0
-    files = (sink.write_scratch if scratch else sink.write_partition)(part, folder, index)
+    files = sink.write_scratch(part, folder, index) if scratch else sink.write_partition(part, folder, index, by=sink.partition_by)
     return pd.DataFrame([{"partition": index, "k": k, **f} for k, f in enumerate(files)], columns=_FILES_META.columns)
 
 

@@ -36,12 +36,14 @@ class OutputExists(FileExistsError):
 class Sink:
     """Where one run's output goes, and the temporary folder it is built in."""
 
-    def __init__(self, path: str, *, shard_rows: int, shard_bytes: int, compression: str, overwrite: bool = False, key: str | None = None):
+    def __init__(self, path: str, *, shard_rows: int, shard_bytes: int, compression: str, overwrite: bool = False,
+                 key: str | None = None, partition_by: list[str] | tuple[str, ...] = ()):
         self.fs, _, (self.path,) = fsspec.get_fs_token_paths(path)
         self.path = self.path.rstrip("/")
         self.shard_rows, self.shard_bytes = shard_rows, shard_bytes
         self.compression = None if compression == "none" else compression
         self.overwrite = overwrite
+        self.partition_by = list(partition_by)
         self.tmp = f"{self.path}.tmp-{key or uuid.uuid4().hex[:12]}"
         # The source's Arrow types by column, set by the pipeline once it has read the
         # source: what the files hold as dates, decimals, lists and structs (see _to_arrow).
@@ -88,8 +90,9 @@ class Sink:
         if self.fs.exists(data):
             self.fs.rm(data, recursive=True)
 
-    def write_partition(self, part: pd.DataFrame, folder: str, index: int) -> list[dict]:
-        """Write one partition as one or more files under the shard limits (runs on a worker).
+    def write_partition(self, part: pd.DataFrame, folder: str, index: int, by: list[str] = ()) -> list[dict]:
+        """Write one partition as one or more files under the shard limits (runs on a worker);
+        with ``by``, each group of equal values under its own ``col=value/`` folder.
 
         A small file (:meth:`_small`) is merged with its neighbours by :meth:`finish`, so it
         is staged as uncompressed Arrow IPC (a memory copy) and encoded to Parquet once,
@@ -99,6 +102,13 @@ class Sink:
         """
         if part.empty:
             return []
+        if by:
+            out = []
+            for values, rows in part.groupby(list(by), dropna=False, sort=True, observed=True):
+                group = hive_folder(by, values if isinstance(values, tuple) else (values,))
+                files = self.write_partition(rows.drop(columns=list(by)), posixpath.join(folder, group), index)
+                out.extend({**f, "group": group} for f in files)
+            return out
         table = _to_arrow(part, self.column_types)
         self.fs.makedirs(folder, exist_ok=True)
         out = []
@@ -163,16 +173,23 @@ class Sink:
         schema, so readers still find a data set.
         """
         schemas = [_read_schema(self.fs, f["path"]) for f in staged]
-        placeholders = [_to_arrow(e, self.column_types).schema for e in empty]
+        by = self.partition_by if kind == "data" else []
+        placeholders = [_to_arrow(e.drop(columns=by), self.column_types).schema for e in empty]
         schema = _unify(schemas, cast_conflicts_to_string, placeholders)
         folder = posixpath.join(self.tmp, kind)
         self.fs.makedirs(folder, exist_ok=True)
         if not staged:
             shard = _write_table(self.fs, schema.empty_table(), posixpath.join(folder, "part-00000.parquet"), self.compression)
             return [_public(shard, self.tmp)], schema
-        tasks = []
-        for i, group in enumerate(self._groups(staged)):
-            target = posixpath.join(folder, f"part-{i:05d}.parquet")
+        # each partition folder numbers its own shards, in output order
+        order = sorted(range(len(staged)), key=lambda i: _folder_of(staged[i]))
+        staged, schemas = [staged[i] for i in order], [schemas[i] for i in order]
+        tasks, numbered = [], {}
+        for group in self._groups(staged):
+            where = _folder_of(staged[group[0]])
+            numbered[where] = numbered.get(where, -1) + 1
+            target = posixpath.join(folder, where, f"part-{numbered[where]:05d}.parquet")
+            self.fs.makedirs(posixpath.dirname(target), exist_ok=True)
             if len(group) == 1 and schemas[group[0]] == schema:
                 if _is_staged(staged[group[0]]["path"]):
                     tasks.append(dask.delayed(_encode)(self.fs, staged[group[0]]["path"], target, self.compression))
@@ -184,10 +201,12 @@ class Sink:
         return [_public(s, self.tmp) for s in dask.compute(*tasks)], schema
 
     def _groups(self, staged: list[dict]) -> list[list[int]]:
+        """Runs of neighbouring small files to merge into one shard (never across partition folders)."""
         small = self._small
         groups, rows, memory = [], 0, 0
         for i, f in enumerate(staged):
-            joins = groups and small(f) and all(small(staged[g]) for g in groups[-1])
+            same_folder = groups and _folder_of(staged[groups[-1][0]]) == _folder_of(f)
+            joins = same_folder and small(f) and all(small(staged[g]) for g in groups[-1])
             if joins and rows + f["rows"] <= self.shard_rows and memory + f["memory"] <= self.shard_bytes:
                 groups[-1].append(i)
                 rows, memory = rows + f["rows"], memory + f["memory"]
@@ -230,9 +249,26 @@ class Sink:
                 time.sleep(wait)
 
 
+def _folder_of(staged: dict) -> str:
+    """The partition folder a staged file belongs in ('' without partition_by; a file
+    listed through a frame has NaN there)."""
+    group = staged.get("group")
+    return group if isinstance(group, str) else ""
+
+
+def hive_folder(columns: list[str], values: tuple) -> str:
+    """``a=1/b=x%2Fy``: values URL-escaped and a missing one as Hive's default, as Spark,
+    Hive and Arrow write partition folders and read them back."""
+    from urllib.parse import quote
+
+    return "/".join(
+        f"{c}={'__HIVE_DEFAULT_PARTITION__' if pd.isna(v) else quote(str(v), safe='')}" for c, v in zip(columns, values)
+    )
+
+
 def _public(shard: dict, root: str) -> dict:
     """A shard as the manifest lists it: path relative to the output, no internals."""
-    out = {k: v for k, v in shard.items() if k not in ("path", "memory")}
+    out = {k: v for k, v in shard.items() if k not in ("path", "memory", "group")}
     return {"file": posixpath.relpath(shard["path"], root), **out}
 
 
