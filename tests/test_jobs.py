@@ -43,14 +43,15 @@ def test_job_runs_and_balances(outputs, name):
     assert (outputs[0] / name / "_SUCCESS").exists()
 
 
-def test_quickstart_adds_one_copy_per_kept_digit(outputs):
+def test_quickstart_adds_one_copy_per_kept_training_digit(outputs):
     stages = {s["name"]: s for s in outputs[1]["quickstart"]["stages"]}
-    assert stages["augment"]["added"] == stages["sanitize"]["out"]
+    assert stages["augment"]["added"] == stages["split"]["metrics"]["split:train"]
     assert stages["sanitize"]["rejected"] > 0
     df = kept(outputs, "quickstart")
-    origin = df["id"].str.split("#").str[0]
-    assert df.groupby(origin)["split"].nunique().max() == 1  # no digit in two splits
-    assert abs((df["split"] == "train").mean() - 0.8) < 0.05
+    copies = df[df["id"].str.contains("#aug")]
+    assert set(copies["split"]) == {"train"} and len(copies) == stages["augment"]["added"]
+    originals = df[~df["id"].str.contains("#")]
+    assert abs((originals["split"] == "train").mean() - 0.8) < 0.05
     from dsbuild.report import highlights
 
     (line,) = [h for h in highlights(outputs[1]["quickstart"]) if h.startswith("split:")]

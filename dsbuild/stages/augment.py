@@ -35,6 +35,7 @@ from dsbuild.records import (
     sniff_image_format,
 )
 from dsbuild.stages.base import ADDED, FitApplyStage, StageError, StageOptions, register
+from dsbuild.stages.conditions import Condition, all_hold
 
 DEFAULT_QUALITY = {"jpeg": 95, "webp": 90}
 
@@ -45,6 +46,9 @@ class AugmentOptions(StageOptions):
         description="transforms in order: a name, {name: {options}}, {one_of: [...]}, {some_of: [...], n: 2}",
     )
     copies: int = Field(1, ge=0, le=1000, description="copies per image (when balance_to is not set)")
+    where: list[Condition] = Field(
+        default_factory=list, description="rows to make new rows from, e.g. [{column: split, op: ==, value: train}]; "
+        "the others pass through and count towards no class")
     balance_to: int | Literal["max"] | None = Field(
         None, description="make per-class copies until every class has this many rows ('max': the largest class)"
     )
@@ -103,6 +107,7 @@ class Augment(FitApplyStage):
         for name in (o.boxes, o.box_labels, o.keypoints):
             if name:
                 self._check_field(meta, name)
+        self.require_columns(meta, [c.column for c in o.where], what="where column")
         if o.balance_to is not None:
             if not self.ctx.roles.label:
                 raise StageError(f"stage {self.ctx.name!r}: balance_to needs the job's label column (columns.label)")
@@ -135,8 +140,9 @@ class Augment(FitApplyStage):
         return record_uniform(self.ctx.seed, self.ctx.name, ids), record_uniform(self.ctx.seed, self.ctx.name + "#tie", ids)
 
     def _labels(self, part: pd.DataFrame) -> np.ndarray:
+        """Each row's class; None for a row without one or outside ``where`` (not copied)."""
         col = part[self.ctx.roles.label]
-        return np.where(col.isna().to_numpy(), None, col.astype(str).to_numpy(dtype=object))
+        return np.where(col.isna().to_numpy() | ~all_hold(self.options.where, part), None, col.astype(str).to_numpy(dtype=object))
 
     def _class_histogram(self, part: pd.DataFrame, state=None) -> dict[str, np.ndarray]:
         labels = self._labels(part)
@@ -184,7 +190,8 @@ class Augment(FitApplyStage):
 
     # -- making copies ------------------------------------------------------------------
     def _augment_fixed(self, part: pd.DataFrame) -> pd.DataFrame:
-        return self.apply_copies(self._with_marks(part), np.full(len(part), self.options.copies, dtype=np.int64))
+        copies = np.where(all_hold(self.options.where, part), self.options.copies, 0).astype(np.int64)
+        return self.apply_copies(self._with_marks(part), copies)
 
     def _augment_balanced(self, part: pd.DataFrame, plan: dict) -> pd.DataFrame:
         part = self._with_marks(part)

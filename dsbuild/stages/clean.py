@@ -4,8 +4,6 @@ and fix noisy values (units, ranges, missing values, spellings, outliers, depend
 from __future__ import annotations
 
 import functools
-import operator
-import re
 from typing import Any, Literal
 
 import numpy as np
@@ -21,7 +19,6 @@ from dsbuild.kernels.constraints import (
 )
 from dsbuild.kernels.decode import image_problem
 from dsbuild.kernels.dtypes import holding, one_value_per_text
-from dsbuild.kernels.labeling_functions import comparable
 from dsbuild.kernels.robust import Distribution, ValueCounts, iqr_fences, robust_scale
 from dsbuild.kernels.units import UnitTable, convert_column
 from dsbuild.records import ID, image_bytes, missing_image_reason
@@ -35,72 +32,9 @@ from dsbuild.stages.base import (
     reject,
     with_marks,
 )
+from dsbuild.stages.conditions import Condition, is_number_column
 
 # -- select -----------------------------------------------------------------------------
-
-Op = Literal["==", "!=", "<", "<=", ">", ">=", "in", "not_in", "is_null", "not_null", "matches"]
-
-
-class Condition(StageOptions):
-    """One row test, written as data: ``{column: age, op: ">=", value: 18}``."""
-
-    column: str
-    op: Op
-    value: Any = None
-
-    @model_validator(mode="after")
-    def _value_fits_op(self):
-        if self.op in ("in", "not_in") and not isinstance(self.value, (list, tuple)):
-            raise ValueError(f"op {self.op!r} needs a list value, got {self.value!r}")
-        if self.op in ("is_null", "not_null") and self.value is not None:
-            raise ValueError(f"op {self.op!r} takes no value")
-        if self.op not in ("is_null", "not_null") and self.value is None:
-            raise ValueError(f"op {self.op!r} needs a value")
-        if self.op == "matches":
-            try:
-                re.compile(str(self.value))
-            except re.error as e:
-                raise ValueError(f"value {self.value!r} is not a regular expression: {e}") from None
-        return self
-
-    def holds(self, col: pd.Series) -> np.ndarray:
-        """True where the row passes; a missing value passes only ``is_null``."""
-        op, v = self.op, self.value
-        if op == "is_null":
-            return col.isna().to_numpy()
-        if op == "not_null":
-            return col.notna().to_numpy()
-        if op == "matches":
-            return col.astype("string").str.fullmatch(str(v)).fillna(False).to_numpy(dtype=bool)
-        try:
-            if op in ("in", "not_in"):
-                found = col.isin([_comparable(col, x) for x in v]).to_numpy()
-                return found if op == "in" else ~found & col.notna().to_numpy()
-            result = _COMPARE[op](col, _comparable(col, v))
-        except (TypeError, ValueError) as e:
-            raise StageError(f"select: cannot compare column {self.column!r} ({col.dtype}) {op} {v!r}: {e}") from None
-        return result.fillna(False).to_numpy(dtype=bool) & col.notna().to_numpy()
-
-    def __str__(self) -> str:
-        """``age:ge:18`` — no ``=`` inside, which would split the rule from its detail."""
-        op = _OP_NAMES.get(self.op, self.op)
-        if self.value is None:
-            return f"{self.column}:{op}"
-        value = ",".join(map(str, self.value)) if isinstance(self.value, (list, tuple)) else self.value
-        return f"{self.column}:{op}:{value}"
-
-
-_OP_NAMES = {"==": "eq", "!=": "ne", "<": "lt", "<=": "le", ">": "gt", ">=": "ge"}
-_COMPARE = {"==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
-
-
-def _comparable(col: pd.Series, value):
-    """A condition's value as the column holds its values (see :func:`comparable`); text
-    is never compared with a number column, which would only ever be unequal."""
-    if _is_number_column(col.dtype) and isinstance(value, str):
-        raise TypeError("a number column is not compared with text")
-    return comparable(col, value)
-
 
 class SelectOptions(StageOptions):
     columns: list[str] | None = Field(None, description="columns to keep (id is always kept)")
@@ -278,10 +212,6 @@ class ValidateImages(MapStage):
 # -- shared by the cleaning rules below -------------------------------------------------
 
 
-def _is_number_column(dtype) -> bool:
-    return pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype)
-
-
 def _may_hold_missing(col: pd.Series) -> pd.Series:
     """The column in a dtype that can hold a missing value (integers become floats)."""
     if pd.api.types.is_integer_dtype(col.dtype) and not isinstance(col.dtype, pd.api.extensions.ExtensionDtype):
@@ -450,7 +380,7 @@ class Ranges(MapStage):
     def check(self, meta):
         self.require_columns(meta, self.options.columns)
         for column, rule in self.options.columns.items():
-            if rule.allowed is None and not _is_number_column(meta[column].dtype):
+            if rule.allowed is None and not is_number_column(meta[column].dtype):
                 raise StageError(
                     f"stage {self.ctx.name!r}: rule for {column!r} has min/max but the column is "
                     f"{meta[column].dtype}, not numeric (cast it first)"
@@ -525,7 +455,7 @@ class Impute(FitApplyStage):
         self.require_columns(meta, rules)
         self.require_columns(meta, sorted({c for r in rules.values() for c in r.by}), what="group column (by)")
         for column, rule in rules.items():
-            if rule.strategy in ("median", "mean") and not _is_number_column(meta[column].dtype):
+            if rule.strategy in ("median", "mean") and not is_number_column(meta[column].dtype):
                 raise StageError(
                     f"stage {self.ctx.name!r}: {rule.strategy} of {column!r} needs a numeric column, "
                     f"it is {meta[column].dtype} (use mode)"
@@ -540,7 +470,7 @@ class Impute(FitApplyStage):
             codes, names = _groups(part, rule.by)
             if rule.strategy == "mode":
                 found = ValueCounts.by_group(codes, part[column])
-                if not _is_number_column(part[column].dtype):
+                if not is_number_column(part[column].dtype):
                     found = _Mode.by_group(found, part[column])
             else:
                 found = Distribution.by_group(codes, part[column], o.max_distinct, o.alpha)
@@ -572,7 +502,7 @@ class Impute(FitApplyStage):
     def apply(self, part, fills):
         for column, rule in self.options.rules().items():
             fill = fills[column]
-            col = _may_hold_missing(part[column]) if _is_number_column(part[column].dtype) else part[column]
+            col = _may_hold_missing(part[column]) if is_number_column(part[column].dtype) else part[column]
             rows = np.flatnonzero(col.isna().to_numpy())
             if len(rows):
                 if fill["groups"]:
@@ -582,7 +512,7 @@ class Impute(FitApplyStage):
                     choices, which = _objects([fill["global"]]), np.zeros(len(rows), dtype=np.int64)
                 known = np.array([np.ndim(v) > 0 or not pd.isna(v) for v in choices], dtype=bool)[which]
                 rows, values = rows[known], choices[which[known]]
-                if _is_number_column(col.dtype):
+                if is_number_column(col.dtype):
                     values = values.astype(np.float64)
                     if pd.api.types.is_integer_dtype(col.dtype):
                         values = np.round(values)
@@ -748,7 +678,7 @@ class Outliers(FitApplyStage):
         self.require_columns(meta, self.options.columns)
         self.require_columns(meta, self._by(), what="group column (by)")
         for column in self.options.columns:
-            if not _is_number_column(meta[column].dtype):
+            if not is_number_column(meta[column].dtype):
                 raise StageError(f"stage {self.ctx.name!r}: outliers of {column!r} need a numeric column, it is {meta[column].dtype}")
 
     def _distributions(self, part, column, center=None) -> dict:

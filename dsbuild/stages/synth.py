@@ -22,6 +22,7 @@ from dsbuild.kernels.copula import GaussianCopula, Marginals, ScoreMoments
 from dsbuild.kernels.dtypes import as_dtype
 from dsbuild.records import ID, child_id, record_rng
 from dsbuild.stages.base import ADDED, KEY, Stage, StageError, StageOptions, register, with_marks
+from dsbuild.stages.conditions import Condition, all_hold
 
 # -- oversample -------------------------------------------------------------------------
 
@@ -30,6 +31,9 @@ class OversampleOptions(StageOptions):
     ratio: float = Field(1.0, gt=0, le=1.0, description="grow each minority class to ratio × the largest class")
     k_neighbors: int = Field(5, ge=1, description="neighbours to interpolate towards")
     classes: list[str] | None = Field(None, description="classes to grow (default: every class smaller than the target)")
+    where: list[Condition] = Field(
+        default_factory=list, description="rows to make new rows from, e.g. [{column: split, op: ==, value: train}]; "
+        "the others pass through and count towards no class")
 
 
 @register
@@ -45,6 +49,7 @@ class Oversample(Stage):
         if not self.ctx.roles.label:
             raise StageError(f"stage {self.ctx.name!r} needs the job's label column (columns.label)")
         self.require_columns(meta, [self.ctx.roles.label], what="label column (columns.label)")
+        self.require_columns(meta, [c.column for c in self.options.where], what="where column")
         self.features_ = self.ctx.roles.feature_columns(meta)
         self.require_columns(meta, self.features_, what="feature column")
         if not self.features_:
@@ -59,8 +64,9 @@ class Oversample(Stage):
         return shapes.group(frame, self._key, self._grow, label=self.ctx.name)
 
     def _labels(self, part):
+        """Each row's class; None for a row without one or outside ``where`` (no pool, no count)."""
         col = part[self.ctx.roles.label]
-        return np.where(col.isna().to_numpy(), None, col.astype(str).to_numpy(dtype=object))
+        return np.where(col.isna().to_numpy() | ~all_hold(self.options.where, part), None, col.astype(str).to_numpy(dtype=object))
 
     def _count(self, part, state=None) -> dict:
         labels = pd.Series(self._labels(part)).dropna()

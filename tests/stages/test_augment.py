@@ -82,6 +82,20 @@ def test_balancing_reaches_the_target_exactly(digits):
     assert kept["label"].value_counts().to_dict() == {0: 40, 1: 30, 2: 30}
 
 
+def test_where_copies_only_the_rows_it_names(digits):
+    """Augment the training split only: validation and test rows pass through uncopied and
+    count towards no class when balancing."""
+    split = digits.assign(split=np.where(np.arange(len(digits)) % 4 == 0, "test", "train"))
+    train = [{"column": "split", "op": "==", "value": "train"}]
+    kept, _ = run_stage(Augment(transforms=["hflip"], copies=2, where=train), split, roles=ROLES)
+    copies = kept[kept["id"].str.contains("#aug")]
+    assert len(copies) == 2 * (split["split"] == "train").sum() and set(copies["split"]) == {"train"}
+    kept, _ = run_stage(Augment(transforms=["hflip"], balance_to="max", where=train), split, npartitions=2, roles=ROLES)
+    grown = kept[kept["split"] == "train"]["label"].value_counts()
+    assert grown.nunique() == 1 and grown.iloc[0] == (split[split["split"] == "train"]["label"] == 0).sum()
+    assert kept[kept["split"] == "test"]["id"].tolist() == sorted(split[split["split"] == "test"]["id"])
+
+
 def test_same_bytes_on_a_cluster(digits, client):
     stage = lambda: Augment(transforms=SPECS, balance_to=20)  # noqa: E731
     local, _ = run_stage(stage(), digits, npartitions=1, roles=ROLES)

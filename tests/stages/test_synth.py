@@ -50,6 +50,14 @@ def test_oversample_balances_classes_with_interpolated_rows(cancer):
     assert (new[features].min() >= mal.min() - 1e-9).all() and (new[features].max() <= mal.max() + 1e-9).all()
 
 
+def test_oversample_where_grows_the_training_rows_only(cancer):
+    split = cancer.assign(split=np.where(np.arange(len(cancer)) % 5 == 0, "test", "train"))
+    kept, _ = run_stage(Oversample(where=[{"column": "split", "op": "==", "value": "train"}]), split, roles=Roles(label="label"))
+    train = kept[kept["split"] == "train"]["label"].value_counts()
+    assert train["malignant"] == train["benign"] == ((split["split"] == "train") & (split["label"] == "benign")).sum()
+    assert not kept[kept["split"] == "test"]["id"].str.contains("#").any()
+
+
 def test_oversample_same_bytes_for_any_partitioning(cancer, client):
     a, _ = run_stage(Oversample(k_neighbors=3), cancer, npartitions=1, roles=Roles(label="label"))
     b, _ = run_stage(Oversample(k_neighbors=3), cancer, npartitions=3, roles=Roles(label="label"))
