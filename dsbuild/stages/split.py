@@ -74,7 +74,8 @@ class Split(MapStage):
         """Rows made from statistics of every row carry the later test rows into training."""
         return [
             f"stage {self.ctx.name!r} runs after {s.ctx.name!r}, whose new rows are fitted on rows the split then "
-            f"puts in {', '.join(list(self.options.fractions)[1:]) or 'other splits'}; split first and add rows after"
+            f"puts in {', '.join(list(self.options.fractions)[1:]) or 'other splits'}; split first, and give "
+            f"{s.ctx.name!r} where: [{{column: {self.options.column}, op: '==', value: {next(iter(self.options.fractions))}}}]"
             for s in earlier if s.name in ("oversample", "synthesize")
         ]
 

@@ -127,6 +127,9 @@ class SynthesizeOptions(StageOptions):
     columns: list[str] | None = Field(None, description="columns to model (default: numeric, time, boolean and text columns)")
     max_categories: int = Field(1000, ge=2, description="a text column with more categories is left out (its rows get nulls)")
     marker: str = Field("synthetic", description="boolean column marking the synthetic rows")
+    where: list[Condition] = Field(
+        default_factory=list, description="rows to fit the model on, e.g. [{column: split, op: ==, value: train}]; "
+        "new rows take the values its == tests name, so they pass it too")
 
 
 @register
@@ -142,8 +145,10 @@ class Synthesize(Stage):
         o = self.options
         if o.columns is not None:
             self.require_columns(meta, o.columns)
+        self.require_columns(meta, [c.column for c in o.where], what="where column")
         image = self.ctx.roles.image
-        skip = {ID, self.ctx.roles.id, image}  # a synthetic row has no source record, so no id of one
+        # a synthetic row has no source record, so no id of one; where's == columns are set, not modelled
+        skip = {ID, self.ctx.roles.id, image, *(c.column for c in o.where if c.op == "==")}
         candidates = o.columns or [c for c in meta.columns if c not in skip and not str(c).startswith("_")]
         self.times_ = [c for c in candidates if pd.api.types.is_datetime64_any_dtype(meta[c])]
         self.numeric_ = [
@@ -175,8 +180,10 @@ class Synthesize(Stage):
         return shapes.map(frame, self._add_rows, shapes.broadcast(self.copula_), frame.npartitions, label=self.ctx.name)
 
     def _numbers(self, part: pd.DataFrame) -> pd.DataFrame:
-        """Times as seconds since the epoch (float64: to a fraction of a microsecond), so
-        the copula models them as numbers."""
+        """The rows ``where`` names, times as seconds since the epoch (float64: to a fraction
+        of a microsecond), so the copula models them as numbers."""
+        if self.options.where:
+            part = part[all_hold(self.options.where, part)]
         return part.assign(**{c: _seconds(part[c]) for c in self.times_}) if self.times_ else part
 
     def _add_rows(self, part: pd.DataFrame, copula: GaussianCopula, npartitions: int, partition_info=None) -> pd.DataFrame:
@@ -203,6 +210,9 @@ class Synthesize(Stage):
                 out[c] = col
             elif c != ID:
                 out[c] = None
+        for cond in self.options.where:
+            if cond.op == "==":
+                out[cond.column] = cond.value
         out[ADDED] = True
         out[self.options.marker] = True
         out["_reason"] = None

@@ -56,7 +56,7 @@ def test_options_and_warnings():
 
     late = Split().bind(StageContext("split", 0))
     (order,) = late.order_warnings([Oversample().bind(StageContext("oversample", 0))], [])
-    assert "runs after 'oversample'" in order and "split first" in order
+    assert "runs after 'oversample'" in order and "split first, and give 'oversample' where: [{column: split, op: '==', value: train}]" in order
 
 
 def test_a_job_writes_each_rows_split_and_counts_them(client, tmp_path):

@@ -58,6 +58,15 @@ def test_oversample_where_grows_the_training_rows_only(cancer):
     assert not kept[kept["split"] == "test"]["id"].str.contains("#").any()
 
 
+def test_synthesize_where_fits_on_the_training_rows_and_makes_training_rows(adult):
+    split = adult.assign(split=np.where(np.arange(len(adult)) % 5 == 0, "test", "train"))
+    split.loc[split["split"] == "test", "age"] = 120  # the test rows, told apart
+    kept, _ = run_stage(Synthesize(rows=400, where=[{"column": "split", "op": "==", "value": "train"}]), split)
+    synthetic = kept[kept["synthetic"].astype(bool)]
+    assert len(synthetic) == 400 and set(synthetic["split"]) == {"train"}
+    assert synthetic["age"].max() <= split.loc[split["split"] == "train", "age"].max()
+
+
 def test_oversample_same_bytes_for_any_partitioning(cancer, client):
     a, _ = run_stage(Oversample(k_neighbors=3), cancer, npartitions=1, roles=Roles(label="label"))
     b, _ = run_stage(Oversample(k_neighbors=3), cancer, npartitions=3, roles=Roles(label="label"))
