@@ -233,10 +233,9 @@ class Execution:
         for note in self.warnings:
             warnings.warn(note, DsbuildWarning, stacklevel=4)
         self.kept_meta = kept._meta
-        absent = [c for c in spec.sink.partition_by if c not in kept._meta.columns]
-        if absent:
-            raise StageError(f"sink.partition_by: {absent[0]!r} is not a column of the output"
-                             f"{_did_you_mean(absent[0], kept._meta.columns)}; columns are {list(kept._meta.columns)}")
+        problem = _partition_problem(spec, kept._meta)
+        if problem:
+            raise StageError(problem)
         self._flush(kept)
 
     def _add_run(self, run_: StageRun):
@@ -411,7 +410,20 @@ def validate_against_source(spec: JobSpec) -> list[str]:
         notes += stage.column_warnings(meta)
         if stage.shape == "map":
             meta = kept_rows(stage._process(meta.copy()))
-    return notes
+    problem = _partition_problem(spec, meta)
+    if problem and all(s.shape == "map" for s in stages):
+        raise StageError(problem)
+    return notes + ([problem + " (a stage that is not a map may add it)"] if problem else [])
+
+
+def _partition_problem(spec: JobSpec, meta: pd.DataFrame) -> str | None:
+    """sink.partition_by naming a column the output will not have."""
+    absent = [c for c in spec.sink.partition_by if c not in meta.columns]
+    if not absent:
+        return None
+    columns = [c for c in meta.columns if not str(c).startswith("_")]
+    return (f"sink.partition_by: {absent[0]!r} is not a column of the output{_did_you_mean(absent[0], columns)}; "
+            f"columns are {columns}")
 
 
 def _apply_id_role(frame, id_column: str | None):

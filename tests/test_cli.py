@@ -31,6 +31,11 @@ def test_validate_checks_columns_against_the_source(tmp_path, capsys):
     )
     assert main(["validate", str(job)]) == 2
     assert "columns.label: 'incom' is not a column of the source (did you mean 'income'?)" in capsys.readouterr().err
+    job.write_text(
+        "name: t\nsource: {format: sample, name: adult}\nstages: [split: {}]\nsink: {path: out, partition_by: [splits]}\n"
+    )
+    assert main(["validate", str(job)]) == 2
+    assert "sink.partition_by: 'splits' is not a column of the output (did you mean 'split'?)" in capsys.readouterr().err
 
 
 def test_validate_reads_the_files_a_stage_names(tmp_path, capsys):
