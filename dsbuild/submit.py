@@ -179,7 +179,9 @@ def submit(
                          "run it with dsbuild.run, or write the frame to Parquet and submit a job that reads that")
     if output:
         spec = spec.model_copy(update={"sink": spec.sink.model_copy(update={"path": output})})
-    Sink(spec.sink.path, shard_rows=1, shard_bytes=1, compression="none", overwrite=overwrite).check_target()
+    target = Sink(spec.sink.path, shard_rows=1, shard_bytes=1, compression="none", overwrite=overwrite)
+    target.check_target()
+    target.check_apart_from(spec.source)
     cluster_spec = spec_from_target(cluster)
 
     run_id = f"{spec.name}-{datetime.datetime.now():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:4]}"

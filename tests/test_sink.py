@@ -1,5 +1,5 @@
 """Shard writing: the manifest's size and hash are the file's, and merging small files
-into a shard streams them a row group at a time."""
+into a shard streams them a row group at a time; an output kept apart from its input."""
 
 import hashlib
 
@@ -7,8 +7,10 @@ import fsspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
-from dsbuild.io.sink import _merge, _row_groups, _write_table
+from dsbuild.io.sink import OutputExists, Sink, _merge, _row_groups, _write_table
+from dsbuild.io.sources import CsvSource, ParquetSource
 
 FS = fsspec.filesystem("file")
 
@@ -105,3 +107,20 @@ def test_abort_outlasts_tasks_still_writing(tmp_path):
         writer.join()
     sink.abort()  # what the writer made after a removal that won the race
     assert not FS.exists(sink.tmp)
+
+
+def test_an_output_is_kept_apart_from_its_input(tmp_path):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.csv").write_text("x\n1\n")
+    parquet = ParquetSource(format="parquet", path=str(tmp_path / "in"))
+
+    def sink(path, overwrite=False):
+        return Sink(str(path), shard_rows=10, shard_bytes=10, compression="none", overwrite=overwrite)
+
+    with pytest.raises(OutputExists, match="inside source.path .*the next run would read this output as its input"):
+        sink(tmp_path / "in" / "clean").check_apart_from(parquet)
+    with pytest.raises(OutputExists, match="overwriting the output would delete the input"):
+        sink(tmp_path, overwrite=True).check_apart_from(CsvSource(format="csv", path=str(tmp_path / "in" / "a.csv")))
+    sink(tmp_path / "in" / "clean").check_apart_from(CsvSource(format="csv", path=str(tmp_path / "in")))  # CSV reads no Parquet
+    sink(tmp_path / "out", overwrite=True).check_apart_from(parquet)
+    sink(tmp_path, overwrite=False).check_apart_from(parquet)  # nothing is replaced without overwrite

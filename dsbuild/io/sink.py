@@ -13,7 +13,9 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import os
 import posixpath
+import re
 import time
 import uuid
 
@@ -54,6 +56,24 @@ class Sink:
         if self.fs.exists(self.path) and not self.overwrite:
             if self.fs.isfile(self.path) or self.fs.ls(self.path):
                 raise OutputExists(f"{self.path} exists and is not empty; pass --overwrite (overwrite=True) to replace it")
+
+    def check_apart_from(self, source) -> None:
+        """Refuse an output that a Parquet source's folder holds (the next run would read
+        it as input), and an overwrite that would delete the job's own input."""
+        paths = getattr(source, "path", None)
+        if paths is None or not _is_local(self.fs):
+            return
+        out = os.path.abspath(self.path)
+        for path in [paths] if isinstance(paths, str) else paths:
+            text = self.fs._strip_protocol(path)
+            fixed = re.split(r"[*?[]", text, maxsplit=1)[0]
+            src = os.path.abspath(fixed if fixed == text or fixed.endswith("/") else os.path.dirname(fixed))
+            if source.format == "parquet" and (fixed != text or os.path.isdir(src)) and _within(out, src):
+                raise OutputExists(f"sink.path {self.path} is inside source.path {path}: the next run would read "
+                                   "this output as its input; write it elsewhere")
+            if self.overwrite and _within(src, out):
+                raise OutputExists(f"source.path {path} is inside sink.path {self.path}: overwriting the output would "
+                                   "delete the input; write it elsewhere")
 
     def staging(self, kind: str, group: str) -> str:
         return posixpath.join(self.tmp, "_staging", kind, group)
@@ -309,6 +329,10 @@ def _to_arrow(part: pd.DataFrame, types: dict[str, pa.DataType]) -> pa.Table:
 
 def _holds_null_type(t: pa.DataType) -> bool:
     return pa.types.is_null(t) or (pa.types.is_dictionary(t) and pa.types.is_null(t.value_type))
+
+
+def _within(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip("/") + "/")
 
 
 def _is_local(fs) -> bool:
