@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import re
 import signal
 import sys
@@ -63,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: the cluster was shut down and no output was written", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `dsbuild stages | head`: the reader has what it wanted
+        sys.stdout = open(os.devnull, "w")
+        return 0
     except Exception as e:  # noqa: BLE001 - the CLI's job is to say what went wrong, briefly
         from dsbuild.io.sink import OutputExists
         from dsbuild.io.sources import SourceError

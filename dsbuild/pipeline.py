@@ -409,8 +409,8 @@ def validate_against_source(spec: JobSpec) -> list[str]:
         except StageError as e:
             raise StageError(f"stages[{i}] {stage.ctx.name}: {e}") from None
         notes += stage.column_warnings(meta)
-        if stage.shape == "map":
-            meta = kept_rows(stage._process(meta.copy()))
+        meta = stage.columns_after(meta)
+        meta = kept_rows(meta) if REJECT in meta.columns else meta
     problem = _partition_problem(spec, meta)
     if problem and all(s.shape == "map" for s in stages):
         raise StageError(problem)

@@ -51,7 +51,8 @@ def test_quickstart_adds_one_copy_per_kept_training_digit(outputs):
     copies = df[df["id"].str.contains("#aug")]
     assert set(copies["split"]) == {"train"} and len(copies) == stages["augment"]["added"]
     originals = df[~df["id"].str.contains("#")]
-    assert abs((originals["split"] == "train").mean() - 0.8) < 0.05
+    shares = pd.crosstab(originals["label"], originals["split"], normalize="index")
+    assert ((shares["train"] - 0.8).abs() < 0.01).all()  # stratified: exact in every class
     from dsbuild.report import highlights
 
     (line,) = [h for h in highlights(outputs[1]["quickstart"]) if h.startswith("split:")]

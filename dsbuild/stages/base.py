@@ -140,6 +140,11 @@ class Stage:
         """What the stage learned, for the manifest (fitted stats, clusters, ...)."""
         return {}
 
+    def columns_after(self, meta: pd.DataFrame) -> pd.DataFrame:
+        """The (empty) frame this stage's output will be, as far as is known without
+        running it, for ``dsbuild validate``: a map stage runs on it; others leave it."""
+        return self._process(meta.copy()) if self.shape == "map" else meta
+
     def build(self, frame, shapes: Shapes):
         raise NotImplementedError
 

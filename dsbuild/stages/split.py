@@ -7,6 +7,10 @@ resampled or SMOTE copy (``parent#aug0``) goes where its parent goes, so no copy
 test image trains the model. ``by`` makes the key a group (a patient, a user, a
 session), so each group lands whole in one split. Shares are met in expectation: with n
 keys, a split's share is off by about sqrt(share × (1 − share) / n).
+
+``stratify`` meets them exactly within each class of the job's label, as scikit-learn's
+stratified split does: each class is cut at its rows' ranks by the same hash, found by the
+exact per-cell selection resampling uses (two mergeable passes; nothing is sorted whole).
 """
 
 from __future__ import annotations
@@ -17,8 +21,9 @@ import numpy as np
 import pandas as pd
 from pydantic import Field, field_validator
 
+from dsbuild.kernels import selection
 from dsbuild.records import ID, record_uniform
-from dsbuild.stages.base import METRIC, MapStage, StageOptions, register
+from dsbuild.stages.base import METRIC, MapStage, StageError, StageOptions, register, with_marks
 
 _COPY_SUFFIX = re.compile(r"(?:#(?:aug|rs|smote)\d+)+$")
 
@@ -30,6 +35,8 @@ class SplitOptions(StageOptions):
     )
     column: str = Field("split", description="column that names each row's split")
     by: list[str] | None = Field(None, description="columns whose values keep rows together: each group lands whole in one split")
+    stratify: bool = Field(False, description="exact shares within each class of the job's label (rows, not groups; "
+                           "split before augmenting, so each record is one row)")
 
     @field_validator("fractions")
     @classmethod
@@ -42,6 +49,10 @@ class SplitOptions(StageOptions):
         if abs(sum(value.values()) - 1) > 1e-9:
             raise ValueError(f"shares must sum to 1, got {sum(value.values()):g} ({value})")
         return value
+
+
+def _add_histograms(a: dict, b: dict) -> dict:
+    return {c: a.get(c, 0) + b.get(c, 0) for c in set(a) | set(b)}
 
 
 def origin_ids(ids: pd.Series) -> pd.Series:
@@ -67,8 +78,33 @@ class Split(MapStage):
     name = "split"
     Options = SplitOptions
 
+    def __init__(self, options=None, **settings):
+        super().__init__(options, **settings)
+        if self.options.stratify:  # class sizes and rank cuts are fitted first
+            self.shape = "fit_apply"
+
     def check(self, meta):
         self.require_columns(meta, self.options.by or [], what="grouping column")
+        if self.options.stratify:
+            if self.options.by:
+                raise StageError(f"stage {self.ctx.name!r}: stratify cuts each class by rows; it cannot keep groups whole (by)")
+            if not self.ctx.roles.label:
+                raise StageError(f"stage {self.ctx.name!r}: stratify needs the job's label column (columns.label)")
+            self.require_columns(meta, [self.ctx.roles.label], what="label column (columns.label)")
+
+    def columns_after(self, meta):
+        return self.process(with_marks(meta.copy()))  # the split column, fitted or not
+
+    def build(self, frame, shapes):
+        if not self.options.stratify:
+            return super().build(frame, shapes)
+        hist = shapes.fit(frame, self._class_histogram, _add_histograms, label=self.ctx.name)
+        plan = self._plan(hist)
+        candidates = shapes.fit(frame, self._boundary_keys, selection.merge_boundary_keys, shapes.broadcast(plan).value,
+                                label=self.ctx.name)
+        plan["key_limit"], plan["tie_limit"] = selection.thresholds(candidates, plan["inside"])
+        self.plan_ = plan
+        return shapes.map(frame, self._stratified, shapes.broadcast(plan), label=self.ctx.name)
 
     def order_warnings(self, earlier, later) -> list[str]:
         """Rows made from statistics of every row carry the later test rows into training."""
@@ -108,7 +144,54 @@ class Split(MapStage):
     def process(self, part):
         o = self.options
         split = assign(self._keys(part), o.fractions, self.ctx.seed, self.ctx.name) if len(part) else np.array([], dtype=object)
+        return self._write(part, split)
+
+    def _write(self, part: pd.DataFrame, split: np.ndarray) -> pd.DataFrame:
+        o = self.options
         part[o.column] = pd.array(split, dtype="string")
         for name in o.fractions:
             part[f"{METRIC}{o.column}:{name}"] = (split == name).astype(np.int64)
         return part
+
+    # -- stratify: each class cut exactly at its rows' hash ranks -----------------------
+    def _ranks(self, part: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """(key, tie): the uniform draw that orders a class's rows, and one for exact ties."""
+        keys = [str(k) for k in self._keys(part)]
+        return record_uniform(self.ctx.seed, self.ctx.name, keys), record_uniform(self.ctx.seed, self.ctx.name + "#tie", keys)
+
+    def _labels(self, part: pd.DataFrame) -> np.ndarray:
+        col = part[self.ctx.roles.label]
+        return np.where(col.isna().to_numpy(), "\x00<missing>", col.astype(str).to_numpy(dtype=object))
+
+    def _class_histogram(self, part: pd.DataFrame, state=None) -> dict[str, np.ndarray]:
+        labels, (keys, _) = self._labels(part), self._ranks(part)
+        return {c: np.bincount(selection.bucket_of(keys[labels == c]), minlength=selection.BUCKETS) for c in set(labels)}
+
+    def _plan(self, hist: dict[str, np.ndarray]) -> dict:
+        """Per (class, boundary between two splits) cell: how many of the class's rows lie
+        before it, the running shares of the class's size rounded (the last is all)."""
+        classes = sorted(hist)
+        sizes = np.array([int(hist[c].sum()) for c in classes], dtype=np.int64)
+        cuts = np.cumsum(list(self.options.fractions.values()))[:-1]
+        wanted = np.rint(np.outer(sizes, cuts)).astype(np.int64).reshape(-1)  # cell = class * len(cuts) + j
+        histogram = np.repeat(np.stack([hist[c] for c in classes]), len(cuts), axis=0) if classes else np.zeros((0, selection.BUCKETS), np.int64)
+        bucket, inside = selection.boundaries(histogram, wanted)
+        return {"classes": classes, "sizes": sizes.tolist(), "cuts": len(cuts), "bucket": bucket, "inside": inside}
+
+    def _cells(self, part: pd.DataFrame, plan: dict, j: int) -> np.ndarray:
+        index = {c: i for i, c in enumerate(plan["classes"])}
+        return np.array([index.get(x, -1) for x in self._labels(part)], dtype=np.int64) * plan["cuts"] + j
+
+    def _boundary_keys(self, part: pd.DataFrame, plan: dict) -> pd.DataFrame:
+        keys, ties = self._ranks(part)
+        return pd.concat([selection.boundary_keys(self._cells(part, plan, j), keys, ties, plan["bucket"]) for j in range(plan["cuts"])],
+                         ignore_index=True)
+
+    def _stratified(self, part: pd.DataFrame, plan: dict) -> pd.DataFrame:
+        part = with_marks(part)
+        keys, ties = self._ranks(part)
+        beyond = np.zeros(len(part), dtype=np.int64)  # how many cuts each row lies past
+        for j in range(plan["cuts"]):
+            cells = self._cells(part, plan, j)
+            beyond += ~selection.chosen(cells, keys, ties, plan["bucket"], plan["key_limit"], plan["tie_limit"])
+        return self._write(part, np.array(list(self.options.fractions), dtype=object)[beyond])

@@ -39,6 +39,25 @@ def test_copies_follow_their_record_and_groups_stay_whole():
     assert kept["split"].nunique() == 3
 
 
+def test_stratified_shares_are_exact_in_every_class_at_any_partitioning():
+    """As scikit-learn's stratified split: each class cut at round(share × size)."""
+    from dsbuild.stages import Roles
+
+    df = _adult(3001)
+    roles = Roles(label="income")
+    kept, _ = run_stage(Split(stratify=True), df, npartitions=1, roles=roles)
+    table = pd.crosstab(kept["income"], kept["split"])
+    for label, n in df["income"].value_counts().items():
+        train, validation = round(0.8 * n), round(0.9 * n) - round(0.8 * n)
+        assert table.loc[label].to_dict() == {"train": train, "validation": validation, "test": n - train - validation}
+    again, _ = run_stage(Split(stratify=True), df.sample(frac=1, random_state=2), npartitions=5, roles=roles)
+    assert again.set_index("id")["split"].sort_index().equals(kept.set_index("id")["split"].sort_index())
+    with pytest.raises(Exception, match="stratify cuts each class by rows; it cannot keep groups whole"):
+        run_stage(Split(stratify=True, by=["race"]), df, roles=roles)
+    with pytest.raises(Exception, match="stratify needs the job's label column"):
+        run_stage(Split(stratify=True), df)
+
+
 def test_options_and_warnings():
     with pytest.raises(ValueError, match="sum to 1"):
         SplitOptions(fractions={"train": 0.8, "test": 0.1})
