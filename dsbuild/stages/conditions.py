@@ -1,5 +1,5 @@
 """Row tests written as data, ``{column: age, op: ">=", value: 18}``: what ``select`` keeps,
-and which rows ``augment`` and ``oversample`` make rows from (``where``)."""
+and which rows ``augment``, ``oversample`` and ``synthesize`` make rows from (``where``)."""
 
 from __future__ import annotations
 

@@ -103,7 +103,6 @@ class Split(MapStage):
         candidates = shapes.fit(frame, self._boundary_keys, selection.merge_boundary_keys, shapes.broadcast(plan).value,
                                 label=self.ctx.name)
         plan["key_limit"], plan["tie_limit"] = selection.thresholds(candidates, plan["inside"])
-        self.plan_ = plan
         return shapes.map(frame, self._stratified, shapes.broadcast(plan), label=self.ctx.name)
 
     def order_warnings(self, earlier, later) -> list[str]:
