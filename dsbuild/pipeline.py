@@ -516,7 +516,9 @@ class _ProgressBar:
 
 
 def _in_order(files: pd.DataFrame) -> list[dict]:
-    return files.sort_values(["partition", "k"]).drop(columns=["partition", "k"]).to_dict("records")
+    """The files in output order; ``group`` (a partition folder) only where there is one."""
+    records = files.sort_values(["partition", "k"]).drop(columns=["partition", "k"]).to_dict("records")
+    return [{k: v for k, v in r.items() if k != "group" or isinstance(v, str)} for r in records]
 
 
 @contextlib.contextmanager

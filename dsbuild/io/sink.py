@@ -270,10 +270,8 @@ class Sink:
 
 
 def _folder_of(staged: dict) -> str:
-    """The partition folder a staged file belongs in ('' without partition_by; a file
-    listed through a frame has NaN there)."""
-    group = staged.get("group")
-    return group if isinstance(group, str) else ""
+    """The partition folder a staged file belongs in ('' without partition_by)."""
+    return staged.get("group") or ""
 
 
 def hive_folder(columns: list[str], values: tuple) -> str:
