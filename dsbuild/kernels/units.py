@@ -172,10 +172,8 @@ def parse_quantity(
     for i, (number, unit_text) in enumerate(found):
         unit = table.unit(unit_text) if unit_text else default
         if not unit_text and i == len(found) - 1 and i > 0 and found[i - 1][1]:
-            smaller = _SMALLER.get(terms[-1][1].name) if terms else None
+            smaller = _SMALLER.get(terms[-1][1].name)
             unit = table.unit(smaller) if smaller else None
-            if unit is None:
-                return np.nan, False, "no-unit"
         if unit is None:
             return np.nan, False, f"unknown-unit:{unit_text}" if unit_text else "no-unit"
         terms.append((float(number.replace(",", "")), unit))
