@@ -65,6 +65,7 @@ from dsbuild.stages.base import (
     reject,
     with_marks,
 )
+from dsbuild.stages.conditions import Condition, all_hold
 
 ModelName = Literal[tuple(MODELS)]  # type: ignore[valid-type]
 CLEANING_FIRST = ("exact_dedup", "sanitize")
@@ -364,22 +365,33 @@ class FairnessAudit(FairnessStage):
 # -- reweigh ----------------------------------------------------------------------------
 
 
+class ReweighOptions(MitigationOptions):
+    where: list[Condition] = Field(
+        default_factory=list, description="rows to count and weigh, e.g. [{column: split, op: ==, value: train}]: "
+        "the weights make group and label independent there; other rows keep their weight")
+
+
 @register
 class Reweigh(FairnessStage):
     """Kamiran & Calders reweighing into the weight column, times any weight already there.
 
     With ``strength`` λ the weights give each group the favourable rate r_g + λ·(r − r_g)
-    and keep each group's total weight.
+    and keep each group's total weight. With ``where``, the counts come from those rows
+    alone (the training split: no test label moves a training weight).
     """
 
     name = "reweigh"
-    Options = MitigationOptions
+    Options = ReweighOptions
+
+    def check(self, meta):
+        super().check(meta)
+        self.require_columns(meta, [c.column for c in self.options.where], what="where column")
 
     def statistic(self):
-        return self.table_statistic()
+        return None if self.options.where else self.table_statistic()  # the audit counts every row
 
     def partial(self, part, state):
-        return self.table(part)
+        return self.table(part[all_hold(self.options.where, part)] if self.options.where else part)
 
     def combine(self, a, b):
         return merge_tables(a, b)
@@ -391,6 +403,8 @@ class Reweigh(FairnessStage):
     def apply(self, part, factors):
         weight = self.ctx.roles.weight
         factor = _cell_lookup(part, factors, self.sensitive, self.label, self.bins, "factor", 1.0)
+        if self.options.where:
+            factor = np.where(all_hold(self.options.where, part), factor, 1.0)
         old = pd.to_numeric(part[weight], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan) if weight in part.columns else 1.0
         part[weight] = old * factor
         return part

@@ -144,6 +144,17 @@ def test_reweigh_equals_direct_pandas_and_composes(german):
     assert runs[0][0].summary()["before"]["age"]["di"] < 0.95
 
 
+def test_reweigh_where_counts_and_weighs_the_training_rows_only(german):
+    """With where, the weights equal reweighing the training rows alone; test rows keep theirs."""
+    split = german.assign(split=np.where(np.arange(len(german)) % 4 == 0, "test", "train"))
+    train = [{"column": "split", "op": "==", "value": "train"}]
+    kept, _ = run_stage(Reweigh(favorable="good", bins={"age": [25]}, where=train), split, npartitions=3, roles=GERMAN)
+    alone, _ = run_stage(Reweigh(favorable="good", bins={"age": [25]}), split[split["split"] == "train"], roles=GERMAN)
+    got = kept.set_index("id")["weight"]
+    pd.testing.assert_series_equal(got.reindex(alone["id"]), alone.set_index("id")["weight"], check_names=False, rtol=1e-12)
+    assert (got[kept.set_index("id")["split"] == "test"] == 1.0).all()
+
+
 def test_the_jobs_bins_serve_every_fairness_stage_and_a_stages_own_replace_them(german):
     """columns.bins cut age once for the whole job; a stage's bins replace a column's."""
     by_job = Roles(label="credit", sensitive=("age",), bins=(("age", (25.0,)),))
