@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from dsbuild.io.sources.parquet import HIVE_NULL
 from dsbuild.records import ID, REASON, sniff_image_format
 
 SUCCESS = "_SUCCESS"
@@ -280,7 +281,7 @@ def hive_folder(columns: list[str], values: tuple) -> str:
     from urllib.parse import quote
 
     return "/".join(
-        f"{c}={'__HIVE_DEFAULT_PARTITION__' if pd.isna(v) else quote(str(v), safe='')}" for c, v in zip(columns, values)
+        f"{c}={HIVE_NULL if pd.isna(v) else quote(str(v), safe='')}" for c, v in zip(columns, values)
     )
 
 

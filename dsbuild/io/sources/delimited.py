@@ -81,7 +81,8 @@ _SEPARATORS = ",;\t|"
 def _sniff_sep(path: str, sample: bytes, spec: CsvSource) -> str:
     """A tab for .tsv and .tab files; else the separator that splits the first lines (a
     header and its records) into the same number of fields, more than one, as the
-    standard library's sniffer finds it; a comma if none does. A European export
+    standard library's sniffer finds it; a comma (a semicolon beside decimal commas) if
+    none does. A European export
     (``Apfel;3,50``) is read as it was written without a job saying so."""
     if re.search(r"\.(tsv|tab)(\.[a-z0-9]+)?$", path.lower()):
         return "\t"

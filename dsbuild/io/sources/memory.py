@@ -62,7 +62,8 @@ def _read_sample(spec: SampleSource, count_rows: bool = True) -> Source:
 
 def _read_frame(spec: FrameSource) -> Source:
     """Ids are the frame's ``id`` column, else ``name:row`` by the row's position in the
-    whole frame, whatever its partitions. A meaningful index (named, or not 0..n-1) is kept
+    whole frame, whatever its partitions: a Dask frame without one is computed once more
+    first, to count its partitions' rows. A meaningful index (named, or not 0..n-1) is kept
     as a column, as ``to_parquet`` keeps it."""
     frame = spec.frame
     if isinstance(frame, pd.DataFrame):

@@ -161,13 +161,13 @@ class _Hive:
         return [f.name for f in self.fields]
 
 
-_HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
+HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"  # a missing value's folder, as Hive and Spark name it
 
 
 def _hive_partitions(files: list[str], root: str, path) -> _Hive:
     """A column per ``key=value`` folder below the source's folder, whole numbers as int64
-    and the rest as text (URL-escaped as Spark writes them), as readers of such datasets
-    give them back; pandas' and Arrow's readers would otherwise have dropped them silently."""
+    and the rest as text (URL-escaped as Spark writes them), as pandas, Arrow and Spark
+    give them back (the files themselves do not hold these columns)."""
     from urllib.parse import unquote
 
     found = {}
@@ -182,7 +182,7 @@ def _hive_partitions(files: list[str], root: str, path) -> _Hive:
         raise SourceError(f"{path}: files sit under different partition folders ({'/'.join(a) or 'none'} and "
                           f"{'/'.join(b) or 'none'}); read them as separate sources")
     names = list(next(iter(keys)))
-    text = {f: {k: (None if v == _HIVE_NULL else unquote(v)) for k, v in kv} for f, kv in found.items()}
+    text = {f: {k: (None if v == HIVE_NULL else unquote(v)) for k, v in kv} for f, kv in found.items()}
     fields, values = [], {f: [] for f in files}
     for name in names:
         seen = [t[name] for t in text.values() if t[name] is not None]

@@ -23,19 +23,9 @@ def _text_blocks(
     (``quoted``) and rows are numbered by those; each block carries the quote states
     at its two ends as a sixth item.
     """
+    spans, records = _spans(fs, files, root, blocksize, whole)
     if quoted:
-        return _quoted_blocks(fs, files, root, blocksize)
-    records, spans = [], []
-    for path in files:
-        record = _file_record(fs, path)
-        records.append(record)
-        compressed = fsspec.utils.infer_compression(path) is not None
-        size = record["size"] or 0
-        if compressed or size <= blocksize or path in whole:
-            spans.append((path, _relative(path, root), 0, None))
-        else:
-            for start in range(0, size, blocksize):
-                spans.append((path, _relative(path, root), start, blocksize))
+        return _quoted_blocks(fs, spans), records
     counts = [0] * len(spans)
     split = [i for i, s in enumerate(spans) if s[3] is not None]
     if split and count_rows:
@@ -51,16 +41,22 @@ def _text_blocks(
     return blocks, records
 
 
-def _quoted_blocks(fs, files: list[str], root: str, blocksize: int) -> tuple[list[tuple], list[dict]]:
+def _spans(fs, files: list[str], root: str, blocksize: int, whole=()) -> tuple[list[tuple], list[dict]]:
+    """(path, rel, start, length or None for the whole file) per byte range, and each
+    file's record; compressed files and those in ``whole`` are one range."""
     records, spans = [], []
     for path in files:
         record = _file_record(fs, path)
         records.append(record)
         size = record["size"] or 0
-        if fsspec.utils.infer_compression(path) is not None or size <= blocksize:
+        if fsspec.utils.infer_compression(path) is not None or size <= blocksize or path in whole:
             spans.append((path, _relative(path, root), 0, None))
         else:
             spans.extend((path, _relative(path, root), start, blocksize) for start in range(0, size, blocksize))
+    return spans, records
+
+
+def _quoted_blocks(fs, spans: list[tuple]) -> list[tuple]:
     split = [s for s in spans if s[3] is not None]
     counted = iter(dask.compute(*[dask.delayed(_range_counts)(fs, path, start, length) for path, _, start, length in split]))
     blocks, inside, passed = [], 0, 0
@@ -76,7 +72,7 @@ def _quoted_blocks(fs, files: list[str], root: str, blocksize: int) -> tuple[lis
         blocks.append((path, rel, start, length, passed + 1 if start else 0, (inside, inside ^ odd)))
         passed += if_inside if inside else if_outside
         inside ^= odd
-    return blocks, records
+    return blocks
 
 
 def _range_counts(fs, path: str, start: int, length: int) -> tuple[int, int, int]:
