@@ -157,9 +157,10 @@ def highlights(m: dict) -> list[str]:
         if not isinstance(summary, dict):
             continue
         if _is_parity(summary.get("before")) and _is_parity(summary.get("after")):
+            rows = f" ({summary['where']})" if summary.get("where") else ""
             for view, b in summary["before"].items():
                 a = summary["after"].get(view, {})
-                out.append(f"{name}: disparate impact by {view} {_num(b.get('di'))} → {_num(a.get('di'))}, "
+                out.append(f"{name}{rows}: disparate impact by {view} {_num(b.get('di'))} → {_num(a.get('di'))}, "
                            f"parity difference {_num(b.get('spd'))} → {_num(a.get('spd'))}")
         elif _is_parity(summary.get("data")):
             for view, v in summary["data"].items():

@@ -121,6 +121,9 @@ def increasing_bins(bins: dict[str, list[float]]) -> dict[str, list[float]]:
 
 
 class MitigationOptions(FairnessOptions):
+    where: list[Condition] = Field(
+        default_factory=list, description="rows to count and change, e.g. [{column: split, op: ==, value: train}]: "
+        "the stage's counts (and ranker) come from those rows alone and only they change; other rows pass as they are")
     strength: float = Field(
         1.0, ge=0.0,
         description="how far each group's favourable rate moves towards the overall rate: 0 not at all, "
@@ -178,6 +181,7 @@ class FairnessStage(FitApplyStage):
         for col in self.options.privileged:
             if col not in self.sensitive:
                 raise StageError(f"stage {self.ctx.name!r}: privileged names {col!r}, which is not a sensitive column {self.sensitive}")
+        self.require_columns(meta, [c.column for c in getattr(self.options, "where", ())], what="where column")
 
     def column_warnings(self, meta: pd.DataFrame) -> list[str]:
         """A numeric sensitive column without cut points makes each of its values a group:
@@ -195,6 +199,15 @@ class FairnessStage(FitApplyStage):
                 and not pd.api.types.is_bool_dtype(meta[c])]
 
     # groups and counts ------------------------------------------------------------------
+    def chosen_rows(self, part: pd.DataFrame) -> np.ndarray:
+        """The rows a mitigation counts and changes: ``where``'s, or every row."""
+        return all_hold(getattr(self.options, "where", []), part)
+
+    def where_summary(self) -> dict:
+        """``{"where": "split == train"}`` when the stage counted and changed only those rows."""
+        where = getattr(self.options, "where", [])
+        return {"where": " and ".join(f"{c.column} {c.op} {c.value}".rstrip() for c in where)} if where else {}
+
     def groups(self, part: pd.DataFrame) -> np.ndarray:
         """Each row's group: the intersection of its groups in every sensitive column."""
         return joint_text([group_text(part[c], self.bins.get(c)) for c in self.sensitive])
@@ -244,7 +257,7 @@ class FairnessStage(FitApplyStage):
         return pd.DataFrame(cols, index=part.index)
 
     def _sample(self, part: pd.DataFrame, state=None) -> pd.DataFrame:
-        part = part[part[self.label].notna()]
+        part = part[part[self.label].notna().to_numpy() & self.chosen_rows(part)]
         u, fold = self.draws(part, self.options.folds)
         x = self.ranker_frame(part).assign(**{LABEL: part[self.label].to_numpy(), "_u": u, "_fold": fold})
         return x.nsmallest(self.options.sample_rows, "_u")
@@ -365,12 +378,6 @@ class FairnessAudit(FairnessStage):
 # -- reweigh ----------------------------------------------------------------------------
 
 
-class ReweighOptions(MitigationOptions):
-    where: list[Condition] = Field(
-        default_factory=list, description="rows to count and weigh, e.g. [{column: split, op: ==, value: train}]: "
-        "the weights make group and label independent there; other rows keep their weight")
-
-
 @register
 class Reweigh(FairnessStage):
     """Kamiran & Calders reweighing into the weight column, times any weight already there.
@@ -381,17 +388,13 @@ class Reweigh(FairnessStage):
     """
 
     name = "reweigh"
-    Options = ReweighOptions
-
-    def check(self, meta):
-        super().check(meta)
-        self.require_columns(meta, [c.column for c in self.options.where], what="where column")
+    Options = MitigationOptions
 
     def statistic(self):
         return None if self.options.where else self.table_statistic()  # the audit counts every row
 
     def partial(self, part, state):
-        return self.table(part[all_hold(self.options.where, part)] if self.options.where else part)
+        return self.table(part[self.chosen_rows(part)] if self.options.where else part)
 
     def combine(self, a, b):
         return merge_tables(a, b)
@@ -404,14 +407,14 @@ class Reweigh(FairnessStage):
         weight = self.ctx.roles.weight
         factor = _cell_lookup(part, factors, self.sensitive, self.label, self.bins, "factor", 1.0)
         if self.options.where:
-            factor = np.where(all_hold(self.options.where, part), factor, 1.0)
+            factor = np.where(self.chosen_rows(part), factor, 1.0)
         old = pd.to_numeric(part[weight], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan) if weight in part.columns else 1.0
         part[weight] = old * factor
         return part
 
     def summary(self) -> dict:
         t, factors = self.table_, self.state_
-        out = {"weight_column": self.ctx.roles.weight, "factors": [
+        out = {**self.where_summary(), "weight_column": self.ctx.roles.weight, "factors": [
             {**{c: str(r[c]) for c in self.sensitive}, "label": _text(r[LABEL]), "count": int(r["n"]), "factor": round(float(r["factor"]), 6)}
             for _, r in factors.iterrows()
         ]}
@@ -473,7 +476,8 @@ class CellChooser:
         present = np.array([c is not None for c in cells], dtype=bool)
         codes, names = pd.factorize(pd.Series(cells[present], dtype=object))
         hist = selection.key_histogram(codes, keys[present], len(names))
-        return self.stage.table(part), {str(n): hist[i] for i, n in enumerate(names)}
+        table = self.stage.table(part[self.stage.chosen_rows(part)] if self.stage.options.where else part)
+        return table, {str(n): hist[i] for i, n in enumerate(names)}
 
     @staticmethod
     def merge_counts(a, b):
@@ -570,9 +574,11 @@ class Resample(FairnessStage):
         return shapes.map(frame, self._apply, shapes.broadcast(plan), label=self.ctx.name)
 
     def _cell(self, part, state) -> np.ndarray:
+        """Each row's (group, label) cell; None for a row without a label or outside ``where``."""
         labels = _label_text(part[self.label].to_numpy())
         groups = self.groups(part)
-        return np.array([None if y is None else f"{g}/{y}" for g, y in zip(groups, labels)], dtype=object)
+        chosen = self.chosen_rows(part)
+        return np.array([f"{g}/{y}" if y is not None and ok else None for g, y, ok in zip(groups, labels, chosen)], dtype=object)
 
     def _keys(self, part, state) -> tuple[np.ndarray, np.ndarray]:
         u, fold = self.draws(part, self.options.folds)
@@ -606,6 +612,7 @@ class Resample(FairnessStage):
     def summary(self) -> dict:
         t = self.targets_
         out = {
+            **self.where_summary(),
             "method": self.options.method,
             "cells": [
                 {"cell": c, "count": int(n), "target": int(tg), "expected": round(float(e), 3)}
@@ -671,7 +678,7 @@ class Massage(FairnessStage):
         groups = self.groups(part).astype(str)
         sign = np.where(self._positive(part, state["favorable"]), "/+", "/-")
         cells = np.char.add(groups, sign).astype(object)
-        cells[part[self.label].isna().to_numpy()] = None
+        cells[part[self.label].isna().to_numpy() | ~self.chosen_rows(part)] = None
         return cells
 
     def _keys(self, part, state) -> tuple[np.ndarray, np.ndarray]:
@@ -706,6 +713,7 @@ class Massage(FairnessStage):
         after = before.assign(n=before["n"] + np.where(positive, delta, -delta))
         after["w"] = after["n"].astype(float)
         return {
+            **self.where_summary(),
             "favorable": _text(fav),
             "model": self.options.model,
             "changes": [{"group": g, "count": int(n), "positives": int(p), "change": int(ch)}

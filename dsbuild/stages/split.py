@@ -106,13 +106,23 @@ class Split(MapStage):
         return shapes.map(frame, self._stratified, shapes.broadcast(plan), label=self.ctx.name)
 
     def order_warnings(self, earlier, later) -> list[str]:
-        """Rows made from statistics of every row carry the later test rows into training."""
-        return [
+        """Rows made from statistics of every row carry the later test rows into training;
+        a stage after the split that makes or changes rows without ``where`` changes the
+        validation and test rows too (copies, resampled cells, flipped labels)."""
+        rest = list(self.options.fractions)[1:]
+        others = " and ".join([", ".join(rest[:-1]), rest[-1]] if len(rest) > 1 else rest) or "other splits"
+        where = f"where: [{{column: {self.options.column}, op: '==', value: {next(iter(self.options.fractions))}}}]"
+        before = [
             f"stage {self.ctx.name!r} runs after {s.ctx.name!r}, whose new rows are fitted on rows the split then "
-            f"puts in {', '.join(list(self.options.fractions)[1:]) or 'other splits'}; split first, and give "
-            f"{s.ctx.name!r} where: [{{column: {self.options.column}, op: '==', value: {next(iter(self.options.fractions))}}}]"
+            f"puts in {others}; split first, and give {s.ctx.name!r} {where}"
             for s in earlier if s.name in ("oversample", "synthesize")
         ]
+        after = [
+            f"stage {s.ctx.name!r} runs after {self.ctx.name!r} without where, so it also changes the {others} rows "
+            f"and fits on them; give it {where}"
+            for s in later if "where" in type(s.options).model_fields and not s.options.where
+        ]
+        return before + after
 
     def summary(self) -> dict:
         o = self.options

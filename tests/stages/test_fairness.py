@@ -220,6 +220,42 @@ def test_resample_reaches_the_target_cells_exactly(german, method):
     assert stage.summary()["after"]["age"]["di"] == pytest.approx(1.0, abs=0.01)
 
 
+@pytest.mark.parametrize("method", ["uniform", "preferential"])
+def test_resample_where_samples_the_training_rows_alone(german, method):
+    """With where, the cells are the training rows' and reach their targets; every test
+    row comes out once, unchanged, and the result is the same for any partitioning."""
+    split = german.assign(split=np.where(np.arange(len(german)) % 4 == 0, "test", "train"))
+    train = [{"column": "split", "op": "==", "value": "train"}]
+    runs = run_all(lambda: Resample(favorable="good", bins={"age": [25]}, method=method, folds=3, where=train), split, GERMAN,
+                   partitions=(1, 3))
+    stage, kept, rejected = runs[0]
+    assert kept["id"].tolist() == runs[1][1]["id"].tolist() and rejected["id"].tolist() == runs[1][2]["id"].tolist()
+    assert (rejected["split"] == "train").all() and kept["id"][kept["split"] == "test"].str.contains("#").sum() == 0
+    test_ids = split["id"][split["split"] == "test"]
+    assert sorted(kept["id"][kept["split"] == "test"]) == sorted(test_ids)
+    cells = {c["cell"]: c for c in stage.summary()["cells"]}
+    trained = split[split["split"] == "train"]
+    assert sum(c["count"] for c in cells.values()) == len(trained)
+    out = kept[kept["split"] == "train"]
+    sizes = out.groupby([np.where(out["age"] >= 25, ">=25", "<25"), out["credit"]]).size()
+    assert {f"{g}/{y}": n for (g, y), n in sizes.items()} == {k: c["target"] for k, c in cells.items()}
+
+
+def test_massage_where_relabels_training_rows_only(adult):
+    adult = adult.iloc[:12000].assign(split=np.where(np.arange(12000) % 5 == 0, "test", "train"))
+    train = [{"column": "split", "op": "==", "value": "train"}]
+    stage = Massage(favorable=">50K", folds=3, sample_rows=8000, where=train)
+    kept, _ = run_stage(stage, adult, npartitions=3, roles=ADULT_SEX)
+    after = kept.set_index("id")
+    before = adult.set_index("id").loc[after.index]
+    flipped = after["income"] != before["income"]
+    assert flipped.any() and not flipped[after["split"] == "test"].any()
+    training = after[after["split"] == "train"]
+    rate = (training["income"] == ">50K").groupby(training["sex"]).mean()
+    assert rate["Female"] == pytest.approx(rate["Male"], abs=1e-3)
+    assert stage.summary()["before"]["sex"]["groups"]["Female"]["count"] == ((adult["split"] == "train") & (adult["sex"] == "Female")).sum()
+
+
 def test_preferential_resampling_removes_borderline_rows(adult):
     adult = adult.iloc[:12000]
     stage = Resample(favorable=">50K", method="preferential", folds=3, sample_rows=8000)

@@ -76,6 +76,11 @@ def test_options_and_warnings():
     late = Split().bind(StageContext("split", 0))
     (order,) = late.order_warnings([Oversample().bind(StageContext("oversample", 0))], [])
     assert "runs after 'oversample'" in order and "split first, and give 'oversample' where: [{column: split, op: '==', value: train}]" in order
+    from dsbuild.stages.fairness import Resample
+
+    train = [{"column": "split", "op": "==", "value": "train"}]
+    (later,) = late.order_warnings([], [Resample().bind(StageContext("resample", 0)), Resample(where=train).bind(StageContext("resample2", 0))])
+    assert "'resample' runs after 'split' without where, so it also changes the validation and test rows" in later
 
 
 def test_a_job_writes_each_rows_split_and_counts_them(client, tmp_path):
