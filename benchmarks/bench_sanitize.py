@@ -43,9 +43,9 @@ ADULT_TRAIN_ROWS = 10_000
 # -- data -------------------------------------------------------------------------------
 
 
-def _sklearn(loader):
+def _sklearn(loader, split_seed: int = 0):
     data = loader()
-    X_tr, X_te, y_tr, y_te = train_test_split(data.data, data.target, test_size=0.3, stratify=data.target, random_state=0)
+    X_tr, X_te, y_tr, y_te = train_test_split(data.data, data.target, test_size=0.3, stratify=data.target, random_state=split_seed)
     return X_tr.astype(float), y_tr, X_te.astype(float), y_te
 
 
@@ -241,6 +241,55 @@ def recovery_table(quick: bool) -> str:
     return "\n".join(lines)
 
 
+def target_table(quick: bool) -> str:
+    """Issue 5's target, measured over draws of the test split as well as of the poison.
+
+    On breast_cancer one test row is 0.6 pt and 10% flips cost 2–4 rows, so on one fixed
+    split the figure depends on which split was drawn more than on the method (57% to
+    206% for the same defaults over five splits). Each draw d here takes its own
+    stratified 70/30 split (``random_state=d``) and its own poison (seed d); Adult keeps
+    its training and test files (16,281 test rows). Recovery is the ratio of the mean
+    accuracy won to the mean cost, ± its standard error (delta method).
+    """
+    draws = int(os.environ.get("BENCH_SANITIZE_TARGET_DRAWS", "3" if quick else "20"))
+    methods = ["oracle", CLEANLAB, "label_issues"]
+    sets = {"breast_cancer": lambda d: _sklearn(load_breast_cancer, d)}
+    if not quick:
+        sets["digits"] = lambda d: _sklearn(load_digits, d)
+        adult = _adult()
+        sets["adult"] = lambda d: adult
+    lines = [
+        "| data | flips | draws | accuracy cost (pt) | " + " | ".join(methods) + " |",
+        "|---|---|---|---|" + "---|" * len(methods),
+    ]
+    for name, data in sets.items():
+        n = max(draws // 4, 3) if name == "adult" else draws
+        for kind in ("random", "toward"):
+            cost, won = np.zeros(n), {m: np.zeros(n) for m in methods}
+            for d in range(n):
+                X, y, X_te, y_te = data(d)
+                Xp, yp, bad = poison(X, y, kind, 0.10, d)
+                poisoned = accuracy(Xp, yp, X_te, y_te)
+                cost[d] = accuracy(X, y, X_te, y_te) - poisoned
+                won["oracle"][d] = accuracy(Xp[~bad], yp[~bad], X_te, y_te) - poisoned
+                for m in methods[1:]:
+                    won[m][d] = sanitized_accuracy(Xp, yp, m, bad.mean(), X_te, y_te)[1] - poisoned
+            cells = [_ratio_cell(won[m], cost) for m in methods]
+            lines.append(f"| {name} | {kind} 10% | {n} | {100 * cost.mean():.1f} ± {100 * cost.std(ddof=1) / np.sqrt(n):.1f} | "
+                         + " | ".join(cells) + " |")
+            print(f"  target {name} {kind}", flush=True)
+    return "\n".join(lines)
+
+
+def _ratio_cell(won: np.ndarray, cost: np.ndarray) -> str:
+    """mean(won) / mean(cost) ± its standard error: sd(won − r·cost) / (√n · mean(cost))."""
+    if cost.mean() < 0.005:
+        return f"cost < 0.5 pt (won {100 * won.mean():+.1f} pt)"
+    r = won.mean() / cost.mean()
+    se = np.std(won - r * cost, ddof=1) / (np.sqrt(len(won)) * cost.mean())
+    return f"{r:.0%} ± {se:.0%}"
+
+
 def cleanlab_table(quick: bool) -> str:
     """F1 of flagging the flipped rows: our kernels and cleanlab's on the same out-of-fold
     probabilities (a 5-fold logistic regression), per filter; and the stage with its
@@ -362,6 +411,9 @@ def run(quick: bool = False) -> str:
                 "costs ≥ 0.5 pt."
             ),
             recovery_table(quick),
+            "### Issue 5's target over drawn splits: 10% flips, each draw its own test split and poison",
+            target_table.__doc__.split("\n\n", 1)[1].strip().replace("\n    ", " ").replace("\n", " "),
+            target_table(quick),
             "### Confident learning: `label_issues` kernels against cleanlab's `find_label_issues` on the same probabilities",
             cleanlab_table(quick),
             "### Scaling: one worker against two (same process, same data; rows set by BENCH_SANITIZE_ROWS, default 10 M)",
