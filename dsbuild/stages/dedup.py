@@ -54,6 +54,37 @@ IMAGE_META_SUFFIXES = ("_height", "_width", "_channels", "_format")
 class KeepRule(StageOptions):
     quality: str | None = Field(None, description="column whose best value decides which copy stays; default: lowest id")
     prefer: Literal["max", "min"] = Field("max", description="best quality is the largest (max) or smallest (min) value")
+    action: Literal["drop", "group"] = Field(
+        "drop", description="drop: reject every copy but the one that stays (reason duplicate-of=<its id>); "
+        "group: keep every row and name its cluster in group_column, so that split by: [duplicate_group] "
+        "keeps copies out of different splits")
+    group_column: str = Field("duplicate_group", description="with action group: each row's cluster, the id of the "
+                              "copy that would stay (a row in no cluster: its own id)")
+
+
+class Deduplicator(Stage):
+    """What every deduplicating stage shares: with ``action: group`` it adds a column."""
+
+    def columns_after(self, meta: pd.DataFrame) -> pd.DataFrame:
+        if self.options.action != "group":
+            return meta
+        return meta.assign(**{self.options.group_column: pd.arrays.ArrowStringArray(pa.array([], pa.large_string()))})
+
+    def check_keep_rule(self, meta: pd.DataFrame) -> None:
+        if self.options.quality:
+            self.require_columns(meta, [self.options.quality], what="quality column")
+        col = self.options.group_column
+        if self.options.action == "group" and col in meta.columns:
+            raise StageError(f"stage {self.ctx.name!r}: group_column {col!r} is already a column of the data; name another")
+
+
+def _grouped(part: pd.DataFrame, hit: np.ndarray, keepers: pa.Array, column: str) -> pd.DataFrame:
+    """``column``: the kept id where ``hit`` (in order, from ``keepers``), the row's own id elsewhere."""
+    own = arrow_ids(part[ID])
+    if hit.any():
+        own = pc.if_else(pa.array(hit), spread_text(keepers, hit), own)
+    part[column] = pd.arrays.ArrowStringArray(own)
+    return part
 
 
 # -- exact_dedup ----------------------------------------------------------------------
@@ -67,7 +98,7 @@ class ExactDedupOptions(KeepRule):
 
 
 @register
-class ExactDedup(Stage):
+class ExactDedup(Deduplicator):
     """Rows equal on the chosen columns: one copy stays, the others name it.
 
     Only a thin frame moves: (content hash, check hash, id, position, quality rank) per
@@ -105,10 +136,9 @@ class ExactDedup(Stage):
     def check(self, meta):
         cols = self.columns(meta)
         self.require_columns(meta, cols)
-        if self.options.quality:
-            self.require_columns(meta, [self.options.quality], what="quality column")
         if not cols:
             raise StageError(f"stage {self.ctx.name!r}: no data columns to compare")
+        self.check_keep_rule(meta)
 
     def content_hash(self, part: pd.DataFrame, key: str) -> np.ndarray:
         cols = self.columns(part)
@@ -141,6 +171,8 @@ class ExactDedup(Stage):
         dropped = shapes.persist(dropped)
         self.clusters_ = shapes.fit(dropped, cluster_stats, add_cluster_stats, label=f"{self.ctx.name}-clusters")
         routed = shapes.route(dropped[_ROUTED], "_partition", like=frame)
+        if self.options.action == "group":
+            return shapes.map(frame, _group_routed, routed, self.options.group_column, label=self.ctx.name)
         return shapes.map(frame, _drop_routed, routed, label=self.ctx.name)
 
     def summary(self) -> dict:
@@ -191,6 +223,25 @@ def _drop_routed(part: pd.DataFrame, dropped: pd.DataFrame) -> pd.DataFrame:
     part = with_marks(part)
     if part.empty or dropped.empty:
         return part
+    hit, keepers = _routed_keepers(part, dropped)
+    reasons = pc.binary_join_element_wise(_DUPLICATE_OF, keepers, _EMPTY)
+    column = spread_text(reasons, hit)
+    if marked:  # the first reason stays
+        return reject(part, hit, column.to_numpy(zero_copy_only=False))
+    part[REJECT] = pd.arrays.ArrowStringArray(column)
+    return part
+
+
+def _group_routed(part: pd.DataFrame, dropped: pd.DataFrame, column: str) -> pd.DataFrame:
+    """``action: group``: name each row's cluster instead of rejecting its copies."""
+    part = with_marks(part)
+    if part.empty or dropped.empty:
+        return _grouped(part, np.zeros(len(part), dtype=bool), pa.array([], pa.large_string()), column)
+    return _grouped(part, *_routed_keepers(part, dropped), column)
+
+
+def _routed_keepers(part: pd.DataFrame, dropped: pd.DataFrame) -> tuple[np.ndarray, pa.LargeStringArray]:
+    """(this partition's rows that ``dropped`` names, their kept ids in row order)."""
     rows = dropped["_at"].to_numpy() & np.int64(0xFFFFFFFF)
     if rows.max() >= len(part):
         raise RuntimeError("exact_dedup: the input's partitions changed between its two passes")
@@ -200,12 +251,7 @@ def _drop_routed(part: pd.DataFrame, dropped: pd.DataFrame) -> pd.DataFrame:
     named = pa.table([arrow_ids(dropped[ID]), arrow_ids(dropped["_keeper"])], names=["id", "keeper"]).take(pa.array(slot[hit]))
     if not pc.all(pc.equal(arrow_ids(part[ID]).filter(pa.array(hit)), named["id"])).as_py():
         raise RuntimeError("exact_dedup: the input's partitions changed between its two passes")
-    reasons = pc.binary_join_element_wise(_DUPLICATE_OF, named["keeper"].combine_chunks(), _EMPTY)
-    column = spread_text(reasons, hit)
-    if marked:  # the first reason stays
-        return reject(part, hit, column.to_numpy(zero_copy_only=False))
-    part[REJECT] = pd.arrays.ArrowStringArray(column)
-    return part
+    return hit, named["keeper"].combine_chunks()
 
 
 _DUPLICATE_OF = pa.scalar("duplicate-of=", pa.large_string())
@@ -536,7 +582,7 @@ class NearDedupOptions(KeepRule):
     pass
 
 
-class _NearDedup(Stage):
+class _NearDedup(Deduplicator):
     """Signatures -> band buckets -> verified pairs -> components -> drop all but one."""
 
     shape = "chain"
@@ -558,8 +604,10 @@ class _NearDedup(Stage):
         )
         clusters = self.components(frame, shapes, edges)
         self.clusters_ = clusters
-        drops = clusters.drops(self.options)
-        return shapes.map(frame, _drop_members, shapes.broadcast(KeepersById(drops)), label=self.ctx.name)
+        keepers = shapes.broadcast(KeepersById(clusters.drops(self.options)))
+        if self.options.action == "group":
+            return shapes.map(frame, _group_members, keepers, self.options.group_column, label=self.ctx.name)
+        return shapes.map(frame, _drop_members, keepers, label=self.ctx.name)
 
     def components(self, frame, shapes, edges) -> Clusters:
         """Connected components of the verified edges (a mergeable fit)."""
@@ -592,6 +640,15 @@ def _drop_members(part: pd.DataFrame, keepers, partition_info=None) -> pd.DataFr
         reasons[rows] = ["duplicate-of=" + str(k) for k in kept]
         part = reject(part, hit, reasons)
     return part
+
+
+def _group_members(part: pd.DataFrame, keepers, column: str, partition_info=None) -> pd.DataFrame:
+    """``action: group``: each member of a cluster names the kept id; the rest their own."""
+    part = with_marks(part)
+    rows, kept = keepers.kept_of(part, partition_info["number"] if partition_info else 0)
+    hit = np.zeros(len(part), dtype=bool)
+    hit[rows] = True
+    return _grouped(part, hit, pa.array(kept, pa.large_string()), column)
 
 
 # -- near_dedup_images -----------------------------------------------------------------
@@ -629,8 +686,7 @@ class NearDedupImages(_NearDedup):
 
     def check(self, meta):
         self.require_columns(meta, [self._column()], what="image column (columns.image)")
-        if self.options.quality:
-            self.require_columns(meta, [self.options.quality], what="quality column")
+        self.check_keep_rule(meta)
 
     def signer(self, meta):
         o = self.options
@@ -748,8 +804,7 @@ class NearDedupText(_NearDedup):
 
     def check(self, meta):
         self.require_columns(meta, self._fields())
-        if self.options.quality:
-            self.require_columns(meta, [self.options.quality], what="quality column")
+        self.check_keep_rule(meta)
 
     def signer(self, meta):
         o = self.options

@@ -122,7 +122,12 @@ class Split(MapStage):
             f"and fits on them; give it {where}"
             for s in later if "where" in type(s.options).model_fields and not s.options.where
         ]
-        return before + after
+        apart = [
+            f"stage {s.ctx.name!r} names clusters of copies in {s.options.group_column!r}, but {self.ctx.name!r} does not "
+            f"keep them together, so copies can land in different splits: give {self.ctx.name!r} by: [{s.options.group_column}]"
+            for s in earlier if getattr(s.options, "action", None) == "group" and s.options.group_column not in (self.options.by or [])
+        ]
+        return before + after + apart
 
     def summary(self) -> dict:
         o = self.options

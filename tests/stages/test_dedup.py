@@ -369,3 +369,40 @@ def test_exact_dedup_and_decontaminate_decide_alike_on_hugging_face_image_struct
     assert len(dedup) == 5 and all(reason.startswith("duplicate-of=") for _, reason in dedup)
     assert len(contaminated) > 0 and all(reason.startswith("contaminated=test-") for _, reason in contaminated)
     assert decisions["struct"] == decisions["bytes"]
+
+
+@pytest.mark.parametrize("stage, options", [(ExactDedup, {}), (NearDedupText, {"threshold": 0.5})], ids=["exact", "near_text"])
+def test_action_group_keeps_every_row_and_names_the_kept_copy(client, stage, options):
+    """The group column holds what drop would have named in duplicate-of=, and a row in no
+    cluster its own id; the same at any partitioning, and nothing is rejected."""
+    if stage is ExactDedup:
+        df = _adult()
+        frame = pd.concat([df, df.sample(80, random_state=0).assign(id=lambda d: "z" + d["id"])], ignore_index=True)
+        roles = None
+    else:
+        frame, roles = _texts(), Roles(text="body")
+    _, dropped = run_stage(stage(**options), frame, npartitions=3, roles=roles)
+    named = dict(zip(dropped["id"], dropped["reason"].str.removeprefix("duplicate-of=")))
+    assert named
+    groups = []
+    for n in (1, 4):
+        kept, rejected = run_stage(stage(**options, action="group"), frame, npartitions=n, roles=roles)
+        assert rejected.empty and sorted(kept["id"]) == sorted(frame["id"])
+        group = dict(zip(kept["id"], kept["duplicate_group"]))
+        assert group == {i: named.get(i, i) for i in frame["id"]}
+        groups.append(group)
+    assert groups[0] == groups[1]
+
+
+def test_action_group_column_must_be_new_and_split_is_told_to_keep_groups_together():
+    from dsbuild.stages import StageContext
+    from dsbuild.stages.split import Split
+
+    frame = _adult(20).assign(duplicate_group="x")
+    with pytest.raises(StageError, match="group_column 'duplicate_group' is already a column"):
+        run_stage(ExactDedup(action="group"), frame)
+    dedup = NearDedupText(action="group").bind(StageContext("near_dedup_text", 0))
+    (note,) = Split().bind(StageContext("split", 0)).order_warnings([dedup], [])
+    assert "give 'split' by: [duplicate_group]" in note
+    assert Split(by=["duplicate_group"]).bind(StageContext("split", 0)).order_warnings([dedup], []) == []
+    assert list(dedup.columns_after(frame.drop(columns="duplicate_group").iloc[:0]).columns)[-1] == "duplicate_group"

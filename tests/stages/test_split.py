@@ -97,3 +97,19 @@ def test_a_job_writes_each_rows_split_and_counts_them(client, tmp_path):
     assert (copies["split"].to_numpy() == parents.reindex(copies["id"].str.split("#").str[0]).to_numpy()).all()
     metrics = manifest["stages"][2]["metrics"]
     assert metrics["split:train"] + metrics["split:test"] == 2 * 1797 and manifest["warnings"] == []
+
+
+def test_near_copies_grouped_by_dedup_land_in_one_split(client, tmp_path):
+    """near_dedup_images with action group keeps the digits' look-alikes, and split by
+    their group puts each cluster whole into one split: no copy trains while its twin tests."""
+    manifest = dsbuild.run({
+        "name": "split-groups", "seed": 0, "source": {"format": "sample", "name": "digits", "partitions": 3},
+        "columns": {"image": "image", "label": "label"},
+        "stages": [{"near_dedup_images": {"action": "group"}}, {"split": {"by": ["duplicate_group"]}}],
+        "sink": {"path": str(tmp_path / "out")},
+    }, client=client)
+    kept = pd.read_parquet(tmp_path / "out" / "data", columns=["id", "duplicate_group", "split"])
+    assert len(kept) == 1797 and manifest["warnings"] == []
+    sizes = kept.groupby("duplicate_group")["split"].agg(["size", "nunique"])
+    assert (sizes["size"] > 1).sum() == manifest["stages"][1]["summary"]["clusters"] > 0
+    assert (sizes["nunique"] == 1).all()
