@@ -165,6 +165,10 @@ def highlights(m: dict) -> list[str]:
         elif _is_parity(summary.get("data")):
             for view, v in summary["data"].items():
                 out.append(f"{name}: disparate impact by {view} {_num(v.get('di'))}, parity difference {_num(v.get('spd'))}")
+            for column, values in (summary.get("by") or {}).items():
+                for value, audit in values.items():
+                    views = ", ".join(f"by {view} {_num(v.get('di'))}" for view, v in audit["data"].items())
+                    out.append(f"{name} ({column} = {value}, {_int(audit['rows'])} rows): disparate impact {views}")
         pair = class_counts(summary)
         if pair:
             b, a = [list(pair[k].values()) for k in ("before", "after")]

@@ -50,6 +50,7 @@ from dsbuild.kernels.fairness import (
     parity,
     resample_targets,
     reweighing,
+    tidy,
 )
 from dsbuild.kernels.quantiles import BINS, MAX_DISTINCT, GroupDistribution, repair
 from dsbuild.kernels.ranker import MODELS, OutOfFoldRanker
@@ -327,6 +328,11 @@ class AuditOptions(FairnessOptions):
     model: ModelName | None = Field(None, description="also audit this model's out-of-fold predictions")
     sample_rows: int = Field(200_000, gt=10, description="rows the model is fitted on (a seeded uniform sample)")
     folds: int = Field(5, ge=2, le=20, description="out-of-fold predictions: one model per fold")
+    by: list[str] = Field(default_factory=list, description="also audit the rows of each value of these columns apart, "
+                          "e.g. [split]: the training, validation and test rows' own figures")
+
+
+BY = "_by:"
 
 
 @register
@@ -334,7 +340,8 @@ class FairnessAudit(FairnessStage):
     """Per group and intersection: counts, base rates, SPD and DI, into the manifest.
 
     With ``model``, also the demographic parity and equalized odds differences of that
-    model's out-of-fold predictions. Rows pass through unchanged.
+    model's out-of-fold predictions. With ``by``, the same figures for each value of those
+    columns (each split), from the same pass. Rows pass through unchanged.
     """
 
     name = "fairness_audit"
@@ -350,20 +357,34 @@ class FairnessAudit(FairnessStage):
         pipeline builds a job), the reweigh reads them instead of passing over the rows
         again."""
         self.ranker_ = self.fit_ranker(frame, shapes) if self.options.model else None
-        statistic = self.table_statistic() if self.ranker_ is None else None
+        statistic = self.table_statistic() if self.ranker_ is None and not self.options.by else None
         self.table_ = shapes.fit(frame, self._count_with_predictions, merge_tables, label=self.ctx.name, statistic=statistic)
         return shapes.pass_through(frame, self._pass_through, label=self.ctx.name)
 
+    def check(self, meta):
+        super().check(meta)
+        self.require_columns(meta, self.options.by, what="by column")
+
     def _count_with_predictions(self, part, state=None):
-        if self.ranker_ is None:
-            return self.table(part)
-        pred = np.where(self.scores(part, self.ranker_) >= 0.5, "favorable", "unfavorable")
-        return self.table(part, extra={PRED: pred})
+        extra = {f"{BY}{c}": _by_text(part[c]) for c in self.options.by}
+        if self.ranker_ is not None:
+            extra[PRED] = np.where(self.scores(part, self.ranker_) >= 0.5, "favorable", "unfavorable")
+        return self.table(part, extra=extra or None)
 
     def summary(self) -> dict:
-        t = self.table_
+        by = [f"{BY}{c}" for c in self.options.by]
+        t = tidy(self.table_.drop(columns=by)) if by else self.table_
         fav = self.favorable(t)
-        out = {"favorable": _text(fav), "rows": int(t["n"].sum()), "data": self.parity(t, fav)}
+        out = {"favorable": _text(fav), **self._audit(t, fav)}
+        if by:
+            out["by"] = {
+                c: {str(v): self._audit(tidy(rows.drop(columns=by)), fav) for v, rows in self.table_.groupby(f"{BY}{c}", sort=True)}
+                for c in self.options.by
+            }
+        return out
+
+    def _audit(self, t: pd.DataFrame, fav) -> dict:
+        out = {"rows": int(t["n"].sum()), "data": self.parity(t, fav)}
         if self.ranker_ is not None:
             t = t.assign(**{PRED: np.where(t[PRED] == "favorable", fav, None)})
             out["model"] = {
@@ -373,6 +394,12 @@ class FairnessAudit(FairnessStage):
                 "equalized_odds": _jsonable(equalized_odds(t, self.sensitive, fav, PRED)),
             }
         return out
+
+
+def _by_text(col: pd.Series) -> np.ndarray:
+    """A ``by`` column's values as text; a missing one is a value of its own, so its rows
+    still count in the whole."""
+    return np.where(col.isna().to_numpy(), MISSING, col.astype(str).to_numpy(dtype=object))
 
 
 # -- reweigh ----------------------------------------------------------------------------

@@ -369,3 +369,25 @@ def test_massage_promotes_into_a_file_whose_dictionary_lacks_the_label(client, t
     assert promoted > 0 and out["y"].notna().all()
     assert (out["y"] == "yes").sum() == 300 + promoted - manifest["stages"][1]["metrics"]["demoted"]
     assert (out.loc[out["id"].str.startswith("p2"), "y"] == "yes").sum() > 0
+
+
+def test_audit_by_split_gives_each_splits_figures_from_one_pass(adult):
+    """Each split's figures are the audit of its rows alone; the whole is unchanged, and a
+    row without a split still counts in it."""
+    adult = adult.iloc[:6000].assign(split=np.where(np.arange(6000) % 3 == 0, "test", "train").astype(object))
+    adult.loc[5, "split"] = None
+    runs = run_all(lambda: FairnessAudit(favorable=">50K", by=["split"]), adult, ADULT, partitions=(1, 3))
+    audit = runs[0][0].summary()
+    assert audit == runs[1][0].summary()
+    alone = FairnessAudit(favorable=">50K")
+    run_stage(alone, adult, roles=ADULT)
+    assert audit["data"] == alone.summary()["data"] and audit["rows"] == 6000
+    for value, rows in (("test", adult[adult["split"] == "test"]), ("train", adult[adult["split"] == "train"])):
+        one = FairnessAudit(favorable=">50K")
+        run_stage(one, rows, roles=ADULT)
+        assert audit["by"]["split"][value] == {"rows": len(rows), "data": one.summary()["data"]}
+    assert audit["by"]["split"]["<NA>"]["rows"] == 1
+    from dsbuild.report import highlights
+
+    lines = highlights({"stages": [{"name": "fairness_audit", "summary": audit}]})
+    assert "fairness_audit (split = test, 2\u202f000 rows): disparate impact by sex " in "\n".join(lines)
