@@ -180,8 +180,20 @@ def test_csv_gzip_and_folder_of_files(tmp_path):
 def test_csv_with_different_headers_is_an_error_naming_the_file(tmp_path):
     (tmp_path / "a.csv").write_text("x,y\n1,2\n")
     (tmp_path / "b.csv").write_text("x,z\n1,2\n")
-    with pytest.raises(SourceError, match=r"b\.csv: header \['x', 'z'\] differs"):
+    with pytest.raises(SourceError, match=r"b\.csv: header \['x', 'z'\] differs.*lacks \['y'\]; has \['z'\] besides"):
         read_source({"format": "csv", "path": str(tmp_path)})
+
+
+def test_csv_files_listing_the_same_columns_in_another_order_are_read_by_name(tmp_path):
+    """Exports of one table by two tools: each value lands in its column, typed as the
+    first file says, and a value that does not fit is rejected naming its column."""
+    (tmp_path / "a.csv").write_text("x,y,name\n1,2.5,ann\n3,4.5,bob\n")
+    (tmp_path / "b.csv").write_text("name,x,y\ncid,5,6.5\ndee,oops,7.5\n")
+    df = read({"format": "csv", "path": str(tmp_path)}).set_index("id")
+    assert [c for c in df.columns if not c.startswith("_")] == ["x", "y", "name"]
+    assert df.loc["b.csv:0", ["x", "y", "name"]].tolist() == [5, 6.5, "cid"]
+    assert df.loc["a.csv:1", ["x", "y", "name"]].tolist() == [3, 4.5, "bob"]
+    assert df.loc[df[REJECT].notna(), REJECT].to_dict() == {"b.csv:1": "type:x=oops"}
 
 
 def test_jsonl_malformed_and_mistyped_lines(tmp_path):

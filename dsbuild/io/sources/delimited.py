@@ -63,14 +63,20 @@ def _read_csv(spec: CsvSource, count_rows: bool = True) -> Source:
     if spec.sep is None:
         spec = spec.model_copy(update={"sep": _sniff_sep(files[0], sample, spec)})
     names = _csv_header(fs, files[0], spec)
+    orders = {}  # files that list the same columns in another order: read by name
     for path in files[1:]:
         other = _csv_header(fs, path, spec)
-        if other != names:
-            raise SourceError(f"{path}: header {other} differs from {files[0]}: {names}")
+        if other == names:
+            continue
+        if sorted(other) != sorted(names):
+            missing, extra = [n for n in names if n not in other], [n for n in other if n not in names]
+            raise SourceError(f"{path}: header {other} differs from {files[0]}: {names}"
+                              + (f"; lacks {missing}" if missing else "") + (f"; has {extra} besides" if extra else ""))
+        orders[path] = other
     schema, spans_lines = _csv_infer_schema(sample, names, spec)
     quoted = spans_lines if spec.newlines_in_values is None else spec.newlines_in_values
     blocks, records = _text_blocks(fs, files, root, spec.blocksize, count_rows, quoted=quoted)
-    reader = _CsvBlock(fs, spec, names, schema, quoted)
+    reader = _CsvBlock(fs, spec, names, schema, quoted, orders)
     frame = dd.from_map(reader, blocks, meta=reader._empty(), divisions=None, label="read-csv", enforce_metadata=False)
     return Source(frame, records, skipped, schema)
 
@@ -180,8 +186,13 @@ def _strip_after_separators(data: bytes, sep: str) -> bytes:
 
 
 class _CsvBlock:
-    def __init__(self, fs, spec: CsvSource, names: list[str], schema: pa.Schema, quoted: bool = False):
+    """One block of a CSV file read as a frame of the first file's columns, in its order
+    (``orders``: the files whose header lists them in another)."""
+
+    def __init__(self, fs, spec: CsvSource, names: list[str], schema: pa.Schema, quoted: bool = False,
+                 orders: dict[str, list[str]] | None = None):
         self.fs, self.spec, self.names, self.schema, self.quoted = fs, spec, names, schema, quoted
+        self.orders = orders or {}
 
     def _empty(self) -> pd.DataFrame:
         df = _with_id(to_pandas(self.schema.empty_table()))
@@ -205,10 +216,11 @@ class _CsvBlock:
         offset = first_line - (1 if self.spec.header and start != 0 else 0)
         bad: list = []
         try:
-            table, typed = pacsv.read_csv(io.BytesIO(data), *self._options(header_here, bad)), True
+            table, typed = pacsv.read_csv(io.BytesIO(data), *self._options(path, header_here, bad)), True
         except pa.ArrowInvalid:  # a value does not fit its column's type, or is not text
             bad = []
-            table, typed = pacsv.read_csv(io.BytesIO(data), *self._options(header_here, bad, {n: pa.binary() for n in self.names})), False
+            as_bytes = {n: pa.binary() for n in self.names}
+            table, typed = pacsv.read_csv(io.BytesIO(data), *self._options(path, header_here, bad, as_bytes)), False
         spans_lines = self.quoted or (b'"' in data and _has_newline_value(table))
         if spans_lines and not self.quoted and length is not None:
             raise self._spans_lines(path, start)
@@ -231,9 +243,13 @@ class _CsvBlock:
             out.loc[len(df):, RAW] = [text for _, text, _ in bad_rows]
         return out
 
-    def _options(self, header_here: bool, bad: list, types: dict | None = None):
+    def _options(self, path: str, header_here: bool, bad: list, types: dict | None = None):
         types = types or dict(zip(self.schema.names, self.schema.types))
-        return _csv_options(self.spec, self.names, types, header_here, bad)
+        if path not in self.orders:
+            return _csv_options(self.spec, self.names, types, header_here, bad)
+        read, parse, convert = _csv_options(self.spec, self.orders[path], types, header_here, bad)
+        convert.include_columns = self.names  # Arrow gives the columns in this order
+        return read, parse, convert
 
     def _spans_lines(self, path: str, start: int) -> SourceError:
         """A quoted value spans lines past the sample that decided how to cut the file: this
