@@ -464,6 +464,20 @@ def test_a_run_left_with_no_rows_keeps_the_source_types(client, tmp_path):
             assert values(schema.field(f.name).type) == values(f.type), (kind, f.name)
 
 
+def test_a_run_with_no_rows_left_before_a_multi_pass_stage(client, tmp_path):
+    """The checkpoint before exact_dedup holds no rows, so no file made its folder: writing
+    its state there failed with 'No such file or directory'."""
+    manifest = dsbuild.run({
+        "name": "none-left-early", "seed": 0, "source": {"format": "sample", "name": "german_credit"},
+        "stages": [{"select": {"where": [{"column": "age", "op": ">", "value": 500}]}},
+                   {"exact_dedup": {}}, {"split": {"stratify": True}}],
+        "columns": {"label": "credit"},
+        "sink": {"path": str(tmp_path / "out")},
+    }, client=client)
+    assert manifest["totals"]["kept"] == 0 and manifest["totals"]["rejected"] == 1000
+    assert [s["in"] for s in manifest["stages"][2:]] == [0, 0]
+
+
 def test_a_run_computes_on_the_client_it_is_given(client, tmp_path):
     """Every compute of ``dsbuild.run(client=...)`` goes to that client, also when the
     process made another client after it (the default one for ``dask.compute``)."""

@@ -84,6 +84,9 @@ class Sink:
         return posixpath.join(self.tmp, "_checkpoints", f"before-{i:03d}")
 
     def write_checkpoint(self, i: int, state: dict) -> None:
+        """The checkpoint's state, once its rows are written (there may be none: then its
+        folder is made here)."""
+        self.fs.makedirs(posixpath.dirname(self.checkpoint(i)), exist_ok=True)
         with self.fs.open(self.checkpoint(i) + ".json", "w") as f:
             json.dump(state, f, default=str)
 
