@@ -28,6 +28,8 @@ from dsbuild.records import ID
 REJECT = "_reason"
 ADDED = "_added"
 METRIC = "_m_"
+WHERE_METRIC = f"{METRIC}where"  # rows a stage's ``where`` named, for the warning when it named none
+_AS_WRITTEN = "values are compared as they are written (case and spaces included)"
 KEY = "_key"
 
 
@@ -129,7 +131,32 @@ class Stage:
     def result_warnings(self, entry: dict) -> list[str]:
         """Warnings the run's own counts show (``entry``: this stage's manifest entry, with
         its metrics and summary), e.g. a join that matched nothing."""
+        if entry.get("metrics", {}).get(WHERE_METRIC[len(METRIC):]) == 0 and entry.get("in", 0) > 0:
+            return [f"stage {self.ctx.name!r}: where ({self._where_text()}) matched none of its {entry['in']:,} rows, "
+                    f"so it changed nothing; {_AS_WRITTEN}"]
         return []
+
+    def require_where_rows(self, rows: int) -> None:
+        """A fit on the rows ``where`` names needs some: none means a value that matches
+        nothing (``training`` for ``train``), and a stage that fitted nothing would pass its
+        rows on unchanged without a word."""
+        if rows == 0 and getattr(self.options, "where", None):
+            raise StageError(f"stage {self.ctx.name!r}: where ({self._where_text()}) matched none of the rows, so "
+                             f"there is nothing to fit on; {_AS_WRITTEN}")
+
+    def _where_text(self) -> str:
+        return " and ".join(c.describe() for c in self.options.where)
+
+    def check_where(self, meta: pd.DataFrame, conditions) -> None:
+        """``where``'s columns exist and each test can be made on them as written: a
+        number against a text column would only ever be unequal, so it is refused here,
+        before the run."""
+        self.require_columns(meta, [c.column for c in conditions], what="where column")
+        for i, c in enumerate(conditions):
+            try:
+                c.holds(meta[c.column])
+            except StageError as e:
+                raise StageError(f"stage {self.ctx.name!r}: where[{i}]: {e}") from None
 
     def column_warnings(self, meta: pd.DataFrame) -> list[str]:
         """Warnings about settings that run but likely not as meant, from the columns

@@ -57,6 +57,10 @@ class Condition(StageOptions):
             raise StageError(f"cannot compare column {self.column!r} ({col.dtype}) {op} {v!r}: {e}") from None
         return result.fillna(False).to_numpy(dtype=bool) & col.notna().to_numpy()
 
+    def describe(self) -> str:
+        """``split == 'train'``: the test as a reader writes it, for messages."""
+        return f"{self.column} {self.op}" + ("" if self.value is None else f" {self.value!r}")
+
     def __str__(self) -> str:
         """``age:ge:18`` — no ``=`` inside, which would split the rule from its detail."""
         op = _OP_NAMES.get(self.op, self.op)
@@ -72,10 +76,18 @@ _COMPARE = {"==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operat
 
 def _comparable(col: pd.Series, value):
     """A condition's value as the column holds its values (see :func:`comparable`); text
-    is never compared with a number column, which would only ever be unequal."""
+    is never compared with a number, nor a number with text, which would only ever be
+    unequal (a column of ages read as text because one says "twenty")."""
     if is_number_column(col.dtype) and isinstance(value, str):
         raise TypeError("a number column is not compared with text")
+    if _is_number(value) and pd.api.types.is_string_dtype(col.dtype) and not col.dtype == object:
+        raise TypeError(f"a text column is not compared with a number; write the value as text ('{value}'), "
+                        f"or cast the column first (cast: {{schema: {{{col.name}: float}}}})")
     return comparable(col, value)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float, np.number)) and not isinstance(value, (bool, np.bool_))
 
 
 def is_number_column(dtype) -> bool:

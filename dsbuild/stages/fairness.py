@@ -182,7 +182,7 @@ class FairnessStage(FitApplyStage):
         for col in self.options.privileged:
             if col not in self.sensitive:
                 raise StageError(f"stage {self.ctx.name!r}: privileged names {col!r}, which is not a sensitive column {self.sensitive}")
-        self.require_columns(meta, [c.column for c in getattr(self.options, "where", ())], what="where column")
+        self.check_where(meta, getattr(self.options, "where", []))
 
     def column_warnings(self, meta: pd.DataFrame) -> list[str]:
         """A numeric sensitive column without cut points makes each of its values a group:
@@ -207,7 +207,7 @@ class FairnessStage(FitApplyStage):
     def where_summary(self) -> dict:
         """``{"where": "split == train"}`` when the stage counted and changed only those rows."""
         where = getattr(self.options, "where", [])
-        return {"where": " and ".join(f"{c.column} {c.op} {c.value}".rstrip() for c in where)} if where else {}
+        return {"where": " and ".join(c.describe() for c in where)} if where else {}
 
     def groups(self, part: pd.DataFrame) -> np.ndarray:
         """Each row's group: the intersection of its groups in every sensitive column."""
@@ -270,6 +270,7 @@ class FairnessStage(FitApplyStage):
         o = self.options
         self._ranker_cols = self.ranker_columns(frame._meta)
         sample = shapes.fit(frame, self._sample, self._merge_samples, label=f"{self.ctx.name}-sample")
+        self.require_where_rows(len(sample))
         favorable = self.sample_favorable_ = self.favorable(pd.DataFrame({LABEL: sample[LABEL]}))
         y = np.array([v == favorable for v in sample[LABEL]], dtype=bool)
         numeric, categorical = self._ranker_cols
@@ -428,6 +429,7 @@ class Reweigh(FairnessStage):
 
     def finalize(self, table, state):
         self.table_ = table
+        self.require_where_rows(int(table["n"].sum()))
         return self._checked(reweighing, table, self.sensitive, self.options.strength)
 
     def apply(self, part, factors):
@@ -584,6 +586,7 @@ class Resample(FairnessStage):
             state = {"favorable": self.sample_favorable_, "ranker": self.ranker_}
         chooser = CellChooser(self, self._cell, self._keys)
         self.table_, hists = shapes.fit(frame, chooser.count, chooser.merge_counts, state, label=self.ctx.name)
+        self.require_where_rows(int(self.table_["n"].sum()))
         targets = self._checked(resample_targets, self.table_, self.sensitive, self.options.strength)
         targets["cell"] = [f"{g}/{_text(y)}" for g, y in zip(_joint(targets, self.sensitive), targets[LABEL])]
         self.targets_ = targets

@@ -49,7 +49,7 @@ class Oversample(Stage):
         if not self.ctx.roles.label:
             raise StageError(f"stage {self.ctx.name!r} needs the job's label column (columns.label)")
         self.require_columns(meta, [self.ctx.roles.label], what="label column (columns.label)")
-        self.require_columns(meta, [c.column for c in self.options.where], what="where column")
+        self.check_where(meta, self.options.where)
         self.features_ = self.ctx.roles.feature_columns(meta)
         self.require_columns(meta, self.features_, what="feature column")
         if not self.features_:
@@ -59,6 +59,7 @@ class Oversample(Stage):
         if not hasattr(self, "features_"):
             self.check(frame._meta)
         counts = shapes.fit(frame, self._count, _add_counts, label=self.ctx.name)
+        self.require_where_rows(sum(counts.values()))
         self.targets_ = smote_kernel.class_targets(counts, self.options.ratio, self.options.classes)
         self.counts_ = counts
         return shapes.group(frame, self._key, self._grow, label=self.ctx.name)
@@ -145,7 +146,7 @@ class Synthesize(Stage):
         o = self.options
         if o.columns is not None:
             self.require_columns(meta, o.columns)
-        self.require_columns(meta, [c.column for c in o.where], what="where column")
+        self.check_where(meta, o.where)
         image = self.ctx.roles.image
         # a synthetic row has no source record, so no id of one; where's == columns are set, not modelled
         skip = {ID, self.ctx.roles.id, image, *(c.column for c in o.where if c.op == "==")}
@@ -167,6 +168,7 @@ class Synthesize(Stage):
             self.check(frame._meta)
         numeric, categorical, numbers = self.numeric_, self.categorical_, self._numbers
         marginals = shapes.fit(frame, lambda p, s: Marginals.scan(numbers(p), numeric, categorical), Marginals.merge, label=self.ctx.name)
+        self.require_where_rows(marginals.rows)
         wide = [c for c, d in marginals.categorical.items() if len(d.counts) > self.options.max_categories]
         if wide:
             marginals.categorical = {c: d for c, d in marginals.categorical.items() if c not in wide}

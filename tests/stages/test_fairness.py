@@ -391,3 +391,23 @@ def test_audit_by_split_gives_each_splits_figures_from_one_pass(adult):
 
     lines = highlights({"stages": [{"name": "fairness_audit", "summary": audit}]})
     assert "fairness_audit (split = test, 2\u202f000 rows): disparate impact by sex " in "\n".join(lines)
+
+
+@pytest.mark.parametrize("stage", [Reweigh, Resample, Massage])
+def test_a_where_that_names_no_row_is_an_error_not_a_silent_no_op(german, stage):
+    """'training' for 'train': the stage had nothing to fit on, passed every row on as it
+    was (reweigh), or failed deep inside (resample's IndexError, massage's empty labels)."""
+    split = german.assign(split=np.where(np.arange(len(german)) % 4 == 0, "test", "train"))
+    typo = [{"column": "split", "op": "==", "value": "training"}]
+    with pytest.raises(StageError, match=r"where \(split == 'training'\) matched none of the rows, so there is nothing to fit on"):
+        run_stage(stage(favorable="good", bins={"age": [25]}, where=typo), split, npartitions=2, roles=GERMAN)
+
+
+def test_a_where_comparing_a_text_column_with_a_number_is_refused_before_the_run(german):
+    """A column of numbers read as text never equals the number 30: every row failed the
+    test, silently."""
+    text = german.assign(age=german["age"].astype(str))
+    stage = Reweigh(favorable="good", where=[{"column": "age", "op": "in", "value": [30, 40]}])
+    stage.bind(StageContext("reweigh", 0, Roles(label="credit", sensitive=("sex",))))
+    with pytest.raises(StageError, match=r"'reweigh': where\[0\]: cannot compare column 'age'.*text column is not compared with a number; write the value as text \('30'\)"):
+        stage.check(text.iloc[:0])

@@ -67,6 +67,17 @@ def test_synthesize_where_fits_on_the_training_rows_and_makes_training_rows(adul
     assert synthetic["age"].max() <= split.loc[split["split"] == "train", "age"].max()
 
 
+@pytest.mark.parametrize("stage", [Oversample, lambda where: Synthesize(rows=50, where=where)], ids=["oversample", "synthesize"])
+def test_a_where_that_names_no_row_is_an_error(cancer, stage):
+    """A typo in where's value: oversample added nothing without a word, synthesize failed
+    in numpy's eigenvalue routine."""
+    from dsbuild.stages import StageError
+
+    split = cancer.assign(split="train")
+    with pytest.raises(StageError, match=r"where \(split == 'Train'\) matched none of the rows"):
+        run_stage(stage(where=[{"column": "split", "op": "==", "value": "Train"}]), split, roles=Roles(label="label"))
+
+
 def test_oversample_same_bytes_for_any_partitioning(cancer, client):
     a, _ = run_stage(Oversample(k_neighbors=3), cancer, npartitions=1, roles=Roles(label="label"))
     b, _ = run_stage(Oversample(k_neighbors=3), cancer, npartitions=3, roles=Roles(label="label"))
