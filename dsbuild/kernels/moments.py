@@ -29,7 +29,7 @@ class ColumnMoments:
     @classmethod
     def of(cls, X: np.ndarray) -> ColumnMoments:
         X = np.asarray(X, dtype=np.float64)
-        present = ~np.isnan(X)
+        present = np.isfinite(X)  # an infinite value is as unknown as a missing one: one made every mean NaN
         count = present.sum(axis=0).astype(np.float64)
         total = np.where(present, X, 0.0).sum(axis=0)
         mean = np.divide(total, count, out=np.zeros_like(total), where=count > 0)

@@ -48,7 +48,7 @@ class LabelMoments:
     def of(cls, X: np.ndarray, labels: np.ndarray, with_scatter: bool = False) -> LabelMoments:
         X = np.asarray(X, dtype=np.float64)
         codes, values = pd.factorize(pd.Series(labels, dtype=object), use_na_sentinel=True)
-        scatter = np.zeros((X.shape[1], X.shape[1])) if with_scatter and not np.isnan(X).any() else None
+        scatter = np.zeros((X.shape[1], X.shape[1])) if with_scatter and np.isfinite(X).all() else None
         rows, columns = {}, {}
         for code in np.unique(codes):
             members = X[codes == code]

@@ -251,8 +251,11 @@ class Sanitize(_Features, FitApplyStage):
 
     # scores ------------------------------------------------------------------------------
     def _scores(self, part: pd.DataFrame, model: dict) -> tuple[np.ndarray, np.ndarray]:
-        """(class index, quantized score) of every row; rows without a label score NaN."""
-        Z, classes = self._prepare(part, model)
+        """(class index, quantized score) of every row; rows without a label score NaN, a
+        labelled row with an infinite feature +inf (the surest sign of a broken row; its
+        value counts as missing in every statistic)."""
+        raw = self.raw_features(part)
+        Z, classes = model["standardizer"].standardize(raw), _class_index(part[self._label()], model["classes"])
         method = self.options.method
         if method == "l2":
             s = l2_scores(Z, classes, model["centroids"])
@@ -268,7 +271,9 @@ class Sanitize(_Features, FitApplyStage):
             for g, (coef, intercept) in enumerate(model["folds"]):
                 rows = groups == g
                 s[rows] = log_loss_scores(Z[rows], classes[rows], coef, intercept)
-        return classes, quantize(s)
+        s = quantize(s)
+        s[np.isinf(raw).any(axis=1) & ~np.isnan(s)] = np.inf
+        return classes, s
 
     # pass 3 ------------------------------------------------------------------------------
     def _partial_top(self, part: pd.DataFrame, model: dict) -> LargestPerKey:

@@ -71,6 +71,21 @@ def test_far_points_are_found(poisoned, method):
     assert precision >= 0.6  # 5% removed, 3.4% far + 10% flipped rows; chance is 0.13
 
 
+@pytest.mark.parametrize("method", ["l2", "slab", "svd", "knn", "loss"])
+def test_an_infinite_feature_is_removed_first_and_leaves_the_others_scored(poisoned, method):
+    """One inf cell made its class's means NaN, so no row of that class was scored or
+    removed (silently, but for numpy's warnings); now the row is the first removed and
+    the rest are removed as without it."""
+    broken = poisoned.copy()
+    broken.loc[3, "mean_texture"] = np.inf
+    _, rejected = _run(Sanitize(method=method, fraction=0.05), broken)
+    _, plain = _run(Sanitize(method=method, fraction=0.05), poisoned.drop(index=3))
+    budget = np.floor(broken["target"].value_counts() * 0.05).astype(int).sort_index()
+    assert rejected["target"].value_counts().sort_index().tolist() == budget.tolist()
+    assert broken.loc[3, "id"] in set(rejected["id"])
+    assert len(set(rejected["id"]) & set(plain["id"])) >= len(plain) - 2
+
+
 def test_loss_finds_flipped_labels(poisoned):
     _, rejected = _run(Sanitize(method="loss", fraction=0.10), poisoned)
     suspicious = rejected["is_flipped"] | rejected["is_far"]  # far rows carry random labels
