@@ -36,6 +36,16 @@ def test_csv_ids_are_row_numbers_across_blocks(tmp_path):
     assert str(df["a"].dtype) == "Int64" and df["b"].dtype == np.float64
 
 
+def test_csv_line_longer_than_the_blocksize(tmp_path):
+    """Blocks that lie inside one long line hold no record: they failed with Arrow's
+    'Empty CSV file'."""
+    (tmp_path / "t.csv").write_text("key,text\na,short\nb," + "lorem ipsum " * 1000 + "\nc,end\n")
+    src = read_source({"format": "csv", "path": str(tmp_path / "t.csv"), "blocksize": 2000})
+    assert src.frame.npartitions > 3
+    df = src.frame.compute()
+    assert df["id"].tolist() == ["t.csv:0", "t.csv:1", "t.csv:2"] and df["text"].str.len().tolist() == [5, 12000, 3]
+
+
 def test_csv_types_do_not_depend_on_the_blocksize(tmp_path):
     """Types came from the first block: with small blocks, a column of whole numbers that
     turns fractional later was typed int and its later rows rejected; with large ones, not."""

@@ -206,9 +206,11 @@ class _CsvBlock:
             data = data if data.endswith(b"\n") or not data else data + b"\n"
         else:
             data = _read_text_block(self.fs, path, start, length)
+        header_here = self.spec.header and start == 0
+        if not data and not header_here:  # the block lies inside a line longer than the blocksize
+            return self._empty()
         if self.spec.skip_initial_space:
             data = _strip_after_separators(data, self.spec.sep)
-        header_here = self.spec.header and start == 0
         # Ids are file:row, the row's data line in the file: the block's first line plus
         # the line of the row's record in the block (Arrow counts records, skipping empty
         # lines). Where values span lines, a record's line is its number among the pieces
