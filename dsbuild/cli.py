@@ -32,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("validate", help="check a job file and its source without running it")
     p.add_argument("job")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a job field, as run does")
 
     p = sub.add_parser("inspect", help="summarise an output folder's manifest")
     p.add_argument("output")
@@ -90,8 +91,20 @@ def _overrides(pairs: list[str]) -> dict:
         key, sep, value = pair.partition("=")
         if not sep:
             raise SystemExit(f"--set {pair!r}: expected KEY=VALUE")
-        out[key] = yaml.safe_load(value)
+        out[key] = _value(value)
     return out
+
+
+def _value(text: str):
+    """A --set value as YAML (numbers, lists, mappings), else as the text it is: a lone
+    ',' or '|' (a separator) is no YAML value, and '|' would read as an empty block."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    if value in (None, "") and text.strip() not in ("", "null", "~", "''", '""'):
+        return text
+    return value
 
 
 def _run(args) -> int:
@@ -136,7 +149,7 @@ def _validate(args) -> int:
     from dsbuild.job import load_job
     from dsbuild.pipeline import validate_against_source
 
-    spec = load_job(args.job)
+    spec = load_job(args.job, _overrides(args.set))
     notes = validate_against_source(spec)
     for note in notes:
         print(f"warning: {note}", file=sys.stderr)

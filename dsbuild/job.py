@@ -187,7 +187,9 @@ def load_job(source: str | os.PathLike | dict | JobSpec, overrides: dict | None 
         frame = (data.get("source") or {}).get("frame") if isinstance(data.get("source"), dict) else None
         data = copy.deepcopy(data, {id(frame): frame})  # the caller's job dict stays as it was; a frame is not copied
         for dotted, value in overrides.items():
-            _set_dotted(data, dotted, value)
+            path = _set_dotted(data, dotted, value)
+            lines = {k: v for k, v in lines.items() if k[:len(path)] != path}  # the file's lines no longer hold it
+            lines[path] = f"--set {dotted}"
     return _validate(data, where, lines)
 
 
@@ -219,7 +221,7 @@ def _stage_problems(data: dict, where: str, lines: dict) -> tuple[list[str], set
         options = {} if isinstance(entry, str) else (entry.get("options") if "name" in entry else entry[name]) or {}
         if not isinstance(options, dict):
             bad.add(i)
-            problems.append(f"{where}:{_line_of(('stages', i), lines)}: stages[{i}].{name}: options must be a mapping (got {options!r})")
+            problems.append(f"{_place(where, _line_of(('stages', i), lines))}: stages[{i}].{name}: options must be a mapping (got {options!r})")
             continue
         try:
             STAGES[name].Options(**options)
@@ -227,8 +229,7 @@ def _stage_problems(data: dict, where: str, lines: dict) -> tuple[list[str], set
             bad.add(i)
             for err in e.errors():
                 path = ("stages", i, name, *err["loc"])
-                line = _line_of(path, lines)
-                at = f"{where}:{line}" if line else where
+                at = _place(where, _line_of(path, lines))
                 problems.append(f"{at}: {_dotted(path)}: {_message(err, path, data)}")
     return problems, bad
 
@@ -243,15 +244,23 @@ def _read_text(source) -> tuple[str, str]:
     return s, "<yaml>"
 
 
-def _set_dotted(data: dict, dotted: str, value) -> None:
+def _set_dotted(data: dict, dotted: str, value) -> tuple:
     """``sink.path``, and into the stages by position or by name: ``stages.0.cast.schema``,
-    ``stages[0].cast.schema``, or ``stages.sanitize.fraction`` when one stage has that name."""
+    ``stages[0].cast.schema``, or ``stages.sanitize.fraction`` when one stage has that name.
+    Returns where the value went, as error messages name places in the job."""
     *path, last = dotted.replace("[", ".").replace("]", "").split(".")
-    node = data
-    for k in path:
+    node, at = data, []
+    for i, k in enumerate(path):
         if isinstance(node, list):
             node = _stage_by(node, k, dotted)
-        elif isinstance(node, dict):
+            index, name = _stage_at(data["stages"], k)
+            at += [index] if k.isdigit() else [index, name]
+            following = path[i + 1] if i + 1 < len(path) else last
+            if k.isdigit() and following != name and following in STAGES:
+                raise JobError([f"--set {dotted}: stages[{index}] is {name!r}, not {following!r}"])
+            continue
+        at.append(k)
+        if isinstance(node, dict):
             if node.get(k) is None:
                 node[k] = {}
             node = node[k]
@@ -260,6 +269,14 @@ def _set_dotted(data: dict, dotted: str, value) -> None:
     if not isinstance(node, dict):
         raise JobError([f"--set {dotted}: name a field, e.g. stages.0.cast.schema or stages.sanitize.fraction"])
     node[last] = value
+    return (*at, last)
+
+
+def _stage_at(stages: list, key: str) -> tuple[int, str]:
+    """(position, name) of the stage ``key`` names (``_stage_by`` has checked it exists)."""
+    names = [e if isinstance(e, str) else _stage_name(e) for e in stages]
+    index = int(key) if key.isdigit() else names.index(key)
+    return index, names[index]
 
 
 def _stage_by(stages: list, key: str, dotted: str) -> dict:
@@ -346,8 +363,7 @@ def _explain(err: ValidationError, where: str, lines: dict, data: dict) -> list[
     problems = []
     for e in err.errors():
         path = _data_path(e["loc"], data)
-        line = _line_of(path, lines)
-        at = f"{where}:{line}" if line else where
+        at = _place(where, _line_of(path, lines))
         problems.append(f"{at}: {_dotted(path) or 'job'}: {_message(e, path, data)}")
     return problems
 
@@ -388,11 +404,16 @@ def _stage_name(entry) -> str | None:
     return None
 
 
-def _line_of(path: tuple, lines: dict) -> int | None:
+def _line_of(path: tuple, lines: dict) -> int | str | None:
+    """The file's line that holds ``path``, or the ``--set`` that replaced it."""
     for n in range(len(path), -1, -1):
         if path[:n] in lines:
             return lines[path[:n]]
     return None
+
+
+def _place(where: str, line: int | str | None) -> str:
+    return line if isinstance(line, str) else f"{where}:{line}" if line else where
 
 
 def _dotted(path: tuple) -> str:

@@ -103,6 +103,27 @@ def test_overrides_reach_a_stage_by_position_or_by_name():
         load_job(GOOD, {"stages.cast.on_eror": "null"})
 
 
+def test_an_override_that_is_wrong_is_blamed_on_the_flag_not_the_file(tmp_path):
+    """A bad --set value named the job file's line that the flag had replaced; a stage
+    named after the wrong position made three unrelated errors."""
+    path = tmp_path / "job.yaml"
+    path.write_text(GOOD.replace("seed: 7", "seed: x"))
+    with pytest.raises(JobError) as e:
+        load_job(path, {"sink.shard_rows": -5, "stages.cast.schema": "age"})
+    problems = sorted(e.value.problems)
+    assert problems[0].startswith("--set sink.shard_rows: sink.shard_rows: ")
+    assert problems[1].startswith("--set stages.cast.schema: stages[1].cast.schema: ")
+    assert problems[2].startswith(f"{path}:2: seed: ")  # the file's own lines still count
+    with pytest.raises(JobError, match=r"--set stages\[0\].cast.schema: stages\[0\] is 'select', not 'cast'"):
+        load_job(GOOD, {"stages[0].cast.schema": {"age": "int"}})
+
+
+def test_command_line_values_that_are_no_yaml_are_text():
+    from dsbuild.cli import _value
+
+    assert [_value(v) for v in (",", "|", ";", "3", "[a, b]", "null", "x: 1")] == [",", "|", ";", 3, ["a", "b"], None, {"x": 1}]
+
+
 def test_missing_job_file_is_named():
     with pytest.raises(JobError, match="no_such.yaml: no such job file"):
         load_job("no_such.yaml")
