@@ -478,6 +478,21 @@ def test_a_run_with_no_rows_left_before_a_multi_pass_stage(client, tmp_path):
     assert [s["in"] for s in manifest["stages"][2:]] == [0, 0]
 
 
+def test_pandas_reads_the_same_dtypes_whatever_the_partitioning(client, tmp_path):
+    """Shards merged from small files had no pandas metadata and renamed ones their own, so
+    a nullable integer read back as Int64 or float64 depending on the partitioning."""
+    df = pd.DataFrame({"n": pd.array([1, None, 3] * 400, dtype="Int64"), "ok": pd.array([True, None, False] * 400, dtype="boolean"),
+                       "s": ["a", None, "c"] * 400})
+    dtypes = []
+    for rows, shard in ((1200, 100_000), (50, 100_000), (50, 100)):
+        dsbuild.run({"name": "dtypes", "seed": 0, "source": {"format": "frame", "frame": df, "rows_per_partition": rows},
+                     "stages": [], "sink": {"path": str(tmp_path / f"out{rows}-{shard}"), "shard_rows": shard}}, client=client)
+        back = pd.read_parquet(tmp_path / f"out{rows}-{shard}" / "data")
+        dtypes.append(back.dtypes.astype(str).to_dict())
+        assert back["n"].isna().sum() == 400
+    assert dtypes[0] == dtypes[1] == dtypes[2] and dtypes[0]["n"] == "Int64" and dtypes[0]["ok"] == "boolean"
+
+
 def test_a_run_computes_on_the_client_it_is_given(client, tmp_path):
     """Every compute of ``dsbuild.run(client=...)`` goes to that client, also when the
     process made another client after it (the default one for ``dask.compute``)."""

@@ -200,6 +200,8 @@ class Sink:
         by = self.partition_by if kind == "data" else []
         placeholders = [_to_arrow(e.drop(columns=by), self.column_types).schema for e in empty]
         schema = _unify(schemas, cast_conflicts_to_string, placeholders)
+        first = _file_schema(self.fs, staged[0]["path"]) if staged else (placeholders[0] if placeholders else schema)
+        schema = schema.with_metadata(_pandas_metadata(first, schemas[0] if staged else first, schema))
         folder = posixpath.join(self.tmp, kind)
         self.fs.makedirs(folder, exist_ok=True)
         if not staged:
@@ -216,7 +218,7 @@ class Sink:
             self.fs.makedirs(posixpath.dirname(target), exist_ok=True)
             if len(group) == 1 and schemas[group[0]] == schema:
                 if _is_staged(staged[group[0]]["path"]):
-                    tasks.append(dask.delayed(_encode)(self.fs, staged[group[0]]["path"], target, self.compression))
+                    tasks.append(dask.delayed(_encode)(self.fs, staged[group[0]]["path"], target, self.compression, schema.metadata))
                     continue
                 self.fs.mv(staged[group[0]]["path"], target)
                 tasks.append(dask.delayed({**staged[group[0]], "path": target}))
@@ -469,11 +471,31 @@ def _read_staged(fs, path: str) -> pa.Table:
         return pa.ipc.open_file(f).read_all()
 
 
-def _encode(fs, path: str, target: str, compression) -> dict:
+def _encode(fs, path: str, target: str, compression, metadata: dict) -> dict:
     """A staged file alone in its shard, written as the Parquet a direct write makes."""
-    out = _write_table(fs, _read_staged(fs, path), target, compression)
+    out = _write_table(fs, _read_staged(fs, path).replace_schema_metadata(metadata), target, compression)
     fs.rm(path)
     return out
+
+
+def _file_schema(fs, path: str) -> pa.Schema:
+    """A staged or Parquet file's schema as written, metadata and all."""
+    with fs.open(path, "rb") as f:
+        return pa.ipc.open_file(f).schema if _is_staged(path) else pq.read_schema(f)
+
+
+def _pandas_metadata(written: pa.Schema, normalized: pa.Schema, schema: pa.Schema) -> dict:
+    """The pandas metadata every shard carries, so ``pd.read_parquet`` gives the same
+    dtypes (nullable integers, booleans, text) whichever shards were merged or renamed:
+    the first file's, for the columns it holds with the output's type (merged shards
+    had none, renamed ones their own, so the dtypes changed with the partitioning)."""
+    raw = (written.metadata or {}).get(b"pandas")
+    if raw is None:
+        return {}
+    doc = json.loads(raw)
+    same = {f.name for f in schema if f.name in normalized.names and normalized.field(f.name).type == f.type}
+    doc["columns"] = [c for c in doc.get("columns", []) if c.get("name") in same]
+    return {b"pandas": json.dumps(doc).encode()}
 
 
 def _read_schema(fs, path: str) -> pa.Schema:
