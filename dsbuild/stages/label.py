@@ -402,8 +402,9 @@ def _code_annotations(part: pd.DataFrame, annotators: pd.Index, classes: Classes
 def _item_text(items: pd.Series) -> pd.Series:
     """Item ids as the data's ids are written. pandas makes an id column float where one
     value is missing, and ``10.0`` matched no row ``10``: every row was rejected as having
-    no annotations. Whole floats are written as integers."""
-    text = items.astype(str)
+    no annotations. Whole floats are written as integers, and spaces around an id (typed
+    into a form, as labels are) are no part of it."""
+    text = items.astype(str).str.strip()
     if pd.api.types.is_float_dtype(items.dtype):
         f = items.to_numpy(dtype=np.float64, na_value=np.nan)
         whole = np.isfinite(f) & (f == np.floor(f))
@@ -590,7 +591,8 @@ class AggregateLabels(Stage):
                             f"(annotation items: {examples}, …). Items must be the data's ids: its id column "
                             "(columns.id) or file:row for files without one."]
         return notes + [f"stage {self.ctx.name!r}: {items - matched:,} of the {items:,} annotated items are not rows "
-                        "of the data; their answers still count towards each annotator's quality."]
+                        "of the data (ids are compared as written, case included); their answers still count towards "
+                        "each annotator's quality."]
 
 
 def _case_variants(stage: str, labels: list) -> list[str]:

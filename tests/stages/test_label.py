@@ -158,6 +158,18 @@ def test_float_item_ids_match_integer_ids():
     assert rejected.empty and kept.set_index("id")["y"].to_dict() == {"10": True, "11": False, "12": True}
 
 
+def test_spaces_around_item_ids_are_no_part_of_them():
+    """Item ' i2' from a form matched no row 'i2': its answers were lost and the row
+    rejected as having none."""
+    data = pd.DataFrame({"id": ["i1", "i2", "i3"], "x": [1.0, 2.0, 3.0]})
+    ann = pd.DataFrame({"item": ["i1", " i2", "i2 ", "i3", "i3"], "worker": ["w1", "w1", "w2", "w1", "w2"],
+                        "answer": ["a", "b", "b", "a", "a"]})
+    stage = AggregateLabels(annotations={"frame": ann, "item": "item", "annotator": "worker", "label": "answer"},
+                            method="majority_vote", output="y")
+    kept, rejected = run_stage(stage, data, npartitions=2)
+    assert rejected.empty and kept.set_index("id")["y"].to_dict() == {"i1": "a", "i2": "b", "i3": "a"}
+
+
 def test_single_answer_annotators_and_min_votes(digits_crowd):
     y, ids, ann, data, _ = digits_crowd
     extra = pd.DataFrame({"item": ids[:5], "annotator": [f"once{i}" for i in range(5)], "label": y[:5]})
