@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import struct
+
 import cv2
 import numpy as np
 
@@ -51,18 +53,109 @@ def encode_image(pixels: np.ndarray, fmt: str = "png", quality: int | None = Non
     return buf.tobytes()
 
 
+def for_format(pixels: np.ndarray, fmt: str) -> np.ndarray:
+    """The pixels as ``fmt`` can hold them, converted on purpose rather than by the codec.
+
+    OpenCV's encoders saturate a depth they cannot write (a 16-bit image became all 255
+    in a JPEG), and drop or add channels on their own, so a copy's depth and channels
+    would not be what its columns say. Depth goes to 8 bits by the dtype's range (16-bit:
+    ``value * 255 / 65535``, rounded; floats as 0-1); JPEG has no alpha (dropped; grey
+    stays grey); WebP has no grey (made 3 channels) and keeps alpha, unless it is fully
+    opaque, which WebP does not store. The same array comes back when nothing changes.
+    """
+    if pixels.dtype not in _DEPTHS.get(fmt, (pixels.dtype,)):
+        pixels = to_uint8(pixels)
+    channels = 1 if pixels.ndim == 2 else pixels.shape[2]
+    if fmt == "jpeg" and channels == 4:
+        return cv2.cvtColor(pixels, cv2.COLOR_BGRA2BGR)
+    if fmt == "webp" and channels == 1:
+        return cv2.cvtColor(pixels, cv2.COLOR_GRAY2BGR)
+    if fmt == "webp" and channels == 4 and (pixels[..., 3] == 255).all():
+        return cv2.cvtColor(pixels, cv2.COLOR_BGRA2BGR)
+    return pixels
+
+
+_DEPTHS = {  # the dtypes OpenCV writes in each format (TIFF: any it reads)
+    "png": (np.uint8, np.uint16), "jpeg": (np.uint8,), "webp": (np.uint8,), "bmp": (np.uint8,),
+}
+
+
+def to_uint8(pixels: np.ndarray) -> np.ndarray:
+    """8-bit pixels scaled from the dtype's range (floats: 0-1, clipped), rounded."""
+    if pixels.dtype == np.uint8:
+        return pixels
+    if pixels.dtype == np.uint16:  # 255 / 65535 is 1 / 257: exact in integers
+        return ((pixels.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    if np.issubdtype(pixels.dtype, np.integer):
+        info = np.iinfo(pixels.dtype)
+        scaled = (pixels.astype(np.float64) - info.min) * (255 / (int(info.max) - int(info.min)))
+    else:
+        scaled = np.clip(np.nan_to_num(pixels.astype(np.float64)), 0, 1) * 255
+    return np.rint(scaled).astype(np.uint8)
+
+
 def is_truncated(data: bytes, fmt: str) -> bool:
-    """True when a PNG or JPEG stream lacks its end marker (a cut-off download or copy).
+    """True when a PNG or JPEG stream ends before its image data does (a cut-off
+    download or copy).
 
     OpenCV often decodes such files partially, filling the rest with grey, so decoding
-    alone does not catch them.
+    alone does not catch them. The file's structure is walked to its end marker, not
+    the marker looked for near the file's end: bytes after it (a phone's trailer after
+    a JPEG's EOI, padding after a PNG's IEND) are not a cut.
     """
-    tail = data[-64:]
     if fmt == "png":
-        return b"IEND" not in tail
+        return _png_truncated(data)
     if fmt == "jpeg":
-        return b"\xff\xd9" not in tail
+        return _jpeg_truncated(data)
     return False
+
+
+def _png_truncated(data: bytes) -> bool:
+    """Chunk by chunk (length, type, data, CRC) after the 8-byte signature: cut unless
+    IEND's chunk is whole."""
+    pos, size = 8, len(data)
+    while pos + 8 <= size:
+        length, kind = struct.unpack_from(">I4s", data, pos)
+        pos += 12 + length
+        if pos > size:
+            return True
+        if kind == b"IEND":
+            return False
+    return True
+
+
+def _jpeg_truncated(data: bytes) -> bool:
+    """Segment by segment from SOI: a segment's 2-byte length steps over its payload (so
+    an EXIF thumbnail's own FFD8..FFD9 inside APP1 is not taken for the end), and a
+    scan's entropy-coded data is stepped over to the next marker. Cut unless EOI follows
+    the last scan (every scan of a progressive JPEG is walked)."""
+    markers, size, pos = _jpeg_markers(data), len(data), 2
+    while True:
+        i = int(np.searchsorted(markers, pos))
+        if i == len(markers):
+            return True  # the data (a scan, a segment's padding) runs to the end
+        pos = int(markers[i])
+        marker = data[pos + 1]
+        if marker == 0xD9:  # EOI
+            return False
+        if marker in (0x01, 0xD8):  # TEM, SOI: no length
+            pos += 2
+            continue
+        if pos + 4 > size:
+            return True
+        pos += 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
+        if pos > size:
+            return True
+
+
+def _jpeg_markers(data: bytes) -> np.ndarray:
+    """Offsets of the bytes FF that start a marker: not FF00 (a stuffed FF in scan data),
+    RST0-7 (restart markers inside a scan) or FFFF (fill before a marker). Found with
+    numpy in one pass: a scan is most of a JPEG, too long to step through byte by byte."""
+    raw = np.frombuffer(data, dtype=np.uint8)
+    ff = np.flatnonzero(raw[:-1] == 0xFF)
+    after = raw[ff + 1]
+    return ff[(after != 0x00) & (after != 0xFF) & ((after < 0xD0) | (after > 0xD7))]
 
 
 def image_problem(data: bytes | None, max_pixels: int, min_side: int = 1) -> tuple[str | None, np.ndarray | None]:

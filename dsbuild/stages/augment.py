@@ -23,7 +23,7 @@ import pyarrow as pa
 from pydantic import Field, field_validator
 
 from dsbuild.kernels import selection
-from dsbuild.kernels.decode import decode_image, encode_image
+from dsbuild.kernels.decode import decode_image, encode_image, for_format
 from dsbuild.kernels.images import BOX_FORMATS, Compose, transform_from_spec
 from dsbuild.records import (
     ID,
@@ -53,7 +53,10 @@ class AugmentOptions(StageOptions):
         None, description="make per-class copies until every class has this many rows ('max': the largest class)"
     )
     max_copies: int = Field(50, ge=1, description="at most this many copies of one image when balancing")
-    format: Literal["same", "jpeg", "png", "webp"] = Field("same", description="encoding of copies; 'same' keeps each parent's")
+    format: Literal["same", "jpeg", "png", "webp"] = Field(
+        "same", description="encoding of copies; 'same' keeps each parent's depth and channels. A copy another format "
+        "cannot hold is converted (and <image>_channels says so): to 8 bits by the dtype's range (16-bit: value * 255 / 65535, "
+        "rounded), JPEG drops alpha (grey stays grey), WebP makes grey 3 channels and keeps alpha (unless fully opaque)")
     quality: int | None = Field(None, ge=1, le=100, description="JPEG/WebP quality (default 95 / 90)")
     params_column: str = Field("augment_params", description="column for each copy's applied parameters (JSON)")
     boxes: str | None = Field(
@@ -206,7 +209,7 @@ class Augment(FitApplyStage):
     def apply_copies(self, part: pd.DataFrame, copies: np.ndarray) -> pd.DataFrame:
         o = self.options
         col = self._image()
-        described = [c for c in (f"{col}_height", f"{col}_width", f"{col}_format") if c in part.columns]
+        described = [c for c in (f"{col}_height", f"{col}_width", f"{col}_channels", f"{col}_format") if c in part.columns]
         made: list[dict] = []
         parents: list[int] = []
         undecodable = np.zeros(len(part), dtype=np.int64)
@@ -254,16 +257,18 @@ class Augment(FitApplyStage):
 
     def _copy_fields(self, rid, parent, row: pd.Series | None, k: int, out, fmt: str, described: list[str]) -> dict:
         """The copy's own cells, its image in the form of the ``parent``'s cell; ``described``
-        are the image's size/format columns present."""
+        are the image's size/channels/format columns present, given the copy's own."""
         o = self.options
         col = self._image()
+        pixels = for_format(out.image, fmt)  # converted here, as the columns say, not clipped by the encoder
         fields = {
             ID: child_id(str(rid), "aug", k),
-            col: image_cell_like(parent, encode_image(out.image, fmt, o.quality or DEFAULT_QUALITY.get(fmt))),
+            col: image_cell_like(parent, encode_image(pixels, fmt, o.quality or DEFAULT_QUALITY.get(fmt))),
             o.params_column: out.params,  # as JSON once every copy is made
         }
-        h, w = out.image.shape[:2]
-        for name, value in ((f"{col}_height", h), (f"{col}_width", w), (f"{col}_format", fmt)):
+        h, w = pixels.shape[:2]
+        channels = 1 if pixels.ndim == 2 else pixels.shape[2]
+        for name, value in ((f"{col}_height", h), (f"{col}_width", w), (f"{col}_channels", channels), (f"{col}_format", fmt)):
             if name in described:
                 fields[name] = value
         if o.boxes:

@@ -1,14 +1,16 @@
-"""decode_image: pixels upright as viewers, PIL and Hugging Face ``datasets`` show them."""
+"""decode_image: pixels upright as viewers, PIL and Hugging Face ``datasets`` show them;
+is_truncated: a cut file, not one with bytes after its end; for_format: a copy's pixels
+converted as its format can hold them."""
 
 import io
 
 import cv2
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import ExifTags, Image
 from skimage import data
 
-from dsbuild.kernels.decode import decode_image
+from dsbuild.kernels.decode import decode_image, encode_image, for_format, is_truncated
 from dsbuild.records import image_size, jpeg_orientation
 
 PORTRAIT = data.astronaut()[:300, :200]  # RGB, taller than wide
@@ -51,3 +53,123 @@ def test_orientation_in_big_endian_exif_and_in_none():
     assert jpeg_orientation(jpeg(PORTRAIT)) == 1
     assert jpeg_orientation(jpeg(PORTRAIT, 6, progressive=True)) == 6
     assert jpeg_orientation(b"\xff\xd8\xff\xe1\x00\x10Exif\x00\x00II*\x00") == 1  # cut short: as if none
+
+
+# -- is_truncated ------------------------------------------------------------------------
+
+# What a Samsung phone appends after a JPEG's EOI (SEFT: its trailer of extra data), 208 bytes.
+SAMSUNG_TRAILER = (b"\x00\x00\x0a\x01\x0d\x00\x00\x00Image_UTC_Data1700000000000".ljust(96, b"\x00")
+                   + b"\x00\x00\xa1\x0a\x0d\x00\x00\x00MCC_Data310".ljust(80, b"\x00")
+                   + b"SEFH\x6b\x00\x00\x00\x02\x00\x00\x00\xd0\x00\x00\x00SEFT".ljust(32, b"\x00"))
+
+
+def _cuts(blob: bytes) -> list[int]:
+    """Where a download or copy stops short: half-way, most of the way, the last bytes."""
+    return [len(blob) // 2, len(blob) * 9 // 10, len(blob) - 3, len(blob) - 1]
+
+
+def _assert_cut_only_before_the_end(blob: bytes, fmt: str, extra: bytes) -> None:
+    assert not is_truncated(blob, fmt)
+    assert not is_truncated(blob + extra, fmt)  # bytes after the end marker are not a cut
+    assert not is_truncated(blob + extra[: len(extra) // 2], fmt)  # nor a trailer cut short
+    for cut in _cuts(blob):
+        assert is_truncated(blob[:cut], fmt), cut
+
+
+def test_a_jpeg_with_a_phones_trailer_is_whole_and_cut_ones_are_not():
+    """A complete JPEG followed by a phone's 208-byte trailer was rejected as truncated:
+    the end marker was looked for in the last 64 bytes only."""
+    blob = encode_image(data.astronaut(), "jpeg", 90)
+    assert len(SAMSUNG_TRAILER) == 208
+    _assert_cut_only_before_the_end(blob, "jpeg", SAMSUNG_TRAILER)
+    assert np.array_equal(decode_image(blob + SAMSUNG_TRAILER), decode_image(blob))
+    restarts = cv2.imencode(".jpg", data.astronaut(), [cv2.IMWRITE_JPEG_RST_INTERVAL, 4])[1].tobytes()
+    assert b"\xff\xd7" in restarts  # RST0-7 markers inside the scan do not end it
+    _assert_cut_only_before_the_end(restarts, "jpeg", SAMSUNG_TRAILER)
+
+
+def test_a_png_padded_after_iend_is_whole_and_cut_ones_are_not():
+    blob = encode_image(data.coins(), "png")
+    _assert_cut_only_before_the_end(blob, "png", b"\0" * 100)
+    assert is_truncated(blob[:-12], "png") and is_truncated(blob[:-12] + b"\0" * 100, "png")  # IEND gone: padded or not
+
+
+def test_a_progressive_jpeg_is_walked_through_every_scan():
+    """Several scans, each ended by the next marker: whole with a trailer, cut in any scan."""
+    blob = cv2.imencode(".jpg", data.coffee()[..., ::-1], [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])[1].tobytes()
+    assert blob.count(b"\xff\xda") > 2  # progressive: several start-of-scan markers
+    _assert_cut_only_before_the_end(blob, "jpeg", SAMSUNG_TRAILER)
+    first_scans = blob.index(b"\xff\xda", blob.index(b"\xff\xda") + 2)
+    assert is_truncated(blob[:first_scans], "jpeg")  # the first scan whole, the rest missing
+
+
+def _with_exif_thumbnail(blob: bytes, thumbnail: bytes) -> bytes:
+    """``blob`` with an APP1 EXIF segment holding ``thumbnail`` as cameras write it (IFD1's
+    JPEGInterchangeFormat): a whole JPEG, FFD8..FFD9, inside the header. PIL reads such
+    thumbnails but does not write them."""
+    ifd0 = (1).to_bytes(2, "little") + _entry(0x0112, 3, 1) + (26).to_bytes(4, "little")  # orientation 1, IFD1 at 26
+    ifd1 = (2).to_bytes(2, "little") + _entry(0x0201, 4, 56) + _entry(0x0202, 4, len(thumbnail)) + (0).to_bytes(4, "little")
+    payload = b"Exif\0\0" + b"II*\0" + (8).to_bytes(4, "little") + ifd0 + ifd1 + thumbnail
+    return blob[:2] + b"\xff\xe1" + (len(payload) + 2).to_bytes(2, "big") + payload + blob[2:]
+
+
+def _entry(tag: int, kind: int, value: int) -> bytes:
+    return tag.to_bytes(2, "little") + kind.to_bytes(2, "little") + (1).to_bytes(4, "little") + value.to_bytes(4, "little")
+
+
+def test_an_exif_thumbnails_end_marker_is_not_the_images():
+    """The thumbnail's FFD9 inside APP1 ends no image: a file cut just after it is cut."""
+    thumbnail = encode_image(data.astronaut()[::8, ::8], "jpeg", 80)
+    blob = _with_exif_thumbnail(encode_image(data.astronaut(), "jpeg", 90), thumbnail)
+    ifd1 = Image.open(io.BytesIO(blob)).getexif().get_ifd(ExifTags.IFD.IFD1)
+    assert ifd1[0x0202] == len(thumbnail)  # PIL finds the thumbnail where a camera's would be
+    assert decode_image(blob).shape == (512, 512, 3)
+    _assert_cut_only_before_the_end(blob, "jpeg", SAMSUNG_TRAILER)
+    after_thumbnail = blob.index(thumbnail) + len(thumbnail)
+    for cut in (after_thumbnail, after_thumbnail + 30):
+        assert is_truncated(blob[:cut], "jpeg"), cut
+
+
+# -- for_format --------------------------------------------------------------------------
+
+COINS_16 = data.coins().astype(np.uint16) * 257  # 16-bit, full range: coins = value * 255 / 65535
+ASTRONAUT_ALPHA = np.dstack([data.astronaut()[..., ::-1], data.camera()])  # BGRA, a real (non-flat) alpha
+
+
+def test_sixteen_bits_are_scaled_to_eight_by_their_range_and_rounded():
+    """OpenCV's JPEG and WebP encoders clip a 16-bit image (nearly all 255): the value is
+    scaled, value * 255 / 65535, and rounded, not cut down."""
+    assert np.array_equal(for_format(COINS_16, "jpeg"), data.coins())
+    assert np.array_equal(for_format(COINS_16 - 128, "jpeg"), data.coins())  # rounded: 128 / 257 < 0.5
+    assert np.array_equal(for_format(COINS_16 + 128, "bmp"), data.coins())
+    floats = data.astronaut().astype(np.float32) / 255
+    assert np.array_equal(for_format(floats, "jpeg"), data.astronaut())  # floats: 0-1
+    assert np.array_equal(for_format(floats, "png"), data.astronaut())  # PNG holds 8 and 16 bits only
+    signed = ((data.camera().astype(np.int32) - 128) * 257 + 128).astype(np.int16)  # int16's range, -32768..32767
+    assert np.array_equal(for_format(signed, "webp")[..., 0], data.camera())
+    assert for_format(COINS_16, "png") is COINS_16 and for_format(COINS_16, "tiff") is COINS_16  # held as it is
+
+
+def test_channels_as_each_format_holds_them():
+    """JPEG: alpha dropped, grey stays grey. WebP: grey made colour (OpenCV would do it in
+    the encoder), alpha kept unless fully opaque (WebP stores none then)."""
+    camera, colour = data.camera(), ASTRONAUT_ALPHA[..., :3]
+    assert for_format(camera, "jpeg") is camera
+    assert np.array_equal(for_format(ASTRONAUT_ALPHA, "jpeg"), colour)
+    assert np.array_equal(for_format(camera, "webp"), np.dstack([camera] * 3))
+    assert for_format(ASTRONAUT_ALPHA, "webp") is ASTRONAUT_ALPHA
+    opaque = np.dstack([colour, np.full_like(camera, 255)])
+    assert np.array_equal(for_format(opaque, "webp"), colour)
+    assert for_format(ASTRONAUT_ALPHA, "png") is ASTRONAUT_ALPHA
+
+
+@pytest.mark.parametrize("fmt", ["png", "jpeg", "webp", "bmp", "tiff"])
+def test_a_converted_image_decodes_with_its_dtype_and_channels(fmt):
+    """What for_format gives is what the encoded copy decodes as, so a copy's columns can
+    be filled from it without decoding."""
+    opaque = np.dstack([data.astronaut()[..., ::-1], np.full_like(data.camera(), 255)])
+    for pixels in (data.camera(), COINS_16, data.astronaut()[..., ::-1], ASTRONAUT_ALPHA, opaque):
+        converted = for_format(pixels, fmt)
+        decoded = decode_image(encode_image(converted, fmt, 90 if fmt in ("jpeg", "webp") else None))
+        assert (decoded.dtype, decoded.shape) == (converted.dtype, converted.shape), pixels.shape
+        assert np.abs(decoded.astype(float) - converted).mean() < 0.01 * np.iinfo(converted.dtype).max

@@ -273,3 +273,42 @@ def test_a_phone_photo_is_copied_upright_as_it_is_shown():
     assert pixels.shape == (300, 200, 3)
     assert np.abs(pixels[..., ::-1].astype(int) - portrait).mean() < 3  # the portrait, not the stored pixels
     assert [list(b) for b in copy["boxes"]] == [[20.0, 30.0, 60.0, 90.0]]  # boxes of the upright image, unmoved
+
+
+@pytest.mark.parametrize("fmt", ["jpeg", "webp"])
+def test_copies_in_a_format_that_cannot_hold_them_are_converted_as_their_columns_say(fmt):
+    """A grey PNG, a 16-bit PNG and one with alpha, copied as JPEG or WebP: the 16-bit
+    copy is the image scaled to 8 bits (OpenCV's encoder made it all 255), JPEG drops
+    alpha and keeps grey, WebP makes grey 3 channels and keeps alpha; each copy's
+    ``image_channels`` (and size and format) is that of its decoded pixels."""
+    from skimage import data
+
+    camera, coins = data.camera(), data.coins()
+    bgra = np.dstack([data.astronaut()[..., ::-1], camera])  # a real alpha plane
+    images = {"grey": camera, "deep": coins.astype(np.uint16) * 257, "alpha": bgra}
+    frame = pd.DataFrame({
+        "id": list(images), "image": [encode_image(p, "png") for p in images.values()],
+        "image_height": [p.shape[0] for p in images.values()], "image_width": [p.shape[1] for p in images.values()],
+        "image_channels": [1, 1, 4], "image_format": ["png"] * 3,
+    })
+    kept, rejected = run_stage(Augment(transforms=[{"hflip": {"p": 1.0}}], format=fmt), frame, npartitions=2, roles=Roles(image="image"))
+    copies = kept[kept["id"].str.contains("#aug")].set_index("id")
+    assert rejected.empty and len(copies) == 3 and set(copies["image_format"]) == {fmt}
+    decoded = {rid.split("#")[0]: decode_image(b) for rid, b in copies["image"].items()}
+    for rid, row in copies.iterrows():
+        pixels = decoded[rid.split("#")[0]]
+        assert pixels.dtype == np.uint8
+        assert (row["image_height"], row["image_width"]) == pixels.shape[:2]
+        assert row["image_channels"] == (1 if pixels.ndim == 2 else pixels.shape[2]), rid
+
+    def close(a, b):  # within what a lossy codec changes
+        return np.abs(a.astype(float) - b).mean() < 2.5
+
+    deep = decoded["deep"] if fmt == "jpeg" else decoded["deep"][..., 0]
+    assert close(deep, coins[:, ::-1])  # the coins, not white
+    if fmt == "jpeg":
+        assert decoded["grey"].ndim == 2 and close(decoded["grey"], camera[:, ::-1])
+        assert decoded["alpha"].shape == (512, 512, 3) and close(decoded["alpha"], bgra[:, ::-1, :3])
+    else:
+        assert decoded["grey"].shape == (512, 512, 3) and close(decoded["grey"], np.dstack([camera[:, ::-1]] * 3))
+        assert decoded["alpha"].shape == (512, 512, 4) and close(decoded["alpha"], bgra[:, ::-1])
