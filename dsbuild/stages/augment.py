@@ -34,7 +34,7 @@ from dsbuild.records import (
     record_uniform,
     sniff_image_format,
 )
-from dsbuild.stages.base import ADDED, FitApplyStage, StageError, StageOptions, register
+from dsbuild.stages.base import ADDED, WHERE_METRIC, FitApplyStage, StageError, StageOptions, register
 from dsbuild.stages.conditions import Condition, all_hold
 
 DEFAULT_QUALITY = {"jpeg": 95, "webp": 90}
@@ -110,7 +110,7 @@ class Augment(FitApplyStage):
         for name in (o.boxes, o.box_labels, o.keypoints):
             if name:
                 self._check_field(meta, name)
-        self.require_columns(meta, [c.column for c in o.where], what="where column")
+        self.check_where(meta, o.where)
         if o.balance_to is not None:
             if not self.ctx.roles.label:
                 raise StageError(f"stage {self.ctx.name!r}: balance_to needs the job's label column (columns.label)")
@@ -120,6 +120,7 @@ class Augment(FitApplyStage):
         if self.options.balance_to is None:
             return shapes.map(frame, self._augment_fixed, label=self.ctx.name)
         counts = shapes.fit(frame, self._class_histogram, _add_histograms, label=self.ctx.name)
+        self.require_where_rows(sum(int(h.sum()) for h in counts.values()))
         plan = self._plan(counts)
         candidates = shapes.fit(frame, self._boundary_keys, selection.merge_boundary_keys, shapes.broadcast(plan).value, label=self.ctx.name)
         plan["key_limit"], plan["tie_limit"] = selection.thresholds(candidates, plan["inside"])
@@ -193,8 +194,11 @@ class Augment(FitApplyStage):
 
     # -- making copies ------------------------------------------------------------------
     def _augment_fixed(self, part: pd.DataFrame) -> pd.DataFrame:
-        copies = np.where(all_hold(self.options.where, part), self.options.copies, 0).astype(np.int64)
-        return self.apply_copies(self._with_marks(part), copies)
+        named = all_hold(self.options.where, part)
+        out = self.apply_copies(self._with_marks(part), np.where(named, self.options.copies, 0).astype(np.int64))
+        if self.options.where:  # for the warning when where names no row (base.Stage.result_warnings)
+            out[WHERE_METRIC] = np.r_[named.astype(np.int64), np.zeros(len(out) - len(part), dtype=np.int64)]
+        return out
 
     def _augment_balanced(self, part: pd.DataFrame, plan: dict) -> pd.DataFrame:
         part = self._with_marks(part)

@@ -96,6 +96,26 @@ def test_where_copies_only_the_rows_it_names(digits):
     assert kept[kept["split"] == "test"]["id"].tolist() == sorted(split[split["split"] == "test"]["id"])
 
 
+def test_a_where_that_names_no_row_is_warned_about_or_refused(digits, client, tmp_path):
+    """'training' for 'train': no copy was made, without a word. Copies per row warn after
+    the run; balancing, which fits on those rows, has nothing to fit on."""
+    import dsbuild
+    from dsbuild.stages import StageError
+
+    typo = [{"column": "split", "op": "==", "value": "training"}]
+    manifest = dsbuild.run({
+        "name": "typo", "seed": 0, "source": {"format": "sample", "name": "digits", "partitions": 2},
+        "columns": {"image": "image", "label": "label"},
+        "stages": [{"split": {}}, {"augment": {"transforms": ["hflip"], "where": typo}}],
+        "sink": {"path": str(tmp_path / "out")},
+    }, client=client)
+    assert manifest["totals"]["added"] == 0
+    assert [w for w in manifest["warnings"] if "where (split == 'training') matched none of its 1,797 rows" in w]
+    split = digits.assign(split="train")
+    with pytest.raises(StageError, match=r"where \(split == 'training'\) matched none of the rows"):
+        run_stage(Augment(transforms=["hflip"], balance_to="max", where=typo), split, roles=ROLES)
+
+
 def test_same_bytes_on_a_cluster(digits, client):
     stage = lambda: Augment(transforms=SPECS, balance_to=20)  # noqa: E731
     local, _ = run_stage(stage(), digits, npartitions=1, roles=ROLES)
