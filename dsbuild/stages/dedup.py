@@ -52,7 +52,8 @@ IMAGE_META_SUFFIXES = ("_height", "_width", "_channels", "_format")
 
 
 class KeepRule(StageOptions):
-    quality: str | None = Field(None, description="column whose best value decides which copy stays; default: lowest id")
+    quality: str | None = Field(None, description="column whose best value decides which copy stays; default: the lowest "
+                                "id as text (so f.csv:10 stays rather than f.csv:9), whatever the partitioning")
     prefer: Literal["max", "min"] = Field("max", description="best quality is the largest (max) or smallest (min) value")
     action: Literal["drop", "group"] = Field(
         "drop", description="drop: reject every copy but the one that stays (reason duplicate-of=<its id>); "
