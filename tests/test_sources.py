@@ -36,6 +36,12 @@ def test_csv_ids_are_row_numbers_across_blocks(tmp_path):
     assert str(df["a"].dtype) == "Int64" and df["b"].dtype == np.float64
 
 
+def test_csv_raw_text_of_a_rejected_row_of_a_crlf_file_has_no_carriage_return(tmp_path):
+    (tmp_path / "w.csv").write_bytes(b"x,y\r\n1,2\r\noops,3\r\n")
+    df = read({"format": "csv", "path": str(tmp_path / "w.csv")})
+    assert df.loc[df[REJECT].notna(), RAW].tolist() == ["oops,3"]
+
+
 def test_csv_line_longer_than_the_blocksize(tmp_path):
     """Blocks that lie inside one long line hold no record: they failed with Arrow's
     'Empty CSV file'."""

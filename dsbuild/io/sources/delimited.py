@@ -293,7 +293,7 @@ class _CsvBlock:
         for i in np.flatnonzero(~keep):
             row = int(rows[i])
             at = (1 if header_here else 0) + (row if line_of is None else int(line_of[row]))
-            text = lines[at].decode(self.spec.encoding, "replace") if at < len(lines) else ""
+            text = lines[at].rstrip(b"\r").decode(self.spec.encoding, "replace") if at < len(lines) else ""  # CRLF files
             bad_rows.append((row, text, reasons[i]))
         return df[keep].reset_index(drop=True), [int(r) for r in rows[keep]], bad_rows
 
