@@ -37,8 +37,9 @@ def test_csv_ids_are_row_numbers_across_blocks(tmp_path):
 
 
 def test_csv_raw_text_of_a_rejected_row_of_a_crlf_file_has_no_carriage_return(tmp_path):
-    (tmp_path / "w.csv").write_bytes(b"x,y\r\n1,2\r\noops,3\r\n")
-    df = read({"format": "csv", "path": str(tmp_path / "w.csv")})
+    lines = ["x,y"] + [f"{i},{i}" for i in range(3000)] + ["oops,3"]
+    (tmp_path / "w.csv").write_bytes(("\r\n".join(lines) + "\r\n").encode())
+    df = read({"format": "csv", "path": str(tmp_path / "w.csv"), "infer_bytes": 8_000})  # 'oops' is past the typing sample
     assert df.loc[df[REJECT].notna(), RAW].tolist() == ["oops,3"]
 
 
