@@ -86,7 +86,9 @@ def canonicalize(
     """(canonical values as ``str``, changed, unknown) for one column.
 
     A value the table knows becomes its canonical spelling; any other value is tidied
-    (trim, NFKC, case) and, if the table is closed, marked unknown. Missing stays missing.
+    (trim, NFKC, case) and, if the table is closed, marked unknown. Missing stays missing,
+    and blank text is missing too, neither changed nor unknown: a CSV reader makes it
+    null, Parquet and JSON keep it, and the result must not depend on the format.
     """
     if case not in CASES:
         raise ValueError(f"case must be one of {CASES}, got {case!r}")
@@ -96,11 +98,13 @@ def canonicalize(
     raw = [str(u) for u in uniques]
     mapped = np.empty(len(raw), dtype=object)
     unknown_u = np.zeros(len(raw), dtype=bool)
+    blank_u = np.array([not spelling.strip() for spelling in raw], dtype=bool)
     for i, spelling in enumerate(raw):
         found = table.find(spelling)
-        unknown_u[i] = found is None and table.closed
+        unknown_u[i] = found is None and table.closed and not blank_u[i]
         mapped[i] = found if found is not None else tidy(spelling, trim=trim, nfkc=nfkc, case=case)
-    changed_u = mapped != np.array(raw, dtype=object)
+    mapped[blank_u] = None
+    changed_u = (mapped != np.array(raw, dtype=object)) & ~blank_u
     result = pd.Series(pd.array(mapped, dtype="str").take(codes, allow_fill=True), index=values.index)
     present = codes >= 0
     changed = present & _spread(changed_u, codes)

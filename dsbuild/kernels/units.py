@@ -1,6 +1,6 @@
 """Quantities with units: parse ``90 min``, ``1.5h``, ``3 kg``, ``72°F``, ``5 ft 3 in``,
-``45%`` and, with the rates given as factors, ``$1,234.50``, and convert them to one
-canonical unit.
+``45%``, ``1 500 g`` and, with the rates given as factors, ``$1,234.50``, and convert them
+to one canonical unit.
 
 A unit is an affine map to its dimension's base unit (``base = value * factor +
 offset``), so temperatures convert like everything else. Unit names are looked up
@@ -91,6 +91,9 @@ _TERM = re.compile(rf"\s*({_NUMBER})\s*({_UNIT})?")
 # as a unit after it; what it is worth comes from the rule's factors (``{$: 1}``).
 _CURRENCY_FIRST = re.compile(rf"^\s*([-+]?)\s*([A-Z]{{0,3}}[$€£¥₹₩₽₺])\s*({_UNSIGNED})\s*$")
 _WHOLE = re.compile(rf"^(?:\s*{_NUMBER}\s*(?:{_UNIT})?)+\s*$")
+# Thousands grouped by a space (SI; French and Nordic writing use a no-break or thin space)
+# or by an apostrophe (Swiss 1'234), one separator kind per number.
+_GROUPED = re.compile(r"(?<![\d.,])\d{1,3}([ \u00a0\u202f\u2009'’])\d{3}(?:\1\d{3})*(?!\d)")
 
 
 _PRIMES = str.maketrans({"’": "'", "′": "'", "‘": "'", "”": '"', "″": '"', "“": '"'})
@@ -106,6 +109,26 @@ def unit_key(text: str) -> str:
     key = text.strip().lower().translate(_PRIMES).replace("°", "").replace("º", "").rstrip(".")
     key = re.sub(r"^deg(rees?)?\s*", "deg", key) if key.startswith("deg") and len(key) > 3 else key
     return re.sub(r"\s+", "", key)
+
+
+def join_thousands(text: str, quote_is_unit: bool = False) -> str:
+    """Digits grouped in thousands as one number: ``1 500 g`` is 1500 g, not 1 + 500 g.
+
+    An apostrophe groups only where it is no unit of the column (``5'11`` is feet and
+    inches). Two numbers a plain space parts (``180 175``) stay apart when they could be
+    either: both three digits, the second not starting with 0 (``100 000`` is one number,
+    as no one writes a number alone with a leading 0); :func:`parse_quantity` refuses them.
+    """
+
+    def join(match: re.Match) -> str:
+        sep, groups = match.group(1), match.group(0).split(match.group(1))
+        if sep in "'’" and quote_is_unit:
+            return match.group(0)
+        if sep == " " and len(groups[0]) == 3 and not groups[1].startswith("0"):
+            return match.group(0)
+        return "".join(groups)
+
+    return _GROUPED.sub(join, text)
 
 
 class UnitTable:
@@ -159,21 +182,32 @@ def parse_quantity(
 
     A compound quantity (``1h 30min``, ``5 ft 3 in``) is the sum of its terms; a bare
     number takes ``default`` (None means a bare number is a problem), but a last bare
-    number after a unit counts in the next smaller unit (``5'11``, ``1m80``).
-    ``decimal=","`` reads ``1,80 m`` and ``1.000,5 g`` as European writing does.
+    number after a unit counts in the next smaller unit (``5'11``, ``1m80``). Any other
+    bare number beside another number (``5 11``, ``180 175 g``) is ``ambiguous-numbers``:
+    summing them was a silent guess. Digits grouped in thousands are one number
+    (:func:`join_thousands`). ``decimal=","`` reads ``1,80 m`` and ``1.000,5 g`` as European
+    writing does. Blank text is a missing value: NaN and no problem.
     """
+    if not text.strip():
+        return np.nan, False, None
     if decimal == ",":
         text = text.replace(".", "\0").replace(",", ".").replace("\0", ",")
+    text = join_thousands(text, quote_is_unit=table.has("'"))
     text = _CURRENCY_FIRST.sub(r"\1\3 \2", text)
     if not _WHOLE.match(text):
         return np.nan, False, "unparseable" if re.search(r"\d", text) else "no-number"
     terms = []
     found = _TERM.findall(text)
     for i, (number, unit_text) in enumerate(found):
-        unit = table.unit(unit_text) if unit_text else default
-        if not unit_text and i == len(found) - 1 and i > 0 and found[i - 1][1]:
+        if unit_text:
+            unit = table.unit(unit_text)
+        elif len(found) == 1:
+            unit = default
+        elif i == len(found) - 1 and found[i - 1][1]:
             smaller = _SMALLER.get(terms[-1][1].name)
             unit = table.unit(smaller) if smaller else None
+        else:
+            return np.nan, False, "ambiguous-numbers"
         if unit is None:
             return np.nan, False, f"unknown-unit:{unit_text}" if unit_text else "no-unit"
         terms.append((float(number.replace(",", "")), unit))
@@ -198,7 +232,8 @@ def convert_column(
 
     A unit written in the value wins; otherwise the row's ``unit_column`` entry; otherwise
     ``assume`` (default: the target unit). ``problem`` holds None or why a present value
-    did not convert; missing values stay missing and are no problem.
+    did not convert; missing values, blank text among them (a CSV reader makes it null,
+    Parquet and JSON keep it), stay missing and are no problem.
     """
     n = len(values)
     default = table.unit(assume) if assume is not None else table.target

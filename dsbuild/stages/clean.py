@@ -3,12 +3,13 @@ and fix noisy values (units, ranges, missing values, spellings, outliers, depend
 
 from __future__ import annotations
 
+import difflib
 import functools
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from dsbuild.kernels.canonical import SynonymTable, canonicalize
 from dsbuild.kernels.constraints import (
@@ -21,8 +22,15 @@ from dsbuild.kernels.decode import image_problem
 from dsbuild.kernels.dtypes import holding, one_value_per_text
 from dsbuild.kernels.robust import Distribution, ValueCounts, iqr_fences, robust_scale
 from dsbuild.kernels.units import UnitTable, convert_column
-from dsbuild.records import ID, image_bytes, missing_image_reason
+from dsbuild.records import (
+    ID,
+    IMAGE_FORMATS,
+    image_bytes,
+    missing_image_reason,
+    sniff_image_format,
+)
 from dsbuild.stages.base import (
+    REJECT,
     FitApplyStage,
     MapStage,
     Stage,
@@ -127,7 +135,7 @@ def cast_column(col: pd.Series, to: str) -> tuple[pd.Series, np.ndarray]:
     elif to == "datetime":
         out = _to_datetime(col, present)
     elif to == "category":
-        out = col.astype("string")
+        out = col.astype("category")  # each partition its own categories, as a Parquet dictionary column
     else:  # pragma: no cover - the options model allows no other value
         raise StageError(f"cast: unknown type {to!r}")
     failed = present & out.isna().to_numpy()
@@ -145,6 +153,7 @@ class Cast(MapStage):
         self.require_columns(meta, self.options.schema_)
 
     def process(self, part):
+        received = part[list(self.options.schema_)]
         for column, to in self.options.schema_.items():
             out, failed = cast_column(part[column], to)
             if self.options.on_error == "reject" and failed.any():
@@ -152,16 +161,38 @@ class Cast(MapStage):
                 part = reject(part, failed, np.array([f"cast:{column}:{to}={v}" for v in raw], dtype=object))
             part[column] = out
             part[f"_m_cast_failed:{column}"] = failed.astype(np.int64)
-        return part
+        return _rejects_as_received(part, received)
 
 
 # -- validate_images --------------------------------------------------------------------
 
 
+_FORMAT_ALIASES = {"jpg": "jpeg", "jpe": "jpeg", "tif": "tiff"}
+
+
 class ValidateImagesOptions(StageOptions):
     max_pixels: int = Field(50_000_000, gt=0, description="reject images with more pixels (decompression bombs)")
     min_side: int = Field(1, ge=1, description="reject images whose height or width is smaller")
-    formats: list[str] | None = Field(None, description="allowed formats (png, jpeg, webp, ...); default any OpenCV reads")
+    formats: list[str] | None = Field(
+        None, description=f"allowed formats ({', '.join(IMAGE_FORMATS)}; jpg and tif too, any case), "
+        "read from the bytes; default any OpenCV reads")
+
+    @field_validator("formats")
+    @classmethod
+    def _known_formats(cls, names: list[str] | None) -> list[str] | None:
+        """Names as the bytes are sniffed (``jpg`` is ``jpeg``): an unknown one is a typo,
+        which would otherwise reject every image."""
+        return None if names is None else [_image_format(name) for name in names]
+
+
+def _image_format(name: str) -> str:
+    key = str(name).strip().lower().lstrip(".")
+    key = _FORMAT_ALIASES.get(key, key)
+    if key not in IMAGE_FORMATS:
+        close = difflib.get_close_matches(key, IMAGE_FORMATS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"unknown image format {name!r}{hint}; known: {', '.join(IMAGE_FORMATS)}")
+    return key
 
 
 @register
@@ -169,7 +200,9 @@ class ValidateImages(MapStage):
     """Decode every image; undecodable, truncated, empty or oversized ones go to rejects.
 
     Fills ``<image>_height``, ``<image>_width``, ``<image>_channels`` from the decoded
-    pixels, so later stages can trust them.
+    pixels, so later stages can trust them. ``formats`` is checked on the format sniffed
+    from the bytes, so it holds for every source (a Parquet or Hugging Face image column
+    has no ``<image>_format`` beside it); others are ``format-not-allowed:<format>``.
     """
 
     name = "validate_images"
@@ -189,24 +222,22 @@ class ValidateImages(MapStage):
         height = np.zeros(n, dtype=np.int64)
         width = np.zeros(n, dtype=np.int64)
         channels = np.zeros(n, dtype=np.int64)
-        fmt_col = f"{col}_format"
         for i, cell in enumerate(part[col].to_numpy(dtype=object)):
             data = image_bytes(cell)
             reason, pixels = image_problem(data, o.max_pixels, o.min_side) if data is not None else (missing_image_reason(cell), None)
-            if reason is None and o.formats is not None and fmt_col in part.columns:
-                fmt = part[fmt_col].iat[i]
-                if fmt not in o.formats:
-                    reason = f"format-not-allowed:{fmt}"
+            if reason is None and o.formats is not None and (fmt := sniff_image_format(data)) not in o.formats:
+                reason = f"format-not-allowed:{fmt}"
             if reason is None:
                 height[i], width[i] = pixels.shape[:2]
                 channels[i] = 1 if pixels.ndim == 2 else pixels.shape[2]
             reasons[i] = reason
         bad = np.array([r is not None for r in reasons], dtype=bool)
         part = reject(part, bad, reasons)
-        part[f"{col}_height"] = height
-        part[f"{col}_width"] = width
-        part[f"{col}_channels"] = channels
-        return part
+        sizes = [f"{col}_height", f"{col}_width", f"{col}_channels"]
+        received = part[[c for c in sizes if c in part.columns]]
+        for name, values in zip(sizes, (height, width, channels)):
+            part[name] = values
+        return _rejects_as_received(part, received)
 
 
 # -- shared by the cleaning rules below -------------------------------------------------
@@ -217,6 +248,54 @@ def _may_hold_missing(col: pd.Series) -> pd.Series:
     if pd.api.types.is_integer_dtype(col.dtype) and not isinstance(col.dtype, pd.api.extensions.ExtensionDtype):
         return col.astype(np.float64)
     return col
+
+
+def _rejects_as_received(part: pd.DataFrame, received: pd.DataFrame, together: bool = False) -> pd.DataFrame:
+    """Rows this stage rejected get back the cells they came with (``received``): rejects
+    hold removed rows whole, only kept rows carry the stage's changes.
+
+    The marked partition is one frame, so an old cell comes back only where the column's new
+    dtype holds it unchanged (``72`` in a float column, not ``thirty`` in an int one); the
+    reason names the value that could not. ``together``: the columns are one fact (a value
+    and its unit), all come back or none.
+    """
+    gone = np.flatnonzero(part[REJECT].notna().to_numpy())
+    if not len(gone):
+        return part
+    old = {c: _held(received[c].iloc[gone], part[c].dtype) for c in received.columns}
+    if together and not all(fits.all() for fits, _ in old.values()):
+        return part
+    for column, (fits, values) in old.items():
+        if fits.any():
+            col = part[column].astype(values.dtype)  # a categorical widened to hold the old values
+            col.iloc[gone[fits]] = values.array
+            part[column] = col
+    return part
+
+
+def _held(values: pd.Series, dtype) -> tuple[np.ndarray, pd.Series]:
+    """(which ``values`` ``dtype`` holds unchanged, those values in it): a number in a float
+    column, a missing value where the column can be missing; not ``thirty`` in an int
+    column, nor text that would become a number (``'12'`` is not ``12.0``)."""
+    if values.dtype == dtype:
+        return np.ones(len(values), dtype=bool), values
+    missing = values.isna().to_numpy()
+    fits = missing & _holds_missing(dtype)
+    present = values[~missing]
+    try:
+        back = present.astype(holding(dtype, present)).to_numpy(dtype=object)
+        fits[~missing] = [bool(a == b) for a, b in zip(back, present.to_numpy(dtype=object))]
+    except (TypeError, ValueError, OverflowError):
+        pass
+    held = values[fits]
+    return fits, held.astype(holding(dtype, held))
+
+
+def _holds_missing(dtype) -> bool:
+    try:
+        return bool(pd.Series([None], dtype=object).astype(dtype).isna().all())
+    except (TypeError, ValueError):
+        return False
 
 
 def _details(rule: str, values) -> np.ndarray:
@@ -296,8 +375,10 @@ class NormalizeUnits(MapStage):
 
     The unit comes from the value itself, else from ``unit_column``, else ``assume``.
     The column becomes float64 in the ``to`` unit and ``unit_column`` (if any) says
-    ``to`` for every converted row. Counters: ``converted:<col>`` (cells whose unit
-    differed), ``unit_error:<col>``; rejects read ``units:<col>=<problem>``.
+    ``to`` for every converted row. Blank text is missing, as a CSV reader makes it.
+    Counters: ``converted:<col>`` (cells whose unit differed), ``unit_error:<col>``;
+    rejects read ``units:<col>=<problem>:<value>`` (``no-number:n/a kg``,
+    ``ambiguous-numbers:5 11``) and keep a number the value column held.
     """
 
     name = "normalize_units"
@@ -309,19 +390,33 @@ class NormalizeUnits(MapStage):
         self.require_columns(meta, [r.unit_column for r in cols.values() if r.unit_column], what="unit_column")
 
     def process(self, part):
-        for column, rule in self.options.columns.items():
+        columns = self.options.columns
+        received = part.copy(deep=False)  # the cells as they came (copy on write: nothing is copied)
+        for column, rule in columns.items():
             units = part[rule.unit_column] if rule.unit_column else None
             values, changed, problem = convert_column(part[column], rule.table(), units, rule.assume, rule.decimal)
             bad = pd.notna(problem)
             if rule.on_error == "reject" and bad.any():
-                part = reject(part, bad, np.array([f"units:{column}={p}" for p in problem], dtype=object))
+                part = reject(part, bad, _unit_reasons(column, problem, part[column], bad))
             part[column] = values
             if rule.unit_column:
                 converted = part[rule.unit_column].astype("str").mask(~bad & ~np.isnan(values), rule.to)
                 part[rule.unit_column] = converted
             part[f"_m_converted:{column}"] = changed.astype(np.int64)
             part[f"_m_unit_error:{column}"] = bad.astype(np.int64)
+        for column, rule in columns.items():  # a value and its unit: both as received, or neither
+            with_unit = [column, rule.unit_column] if rule.unit_column else [column]
+            part = _rejects_as_received(part, received[with_unit], together=True)
         return part
+
+
+def _unit_reasons(column: str, problem: np.ndarray, values: pd.Series, bad: np.ndarray) -> np.ndarray:
+    """``units:<col>=<problem>:<value>`` for the bad rows: a float column cannot hold the
+    text that failed, so the reason does."""
+    reasons = np.full(len(values), None, dtype=object)
+    text = values[bad].astype("str").str.slice(0, 40)
+    reasons[bad] = [f"units:{column}={p}:{v}" for p, v in zip(problem[bad], text)]
+    return reasons
 
 
 # -- ranges -----------------------------------------------------------------------------
@@ -387,6 +482,7 @@ class Ranges(MapStage):
                 )
 
     def process(self, part):
+        received = part[list(self.options.columns)]
         for column, rule in self.options.columns.items():
             col = part[column]
             outside = ~rule.inside(col)
@@ -401,7 +497,7 @@ class Ranges(MapStage):
             else:
                 part[column] = _may_hold_missing(col).mask(outside)
             part[f"_m_out_of_range:{column}"] = outside.astype(np.int64)
-        return part
+        return _rejects_as_received(part, received)
 
 
 # -- impute -----------------------------------------------------------------------------
@@ -607,9 +703,10 @@ class CanonicalizeOptions(StageOptions):
 class Canonicalize(MapStage):
     """Strings trimmed, NFKC-normalised and mapped through a synonym table (M, male → Male).
 
-    Matching ignores case, width and spacing. Counters ``canonicalized:<col>`` (cells
-    changed) and ``unknown:<col>`` (values outside a given vocabulary/synonyms, which are
-    kept, made missing or rejected as ``unknown-value:<col>=<value>``).
+    Matching ignores case, width and spacing. A blank cell is missing (null), as a CSV
+    reader makes it. Counters ``canonicalized:<col>`` (cells changed) and ``unknown:<col>``
+    (values outside a given vocabulary/synonyms, which are kept, made missing or rejected
+    as ``unknown-value:<col>=<value>``, as they came).
     """
 
     name = "canonicalize"
@@ -619,6 +716,7 @@ class Canonicalize(MapStage):
         self.require_columns(meta, self.options.columns)
 
     def process(self, part):
+        received = part[list(self.options.columns)]
         for column, rule in self.options.columns.items():
             raw = part[column]
             out, changed, unknown = canonicalize(raw, rule.table(), trim=rule.trim, nfkc=rule.nfkc, case=rule.case)
@@ -630,7 +728,7 @@ class Canonicalize(MapStage):
             part[column] = out
             part[f"_m_canonicalized:{column}"] = changed.astype(np.int64)
             part[f"_m_unknown:{column}"] = unknown.astype(np.int64)
-        return part
+        return _rejects_as_received(part, received)
 
 
 # -- outliers ---------------------------------------------------------------------------
@@ -734,6 +832,7 @@ class Outliers(FitApplyStage):
 
     def apply(self, part, state):
         codes, names = _groups(part, self._by())
+        received = part[list(self.options.columns)]
         for column, rule in self.options.columns.items():
             col = part[column]
             x = col.to_numpy(dtype=np.float64, na_value=np.nan)
@@ -754,7 +853,7 @@ class Outliers(FitApplyStage):
                 part[column] = _may_hold_missing(col).mask(outlier)
             part[f"{column}_outlier"] = outlier
             part[f"_m_outlier:{column}"] = outlier.astype(np.int64)
-        return part
+        return _rejects_as_received(part, received)
 
     def summary(self):
         state = getattr(self, "state_", None) or {}

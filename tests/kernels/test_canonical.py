@@ -44,3 +44,12 @@ def test_bad_case_is_refused():
 def test_result_dtype_is_str_for_empty_input():
     out, changed, unknown = canonicalize(pd.Series([], dtype="str"))
     assert out.dtype == "str" and len(changed) == 0 and unknown.dtype == np.bool_
+
+
+def test_blank_text_is_missing_whatever_the_format():
+    """A CSV reader makes a blank cell null, Parquet and JSON keep it: a closed vocabulary
+    called it unknown (and rejected it) only when it came from Parquet or JSON."""
+    table = SynonymTable(["Male", "Female"])
+    out, changed, unknown = canonicalize(pd.Series(["Male", "", "  ", "\u3000", None], dtype="str"), table)
+    assert out.iloc[0] == "Male" and out.iloc[1:].isna().all()
+    assert not changed.any() and not unknown.any()

@@ -118,3 +118,31 @@ def test_numeric_values_with_unit_column():
 def test_unknown_unit_in_unit_column_is_a_problem():
     _, _, problem = convert_column(pd.Series([1.0]), UnitTable("kg"), pd.Series(["bushel"]))
     assert problem[0] == "unknown-unit:bushel"
+
+
+@pytest.mark.parametrize(
+    "text, target, decimal, expected",
+    [("1 500 g", "g", ".", 1500.0), ("2 000 g", "g", ".", 2000.0), ("1 234,50 €", "EUR", ",", 1234.5),
+     ("100 000 km", "km", ".", 100000.0), ("1\u202f234\u202f567,5 €", "EUR", ",", 1234567.5),
+     ("12\u00a0500 g", "g", ".", 12500.0), ("1'234 g", "g", ".", 1234.0)],
+)
+def test_thousands_grouped_by_spaces_are_one_number(text, target, decimal, expected):
+    """Each group was a term of its own, summed: ``1 500 g`` was 501 g."""
+    table = UnitTable(target, {"€": 1} if target == "EUR" else None)
+    value, _, problem = parse_quantity(text, table, table.target, decimal)
+    assert problem is None and value == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("text, target", [("5 11", "cm"), ("180 175 g", "g"), ("5 11 in", "cm"), ("1234 567", "g"), ("1h 30 15", "min")])
+def test_numbers_side_by_side_are_ambiguous_not_summed(text, target):
+    """``5 11`` was 16 cm. Two readings (one number, two numbers) fit ``180 175``, so it is
+    refused; ``100 000`` is one (no number is written alone with a leading 0)."""
+    value, _, problem = parse(text, target)
+    assert np.isnan(value) and problem == "ambiguous-numbers"
+
+
+def test_blank_text_is_missing_not_a_problem():
+    """A CSV reader makes a blank cell null; Parquet and JSON keep it. Both are missing."""
+    out, changed, problem = convert_column(pd.Series(["72 kg", "", "  ", "\u00a0", None], dtype="str"), UnitTable("kg"))
+    assert out[0] == 72.0 and np.isnan(out[1:]).all()
+    assert problem.tolist() == [None] * 5 and not changed.any()

@@ -118,13 +118,35 @@ def test_cast_datetime_parses_each_value_alone_whatever_the_partitioning():
     assert sorted(runs[0][1]["reason"]) == ["cast:when:datetime=1709251200", "cast:when:datetime=2024-13-45", "cast:when:datetime=yesterday"]
 
 
+def test_cast_to_category_gives_a_categorical_per_partition(client, tmp_path):
+    """``category`` gave text. Each partition holds its own categories (one has none but
+    missing values), as a Parquet dictionary column does, and the output is a dictionary
+    column that reads back with every value."""
+    import pyarrow.parquet as pq
+
+    import dsbuild
+
+    colors = ["red", "blue"] * 30 + [""] * 60 + ["green", "red"] * 30
+    (tmp_path / "in.csv").write_text("n,color\n" + "\n".join(f"{i},{c}" for i, c in enumerate(colors)) + "\n")
+    kept, _ = run_stage(Cast(schema={"color": "category"}), pd.DataFrame({"id": range(180), "color": colors}).astype({"id": str}), npartitions=3)
+    assert isinstance(kept["color"].dtype, pd.CategoricalDtype)
+    dsbuild.run({
+        "name": "cast-category", "seed": 0, "source": {"format": "csv", "path": str(tmp_path / "in.csv"), "blocksize": 300},
+        "stages": [{"cast": {"schema": {"color": "category"}}}], "sink": {"path": str(tmp_path / "out"), "shard_rows": 50},
+    }, client=client)
+    shards = sorted((tmp_path / "out" / "data").glob("*.parquet"))
+    assert len(shards) > 1 and all(str(pq.read_schema(f).field("color").type).startswith("dictionary<values=string") for f in shards)
+    out = pd.read_parquet(tmp_path / "out" / "data")
+    assert out["color"].astype(object).where(out["color"].notna(), "").tolist() == colors
+
+
 def test_normalize_units_converts_minutes_and_rejects_unparseable(sample):
     frame = with_minutes(sample)
     kept, rejected = same_for_any_partitioning(lambda: NormalizeUnits(columns={"hours-per-week": {"to": "h"}}), frame)
     truth = sample.set_index("id")["hours-per-week"]
     assert (kept.set_index("id")["hours-per-week"] == truth.reindex(kept["id"])).all()
     assert len(rejected) == len(frame.index[1::50])
-    assert set(rejected["reason"]) == {"units:hours-per-week=no-number"}
+    assert set(rejected["reason"]) == {"units:hours-per-week=no-number:forty"}
     metrics = stage_metrics(raw_output(NormalizeUnits(columns={"hours-per-week": {"to": "h"}}), frame))
     assert metrics["converted:hours-per-week"] == len(frame.index[::5])
     assert metrics["unit_error:hours-per-week"] == len(rejected)
@@ -150,6 +172,40 @@ def test_normalize_units_refuses_unknown_units_and_columns(sample):
         NormalizeUnits(columns={"hours-per-week": {"to": "h", "assume": "kg"}})
     with pytest.raises(StageError, match="'normalize_units'.*'hours_per_week'.*did you mean 'hours-per-week'"):
         run_stage(NormalizeUnits(columns={"hours_per_week": {"to": "h"}}), sample)
+
+
+def test_normalize_units_rejects_keep_what_they_came_with():
+    """Thousands are one number and numbers side by side are refused, not summed
+    (``180 175 g`` was 355 g). A rejected row kept no trace of its value: the float column
+    cannot hold ``n/a kg``, so the reason does; a number and its unit come back as they were."""
+    frame = pd.DataFrame({
+        "id": list("abcd"),
+        "mass": ["1 500 g", "180 175 g", "n/a kg", "2 kg"],
+        "w": [2.0, 3.0, 4.0, 5.0],
+        "w_unit": ["g", "g", "g", "bushel"],
+    })
+    kept, rejected = run_stage(NormalizeUnits(columns={"mass": {"to": "g"}, "w": {"to": "kg", "unit_column": "w_unit"}}), frame)
+    assert kept[["id", "mass", "w", "w_unit"]].values.tolist() == [["a", 1500.0, 0.002, "kg"]]
+    assert dict(zip(rejected["id"], rejected["reason"])) == {
+        "b": "units:mass=ambiguous-numbers:180 175 g", "c": "units:mass=no-number:n/a kg", "d": "units:w=unknown-unit:bushel:5.0"}
+    assert rejected[["w", "w_unit"]].values.tolist() == [[3.0, "g"], [4.0, "g"], [5.0, "bushel"]]
+    assert rejected["mass"].iloc[2] == 2000.0  # rejected for w; text cannot go back into a float column
+
+
+def test_blank_cells_are_missing_whatever_the_format():
+    """CSV reads a blank cell as null, Parquet and JSONL keep it: canonicalize rejected it as
+    an unknown value and normalize_units as no-number, so the output followed the format."""
+    stages = {
+        "sex": lambda: Canonicalize(columns={"sex": {"vocabulary": ["Male", "Female"], "unknown": "reject"}}),
+        "weight": lambda: NormalizeUnits(columns={"weight": {"to": "kg"}}),
+    }
+    first = {"sex": "Male", "weight": "72 kg"}
+    for column, make in stages.items():
+        blank = pd.DataFrame({"id": list("abcd"), column: [first[column], "", " \t", None]})
+        null = pd.DataFrame({"id": list("abcd"), column: [first[column], None, None, None]})
+        (kept, rejected), (kept_null, _) = run_stage(make(), blank), run_stage(make(), null)
+        assert rejected.empty and kept[column].isna().tolist() == [False, True, True, True]
+        pd.testing.assert_frame_equal(kept, kept_null)
 
 
 # -- ranges -----------------------------------------------------------------------------
@@ -200,6 +256,18 @@ def test_ranges_refuses_impossible_rules(rule, message):
 def test_ranges_refuses_bounds_on_text(sample):
     with pytest.raises(StageError, match="'ranges'.*'sex' has min/max"):
         run_stage(Ranges(columns={"sex": {"min": 0}}), sample)
+
+
+def test_rows_rejected_by_one_rule_keep_the_cells_another_changed(sample):
+    """A row rejected for its age left with its hours already clipped: rejects hold removed
+    rows as they came."""
+    frame = sample.copy()
+    frame.loc[frame.index[::100], "age"] = 999
+    frame.loc[frame.index[::50], "hours-per-week"] = 99
+    rules = {"hours-per-week": {"max": 60, "action": "clip"}, "age": {"max": 90}}
+    kept, rejected = same_for_any_partitioning(lambda: Ranges(columns=rules), frame)
+    assert len(rejected) == 30 and (rejected["hours-per-week"] == 99).all()
+    assert (kept["hours-per-week"] <= 60).all() and (kept["hours-per-week"] == 60).sum() >= 30
 
 
 # -- impute -----------------------------------------------------------------------------
@@ -329,6 +397,9 @@ def test_canonicalize_maps_spellings_and_reports_unknown(sample):
     metrics = stage_metrics(raw_output(Canonicalize(columns=rule), frame))
     assert metrics["unknown:sex"] == len(rejected)
     assert metrics["canonicalized:sex"] == (frame["sex"] != sample["sex"]).sum() - len(rejected)
+    frame.loc[frame.index[2::100], "sex"] = " UNKNOWN "
+    _, rejected = run_stage(Canonicalize(columns=rule), frame)
+    assert set(rejected["sex"]) == {" UNKNOWN "}  # as it came, not tidied
 
 
 def test_canonicalize_refuses_ambiguous_table():
@@ -485,3 +556,21 @@ def test_validate_images_decides_alike_on_hugging_face_image_structs(as_hf_image
     path_only = {"r5": "empty-image:path-only=r5.png"}
     for form in ("struct", "dicts"):
         assert results[form] == (results["bytes"][0], results["bytes"][1], {**results["bytes"][2], **path_only})
+
+
+def test_validate_images_formats_by_any_name_and_from_the_bytes():
+    """``formats: [png, jpg]`` rejected every JPEG as ``jpeg`` is not ``jpg``, and without an
+    ``<image>_format`` column (Parquet, Hugging Face) formats were not checked at all. A
+    rejected image keeps the size its source read from the header."""
+    png, jpeg = encode_image(data.camera()[::8, ::8], "png"), encode_image(data.astronaut()[::8, ::8], "jpeg", 90)
+    frame = pd.DataFrame({"id": ["a", "b", "c"], "image": pd.Series([png, jpeg, jpeg[:200]], dtype=IMAGE_DTYPE),
+                          "image_height": pd.array([64, 64, 64], dtype="Int64")})
+    kept, rejected = run_stage(ValidateImages(formats=["PNG", "jpg"]), frame, roles=Roles(image="image"))
+    assert kept["id"].tolist() == ["a", "b"]
+    assert ValidateImages(formats=[".JPG", "tif"]).options.formats == ["jpeg", "tiff"]
+    kept, rejected = run_stage(ValidateImages(formats=["jpeg"]), frame, roles=Roles(image="image"))
+    assert kept["id"].tolist() == ["b"]
+    assert dict(zip(rejected["id"], rejected["reason"])) == {"a": "format-not-allowed:png", "c": "truncated"}
+    assert rejected["image_height"].tolist() == [64, 64]
+    with pytest.raises(ValidationError, match="unknown image format 'jpge'.*did you mean 'jpeg'"):
+        ValidateImages(formats=["jpge"])
