@@ -69,7 +69,7 @@ def test_fairness_weights_make_label_independent_of_sex_in_the_training_split(ou
     from dsbuild.report import highlights
 
     lines = [h for h in highlights(outputs[1]["fairness_adult"]) if h.startswith("reweigh")]
-    assert lines and all(h.startswith("reweigh (split == train): disparate impact by ") for h in lines)
+    assert lines and all(h.startswith("reweigh (split == 'train'): disparate impact by ") for h in lines)
 
 
 def test_augment_balances_every_class_to_200(outputs):
