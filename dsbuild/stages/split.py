@@ -71,6 +71,10 @@ def assign(keys: pd.Series, fractions: dict[str, float], seed: int, stage: str) 
     return names[np.searchsorted(bounds, draws, side="right")][codes]
 
 
+# Stages whose ``where`` names the rows they make rows from or change (``select``'s ``where`` filters rows instead)
+_GROWS_OR_CHANGES_ROWS = ("augment", "oversample", "synthesize", "reweigh", "resample", "massage")
+
+
 @register
 class Split(MapStage):
     """Train / validation / test by a seeded hash of each row's record, or of its group."""
@@ -120,7 +124,7 @@ class Split(MapStage):
         after = [
             f"stage {s.ctx.name!r} runs after {self.ctx.name!r} without where, so it also changes the {others} rows "
             f"and fits on them; give it {where}"
-            for s in later if "where" in type(s.options).model_fields and not s.options.where
+            for s in later if s.name in _GROWS_OR_CHANGES_ROWS and not s.options.where
         ]
         apart = [
             f"stage {s.ctx.name!r} names clusters of copies in {s.options.group_column!r}, but {self.ctx.name!r} does not "

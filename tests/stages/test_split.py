@@ -81,6 +81,9 @@ def test_options_and_warnings():
     train = [{"column": "split", "op": "==", "value": "train"}]
     (later,) = late.order_warnings([], [Resample().bind(StageContext("resample", 0)), Resample(where=train).bind(StageContext("resample2", 0))])
     assert "'resample' runs after 'split' without where, so it also changes the validation and test rows" in later
+    from dsbuild.stages.clean import Select
+
+    assert late.order_warnings([], [Select(columns=["age"]).bind(StageContext("select", 0))]) == []  # its where filters
 
 
 def test_a_job_writes_each_rows_split_and_counts_them(client, tmp_path):
