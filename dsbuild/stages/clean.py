@@ -725,7 +725,8 @@ class Canonicalize(MapStage):
             elif rule.unknown == "null":
                 out = out.mask(unknown)
                 changed = changed | unknown
-            part[column] = out
+            # a categorical (a Parquet dictionary column) stays one, with the canonical spellings
+            part[column] = out.astype("category") if isinstance(raw.dtype, pd.CategoricalDtype) else out
             part[f"_m_canonicalized:{column}"] = changed.astype(np.int64)
             part[f"_m_unknown:{column}"] = unknown.astype(np.int64)
         return _rejects_as_received(part, received)

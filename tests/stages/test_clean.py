@@ -402,6 +402,17 @@ def test_canonicalize_maps_spellings_and_reports_unknown(sample):
     assert set(rejected["sex"]) == {" UNKNOWN "}  # as it came, not tidied
 
 
+def test_canonicalize_keeps_a_categorical_column_categorical():
+    """A Parquet dictionary column came out as plain text; a rejected row keeps its value."""
+    df = pd.DataFrame({"id": [f"r{i}" for i in range(6)], "sex": pd.Categorical(["M", "male", "F", "x", " Female", None])})
+    stage = Canonicalize(columns={"sex": {"synonyms": {"Male": ["M", "male"], "Female": ["F"]}, "unknown": "reject"}})
+    for n in (1, 3):
+        kept, rejected = run_stage(stage, df, npartitions=n)
+        assert isinstance(kept["sex"].dtype, pd.CategoricalDtype)
+        assert kept.set_index("id")["sex"].astype(object).to_dict() == {"r0": "Male", "r1": "Male", "r2": "Female", "r4": "Female", "r5": np.nan}
+        assert rejected[["id", "sex"]].astype(object).values.tolist() == [["r3", "x"]]
+
+
 def test_canonicalize_refuses_ambiguous_table():
     with pytest.raises(ValidationError, match="would mean both"):
         Canonicalize(columns={"sex": {"vocabulary": ["Male", "male"]}})
