@@ -121,7 +121,8 @@ def _grams(token: np.ndarray, tdoc: np.ndarray, size: int) -> tuple[np.ndarray, 
         acc = token.copy()
         for m in range(1, size):
             shifted = np.zeros(n, dtype=np.uint64)
-            shifted[: n - m] = token[m:]
+            if m < n:  # fewer words in the whole batch than a shingle: nothing to shift in
+                shifted[: n - m] = token[m:]
             acc = mix64(acc * _BASE + shifted)
         last = np.arange(n) + size - 1
         full = (last < n) & (tdoc == tdoc[np.minimum(last, n - 1)])

@@ -29,6 +29,15 @@ def test_word_shingles_respect_document_bounds():
     assert h[0] == h[3]
 
 
+def test_a_batch_with_fewer_words_than_a_shingle_gives_each_document_one():
+    """Two one-word titles in one partition: 2 words, 5-word shingles, and the shift past
+    the batch's end failed to broadcast; the same titles in two partitions worked."""
+    together, doc = shingle_hashes(["hello", "hello"], size=5)
+    apart = [shingle_hashes([t], size=5)[0] for t in ("hello", "hello")]
+    assert doc.tolist() == [0, 1] and together.tolist() == [apart[0][0], apart[1][0]]
+    assert shingle_hashes(["a b", "c"], size=4)[1].tolist() == [0, 1]
+
+
 def test_char_shingles_count_and_short_docs():
     h, doc = shingle_hashes(["abcdef", "ab", "", "ABCDEF"], size=4, unit="char")
     assert np.bincount(doc, minlength=4).tolist() == [3, 1, 0, 3]
