@@ -179,6 +179,27 @@ def test_frames_from_python_number_rows_whatever_their_partitions():
         read_source({"format": "frame", "frame": [1, 2]})
 
 
+def test_frames_as_python_makes_them_number_columns_keep_indexes_and_object_types(tmp_path):
+    """pd.DataFrame(X) names its columns 0, 1: they failed deep in the pipeline; a Dask
+    frame's named index was dropped when its divisions were unknown; a pandas frame's
+    lists and decimals had no Arrow type for a run left with no rows."""
+    import decimal
+
+    import dask.dataframe as dd
+
+    assert read({"format": "frame", "frame": pd.DataFrame(np.eye(2))}).columns.tolist() == ["id", "0", "1"]
+    with pytest.raises(SourceError, match="column 'a' is named more than once"):
+        read_source({"format": "frame", "frame": pd.DataFrame([[1, 2]], columns=["a", "a"])})
+    with pytest.raises(SourceError, match="MultiIndex; flatten them first"):
+        read_source({"format": "frame", "frame": pd.DataFrame([[1, 2]], columns=pd.MultiIndex.from_tuples([("a", 1), ("a", 2)]))})
+    users = pd.DataFrame({"user_id": ["u1", "u2", "u3"], "spend": [1.0, 2.0, 3.0]}).set_index("user_id")
+    unknown = dd.from_pandas(users, npartitions=2).clear_divisions()
+    assert read({"format": "frame", "frame": unknown}).columns.tolist() == ["id", "user_id", "spend"]
+    objects = pd.DataFrame({"lst": [[1.0], [2.0, 3.0]], "dec": [decimal.Decimal("1.25"), None], "s": ["a", "b"]})
+    schema = read_source({"format": "frame", "frame": objects}).schema
+    assert {f.name: str(f.type) for f in schema} == {"lst": "list<item: double>", "dec": "decimal128(3, 2)"}
+
+
 def test_csv_header_naming_a_column_twice_is_an_error(tmp_path):
     (tmp_path / "dup.csv").write_text("a,b,a\n1,2,3\n")
     with pytest.raises(SourceError, match="dup.csv: column 'a' is named more than once"):

@@ -8,9 +8,10 @@ import dask
 import dask.dataframe as dd
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from pydantic import ConfigDict, Field, field_validator
 
-from dsbuild.io.sources.common import Source, _Spec, _with_id
+from dsbuild.io.sources.common import Source, SourceError, _Spec, _with_id
 from dsbuild.io.sources.delimited import CsvSource, _read_csv
 from dsbuild.io.sources.images import images_frame
 from dsbuild.records import ID
@@ -66,15 +67,19 @@ def _read_frame(spec: FrameSource) -> Source:
     first, to count its partitions' rows. A meaningful index (named, or not 0..n-1) is kept
     as a column, as ``to_parquet`` keeps it."""
     frame = spec.frame
+    schema = None
     if isinstance(frame, pd.DataFrame):
         if frame.index.name is not None or not frame.index.equals(pd.RangeIndex(len(frame))):
             frame = frame.reset_index()
+        frame = _text_names(frame)
+        schema = _object_types(frame)
         rows = len(frame)
         starts = list(range(0, rows, spec.rows_per_partition)) or [0]
         frame = _scattered([frame.iloc[s : s + spec.rows_per_partition] for s in starts], frame.iloc[:0])
     else:
-        if frame.known_divisions and frame.index.name is not None:
+        if frame.index.name is not None:
             frame = frame.reset_index()
+        frame = _text_names(frame)
         starts = None
         rows = None
     if ID not in frame.columns and starts is None:
@@ -83,7 +88,37 @@ def _read_frame(spec: FrameSource) -> Source:
         rows = int(sum(lengths))
     meta = _with_id(frame._meta.copy(), spec.name, 0)
     named = frame.map_partitions(_FrameRows(spec.name, starts), meta=meta, enforce_metadata=False, align_dataframes=False)
-    return Source(named, [{"path": f"frame:{spec.name}", "size": rows, "mtime": dask.base.tokenize(spec.frame)}])
+    return Source(named, [{"path": f"frame:{spec.name}", "size": rows, "mtime": dask.base.tokenize(spec.frame)}], schema=schema)
+
+
+def _text_names(frame):
+    """Column names as text, as Parquet stores them (``pd.DataFrame(X)`` names its columns
+    0, 1, …, and every stage reads names as text); two columns may not share a name."""
+    if isinstance(frame.columns, pd.MultiIndex):
+        raise SourceError("frame: its columns are a MultiIndex; flatten them first, e.g. "
+                          "frame.columns = ['_'.join(map(str, c)) for c in frame.columns]")
+    names = [str(c) for c in frame.columns]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise SourceError(f"frame: column {twice[0]!r} is named more than once; give every column its own name")
+    return frame if names == list(frame.columns) else frame.rename(columns=dict(zip(frame.columns, names)))
+
+
+def _object_types(frame: pd.DataFrame, rows: int = 10_000) -> pa.Schema | None:
+    """The Arrow types of the columns pandas holds as objects (lists, structs, bytes,
+    decimals, dates), from their first rows: a run left with no rows writes its zero-row
+    shard in them, as it does for a Parquet source, not as text."""
+    fields = []
+    for name in frame.columns:
+        if frame[name].dtype != object:
+            continue
+        try:
+            kind = pa.array(frame[name].iloc[:rows], from_pandas=True).type
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+            continue
+        if not pa.types.is_null(kind):
+            fields.append(pa.field(name, kind))
+    return pa.schema(fields) if fields else None
 
 
 def _scattered(parts: list[pd.DataFrame], meta: pd.DataFrame):
