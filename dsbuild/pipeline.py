@@ -204,7 +204,9 @@ class Execution:
             self.sink.column_types = {f.name: f.type for f in self.source.schema}
         frame = _apply_id_role(self.source.frame, spec.columns.id)
         _check_roles(spec, frame._meta)
-        marked = frame if REJECT in frame.columns else frame.assign(**{REJECT: None})
+        source = self.source.frame
+        meta = _with_known_ids(source._meta.copy(), spec.columns.id)
+        marked = source.map_partitions(_with_known_ids, spec.columns.id, meta=meta, token="dsbuild-ids", enforce_metadata=False)
         kept = self._add_run(StageRun("source", "read", None, marked))
         stages = spec.build_stages(frame._meta)
         restored = self._restore(stages, kept) if self.resume else None
@@ -433,6 +435,20 @@ def _apply_id_role(frame, id_column: str | None):
     if id_column not in frame.columns:
         raise StageError(f"columns.id: {id_column!r} is not a column of the source; columns are {list(frame.columns)}")
     return frame.assign(**{ID: frame[id_column].astype("string")})
+
+
+def _with_known_ids(part: pd.DataFrame, id_column: str | None) -> pd.DataFrame:
+    """The partition with its ids (``columns.id``'s values, if the job names a column) and
+    the reject mark; a row without an id is rejected as ``id:missing``: nothing could name
+    it in the manifest, and a duplicate's keeper is chosen by id."""
+    if id_column and id_column != ID:
+        part = part.assign(**{ID: part[id_column].astype("string")})
+    if REJECT not in part.columns:
+        part = part.assign(**{REJECT: pd.Series([None] * len(part), dtype=object, index=part.index)})
+    missing = part[ID].isna().to_numpy() & part[REJECT].isna().to_numpy()
+    if missing.any():
+        part = part.assign(**{REJECT: part[REJECT].mask(missing, "id:missing")})
+    return part
 
 
 def _check_roles(spec: JobSpec, meta: pd.DataFrame) -> None:

@@ -493,6 +493,20 @@ def test_pandas_reads_the_same_dtypes_whatever_the_partitioning(client, tmp_path
     assert dtypes[0] == dtypes[1] == dtypes[2] and dtypes[0]["n"] == "Int64" and dtypes[0]["ok"] == "boolean"
 
 
+def test_a_row_without_an_id_is_rejected_not_a_crash(client, tmp_path):
+    """An id column with a missing value: exact_dedup failed choosing a keeper
+    (IndexError in segment_argmin), and nothing could name the row in the output."""
+    (tmp_path / "in.csv").write_text("key,x\na,1\n,1\nb,2\nc,2\n")
+    manifest = dsbuild.run({
+        "name": "ids", "seed": 0, "source": {"format": "csv", "path": str(tmp_path / "in.csv")},
+        "columns": {"id": "key"}, "stages": [{"exact_dedup": {"columns": ["x"]}}],
+        "sink": {"path": str(tmp_path / "out")},
+    }, client=client)
+    rejects = pd.read_parquet(tmp_path / "out" / "rejects")
+    assert sorted(rejects["reason"]) == ["duplicate-of=b", "id:missing"] and manifest["ledger"]["balanced"]
+    assert pd.read_parquet(tmp_path / "out" / "data")["id"].tolist() == ["a", "b"]
+
+
 def test_a_run_computes_on_the_client_it_is_given(client, tmp_path):
     """Every compute of ``dsbuild.run(client=...)`` goes to that client, also when the
     process made another client after it (the default one for ``dask.compute``)."""
