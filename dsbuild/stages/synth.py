@@ -87,8 +87,14 @@ class Oversample(Stage):
         return pd.concat([part, *new], ignore_index=True) if new else part.reset_index(drop=True)
 
     def _grow_class(self, rows: pd.DataFrame, label: str) -> pd.DataFrame:
+        """New rows between a class's rows whose features are all present; a feature no
+        row of the class has (an empty export column) is left out, and stays missing in
+        the new rows, rather than leaving no row to interpolate between."""
         n_new = self.targets_.get(label, 0)
         x = rows[self.features_].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+        present = ~np.isnan(x).all(axis=0)
+        features = [c for c, ok in zip(self.features_, present) if ok]
+        x = x[:, present]
         usable = ~np.isnan(x).any(axis=1)
         if n_new <= 0 or usable.sum() < 2:
             return rows.iloc[:0]
@@ -98,7 +104,7 @@ class Oversample(Stage):
         new = pool.iloc[base].copy()
         occurrence = pd.Series(base).groupby(base).cumcount().to_numpy()
         new[ID] = [child_id(str(pid), "smote", int(j)) for pid, j in zip(pool[ID].to_numpy()[base], occurrence)]
-        for j, c in enumerate(self.features_):
+        for j, c in enumerate(features):
             col = values[:, j]
             if pd.api.types.is_integer_dtype(rows[c].dtype):
                 col = np.round(col)
@@ -109,6 +115,16 @@ class Oversample(Stage):
 
     def summary(self) -> dict:
         return {"counts": getattr(self, "counts_", {}), "new_rows": getattr(self, "targets_", {}), "features": getattr(self, "features_", [])}
+
+    def result_warnings(self, entry: dict) -> list[str]:
+        """A class with fewer than two rows whose features are all present cannot be
+        interpolated: it grows less than planned, which the counts alone would hide."""
+        notes = super().result_warnings(entry)
+        planned, made = sum(getattr(self, "targets_", {}).values()), int(entry.get("metrics", {}).get("synthetic", 0))
+        if made < planned:
+            notes.append(f"stage {self.ctx.name!r} made {made:,} of the {planned:,} rows it planned: a class needs two rows "
+                         "whose features are all present to make rows between them (impute missing values first)")
+        return notes
 
 
 def _add_counts(a: dict, b: dict) -> dict:

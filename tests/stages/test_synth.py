@@ -67,6 +67,19 @@ def test_synthesize_where_fits_on_the_training_rows_and_makes_training_rows(adul
     assert synthetic["age"].max() <= split.loc[split["split"] == "train", "age"].max()
 
 
+def test_oversample_leaves_out_a_feature_no_row_has_and_warns_when_a_class_cannot_grow(cancer):
+    """An empty export column made every row unusable: no row was made, without a word."""
+    empty = cancer.assign(notes_score=np.nan)
+    stage = Oversample()
+    kept, _ = run_stage(stage, empty, roles=Roles(label="label"))
+    new = kept[kept["id"].str.contains("#smote")]
+    assert len(new) == sum(stage.summary()["new_rows"].values()) > 0 and new["notes_score"].isna().all()
+    planned = sum(stage.summary()["new_rows"].values())
+    (note,) = stage.result_warnings({"metrics": {"synthetic": 3}, "in": len(cancer)})
+    assert f"made 3 of the {planned:,} rows it planned" in note
+    assert stage.result_warnings({"metrics": {"synthetic": planned}, "in": len(cancer)}) == []
+
+
 @pytest.mark.parametrize("stage", [Oversample, lambda where: Synthesize(rows=50, where=where)], ids=["oversample", "synthesize"])
 def test_a_where_that_names_no_row_is_an_error(cancer, stage):
     """A typo in where's value: oversample added nothing without a word, synthesize failed
