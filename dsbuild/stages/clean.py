@@ -40,14 +40,14 @@ from dsbuild.stages.base import (
     reject,
     with_marks,
 )
-from dsbuild.stages.conditions import Condition, is_number_column
+from dsbuild.stages.conditions import OPS_HELP, Condition, is_number_column
 
 # -- select -----------------------------------------------------------------------------
 
 class SelectOptions(StageOptions):
     columns: list[str] | None = Field(None, description="columns to keep (id is always kept)")
     drop: list[str] = Field(default_factory=list, description="columns to drop")
-    where: list[Condition] = Field(default_factory=list, description="row tests; a row failing one is rejected")
+    where: list[Condition] = Field(default_factory=list, description=f"row tests, {OPS_HELP}; a row failing one is rejected")
 
 
 @register

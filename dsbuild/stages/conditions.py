@@ -14,11 +14,15 @@ from pydantic import model_validator
 from dsbuild.kernels.labeling_functions import comparable
 from dsbuild.stages.base import StageError, StageOptions
 
-Op = Literal["==", "!=", "<", "<=", ">", ">=", "in", "not_in", "is_null", "not_null", "matches"]
+Op = Literal["==", "!=", "<", "<=", ">", ">=", "in", "not_in", "is_null", "not_null", "matches", "contains"]
+OPS_HELP = ("{column, op, value}; op is one of == != < <= > >= in not_in (a list) is_null not_null (no value), "
+            "matches (a regular expression the whole value matches) or contains (one found anywhere in it)")
 
 
 class Condition(StageOptions):
-    """One row test, written as data: ``{column: age, op: ">=", value: 18}``."""
+    """One row test, written as data: ``{column: age, op: ">=", value: 18}``; ``matches``
+    a regular expression the whole value matches (``Prof.*``), ``contains`` one found
+    anywhere in it (``^Prof`` or ``Prof``)."""
 
     column: str
     op: Op
@@ -32,7 +36,7 @@ class Condition(StageOptions):
             raise ValueError(f"op {self.op!r} takes no value")
         if self.op not in ("is_null", "not_null") and self.value is None:
             raise ValueError(f"op {self.op!r} needs a value")
-        if self.op == "matches":
+        if self.op in ("matches", "contains"):
             try:
                 re.compile(str(self.value))
             except re.error as e:
@@ -48,6 +52,8 @@ class Condition(StageOptions):
             return col.notna().to_numpy()
         if op == "matches":
             return col.astype("string").str.fullmatch(str(v)).fillna(False).to_numpy(dtype=bool)
+        if op == "contains":
+            return col.astype("string").str.contains(str(v), regex=True).fillna(False).to_numpy(dtype=bool)
         try:
             if op in ("in", "not_in"):
                 found = col.isin([_comparable(col, x) for x in v]).to_numpy()

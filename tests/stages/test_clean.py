@@ -20,6 +20,7 @@ from dsbuild.stages.clean import (
     NormalizeUnits,
     Outliers,
     Ranges,
+    Select,
     ValidateImages,
 )
 from dsbuild.testing import run_stage, stage_metrics
@@ -51,6 +52,13 @@ def same_for_any_partitioning(stage_factory, frame, roles=None):
 
 
 # -- select ---------------------------------------------------------------------------
+
+
+def test_select_matches_the_whole_value_and_contains_finds_a_part():
+    frame = pd.DataFrame({"id": ["a", "b", "c"], "occupation": ["Prof-specialty", "Sales", None]})
+    kept = {op: run_stage(Select(where=[{"column": "occupation", "op": op, "value": v}]), frame)[0]["id"].tolist()
+            for op, v in (("matches", "Prof"), ("contains", "^Prof"))}
+    assert kept == {"matches": [], "contains": ["a"]}
 
 
 def test_select_compares_dictionary_date_and_zoned_time_columns():
