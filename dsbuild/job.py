@@ -163,10 +163,29 @@ class JobSpec(_Spec):
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.resolved(), sort_keys=False)
 
+    def stage_inputs(self) -> list[tuple[str, object]]:
+        """(where in the job, path) of each file a stage reads besides the source (crowd
+        annotations, a reference to decontaminate against), which an overwrite must not delete."""
+        found = []
+        for i, entry in enumerate(self.resolved()["stages"]):
+            ((name, options),) = entry.items()
+            found += [(f"stages[{i}].{name}.{where}", path) for where, path in _paths_in(options or {})]
+        return found
+
     def resolved(self) -> dict:
         data = self.model_dump(mode="json", by_alias=True, exclude_none=True)
         data["stages"] = [{s["name"]: s.get("options", {})} for s in data["stages"]]
         return data
+
+
+def _paths_in(options: dict, prefix: str = "") -> list[tuple[str, object]]:
+    out = []
+    for key, value in options.items():
+        if key == "path" and isinstance(value, (str, list)):
+            out.append((prefix + key, value))
+        elif isinstance(value, dict):
+            out += _paths_in(value, f"{prefix}{key}.")
+    return out
 
 
 def job(**fields) -> JobSpec:

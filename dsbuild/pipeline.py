@@ -98,7 +98,7 @@ def run(
         partition_by=spec.sink.partition_by,
     )
     sink.check_target()
-    sink.check_apart_from(spec.source)
+    sink.check_apart_from(spec.source, spec.stage_inputs())
     if not resume:
         sink.abort()  # a stale temporary folder of an earlier, interrupted run of this job
     if client is not None:

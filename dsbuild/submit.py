@@ -181,7 +181,7 @@ def submit(
         spec = spec.model_copy(update={"sink": spec.sink.model_copy(update={"path": output})})
     target = Sink(spec.sink.path, shard_rows=1, shard_bytes=1, compression="none", overwrite=overwrite)
     target.check_target()
-    target.check_apart_from(spec.source)
+    target.check_apart_from(spec.source, spec.stage_inputs())
     cluster_spec = spec_from_target(cluster)
 
     run_id = f"{spec.name}-{datetime.datetime.now():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:4]}"

@@ -125,3 +125,20 @@ def test_an_output_is_kept_apart_from_its_input(tmp_path):
     sink(tmp_path / "in" / "clean").check_apart_from(CsvSource(format="csv", path=str(tmp_path / "in")))  # CSV reads no Parquet
     sink(tmp_path / "out", overwrite=True).check_apart_from(parquet)
     sink(tmp_path, overwrite=False).check_apart_from(parquet)  # nothing is replaced without overwrite
+
+
+def test_an_overwrite_keeps_the_files_stages_read():
+    """Crowd annotations kept in the output folder were deleted by --overwrite."""
+    from dsbuild.job import load_job
+
+    spec = load_job({
+        "name": "lab", "source": {"format": "sample", "name": "digits"}, "sink": {"path": "/data/out"},
+        "stages": [{"aggregate_labels": {"annotations": {"format": "csv", "path": "/data/out/crowd.csv", "item": "i",
+                                                         "annotator": "a", "label": "l"}}},
+                   {"decontaminate": {"reference": {"format": "parquet", "path": "/data/test.parquet"}}}],
+    })
+    assert spec.stage_inputs() == [("stages[0].aggregate_labels.annotations.path", "/data/out/crowd.csv"),
+                                   ("stages[1].decontaminate.reference.path", "/data/test.parquet")]
+    out = Sink("/data/out", shard_rows=10, shard_bytes=10, compression="none", overwrite=True)
+    with pytest.raises(OutputExists, match=r"stages\[0\].aggregate_labels.annotations.path /data/out/crowd.csv is inside sink.path"):
+        out.check_apart_from(spec.source, spec.stage_inputs())

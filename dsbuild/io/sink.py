@@ -58,23 +58,24 @@ class Sink:
             if self.fs.isfile(self.path) or self.fs.ls(self.path):
                 raise OutputExists(f"{self.path} exists and is not empty; pass --overwrite (overwrite=True) to replace it")
 
-    def check_apart_from(self, source) -> None:
+    def check_apart_from(self, source, others: list[tuple[str, object]] = ()) -> None:
         """Refuse an output that a Parquet source's folder holds (the next run would read
-        it as input), and an overwrite that would delete the job's own input."""
-        paths = getattr(source, "path", None)
-        if paths is None or not _is_local(self.fs):
+        it as input), and an overwrite that would delete the job's own input: its source,
+        or a file a stage reads (``others``: (where in the job, path), e.g. annotations)."""
+        if not _is_local(self.fs):
             return
         out = os.path.abspath(self.path)
-        for path in [paths] if isinstance(paths, str) else paths:
-            text = self.fs._strip_protocol(path)
-            fixed = re.split(r"[*?[]", text, maxsplit=1)[0]
-            src = os.path.abspath(fixed if fixed == text or fixed.endswith("/") else os.path.dirname(fixed))
-            if source.format == "parquet" and (fixed != text or os.path.isdir(src)) and _within(out, src):
-                raise OutputExists(f"sink.path {self.path} is inside source.path {path}: the next run would read "
-                                   "this output as its input; write it elsewhere")
-            if self.overwrite and _within(src, out):
-                raise OutputExists(f"source.path {path} is inside sink.path {self.path}: overwriting the output would "
-                                   "delete the input; write it elsewhere")
+        for where, paths in [("source.path", getattr(source, "path", None)), *others]:
+            for path in [] if paths is None else [paths] if isinstance(paths, str) else paths:
+                text = self.fs._strip_protocol(path)
+                fixed = re.split(r"[*?[]", text, maxsplit=1)[0]
+                src = os.path.abspath(fixed if fixed == text or fixed.endswith("/") else os.path.dirname(fixed))
+                if where == "source.path" and source.format == "parquet" and (fixed != text or os.path.isdir(src)) and _within(out, src):
+                    raise OutputExists(f"sink.path {self.path} is inside source.path {path}: the next run would read "
+                                       "this output as its input; write it elsewhere")
+                if self.overwrite and _within(src, out):
+                    raise OutputExists(f"{where} {path} is inside sink.path {self.path}: overwriting the output would "
+                                       "delete the input; write it elsewhere")
 
     def staging(self, kind: str, group: str) -> str:
         return posixpath.join(self.tmp, "_staging", kind, group)
