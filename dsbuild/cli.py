@@ -63,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         return {"run": _run, "validate": _validate, "inspect": _inspect, "report": _report, "stages": _stages,
                 "submit": _submit, "status": _status}[args.command](args)
     except KeyboardInterrupt:
-        print("interrupted: the cluster was shut down and no output was written", file=sys.stderr)
+        print("interrupted: no output was written" + ("; if the run had reached a checkpoint, the same command with "
+              "--resume continues from it" if args.command == "run" else ""), file=sys.stderr)
         return 130
     except BrokenPipeError:  # `dsbuild stages | head`: the reader has what it wanted
         sys.stdout = open(os.devnull, "w")
@@ -72,13 +73,13 @@ def main(argv: list[str] | None = None) -> int:
         from dsbuild.io.sink import OutputExists
         from dsbuild.io.sources import SourceError
         from dsbuild.job import JobError
-        from dsbuild.pipeline import LedgerError
+        from dsbuild.pipeline import LedgerError, ResumeRefused
         from dsbuild.stages import StageError
 
         from dsbuild.clusters import ClusterSpecError, MissingPackage
         from dsbuild.submit import SubmissionError
 
-        if isinstance(e, (JobError, StageError, SourceError, OutputExists, LedgerError, FileNotFoundError,
+        if isinstance(e, (JobError, StageError, SourceError, OutputExists, LedgerError, ResumeRefused, FileNotFoundError,
                           ClusterSpecError, MissingPackage, SubmissionError)):
             print(f"error: {e}", file=sys.stderr)
             return 2

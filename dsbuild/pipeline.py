@@ -43,6 +43,10 @@ class LedgerError(RuntimeError):
     """Rows were lost or invented: rows in ≠ kept + rejected − added."""
 
 
+class ResumeRefused(RuntimeError):
+    """An interrupted run cannot be resumed as asked; its checkpoints are kept."""
+
+
 class DsbuildWarning(UserWarning):
     pass
 
@@ -99,8 +103,15 @@ def run(
     )
     sink.check_target()
     sink.check_apart_from(spec.source, spec.stage_inputs())
+    sink.claim()  # refused while another run of this job writes the same temporary folder
+    if resume and not sink.has_checkpoints():
+        warnings.warn(f"nothing to resume: no complete checkpoint of this job in {sink.tmp}; running from the start",
+                      DsbuildWarning, stacklevel=2)
     if not resume:
-        sink.abort()  # a stale temporary folder of an earlier, interrupted run of this job
+        sink.abort(keep_claim=True)  # a stale temporary folder of an earlier, interrupted run of this job
+    for other in sink.other_runs():
+        warnings.warn(f"{other} was left by an interrupted run of another version of this job (or another output "
+                      "spelling); resume that job, or remove it", DsbuildWarning, stacklevel=2)
     if client is not None:
         return _run(spec, sink, client, progress, resume)
     from dsbuild.runtime import connect
@@ -110,8 +121,12 @@ def run(
 
 
 def job_key(spec: JobSpec) -> str:
-    """Names the temporary folder, so a resumed run finds its own checkpoints."""
-    return f"{stable_hash64(json.dumps(spec.resolved(), sort_keys=True)):016x}"
+    """Names the temporary folder, so a resumed run finds its own checkpoints. The output
+    path is left out: the folder sits beside the output already, and ``out`` and
+    ``/abs/out`` are one output."""
+    resolved = spec.resolved()
+    resolved["sink"] = {k: v for k, v in resolved["sink"].items() if k != "path"}
+    return f"{stable_hash64(json.dumps(resolved, sort_keys=True)):016x}"
 
 
 # Set by the CLI's Ctrl-C handler. Python only prints a KeyboardInterrupt raised inside a
@@ -153,6 +168,11 @@ def _run_on_current(spec: JobSpec, sink: Sink, client, progress: bool, resume: b
     except KeyboardInterrupt as e:
         if not sink.has_checkpoints():
             _abort(sink, e)
+        else:
+            sink.release()
+        raise
+    except ResumeRefused:
+        sink.release()
         raise
     except BaseException as e:
         _abort(sink, e)
@@ -340,8 +360,9 @@ class Execution:
             return None
         index, state = found
         if state["fingerprint"] != self.source.fingerprint():
-            raise RuntimeError(
-                f"cannot resume: the input changed since the interrupted run ({self.sink.tmp}); run without --resume"
+            raise ResumeRefused(
+                f"cannot resume: the input changed since the interrupted run (size or modification time of a file); "
+                f"its checkpoints are kept in {self.sink.tmp}: restore the input and resume, or run without --resume"
             )
         self.sink.drop_staging_after(len(state["runs"]))
         self.runs = [StageRun(r["name"], r["shape"], None, None, r["fit_seconds"], r["counts"], r["options"], r["summary"]) for r in state["runs"]]

@@ -3,6 +3,7 @@
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -608,6 +609,38 @@ def test_resume_after_the_driver_is_killed(client, tmp_path):
     pd.testing.assert_frame_equal(kept, kept_0)
     pd.testing.assert_frame_equal(rejects, rejects_0)
     assert not list(tmp_path.glob("out.tmp-*"))
+
+
+def test_a_refused_resume_keeps_the_checkpoints_and_one_run_holds_the_folder(client, tmp_path):
+    """A resume refused because the input changed deleted the checkpoints it refused (and
+    showed a traceback); two runs of one job at once deleted each other's files."""
+    from dsbuild.io.sink import OutputExists, Sink
+    from dsbuild.pipeline import INTERRUPTED, ResumeRefused, job_key
+
+    (tmp_path / "in.csv").write_text("x,y\n" + "".join(f"{i % 50},{i}\n" for i in range(400)))
+    job = {"name": "resume", "seed": 0, "source": {"format": "csv", "path": str(tmp_path / "in.csv")},
+           "stages": [{"exact_dedup": {"columns": ["x"]}}], "sink": {"path": str(tmp_path / "out")}}
+    INTERRUPTED.set()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            dsbuild.run(job, client=client)
+    finally:
+        INTERRUPTED.clear()
+    (folder,) = tmp_path.glob("out.tmp-*")
+    assert (folder / "_checkpoints").exists() and not (folder / "_owner.json").exists()
+    with open(tmp_path / "in.csv", "a") as f:
+        f.write("7,400\n")
+    with pytest.raises(ResumeRefused, match="checkpoints are kept in"):
+        dsbuild.run(job, client=client, resume=True)
+    assert (folder / "_checkpoints").exists()
+    sink = Sink(str(tmp_path / "out"), shard_rows=10, shard_bytes=10, compression="none", key=job_key(dsbuild.load_job(job)))
+    (folder / "_owner.json").write_text(json.dumps({"pid": os.getppid(), "host": socket.gethostname(), "started": "now"}))
+    with pytest.raises(OutputExists, match=f"another run of this job \\(pid {os.getppid()}"):
+        sink.claim()
+    (folder / "_owner.json").write_text(json.dumps({"pid": 2**22 + 12345, "host": socket.gethostname(), "started": "then"}))
+    manifest = dsbuild.run(job, client=client)  # the owner is gone: the folder is ours
+    assert manifest["totals"]["in"] == 401 and not list(tmp_path.glob("out.tmp-*"))
+    assert not (tmp_path / "out" / "_owner.json").exists()
 
 
 def test_an_error_in_a_task_reaches_the_user_unchanged(client, tmp_path):

@@ -16,6 +16,7 @@ import json
 import os
 import posixpath
 import re
+import socket
 import time
 import uuid
 
@@ -248,7 +249,7 @@ class Sink:
 
     def commit(self) -> None:
         """Mark success inside the temporary folder, then move it into place."""
-        for scratch in ("_staging", "_checkpoints"):
+        for scratch in ("_staging", "_checkpoints", _OWNER):
             if self.fs.exists(posixpath.join(self.tmp, scratch)):
                 self.fs.rm(posixpath.join(self.tmp, scratch), recursive=True)
         self.write_text(SUCCESS, "")
@@ -260,20 +261,70 @@ class Sink:
         if old:
             self.fs.rm(old, recursive=True)
 
-    def abort(self) -> None:
+    def abort(self, keep_claim: bool = False) -> None:
         """Remove the temporary folder. After a task fails, the job's other tasks may still
         be writing into it (a failure does not stop them), and a removal that meets a file
-        written meanwhile fails ("Directory not empty"): it is retried while they finish."""
+        written meanwhile fails ("Directory not empty"): it is retried while they finish.
+        ``keep_claim``: the folder is emptied for a fresh start, still marked ours."""
         for wait in (0.1, 0.3, 1.0, 2.0, None):
             if not self.fs.exists(self.tmp):
-                return
+                break
             try:
                 self.fs.rm(self.tmp, recursive=True)
-                return
+                break
             except OSError:
                 if wait is None:
                     raise
                 time.sleep(wait)
+        if keep_claim:
+            self.claim()
+
+    # one run at a time: the owner of the temporary folder ---------------------------------
+    def claim(self) -> None:
+        """Mark the temporary folder as this process's, refusing it while another live run
+        on this machine holds it: two runs of one job share the folder, and each deleted the
+        other's files (``Failed to open … before-002/000012.arrow``)."""
+        owner = self._owner()
+        if owner and owner.get("pid") != os.getpid() and owner.get("host") == socket.gethostname() and _alive(owner.get("pid")):
+            raise OutputExists(f"another run of this job (pid {owner['pid']}, since {owner.get('started')}) is writing "
+                               f"{self.tmp}; wait for it to finish, or stop it")
+        self.fs.makedirs(self.tmp, exist_ok=True)
+        self.write_text(_OWNER, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                            "started": time.strftime("%Y-%m-%dT%H:%M:%S")}))
+
+    def release(self) -> None:
+        """Give up the folder but keep its checkpoints (an interrupted or refused resume)."""
+        if self.fs.exists(posixpath.join(self.tmp, _OWNER)):
+            self.fs.rm(posixpath.join(self.tmp, _OWNER))
+
+    def _owner(self) -> dict | None:
+        try:
+            with self.fs.open(posixpath.join(self.tmp, _OWNER)) as f:
+                return json.load(f)
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def other_runs(self) -> list[str]:
+        """Temporary folders beside the output left by other versions of this job."""
+        parent, name = posixpath.split(self.path.rstrip("/"))
+        try:
+            found = self.fs.ls(parent or ".", detail=False)
+        except FileNotFoundError:
+            return []
+        return sorted(p for p in found if posixpath.basename(p).startswith(f"{name}.tmp-") and p.rstrip("/") != self.tmp.rstrip("/"))
+
+
+_OWNER = "_owner.json"
+
+
+def _alive(pid) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (ProcessLookupError, TypeError, ValueError):
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
 
 
 def _folder_of(staged: dict) -> str:
