@@ -73,13 +73,13 @@ def main(argv: list[str] | None = None) -> int:
         from dsbuild.io.sink import OutputExists
         from dsbuild.io.sources import SourceError
         from dsbuild.job import JobError
-        from dsbuild.pipeline import LedgerError, ResumeRefused
+        from dsbuild.pipeline import LedgerError, ResumeRefused, WorkersLost
         from dsbuild.stages import StageError
 
         from dsbuild.clusters import ClusterSpecError, MissingPackage
         from dsbuild.submit import SubmissionError
 
-        if isinstance(e, (JobError, StageError, SourceError, OutputExists, LedgerError, ResumeRefused, FileNotFoundError,
+        if isinstance(e, (JobError, StageError, SourceError, OutputExists, LedgerError, ResumeRefused, WorkersLost, FileNotFoundError,
                           ClusterSpecError, MissingPackage, SubmissionError)):
             print(f"error: {e}", file=sys.stderr)
             return 2

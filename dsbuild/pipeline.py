@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import json
+import os
 import platform
 import sys
 import threading
@@ -147,7 +148,7 @@ def _run_on_current(spec: JobSpec, sink: Sink, client, progress: bool, resume: b
     t0 = time.perf_counter()
     peak_worker_memory(client, reset=True)
     try:
-        with dask.config.set(_DASK_CONFIG), _task_stream(client) as stream:
+        with dask.config.set(_DASK_CONFIG), _task_stream(client) as stream, _workers_watched(client):
             ex = Execution(spec, sink, client, progress, resume)
             ex.run()
         t_compute = time.perf_counter()
@@ -165,7 +166,7 @@ def _run_on_current(spec: JobSpec, sink: Sink, client, progress: bool, resume: b
         if INTERRUPTED.is_set():
             raise KeyboardInterrupt
         sink.commit()
-    except KeyboardInterrupt as e:
+    except (KeyboardInterrupt, WorkersLost) as e:
         if not sink.has_checkpoints():
             _abort(sink, e)
         else:
@@ -346,6 +347,8 @@ class Execution:
         parts: list[list[pd.DataFrame]] = [[] for _ in collections]
         bar = _ProgressBar(len(which), ", ".join(names)) if self.progress else None
         for future, part in pending:
+            if isinstance(part, BaseException):  # a cancelled future comes as its error
+                raise part
             parts[which[future.key]].append(part)
             if bar is not None:
                 bar.update()
@@ -556,6 +559,59 @@ def _in_order(files: pd.DataFrame) -> list[dict]:
     """The files in output order; ``group`` (a partition folder) only where there is one."""
     records = files.sort_values(["partition", "k"]).drop(columns=["partition", "k"]).to_dict("records")
     return [{k: v for k, v in r.items() if k != "group" or isinstance(v, str)} for r in records]
+
+
+class WorkersLost(RuntimeError):
+    """The cluster has had no worker for longer than ``DSBUILD_NO_WORKERS_SECONDS``."""
+
+
+@contextlib.contextmanager
+def _workers_watched(client, every: float = 1.0):
+    """Fail the run once the cluster has had no worker for ``DSBUILD_NO_WORKERS_SECONDS``
+    (default 300) after having had some: on a scheduler whose workers all died, Dask waits
+    for new ones for ever, and the run hung with no word. A cluster still waiting for its
+    first workers (a batch queue) is left to wait."""
+    from distributed import Future
+    from distributed.client import FutureCancelledError
+
+    limit = float(os.environ.get("DSBUILD_NO_WORKERS_SECONDS", "300"))
+    stop, lost = threading.Event(), threading.Event()
+
+    def watch():
+        seen, since = False, None
+        while not stop.wait(every):
+            n = _workers(client)
+            if n is None:
+                continue
+            if n or not seen:
+                seen, since = seen or n > 0, None
+                continue
+            since = since or time.monotonic()
+            if time.monotonic() - since > limit:
+                lost.set()
+                client.cancel([Future(key, client) for key in list(client.futures)], force=True)
+                return
+
+    thread = threading.Thread(target=watch, name="dsbuild-workers-watch", daemon=True)
+    thread.start()
+    try:
+        yield
+    except Exception as e:
+        if lost.is_set() or (isinstance(e, FutureCancelledError) and not _workers(client)):
+            raise WorkersLost(f"the cluster has had no worker for {limit:.0f} s (DSBUILD_NO_WORKERS_SECONDS), so the "
+                              "run was stopped; its checkpoints, if any, are kept for --resume") from e
+        raise
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _workers(client) -> int | None:
+    """How many workers the scheduler has (None: it cannot be asked)."""
+    try:
+        return len(client.scheduler_info(n_workers=-1)["workers"])
+    except Exception:  # noqa: BLE001 - a closing client: the run itself reports that
+        return None
 
 
 @contextlib.contextmanager

@@ -643,6 +643,46 @@ def test_a_refused_resume_keeps_the_checkpoints_and_one_run_holds_the_folder(cli
     assert not (tmp_path / "out" / "_owner.json").exists()
 
 
+@register
+class Sleep(MapStage):
+    """Half a second per partition: a run long enough to lose its workers in."""
+
+    name = "test_sleep"
+
+    def process(self, part):
+        time.sleep(0.5)
+        return part
+
+
+def test_a_run_whose_cluster_lost_every_worker_stops_instead_of_hanging(tmp_path, monkeypatch):
+    """On a scheduler whose workers all died (killed, no nanny to restart them), Dask waits
+    for new ones for ever: the run hung."""
+    import threading
+
+    from distributed import Client, LocalCluster
+
+    from dsbuild.pipeline import WorkersLost
+
+    monkeypatch.setenv("DSBUILD_NO_WORKERS_SECONDS", "1")
+    frame = pd.DataFrame({"x": np.arange(400)})
+    job = {"name": "lost", "source": {"format": "frame", "frame": frame, "rows_per_partition": 10},
+           "stages": ["test_sleep"], "sink": {"path": str(tmp_path / "out")}}
+    with LocalCluster(n_workers=0, processes=False, protocol="tcp", dashboard_address=None) as cluster, Client(cluster) as c:
+        worker = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", cluster.scheduler_address, "--no-nanny",
+                                   "--nthreads", "1", "--no-dashboard"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            c.wait_for_workers(1, timeout=60)
+            threading.Timer(2.0, worker.kill).start()
+            t = time.monotonic()
+            with pytest.raises(WorkersLost, match="no worker for 1 s"):
+                dsbuild.run(job, client=c)
+            assert time.monotonic() - t < 30
+        finally:
+            worker.kill()
+            worker.wait()
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob("out.tmp-*"))
+
+
 def test_an_error_in_a_task_reaches_the_user_unchanged(client, tmp_path):
     from dsbuild.stages import StageError
 
