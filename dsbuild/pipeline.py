@@ -104,15 +104,6 @@ def run(
     )
     sink.check_target()
     sink.check_apart_from(spec.source, spec.stage_inputs())
-    sink.claim()  # refused while another run of this job writes the same temporary folder
-    if resume and not sink.has_checkpoints():
-        warnings.warn(f"nothing to resume: no complete checkpoint of this job in {sink.tmp}; running from the start",
-                      DsbuildWarning, stacklevel=2)
-    if not resume:
-        sink.abort(keep_claim=True)  # a stale temporary folder of an earlier, interrupted run of this job
-    for other in sink.other_runs():
-        warnings.warn(f"{other} was left by an interrupted run of another version of this job (or another output "
-                      "spelling); resume that job, or remove it", DsbuildWarning, stacklevel=2)
     if client is not None:
         return _run(spec, sink, client, progress, resume)
     from dsbuild.runtime import connect
@@ -147,6 +138,7 @@ def _run(spec: JobSpec, sink: Sink, client, progress: bool, resume: bool = False
 def _run_on_current(spec: JobSpec, sink: Sink, client, progress: bool, resume: bool) -> dict:
     t0 = time.perf_counter()
     peak_worker_memory(client, reset=True)
+    _take_folder(sink, resume)
     try:
         with dask.config.set(_DASK_CONFIG), _task_stream(client) as stream, _workers_watched(client):
             ex = Execution(spec, sink, client, progress, resume)
@@ -180,6 +172,21 @@ def _run_on_current(spec: JobSpec, sink: Sink, client, progress: bool, resume: b
         raise
     manifest["output"] = sink.path
     return manifest
+
+
+def _take_folder(sink: Sink, resume: bool) -> None:
+    """Make the temporary folder this run's, once its cluster is up: refused while another
+    run of the job writes it; emptied unless resuming (a stale folder of an earlier,
+    interrupted run); and say what a resume will not find, or what other runs left."""
+    sink.claim()
+    if resume and not sink.has_checkpoints():
+        warnings.warn(f"nothing to resume: no complete checkpoint of this job in {sink.tmp}; running from the start",
+                      DsbuildWarning, stacklevel=4)
+    if not resume:
+        sink.abort(keep_claim=True)
+    for other in sink.other_runs():
+        warnings.warn(f"{other} was left by an interrupted run of another version of this job (or another output "
+                      "spelling); resume that job, or remove it", DsbuildWarning, stacklevel=4)
 
 
 def _abort(sink: Sink, error: BaseException) -> None:
