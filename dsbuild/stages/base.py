@@ -136,16 +136,16 @@ class Stage:
                     f"so it changed nothing; {_AS_WRITTEN}"]
         return []
 
-    def require_where_rows(self, rows: int) -> None:
-        """A fit on the rows ``where`` names needs some: none means a value that matches
-        nothing (``training`` for ``train``), and a stage that fitted nothing would pass its
-        rows on unchanged without a word."""
-        if rows == 0 and getattr(self.options, "where", None):
-            raise StageError(f"stage {self.ctx.name!r}: where ({self._where_text()}) matched none of the rows, so "
-                             f"there is nothing to fit on; {_AS_WRITTEN}")
+    def require_where_rows(self, rows: int, option: str = "where") -> None:
+        """A fit on the rows ``where`` (or ``fit_on``) names needs some: none means a value
+        that matches nothing (``training`` for ``train``), and a stage that fitted nothing
+        would pass its rows on unchanged without a word."""
+        if rows == 0 and getattr(self.options, option, None):
+            raise StageError(f"stage {self.ctx.name!r}: {option} ({self._where_text(option)}) matched none of the rows, "
+                             f"so there is nothing to fit on; {_AS_WRITTEN}")
 
-    def _where_text(self) -> str:
-        return " and ".join(c.describe() for c in self.options.where)
+    def _where_text(self, option: str = "where") -> str:
+        return " and ".join(c.describe() for c in getattr(self.options, option))
 
     def check_where(self, meta: pd.DataFrame, conditions) -> None:
         """``where``'s columns exist and each test can be made on them as written: a

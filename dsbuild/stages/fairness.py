@@ -756,13 +756,20 @@ class Massage(FairnessStage):
 # -- correlation_remover ----------------------------------------------------------------
 
 
-class CorrelationOptions(FairnessOptions):
+class FeatureRepairOptions(FairnessOptions):
+    columns: list[str] | None = Field(None, description="features to change (default: the job's numeric features)")
+    fit_on: list[Condition] = Field(
+        default_factory=list, description="rows to fit on, e.g. [{column: split, op: ==, value: train}]: every row is "
+        "changed, as a scaler fitted on the training split transforms the test split")
+
+
+class CorrelationOptions(FeatureRepairOptions):
     alpha: float = Field(1.0, ge=0.0, le=1.0, description="as in fairlearn: 1 removes all correlation, 0 none")
-    columns: list[str] | None = Field(None, description="features to filter (default: the job's numeric features)")
 
 
 class _FeatureRepair(FairnessStage):
-    """Stages that change the numeric features (not the sensitive columns or the label)."""
+    """Stages that change the numeric features (not the sensitive columns or the label),
+    fitted on the rows ``fit_on`` names (default all) and applied to every row."""
 
     needs_label = False
 
@@ -770,8 +777,12 @@ class _FeatureRepair(FairnessStage):
         cols = self.options.columns or self.ctx.roles.feature_columns(meta)
         return [c for c in cols if c not in self.sensitive and c != self.label]
 
+    def fit_rows(self, part: pd.DataFrame) -> pd.DataFrame:
+        return part[all_hold(self.options.fit_on, part)] if self.options.fit_on else part
+
     def check(self, meta):
         super().check(meta)
+        self.check_where(meta, self.options.fit_on)
         self.require_columns(meta, self.features(meta), what="feature column")
         bad = [c for c in self.features(meta) if not pd.api.types.is_numeric_dtype(meta[c])]
         if bad:
@@ -817,7 +828,7 @@ class CorrelationRemoverStage(_FeatureRepair):
         return levels, x, ~np.isnan(x[:, at:]).any(axis=1)
 
     def partial(self, part, state):
-        levels, x, ok = self._design(part, None)
+        levels, x, ok = self._design(self.fit_rows(part), None)
         return levels, Moments.of(x if ok.all() else x[ok])
 
     def combine(self, a, b):
@@ -827,6 +838,7 @@ class CorrelationRemoverStage(_FeatureRepair):
     def finalize(self, stats, state):
         """Leave one level of each categorical column out, so the indicators have full rank."""
         levels, moments = stats
+        self.require_where_rows(int(moments.n), "fit_on")
         kept = {c: lv[:-1] for c, lv in levels.items()}
         index, at = [], 0
         for lv in levels.values():
@@ -899,9 +911,8 @@ def _pad(stat, levels: dict[str, list[str]]) -> Moments:
 # -- disparate_impact_remover -----------------------------------------------------------
 
 
-class RepairOptions(FairnessOptions):
+class RepairOptions(FeatureRepairOptions):
     repair_level: float = Field(1.0, ge=0.0, le=1.0, description="0 leaves features as they are, 1 repairs fully")
-    columns: list[str] | None = Field(None, description="features to repair (default: the job's numeric features)")
     max_distinct: int = Field(MAX_DISTINCT, gt=0, description="exact quantiles while a feature has at most this many distinct values")
     histogram_bins: int = Field(BINS, gt=1, description="else a histogram of this many bins: quantile error ≤ (max − min) / bins")
 
@@ -922,6 +933,7 @@ class DisparateImpactRemover(_FeatureRepair):
         return pd.to_numeric(part[c], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
 
     def _scan(self, part, state=None):
+        part = self.fit_rows(part)
         g = self.groups(part)
         return {c: GroupDistribution.scan(self._values(part, c), g, self.options.max_distinct) for c in self.features(part)}
 
@@ -929,12 +941,14 @@ class DisparateImpactRemover(_FeatureRepair):
         return {c: a[c].merge(b[c], self.options.max_distinct) for c in a}
 
     def _histogram(self, part, edges):
+        part = self.fit_rows(part)
         g = self.groups(part)
         return {c: GroupDistribution.histogram(self._values(part, c), g, e) for c, e in edges.items()}
 
     def build(self, frame, shapes):
         self._features = self.features(frame._meta)
         dists = shapes.fit(frame, self._scan, self._merge, label=f"{self.ctx.name}-scan")
+        self.require_where_rows(int(any(d.groups() for d in dists.values())), "fit_on")
         edges = {c: d.histogram_edges(self.options.histogram_bins) for c, d in dists.items() if d.needs_histogram}
         if edges:
             hists = shapes.fit(frame, self._histogram, self._merge, edges, label=f"{self.ctx.name}-hist")

@@ -126,6 +126,11 @@ class Split(MapStage):
             f"and fits on them; give it {where}"
             for s in later if s.name in _GROWS_OR_CHANGES_ROWS and not s.options.where
         ]
+        after += [
+            f"stage {s.ctx.name!r} runs after {self.ctx.name!r} without fit_on, so it fits on the {others} rows too; "
+            f"give it fit_on: [{{column: {self.options.column}, op: '==', value: {next(iter(self.options.fractions))}}}]"
+            for s in later if s.name in ("correlation_remover", "disparate_impact_remover") and not s.options.fit_on
+        ]
         apart = [
             f"stage {s.ctx.name!r} names clusters of copies in {s.options.group_column!r}, but {self.ctx.name!r} does not "
             f"keep them together, so copies can land in different splits: give {self.ctx.name!r} by: [{s.options.group_column}]"

@@ -411,3 +411,25 @@ def test_a_where_comparing_a_text_column_with_a_number_is_refused_before_the_run
     stage.bind(StageContext("reweigh", 0, Roles(label="credit", sensitive=("sex",))))
     with pytest.raises(StageError, match=r"'reweigh': where\[0\]: cannot compare column 'age'.*text column is not compared with a number; write the value as text \('30'\)"):
         stage.check(text.iloc[:0])
+
+
+@pytest.mark.parametrize("stage", [lambda **o: CorrelationRemoverStage(**o),
+                                   lambda **o: DisparateImpactRemover(bins={"age": [25]}, columns=["amount", "duration"], **o)],
+                         ids=["correlation_remover", "disparate_impact_remover"])
+def test_feature_repairs_fit_on_the_training_rows_and_change_every_row(german, stage):
+    """fit_on: the repair is learnt from the training rows alone (test rows' features do
+    not move it) and applied to every row, as a scaler fitted on train transforms test."""
+    split = german.assign(split=np.where(np.arange(len(german)) % 4 == 0, "test", "train"))
+    train = [{"column": "split", "op": "==", "value": "train"}]
+    runs = [run_stage(stage(fit_on=train), split, npartitions=n, roles=GERMAN)[0].set_index("id").sort_index() for n in (1, 3)]
+    pd.testing.assert_frame_equal(runs[0], runs[1])
+    shifted = split.assign(amount=np.where(split["split"] == "test", split["amount"] * 10, split["amount"]))
+    rows = runs[0].index[runs[0]["split"] == "train"]
+    for fit_on, same in ((train, True), ([], False)):  # fitted on every row, the test rows' amounts move the training rows'
+        moved = run_stage(stage(fit_on=fit_on), shifted, npartitions=2, roles=GERMAN)[0].set_index("id")
+        unmoved = run_stage(stage(fit_on=fit_on), split, npartitions=2, roles=GERMAN)[0].set_index("id")
+        assert np.allclose(moved.loc[rows, "amount"], unmoved.loc[rows, "amount"]) == same
+    test_rows = runs[0].index[runs[0]["split"] == "test"]
+    assert not np.allclose(runs[0].loc[test_rows, "amount"], split.set_index("id").loc[test_rows, "amount"])  # test rows change too
+    with pytest.raises(StageError, match=r"fit_on \(split == 'Train'\) matched none of the rows"):
+        run_stage(stage(fit_on=[{"column": "split", "op": "==", "value": "Train"}]), split, roles=GERMAN)

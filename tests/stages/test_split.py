@@ -84,6 +84,10 @@ def test_options_and_warnings():
     from dsbuild.stages.clean import Select
 
     assert late.order_warnings([], [Select(columns=["age"]).bind(StageContext("select", 0))]) == []  # its where filters
+    from dsbuild.stages.fairness import CorrelationRemoverStage
+
+    (fit,) = late.order_warnings([], [CorrelationRemoverStage().bind(StageContext("correlation_remover", 0))])
+    assert "without fit_on, so it fits on the validation and test rows too" in fit
 
 
 def test_a_job_writes_each_rows_split_and_counts_them(client, tmp_path):
