@@ -25,12 +25,12 @@ import dask
 import pandas as pd
 
 import dsbuild
-from dsbuild.io.sink import Sink
+from dsbuild.io.sink import OutputExists, Sink
 from dsbuild.io.sources import RAW, read_source
 from dsbuild.job import JobSpec, load_job
 from dsbuild.records import ID, REASON, STAGE, stable_hash64
 from dsbuild.runtime import peak_worker_memory
-from dsbuild.stages.base import ADDED, METRIC, REJECT, Shapes, Stage, StageError, _did_you_mean
+from dsbuild.stages.base import ADDED, GONE, METRIC, REJECT, Shapes, Stage, StageError, _did_you_mean
 
 INTERNAL = (REJECT, ADDED, RAW)
 
@@ -138,8 +138,10 @@ def _run(spec: JobSpec, sink: Sink, client, progress: bool, resume: bool = False
 def _run_on_current(spec: JobSpec, sink: Sink, client, progress: bool, resume: bool) -> dict:
     t0 = time.perf_counter()
     peak_worker_memory(client, reset=True)
-    _take_folder(sink, resume)
+    taken = False
     try:
+        _take_folder(sink, resume)
+        taken = True
         with dask.config.set(_DASK_CONFIG), _task_stream(client) as stream, _workers_watched(client):
             ex = Execution(spec, sink, client, progress, resume)
             ex.run()
@@ -168,7 +170,8 @@ def _run_on_current(spec: JobSpec, sink: Sink, client, progress: bool, resume: b
         sink.release()
         raise
     except BaseException as e:
-        _abort(sink, e)
+        if taken or not isinstance(e, OutputExists):  # refused: the folder is another live run's
+            _abort(sink, e)
         raise
     manifest["output"] = sink.path
     return manifest
@@ -504,7 +507,7 @@ def _rejected(out, stage: str):
 
 
 def kept_rows(part: pd.DataFrame) -> pd.DataFrame:
-    drop = [c for c in part.columns if c in INTERNAL or c.startswith(METRIC)]
+    drop = [c for c in part.columns if c in INTERNAL or c.startswith((METRIC, GONE))]
     keep = part[REJECT].isna().to_numpy()
     return (part if keep.all() else part[keep]).drop(columns=drop)
 
@@ -514,7 +517,7 @@ def rejected_rows(part: pd.DataFrame, stage: str) -> pd.DataFrame:
     drop = [c for c in part.columns if c == ADDED or c.startswith(METRIC)]
     marked = part[REJECT].notna().to_numpy()
     rej = (part[marked] if marked.any() else part.iloc[:0]).drop(columns=drop)  # most stages reject nothing
-    rej = rej.rename(columns={REJECT: REASON, RAW: "raw"})
+    rej = rej.rename(columns={REJECT: REASON, RAW: "raw", **{c: c[len(GONE):] for c in rej.columns if c.startswith(GONE)}})
     rej[REASON] = rej[REASON].astype("string")
     rej[STAGE] = pd.array([stage] * len(rej), dtype="string")
     return rej

@@ -341,6 +341,9 @@ class _Driver:
             return 1
         except BaseException as e:  # noqa: BLE001 - the driver's last duty is to say why
             stop.set()
+            if _CANCEL_ASKED.is_set():  # the stop request broke a call, which raised its own error
+                self.update(state="cancelled", finished=_now(), error=f"cancelled on request ({type(e).__name__})")
+                return 1
             import traceback
 
             traceback.print_exc()
@@ -348,7 +351,11 @@ class _Driver:
             return 1
 
 
+_CANCEL_ASKED = threading.Event()
+
+
 def _raise_cancelled(signum, frame):
+    _CANCEL_ASKED.set()
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     raise Cancelled()

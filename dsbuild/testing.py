@@ -7,8 +7,8 @@ import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 
-from dsbuild.records import ID, REASON, STAGE
-from dsbuild.stages.base import ADDED, METRIC, REJECT, Roles, Shapes, Stage, StageContext
+from dsbuild.records import ID
+from dsbuild.stages.base import METRIC, Roles, Shapes, Stage, StageContext
 
 
 def run_stage(
@@ -31,10 +31,9 @@ def run_stage(
     stage.check(ddf._meta)
     with dask.config.set({"dataframe.convert-string": False}):  # as dsbuild.run builds: sources read by a stage keep bytes and structs
         out = stage.build(ddf, Shapes()).compute()
-    internal = [c for c in out.columns if c.startswith(METRIC)] + [ADDED]
-    kept = out[out[REJECT].isna()].drop(columns=[REJECT, *internal])
-    rejected = out[out[REJECT].notna()].drop(columns=internal)
-    rejected = rejected.rename(columns={REJECT: REASON}).assign(**{STAGE: stage.ctx.name})
+    from dsbuild.pipeline import kept_rows, rejected_rows
+
+    kept, rejected = kept_rows(out), rejected_rows(out, stage.ctx.name)  # as a run splits them
     return (
         kept.sort_values(ID, kind="stable").reset_index(drop=True),
         rejected.sort_values(ID, kind="stable").reset_index(drop=True),

@@ -28,6 +28,7 @@ from dsbuild.records import ID
 REJECT = "_reason"
 ADDED = "_added"
 METRIC = "_m_"
+GONE = "_gone:"  # a column a stage removed: its kept rows lose it, its rejected rows keep it whole
 WHERE_METRIC = f"{METRIC}where"  # rows a stage's ``where`` named, for the warning when it named none
 _AS_WRITTEN = "values are compared as they are written (case and spaces included)"
 KEY = "_key"

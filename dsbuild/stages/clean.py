@@ -30,6 +30,7 @@ from dsbuild.records import (
     sniff_image_format,
 )
 from dsbuild.stages.base import (
+    GONE,
     REJECT,
     FitApplyStage,
     MapStage,
@@ -64,10 +65,13 @@ class Select(MapStage):
     def process(self, part):
         for cond in self.options.where:
             part = reject(part, ~cond.holds(part[cond.column]), f"filter:{cond}")
+        gone = list(self.options.drop)
         if self.options.columns is not None:
-            keep = [ID, *[c for c in self.options.columns if c != ID]]
-            part = part[keep + [c for c in part.columns if c.startswith("_")]]
-        return part.drop(columns=self.options.drop)
+            keep = {ID, *self.options.columns}
+            gone += [c for c in part.columns if c not in keep and not c.startswith("_") and c not in gone]
+            order = [ID, *[c for c in self.options.columns if c != ID]]
+            part = part[order + [c for c in part.columns if c not in order]]
+        return part.rename(columns={c: f"{GONE}{c}" for c in gone})  # the rows rejected here keep them
 
 
 # -- cast -------------------------------------------------------------------------------

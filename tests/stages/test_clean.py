@@ -54,6 +54,16 @@ def same_for_any_partitioning(stage_factory, frame, roles=None):
 # -- select ---------------------------------------------------------------------------
 
 
+def test_select_rejects_rows_whole_while_kept_rows_lose_the_columns_it_removes():
+    """A row select's where rejected lost the columns select also removed (rejects hold
+    removed rows whole)."""
+    frame = pd.DataFrame({"id": ["a", "b"], "age": [30, 12], "name": ["Ann", "Bob"], "note": ["x", "y"]})
+    for options in ({"columns": ["age"]}, {"drop": ["name", "note"]}):
+        kept, rejected = run_stage(Select(where=[{"column": "age", "op": ">=", "value": 18}], **options), frame)
+        assert kept.columns.tolist() == ["id", "age"] and kept["id"].tolist() == ["a"]
+        assert rejected[["id", "age", "name", "note"]].values.tolist() == [["b", 12, "Bob", "y"]]
+
+
 def test_select_matches_the_whole_value_and_contains_finds_a_part():
     frame = pd.DataFrame({"id": ["a", "b", "c"], "occupation": ["Prof-specialty", "Sales", None]})
     kept = {op: run_stage(Select(where=[{"column": "occupation", "op": op, "value": v}]), frame)[0]["id"].tolist()
