@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 import dsbuild
+from dsbuild.stages import StageError
 from dsbuild.cli import main
 from dsbuild.job import JobError
 from dsbuild.submit import Submission, SubmissionError, list_runs, runs_home
@@ -57,6 +58,9 @@ def test_a_bad_job_fails_at_submit_not_later(tmp_path):
     with pytest.raises(JobError, match="unknown option"):
         dsbuild.submit({**JOB, "stages": [{"validate_images": {"colour": 1}}]},
                        cluster="tcp://127.0.0.1:1", output=str(tmp_path / "x"))
+    assert list_runs() == []
+    with pytest.raises(StageError, match="'labl' is not a column of the source"):  # checked against the source too
+        dsbuild.submit({**JOB, "columns": {"label": "labl", "image": "image"}}, cluster="tcp://127.0.0.1:1", output=str(tmp_path / "x"))
     assert list_runs() == []
 
 
