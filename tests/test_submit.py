@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 
 import dsbuild
-from dsbuild.stages import StageError
 from dsbuild.cli import main
 from dsbuild.job import JobError
+from dsbuild.stages import StageError
 from dsbuild.submit import Submission, SubmissionError, list_runs, runs_home
 
 JOB = {
