@@ -246,7 +246,7 @@ ADULT_RULES = [
 
 def test_labeling_functions_on_adult(adult_crowd):
     truth, ids, _, data = adult_crowd
-    stage = LabelingFunctions(rules=ADULT_RULES, method="dawid_skene")
+    stage = LabelingFunctions(rules=ADULT_RULES)
     kept, rejected = run_stage(stage, data, npartitions=3)
     summary = stage.summary()
     fired = {r["rule"]: r["fired"] for r in summary["rules"]}
@@ -257,7 +257,10 @@ def test_labeling_functions_on_adult(adult_crowd):
     )
     assert summary["covered"] == len(kept)
     assert set(rejected["reason"]) <= {"no-votes"} and len(kept) + len(rejected) == len(data)
-    assert accuracy(kept, ids, truth) > 0.75
+    share = kept["label"].value_counts(normalize=True).max()  # the commonest class scored 0.78: 0.75 passed it
+    assert accuracy(kept, ids, truth) > 0.85 > share
+    with pytest.raises(ValueError, match="abstains where it does not fire"):
+        LabelingFunctions(rules=ADULT_RULES, method="dawid_skene")
     one_rule_rows = kept[kept["label_votes"] == 1]
     assert len(one_rule_rows) > 0 and one_rule_rows["label"].isin(["<=50K", ">50K"]).all()
 
