@@ -783,7 +783,9 @@ class NearDedupTextOptions(KeepRule):
     threshold: float = Field(0.8, gt=0, le=1, description="estimated Jaccard similarity at which two records are duplicates")
     num_perm: int = Field(128, ge=16, le=1024, description="MinHash signature length")
     shingle: int = Field(5, ge=1, le=32, description="shingle size, in words or characters")
-    unit: Literal["word", "char"] = Field("word", description="shingles of words or of characters")
+    unit: Literal["word", "char"] = Field("word", description="shingles of words or of characters (char for text "
+                                          "without spaces between words, such as Chinese or Japanese: as words, "
+                                          "only exact copies match)")
     normalize: bool = Field(True, description="compare letters and digits only, case- and width-folded (NFKC): "
                             "'Dog!' and 'dog' are one word; false compares the text as it is, words split on spaces")
 

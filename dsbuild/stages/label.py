@@ -507,6 +507,10 @@ class AggregateLabels(Stage):
             raise StageError(f"stage {self.ctx.name!r}: the annotations hold no usable label")
         counts = inventory["annotators"]
         counts = counts[counts >= o.min_annotator_votes]
+        if len(counts) == 0 and len(inventory["annotators"]):
+            raise StageError(f"stage {self.ctx.name!r}: min_annotator_votes {o.min_annotator_votes} leaves no annotator "
+                             f"(the most active gave {int(inventory['annotators'].max()):,} answers), so every row would "
+                             "be rejected as having none")
         annotators = pd.Index(sorted(counts.index))
         coded = shapes.map(raw, _code_annotations, annotators, classes, meta=_code_annotations(raw._meta, annotators, classes))
         if o.gold:

@@ -172,6 +172,8 @@ def test_spaces_around_item_ids_are_no_part_of_them():
 
 def test_single_answer_annotators_and_min_votes(digits_crowd):
     y, ids, ann, data, _ = digits_crowd
+    with pytest.raises(StageError, match="min_annotator_votes 100000 leaves no annotator"):  # every row 'no-annotations'
+        run_stage(AggregateLabels(annotations=ann, method="majority_vote", min_annotator_votes=100_000), data.head(50))
     extra = pd.DataFrame({"item": ids[:5], "annotator": [f"once{i}" for i in range(5)], "label": y[:5]})
     both = pd.concat([ann, extra], ignore_index=True)
     stage = AggregateLabels(annotations=both, method="dawid_skene")
