@@ -43,6 +43,7 @@ from dsbuild.stages.base import (
     Stage,
     StageError,
     StageOptions,
+    _did_you_mean,
     register,
     reject,
     with_marks,
@@ -897,7 +898,16 @@ class Decontaminate(Stage):
             reference = read_source(self.options.reference, count_rows=False).frame._meta
         except SourceError as e:
             raise StageError(f"stage {self.ctx.name!r}: reference: {e}") from None
-        self.require_columns(reference, self._columns(meta, reference), what="reference column")
+        self._require_in_reference(reference, self._columns(meta, reference))
+
+    def _require_in_reference(self, reference: pd.DataFrame, cols: list[str]) -> None:
+        """The columns compared must be in the reference file too (it may name them otherwise)."""
+        have = [c for c in reference.columns if not str(c).startswith("_") and c != ID]
+        missing = [c for c in cols if c not in reference.columns]
+        if missing:
+            raise StageError(f"stage {self.ctx.name!r}: column {missing[0]!r} is not in the reference "
+                             f"{self.options.reference.get('path', '')}; its columns are {have}"
+                             f"{_did_you_mean(missing[0], have)}; the data and the reference are compared column by column, by name")
 
     def signer(self, meta):
         o = self.options
@@ -919,7 +929,7 @@ class Decontaminate(Stage):
 
         reference = read_source(self.options.reference).frame
         cols = self._columns(frame._meta, reference._meta)
-        self.require_columns(reference._meta, cols, what="reference column")
+        self._require_in_reference(reference._meta, cols)
         signer = self.signer(frame._meta)
         dtypes = _hash_dtypes(frame._meta, reference._meta, cols)
         index = shapes.fit(reference, lambda p, s: self._index(p, cols, signer, dtypes), lambda a, b: a.merge(b), label=f"{self.ctx.name}-reference")

@@ -7,7 +7,7 @@ from dsbuild.dedup_samples import dedup_scores, near_copy_frame
 from dsbuild.kernels.decode import encode_image
 from dsbuild.records import IMAGE_DTYPE
 from dsbuild.stages import Roles, StageError
-from dsbuild.stages.dedup import ExactDedup, NearDedupImages, NearDedupText
+from dsbuild.stages.dedup import Decontaminate, ExactDedup, NearDedupImages, NearDedupText
 from dsbuild.testing import run_stage
 
 
@@ -203,6 +203,14 @@ def test_decontaminate_drops_exact_and_near_copies_of_the_reference(tmp_path, co
     assert rej["reason"].str.startswith("contaminated=test-img-").all()
     caught = train.loc[leaked, "id"].isin(rej["id"]).mean()
     assert caught >= 0.85 and not train.loc[~leaked, "id"].isin(rej["id"]).any()
+
+
+def test_decontaminate_names_the_reference_when_it_lacks_a_column(tmp_path):
+    """The error said the column was 'not in the data' and listed the reference's internal columns."""
+    pd.DataFrame({"question": ["what is 2 + 2"]}).to_json(tmp_path / "ref.jsonl", orient="records", lines=True)
+    stage = Decontaminate(reference={"format": "jsonl", "path": str(tmp_path / "ref.jsonl")}, kind="text")
+    with pytest.raises(StageError, match=r"column 'text' is not in the reference .*ref.jsonl; its columns are \['question'\]"):
+        run_stage(stage, pd.DataFrame({"id": ["a"], "text": ["what is 2 + 2"]}), roles=Roles(text="text"))
 
 
 def test_decontaminate_rows_of_a_reference_written_with_other_types(tmp_path):
