@@ -517,30 +517,52 @@ def verify_buckets(part: pd.DataFrame, signer, dtype) -> pd.DataFrame:
     empty = pd.DataFrame({k: pd.Series([], dtype=v) for k, v in EDGE_COLUMNS.items()})
     if part.empty:
         return empty
-    i, j = lsh_kernels.bucket_pairs(part["_band_key"].to_numpy())
+    keys = part["_band_key"].to_numpy()
     ids = part[ID].to_numpy(dtype=object)
     variant = part["_variant"].to_numpy()
+    band = part["_band"].to_numpy()
+    payload = _payloads(part["_payload"].to_numpy(), dtype)
+    rep, copy = _identical_signatures(keys, payload, variant)
+    rest = np.flatnonzero(~copy)
+    i, j = lsh_kernels.bucket_pairs(keys[rest])
+    i, j = rest[i], rest[j]
     valid = (ids[i] != ids[j]) & ((variant[i] == 0) | (variant[j] == 0))
     i, j = i[valid], j[valid]
-    payload = _payloads(part["_payload"].to_numpy(), dtype)
     pa, pb = payload[i], payload[j]
-    band = part["_band"].to_numpy()[i]
     first_shared = np.argmax(signer.keys(_squeeze(pa)) == signer.keys(_squeeze(pb)), axis=1)
-    counted = first_shared == band
+    counted = first_shared == band[i]
     distance = signer.distance(_squeeze(pa), _squeeze(pb))
     good = counted & signer.close(_squeeze(pa), _squeeze(pb))
-    i, j = i[good], j[good]
-    a, b = ids[i], ids[j]
+    star = np.flatnonzero(copy & (band == 0))  # every band holds the copies: their edges come from the first
+    i = np.concatenate([i[good], rep[star]])
+    j = np.concatenate([j[good], star])
     q = part["_quality"].to_numpy()
     edges = pd.DataFrame({
-        "a": a, "b": b, "qa": q[i], "qb": q[j], "distance": distance[good],
+        "a": ids[i], "b": ids[j], "qa": q[i], "qb": q[j], "distance": np.concatenate([distance[good], np.zeros(len(star))]),
         "mirrored": variant[i] != variant[j], "candidates": 0, "verified": 1,
     })
     tally = pd.DataFrame({
         "a": [None], "b": [None], "qa": [np.nan], "qb": [np.nan], "distance": [np.nan], "mirrored": [False],
-        "candidates": [int(counted.sum())], "verified": [0],
+        "candidates": [int(counted.sum()) + len(star)], "verified": [0],
     })
     return pd.concat([tally, edges], ignore_index=True).astype(EDGE_COLUMNS)
+
+
+def _identical_signatures(keys: np.ndarray, payload: np.ndarray, variant: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(first row of its group, whether the row is a later one) for groups of rows in one
+    bucket whose whole signatures are equal (unmirrored). Such rows match the first
+    without a check, so they join it by one edge each instead of pairing with every
+    other: 1,000 copies of a boilerplate review made half a million pairs, and their
+    signatures, which filled a worker's memory."""
+    n = len(keys)
+    flat = np.ascontiguousarray(payload.reshape(n, -1))
+    signature = pd.util.hash_pandas_object(pd.DataFrame(flat), index=False).to_numpy()
+    group = pd.DataFrame({"k": keys, "s": signature}).groupby(["k", "s"], sort=False).ngroup().to_numpy()
+    group = np.where(variant == 0, group, -1 - np.arange(n))  # a mirrored variant is checked as before
+    _, first = np.unique(group, return_index=True)
+    rep = first[np.searchsorted(np.unique(group), group)]
+    copy = (rep != np.arange(n)) & (flat == flat[rep]).all(axis=1)  # a 64-bit collision is checked like any pair
+    return np.where(copy, rep, np.arange(n)), copy
 
 
 def _squeeze(payload: np.ndarray) -> np.ndarray:

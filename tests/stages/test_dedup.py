@@ -184,6 +184,18 @@ def test_near_dedup_text_on_texts_shorter_than_a_shingle(client):
     assert len(kept) == 40
 
 
+def test_many_identical_texts_join_their_cluster_by_one_edge_each(client):
+    """1,000 copies of a boilerplate review made half a million verified pairs, and a
+    worker ran out of memory on 500; identical signatures now join by one edge each."""
+    texts = ["Great product, would buy again, five stars"] * 800 + [f"review number {i} about item {i * 7} and more" for i in range(100)]
+    frame = pd.DataFrame({"id": [f"r{i:04d}" for i in range(len(texts))], "body": texts})
+    for n in (1, 3):
+        stage = NearDedupText()
+        kept, rejected = run_stage(stage, frame, npartitions=n, roles=Roles(text="body"))
+        assert len(rejected) == 799 and set(rejected["reason"]) == {"duplicate-of=r0000"}
+        assert stage.summary()["clusters"] == 1 and stage.summary()["verified_pairs"] < 799 * 30  # not 319,201 pairs
+
+
 def test_near_dedup_text_needs_a_text_column():
     with pytest.raises(StageError, match="columns.text"):
         run_stage(NearDedupText(), _texts(5))
