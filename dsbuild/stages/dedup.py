@@ -555,14 +555,19 @@ def _identical_signatures(keys: np.ndarray, payload: np.ndarray, variant: np.nda
     other: 1,000 copies of a boilerplate review made half a million pairs, and their
     signatures, which filled a worker's memory."""
     n = len(keys)
-    flat = np.ascontiguousarray(payload.reshape(n, -1))
+    rep, copy = np.arange(n), np.zeros(n, dtype=bool)
+    _, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
+    shared = np.flatnonzero((counts[inverse] > 1) & (variant == 0))  # a lone row or a mirrored variant: as before
+    if len(shared) < 2:
+        return rep, copy
+    flat = np.ascontiguousarray(payload.reshape(n, -1)[shared])
     signature = pd.util.hash_pandas_object(pd.DataFrame(flat), index=False).to_numpy()
-    group = pd.DataFrame({"k": keys, "s": signature}).groupby(["k", "s"], sort=False).ngroup().to_numpy()
-    group = np.where(variant == 0, group, -1 - np.arange(n))  # a mirrored variant is checked as before
-    _, first = np.unique(group, return_index=True)
-    rep = first[np.searchsorted(np.unique(group), group)]
-    copy = (rep != np.arange(n)) & (flat == flat[rep]).all(axis=1)  # a 64-bit collision is checked like any pair
-    return np.where(copy, rep, np.arange(n)), copy
+    group = pd.DataFrame({"k": keys[shared], "s": signature}).groupby(["k", "s"], sort=False).ngroup().to_numpy()
+    names, first = np.unique(group, return_index=True)
+    head = first[np.searchsorted(names, group)]
+    same = (head != np.arange(len(shared))) & (flat == flat[head]).all(axis=1)  # a 64-bit collision is checked like any pair
+    rep[shared[same]], copy[shared[same]] = shared[head[same]], True
+    return rep, copy
 
 
 def _squeeze(payload: np.ndarray) -> np.ndarray:
