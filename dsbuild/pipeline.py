@@ -231,6 +231,7 @@ class Execution:
     def run(self) -> None:
         spec = self.spec
         self.source = read_source(spec.source)
+        self.warnings += _whole_compressed_files(spec.source, self.source.files)
         if self.source.schema is not None:
             self.sink.column_types = {f.name: f.type for f in self.source.schema}
         frame = _apply_id_role(self.source.frame, spec.columns.id)
@@ -469,6 +470,21 @@ def _apply_id_role(frame, id_column: str | None):
     if id_column not in frame.columns:
         raise StageError(f"columns.id: {id_column!r} is not a column of the source; columns are {list(frame.columns)}")
     return frame.assign(**{ID: frame[id_column].astype("string")})
+
+
+def _whole_compressed_files(source, files: list[dict]) -> list[str]:
+    """A compressed text file cannot be cut into blocks, so one task reads it whole: one
+    worker, and memory for all of it (2.5 M rows of gzip CSV killed a 1 GiB worker while
+    the same file unpacked ran in 4.6 s at 730 MiB)."""
+    blocksize = getattr(source, "blocksize", None)
+    if blocksize is None:
+        return []
+    import fsspec
+
+    large = [f for f in files if fsspec.utils.infer_compression(f["path"]) and (f.get("size") or 0) > blocksize // 2]
+    return [f"source: {f['path']} is compressed ({f['size'] / 2**20:,.1f} MiB), so one task reads it whole, with memory "
+            f"for all of it; unpack it, or split it into files, for reads in blocks of source.blocksize"
+            for f in large[:3]]
 
 
 def _with_known_ids(part: pd.DataFrame, id_column: str | None) -> pd.DataFrame:

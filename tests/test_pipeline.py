@@ -611,6 +611,22 @@ def test_resume_after_the_driver_is_killed(client, tmp_path):
     assert not list(tmp_path.glob("out.tmp-*"))
 
 
+def test_a_large_compressed_file_is_warned_about(client, tmp_path):
+    """A gzip CSV is one partition whatever its size (a 2.5 M-row one killed a 1 GiB worker), without a word."""
+    import shutil
+
+    from dsbuild.io.sources import bundled_path
+
+    shutil.copy(bundled_path("adult"), tmp_path / "adult.csv.gz")  # 0.4 MB of gzip
+    job = {"name": "gz", "source": {"format": "csv", "path": str(tmp_path / "adult.csv.gz"), "blocksize": 200_000},
+           "stages": [], "sink": {"path": str(tmp_path / "out")}}
+    with pytest.warns(UserWarning, match="adult.csv.gz is compressed"):
+        manifest = dsbuild.run(job, client=client)
+    assert [w for w in manifest["warnings"] if "adult.csv.gz is compressed" in w and "one task reads it whole" in w]
+    job["source"]["blocksize"] = 64 * 2**20
+    assert not [w for w in dsbuild.run(job, client=client, overwrite=True)["warnings"] if "compressed" in w]
+
+
 def test_a_refused_resume_keeps_the_checkpoints_and_one_run_holds_the_folder(client, tmp_path):
     """A resume refused because the input changed deleted the checkpoints it refused (and
     showed a traceback); two runs of one job at once deleted each other's files."""
