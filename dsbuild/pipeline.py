@@ -185,8 +185,9 @@ def _take_folder(sink: Sink, resume: bool) -> None:
     if resume and not sink.has_checkpoints():
         warnings.warn(f"nothing to resume: no complete checkpoint of this job in {sink.tmp}; running from the start",
                       DsbuildWarning, stacklevel=4)
-    if not resume:
-        sink.abort(keep_claim=True)
+    if not resume:  # a fresh start, in the folder that is now ours
+        sink.abort()
+        sink.claim()
     for other in sink.other_runs():
         warnings.warn(f"{other} was left by an interrupted run of another version of this job (or another output "
                       "spelling); resume that job, or remove it", DsbuildWarning, stacklevel=4)
@@ -234,13 +235,10 @@ class Execution:
         self.warnings += _whole_compressed_files(spec.source, self.source.files)
         if self.source.schema is not None:
             self.sink.column_types = {f.name: f.type for f in self.source.schema}
-        frame = _apply_id_role(self.source.frame, spec.columns.id)
-        _check_roles(spec, frame._meta)
-        source = self.source.frame
-        meta = _with_known_ids(source._meta.copy(), spec.columns.id)
-        marked = source.map_partitions(_with_known_ids, spec.columns.id, meta=meta, token="dsbuild-ids", enforce_metadata=False)
+        marked = _marked_source(self.source.frame, spec.columns.id)
+        _check_roles(spec, marked._meta)
         kept = self._add_run(StageRun("source", "read", None, marked))
-        stages = spec.build_stages(frame._meta)
+        stages = spec.build_stages(marked._meta)
         restored = self._restore(stages, kept) if self.resume else None
         start = 0
         if restored is not None:
@@ -434,9 +432,9 @@ def validate_against_source(spec: JobSpec) -> list[str]:
     Map stages are run on the empty schema so later stages see the columns earlier ones
     make or drop; other stages are checked against the columns as they arrive.
     """
-    frame = _apply_id_role(read_source(spec.source, count_rows=False).frame, spec.columns.id)
+    frame = _marked_source(read_source(spec.source, count_rows=False).frame, spec.columns.id)
     _check_roles(spec, frame._meta)
-    meta = kept_rows(frame._meta if REJECT in frame.columns else frame._meta.assign(**{REJECT: None}))
+    meta = kept_rows(frame._meta)
     stages = spec.build_stages(frame._meta)
     notes = []
     for i, stage in enumerate(stages):
@@ -464,12 +462,12 @@ def _partition_problem(spec: JobSpec, meta: pd.DataFrame) -> str | None:
             f"columns are {columns}")
 
 
-def _apply_id_role(frame, id_column: str | None):
-    if not id_column or id_column == ID:
-        return frame
-    if id_column not in frame.columns:
+def _marked_source(frame, id_column: str | None):
+    """The source's rows with their ids and the reject mark, in one task per partition."""
+    if id_column and id_column != ID and id_column not in frame.columns:
         raise StageError(f"columns.id: {id_column!r} is not a column of the source; columns are {list(frame.columns)}")
-    return frame.assign(**{ID: frame[id_column].astype("string")})
+    meta = _with_known_ids(frame._meta.copy(), id_column)
+    return frame.map_partitions(_with_known_ids, id_column, meta=meta, token="dsbuild-ids", enforce_metadata=False)
 
 
 def _whole_compressed_files(source, files: list[dict]) -> list[str]:

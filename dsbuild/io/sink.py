@@ -261,23 +261,20 @@ class Sink:
         if old:
             self.fs.rm(old, recursive=True)
 
-    def abort(self, keep_claim: bool = False) -> None:
+    def abort(self) -> None:
         """Remove the temporary folder. After a task fails, the job's other tasks may still
         be writing into it (a failure does not stop them), and a removal that meets a file
-        written meanwhile fails ("Directory not empty"): it is retried while they finish.
-        ``keep_claim``: the folder is emptied for a fresh start, still marked ours."""
+        written meanwhile fails ("Directory not empty"): it is retried while they finish."""
         for wait in (0.1, 0.3, 1.0, 2.0, None):
             if not self.fs.exists(self.tmp):
-                break
+                return
             try:
                 self.fs.rm(self.tmp, recursive=True)
-                break
+                return
             except OSError:
                 if wait is None:
                     raise
                 time.sleep(wait)
-        if keep_claim:
-            self.claim()
 
     # one run at a time: the owner of the temporary folder ---------------------------------
     def claim(self) -> None:

@@ -204,6 +204,10 @@ class FairnessStage(FitApplyStage):
         """The rows a mitigation counts and changes: ``where``'s, or every row."""
         return all_hold(getattr(self.options, "where", []), part)
 
+    def counted(self, part: pd.DataFrame) -> pd.DataFrame:
+        """The partition's rows a mitigation counts (no copy without ``where``)."""
+        return part[self.chosen_rows(part)] if getattr(self.options, "where", None) else part
+
     def where_summary(self) -> dict:
         """``{"where": "split == train"}`` when the stage counted and changed only those rows."""
         where = getattr(self.options, "where", [])
@@ -422,7 +426,7 @@ class Reweigh(FairnessStage):
         return None if self.options.where else self.table_statistic()  # the audit counts every row
 
     def partial(self, part, state):
-        return self.table(part[self.chosen_rows(part)] if self.options.where else part)
+        return self.table(self.counted(part))
 
     def combine(self, a, b):
         return merge_tables(a, b)
@@ -505,7 +509,7 @@ class CellChooser:
         present = np.array([c is not None for c in cells], dtype=bool)
         codes, names = pd.factorize(pd.Series(cells[present], dtype=object))
         hist = selection.key_histogram(codes, keys[present], len(names))
-        table = self.stage.table(part[self.stage.chosen_rows(part)] if self.stage.options.where else part)
+        table = self.stage.table(self.stage.counted(part))
         return table, {str(n): hist[i] for i, n in enumerate(names)}
 
     @staticmethod

@@ -470,7 +470,7 @@ def test_outliers_iqr_of_zero_is_warned_about(sample):
     gains = int((sample["capital-gain"] != 0).sum())
     assert len(rejected) == gains > 0
     (note,) = stage.result_warnings({"metrics": {"outlier:capital-gain": gains}})
-    assert f"'capital-gain' has an interquartile range of 0 (half its values or more are 0" in note
+    assert "'capital-gain' has an interquartile range of 0 (half its values or more are 0" in note
     assert f"({gains:,} rows). method: mad falls back" in note
 
 
