@@ -541,7 +541,7 @@ _FILES_META = pd.DataFrame(
     {
         "partition": pd.Series(dtype="int64"), "k": pd.Series(dtype="int64"), "path": pd.Series(dtype=object),
         "rows": pd.Series(dtype="int64"), "bytes": pd.Series(dtype="int64"), "memory": pd.Series(dtype="int64"),
-        "sha256": pd.Series(dtype=object), "group": pd.Series(dtype=object),
+        "sha256": pd.Series(dtype=object), "group": pd.Series(dtype=object), "dictionary": pd.Series(dtype=object),
     }
 )
 _ACCOUNT_META = pd.DataFrame({"partition": pd.Series(dtype="int64"), "counts": pd.Series(dtype=object), "files": pd.Series(dtype=object)})
@@ -621,9 +621,12 @@ def _workers_watched(client, every: float = 1.0):
     try:
         yield
     except Exception as e:
-        if lost.is_set() or (isinstance(e, FutureCancelledError) and not _workers(client)):
-            raise WorkersLost(f"the cluster has had no worker for {limit:.0f} s (DSBUILD_NO_WORKERS_SECONDS), so the "
-                              "run was stopped; its checkpoints, if any, are kept for --resume") from e
+        kept = "its checkpoints, if any, are kept for --resume"
+        if lost.is_set():
+            raise WorkersLost(f"the cluster has had no worker for {limit:.0f} s (DSBUILD_NO_WORKERS_SECONDS), so the run was stopped; {kept}") from e
+        # a cancelled task, or data that found no worker to go to (the source's frame scattered)
+        if isinstance(e, (FutureCancelledError, TimeoutError)) and not _workers(client):
+            raise WorkersLost(f"the cluster has no worker left, so the run was stopped; {kept}") from e
         raise
     finally:
         stop.set()

@@ -690,7 +690,7 @@ def test_a_run_whose_cluster_lost_every_worker_stops_instead_of_hanging(tmp_path
             c.wait_for_workers(1, timeout=60)
             threading.Timer(2.0, worker.kill).start()
             t = time.monotonic()
-            with pytest.raises(WorkersLost, match="no worker for 1 s"):
+            with pytest.raises(WorkersLost, match="no worker"):  # for 1 s, or none left to send the frame to
                 dsbuild.run(job, client=c)
             assert time.monotonic() - t < 30
         finally:

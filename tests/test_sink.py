@@ -34,7 +34,7 @@ def test_merge_keeps_rows_in_order_and_removes_its_inputs(tmp_path):
     paths = [str(tmp_path / f"p{k}.parquet") for k in range(5)]
     for k, p in enumerate(paths):
         _write_table(FS, table.slice(600 * k, 600), p, None)
-    shard = _merge(FS, paths, str(tmp_path / "m.parquet"), table.schema, "zstd")
+    shard = _merge(FS, paths, str(tmp_path / "m.parquet"), table.schema, "zstd", {})
     assert pq.read_table(tmp_path / "m.parquet").equals(table)
     assert shard["rows"] == 3000 and shard["sha256"] == hashlib.sha256((tmp_path / "m.parquet").read_bytes()).hexdigest()
     assert not any(FS.exists(p) for p in paths)
@@ -74,6 +74,34 @@ def test_files_of_a_sixteenth_of_the_byte_limit_are_written_as_shards(tmp_path):
         assert hashlib.sha256((tmp_path / "out.tmp-t" / s["file"]).read_bytes()).hexdigest() == s["sha256"]
     ids = pq.read_table(tmp_path / "out.tmp-t" / "data").column("id").to_pylist()
     assert ids == [f"r{i:05d}" for i in range(120)]
+
+
+@pytest.mark.filterwarnings("ignore:The inplace keyword in DataFrame.reset_index")  # Dask's own reader, on pandas 3
+def test_dask_reads_an_output_whose_categorical_is_empty_in_a_shard(tmp_path):
+    """A shard whose categorical column holds only nulls would read back with categories of
+    dtype object, the others' of str, and Dask could not concatenate them: such shards get a
+    value the output holds elsewhere, used by no row."""
+    import dask.dataframe as dd
+    import pandas as pd
+
+    sink = Sink(str(tmp_path / "out"), shard_rows=400, shard_bytes=64 * 2**20, compression="zstd", key="t")
+
+    def frame(start: int, colors: list) -> pd.DataFrame:
+        ids = [f"r{i:05d}" for i in range(start, start + len(colors))]
+        return pd.DataFrame({"id": ids, "color": pd.Series(colors, dtype="str").astype("category")})
+
+    folder = sink.staging("data", "kept")
+    files = (
+        sink.write_partition(frame(0, ["red", "blue"] * 200), folder, 0)  # a shard of its own, as Parquet
+        + sink.write_partition(frame(400, [None] * 400), folder, 1)  # the same, with no value
+        + sink.write_partition(frame(800, [None] * 50), folder, 2)  # staged and encoded alone
+    )
+    assert [f["path"].rsplit(".", 1)[1] for f in files] == ["parquet", "parquet", "arrow"]
+    shards, _ = sink.finish("data", files, [], cast_conflicts_to_string=False)
+    assert [s["rows"] for s in shards] == [400, 400, 50] and "dictionary" not in shards[0]
+    out = dd.read_parquet(str(tmp_path / "out.tmp-t" / "data")).compute()
+    assert sorted(out["color"].cat.categories) == ["blue", "red"]
+    assert out["color"].isna().sum() == 450 and (out["color"] == "red").sum() == 200
 
 
 def test_abort_outlasts_tasks_still_writing(tmp_path):

@@ -212,20 +212,22 @@ class Sink:
         # each partition folder numbers its own shards, in output order
         order = sorted(range(len(staged)), key=lambda i: _folder_of(staged[i]))
         staged, schemas = [staged[i] for i in order], [schemas[i] for i in order]
+        fills = _dictionary_fills(staged)
         tasks, numbered = [], {}
         for group in self._groups(staged):
             where = _folder_of(staged[group[0]])
             numbered[where] = numbered.get(where, -1) + 1
             target = posixpath.join(folder, where, f"part-{numbered[where]:05d}.parquet")
             self.fs.makedirs(posixpath.dirname(target), exist_ok=True)
-            if len(group) == 1 and schemas[group[0]] == schema:
-                if _is_staged(staged[group[0]]["path"]):
-                    tasks.append(dask.delayed(_encode)(self.fs, staged[group[0]]["path"], target, self.compression, schema.metadata))
+            alone = staged[group[0]]
+            if len(group) == 1 and schemas[group[0]] == schema and (_is_staged(alone["path"]) or not _lacks(alone, fills)):
+                if _is_staged(alone["path"]):
+                    tasks.append(dask.delayed(_encode)(self.fs, alone["path"], target, self.compression, schema.metadata, fills))
                     continue
-                self.fs.mv(staged[group[0]]["path"], target)
-                tasks.append(dask.delayed({**staged[group[0]], "path": target}))
+                self.fs.mv(alone["path"], target)
+                tasks.append(dask.delayed({**alone, "path": target}))
             else:
-                tasks.append(dask.delayed(_merge)(self.fs, [staged[g]["path"] for g in group], target, schema, self.compression))
+                tasks.append(dask.delayed(_merge)(self.fs, [staged[g]["path"] for g in group], target, schema, self.compression, fills))
         return [_public(s, self.tmp) for s in dask.compute(*tasks)], schema
 
     def _groups(self, staged: list[dict]) -> list[list[int]]:
@@ -341,7 +343,7 @@ def hive_folder(columns: list[str], values: tuple) -> str:
 
 def _public(shard: dict, root: str) -> dict:
     """A shard as the manifest lists it: path relative to the output, no internals."""
-    out = {k: v for k, v in shard.items() if k not in ("path", "memory", "group")}
+    out = {k: v for k, v in shard.items() if k not in ("path", "memory", "group", "dictionary")}
     return {"file": posixpath.relpath(shard["path"], root), **out}
 
 
@@ -417,15 +419,17 @@ def _write_batches(fs, schema: pa.Schema, tables, path: str, compression) -> dic
     if encoded and codecs != "none":
         codecs = {path: "none" if path in encoded else codecs for path in _leaf_paths(schema)}
     rows = memory = 0
+    values = {}
     with fs.open(path, "wb") as raw:
         out = _Hashing(raw)
         with pq.ParquetWriter(out, schema, compression=codecs, use_dictionary=dictionary) as writer:
             for group in itertools.chain([first] if first is not None else [], groups):
                 writer.write_table(group, row_group_size=max(1, group.num_rows))
                 rows, memory = rows + group.num_rows, memory + group.nbytes
+                values = _dictionary_values(group, values)
             if rows == 0:
                 writer.write_table(schema.empty_table())
-    return {"path": path, "rows": rows, "bytes": out.size, "memory": memory, "sha256": out.hash.hexdigest()}
+    return {"path": path, "rows": rows, "bytes": out.size, "memory": memory, "sha256": out.hash.hexdigest(), "dictionary": values}
 
 
 _COMPRESSED_IMAGES = ("png", "jpeg", "webp", "gif")
@@ -505,7 +509,7 @@ def _write_staged(fs, table: pa.Table, path: str, memory: int) -> dict:
     """Stage a small file as uncompressed Arrow IPC, for :meth:`Sink.finish` to encode."""
     with fs.open(path, "wb") as f, pa.ipc.new_file(f, table.schema) as writer:
         writer.write_table(table)
-    return {"path": path, "rows": table.num_rows, "bytes": fs.size(path), "memory": memory, "sha256": None}
+    return {"path": path, "rows": table.num_rows, "bytes": fs.size(path), "memory": memory, "sha256": None, "dictionary": _dictionary_values(table)}
 
 
 def _is_staged(path: str) -> bool:
@@ -520,9 +524,9 @@ def _read_staged(fs, path: str) -> pa.Table:
         return pa.ipc.open_file(f).read_all()
 
 
-def _encode(fs, path: str, target: str, compression, metadata: dict) -> dict:
+def _encode(fs, path: str, target: str, compression, metadata: dict, fills: dict) -> dict:
     """A staged file alone in its shard, written as the Parquet a direct write makes."""
-    out = _write_table(fs, _read_staged(fs, path).replace_schema_metadata(metadata), target, compression)
+    out = _write_table(fs, _fill_dictionaries(_read_staged(fs, path), fills).replace_schema_metadata(metadata), target, compression)
     fs.rm(path)
     return out
 
@@ -604,24 +608,70 @@ def _unify(schemas: list[pa.Schema], cast_conflicts_to_string: bool, placeholder
     return pa.schema([pa.field(n, pa.string() if _holds_null_type(fields[n]) else fields[n]) for n in order])
 
 
-def _merge(fs, paths: list[str], target: str, schema: pa.Schema, compression) -> dict:
+def _merge(fs, paths: list[str], target: str, schema: pa.Schema, compression, fills: dict) -> dict:
     """Small files into one shard, a row group at a time: a shard may be larger than a
     worker can hold (256 MiB of 4 MiB files on a 400 MiB worker was killed, 4 times)."""
 
     def tables():
         for p in paths:
             if _is_staged(p):
-                yield _conform(_read_staged(fs, p), schema)
+                yield _fill_dictionaries(_conform(_read_staged(fs, p), schema), fills)
                 continue
             with fs.open(p, "rb") as f:
                 reader = pq.ParquetFile(f)
                 for g in range(reader.num_row_groups):
-                    yield _conform(reader.read_row_group(g), schema)
+                    yield _fill_dictionaries(_conform(reader.read_row_group(g), schema), fills)
 
     out = _write_batches(fs, schema, tables(), target, compression)
     for p in paths:
         fs.rm(p)
     return out
+
+
+def _dictionary_values(table: pa.Table, found: dict | None = None) -> dict:
+    """One value of each dictionary column's dictionary (None where it is empty), so
+    :meth:`Sink.finish` can tell which files would read back with no categories. Only
+    values that a checkpoint's JSON keeps as they are (text, numbers)."""
+    found = dict(found or {})
+    for f in table.schema:
+        if pa.types.is_dictionary(f.type) and found.get(f.name) is None:
+            value = next((c.dictionary[0].as_py() for c in table[f.name].chunks if len(c.dictionary)), None)
+            found[f.name] = value if isinstance(value, (str, int, float)) else None
+    return found
+
+
+def _dictionary_fills(staged: list[dict]) -> dict:
+    """A value for each dictionary column that some file has and another lacks.
+
+    A shard whose categorical column holds only nulls has an empty dictionary, which
+    pandas reads as categories of dtype object where the other shards' are str; Dask then
+    cannot concatenate the shards ("dtype of categories must be the same"). Such a shard
+    is written with one value that the output holds elsewhere, used by no row, so the
+    categories of the whole output stay the ones its rows have.
+    """
+    fills = {}
+    for f in staged:
+        for name, value in f.get("dictionary", {}).items():
+            if value is not None:
+                fills.setdefault(name, value)
+    return {name: value for name, value in fills.items() if any(_lacks(f, {name: value}) for f in staged)}
+
+
+def _lacks(f: dict, fills: dict) -> bool:
+    return any(f.get("dictionary", {}).get(name) is None for name in fills)
+
+
+def _fill_dictionaries(table: pa.Table, fills: dict) -> pa.Table:
+    for name, value in fills.items():
+        if name not in table.column_names or not pa.types.is_dictionary(table.schema.field(name).type):
+            continue
+        column = table[name]
+        if all(len(c.dictionary) for c in column.chunks):
+            continue
+        values = pa.array([value], column.type.value_type)
+        chunks = [c if len(c.dictionary) else pa.DictionaryArray.from_arrays(c.indices, values) for c in column.chunks]
+        table = table.set_column(table.schema.get_field_index(name), table.schema.field(name), pa.chunked_array(chunks, column.type))
+    return table
 
 
 def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
