@@ -1,6 +1,7 @@
 """Sources: every row gets a stable id; rows that cannot be parsed are marked, not lost."""
 
 import gzip
+import json
 
 import dask
 import numpy as np
@@ -34,6 +35,33 @@ def test_csv_ids_are_row_numbers_across_blocks(tmp_path):
     row = df.set_index("id").loc["x.csv:12345"]
     assert row["a"] == 12345 and row["c"] == "s12345"
     assert str(df["a"].dtype) == "Int64" and df["b"].dtype == np.float64
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_small_files_share_partitions_up_to_the_blocksize(tmp_path, fmt):
+    """A folder of many small files: a partition per file made every stage's tasks and the
+    sink's files per file (2,000 files of 50 rows: 36 s, against pandas' 0.8 s). A large
+    file is still cut into blocks of its own."""
+
+    def line(k: int, i: int, bad) -> str:
+        return f"{k},{i},{bad}\n" if fmt == "csv" else f'{{"k": {k}, "i": {i}, "bad": {json.dumps(bad)}}}\n'
+
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    head = "k,i,bad\n" if fmt == "csv" else ""
+    for k in range(10, 50):  # two digits everywhere: files of one size
+        (folder / f"f{k}.{fmt}").write_text(head + "".join(line(k, i, "x" if (k, i) == (17, 13) else i) for i in range(10, 35)))
+    (folder / f"z.{fmt}").write_text(head + "".join(line(99, i, i) for i in range(1000, 3000)))
+    size, big = (folder / f"f10.{fmt}").stat().st_size, (folder / f"z.{fmt}").stat().st_size
+    spec = {"format": fmt, "path": str(folder), "blocksize": 10 * size + 5, "infer_bytes": 200}
+    src = read_source(spec)
+    assert src.frame.npartitions == 4 + -(-big // (10 * size + 5))  # 40 small files ten a partition, then z's blocks
+    df = src.frame.compute()
+    assert len(df) == 40 * 25 + 2000 and df["id"].is_unique
+    assert df.loc[df["id"] == f"f17.{fmt}:3", REJECT].notna().all() and df[REJECT].notna().sum() == 1
+    assert df.loc[df["id"] == f"f22.{fmt}:4", ["k", "i"]].values.tolist() == [[22, 14]]
+    one_each = read({**spec, "blocksize": size - 1})  # a partition per file
+    pd.testing.assert_frame_equal(df.reset_index(drop=True), one_each.reset_index(drop=True))
 
 
 def test_csv_raw_text_of_a_rejected_row_of_a_crlf_file_has_no_carriage_return(tmp_path):

@@ -28,7 +28,7 @@ from dsbuild.io.sources.common import (
     _with_id,
     to_pandas,
 )
-from dsbuild.io.sources.text import _read_text_block, _text_blocks
+from dsbuild.io.sources.text import Together, _read_text_block, _text_blocks, together
 from dsbuild.records import ID
 from dsbuild.stages.base import REJECT
 
@@ -77,7 +77,8 @@ def _read_csv(spec: CsvSource, count_rows: bool = True) -> Source:
     quoted = spans_lines if spec.newlines_in_values is None else spec.newlines_in_values
     blocks, records = _text_blocks(fs, files, root, spec.blocksize, count_rows, quoted=quoted)
     reader = _CsvBlock(fs, spec, names, schema, quoted, orders)
-    frame = dd.from_map(reader, blocks, meta=reader._empty(), divisions=None, label="read-csv", enforce_metadata=False)
+    frame = dd.from_map(Together(reader), together(blocks, records, spec.blocksize), meta=reader._empty(), divisions=None, label="read-csv",
+                        enforce_metadata=False)
     return Source(frame, records, skipped, schema)
 
 

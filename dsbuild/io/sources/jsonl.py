@@ -23,7 +23,7 @@ from dsbuild.io.sources.common import (
     _with_id,
     to_pandas,
 )
-from dsbuild.io.sources.text import _read_text_block, _text_blocks
+from dsbuild.io.sources.text import Together, _read_text_block, _text_blocks, together
 from dsbuild.records import ID
 from dsbuild.stages.base import REJECT
 
@@ -51,7 +51,8 @@ def _read_jsonl(spec: JsonlSource, count_rows: bool = True) -> Source:
     schema = _json_schema(rows)
     blocks, records = _text_blocks(fs, files, root, spec.blocksize, count_rows, whole=arrays)
     reader = _JsonBlock(fs, schema)
-    frame = dd.from_map(reader, blocks, meta=reader.empty(), divisions=None, label="read-jsonl", enforce_metadata=False)
+    frame = dd.from_map(Together(reader), together(blocks, records, spec.blocksize), meta=reader.empty(), divisions=None, label="read-jsonl",
+                        enforce_metadata=False)
     return Source(frame, records, skipped, schema)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dask
 import fsspec
+import pandas as pd
 from fsspec.utils import read_block
 
 from dsbuild.io.sources import quoted as quoting
@@ -54,6 +55,52 @@ def _spans(fs, files: list[str], root: str, blocksize: int, whole=()) -> tuple[l
         else:
             spans.extend((path, _relative(path, root), start, blocksize) for start in range(0, size, blocksize))
     return spans, records
+
+
+# A compressed text file is taken to unpack to this many times its size when small files
+# are put together into a partition (CSV and JSON lines compress 3-10 times).
+_UNPACKED_PER_BYTE = 5
+
+
+def together(blocks: list[tuple], records: list[dict], blocksize: int) -> list[tuple]:
+    """The blocks as partitions: each file cut into blocks stays one block a partition, and
+    runs of whole small files share one up to ``blocksize`` bytes.
+
+    A folder of many small files (daily exports) made a partition, and so a round of tasks
+    in every stage and a staged file in the sink, per file: 2,000 files of 50 rows took
+    36 s to copy, pandas 0.8 s to read.
+    """
+    size = {r["path"]: (r["size"] or 0) * (_UNPACKED_PER_BYTE if fsspec.utils.infer_compression(r["path"]) else 1) for r in records}
+    out, held, held_bytes = [], [], 0
+    for block in blocks:
+        path, length = block[0], block[3]
+        if length is not None:  # a piece of a large file: a partition of its own
+            if held:
+                out.append(tuple(held))
+                held, held_bytes = [], 0
+            out.append((block,))
+            continue
+        if held and held_bytes + size[path] > blocksize:
+            out.append(tuple(held))
+            held, held_bytes = [], 0
+        held.append(block)
+        held_bytes += size[path]
+    if held:
+        out.append(tuple(held))
+    return out
+
+
+class Together:
+    """Reads a partition of :func:`together`: its blocks one by one, as one frame."""
+
+    def __init__(self, read):
+        self.read = read
+
+    def __call__(self, blocks: tuple) -> pd.DataFrame:
+        frames = [self.read(b) for b in blocks]
+        if len(frames) == 1:
+            return frames[0]
+        return pd.concat([f for f in frames if len(f)] or frames[:1], ignore_index=True)
 
 
 def _quoted_blocks(fs, spans: list[tuple]) -> list[tuple]:
