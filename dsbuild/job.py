@@ -133,7 +133,7 @@ class JobSpec(_Spec):
         out = []
         for entry in entries:
             if isinstance(entry, Stage):
-                out.append({"name": entry.name, "options": entry.options.model_dump(by_alias=True, exclude_defaults=True)})
+                out.append({"name": entry.name, "options": _options_of(entry.options)})
             elif isinstance(entry, str):
                 out.append({"name": entry})
             elif isinstance(entry, dict) and len(entry) == 1 and "name" not in entry:
@@ -173,9 +173,32 @@ class JobSpec(_Spec):
         return found
 
     def resolved(self) -> dict:
-        data = self.model_dump(mode="json", by_alias=True, exclude_none=True)
+        """The job as plain data; a frame a Python job passes to a stage (annotations) is
+        named by its shape."""
+        data = self.model_dump(mode="json", by_alias=True, exclude_none=True, fallback=_described)
         data["stages"] = [{s["name"]: s.get("options", {})} for s in data["stages"]]
         return data
+
+
+def _options_of(options: BaseModel) -> dict:
+    """A built stage's options as the job holds them, with the fields dumps leave out (a
+    frame of annotations) put back: the stage is built again from them."""
+    out = options.model_dump(by_alias=True, exclude_defaults=True)
+    for name, field in type(options).model_fields.items():
+        value = getattr(options, name)
+        if isinstance(value, BaseModel):
+            out[field.alias or name] = _options_of(value)
+        elif field.exclude and value is not None:
+            out[field.alias or name] = value
+    return out
+
+
+def _described(value) -> str:
+    shape = getattr(value, "shape", None)
+    if shape is not None and hasattr(value, "columns"):
+        rows = shape[0] if isinstance(shape[0], int) else "?"
+        return f"<{type(value).__module__.split('.')[0]} frame: {rows} rows, columns {list(value.columns)}>"
+    raise TypeError(f"cannot describe a {type(value).__name__} in a job")
 
 
 def _paths_in(options: dict, prefix: str = "") -> list[tuple[str, object]]:

@@ -289,6 +289,29 @@ def test_labeling_functions_accept_python_functions_and_gold():
         run_stage(LabelingFunctions(rules=[{"label": "x", "column": "text", "op": "not_null"}], labels=["y"]), data)
 
 
+@pytest.mark.parametrize("form", ["frame key", "whole value", "stage object"])
+def test_a_python_job_passes_annotations_as_a_frame(client, tmp_path, form):
+    """Every form the options' help offers runs through ``dsbuild.run`` (the job could not be
+    turned into its manifest text, or the stage object lost the frame)."""
+    import dsbuild
+
+    data = pd.DataFrame({"id": ["a", "b", "c"], "x": [1.0, 2.0, 3.0]})
+    ann = pd.DataFrame({"item": ["a", "a", "b", "b", "b"], "annotator": ["w1", "w2", "w1", "w2", "w3"], "label": [1, 1, 0, 0, 1]})
+    stage = {
+        "frame key": {"aggregate_labels": {"annotations": {"frame": ann}, "method": "majority_vote"}},
+        "whole value": {"aggregate_labels": {"annotations": ann, "method": "majority_vote"}},
+        "stage object": AggregateLabels(annotations=ann, method="majority_vote"),
+    }[form]
+    job = dsbuild.job(name="frames", source={"format": "frame", "frame": data}, stages=[stage], sink={"path": str(tmp_path / "out")})
+    manifest = dsbuild.run(job, client=client)
+    kept = pd.read_parquet(tmp_path / "out" / "data")
+    assert kept.set_index("id")["label"].to_dict() == {"a": 1, "b": 0}
+    assert manifest["stages"][1]["rejected_by_reason"] == {"no-annotations": 1}
+    (options,) = manifest["job"]["stages"][0].values()
+    named = options["annotations"] if form == "whole value" else options["annotations"]["frame"]
+    assert named == "<pandas frame: 5 rows, columns ['item', 'annotator', 'label']>"
+
+
 def test_a_job_reads_annotations_from_csv_and_reports_in_the_manifest(client, tmp_path):
     import dsbuild
 
