@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import heapq
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -47,9 +48,9 @@ ITEM_EXAMPLES = 3  # annotation item ids a warning shows
 
 
 def label_keys(values: pd.Series) -> pd.Series:
-    """Labels as strings that compare equal across readers: 1, 1.0 and "1" are one class,
-    and so are "cat" and "cat " (a space typed into a form is no new class; one alone is
-    no label)."""
+    """Labels as strings that compare equal across readers: 1, 1.0, "1" and "1.0" are one
+    class, and so are "cat" and "cat " (a space typed into a form is no new class; one
+    alone is no label), and the same text in two Unicode forms."""
     s = values
     if pd.api.types.is_float_dtype(s):
         present = s.dropna()
@@ -57,8 +58,12 @@ def label_keys(values: pd.Series) -> pd.Series:
             s = s.astype("Int64")
     elif pd.api.types.is_object_dtype(s):
         s = s.map(lambda v: int(v) if isinstance(v, float) and v.is_integer() else v, na_action="ignore")
-    s = s.astype("string").str.strip()
+    s = s.astype("string").str.strip().str.normalize("NFC")  # "café" typed two ways is one label
+    s = s.str.replace(_WHOLE_DECIMAL, r"\1", regex=True)  # "1.0" read as text is the class 1, as 1.0 is
     return s.mask(s == "")
+
+
+_WHOLE_DECIMAL = r"^(-?\d+)\.0+$"
 
 
 def _sort_keys(keys) -> list[str]:
@@ -85,8 +90,14 @@ class Classes:
 
     @classmethod
     def discovered(cls, examples: dict[str, Any]) -> Classes:
+        """The classes the answers hold. Annotation files are read as text, so that a label
+        column mixing 1 and "unsure" loses no answer; labels that are all whole numbers
+        come out as numbers again, as a typed reader gives them."""
         keys = tuple(_sort_keys(examples))
-        return cls(keys, tuple(examples[k] for k in keys))
+        values = [examples[k] for k in keys]
+        if values and all(isinstance(v, str) and re.fullmatch(r"-?[1-9]\d*|0", k) for k, v in zip(keys, values)):
+            values = [int(k) for k in keys]
+        return cls(keys, tuple(values))
 
     def codes(self, values: pd.Series) -> np.ndarray:
         """Class code per value; -1 for a missing label or one outside the set."""
@@ -102,14 +113,13 @@ class Classes:
             return "Int64"
         if values and all(isinstance(v, (float, np.floating)) for v in values):
             return "Float64"
-        if values and all(isinstance(v, str) for v in values):
-            return "string"
-        return object
+        return "string"  # text, or classes of mixed kinds (0, 1 and "unsure") written as text
 
     def decode(self, codes: np.ndarray) -> pd.Series:
         out = np.empty(len(codes), dtype=object)
         ok = codes >= 0
-        out[ok] = np.asarray(self.values, dtype=object)[codes[ok]]
+        values = self.values if self.dtype != "string" else [str(v) for v in self.values]
+        out[ok] = np.asarray(values, dtype=object)[codes[ok]]
         out[~ok] = None
         return pd.Series(out, dtype=self.dtype)
 
@@ -252,6 +262,9 @@ class AnnotationSource(StageOptions):
 
     def source_spec(self) -> dict:
         return dict(self.model_extra or {})
+
+    def read(self, count_rows: bool = True):
+        return read_annotation_source(self.source_spec(), count_rows, text=(self.item, self.annotator, self.label))
 
 
 class AggregateLabelsOptions(StageOptions):
@@ -414,6 +427,12 @@ def _item_text(items: pd.Series) -> pd.Series:
     return text
 
 
+def _data_ids(ids: pd.Series) -> pd.Series:
+    """The data's ids as annotation items are matched: without spaces around them, as
+    :func:`_item_text` writes the items (an id ``" a"`` matched no annotation of it)."""
+    return ids.astype(str).str.strip()
+
+
 def _codes_via_uniques(values: pd.Series, code_uniques) -> np.ndarray:
     """Codes for many values by coding only the distinct ones (annotators, labels repeat)."""
     codes, uniques = pd.factorize(values, use_na_sentinel=True)
@@ -424,7 +443,7 @@ def _codes_via_uniques(values: pd.Series, code_uniques) -> np.ndarray:
 def _gold_codes(part: pd.DataFrame, column: str, classes: Classes) -> pd.DataFrame:
     codes = classes.codes(part[column])
     keep = codes >= 0
-    return pd.DataFrame({ITEM: part[ID].astype(str)[keep].reset_index(drop=True), GOLD: codes[keep].astype(crowd.label_dtype(len(classes)))})
+    return pd.DataFrame({ITEM: _data_ids(part[ID])[keep].reset_index(drop=True), GOLD: codes[keep].astype(crowd.label_dtype(len(classes)))})
 
 
 def _by_item(part: pd.DataFrame) -> pd.DataFrame:
@@ -466,7 +485,7 @@ class AggregateLabels(Stage):
             from dsbuild.io.sources import SourceError
 
             try:
-                columns = read_annotation_source(spec.source_spec(), count_rows=False).columns
+                columns = spec.read(count_rows=False).columns
             except SourceError as e:
                 raise StageError(f"stage {self.ctx.name!r}: annotations: {e}") from None
             self._check_annotation_columns(columns)
@@ -488,7 +507,7 @@ class AggregateLabels(Stage):
         spec = self.options.annotations
         frame = spec.frame
         if frame is None:
-            frame = read_annotation_source(spec.source_spec())
+            frame = spec.read()
         elif isinstance(frame, pd.DataFrame):
             frame = dd.from_pandas(frame, npartitions=max(1, npartitions), sort=False)
         names = {spec.item: ITEM, spec.annotator: ANNOTATOR, spec.label: LABEL}
@@ -541,7 +560,7 @@ class AggregateLabels(Stage):
             grouped, functools.partial(_item_results, coder=coder, model=model), shapes.broadcast(state),
             meta=_item_results(grouped._meta, state, coder=coder, model=model),
         )
-        left = frame.assign(**{ITEM: frame[ID].astype(str)})
+        left = frame.assign(**{ITEM: frame[ID].map_partitions(_data_ids, meta=(ID, str))})
         joined = left.merge(results, on=ITEM, how="left")
         finish = FinishLabels(self._output(), classes, o.gold, o.no_annotations, o.min_confidence)
         return shapes.map(joined, finish, meta=finish(joined._meta.copy()), label=self.ctx.name)
@@ -595,7 +614,7 @@ class AggregateLabels(Stage):
                             f"(annotation items: {examples}, …). Items must be the data's ids: its id column "
                             "(columns.id) or file:row for files without one."]
         return notes + [f"stage {self.ctx.name!r}: {items - matched:,} of the {items:,} annotated items are not rows "
-                        "of the data (ids are compared as written, case included); their answers still count towards "
+                        "of the data (ids are compared as written, case included, spaces around them not); their answers still count towards "
                         "each annotator's quality."]
 
 
@@ -665,8 +684,13 @@ def _jsonable(v):
     return v.item() if isinstance(v, np.generic) else v
 
 
-def read_annotation_source(spec: dict, count_rows: bool = True):
-    """A Dask frame of annotation rows from a source spec (Label Studio / MTurk included)."""
+def read_annotation_source(spec: dict, count_rows: bool = True, text: tuple[str, ...] = ()):
+    """A Dask frame of annotation rows from a source spec (Label Studio / MTurk included).
+
+    A CSV or JSON-lines file's ``text`` columns (item, annotator, label) are read as text:
+    typed by a sample, a label column of 0s and 1s rejected a later "unsure" (or a JSON
+    "1" beside 1) as unreadable, and its vote was lost.
+    """
     fmt = spec.get("format")
     if fmt in ("label_studio", "mturk"):
         from dsbuild.io.labeling import read_labeling_export
@@ -674,6 +698,9 @@ def read_annotation_source(spec: dict, count_rows: bool = True):
         return read_labeling_export(spec)
     from dsbuild.io.sources import read_source
 
+    if fmt in ("csv", "jsonl") and text:
+        present = read_source(spec, count_rows=False).frame.columns
+        spec = {**spec, "text_columns": list(dict.fromkeys([*spec.get("text_columns", []), *(c for c in text if c in present)]))}
     return read_source(spec, count_rows=count_rows).frame
 
 

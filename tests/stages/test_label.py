@@ -169,6 +169,39 @@ def test_spaces_around_item_ids_are_no_part_of_them():
     kept, rejected = run_stage(stage, data, npartitions=2)
     assert rejected.empty and kept.set_index("id")["y"].to_dict() == {"i1": "a", "i2": "b", "i3": "a"}
 
+    # the data's own ids with spaces around them match the same items
+    kept, rejected = run_stage(stage, data.assign(id=[" i1", "i2 ", "i3"]), npartitions=2)
+    assert rejected.empty and kept.set_index("id")["y"].to_dict() == {" i1": "a", "i2 ": "b", "i3": "a"}
+
+
+def test_label_files_mixing_numbers_and_words_lose_no_answer(tmp_path):
+    """Files are typed from a sample: a CSV label column of 0s and 1s rejected a later
+    "unsure" as unreadable, and a JSON "1" beside 1 was lost; the same text in two
+    Unicode forms split its votes; declared labels of mixed kinds failed to be written."""
+    import json
+
+    data = pd.DataFrame({"id": ["a", "b", "c"], "x": [1.0, 2.0, 3.0]})
+    rows = [("a", "w1", 1), ("a", "w2", "1"), ("a", "w3", 1.0), ("b", "w1", 0), ("b", "w2", "0"), ("c", "w1", "unsure"), ("c", "w2", "unsure")]
+    (tmp_path / "votes.jsonl").write_text("".join(json.dumps({"item": i, "annotator": a, "label": v}) + "\n" for i, a, v in rows))
+    stage = AggregateLabels(annotations={"format": "jsonl", "path": str(tmp_path / "votes.jsonl")}, method="majority_vote")
+    kept, _ = run_stage(stage, data)
+    assert kept.set_index("id")["label"].to_dict() == {"a": "1", "b": "0", "c": "unsure"}  # mixed kinds: text
+    assert kept.set_index("id")["label_annotations"].to_dict() == {"a": 3, "b": 2, "c": 2}
+    assert stage.summary()["annotations"]["unreadable"] == 0
+
+    numbers = "".join(f"{i},{a},{v}\n" for i, a, v in rows if v != "unsure") + "c,w1,1.0\nc,w2,1\n"
+    (tmp_path / "votes.csv").write_text("item,annotator,label\n" + numbers)
+    stage = AggregateLabels(annotations={"format": "csv", "path": str(tmp_path / "votes.csv")}, method="majority_vote")
+    kept, _ = run_stage(stage, data)
+    assert kept["label"].dtype == "Int64" and kept.set_index("id")["label"].to_dict() == {"a": 1, "b": 0, "c": 1}
+
+    cafe = ["caf\u00e9", "cafe\u0301", "tea"]
+    ann = pd.DataFrame({"item": ["a", "a", "a"], "annotator": ["w1", "w2", "w3"], "label": cafe})
+    stage = AggregateLabels(annotations=ann, method="majority_vote", labels=[0, 1, "caf\u00e9", "tea"])
+    kept, _ = run_stage(stage, data.iloc[:1])
+    assert kept["label"].tolist() == ["caf\u00e9"] and kept["label_annotations"].tolist() == [3]
+    assert kept["label"].dtype == "string"  # one type for 0, 1 and text: Arrow can write it
+
 
 def test_single_answer_annotators_and_min_votes(digits_crowd):
     y, ids, ann, data, _ = digits_crowd

@@ -99,6 +99,14 @@ def _expand(
     return fs, root, sorted(set(files)), left_out
 
 
+def as_text(schema: pa.Schema, names: list[str], path: str) -> pa.Schema:
+    """The schema with ``names`` typed as text (a source's ``text_columns``)."""
+    missing = [n for n in names if n not in schema.names]
+    if missing:
+        raise SourceError(f"{path}: text_columns names {missing[0]!r}, which is not a column; columns are {schema.names}")
+    return pa.schema([pa.field(f.name, pa.string()) if f.name in names else f for f in schema], metadata=schema.metadata)
+
+
 def _relative(path: str, root: str) -> str:
     rel = posixpath.relpath(path, root) if root else path
     return posixpath.basename(path) if rel.startswith("..") else rel

@@ -26,6 +26,7 @@ from dsbuild.io.sources.common import (
     _Spec,
     _typed_nulls,
     _with_id,
+    as_text,
     to_pandas,
 )
 from dsbuild.io.sources.text import Together, _read_text_block, _text_blocks, together
@@ -46,6 +47,8 @@ class CsvSource(_Spec):
     infer_bytes: int = Field(TYPE_SAMPLE_BYTES, gt=0, description="bytes from the start of the first file that decide the columns' types")
     encoding: str = "utf8"
     decimal: str = Field(".", min_length=1, max_length=1, description="decimal mark of numbers: ',' for 3,50 (then sep is usually ';')")
+    text_columns: list[str] = Field(default_factory=list, description="columns read as text, as written, whatever their "
+                                    "values look like: zip codes and codes with leading zeros, labels that mix numbers and words")
     newlines_in_values: bool | None = Field(
         None, description="quoted values may span lines (reviews, addresses): a file is cut into blocks only between "
         "records, found by one more pass over it. Default: when a value in the first infer_bytes does")
@@ -74,6 +77,7 @@ def _read_csv(spec: CsvSource, count_rows: bool = True) -> Source:
                               + (f"; lacks {missing}" if missing else "") + (f"; has {extra} besides" if extra else ""))
         orders[path] = other
     schema, spans_lines = _csv_infer_schema(sample, names, spec)
+    schema = as_text(schema, spec.text_columns, files[0])
     quoted = spans_lines if spec.newlines_in_values is None else spec.newlines_in_values
     blocks, records = _text_blocks(fs, files, root, spec.blocksize, count_rows, quoted=quoted)
     reader = _CsvBlock(fs, spec, names, schema, quoted, orders)

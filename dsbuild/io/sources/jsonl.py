@@ -21,6 +21,7 @@ from dsbuild.io.sources.common import (
     _Spec,
     _typed_nulls,
     _with_id,
+    as_text,
     to_pandas,
 )
 from dsbuild.io.sources.text import Together, _read_text_block, _text_blocks, together
@@ -33,6 +34,8 @@ class JsonlSource(_Spec):
     path: str | list[str]
     blocksize: int = Field(64 * 2**20, gt=0)
     infer_bytes: int = Field(TYPE_SAMPLE_BYTES, gt=0, description="bytes from the start of the first file that decide the columns' types")
+    text_columns: list[str] = Field(default_factory=list, description="fields read as text whatever their values are: "
+                                    "a number as it is written (1, 2.5), true/false as True/False, a list or object as JSON")
 
 
 def _read_jsonl(spec: JsonlSource, count_rows: bool = True) -> Source:
@@ -48,9 +51,9 @@ def _read_jsonl(spec: JsonlSource, count_rows: bool = True) -> Source:
     rows = [r for r in rows if isinstance(r, dict)]
     if not rows:
         raise SourceError(f"{files[0]}: no JSON object in the first lines")
-    schema = _json_schema(rows)
+    schema = as_text(_json_schema(rows), spec.text_columns, files[0])
     blocks, records = _text_blocks(fs, files, root, spec.blocksize, count_rows, whole=arrays)
-    reader = _JsonBlock(fs, schema)
+    reader = _JsonBlock(fs, schema, tuple(spec.text_columns))
     frame = dd.from_map(Together(reader), together(blocks, records, spec.blocksize), meta=reader.empty(), divisions=None, label="read-jsonl",
                         enforce_metadata=False)
     return Source(frame, records, skipped, schema)
@@ -134,8 +137,8 @@ def _json_schema(rows: list[dict]) -> pa.Schema:
 
 
 class _JsonBlock:
-    def __init__(self, fs, schema: pa.Schema):
-        self.fs, self.schema = fs, schema
+    def __init__(self, fs, schema: pa.Schema, text: tuple[str, ...] = ()):
+        self.fs, self.schema, self.text = fs, schema, text
 
     def empty(self) -> pd.DataFrame:
         return _mark_bad(_with_id(to_pandas(self.schema.empty_table())))
@@ -172,6 +175,9 @@ class _JsonBlock:
             if unknown:
                 bad.append((i, _raw_text(raw), f"json:unknown-field={sorted(unknown)[0]}"))
                 continue
+            for name in self.text:
+                if obj.get(name) is not None and not isinstance(obj[name], str):
+                    obj[name] = json.dumps(obj[name], ensure_ascii=False) if isinstance(obj[name], (list, dict)) else str(obj[name])
             good.append(obj)
             good_rows.append(i)
         typed, typed_rows = [], []
