@@ -235,10 +235,11 @@ class Execution:
         self.warnings += _whole_compressed_files(spec.source, self.source.files)
         if self.source.schema is not None:
             self.sink.column_types = {f.name: f.type for f in self.source.schema}
-        marked = _marked_source(self.source.frame, spec.columns.id)
+        marked = _marked_source(self.source, spec.columns.id)
         _check_roles(spec, marked._meta)
         kept = self._add_run(StageRun("source", "read", None, marked))
         stages = spec.build_stages(marked._meta)
+        self.warnings += _weight_column(spec, marked._meta, stages)
         restored = self._restore(stages, kept) if self.resume else None
         start = 0
         if restored is not None:
@@ -432,11 +433,11 @@ def validate_against_source(spec: JobSpec) -> list[str]:
     Map stages are run on the empty schema so later stages see the columns earlier ones
     make or drop; other stages are checked against the columns as they arrive.
     """
-    frame = _marked_source(read_source(spec.source, count_rows=False).frame, spec.columns.id)
+    frame = _marked_source(read_source(spec.source, count_rows=False), spec.columns.id)
     _check_roles(spec, frame._meta)
     meta = kept_rows(frame._meta)
     stages = spec.build_stages(frame._meta)
-    notes = []
+    notes = _weight_column(spec, frame._meta, stages)
     for i, stage in enumerate(stages):
         notes += stage.order_warnings(stages[:i], stages[i + 1 :])
         try:
@@ -452,6 +453,26 @@ def validate_against_source(spec: JobSpec) -> list[str]:
     return notes + ([problem + " (a stage that is not a map may add it)"] if problem else [])
 
 
+def _weight_column(spec: JobSpec, meta: pd.DataFrame, stages: list[Stage]) -> list[str]:
+    """A source column that is named as ``columns.weight`` (``weight`` unless the job says)
+    is each row's sample weight to the fairness stages: a body weight was read as one,
+    its text values as missing weights, and reweigh overwrote it."""
+    column = spec.columns.weight
+    readers = [s.ctx.name for s in stages if s.reads_weights]
+    if not readers or column not in meta.columns:
+        return []
+    dtype = meta[column].dtype
+    if not pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype):
+        raise StageError(f"columns.weight: {readers[0]!r} counts each row by its weight in the column {column!r}, which "
+                         f"holds {dtype} values, not numbers; name the weight column another way (columns.weight: "
+                         "sample_weight), or cast it")
+    if "weight" in spec.columns.model_fields_set:
+        return []
+    return [f"columns.weight: {readers[0]!r} counts each row by the source's column {column!r} as its sample weight"
+            f"{' (and reweigh multiplies it)' if any(s.name == 'reweigh' for s in stages) else ''}; if it is a "
+            "feature, not a weight, set columns.weight to another name"]
+
+
 def _partition_problem(spec: JobSpec, meta: pd.DataFrame) -> str | None:
     """sink.partition_by naming a column the output will not have."""
     absent = [c for c in spec.sink.partition_by if c not in meta.columns]
@@ -462,10 +483,19 @@ def _partition_problem(spec: JobSpec, meta: pd.DataFrame) -> str | None:
             f"columns are {columns}")
 
 
-def _marked_source(frame, id_column: str | None):
+def _marked_source(source, id_column: str | None):
     """The source's rows with their ids and the reject mark, in one task per partition."""
+    frame = source.frame
     if id_column and id_column != ID and id_column not in frame.columns:
         raise StageError(f"columns.id: {id_column!r} is not a column of the source; columns are {list(frame.columns)}")
+    own = [c for c in frame.columns if c in (REASON, STAGE) or (c == "raw" and RAW in frame.columns)]  # raw: a text source's line
+    if own:
+        raise StageError(f"the source has a column {own[0]!r}, a name the rejects output uses for its own (why, where and "
+                         "as what text a row was rejected); rename it before dsbuild reads it (a CSV's column_names, "
+                         "pandas' rename)")
+    if id_column and id_column != ID and source.schema is not None and ID in source.schema.names:
+        raise StageError(f"the source has a column {ID!r} and columns.id names {id_column!r}: the output's id column would "
+                         f"replace its values; set columns.id: {ID}, or rename the source's {ID!r}")
     meta = _with_known_ids(frame._meta.copy(), id_column)
     return frame.map_partitions(_with_known_ids, id_column, meta=meta, token="dsbuild-ids", enforce_metadata=False)
 
@@ -487,13 +517,17 @@ def _whole_compressed_files(source, files: list[dict]) -> list[str]:
 
 def _with_known_ids(part: pd.DataFrame, id_column: str | None) -> pd.DataFrame:
     """The partition with its ids (``columns.id``'s values, if the job names a column) and
-    the reject mark; a row without an id is rejected as ``id:missing``: nothing could name
-    it in the manifest, and a duplicate's keeper is chosen by id."""
+    the reject mark. A row without an id is rejected as ``id:missing`` (a duplicate's
+    keeper is chosen by id); it keeps its file:row as its id, as a row the reader rejected
+    does, so the rejects name where each came from."""
+    named = part[ID].astype("string")
     if id_column and id_column != ID:
-        part = part.assign(**{ID: part[id_column].astype("string")})
+        # a row the reader rejected, or one without a value, keeps its file:row: it can be found
+        named = part[id_column].astype("string")
+        part = part.assign(**{ID: named.fillna(part[ID].astype("string"))})
     if REJECT not in part.columns:
         part = part.assign(**{REJECT: pd.Series([None] * len(part), dtype=object, index=part.index)})
-    missing = part[ID].isna().to_numpy() & part[REJECT].isna().to_numpy()
+    missing = named.isna().to_numpy() & part[REJECT].isna().to_numpy()
     if missing.any():
         part = part.assign(**{REJECT: part[REJECT].mask(missing, "id:missing")})
     return part

@@ -497,15 +497,32 @@ def test_pandas_reads_the_same_dtypes_whatever_the_partitioning(client, tmp_path
 def test_a_row_without_an_id_is_rejected_not_a_crash(client, tmp_path):
     """An id column with a missing value: exact_dedup failed choosing a keeper
     (IndexError in segment_argmin), and nothing could name the row in the output."""
-    (tmp_path / "in.csv").write_text("key,x\na,1\n,1\nb,2\nc,2\n")
+    (tmp_path / "in.csv").write_text("key,x\na,1\n,1\nb,2\nc,2\nd,2,extra\n")
     manifest = dsbuild.run({
         "name": "ids", "seed": 0, "source": {"format": "csv", "path": str(tmp_path / "in.csv")},
         "columns": {"id": "key"}, "stages": [{"exact_dedup": {"columns": ["x"]}}],
         "sink": {"path": str(tmp_path / "out")},
     }, client=client)
-    rejects = pd.read_parquet(tmp_path / "out" / "rejects")
-    assert sorted(rejects["reason"]) == ["duplicate-of=b", "id:missing"] and manifest["ledger"]["balanced"]
+    rejects = pd.read_parquet(tmp_path / "out" / "rejects").set_index("reason")
+    assert sorted(rejects.index) == ["csv:fields=expected 2, got 3", "duplicate-of=b", "id:missing"] and manifest["ledger"]["balanced"]
     assert pd.read_parquet(tmp_path / "out" / "data")["id"].tolist() == ["a", "b"]
+    # rows with no id of their own (none given, or the reader could not read it) are named by file:row
+    assert rejects.loc["id:missing", "id"] == "in.csv:1" and rejects.loc["csv:fields=expected 2, got 3", "id"] == "in.csv:4"
+
+
+@pytest.mark.parametrize("column", ["reason", "stage", "raw", "id"])
+def test_a_source_column_named_as_the_outputs_own_is_refused_before_the_run(tmp_path, column):
+    """A column named ``reason`` crashed the write of the rejects (duplicate columns), one
+    named ``stage`` was overwritten in them, and a column ``id`` beside columns.id lost its
+    values to the ids."""
+    from dsbuild.job import load_job
+    from dsbuild.pipeline import validate_against_source
+
+    (tmp_path / "in.csv").write_text(f"key,{column},x\na,1,1\n")
+    job = {"name": "own", "source": {"format": "csv", "path": str(tmp_path / "in.csv")}, "columns": {"id": "key"},
+           "stages": [], "sink": {"path": str(tmp_path / "out")}}
+    with pytest.raises(StageError, match=f"the source has a column '{column}'"):
+        validate_against_source(load_job(job))
 
 
 def test_a_run_computes_on_the_client_it_is_given(client, tmp_path):
@@ -711,3 +728,22 @@ def test_an_error_in_a_task_reaches_the_user_unchanged(client, tmp_path):
     with pytest.raises(StageError, match="cannot compare column 'age'"):
         dsbuild.run(job, client=client)
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob("out.tmp-*"))
+
+
+def test_a_weight_column_the_job_did_not_name_is_said_and_text_refused(tmp_path):
+    """A body weight named ``weight`` was read by reweigh as sample weights (its text values
+    as missing ones) and overwritten, without a word."""
+    from dsbuild.job import load_job
+    from dsbuild.pipeline import validate_against_source
+
+    job = {"name": "pets", "source": {"format": "csv", "path": str(tmp_path / "pets.csv")},
+           "columns": {"id": "name", "label": "adopted", "sensitive": ["sex"]}, "stages": ["reweigh"],
+           "sink": {"path": str(tmp_path / "out")}}
+    (tmp_path / "pets.csv").write_text("name,weight,sex,adopted\nrex,30 kg,M,1\ntom,4.5,F,0\n")
+    with pytest.raises(StageError, match="'reweigh' counts each row by its weight in the column 'weight', which holds str"):
+        validate_against_source(load_job(job))
+    (tmp_path / "pets.csv").write_text("name,weight,sex,adopted\nrex,30,M,1\ntom,4.5,F,0\n")
+    (note,) = validate_against_source(load_job(job))
+    assert "counts each row by the source's column 'weight' as its sample weight (and reweigh multiplies it)" in note
+    assert validate_against_source(load_job({**job, "columns": {**job["columns"], "weight": "w"}})) == []
+    assert validate_against_source(load_job({**job, "columns": {**job["columns"], "weight": "weight"}})) == []

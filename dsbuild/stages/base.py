@@ -93,6 +93,7 @@ class Stage:
     name: ClassVar[str] = ""
     shape: ClassVar[str] = ""
     adds_rows: ClassVar[bool] = False
+    reads_weights: ClassVar[bool] = False  # counts each row by the job's weight column (columns.weight)
     Options: ClassVar[type[StageOptions]] = StageOptions
 
     def __init__(self, options: StageOptions | dict | None = None, **settings: Any):

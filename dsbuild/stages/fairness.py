@@ -144,6 +144,7 @@ class FairnessStage(FitApplyStage):
 
     Options = FairnessOptions
     needs_label: bool = True
+    reads_weights = True
 
     def order_warnings(self, earlier, later) -> list[str]:
         """Weights, labels and group counts computed before duplicates and poisoned rows
