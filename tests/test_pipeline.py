@@ -231,8 +231,15 @@ def test_refuses_to_overwrite_unless_asked(client, tmp_path):
     with pytest.raises(OutputExists, match="exists and is not empty"):
         dsbuild.run(digits_job(tmp_path), client=client)
     assert (tmp_path / "out" / "precious.txt").exists()
+    # asked, it still replaces only an earlier output: a folder of other work was deleted whole
+    with pytest.raises(OutputExists, match="is not a dsbuild output"):
+        dsbuild.run(digits_job(tmp_path), client=client, overwrite=True)
+    assert (tmp_path / "out" / "precious.txt").exists()
+    (tmp_path / "out" / "precious.txt").unlink()
+    dsbuild.run(digits_job(tmp_path), client=client)
+    (tmp_path / "out" / "data" / "note.txt").write_text("an earlier output, written into")
     dsbuild.run(digits_job(tmp_path), client=client, overwrite=True)
-    assert not (tmp_path / "out" / "precious.txt").exists() and (tmp_path / "out" / "_SUCCESS").exists()
+    assert not (tmp_path / "out" / "data" / "note.txt").exists() and (tmp_path / "out" / "_SUCCESS").exists()
 
 
 @register

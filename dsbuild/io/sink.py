@@ -54,10 +54,19 @@ class Sink:
         self.column_types: dict[str, pa.DataType] = {}
 
     def check_target(self) -> None:
-        """Refuse to replace a non-empty folder unless asked; checked before any work."""
-        if self.fs.exists(self.path) and not self.overwrite:
-            if self.fs.isfile(self.path) or self.fs.ls(self.path):
-                raise OutputExists(f"{self.path} exists and is not empty; pass --overwrite (overwrite=True) to replace it")
+        """Refuse to replace a non-empty folder unless asked, and, asked, anything but an
+        earlier output (a folder of other work was deleted whole); checked before any work."""
+        if not self.fs.exists(self.path):
+            return
+        if self.fs.isfile(self.path):
+            raise OutputExists(f"{self.path} is a file, not an output folder; write the output elsewhere")
+        if not self.fs.ls(self.path):
+            return
+        if not self.overwrite:
+            raise OutputExists(f"{self.path} exists and is not empty; pass --overwrite (overwrite=True) to replace it")
+        if not any(self.fs.exists(posixpath.join(self.path, name)) for name in ("manifest.json", SUCCESS)):
+            raise OutputExists(f"{self.path} is not a dsbuild output (it has no manifest.json), and --overwrite replaces "
+                               "only an earlier output; delete it yourself, or write the output elsewhere")
 
     def check_apart_from(self, source, others: list[tuple[str, object]] = ()) -> None:
         """Refuse an output that a Parquet source's folder holds (the next run would read
