@@ -30,7 +30,7 @@ from dsbuild.stages.conditions import Condition, all_hold
 class OversampleOptions(StageOptions):
     ratio: float = Field(1.0, gt=0, le=1.0, description="grow each minority class to ratio × the largest class")
     k_neighbors: int = Field(5, ge=1, description="neighbours to interpolate towards")
-    classes: list[str] | None = Field(None, description="classes to grow (default: every class smaller than the target)")
+    classes: list[str | int | float | bool] | None = Field(None, description="classes to grow (default: every class smaller than the target)")
     where: list[Condition] = Field(
         default_factory=list, description="rows to make new rows from, e.g. [{column: split, op: ==, value: train}]; "
         "the others pass through and count towards no class")
@@ -60,8 +60,11 @@ class Oversample(Stage):
             self.check(frame._meta)
         counts = shapes.fit(frame, self._count, _add_counts, label=self.ctx.name)
         self.require_where_rows(sum(counts.values()))
-        self.targets_ = smote_kernel.class_targets(counts, self.options.ratio, self.options.classes)
+        classes = None if self.options.classes is None else [str(c) for c in self.options.classes]  # as _labels writes them
+        self.targets_ = smote_kernel.class_targets(counts, self.options.ratio, classes)
         self.counts_ = counts
+        goal = round(self.options.ratio * max(counts.values(), default=0))
+        self.lone_ = sorted(c for c, n in counts.items() if n < 2 and n < goal and (classes is None or c in classes))
         return shapes.group(frame, self._key, self._grow, label=self.ctx.name)
 
     def _labels(self, part):
@@ -120,6 +123,12 @@ class Oversample(Stage):
         """A class with fewer than two rows whose features are all present cannot be
         interpolated: it grows less than planned, which the counts alone would hide."""
         notes = super().result_warnings(entry)
+        lone = getattr(self, "lone_", [])
+        if lone:
+            many = len(lone) > 1
+            notes.append(f"stage {self.ctx.name!r} left class{'es' if many else ''} {', '.join(map(repr, lone[:5]))} as "
+                         f"{'they are' if many else 'it is'}: a class of one row has no neighbour to make rows towards "
+                         "(imbalanced-learn refuses it)")
         planned, made = sum(getattr(self, "targets_", {}).values()), int(entry.get("metrics", {}).get("synthetic", 0))
         if made < planned:
             notes.append(f"stage {self.ctx.name!r} made {made:,} of the {planned:,} rows it planned: a class needs two rows "
@@ -185,6 +194,9 @@ class Synthesize(Stage):
         numeric, categorical, numbers = self.numeric_, self.categorical_, self._numbers
         marginals = shapes.fit(frame, lambda p, s: Marginals.scan(numbers(p), numeric, categorical), Marginals.merge, label=self.ctx.name)
         self.require_where_rows(marginals.rows)
+        if marginals.rows == 0:  # every row was rejected before it: nothing to model (numpy failed on it)
+            self.copula_, self.left_out_ = None, []
+            return shapes.map(frame, self._add_rows, None, frame.npartitions, label=self.ctx.name)
         wide = [c for c, d in marginals.categorical.items() if len(d.counts) > self.options.max_categories]
         if wide:
             marginals.categorical = {c: d for c, d in marginals.categorical.items() if c not in wide}
@@ -207,7 +219,7 @@ class Synthesize(Stage):
     def _add_rows(self, part: pd.DataFrame, copula: GaussianCopula, npartitions: int, partition_info=None) -> pd.DataFrame:
         part = with_marks(part)
         part[self.options.marker] = False
-        number = partition_info["number"] if partition_info else None
+        number = partition_info["number"] if partition_info and copula is not None else None
         blocks = range(number, -(-self.options.rows // BLOCK), npartitions) if number is not None else range(0)
         new = [self._block(part, copula, b) for b in blocks]
         return _stable_dtypes(pd.concat([part, *new], ignore_index=True) if new else part, part)
@@ -239,6 +251,13 @@ class Synthesize(Stage):
     def summary(self) -> dict:
         copula = getattr(self, "copula_", None)
         return {} if copula is None else {**copula.summary(), "left_out": self.left_out_}
+
+    def result_warnings(self, entry: dict) -> list[str]:
+        notes = super().result_warnings(entry)
+        if hasattr(self, "copula_") and self.copula_ is None:
+            notes.append(f"stage {self.ctx.name!r} made none of its {self.options.rows:,} rows: no row reached it to model "
+                         "(the source has none, or the stages before it rejected every one)")
+        return notes
 
 
 _EPOCH = pd.Timestamp(0, tz="UTC")

@@ -80,6 +80,26 @@ def test_oversample_leaves_out_a_feature_no_row_has_and_warns_when_a_class_canno
     assert stage.result_warnings({"metrics": {"synthetic": planned}, "in": len(cancer)}) == []
 
 
+def test_oversample_says_which_class_of_one_row_it_cannot_grow_and_takes_classes_as_the_label_is():
+    """A class of one row was left as it was without a word; ``classes: [1]`` for an integer
+    label was refused (it had to be written "1")."""
+    frame = pd.DataFrame({"id": [f"r{i}" for i in range(13)], "f": np.arange(13.0), "y": [0] * 10 + [1, 1, 2]})
+    stage = Oversample(classes=[1, 2])
+    kept, _ = run_stage(stage, frame, roles=Roles(label="y"))
+    assert kept["y"].value_counts().to_dict() == {0: 10, 1: 10, 2: 1}
+    (note,) = stage.result_warnings({"metrics": {"synthetic": 8}, "in": 13})
+    assert "left class '2' as it is: a class of one row has no neighbour" in note
+
+
+def test_synthesize_on_no_rows_makes_none_and_says_so(adult):
+    """Every row rejected before it: numpy failed on an empty correlation matrix."""
+    stage = Synthesize(rows=50)
+    kept, _ = run_stage(stage, adult.iloc[:0])
+    assert kept.empty
+    (note,) = stage.result_warnings({"metrics": {}, "in": 0})
+    assert "made none of its 50 rows: no row reached it to model" in note
+
+
 @pytest.mark.parametrize("stage", [Oversample, lambda where: Synthesize(rows=50, where=where)], ids=["oversample", "synthesize"])
 def test_a_where_that_names_no_row_is_an_error(cancer, stage):
     """A typo in where's value: oversample added nothing without a word, synthesize failed
