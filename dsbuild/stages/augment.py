@@ -193,6 +193,17 @@ class Augment(FitApplyStage):
         return {"target": plan["target"], "classes": per_class}
 
     # -- making copies ------------------------------------------------------------------
+    def result_warnings(self, entry: dict) -> list[str]:
+        """Images that do not decode pass through with no copies; a user who skipped
+        validate_images would not know that some of the training images are broken."""
+        notes = super().result_warnings(entry)
+        broken = int(entry.get("metrics", {}).get("undecodable", 0))
+        if broken:
+            notes.append(f"stage {self.ctx.name!r}: {broken:,} image{'s' if broken > 1 else ''} did not decode and "
+                         f"{'were' if broken > 1 else 'was'} kept without copies; put validate_images before it to reject "
+                         "broken images with their reason")
+        return notes
+
     def _augment_fixed(self, part: pd.DataFrame) -> pd.DataFrame:
         named = all_hold(self.options.where, part)
         out = self.apply_copies(self._with_marks(part), np.where(named, self.options.copies, 0).astype(np.int64))

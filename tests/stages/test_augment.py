@@ -332,3 +332,16 @@ def test_copies_in_a_format_that_cannot_hold_them_are_converted_as_their_columns
     else:
         assert decoded["grey"].shape == (512, 512, 3) and close(decoded["grey"], np.dstack([camera[:, ::-1]] * 3))
         assert decoded["alpha"].shape == (512, 512, 4) and close(decoded["alpha"], bgra[:, ::-1])
+
+
+def test_images_that_do_not_decode_are_kept_without_copies_and_said(digits, client, tmp_path):
+    """Corrupt and empty image bytes passed through with no word (only a metric counted them)."""
+    import dsbuild
+
+    frame = digits[["id", "image", "label"]].head(6).copy()
+    frame["image"] = pd.Series([b"not an image", b"", *frame["image"].iloc[2:]], dtype=frame["image"].dtype)
+    job = {"name": "broken", "source": {"format": "frame", "frame": frame}, "columns": {"label": "label", "image": "image"},
+           "stages": [{"augment": {"transforms": ["hflip"]}}], "sink": {"path": str(tmp_path / "out")}}
+    manifest = dsbuild.run(job, client=client)
+    assert manifest["stages"][1]["added"] == 4 and manifest["stages"][1]["metrics"]["undecodable"] == 2
+    assert any("augment': 2 images did not decode and were kept without copies" in w for w in manifest["warnings"])
