@@ -522,6 +522,8 @@ class AggregateLabels(Stage):
         classes = Classes.declared(o.labels) if o.labels is not None else Classes.discovered(
             {k: inventory["examples"][k] for k in inventory["labels"].index}
         )
+        if inventory["rows"] == 0:
+            raise StageError(f"stage {self.ctx.name!r}: the annotations hold no rows")
         if len(classes) == 0:
             raise StageError(f"stage {self.ctx.name!r}: the annotations hold no usable label")
         counts = inventory["annotators"]
@@ -604,6 +606,7 @@ class AggregateLabels(Stage):
         would go to rejects as no-annotations without a word on why. Labels that differ
         only in case (free-text answers) are classes of their own, which splits votes."""
         notes = _case_variants(self.ctx.name, entry.get("summary", {}).get("labels", []))
+        notes += _annotation_notes(self.ctx.name, entry.get("summary", {}).get("annotations", {}))
         items = entry.get("summary", {}).get("items_annotated", 0)
         matched = int(entry["metrics"].get("annotated", 0))
         if not items or matched >= items:
@@ -616,6 +619,23 @@ class AggregateLabels(Stage):
         return notes + [f"stage {self.ctx.name!r}: {items - matched:,} of the {items:,} annotated items are not rows "
                         "of the data (ids are compared as written, case included, spaces around them not); their answers still count towards "
                         "each annotator's quality."]
+
+
+def _annotation_notes(stage: str, counts: dict) -> list[str]:
+    """Answers that were not counted, or counted twice, change the labels without a word
+    in the output: the rows they came from cannot go to rejects (they are not the data's)."""
+    notes = []
+    if counts.get("rows") and not counts.get("used"):
+        notes.append(f"stage {stage!r}: none of the {counts['rows']:,} annotation rows is a vote (unreadable "
+                     f"{counts.get('unreadable', 0):,}, without a value {counts.get('missing_value', 0):,}, outside the labels "
+                     f"{counts.get('outside_labels', 0):,}: {counts.get('outside_label_examples', [])[:3]})")
+    elif counts.get("unreadable"):
+        notes.append(f"stage {stage!r}: {counts['unreadable']:,} annotation rows could not be read and are not counted")
+    if counts.get("duplicate_answers"):
+        notes.append(f"stage {stage!r}: {counts['duplicate_answers']:,} answers repeat an answer of the same annotator to "
+                     "the same item and count as votes of their own (as in crowd-kit); drop repeated answers before "
+                     "this stage for one vote per annotator and item")
+    return notes
 
 
 def _case_variants(stage: str, labels: list) -> list[str]:

@@ -380,3 +380,24 @@ def test_a_job_reads_annotations_from_csv_and_reports_in_the_manifest(client, tm
     assert manifest["stages"][1]["rejected_by_reason"] == {"no-annotations": len(y)}
     (warning,) = manifest["warnings"]
     assert f"none of the {len(y) - 1:,} annotated items is a row of the data (annotation items: 0, 1, 10, …)" in warning
+
+
+def test_answers_not_counted_or_counted_twice_are_said():
+    """Repeated answers outvoted the other annotators, and an annotation file of no usable
+    vote rejected every row, each without a word."""
+    data = pd.DataFrame({"id": ["a", "b"], "x": [1.0, 2.0]})
+    ann = pd.DataFrame({"item": ["b"] * 5, "annotator": ["w1", "w1", "w1", "w2", "w3"], "label": ["tea", "tea", "tea", "cafe", "cafe"]})
+    stage = AggregateLabels(annotations=ann, method="majority_vote")
+    kept, _ = run_stage(stage, data)
+    assert kept.set_index("id")["label"].to_dict() == {"b": "tea"}  # counted as crowd-kit counts them: said, not changed
+    notes = stage.result_warnings({"summary": stage.summary(), "metrics": {"annotated": 1}})
+    assert any("2 answers repeat an answer of the same annotator to the same item" in n for n in notes)
+
+    stage = AggregateLabels(annotations=ann, method="majority_vote", labels=["yes", "no"])
+    kept, rejected = run_stage(stage, data)
+    assert kept.empty and len(rejected) == 2
+    notes = stage.result_warnings({"summary": stage.summary(), "metrics": {"annotated": 0}})
+    assert any("none of the 5 annotation rows is a vote" in n and "outside the labels 5" in n for n in notes)
+
+    with pytest.raises(StageError, match="the annotations hold no rows"):
+        run_stage(AggregateLabels(annotations=ann.iloc[:0], method="majority_vote", labels=["yes", "no"]), data)
