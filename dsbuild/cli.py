@@ -279,6 +279,10 @@ def summary_table(m: dict) -> str:
             lines.append("  ".join("-" * w for w in widths))
     t = m["totals"]
     lines.append("")
+    resumed = m.get("resumed_from_stage")
+    if resumed is not None and resumed + 1 < len(m["stages"]):
+        lines.append(f"resumed: from the checkpoint before {m['stages'][resumed + 1]['name']!r}; the stages before it "
+                     "ran in the interrupted run")
     lines.append(f"rows: {t['in']} in → {t['kept']} kept, {t['rejected']} rejected, {t['added']} added")
     reasons: dict[str, int] = {}
     for s in m["stages"]:

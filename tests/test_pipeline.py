@@ -628,6 +628,7 @@ def test_resume_after_the_driver_is_killed(client, tmp_path):
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["resumed_from_stage"] == 1
     assert manifest["ledger"]["balanced"] and manifest["stages"][2]["name"] == "reweigh"
+    assert "resumed: from the checkpoint before 'reweigh'" in done.stdout
     kept, rejects = read_output(tmp_path / "out")
     kept_0, rejects_0 = read_output(tmp_path / "undisturbed")
     pd.testing.assert_frame_equal(kept, kept_0)

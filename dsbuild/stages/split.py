@@ -122,8 +122,8 @@ class Split(MapStage):
             for s in earlier if s.name in ("oversample", "synthesize")
         ]
         after = [
-            f"stage {s.ctx.name!r} runs after {self.ctx.name!r} without where, so it also changes the {others} rows "
-            f"and fits on them; give it {where}"
+            f"stage {s.ctx.name!r} runs after {self.ctx.name!r} without where, so it fits on the {others} rows too and "
+            + (f"adds new rows to them; give it {where}" if s.name in ("augment", "oversample", "synthesize") else f"changes them; give it {where}")
             for s in later if s.name in _GROWS_OR_CHANGES_ROWS and not s.options.where
         ]
         after += [

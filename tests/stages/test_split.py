@@ -80,7 +80,9 @@ def test_options_and_warnings():
 
     train = [{"column": "split", "op": "==", "value": "train"}]
     (later,) = late.order_warnings([], [Resample().bind(StageContext("resample", 0)), Resample(where=train).bind(StageContext("resample2", 0))])
-    assert "'resample' runs after 'split' without where, so it also changes the validation and test rows" in later
+    assert "'resample' runs after 'split' without where, so it fits on the validation and test rows too and changes them" in later
+    (added,) = late.order_warnings([], [Oversample().bind(StageContext("oversample", 0))])
+    assert "so it fits on the validation and test rows too and adds new rows to them" in added
     from dsbuild.stages.clean import Select
 
     assert late.order_warnings([], [Select(columns=["age"]).bind(StageContext("select", 0))]) == []  # its where filters
