@@ -12,6 +12,7 @@ import copy
 import dataclasses
 import difflib
 import os
+import types
 from pathlib import Path
 from typing import Any, Literal
 
@@ -257,6 +258,12 @@ def _stage_problems(data: dict, where: str, lines: dict) -> tuple[list[str], set
     for i, entry in enumerate(entries):
         if isinstance(entry, Stage):
             continue
+        if isinstance(entry, dict) and "name" not in entry and len(entry) > 1 and all(k in STAGES for k in entry):
+            bad.add(i)
+            named = " and ".join(map(repr, entry))
+            problems.append(f"{_place(where, _line_of(('stages', i), lines))}: stages[{i}]: {named} are under one '-'; "
+                            "give each stage its own list item")
+            continue
         name = entry if isinstance(entry, str) else _stage_name(entry)
         if not isinstance(name, str) or name not in STAGES:
             continue
@@ -269,11 +276,39 @@ def _stage_problems(data: dict, where: str, lines: dict) -> tuple[list[str], set
             STAGES[name].Options(**options)
         except ValidationError as e:
             bad.add(i)
-            for err in e.errors():
-                path = ("stages", i, name, *err["loc"])
+            for err in _without_rival_branches(e.errors()):
+                path = _data_path(("stages", i, name, *err["loc"]), data)
                 at = _place(where, _line_of(path, lines))
                 problems.append(f"{at}: {_dotted(path)}: {_message(err, path, data)}")
     return problems, bad
+
+
+def _is_union_tag(key) -> bool:
+    """pydantic's name for one member of a union in an error's place (``literal['a','b']``,
+    ``function-after[check(), Rule]``): no key the user wrote."""
+    return isinstance(key, str) and "[" in key and key.endswith("]")
+
+
+def _without_rival_branches(errors: list[dict]) -> list[dict]:
+    """A value that fits no member of a union gets an error from each member; keep those of
+    the member the user meant. ``{stratgy: median}`` for a strategy or a rule said both
+    "should be 'median', 'mean', ..." and "unknown option 'stratgy'": the member that got
+    further into the value is meant; at a tie, a value that is no mapping meant the plain
+    member, not the one with options ("should be a valid dictionary")."""
+    def branch(e):  # (the place before the union's member, how far past it the error is)
+        cut = next((i for i, k in enumerate(e["loc"]) if _is_union_tag(k)), None)
+        return None if cut is None else (tuple(e["loc"][:cut]), len(e["loc"]) - cut - 1)
+
+    deepest: dict[tuple, int] = {}
+    for e in errors:
+        if (at := branch(e)) is not None:
+            deepest[at[0]] = max(deepest.get(at[0], 0), at[1])
+    kept = [e for e in errors if (at := branch(e)) is None or at[1] == deepest[at[0]]]
+    rivals: dict[tuple, int] = {}
+    for e in kept:
+        if (at := branch(e)) is not None:
+            rivals[at[0]] = rivals.get(at[0], 0) + 1
+    return [e for e in kept if (at := branch(e)) is None or rivals[at[0]] == 1 or e["type"] not in ("dict_type", "model_type")]
 
 
 def _read_text(source) -> tuple[str, str]:
@@ -403,7 +438,7 @@ def _scalar(node):
 
 def _explain(err: ValidationError, where: str, lines: dict, data: dict) -> list[str]:
     problems = []
-    for e in err.errors():
+    for e in _without_rival_branches(err.errors()):
         path = _data_path(e["loc"], data)
         at = _place(where, _line_of(path, lines))
         problems.append(f"{at}: {_dotted(path) or 'job'}: {_message(e, path, data)}")
@@ -430,7 +465,7 @@ def _data_path(loc: tuple, data) -> tuple:
         elif isinstance(node, list) and isinstance(key, int) and key < len(node):
             path.append(key)
             node = node[key]
-        elif isinstance(node, dict) and key not in node and rest:
+        elif _is_union_tag(key) or (isinstance(node, dict) and key not in node and rest):
             continue  # a union tag such as 'csv' in source.csv.sep
         else:
             path.append(key)
@@ -478,7 +513,7 @@ def _message(e: dict, path: tuple, data: dict) -> str:
         )
     if kind == "value_error":  # our validators' own words; a long input would bury them
         msg, got = msg.removeprefix("Value error, "), repr(e.get("input"))
-        return msg if len(got) > 80 or got in msg else f"{msg} (got {got})"
+        return msg if len(got) > 80 or got in msg or "got " in msg else f"{msg} (got {got})"
     if kind == "union_tag_invalid":
         return f"unknown format {ctx.get('tag')!r}; formats: {ctx.get('expected_tags')}"
     if "input" in e and kind not in ("missing",):
@@ -504,6 +539,27 @@ def _valid_keys(path: tuple, data: dict) -> list[str]:
         return list(ColumnsSpec.model_fields)
     if parent == ("sink",):
         return list(SinkSpec.model_fields)
-    if parent[0] == "stages" and len(parent) == 3 and parent[2] in STAGES:
-        return [f.alias or n for n, f in STAGES[parent[2]].Options.model_fields.items()]
+    if parent[0] == "stages" and len(parent) >= 3 and parent[2] in STAGES:
+        model = _model_at(STAGES[parent[2]].Options, parent[3:])
+        return [f.alias or n for n, f in model.model_fields.items()] if model else []
     return []
+
+
+def _model_at(model, keys: tuple):
+    """The options model that the keys below a stage's options lead to (``columns.age`` of
+    impute: an ImputeRule), through mappings, lists and unions; None if they lead to none."""
+    import typing
+
+    kinds = [model]
+    for key in keys:
+        found = []
+        for kind in kinds:
+            if isinstance(kind, type) and issubclass(kind, BaseModel):
+                field = kind.model_fields.get(key) or next((f for f in kind.model_fields.values() if f.alias == key), None)
+                found += [field.annotation] if field else []
+            elif typing.get_origin(kind) in (dict, list) and typing.get_args(kind):
+                found.append(typing.get_args(kind)[-1])  # a mapping's value, a list's item
+        kinds = []
+        for kind in found:  # unions and Optional open into their members
+            kinds += [a for a in typing.get_args(kind)] if typing.get_origin(kind) in (typing.Union, types.UnionType) else [kind]
+    return next((k for k in kinds if isinstance(k, type) and issubclass(k, BaseModel)), None)

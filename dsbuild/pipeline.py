@@ -253,7 +253,7 @@ class Execution:
             try:
                 stage.check(kept._meta)
             except StageError as e:
-                raise StageError(f"stages[{i}] {stage.ctx.name}: {e}") from None
+                raise _at_stage(i, stage, e) from None
             self.warnings += stage.column_warnings(kept._meta)
             if stage.multi_pass and not stored:
                 kept, stored = self._flush(kept, checkpoint=i), True
@@ -443,7 +443,7 @@ def validate_against_source(spec: JobSpec) -> list[str]:
         try:
             stage.check(meta)
         except StageError as e:
-            raise StageError(f"stages[{i}] {stage.ctx.name}: {e}") from None
+            raise _at_stage(i, stage, e) from None
         notes += stage.column_warnings(meta)
         meta = stage.columns_after(meta)
         meta = kept_rows(meta) if REJECT in meta.columns else meta
@@ -451,6 +451,11 @@ def validate_against_source(spec: JobSpec) -> list[str]:
     if problem and all(s.shape == "map" for s in stages):
         raise StageError(problem)
     return notes + ([problem + " (a stage that is not a map may add it)"] if problem else [])
+
+
+def _at_stage(i: int, stage: Stage, e: StageError) -> StageError:
+    """The stage's error with its place in the job, its name said once."""
+    return StageError(f"stages[{i}] {stage.ctx.name}: {str(e).removeprefix(f'stage {stage.ctx.name!r}: ')}")
 
 
 def _weight_column(spec: JobSpec, meta: pd.DataFrame, stages: list[Stage]) -> list[str]:

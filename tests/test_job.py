@@ -62,6 +62,21 @@ def test_bad_stage_option_value_lists_choices(tmp_path):
     assert ":8: stages[0].select.where[0].op:" in problem and "'>='" in problem and "(got '=>')" in problem
 
 
+def test_nested_options_are_named_as_written_with_a_suggestion(tmp_path):
+    """Inside a rule, a typo got no suggestion, and a value that fits neither form of a
+    union got one error per form, in pydantic's names (``literal['median',...]``)."""
+    stage = "  - impute: {columns: {age: {stratgy: median}, fnlwgt: medianx}}\n"
+    problems = errors_of(GOOD.replace("  - cast: {schema: {age: float}}\n", stage), tmp_path)
+    assert len(problems) == 2 and not any("literal[" in p or "function-after" in p for p in problems)
+    assert any(":9: stages[1].impute.columns.age.stratgy: unknown option 'stratgy' (did you mean 'strategy'?)" in p for p in problems)
+    assert any("stages[1].impute.columns.fnlwgt: Input should be 'median'" in p and "(got 'medianx')" in p for p in problems)
+
+
+def test_two_stages_under_one_dash_are_named(tmp_path):
+    (problem,) = errors_of(GOOD.replace("  - cast:", "    cast:"), tmp_path)
+    assert ":8: stages[0]: 'select' and 'cast' are under one '-'; give each stage its own list item" in problem
+
+
 def test_several_problems_are_reported_together(tmp_path):
     text = GOOD.replace("format: sample", "format: sampel").replace("seed: 7", "seed: seven")
     problems = errors_of(text, tmp_path)

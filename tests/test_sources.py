@@ -464,3 +464,10 @@ def test_parquet_written_by_pandas_from_nested_arrow_columns(tmp_path):
     assert [list(o["category"]) if o is not None else None for o in out["objects"]] == [["cat"], [], None]
     assert [list(e) if e is not None else None for e in out["embedding"]] == [[0.5, 1.5], [2.0], None]
     assert out["n"].tolist()[:2] == [1, 2] and pd.isna(out["n"].iloc[2])
+
+
+def test_a_file_that_is_not_csv_text_is_named_for_what_it_is(tmp_path):
+    """A Parquet file read as CSV was 'not utf8 text; set source.encoding to latin-1'."""
+    pd.DataFrame({"a": [1, 2]}).to_parquet(tmp_path / "x.parquet")
+    with pytest.raises(SourceError, match="x.parquet: not CSV text but a Parquet file: use format: parquet"):
+        read_source({"format": "csv", "path": str(tmp_path / "x.parquet")})

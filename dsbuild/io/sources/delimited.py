@@ -165,8 +165,16 @@ def _has_newline_value(table: pa.Table) -> bool:
     )
 
 
+_MAGIC = {b"PAR1": "a Parquet file: use format: parquet", b"PK\x03\x04": "a zip archive: unpack it",
+          b"\x1f\x8b": "gzip-compressed: name it .csv.gz, or unpack it", b"\x89PNG": "a PNG image: use format: images",
+          b"\xff\xd8\xff": "a JPEG image: use format: images"}
+
+
 def _not_text(sample: bytes, spec: CsvSource) -> str:
     """The first line of ``spec.path`` that is not ``spec.encoding`` text, and the way out."""
+    kind = next((what for magic, what in _MAGIC.items() if sample.startswith(magic)), None)
+    if kind:
+        return f"{spec.path}: not CSV text but {kind}"
     for number, line in enumerate(sample.split(b"\n"), start=1):
         try:
             line.decode(spec.encoding)
