@@ -22,6 +22,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import dask
+import numpy as np
 import pandas as pd
 
 import dsbuild
@@ -236,6 +237,8 @@ class Execution:
         if self.source.schema is not None:
             self.sink.column_types = {f.name: f.type for f in self.source.schema}
         marked = _marked_source(self.source, spec.columns.id)
+        if (spec.columns.id and spec.columns.id != ID) or self.source.ids_given:
+            marked = _with_repeated_ids_rejected(marked)
         _check_roles(spec, marked._meta)
         kept = self._add_run(StageRun("source", "read", None, marked))
         stages = spec.build_stages(marked._meta)
@@ -518,6 +521,56 @@ def _whole_compressed_files(source, files: list[dict]) -> list[str]:
     return [f"source: {f['path']} is compressed ({f['size'] / 2**20:,.1f} MiB), so one task reads it whole, with memory "
             f"for all of it; unpack it, or split it into files, for reads in blocks of source.blocksize"
             for f in large[:3]]
+
+
+def _with_repeated_ids_rejected(marked):
+    """The data's own ids, checked to name one row each: every row but the first of an id
+    goes to rejects as ``id:repeated``. Stages key rows by id (near-duplicate clusters,
+    keepers, crowd labels), and two rows under one id were taken as one: near_dedup_text
+    joined two clusters through a shared id and kept no copy of one of them.
+
+    Ids made from file:row are unique as made; this runs only where the data gives them.
+    It costs a pass over the source that counts 64-bit hashes of the ids (a shuffle of
+    integers), and, where a hash repeats, one more that fetches only those rows to compare
+    their ids exactly. The first row is the first in the source's order (partition, then
+    row), whatever the partitioning.
+    """
+    places = marked.map_partitions(_id_places, meta=_id_places(marked._meta), token="dsbuild-id-places")
+    counts = places.groupby("_hash", sort=False)["_at"].count(split_out=max(1, marked.npartitions // 4))
+    (hashes,) = dask.compute(counts[counts > 1].index)
+    if len(hashes) == 0:
+        return marked
+    suspects = dask.delayed(pd.Index(hashes), pure=True)
+    rows = places.map_partitions(lambda p, h: p[p["_hash"].isin(h)], suspects, meta=places._meta, token="dsbuild-id-suspects")
+    (rows,) = dask.compute(rows)  # only the rows whose id's hash repeats
+    counts = rows.groupby(ID)["_at"].agg(["count", "min"])
+    first = counts.loc[counts["count"] > 1, "min"]
+    if first.empty:  # hashes that collided, ids that did not
+        return marked
+    return marked.map_partitions(_reject_repeats, dask.delayed(first, pure=True), meta=marked._meta, token="dsbuild-id-repeats")
+
+
+def _id_places(part: pd.DataFrame, partition_info=None) -> pd.DataFrame:
+    """Each unrejected row's id, its hash, and its place in the source (partition, row) as
+    one sortable number."""
+    number = partition_info["number"] if partition_info else 0
+    ok = np.flatnonzero(part[REJECT].isna().to_numpy())
+    ids = part[ID].astype("string").iloc[ok]
+    return pd.DataFrame({
+        ID: ids.to_numpy(), "_hash": pd.util.hash_pandas_object(ids, index=False).to_numpy().view(np.int64),
+        "_at": (np.int64(number) << 32) + ok.astype(np.int64),
+    })
+
+
+def _reject_repeats(part: pd.DataFrame, first: pd.Series, partition_info=None) -> pd.DataFrame:
+    places = _id_places(part, partition_info)
+    keeper = first.reindex(places[ID], fill_value=-1).to_numpy()
+    again = (keeper >= 0) & (keeper != places["_at"].to_numpy())
+    if not again.any():
+        return part
+    mark = part[REJECT].to_numpy(dtype=object).copy()
+    mark[places["_at"].to_numpy()[again] & 0xFFFFFFFF] = "id:repeated"
+    return part.assign(**{REJECT: mark})
 
 
 def _with_known_ids(part: pd.DataFrame, id_column: str | None) -> pd.DataFrame:

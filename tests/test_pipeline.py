@@ -755,3 +755,23 @@ def test_a_weight_column_the_job_did_not_name_is_said_and_text_refused(tmp_path)
     assert "counts each row by the source's column 'weight' as its sample weight (and reweigh multiplies it)" in note
     assert validate_against_source(load_job({**job, "columns": {**job["columns"], "weight": "w"}})) == []
     assert validate_against_source(load_job({**job, "columns": {**job["columns"], "weight": "weight"}})) == []
+
+
+def test_rows_that_repeat_an_id_the_data_gives_are_rejected_but_the_first(client, tmp_path):
+    """Two rows under one id were one row to the stages: near_dedup_text joined two clusters
+    through a shared id and kept no copy of one of them."""
+    fox, ml = "the quick brown fox jumps over the lazy dog near the river bank today", "completely different sentence about machine learning data sets and pipelines here"
+    frame = pd.DataFrame({"uid": ["B", "B", "A", "C", "D", "B"], "text": [fox, ml, fox + "!", ml + "!", "something else entirely, said once", fox]})
+    outputs = []
+    for rows in (6, 2, 1):
+        job = {"name": "repeats", "source": {"format": "frame", "frame": frame, "rows_per_partition": rows}, "columns": {"id": "uid"},
+               "stages": [{"near_dedup_text": {"fields": ["text"]}}], "sink": {"path": str(tmp_path / f"out{rows}")}}
+        manifest = dsbuild.run(job, client=client)
+        kept, rejects = read_output(tmp_path / f"out{rows}")
+        assert manifest["stages"][0]["rejected_by_reason"] == {"id:repeated": 2}
+        assert sorted(rejects.loc[rejects["reason"] == "id:repeated", "text"]) == sorted([fox, ml])  # the first B is kept
+        assert sorted(kept["id"]) == ["A", "C", "D"] and rejects.set_index("reason").loc["duplicate-of=A", "id"] == "B"
+        outputs.append((kept, rejects))
+    for kept, rejects in outputs[1:]:
+        pd.testing.assert_frame_equal(kept, outputs[0][0])
+        pd.testing.assert_frame_equal(rejects, outputs[0][1])

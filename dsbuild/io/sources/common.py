@@ -47,6 +47,8 @@ class Source:
     # The files' Arrow types, where the reader knows them: pandas holds dates, decimals,
     # lists and structs as objects, and the sink writes them back in these types.
     schema: pa.Schema | None = None
+    # The data has an ``id`` column of its own (else ids are file:row, unique as made).
+    ids_given: bool = False
 
     def fingerprint(self) -> str:
         h = hashlib.blake2b(digest_size=16)

@@ -56,7 +56,7 @@ def _read_jsonl(spec: JsonlSource, count_rows: bool = True) -> Source:
     reader = _JsonBlock(fs, schema, tuple(spec.text_columns))
     frame = dd.from_map(Together(reader), together(blocks, records, spec.blocksize), meta=reader.empty(), divisions=None, label="read-jsonl",
                         enforce_metadata=False)
-    return Source(frame, records, skipped, schema)
+    return Source(frame, records, skipped, schema, ids_given=ID in schema.names)
 
 
 def _is_json_array(fs, path: str) -> bool:

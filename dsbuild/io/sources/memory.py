@@ -88,7 +88,8 @@ def _read_frame(spec: FrameSource) -> Source:
         rows = int(sum(lengths))
     meta = _with_id(frame._meta.copy(), spec.name, 0)
     named = frame.map_partitions(_FrameRows(spec.name, starts), meta=meta, enforce_metadata=False, align_dataframes=False)
-    return Source(named, [{"path": f"frame:{spec.name}", "size": rows, "mtime": dask.base.tokenize(spec.frame)}], schema=schema)
+    return Source(named, [{"path": f"frame:{spec.name}", "size": rows, "mtime": dask.base.tokenize(spec.frame)}], schema=schema,
+                  ids_given=ID in frame.columns)
 
 
 def _text_names(frame):

@@ -24,6 +24,7 @@ from dsbuild.io.sources.common import (
     _with_id,
     to_pandas,
 )
+from dsbuild.records import ID
 
 
 class ParquetSource(_Spec):
@@ -106,7 +107,7 @@ def _read_parquet(spec: ParquetSource) -> Source:
     frame = dd.from_map(
         _ParquetPiece(fs, schema), pieces, meta=meta, divisions=None, label="read-parquet", enforce_metadata=False
     )
-    return Source(frame, records, skipped, schema)
+    return Source(frame, records, skipped, schema, ids_given=ID in schema.names)
 
 
 def _common_schema(first: pa.Schema, other: pa.Schema, path: str, first_path: str, merge: bool = False) -> pa.Schema:
