@@ -392,6 +392,24 @@ def test_flat_image_folder_has_no_label(tmp_path):
         read_source({"format": "images", "path": str(tmp_path), "labels": "folders"})
 
 
+def test_a_stray_image_beside_class_folders_is_named_and_other_files_listed(tmp_path):
+    """One image at the top of a folder of class folders turned the labels off, and the
+    job failed later on a missing label column; a text file among them went unsaid."""
+    png = encode_image(np.zeros((2, 2), np.uint8))
+    for rel in ("cats/1.png", "dogs/2.png", "stray.png"):
+        (tmp_path / rel).parent.mkdir(exist_ok=True)
+        (tmp_path / rel).write_bytes(png)
+    with pytest.raises(SourceError, match="2 images sit in class subfolders, but 'stray.png' not: move it into a class folder"):
+        read_source({"format": "images", "path": str(tmp_path)})
+    (tmp_path / "stray.png").unlink()
+    for k in range(25):
+        (tmp_path / "cats" / f"{k}.xml").write_text("<annotation/>")
+    src = read_source({"format": "images", "path": str(tmp_path)})
+    assert sorted(src.frame.compute()["label"]) == ["cats", "dogs"]
+    assert len(src.skipped) == 21 and "not a file this source reads" in src.skipped[0]["why"]
+    assert src.skipped[-1]["why"] == "5 more files in it are not read either"
+
+
 def test_bundled_samples():
     digits = read({"format": "sample", "name": "digits", "partitions": 3})
     assert len(digits) == 1797 and digits["id"].is_unique

@@ -57,6 +57,9 @@ class Source:
         return h.hexdigest()
 
 
+_LISTED_OTHERS = 20  # files of other kinds listed one by one (a folder of images may hold an XML file per image)
+
+
 def _expand(
     path: str | list[str], suffixes: tuple[str, ...], ignore: tuple[str, ...] = (".", "_")
 ) -> tuple[fsspec.AbstractFileSystem, str, list[str], list[dict]]:
@@ -65,7 +68,9 @@ def _expand(
     In a folder, a file is left out when a name on its path below the folder starts with
     one of ``ignore``: hidden files and folders (``.ipynb_checkpoints``, macOS's ``._``
     copies) and, for tables, what writers keep beside their output (Spark's
-    ``_temporary``), as Arrow datasets do. Each is listed, with why, for the manifest."""
+    ``_temporary``), as Arrow datasets do; so is a file of another kind (a README beside
+    the CSVs, a text file among images). Each is listed, with why, for the manifest (files
+    of other kinds up to ``_LISTED_OTHERS``, then counted)."""
     paths = [path] if isinstance(path, str) else list(path)
     fs, _, _ = fsspec.get_fs_token_paths(paths[0])
     files: list[str] = []
@@ -75,16 +80,22 @@ def _expand(
         stripped = fs._strip_protocol(p)
         if fs.isdir(stripped):
             roots.append(stripped)
+            other = 0
             for f in fs.find(stripped):
-                if not f.lower().endswith(suffixes):
-                    continue
                 names = posixpath.relpath(f, stripped).split("/")
                 hidden = next((n for n in names if n.startswith(ignore)), None)
+                if not f.lower().endswith(suffixes):
+                    other += hidden is None
+                    if hidden is None and other <= _LISTED_OTHERS:
+                        left_out.append({"path": f, "why": f"not a file this source reads (names ending in {', '.join(suffixes)})"})
+                    continue
                 if hidden is None:
                     files.append(f)
                 else:
                     kind = "hidden files and folders" if hidden[0] == "." else "a writer's own files"
                     left_out.append({"path": f, "why": f"{hidden!r} starts with {hidden[0]!r}: {kind} are not read"})
+            if other > _LISTED_OTHERS:
+                left_out.append({"path": stripped, "why": f"{other - _LISTED_OTHERS:,} more files in it are not read either"})
         elif any(ch in p for ch in "*?["):
             matched = fs.glob(stripped)
             roots.append(posixpath.dirname(stripped.split("*")[0].split("?")[0].split("[")[0]))

@@ -30,9 +30,14 @@ def _read_images(spec: ImagesSource) -> Source:
     root = fs._strip_protocol(spec.path).rstrip("/")
     rels = [_relative(f, root) for f in files]
     in_folders = all("/" in r for r in rels)
+    flat = [r for r in rels if "/" not in r]
     if spec.labels == "folders" and not in_folders:
-        flat = next(r for r in rels if "/" not in r)
-        raise SourceError(f"{spec.path}: labels: folders, but {flat!r} is not in a class subfolder")
+        raise SourceError(f"{spec.path}: labels: folders, but {flat[0]!r} is not in a class subfolder")
+    if spec.labels == "auto" and flat and len(flat) < len(rels):  # one stray file turned the labels off
+        raise SourceError(f"{spec.path}: {len(rels) - len(flat):,} images sit in class subfolders, but {flat[0]!r}"
+                          f"{f' and {len(flat) - 1:,} more' if len(flat) > 1 else ''} not: move "
+                          f"{'it' if len(flat) == 1 else 'them'} into a class folder, or set labels: none to read the images "
+                          "without labels")
     with_labels = spec.labels == "folders" or (spec.labels == "auto" and in_folders)
     records = [_file_record(fs, f) for f in files]
     chunks = [
