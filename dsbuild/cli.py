@@ -109,15 +109,14 @@ def _value(text: str):
 
 
 def _run(args) -> int:
-    from dsbuild.pipeline import INTERRUPTED, DsbuildWarning, run
+    from dsbuild.pipeline import INTERRUPTED, DsbuildWarning, checked_output, run
     from dsbuild.runtime import connect
 
     warnings.simplefilter("always", DsbuildWarning)
     warnings.formatwarning = lambda msg, *a, **k: f"warning: {msg}\n"
-    from dsbuild.job import load_job
 
-    spec = load_job(args.job, _overrides(args.set))
-    out = args.output or spec.sink.path
+    spec, _ = checked_output(args.job, output=args.output, overwrite=args.overwrite, overrides=_overrides(args.set))
+    out = spec.sink.path
     print(f"dsbuild: {spec.name} → {out}", file=sys.stderr)
     with connect(args.cluster, args.workers) as client, _ctrl_c_noted(INTERRUPTED):
         print(f"dashboard: {client.dashboard_link}", file=sys.stderr)

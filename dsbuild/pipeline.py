@@ -91,10 +91,29 @@ def run(
     ``resume=True`` continues an interrupted run of the same job from its last complete
     checkpoint (kept rows written before each multi-pass stage).
     """
+    spec, sink = checked_output(job, output=output, overwrite=overwrite, overrides=overrides)
+    if client is not None:
+        return _run(spec, sink, client, progress, resume)
+    from dsbuild.runtime import connect
+
+    with connect(cluster, workers) as c:
+        return _run(spec, sink, c, progress, resume)
+
+
+def checked_output(job, *, output: str | None = None, overwrite: bool = False, overrides: dict | None = None) -> tuple[JobSpec, Sink]:
+    """The job and its sink, once the output may be written where the job says: checked
+    before a cluster starts (the CLI refused an existing output only after starting one)."""
     spec = load_job(job, overrides)
     if output:
         spec = spec.model_copy(update={"sink": spec.sink.model_copy(update={"path": output})})
-    sink = Sink(
+    sink = _sink(spec, overwrite)
+    sink.check_target()
+    sink.check_apart_from(spec.source, spec.stage_inputs())
+    return spec, sink
+
+
+def _sink(spec: JobSpec, overwrite: bool) -> Sink:
+    return Sink(
         spec.sink.path,
         shard_rows=spec.sink.shard_rows,
         shard_bytes=spec.sink.shard_bytes,
@@ -103,14 +122,6 @@ def run(
         key=job_key(spec),
         partition_by=spec.sink.partition_by,
     )
-    sink.check_target()
-    sink.check_apart_from(spec.source, spec.stage_inputs())
-    if client is not None:
-        return _run(spec, sink, client, progress, resume)
-    from dsbuild.runtime import connect
-
-    with connect(cluster, workers) as c:
-        return _run(spec, sink, c, progress, resume)
 
 
 def job_key(spec: JobSpec) -> str:
@@ -436,6 +447,7 @@ def validate_against_source(spec: JobSpec) -> list[str]:
     Map stages are run on the empty schema so later stages see the columns earlier ones
     make or drop; other stages are checked against the columns as they arrive.
     """
+    _sink(spec, overwrite=False).check_apart_from(spec.source, spec.stage_inputs())
     frame = _marked_source(read_source(spec.source, count_rows=False), spec.columns.id)
     _check_roles(spec, frame._meta)
     meta = kept_rows(frame._meta)

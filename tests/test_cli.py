@@ -38,6 +38,24 @@ def test_validate_checks_columns_against_the_source(tmp_path, capsys):
     assert "sink.partition_by: 'splits' is not a column of the output (did you mean 'split'?)" in capsys.readouterr().err
 
 
+def test_an_output_that_cannot_be_written_is_refused_before_a_cluster_starts(tmp_path, capsys):
+    """The run refused an existing output, or one inside its Parquet source, only after
+    starting a cluster; validate did not look."""
+    import pandas as pd
+
+    (tmp_path / "src").mkdir()
+    pd.DataFrame({"x": [1, 2]}).to_parquet(tmp_path / "src" / "a.parquet")
+    job = tmp_path / "job.yaml"
+    job.write_text(f"name: t\nsource: {{format: parquet, path: {tmp_path / 'src'}}}\nstages: []\nsink: {{path: {tmp_path / 'src' / 'out'}}}\n")
+    assert main(["validate", str(job)]) == 2
+    assert "is inside source.path" in capsys.readouterr().err
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "kept.txt").write_text("x")
+    assert main(["run", str(job), "--output", str(tmp_path / "out"), "--workers", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "exists and is not empty" in err and "dashboard:" not in err
+
+
 def test_validate_reads_the_files_a_stage_names(tmp_path, capsys):
     """aggregate_labels' annotations and decontaminate's reference: a missing file or column
     is found by validate, not by a run after its cluster has started."""
