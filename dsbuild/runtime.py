@@ -11,6 +11,8 @@ import contextlib
 import functools
 import logging
 import os
+import signal
+import threading
 from collections.abc import Iterator
 
 import dask
@@ -249,8 +251,17 @@ def local_cluster(workers: int | None = None, memory_limit: str | None = None, *
         processes=True,
         memory_limit=memory_limit,
         env={k: "1" for k in THREAD_ENV},
+        preload=["dsbuild.runtime"],  # dask_setup below
         **kwargs,
     )
+
+
+def dask_setup(worker) -> None:
+    """Preloaded into the workers of :func:`local_cluster`: Ctrl-C in a terminal reaches
+    every process of its group, and each worker that took it printed a traceback while
+    the driver was already closing the cluster. The driver alone handles it."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 # A local cluster closes a worker's nanny for good when no worker of that name has come
