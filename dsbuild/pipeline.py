@@ -273,6 +273,9 @@ class Execution:
                 kept, stored = self._flush(kept, checkpoint=i), True
             t = time.perf_counter()
             out = stage.build(kept, shapes)
+            if stage.adds_rows and spec.columns.id and spec.columns.id != ID:
+                out = out.map_partitions(_added_rows_named, spec.columns.id, meta=_added_rows_named(out._meta, spec.columns.id),
+                                         token="dsbuild-added-ids")
             run_ = StageRun(stage.ctx.name, stage.shape, stage, out, time.perf_counter() - t)
             if stage.passes_rows_through:
                 self._add_run(run_)  # accounted at the next flush; its input goes on as it is
@@ -583,6 +586,23 @@ def _reject_repeats(part: pd.DataFrame, first: pd.Series, partition_info=None) -
     mark = part[REJECT].to_numpy(dtype=object).copy()
     mark[places["_at"].to_numpy()[again] & 0xFFFFFFFF] = "id:repeated"
     return part.assign(**{REJECT: mark})
+
+
+def _added_rows_named(part: pd.DataFrame, id_column: str) -> pd.DataFrame:
+    """A row a stage added carries its own id (``parent#smote0``) in the job's id column
+    too, where that column holds text: it kept its parent's value, so the column named
+    two rows alike, and the output read as a source again rejected one as a repeat. A
+    column of numbers cannot hold such an id: it is left empty there."""
+    if id_column not in part.columns:
+        return part
+    added = part[ADDED].fillna(False).to_numpy(dtype=bool) if ADDED in part.columns else np.zeros(len(part), bool)
+    column = part[id_column].copy()
+    if pd.api.types.is_string_dtype(column.dtype) or column.dtype == object:
+        column[added] = part[ID][added].astype(str).to_numpy()
+    else:
+        column = column.astype("Int64") if pd.api.types.is_integer_dtype(column.dtype) else column  # room for a missing value
+        column[added] = None
+    return part.assign(**{id_column: column})
 
 
 def _with_known_ids(part: pd.DataFrame, id_column: str | None) -> pd.DataFrame:

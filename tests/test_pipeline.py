@@ -775,3 +775,21 @@ def test_rows_that_repeat_an_id_the_data_gives_are_rejected_but_the_first(client
     for kept, rejects in outputs[1:]:
         pd.testing.assert_frame_equal(kept, outputs[0][0])
         pd.testing.assert_frame_equal(rejects, outputs[0][1])
+
+
+def test_rows_a_stage_adds_carry_their_id_in_the_jobs_id_column(client, tmp_path):
+    """A SMOTE row kept its parent's value in columns.id's column: the column named two rows
+    alike. A column of numbers cannot hold 'r5#smote0': it is left empty there."""
+    rng = np.random.default_rng(0)
+    for ids in ([f"A{i:03d}" for i in range(40)], list(range(40))):
+        frame = pd.DataFrame({"animal": ids, "f": rng.random(40), "y": [0] * 32 + [1] * 8})
+        job = {"name": "added", "source": {"format": "frame", "frame": frame}, "columns": {"id": "animal", "label": "y"},
+               "stages": ["oversample"], "sink": {"path": str(tmp_path / f"out{type(ids[0]).__name__}")}}
+        dsbuild.run(job, client=client)
+        kept = pd.read_parquet(tmp_path / f"out{type(ids[0]).__name__}" / "data")
+        added = kept[kept["id"].str.contains("#smote")]
+        assert len(added) == 24
+        if isinstance(ids[0], str):
+            assert (added["animal"] == added["id"]).all() and kept["animal"].is_unique
+        else:
+            assert added["animal"].isna().all() and kept["animal"].dtype == "Int64"
