@@ -170,3 +170,23 @@ def test_an_overwrite_keeps_the_files_stages_read():
     out = Sink("/data/out", shard_rows=10, shard_bytes=10, compression="none", overwrite=True)
     with pytest.raises(OutputExists, match=r"stages\[0\].aggregate_labels.annotations.path /data/out/crowd.csv is inside sink.path"):
         out.check_apart_from(spec.source, spec.stage_inputs())
+
+
+def test_an_output_written_by_another_run_meanwhile_is_not_replaced(tmp_path):
+    """Two jobs into one folder: the one that finished last replaced the other's output
+    without --overwrite, as the check ran only at the start."""
+    for overwrite in (False, True):
+        out = tmp_path / f"out{overwrite}"
+        sink = Sink(str(out), shard_rows=10, shard_bytes=10, compression="none", overwrite=overwrite, key="k")
+        sink.check_target()
+        sink.claim()
+        sink.write_text("manifest.json", "{}")  # this run's output, in its temporary folder
+        out.mkdir()
+        (out / "manifest.json").write_text('{"job": "the other run"}')
+        if overwrite:
+            sink.commit()
+            assert (out / "manifest.json").read_text() == "{}"
+        else:
+            with pytest.raises(OutputExists, match="was written by another run while this one ran"):
+                sink.commit()
+            assert (out / "manifest.json").read_text() == '{"job": "the other run"}'

@@ -259,7 +259,12 @@ class Sink:
             f.write(text)
 
     def commit(self) -> None:
-        """Mark success inside the temporary folder, then move it into place."""
+        """Mark success inside the temporary folder, then move it into place. An output that
+        appeared since the run started (another job's, into the same folder) is replaced
+        only with overwrite, as one that was there at the start: it was replaced silently."""
+        if not self.overwrite and self.fs.exists(self.path) and (self.fs.isfile(self.path) or self.fs.ls(self.path)):
+            raise OutputExists(f"{self.path} was written by another run while this one ran; pass --overwrite "
+                               "(overwrite=True) to replace it, or write elsewhere")
         for scratch in ("_staging", "_checkpoints", _OWNER):
             if self.fs.exists(posixpath.join(self.tmp, scratch)):
                 self.fs.rm(posixpath.join(self.tmp, scratch), recursive=True)
