@@ -414,12 +414,14 @@ def _read_checkpoint(sink: Sink, files: list[dict], meta: pd.DataFrame):
 
 def _checkpoint_meta(sink: Sink, files: list[dict], fallback: pd.DataFrame) -> pd.DataFrame:
     """The kept rows' schema as the checkpoint stored it (restored stages may have
-    changed columns in ways an empty frame cannot show)."""
+    changed columns in ways an empty frame cannot show), in the dtypes the rows had, as
+    its pandas metadata names them: read as nullable types, a resumed run's output said
+    ``boolean`` where an uninterrupted run's said ``bool``."""
     if not files:
         return fallback
-    from dsbuild.io.sources import to_pandas
+    from dsbuild.io.sources.common import _readable_pandas_metadata
 
-    return to_pandas(sink.read_scratch(files[0]["path"]).schema.empty_table())
+    return _readable_pandas_metadata(sink.read_scratch(files[0]["path"]).schema.empty_table()).to_pandas()
 
 
 class _CheckpointPart:

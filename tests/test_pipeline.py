@@ -610,6 +610,7 @@ def test_resume_after_the_driver_is_killed(client, tmp_path):
         "source": {"format": "sample", "name": "adult", "partitions": 4},
         "columns": {"label": "income", "sensitive": ["sex"]},
         "stages": [
+            {"impute": {"columns": {"workclass": "mode"}}},  # a column of bools: resumed, it came back as 'boolean'
             {"select": {"where": [{"column": "age", "op": ">=", "value": 20}]}},
             {"reweigh": {}},
             *[{"cast": {"schema": {"hours-per-week": "float"}}}] * 30,
@@ -621,13 +622,13 @@ def test_resume_after_the_driver_is_killed(client, tmp_path):
     path.write_text(yaml.safe_dump(job))
     command = [sys.executable, "-m", "dsbuild.cli", "run", str(path), "--workers", "1", "--quiet"]
     proc = subprocess.Popen(command, cwd=ROOT, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    kill_once_written(proc, tmp_path, "out.tmp-*/_checkpoints/before-001.json", seconds=180)
+    kill_once_written(proc, tmp_path, "out.tmp-*/_checkpoints/before-002.json", seconds=180)
     assert not (tmp_path / "out").exists()
     done = subprocess.run([*command, "--resume"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
-    assert manifest["resumed_from_stage"] == 1
-    assert manifest["ledger"]["balanced"] and manifest["stages"][2]["name"] == "reweigh"
+    assert manifest["resumed_from_stage"] == 2
+    assert manifest["ledger"]["balanced"] and manifest["stages"][3]["name"] == "reweigh"
     assert "resumed: from the checkpoint before 'reweigh'" in done.stdout
     kept, rejects = read_output(tmp_path / "out")
     kept_0, rejects_0 = read_output(tmp_path / "undisturbed")
