@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("run", help="run a job and write its output")
     p.add_argument("job", help="job file (YAML)")
     p.add_argument("--cluster", default="local", help="local (default), tcp://host:port, or a spec file from cluster/")
-    p.add_argument("--workers", type=int, help="worker processes (local default: one per core)")
+    p.add_argument("--workers", type=_positive, help="worker processes (local default: one per core)")
     p.add_argument("--output", help="output folder (default: the job's sink.path)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run of this job from its last checkpoint")
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("submit", help="start a job in the background and return once it is accepted")
     p.add_argument("job", help="job file (YAML)")
     p.add_argument("--cluster", default="local", help="local (default), tcp://host:port, or a spec file from cluster/")
-    p.add_argument("--workers", type=int, help="worker processes")
+    p.add_argument("--workers", type=_positive, help="worker processes")
     p.add_argument("--output", help="output folder (default: the job's sink.path)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a job field")
@@ -84,6 +84,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {e}", file=sys.stderr)
             return 2
         raise
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: a number of workers, 1 or more")
+    return value
 
 
 def _overrides(pairs: list[str]) -> dict:

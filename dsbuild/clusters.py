@@ -42,6 +42,19 @@ class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _bytes_text(value: str | None) -> str | None:
+    """A size as Dask reads it (``4GiB``, ``500MB``), checked when the spec is read, not
+    when the cluster starts."""
+    from dask.utils import parse_bytes
+
+    if value is not None:
+        try:
+            parse_bytes(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is no size; write it like 4GiB or 500MB") from None
+    return value
+
+
 class TLSFiles(_Spec):
     """PEM files: the CA that signed every party, and this party's certificate and key.
 
@@ -86,6 +99,11 @@ class LocalSpec(_Spec):
     threads_per_worker: int = Field(1, gt=0)
     memory_limit: str | None = Field(None, description="per worker, e.g. 4GiB; default 80% of RAM split evenly")
     host: str = LOCALHOST
+
+    @field_validator("memory_limit")
+    @classmethod
+    def _bytes(cls, value):
+        return _bytes_text(value)
     dashboard: str | None = f"{LOCALHOST}:8787"
     local_directory: str | None = Field(None, description="where workers spill to disk")
     tls: TLSFiles | None = None
@@ -105,7 +123,21 @@ class SchedulerSpec(_Spec):
     def _one_target(self):
         if (self.address is None) == (self.scheduler_file is None):
             raise ValueError("give exactly one of address or scheduler_file")
+        if self.address is not None:
+            _check_address(self.address)
         return self
+
+
+def _check_address(address: str) -> None:
+    """A scheduler's address as Dask takes it: ``tcp://host:port`` (or tls://, inproc://);
+    a dashboard's URL or a missing port failed deep in Dask with a traceback."""
+    scheme, _, rest = address.partition("://")
+    if scheme not in ("tcp", "tls", "inproc", "ucx", "ws", "wss"):
+        raise ValueError(f"address {address!r} is not a scheduler's: write tcp://HOST:PORT (port 8786 by default; "
+                         "8787 is the dashboard)")
+    host, colon, port = rest.rpartition(":")
+    if scheme != "inproc" and (not colon or not host or not port.isdigit()):
+        raise ValueError(f"address {address!r} names no port: write {scheme}://{rest or 'HOST'}:8786")
 
 
 class _BatchSpec(_Spec):
@@ -114,6 +146,11 @@ class _BatchSpec(_Spec):
     cores: int = Field(1, gt=0, description="cores per batch job")
     processes: int = Field(1, gt=0, description="worker processes per batch job")
     memory: str = Field("4GB", description="memory per batch job")
+
+    @field_validator("memory")
+    @classmethod
+    def _bytes(cls, value):
+        return _bytes_text(value)
     walltime: str = "01:00:00"
     queue: str | None = None
     account: str | None = None
@@ -244,7 +281,8 @@ def _explain(err: ValidationError, where: str, lines: dict, model) -> list[str]:
             msg = (f"unknown option {loc[-1]!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
                    + (f"; valid options: {', '.join(fields)}" if fields else ""))
         elif "input" in e and e["type"] != "missing":
-            msg = f"{e['msg'].removeprefix('Value error, ')} (got {e['input']!r})"
+            msg = e["msg"].removeprefix("Value error, ")
+            msg = msg if repr(e["input"]) in msg else f"{msg} (got {e['input']!r})"
         else:
             msg = e["msg"]
         out.append(f"{at}: {_dotted(loc) or 'cluster'}: {msg}")
@@ -268,7 +306,10 @@ def spec_from_target(target) -> LocalSpec | SchedulerSpec | SlurmSpec | PBSSpec 
     if isinstance(target, (str, os.PathLike)):
         text = str(target)
         if "://" in text and "\n" not in text:
-            return SchedulerSpec(kind="scheduler", address=text)
+            try:
+                return SchedulerSpec(kind="scheduler", address=text)
+            except ValidationError as e:
+                raise ClusterSpecError([f"cluster {text!r}: {err['msg'].removeprefix('Value error, ')}" for err in e.errors()]) from None
         if "\n" not in text and not Path(text).exists() and not text.endswith((".yaml", ".yml")):
             raise ClusterSpecError([
                 f"cluster {text!r}: expected 'local', a scheduler address like 'tcp://host:8786', "
@@ -327,14 +368,20 @@ def cluster_client(spec, workers: int | None, stack: contextlib.ExitStack):
     """A Client for any spec; clusters dsbuild started are closed when ``stack`` closes."""
     from distributed import Client
 
+    _check_tls_files(getattr(spec, "tls", None))
     if isinstance(spec, SchedulerSpec):
         security = spec.tls.security() if spec.tls else None
         target = spec.address if spec.address else None
-        client = stack.enter_context(Client(
-            target, scheduler_file=spec.scheduler_file, security=security, timeout=spec.timeout,
-        ))
+        where = spec.address or f"the address in {spec.scheduler_file}"
+        try:
+            client = stack.enter_context(Client(
+                target, scheduler_file=spec.scheduler_file, security=security, timeout=spec.timeout,
+            ))
+        except (OSError, TimeoutError) as e:
+            raise ClusterSpecError([f"no Dask scheduler answered at {where} within {spec.timeout:g} s ({e}); is it running "
+                                    "(dask scheduler), and is this its address (port 8786 by default)?"]) from None
         if workers or spec.workers:
-            client.wait_for_workers(workers or spec.workers, timeout=spec.timeout)
+            _wait_for_workers(client, workers or spec.workers, spec.timeout, "connected to the scheduler")
         return client
     cluster = stack.enter_context(start_cluster(spec, workers))
     security = spec.tls.security() if getattr(spec, "tls", None) else None
@@ -343,14 +390,33 @@ def cluster_client(spec, workers: int | None, stack: contextlib.ExitStack):
         if spec.adaptive:
             cluster.adapt(minimum=spec.adaptive.minimum, maximum=spec.adaptive.maximum)
         elif isinstance(spec, KubernetesSpec):
-            client.wait_for_workers(workers or spec.workers, timeout=spec.wait_timeout)
+            _wait_for_workers(client, workers or spec.workers, spec.wait_timeout, "started (wait_timeout)")
         else:
             if workers:
                 cluster.scale(n=workers)
             else:
                 cluster.scale(jobs=spec.jobs)
-            client.wait_for_workers(workers or spec.jobs * spec.processes, timeout=spec.wait_timeout)
+            _wait_for_workers(client, workers or spec.jobs * spec.processes, spec.wait_timeout,
+                              "started from the batch queue (wait_timeout; see squeue / qstat, and the jobs' logs)")
     return client
+
+
+def _wait_for_workers(client, n: int, timeout: float, how: str) -> None:
+    try:
+        client.wait_for_workers(n, timeout=timeout)
+    except TimeoutError as e:  # Dask's WorkerStartTimeoutError is one
+        have = len(client.scheduler_info(n_workers=-1).get("workers", {})) if client.status == "running" else 0
+        raise ClusterSpecError([f"only {have} of the {n} workers asked for {how} within {timeout:g} s"]) from e
+
+
+def _check_tls_files(tls) -> None:
+    """Each PEM file a spec names exists: Dask's error named none ("No such file")."""
+    if tls is None:
+        return
+    missing = [f"tls.{name}: {path}" for name, path in (("ca_file", tls.ca_file), ("cert", tls.cert), ("key", tls.key))
+               if path and not Path(path).exists()]
+    if missing:
+        raise ClusterSpecError([f"{m}: no such file" for m in missing])
 
 
 def cluster_from_file(path, workers: int | None = None):

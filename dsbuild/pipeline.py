@@ -715,24 +715,36 @@ class WorkersLost(RuntimeError):
     """The cluster has had no worker for longer than ``DSBUILD_NO_WORKERS_SECONDS``."""
 
 
+WAITING_SAID = 10.0  # seconds without any worker before a run says it waits for one
+
+
 @contextlib.contextmanager
 def _workers_watched(client, every: float = 1.0):
     """Fail the run once the cluster has had no worker for ``DSBUILD_NO_WORKERS_SECONDS``
     (default 300) after having had some: on a scheduler whose workers all died, Dask waits
     for new ones for ever, and the run hung with no word. A cluster still waiting for its
-    first workers (a batch queue) is left to wait."""
+    first workers (a batch queue) is left to wait, and said to wait after ``WAITING_SAID``
+    seconds (on a scheduler with no worker, the run sat silent)."""
     from distributed import Future
     from distributed.client import FutureCancelledError
 
-    limit = float(os.environ.get("DSBUILD_NO_WORKERS_SECONDS", "300"))
+    try:
+        limit = float(os.environ.get("DSBUILD_NO_WORKERS_SECONDS", "300"))
+    except ValueError:
+        raise StageError(f"DSBUILD_NO_WORKERS_SECONDS={os.environ['DSBUILD_NO_WORKERS_SECONDS']!r}: give a number of seconds") from None
     stop, lost = threading.Event(), threading.Event()
+    start = time.monotonic()
 
     def watch():
-        seen, since = False, None
+        seen, since, said = False, None, False
         while not stop.wait(every):
             n = _workers(client)
             if n is None:
                 continue
+            if not seen and not n and not said and time.monotonic() - start > WAITING_SAID:
+                said = True
+                warnings.warn(f"the cluster ({client.scheduler.address}) has no worker yet; waiting for one (start "
+                              "workers with: dask worker ADDRESS, or look at the batch queue)", DsbuildWarning, stacklevel=2)
             if n or not seen:
                 seen, since = seen or n > 0, None
                 continue

@@ -725,6 +725,34 @@ def test_a_run_whose_cluster_lost_every_worker_stops_instead_of_hanging(tmp_path
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob("out.tmp-*"))
 
 
+def test_a_run_on_a_cluster_without_workers_says_it_waits(tmp_path, monkeypatch):
+    """On a scheduler with no worker the run sat silent at 0 of N."""
+    import threading
+
+    from distributed import Client, LocalCluster
+
+    from dsbuild import pipeline
+
+    monkeypatch.setattr(pipeline, "WAITING_SAID", 1.0)
+    job = {"name": "waits", "source": {"format": "frame", "frame": pd.DataFrame({"x": np.arange(10)})},
+           "stages": [], "sink": {"path": str(tmp_path / "out")}}
+    with LocalCluster(n_workers=0, processes=False, protocol="tcp", dashboard_address=None) as cluster, Client(cluster) as c:
+        worker = []
+        start = threading.Timer(3.0, lambda: worker.append(subprocess.Popen(
+            [sys.executable, "-m", "distributed.cli.dask_worker", cluster.scheduler_address, "--nthreads", "1", "--no-dashboard"],
+            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)))
+        start.start()
+        try:
+            with pytest.warns(pipeline.DsbuildWarning, match="has no worker yet; waiting for one"):
+                manifest = dsbuild.run(job, client=c)
+            assert manifest["totals"]["kept"] == 10
+        finally:
+            start.join()
+            for w in worker:
+                w.terminate()
+                w.wait()
+
+
 def test_an_error_in_a_task_reaches_the_user_unchanged(client, tmp_path):
     from dsbuild.stages import StageError
 

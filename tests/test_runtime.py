@@ -115,6 +115,26 @@ def test_scheduler_address_is_a_spec():
     assert spec_from_target("local") == LocalSpec(kind="local")
 
 
+def test_cluster_mistakes_are_said_before_anything_starts(tmp_path, capsys):
+    """A dashboard's URL, a missing port, a size Dask cannot read, a missing certificate and an
+    unreachable scheduler each ended in a traceback from deep inside Dask."""
+    for target, problem in (("tcp://127.0.0.1", "names no port: write tcp://127.0.0.1:8786"),
+                            ("http://127.0.0.1:8787/status", "is not a scheduler's: write tcp://HOST:PORT")):
+        with pytest.raises(ClusterSpecError, match=problem):
+            spec_from_target(target)
+    (tmp_path / "local.yaml").write_text("kind: local\nmemory_limit: 4 gigs\n")
+    with pytest.raises(ClusterSpecError, match="local.yaml:2: memory_limit: '4 gigs' is no size; write it like 4GiB"):
+        spec_from_target(str(tmp_path / "local.yaml"))
+    (tmp_path / "tls.yaml").write_text(f"kind: scheduler\naddress: tcp://127.0.0.1:1\ntls: {{ca_file: {tmp_path / 'ca.pem'}, cert: x.pem}}\n")
+    (tmp_path / "job.yaml").write_text(f"name: t\nsource: {{format: sample, name: adult}}\nstages: []\nsink: {{path: {tmp_path / 'out'}}}\n")
+    assert main(["run", str(tmp_path / "job.yaml"), "--cluster", str(tmp_path / "tls.yaml")]) == 2
+    assert f"tls.ca_file: {tmp_path / 'ca.pem'}: no such file" in capsys.readouterr().err
+    (tmp_path / "nobody.yaml").write_text("kind: scheduler\naddress: tcp://127.0.0.1:9\ntimeout: 1\n")
+    assert main(["run", str(tmp_path / "job.yaml"), "--cluster", str(tmp_path / "nobody.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert "no Dask scheduler answered at tcp://127.0.0.1:9 within 1 s" in err and "Traceback" not in err
+
+
 # -- TLS ------------------------------------------------------------------------------------
 
 
