@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import threading
+import warnings
 from collections.abc import Iterator
 
 import dask
@@ -285,5 +286,48 @@ def connect(cluster="local", workers: int | None = None) -> Iterator[Client]:
     with contextlib.ExitStack() as stack:
         stack.enter_context(dask.config.set(RESTART_CONFIG))
         client = cluster_client(spec, workers, stack)
+        _check_worker_installs(client)
         client.register_plugin(DsbuildWorkerSetup())
+        if spec.kind == "scheduler":  # a scheduler others use: workers that join later need no dsbuild
+            stack.callback(_forget_setup, client)
+        for address, note in sorted(client.run(_headroom).items()):
+            if note:
+                warnings.warn(f"worker {address}: {note}", UserWarning, stacklevel=3)
         yield client
+
+
+def _forget_setup(client) -> None:
+    try:
+        client.unregister_worker_plugin(DsbuildWorkerSetup.name)
+    except Exception:  # noqa: BLE001 - a scheduler already gone has nothing to forget
+        pass
+
+
+def _check_worker_installs(client) -> None:
+    """The workers there are have dsbuild, as this process has it: a worker without it (a
+    plain Dask image) failed to start dsbuild's setup, and the run waited on it for ever.
+    Another version is said, not refused."""
+    from dsbuild.clusters import ClusterSpecError
+
+    def imported() -> str:  # defined here, so it travels by value and imports dsbuild there
+        import dsbuild
+
+        return dsbuild.__version__
+
+    here = imported()
+    found = client.run(imported, on_error="return")
+    lacking = sorted(a for a, v in found.items() if isinstance(v, BaseException))
+    if lacking:
+        raise ClusterSpecError([f"{len(lacking)} of the cluster's {len(found)} workers ({', '.join(lacking[:3])}) have no "
+                                "dsbuild installed; install it where they run (their Python environment, or the image)"])
+    other = sorted({v for v in found.values() if v != here})
+    if other:
+        warnings.warn(f"the cluster's workers have dsbuild {', '.join(other)}, this process {here}: results may differ "
+                      "from a run with one version", UserWarning, stacklevel=3)
+
+
+def _headroom(dask_worker) -> str | None:
+    """:func:`headroom_warning` for a worker, said by the run (the worker's own log line is
+    not seen by whoever runs the job: the run sat paused without a word)."""
+    manager = dask_worker.memory_manager
+    return headroom_warning(psutil.Process().memory_info().rss, manager.memory_limit, manager.memory_pause_fraction)

@@ -100,6 +100,9 @@ def test_existing_scheduler_by_scheduler_file_runs_a_job(client, cluster, tmp_pa
     with connect(spec_file) as c:
         assert c.scheduler.address == cluster.scheduler_address
         assert len(c.scheduler_info()["workers"]) == 2
+        assert "dsbuild-worker-setup" in c.run_on_scheduler(lambda dask_scheduler: list(dask_scheduler.worker_plugins))
+    # a scheduler others use is left without dsbuild's setup: a worker joining later needs no dsbuild
+    assert "dsbuild-worker-setup" not in client.run_on_scheduler(lambda dask_scheduler: list(dask_scheduler.worker_plugins))
 
     direct = dsbuild.run(JOB, output=str(tmp_path / "direct"), client=client)
     job_file = tmp_path / "job.yaml"
@@ -280,3 +283,30 @@ def test_workers_keep_freed_image_buffers_for_reuse():
     runs = {how: subprocess.run([sys.executable, "-c", probe, how], env=env, capture_output=True, text=True, check=True).stdout.split() for how in ("plain", "tuned")}
     assert runs["plain"] == ["False", "1"]
     assert runs["tuned"] == ["True", "0"]
+
+
+def test_a_worker_without_dsbuild_is_named_before_the_run(tmp_path):
+    """A plain Dask worker (the default Kubernetes image) failed to start dsbuild's setup,
+    and the run waited on it for ever."""
+    import os
+    import subprocess
+
+    from distributed import Client, LocalCluster
+
+    from dsbuild.runtime import connect
+
+    (tmp_path / "dsbuild").mkdir()
+    (tmp_path / "dsbuild" / "__init__.py").write_text("raise ModuleNotFoundError('no dsbuild here')\n")
+    with LocalCluster(n_workers=0, processes=False, protocol="tcp", dashboard_address=None) as cluster:
+        env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+        worker = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", cluster.scheduler_address, "--nthreads", "1",
+                                   "--no-dashboard"], env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            with Client(cluster) as c:
+                c.wait_for_workers(1, timeout=60)
+            with pytest.raises(ClusterSpecError, match="1 of the cluster's 1 workers .* have no dsbuild installed"):
+                with connect(cluster.scheduler_address):
+                    pass
+        finally:
+            worker.terminate()
+            worker.wait()
