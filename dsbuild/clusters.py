@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import importlib
 import os
+import warnings
 from pathlib import Path
 from typing import Annotated, Literal, Union
 
@@ -215,14 +217,22 @@ class KubernetesSpec(_Spec):
     """A DaskCluster resource through the Dask Kubernetes operator (dask-kubernetes)."""
 
     kind: Literal["kubernetes"]
-    name: str = Field("dsbuild", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    name: str = Field(
+        "dsbuild-{user}-{uuid}", pattern=r"^([a-z0-9]|\{user\}|\{uuid\})([-a-z0-9]|\{user\}|\{uuid\})*$",
+        description="the DaskCluster's name; {user} and {uuid} are filled in, so each run has a cluster of its own "
+        "(a fixed name is refused while a cluster of that name exists: a second run joined the first's, and deleted it "
+        "under it when done)")
     namespace: str | None = None
-    image: str = Field("ghcr.io/dask/dask:latest", description="must have dsbuild installed")
+    image: str = Field("ghcr.io/dask/dask:latest", description="must have dsbuild installed (cluster/Dockerfile)")
     workers: int = Field(2, gt=0)
     adaptive: Adaptive | None = None
-    resources: dict[Literal["requests", "limits"], dict[str, str]] = Field(default_factory=dict)
+    resources: dict[Literal["requests", "limits"], dict[str, str]] = Field(
+        default_factory=dict, description="per pod: the scheduler's and each worker's")
     env: dict[str, str] = Field(default_factory=dict)
-    wait_timeout: float = Field(600, gt=0)
+    wait_timeout: float = Field(600, gt=0, description="seconds to wait for the operator, a scheduler pod that keeps "
+                                "crashing, and the workers")
+    idle_timeout: int = Field(3600, gt=0, description="seconds after which Kubernetes deletes a cluster whose scheduler "
+                              "is idle: one left behind by a driver that was killed")
 
 
 ClusterSpec = Annotated[
@@ -322,8 +332,6 @@ def spec_from_target(target) -> LocalSpec | SchedulerSpec | SlurmSpec | PBSSpec 
 
 
 def _require(module: str, package: str, extra: str, kind: str):
-    import importlib
-
     try:
         return importlib.import_module(module)
     except ImportError as e:
@@ -356,10 +364,15 @@ def start_cluster(spec, workers: int | None = None):
         return jobqueue.SLURMCluster(**kwargs)
     if isinstance(spec, KubernetesSpec):
         operator = _require("dask_kubernetes.operator", "dask-kubernetes", "kubernetes", "kubernetes")
+        if workers and spec.adaptive:
+            warnings.warn(f"--workers {workers} is not used: the spec's adaptive range decides the workers", UserWarning, stacklevel=2)
         return operator.KubeCluster(
             name=spec.name, namespace=spec.namespace, image=spec.image,
             n_workers=0 if spec.adaptive else (workers or spec.workers),
             resources=dict(spec.resources), env={**{v: "1" for v in THREAD_ENV}, **spec.env},
+            create_mode=importlib.import_module("dask_kubernetes.operator.kubecluster.kubecluster").CreateMode.CREATE_ONLY,
+            idle_timeout=spec.idle_timeout,
+            resource_timeout=int(spec.wait_timeout),
         )
     raise TypeError(f"cluster kind {spec.kind!r} is not started by dsbuild")
 
