@@ -50,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=_positive, help="worker processes")
     p.add_argument("--output", help="output folder (default: the job's sink.path)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run of this job from its last checkpoint")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a job field")
 
     p = sub.add_parser("status", help="follow submitted jobs: all of them, or one by id")
@@ -227,7 +228,7 @@ def _submit(args) -> int:
     from dsbuild.submit import submit
 
     handle = submit(args.job, cluster=args.cluster, output=args.output, overwrite=args.overwrite,
-                    workers=args.workers, overrides=_overrides(args.set))
+                    workers=args.workers, overrides=_overrides(args.set), resume=args.resume)
     info = handle.info()
     print(f"{handle.id}  {info['state']}  {info['job']} → {info['output']}")
     print(f"follow: dsbuild status {handle.id} --wait    log: {handle.log_path}", file=sys.stderr)

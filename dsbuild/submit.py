@@ -163,11 +163,13 @@ def submit(
     workers: int | None = None,
     overrides: dict | None = None,
     accept_timeout: float = 120,
+    resume: bool = False,
 ) -> Submission:
     """Start ``job`` (path, YAML text, dict or JobSpec) in a background driver; return its handle.
 
     The job and the output target are checked here, so a bad job raises at once. Returns
-    when the driver has accepted the job.
+    when the driver has accepted the job. ``resume=True`` continues an interrupted run of
+    the same job from its last checkpoint (a submitted driver that was killed, say).
     """
     from dsbuild.clusters import spec_from_target
     from dsbuild.io.sink import Sink
@@ -195,6 +197,7 @@ def submit(
         "cluster": cluster_spec.model_dump(mode="json"),
         "workers": workers,
         "overwrite": overwrite,
+        "resume": resume,
         "cwd": os.getcwd(),
     }
     _write_json(folder / "request.json", request)
@@ -326,7 +329,7 @@ class _Driver:
                             scheduler=client.scheduler.address, progress=None)
                 if progress_on:
                     threading.Thread(target=self.follow, args=(client, progress_on, stop), daemon=True).start()
-                manifest = run(spec, overwrite=request["overwrite"], client=client)
+                manifest = run(spec, overwrite=request["overwrite"], client=client, resume=request.get("resume", False))
                 stop.set()
                 if progress_on:
                     try:

@@ -87,6 +87,22 @@ def test_a_killed_driver_is_lost_and_leaves_no_output_that_looks_complete(client
     assert not any(p.name == "_SUCCESS" for p in tmp_path.rglob("*"))
 
 
+def test_a_killed_driver_is_resumed_by_a_new_submission(client, tmp_path):
+    """A resubmission started from scratch and deleted the killed driver's checkpoints."""
+    job = {**JOB, "stages": [*JOB["stages"], *[{"cast": {"schema": {"label": "str"}}}] * 30]}
+    out = tmp_path / "resumed"
+    handle = dsbuild.submit(job, cluster=client.scheduler.address, output=str(out))
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob("resumed.tmp-*/_checkpoints/before-001.json")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.kill(handle.info()["pid"], signal.SIGKILL)
+    assert not out.exists(), "the run finished before it could be killed"
+    again = dsbuild.submit(job, cluster=client.scheduler.address, output=str(out), resume=True)
+    manifest = again.result(timeout=300)
+    assert manifest["resumed_from_stage"] == 1 and manifest["ledger"]["balanced"]
+    assert len(read_data(out)) == manifest["totals"]["kept"]
+
+
 def test_cli_submit_then_status(client, tmp_path, capsys):
     job_file = tmp_path / "job.yaml"
     job_file.write_text(dsbuild.load_job(JOB).to_yaml())
