@@ -44,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("stages", help="list the registered stages and their options")
     p.add_argument("names", nargs="*", help="only these stages (default: all)")
 
+    sub.add_parser("sources", help="list the source formats and their options")
+
     p = sub.add_parser("submit", help="start a job in the background and return once it is accepted")
     p.add_argument("job", help="job file (YAML)")
     p.add_argument("--cluster", default="local", help="local (default), tcp://host:port, or a spec file from cluster/")
@@ -62,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return {"run": _run, "validate": _validate, "inspect": _inspect, "report": _report, "stages": _stages,
-                "submit": _submit, "status": _status}[args.command](args)
+                "sources": _sources, "submit": _submit, "status": _status}[args.command](args)
     except KeyboardInterrupt:
         print("interrupted: no output was written" + ("; if the run had reached a checkpoint, the same command with "
               "--resume continues from it" if args.command == "run" else ""), file=sys.stderr)
@@ -204,11 +206,47 @@ def _stages(args) -> int:
         cls = STAGES[name]
         doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
         print(f"{name}  [{cls.shape}]  {doc}")
-        for field_name, f in cls.Options.model_fields.items():
-            default = "required" if f.is_required() else f"default {_short(f.get_default(call_default_factory=True))}"
-            desc = f" — {f.description}" if f.description else ""
-            print(f"    {f.alias or field_name}: {_type_name(f.annotation)} ({default}){desc}")
+        _print_fields(cls.Options, "    ")
     return 0
+
+
+def _sources(args) -> int:
+    """Each source format's options, as ``stages`` lists the stages'."""
+    from typing import get_args
+
+    from dsbuild.io.sources import SourceSpec
+
+    for model in get_args(get_args(SourceSpec)[0]):
+        fmt = get_args(model.model_fields["format"].annotation)[0]
+        doc = model.__dict__.get("__doc__") or ""
+        print(f"{fmt}  {doc.strip().splitlines()[0] if doc.strip() else ''}".rstrip())
+        _print_fields(model, "    ", skip=("format",))
+    return 0
+
+
+def _print_fields(model, indent: str, skip=(), depth: int = 0) -> None:
+    """A model's options, one a line, and the options of the rules inside them (a column's
+    impute rule, a where condition) indented below: they were not listed anywhere."""
+    for field_name, f in model.model_fields.items():
+        if field_name in skip:
+            continue
+        default = "required" if f.is_required() else f"default {_short(f.get_default(call_default_factory=True))}"
+        desc = f" — {f.description}" if f.description else ""
+        print(f"{indent}{f.alias or field_name}: {_type_name(f.annotation)} ({default}){desc}")
+        if depth < 2:
+            for inner in _models_in(f.annotation):
+                _print_fields(inner, indent + "    ", depth=depth + 1)
+
+
+def _models_in(annotation) -> list:
+    """The option models a field holds, through mappings, lists and unions."""
+    from typing import get_args
+
+    from pydantic import BaseModel
+
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return list(dict.fromkeys(m for a in get_args(annotation) for m in _models_in(a)))
 
 
 def _short(value) -> str:

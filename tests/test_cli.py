@@ -89,6 +89,17 @@ def test_stages_lists_every_stage_with_options(capsys):
     assert capsys.readouterr().out.startswith("reweigh  [fit_apply]")
     assert main(["stages", "reweight"]) == 2
     assert "no stage 'reweight' (did you mean 'reweigh'?)" in capsys.readouterr().err
+    # the options of the rules inside a stage's options, which no command listed
+    assert main(["stages", "normalize_units"]) == 0
+    assert "\n        decimal: . | , (default \".\")" in capsys.readouterr().out
+
+
+def test_sources_lists_every_format_with_options(capsys):
+    assert main(["sources"]) == 0
+    out = capsys.readouterr().out
+    for fmt in ("parquet", "csv", "jsonl", "images", "sample", "frame"):
+        assert f"\n{fmt}" in f"\n{out}"
+    assert "    text_columns: list[str] (default [])" in out and "    labels: auto | folders | none" in out
 
 
 def test_inspect_reads_a_finished_output(client, tmp_path, capsys):
