@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import posixpath
 from dataclasses import dataclass, field
 
@@ -104,7 +105,8 @@ def _expand(
             roots.append(posixpath.dirname(stripped))
             files.append(stripped)
         else:
-            raise SourceError(f"source path {p!r} does not exist")
+            where = "" if "://" in p or os.path.isabs(p) else f" (looked for {os.path.abspath(p)}: a job's paths are relative to the folder it runs in)"
+            raise SourceError(f"source path {p!r} does not exist{where}")
     if not files:
         hint = f" (not read: {left_out[0]['path']}: {left_out[0]['why']})" if left_out else ""
         raise SourceError(f"source path {path!r} holds no files ending in {', '.join(suffixes)}{hint}")
