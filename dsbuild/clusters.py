@@ -386,6 +386,8 @@ def cluster_client(spec, workers: int | None, stack: contextlib.ExitStack):
         security = spec.tls.security() if spec.tls else None
         target = spec.address if spec.address else None
         where = spec.address or f"the address in {spec.scheduler_file}"
+        if spec.address:
+            _check_answers(spec.address, spec.timeout, security)
         try:
             client = stack.enter_context(Client(
                 target, scheduler_file=spec.scheduler_file, security=security, timeout=spec.timeout,
@@ -412,6 +414,30 @@ def cluster_client(spec, workers: int | None, stack: contextlib.ExitStack):
             _wait_for_workers(client, workers or spec.jobs * spec.processes, spec.wait_timeout,
                               "started from the batch queue (wait_timeout; see squeue / qstat, and the jobs' logs)")
     return client
+
+
+def _check_answers(address: str, timeout: float, security) -> None:
+    """That a Dask scheduler answers at ``address`` within ``timeout``: a Client pointed at a
+    port that accepts connections but speaks no Dask (the dashboard's) waited for ever,
+    whatever its timeout. Probed in a thread of its own, so any caller's event loop is left alone."""
+    import asyncio
+    import concurrent.futures
+
+    from distributed.comm import connect
+
+    args = security.get_connection_args("client") if security else {}
+
+    async def probe():
+        comm = await connect(address, timeout=timeout, **args)
+        await comm.close()
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        try:
+            pool.submit(asyncio.run, asyncio.wait_for(probe(), timeout + 1)).result()
+        except (OSError, TimeoutError) as e:
+            raise ClusterSpecError([f"no Dask scheduler answered at {address} within {timeout:g} s ({str(e) or 'no answer to the handshake'}); "
+                                    "is it running (dask scheduler), and is this its address (port 8786 by default; "
+                                    "8787 is the dashboard)?"]) from None
 
 
 def _wait_for_workers(client, n: int, timeout: float, how: str) -> None:

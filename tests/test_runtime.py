@@ -132,6 +132,14 @@ def test_cluster_mistakes_are_said_before_anything_starts(tmp_path, capsys):
     (tmp_path / "job.yaml").write_text(f"name: t\nsource: {{format: sample, name: adult}}\nstages: []\nsink: {{path: {tmp_path / 'out'}}}\n")
     assert main(["run", str(tmp_path / "job.yaml"), "--cluster", str(tmp_path / "tls.yaml")]) == 2
     assert f"tls.ca_file: {tmp_path / 'ca.pem'}: no such file" in capsys.readouterr().err
+    import socket
+
+    with socket.socket() as silent:  # a port that takes connections and says nothing (a dashboard's waits for HTTP)
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        (tmp_path / "silent.yaml").write_text(f"kind: scheduler\naddress: tcp://127.0.0.1:{silent.getsockname()[1]}\ntimeout: 1\n")
+        assert main(["run", str(tmp_path / "job.yaml"), "--cluster", str(tmp_path / "silent.yaml")]) == 2  # it waited for ever
+        assert "no answer to the handshake" in capsys.readouterr().err
     (tmp_path / "nobody.yaml").write_text("kind: scheduler\naddress: tcp://127.0.0.1:9\ntimeout: 1\n")
     assert main(["run", str(tmp_path / "job.yaml"), "--cluster", str(tmp_path / "nobody.yaml")]) == 2
     err = capsys.readouterr().err
