@@ -450,23 +450,31 @@ def validate_against_source(spec: JobSpec) -> list[str]:
     """Check roles and stage settings against the source's columns, without running.
 
     Map stages are run on the empty schema so later stages see the columns earlier ones
-    make or drop; other stages are checked against the columns as they arrive.
+    make or drop; other stages are checked against the columns as they arrive. Every
+    stage's problem is said at once (a job with two misnamed columns took two runs of
+    validate to find them); after a stage whose check failed, later stages see the columns
+    it would make where they can be told.
     """
     _sink(spec, overwrite=False).check_apart_from(spec.source, spec.stage_inputs())
     frame = _marked_source(read_source(spec.source, count_rows=False), spec.columns.id)
     _check_roles(spec, frame._meta)
     meta = kept_rows(frame._meta)
     stages = spec.build_stages(frame._meta)
-    notes = _weight_column(spec, frame._meta, stages)
+    notes, problems = _weight_column(spec, frame._meta, stages), []
     for i, stage in enumerate(stages):
         notes += stage.order_warnings(stages[:i], stages[i + 1 :])
         try:
             stage.check(meta)
         except StageError as e:
-            raise _at_stage(i, stage, e) from None
+            problems.append(str(_at_stage(i, stage, e)))
+            with contextlib.suppress(Exception):  # the columns it would make, as far as they can be told
+                meta = stage.columns_after(meta)
+            continue
         notes += stage.column_warnings(meta)
         meta = stage.columns_after(meta)
         meta = kept_rows(meta) if REJECT in meta.columns else meta
+    if problems:
+        raise StageError("\n".join(problems))
     problem = _partition_problem(spec, meta)
     if problem and all(s.shape == "map" for s in stages):
         raise StageError(problem)

@@ -37,6 +37,12 @@ def test_validate_checks_columns_against_the_source(tmp_path, capsys):
     )
     assert main(["validate", str(job)]) == 2
     assert "sink.partition_by: 'splits' is not a column of the output (did you mean 'split'?)" in capsys.readouterr().err
+    job.write_text("name: t\nsource: {format: sample, name: adult}\nstages:\n  - split: {by: [famly]}\n"
+                   "  - select: {where: [{column: split, op: '==', value: train}]}\n  - impute: {columns: {agee: median}}\n"
+                   "sink: {path: out}\n")
+    assert main(["validate", str(job)]) == 2  # every stage's problem at once; split's column still known after it
+    err = capsys.readouterr().err
+    assert "stages[0] split: grouping column 'famly'" in err and "stages[2] impute: column 'agee'" in err and "stages[1]" not in err
 
 
 def test_an_output_that_cannot_be_written_is_refused_before_a_cluster_starts(tmp_path, capsys):
