@@ -206,7 +206,8 @@ def submit(
     _write_json(folder / "status.json", status)
     with open(folder / "driver.log", "ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "dsbuild.submit", str(folder)],
+            # not ``-m dsbuild.submit``: the package imports this module first, and Python warned of it in every log
+            [sys.executable, "-c", "import sys; from dsbuild.submit import _drive; sys.exit(_drive(sys.argv[1]))", str(folder)],
             cwd=os.getcwd(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True,
         )
@@ -377,5 +378,6 @@ def _start_progress(client) -> str | None:
         return None
 
 
-if __name__ == "__main__":
-    sys.exit(_Driver(Path(sys.argv[1])).run())
+def _drive(folder: str) -> int:
+    """The background driver's entry point (see :func:`submit`)."""
+    return _Driver(Path(folder)).run()
