@@ -17,6 +17,7 @@ import contextlib
 import difflib
 import importlib
 import os
+import shutil
 import warnings
 from pathlib import Path
 from typing import Annotated, Literal, Union
@@ -359,9 +360,15 @@ def start_cluster(spec, workers: int | None = None):
     if isinstance(spec, (SlurmSpec, PBSSpec)):
         jobqueue = _require("dask_jobqueue", "dask-jobqueue", spec.kind, spec.kind)
         kwargs = spec.jobqueue_kwargs()
+        submit = "qsub" if isinstance(spec, PBSSpec) else "sbatch"
+        if not shutil.which(submit):
+            raise ClusterSpecError([f"cluster kind {spec.kind!r} submits workers with {submit}, which is not on this "
+                                    "machine's PATH: run from the batch system's login node"])
         if isinstance(spec, PBSSpec):
             return jobqueue.PBSCluster(resource_spec=spec.resource_spec, **kwargs)
-        return jobqueue.SLURMCluster(**kwargs)
+        cluster = jobqueue.SLURMCluster(**kwargs)
+        _check_slurm_script(cluster)
+        return cluster
     if isinstance(spec, KubernetesSpec):
         operator = _require("dask_kubernetes.operator", "dask-kubernetes", "kubernetes", "kubernetes")
         if workers and spec.adaptive:
@@ -375,6 +382,19 @@ def start_cluster(spec, workers: int | None = None):
             resource_timeout=int(spec.wait_timeout),
         )
     raise TypeError(f"cluster kind {spec.kind!r} is not started by dsbuild")
+
+
+def _check_slurm_script(cluster) -> None:
+    """Slurm's verdict on a worker job, before any is queued (``sbatch --test-only``): a
+    partition that does not exist, or more memory than any node has, was logged by Dask
+    and the run then waited out all of wait_timeout for workers that never came."""
+    import subprocess
+
+    done = subprocess.run(["sbatch", "--test-only"], input=cluster.job_script(), capture_output=True, text=True, timeout=60)
+    if done.returncode != 0:
+        cluster.close()
+        said = " ".join(line.strip() for line in done.stderr.splitlines() if line.strip())
+        raise ClusterSpecError([f"Slurm refuses the worker jobs: {said or f'sbatch exited with {done.returncode}'}"])
 
 
 def cluster_client(spec, workers: int | None, stack: contextlib.ExitStack):

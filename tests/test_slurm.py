@@ -108,3 +108,17 @@ def _wait_until_gone(timeout: float = 30) -> None:
     while _our_jobs() and time.monotonic() < deadline:
         time.sleep(0.5)
     assert not _our_jobs(), f"worker jobs left behind: {_our_jobs()}"
+
+
+def test_worker_jobs_slurm_refuses_are_said_at_once(slurm, spec_file, tmp_path, capsys):
+    """A partition that does not exist was logged by Dask, and the run then waited out all
+    of wait_timeout for workers that never came."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(spec_file.read_text() + "queue: nosuchpartition\n")
+    job_file = tmp_path / "job.yaml"
+    job_file.write_text(dsbuild.load_job(JOB).to_yaml())
+    t0 = time.monotonic()
+    assert main(["run", str(job_file), "--cluster", str(bad), "--output", str(tmp_path / "out"), "--quiet"]) == 2
+    assert time.monotonic() - t0 < 60  # not wait_timeout (120 s)
+    assert "Slurm refuses the worker jobs: sbatch: error: invalid partition specified: nosuchpartition" in capsys.readouterr().err
+    assert not _our_jobs()
