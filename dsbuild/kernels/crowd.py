@@ -197,7 +197,19 @@ def posterior_from_log(loglik: np.ndarray) -> np.ndarray:
 
 def _entropy(probas: np.ndarray) -> float:
     p = np.clip(probas, EPS, None)
-    return float(-(p * np.log(p)).sum())
+    return float(on_grid(-(p * np.log(p)).sum(axis=1)).sum())
+
+
+# The per-item and per-vote terms of the sums EM merges across partitions are rounded to
+# multiples of 2**-20 (a millionth) first. Float sums of such numbers are exact while below
+# 2**33, so the merged sums, and so every later round, are the same however the items fall
+# into partitions: they differed in the last bits, and the confidences written out by up
+# to 1e-14 between a run on one partition and a run on twenty.
+_GRID = 2.0**20
+
+
+def on_grid(x) -> np.ndarray:
+    return np.round(np.asarray(x, dtype=np.float64) * _GRID) / _GRID
 
 
 class DawidSkene:
@@ -231,9 +243,10 @@ class DawidSkene:
         (one-coin's right answers and class totals are sums of the same confusion table)."""
         probas = self.posteriors(votes, state)
         k = self.n_classes
-        confusion = np.asarray(votes.incidence.T @ probas).reshape(self.n_annotators, k, k)
+        terms = on_grid(probas)
+        confusion = np.asarray(votes.incidence.T @ terms).reshape(self.n_annotators, k, k)
         out = {
-            "class_sum": np.ones(len(probas)) @ probas,  # BLAS; numpy's sum over a narrow axis is slow
+            "class_sum": np.ones(len(terms)) @ terms,  # BLAS; numpy's sum over a narrow axis is slow
             "items": float(votes.n_items),
             "votes": votes.counts_per_annotator(),
             "entropy": _entropy(probas),
@@ -393,14 +406,14 @@ class Glad:
             probas, beta, s = self._posteriors(votes, alpha, state["log_prior"])
         right = probas[votes.item, votes.label]
         ll = right * np.log(np.clip(s, EPS, None)) + (1 - right) * np.log(np.clip((1 - s) / (self.n_classes - 1), EPS, None))
-        return {
-            "class_sum": probas.sum(axis=0),
+        return {  # each term on the grid, so the merged sums do not depend on the partitioning (see on_grid)
+            "class_sum": on_grid(probas).sum(axis=0),
             "items": float(votes.n_items),
             "votes": votes.counts_per_annotator(),
-            "right": np.bincount(votes.annotator, right, minlength=self.n_annotators),
-            "grad": np.bincount(votes.annotator, beta * (right - s), minlength=self.n_annotators),
-            "hess": np.bincount(votes.annotator, beta**2 * s * (1 - s), minlength=self.n_annotators),
-            "loglik": float(ll.sum()) + _entropy(probas),
+            "right": np.bincount(votes.annotator, on_grid(right), minlength=self.n_annotators),
+            "grad": np.bincount(votes.annotator, on_grid(beta * (right - s)), minlength=self.n_annotators),
+            "hess": np.bincount(votes.annotator, on_grid(beta**2 * s * (1 - s)), minlength=self.n_annotators),
+            "loglik": float(on_grid(ll).sum()) + _entropy(probas),
         }
 
     def finalize(self, stats: dict, previous: dict | None = None) -> dict:

@@ -79,9 +79,10 @@ def test_dawid_skene_matches_loop_reference(one_coin):
     y, votes, _ = digits_crowd(n_items=150, n_annotators=12)
     model = DawidSkene(10, 12, one_coin=one_coin, tol=-np.inf, max_iter=4).fit(votes)
     ref_probas, ref_history = reference_dawid_skene(votes, 4, one_coin)
-    np.testing.assert_allclose(model.elbo_history_, ref_history, rtol=1e-9)
+    # the model adds terms rounded to a millionth (crowd.on_grid), the reference exact ones
+    np.testing.assert_allclose(model.elbo_history_, ref_history, rtol=1e-6)
     # the model's state is after round 4; its posteriors are round 5, the reference's round 4
-    np.testing.assert_allclose(model.posteriors(votes, previous_state(votes, one_coin, 3)), ref_probas, atol=1e-9)
+    np.testing.assert_allclose(model.posteriors(votes, previous_state(votes, one_coin, 3)), ref_probas, atol=1e-5)
 
 
 def previous_state(votes, one_coin, rounds):
@@ -104,8 +105,8 @@ def test_stats_from_any_split_of_items_merge_to_the_same_model():
             model.stats(Votes(codes[votes.item[on]], votes.annotator[on], votes.label[on], int(keep.sum()), 20, 10), state)
         )
     merged = merge_stats(*parts)
-    for key in whole:
-        np.testing.assert_allclose(merged[key], whole[key], rtol=1e-10, atol=1e-9)
+    for key in whole:  # equal to the last bit: the terms are on a grid whose sums are exact
+        np.testing.assert_array_equal(merged[key], whole[key])
 
 
 def test_dawid_skene_beats_majority_vote_with_spammers_and_adversaries():
