@@ -566,7 +566,7 @@ def _with_repeated_ids_rejected(marked):
     if len(hashes) == 0:
         return marked
     suspects = dask.delayed(pd.Index(hashes), pure=True)
-    rows = places.map_partitions(lambda p, h: p[p["_hash"].isin(h)], suspects, meta=places._meta, token="dsbuild-id-suspects")
+    rows = places.map_partitions(_hashed_as, suspects, meta=places._meta, token="dsbuild-id-suspects")
     (rows,) = dask.compute(rows)  # only the rows whose id's hash repeats
     counts = rows.groupby(ID)["_at"].agg(["count", "min"])
     first = counts.loc[counts["count"] > 1, "min"]
@@ -585,6 +585,10 @@ def _id_places(part: pd.DataFrame, partition_info=None) -> pd.DataFrame:
         ID: ids.to_numpy(), "_hash": pd.util.hash_pandas_object(ids, index=False).to_numpy().view(np.int64),
         "_at": (np.int64(number) << 32) + ok.astype(np.int64),
     })
+
+
+def _hashed_as(places: pd.DataFrame, hashes: pd.Index) -> pd.DataFrame:
+    return places[places["_hash"].isin(hashes)]
 
 
 def _reject_repeats(part: pd.DataFrame, first: pd.Series, partition_info=None) -> pd.DataFrame:
@@ -736,10 +740,13 @@ def _workers_watched(client, every: float = 1.0):
     from distributed import Future
     from distributed.client import FutureCancelledError
 
+    from dsbuild.clusters import ClusterSpecError
+
     try:
         limit = float(os.environ.get("DSBUILD_NO_WORKERS_SECONDS", "300"))
     except ValueError:
-        raise StageError(f"DSBUILD_NO_WORKERS_SECONDS={os.environ['DSBUILD_NO_WORKERS_SECONDS']!r}: give a number of seconds") from None
+        raise ClusterSpecError([f"DSBUILD_NO_WORKERS_SECONDS={os.environ['DSBUILD_NO_WORKERS_SECONDS']!r}: give a number "
+                                "of seconds"]) from None
     stop, lost = threading.Event(), threading.Event()
     start = time.monotonic()
 
