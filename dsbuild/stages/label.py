@@ -89,13 +89,13 @@ class Classes:
         return cls(keys, tuple(labels))
 
     @classmethod
-    def discovered(cls, examples: dict[str, Any]) -> Classes:
+    def discovered(cls, examples: dict[str, Any], read_as_text: bool = False) -> Classes:
         """The classes the answers hold. Annotation files are read as text, so that a label
-        column mixing 1 and "unsure" loses no answer; labels that are all whole numbers
-        come out as numbers again, as a typed reader gives them."""
+        column mixing 1 and "unsure" loses no answer (``read_as_text``); labels read so
+        that are all whole numbers come out as numbers again, as a typed reader gives them."""
         keys = tuple(_sort_keys(examples))
         values = [examples[k] for k in keys]
-        if values and all(isinstance(v, str) and re.fullmatch(r"-?[1-9]\d*|0", k) for k, v in zip(keys, values)):
+        if read_as_text and values and all(isinstance(v, str) and re.fullmatch(r"-?[1-9]\d*|0", k) for k, v in zip(keys, values)):
             values = [int(k) for k in keys]
         return cls(keys, tuple(values))
 
@@ -519,8 +519,10 @@ class AggregateLabels(Stage):
         o = self.options
         raw = self._annotations(frame.npartitions)
         inventory = shapes.fit(raw, _inventory, _merge_inventory, label=f"{self.ctx.name}-inventory")
+        spec = o.annotations
         classes = Classes.declared(o.labels) if o.labels is not None else Classes.discovered(
-            {k: inventory["examples"][k] for k in inventory["labels"].index}
+            {k: inventory["examples"][k] for k in inventory["labels"].index},
+            read_as_text=spec.frame is None and spec.source_spec().get("format") in _READ_AS_TEXT,
         )
         if inventory["rows"] == 0:
             raise StageError(f"stage {self.ctx.name!r}: the annotations hold no rows")
@@ -704,6 +706,9 @@ def _jsonable(v):
     return v.item() if isinstance(v, np.generic) else v
 
 
+_READ_AS_TEXT = ("csv", "jsonl")  # annotation formats whose item, annotator and label columns are read as text
+
+
 def read_annotation_source(spec: dict, count_rows: bool = True, text: tuple[str, ...] = ()):
     """A Dask frame of annotation rows from a source spec (Label Studio / MTurk included).
 
@@ -718,7 +723,7 @@ def read_annotation_source(spec: dict, count_rows: bool = True, text: tuple[str,
         return read_labeling_export(spec)
     from dsbuild.io.sources import read_source
 
-    if fmt in ("csv", "jsonl") and text:
+    if fmt in _READ_AS_TEXT and text:
         present = read_source(spec, count_rows=False).frame.columns
         spec = {**spec, "text_columns": list(dict.fromkeys([*spec.get("text_columns", []), *(c for c in text if c in present)]))}
     return read_source(spec, count_rows=count_rows).frame
