@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import os
 import re
 import signal
@@ -141,13 +142,19 @@ def _run(args) -> int:
 @contextlib.contextmanager
 def _ctrl_c_noted(flag):
     """Ctrl-C raises KeyboardInterrupt as usual and also sets ``flag``, which stays set
-    when Python swallows the exception (raised inside a garbage-collector callback)."""
+    when Python swallows the exception (raised inside a garbage-collector callback).
+    From then on the cluster's shutdown is quiet: tasks, connections and callbacks cut
+    short printed tracebacks (a gather's closed stream, cancelled futures, a garbage
+    collector callback) around the one line that says what happened."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def interrupt(signum, frame):
         flag.set()
+        for name in ("distributed", "tornado", "asyncio"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+        sys.unraisablehook = lambda unraisable: None  # a callback this cuts short (Dask's GC timer) is printed as "ignored"
         raise KeyboardInterrupt
 
     flag.clear()

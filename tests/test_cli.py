@@ -129,9 +129,9 @@ def test_ctrl_c_stops_the_run_and_its_workers(tmp_path):
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
     )
     deadline = time.time() + 120
-    while time.time() < deadline and not psutil.Process(proc.pid).children(recursive=True):
+    while time.time() < deadline and not list(tmp_path.glob("out.tmp-*")):  # the run has its cluster and has begun
         time.sleep(0.1)
-    time.sleep(3)
+    time.sleep(1)
     children = psutil.Process(proc.pid).children(recursive=True)
     assert children, "the run started no worker processes"
     os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: to every process of the group
