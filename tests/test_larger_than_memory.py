@@ -123,6 +123,7 @@ def test_parquet_partitions_follow_the_byte_budget(tmp_path):
     assert frame["id"].tolist() == [f"part-{k:03d}.parquet:{r}" for k in range(8) for r in range(40)]
 
 
+@pytest.mark.filterwarnings("ignore:worker .* MiB in use before any task")  # a small limit, on purpose
 def test_a_task_over_the_limit_fails_with_the_restart_counted():
     """A task that needs more than its worker's limit fails the job with KilledWorker (not a
     hang on a cluster with no workers), the restart is counted, and the worker is back."""
