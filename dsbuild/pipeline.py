@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 import dsbuild
-from dsbuild.io.sink import OutputExists, Sink
+from dsbuild.io.sink import OutputAppeared, OutputExists, Sink
 from dsbuild.io.sources import RAW, read_source
 from dsbuild.job import JobSpec, load_job
 from dsbuild.records import ID, REASON, STAGE, stable_hash64
@@ -178,7 +178,7 @@ def _run_on_current(spec: JobSpec, sink: Sink, client, progress: bool, resume: b
         else:
             sink.release()
         raise
-    except ResumeRefused:
+    except (ResumeRefused, OutputAppeared):
         sink.release()
         raise
     except BaseException as e:

@@ -184,9 +184,14 @@ def test_an_output_written_by_another_run_meanwhile_is_not_replaced(tmp_path):
         out.mkdir()
         (out / "manifest.json").write_text('{"job": "the other run"}')
         if overwrite:
+            (out / "manifest.json").rename(out / "thesis.tex")  # asked to overwrite, still not a folder of other work
+            with pytest.raises(OutputExists, match="is not a dsbuild output"):
+                sink.commit()
+            (out / "thesis.tex").rename(out / "manifest.json")
             sink.commit()
             assert (out / "manifest.json").read_text() == "{}"
         else:
-            with pytest.raises(OutputExists, match="was written by another run while this one ran"):
+            with pytest.raises(OutputExists, match="exists and is not empty; pass --overwrite .* \\(it appeared while this run ran\\)"):
                 sink.commit()
             assert (out / "manifest.json").read_text() == '{"job": "the other run"}'
+            assert (tmp_path / f"out{overwrite}.tmp-k" / "_SUCCESS").exists()  # this run's output, kept whole

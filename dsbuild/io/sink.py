@@ -37,6 +37,10 @@ class OutputExists(FileExistsError):
     pass
 
 
+class OutputAppeared(OutputExists):
+    """The output's place was taken while the run ran; its finished output is kept."""
+
+
 class Sink:
     """Where one run's output goes, and the temporary folder it is built in."""
 
@@ -259,16 +263,19 @@ class Sink:
             f.write(text)
 
     def commit(self) -> None:
-        """Mark success inside the temporary folder, then move it into place. An output that
-        appeared since the run started (another job's, into the same folder) is replaced
-        only with overwrite, as one that was there at the start: it was replaced silently."""
-        if not self.overwrite and self.fs.exists(self.path) and (self.fs.isfile(self.path) or self.fs.ls(self.path)):
-            raise OutputExists(f"{self.path} was written by another run while this one ran; pass --overwrite "
-                               "(overwrite=True) to replace it, or write elsewhere")
+        """Mark success inside the temporary folder, then move it into place. What appeared
+        at the output's place since the run began (another job's output, a folder of other
+        work) is refused as it would have been at the start: it was replaced silently. The
+        finished output then stays in the temporary folder, whole, for the user to move."""
         for scratch in ("_staging", "_checkpoints", _OWNER):
             if self.fs.exists(posixpath.join(self.tmp, scratch)):
                 self.fs.rm(posixpath.join(self.tmp, scratch), recursive=True)
         self.write_text(SUCCESS, "")
+        try:
+            self.check_target()  # again: something may have been written there since the run began
+        except OutputExists as e:
+            raise OutputAppeared(f"{e} (it appeared while this run ran); this run's output is whole in {self.tmp}: "
+                                 "move it where you want it") from None
         old = None
         if self.fs.exists(self.path):
             old = f"{self.path}.old-{uuid.uuid4().hex[:12]}"
