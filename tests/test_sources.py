@@ -510,3 +510,22 @@ def test_jsonl_blocks_read_by_arrow_equal_those_read_line_by_line(tmp_path, monk
     pd.testing.assert_frame_equal(fast.reset_index(drop=True), slow.reset_index(drop=True))
     assert fast.loc[fast[REJECT].notna(), "id"].tolist() == ["d.jsonl:2500"] and len(fast) == 3001
     assert fast.set_index("id").loc["d.jsonl:3001", "k"] == 0  # numbered by line past the blank one
+
+
+def test_jsonl_values_that_do_not_fit_are_rejected_the_same_way_at_any_blocksize(tmp_path):
+    """An integer beyond int64 or an escaped lone surrogate crashed the job; 7.5 in an integer
+    column became 7; a whole number in a float column was kept by Arrow's reader and
+    rejected line by line, so the output changed with the blocksize."""
+    lines = ['{"i": 1, "f": 1.5, "s": "a"}', '{"i": 2, "f": 2.5, "s": "b"}', '{"i": 9223372036854775808, "f": 9007199254740993, "s": "c"}',
+             '{"i": 7.5, "f": 3, "s": "d"}', '{"i": 3, "f": 1.0, "s": "\\ud800"}', '{"i": 4, "f": 12345678901234567890123, "s": "e"}']
+    (tmp_path / "v.jsonl").write_text("\n".join(lines) + "\n")
+    outs = []
+    for blocksize, infer in ((16, 64), (100, 64), (10**6, 64)):  # the first two lines type the columns
+        df = read({"format": "jsonl", "path": str(tmp_path / "v.jsonl"), "blocksize": blocksize, "infer_bytes": infer})
+        outs.append(df.sort_values("id").reset_index(drop=True))
+    for other in outs[1:]:
+        pd.testing.assert_frame_equal(outs[0], other)
+    df = outs[0].set_index("id")
+    assert df[REJECT].dropna().to_dict() == {"v.jsonl:2": "type:i=9223372036854775808", "v.jsonl:3": "type:i=7.5",
+                                             "v.jsonl:4": "type:s='\\ud800'"}
+    assert df.loc["v.jsonl:5", "f"] == 1.2345678901234568e22 and str(df["i"].dtype) == "Int64"

@@ -124,22 +124,43 @@ def _json_schema(rows: list[dict]) -> pa.Schema:
             if v is not None:
                 kind = "float" if isinstance(v, float) else type(v).__name__
                 kinds.setdefault(kind, []).append(v)
-        if "int" in kinds and "float" in kinds:
-            kinds["float"] += kinds.pop("int")
+        if "int" in kinds and "float" in kinds:  # a float column; its whole numbers are floats (2**53 + 1 too)
+            kinds["float"] += [float(v) for v in kinds.pop("int")]
         if not kinds:
             fields.append(pa.field(name, pa.string()))
             continue
         common = max(kinds.values(), key=len)
         try:
             fields.append(pa.field(name, pa.array(common).type))
+        except (OverflowError, UnicodeEncodeError):  # one value beyond int64, or no UTF-8: typed by the others, it is rejected
+            fields.append(pa.field(name, _typed_without_misfits(common)))
         except (pa.ArrowInvalid, pa.ArrowTypeError):
             fields.append(pa.field(name, pa.string()))
     return pa.schema(fields)
 
 
+def _typed_without_misfits(values: list) -> pa.DataType:
+    """The type of the sample's values that Arrow can hold (ints within int64, text that is
+    UTF-8); text when none can."""
+    def holds(v) -> bool:
+        try:
+            pa.array([v])
+            return True
+        except (OverflowError, UnicodeEncodeError, pa.ArrowInvalid, pa.ArrowTypeError):
+            return False
+
+    kept = [v for v in values if holds(v)]
+    try:
+        return pa.array(kept).type if kept else pa.string()
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return pa.string()
+
+
 class _JsonBlock:
     def __init__(self, fs, schema: pa.Schema, text: tuple[str, ...] = ()):
         self.fs, self.schema, self.text = fs, schema, text
+        self.floats = [f.name for f in schema if pa.types.is_floating(f.type)]
+        self.integers = [f.name for f in schema if pa.types.is_integer(f.type)]
 
     def empty(self) -> pd.DataFrame:
         return _mark_bad(_with_id(to_pandas(self.schema.empty_table())))
@@ -184,9 +205,16 @@ class _JsonBlock:
                     obj[name] = json.dumps(obj[name], ensure_ascii=False) if isinstance(obj[name], (list, dict)) else str(obj[name])
             good.append(obj)
             good_rows.append(i)
+        for obj in good:  # as Arrow's JSON reader takes them: a number in a float column is a float
+            for name in self.floats:
+                if isinstance(obj.get(name), int) and not isinstance(obj[name], bool):
+                    obj[name] = float(obj[name])
+        fractions = any(isinstance(obj.get(name), float) and not obj[name].is_integer() for obj in good for name in self.integers)
         try:  # every row fits its columns' types, as nearly always: one conversion
+            if fractions:
+                raise TypeError("a fraction in an integer column, which pyarrow would truncate")
             table, typed_rows = (pa.Table.from_pylist(good, schema=self.schema) if good else self.schema.empty_table()), good_rows
-        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):  # else row by row, to name the rows that do not
+        except _UNFIT:  # else row by row, to name the rows that do not
             table, typed_rows = self._typed_by_row(good, good_rows, raws, bad)
         df = to_pandas(table)
         df = _with_id(df, ids=pd.array([f"{rel}:{first_line + i}" for i in typed_rows], dtype="string"))
@@ -218,8 +246,10 @@ class _JsonBlock:
         typed, typed_rows = [], []
         for obj, i in zip(good, rows):
             try:
+                if any(not _fits(obj[name], self.schema.field(name).type) for name in self.integers if isinstance(obj.get(name), float)):
+                    raise TypeError("a fraction in an integer column")
                 pa.Table.from_pylist([obj], schema=self.schema)
-            except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
+            except _UNFIT:
                 field_name = next((k for k in obj if not _fits(obj[k], self.schema.field(k).type)), "?")
                 bad.append((i, _raw_text(raws[i]), f"type:{field_name}={obj.get(field_name)!r}"[:120]))
                 continue
@@ -229,11 +259,19 @@ class _JsonBlock:
 
 
 _UNPARSED = object()
+# What converting a value to its column's type raises: besides Arrow's own errors, an
+# integer beyond int64 (OverflowError) and text that is no UTF-8, an escaped lone
+# surrogate such as "\ud800" (UnicodeEncodeError); both crashed the job.
+_UNFIT = (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError, UnicodeEncodeError)
 
 
 def _fits(value, typ: pa.DataType) -> bool:
+    """Whether ``value`` is one of ``typ``'s values as it is: pyarrow would truncate 7.5 to
+    an integer column's 7, so a fraction is no integer here."""
+    if pa.types.is_integer(typ) and isinstance(value, float) and not value.is_integer():
+        return False
     try:
         pa.array([value], type=typ)
         return True
-    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
+    except _UNFIT:
         return False
