@@ -52,10 +52,15 @@ def _bytes_text(value: str | None) -> str | None:
 
     if value is not None:
         try:
-            parse_bytes(value)
+            size = parse_bytes(value)
         except ValueError:
             raise ValueError(f"{value!r} is no size; write it like 4GiB or 500MB") from None
+        if size < _SMALLEST_WORKER:  # a negative size failed deep in the nanny, 1KiB in Dask's own check
+            raise ValueError(f"{value!r} is too small for a worker: its libraries alone take about 250 MiB; give 1GiB or more")
     return value
+
+
+_SMALLEST_WORKER = 64 * 2**20
 
 
 class TLSFiles(_Spec):

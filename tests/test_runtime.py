@@ -128,6 +128,10 @@ def test_cluster_mistakes_are_said_before_anything_starts(tmp_path, capsys):
     (tmp_path / "local.yaml").write_text("kind: local\nmemory_limit: 4 gigs\n")
     with pytest.raises(ClusterSpecError, match="local.yaml:2: memory_limit: '4 gigs' is no size; write it like 4GiB"):
         spec_from_target(str(tmp_path / "local.yaml"))
+    for size in ("-5GiB", "1KiB"):  # a traceback from the nanny, and Dask's own MemoryError
+        (tmp_path / "local.yaml").write_text(f"kind: local\nmemory_limit: {size}\n")
+        with pytest.raises(ClusterSpecError, match=f"memory_limit: '{size}' is too small for a worker"):
+            spec_from_target(str(tmp_path / "local.yaml"))
     (tmp_path / "tls.yaml").write_text(f"kind: scheduler\naddress: tcp://127.0.0.1:1\ntls: {{ca_file: {tmp_path / 'ca.pem'}, cert: x.pem}}\n")
     (tmp_path / "job.yaml").write_text(f"name: t\nsource: {{format: sample, name: adult}}\nstages: []\nsink: {{path: {tmp_path / 'out'}}}\n")
     assert main(["run", str(tmp_path / "job.yaml"), "--cluster", str(tmp_path / "tls.yaml")]) == 2
