@@ -529,3 +529,15 @@ def test_jsonl_values_that_do_not_fit_are_rejected_the_same_way_at_any_blocksize
     assert df[REJECT].dropna().to_dict() == {"v.jsonl:2": "type:i=9223372036854775808", "v.jsonl:3": "type:i=7.5",
                                              "v.jsonl:4": "type:s='\\ud800'"}
     assert df.loc["v.jsonl:5", "f"] == 1.2345678901234568e22 and str(df["i"].dtype) == "Int64"
+
+
+def test_jsonl_fractions_inside_lists_and_objects_of_integers_are_rejected(tmp_path):
+    """[1, 2.5] in a list of integers became [1, 2], and {"p": 1.5} in an object of them {"p": 1}."""
+    lines = ['{"l": [1, 2], "n": {"p": 1}}', '{"l": [3], "n": {"p": 2}}', '{"l": [1, 2.5], "n": {"p": 1}}',
+             '{"l": [5], "n": {"p": 1.5}}', '{"l": [6.0], "n": {"p": 3}}']
+    (tmp_path / "c.jsonl").write_text("\n".join(lines) + "\n")
+    for blocksize in (10, 10**6):
+        with dask.config.set({"dataframe.convert-string": False}):  # lists as lists, as dsbuild.run reads them
+            df = read({"format": "jsonl", "path": str(tmp_path / "c.jsonl"), "blocksize": blocksize, "infer_bytes": 30}).set_index("id")
+        assert df[REJECT].dropna().to_dict() == {"c.jsonl:2": "type:l=[1, 2.5]", "c.jsonl:3": "type:n={'p': 1.5}"}
+        assert list(df.loc["c.jsonl:4", "l"]) == [6]

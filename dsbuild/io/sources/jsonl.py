@@ -160,7 +160,7 @@ class _JsonBlock:
     def __init__(self, fs, schema: pa.Schema, text: tuple[str, ...] = ()):
         self.fs, self.schema, self.text = fs, schema, text
         self.floats = [f.name for f in schema if pa.types.is_floating(f.type)]
-        self.integers = [f.name for f in schema if pa.types.is_integer(f.type)]
+        self.integers = [f.name for f in schema if _holds_integers(f.type)]  # where a fraction must be refused
 
     def empty(self) -> pd.DataFrame:
         return _mark_bad(_with_id(to_pandas(self.schema.empty_table())))
@@ -209,7 +209,7 @@ class _JsonBlock:
             for name in self.floats:
                 if isinstance(obj.get(name), int) and not isinstance(obj[name], bool):
                     obj[name] = float(obj[name])
-        fractions = any(isinstance(obj.get(name), float) and not obj[name].is_integer() for obj in good for name in self.integers)
+        fractions = any(_fraction_in(obj.get(name), self.schema.field(name).type) for obj in good for name in self.integers)
         try:  # every row fits its columns' types, as nearly always: one conversion
             if fractions:
                 raise TypeError("a fraction in an integer column, which pyarrow would truncate")
@@ -246,7 +246,7 @@ class _JsonBlock:
         typed, typed_rows = [], []
         for obj, i in zip(good, rows):
             try:
-                if any(not _fits(obj[name], self.schema.field(name).type) for name in self.integers if isinstance(obj.get(name), float)):
+                if any(_fraction_in(obj.get(name), self.schema.field(name).type) for name in self.integers):
                     raise TypeError("a fraction in an integer column")
                 pa.Table.from_pylist([obj], schema=self.schema)
             except _UNFIT:
@@ -265,10 +265,32 @@ _UNPARSED = object()
 _UNFIT = (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError, UnicodeEncodeError)
 
 
+def _fraction_in(value, typ: pa.DataType) -> bool:
+    """Whether an integer of ``typ`` (a column, a list's element, a struct's field) is
+    given as a fraction, which pyarrow truncates ([1, 2.5] became [1, 2])."""
+    if value is None:
+        return False
+    if pa.types.is_integer(typ):
+        return isinstance(value, float) and not value.is_integer()
+    if pa.types.is_list(typ) or pa.types.is_large_list(typ):
+        return isinstance(value, list) and any(_fraction_in(v, typ.value_type) for v in value)
+    if pa.types.is_struct(typ):
+        return isinstance(value, dict) and any(_fraction_in(value.get(f.name), f.type) for f in typ)
+    return False
+
+
+def _holds_integers(typ: pa.DataType) -> bool:
+    if pa.types.is_integer(typ):
+        return True
+    if pa.types.is_list(typ) or pa.types.is_large_list(typ):
+        return _holds_integers(typ.value_type)
+    return pa.types.is_struct(typ) and any(_holds_integers(f.type) for f in typ)
+
+
 def _fits(value, typ: pa.DataType) -> bool:
     """Whether ``value`` is one of ``typ``'s values as it is: pyarrow would truncate 7.5 to
     an integer column's 7, so a fraction is no integer here."""
-    if pa.types.is_integer(typ) and isinstance(value, float) and not value.is_integer():
+    if _fraction_in(value, typ):
         return False
     try:
         pa.array([value], type=typ)
