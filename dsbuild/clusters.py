@@ -418,8 +418,7 @@ def cluster_client(spec, workers: int | None, stack: contextlib.ExitStack):
                 target, scheduler_file=spec.scheduler_file, security=security, timeout=spec.timeout,
             ))
         except (OSError, TimeoutError) as e:
-            raise ClusterSpecError([f"no Dask scheduler answered at {where} within {spec.timeout:g} s ({e}); is it running "
-                                    "(dask scheduler), and is this its address (port 8786 by default)?"]) from None
+            raise _no_scheduler(where, spec.timeout, e) from None
         if workers or spec.workers:
             _wait_for_workers(client, workers or spec.workers, spec.timeout, "connected to the scheduler")
         return client
@@ -460,9 +459,13 @@ def _check_answers(address: str, timeout: float, security) -> None:
         try:
             pool.submit(asyncio.run, asyncio.wait_for(probe(), timeout + 1)).result()
         except (OSError, TimeoutError) as e:
-            raise ClusterSpecError([f"no Dask scheduler answered at {address} within {timeout:g} s ({str(e) or 'no answer to the handshake'}); "
-                                    "is it running (dask scheduler), and is this its address (port 8786 by default; "
-                                    "8787 is the dashboard)?"]) from None
+            raise _no_scheduler(address, timeout, e) from None
+
+
+def _no_scheduler(where: str, timeout: float, e: Exception) -> ClusterSpecError:
+    why = str(e) or "no answer to the handshake"
+    return ClusterSpecError([f"no Dask scheduler answered at {where} within {timeout:g} s ({why}); is it running "
+                             "(dask scheduler), and is this its address (port 8786 by default; 8787 is the dashboard)?"])
 
 
 def _wait_for_workers(client, n: int, timeout: float, how: str) -> None:

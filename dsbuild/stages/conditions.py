@@ -106,3 +106,8 @@ def all_hold(conditions: list[Condition], part: pd.DataFrame) -> np.ndarray:
     for cond in conditions:
         ok &= cond.holds(part[cond.column])
     return ok
+
+
+def rows_holding(conditions: list[Condition], part: pd.DataFrame) -> pd.DataFrame:
+    """The partition's rows that pass every condition; the partition itself, uncopied, with none."""
+    return part[all_hold(conditions, part)] if conditions else part

@@ -66,7 +66,7 @@ from dsbuild.stages.base import (
     reject,
     with_marks,
 )
-from dsbuild.stages.conditions import Condition, all_hold
+from dsbuild.stages.conditions import Condition, all_hold, rows_holding
 
 ModelName = Literal[tuple(MODELS)]  # type: ignore[valid-type]
 CLEANING_FIRST = ("exact_dedup", "sanitize")
@@ -207,7 +207,7 @@ class FairnessStage(FitApplyStage):
 
     def counted(self, part: pd.DataFrame) -> pd.DataFrame:
         """The partition's rows a mitigation counts (no copy without ``where``)."""
-        return part[self.chosen_rows(part)] if getattr(self.options, "where", None) else part
+        return rows_holding(getattr(self.options, "where", []), part)
 
     def where_summary(self) -> dict:
         """``{"where": "split == train"}`` when the stage counted and changed only those rows."""
@@ -783,7 +783,7 @@ class _FeatureRepair(FairnessStage):
         return [c for c in cols if c not in self.sensitive and c != self.label]
 
     def fit_rows(self, part: pd.DataFrame) -> pd.DataFrame:
-        return part[all_hold(self.options.fit_on, part)] if self.options.fit_on else part
+        return rows_holding(self.options.fit_on, part)
 
     def check(self, meta):
         super().check(meta)

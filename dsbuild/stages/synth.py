@@ -22,7 +22,7 @@ from dsbuild.kernels.copula import GaussianCopula, Marginals, ScoreMoments
 from dsbuild.kernels.dtypes import as_dtype
 from dsbuild.records import ID, child_id, record_rng
 from dsbuild.stages.base import ADDED, KEY, Stage, StageError, StageOptions, register, with_marks
-from dsbuild.stages.conditions import Condition, all_hold
+from dsbuild.stages.conditions import Condition, all_hold, rows_holding
 
 # -- oversample -------------------------------------------------------------------------
 
@@ -212,8 +212,7 @@ class Synthesize(Stage):
     def _numbers(self, part: pd.DataFrame) -> pd.DataFrame:
         """The rows ``where`` names, times as seconds since the epoch (float64: to a fraction
         of a microsecond), so the copula models them as numbers."""
-        if self.options.where:
-            part = part[all_hold(self.options.where, part)]
+        part = rows_holding(self.options.where, part)
         return part.assign(**{c: _seconds(part[c]) for c in self.times_}) if self.times_ else part
 
     def _add_rows(self, part: pd.DataFrame, copula: GaussianCopula, npartitions: int, partition_info=None) -> pd.DataFrame:

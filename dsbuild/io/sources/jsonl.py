@@ -200,18 +200,10 @@ class _JsonBlock:
             if unknown:
                 bad.append((i, _raw_text(raw), f"json:unknown-field={sorted(unknown)[0]}"))
                 continue
-            for name in self.text:
-                if obj.get(name) is not None and not isinstance(obj[name], str):
-                    obj[name] = json.dumps(obj[name], ensure_ascii=False) if isinstance(obj[name], (list, dict)) else str(obj[name])
-            good.append(obj)
+            good.append(self._as_columns_take(obj))
             good_rows.append(i)
-        for obj in good:  # as Arrow's JSON reader takes them: a number in a float column is a float
-            for name in self.floats:
-                if isinstance(obj.get(name), int) and not isinstance(obj[name], bool):
-                    obj[name] = float(obj[name])
-        fractions = any(_fraction_in(obj.get(name), self.schema.field(name).type) for obj in good for name in self.integers)
         try:  # every row fits its columns' types, as nearly always: one conversion
-            if fractions:
+            if any(self._fraction(obj) for obj in good):
                 raise TypeError("a fraction in an integer column, which pyarrow would truncate")
             table, typed_rows = (pa.Table.from_pylist(good, schema=self.schema) if good else self.schema.empty_table()), good_rows
         except _UNFIT:  # else row by row, to name the rows that do not
@@ -225,6 +217,20 @@ class _JsonBlock:
             out.loc[len(df):, REJECT] = [why for _, _, why in bad]
             out.loc[len(df):, RAW] = [text for _, text, _ in bad]
         return out
+
+    def _as_columns_take(self, obj: dict) -> dict:
+        """A text column's other values as text; a float column's whole numbers as floats,
+        as Arrow's JSON reader takes them (2**53 + 1 too)."""
+        for name in self.text:
+            if obj.get(name) is not None and not isinstance(obj[name], str):
+                obj[name] = json.dumps(obj[name], ensure_ascii=False) if isinstance(obj[name], (list, dict)) else str(obj[name])
+        for name in self.floats:
+            if isinstance(obj.get(name), int) and not isinstance(obj[name], bool):
+                obj[name] = float(obj[name])
+        return obj
+
+    def _fraction(self, obj: dict) -> bool:
+        return any(_fraction_in(obj.get(name), self.schema.field(name).type) for name in self.integers)
 
     def _read_whole(self, data: bytes, path: str, start: int) -> pa.Table | None:
         """The block through Arrow's JSON reader, where every line is an object of the
@@ -246,7 +252,7 @@ class _JsonBlock:
         typed, typed_rows = [], []
         for obj, i in zip(good, rows):
             try:
-                if any(_fraction_in(obj.get(name), self.schema.field(name).type) for name in self.integers):
+                if self._fraction(obj):
                     raise TypeError("a fraction in an integer column")
                 pa.Table.from_pylist([obj], schema=self.schema)
             except _UNFIT:
