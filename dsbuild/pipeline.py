@@ -249,7 +249,7 @@ class Execution:
             self.sink.column_types = {f.name: f.type for f in self.source.schema}
         marked = _marked_source(self.source, spec.columns.id)
         if (spec.columns.id and spec.columns.id != ID) or self.source.ids_given:
-            marked = _with_repeated_ids_rejected(marked)
+            marked = _with_repeated_ids_rejected(marked, _ids_alone(self.source, spec.columns.id))
         _check_roles(spec, marked._meta)
         kept = self._add_run(StageRun("source", "read", None, marked))
         stages = spec.build_stages(marked._meta)
@@ -548,7 +548,18 @@ def _whole_compressed_files(source, files: list[dict]) -> list[str]:
             for f in large[:3]]
 
 
-def _with_repeated_ids_rejected(marked):
+def _ids_alone(source, id_column: str | None):
+    """The source's ids and reject marks, read without its other columns where the format
+    can skip them (Parquet: the check then reads a column of ids, not a column of images);
+    else None. Such a reader rejects no row, so the marks are the same as the whole read's."""
+    if source.read_columns is None:
+        return None
+    frame = source.read_columns([id_column] if id_column and id_column != ID else [ID])
+    return frame.map_partitions(_with_known_ids, id_column, meta=_with_known_ids(frame._meta.copy(), id_column),
+                                token="dsbuild-ids", enforce_metadata=False)
+
+
+def _with_repeated_ids_rejected(marked, ids=None):
     """The data's own ids, checked to name one row each: every row but the first of an id
     goes to rejects as ``id:repeated``. Stages key rows by id (near-duplicate clusters,
     keepers, crowd labels), and two rows under one id were taken as one: near_dedup_text
@@ -558,9 +569,11 @@ def _with_repeated_ids_rejected(marked):
     It costs a pass over the source that counts 64-bit hashes of the ids (a shuffle of
     integers), and, where a hash repeats, one more that fetches only those rows to compare
     their ids exactly. The first row is the first in the source's order (partition, then
-    row), whatever the partitioning.
+    row), whatever the partitioning. ``ids``: the same partitions' ids and marks alone,
+    where the source can read them so.
     """
-    places = marked.map_partitions(_id_places, meta=_id_places(marked._meta), token="dsbuild-id-places")
+    ids = marked if ids is None else ids
+    places = ids.map_partitions(_id_places, meta=_id_places(ids._meta), token="dsbuild-id-places")
     counts = places.groupby("_hash", sort=False)["_at"].count(split_out=max(1, marked.npartitions // 4))
     (hashes,) = dask.compute(counts[counts > 1].index)
     if len(hashes) == 0:

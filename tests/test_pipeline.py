@@ -806,6 +806,29 @@ def test_rows_that_repeat_an_id_the_data_gives_are_rejected_but_the_first(client
         pd.testing.assert_frame_equal(rejects, outputs[0][1])
 
 
+def test_the_id_check_reads_a_parquet_sources_ids_alone(client, tmp_path):
+    """The check read the whole source once more, image bytes included; Parquet can read the
+    id column alone, in the same partitions, and the repeats found are the same."""
+    from dsbuild.io.sources import read_source
+    from dsbuild.job import load_job
+    from dsbuild.pipeline import _ids_alone
+
+    frame = pd.DataFrame({"uid": ["a", "b", "a", "c", None, "b", "d"], "blob": [bytes([i]) * 1000 for i in range(7)]})
+    for name, column in (("uid", "uid"), ("id", None)):
+        data = frame.rename(columns={"uid": name})
+        for group in (2, 7):
+            path = tmp_path / f"{name}{group}.parquet"
+            data.to_parquet(path, row_group_size=group)
+            job = {"name": "ids", "source": {"format": "parquet", "path": str(path), "rows_per_partition": group},
+                   "columns": {"id": column} if column else {}, "sink": {"path": str(tmp_path / f"out-{name}{group}")}}
+            ids = _ids_alone(read_source(load_job(job).source), column)
+            assert "blob" not in ids.columns and ids.npartitions == (4 if group == 2 else 1)
+            manifest = dsbuild.run(job, client=client)
+            kept, rejects = read_output(tmp_path / f"out-{name}{group}")
+            assert manifest["stages"][0]["rejected_by_reason"] == {"id:repeated": 2, "id:missing": 1}
+            assert sorted(b[0] for b in kept["blob"]) == [0, 1, 3, 6]  # the first a and the first b are kept
+
+
 def test_rows_a_stage_adds_carry_their_id_in_the_jobs_id_column(client, tmp_path):
     """A SMOTE row kept its parent's value in columns.id's column: the column named two rows
     alike. A column of numbers cannot hold 'r5#smote0': it is left empty there."""

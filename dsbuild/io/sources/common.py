@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import posixpath
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import dask.dataframe as dd
@@ -50,6 +51,9 @@ class Source:
     schema: pa.Schema | None = None
     # The data has an ``id`` column of its own (else ids are file:row, unique as made).
     ids_given: bool = False
+    # The same partitions with only these columns (and ``id``), where the format can skip
+    # the others (Parquet): the id check then reads ids, not images.
+    read_columns: Callable[[list[str]], dd.DataFrame] | None = None
 
     def fingerprint(self) -> str:
         h = hashlib.blake2b(digest_size=16)

@@ -103,11 +103,14 @@ def _read_parquet(spec: ParquetSource) -> Source:
         if absent:
             raise SourceError(f"source {spec.path!r}: no file has column {absent[0]!r}")
         schema = pa.schema([schema.field(c) for c in spec.columns], metadata=schema.metadata)
-    meta = _with_id(to_pandas(schema.empty_table()))
-    frame = dd.from_map(
-        _ParquetPiece(fs, schema), pieces, meta=meta, divisions=None, label="read-parquet", enforce_metadata=False
-    )
-    return Source(frame, records, skipped, schema, ids_given=ID in schema.names)
+
+    def read(columns: list[str] | None = None) -> dd.DataFrame:
+        read_schema = schema if columns is None else pa.schema([schema.field(c) for c in columns])
+        meta = _with_id(to_pandas(read_schema.empty_table()))
+        return dd.from_map(_ParquetPiece(fs, read_schema), pieces, meta=meta, divisions=None, label="read-parquet",
+                           enforce_metadata=False)
+
+    return Source(read(), records, skipped, schema, ids_given=ID in schema.names, read_columns=read)
 
 
 def _common_schema(first: pa.Schema, other: pa.Schema, path: str, first_path: str, merge: bool = False) -> pa.Schema:
