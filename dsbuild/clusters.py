@@ -435,9 +435,59 @@ def cluster_client(spec, workers: int | None, stack: contextlib.ExitStack):
                 cluster.scale(n=workers)
             else:
                 cluster.scale(jobs=spec.jobs)
+            jobs_ended = _slurm_jobs_ended if isinstance(spec, SlurmSpec) else None
             _wait_for_workers(client, workers or spec.jobs * spec.processes, spec.wait_timeout,
-                              "started from the batch queue (wait_timeout; see squeue / qstat, and the jobs' logs)")
+                              "started from the batch queue (wait_timeout; see squeue / qstat, and the jobs' logs)",
+                              _batch_jobs_failed(cluster, spec, workers or spec.jobs * spec.processes, jobs_ended))
     return client
+
+
+def _batch_jobs_failed(cluster, spec, n: int, jobs_ended):
+    """A check, for the wait, that says why the workers cannot come any more: their batch
+    jobs left the queue before enough of them connected (a ``python`` the nodes lack, a
+    prologue that fails). The run had waited out all of wait_timeout for them. None where
+    the queue cannot be asked (PBS is not tried here)."""
+    if jobs_ended is None:
+        return None
+    per_job = spec.processes
+    asked = -(-n // per_job)
+
+    def failed() -> str | None:
+        ids = [job.job_id for job in list(cluster.workers.values()) if getattr(job, "job_id", None)]
+        if len(ids) < asked:  # not all submitted yet
+            return None
+        ended = jobs_ended(ids)
+        if ended is None or (len(ids) - len(ended)) * per_job >= n:
+            return None
+        return f"worker jobs {', '.join(ended)} ended before their workers connected; " + _job_logs(spec, ended)
+
+    return failed
+
+
+def _slurm_jobs_ended(ids: list[str]) -> list[str] | None:
+    """The jobs among ``ids`` that Slurm no longer lists as pending or running; None when
+    squeue does not answer."""
+    import subprocess
+
+    try:
+        done = subprocess.run(["squeue", "-h", "-j", ",".join(ids), "-o", "%i"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if done.returncode != 0:  # every id unknown by now ("Invalid job id specified"), else no answer
+        return list(ids) if "Invalid job id" in done.stderr else None
+    listed = set(done.stdout.split())
+    return [i for i in ids if i not in listed]
+
+
+def _job_logs(spec, ids: list[str]) -> str:
+    """Where the jobs' output is, and the end of the first one's error log."""
+    if not spec.log_directory:
+        return f"Slurm wrote their output to slurm-{ids[0]}.out in the folder the run started in (set log_directory to keep them together)"
+    logs = sorted(Path(spec.log_directory).glob(f"*-{ids[0]}.err"))
+    if not logs:
+        return f"their logs are in {spec.log_directory}"
+    tail = [line for line in logs[0].read_text(errors="replace").splitlines() if line.strip()][-3:]
+    return f"{logs[0]} ends: " + " | ".join(tail) if tail else f"{logs[0]} is empty"
 
 
 def _check_answers(address: str, timeout: float, security) -> None:
@@ -468,12 +518,23 @@ def _no_scheduler(where: str, timeout: float, e: Exception) -> ClusterSpecError:
                              "(dask scheduler), and is this its address (port 8786 by default; 8787 is the dashboard)?"])
 
 
-def _wait_for_workers(client, n: int, timeout: float, how: str) -> None:
-    try:
-        client.wait_for_workers(n, timeout=timeout)
-    except TimeoutError as e:  # Dask's WorkerStartTimeoutError is one
-        have = len(client.scheduler_info(n_workers=-1).get("workers", {})) if client.status == "running" else 0
-        raise ClusterSpecError([f"only {have} of the {n} workers asked for {how} within {timeout:g} s"]) from e
+def _wait_for_workers(client, n: int, timeout: float, how: str, failed=None) -> None:
+    """Wait for ``n`` workers; ``failed``, asked every few seconds, says why they will not come."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            client.wait_for_workers(n, timeout=max(0.1, min(left, 5)) if failed else timeout)
+            return
+        except TimeoutError as e:  # Dask's WorkerStartTimeoutError is one
+            why = failed() if failed else None
+            if why or not failed or time.monotonic() >= deadline:
+                have = len(client.scheduler_info(n_workers=-1).get("workers", {})) if client.status == "running" else 0
+                said = (f"{have} of the {n} workers asked for connected, and no more can: {why}" if why
+                        else f"only {have} of the {n} workers asked for {how} within {timeout:g} s")
+                raise ClusterSpecError([said]) from e
 
 
 def _check_tls_files(tls) -> None:
