@@ -517,6 +517,18 @@ def test_a_row_without_an_id_is_rejected_not_a_crash(client, tmp_path):
     assert rejects.loc["id:missing", "id"] == "in.csv:1" and rejects.loc["csv:fields=expected 2, got 3", "id"] == "in.csv:4"
 
 
+def test_a_blank_id_is_missing_in_every_format(client, tmp_path):
+    """JSON lines and Parquet took "" as an id, which a CSV reader makes missing."""
+    (tmp_path / "in.jsonl").write_text('{"id": "a", "x": 1}\n{"id": "", "x": 2}\n{"id": "  ", "x": 3}\n{"id": "b", "x": 4}\n')
+    pd.DataFrame({"key": ["a", "", "  ", "b"], "x": [1, 2, 3, 4]}).to_parquet(tmp_path / "in.parquet")
+    for source, columns in (({"format": "jsonl", "path": str(tmp_path / "in.jsonl")}, {}),
+                            ({"format": "parquet", "path": str(tmp_path / "in.parquet")}, {"id": "key"})):
+        out = tmp_path / f"out-{source['format']}"
+        manifest = dsbuild.run({"name": "blank", "source": source, "columns": columns, "sink": {"path": str(out)}}, client=client)
+        assert manifest["stages"][0]["rejected_by_reason"] == {"id:missing": 2}
+        assert pd.read_parquet(out / "data")["x"].tolist() == [1, 4]
+
+
 @pytest.mark.parametrize("column", ["reason", "stage", "raw", "id"])
 def test_a_source_column_named_as_the_outputs_own_is_refused_before_the_run(tmp_path, column):
     """A column named ``reason`` crashed the write of the rejects (duplicate columns), one
