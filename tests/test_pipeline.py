@@ -517,6 +517,24 @@ def test_a_row_without_an_id_is_rejected_not_a_crash(client, tmp_path):
     assert rejects.loc["id:missing", "id"] == "in.csv:1" and rejects.loc["csv:fields=expected 2, got 3", "id"] == "in.csv:4"
 
 
+def test_the_id_check_of_a_dask_frame_reads_its_id_column_alone(tmp_path):
+    """A Dask frame's graph was computed whole once more for the id check; Dask pushes the
+    id column down to the frame's own read."""
+    import dask.dataframe as dd
+
+    from dsbuild.io.sources import read_source
+    from dsbuild.job import load_job
+    from dsbuild.pipeline import _ids_alone
+
+    pd.DataFrame({"uid": ["a", "b"], "blob": [b"x" * 100] * 2, "v": [1, 2]}).to_parquet(tmp_path / "in.parquet")
+    job = load_job({"name": "f", "source": {"format": "frame", "frame": dd.read_parquet(tmp_path / "in.parquet")},
+                    "columns": {"id": "uid"}, "sink": {"path": str(tmp_path / "out")}})
+    ids = _ids_alone(read_source(job.source), "uid")
+    reads = [list(e.columns) for e in ids.optimize(fuse=False).expr.walk() if "Parquet" in type(e).__name__ or "IO" in type(e).__name__]
+    assert reads == [["uid"]]
+    assert ids.compute()["id"].tolist() == ["a", "b"]
+
+
 def test_a_blank_id_is_missing_in_every_format(client, tmp_path):
     """JSON lines and Parquet took "" as an id, which a CSV reader makes missing."""
     (tmp_path / "in.jsonl").write_text('{"id": "a", "x": 1}\n{"id": "", "x": 2}\n{"id": "  ", "x": 3}\n{"id": "b", "x": 4}\n')

@@ -86,10 +86,14 @@ def _read_frame(spec: FrameSource) -> Source:
         lengths = frame.map_partitions(len, meta=(None, "int64")).compute().tolist()
         starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(int).tolist()
         rows = int(sum(lengths))
-    meta = _with_id(frame._meta.copy(), spec.name, 0)
-    named = frame.map_partitions(_FrameRows(spec.name, starts), meta=meta, enforce_metadata=False, align_dataframes=False)
-    return Source(named, [{"path": f"frame:{spec.name}", "size": rows, "mtime": dask.base.tokenize(spec.frame)}], schema=schema,
-                  ids_given=ID in frame.columns)
+
+    def read(columns: list[str] | None = None) -> dd.DataFrame:
+        part = frame if columns is None else frame[columns]  # Dask pushes the columns down to its reads
+        return part.map_partitions(_FrameRows(spec.name, starts), meta=_with_id(part._meta.copy(), spec.name, 0),
+                                   enforce_metadata=False, align_dataframes=False)
+
+    return Source(read(), [{"path": f"frame:{spec.name}", "size": rows, "mtime": dask.base.tokenize(spec.frame)}],
+                  schema=schema, ids_given=ID in frame.columns, read_columns=read)
 
 
 def _text_names(frame):
