@@ -166,7 +166,8 @@ def repair(frame: pd.DataFrame, table: pd.DataFrame, fd: FunctionalDependency, d
         col = col.astype(holding(col.dtype, table[MAJORITY + dep].iloc[pos[at]]))
     repaired = np.zeros(n, dtype=bool)
     unresolved = np.zeros(n, dtype=bool)
-    majority = pd.Series(pd.NA, index=frame.index, dtype=_nullable(col.dtype))
+    held = _nullable(col.dtype)
+    majority = pd.Series(missing_value(held), index=frame.index, dtype=held)
     if not len(at):
         return Repair(col, repaired, unresolved, majority)
     rows = table.iloc[pos[at]]
@@ -185,6 +186,13 @@ def repair(frame: pd.DataFrame, table: pd.DataFrame, fd: FunctionalDependency, d
         values = col.copy()
         values.iloc[changed] = winner[differs].to_numpy()
     return Repair(values, repaired, unresolved, majority)
+
+
+def missing_value(dtype):
+    """The missing value a column of ``dtype`` is filled with: NaN for numpy floats,
+    which refuse pandas' NA."""
+    numpy_float = not isinstance(dtype, pd.api.extensions.ExtensionDtype) and pd.api.types.is_float_dtype(dtype)
+    return np.nan if numpy_float else pd.NA
 
 
 def _nullable(dtype):

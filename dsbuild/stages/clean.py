@@ -15,6 +15,7 @@ from dsbuild.kernels.canonical import SynonymTable, canonicalize
 from dsbuild.kernels.constraints import (
     FunctionalDependency,
     majority_table,
+    missing_value,
     pair_counts,
     repair,
 )
@@ -964,7 +965,7 @@ class Constraints(Stage):
                 continue
             from_col = f"{column}_repaired_from"
             old = part[column].astype(result.majority.dtype)
-            earlier = part[from_col] if from_col in part.columns else pd.Series(pd.NA, index=part.index, dtype=old.dtype)
+            earlier = part[from_col] if from_col in part.columns else pd.Series(missing_value(old.dtype), index=part.index, dtype=old.dtype)
             part[from_col] = earlier.where(earlier.notna() | ~result.repaired, old)
             part[column] = result.values
             repaired += result.repaired

@@ -119,3 +119,12 @@ def test_repair_of_dictionary_dates_and_decimals():
         r = repair(parts[1], table, fd, "v")
         assert r.values.tolist() == [majority] and r.repaired.tolist() == [True] and r.majority.tolist() == [majority]
         assert type(r.values.iloc[0]) is type(majority)
+
+
+def test_float_dependent_is_repaired():
+    """A float dependent (education-num cast to float) was a crash: pandas' NA does not
+    fit a numpy float column."""
+    f = pd.DataFrame({"edu": ["HS", "HS", "HS", "BA"], "num": [9.0, 9.0, 13.0, 13.0]})
+    r = repaired(f, FunctionalDependency.parse("edu -> num"), "num")
+    assert r.values.dtype == np.float64 and r.values.tolist() == [9.0, 9.0, 9.0, 13.0]
+    assert r.majority.tolist()[:3] == [9.0, 9.0, 9.0] and pd.isna(r.majority.iloc[3])

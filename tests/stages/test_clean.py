@@ -540,6 +540,18 @@ def test_constraints_reject_and_unresolved_groups(client):
     assert metrics["repaired:zip->city"] == 0
 
 
+def test_constraints_on_a_float_dependent(client):
+    """A float dependent column (education-num cast to float) failed the task: pandas' NA
+    does not fit a numpy float column."""
+    frame = pd.DataFrame({"id": [f"r{i}" for i in range(5)], "edu": ["HS", "HS", "HS", "BA", "BA"],
+                          "num": [9.0, 9.0, 13.0, 13.0, 13.0]})
+    out = raw_output(Constraints(rules=["edu -> num"]), frame).sort_values("id")
+    assert out["num"].tolist() == [9.0, 9.0, 9.0, 13.0, 13.0]
+    assert out["num_repaired_from"].tolist()[2] == 13.0 and out["num_repaired_from"].isna().sum() == 4
+    out = raw_output(Constraints(rules=["edu -> num"], action="reject"), frame).sort_values("id")
+    assert out["_reason"].tolist()[2] == "fd:edu->num=9.0" and out["_reason"].isna().sum() == 4
+
+
 def test_constraints_refuses_bad_rules(sample):
     with pytest.raises(ValidationError, match="not a dependency"):
         Constraints(rules=["education = education-num"])
