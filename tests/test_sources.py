@@ -424,6 +424,19 @@ def test_bundled_samples():
     assert cancer.shape == (569, 32)
 
 
+@pytest.mark.parametrize("name", ["adult", "german_credit"])
+def test_bundled_tables_take_their_partitions(name):
+    """The tables bundled as a compressed CSV came as one partition whatever the job's
+    ``partitions`` said, so a job (or test) that varied it to check that its output does
+    not depend on the partitioning varied nothing."""
+    one = read_source({"format": "sample", "name": name, "partitions": 1}).frame
+    four = read_source({"format": "sample", "name": name, "partitions": 4}).frame
+    assert one.npartitions == 1 and four.npartitions == 4
+    rows = four.map_partitions(len).compute().tolist()
+    assert len(rows) == 4 and min(rows) > 0
+    pd.testing.assert_frame_equal(four.compute().reset_index(drop=True), one.compute().reset_index(drop=True))
+
+
 def test_missing_path_is_named(tmp_path):
     with pytest.raises(SourceError, match="does not exist"):
         read_source({"format": "csv", "path": str(tmp_path / "nope.csv")})

@@ -52,7 +52,11 @@ def bundled_path(name: str) -> str:
 def _read_sample(spec: SampleSource, count_rows: bool = True) -> Source:
     if spec.name in _BUNDLED_CSV:
         path = bundled_path(spec.name)
-        return _read_csv(CsvSource(format="csv", path=path), count_rows)
+        source = _read_csv(CsvSource(format="csv", path=path), count_rows)
+        # A compressed file is read whole, as one partition: cut it as the job asks.
+        if spec.partitions != source.frame.npartitions:
+            source.frame = source.frame.repartition(npartitions=spec.partitions)
+        return source
     loader = _SklearnSample(spec.name)
     n = loader.rows()
     bounds = np.linspace(0, n, min(spec.partitions, n) + 1).astype(int)
