@@ -36,7 +36,21 @@ def test_equals_fairlearn_on_adult(adult, alpha, chunks):
     arr = x.to_numpy()
     ours = CorrelationRemover(alpha).fit(merged_moments(arr, chunks), k)
     np.testing.assert_allclose(ours.beta_, theirs.beta_, rtol=1e-9, atol=1e-8)
-    np.testing.assert_allclose(ours.transform(arr[:, :k], arr[:, k:]), theirs.transform(x), rtol=0, atol=1e-8)
+    np.testing.assert_allclose(ours.transform(arr[:, :k], arr[:, k:]), theirs.transform(x), rtol=1e-8, atol=1e-8)
+
+
+def test_same_coefficients_and_output_whatever_the_chunks(adult):
+    """Moments merged in another order differ in their last bits; the fitted coefficients
+    did too, and so every value the stage changed differed with the partitioning."""
+    sensitive = pd.get_dummies(adult[["sex", "race"]], dtype=float).drop(columns=["sex_Male", "race_White"])
+    arr = pd.concat([sensitive, adult[FEATURES].astype(float)], axis=1).to_numpy()
+    k = sensitive.shape[1]
+    fits = [CorrelationRemover().fit(merged_moments(arr, chunks), k) for chunks in (1, 2, 7, 13)]
+    whole = fits[0].transform(arr[:, :k], arr[:, k:])
+    for fit in fits[1:]:
+        assert np.array_equal(fit.beta_, fits[0].beta_) and np.array_equal(fit.sensitive_mean_, fits[0].sensitive_mean_)
+        parts = [fit.transform(a[:, :k], a[:, k:]) for a in np.array_split(arr, 11)]
+        assert np.array_equal(np.concatenate(parts), whole)
 
 
 def test_rank_deficient_sensitive_columns_give_fairlearns_projection(adult):
@@ -45,7 +59,7 @@ def test_rank_deficient_sensitive_columns_give_fairlearns_projection(adult):
     theirs = FairlearnCorrelationRemover(sensitive_feature_ids=list(sensitive.columns)).fit(x).transform(x)
     arr = x.to_numpy()
     ours = CorrelationRemover().fit(merged_moments(arr, 3), 2).transform(arr[:, :2], arr[:, 2:])
-    np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-8)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-8, atol=1e-8)
 
 
 def test_output_is_uncorrelated_with_the_sensitive_columns():
@@ -54,7 +68,7 @@ def test_output_is_uncorrelated_with_the_sensitive_columns():
     z = s @ np.array([[2.0, -1.0, 0.5], [0.3, 4.0, 0.0]]) + rng.normal(size=(5000, 3))
     out = CorrelationRemover().fit(Moments.of(np.hstack([s, z])), 2).transform(s, z)
     corr = np.corrcoef(np.hstack([s, out]).T)[:2, 2:]
-    assert np.abs(corr).max() < 1e-10
+    assert np.abs(corr).max() < 1e-9  # coefficients rounded to 32 bits
     assert np.abs(np.corrcoef(np.hstack([s, z]).T)[:2, 2:]).max() > 0.5
 
 
