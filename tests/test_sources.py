@@ -106,6 +106,31 @@ def test_csv_bad_rows_are_marked_with_their_row_and_text(tmp_path):
     assert len(bad) == 2
 
 
+def test_csv_integer_column_with_inf_or_a_huge_number_past_the_sample_rejects_the_row(tmp_path):
+    """'inf' and '1e30' are numbers equal to their floor: they passed the whole-number test
+    and Arrow then failed the run converting them to int64."""
+    lines = ["a,b"] + [f"{i},{i}" for i in range(50)] + ["50,inf", "51,1e30", "52,-inf", "53,3.0"]
+    (tmp_path / "x.csv").write_text("\n".join(lines) + "\n")
+    df = read({"format": "csv", "path": str(tmp_path / "x.csv"), "infer_bytes": 100})
+    assert len(df) == 54 and str(df["b"].dtype) == "Int64"
+    bad = df[df[REJECT].notna()].set_index("id")[REJECT].to_dict()
+    assert bad == {"x.csv:50": "type:b=inf", "x.csv:51": "type:b=1e30", "x.csv:52": "type:b=-inf"}
+    assert df.set_index("id").loc["x.csv:53", "b"] == 3
+
+
+def test_csv_large_integers_in_a_block_with_a_bad_value_are_not_rounded(tmp_path):
+    """A block with a value that does not fit is converted by hand; its integers went
+    through float64 and every one above 2**53 came out rounded (...993 became ...992)."""
+    big = 2**53 + 1
+    lines = ["a,b"] + [f"{i},{big + 2 * i}" for i in range(20)] + ["20,oops", f"21,{2**63 - 1}", f"22,{2**63}"]
+    (tmp_path / "x.csv").write_text("\n".join(lines) + "\n")
+    df = read({"format": "csv", "path": str(tmp_path / "x.csv"), "infer_bytes": 200}).set_index("id")
+    assert str(df["b"].dtype) == "Int64"
+    assert [int(df.loc[f"x.csv:{i}", "b"]) for i in range(20)] == [big + 2 * i for i in range(20)]
+    assert int(df.loc["x.csv:21", "b"]) == 2**63 - 1
+    assert df[REJECT].dropna().to_dict() == {"x.csv:20": "type:b=oops", "x.csv:22": f"type:b={2**63}"}
+
+
 def test_csv_with_a_title_line_and_empty_lines_keeps_every_row(tmp_path):
     """UCI's adult.test: a first line that is no row, and an empty line at the end. Arrow
     skips empty lines, and an empty line crashed the read of any block that also had a
