@@ -120,6 +120,20 @@ def with_minutes(sample):
     return frame
 
 
+def test_cast_int_rejects_inf_and_huge_numbers_and_reads_big_integers_exactly():
+    """inf and 1e30 are whole numbers to a floor test: the cast failed the run
+    (OverflowError) instead of rejecting the row. Text beside a value that is no number
+    went through float64, and 9007199254740993 became ...992."""
+    frame = pd.DataFrame({"id": list("abcdef"), "n": ["9007199254740993", "inf", "1e30", "oops", "3.0", "-inf"]})
+    kept, rejected = run_stage(Cast(schema={"n": "int"}), frame, npartitions=1)
+    assert kept["n"].dtype == "Int64" and kept["n"].tolist() == [9007199254740993, 3]
+    assert dict(zip(rejected["id"], rejected["reason"])) == {
+        "b": "cast:n:int=inf", "c": "cast:n:int=1e30", "d": "cast:n:int=oops", "f": "cast:n:int=-inf"}
+    floats = pd.DataFrame({"id": list("abc"), "n": [1.0, np.inf, 2.5]})
+    kept, rejected = run_stage(Cast(schema={"n": "int"}), floats, npartitions=1)
+    assert kept["n"].tolist() == [1] and rejected["id"].tolist() == ["b", "c"]
+
+
 def test_cast_datetime_parses_each_value_alone_whatever_the_partitioning():
     """pandas takes its format from a partition's first value: dates and ISO timestamps in
     one column lost one kind or the other, depending on which came first in a partition."""
