@@ -117,8 +117,11 @@ class CastOptions(StageOptions):
 
 
 def cast_column(col: pd.Series, to: str) -> tuple[pd.Series, np.ndarray]:
-    """(converted, failed) where failed marks values present before and missing after."""
+    """(converted, failed) where failed marks values present before and missing after.
+    Blank text is missing, as a CSV reader makes it (Parquet and JSON keep it)."""
     present = col.notna().to_numpy()
+    if to not in ("str", "category") and (pd.api.types.is_object_dtype(col) or pd.api.types.is_string_dtype(col)):
+        present = present & ~col.astype("string").str.strip().eq("").fillna(False).to_numpy(dtype=bool)
     if to in ("int", "float"):
         num = pd.to_numeric(col, errors="coerce")
         if to == "int":

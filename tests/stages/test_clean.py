@@ -134,6 +134,16 @@ def test_cast_int_rejects_inf_and_huge_numbers_and_reads_big_integers_exactly():
     assert kept["n"].tolist() == [1] and rejected["id"].tolist() == ["b", "c"]
 
 
+def test_cast_reads_blank_text_as_missing_whatever_the_format():
+    """A CSV reader makes a blank cell null, Parquet and JSONL keep it: cast rejected it
+    (cast:x:float=), so the same table kept or lost the row by its format."""
+    for to, first in (("int", "1"), ("float", "1.5"), ("bool", "yes"), ("datetime", "2024-01-02")):
+        blank = pd.DataFrame({"id": list("abcd"), "x": [first, "", " \t", None]})
+        kept, rejected = run_stage(Cast(schema={"x": to}), blank)
+        assert rejected.empty, (to, rejected["reason"].tolist())
+        assert kept["x"].isna().tolist() == [False, True, True, True]
+
+
 def test_cast_datetime_parses_each_value_alone_whatever_the_partitioning():
     """pandas takes its format from a partition's first value: dates and ISO timestamps in
     one column lost one kind or the other, depending on which came first in a partition."""
