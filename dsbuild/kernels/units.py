@@ -249,7 +249,7 @@ def convert_column(
     for code, name in enumerate(unit_names):
         rows = unit_codes == code
         fallback = table.unit(name) if name else default
-        if fallback is None:
+        if fallback is None and numeric:
             problem[rows] = f"unknown-unit:{name}"
             continue
         if numeric:
@@ -258,6 +258,8 @@ def convert_column(
         else:
             codes, uniques = pd.factorize(values if len(unit_names) == 1 else values[rows])
             parsed = [parse_quantity(str(u), table, fallback, decimal) for u in uniques]
+            if fallback is None and name:  # a value with a unit of its own does not need the row's
+                parsed = [(v, c, f"unknown-unit:{name}" if p == "no-unit" else p) for v, c, p in parsed]
             out[rows] = np.array([p[0] for p in parsed] + [np.nan], dtype=np.float64)[codes]
             changed[rows] = np.array([p[1] for p in parsed] + [False], dtype=bool)[codes]
             problem[rows] = np.array([p[2] for p in parsed] + [None], dtype=object)[codes]

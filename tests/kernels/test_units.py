@@ -120,6 +120,15 @@ def test_unknown_unit_in_unit_column_is_a_problem():
     assert problem[0] == "unknown-unit:bushel"
 
 
+def test_a_value_with_its_own_unit_does_not_need_the_unit_column():
+    """The unit written in the value wins: ``5 lb`` beside a unit column saying ``bushel``
+    was rejected as unknown-unit:bushel, though the column's unit was never needed."""
+    out, changed, problem = convert_column(
+        pd.Series(["5 lb", "3", "2 kg", "n/a"]), UnitTable("kg"), pd.Series(["bushel", "bushel", "bushel", "bushel"]))
+    assert out[0] == pytest.approx(5 * 0.45359237) and out[2] == 2.0 and changed.tolist() == [True, False, False, False]
+    assert problem.tolist() == [None, "unknown-unit:bushel", None, "no-number"]
+
+
 @pytest.mark.parametrize(
     "text, target, decimal, expected",
     [("1 500 g", "g", ".", 1500.0), ("2 000 g", "g", ".", 2000.0), ("1 234,50 €", "EUR", ",", 1234.5),
