@@ -273,6 +273,15 @@ class ValidateImages(MapStage):
 # -- shared by the cleaning rules below -------------------------------------------------
 
 
+def _blank_as_missing(col: pd.Series) -> pd.Series:
+    """Blank text missing, as a CSV reader makes it (Parquet and JSON keep it)."""
+    if not (pd.api.types.is_object_dtype(col.dtype) or pd.api.types.is_string_dtype(col.dtype)
+            or isinstance(col.dtype, pd.CategoricalDtype)):
+        return col
+    blank = col.astype("string").str.strip().eq("").fillna(False).to_numpy(dtype=bool)
+    return col.mask(blank) if blank.any() else col
+
+
 def _may_hold_missing(col: pd.Series) -> pd.Series:
     """The column in a dtype that can hold a missing value (integers become floats)."""
     if pd.api.types.is_integer_dtype(col.dtype) and not isinstance(col.dtype, pd.api.extensions.ExtensionDtype):
@@ -484,7 +493,7 @@ class RangeRule(StageOptions):
                 ok &= ~(num < self.min)
             if self.max is not None:
                 ok &= ~(num > self.max)
-        return ok | col.isna().to_numpy()
+        return ok | _blank_as_missing(col).isna().to_numpy()
 
 
 class RangesOptions(StageOptions):
@@ -595,9 +604,10 @@ class Impute(FitApplyStage):
                 continue
             codes, names = _groups(part, rule.by)
             if rule.strategy == "mode":
-                found = ValueCounts.by_group(codes, part[column])
+                values = _blank_as_missing(part[column])  # a blank cell is missing, not the commonest value
+                found = ValueCounts.by_group(codes, values)
                 if not is_number_column(part[column].dtype):
-                    found = _Mode.by_group(found, part[column])
+                    found = _Mode.by_group(found, values)
             else:
                 found = Distribution.by_group(codes, part[column], o.max_distinct, o.alpha)
             out[column] = {names[g]: d for g, d in found.items()}
@@ -628,7 +638,7 @@ class Impute(FitApplyStage):
     def apply(self, part, fills):
         for column, rule in self.options.rules().items():
             fill = fills[column]
-            col = _may_hold_missing(part[column]) if is_number_column(part[column].dtype) else part[column]
+            col = _may_hold_missing(part[column]) if is_number_column(part[column].dtype) else _blank_as_missing(part[column])
             rows = np.flatnonzero(col.isna().to_numpy())
             if len(rows):
                 if fill["groups"]:

@@ -250,6 +250,18 @@ def test_blank_cells_are_missing_whatever_the_format():
         pd.testing.assert_frame_equal(kept, kept_null)
 
 
+def test_blank_cells_are_missing_to_impute_and_ranges():
+    """A blank cell from Parquet or JSONL was a value to impute (not filled, and the mode
+    when common, so missing cells were filled with blanks) and outside ranges' allowed set
+    (rejected as range:c=), where a CSV twin's null was filled and passed."""
+    blank = pd.DataFrame({"id": list("abcdefg"), "c": ["", "", " ", "M", "M", "F", None]})
+    kept, _ = run_stage(Impute(columns={"c": "mode"}), blank)
+    assert kept["c"].tolist() == ["M"] * 5 + ["F", "M"]
+    assert kept["c_imputed"].tolist() == [True, True, True, False, False, False, True]
+    kept, rejected = run_stage(Ranges(columns={"c": {"allowed": ["M", "F"]}}), blank)
+    assert rejected.empty and len(kept) == 7
+
+
 # -- ranges -----------------------------------------------------------------------------
 
 
