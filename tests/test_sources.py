@@ -131,6 +131,15 @@ def test_csv_large_integers_in_a_block_with_a_bad_value_are_not_rounded(tmp_path
     assert df[REJECT].dropna().to_dict() == {"x.csv:20": "type:b=oops", "x.csv:22": f"type:b={2**63}"}
 
 
+def test_csv_header_name_quoted_around_the_separator_is_one_column(tmp_path):
+    """The header was split on every separator, quotes or not: 'Weight, kg' made two
+    columns, and every row was rejected as csv:fields=expected 4, got 3."""
+    (tmp_path / "x.csv").write_text('id,"Weight, kg", "say ""hi""",age\n1,"1,5",a,30\n2,2,b,40\n')
+    df = read({"format": "csv", "path": str(tmp_path / "x.csv")})
+    assert list(df.columns[:4]) == ["id", "Weight, kg", 'say "hi"', "age"]
+    assert df[REJECT].isna().all() and df["Weight, kg"].tolist() == ["1,5", "2"] and df["age"].tolist() == [30, 40]
+
+
 def test_csv_with_a_title_line_and_empty_lines_keeps_every_row(tmp_path):
     """UCI's adult.test: a first line that is no row, and an empty line at the end. Arrow
     skips empty lines, and an empty line crashed the read of any block that also had a

@@ -119,7 +119,9 @@ def _csv_header(fs, path: str, spec: CsvSource) -> list[str]:
             raise SourceError(_not_text(line, spec)) from None
         if not first:
             raise SourceError(f"{path}: empty file, no header line")
-        names = list(spec.column_names) if spec.column_names else [n.strip().strip('"') for n in first.split(spec.sep)]
+        # as the rows are read: a quoted name may hold the separator ("Weight, kg") or a quote ("")
+        header = next(csv.reader([first], delimiter=spec.sep, skipinitialspace=spec.skip_initial_space))
+        names = list(spec.column_names) if spec.column_names else [n.strip() for n in header]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
         raise SourceError(f"{path}: column {twice[0]!r} is named more than once in {names}; "
