@@ -140,6 +140,20 @@ def test_csv_header_name_quoted_around_the_separator_is_one_column(tmp_path):
     assert df[REJECT].isna().all() and df["Weight, kg"].tolist() == ["1,5", "2"] and df["age"].tolist() == [30, 40]
 
 
+def test_csv_without_header_whose_lines_never_have_the_named_columns_names_the_separator(tmp_path):
+    """A space-separated file (German credit) read with column_names and no sep: every row
+    was rejected as csv:fields=expected 3, got 1 and the run succeeded with nothing kept.
+    A title line before rows that fit is still only a rejected row."""
+    (tmp_path / "g.data").write_text("A11 6 1169\nA12 48 5951\n")
+    spec = {"format": "csv", "path": str(tmp_path / "g.data"), "header": False, "column_names": ["a", "b", "c"]}
+    with pytest.raises(SourceError, match="g.data: column_names names 3 columns.*have 1 field.*source.sep"):
+        read_source(spec)
+    assert read(spec | {"sep": " "})["b"].tolist() == [6, 48]
+    (tmp_path / "t.csv").write_text("|1x3 Cross validator\n1,2,3\n4,5,6\n")
+    df = read(spec | {"path": str(tmp_path / "t.csv")})
+    assert len(df) == 3 and df[REJECT].notna().sum() == 1
+
+
 def test_csv_with_a_title_line_and_empty_lines_keeps_every_row(tmp_path):
     """UCI's adult.test: a first line that is no row, and an empty line at the end. Arrow
     skips empty lines, and an empty line crashed the read of any block that also had a

@@ -66,6 +66,8 @@ def _read_csv(spec: CsvSource, count_rows: bool = True) -> Source:
     if spec.sep is None:
         spec = spec.model_copy(update={"sep": _sniff_sep(files[0], sample, spec)})
     names = _csv_header(fs, files[0], spec)
+    if not spec.header:
+        _check_field_count(files[0], sample, names, spec)
     orders = {}  # files that list the same columns in another order: read by name
     for path in files[1:]:
         other = _csv_header(fs, path, spec)
@@ -103,6 +105,23 @@ def _sniff_sep(path: str, sample: bytes, spec: CsvSource) -> str:
         return csv.Sniffer().sniff(text, delimiters=_SEPARATORS.replace(spec.decimal, "")).delimiter
     except (csv.Error, UnicodeDecodeError, LookupError):
         return fallback
+
+
+def _check_field_count(path: str, sample: bytes, names: list[str], spec: CsvSource) -> None:
+    """``column_names`` that no one of the first lines has as many fields as: the separator
+    is not the file's (German credit's spaces), and every row would be rejected as
+    csv:fields, in a run that succeeds with nothing kept."""
+    try:
+        text = sample[: quoting.records_end(sample[: 64 * 1024])].decode(spec.encoding)
+    except (UnicodeDecodeError, LookupError):
+        return
+    reader = csv.reader(io.StringIO(text), delimiter=spec.sep, skipinitialspace=spec.skip_initial_space)
+    counts = [len(row) for row, _ in zip(filter(None, reader), range(20))]
+    if counts and len(names) not in counts:
+        raise SourceError(
+            f"{path}: column_names names {len(names)} columns, but the first lines split by {spec.sep!r} have "
+            f"{', '.join(str(n) for n in sorted(set(counts)))} field(s); set source.sep to the file's separator "
+            "(e.g. ' ' for spaces)")
 
 
 def _csv_header(fs, path: str, spec: CsvSource) -> list[str]:
