@@ -62,6 +62,9 @@ class Select(MapStage):
     def check(self, meta):
         o = self.options
         self.require_columns(meta, [*(o.columns or []), *o.drop, *(c.column for c in o.where)])
+        if ID in o.drop:
+            raise StageError(f"stage {self.ctx.name!r}: {ID!r} names the rows (rejects, the manifest and later stages "
+                             "key rows by it) and is always kept; it cannot be dropped")
 
     def process(self, part):
         for cond in self.options.where:
@@ -70,7 +73,7 @@ class Select(MapStage):
         if self.options.columns is not None:
             keep = {ID, *self.options.columns}
             gone += [c for c in part.columns if c not in keep and not c.startswith("_") and c not in gone]
-            order = [ID, *[c for c in self.options.columns if c != ID]]
+            order = [ID, *dict.fromkeys(c for c in self.options.columns if c != ID)]  # a name listed twice is one column
             part = part[order + [c for c in part.columns if c not in order]]
         return part.rename(columns={c: f"{GONE}{c}" for c in gone})  # the rows rejected here keep them
 

@@ -64,6 +64,16 @@ def test_select_rejects_rows_whole_while_kept_rows_lose_the_columns_it_removes()
         assert rejected[["id", "age", "name", "note"]].values.tolist() == [["b", 12, "Bob", "y"]]
 
 
+def test_select_keeps_the_id_and_one_column_per_name():
+    """A name listed twice in columns made two columns of one name, and the sink failed the
+    run (Duplicate column names); drop: [id] removed the rows' id, which select always keeps."""
+    frame = pd.DataFrame({"id": ["a", "b"], "age": [30, 12], "name": ["Ann", "Bob"]})
+    kept, _ = run_stage(Select(columns=["name", "age", "name"]), frame)
+    assert kept.columns.tolist() == ["id", "name", "age"]
+    with pytest.raises(StageError, match="'id' names the rows.*cannot be dropped"):
+        run_stage(Select(drop=["id"]), frame)
+
+
 def test_select_matches_the_whole_value_and_contains_finds_a_part():
     frame = pd.DataFrame({"id": ["a", "b", "c"], "occupation": ["Prof-specialty", "Sales", None]})
     kept = {op: run_stage(Select(where=[{"column": "occupation", "op": op, "value": v}]), frame)[0]["id"].tolist()
