@@ -22,7 +22,7 @@ from dsbuild.kernels.constraints import (
 from dsbuild.kernels.decode import image_problem
 from dsbuild.kernels.dtypes import holding, one_value_per_text
 from dsbuild.kernels.robust import Distribution, ValueCounts, iqr_fences, robust_scale
-from dsbuild.kernels.units import UnitTable, convert_column
+from dsbuild.kernels.units import UnitTable, convert_column, unit_key
 from dsbuild.records import (
     ID,
     IMAGE_FORMATS,
@@ -409,6 +409,19 @@ class UnitRule(StageOptions):
 class NormalizeUnitsOptions(StageOptions):
     columns: dict[str, UnitRule] = Field(..., description="column -> {to, unit_column, assume, factors, on_error}")
 
+    @model_validator(mode="after")
+    def _one_unit_per_unit_column(self):
+        """A unit column that says ``to`` afterwards cannot say two units."""
+        targets: dict[str, tuple[str, str]] = {}
+        for column, rule in self.columns.items():
+            if rule.unit_column is None:
+                continue
+            other = targets.setdefault(rule.unit_column, (column, rule.to))
+            if unit_key(other[1]) != unit_key(rule.to):
+                raise ValueError(f"{other[0]!r} (to {other[1]}) and {column!r} (to {rule.to}) share unit_column "
+                                 f"{rule.unit_column!r}, which can say only one unit after the stage")
+        return self
+
 
 @register
 class NormalizeUnits(MapStage):
@@ -435,7 +448,7 @@ class NormalizeUnits(MapStage):
         columns = self.options.columns
         received = part.copy(deep=False)  # the cells as they came (copy on write: nothing is copied)
         for column, rule in columns.items():
-            units = part[rule.unit_column] if rule.unit_column else None
+            units = received[rule.unit_column] if rule.unit_column else None  # as it came, not as a rule rewrote it
             values, changed, problem = convert_column(part[column], rule.table(), units, rule.assume, rule.decimal)
             bad = pd.notna(problem)
             if rule.on_error == "reject" and bad.any():

@@ -244,6 +244,17 @@ def test_normalize_units_rejects_keep_what_they_came_with():
     assert rejected["mass"].iloc[2] == 2000.0  # rejected for w; text cannot go back into a float column
 
 
+def test_normalize_units_rules_sharing_a_unit_column_read_the_units_as_they_came():
+    """The first rule rewrote the shared unit column to its target (lb -> kg) before the
+    second read it: 10 (lb) became 22.05 lb. Two targets cannot share one unit column."""
+    frame = pd.DataFrame({"id": list("abc"), "w": [1.0, 2.0, 3.0], "h": [10.0, 20.0, 30.0], "u": ["lb", "kg", None]})
+    kept, _ = run_stage(NormalizeUnits(columns={"w": {"to": "kg", "unit_column": "u"}, "h": {"to": "kg", "unit_column": "u"}}), frame)
+    assert kept["h"].tolist() == pytest.approx([10 * 0.45359237, 20.0, 30.0])
+    assert kept["w"].tolist() == pytest.approx([0.45359237, 2.0, 3.0]) and kept["u"].tolist() == ["kg"] * 3
+    with pytest.raises(ValidationError, match="share unit_column 'u'"):
+        NormalizeUnits(columns={"w": {"to": "kg", "unit_column": "u"}, "h": {"to": "lb", "unit_column": "u"}})
+
+
 def test_blank_cells_are_missing_whatever_the_format():
     """CSV reads a blank cell as null, Parquet and JSONL keep it: canonicalize rejected it as
     an unknown value and normalize_units as no-number, so the output followed the format."""
