@@ -180,6 +180,14 @@ def test_csv_with_a_title_line_and_empty_lines_keeps_every_row(tmp_path):
     assert sorted(whole["id"]) == sorted(df["id"])  # the same ids whatever the blocks
 
 
+def test_csv_unknown_encoding_is_an_option_error_not_a_traceback(tmp_path):
+    """A misspelt encoding raised LookupError from deep in the reader, in validate too."""
+    (tmp_path / "x.csv").write_text("a\n1\n")
+    with pytest.raises(Exception, match="unknown encoding 'utf-9' \\(did you mean 'utf-8'\\?\\)") as e:
+        read_source({"format": "csv", "path": str(tmp_path / "x.csv"), "encoding": "utf-9"})
+    assert not isinstance(e.value, LookupError)
+
+
 def test_csv_in_another_encoding_is_named_or_its_stray_rows_rejected(tmp_path):
     """A Latin-1 file read as UTF-8 came out as columns of bytes; one stray byte past the
     sample that types the columns crashed the read."""

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import codecs
 import csv
+import difflib
 import io
 import re
 from typing import Literal
@@ -13,7 +15,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from dsbuild.io.sources import quoted as quoting
 from dsbuild.io.sources.common import (
@@ -52,6 +54,17 @@ class CsvSource(_Spec):
     newlines_in_values: bool | None = Field(
         None, description="quoted values may span lines (reviews, addresses): a file is cut into blocks only between "
         "records, found by one more pass over it. Default: when a value in the first infer_bytes does")
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, name: str) -> str:
+        """A misspelt encoding failed the run (and validate) with a LookupError traceback."""
+        try:
+            codecs.lookup(name)
+        except LookupError:
+            close = difflib.get_close_matches(name.lower(), ["utf8", "utf-8", "utf-16", "latin-1", "cp1252", "ascii", "utf-8-sig"], n=1)
+            raise ValueError(f"unknown encoding {name!r}" + (f" (did you mean {close[0]!r}?)" if close else "")) from None
+        return name
 
     @model_validator(mode="after")
     def _decimal_is_not_sep(self):
