@@ -152,6 +152,9 @@ def test_csv_without_header_whose_lines_never_have_the_named_columns_names_the_s
     (tmp_path / "t.csv").write_text("|1x3 Cross validator\n1,2,3\n4,5,6\n")
     df = read(spec | {"path": str(tmp_path / "t.csv")})
     assert len(df) == 3 and df[REJECT].notna().sum() == 1
+    (tmp_path / "h.csv").write_text("a,b,c,d\n1,2,3,4\n")  # column_names that rename a header of another width
+    with pytest.raises(SourceError, match="column_names names 3 columns.*have 4 field"):
+        read_source(spec | {"path": str(tmp_path / "h.csv"), "header": True})
 
 
 def test_csv_with_a_title_line_and_empty_lines_keeps_every_row(tmp_path):

@@ -79,7 +79,7 @@ def _read_csv(spec: CsvSource, count_rows: bool = True) -> Source:
     if spec.sep is None:
         spec = spec.model_copy(update={"sep": _sniff_sep(files[0], sample, spec)})
     names = _csv_header(fs, files[0], spec)
-    if not spec.header:
+    if spec.column_names:
         _check_field_count(files[0], sample, names, spec)
     orders = {}  # files that list the same columns in another order: read by name
     for path in files[1:]:
