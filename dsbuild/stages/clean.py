@@ -606,11 +606,31 @@ class Impute(FitApplyStage):
         self.require_columns(meta, rules)
         self.require_columns(meta, sorted({c for r in rules.values() for c in r.by}), what="group column (by)")
         for column, rule in rules.items():
+            if rule.strategy == "constant":
+                self._check_constant(column, rule.value, meta[column].dtype)
             if rule.strategy in ("median", "mean") and not is_number_column(meta[column].dtype):
                 raise StageError(
                     f"stage {self.ctx.name!r}: {rule.strategy} of {column!r} needs a numeric column, "
                     f"it is {meta[column].dtype} (use mode)"
                 )
+
+    def _check_constant(self, column: str, value, dtype) -> None:
+        """A fill the column cannot hold failed the run in a worker (could not convert string
+        to float: 'unknown'), and 2.5 in an integer column was rounded to 2 without a word."""
+        number = isinstance(value, (int, float, np.number)) and not isinstance(value, (bool, np.bool_))
+        if is_number_column(dtype) and not pd.api.types.is_bool_dtype(dtype):
+            if not number:
+                problem = "a number"
+            elif pd.api.types.is_integer_dtype(dtype) and not float(value).is_integer():
+                problem = "a whole number"
+            else:
+                return
+        elif isinstance(dtype, pd.StringDtype) and not isinstance(value, str):
+            problem = "text (quote it)"
+        else:
+            return
+        raise StageError(f"stage {self.ctx.name!r}: constant {value!r} for {column!r} needs to be {problem}: "
+                         f"the column is {dtype}")
 
     def partial(self, part, state):
         o = self.options

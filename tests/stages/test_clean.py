@@ -271,6 +271,19 @@ def test_blank_cells_are_missing_whatever_the_format():
         pd.testing.assert_frame_equal(kept, kept_null)
 
 
+def test_impute_constant_the_column_cannot_hold_is_refused_before_the_run():
+    """'unknown' for a float column and 5 for a text one failed the run in a worker; 2.5 for
+    an integer column was rounded to 2."""
+    frame = pd.DataFrame({"id": list("abc"), "f": [1.0, None, 3.0], "n": pd.array([1, None, 3], dtype="Int64"),
+                          "s": pd.array(["x", None, "y"], dtype="string")})
+    for column, value, problem in (("f", "unknown", "a number"), ("n", 2.5, "a whole number"), ("s", 5, "text")):
+        with pytest.raises(StageError, match=f"constant .* for '{column}' needs to be {problem}"):
+            run_stage(Impute(columns={column: {"strategy": "constant", "value": value}}), frame)
+    kept, _ = run_stage(Impute(columns={"f": {"strategy": "constant", "value": 0}, "n": {"strategy": "constant", "value": 2.0},
+                                        "s": {"strategy": "constant", "value": "?"}}), frame)
+    assert kept[["f", "n", "s"]].iloc[1].tolist() == [0.0, 2, "?"]
+
+
 def test_blank_cells_are_missing_to_impute_and_ranges():
     """A blank cell from Parquet or JSONL was a value to impute (not filled, and the mode
     when common, so missing cells were filled with blanks) and outside ranges' allowed set
