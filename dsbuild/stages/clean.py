@@ -530,11 +530,27 @@ class Ranges(MapStage):
     def check(self, meta):
         self.require_columns(meta, self.options.columns)
         for column, rule in self.options.columns.items():
+            if rule.allowed is not None:
+                self._check_allowed(column, rule.allowed, meta[column].dtype)
             if rule.allowed is None and not is_number_column(meta[column].dtype):
                 raise StageError(
                     f"stage {self.ctx.name!r}: rule for {column!r} has min/max but the column is "
                     f"{meta[column].dtype}, not numeric (cast it first)"
                 )
+
+    def _check_allowed(self, column: str, allowed: list, dtype) -> None:
+        """Text in the set of a number column (or numbers in a text column's) is never equal to
+        a value: every row was outside, and rejected or emptied without a word."""
+        numbers = [v for v in allowed if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        texts = [v for v in allowed if isinstance(v, str)]
+        if is_number_column(dtype) and not pd.api.types.is_bool_dtype(dtype) and texts:
+            wrong, kind = texts, "text"
+        elif isinstance(dtype, pd.StringDtype) and numbers:
+            wrong, kind = numbers, "numbers"
+        else:
+            return
+        raise StageError(f"stage {self.ctx.name!r}: allowed values of {column!r} are {kind} ({wrong[0]!r}) but the "
+                         f"column is {dtype}: no value would be allowed; write them as the column holds them, or cast it first")
 
     def process(self, part):
         received = part[list(self.options.columns)]

@@ -284,6 +284,17 @@ def test_impute_constant_the_column_cannot_hold_is_refused_before_the_run():
     assert kept[["f", "n", "s"]].iloc[1].tolist() == [0.0, 2, "?"]
 
 
+def test_ranges_allowed_values_of_another_kind_than_the_column_are_refused():
+    """allowed: ['1', '2'] on an integer column (or [1, 2] on a text one) matched no value:
+    every row was rejected as range:n=1, range:n=2, ..."""
+    frame = pd.DataFrame({"id": list("abc"), "n": pd.array([1, 2, 3], dtype="Int64"), "s": pd.array(["1", "2", "x"], dtype="string")})
+    for column, allowed in (("n", ["1", "2"]), ("s", [1, 2])):
+        with pytest.raises(StageError, match=f"allowed values of '{column}' are .* no value would be allowed"):
+            run_stage(Ranges(columns={column: {"allowed": allowed}}), frame)
+    kept, rejected = run_stage(Ranges(columns={"n": {"allowed": [1, 2]}, "s": {"allowed": ["1", "2"]}}), frame)
+    assert kept["id"].tolist() == ["a", "b"] and rejected["id"].tolist() == ["c"]
+
+
 def test_blank_cells_are_missing_to_impute_and_ranges():
     """A blank cell from Parquet or JSONL was a value to impute (not filled, and the mode
     when common, so missing cells were filled with blanks) and outside ranges' allowed set
