@@ -136,6 +136,11 @@ def cast_column(col: pd.Series, to: str) -> tuple[pd.Series, np.ndarray]:
     elif to == "bool":
         if pd.api.types.is_bool_dtype(col):
             out = col.astype("boolean")
+        elif pd.api.types.is_numeric_dtype(col):  # 1.0 and 0.0 (a flag with gaps, as pandas keeps one) are not text
+            num = col.to_numpy(dtype=np.float64, na_value=np.nan)
+            out = pd.Series(pd.NA, index=col.index, dtype="boolean")
+            out[num == 1] = True
+            out[num == 0] = False
         else:
             text = col.astype("string").str.strip().str.lower()
             out = pd.Series(pd.NA, index=col.index, dtype="boolean")
@@ -184,6 +189,12 @@ class Cast(MapStage):
 
     def check(self, meta):
         self.require_columns(meta, self.options.schema_)
+        for column, to in self.options.schema_.items():
+            dtype = meta[column].dtype
+            if to == "datetime" and is_number_column(dtype) and not pd.api.types.is_bool_dtype(dtype):
+                raise StageError(
+                    f"stage {self.ctx.name!r}: cast of {column!r} to datetime: the column is {dtype}, and numbers are "
+                    "no dates (1 became 1970-01-01 00:00:00.000000001); cast it to str first if it holds dates as text")
 
     def process(self, part):
         received = part[list(self.options.schema_)]

@@ -154,6 +154,16 @@ def test_cast_reads_blank_text_as_missing_whatever_the_format():
         assert kept["x"].isna().tolist() == [False, True, True, True]
 
 
+def test_cast_bool_reads_numbers_and_datetime_refuses_them():
+    """A 0/1 flag kept as floats (1.0, 0.0, NaN) was read as the text '1.0' and every row was
+    rejected; numbers cast to datetime became nanoseconds after 1970 without a word."""
+    frame = pd.DataFrame({"id": list("abcd"), "flag": [1.0, 0.0, np.nan, 2.0], "n": [1, 0, 2, 3]})
+    kept, rejected = run_stage(Cast(schema={"flag": "bool"}), frame)
+    assert kept["flag"].tolist() == [True, False, pd.NA] and rejected["reason"].tolist() == ["cast:flag:bool=2.0"]
+    with pytest.raises(StageError, match="cast of 'n' to datetime: the column is int64, and numbers are no dates"):
+        run_stage(Cast(schema={"n": "datetime"}), frame)
+
+
 def test_cast_datetime_parses_each_value_alone_whatever_the_partitioning():
     """pandas takes its format from a partition's first value: dates and ISO timestamps in
     one column lost one kind or the other, depending on which came first in a partition."""
