@@ -62,6 +62,8 @@ class Select(MapStage):
     def check(self, meta):
         o = self.options
         self.require_columns(meta, [*(o.columns or []), *o.drop, *(c.column for c in o.where)])
+        for cond in o.where:  # a comparison the column's type cannot make is named with the stage's place
+            cond.holds(meta[cond.column])
         if ID in o.drop:
             raise StageError(f"stage {self.ctx.name!r}: {ID!r} names the rows (rejects, the manifest and later stages "
                              "key rows by it) and is always kept; it cannot be dropped")

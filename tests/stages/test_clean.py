@@ -74,6 +74,14 @@ def test_select_keeps_the_id_and_one_column_per_name():
         run_stage(Select(drop=["id"]), frame)
 
 
+def test_select_comparison_the_column_cannot_make_fails_its_check():
+    """It failed later, building the graph, where the error lost the stage's place in the job."""
+    stage = Select(where=[{"column": "age", "op": "==", "value": "30"}])
+    stage.bind(StageContext("select"))
+    with pytest.raises(StageError, match="cannot compare column 'age'"):
+        stage.check(pd.DataFrame({"id": pd.Series([], dtype=str), "age": pd.Series([], dtype="Int64")}))
+
+
 def test_select_matches_the_whole_value_and_contains_finds_a_part():
     frame = pd.DataFrame({"id": ["a", "b", "c"], "occupation": ["Prof-specialty", "Sales", None]})
     kept = {op: run_stage(Select(where=[{"column": "occupation", "op": op, "value": v}]), frame)[0]["id"].tolist()
