@@ -71,6 +71,12 @@ def test_csv_raw_text_of_a_rejected_row_of_a_crlf_file_has_no_carriage_return(tm
     assert df.loc[df[REJECT].notna(), RAW].tolist() == ["oops,3"]
 
 
+def test_jsonl_raw_text_of_a_rejected_line_of_a_crlf_file_has_no_carriage_return(tmp_path):
+    (tmp_path / "w.jsonl").write_bytes(b'{"a": 1}\r\n[1, 2]\r\n{"a": 3\r\n{"a": "x"}\r\n')
+    df = read({"format": "jsonl", "path": str(tmp_path / "w.jsonl")})
+    assert df.loc[df[REJECT].notna(), RAW].tolist() == ["[1, 2]", '{"a": 3', '{"a": "x"}']
+
+
 def test_csv_line_longer_than_the_blocksize(tmp_path):
     """Blocks that lie inside one long line hold no record: they failed with Arrow's
     'Empty CSV file'."""

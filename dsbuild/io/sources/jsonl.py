@@ -181,7 +181,7 @@ class _JsonBlock:
                 value = json.loads(line)
             except ValueError:
                 value = _UNPARSED
-            yield i, value, line
+            yield i, value, line.rstrip(b"\r")  # a CRLF file's rejected line, as CSV gives it
 
     def __call__(self, block) -> pd.DataFrame:
         path, rel, start, length, first_line = block
