@@ -316,6 +316,12 @@ def _label_text(values) -> np.ndarray:
     return np.array([None if _isna(v) else _text(v) for v in values], dtype=object)
 
 
+def _favorable_rows(values, favorable) -> np.ndarray:
+    """Whether each row's label is the favourable one; a missing label (``pd.NA`` of a
+    nullable boolean or integer column, whose ``==`` has no truth value) is not."""
+    return np.array([not _isna(v) and v == favorable for v in values], dtype=bool)
+
+
 def _isna(v) -> bool:
     try:
         return bool(pd.isna(v))
@@ -619,7 +625,7 @@ class Resample(FairnessStage):
         u, fold = self.draws(part, self.options.folds)
         if state is None:
             return u, u
-        positive = np.array([v == state["favorable"] for v in part[self.label]], dtype=bool)
+        positive = _favorable_rows(part[self.label], state["favorable"])
         return _borderline_keys(self.scores(part, state["ranker"], fold), positive), u
 
     def _apply(self, part, plan):
@@ -707,7 +713,7 @@ class Massage(FairnessStage):
         return shapes.map(frame, self._apply, shapes.broadcast(self.state_), label=self.ctx.name)
 
     def _positive(self, part, fav) -> np.ndarray:
-        return np.array([v == fav for v in part[self.label]], dtype=bool)
+        return _favorable_rows(part[self.label], fav)
 
     def _cell(self, part, state) -> np.ndarray:
         groups = self.groups(part).astype(str)

@@ -288,6 +288,19 @@ def test_massage_flips_m_labels_nearest_the_boundary(adult):
     assert (after == ">50K").sum() == (before == ">50K").sum()
 
 
+@pytest.mark.parametrize("dtype", ["boolean", "Int64"])
+def test_massage_and_preferential_resample_take_a_nullable_label_with_a_missing_value(adult, dtype):
+    """A Parquet nullable boolean or integer label with a missing value: comparing pd.NA to
+    the favourable value has no truth value, and both stages failed with a TypeError."""
+    frame = adult.iloc[:600].assign(income=(adult["income"].iloc[:600] == ">50K").astype(dtype))
+    frame.loc[3, "income"] = pd.NA
+    for stage in (Massage(favorable=1, folds=3), Resample(favorable=1, method="preferential", folds=3)):
+        kept, rejected = run_stage(stage, frame, npartitions=3, roles=ADULT_SEX)
+        assert str(kept["income"].dtype) == dtype
+        assert kept.set_index("id").loc["adult:3", "income"] is pd.NA
+        assert len(kept) + len(rejected) == len(frame) + kept["id"].str.contains("#rs").sum()
+
+
 def test_correlation_remover_equals_fairlearn(adult):
     dummies = pd.get_dummies(adult[["sex", "race"]], dtype=float)
     x = pd.concat([dummies, adult[FEATURES].astype(float)], axis=1)
