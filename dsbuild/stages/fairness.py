@@ -807,7 +807,7 @@ class CorrelationRemoverStage(_FeatureRepair):
     Categorical (or binned) sensitive columns enter as indicators of their groups, one
     level left out; numeric ones as they are. The sensitive columns stay in the data
     (later stages and the audit still need them); only the features change. Rows with a
-    missing feature are left as they are and not used to fit.
+    missing or infinite feature are left as they are and not used to fit.
     """
 
     name = "correlation_remover"
@@ -836,7 +836,7 @@ class CorrelationRemoverStage(_FeatureRepair):
             at += len(levels[c])
         if numeric:
             x[:, at:] = part[numeric].to_numpy(dtype=np.float64, na_value=np.nan)
-        return levels, x, ~np.isnan(x[:, at:]).any(axis=1)
+        return levels, x, np.isfinite(x[:, at:]).all(axis=1)  # an infinite value is as unusable as a missing one
 
     def partial(self, part, state):
         levels, x, ok = self._design(self.fit_rows(part), None)

@@ -315,6 +315,19 @@ def test_correlation_remover_equals_fairlearn(adult):
     assert all(np.array_equal(got, outputs[0]) for got in outputs[1:])
 
 
+def test_correlation_remover_leaves_a_row_with_an_infinite_feature_out_of_the_fit(adult):
+    """One inf in a feature made the merged moments inf/NaN, and every row's features NaN."""
+    frame = adult.iloc[:1000].astype({"age": float})
+    frame.loc[0, "age"] = np.inf
+    roles = Roles(sensitive=("sex",), features=("age", "education-num", "hours-per-week"))
+    kept, _ = run_stage(CorrelationRemoverStage(), frame, npartitions=3, roles=roles)
+    without, _ = run_stage(CorrelationRemoverStage(), frame.iloc[1:], npartitions=3, roles=roles)
+    kept = kept.set_index("id")
+    assert kept.loc["adult:0", "age"] == np.inf
+    np.testing.assert_allclose(kept.loc[without["id"], list(roles.features)].to_numpy(),
+                               without[list(roles.features)].to_numpy(), rtol=0, atol=1e-9)
+
+
 def test_disparate_impact_remover_aligns_groups(german):
     runs = run_all(lambda: DisparateImpactRemover(bins={"age": [25]}, columns=["amount", "duration"], max_distinct=50), german, GERMAN)
     stage, kept, _ = runs[0]
