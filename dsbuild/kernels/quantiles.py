@@ -137,7 +137,7 @@ def _empty_counts() -> pd.Series:
 def _present(values, groups) -> tuple[np.ndarray, np.ndarray]:
     values = np.asarray(values, dtype=np.float64)
     groups = np.asarray(groups, dtype=object)
-    ok = ~np.isnan(values)
+    ok = np.isfinite(values)  # an infinite value has no quantile: one made the range, and every repaired value, inf or NaN
     return values[ok], groups[ok]
 
 
@@ -153,7 +153,7 @@ def repair(
 
     Each value keeps its quantile within its own group ``g`` and moves toward the median,
     over groups ``h``, of the values at that quantile. Groups outside ``only`` (and missing
-    values) are left as they are. ``spread`` (one uniform per row, seeded by record id)
+    or infinite values) are left as they are. ``spread`` (one uniform per row, seeded by record id)
     spreads tied values over their quantile range (see :meth:`GroupDistribution.cdf`).
     """
     values = np.asarray(values, dtype=np.float64)
@@ -163,7 +163,7 @@ def repair(
     if not known or level == 0:
         return out
     for g in known:
-        rows = (groups == g) & ~np.isnan(values)
+        rows = (groups == g) & np.isfinite(values)
         if not rows.any():
             continue
         q = dist.cdf(g, values[rows], None if spread is None else np.asarray(spread)[rows])

@@ -328,6 +328,20 @@ def test_correlation_remover_leaves_a_row_with_an_infinite_feature_out_of_the_fi
                                without[list(roles.features)].to_numpy(), rtol=0, atol=1e-9)
 
 
+@pytest.mark.parametrize("max_distinct", [2048, 10])
+def test_disparate_impact_remover_leaves_an_infinite_value_as_it_is(adult, max_distinct):
+    """An inf went into the groups' distributions: exact quantiles repaired other rows to
+    inf, and the histogram's range (to inf) made every row of the feature NaN."""
+    frame = adult.iloc[:1000].astype({"age": float})
+    frame.loc[0, "age"] = np.inf
+    roles = Roles(sensitive=("sex",), features=("age",))
+    kept, _ = run_stage(DisparateImpactRemover(max_distinct=max_distinct), frame, npartitions=3, roles=roles)
+    without, _ = run_stage(DisparateImpactRemover(max_distinct=max_distinct), frame.iloc[1:], npartitions=3, roles=roles)
+    kept = kept.set_index("id")
+    assert kept.loc["adult:0", "age"] == np.inf
+    np.testing.assert_allclose(kept.loc[without["id"], "age"].to_numpy(), without["age"].to_numpy(), rtol=0, atol=1e-9)
+
+
 def test_disparate_impact_remover_aligns_groups(german):
     runs = run_all(lambda: DisparateImpactRemover(bins={"age": [25]}, columns=["amount", "duration"], max_distinct=50), german, GERMAN)
     stage, kept, _ = runs[0]
