@@ -487,6 +487,28 @@ class LabelIssues(_Features, FitApplyStage):
     def _folds(self, ids: np.ndarray) -> np.ndarray:
         return (record_seeds(self.ctx.seed, self.ctx.name + ":fold", ids) % np.uint64(self.options.folds)).astype(np.int64)
 
+    def check(self, meta: pd.DataFrame) -> None:
+        super().check(meta)
+        for name, params in self._model_specs():  # a misspelt or out-of-range setting, before the run
+            self._model(name, params)
+
+    def _model(self, name: str, params: dict):
+        """The classifier ``make_model`` builds, its settings checked by scikit-learn; a
+        mistake in ``model_params`` is the stage's error, naming the model and the setting."""
+        where = f"stage {self.ctx.name!r}: model_params for {name}"
+        try:
+            model = make_model(name, params, self.ctx.seed)
+        except TypeError as e:
+            known = sorted(make_model(name, {}, self.ctx.seed).get_params())
+            raise StageError(f"{where}: {e}; its settings are {known}") from None
+        validate = getattr(model, "_validate_params", None)
+        if validate is not None:
+            try:
+                validate()
+            except ValueError as e:  # scikit-learn's InvalidParameterError is a ValueError
+                raise StageError(f"{where}: {e}") from None
+        return model
+
     def _partial_sample(self, part: pd.DataFrame, state: Any):
         X = self.raw_features(part)
         labels = part[self._label()]
@@ -507,7 +529,17 @@ class LabelIssues(_Features, FitApplyStage):
             rows = folds != f
             if len(np.unique(y[rows])) < 2:
                 raise StageError(f"stage {self.ctx.name!r}: fold {f} leaves fewer than two classes to train on")
-            models.append([make_model(name, params, self.ctx.seed).fit(Z[rows], y[rows]) for name, params in self._model_specs()])
+            fold_models = []
+            for name, params in self._model_specs():
+                model = self._model(name, params)
+                neighbours = getattr(model, "n_neighbors", None)
+                if neighbours is not None and neighbours > rows.sum():
+                    raise StageError(
+                        f"stage {self.ctx.name!r}: {name} looks at {neighbours} neighbours, but fold {f}'s model trains on "
+                        f"{int(rows.sum())} rows; set model_params n_neighbors lower (for a list of models: "
+                        f"{{{name}: {{n_neighbors: ...}}}}) or use another model")
+                fold_models.append(model.fit(Z[rows], y[rows]))
+            models.append(fold_models)
         return models
 
     def _model_specs(self) -> list[tuple[str, dict]]:

@@ -7,7 +7,7 @@ from sklearn.datasets import load_breast_cancer, load_digits
 
 from dsbuild.kernels.decode import encode_image
 from dsbuild.records import IMAGE_DTYPE
-from dsbuild.stages.base import Roles, StageError
+from dsbuild.stages.base import Roles, StageContext, StageError
 from dsbuild.stages.sanitize import LabelIssues, Sanitize
 from dsbuild.testing import run_stage
 
@@ -227,6 +227,25 @@ def test_per_model_settings_need_a_list_of_models():
         LabelIssues(model="knn", model_params={"knn": {"n_neighbors": 5}})
     with pytest.raises(ValidationError):
         LabelIssues(model=["knn", "lda"], model_params={"n_neighbors": 5})
+
+
+def test_model_settings_and_small_folds_are_the_stages_errors(poisoned):
+    """A misspelt or out-of-range model_params setting, and k-NN asked for more neighbours
+    than a fold trains on (a small data set), were scikit-learn tracebacks mid-run."""
+    meta = poisoned.iloc[:0]
+    for settings, message in [
+        ({"model": "knn", "model_params": {"n_neighbours": 3}}, r"model_params for knn: .*n_neighbours.*n_neighbors"),
+        ({"model": "logistic_regression", "model_params": {"C": -1}}, r"model_params for logistic_regression: .*'C'"),
+        ({"model": ["logistic_regression", "knn"], "model_params": {"knn": {"weights": "far"}}}, r"model_params for knn: .*weights"),
+    ]:
+        stage = LabelIssues(**settings).bind(StageContext("label_issues", 0, _roles(poisoned)))
+        with pytest.raises(StageError, match=message):
+            stage.check(meta)
+    small = poisoned.groupby("target").head(6)
+    with pytest.raises(StageError, match=r"knn looks at 15 neighbours, but fold \d's model trains on \d+ rows"):
+        _run(LabelIssues(), small)
+    kept, rejected = _run(LabelIssues(model_params={"knn": {"n_neighbors": 3}}), small)
+    assert len(kept) + len(rejected) == len(small)
 
 
 def test_label_issues_on_a_sample_is_stated(poisoned):
