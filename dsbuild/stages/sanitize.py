@@ -80,6 +80,21 @@ class _Features:
             raise StageError(f"stage {self.ctx.name!r}: feature column {bad[0]!r} is not numeric ({meta[bad[0]].dtype})")
         self.feature_columns_ = columns
 
+    def check_output_column(self, meta: pd.DataFrame, option: str, column: str) -> None:
+        """A column the stage writes (the score, the old label) may not be one the job
+        reads: the label, a feature, the image, the id or a sensitive column would be
+        overwritten without a word."""
+        roles = self.ctx.roles
+        named = {c: "sensitive" for c in roles.sensitive}
+        if self._use_image():
+            named[roles.image_column] = "image"
+        else:
+            named.update({c: "feature" for c in self._feature_columns(meta)})
+        named.update({self._label(): "label", ID: "id", **({roles.id: "id"} if roles.id else {})})
+        if column in named:
+            raise StageError(f"stage {self.ctx.name!r}: {option} {column!r} is the job's {named[column]} column, "
+                             "which the stage would overwrite; name another")
+
     def _feature_columns(self, meta: pd.DataFrame) -> list[str]:
         """The job's features; when it names none, numeric columns minus the scores and
         old labels these stages write themselves."""
@@ -181,6 +196,11 @@ class Sanitize(_Features, FitApplyStage):
     name = "sanitize"
     Options = SanitizeOptions
     COLLECT_LIMIT = 200_000
+
+    def check(self, meta: pd.DataFrame) -> None:
+        super().check(meta)
+        if self.options.keep_score:
+            self.check_output_column(meta, "score_column", self.options.score_column)
 
     # pass 1 ----------------------------------------------------------------------------
     def _partial_columns(self, part: pd.DataFrame, state: Any):
@@ -489,6 +509,8 @@ class LabelIssues(_Features, FitApplyStage):
 
     def check(self, meta: pd.DataFrame) -> None:
         super().check(meta)
+        if self.options.action == "relabel":
+            self.check_output_column(meta, "original_column", self.options.original_column)
         for name, params in self._model_specs():  # a misspelt or out-of-range setting, before the run
             self._model(name, params)
 

@@ -248,6 +248,24 @@ def test_model_settings_and_small_folds_are_the_stages_errors(poisoned):
     assert len(kept) + len(rejected) == len(small)
 
 
+def test_written_columns_may_not_overwrite_what_the_job_reads(poisoned):
+    """keep_score's score_column or relabel's original_column naming the label or a feature
+    overwrote it silently (the old labels lost, a feature replaced by scores)."""
+    meta = poisoned.iloc[:0]
+    roles = _roles(poisoned)
+    for stage, message in [
+        (Sanitize(keep_score=True, score_column="mean_radius"), "score_column 'mean_radius' is the job's feature column"),
+        (Sanitize(keep_score=True, score_column="target"), "score_column 'target' is the job's label column"),
+        (LabelIssues(action="relabel", original_column="target"), "original_column 'target' is the job's label column"),
+        (LabelIssues(action="relabel", original_column="worst_area"), "original_column 'worst_area' is the job's feature column"),
+    ]:
+        with pytest.raises(StageError, match=message):
+            stage.bind(StageContext(stage.name, 0, roles)).check(meta)
+    for stage in (Sanitize(score_column="target"), LabelIssues(original_column="target"), Sanitize(keep_score=True),
+                  LabelIssues(action="relabel")):
+        stage.bind(StageContext(stage.name, 0, roles)).check(meta)  # not written, or a column of its own
+
+
 def test_label_issues_on_a_sample_is_stated(poisoned):
     stage = LabelIssues(model="lda", max_train_rows=200)
     _run(stage, poisoned)
