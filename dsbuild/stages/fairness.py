@@ -230,6 +230,17 @@ class FairnessStage(FitApplyStage):
         bins = tuple(sorted((c, tuple(edges)) for c, edges in self.bins.items()))
         return ("contingency", tuple(self.sensitive), self.label, self.ctx.roles.weight, bins)
 
+    def check_privileged(self, table: pd.DataFrame) -> None:
+        """A ``privileged`` group no counted row has (``male`` for ``Male``, ``25`` for the
+        bin ``>=25``) would quietly leave the reference to the highest base rate."""
+        if table.empty:
+            return
+        for col, value in self.options.privileged.items():
+            groups = sorted({str(g) for g in table[col]} - {MISSING})
+            if _text(value) not in groups:
+                raise StageError(f"stage {self.ctx.name!r}: privileged {col}: {value!r} is not a group of {col!r}; "
+                                 f"its groups are {groups[:20]}")
+
     def favorable(self, table: pd.DataFrame):
         try:
             return favorable_value(list(table[LABEL].unique()), self.options.favorable)
@@ -371,6 +382,7 @@ class FairnessAudit(FairnessStage):
         self.ranker_ = self.fit_ranker(frame, shapes) if self.options.model else None
         statistic = self.table_statistic() if self.ranker_ is None and not self.options.by else None
         self.table_ = shapes.fit(frame, self._count_with_predictions, merge_tables, label=self.ctx.name, statistic=statistic)
+        self.check_privileged(self.table_)
         return shapes.pass_through(frame, self._pass_through, label=self.ctx.name)
 
     def check(self, meta):
@@ -441,6 +453,7 @@ class Reweigh(FairnessStage):
     def finalize(self, table, state):
         self.table_ = table
         self.require_where_rows(int(table["n"].sum()))
+        self.check_privileged(table)
         return self._checked(reweighing, table, self.sensitive, self.options.strength)
 
     def apply(self, part, factors):
@@ -597,6 +610,7 @@ class Resample(FairnessStage):
             state = {"favorable": self.sample_favorable_, "ranker": self.ranker_}
         chooser = CellChooser(self, self._cell, self._keys)
         self.table_, hists = shapes.fit(frame, chooser.count, chooser.merge_counts, state, label=self.ctx.name)
+        self.check_privileged(self.table_)
         self.require_where_rows(int(self.table_["n"].sum()))
         targets = self._checked(resample_targets, self.table_, self.sensitive, self.options.strength)
         targets["cell"] = [f"{g}/{_text(y)}" for g, y in zip(_joint(targets, self.sensitive), targets[LABEL])]
@@ -693,6 +707,7 @@ class Massage(FairnessStage):
         state = {"favorable": self.sample_favorable_, "ranker": self.ranker_}
         chooser = CellChooser(self, self._cell, self._keys)
         self.table_, hists = shapes.fit(frame, chooser.count, chooser.merge_counts, state, label=self.ctx.name)
+        self.check_privileged(self.table_)
         fav = self.favorable(self.table_)
         labels = list(self.table_[LABEL].unique())
         others = [v for v in labels if v != fav]

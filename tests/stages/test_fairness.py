@@ -301,6 +301,22 @@ def test_massage_and_preferential_resample_take_a_nullable_label_with_a_missing_
         assert len(kept) + len(rejected) == len(frame) + kept["id"].str.contains("#rs").sum()
 
 
+def test_a_privileged_group_no_row_has_is_refused(adult):
+    """privileged {sex: male} (or {age: 25} for the bin >=25) silently left the reference to
+    the group with the highest base rate: the SPD and DI were against another group."""
+    frame = adult.iloc[:600]
+    roles = Roles(label="income", sensitive=("sex", "age"), bins=(("age", (25.0,)),))
+    for make in (FairnessAudit, Reweigh, Resample, Massage):
+        for privileged, message in [({"sex": "male"}, r"privileged sex: 'male' is not a group of 'sex'; its groups are \['Female', 'Male'\]"),
+                                    ({"age": 25}, r"privileged age: 25 is not a group of 'age'; its groups are \['<25', '>=25'\]")]:
+            with pytest.raises(StageError, match=message):
+                run_stage(make(favorable=">50K", privileged=privileged), frame, npartitions=2, roles=roles)
+    stage = FairnessAudit(favorable=">50K", privileged={"sex": "Female", "age": ">=25"})
+    run_stage(stage, frame, npartitions=2, roles=roles)
+    assert stage.summary()["data"]["sex"]["reference"] == "Female"
+    assert stage.summary()["data"]["age"]["reference"] == ">=25"
+
+
 def test_correlation_remover_equals_fairlearn(adult):
     dummies = pd.get_dummies(adult[["sex", "race"]], dtype=float)
     x = pd.concat([dummies, adult[FEATURES].astype(float)], axis=1)
