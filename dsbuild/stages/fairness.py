@@ -763,10 +763,15 @@ class Massage(FairnessStage):
         fav = self.state_["state"]["favorable"]
         c = self.changes_
         before = self.table_.assign(w=self.table_["n"].astype(float))
-        change = dict(zip(c["group"], c["change"]))
-        delta = np.array([change.get(k, 0) for k in _joint(before, self.sensitive)], dtype=np.int64)
-        positive = np.array([v == fav for v in before[LABEL]])
-        after = before.assign(n=before["n"] + np.where(positive, delta, -delta))
+        # each group's flips as cell counts: the cell a flipped row lands in may have had no row
+        # (a group of one row, all positive), so the flips are added as cells of their own
+        keys = [*self.sensitive, LABEL]
+        moved = c[c["change"] != 0]
+        flips = pd.concat([moved[self.sensitive].assign(**{LABEL: label, "n": sign * moved["change"]})
+                           for label, sign in ((fav, 1), (self.state_["state"]["unfavorable"], -1))], ignore_index=True)
+        after = pd.concat([before[[*keys, "n"]], flips], ignore_index=True)
+        after = after.groupby(keys, sort=True, dropna=False)["n"].sum().reset_index()
+        after = after[after["n"] > 0].astype({"n": np.int64}).reset_index(drop=True)
         after["w"] = after["n"].astype(float)
         return {
             **self.where_summary(),

@@ -317,6 +317,21 @@ def test_a_privileged_group_no_row_has_is_refused(adult):
     assert stage.summary()["data"]["age"]["reference"] == ">=25"
 
 
+def test_massage_summary_after_counts_a_flip_into_a_cell_that_had_no_row(adult):
+    """A group of one favourable row is demoted; its unfavourable cell did not exist, so the
+    summary's 'after' lost the row (a count and a base rate the output does not have)."""
+    frame = adult.iloc[:2000].copy()
+    frame.loc[0, ["sex", "income"]] = ["Other", ">50K"]
+    stage = Massage(favorable=">50K", folds=3)
+    kept, _ = run_stage(stage, frame, npartitions=3, roles=ADULT)
+    assert kept.set_index("id").loc["adult:0", "income"] == "<=50K"
+    audit = FairnessAudit(favorable=">50K")
+    run_stage(audit, kept, npartitions=2, roles=ADULT)
+    after, actual = stage.summary()["after"], audit.summary()["data"]
+    for view in ("sex", "race", "sex × race"):
+        assert after[view] == actual[view]
+
+
 def test_correlation_remover_equals_fairlearn(adult):
     dummies = pd.get_dummies(adult[["sex", "race"]], dtype=float)
     x = pd.concat([dummies, adult[FEATURES].astype(float)], axis=1)
