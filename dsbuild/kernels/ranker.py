@@ -92,6 +92,7 @@ class OutOfFoldRanker:
         return out
 
     def _x(self, x: pd.DataFrame) -> pd.DataFrame:
-        cols = {c: pd.to_numeric(x[c], errors="coerce").astype("float64") for c in self.numeric}
+        # an infinite value is imputed as a missing one is (scikit-learn refuses it, which stopped the stage)
+        cols = {c: pd.to_numeric(x[c], errors="coerce").astype("float64").replace([np.inf, -np.inf], np.nan) for c in self.numeric}
         cols.update({c: x[c].astype("string").fillna("<NA>").astype(object) for c in self.categorical})
         return pd.DataFrame(cols, index=x.index)

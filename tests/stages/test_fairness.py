@@ -332,6 +332,18 @@ def test_massage_summary_after_counts_a_flip_into_a_cell_that_had_no_row(adult):
         assert after[view] == actual[view]
 
 
+def test_rankers_impute_an_infinite_feature_as_a_missing_one(adult):
+    """One inf in a ranker's feature stopped massage, preferential resample and a model
+    audit with scikit-learn's 'Input X contains infinity'; a missing value was imputed."""
+    frame = adult.iloc[:400].astype({"age": float})
+    frame.loc[0, "age"] = np.inf
+    roles = Roles(label="income", sensitive=("sex",), features=("age", "education-num", "hours-per-week"))
+    for stage in (Massage(favorable=">50K", folds=3), Resample(favorable=">50K", method="preferential", folds=3),
+                  FairnessAudit(favorable=">50K", model="logistic_regression", folds=3)):
+        kept, rejected = run_stage(stage, frame, npartitions=2, roles=roles)
+        assert len(kept) + len(rejected) >= len(frame)
+
+
 def test_correlation_remover_equals_fairlearn(adult):
     dummies = pd.get_dummies(adult[["sex", "race"]], dtype=float)
     x = pd.concat([dummies, adult[FEATURES].astype(float)], axis=1)
