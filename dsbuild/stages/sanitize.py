@@ -199,6 +199,7 @@ class Sanitize(_Features, FitApplyStage):
 
     def check(self, meta: pd.DataFrame) -> None:
         super().check(meta)
+        self.columns_seen_ = list(meta.columns)
         if self.options.keep_score:
             self.check_output_column(meta, "score_column", self.options.score_column)
 
@@ -346,6 +347,7 @@ class Sanitize(_Features, FitApplyStage):
         counts = moments.label_counts()
         if not counts or not moments.columns:
             raise StageError(f"stage {label!r}: no labelled rows to fit on")
+        self._require_spread(moments.total())
         self.moment_passes_ = 1
         model = self._model(frame, shapes, moments, sample)
         classes = model["classes"]
@@ -359,6 +361,20 @@ class Sanitize(_Features, FitApplyStage):
         self.counts_ = dict(zip(classes, n.tolist()))
         self.reference_rows_ = len(sample.ids) if sample is not None else None
         return shapes.map(frame, self._apply, shapes.broadcast(model), label=label)
+
+    def _require_spread(self, total) -> None:
+        """Features none of which varies score every row alike, and the rows removed would
+        be chosen by id alone (an images source's image_height and image_width, picked as
+        the numeric columns when the job names no image column)."""
+        spread = np.sqrt(np.divide(total.m2, total.count, out=np.zeros_like(total.m2), where=total.count > 0))
+        if (spread > 1e-12 * np.maximum(np.abs(total.mean), 1.0)).any():
+            return
+        hint = ""
+        image = self.ctx.roles.image_column
+        if not self._use_image() and image in getattr(self, "columns_seen_", ()):
+            hint = f"; the data has an image column {image!r}: name it in columns.image to score the images"
+        raise StageError(f"stage {self.ctx.name!r}: none of its features {self.features_used()} varies, so every row would "
+                         f"score the same and the rows removed would be arbitrary{hint}")
 
     def apply(self, part: pd.DataFrame, model: dict) -> pd.DataFrame:
         classes, scores = self._scores(part, model)

@@ -35,7 +35,7 @@ def poisoned():
 
 
 def _roles(frame):
-    return Roles(label="target", features=tuple(c for c in frame.columns if c not in ("id", "target", "is_flipped", "is_far")))
+    return Roles(label="target", features=tuple(c for c in frame.columns if c not in ("id", "target", "is_flipped", "is_far", "image")))
 
 
 def _run(stage, frame, npartitions=3):
@@ -264,6 +264,22 @@ def test_written_columns_may_not_overwrite_what_the_job_reads(poisoned):
     for stage in (Sanitize(score_column="target"), LabelIssues(original_column="target"), Sanitize(keep_score=True),
                   LabelIssues(action="relabel")):
         stage.bind(StageContext(stage.name, 0, roles)).check(meta)  # not written, or a column of its own
+
+
+def test_features_none_of_which_varies_are_refused():
+    """Constant features (an images source's image_height and image_width, taken as the
+    numeric columns when the job names no image column) scored every row alike, and
+    sanitize removed its budget by id alone."""
+    n = 60
+    frame = pd.DataFrame({"id": [f"r{i:02d}" for i in range(n)], "image": [b"x"] * n,
+                          "image_height": pd.array([8] * n, dtype="Int64"), "image_width": pd.array([8] * n, dtype="Int64"),
+                          "target": np.arange(n) % 2})
+    with pytest.raises(StageError, match=r"none of its features \['image_height', 'image_width'\] varies.*"
+                                         r"name it in columns.image"):
+        _run(Sanitize(method="l2"), frame)
+    frame["image_width"] = pd.array(np.arange(n) % 7, dtype="Int64")
+    kept, rejected = _run(Sanitize(method="l2", fraction=0.1), frame)
+    assert len(rejected) == 6
 
 
 def test_label_issues_on_a_sample_is_stated(poisoned):
