@@ -348,6 +348,9 @@ class Sanitize(_Features, FitApplyStage):
         if not counts or not moments.columns:
             raise StageError(f"stage {label!r}: no labelled rows to fit on")
         self._require_spread(moments.total())
+        if o.method in ("slab", "loss") and len(counts) < 2:  # no other class to measure against: slab's line was rounding noise, every loss 0
+            raise StageError(f"stage {label!r}: method {o.method} needs labelled rows of at least two classes; "
+                             f"the label has one ({_plain(next(iter(counts)))!r}): use l2, svd or knn")
         self.moment_passes_ = 1
         model = self._model(frame, shapes, moments, sample)
         classes = model["classes"]

@@ -282,6 +282,17 @@ def test_features_none_of_which_varies_are_refused():
     assert len(rejected) == 6
 
 
+@pytest.mark.parametrize("method", ["slab", "loss"])
+def test_slab_and_loss_need_two_classes(poisoned, method):
+    """With one class, slab's 'line to the other classes' was the rounding noise of the
+    centroid and every loss was 0: both removed their budget as if they had scored."""
+    one = poisoned[poisoned["target"] == 1]
+    with pytest.raises(StageError, match=f"method {method} needs labelled rows of at least two classes"):
+        _run(Sanitize(method=method), one)
+    kept, rejected = _run(Sanitize(method="l2", fraction=0.1), one)
+    assert len(rejected) == int(len(one) * 0.1)
+
+
 def test_label_issues_on_a_sample_is_stated(poisoned):
     stage = LabelIssues(model="lda", max_train_rows=200)
     _run(stage, poisoned)
