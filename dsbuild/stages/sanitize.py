@@ -419,6 +419,11 @@ class Sanitize(_Features, FitApplyStage):
         return out
 
 
+def _label_key(counts: dict, name: str):
+    """The class of ``counts`` whose text is ``name`` (the summary's matrices name classes as text)."""
+    return next((c for c in counts if str(_plain(c)) == name), name)
+
+
 def emptied_classes(stage: str, before: dict, entry: dict) -> list[str]:
     """A cleaning stage that removes every row of a class has found no noise in it: it
     could not tell that class apart. (``entry['labels']``: the kept rows per label, all
@@ -755,4 +760,25 @@ class LabelIssues(_Features, FitApplyStage):
                     f"(out-of-fold balanced accuracy {ba:.3f}; chance {chance:.3f}), so the rows it flags are "
                     "mostly rows they cannot classify, not mislabelled ones. Give it features that predict the "
                     "label, or check the flags (action: relabel keeps the rows) before dropping them.")
+        return notes + self._unlearned_class_notes(summary, chance)
+
+    def _unlearned_class_notes(self, summary: dict, chance) -> list[str]:
+        """A class whose own rows get a probability of it below chance (one of a handful of
+        rows, or a label the features do not predict) has a threshold near 0, so rows of
+        every other class reach it and the noise-rate budget counts them as that class:
+        one row of a new label made the default filter drop a third of iris."""
+        notes = []
+        for r, rnd in enumerate(summary.get("rounds", [])):
+            if "flag_budget" not in rnd or chance is None or rnd["filter"] == "prune_by_noise_rate":
+                continue  # cleanlab's filter also needs the prediction to disagree, which such a class never wins
+            names, budget = rnd["flag_budget"]["given x true"], np.asarray(rnd["flag_budget"]["counts"])
+            for j, name in enumerate(names):
+                into = int(budget[:, j].sum() - budget[j, j])
+                if rnd["thresholds"][name] < chance / 2 and into:
+                    notes.append(
+                        f"stage {self.ctx.name!r}: round {r} ({rnd['filter']}): rows labelled {name} get a probability of "
+                        f"{name} of {rnd['thresholds'][name]:.3g} on average ({self.counts_.get(_label_key(self.counts_, name), '?')} "
+                        f"rows), below half of chance, so rows of other classes reach that threshold and {into} of them were "
+                        f"flagged as really being {name}. Too few rows (or features that do not predict it) to learn "
+                        "the class: give it more rows, merge or drop it, or use filter: prune_by_noise_rate.")
         return notes
