@@ -805,7 +805,7 @@ class _FeatureRepair(FairnessStage):
     needs_label = False
 
     def features(self, meta) -> list[str]:
-        cols = self.options.columns or self.ctx.roles.feature_columns(meta)
+        cols = self.options.columns if self.options.columns is not None else self.ctx.roles.feature_columns(meta)
         return [c for c in cols if c not in self.sensitive and c != self.label]
 
     def fit_rows(self, part: pd.DataFrame) -> pd.DataFrame:
@@ -814,6 +814,16 @@ class _FeatureRepair(FairnessStage):
     def check(self, meta):
         super().check(meta)
         self.check_where(meta, self.options.fit_on)
+        # a named column the stage would leave out, or none at all, changed nothing (or, for
+        # columns: [], every feature) without a word
+        for c in self.options.columns or []:
+            if c in self.sensitive or c == self.label:
+                role = "a sensitive column" if c in self.sensitive else "the label"
+                raise StageError(f"stage {self.ctx.name!r}: columns names {c!r}, {role}; the stage changes features, "
+                                 "never the groups or the label")
+        if not self.features(meta):
+            raise StageError(f"stage {self.ctx.name!r}: no features to change; name numeric columns in its columns "
+                             "(or the job's columns.features)")
         self.require_columns(meta, self.features(meta), what="feature column")
         bad = [c for c in self.features(meta) if not pd.api.types.is_numeric_dtype(meta[c])]
         if bad:

@@ -344,6 +344,22 @@ def test_rankers_impute_an_infinite_feature_as_a_missing_one(adult):
         assert len(kept) + len(rejected) >= len(frame)
 
 
+@pytest.mark.parametrize("make", [CorrelationRemoverStage, DisparateImpactRemover])
+def test_feature_repairs_refuse_columns_they_would_not_change(adult, make):
+    """columns: [] changed every numeric feature (an empty list read as 'the default'), and
+    columns naming the label or a sensitive column changed nothing, both without a word."""
+    frame = adult.iloc[:300].assign(y=(adult["income"].iloc[:300] == ">50K").astype(int))
+    roles = Roles(label="y", sensitive=("sex", "age"), bins=(("age", (30.0,)),))
+    for columns, message in [([], "no features to change"), (["y"], "columns names 'y', the label"),
+                             (["age", "hours-per-week"], "columns names 'age', a sensitive column")]:
+        with pytest.raises(StageError, match=message):
+            run_stage(make(columns=columns), frame, npartitions=2, roles=roles)
+    kept, _ = run_stage(make(columns=["hours-per-week"]), frame, npartitions=2, roles=roles)
+    after = kept.set_index("id").loc[frame["id"]]
+    assert (after["hours-per-week"].to_numpy() != frame["hours-per-week"].to_numpy()).any()
+    assert (after["education-num"].to_numpy() == frame["education-num"].to_numpy()).all()
+
+
 def test_correlation_remover_equals_fairlearn(adult):
     dummies = pd.get_dummies(adult[["sex", "race"]], dtype=float)
     x = pd.concat([dummies, adult[FEATURES].astype(float)], axis=1)
