@@ -211,10 +211,16 @@ def _stages(args) -> int:
         return 2
     for name in sorted(args.names or STAGES):
         cls = STAGES[name]
-        doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
-        print(f"{name}  [{cls.shape}]  {doc}")
+        print(f"{name}  [{cls.shape}]  {_first_sentence(cls.__doc__)}")
         _print_fields(cls.Options, "    ")
     return 0
+
+
+def _first_sentence(doc: str | None) -> str:
+    """A docstring's first sentence on one line: its first line alone cut four stages'
+    summaries mid-sentence ("... moves to its quantile of the median of")."""
+    paragraph = " ".join((doc or "").strip().split("\n\n")[0].split())
+    return re.split(r"(?<=[.!?])\s+(?=[A-Z])", paragraph, maxsplit=1)[0]
 
 
 def _sources(args) -> int:

@@ -100,6 +100,17 @@ def test_stages_lists_every_stage_with_options(capsys):
     assert "\n        decimal: . | , (default \".\")" in capsys.readouterr().out
 
 
+def test_stages_summary_is_a_whole_sentence(capsys):
+    """A summary that wraps onto a second docstring line is printed whole, not cut at the
+    line's end ("... moves to its quantile of the median of")."""
+    assert main(["stages", "disparate_impact_remover", "massage", "labeling_functions"]) == 0
+    heads = [line for line in capsys.readouterr().out.splitlines() if "  [" in line and not line.startswith(" ")]
+    assert len(heads) == 3
+    for head in heads:
+        assert head.endswith(".") and "\n" not in head, head
+    assert "quantile of the median of the groups' distributions" in heads[0]
+
+
 def test_sources_lists_every_format_with_options(capsys):
     assert main(["sources"]) == 0
     out = capsys.readouterr().out
