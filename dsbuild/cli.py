@@ -213,7 +213,30 @@ def _stages(args) -> int:
         cls = STAGES[name]
         print(f"{name}  [{cls.shape}]  {_first_sentence(cls.__doc__)}")
         _print_fields(cls.Options, "    ")
+        if name == "augment":
+            _print_transforms("    ")
     return 0
+
+
+def _print_transforms(indent: str) -> None:
+    """The transforms ``augment`` knows and their options: a name or an option a job
+    got wrong was otherwise found only in the error it caused, one at a time."""
+    import inspect
+
+    from dsbuild.kernels.images import TRANSFORMS, _options_of
+
+    print(f"{indent}transforms, each with its options and their defaults:")
+    for name, cls in sorted(TRANSFORMS.items()):
+        defaults: dict = {}
+        for klass in cls.__mro__:
+            if "__init__" in vars(klass):
+                for q in list(inspect.signature(klass.__init__).parameters.values())[1:]:
+                    if q.default is not q.empty:
+                        defaults.setdefault(q.name, q.default)
+        options = ", ".join(f"{o} {_short(defaults[o]) if o in defaults else '(required)'}" for o in _options_of(cls))
+        print(f"{indent}    {name}: {options}")
+    print(f"{indent}    one_of: [transforms], p 1.0 — one of them, weighted by their p; "
+          "some_of: [transforms], n 1, p 1.0 — n of them, in their order")
 
 
 def _first_sentence(doc: str | None) -> str:

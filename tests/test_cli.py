@@ -111,6 +111,18 @@ def test_stages_summary_is_a_whole_sentence(capsys):
     assert "quantile of the median of the groups' distributions" in heads[0]
 
 
+def test_stages_augment_lists_its_transforms(capsys):
+    """Every transform augment knows is listed with its options, which were otherwise
+    found only in the error a wrong one caused."""
+    from dsbuild.kernels.images import TRANSFORMS
+
+    assert main(["stages", "augment"]) == 0
+    out = capsys.readouterr().out
+    for name in TRANSFORMS:
+        assert f"\n        {name}: " in out
+    assert "        rotate: limit [-30, 30]," in out and "one_of: [transforms]" in out
+
+
 def test_sources_lists_every_format_with_options(capsys):
     assert main(["sources"]) == 0
     out = capsys.readouterr().out
