@@ -1,4 +1,4 @@
-"""``dsbuild run | validate | inspect | report | stages``."""
+"""``dsbuild run | validate | inspect | report | stages | sources | submit | status``."""
 
 from __future__ import annotations
 
