@@ -335,6 +335,9 @@ def _set_dotted(data: dict, dotted: str, value) -> tuple:
             following = path[i + 1] if i + 1 < len(path) else last
             if k.isdigit() and following != name and following in STAGES:
                 raise JobError([f"--set {dotted}: stages[{index}] is {name!r}, not {following!r}"])
+            if k.isdigit() and following != name and "name" not in node:
+                raise JobError([f"--set {dotted}: stages[{index}] is {name!r}; its options are under its name, "
+                                f"e.g. stages[{index}].{name}.{following}"])
             continue
         at.append(k)
         if isinstance(node, dict):

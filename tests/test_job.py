@@ -133,6 +133,15 @@ def test_an_override_that_is_wrong_is_blamed_on_the_flag_not_the_file(tmp_path):
         load_job(GOOD, {"stages[0].cast.schema": {"age": "int"}})
 
 
+def test_an_override_by_position_without_the_stage_name_says_where_options_go():
+    """``stages[0].where`` (the stage's name left out) said "stages[0].name: Field
+    required" and "stages[0].select: unknown option 'select'": nothing the user wrote."""
+    with pytest.raises(JobError) as e:
+        load_job(GOOD, {"stages[0].where": []})
+    assert e.value.problems == ["--set stages[0].where: stages[0] is 'select'; its options are under its name, "
+                                "e.g. stages[0].select.where"]
+
+
 def test_command_line_values_that_are_no_yaml_are_text():
     from dsbuild.cli import _value
 
