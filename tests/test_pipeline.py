@@ -748,7 +748,7 @@ def test_a_run_whose_cluster_lost_every_worker_stops_instead_of_hanging(tmp_path
             t = time.monotonic()
             with pytest.raises(WorkersLost, match="no worker"):  # for 1 s, or none left to send the frame to
                 dsbuild.run(job, client=c)
-            assert time.monotonic() - t < 30
+            assert time.monotonic() - t < 60  # on a loaded machine the frame's scatter can be the one to wait (30 s)
         finally:
             worker.kill()
             worker.wait()
