@@ -43,6 +43,13 @@ def test_job_runs_and_balances(outputs, name):
     assert (outputs[0] / name / "_SUCCESS").exists()
 
 
+@pytest.mark.parametrize("name", JOBS)
+def test_job_warns_about_nothing(outputs, name):
+    """An example is a job to copy: a warning about its own settings (clean_adult's IQR
+    fences on a column that is mostly 0 marked every gain) teaches the wrong setting."""
+    assert outputs[1][name]["warnings"] == []
+
+
 def test_quickstart_adds_one_copy_per_kept_training_digit(outputs):
     stages = {s["name"]: s for s in outputs[1]["quickstart"]["stages"]}
     assert stages["augment"]["added"] == stages["split"]["metrics"]["split:train"]
