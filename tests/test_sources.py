@@ -449,6 +449,21 @@ def test_hidden_files_and_folders_are_listed_not_read(tmp_path):
         read_source({"format": "csv", "path": str(tmp_path / "csv")})
 
 
+def test_a_glob_leaves_out_what_its_wildcards_matched_hidden(tmp_path):
+    """fsspec's '*' matches names starting with '.' (a shell's does not): data/*/*.parquet
+    read a notebook's checkpoint copies as more rows, and Spark's _temporary failed the
+    read as another partitioning. A name the pattern spells is read."""
+    for rel, v in (("year=2024/a.parquet", 1), ("year=2025/a.parquet", 2), (".ipynb_checkpoints/a.parquet", 3),
+                   ("_temporary/a.parquet", 4)):
+        (tmp_path / "tab" / rel).parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.table({"v": [v]}), tmp_path / "tab" / rel)
+    src = read_source({"format": "parquet", "path": str(tmp_path / "tab" / "*" / "*.parquet")})
+    assert sorted(src.frame.compute()["v"].tolist()) == [1, 2]
+    assert sorted(s["path"].split("/tab/")[1] for s in src.skipped) == [".ipynb_checkpoints/a.parquet", "_temporary/a.parquet"]
+    src = read_source({"format": "parquet", "path": str(tmp_path / "tab" / "_temporary" / "*.parquet")})
+    assert src.frame.compute()["v"].tolist() == [4] and src.skipped == []
+
+
 def test_flat_image_folder_has_no_label(tmp_path):
     (tmp_path / "a.png").write_bytes(encode_image(np.zeros((2, 2), np.uint8)))
     df = read({"format": "images", "path": str(tmp_path)})

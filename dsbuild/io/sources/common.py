@@ -70,7 +70,7 @@ def _expand(
 ) -> tuple[fsspec.AbstractFileSystem, str, list[str], list[dict]]:
     """(filesystem, root, files, left out) for a file, folder, glob or list; root names ids.
 
-    In a folder, a file is left out when a name on its path below the folder starts with
+    In a folder (or matched by a glob's wildcards), a file is left out when a name on its path below the folder starts with
     one of ``ignore``: hidden files and folders (``.ipynb_checkpoints``, macOS's ``._``
     copies) and, for tables, what writers keep beside their output (Spark's
     ``_temporary``), as Arrow datasets do; so is a file of another kind (a README beside
@@ -103,8 +103,18 @@ def _expand(
                 left_out.append({"path": stripped, "why": f"{other - _LISTED_OTHERS:,} more files in it are not read either"})
         elif any(ch in p for ch in "*?["):
             matched = fs.glob(stripped)
-            roots.append(posixpath.dirname(stripped.split("*")[0].split("?")[0].split("[")[0]))
-            files.extend(m for m in matched if fs.isfile(m))
+            root = posixpath.dirname(stripped.split("*")[0].split("?")[0].split("[")[0])
+            roots.append(root)
+            # fsspec's wildcards match names starting with '.' (a shell's do not): what a
+            # wildcard matched is left out as in a folder; a name the pattern spells is read
+            asked = {n[0] for n in posixpath.relpath(stripped, root).split("/") if n.startswith(ignore)}
+            for m in (m for m in matched if fs.isfile(m)):
+                hidden = next((n for n in posixpath.relpath(m, root).split("/") if n.startswith(ignore) and n[0] not in asked), None)
+                if hidden is None:
+                    files.append(m)
+                else:
+                    kind = "hidden files and folders" if hidden[0] == "." else "a writer's own files"
+                    left_out.append({"path": m, "why": f"{hidden!r} starts with {hidden[0]!r}: {kind} are not read"})
         elif fs.isfile(stripped):
             roots.append(posixpath.dirname(stripped))
             files.append(stripped)
