@@ -464,6 +464,19 @@ def test_a_glob_leaves_out_what_its_wildcards_matched_hidden(tmp_path):
     assert src.frame.compute()["v"].tolist() == [4] and src.skipped == []
 
 
+def test_image_ids_are_unique_for_a_file_or_a_glob(tmp_path):
+    """A file's id was '.', and a glob's images were named by their bare file names, so
+    cat/0.png and dog/0.png were both '0.png' (and had no label)."""
+    png = encode_image(np.zeros((3, 3, 3), np.uint8))
+    for rel in ("cat/0.png", "dog/0.png"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(png)
+    df = read({"format": "images", "path": str(tmp_path / "cat" / "0.png")})
+    assert df["id"].tolist() == ["0.png"]
+    df = read({"format": "images", "path": str(tmp_path / "*" / "*.png")})
+    assert sorted(df["id"]) == ["cat/0.png", "dog/0.png"] and sorted(df["label"]) == ["cat", "dog"]
+
+
 def test_flat_image_folder_has_no_label(tmp_path):
     (tmp_path / "a.png").write_bytes(encode_image(np.zeros((2, 2), np.uint8)))
     df = read({"format": "images", "path": str(tmp_path)})

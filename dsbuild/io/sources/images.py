@@ -26,8 +26,9 @@ class ImagesSource(_Spec):
 
 def _read_images(spec: ImagesSource) -> Source:
     suffixes = tuple(e.lower() if e.startswith(".") else f".{e.lower()}" for e in spec.extensions)
-    fs, _, files, skipped = _expand(spec.path, suffixes, ignore=(".",))  # '_DSC0001.JPG' is a photo
-    root = fs._strip_protocol(spec.path).rstrip("/")
+    # ids relative to the folder, a file's own folder or a glob's: relative to the path as
+    # written, a file was '.' and a glob's files their bare names (cat/0.png, dog/0.png: 0.png twice)
+    fs, root, files, skipped = _expand(spec.path, suffixes, ignore=(".",))  # '_DSC0001.JPG' is a photo
     rels = [_relative(f, root) for f in files]
     in_folders = all("/" in r for r in rels)
     flat = [r for r in rels if "/" not in r]
