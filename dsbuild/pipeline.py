@@ -757,7 +757,9 @@ def _workers_watched(client, every: float = 1.0):
     (default 300) after having had some: on a scheduler whose workers all died, Dask waits
     for new ones for ever, and the run hung with no word. A cluster still waiting for its
     first workers (a batch queue) is left to wait, and said to wait after ``WAITING_SAID``
-    seconds (on a scheduler with no worker, the run sat silent)."""
+    seconds (on a scheduler with no worker, the run sat silent). Workers that are all
+    paused for memory as long are treated alike: Dask never resumes one whose libraries
+    alone fill its pause threshold."""
     from distributed import Future
     from distributed.client import FutureCancelledError
 
@@ -768,15 +770,30 @@ def _workers_watched(client, every: float = 1.0):
     except ValueError:
         raise ClusterSpecError([f"DSBUILD_NO_WORKERS_SECONDS={os.environ['DSBUILD_NO_WORKERS_SECONDS']!r}: give a number "
                                 "of seconds"]) from None
-    stop, lost = threading.Event(), threading.Event()
+    stop, lost, stuck = threading.Event(), threading.Event(), threading.Event()
     start = time.monotonic()
 
     def watch():
         seen, since, said = False, None, False
+        paused_since, paused_said = None, False
         while not stop.wait(every):
             n = _workers(client)
             if n is None:
                 continue
+            paused = _paused_workers(client) if n else 0
+            if not n or paused < n:
+                paused_since = None
+            elif paused_since is None:
+                paused_since = time.monotonic()
+            elif not paused_said and time.monotonic() - paused_since > WAITING_SAID:
+                paused_said = True
+                warnings.warn(f"every worker of the cluster is paused, {_PAUSED}, so it runs no task; {_MORE_MEMORY}. The "
+                              f"run is stopped if this lasts {limit:.0f} s (DSBUILD_NO_WORKERS_SECONDS)", DsbuildWarning,
+                              stacklevel=2)
+            elif time.monotonic() - paused_since > limit:
+                stuck.set()
+                client.cancel([Future(key, client) for key in list(client.futures)], force=True)
+                return
             if not seen and not n and not said and time.monotonic() - start > WAITING_SAID:
                 said = True
                 warnings.warn(f"the cluster ({client.scheduler.address}) has no worker yet; waiting for one (start "
@@ -796,6 +813,9 @@ def _workers_watched(client, every: float = 1.0):
         yield
     except Exception as e:
         kept = "its checkpoints, if any, are kept for --resume"
+        if stuck.is_set():
+            raise WorkersLost(f"every worker has been paused for {limit:.0f} s, {_PAUSED}, so the run was stopped; "
+                              f"{_MORE_MEMORY}; {kept}") from e
         if lost.is_set():
             raise WorkersLost(f"the cluster has had no worker for {limit:.0f} s (DSBUILD_NO_WORKERS_SECONDS), so the run was stopped; {kept}") from e
         # a cancelled task, or data that found no worker to go to (the source's frame scattered)
@@ -805,6 +825,23 @@ def _workers_watched(client, every: float = 1.0):
     finally:
         stop.set()
         thread.join()
+
+
+_PAUSED = "its memory above Dask's pause threshold (distributed.worker.memory.pause: 80% of memory_limit by default)"
+_MORE_MEMORY = "give workers a larger memory_limit, or fewer workers with more memory each"
+
+
+def _paused_workers(client) -> int:
+    """How many workers are paused for memory (Dask pauses one above its pause threshold,
+    and one whose libraries alone fill it never resumes: the run hung without a word)."""
+
+    def paused(dask_scheduler) -> int:  # defined here, so it travels by value: a scheduler needs no dsbuild
+        return sum(ws.status.name == "paused" for ws in dask_scheduler.workers.values())
+
+    try:
+        return client.run_on_scheduler(paused)
+    except Exception:  # noqa: BLE001 - a closing client: the run itself reports that
+        return 0
 
 
 def _workers(client) -> int | None:

@@ -755,6 +755,29 @@ def test_a_run_whose_cluster_lost_every_worker_stops_instead_of_hanging(tmp_path
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob("out.tmp-*"))
 
 
+def test_a_run_whose_every_worker_stays_paused_for_memory_stops_and_says_why(tmp_path, monkeypatch):
+    """A memory_limit its libraries nearly fill (300 MiB) paused the one worker at its first
+    task, and Dask never resumed it: the run hung without a word."""
+    import dask
+    from distributed import Client, LocalCluster
+
+    from dsbuild.pipeline import WorkersLost
+
+    monkeypatch.setenv("DSBUILD_NO_WORKERS_SECONDS", "3")
+    monkeypatch.setattr("dsbuild.pipeline.WAITING_SAID", 1.0)
+    job = {"name": "paused", "source": {"format": "sample", "name": "breast_cancer"}, "stages": [],
+           "sink": {"path": str(tmp_path / "out")}}
+    with dask.config.set({"distributed.worker.memory.pause": 0.01}), \
+            LocalCluster(n_workers=1, threads_per_worker=1, memory_limit="2GiB", dashboard_address=":0") as cluster, \
+            Client(cluster) as c:
+        t = time.monotonic()
+        with pytest.warns(UserWarning, match="every worker of the cluster is paused, its memory above Dask's pause threshold"), \
+                pytest.raises(WorkersLost, match="every worker has been paused for 3 s.*give workers a larger memory_limit"):
+            dsbuild.run(job, client=c)
+        assert time.monotonic() - t < 60
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob("out.tmp-*"))
+
+
 def test_a_run_on_a_cluster_without_workers_says_it_waits(tmp_path, monkeypatch):
     """On a scheduler with no worker the run sat silent at 0 of N."""
     import threading
