@@ -734,8 +734,8 @@ def read_annotation_source(spec: dict, count_rows: bool = True, text: tuple[str,
 
 class LabelingFunctionsOptions(StageOptions):
     rules: list[Any] = Field(..., min_length=1, description="rules as data ({name, label, column, op, value} or {name, label, when: [...]}); Python callables allowed")
-    method: Method = Field("wawa", description="how votes combine: wawa (each rule weighed by its agreement with the "
-                           "majority) | majority_vote")
+    method: Literal["wawa", "majority_vote"] = Field(
+        "wawa", description="how votes combine: wawa (each rule weighed by its agreement with the majority) | majority_vote")
     labels: list[Any] | None = Field(None, description="the label set (default: every label a rule can cast)")
     output: str | None = Field(None, description="column for the label (default: the job's label column, else 'label')")
     gold: str | None = Field(None, description="data column with known labels: they score the rules and are kept")
@@ -745,7 +745,7 @@ class LabelingFunctionsOptions(StageOptions):
     no_votes: Literal["reject", "keep"] = Field("reject", description="rows no rule voted on")
     min_confidence: float = Field(0.0, ge=0, le=1)
 
-    @field_validator("method")
+    @field_validator("method", mode="before")
     @classmethod
     def _votes_not_answers(cls, method):
         """The crowd models learn each annotator's confusion from the answers it gives; a

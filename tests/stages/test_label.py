@@ -299,6 +299,8 @@ def test_labeling_functions_on_adult(adult_crowd):
     assert accuracy(kept, ids, truth) > 0.85 > share
     with pytest.raises(ValueError, match="abstains where it does not fire"):
         LabelingFunctions(rules=ADULT_RULES, method="dawid_skene")
+    with pytest.raises(ValueError, match="'wawa' or 'majority_vote'"):  # the choices said are the ones it takes
+        LabelingFunctions(rules=ADULT_RULES, method="wava")
     one_rule_rows = kept[kept["label_votes"] == 1]
     assert len(one_rule_rows) > 0 and one_rule_rows["label"].isin(["<=50K", ">50K"]).all()
 
