@@ -2,7 +2,8 @@
 
 Every summary here is built per partition and merged by adding counts, so the merged
 result is the same for any partitioning and any merge order (no float state depends on
-order, except :attr:`Distribution.total` in sketch mode, which is a plain sum).
+order, except :attr:`Distribution.total` in sketch mode, which is a plain sum: the mean
+made of it is rounded).
 
 - :class:`ValueCounts` is exact: medians, quantiles (numpy's ``linear`` rule), modes and
   means from it equal numpy's on the whole column. Its size is the number of distinct
@@ -24,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from dsbuild.kernels.dtypes import as_text
+from dsbuild.kernels.moments import round_bits
 
 MAD_TO_SIGMA = 1.4826
 MEAN_AD_TO_SIGMA = 1.2533
@@ -280,9 +282,12 @@ class Distribution:
         return self.quantile(0.5)
 
     def mean(self) -> float:
+        """Exact from the counts; from a sketch, ``total / n`` rounded to 32 significant bits:
+        ``total`` is a float sum in the partitions' order, and its last bits (an imputed
+        mean) changed with the partitioning."""
         if self.exact:
             return self.counts.mean()
-        return self.total / self.n if self.n else math.nan
+        return float(round_bits(self.total / self.n, 32)) if self.n else math.nan
 
     def error_bound(self) -> str:
         return "exact" if self.exact else f"relative error <= {self.alpha:g} (lower quantile)"

@@ -924,7 +924,7 @@ class Outliers(FitApplyStage):
     def finalize_deviations(self, stats, state):
         for column, groups in stats.items():
             for g, dev in groups.items():
-                state[column][g]["scale"] = robust_scale(dev.median(), dev.total / dev.n if dev.n else 0.0)
+                state[column][g]["scale"] = robust_scale(dev.median(), dev.mean() if dev.n else 0.0)
         return state
 
     def build(self, frame, shapes):

@@ -109,3 +109,10 @@ def test_counts_by_group_equal_counts_of_each_group():
     assert by_word[1].values.tolist() == ["b", "c"] and by_word[2].mode() == "a"
     dist = Distribution.by_group(codes, x, max_distinct=10)
     assert not dist[0].exact and dist[0].n == np.isfinite(x[codes == 0]).sum()
+
+
+def test_sketched_mean_is_the_same_whatever_the_cuts():
+    """In sketch mode the mean comes from a float sum added in the partitions' order."""
+    x = np.random.default_rng(0).normal(size=5000) * 7.3 + 0.1
+    means = {split_merge(Distribution, x, cuts, max_distinct=5).mean() for cuts in ([], [2500], [700, 1400, 4000], list(range(300, 5000, 300)))}
+    assert len(means) == 1 and means.pop() == pytest.approx(x.mean(), rel=1e-9)

@@ -441,6 +441,20 @@ def test_impute_median_from_sketch_is_within_stated_error(sample):
     assert stage.summary()["fnlwgt"]["error"] == "relative error <= 0.01"
 
 
+def test_impute_mean_from_sketch_is_the_same_at_any_partitioning(sample):
+    """A sketched column's mean is a float sum in the partitions' order: the filled value
+    differed in its last bits between 1, 3 and 7 partitions."""
+    frame = sample.copy()
+    frame["fnlwgt"] = np.random.default_rng(0).normal(size=len(frame)) * 7.3 + 0.1
+    frame.loc[frame.index[::9], "fnlwgt"] = np.nan
+    missing = frame.loc[frame["fnlwgt"].isna(), "id"]
+    filled = set()
+    for n in PARTS:
+        kept, _ = run_stage(Impute(columns={"fnlwgt": "mean"}, max_distinct=100), frame, npartitions=n)
+        filled |= set(kept.loc[kept["id"].isin(missing), "fnlwgt"])
+    assert len(filled) == 1 and filled.pop() == pytest.approx(frame["fnlwgt"].mean(), rel=1e-9)
+
+
 def test_impute_fills_each_type_with_a_value_of_that_type(client, tmp_path):
     """Parquet booleans, dates, decimals and dictionary columns (each file with its own
     categories) filled by their mode, and nullable integers by their mean: modes were
