@@ -158,7 +158,12 @@ def _run_on_current(spec: JobSpec, sink: Sink, client, progress: bool, resume: b
             ex = Execution(spec, sink, client, progress, resume)
             ex.run()
         t_compute = time.perf_counter()
+        if INTERRUPTED.is_set():  # before the finish, while the checkpoints can be resumed from
+            raise KeyboardInterrupt
         data_shards, data_schema = sink.finish("data", ex.files["data"], [ex.kept_meta], cast_conflicts_to_string=False)
+        # Finishing the rejects moves and deletes the staged files the checkpoints list: a
+        # resume from them after an interrupt here failed on a missing file.
+        sink.drop_checkpoints_before(len(ex.runs))
         reject_shards, reject_schema = sink.finish("rejects", ex.files["rejects"], ex.reject_metas, cast_conflicts_to_string=True)
         manifest = _manifest(spec, ex, data_shards, reject_shards, data_schema, reject_schema, _seconds_by_stage(stream, ex.runs), client)
         check_ledger(manifest)
@@ -197,7 +202,7 @@ def _take_folder(sink: Sink, resume: bool) -> None:
     if resume and not sink.has_checkpoints():
         warnings.warn(f"nothing to resume: no complete checkpoint of this job in {sink.tmp}; running from the start",
                       DsbuildWarning, stacklevel=4)
-    if not resume:  # a fresh start, in the folder that is now ours
+    if not resume or not sink.has_checkpoints():  # a fresh start, in the folder that is now ours
         sink.abort()
         sink.claim()
     for other in sink.other_runs():

@@ -715,6 +715,45 @@ def test_a_refused_resume_keeps_the_checkpoints_and_one_run_holds_the_folder(cli
     assert not (tmp_path / "out" / "_owner.json").exists()
 
 
+@pytest.mark.parametrize("cut_after", ["data", "rejects"])
+def test_resume_after_an_interrupt_in_the_finish(client, tmp_path, monkeypatch, cut_after):
+    """Ctrl-C while the sink merged the shards kept the checkpoints, whose rejects the
+    finish had already moved into shards: the resume failed on a missing staged file (and
+    removed the checkpoints). After the data's finish it resumes; after the rejects' it
+    starts over; either way the output equals an undisturbed run's."""
+    from dsbuild.io.sink import Sink
+
+    job = {
+        "name": "finish", "seed": 0, "source": {"format": "sample", "name": "adult", "partitions": 3},
+        "columns": {"label": "income", "sensitive": ["sex"]},
+        "stages": [{"select": {"where": [{"column": "age", "op": ">=", "value": 20}]}},
+                   {"reweigh": {"favorable": ">50K"}}],
+        "sink": {"path": str(tmp_path / "out"), "shard_rows": 5000},
+    }
+    dsbuild.run(job, output=str(tmp_path / "undisturbed"), client=client)
+    finish = Sink.finish
+
+    def interrupted(self, kind, *args, **kwargs):
+        out = finish(self, kind, *args, **kwargs)
+        if kind == cut_after:
+            raise KeyboardInterrupt
+        return out
+
+    monkeypatch.setattr(Sink, "finish", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        dsbuild.run(job, client=client)
+    monkeypatch.setattr(Sink, "finish", finish)
+    manifest = dsbuild.run(job, client=client, resume=True)
+    assert manifest["resumed_from_stage"] == (1 if cut_after == "data" else None)
+    kept, rejects = read_output(tmp_path / "out")
+    kept_0, rejects_0 = read_output(tmp_path / "undisturbed")
+    pd.testing.assert_frame_equal(kept, kept_0)
+    pd.testing.assert_frame_equal(rejects, rejects_0)
+    assert len(rejects) > 0 and manifest["ledger"]["balanced"]
+    shards = sorted(p.name for p in (tmp_path / "out" / "data").iterdir())
+    assert shards == [Path(s["file"]).name for s in manifest["outputs"]["data"]]
+
+
 @register
 class Sleep(MapStage):
     """Half a second per partition: a run long enough to lose its workers in."""

@@ -125,9 +125,10 @@ class Sink:
         for path in self.fs.ls(rejects, detail=False) if self.fs.exists(rejects) else []:
             if int(posixpath.basename(path)) >= runs:
                 self.fs.rm(path, recursive=True)
-        data = posixpath.join(self.tmp, "_staging", "data")
-        if self.fs.exists(data):
-            self.fs.rm(data, recursive=True)
+        # staged kept rows, and the shards of a finish the interrupt cut short
+        for data in (posixpath.join(self.tmp, "_staging", "data"), posixpath.join(self.tmp, "data")):
+            if self.fs.exists(data):
+                self.fs.rm(data, recursive=True)
 
     def write_partition(self, part: pd.DataFrame, folder: str, index: int, by: list[str] = ()) -> list[dict]:
         """Write one partition as one or more files under the shard limits (runs on a worker);
