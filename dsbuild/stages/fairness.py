@@ -989,7 +989,8 @@ class DisparateImpactRemover(_FeatureRepair):
     def build(self, frame, shapes):
         self._features = self.features(frame._meta)
         dists = shapes.fit(frame, self._scan, self._merge, label=f"{self.ctx.name}-scan")
-        self.require_where_rows(int(any(d.groups() for d in dists.values())), "fit_on")
+        # a feature past max_distinct has no groups until its histogram pass: its range says it saw values
+        self.require_where_rows(int(any(d.groups() or d.lo <= d.hi for d in dists.values())), "fit_on")
         edges = {c: d.histogram_edges(self.options.histogram_bins) for c, d in dists.items() if d.needs_histogram}
         if edges:
             hists = shapes.fit(frame, self._histogram, self._merge, edges, label=f"{self.ctx.name}-hist")

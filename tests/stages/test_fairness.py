@@ -360,6 +360,19 @@ def test_feature_repairs_refuse_columns_they_would_not_change(adult, make):
     assert (after["education-num"].to_numpy() == frame["education-num"].to_numpy()).all()
 
 
+def test_disparate_impact_remover_fit_on_with_features_past_max_distinct(adult):
+    """Features with more distinct values than max_distinct (fnlwgt, any continuous one) have
+    no groups until the histogram pass, and fit_on was said to match none of the rows."""
+    frame = adult.iloc[:1500].assign(split=np.where(np.arange(1500) % 5 == 0, "test", "train"))
+    roles = Roles(label="income", sensitive=("sex",), features=("fnlwgt",))
+    stage = DisparateImpactRemover(fit_on=[{"column": "split", "op": "==", "value": "train"}], max_distinct=100)
+    kept, _ = run_stage(stage, frame, npartitions=3, roles=roles)
+    assert not stage.summary()["features"]["fnlwgt"]["exact"]
+    assert (kept.set_index("id").loc[frame["id"], "fnlwgt"].to_numpy() != frame["fnlwgt"].to_numpy()).any()
+    with pytest.raises(StageError, match="matched none of the rows"):
+        run_stage(DisparateImpactRemover(fit_on=[{"column": "split", "op": "==", "value": "Train"}], max_distinct=100), frame, npartitions=3, roles=roles)
+
+
 def test_correlation_remover_equals_fairlearn(adult):
     dummies = pd.get_dummies(adult[["sex", "race"]], dtype=float)
     x = pd.concat([dummies, adult[FEATURES].astype(float)], axis=1)
