@@ -69,7 +69,7 @@ from dsbuild.stages.base import (
 from dsbuild.stages.conditions import Condition, all_hold, rows_holding
 
 ModelName = Literal[tuple(MODELS)]  # type: ignore[valid-type]
-CLEANING_FIRST = ("exact_dedup", "sanitize")
+CLEANING_FIRST = ("exact_dedup", "sanitize", "label_issues")  # label_issues drops rows or changes their labels
 PRED = "_pred"
 
 

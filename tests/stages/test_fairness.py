@@ -462,6 +462,18 @@ def test_order_warnings_name_both_stages_and_say_why():
     assert order_warnings_for_job([dedup, fair]) == []
 
 
+def test_a_fairness_stage_before_label_issues_is_warned_about():
+    """label_issues (the sanitize family) drops or relabels rows: weights counted before it
+    describe labels the output does not have, and validate said nothing."""
+    from dsbuild.stages.sanitize import LabelIssues
+
+    fair = Reweigh().bind(StageContext("reweigh"))
+    issues = LabelIssues().bind(StageContext("label_issues"))
+    (note,) = order_warnings_for_job([fair, issues])
+    assert "'reweigh' runs before 'label_issues'" in note
+    assert order_warnings_for_job([issues, fair]) == []
+
+
 def test_massage_promotes_into_a_file_whose_dictionary_lacks_the_label(client, tmp_path):
     """A Parquet dictionary label, one file holding only 'no' (its dictionary has no 'yes')
     and the rows nearest the boundary: a promoted row's 'yes' was cast to that file's
