@@ -172,6 +172,8 @@ class SanitizeOptions(FeatureOptions):
     def _one_rule(self):
         if self.fraction is not None and self.threshold is not None:
             raise ValueError("give fraction or threshold, not both")
+        if self.threshold is not None and np.isnan(self.threshold):  # no score is above NaN: nothing would be removed
+            raise ValueError("threshold must be a number, not NaN")
         if self.fraction is None and self.threshold is None:
             object.__setattr__(self, "fraction", 0.05)
         return self

@@ -350,6 +350,8 @@ def test_image_features_find_noise_images(kind, as_hf_images):
 def test_settings_are_checked(poisoned):
     with pytest.raises(ValidationError):
         Sanitize(fraction=0.1, threshold=3.0)
+    with pytest.raises(ValidationError, match="threshold must be a number, not NaN"):
+        Sanitize(threshold="nan")  # what --set stages.sanitize.threshold=nan passes; it removed nothing
     with pytest.raises(ValidationError):
         LabelIssues(model="my.module:Evil")
     with pytest.raises(ValidationError):
