@@ -999,6 +999,11 @@ def _manifest(spec, ex: Execution, data_shards, reject_shards, data_schema, reje
                 entry["summary"] = run_.summary
             if run_.stage is not None:  # a stage restored by --resume has only its counts
                 ex.warnings += run_.stage.result_warnings(entry)
+        elif entry["in"] and not entry["out"]:
+            # a file read with the wrong separator or column_names: every row is a csv:fields reject
+            reason, n = max(c["rejected"].items(), key=lambda kv: kv[1])
+            ex.warnings.append(f"the source rejected every row ({entry['in']:,}), {n:,} as {reason}: check the source's "
+                               "options (sep, header, column_names, encoding) against the files")
         stages.append(entry)
         rows_in = c["kept"]
     info = client.scheduler_info() if client is not None else {}

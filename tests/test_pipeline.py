@@ -667,6 +667,18 @@ def test_resume_after_the_driver_is_killed(client, tmp_path):
     assert not list(tmp_path.glob("out.tmp-*"))
 
 
+def test_a_source_that_rejects_every_row_is_warned_about(client, tmp_path):
+    """A trailing separator on every line (or a wrong sep): each row a csv:fields reject, and
+    the run succeeded with nothing kept and no word of why."""
+    (tmp_path / "t.csv").write_text("a,b,c\n1,2,3,\n4,5,6,\n")
+    job = {"name": "t", "source": {"format": "csv", "path": str(tmp_path / "t.csv")}, "stages": [],
+           "sink": {"path": str(tmp_path / "out")}}
+    manifest = dsbuild.run(job, client=client)
+    assert [w for w in manifest["warnings"] if w.startswith("the source rejected every row (2), 2 as csv:fields")]
+    (tmp_path / "t.csv").write_text("a,b,c\n1,2,3\n")
+    assert not [w for w in dsbuild.run(job, client=client, overwrite=True)["warnings"] if "rejected every row" in w]
+
+
 def test_a_large_compressed_file_is_warned_about(client, tmp_path):
     """A gzip CSV is one partition whatever its size (a 2.5 M-row one killed a 1 GiB worker), without a word."""
     import shutil
