@@ -493,8 +493,8 @@ def _unit_reasons(column: str, problem: np.ndarray, values: pd.Series, bad: np.n
 class RangeRule(StageOptions):
     """Allowed values of one column: ``min``/``max`` (inclusive) or an ``allowed`` set."""
 
-    min: float | None = None
-    max: float | None = None
+    min: float | None = Field(None, allow_inf_nan=False)  # .nan allowed every value without a word
+    max: float | None = Field(None, allow_inf_nan=False)
     allowed: list[Any] | None = None
     action: Literal["reject", "clip", "null"] = Field("reject", description="what to do with a value outside")
 

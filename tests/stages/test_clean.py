@@ -302,6 +302,12 @@ def test_impute_constant_the_column_cannot_hold_is_refused_before_the_run():
     assert kept[["f", "n", "s"]].iloc[1].tolist() == [0.0, 2, "?"]
 
 
+def test_ranges_bound_that_is_not_a_number_is_refused():
+    """min: .nan compared false with every value: the rule let everything through."""
+    with pytest.raises(ValidationError, match="finite number"):
+        Ranges(columns={"age": {"min": float("nan")}})
+
+
 def test_ranges_allowed_values_of_another_kind_than_the_column_are_refused():
     """allowed: ['1', '2'] on an integer column (or [1, 2] on a text one) matched no value:
     every row was rejected as range:n=1, range:n=2, ..."""
