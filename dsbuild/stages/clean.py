@@ -717,6 +717,8 @@ class Impute(FitApplyStage):
                     values = values.astype(np.float64)
                     if pd.api.types.is_integer_dtype(col.dtype):
                         values = np.round(values)
+                    elif pd.api.types.is_float_dtype(col.dtype):  # float32: pandas refuses a float64 it would round
+                        values = values.astype(getattr(col.dtype, "numpy_dtype", col.dtype))
                 if len(rows):
                     col = col.astype(holding(col.dtype, values))  # a copy (copy on write)
                     col.iloc[rows] = values

@@ -289,6 +289,16 @@ def test_blank_cells_are_missing_whatever_the_format():
         pd.testing.assert_frame_equal(kept, kept_null)
 
 
+def test_impute_fills_a_float32_column_and_keeps_its_type():
+    """A float32 column (Parquet features) failed the run: pandas refuses to set the float64
+    mean 4.428571428571429 into it (Invalid value for dtype 'float32')."""
+    frame = pd.DataFrame({"id": list("abcdefgh"), "f": np.array([1, 2, 3, 4, np.nan, 6, 7, 8], dtype=np.float32),
+                          "g": pd.array([1, 2, 3, 4, None, 6, 7, 8], dtype="Float32")})
+    kept, _ = run_stage(Impute(columns={"f": "mean", "g": "mode"}), frame)
+    assert kept["f"].dtype == np.float32 and kept["f"].iloc[4] == np.float32(31 / 7)
+    assert str(kept["g"].dtype) == "Float32" and kept["g"].iloc[4] == 1
+
+
 def test_impute_constant_the_column_cannot_hold_is_refused_before_the_run():
     """'unknown' for a float column and 5 for a text one failed the run in a worker; 2.5 for
     an integer column was rounded to 2."""
