@@ -294,7 +294,10 @@ def _blank_as_missing(col: pd.Series) -> pd.Series:
     if not (pd.api.types.is_object_dtype(col.dtype) or pd.api.types.is_string_dtype(col.dtype)
             or isinstance(col.dtype, pd.CategoricalDtype)):
         return col
-    blank = col.astype("string").str.strip().eq("").fillna(False).to_numpy(dtype=bool)
+    if col.dtype == object:  # it may hold lists or arrays (embeddings): only text can be blank
+        blank = np.fromiter((isinstance(v, str) and not v.strip() for v in col), dtype=bool, count=len(col))
+    else:
+        blank = col.astype("string").str.strip().eq("").fillna(False).to_numpy(dtype=bool)
     return col.mask(blank) if blank.any() else col
 
 
