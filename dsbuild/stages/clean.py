@@ -191,6 +191,7 @@ class Cast(MapStage):
 
     def check(self, meta):
         self.require_columns(meta, self.options.schema_)
+        _leaves_the_id(self, self.options.schema_, "cast")
         for column, to in self.options.schema_.items():
             dtype = meta[column].dtype
             if to == "datetime" and is_number_column(dtype) and not pd.api.types.is_bool_dtype(dtype):
@@ -287,6 +288,13 @@ class ValidateImages(MapStage):
 
 
 # -- shared by the cleaning rules below -------------------------------------------------
+
+
+def _leaves_the_id(stage: Stage, columns, what: str = "change") -> None:
+    """The id names each row (stages key rows by it, rejects are named by it): a rule that
+    rewrote it made ids 1.0 (normalize_units) or two rows one id (canonicalize's case)."""
+    if ID in columns:
+        raise StageError(f"stage {stage.ctx.name!r}: {ID!r} names the rows and is no data; a rule cannot {what} it")
 
 
 def _blank_as_missing(col: pd.Series) -> pd.Series:
@@ -459,6 +467,7 @@ class NormalizeUnits(MapStage):
         cols = self.options.columns
         self.require_columns(meta, cols)
         self.require_columns(meta, [r.unit_column for r in cols.values() if r.unit_column], what="unit_column")
+        _leaves_the_id(self, [*cols, *(r.unit_column for r in cols.values())], "convert")
 
     def process(self, part):
         columns = self.options.columns
@@ -545,6 +554,7 @@ class Ranges(MapStage):
 
     def check(self, meta):
         self.require_columns(meta, self.options.columns)
+        _leaves_the_id(self, [c for c, r in self.options.columns.items() if r.action != "reject"], "clip or empty")
         for column, rule in self.options.columns.items():
             if rule.allowed is not None:
                 self._check_allowed(column, rule.allowed, meta[column].dtype)
@@ -636,6 +646,7 @@ class Impute(FitApplyStage):
     def check(self, meta):
         rules = self.options.rules()
         self.require_columns(meta, rules)
+        _leaves_the_id(self, rules, "fill")
         self.require_columns(meta, sorted({c for r in rules.values() for c in r.by}), what="group column (by)")
         for column, rule in rules.items():
             if rule.strategy == "constant":
@@ -824,6 +835,7 @@ class Canonicalize(MapStage):
 
     def check(self, meta):
         self.require_columns(meta, self.options.columns)
+        _leaves_the_id(self, self.options.columns, "respell")
 
     def process(self, part):
         received = part[list(self.options.columns)]
@@ -886,6 +898,7 @@ class Outliers(FitApplyStage):
             raise StageError(f"stage {self.ctx.name!r}: per_class needs columns.label in the job")
         self.require_columns(meta, self.options.columns)
         self.require_columns(meta, self._by(), what="group column (by)")
+        _leaves_the_id(self, [c for c, r in self.options.columns.items() if r.action == "null"], "empty")
         for column in self.options.columns:
             if not is_number_column(meta[column].dtype):
                 raise StageError(f"stage {self.ctx.name!r}: outliers of {column!r} need a numeric column, it is {meta[column].dtype}")
@@ -1036,6 +1049,8 @@ class Constraints(Stage):
     def check(self, meta):
         for fd in self.options.dependencies():
             self.require_columns(meta, [*fd.determinant, *fd.dependent], what=f"column of rule '{fd}'")
+            if self.options.action == "repair":
+                _leaves_the_id(self, fd.dependent, "repair")
 
     def build(self, frame, shapes):
         self.tables_ = {}

@@ -74,6 +74,19 @@ def test_select_keeps_the_id_and_one_column_per_name():
         run_stage(Select(drop=["id"]), frame)
 
 
+def test_rules_that_would_rewrite_the_id_are_refused():
+    """normalize_units made ids 1.0, and canonicalize's case made 'a1' and 'A1' one id: the
+    output held two rows of one id, which every later stage keys rows by."""
+    frame = pd.DataFrame({"id": ["a1", "A1"], "v": [1.0, 2.0], "k": ["x", "x"]})
+    for stage in (Canonicalize(columns={"id": {"case": "upper"}}), Cast(schema={"id": "str"}),
+                  NormalizeUnits(columns={"id": {"to": "kg"}}), Impute(columns={"id": "mode"}),
+                  Ranges(columns={"id": {"allowed": ["a1"], "action": "null"}}), Constraints(rules=["k -> id"])):
+        with pytest.raises(StageError, match="'id' names the rows and is no data"):
+            run_stage(stage, frame)
+    kept, rejected = run_stage(Ranges(columns={"id": {"allowed": ["a1"]}}), frame)  # selecting rows by id is fine
+    assert kept["id"].tolist() == ["a1"] and rejected["id"].tolist() == ["A1"]
+
+
 def test_select_comparison_the_column_cannot_make_fails_its_check():
     """It failed later, building the graph, where the error lost the stage's place in the job."""
     stage = Select(where=[{"column": "age", "op": "==", "value": "30"}])
