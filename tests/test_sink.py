@@ -104,6 +104,16 @@ def test_dask_reads_an_output_whose_categorical_is_empty_in_a_shard(tmp_path):
     assert out["color"].isna().sum() == 450 and (out["color"] == "red").sum() == 200
 
 
+def test_resume_skips_a_checkpoint_its_killed_driver_left_half_written(tmp_path):
+    """A driver killed while writing before-003.json left it empty, and --resume failed with
+    JSONDecodeError instead of continuing from the last complete checkpoint."""
+    sink = Sink(str(tmp_path / "out"), shard_rows=1000, shard_bytes=2**20, compression="zstd")
+    sink.write_checkpoint(1, {"rows": 5})
+    assert not FS.exists(sink.checkpoint(1) + ".json.part")
+    FS.pipe(sink.checkpoint(3) + ".json", b"")
+    assert sink.last_checkpoint() == (1, {"rows": 5})
+
+
 def test_abort_outlasts_tasks_still_writing(tmp_path):
     """After a task fails, the job's other tasks may still write into the temporary folder
     while the driver removes it; the removal must neither fail on their files nor leave

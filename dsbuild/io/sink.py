@@ -102,8 +102,10 @@ class Sink:
         """The checkpoint's state, once its rows are written (there may be none: then its
         folder is made here)."""
         self.fs.makedirs(posixpath.dirname(self.checkpoint(i)), exist_ok=True)
-        with self.fs.open(self.checkpoint(i) + ".json", "w") as f:
+        part = self.checkpoint(i) + ".json.part"  # a driver killed while writing leaves no half .json
+        with self.fs.open(part, "w") as f:
             json.dump(state, f, default=str)
+        self.fs.mv(part, self.checkpoint(i) + ".json")
 
     def has_checkpoints(self) -> bool:
         return self.last_checkpoint() is not None
@@ -113,11 +115,14 @@ class Sink:
         if not self.fs.exists(folder):
             return None
         done = sorted(p for p in self.fs.ls(folder, detail=False) if p.endswith(".json"))
-        if not done:
-            return None
-        with self.fs.open(done[-1]) as f:
-            state = json.load(f)
-        return int(posixpath.basename(done[-1])[len("before-") : -len(".json")]), state
+        for path in reversed(done):  # the last complete one: a killed driver may have left one empty
+            try:
+                with self.fs.open(path) as f:
+                    state = json.load(f)
+            except ValueError:
+                continue
+            return int(posixpath.basename(path)[len("before-") : -len(".json")]), state
+        return None
 
     def drop_staging_after(self, runs: int) -> None:
         """Forget what an interrupted run wrote after its last complete checkpoint."""
