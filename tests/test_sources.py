@@ -449,6 +449,22 @@ def test_hidden_files_and_folders_are_listed_not_read(tmp_path):
         read_source({"format": "csv", "path": str(tmp_path / "csv")})
 
 
+def test_an_empty_text_file_is_listed_not_read(tmp_path):
+    """A 0-byte CSV or JSON-lines file among good ones stopped the run ("empty file, no
+    header line"); Parquet's were listed as not read."""
+    for fmt, good in (("csv", "v\n1\n2\n"), ("jsonl", '{"v": 1}\n{"v": 2}\n')):
+        folder = tmp_path / fmt
+        folder.mkdir()
+        (folder / f"a.{fmt}").write_text("")
+        (folder / f"b.{fmt}").write_text(good)
+        src = read_source({"format": fmt, "path": str(folder)})
+        assert src.frame.compute()["v"].tolist() == [1, 2]
+        assert [(s["path"].rsplit("/", 1)[1], s["why"]) for s in src.skipped] == [(f"a.{fmt}", "empty file (0 bytes): no rows to read")]
+        (folder / f"b.{fmt}").write_text("")
+        with pytest.raises(SourceError, match="every file is empty"):
+            read_source({"format": fmt, "path": str(folder)})
+
+
 def test_a_glob_leaves_out_what_its_wildcards_matched_hidden(tmp_path):
     """fsspec's '*' matches names starting with '.' (a shell's does not): data/*/*.parquet
     read a notebook's checkpoint copies as more rows, and Spark's _temporary failed the

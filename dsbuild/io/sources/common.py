@@ -141,6 +141,21 @@ def _relative(path: str, root: str) -> str:
     return posixpath.basename(path) if rel.startswith("..") else rel
 
 
+def _without_empty(fs, files: list[str], skipped: list[dict], path_spec) -> list[str]:
+    """The files that hold bytes; a 0-byte one (an export that wrote nothing) is listed as
+    not read, as Parquet's are: it stopped a run over a folder of good files."""
+    kept = []
+    for path in files:
+        record = _file_record(fs, path)
+        if record["size"] == 0:
+            skipped.append({**record, "why": "empty file (0 bytes): no rows to read"})
+        else:
+            kept.append(path)
+    if not kept:
+        raise SourceError(f"source {path_spec!r}: every file is empty (0 bytes)")
+    return kept
+
+
 def _file_record(fs, path: str) -> dict:
     info = fs.info(path)
     return {"path": path, "size": info.get("size"), "mtime": str(info.get("mtime") or info.get("LastModified") or "")}

@@ -24,6 +24,7 @@ from dsbuild.io.sources.common import (
     Source,
     SourceError,
     _expand,
+    _without_empty,
     _mark_bad,
     _Spec,
     _typed_nulls,
@@ -75,6 +76,7 @@ class CsvSource(_Spec):
 
 def _read_csv(spec: CsvSource, count_rows: bool = True) -> Source:
     fs, root, files, skipped = _expand(spec.path, (".csv", ".csv.gz", ".csv.bz2", ".csv.zst", ".csv.xz", ".tsv", ".tsv.gz", ".tab", ".txt"))
+    files = _without_empty(fs, files, skipped, spec.path)
     sample = _read_text_block(fs, files[0], 0, spec.infer_bytes)
     if spec.sep is None:
         spec = spec.model_copy(update={"sep": _sniff_sep(files[0], sample, spec)})

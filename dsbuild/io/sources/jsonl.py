@@ -18,6 +18,7 @@ from dsbuild.io.sources.common import (
     Source,
     SourceError,
     _expand,
+    _without_empty,
     _mark_bad,
     _Spec,
     _typed_nulls,
@@ -43,6 +44,7 @@ def _read_jsonl(spec: JsonlSource, count_rows: bool = True) -> Source:
     """JSON lines; a file that is one JSON array of objects (what many tools export as
     ``.json``) is read too, whole, as one partition: an array cannot be split."""
     fs, root, files, skipped = _expand(spec.path, (".jsonl", ".json", ".ndjson", ".jsonl.gz", ".json.gz", ".ndjson.gz"))
+    files = _without_empty(fs, files, skipped, spec.path)
     arrays = {f for f in files if _is_json_array(fs, f)}
     sample = _read_text_block(fs, files[0], 0, spec.infer_bytes)
     if files[0] in arrays:
