@@ -1,7 +1,7 @@
 """Canonical spellings of categorical values: trim, Unicode NFKC, case, synonym tables.
 
 Matching is by a *key* that ignores what people get wrong (surrounding and repeated
-spaces, case, full-width or compatibility characters), so ``' male'``, ``'MALE'`` and
+spaces, case, full-width or compatibility characters, invisible format characters), so ``' male'``, ``'MALE'`` and
 ``'ｍａｌｅ'`` all find ``Male``. Work happens on the distinct values of a column only.
 """
 
@@ -19,8 +19,13 @@ _SPACES = re.compile(r"\s+")
 
 
 def match_key(text: str) -> str:
-    """The form two spellings share when they mean the same value."""
-    return _SPACES.sub(" ", unicodedata.normalize("NFKC", text)).strip().casefold()
+    """The form two spellings share when they mean the same value. Invisible format
+    characters (a zero-width space pasted from a web page, a byte-order mark, direction
+    marks) are left out: ``'us\u200b'`` was an unknown value that printed as ``us``."""
+    text = unicodedata.normalize("NFKC", text)
+    if not text.isascii():
+        text = "".join(c for c in text if unicodedata.category(c) != "Cf")
+    return _SPACES.sub(" ", text).strip().casefold()
 
 
 def tidy(text: str, *, trim: bool = True, nfkc: bool = True, case: str = "keep") -> str:

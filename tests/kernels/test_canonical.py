@@ -8,6 +8,8 @@ from dsbuild.kernels.canonical import SynonymTable, canonicalize, match_key, tid
 def test_match_key_ignores_layout_case_and_width():
     assert match_key("  ＭＡＬＥ ") == match_key("male") == match_key("Male")
     assert match_key("Self  emp") == "self emp"
+    # invisible format characters pasted with a value: zero-width space, BOM, direction mark
+    assert match_key("us\u200b") == match_key("\ufeffUS") == match_key("u\u200es") == "us"
 
 
 def test_tidy_keeps_case_unless_asked():
