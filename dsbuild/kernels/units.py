@@ -146,9 +146,12 @@ class UnitTable:
         exact = [d for d in homes if DIMENSIONS[d][key].name.lower() == key]
         self.dimension = (exact or homes or [None])[0]
         if self.dimension is None and key not in self.factors and not factors:
+            import difflib
+
+            close = difflib.get_close_matches(key, sorted(known_units()), n=1, cutoff=0.75)  # not parsec: sec
             raise ValueError(
-                f"unknown unit {target!r}; known: {', '.join(sorted(known_units()))} "
-                "(or declare factors for a unit of your own)"
+                f"unknown unit {target!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+                + f"; known: {', '.join(sorted(known_units()))} (or declare factors for a unit of your own)"
             )
         self.known = dict(DIMENSIONS[self.dimension]) if self.dimension else {}
         if self.dimension is None:

@@ -86,8 +86,10 @@ def test_changed_only_when_unit_differs_from_target():
 
 
 def test_unknown_target_unit_is_refused():
-    with pytest.raises(ValueError, match="unknown unit 'parsec'"):
+    with pytest.raises(ValueError, match="unknown unit 'parsec'; known"):
         UnitTable("parsec")
+    with pytest.raises(ValueError, match=r"unknown unit 'celcius' \(did you mean 'celsius'\?\)"):
+        UnitTable("celcius")
 
 
 def test_custom_factor_must_be_positive():
