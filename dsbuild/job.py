@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from dsbuild.io.sources import SourceSpec
 from dsbuild.stages import STAGES, Roles, Stage, StageContext, stage_class
@@ -124,6 +124,21 @@ class JobSpec(_Spec):
     stages: list[StageSpec] = Field(default_factory=list)
     sink: SinkSpec
     description: str | None = None
+    _where: str = PrivateAttr("")  # the job file, and the line of each of its fields, for messages
+    _lines: dict = PrivateAttr(default_factory=dict)
+
+    def __eq__(self, other) -> bool:
+        """Jobs that say the same are equal, from whichever file and lines they were read."""
+        if not isinstance(other, JobSpec):
+            return NotImplemented
+        return self.__dict__ == other.__dict__
+
+    def place(self, *path) -> str:
+        """``job.yaml:12: `` where the job file says ``path`` (``--set …: `` where a flag
+        replaced it); empty for a job built in Python. A stage's error found against the
+        source (validate, run) named no line, unlike the job file's own mistakes."""
+        line = _line_of(path, self._lines) if self._lines else None
+        return f"{_place(self._where, line)}: " if line else ""
 
     @field_validator("stages", mode="before")
     @classmethod
@@ -247,6 +262,8 @@ def _validate(data: dict, where: str, lines: dict) -> JobSpec:
         raise JobError(problems + rest) from None
     if problems:
         raise JobError(problems)
+    if lines:
+        spec._where, spec._lines = where, lines
     return spec
 
 

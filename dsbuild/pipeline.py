@@ -272,7 +272,7 @@ class Execution:
             try:
                 stage.check(kept._meta)
             except StageError as e:
-                raise _at_stage(i, stage, e) from None
+                raise _at_stage(i, stage, e, spec) from None
             self.warnings += stage.column_warnings(kept._meta)
             if stage.multi_pass and not stored:
                 kept, stored = self._flush(kept, checkpoint=i), True
@@ -471,7 +471,7 @@ def validate_against_source(spec: JobSpec) -> list[str]:
         try:
             stage.check(meta)
         except StageError as e:
-            problems.append(str(_at_stage(i, stage, e)))
+            problems.append(str(_at_stage(i, stage, e, spec)))
             with contextlib.suppress(Exception):  # the columns it would make, as far as they can be told
                 meta = stage.columns_after(meta)
             continue
@@ -486,9 +486,10 @@ def validate_against_source(spec: JobSpec) -> list[str]:
     return notes + ([problem + " (a stage that is not a map may add it)"] if problem else [])
 
 
-def _at_stage(i: int, stage: Stage, e: StageError) -> StageError:
-    """The stage's error with its place in the job, its name said once."""
-    return StageError(f"stages[{i}] {stage.ctx.name}: {str(e).removeprefix(f'stage {stage.ctx.name!r}: ')}")
+def _at_stage(i: int, stage: Stage, e: StageError, spec: JobSpec) -> StageError:
+    """The stage's error with its place in the job (the file's line too), its name said once."""
+    return StageError(f"{spec.place('stages', i)}stages[{i}] {stage.ctx.name}: "
+                      f"{str(e).removeprefix(f'stage {stage.ctx.name!r}: ')}")
 
 
 def _weight_column(spec: JobSpec, meta: pd.DataFrame, stages: list[Stage]) -> list[str]:

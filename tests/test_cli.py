@@ -43,6 +43,9 @@ def test_validate_checks_columns_against_the_source(tmp_path, capsys):
     assert main(["validate", str(job)]) == 2  # every stage's problem at once; split's column still known after it
     err = capsys.readouterr().err
     assert "stages[0] split: grouping column 'famly'" in err and "stages[2] impute: column 'agee'" in err and "stages[1]" not in err
+    assert f"{job}:4: stages[0] split" in err and f"{job}:6: stages[2] impute" in err  # the file's line, as for its own mistakes
+    assert main(["validate", str(job), "--set", "stages[2].impute.columns={age: medain}"]) == 2
+    assert "stages[2].impute.columns" in capsys.readouterr().err
 
 
 def test_an_output_that_cannot_be_written_is_refused_before_a_cluster_starts(tmp_path, capsys):
