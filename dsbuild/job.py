@@ -369,30 +369,41 @@ def _set_dotted(data: dict, dotted: str, value) -> tuple:
     return (*at, last)
 
 
+def _stage_names(stages: list) -> tuple[list[str], list[str]]:
+    """Each entry's stage name, and the name the run gives it (``ranges#2`` for the second
+    ``ranges``, as messages call it)."""
+    names = [e if isinstance(e, str) else _stage_name(e) for e in stages]
+    return names, [n if names[:i].count(n) == 0 else f"{n}#{names[:i].count(n) + 1}" for i, n in enumerate(names)]
+
+
 def _stage_at(stages: list, key: str) -> tuple[int, str]:
     """(position, name) of the stage ``key`` names (``_stage_by`` has checked it exists)."""
-    names = [e if isinstance(e, str) else _stage_name(e) for e in stages]
-    index = int(key) if key.isdigit() else names.index(key)
+    names, unique = _stage_names(stages)
+    index = int(key) if key.isdigit() else unique.index(key)
     return index, names[index]
 
 
 def _stage_by(stages: list, key: str, dotted: str) -> dict:
-    """A stage's entry by position (``0``), or its options by its name (``sanitize``)."""
+    """A stage's entry by position (``0``), or its options by its name (``sanitize``, or
+    ``ranges#2`` for the second of two)."""
     if key.isdigit():
         if int(key) >= len(stages):
             raise JobError([f"--set {dotted}: the job has {len(stages)} stages"])
         at = int(key)
     else:
-        found = [i for i, e in enumerate(stages) if (e if isinstance(e, str) else _stage_name(e)) == key]
+        names, unique = _stage_names(stages)
+        found = [i for i, n in enumerate(unique if "#" in key else names) if n == key]
         if len(found) != 1:
             raise JobError([f"--set {dotted}: " + (f"no stage {key!r}" if not found else
-                            f"{len(found)} stages are {key!r}; name one by position, e.g. stages.{found[0]}.{key}")])
+                            f"{len(found)} stages are {key!r}; name one as the run does "
+                            f"({', '.join('stages.' + unique[i] for i in found)}) or by position (stages.{found[0]}.{key})")])
         at = found[0]
     if isinstance(stages[at], str):  # a stage named without options
         stages[at] = {stages[at]: {}}
     entry = stages[at]
     if key.isdigit():
         return entry
+    key = _stage_names(stages)[0][at]
     options = "options" if "name" in entry else key
     if entry.get(options) is None:
         entry[options] = {}

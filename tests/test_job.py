@@ -118,6 +118,16 @@ def test_overrides_reach_a_stage_by_position_or_by_name():
         load_job(GOOD, {"stages.cast.on_eror": "null"})
 
 
+def test_overrides_reach_a_repeated_stage_by_the_name_the_run_gives_it():
+    """Messages call the second ``cast`` ``cast#2``, which ``--set`` did not know."""
+    two = GOOD.replace("stages:\n", "stages:\n  - cast: {schema: {fnlwgt: float}}\n")
+    assert load_job(two, {"stages.cast#2.schema": {"age": "int"}}).stages[2].options == {"schema": {"age": "int"}}
+    with pytest.raises(JobError, match=r"2 stages are 'cast'; name one as the run does \(stages.cast, stages.cast#2\)"):
+        load_job(two, {"stages.cast.schema": {}})
+    with pytest.raises(JobError, match="no stage 'cast#3'"):
+        load_job(two, {"stages.cast#3.schema": {}})
+
+
 def test_an_override_that_is_wrong_is_blamed_on_the_flag_not_the_file(tmp_path):
     """A bad --set value named the job file's line that the flag had replaced; a stage
     named after the wrong position made three unrelated errors."""
