@@ -310,9 +310,11 @@ def _blank_as_missing(col: pd.Series) -> pd.Series:
 
 
 def _may_hold_missing(col: pd.Series) -> pd.Series:
-    """The column in a dtype that can hold a missing value (integers become floats)."""
+    """The column in a dtype that can hold a missing value: numpy integers become nullable
+    ones (``Int64``, as the CSV reader gives), not floats, which printed 3 as 3.0 and lost
+    the last digits of ids and counts past 2**53."""
     if pd.api.types.is_integer_dtype(col.dtype) and not isinstance(col.dtype, pd.api.extensions.ExtensionDtype):
-        return col.astype(np.float64)
+        return col.astype(f"{'UInt' if col.dtype.kind == 'u' else 'Int'}{col.dtype.itemsize * 8}")
     return col
 
 

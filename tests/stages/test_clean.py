@@ -385,6 +385,21 @@ def test_ranges_clip_nullable_integers_to_a_fractional_bound():
     assert kept["n"].iloc[0] == 20.5 and np.isnan(kept["n"].iloc[1])
 
 
+def test_null_actions_keep_integers_whole():
+    """ranges and outliers with action null made an int64 column float64 (3 printed as 3.0,
+    and an id-like count past 2**53 lost its last digits); they make it Int64 / UInt32."""
+    big = 2**53 + 1
+    frame = pd.DataFrame({"id": [f"r{i}" for i in range(8)], "n": np.array([big, 1, 2, 3, 4, 5, 6, 1000], dtype=np.int64),
+                          "u": np.arange(8, dtype=np.uint32)})
+    kept, _ = run_stage(Ranges(columns={"n": {"max": 999, "action": "null"}, "u": {"max": 6, "action": "null"}}), frame, npartitions=3)
+    assert str(kept["n"].dtype) == "Int64" and str(kept["u"].dtype) == "UInt32"
+    assert kept["n"].isna().tolist() == [True] + [False] * 6 + [True] and kept["u"].isna().sum() == 1
+    frame["n"] = np.array([big] + [10] * 7, dtype=np.int64)
+    kept, _ = run_stage(Outliers(columns={"n": {"method": "mad", "action": "null"}}), frame.iloc[:, :2].assign(n=frame["n"] + np.arange(8)))
+    assert str(kept["n"].dtype) == "Int64" and kept["n"].isna().tolist() == [True] + [False] * 7
+    assert kept["n"].iloc[1] == 11
+
+
 @pytest.mark.parametrize(
     "rule, message",
     [
