@@ -16,6 +16,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from dsbuild.kernels.moments import round_bits
+
 MISSING = "<NA>"
 LABEL = "_label"
 GROUP_JOIN = ", "
@@ -383,6 +385,9 @@ def _cells(table: pd.DataFrame, sensitive: Sequence[str], by: str, strength: flo
     the ``by`` column (``w``: weight sums, ``n``: row counts)."""
     cols = list(sensitive)
     t = table.groupby([*cols, LABEL], sort=True, dropna=False)[["n", "w"]].sum().reset_index()
+    # Weight sums added in the partitions' order differ in their last bits, and so did every
+    # weight reweighing gave; rounded to 32 significant bits (whole sums below 2³² stay).
+    t["w"] = round_bits(t["w"].to_numpy(dtype=np.float64), 32)
     total = t[by].sum()
     in_group = t.groupby(cols, dropna=False)[by].transform("sum")
     t["rate"] = t[by] / in_group.where(in_group > 0)
