@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 import uuid
+import warnings
 from pathlib import Path
 
 import cloudpickle
@@ -755,8 +756,11 @@ def test_resume_after_an_interrupt_in_the_finish(client, tmp_path, monkeypatch, 
     with pytest.raises(KeyboardInterrupt):
         dsbuild.run(job, client=client)
     monkeypatch.setattr(Sink, "finish", finish)
-    manifest = dsbuild.run(job, client=client, resume=True)
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        manifest = dsbuild.run(job, client=client, resume=True)
     assert manifest["resumed_from_stage"] == (1 if cut_after == "data" else None)
+    assert any("nothing to resume" in str(w.message) for w in said) == (cut_after == "rejects")
     kept, rejects = read_output(tmp_path / "out")
     kept_0, rejects_0 = read_output(tmp_path / "undisturbed")
     pd.testing.assert_frame_equal(kept, kept_0)

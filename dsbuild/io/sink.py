@@ -232,6 +232,7 @@ class Sink:
         order = sorted(range(len(staged)), key=lambda i: _folder_of(staged[i]))
         staged, schemas = [staged[i] for i in order], [schemas[i] for i in order]
         fills = _dictionary_fills(staged)
+        done = posixpath.join(self.tmp, "_staging", f"done-{kind}-{uuid.uuid4().hex[:8]}")  # this finish's alone
         tasks, numbered = [], {}
         for group in self._groups(staged):
             where = _folder_of(staged[group[0]])
@@ -241,12 +242,14 @@ class Sink:
             alone = staged[group[0]]
             if len(group) == 1 and schemas[group[0]] == schema and (_is_staged(alone["path"]) or not _lacks(alone, fills)):
                 if _is_staged(alone["path"]):
-                    tasks.append(dask.delayed(_encode)(self.fs, alone["path"], target, self.compression, schema.metadata, fills))
+                    tasks.append(dask.delayed(_encode)(self.fs, alone["path"], target, self.compression, schema.metadata, fills,
+                                                       posixpath.join(done, f"{len(tasks)}.pickle")))
                     continue
                 self.fs.mv(alone["path"], target)
                 tasks.append(dask.delayed({**alone, "path": target}))
             else:
-                tasks.append(dask.delayed(_merge)(self.fs, [staged[g]["path"] for g in group], target, schema, self.compression, fills))
+                tasks.append(dask.delayed(_merge)(self.fs, [staged[g]["path"] for g in group], target, schema, self.compression, fills,
+                                                  posixpath.join(done, f"{len(tasks)}.pickle")))
         return [_public(s, self.tmp) for s in dask.compute(*tasks)], schema
 
     def _groups(self, staged: list[dict]) -> list[list[int]]:
@@ -551,11 +554,36 @@ def _read_staged(fs, path: str) -> pa.Table:
         return pa.ipc.open_file(f).read_all()
 
 
-def _encode(fs, path: str, target: str, compression, metadata: dict, fills: dict) -> dict:
+def _written_once(fs, done: str, write, inputs: list[str]) -> dict:
+    """``write()``'s shard record, made once even if the task runs again: its inputs are
+    removed once the shard is written (the disk holds each row once), so a task that Dask
+    retried after that (its worker died before it reported) found them gone and failed
+    the run. The record is kept at ``done`` before any input goes."""
+    import pickle
+
+    if fs.exists(done):
+        with fs.open(done, "rb") as f:
+            record = pickle.load(f)
+    else:
+        record = write()
+        fs.makedirs(posixpath.dirname(done), exist_ok=True)
+        with fs.open(done + ".part", "wb") as f:
+            pickle.dump(record, f)
+        fs.mv(done + ".part", done)
+    for path in inputs:
+        if fs.exists(path):
+            fs.rm(path)
+    return record
+
+
+def _encode(fs, path: str, target: str, compression, metadata: dict, fills: dict, done: str) -> dict:
     """A staged file alone in its shard, written as the Parquet a direct write makes."""
-    out = _write_table(fs, _fill_dictionaries(_read_staged(fs, path), fills).replace_schema_metadata(metadata), target, compression)
-    fs.rm(path)
-    return out
+
+    def write():
+        table = _fill_dictionaries(_read_staged(fs, path), fills).replace_schema_metadata(metadata)
+        return _write_table(fs, table, target, compression)
+
+    return _written_once(fs, done, write, [path])
 
 
 def _file_schema(fs, path: str) -> pa.Schema:
@@ -635,7 +663,7 @@ def _unify(schemas: list[pa.Schema], cast_conflicts_to_string: bool, placeholder
     return pa.schema([pa.field(n, pa.string() if _holds_null_type(fields[n]) else fields[n]) for n in order])
 
 
-def _merge(fs, paths: list[str], target: str, schema: pa.Schema, compression, fills: dict) -> dict:
+def _merge(fs, paths: list[str], target: str, schema: pa.Schema, compression, fills: dict, done: str) -> dict:
     """Small files into one shard, a row group at a time: a shard may be larger than a
     worker can hold (256 MiB of 4 MiB files on a 400 MiB worker was killed, 4 times)."""
 
@@ -649,10 +677,7 @@ def _merge(fs, paths: list[str], target: str, schema: pa.Schema, compression, fi
                 for g in range(reader.num_row_groups):
                     yield _fill_dictionaries(_conform(reader.read_row_group(g), schema), fills)
 
-    out = _write_batches(fs, schema, tables(), target, compression)
-    for p in paths:
-        fs.rm(p)
-    return out
+    return _written_once(fs, done, lambda: _write_batches(fs, schema, tables(), target, compression), paths)
 
 
 def _dictionary_values(table: pa.Table, found: dict | None = None) -> dict:
