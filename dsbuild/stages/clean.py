@@ -712,7 +712,7 @@ class Impute(FitApplyStage):
             fills[column] = {
                 "global": pick(whole) if whole is not None else None,
                 "groups": {g: pick(d) for g, d in per_group.items()} if rule.by else {},
-                "error": "exact" if exact or rule.strategy == "mean" else f"relative error <= {self.options.alpha:g}",
+                "error": "exact" if exact or rule.strategy == "mean" else f"relative error <= {self.options.alpha:g} of the value at rank floor(q*(n-1))",
             }
         return fills
 
@@ -985,7 +985,7 @@ class Outliers(FitApplyStage):
         state = getattr(self, "state_", None) or {}
         return {
             column: {
-                g: {k: _jsonable(v) for k, v in s.items()} | {"error": "exact" if s["exact"] else f"relative error <= {self.options.alpha:g}"}
+                g: {k: _jsonable(v) for k, v in s.items()} | {"error": "exact" if s["exact"] else f"relative error <= {self.options.alpha:g} of the value at rank floor(q*(n-1))"}
                 for g, s in groups.items()
             }
             for column, groups in state.items()
