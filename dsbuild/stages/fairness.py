@@ -421,9 +421,11 @@ class FairnessAudit(FairnessStage):
 
 
 def _by_text(col: pd.Series) -> np.ndarray:
-    """A ``by`` column's values as text; a missing one is a value of its own, so its rows
-    still count in the whole."""
-    return np.where(col.isna().to_numpy(), MISSING, col.astype(str).to_numpy(dtype=object))
+    """A ``by`` column's values as text, named as sensitive groups are (19, not 19.0); a
+    missing one is a value of its own, so its rows still count in the whole."""
+    codes, uniques = pd.factorize(col, use_na_sentinel=True)
+    names = np.array([_text(v) for v in uniques] + [MISSING], dtype=object)
+    return names[codes]  # the sentinel -1 picks MISSING
 
 
 # -- reweigh ----------------------------------------------------------------------------

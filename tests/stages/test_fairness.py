@@ -515,6 +515,10 @@ def test_audit_by_split_gives_each_splits_figures_from_one_pass(adult):
         run_stage(one, rows, roles=ADULT)
         assert audit["by"]["split"][value] == {"rows": len(rows), "data": one.summary()["data"]}
     assert audit["by"]["split"]["<NA>"]["rows"] == 1
+    # a float column's values are named as sensitive groups are: 1, not 1.0
+    fold = FairnessAudit(favorable=">50K", by=["fold"])
+    run_stage(fold, adult.assign(fold=(np.arange(6000) % 2).astype(float)), roles=ADULT)
+    assert sorted(fold.summary()["by"]["fold"]) == ["0", "1"]
     from dsbuild.report import highlights
 
     lines = highlights({"stages": [{"name": "fairness_audit", "summary": audit}]})
