@@ -18,11 +18,11 @@ from dsbuild.io.sources.common import (
     Source,
     SourceError,
     _expand,
-    _without_empty,
     _mark_bad,
     _Spec,
     _typed_nulls,
     _with_id,
+    _without_empty,
     as_text,
     to_pandas,
 )
