@@ -646,10 +646,10 @@ def _with_known_ids(part: pd.DataFrame, id_column: str | None) -> pd.DataFrame:
     named = part[ID].astype("string")
     if id_column and id_column != ID:
         # a row the reader rejected, or one without a value, keeps its file:row: it can be found
-        named = _blank_as_missing(part[id_column].astype("string"))
+        named = _blank_ids_as_missing(part[id_column].astype("string"))
         part = part.assign(**{ID: named.fillna(part[ID].astype("string"))})
     else:
-        named = _blank_as_missing(named)
+        named = _blank_ids_as_missing(named)
     if REJECT not in part.columns:
         part = part.assign(**{REJECT: pd.Series([None] * len(part), dtype=object, index=part.index)})
     missing = named.isna().to_numpy() & part[REJECT].isna().to_numpy()
@@ -658,7 +658,7 @@ def _with_known_ids(part: pd.DataFrame, id_column: str | None) -> pd.DataFrame:
     return part
 
 
-def _blank_as_missing(ids: pd.Series) -> pd.Series:
+def _blank_ids_as_missing(ids: pd.Series) -> pd.Series:
     """A blank id (``""``, spaces) names no row, as a CSV reader makes a blank cell
     missing: JSON lines and Parquet had taken ``""`` as an id."""
     return ids.mask(ids.str.strip() == "")
