@@ -83,10 +83,12 @@ class Targets:
     table: np.ndarray | None = None
 
     def settled(self) -> Targets:
-        """The same targets with the pending lookup table applied to the image."""
+        """The same targets with the pending lookup table applied to the image (to its
+        colour: an alpha channel is not a level of light)."""
         if self.table is None:
             return self
-        return self.but(image=apply_lut(self.image, self.table, self.owned), owned=True, table=None)
+        image = on_colour(self.image, lambda colour, owned: apply_lut(colour, self.table, owned), self.owned)
+        return self.but(image=image, owned=True, table=None)
 
     def but(self, **changes) -> Targets:
         """A copy with ``changes``: ``dataclasses.replace`` re-runs ``__init__`` through
@@ -147,6 +149,16 @@ def shift_table(shift: int) -> np.ndarray:
     shift = min(max(int(shift), -255), 255)
     return _SHIFTED[255 + shift : 511 + shift]
 
+def on_colour(image: np.ndarray, fn, owned: bool = False) -> np.ndarray:
+    """``fn(pixels, owned)`` on the colour of an image; a BGRA image's alpha (transparency,
+    not light) is kept as it was, as JPEG quality keeps it: brightness made a transparent
+    background visible, noise made it speckled, and hue and saturation left BGRA alone."""
+    if image.ndim != 3 or image.shape[2] != 4:
+        return fn(image, owned)
+    colour = fn(np.ascontiguousarray(image[..., :3]), True)
+    return np.concatenate([colour, image[..., 3:]], axis=2)
+
+
 # -- base classes ---------------------------------------------------------------------
 
 
@@ -156,6 +168,7 @@ class Transform:
     name: ClassVar[str] = ""
     geometric: ClassVar[bool] = False
     returns_view: ClassVar[bool] = False
+    colour_only: ClassVar[bool] = False  # changes levels of light: an alpha channel is left alone
 
     def __init__(self, p: float = 1.0):
         if not 0.0 <= p <= 1.0:
@@ -178,7 +191,10 @@ class Transform:
 
     def run_with(self, t: Targets, params: dict) -> Targets:
         t = t.settled()
-        image = self.apply(t.image, params, t.owned)
+        if self.colour_only:
+            image = on_colour(t.image, lambda colour, owned: self.apply(colour, params, owned), t.owned)
+        else:
+            image = self.apply(t.image, params, t.owned)
         return Targets(image, t.mask, t.boxes, t.visibility, t.keypoints, owned=self._owns(t, image))
 
     def _owns(self, t: Targets, image: np.ndarray) -> bool:
@@ -508,6 +524,7 @@ class PixelTable(Transform):
     """
 
     reads_image: ClassVar[bool] = False  # the table depends on the pixels (settle first)
+    colour_only = True
 
     def curve(self, params: dict, levels: np.ndarray, top: int, image: np.ndarray) -> np.ndarray:
         """Each of ``levels`` (floats, 0 … ``top``) mapped, before rounding and clipping."""
@@ -579,7 +596,7 @@ class Contrast(PixelTable):
 
     def curve(self, params, levels, top, image):
         alpha = 1.0 + params["factor"]
-        channels = 1 if image.ndim == 2 else image.shape[2]
+        channels = 1 if image.ndim == 2 else min(image.shape[2], 3)  # not alpha
         mean = sum(cv2.mean(image[:: max(1, image.shape[0] // 64)])[:channels]) / channels
         return levels * alpha + (1 - alpha) * mean
 
@@ -607,6 +624,7 @@ class HueSaturation(Transform):
     """
 
     name = "hue_saturation"
+    colour_only = True
 
     def __init__(self, hue=(-10, 10), saturation=(-20, 20), value=(0, 0), p: float = 1.0):
         super().__init__(p)
@@ -684,6 +702,7 @@ class GaussianNoise(Transform):
     """
 
     name = "gaussian_noise"
+    colour_only = True
 
     def __init__(self, std=(0.02, 0.1), p: float = 1.0):
         super().__init__(p)

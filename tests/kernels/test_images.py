@@ -341,3 +341,30 @@ def test_a_misspelt_transform_or_option_is_named_with_the_choices():
         transform_from_spec("brightnes")
     with pytest.raises(ValueError, match=r"transform 'rotate': options are a mapping"):
         transform_from_spec({"rotate": 15})
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+@pytest.mark.parametrize("specs", [
+    [{"brightness": {"limit": [0.2, 0.2]}}],
+    [{"contrast": {"limit": [-0.5, -0.5]}}],
+    [{"gamma": {"limit": [0.5, 0.5]}}],
+    [{"gaussian_noise": {"std": [0.1, 0.1]}}],
+    [{"hue_saturation": {"hue": [30, 30], "saturation": [40, 40]}}],
+    [{"brightness": {"limit": [0.2, 0.2]}}, "gamma", "vflip", "contrast"],  # composed tables, settled by a flip
+])
+def test_pixel_transforms_change_the_colour_of_a_bgra_image_and_leave_its_alpha(specs, dtype):
+    """Alpha is transparency, not light: brightness made a transparent background show
+    (alpha 0 -> 51), noise speckled it, and hue_saturation left a BGRA image's colour
+    as it was while recording the shift as applied. The colour changes as the BGR
+    image's does."""
+    rgb = cv2.resize(ASTRONAUT, (48, 40)).astype(dtype) * (257 if dtype == np.uint16 else 1)
+    alpha = np.zeros(rgb.shape[:2], dtype)
+    alpha[10:30, 10:40], alpha[:5] = np.iinfo(dtype).max, np.iinfo(dtype).max // 2
+    bgra = np.dstack([rgb, alpha])
+    for owned in (False, True):
+        out = Compose([transform_from_spec(s) for s in specs])(bgra.copy(), np.random.default_rng(1), owned=owned).image
+        same = Compose([transform_from_spec(s) for s in specs])(rgb.copy(), np.random.default_rng(1)).image
+        moved = alpha[::-1] if "vflip" in specs else alpha
+        assert out.dtype == dtype and out.shape == bgra.shape
+        assert np.array_equal(out[..., 3], moved)
+        assert np.array_equal(out[..., :3], same)
