@@ -161,6 +161,8 @@ def image_size(data: bytes | None) -> tuple[int, int] | None:
         if fmt == "gif":
             w, h = struct.unpack("<HH", data[6:10])
             return h, w
+        if fmt == "tiff":
+            return _tiff_size(data)
     except (struct.error, IndexError):
         return None
     return None
@@ -208,6 +210,25 @@ def jpeg_orientation(data: bytes) -> int:
         if marker == 0xE1 and data[i + 4 : i + 10] == b"Exif\x00\x00":
             return _tiff_orientation(data[i + 10 : i + 2 + length])
     return 1
+
+
+def _tiff_size(tiff: bytes) -> tuple[int, int] | None:
+    """(height, width) of a TIFF file's first image, upright as OpenCV decodes it (it
+    applies the orientation tag): tags ImageWidth, ImageLength and Orientation of the first
+    directory. Without it, a TIFF's size was known only once decoded, so a small file of
+    huge pixels was decoded whole before max_pixels refused it."""
+    order = {b"II": "<", b"MM": ">"}[tiff[:2]]
+    (first,) = struct.unpack(order + "I", tiff[4:8])
+    (entries,) = struct.unpack(order + "H", tiff[first : first + 2])
+    tags = {}
+    for at in range(first + 2, first + 2 + 12 * entries, 12):
+        tag, kind = struct.unpack(order + "HH", tiff[at : at + 4])
+        if tag in (256, 257, 274) and kind in (3, 4):  # SHORT or LONG
+            (tags[tag],) = struct.unpack(order + ("H" if kind == 3 else "I"), tiff[at + 8 : at + (10 if kind == 3 else 12)])
+    if 256 not in tags or 257 not in tags:
+        return None
+    h, w = tags[257], tags[256]
+    return (w, h) if 5 <= tags.get(274, 1) <= 8 else (h, w)
 
 
 def _tiff_orientation(tiff: bytes) -> int:

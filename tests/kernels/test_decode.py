@@ -173,3 +173,30 @@ def test_a_converted_image_decodes_with_its_dtype_and_channels(fmt):
         decoded = decode_image(encode_image(converted, fmt, 90 if fmt in ("jpeg", "webp") else None))
         assert (decoded.dtype, decoded.shape) == (converted.dtype, converted.shape), pixels.shape
         assert np.abs(decoded.astype(float) - converted).mean() < 0.01 * np.iinfo(converted.dtype).max
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_a_tiffs_size_is_read_from_its_header_upright(orientation):
+    """OpenCV turns a TIFF by its orientation tag; the header size says the same."""
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buf = io.BytesIO()
+    Image.fromarray(PORTRAIT).save(buf, "TIFF", exif=exif.tobytes())
+    assert image_size(buf.getvalue()) == decode_image(buf.getvalue()).shape[:2]
+
+
+def test_a_huge_tiff_is_refused_from_its_header_before_any_pixel_is_decoded(monkeypatch):
+    """A 1 MB TIFF of 20,000 x 20,000 pixels was decoded whole (400 MB) before max_pixels
+    refused it: its size was not read from the header, as the other formats' are."""
+    from dsbuild.kernels import decode
+
+    ok, buf = cv2.imencode(".tiff", np.zeros((4000, 3000), np.uint8), [cv2.IMWRITE_TIFF_COMPRESSION, 8])
+    assert image_size(buf.tobytes()) == (4000, 3000)
+    # big-endian, the width a LONG, the height a SHORT
+    mm = b"MM\x00*" + (8).to_bytes(4, "big") + (2).to_bytes(2, "big")
+    mm += (256).to_bytes(2, "big") + (4).to_bytes(2, "big") + (1).to_bytes(4, "big") + (70000).to_bytes(4, "big")
+    mm += (257).to_bytes(2, "big") + (3).to_bytes(2, "big") + (1).to_bytes(4, "big") + (5).to_bytes(2, "big") + b"\0\0"
+    assert image_size(mm) == (5, 70000)
+    assert image_size(b"II*\x00\x08\x00\x00\x00") is None  # cut short
+    monkeypatch.setattr(decode, "decode_image", lambda *a, **k: pytest.fail("decoded"))
+    assert decode.image_problem(buf.tobytes(), max_pixels=10_000_000)[0] == "too-large:4000x3000"
