@@ -239,7 +239,7 @@ class Augment(FitApplyStage):
                 undecodable[i] = 1
                 continue
             row = part.iloc[i] if (o.boxes or o.keypoints or o.mask) else None
-            masks = decode_image(image_bytes(row[o.mask])) if o.mask else None
+            masks = self._mask(row, rid, pixels) if o.mask else None
             fmt = o.format if o.format != "same" else _format_of(data)
             n = int(copies[i])
             for k in range(n):
@@ -294,9 +294,25 @@ class Augment(FitApplyStage):
                 _put(fields, row, o.box_labels, [labels[j] for j in out.box_index])
         if o.keypoints:
             _put(fields, row, o.keypoints, out.keypoints.tolist())
-        if o.mask and out.mask is not None:
-            fields[o.mask] = image_cell_like(row[o.mask], encode_image(out.mask, "png"))
+        if o.mask:  # every copy sets it: the copies' cells replace the column's (none for a parent without one)
+            fields[o.mask] = None if out.mask is None else image_cell_like(row[o.mask], encode_image(out.mask, "png"))
         return fields
+
+    def _mask(self, row: pd.Series, rid, pixels: np.ndarray) -> np.ndarray | None:
+        """The row's decoded mask, None where it has none; one that does not decode or is
+        not the image's size stops the stage, naming the row (moved with the image, it
+        would no longer label its pixels)."""
+        data = image_bytes(row[self.options.mask])
+        if data is None or len(data) == 0:
+            return None
+        mask = decode_image(data)
+        if mask is None:
+            raise StageError(f"stage {self.ctx.name!r}: row {rid!r}: its mask in column {self.options.mask!r} does not decode")
+        if mask.shape[:2] != pixels.shape[:2]:
+            raise StageError(f"stage {self.ctx.name!r}: row {rid!r}: its mask in column {self.options.mask!r} is "
+                             f"{mask.shape[0]}x{mask.shape[1]}, its image {pixels.shape[0]}x{pixels.shape[1]} (height x width, "
+                             "the image upright); a mask must be the image's size")
+        return mask
 
 
 def _copy_generators(seed: int, stage: str, ids, copies: np.ndarray, batch: int = 256):

@@ -345,3 +345,36 @@ def test_images_that_do_not_decode_are_kept_without_copies_and_said(digits, clie
     manifest = dsbuild.run(job, client=client)
     assert manifest["stages"][1]["added"] == 4 and manifest["stages"][1]["metrics"]["undecodable"] == 2
     assert any("augment': 2 images did not decode and were kept without copies" in w for w in manifest["warnings"])
+
+
+@pytest.mark.parametrize("unmasked", [0, 2])
+def test_masks_flip_with_their_images_whichever_row_has_none(unmasked):
+    """A row without a mask beside rows with one: every copy's mask is its own moved mask
+    (or none). When the partition's first row had none, the other copies kept their
+    parents' unmoved masks (a flipped image labelled by the unflipped mask); when a later
+    one had none, the stage failed with KeyError."""
+    from dsbuild.stages.base import StageError
+
+    rng = np.random.default_rng(0)
+    images, masks = [], []
+    for _ in range(3):
+        images.append(encode_image(rng.integers(0, 256, (20, 30, 3), dtype=np.uint8), "png"))
+        left = np.zeros((20, 30), np.uint8)
+        left[:, :5] = 255
+        masks.append(encode_image(left, "png"))
+    masks[unmasked] = None
+    frame = pd.DataFrame({"id": ["m0", "m1", "m2"], "image": images, "mask": masks})
+    for column in ("image", "mask"):
+        frame[column] = frame[column].astype(pd.ArrowDtype(pa.binary()))
+    kept, rejected = run_stage(Augment(transforms=["hflip"], copies=1, mask="mask"), frame, npartitions=1, roles=Roles(image="image"))
+    copies = kept[kept["id"].str.contains("#aug")].set_index("id")
+    assert rejected.empty and len(copies) == 3
+    for i in range(3):
+        mask = copies.loc[f"m{i}#aug0", "mask"]
+        if i == unmasked:
+            assert pd.isna(mask)
+        else:
+            assert (decode_image(mask)[:, -5:] == 255).all() and (decode_image(mask)[:, :-5] == 0).all()
+    small = frame.assign(mask=[encode_image(np.zeros((10, 10), np.uint8), "png")] * 3)
+    with pytest.raises(StageError, match="row 'm0': its mask in column 'mask' is 10x10, its image 20x30"):
+        run_stage(Augment(transforms=["hflip"], copies=1, mask="mask"), small, npartitions=1, roles=Roles(image="image"))
