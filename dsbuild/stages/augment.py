@@ -105,7 +105,7 @@ class Augment(FitApplyStage):
 
     def check(self, meta):
         o = self.options
-        self.require_columns(meta, [self._image()], what="image column (columns.image)")
+        self.require_image_column(meta)
         self.require_columns(meta, [c for c in (o.mask,) if c])
         for name in (o.boxes, o.box_labels, o.keypoints):
             if name:

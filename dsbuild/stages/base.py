@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 import dask
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from pydantic import BaseModel, ConfigDict
 
 from dsbuild.records import ID
@@ -178,6 +179,18 @@ class Stage:
         raise NotImplementedError
 
     # helpers for subclasses ------------------------------------------------------------
+    def require_image_column(self, meta: pd.DataFrame) -> None:
+        """The job's image column is in the data and is not text: a column of file names
+        or paths (a CSV manifest's ``image,label``) has no picture to read, and every row
+        was 'empty-image' in validate_images, one and the same picture in exact_dedup."""
+        column = self.ctx.roles.image_column
+        self.require_columns(meta, [column], what="image column (columns.image)")
+        if holds_text(meta[column]):
+            raise StageError(
+                f"stage {self.ctx.name!r}: image column {column!r} holds text (file names or paths?), not images: image "
+                "stages read encoded image bytes (a binary column) or Hugging Face {bytes, path} structs; read image "
+                "files with source format: images, or name the column of bytes in columns.image")
+
     def require_columns(self, meta: pd.DataFrame, columns, what: str = "column") -> None:
         missing = [c for c in columns if c not in meta.columns]
         if missing:
@@ -189,6 +202,14 @@ class Stage:
     def __repr__(self) -> str:
         opts = ", ".join(f"{k}={v!r}" for k, v in self.options.model_dump(exclude_defaults=True).items())
         return f"{type(self).__name__}({opts})"
+
+
+def holds_text(column: pd.Series) -> bool:
+    """A text column (pandas or Arrow strings): no image column holds one."""
+    dtype = column.dtype
+    if isinstance(dtype, pd.ArrowDtype):
+        return pa.types.is_string(dtype.pyarrow_dtype) or pa.types.is_large_string(dtype.pyarrow_dtype)
+    return isinstance(dtype, pd.StringDtype)
 
 
 def _did_you_mean(word: str, choices) -> str:

@@ -259,7 +259,7 @@ class ValidateImages(MapStage):
         return self.ctx.roles.image_column
 
     def check(self, meta):
-        self.require_columns(meta, [self._column()], what="image column (columns.image)")
+        self.require_image_column(meta)
 
     def process(self, part):
         col = self._column()

@@ -44,6 +44,7 @@ from dsbuild.stages.base import (
     StageError,
     StageOptions,
     _did_you_mean,
+    holds_text,
     register,
     reject,
     with_marks,
@@ -129,7 +130,7 @@ class ExactDedup(Deduplicator):
             return list(self.options.columns)
         image = self._image()
         skip = {ID, self.ctx.roles.id}  # the id names a record: two copies have two ids
-        if image in meta.columns:  # a file's path says where a picture came from, not what it is
+        if self._is_image(meta):  # a file's path says where a picture came from, not what it is
             skip.add("path")
             if self.options.image_hash == "pixels":
                 skip |= {image + s for s in IMAGE_META_SUFFIXES}
@@ -142,9 +143,16 @@ class ExactDedup(Deduplicator):
             raise StageError(f"stage {self.ctx.name!r}: no data columns to compare")
         self.check_keep_rule(meta)
 
+    def _is_image(self, meta: pd.DataFrame) -> bool:
+        """The data has the job's image column, of pictures: a text column named ``image``
+        (a CSV manifest's file names) is compared as the text it is; as pictures, none
+        decoded and every row was the same one."""
+        image = self._image()
+        return image in meta.columns and not holds_text(meta[image])
+
     def content_hash(self, part: pd.DataFrame, key: str) -> np.ndarray:
         cols = self.columns(part)
-        image = self._image()
+        image = self._image() if self._is_image(part) else None
         plain = [c for c in cols if c != image]
         h = row_hashes(part, plain, key=key) if plain else np.zeros(len(part), dtype=np.uint64)
         if image in cols:
@@ -714,7 +722,7 @@ class NearDedupImages(_NearDedup):
         return self.ctx.roles.image_column
 
     def check(self, meta):
-        self.require_columns(meta, [self._column()], what="image column (columns.image)")
+        self.require_image_column(meta)
         self.check_keep_rule(meta)
 
     def signer(self, meta):
@@ -899,7 +907,7 @@ class Decontaminate(Stage):
         o = self.options
         if o.kind != "auto":
             return o.kind
-        if self.ctx.roles.image_column in meta.columns:
+        if self.ctx.roles.image_column in meta.columns and not holds_text(meta[self.ctx.roles.image_column]):
             return "image"
         if self.ctx.roles.text and self.ctx.roles.text in meta.columns:
             return "text"
@@ -947,7 +955,7 @@ class Decontaminate(Stage):
         return None
 
     def exact_hashes(self, part: pd.DataFrame, cols: list[str], dtypes: dict | None = None) -> np.ndarray:
-        if self._kind(part) == "image" or (len(cols) == 1 and cols[0] == self.ctx.roles.image_column):
+        if self._kind(part) == "image" or (len(cols) == 1 and cols[0] == self.ctx.roles.image_column and not holds_text(part[cols[0]])):
             return image_content_hashes(image_blobs(part[cols[0]]))
         return row_hashes(part[cols].astype(dtypes) if dtypes else part, cols)
 

@@ -69,7 +69,7 @@ class _Features:
     def check(self, meta: pd.DataFrame) -> None:
         self.require_columns(meta, [self._label()], what="label column (columns.label)")
         if self._use_image():
-            self.require_columns(meta, [self.ctx.roles.image_column], what="image column (columns.image)")
+            self.require_image_column(meta)
             return
         columns = self._feature_columns(meta)
         self.require_columns(meta, columns, what="feature column")

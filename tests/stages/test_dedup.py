@@ -426,3 +426,21 @@ def test_action_group_column_must_be_new_and_split_is_told_to_keep_groups_togeth
     assert "give 'split' by: [duplicate_group]" in note
     assert Split(by=["duplicate_group"]).bind(StageContext("split", 0)).order_warnings([dedup], []) == []
     assert list(dedup.columns_after(frame.drop(columns="duplicate_group").iloc[:0]).columns)[-1] == "duplicate_group"
+
+
+def test_an_image_column_of_file_names_is_text_to_exact_dedup_and_refused_by_image_stages():
+    """A CSV manifest (image,label) names its pictures' files in a column called image:
+    exact_dedup read each name as a picture that did not decode, so every row of a class
+    was the same one and all but one were dropped. Image stages say the column is text."""
+    from dsbuild.stages.augment import Augment
+    from dsbuild.stages.clean import ValidateImages
+    from dsbuild.stages.sanitize import Sanitize
+
+    frame = pd.DataFrame({"id": ["r0", "r1", "r2", "r3"], "image": ["cats/1.jpg", "cats/2.jpg", "cats/2.jpg", "cats/3.jpg"],
+                          "label": ["cat"] * 4})
+    for image in ("image", None):
+        kept, rej = run_stage(ExactDedup(), frame, roles=Roles(image=image, label="label"))
+        assert kept["id"].tolist() == ["r0", "r1", "r3"] and rej["reason"].tolist() == ["duplicate-of=r1"]
+    for stage in (ValidateImages(), NearDedupImages(), Augment(copies=1), Sanitize(features="image")):
+        with pytest.raises(StageError, match="image column 'image' holds text"):
+            run_stage(stage, frame, roles=Roles(image="image", label="label"))
