@@ -3,7 +3,9 @@
 Sanitization needs a vector per image to measure distances. Three cheap, well-understood
 descriptors: downscaled grey pixels (what the image looks like), HOG (shapes and edges,
 Dalal & Triggs 2005) and colour histograms (palette). An undecodable image gives a row of
-NaN, which standardisation maps to the mean.
+NaN, which standardisation maps to the mean. A 16-bit (or float) image is brought to 8 bits
+by its type's range, as augment converts it, not stretched from its own darkest to its
+brightest pixel: stretched, an image 50 times too dark had the features of a good one.
 """
 
 from __future__ import annotations
@@ -13,14 +15,13 @@ from collections.abc import Iterable
 import cv2
 import numpy as np
 
-from dsbuild.kernels.decode import decode_image
+from dsbuild.kernels.decode import decode_image, to_uint8
 
 KINDS = ("pixels", "hog", "color_hist")
 
 
 def _grey(pixels: np.ndarray) -> np.ndarray:
-    if pixels.dtype != np.uint8:
-        pixels = cv2.normalize(pixels, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+    pixels = to_uint8(pixels)
     if pixels.ndim == 2:
         return pixels
     code = cv2.COLOR_BGRA2GRAY if pixels.shape[2] == 4 else cv2.COLOR_BGR2GRAY
@@ -28,8 +29,7 @@ def _grey(pixels: np.ndarray) -> np.ndarray:
 
 
 def _bgr(pixels: np.ndarray) -> np.ndarray:
-    if pixels.dtype != np.uint8:
-        pixels = cv2.normalize(pixels, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+    pixels = to_uint8(pixels)
     if pixels.ndim == 2:
         return cv2.cvtColor(pixels, cv2.COLOR_GRAY2BGR)
     return cv2.cvtColor(pixels, cv2.COLOR_BGRA2BGR) if pixels.shape[2] == 4 else pixels

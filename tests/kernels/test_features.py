@@ -33,3 +33,16 @@ def test_descriptors_tell_images_apart():
     hist = color_histogram(astronaut)
     assert hist.sum() == pytest.approx(1.0)
     assert np.abs(hist - color_histogram(np.stack([camera] * 3, axis=2))).sum() > 0.5
+
+
+def test_a_sixteen_bit_image_keeps_its_brightness_in_every_descriptor():
+    """16-bit images were stretched from their own darkest to brightest pixel, so one 50
+    times too dark had the features of a good one (sanitize could not see it), as 8-bit
+    images never were. Now a 16-bit image's features are its 8-bit version's."""
+    camera = photos.camera()
+    deep = camera.astype(np.uint16) * 257
+    blobs = [encode_image(deep, "png"), encode_image(deep // 50, "png"), encode_image(camera, "png"), encode_image(camera // 50, "png")]
+    for kind in ("pixels", "hog", "color_hist"):
+        bright16, dark16, bright8, dark8 = image_features(blobs, kind)
+        assert np.allclose(bright16, bright8), kind
+        assert np.linalg.norm(bright16 - dark16) > 0.5 * np.linalg.norm(bright8 - dark8) > 0, kind
