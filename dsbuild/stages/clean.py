@@ -283,7 +283,9 @@ class ValidateImages(MapStage):
         sizes = [f"{col}_height", f"{col}_width", f"{col}_channels"]
         received = part[[c for c in sizes if c in part.columns]]
         for name, values in zip(sizes, (height, width, channels)):
-            part[name] = values
+            # nullable, as the image sources give sizes: a rejected image's size is not 0
+            part[name] = pd.array(np.where(bad, 0, values), dtype="Int64")
+            part.loc[bad, name] = pd.NA
         return _rejects_as_received(part, received)
 
 

@@ -773,3 +773,17 @@ def test_validate_images_formats_by_any_name_and_from_the_bytes():
     assert rejected["image_height"].tolist() == [64, 64]
     with pytest.raises(ValidationError, match="unknown image format 'jpge'.*did you mean 'jpeg'"):
         ValidateImages(formats=["jpge"])
+
+
+def test_validate_images_gives_a_rejected_image_no_made_up_size():
+    """Sizes are nullable, as the image sources give them: a file that is not an image had
+    height, width and channels 0 in the rejects (int64 could not hold the source's
+    missing value), and every rejected image had 0 channels."""
+    png = encode_image(data.camera()[::8, ::8], "png")
+    frame = pd.DataFrame({"id": ["a", "b", "c"], "image": pd.Series([png, b"not an image", png[:100]], dtype=IMAGE_DTYPE),
+                          "image_height": pd.array([64, None, 64], dtype="Int64")})
+    kept, rejected = run_stage(ValidateImages(), frame, roles=Roles(image="image"))
+    assert kept["image_height"].tolist() == [64] and kept["image_channels"].tolist() == [1]
+    rejected = rejected.set_index("id")
+    assert rejected.loc["c", "image_height"] == 64 and pd.isna(rejected.loc["b", "image_height"])
+    assert rejected["image_width"].isna().all() and rejected["image_channels"].isna().all()
