@@ -693,7 +693,8 @@ def _group_members(part: pd.DataFrame, keepers, column: str, partition_info=None
 
 class NearDedupImagesOptions(KeepRule):
     hash: Literal["phash+dhash", "phash", "dhash"] = Field("phash+dhash", description="perceptual hash: pHash and dHash side by side (128 bits), or one 64-bit hash")
-    max_distance: int = Field(20, ge=0, le=64, description="largest Hamming distance between hashes of duplicates (summed over both hashes)")
+    max_distance: int | None = Field(None, ge=0, le=64, description="largest Hamming distance between hashes of duplicates "
+                                     "(summed over both hashes); default 20 of phash+dhash's 128 bits, 10 of one hash's 64")
     mirror: bool = Field(False, description="also hash each image mirrored, so flipped copies are caught")
     search: Literal["sampled", "pigeonhole"] = Field("sampled", description="sampled bit bands (fast at scale) or pigeonhole bands (every pair within max_distance, slow for large distances)")
     bands: int | None = Field(None, ge=1, description="number of LSH bands; default chosen from max_distance")
@@ -709,6 +710,40 @@ class NearDedupImagesOptions(KeepRule):
         description="a pair is checked when one picture is smaller than this many pixels on its shorter side (hashes of "
         "small pictures come from few real pixels and collide); pairs of larger pictures are trusted on their hashes",
     )
+
+    @property
+    def distance(self) -> int:
+        """max_distance, or the default for the hash's length: 20 of 128 bits is 10 of 64
+        (20 of one 64-bit hash took a page of text for a photo of coins, and made 25,652
+        sampled bands where the pair of hashes needs 93)."""
+        if self.max_distance is not None:
+            return self.max_distance
+        return 20 if self.hash == "phash+dhash" else 10
+
+    @model_validator(mode="after")
+    def _bands_reach(self):
+        """The search can reach max_distance with a bounded number of bands: past it a
+        run failed with a traceback (no 20-bit band misses 50 of 64 bits) or hung making
+        millions of bands."""
+        bits = 128 if self.hash == "phash+dhash" else 64
+        if self.search == "pigeonhole":
+            if self.bands is None and self.distance + 1 > bits:
+                raise ValueError(f"search: pigeonhole needs max_distance + 1 bands of {self.hash}'s {bits} bits; "
+                                 f"max_distance {self.distance} is every pair")
+            return self
+        if self.bands is not None:
+            return self
+        hit = lsh_kernels.band_hit_probability(self.distance, self.band_bits, bits)
+        bands = lsh_kernels.sampled_bands_for(self.distance, self.band_bits, ImageSigner.MISS_AT_MAX, bits) if hit > 0 else None
+        if bands is None or bands > _MAX_SAMPLED_BANDS:
+            raise ValueError(
+                f"max_distance {self.distance} of {self.hash}'s {bits} bits needs "
+                f"{'more bands than there are' if bands is None else f'{bands:,} sampled bands'} of band_bits {self.band_bits} "
+                f"(each image gets one key per band; at most {_MAX_SAMPLED_BANDS:,}): lower max_distance or band_bits, or set bands")
+        return self
+
+
+_MAX_SAMPLED_BANDS = 100_000
 
 
 @register
@@ -727,7 +762,7 @@ class NearDedupImages(_NearDedup):
 
     def signer(self, meta):
         o = self.options
-        return ImageSigner(self._column(), o.hash, o.max_distance, o.mirror, o.search, o.bands, o.band_bits, seed=self.ctx.seed)
+        return ImageSigner(self._column(), o.hash, o.distance, o.mirror, o.search, o.bands, o.band_bits, seed=self.ctx.seed)
 
     def components(self, frame, shapes, edges) -> Clusters:
         """Hash pairs, then the doubtful ones checked on the pictures, then components.

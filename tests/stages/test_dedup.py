@@ -444,3 +444,24 @@ def test_an_image_column_of_file_names_is_text_to_exact_dedup_and_refused_by_ima
     for stage in (ValidateImages(), NearDedupImages(), Augment(copies=1), Sanitize(features="image")):
         with pytest.raises(StageError, match="image column 'image' holds text"):
             run_stage(stage, frame, roles=Roles(image="image", label="label"))
+
+
+def test_near_dedup_images_with_one_hash_keeps_apart_what_the_pair_of_hashes_does():
+    """max_distance 20 is the default for pHash and dHash side by side (128 bits): with one
+    64-bit hash it kept the same 20, a third of the bits, and took a page of text for a
+    photo of coins (and made 25,652 sampled bands). One hash's default is 10; a distance
+    no band can reach is refused before the run (it failed with a traceback, or hung
+    making millions of bands)."""
+    from pydantic import ValidationError
+
+    pictures = {"coins": data.coins(), "page": data.page()}
+    frame = pd.DataFrame({"id": list(pictures), "image": pd.Series([encode_image(p, "png") for p in pictures.values()],
+                                                                    dtype=IMAGE_DTYPE)})
+    for kind in ("phash+dhash", "phash", "dhash"):
+        kept, rej = run_stage(NearDedupImages(hash=kind), frame, roles=Roles(image="image"))
+        assert rej.empty, kind
+    assert NearDedupImages(hash="phash").options.distance == 10 and NearDedupImages().options.distance == 20
+    assert NearDedupImages(hash="dhash", max_distance=12).options.distance == 12
+    for bad in ({"hash": "phash", "max_distance": 64}, {"max_distance": 64}, {"hash": "phash", "search": "pigeonhole", "max_distance": 64}):
+        with pytest.raises(ValidationError, match="max_distance 64"):
+            NearDedupImages(**bad)
