@@ -563,6 +563,18 @@ def test_csv_from_a_spreadsheet_keeps_its_names_and_quoted_values(tmp_path):
     assert df["name"].tolist() == ["Smith, J", "two\nlines", "Ann "] and df["age"].tolist() == [30, 41, 52]
 
 
+@pytest.mark.parametrize("quoted", [False, True], ids=["plain", "quoted-elsewhere"])
+def test_csv_every_space_after_a_separator_is_skipped_not_two(tmp_path, quoted):
+    """skip_initial_space took out two spaces after a separator, as two replaces do:
+    ",    x" became "  x" and a cell of three spaces one space (csv's skipinitialspace,
+    which reads the header and the sample, takes them all)."""
+    last = '"q, r"' if quoted else "q"
+    text = f"id,text,n\na,   ,1\nb,    x  y  ,2\nc,{last},3\n"
+    (tmp_path / "a.csv").write_text(text)
+    df = read({"format": "csv", "path": str(tmp_path / "a.csv")}).set_index("id")
+    assert df["text"].isna()["a"] and df.loc["b", "text"] == "x  y  " and df["n"].tolist() == [1, 2, 3]
+
+
 def test_csv_own_id_column_is_kept(tmp_path):
     (tmp_path / "a.csv").write_text("id,v\nu7,1\nu9,2\nu3,3,extra\n")
     df = read({"format": "csv", "path": str(tmp_path / "a.csv")}).set_index("id")

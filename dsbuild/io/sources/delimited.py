@@ -227,10 +227,11 @@ def _strip_after_separators(data: bytes, sep: str) -> bytes:
     s = sep.encode()
     if s + b" " not in data:
         return data
+    spaces = re.compile(re.escape(s) + b" +")  # every space, as csv's skipinitialspace: two replaces left ",   x" as " x"
     if b'"' not in data:
-        return data.replace(s + b" ", s).replace(s + b" ", s)
+        return spaces.sub(s, data)
     pieces = data.split(b'"')
-    pieces[::2] = [p.replace(s + b" ", s).replace(s + b" ", s) for p in pieces[::2]]
+    pieces[::2] = [spaces.sub(s, p) for p in pieces[::2]]
     return b'"'.join(pieces)
 
 
