@@ -67,10 +67,18 @@ def shingle_hashes(
         return _grams(*token_hashes(texts, normalize), size)
     if normalize:
         texts = [" ".join(words(t)) for t in texts]
+    if not texts:
+        return np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.int64)
     joined = "\x00".join(texts) + "\x00"
     cps = np.frombuffer(joined.encode("utf-32-le"), dtype=np.uint32)
     n = len(cps)
-    doc_of = np.cumsum(cps == _SEPARATOR) - (cps == _SEPARATOR)
+    # Documents end where their lengths say, not at every NUL: a text may hold one (JSON's
+    # "\u0000"), which shifted every later document's number, and the signatures failed.
+    lengths = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
+    bounds = np.cumsum(lengths + 1) - 1
+    is_separator = np.zeros(n, dtype=bool)
+    is_separator[bounds] = True
+    doc_of = np.repeat(np.arange(len(texts)), lengths + 1)
     with np.errstate(over="ignore"):
         prefix = np.zeros(n + 1, dtype=np.uint64)
         np.cumsum(cps.astype(np.uint64) * _powers(_BASE, n), out=prefix[1:])
@@ -80,7 +88,7 @@ def shingle_hashes(
             return mix64((prefix[e] - prefix[s]) * inv[s] ^ (e - s).astype(np.uint64))
 
         if unit == "char":
-            text_char = cps != _SEPARATOR
+            text_char = ~is_separator
             pos = np.flatnonzero(text_char)
             ok = pos + size <= n
             pos = pos[ok]
@@ -90,7 +98,6 @@ def shingle_hashes(
             gdoc = doc_of[pos[whole]]
             short_docs = np.setdiff1d(np.unique(doc_of[text_char]), gdoc)
             if len(short_docs):
-                bounds = np.flatnonzero(cps == _SEPARATOR)
                 begin = np.concatenate([[0], bounds[:-1] + 1])
                 grams = np.concatenate([grams, span(begin[short_docs], bounds[short_docs])])
                 gdoc = np.concatenate([gdoc, short_docs])

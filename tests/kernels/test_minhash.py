@@ -101,3 +101,15 @@ def test_band_keys_equal_when_bands_equal():
     sig[1, :4] = sig[0, :4]
     keys = band_keys(sig, 4, 4)
     assert keys[0, 0] == keys[1, 0] and keys[0, 1] != keys[1, 1]
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+def test_char_shingles_of_a_text_holding_a_nul_stay_in_its_document(normalize):
+    """Documents were told apart by the NUL between them, so a NUL inside a text (JSON's
+    "\\u0000") shifted every later document's number: un-normalized character shingles
+    failed with an IndexError, or gave a document another's signature."""
+    texts = ["abc\x00def ghi jkl", "hello world this is", "tiny", ""]
+    hasher = MinHasher(64)
+    together = hasher(texts, size=5, unit="char", normalize=normalize)
+    for i, t in enumerate(texts):
+        assert (together[i] == hasher([t], size=5, unit="char", normalize=normalize)[0]).all()
