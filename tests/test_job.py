@@ -170,3 +170,16 @@ def test_bins_must_name_a_sensitive_column_and_increase(tmp_path):
     text = GOOD.replace("  sensitive: sex", "  sensitive: [age]\n  bins: {age: [40, 25]}")
     (problem,) = errors_of(text, tmp_path)
     assert "increasing" in problem
+
+
+@pytest.mark.parametrize("reference, named", [
+    ("{format: jsonl, path: test.jsonl, pth: x}", "reference.pth: Extra inputs are not permitted"),
+    ("{format: csv, path: test.csv, blocksize: -1}", "reference.blocksize: Input should be greater than 0"),
+    ("{format: jsnl, path: test.jsonl}", "reference.format:"),
+])
+def test_a_mistake_in_decontaminates_reference_is_named_like_the_sources(tmp_path, reference, named):
+    """The reference was checked only when it was read: validate and run ended in
+    pydantic's traceback (a ValidationError for tagged-union[ParquetSource, ...])."""
+    text = GOOD.replace("  - cast: {schema: {age: float}}", f"  - decontaminate: {{reference: {reference}}}")
+    (problem,) = errors_of(text, tmp_path)
+    assert ":9: stages[1].decontaminate: " + named in problem
