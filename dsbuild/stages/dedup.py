@@ -33,7 +33,7 @@ from dsbuild.kernels.hashing import (
     row_hashes,
     verification_thumbnails,
 )
-from dsbuild.kernels.minhash import EMPTY, MinHasher, jaccard_estimate, optimal_bands
+from dsbuild.kernels.minhash import EMPTY, MinHasher, bands_for_recall, jaccard_estimate
 from dsbuild.kernels.minhash import band_keys as minhash_band_keys
 from dsbuild.kernels.unionfind import Forest, add_histograms, size_histogram
 from dsbuild.records import ID, image_blobs, image_size
@@ -444,7 +444,7 @@ class TextSigner:
         self.columns, self.shingle, self.unit, self.threshold = columns, shingle, unit, threshold
         self.normalize = normalize
         self.hasher = MinHasher(num_perm, seed=seed)
-        self.bands, self.rows = optimal_bands(threshold, num_perm)
+        self.bands, self.rows = bands_for_recall(threshold, num_perm)  # candidates are verified: recall first
 
     def text(self, part: pd.DataFrame) -> list[str]:
         if len(self.columns) == 1:

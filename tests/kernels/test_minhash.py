@@ -113,3 +113,13 @@ def test_char_shingles_of_a_text_holding_a_nul_stay_in_its_document(normalize):
     together = hasher(texts, size=5, unit="char", normalize=normalize)
     for i, t in enumerate(texts):
         assert (together[i] == hasher([t], size=5, unit="char", normalize=normalize)[0]).all()
+
+
+@pytest.mark.parametrize("threshold", [0.3, 0.5, 0.8, 0.9, 1.0])
+@pytest.mark.parametrize("num_perm", [16, 128, 256])
+def test_bands_for_recall_find_a_pair_at_the_threshold_nine_times_in_ten(threshold, num_perm):
+    from dsbuild.kernels.minhash import bands_for_recall
+
+    b, r = bands_for_recall(threshold, num_perm)
+    assert b * r <= num_perm
+    assert 1 - (1 - threshold**r) ** b >= 0.9
