@@ -675,3 +675,18 @@ def test_jsonl_fractions_inside_lists_and_objects_of_integers_are_rejected(tmp_p
             df = read({"format": "jsonl", "path": str(tmp_path / "c.jsonl"), "blocksize": blocksize, "infer_bytes": 30}).set_index("id")
         assert df[REJECT].dropna().to_dict() == {"c.jsonl:2": "type:l=[1, 2.5]", "c.jsonl:3": "type:n={'p': 1.5}"}
         assert list(df.loc["c.jsonl:4", "l"]) == [6]
+
+
+def test_jsonl_not_in_utf8_stops_the_run_or_rejects_the_line_never_keeps_it(tmp_path):
+    """Arrow's JSON reader took latin-1 bytes into string columns as they were: the run
+    succeeded and its Parquet could not be read back (UnicodeDecodeError)."""
+    (tmp_path / "a.jsonl").write_bytes(b'{"t": "plain"}\n{"t": "caf\xe9"}\n')
+    with pytest.raises(SourceError, match=r"a.jsonl: line 2 is not UTF-8 text"):
+        read({"format": "jsonl", "path": str(tmp_path / "a.jsonl")})
+    lines = [b'{"t": "line %d caf\xc3\xa9"}' % i for i in range(300)]
+    lines[250] = b'{"t": "caf\xe9 latin"}'  # past the sample, in a later block
+    (tmp_path / "b.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    df = read({"format": "jsonl", "path": str(tmp_path / "b.jsonl"), "infer_bytes": 500, "blocksize": 2000})
+    assert df.loc[df[REJECT].notna(), REJECT].tolist() == ["json:not-utf8"]
+    assert df.loc[df[REJECT].notna(), "id"].tolist() == ["b.jsonl:250"]
+    assert [t for t in df["t"].dropna()] == [f"line {i} café" for i in range(300) if i != 250]

@@ -47,6 +47,7 @@ def _read_jsonl(spec: JsonlSource, count_rows: bool = True) -> Source:
     files = _without_empty(fs, files, skipped, spec.path)
     arrays = {f for f in files if _is_json_array(fs, f)}
     sample = _read_text_block(fs, files[0], 0, spec.infer_bytes)
+    _require_utf8(sample, files[0])
     if files[0] in arrays:
         rows = _array_prefix(sample, 1000)
     else:
@@ -60,6 +61,17 @@ def _read_jsonl(spec: JsonlSource, count_rows: bool = True) -> Source:
     frame = dd.from_map(Together(reader), together(blocks, records, spec.blocksize), meta=reader.empty(), divisions=None, label="read-jsonl",
                         enforce_metadata=False)
     return Source(frame, records, skipped, schema, ids_given=ID in schema.names)
+
+
+def _require_utf8(sample: bytes, path: str) -> None:
+    """JSON text is UTF-8; a file in another encoding (latin-1, UTF-16) stops the run
+    with its first such line, as a CSV file not in its encoding does."""
+    try:
+        sample.decode("utf-8")
+    except UnicodeDecodeError as e:
+        number = sample.count(b"\n", 0, e.start) + 1
+        raise SourceError(f"{path}: line {number} is not UTF-8 text ({sample[max(e.start - 20, 0):e.end + 20]!r}); "
+                          "JSON is UTF-8: convert the file to it, e.g. iconv -f latin1 -t utf-8") from None
 
 
 def _is_json_array(fs, path: str) -> bool:
@@ -181,6 +193,8 @@ class _JsonBlock:
                 continue
             try:
                 value = json.loads(line)
+            except UnicodeDecodeError:
+                value = _NOT_UTF8
             except ValueError:
                 value = _UNPARSED
             yield i, value, line.rstrip(b"\r")  # a CRLF file's rejected line, as CSV gives it
@@ -195,6 +209,9 @@ class _JsonBlock:
         good, good_rows, bad = [], [], []
         for i, obj, raw in self.items(data, path, start):
             raws[i] = raw
+            if obj is _NOT_UTF8:
+                bad.append((i, _raw_text(raw), "json:not-utf8"))
+                continue
             if not isinstance(obj, dict):
                 bad.append((i, _raw_text(raw), "json:ValueError" if obj is not _UNPARSED else "json:JSONDecodeError"))
                 continue
@@ -248,6 +265,10 @@ class _JsonBlock:
             return None
         if table.num_rows != data.count(b"\n"):
             return None
+        try:  # Arrow's reader takes text that is not UTF-8 into string columns as it is: Parquet that cannot be read back
+            table.validate(full=True)
+        except pa.ArrowInvalid:
+            return None
         return table.select(self.schema.names).cast(self.schema)
 
     def _typed_by_row(self, good: list, rows: list, raws: dict, bad: list) -> tuple[pa.Table, list]:
@@ -267,6 +288,7 @@ class _JsonBlock:
 
 
 _UNPARSED = object()
+_NOT_UTF8 = object()
 # What converting a value to its column's type raises: besides Arrow's own errors, an
 # integer beyond int64 (OverflowError) and text that is no UTF-8, an escaped lone
 # surrogate such as "\ud800" (UnicodeEncodeError); both crashed the job.
