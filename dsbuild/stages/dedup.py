@@ -1019,8 +1019,10 @@ class Decontaminate(Stage):
     def _index(self, part: pd.DataFrame, cols, signer, dtypes: dict) -> ReferenceIndex:
         ids = part[ID].astype(str).to_numpy(dtype=object)
         exact: dict = {}
-        for h, rid in zip(self.exact_hashes(part, cols, dtypes).tolist(), ids):
-            exact[h] = min(rid, exact.get(h, rid))
+        blank = _blank_rows(part, cols)
+        for h, rid, b in zip(self.exact_hashes(part, cols, dtypes).tolist(), ids, blank):
+            if not b:
+                exact[h] = min(rid, exact.get(h, rid))
         buckets: dict = {}
         payloads: dict = {}
         if signer is not None and len(part):
@@ -1039,8 +1041,9 @@ class Decontaminate(Stage):
         leak = np.full(n, None, dtype=object)
         near = np.zeros(n, dtype=np.int64)
         if n:
+            blank = _blank_rows(part, cols)
             for r, h in enumerate(self.exact_hashes(part, cols, dtypes).tolist()):
-                leak[r] = index.exact.get(h)
+                leak[r] = None if blank[r] else index.exact.get(h)
         part["_m_exact_leaks"] = pd.notna(leak).astype(np.int64)
         if signer is not None and n:
             ok, entries = signer.sign(part)
@@ -1058,6 +1061,20 @@ class Decontaminate(Stage):
 
     def summary(self) -> dict:
         return {"reference_rows_indexed": getattr(self, "reference_rows_", None)}
+
+
+def _blank_rows(part: pd.DataFrame, cols: list[str]) -> np.ndarray:
+    """Rows whose compared columns are all missing or blank text: nothing there can leak.
+    A test set with one empty question made every empty row of the data a leak of it."""
+    blank = np.ones(len(part), dtype=bool)
+    for c in cols:
+        col = part[c]
+        empty = col.isna().to_numpy(dtype=bool)
+        if pd.api.types.is_string_dtype(col.dtype) or col.dtype == object:
+            spaces = col.map(lambda v: isinstance(v, str) and not v.strip(), na_action="ignore")
+            empty = empty | spaces.fillna(False).to_numpy(dtype=bool)
+        blank &= empty
+    return blank
 
 
 def _hash_dtypes(data: pd.DataFrame, reference: pd.DataFrame, cols: list[str]) -> dict:

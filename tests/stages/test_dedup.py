@@ -235,6 +235,19 @@ def test_decontaminate_drops_exact_and_near_copies_of_the_reference(tmp_path, co
     assert caught >= 0.85 and not train.loc[~leaked, "id"].isin(rej["id"]).any()
 
 
+@pytest.mark.parametrize("match", ["exact", "near"])
+def test_decontaminate_an_empty_text_is_no_leak_of_an_empty_reference_text(tmp_path, match):
+    """A test set with one empty or missing question made every empty or missing text of
+    the data 'contaminated' by it (equal hashes), while near_dedup_text leaves such texts out."""
+    pd.DataFrame({"text": ["what is the capital of france answer paris", "", None, "  "]}).to_json(
+        tmp_path / "ref.jsonl", orient="records", lines=True)
+    data = pd.DataFrame({"id": list("abcde"), "text": ["what is the capital of france answer paris", "", None, "   ", "other"]})
+    stage = Decontaminate(reference={"format": "jsonl", "path": str(tmp_path / "ref.jsonl")}, match=match)
+    kept, rej = run_stage(stage, data, roles=Roles(text="text"))
+    assert rej["id"].tolist() == ["a"] and rej["reason"].tolist() == ["contaminated=ref.jsonl:0"]
+    assert kept["id"].tolist() == ["b", "c", "d", "e"]
+
+
 def test_decontaminate_names_the_reference_when_it_lacks_a_column(tmp_path):
     """The error said the column was 'not in the data' and listed the reference's internal columns."""
     pd.DataFrame({"question": ["what is 2 + 2"]}).to_json(tmp_path / "ref.jsonl", orient="records", lines=True)
