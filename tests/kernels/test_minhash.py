@@ -123,3 +123,15 @@ def test_bands_for_recall_find_a_pair_at_the_threshold_nine_times_in_ten(thresho
     b, r = bands_for_recall(threshold, num_perm)
     assert b * r <= num_perm
     assert 1 - (1 - threshold**r) ** b >= 0.9
+
+
+def test_invisible_format_characters_do_not_split_words():
+    """A soft hyphen, zero-width space or bidirectional mark inside a word was read as a
+    break between words: docstrings with soft hyphens in about a tenth of their words had
+    a Jaccard similarity of 0.53 with the text they show."""
+    from dsbuild.kernels.minhash import words
+
+    shown = "hyphenation zerowidth שלום 2024 café"
+    hidden = "hy\u00adphen\u00ada\u00adtion zero\u200bwidth \u200fשלום\u200e \u2066202\u200d4\u2069 \ufeffcafé"
+    assert words(hidden) == words(shown) == ["hyphenation", "zerowidth", "שלום", "2024", "café"]
+    assert words("two\u200b words", normalize=False) == ["two\u200b", "words"]  # as it is, when not normalized
