@@ -690,3 +690,11 @@ def test_jsonl_not_in_utf8_stops_the_run_or_rejects_the_line_never_keeps_it(tmp_
     assert df.loc[df[REJECT].notna(), REJECT].tolist() == ["json:not-utf8"]
     assert df.loc[df[REJECT].notna(), "id"].tolist() == ["b.jsonl:250"]
     assert [t for t in df["t"].dropna()] == [f"line {i} café" for i in range(300) if i != 250]
+
+
+def test_csv_whose_lines_end_with_a_carriage_return_alone_is_a_clear_error(tmp_path):
+    """Old Mac line ends (Excel for Mac's "CSV" export): the whole file was one line to
+    the header's reader, and the run ended in csv.Error's traceback."""
+    (tmp_path / "mac.csv").write_bytes(b'doc,text\ra,one two\rb,"three"\r')
+    with pytest.raises(SourceError, match=r"mac.csv: its lines end with a carriage return alone"):
+        read({"format": "csv", "path": str(tmp_path / "mac.csv")})

@@ -153,8 +153,14 @@ def _csv_header(fs, path: str, spec: CsvSource) -> list[str]:
             raise SourceError(_not_text(line, spec)) from None
         if not first:
             raise SourceError(f"{path}: empty file, no header line")
+        if "\r" in first:  # the whole file was one line: csv.Error's traceback
+            raise SourceError(f"{path}: its lines end with a carriage return alone (\\r, old Mac text); lines must end "
+                              "with \\n or \\r\\n: convert it, e.g. tr '\\r' '\\n' < in.csv > out.csv")
         # as the rows are read: a quoted name may hold the separator ("Weight, kg") or a quote ("")
-        header = next(csv.reader([first], delimiter=spec.sep, skipinitialspace=spec.skip_initial_space))
+        try:
+            header = next(csv.reader([first], delimiter=spec.sep, skipinitialspace=spec.skip_initial_space))
+        except csv.Error as e:
+            raise SourceError(f"{path}: the header line does not parse: {e}") from None
         names = list(spec.column_names) if spec.column_names else [n.strip() for n in header]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
