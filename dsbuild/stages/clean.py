@@ -807,8 +807,9 @@ class CanonicalRule(StageOptions):
     vocabulary: list[str] = Field(default_factory=list, description="the canonical values")
     synonyms: dict[str, list[str]] = Field(default_factory=dict, description="canonical value -> other spellings")
     case: Literal["keep", "fold", "lower", "upper", "title"] = Field("keep", description="case of values the table lacks")
-    trim: bool = True
-    nfkc: bool = True
+    trim: bool = Field(True, description="strip both ends and make every run of spaces, tabs and line breaks inside one "
+                       "space (false for running text whose lines and paragraphs matter)")
+    nfkc: bool = Field(True, description="Unicode NFKC: full-width letters, ligatures (ﬁ) and compatibility forms folded, accents written apart (e + ´) composed")
     unknown: Literal["keep", "null", "reject"] = Field("keep", description="a value outside vocabulary and synonyms")
 
     @model_validator(mode="after")
