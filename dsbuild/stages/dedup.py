@@ -983,6 +983,10 @@ class Decontaminate(Stage):
     def _require_in_reference(self, reference: pd.DataFrame, cols: list[str]) -> None:
         """The columns compared must be in the reference file too (it may name them otherwise)."""
         have = [c for c in reference.columns if not str(c).startswith("_") and c != ID]
+        if not cols:  # every row hashed alike, and every row was a leak of the reference's first
+            raise StageError(f"stage {self.ctx.name!r}: the data and the reference {self.options.reference.get('path', '')} "
+                             f"share no column to compare; the reference's columns are {have}: name the text with "
+                             "columns.text or the compared columns with columns")
         missing = [c for c in cols if c not in reference.columns]
         if missing:
             raise StageError(f"stage {self.ctx.name!r}: column {missing[0]!r} is not in the reference "

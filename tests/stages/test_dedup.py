@@ -248,6 +248,15 @@ def test_decontaminate_an_empty_text_is_no_leak_of_an_empty_reference_text(tmp_p
     assert kept["id"].tolist() == ["b", "c", "d", "e"]
 
 
+def test_decontaminate_with_no_column_shared_with_the_reference_is_an_error(tmp_path):
+    """Compared on no columns, every row hashed alike and every row of the data was
+    rejected as contaminated by the reference's first row; validate said ok."""
+    pd.DataFrame({"question": ["what is 2 + 2"]}).to_json(tmp_path / "ref.jsonl", orient="records", lines=True)
+    stage = Decontaminate(reference={"format": "jsonl", "path": str(tmp_path / "ref.jsonl")})
+    with pytest.raises(StageError, match=r"share no column to compare; the reference's columns are \['question'\]"):
+        run_stage(stage, pd.DataFrame({"id": ["a", "b"], "body": ["x", "y"]}))
+
+
 def test_decontaminate_names_the_reference_when_it_lacks_a_column(tmp_path):
     """The error said the column was 'not in the data' and listed the reference's internal columns."""
     pd.DataFrame({"question": ["what is 2 + 2"]}).to_json(tmp_path / "ref.jsonl", orient="records", lines=True)
