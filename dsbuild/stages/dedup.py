@@ -76,6 +76,12 @@ class Deduplicator(Stage):
     def check_keep_rule(self, meta: pd.DataFrame) -> None:
         if self.options.quality:
             self.require_columns(meta, [self.options.quality], what="quality column")
+            dtype = meta[self.options.quality].dtype
+            if isinstance(dtype, pd.StringDtype) or (isinstance(dtype, pd.ArrowDtype) and (
+                    pa.types.is_string(dtype.pyarrow_dtype) or pa.types.is_large_string(dtype.pyarrow_dtype))):
+                # read as numbers, every value was missing, and the lowest id stayed without a word
+                raise StageError(f"stage {self.ctx.name!r}: quality column {self.options.quality!r} holds text; quality "
+                                 f"needs numbers (or times): the copy with the {self.options.prefer} value stays")
         col = self.options.group_column
         if self.options.action == "group" and col in meta.columns:
             raise StageError(f"stage {self.ctx.name!r}: group_column {col!r} is already a column of the data; name another")

@@ -214,6 +214,17 @@ def test_many_identical_texts_join_their_cluster_by_one_edge_each(client):
         assert stage.summary()["clusters"] == 1 and stage.summary()["verified_pairs"] < 799 * 30  # not 319,201 pairs
 
 
+@pytest.mark.parametrize("stage", [ExactDedup, NearDedupText], ids=["exact", "near_text"])
+def test_a_quality_column_of_text_is_an_error(stage):
+    """Text read as numbers is all missing: the lowest id stayed, and nothing said the
+    quality column was not used."""
+    frame = pd.DataFrame({"id": ["a", "b"], "body": ["same words here and there", "same words here and there"],
+                          "source": pd.array(["wiki", "web"], dtype="string")})
+    with pytest.raises(StageError, match="quality column 'source' holds text"):
+        run_stage(stage(quality="source", columns=["body"]) if stage is ExactDedup else stage(quality="source"),
+                  frame, roles=Roles(text="body"))
+
+
 def test_near_dedup_text_needs_a_text_column():
     with pytest.raises(StageError, match="columns.text"):
         run_stage(NearDedupText(), _texts(5))
