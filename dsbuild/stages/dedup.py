@@ -856,7 +856,7 @@ def score_pairs(part: pd.DataFrame, pairs: pd.DataFrame, check_below: int) -> pd
 
 
 class NearDedupTextOptions(KeepRule):
-    fields: list[str] | None = Field(None, description="columns whose text is compared; default columns.text")
+    fields: list[str] | None = Field(None, min_length=1, description="columns whose text is compared; default columns.text")
     threshold: float = Field(0.8, gt=0, le=1, description="estimated Jaccard similarity at which two records are duplicates")
     num_perm: int = Field(128, ge=16, le=1024, description="MinHash signature length")
     shingle: int = Field(5, ge=1, le=32, description="shingle size, in words or characters")

@@ -225,6 +225,14 @@ def test_a_quality_column_of_text_is_an_error(stage):
                   frame, roles=Roles(text="body"))
 
 
+def test_near_dedup_text_fields_empty_is_refused_not_read_as_the_default():
+    """fields: [] compared columns.text, as if fields had not been given."""
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="fields"):
+        NearDedupText(fields=[])
+
+
 def test_near_dedup_text_needs_a_text_column():
     with pytest.raises(StageError, match="columns.text"):
         run_stage(NearDedupText(), _texts(5))
