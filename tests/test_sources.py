@@ -698,3 +698,10 @@ def test_csv_whose_lines_end_with_a_carriage_return_alone_is_a_clear_error(tmp_p
     (tmp_path / "mac.csv").write_bytes(b'doc,text\ra,one two\rb,"three"\r')
     with pytest.raises(SourceError, match=r"mac.csv: its lines end with a carriage return alone"):
         read({"format": "csv", "path": str(tmp_path / "mac.csv")})
+
+
+def test_jsonl_whose_lines_end_with_a_carriage_return_alone_says_so(tmp_path):
+    """The whole file was one line that did not parse: 'no JSON object in the first lines'."""
+    (tmp_path / "mac.jsonl").write_bytes(b'{"t": "a"}\r{"t": "b"}\r')
+    with pytest.raises(SourceError, match=r"mac.jsonl: its lines end with a carriage return alone"):
+        read({"format": "jsonl", "path": str(tmp_path / "mac.jsonl")})

@@ -54,6 +54,9 @@ def _read_jsonl(spec: JsonlSource, count_rows: bool = True) -> Source:
         rows = [value for _, value, _ in itertools.islice(_JsonBlock.items(sample, files[0], 0), 1000)]
     rows = [r for r in rows if isinstance(r, dict)]
     if not rows:
+        if b"\r" in sample.rstrip(b"\r\n") and b"\n" not in sample.rstrip(b"\r\n"):
+            raise SourceError(f"{files[0]}: its lines end with a carriage return alone (\\r, old Mac text); JSON lines "
+                              "end with \\n or \\r\\n: convert it, e.g. tr '\\r' '\\n' < in.jsonl > out.jsonl")
         raise SourceError(f"{files[0]}: no JSON object in the first lines")
     schema = as_text(_json_schema(rows), spec.text_columns, files[0])
     blocks, records = _text_blocks(fs, files, root, spec.blocksize, count_rows, whole=arrays)
