@@ -220,6 +220,37 @@ def jaccard_estimate(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (np.asarray(a) == np.asarray(b)).mean(axis=-1)
 
 
+def signature_similarity(a: np.ndarray, b: np.ndarray, small: int | None = None) -> np.ndarray:
+    """Row by row: the Jaccard estimate, or, where both signatures hold at most ``small``
+    distinct values (default num_perm // 8), the Jaccard similarity of those values.
+
+    A short text's few shingles each keep a bin of their own, so its signature's distinct
+    values are its shingles (a value is 31 bits of a 64-bit hash) and their overlap is the
+    true similarity. The densified estimate draws every other bin from those few: for two
+    titles of 3 shingles sharing 2 (Jaccard 0.5), its standard deviation was 0.09, twice
+    num_perm independent permutations', and 200 such titles put 2 to 11 rows in
+    duplicate clusters at a threshold of 0.8."""
+    a, b = np.atleast_2d(np.asarray(a)), np.atleast_2d(np.asarray(b))
+    est = (a == b).mean(axis=-1)
+    if not len(a):
+        return est
+    small = max(1, a.shape[1] // 8) if small is None else small
+    sa, sb = np.sort(a, axis=1), np.sort(b, axis=1)
+    da = np.ones(sa.shape, dtype=bool)
+    db = np.ones(sb.shape, dtype=bool)
+    da[:, 1:] = sa[:, 1:] != sa[:, :-1]
+    db[:, 1:] = sb[:, 1:] != sb[:, :-1]
+    na, nb = da.sum(axis=1), db.sum(axis=1)
+    rows = np.flatnonzero((na <= small) & (nb <= small))
+    if len(rows):
+        tag = (np.arange(len(rows), dtype=np.uint64) << np.uint64(32))[:, None]
+        ka = (tag | sa[rows].astype(np.uint64))[da[rows]]
+        kb = (tag | sb[rows].astype(np.uint64))[db[rows]]
+        shared = np.bincount((np.intersect1d(ka, kb, assume_unique=True) >> np.uint64(32)).astype(np.int64), minlength=len(rows))
+        est[rows] = np.minimum(est[rows], shared / (na[rows] + nb[rows] - shared))
+    return est
+
+
 def exact_jaccard(a: np.ndarray, b: np.ndarray) -> float:
     sa, sb = set(np.asarray(a).tolist()), set(np.asarray(b).tolist())
     return len(sa & sb) / len(sa | sb) if sa or sb else 1.0

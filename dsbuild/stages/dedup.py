@@ -33,7 +33,7 @@ from dsbuild.kernels.hashing import (
     row_hashes,
     verification_thumbnails,
 )
-from dsbuild.kernels.minhash import EMPTY, MinHasher, bands_for_recall, jaccard_estimate
+from dsbuild.kernels.minhash import EMPTY, MinHasher, bands_for_recall, signature_similarity
 from dsbuild.kernels.minhash import band_keys as minhash_band_keys
 from dsbuild.kernels.unionfind import Forest, add_histograms, size_histogram
 from dsbuild.records import ID, image_blobs, image_size
@@ -467,10 +467,10 @@ class TextSigner:
         return minhash_band_keys(payload.reshape(len(payload), self.hasher.num_perm), self.bands, self.rows)
 
     def distance(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        return 1.0 - jaccard_estimate(a, b)
+        return 1.0 - signature_similarity(a, b)
 
     def close(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        return jaccard_estimate(a, b) >= self.threshold
+        return signature_similarity(a, b) >= self.threshold
 
 
 def explode_bands(part: pd.DataFrame, signer, quality: str | None) -> pd.DataFrame:
