@@ -15,7 +15,7 @@ from pydantic import Field, model_validator
 
 from dsbuild.kernels import confident as cl
 from dsbuild.kernels.dtypes import as_dtype
-from dsbuild.kernels.features import image_features
+from dsbuild.kernels.features import feature_length, image_features
 from dsbuild.kernels.moments import ClassMoments, ColumnMoments
 from dsbuild.kernels.sanitize import (
     LabelMoments,
@@ -50,6 +50,22 @@ class FeatureOptions(StageOptions):
     )
     image_features: ImageFeature = Field("hog", description="image vector: pixels (downscaled grey), hog, color_hist")
     image_size: int | None = Field(None, gt=0, description="side of the downscaled image (pixels 16, hog 32) or bins per channel (8)")
+
+    @model_validator(mode="after")
+    def _image_vector_fits(self):
+        """A vector per image of at most MAX_IMAGE_FEATURES numbers: color_hist with 300
+        bins is 27 M numbers (216 MB) an image, and the workers were killed one after
+        another until the run failed with KilledWorker."""
+        if self.image_size is not None:
+            n = feature_length(self.image_features, self.image_size)
+            if n > MAX_IMAGE_FEATURES:
+                raise ValueError(f"image_size {self.image_size} makes {self.image_features} vectors of {n:,} numbers an image; "
+                                 f"at most {MAX_IMAGE_FEATURES:,} (pixels: a side up to 128, hog: up to 176, color_hist: up to 25 "
+                                 "bins a channel)")
+        return self
+
+
+MAX_IMAGE_FEATURES = 16_384
 
 
 class _Features:

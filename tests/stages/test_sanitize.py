@@ -398,3 +398,13 @@ def test_label_issues_relabel_into_a_file_whose_dictionary_lacks_the_label(clien
     relabelled = out[out["y"].astype(object) != out["original_label"].astype(object)]
     in_file_2 = relabelled[relabelled["id"].str.startswith("p2")]
     assert out["y"].notna().all() and len(in_file_2) >= 10 and (in_file_2["y"] == "yes").all()
+
+
+def test_an_image_vector_too_long_for_the_workers_is_refused_when_the_job_is_read():
+    """color_hist with 300 bins a channel is 27 M numbers an image: the workers were
+    killed one after another and the run failed with KilledWorker."""
+    assert Sanitize(image_features="pixels", image_size=128).options.image_size == 128
+    assert LabelIssues(image_features="color_hist", image_size=25).options.image_size == 25
+    for stage, kind, size in ((Sanitize, "color_hist", 300), (Sanitize, "pixels", 2000), (LabelIssues, "hog", 512)):
+        with pytest.raises(ValidationError, match=f"image_size {size} makes {kind} vectors of"):
+            stage(image_features=kind, image_size=size)
