@@ -173,7 +173,7 @@ def test_bins_must_name_a_sensitive_column_and_increase(tmp_path):
 
 
 @pytest.mark.parametrize("reference, named", [
-    ("{format: jsonl, path: test.jsonl, pth: x}", "reference.pth: Extra inputs are not permitted"),
+    ("{format: jsonl, path: test.jsonl, pth: x}", "reference: unknown option 'pth' (did you mean 'path'?)"),
     ("{format: csv, path: test.csv, blocksize: -1}", "reference.blocksize: Input should be greater than 0"),
     ("{format: jsnl, path: test.jsonl}", "reference.format:"),
 ])
@@ -183,3 +183,13 @@ def test_a_mistake_in_decontaminates_reference_is_named_like_the_sources(tmp_pat
     text = GOOD.replace("  - cast: {schema: {age: float}}", f"  - decontaminate: {{reference: {reference}}}")
     (problem,) = errors_of(text, tmp_path)
     assert ":9: stages[1].decontaminate: " + named in problem
+
+
+def test_a_mistake_in_the_annotations_source_is_named_like_the_sources(tmp_path):
+    """As decontaminate's reference: a misspelt option was a traceback when it was read."""
+    text = GOOD.replace("  - cast: {schema: {age: float}}", "  - aggregate_labels: {annotations: {format: csv, path: a.csv, pth: x}}")
+    (problem,) = errors_of(text, tmp_path)
+    assert ":9: stages[1].aggregate_labels.annotations: unknown option 'pth' (did you mean 'path'?)" in problem
+    text = GOOD.replace("  - cast: {schema: {age: float}}", "  - aggregate_labels: {annotations: {format: label_studio, path: a.json}}")
+    (tmp_path / "job.yaml").write_text(text)
+    load_job(tmp_path / "job.yaml")  # an export's own format is read by its own reader

@@ -917,16 +917,9 @@ class DecontaminateOptions(StageOptions):
     def _has_format(self):
         if "format" not in self.reference:
             raise ValueError("reference needs a format (parquet, csv, jsonl, images, sample)")
-        from pydantic import TypeAdapter, ValidationError
+        from dsbuild.io.sources import check_source_spec
 
-        from dsbuild.io.sources import SourceSpec
-
-        try:  # as the job's source is: a misspelt or wrong option was a traceback when the reference was read
-            TypeAdapter(SourceSpec).validate_python(self.reference)
-        except ValidationError as e:
-            first = e.errors()[0]
-            where = ".".join(str(p) for p in first["loc"][1:]) or "format"
-            raise ValueError(f"reference.{where}: {first['msg']} (got {first.get('input')!r})") from None
+        check_source_spec(self.reference, "reference")
         return self
 
 

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from dsbuild.kernels import crowd
 from dsbuild.kernels.labeling_functions import LabelingRule, rule_votes
@@ -259,6 +259,14 @@ class AnnotationSource(StageOptions):
     annotator: str = "annotator"
     label: str = "label"
     frame: Any = Field(None, exclude=True, description="a pandas or Dask frame of annotations (Python jobs)")
+
+    @model_validator(mode="after")
+    def _readable(self):
+        if self.frame is None and (self.model_extra or {}).get("format") not in ("label_studio", "mturk"):
+            from dsbuild.io.sources import check_source_spec
+
+            check_source_spec(self.source_spec())  # named under annotations by the job's loader
+        return self
 
     def source_spec(self) -> dict:
         return dict(self.model_extra or {})

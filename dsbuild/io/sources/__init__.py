@@ -24,7 +24,7 @@ from dsbuild.io.sources.memory import FrameSource, SampleSource, _read_frame, _r
 from dsbuild.io.sources.parquet import ParquetSource, _read_parquet
 
 __all__ = [
-    "RAW", "TYPE_SAMPLE_BYTES", "IMAGE_EXTENSIONS", "Source", "SourceError", "SourceSpec", "read_source",
+    "RAW", "TYPE_SAMPLE_BYTES", "IMAGE_EXTENSIONS", "Source", "SourceError", "SourceSpec", "check_source_spec", "read_source",
     "row_ids", "to_pandas", "images_frame", "bundled_path",
     "ParquetSource", "CsvSource", "JsonlSource", "ImagesSource", "SampleSource", "FrameSource",
 ]
@@ -33,6 +33,31 @@ SourceSpec = Annotated[
     Union[ParquetSource, CsvSource, JsonlSource, ImagesSource, SampleSource, FrameSource],
     Field(discriminator="format"),
 ]
+
+
+def check_source_spec(spec: dict, where: str = "") -> None:
+    """A source named inside a stage (decontaminate's reference, aggregate_labels'
+    annotations), checked as the job's own source is when the job is loaded: a misspelt
+    option was pydantic's traceback when the source was read."""
+    from pydantic import TypeAdapter, ValidationError
+
+    try:
+        TypeAdapter(SourceSpec).validate_python(spec)
+    except ValidationError as e:
+        first = e.errors()[0]
+        at = ".".join(str(p) for p in first["loc"][1:]) or "format"
+        if first["type"] == "extra_forbidden":
+            import difflib
+
+            fields = _FORMATS[first["loc"][0]].model_fields if first["loc"][0] in _FORMATS else {}
+            close = difflib.get_close_matches(at, list(fields), n=1)
+            raise ValueError(f"{where}: " * bool(where) + f"unknown option {at!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+                             + (f"; valid options: {', '.join(fields)}" if fields else "")) from None
+        raise ValueError(f"{where}." * bool(where) + f"{at}: {first['msg']} (got {first.get('input')!r})") from None
+
+
+_FORMATS = {"parquet": ParquetSource, "csv": CsvSource, "jsonl": JsonlSource, "images": ImagesSource, "sample": SampleSource,
+            "frame": FrameSource}
 
 
 def read_source(spec, count_rows: bool = True) -> Source:
