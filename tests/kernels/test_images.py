@@ -368,3 +368,23 @@ def test_pixel_transforms_change_the_colour_of_a_bgra_image_and_leave_its_alpha(
         assert out.dtype == dtype and out.shape == bgra.shape
         assert np.array_equal(out[..., 3], moved)
         assert np.array_equal(out[..., :3], same)
+
+
+@pytest.mark.parametrize("fmt, boxes, says", [
+    ("pascal_voc", [[100.0, 100.0, 50.0, 50.0]], "ends before it starts"),  # was turned the right way round
+    ("coco", [[10.0, 10.0, -5.0, 20.0]], "ends before it starts"),
+    ("pascal_voc", [[1.0, 2.0], [3.0, 4.0]], "4 numbers each"),  # was one box [1, 2, 3, 4]
+    ("pascal_voc", [[np.nan, 1.0, 5.0, 5.0]], "missing or infinite"),  # was dropped from the copy
+    ("pascal_voc", [[300.0, 300.0, 400.0, 400.0]], "lies outside the 256x256 image"),
+    ("yolo", [[100.0, 100.0, 50.0, 50.0]], "yolo boxes are fractions"),  # pixels as yolo: every box dropped
+])
+def test_boxes_that_cannot_be_moved_as_given_are_refused_by_name(fmt, boxes, says):
+    image = cv2.resize(ASTRONAUT, (256, 256))
+    with pytest.raises(ValueError, match=f"(box 0 .*)?{says}"):
+        Compose([transform_from_spec("hflip")], fmt)(image, np.random.default_rng(0), boxes=boxes)
+
+
+def test_boxes_partly_outside_or_flat_still_move():
+    image = cv2.resize(ASTRONAUT, (256, 256))
+    out = Compose([transform_from_spec("hflip")])(image, np.random.default_rng(0), boxes=[[-10.0, 5.0, 20.0, 30.0], [5.0, 5.0, 5.0, 9.0]])
+    assert out.boxes.tolist()[0] == [236.0, 5.0, 256.0, 30.0]
