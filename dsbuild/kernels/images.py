@@ -863,7 +863,10 @@ class Compose:
             t.boxes = to_pascal_voc(checked_boxes(boxes, self.box_format, h, w), self.box_format, h, w)
             t.visibility = np.ones(len(t.boxes))
         if keypoints is not None:
-            t.keypoints = np.array(keypoints, dtype=np.float64).reshape(-1, 2)
+            t.keypoints = np.array(keypoints, dtype=np.float64)
+            if t.keypoints.ndim != 2 or t.keypoints.shape[1] != 2:  # [x, y, visibility] triples were read as pairs
+                raise ValueError(f"keypoints are [x, y] pairs, got {np.asarray(keypoints).tolist()}"
+                                 + (" (COCO's [x, y, visibility]: keep x and y)" if t.keypoints.ndim == 2 and t.keypoints.shape[1] == 3 else ""))
         log: list[dict] = []
         for transform in self.transforms:
             t = transform.run(t, rng, log)

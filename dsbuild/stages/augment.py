@@ -434,7 +434,12 @@ def _points(value) -> np.ndarray | None:
     """Boxes or keypoints as an (n, k) array, or None when there are none."""
     if not _is_list(value) or len(value) == 0:  # None, NaN, NA or empty
         return None
-    return np.array([list(v) for v in value], dtype=np.float64)
+    if not all(_is_list(v) for v in value):  # a flat list, as COCO stores keypoints: a TypeError escaped
+        raise ValueError(f"a list of [numbers] per box or point is expected, got {list(value)!r}")
+    try:
+        return np.array([list(v) for v in value], dtype=np.float64)
+    except ValueError:  # boxes or points of different lengths
+        raise ValueError(f"each box has 4 numbers and each point 2, got {[list(v) for v in value]!r}") from None
 
 
 def _column(values: list, dtype) -> pd.Series:

@@ -378,3 +378,18 @@ def test_masks_flip_with_their_images_whichever_row_has_none(unmasked):
     small = frame.assign(mask=[encode_image(np.zeros((10, 10), np.uint8), "png")] * 3)
     with pytest.raises(StageError, match="row 'm0': its mask in column 'mask' is 10x10, its image 20x30"):
         run_stage(Augment(transforms=["hflip"], copies=1, mask="mask"), small, npartitions=1, roles=Roles(image="image"))
+
+
+@pytest.mark.parametrize("points, says", [
+    ([[10.0, 20.0, 2.0], [30.0, 40.0, 2.0]], r"keypoints are \[x, y\] pairs.*COCO"),  # read as 3 made-up points
+    ([10.0, 20.0, 2.0, 30.0, 40.0, 2.0], r"a list of \[numbers\] per box or point"),  # COCO's flat list: a TypeError
+    ([[10.0, 20.0], [30.0]], "each point 2"),
+])
+def test_keypoints_not_in_x_y_pairs_are_refused_naming_the_row(points, says):
+    """COCO keeps keypoints as [x, y, visibility]: the triples were read as pairs, and two
+    points became three made-up ones in every copy."""
+    from dsbuild.stages.base import StageError
+
+    frame = pd.DataFrame({"id": ["p"], "image": [encode_image(np.zeros((50, 60), np.uint8), "png")], "kps": [points]})
+    with pytest.raises(StageError, match=f"row 'p', .*{says}"):
+        run_stage(Augment(transforms=["hflip"], copies=1, keypoints="kps"), frame, npartitions=1, roles=Roles(image="image"))
