@@ -290,7 +290,11 @@ class Augment(FitApplyStage):
             _put(fields, row, o.boxes, out.boxes.tolist(), box_index=out.box_index)
             if o.box_labels:
                 labels = _read(row, o.box_labels)
-                labels = list(labels if labels is not None else [])
+                labels = list(labels if _is_list(labels) else [])
+                boxes = _read(row, o.boxes)
+                if len(labels) != (len(boxes) if _is_list(boxes) else 0):  # fewer: IndexError; more: the rest dropped
+                    raise StageError(f"stage {self.ctx.name!r}: row {rid!r}: {len(boxes) if _is_list(boxes) else 0} boxes in "
+                                     f"{o.boxes!r} but {len(labels)} labels in {o.box_labels!r}; one label a box")
                 _put(fields, row, o.box_labels, [labels[j] for j in out.box_index])
         if o.keypoints:
             _put(fields, row, o.keypoints, out.keypoints.tolist())

@@ -393,3 +393,15 @@ def test_keypoints_not_in_x_y_pairs_are_refused_naming_the_row(points, says):
     frame = pd.DataFrame({"id": ["p"], "image": [encode_image(np.zeros((50, 60), np.uint8), "png")], "kps": [points]})
     with pytest.raises(StageError, match=f"row 'p', .*{says}"):
         run_stage(Augment(transforms=["hflip"], copies=1, keypoints="kps"), frame, npartitions=1, roles=Roles(image="image"))
+
+
+@pytest.mark.parametrize("labels", [["a"], ["a", "b", "c"]])
+def test_box_labels_not_one_a_box_are_refused_naming_the_row(labels):
+    """Fewer labels than boxes failed with a bare IndexError; more were cut to the boxes'
+    number in the copies, with no word."""
+    from dsbuild.stages.base import StageError
+
+    frame = pd.DataFrame({"id": ["p"], "image": [encode_image(np.zeros((50, 60), np.uint8), "png")],
+                          "boxes": [[[1.0, 1.0, 10.0, 10.0], [20.0, 20.0, 30.0, 30.0]]], "labels": [labels]})
+    with pytest.raises(StageError, match=f"row 'p': 2 boxes in 'boxes' but {len(labels)} labels in 'labels'"):
+        run_stage(Augment(transforms=["hflip"], copies=1, boxes="boxes", box_labels="labels"), frame, npartitions=1, roles=Roles(image="image"))
