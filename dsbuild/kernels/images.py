@@ -304,6 +304,16 @@ def checked_boxes(boxes, fmt: str, h: int, w: int) -> np.ndarray:
     return b
 
 
+def checked_keypoints(keypoints) -> np.ndarray:
+    """The keypoints as an (n, 2) array, refused unless they are [x, y] pairs: COCO's
+    [x, y, visibility] triples were read as pairs, two points making three."""
+    k = np.array(keypoints, dtype=np.float64)
+    if k.ndim != 2 or k.shape[1] != 2:
+        raise ValueError(f"keypoints are [x, y] pairs, got {np.asarray(keypoints).tolist()}"
+                         + (" (COCO's [x, y, visibility]: keep x and y)" if k.ndim == 2 and k.shape[1] == 3 else ""))
+    return k
+
+
 def from_pascal_voc(b: np.ndarray, fmt: str, h: int, w: int) -> np.ndarray:
     if fmt == "pascal_voc":
         return b
@@ -863,10 +873,7 @@ class Compose:
             t.boxes = to_pascal_voc(checked_boxes(boxes, self.box_format, h, w), self.box_format, h, w)
             t.visibility = np.ones(len(t.boxes))
         if keypoints is not None:
-            t.keypoints = np.array(keypoints, dtype=np.float64)
-            if t.keypoints.ndim != 2 or t.keypoints.shape[1] != 2:  # [x, y, visibility] triples were read as pairs
-                raise ValueError(f"keypoints are [x, y] pairs, got {np.asarray(keypoints).tolist()}"
-                                 + (" (COCO's [x, y, visibility]: keep x and y)" if t.keypoints.ndim == 2 and t.keypoints.shape[1] == 3 else ""))
+            t.keypoints = checked_keypoints(keypoints)
         log: list[dict] = []
         for transform in self.transforms:
             t = transform.run(t, rng, log)

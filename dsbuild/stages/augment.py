@@ -24,7 +24,7 @@ from pydantic import Field, field_validator
 
 from dsbuild.kernels import selection
 from dsbuild.kernels.decode import decode_image, encode_image, for_format
-from dsbuild.kernels.images import BOX_FORMATS, Compose, transform_from_spec
+from dsbuild.kernels.images import BOX_FORMATS, Compose, checked_boxes, checked_keypoints, transform_from_spec
 from dsbuild.records import (
     ID,
     child_id,
@@ -34,7 +34,7 @@ from dsbuild.records import (
     record_uniform,
     sniff_image_format,
 )
-from dsbuild.stages.base import ADDED, WHERE_METRIC, FitApplyStage, StageError, StageOptions, register
+from dsbuild.stages.base import ADDED, WHERE_METRIC, FitApplyStage, StageError, StageOptions, register, reject
 from dsbuild.stages.conditions import Condition, all_hold
 
 DEFAULT_QUALITY = {"jpeg": 95, "webp": 90}
@@ -202,6 +202,10 @@ class Augment(FitApplyStage):
             notes.append(f"stage {self.ctx.name!r}: {broken:,} image{'s' if broken > 1 else ''} did not decode and "
                          f"{'were' if broken > 1 else 'was'} kept without copies; put validate_images before it to reject "
                          "broken images with their reason")
+        unmovable = int(entry.get("rejected_by_reason", {}).get("cannot-augment", 0))
+        if unmovable:
+            notes.append(f"stage {self.ctx.name!r}: {unmovable:,} row{'s' if unmovable > 1 else ''} rejected as cannot-augment: "
+                         "boxes, keypoints or a mask that cannot move with the image (the rejects' reason says which and why)")
         return notes
 
     def _augment_fixed(self, part: pd.DataFrame) -> pd.DataFrame:
@@ -232,6 +236,7 @@ class Augment(FitApplyStage):
         ids = part[ID].to_numpy(dtype=object)[todo]
         cells = part[col].to_numpy(dtype=object)[todo]
         generators = _copy_generators(self.ctx.seed, self.ctx.name, ids, copies[todo])
+        unmovable = np.full(len(part), None, dtype=object)
         for i, rid, cell, rngs in zip(todo, ids, cells, generators):
             data = image_bytes(cell)
             pixels = decode_image(data)
@@ -239,25 +244,23 @@ class Augment(FitApplyStage):
                 undecodable[i] = 1
                 continue
             row = part.iloc[i] if (o.boxes or o.keypoints or o.mask) else None
-            masks = self._mask(row, rid, pixels) if o.mask else None
             fmt = o.format if o.format != "same" else _format_of(data)
-            n = int(copies[i])
-            for k in range(n):
-                try:
-                    out = self.pipeline(
-                        pixels, rngs[k],
-                        boxes=_points(_read(row, o.boxes)), keypoints=_points(_read(row, o.keypoints)), mask=masks,
-                        owned=k == n - 1,  # the last copy may overwrite the decoded pixels
-                    )
-                except (ValueError, cv2.error) as e:
-                    raise StageError(f"stage {self.ctx.name!r}: row {rid!r}, a {pixels.dtype} image of shape {pixels.shape}: {e}") from None
-                made.append(self._copy_fields(rid, cell, row, k, out, fmt, described))
-                parents.append(i)
-        part = part.assign(**{
+            try:
+                copied = self._copies_of(rid, cell, row, pixels, rngs, int(copies[i]), fmt, described)
+            except _Unmovable as e:
+                unmovable[i] = f"cannot-augment={' '.join(str(e).split())[:200]}"
+                continue
+            except StageError as e:  # the job's mistake (a field its structs lack): every row would fail alike
+                raise StageError(f"stage {self.ctx.name!r}: row {rid!r}: {e}") from None
+            except (ValueError, cv2.error) as e:  # an image no transform takes (a float TIFF)
+                raise StageError(f"stage {self.ctx.name!r}: row {rid!r}, a {pixels.dtype} image of shape {pixels.shape}: {e}") from None
+            made += copied
+            parents += [i] * len(copied)
+        part = reject(part.assign(**{
             o.params_column: pd.Series([None] * len(part), index=part.index, dtype="str"),
-            "_m_copies": np.where(undecodable > 0, 0, copies),
+            "_m_copies": np.where((undecodable > 0) | pd.notna(unmovable), 0, copies),
             "_m_undecodable": undecodable,
-        })
+        }), pd.notna(unmovable), unmovable)
         if not made:
             return part
         for m in made:  # here, not beside each codec call: ~80 µs there, ~10 here
@@ -269,6 +272,34 @@ class Augment(FitApplyStage):
             **{ADDED: True, "_m_copies": 0, "_m_undecodable": 0},
         )
         return pd.concat([part.reset_index(drop=True), new[part.columns]], ignore_index=True)
+
+    def _copies_of(self, rid, cell, row: pd.Series | None, pixels: np.ndarray, rngs, n: int, fmt: str, described) -> list[dict]:
+        """A row's ``n`` copies. Its boxes, keypoints, box labels and mask are checked first:
+        one that cannot move with the image is the row's :class:`_Unmovable`, and the row is
+        rejected with it (it had stopped the whole run, or been moved wrong without a word)."""
+        o = self.options
+        try:
+            boxes, keypoints = _points(_read(row, o.boxes)), _points(_read(row, o.keypoints))
+            if boxes is not None:
+                checked_boxes(boxes, o.box_format, *pixels.shape[:2])
+            if keypoints is not None:
+                checked_keypoints(keypoints)
+            if o.box_labels:
+                labels = _read(row, o.box_labels)
+                if (len(labels) if _is_list(labels) else 0) != (0 if boxes is None else len(boxes)):  # fewer: IndexError; more: dropped
+                    raise ValueError(f"{0 if boxes is None else len(boxes)} boxes in {o.boxes!r} but "
+                                     f"{len(labels) if _is_list(labels) else 0} labels in {o.box_labels!r}; one label a box")
+            masks = self._mask(row, pixels) if o.mask else None
+        except StageError:
+            raise
+        except ValueError as e:
+            raise _Unmovable(str(e)) from None
+        copied = []
+        for k in range(n):
+            out = self.pipeline(pixels, rngs[k], boxes=boxes, keypoints=keypoints, mask=masks,
+                                owned=k == n - 1)  # the last copy may overwrite the decoded pixels
+            copied.append(self._copy_fields(rid, cell, row, k, out, fmt, described))
+        return copied
 
     def _copy_fields(self, rid, parent, row: pd.Series | None, k: int, out, fmt: str, described: list[str]) -> dict:
         """The copy's own cells, its image in the form of the ``parent``'s cell; ``described``
@@ -290,11 +321,7 @@ class Augment(FitApplyStage):
             _put(fields, row, o.boxes, out.boxes.tolist(), box_index=out.box_index)
             if o.box_labels:
                 labels = _read(row, o.box_labels)
-                labels = list(labels if _is_list(labels) else [])
-                boxes = _read(row, o.boxes)
-                if len(labels) != (len(boxes) if _is_list(boxes) else 0):  # fewer: IndexError; more: the rest dropped
-                    raise StageError(f"stage {self.ctx.name!r}: row {rid!r}: {len(boxes) if _is_list(boxes) else 0} boxes in "
-                                     f"{o.boxes!r} but {len(labels)} labels in {o.box_labels!r}; one label a box")
+                labels = list(labels) if _is_list(labels) else []  # one a box, as _copies_of checked
                 _put(fields, row, o.box_labels, [labels[j] for j in out.box_index])
         if o.keypoints:
             _put(fields, row, o.keypoints, out.keypoints.tolist())
@@ -302,21 +329,24 @@ class Augment(FitApplyStage):
             fields[o.mask] = None if out.mask is None else image_cell_like(row[o.mask], encode_image(out.mask, "png"))
         return fields
 
-    def _mask(self, row: pd.Series, rid, pixels: np.ndarray) -> np.ndarray | None:
+    def _mask(self, row: pd.Series, pixels: np.ndarray) -> np.ndarray | None:
         """The row's decoded mask, None where it has none; one that does not decode or is
-        not the image's size stops the stage, naming the row (moved with the image, it
-        would no longer label its pixels)."""
+        not the image's size is the row's ValueError (moved with the image, it would no
+        longer label its pixels)."""
         data = image_bytes(row[self.options.mask])
         if data is None or len(data) == 0:
             return None
         mask = decode_image(data)
         if mask is None:
-            raise StageError(f"stage {self.ctx.name!r}: row {rid!r}: its mask in column {self.options.mask!r} does not decode")
+            raise ValueError(f"its mask in column {self.options.mask!r} does not decode")
         if mask.shape[:2] != pixels.shape[:2]:
-            raise StageError(f"stage {self.ctx.name!r}: row {rid!r}: its mask in column {self.options.mask!r} is "
-                             f"{mask.shape[0]}x{mask.shape[1]}, its image {pixels.shape[0]}x{pixels.shape[1]} (height x width, "
-                             "the image upright); a mask must be the image's size")
+            raise ValueError(f"its mask in column {self.options.mask!r} is {mask.shape[0]}x{mask.shape[1]}, its image "
+                             f"{pixels.shape[0]}x{pixels.shape[1]} (height x width, the image upright); a mask must be the image's size")
         return mask
+
+
+class _Unmovable(ValueError):
+    """A row's boxes, keypoints or mask cannot move with its image: the row is rejected."""
 
 
 def _copy_generators(seed: int, stage: str, ids, copies: np.ndarray, batch: int = 256):
@@ -387,7 +417,7 @@ def _read(row: pd.Series | None, name: str | None):
 
 def _field(struct: dict, field: str, name: str, column: str):
     if field not in struct:
-        raise ValueError(f"{name!r}: the struct in column {column!r} has no field {field!r}; its fields are {list(struct)}")
+        raise StageError(f"{name!r}: the struct in column {column!r} has no field {field!r}; its fields are {list(struct)}")
     return struct[field]
 
 

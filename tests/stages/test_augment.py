@@ -2,6 +2,7 @@
 
 import io
 import json
+import re
 
 import cv2
 import numpy as np
@@ -375,9 +376,11 @@ def test_masks_flip_with_their_images_whichever_row_has_none(unmasked):
             assert pd.isna(mask)
         else:
             assert (decode_image(mask)[:, -5:] == 255).all() and (decode_image(mask)[:, :-5] == 0).all()
-    small = frame.assign(mask=[encode_image(np.zeros((10, 10), np.uint8), "png")] * 3)
-    with pytest.raises(StageError, match="row 'm0': its mask in column 'mask' is 10x10, its image 20x30"):
-        run_stage(Augment(transforms=["hflip"], copies=1, mask="mask"), small, npartitions=1, roles=Roles(image="image"))
+    small = frame.assign(mask=[encode_image(np.zeros((10, 10), np.uint8), "png")] + list(frame["mask"].iloc[1:]))
+    kept, rejected = run_stage(Augment(transforms=["hflip"], copies=1, mask="mask"), small, npartitions=1, roles=Roles(image="image"))
+    (reason,) = rejected["reason"]  # the row whose mask is not its image's size; the others are copied
+    assert rejected["id"].tolist() == ["m0"] and reason.startswith("cannot-augment=its mask in column 'mask' is 10x10, its image 20x30")
+    assert sorted(kept["id"]) == ["m1", "m1#aug0", "m2", "m2#aug0"]
 
 
 @pytest.mark.parametrize("points, says", [
@@ -385,23 +388,27 @@ def test_masks_flip_with_their_images_whichever_row_has_none(unmasked):
     ([10.0, 20.0, 2.0, 30.0, 40.0, 2.0], r"a list of \[numbers\] per box or point"),  # COCO's flat list: a TypeError
     ([[10.0, 20.0], [30.0]], "each point 2"),
 ])
-def test_keypoints_not_in_x_y_pairs_are_refused_naming_the_row(points, says):
+def test_keypoints_not_in_x_y_pairs_reject_their_row(points, says):
     """COCO keeps keypoints as [x, y, visibility]: the triples were read as pairs, and two
-    points became three made-up ones in every copy."""
-    from dsbuild.stages.base import StageError
-
-    frame = pd.DataFrame({"id": ["p"], "image": [encode_image(np.zeros((50, 60), np.uint8), "png")], "kps": [points]})
-    with pytest.raises(StageError, match=f"row 'p', .*{says}"):
-        run_stage(Augment(transforms=["hflip"], copies=1, keypoints="kps"), frame, npartitions=1, roles=Roles(image="image"))
+    points became three made-up ones in every copy. The row is rejected saying why."""
+    image = encode_image(np.zeros((50, 60), np.uint8), "png")
+    frame = pd.DataFrame({"id": ["p", "q"], "image": [image, image], "kps": [points, [[1.0, 2.0]]]})
+    kept, rejected = run_stage(Augment(transforms=["hflip"], copies=1, keypoints="kps"), frame, npartitions=1, roles=Roles(image="image"))
+    assert rejected["id"].tolist() == ["p"] and re.match(f"cannot-augment=.*{says}", rejected["reason"].iloc[0])
+    assert sorted(kept["id"]) == ["q", "q#aug0"]
 
 
 @pytest.mark.parametrize("labels", [["a"], ["a", "b", "c"]])
-def test_box_labels_not_one_a_box_are_refused_naming_the_row(labels):
+def test_box_labels_not_one_a_box_reject_their_row(labels):
     """Fewer labels than boxes failed with a bare IndexError; more were cut to the boxes'
-    number in the copies, with no word."""
-    from dsbuild.stages.base import StageError
-
-    frame = pd.DataFrame({"id": ["p"], "image": [encode_image(np.zeros((50, 60), np.uint8), "png")],
-                          "boxes": [[[1.0, 1.0, 10.0, 10.0], [20.0, 20.0, 30.0, 30.0]]], "labels": [labels]})
-    with pytest.raises(StageError, match=f"row 'p': 2 boxes in 'boxes' but {len(labels)} labels in 'labels'"):
-        run_stage(Augment(transforms=["hflip"], copies=1, boxes="boxes", box_labels="labels"), frame, npartitions=1, roles=Roles(image="image"))
+    number in the copies, with no word. So do boxes that cannot move as given."""
+    image = encode_image(np.zeros((50, 60), np.uint8), "png")
+    frame = pd.DataFrame({"id": ["p", "q", "r"], "image": [image] * 3,
+                          "boxes": [[[1.0, 1.0, 10.0, 10.0], [20.0, 20.0, 30.0, 30.0]], [[1.0, 1.0, 10.0, 10.0]], [[9.0, 9.0, 1.0, 1.0]]],
+                          "labels": [labels, ["a"], ["a"]]})
+    kept, rejected = run_stage(Augment(transforms=["hflip"], copies=1, boxes="boxes", box_labels="labels"), frame, npartitions=1,
+                               roles=Roles(image="image"))
+    reasons = dict(zip(rejected["id"], rejected["reason"]))
+    assert reasons["p"] == f"cannot-augment=2 boxes in 'boxes' but {len(labels)} labels in 'labels'; one label a box"
+    assert reasons["r"].startswith("cannot-augment=box 0 [9.0, 9.0, 1.0, 1.0] (pascal_voc) ends before it starts")
+    assert sorted(kept["id"]) == ["q", "q#aug0"]
