@@ -742,19 +742,26 @@ class NearDedupImagesOptions(KeepRule):
                 raise ValueError(f"search: pigeonhole needs max_distance + 1 bands of {self.hash}'s {bits} bits; "
                                  f"max_distance {self.distance} is every pair")
             return self
-        if self.bands is not None:
-            return self
-        hit = lsh_kernels.band_hit_probability(self.distance, self.band_bits, bits)
-        bands = lsh_kernels.sampled_bands_for(self.distance, self.band_bits, ImageSigner.MISS_AT_MAX, bits) if hit > 0 else None
-        if bands is None or bands > _MAX_SAMPLED_BANDS:
-            raise ValueError(
-                f"max_distance {self.distance} of {self.hash}'s {bits} bits needs "
-                f"{'more bands than there are' if bands is None else f'{bands:,} sampled bands'} of band_bits {self.band_bits} "
-                f"(each image gets one key per band; at most {_MAX_SAMPLED_BANDS:,}): lower max_distance or band_bits, or set bands")
+        if self.bands is None:
+            _check_sampled_reach(self.distance, self.band_bits, self.hash)
         return self
 
 
 _MAX_SAMPLED_BANDS = 100_000
+
+
+def _check_sampled_reach(distance: int, band_bits: int, hash: str) -> None:
+    """That sampled bands of ``band_bits`` can reach ``distance`` with a bounded number of
+    bands: past it a run failed with a traceback (no 20-bit band misses 50 of 64 bits) or
+    hung making millions of bands."""
+    bits = 128 if hash == "phash+dhash" else 64
+    hit = lsh_kernels.band_hit_probability(distance, band_bits, bits)
+    bands = lsh_kernels.sampled_bands_for(distance, band_bits, ImageSigner.MISS_AT_MAX, bits) if hit > 0 else None
+    if bands is None or bands > _MAX_SAMPLED_BANDS:
+        raise ValueError(
+            f"max_distance {distance} of {hash}'s {bits} bits needs "
+            f"{'more bands than there are' if bands is None else f'{bands:,} sampled bands'} of band_bits {band_bits} "
+            f"(each image gets one key per band; at most {_MAX_SAMPLED_BANDS:,}): lower max_distance or band_bits, or set bands")
 
 
 @register
@@ -915,6 +922,7 @@ class DecontaminateOptions(StageOptions):
 
     @model_validator(mode="after")
     def _has_format(self):
+        _check_sampled_reach(self.max_distance, 20, "phash+dhash")  # as images are compared: a distance no band reaches hung
         if "format" not in self.reference:
             raise ValueError("reference needs a format (parquet, csv, jsonl, images, sample)")
         from dsbuild.io.sources import check_source_spec

@@ -538,6 +538,8 @@ def test_near_dedup_images_with_one_hash_keeps_apart_what_the_pair_of_hashes_doe
     for bad in ({"hash": "phash", "max_distance": 64}, {"max_distance": 64}, {"hash": "phash", "search": "pigeonhole", "max_distance": 64}):
         with pytest.raises(ValidationError, match="max_distance 64"):
             NearDedupImages(**bad)
+    with pytest.raises(ValidationError, match="max_distance 64 of phash.dhash's 128 bits needs 14,042,995 sampled bands"):
+        Decontaminate(reference={"format": "sample", "name": "digits"}, max_distance=64)  # the same search, for leaks
 
 
 def test_verifying_a_big_bucket_hashes_each_row_once_not_each_pair():
