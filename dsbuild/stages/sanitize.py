@@ -437,6 +437,11 @@ class Sanitize(_Features, FitApplyStage):
         return out
 
 
+def _with_models(state: dict, shared: list) -> dict:
+    """``state`` as the tasks get it: each round's models by their handle on the workers."""
+    return {**state, "rounds": [{**rnd, "models": handle} for rnd, handle in zip(state["rounds"], shared)]}
+
+
 def _label_key(counts: dict, name: str):
     """The class of ``counts`` whose text is ``name`` (the summary's matrices name classes as text)."""
     return next((c for c in counts if str(_plain(c)) == name), name)
@@ -690,27 +695,31 @@ class LabelIssues(_Features, FitApplyStage):
         ys = _class_index(pd.Series(sample.labels, dtype=object), classes)
         folds = self._folds(sample.ids)
         self.rounds_ = []
+        shared = self.shared_models_ = []  # each round's models on the workers, held while the run lives: tasks name them
         for r, name in enumerate(self.options.filters()):
             # the sample rows that earlier rounds kept, found by the same code as any partition's
             kept = self._scan(Zs, ys, sample.ids, folds, state, r)[0] if r else np.arange(len(ys))
             rnd: dict[str, Any] = {"filter": name, "models": self._train(Zs[kept], ys[kept], folds[kept])}
             state["rounds"].append(rnd)
+            shared.append(shapes.share(rnd["models"]))
             info: dict[str, Any] = {"filter": name, "train_rows": len(kept)}
             if cl.needs_budget(name):
-                sums = shapes.fit(frame, self._partial_sums, self._merge, state, label=f"{label}-thresholds-{r}")
+                sums = shapes.fit(frame, self._partial_sums, self._merge, _with_models(state, shared), label=f"{label}-thresholds-{r}")
                 rnd["thresholds"] = sums.thresholds()
-                joint = shapes.fit(frame, self._partial_joint, self._merge, state, label=f"{label}-joint-{r}")
+                joint = shapes.fit(frame, self._partial_joint, self._merge, _with_models(state, shared), label=f"{label}-joint-{r}")
                 rnd["prune"] = cl.prune_counts(joint, sums.counts)
                 rnd["cut"] = {}
                 if rnd["prune"].any():
-                    rnd["cut"] = shapes.fit(frame, self._partial_top, self._merge, state, label=f"{label}-top-{r}").cut()
+                    rnd["cut"] = shapes.fit(frame, self._partial_top, self._merge, _with_models(state, shared),
+                                            label=f"{label}-top-{r}").cut()
                 info.update(rows=sums.counts.astype(int).tolist(), thresholds=rnd["thresholds"], joint=joint, prune=rnd["prune"],
                             balanced_accuracy=round(sums.balanced_accuracy(), 6))
             self.rounds_.append(info)
-        self.state_ = state
+        # kept for the summary, without the models: the stage itself travels with its apply's tasks
+        self.state_ = _with_models(state, [None] * len(shared))
         self.counts_ = {c: int(counts[c]) for c in classes}
         self.train_rows_ = len(sample.ids)
-        return shapes.map(frame, self._apply, shapes.broadcast(state), label=label)
+        return shapes.map(frame, self._apply, shapes.broadcast(state, graph=_with_models(state, shared)), label=label)
 
     def apply(self, part: pd.DataFrame, state: dict) -> pd.DataFrame:
         Z, labels, ids, folds = self._rows(part, state)
