@@ -88,6 +88,9 @@ class Split(MapStage):
             self.shape = "fit_apply"
 
     def check(self, meta):
+        if "duplicate_group" in (self.options.by or []) and "duplicate_group" not in meta.columns:
+            raise StageError(f"stage {self.ctx.name!r}: grouping column 'duplicate_group' is not in the data; a dedup "
+                             "stage before it makes it with action: group (its default, drop, keeps one copy and no column)")
         self.require_columns(meta, self.options.by or [], what="grouping column")
         if self.options.stratify:
             if self.options.by:

@@ -3,6 +3,7 @@ import pandas as pd
 import pytest
 
 import dsbuild
+from dsbuild.stages.base import StageError
 from dsbuild.stages.split import Split, SplitOptions, assign, origin_ids
 from dsbuild.testing import run_stage
 
@@ -69,6 +70,8 @@ def test_options_and_warnings():
     counts = kept["split"].value_counts().to_dict()
     (note,) = stage.result_warnings({"metrics": {f"split:{k}": v for k, v in counts.items()}})
     assert "its groups are few or of very different sizes" in note
+    with pytest.raises(StageError, match="makes it with action: group"):  # a dedup that dropped its copies names none
+        run_stage(Split(by=["duplicate_group"]), df)
 
     from dsbuild.stages import StageContext
     from dsbuild.stages.synth import Oversample
