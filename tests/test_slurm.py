@@ -110,16 +110,22 @@ def _wait_until_gone(timeout: float = 30) -> None:
     assert not _our_jobs(), f"worker jobs left behind: {_our_jobs()}"
 
 
-def test_worker_jobs_slurm_refuses_are_said_at_once(slurm, spec_file, tmp_path, capsys):
-    """A partition that does not exist was logged by Dask, and the run then waited out all
-    of wait_timeout for workers that never came."""
+def _failed_fast_with(spec_file, tmp_path, line: str) -> bool:
+    """``dsbuild run`` of JOB on the spec with ``line`` added exits 2 well before
+    wait_timeout (120 s)."""
     bad = tmp_path / "bad.yaml"
-    bad.write_text(spec_file.read_text() + "queue: nosuchpartition\n")
+    bad.write_text(spec_file.read_text() + line + "\n")
     job_file = tmp_path / "job.yaml"
     job_file.write_text(dsbuild.load_job(JOB).to_yaml())
     t0 = time.monotonic()
-    assert main(["run", str(job_file), "--cluster", str(bad), "--output", str(tmp_path / "out"), "--quiet"]) == 2
-    assert time.monotonic() - t0 < 60  # not wait_timeout (120 s)
+    code = main(["run", str(job_file), "--cluster", str(bad), "--output", str(tmp_path / "out"), "--quiet"])
+    return code == 2 and time.monotonic() - t0 < 60
+
+
+def test_worker_jobs_slurm_refuses_are_said_at_once(slurm, spec_file, tmp_path, capsys):
+    """A partition that does not exist was logged by Dask, and the run then waited out all
+    of wait_timeout for workers that never came."""
+    assert _failed_fast_with(spec_file, tmp_path, "queue: nosuchpartition")
     assert "Slurm refuses the worker jobs: sbatch: error: invalid partition specified: nosuchpartition" in capsys.readouterr().err
     assert not _our_jobs()
 
@@ -127,13 +133,7 @@ def test_worker_jobs_slurm_refuses_are_said_at_once(slurm, spec_file, tmp_path, 
 def test_worker_jobs_that_end_before_connecting_are_said_with_their_log(slurm, spec_file, tmp_path, capsys):
     """A python the nodes lack made every worker job fail at once, and the run waited out
     all of wait_timeout for workers that could no longer come."""
-    bad = tmp_path / "bad.yaml"
-    bad.write_text(spec_file.read_text() + "python: /nonexistent/python\n")
-    job_file = tmp_path / "job.yaml"
-    job_file.write_text(dsbuild.load_job(JOB).to_yaml())
-    t0 = time.monotonic()
-    assert main(["run", str(job_file), "--cluster", str(bad), "--output", str(tmp_path / "out"), "--quiet"]) == 2
-    assert time.monotonic() - t0 < 60  # not wait_timeout (120 s)
+    assert _failed_fast_with(spec_file, tmp_path, "python: /nonexistent/python")
     err = capsys.readouterr().err
     assert "0 of the 2 workers asked for connected, and no more can: worker jobs" in err
     assert f"{tmp_path / 'logs'}/dask-worker-" in err and "/nonexistent/python: No such file or directory" in err

@@ -281,27 +281,32 @@ def to_pascal_voc(boxes, fmt: str, h: int, w: int) -> np.ndarray:
     raise ValueError(f"box format {fmt!r}: expected one of {BOX_FORMATS}")
 
 
+class AnnotationError(ValueError):
+    """Boxes or keypoints that cannot move with their image as given: the row's own
+    problem, not the transform's (augment rejects the row with it)."""
+
+
 def checked_boxes(boxes, fmt: str, h: int, w: int) -> np.ndarray:
-    """The boxes as an (n, 4) array, refused with the box named when one cannot be moved
+    """The boxes as (n, 4) pascal_voc edges, refused with the box named when one cannot be moved
     as given: not 4 numbers (two boxes of 2 numbers became one of 4), a missing number,
     a maximum below its minimum, or no part inside the image (pixel coordinates given as
     yolo's fractions). Such boxes were silently flipped the right way round, or dropped
     from every copy as if cut away."""
     b = np.asarray(boxes, dtype=np.float64)
     if b.ndim != 2 or b.shape[1] != 4:
-        raise ValueError(f"boxes are 4 numbers each ({fmt}), got {np.asarray(boxes).tolist()}")
+        raise AnnotationError(f"boxes are 4 numbers each ({fmt}), got {np.asarray(boxes).tolist()}")
     edges = to_pascal_voc(b, fmt, h, w)
     for i, (box, (x0, y0, x1, y1)) in enumerate(zip(b, edges)):
         name = f"box {i} {box.tolist()} ({fmt})"
         if not np.isfinite(box).all():
-            raise ValueError(f"{name} has a missing or infinite number")
+            raise AnnotationError(f"{name} has a missing or infinite number")
         if x1 < x0 or y1 < y0:
-            raise ValueError(f"{name} ends before it starts: {'width and height' if fmt != 'pascal_voc' else 'x_max and y_max'} "
+            raise AnnotationError(f"{name} ends before it starts: {'width and height' if fmt != 'pascal_voc' else 'x_max and y_max'} "
                              "must not be below " + ("0" if fmt != "pascal_voc" else "x_min and y_min"))
         if x0 >= w or y0 >= h or x1 <= 0 or y1 <= 0:
             hint = "; yolo boxes are fractions of the image (centre x, centre y, width, height from 0 to 1)" if fmt == "yolo" else ""
-            raise ValueError(f"{name} lies outside the {h}x{w} image (height x width){hint}")
-    return b
+            raise AnnotationError(f"{name} lies outside the {h}x{w} image (height x width){hint}")
+    return edges
 
 
 def checked_keypoints(keypoints) -> np.ndarray:
@@ -309,7 +314,7 @@ def checked_keypoints(keypoints) -> np.ndarray:
     [x, y, visibility] triples were read as pairs, two points making three."""
     k = np.array(keypoints, dtype=np.float64)
     if k.ndim != 2 or k.shape[1] != 2:
-        raise ValueError(f"keypoints are [x, y] pairs, got {np.asarray(keypoints).tolist()}"
+        raise AnnotationError(f"keypoints are [x, y] pairs, got {np.asarray(keypoints).tolist()}"
                          + (" (COCO's [x, y, visibility]: keep x and y)" if k.ndim == 2 and k.shape[1] == 3 else ""))
     return k
 
@@ -870,7 +875,7 @@ class Compose:
         h, w = image.shape[:2]
         t = Targets(image, mask, owned=owned)
         if boxes is not None:
-            t.boxes = to_pascal_voc(checked_boxes(boxes, self.box_format, h, w), self.box_format, h, w)
+            t.boxes = checked_boxes(boxes, self.box_format, h, w)
             t.visibility = np.ones(len(t.boxes))
         if keypoints is not None:
             t.keypoints = checked_keypoints(keypoints)

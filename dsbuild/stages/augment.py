@@ -24,7 +24,7 @@ from pydantic import Field, field_validator
 
 from dsbuild.kernels import selection
 from dsbuild.kernels.decode import decode_image, encode_image, for_format
-from dsbuild.kernels.images import BOX_FORMATS, Compose, checked_boxes, checked_keypoints, transform_from_spec
+from dsbuild.kernels.images import BOX_FORMATS, AnnotationError, Compose, transform_from_spec
 from dsbuild.records import (
     ID,
     child_id,
@@ -247,7 +247,7 @@ class Augment(FitApplyStage):
             fmt = o.format if o.format != "same" else _format_of(data)
             try:
                 copied = self._copies_of(rid, cell, row, pixels, rngs, int(copies[i]), fmt, described)
-            except _Unmovable as e:
+            except AnnotationError as e:
                 unmovable[i] = f"cannot-augment={' '.join(str(e).split())[:200]}"
                 continue
             except StageError as e:  # the job's mistake (a field its structs lack): every row would fail alike
@@ -274,26 +274,18 @@ class Augment(FitApplyStage):
         return pd.concat([part.reset_index(drop=True), new[part.columns]], ignore_index=True)
 
     def _copies_of(self, rid, cell, row: pd.Series | None, pixels: np.ndarray, rngs, n: int, fmt: str, described) -> list[dict]:
-        """A row's ``n`` copies. Its boxes, keypoints, box labels and mask are checked first:
-        one that cannot move with the image is the row's :class:`_Unmovable`, and the row is
-        rejected with it (it had stopped the whole run, or been moved wrong without a word)."""
+        """A row's ``n`` copies. Annotations that cannot move with the image (boxes and
+        keypoints as the pipeline checks them, box labels and the mask here) raise
+        :class:`AnnotationError`, and the row is rejected with it (it had stopped the whole
+        run, or been moved wrong without a word)."""
         o = self.options
-        try:
-            boxes, keypoints = _points(_read(row, o.boxes)), _points(_read(row, o.keypoints))
-            if boxes is not None:
-                checked_boxes(boxes, o.box_format, *pixels.shape[:2])
-            if keypoints is not None:
-                checked_keypoints(keypoints)
-            if o.box_labels:
-                labels = _read(row, o.box_labels)
-                if (len(labels) if _is_list(labels) else 0) != (0 if boxes is None else len(boxes)):  # fewer: IndexError; more: dropped
-                    raise ValueError(f"{0 if boxes is None else len(boxes)} boxes in {o.boxes!r} but "
-                                     f"{len(labels) if _is_list(labels) else 0} labels in {o.box_labels!r}; one label a box")
-            masks = self._mask(row, pixels) if o.mask else None
-        except StageError:
-            raise
-        except ValueError as e:
-            raise _Unmovable(str(e)) from None
+        boxes, keypoints = _points(_read(row, o.boxes)), _points(_read(row, o.keypoints))
+        if o.box_labels:
+            labels = _read(row, o.box_labels)
+            if (len(labels) if _is_list(labels) else 0) != (0 if boxes is None else len(boxes)):  # fewer: IndexError; more: dropped
+                raise AnnotationError(f"{0 if boxes is None else len(boxes)} boxes in {o.boxes!r} but "
+                                      f"{len(labels) if _is_list(labels) else 0} labels in {o.box_labels!r}; one label a box")
+        masks = self._mask(row, pixels) if o.mask else None
         copied = []
         for k in range(n):
             out = self.pipeline(pixels, rngs[k], boxes=boxes, keypoints=keypoints, mask=masks,
@@ -331,22 +323,18 @@ class Augment(FitApplyStage):
 
     def _mask(self, row: pd.Series, pixels: np.ndarray) -> np.ndarray | None:
         """The row's decoded mask, None where it has none; one that does not decode or is
-        not the image's size is the row's ValueError (moved with the image, it would no
+        not the image's size is the row's AnnotationError (moved with the image, it would no
         longer label its pixels)."""
         data = image_bytes(row[self.options.mask])
         if data is None or len(data) == 0:
             return None
         mask = decode_image(data)
         if mask is None:
-            raise ValueError(f"its mask in column {self.options.mask!r} does not decode")
+            raise AnnotationError(f"its mask in column {self.options.mask!r} does not decode")
         if mask.shape[:2] != pixels.shape[:2]:
-            raise ValueError(f"its mask in column {self.options.mask!r} is {mask.shape[0]}x{mask.shape[1]}, its image "
+            raise AnnotationError(f"its mask in column {self.options.mask!r} is {mask.shape[0]}x{mask.shape[1]}, its image "
                              f"{pixels.shape[0]}x{pixels.shape[1]} (height x width, the image upright); a mask must be the image's size")
         return mask
-
-
-class _Unmovable(ValueError):
-    """A row's boxes, keypoints or mask cannot move with its image: the row is rejected."""
 
 
 def _copy_generators(seed: int, stage: str, ids, copies: np.ndarray, batch: int = 256):
@@ -469,11 +457,11 @@ def _points(value) -> np.ndarray | None:
     if not _is_list(value) or len(value) == 0:  # None, NaN, NA or empty
         return None
     if not all(_is_list(v) for v in value):  # a flat list, as COCO stores keypoints: a TypeError escaped
-        raise ValueError(f"a list of [numbers] per box or point is expected, got {list(value)!r}")
+        raise AnnotationError(f"a list of [numbers] per box or point is expected, got {list(value)!r}")
     try:
         return np.array([list(v) for v in value], dtype=np.float64)
     except ValueError:  # boxes or points of different lengths
-        raise ValueError(f"each box has 4 numbers and each point 2, got {[list(v) for v in value]!r}") from None
+        raise AnnotationError(f"each box has 4 numbers and each point 2, got {[list(v) for v in value]!r}") from None
 
 
 def _column(values: list, dtype) -> pd.Series:
