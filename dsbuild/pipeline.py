@@ -535,8 +535,13 @@ def _marked_source(source, id_column: str | None):
     if id_column and id_column != ID and source.schema is not None and ID in source.schema.names:
         raise StageError(f"the source has a column {ID!r} and columns.id names {id_column!r}: the output's id column would "
                          f"replace its values; set columns.id: {ID}, or rename the source's {ID!r}")
-    meta = _with_known_ids(frame._meta.copy(), id_column)
-    return frame.map_partitions(_with_known_ids, id_column, meta=meta, token="dsbuild-ids", enforce_metadata=False)
+    return _ids_marked(frame, id_column)
+
+
+def _ids_marked(frame, id_column: str | None):
+    """:func:`_with_known_ids` on every partition of ``frame``."""
+    return frame.map_partitions(_with_known_ids, id_column, meta=_with_known_ids(frame._meta.copy(), id_column),
+                                token="dsbuild-ids", enforce_metadata=False)
 
 
 def _whole_compressed_files(source, files: list[dict]) -> list[str]:
@@ -560,9 +565,7 @@ def _ids_alone(source, id_column: str | None):
     else None. Such a reader rejects no row, so the marks are the same as the whole read's."""
     if source.read_columns is None:
         return None
-    frame = source.read_columns([id_column] if id_column and id_column != ID else [ID])
-    return frame.map_partitions(_with_known_ids, id_column, meta=_with_known_ids(frame._meta.copy(), id_column),
-                                token="dsbuild-ids", enforce_metadata=False)
+    return _ids_marked(source.read_columns([id_column] if id_column and id_column != ID else [ID]), id_column)
 
 
 def _with_repeated_ids_rejected(marked, ids=None):
@@ -776,8 +779,13 @@ def _workers_watched(client, every: float = 1.0):
     except ValueError:
         raise ClusterSpecError([f"DSBUILD_NO_WORKERS_SECONDS={os.environ['DSBUILD_NO_WORKERS_SECONDS']!r}: give a number "
                                 "of seconds"]) from None
-    stop, lost, stuck = threading.Event(), threading.Event(), threading.Event()
+    stop = threading.Event()
+    stopped: list[str] = []  # why the watch stopped the run
     start = time.monotonic()
+
+    def stop_run(why: str) -> None:
+        stopped.append(why)
+        client.cancel([Future(key, client) for key in list(client.futures)], force=True)
 
     def watch():
         seen, since, said = False, None, False
@@ -797,9 +805,7 @@ def _workers_watched(client, every: float = 1.0):
                               f"run is stopped if this lasts {limit:.0f} s (DSBUILD_NO_WORKERS_SECONDS)", DsbuildWarning,
                               stacklevel=2)
             elif time.monotonic() - paused_since > limit:
-                stuck.set()
-                client.cancel([Future(key, client) for key in list(client.futures)], force=True)
-                return
+                return stop_run(f"every worker has been paused for {limit:.0f} s, {_PAUSED}, so the run was stopped; {_MORE_MEMORY}")
             if not seen and not n and not said and time.monotonic() - start > WAITING_SAID:
                 said = True
                 warnings.warn(f"the cluster ({client.scheduler.address}) has no worker yet; waiting for one (start "
@@ -809,9 +815,7 @@ def _workers_watched(client, every: float = 1.0):
                 continue
             since = since or time.monotonic()
             if time.monotonic() - since > limit:
-                lost.set()
-                client.cancel([Future(key, client) for key in list(client.futures)], force=True)
-                return
+                return stop_run(f"the cluster has had no worker for {limit:.0f} s (DSBUILD_NO_WORKERS_SECONDS), so the run was stopped")
 
     thread = threading.Thread(target=watch, name="dsbuild-workers-watch", daemon=True)
     thread.start()
@@ -819,11 +823,8 @@ def _workers_watched(client, every: float = 1.0):
         yield
     except Exception as e:
         kept = "its checkpoints, if any, are kept for --resume"
-        if stuck.is_set():
-            raise WorkersLost(f"every worker has been paused for {limit:.0f} s, {_PAUSED}, so the run was stopped; "
-                              f"{_MORE_MEMORY}; {kept}") from e
-        if lost.is_set():
-            raise WorkersLost(f"the cluster has had no worker for {limit:.0f} s (DSBUILD_NO_WORKERS_SECONDS), so the run was stopped; {kept}") from e
+        if stopped:
+            raise WorkersLost(f"{stopped[0]}; {kept}") from e
         # a cancelled task, or data that found no worker to go to (the source's frame scattered)
         if isinstance(e, (FutureCancelledError, TimeoutError)) and not _workers(client):
             raise WorkersLost(f"the cluster has no worker left, so the run was stopped; {kept}") from e

@@ -101,11 +101,7 @@ class Sink:
     def write_checkpoint(self, i: int, state: dict) -> None:
         """The checkpoint's state, once its rows are written (there may be none: then its
         folder is made here)."""
-        self.fs.makedirs(posixpath.dirname(self.checkpoint(i)), exist_ok=True)
-        part = self.checkpoint(i) + ".json.part"  # a driver killed while writing leaves no half .json
-        with self.fs.open(part, "w") as f:
-            json.dump(state, f, default=str)
-        self.fs.mv(part, self.checkpoint(i) + ".json")
+        _write_whole(self.fs, self.checkpoint(i) + ".json", json.dumps(state, default=str).encode())
 
     def has_checkpoints(self) -> bool:
         return self.last_checkpoint() is not None
@@ -554,6 +550,15 @@ def _read_staged(fs, path: str) -> pa.Table:
         return pa.ipc.open_file(f).read_all()
 
 
+def _write_whole(fs, path: str, data: bytes) -> None:
+    """``data`` at ``path``, written aside and moved into place: a process killed while
+    writing leaves no half file for a resume or a retried task to read."""
+    fs.makedirs(posixpath.dirname(path), exist_ok=True)
+    with fs.open(path + ".part", "wb") as f:
+        f.write(data)
+    fs.mv(path + ".part", path)
+
+
 def _written_once(fs, done: str, write, inputs: list[str]) -> dict:
     """``write()``'s shard record, made once even if the task runs again: its inputs are
     removed once the shard is written (the disk holds each row once), so a task that Dask
@@ -566,10 +571,7 @@ def _written_once(fs, done: str, write, inputs: list[str]) -> dict:
             record = pickle.load(f)
     else:
         record = write()
-        fs.makedirs(posixpath.dirname(done), exist_ok=True)
-        with fs.open(done + ".part", "wb") as f:
-            pickle.dump(record, f)
-        fs.mv(done + ".part", done)
+        _write_whole(fs, done, pickle.dumps(record))
     for path in inputs:
         if fs.exists(path):
             fs.rm(path)
