@@ -29,6 +29,7 @@ import dsbuild
 from dsbuild.io.sink import OutputAppeared, OutputExists, Sink
 from dsbuild.io.sources import RAW, read_source
 from dsbuild.job import JobSpec, load_job
+from dsbuild.kernels.dtypes import blank_text
 from dsbuild.records import ID, REASON, STAGE, stable_hash64
 from dsbuild.runtime import peak_worker_memory
 from dsbuild.stages.base import ADDED, GONE, METRIC, REJECT, Shapes, Stage, StageError, _did_you_mean
@@ -649,22 +650,17 @@ def _with_known_ids(part: pd.DataFrame, id_column: str | None) -> pd.DataFrame:
     named = part[ID].astype("string")
     if id_column and id_column != ID:
         # a row the reader rejected, or one without a value, keeps its file:row: it can be found
-        named = _blank_ids_as_missing(part[id_column].astype("string"))
+        named = part[id_column].astype("string")
+        named = named.mask(blank_text(named))  # a blank id names no row, as a CSV reader makes it missing
         part = part.assign(**{ID: named.fillna(part[ID].astype("string"))})
     else:
-        named = _blank_ids_as_missing(named)
+        named = named.mask(blank_text(named))
     if REJECT not in part.columns:
         part = part.assign(**{REJECT: pd.Series([None] * len(part), dtype=object, index=part.index)})
     missing = named.isna().to_numpy() & part[REJECT].isna().to_numpy()
     if missing.any():
         part = part.assign(**{REJECT: part[REJECT].mask(missing, "id:missing")})
     return part
-
-
-def _blank_ids_as_missing(ids: pd.Series) -> pd.Series:
-    """A blank id (``""``, spaces) names no row, as a CSV reader makes a blank cell
-    missing: JSON lines and Parquet had taken ``""`` as an id."""
-    return ids.mask(ids.str.strip() == "")
 
 
 def _check_roles(spec: JobSpec, meta: pd.DataFrame) -> None:

@@ -15,6 +15,15 @@ import numpy as np
 import pandas as pd
 
 CASES = ("keep", "fold", "lower", "upper", "title")
+# Invisible format characters (Unicode Cf): soft hyphens, zero-width spaces and joiners,
+# bidirectional marks, byte-order marks. Pasted with a value or inside words, they made
+# text that reads the same compare unequal.
+_INVISIBLE = re.compile("[\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb]")
+
+
+def without_invisible(text: str) -> str:
+    """``text`` without invisible format characters (taken out, not read as a break)."""
+    return _INVISIBLE.sub("", text)
 _SPACES = re.compile(r"\s+")
 
 
@@ -22,10 +31,7 @@ def match_key(text: str) -> str:
     """The form two spellings share when they mean the same value. Invisible format
     characters (a zero-width space pasted from a web page, a byte-order mark, direction
     marks) are left out: ``'us\u200b'`` was an unknown value that printed as ``us``."""
-    text = unicodedata.normalize("NFKC", text)
-    if not text.isascii():
-        text = "".join(c for c in text if unicodedata.category(c) != "Cf")
-    return _SPACES.sub(" ", text).strip().casefold()
+    return _SPACES.sub(" ", without_invisible(unicodedata.normalize("NFKC", text))).strip().casefold()
 
 
 def tidy(text: str, *, trim: bool = True, nfkc: bool = True, case: str = "keep") -> str:

@@ -15,6 +15,17 @@ import numpy as np
 import pandas as pd
 
 
+def blank_text(col: pd.Series) -> np.ndarray:
+    """Which cells are text of nothing but spaces (``""``, ``"  "``): missing, as a CSV
+    reader makes a blank cell, where Parquet and JSON keep them. An object column may hold
+    lists or arrays (embeddings): only its text can be blank."""
+    if col.dtype == object:
+        return np.fromiter((isinstance(v, str) and not v.strip() for v in col), dtype=bool, count=len(col))
+    if pd.api.types.is_string_dtype(col.dtype) or isinstance(col.dtype, pd.CategoricalDtype):
+        return col.astype("string").str.strip().eq("").fillna(False).to_numpy(dtype=bool)
+    return np.zeros(len(col), dtype=bool)
+
+
 def holding(dtype, values) -> object:
     """``dtype``, or for a categorical the same with the categories ``values`` need."""
     if isinstance(dtype, pd.CategoricalDtype):

@@ -17,6 +17,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from dsbuild.kernels.canonical import without_invisible
 from dsbuild.kernels.lsh import mix64
 
 _BASE = np.uint64(0x100000001B3)
@@ -35,11 +36,6 @@ def _powers(base: np.uint64, n: int) -> np.ndarray:
 
 
 _WORD = re.compile(r"[^\W_]+")
-# Invisible format characters (Unicode Cf): soft hyphens, zero-width spaces and joiners,
-# bidirectional marks, byte-order marks. They are taken out, not read as a break between
-# words: a copy with soft hyphens (hyphen\u00adation) or a zero-width space in its words
-# had other words, and others shingles, than the text it shows.
-_INVISIBLE = re.compile("[\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb]")
 _ASCII_NON_WORD = str.maketrans({c: " " for c in map(chr, range(128)) if not c.isalnum()})
 
 
@@ -55,7 +51,9 @@ def words(text: str, normalize: bool = True) -> list[str]:
         return text.split()
     if text.isascii():
         return text.lower().translate(_ASCII_NON_WORD).split()
-    return _WORD.findall(_INVISIBLE.sub("", unicodedata.normalize("NFKC", text)).casefold())
+    # invisible characters taken out, not read as breaks: a copy with soft hyphens
+    # (hyphen\u00adation) in its words had other words, and other shingles, than it shows
+    return _WORD.findall(without_invisible(unicodedata.normalize("NFKC", text)).casefold())
 
 
 def shingle_hashes(

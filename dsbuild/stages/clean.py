@@ -20,7 +20,7 @@ from dsbuild.kernels.constraints import (
     repair,
 )
 from dsbuild.kernels.decode import image_problem
-from dsbuild.kernels.dtypes import holding, one_value_per_text
+from dsbuild.kernels.dtypes import blank_text, holding, one_value_per_text
 from dsbuild.kernels.robust import Distribution, ValueCounts, iqr_fences, robust_scale
 from dsbuild.kernels.units import UnitTable, convert_column, unit_key
 from dsbuild.records import (
@@ -125,8 +125,8 @@ def cast_column(col: pd.Series, to: str) -> tuple[pd.Series, np.ndarray]:
     """(converted, failed) where failed marks values present before and missing after.
     Blank text is missing, as a CSV reader makes it (Parquet and JSON keep it)."""
     present = col.notna().to_numpy()
-    if to not in ("str", "category") and (pd.api.types.is_object_dtype(col) or pd.api.types.is_string_dtype(col)):
-        present = present & ~col.astype("string").str.strip().eq("").fillna(False).to_numpy(dtype=bool)
+    if to not in ("str", "category"):
+        present = present & ~blank_text(col)
     if to in ("int", "float"):
         num = pd.to_numeric(col, errors="coerce")
         if to == "int":
@@ -301,13 +301,7 @@ def _leaves_the_id(stage: Stage, columns, what: str = "change") -> None:
 
 def _blank_as_missing(col: pd.Series) -> pd.Series:
     """Blank text missing, as a CSV reader makes it (Parquet and JSON keep it)."""
-    if not (pd.api.types.is_object_dtype(col.dtype) or pd.api.types.is_string_dtype(col.dtype)
-            or isinstance(col.dtype, pd.CategoricalDtype)):
-        return col
-    if col.dtype == object:  # it may hold lists or arrays (embeddings): only text can be blank
-        blank = np.fromiter((isinstance(v, str) and not v.strip() for v in col), dtype=bool, count=len(col))
-    else:
-        blank = col.astype("string").str.strip().eq("").fillna(False).to_numpy(dtype=bool)
+    blank = blank_text(col)
     return col.mask(blank) if blank.any() else col
 
 

@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 from pydantic import Field, model_validator
 
 from dsbuild.kernels import lsh as lsh_kernels
+from dsbuild.kernels.dtypes import blank_text
 from dsbuild.kernels.hashing import (
     CHECK_KEY,
     ROW_KEY,
@@ -76,9 +77,7 @@ class Deduplicator(Stage):
     def check_keep_rule(self, meta: pd.DataFrame) -> None:
         if self.options.quality:
             self.require_columns(meta, [self.options.quality], what="quality column")
-            dtype = meta[self.options.quality].dtype
-            if isinstance(dtype, pd.StringDtype) or (isinstance(dtype, pd.ArrowDtype) and (
-                    pa.types.is_string(dtype.pyarrow_dtype) or pa.types.is_large_string(dtype.pyarrow_dtype))):
+            if holds_text(meta[self.options.quality]):
                 # read as numbers, every value was missing, and the lowest id stayed without a word
                 raise StageError(f"stage {self.ctx.name!r}: quality column {self.options.quality!r} holds text; quality "
                                  f"needs numbers (or times): the copy with the {self.options.prefer} value stays")
@@ -1084,12 +1083,7 @@ def _blank_rows(part: pd.DataFrame, cols: list[str]) -> np.ndarray:
     A test set with one empty question made every empty row of the data a leak of it."""
     blank = np.ones(len(part), dtype=bool)
     for c in cols:
-        col = part[c]
-        empty = col.isna().to_numpy(dtype=bool)
-        if pd.api.types.is_string_dtype(col.dtype) or col.dtype == object:
-            spaces = col.map(lambda v: isinstance(v, str) and not v.strip(), na_action="ignore")
-            empty = empty | spaces.fillna(False).to_numpy(dtype=bool)
-        blank &= empty
+        blank &= part[c].isna().to_numpy(dtype=bool) | blank_text(part[c])
     return blank
 
 
