@@ -26,6 +26,38 @@ def blank_text(col: pd.Series) -> np.ndarray:
     return np.zeros(len(col), dtype=bool)
 
 
+def whole_numbers(col: pd.Series, limits: np.iinfo = np.iinfo(np.int64)) -> pd.Series:
+    """Each value of ``col`` (text or numbers) as the integer it is, within ``limits``, or
+    None (object): ``3.0`` and ``1e3`` are whole, ``inf``, ``2.5`` and ``1e30`` (for int64)
+    are not. float64 is exact below 2**53; the rest are read one by one from their text,
+    so that 2**53 + 1 is not rounded."""
+    num = pd.to_numeric(col, errors="coerce")
+    x = num.to_numpy(dtype=np.float64, na_value=np.nan)
+    with np.errstate(invalid="ignore"):
+        small = np.abs(x) < 2**53
+        whole = small & (x == np.floor(x)) & (x >= limits.min) & (x <= limits.max)
+    out = pd.Series(None, index=col.index, dtype=object)
+    out[whole] = x[whole].astype(np.int64).astype(object)
+    for i in np.flatnonzero(~small & col.notna().to_numpy()):
+        out.iat[i] = _whole_number(col.iat[i], limits)
+    return out
+
+
+def _whole_number(value, limits: np.iinfo) -> int | None:
+    text = str(value).strip()
+    try:
+        number = int(text)
+    except ValueError:
+        try:
+            x = float(text)
+        except ValueError:
+            return None
+        if not x.is_integer():
+            return None
+        number = int(x)
+    return number if limits.min <= number <= limits.max else None
+
+
 def holding(dtype, values) -> object:
     """``dtype``, or for a categorical the same with the categories ``values`` need."""
     if isinstance(dtype, pd.CategoricalDtype):

@@ -20,7 +20,7 @@ from dsbuild.kernels.constraints import (
     repair,
 )
 from dsbuild.kernels.decode import image_problem
-from dsbuild.kernels.dtypes import blank_text, holding, one_value_per_text
+from dsbuild.kernels.dtypes import blank_text, holding, one_value_per_text, whole_numbers
 from dsbuild.kernels.robust import Distribution, ValueCounts, iqr_fences, robust_scale
 from dsbuild.kernels.units import UnitTable, convert_column, unit_key
 from dsbuild.records import (
@@ -129,8 +129,8 @@ def cast_column(col: pd.Series, to: str) -> tuple[pd.Series, np.ndarray]:
         present = present & ~blank_text(col)
     if to in ("int", "float"):
         num = pd.to_numeric(col, errors="coerce")
-        if to == "int":
-            out = _to_int64(col, num)
+        if to == "int":  # exactly, not through float64 (2**53 + 1); not inf nor 1e30, which failed the run converting
+            out = num.astype("Int64") if pd.api.types.is_integer_dtype(num.dtype) else whole_numbers(col).astype("Int64")
         else:
             out = num.astype("float64")
     elif to == "str":
@@ -156,30 +156,6 @@ def cast_column(col: pd.Series, to: str) -> tuple[pd.Series, np.ndarray]:
         raise StageError(f"cast: unknown type {to!r}")
     failed = present & out.isna().to_numpy()
     return out, failed
-
-
-def _to_int64(col: pd.Series, num: pd.Series) -> pd.Series:
-    """``num`` (``col`` as numbers) as Int64 where it is a whole number int64 holds: not
-    inf nor 1e30 (whole numbers too, which failed the run converting), and text above 2**53
-    read exactly, not rounded through float64 as ``to_numeric`` reads a column with one
-    value it cannot."""
-    if pd.api.types.is_integer_dtype(num.dtype):
-        return num.astype("Int64")
-    x = num.to_numpy(dtype=np.float64, na_value=np.nan)
-    with np.errstate(invalid="ignore"):
-        exact = np.abs(x) < 2**53
-        whole = exact & (x == np.floor(x))
-    out = pd.Series(pd.NA, index=col.index, dtype="Int64")
-    out[whole] = x[whole].astype(np.int64)
-    if not pd.api.types.is_numeric_dtype(col.dtype):
-        for i in np.flatnonzero(~exact & col.notna().to_numpy()):
-            try:
-                value = int(str(col.iat[i]).strip())
-            except ValueError:
-                continue
-            if -2**63 <= value < 2**63:
-                out.iat[i] = value
-    return out
 
 
 @register

@@ -33,6 +33,7 @@ from dsbuild.io.sources.common import (
     to_pandas,
 )
 from dsbuild.io.sources.text import Together, _read_text_block, _text_blocks, together
+from dsbuild.kernels.dtypes import whole_numbers
 from dsbuild.records import ID
 from dsbuild.stages.base import REJECT
 
@@ -335,7 +336,7 @@ class _CsvBlock:
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
                 pass
             if pa.types.is_integer(f.type):  # exactly, not through float64 (2**53 + 1), and in the type's range
-                num = _whole_numbers(col, f.type)
+                num = whole_numbers(col, np.iinfo(f.type.to_pandas_dtype()))
             else:
                 num = pd.to_numeric(col, errors="coerce") if pa.types.is_floating(f.type) else None
             failed = col.notna() & (num.isna() if num is not None else True)
@@ -353,41 +354,6 @@ class _CsvBlock:
             text = lines[at].rstrip(b"\r").decode(self.spec.encoding, "replace") if at < len(lines) else ""  # CRLF files
             bad_rows.append((row, text, reasons[i]))
         return df[keep].reset_index(drop=True), [int(r) for r in rows[keep]], bad_rows
-
-
-def _whole_numbers(col: pd.Series, type_: pa.DataType) -> pd.Series:
-    """Each text of ``col`` as an integer ``type_`` holds (object), or None. float64 is exact
-    below 2**53; the rest (and text it does not read) are read one by one."""
-    num = pd.to_numeric(col, errors="coerce")
-    small = (num.abs() < 2**53).to_numpy()
-    out = pd.Series(None, index=col.index, dtype=object)
-    whole = small & (num == np.floor(num)).to_numpy()
-    out[whole] = num[whole].astype(np.int64).astype(object)
-    info = np.iinfo(type_.to_pandas_dtype())
-    out[whole & ~num.between(info.min, info.max).to_numpy()] = None  # int8 .. uint32
-    for i in np.flatnonzero(~small & col.notna().to_numpy()):
-        out.iat[i] = _whole_number(col.iat[i], type_)
-    return out
-
-
-def _whole_number(value, type_: pa.DataType) -> int | None:
-    """``value`` (text) as an integer ``type_`` holds, or None: ``3.0`` and ``1e3`` are whole,
-    ``inf``, ``2.5`` and ``1e30`` (in an int64 column) are not."""
-    if value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value)):
-        return None
-    text = str(value).strip()
-    try:
-        number = int(text)
-    except ValueError:
-        try:
-            x = float(text)
-        except ValueError:
-            return None
-        if not x.is_integer():
-            return None
-        number = int(x)
-    info = np.iinfo(type_.to_pandas_dtype())
-    return number if info.min <= number <= info.max else None
 
 
 def _decoded(column: pa.ChunkedArray, reasons: np.ndarray, name: str) -> pd.Series:
