@@ -217,7 +217,6 @@ class Sanitize(_Features, FitApplyStage):
 
     def check(self, meta: pd.DataFrame) -> None:
         super().check(meta)
-        self.columns_seen_ = list(meta.columns)
         if self.options.keep_score:
             self.check_output_column(meta, "score_column", self.options.score_column)
 
@@ -365,7 +364,7 @@ class Sanitize(_Features, FitApplyStage):
         counts = moments.label_counts()
         if not counts or not moments.columns:
             raise StageError(f"stage {label!r}: no labelled rows to fit on")
-        self._require_spread(moments.total())
+        self._require_spread(moments.total(), frame.columns)
         if o.method in ("slab", "loss") and len(counts) < 2:  # no other class to measure against: slab's line was rounding noise, every loss 0
             raise StageError(f"stage {label!r}: method {o.method} needs labelled rows of at least two classes; "
                              f"the label has one ({_plain(next(iter(counts)))!r}): use l2, svd or knn")
@@ -383,7 +382,7 @@ class Sanitize(_Features, FitApplyStage):
         self.reference_rows_ = len(sample.ids) if sample is not None else None
         return shapes.map(frame, self._apply, shapes.broadcast(model), label=label)
 
-    def _require_spread(self, total) -> None:
+    def _require_spread(self, total, columns) -> None:
         """Features none of which varies score every row alike, and the rows removed would
         be chosen by id alone (an images source's image_height and image_width, picked as
         the numeric columns when the job names no image column)."""
@@ -392,7 +391,7 @@ class Sanitize(_Features, FitApplyStage):
             return
         hint = ""
         image = self.ctx.roles.image_column
-        if not self._use_image() and image in getattr(self, "columns_seen_", ()):
+        if not self._use_image() and image in columns:
             hint = f"; the data has an image column {image!r}: name it in columns.image to score the images"
         raise StageError(f"stage {self.ctx.name!r}: none of its features {self.features_used()} varies, so every row would "
                          f"score the same and the rows removed would be arbitrary{hint}")
