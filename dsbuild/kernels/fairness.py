@@ -140,9 +140,24 @@ def contingency(
 
 
 def _weights(part: pd.DataFrame, weight: str | None) -> np.ndarray:
+    """Each row's weight; a row without a usable one (missing, infinite, negative) counts
+    for nothing. ``nan_to_num`` had made an infinite weight 1.8e308, and one such row
+    turned every factor of its table into NaN."""
     if weight and weight in part.columns:
-        return np.nan_to_num(pd.to_numeric(part[weight], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan))
+        w = weight_values(part[weight])
+        return np.where(usable_weights(w), w, 0.0)
     return np.ones(len(part), dtype=np.float64)
+
+
+def weight_values(column: pd.Series) -> np.ndarray:
+    """A weight column as float64, text that is no number as NaN."""
+    return pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def usable_weights(w: np.ndarray) -> np.ndarray:
+    """Weights a trainer's ``sample_weight`` takes: finite and not negative."""
+    with np.errstate(invalid="ignore"):
+        return np.isfinite(w) & (w >= 0)
 
 
 def key_columns(table: pd.DataFrame) -> list[str]:

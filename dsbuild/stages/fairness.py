@@ -51,6 +51,8 @@ from dsbuild.kernels.fairness import (
     resample_targets,
     reweighing,
     tidy,
+    usable_weights,
+    weight_values,
 )
 from dsbuild.kernels.quantiles import BINS, MAX_DISTINCT, GroupDistribution, repair
 from dsbuild.kernels.ranker import MODELS, OutOfFoldRanker
@@ -460,10 +462,13 @@ class Reweigh(FairnessStage):
 
     def apply(self, part, factors):
         weight = self.ctx.roles.weight
-        factor = _cell_lookup(part, factors, self.sensitive, self.label, self.bins, "factor", 1.0)
-        if self.options.where:
-            factor = np.where(self.chosen_rows(part), factor, 1.0)
-        old = pd.to_numeric(part[weight], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan) if weight in part.columns else 1.0
+        chosen = self.chosen_rows(part)
+        factor = np.where(chosen, _cell_lookup(part, factors, self.sensitive, self.label, self.bins, "factor", 1.0), 1.0)
+        if weight not in part.columns:
+            part[weight] = factor
+            return part
+        old = weight_values(part[weight])
+        part = _without_unusable_weights(part, weight, old, chosen)
         part[weight] = old * factor
         return part
 
@@ -480,6 +485,15 @@ class Reweigh(FairnessStage):
         after = factors.assign(w=factors["w"] * factors["factor"])
         out.update(favorable=_text(fav), before=self.parity(t, fav), after=self.parity(after, fav))
         return out
+
+
+def _without_unusable_weights(part, weight, old, chosen) -> pd.DataFrame:
+    """Rows reweigh would give a weight no trainer takes (missing, infinite or negative
+    before, so after too) are rejected with the value: the counts already left them out."""
+    bad = chosen & ~usable_weights(old)
+    if not bad.any():
+        return part
+    return reject(with_marks(part), bad, np.array([f"weight:{weight}={v}" for v in old], dtype=object))
 
 
 def _cell_lookup(part, table, sensitive, label, bins, column, default) -> np.ndarray:

@@ -144,6 +144,24 @@ def test_reweigh_equals_direct_pandas_and_composes(german):
     assert runs[0][0].summary()["before"]["age"]["di"] < 0.95
 
 
+def test_reweigh_rejects_rows_whose_weight_no_trainer_takes(german):
+    """A missing, infinite or negative weight counts for nothing and its row is rejected
+    with the value; the other rows get the weights they get without those rows."""
+    bad = {3: np.nan, 10: np.inf, 20: -1.0}
+    weights = np.ones(len(german))
+    for i, w in bad.items():
+        weights[i] = w
+    kept, rejected = run_stage(Reweigh(favorable="good", bins={"age": [25]}), german.assign(weight=weights),
+                               npartitions=3, roles=GERMAN)
+    assert sorted(rejected["id"]) == sorted(f"german:{i}" for i in bad)
+    assert set(rejected["reason"]) == {"weight:weight=nan", "weight:weight=inf", "weight:weight=-1.0"}
+    assert np.isfinite(kept["weight"]).all() and len(kept) == len(german) - len(bad)
+    alone, _ = run_stage(Reweigh(favorable="good", bins={"age": [25]}), german.drop(index=list(bad)).assign(weight=1.0),
+                         roles=GERMAN)
+    pd.testing.assert_series_equal(kept.set_index("id")["weight"].sort_index(), alone.set_index("id")["weight"].sort_index(),
+                                   rtol=1e-12)
+
+
 def test_reweigh_where_counts_and_weighs_the_training_rows_only(german):
     """With where, the weights equal reweighing the training rows alone; test rows keep theirs."""
     split = german.assign(split=np.where(np.arange(len(german)) % 4 == 0, "test", "train"))
