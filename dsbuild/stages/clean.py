@@ -811,6 +811,13 @@ class Canonicalize(MapStage):
     def check(self, meta):
         self.require_columns(meta, self.options.columns)
         _leaves_the_id(self, self.options.columns, "respell")
+        for column in self.options.columns:
+            dtype = meta[column].dtype
+            if pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_datetime64_any_dtype(dtype):
+                # it had turned 1 into "1" and 1.5 into "1.5", a column of numbers into text
+                raise StageError(f"stage {self.ctx.name!r}: canonicalize respells text, and {column!r} holds {dtype} "
+                                 f"values; check its allowed values with ranges: {{{column}: {{allowed: [...]}}}}, or "
+                                 f"cast it to str first if its codes are names")
 
     def process(self, part):
         received = part[list(self.options.columns)]

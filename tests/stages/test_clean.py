@@ -589,6 +589,14 @@ def test_canonicalize_keeps_a_categorical_column_categorical():
         assert rejected[["id", "sex"]].astype(object).values.tolist() == [["r3", "x"]]
 
 
+def test_canonicalize_refuses_a_column_of_numbers():
+    """It respells text: a column of codes came out as the text "1", "2"."""
+    df = pd.DataFrame({"id": ["a", "b"], "code": [1, 2], "when": pd.to_datetime(["2020-01-01", "2021-01-01"])})
+    for column in ("code", "when"):
+        with pytest.raises(StageError, match=f"canonicalize respells text, and '{column}' holds"):
+            run_stage(Canonicalize(columns={column: {}}), df)
+
+
 def test_canonicalize_refuses_ambiguous_table():
     with pytest.raises(ValidationError, match="would mean both"):
         Canonicalize(columns={"sex": {"vocabulary": ["Male", "male"]}})
