@@ -2,6 +2,7 @@
 
 import gzip
 import json
+import re
 
 import dask
 import numpy as np
@@ -11,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from dsbuild.io.sources import RAW, SourceError, read_source
+from dsbuild.io.sources.text import MAX_BLOCKS
 from dsbuild.kernels.decode import decode_image, encode_image
 from dsbuild.stages.base import REJECT
 
@@ -85,6 +87,22 @@ def test_csv_line_longer_than_the_blocksize(tmp_path):
     assert src.frame.npartitions > 3
     df = src.frame.compute()
     assert df["id"].tolist() == ["t.csv:0", "t.csv:1", "t.csv:2"] and df["text"].str.len().tolist() == [5, 12000, 3]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_a_blocksize_making_too_many_blocks_is_refused(tmp_path, fmt):
+    """blocksize: 1 listed one block per byte and never started."""
+    rows = [{"a": i, "b": "x" * 20} for i in range(5_000)]
+    path = tmp_path / f"t.{fmt}"
+    if fmt == "csv":
+        pd.DataFrame(rows).to_csv(path, index=False)
+    else:
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(SourceError, match=r"source.blocksize: 1 bytes cuts 1 file\(s\) of [\d,]+ bytes into [\d,]+ blocks") as e:
+        read_source({"format": fmt, "path": str(path), "blocksize": 1})
+    least = int(re.search(r"take a blocksize of ([\d,]+) or more", str(e.value))[1].replace(",", ""))
+    size = path.stat().st_size
+    assert -(-size // least) <= MAX_BLOCKS < -(-size // (least // 2))  # the least power of two that is enough
 
 
 def test_csv_types_do_not_depend_on_the_blocksize(tmp_path):

@@ -8,7 +8,7 @@ import pandas as pd
 from fsspec.utils import read_block
 
 from dsbuild.io.sources import quoted as quoting
-from dsbuild.io.sources.common import _file_record, _relative
+from dsbuild.io.sources.common import SourceError, _file_record, _relative
 
 
 def _text_blocks(
@@ -45,16 +45,32 @@ def _text_blocks(
 def _spans(fs, files: list[str], root: str, blocksize: int, whole=()) -> tuple[list[tuple], list[dict]]:
     """(path, rel, start, length or None for the whole file) per byte range, and each
     file's record; compressed files and those in ``whole`` are one range."""
-    records, spans = [], []
+    records = [_file_record(fs, path) for path in files]
+    cut = {r["path"]: r["size"] for r in records
+           if fsspec.utils.infer_compression(r["path"]) is None and (r["size"] or 0) > blocksize and r["path"] not in whole}
+    _check_block_count(cut, blocksize)
+    spans = []
     for path in files:
-        record = _file_record(fs, path)
-        records.append(record)
-        size = record["size"] or 0
-        if fsspec.utils.infer_compression(path) is not None or size <= blocksize or path in whole:
-            spans.append((path, _relative(path, root), 0, None))
+        if path in cut:
+            spans.extend((path, _relative(path, root), start, blocksize) for start in range(0, cut[path], blocksize))
         else:
-            spans.extend((path, _relative(path, root), start, blocksize) for start in range(0, size, blocksize))
+            spans.append((path, _relative(path, root), 0, None))
     return spans, records
+
+
+MAX_BLOCKS = 100_000
+
+
+def _check_block_count(cut: dict[str, int], blocksize: int) -> None:
+    """A blocksize far below the files' sizes makes a task per block in every stage:
+    ``blocksize: 1`` listed one block per byte of a 50 MB file and never started."""
+    blocks = sum(-(-size // blocksize) for size in cut.values())
+    if blocks > MAX_BLOCKS:
+        total = sum(cut.values())
+        least = 1 << max(-(-total // MAX_BLOCKS) - 1, 1).bit_length()
+        raise SourceError(f"source.blocksize: {blocksize:,} bytes cuts {len(cut):,} file(s) of {total:,} bytes into "
+                          f"{blocks:,} blocks, a task each in every stage (at most {MAX_BLOCKS:,}); take a blocksize of "
+                          f"{least:,} or more (the default is 64 MiB)")
 
 
 # A compressed text file is taken to unpack to this many times its size when small files
