@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 from pydantic import Field, model_validator
 
 from dsbuild.kernels import lsh as lsh_kernels
+from dsbuild.kernels.containment import ShingleIndex
 from dsbuild.kernels.dtypes import blank_text
 from dsbuild.kernels.hashing import (
     CHECK_KEY,
@@ -34,7 +35,7 @@ from dsbuild.kernels.hashing import (
     row_hashes,
     verification_thumbnails,
 )
-from dsbuild.kernels.minhash import EMPTY, MinHasher, bands_for_recall, signature_similarity
+from dsbuild.kernels.minhash import EMPTY, MinHasher, bands_for_recall, shingle_hashes, signature_similarity
 from dsbuild.kernels.minhash import band_keys as minhash_band_keys
 from dsbuild.kernels.unionfind import Forest, add_histograms, size_histogram
 from dsbuild.records import ID, image_blobs, image_size
@@ -452,9 +453,7 @@ class TextSigner:
         self.bands, self.rows = bands_for_recall(threshold, num_perm)  # candidates are verified: recall first
 
     def text(self, part: pd.DataFrame) -> list[str]:
-        if len(self.columns) == 1:
-            return part[self.columns[0]].astype("string").fillna("").tolist()
-        return part[self.columns].astype("string").fillna("").agg(" ".join, axis=1).tolist()
+        return joined_text(part, self.columns)
 
     def sign(self, part: pd.DataFrame):
         """A text without a word (empty, or only punctuation when normalized) has no
@@ -470,6 +469,13 @@ class TextSigner:
 
     def close(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return signature_similarity(a, b) >= self.threshold
+
+
+def joined_text(part: pd.DataFrame, columns: list[str]) -> list[str]:
+    """Each row's text: its fields joined by a space, a missing one empty."""
+    if len(columns) == 1:
+        return part[columns[0]].astype("string").fillna("").tolist()
+    return part[columns].astype("string").fillna("").agg(" ".join, axis=1).tolist()
 
 
 def explode_bands(part: pd.DataFrame, signer, quality: str | None) -> pd.DataFrame:
@@ -908,12 +914,14 @@ class NearDedupText(_NearDedup):
 
 class DecontaminateOptions(StageOptions):
     reference: dict = Field(..., description="the source to protect, e.g. {format: parquet, path: test.parquet}")
-    match: Literal["exact", "near"] = Field("near", description="drop exact copies only, or near copies too")
+    match: Literal["exact", "near", "contained"] = Field(
+        "near", description="drop exact copies only, near copies too, or (text) rows that contain a reference item")
     kind: Literal["auto", "rows", "image", "text"] = Field("auto", description="compare whole rows, images (columns.image) or text")
     columns: list[str] | None = Field(None, description="for rows: columns compared (default the data columns both sources share); for text: the fields")
     max_distance: int = Field(20, ge=0, le=64, description="images: largest Hamming distance of pHash+dHash codes")
     mirror: bool = Field(False, description="images: also catch mirrored copies")
     threshold: float = Field(0.8, gt=0, le=1, description="text: estimated Jaccard similarity of a leak")
+    containment: float = Field(0.5, gt=0, le=1, description="text, contained: share of a reference item's shingles a leaking row holds")
     num_perm: int = Field(128, ge=16, le=1024)
     shingle: int = Field(5, ge=1, le=32)
     unit: Literal["word", "char"] = "word"
@@ -931,10 +939,11 @@ class DecontaminateOptions(StageOptions):
 
 
 class ReferenceIndex:
-    """What is known about the reference set: content hashes and band buckets."""
+    """What is known about the reference set: content hashes, band buckets and, for
+    ``match: contained``, every shingle."""
 
-    def __init__(self, exact: dict, buckets: dict, payloads: dict):
-        self.exact, self.buckets, self.payloads = exact, buckets, payloads
+    def __init__(self, exact: dict, buckets: dict, payloads: dict, shingles: ShingleIndex | None = None):
+        self.exact, self.buckets, self.payloads, self.shingles = exact, buckets, payloads, shingles
 
     def merge(self, other: ReferenceIndex) -> ReferenceIndex:
         buckets = dict(self.buckets)
@@ -943,7 +952,8 @@ class ReferenceIndex:
         exact = dict(self.exact)
         for k, v in other.exact.items():
             exact[k] = min(v, exact.get(k, v))
-        return ReferenceIndex(exact, buckets, {**self.payloads, **other.payloads})
+        shingles = self.shingles.merge(other.shingles) if self.shingles is not None else None
+        return ReferenceIndex(exact, buckets, {**self.payloads, **other.payloads}, shingles)
 
 
 @register
@@ -952,7 +962,11 @@ class Decontaminate(Stage):
 
     The reference is read and indexed in a fit (content hashes and LSH buckets, sized by
     the reference, which is usually far smaller than the data), then each data
-    partition is checked against the broadcast index.
+    partition is checked against the broadcast index. ``near`` compares whole texts, so
+    a test item quoted inside a long document is missed; ``contained`` finds it: a row
+    leaks an item when it holds ``containment`` of the item's shingles (exactly, from
+    every shingle of the reference). An item shorter than one shingle is found only as
+    a whole row.
     """
 
     name = "decontaminate"
@@ -985,6 +999,9 @@ class Decontaminate(Stage):
         from dsbuild.io.sources import SourceError, read_source
 
         self.require_columns(meta, self._columns(meta))
+        if self.options.match == "contained" and self._kind(meta) != "text":
+            raise StageError(f"stage {self.ctx.name!r}: match: contained looks for reference texts inside rows, and this "
+                             f"stage compares {self._kind(meta)}s; name the text with columns.text (or kind: text)")
         try:
             reference = read_source(self.options.reference, count_rows=False).frame._meta
         except SourceError as e:
@@ -1040,6 +1057,9 @@ class Decontaminate(Stage):
                 exact[h] = min(rid, exact.get(h, rid))
         buckets: dict = {}
         payloads: dict = {}
+        shingles = None
+        if self.options.match == "contained":
+            shingles = ShingleIndex.of(*self._shingles(part, cols), ids)
         if signer is not None and len(part):
             ok, entries = signer.sign(part)
             for variant in range(entries.shape[1]):
@@ -1048,7 +1068,11 @@ class Decontaminate(Stage):
                     payloads[(rid, variant)] = p
                     for k in keys.tolist():
                         buckets.setdefault(k, []).append((rid, variant))
-        return ReferenceIndex(exact, buckets, payloads)
+        return ReferenceIndex(exact, buckets, payloads, shingles)
+
+    def _shingles(self, part: pd.DataFrame, cols) -> tuple[np.ndarray, np.ndarray]:
+        o = self.options
+        return shingle_hashes(joined_text(part, cols), o.shingle, o.unit, o.normalize)
 
     def _check_rows(self, part: pd.DataFrame, cols, signer, index: ReferenceIndex, dtypes: dict) -> pd.DataFrame:
         part = with_marks(part)
@@ -1070,6 +1094,11 @@ class Decontaminate(Stage):
                 if close:
                     leak[r] = min(close)
                     near[r] = 1
+        if index.shingles is not None and n:
+            rows = np.flatnonzero(pd.isna(leak))
+            found = index.shingles.contained(*self._shingles(part.iloc[rows], cols), len(rows), self.options.containment)
+            leak[rows] = found
+            near[rows] = pd.notna(found)
         part["_m_near_leaks"] = near
         hit = np.array([x is not None for x in leak], dtype=bool)
         return reject(part, hit, np.array([f"contaminated={x}" for x in leak], dtype=object))

@@ -268,7 +268,7 @@ def test_decontaminate_drops_exact_and_near_copies_of_the_reference(tmp_path, co
     assert caught >= 0.85 and not train.loc[~leaked, "id"].isin(rej["id"]).any()
 
 
-@pytest.mark.parametrize("match", ["exact", "near"])
+@pytest.mark.parametrize("match", ["exact", "near", "contained"])
 def test_decontaminate_an_empty_text_is_no_leak_of_an_empty_reference_text(tmp_path, match):
     """A test set with one empty or missing question made every empty or missing text of
     the data 'contaminated' by it (equal hashes), while near_dedup_text leaves such texts out."""
@@ -279,6 +279,42 @@ def test_decontaminate_an_empty_text_is_no_leak_of_an_empty_reference_text(tmp_p
     kept, rej = run_stage(stage, data, roles=Roles(text="text"))
     assert rej["id"].tolist() == ["a"] and rej["reason"].tolist() == ["contaminated=ref.jsonl:0"]
     assert kept["id"].tolist() == ["b", "c", "d", "e"]
+
+
+def test_decontaminate_contained_finds_a_test_item_quoted_inside_a_long_document(tmp_path):
+    """near compares whole texts: a test paragraph inside a page five times its length
+    has a Jaccard of about 0.2 with it and was kept. contained finds it, and keeps pages
+    that share a phrase or two with the test set."""
+    from sklearn import datasets
+
+    paragraphs = [p for load in (datasets.load_breast_cancer, datasets.load_diabetes, datasets.load_wine, datasets.load_iris)
+                  for p in load().DESCR.split("\n\n") if len(p.split()) >= 25]
+    test_items, others = paragraphs[:6], paragraphs[6:]
+    pd.DataFrame({"id": [f"t{i}" for i in range(len(test_items))], "text": test_items}).to_parquet(tmp_path / "test.parquet")
+    pages = []
+    for i in range(30):
+        body = [others[(i + k) % len(others)] for k in range(5)]
+        if i % 3 == 0:
+            body.insert(2, test_items[i % len(test_items)])
+        elif i % 3 == 1:
+            body.insert(1, " ".join(test_items[i % len(test_items)].split()[:6]))  # a phrase, not the item
+        pages.append("\n\n".join(body))
+    data = pd.DataFrame({"id": [f"p{i:02d}" for i in range(30)], "text": pages})
+    reference = {"format": "parquet", "path": str(tmp_path / "test.parquet")}
+    leaked = [f"p{i:02d}" for i in range(0, 30, 3)]
+    for n in (1, 4):
+        _, near = run_stage(Decontaminate(reference=reference), data, npartitions=n, roles=Roles(text="text"))
+        kept, rej = run_stage(Decontaminate(reference=reference, match="contained"), data, npartitions=n, roles=Roles(text="text"))
+        assert near.empty
+        assert rej["id"].tolist() == leaked and len(kept) == 20
+        assert rej["reason"].tolist() == [f"contaminated=t{i % 6}" for i in range(0, 30, 3)]
+
+
+def test_decontaminate_contained_needs_text(tmp_path):
+    pd.DataFrame({"a": [1, 2]}).to_parquet(tmp_path / "ref.parquet")
+    stage = Decontaminate(reference={"format": "parquet", "path": str(tmp_path / "ref.parquet")}, match="contained")
+    with pytest.raises(StageError, match="match: contained looks for reference texts inside rows, and this stage compares rows"):
+        run_stage(stage, pd.DataFrame({"id": ["x", "y"], "a": [1, 3]}))
 
 
 def test_decontaminate_with_no_column_shared_with_the_reference_is_an_error(tmp_path):
