@@ -1,5 +1,6 @@
 """End to end: jobs on a real LocalCluster, the output contract and the ledger."""
 
+import io
 import json
 import os
 import signal
@@ -953,3 +954,27 @@ def test_rows_a_stage_adds_carry_their_id_in_the_jobs_id_column(client, tmp_path
             assert (added["animal"] == added["id"]).all() and kept["animal"].is_unique
         else:
             assert added["animal"].isna().all() and kept["animal"].dtype == "Int64"
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("terminal", [True, False])
+def test_progress_redraws_a_terminal_line_and_logs_lines_to_a_file(monkeypatch, terminal):
+    """Into a batch job's log the redrawn bar was one line of carriage returns."""
+    from dsbuild.pipeline import _ProgressBar
+
+    err = _Terminal() if terminal else io.StringIO()
+    monkeypatch.setattr(sys, "stderr", err)
+    bar = _ProgressBar(5, "source, impute")
+    for _ in range(5):
+        bar.update()
+    bar.close()
+    text = err.getvalue()
+    if terminal:
+        assert text.count("\r") == 6 and text.endswith("| source, impute\n")
+    else:
+        assert "\r" not in text and text.splitlines() == [text.strip()]
+        assert text.startswith("[" + "#" * 30 + "] 5/5 partition results | ") and text.endswith(" s | source, impute\n")
