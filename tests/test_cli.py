@@ -134,6 +134,13 @@ def test_sources_lists_every_format_with_options(capsys):
     assert "    text_columns: list[str] (default [])" in out and "    labels: auto | folders | none" in out
 
 
+def test_python_dash_m_dsbuild_is_the_command():
+    done = subprocess.run([sys.executable, "-m", "dsbuild", "stages", "aggregate_labels"], capture_output=True, text=True,
+                          cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr
+    assert "aggregate_labels" in done.stdout
+
+
 def test_inspect_reads_a_finished_output(client, tmp_path, capsys):
     import dsbuild
 
