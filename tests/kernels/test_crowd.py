@@ -225,17 +225,32 @@ def test_glad_stats_merge_across_any_split_of_items():
         np.testing.assert_allclose(merged[key], whole[key], rtol=1e-9, atol=1e-8)
 
 
-def test_glad_does_not_collapse_onto_one_class():
-    """A prolific annotator who always answers 0 (70% of the digits, beside 1-3 others):
-    with the class prior re-estimated each round GLAD labelled every digit 0 (0.10); a
-    textbook GLAD (fixed uniform prior, as crowd-kit's) gets 0.69 there."""
-    y = load_digits().target
-    frame, _, _ = simulate_annotations(y, 30, np.random.default_rng(0), min_votes=1, max_votes=3)
-    always_zero = np.flatnonzero(np.random.default_rng(0).random(len(y)) < 0.7)
+def crowd_beside_one_constant_annotator(y, n_classes, seed=0):
+    """1-3 answers per item from 30 annotators, and a 31st who answers 0 to 70% of the items."""
+    frame, _, _ = simulate_annotations(y, 30, np.random.default_rng(seed), min_votes=1, max_votes=3)
+    always_zero = np.flatnonzero(np.random.default_rng(seed).random(len(y)) < 0.7)
     item = np.concatenate([frame["item"], always_zero])
     annotator = np.concatenate([frame["annotator"], np.full(len(always_zero), 30)])
     label = np.concatenate([frame["label"], np.zeros(len(always_zero), dtype=int)])
-    votes = Votes(item, annotator, label, len(y), 31, 10)
+    return Votes(item, annotator, label, len(y), 31, n_classes)
+
+
+def test_glad_does_not_collapse_onto_one_class():
+    """With the class prior re-estimated each round GLAD labelled every digit 0 (0.10); a
+    textbook GLAD (fixed uniform prior, as crowd-kit's) gets 0.69 there."""
+    y = load_digits().target
+    votes = crowd_beside_one_constant_annotator(y, 10)
     predicted = Glad(10, 31).fit(votes).predict(votes)
     assert np.bincount(predicted, minlength=10).min() > 100
     assert (predicted == y).mean() > (majority_vote(votes)[0] == y).mean() + 0.2
+
+
+def test_glad_easiness_has_the_papers_prior():
+    """On a binary crowd, with easiness held near 1 (b ~ N(0, 1/4)) GLAD trusted the
+    constant annotator and got 0.31, below majority vote; with the paper's prior
+    (b ~ N(1, 1)) 0.73, as crowd-kit."""
+    from sklearn.datasets import load_breast_cancer
+
+    y = load_breast_cancer().target
+    votes = crowd_beside_one_constant_annotator(y, 2)
+    assert (Glad(2, 31).fit(votes).predict(votes) == y).mean() > (majority_vote(votes)[0] == y).mean() + 0.1
