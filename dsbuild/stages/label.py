@@ -486,8 +486,8 @@ class AggregateLabels(Stage):
     def check(self, meta):
         if self.options.gold:
             self.require_columns(meta, [self.options.gold], what="gold column")
-        if self.options.method == "one_coin_dawid_skene" and self.options.labels is not None and len(self.options.labels) < 2:
-            raise StageError(f"stage {self.ctx.name!r}: one-coin Dawid–Skene needs at least two labels")
+        if self.options.method in ("one_coin_dawid_skene", "glad") and self.options.labels is not None and len(self.options.labels) < 2:
+            raise StageError(f"stage {self.ctx.name!r}: {self.options.method} needs at least two labels")
         spec = self.options.annotations
         if spec.frame is None:  # a file: it exists and has the named columns (validate says so before a run)
             from dsbuild.io.sources import SourceError
@@ -536,6 +536,7 @@ class AggregateLabels(Stage):
             raise StageError(f"stage {self.ctx.name!r}: the annotations hold no rows")
         if len(classes) == 0:
             raise StageError(f"stage {self.ctx.name!r}: the annotations hold no usable label")
+        self._check_two_classes(classes)
         counts = inventory["annotators"]
         counts = counts[counts >= o.min_annotator_votes]
         if len(counts) == 0 and len(inventory["annotators"]):
@@ -576,6 +577,15 @@ class AggregateLabels(Stage):
         joined = left.merge(results, on=ITEM, how="left")
         finish = FinishLabels(self._output(), classes, o.gold, o.no_annotations, o.min_confidence)
         return shapes.map(joined, finish, meta=finish(joined._meta.copy()), label=self.ctx.name)
+
+    def _check_two_classes(self, classes: Classes) -> None:
+        """One-coin Dawid–Skene and GLAD spread a wrong answer over the other classes, so
+        they need two; annotations that all give one answer (a slice of a binary task)
+        stopped the run with the kernel's traceback, naming neither stage nor a way out."""
+        method = self.options.method
+        if method in ("one_coin_dawid_skene", "glad") and len(classes) < 2:
+            raise StageError(f"stage {self.ctx.name!r}: every annotation answers {classes.values[0]!r}, and {method} needs at "
+                             "least two labels: declare the label set (labels: [...]) or use dawid_skene or majority_vote")
 
     def _describe(self, inventory, classes, counts, first, state, rounds, table) -> dict:
         o = self.options

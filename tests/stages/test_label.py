@@ -267,6 +267,19 @@ def test_settings_errors_point_at_the_problem(digits_crowd):
         run_stage(AggregateLabels(annotations=ann, gold="truth"), data)
 
 
+
+@pytest.mark.parametrize("method", ["one_coin_dawid_skene", "glad"])
+def test_one_label_for_a_two_label_model_is_said_not_a_traceback(method):
+    """Every answer 'cat': the kernel's ValueError stopped the run with a traceback."""
+    data = pd.DataFrame({"id": ["a", "b", "c"]})
+    ann = pd.DataFrame({"item": ["a", "b", "c"], "annotator": ["w1", "w1", "w2"], "label": ["cat"] * 3})
+    with pytest.raises(StageError, match=f"every annotation answers 'cat', and {method} needs at least two labels"):
+        run_stage(AggregateLabels(annotations=ann, method=method), data)
+    with pytest.raises(StageError, match=f"{method} needs at least two labels"):
+        run_stage(AggregateLabels(annotations=ann, method=method, labels=["cat"]), data)
+    kept, _ = run_stage(AggregateLabels(annotations=ann, method=method, labels=["cat", "dog"]), data)
+    assert (kept["label"] == "cat").all()
+
 # -- labeling_functions -----------------------------------------------------------------
 
 ADULT_RULES = [
