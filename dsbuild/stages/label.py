@@ -627,6 +627,7 @@ class AggregateLabels(Stage):
         only in case (free-text answers) are classes of their own, which splits votes."""
         notes = _case_variants(self.ctx.name, entry.get("summary", {}).get("labels", []))
         notes += _annotation_notes(self.ctx.name, entry.get("summary", {}).get("annotations", {}))
+        notes += self._gold_notes(entry)
         items = entry.get("summary", {}).get("items_annotated", 0)
         matched = int(entry["metrics"].get("annotated", 0))
         if not items or matched >= items:
@@ -639,6 +640,18 @@ class AggregateLabels(Stage):
         return notes + [f"stage {self.ctx.name!r}: {items - matched:,} of the {items:,} annotated items are not rows "
                         "of the data (ids are compared as written, case included, spaces around them not); their answers still count towards "
                         "each annotator's quality."]
+
+
+    def _gold_notes(self, entry: dict) -> list[str]:
+        """Gold values the label set does not hold (True against answers 0 and 1, 'Cat'
+        against 'cat') were left out without a word: the run looked as if it had gold."""
+        outside = int(entry["metrics"].get("gold_outside_labels", 0))
+        if not outside:
+            return []
+        used = int(entry["metrics"].get("gold_items", 0))
+        return [f"stage {self.ctx.name!r}: {outside:,} rows' gold values in {self.options.gold!r} are not among the labels "
+                f"{entry.get('summary', {}).get('labels', [])} and are not used ({used:,} are); write them as the "
+                "annotations write their labels (a boolean gold against answers 0 and 1 matches none)"]
 
 
 def _annotation_notes(stage: str, counts: dict) -> list[str]:
@@ -702,6 +715,8 @@ class FinishLabels:
             codes = np.where(known >= 0, known, codes)
             confidence = np.where(known >= 0, 1.0, confidence)
             part[f"{METRIC}gold_items"] = (known >= 0).astype(np.int64)
+            given = label_keys(part[self.gold]).notna().to_numpy()
+            part[f"{METRIC}gold_outside_labels"] = (given & (known < 0)).astype(np.int64)
         labeled = codes >= 0
         write_labels(part, out, self.classes, codes, confidence, keep_old=self.no_annotations == "keep")
         part[f"{out}_annotations"] = count

@@ -419,3 +419,17 @@ def test_answers_not_counted_or_counted_twice_are_said():
 
     with pytest.raises(StageError, match="the annotations hold no rows"):
         run_stage(AggregateLabels(annotations=ann.iloc[:0], method="majority_vote", labels=["yes", "no"]), data)
+
+
+def test_gold_values_outside_the_labels_are_said(client, tmp_path):
+    """A boolean gold column against answers 0 and 1 matched no class: the gold was left
+    out (no annotator scored, no label kept) and the manifest said nothing."""
+    import dsbuild
+
+    data = pd.DataFrame({"id": ["a", "b", "c", "d"], "known": pd.array([True, None, False, None], dtype="boolean")})
+    ann = pd.DataFrame({"item": list("aabbccdd"), "annotator": ["w1", "w2"] * 4, "label": [1, 1, 0, 1, 0, 0, 1, 1]})
+    job = dsbuild.job(name="gold", source={"format": "frame", "frame": data},
+                      stages=[AggregateLabels(annotations=ann, method="majority_vote", gold="known")], sink={"path": str(tmp_path / "out")})
+    manifest = dsbuild.run(job, client=client)
+    (warning,) = manifest["warnings"]
+    assert "2 rows' gold values in 'known' are not among the labels [0, 1] and are not used (0 are)" in warning
