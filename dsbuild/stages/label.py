@@ -258,6 +258,8 @@ class AnnotationSource(StageOptions):
     item: str = "item"
     annotator: str = "annotator"
     label: str = "label"
+    wide: bool = Field(False, description="a column per annotator holding its answers, beside the item column (an empty "
+                       "cell is no answer), instead of a row per answer (item, annotator, label)")
     frame: Any = Field(None, exclude=True, description="a pandas or Dask frame of annotations (Python jobs)")
 
     @model_validator(mode="after")
@@ -272,7 +274,8 @@ class AnnotationSource(StageOptions):
         return dict(self.model_extra or {})
 
     def read(self, count_rows: bool = True):
-        return read_annotation_source(self.source_spec(), count_rows, text=(self.item, self.annotator, self.label))
+        text = "all" if self.wide else (self.item, self.annotator, self.label)
+        return read_annotation_source(self.source_spec(), count_rows, text=text)
 
 
 class AggregateLabelsOptions(StageOptions):
@@ -500,13 +503,17 @@ class AggregateLabels(Stage):
 
     def _check_annotation_columns(self, columns) -> None:
         spec = self.options.annotations
-        missing = [c for c in (spec.item, spec.annotator, spec.label) if c not in columns]
+        shown = [c for c in columns if c != ID and not str(c).startswith("_")]
+        missing = [c for c in ((spec.item,) if spec.wide else (spec.item, spec.annotator, spec.label)) if c not in columns]
         if missing:
             raise StageError(
                 f"stage {self.ctx.name!r}: annotation column {missing[0]!r} is not in the annotations; "
-                f"columns are {[c for c in columns if c != ID and not str(c).startswith('_')]} "
-                "(set annotations.item / annotator / label)"
+                f"columns are {shown} (set annotations.item / annotator / label"
+                + (", or wide: true for a column per annotator)" if len(shown) > 3 and not spec.wide else ")")
             )
+        if spec.wide and not _annotator_columns(columns, spec.item):
+            raise StageError(f"stage {self.ctx.name!r}: wide annotations need a column per annotator beside {spec.item!r}; "
+                             f"columns are {shown}")
 
     # the annotations, read and renamed -----------------------------------------------
     def _annotations(self, npartitions: int):
@@ -518,8 +525,10 @@ class AggregateLabels(Stage):
             frame = spec.read()
         elif isinstance(frame, pd.DataFrame):
             frame = dd.from_pandas(frame, npartitions=max(1, npartitions), sort=False)
-        names = {spec.item: ITEM, spec.annotator: ANNOTATOR, spec.label: LABEL}
         self._check_annotation_columns(frame.columns)
+        if spec.wide:
+            return frame.map_partitions(_answers_of_wide, spec.item, meta=_answers_of_wide(frame._meta, spec.item))
+        names = {spec.item: ITEM, spec.annotator: ANNOTATOR, spec.label: LABEL}
         keep = list(names) + (["_reason"] if "_reason" in frame.columns else [])
         return frame[keep].rename(columns=names)
 
@@ -731,6 +740,23 @@ class FinishLabels:
         return part.drop(columns=[ITEM, "_code", "_confidence", "_n"])
 
 
+def _annotator_columns(columns, item: str) -> list:
+    """A wide sheet's annotator columns: all but the item and the reader's own (id, raw, _reason)."""
+    return [c for c in columns if c not in (item, ID, "raw") and not str(c).startswith("_")]
+
+
+def _answers_of_wide(part: pd.DataFrame, item: str) -> pd.DataFrame:
+    """A wide sheet's answers as rows (item, annotator, label): an empty cell is no answer,
+    not a missing value, and a line the reader could not parse is one unreadable row."""
+    annotators = _annotator_columns(part.columns, item)
+    reason = ["_reason"] if "_reason" in part.columns else []
+    long = part[[item, *reason, *annotators]].melt(id_vars=[item, *reason], var_name=ANNOTATOR, value_name=LABEL)
+    answered = long[LABEL].notna()
+    if reason:
+        answered |= long["_reason"].notna() & (long[ANNOTATOR] == annotators[0])
+    return long[answered.to_numpy()].rename(columns={item: ITEM}).reset_index(drop=True)
+
+
 def _item_key(part: pd.DataFrame) -> pd.Series:
     return part[ITEM]
 
@@ -742,12 +768,13 @@ def _jsonable(v):
 _READ_AS_TEXT = ("csv", "jsonl")  # annotation formats whose item, annotator and label columns are read as text
 
 
-def read_annotation_source(spec: dict, count_rows: bool = True, text: tuple[str, ...] = ()):
+def read_annotation_source(spec: dict, count_rows: bool = True, text: tuple[str, ...] | Literal["all"] = ()):
     """A Dask frame of annotation rows from a source spec (Label Studio / MTurk included).
 
     A CSV or JSON-lines file's ``text`` columns (item, annotator, label) are read as text:
     typed by a sample, a label column of 0s and 1s rejected a later "unsure" (or a JSON
-    "1" beside 1) as unreadable, and its vote was lost.
+    "1" beside 1) as unreadable, and its vote was lost. ``"all"``: every column (a wide
+    sheet's answers, a column per annotator).
     """
     fmt = spec.get("format")
     if fmt in ("label_studio", "mturk"):
@@ -758,7 +785,8 @@ def read_annotation_source(spec: dict, count_rows: bool = True, text: tuple[str,
 
     if fmt in _READ_AS_TEXT and text:
         present = read_source(spec, count_rows=False).frame.columns
-        spec = {**spec, "text_columns": list(dict.fromkeys([*spec.get("text_columns", []), *(c for c in text if c in present)]))}
+        wanted = _annotator_columns(present, "") if text == "all" else [c for c in text if c in present]
+        spec = {**spec, "text_columns": list(dict.fromkeys([*spec.get("text_columns", []), *wanted]))}
     return read_source(spec, count_rows=count_rows).frame
 
 

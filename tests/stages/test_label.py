@@ -433,3 +433,21 @@ def test_gold_values_outside_the_labels_are_said(client, tmp_path):
     manifest = dsbuild.run(job, client=client)
     (warning,) = manifest["warnings"]
     assert "2 rows' gold values in 'known' are not among the labels [0, 1] and are not used (0 are)" in warning
+
+
+def test_wide_annotations_a_column_per_annotator(digits_crowd, tmp_path):
+    """Vendors ship a sheet with a column per annotator; it was refused ('annotation column
+    'annotator' is not in the annotations'). Read with wide: true it gives what the same
+    answers in rows give, an empty cell being no answer, not a missing value."""
+    _, ids, ann, data, _ = digits_crowd
+    ann, data = ann[ann["item"].isin(ids[:300])], data.head(300)
+    sheet = ann.pivot(index="item", columns="annotator", values="label").reset_index()
+    sheet.to_csv(tmp_path / "wide.csv", index=False)
+    long, _ = run_stage(AggregateLabels(annotations=ann), data)
+    stage = AggregateLabels(annotations={"format": "csv", "path": str(tmp_path / "wide.csv"), "wide": True})
+    wide, _ = run_stage(stage, data)
+    pd.testing.assert_frame_equal(wide, long)
+    counts = stage.summary()["annotations"]
+    assert counts["used"] == counts["rows"] == len(ann) and counts["missing_value"] == 0
+    with pytest.raises(StageError, match="or wide: true for a column per annotator"):
+        run_stage(AggregateLabels(annotations={"format": "csv", "path": str(tmp_path / "wide.csv")}), data)
