@@ -623,6 +623,8 @@ class AggregateLabels(Stage):
         }
         if "prior" in state:
             out["prior"] = {str(k): round(float(p), 6) for k, p in zip(classes.keys, state["prior"])}
+            answers = labels_seen.reindex(list(classes.keys), fill_value=0)
+            out["answer_shares"] = {str(k): round(float(n) / max(float(answers.sum()), 1.0), 6) for k, n in answers.items()}
             out["elbo_per_annotation"] = float(state["elbo"])
             out["converged"] = bool(rounds - 1 < o.max_iter)
         return out
@@ -637,6 +639,7 @@ class AggregateLabels(Stage):
         notes = _case_variants(self.ctx.name, entry.get("summary", {}).get("labels", []))
         notes += _annotation_notes(self.ctx.name, entry.get("summary", {}).get("annotations", {}))
         notes += self._gold_notes(entry)
+        notes += _collapse_notes(self.ctx.name, entry.get("summary", {}))
         items = entry.get("summary", {}).get("items_annotated", 0)
         matched = int(entry["metrics"].get("annotated", 0))
         if not items or matched >= items:
@@ -661,6 +664,21 @@ class AggregateLabels(Stage):
         return [f"stage {self.ctx.name!r}: {outside:,} rows' gold values in {self.options.gold!r} are not among the labels "
                 f"{entry.get('summary', {}).get('labels', [])} and are not used ({used:,} are); write them as the "
                 "annotations write their labels (a boolean gold against answers 0 and 1 matches none)"]
+
+
+def _collapse_notes(stage: str, summary: dict) -> list[str]:
+    """A label model can settle with (nearly) every item in one class that the answers do
+    not favour so: one-coin Dawid–Skene does, as crowd-kit's does, on a crowd with one
+    prolific annotator who always gives the same answer (every digit '0', which a third
+    of the answers gave; accuracy 0.10). The labels are then the model's, not the crowd's."""
+    prior, answers = summary.get("prior", {}), summary.get("answer_shares", {})
+    if not prior or len(prior) < 2:
+        return []
+    top = max(prior, key=prior.get)
+    if prior[top] < 0.98 or answers.get(top, 1.0) > 0.8:
+        return []
+    return [f"stage {stage!r}: {summary.get('method')} put {prior[top]:.0%} of the items in {top!r}, which {answers[top]:.0%} "
+            "of the answers give: the model collapsed onto one class; compare with majority_vote or dawid_skene"]
 
 
 def _annotation_notes(stage: str, counts: dict) -> list[str]:

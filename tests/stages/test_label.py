@@ -451,3 +451,19 @@ def test_wide_annotations_a_column_per_annotator(digits_crowd, tmp_path):
     assert counts["used"] == counts["rows"] == len(ann) and counts["missing_value"] == 0
     with pytest.raises(StageError, match="or wide: true for a column per annotator"):
         run_stage(AggregateLabels(annotations={"format": "csv", "path": str(tmp_path / "wide.csv")}), data)
+
+
+def test_a_model_that_collapses_onto_one_class_is_said():
+    """One-coin Dawid–Skene (as crowd-kit's) sends every digit to '0' when one prolific
+    annotator always answers 0 beside 1-3 others: accuracy 0.10, and not a word."""
+    y = load_digits().target
+    ids = np.array([f"digit-{i}" for i in range(len(y))])
+    ann, _, _ = simulate_annotations(y, 30, np.random.default_rng(0), item_ids=ids, min_votes=1, max_votes=3)
+    zero = ids[np.random.default_rng(0).random(len(y)) < 0.7]
+    ann = pd.concat([ann, pd.DataFrame({"item": zero, "annotator": 30, "label": 0})])
+    data = pd.DataFrame({"id": ids})
+    for method, said in (("one_coin_dawid_skene", True), ("dawid_skene", False)):
+        stage = AggregateLabels(annotations=ann, method=method)
+        run_stage(stage, data)
+        notes = stage.result_warnings({"summary": stage.summary(), "metrics": {"annotated": len(y)}})
+        assert any(f"{method} put 100% of the items in '0', which 33% of the answers give" in n for n in notes) == said, notes
