@@ -106,8 +106,19 @@ def test_mturk_results_need_a_clear_answer_field():
     with pytest.raises(ValueError, match="which answer field"):
         parse_mturk_results(results)
     assert parse_mturk_results(results, answer="y")["label"].tolist() == ["2"]
-    with pytest.raises(ValueError, match="unknown keys"):
+    with pytest.raises(ValueError, match=r"unknown option 'anwser' \(did you mean 'answer'\?\)"):
         read_labeling_export({"format": "mturk", "path": "x.csv", "anwser": "y"})
+
+
+def test_a_misspelt_export_option_is_a_validation_error_not_a_traceback():
+    """``answers: digit`` passed the job's loader and stopped ``dsbuild validate`` with a
+    ValueError traceback from reading the export."""
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=r"unknown option 'answers' \(did you mean 'answer'\?\); valid options for a mturk export"):
+        AggregateLabels(annotations={"format": "mturk", "path": "x.csv", "answers": "digit"})
+    with pytest.raises(ValidationError, match="unknown option 'answer'.*label_studio export: format, path, from_name, item_field"):
+        AggregateLabels(annotations={"format": "label_studio", "path": "x.json", "answer": "digit"})
 
 
 def test_label_studio_export_with_a_comment_box_needs_from_name():

@@ -156,7 +156,8 @@ def parse_mturk_results(results: pd.DataFrame, answer: str | None = None, item_f
         results = results[results["AssignmentStatus"].astype(str) != "Rejected"]
     item_col = f"Input.{item_field}"
     if item_col not in results.columns:
-        raise ValueError(f"column {item_col!r} is missing: export the batch with export_mturk so items carry their id")
+        raise ValueError(f"column {item_col!r} is missing: export the batch with export_mturk so items carry their id, "
+                         "or name the input column that holds the data's ids (item_field: ...)")
     direct = f"Answer.{answer}"
     if direct in results.columns:
         label = results[direct]
@@ -201,6 +202,28 @@ def _named(path: str):
         raise SourceError(f"{path}: {e}") from None
 
 
+_EXPORT_OPTIONS = {"label_studio": ("format", "path", "from_name", "item_field"), "mturk": ("format", "path", "answer", "item_field")}
+
+
+def check_export_spec(spec: dict) -> None:
+    """A misspelt option of an export is said when the job is loaded, with a close match and
+    the valid ones, as a source's is: ``answers: digit`` was a ValueError traceback from
+    ``dsbuild validate``."""
+    import difflib
+
+    fmt = spec.get("format")
+    if fmt not in _EXPORT_OPTIONS:
+        raise ValueError(f"unknown labeling export format {fmt!r}: label_studio or mturk")
+    valid = _EXPORT_OPTIONS[fmt]
+    for key in spec:
+        if key not in valid:
+            close = difflib.get_close_matches(str(key), valid, n=1)
+            raise ValueError(f"unknown option {key!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+                             + f"; valid options for a {fmt} export: {', '.join(valid)}")
+    if "path" not in spec:
+        raise ValueError(f"a {fmt} export needs a path")
+
+
 def read_labeling_export(spec: dict):
     """A Dask frame of annotation rows, one partition per export file.
 
@@ -209,18 +232,15 @@ def read_labeling_export(spec: dict):
     """
     import dask.dataframe as dd
 
+    check_export_spec(spec)
     spec = dict(spec)
     fmt = spec.pop("format")
     paths = spec.pop("path")
     item_field = spec.pop("item_field", ITEM_FIELD)
     if fmt == "label_studio":
         reader, extra = _read_label_studio_file, spec.pop("from_name", None)
-    elif fmt == "mturk":
-        reader, extra = _read_mturk_file, spec.pop("answer", None)
     else:
-        raise ValueError(f"unknown labeling export format {fmt!r}: label_studio or mturk")
-    if spec:
-        raise ValueError(f"unknown keys for a {fmt} export: {sorted(spec)}")
+        reader, extra = _read_mturk_file, spec.pop("answer", None)
     files = sorted(fsspec.open_files(paths if isinstance(paths, list) else [paths], "rb"), key=lambda f: f.path)
     if not files:
         raise FileNotFoundError(f"no {fmt} export at {paths!r}")

@@ -264,7 +264,11 @@ class AnnotationSource(StageOptions):
 
     @model_validator(mode="after")
     def _readable(self):
-        if self.frame is None and (self.model_extra or {}).get("format") not in ("label_studio", "mturk"):
+        if self.frame is None and (self.model_extra or {}).get("format") in ("label_studio", "mturk"):
+            from dsbuild.io.labeling import check_export_spec
+
+            check_export_spec(self.source_spec())
+        elif self.frame is None:
             from dsbuild.io.sources import check_source_spec
 
             check_source_spec(self.source_spec())  # named under annotations by the job's loader
