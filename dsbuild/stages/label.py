@@ -369,10 +369,10 @@ def _inventory(part: pd.DataFrame, _state) -> dict:
     bad = part["_reason"].notna() if "_reason" in part.columns else pd.Series(False, index=part.index)
     missing = ~bad & (part[ITEM].isna() | part[ANNOTATOR].isna() | part[LABEL].isna())
     ok = part[~bad & ~missing]
-    annotators = ok[ANNOTATOR].value_counts(sort=False)
+    annotators = _seen(ok[ANNOTATOR])
     annotators.index = annotators.index.astype(str)
     annotators = annotators.groupby(level=0).sum()
-    labels = ok[LABEL].value_counts(sort=False)
+    labels = _seen(ok[LABEL])
     keys = label_keys(pd.Series(labels.index, dtype=labels.index.dtype))
     examples = _merge_examples({}, ((k, v.strip() if isinstance(v, str) else v) for k, v in zip(keys.tolist(), labels.index) if k is not pd.NA))
     blank = int(labels.to_numpy()[keys.isna().to_numpy()].sum())  # only spaces: no answer
@@ -386,6 +386,14 @@ def _inventory(part: pd.DataFrame, _state) -> dict:
         "examples": examples,
         "items": heapq.nsmallest(ITEM_EXAMPLES, map(str, ok[ITEM].unique())),
     }
+
+
+def _seen(values: pd.Series) -> pd.Series:
+    """Counts of the values present. A categorical column (a Parquet dictionary) counts its
+    unused categories too, and they became classes no annotator gave ('unsure' in the
+    dictionary): GLAD spread wrong answers over them and changed labels."""
+    counts = values.value_counts(sort=False)
+    return counts[counts > 0]
 
 
 def _merge_examples(a: dict, pairs) -> dict:

@@ -467,3 +467,20 @@ def test_a_model_that_collapses_onto_one_class_is_said():
         run_stage(stage, data)
         notes = stage.result_warnings({"summary": stage.summary(), "metrics": {"annotated": len(y)}})
         assert any(f"{method} put 100% of the items in '0', which 33% of the answers give" in n for n in notes) == said, notes
+
+
+def test_a_categorical_label_column_gives_the_classes_answered(digits_crowd, tmp_path):
+    """A Parquet dictionary label column counted its unused categories ('unsure', 'skip')
+    as classes: GLAD spread wrong answers over them too and changed labels."""
+    _, ids, ann, data, _ = digits_crowd
+    ann, data = ann[ann["item"].isin(ids[:400])], data.head(400)
+    plain = ann.assign(label="d" + ann["label"].astype(str))
+    plain.to_parquet(tmp_path / "plain.parquet", index=False)
+    plain.assign(label=pd.Categorical(plain["label"], categories=[*sorted(set(plain["label"])), "unsure", "skip"])).to_parquet(
+        tmp_path / "categorical.parquet", index=False)
+    outs = []
+    for name in ("plain", "categorical"):
+        stage = AggregateLabels(annotations={"format": "parquet", "path": str(tmp_path / f"{name}.parquet")}, method="glad")
+        outs.append(run_stage(stage, data)[0])
+        assert "unsure" not in stage.summary()["labels"]
+    pd.testing.assert_frame_equal(outs[0], outs[1])
