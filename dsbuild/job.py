@@ -188,6 +188,15 @@ class JobSpec(_Spec):
             found += [(f"stages[{i}].{name}.{where}", path) for where, path in _paths_in(options or {})]
         return found
 
+    def stage_outputs(self) -> list[tuple[str, str]]:
+        """(where in the job, path) of each file a stage writes beside the output
+        (aggregate_labels' annotators_output)."""
+        found = []
+        for i, entry in enumerate(self.resolved()["stages"]):
+            ((name, options),) = entry.items()
+            found += [(f"stages[{i}].{name}.{key}", (options or {})[key]) for key in _FILE_OUTPUTS if (options or {}).get(key)]
+        return found
+
     def resolved(self) -> dict:
         """The job as plain data; a frame a Python job passes to a stage (annotations) is
         named by its shape."""
@@ -215,6 +224,9 @@ def _described(value) -> str:
         rows = shape[0] if isinstance(shape[0], int) else "?"
         return f"<{type(value).__module__.split('.')[0]} frame: {rows} rows, columns {list(value.columns)}>"
     raise TypeError(f"cannot describe a {type(value).__name__} in a job")
+
+
+_FILE_OUTPUTS = ("annotators_output",)  # stage options naming a file the stage writes
 
 
 def _paths_in(options: dict, prefix: str = "") -> list[tuple[str, object]]:

@@ -110,6 +110,7 @@ def checked_output(job, *, output: str | None = None, overwrite: bool = False, o
     sink = _sink(spec, overwrite)
     sink.check_target()
     sink.check_apart_from(spec.source, spec.stage_inputs())
+    sink.check_written_beside(spec.stage_outputs())
     return spec, sink
 
 
@@ -461,7 +462,9 @@ def validate_against_source(spec: JobSpec) -> list[str]:
     validate to find them); after a stage whose check failed, later stages see the columns
     it would make where they can be told.
     """
-    _sink(spec, overwrite=False).check_apart_from(spec.source, spec.stage_inputs())
+    sink = _sink(spec, overwrite=False)
+    sink.check_apart_from(spec.source, spec.stage_inputs())
+    sink.check_written_beside(spec.stage_outputs())
     frame = _marked_source(read_source(spec.source, count_rows=False), spec.columns.id)
     _check_roles(spec, frame._meta)
     meta = kept_rows(frame._meta)

@@ -66,6 +66,21 @@ def test_an_output_that_cannot_be_written_is_refused_before_a_cluster_starts(tmp
     assert "exists and is not empty" in err and "dashboard:" not in err
 
 
+def test_a_file_a_stage_writes_inside_the_output_is_refused(tmp_path, capsys):
+    """aggregate_labels' annotators_output inside sink.path was written, then replaced with
+    the rest of the folder when the run moved its output into place: lost without a word."""
+    (tmp_path / "crowd.csv").write_text("item,annotator,label\nbreast_cancer:0,w1,a\n")
+    job = tmp_path / "job.yaml"
+    job.write_text(f"name: t\nsource: {{format: sample, name: breast_cancer}}\nstages:\n"
+                   f"  - aggregate_labels: {{annotations: {{format: csv, path: {tmp_path / 'crowd.csv'}}}, "
+                   f"annotators_output: {tmp_path / 'out' / 'annotators.parquet'}}}\nsink: {{path: {tmp_path / 'out'}}}\n")
+    for command in (["validate", str(job)], ["run", str(job), "--workers", "1"]):
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert "stages[0].aggregate_labels.annotators_output" in err and "which the run replaces when it finishes" in err
+        assert "dashboard:" not in err
+
+
 def test_validate_reads_the_files_a_stage_names(tmp_path, capsys):
     """aggregate_labels' annotations and decontaminate's reference: a missing file or column
     is found by validate, not by a run after its cluster has started."""

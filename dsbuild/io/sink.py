@@ -91,6 +91,18 @@ class Sink:
                     raise OutputExists(f"{where} {path} is inside sink.path {self.path}: overwriting the output would "
                                        "delete the input; write it elsewhere")
 
+    def check_written_beside(self, files: list[tuple[str, str]]) -> None:
+        """Refuse a file a stage writes (``files``: (where in the job, path)) inside the
+        output folder: the run builds the output in a temporary folder and moves it into
+        place at the end, so the file was replaced without a word."""
+        if not _is_local(self.fs):
+            return
+        out = os.path.abspath(self.path)
+        for where, path in files:
+            if _within(os.path.abspath(self.fs._strip_protocol(path)), out):
+                raise OutputExists(f"{where} {path} is inside sink.path {self.path}, which the run replaces when it "
+                                   "finishes: the file would be lost; write it beside the output")
+
     def staging(self, kind: str, group: str) -> str:
         return posixpath.join(self.tmp, "_staging", kind, group)
 
