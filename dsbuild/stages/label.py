@@ -174,14 +174,14 @@ class LabelModel:
         return crowd.majority_vote(votes, weights)[1]
 
 
-def fit_rounds(model: LabelModel, fit_round, shapes_fit) -> tuple[dict, dict, int]:
-    """(state, first-round stats, rounds): rounds of ``shapes_fit(round_fn, state)``.
+def fit_rounds(model: LabelModel, fit_round, shapes_fit) -> tuple[dict, dict, int, bool]:
+    """(state, first-round stats, rounds, converged): rounds of ``shapes_fit(round_fn, state)``.
 
     The first round also carries method-free counts (gold answers, duplicates).
     """
     first = shapes_fit(functools.partial(fit_round, model=model, first=True), None)
     state = model.finalize(first)
-    rounds = 1
+    rounds, done = 1, True
     if model.iterative:
         previous = None
         for _ in range(model.max_iter):
@@ -191,7 +191,7 @@ def fit_rounds(model: LabelModel, fit_round, shapes_fit) -> tuple[dict, dict, in
             previous = state = new
             if done:
                 break
-    return state, first, rounds
+    return state, first, rounds, done
 
 
 def tie_draws(probas: np.ndarray, item_ids, seed: int, stage: str, ties: str) -> np.ndarray | None:
@@ -583,12 +583,14 @@ class AggregateLabels(Stage):
         def run_round(fn, state):
             return shapes.fit(grouped, fn, crowd.merge_stats, state, label=self.ctx.name)
 
-        state, first, rounds = fit_rounds(model, round_fn, run_round)
+        state, first, rounds, converged = fit_rounds(model, round_fn, run_round)
         self.state_, self.rounds_, self.classes_ = state, rounds, classes
         table = annotator_table(annotators, state, first)
         if o.annotators_output:
             _write_annotators(table, o.annotators_output)
         self._summary = self._describe(inventory, classes, counts, first, state, rounds, table)
+        if model.iterative:
+            self._summary["converged"] = converged
 
         results = shapes.map(
             grouped, functools.partial(_item_results, coder=coder, model=model), shapes.broadcast(state),
@@ -638,7 +640,6 @@ class AggregateLabels(Stage):
             answers = labels_seen.reindex(list(classes.keys), fill_value=0)
             out["answer_shares"] = {str(k): round(float(n) / max(float(answers.sum()), 1.0), 6) for k, n in answers.items()}
             out["elbo_per_annotation"] = float(state["elbo"])
-            out["converged"] = bool(rounds - 1 < o.max_iter)
         return out
 
     def summary(self) -> dict:
@@ -652,6 +653,9 @@ class AggregateLabels(Stage):
         notes += _annotation_notes(self.ctx.name, entry.get("summary", {}).get("annotations", {}))
         notes += self._gold_notes(entry)
         notes += _collapse_notes(self.ctx.name, entry.get("summary", {}))
+        if entry.get("summary", {}).get("converged") is False:
+            notes.append(f"stage {self.ctx.name!r}: {self.options.method} did not converge in max_iter "
+                         f"{self.options.max_iter} rounds (tol {self.options.tol}); the labels are the last round's: raise max_iter")
         items = entry.get("summary", {}).get("items_annotated", 0)
         matched = int(entry["metrics"].get("annotated", 0))
         if not items or matched >= items:
@@ -943,7 +947,7 @@ class LabelingFunctions(FitApplyStage):
         def run_round(fn, state):
             return shapes.fit(frame, fn, crowd.merge_stats, state, label=self.ctx.name)
 
-        state, first, rounds = fit_rounds(model, functools.partial(_rule_round, voter=voter), run_round)
+        state, first, rounds, _ = fit_rounds(model, functools.partial(_rule_round, voter=voter), run_round)
         self.state_, self.rounds_, self.classes_ = state, rounds, classes
         table = annotator_table(names, state, first).rename(columns={"annotator": "rule", "votes": "fired"})
         self._summary = {

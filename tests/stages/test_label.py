@@ -484,3 +484,22 @@ def test_a_categorical_label_column_gives_the_classes_answered(digits_crowd, tmp
         outs.append(run_stage(stage, data)[0])
         assert "unsure" not in stage.summary()["labels"]
     pd.testing.assert_frame_equal(outs[0], outs[1])
+
+
+def test_a_label_model_that_did_not_converge_is_said(digits_crowd):
+    """max_iter reached: the summary said converged false at most, and the run no word;
+    a model that converged in its last allowed round was reported as not converged."""
+    _, ids, ann, data, _ = digits_crowd
+    ann, data = ann[ann["item"].isin(ids[:300])], data.head(300)
+    stage = AggregateLabels(annotations=ann, max_iter=2)
+    run_stage(stage, data)
+    notes = stage.result_warnings({"summary": stage.summary(), "metrics": {"annotated": 300}})
+    assert stage.summary()["converged"] is False
+    assert any("dawid_skene did not converge in max_iter 2 rounds" in n for n in notes), notes
+    rounds = AggregateLabels(annotations=ann)
+    run_stage(rounds, data)
+    needed = rounds.summary()["rounds"] - 1
+    exact = AggregateLabels(annotations=ann, max_iter=needed)
+    run_stage(exact, data)
+    assert exact.summary()["converged"] is True
+    assert not exact.result_warnings({"summary": exact.summary(), "metrics": {"annotated": 300}})
