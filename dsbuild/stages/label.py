@@ -705,8 +705,13 @@ def _annotation_notes(stage: str, counts: dict) -> list[str]:
         notes.append(f"stage {stage!r}: none of the {counts['rows']:,} annotation rows is a vote (unreadable "
                      f"{counts.get('unreadable', 0):,}, without a value {counts.get('missing_value', 0):,}, outside the labels "
                      f"{counts.get('outside_labels', 0):,}: {counts.get('outside_label_examples', [])[:3]})")
-    elif counts.get("unreadable"):
-        notes.append(f"stage {stage!r}: {counts['unreadable']:,} annotation rows could not be read and are not counted")
+    else:
+        if counts.get("unreadable"):
+            notes.append(f"stage {stage!r}: {counts['unreadable']:,} annotation rows could not be read and are not counted")
+        if counts.get("outside_labels"):
+            notes.append(f"stage {stage!r}: {counts['outside_labels']:,} of the {counts['rows']:,} answers give a label outside "
+                         f"'labels' and are not counted ({', '.join(map(repr, counts.get('outside_label_examples', [])[:5]))}); "
+                         "the other answers alone label their items: check 'labels' for a misspelt class")
     if counts.get("duplicate_answers"):
         notes.append(f"stage {stage!r}: {counts['duplicate_answers']:,} answers repeat an answer of the same annotator to "
                      "the same item and count as votes of their own (as in crowd-kit); drop repeated answers before "

@@ -134,6 +134,17 @@ def test_messy_annotations_are_counted_not_fatal():
     assert kept.set_index("id")["label_annotations"].to_dict() == {"a": 4, "b": 2, "c": 0, "d": 0}
 
 
+def test_answers_outside_declared_labels_are_said():
+    """labels: [cat, dgo] (a typo) left every 'dog' answer out without a word: item c was
+    'cat' with confidence 1.0 against one cat and one dog, b and d had no annotations."""
+    data = pd.DataFrame({"id": list("abcd")})
+    ann = pd.DataFrame({"item": list("aabbccdd"), "annotator": ["w1", "w2"] * 4,
+                        "label": ["cat", "cat", "dog", "dog", "cat", "dog", "dog", "dog"]})
+    stage = AggregateLabels(annotations=ann, labels=["cat", "dgo"], method="majority_vote")
+    run_stage(stage, data)
+    (note,) = stage.result_warnings({"summary": stage.summary(), "metrics": {"annotated": 2}})
+    assert "5 of the 8 answers give a label outside 'labels' and are not counted ('dog')" in note
+
 def test_label_spellings_spaces_merge_and_case_is_said():
     """A space typed into a form is no new class; a capital might be one, so it is said."""
     data = pd.DataFrame({"id": ["a", "b", "c"]})
