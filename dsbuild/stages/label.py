@@ -92,11 +92,15 @@ class Classes:
     def discovered(cls, examples: dict[str, Any], read_as_text: bool = False) -> Classes:
         """The classes the answers hold. Annotation files are read as text, so that a label
         column mixing 1 and "unsure" loses no answer (``read_as_text``); labels read so
-        that are all whole numbers come out as numbers again, as a typed reader gives them."""
+        that are all whole numbers, or all true and false (JSON's booleans, a CSV's
+        True/False), come out as numbers or booleans again, as a typed reader gives them."""
         keys = tuple(_sort_keys(examples))
         values = [examples[k] for k in keys]
-        if read_as_text and values and all(isinstance(v, str) and re.fullmatch(r"-?[1-9]\d*|0", k) for k, v in zip(keys, values)):
-            values = [int(k) for k in keys]
+        if read_as_text and values and all(isinstance(v, str) for v in values):
+            if all(re.fullmatch(r"-?[1-9]\d*|0", k) for k in keys):
+                values = [int(k) for k in keys]
+            elif len({k.casefold() for k in keys}) == len(keys) and {k.casefold() for k in keys} <= {"true", "false"}:
+                values = [k.casefold() == "true" for k in keys]
         return cls(keys, tuple(values))
 
     def codes(self, values: pd.Series) -> np.ndarray:

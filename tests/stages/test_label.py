@@ -217,6 +217,25 @@ def test_label_files_mixing_numbers_and_words_lose_no_answer(tmp_path):
     assert kept["label"].dtype == "string"  # one type for 0, 1 and text: Arrow can write it
 
 
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_boolean_answers_come_out_as_booleans(tmp_path, fmt):
+    """JSON true/false (or a CSV's True/False) read as text came out as the strings
+    'True' and 'False', where a typed reader gives booleans; a third answer keeps text."""
+    import json
+
+    data = pd.DataFrame({"id": ["a", "b"]})
+    rows = [("a", "w1", True), ("a", "w2", True), ("b", "w1", False), ("b", "w2", False)]
+    path = tmp_path / f"votes.{fmt}"
+    if fmt == "jsonl":
+        path.write_text("".join(json.dumps({"item": i, "annotator": a, "label": v}) + "\n" for i, a, v in rows))
+    else:
+        path.write_text("item,annotator,label\n" + "".join(f"{i},{a},{v}\n" for i, a, v in rows))
+    kept, _ = run_stage(AggregateLabels(annotations={"format": fmt, "path": str(path)}, method="majority_vote"), data)
+    assert kept["label"].dtype == "boolean" and kept.set_index("id")["label"].to_dict() == {"a": True, "b": False}
+    path.write_text(path.read_text().replace("False", "unsure").replace("false", '"unsure"'))
+    kept, _ = run_stage(AggregateLabels(annotations={"format": fmt, "path": str(path)}, method="majority_vote"), data)
+    assert kept["label"].dtype == "string" and kept.set_index("id")["label"].to_dict() == {"a": "True", "b": "unsure"}
+
 def test_single_answer_annotators_and_min_votes(digits_crowd):
     y, ids, ann, data, _ = digits_crowd
     with pytest.raises(StageError, match="min_annotator_votes 100000 leaves no annotator"):  # every row 'no-annotations'
