@@ -172,9 +172,11 @@ class Synthesize(Stage):
         if o.columns is not None:
             self.require_columns(meta, o.columns)
         self.check_where(meta, o.where)
+        self._check_marker(meta)
         image = self.ctx.roles.image
-        # a synthetic row has no source record, so no id of one; where's == columns are set, not modelled
-        skip = {ID, self.ctx.roles.id, image, *(c.column for c in o.where if c.op == "==")}
+        # a synthetic row has no source record, so no id of one; where's == columns are set, not
+        # modelled; nor is the marker, which this stage sets
+        skip = {ID, self.ctx.roles.id, image, o.marker, *(c.column for c in o.where if c.op == "==")}
         candidates = o.columns or [c for c in meta.columns if c not in skip and not str(c).startswith("_")]
         self.times_ = [c for c in candidates if pd.api.types.is_datetime64_any_dtype(meta[c])]
         self.numeric_ = [
@@ -187,6 +189,15 @@ class Synthesize(Stage):
         ]
         if not self.numeric_ and not self.categorical_:
             raise StageError(f"stage {self.ctx.name!r}: no numeric or text columns to model")
+
+    def _check_marker(self, meta):
+        """A marker column the data already has is an earlier ``synthesize``'s (or an
+        earlier run's): its marks are kept. One that is not boolean is the user's own
+        data, which setting the marks would overwrite."""
+        marker = self.options.marker
+        if marker in meta.columns and not pd.api.types.is_bool_dtype(meta[marker]):
+            raise StageError(f"stage {self.ctx.name!r}: the data has a column {marker!r} ({meta[marker].dtype}) that is not "
+                             "a marker of synthetic rows; name another column for the marks with the option marker")
 
     def build(self, frame, shapes):
         if not hasattr(self, "numeric_"):
@@ -217,7 +228,8 @@ class Synthesize(Stage):
 
     def _add_rows(self, part: pd.DataFrame, copula: GaussianCopula, npartitions: int, partition_info=None) -> pd.DataFrame:
         part = with_marks(part)
-        part[self.options.marker] = False
+        marker = self.options.marker
+        part[marker] = part[marker].fillna(False) if marker in part.columns else False
         number = partition_info["number"] if partition_info and copula is not None else None
         blocks = range(number, -(-self.options.rows // BLOCK), npartitions) if number is not None else range(0)
         new = [self._block(part, copula, b) for b in blocks]

@@ -200,3 +200,16 @@ def test_synthesize_samples_values_of_each_column_type(client, tmp_path):
     assert {type(v) for v in new["flag"]} == {bool, type(None)}
     assert set(new["day"]) <= {datetime.date(2020, 1, d) for d in range(1, 5)}
     assert {tuple(v) for v in new["emb"]} <= {(0.0, 1.0), (1.0, 1.0), (2.0, 1.0)}
+
+
+def test_synthesize_keeps_the_marks_an_earlier_synthesize_set_and_refuses_a_column_of_the_users(adult):
+    """A second synthesize (or data an earlier run made) set every row it found to not
+    synthetic, and a column of the user's named ``synthetic`` was overwritten with marks."""
+    from dsbuild.stages import StageError
+
+    small = adult.head(1000)
+    once, _ = run_stage(Synthesize(rows=100), small)
+    twice, _ = run_stage(Synthesize(rows=100), once, name="synthesize#2")
+    assert twice["synthetic"].sum() == twice["id"].str.contains("#syn").sum() == 200
+    with pytest.raises(StageError, match="column 'synthetic' .* name another column for the marks with the option marker"):
+        run_stage(Synthesize(rows=100), small.assign(synthetic="no"))
