@@ -21,7 +21,7 @@ from dsbuild.kernels import smote as smote_kernel
 from dsbuild.kernels.copula import GaussianCopula, Marginals, ScoreMoments
 from dsbuild.kernels.dtypes import as_dtype
 from dsbuild.records import ID, child_id, record_rng
-from dsbuild.stages.base import ADDED, KEY, Stage, StageError, StageOptions, register, with_marks
+from dsbuild.stages.base import ADDED, KEY, Stage, StageError, StageOptions, _did_you_mean, register, with_marks
 from dsbuild.stages.conditions import Condition, all_hold, rows_holding
 
 # -- oversample -------------------------------------------------------------------------
@@ -61,11 +61,32 @@ class Oversample(Stage):
         counts = shapes.fit(frame, self._count, _add_counts, label=self.ctx.name)
         self.require_where_rows(sum(counts.values()))
         classes = None if self.options.classes is None else [str(c) for c in self.options.classes]  # as _labels writes them
+        self._check_classes(counts, classes)
         self.targets_ = smote_kernel.class_targets(counts, self.options.ratio, classes)
         self.counts_ = counts
         goal = round(self.options.ratio * max(counts.values(), default=0))
         self.lone_ = sorted(c for c, n in counts.items() if n < 2 and n < goal and (classes is None or c in classes))
         return shapes.group(frame, self._key, self._grow, label=self.ctx.name)
+
+    def _check_classes(self, counts: dict, classes: list[str] | None) -> None:
+        """Each class ``classes`` names is one the data has and is not past the goal: a
+        typo, or a ratio below the class's own, would otherwise add no row without a word
+        (imbalanced-learn refuses both)."""
+        if classes is None or not counts:
+            return
+        name, label = self.ctx.name, self.ctx.roles.label
+        for c in classes:
+            if c not in counts:
+                raise StageError(f"stage {name!r}: classes: {c!r} is not a class of {label!r}"
+                                 f"{' in the rows where names' if self.options.where else ''}; its classes are "
+                                 f"{sorted(counts)[:20]}{_did_you_mean(c, counts)}")
+        top = max(counts.values())
+        goal = round(self.options.ratio * top)
+        for c in classes:
+            if counts[c] > goal:
+                raise StageError(f"stage {name!r}: class {c!r} has {counts[c]:,} rows, more than ratio {self.options.ratio} × "
+                                 f"the largest class ({top:,}) = {goal:,}, and oversample only adds rows: "
+                                 f"raise ratio to at least {counts[c] / top:.3g} or leave {c!r} out of classes")
 
     def _labels(self, part):
         """Each row's class; None for a row without one or outside ``where`` (no pool, no count)."""

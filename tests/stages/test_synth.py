@@ -91,6 +91,17 @@ def test_oversample_says_which_class_of_one_row_it_cannot_grow_and_takes_classes
     assert "left class '2' as it is: a class of one row has no neighbour" in note
 
 
+def test_oversample_refuses_a_class_it_cannot_grow_as_asked(cancer):
+    """A typo in classes, or a ratio below a named class's own, added no row without a word."""
+    from dsbuild.stages import StageError
+
+    with pytest.raises(StageError, match=r"classes: 'malignnat' is not a class of 'label'.*did you mean 'malignant'"):
+        run_stage(Oversample(classes=["malignnat"]), cancer, roles=Roles(label="label"))
+    with pytest.raises(StageError, match=r"class 'malignant' has 212 rows, more than ratio 0.5 × the largest class \(357\) = 178.*"
+                                         r"raise ratio to at least 0.594"):
+        run_stage(Oversample(classes=["malignant"], ratio=0.5), cancer, roles=Roles(label="label"))
+
+
 def test_synthesize_on_no_rows_makes_none_and_says_so(adult):
     """Every row rejected before it: numpy failed on an empty correlation matrix."""
     stage = Synthesize(rows=50)
