@@ -154,6 +154,26 @@ class Oversample(Stage):
         if made < planned:
             notes.append(f"stage {self.ctx.name!r} made {made:,} of the {planned:,} rows it planned: a class needs two rows "
                          "whose features are all present to make rows between them (impute missing values first)")
+        return notes + self._plan_warnings()
+
+    def _plan_warnings(self) -> list[str]:
+        """A plan of no rows (the classes already at the goal, or a continuous label whose
+        every value is a class of one row), and classes too small for ``k_neighbors``, whose
+        new rows are then made towards fewer neighbours than asked."""
+        counts, targets, k = getattr(self, "counts_", {}), getattr(self, "targets_", {}), self.options.k_neighbors
+        notes = []
+        if counts and not targets and not getattr(self, "lone_", []):
+            top = max(counts.values())
+            why = (f"each of its {len(counts):,} classes has one row: oversample is for a class label, not a continuous one"
+                   if top < 2 else f"every class it grows already has ratio {self.options.ratio} × the largest class ({top:,}) rows or more")
+            notes.append(f"stage {self.ctx.name!r} made no rows: {why}")
+        small = sorted(c for c in targets if counts[c] <= k)
+        if len(small) == 1:
+            notes.append(f"stage {self.ctx.name!r}: class {small[0]!r} has {counts[small[0]]:,} rows, too few for k_neighbors={k}: "
+                         "its new rows were made towards the class's other rows alone")
+        elif small:
+            notes.append(f"stage {self.ctx.name!r}: classes {', '.join(f'{c!r} ({counts[c]:,} rows)' for c in small[:5])} have too few "
+                         f"rows for k_neighbors={k}: their new rows were made towards each class's other rows alone")
         return notes
 
 

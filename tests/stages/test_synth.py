@@ -84,7 +84,7 @@ def test_oversample_says_which_class_of_one_row_it_cannot_grow_and_takes_classes
     """A class of one row was left as it was without a word; ``classes: [1]`` for an integer
     label was refused (it had to be written "1")."""
     frame = pd.DataFrame({"id": [f"r{i}" for i in range(13)], "f": np.arange(13.0), "y": [0] * 10 + [1, 1, 2]})
-    stage = Oversample(classes=[1, 2])
+    stage = Oversample(classes=[1, 2], k_neighbors=1)
     kept, _ = run_stage(stage, frame, roles=Roles(label="y"))
     assert kept["y"].value_counts().to_dict() == {0: 10, 1: 10, 2: 1}
     (note,) = stage.result_warnings({"metrics": {"synthetic": 8}, "in": 13})
@@ -100,6 +100,26 @@ def test_oversample_refuses_a_class_it_cannot_grow_as_asked(cancer):
     with pytest.raises(StageError, match=r"class 'malignant' has 212 rows, more than ratio 0.5 × the largest class \(357\) = 178.*"
                                          r"raise ratio to at least 0.594"):
         run_stage(Oversample(classes=["malignant"], ratio=0.5), cancer, roles=Roles(label="label"))
+
+
+def test_oversample_warns_when_it_plans_no_rows_or_fewer_neighbours_than_asked(cancer):
+    """A continuous label (every value a class of one row), a ratio every class passes, and a
+    class smaller than k_neighbors (whose rows were made towards fewer neighbours) ran
+    without a word."""
+    continuous = cancer.assign(label=cancer["mean_radius"] + np.arange(len(cancer)) * 1e-6)
+    stage = Oversample()
+    run_stage(stage, continuous, roles=Roles(label="label"))
+    assert stage.result_warnings({"metrics": {}, "in": len(cancer)}) == [
+        "stage 'oversample' made no rows: each of its 569 classes has one row: oversample is for a class label, not a continuous one"]
+    stage = Oversample(ratio=0.5)
+    run_stage(stage, cancer, roles=Roles(label="label"))
+    (note,) = stage.result_warnings({"metrics": {}, "in": len(cancer)})
+    assert "made no rows: every class it grows already has ratio 0.5 × the largest class (357) rows or more" in note
+    stage = Oversample(k_neighbors=8)
+    tiny = pd.concat([cancer[cancer["label"] == "benign"], cancer[cancer["label"] == "malignant"].head(4)])
+    run_stage(stage, tiny, roles=Roles(label="label"))
+    (note,) = stage.result_warnings({"metrics": {"synthetic": 353}, "in": len(tiny)})
+    assert "class 'malignant' has 4 rows, too few for k_neighbors=8" in note
 
 
 def test_synthesize_on_no_rows_makes_none_and_says_so(adult):
