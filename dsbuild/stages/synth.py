@@ -130,8 +130,8 @@ class Oversample(Stage):
         new[ID] = [child_id(str(pid), "smote", int(j)) for pid, j in zip(pool[ID].to_numpy()[base], occurrence)]
         for j, c in enumerate(features):
             col = values[:, j]
-            if pd.api.types.is_integer_dtype(rows[c].dtype):
-                col = np.round(col)
+            if pd.api.types.is_integer_dtype(rows[c].dtype) or pd.api.types.is_bool_dtype(rows[c].dtype):
+                col = np.round(col)  # a whole number (a boolean: the nearer end), as the column holds
             new[c] = pd.Series(col, index=new.index).astype(rows[c].dtype)
         new[ADDED] = True
         new["_m_synthetic"] = 1

@@ -142,6 +142,15 @@ def test_a_where_that_names_no_row_is_an_error(cancer, stage):
         run_stage(stage(where=[{"column": "split", "op": "==", "value": "Train"}]), split, roles=Roles(label="label"))
 
 
+def test_oversample_keeps_a_boolean_feature_boolean(cancer):
+    """A boolean named in columns.features failed the run with pandas' "Need to pass
+    bool-like values": an interpolated 0.37 was cast to the column's nullable boolean."""
+    flagged = cancer.assign(large=pd.array(cancer["mean_radius"] > 15, dtype="boolean"))
+    kept, _ = run_stage(Oversample(), flagged, roles=Roles(label="label", features=("mean_radius", "mean_texture", "large")))
+    new = kept[kept["id"].str.contains("#smote")]
+    assert len(new) == 145 and new["large"].dtype == "boolean" and set(new["large"]) == {True, False}
+
+
 def test_oversample_same_bytes_for_any_partitioning(cancer, client):
     a, _ = run_stage(Oversample(k_neighbors=3), cancer, npartitions=1, roles=Roles(label="label"))
     b, _ = run_stage(Oversample(k_neighbors=3), cancer, npartitions=3, roles=Roles(label="label"))
