@@ -50,10 +50,18 @@ class Oversample(Stage):
             raise StageError(f"stage {self.ctx.name!r} needs the job's label column (columns.label)")
         self.require_columns(meta, [self.ctx.roles.label], what="label column (columns.label)")
         self.check_where(meta, self.options.where)
-        self.features_ = self.ctx.roles.feature_columns(meta)
-        self.require_columns(meta, self.features_, what="feature column")
+        named = self.ctx.roles.feature_columns(meta)
+        self.require_columns(meta, named, what="feature column")
+        self.features_ = [c for c in named if _interpolable(meta[c])]
         if not self.features_:
             raise StageError(f"stage {self.ctx.name!r}: no numeric feature columns to interpolate")
+
+    def column_warnings(self, meta: pd.DataFrame) -> list[str]:
+        """A text feature (columns.features is the job's, and other stages take text) is
+        no number to interpolate: it was coerced to missing and quietly left out."""
+        text = [c for c in self.ctx.roles.feature_columns(meta) if c in meta.columns and not _interpolable(meta[c])]
+        return [f"stage {self.ctx.name!r}: feature column {c!r} is not a number ({meta[c].dtype}): neighbours are found "
+                "without it, and each new row copies it from the row it is grown from" for c in text]
 
     def build(self, frame, shapes):
         if not hasattr(self, "features_"):
@@ -175,6 +183,11 @@ class Oversample(Stage):
             notes.append(f"stage {self.ctx.name!r}: classes {', '.join(f'{c!r} ({counts[c]:,} rows)' for c in small[:5])} have too few "
                          f"rows for k_neighbors={k}: their new rows were made towards each class's other rows alone")
         return notes
+
+
+def _interpolable(column: pd.Series) -> bool:
+    """Numbers, booleans and times: values on a segment between two of them are values too."""
+    return pd.api.types.is_numeric_dtype(column) or pd.api.types.is_datetime64_any_dtype(column)
 
 
 def _add_counts(a: dict, b: dict) -> dict:

@@ -151,6 +151,19 @@ def test_oversample_keeps_a_boolean_feature_boolean(cancer):
     assert len(new) == 145 and new["large"].dtype == "boolean" and set(new["large"]) == {True, False}
 
 
+def test_oversample_says_a_text_feature_is_copied_not_interpolated(cancer):
+    """A text column in columns.features was coerced to missing and left out without a word."""
+    sized = cancer.assign(size=np.where(cancer["mean_radius"] > 15, "large", "small"))
+    stage = Oversample()
+    roles = Roles(label="label", features=("mean_radius", "mean_texture", "size"))
+    kept, _ = run_stage(stage, sized, roles=roles)
+    assert stage.column_warnings(sized) == ["stage 'oversample': feature column 'size' is not a number (str): neighbours are "
+                                            "found without it, and each new row copies it from the row it is grown from"]
+    new = kept[kept["id"].str.contains("#smote")]
+    parents = sized.set_index("id").loc[new["id"].str.split("#").str[0], "size"].to_numpy()
+    assert len(new) == 145 and (new["size"].to_numpy() == parents).all()
+
+
 def test_oversample_same_bytes_for_any_partitioning(cancer, client):
     a, _ = run_stage(Oversample(k_neighbors=3), cancer, npartitions=1, roles=Roles(label="label"))
     b, _ = run_stage(Oversample(k_neighbors=3), cancer, npartitions=3, roles=Roles(label="label"))
