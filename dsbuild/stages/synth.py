@@ -128,7 +128,7 @@ class Oversample(Stage):
         features = [c for c, ok in zip(self.features_, present) if ok]
         x = x[:, present]
         usable = ~np.isnan(x).any(axis=1)
-        if n_new <= 0 or usable.sum() < 2:
+        if n_new <= 0 or not features or usable.sum() < 2:  # no feature at all: no distance to find neighbours by
             return rows.iloc[:0]
         pool = rows[usable]
         rng = record_rng(self.ctx.seed, self.ctx.name, f"class={label}")

@@ -80,6 +80,18 @@ def test_oversample_leaves_out_a_feature_no_row_has_and_warns_when_a_class_canno
     assert stage.result_warnings({"metrics": {"synthetic": planned}, "in": len(cancer)}) == []
 
 
+def test_oversample_makes_no_rows_for_a_class_missing_every_feature_and_warns():
+    """A class whose rows all lack every feature failed the run in scikit-learn's
+    NearestNeighbors ("Found array with 0 feature(s)"), naming no class."""
+    frame = pd.DataFrame({"id": [f"r{i:02d}" for i in range(20)], "x": [1.0 + i for i in range(15)] + [np.nan] * 5,
+                          "y": ["a"] * 15 + ["b"] * 5})
+    stage = Oversample(k_neighbors=2)
+    kept, _ = run_stage(stage, frame, roles=Roles(label="y"))
+    assert kept["y"].value_counts().to_dict() == {"a": 15, "b": 5}
+    (note,) = stage.result_warnings({"metrics": {"synthetic": 0}, "in": 20})
+    assert "made 0 of the 10 rows it planned" in note
+
+
 def test_oversample_says_which_class_of_one_row_it_cannot_grow_and_takes_classes_as_the_label_is():
     """A class of one row was left as it was without a word; ``classes: [1]`` for an integer
     label was refused (it had to be written "1")."""
