@@ -200,6 +200,7 @@ def _add_counts(a: dict, b: dict) -> dict:
 # -- synthesize -------------------------------------------------------------------------
 
 BLOCK = 1024
+BLOCKS_PER_PARTITION = 100  # new rows one partition adds at most (~100,000, a shard's worth)
 
 
 class SynthesizeOptions(StageOptions):
@@ -272,7 +273,15 @@ class Synthesize(Stage):
         moments = shapes.fit(frame, lambda p, s: ScoreMoments.scan(marginals.scores(numbers(p))), ScoreMoments.merge, label=self.ctx.name)
         self.copula_ = GaussianCopula(marginals, moments.correlation())
         self.left_out_ = wide
+        frame = self._room_for_new_rows(frame)
         return shapes.map(frame, self._add_rows, shapes.broadcast(self.copula_), frame.npartitions, label=self.ctx.name)
+
+    def _room_for_new_rows(self, frame):
+        """The frame in enough partitions that none adds more than BLOCKS_PER_PARTITION
+        blocks: a million rows from a table of one partition were made in one task, in
+        one worker's memory. Splitting a partition moves no row between workers."""
+        needed = -(-self.options.rows // (BLOCK * BLOCKS_PER_PARTITION))
+        return frame.repartition(npartitions=needed) if needed > frame.npartitions else frame
 
     def _numbers(self, part: pd.DataFrame) -> pd.DataFrame:
         """The rows ``where`` names, times as seconds since the epoch (float64: to a fraction

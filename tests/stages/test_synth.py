@@ -234,6 +234,27 @@ def test_synthesize_same_bytes_for_any_partitioning(adult):
     assert parquet_bytes(one) == parquet_bytes(three)
 
 
+def test_synthesize_spreads_many_new_rows_over_partitions(adult, monkeypatch):
+    """A million rows asked of a table in one partition were all made by one task, in one
+    worker's memory; each partition now adds at most BLOCKS_PER_PARTITION blocks."""
+    import dask.dataframe as dd
+
+    from dsbuild.stages import synth
+    from dsbuild.stages.base import Shapes, StageContext
+
+    monkeypatch.setattr(synth, "BLOCKS_PER_PARTITION", 2, raising=False)  # raising: absent before the fix
+    small = adult.head(300)
+    stage = Synthesize(rows=5000)
+    stage.bind(StageContext("synthesize", 0, Roles()))
+    frame = dd.from_pandas(small, npartitions=1, sort=False)
+    stage.check(frame._meta)
+    out = stage.build(frame, Shapes())
+    assert out.map_partitions(lambda p: int(p["synthetic"].sum())).compute().tolist() == [2048, 1928, 1024]
+    one, _ = run_stage(Synthesize(rows=5000), small, npartitions=1)
+    five, _ = run_stage(Synthesize(rows=5000), small, npartitions=5)
+    assert len(one) == 5300 and parquet_bytes(one) == parquet_bytes(five)
+
+
 def test_synthesize_samples_values_of_each_column_type(client, tmp_path):
     """Parquet booleans, dates, lists and dictionary columns (each file with its own
     categories) are modelled as categories, counted by their text: new rows got that text
