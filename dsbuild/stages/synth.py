@@ -264,6 +264,7 @@ class Synthesize(Stage):
             self.copula_, self.left_out_ = None, []
             return shapes.map(frame, self._add_rows, None, frame.npartitions, label=self.ctx.name)
         wide = [c for c, d in marginals.categorical.items() if len(d.counts) > self.options.max_categories]
+        self.categories_left_out_ = {c: len(marginals.categorical[c].counts) for c in wide}
         if wide:
             marginals.categorical = {c: d for c, d in marginals.categorical.items() if c not in wide}
         edges = marginals.needing_histograms()
@@ -331,6 +332,10 @@ class Synthesize(Stage):
         if hasattr(self, "copula_") and self.copula_ is None:
             notes.append(f"stage {self.ctx.name!r} made none of its {self.options.rows:,} rows: no row reached it to model "
                          "(the source has none, or the stages before it rejected every one)")
+        for c, n in getattr(self, "categories_left_out_", {}).items():
+            notes.append(f"stage {self.ctx.name!r} left column {c!r} out of the model: its {n:,} distinct values are more than "
+                         f"max_categories ({self.options.max_categories:,}), so its new rows are missing. Raise max_categories, "
+                         "or cast it to a number if it is one (a decimal column is modelled as categories)")
         return notes
 
 

@@ -203,6 +203,17 @@ def test_synthesize_leaves_a_column_with_no_values_empty(adult):
     assert ks_2samp(frame["age"], new["age"]).statistic < 0.1
 
 
+def test_synthesize_says_which_column_it_left_out_for_too_many_categories(adult):
+    """A text column past max_categories (or a decimal price, modelled as categories) got
+    missing values in every new row, said only in the manifest's summary."""
+    frame = adult.head(600).assign(code=[f"c{i}" for i in range(600)])
+    stage = Synthesize(rows=50, max_categories=500)
+    kept, _ = run_stage(stage, frame)
+    assert kept.loc[kept["synthetic"], "code"].isna().all()
+    (note,) = stage.result_warnings({"metrics": {}, "in": 600})
+    assert "left column 'code' out of the model: its 600 distinct values are more than max_categories (500)" in note
+
+
 def test_synthesize_models_times_as_numbers():
     """Timestamps (zoned or not, numpy or Arrow) are modelled like numbers: new rows get times with the
     data's distribution and its correlation with other columns, in the column's type.
