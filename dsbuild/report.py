@@ -373,7 +373,7 @@ def _data_sample_section(m: dict, sample: OutputSample):
             v = r[c]
             cells.append(f'<img class="thumb small" src="{v["src"]}" alt="{html.escape(c)}">' if isinstance(v, dict) else html.escape(_short(v)))
         body.append(cells)
-    table = _table(columns, body, escape=False)
+    table = _table([html.escape(c) for c in columns], body, escape=False)
     return ("sample", "A look at the output", f"<p>The first rows of <code>data/</code>.</p>{table}")
 
 
@@ -531,12 +531,13 @@ def _parity_table(views: dict) -> str:
     for when, v in views.items():
         for g, x in v["groups"].items():
             ref = " (reference)" if g == v.get("reference") else ""
-            rows.append([when, g + ref, _int(x.get("count")), _num(x.get("base_rate")), _num(x.get("spd")), _num(x.get("di"))])
-        rows.append([when, "<b>overall</b>", "", "", f"<b>{_num(v.get('spd'))}</b>", f"<b>{_num(v.get('di'))}</b>"])
+            rows.append([html.escape(str(c)) for c in (when, g + ref, _int(x.get("count")), _num(x.get("base_rate")),
+                                                       _num(x.get("spd")), _num(x.get("di")))])
+        rows.append([html.escape(str(when)), "<b>overall</b>", "", "", f"<b>{_num(v.get('spd'))}</b>", f"<b>{_num(v.get('di'))}</b>"])
     head = ["", "group", "rows", "base rate", "parity difference", "disparate impact"]
     if all(not w for w in views):
         head, rows = head[1:], [r[1:] for r in rows]
-    return _table(head, [[c if c.startswith("<b>") else html.escape(str(c)) for c in r] for r in rows], numeric_from=len(head) - 4, escape=False)
+    return _table(head, rows, numeric_from=len(head) - 4, escape=False)
 
 
 def _histogram(d: dict, path: list[str]):

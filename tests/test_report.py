@@ -400,3 +400,21 @@ def test_thumbnails_of_hugging_face_image_structs(tmp_path):
     assert all(t["src"].startswith("data:image/png;base64,") for t in (parent, *children))
     head = {r["id"]: r["image"] for r in sample.head()}
     assert head["a"]["src"].startswith("data:image/png;base64,") and head["b"] == "<empty-image:path-only=b.png>"
+
+
+def test_user_strings_are_escaped_in_every_table(tmp_path):
+    """A column named ``<script>…`` went into the sample table's header as markup, and a
+    group whose value began with ``<b>`` into the fairness table: the page ran them."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (tmp_path / "data").mkdir()
+    pq.write_table(pa.table({"id": ["a"], "<script>alert(1)</script>": [1.0]}), tmp_path / "data" / "part-00000.parquet")
+    group = "<b>x</b><img src=x onerror=alert(2)>"
+    view = {"groups": {group: {"count": 10, "base_rate": 0.5, "spd": 0.0, "di": 1.0}}, "reference": group, "spd": 0.0, "di": 1.0}
+    stage = {"name": "reweigh", "shape": "fit_apply", "in": 1, "out": 1, "rejected": 0, "added": 0,
+             "rejected_by_reason": {}, "metrics": {}, "summary": {"before": {"sex": view}, "after": {"sex": view}}}
+    manifest = {"job": {"name": "t"}, "stages": [stage], "outputs": {"data": [{"file": "data/part-00000.parquet", "rows": 1}]}}
+    page = render_report(manifest, str(tmp_path))
+    assert "<script>" not in page and "<img src=x" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "&lt;b&gt;x&lt;/b&gt;&lt;img src=x onerror=alert(2)&gt; (reference)" in page
