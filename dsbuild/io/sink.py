@@ -68,9 +68,20 @@ class Sink:
             return
         if not self.overwrite:
             raise OutputExists(f"{self.path} exists and is not empty; pass --overwrite (overwrite=True) to replace it")
-        if not any(self.fs.exists(posixpath.join(self.path, name)) for name in ("manifest.json", SUCCESS)):
-            raise OutputExists(f"{self.path} is not a dsbuild output (it has no manifest.json), and --overwrite replaces "
-                               "only an earlier output; delete it yourself, or write the output elsewhere")
+        if not self._holds_an_output():
+            raise OutputExists(f"{self.path} is not a dsbuild output (it has no manifest.json that dsbuild wrote), and "
+                               "--overwrite replaces only an earlier output; delete it yourself, or write the output elsewhere")
+
+    def _holds_an_output(self) -> bool:
+        """Whether the folder is an earlier output: its manifest.json is one dsbuild wrote.
+        A ``_SUCCESS`` (Spark and Hadoop write one into every output) or a web app's
+        ``manifest.json`` is no sign of one: an overwrite deleted such folders whole."""
+        try:
+            with self.fs.open(posixpath.join(self.path, "manifest.json")) as f:
+                manifest = json.load(f)
+        except (FileNotFoundError, IsADirectoryError, ValueError):
+            return False
+        return isinstance(manifest, dict) and {"dsbuild", "ledger"} <= manifest.keys()
 
     def check_apart_from(self, source, others: list[tuple[str, object]] = ()) -> None:
         """Refuse an output that a Parquet source's folder holds (the next run would read
