@@ -1029,6 +1029,7 @@ def _manifest(spec, ex: Execution, data_shards, reject_shards, data_schema, reje
         "dsbuild": dsbuild.__version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "job": spec.resolved(),
+        "job_hash": job_key(spec),
         "versions": _versions(),
         "input": {
             "fingerprint": ex.source.fingerprint(),
@@ -1091,6 +1092,9 @@ def check_ledger(manifest: dict) -> None:
 
 
 def _versions() -> dict:
+    """The libraries the output depends on: besides the data stack, those whose kernels
+    make the rows (scikit-learn's models, OpenCV's pixels, fairlearn's mitigations), so two
+    outputs of one job that differ can be told apart by what built them."""
     import distributed
     import numpy
     import pyarrow
@@ -1102,7 +1106,30 @@ def _versions() -> dict:
         "pandas": pd.__version__,
         "pyarrow": pyarrow.__version__,
         "numpy": numpy.__version__,
+        **{name: _installed(*dists) for name, dists in _KERNEL_LIBRARIES.items()},
     }
+
+
+# name in the manifest -> the distributions that provide it (OpenCV comes in four builds)
+_KERNEL_LIBRARIES = {
+    "scikit-learn": ("scikit-learn",),
+    "opencv": ("opencv-python-headless", "opencv-python", "opencv-contrib-python-headless", "opencv-contrib-python"),
+    "fairlearn": ("fairlearn",),
+    "scikit-image": ("scikit-image",),
+}
+
+
+def _installed(*dists: str) -> str | None:
+    """The version of the first of ``dists`` installed, read from its metadata (importing
+    OpenCV or scikit-learn in the driver only to ask would cost a second)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    for dist in dists:
+        try:
+            return version(dist)
+        except PackageNotFoundError:
+            continue
+    return None
 
 
 def _write_report(sink: Sink, manifest: dict) -> None:

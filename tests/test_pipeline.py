@@ -978,3 +978,19 @@ def test_progress_redraws_a_terminal_line_and_logs_lines_to_a_file(monkeypatch, 
     else:
         assert "\r" not in text and text.splitlines() == [text.strip()]
         assert text.startswith("[" + "#" * 30 + "] 5/5 partition results | ") and text.endswith(" s | source, impute\n")
+
+
+def test_manifest_names_the_job_by_its_hash_and_the_libraries_that_built_it(client, tmp_path):
+    """The manifest had no hash of the job (two outputs could be told to be one build only by
+    comparing whole jobs) and no versions of the libraries whose kernels make the rows."""
+    import importlib.metadata
+
+    job = {"name": "bc", "seed": 0, "source": {"format": "sample", "name": "breast_cancer"}, "stages": [{"split": {}}]}
+    one = dsbuild.run({**job, "sink": {"path": str(tmp_path / "a")}}, client=client)
+    again = dsbuild.run({**job, "sink": {"path": str(tmp_path / "b")}}, client=client)
+    other = dsbuild.run({**job, "seed": 1, "sink": {"path": str(tmp_path / "c")}}, client=client)
+    assert one["job_hash"] == again["job_hash"] != other["job_hash"]  # where it is written is not the job
+    assert json.loads((tmp_path / "a" / "manifest.json").read_text())["job_hash"] == one["job_hash"]
+    versions = one["versions"]
+    assert versions["scikit-learn"] == importlib.metadata.version("scikit-learn")
+    assert versions["fairlearn"] == importlib.metadata.version("fairlearn") and versions["opencv"]
