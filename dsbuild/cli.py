@@ -187,7 +187,31 @@ def _read_manifest(output: str) -> dict:
 def _inspect(args) -> int:
     manifest = _read_manifest(args.output)
     print(json.dumps(manifest, indent=2) if args.json else summary_table(manifest))
-    return 0
+    problems = output_problems(Path(args.output), manifest)
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    return 1 if problems else 0
+
+
+def output_problems(root: Path, manifest: dict) -> list[str]:
+    """Where the folder no longer holds what its manifest lists: a shard missing or of
+    another size (deleted, cut short by a copy), a Parquet file it does not list (written
+    into it afterwards: every reader of ``data/`` reads it too), no ``_SUCCESS``. The
+    manifest's ledger says only what the run wrote, and inspect said "balanced" of all these."""
+    problems = [] if (root / "_SUCCESS").exists() else [f"{root}: no _SUCCESS (the output was not committed, or was copied in part)"]
+    for kind in ("data", "rejects"):
+        listed = {s["file"]: s for s in manifest.get("outputs", {}).get(kind, [])}
+        for name, shard in listed.items():
+            path = root / name
+            if not path.is_file():
+                problems.append(f"{path}: missing (the manifest lists it, with {shard.get('rows')} rows)")
+            elif shard.get("bytes") is not None and path.stat().st_size != shard["bytes"]:
+                problems.append(f"{path}: {path.stat().st_size} bytes, but the manifest says {shard['bytes']} (changed since the run)")
+        extra = sorted(str(p.relative_to(root)) for p in (root / kind).rglob("*.parquet") if str(p.relative_to(root)) not in listed)
+        if extra:
+            more = f" and {len(extra) - 1} more" if len(extra) > 1 else ""
+            problems.append(f"{root / extra[0]}{more}: not in the manifest (written since the run); readers of {kind}/ read it too")
+    return problems
 
 
 def _report(args) -> int:

@@ -168,6 +168,30 @@ def test_inspect_reads_a_finished_output(client, tmp_path, capsys):
     assert main(["inspect", str(tmp_path / "nothing")]) == 2
 
 
+def test_inspect_finds_an_output_changed_since_its_run(client, tmp_path, capsys):
+    """inspect read only the manifest: an output with a shard deleted, another cut short by a
+    copy and a file written into data/ afterwards was "ledger: balanced", exit 0."""
+    import shutil
+
+    import dsbuild
+
+    out = tmp_path / "out"
+    job = {"name": "bc", "seed": 0, "source": {"format": "sample", "name": "breast_cancer", "partitions": 3},
+           "stages": [], "sink": {"path": str(out), "shard_rows": 200}}
+    manifest = dsbuild.run(job, client=client)
+    assert main(["inspect", str(out)]) == 0
+    capsys.readouterr()
+    first, second = (out / s["file"] for s in manifest["outputs"]["data"][:2])
+    shutil.copy(first, out / "data" / "part-00099.parquet")
+    first.unlink()
+    second.write_bytes(second.read_bytes()[:100])
+    (out / "_SUCCESS").unlink()
+    assert main(["inspect", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert f"{out}: no _SUCCESS" in err and f"{first}: missing" in err and f"{second}: 100 bytes, but the manifest says" in err
+    assert f"{out / 'data' / 'part-00099.parquet'}: not in the manifest" in err
+
+
 def test_ctrl_c_stops_the_run_and_its_workers(tmp_path):
     job = tmp_path / "job.yaml"
     stages = "\n".join("  - cast: {schema: {age: float}}" for _ in range(60))
