@@ -12,6 +12,7 @@ import signal
 import sys
 import threading
 import warnings
+from glob import escape as glob_escape
 from pathlib import Path
 
 import yaml
@@ -180,8 +181,33 @@ def _validate(args) -> int:
 def _read_manifest(output: str) -> dict:
     path = Path(output) / "manifest.json"
     if not path.exists():
-        raise FileNotFoundError(f"{output}: no manifest.json (not a dsbuild output, or the run did not finish)")
+        raise FileNotFoundError(f"{output}: no manifest.json (not a dsbuild output, or the run did not finish)"
+                                + "".join(f"; {note}" for note in _unfinished_runs(Path(output))))
     return json.loads(path.read_text())
+
+
+def _unfinished_runs(output: Path) -> list[str]:
+    """What the temporary folders beside ``output`` say of the runs writing it: one still
+    running, or one that died (whose checkpoints ``--resume`` continues from). Without
+    this, inspect said the same of an output being written as of a folder of other work."""
+    import socket
+
+    from dsbuild.io.sink import _OWNER, _alive
+
+    notes = []
+    for tmp in sorted(output.parent.glob(f"{glob_escape(output.name)}.tmp-*")):
+        try:
+            owner = json.loads((tmp / _OWNER).read_text())
+        except (OSError, ValueError):
+            owner = {}
+        here = owner.get("host") == socket.gethostname()
+        if owner and (not here or _alive(owner.get("pid"))):
+            notes.append(f"a run (pid {owner.get('pid')} on {owner.get('host')}, since {owner.get('started')}) is writing it in {tmp}")
+        elif (tmp / "_checkpoints").is_dir():
+            notes.append(f"a run that did not finish left {tmp}: the same 'dsbuild run' with --resume continues it")
+        else:
+            notes.append(f"a run that did not finish left {tmp}")
+    return notes
 
 
 def _inspect(args) -> int:

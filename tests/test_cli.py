@@ -213,3 +213,17 @@ def test_ctrl_c_stops_the_run_and_its_workers(tmp_path):
     gone, alive = psutil.wait_procs(children, timeout=15)
     assert not alive, f"worker processes outlived the run: {alive}"
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob("out.tmp-*"))
+
+
+def test_inspect_of_an_output_still_being_written_says_so(tmp_path, capsys):
+    """inspect said "not a dsbuild output, or the run did not finish" alike of a folder of
+    other work, an output a live run was writing, and one a killed run left to --resume."""
+    import socket
+
+    out = tmp_path / "out"
+    (tmp_path / "out.tmp-a" / "_checkpoints").mkdir(parents=True)  # a killed run's, its owner released
+    assert main(["inspect", str(out)]) == 2
+    assert f"a run that did not finish left {tmp_path / 'out.tmp-a'}: the same 'dsbuild run' with --resume" in capsys.readouterr().err
+    (tmp_path / "out.tmp-a" / "_owner.json").write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": "now"}))
+    assert main(["inspect", str(out)]) == 2
+    assert f"is writing it in {tmp_path / 'out.tmp-a'}" in capsys.readouterr().err
