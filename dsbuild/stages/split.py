@@ -34,7 +34,8 @@ class SplitOptions(StageOptions):
         description="split name -> share of the keys (rows, or groups with by); the shares sum to 1",
     )
     column: str = Field("split", description="column that names each row's split")
-    by: list[str] | None = Field(None, description="columns whose values keep rows together: each group lands whole in one split")
+    by: list[str] | None = Field(None, description="columns whose values keep rows together: each group lands whole in one split "
+                                 "(a row missing one is split by its record)")
     stratify: bool = Field(False, description="exact shares within each class of the job's label (rows, not groups; "
                            "split before augmenting, so each record is one row)")
 
@@ -161,11 +162,17 @@ class Split(MapStage):
         return [f"stage {self.ctx.name!r}: the splits came out as {shares} (asked: {asked}); {why}"]
 
     def _keys(self, part: pd.DataFrame) -> pd.Series:
+        """A row's record, or its group with ``by``. A row missing a ``by`` value belongs to
+        no known group and is keyed by its record: as one group of their own, the rows
+        without a patient id (a third of them, say) all landed in one split."""
         by = self.options.by
+        records = origin_ids(part[ID])
         if not by:
-            return origin_ids(part[ID])
+            return records
         first = part[by[0]].astype(str)
-        return first.str.cat([part[c].astype(str) for c in by[1:]], sep="\x1f") if len(by) > 1 else first
+        groups = first.str.cat([part[c].astype(str) for c in by[1:]], sep="\x1f") if len(by) > 1 else first
+        missing = part[by].isna().any(axis=1).to_numpy()
+        return pd.Series(np.where(missing, "\x00" + records.to_numpy(dtype=object), groups.to_numpy(dtype=object)), index=part.index)
 
     def process(self, part):
         o = self.options

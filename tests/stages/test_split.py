@@ -40,6 +40,21 @@ def test_copies_follow_their_record_and_groups_stay_whole():
     assert kept["split"].nunique() == 3
 
 
+def test_rows_missing_their_group_are_split_by_record():
+    """All rows without a group were one group: with a third of the patient ids missing,
+    that third landed in one split (here train, 30% off its share; at another seed, test)."""
+    rng = np.random.default_rng(0)
+    patient = pd.array(rng.integers(0, 600, 3000), dtype="Int64")
+    patient[rng.random(3000) < 0.3] = pd.NA
+    df = pd.DataFrame({"id": [f"r{i}" for i in range(3000)], "patient": patient, "x": rng.random(3000)})
+    kept, _ = run_stage(Split(by=["patient"]), df, npartitions=3)
+    assert kept.dropna(subset=["patient"]).groupby("patient")["split"].nunique().max() == 1
+    without = kept[kept["patient"].isna()]["split"].value_counts(normalize=True)
+    assert set(without.index) == {"train", "validation", "test"} and abs(without["test"] - 0.1) < 0.04
+    again, _ = run_stage(Split(by=["patient"]), df.sample(frac=1, random_state=1), npartitions=5)
+    assert again.set_index("id")["split"].sort_index().equals(kept.set_index("id")["split"].sort_index())
+
+
 def test_stratified_shares_are_exact_in_every_class_at_any_partitioning():
     """As scikit-learn's stratified split: each class cut at round(share × size)."""
     from dsbuild.stages import Roles
