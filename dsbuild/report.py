@@ -69,7 +69,10 @@ def render_report(manifest: dict, folder: str, fs=None) -> str:
         ("sample", "A look at the output", lambda: _data_sample_section(manifest, sample)),
         ("outputs", "Output", lambda: _outputs_section(manifest)),
     ]
-    sections = [s for s in (_safely(*b) for b in builders) if s]
+    import matplotlib
+
+    with matplotlib.rc_context({"text.parse_math": False}):  # names and values are text: '$' is no TeX
+        sections = [s for s in (_safely(*b) for b in builders) if s]
     nav = "".join(f'<a href="#{s[0]}">{html.escape(s[1])}</a>' for s in sections)
     body = "".join(f'<section id="{s[0]}"><h2>{html.escape(s[1])}</h2>{s[2]}</section>' for s in sections)
     job = manifest.get("job", {})

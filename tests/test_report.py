@@ -418,3 +418,24 @@ def test_user_strings_are_escaped_in_every_table(tmp_path):
     page = render_report(manifest, str(tmp_path))
     assert "<script>" not in page and "<img src=x" not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "&lt;b&gt;x&lt;/b&gt;&lt;img src=x onerror=alert(2)&gt; (reference)" in page
+
+
+def test_dollar_signs_in_names_are_drawn_as_text(monkeypatch, tmp_path):
+    """matplotlib reads text between two '$' as TeX: a reason naming a column 'cost_$_usd_$'
+    lost the rejects section ("could not be drawn: ParseSyntaxException"), and classes
+    '$0-$50K' were set as a formula."""
+    from matplotlib.text import Text
+
+    import dsbuild.report as report
+
+    stage = {"name": "ranges", "shape": "map", "in": 10, "out": 7, "rejected": 3, "added": 0, "seconds": {"fit": 0.1, "tasks": 0.2},
+             "rejected_by_reason": {"range:cost_$_usd_$": 3}, "labels": {"$0-$50K": 4, "$50K+": 3}}
+    source = {**stage, "name": "source", "out": 10, "rejected": 0, "rejected_by_reason": {}, "labels": {"$0-$50K": 6, "$50K+": 4}}
+    figures = []
+    draw = report._img
+    monkeypatch.setattr(report, "_img", lambda fig, alt: figures.append(fig) or draw(fig, alt))
+    page = render_report({"job": {"name": "t", "columns": {"label": "income"}}, "stages": [source, stage]}, str(tmp_path))
+    assert "could not be drawn" not in page
+    texts = [t.get_text() for fig in figures for t in fig.findobj(Text)]
+    assert any("cost_$_usd_$" in t for t in texts) and "$0-$50K" in texts
+    assert not any(t._parse_math for fig in figures for t in fig.findobj(Text) if "$" in t.get_text())
