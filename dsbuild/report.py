@@ -46,6 +46,7 @@ INHERITED_CUT: contextvars.ContextVar = contextvars.ContextVar("inherited_cut", 
 MAX_TABLE_ROWS = 25
 MAX_BARS = 30
 MAX_DEPTH = 5
+MAX_LABEL = 60  # characters of a tick label or legend entry
 CUTOFF_KEYS = ("cutoff", "cut_off", "threshold", "cut", "limit")
 COUNT_KEYS = ("counts", "count", "hist", "histogram", "frequencies")
 EDGE_KEYS = ("edges", "bin_edges", "bins")
@@ -784,12 +785,29 @@ def _paired_bars(series: dict[str, dict], ylabel: str = "", title: str | None = 
 
 
 def _img(fig, alt: str) -> str:
+    _shorten_labels(fig)
     _fit_margins(fig)
     fig.canvas.draw()
     buf = io.BytesIO()
     _png(fig.canvas.buffer_rgba(), buf)
     data = base64.b64encode(buf.getvalue()).decode("ascii")
     return f'<img class="plot" src="data:image/png;base64,{data}" alt="{html.escape(alt)}">'
+
+
+def _shorten_labels(fig) -> None:
+    """Tick labels and legend entries cut to MAX_LABEL characters: they come from the data
+    (reasons, classes, groups), and the figure grows to hold them, so one reason naming a
+    3,000-value list made a plot 110,000 pixels wide. The manifest keeps them whole."""
+    from matplotlib.ticker import FixedFormatter, FuncFormatter
+
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            named = axis.get_major_formatter()
+            if isinstance(named, (FixedFormatter, FuncFormatter)):  # labels given as text (numbers keep their formatter)
+                axis.set_major_formatter(FuncFormatter(lambda x, pos, named=named: _short(named(x, pos), MAX_LABEL)))
+        legend = ax.get_legend()
+        for text in legend.get_texts() if legend else []:
+            text.set_text(_short(text.get_text(), MAX_LABEL))
 
 
 def _fit_margins(fig) -> None:

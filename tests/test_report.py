@@ -439,3 +439,22 @@ def test_dollar_signs_in_names_are_drawn_as_text(monkeypatch, tmp_path):
     texts = [t.get_text() for fig in figures for t in fig.findobj(Text)]
     assert any("cost_$_usd_$" in t for t in texts) and "$0-$50K" in texts
     assert not any(t._parse_math for fig in figures for t in fig.findobj(Text) if "$" in t.get_text())
+
+
+def test_a_long_reason_is_cut_in_the_plots_not_drawn_whole(monkeypatch, tmp_path):
+    """A select's reason names its list (filter:label:not_in:0,1,…,2999): the rejects plot
+    grew to hold it, 110,452 pixels wide."""
+    import dsbuild.report as report
+
+    reason = "filter:label:not_in:" + ",".join(str(i) for i in range(3000))
+    stage = {"name": "select", "shape": "map", "in": 10, "out": 7, "rejected": 3, "added": 0, "seconds": {"fit": 0.1, "tasks": 0.2},
+             "rejected_by_reason": {reason: 3}, "labels": {"a" * 500: 4, "b": 3}}
+    source = {**stage, "name": "source", "out": 10, "rejected": 0, "rejected_by_reason": {}, "labels": {"a" * 500: 7, "b": 3}}
+    figures = []
+    draw = report._img
+    monkeypatch.setattr(report, "_img", lambda fig, alt: figures.append(fig) or draw(fig, alt))
+    page = render_report({"job": {"name": "t", "columns": {"label": "y"}}, "stages": [source, stage]}, str(tmp_path))
+    assert "could not be drawn" not in page and len(figures) >= 3
+    assert max(fig.bbox.width for fig in figures) < 1500
+    labels = [t.get_text() for fig in figures for ax in fig.axes for t in [*ax.get_xticklabels(), *ax.get_yticklabels()]]
+    assert any(t.startswith("filter:label:not_in:0,1,2") and t.endswith("…") for t in labels)
