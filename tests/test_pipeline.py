@@ -416,12 +416,13 @@ def every_arrow_type(n: int):
         "emb": pa.array([[k / 2, 1.0] if k % 3 else [] for k in range(n)], pa.list_(pa.float64())),
         "box": pa.array([{"x": k, "tag": str(k % 5)} for k in range(n)]),
         "raw": pa.array([bytes([k % 256]) * 3 for k in range(n)], pa.binary()),
+        "tags": pa.array([[("k", k), ("j", -k)] if k % 4 else [] for k in range(n)], pa.map_(pa.string(), pa.int64())),
     })
 
 
 def test_arrow_types_keep_their_values(client, tmp_path):
     """Nullable integers and booleans, timestamps with a zone, dates, decimals, lists,
-    structs and bytes through a checkpoint (impute) and a shuffle (exact_dedup, which
+    structs, maps and bytes through a checkpoint (impute) and a shuffle (exact_dedup, which
     hashes every column: lists and structs reach it as arrays and dicts): the same values,
     in the same types (a decimal's precision was once cut to the widest value)."""
     import pyarrow as pa

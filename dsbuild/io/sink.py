@@ -205,7 +205,7 @@ class Sink:
         """
         if part.empty:
             return []
-        table = pa.Table.from_pandas(part, preserve_index=False)
+        table = _from_pandas(part, self.column_types)
         self.fs.makedirs(folder, exist_ok=True)
         path = posixpath.join(folder, f"{index:06d}.arrow")
         with self.fs.open(path, "wb") as f, pa.ipc.new_file(f, table.schema) as writer:
@@ -419,7 +419,7 @@ def _to_arrow(part: pd.DataFrame, types: dict[str, pa.DataType]) -> pa.Table:
     categorical's dictionary. A column whose values no longer fit the source's type (a
     stage made them something else) keeps the type they have.
     """
-    table = pa.Table.from_pandas(part, preserve_index=False)
+    table = _from_pandas(part, types)
     for i, f in enumerate(table.schema):
         want = types.get(f.name)
         if want is None or f.type == want or not (part[f.name].dtype == object or _holds_null_type(f.type)):
@@ -429,6 +429,23 @@ def _to_arrow(part: pd.DataFrame, types: dict[str, pa.DataType]) -> pa.Table:
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
             continue
     return table
+
+
+def _from_pandas(part: pd.DataFrame, types: dict[str, pa.DataType]) -> pa.Table:
+    """``part`` as Arrow, typed by its values; where Arrow cannot type a column from its
+    values alone (pandas holds a map as lists of (key, value) tuples, which Arrow reads as
+    structs of mixed fields: "Expected bytes, got a 'int' object"), the source's types
+    for its object columns. Writing such a partition, or its checkpoint, failed the run."""
+    try:
+        return pa.Table.from_pandas(part, preserve_index=False)
+    except (pa.ArrowTypeError, pa.ArrowInvalid):
+        return pa.Table.from_pandas(part, schema=_declared_schema(part, types), preserve_index=False)
+
+
+def _declared_schema(part: pd.DataFrame, types: dict[str, pa.DataType]) -> pa.Schema:
+    declared = [c for c in part.columns if part[c].dtype == object and c in types]
+    inferred = pa.Schema.from_pandas(part.drop(columns=declared), preserve_index=False)
+    return pa.schema([pa.field(c, types[c]) if c in declared else inferred.field(c) for c in part.columns])
 
 
 def _holds_null_type(t: pa.DataType) -> bool:
