@@ -32,6 +32,14 @@ def test_yaml_and_python_build_the_same_job():
     assert load_job(from_yaml.to_yaml()) == from_yaml
 
 
+def test_a_stage_given_options_by_position_says_they_go_by_name():
+    """``Impute("median")`` failed with "'str' object is not a mapping"."""
+    from dsbuild.stages.clean import Impute
+
+    with pytest.raises(TypeError, match=r"Impute\(\) takes its options by name, e.g. Impute\(columns=...\)"):
+        Impute("median")
+
+
 def test_repeated_stages_get_unique_names():
     spec = load_job(GOOD.replace("  - cast: {schema: {age: float}}", "  - cast: {schema: {age: float}}\n  - cast: {schema: {age: int}}"))
     assert [s.ctx.name for s in spec.build_stages()] == ["select", "cast", "cast#2"]

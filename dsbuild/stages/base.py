@@ -100,6 +100,10 @@ class Stage:
     def __init__(self, options: StageOptions | dict | None = None, **settings: Any):
         if isinstance(options, StageOptions):
             self.options = options.model_copy(update=settings) if settings else options
+        elif options is not None and not isinstance(options, dict):
+            raise TypeError(f"{type(self).__name__}() takes its options by name, e.g. "
+                            f"{type(self).__name__}({next(iter(self.Options.model_fields), 'option')}=...), "
+                            f"or as one dict (got {type(options).__name__} {options!r:.60})")
         else:
             self.options = self.Options(**{**(options or {}), **settings})
         self.ctx = StageContext(self.name)
