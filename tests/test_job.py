@@ -32,6 +32,22 @@ def test_yaml_and_python_build_the_same_job():
     assert load_job(from_yaml.to_yaml()) == from_yaml
 
 
+def test_a_stage_built_in_python_names_an_unknown_option_and_the_valid_ones():
+    """A typo in a constructor said only "Extra inputs are not permitted" under
+    ``SelectOptions``; a job file's says the option meant and the valid ones."""
+    from pydantic import ValidationError
+
+    from dsbuild.stages.clean import Impute, Ranges
+
+    with pytest.raises(ValidationError, match=r"for Select\n.*\n.*unknown option 'wher' \(did you mean 'where'\?\); "
+                       r"valid options: columns, drop, where"):
+        Select(wher=[{"column": "age", "op": ">=", "value": 18}])
+    with pytest.raises(ValidationError, match=r"columns\.age\.stratgy\n.*did you mean 'strategy'"):
+        Impute(columns={"age": {"stratgy": "mean"}})
+    with pytest.raises(ValidationError, match="min 90.0 is above max 17.0"):  # other errors as pydantic says them
+        Ranges(columns={"age": {"min": 90, "max": 17}})
+
+
 def test_a_stage_given_options_by_position_says_they_go_by_name():
     """``Impute("median")`` failed with "'str' object is not a mapping"."""
     from dsbuild.stages.clean import Impute

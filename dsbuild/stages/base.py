@@ -22,7 +22,8 @@ import dask
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic_core import PydanticCustomError
 
 from dsbuild.records import ID
 
@@ -105,7 +106,10 @@ class Stage:
                             f"{type(self).__name__}({next(iter(self.Options.model_fields), 'option')}=...), "
                             f"or as one dict (got {type(options).__name__} {options!r:.60})")
         else:
-            self.options = self.Options(**{**(options or {}), **settings})
+            try:
+                self.options = self.Options(**{**(options or {}), **settings})
+            except ValidationError as e:
+                raise _named_options_error(type(self), e) from None
         self.ctx = StageContext(self.name)
 
     def bind(self, ctx: StageContext) -> Stage:
@@ -206,6 +210,26 @@ class Stage:
     def __repr__(self) -> str:
         opts = ", ".join(f"{k}={v!r}" for k, v in self.options.model_dump(exclude_defaults=True).items())
         return f"{type(self).__name__}({opts})"
+
+
+def _named_options_error(cls: type[Stage], error: ValidationError) -> ValidationError:
+    """The error of a stage built in Python, titled by the stage, an unknown option said
+    as a job file says it: pydantic's "Extra inputs are not permitted" under
+    ``SelectOptions`` named neither the option meant nor the valid ones."""
+    from dsbuild.job import _is_union_tag, _model_at, _without_rival_branches
+
+    details = []
+    for err in _without_rival_branches(error.errors(include_url=False)):
+        loc = tuple(k for k in err["loc"] if not _is_union_tag(k))
+        if err["type"] == "extra_forbidden":
+            model = _model_at(cls.Options, loc[:-1])
+            valid = [f.alias or n for n, f in model.model_fields.items()] if model else []
+            said = f"unknown option {loc[-1]!r}{_did_you_mean(loc[-1], valid)}"
+            said += f"; valid options: {', '.join(valid)}" if valid else ""
+            details.append({"type": PydanticCustomError("unknown_option", said), "loc": loc, "input": err["input"]})
+        else:
+            details.append({**{k: err[k] for k in ("type", "input", "ctx") if k in err}, "loc": loc})
+    return ValidationError.from_exception_data(cls.__name__, details)
 
 
 def holds_text(column: pd.Series) -> bool:
