@@ -493,7 +493,9 @@ def _job_logs(spec, ids: list[str]) -> str:
 def _check_answers(address: str, timeout: float, security) -> None:
     """That a Dask scheduler answers at ``address`` within ``timeout``: a Client pointed at a
     port that accepts connections but speaks no Dask (the dashboard's) waited for ever,
-    whatever its timeout. Probed in a thread of its own, so any caller's event loop is left alone."""
+    whatever its timeout, and one whose server speaks first or answers in its own protocol
+    (SSH, HTTP) failed with a MemoryError: Dask read the server's first bytes as the length of
+    a message. Probed in a thread of its own, so any caller's event loop is left alone."""
     import asyncio
     import concurrent.futures
 
@@ -510,6 +512,9 @@ def _check_answers(address: str, timeout: float, security) -> None:
             pool.submit(asyncio.run, asyncio.wait_for(probe(), timeout + 1)).result()
         except (OSError, TimeoutError) as e:
             raise _no_scheduler(address, timeout, e) from None
+        except Exception:  # noqa: BLE001 - whatever Dask made of another protocol's bytes (an exabyte-long message)
+            raise ClusterSpecError([f"the server at {address} is no Dask scheduler: it answered in another protocol; "
+                                    "is this the scheduler's address (port 8786 by default; 8787 is the dashboard)?"]) from None
 
 
 def _no_scheduler(where: str, timeout: float, e: Exception) -> ClusterSpecError:

@@ -8,6 +8,8 @@ import datetime
 import json
 import ipaddress
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -147,6 +149,18 @@ def test_cluster_mistakes_are_said_before_anything_starts(tmp_path, capsys):
         (tmp_path / "silent.yaml").write_text(f"kind: scheduler\naddress: tcp://127.0.0.1:{silent.getsockname()[1]}\ntimeout: 1\n")
         assert main(["run", str(tmp_path / "job.yaml"), "--cluster", str(tmp_path / "silent.yaml")]) == 2  # it waited for ever
         assert "no answer to the handshake" in capsys.readouterr().err
+    with socket.socket() as talker:  # a server that speaks first (SSH): a MemoryError from Dask's handshake
+        talker.bind(("127.0.0.1", 0))
+        talker.listen()
+        port = talker.getsockname()[1]
+        greet = threading.Thread(target=lambda: talker.accept()[0].sendall(b"SSH-2.0-OpenSSH_8.9\r\n"), daemon=True)
+        greet.start()
+        t0 = time.monotonic()
+        assert main(["run", str(tmp_path / "job.yaml"), "--cluster", f"tcp://127.0.0.1:{port}"]) == 2
+        assert time.monotonic() - t0 < 20
+        err = capsys.readouterr().err
+        assert f"the server at tcp://127.0.0.1:{port} is no Dask scheduler: it answered in another protocol" in err
+        assert "Traceback" not in err
     (tmp_path / "nobody.yaml").write_text("kind: scheduler\naddress: tcp://127.0.0.1:9\ntimeout: 1\n")
     assert main(["run", str(tmp_path / "job.yaml"), "--cluster", str(tmp_path / "nobody.yaml")]) == 2
     err = capsys.readouterr().err
