@@ -501,6 +501,7 @@ def _check_answers(address: str, timeout: float, security) -> None:
 
     from distributed.comm import connect
 
+    _check_host(address)
     args = security.get_connection_args("client") if security else {}
 
     async def probe():
@@ -517,8 +518,29 @@ def _check_answers(address: str, timeout: float, security) -> None:
                                     "is this the scheduler's address (port 8786 by default; 8787 is the dashboard)?"]) from None
 
 
+def _check_host(address: str) -> None:
+    """The address's host name is known: Dask retried an unknown one (a typo) for all of
+    ``timeout`` and then said it had timed out."""
+    import socket
+
+    scheme, _, rest = address.partition("://")
+    host = rest.rpartition(":")[0].strip("[]")
+    if scheme not in ("tcp", "tls") or not host:
+        return
+    try:
+        socket.getaddrinfo(host, None)
+    except socket.gaierror as e:
+        if e.errno in (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME)):
+            raise ClusterSpecError([f"no Dask scheduler at {address}: no host is named {host!r} ({e.strerror})"]) from None
+
+
 def _no_scheduler(where: str, timeout: float, e: Exception) -> ClusterSpecError:
+    """Why no scheduler answered, with the last refusal Dask met while it retried ("Connection
+    refused": nothing listens on that port); Dask's own message said only that it timed out."""
     why = str(e) or "no answer to the handshake"
+    cause = str(e.__cause__ or "").rpartition(">: ")[2]
+    if cause and cause not in why:
+        why += f"; last: {cause}"
     return ClusterSpecError([f"no Dask scheduler answered at {where} within {timeout:g} s ({why}); is it running "
                              "(dask scheduler), and is this its address (port 8786 by default; 8787 is the dashboard)?"])
 
