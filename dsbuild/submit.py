@@ -119,12 +119,14 @@ class Submission:
         return state
 
     def result(self, timeout: float | None = None) -> dict:
-        """Wait for the job and return its manifest; raise SubmissionError if it did not finish."""
+        """Wait for the job and return its manifest, as ``dsbuild.run`` returns it (with the
+        ``output`` folder, which manifest.json does not hold); raise SubmissionError if it
+        did not finish."""
         state = self.wait(timeout)
         info = self.info()
         if state != "finished":
             raise SubmissionError(f"run {self.id} {state}: {info.get('error') or 'no error recorded'}")
-        return json.loads(Path(info["manifest"]).read_text())
+        return {**json.loads(Path(info["manifest"]).read_text()), "output": info["output"]}
 
     def cancel(self, timeout: float = 60) -> str:
         """Ask the driver to stop: it aborts the output, closes the cluster and says ``cancelled``."""

@@ -49,6 +49,7 @@ def test_python_submission_returns_the_manifest_and_the_same_output(client, tmp_
 
     direct = dsbuild.run(JOB, output=str(tmp_path / "direct"), client=client)
     assert manifest["totals"] == direct["totals"]
+    assert set(manifest) == set(direct) and manifest["output"] == str(tmp_path / "submitted")  # no KeyError: 'output'
     pd.testing.assert_frame_equal(read_data(tmp_path / "submitted"), read_data(tmp_path / "direct"))
     assert [h.id for h in list_runs()] == [handle.id]
     assert Submission(handle.id).result()["outputs"] == manifest["outputs"]
