@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -132,6 +132,10 @@ class LabelingRule:
                 raise ValueError(f"rule {name!r}: a condition is {{column, op, value[, case]}}, got {cond!r}")
             conditions.append(RuleCondition(**cond))
         return cls(name, label, tuple(conditions))
+
+    def as_spec(self) -> dict:
+        """The rule as a job file writes it, which :meth:`from_spec` reads back."""
+        return {"name": self.name, "label": self.label, "when": [asdict(c) for c in self.conditions]}
 
     def columns(self) -> list[str]:
         return [c.column for c in self.conditions]

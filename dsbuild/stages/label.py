@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_serializer, field_validator, model_validator
 
 from dsbuild.kernels import crowd
 from dsbuild.kernels.labeling_functions import LabelingRule, rule_votes
@@ -867,6 +867,13 @@ class LabelingFunctionsOptions(StageOptions):
     @classmethod
     def _rules(cls, value):
         return [v if callable(v) or isinstance(v, LabelingRule) else LabelingRule.from_spec(v, i) for i, v in enumerate(value or [])]
+
+    @field_serializer("rules")
+    def _rules_as_written(self, rules):
+        """Data rules as a job file writes them: a stage built in Python is dumped into its
+        job, which validates the options again, and the dataclass's own form
+        (``{name, label, conditions}``) was refused there."""
+        return [r.as_spec() if isinstance(r, LabelingRule) else r for r in rules]
 
 
 @dataclass(frozen=True)

@@ -370,6 +370,21 @@ def test_labeling_functions_accept_python_functions_and_gold():
         run_stage(LabelingFunctions(rules=[{"label": "x", "column": "text", "op": "not_null"}], labels=["y"]), data)
 
 
+def test_labeling_functions_built_in_python_go_into_a_job():
+    """A stage object's rules were dumped as the dataclass's ``{name, label, conditions}``,
+    which the job, validating the options again, refused ("a condition is {column, op,
+    value[, case]}")."""
+    import dsbuild
+
+    rule = {"name": "old", "label": ">50K", "column": "age", "op": ">", "value": 60}
+    stage = LabelingFunctions(rules=[rule, {"name": "young", "label": "<=50K", "when": [{"column": "age", "op": "<", "value": 25}]}])
+    job = dsbuild.job(name="lf", source={"format": "sample", "name": "adult"}, stages=[stage], sink={"path": "unused"})
+    (built,) = job.build_stages()
+    assert built.options.rules == stage.options.rules
+    (options,) = job.resolved()["stages"][0].values()
+    assert options["rules"][0] == {"name": "old", "label": ">50K", "when": [{"column": "age", "op": ">", "value": 60, "case": True}]}
+
+
 @pytest.mark.parametrize("form", ["frame key", "whole value", "stage object"])
 def test_a_python_job_passes_annotations_as_a_frame(client, tmp_path, form):
     """Every form the options' help offers runs through ``dsbuild.run`` (the job could not be
