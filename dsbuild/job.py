@@ -199,7 +199,7 @@ class JobSpec(_Spec):
 
     def resolved(self) -> dict:
         """The job as plain data; a frame a Python job passes to a stage (annotations) is
-        named by its shape."""
+        named by its shape, a function (a labeling rule) by its name."""
         data = self.model_dump(mode="json", by_alias=True, exclude_none=True, fallback=_described)
         data["stages"] = [{s["name"]: s.get("options", {})} for s in data["stages"]]
         return data
@@ -223,6 +223,8 @@ def _described(value) -> str:
     if shape is not None and hasattr(value, "columns"):
         rows = shape[0] if isinstance(shape[0], int) else "?"
         return f"<{type(value).__module__.split('.')[0]} frame: {rows} rows, columns {list(value.columns)}>"
+    if callable(value):
+        return f"<function {getattr(value, '__module__', '?')}.{getattr(value, '__qualname__', type(value).__name__)}>"
     raise TypeError(f"cannot describe a {type(value).__name__} in a job")
 
 

@@ -28,7 +28,7 @@ import pandas as pd
 import dsbuild
 from dsbuild.io.sink import OutputAppeared, OutputExists, Sink
 from dsbuild.io.sources import RAW, read_source
-from dsbuild.job import JobSpec, load_job
+from dsbuild.job import JobSpec, _described, load_job
 from dsbuild.kernels.dtypes import blank_text
 from dsbuild.records import ID, REASON, STAGE, stable_hash64
 from dsbuild.runtime import peak_worker_memory
@@ -349,7 +349,7 @@ class Execution:
             run_.output = None  # accounted for: let the workers forget it
             self.files["rejects"].extend(f for files in frame["files"] for f in files)
             if run_.stage is not None:
-                run_.options = run_.stage.options.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+                run_.options = run_.stage.options.model_dump(mode="json", by_alias=True, exclude_defaults=True, fallback=_described)
                 run_.summary = run_.stage.summary()
         self.pending = []
         if in_memory:

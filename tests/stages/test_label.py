@@ -385,6 +385,29 @@ def test_labeling_functions_built_in_python_go_into_a_job():
     assert options["rules"][0] == {"name": "old", "label": ">50K", "when": [{"column": "age", "op": ">", "value": 60, "case": True}]}
 
 
+@pytest.mark.parametrize("form", ["stage object", "mapping"])
+def test_a_python_job_runs_labeling_functions_that_are_functions(client, tmp_path, form):
+    """The options' help allows Python callables, and run_stage ran them, but dsbuild.run
+    failed before anything ran: "cannot describe a function in a job" (the job's text,
+    for its key and manifest)."""
+    import dsbuild
+
+    def over_sixty(part):
+        return np.where(part["age"] > 60, ">50K", None)
+
+    options = {"rules": [over_sixty, {"name": "young", "label": "<=50K", "column": "age", "op": "<", "value": 25}],
+               "labels": ["<=50K", ">50K"], "output": "weak_label", "no_votes": "keep"}
+    stage = LabelingFunctions(**options) if form == "stage object" else {"labeling_functions": options}
+    job = dsbuild.job(name="lf", source={"format": "sample", "name": "adult", "partitions": 2}, stages=[stage],
+                      sink={"path": str(tmp_path / "out")})
+    manifest = dsbuild.run(job, client=client)
+    kept = pd.read_parquet(tmp_path / "out" / "data", columns=["age", "weak_label"])
+    assert (kept.loc[kept["age"] > 60, "weak_label"] == ">50K").all()
+    assert (kept.loc[kept["age"] < 25, "weak_label"] == "<=50K").all()
+    (options,) = manifest["job"]["stages"][0].values()
+    assert options["rules"][0].startswith("<function ") and options["rules"][0].endswith("over_sixty>")
+
+
 @pytest.mark.parametrize("form", ["frame key", "whole value", "stage object"])
 def test_a_python_job_passes_annotations_as_a_frame(client, tmp_path, form):
     """Every form the options' help offers runs through ``dsbuild.run`` (the job could not be
