@@ -181,6 +181,11 @@ def submit(
     if spec.source.format == "frame":
         raise ValueError("a frame source lives in this Python process, which a submitted job outlives: "
                          "run it with dsbuild.run, or write the frame to Parquet and submit a job that reads that")
+    held = _held_in_this_process(spec)
+    if held:
+        raise ValueError(f"{'; '.join(held)}: Python objects live in this process, which a submitted job outlives "
+                         "(its driver reads the job as text): run it with dsbuild.run, or give them as data the job "
+                         "can read (annotations from a file, labeling rules as {name, label, column, op, value})")
     if output:
         spec = spec.model_copy(update={"sink": spec.sink.model_copy(update={"path": output})})
     target = Sink(spec.sink.path, shard_rows=1, shard_bytes=1, compression="none", overwrite=overwrite)
@@ -223,6 +228,19 @@ def submit(
     if info["state"] == "failed":
         raise SubmissionError(f"run {run_id} failed: {info.get('error')}")
     return handle
+
+
+def _held_in_this_process(spec) -> list[str]:
+    """The stages whose options hold Python objects (a frame of annotations, a function as
+    a labeling rule), which the job's text only names: the driver read the name and failed
+    ("'str' object has no attribute 'columns'")."""
+    held = []
+    for i, stage in enumerate(spec.stages):
+        kinds: list[str] = []
+        stage.model_dump(mode="json", fallback=lambda value: kinds.append(type(value).__name__) or "")
+        if kinds:
+            held.append(f"stages[{i}].{stage.name} holds {', '.join(sorted(set(kinds)))}")
+    return held
 
 
 def list_runs() -> list[Submission]:

@@ -65,6 +65,18 @@ def test_a_bad_job_fails_at_submit_not_later(tmp_path):
     assert list_runs() == []
 
 
+def test_a_job_holding_python_objects_is_refused_at_submit(tmp_path):
+    """A frame of annotations or a function rule went into the driver's job text as its
+    name, and the driver failed ("'str' object has no attribute 'columns'")."""
+    annotations = pd.DataFrame({"item": ["digits:0"], "annotator": ["w1"], "label": [0]})
+    stages = [{"aggregate_labels": {"annotations": annotations}},
+              {"labeling_functions": {"rules": [lambda part: part["label"]], "labels": [0, 1]}}]
+    with pytest.raises(ValueError, match=r"stages\[0\].aggregate_labels holds DataFrame; stages\[1\].labeling_functions "
+                       "holds function: Python objects live in this process"):
+        dsbuild.submit({**JOB, "stages": stages}, cluster="tcp://127.0.0.1:1", output=str(tmp_path / "x"))
+    assert list_runs() == []
+
+
 def test_cancel_stops_the_job_and_writes_nothing(client, tmp_path):
     out = tmp_path / "cancelled"
     handle = dsbuild.submit(JOB, cluster=client.scheduler.address, output=str(out))
