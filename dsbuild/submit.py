@@ -181,11 +181,12 @@ def submit(
     if spec.source.format == "frame":
         raise ValueError("a frame source lives in this Python process, which a submitted job outlives: "
                          "run it with dsbuild.run, or write the frame to Parquet and submit a job that reads that")
-    held = _held_in_this_process(spec)
+    held = _held_in_this_process(spec) + _stages_of_this_session(spec)
     if held:
         raise ValueError(f"{'; '.join(held)}: Python objects live in this process, which a submitted job outlives "
                          "(its driver reads the job as text): run it with dsbuild.run, or give them as data the job "
-                         "can read (annotations from a file, labeling rules as {name, label, column, op, value})")
+                         "can read (annotations from a file, labeling rules as {name, label, column, op, value}, "
+                         "dsbuild's own stages)")
     if output:
         spec = spec.model_copy(update={"sink": spec.sink.model_copy(update={"path": output})})
     target = Sink(spec.sink.path, shard_rows=1, shard_bytes=1, compression="none", overwrite=overwrite)
@@ -241,6 +242,15 @@ def _held_in_this_process(spec) -> list[str]:
         if kinds:
             held.append(f"stages[{i}].{stage.name} holds {', '.join(sorted(set(kinds)))}")
     return held
+
+
+def _stages_of_this_session(spec) -> list[str]:
+    """Stages registered by the user's own code: the driver imports dsbuild alone, so it
+    did not know them and failed after starting ("unknown stage 'too_short'")."""
+    from dsbuild.stages import stage_class
+
+    return [f"stages[{i}].{stage.name} is a stage of {cls.__module__}, which the driver does not import"
+            for i, stage in enumerate(spec.stages) if not (cls := stage_class(stage.name)).__module__.startswith("dsbuild.")]
 
 
 def list_runs() -> list[Submission]:

@@ -77,6 +77,28 @@ def test_a_job_holding_python_objects_is_refused_at_submit(tmp_path):
     assert list_runs() == []
 
 
+def test_a_job_with_a_stage_of_ones_own_is_refused_at_submit(tmp_path):
+    """The driver imports dsbuild alone: it started, then failed with "unknown stage"."""
+    from dsbuild.stages import STAGES, MapStage, StageOptions, register
+
+    class Noop(MapStage):
+        name = "noop_of_my_own"
+        Options = StageOptions
+
+        def process(self, part):
+            return part
+
+    register(Noop)
+    try:
+        with pytest.raises(ValueError, match=r"stages\[1\].noop_of_my_own is a stage of [\w.]*test_submit, which the driver "
+                           "does not import: Python objects live in this process"):
+            dsbuild.submit({**JOB, "stages": [{"validate_images": {}}, Noop()]}, cluster="tcp://127.0.0.1:1",
+                           output=str(tmp_path / "x"))
+    finally:
+        del STAGES["noop_of_my_own"]
+    assert list_runs() == []
+
+
 def test_cancel_stops_the_job_and_writes_nothing(client, tmp_path):
     out = tmp_path / "cancelled"
     handle = dsbuild.submit(JOB, cluster=client.scheduler.address, output=str(out))
