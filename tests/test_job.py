@@ -48,6 +48,20 @@ def test_a_stage_built_in_python_names_an_unknown_option_and_the_valid_ones():
         Ranges(columns={"age": {"min": 90, "max": 17}})
 
 
+def test_a_stages_signature_lists_its_options():
+    """help(Impute), ``Impute?`` and completion in a notebook read the signature, which was
+    ``(options=None, **settings)``: no option was named anywhere a notebook looks."""
+    import inspect
+
+    from dsbuild.stages.clean import Cast, Impute
+
+    params = inspect.signature(Impute).parameters
+    assert list(params) == ["options", "columns", "by", "max_distinct", "alpha"]
+    assert params["columns"].default is inspect.Parameter.empty and params["by"].default == []
+    assert params["alpha"].kind is inspect.Parameter.KEYWORD_ONLY and params["alpha"].default == 0.005
+    assert "schema" in inspect.signature(Cast).parameters  # an option's name as written, not the field's
+
+
 def test_a_stage_given_options_by_position_says_they_go_by_name():
     """``Impute("median")`` failed with "'str' object is not a mapping"."""
     from dsbuild.stages.clean import Impute

@@ -14,6 +14,7 @@ knows Dask.
 from __future__ import annotations
 
 import difflib
+import inspect
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -111,6 +112,10 @@ class Stage:
             except ValidationError as e:
                 raise _named_options_error(type(self), e) from None
         self.ctx = StageContext(self.name)
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls.__signature__ = _signature_of(cls.Options)
 
     def bind(self, ctx: StageContext) -> Stage:
         self.ctx = ctx
@@ -210,6 +215,16 @@ class Stage:
     def __repr__(self) -> str:
         opts = ", ".join(f"{k}={v!r}" for k, v in self.options.model_dump(exclude_defaults=True).items())
         return f"{type(self).__name__}({opts})"
+
+
+def _signature_of(options: type[StageOptions]) -> inspect.Signature:
+    """A stage's call signature, its options as keywords: ``help(Impute)``, ``Impute?`` and a
+    notebook's completion showed ``(options=None, **settings)``, which names none of them."""
+    params = [inspect.Parameter("options", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None)]
+    for name, f in options.model_fields.items():
+        default = inspect.Parameter.empty if f.is_required() else f.get_default(call_default_factory=True)
+        params.append(inspect.Parameter(f.alias or name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=f.annotation))
+    return inspect.Signature(params)
 
 
 def _named_options_error(cls: type[Stage], error: ValidationError) -> ValidationError:
