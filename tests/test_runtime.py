@@ -118,6 +118,22 @@ def test_existing_scheduler_by_scheduler_file_runs_a_job(client, cluster, tmp_pa
     assert direct["totals"]["kept"] == len(read_data(tmp_path / "direct")) == 1797
 
 
+def test_the_image_has_the_commands_the_dask_operator_runs(tmp_path):
+    """dask-kubernetes' pods run ``dask-scheduler`` and ``dask-worker``, which distributed
+    2026.6 no longer installs: an image built from cluster/Dockerfile crash-looped. The
+    Dockerfile's own lines make them, here into a folder of the test's, and they start Dask."""
+    import re
+    import subprocess
+
+    dockerfile = (ROOT / "cluster" / "Dockerfile").read_text().replace("\\\n", "")
+    made = [line.removeprefix("RUN ") for line in dockerfile.splitlines() if re.search(r"/usr/local/bin/dask-\$c", line)]
+    assert made, "cluster/Dockerfile makes no dask-scheduler / dask-worker"
+    subprocess.run(["sh", "-c", made[0].replace("/usr/local/bin", str(tmp_path))], check=True)
+    for command in ("dask-scheduler", "dask-worker"):
+        done = subprocess.run([str(tmp_path / command), "--help"], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0 and "--dashboard-address" in done.stdout, done.stderr
+
+
 def test_scheduler_address_is_a_spec():
     assert spec_from_target("tcp://10.0.0.5:8786") == SchedulerSpec(kind="scheduler", address="tcp://10.0.0.5:8786")
     assert spec_from_target("local") == LocalSpec(kind="local")
