@@ -240,6 +240,19 @@ class KubernetesSpec(_Spec):
     idle_timeout: int = Field(3600, gt=0, description="seconds after which Kubernetes deletes a cluster whose scheduler "
                               "is idle: one left behind by a driver that was killed")
 
+    @field_validator("resources", "env", mode="before")
+    @classmethod
+    def _numbers_as_text(cls, value):
+        """``cpu: 1``, ``cpu: 0.5`` and ``OMP_NUM_THREADS: 2``, as Kubernetes manifests write
+        them unquoted, are the text Kubernetes reads (quantities, env values); they were refused
+        ("Input should be a valid string")."""
+        def text(v):
+            return str(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
+
+        if not isinstance(value, dict):
+            return value
+        return {k: ({q: text(n) for q, n in v.items()} if isinstance(v, dict) else text(v)) for k, v in value.items()}
+
 
 ClusterSpec = Annotated[
     Union[LocalSpec, SchedulerSpec, SlurmSpec, PBSSpec, KubernetesSpec], Field(discriminator="kind")

@@ -134,6 +134,16 @@ def test_the_image_has_the_commands_the_dask_operator_runs(tmp_path):
         assert done.returncode == 0 and "--dashboard-address" in done.stdout, done.stderr
 
 
+def test_kubernetes_quantities_and_env_may_be_numbers_as_in_a_manifest():
+    """``cpu: 1`` is how Kubernetes manifests write a quantity; the spec refused it."""
+    spec = load_cluster_spec("kind: kubernetes\nresources:\n  limits: {cpu: 1, memory: 4Gi}\n  requests: {cpu: 0.5}\n"
+                             "env: {OMP_NUM_THREADS: 2}\n")
+    assert spec.resources == {"limits": {"cpu": "1", "memory": "4Gi"}, "requests": {"cpu": "0.5"}}
+    assert spec.env == {"OMP_NUM_THREADS": "2"}
+    with pytest.raises(ClusterSpecError, match="env.DEBUG: Input should be a valid string"):
+        load_cluster_spec("kind: kubernetes\nenv: {DEBUG: true}\n")  # True or true? said, not guessed
+
+
 def test_scheduler_address_is_a_spec():
     assert spec_from_target("tcp://10.0.0.5:8786") == SchedulerSpec(kind="scheduler", address="tcp://10.0.0.5:8786")
     assert spec_from_target("local") == LocalSpec(kind="local")
