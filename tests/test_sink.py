@@ -224,3 +224,26 @@ def test_an_overwrite_replaces_only_a_folder_dsbuild_wrote(tmp_path):
         with pytest.raises(OutputExists, match="is not a dsbuild output"):
             Sink(str(folder), shard_rows=10, shard_bytes=10, compression="none", overwrite=True).check_target()
     Sink(str(ours), shard_rows=10, shard_bytes=10, compression="none", overwrite=True).check_target()
+
+
+def test_two_runs_of_a_job_in_one_process_do_not_share_its_folder(tmp_path):
+    """The owner of the temporary folder was its process: a second run of the job in the
+    same process (a notebook's second thread) took the first one's folder, and each
+    deleted the other's checkpoints (both failed: "Failed to open ... before-003/000003.arrow")."""
+    import json
+    import os
+    import socket
+
+    def sink():
+        return Sink(str(tmp_path / "out"), shard_rows=10, shard_bytes=2**20, compression="none", key="job")
+
+    first, second = sink(), sink()
+    first.claim()
+    with pytest.raises(OutputExists, match="another run of this job in this process .* is writing"):
+        second.claim()
+    first.release()
+    second.claim()  # once the first gave it up
+    second.abort()
+    (tmp_path / "out.tmp-job").mkdir()  # a claim a run of this process left behind when it died
+    (tmp_path / "out.tmp-job" / "_owner.json").write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "run": "gone"}))
+    first.claim()

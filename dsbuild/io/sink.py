@@ -17,6 +17,7 @@ import os
 import posixpath
 import re
 import socket
+import threading
 import time
 import uuid
 
@@ -53,6 +54,7 @@ class Sink:
         self.overwrite = overwrite
         self.partition_by = list(partition_by)
         self.tmp = f"{self.path}.tmp-{key or uuid.uuid4().hex[:12]}"
+        self.run = uuid.uuid4().hex[:12]  # tells this run's claim from another's in the same process
         # The source's Arrow types by column, set by the pipeline once it has read the
         # source: what the files hold as dates, decimals, lists and structs (see _to_arrow).
         self.column_types: dict[str, pa.DataType] = {}
@@ -298,6 +300,7 @@ class Sink:
         for scratch in ("_staging", "_checkpoints", _OWNER):
             if self.fs.exists(posixpath.join(self.tmp, scratch)):
                 self.fs.rm(posixpath.join(self.tmp, scratch), recursive=True)
+        _CLAIMED.discard(self.run)
         self.write_text(SUCCESS, "")
         try:
             self.check_target()  # again: something may have been written there since the run began
@@ -316,6 +319,7 @@ class Sink:
         """Remove the temporary folder. After a task fails, the job's other tasks may still
         be writing into it (a failure does not stop them), and a removal that meets a file
         written meanwhile fails ("Directory not empty"): it is retried while they finish."""
+        _CLAIMED.discard(self.run)
         for wait in (0.1, 0.3, 1.0, 2.0, None):
             if not self.fs.exists(self.tmp):
                 return
@@ -331,17 +335,26 @@ class Sink:
     def claim(self) -> None:
         """Mark the temporary folder as this process's, refusing it while another live run
         on this machine holds it: two runs of one job share the folder, and each deleted the
-        other's files (``Failed to open … before-002/000012.arrow``)."""
-        owner = self._owner()
-        if owner and owner.get("pid") != os.getpid() and owner.get("host") == socket.gethostname() and _alive(owner.get("pid")):
-            raise OutputExists(f"another run of this job (pid {owner['pid']}, since {owner.get('started')}) is writing "
-                               f"{self.tmp}; wait for it to finish, or stop it")
-        self.fs.makedirs(self.tmp, exist_ok=True)
-        self.write_text(_OWNER, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                                            "started": time.strftime("%Y-%m-%dT%H:%M:%S")}))
+        other's files (``Failed to open … before-002/000012.arrow``). That holds for two
+        runs in one process too (two threads of a notebook), told apart by ``run``; a claim
+        this process left without releasing it (a run that died) is not a live run's."""
+        with _CLAIMING:
+            owner = self._owner()
+            if owner and owner.get("host") == socket.gethostname() and owner.get("run") != self.run:
+                if owner.get("pid") != os.getpid() and _alive(owner.get("pid")):
+                    raise OutputExists(f"another run of this job (pid {owner['pid']}, since {owner.get('started')}) is "
+                                       f"writing {self.tmp}; wait for it to finish, or stop it")
+                if owner.get("pid") == os.getpid() and owner.get("run") in _CLAIMED:
+                    raise OutputExists(f"another run of this job in this process (since {owner.get('started')}) is "
+                                       f"writing {self.tmp}; wait for it to finish, or stop it")
+            self.fs.makedirs(self.tmp, exist_ok=True)
+            self.write_text(_OWNER, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "run": self.run,
+                                                "started": time.strftime("%Y-%m-%dT%H:%M:%S")}))
+            _CLAIMED.add(self.run)
 
     def release(self) -> None:
         """Give up the folder but keep its checkpoints (an interrupted or refused resume)."""
+        _CLAIMED.discard(self.run)
         if self.fs.exists(posixpath.join(self.tmp, _OWNER)):
             self.fs.rm(posixpath.join(self.tmp, _OWNER))
 
@@ -363,6 +376,8 @@ class Sink:
 
 
 _OWNER = "_owner.json"
+_CLAIMING = threading.Lock()  # a claim's look and write, against another thread's claim between them
+_CLAIMED: set[str] = set()  # the runs of this process that hold their temporary folder
 
 
 def _alive(pid) -> bool:
