@@ -247,10 +247,17 @@ def job(**fields) -> JobSpec:
 
 
 def load_job(source: str | os.PathLike | dict | JobSpec, overrides: dict | None = None) -> JobSpec:
-    """A JobSpec from a path, YAML text, a dict or a JobSpec; ``overrides`` patch top-level keys."""
+    """A JobSpec from a path, YAML text, a dict or a JobSpec; ``overrides`` patch fields as
+    ``--set`` does (``seed``, ``sink.path``, ``stages.sanitize.fraction``), validated.
+
+    A JobSpec's overrides go through its data too: ``model_copy(update=...)`` set a dotted
+    key as an attribute of that name, silently, and took a seed of 'abc' unchecked."""
     if isinstance(source, JobSpec):
-        return source.model_copy(update=overrides or {}) if overrides else source
-    if isinstance(source, dict):
+        if not overrides:
+            return source
+        data, lines, where = _options_of(source), dict(source._lines), source._where or "<python>"
+        data["stages"] = [{stage.name: stage.options} for stage in source.stages]  # as written: messages name them so
+    elif isinstance(source, dict):
         data, lines, where = dict(source), {}, "<dict>"
     else:
         text, where = _read_text(source)

@@ -143,6 +143,23 @@ def test_overrides_patch_dotted_fields():
     assert spec.seed == 3 and spec.sink.path == "elsewhere" and spec.sink.shard_rows == 5000
 
 
+def test_overrides_of_a_job_built_in_python_are_applied_and_checked():
+    """``dsbuild.run(job, overrides=...)`` with a JobSpec copied the overrides onto it as
+    attributes: ``sink.path`` and ``stages.select.where`` changed nothing, without a word,
+    and a seed of 'abc' passed."""
+    built = job(name="adult-clean", source={"format": "sample", "name": "adult"},
+                stages=[Select(where=[{"column": "age", "op": ">=", "value": 18}])], sink={"path": "out/a"})
+    patched = load_job(built, {"seed": 3, "sink.path": "out/b", "stages.select.where": []})
+    assert (patched.seed, patched.sink.path, patched.stages[0].options) == (3, "out/b", {"where": []})
+    assert built.sink.path == "out/a" and built.stages[0].options["where"]  # the job itself is as it was
+    with pytest.raises(JobError, match="--set seed: seed: Input should be a valid integer"):
+        load_job(built, {"seed": "abc"})
+    with pytest.raises(JobError, match="--set stages.sanitize.fraction: no stage 'sanitize'"):
+        load_job(built, {"stages.sanitize.fraction": 0.1})
+    with pytest.raises(JobError, match=r"^--set stages.select.where: stages\[0\].select.where\[0\].op: Input should be"):
+        load_job(load_job(GOOD), {"stages.select.where": [{"column": "age", "op": "=>", "value": 1}]})
+
+
 def test_overrides_reach_a_stage_by_position_or_by_name():
     """``--set stages.cast.schema.age=int`` tweaks one stage from the command line."""
     spec = load_job(GOOD, {"stages.cast.schema": {"age": "int"}, "stages[0].select.where": []})
