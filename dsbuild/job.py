@@ -8,7 +8,6 @@ is data and cannot import or run code.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import difflib
 import os
@@ -263,13 +262,22 @@ def load_job(source: str | os.PathLike | dict | JobSpec, overrides: dict | None 
         text, where = _read_text(source)
         data, lines = _load_yaml(text, where)
     if overrides:
-        frame = (data.get("source") or {}).get("frame") if isinstance(data.get("source"), dict) else None
-        data = copy.deepcopy(data, {id(frame): frame})  # the caller's job dict stays as it was; a frame is not copied
+        data = _containers_copied(data)  # the caller's job stays as it was
         for dotted, value in overrides.items():
             path = _set_dotted(data, dotted, value)
             lines = {k: v for k, v in lines.items() if k[:len(path)] != path}  # the file's lines no longer hold it
             lines[path] = f"--set {dotted}"
     return _validate(data, where, lines)
+
+
+def _containers_copied(data):
+    """The job's mappings and lists copied, for overrides to patch, and the values in them
+    shared: a deep copy copied every frame a stage was given (annotations), whole."""
+    if isinstance(data, dict):
+        return {k: _containers_copied(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_containers_copied(v) for v in data]
+    return data
 
 
 def _validate(data: dict, where: str, lines: dict) -> JobSpec:

@@ -160,6 +160,26 @@ def test_overrides_of_a_job_built_in_python_are_applied_and_checked():
         load_job(load_job(GOOD), {"stages.select.where": [{"column": "age", "op": "=>", "value": 1}]})
 
 
+def test_overrides_do_not_copy_the_frames_a_job_holds():
+    """A deep copy of the job, for the overrides to patch, copied a stage's frame of
+    annotations whole (and such a job then raised "The truth value of a DataFrame is
+    ambiguous" when compared with its own copy)."""
+    import pandas as pd
+
+    from dsbuild.stages.label import AggregateLabels
+
+    annotations = pd.DataFrame({"item": ["a"], "annotator": ["w1"], "label": [1]})
+    data = pd.DataFrame({"id": ["a"], "x": [1.0]})
+    for built in ({"name": "f", "source": {"format": "frame", "frame": data}, "sink": {"path": "out"},
+                   "stages": [{"aggregate_labels": {"annotations": annotations}}]},
+                  job(name="f", source={"format": "frame", "frame": data}, sink={"path": "out"},
+                      stages=[AggregateLabels(annotations=annotations)])):
+        patched = load_job(built, {"seed": 0})
+        given = patched.stages[0].options["annotations"]
+        assert (given["frame"] if isinstance(given, dict) else given) is annotations
+        assert patched.source.frame is data and patched == load_job(built)
+
+
 def test_overrides_reach_a_stage_by_position_or_by_name():
     """``--set stages.cast.schema.age=int`` tweaks one stage from the command line."""
     spec = load_job(GOOD, {"stages.cast.schema": {"age": "int"}, "stages[0].select.where": []})
