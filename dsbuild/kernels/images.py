@@ -134,6 +134,24 @@ def peak(dtype) -> int:
     raise ValueError(f"{dtype} images are not supported by pixel transforms: 8- or 16-bit integers only")
 
 
+def fill_level(fill: float, dtype) -> float:
+    """A fill given on the 8-bit scale (0 black, 255 white) as a level of ``dtype``, so one
+    job fills 8- and 16-bit images with the same shade (16-bit: × 257; floats, read as 0-1:
+    / 255), as brightness shifts both by the same share of their range. Given in the
+    image's own units, 255 was near black in a 16-bit image."""
+    if np.issubdtype(dtype, np.floating):
+        return fill / 255
+    info = np.iinfo(dtype)
+    return round(info.min + fill * (int(info.max) - int(info.min)) / 255)
+
+
+def _checked_fill(fill, name: str) -> float:
+    if isinstance(fill, bool) or not isinstance(fill, (int, float)) or not 0 <= fill <= 255:
+        raise ValueError(f"{name}.fill: a grey level from 0 (black) to 255 (white), scaled to the image's depth "
+                         f"(255 is 65535 in a 16-bit image), got {fill!r}")
+    return float(fill)
+
+
 def _levels(dtype) -> np.ndarray:
     return _LEVELS if dtype == np.uint8 else _DEEP_LEVELS
 
@@ -395,11 +413,12 @@ class VerticalFlip(GeometricTransform):
 
 
 class _Warp(GeometricTransform):
-    """Shared by rotate and affine: one cv2.warpAffine with the drawn matrix."""
+    """Shared by rotate and affine: one cv2.warpAffine with the drawn matrix; ``fill`` (a
+    constant border) is on the 8-bit scale at any depth (:func:`fill_level`)."""
 
     def __init__(self, interpolation: str = "linear", border: str = "constant", fill: float = 0, p: float = 1.0):
         super().__init__(p)
-        self.interpolation, self.border, self.fill = interpolation, border, fill
+        self.interpolation, self.border, self.fill = interpolation, border, _checked_fill(fill, self.name)
         self._flags = INTERPOLATIONS[interpolation]
         self._border = BORDERS[border]
 
@@ -407,7 +426,7 @@ class _Warp(GeometricTransform):
         h, w = image.shape[:2]
         m, _ = self.matrix(params, h, w)
         flags = INTERPOLATIONS[params["interpolation"]] if "interpolation" in params else self._flags
-        fill = params.get("fill", self.fill)
+        fill = fill_level(params.get("fill", self.fill), image.dtype)
         return cv2.warpAffine(image, m[:2], (w, h), flags=flags, borderMode=self._border, borderValue=(fill,) * 4)
 
 
@@ -792,7 +811,8 @@ class JpegQuality(Transform):
 
 
 class Cutout(Transform):
-    """Fill ``holes`` rectangles (side a fraction of the image side) with ``fill``."""
+    """Fill ``holes`` rectangles (side a fraction of the image side) with ``fill``, on the
+    8-bit scale at any depth (:func:`fill_level`)."""
 
     name = "cutout"
 
@@ -800,7 +820,7 @@ class Cutout(Transform):
         super().__init__(p)
         self.holes = _range(holes, "cutout.holes")
         self.size = _range(size, "cutout.size")
-        self.fill = fill
+        self.fill = _checked_fill(fill, self.name)
 
     def draw(self, rng, h, w):
         lo, hi = int(self.holes[0]), int(self.holes[1])
@@ -815,7 +835,7 @@ class Cutout(Transform):
     def apply(self, image, params, owned=False):
         out = image if owned else image.copy()
         for y, x, rh, rw in params["rects"]:
-            out[y : y + rh, x : x + rw] = self.fill
+            out[y : y + rh, x : x + rw] = fill_level(self.fill, image.dtype)
         return out
 
 

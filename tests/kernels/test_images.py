@@ -327,6 +327,27 @@ def test_noise_and_jpeg_keep_a_16_bit_image_16_bit_and_alpha_as_it_was():
     assert out.shape == rgba.shape and np.array_equal(out[..., 3], rgba[..., 3])
 
 
+@pytest.mark.parametrize("spec, params", [
+    ({"rotate": {"fill": 255}}, {"angle": 45}),
+    ({"affine": {"fill": 128}}, {"scale": 0.5, "tx": 0, "ty": 0, "angle": 0, "shear": 0}),
+    ({"cutout": {"fill": 255}}, {"rects": [[0, 0, 8, 8]]}),
+])
+def test_fill_is_the_same_shade_at_any_depth(spec, params):
+    """``fill`` is on the 8-bit scale, scaled to the image's range: 255 filled a 16-bit
+    image's corners with 255 of 65535, near black, where the 8-bit copy's were white."""
+    eight = cv2.resize(data.camera(), (48, 40))
+    transform = transform_from_spec(spec)
+    fill = next(iter(spec.values()))["fill"]
+    for image, level in ((eight, fill), (eight.astype(np.uint16) * 257, fill * 257), (eight / np.float32(255), fill / 255)):
+        assert transform.apply(image, params)[0, 0] == pytest.approx(level)
+
+
+@pytest.mark.parametrize("fill", [65535, -1, "white"])
+def test_a_fill_off_the_8_bit_scale_is_refused_when_the_job_is_read(fill):
+    with pytest.raises(ValueError, match=r"rotate.fill: a grey level from 0 \(black\) to 255 \(white\)"):
+        transform_from_spec({"rotate": {"fill": fill}})
+
+
 def test_pixel_transforms_name_the_image_types_they_cannot_take():
     with pytest.raises(ValueError, match="float32 images are not supported"):
         TRANSFORMS["gamma"]().apply(np.zeros((4, 4), np.float32), {"gamma": 1.2})
