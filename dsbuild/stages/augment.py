@@ -38,6 +38,7 @@ from dsbuild.stages.base import ADDED, WHERE_METRIC, FitApplyStage, StageError, 
 from dsbuild.stages.conditions import Condition, all_hold
 
 DEFAULT_QUALITY = {"jpeg": 95, "webp": 90}
+FILE_PATH = "path"  # the images source's column of each image's file
 
 
 class AugmentOptions(StageOptions):
@@ -228,7 +229,7 @@ class Augment(FitApplyStage):
     def apply_copies(self, part: pd.DataFrame, copies: np.ndarray) -> pd.DataFrame:
         o = self.options
         col = self._image()
-        described = [c for c in (f"{col}_height", f"{col}_width", f"{col}_channels", f"{col}_format") if c in part.columns]
+        described = [c for c in (f"{col}_height", f"{col}_width", f"{col}_channels", f"{col}_format", FILE_PATH) if c in part.columns]
         made: list[dict] = []
         parents: list[int] = []
         undecodable = np.zeros(len(part), dtype=np.int64)
@@ -295,7 +296,10 @@ class Augment(FitApplyStage):
 
     def _copy_fields(self, rid, parent, row: pd.Series | None, k: int, out, fmt: str, described: list[str]) -> dict:
         """The copy's own cells, its image in the form of the ``parent``'s cell; ``described``
-        are the image's size/channels/format columns present, given the copy's own."""
+        are the image's size/channels/format columns present, given the copy's own, and
+        its file's ``path``, null: a copy is no file (as its struct's path is null), and
+        the parent's path made the copy look like the file it came from. Its id names
+        the parent (``parent#aug<k>``)."""
         o = self.options
         col = self._image()
         pixels = for_format(out.image, fmt)  # converted here, as the columns say, not clipped by the encoder
@@ -306,7 +310,8 @@ class Augment(FitApplyStage):
         }
         h, w = pixels.shape[:2]
         channels = 1 if pixels.ndim == 2 else pixels.shape[2]
-        for name, value in ((f"{col}_height", h), (f"{col}_width", w), (f"{col}_channels", channels), (f"{col}_format", fmt)):
+        for name, value in ((f"{col}_height", h), (f"{col}_width", w), (f"{col}_channels", channels), (f"{col}_format", fmt),
+                            (FILE_PATH, None)):
             if name in described:
                 fields[name] = value
         if o.boxes:

@@ -412,3 +412,18 @@ def test_box_labels_not_one_a_box_reject_their_row(labels):
     assert reasons["p"] == f"cannot-augment=2 boxes in 'boxes' but {len(labels)} labels in 'labels'; one label a box"
     assert reasons["r"].startswith("cannot-augment=box 0 [9.0, 9.0, 1.0, 1.0] (pascal_voc) ends before it starts")
     assert sorted(kept["id"]) == ["q", "q#aug0"]
+
+
+def test_a_copy_has_no_file_path_and_its_id_names_its_parent(digits):
+    """The images source's ``path`` column: a copy kept its parent's, so a reader could
+    not tell the copy from the file it came from (a Hugging Face struct's path was
+    already null in a copy)."""
+    from dsbuild.io.sources.images import images_frame
+
+    head = digits.head(6)
+    frame = images_frame(list(head["id"]), list(head["image"]), [f"/data/digits/{i}.png" for i in head["id"]])
+    kept, _ = run_stage(Augment(transforms=["hflip"], copies=2), frame, npartitions=2, roles=ROLES)
+    copies = kept["id"].str.contains("#aug")
+    assert kept["path"].dtype == "string" and copies.sum() == 12
+    assert kept.loc[copies, "path"].isna().all()
+    assert kept.loc[~copies].set_index("id")["path"].to_dict() == dict(zip(frame["id"], frame["path"]))
