@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import struct
+import sys
+import tempfile
+import threading
 
 import cv2
 import numpy as np
@@ -174,7 +178,12 @@ def image_problem(data: bytes | None, max_pixels: int, min_side: int = 1) -> tup
         return f"too-large:{size[0]}x{size[1]}", None
     if is_truncated(data, fmt):
         return "truncated", None
-    pixels = decode_image(data)
+    if fmt == "jpeg":
+        pixels, damage = _decode_jpeg_noting_damage(data)
+        if pixels is not None and damage:
+            return f"corrupt-scan={damage}", None
+    else:
+        pixels = decode_image(data)
     if pixels is None:
         return f"decode-error:{fmt}", None
     h, w = pixels.shape[:2]
@@ -183,3 +192,52 @@ def image_problem(data: bytes | None, max_pixels: int, min_side: int = 1) -> tup
     if min(h, w) < min_side:
         return f"too-small:{h}x{w}", None
     return None, pixels
+
+
+_LIBJPEG_DAMAGE = ("Corrupt JPEG data: ", "Premature end of JPEG file")
+_STDERR_LOCK = threading.Lock()
+_stderr_sink = None
+
+
+def _decode_jpeg_noting_damage(data: bytes) -> tuple[np.ndarray | None, str | None]:
+    """(pixels, libjpeg's complaint about the scan data, or None).
+
+    A JPEG whose entropy-coded data is damaged (zeroed, overwritten, cut and closed with
+    an EOI) decodes whole, its lost blocks flat or garbled: libjpeg only warns ("Corrupt
+    JPEG data: premature end of data segment", "bad Huffman code", "N extraneous bytes
+    before marker") and OpenCV hands back an image. The warning is printed to the
+    process's stderr and is the one place the damage is said, so stderr (fd 2, where C
+    writes it) goes to a file for the decode, under a lock; other lines written there
+    meanwhile (another thread's) are written out again. A decoder that prints nothing
+    makes this a plain decode. Another thread decoding a damaged JPEG outside this lock
+    in the same instant could be blamed on this one: dsbuild's workers run one task
+    thread each.
+    """
+    global _stderr_sink
+    with _STDERR_LOCK:
+        if _stderr_sink is None or _stderr_sink[0] != os.getpid():  # a forked child's own file, not its parent's
+            _stderr_sink = (os.getpid(), tempfile.TemporaryFile())
+        sink = _stderr_sink[1]
+        sink.seek(0)
+        sink.truncate()
+        if sys.stderr is not None:
+            sys.stderr.flush()
+        try:
+            saved = os.dup(2)
+        except OSError:  # no stderr (a daemon's closed fd 2): nothing would be said
+            return decode_image(data), None
+        try:
+            os.dup2(sink.fileno(), 2)
+            pixels = decode_image(data)
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        sink.seek(0)
+        said = sink.read().decode("utf-8", "replace").splitlines()
+    damage = [line for line in said if line.startswith(_LIBJPEG_DAMAGE)]
+    others = [line for line in said if not line.startswith(_LIBJPEG_DAMAGE)]
+    if others and sys.stderr is not None:
+        sys.stderr.write("\n".join(others) + "\n")
+    if not damage:
+        return pixels, None
+    return pixels, damage[0].removeprefix("Corrupt JPEG data: ").rstrip(".")

@@ -220,7 +220,8 @@ def _image_format(name: str) -> str:
 
 @register
 class ValidateImages(MapStage):
-    """Decode every image; undecodable, truncated, empty or oversized ones go to rejects.
+    """Decode every image; undecodable, truncated, empty or oversized ones, and JPEGs
+    whose scan data libjpeg finds damaged (``corrupt-scan=<its warning>``), go to rejects.
 
     Fills ``<image>_height``, ``<image>_width``, ``<image>_channels`` from the decoded
     pixels, so later stages can trust them. ``formats`` is checked on the format sniffed

@@ -10,7 +10,7 @@ import pytest
 from PIL import ExifTags, Image
 from skimage import data
 
-from dsbuild.kernels.decode import decode_image, encode_image, for_format, is_truncated
+from dsbuild.kernels.decode import decode_image, encode_image, for_format, image_problem, is_truncated
 from dsbuild.records import image_size, jpeg_orientation
 
 PORTRAIT = data.astronaut()[:300, :200]  # RGB, taller than wide
@@ -128,6 +128,49 @@ def test_an_exif_thumbnails_end_marker_is_not_the_images():
     after_thumbnail = blob.index(thumbnail) + len(thumbnail)
     for cut in (after_thumbnail, after_thumbnail + 30):
         assert is_truncated(blob[:cut], "jpeg"), cut
+
+
+# -- damaged scans --------------------------------------------------------------------------
+
+PHOTOS = ["astronaut", "camera", "coffee", "chelsea", "coins", "moon", "page", "text", "horse", "brick", "grass",
+          "hubble_deep_field", "immunohistochemistry", "retina", "logo", "clock", "colorwheel", "checkerboard"]
+
+
+def _scan(blob: bytes) -> tuple[int, int]:
+    """Where the (first) scan's entropy-coded data starts and the EOI before which it ends."""
+    sos = blob.index(b"\xff\xda")
+    return sos + 2 + int.from_bytes(blob[sos + 2 : sos + 4], "big"), blob.rindex(b"\xff\xd9")
+
+
+@pytest.mark.parametrize("name", PHOTOS)
+def test_real_photos_have_no_damaged_scan(name):
+    """skimage's pictures (photos, scans, drawings with flat areas) in the encodings PIL
+    and OpenCV write: none is said to be damaged."""
+    pixels = getattr(data, name)()
+    pixels = pixels[..., :3] if pixels.ndim == 3 else pixels
+    pixels = pixels if pixels.dtype == np.uint8 else (pixels * 255).astype(np.uint8)
+    for save in ({}, {"optimize": True}, {"progressive": True}, {"subsampling": 0}):
+        assert image_problem(jpeg(pixels, **save), 10**9)[0] is None
+    assert image_problem(encode_image(pixels, "jpeg", 80), 10**9)[0] is None
+
+
+@pytest.mark.parametrize("damage", ["zeroed", "second half zeroed", "overwritten"])
+def test_a_jpeg_whose_scan_data_is_damaged_is_rejected(damage):
+    """The file is whole (every marker, an EOI), so OpenCV decoded it to an image — grey
+    blocks or garbage — and it passed as good; libjpeg's warning says the scan is damaged."""
+    blob = bytearray(jpeg(data.astronaut()))
+    start, end = _scan(blob)
+    middle = (start + end) // 2
+    if damage == "zeroed":
+        blob[start:end] = bytes(end - start)
+    elif damage == "second half zeroed":
+        blob[middle:end] = bytes(end - middle)
+    else:
+        blob[middle : middle + 4000] = np.random.default_rng(0).integers(0, 0xFF, 4000, dtype=np.uint8).tobytes()
+    assert cv2.imdecode(np.frombuffer(bytes(blob), np.uint8), cv2.IMREAD_UNCHANGED) is not None
+    reason, pixels = image_problem(bytes(blob), 10**9)
+    assert reason.startswith("corrupt-scan=") and pixels is None
+    assert reason in ("corrupt-scan=premature end of data segment", "corrupt-scan=bad Huffman code") or "extraneous bytes" in reason
 
 
 # -- for_format --------------------------------------------------------------------------

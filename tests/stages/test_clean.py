@@ -795,3 +795,24 @@ def test_validate_images_gives_a_rejected_image_no_made_up_size():
     rejected = rejected.set_index("id")
     assert rejected.loc["c", "image_height"] == 64 and pd.isna(rejected.loc["b", "image_height"])
     assert rejected["image_width"].isna().all() and rejected["image_channels"].isna().all()
+
+
+@pytest.mark.parametrize("on_cluster", [False, True])
+def test_validate_images_rejects_jpegs_whose_scan_data_is_damaged(on_cluster, request):
+    """A whole JPEG (every marker, its EOI) whose scan data was zeroed decoded to an image
+    and was kept; libjpeg's warning names it, in the threads of one process (each decode
+    told its own warning) as on the workers."""
+    if on_cluster:
+        request.getfixturevalue("client")
+    good = [encode_image(np.roll(data.astronaut(), 37 * i, axis=1)[::2, ::2], "jpeg", 90) for i in range(8)]
+    damaged = []
+    for blob in good[:4]:
+        sos = blob.index(b"\xff\xda")
+        start, end = sos + 2 + int.from_bytes(blob[sos + 2 : sos + 4], "big"), blob.rindex(b"\xff\xd9")
+        damaged.append(blob[:start] + bytes(end - start) + blob[end:])
+    blobs = [b for pair in zip(good, damaged + good[4:]) for b in pair]
+    frame = pd.DataFrame({"id": [f"r{i:02d}" for i in range(len(blobs))], "image": pd.Series(blobs, dtype=IMAGE_DTYPE)})
+    kept, rejected = run_stage(ValidateImages(), frame, npartitions=4, roles=Roles(image="image"))
+    assert rejected["id"].tolist() == ["r01", "r03", "r05", "r07"]
+    assert set(rejected["reason"]) == {"corrupt-scan=premature end of data segment"}
+    assert len(kept) == 12
