@@ -149,12 +149,10 @@ def image_size(data: bytes | None) -> tuple[int, int] | None:
     try:
         if fmt == "png" and data[12:16] == b"IHDR":
             w, h = struct.unpack(">II", data[16:24])
-            return h, w
-        if fmt == "jpeg":
-            size = _jpeg_size(data)
-            return size[::-1] if size is not None and jpeg_orientation(data) >= 5 else size
-        if fmt == "webp":
-            return _webp_size(data)
+            return (w, h) if exif_orientation(data) >= 5 else (h, w)
+        if fmt in ("jpeg", "webp"):
+            size = _jpeg_size(data) if fmt == "jpeg" else _webp_size(data)
+            return size[::-1] if size is not None and exif_orientation(data) >= 5 else size
         if fmt == "bmp":
             w, h = struct.unpack("<ii", data[18:26])
             return abs(h), w
@@ -198,6 +196,50 @@ def _jpeg_size(data: bytes) -> tuple[int, int] | None:
             h, w = struct.unpack(">HH", data[i + 5 : i + 9])
             return h, w
     return None
+
+
+def exif_orientation(data: bytes) -> int:
+    """The EXIF orientation (1-8; 1 when there is none) of a JPEG, a PNG (its eXIf chunk)
+    or a WebP (its EXIF chunk), which OpenCV's ``IMREAD_UNCHANGED`` leaves out and viewers,
+    PIL's ``exif_transpose`` and OpenCV's other modes apply. A TIFF's own orientation tag
+    OpenCV applies in every mode (1 here)."""
+    fmt = sniff_image_format(data)
+    if fmt == "jpeg":
+        return jpeg_orientation(data)
+    if fmt == "png":
+        return _tiff_orientation(_without_exif_header(_png_chunk(data, b"eXIf")))
+    if fmt == "webp":
+        return _tiff_orientation(_without_exif_header(_webp_chunk(data, b"EXIF")))
+    return 1
+
+
+def _png_chunk(data: bytes, kind: bytes) -> bytes:
+    """The data of a PNG's first ``kind`` chunk before its image data (b"" if none)."""
+    pos = 8
+    while pos + 8 <= len(data):
+        length, found = struct.unpack_from(">I4s", data, pos)
+        if found == kind:
+            return data[pos + 8 : pos + 8 + length]
+        if found in (b"IDAT", b"IEND"):
+            break
+        pos += 12 + length
+    return b""
+
+
+def _webp_chunk(data: bytes, kind: bytes) -> bytes:
+    """The data of a WebP (RIFF) file's first ``kind`` chunk (b"" if none)."""
+    pos = 12
+    while pos + 8 <= len(data):
+        found, size = data[pos : pos + 4], int.from_bytes(data[pos + 4 : pos + 8], "little")
+        if found == kind:
+            return data[pos + 8 : pos + 8 + size]
+        pos += 8 + size + (size & 1)  # chunks are padded to an even size
+    return b""
+
+
+def _without_exif_header(exif: bytes) -> bytes:
+    """The TIFF block of an EXIF chunk; some writers keep JPEG's ``Exif\\0\\0`` before it."""
+    return exif[6:] if exif.startswith(b"Exif\x00\x00") else exif
 
 
 def jpeg_orientation(data: bytes) -> int:

@@ -11,7 +11,7 @@ import threading
 import cv2
 import numpy as np
 
-from dsbuild.records import image_size, jpeg_orientation, sniff_image_format
+from dsbuild.records import exif_orientation, image_size, sniff_image_format
 
 _ENCODE_EXT = {"png": ".png", "jpeg": ".jpg", "webp": ".webp", "bmp": ".bmp", "tiff": ".tiff"}
 
@@ -19,16 +19,17 @@ _ENCODE_EXT = {"png": ".png", "jpeg": ".jpg", "webp": ".webp", "bmp": ".bmp", "t
 def decode_image(data: bytes, flags: int = cv2.IMREAD_UNCHANGED) -> np.ndarray | None:
     """Pixels (H×W or H×W×C, BGR order as OpenCV keeps them), or None if undecodable.
 
-    Upright, as viewers show them: a JPEG's EXIF orientation is applied, as OpenCV's other
-    read modes, PIL's ``exif_transpose`` and Hugging Face ``datasets`` apply it, and as
-    labelling tools draw boxes on it. ``IMREAD_UNCHANGED`` (kept for 16-bit and alpha)
-    is the one mode that leaves it out, so it is applied here.
+    Upright, as viewers show them: the EXIF orientation of a JPEG, PNG or WebP is applied,
+    as OpenCV's other read modes, PIL's ``exif_transpose`` and Hugging Face ``datasets``
+    apply it, and as labelling tools draw boxes on it. ``IMREAD_UNCHANGED`` (kept for
+    16-bit and alpha) is the one mode that leaves it out, so it is applied here (a TIFF's
+    OpenCV applies in every mode).
     """
     if not data:
         return None
     pixels = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
-    if pixels is not None and flags == cv2.IMREAD_UNCHANGED and data[:2] == b"\xff\xd8":
-        turn = _UPRIGHT.get(jpeg_orientation(data))
+    if pixels is not None and flags == cv2.IMREAD_UNCHANGED:
+        turn = _UPRIGHT.get(exif_orientation(data))
         if turn is not None:
             pixels = turn(pixels)
     return pixels

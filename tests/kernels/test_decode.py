@@ -3,11 +3,12 @@ is_truncated: a cut file, not one with bytes after its end; for_format: a copy's
 converted as its format can hold them."""
 
 import io
+import zlib
 
 import cv2
 import numpy as np
 import pytest
-from PIL import ExifTags, Image
+from PIL import ExifTags, Image, ImageOps
 from skimage import data
 
 from dsbuild.kernels.decode import decode_image, encode_image, for_format, image_problem, is_truncated
@@ -53,6 +54,40 @@ def test_orientation_in_big_endian_exif_and_in_none():
     assert jpeg_orientation(jpeg(PORTRAIT)) == 1
     assert jpeg_orientation(jpeg(PORTRAIT, 6, progressive=True)) == 6
     assert jpeg_orientation(b"\xff\xd8\xff\xe1\x00\x10Exif\x00\x00II*\x00") == 1  # cut short: as if none
+
+
+def _with_png_exif(png: bytes, orientation: int, header: bytes = b"") -> bytes:
+    """A PNG with an eXIf chunk after IHDR (``header``: the ``Exif\\0\\0`` some writers keep)."""
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    payload = header + exif.tobytes()[6:]  # PIL's bytes start with JPEG's Exif header
+    chunk = len(payload).to_bytes(4, "big") + b"eXIf" + payload + zlib.crc32(b"eXIf" + payload).to_bytes(4, "big")
+    return png[:33] + chunk + png[33:]
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+@pytest.mark.parametrize("fmt", ["PNG", "WEBP"])
+def test_exif_orientation_of_png_and_webp_is_applied_as_pil_applies_it(fmt, orientation):
+    """PNG's eXIf and WebP's EXIF chunk turn the picture too (PIL's exif_transpose and
+    OpenCV's colour mode apply them): only a JPEG's was applied, so such a PNG or WebP was
+    decoded, sized and augmented on its side."""
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buf = io.BytesIO()
+    Image.fromarray(PORTRAIT).save(buf, fmt, exif=exif.tobytes(), **({"lossless": True} if fmt == "WEBP" else {}))
+    blob = buf.getvalue()
+    shown = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(blob))).convert("RGB"))
+    upright = decode_image(blob)
+    assert np.array_equal(upright, cv2.cvtColor(shown, cv2.COLOR_RGB2BGR))
+    assert image_size(blob) == upright.shape[:2] == ((200, 300) if orientation >= 5 else (300, 200))
+
+
+def test_a_sixteen_bit_png_with_an_exif_header_in_its_exif_chunk_is_turned():
+    deep = cv2.cvtColor(PORTRAIT, cv2.COLOR_RGB2BGR).astype(np.uint16) * 257
+    for header in (b"", b"Exif\x00\x00"):
+        blob = _with_png_exif(encode_image(deep, "png"), 6, header)
+        assert np.array_equal(decode_image(blob), cv2.rotate(deep, cv2.ROTATE_90_CLOCKWISE))
+        assert image_size(blob) == (200, 300)
 
 
 # -- is_truncated ------------------------------------------------------------------------
