@@ -95,10 +95,11 @@ class RuleCondition:
             flags = 0 if self.case else re.IGNORECASE
             hit = text.str.contains(str(v), regex=True, flags=flags) if op == "contains" else text.str.fullmatch(str(v), flags=flags)
             return hit.fillna(False).to_numpy(dtype=bool)
-        if op == "between":
-            held = (col >= v[0]) & (col <= v[1])
-        else:
-            held = COMPARISONS[op](col, v)
+        try:
+            held = (col >= v[0]) & (col <= v[1]) if op == "between" else COMPARISONS[op](col, v)
+        except TypeError:  # a number column against '25' (a quoted number in YAML), text against 25
+            raise ValueError(f"condition on column {self.column!r} ({col.dtype}): {op} {self.value!r} compares it with "
+                             "a value of another kind; write the value as the column holds it (25, not '25')") from None
         return held.fillna(False).to_numpy(dtype=bool) & present
 
 

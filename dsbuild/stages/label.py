@@ -947,6 +947,11 @@ class LabelingFunctions(FitApplyStage):
         o = self.options
         columns = [c for r in o.rules if isinstance(r, LabelingRule) for c in r.columns()]
         self.require_columns(meta, columns + ([o.gold] if o.gold else []))
+        for rule in (r for r in o.rules if isinstance(r, LabelingRule)):  # on the empty frame: a value of the wrong
+            try:                                                              # kind fails here, not in every task
+                rule.fires(meta)
+            except ValueError as e:
+                raise StageError(f"stage {self.ctx.name!r}: rule {rule.name!r}: {e}") from None
         classes = self._classes()
         cast = [r.label for r in o.rules if isinstance(r, LabelingRule)]
         outside = [v for v, c in zip(cast, classes.codes(pd.Series(cast, dtype=object))) if c < 0]

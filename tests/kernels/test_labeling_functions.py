@@ -109,3 +109,12 @@ def test_conditions_on_dates_and_zoned_times_from_a_job_file():
         assert RuleCondition(column, op, value).holds(frame).tolist() == want, (column, op, value)
     with pytest.raises(ValueError, match="column 'd'"):
         RuleCondition("d", "==", "soon").holds(frame)
+
+
+@pytest.mark.parametrize("column,op,value", [("age", "<", "25"), ("age", "between", ["20", "30"]), ("education", ">", 3)])
+def test_a_value_of_the_wrong_kind_is_named(adult, column, op, value):
+    """age < '25' (a quoted number in YAML) stopped the run with numpy's 'ufunc less did
+    not contain a loop with signature ...' from inside a task."""
+    rule = LabelingRule.from_spec({"name": "young", "label": "<=50K", "column": column, "op": op, "value": value})
+    with pytest.raises(ValueError, match=f"condition on column '{column}' .* compares it with a value of another kind"):
+        rule.fires(adult)

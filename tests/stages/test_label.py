@@ -348,6 +348,13 @@ def test_labeling_functions_on_adult(adult_crowd):
     assert len(one_rule_rows) > 0 and one_rule_rows["label"].isin(["<=50K", ">50K"]).all()
 
 
+def test_a_rule_value_of_the_wrong_kind_is_refused_before_the_run(adult_crowd):
+    """A quoted number against a number column was numpy's traceback from every task."""
+    _, _, _, data = adult_crowd
+    rules = [{"name": "young", "label": "<=50K", "column": "age", "op": "<", "value": "25"}]
+    with pytest.raises(StageError, match="stage 'labeling_functions': rule 'young': condition on column 'age'"):
+        run_stage(LabelingFunctions(rules=rules), data.head(50))
+
 def test_labeling_functions_accept_python_functions_and_gold():
     data = pd.DataFrame({"id": [f"r{i}" for i in range(6)], "text": ["great film", "awful", "great", "meh", "awful plot", "fine"],
                          "known": [None, None, None, "neg", None, None]})
