@@ -42,6 +42,7 @@ A_CODE, L_CODE, GOLD = "_a", "_l", "_g"
 Method = Literal["majority_vote", "wawa", "dawid_skene", "one_coin_dawid_skene", "glad"]
 LOWEST_SHOWN = 20
 ITEM_EXAMPLES = 3  # annotation item ids a warning shows
+MAX_CONFUSION_BYTES = 512 * 2**20  # Dawid–Skene's confusion matrices, one copy
 
 
 # -- labels as keys -------------------------------------------------------------------------
@@ -569,6 +570,7 @@ class AggregateLabels(Stage):
                              f"(the most active gave {int(inventory['annotators'].max()):,} answers), so every row would "
                              "be rejected as having none")
         annotators = pd.Index(sorted(counts.index))
+        self._check_confusion_size(len(annotators), len(classes))
         coded = shapes.map(raw, _code_annotations, annotators, classes, meta=_code_annotations(raw._meta, annotators, classes))
         if o.gold:
             gold = shapes.map(frame[[ID, o.gold]], _gold_codes, o.gold, classes, meta=_gold_codes(frame._meta[[ID, o.gold]], o.gold, classes))
@@ -604,6 +606,19 @@ class AggregateLabels(Stage):
         joined = left.merge(results, on=ITEM, how="left")
         finish = FinishLabels(self._output(), classes, o.gold, o.no_annotations, o.min_confidence)
         return shapes.map(joined, finish, meta=finish(joined._meta.copy()), label=self.ctx.name)
+
+    def _check_confusion_size(self, n_annotators: int, n_classes: int) -> None:
+        """Dawid–Skene keeps a classes × classes confusion matrix per annotator, and a round
+        holds several copies of them (each partition's sums, the merged sums, the state sent
+        to every task): 1,000 annotators × 100 classes peaked at 595 MB in one process. Free-text
+        answers (a class per spelling) from thousands of annotators would kill the workers
+        mid-run; said before, with the ways out."""
+        size = n_annotators * n_classes * n_classes * 8
+        if self.options.method == "dawid_skene" and size > MAX_CONFUSION_BYTES:
+            raise StageError(f"stage {self.ctx.name!r}: dawid_skene would keep a {n_classes:,} × {n_classes:,} confusion "
+                             f"matrix for each of {n_annotators:,} annotators, {size / 2**30:.1f} GiB, several times over "
+                             "in every round: declare the label set (labels: [...]), raise min_annotator_votes, or use "
+                             "one_coin_dawid_skene or glad (one number per annotator)")
 
     def _check_two_classes(self, classes: Classes) -> None:
         """One-coin Dawid–Skene and GLAD spread a wrong answer over the other classes, so

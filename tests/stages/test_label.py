@@ -578,3 +578,17 @@ def test_a_label_model_that_did_not_converge_is_said(digits_crowd):
     run_stage(exact, data)
     assert exact.summary()["converged"] is True
     assert not exact.result_warnings({"summary": exact.summary(), "metrics": {"annotated": 300}})
+
+
+def test_confusion_matrices_too_large_for_a_worker_are_refused(monkeypatch):
+    """Free-text answers from many annotators: Dawid–Skene's confusion matrices grow with
+    annotators × classes², and workers died mid-run instead of a word before it."""
+    import dsbuild.stages.label as label
+
+    monkeypatch.setattr(label, "MAX_CONFUSION_BYTES", 20 * 30 * 30 * 8 - 1)
+    data = pd.DataFrame({"id": [f"i{i}" for i in range(60)]})
+    ann = pd.DataFrame({"item": data["id"], "annotator": [f"w{i % 20}" for i in range(60)], "label": [f"spelling {i % 30}" for i in range(60)]})
+    with pytest.raises(StageError, match="dawid_skene would keep a 30 × 30 confusion matrix for each of 20 annotators"):
+        run_stage(AggregateLabels(annotations=ann), data)
+    kept, _ = run_stage(AggregateLabels(annotations=ann, method="glad"), data)
+    assert len(kept) == 60
