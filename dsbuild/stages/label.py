@@ -94,10 +94,13 @@ class Classes:
         """The classes the answers hold. Annotation files are read as text, so that a label
         column mixing 1 and "unsure" loses no answer (``read_as_text``); labels read so
         that are all whole numbers, or all true and false (JSON's booleans, a CSV's
-        True/False), come out as numbers or booleans again, as a typed reader gives them."""
+        True/False), come out as numbers or booleans again, as a typed reader gives them.
+        Whole floats (a Parquet column of classes with a missing answer) come out as integers."""
         keys = tuple(_sort_keys(examples))
         values = [examples[k] for k in keys]
-        if read_as_text and values and all(isinstance(v, str) for v in values):
+        if values and all(isinstance(v, (float, np.floating)) and float(v).is_integer() for v in values):
+            values = [int(v) for v in values]  # classes 0 and 1 that pandas made 0.0 and 1.0 (a NaN, a pivot)
+        elif read_as_text and values and all(isinstance(v, str) for v in values):
             if all(re.fullmatch(r"-?[1-9]\d*|0", k) for k in keys):
                 values = [int(k) for k in keys]
             elif len({k.casefold() for k in keys}) == len(keys) and {k.casefold() for k in keys} <= {"true", "false"}:

@@ -236,6 +236,15 @@ def test_boolean_answers_come_out_as_booleans(tmp_path, fmt):
     kept, _ = run_stage(AggregateLabels(annotations={"format": fmt, "path": str(path)}, method="majority_vote"), data)
     assert kept["label"].dtype == "string" and kept.set_index("id")["label"].to_dict() == {"a": "True", "b": "unsure"}
 
+def test_whole_float_classes_come_out_as_integers(tmp_path):
+    """A Parquet label column of classes 0 and 1 with one missing answer is float64 in
+    pandas (as is a pivoted wide sheet): the output label column was 0.0 and 1.0."""
+    data = pd.DataFrame({"id": ["a", "b"]})
+    ann = pd.DataFrame({"item": ["a", "a", "b", "b", "b"], "annotator": ["w1", "w2", "w1", "w2", "w3"], "label": [1.0, 1.0, 0.0, 0.0, np.nan]})
+    ann.to_parquet(tmp_path / "votes.parquet", index=False)
+    kept, _ = run_stage(AggregateLabels(annotations={"format": "parquet", "path": str(tmp_path / "votes.parquet")}, method="majority_vote"), data)
+    assert kept["label"].dtype == "Int64" and kept.set_index("id")["label"].to_dict() == {"a": 1, "b": 0}
+
 def test_single_answer_annotators_and_min_votes(digits_crowd):
     y, ids, ann, data, _ = digits_crowd
     with pytest.raises(StageError, match="min_annotator_votes 100000 leaves no annotator"):  # every row 'no-annotations'
