@@ -18,7 +18,7 @@ import pandas as pd
 from pydantic import Field
 
 from dsbuild.kernels import smote as smote_kernel
-from dsbuild.kernels.copula import GaussianCopula, Marginals, ScoreMoments
+from dsbuild.kernels.copula import CategoryCounts, GaussianCopula, Marginals, ScoreMoments
 from dsbuild.kernels.dtypes import as_dtype
 from dsbuild.records import ID, child_id, record_rng
 from dsbuild.stages.base import ADDED, KEY, Stage, StageError, StageOptions, _did_you_mean, register, with_marks
@@ -265,6 +265,7 @@ class Synthesize(Stage):
             return shapes.map(frame, self._add_rows, None, frame.npartitions, label=self.ctx.name)
         wide = [c for c, d in marginals.categorical.items() if len(d.counts) > self.options.max_categories]
         self.categories_left_out_ = {c: len(marginals.categorical[c].counts) for c in wide}
+        self.identifiers_ = [c for c, d in marginals.categorical.items() if c not in wide and _names_each_row(d)]
         if wide:
             marginals.categorical = {c: d for c, d in marginals.categorical.items() if c not in wide}
         edges = marginals.needing_histograms()
@@ -336,7 +337,17 @@ class Synthesize(Stage):
             notes.append(f"stage {self.ctx.name!r} left column {c!r} out of the model: its {n:,} distinct values are more than "
                          f"max_categories ({self.options.max_categories:,}), so its new rows are missing. Raise max_categories, "
                          "or cast it to a number if it is one (a decimal column is modelled as categories)")
+        for c in getattr(self, "identifiers_", []):
+            notes.append(f"stage {self.ctx.name!r}: column {c!r} has a value of its own in every row (a name, an e-mail, "
+                         "a key?), so each new row copies one real row's value; leave it out with the option columns")
         return notes
+
+
+def _names_each_row(counts: CategoryCounts, least: int = 20) -> bool:
+    """Every value of a column of some rows is one row's own: the copula's categories are
+    the values themselves, so a new row gets a real person's name or key verbatim."""
+    n = len(counts.counts)
+    return n >= least and int(counts.counts.max()) == 1
 
 
 _EPOCH = pd.Timestamp(0, tz="UTC")

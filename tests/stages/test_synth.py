@@ -214,6 +214,17 @@ def test_synthesize_says_which_column_it_left_out_for_too_many_categories(adult)
     assert "left column 'code' out of the model: its 600 distinct values are more than max_categories (500)" in note
 
 
+def test_synthesize_warns_that_new_rows_copy_a_column_of_one_value_a_row(adult):
+    """An e-mail column (one value a row, fewer than max_categories) was modelled as
+    categories: every new row carried a real person's address, without a word."""
+    frame = adult.head(300).assign(email=[f"person{i}@example.org" for i in range(300)])
+    stage = Synthesize(rows=50)
+    kept, _ = run_stage(stage, frame)
+    assert kept.loc[kept["synthetic"], "email"].isin(frame["email"]).all()
+    (note,) = stage.result_warnings({"metrics": {}, "in": 300})
+    assert "column 'email' has a value of its own in every row" in note and "leave it out with the option columns" in note
+
+
 def test_synthesize_models_times_as_numbers():
     """Timestamps (zoned or not, numpy or Arrow) are modelled like numbers: new rows get times with the
     data's distribution and its correlation with other columns, in the column's type.
