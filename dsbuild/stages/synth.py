@@ -205,9 +205,10 @@ BLOCKS_PER_PARTITION = 100  # new rows one partition adds at most (~100,000, a s
 
 class SynthesizeOptions(StageOptions):
     rows: int = Field(..., ge=1, description="how many synthetic rows to add")
-    columns: list[str] | None = Field(None, description="columns to model (default: numeric, time, boolean and text columns)")
+    columns: list[str] | None = Field(None, description="columns to model (default: numeric, time, boolean, text and category "
+                                      "columns); the others are missing in the new rows")
     max_categories: int = Field(1000, ge=2, description="a text column with more categories is left out (its rows get nulls)")
-    marker: str = Field("synthetic", description="boolean column marking the synthetic rows")
+    marker: str = Field("synthetic", description="boolean column marking the synthetic rows (an earlier synthesize's marks are kept)")
     where: list[Condition] = Field(
         default_factory=list, description="rows to fit the model on, e.g. [{column: split, op: ==, value: train}]; "
         "new rows take the values its == tests name, so they pass it too")
