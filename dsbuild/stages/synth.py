@@ -68,7 +68,7 @@ class Oversample(Stage):
             self.check(frame._meta)
         counts = shapes.fit(frame, self._count, _add_counts, label=self.ctx.name)
         self.require_where_rows(sum(counts.values()))
-        classes = None if self.options.classes is None else [str(c) for c in self.options.classes]  # as _labels writes them
+        classes = None if self.options.classes is None else [_as_counted(c, counts) for c in self.options.classes]
         self._check_classes(counts, classes)
         self.targets_ = smote_kernel.class_targets(counts, self.options.ratio, classes)
         self.counts_ = counts
@@ -183,6 +183,28 @@ class Oversample(Stage):
             notes.append(f"stage {self.ctx.name!r}: classes {', '.join(f'{c!r} ({counts[c]:,} rows)' for c in small[:5])} have too few "
                          f"rows for k_neighbors={k}: their new rows were made towards each class's other rows alone")
         return notes
+
+
+def _as_counted(value, counts: dict) -> str:
+    """A class of ``classes`` as ``_labels`` writes it: its text, or the label's text of
+    the same number (``1`` for a label of floats, as a pandas label with a missing value
+    is, whose classes read ``1.0``)."""
+    text = str(value)
+    if text in counts or isinstance(value, bool):
+        return text
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return text
+    same = [k for k in counts if _number(k) == number]
+    return same[0] if len(same) == 1 else text
+
+
+def _number(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
 
 
 def _interpolable(column: pd.Series) -> bool:

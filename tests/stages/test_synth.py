@@ -103,6 +103,15 @@ def test_oversample_says_which_class_of_one_row_it_cannot_grow_and_takes_classes
     assert "left class '2' as it is: a class of one row has no neighbour" in note
 
 
+def test_oversample_takes_a_class_as_a_number_of_a_label_of_floats():
+    """A pandas label with a missing value is float: classes: [1] named no class (they
+    read 1.0), so the stage grew nothing (and then refused the class as unknown)."""
+    frame = pd.DataFrame({"id": [f"r{i:02d}" for i in range(24)], "f": np.arange(24.0),
+                          "y": [0.0] * 16 + [1.0] * 6 + [2.0, np.nan]})
+    kept, _ = run_stage(Oversample(classes=[1], k_neighbors=2), frame, roles=Roles(label="y"))
+    assert kept["y"].value_counts().to_dict() == {0.0: 16, 1.0: 16, 2.0: 1} and kept["y"].isna().sum() == 1
+
+
 def test_oversample_refuses_a_class_it_cannot_grow_as_asked(cancer):
     """A typo in classes, or a ratio below a named class's own, added no row without a word."""
     from dsbuild.stages import StageError
