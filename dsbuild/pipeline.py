@@ -1050,7 +1050,7 @@ def _manifest(spec, ex: Execution, data_shards, reject_shards, data_schema, reje
             "rows": {"data": sum(s["rows"] for s in data_shards), "rejects": sum(s["rows"] for s in reject_shards)},
         },
         "schema": {
-            "data": _schema_json(data_schema),
+            "data": _schema_json(data_schema) + _partition_columns(spec, ex),
             "rejects": _schema_json(reject_schema),
         },
         "warnings": ex.warnings,
@@ -1067,6 +1067,20 @@ def _manifest(spec, ex: Execution, data_shards, reject_shards, data_schema, reje
 
 def _schema_json(schema) -> list[dict]:
     return [{"name": f.name, "type": str(f.type)} for f in schema] if schema is not None else []
+
+
+def _partition_columns(spec, ex: Execution) -> list[dict]:
+    """The ``sink.partition_by`` columns, which live in the folder names and not in the
+    files: the data's schema listed the files' columns alone, so a reader of the manifest
+    did not learn the data has a ``split`` column. Each is marked ``partition``, with the
+    type it had in the rows (readers make text or a dictionary of the folder names)."""
+    import pyarrow as pa
+
+    by = list(spec.sink.partition_by)
+    if not by or ex.kept_meta is None:
+        return []
+    types = pa.Table.from_pandas(ex.kept_meta[by], preserve_index=False).schema
+    return [{"name": f.name, "type": str(f.type), "partition": True} for f in types]
 
 
 def check_ledger(manifest: dict) -> None:

@@ -395,7 +395,8 @@ def _outputs_section(m: dict):
     schema = m.get("schema", {}).get("data")
     if schema:
         parts.append("<h3>Schema of <code>data/</code></h3>")
-        parts.append(_table(["column", "type"], [(f["name"], f["type"]) for f in schema]))
+        parts.append(_table(["column", "type"], [(f["name"], f["type"] + (" (partition folders)" if f.get("partition") else ""))
+                                                 for f in schema]))
     return ("outputs", "Output", "".join(parts)) if parts else None
 
 

@@ -218,6 +218,8 @@ def test_partition_folders_in_the_output(client, tmp_path):
     assert "data/split=train/workclass=Private/part-00000.parquet" in files
     assert any(f.startswith("data/split=test/workclass=__HIVE_DEFAULT_PARTITION__/") for f in files)
     assert "split" not in pq.read_schema(tmp_path / "out" / files[0]).names  # the folder names it
+    assert manifest["schema"]["data"][-2:] == [{"name": "split", "type": "large_string", "partition": True},
+                                              {"name": "workclass", "type": "large_string", "partition": True}]
     # pandas' read_parquet infers dictionaries, which pyarrow cannot yet unify with Hive's nulls
     back = ds.dataset(tmp_path / "out" / "data", partitioning="hive").to_table().to_pandas()
     assert len(back) == 4000 and set(back["split"].astype(str)) == {"train", "validation", "test"}
