@@ -93,6 +93,11 @@ class Split(MapStage):
             raise StageError(f"stage {self.ctx.name!r}: grouping column 'duplicate_group' is not in the data; a dedup "
                              "stage before it makes it with action: group (its default, drop, keeps one copy and no column)")
         self.require_columns(meta, self.options.by or [], what="grouping column")
+        if self.options.column in meta.columns:
+            # the source's own split (a benchmark's test set) was reshuffled into training without a word
+            raise StageError(f"stage {self.ctx.name!r}: the data already has a column {self.options.column!r} (the source's own "
+                             "split?), which the stage would overwrite; name another with column:, or drop it first (select: "
+                             f"{{drop: [{self.options.column}]}})")
         if self.options.stratify:
             if self.options.by:
                 raise StageError(f"stage {self.ctx.name!r}: stratify cuts each class by rows; it cannot keep groups whole (by)")

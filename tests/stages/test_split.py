@@ -87,6 +87,10 @@ def test_options_and_warnings():
     assert "its groups are few or of very different sizes" in note
     with pytest.raises(StageError, match="makes it with action: group"):  # a dedup that dropped its copies names none
         run_stage(Split(by=["duplicate_group"]), df)
+    # the source's own split (a benchmark's test set) was overwritten, its test rows shuffled into training
+    with pytest.raises(StageError, match="the data already has a column 'split' .*name another with column:"):
+        run_stage(Split(), df.assign(split="test"))
+    assert run_stage(Split(column="fold"), df.assign(split="test"), npartitions=1)[0]["split"].eq("test").all()
 
     from dsbuild.stages import StageContext
     from dsbuild.stages.synth import Oversample
