@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         from dsbuild.submit import SubmissionError
 
         if isinstance(e, (JobError, StageError, SourceError, OutputExists, LedgerError, ResumeRefused, WorkersLost, FileNotFoundError,
-                          ClusterSpecError, MissingPackage, SubmissionError)):
+                          ClusterSpecError, MissingPackage, SubmissionError, DamagedOutput)):
             print(f"error: {e}", file=sys.stderr)
             return 2
         raise
@@ -183,7 +183,17 @@ def _read_manifest(output: str) -> dict:
     if not path.exists():
         raise FileNotFoundError(f"{output}: no manifest.json (not a dsbuild output, or the run did not finish)"
                                 + "".join(f"; {note}" for note in _unfinished_runs(Path(output))))
-    return json.loads(path.read_text())
+    try:
+        manifest = json.loads(path.read_text())
+    except (ValueError, OSError) as e:  # cut short by a copy, or not a file: a traceback said no more
+        raise DamagedOutput(f"{path}: cannot be read as a manifest ({e})") from None
+    if not isinstance(manifest, dict) or "stages" not in manifest:
+        raise DamagedOutput(f"{path}: not a manifest dsbuild wrote (it has no stages)")
+    return manifest
+
+
+class DamagedOutput(Exception):
+    """An output folder whose manifest cannot be read."""
 
 
 def _unfinished_runs(output: Path) -> list[str]:

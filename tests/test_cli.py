@@ -227,3 +227,15 @@ def test_inspect_of_an_output_still_being_written_says_so(tmp_path, capsys):
     (tmp_path / "out.tmp-a" / "_owner.json").write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": "now"}))
     assert main(["inspect", str(out)]) == 2
     assert f"is writing it in {tmp_path / 'out.tmp-a'}" in capsys.readouterr().err
+
+
+def test_inspect_of_a_damaged_manifest_says_so(tmp_path, capsys):
+    """A manifest cut short by a copy, or a JSON file that is no manifest, ended inspect and
+    report in a traceback (JSONDecodeError, "list indices must be integers")."""
+    (tmp_path / "out").mkdir()
+    for text, says in (('{"dsbuild": "0.1.0", "stages": [{"na', "cannot be read as a manifest (Unterminated string"),
+                       ("[]", "not a manifest dsbuild wrote")):
+        (tmp_path / "out" / "manifest.json").write_text(text)
+        for command in ("inspect", "report"):
+            assert main([command, str(tmp_path / "out")]) == 2
+            assert f"error: {tmp_path / 'out' / 'manifest.json'}: {says}" in capsys.readouterr().err
