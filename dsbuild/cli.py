@@ -192,6 +192,12 @@ def _read_manifest(output: str) -> dict:
     return manifest
 
 
+def _hidden_from_readers(name: str) -> bool:
+    """A file that pyarrow, pandas and Dask skip in a folder: one under a name starting
+    with '.' or '_' (.ipynb_checkpoints, _temporary)."""
+    return any(part.startswith((".", "_")) for part in name.split("/")[1:])
+
+
 class DamagedOutput(Exception):
     """An output folder whose manifest cannot be read."""
 
@@ -243,7 +249,8 @@ def output_problems(root: Path, manifest: dict) -> list[str]:
                 problems.append(f"{path}: missing (the manifest lists it, with {shard.get('rows')} rows)")
             elif shard.get("bytes") is not None and path.stat().st_size != shard["bytes"]:
                 problems.append(f"{path}: {path.stat().st_size} bytes, but the manifest says {shard['bytes']} (changed since the run)")
-        extra = sorted(str(p.relative_to(root)) for p in (root / kind).rglob("*.parquet") if str(p.relative_to(root)) not in listed)
+        extra = sorted(name for name in (str(p.relative_to(root)) for p in (root / kind).rglob("*.parquet"))
+                       if name not in listed and not _hidden_from_readers(name))
         if extra:
             more = f" and {len(extra) - 1} more" if len(extra) > 1 else ""
             problems.append(f"{root / extra[0]}{more}: not in the manifest (written since the run); readers of {kind}/ read it too")

@@ -183,13 +183,15 @@ def test_inspect_finds_an_output_changed_since_its_run(client, tmp_path, capsys)
     capsys.readouterr()
     first, second = (out / s["file"] for s in manifest["outputs"]["data"][:2])
     shutil.copy(first, out / "data" / "part-00099.parquet")
+    (out / "data" / ".ipynb_checkpoints").mkdir()  # readers skip it: no difference
+    shutil.copy(first, out / "data" / ".ipynb_checkpoints" / "part-00000.parquet")
     first.unlink()
     second.write_bytes(second.read_bytes()[:100])
     (out / "_SUCCESS").unlink()
     assert main(["inspect", str(out)]) == 1
     err = capsys.readouterr().err
     assert f"{out}: no _SUCCESS" in err and f"{first}: missing" in err and f"{second}: 100 bytes, but the manifest says" in err
-    assert f"{out / 'data' / 'part-00099.parquet'}: not in the manifest" in err
+    assert f"{out / 'data' / 'part-00099.parquet'}: not in the manifest" in err and "ipynb" not in err
 
 
 def test_ctrl_c_stops_the_run_and_its_workers(tmp_path):
