@@ -98,6 +98,21 @@ class SinkSpec(_Spec):
         "faster, not resumable)",
     )
 
+    @field_validator("partition_by")
+    @classmethod
+    def _folder_names(cls, columns: list[str]) -> list[str]:
+        """A column's name begins its folders' names (``_fold=0/``): pyarrow, pandas, Dask and
+        Spark skip folders named from '_' or '.', so such an output read as 0 rows, and '/' or
+        '=' in the name cut the folder into parts no reader parses back."""
+        for c in columns:
+            if c.startswith(("_", ".")):
+                raise ValueError(f"{c!r} starts with {c[0]!r}: readers skip folders named so ({c}=…/), and the data would "
+                                 "read as empty; partition by a column named otherwise")
+            if "/" in c or "=" in c:
+                raise ValueError(f"{c!r} holds {'/' if '/' in c else '='}, which cuts its folders' names ({c}=…/) into "
+                                 "parts readers cannot parse back; partition by a column named otherwise")
+        return columns
+
 
 class StageSpec(_Spec):
     """One entry of ``stages``: a registered stage name and its own options."""

@@ -268,3 +268,14 @@ def test_a_mistake_in_the_annotations_source_is_named_like_the_sources(tmp_path)
     text = GOOD.replace("  - cast: {schema: {age: float}}", "  - aggregate_labels: {annotations: {format: label_studio, path: a.json}}")
     (tmp_path / "job.yaml").write_text(text)
     load_job(tmp_path / "job.yaml")  # an export's own format is read by its own reader
+
+
+def test_partition_by_a_column_readers_would_skip_is_refused(tmp_path):
+    """partition_by: [_fold] wrote data/_fold=0/…, folders pyarrow, pandas and Dask skip:
+    the output read as 0 rows, its manifest saying 100."""
+    (problem,) = errors_of(GOOD.replace("shard_rows: 5000", "shard_rows: 5000, partition_by: [_fold]"), tmp_path)
+    assert ":10: sink.partition_by: " in problem and "'_fold' starts with '_': readers skip folders named so" in problem
+    (problem,) = errors_of(GOOD.replace("shard_rows: 5000", "shard_rows: 5000, partition_by: [a/b]"), tmp_path)
+    assert "'a/b' holds /, which cuts its folders' names" in problem
+    (tmp_path / "job.yaml").write_text(GOOD.replace("shard_rows: 5000", "shard_rows: 5000, partition_by: [fold_]"))
+    assert load_job(tmp_path / "job.yaml").sink.partition_by == ["fold_"]
