@@ -422,14 +422,11 @@ def cluster_client(spec, workers: int | None, stack: contextlib.ExitStack):
     _check_tls_files(getattr(spec, "tls", None))
     if isinstance(spec, SchedulerSpec):
         security = spec.tls.security() if spec.tls else None
-        target = spec.address if spec.address else None
-        where = spec.address or f"the address in {spec.scheduler_file}"
-        if spec.address:
-            _check_answers(spec.address, spec.timeout, security)
+        address = spec.address or _address_in(spec.scheduler_file, spec.timeout)
+        where = spec.address or f"{address} (from {spec.scheduler_file})"
+        _check_answers(address, spec.timeout, security)
         try:
-            client = stack.enter_context(Client(
-                target, scheduler_file=spec.scheduler_file, security=security, timeout=spec.timeout,
-            ))
+            client = stack.enter_context(Client(address, security=security, timeout=spec.timeout))
         except (OSError, TimeoutError) as e:
             raise _no_scheduler(where, spec.timeout, e) from None
         if workers or spec.workers:
@@ -453,6 +450,27 @@ def cluster_client(spec, workers: int | None, stack: contextlib.ExitStack):
                               "started from the batch queue (wait_timeout; see squeue / qstat, and the jobs' logs)",
                               _batch_jobs_failed(cluster, spec, workers or spec.jobs * spec.processes, jobs_ended))
     return client
+
+
+def _address_in(scheduler_file: str, timeout: float) -> str:
+    """The address a scheduler wrote to its file, which may still be on its way (a scheduler
+    starting) for up to ``timeout``: Dask's Client waited for a missing file for ever,
+    whatever its timeout, and did not read ``~`` as the home folder."""
+    import json
+    import time
+
+    path, deadline = Path(scheduler_file).expanduser(), time.monotonic() + timeout
+    while True:
+        try:
+            return json.loads(path.read_text())["address"]
+        except FileNotFoundError:
+            why = (f"scheduler_file {scheduler_file}: no such file within {timeout:g} s; is the scheduler running "
+                   f"(dask scheduler --scheduler-file {scheduler_file}), and on a filesystem this machine sees?")
+        except (ValueError, KeyError, TypeError):  # half written, or no scheduler's
+            why = f"scheduler_file {scheduler_file}: holds no scheduler address (a file dask scheduler --scheduler-file wrote?)"
+        if time.monotonic() >= deadline:
+            raise ClusterSpecError([why])
+        time.sleep(0.1)
 
 
 def _batch_jobs_failed(cluster, spec, n: int, jobs_ended):

@@ -118,6 +118,21 @@ def test_existing_scheduler_by_scheduler_file_runs_a_job(client, cluster, tmp_pa
     assert direct["totals"]["kept"] == len(read_data(tmp_path / "direct")) == 1797
 
 
+def test_a_scheduler_file_is_read_as_its_spec_example_writes_it_and_a_missing_one_is_said(client, tmp_path, monkeypatch):
+    """Dask's Client waited for ever for a scheduler file that was not there, whatever the
+    spec's timeout, and read the spec's own example ``~/scheduler.json`` literally, so it
+    waited for ever there too."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "scheduler.json").write_text(json.dumps({"type": "Scheduler", "address": client.scheduler.address}))
+    with connect({"kind": "scheduler", "scheduler_file": "~/scheduler.json", "timeout": 5}) as c:
+        assert c.scheduler.address == client.scheduler.address
+    t0 = time.monotonic()
+    with pytest.raises(ClusterSpecError, match=r"scheduler_file ~/gone.json: no such file within 1 s; is the scheduler running"):
+        with connect({"kind": "scheduler", "scheduler_file": "~/gone.json", "timeout": 1}):
+            pass
+    assert time.monotonic() - t0 < 10
+
+
 def test_the_image_has_the_commands_the_dask_operator_runs(tmp_path):
     """dask-kubernetes' pods run ``dask-scheduler`` and ``dask-worker``, which distributed
     2026.6 no longer installs: an image built from cluster/Dockerfile crash-looped. The
