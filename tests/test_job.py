@@ -62,6 +62,21 @@ def test_a_stages_signature_lists_its_options():
     assert "schema" in inspect.signature(Cast).parameters  # an option's name as written, not the field's
 
 
+def test_a_stages_repr_is_the_call_that_builds_it():
+    """``Cast(schema_=...)`` named the field, which the constructor refuses, and a frame of
+    annotations showed as ``annotations={}``."""
+    import pandas as pd
+
+    from dsbuild.stages.clean import Cast
+    from dsbuild.stages.label import AggregateLabels
+
+    assert repr(Cast(schema={"age": "int"})) == "Cast(schema={'age': 'int'})"
+    assert repr(eval(repr(Cast(schema={"age": "int"})))) == "Cast(schema={'age': 'int'})"
+    annotations = pd.DataFrame({"item": ["a"], "annotator": ["w1"], "label": [1]})
+    assert repr(AggregateLabels(annotations=annotations)) == (
+        "AggregateLabels(annotations={'frame': <pandas frame: 1 rows, columns ['item', 'annotator', 'label']>})")
+
+
 def test_a_stage_given_options_by_position_says_they_go_by_name():
     """``Impute("median")`` failed with "'str' object is not a mapping"."""
     from dsbuild.stages.clean import Impute
