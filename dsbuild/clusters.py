@@ -63,6 +63,12 @@ def _bytes_text(value: str | None) -> str | None:
 _SMALLEST_WORKER = 64 * 2**20
 
 
+def _home_expanded(path: str | None) -> str | None:
+    """``~/certs/ca.pem`` as the shell reads it: Dask does not, so a certificate there was
+    'no such file' and a spill folder was made as a folder named ``~`` in the working one."""
+    return None if path is None else os.path.expanduser(path)
+
+
 class TLSFiles(_Spec):
     """PEM files: the CA that signed every party, and this party's certificate and key.
 
@@ -73,6 +79,11 @@ class TLSFiles(_Spec):
     ca_file: str
     cert: str
     key: str | None = Field(None, description="omit when the key is inside the cert file")
+
+    @field_validator("ca_file", "cert", "key")
+    @classmethod
+    def _home(cls, value):
+        return _home_expanded(value)
 
     def security(self):
         from distributed.security import Security
@@ -115,6 +126,11 @@ class LocalSpec(_Spec):
     dashboard: str | None = f"{LOCALHOST}:8787"
     local_directory: str | None = Field(None, description="where workers spill to disk")
     tls: TLSFiles | None = None
+
+    @field_validator("local_directory")
+    @classmethod
+    def _home(cls, value):
+        return _home_expanded(value)
 
 
 class SchedulerSpec(_Spec):

@@ -159,6 +159,14 @@ def test_kubernetes_quantities_and_env_may_be_numbers_as_in_a_manifest():
         load_cluster_spec("kind: kubernetes\nenv: {DEBUG: true}\n")  # True or true? said, not guessed
 
 
+def test_paths_on_this_machine_may_start_at_home(tmp_path, monkeypatch):
+    """``~/certs/ca.pem`` was 'no such file', and ``local_directory: ~/spill`` a folder named ``~``."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    spec = load_cluster_spec("kind: local\nlocal_directory: ~/spill\ntls: {ca_file: ~/ca.pem, cert: ~/node.pem}\n")
+    assert spec.local_directory == str(tmp_path / "spill")
+    assert (spec.tls.ca_file, spec.tls.cert, spec.tls.key) == (str(tmp_path / "ca.pem"), str(tmp_path / "node.pem"), None)
+
+
 def test_scheduler_address_is_a_spec():
     assert spec_from_target("tcp://10.0.0.5:8786") == SchedulerSpec(kind="scheduler", address="tcp://10.0.0.5:8786")
     assert spec_from_target("local") == LocalSpec(kind="local")
