@@ -94,6 +94,9 @@ def run(
     """
     spec, sink = checked_output(job, output=output, overwrite=overwrite, overrides=overrides)
     if client is not None:
+        if workers is not None or cluster not in ("local", None):
+            warnings.warn(f"{'workers' if workers is not None else 'cluster'} is not used: the run uses the client "
+                          "given, with its workers", UserWarning, stacklevel=2)
         return _run(spec, sink, client, progress, resume)
     from dsbuild.runtime import connect
 

@@ -167,6 +167,16 @@ def test_paths_on_this_machine_may_start_at_home(tmp_path, monkeypatch):
     assert (spec.tls.ca_file, spec.tls.cert, spec.tls.key) == (str(tmp_path / "ca.pem"), str(tmp_path / "node.pem"), None)
 
 
+def test_workers_asked_for_beside_a_client_are_said_to_be_unused(client, tmp_path):
+    """dsbuild.run(job, client=c, workers=4) ran on the client's workers without a word."""
+    job = {"name": "adult-few", "source": {"format": "sample", "name": "adult", "partitions": 1},
+           "stages": [{"select": {"columns": ["age", "income"]}}], "sink": {"path": str(tmp_path / "out")}}
+    with pytest.warns(UserWarning, match="workers is not used: the run uses the client given"):
+        dsbuild.run(job, client=client, workers=4)
+    with pytest.warns(UserWarning, match="cluster is not used"):
+        dsbuild.run(job, client=client, cluster="cluster/local.yaml", overwrite=True)
+
+
 def test_scheduler_address_is_a_spec():
     assert spec_from_target("tcp://10.0.0.5:8786") == SchedulerSpec(kind="scheduler", address="tcp://10.0.0.5:8786")
     assert spec_from_target("local") == LocalSpec(kind="local")
