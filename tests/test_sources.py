@@ -443,6 +443,21 @@ def test_images_folder_with_class_subfolders(tmp_path):
     assert decode_image(df.loc["dog/2.png", "image"]).shape == (5, 7, 3)
 
 
+def test_an_images_folder_of_large_files_is_cut_by_bytes_too(tmp_path):
+    """256 files a partition whatever their size: a folder of phone photos (4 MiB each)
+    was one partition of 1 GiB, and workers of 2 GiB died holding it and its copies."""
+    rng = np.random.default_rng(0)
+    sizes = [300, 300, 300, 900, 100, 100]  # KiB
+    for i, kib in enumerate(sizes):
+        (tmp_path / f"{i}.jpg").write_bytes(rng.bytes(kib * 2**10))
+    src = read_source({"format": "images", "path": str(tmp_path), "bytes_per_partition": 2**20})
+    assert src.frame.npartitions == 3  # [300, 300, 300], [900], [100, 100]
+    assert sorted(src.frame.compute()["id"]) == [f"{i}.jpg" for i in range(6)]
+    by_count = read_source({"format": "images", "path": str(tmp_path), "files_per_partition": 2, "bytes_per_partition": 2**20})
+    assert by_count.frame.npartitions == 4  # [300, 300], [300], [900], [100, 100]
+    assert read_source({"format": "images", "path": str(tmp_path)}).frame.npartitions == 1  # 2 MiB: under 16 MiB
+
+
 def test_hidden_files_and_folders_are_listed_not_read(tmp_path):
     """A notebook's checkpoints would be a class of their own, macOS's '._' copies corrupt
     pictures; a camera's '_DSC0001.JPG' is a photo. Tables leave out writers' '_' files too."""

@@ -8,7 +8,7 @@ import dask.dataframe as dd
 import pandas as pd
 from pydantic import Field
 
-from dsbuild.io.sources.common import Source, SourceError, _expand, _file_record, _relative, _Spec
+from dsbuild.io.sources.common import BLOB_PARTITION_BYTES, Source, SourceError, _expand, _file_record, _relative, _Spec
 from dsbuild.records import ID, image_series, image_size, sniff_image_format
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
@@ -22,6 +22,10 @@ class ImagesSource(_Spec):
     )
     extensions: list[str] = Field(default_factory=lambda: list(IMAGE_EXTENSIONS))
     files_per_partition: int = Field(256, gt=0)
+    bytes_per_partition: int = Field(
+        BLOB_PARTITION_BYTES, gt=0, description="a partition ends at files_per_partition files or this many bytes of "
+        "files, whichever comes first (a larger file is a partition of its own): a worker holds a few partitions, "
+        "decoded and copied, at once")
 
 
 def _read_images(spec: ImagesSource) -> Source:
@@ -41,12 +45,24 @@ def _read_images(spec: ImagesSource) -> Source:
                           "without labels")
     with_labels = spec.labels == "folders" or (spec.labels == "auto" and in_folders)
     records = [_file_record(fs, f) for f in files]
-    chunks = [
-        list(zip(files[i : i + spec.files_per_partition], rels[i : i + spec.files_per_partition]))
-        for i in range(0, len(files), spec.files_per_partition)
-    ]
+    chunks = _chunks(list(zip(files, rels)), [r["size"] or 0 for r in records], spec.files_per_partition, spec.bytes_per_partition)
     reader = _ImageFiles(fs, with_labels)
     return Source(dd.from_map(reader, chunks, meta=reader(None), divisions=None, label="read-images", enforce_metadata=False), records, skipped)
+
+
+def _chunks(files: list, sizes: list[int], max_files: int, max_bytes: int) -> list[list]:
+    """The files in order, cut into partitions of at most ``max_files`` files and
+    ``max_bytes`` bytes (a file larger alone). By count alone, 256 phone photos of 4 MiB
+    were one partition of 1 GiB, which workers of 2 GiB died holding with its copies."""
+    chunks: list[list] = []
+    held = 0
+    for item, size in zip(files, sizes):
+        if not chunks or len(chunks[-1]) == max_files or held + size > max_bytes:
+            chunks.append([])
+            held = 0
+        chunks[-1].append(item)
+        held += size
+    return chunks
 
 
 class _ImageFiles:
