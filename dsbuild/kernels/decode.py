@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import struct
 import sys
 import tempfile
@@ -196,6 +197,19 @@ def image_problem(data: bytes | None, max_pixels: int, min_side: int = 1) -> tup
 
 
 _LIBJPEG_DAMAGE = ("Corrupt JPEG data: ", "Premature end of JPEG file")
+_AFTER_SCAN_DATA = re.compile(r"extraneous bytes before marker 0x(d[0-7a9]|c4)$")  # RSTn, SOS, EOI, DHT
+
+
+def _damages_scan(line: str) -> bool:
+    """libjpeg's warning is about the pixels: not a bad ICC profile, nor stray bytes
+    between header segments (before a DQT, an APPn), after which the image decodes as it
+    would without them; stray bytes before a marker that ends scan data mean the decoder
+    finished the image before its data ran out (data in the middle was overwritten)."""
+    if not line.startswith(_LIBJPEG_DAMAGE) or "bad ICC marker" in line:
+        return False
+    return "extraneous bytes" not in line or _AFTER_SCAN_DATA.search(line) is not None
+
+
 _STDERR_LOCK = threading.Lock()
 _stderr_sink = None
 
@@ -235,8 +249,8 @@ def _decode_jpeg_noting_damage(data: bytes) -> tuple[np.ndarray | None, str | No
             os.close(saved)
         sink.seek(0)
         said = sink.read().decode("utf-8", "replace").splitlines()
-    damage = [line for line in said if line.startswith(_LIBJPEG_DAMAGE)]
-    others = [line for line in said if not line.startswith(_LIBJPEG_DAMAGE)]
+    damage = [line for line in said if _damages_scan(line)]
+    others = [line for line in said if line not in damage]
     if others and sys.stderr is not None:
         sys.stderr.write("\n".join(others) + "\n")
     if not damage:

@@ -208,6 +208,18 @@ def test_a_jpeg_whose_scan_data_is_damaged_is_rejected(damage):
     assert reason in ("corrupt-scan=premature end of data segment", "corrupt-scan=bad Huffman code") or "extraneous bytes" in reason
 
 
+def test_stray_bytes_between_header_segments_are_no_damaged_scan(capsys):
+    """libjpeg warns about them too ('4 extraneous bytes before marker 0xdb'), but the
+    picture decodes as it would without them: rejected as corrupt-scan, it was a good
+    image lost. The warning is still written out, as libjpeg printed it."""
+    blob = encode_image(data.camera(), "jpeg", 90)
+    at = blob.index(b"\xff\xdb")
+    padded = blob[:at] + b"\x00\x11\x22\x33" + blob[at:]
+    reason, pixels = image_problem(padded, 10**9)
+    assert reason is None and np.array_equal(pixels, decode_image(blob))
+    assert "4 extraneous bytes before marker 0xdb" in capsys.readouterr().err
+
+
 # -- for_format --------------------------------------------------------------------------
 
 COINS_16 = data.coins().astype(np.uint16) * 257  # 16-bit, full range: coins = value * 255 / 65535
