@@ -105,15 +105,15 @@ def poison(X, y, kind: str, rate: float, seed: int = 0):
 # -- measuring --------------------------------------------------------------------------
 
 
-def accuracy(X, y, X_te, y_te) -> float:
+def accuracy(X, y, X_te, y_te, weights=None) -> float:
     model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
-    return float(model.fit(X, y).score(X_te, y_te))
+    return float(model.fit(X, y, logisticregression__sample_weight=weights).score(X_te, y_te))
 
 
 def _stage(method: str, rate: float):
     """``l2`` … ``loss``: Sanitize removing the poison rate;
-    ``label_issues[:model[+model]][:filter[>filter]][:relabel]``: LabelIssues, its defaults
-    for what is not named (``+`` averages models, ``>`` runs rounds)."""
+    ``label_issues[:model[+model]][:filter[>filter]][:relabel][:drop_last_round]``: LabelIssues,
+    its defaults for what is not named (``+`` averages models, ``>`` runs rounds)."""
     if not method.startswith("label_issues"):
         return Sanitize(method=method, fraction=rate)
     _, *options = method.split(":")
@@ -121,6 +121,8 @@ def _stage(method: str, rate: float):
     for option in options:
         if option == "relabel":
             settings["action"] = "relabel"
+        elif option == "drop_last_round":
+            settings["last_round"] = "drop"
         elif all(m in MODELS for m in option.split("+")):
             models = option.split("+")
             settings["model"] = models if len(models) > 1 else models[0]
@@ -133,7 +135,7 @@ def _stage(method: str, rate: float):
 
 
 def sanitized(X, y, method: str, rate: float):
-    """(kept mask, labels after the stage) from running the stage through Dask (4 partitions)."""
+    """(kept mask, labels, weights after the stage) from running the stage through Dask (4 partitions)."""
     cols = [f"f{i}" for i in range(X.shape[1])]
     frame = pd.DataFrame(X, columns=cols)
     frame.insert(0, "id", [f"r{i:06d}" for i in range(len(y))])
@@ -145,12 +147,21 @@ def sanitized(X, y, method: str, rate: float):
     keep[rows] = True
     labels = np.asarray(y).copy()
     labels[rows] = kept["label"].to_numpy()
-    return keep, labels
+    weights = np.ones(len(y))
+    if "weight" in kept.columns:
+        weights[rows] = kept["weight"].to_numpy()
+    return keep, labels, weights
+
+
+def untouched(keep: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Rows the stage neither dropped nor weighed down: the rest are its flags."""
+    return keep & (weights == 1)
 
 
 def sanitized_accuracy(X, y, method, rate, X_te, y_te) -> tuple[np.ndarray, float]:
-    keep, labels = sanitized(X, y, method, rate)
-    return keep, accuracy(X[keep], labels[keep], X_te, y_te)
+    """(rows untouched, test accuracy of a logistic regression fitted on the kept rows with their weights)."""
+    keep, labels, weights = sanitized(X, y, method, rate)
+    return untouched(keep, weights), accuracy(X[keep], labels[keep], X_te, y_te, weights[keep])
 
 
 def _pr(removed, truth):
@@ -177,8 +188,8 @@ def detection_tables(quick: bool) -> str:
                 poisoned_acc = accuracy(Xp, yp, X_te, y_te)
                 row = {"data": name, "poison": f"{kind} {rate:.0%}", "clean": clean_acc, "poisoned": poisoned_acc}
                 for method in methods:
-                    keep, acc = sanitized_accuracy(Xp, yp, method, bad.mean(), X_te, y_te)
-                    p, r = _pr(~keep, bad)
+                    left, acc = sanitized_accuracy(Xp, yp, method, bad.mean(), X_te, y_te)
+                    p, r = _pr(~left, bad)
                     row[method] = (p, r, acc)
                 rows.append(row)
                 print(f"  {name} {kind} {rate:.0%}", flush=True)
@@ -321,7 +332,7 @@ def cleanlab_table(quick: bool) -> str:
                 noise_rate = f1(find_label_issues(probs, yp, filter="noise_rate"), bad)
                 neq = f1(find_label_issues(probs, yp, filter="predicted_neq_given"), bad)
                 neq_theirs = f1(cleanlab_find(yp, probs, filter_by="predicted_neq_given", n_jobs=1), bad)
-                stage = f1(~sanitized(Xp, yp, "label_issues", rate)[0], bad)
+                stage = f1(~untouched(*sanitized(Xp, yp, "label_issues", rate)[::2]), bad)
                 lines.append(
                     f"| {name} | {kind} {rate:.0%} | {a:.3f} | {b:.3f} | {(ours != theirs).sum()} of {len(yp)} "
                     f"| {noise_rate:.3f} | {neq:.3f} | {neq_theirs:.3f} | {stage:.3f} |"

@@ -33,6 +33,7 @@ from dsbuild.kernels.sanitize import (
 from dsbuild.kernels.topk import CutSearch, HashSample, LargestPerKey, within_cut
 from dsbuild.records import ID, image_blobs, record_seeds, record_uniform
 from dsbuild.stages.base import (
+    METRIC,
     FitApplyStage,
     StageError,
     StageOptions,
@@ -446,20 +447,25 @@ def _label_key(counts: dict, name: str):
     return next((c for c in counts if str(_plain(c)) == name), name)
 
 
-def emptied_classes(stage: str, before: dict, entry: dict) -> list[str]:
+def emptied_classes(stage: str, before: dict, entry: dict, weighed: dict | None = None) -> list[str]:
     """A cleaning stage that removes every row of a class has found no noise in it: it
     could not tell that class apart. (``entry['labels']``: the kept rows per label, all
-    of them when they add up to the rows kept; a long list is cut.)"""
+    of them when they add up to the rows kept; a long list is cut. ``weighed``: kept rows
+    per label the stage weighed down as likely mislabelled, which count as removed.)"""
     after = entry.get("labels") or {}
     if not after or sum(after.values()) != entry.get("out"):
         return []
-    gone = [f"{_plain(c)!s} ({n:,} rows)" for c, n in before.items() if n and str(_plain(c)) not in after]
-    return [f"stage {stage!r} removed every row of class {', '.join(gone)}"] if gone else []
+    weighed = weighed or {}
+    left = {c for c, n in after.items() if n > weighed.get(c, 0)}
+    gone = [f"{_plain(c)!s} ({n:,} rows)" for c, n in before.items() if n and str(_plain(c)) not in left]
+    verb = "removed or weighed down" if weighed else "removed"
+    return [f"stage {stage!r} {verb} every row of class {', '.join(gone)}"] if gone else []
 
 
 # -- label_issues ----------------------------------------------------------------------
 
 MODELS = ("logistic_regression", "knn", "random_forest", "hist_gradient_boosting", "lda")
+WEIGHED = "label_issues_weighted:"  # metric: kept rows weighed down, per class
 MIN_SKILL = 0.2  # (balanced accuracy - chance) / (1 - chance) below which label_issues warns
 Scalar = int | float | str | bool | None
 
@@ -508,6 +514,15 @@ class LabelIssuesOptions(FeatureOptions):
     folds: int = Field(5, ge=2, description="cross-validation folds, assigned by a hash of the record id")
     max_train_rows: int = Field(100_000, ge=10, description="models train on a hash-chosen sample of this many rows (all if fewer)")
     action: Literal["drop", "relabel"] = Field("drop", description="drop flagged rows, or replace their label with the suggested one")
+    last_round: Literal["weight", "drop"] = Field(
+        "weight",
+        description=(
+            "action drop, two or more rounds: what becomes of the rows only the last round flags. Its models, re-fitted "
+            "without the earlier rounds' flips, still predict another class for the flips those missed but also for clean "
+            "rows near the class boundary, which a model needs: weight keeps them, their weight (columns.weight) "
+            "multiplied by the models' probability of their given label; drop drops them"
+        ),
+    )
     original_column: str = Field("original_label", description="relabel: where the label before this stage is kept")
 
     @model_validator(mode="after")
@@ -541,10 +556,13 @@ class LabelIssues(_Features, FitApplyStage):
     default first drops the confident joint's estimate of the flips per (given, true)
     class, which corrects for a model biased toward the class the flips went to, then,
     re-fitted on what is left and so no longer biased, every row still predicted as
-    another class. Passes: (1) column moments, label counts, the training sample; then
-    per round with a noise-rate budget (2) per-class thresholds, (3) the confident joint,
-    (4) the exact top-margin rows per (given, true) cell; then apply: drop as
-    ``label-issue=<suggested>`` or relabel.
+    another class. Those last-round rows are the flips the first round missed but also
+    clean rows near the class boundary, which a model needs: by default (``last_round:
+    weight``) they stay, weighted by the models' probability of their given label.
+    Passes: (1) column moments, label counts, the training sample; then per round with a
+    noise-rate budget (2) per-class thresholds, (3) the confident joint, (4) the exact
+    top-margin rows per (given, true) cell; then apply: drop as ``label-issue=<suggested>``
+    (or weigh, above) or relabel.
     """
 
     name = "label_issues"
@@ -642,27 +660,30 @@ class LabelIssues(_Features, FitApplyStage):
 
     def _scan(self, Z, labels, ids, folds, state: dict, upto: int):
         """Run rounds ``0 .. upto-1`` over these rows: (rows still in, the round that
-        flagged each row or -1, suggested class index), and, when round ``upto`` exists,
-        its probabilities for the rows still in."""
+        flagged each row or -1, suggested class index, the flagging round's probability
+        of the given label), and, when round ``upto`` exists, its probabilities for the
+        rows still in."""
         n_classes = len(state["classes"])
         active = np.flatnonzero(labels >= 0)
         flagged_in = np.full(len(labels), -1, dtype=np.int64)
         suggested = np.full(len(labels), -1, dtype=np.int64)
+        given = np.ones(len(labels))
         for r, rnd in enumerate(state["rounds"][: upto + 1]):
             probs = self._oof(Z[active], folds[active], rnd["models"], n_classes)
             if r == upto:
-                return active, flagged_in, suggested, probs
+                return active, flagged_in, suggested, given, probs
             y = labels[active]
             inside = self._in_budget(probs, y, ids[active], rnd) if cl.needs_budget(rnd["filter"]) else None
             hit = cl.issues(rnd["filter"], inside, probs, y)
             flagged_in[active[hit]] = r
             suggested[active[hit]] = cl.suggested_labels(probs[hit], y[hit])
+            given[active[hit]] = probs[np.flatnonzero(hit), y[hit]]
             active = active[~hit]
-        return active, flagged_in, suggested, None
+        return active, flagged_in, suggested, given, None
 
     def _round_inputs(self, part, state):
         Z, labels, ids, folds = self._rows(part, state)
-        active, _, _, probs = self._scan(Z, labels, ids, folds, state, len(state["rounds"]) - 1)
+        active, _, _, _, probs = self._scan(Z, labels, ids, folds, state, len(state["rounds"]) - 1)
         return labels[active], probs, ids[active]
 
     def _partial_sums(self, part, state):
@@ -720,15 +741,39 @@ class LabelIssues(_Features, FitApplyStage):
         self.train_rows_ = len(sample.ids)
         return shapes.map(frame, self._apply, shapes.broadcast(state, graph=_with_models(state, shared)), label=label)
 
+    def _weighs(self) -> bool:
+        """Whether the last round's flags are kept with a weight instead of dropped."""
+        o = self.options
+        return o.action == "drop" and o.last_round == "weight" and len(o.filters()) > 1
+
+    def _weigh(self, part: pd.DataFrame, weighed: np.ndarray, given: np.ndarray, labels: np.ndarray, classes: list) -> pd.DataFrame:
+        """Multiply the weight of the ``weighed`` rows (1 where there is none yet) by the
+        models' probability of their given label: the chance, as the models see it, that
+        the row is clean. A flip deep in another class gets ~0, a clean boundary row ~0.4,
+        and no row is lost to a trainer that reads the weight. Counted per class, so a
+        class whose every row was flagged is still said (``result_warnings``)."""
+        weight = self.ctx.roles.weight
+        old = pd.to_numeric(part[weight], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan) if weight in part.columns else 1.0
+        part[weight] = old * np.where(weighed, given, 1.0)
+        part["_m_label_issues_weighted"] = weighed.astype(np.int64)
+        for c, name in enumerate(classes):
+            part[f"{METRIC}{WEIGHED}{_plain(name)!s}"] = (weighed & (labels == c)).astype(np.int64)
+        return part
+
     def apply(self, part: pd.DataFrame, state: dict) -> pd.DataFrame:
         Z, labels, ids, folds = self._rows(part, state)
-        _, flagged_in, suggested_index, _ = self._scan(Z, labels, ids, folds, state, len(state["rounds"]))
+        _, flagged_in, suggested_index, given, _ = self._scan(Z, labels, ids, folds, state, len(state["rounds"]))
         flagged = flagged_in >= 0
         suggested = np.asarray(state["classes"], dtype=object)[np.where(flagged, suggested_index, 0)]
         column = self._label()
         if self.options.action == "drop":
+            dropped = flagged
+            if self._weighs():
+                weighed = flagged_in == len(state["rounds"]) - 1
+                part = self._weigh(part, weighed, given, labels, state["classes"])
+                dropped = flagged & ~weighed
             reasons = np.array([f"label-issue={s}" for s in suggested], dtype=object)
-            part = reject(part, flagged, reasons)
+            part = reject(part, dropped, reasons)
         else:
             part[self.options.original_column] = part[column]
             new = part[column].astype(object).to_numpy(copy=True)
@@ -751,6 +796,7 @@ class LabelIssues(_Features, FitApplyStage):
             "features": self.features_used(),
             "filter": self.options.filter,
             "folds": self.options.folds,
+            **({"last_round": "weight", "weight_column": self.ctx.roles.weight} if self._weighs() else {}),
             "train_rows": self.train_rows_,
             "trained_on_sample": self.train_rows_ < total,
         }
@@ -774,7 +820,9 @@ class LabelIssues(_Features, FitApplyStage):
         """Confident learning trusts its models: one that cannot tell the classes apart
         calls the minority classes noise (Adult's race from age and hours: 73 % of one
         class flagged, cleanlab's filter alike). Say so, with the evidence."""
-        notes = emptied_classes(self.ctx.name, self.counts_, entry)
+        metrics = entry.get("metrics", {})
+        weighed = {k[len(WEIGHED):]: v for k, v in metrics.items() if k.startswith(WEIGHED)}
+        notes = emptied_classes(self.ctx.name, self.counts_, entry, weighed)
         summary = entry.get("summary", {})
         scored = [r["balanced_accuracy"] for r in summary.get("rounds", []) if "balanced_accuracy" in r]
         chance = summary.get("chance_balanced_accuracy")

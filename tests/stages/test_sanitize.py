@@ -186,11 +186,12 @@ def test_noise_rate_finds_flips_toward_one_class_that_the_prediction_hides(towar
 
 
 def test_rounds_refit_on_kept_rows_at_any_partitioning(toward_one_class):
-    """The default: noise-rate round, then rows still predicted as another class by models
-    re-fitted without the first round's flags. Same rows at any partitioning; each row is
-    flagged by one round, and the second round trains on what the first kept."""
+    """The default rounds: noise-rate, then rows still predicted as another class by models
+    re-fitted without the first round's flags (dropped here, to see them). Same rows at any
+    partitioning; each row is flagged by one round, and the second round trains on what the
+    first kept."""
     frame = toward_one_class
-    stages = [LabelIssues() for _ in range(2)]
+    stages = [LabelIssues(last_round="drop") for _ in range(2)]
     results = [_run(stage, frame, p) for stage, p in zip(stages, (1, 4))]
     assert results[0][1]["id"].tolist() == results[1][1]["id"].tolist()
     rejected = results[0][1]
@@ -202,6 +203,27 @@ def test_rounds_refit_on_kept_rows_at_any_partitioning(toward_one_class):
     assert summary["rounds"][1]["train_rows"] == len(frame) - len(first)
     assert summary["confident_joint"] == summary["rounds"][0]["confident_joint"]
     assert rejected["is_flipped"].sum() >= 0.5 * frame["is_flipped"].sum()
+
+
+def test_last_round_flags_are_kept_with_the_probability_of_their_label_as_weight(poisoned):
+    """By default the rows only the second round flags stay, weighted by the models'
+    probability of their given label (below 1/2: they were predicted as the other class)
+    times any weight they had; the first round's flags are dropped as before. Same rows
+    and weights at any partitioning."""
+    frame = poisoned.assign(weight=2.0)
+    stage = LabelIssues()
+    results = [_run(stage, frame, 1), _run(LabelIssues(), frame, 4)]
+    kept, rejected = results[0]
+    assert results[1][0]["id"].tolist() == kept["id"].tolist()
+    assert results[1][0]["weight"].tolist() == kept["weight"].tolist()
+    dropping_kept, dropping_rejected = _run(LabelIssues(last_round="drop"), frame)
+    weighed = kept[kept["weight"] < 2.0]
+    assert set(rejected["id"]) | set(weighed["id"]) == set(dropping_rejected["id"])
+    assert not set(rejected["id"]) & set(weighed["id"])
+    assert len(weighed) > 0 and ((weighed["weight"] > 0) & (weighed["weight"] < 1.0)).all()
+    assert (kept.loc[kept["weight"] >= 2.0, "weight"] == 2.0).all()
+    assert set(kept["id"]) - set(weighed["id"]) == set(dropping_kept["id"])
+    assert stage.summary()["weight_column"] == "weight"
 
 
 def test_round_metrics_add_up(poisoned):
@@ -224,22 +246,29 @@ def test_a_model_that_cannot_tell_the_classes_apart_is_warned_about():
     """Adult's race from age, schooling and hours: the models predict the majority for
     every row, and confident learning (cleanlab's filter alike) flags the minorities as
     noise. The run says why, and which classes it emptied; a model with skill is quiet."""
-    from dsbuild.pipeline import _label_counts
+    import dask.dataframe as dd
+
+    from dsbuild.pipeline import _label_counts, kept_rows
+    from dsbuild.stages.base import Shapes
+    from dsbuild.testing import stage_metrics
 
     adult = pd.read_csv("dsbuild/io/data/adult.csv.gz", nrows=3000)
     adult.insert(0, "id", [f"a:{i}" for i in range(len(adult))])
 
     def warnings_of(label, features):
-        stage = LabelIssues()
-        kept, _ = run_stage(stage, adult, npartitions=2, roles=Roles(label=label, features=features))
-        entry = {"out": len(kept), "labels": _label_counts(kept[label]), "summary": stage.summary()}
+        stage = LabelIssues().bind(StageContext("label_issues", 0, Roles(label=label, features=features)))
+        ddf = dd.from_pandas(adult, npartitions=2, sort=False)
+        stage.check(ddf._meta)
+        out = stage.build(ddf, Shapes()).compute()
+        kept = kept_rows(out)  # as a run makes its entry: the kept rows' labels, the stage's metrics
+        entry = {"out": len(kept), "labels": _label_counts(kept[label]), "metrics": stage_metrics(out), "summary": stage.summary()}
         return stage.summary(), stage.result_warnings(entry)
 
     summary, notes = warnings_of("race", ("age", "education-num", "hours-per-week"))
     assert summary["rounds"][0]["balanced_accuracy"] < 0.25 and summary["chance_balanced_accuracy"] == 0.2
     emptied, chance, *unlearned = notes
     assert unlearned and all("below half of chance" in note for note in unlearned)
-    assert emptied.startswith("stage 'label_issues' removed every row of class Amer-Indian-Eskimo (29 rows)")
+    assert emptied.startswith("stage 'label_issues' removed or weighed down every row of class Amer-Indian-Eskimo (29 rows)")
     assert "little better than chance (out-of-fold balanced accuracy 0.2" in chance
     summary, notes = warnings_of("income", ("age", "education-num", "hours-per-week", "capital-gain"))
     assert summary["rounds"][0]["balanced_accuracy"] > 0.6 and notes == []
