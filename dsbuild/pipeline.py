@@ -501,22 +501,27 @@ def _at_stage(i: int, stage: Stage, e: StageError, spec: JobSpec) -> StageError:
 
 def _weight_column(spec: JobSpec, meta: pd.DataFrame, stages: list[Stage]) -> list[str]:
     """A source column that is named as ``columns.weight`` (``weight`` unless the job says)
-    is each row's sample weight to the fairness stages: a body weight was read as one,
-    its text values as missing weights, and reweigh overwrote it."""
+    is each row's sample weight to the fairness stages and to label_issues, which
+    multiplies it: a body weight was read as one, its text values as missing weights,
+    and reweigh overwrote it."""
     column = spec.columns.weight
-    readers = [s.ctx.name for s in stages if s.reads_weights]
-    if not readers or column not in meta.columns:
+    users = [s for s in stages if s.reads_weights or s.writes_weights]
+    if not users or column not in meta.columns:
         return []
+    use = "counts each row by its weight" if users[0].reads_weights else "multiplies the weights"
     dtype = meta[column].dtype
     if not pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype):
-        raise StageError(f"columns.weight: {readers[0]!r} counts each row by its weight in the column {column!r}, which "
+        raise StageError(f"columns.weight: {users[0].ctx.name!r} {use} in the column {column!r}, which "
                          f"holds {dtype} values, not numbers; name the weight column another way (columns.weight: "
                          "sample_weight), or cast it")
     if "weight" in spec.columns.model_fields_set:
         return []
-    return [f"columns.weight: {readers[0]!r} counts each row by the source's column {column!r} as its sample weight"
-            f"{' (and reweigh multiplies it)' if any(s.name == 'reweigh' for s in stages) else ''}; if it is a "
-            "feature, not a weight, set columns.weight to another name"]
+    writers = [s.ctx.name for s in users if s.writes_weights]
+    if users[0].reads_weights:
+        said = f"counts each row by the source's column {column!r} as its sample weight{f' (and {writers[0]} multiplies it)' if writers else ''}"
+    else:
+        said = f"multiplies the source's column {column!r}, taking it for each row's sample weight"
+    return [f"columns.weight: {users[0].ctx.name!r} {said}; if it is a feature, not a weight, set columns.weight to another name"]
 
 
 def _partition_problem(spec: JobSpec, meta: pd.DataFrame) -> str | None:

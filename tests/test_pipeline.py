@@ -898,6 +898,24 @@ def test_a_weight_column_the_job_did_not_name_is_said_and_text_refused(tmp_path)
     assert validate_against_source(load_job({**job, "columns": {**job["columns"], "weight": "weight"}})) == []
 
 
+def test_label_issues_weighing_its_last_round_says_whose_weight_column_it_multiplies(tmp_path):
+    """The default label_issues multiplies the weight of the rows its last round flags: a
+    body weight named ``weight`` would have been multiplied without a word, text made NaN."""
+    from dsbuild.job import load_job
+    from dsbuild.pipeline import validate_against_source
+
+    job = {"name": "pets", "source": {"format": "csv", "path": str(tmp_path / "pets.csv")},
+           "columns": {"id": "name", "label": "adopted"}, "stages": ["label_issues"], "sink": {"path": str(tmp_path / "out")}}
+    (tmp_path / "pets.csv").write_text("name,weight,age,adopted\nrex,30 kg,3,1\ntom,4.5,2,0\n")
+    with pytest.raises(StageError, match="'label_issues' multiplies the weights in the column 'weight', which holds str"):
+        validate_against_source(load_job(job))
+    (tmp_path / "pets.csv").write_text("name,weight,age,adopted\nrex,30,3,1\ntom,4.5,2,0\n")
+    (note,) = validate_against_source(load_job(job))
+    assert "'label_issues' multiplies the source's column 'weight', taking it for each row's sample weight" in note
+    dropping = {**job, "stages": [{"label_issues": {"last_round": "drop"}}]}
+    assert validate_against_source(load_job(dropping)) == []
+
+
 def test_rows_that_repeat_an_id_the_data_gives_are_rejected_but_the_first(client, tmp_path):
     """Two rows under one id were one row to the stages: near_dedup_text joined two clusters
     through a shared id and kept no copy of one of them."""

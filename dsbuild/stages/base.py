@@ -97,6 +97,7 @@ class Stage:
     shape: ClassVar[str] = ""
     adds_rows: ClassVar[bool] = False
     reads_weights: ClassVar[bool] = False  # counts each row by the job's weight column (columns.weight)
+    writes_weights: ClassVar[bool] = False  # multiplies the job's weight column
     Options: ClassVar[type[StageOptions]] = StageOptions
 
     def __init__(self, options: StageOptions | dict | None = None, **settings: Any):

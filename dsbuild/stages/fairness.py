@@ -444,6 +444,7 @@ class Reweigh(FairnessStage):
 
     name = "reweigh"
     Options = MitigationOptions
+    writes_weights = True
 
     def statistic(self):
         return None if self.options.where else self.table_statistic()  # the audit counts every row

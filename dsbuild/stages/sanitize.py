@@ -746,6 +746,11 @@ class LabelIssues(_Features, FitApplyStage):
         o = self.options
         return o.action == "drop" and o.last_round == "weight" and len(o.filters()) > 1
 
+    @property
+    def writes_weights(self) -> bool:
+        """So a run checks the source's weight column before this multiplies it."""
+        return self._weighs()
+
     def _weigh(self, part: pd.DataFrame, weighed: np.ndarray, given: np.ndarray, labels: np.ndarray, classes: list) -> pd.DataFrame:
         """Multiply the weight of the ``weighed`` rows (1 where there is none yet) by the
         models' probability of their given label: the chance, as the models see it, that
