@@ -13,6 +13,8 @@ partitions; rows are the same whichever partition emits them.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 from pydantic import Field
@@ -74,7 +76,11 @@ class Oversample(Stage):
         self.counts_ = counts
         goal = round(self.options.ratio * max(counts.values(), default=0))
         self.lone_ = sorted(c for c, n in counts.items() if n < 2 and n < goal and (classes is None or c in classes))
-        return shapes.group(frame, self._key, self._grow, label=self.ctx.name)
+        grown = shapes.group(frame, self._key, self._grow, label=self.ctx.name)
+        made, per_partition = sum(self.targets_.values()), sum(counts.values()) / max(frame.npartitions, 1)
+        if made <= per_partition:  # a partition's worth at most: where they are made is fine
+            return grown
+        return shapes.spread_added(grown, min(frame.npartitions, math.ceil(made / per_partition)), label=self.ctx.name)
 
     def _check_classes(self, counts: dict, classes: list[str] | None) -> None:
         """Each class ``classes`` names is one the data has and is not past the goal: a

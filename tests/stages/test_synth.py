@@ -191,6 +191,27 @@ def test_oversample_same_bytes_for_any_partitioning(cancer, client):
     assert parquet_bytes(a) == parquet_bytes(b)
 
 
+def test_oversample_spreads_its_new_rows_over_partitions(cancer):
+    """A class and its new rows meet in one partition: with many new rows that partition
+    held most of the output (1.7 M of 2 M rows at scale). The new rows now move to
+    partitions of their own, about the others' size; the rows are the same."""
+    import dask.dataframe as dd
+
+    from dsbuild.stages.base import ADDED, Shapes, StageContext
+
+    stage = Oversample(k_neighbors=3).bind(StageContext("oversample", 0, Roles(label="label")))
+    frame = dd.from_pandas(cancer, npartitions=8, sort=False)
+    stage.check(frame._meta)
+    out = stage.build(frame, Shapes())
+    sizes = out.map_partitions(lambda p: pd.Series([len(p), int(p[ADDED].sum())])).compute().to_numpy().reshape(-1, 2)
+    assert sizes[:, 1].sum() == 145 and (sizes[:, 1] > 0).sum() == 3  # 145 new rows, ~71 a partition: 3 partitions
+    biggest = sizes[:, 0].argmax()  # the malignant class's (212 rows) and its share of the others: no new row
+    assert sizes[biggest, 1] == 0 and sizes[biggest, 0] < 212 + 145
+    one, _ = run_stage(Oversample(k_neighbors=3), cancer, npartitions=1, roles=Roles(label="label"))
+    eight, _ = run_stage(Oversample(k_neighbors=3), cancer, npartitions=8, roles=Roles(label="label"))
+    assert parquet_bytes(one) == parquet_bytes(eight)
+
+
 def test_synthesize_adds_marked_rows_like_the_data(adult):
     kept, _ = run_stage(Synthesize(rows=6000), adult, npartitions=3)
     synthetic = kept[kept["synthetic"]]
