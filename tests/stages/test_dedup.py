@@ -50,6 +50,20 @@ def test_exact_dedup_keeps_lowest_id_and_same_for_any_partitioning(client):
         assert _pairs(r) == _pairs(rej)
 
 
+@pytest.mark.parametrize("stage", [ExactDedup, NearDedupText], ids=["exact", "near_text"])
+def test_the_copy_that_stays_is_the_lowest_id_with_its_number_read_as_a_number(stage):
+    """As text, f.csv:10 came before f.csv:9 and id 10 before id 9: the copy read later
+    stayed, where pandas' drop_duplicates keeps the first. Both stages now read a number at
+    the end of an id as a number (x7 and x07 still differ, so the order is total)."""
+    text = "the same few words of a duplicated review, nearly"
+    for ids, keeper in ((["f.csv:10", "f.csv:9", "f.csv:11"], "f.csv:9"), (["10", "9", "100"], "9"),
+                        (["x07", "x7", "y1"], "x7"), (["b.csv:2", "a.csv:30"], "a.csv:30")):
+        frame = pd.DataFrame({"id": ids, "body": [text] * len(ids)})
+        for parts in (1, 2):
+            kept, rej = run_stage(stage(), frame, npartitions=parts, roles=Roles(text="body"))
+            assert kept["id"].tolist() == [keeper] and set(rej["reason"]) == {f"duplicate-of={keeper}"}, (ids, parts)
+
+
 def test_exact_dedup_quality_rule_and_columns():
     frame = pd.DataFrame({"id": ["a", "b", "c", "d"], "x": [1, 1, 1, 2], "note": ["p", "q", "r", "s"], "score": [0.1, 0.9, 0.5, 0.0]})
     kept, rej = run_stage(ExactDedup(columns=["x"], quality="score"), frame, npartitions=2)
