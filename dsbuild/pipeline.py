@@ -100,6 +100,7 @@ def run(
         return _run(spec, sink, client, progress, resume)
     from dsbuild.runtime import connect
 
+    validate_against_source(spec)  # before a cluster starts (on Slurm, before the queue); its warnings are the run's
     with connect(cluster, workers) as c:
         return _run(spec, sink, c, progress, resume)
 

@@ -66,6 +66,15 @@ def test_an_output_that_cannot_be_written_is_refused_before_a_cluster_starts(tmp
     assert "exists and is not empty" in err and "dashboard:" not in err
 
 
+def test_a_stage_that_cannot_run_on_the_source_is_said_before_a_cluster_starts(tmp_path, capsys):
+    """sanitize without a label was said after the workers were up (on Slurm, after the queue)."""
+    job = tmp_path / "job.yaml"
+    job.write_text(f"name: t\nsource: {{format: sample, name: adult}}\nstages: [sanitize: {{}}]\nsink: {{path: {tmp_path / 'out'}}}\n")
+    assert main(["run", str(job), "--workers", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "stages[0] sanitize: " in err and "columns.label" in err and "dashboard:" not in err
+
+
 def test_a_file_a_stage_writes_inside_the_output_is_refused(tmp_path, capsys):
     """aggregate_labels' annotators_output inside sink.path was written, then replaced with
     the rest of the folder when the run moved its output into place: lost without a word."""
