@@ -42,7 +42,7 @@ A_CODE, L_CODE, GOLD = "_a", "_l", "_g"
 Method = Literal["majority_vote", "wawa", "dawid_skene", "one_coin_dawid_skene", "glad"]
 LOWEST_SHOWN = 20
 ITEM_EXAMPLES = 3  # annotation item ids a warning shows
-MAX_CONFUSION_BYTES = 512 * 2**20  # Dawid–Skene's confusion matrices, one copy
+MIN_CONFUSION_BYTES = 512 * 2**20  # Dawid–Skene's confusion matrices, one copy: allowed on any worker
 
 
 # -- labels as keys -------------------------------------------------------------------------
@@ -488,6 +488,20 @@ def _by_item(part: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+
+def _confusion_budget() -> int:
+    """Bytes one copy of Dawid–Skene's confusion matrices may take: an eighth of the
+    smallest worker's memory limit (a round holds several copies), and at least
+    MIN_CONFUSION_BYTES where the workers' limits are not known."""
+    try:
+        from distributed import default_client
+
+        workers = default_client().scheduler_info()["workers"].values()
+    except (ImportError, ValueError):
+        return MIN_CONFUSION_BYTES
+    limits = [w["memory_limit"] for w in workers if w.get("memory_limit")]
+    return max(MIN_CONFUSION_BYTES, min(limits) // 8) if limits else MIN_CONFUSION_BYTES
+
 @register
 class AggregateLabels(Stage):
     """One label per item from many noisy annotations, with its posterior confidence.
@@ -617,11 +631,12 @@ class AggregateLabels(Stage):
         answers (a class per spelling) from thousands of annotators would kill the workers
         mid-run; said before, with the ways out."""
         size = n_annotators * n_classes * n_classes * 8
-        if self.options.method == "dawid_skene" and size > MAX_CONFUSION_BYTES:
+        if self.options.method == "dawid_skene" and size > _confusion_budget():
             raise StageError(f"stage {self.ctx.name!r}: dawid_skene would keep a {n_classes:,} × {n_classes:,} confusion "
                              f"matrix for each of {n_annotators:,} annotators, {size / 2**30:.1f} GiB, several times over "
-                             "in every round: declare the label set (labels: [...]), raise min_annotator_votes, or use "
-                             "one_coin_dawid_skene or glad (one number per annotator)")
+                             "in every round, more than an eighth of a worker's memory: declare the label set (labels: "
+                             "[...]), raise min_annotator_votes, use one_coin_dawid_skene or glad (one number per "
+                             "annotator), or workers with more memory")
 
     def _check_two_classes(self, classes: Classes) -> None:
         """One-coin Dawid–Skene and GLAD spread a wrong answer over the other classes, so

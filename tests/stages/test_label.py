@@ -594,10 +594,18 @@ def test_confusion_matrices_too_large_for_a_worker_are_refused(monkeypatch):
     annotators × classes², and workers died mid-run instead of a word before it."""
     import dsbuild.stages.label as label
 
-    monkeypatch.setattr(label, "MAX_CONFUSION_BYTES", 20 * 30 * 30 * 8 - 1)
+    monkeypatch.setattr(label, "_confusion_budget", lambda: 20 * 30 * 30 * 8 - 1)
     data = pd.DataFrame({"id": [f"i{i}" for i in range(60)]})
     ann = pd.DataFrame({"item": data["id"], "annotator": [f"w{i % 20}" for i in range(60)], "label": [f"spelling {i % 30}" for i in range(60)]})
     with pytest.raises(StageError, match="dawid_skene would keep a 30 × 30 confusion matrix for each of 20 annotators"):
         run_stage(AggregateLabels(annotations=ann), data)
     kept, _ = run_stage(AggregateLabels(annotations=ann, method="glad"), data)
     assert len(kept) == 60
+
+
+def test_the_confusion_budget_is_an_eighth_of_the_smallest_worker(client):
+    """A fixed 512 MiB refused Dawid–Skene on workers with room for it."""
+    from dsbuild.stages.label import MIN_CONFUSION_BYTES, _confusion_budget
+
+    limits = [w["memory_limit"] for w in client.scheduler_info()["workers"].values()]
+    assert _confusion_budget() == max(MIN_CONFUSION_BYTES, min(limits) // 8)
