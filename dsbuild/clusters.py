@@ -565,6 +565,23 @@ def _check_answers(address: str, timeout: float, security) -> None:
                                     "is this the scheduler's address (port 8786 by default; 8787 is the dashboard)?"]) from None
 
 
+def _refused(address: str) -> bool:
+    """Whether a TCP connection to ``address`` is refused at once (no server on that port)."""
+    import socket
+
+    scheme, _, rest = address.partition("://")
+    host, _, port = rest.rpartition(":")
+    if scheme not in ("tcp", "tls") or not port.isdigit():
+        return False
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=1).close()
+    except ConnectionRefusedError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
 def _check_host(address: str) -> None:
     """The address's host name is known: Dask retried an unknown one (a typo) for all of
     ``timeout`` and then said it had timed out."""
@@ -582,12 +599,12 @@ def _check_host(address: str) -> None:
 
 
 def _no_scheduler(where: str, timeout: float, e: Exception) -> ClusterSpecError:
-    """Why no scheduler answered, with the last refusal Dask met while it retried ("Connection
-    refused": nothing listens on that port); Dask's own message said only that it timed out."""
+    """Why no scheduler answered, with whether anything listens there: Dask's own message
+    said only that it timed out, and the refusal it met while retrying was not always
+    kept with it."""
     why = str(e) or "no answer to the handshake"
-    cause = str(e.__cause__ or "").rpartition(">: ")[2]
-    if cause and cause not in why:
-        why += f"; last: {cause}"
+    if _refused(where.split(" ")[0]):
+        why += "; nothing listens on that port: connection refused"
     return ClusterSpecError([f"no Dask scheduler answered at {where} within {timeout:g} s ({why}); is it running "
                              "(dask scheduler), and is this its address (port 8786 by default; 8787 is the dashboard)?"])
 

@@ -224,7 +224,7 @@ def test_cluster_mistakes_are_said_before_anything_starts(tmp_path, capsys):
     assert main(["run", str(tmp_path / "job.yaml"), "--cluster", str(tmp_path / "nobody.yaml")]) == 2
     err = capsys.readouterr().err
     assert "no Dask scheduler answered at tcp://127.0.0.1:9 within 1 s" in err and "Traceback" not in err
-    assert "last: ConnectionRefusedError" in err  # Dask's words said only "Timed out"
+    assert "nothing listens on that port: connection refused" in err  # Dask's words said only "Timed out"
     t0 = time.monotonic()  # a host name that does not resolve: it waited all of the 30 s before
     assert main(["run", str(tmp_path / "job.yaml"), "--cluster", "tcp://no-such-scheduler.invalid:8786"]) == 2
     assert time.monotonic() - t0 < 20
