@@ -78,13 +78,13 @@ def main(argv: list[str] | None = None) -> int:
         from dsbuild.io.sink import OutputExists
         from dsbuild.io.sources import SourceError
         from dsbuild.job import JobError
-        from dsbuild.pipeline import LedgerError, ResumeRefused, WorkersLost
+        from dsbuild.pipeline import LedgerError, ResumeRefused, WorkerKilled, WorkersLost
         from dsbuild.stages import StageError
 
         from dsbuild.clusters import ClusterSpecError, MissingPackage
         from dsbuild.submit import SubmissionError
 
-        if isinstance(e, (JobError, StageError, SourceError, OutputExists, LedgerError, ResumeRefused, WorkersLost, FileNotFoundError,
+        if isinstance(e, (JobError, StageError, SourceError, OutputExists, LedgerError, ResumeRefused, WorkersLost, WorkerKilled, FileNotFoundError,
                           ClusterSpecError, MissingPackage, SubmissionError, DamagedOutput)):
             print(f"error: {e}", file=sys.stderr)
             return 2

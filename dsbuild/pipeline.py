@@ -376,7 +376,7 @@ class Execution:
         scheduler and the workers forget that partition's tasks at once, so their
         bookkeeping stays bounded by the partitions in flight, not the job's (on 400 MiB
         workers, 1,000 partitions' worth of finished tasks paused both for good)."""
-        from distributed import as_completed, futures_of
+        from distributed import KilledWorker, as_completed, futures_of
 
         persisted = self.client.persist(collections)
         which = {f.key: i for i, c in enumerate(persisted) for f in futures_of(c)}
@@ -384,12 +384,15 @@ class Execution:
         del persisted
         parts: list[list[pd.DataFrame]] = [[] for _ in collections]
         bar = _ProgressBar(len(which), ", ".join(names)) if self.progress else None
-        for future, part in pending:
-            if isinstance(part, BaseException):  # a cancelled future comes as its error
-                raise part
-            parts[which[future.key]].append(part)
-            if bar is not None:
-                bar.update()
+        try:
+            for future, part in pending:
+                if isinstance(part, BaseException):  # a cancelled future comes as its error
+                    raise part
+                parts[which[future.key]].append(part)
+                if bar is not None:
+                    bar.update()
+        except KilledWorker as e:
+            raise WorkerKilled(_killed_message(e, names)) from None
         if bar is not None:
             bar.close()
         return [pd.concat(p, ignore_index=True) if p else c._meta for p, c in zip(parts, collections)]
@@ -775,6 +778,22 @@ def _in_order(files: pd.DataFrame) -> list[dict]:
     """The files in output order; ``group`` (a partition folder) only where there is one."""
     records = files.sort_values(["partition", "k"]).drop(columns=["partition", "k"]).to_dict("records")
     return [{k: v for k, v in r.items() if k != "group" or isinstance(v, str)} for r in records]
+
+
+class WorkerKilled(RuntimeError):
+    """Every worker that ran one task died running it (Dask's KilledWorker)."""
+
+
+def _killed_message(e, names: list[str]) -> str:
+    """KilledWorker said which task and where, not why nor what to do: a partition too
+    large for a worker's memory is the usual cause (120 phone photos in one partition
+    killed two 2 GiB workers four times)."""
+    limit = getattr(e.last_worker, "memory_limit", None)
+    memory = f" of {limit / 2**30:.1f} GiB" if limit else ""
+    return (f"{', '.join(names)}: the task {e.task!r} killed every worker that ran it ({e.allowed_failures + 1}), "
+            f"most often for want of memory (a worker's limit{memory}); give the workers more memory (fewer workers, "
+            "or memory_limit in a cluster spec), or make the partitions smaller (the source's blocksize, or an images "
+            f"source's bytes_per_partition); the last worker was {e.last_worker.address}")
 
 
 class WorkersLost(RuntimeError):

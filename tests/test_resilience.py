@@ -7,18 +7,23 @@ tasks have finished, so it lands mid-job on any machine speed.
 
 import os
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
 
+import cloudpickle
 import dask
 import pandas as pd
+import pytest
 from distributed import Client
 from distributed.diagnostics.plugin import SchedulerPlugin
 from distributed.utils import key_split
 
 import dsbuild
+from dsbuild.pipeline import WorkerKilled
 from dsbuild.runtime import RESTART_CONFIG, DsbuildWorkerSetup, local_cluster
+from dsbuild.stages.base import MapStage, StageOptions, register
 
 JOB = {
     "name": "digits-resilience",
@@ -104,3 +109,33 @@ def test_sigkill_a_worker_mid_job_gives_identical_output(tmp_path, monkeypatch):
     pd.testing.assert_frame_equal(a["data"], b["data"])
     pd.testing.assert_frame_equal(a["rejects"], b["rejects"])
     assert len(a["data"]) == killed["totals"]["kept"] > 0
+
+
+class _DieOptions(StageOptions):
+    id: str
+
+
+@register
+class DieOnRow(MapStage):
+    """Kills its worker process on the partition holding the row ``id``: a task too big for a worker."""
+
+    name = "die_on_row"
+    Options = _DieOptions
+
+    def process(self, part: pd.DataFrame) -> pd.DataFrame:
+        if (part["id"] == self.options.id).any():
+            os._exit(1)
+        return part
+
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+def test_a_task_that_kills_its_workers_is_said_with_what_to_do(tmp_path):
+    """KilledWorker named the task and the last worker, not the stage, the memory or what to change."""
+    job = {**JOB, "stages": [{"die_on_row": {"id": "digits:100"}}]}
+    config = {**RESTART_CONFIG, "distributed.scheduler.allowed-failures": 0}
+    with dask.config.set(config), local_cluster(1, "2GiB", dashboard_address=None) as cluster, Client(cluster) as client:
+        with pytest.raises(WorkerKilled, match=r"die_on_row: the task .* killed every worker that ran it \(1\), most "
+                                               r"often for want of memory \(a worker's limit of 2\.0 GiB\).*blocksize"):
+            dsbuild.run(job, output=str(tmp_path / "out"), client=client)
