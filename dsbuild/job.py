@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from dsbuild.io.sources import SourceSpec
+from dsbuild.sizes import Bytes
 from dsbuild.stages import STAGES, Roles, Stage, StageContext, stage_class
 from dsbuild.stages.fairness import increasing_bins
 
@@ -83,7 +84,7 @@ class ColumnsSpec(_Spec):
 class SinkSpec(_Spec):
     path: str
     shard_rows: int = Field(100_000, gt=0, description="most rows in one shard")
-    shard_bytes: int = Field(256 * 2**20, gt=0, description="most uncompressed bytes in one shard")
+    shard_bytes: Bytes = Field(256 * 2**20, gt=0, description="most uncompressed bytes in one shard")
     compression: str = Field(
         "zstd", pattern="^(zstd|snappy|gzip|lz4|brotli|none)$",
         description="Parquet codec; binary columns of encoded images (PNG, JPEG, WebP, GIF) are stored as they are",

@@ -98,6 +98,18 @@ def errors_of(text: str, tmp_path) -> list[str]:
     return e.value.problems
 
 
+def test_sizes_are_bytes_or_text_as_in_cluster_specs(tmp_path):
+    """shard_bytes: 1GiB was "Input should be a valid integer", while memory_limit: 4GiB worked."""
+    text = GOOD.replace("shard_rows: 5000}", "shard_bytes: 1GiB}").replace(
+        "{format: sample, name: adult}", "{format: csv, path: x.csv, blocksize: 32MiB, infer_bytes: 1000}")
+    path = tmp_path / "job.yaml"
+    path.write_text(text)
+    job = load_job(path)
+    assert job.sink.shard_bytes == 2**30 and job.source.blocksize == 32 * 2**20 and job.source.infer_bytes == 1000
+    (problem,) = errors_of(GOOD.replace("shard_rows: 5000}", "shard_bytes: lots}"), tmp_path)
+    assert ":10: sink.shard_bytes: " in problem and "'lots' is no size; write it like 64MiB" in problem
+
+
 def test_typo_in_an_option_names_file_line_field_and_suggests(tmp_path):
     (problem,) = errors_of(GOOD.replace("shard_rows", "shard_row"), tmp_path)
     assert problem.startswith(f"{tmp_path / 'job.yaml'}:10: sink.shard_row: unknown option 'shard_row'")

@@ -35,6 +35,7 @@ from dsbuild.io.sources.common import (
 from dsbuild.io.sources.text import Together, _read_text_block, _text_blocks, together
 from dsbuild.kernels.dtypes import whole_numbers
 from dsbuild.records import ID
+from dsbuild.sizes import Bytes
 from dsbuild.stages.base import REJECT
 
 
@@ -47,8 +48,8 @@ class CsvSource(_Spec):
     column_names: list[str] | None = Field(None, description="names when the file has no header")
     null_values: list[str] = Field(default_factory=lambda: ["", "NA", "N/A", "NaN", "nan", "null", "NULL", "?"])
     skip_initial_space: bool = True
-    blocksize: int = Field(64 * 2**20, gt=0, description="bytes per partition of an uncompressed file")
-    infer_bytes: int = Field(TYPE_SAMPLE_BYTES, gt=0, description="bytes from the start of the first file that decide the columns' types")
+    blocksize: Bytes = Field(64 * 2**20, gt=0, description="bytes per partition of an uncompressed file")
+    infer_bytes: Bytes = Field(TYPE_SAMPLE_BYTES, gt=0, description="bytes from the start of the first file that decide the columns' types")
     encoding: str = "utf8"
     decimal: str = Field(".", min_length=1, max_length=1, description="decimal mark of numbers: ',' for 3,50 (then sep is usually ';')")
     text_columns: list[str] = Field(default_factory=list, description="columns read as text, as written, whatever their "

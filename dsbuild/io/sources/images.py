@@ -10,6 +10,7 @@ from pydantic import Field
 
 from dsbuild.io.sources.common import BLOB_PARTITION_BYTES, Source, SourceError, _expand, _file_record, _relative, _Spec
 from dsbuild.records import ID, image_series, image_size, sniff_image_format
+from dsbuild.sizes import Bytes
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
@@ -22,7 +23,7 @@ class ImagesSource(_Spec):
     )
     extensions: list[str] = Field(default_factory=lambda: list(IMAGE_EXTENSIONS))
     files_per_partition: int = Field(256, gt=0)
-    bytes_per_partition: int = Field(
+    bytes_per_partition: Bytes = Field(
         BLOB_PARTITION_BYTES, gt=0, description="a partition ends at files_per_partition files or this many bytes of "
         "files, whichever comes first (a larger file is a partition of its own): a worker holds a few partitions, "
         "decoded and copied, at once")

@@ -28,14 +28,15 @@ from dsbuild.io.sources.common import (
 )
 from dsbuild.io.sources.text import Together, _read_text_block, _text_blocks, together
 from dsbuild.records import ID
+from dsbuild.sizes import Bytes
 from dsbuild.stages.base import REJECT
 
 
 class JsonlSource(_Spec):
     format: Literal["jsonl"]
     path: str | list[str]
-    blocksize: int = Field(64 * 2**20, gt=0)
-    infer_bytes: int = Field(TYPE_SAMPLE_BYTES, gt=0, description="bytes from the start of the first file that decide the columns' types")
+    blocksize: Bytes = Field(64 * 2**20, gt=0)
+    infer_bytes: Bytes = Field(TYPE_SAMPLE_BYTES, gt=0, description="bytes from the start of the first file that decide the columns' types")
     text_columns: list[str] = Field(default_factory=list, description="fields read as text whatever their values are: "
                                     "a number as it is written (1, 2.5), true/false as True/False, a list or object as JSON")
 

@@ -25,6 +25,7 @@ from dsbuild.io.sources.common import (
     to_pandas,
 )
 from dsbuild.records import ID
+from dsbuild.sizes import Bytes
 
 
 class ParquetSource(_Spec):
@@ -35,7 +36,7 @@ class ParquetSource(_Spec):
         False, description="files with different columns (a column added to later exports): read the union of "
         "their columns, null where a file lacks one; off, such files are an error")
     rows_per_partition: int = Field(1_000_000, gt=0)
-    bytes_per_partition: int | None = Field(
+    bytes_per_partition: Bytes | None = Field(
         None, gt=0, description="uncompressed bytes per partition, from the row groups' metadata; "
         f"default {DEFAULT_PARTITION_BYTES // 2**20} MiB, or {BLOB_PARTITION_BYTES // 2**20} MiB when rows average "
         f"over {BLOB_ROW_BYTES // 2**10} KiB (encoded images, documents); a worker holds a few partitions at once, "

@@ -1,0 +1,26 @@
+"""Sizes in a job file: a number of bytes, or text as Dask reads it (``64MiB``, ``1GB``).
+
+Cluster specs took ``memory_limit: 4GiB`` while ``shard_bytes: 1GiB`` was "Input should be
+a valid integer"; every size option now takes both.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BeforeValidator
+
+
+def byte_count(value):
+    """``value`` as a whole number of bytes when it is text; anything else is left to the field's type."""
+    if not isinstance(value, str):
+        return value
+    from dask.utils import parse_bytes
+
+    try:
+        return parse_bytes(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is no size; write it like 64MiB, 1GiB or a number of bytes") from None
+
+
+Bytes = Annotated[int, BeforeValidator(byte_count)]
