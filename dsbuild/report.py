@@ -243,7 +243,7 @@ def _rejects_section(m: dict, sample: OutputSample):
             "<code>reason</code> and <code>stage</code>; a reason's detail after <code>=</code> is in the row.</p>")
     examples = sample.reject_examples()
     if examples:
-        text_ex = _table(["stage", "reason", "id"], [(e["stage"], e["reason"], e["id"]) for e in examples])
+        text_ex = _table(["stage", "reason", "id"], [(e["stage"], _short(e["reason"]), _short(e["id"])) for e in examples])
         examples_html = f"<details open><summary>Examples from the rejects</summary>{text_ex}</details>"
     else:
         examples_html = ""

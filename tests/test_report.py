@@ -458,3 +458,19 @@ def test_a_long_reason_is_cut_in_the_plots_not_drawn_whole(monkeypatch, tmp_path
     assert max(fig.bbox.width for fig in figures) < 1500
     labels = [t.get_text() for fig in figures for ax in fig.axes for t in [*ax.get_xticklabels(), *ax.get_yticklabels()]]
     assert any(t.startswith("filter:label:not_in:0,1,2") and t.endswith("…") for t in labels)
+
+
+def test_a_long_reason_is_cut_in_the_examples_table(tmp_path):
+    """The plots cut a long reason; the table of reject examples printed it whole (3,000 values)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    reason = "filter:label:not_in:" + ",".join(str(i) for i in range(3000))
+    (tmp_path / "rejects").mkdir()
+    pq.write_table(pa.table({"id": ["r1"], "stage": ["select"], "reason": [reason]}), tmp_path / "rejects" / "part-00000.parquet")
+    stage = {"name": "select", "shape": "map", "in": 1, "out": 0, "rejected": 1, "added": 0, "rejected_by_reason": {reason: 1}}
+    manifest = {"job": {"name": "t"}, "stages": [stage], "outputs": {"rejects": [{"file": "rejects/part-00000.parquet", "rows": 1}]}}
+    page = render_report(manifest, str(tmp_path))
+    assert "Examples from the rejects" in page and "filter:label:not_in:0,1,2" in page
+    cell = page.split("Examples from the rejects")[1].split("<td>select</td><td>")[1].split("</td>")[0]
+    assert reason not in page and cell.endswith("…") and len(cell) <= 120
