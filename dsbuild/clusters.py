@@ -356,8 +356,10 @@ def spec_from_target(target) -> LocalSpec | SchedulerSpec | SlurmSpec | PBSSpec 
             except ValidationError as e:
                 raise ClusterSpecError([f"cluster {text!r}: {err['msg'].removeprefix('Value error, ')}" for err in e.errors()]) from None
         if "\n" not in text and not Path(text).exists() and not text.endswith((".yaml", ".yml")):
+            host, _, port = text.rpartition(":")
+            meant = f" (did you mean 'tcp://{text}'?)" if host and port.isdigit() else ""
             raise ClusterSpecError([
-                f"cluster {text!r}: expected 'local', a scheduler address like 'tcp://host:8786', "
+                f"cluster {text!r}: expected 'local', a scheduler address like 'tcp://host:8786'{meant}, "
                 "or a cluster spec file (see cluster/)"
             ])
     return load_cluster_spec(target)

@@ -64,8 +64,10 @@ def test_spec_errors_point_at_the_line_and_suggest():
         load_cluster_spec("kind: slurn\n")
     with pytest.raises(ClusterSpecError, match="exactly one of address or scheduler_file"):
         load_cluster_spec("kind: scheduler\naddress: tcp://a:1\nscheduler_file: s.json\n")
-    with pytest.raises(ClusterSpecError, match="expected 'local', a scheduler address"):
+    with pytest.raises(ClusterSpecError, match="expected 'local', a scheduler address like 'tcp://host:8786', or"):
         spec_from_target("slurm")
+    with pytest.raises(ClusterSpecError, match=r"like 'tcp://host:8786' \(did you mean 'tcp://10.0.0.5:8786'\?\)"):
+        spec_from_target("10.0.0.5:8786")  # the scheme left out
 
 
 def test_unquoted_walltime_is_not_read_as_seconds():
