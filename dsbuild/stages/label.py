@@ -38,6 +38,7 @@ from dsbuild.stages.base import (
 )
 
 ITEM, ANNOTATOR, LABEL = "_item", "_annotator", "_label"
+ANONYMOUS = "(anonymous)"  # the annotator of every answer when annotations.annotator is null
 A_CODE, L_CODE, GOLD = "_a", "_l", "_g"
 Method = Literal["majority_vote", "wawa", "dawid_skene", "one_coin_dawid_skene", "glad"]
 LOWEST_SHOWN = 20
@@ -264,7 +265,7 @@ class AnnotationSource(StageOptions):
 
     model_config = ConfigDict(extra="allow", frozen=True, arbitrary_types_allowed=True)
     item: str = "item"
-    annotator: str = "annotator"
+    annotator: str | None = Field("annotator", description="null: anonymous answers, each row its own annotator (majority_vote)")
     label: str = "label"
     wide: bool = Field(False, description="a column per annotator holding its answers, beside the item column (an empty "
                        "cell is no answer), instead of a row per answer (item, annotator, label)")
@@ -285,8 +286,12 @@ class AnnotationSource(StageOptions):
     def source_spec(self) -> dict:
         return dict(self.model_extra or {})
 
+    def named(self) -> tuple[str, ...]:
+        """The columns a row per answer needs: item, annotator (unless anonymous), label."""
+        return tuple(c for c in (self.item, self.annotator, self.label) if c is not None)
+
     def read(self, count_rows: bool = True):
-        text = "all" if self.wide else (self.item, self.annotator, self.label)
+        text = "all" if self.wide else self.named()
         return read_annotation_source(self.source_spec(), count_rows, text=text)
 
 
@@ -523,6 +528,9 @@ class AggregateLabels(Stage):
     def check(self, meta):
         if self.options.gold:
             self.require_columns(meta, [self.options.gold], what="gold column")
+        if self.options.annotations.annotator is None and self.options.method != "majority_vote":
+            raise StageError(f"stage {self.ctx.name!r}: {self.options.method} weighs each annotator by their answers, and "
+                             "annotator: null gives none: use method: majority_vote, or name the annotator column")
         if self.options.method in ("one_coin_dawid_skene", "glad") and self.options.labels is not None and len(self.options.labels) < 2:
             raise StageError(f"stage {self.ctx.name!r}: {self.options.method} needs at least two labels")
         spec = self.options.annotations
@@ -538,12 +546,14 @@ class AggregateLabels(Stage):
     def _check_annotation_columns(self, columns) -> None:
         spec = self.options.annotations
         shown = [c for c in columns if c != ID and not str(c).startswith("_")]
-        missing = [c for c in ((spec.item,) if spec.wide else (spec.item, spec.annotator, spec.label)) if c not in columns]
+        missing = [c for c in ((spec.item,) if spec.wide else spec.named()) if c not in columns]
         if missing:
+            anonymous = missing[0] == spec.annotator and len(shown) == 2  # item, label: nobody is named
             raise StageError(
                 f"stage {self.ctx.name!r}: annotation column {missing[0]!r} is not in the annotations; "
                 f"columns are {shown} (set annotations.item / annotator / label"
                 + (", or wide: true for a column per annotator)" if len(shown) > 3 and not spec.wide else ")")
+                + ("; answers without annotators: annotator: null, with method: majority_vote" if anonymous else "")
             )
         if spec.wide and not _annotator_columns(columns, spec.item):
             raise StageError(f"stage {self.ctx.name!r}: wide annotations need a column per annotator beside {spec.item!r}; "
@@ -562,7 +572,9 @@ class AggregateLabels(Stage):
         self._check_annotation_columns(frame.columns)
         if spec.wide:
             return frame.map_partitions(_answers_of_wide, spec.item, meta=_answers_of_wide(frame._meta, spec.item))
-        names = {spec.item: ITEM, spec.annotator: ANNOTATOR, spec.label: LABEL}
+        if spec.annotator is None:  # one anonymous annotator, whose repeated answers count as votes of their own
+            frame = frame.assign(**{ANNOTATOR: ANONYMOUS})
+        names = {spec.item: ITEM, spec.annotator or ANNOTATOR: ANNOTATOR, spec.label: LABEL}
         keep = list(names) + (["_reason"] if "_reason" in frame.columns else [])
         return frame[keep].rename(columns=names)
 
@@ -687,7 +699,7 @@ class AggregateLabels(Stage):
         would go to rejects as no-annotations without a word on why. Labels that differ
         only in case (free-text answers) are classes of their own, which splits votes."""
         notes = _case_variants(self.ctx.name, entry.get("summary", {}).get("labels", []))
-        notes += _annotation_notes(self.ctx.name, entry.get("summary", {}).get("annotations", {}))
+        notes += _annotation_notes(self.ctx.name, entry.get("summary", {}).get("annotations", {}), self.options.annotations.annotator is None)
         notes += self._gold_notes(entry)
         notes += _collapse_notes(self.ctx.name, entry.get("summary", {}))
         if entry.get("summary", {}).get("converged") is False:
@@ -734,9 +746,10 @@ def _collapse_notes(stage: str, summary: dict) -> list[str]:
             "of the answers give: the model collapsed onto one class; compare with majority_vote or dawid_skene"]
 
 
-def _annotation_notes(stage: str, counts: dict) -> list[str]:
+def _annotation_notes(stage: str, counts: dict, anonymous: bool = False) -> list[str]:
     """Answers that were not counted, or counted twice, change the labels without a word
-    in the output: the rows they came from cannot go to rejects (they are not the data's)."""
+    in the output: the rows they came from cannot go to rejects (they are not the data's).
+    Anonymous answers all repeat one annotator: that is no repeat."""
     notes = []
     if counts.get("rows") and not counts.get("used"):
         notes.append(f"stage {stage!r}: none of the {counts['rows']:,} annotation rows is a vote (unreadable "
@@ -749,7 +762,7 @@ def _annotation_notes(stage: str, counts: dict) -> list[str]:
             notes.append(f"stage {stage!r}: {counts['outside_labels']:,} of the {counts['rows']:,} answers give a label outside "
                          f"'labels' and are not counted ({', '.join(map(repr, counts.get('outside_label_examples', [])[:5]))}); "
                          "the other answers alone label their items: check 'labels' for a misspelt class")
-    if counts.get("duplicate_answers"):
+    if counts.get("duplicate_answers") and not anonymous:
         notes.append(f"stage {stage!r}: {counts['duplicate_answers']:,} answers repeat an answer of the same annotator to "
                      "the same item and count as votes of their own (as in crowd-kit); drop repeated answers before "
                      "this stage for one vote per annotator and item")

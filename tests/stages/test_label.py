@@ -609,3 +609,20 @@ def test_the_confusion_budget_is_an_eighth_of_the_smallest_worker(client):
 
     limits = [w["memory_limit"] for w in client.scheduler_info()["workers"].values()]
     assert _confusion_budget() == max(MIN_CONFUSION_BYTES, min(limits) // 8)
+
+
+def test_answers_without_annotators_are_votes_for_majority_vote(tmp_path):
+    """A sheet of (item, label) rows, no annotator, was refused even for majority vote, which
+    needs no annotator; annotator: null takes each row as a vote."""
+    data = pd.DataFrame({"id": ["a", "b", "c"]})
+    pd.DataFrame({"item": ["a", "a", "a", "b", "b", "c"], "label": ["cat", "dog", "cat", "dog", "dog", "cat"]}).to_csv(
+        tmp_path / "votes.csv", index=False)
+    source = {"format": "csv", "path": str(tmp_path / "votes.csv")}
+    with pytest.raises(StageError, match="column 'annotator' is not in the annotations.*annotator: null, with method: majority_vote"):
+        run_stage(AggregateLabels(annotations=source, method="majority_vote"), data)
+    stage = AggregateLabels(annotations={**source, "annotator": None}, method="majority_vote")
+    kept, _ = run_stage(stage, data, npartitions=2)
+    assert kept.set_index("id")["label"].to_dict() == {"a": "cat", "b": "dog", "c": "cat"}
+    assert not stage.result_warnings({"summary": stage.summary(), "metrics": {"annotated": 3}})  # repeats of one annotator are the point
+    with pytest.raises(StageError, match="dawid_skene weighs each annotator by their answers, and annotator: null gives none"):
+        run_stage(AggregateLabels(annotations={**source, "annotator": None}), data)
