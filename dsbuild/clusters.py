@@ -571,12 +571,11 @@ def _refused(address: str) -> bool:
     """Whether a TCP connection to ``address`` is refused at once (no server on that port)."""
     import socket
 
-    scheme, _, rest = address.partition("://")
-    host, _, port = rest.rpartition(":")
-    if scheme not in ("tcp", "tls") or not port.isdigit():
+    endpoint = _tcp_endpoint(address)
+    if endpoint is None:
         return False
     try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=1).close()
+        socket.create_connection(endpoint, timeout=1).close()
     except ConnectionRefusedError:
         return True
     except OSError:
@@ -589,15 +588,23 @@ def _check_host(address: str) -> None:
     ``timeout`` and then said it had timed out."""
     import socket
 
-    scheme, _, rest = address.partition("://")
-    host = rest.rpartition(":")[0].strip("[]")
-    if scheme not in ("tcp", "tls") or not host:
+    endpoint = _tcp_endpoint(address)
+    if endpoint is None:
         return
     try:
-        socket.getaddrinfo(host, None)
+        socket.getaddrinfo(endpoint[0], None)
     except socket.gaierror as e:
         if e.errno in (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME)):
-            raise ClusterSpecError([f"no Dask scheduler at {address}: no host is named {host!r} ({e.strerror})"]) from None
+            raise ClusterSpecError([f"no Dask scheduler at {address}: no host is named {endpoint[0]!r} ({e.strerror})"]) from None
+
+
+def _tcp_endpoint(address: str) -> tuple[str, int] | None:
+    """(host, port) of a ``tcp://`` or ``tls://`` address; None for another scheme or no port."""
+    scheme, _, rest = address.partition("://")
+    host, _, port = rest.rpartition(":")
+    if scheme not in ("tcp", "tls") or not host or not port.isdigit():
+        return None
+    return host.strip("[]"), int(port)
 
 
 def _no_scheduler(where: str, timeout: float, e: Exception) -> ClusterSpecError:
