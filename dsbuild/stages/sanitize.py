@@ -15,6 +15,7 @@ from pydantic import Field, model_validator
 
 from dsbuild.kernels import confident as cl
 from dsbuild.kernels.dtypes import as_dtype
+from dsbuild.kernels.fairness import weight_values
 from dsbuild.kernels.features import feature_length, image_features
 from dsbuild.kernels.moments import ClassMoments, ColumnMoments
 from dsbuild.kernels.sanitize import (
@@ -758,7 +759,7 @@ class LabelIssues(_Features, FitApplyStage):
         and no row is lost to a trainer that reads the weight. Counted per class, so a
         class whose every row was flagged is still said (``result_warnings``)."""
         weight = self.ctx.roles.weight
-        old = pd.to_numeric(part[weight], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan) if weight in part.columns else 1.0
+        old = weight_values(part[weight]) if weight in part.columns else 1.0
         part[weight] = old * np.where(weighed, given, 1.0)
         part["_m_label_issues_weighted"] = weighed.astype(np.int64)
         for c, name in enumerate(classes):
