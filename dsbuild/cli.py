@@ -179,17 +179,27 @@ def _validate(args) -> int:
     return 0
 
 
+def _output_folder(output: str):
+    """(filesystem, path) of an output folder, local or not (``s3://bucket/out``), as the
+    sink writes it: inspect and report read what ``run`` can write."""
+    import fsspec
+
+    return fsspec.core.url_to_fs(output)
+
+
 def _read_manifest(output: str) -> dict:
-    path = Path(output) / "manifest.json"
-    if not path.exists():
+    fs, root = _output_folder(output)
+    shown = f"{output.rstrip('/')}/manifest.json"
+    if not fs.isfile(f"{root}/manifest.json"):
+        local = "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
         raise FileNotFoundError(f"{output}: no manifest.json (not a dsbuild output, or the run did not finish)"
-                                + "".join(f"; {note}" for note in _unfinished_runs(Path(output))))
+                                + "".join(f"; {note}" for note in (_unfinished_runs(Path(root)) if local else [])))
     try:
-        manifest = json.loads(path.read_text())
+        manifest = json.loads(fs.cat_file(f"{root}/manifest.json"))
     except (ValueError, OSError) as e:  # cut short by a copy, or not a file: a traceback said no more
-        raise DamagedOutput(f"{path}: cannot be read as a manifest ({e})") from None
+        raise DamagedOutput(f"{shown}: cannot be read as a manifest ({e})") from None
     if not isinstance(manifest, dict) or "stages" not in manifest:
-        raise DamagedOutput(f"{path}: not a manifest dsbuild wrote (it has no stages)")
+        raise DamagedOutput(f"{shown}: not a manifest dsbuild wrote (it has no stages)")
     return manifest
 
 
@@ -230,31 +240,34 @@ def _unfinished_runs(output: Path) -> list[str]:
 def _inspect(args) -> int:
     manifest = _read_manifest(args.output)
     print(json.dumps(manifest, indent=2) if args.json else summary_table(manifest))
-    problems = output_problems(Path(args.output), manifest)
+    problems = output_problems(args.output, manifest)
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
     return 1 if problems else 0
 
 
-def output_problems(root: Path, manifest: dict) -> list[str]:
+def output_problems(output: str, manifest: dict) -> list[str]:
     """Where the folder no longer holds what its manifest lists: a shard missing or of
     another size (deleted, cut short by a copy), a Parquet file it does not list (written
     into it afterwards: every reader of ``data/`` reads it too), no ``_SUCCESS``. The
     manifest's ledger says only what the run wrote, and inspect said "balanced" of all these."""
-    problems = [] if (root / "_SUCCESS").exists() else [f"{root}: no _SUCCESS (the output was not committed, or was copied in part)"]
+    fs, root = _output_folder(str(output))
+    shown = str(output).rstrip("/")
+    problems = [] if fs.exists(f"{root}/_SUCCESS") else [f"{shown}: no _SUCCESS (the output was not committed, or was copied in part)"]
     for kind in ("data", "rejects"):
         listed = {s["file"]: s for s in manifest.get("outputs", {}).get(kind, [])}
+        found = {path[len(root) + 1:]: info for path, info in fs.find(f"{root}/{kind}", detail=True).items()}
         for name, shard in listed.items():
-            path = root / name
-            if not path.is_file():
-                problems.append(f"{path}: missing (the manifest lists it, with {shard.get('rows')} rows)")
-            elif shard.get("bytes") is not None and path.stat().st_size != shard["bytes"]:
-                problems.append(f"{path}: {path.stat().st_size} bytes, but the manifest says {shard['bytes']} (changed since the run)")
-        extra = sorted(name for name in (str(p.relative_to(root)) for p in (root / kind).rglob("*.parquet"))
-                       if name not in listed and not _hidden_from_readers(name))
+            info = found.get(name)
+            if info is None or info.get("type") != "file":
+                problems.append(f"{shown}/{name}: missing (the manifest lists it, with {shard.get('rows')} rows)")
+            elif shard.get("bytes") is not None and info["size"] != shard["bytes"]:
+                problems.append(f"{shown}/{name}: {info['size']} bytes, but the manifest says {shard['bytes']} (changed since the run)")
+        extra = sorted(name for name in found
+                       if name.endswith(".parquet") and name not in listed and not _hidden_from_readers(name))
         if extra:
             more = f" and {len(extra) - 1} more" if len(extra) > 1 else ""
-            problems.append(f"{root / extra[0]}{more}: not in the manifest (written since the run); readers of {kind}/ read it too")
+            problems.append(f"{shown}/{extra[0]}{more}: not in the manifest (written since the run); readers of {kind}/ read it too")
     return problems
 
 
@@ -262,9 +275,11 @@ def _report(args) -> int:
     from dsbuild.report import render_report
 
     manifest = _read_manifest(args.output)
-    target = Path(args.output) / "report.html"
-    target.write_text(render_report(manifest, args.output))
-    print(target)
+    fs, root = _output_folder(args.output)
+    target = f"{root}/report.html"
+    with fs.open(target, "w", encoding="utf-8") as f:
+        f.write(render_report(manifest, args.output))
+    print(f"{args.output.rstrip('/')}/report.html")
     return 0
 
 

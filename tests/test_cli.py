@@ -203,6 +203,32 @@ def test_inspect_finds_an_output_changed_since_its_run(client, tmp_path, capsys)
     assert f"{out / 'data' / 'part-00099.parquet'}: not in the manifest" in err and "ipynb" not in err
 
 
+def test_inspect_and_report_read_an_output_that_is_not_local(client, tmp_path, capsys):
+    """run writes through fsspec (s3://, gs://), but inspect and report read local folders
+    only: an output on object storage had to be downloaded to be looked at. fsspec's
+    in-memory filesystem stands in for the bucket here."""
+    import fsspec
+
+    import dsbuild
+
+    job = {"name": "bc", "seed": 0, "source": {"format": "sample", "name": "breast_cancer", "partitions": 2},
+           "stages": [], "sink": {"path": str(tmp_path / "out"), "shard_rows": 300}}
+    manifest = dsbuild.run(job, client=client)
+    memory = fsspec.filesystem("memory")
+    memory.put(str(tmp_path / "out"), "/bucket/out", recursive=True)
+    try:
+        assert main(["inspect", "memory://bucket/out"]) == 0
+        assert "ledger: balanced" in capsys.readouterr().out
+        assert main(["report", "memory://bucket/out"]) == 0
+        assert capsys.readouterr().out.strip() == "memory://bucket/out/report.html"
+        assert "<html" in memory.cat_file("/bucket/out/report.html").decode()
+        memory.rm(f"/bucket/out/{manifest['outputs']['data'][0]['file']}")
+        assert main(["inspect", "memory://bucket/out"]) == 1
+        assert f"memory://bucket/out/{manifest['outputs']['data'][0]['file']}: missing" in capsys.readouterr().err
+    finally:
+        memory.rm("/bucket", recursive=True)
+
+
 def test_ctrl_c_stops_the_run_and_its_workers(tmp_path):
     job = tmp_path / "job.yaml"
     stages = "\n".join("  - cast: {schema: {age: float}}" for _ in range(60))
