@@ -26,6 +26,7 @@ import dask
 import dask.dataframe as dd
 import numpy as np
 import pandas as pd
+from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import balanced_accuracy_score
 from sklearn.model_selection import train_test_split
@@ -104,15 +105,24 @@ def privileged_mask(frame, case):
     return (frame[s] >= 25).to_numpy() if case["bins"] else (frame[s] == case["privileged"]).to_numpy()
 
 
-def fit_scores(train, test, case, weight=None, seed=0):
-    """A logistic regression on ``train`` (weighted, the sensitive attribute among its
-    features): validation and test scores, with labels, weights and privileged masks."""
+def logistic(seed):
+    return LogisticRegression(max_iter=2000)
+
+
+def boosted(seed):
+    return HistGradientBoostingClassifier(random_state=seed)
+
+
+def fit_scores(train, test, case, weight=None, seed=0, model=logistic):
+    """A model (a logistic regression unless told) on ``train`` (weighted, the sensitive
+    attribute among its features): validation and test scores, with labels, weights and
+    privileged masks."""
     y = (train[case["label"]] == case["favorable"]).to_numpy()
     x = design(train, case)
     w = train[weight].to_numpy(float) if weight and weight in train.columns else np.ones(len(train))
     idx_fit, idx_val = train_test_split(np.arange(len(train)), test_size=0.3, random_state=seed, stratify=y)
     scaler = StandardScaler().fit(x.iloc[idx_fit])
-    model = LogisticRegression(max_iter=2000).fit(scaler.transform(x.iloc[idx_fit]), y[idx_fit], sample_weight=w[idx_fit])
+    model = model(seed).fit(scaler.transform(x.iloc[idx_fit]), y[idx_fit], sample_weight=w[idx_fit])
     val = model.predict_proba(scaler.transform(x.iloc[idx_val]))[:, 1]
     xt = design(test, case, x.columns)
     yt = (test[case["label"]] == case["favorable"]).to_numpy()
@@ -123,10 +133,10 @@ def fit_scores(train, test, case, weight=None, seed=0):
     )
 
 
-def evaluate(train, test, case, weight=None, seed=0):
-    """Balanced accuracy and DI of a logistic regression's test predictions, at the one
-    threshold that maximises (weighted) balanced accuracy on a validation split."""
-    fitted = fit_scores(train, test, case, weight, seed)
+def evaluate(train, test, case, weight=None, seed=0, model=logistic):
+    """Balanced accuracy and DI of a model's test predictions, at the one threshold that
+    maximises (weighted) balanced accuracy on a validation split."""
+    fitted = fit_scores(train, test, case, weight, seed, model)
     val, y, w, _ = fitted["val"]
     grid = np.linspace(0.01, 0.99, 99)
     best = grid[np.argmax([balanced_accuracy_score(y, val > t, sample_weight=w) for t in grid])]
@@ -154,13 +164,13 @@ def group_thresholds(scores, y, w, priv, grid, min_di=0.8):
     return ba, di
 
 
-def parity_bound(train, test, case, seed=0, min_di=0.8):
+def parity_bound(train, test, case, seed=0, min_di=0.8, model=logistic):
     """The unmitigated model with one threshold per group: (BA change, DI) on the test
     split for thresholds chosen on validation (honest post-processing), and the best BA
     change at DI ≥ min_di with thresholds chosen on the test split itself (the bound)."""
-    fitted = fit_scores(train, test, case, seed=seed)
+    fitted = fit_scores(train, test, case, seed=seed, model=model)
     grid = np.linspace(0.005, 0.995, 199)
-    base_ba, _ = evaluate(train, test, case, seed=seed)
+    base_ba, _ = evaluate(train, test, case, seed=seed, model=model)
     ba_v, di_v = group_thresholds(*fitted["val"], grid)
     i, j = np.unravel_index(np.argmax(np.where(di_v >= min_di, ba_v, -1)), ba_v.shape)
     ba_t, di_t = group_thresholds(*fitted["test"], grid)
@@ -272,6 +282,8 @@ def tradeoff_section(quick: bool) -> tuple[str, list]:
     bounds = [parity_bound(train, test, case, seed) for seed in seeds]
     rows.append(("per-group thresholds on the unmitigated model, chosen on validation", "–", np.array([b[0] for b in bounds])))
     rows.append(("bound: best per-group thresholds, chosen on the test split", "–", np.array([b[1] for b in bounds])))
+    boosted_bounds = [parity_bound(train, test, case, seed, model=boosted)[1] for seed in seeds]
+    rows.append(("the same bound for gradient boosting, against its own unmitigated BA", "–", np.array(boosted_bounds)))
 
     def cell(v, worst):
         return f"{v.mean():.3f} ± {v.std():.3f} ({worst(v):.3f})"
@@ -286,9 +298,10 @@ def tradeoff_section(quick: bool) -> tuple[str, list]:
         f"`strength` λ moves each group's favourable rate λ of the way to the overall rate (1: Kamiran & "
         f"Calders; above 1: past parity). {len(seeds)} seeds (validation split and stage seed); mean ± "
         "standard deviation (worst seed); BA change against the unmitigated model of the same seed. The last "
-        "two rows post-process the unmitigated model instead: one threshold per group, the best balanced "
+        "three rows post-process the unmitigated model instead: one threshold per group, the best balanced "
         "accuracy at DI ≥ 0.8 — chosen on the test split itself it is an upper bound for any mitigation "
-        "with this model.\n\n"
+        "with this model. The last row asks whether a stronger model pays less: scikit-learn's "
+        "HistGradientBoostingClassifier, post-processed the same way.\n\n"
         "| mitigation | strength | DI of predictions | BA change | seeds meeting the target |\n"
         "|---|---|---|---|---|\n" + table + "\n"
     )
@@ -538,12 +551,13 @@ def run(quick: bool = False) -> str:
     md = aif360_section(quick)
     sweep_md, sweep = tradeoff_section(quick)
     met = [f"{kind} at strength {strength} (DI {r[:, 1].mean():.3f}, BA {r[:, 0].mean():+.4f})"
-           for kind, strength, r in sweep[:-2] if np.all((r[:, 1] >= 0.8) & (r[:, 0] >= -0.02))]
-    bound = sweep[-1][2]
+           for kind, strength, r in sweep[:-3] if np.all((r[:, 1] >= 0.8) & (r[:, 0] >= -0.02))]
+    bound, boosted_bound = sweep[-2][2], sweep[-1][2]
     verdict = (
         "Target (Adult/sex: DI ≥ 0.80 with balanced-accuracy loss ≤ 0.02 in every seed) met by: "
         + (", ".join(met) if met else "no stage and strength")
         + f". The bound above: at DI ≥ 0.8 this model loses at least {-bound[:, 0].mean():.3f} "
-        "balanced accuracy on Adult/sex, whatever the mitigation.\n"
+        "balanced accuracy on Adult/sex, whatever the mitigation, and gradient boosting at least "
+        f"{-boosted_bound[:, 0].mean():.3f} of its own: the cost is in the data, not in the model.\n"
     )
     return "## Fairness\n\n" + md + "\n" + sweep_md + "\n" + verdict + "\n" + speed_section(quick)
