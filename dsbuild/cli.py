@@ -349,9 +349,11 @@ def _print_fields(model, indent: str, skip=(), depth: int = 0) -> None:
     for field_name, f in model.model_fields.items():
         if field_name in skip:
             continue
-        default = "required" if f.is_required() else f"default {_short(f.get_default(call_default_factory=True))}"
+        size = _is_size(f.annotation) or any(_is_size_rule(m) for m in f.metadata)
+        value = f.get_default(call_default_factory=True)
+        default = "required" if f.is_required() else f"default {_size_text(value) if size and value else _short(value)}"
         desc = f" — {f.description}" if f.description else ""
-        print(f"{indent}{f.alias or field_name}: {_type_name(f.annotation)} ({default}){desc}")
+        print(f"{indent}{f.alias or field_name}: {'size' if size and f.annotation is int else _type_name(f.annotation)} ({default}){desc}")
         if depth < 2:
             for inner in _models_in(f.annotation):
                 _print_fields(inner, indent + "    ", depth=depth + 1)
@@ -373,12 +375,46 @@ def _short(value) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
+def _is_size_rule(metadata) -> bool:
+    from dsbuild.sizes import byte_count
+
+    return getattr(metadata, "func", None) is byte_count
+
+
+def _is_size(annotation) -> bool:
+    """A :data:`dsbuild.sizes.Bytes` field, alone or in a union: it takes ``64MiB``, and its
+    type had been printed as the validator's repr."""
+    from typing import Annotated, get_args, get_origin
+
+    if get_origin(annotation) is Annotated:
+        return any(_is_size_rule(m) for m in annotation.__metadata__)
+    return any(_is_size(a) for a in get_args(annotation))
+
+
+def _size_text(n: int) -> str:
+    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if n % (1 << shift) == 0:
+            return f"{n >> shift}{unit}"
+    return str(n)
+
+
 def _type_name(annotation) -> str:
-    """``Literal['a', 'b'] | None`` → ``a | b | None``; module paths dropped."""
-    text = str(annotation).replace("typing.", "").removeprefix("<class '").removesuffix("'>")
-    text = re.sub(r"\b(?:[A-Za-z_]\w*\.)+([A-Za-z_]\w*)", r"\1", text)
-    text = re.sub(r"Literal\[([^\]]*)\]", lambda m: m.group(1).replace("'", "").replace(", ", " | "), text)
-    return text.replace("NoneType", "None")
+    """``Optional[Literal['a', 'b']]`` → ``a | b | None``; a size → ``size``; module paths dropped."""
+    import types
+    from typing import Annotated, Literal, Union, get_args, get_origin
+
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is Annotated:
+        return "size" if _is_size(annotation) else _type_name(args[0])
+    if origin in (Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in args)
+    if origin is Literal:
+        return " | ".join(str(a) for a in args)
+    if origin is not None and args:
+        return f"{getattr(origin, '__name__', origin)}[{', '.join(_type_name(a) for a in args)}]"
+    if annotation is type(None):
+        return "None"
+    return annotation.__name__ if isinstance(annotation, type) else re.sub(r"\b(?:[A-Za-z_]\w*\.)+([A-Za-z_]\w*)", r"\1", str(annotation).replace("typing.", ""))
 
 
 def _submit(args) -> int:

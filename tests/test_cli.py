@@ -158,6 +158,19 @@ def test_sources_lists_every_format_with_options(capsys):
     assert "    text_columns: list[str] (default [])" in out and "    labels: auto | folders | none" in out
 
 
+def test_option_types_read_as_a_job_writes_them(capsys):
+    """A size option printed as its validator's repr (``Optional[Annotated[int,
+    BeforeValidator(func=<function byte_count at 0x…>…``) and its default as 67108864; unions
+    as ``Optional[…]`` and ``Union[…]``."""
+    assert main(["sources"]) == 0
+    assert main(["stages"]) == 0
+    out = capsys.readouterr().out
+    assert "    blocksize: size (default 64MiB)" in out and "    bytes_per_partition: size | None (default null)" in out
+    assert "balance_to: int | max | None (default null)" in out
+    for leak in ("Annotated", "BeforeValidator", "Optional[", "Union["):
+        assert leak not in out
+
+
 def test_python_dash_m_dsbuild_is_the_command():
     done = subprocess.run([sys.executable, "-m", "dsbuild", "stages", "aggregate_labels"], capture_output=True, text=True,
                           cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
