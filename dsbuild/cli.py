@@ -48,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
 
     sub.add_parser("sources", help="list the source formats and their options")
 
+    sub.add_parser("schema", help="print the job file's JSON Schema, for an editor's completion and checking")
+
     p = sub.add_parser("submit", help="start a job in the background and return once it is accepted")
     p.add_argument("job", help="job file (YAML)")
     p.add_argument("--cluster", default="local", help="local (default), tcp://host:port, or a spec file from cluster/")
@@ -66,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return {"run": _run, "validate": _validate, "inspect": _inspect, "report": _report, "stages": _stages,
-                "sources": _sources, "submit": _submit, "status": _status}[args.command](args)
+                "sources": _sources, "schema": _schema, "submit": _submit, "status": _status}[args.command](args)
     except KeyboardInterrupt:
         print("interrupted: no output was written" + ("; if the run had reached a checkpoint, the same command with "
               "--resume continues from it" if args.command == "run" else ""), file=sys.stderr)
@@ -415,6 +417,13 @@ def _type_name(annotation) -> str:
     if annotation is type(None):
         return "None"
     return annotation.__name__ if isinstance(annotation, type) else re.sub(r"\b(?:[A-Za-z_]\w*\.)+([A-Za-z_]\w*)", r"\1", str(annotation).replace("typing.", ""))
+
+
+def _schema(args) -> int:
+    from dsbuild.schema import job_schema
+
+    print(json.dumps(job_schema(), indent=1))
+    return 0
 
 
 def _submit(args) -> int:

@@ -52,7 +52,7 @@ class ColumnsSpec(_Spec):
         "the groups <25 and >=25 (a stage's own bins replace a column's)",
     )
 
-    @field_validator("sensitive", "features", mode="before")
+    @field_validator("sensitive", "features", mode="before", json_schema_input_type=str | list[str])
     @classmethod
     def _one_or_many(cls, v):
         return [v] if isinstance(v, str) else v

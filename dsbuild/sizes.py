@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BeforeValidator
+from pydantic import BeforeValidator, StringConstraints
 
 
 def byte_count(value):
@@ -23,4 +23,7 @@ def byte_count(value):
         raise ValueError(f"{value!r} is no size; write it like 64MiB, 1GiB or a number of bytes") from None
 
 
-Bytes = Annotated[int, BeforeValidator(byte_count)]
+#: what the job schema lets through as text: a number and a unit (dask's parse_bytes judges)
+SIZE_TEXT = Annotated[str, StringConstraints(pattern=r"^\s*[0-9.]+(e[0-9]+)?\s*[A-Za-z]*\s*$")]
+
+Bytes = Annotated[int, BeforeValidator(byte_count, json_schema_input_type=int | SIZE_TEXT)]
