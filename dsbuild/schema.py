@@ -14,7 +14,8 @@ from pydantic.json_schema import models_json_schema
 from dsbuild.job import JobSpec
 from dsbuild.stages import STAGES
 
-DIALECT = "https://json-schema.org/draft/2020-12/schema"
+# draft 7: the newest that every YAML language server reads; nothing below needs a later one
+DIALECT = "http://json-schema.org/draft-07/schema#"
 
 
 def job_schema() -> dict:
