@@ -80,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         from dsbuild.io.sink import OutputExists
         from dsbuild.io.sources import SourceError
         from dsbuild.job import JobError
-        from dsbuild.pipeline import LedgerError, ResumeRefused, WorkerKilled, WorkersLost
+        from dsbuild.pipeline import LedgerError, ResumeRefused
+        from dsbuild.watch import WorkerKilled, WorkersLost
         from dsbuild.stages import StageError
 
         from dsbuild.clusters import ClusterSpecError, MissingPackage

@@ -12,9 +12,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import json
-import os
 import platform
-import sys
 import threading
 import time
 import warnings
@@ -30,9 +28,11 @@ from dsbuild.io.sink import OutputAppeared, OutputExists, Sink
 from dsbuild.io.sources import RAW, read_source
 from dsbuild.job import JobSpec, _described, load_job
 from dsbuild.kernels.dtypes import blank_text
+from dsbuild.progress import ProgressBar
 from dsbuild.records import ID, REASON, STAGE, stable_hash64
 from dsbuild.runtime import peak_worker_memory
 from dsbuild.stages.base import ADDED, GONE, METRIC, REJECT, Shapes, Stage, StageError, _did_you_mean
+from dsbuild.watch import WorkerKilled, WorkersLost, killed_message, workers_watched
 
 INTERNAL = (REJECT, ADDED, RAW)
 
@@ -160,7 +160,7 @@ def _run_on_current(spec: JobSpec, sink: Sink, client, progress: bool, resume: b
     try:
         _take_folder(sink, resume)
         taken = True
-        with dask.config.set(_DASK_CONFIG), _task_stream(client) as stream, _workers_watched(client):
+        with dask.config.set(_DASK_CONFIG), _task_stream(client) as stream, workers_watched(client):
             ex = Execution(spec, sink, client, progress, resume)
             ex.run()
         t_compute = time.perf_counter()
@@ -383,7 +383,7 @@ class Execution:
         pending = as_completed([f for c in persisted for f in futures_of(c)], with_results=True)
         del persisted
         parts: list[list[pd.DataFrame]] = [[] for _ in collections]
-        bar = _ProgressBar(len(which), ", ".join(names)) if self.progress else None
+        bar = ProgressBar(len(which), ", ".join(names)) if self.progress else None
         try:
             for future, part in pending:
                 if isinstance(part, BaseException):  # a cancelled future comes as its error
@@ -392,7 +392,7 @@ class Execution:
                 if bar is not None:
                     bar.update()
         except KilledWorker as e:
-            raise WorkerKilled(_killed_message(e, names)) from None
+            raise WorkerKilled(killed_message(e, names)) from None
         if bar is not None:
             bar.close()
         return [pd.concat(p, ignore_index=True) if p else c._meta for p, c in zip(parts, collections)]
@@ -736,172 +736,10 @@ def _write(part: pd.DataFrame, sink: Sink, folder: str, scratch: bool, partition
     return pd.DataFrame([{"partition": index, "k": k, **f} for k, f in enumerate(files)], columns=_FILES_META.columns)
 
 
-class _ProgressBar:
-    """Per-partition results gathered out of ``total`` (a partition of the kept rows and of each
-    stage being accounted for is one each), on one terminal line.
-
-    Into a file (a batch job's log, CI) a redrawn line is one long line of carriage
-    returns; there it prints a line every ``LOG_EVERY`` seconds and one when done."""
-
-    LOG_EVERY = 30.0
-
-    def __init__(self, total: int, what: str, width: int = 30):
-        self.total, self.what, self.width, self.done = total, what, width, 0
-        self.start = self.said = time.perf_counter()
-        self.terminal = sys.stderr.isatty()
-        if self.terminal:
-            self._draw()
-
-    def update(self) -> None:
-        self.done += 1
-        now = time.perf_counter()
-        if self.terminal:
-            self._draw()
-        elif self.done == self.total or now - self.said >= self.LOG_EVERY:
-            self.said = now
-            print(self._line(), file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        if self.terminal:
-            print(file=sys.stderr, flush=True)
-
-    def _line(self) -> str:
-        filled = self.width * self.done // max(self.total, 1)
-        return (f"[{'#' * filled}{' ' * (self.width - filled)}] {self.done}/{self.total} partition results "
-                f"| {time.perf_counter() - self.start:.1f} s | {self.what}")
-
-    def _draw(self) -> None:
-        print(f"\r{self._line()}", end="", file=sys.stderr, flush=True)
-
-
 def _in_order(files: pd.DataFrame) -> list[dict]:
     """The files in output order; ``group`` (a partition folder) only where there is one."""
     records = files.sort_values(["partition", "k"]).drop(columns=["partition", "k"]).to_dict("records")
     return [{k: v for k, v in r.items() if k != "group" or isinstance(v, str)} for r in records]
-
-
-class WorkerKilled(RuntimeError):
-    """Every worker that ran one task died running it (Dask's KilledWorker)."""
-
-
-def _killed_message(e, names: list[str]) -> str:
-    """KilledWorker said which task and where, not why nor what to do: a partition too
-    large for a worker's memory is the usual cause (120 phone photos in one partition
-    killed two 2 GiB workers four times)."""
-    limit = getattr(e.last_worker, "memory_limit", None)
-    memory = f" of {limit / 2**30:.1f} GiB" if limit else ""
-    return (f"{', '.join(names)}: the task {e.task!r} killed every worker that ran it ({e.allowed_failures + 1}), "
-            f"most often for want of memory (a worker's limit{memory}); give the workers more memory (fewer workers, "
-            "or memory_limit in a cluster spec), or make the partitions smaller (the source's blocksize, or an images "
-            f"source's bytes_per_partition); the last worker was {e.last_worker.address}")
-
-
-class WorkersLost(RuntimeError):
-    """The cluster has had no worker for longer than ``DSBUILD_NO_WORKERS_SECONDS``."""
-
-
-WAITING_SAID = 10.0  # seconds without any worker before a run says it waits for one
-
-
-@contextlib.contextmanager
-def _workers_watched(client, every: float = 1.0):
-    """Fail the run once the cluster has had no worker for ``DSBUILD_NO_WORKERS_SECONDS``
-    (default 300) after having had some: on a scheduler whose workers all died, Dask waits
-    for new ones for ever, and the run hung with no word. A cluster still waiting for its
-    first workers (a batch queue) is left to wait, and said to wait after ``WAITING_SAID``
-    seconds (on a scheduler with no worker, the run sat silent). Workers that are all
-    paused for memory as long are treated alike: Dask never resumes one whose libraries
-    alone fill its pause threshold."""
-    from distributed import Future
-    from distributed.client import FutureCancelledError
-
-    from dsbuild.clusters import ClusterSpecError
-
-    try:
-        limit = float(os.environ.get("DSBUILD_NO_WORKERS_SECONDS", "300"))
-    except ValueError:
-        raise ClusterSpecError([f"DSBUILD_NO_WORKERS_SECONDS={os.environ['DSBUILD_NO_WORKERS_SECONDS']!r}: give a number "
-                                "of seconds"]) from None
-    stop = threading.Event()
-    stopped: list[str] = []  # why the watch stopped the run
-    start = time.monotonic()
-
-    def stop_run(why: str) -> None:
-        stopped.append(why)
-        client.cancel([Future(key, client) for key in list(client.futures)], force=True)
-
-    def watch():
-        seen, since, said = False, None, False
-        paused_since, paused_said = None, False
-        while not stop.wait(every):
-            n = _workers(client)
-            if n is None:
-                continue
-            paused = _paused_workers(client) if n else 0
-            if not n or paused < n:
-                paused_since = None
-            elif paused_since is None:
-                paused_since = time.monotonic()
-            elif not paused_said and time.monotonic() - paused_since > WAITING_SAID:
-                paused_said = True
-                warnings.warn(f"every worker of the cluster is paused, {_PAUSED}, so it runs no task; {_MORE_MEMORY}. The "
-                              f"run is stopped if this lasts {limit:.0f} s (DSBUILD_NO_WORKERS_SECONDS)", DsbuildWarning,
-                              stacklevel=2)
-            elif time.monotonic() - paused_since > limit:
-                return stop_run(f"every worker has been paused for {limit:.0f} s, {_PAUSED}, so the run was stopped; {_MORE_MEMORY}")
-            if not seen and not n and not said and time.monotonic() - start > WAITING_SAID:
-                said = True
-                warnings.warn(f"the cluster ({client.scheduler.address}) has no worker yet; waiting for one (start "
-                              "workers with: dask worker ADDRESS, or look at the batch queue)", DsbuildWarning, stacklevel=2)
-            if n or not seen:
-                seen, since = seen or n > 0, None
-                continue
-            since = since or time.monotonic()
-            if time.monotonic() - since > limit:
-                return stop_run(f"the cluster has had no worker for {limit:.0f} s (DSBUILD_NO_WORKERS_SECONDS), so the run was stopped")
-
-    thread = threading.Thread(target=watch, name="dsbuild-workers-watch", daemon=True)
-    thread.start()
-    try:
-        yield
-    except Exception as e:
-        kept = "its checkpoints, if any, are kept for --resume"
-        if stopped:
-            raise WorkersLost(f"{stopped[0]}; {kept}") from e
-        # a cancelled task, or data that found no worker to go to (the source's frame scattered)
-        if isinstance(e, (FutureCancelledError, TimeoutError)) and not _workers(client):
-            raise WorkersLost(f"the cluster has no worker left, so the run was stopped; {kept}") from e
-        raise
-    finally:
-        stop.set()
-        thread.join()
-
-
-_PAUSED = "its memory above Dask's pause threshold (distributed.worker.memory.pause: 80% of memory_limit by default)"
-_MORE_MEMORY = "give workers a larger memory_limit, or fewer workers with more memory each"
-
-
-def _paused_workers(client) -> int:
-    """How many workers are paused for memory (Dask pauses one above its pause threshold,
-    and one whose libraries alone fill it never resumes: the run hung without a word)."""
-
-    def paused(dask_scheduler) -> int:  # defined here, so it travels by value: a scheduler needs no dsbuild
-        return sum(ws.status.name == "paused" for ws in dask_scheduler.workers.values())
-
-    try:
-        return client.run_on_scheduler(paused)
-    except Exception:  # noqa: BLE001 - a closing client: the run itself reports that
-        return 0
-
-
-def _workers(client) -> int | None:
-    """How many workers the scheduler has (None: it cannot be asked); ``nthreads`` is the
-    smallest answer the scheduler gives about them (``scheduler_info`` sends each
-    worker's metrics, too much to ask every second of a large cluster)."""
-    try:
-        return len(client.nthreads())
-    except Exception:  # noqa: BLE001 - a closing client: the run itself reports that
-        return None
 
 
 @contextlib.contextmanager

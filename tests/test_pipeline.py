@@ -792,7 +792,7 @@ def test_a_run_whose_cluster_lost_every_worker_stops_instead_of_hanging(tmp_path
 
     from distributed import Client, LocalCluster
 
-    from dsbuild.pipeline import WorkersLost
+    from dsbuild.watch import WorkersLost
 
     monkeypatch.setenv("DSBUILD_NO_WORKERS_SECONDS", "1")
     frame = pd.DataFrame({"x": np.arange(400)})
@@ -820,10 +820,10 @@ def test_a_run_whose_every_worker_stays_paused_for_memory_stops_and_says_why(tmp
     import dask
     from distributed import Client, LocalCluster
 
-    from dsbuild.pipeline import WorkersLost
+    from dsbuild.watch import WorkersLost
 
     monkeypatch.setenv("DSBUILD_NO_WORKERS_SECONDS", "3")
-    monkeypatch.setattr("dsbuild.pipeline.WAITING_SAID", 1.0)
+    monkeypatch.setattr("dsbuild.watch.WAITING_SAID", 1.0)
     job = {"name": "paused", "source": {"format": "sample", "name": "breast_cancer"}, "stages": [],
            "sink": {"path": str(tmp_path / "out")}}
     with dask.config.set({"distributed.worker.memory.pause": 0.01}), \
@@ -843,9 +843,9 @@ def test_a_run_on_a_cluster_without_workers_says_it_waits(tmp_path, monkeypatch)
 
     from distributed import Client, LocalCluster
 
-    from dsbuild import pipeline
+    from dsbuild import pipeline, watch
 
-    monkeypatch.setattr(pipeline, "WAITING_SAID", 1.0)
+    monkeypatch.setattr(watch, "WAITING_SAID", 1.0)
     job = {"name": "waits", "source": {"format": "frame", "frame": pd.DataFrame({"x": np.arange(10)})},
            "stages": [], "sink": {"path": str(tmp_path / "out")}}
     with LocalCluster(n_workers=0, processes=False, protocol="tcp", dashboard_address=None) as cluster, Client(cluster) as c:
@@ -985,11 +985,11 @@ class _Terminal(io.StringIO):
 @pytest.mark.parametrize("terminal", [True, False])
 def test_progress_redraws_a_terminal_line_and_logs_lines_to_a_file(monkeypatch, terminal):
     """Into a batch job's log the redrawn bar was one line of carriage returns."""
-    from dsbuild.pipeline import _ProgressBar
+    from dsbuild.progress import ProgressBar
 
     err = _Terminal() if terminal else io.StringIO()
     monkeypatch.setattr(sys, "stderr", err)
-    bar = _ProgressBar(5, "source, impute")
+    bar = ProgressBar(5, "source, impute")
     for _ in range(5):
         bar.update()
     bar.close()

@@ -21,7 +21,7 @@ from distributed.diagnostics.plugin import SchedulerPlugin
 from distributed.utils import key_split
 
 import dsbuild
-from dsbuild.pipeline import WorkerKilled
+from dsbuild.watch import WorkerKilled
 from dsbuild.runtime import RESTART_CONFIG, DsbuildWorkerSetup, local_cluster
 from dsbuild.stages.base import MapStage, StageOptions, register
 

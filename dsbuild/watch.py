@@ -1,0 +1,136 @@
+"""Watching the cluster while a run computes: a run whose workers are all gone or all
+paused for memory fails with why, instead of waiting for ever; a task that kills every
+worker that runs it is explained."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+import warnings
+
+
+class WorkerKilled(RuntimeError):
+    """Every worker that ran one task died running it (Dask's KilledWorker)."""
+
+
+def killed_message(e, names: list[str]) -> str:
+    """KilledWorker said which task and where, not why nor what to do: a partition too
+    large for a worker's memory is the usual cause (120 phone photos in one partition
+    killed two 2 GiB workers four times)."""
+    limit = getattr(e.last_worker, "memory_limit", None)
+    memory = f" of {limit / 2**30:.1f} GiB" if limit else ""
+    return (f"{', '.join(names)}: the task {e.task!r} killed every worker that ran it ({e.allowed_failures + 1}), "
+            f"most often for want of memory (a worker's limit{memory}); give the workers more memory (fewer workers, "
+            "or memory_limit in a cluster spec), or make the partitions smaller (the source's blocksize, or an images "
+            f"source's bytes_per_partition); the last worker was {e.last_worker.address}")
+
+
+class WorkersLost(RuntimeError):
+    """The cluster has had no worker for longer than ``DSBUILD_NO_WORKERS_SECONDS``."""
+
+
+WAITING_SAID = 10.0  # seconds without any worker before a run says it waits for one
+
+
+@contextlib.contextmanager
+def workers_watched(client, every: float = 1.0):
+    """Fail the run once the cluster has had no worker for ``DSBUILD_NO_WORKERS_SECONDS``
+    (default 300) after having had some: on a scheduler whose workers all died, Dask waits
+    for new ones for ever, and the run hung with no word. A cluster still waiting for its
+    first workers (a batch queue) is left to wait, and said to wait after ``WAITING_SAID``
+    seconds (on a scheduler with no worker, the run sat silent). Workers that are all
+    paused for memory as long are treated alike: Dask never resumes one whose libraries
+    alone fill its pause threshold."""
+    from distributed import Future
+    from distributed.client import FutureCancelledError
+
+    from dsbuild.clusters import ClusterSpecError
+    from dsbuild.pipeline import DsbuildWarning
+
+    try:
+        limit = float(os.environ.get("DSBUILD_NO_WORKERS_SECONDS", "300"))
+    except ValueError:
+        value = os.environ["DSBUILD_NO_WORKERS_SECONDS"]
+        raise ClusterSpecError([f"DSBUILD_NO_WORKERS_SECONDS={value!r}: give a number of seconds"]) from None
+    stop = threading.Event()
+    stopped: list[str] = []  # why the watch stopped the run
+    start = time.monotonic()
+
+    def stop_run(why: str) -> None:
+        stopped.append(why)
+        client.cancel([Future(key, client) for key in list(client.futures)], force=True)
+
+    def watch():
+        seen, since, said = False, None, False
+        paused_since, paused_said = None, False
+        while not stop.wait(every):
+            n = worker_count(client)
+            if n is None:
+                continue
+            paused = paused_workers(client) if n else 0
+            if not n or paused < n:
+                paused_since = None
+            elif paused_since is None:
+                paused_since = time.monotonic()
+            elif not paused_said and time.monotonic() - paused_since > WAITING_SAID:
+                paused_said = True
+                warnings.warn(f"every worker of the cluster is paused, {_PAUSED}, so it runs no task; {_MORE_MEMORY}. The "
+                              f"run is stopped if this lasts {limit:.0f} s (DSBUILD_NO_WORKERS_SECONDS)", DsbuildWarning,
+                              stacklevel=2)
+            elif time.monotonic() - paused_since > limit:
+                return stop_run(f"every worker has been paused for {limit:.0f} s, {_PAUSED}, so the run was stopped; {_MORE_MEMORY}")
+            if not seen and not n and not said and time.monotonic() - start > WAITING_SAID:
+                said = True
+                warnings.warn(f"the cluster ({client.scheduler.address}) has no worker yet; waiting for one (start "
+                              "workers with: dask worker ADDRESS, or look at the batch queue)", DsbuildWarning, stacklevel=2)
+            if n or not seen:
+                seen, since = seen or n > 0, None
+                continue
+            since = since or time.monotonic()
+            if time.monotonic() - since > limit:
+                return stop_run(f"the cluster has had no worker for {limit:.0f} s (DSBUILD_NO_WORKERS_SECONDS), so the run was stopped")
+
+    thread = threading.Thread(target=watch, name="dsbuild-workers-watch", daemon=True)
+    thread.start()
+    try:
+        yield
+    except Exception as e:
+        kept = "its checkpoints, if any, are kept for --resume"
+        if stopped:
+            raise WorkersLost(f"{stopped[0]}; {kept}") from e
+        # a cancelled task, or data that found no worker to go to (the source's frame scattered)
+        if isinstance(e, (FutureCancelledError, TimeoutError)) and not worker_count(client):
+            raise WorkersLost(f"the cluster has no worker left, so the run was stopped; {kept}") from e
+        raise
+    finally:
+        stop.set()
+        thread.join()
+
+
+_PAUSED = "its memory above Dask's pause threshold (distributed.worker.memory.pause: 80% of memory_limit by default)"
+_MORE_MEMORY = "give workers a larger memory_limit, or fewer workers with more memory each"
+
+
+def paused_workers(client) -> int:
+    """How many workers are paused for memory (Dask pauses one above its pause threshold,
+    and one whose libraries alone fill it never resumes: the run hung without a word)."""
+
+    def paused(dask_scheduler) -> int:  # defined here, so it travels by value: a scheduler needs no dsbuild
+        return sum(ws.status.name == "paused" for ws in dask_scheduler.workers.values())
+
+    try:
+        return client.run_on_scheduler(paused)
+    except Exception:  # noqa: BLE001 - a closing client: the run itself reports that
+        return 0
+
+
+def worker_count(client) -> int | None:
+    """How many workers the scheduler has (None: it cannot be asked); ``nthreads`` is the
+    smallest answer the scheduler gives about them (``scheduler_info`` sends each
+    worker's metrics, too much to ask every second of a large cluster)."""
+    try:
+        return len(client.nthreads())
+    except Exception:  # noqa: BLE001 - a closing client: the run itself reports that
+        return None
