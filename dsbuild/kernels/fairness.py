@@ -285,8 +285,7 @@ def parity(
     privileged = dict(privileged or {})
     report = {}
     for name, cols in views(sensitive):
-        g = rates(table, cols, favorable, outcome)
-        g = g[g.index.map(lambda k: MISSING not in k.split(GROUP_JOIN))] if len(g) > 1 else g
+        g = _known_groups(rates(table, cols, favorable, outcome))
         ref = _reference(g, cols, privileged)
         ref_rate = float(g.loc[ref, "rate"]) if ref is not None else float("nan")
         groups = {}
@@ -310,6 +309,13 @@ def parity(
             "demographic_parity_ratio": _ratio(float(valid.min()), float(valid.max())) if len(valid) else 1.0,
         }
     return report
+
+
+def _known_groups(g: pd.DataFrame) -> pd.DataFrame:
+    """The groups of rates without ``<NA>`` in their name (a row missing a sensitive value
+    is in no group to compare), unless that leaves none."""
+    known = g[g.index.map(lambda k: MISSING not in k.split(GROUP_JOIN))]
+    return known if len(known) else g
 
 
 def _reference(g: pd.DataFrame, cols: Sequence[str], privileged: Mapping[str, str]):
@@ -338,8 +344,8 @@ def equalized_odds(table: pd.DataFrame, sensitive: Sequence[str], favorable, pre
     t = table.assign(_y=positive(table, favorable))
     out = {}
     for name, cols in views(sensitive):
-        tpr = rates(t[t["_y"]], cols, favorable, prediction)["rate"].dropna()
-        fpr = rates(t[~t["_y"]], cols, favorable, prediction)["rate"].dropna()
+        tpr = _known_groups(rates(t[t["_y"]], cols, favorable, prediction))["rate"].dropna()
+        fpr = _known_groups(rates(t[~t["_y"]], cols, favorable, prediction))["rate"].dropna()
         out[name] = {
             "equalized_odds_difference": float(max(_span(tpr), _span(fpr))),
             "equalized_odds_ratio": float(min(_min_over_max(tpr), _min_over_max(fpr))),
