@@ -45,7 +45,7 @@ PALETTE = ["#264653", "#2a9d8f", "#e9c46a", "#f4a261", "#e76f51", "#457b9d", "#8
 INHERITED_CUT: contextvars.ContextVar = contextvars.ContextVar("inherited_cut", default=None)
 MAX_TABLE_ROWS = 25
 MAX_BARS = 30
-MAX_DEPTH = 5
+MAX_DEPTH = 8  # an audit by split has rates per group under 7 keys (by, split, test, model, equalized_odds, sex, true_positive_rate)
 MAX_LABEL = 60  # characters of a tick label or legend entry
 CUTOFF_KEYS = ("cutoff", "cut_off", "threshold", "cut", "limit")
 COUNT_KEYS = ("counts", "count", "hist", "histogram", "frequencies")

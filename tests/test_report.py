@@ -474,3 +474,21 @@ def test_a_long_reason_is_cut_in_the_examples_table(tmp_path):
     assert "Examples from the rejects" in page and "filter:label:not_in:0,1,2" in page
     cell = page.split("Examples from the rejects")[1].split("<td>select</td><td>")[1].split("</td>")[0]
     assert reason not in page and cell.endswith("…") and len(cell) <= 120
+
+
+def test_an_audit_by_split_with_a_model_is_drawn_as_tables_not_json(tmp_path):
+    """``fairness_audit`` with ``by: [split]`` and a model puts each split's prediction
+    figures five keys deep (by, split, test, model, predictions): the page printed them as
+    one line of JSON where the whole data set's were tables."""
+    view = {"reference": "Male", "spd": -0.15, "di": 0.2, "groups": {
+        "Female": {"count": 1064, "base_rate": 0.035747, "spd": -0.15, "di": 0.2},
+        "Male": {"count": 2190, "base_rate": 0.183497, "spd": 0.0, "di": 1.0}}}
+    odds = {"sex": {"equalized_odds_difference": 0.22, "equalized_odds_ratio": 0.1,
+                    "true_positive_rate": {"Female": 0.2252, "Male": 0.45}, "false_positive_rate": {"Female": 0.0075, "Male": 0.0722}}}
+    audit = {"rows": 3254, "data": {"sex": view},
+             "model": {"name": "logistic_regression", "sample_rows": 3254, "predictions": {"sex": view}, "equalized_odds": odds}}
+    stage = {"name": "fairness_audit", "shape": "fit_apply", "in": 3254, "out": 3254, "rejected": 0, "added": 0,
+             "rejected_by_reason": {}, "summary": {"favorable": ">50K", **audit, "by": {"split": {"test": audit}}}}
+    page = render_report({"job": {"name": "t"}, "stages": [stage]}, str(tmp_path))
+    assert "base_rate" not in page and "true_positive_rate" not in page
+    assert page.count("<td>Female</td><td>0.2252</td>") == 2  # the whole data set's and the test split's
