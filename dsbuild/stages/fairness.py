@@ -243,6 +243,13 @@ class FairnessStage(FitApplyStage):
                 raise StageError(f"stage {self.ctx.name!r}: privileged {col}: {value!r} is not a group of {col!r}; "
                                  f"its groups are {groups[:20]}")
 
+    def check_favorable(self, table: pd.DataFrame) -> None:
+        """A ``favorable`` the job names is one of the labels, also in the stages whose
+        weights and cells do not need it (reweigh, uniform resample): there a typo
+        (``>50k``) ran without a word and only dropped the before/after figures."""
+        if self.options.favorable is not None and not table.empty:
+            self.favorable(table)
+
     def favorable(self, table: pd.DataFrame):
         try:
             return favorable_value(list(table[LABEL].unique()), self.options.favorable)
@@ -459,6 +466,7 @@ class Reweigh(FairnessStage):
         self.table_ = table
         self.require_where_rows(int(table["n"].sum()))
         self.check_privileged(table)
+        self.check_favorable(table)
         return self._checked(reweighing, table, self.sensitive, self.options.strength)
 
     def apply(self, part, factors):
@@ -628,6 +636,7 @@ class Resample(FairnessStage):
         chooser = CellChooser(self, self._cell, self._keys)
         self.table_, hists = shapes.fit(frame, chooser.count, chooser.merge_counts, state, label=self.ctx.name)
         self.check_privileged(self.table_)
+        self.check_favorable(self.table_)
         self.require_where_rows(int(self.table_["n"].sum()))
         targets = self._checked(resample_targets, self.table_, self.sensitive, self.options.strength)
         targets["cell"] = [f"{g}/{_text(y)}" for g, y in zip(_joint(targets, self.sensitive), targets[LABEL])]

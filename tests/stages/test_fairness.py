@@ -335,6 +335,17 @@ def test_a_privileged_group_no_row_has_is_refused(adult):
     assert stage.summary()["data"]["age"]["reference"] == ">=25"
 
 
+def test_a_favorable_label_no_row_has_is_refused_by_every_stage(adult):
+    """reweigh and uniform resample need no favourable label for their weights and cells,
+    so favorable: '>50k' (for '>50K') ran without a word and their summaries silently left
+    out the before/after figures; the audit and massage refused it."""
+    frame = adult.iloc[:600]
+    for stage in (Reweigh(favorable=">50k"), Resample(favorable=">50k"), FairnessAudit(favorable=">50k"), Massage(favorable=">50k")):
+        with pytest.raises(StageError, match=rf"'{stage.name}': favorable label '>50k' is not among the labels \['<=50K', '>50K'\]"):
+            run_stage(stage, frame, npartitions=2, roles=ADULT_SEX)
+            stage.summary()
+
+
 def test_massage_summary_after_counts_a_flip_into_a_cell_that_had_no_row(adult):
     """A group of one favourable row is demoted; its unfavourable cell did not exist, so the
     summary's 'after' lost the row (a count and a base rate the output does not have)."""
