@@ -39,8 +39,9 @@ def group_codes(col: pd.Series, edges: Sequence[float] | None = None) -> tuple[n
     """(codes, names): each row's group as an index into ``names``; missing is ``<NA>``.
 
     A column with ``edges`` is cut into bins ``[e_i, e_i+1)``; any other column's values
-    are its groups, named by their text. ``names`` may hold groups no row has (a
-    categorical's unused categories): counting skips them.
+    are its groups, named by their text; blank text is missing, as a CSV reader and the
+    cleaning stages make it. ``names`` may hold groups no row has (a categorical's unused
+    categories, blank text): counting skips them.
     """
     if edges:
         values = pd.to_numeric(col, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
@@ -51,6 +52,9 @@ def group_codes(col: pd.Series, edges: Sequence[float] | None = None) -> tuple[n
     codes, uniques = factorize(col)
     names = [_text(u) for u in uniques]
     codes[codes < 0] = len(names)
+    blank = [i for i, u in enumerate(uniques) if isinstance(u, str) and not u.strip()]
+    if blank:
+        codes[np.isin(codes, blank)] = len(names)
     return codes, [*names, MISSING]
 
 

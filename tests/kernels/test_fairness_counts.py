@@ -253,6 +253,21 @@ def test_bins_and_missing_groups():
     assert list(group_text(pd.Series(["a", None, "b"]))) == ["a", "<NA>", "b"]
 
 
+def test_blank_sensitive_text_is_missing(adult):
+    """A sensitive value of blank text ("" or spaces, as Parquet and JSON keep a blank
+    cell) is missing, as a CSV reader and the cleaning stages make it: it was a group of
+    its own, and two such rows with no favourable label made the audit's disparate impact 0."""
+    for dtype in (object, "string", "category"):
+        col = pd.Series(["a", "", None, "  ", "b"], dtype=dtype)
+        assert list(group_text(col)) == ["a", "<NA>", "<NA>", "<NA>", "b"]
+    frame = adult.iloc[:2000].copy()
+    frame.loc[[0, 1], "sex"] = ["", " "]
+    as_none = frame.assign(sex=frame["sex"].replace({"": None, " ": None}))
+    tables = [contingency(f, ["sex", "race"], "income") for f in (frame, as_none)]
+    pd.testing.assert_frame_equal(tables[0], tables[1])
+    assert parity(tables[0], ["sex"], ">50K")["sex"]["groups"].keys() == {"Female", "Male"}
+
+
 def test_favorable_value_is_named_or_obvious():
     assert favorable_value([0, 1]) == 1
     assert favorable_value([True, False]) is True
