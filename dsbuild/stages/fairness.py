@@ -99,12 +99,9 @@ def _order_message(fair: str, clean: str) -> str:
 # -- options shared by every fairness stage ---------------------------------------------
 
 
-class FairnessOptions(StageOptions):
-    favorable: Any = Field(None, description="the favourable label value (default: True or 1 for a boolean or 0/1 label)")
-    privileged: dict[str, Any] = Field(
-        default_factory=dict,
-        description="reference group per sensitive column, e.g. {sex: Male}; default: the group with the highest base rate",
-    )
+class GroupOptions(StageOptions):
+    """What every fairness stage reads: how the sensitive columns make groups."""
+
     bins: dict[str, list[float]] = Field(
         default_factory=dict,
         description="cut points for numeric sensitive columns: {age: [25]} gives groups <25 and >=25",
@@ -114,6 +111,16 @@ class FairnessOptions(StageOptions):
     @classmethod
     def _increasing(cls, bins):
         return increasing_bins(bins)
+
+
+class FairnessOptions(GroupOptions):
+    """The stages that read the label: which value is favourable, and the reference group."""
+
+    favorable: Any = Field(None, description="the favourable label value (default: True or 1 for a boolean or 0/1 label)")
+    privileged: dict[str, Any] = Field(
+        default_factory=dict,
+        description="reference group per sensitive column, e.g. {sex: Male}; default: the group with the highest base rate",
+    )
 
 
 def increasing_bins(bins: dict[str, list[float]]) -> dict[str, list[float]]:
@@ -182,7 +189,7 @@ class FairnessStage(FitApplyStage):
                 raise StageError(f"stage {self.ctx.name!r}: bins name {col!r}, which is not a sensitive column {self.sensitive}")
             if not pd.api.types.is_numeric_dtype(meta[col]):
                 raise StageError(f"stage {self.ctx.name!r}: bins need a numeric column; {col!r} is {meta[col].dtype}")
-        for col in self.options.privileged:
+        for col in getattr(self.options, "privileged", {}):
             if col not in self.sensitive:
                 raise StageError(f"stage {self.ctx.name!r}: privileged names {col!r}, which is not a sensitive column {self.sensitive}")
         self.check_where(meta, getattr(self.options, "where", []))
@@ -813,7 +820,7 @@ class Massage(FairnessStage):
 # -- correlation_remover ----------------------------------------------------------------
 
 
-class FeatureRepairOptions(FairnessOptions):
+class FeatureRepairOptions(GroupOptions):  # no label: favorable and privileged would do nothing
     columns: list[str] | None = Field(None, description="features to change (default: the job's numeric features)")
     fit_on: list[Condition] = Field(
         default_factory=list, description="rows to fit on, e.g. [{column: split, op: ==, value: train}]: every row is "

@@ -374,6 +374,19 @@ def test_rankers_impute_an_infinite_feature_as_a_missing_one(adult):
 
 
 @pytest.mark.parametrize("make", [CorrelationRemoverStage, DisparateImpactRemover])
+def test_feature_repairs_refuse_label_options_they_would_ignore(make):
+    """The feature repairs read no label: privileged: {sex: Male} (a repair toward the
+    privileged group's distribution, a user might think) and favorable were taken and did
+    nothing, where any other unknown option is an error."""
+    from pydantic import ValidationError
+
+    for name, value in (("privileged", {"sex": "Male"}), ("favorable", ">50K")):
+        with pytest.raises(ValidationError, match=f"unknown option '{name}'"):
+            make(**{name: value})
+    assert make(bins={"age": [25]}).options.bins == {"age": [25]}
+
+
+@pytest.mark.parametrize("make", [CorrelationRemoverStage, DisparateImpactRemover])
 def test_feature_repairs_refuse_columns_they_would_not_change(adult, make):
     """columns: [] changed every numeric feature (an empty list read as 'the default'), and
     columns naming the label or a sensitive column changed nothing, both without a word."""
