@@ -307,12 +307,19 @@ def parity(
         report[name] = {
             "reference": ref,
             "groups": groups,
-            "spd": min((v["spd"] for v in others), default=0.0),
-            "di": min((v["di"] for v in others), default=1.0),
+            "spd": _least([v["spd"] for v in others], default=0.0),
+            "di": _least([v["di"] for v in others], default=1.0),
             "demographic_parity_difference": float(valid.max() - valid.min()) if len(valid) else 0.0,
             "demographic_parity_ratio": _ratio(float(valid.min()), float(valid.max())) if len(valid) else 1.0,
         }
     return report
+
+
+def _least(values: list[float], default: float) -> float:
+    """The smallest of the groups' figures, past those a group without weight leaves NaN:
+    ``min`` kept a NaN that came first, so the headline depended on the groups' names."""
+    present = [v for v in values if not np.isnan(v)]
+    return min(present) if present else (float("nan") if values else default)
 
 
 def _known_groups(g: pd.DataFrame) -> pd.DataFrame:

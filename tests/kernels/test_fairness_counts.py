@@ -268,6 +268,21 @@ def test_blank_sensitive_text_is_missing(adult):
     assert parity(tables[0], ["sex"], ">50K")["sex"]["groups"].keys() == {"Female", "Male"}
 
 
+def test_a_group_without_weight_does_not_blank_the_headline_figures(adult):
+    """A group whose rows all weigh 0 (or have no usable weight) has no base rate; when its
+    name sorted first, Python's min kept its NaN and the view's SPD and DI were null, the
+    same data with the group named otherwise gave the other groups' figures."""
+    frame = adult.iloc[:3000].assign(w=1.0)
+    frame.loc[frame["race"] == "Other", "w"] = 0.0
+    heads = []
+    for name in ("Other", "Aaa-other"):
+        renamed = frame.assign(race=frame["race"].replace({"Other": name}))
+        view = parity(contingency(renamed, ["race"], "income", weight="w"), ["race"], ">50K")["race"]
+        assert np.isnan(view["groups"][name]["spd"])
+        heads.append((view["spd"], view["di"]))
+    assert heads[0] == heads[1] and not np.isnan(heads[0]).any()
+
+
 def test_favorable_value_is_named_or_obvious():
     assert favorable_value([0, 1]) == 1
     assert favorable_value([True, False]) is True
