@@ -870,7 +870,8 @@ class CorrelationRemoverStage(_FeatureRepair):
     Categorical (or binned) sensitive columns enter as indicators of their groups, one
     level left out; numeric ones as they are. The sensitive columns stay in the data
     (later stages and the audit still need them); only the features change. Rows with a
-    missing or infinite feature are left as they are and not used to fit.
+    missing or infinite feature, or a missing sensitive value, are left as they are and
+    not used to fit.
     """
 
     name = "correlation_remover"
@@ -882,12 +883,16 @@ class CorrelationRemoverStage(_FeatureRepair):
 
     def _design(self, part, levels: dict[str, list[str]] | None):
         """(levels, matrix [indicators, numeric sensitive, features], complete-row mask),
-        written into one preallocated matrix: the features are copied once."""
+        written into one preallocated matrix: the features are copied once. A row missing
+        a group is incomplete, as one missing a number is: ``<NA>`` is no level to fit."""
         numeric_s = self._unbinned_numeric(part)
         cats = [c for c in self.sensitive if c not in numeric_s]
         coded = {c: group_codes(part[c], self.bins.get(c)) for c in cats}
         if levels is None:
-            levels = {c: sorted({names[i] for i in np.unique(codes)}) for c, (codes, names) in coded.items()}
+            levels = {c: sorted({names[i] for i in np.unique(codes)} - {MISSING}) for c, (codes, names) in coded.items()}
+        no_group = np.zeros(len(part), dtype=bool)
+        for codes, names in coded.values():
+            no_group |= codes == len(names) - 1  # group_codes names the missing last
         numeric = [*numeric_s, *self.features(part)]
         width = sum(len(levels[c]) for c in cats) + len(numeric)
         x = np.zeros((len(part), width), dtype=np.float64)
@@ -899,7 +904,7 @@ class CorrelationRemoverStage(_FeatureRepair):
             at += len(levels[c])
         if numeric:
             x[:, at:] = part[numeric].to_numpy(dtype=np.float64, na_value=np.nan)
-        return levels, x, np.isfinite(x[:, at:]).all(axis=1)  # an infinite value is as unusable as a missing one
+        return levels, x, np.isfinite(x[:, at:]).all(axis=1) & ~no_group  # an infinite value is as unusable as a missing one
 
     def partial(self, part, state):
         levels, x, ok = self._design(self.fit_rows(part), None)

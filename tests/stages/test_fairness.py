@@ -442,6 +442,21 @@ def test_correlation_remover_leaves_a_row_with_an_infinite_feature_out_of_the_fi
                                without[list(roles.features)].to_numpy(), rtol=0, atol=1e-9)
 
 
+def test_correlation_remover_leaves_a_row_without_its_group_out_of_the_fit(adult):
+    """A missing sex was a level of its own: three such rows got an indicator fitted to
+    them alone, which moved their features to the other rows' means (their own values
+    lost), where a missing numeric sensitive value, or feature, leaves its row as it is."""
+    frame = adult.iloc[:1000].copy()
+    frame.loc[[0, 1, 2], "sex"] = None
+    roles = Roles(sensitive=("sex",), features=("age", "education-num", "hours-per-week"))
+    kept, _ = run_stage(CorrelationRemoverStage(), frame, npartitions=3, roles=roles)
+    without, _ = run_stage(CorrelationRemoverStage(), frame.iloc[3:], npartitions=3, roles=roles)
+    kept = kept.set_index("id")
+    features = list(roles.features)
+    np.testing.assert_array_equal(kept.loc[frame["id"][:3], features].to_numpy(), frame[features][:3].to_numpy(dtype=float))
+    np.testing.assert_allclose(kept.loc[without["id"], features].to_numpy(), without[features].to_numpy(), rtol=0, atol=1e-9)
+
+
 @pytest.mark.parametrize("max_distinct", [2048, 10])
 def test_disparate_impact_remover_leaves_an_infinite_value_as_it_is(adult, max_distinct):
     """An inf went into the groups' distributions: exact quantiles repaired other rows to
