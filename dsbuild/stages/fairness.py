@@ -677,7 +677,7 @@ class Resample(FairnessStage):
 
     def _apply(self, part, plan):
         part = with_marks(part)
-        if part.empty:
+        if part.empty or not len(plan["index"]):  # no cells: no counted row has a label
             return part
         codes, picked = self._chooser.chosen(part, plan)
         at = np.maximum(codes, 0)

@@ -592,6 +592,15 @@ def test_a_where_that_names_no_row_is_an_error_not_a_silent_no_op(german, stage)
         run_stage(stage(favorable="good", bins={"age": [25]}, where=typo), split, npartitions=2, roles=GERMAN)
 
 
+def test_resample_passes_rows_without_a_label_as_reweigh_does(german):
+    """No counted row had a label (an unlabelled batch): resample's plan had no cells and
+    its apply failed with 'IndexError: index 0 is out of bounds', where reweigh gives such
+    rows the factor 1."""
+    unlabelled = german.assign(credit=None)
+    kept, rejected = run_stage(Resample(bins={"age": [25]}), unlabelled, npartitions=2, roles=GERMAN)
+    assert rejected.empty and kept["id"].tolist() == sorted(german["id"])
+
+
 def test_a_where_comparing_a_text_column_with_a_number_is_refused_before_the_run(german):
     """A column of numbers read as text never equals the number 30: every row failed the
     test, silently."""
