@@ -169,6 +169,7 @@ def highlights(m: dict) -> list[str]:
         elif _is_parity(summary.get("data")):
             for view, v in summary["data"].items():
                 out.append(f"{name}: disparate impact by {view} {_num(v.get('di'))}, parity difference {_num(v.get('spd'))}")
+            out += _model_lines(name, summary.get("model") or {})
             for column, values in (summary.get("by") or {}).items():
                 for value, audit in values.items():
                     views = ", ".join(f"by {view} {_num(v.get('di'))}" for view, v in audit["data"].items())
@@ -185,6 +186,18 @@ def highlights(m: dict) -> list[str]:
             out.append(f"{name}: {_num(summary['clusters'])} duplicate clusters"
                        + (f" holding {_num(inside)} rows" if _is_number(inside) else ""))
     return out
+
+
+def _model_lines(name: str, model: dict) -> list[str]:
+    """An audited model's figures per view, under fairlearn's names: what the user asked the
+    audit with a model for."""
+    if not _is_parity(model.get("predictions")):
+        return []
+    odds = model.get("equalized_odds") or {}
+    return [f"{name}: {model.get('name')}'s predictions by {view}: demographic parity difference "
+            f"{_num(v.get('demographic_parity_difference'))}, equalized odds difference "
+            f"{_num((odds.get(view) or {}).get('equalized_odds_difference'))}"
+            for view, v in model["predictions"].items()]
 
 
 def _flow_section(m: dict):

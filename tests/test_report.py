@@ -492,3 +492,19 @@ def test_an_audit_by_split_with_a_model_is_drawn_as_tables_not_json(tmp_path):
     page = render_report({"job": {"name": "t"}, "stages": [stage]}, str(tmp_path))
     assert "base_rate" not in page and "true_positive_rate" not in page
     assert page.count("<td>Female</td><td>0.2252</td>") == 2  # the whole data set's and the test split's
+
+
+def test_highlights_name_the_audited_model_figures():
+    """An audit with a model printed the data's disparate impact and nothing of the model,
+    whose demographic parity and equalized odds differences are what the user asked for."""
+    from dsbuild.report import highlights
+
+    view = {"reference": "Male", "spd": -0.15, "di": 0.2, "demographic_parity_difference": 0.15, "groups": {
+        "Female": {"count": 10, "base_rate": 0.05, "spd": -0.15, "di": 0.25},
+        "Male": {"count": 20, "base_rate": 0.2, "spd": 0.0, "di": 1.0}}}
+    summary = {"favorable": ">50K", "rows": 30, "data": {"sex": view}, "model": {
+        "name": "logistic_regression", "sample_rows": 30, "predictions": {"sex": {**view, "demographic_parity_difference": 0.1549}},
+        "equalized_odds": {"sex": {"equalized_odds_difference": 0.2248, "equalized_odds_ratio": 0.1}}}}
+    lines = highlights({"stages": [{"name": "fairness_audit", "summary": summary}]})
+    assert "fairness_audit: logistic_regression's predictions by sex: demographic parity difference 0.1549, " \
+           "equalized odds difference 0.2248" in lines
