@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import dask
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 import dsbuild
 from dsbuild.io.sink import OutputAppeared, OutputExists, Sink
@@ -256,14 +257,14 @@ class Execution:
         spec = self.spec
         self.source = read_source(spec.source)
         self.warnings += _whole_compressed_files(spec.source, self.source.files)
-        if self.source.schema is not None:
-            self.sink.column_types = {f.name: f.type for f in self.source.schema}
+        self.warnings += _inexact_decimals(self.source.schema)
         marked = _marked_source(self.source, spec.columns.id)
         if (spec.columns.id and spec.columns.id != ID) or self.source.ids_given:
             marked = _with_repeated_ids_rejected(marked, _ids_alone(self.source, spec.columns.id))
         _check_roles(spec, marked._meta)
         kept = self._add_run(StageRun("source", "read", None, marked))
         stages = spec.build_stages(marked._meta)
+        self.sink.column_types = _source_types(self.source.schema, stages)
         self.warnings += _weight_column(spec, marked._meta, stages)
         restored = self._restore(stages, kept) if self.resume else None
         start = 0
@@ -558,6 +559,27 @@ def _ids_marked(frame, id_column: str | None):
     """:func:`_with_known_ids` on every partition of ``frame``."""
     return frame.map_partitions(_with_known_ids, id_column, meta=_with_known_ids(frame._meta.copy(), id_column),
                                 token="dsbuild-ids", enforce_metadata=False)
+
+
+def _source_types(schema, stages: list[Stage]) -> dict:
+    """The source's Arrow types the sink writes columns back in, but not a column a
+    ``cast`` gives a type of its own: a decimal read as a number and cast to float stays
+    float, as asked."""
+    from dsbuild.stages.clean import Cast
+
+    cast = {c for s in stages if isinstance(s, Cast) for c in s.options.schema_}
+    return {} if schema is None else {f.name: f.type for f in schema if f.name not in cast}
+
+
+def _inexact_decimals(schema) -> list[str]:
+    """Decimals are read as float64 (see ``sources.common._decimals_as_numbers``), exact up
+    to 15 significant digits: say so for a wider column, whose values may hold more."""
+    from dsbuild.io.sources.common import EXACT_FLOAT_DIGITS, EXACT_INT_DIGITS
+
+    wide = [f for f in schema or [] if pa.types.is_decimal(f.type)
+            and f.type.precision > (EXACT_INT_DIGITS if f.type.scale == 0 else EXACT_FLOAT_DIGITS)]
+    return [f"source: column {f.name!r} is {f.type}, read as float64 for the stages: a value with more than "
+            f"{EXACT_FLOAT_DIGITS} significant digits is written back rounded to float64's 15-17" for f in wide]
 
 
 def _whole_compressed_files(source, files: list[dict]) -> list[str]:

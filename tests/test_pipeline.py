@@ -453,6 +453,44 @@ def test_arrow_types_keep_their_values(client, tmp_path):
         assert got.to_pylist() == want.cast(got.type).to_pylist(), name
 
 
+def test_decimals_are_numbers_to_the_stages_and_decimals_in_the_output(client, tmp_path):
+    """Parquet decimals (a price, Spark's decimal(10,0) count) reached the stages as Python
+    objects, which ranges, impute, outliers, oversample and fairness bins refused as not
+    numeric. They are numbers now: a kept value is written back as the decimal it was, a
+    computed one (a median) rounded to the column's scale, rejects too; a column a cast
+    makes float stays float; pandas reads the output back."""
+    import decimal
+
+    import pyarrow as pa
+
+    D = decimal.Decimal
+    price = [None if k % 10 == 0 else D(1000 + 37 * k) / 100 for k in range(200)]
+    table = pa.table({"price": pa.array(price, pa.decimal128(9, 2)),
+                      "age": pa.array([D(18 + k % 60) for k in range(200)], pa.decimal128(5, 0)),
+                      "y": [k % 2 for k in range(200)], "sex": ["F", "M"] * 100})
+    pq.write_table(table, tmp_path / "in.parquet", row_group_size=50)
+
+    def run(stages, out):
+        dsbuild.run({"name": "decimals", "seed": 0, "source": {"format": "parquet", "path": str(tmp_path / "in.parquet")},
+                     "columns": {"label": "y", "sensitive": ["sex", "age"], "bins": {"age": [40]}},
+                     "stages": stages, "sink": {"path": str(tmp_path / out)}}, client=client)
+        return pq.read_table(tmp_path / out / "data"), pq.read_table(tmp_path / out / "rejects")
+
+    kept, rejected = run([{"ranges": {"columns": {"price": {"min": 12, "max": 70}}}},
+                          {"impute": {"columns": {"price": "median"}}}, {"reweigh": {}}], "out")
+    for t in (kept, rejected):
+        assert t.schema.field("price").type == pa.decimal128(9, 2) and t.schema.field("age").type == pa.decimal128(5, 0)
+    given = dict(zip((f"in.parquet:{k}" for k in range(200)), price))
+    values = dict(zip(kept.column("id").to_pylist(), kept.column("price").to_pylist()))
+    assert all(values[i] == given[i] for i in values if given[i] is not None)
+    median = {values[i] for i in values if given[i] is None}
+    assert len(median) == 1 and median.pop().as_tuple().exponent == -2
+    assert sorted(r.as_tuple().exponent for r in rejected.column("price").to_pylist()) == [-2] * rejected.num_rows
+    assert pd.read_parquet(tmp_path / "out" / "data")["age"].iloc[0] == kept.column("age")[0].as_py()
+    kept, _ = run([{"cast": {"schema": {"price": "float"}}}], "out-float")
+    assert kept.schema.field("price").type == pa.float64()
+
+
 def test_a_run_left_with_no_rows_keeps_the_source_types(client, tmp_path):
     """Every row rejected: the zero-row data shard and the rejects still have the
     source's types. The empty shard's schema came from pandas' placeholder frame, where

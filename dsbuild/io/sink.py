@@ -432,18 +432,34 @@ def _to_arrow(part: pd.DataFrame, types: dict[str, pa.DataType]) -> pa.Table:
     the partition's widest value (so shards disagree, and each is rewritten to agree), and
     a column with no values, as in a run's zero-row output, becomes null, as does an empty
     categorical's dictionary. A column whose values no longer fit the source's type (a
-    stage made them something else) keeps the type they have.
+    stage made them something else) keeps the type they have. Decimals, which sources read
+    as numbers, are numbers again (rounded to the column's scale where a stage computed them).
     """
     table = _from_pandas(part, types)
+    numbers = []
     for i, f in enumerate(table.schema):
         want = types.get(f.name)
-        if want is None or f.type == want or not (part[f.name].dtype == object or _holds_null_type(f.type)):
+        if want is None or f.type == want or not (part[f.name].dtype == object or _holds_null_type(f.type) or _decimal_as_number(f.type, want)):
             continue
         try:
-            table = table.set_column(i, pa.field(f.name, want), table.column(i).cast(want))
+            table = table.set_column(i, pa.field(f.name, want), _cast(table.column(i), want))
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
             continue
-    return table
+        numbers += [f.name] if _decimal_as_number(f.type, want) else []
+    return _decimals_for_pandas(table, numbers)
+
+
+def _decimals_for_pandas(table: pa.Table, names: list[str]) -> pa.Table:
+    """The table with its pandas metadata naming ``names`` decimals, as pandas writes them:
+    the frame's Int64 for a whole decimal made ``pd.read_parquet`` fail ("Expected array of
+    Int64 type, got decimal128(5, 0)")."""
+    meta = table.schema.pandas_metadata
+    if not names or not meta:
+        return table
+    for column in meta.get("columns", []):
+        if column.get("name") in names:
+            column.update(pandas_type="decimal", numpy_type="object")
+    return table.replace_schema_metadata({**table.schema.metadata, b"pandas": json.dumps(meta).encode()})
 
 
 def _from_pandas(part: pd.DataFrame, types: dict[str, pa.DataType]) -> pa.Table:
@@ -461,6 +477,20 @@ def _declared_schema(part: pd.DataFrame, types: dict[str, pa.DataType]) -> pa.Sc
     declared = [c for c in part.columns if part[c].dtype == object and c in types]
     inferred = pa.Schema.from_pandas(part.drop(columns=declared), preserve_index=False)
     return pa.schema([pa.field(c, types[c]) if c in declared else inferred.field(c) for c in part.columns])
+
+
+def _cast(column: pa.ChunkedArray, want: pa.DataType) -> pa.ChunkedArray:
+    """``column`` as ``want``; whole numbers into a decimal by way of the widest one, as
+    Arrow casts int64 only into a decimal of 19 digits or more."""
+    if pa.types.is_decimal(want) and pa.types.is_integer(column.type):
+        widest = pa.decimal256(76, 0) if pa.types.is_decimal256(want) else pa.decimal128(38, 0)
+        column = column.cast(widest)
+    return column.cast(want)
+
+
+def _decimal_as_number(t: pa.DataType, want: pa.DataType) -> bool:
+    """Whether a column the source declared decimal holds numbers (see ``sources.common._decimals_as_numbers``)."""
+    return pa.types.is_decimal(want) and (pa.types.is_floating(t) or pa.types.is_integer(t))
 
 
 def _holds_null_type(t: pa.DataType) -> bool:

@@ -171,7 +171,28 @@ _NULLABLE = {
 def to_pandas(table: pa.Table) -> pd.DataFrame:
     """Arrow → pandas keeping integers and booleans nullable, so a missing value never
     turns a column into floats or objects and every partition has the same dtypes."""
-    return _readable_pandas_metadata(table).to_pandas(types_mapper=_NULLABLE.get)
+    return _readable_pandas_metadata(_decimals_as_numbers(table)).to_pandas(types_mapper=_NULLABLE.get)
+
+
+EXACT_FLOAT_DIGITS = 15  # float64 holds every decimal of up to 15 significant digits
+EXACT_INT_DIGITS = 18  # int64 every whole number of up to 18 digits
+
+
+def _decimals_as_numbers(table: pa.Table) -> pa.Table:
+    """The table with its decimal columns as numbers: whole ones (scale 0, up to 18 digits,
+    as Spark's default ``decimal(10,0)``) as integers, the others as float64.
+
+    pandas holds decimals as Python objects, which no numeric stage takes (ranges, impute,
+    outliers, oversample, fairness bins refused them, and the default features left them
+    out). Up to 15 significant digits the float is exact: the sink writes it back in the
+    column's declared type (``Sink.column_types``) with the value it was read with.
+    """
+    for i, f in enumerate(table.schema):
+        if pa.types.is_decimal(f.type):
+            whole = f.type.scale == 0 and f.type.precision <= EXACT_INT_DIGITS
+            number = pa.int64() if whole else pa.float64()
+            table = table.set_column(i, pa.field(f.name, number, f.nullable, f.metadata), table.column(i).cast(number))
+    return table
 
 
 def _readable_pandas_metadata(table: pa.Table) -> pa.Table:
