@@ -409,6 +409,7 @@ def every_arrow_type(n: int):
     start = datetime.datetime(2020, 1, 1, tzinfo=datetime.timezone.utc)
     return pa.table({
         "x": pa.array([None if k % 9 == 0 else float(k) for k in range(n)]),
+        "s": pa.array([None if k % 6 == 0 else f"s{k % 50}" for k in range(n)], pa.string()),
         "i": pa.array([None if k % 7 == 0 else k for k in range(n)], pa.int32()),
         "b": pa.array([None if k % 5 == 0 else bool(k % 2) for k in range(n)]),
         "cat": pa.array([f"c{k % 4}" for k in range(n)]).dictionary_encode(),

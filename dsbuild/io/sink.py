@@ -433,13 +433,14 @@ def _to_arrow(part: pd.DataFrame, types: dict[str, pa.DataType]) -> pa.Table:
     a column with no values, as in a run's zero-row output, becomes null, as does an empty
     categorical's dictionary. A column whose values no longer fit the source's type (a
     stage made them something else) keeps the type they have. Decimals, which sources read
-    as numbers, are numbers again (rounded to the column's scale where a stage computed them).
+    as numbers, are numbers again (rounded to the column's scale where a stage computed them),
+    and text is the source's ``string``, not the ``large_string`` Arrow makes of pandas' text.
     """
     table = _from_pandas(part, types)
     numbers = []
     for i, f in enumerate(table.schema):
         want = types.get(f.name)
-        if want is None or f.type == want or not (part[f.name].dtype == object or _holds_null_type(f.type) or _decimal_as_number(f.type, want)):
+        if want is None or f.type == want or not _back_to_source_type(part[f.name].dtype, f.type, want):
             continue
         try:
             table = table.set_column(i, pa.field(f.name, want), _cast(table.column(i), want))
@@ -486,6 +487,18 @@ def _cast(column: pa.ChunkedArray, want: pa.DataType) -> pa.ChunkedArray:
         widest = pa.decimal256(76, 0) if pa.types.is_decimal256(want) else pa.decimal128(38, 0)
         column = column.cast(widest)
     return column.cast(want)
+
+
+def _back_to_source_type(dtype, have: pa.DataType, want: pa.DataType) -> bool:
+    """Whether a column Arrow typed ``have`` from pandas' ``dtype`` is written in the source's ``want``."""
+    return dtype == object or _holds_null_type(have) or _decimal_as_number(have, want) or _large_text(have, want)
+
+
+def _large_text(t: pa.DataType, want: pa.DataType) -> bool:
+    """Whether a text column the source declared ``string`` comes as ``large_string``, as
+    Arrow converts pandas' text: every output's text columns changed type (a schema that
+    no longer matched the input's, a ``datasets`` feature ``large_string``)."""
+    return pa.types.is_large_string(t) and pa.types.is_string(want)
 
 
 def _decimal_as_number(t: pa.DataType, want: pa.DataType) -> bool:
