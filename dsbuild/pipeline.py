@@ -561,6 +561,24 @@ def _ids_marked(frame, id_column: str | None):
                                 token="dsbuild-ids", enforce_metadata=False)
 
 
+def _mistyped_columns(source, schema, rejected: dict) -> list[str]:
+    """A CSV or JSON lines source types its columns from its first ``infer_bytes``, and
+    rejects the rows whose later values do not fit (2.5 after whole numbers) as
+    ``type:<column>``: say how to give the column a type that holds them, if they are data."""
+    if not hasattr(source, "column_types") or schema is None:
+        return []
+    notes = []
+    for reason, n in sorted(rejected.items()):
+        column = reason.removeprefix("type:")
+        if reason.startswith("type:") and column in schema.names and column not in source.column_types:
+            wider = "float" if pa.types.is_integer(schema.field(column).type) else "str"
+            notes.append(f"source: {n:,} row(s) rejected as {reason}: column {column!r} is {schema.field(column).type}, "
+                         f"typed from the first {source.infer_bytes:,} bytes of the first file (infer_bytes), and their "
+                         f"values do not fit it; if they are data, give it a type that holds them "
+                         f"(source.column_types: {{{column}: {wider}}})")
+    return notes
+
+
 def _source_types(schema, stages: list[Stage]) -> dict:
     """The source's Arrow types the sink writes columns back in, but not a column a
     ``cast`` gives a type of its own: a decimal read as a number and cast to float stays
@@ -909,6 +927,8 @@ def _manifest(spec, ex: Execution, data_shards, reject_shards, data_schema, reje
             reason, n = max(c["rejected"].items(), key=lambda kv: kv[1])
             ex.warnings.append(f"the source rejected every row ({entry['in']:,}), {n:,} as {reason}: check the source's "
                                "options (sep, header, column_names, encoding) against the files")
+        if run_.name == "source":
+            ex.warnings += _mistyped_columns(spec.source, ex.source.schema, c["rejected"])
         stages.append(entry)
         rows_in = c["kept"]
     info = client.scheduler_info() if client is not None else {}

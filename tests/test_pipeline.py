@@ -723,6 +723,25 @@ def test_a_source_that_rejects_every_row_is_warned_about(client, tmp_path):
     assert not [w for w in dsbuild.run(job, client=client, overwrite=True)["warnings"] if "rejected every row" in w]
 
 
+def test_a_column_typed_from_the_first_bytes_can_be_given_its_type(client, tmp_path):
+    """Whole numbers in a CSV's first infer_bytes, 2.5 later: the rows were rejected as
+    type:b, with no way to say the column holds floats and no word of how to keep them.
+    The run says how (column_types), and column_types keeps them."""
+    rows = "".join(f"{i},{i},x{i}\n" for i in range(2000))
+    (tmp_path / "t.csv").write_text("a,b,c\n" + rows + "2000,2.5,y\n2001,abc,z\n")
+    job = {"name": "t", "source": {"format": "csv", "path": str(tmp_path / "t.csv"), "infer_bytes": 1000, "blocksize": 8000},
+           "stages": [], "sink": {"path": str(tmp_path / "out")}}
+    manifest = dsbuild.run(job, client=client)
+    assert manifest["stages"][0]["rejected_by_reason"] == {"type:b": 2}
+    assert [w for w in manifest["warnings"] if "column 'b' is int64, typed from the first 1,000 bytes" in w
+            and "(source.column_types: {b: float})" in w]
+    job["source"]["column_types"] = {"b": "float"}
+    manifest = dsbuild.run(job, client=client, overwrite=True)
+    assert manifest["stages"][0]["rejected_by_reason"] == {"type:b": 1}  # abc
+    assert 2.5 in pd.read_parquet(tmp_path / "out" / "data")["b"].tolist()
+    assert not [w for w in manifest["warnings"] if "column_types" in w]
+
+
 def test_a_large_compressed_file_is_warned_about(client, tmp_path):
     """A gzip CSV is one partition whatever its size (a 2.5 M-row one killed a 1 GiB worker), without a word."""
     import shutil

@@ -311,6 +311,26 @@ def test_frames_as_python_makes_them_number_columns_keep_indexes_and_object_type
     assert {f.name: str(f.type) for f in schema} == {"lst": "list<item: double>", "dec": "decimal128(3, 2)"}
 
 
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_column_types_replace_the_types_read_off_the_first_bytes(tmp_path, fmt):
+    """A column of whole numbers in the first infer_bytes and 2.5 later rejected the later
+    rows, and there was no way to declare it float (nor an id of digits text, in JSON lines,
+    but for text_columns)."""
+    rows = [{"k": i, "v": i, "code": i} for i in range(300)] + [{"k": 300, "v": 2.5, "code": 7}, {"k": 301, "v": "abc", "code": 8}]
+    if fmt == "csv":
+        text = "k,v,code\n" + "".join(f"{r['k']},{r['v']},{r['code']}\n" for r in rows)
+    else:
+        text = "".join(json.dumps(r) + "\n" for r in rows)
+    (tmp_path / f"t.{fmt}").write_text(text)
+    spec = {"format": fmt, "path": str(tmp_path / f"t.{fmt}"), "infer_bytes": 500, "blocksize": 2000}
+    df = read({**spec, "column_types": {"v": "float", "code": "str"}}).set_index("id")
+    assert df["v"].dtype == np.float64 and df.loc[f"t.{fmt}:300", "v"] == 2.5
+    assert df[REJECT].dropna().tolist() == ["type:v=abc" if fmt == "csv" else "type:v='abc'"]
+    assert df.loc[f"t.{fmt}:299", "code"] == "299"
+    with pytest.raises(SourceError, match="column_types names 'w', which is not a column"):
+        read_source({**spec, "column_types": {"w": "int"}})
+
+
 def test_csv_header_naming_a_column_twice_is_an_error(tmp_path):
     (tmp_path / "dup.csv").write_text("a,b,a\n1,2,3\n")
     with pytest.raises(SourceError, match="dup.csv: column 'a' is named more than once"):

@@ -8,6 +8,7 @@ import os
 import posixpath
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
 import dask.dataframe as dd
 import fsspec
@@ -134,6 +135,21 @@ def as_text(schema: pa.Schema, names: list[str], path: str) -> pa.Schema:
     if missing:
         raise SourceError(f"{path}: text_columns names {missing[0]!r}, which is not a column; columns are {schema.names}")
     return pa.schema([pa.field(f.name, pa.string()) if f.name in names else f for f in schema], metadata=schema.metadata)
+
+
+COLUMN_TYPES = {"int": pa.int64(), "float": pa.float64(), "str": pa.string(), "bool": pa.bool_()}
+ColumnType = Literal["int", "float", "str", "bool"]
+
+
+def with_types(schema: pa.Schema, types: dict[str, str], path: str) -> pa.Schema:
+    """The schema with the types a source's ``column_types`` declares in place of those read
+    off its first bytes: a column whose first values are whole numbers and later ones are
+    not (2.5) rejected those rows, with no way to say it holds floats."""
+    missing = [n for n in types if n not in schema.names]
+    if missing:
+        raise SourceError(f"{path}: column_types names {missing[0]!r}, which is not a column; columns are {schema.names}")
+    return pa.schema([pa.field(f.name, COLUMN_TYPES[types[f.name]]) if f.name in types else f for f in schema],
+                     metadata=schema.metadata)
 
 
 def _relative(path: str, root: str) -> str:

@@ -29,7 +29,9 @@ from dsbuild.io.sources.common import (
     _typed_nulls,
     _with_id,
     _without_empty,
+    ColumnType,
     as_text,
+    with_types,
     to_pandas,
 )
 from dsbuild.io.sources.text import Together, _read_text_block, _text_blocks, together
@@ -54,6 +56,9 @@ class CsvSource(_Spec):
     decimal: str = Field(".", min_length=1, max_length=1, description="decimal mark of numbers: ',' for 3,50 (then sep is usually ';')")
     text_columns: list[str] = Field(default_factory=list, description="columns read as text, as written, whatever their "
                                     "values look like: zip codes and codes with leading zeros, labels that mix numbers and words")
+    column_types: dict[str, ColumnType] = Field(
+        default_factory=dict, description="column -> int | float | str | bool, in place of the type read off the first "
+        "infer_bytes: {amount: float} for a column whose first values are whole numbers; a value that does not fit is rejected")
     newlines_in_values: bool | None = Field(
         None, description="quoted values may span lines (reviews, addresses): a file is cut into blocks only between "
         "records, found by one more pass over it. Default: when a value in the first infer_bytes does")
@@ -96,7 +101,7 @@ def _read_csv(spec: CsvSource, count_rows: bool = True) -> Source:
                               + (f"; lacks {missing}" if missing else "") + (f"; has {extra} besides" if extra else ""))
         orders[path] = other
     schema, spans_lines = _csv_infer_schema(sample, names, spec)
-    schema = as_text(schema, spec.text_columns, files[0])
+    schema = with_types(as_text(schema, spec.text_columns, files[0]), spec.column_types, files[0])
     quoted = spans_lines if spec.newlines_in_values is None else spec.newlines_in_values
     blocks, records = _text_blocks(fs, files, root, spec.blocksize, count_rows, quoted=quoted)
     reader = _CsvBlock(fs, spec, names, schema, quoted, orders)

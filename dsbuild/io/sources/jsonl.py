@@ -23,7 +23,9 @@ from dsbuild.io.sources.common import (
     _typed_nulls,
     _with_id,
     _without_empty,
+    ColumnType,
     as_text,
+    with_types,
     to_pandas,
 )
 from dsbuild.io.sources.text import Together, _read_text_block, _text_blocks, together
@@ -39,6 +41,9 @@ class JsonlSource(_Spec):
     infer_bytes: Bytes = Field(TYPE_SAMPLE_BYTES, gt=0, description="bytes from the start of the first file that decide the columns' types")
     text_columns: list[str] = Field(default_factory=list, description="fields read as text whatever their values are: "
                                     "a number as it is written (1, 2.5), true/false as True/False, a list or object as JSON")
+    column_types: dict[str, ColumnType] = Field(
+        default_factory=dict, description="field -> int | float | str | bool, in place of the type read off the first "
+        "infer_bytes: {amount: float} for a field whose first values are whole numbers; a value that does not fit is rejected")
 
 
 def _read_jsonl(spec: JsonlSource, count_rows: bool = True) -> Source:
@@ -59,9 +64,10 @@ def _read_jsonl(spec: JsonlSource, count_rows: bool = True) -> Source:
             raise SourceError(f"{files[0]}: its lines end with a carriage return alone (\\r, old Mac text); JSON lines "
                               "end with \\n or \\r\\n: convert it, e.g. tr '\\r' '\\n' < in.jsonl > out.jsonl")
         raise SourceError(f"{files[0]}: no JSON object in the first lines")
-    schema = as_text(_json_schema(rows), spec.text_columns, files[0])
+    text = [*spec.text_columns, *(c for c, t in spec.column_types.items() if t == "str")]  # a value's text, as JSON writes it
+    schema = with_types(as_text(_json_schema(rows), text, files[0]), spec.column_types, files[0])
     blocks, records = _text_blocks(fs, files, root, spec.blocksize, count_rows, whole=arrays)
-    reader = _JsonBlock(fs, schema, tuple(spec.text_columns))
+    reader = _JsonBlock(fs, schema, tuple(text))
     frame = dd.from_map(Together(reader), together(blocks, records, spec.blocksize), meta=reader.empty(), divisions=None, label="read-jsonl",
                         enforce_metadata=False)
     return Source(frame, records, skipped, schema, ids_given=ID in schema.names)
