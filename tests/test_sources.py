@@ -331,6 +331,23 @@ def test_column_types_replace_the_types_read_off_the_first_bytes(tmp_path, fmt):
         read_source({**spec, "column_types": {"w": "int"}})
 
 
+def test_parquet_written_by_pandas_keeps_its_index_as_a_column(tmp_path):
+    """pandas writes an index as columns its metadata names the index: restored as the
+    frame's index, the reader's row numbering dropped them. A frame saved with
+    set_index("id") lost its ids (rows became file:row), one with set_index("user") its
+    user column; an unnamed index (a filtered frame's) is row labels, not a feature."""
+    frame = pd.DataFrame({"id": ["u1", "u2", "u3"], "user": ["a", "b", "c"], "v": [1.0, 2.0, 3.0]})
+    frame.set_index("id").to_parquet(tmp_path / "by_id.parquet")
+    frame.drop(columns="id").set_index("user").to_parquet(tmp_path / "by_user.parquet")
+    frame[frame["v"] > 1].drop(columns="id").to_parquet(tmp_path / "filtered.parquet")
+    src = read_source({"format": "parquet", "path": str(tmp_path / "by_id.parquet")})
+    assert src.ids_given and src.frame.compute()["id"].tolist() == ["u1", "u2", "u3"]
+    assert src.read_columns(["id"]).compute()["id"].tolist() == ["u1", "u2", "u3"]
+    assert read({"format": "parquet", "path": str(tmp_path / "by_user.parquet")})["user"].tolist() == ["a", "b", "c"]
+    src = read_source({"format": "parquet", "path": str(tmp_path / "filtered.parquet")})
+    assert src.schema.names == ["user", "v"] and src.frame.compute().columns.tolist() == ["id", "user", "v"]
+
+
 def test_csv_header_naming_a_column_twice_is_an_error(tmp_path):
     (tmp_path / "dup.csv").write_text("a,b,a\n1,2,3\n")
     with pytest.raises(SourceError, match="dup.csv: column 'a' is named more than once"):

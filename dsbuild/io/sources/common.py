@@ -212,7 +212,10 @@ def _decimals_as_numbers(table: pa.Table) -> pa.Table:
 
 
 def _readable_pandas_metadata(table: pa.Table) -> pa.Table:
-    """The table without the dtypes its pandas metadata names but pandas cannot read back.
+    """The table without the dtypes its pandas metadata names but pandas cannot read back,
+    and without its index: a frame pandas wrote with ``set_index("user")`` (or ``"id"``)
+    holds that column as its index, which pandas restores and the reader's own row
+    numbering then dropped; the user's ids became file:row. Its columns stay columns.
 
     pandas writes an Arrow-backed column's dtype into the file as text, and for nested
     types (``struct<bbox: list<...>>[pyarrow]``) it cannot parse that text again: reading
@@ -221,10 +224,11 @@ def _readable_pandas_metadata(table: pa.Table) -> pa.Table:
     """
     meta = table.schema.pandas_metadata
     unreadable = [c for c in (meta or {}).get("columns", []) if str(c.get("numpy_type")).endswith("[pyarrow]") and not _parses(c["numpy_type"])]
-    if not unreadable:
+    if not unreadable and not (meta or {}).get("index_columns"):
         return table
     for column in unreadable:
         column["numpy_type"] = "object"
+    meta["index_columns"] = []
     return table.replace_schema_metadata({**table.schema.metadata, b"pandas": json.dumps(meta).encode()})
 
 

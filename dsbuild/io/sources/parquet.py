@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Literal
 
@@ -69,6 +70,7 @@ def _read_parquet(spec: ParquetSource) -> Source:
                 meta, file_schema = file.metadata, file.schema_arrow
         except (pa.ArrowInvalid, OSError) as e:
             raise SourceError(f"{path}: not a readable Parquet file: {e}") from None
+        file_schema = _without_row_labels(file_schema)
         clash = [k for k in hive.names if k in file_schema.names]
         if clash:
             raise SourceError(f"{path}: column {clash[0]!r} is also a partition folder's name ({clash[0]}=...); "
@@ -112,6 +114,16 @@ def _read_parquet(spec: ParquetSource) -> Source:
                            enforce_metadata=False)
 
     return Source(read(), records, skipped, schema, ids_given=ID in schema.names, read_columns=read)
+
+
+def _without_row_labels(schema: pa.Schema) -> pa.Schema:
+    """The file's columns but pandas' unnamed index (``__index_level_0__``, which pandas
+    writes for a frame filtered or sorted): row labels, not data, which every stage would
+    have taken as a numeric feature. A named index is a column (see ``to_pandas``)."""
+    labels = [i for i, name in enumerate(schema.names) if re.fullmatch(r"__index_level_\d+__", name)]
+    for i in reversed(labels):
+        schema = schema.remove(i)
+    return schema
 
 
 def _common_schema(first: pa.Schema, other: pa.Schema, path: str, first_path: str, merge: bool = False) -> pa.Schema:
