@@ -348,6 +348,20 @@ def test_parquet_written_by_pandas_keeps_its_index_as_a_column(tmp_path):
     assert src.schema.names == ["user", "v"] and src.frame.compute().columns.tolist() == ["id", "user", "v"]
 
 
+@pytest.mark.parametrize("layout", ["lines", "array"])
+def test_json_fields_come_from_the_whole_type_sample(tmp_path, layout):
+    """Fields were read off the first 1,000 records, not the first infer_bytes: a field an
+    API added at record 1,500 (a 50 kB file) was no column, and every record with it was
+    rejected as json:unknown-field."""
+    records = [{"k": i, **({"note": f"n{i}"} if i >= 1500 else {})} for i in range(2000)]
+    if layout == "lines":
+        (tmp_path / "t.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    else:
+        (tmp_path / "t.json").write_text(json.dumps(records))
+    df = read({"format": "jsonl", "path": str(next(tmp_path.iterdir()))})
+    assert df[REJECT].isna().all() and df["note"].notna().sum() == 500
+
+
 def test_csv_header_naming_a_column_twice_is_an_error(tmp_path):
     (tmp_path / "dup.csv").write_text("a,b,a\n1,2,3\n")
     with pytest.raises(SourceError, match="dup.csv: column 'a' is named more than once"):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 from typing import Any, Literal
 
@@ -54,10 +53,12 @@ def _read_jsonl(spec: JsonlSource, count_rows: bool = True) -> Source:
     arrays = {f for f in files if _is_json_array(fs, f)}
     sample = _read_text_block(fs, files[0], 0, spec.infer_bytes)
     _require_utf8(sample, files[0])
+    # every record of the sample, not its first 1,000: a field first met further on (an API
+    # that added one) was no column, and each row with it was rejected as json:unknown-field
     if files[0] in arrays:
-        rows = _array_prefix(sample, 1000)
+        rows = _array_prefix(sample)
     else:
-        rows = [value for _, value, _ in itertools.islice(_JsonBlock.items(sample, files[0], 0), 1000)]
+        rows = [value for _, value, _ in _JsonBlock.items(sample, files[0], 0)]
     rows = [r for r in rows if isinstance(r, dict)]
     if not rows:
         if b"\r" in sample.rstrip(b"\r\n") and b"\n" not in sample.rstrip(b"\r\n"):
@@ -111,12 +112,12 @@ def _json_array(data: bytes, path: str) -> list:
     return items
 
 
-def _array_prefix(sample: bytes, limit: int) -> list:
-    """The first elements of a JSON array, from the start of its file: the driver types the
-    columns from them, and only the task that reads the file parses it whole."""
+def _array_prefix(sample: bytes) -> list:
+    """The elements of a JSON array in the sample from the start of its file: the driver
+    types the columns from them, and only the task that reads the file parses it whole."""
     text = sample.decode("utf-8-sig", "ignore")
     decoder, out, at = json.JSONDecoder(), [], text.find("[") + 1
-    while len(out) < limit:
+    while True:
         while at < len(text) and text[at] in " \t\r\n,":
             at += 1
         if at >= len(text) or text[at] == "]":
