@@ -579,6 +579,18 @@ def _mistyped_columns(source, schema, rejected: dict) -> list[str]:
     return notes
 
 
+def _unknown_fields(source, rejected: dict) -> list[str]:
+    """A JSON lines source takes its fields from the first ``infer_bytes`` of its first file
+    and rejects a record with another as ``json:unknown-field``: say where the fields came
+    from, as a reason naming one field does not."""
+    n = rejected.get("json:unknown-field", 0)
+    if not n:
+        return []
+    return [f"source: {n:,} record(s) rejected as json:unknown-field: they hold a field (their reason names it) that no "
+            f"record in the first {source.infer_bytes:,} bytes of the first file has, which decided the columns; if "
+            "they are data, raise source.infer_bytes to reach it, or read the files with other fields as a source of their own"]
+
+
 def _source_types(schema, stages: list[Stage]) -> dict:
     """The source's Arrow types the sink writes columns back in, but not a column a
     ``cast`` gives a type of its own: a decimal read as a number and cast to float stays
@@ -929,6 +941,7 @@ def _manifest(spec, ex: Execution, data_shards, reject_shards, data_schema, reje
                                "options (sep, header, column_names, encoding) against the files")
         if run_.name == "source":
             ex.warnings += _mistyped_columns(spec.source, ex.source.schema, c["rejected"])
+            ex.warnings += _unknown_fields(spec.source, c["rejected"])
         stages.append(entry)
         rows_in = c["kept"]
     info = client.scheduler_info() if client is not None else {}

@@ -742,6 +742,20 @@ def test_a_column_typed_from_the_first_bytes_can_be_given_its_type(client, tmp_p
     assert not [w for w in manifest["warnings"] if "column_types" in w]
 
 
+def test_json_records_with_a_field_past_the_type_sample_are_warned_about(client, tmp_path):
+    """Fields come from the first infer_bytes of the first file: a record with another was
+    rejected as json:unknown-field=<field>, with no word of where the fields came from."""
+    (tmp_path / "t.jsonl").write_text("".join(json.dumps({"k": i, **({"new": i} if i > 200 else {})}) + "\n" for i in range(300)))
+    job = {"name": "t", "source": {"format": "jsonl", "path": str(tmp_path / "t.jsonl"), "infer_bytes": 1000},
+           "stages": [], "sink": {"path": str(tmp_path / "out")}}
+    manifest = dsbuild.run(job, client=client)
+    assert manifest["stages"][0]["rejected_by_reason"] == {"json:unknown-field": 99}
+    assert [w for w in manifest["warnings"] if w.startswith("source: 99 record(s) rejected as json:unknown-field")
+            and "first 1,000 bytes of the first file" in w and "raise source.infer_bytes" in w]
+    job["source"]["infer_bytes"] = 100_000
+    assert not dsbuild.run(job, client=client, overwrite=True)["warnings"]
+
+
 def test_a_large_compressed_file_is_warned_about(client, tmp_path):
     """A gzip CSV is one partition whatever its size (a 2.5 M-row one killed a 1 GiB worker), without a word."""
     import shutil
