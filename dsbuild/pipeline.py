@@ -609,7 +609,7 @@ def _inexact_decimals(schema) -> list[str]:
     wide = [f for f in schema or [] if pa.types.is_decimal(f.type)
             and f.type.precision > (EXACT_INT_DIGITS if f.type.scale == 0 else EXACT_FLOAT_DIGITS)]
     return [f"source: column {f.name!r} is {f.type}, read as float64 for the stages: a value with more than "
-            f"{EXACT_FLOAT_DIGITS} significant digits is written back rounded to float64's 15-17" for f in wide]
+            f"{EXACT_FLOAT_DIGITS} significant digits is written back with float64's 15-17 significant digits" for f in wide]
 
 
 def _whole_compressed_files(source, files: list[dict]) -> list[str]:

@@ -492,6 +492,25 @@ def test_decimals_are_numbers_to_the_stages_and_decimals_in_the_output(client, t
     assert kept.schema.field("price").type == pa.float64()
 
 
+def test_a_decimal_wider_than_float64_holds_is_warned_about(client, tmp_path):
+    """Decimals are read as float64, exact to 15 significant digits: Spark's decimal(38,18)
+    (a division's) may hold more, which the output rounds; the run says so, not for
+    decimal(15,2) nor for whole decimals of up to 18 digits (read as integers)."""
+    import decimal
+
+    import pyarrow as pa
+
+    third = decimal.Decimal("0.333333333333333333")
+    pq.write_table(pa.table({"share": pa.array([third], pa.decimal128(38, 18)), "price": pa.array([decimal.Decimal("0.33")], pa.decimal128(15, 2)),
+                             "count": pa.array([decimal.Decimal(10**17)], pa.decimal128(18, 0))}), tmp_path / "in.parquet")
+    manifest = dsbuild.run({"name": "wide", "seed": 0, "source": {"format": "parquet", "path": str(tmp_path / "in.parquet")},
+                            "stages": [], "sink": {"path": str(tmp_path / "out")}}, client=client)
+    assert [w for w in manifest["warnings"] if "'share' is decimal128(38, 18), read as float64" in w] == manifest["warnings"]
+    out = pq.read_table(tmp_path / "out" / "data")
+    assert out.column("share")[0].as_py() == decimal.Decimal("0.333333333333333300")
+    assert out.column("count")[0].as_py() == 10**17
+
+
 def test_a_run_left_with_no_rows_keeps_the_source_types(client, tmp_path):
     """Every row rejected: the zero-row data shard and the rejects still have the
     source's types. The empty shard's schema came from pandas' placeholder frame, where

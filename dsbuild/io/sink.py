@@ -10,9 +10,11 @@ the temporary folder, before the move.
 
 from __future__ import annotations
 
+import decimal
 import hashlib
 import itertools
 import json
+import math
 import os
 import posixpath
 import re
@@ -28,6 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from dsbuild.io.sources.common import EXACT_FLOAT_DIGITS
 from dsbuild.io.sources.parquet import HIVE_NULL
 from dsbuild.records import ID, REASON, sniff_image_format
 
@@ -486,7 +489,23 @@ def _cast(column: pa.ChunkedArray, want: pa.DataType) -> pa.ChunkedArray:
     if pa.types.is_decimal(want) and pa.types.is_integer(column.type):
         widest = pa.decimal256(76, 0) if pa.types.is_decimal256(want) else pa.decimal128(38, 0)
         column = column.cast(widest)
+    if pa.types.is_decimal(want) and pa.types.is_floating(column.type) and want.precision > EXACT_FLOAT_DIGITS:
+        return _shortest_decimals(column, want)
     return column.cast(want)
+
+
+def _shortest_decimals(column: pa.ChunkedArray, want: pa.DataType) -> pa.ChunkedArray:
+    """Floats into a decimal wider than float64's 15 digits, each from its shortest text
+    (0.3333333333333333), rounded to the scale: Arrow's cast writes out the float's binary
+    value to the scale (0.333333333333333315), digits no input had."""
+    quantum = decimal.Decimal(1).scaleb(-want.scale)
+    exact = decimal.Context(prec=want.precision + 2)
+    values = []
+    for x in column.to_pylist():
+        if x is not None and not math.isfinite(x):
+            raise pa.ArrowInvalid(f"{x} is no decimal")
+        values.append(None if x is None else decimal.Decimal(repr(x)).quantize(quantum, context=exact))
+    return pa.chunked_array([pa.array(values, want)], want)
 
 
 def _back_to_source_type(dtype, have: pa.DataType, want: pa.DataType) -> bool:
