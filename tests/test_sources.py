@@ -362,6 +362,24 @@ def test_json_fields_come_from_the_whole_type_sample(tmp_path, layout):
     assert df[REJECT].isna().all() and df["note"].notna().sum() == 500
 
 
+def test_csv_numbers_with_thousands_separators(tmp_path):
+    """A spreadsheet's export writes "1,234.50": read as text, no numeric stage took the
+    column, and there was no option to read it as pandas' thousands= does. A value past
+    the type sample that is no number is rejected with the column named."""
+    lines = ["k,amount,qty"] + [f'{i},"{i * 1000 + 0.5:,.2f}","{i * 1000:,}"' for i in range(200)] + ['200,"N/A",7', '201,abc,"1,000"']
+    (tmp_path / "t.csv").write_text("\n".join(lines) + "\n")
+    spec = {"format": "csv", "path": str(tmp_path / "t.csv"), "thousands": ",", "infer_bytes": 2000, "blocksize": 2000}
+    df = read(spec).set_index("id")
+    assert df["amount"].dtype == np.float64 and str(df["qty"].dtype) == "Int64"
+    assert df.loc["t.csv:123", "amount"] == 123000.5 and df.loc["t.csv:123", "qty"] == 123000
+    assert pd.isna(df.loc["t.csv:200", "amount"]) and df.loc["t.csv:200", "qty"] == 7  # N/A is missing
+    assert df[REJECT].dropna().to_dict() == {"t.csv:201": "type:amount=abc"}
+    (tmp_path / "eu.csv").write_text('x;y\n"1.234,5";1\n2,25;2\n')
+    assert read({"format": "csv", "path": str(tmp_path / "eu.csv"), "thousands": ".", "decimal": ","})["x"].tolist() == [1234.5, 2.25]
+    with pytest.raises(ValueError, match="thousands ',' is also the separator"):
+        read_source({**spec, "thousands": ",", "sep": ","})
+
+
 def test_csv_header_naming_a_column_twice_is_an_error(tmp_path):
     (tmp_path / "dup.csv").write_text("a,b,a\n1,2,3\n")
     with pytest.raises(SourceError, match="dup.csv: column 'a' is named more than once"):

@@ -54,6 +54,8 @@ class CsvSource(_Spec):
     infer_bytes: Bytes = Field(TYPE_SAMPLE_BYTES, gt=0, description="bytes from the start of the first file that decide the columns' types")
     encoding: str = "utf8"
     decimal: str = Field(".", min_length=1, max_length=1, description="decimal mark of numbers: ',' for 3,50 (then sep is usually ';')")
+    thousands: str | None = Field(None, min_length=1, max_length=1, description="thousands separator of numbers, as "
+                                  "spreadsheets export them: ',' reads \"1,234.50\" as 1234.5 ('.' with decimal ',' for 1.234,50)")
     text_columns: list[str] = Field(default_factory=list, description="columns read as text, as written, whatever their "
                                     "values look like: zip codes and codes with leading zeros, labels that mix numbers and words")
     column_types: dict[str, ColumnType] = Field(
@@ -78,6 +80,8 @@ class CsvSource(_Spec):
     def _decimal_is_not_sep(self):
         if self.decimal == self.sep:
             raise ValueError(f"decimal {self.decimal!r} is also the separator; set sep (e.g. ';') or decimal")
+        if self.thousands is not None and self.thousands in (self.decimal, self.sep):
+            raise ValueError(f"thousands {self.thousands!r} is also the {'decimal mark' if self.thousands == self.decimal else 'separator'}")
         return self
 
 
@@ -202,8 +206,21 @@ def _csv_infer_schema(sample: bytes, names: list[str], spec: CsvSource) -> tuple
     table = pacsv.read_csv(io.BytesIO(cut), *_csv_options(spec, names, None, spec.header, []))
     if any(pa.types.is_binary(f.type) for f in table.schema):  # Arrow's type for text that does not decode
         raise SourceError(_not_text(cut, spec))
-    fields = [pa.field(f.name, pa.string() if pa.types.is_null(f.type) else f.type) for f in table.schema]
+    fields = [pa.field(f.name, pa.string() if pa.types.is_null(f.type) else _grouped_number_type(table.column(f.name), spec) or f.type)
+              for f in table.schema]
     return pa.schema(fields), _has_newline_value(table)
+
+
+def _grouped_number_type(column: pa.ChunkedArray, spec: CsvSource) -> pa.DataType | None:
+    """int64 or float64 for a text column of numbers written with ``spec.thousands``
+    (``1,234.50``), which Arrow reads as text; None for any other column."""
+    if spec.thousands is None or not pa.types.is_string(column.type):
+        return None
+    t, d = re.escape(spec.thousands), re.escape(spec.decimal)
+    values = column.drop_null()
+    if len(values) == 0 or not pc.all(pc.match_substring_regex(values, rf"^[+-]?(\d{{1,3}}({t}\d{{3}})+|\d+)({d}\d+)?$")).as_py():
+        return None
+    return pa.float64() if pc.any(pc.match_substring(values, spec.decimal)).as_py() else pa.int64()
 
 
 def _has_newline_value(table: pa.Table) -> bool:
@@ -333,6 +350,8 @@ class _CsvBlock:
         out = {}
         for f in self.schema:
             text = col = _decoded(table.column(f.name), reasons, f.name)
+            if self.spec.thousands and (pa.types.is_floating(f.type) or pa.types.is_integer(f.type)):
+                col = col.str.replace(self.spec.thousands, "", regex=False)
             if pa.types.is_floating(f.type) and self.spec.decimal != ".":
                 col = col.str.replace(self.spec.decimal, ".", regex=False)
             try:
