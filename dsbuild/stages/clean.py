@@ -611,8 +611,9 @@ class Impute(FitApplyStage):
     log-bucket sketch with relative error ``alpha`` when a column has more than
     ``max_distinct`` values; the summary says which. A group never seen with a value
     falls back to the whole column. A column keeps its type: a mode fills with a value the
-    column holds, and a mean or median of an integer column is rounded. Adds
-    ``<col>_imputed`` (bool); counter ``imputed:<col>``.
+    column holds, a mean or median of an integer column is rounded, and one of timestamps or
+    durations is a time in the column's unit and zone (counted as whole numbers of its unit).
+    Adds ``<col>_imputed`` (bool); counter ``imputed:<col>``.
     """
 
     name = "impute"
@@ -626,11 +627,12 @@ class Impute(FitApplyStage):
         for column, rule in rules.items():
             if rule.strategy == "constant":
                 self._check_constant(column, rule.value, meta[column].dtype)
-            if rule.strategy in ("median", "mean") and not is_number_column(meta[column].dtype):
+            if rule.strategy in ("median", "mean") and not (is_number_column(meta[column].dtype) or _is_time(meta[column].dtype)):
                 raise StageError(
-                    f"stage {self.ctx.name!r}: {rule.strategy} of {column!r} needs a numeric column, "
+                    f"stage {self.ctx.name!r}: {rule.strategy} of {column!r} needs a numeric column or times, "
                     f"it is {meta[column].dtype} (use mode)"
                 )
+        self.times_ = {c: meta[c].dtype for c, r in rules.items() if r.strategy in ("median", "mean") and _is_time(meta[c].dtype)}
 
     def _check_constant(self, column: str, value, dtype) -> None:
         """A fill the column cannot hold failed the run in a worker (could not convert string
@@ -663,7 +665,7 @@ class Impute(FitApplyStage):
                 if not is_number_column(part[column].dtype):
                     found = _Mode.by_group(found, values)
             else:
-                found = Distribution.by_group(codes, part[column], o.max_distinct, o.alpha)
+                found = Distribution.by_group(codes, _time_as_number(part[column]), o.max_distinct, o.alpha)
             out[column] = {names[g]: d for g, d in found.items()}
         return out
 
@@ -681,6 +683,8 @@ class Impute(FitApplyStage):
             for g in sorted(per_group):
                 whole = per_group[g] if whole is None else whole.merge(per_group[g])
             pick = {"median": lambda d: d.median(), "mean": lambda d: d.mean(), "mode": lambda d: d.mode()}[rule.strategy]
+            if column in getattr(self, "times_", {}):
+                pick = functools.partial(_picked_time, pick, self.times_[column])
             exact = all(getattr(d, "exact", True) for d in per_group.values()) and getattr(whole, "exact", True)
             fills[column] = {
                 "global": pick(whole) if whole is not None else None,
@@ -730,6 +734,34 @@ class Impute(FitApplyStage):
             }
             for column, rule in self.options.rules().items()
         }
+
+
+def _is_time(dtype) -> bool:
+    return pd.api.types.is_datetime64_any_dtype(dtype) or pd.api.types.is_timedelta64_dtype(dtype)
+
+
+def _time_as_number(col: pd.Series) -> pd.Series:
+    """A time column (timestamps with or without a zone, durations) as whole numbers of its
+    unit, which medians and means take exactly, as pandas' own median of times; any other
+    column as it is."""
+    if not _is_time(col.dtype):
+        return col
+    return pd.Series(pd.array(col.array.asi8, dtype="Int64"), index=col.index).mask(col.isna())
+
+
+def _picked_time(pick, dtype, distribution):
+    return _number_as_time(pick(distribution), dtype)
+
+
+def _number_as_time(number, dtype):
+    """A number of the time column's unit (see :func:`_time_as_number`) as its value: a
+    Timestamp in the column's zone, or a Timedelta."""
+    if number is None or pd.isna(number):
+        return None
+    unit = np.datetime_data(getattr(dtype, "base", dtype))[0] if not hasattr(dtype, "unit") else dtype.unit
+    if pd.api.types.is_timedelta64_dtype(dtype):
+        return pd.Timedelta(round(number), unit=unit)
+    return pd.Timestamp(round(number), unit=unit, tz=getattr(dtype, "tz", None))
 
 
 def _objects(values: list) -> np.ndarray:

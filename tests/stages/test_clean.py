@@ -546,6 +546,26 @@ def test_impute_fills_each_type_with_a_value_of_that_type(client, tmp_path):
     assert [str(schema.field(c).type) for c in ("flag", "day", "n")] == ["bool", "date32[day]", "int64"]
 
 
+def test_impute_fills_times_with_their_median_and_mean():
+    """Timestamps (with a zone or not) and durations, as Parquet gives them: a median or
+    mean was refused (needs a numeric column, it is datetime64[ns]), where pandas' own
+    median of times fills them. The fill is the column's type, zone and unit."""
+    start = pd.Timestamp("2021-03-01 12:00")
+    times = [start + pd.Timedelta(hours=h) for h in (0, 1, 2, 10, 20)]
+    frame = pd.DataFrame({
+        "id": list("abcdefg"),
+        "at": pd.Series(times + [None, None], dtype="datetime64[ns]"),
+        "zoned": pd.Series(times + [None, None], dtype="datetime64[us]").dt.tz_localize("UTC").dt.tz_convert("Europe/Oslo"),
+        "took": pd.Series([pd.Timedelta(seconds=s) for s in (1, 2, 3, 4, 6)] + [None, None], dtype="timedelta64[us]"),
+    })
+    kept, _ = run_stage(Impute(columns={"at": "median", "zoned": "median", "took": "mean"}), frame, npartitions=3)
+    kept = kept.set_index("id")
+    assert kept.loc["f", "at"] == frame["at"].median() == start + pd.Timedelta(hours=2)
+    assert kept.loc["g", "zoned"] == frame["zoned"].median() and kept["zoned"].dtype == frame["zoned"].dtype
+    assert kept.loc["f", "took"] == pd.Timedelta(seconds=3.2) and kept["took"].dtype == frame["took"].dtype
+    assert kept["at"].dtype == frame["at"].dtype and kept.loc[list("abcde"), "at"].tolist() == times
+
+
 def test_impute_refuses_median_of_text_and_unknown_group(sample):
     with pytest.raises(StageError, match="median of 'sex' needs a numeric column"):
         run_stage(Impute(columns={"sex": "median"}), sample)
