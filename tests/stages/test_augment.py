@@ -354,7 +354,6 @@ def test_masks_flip_with_their_images_whichever_row_has_none(unmasked):
     (or none). When the partition's first row had none, the other copies kept their
     parents' unmoved masks (a flipped image labelled by the unflipped mask); when a later
     one had none, the stage failed with KeyError."""
-    from dsbuild.stages.base import StageError
 
     rng = np.random.default_rng(0)
     images, masks = [], []

@@ -1,5 +1,4 @@
 import dask
-import dask
 import numpy as np
 import pandas as pd
 import pytest
