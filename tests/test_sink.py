@@ -168,6 +168,22 @@ def test_an_output_is_kept_apart_from_its_input(tmp_path):
     sink(tmp_path, overwrite=False).check_apart_from(parquet)  # nothing is replaced without overwrite
 
 
+def test_a_glob_source_refuses_only_an_output_it_would_read(tmp_path):
+    """An output beside a glob's files was refused as "inside source.path" though the glob
+    cannot match it (``bc*.parquet`` and ``out/``); one the glob reaches still is."""
+    def sink(path):
+        return Sink(str(path), shard_rows=10, shard_bytes=10, compression="none")
+
+    def glob(pattern):
+        return ParquetSource(format="parquet", path=str(tmp_path / pattern))
+
+    sink(tmp_path / "out" / "j3").check_apart_from(glob("bc*.parquet"))
+    sink(tmp_path / "out" / "j3").check_apart_from(glob("*/*.parquet"))  # out/j3/data/ is three folders down
+    for reaches in ("**/*.parquet", "out/*/data/*.parquet", "*/*/*/*.parquet"):
+        with pytest.raises(OutputExists, match="inside source.path"):
+            sink(tmp_path / "out" / "j3").check_apart_from(glob(reaches))
+
+
 def test_an_overwrite_keeps_the_files_stages_read():
     """Crowd annotations kept in the output folder were deleted by --overwrite."""
     from dsbuild.job import load_job

@@ -25,6 +25,7 @@ import uuid
 
 import dask
 import fsspec
+from fsspec.utils import glob_translate
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -100,7 +101,9 @@ class Sink:
                 text = self.fs._strip_protocol(path)
                 fixed = re.split(r"[*?[]", text, maxsplit=1)[0]
                 src = os.path.abspath(fixed if fixed == text or fixed.endswith("/") else os.path.dirname(fixed))
-                if where == "source.path" and source.format == "parquet" and (fixed != text or os.path.isdir(src)) and _within(out, src):
+                globbed = fixed != text
+                if (where == "source.path" and source.format == "parquet" and _within(out, src)
+                        and (_glob_reaches(text, out) if globbed else os.path.isdir(src))):
                     raise OutputExists(f"sink.path {self.path} is inside source.path {path}: the next run would read "
                                        "this output as its input; write it elsewhere")
                 if self.overwrite and _within(src, out):
@@ -527,6 +530,15 @@ def _decimal_as_number(t: pa.DataType, want: pa.DataType) -> bool:
 
 def _holds_null_type(t: pa.DataType) -> bool:
     return pa.types.is_null(t) or (pa.types.is_dictionary(t) and pa.types.is_null(t.value_type))
+
+
+def _glob_reaches(pattern: str, out: str) -> bool:
+    """Whether a glob matches a shard the output at ``out`` writes, as fsspec reads it
+    (``*`` within a folder, ``**`` across them): ``data/bc*.parquet`` does not reach
+    ``data/out/``, though the folder it starts from holds the output."""
+    shards = [f"{out}/{kind}/part-00000.parquet" for kind in ("data", "rejects")] + [f"{out}/data/k=v/part-00000.parquet"]
+    matches = re.compile(glob_translate(pattern)).match
+    return any(matches(shard) for shard in shards)
 
 
 def _within(path: str, folder: str) -> bool:
