@@ -263,3 +263,36 @@ def test_two_runs_of_a_job_in_one_process_do_not_share_its_folder(tmp_path):
     (tmp_path / "out.tmp-job").mkdir()  # a claim a run of this process left behind when it died
     (tmp_path / "out.tmp-job" / "_owner.json").write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "run": "gone"}))
     first.claim()
+
+
+def test_partition_folders_are_slices_of_one_conversion_to_arrow(tmp_path, monkeypatch):
+    """With partition_by, a partition becomes Arrow once and each group is a slice of it:
+    converted group by group, 2,000 groups of a 50,000-row partition took 2 s of CPU
+    (0.2 s so), and each group's types were guessed from its own rows. Every row lands in
+    its group's folder, in order; a missing value (also a categorical's) in Hive's default."""
+    import pandas as pd
+
+    from dsbuild.io import sink as sink_module
+
+    conversions = []
+    convert = sink_module._to_arrow
+    monkeypatch.setattr(sink_module, "_to_arrow", lambda part, types: conversions.append(len(part)) or convert(part, types))
+    n = 600
+    part = pd.DataFrame({
+        "id": [f"r{i}" for i in range(n)],
+        "x": np.arange(n, dtype=float),
+        "g": pd.array([None if i % 7 == 0 else i % 50 for i in range(n)], dtype="Int64"),
+        "c": pd.Categorical([None if i % 11 == 0 else "ab"[i % 2] for i in range(n)]),
+    })
+    sink = Sink(str(tmp_path / "out"), shard_rows=1000, shard_bytes=2**28, compression="zstd", partition_by=["g", "c"])
+    files = sink.write_partition(part, str(tmp_path / "stage"), 0, by=["g", "c"])
+    assert conversions == [n]
+    groups = part.groupby(["g", "c"], dropna=False, observed=True)
+    assert len(files) == groups.ngroups
+    for f in files:
+        g, c = (v.split("=")[1] for v in f["group"].split("/"))
+        want = part[(part["g"].isna() if g == "__HIVE_DEFAULT_PARTITION__" else part["g"] == int(g)).fillna(False)
+                    & (part["c"].isna() if c == "__HIVE_DEFAULT_PARTITION__" else part["c"] == c).to_numpy()]
+        with pa.memory_map(f["path"]) as source:
+            got = pa.ipc.open_file(source).read_all()
+        assert got.column("id").to_pylist() == want["id"].tolist() and f["rows"] == len(want) > 0

@@ -25,11 +25,12 @@ import uuid
 
 import dask
 import fsspec
-from fsspec.utils import glob_translate
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from fsspec.utils import glob_translate
 
 from dsbuild.io.sources.common import EXACT_FLOAT_DIGITS
 from dsbuild.io.sources.parquet import HIVE_NULL
@@ -175,13 +176,30 @@ class Sink:
         if part.empty:
             return []
         if by:
-            out = []
-            for values, rows in part.groupby(list(by), dropna=False, sort=True, observed=True):
-                group = hive_folder(by, values if isinstance(values, tuple) else (values,))
-                files = self.write_partition(rows.drop(columns=list(by)), posixpath.join(folder, group), index)
-                out.extend({**f, "group": group} for f in files)
-            return out
-        table = _to_arrow(part, self.column_types)
+            return self._write_groups(part, folder, index, list(by))
+        return self._write_table(_to_arrow(part, self.column_types), folder, index)
+
+    def _write_groups(self, part: pd.DataFrame, folder: str, index: int, by: list[str]) -> list[dict]:
+        """Each group of equal ``by`` values of a partition under its own ``col=value/`` folder.
+
+        The partition becomes Arrow once, sorted by group, and each group is a slice of it:
+        made into a frame and converted on its own, a partition of 50,000 rows in 2,000
+        groups took 4 s of CPU; every group also had its column types guessed from its own
+        rows alone.
+        """
+        codes = part.groupby(by, dropna=False, sort=True, observed=True).ngroup().to_numpy()
+        order = np.argsort(codes, kind="stable")
+        starts = np.flatnonzero(np.diff(codes[order], prepend=-1))
+        table = _to_arrow(part.drop(columns=by), self.column_types).take(order)
+        keys = part[by].iloc[order[starts]].itertuples(index=False, name=None)
+        out = []
+        for start, end, values in zip(starts, [*starts[1:], len(order)], keys):
+            group = hive_folder(by, values)
+            files = self._write_table(table.slice(start, end - start), posixpath.join(folder, group), index)
+            out.extend({**f, "group": group} for f in files)
+        return out
+
+    def _write_table(self, table: pa.Table, folder: str, index: int) -> list[dict]:
         self.fs.makedirs(folder, exist_ok=True)
         out = []
         budget = _row_group_bytes()
