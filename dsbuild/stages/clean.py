@@ -603,13 +603,17 @@ class ImputeOptions(StageOptions):
         return out
 
 
+MODE_MAX_DISTINCT = 1_000_000  # distinct values a mode counts; ~100 MB of text counts
+
+
 @register
 class Impute(FitApplyStage):
     """Fill missing values with the median, mean or mode of the column, or of the row's group.
 
     Statistics are mergeable value counts (exact; a median equals numpy's) and become a
     log-bucket sketch with relative error ``alpha`` when a column has more than
-    ``max_distinct`` values; the summary says which. A group never seen with a value
+    ``max_distinct`` values; the summary says which. A mode is refused over more than
+    ``MODE_MAX_DISTINCT`` distinct values (counted exactly, they would all meet in one task). A group never seen with a value
     falls back to the whole column. A column keeps its type: a mode fills with a value the
     column holds, a mean or median of an integer column is rounded, and one of timestamps or
     durations is a time in the column's unit and zone (counted as whole numbers of its unit).
@@ -670,11 +674,31 @@ class Impute(FitApplyStage):
         return out
 
     def combine(self, a, b):
-        return _merge_dicts(a, b, lambda x, y: _merge_dicts(x, y, lambda p, q: p.merge(q)))
+        merged = _merge_dicts(a, b, lambda x, y: _merge_dicts(x, y, lambda p, q: p.merge(q)))
+        for column, rule in self.options.rules().items():
+            if rule.strategy == "mode":
+                self._check_mode_counts(column, merged.get(column, {}))
+        return merged
+
+    def _check_mode_counts(self, column: str, per_group: dict) -> None:
+        """A mode counts every distinct value exactly, and the counts meet in one task: on
+        a column whose values rarely repeat (amounts, ids, free text) that is the column
+        itself, and its mode an arbitrary value. Checked as counts merge, so memory stays
+        bounded, and on the total, so the answer does not depend on the partitioning."""
+        for group, counts in per_group.items():
+            distinct = (counts.counts if isinstance(counts, _Mode) else counts).distinct
+            if distinct > MODE_MAX_DISTINCT:
+                where = "" if group == "*" else f" in group {group.replace(chr(31), ', ')!r}"
+                raise StageError(f"stage {self.ctx.name!r}: the mode of {column!r}{where} is over more than "
+                                 f"{MODE_MAX_DISTINCT:,} distinct values, which would all be held to count them, and "
+                                 "its most common value is nearly arbitrary there: use median or mean for a number, "
+                                 "or a constant")
 
     def finalize(self, stats, state):
         fills = {}
         for column, rule in self.options.rules().items():
+            if rule.strategy == "mode":  # also here: one partition is never combined
+                self._check_mode_counts(column, stats.get(column, {}))
             if rule.strategy == "constant":
                 fills[column] = {"global": rule.value, "groups": {}, "error": "exact"}
                 continue

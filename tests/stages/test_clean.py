@@ -313,6 +313,26 @@ def test_impute_fills_a_float32_column_and_keeps_its_type():
     assert str(kept["g"].dtype) == "Float32" and kept["g"].iloc[4] == 1
 
 
+def test_impute_mode_refuses_a_column_whose_values_rarely_repeat(monkeypatch):
+    """The mode counts every distinct value, and the counts meet in one task: on a column of
+    amounts or ids that is the whole column in one process (and its mode arbitrary)."""
+    import dask
+
+    from dsbuild.stages import clean
+
+    monkeypatch.setattr(clean, "MODE_MAX_DISTINCT", 50)
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"id": [f"r{i}" for i in range(200)], "amount": rng.normal(size=200).round(6),
+                          "city": pd.array(rng.choice(["Oslo", "Lima", None], 200), dtype="string")})
+    frame.loc[::7, "amount"] = np.nan
+    with dask.config.set(scheduler="sync"):  # the patched limit holds in this process
+        for npartitions in (1, 4):
+            with pytest.raises(StageError, match="mode of 'amount' is over more than 50 distinct values.*use median or mean"):
+                run_stage(Impute(columns={"amount": "mode"}), frame, npartitions=npartitions)
+        kept, _ = run_stage(Impute(columns={"amount": "median", "city": "mode"}), frame, npartitions=4)
+    assert kept["amount"].notna().all() and kept["city"].notna().all()
+
+
 def test_impute_constant_the_column_cannot_hold_is_refused_before_the_run():
     """'unknown' for a float column and 5 for a text one failed the run in a worker; 2.5 for
     an integer column was rounded to 2."""
