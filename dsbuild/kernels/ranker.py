@@ -63,8 +63,11 @@ class OutOfFoldRanker:
         self.folds = folds
         self.seed = seed
 
-    def fit(self, x: pd.DataFrame, y: np.ndarray, fold: np.ndarray) -> OutOfFoldRanker:
+    def fit(self, x: pd.DataFrame, y: np.ndarray, fold: np.ndarray, sample_weight: np.ndarray | None = None) -> OutOfFoldRanker:
+        """``sample_weight``: the rows' weights (a survey's, an earlier reweigh's), which the
+        stages' counts use too; without them the score ranked an unweighted population."""
         y = np.asarray(y, dtype=bool)
+        w = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
         if len(np.unique(y)) < 2:
             raise ValueError("the ranker's sample has only one label; it cannot learn a score")
         self.encoder_ = encoder(self.numeric, self.categorical).fit(self._x(x))
@@ -74,7 +77,7 @@ class OutOfFoldRanker:
             train = np.asarray(fold) != k
             if len(np.unique(y[train])) < 2:
                 train = np.ones(len(y), dtype=bool)
-            self.models_.append(make_model(self.model, self.seed).fit(z[train], y[train]))
+            self.models_.append(make_model(self.model, self.seed).fit(z[train], y[train], sample_weight=None if w is None else w[train]))
         self.n_samples_ = len(y)
         return self
 

@@ -290,9 +290,17 @@ class FairnessStage(FitApplyStage):
         return pd.DataFrame(cols, index=part.index)
 
     def _sample(self, part: pd.DataFrame, state=None) -> pd.DataFrame:
-        part = part[part[self.label].notna().to_numpy() & self.chosen_rows(part)]
+        """The ranker's rows: labelled, chosen, and of a usable weight where the rows have
+        one (the weight goes along, as ``_w``, for the model's ``sample_weight``)."""
+        weight = self.ctx.roles.weight
+        keep = part[self.label].notna().to_numpy() & self.chosen_rows(part)
+        if weight in part.columns:
+            keep &= usable_weights(weight_values(part[weight]))
+        part = part[keep]
         u, fold = self.draws(part, self.options.folds)
         x = self.ranker_frame(part).assign(**{LABEL: part[self.label].to_numpy(), "_u": u, "_fold": fold})
+        if weight in part.columns:
+            x["_w"] = weight_values(part[weight])
         return x.nsmallest(self.options.sample_rows, "_u")
 
     def _merge_samples(self, a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
@@ -307,7 +315,8 @@ class FairnessStage(FitApplyStage):
         y = np.array([v == favorable for v in sample[LABEL]], dtype=bool)
         numeric, categorical = self._ranker_cols
         try:
-            return OutOfFoldRanker(o.model, numeric, categorical, o.folds, self.ctx.seed).fit(sample, y, sample["_fold"].to_numpy())
+            weights = sample["_w"].to_numpy() if "_w" in sample.columns else None
+            return OutOfFoldRanker(o.model, numeric, categorical, o.folds, self.ctx.seed).fit(sample, y, sample["_fold"].to_numpy(), weights)
         except ValueError as e:
             raise StageError(f"stage {self.ctx.name!r}: {e}") from None
 

@@ -125,6 +125,29 @@ def test_audit_with_a_model_reports_its_predictions(german):
     assert set(model["predictions"]["age"]["groups"]) == {"<25", ">=25"}
 
 
+def test_the_ranker_is_fitted_with_the_rows_weights(german):
+    """The counts were weighted but the model behind the audit, massage and preferential
+    resample was not: rows of weight 0 (here each row's copy with the other label) taught it
+    as much as the rest. Weighted, the doubled data gives the original data's model figures."""
+    def audit(frame):
+        stage = FairnessAudit(favorable="good", bins={"age": [25]}, model="logistic_regression", folds=3)
+        run_stage(stage, frame, npartitions=3, roles=GERMAN)
+        return stage.summary()["model"]
+
+    original = german.assign(weight=1.0)
+    flipped = german.assign(id=german["id"] + "-copy", weight=0.0,
+                            credit=german["credit"].map({"good": "bad", "bad": "good"}))
+    alone, doubled = audit(original), audit(pd.concat([original, flipped], ignore_index=True))
+    def figures(model):
+        groups = model["predictions"]["age"]["groups"]
+        return [groups["<25"]["base_rate"], groups[">=25"]["base_rate"], model["predictions"]["age"]["spd"],
+                model["equalized_odds"]["age"]["equalized_odds_difference"]]
+
+    assert figures(doubled) == pytest.approx(figures(alone), abs=1e-6)
+    unweighted = audit(pd.concat([original, flipped], ignore_index=True).drop(columns="weight"))
+    assert figures(unweighted)[:2] != pytest.approx(figures(alone)[:2], abs=1e-3)
+
+
 def test_reweigh_equals_direct_pandas_and_composes(german):
     german = german.assign(weight=np.where(german["sex"] == "female", 2.0, 1.0))
     runs = run_all(lambda: Reweigh(favorable="good", bins={"age": [25]}), german, GERMAN)
