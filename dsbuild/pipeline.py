@@ -22,11 +22,11 @@ from dataclasses import dataclass, field
 import dask
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 
 import dsbuild
 from dsbuild.io.sink import OutputAppeared, OutputExists, Sink
 from dsbuild.io.sources import RAW, read_source
+from dsbuild.io.sources.advice import inexact_decimals, rejected_by_type_sample
 from dsbuild.job import JobSpec, _described, load_job
 from dsbuild.kernels.dtypes import blank_text
 from dsbuild.progress import ProgressBar
@@ -257,7 +257,7 @@ class Execution:
         spec = self.spec
         self.source = read_source(spec.source)
         self.warnings += _whole_compressed_files(spec.source, self.source.files)
-        self.warnings += _inexact_decimals(self.source.schema)
+        self.warnings += inexact_decimals(self.source.schema)
         marked = _marked_source(self.source, spec.columns.id)
         if (spec.columns.id and spec.columns.id != ID) or self.source.ids_given:
             marked = _with_repeated_ids_rejected(marked, _ids_alone(self.source, spec.columns.id))
@@ -561,36 +561,6 @@ def _ids_marked(frame, id_column: str | None):
                                 token="dsbuild-ids", enforce_metadata=False)
 
 
-def _mistyped_columns(source, schema, rejected: dict) -> list[str]:
-    """A CSV or JSON lines source types its columns from its first ``infer_bytes``, and
-    rejects the rows whose later values do not fit (2.5 after whole numbers) as
-    ``type:<column>``: say how to give the column a type that holds them, if they are data."""
-    if not hasattr(source, "column_types") or schema is None:
-        return []
-    notes = []
-    for reason, n in sorted(rejected.items()):
-        column = reason.removeprefix("type:")
-        if reason.startswith("type:") and column in schema.names and column not in source.column_types:
-            wider = "float" if pa.types.is_integer(schema.field(column).type) else "str"
-            notes.append(f"source: {n:,} row(s) rejected as {reason}: column {column!r} is {schema.field(column).type}, "
-                         f"typed from the first {source.infer_bytes:,} bytes of the first file (infer_bytes), and their "
-                         f"values do not fit it; if they are data, give it a type that holds them "
-                         f"(source.column_types: {{{column}: {wider}}})")
-    return notes
-
-
-def _unknown_fields(source, rejected: dict) -> list[str]:
-    """A JSON lines source takes its fields from the first ``infer_bytes`` of its first file
-    and rejects a record with another as ``json:unknown-field``: say where the fields came
-    from, as a reason naming one field does not."""
-    n = rejected.get("json:unknown-field", 0)
-    if not n:
-        return []
-    return [f"source: {n:,} record(s) rejected as json:unknown-field: they hold a field (their reason names it) that no "
-            f"record in the first {source.infer_bytes:,} bytes of the first file has, which decided the columns; if "
-            "they are data, raise source.infer_bytes to reach it, or read the files with other fields as a source of their own"]
-
-
 def _source_types(schema, stages: list[Stage]) -> dict:
     """The source's Arrow types the sink writes columns back in, but not a column a
     ``cast`` gives a type of its own: a decimal read as a number and cast to float stays
@@ -599,17 +569,6 @@ def _source_types(schema, stages: list[Stage]) -> dict:
 
     cast = {c for s in stages if isinstance(s, Cast) for c in s.options.schema_}
     return {} if schema is None else {f.name: f.type for f in schema if f.name not in cast}
-
-
-def _inexact_decimals(schema) -> list[str]:
-    """Decimals are read as float64 (see ``sources.common._decimals_as_numbers``), exact up
-    to 15 significant digits: say so for a wider column, whose values may hold more."""
-    from dsbuild.io.sources.common import EXACT_FLOAT_DIGITS, EXACT_INT_DIGITS
-
-    wide = [f for f in schema or [] if pa.types.is_decimal(f.type)
-            and f.type.precision > (EXACT_INT_DIGITS if f.type.scale == 0 else EXACT_FLOAT_DIGITS)]
-    return [f"source: column {f.name!r} is {f.type}, read as float64 for the stages: a value with more than "
-            f"{EXACT_FLOAT_DIGITS} significant digits is written back with float64's 15-17 significant digits" for f in wide]
 
 
 def _whole_compressed_files(source, files: list[dict]) -> list[str]:
@@ -940,8 +899,7 @@ def _manifest(spec, ex: Execution, data_shards, reject_shards, data_schema, reje
             ex.warnings.append(f"the source rejected every row ({entry['in']:,}), {n:,} as {reason}: check the source's "
                                "options (sep, header, column_names, encoding) against the files")
         if run_.name == "source":
-            ex.warnings += _mistyped_columns(spec.source, ex.source.schema, c["rejected"])
-            ex.warnings += _unknown_fields(spec.source, c["rejected"])
+            ex.warnings += rejected_by_type_sample(spec.source, ex.source.schema, c["rejected"])
         stages.append(entry)
         rows_in = c["kept"]
     info = client.scheduler_info() if client is not None else {}

@@ -503,8 +503,10 @@ def test_a_decimal_wider_than_float64_holds_is_warned_about(client, tmp_path):
     third = decimal.Decimal("0.333333333333333333")
     pq.write_table(pa.table({"share": pa.array([third], pa.decimal128(38, 18)), "price": pa.array([decimal.Decimal("0.33")], pa.decimal128(15, 2)),
                              "count": pa.array([decimal.Decimal(10**17)], pa.decimal128(18, 0))}), tmp_path / "in.parquet")
-    manifest = dsbuild.run({"name": "wide", "seed": 0, "source": {"format": "parquet", "path": str(tmp_path / "in.parquet")},
-                            "stages": [], "sink": {"path": str(tmp_path / "out")}}, client=client)
+    with pytest.warns(dsbuild.pipeline.DsbuildWarning, match="'share' is decimal128") as said:
+        manifest = dsbuild.run({"name": "wide", "seed": 0, "source": {"format": "parquet", "path": str(tmp_path / "in.parquet")},
+                                "stages": [], "sink": {"path": str(tmp_path / "out")}}, client=client)
+    assert len(said) == 1
     assert [w for w in manifest["warnings"] if "'share' is decimal128(38, 18), read as float64" in w] == manifest["warnings"]
     out = pq.read_table(tmp_path / "out" / "data")
     assert out.column("share")[0].as_py() == decimal.Decimal("0.333333333333333300")
