@@ -133,7 +133,8 @@ class StageSpec(_Spec):
 
 class JobSpec(_Spec):
     name: str = Field(..., pattern=r"^[A-Za-z0-9_.\-]+$")
-    seed: int = 0
+    # numpy's generators (LSH bands, MinHash) and scikit-learn's random_state take no other
+    seed: int = Field(0, ge=0, lt=2**32, description="0 .. 2**32 - 1, as numpy and scikit-learn take")
     source: SourceSpec
     columns: ColumnsSpec = Field(default_factory=ColumnsSpec)
     stages: list[StageSpec] = Field(default_factory=list)

@@ -150,6 +150,15 @@ def test_several_problems_are_reported_together(tmp_path):
     assert any(":3: source:" in p and "unknown format 'sampel'" in p for p in problems)
 
 
+@pytest.mark.parametrize("seed", [-3, 2**32])
+def test_a_seed_numpy_and_scikit_learn_cannot_take_is_refused_at_its_line(tmp_path, seed):
+    """Seeds go to numpy's generators (LSH bands, MinHash) and to scikit-learn's
+    random_state, which take 0 .. 2**32 - 1: a negative seed validated, then crashed
+    near_dedup_text's run with numpy's 'expected non-negative integer'."""
+    (problem,) = errors_of(GOOD.replace("seed: 7", f"seed: {seed}"), tmp_path)
+    assert ":2: seed: Input should be" in problem
+
+
 def test_duplicate_keys_and_broken_yaml(tmp_path):
     (problem,) = errors_of(GOOD.replace("seed: 7", "seed: 7\nseed: 8"), tmp_path)
     assert ":3: seed: duplicate key" in problem
