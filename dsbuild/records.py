@@ -62,6 +62,14 @@ def child_id(parent_id: str, kind: str, k: int) -> str:
     return f"{parent_id}#{kind}{k}"
 
 
+def copy_kind(stage: str, kind: str) -> str:
+    """The marker of the copies ``stage`` makes: ``kind`` for the first stage of its name,
+    ``rs2.`` for ``resample#2`` (ids ``parent#rs2.1``). Two stages that copy one row
+    named both copies ``parent#rs1``, and stages key rows by id."""
+    _, sep, number = stage.rpartition("#")
+    return f"{kind}{number}." if sep and number.isdigit() else kind
+
+
 # -- images -----------------------------------------------------------------------------
 
 IMAGE_DTYPE = pd.ArrowDtype(pa.binary())

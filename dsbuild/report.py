@@ -1057,7 +1057,7 @@ class OutputSample:
 
 
 BIN_KEY = re.compile(r"^\s*[<>=≤≥\[(]*\s*(-?\d+(?:\.\d+)?)(?:\s*(?:-|–|,|\+)\s*(?:-?\d+(?:\.\d+)?)?[\])]?)?\s*$")
-AUG_ID = re.compile(r"^(.*)#aug\d+$")
+AUG_ID = re.compile(r"^(.*)#aug(?:\d+\.)?\d+$")
 
 
 def _natural(text: str):

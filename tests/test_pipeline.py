@@ -1070,6 +1070,26 @@ def test_rows_a_stage_adds_carry_their_id_in_the_jobs_id_column(client, tmp_path
             assert added["animal"].isna().all() and kept["animal"].dtype == "Int64"
 
 
+def test_a_stage_that_copies_rows_twice_in_a_job_gives_each_copy_an_id_of_its_own(client, tmp_path):
+    """resample then resample#2 both named the first copy of a row 'r#rs1' (oversample
+    'r#smote0' twice): the output held one id twice, the rows that share it sorted in
+    either order, and a later stage keyed both by it. The second stage of a name numbers
+    its copies with its own number (r#rs2.1), which split still takes for a copy of r."""
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"f": rng.random(60), "g": ["a", "b"] * 30, "y": [0] * 45 + [1] * 15})
+    job = {"name": "twice", "source": {"format": "frame", "frame": frame}, "columns": {"label": "y", "sensitive": ["g"]},
+           "stages": [{"oversample": {"ratio": 0.5}}, {"oversample": {"ratio": 1.0}},
+                      {"resample": {"favorable": 1}}, {"resample": {"favorable": 1, "strength": 2.0}}, {"split": {}}],
+           "sink": {"path": str(tmp_path / "out")}}
+    dsbuild.run(job, client=client)
+    kept = pd.read_parquet(tmp_path / "out" / "data")
+    assert kept["id"].is_unique
+    assert kept["id"].str.contains("#smote2\\.").any()
+    from dsbuild.stages.split import origin_ids
+
+    assert (origin_ids(kept["id"]) == kept["id"].str.split("#").str[0]).all()
+
+
 class _Terminal(io.StringIO):
     def isatty(self) -> bool:
         return True

@@ -28,6 +28,7 @@ from dsbuild.kernels.images import BOX_FORMATS, AnnotationError, Compose, transf
 from dsbuild.records import (
     ID,
     child_id,
+    copy_kind,
     image_bytes,
     image_cell_like,
     record_rng,
@@ -304,7 +305,7 @@ class Augment(FitApplyStage):
         col = self._image()
         pixels = for_format(out.image, fmt)  # converted here, as the columns say, not clipped by the encoder
         fields = {
-            ID: child_id(str(rid), "aug", k),
+            ID: child_id(str(rid), copy_kind(self.ctx.name, "aug"), k),
             col: image_cell_like(parent, encode_image(pixels, fmt, o.quality or DEFAULT_QUALITY.get(fmt))),
             o.params_column: out.params,  # as JSON once every copy is made
         }

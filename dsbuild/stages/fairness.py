@@ -56,7 +56,7 @@ from dsbuild.kernels.fairness import (
 )
 from dsbuild.kernels.quantiles import BINS, MAX_DISTINCT, GroupDistribution, repair
 from dsbuild.kernels.ranker import MODELS, OutOfFoldRanker
-from dsbuild.records import ID, child_id, record_seeds
+from dsbuild.records import ID, child_id, copy_kind, record_seeds
 from dsbuild.stages.base import (
     ADDED,
     METRIC,
@@ -701,7 +701,8 @@ class Resample(FairnessStage):
         rows = np.repeat(np.arange(len(part)), copies)
         k = np.concatenate([np.arange(1, c + 1) for c in copies if c > 0])
         added = part.iloc[rows].copy()
-        added[ID] = [child_id(p, "rs", int(j)) for p, j in zip(added[ID].astype(str), k)]
+        kind = copy_kind(self.ctx.name, "rs")
+        added[ID] = [child_id(p, kind, int(j)) for p, j in zip(added[ID].astype(str), k)]
         added[ADDED] = True
         added[REJECT] = None
         return pd.concat([part, added])

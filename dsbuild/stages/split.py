@@ -25,7 +25,7 @@ from dsbuild.kernels import selection
 from dsbuild.records import ID, record_uniform
 from dsbuild.stages.base import METRIC, MapStage, StageError, StageOptions, register, with_marks
 
-_COPY_SUFFIX = re.compile(r"(?:#(?:aug|rs|smote)\d+)+$")
+_COPY_SUFFIX = re.compile(r"(?:#(?:aug|rs|smote)(?:\d+\.)?\d+)+$")  # #rs2.1: a copy by resample#2
 
 
 class SplitOptions(StageOptions):

@@ -22,7 +22,7 @@ from pydantic import Field
 from dsbuild.kernels import smote as smote_kernel
 from dsbuild.kernels.copula import CategoryCounts, GaussianCopula, Marginals, ScoreMoments
 from dsbuild.kernels.dtypes import as_dtype
-from dsbuild.records import ID, child_id, record_rng
+from dsbuild.records import ID, child_id, copy_kind, record_rng
 from dsbuild.stages.base import ADDED, KEY, Stage, StageError, StageOptions, _did_you_mean, register, with_marks
 from dsbuild.stages.conditions import Condition, all_hold, rows_holding
 
@@ -141,7 +141,8 @@ class Oversample(Stage):
         values, base = smote_kernel.smote(x[usable], n_new, self.options.k_neighbors, rng)
         new = pool.iloc[base].copy()
         occurrence = pd.Series(base).groupby(base).cumcount().to_numpy()
-        new[ID] = [child_id(str(pid), "smote", int(j)) for pid, j in zip(pool[ID].to_numpy()[base], occurrence)]
+        kind = copy_kind(self.ctx.name, "smote")
+        new[ID] = [child_id(str(pid), kind, int(j)) for pid, j in zip(pool[ID].to_numpy()[base], occurrence)]
         for j, c in enumerate(features):
             col = values[:, j]
             if pd.api.types.is_integer_dtype(rows[c].dtype) or pd.api.types.is_bool_dtype(rows[c].dtype):
