@@ -89,3 +89,13 @@ def test_values_spanning_lines_past_the_sample(tmp_path):
     (tmp_path / "r.csv.gz").write_bytes(gzip.compress(_reviews(40_000, late=30_000)))
     packed = _read({"format": "csv", "path": str(tmp_path / "r.csv.gz"), "infer_bytes": 4096})
     assert len(packed) == 40_000 and packed.loc["r30000", "text"].endswith("after an empty line 30000")
+
+
+def test_a_quote_left_open_to_the_end_of_the_file_is_a_row_not_a_crash(tmp_path):
+    """A record that opens a quote it never closes runs to the end of the file: with an
+    empty line in the file and a value spanning lines before it, the reader counted the
+    records without it and failed on its number (IndexError: index 1 is out of bounds)."""
+    (tmp_path / "r.csv").write_bytes(b'a,b,c\r\n1,"x,2,3\r\n4,"y,5\r\n6,"z,7,8\r\n\r\n')
+    rows = read_source({"format": "csv", "path": str(tmp_path / "r.csv")}).frame.compute()
+    assert len(rows) == 2 and rows["id"].is_unique
+    assert rows["_reason"].notna().tolist() == [False, True] and rows["_raw"].iloc[1].startswith('6,"z')

@@ -422,6 +422,8 @@ def _record_lines(data: bytes, header_here: bool, quoted: bool = False) -> np.nd
     ``quoted``: lines are the pieces between newlines outside quotes."""
     if not (b"\n\n" in data or b"\n\r\n" in data or data.startswith((b"\n", b"\r\n"))):
         return None
-    lines = (quoting.lines(data) if quoted else data.split(b"\n"))[:-1]
+    lines = quoting.lines(data) if quoted else data.split(b"\n")
+    if not lines[-1]:  # the newline that ends the block; a quote left open to the end is one more record
+        lines = lines[:-1]
     first = 1 if header_here else 0
     return np.array([i - first for i in range(first, len(lines)) if lines[i].rstrip(b"\r")], dtype=np.int64)
