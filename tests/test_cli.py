@@ -42,6 +42,23 @@ def test_the_command_leaves_its_objects_to_the_os_as_it_exits(monkeypatch, capsy
     assert gc.get_freeze_count() == 0
 
 
+def test_the_command_line_loads_no_data_library_before_a_command_needs_one():
+    """The package imported its whole API up front, so `dsbuild --help`, `inspect` and
+    `status` waited (3 s at load) for Dask's dataframe, distributed and every stage. The
+    API is still there, and dsbuild.job and dsbuild.submit stay the functions after their
+    modules are imported."""
+    probe = (
+        "import sys, dsbuild.cli\n"
+        "print(sorted(m for m in ('dask.dataframe', 'distributed', 'pandas', 'pyarrow', 'matplotlib', 'sklearn', 'cv2', "
+        "'fairlearn') if m in sys.modules))\n"
+        "import dsbuild, dsbuild.job, dsbuild.submit, dsbuild.pipeline\n"
+        "print(callable(dsbuild.job), callable(dsbuild.submit), dsbuild.run is dsbuild.pipeline.run, dsbuild.stages.STAGES != {})\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.stdout.splitlines() == ["[]", "True True True True"]
+
+
 def test_validate_checks_columns_against_the_source(tmp_path, capsys):
     job = tmp_path / "job.yaml"
     job.write_text(
