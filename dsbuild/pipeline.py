@@ -31,7 +31,6 @@ from dsbuild.job import JobSpec, _described, load_job
 from dsbuild.kernels.dtypes import blank_text
 from dsbuild.progress import ProgressBar
 from dsbuild.records import ID, REASON, STAGE, stable_hash64
-from dsbuild.runtime import peak_worker_memory
 from dsbuild.stages.base import ADDED, GONE, METRIC, REJECT, Shapes, Stage, StageError, _did_you_mean
 from dsbuild.watch import WorkerKilled, WorkersLost, killed_message, workers_watched
 
@@ -155,6 +154,8 @@ def _run(spec: JobSpec, sink: Sink, client, progress: bool, resume: bool = False
 
 
 def _run_on_current(spec: JobSpec, sink: Sink, client, progress: bool, resume: bool) -> dict:
+    from dsbuild.runtime import peak_worker_memory  # here: validate needs no distributed
+
     t0 = time.perf_counter()
     peak_worker_memory(client, reset=True)
     taken = False
@@ -870,6 +871,8 @@ def _add(a: dict, b: dict) -> dict:
 
 
 def _manifest(spec, ex: Execution, data_shards, reject_shards, data_schema, reject_schema, task_seconds, client) -> dict:
+    from dsbuild.runtime import peak_worker_memory
+
     stages = []
     rows_in = None
     for run_ in ex.runs:

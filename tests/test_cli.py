@@ -59,6 +59,23 @@ def test_the_command_line_loads_no_data_library_before_a_command_needs_one():
     assert done.stdout.splitlines() == ["[]", "True True True True"]
 
 
+def test_validate_answers_without_loading_distributed(tmp_path):
+    """validate starts no cluster, yet it loaded distributed (1 s at load): the pipeline
+    imported the runtime for its memory figures, and every error message imported each
+    module whose errors the command says in one line, dsbuild.submit's too."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text((ROOT / "jobs" / "quickstart.yaml").read_text().replace("label: label", "label: lable"))
+    probe = (
+        "import sys\n"
+        "from dsbuild.cli import main\n"
+        "print(main(['validate', sys.argv[1]]), main(['validate', sys.argv[2]]), 'distributed' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe, str(ROOT / "jobs" / "quickstart.yaml"), str(bad)],
+                          capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.stdout.splitlines()[-1] == "0 2 False"
+    assert "columns.label: 'lable' is not a column of the source" in done.stderr
+
+
 def test_validate_checks_columns_against_the_source(tmp_path, capsys):
     job = tmp_path / "job.yaml"
     job.write_text(
