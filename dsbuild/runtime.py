@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import gc
+import importlib
 import logging
 import os
 import signal
@@ -130,8 +131,9 @@ def headroom_warning(baseline: int, limit: int | None, pause_fraction: float | N
 
 
 class DsbuildWorkerSetup(WorkerPlugin):
-    """Runs once per worker: one OpenCV thread, so worker processes do not fight for cores;
-    freed buffers kept for reuse (:func:`keep_freed_buffers`); small pages for numpy
+    """Runs once per worker: the libraries tasks use, imported up front; one OpenCV thread,
+    so worker processes do not fight for cores; freed buffers kept for reuse
+    (:func:`keep_freed_buffers`); small pages for numpy
     (:func:`avoid_huge_page_stalls`); no statistical profiler unless ``profile``
     (:func:`stop_profiler`); and a sampler of the worker process's memory, whose peak goes
     into the manifest and which hands freed memory back (:func:`release_freed_memory`)
@@ -148,6 +150,11 @@ class DsbuildWorkerSetup(WorkerPlugin):
 
     def setup(self, worker) -> None:
         os.environ.update(self.env)
+        # What tasks use (pandas, Dask's dataframe, pyarrow, the stages), loaded now, as
+        # `import dsbuild` did before the package loaded its API on first use: the memory
+        # sampled below is then the worker's before its first task, which headroom_warning
+        # judges.
+        importlib.import_module("dsbuild.pipeline")
         import cv2
 
         cv2.setNumThreads(self.opencv_threads)
