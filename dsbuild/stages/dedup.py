@@ -1,14 +1,14 @@
 """Deduplication: exact copies, near-duplicate images and texts, and test-set leaks.
 
 ``exact_dedup`` hashes every row into a thin frame, shuffles only that frame so equal
-rows meet, collects the few (dropped -> kept) pairs and rejects them in a last map. The
-near-duplicate stages chain shapes the same way: map every row to a signature and its
-LSH band keys (one row per band) -> group by band key so candidates meet -> verify
-candidates -> connected components as a mergeable fit (union-find forests from every
-partition, combined) -> map that drops every member of a cluster but one. Which member
-stays is a deterministic rule: the best ``quality`` value when one is named, then the
-lowest id. ``decontaminate`` indexes a reference source (a test split) in a fit and
-drops rows that match it.
+rows meet, keeps the (dropped -> kept) pairs on the workers and rejects them in a last
+map. The near-duplicate stages chain shapes the same way: map every row to a signature
+and its LSH band keys (one row per band) -> group by band key so candidates meet ->
+verify candidates -> connected components by rounds of groups by node (large-star and
+small-star steps) -> the dropped rows shuffled to their partitions -> map that drops
+every member of a cluster but one. Which member stays is a deterministic rule: the best
+``quality`` value when one is named, then the lowest id. ``decontaminate`` indexes a
+reference source (a test split) in a fit and drops rows that match it.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 from pydantic import Field, model_validator
 
 from dsbuild.kernels import lsh as lsh_kernels
+from dsbuild.kernels import unionfind
 from dsbuild.kernels.containment import ShingleIndex
 from dsbuild.kernels.dtypes import blank_text
 from dsbuild.kernels.hashing import (
@@ -261,13 +262,13 @@ def _routed_keepers(part: pd.DataFrame, dropped: pd.DataFrame) -> tuple[np.ndarr
     """(this partition's rows that ``dropped`` names, their kept ids in row order)."""
     rows = dropped["_at"].to_numpy() & np.int64(0xFFFFFFFF)
     if rows.max() >= len(part):
-        raise RuntimeError("exact_dedup: the input's partitions changed between its two passes")
+        raise RuntimeError("deduplication: the input's partitions changed between its two passes")
     slot = np.full(len(part), -1, dtype=np.int64)
     slot[rows] = np.arange(len(rows))
     hit = slot >= 0
     named = pa.table([arrow_ids(dropped[ID]), arrow_ids(dropped["_keeper"])], names=["id", "keeper"]).take(pa.array(slot[hit]))
     if not pc.all(pc.equal(arrow_ids(part[ID]).filter(pa.array(hit)), named["id"])).as_py():
-        raise RuntimeError("exact_dedup: the input's partitions changed between its two passes")
+        raise RuntimeError("deduplication: the input's partitions changed between its two passes")
     return hit, named["keeper"].combine_chunks()
 
 
@@ -319,13 +320,22 @@ def keeper_order(ids: pa.Array) -> pa.Array:
     differ (a total order: the same keeper at any partitioning). Built from the ids'
     bytes with numpy, no Python string per row."""
     ids = arrow_ids(ids)
-    offsets = np.frombuffer(ids.buffers()[1], dtype=np.int64)[ids.offset : ids.offset + len(ids) + 1]
-    data = np.frombuffer(ids.buffers()[2] or b"", dtype=np.uint8)[offsets[0] : offsets[-1]]
-    offsets = offsets - offsets[0]
-    starts, ends = offsets[:-1], offsets[1:]
-    length = ends - starts
+    data, offsets = _bytes_of(ids)
+    length = np.diff(offsets)
     if not len(ids) or ((length == length[0]).all() and _digits_end_alike(data.reshape(len(ids), -1))):
         return ids  # padded alike, the keys would sort as the ids do (copies named in one form: most data)
+    return padded_order(ids)
+
+
+def padded_order(ids: pa.Array) -> pa.LargeBinaryArray:
+    """:func:`keeper_order`'s keys, always padded: keys made for different sets of ids
+    (each partition's) compare as the ids' keeper order, which the ids themselves, where
+    ``keeper_order`` may return them, do only within one set. :func:`ids_of_keys` reads
+    the ids back."""
+    ids = arrow_ids(ids)
+    data, offsets = _bytes_of(ids)
+    starts, ends = offsets[:-1], offsets[1:]
+    length = ends - starts
     run = np.zeros(len(ids), dtype=np.int64)  # trailing digits, read from the end: one step per digit
     alive = np.flatnonzero(length > 0)
     while len(alive) and run[alive[0]] < 255:  # a count that fits its byte
@@ -343,6 +353,51 @@ def keeper_order(ids: pa.Array) -> pa.Array:
     out[out_offsets[row] + within + np.where(within >= (length - run)[row], pad[row], 0)] = data
     out[out_offsets[1:] - 1] = run
     return pa.LargeBinaryArray.from_buffers(pa.large_binary(), len(ids), [None, pa.py_buffer(out_offsets), pa.py_buffer(out)])
+
+
+def ids_of_keys(keys: pa.Array, skip: int = 0) -> pa.LargeStringArray:
+    """The ids of :func:`padded_order` keys that follow ``skip`` bytes of something else:
+    the last byte counts the trailing digits, which stand after their padding zeros."""
+    data, offsets = _bytes_of(keys)
+    starts, ends = offsets[:-1] + skip, offsets[1:] - 1
+    run = data[ends] if len(keys) else np.zeros(0, dtype=np.uint8)
+    run = run.astype(np.int64)
+    pad = np.where(run > 0, np.maximum(_NUMBER_WIDTH - run, 0), 0)
+    prefix = ends - starts - run - pad
+    length = ends - starts - pad
+    out_offsets = np.zeros(len(keys) + 1, dtype=np.int64)
+    np.cumsum(length, out=out_offsets[1:])
+    row = np.repeat(np.arange(len(keys)), length)
+    within = np.arange(out_offsets[-1]) - out_offsets[row]
+    out = data[starts[row] + within + np.where(within >= prefix[row], pad[row], 0)]
+    return pa.LargeStringArray.from_buffers(len(keys), pa.py_buffer(out_offsets), pa.py_buffer(out.tobytes()))
+
+
+def node_keys(ids, quality: np.ndarray, rule: KeepRule) -> pa.LargeBinaryArray:
+    """A key per id whose byte order is the order in which a cluster's copy stays: the
+    quality's rank (when the rule names one: eight bytes, in float order, a missing
+    quality last) then the id's :func:`padded_order`. The smallest key of a cluster is
+    its keeper, whichever partition saw which member."""
+    keys = padded_order(ids)
+    if rule.quality is None:
+        return keys
+    rank = np.asarray(quality, dtype=float) * (-1.0 if rule.prefer == "max" else 1.0)
+    bits = (np.where(np.isnan(rank), np.inf, rank) + 0.0).view(np.uint64)  # + 0.0: -0.0 ties 0.0, as numbers do
+    ordered = np.where(bits >> np.uint64(63), ~bits, bits | np.uint64(1 << 63)).astype(">u8").view(np.uint8)
+    data, offsets = _bytes_of(keys)
+    out_offsets = offsets + 8 * np.arange(len(offsets), dtype=np.int64)
+    out = np.empty(out_offsets[-1], dtype=np.uint8)
+    out[(out_offsets[:-1, None] + np.arange(8)).reshape(-1)] = ordered
+    row = np.repeat(np.arange(len(keys)), np.diff(offsets))
+    out[np.arange(len(data)) - offsets[row] + out_offsets[row] + 8] = data
+    return pa.LargeBinaryArray.from_buffers(pa.large_binary(), len(keys), [None, pa.py_buffer(out_offsets), pa.py_buffer(out)])
+
+
+def _bytes_of(values: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(bytes, offsets from 0) of a large string or binary array without nulls."""
+    offsets = np.frombuffer(values.buffers()[1], dtype=np.int64)[values.offset : values.offset + len(values) + 1]
+    data = np.frombuffer(values.buffers()[2] or b"", dtype=np.uint8)[offsets[0] : offsets[-1]]
+    return data, offsets - offsets[0]
 
 
 def _is_digit(b: np.ndarray) -> np.ndarray:
@@ -444,21 +499,6 @@ def segment_argmin(values: pa.Array, starts: np.ndarray, small: int = 16) -> np.
     return best
 
 
-class KeepersById:
-    """Dropped id -> kept id (near duplicates, where clusters are known by id)."""
-
-    def __init__(self, drops: dict):
-        self.index = pd.Index(np.array(list(drops), dtype=object))
-        self.kept = np.array(list(drops.values()), dtype=object)
-
-    def kept_of(self, part: pd.DataFrame, number: int) -> tuple[np.ndarray, np.ndarray]:
-        if not len(self.index) or part.empty:
-            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=object)
-        pos = self.index.get_indexer(part[ID].to_numpy(dtype=object))
-        rows = np.flatnonzero(pos >= 0)
-        return rows, self.kept[pos[rows]]
-
-
 # -- signatures for near duplicates ------------------------------------------------------
 
 
@@ -533,10 +573,13 @@ def joined_text(part: pd.DataFrame, columns: list[str]) -> list[str]:
     return part[columns].astype("string").fillna("").agg(" ".join, axis=1).tolist()
 
 
-def explode_bands(part: pd.DataFrame, signer, quality: str | None) -> pd.DataFrame:
-    """One row per (record, orientation, band): the bucket key and what verifying needs."""
+def explode_bands(part: pd.DataFrame, signer, quality: str | None, partition_info=None) -> pd.DataFrame:
+    """One row per (record, orientation, band): the bucket key and what verifying needs,
+    and where the record lives (partition and row, for the pass that drops it)."""
     ok, entries = signer.sign(part)
     ids = part[ID].to_numpy(dtype=object)[ok]
+    number = partition_info["number"] if partition_info else 0
+    at = ((np.int64(number) << np.int64(32)) + np.arange(len(part), dtype=np.int64))[ok]
     q = pd.to_numeric(part[quality], errors="coerce").to_numpy(dtype=float)[ok] if quality else np.zeros(ok.sum())
     entries = entries[ok]
     frames = []
@@ -548,6 +591,7 @@ def explode_bands(part: pd.DataFrame, signer, quality: str | None) -> pd.DataFra
             "_band_key": keys.reshape(-1),
             "_variant": np.full(n * bands, variant, dtype=np.int8),
             ID: np.repeat(ids, bands),
+            "_at": np.repeat(at, bands),
             "_quality": np.repeat(q, bands),
             "_payload": np.repeat(_as_objects(payload), bands),
         }))
@@ -570,15 +614,16 @@ def _payloads(values, dtype) -> np.ndarray:
 def _edge_meta_input() -> pd.DataFrame:
     return pd.DataFrame({
         "_band_key": pd.Series([], dtype=np.uint64), "_variant": pd.Series([], dtype=np.int8),
-        ID: pd.Series([], dtype=object),
+        ID: pd.Series([], dtype=object), "_at": pd.Series([], dtype=np.int64),
         "_quality": pd.Series([], dtype=float), "_payload": pd.Series([], dtype=object),
     })
 
 
 EDGE_COLUMNS = {
-    "a": object, "b": object, "qa": float, "qb": float, "distance": float, "mirrored": bool,
-    "candidates": np.int64, "verified": np.int64,
+    "a": object, "b": object, "qa": float, "qb": float, "at_a": np.int64, "at_b": np.int64, "distance": float,
+    "mirrored": bool, "candidates": np.int64, "verified": np.int64,
 }
+_EDGE_META = pd.DataFrame({k: pd.Series([], dtype=v) for k, v in EDGE_COLUMNS.items()})
 
 
 def verify_buckets(part: pd.DataFrame, signer, dtype) -> pd.DataFrame:
@@ -598,6 +643,7 @@ def verify_buckets(part: pd.DataFrame, signer, dtype) -> pd.DataFrame:
     keys, ids, rank, variant = part["_band_key"].to_numpy()[order], ids[order], rank[order], variant[order]
     payload = _payloads(part["_payload"].to_numpy()[order], dtype)
     q = part["_quality"].to_numpy()[order]
+    at = part["_at"].to_numpy()[order]
 
     def pairable(i, j):
         return (rank[i] != rank[j]) & ((variant[i] == 0) | (variant[j] == 0))
@@ -612,11 +658,11 @@ def verify_buckets(part: pd.DataFrame, signer, dtype) -> pd.DataFrame:
     _, first = np.unique((rank[i] * 2 + variant[i]) * (2 * len(part)) + rank[j] * 2 + variant[j], return_index=True)
     i, j, distance = i[first], j[first], distance[first]
     edges = pd.DataFrame({
-        "a": ids[i], "b": ids[j], "qa": q[i], "qb": q[j], "distance": distance,
+        "a": ids[i], "b": ids[j], "qa": q[i], "qb": q[j], "at_a": at[i], "at_b": at[j], "distance": distance,
         "mirrored": variant[i] != variant[j], "candidates": 0, "verified": 0,
     })
     tally = pd.DataFrame({  # counted before the merge of bands, which depends on the partitioning
-        "a": [None], "b": [None], "qa": [np.nan], "qb": [np.nan], "distance": [np.nan], "mirrored": [False],
+        "a": [None], "b": [None], "qa": [np.nan], "qb": [np.nan], "at_a": [-1], "at_b": [-1], "distance": [np.nan], "mirrored": [False],
         "candidates": [compared], "verified": [verified],
     })
     return pd.concat([tally, edges], ignore_index=True).astype(EDGE_COLUMNS)
@@ -672,38 +718,54 @@ def _squeeze(payload: np.ndarray) -> np.ndarray:
     return payload[:, 0] if payload.ndim == 2 and payload.shape[1] == 1 and payload.dtype == np.uint64 else payload
 
 
-class Clusters:
-    """Mergeable fit state: the forest of verified edges, node qualities, pair counts."""
-
-    def __init__(self, forest: Forest, quality: dict, candidates: int, verified: int):
-        self.forest, self.quality, self.candidates, self.verified = forest, quality, candidates, verified
-
-    @classmethod
-    def of(cls, edges: pd.DataFrame, state: Any = None) -> Clusters:
-        real = edges[edges["a"].notna()]
-        quality = dict(zip(real["a"], real["qa"]))
-        quality.update(zip(real["b"], real["qb"]))
-        return cls(Forest.from_edges(real["a"].to_numpy(), real["b"].to_numpy()), quality, int(edges["candidates"].sum()), int(edges["verified"].sum()))
-
-    def merge(self, other: Clusters) -> Clusters:
-        return Clusters(self.forest.merge(other.forest), {**self.quality, **other.quality}, self.candidates + other.candidates, self.verified + other.verified)
-
-    def drops(self, rule: KeepRule) -> dict[str, str]:
-        """id -> kept id for every member that is not its cluster's keeper."""
-        out: dict[str, str] = {}
-        order = dict(zip(self.forest.nodes, keeper_order(self.forest.nodes).to_pylist()))
-        sign = -1.0 if rule.prefer == "max" else 1.0
-        for members in self.forest.clusters().values():
-            if rule.quality is None:
-                keeper = min(members, key=order.__getitem__)
-            else:
-                keeper = min(members, key=lambda m: (_finite(sign * self.quality.get(m, np.nan)), order[m]))
-            out.update({m: keeper for m in members if m != keeper})
-        return out
+def comparison_counts(edges: pd.DataFrame, state=None) -> tuple[int, int]:
+    """(comparisons, close ones) the verifying pass counted in its tally rows."""
+    return int(edges["candidates"].sum()), int(edges["verified"].sum())
 
 
-def _finite(x: float) -> float:
-    return np.inf if np.isnan(x) else x
+def add_counts(a: tuple[int, int], b: tuple[int, int]) -> tuple[int, int]:
+    return a[0] + b[0], a[1] + b[1]
+
+
+_LINKS_META = pd.DataFrame({
+    "u": pd.Series([], dtype=pd.ArrowDtype(pa.large_binary())), "v": pd.Series([], dtype=pd.ArrowDtype(pa.large_binary())),
+    "u_at": pd.Series([], dtype=np.int64), "v_at": pd.Series([], dtype=np.int64), "moved": pd.Series([], dtype=bool),
+})
+
+
+def edge_links(edges: pd.DataFrame, rule: KeepRule) -> pd.DataFrame:
+    """The verified edges as links between :func:`node_keys` (larger key first), so that
+    each component's smallest key is its keeper; as stars where this partition's edges
+    already join a component (:func:`unionfind.local_stars`)."""
+    real = edges[edges["a"].notna()]
+    a, b = node_keys(real["a"], real["qa"].to_numpy(), rule), node_keys(real["b"], real["qb"].to_numpy(), rule)
+    at_a, at_b = real["at_a"].to_numpy(dtype=np.int64), real["at_b"].to_numpy(dtype=np.int64)
+    a_first = pc.greater(a, b).to_numpy(zero_copy_only=False)
+    flag = pa.array(a_first)
+    return unionfind.local_stars(unionfind.link_frame(pc.if_else(flag, a, b), pc.if_else(flag, b, a), np.where(a_first, at_a, at_b),
+                                                  np.where(a_first, at_b, at_a), np.zeros(len(real), dtype=bool)))
+
+
+def count_moved(links: pd.DataFrame, state=None) -> int:
+    return int(links["moved"].sum())
+
+
+def _add(a: int, b: int) -> int:
+    return a + b
+
+
+def star_drops(links: pd.DataFrame, rule: KeepRule) -> pd.DataFrame:
+    """The dropped rows of star-shaped components (links grouped by their centre, the
+    keeper): where each lives, its id, the kept id, its cluster's size."""
+    at = links["u_at"].to_numpy(dtype=np.int64)
+    skip = 0 if rule.quality is None else 8
+    return pd.DataFrame({
+        "_partition": at >> np.int64(32),
+        "_at": at,
+        ID: pd.arrays.ArrowExtensionArray(ids_of_keys(unionfind.as_arrow(links["u"]), skip)),
+        "_keeper": pd.arrays.ArrowExtensionArray(ids_of_keys(unionfind.as_arrow(links["v"]), skip)),
+        "_size": unionfind.star_sizes(links).astype(np.int32),
+    }, index=pd.RangeIndex(len(links)))
 
 
 class NearDedupOptions(KeepRule):
@@ -711,7 +773,15 @@ class NearDedupOptions(KeepRule):
 
 
 class _NearDedup(Deduplicator):
-    """Signatures -> band buckets -> verified pairs -> components -> drop all but one."""
+    """Signatures -> band buckets -> verified pairs -> components -> drop all but one.
+
+    Components come from shuffles, not from the driver: the verified edges become links
+    between keys that sort as the keep rule does, alternating large-star and small-star
+    steps (:mod:`dsbuild.kernels.unionfind`) turn each component into a star around its
+    keeper, and each dropped row's (row, kept id) goes back to its partition by a shuffle,
+    as in ``exact_dedup``. Only counts reach the driver: the links moved by each step
+    (a path of 2,000 nodes settles in 10 rounds), and the summary's sums.
+    """
 
     shape = "chain"
     payload_dtype: Any = np.uint64
@@ -727,58 +797,42 @@ class _NearDedup(Deduplicator):
             exploded,
             lambda p: p["_band_key"],
             lambda p: verify_buckets(p.drop(columns=[KEY]), signer, self.payload_dtype),
-            meta=pd.DataFrame({k: pd.Series([], dtype=v) for k, v in EDGE_COLUMNS.items()}),
+            meta=_EDGE_META,
             label=f"{self.ctx.name}-buckets",
         )
-        clusters = self.components(frame, shapes, edges)
-        self.clusters_ = clusters
-        keepers = shapes.broadcast(KeepersById(clusters.drops(self.options)))
+        edges = self.checked(frame, shapes, shapes.persist(edges))
+        self.comparisons_ = shapes.fit(edges, comparison_counts, add_counts, label=f"{self.ctx.name}-comparisons")
+        dropped = shapes.persist(self.components(shapes, edges))
+        self.clusters_ = shapes.fit(dropped, cluster_stats, add_cluster_stats, label=f"{self.ctx.name}-clusters")
+        routed = shapes.route(dropped[_ROUTED], "_partition", like=frame)
         if self.options.action == "group":
-            return shapes.map(frame, _group_members, keepers, self.options.group_column, label=self.ctx.name)
-        return shapes.map(frame, _drop_members, keepers, label=self.ctx.name)
+            return shapes.map(frame, _group_routed, routed, self.options.group_column, label=self.ctx.name)
+        return shapes.map(frame, _drop_routed, routed, label=self.ctx.name)
 
-    def components(self, frame, shapes, edges) -> Clusters:
-        """Connected components of the verified edges (a mergeable fit)."""
-        return shapes.fit(edges, lambda p, s: Clusters.of(p), lambda a, b: a.merge(b), label=f"{self.ctx.name}-components")
+    def checked(self, frame, shapes, edges):
+        """The verified edges that stand (images check some on the pictures)."""
+        return edges
+
+    def components(self, shapes, edges):
+        """Dropped rows (``_DROPPED_META``) of the components of ``edges``: rounds of a
+        large-star and a small-star step, each a shuffle by node, until neither moves a link."""
+        links = shapes.map(edges, edge_links, self.options, meta=_LINKS_META, label=f"{self.ctx.name}-links")
+        while True:
+            doubled = shapes.map(links, unionfind.both_ways, meta=_LINKS_META, label=f"{self.ctx.name}-both-ways")
+            links = shapes.persist(shapes.group(doubled, "u", unionfind.large_star, meta=_LINKS_META, label=f"{self.ctx.name}-large-star"))
+            moved = shapes.fit(links, count_moved, _add, label=f"{self.ctx.name}-moved")
+            links = shapes.persist(shapes.group(links, "u", unionfind.small_star, meta=_LINKS_META, label=f"{self.ctx.name}-small-star"))
+            if moved + shapes.fit(links, count_moved, _add, label=f"{self.ctx.name}-moved") == 0:
+                return shapes.group(links, "v", lambda p: star_drops(p, self.options), meta=_DROPPED_META, label=f"{self.ctx.name}-stars")
 
     def summary(self) -> dict:
         c = getattr(self, "clusters_", None)
         if c is None:
             return {}
-        sizes = c.forest.sizes()
-        return {
-            "clusters": len(sizes),
-            "rows_in_clusters": int(sizes.sum()) if len(sizes) else 0,
-            "cluster_sizes": size_histogram(sizes),
-            # a bucket's rows are compared with its leaders, in every band a pair shares:
-            # comparisons made, not distinct pairs (which no one partition sees)
-            "comparisons": c.candidates,
-            "close_comparisons": c.verified,
-        }
-
-
-def _drop_members(part: pd.DataFrame, keepers, partition_info=None) -> pd.DataFrame:
-    """Reject the rows ``keepers`` names, each with ``duplicate-of=<kept id>``."""
-    part = with_marks(part)
-    if part.empty:
-        return part
-    rows, kept = keepers.kept_of(part, partition_info["number"] if partition_info else 0)
-    if len(rows):
-        hit = np.zeros(len(part), dtype=bool)
-        hit[rows] = True
-        reasons = np.full(len(part), None, dtype=object)
-        reasons[rows] = ["duplicate-of=" + str(k) for k in kept]
-        part = reject(part, hit, reasons)
-    return part
-
-
-def _group_members(part: pd.DataFrame, keepers, column: str, partition_info=None) -> pd.DataFrame:
-    """``action: group``: each member of a cluster names the kept id; the rest their own."""
-    part = with_marks(part)
-    rows, kept = keepers.kept_of(part, partition_info["number"] if partition_info else 0)
-    hit = np.zeros(len(part), dtype=bool)
-    hit[rows] = True
-    return _grouped(part, hit, pa.array(kept, pa.large_string()), column)
+        # a bucket's rows are compared with its leaders, in every band a pair shares:
+        # comparisons made, not distinct pairs (which no one partition sees)
+        comparisons, close = self.comparisons_
+        return {**c, "comparisons": comparisons, "close_comparisons": close}
 
 
 # -- near_dedup_images -----------------------------------------------------------------
@@ -864,8 +918,8 @@ class NearDedupImages(_NearDedup):
         o = self.options
         return ImageSigner(self._column(), o.hash, o.distance, o.mirror, o.search, o.bands, o.band_bits, seed=self.ctx.seed)
 
-    def components(self, frame, shapes, edges) -> Clusters:
-        """Hash pairs, then the doubtful ones checked on the pictures, then components.
+    def checked(self, frame, shapes, edges):
+        """The hash pairs that stand once the doubtful ones are checked on the pictures.
 
         Small simple pictures (digits, icons, aligned faces) have hashes as close as
         edited copies'. Pairs with a picture smaller than ``check_below`` whose hashes
@@ -874,27 +928,29 @@ class NearDedupImages(_NearDedup):
         partition (a shuffle by component), so every check is local and only those
         pictures are decoded again. Larger pictures are not checked: their hashes
         separate distinct pictures, while textured ones (grass, gravel) correlate poorly
-        after JPEG and cropping.
+        after JPEG and cropping. Only the doubtful pairs come to the driver; the pairs
+        that fail leave the edges by a map.
         """
         o = self.options
-        found = shapes.fit(edges, lambda p, s: p, lambda a, b: pd.concat([a, b], ignore_index=True), label=f"{self.ctx.name}-pairs")
-        found = _one_edge_per_pair(found)
-        real = found["a"].notna().to_numpy()
-        doubtful = real & (found["distance"].to_numpy() > o.trust_distance) if o.min_similarity is not None else np.zeros(len(found), bool)
-        self.image_checked_ = int(doubtful.sum())
-        if doubtful.any():
-            checked = found[doubtful]
-            forest = Forest.from_edges(checked["a"].to_numpy(), checked["b"].to_numpy())
-            root_of = dict(zip(forest.nodes, forest.roots))
-            checked = checked.assign(_root=checked["a"].map(root_of))
-            rows = shapes.map(frame, verification_rows, self._column(), shapes.broadcast(root_of), meta=_VERIFY_META, label=f"{self.ctx.name}-thumbnails")
-            met = shapes.group(rows, lambda p: p["_root"], lambda p: p.drop(columns=[KEY]), meta=_VERIFY_META, label=f"{self.ctx.name}-by-component")
-            scored = shapes.map(met, score_pairs, shapes.broadcast(checked), o.check_below, meta=_SCORE_META, label=f"{self.ctx.name}-check")
-            scores = shapes.fit(scored, lambda p, s: p, lambda a, b: pd.concat([a, b], ignore_index=True), label=f"{self.ctx.name}-scores")
-            passed = found.index.isin(scores.loc[scores["similarity"] >= o.min_similarity, "pair"])
-            self.image_rejected_ = int((doubtful & ~passed).sum())
-            found = found[~doubtful | passed]
-        return Clusters.of(found)
+        self.image_checked_ = 0
+        if o.min_similarity is None:
+            return edges
+        found = shapes.fit(edges, lambda p, s: _doubtful(p, o.trust_distance), lambda a, b: pd.concat([a, b], ignore_index=True),
+                           label=f"{self.ctx.name}-pairs")
+        checked = _one_edge_per_pair(found)
+        self.image_checked_ = len(checked)
+        if checked.empty:
+            return edges
+        forest = Forest.from_edges(checked["a"].to_numpy(), checked["b"].to_numpy())
+        root_of = dict(zip(forest.nodes, forest.roots))
+        checked = checked.assign(_root=checked["a"].map(root_of))
+        rows = shapes.map(frame, verification_rows, self._column(), shapes.broadcast(root_of), meta=_VERIFY_META, label=f"{self.ctx.name}-thumbnails")
+        met = shapes.group(rows, lambda p: p["_root"], lambda p: p.drop(columns=[KEY]), meta=_VERIFY_META, label=f"{self.ctx.name}-by-component")
+        scored = shapes.map(met, score_pairs, shapes.broadcast(checked), o.check_below, meta=_SCORE_META, label=f"{self.ctx.name}-check")
+        scores = shapes.fit(scored, lambda p, s: p, lambda a, b: pd.concat([a, b], ignore_index=True), label=f"{self.ctx.name}-scores")
+        failed = checked[~checked.index.isin(scores.loc[scores["similarity"] >= o.min_similarity, "pair"])]
+        self.image_rejected_ = len(failed)
+        return shapes.map(edges, _without_pairs, shapes.broadcast(failed[_PAIR]), meta=_EDGE_META, label=f"{self.ctx.name}-passed")
 
     def summary(self) -> dict:
         out = super().summary()
@@ -902,6 +958,21 @@ class NearDedupImages(_NearDedup):
             out["pairs_checked_on_images"] = getattr(self, "image_checked_", 0)
             out["pairs_rejected_on_images"] = getattr(self, "image_rejected_", 0)
         return out
+
+
+_PAIR = ["a", "b", "mirrored", "distance"]  # one hash pair: an edge found in several bands, or partitions, repeats it
+
+
+def _doubtful(edges: pd.DataFrame, trust_distance: int) -> pd.DataFrame:
+    """The hash pairs too far apart to trust without looking at the pictures."""
+    return edges[edges["a"].notna() & (edges["distance"] > trust_distance)]
+
+
+def _without_pairs(edges: pd.DataFrame, failed: pd.DataFrame) -> pd.DataFrame:
+    """``edges`` but the hash pairs that failed the check on the pictures."""
+    if failed.empty or edges.empty:
+        return edges
+    return edges[~pd.MultiIndex.from_frame(edges[_PAIR]).isin(pd.MultiIndex.from_frame(failed))]
 
 
 def _one_edge_per_pair(found: pd.DataFrame) -> pd.DataFrame:

@@ -654,3 +654,45 @@ def test_verifying_a_big_bucket_hashes_each_row_once_not_each_pair():
     edges = verify_buckets(exploded, signer, np.uint32)
     assert Counting.most <= len(exploded)  # rows, not the pairs of every band (104,000 here)
     assert edges["verified"].sum() >= edges["a"].notna().sum() > 0  # close pairs counted in every band they share
+
+
+@pytest.mark.parametrize("options", [{}, {"quality": "stars"}, {"action": "group"}], ids=["drop", "quality", "group"])
+def test_near_dedup_text_brings_counts_to_the_driver_not_its_clusters(client, monkeypatch, options):
+    """Every edge went into one union-find forest on the driver, and a dict of every
+    dropped id was sent to every partition: tens of millions of entries at 100 M texts.
+    Components now come from shuffles, and only counts reach the driver; a chain of
+    copies of copies is still one cluster whose keeper follows the keep rule, at any
+    partitioning."""
+    import pickle
+
+    from dsbuild.stages.base import Shapes
+
+    seen = []
+    reduce, broadcast = Shapes._reduce, Shapes.broadcast
+    monkeypatch.setattr(Shapes, "_reduce", lambda self, *a, **k: seen.append(reduce(self, *a, **k)) or seen[-1])
+    monkeypatch.setattr(Shapes, "broadcast", lambda self, value, graph=None: seen.append(value) or broadcast(self, value, graph))
+    rng = np.random.default_rng(2)
+    words = [f"w{i}" for i in rng.integers(0, 5000, 80)]
+    rows = []
+    for k in range(300):  # each text a copy of the one before with one more word changed: a path of edges
+        words[(k * 37) % 80] = f"x{k}"
+        rows.append({"id": f"c{(k * 101) % 300}", "body": " ".join(words), "stars": float(k % 7)})
+    rows += [{"id": f"u{k}", "body": " ".join(rng.choice(words, 40)) + f" u{k}", "stars": 1.0} for k in range(20)]
+    frame = pd.DataFrame(rows)
+    outs = []
+    for n in (1, 3):
+        seen.clear()
+        stage = NearDedupText(threshold=0.5, **options)
+        kept, rej = run_stage(stage, frame, npartitions=n, roles=Roles(text="body"))
+        assert max(len(pickle.dumps(v)) for v in seen) < 2_000  # sums and counts, not 300 ids
+        outs.append((kept.astype(str).values.tolist(), _pairs(rej), stage.summary()))
+    assert outs[0] == outs[1]
+    kept, rej, summary = outs[0]
+    assert summary["clusters"] >= 1 and summary["rows_in_clusters"] >= 250
+    if options.get("action") == "group":
+        assert not rej
+    else:
+        keepers = {reason for _, reason in rej}
+        want = "c0" if not options else frame.loc[frame["id"].str.startswith("c")].sort_values(
+            ["stars", "id"], ascending=[False, True], key=lambda s: s.str[1:].astype(int) if s.name == "id" else s)["id"].iloc[0]
+        assert f"duplicate-of={want}" in keepers
