@@ -3,10 +3,12 @@
 ``exact_dedup`` hashes every row into a thin frame, shuffles only that frame so equal
 rows meet, keeps the (dropped -> kept) pairs on the workers and rejects them in a last
 map. The near-duplicate stages chain shapes the same way: map every row to a signature
-and its LSH band keys (one row per band) -> group by band key so candidates meet ->
-verify candidates -> connected components by rounds of groups by node (large-star and
-small-star steps) -> the dropped rows shuffled to their partitions -> map that drops
-every member of a cluster but one. Which member stays is a deterministic rule: the best
+-> thin rows of its LSH band keys (one row per band, no signature) grouped by band key
+-> the rows of shared buckets fetch their signatures (a shuffle to the records'
+partitions) -> group by band key again so candidates meet -> verify candidates ->
+connected components by rounds of groups by node (large-star and small-star steps) ->
+the dropped rows shuffled to their partitions -> map that drops every member of a
+cluster but one. Which member stays is a deterministic rule: the best
 ``quality`` value when one is named, then the lowest id. ``decontaminate`` indexes a
 reference source (a test split) in a fit and drops rows that match it.
 """
@@ -573,31 +575,45 @@ def joined_text(part: pd.DataFrame, columns: list[str]) -> list[str]:
     return part[columns].astype("string").fillna("").agg(" ".join, axis=1).tolist()
 
 
-def explode_bands(part: pd.DataFrame, signer, quality: str | None, partition_info=None) -> pd.DataFrame:
-    """One row per (record, orientation, band): the bucket key and what verifying needs,
-    and where the record lives (partition and row, for the pass that drops it)."""
+def signatures(part: pd.DataFrame, signer, quality: str | None, partition_info=None) -> pd.DataFrame:
+    """One row per (record, orientation): its signature (payload) and what verifying
+    needs, and where the record lives (partition and row, for the pass that drops it)."""
     ok, entries = signer.sign(part)
     ids = part[ID].to_numpy(dtype=object)[ok]
     number = partition_info["number"] if partition_info else 0
     at = ((np.int64(number) << np.int64(32)) + np.arange(len(part), dtype=np.int64))[ok]
     q = pd.to_numeric(part[quality], errors="coerce").to_numpy(dtype=float)[ok] if quality else np.zeros(ok.sum())
     entries = entries[ok]
-    frames = []
-    for variant in range(entries.shape[1]):
-        payload = entries[:, variant]
-        keys = signer.keys(payload)
-        n, bands = keys.shape
-        frames.append(pd.DataFrame({
-            "_band_key": keys.reshape(-1),
-            "_variant": np.full(n * bands, variant, dtype=np.int8),
-            ID: np.repeat(ids, bands),
-            "_at": np.repeat(at, bands),
-            "_quality": np.repeat(q, bands),
-            "_payload": np.repeat(_as_objects(payload), bands),
-        }))
-    if not frames:
-        return _edge_meta_input()
-    return pd.concat(frames, ignore_index=True)
+    frames = [pd.DataFrame({
+        "_variant": np.full(len(ids), variant, dtype=np.int8), ID: ids, "_at": at, "_quality": q,
+        "_payload": _as_objects(entries[:, variant]),
+    }) for variant in range(entries.shape[1])]
+    return pd.concat(frames, ignore_index=True) if frames else _SIGNATURE_META.copy()
+
+
+def band_rows(signed: pd.DataFrame, signer, dtype) -> pd.DataFrame:
+    """One thin row per (record, orientation, band): the bucket key and what verifying
+    needs but the signature, which only rows that share a bucket fetch (:func:`with_payloads`)."""
+    keys = signer.keys(_payloads(signed["_payload"].to_numpy(), dtype)) if len(signed) else np.zeros((0, 1), dtype=np.uint64)
+    bands = keys.shape[1]
+    return pd.DataFrame({
+        "_band_key": keys.reshape(-1).astype(np.uint64),
+        **{c: np.repeat(signed[c].to_numpy(), bands) for c in ("_variant", ID, "_at", "_quality")},
+    })
+
+
+def shared_buckets(bands: pd.DataFrame) -> pd.DataFrame:
+    """The band rows whose bucket holds another row (only those are compared), with the
+    partition their record lives in."""
+    shared = bands[bands["_band_key"].duplicated(keep=False)]
+    return shared.assign(_partition=shared["_at"].to_numpy() >> np.int64(32))
+
+
+def with_payloads(signed: pd.DataFrame, wanted: pd.DataFrame) -> pd.DataFrame:
+    """The band rows ``wanted`` (routed to this partition) with their records' signatures."""
+    payload = signed.set_index(["_at", "_variant"])["_payload"]
+    found = payload.reindex(pd.MultiIndex.from_arrays([wanted["_at"].to_numpy(), wanted["_variant"].to_numpy()]))
+    return wanted.reset_index(drop=True).drop(columns="_partition", errors="ignore").assign(_payload=found.to_numpy())
 
 
 def _as_objects(payload: np.ndarray) -> np.ndarray:
@@ -611,12 +627,13 @@ def _payloads(values, dtype) -> np.ndarray:
     return np.stack([np.frombuffer(v, dtype=dtype) for v in values]) if len(values) else np.zeros((0, 1), dtype=dtype)
 
 
-def _edge_meta_input() -> pd.DataFrame:
-    return pd.DataFrame({
-        "_band_key": pd.Series([], dtype=np.uint64), "_variant": pd.Series([], dtype=np.int8),
-        ID: pd.Series([], dtype=object), "_at": pd.Series([], dtype=np.int64),
-        "_quality": pd.Series([], dtype=float), "_payload": pd.Series([], dtype=object),
-    })
+_SIGNATURE_META = pd.DataFrame({
+    "_variant": pd.Series([], dtype=np.int8), ID: pd.Series([], dtype=object), "_at": pd.Series([], dtype=np.int64),
+    "_quality": pd.Series([], dtype=float), "_payload": pd.Series([], dtype=object),
+})
+_BAND_META = pd.DataFrame({"_band_key": pd.Series([], dtype=np.uint64), **{c: _SIGNATURE_META[c] for c in ("_variant", ID, "_at", "_quality")}})
+_SHARED_META = _BAND_META.assign(_partition=pd.Series([], dtype=np.int64))
+_BAND_PAYLOAD_META = _BAND_META.assign(_payload=pd.Series([], dtype=object))
 
 
 EDGE_COLUMNS = {
@@ -792,7 +809,11 @@ class _NearDedup(Deduplicator):
     def build(self, frame, shapes):
         signer = self.signer(frame._meta)
         quality = self.options.quality
-        exploded = shapes.map(frame, explode_bands, signer, quality, meta=_edge_meta_input(), label=f"{self.ctx.name}-signatures")
+        signed = shapes.persist(shapes.map(frame, signatures, signer, quality, meta=_SIGNATURE_META, label=f"{self.ctx.name}-signatures"))
+        bands = shapes.map(signed, band_rows, signer, self.payload_dtype, meta=_BAND_META, label=f"{self.ctx.name}-bands")
+        shared = shapes.group(bands, "_band_key", shared_buckets, meta=_SHARED_META, label=f"{self.ctx.name}-shared")
+        exploded = shapes.map(signed, with_payloads, shapes.route(shared, "_partition", like=signed), meta=_BAND_PAYLOAD_META,
+                              label=f"{self.ctx.name}-payloads")
         edges = shapes.group(
             exploded,
             lambda p: p["_band_key"],

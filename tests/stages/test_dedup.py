@@ -637,7 +637,7 @@ def test_verifying_a_big_bucket_hashes_each_row_once_not_each_pair():
     """1,500 variants of one license (a copyright line apart) made 1.1 M pairs in every
     band, and each pair's band keys were recomputed from both signatures: 113 s and
     6.4 GB of worker memory for 1,500 rows. Keys now come once per row."""
-    from dsbuild.stages.dedup import TextSigner, explode_bands, verify_buckets
+    from dsbuild.stages.dedup import TextSigner, band_rows, signatures, verify_buckets, with_payloads
 
     class Counting(TextSigner):
         most = 0
@@ -649,7 +649,8 @@ def test_verifying_a_big_bucket_hashes_each_row_once_not_each_pair():
     body = " ".join(f"word{i}" for i in range(120))
     frame = pd.DataFrame({"id": [f"r{i:03d}" for i in range(150)], "body": [f"copyright {i} holder {i} {body}" for i in range(150)]})
     signer = Counting(["body"], 128, 5, "word", 0.8, seed=1)
-    exploded = explode_bands(frame, signer, None)
+    signed = signatures(frame, signer, None)
+    exploded = with_payloads(signed, band_rows(signed, signer, np.uint32))
     Counting.most = 0
     edges = verify_buckets(exploded, signer, np.uint32)
     assert Counting.most <= len(exploded)  # rows, not the pairs of every band (104,000 here)
@@ -696,3 +697,25 @@ def test_near_dedup_text_brings_counts_to_the_driver_not_its_clusters(client, mo
         want = "c0" if not options else frame.loc[frame["id"].str.startswith("c")].sort_values(
             ["stars", "id"], ascending=[False, True], key=lambda s: s.str[1:].astype(int) if s.name == "id" else s)["id"].iloc[0]
         assert f"duplicate-of={want}" in keepers
+
+
+def test_band_rows_carry_a_signature_only_where_their_bucket_is_shared(client, monkeypatch):
+    """Every band row carried its record's whole signature into the shuffle by band key
+    (512 bytes, 16 times a text: 599 MB of shuffled pieces for 100,000 texts); rows
+    whose bucket holds no other row are never compared. Thin band rows meet first, and
+    only rows of shared buckets fetch their signature."""
+    from dsbuild.stages.base import Shapes
+    from dsbuild.stages.dedup import TextSigner
+
+    grouped = []
+    group = Shapes.group
+    monkeypatch.setattr(Shapes, "group", lambda self, frame, *a, **k: grouped.append(frame) or group(self, frame, *a, **k))
+    rng = np.random.default_rng(4)
+    texts = [" ".join(f"w{i}" for i in rng.integers(0, 50_000, 60)) for _ in range(200)]
+    copies = [t.rsplit(" ", 1)[0] + " changed" for t in texts[:10]]  # the last word: one shingle of 56 differs
+    frame = pd.DataFrame({"id": [f"t{i:03d}" for i in range(210)], "body": texts + copies})
+    kept, rej = run_stage(NearDedupText(), frame, npartitions=2, roles=Roles(text="body"))
+    assert sorted(rej["id"]) == [f"t{i:03d}" for i in range(200, 210)]
+    bands = TextSigner(["body"], 128, 5, "word", 0.8, seed=1).bands
+    signed_rows = sum(len(f) for f in grouped if "_payload" in f.columns)
+    assert 0 < signed_rows <= 2 * bands * len(copies), (signed_rows, 210 * bands)
