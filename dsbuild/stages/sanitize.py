@@ -162,6 +162,24 @@ def _sorted_classes(counts: dict) -> list:
         return sorted(counts, key=str)
 
 
+def require_classes(stage: str, label: str, counts: dict) -> None:
+    """Both stages compare a row with its class: a label that is a measurement (a price, a
+    concentration named as the label by mistake) or an id makes nearly every value a class
+    of its own, and they flag noise (label_issues) or remove nothing (5% of one row)
+    without a word that the label was not one."""
+    fractional = [_plain(c) for c in _sorted_classes(counts) if isinstance(c, (float, np.floating)) and not float(c).is_integer()]
+    rows = sum(counts.values())
+    if fractional:
+        shown = ", ".join(f"{v:g}" for v in fractional[:3]) + (", ..." if len(fractional) > 3 else "")
+        raise StageError(f"stage {stage!r}: label {label!r} holds numbers that are not whole ({shown}): {len(counts)} values "
+                         f"in {rows} rows, each taken as a class. It looks like a measurement to predict, not classes: "
+                         "name a class column in columns.label, or cut this one into classes first")
+    if len(counts) > 2 and len(counts) > rows / 2:
+        raise StageError(f"stage {stage!r}: label {label!r} has {len(counts)} classes in {rows} labelled rows, most of them "
+                         "a row or two: nothing to learn a class from. Is it an id or free text? Name the class column "
+                         "in columns.label")
+
+
 def _class_index(values: pd.Series, classes: list) -> np.ndarray:
     index = pd.Index(classes)
     return np.asarray(index.get_indexer(values.to_numpy(dtype=object)), dtype=np.int64)
@@ -366,6 +384,7 @@ class Sanitize(_Features, FitApplyStage):
         counts = moments.label_counts()
         if not counts or not moments.columns:
             raise StageError(f"stage {label!r}: no labelled rows to fit on")
+        require_classes(label, self._label(), counts)
         self._require_spread(moments.total(), frame.columns)
         if o.method in ("slab", "loss") and len(counts) < 2:  # no other class to measure against: slab's line was rounding noise, every loss 0
             raise StageError(f"stage {label!r}: method {o.method} needs labelled rows of at least two classes; "
@@ -711,6 +730,7 @@ class LabelIssues(_Features, FitApplyStage):
         classes = _sorted_classes(counts)
         if moments is None or len(classes) < 2:
             raise StageError(f"stage {label!r}: needs labelled rows of at least two classes")
+        require_classes(label, self._label(), counts)
         state: dict[str, Any] = {"classes": classes, "standardizer": moments.standardizer(), "rounds": []}
         Zs = state["standardizer"].standardize(sample.X)
         ys = _class_index(pd.Series(sample.labels, dtype=object), classes)

@@ -458,3 +458,33 @@ def test_an_image_vector_too_long_for_the_workers_is_refused_when_the_job_is_rea
     for stage, kind, size in ((Sanitize, "color_hist", 300), (Sanitize, "pixels", 2000), (LabelIssues, "hog", 512)):
         with pytest.raises(ValidationError, match=f"image_size {size} makes {kind} vectors of"):
             stage(image_features=kind, image_size=size)
+
+
+@pytest.mark.parametrize("stage", [Sanitize(method="l2"), LabelIssues()])
+def test_a_measurement_as_the_label_is_refused(stage):
+    """wine's alcohol named as the label by mistake: 126 'classes' in 178 rows, each
+    value its own class; label_issues printed scikit-learn's regression warning from
+    every fold, flagged rows and warned that 126 classes were emptied, sanitize removed
+    nothing (5% of one row is none). Whole-number floats (a label read beside NaN) are
+    classes still."""
+    from sklearn.datasets import load_wine
+
+    wine = load_wine(as_frame=True).frame.drop(columns="target")
+    wine.insert(0, "id", [f"w{i:03d}" for i in range(len(wine))])
+    roles = Roles(label="alcohol", features=tuple(c for c in wine.columns if c not in ("id", "alcohol")))
+    with dask.config.set(scheduler="sync"), pytest.raises(StageError, match=r"label 'alcohol' holds numbers that are not whole "
+                                                                            r"\(11\.03, 11\.41, 11\.45, \.\.\.\): 126 values in 178 rows"):
+        run_stage(stage, wine, npartitions=3, roles=roles)
+    wine["alcohol"] = np.where(wine["alcohol"] > 13, 1.0, 0.0)
+    wine.loc[[3, 50], "alcohol"] = np.nan
+    with dask.config.set(scheduler="sync"):
+        kept, rejected = run_stage(stage, wine, npartitions=3, roles=roles)
+    assert len(kept) + len(rejected) == len(wine)
+
+
+def test_a_label_with_a_class_a_row_is_refused(poisoned):
+    """An id or a free-text column named as the label makes nearly every row a class of
+    its own: nothing to learn or compare a row with."""
+    frame = poisoned.assign(target=poisoned["id"])
+    with pytest.raises(StageError, match=r"label 'target' has 589 classes in 589 labelled rows"):
+        _run(LabelIssues(), frame)
