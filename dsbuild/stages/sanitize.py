@@ -15,7 +15,7 @@ from pydantic import Field, model_validator
 
 from dsbuild.kernels import confident as cl
 from dsbuild.kernels.dtypes import as_dtype
-from dsbuild.kernels.fairness import weight_values
+from dsbuild.kernels.fairness import usable_weights, weight_values
 from dsbuild.kernels.features import feature_length, image_features
 from dsbuild.kernels.moments import ClassMoments, ColumnMoments
 from dsbuild.kernels.sanitize import (
@@ -777,9 +777,14 @@ class LabelIssues(_Features, FitApplyStage):
         models' probability of their given label: the chance, as the models see it, that
         the row is clean. A flip deep in another class gets ~0, a clean boundary row ~0.4,
         and no row is lost to a trainer that reads the weight. Counted per class, so a
-        class whose every row was flagged is still said (``result_warnings``)."""
+        class whose every row was flagged is still said (``result_warnings``). A row whose
+        weight no trainer takes (missing, infinite or negative, before and so after) is
+        rejected with the value, as reweigh rejects it."""
         weight = self.ctx.roles.weight
-        old = weight_values(part[weight]) if weight in part.columns else 1.0
+        old = 1.0
+        if weight in part.columns:
+            old = weight_values(part[weight])
+            part = reject(part, ~usable_weights(old), np.array([f"weight:{weight}={v}" for v in old], dtype=object))
         part[weight] = old * np.where(weighed, given, 1.0)
         part["_m_label_issues_weighted"] = weighed.astype(np.int64)
         for c, name in enumerate(classes):

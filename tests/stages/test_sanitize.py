@@ -488,3 +488,19 @@ def test_a_label_with_a_class_a_row_is_refused(poisoned):
     frame = poisoned.assign(target=poisoned["id"])
     with pytest.raises(StageError, match=r"label 'target' has 589 classes in 589 labelled rows"):
         _run(LabelIssues(), frame)
+
+
+def test_rows_whose_weight_no_trainer_takes_are_rejected_when_the_last_round_weighs(poisoned):
+    """A missing, negative or infinite weight in the source went through label_issues'
+    weighing untouched (NaN times the probability is NaN) into the output, where
+    sample_weight refuses it; reweigh rejects such rows with the value, and so does
+    label_issues now that it writes the weights."""
+    frame = poisoned.assign(weight=2.0)
+    bad = {"r0003": np.nan, "r0100": -1.0, "r0200": np.inf}
+    for rid, value in bad.items():
+        frame.loc[frame["id"] == rid, "weight"] = value
+    kept, rejected = _run(LabelIssues(), frame)
+    assert np.isfinite(kept["weight"]).all() and (kept["weight"] >= 0).all()
+    reasons = rejected.set_index("id")["reason"]
+    assert [reasons[rid] for rid in bad] == ["weight:weight=nan", "weight:weight=-1.0", "weight:weight=inf"]
+    assert len(kept) + len(rejected) == len(frame)
