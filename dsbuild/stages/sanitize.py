@@ -812,6 +812,7 @@ class LabelIssues(_Features, FitApplyStage):
             part[column] = as_dtype(pd.Series(new, index=part.index), part[column].dtype)
             part["_m_relabelled"] = flagged.astype(np.int64)
         part["_m_label_issues"] = flagged.astype(np.int64)
+        part["_m_unscored"] = (labels < 0).astype(np.int64)  # no label to judge: kept, and said, as sanitize says it
         for r in range(len(state["rounds"])):
             part[f"_m_label_issues_round_{r}"] = (flagged_in == r).astype(np.int64)
         return part

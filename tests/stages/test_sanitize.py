@@ -504,3 +504,22 @@ def test_rows_whose_weight_no_trainer_takes_are_rejected_when_the_last_round_wei
     reasons = rejected.set_index("id")["reason"]
     assert [reasons[rid] for rid in bad] == ["weight:weight=nan", "weight:weight=-1.0", "weight:weight=inf"]
     assert len(kept) + len(rejected) == len(frame)
+
+
+def test_rows_without_a_label_are_counted_as_unscored(poisoned):
+    """label_issues cannot judge a row with no label and keeps it; sanitize counted such
+    rows as unscored in the manifest, label_issues said nothing of them."""
+    import dask.dataframe as dd
+
+    from dsbuild.stages.base import Shapes
+    from dsbuild.testing import stage_metrics
+
+    frame = poisoned.assign(target=poisoned["target"].astype(float))
+    frame.loc[[5, 50, 500], "target"] = np.nan
+    stage = LabelIssues(model="logistic_regression", filter="noise_rate")
+    stage.bind(StageContext(stage.name, 0, _roles(frame)))
+    ddf = dd.from_pandas(frame, npartitions=3, sort=False)
+    stage.check(ddf._meta)
+    with dask.config.set(scheduler="sync"):
+        out = stage.build(ddf, Shapes()).compute()
+    assert stage_metrics(out)["unscored"] == 3
