@@ -787,9 +787,8 @@ class LabelIssues(_Features, FitApplyStage):
             part = reject(part, ~usable_weights(old), np.array([f"weight:{weight}={v}" for v in old], dtype=object))
         part[weight] = old * np.where(weighed, given, 1.0)
         part["_m_label_issues_weighted"] = weighed.astype(np.int64)
-        for c, name in enumerate(classes):
-            part[f"{METRIC}{WEIGHED}{_plain(name)!s}"] = (weighed & (labels == c)).astype(np.int64)
-        return part
+        per_class = {f"{METRIC}{WEIGHED}{_plain(name)!s}": (weighed & (labels == c)).astype(np.int64) for c, name in enumerate(classes)}
+        return pd.concat([part, pd.DataFrame(per_class, index=part.index)], axis=1)  # one block: a column each fragmented the frame
 
     def apply(self, part: pd.DataFrame, state: dict) -> pd.DataFrame:
         Z, labels, ids, folds = self._rows(part, state)
