@@ -188,8 +188,9 @@ def mitigations(case):
         "resample (uniform)": lambda: Resample(**common),
         "resample (preferential)": lambda: Resample(**common, method="preferential"),
         "massage": lambda: Massage(**common),
-        "disparate_impact_remover": lambda: DisparateImpactRemover(**common, columns=numeric),
-        "correlation_remover": lambda: CorrelationRemoverStage(**common, columns=numeric),
+        # the feature repairs read no label: only the groups
+        "disparate_impact_remover": lambda: DisparateImpactRemover(bins=case["bins"], columns=numeric),
+        "correlation_remover": lambda: CorrelationRemoverStage(bins=case["bins"], columns=numeric),
     }
 
 
