@@ -3,9 +3,10 @@ and fix noisy values (units, ranges, missing values, spellings, outliers, depend
 
 from __future__ import annotations
 
+import datetime
 import difflib
 import functools
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -477,11 +478,16 @@ def _unit_reasons(column: str, problem: np.ndarray, values: pd.Series, bad: np.n
 # -- ranges -----------------------------------------------------------------------------
 
 
-class RangeRule(StageOptions):
-    """Allowed values of one column: ``min``/``max`` (inclusive) or an ``allowed`` set."""
+# a number (.nan allowed every value without a word), else a time: ISO text, or a date as YAML reads 2021-03-02
+Bound = Annotated[float, Field(allow_inf_nan=False)] | datetime.datetime | datetime.date
 
-    min: float | None = Field(None, allow_inf_nan=False)  # .nan allowed every value without a word
-    max: float | None = Field(None, allow_inf_nan=False)
+
+class RangeRule(StageOptions):
+    """Allowed values of one column: ``min``/``max`` (inclusive) or an ``allowed`` set.
+    Bounds are numbers, or times for a column of timestamps (``2021-03-02``, ISO text)."""
+
+    min: Bound | None = Field(None, union_mode="left_to_right")
+    max: Bound | None = Field(None, union_mode="left_to_right")
     allowed: list[Any] | None = None
     action: Literal["reject", "clip", "null"] = Field("reject", description="what to do with a value outside")
 
@@ -492,24 +498,50 @@ class RangeRule(StageOptions):
             raise ValueError("give min, max or allowed")
         if bounded and self.allowed is not None:
             raise ValueError("give min/max or allowed, not both")
-        if self.min is not None and self.max is not None and self.min > self.max:
+        kinds = {isinstance(b, datetime.date) for b in (self.min, self.max) if b is not None}
+        if len(kinds) > 1:
+            raise ValueError(f"min {self.min} and max {self.max}: one is a time, the other a number")
+        if self.min is not None and self.max is not None and _bound(self.min) > _bound(self.max):
             raise ValueError(f"min {self.min} is above max {self.max}")
         if self.action == "clip" and not bounded:
             raise ValueError("clip needs min or max; an allowed set cannot be clipped to")
         return self
+
+    @property
+    def times(self) -> bool:
+        return isinstance(self.min if self.min is not None else self.max, datetime.date)
+
+    def bounds(self, dtype) -> tuple:
+        """(min, max) as the column compares them: times in the column's zone (a bound
+        without one is read in it, as the column's own values are shown)."""
+        if not self.times:
+            return self.min, self.max
+        zone = getattr(dtype, "tz", None)
+        return tuple(None if b is None else _in_zone(pd.Timestamp(b), zone) for b in (self.min, self.max))
 
     def inside(self, col: pd.Series) -> np.ndarray:
         """True where the value is allowed or missing (a missing value is impute's job)."""
         if self.allowed is not None:
             ok = col.isin(self.allowed).to_numpy()
         else:
-            num = col.to_numpy(dtype=np.float64, na_value=np.nan)
+            low, high = self.bounds(col.dtype)
+            values = col if self.times else col.to_numpy(dtype=np.float64, na_value=np.nan)
             ok = np.ones(len(col), dtype=bool)
-            if self.min is not None:
-                ok &= ~(num < self.min)
-            if self.max is not None:
-                ok &= ~(num > self.max)
+            if low is not None:
+                ok &= ~np.asarray(values < low, dtype=bool)
+            if high is not None:
+                ok &= ~np.asarray(values > high, dtype=bool)
         return ok | _blank_as_missing(col).isna().to_numpy()
+
+
+def _bound(b):
+    return pd.Timestamp(b) if isinstance(b, datetime.date) else b
+
+
+def _in_zone(t: pd.Timestamp, zone) -> pd.Timestamp:
+    if zone is None:
+        return t.tz_localize(None) if t.tz is not None else t
+    return t.tz_localize(zone) if t.tz is None else t.tz_convert(zone)
 
 
 class RangesOptions(StageOptions):
@@ -533,10 +565,14 @@ class Ranges(MapStage):
         for column, rule in self.options.columns.items():
             if rule.allowed is not None:
                 self._check_allowed(column, rule.allowed, meta[column].dtype)
-            if rule.allowed is None and not is_number_column(meta[column].dtype):
+            if rule.allowed is None and rule.times and not pd.api.types.is_datetime64_any_dtype(meta[column].dtype):
+                raise StageError(f"stage {self.ctx.name!r}: rule for {column!r} has times as bounds but the column is "
+                                 f"{meta[column].dtype}, not timestamps (cast it to datetime first)")
+            if rule.allowed is None and not rule.times and not is_number_column(meta[column].dtype):
+                times = " (give its bounds as times: min: 2021-03-02)" if _is_time(meta[column].dtype) else " (cast it first)"
                 raise StageError(
                     f"stage {self.ctx.name!r}: rule for {column!r} has min/max but the column is "
-                    f"{meta[column].dtype}, not numeric (cast it first)"
+                    f"{meta[column].dtype}, not numeric{times}"
                 )
 
     def _check_allowed(self, column: str, allowed: list, dtype) -> None:
@@ -560,6 +596,9 @@ class Ranges(MapStage):
             outside = ~rule.inside(col)
             if rule.action == "reject":
                 part = reject(part, outside, _details(f"range:{column}", col))
+            elif rule.action == "clip" and rule.times:
+                low, high = rule.bounds(col.dtype)
+                part[column] = col.clip(lower=low, upper=high)
             elif rule.action == "clip":
                 whole = all(b is None or float(b).is_integer() for b in (rule.min, rule.max))
                 # a bound with a fraction makes the column float before the clip: a nullable

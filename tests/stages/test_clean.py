@@ -352,6 +352,35 @@ def test_ranges_bound_that_is_not_a_number_is_refused():
         Ranges(columns={"age": {"min": float("nan")}})
 
 
+def test_ranges_takes_times_as_the_bounds_of_a_timestamp_column(tmp_path):
+    """``min: 2021-03-02`` on a column of timestamps was "Input should be a valid number":
+    dates in the future or before a system existed could not be ruled out. A bound is read
+    in the column's zone, as its values are shown; a number for times (or a time for
+    numbers) is refused before the run."""
+    from dsbuild.job import load_job
+
+    ts = pd.to_datetime(["2021-03-01 23:30", "2021-03-05 00:00", None, "2022-01-01 00:00"]).tz_localize("Europe/Oslo")
+    frame = pd.DataFrame({"id": list("abcd"), "ts": ts, "n": [1, 2, 3, 4]})
+    rule = {"min": "2021-03-02", "max": "2021-12-31"}
+    kept, rejected = run_stage(Ranges(columns={"ts": rule}), frame, npartitions=2)
+    assert kept["id"].tolist() == ["b", "c"] and rejected["reason"].tolist() == [
+        "range:ts=2021-03-01 23:30:00+01:00", "range:ts=2022-01-01 00:00:00+01:00"]
+    clipped, _ = run_stage(Ranges(columns={"ts": {**rule, "action": "clip"}}), frame)
+    assert clipped["ts"].dtype == frame["ts"].dtype
+    assert clipped["ts"].dt.strftime("%Y-%m-%d").tolist()[::3] == ["2021-03-02", "2021-12-31"]
+    emptied, _ = run_stage(Ranges(columns={"ts": {"min": "2021-03-02T00:00:00+00:00", "action": "null"}}), frame)
+    assert emptied["ts"].isna().tolist() == [True, False, True, False]
+    for column, bound, says in (("n", "2021-03-02", "has times as bounds but the column is int64"),
+                                ("ts", 3, "not numeric \\(give its bounds as times")):
+        with pytest.raises(StageError, match=says):
+            run_stage(Ranges(columns={column: {"min": bound}}), frame)
+    with pytest.raises(ValidationError, match="one is a time, the other a number"):
+        Ranges(columns={"ts": {"min": 1, "max": "2021-01-01"}})
+    (tmp_path / "job.yaml").write_text("name: t\nsource: {format: sample, name: adult}\n"
+                                       "stages:\n  - ranges: {columns: {ts: {min: 2021-03-02}}}\nsink: {path: out}\n")
+    assert load_job(tmp_path / "job.yaml").resolved()["stages"][0]["ranges"]["columns"]["ts"]["min"] == "2021-03-02"  # as written
+
+
 def test_ranges_allowed_values_of_another_kind_than_the_column_are_refused():
     """allowed: ['1', '2'] on an integer column (or [1, 2] on a text one) matched no value:
     every row was rejected as range:n=1, range:n=2, ..."""
