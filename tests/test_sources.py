@@ -362,6 +362,19 @@ def test_json_fields_come_from_the_whole_type_sample(tmp_path, layout):
     assert df[REJECT].isna().all() and df["note"].notna().sum() == 500
 
 
+def test_json_lines_files_that_add_a_field_merge_their_schemas(tmp_path):
+    """A folder of exports where later files carry a field the first lacks (an API that
+    added one): their records were rejected as json:unknown-field, and no option read the
+    union of the files' fields, as Parquet's merge_schemas does."""
+    (tmp_path / "a.jsonl").write_text("".join(json.dumps({"k": i}) + "\n" for i in range(3)))
+    (tmp_path / "b.jsonl").write_text("".join(json.dumps({"k": i, "new": i * 10}) + "\n" for i in range(3, 5)))
+    first_only = read({"format": "jsonl", "path": str(tmp_path)})
+    assert first_only[REJECT].fillna("").tolist() == [""] * 3 + ["json:unknown-field=new"] * 2
+    merged = read({"format": "jsonl", "path": str(tmp_path), "merge_schemas": True}).set_index("id")
+    assert merged[REJECT].isna().all() and merged["k"].tolist() == list(range(5))
+    assert merged["new"].isna().sum() == 3 and merged.loc["b.jsonl:1", "new"] == 40
+
+
 def test_csv_numbers_with_thousands_separators(tmp_path):
     """A spreadsheet's export writes "1,234.50": read as text, no numeric stage took the
     column, and there was no option to read it as pandas' thousands= does. A value past

@@ -41,9 +41,11 @@ def _unknown_fields(source, rejected: dict) -> list[str]:
     n = rejected.get("json:unknown-field", 0)
     if not n:
         return []
+    sampled = "every file's first lines" if source.merge_schemas else f"the first {source.infer_bytes:,} bytes of the first file"
+    fixes = ("raise source.infer_bytes to reach it" if source.merge_schemas else
+             "set source.merge_schemas: true (the fields of every file's first lines), or raise source.infer_bytes to reach it")
     return [f"source: {n:,} record(s) rejected as json:unknown-field: they hold a field (their reason names it) that no "
-            f"record in the first {source.infer_bytes:,} bytes of the first file has, which decided the columns; if "
-            "they are data, raise source.infer_bytes to reach it, or read the files with other fields as a source of their own"]
+            f"record in {sampled} has, which decided the columns; if they are data, {fixes}"]
 
 
 def inexact_decimals(schema) -> list[str]:

@@ -43,6 +43,10 @@ class JsonlSource(_Spec):
     column_types: dict[str, ColumnType] = Field(
         default_factory=dict, description="field -> int | float | str | bool, in place of the type read off the first "
         "infer_bytes: {amount: float} for a field whose first values are whole numbers; a value that does not fit is rejected")
+    merge_schemas: bool = Field(
+        False, description="files with different fields (an API that added one): take the fields of every file's first "
+        "lines, infer_bytes spread over the files (64 KiB each at least), null where a record lacks one; off, only the "
+        "first file's decide, and a record with another field is rejected as json:unknown-field")
 
 
 def _read_jsonl(spec: JsonlSource, count_rows: bool = True) -> Source:
@@ -51,16 +55,11 @@ def _read_jsonl(spec: JsonlSource, count_rows: bool = True) -> Source:
     fs, root, files, skipped = _expand(spec.path, (".jsonl", ".json", ".ndjson", ".jsonl.gz", ".json.gz", ".ndjson.gz"))
     files = _without_empty(fs, files, skipped, spec.path)
     arrays = {f for f in files if _is_json_array(fs, f)}
-    sample = _read_text_block(fs, files[0], 0, spec.infer_bytes)
-    _require_utf8(sample, files[0])
-    # every record of the sample, not its first 1,000: a field first met further on (an API
-    # that added one) was no column, and each row with it was rejected as json:unknown-field
-    if files[0] in arrays:
-        rows = _array_prefix(sample)
-    else:
-        rows = [value for _, value, _ in _JsonBlock.items(sample, files[0], 0)]
-    rows = [r for r in rows if isinstance(r, dict)]
+    sampled = files if spec.merge_schemas else files[:1]
+    per_file = spec.infer_bytes if len(sampled) == 1 else max(spec.infer_bytes // len(sampled), _LEAST_SAMPLE)
+    rows = [r for f in sampled for r in _sample_records(fs, f, per_file, f in arrays)]
     if not rows:
+        sample = _read_text_block(fs, files[0], 0, spec.infer_bytes)
         if b"\r" in sample.rstrip(b"\r\n") and b"\n" not in sample.rstrip(b"\r\n"):
             raise SourceError(f"{files[0]}: its lines end with a carriage return alone (\\r, old Mac text); JSON lines "
                               "end with \\n or \\r\\n: convert it, e.g. tr '\\r' '\\n' < in.jsonl > out.jsonl")
@@ -72,6 +71,19 @@ def _read_jsonl(spec: JsonlSource, count_rows: bool = True) -> Source:
     frame = dd.from_map(Together(reader), together(blocks, records, spec.blocksize), meta=reader.empty(), divisions=None, label="read-jsonl",
                         enforce_metadata=False)
     return Source(frame, records, skipped, schema, ids_given=ID in schema.names)
+
+
+_LEAST_SAMPLE = 64 * 2**10  # bytes of each file that merge_schemas reads, however many files
+
+
+def _sample_records(fs, path: str, size: int, array: bool) -> list[dict]:
+    """The objects in the first ``size`` bytes of a file, which type the columns. Every
+    record of them, not the first 1,000: a field first met further on (an API that added
+    one) was no column, and each row with it was rejected as json:unknown-field."""
+    sample = _read_text_block(fs, path, 0, size)
+    _require_utf8(sample, path)
+    rows = _array_prefix(sample) if array else [value for _, value, _ in _JsonBlock.items(sample, path, 0)]
+    return [r for r in rows if isinstance(r, dict)]
 
 
 def _require_utf8(sample: bytes, path: str) -> None:
