@@ -535,7 +535,12 @@ class RangeRule(StageOptions):
 
 
 def _bound(b):
-    return pd.Timestamp(b) if isinstance(b, datetime.date) else b
+    """A bound as min and max compare: a time without a zone as if in UTC (the column's
+    own zone is not known yet), so a bound with one and a bound without compare."""
+    if not isinstance(b, datetime.date):
+        return b
+    t = pd.Timestamp(b)
+    return t.tz_localize("UTC") if t.tz is None else t
 
 
 def _in_zone(t: pd.Timestamp, zone) -> pd.Timestamp:

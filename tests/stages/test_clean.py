@@ -376,6 +376,8 @@ def test_ranges_takes_times_as_the_bounds_of_a_timestamp_column(tmp_path):
             run_stage(Ranges(columns={column: {"min": bound}}), frame)
     with pytest.raises(ValidationError, match="one is a time, the other a number"):
         Ranges(columns={"ts": {"min": 1, "max": "2021-01-01"}})
+    with pytest.raises(ValidationError, match="is above max"):  # a bound with a zone and one without compare
+        Ranges(columns={"ts": {"min": "2022-01-01T00:00+00:00", "max": "2021-12-31"}})
     (tmp_path / "job.yaml").write_text("name: t\nsource: {format: sample, name: adult}\n"
                                        "stages:\n  - ranges: {columns: {ts: {min: 2021-03-02}}}\nsink: {path: out}\n")
     assert load_job(tmp_path / "job.yaml").resolved()["stages"][0]["ranges"]["columns"]["ts"]["min"] == "2021-03-02"  # as written
