@@ -155,6 +155,17 @@ class FairnessStage(FitApplyStage):
     needs_label: bool = True
     reads_weights = True
 
+    def result_warnings(self, entry: dict) -> list[str]:
+        """A stage that counted no labelled row (an unlabelled batch, or the label role
+        naming an empty column) changed nothing and said nothing: its rows passed with
+        weight 1, unsampled, unmassaged."""
+        notes = super().result_warnings(entry)
+        table = getattr(self, "table_", None)
+        if table is not None and entry.get("in", 0) > 0 and not self.options.where and int(table["n"].sum()) == 0:
+            notes.append(f"stage {self.ctx.name!r}: no row has a label ({self.label!r} is missing in all {entry['in']:,}), "
+                         "so it had nothing to count and changed nothing; check columns.label")
+        return notes
+
     def order_warnings(self, earlier, later) -> list[str]:
         """Weights, labels and group counts computed before duplicates and poisoned rows
         are removed describe rows that will not be in the output: duplicates inflate

@@ -624,6 +624,20 @@ def test_resample_passes_rows_without_a_label_as_reweigh_does(german):
     assert rejected.empty and kept["id"].tolist() == sorted(german["id"])
 
 
+@pytest.mark.parametrize("stage", ["reweigh", "resample"])
+def test_a_mitigation_that_counted_no_label_says_so(client, tmp_path, german, stage):
+    """An unlabelled batch (or columns.label naming an empty column) passed every row with
+    weight 1, unsampled, and the run said nothing."""
+    job = {"name": "unlabelled", "source": {"format": "frame", "frame": german.assign(credit=None)},
+           "columns": {"label": "credit", "sensitive": ["age"], "bins": {"age": [25]}},
+           "stages": [{stage: {}}], "sink": {"path": str(tmp_path / "out")}}
+    manifest = dsbuild.run(job, client=client)
+    assert manifest["totals"]["kept"] == len(german)
+    assert [w for w in manifest["warnings"] if w.startswith(f"stage '{stage}': no row has a label")] == [
+        f"stage '{stage}': no row has a label ('credit' is missing in all 1,000), so it had nothing to count and "
+        "changed nothing; check columns.label"]
+
+
 def test_a_where_comparing_a_text_column_with_a_number_is_refused_before_the_run(german):
     """A column of numbers read as text never equals the number 30: every row failed the
     test, silently."""
