@@ -161,7 +161,8 @@ class FairnessStage(FitApplyStage):
         weight 1, unsampled, unmassaged."""
         notes = super().result_warnings(entry)
         table = getattr(self, "table_", None)
-        if table is not None and entry.get("in", 0) > 0 and not self.options.where and int(table["n"].sum()) == 0:
+        where = getattr(self.options, "where", None)  # the audit has none: it counts every row
+        if table is not None and entry.get("in", 0) > 0 and not where and int(table["n"].sum()) == 0:
             notes.append(f"stage {self.ctx.name!r}: no row has a label ({self.label!r} is missing in all {entry['in']:,}), "
                          "so it had nothing to count and changed nothing; check columns.label")
         return notes
