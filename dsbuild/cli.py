@@ -221,9 +221,8 @@ def _read_manifest(output: str) -> dict:
     fs, root = _output_folder(output)
     shown = f"{output.rstrip('/')}/manifest.json"
     if not fs.isfile(f"{root}/manifest.json"):
-        local = "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
         raise FileNotFoundError(f"{output}: no manifest.json (not a dsbuild output, or the run did not finish)"
-                                + "".join(f"; {note}" for note in (_unfinished_runs(Path(root)) if local else [])))
+                                + "".join(f"; {note}" for note in _unfinished_runs(fs, root)))
     try:
         manifest = json.loads(fs.cat_file(f"{root}/manifest.json"))
     except (ValueError, OSError) as e:  # cut short by a copy, or not a file: a traceback said no more
@@ -243,14 +242,17 @@ class DamagedOutput(Exception):
     """An output folder whose manifest cannot be read."""
 
 
-def _unfinished_runs(output: Path) -> list[str]:
-    """What the temporary folders beside ``output`` say of the runs writing it: one still
-    running, or one that died (whose checkpoints ``--resume`` continues from). Without
+def _unfinished_runs(fs, root: str) -> list[str]:
+    """What the temporary folders beside a local output say of the runs writing it: one
+    still running, or one that died (whose checkpoints ``--resume`` continues from). Without
     this, inspect said the same of an output being written as of a folder of other work."""
     import socket
 
-    from dsbuild.io.sink import _OWNER, _alive
+    from dsbuild.io.sink import _OWNER, _alive, _is_local
 
+    if not _is_local(fs):  # a run's process is known on this machine only
+        return []
+    output = Path(root)
     notes = []
     for tmp in sorted(output.parent.glob(f"{glob_escape(output.name)}.tmp-*")):
         try:

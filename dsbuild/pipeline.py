@@ -563,13 +563,11 @@ def _ids_marked(frame, id_column: str | None):
 
 
 def _source_types(schema, stages: list[Stage]) -> dict:
-    """The source's Arrow types the sink writes columns back in, but not a column a
-    ``cast`` gives a type of its own: a decimal read as a number and cast to float stays
+    """The source's Arrow types the sink writes columns back in, but not a column a stage
+    gives a type of its own (``cast``): a decimal read as a number and cast to float stays
     float, as asked."""
-    from dsbuild.stages.clean import Cast
-
-    cast = {c for s in stages if isinstance(s, Cast) for c in s.options.schema_}
-    return {} if schema is None else {f.name: f.type for f in schema if f.name not in cast}
+    retyped = {c for s in stages for c in s.retyped_columns()}
+    return {} if schema is None else {f.name: f.type for f in schema if f.name not in retyped}
 
 
 def _whole_compressed_files(source, files: list[dict]) -> list[str]:

@@ -184,6 +184,11 @@ class Stage:
         """What the stage learned, for the manifest (fitted stats, clusters, ...)."""
         return {}
 
+    def retyped_columns(self) -> list[str]:
+        """Columns this stage gives a type the job asked for: the sink writes them as they
+        are, not back in the source's type (a decimal cast to float stays float)."""
+        return []
+
     def columns_after(self, meta: pd.DataFrame) -> pd.DataFrame:
         """The (empty) frame this stage's output will be, as far as is known without
         running it, for ``dsbuild validate``: a map stage runs on it; others leave it."""

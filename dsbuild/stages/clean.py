@@ -176,6 +176,9 @@ class Cast(MapStage):
                     f"stage {self.ctx.name!r}: cast of {column!r} to datetime: the column is {dtype}, and numbers are "
                     "no dates (1 became 1970-01-01 00:00:00.000000001); cast it to str first if it holds dates as text")
 
+    def retyped_columns(self) -> list[str]:
+        return list(self.options.schema_)
+
     def process(self, part):
         received = part[list(self.options.schema_)]
         for column, to in self.options.schema_.items():
