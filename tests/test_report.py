@@ -354,11 +354,11 @@ def test_long_labels_stay_inside_their_figures(monkeypatch, tmp_path):
     """Margins are fitted to the labels: every drawn text lies inside the image, none is clipped."""
     from matplotlib.text import Text
 
-    import dsbuild.report as report
+    from dsbuild.report import charts
 
     figures = []
-    draw = report._img
-    monkeypatch.setattr(report, "_img", lambda fig, alt: figures.append(fig) or draw(fig, alt))
+    draw = charts.img
+    monkeypatch.setattr(charts, "img", lambda fig, alt: figures.append(fig) or draw(fig, alt))
     html = render_report(long_labels_manifest(), str(tmp_path))
     assert "could not be drawn" not in html
     assert len(figures) >= 7  # flow, rejects, time, balance, base rates, bar chart, heatmap
@@ -426,14 +426,14 @@ def test_dollar_signs_in_names_are_drawn_as_text(monkeypatch, tmp_path):
     '$0-$50K' were set as a formula."""
     from matplotlib.text import Text
 
-    import dsbuild.report as report
+    from dsbuild.report import charts
 
     stage = {"name": "ranges", "shape": "map", "in": 10, "out": 7, "rejected": 3, "added": 0, "seconds": {"fit": 0.1, "tasks": 0.2},
              "rejected_by_reason": {"range:cost_$_usd_$": 3}, "labels": {"$0-$50K": 4, "$50K+": 3}}
     source = {**stage, "name": "source", "out": 10, "rejected": 0, "rejected_by_reason": {}, "labels": {"$0-$50K": 6, "$50K+": 4}}
     figures = []
-    draw = report._img
-    monkeypatch.setattr(report, "_img", lambda fig, alt: figures.append(fig) or draw(fig, alt))
+    draw = charts.img
+    monkeypatch.setattr(charts, "img", lambda fig, alt: figures.append(fig) or draw(fig, alt))
     page = render_report({"job": {"name": "t", "columns": {"label": "income"}}, "stages": [source, stage]}, str(tmp_path))
     assert "could not be drawn" not in page
     texts = [t.get_text() for fig in figures for t in fig.findobj(Text)]
@@ -444,15 +444,15 @@ def test_dollar_signs_in_names_are_drawn_as_text(monkeypatch, tmp_path):
 def test_a_long_reason_is_cut_in_the_plots_not_drawn_whole(monkeypatch, tmp_path):
     """A select's reason names its list (filter:label:not_in:0,1,…,2999): the rejects plot
     grew to hold it, 110,452 pixels wide."""
-    import dsbuild.report as report
+    from dsbuild.report import charts
 
     reason = "filter:label:not_in:" + ",".join(str(i) for i in range(3000))
     stage = {"name": "select", "shape": "map", "in": 10, "out": 7, "rejected": 3, "added": 0, "seconds": {"fit": 0.1, "tasks": 0.2},
              "rejected_by_reason": {reason: 3}, "labels": {"a" * 500: 4, "b": 3}}
     source = {**stage, "name": "source", "out": 10, "rejected": 0, "rejected_by_reason": {}, "labels": {"a" * 500: 7, "b": 3}}
     figures = []
-    draw = report._img
-    monkeypatch.setattr(report, "_img", lambda fig, alt: figures.append(fig) or draw(fig, alt))
+    draw = charts.img
+    monkeypatch.setattr(charts, "img", lambda fig, alt: figures.append(fig) or draw(fig, alt))
     page = render_report({"job": {"name": "t", "columns": {"label": "y"}}, "stages": [source, stage]}, str(tmp_path))
     assert "could not be drawn" not in page and len(figures) >= 3
     assert max(fig.bbox.width for fig in figures) < 1500
