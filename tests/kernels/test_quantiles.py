@@ -61,6 +61,25 @@ def test_full_repair_aligns_the_groups_and_keeps_order(adult):
     np.testing.assert_allclose(half, 0.5 * v + 0.5 * out)
 
 
+@pytest.mark.parametrize("values, groups, expected", [
+    # two groups: the median of each quantile's pair is its lower value, as AIF360 takes it
+    ([1, 2, 3, 4, 5, 6, 7, 8], list("aaaabbbb"), [1, 2, 3, 4, 1, 2, 3, 4]),
+    # groups of other sizes: b's quartiles meet a's halves
+    ([1, 2, 10, 20, 30, 40], list("aabbbb"), [1, 2, 1, 1, 2, 2]),
+    # four groups: the second of four values at each quantile
+    ([1, 2, 10, 20, 5, 6, 7, 9], list("aabbccdd"), [5, 6, 5, 6, 5, 6, 5, 6]),
+])
+def test_full_repair_takes_the_lower_middle_of_an_even_number_of_groups(values, groups, expected):
+    """np.median of two groups' values at a quantile is their mean: 1 and 5 became 3, and a
+    whole-number feature got halves (40.5 hours). AIF360's repairer (BlackBoxAuditing's
+    get_median) takes the lower middle value; worked by hand here."""
+    v, g = np.array(values, dtype=float), np.array(groups, dtype=object)
+    spread = np.linspace(0.1, 0.9, len(v))
+    for chunks in (1, 3):
+        np.testing.assert_array_equal(repair(fitted(v, g, chunks), v, g, spread=spread), expected)
+        np.testing.assert_array_equal(repair(fitted(v, g, chunks), v, g), expected)
+
+
 def test_histogram_path_has_the_stated_error(adult):
     v = adult["fnlwgt"].to_numpy(float)
     g = adult["race"].to_numpy(object)
