@@ -930,16 +930,31 @@ class CorrelationRemoverStage(_FeatureRepair):
 
     def partial(self, part, state):
         levels, x, ok = self._design(self.fit_rows(part), None)
-        return levels, Moments.of(x if ok.all() else x[ok])
+        return levels, Moments.of(x if ok.all() else x[ok]), self._changed_groups(part)
+
+    def _changed_groups(self, part) -> dict[str, set[str]]:
+        """The groups of the rows the stage changes (complete ones), which the rows
+        ``fit_on`` names may lack; without ``fit_on`` every such row is fitted."""
+        if not self.options.fit_on:
+            return {}
+        numeric_s = self._unbinned_numeric(part)
+        numbers = part[[*numeric_s, *self.features(part)]].to_numpy(dtype=np.float64, na_value=np.nan)
+        coded = {c: group_codes(part[c], self.bins.get(c)) for c in self.sensitive if c not in numeric_s}
+        complete = np.isfinite(numbers).all(axis=1)
+        for codes, names in coded.values():
+            complete &= codes != len(names) - 1
+        return {c: {names[i] for i in np.unique(codes[complete])} for c, (codes, names) in coded.items()}
 
     def combine(self, a, b):
         levels = {c: sorted(set(a[0][c]) | set(b[0][c])) for c in a[0]}
-        return levels, _pad(a, levels).merge(_pad(b, levels))
+        changed = {c: a[2].get(c, set()) | b[2].get(c, set()) for c in {*a[2], *b[2]}}
+        return levels, _pad(a[:2], levels).merge(_pad(b[:2], levels)), changed
 
     def finalize(self, stats, state):
         """Leave one level of each categorical column out, so the indicators have full rank."""
-        levels, moments = stats
+        levels, moments, changed = stats
         self.require_where_rows(int(moments.n), "fit_on")
+        self._require_fitted_groups(levels, moments, changed)
         kept = {c: lv[:-1] for c, lv in levels.items()}
         index, at = [], 0
         for lv in levels.values():
@@ -951,6 +966,23 @@ class CorrelationRemoverStage(_FeatureRepair):
         self.moments_ = sub
         self.n_sensitive_ = sum(len(v) for v in kept.values()) + len(self._numeric_s)
         return {"levels": kept, "remover": CorrelationRemover(self.options.alpha).fit(sub, self.n_sensitive_)}
+
+    def _require_fitted_groups(self, levels, moments, changed) -> None:
+        """A group no fitted row has gets no indicator of its own: its rows were shifted
+        as the left-out level's, another group's, without a word. fairlearn, given the
+        indicators of every row, fits it a zero coefficient, which is no better: nothing
+        was learnt about it, so it is refused."""
+        at = 0
+        for c, lv in levels.items():
+            fitted = {name for name, mean in zip(lv, moments.mean[at:at + len(lv)]) if mean > 0}
+            at += len(lv)
+            missing = sorted(changed.get(c, set()) - fitted)
+            if missing:
+                raise StageError(
+                    f"stage {self.ctx.name!r}: {c} group {missing[0]!r} is in none of the rows fit_on "
+                    f"({self._where_text('fit_on')}) names{f' (nor {missing[1:]})' if len(missing) > 1 else ''}, "
+                    f"so the fit learnt nothing about it and its rows would be shifted as another group's; "
+                    f"fit on rows that have it, or merge it into a group they have first")
 
     def build(self, frame, shapes):
         self._numeric_s = self._unbinned_numeric(frame._meta)

@@ -480,6 +480,22 @@ def test_correlation_remover_leaves_a_row_without_its_group_out_of_the_fit(adult
     np.testing.assert_allclose(kept.loc[without["id"], features].to_numpy(), without[features].to_numpy(), rtol=0, atol=1e-9)
 
 
+def test_correlation_remover_refuses_a_group_fit_on_has_not(adult):
+    """A race only in the test rows had no indicator of its own: its rows were shifted as
+    those of the level left out (White) were, without a word."""
+    frame = adult.iloc[:2000].assign(split=lambda f: np.where((f["race"] == "Amer-Indian-Eskimo") | (np.arange(len(f)) % 4 == 0), "test", "train"))
+    roles = Roles(sensitive=("sex", "race"), features=("age", "education-num", "hours-per-week"))
+    train = [{"column": "split", "op": "==", "value": "train"}]
+    for n in (1, 3):
+        with pytest.raises(StageError, match=r"'correlation_remover': race group 'Amer-Indian-Eskimo' is in none of the rows "
+                                             r"fit_on \(split == 'train'\) names, so the fit learnt nothing about it"):
+            run_stage(CorrelationRemoverStage(fit_on=train), frame, npartitions=n, roles=roles)
+    # rows it leaves as they are (a feature missing) need no fit
+    unfit = frame["race"] == "Amer-Indian-Eskimo"
+    kept, _ = run_stage(CorrelationRemoverStage(fit_on=train), frame.assign(age=frame["age"].where(~unfit)), npartitions=3, roles=roles)
+    assert kept.set_index("id").loc[frame["id"][unfit], "hours-per-week"].tolist() == frame.loc[unfit, "hours-per-week"].tolist()
+
+
 @pytest.mark.parametrize("max_distinct", [2048, 10])
 def test_disparate_impact_remover_leaves_an_infinite_value_as_it_is(adult, max_distinct):
     """An inf went into the groups' distributions: exact quantiles repaired other rows to
