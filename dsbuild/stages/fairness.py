@@ -1066,9 +1066,22 @@ class DisparateImpactRemover(_FeatureRepair):
         return pd.to_numeric(part[c], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
 
     def _scan(self, part, state=None):
-        part = self.fit_rows(part)
+        fitted = self.fit_rows(part)
+        g = self.groups(fitted)
+        dists = {c: GroupDistribution.scan(self._values(fitted, c), g, self.options.max_distinct) for c in self.features(part)}
+        return dists, self._changed_groups(part)
+
+    def _changed_groups(self, part) -> dict[str, set[str]]:
+        """Per feature, the groups of the rows the stage changes (a finite value, every
+        group known), which the rows ``fit_on`` names may lack."""
+        if not self.options.fit_on:
+            return {}
         g = self.groups(part)
-        return {c: GroupDistribution.scan(self._values(part, c), g, self.options.max_distinct) for c in self.features(part)}
+        known = np.array([MISSING not in k.split(GROUP_JOIN) for k in g], dtype=bool)
+        return {c: set(g[known & np.isfinite(self._values(part, c))]) for c in self.features(part)}
+
+    def _merge_scans(self, a, b):
+        return self._merge(a[0], b[0]), {c: a[1].get(c, set()) | b[1].get(c, set()) for c in {*a[1], *b[1]}}
 
     def _merge(self, a, b):
         return {c: a[c].merge(b[c], self.options.max_distinct) for c in a}
@@ -1080,7 +1093,7 @@ class DisparateImpactRemover(_FeatureRepair):
 
     def build(self, frame, shapes):
         self._features = self.features(frame._meta)
-        dists = shapes.fit(frame, self._scan, self._merge, label=f"{self.ctx.name}-scan")
+        dists, changed = shapes.fit(frame, self._scan, self._merge_scans, label=f"{self.ctx.name}-scan")
         # a feature past max_distinct has no groups until its histogram pass: its range says it saw values
         self.require_where_rows(int(any(d.groups() or d.lo <= d.hi for d in dists.values())), "fit_on")
         edges = {c: d.histogram_edges(self.options.histogram_bins) for c, d in dists.items() if d.needs_histogram}
@@ -1088,8 +1101,21 @@ class DisparateImpactRemover(_FeatureRepair):
             hists = shapes.fit(frame, self._histogram, self._merge, edges, label=f"{self.ctx.name}-hist")
             for c, h in hists.items():
                 dists[c] = GroupDistribution(dists[c].lo, dists[c].hi, None, h.edges, h.hist)
+        self._require_fitted_groups(dists, changed)
         self.state_ = dists
         return shapes.map(frame, self._apply, shapes.broadcast(dists), label=self.ctx.name)
+
+    def _require_fitted_groups(self, dists, changed) -> None:
+        """A group none of the fitted rows has has no quantile function to repair from:
+        its rows passed unrepaired, without a word."""
+        for c, d in dists.items():
+            missing = sorted(changed.get(c, set()) - set(d.groups()))
+            if missing:
+                raise StageError(
+                    f"stage {self.ctx.name!r}: group {missing[0]!r} has {c} values in none of the rows fit_on "
+                    f"({self._where_text('fit_on')}) names{f' (nor {missing[1:]})' if len(missing) > 1 else ''}, "
+                    f"so there is no distribution to repair its rows from; fit on rows that have it, "
+                    f"or merge it into a group they have first")
 
     def _apply(self, part, dists):
         part = with_marks(part)

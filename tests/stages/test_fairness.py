@@ -497,6 +497,24 @@ def test_correlation_remover_refuses_a_group_fit_on_has_not(adult):
 
 
 @pytest.mark.parametrize("max_distinct", [2048, 10])
+def test_disparate_impact_remover_refuses_a_group_fit_on_has_not(adult, max_distinct):
+    """A race only in the test rows has no quantile function to repair from: its rows
+    passed unrepaired, without a word, while every other group's moved."""
+    frame = adult.iloc[:2000].assign(split=lambda f: np.where((f["race"] == "Amer-Indian-Eskimo") | (np.arange(len(f)) % 4 == 0), "test", "train"))
+    roles = Roles(sensitive=("race",), features=("age", "hours-per-week"))
+    train = [{"column": "split", "op": "==", "value": "train"}]
+    for n in (1, 3):
+        with pytest.raises(StageError, match=r"'disparate_impact_remover': group 'Amer-Indian-Eskimo' has age values in none of "
+                                             r"the rows fit_on \(split == 'train'\) names"):
+            run_stage(DisparateImpactRemover(fit_on=train, max_distinct=max_distinct), frame, npartitions=n, roles=roles)
+    # rows it leaves as they are (the value missing) need no fit
+    unfit = frame["race"] == "Amer-Indian-Eskimo"
+    gone = frame.assign(age=frame["age"].where(~unfit), **{"hours-per-week": frame["hours-per-week"].where(~unfit)})
+    kept, _ = run_stage(DisparateImpactRemover(fit_on=train, max_distinct=max_distinct), gone, npartitions=3, roles=roles)
+    assert kept.set_index("id").loc[frame["id"][unfit], "age"].isna().all()
+
+
+@pytest.mark.parametrize("max_distinct", [2048, 10])
 def test_disparate_impact_remover_leaves_an_infinite_value_as_it_is(adult, max_distinct):
     """An inf went into the groups' distributions: exact quantiles repaired other rows to
     inf, and the histogram's range (to inf) made every row of the feature NaN."""
