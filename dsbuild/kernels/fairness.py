@@ -11,6 +11,7 @@ difference and disparate impact against a reference group).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -80,13 +81,30 @@ def _text(value) -> str:
 
 
 def joint_text(columns: Sequence[np.ndarray]) -> np.ndarray:
-    """Intersection names ``Female, White`` from per-column group names."""
+    """Intersection names ``Female, White`` from per-column group names (see :func:`joint_name`)."""
     if len(columns) == 1:
         return np.asarray(columns[0], dtype=object)
-    out = np.asarray(columns[0], dtype=object).astype(str)
+    out = _quoted(columns[0])
     for col in columns[1:]:
-        out = np.char.add(np.char.add(out, GROUP_JOIN), np.asarray(col, dtype=object).astype(str))
+        out = np.char.add(np.char.add(out, GROUP_JOIN), _quoted(col))
     return out.astype(object)
+
+
+def joint_name(groups: Sequence) -> str:
+    """One intersection's name, as :func:`joint_text` names each row's."""
+    if len(groups) == 1:
+        return str(groups[0])
+    return GROUP_JOIN.join(_quoted(np.array([str(g) for g in groups], dtype=object)))
+
+
+def _quoted(names) -> np.ndarray:
+    """Group names as parts of an intersection's name: one holding the separator (or
+    starting with a quote) is written as a JSON string, ``"Black, African American"``,
+    so that ``a, b`` × ``c`` and ``a`` × ``b, c`` are not both ``a, b, c``; the others,
+    nearly all, as they are."""
+    codes, uniques = pd.factorize(np.asarray(names, dtype=object), use_na_sentinel=False)
+    texts = [str(u) for u in uniques]
+    return np.array([json.dumps(t, ensure_ascii=False) if GROUP_JOIN in t or t.startswith('"') else t for t in texts], dtype=str)[codes]
 
 
 # -- the contingency table --------------------------------------------------------------
@@ -268,7 +286,7 @@ def rates(table: pd.DataFrame, columns: Sequence[str], favorable, outcome: str =
     t = table.assign(_pos_w=np.where([v == favorable for v in table[outcome]], table["w"], 0.0))
     g = t.groupby(list(columns), sort=True, dropna=False)[["n", "w", "_pos_w"]].sum()
     g["rate"] = g["_pos_w"] / g["w"].where(g["w"] > 0)
-    g.index = [GROUP_JOIN.join(map(str, k)) if isinstance(k, tuple) else str(k) for k in g.index]
+    g.index = [joint_name(k) if isinstance(k, tuple) else str(k) for k in g.index]
     return g
 
 
@@ -333,7 +351,7 @@ def _reference(g: pd.DataFrame, cols: Sequence[str], privileged: Mapping[str, st
     if g.empty:
         return None
     if all(c in privileged for c in cols):
-        key = GROUP_JOIN.join(_text(privileged[c]) for c in cols)
+        key = joint_name([_text(privileged[c]) for c in cols])
         if key in g.index:
             return key
     # Rates from float weight sums differ in their last bits with the partitioning: groups

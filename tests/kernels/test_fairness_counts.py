@@ -22,6 +22,7 @@ from dsbuild.kernels.fairness import (
     equalized_odds,
     favorable_value,
     group_text,
+    joint_text,
     massage_changes,
     max_strength,
     merge_tables,
@@ -307,3 +308,19 @@ def test_equalized_odds_leaves_out_rows_without_a_group(adult):
     assert got["sex"]["equalized_odds_difference"] == pytest.approx(
         equalized_odds_difference(y[known], pred[known], sensitive_features=adult["sex"][known]), abs=1e-12)
     assert not any("<NA>" in g for g in got["sex × race"]["false_positive_rate"])
+
+
+def test_intersections_whose_values_hold_the_separator_keep_their_own_names():
+    """Intersections were named by joining values with ", ": ("x, y", "z") and ("x",
+    "y, z") were both "x, y, z", one group, and the audit failed on its duplicate name. A
+    value holding the separator is now quoted; every other name is as it was."""
+    a = np.array(["x, y", "x", "Female", '"q'], dtype=object)
+    b = np.array(["z", "y, z", "White", "w"], dtype=object)
+    assert joint_text([a, b]).tolist() == ['"x, y", z', 'x, "y, z"', "Female, White", '"\\"q", w']
+    assert joint_text([a]).tolist() == a.tolist()
+    table = pd.DataFrame({"a": a[:2], "b": b[:2], LABEL: [True, False], "n": [3, 5], "w": [3.0, 5.0]})
+    report = parity(table, ["a", "b"], True, privileged={"a": "x", "b": "y, z"})
+    assert report["a × b"]["reference"] == 'x, "y, z"'
+    assert {k: v["count"] for k, v in report["a × b"]["groups"].items()} == {'"x, y", z': 3, 'x, "y, z"': 5}
+    assert report["a"]["reference"] == "x" and set(report["b"]["groups"]) == {"z", "y, z"}
+    assert parity(table, ["b"], True, privileged={"b": "y, z"})["b"]["reference"] == "y, z"

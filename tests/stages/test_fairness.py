@@ -70,6 +70,20 @@ def test_audit_figures_and_partition_independence(adult):
     assert data["sex × race"]["reference"] == "Male, White"
 
 
+def test_intersections_whose_values_hold_the_separator_stay_apart(german):
+    """("x, y", "z") and ("x", "y, z") were one intersection, "x, y, z": the audit failed
+    (float() of a Series) and the repair pooled the two groups' distributions."""
+    frame = german.assign(a=np.where(german["sex"] == "male", "x, y", "x"), b=np.where(german["sex"] == "male", "z", "y, z"))
+    roles = Roles(label="credit", sensitive=("a", "b"))
+    audit = FairnessAudit(favorable="good")
+    run_stage(audit, frame, npartitions=3, roles=roles)
+    groups = audit.summary()["data"]["a × b"]["groups"]
+    assert {k: v["count"] for k, v in groups.items()} == {'"x, y", z': 690, 'x, "y, z"': 310}
+    repair = DisparateImpactRemover(columns=["duration"])
+    run_stage(repair, frame, npartitions=3, roles=roles)
+    assert repair.summary()["features"]["duration"]["groups"] == ['"x, y", z', 'x, "y, z"']
+
+
 def test_audit_then_reweigh_count_in_one_pass(adult, monkeypatch):
     """An audit followed by a reweigh of the same table, built with one Shapes (as the
     pipeline builds a job): one counting pass serves both, and each reports what it
