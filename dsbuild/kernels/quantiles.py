@@ -150,7 +150,8 @@ def repair(
     spread: np.ndarray | None = None,
 ) -> np.ndarray:
     """Feldman's geometric repair: ``(1 − λ)·x + λ·median_h Q_h(F_g(x))``, the median the
-    lower middle one for an even number of groups (:func:`_lower_median`).
+    lower middle one for an even number of groups (:func:`_lower_median`), the step part
+    of the way taken as AIF360 takes it where the counts are exact (:func:`_part_way`).
 
     Each value keeps its quantile within its own group ``g`` and moves toward the median,
     over groups ``h``, of the values at that quantile. Groups outside ``only`` (and missing
@@ -163,14 +164,30 @@ def repair(
     known = dist.groups() if only is None else [g for g in dist.groups() if g in set(only)]
     if not known or level == 0:
         return out
+    distinct = None if dist.exact is None else np.unique(dist.exact.index.get_level_values(1).to_numpy(dtype=np.float64))
     for g in known:
         rows = (groups == g) & np.isfinite(values)
         if not rows.any():
             continue
         q = dist.cdf(g, values[rows], None if spread is None else np.asarray(spread)[rows])
         target = _lower_median(np.stack([dist.quantile(h, q) for h in known]))
-        out[rows] = (1 - level) * values[rows] + level * target
+        out[rows] = _part_way(values[rows], target, level, distinct)
     return out
+
+
+def _part_way(x: np.ndarray, target: np.ndarray, level: float, distinct: np.ndarray | None) -> np.ndarray:
+    """``(1 − λ)·x + λ·target``; with the feature's distinct values (exact counts), as
+    AIF360's repairer moves a value: λ of the way in rank among them, rounded (half to
+    even, as its ``round``), so a partial repair lands on a value the data has and a
+    whole-number feature stays whole. A value the fit never saw (a row outside
+    ``fit_on``) has no rank and moves the linear way."""
+    linear = (1 - level) * x + level * target
+    if distinct is None or level == 1:
+        return linear
+    at = np.searchsorted(distinct, x)
+    seen = distinct[np.minimum(at, len(distinct) - 1)] == x
+    step = np.round(level * (np.searchsorted(distinct, target) - at)).astype(np.int64)
+    return np.where(seen, distinct[np.clip(at + step, 0, len(distinct) - 1)], linear)
 
 
 def _lower_median(stacked: np.ndarray) -> np.ndarray:

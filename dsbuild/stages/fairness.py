@@ -1045,7 +1045,8 @@ def _pad(stat, levels: dict[str, list[str]]) -> Moments:
 
 
 class RepairOptions(FeatureRepairOptions):
-    repair_level: float = Field(1.0, ge=0.0, le=1.0, description="0 leaves features as they are, 1 repairs fully")
+    repair_level: float = Field(1.0, ge=0.0, le=1.0, description="0 leaves features as they are, 1 repairs fully; in between, "
+                                "that part of the way in rank among the feature's values, as AIF360 (linearly past max_distinct)")
     max_distinct: int = Field(MAX_DISTINCT, gt=0, description="exact quantiles while a feature has at most this many distinct values")
     histogram_bins: int = Field(BINS, gt=1, description="else a histogram of this many bins: quantile error ≤ (max − min) / bins")
 
