@@ -1009,15 +1009,27 @@ class CorrelationRemoverStage(_FeatureRepair):
         corr = m.cross[:k, k:] / np.outer(sd[:k], sd[k:])
         feats = self._features
         remover = self.state_["remover"]
+        after = _correlation_after(m, k, remover.beta_, self.options.alpha, sd[:k])
         return {
             "alpha": self.options.alpha,
             "rows_fitted": int(m.n),
             "sensitive_levels_left_out": self.left_out_,
             "max_abs_correlation_before": {f: round(float(np.abs(corr[:, i]).max()), 6) if k else 0.0 for i, f in enumerate(feats)},
-            "max_abs_correlation_after": {f: round(float((1 - self.options.alpha) * np.abs(corr[:, i]).max()), 6) if k else 0.0
-                                          for i, f in enumerate(feats)},
+            "max_abs_correlation_after": {f: round(float(np.abs(after[:, i]).max()), 6) if k else 0.0 for i, f in enumerate(feats)},
             "beta": np.round(remover.beta_, 8).tolist(),
         }
+
+
+def _correlation_after(m: Moments, k: int, beta: np.ndarray, alpha: float, sd_sensitive: np.ndarray) -> np.ndarray:
+    """The fitted rows' correlations of the sensitive columns with the changed features.
+
+    The output ``z − α·S_c β`` keeps (1 − α) of each covariance, and its spread shrinks
+    too: with ``C_ss β = C_sz``, its cross product is ``C_zz − (2α − α²)·β' C_ss β``; so
+    the correlation is not (1 − α) of the one before, as the manifest had said."""
+    explained = np.einsum("ij,ik,kj->j", beta, m.cross[:k, :k], beta)
+    spread = np.sqrt(np.clip(np.diag(m.cross)[k:] - (2 * alpha - alpha * alpha) * explained, 0, None))
+    spread[spread == 0] = 1.0
+    return (1 - alpha) * m.cross[:k, k:] / np.outer(sd_sensitive, spread)
 
 
 def _pad(stat, levels: dict[str, list[str]]) -> Moments:
