@@ -463,13 +463,16 @@ def massage_changes(table: pd.DataFrame, sensitive: Sequence[str], favorable, st
     groups this is Kamiran & Calders' M = (|D|·|F+| − |F|·|D+|) / n, promoted in the
     deprived group and demoted in the favoured one, so the count of positives is kept.
     With ``strength`` λ each group's rate moves λ of the way (λ·M flips; past the overall
-    rate for λ > 1, never more flips than the group has rows to flip).
+    rate for λ > 1). A λ that would flip more rows than a group has raises, as reweighing's
+    and resampling's do (:func:`target_label_rates`): cut to the rows there were, the
+    flips left the groups' rates nowhere near λ of the way (strength 5 on Adult by sex
+    gave a disparate impact of 0.33, reversed).
     """
     cols = list(sensitive)
     t = table.assign(_pos=np.where(positive(table, favorable), table["n"], 0))
     g = t.groupby(cols, sort=True, dropna=False)[["n", "_pos"]].sum().reset_index()
     g = g.rename(columns={"_pos": "positives"})
     overall = g["positives"].sum() / g["n"].sum()
-    change = np.round(strength * (g["n"] * overall - g["positives"])).astype(np.int64)
-    g["change"] = np.clip(change, -g["positives"], g["n"] - g["positives"])
+    target_label_rates((g["positives"] / g["n"]).to_numpy(dtype=np.float64), np.full(len(g), overall), strength)
+    g["change"] = np.round(strength * (g["n"] * overall - g["positives"])).astype(np.int64)
     return g

@@ -769,7 +769,7 @@ class Massage(FairnessStage):
         if len(others) != 1:
             raise StageError(f"stage {self.ctx.name!r}: massaging needs a label with two values, got {sorted(map(str, labels))}")
         state["unfavorable"] = others[0]
-        changes = massage_changes(self.table_, self.sensitive, fav, self.options.strength)
+        changes = self._checked(massage_changes, self.table_, self.sensitive, fav, self.options.strength)
         changes["group"] = _joint(changes, self.sensitive)
         self.changes_ = changes
         wanted = {}

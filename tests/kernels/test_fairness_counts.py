@@ -242,8 +242,15 @@ def test_resample_and_massage_strength(german):
     m1 = massage_changes(table, ["age"], "good").set_index("age")["change"]
     m_half = massage_changes(table, ["age"], "good", 0.5).set_index("age")["change"]
     assert np.all(np.abs(m_half - m1 / 2) <= 1)
-    huge = massage_changes(table, ["age"], "good", 100.0).set_index("age")
-    assert (huge["change"] <= huge["n"] - huge["positives"]).all() and (huge["change"] >= -huge["positives"]).all()
+    # a strength that would flip more rows than a group has is refused, as reweighing's is
+    # (it was cut to the rows there were, far from moving each rate that part of the way)
+    positives = table[table[LABEL] == "good"].groupby("age")["n"].sum()
+    rate = (positives / table.groupby("age")["n"].sum()).to_numpy()
+    limit = max_strength(rate, np.full(len(rate), positives.sum() / table["n"].sum()))
+    with pytest.raises(ValueError, match=f"largest possible here is {limit:.3g}"):
+        massage_changes(table, ["age"], "good", limit * 1.01)
+    edge = massage_changes(table, ["age"], "good", limit * 0.99).set_index("age")
+    assert (edge["change"] <= edge["n"] - edge["positives"]).all() and (edge["change"] >= -edge["positives"]).all()
 
 
 def test_bins_and_missing_groups():
