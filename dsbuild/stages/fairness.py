@@ -1032,6 +1032,16 @@ def _correlation_after(m: Moments, k: int, beta: np.ndarray, alpha: float, sd_se
     return (1 - alpha) * m.cross[:k, k:] / np.outer(sd_sensitive, spread)
 
 
+def _in_kind(values: np.ndarray, column: pd.Series):
+    """Repaired values in an integer column's own type, rounded, as oversample's new rows
+    are, and as AIF360 keeps a column's type; other columns as float64. The values the
+    counts hold exactly are whole already: only a histogram's, and a value the fit never
+    saw, moved part of the way, are rounded. An integer feature had come out as float64."""
+    if not pd.api.types.is_integer_dtype(column.dtype):
+        return values
+    return as_dtype(pd.Series(np.round(values), index=column.index), column.dtype)
+
+
 def _pad(stat, levels: dict[str, list[str]]) -> Moments:
     """Moments re-indexed to the merged levels; an unseen level is a column of zeros."""
     own, m = stat
@@ -1133,12 +1143,13 @@ class DisparateImpactRemover(_FeatureRepair):
     def _apply(self, part, dists):
         part = with_marks(part)
         if part.empty:
-            return part.astype({c: "float64" for c in dists})
+            return part.astype({c: "float64" for c in dists if not pd.api.types.is_integer_dtype(part[c].dtype)})
         g = self.groups(part)
         spread, _ = self.draws(part)
         for c, d in dists.items():
             known = [k for k in d.groups() if MISSING not in k.split(GROUP_JOIN)]
-            part[c] = repair(d, self._values(part, c), g, self.options.repair_level, only=known, spread=spread)
+            repaired = repair(d, self._values(part, c), g, self.options.repair_level, only=known, spread=spread)
+            part[c] = _in_kind(repaired, part[c])
         return part
 
     def summary(self) -> dict:
