@@ -938,9 +938,10 @@ class CorrelationRemoverStage(_FeatureRepair):
         if not self.options.fit_on:
             return {}
         numeric_s = self._unbinned_numeric(part)
-        numbers = part[[*numeric_s, *self.features(part)]].to_numpy(dtype=np.float64, na_value=np.nan)
         coded = {c: group_codes(part[c], self.bins.get(c)) for c in self.sensitive if c not in numeric_s}
-        complete = np.isfinite(numbers).all(axis=1)
+        complete = np.ones(len(part), dtype=bool)
+        for c in [*numeric_s, *self.features(part)]:  # a column at a time: no second copy of the features
+            complete &= np.isfinite(part[c].to_numpy(dtype=np.float64, na_value=np.nan))
         for codes, names in coded.values():
             complete &= codes != len(names) - 1
         return {c: {names[i] for i in np.unique(codes[complete])} for c, (codes, names) in coded.items()}
