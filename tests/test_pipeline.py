@@ -492,6 +492,34 @@ def test_decimals_are_numbers_to_the_stages_and_decimals_in_the_output(client, t
     assert kept.schema.field("price").type == pa.float64()
 
 
+def test_a_frame_of_decimal_objects_is_read_as_a_parquet_source_reads_decimals(client, tmp_path):
+    """A pandas frame with ``decimal.Decimal`` values (a price from a database driver) held
+    them as objects: ranges and impute refused the column as "string". It is numbers to the
+    stages now, whole decimals integers, and decimals in the output in a type that holds
+    every value (not only the first rows': 12345.5 is wider than 1.25)."""
+    import decimal
+
+    import pyarrow as pa
+
+    D = decimal.Decimal
+    price = [None if k % 10 == 0 else D(1000 + 37 * k) / 100 for k in range(200)] + [D("12345.5")]
+    frame = pd.DataFrame({"price": price, "count": [D(k) for k in range(201)], "y": [k % 2 for k in range(201)]})
+    source = read_source({"format": "frame", "frame": frame, "rows_per_partition": 50})
+    read = source.frame.compute()
+    assert read["price"].dtype == np.float64 and str(read["count"].dtype) == "Int64"
+    assert source.schema.field("price").type == pa.decimal128(7, 2) and source.schema.field("count").type == pa.decimal128(3, 0)
+    dsbuild.run({"name": "frame-decimals", "seed": 0, "source": {"format": "frame", "frame": frame, "rows_per_partition": 50},
+                 "stages": [{"ranges": {"columns": {"price": {"min": 12, "max": 70}}}}, {"impute": {"columns": {"price": "median"}}}],
+                 "sink": {"path": str(tmp_path / "out")}}, client=client)
+    kept, rejected = pq.read_table(tmp_path / "out" / "data"), pq.read_table(tmp_path / "out" / "rejects")
+    for t in (kept, rejected):
+        assert t.schema.field("price").type == pa.decimal128(7, 2) and t.schema.field("count").type == pa.decimal128(3, 0)
+    given = dict(zip((f"frame:{k}" for k in range(201)), price))
+    values = dict(zip(kept.column("id").to_pylist(), kept.column("price").to_pylist()))
+    assert all(values[i] == given[i] for i in values if given[i] is not None)
+    assert D("12345.50") in rejected.column("price").to_pylist()
+
+
 def test_a_decimal_wider_than_float64_holds_is_warned_about(client, tmp_path):
     """Decimals are read as float64, exact to 15 significant digits: Spark's decimal(38,18)
     (a division's) may hold more, which the output rounds; the run says so, not for

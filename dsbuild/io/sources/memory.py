@@ -11,7 +11,7 @@ import pandas as pd
 import pyarrow as pa
 from pydantic import ConfigDict, Field, field_validator
 
-from dsbuild.io.sources.common import Source, SourceError, _Spec, _with_id
+from dsbuild.io.sources.common import Source, SourceError, _Spec, _with_id, to_pandas
 from dsbuild.io.sources.delimited import CsvSource, _read_csv
 from dsbuild.io.sources.images import images_frame
 from dsbuild.records import ID
@@ -76,7 +76,7 @@ def _read_frame(spec: FrameSource) -> Source:
         if frame.index.name is not None or not frame.index.equals(pd.RangeIndex(len(frame))):
             frame = frame.reset_index()
         frame = _text_names(frame)
-        schema = _object_types(frame)
+        frame, schema = _decimals_as_numbers(frame, _object_types(frame))
         rows = len(frame)
         starts = list(range(0, rows, spec.rows_per_partition)) or [0]
         frame = _scattered([frame.iloc[s : s + spec.rows_per_partition] for s in starts], frame.iloc[:0])
@@ -128,6 +128,28 @@ def _object_types(frame: pd.DataFrame, rows: int = 10_000) -> pa.Schema | None:
         if not pa.types.is_null(kind):
             fields.append(pa.field(name, kind))
     return pa.schema(fields) if fields else None
+
+
+def _decimals_as_numbers(frame: pd.DataFrame, schema: pa.Schema | None) -> tuple[pd.DataFrame, pa.Schema | None]:
+    """The frame with its columns of ``decimal.Decimal`` objects as numbers, and the schema
+    with each one's decimal type over all its values, as a Parquet source reads decimals
+    (``common._decimals_as_numbers``): as objects no numeric stage took them (ranges,
+    impute, outliers refused a price read from a database as "string"). The sink writes
+    them back as decimals."""
+    if schema is None or not any(pa.types.is_decimal(t) for t in schema.types):
+        return frame, schema
+    frame, fields = frame.copy(deep=False), []
+    for f in schema:
+        if pa.types.is_decimal(f.type):
+            try:  # every value: the first rows' precision may be narrower than a later one's
+                values = pa.array(frame[f.name], from_pandas=True)
+            except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+                values = None  # decimals mixed with other values: left as objects, as they were
+            if values is not None and pa.types.is_decimal(values.type):
+                frame[f.name] = to_pandas(pa.table({f.name: values}))[f.name].set_axis(frame.index)
+                f = pa.field(f.name, values.type)
+        fields.append(f)
+    return frame, pa.schema(fields)
 
 
 def _scattered(parts: list[pd.DataFrame], meta: pd.DataFrame):
