@@ -35,16 +35,29 @@ def comparable(col: pd.Series, value):
     column refused a date. A time without a zone is read in the column's zone."""
     if isinstance(col.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_dtype(col.dtype):
         if isinstance(value, (str, datetime.date)):
-            stamp = pd.Timestamp(value)
-            tz = getattr(col.dtype, "tz", None)
-            if tz is not None:
-                return stamp.tz_localize(tz) if stamp.tzinfo is None else stamp.tz_convert(tz)
-            return stamp
+            return in_column_zone(value, col.dtype)
     elif col.dtype == object and isinstance(value, str):
         first = col.dropna().iloc[:1].tolist()
         if first and isinstance(first[0], datetime.date) and not isinstance(first[0], datetime.datetime):
             return datetime.date.fromisoformat(value)
     return value
+
+
+def in_column_zone(value, dtype) -> pd.Timestamp:
+    """A time (text or a date) as a timestamp column of ``dtype`` compares it: one without a
+    zone is read in the column's zone, as the column's values are shown, one with a zone is
+    converted to it. ``select``, ``ranges`` and the labeling functions read times alike.
+    A column without a zone cannot place a time given with one (its values' zone is not
+    known): that is refused, where ``ranges`` had dropped the zone and ``select`` failed
+    with pandas' "Invalid comparison"."""
+    stamp = pd.Timestamp(value)
+    tz = getattr(dtype, "tz", None)
+    if tz is None:
+        if stamp.tzinfo is not None:
+            raise TypeError(f"{value} has a zone ({stamp.tzinfo}) and the column's times have none: write it "
+                            f"without one ({stamp.tz_localize(None).isoformat()}), as the column's values are")
+        return stamp
+    return stamp.tz_localize(tz) if stamp.tzinfo is None else stamp.tz_convert(tz)
 
 
 @dataclass(frozen=True)

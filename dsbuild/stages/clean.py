@@ -22,6 +22,7 @@ from dsbuild.kernels.constraints import (
 )
 from dsbuild.kernels.decode import image_problem
 from dsbuild.kernels.dtypes import blank_text, holding, one_value_per_text, whole_numbers
+from dsbuild.kernels.labeling_functions import in_column_zone
 from dsbuild.kernels.robust import Distribution, ValueCounts, iqr_fences, robust_scale
 from dsbuild.kernels.units import UnitTable, convert_column, unit_key
 from dsbuild.records import (
@@ -519,8 +520,7 @@ class RangeRule(StageOptions):
         without one is read in it, as the column's own values are shown)."""
         if not self.times:
             return self.min, self.max
-        zone = getattr(dtype, "tz", None)
-        return tuple(None if b is None else _in_zone(pd.Timestamp(b), zone) for b in (self.min, self.max))
+        return tuple(None if b is None else in_column_zone(b, dtype) for b in (self.min, self.max))
 
     def inside(self, col: pd.Series) -> np.ndarray:
         """True where the value is allowed or missing (a missing value is impute's job)."""
@@ -544,12 +544,6 @@ def _bound(b):
         return b
     t = pd.Timestamp(b)
     return t.tz_localize("UTC") if t.tz is None else t
-
-
-def _in_zone(t: pd.Timestamp, zone) -> pd.Timestamp:
-    if zone is None:
-        return t.tz_localize(None) if t.tz is not None else t
-    return t.tz_localize(zone) if t.tz is None else t.tz_convert(zone)
 
 
 class RangesOptions(StageOptions):
@@ -576,6 +570,11 @@ class Ranges(MapStage):
             if rule.allowed is None and rule.times and not pd.api.types.is_datetime64_any_dtype(meta[column].dtype):
                 raise StageError(f"stage {self.ctx.name!r}: rule for {column!r} has times as bounds but the column is "
                                  f"{meta[column].dtype}, not timestamps (cast it to datetime first)")
+            if rule.allowed is None and rule.times:
+                try:
+                    rule.bounds(meta[column].dtype)
+                except TypeError as e:
+                    raise StageError(f"stage {self.ctx.name!r}: rule for {column!r}: {e}") from None
             if rule.allowed is None and not rule.times and not is_number_column(meta[column].dtype):
                 times = " (give its bounds as times: min: 2021-03-02)" if _is_time(meta[column].dtype) else " (cast it first)"
                 raise StageError(

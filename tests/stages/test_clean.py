@@ -383,6 +383,24 @@ def test_ranges_takes_times_as_the_bounds_of_a_timestamp_column(tmp_path):
     assert load_job(tmp_path / "job.yaml").resolved()["stages"][0]["ranges"]["columns"]["ts"]["min"] == "2021-03-02"  # as written
 
 
+def test_select_and_ranges_read_a_time_alike():
+    """A time without a zone is read in a zoned column's zone by both. On a column whose
+    times have no zone, a time given with one was read apart: ranges dropped its zone
+    (02:00+01:00 became 02:00, an hour off if the column is UTC), select failed with
+    pandas' "Invalid comparison". Both refuse it now, saying how to write it."""
+    ts = pd.to_datetime(["2021-03-01 23:30", "2021-03-02 00:30", "2021-03-02 01:30"])
+    frame = pd.DataFrame({"id": list("abc"), "zoned": ts.tz_localize("Europe/Oslo"), "naive": ts})
+    for column in ("zoned", "naive"):
+        selected, _ = run_stage(Select(where=[{"column": column, "op": ">=", "value": "2021-03-02"}]), frame)
+        ranged, _ = run_stage(Ranges(columns={column: {"min": "2021-03-02"}}), frame)
+        assert selected["id"].tolist() == ranged["id"].tolist() == ["b", "c"], column
+    says = "has a zone .* and the column's times have none: write it without one \\(2021-03-02T01:00:00\\)"
+    with pytest.raises(StageError, match=f"cannot compare column 'naive'.*{says}"):
+        run_stage(Select(where=[{"column": "naive", "op": ">=", "value": "2021-03-02T01:00+01:00"}]), frame)
+    with pytest.raises(StageError, match=f"rule for 'naive': .*{says}"):
+        run_stage(Ranges(columns={"naive": {"min": "2021-03-02T01:00+01:00"}}), frame)
+
+
 def test_ranges_allowed_values_of_another_kind_than_the_column_are_refused():
     """allowed: ['1', '2'] on an integer column (or [1, 2] on a text one) matched no value:
     every row was rejected as range:n=1, range:n=2, ..."""
