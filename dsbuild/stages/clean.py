@@ -22,7 +22,7 @@ from dsbuild.kernels.constraints import (
 )
 from dsbuild.kernels.decode import image_problem
 from dsbuild.kernels.dtypes import blank_text, holding, one_value_per_text, whole_numbers
-from dsbuild.kernels.labeling_functions import in_column_zone
+from dsbuild.kernels.labeling_functions import comparable, in_column_zone
 from dsbuild.kernels.robust import Distribution, ValueCounts, iqr_fences, robust_scale
 from dsbuild.kernels.units import UnitTable, convert_column, unit_key
 from dsbuild.records import (
@@ -522,10 +522,19 @@ class RangeRule(StageOptions):
             return self.min, self.max
         return tuple(None if b is None else in_column_zone(b, dtype) for b in (self.min, self.max))
 
+    def allowed_as(self, col: pd.Series) -> list:
+        """The allowed values as the column holds its values, as ``select``'s ``in`` reads
+        them: a job file writes a date as text, which no date or timestamp equalled, so
+        every row of such a column was outside the set."""
+        try:
+            return [comparable(col, v) for v in self.allowed]
+        except (TypeError, ValueError) as e:
+            raise StageError(f"allowed values of {col.name!r} ({col.dtype}) are not all its values' kind: {e}") from None
+
     def inside(self, col: pd.Series) -> np.ndarray:
         """True where the value is allowed or missing (a missing value is impute's job)."""
         if self.allowed is not None:
-            ok = col.isin(self.allowed).to_numpy()
+            ok = col.isin(self.allowed_as(col)).to_numpy()
         else:
             low, high = self.bounds(col.dtype)
             values = col if self.times else col.to_numpy(dtype=np.float64, na_value=np.nan)
@@ -567,6 +576,10 @@ class Ranges(MapStage):
         for column, rule in self.options.columns.items():
             if rule.allowed is not None:
                 self._check_allowed(column, rule.allowed, meta[column].dtype)
+                try:
+                    rule.allowed_as(meta[column])
+                except StageError as e:
+                    raise StageError(f"stage {self.ctx.name!r}: {e}") from None
             if rule.allowed is None and rule.times and not pd.api.types.is_datetime64_any_dtype(meta[column].dtype):
                 raise StageError(f"stage {self.ctx.name!r}: rule for {column!r} has times as bounds but the column is "
                                  f"{meta[column].dtype}, not timestamps (cast it to datetime first)")

@@ -412,6 +412,27 @@ def test_ranges_allowed_values_of_another_kind_than_the_column_are_refused():
     assert kept["id"].tolist() == ["a", "b"] and rejected["id"].tolist() == ["c"]
 
 
+def test_ranges_allowed_dates_are_read_as_the_column_holds_them():
+    """allowed: [2020-01-02] (a job file's date is its text) on a Parquet date or timestamp
+    column matched no value: every row was rejected as range:day=..., where select's ``in``
+    reads the same text as the column's date."""
+    import datetime
+
+    import pyarrow as pa
+
+    from dsbuild.io.sources import to_pandas
+
+    frame = to_pandas(pa.table({
+        "id": list("abc"), "day": pa.array([datetime.date(2020, 1, d) for d in (1, 2, 3)]),
+        "ts": pa.array([datetime.datetime(2020, 1, d, tzinfo=datetime.timezone.utc) for d in (1, 2, 3)], pa.timestamp("us", tz="UTC"))}))
+    for column in ("day", "ts"):
+        kept, _ = run_stage(Ranges(columns={column: {"allowed": ["2020-01-02", "2020-01-03"]}}), frame)
+        selected, _ = run_stage(Select(where=[{"column": column, "op": "in", "value": ["2020-01-02", "2020-01-03"]}]), frame)
+        assert kept["id"].tolist() == selected["id"].tolist() == ["b", "c"], column
+    with pytest.raises(StageError, match="allowed values of 'ts' .* are not all its values' kind"):
+        run_stage(Ranges(columns={"ts": {"allowed": ["soon"]}}), frame)
+
+
 def test_blank_cells_are_missing_to_impute_and_ranges():
     """A blank cell from Parquet or JSONL was a value to impute (not filled, and the mode
     when common, so missing cells were filled with blanks) and outside ranges' allowed set
