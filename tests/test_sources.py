@@ -432,8 +432,26 @@ def test_jsonl_malformed_and_mistyped_lines(tmp_path):
     df = read({"format": "jsonl", "path": str(tmp_path / "r.jsonl")}).set_index("id")
     assert df.loc["r.jsonl:0", "a"] == 1 and df.loc["r.jsonl:4", "b"] == "z"
     assert df.loc["r.jsonl:1", REJECT] == "type:a='zz'"
-    assert df.loc["r.jsonl:2", REJECT] == "json:JSONDecodeError" and df.loc["r.jsonl:2", RAW] == "not json"
+    assert df.loc["r.jsonl:2", REJECT] == "json:JSONDecodeError=r.jsonl line 3, column 1: Expecting value"
+    assert df.loc["r.jsonl:2", RAW] == "not json"
     assert len(df) == 4  # the blank line is not a record
+
+
+def test_jsonl_rejects_say_where_a_line_is_wrong(tmp_path):
+    """A malformed line was rejected as json:JSONDecodeError alone: nothing said which line
+    of which file, nor what was wrong in it. The reason names the file, the line (as an
+    editor counts, 1-based) and the column, in any block of a file cut into many."""
+    import json
+
+    lines = [json.dumps({"a": i, "s": "x" * 30}) for i in range(400)]
+    lines[7], lines[350], lines[351] = '{"a": 7,, "s": "y"}', "[1, 2]", '{"a": 1} {"a": 2}'
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "e.jsonl").write_text("\n".join(lines) + "\n")
+    df = read({"format": "jsonl", "path": str(tmp_path / "d"), "blocksize": 4_000, "infer_bytes": 2_000}).set_index("id")
+    assert df[REJECT].dropna().to_dict() == {
+        "e.jsonl:7": "json:JSONDecodeError=e.jsonl line 8, column 9: Expecting property name enclosed in double quotes",
+        "e.jsonl:350": "json:ValueError=e.jsonl line 351: an array, not an object",
+        "e.jsonl:351": "json:JSONDecodeError=e.jsonl line 352, column 10: Extra data"}
 
 
 def test_a_json_file_holding_one_array_reads_like_json_lines(tmp_path):
@@ -445,7 +463,8 @@ def test_a_json_file_holding_one_array_reads_like_json_lines(tmp_path):
     (tmp_path / "flat.json").write_text(json.dumps([{"a": 5, "b": "w"}]))
     df = read({"format": "jsonl", "path": str(tmp_path), "blocksize": 16}).set_index("id")
     assert df.loc["pretty.json:0", "a"] == 1 and df.loc["pretty.json:3", "b"] == "z" and df.loc["flat.json:0", "a"] == 5
-    assert df.loc["pretty.json:1", REJECT] == "json:ValueError" and df.loc["pretty.json:1", RAW] == "7"
+    assert df.loc["pretty.json:1", REJECT] == "json:ValueError=pretty.json element 1: a number, not an object"
+    assert df.loc["pretty.json:1", RAW] == "7"
     assert df.loc["pretty.json:2", REJECT] == "type:a='zz'" and len(df) == 5
     (tmp_path / "cut.json").write_text('[{"a": 1},\n{"a": 2')
     with pytest.raises(SourceError, match="cut.json: starts as a JSON array but does not parse as one"):
@@ -802,7 +821,7 @@ def test_jsonl_not_in_utf8_stops_the_run_or_rejects_the_line_never_keeps_it(tmp_
     lines[250] = b'{"t": "caf\xe9 latin"}'  # past the sample, in a later block
     (tmp_path / "b.jsonl").write_bytes(b"\n".join(lines) + b"\n")
     df = read({"format": "jsonl", "path": str(tmp_path / "b.jsonl"), "infer_bytes": 500, "blocksize": 2000})
-    assert df.loc[df[REJECT].notna(), REJECT].tolist() == ["json:not-utf8"]
+    assert df.loc[df[REJECT].notna(), REJECT].tolist() == ["json:not-utf8=b.jsonl line 251"]
     assert df.loc[df[REJECT].notna(), "id"].tolist() == ["b.jsonl:250"]
     assert [t for t in df["t"].dropna()] == [f"line {i} café" for i in range(300) if i != 250]
 

@@ -206,7 +206,7 @@ class _JsonBlock:
     def items(data: bytes, path: str, start: int):
         """(line or array index, value, raw): the block's JSON lines (raw: the line), or
         the elements of a file that is one JSON array (always a block of its own; raw:
-        the element). A line that is not JSON has the value ``_UNPARSED``."""
+        the element). A line that is not JSON has an ``_Unparsed`` value, its error."""
         if start == 0 and _may_be_array(path) and _starts_array(data):
             for i, item in enumerate(_json_array(data, path)):
                 yield i, item, item
@@ -218,8 +218,8 @@ class _JsonBlock:
                 value = json.loads(line)
             except UnicodeDecodeError:
                 value = _NOT_UTF8
-            except ValueError:
-                value = _UNPARSED
+            except ValueError as e:
+                value = _Unparsed(e)
             yield i, value, line.rstrip(b"\r")  # a CRLF file's rejected line, as CSV gives it
 
     def __call__(self, block) -> pd.DataFrame:
@@ -230,13 +230,18 @@ class _JsonBlock:
             return _mark_bad(_with_id(to_pandas(table), rel, first_line))
         raws: dict[int, Any] = {}
         good, good_rows, bad = [], [], []
+        array = start == 0 and _may_be_array(path) and _starts_array(data)
         for i, obj, raw in self.items(data, path, start):
             raws[i] = raw
+            where = f"{rel} element {i}" if array else f"{rel} line {first_line + i + 1}"
             if obj is _NOT_UTF8:
-                bad.append((i, _raw_text(raw), "json:not-utf8"))
+                bad.append((i, _raw_text(raw), f"json:not-utf8={where}"))
+                continue
+            if isinstance(obj, _Unparsed):
+                bad.append((i, _raw_text(raw), f"json:JSONDecodeError={where}{obj}"[:200]))
                 continue
             if not isinstance(obj, dict):
-                bad.append((i, _raw_text(raw), "json:ValueError" if obj is not _UNPARSED else "json:JSONDecodeError"))
+                bad.append((i, _raw_text(raw), f"json:ValueError={where}: {_json_kind(obj)}, not an object"))
                 continue
             unknown = set(obj) - set(self.schema.names)
             if unknown:
@@ -310,7 +315,25 @@ class _JsonBlock:
         return (pa.Table.from_pylist(typed, schema=self.schema) if typed else self.schema.empty_table()), typed_rows
 
 
-_UNPARSED = object()
+class _Unparsed:
+    """A line that is not JSON: where in it, and why, as the reject's reason says (the
+    reason was ``json:JSONDecodeError`` alone, with nothing to find the fault by)."""
+
+    def __init__(self, error: ValueError):
+        self.error = error
+
+    def __str__(self) -> str:
+        if isinstance(self.error, json.JSONDecodeError):
+            return f", column {self.error.colno}: {self.error.msg}"
+        return f": {self.error}"
+
+
+def _json_kind(value) -> str:
+    """A JSON value's kind, as JSON names it: what a line held instead of an object."""
+    kinds = {bool: "true/false", int: "a number", float: "a number", str: "a string", list: "an array"}
+    return "null" if value is None else kinds.get(type(value), type(value).__name__)
+
+
 _NOT_UTF8 = object()
 # What converting a value to its column's type raises: besides Arrow's own errors, an
 # integer beyond int64 (OverflowError) and text that is no UTF-8, an escaped lone
