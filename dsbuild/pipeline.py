@@ -253,6 +253,9 @@ class Execution:
         self.source = None
         self.kept_meta = None
         self.resumed_from: int | None = None
+        # The input files' digests, taken when the first checkpoint is written: a resume
+        # compares a file whose modification time alone changed (touch) by its bytes.
+        self.input_digests: dict[str, str | None] | None = None
 
     def run(self) -> None:
         spec = self.spec
@@ -363,14 +366,21 @@ class Execution:
         if checkpoint is None:
             self.files["data"] = kept_files
             return None
+        if self.input_digests is None:
+            self.input_digests = self.source.content_digests(self._compute)
         self.sink.write_checkpoint(checkpoint, {
             "fingerprint": self.source.fingerprint(),
+            "files": self.source.files,
+            "digests": self.input_digests,
             "runs": [r.record() for r in self.runs],
             "rejects": self.files["rejects"],
             "kept": kept_files,
         })
         self.sink.drop_checkpoints_before(checkpoint)
         return _read_checkpoint(self.sink, kept_files, kept._meta)
+
+    def _compute(self, tasks: list) -> list:
+        return self.client.gather(self.client.compute(tasks))
 
     def _gather(self, collections: list, names: list[str]) -> list[pd.DataFrame]:
         """Each collection's per-partition results, concatenated, gathered as each partition
@@ -406,10 +416,15 @@ class Execution:
             return None
         index, state = found
         if state["fingerprint"] != self.source.fingerprint():
-            raise ResumeRefused(
-                f"cannot resume: the input changed since the interrupted run (size or modification time of a file); "
-                f"its checkpoints are kept in {self.sink.tmp}: restore the input and resume, or run without --resume"
-            )
+            changes = (self.source.changes_since(state["files"], state["digests"], self._compute) if "files" in state
+                       else ["the size or modification time of a file"])
+            if changes:
+                more = f" (and {len(changes) - 1:,} more)" if len(changes) > 1 else ""
+                raise ResumeRefused(
+                    f"cannot resume: the input changed since the interrupted run: {changes[0]}{more}; its checkpoints "
+                    f"are kept in {self.sink.tmp}: restore the input and resume, or run without --resume"
+                )
+        self.input_digests = state.get("digests")
         self.sink.drop_staging_after(len(state["runs"]))
         self.runs = [StageRun(r["name"], r["shape"], None, None, r["fit_seconds"], r["counts"], r["options"], r["summary"]) for r in state["runs"]]
         self.pending = []

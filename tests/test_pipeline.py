@@ -853,6 +853,36 @@ def test_a_refused_resume_keeps_the_checkpoints_and_one_run_holds_the_folder(cli
     assert not (tmp_path / "out" / "_owner.json").exists()
 
 
+def test_a_resume_reads_a_touched_input_by_its_bytes(client, tmp_path):
+    """The input's fingerprint is each file's size and modification time: a ``touch`` (a
+    copy, a checkout) refused --resume on the same data. A file whose size is the same is
+    now compared by its bytes' digest, taken with the first checkpoint; one byte changed
+    is still refused, naming the file."""
+    from dsbuild.pipeline import INTERRUPTED, ResumeRefused
+
+    path = tmp_path / "in.csv"
+    path.write_text("x,y\n" + "".join(f"{i % 50},{i}\n" for i in range(400)))
+    job = {"name": "touched", "seed": 0, "source": {"format": "csv", "path": str(path)},
+           "stages": [{"exact_dedup": {"columns": ["x"]}}], "sink": {"path": str(tmp_path / "out")}}
+
+    def interrupted_run():
+        INTERRUPTED.set()
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                dsbuild.run(job, client=client, overwrite=True)
+        finally:
+            INTERRUPTED.clear()
+
+    interrupted_run()
+    os.utime(path, (time.time() + 60, time.time() + 60))
+    manifest = dsbuild.run(job, client=client, resume=True)
+    assert manifest["resumed_from_stage"] == 0 and manifest["totals"]["kept"] == 50
+    interrupted_run()
+    path.write_text(path.read_text().replace("\n7,7\n", "\n8,7\n"))
+    with pytest.raises(ResumeRefused, match=f"changed since the interrupted run: {path} was modified"):
+        dsbuild.run(job, client=client, resume=True, overwrite=True)
+
+
 @pytest.mark.parametrize("cut_after", ["data", "rejects"])
 def test_resume_after_an_interrupt_in_the_finish(client, tmp_path, monkeypatch, cut_after):
     """Ctrl-C while the sink merged the shards kept the checkpoints, whose rejects the

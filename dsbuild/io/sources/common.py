@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
+import dask
 import dask.dataframe as dd
 import fsspec
 import numpy as np
@@ -55,12 +56,91 @@ class Source:
     # The same partitions with only these columns (and ``id``), where the format can skip
     # the others (Parquet): the id check then reads ids, not images.
     read_columns: Callable[[list[str]], dd.DataFrame] | None = None
+    # Where ``files`` are, for their contents' digests (None: no files, as a frame's).
+    filesystem: fsspec.AbstractFileSystem | None = None
 
     def fingerprint(self) -> str:
         h = hashlib.blake2b(digest_size=16)
         for f in sorted(self.files, key=lambda f: f["path"]):
             h.update(json.dumps(f, sort_keys=True, default=str).encode())
         return h.hexdigest()
+
+    def content_digests(self, compute, paths: list[str] | None = None) -> dict[str, str | None]:
+        """Each file's (or each of ``paths``') digest of its bytes, read in ranges of
+        ``DIGEST_RANGE_BYTES``, in tasks of about that many bytes, by ``compute`` (a list
+        of delayed → their results); None for a file that changed while it was read, or
+        that there is no reading (a frame)."""
+        records = [f for f in self.files if paths is None or f["path"] in paths]
+        if self.filesystem is None:
+            return {f["path"]: None for f in records}
+        tasks = [dask.delayed(_digest_ranges)(self.filesystem, group) for group in _digest_groups(records)]
+        pieces: dict[str, list] = {}
+        for path, start, digest in (piece for done in compute(tasks) for piece in done):
+            pieces.setdefault(path, []).append((start, digest))
+        digests = {}
+        for f in records:
+            h = hashlib.blake2b(digest_size=16)
+            for _, digest in sorted(pieces.get(f["path"], [])):
+                h.update(bytes.fromhex(digest))
+            digests[f["path"]] = h.hexdigest() if _file_record(self.filesystem, f["path"]) == _plain(f) else None
+        return digests
+
+    def changes_since(self, files: list[dict], digests: dict[str, str | None], compute) -> list[str]:
+        """How the files differ from ``files``, an earlier read of the same source (empty:
+        the same data). A file whose size and name are the same but not its modification
+        time (``touch``, a copy, a checkout) is compared by its bytes' digest against
+        ``digests``, taken when the earlier run read it."""
+        before, now = {f["path"]: _plain(f) for f in files}, {f["path"]: _plain(f) for f in self.files}
+        changes = [f"{p} is new" for p in now if p not in before] + [f"{p} is gone" for p in before if p not in now]
+        changes += [f"{p} changed size ({before[p]['size']:,} → {now[p]['size']:,} bytes)"
+                    for p in now if p in before and before[p]["size"] != now[p]["size"]]
+        touched = [p for p in now if p in before and before[p]["size"] == now[p]["size"] and before[p] != now[p]]
+        if touched and not changes:
+            found = self.content_digests(compute, touched)
+            changes += [f"{p} was modified (its modification time and its bytes)" for p in touched
+                        if digests.get(p) is None or found[p] != digests[p]]
+        return changes
+
+
+# Bytes per digest range: a file is hashed in ranges this long, small files together up to
+# it per task, so hashing a large input is spread over the workers without holding more
+# than a read buffer in memory.
+DIGEST_RANGE_BYTES = 64 * 2**20
+
+
+def _plain(record: dict) -> dict:
+    return {"path": record["path"], "size": record.get("size"), "mtime": str(record.get("mtime") or "")}
+
+
+def _digest_groups(records: list[dict]) -> list[list[tuple]]:
+    """(path, start, length) ranges, in groups of about ``DIGEST_RANGE_BYTES``."""
+    groups, held, held_bytes = [], [], 0
+    for f in records:
+        size = f.get("size") or 0
+        for start in range(0, max(size, 1), DIGEST_RANGE_BYTES):
+            length = min(DIGEST_RANGE_BYTES, size - start)
+            if held and held_bytes + length > DIGEST_RANGE_BYTES:
+                groups.append(held)
+                held, held_bytes = [], 0
+            held.append((f["path"], start, length))
+            held_bytes += length
+    return groups + [held] * bool(held)
+
+
+def _digest_ranges(fs, ranges: list[tuple]) -> list[tuple[str, int, str]]:
+    out = []
+    for path, start, length in ranges:
+        h = hashlib.blake2b(digest_size=16)
+        with fs.open(path, "rb") as f:
+            f.seek(start)
+            while length > 0:
+                chunk = f.read(min(length, 2**20))
+                if not chunk:
+                    break
+                h.update(chunk)
+                length -= len(chunk)
+        out.append((path, start, h.hexdigest()))
+    return out
 
 
 _LISTED_OTHERS = 20  # files of other kinds listed one by one (a folder of images may hold an XML file per image)

@@ -111,7 +111,7 @@ def _read_csv(spec: CsvSource, count_rows: bool = True) -> Source:
     reader = _CsvBlock(fs, spec, names, schema, quoted, orders)
     frame = dd.from_map(Together(reader), together(blocks, records, spec.blocksize), meta=reader._empty(), divisions=None, label="read-csv",
                         enforce_metadata=False)
-    return Source(frame, records, skipped, schema, ids_given=ID in schema.names)
+    return Source(frame, records, skipped, schema, ids_given=ID in schema.names, filesystem=fs)
 
 
 _SEPARATORS = ",;\t|"

@@ -48,7 +48,8 @@ def _read_images(spec: ImagesSource) -> Source:
     records = [_file_record(fs, f) for f in files]
     chunks = _chunks(list(zip(files, rels)), [r["size"] or 0 for r in records], spec.files_per_partition, spec.bytes_per_partition)
     reader = _ImageFiles(fs, with_labels)
-    return Source(dd.from_map(reader, chunks, meta=reader(None), divisions=None, label="read-images", enforce_metadata=False), records, skipped)
+    return Source(dd.from_map(reader, chunks, meta=reader(None), divisions=None, label="read-images", enforce_metadata=False), records, skipped,
+                  filesystem=fs)
 
 
 def _chunks(files: list, sizes: list[int], max_files: int, max_bytes: int) -> list[list]:

@@ -70,7 +70,7 @@ def _read_jsonl(spec: JsonlSource, count_rows: bool = True) -> Source:
     reader = _JsonBlock(fs, schema, tuple(text))
     frame = dd.from_map(Together(reader), together(blocks, records, spec.blocksize), meta=reader.empty(), divisions=None, label="read-jsonl",
                         enforce_metadata=False)
-    return Source(frame, records, skipped, schema, ids_given=ID in schema.names)
+    return Source(frame, records, skipped, schema, ids_given=ID in schema.names, filesystem=fs)
 
 
 _LEAST_SAMPLE = 64 * 2**10  # bytes of each file that merge_schemas reads, however many files

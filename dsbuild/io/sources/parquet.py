@@ -113,7 +113,7 @@ def _read_parquet(spec: ParquetSource) -> Source:
         return dd.from_map(_ParquetPiece(fs, read_schema), pieces, meta=meta, divisions=None, label="read-parquet",
                            enforce_metadata=False)
 
-    return Source(read(), records, skipped, schema, ids_given=ID in schema.names, read_columns=read)
+    return Source(read(), records, skipped, schema, ids_given=ID in schema.names, read_columns=read, filesystem=fs)
 
 
 def _without_row_labels(schema: pa.Schema) -> pa.Schema:
