@@ -826,6 +826,20 @@ def test_jsonl_not_in_utf8_stops_the_run_or_rejects_the_line_never_keeps_it(tmp_
     assert [t for t in df["t"].dropna()] == [f"line {i} café" for i in range(300) if i != 250]
 
 
+def test_csv_in_utf16_as_excel_exports_unicode_text(tmp_path):
+    """Excel's "Unicode Text" is UTF-16 with a byte-order mark. Files are cut and lines
+    found at the byte \\n, which in UTF-16 is half a character: encoding: utf-16 failed as
+    "not utf-16 text", and without it the advice was latin-1. Such a file is read whole,
+    as UTF-8 text; without the encoding the error names it."""
+    rows = "a\tb\n" + "".join(f"{i}\tcafé {i}\n" for i in range(3000)) + "oops\tx\n"
+    (tmp_path / "export.txt").write_text(rows, encoding="utf-16")
+    df = read({"format": "csv", "path": str(tmp_path / "export.txt"), "encoding": "utf-16", "blocksize": 4_000, "infer_bytes": 2_000})
+    assert len(df) == 3001 and df.loc[df["id"] == "export.txt:2999", "b"].tolist() == ["café 2999"]
+    assert df.loc[df[REJECT].notna(), ["id", REJECT, RAW]].values.tolist() == [["export.txt:3000", "type:a=oops", "oops\tx"]]
+    with pytest.raises(SourceError, match="export.txt: UTF-16 text .*set source.encoding: utf-16"):
+        read({"format": "csv", "path": str(tmp_path / "export.txt")})
+
+
 def test_csv_whose_lines_end_with_a_carriage_return_alone_is_a_clear_error(tmp_path):
     """Old Mac line ends (Excel for Mac's "CSV" export): the whole file was one line to
     the header's reader, and the run ended in csv.Error's traceback."""

@@ -88,15 +88,18 @@ class CsvSource(_Spec):
 def _read_csv(spec: CsvSource, count_rows: bool = True) -> Source:
     fs, root, files, skipped = _expand(spec.path, (".csv", ".csv.gz", ".csv.bz2", ".csv.zst", ".csv.xz", ".tsv", ".tsv.gz", ".tab", ".txt"))
     files = _without_empty(fs, files, skipped, spec.path)
-    sample = _read_text_block(fs, files[0], 0, spec.infer_bytes)
+    wide = spec.encoding if _is_wide(spec.encoding) else None
+    if wide:  # read as the UTF-8 text they hold, each file whole
+        spec = spec.model_copy(update={"encoding": "utf8"})
+    sample = _read_block(fs, files[0], 0, spec.infer_bytes, wide)
     if spec.sep is None:
         spec = spec.model_copy(update={"sep": _sniff_sep(files[0], sample, spec)})
-    names = _csv_header(fs, files[0], spec)
+    names = _csv_header(fs, files[0], spec, wide)
     if spec.column_names:
         _check_field_count(files[0], sample, names, spec)
     orders = {}  # files that list the same columns in another order: read by name
     for path in files[1:]:
-        other = _csv_header(fs, path, spec)
+        other = _csv_header(fs, path, spec, wide)
         if other == names:
             continue
         if sorted(other) != sorted(names):
@@ -107,14 +110,38 @@ def _read_csv(spec: CsvSource, count_rows: bool = True) -> Source:
     schema, spans_lines = _csv_infer_schema(sample, names, spec)
     schema = with_types(as_text(schema, spec.text_columns, files[0]), spec.column_types, files[0])
     quoted = spans_lines if spec.newlines_in_values is None else spec.newlines_in_values
-    blocks, records = _text_blocks(fs, files, root, spec.blocksize, count_rows, quoted=quoted)
-    reader = _CsvBlock(fs, spec, names, schema, quoted, orders)
+    blocks, records = _text_blocks(fs, files, root, spec.blocksize, count_rows, quoted=quoted, whole=files if wide else ())
+    reader = _CsvBlock(fs, spec, names, schema, quoted, orders, wide)
     frame = dd.from_map(Together(reader), together(blocks, records, spec.blocksize), meta=reader._empty(), divisions=None, label="read-csv",
                         enforce_metadata=False)
     return Source(frame, records, skipped, schema, ids_given=ID in schema.names, filesystem=fs)
 
 
 _SEPARATORS = ",;\t|"
+
+
+def _is_wide(encoding: str) -> bool:
+    """Whether text in ``encoding`` has no newline byte of its own (UTF-16, UTF-32, as
+    Excel's "Unicode Text" export writes): files are cut and lines found at the byte
+    ``\n``, which splits such text mid-character; encoding: utf-16 was "not utf-16 text"."""
+    return codecs.lookup(encoding).name.startswith(("utf-16", "utf-32"))
+
+
+def _read_block(fs, path: str, start: int, length: int | None, wide: str | None) -> bytes:
+    """A block of the file as :func:`_read_text_block` reads it; a file in a ``wide``
+    encoding is read whole and given as UTF-8 (``start`` and ``length`` then count its
+    UTF-8 bytes: the type sample's prefix)."""
+    if wide is None:
+        return _read_text_block(fs, path, start, length)
+    with fs.open(path, "rb", compression="infer") as f:
+        raw = f.read()
+    try:
+        text = raw.decode(wide).lstrip("\ufeff")
+    except UnicodeDecodeError as e:
+        raise SourceError(f"{path}: not {wide} text at byte {e.start:,} ({raw[max(e.start - 20, 0):e.end + 20]!r}); "
+                          "set source.encoding to the file's") from None
+    data = text.encode("utf8")[start:None if length is None else start + length]
+    return data if data.endswith(b"\n") or not data else data + b"\n"
 
 
 def _sniff_sep(path: str, sample: bytes, spec: CsvSource) -> str:
@@ -150,14 +177,17 @@ def _check_field_count(path: str, sample: bytes, names: list[str], spec: CsvSour
             "(e.g. ' ' for spaces)")
 
 
-def _csv_header(fs, path: str, spec: CsvSource) -> list[str]:
+def _csv_header(fs, path: str, spec: CsvSource, wide: str | None = None) -> list[str]:
     if not spec.header:
         if not spec.column_names:
             raise SourceError(f"{path}: header: false needs column_names")
         names = list(spec.column_names)
     else:
-        with fs.open(path, "rb", compression="infer") as f:
-            line = f.readline()
+        if wide:
+            line = _read_block(fs, path, 0, None, wide).split(b"\n", 1)[0]
+        else:
+            with fs.open(path, "rb", compression="infer") as f:
+                line = f.readline()
         try:
             first = line.decode(spec.encoding).rstrip("\r\n").lstrip("\ufeff")  # a byte-order mark is no name
         except UnicodeDecodeError:
@@ -241,6 +271,8 @@ def _not_text(sample: bytes, spec: CsvSource) -> str:
     kind = next((what for magic, what in _MAGIC.items() if sample.startswith(magic)), None)
     if kind:
         return f"{spec.path}: not CSV text but {kind}"
+    if sample.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return f"{spec.path}: UTF-16 text (it starts with UTF-16's byte-order mark), as Excel's Unicode Text export; set source.encoding: utf-16"
     for number, line in enumerate(sample.split(b"\n"), start=1):
         try:
             line.decode(spec.encoding)
@@ -270,9 +302,9 @@ class _CsvBlock:
     (``orders``: the files whose header lists them in another)."""
 
     def __init__(self, fs, spec: CsvSource, names: list[str], schema: pa.Schema, quoted: bool = False,
-                 orders: dict[str, list[str]] | None = None):
+                 orders: dict[str, list[str]] | None = None, wide: str | None = None):
         self.fs, self.spec, self.names, self.schema, self.quoted = fs, spec, names, schema, quoted
-        self.orders = orders or {}
+        self.orders, self.wide = orders or {}, wide
 
     def _empty(self) -> pd.DataFrame:
         df = _with_id(to_pandas(self.schema.empty_table()))
@@ -285,7 +317,7 @@ class _CsvBlock:
                 data = quoting.read_records(f, start, length, *quote_states[0])
             data = data if data.endswith(b"\n") or not data else data + b"\n"
         else:
-            data = _read_text_block(self.fs, path, start, length)
+            data = _read_block(self.fs, path, start, length, self.wide)
         header_here = self.spec.header and start == 0
         if not data and not header_here:  # the block lies inside a line longer than the blocksize
             return self._empty()
