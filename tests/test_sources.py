@@ -840,6 +840,18 @@ def test_csv_in_utf16_as_excel_exports_unicode_text(tmp_path):
         read({"format": "csv", "path": str(tmp_path / "export.txt")})
 
 
+def test_csv_with_a_value_longer_than_arrows_parsing_block(tmp_path):
+    """A record over 1 MiB (a document, an image as base64) failed the run with Arrow's
+    "straddling object straddles two block boundaries", in the type sample or in a block."""
+    rows = ["a,b"] + [f"{i},short" for i in range(60)]
+    rows[30], rows[40] = "29," + "x" * (2 * 2**20), "39,too,many"
+    (tmp_path / "long.csv").write_text("\n".join(rows) + "\n")
+    for blocksize in (64 * 2**20, 2**20):
+        df = read({"format": "csv", "path": str(tmp_path / "long.csv"), "blocksize": blocksize}).set_index("id")
+        assert len(df) == 60 and len(df.loc["long.csv:29", "b"]) == 2 * 2**20 and df.loc["long.csv:59", "b"] == "short"
+        assert df[REJECT].dropna().to_dict() == {"long.csv:39": "csv:fields=expected 2, got 3"}
+
+
 def test_csv_whose_lines_end_with_a_carriage_return_alone_is_a_clear_error(tmp_path):
     """Old Mac line ends (Excel for Mac's "CSV" export): the whole file was one line to
     the header's reader, and the run ended in csv.Error's traceback."""

@@ -227,13 +227,28 @@ def _csv_options(spec: CsvSource, names: list[str], types: dict | None, skip_hea
     return read, parse, convert
 
 
+def _parse(data: bytes, options: tuple, bad: list) -> pa.Table:
+    """Arrow's parse of ``data`` with ``options`` (from :func:`_csv_options`, whose invalid
+    rows go to ``bad``). Arrow parses in blocks of 1 MiB, and a record longer than that (a
+    document, an embedded image as base64) failed the run with "straddling object straddles
+    two block boundaries": the data, in memory already, is then parsed as one block."""
+    try:
+        return pacsv.read_csv(io.BytesIO(data), *options)
+    except pa.ArrowInvalid as e:
+        if "straddling object" not in str(e):
+            raise
+    bad.clear()
+    options[0].block_size = len(data) + 1
+    return pacsv.read_csv(io.BytesIO(data), *options)
+
+
 def _csv_infer_schema(sample: bytes, names: list[str], spec: CsvSource) -> tuple[pa.Schema, bool]:
     """The columns' types from a few MB, and whether a value there spans lines."""
     # Drop a possibly cut last record (it may be a quoted value cut between its lines).
     cut = sample[: quoting.records_end(sample)] or sample
     if spec.skip_initial_space:
         cut = _strip_after_separators(cut, spec.sep)
-    table = pacsv.read_csv(io.BytesIO(cut), *_csv_options(spec, names, None, spec.header, []))
+    table = _parse(cut, _csv_options(spec, names, None, spec.header, []), [])
     if any(pa.types.is_binary(f.type) for f in table.schema):  # Arrow's type for text that does not decode
         raise SourceError(_not_text(cut, spec))
     fields = [pa.field(f.name, pa.string() if pa.types.is_null(f.type) else _grouped_number_type(table.column(f.name), spec) or f.type)
@@ -330,11 +345,11 @@ class _CsvBlock:
         offset = first_line - (1 if self.spec.header and start != 0 else 0)
         bad: list = []
         try:
-            table, typed = pacsv.read_csv(io.BytesIO(data), *self._options(path, header_here, bad)), True
+            table, typed = _parse(data, self._options(path, header_here, bad), bad), True
         except pa.ArrowInvalid:  # a value does not fit its column's type, or is not text
             bad = []
             as_bytes = {n: pa.binary() for n in self.names}
-            table, typed = pacsv.read_csv(io.BytesIO(data), *self._options(path, header_here, bad, as_bytes)), False
+            table, typed = _parse(data, self._options(path, header_here, bad, as_bytes), bad), False
         spans_lines = self.quoted or (b'"' in data and _has_newline_value(table))
         if spans_lines and not self.quoted and length is not None:
             raise self._spans_lines(path, start)
