@@ -515,12 +515,17 @@ class RangeRule(StageOptions):
     def times(self) -> bool:
         return isinstance(self.min if self.min is not None else self.max, datetime.date)
 
-    def bounds(self, dtype) -> tuple:
+    def bounds(self, col: pd.Series) -> tuple:
         """(min, max) as the column compares them: times in the column's zone (a bound
-        without one is read in it, as the column's own values are shown)."""
+        without one is read in it, as the column's own values are shown); dates for a
+        column of dates (Parquet's date32, which pandas holds as objects)."""
         if not self.times:
             return self.min, self.max
-        return tuple(None if b is None else in_column_zone(b, dtype) for b in (self.min, self.max))
+        read = _date_bound if col.dtype == object else lambda b, c: in_column_zone(b, c.dtype)
+        try:
+            return tuple(None if b is None else read(b, col) for b in (self.min, self.max))
+        except TypeError as e:
+            raise StageError(f"rule for {col.name!r}: {e}") from None
 
     def allowed_as(self, col: pd.Series) -> list:
         """The allowed values as the column holds its values, as ``select``'s ``in`` reads
@@ -536,7 +541,7 @@ class RangeRule(StageOptions):
         if self.allowed is not None:
             ok = col.isin(self.allowed_as(col)).to_numpy()
         else:
-            low, high = self.bounds(col.dtype)
+            low, high = self.bounds(col)
             values = col if self.times else col.to_numpy(dtype=np.float64, na_value=np.nan)
             ok = np.ones(len(col), dtype=bool)
             if low is not None:
@@ -544,6 +549,28 @@ class RangeRule(StageOptions):
             if high is not None:
                 ok &= ~np.asarray(values > high, dtype=bool)
         return ok | _blank_as_missing(col).isna().to_numpy()
+
+
+def _clip_dates(col: pd.Series, low, high) -> pd.Series:
+    """A column of dates (objects) clipped: pandas' clip compares its missing values too."""
+    if low is not None:
+        col = col.mask(np.asarray(col < low, dtype=bool), low)
+    if high is not None:
+        col = col.mask(np.asarray(col > high, dtype=bool), high)
+    return col
+
+
+def _date_bound(b: datetime.date, col: pd.Series) -> datetime.date:
+    """A bound of a column of dates: a date (``2021-03-02``, which the options read as
+    midnight), not a time of day nor a time in a zone, which a date cannot be compared
+    with; a column of objects that are not dates takes no time bounds."""
+    held = col.dropna().iloc[:1].tolist()
+    if held and (not isinstance(held[0], datetime.date) or isinstance(held[0], datetime.datetime)):
+        raise TypeError(f"the column holds {type(held[0]).__name__} values, not dates or timestamps (cast it to datetime first)")
+    if isinstance(b, datetime.datetime) and (b.tzinfo is not None or b.time() != datetime.time()):
+        raise TypeError(f"{b.isoformat()} is a time (of day, or in a zone), and the column holds dates: give a date "
+                        f"({b.date().isoformat()})")
+    return b.date() if isinstance(b, datetime.datetime) else b
 
 
 def _bound(b):
@@ -580,14 +607,15 @@ class Ranges(MapStage):
                     rule.allowed_as(meta[column])
                 except StageError as e:
                     raise StageError(f"stage {self.ctx.name!r}: {e}") from None
-            if rule.allowed is None and rule.times and not pd.api.types.is_datetime64_any_dtype(meta[column].dtype):
+            dates = meta[column].dtype == object  # may hold dates: Parquet's date32
+            if rule.allowed is None and rule.times and not (pd.api.types.is_datetime64_any_dtype(meta[column].dtype) or dates):
                 raise StageError(f"stage {self.ctx.name!r}: rule for {column!r} has times as bounds but the column is "
                                  f"{meta[column].dtype}, not timestamps (cast it to datetime first)")
             if rule.allowed is None and rule.times:
                 try:
-                    rule.bounds(meta[column].dtype)
-                except TypeError as e:
-                    raise StageError(f"stage {self.ctx.name!r}: rule for {column!r}: {e}") from None
+                    rule.bounds(meta[column])
+                except StageError as e:
+                    raise StageError(f"stage {self.ctx.name!r}: {e}") from None
             if rule.allowed is None and not rule.times and not is_number_column(meta[column].dtype):
                 times = " (give its bounds as times: min: 2021-03-02)" if _is_time(meta[column].dtype) else " (cast it first)"
                 raise StageError(
@@ -617,8 +645,8 @@ class Ranges(MapStage):
             if rule.action == "reject":
                 part = reject(part, outside, _details(f"range:{column}", col))
             elif rule.action == "clip" and rule.times:
-                low, high = rule.bounds(col.dtype)
-                part[column] = col.clip(lower=low, upper=high)
+                low, high = rule.bounds(col)
+                part[column] = col.clip(lower=low, upper=high) if col.dtype != object else _clip_dates(col, low, high)
             elif rule.action == "clip":
                 whole = all(b is None or float(b).is_integer() for b in (rule.min, rule.max))
                 # a bound with a fraction makes the column float before the clip: a nullable

@@ -401,6 +401,30 @@ def test_select_and_ranges_read_a_time_alike():
         run_stage(Ranges(columns={"naive": {"min": "2021-03-02T01:00+01:00"}}), frame)
 
 
+def test_ranges_takes_dates_as_the_bounds_of_a_date_column():
+    """A Parquet date column (dates, as objects, in pandas) took no time bounds: "the
+    column is object, not timestamps (cast it to datetime first)", and a cast made it a
+    UTC timestamp in the output, where select compares it with a date as it is. A bound
+    with a time of day is refused: a date cannot be compared with it."""
+    import datetime
+
+    import pyarrow as pa
+
+    from dsbuild.io.sources import to_pandas
+
+    frame = to_pandas(pa.table({"id": list("abcd"), "day": pa.array([datetime.date(2020, 1, d) for d in (1, 2, 3)] + [None])}))
+    kept, rejected = run_stage(Ranges(columns={"day": {"min": "2020-01-02"}}), frame)
+    selected, _ = run_stage(Select(where=[{"column": "day", "op": ">=", "value": "2020-01-02"}]), frame)
+    assert kept["id"].tolist() == ["b", "c", "d"] and selected["id"].tolist() == ["b", "c"]  # a missing date is impute's
+    assert rejected["reason"].tolist() == ["range:day=2020-01-01"]
+    clipped, _ = run_stage(Ranges(columns={"day": {"max": "2020-01-02", "action": "clip"}}), frame)
+    assert clipped["day"].tolist() == [datetime.date(2020, 1, d) for d in (1, 2, 2)] + [None]
+    emptied, _ = run_stage(Ranges(columns={"day": {"min": "2020-01-02", "action": "null"}}), frame)
+    assert emptied["day"].isna().tolist() == [True, False, False, True]
+    with pytest.raises(StageError, match="rule for 'day': 2020-01-02T10:00:00 is a time .* give a date \\(2020-01-02\\)"):
+        run_stage(Ranges(columns={"day": {"min": "2020-01-02T10:00"}}), frame)
+
+
 def test_ranges_allowed_values_of_another_kind_than_the_column_are_refused():
     """allowed: ['1', '2'] on an integer column (or [1, 2] on a text one) matched no value:
     every row was rejected as range:n=1, range:n=2, ..."""
