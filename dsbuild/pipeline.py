@@ -484,8 +484,15 @@ def validate_against_source(spec: JobSpec) -> list[str]:
     make or drop; other stages are checked against the columns as they arrive. Every
     stage's problem is said at once (a job with two misnamed columns took two runs of
     validate to find them); after a stage whose check failed, later stages see the columns
-    it would make where they can be told.
+    it would make where they can be told. The source is read as a run reads it (Dask's
+    text conversion off): with it, a date, list or struct column (objects) was text to
+    the checks, and ranges refused a date column's date bounds before the run.
     """
+    with dask.config.set(_DASK_CONFIG):
+        return _validate_against_source(spec)
+
+
+def _validate_against_source(spec: JobSpec) -> list[str]:
     sink = _sink(spec, overwrite=False)
     sink.check_apart_from(spec.source, spec.stage_inputs())
     sink.check_written_beside(spec.stage_outputs())

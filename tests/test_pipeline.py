@@ -655,6 +655,24 @@ def test_a_source_column_named_as_the_outputs_own_is_refused_before_the_run(tmp_
         validate_against_source(load_job(job))
 
 
+def test_validate_sees_the_columns_a_run_sees(tmp_path):
+    """dsbuild validate, and the check that dsbuild run makes before starting a cluster,
+    read the source with Dask's text conversion on, which a run turns off: a Parquet date
+    column was text to them, and ranges' date bounds on it were refused before every run."""
+    import datetime
+
+    import pyarrow as pa
+
+    from dsbuild.job import load_job
+    from dsbuild.pipeline import validate_against_source
+
+    days = [datetime.date(2020, 1, 1) + datetime.timedelta(days=k) for k in range(20)]
+    pq.write_table(pa.table({"day": days}), tmp_path / "in.parquet")
+    job = {"name": "dates", "source": {"format": "parquet", "path": str(tmp_path / "in.parquet")},
+           "stages": [{"ranges": {"columns": {"day": {"min": "2020-01-05"}}}}], "sink": {"path": str(tmp_path / "out")}}
+    assert validate_against_source(load_job(job)) == []
+
+
 def test_a_run_computes_on_the_client_it_is_given(client, tmp_path):
     """Every compute of ``dsbuild.run(client=...)`` goes to that client, also when the
     process made another client after it (the default one for ``dask.compute``)."""
