@@ -34,7 +34,7 @@ from dsbuild.io.sources.common import (
     with_types,
     to_pandas,
 )
-from dsbuild.io.sources.text import Together, _read_text_block, _text_blocks, together
+from dsbuild.io.sources.text import Together, _read_text_block, _text_blocks, together, unpaired_quotes
 from dsbuild.kernels.dtypes import whole_numbers
 from dsbuild.records import ID
 from dsbuild.sizes import Bytes
@@ -354,6 +354,8 @@ class _CsvBlock:
         if spans_lines and not self.quoted and length is not None:
             raise self._spans_lines(path, start)
         line_of = _record_lines(data, header_here, spans_lines)
+        if line_of is not None and table.num_rows + len(bad) != len(line_of):
+            raise unpaired_quotes(path)
         if typed:
             df = to_pandas(table)
             rows, bad_rows = _place_invalid(bad, len(df), header_here) if bad else (None, [])
