@@ -311,6 +311,19 @@ def test_frames_as_python_makes_them_number_columns_keep_indexes_and_object_type
     assert {f.name: str(f.type) for f in schema} == {"lst": "list<item: double>", "dec": "decimal128(3, 2)"}
 
 
+def test_a_frame_column_of_mixed_types_is_refused_naming_it():
+    """A spreadsheet's column of numbers and text (1, 'a') in a pandas frame: the run
+    failed writing its first partition, with Arrow's "Could not convert 'a' with type
+    str: tried to convert to int64" and no column named; past the first 10,000 rows the
+    source's type check did not look."""
+    mixed = pd.DataFrame({"n": [1] * 10_000 + ["a"], "x": np.arange(10_001)})
+    with pytest.raises(SourceError, match=r"frame 'sheet': column 'n' holds int and str values \(sheet:0 is 1, "
+                                          r"sheet:10000 is 'a'\); .* frame\['n'\].astype\('string'\)"):
+        read_source({"format": "frame", "frame": mixed, "name": "sheet"})
+    late = pd.DataFrame({"s": pd.Series([None] * 10_000 + [[1.0]], dtype=object)})  # typed by every value, not the first
+    assert str(read_source({"format": "frame", "frame": late}).schema.field("s").type) == "list<item: double>"
+
+
 @pytest.mark.parametrize("fmt", ["csv", "jsonl"])
 def test_column_types_replace_the_types_read_off_the_first_bytes(tmp_path, fmt):
     """A column of whole numbers in the first infer_bytes and 2.5 later rejected the later

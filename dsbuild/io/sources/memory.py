@@ -76,7 +76,7 @@ def _read_frame(spec: FrameSource) -> Source:
         if frame.index.name is not None or not frame.index.equals(pd.RangeIndex(len(frame))):
             frame = frame.reset_index()
         frame = _text_names(frame)
-        frame, schema = _decimals_as_numbers(frame, _object_types(frame))
+        frame, schema = _decimals_as_numbers(frame, _object_types(frame, spec.name))
         rows = len(frame)
         starts = list(range(0, rows, spec.rows_per_partition)) or [0]
         frame = _scattered([frame.iloc[s : s + spec.rows_per_partition] for s in starts], frame.iloc[:0])
@@ -113,43 +113,56 @@ def _text_names(frame):
     return frame if names == list(frame.columns) else frame.rename(columns=dict(zip(frame.columns, names)))
 
 
-def _object_types(frame: pd.DataFrame, rows: int = 10_000) -> pa.Schema | None:
+def _object_types(frame: pd.DataFrame, name: str = "frame") -> pa.Schema | None:
     """The Arrow types of the columns pandas holds as objects (lists, structs, bytes,
-    decimals, dates), from their first rows: a run left with no rows writes its zero-row
-    shard in them, as it does for a Parquet source, not as text."""
+    decimals, dates), from all their values: a run left with no rows writes its zero-row
+    shard in them, as it does for a Parquet source, not as text. A column Arrow cannot
+    type is refused here, named (see :func:`_untyped`): its first rows alone let a
+    different value further on fail the run in the sink."""
     fields = []
-    for name in frame.columns:
-        if frame[name].dtype != object:
+    for column in frame.columns:
+        if frame[column].dtype != object:
             continue
         try:
-            kind = pa.array(frame[name].iloc[:rows], from_pandas=True).type
-        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
-            continue
+            kind = pa.array(frame[column], from_pandas=True).type
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as e:
+            raise _untyped(frame[column], name, e) from None
         if not pa.types.is_null(kind):
-            fields.append(pa.field(name, kind))
+            fields.append(pa.field(column, kind))
     return pa.schema(fields) if fields else None
 
 
+def _untyped(col: pd.Series, name: str, error: Exception) -> SourceError:
+    """A column of values Parquet cannot hold in one type (1 and 'a' from a spreadsheet, a
+    time beside text): the run failed when it wrote its first partition, with Arrow's
+    "Could not convert 'a' with type str: tried to convert to int64" and no column named."""
+    values = col.reset_index(drop=True).dropna()
+    kinds = values.map(type)
+    other = values[kinds != kinds.iloc[0]] if len(values) else values
+    if len(other):
+        first, odd = values.index[0], other.index[0]
+        held = (f"holds {kinds.iloc[0].__name__} and {type(other.iloc[0]).__name__} values ({name}:{first} is "
+                f"{values.iloc[0]!r:.40}, {name}:{odd} is {other.iloc[0]!r:.40})")
+    else:
+        held = f"holds {kinds.iloc[0].__name__ if len(values) else 'no'} values Arrow cannot convert ({error})"
+    return SourceError(f"frame {name!r}: column {col.name!r} {held}; a Parquet column holds one type: convert it first, "
+                       f"e.g. frame[{col.name!r}].astype('string'), or pd.to_numeric(frame[{col.name!r}], errors='coerce')")
+
+
 def _decimals_as_numbers(frame: pd.DataFrame, schema: pa.Schema | None) -> tuple[pd.DataFrame, pa.Schema | None]:
-    """The frame with its columns of ``decimal.Decimal`` objects as numbers, and the schema
-    with each one's decimal type over all its values, as a Parquet source reads decimals
+    """The frame with its columns of ``decimal.Decimal`` objects (typed by all their values,
+    :func:`_object_types`) as numbers, as a Parquet source reads decimals
     (``common._decimals_as_numbers``): as objects no numeric stage took them (ranges,
     impute, outliers refused a price read from a database as "string"). The sink writes
-    them back as decimals."""
-    if schema is None or not any(pa.types.is_decimal(t) for t in schema.types):
+    them back as decimals of the schema's type."""
+    decimals = [f for f in schema or [] if pa.types.is_decimal(f.type)]
+    if not decimals:
         return frame, schema
-    frame, fields = frame.copy(deep=False), []
-    for f in schema:
-        if pa.types.is_decimal(f.type):
-            try:  # every value: the first rows' precision may be narrower than a later one's
-                values = pa.array(frame[f.name], from_pandas=True)
-            except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
-                values = None  # decimals mixed with other values: left as objects, as they were
-            if values is not None and pa.types.is_decimal(values.type):
-                frame[f.name] = to_pandas(pa.table({f.name: values}))[f.name].set_axis(frame.index)
-                f = pa.field(f.name, values.type)
-        fields.append(f)
-    return frame, pa.schema(fields)
+    frame = frame.copy(deep=False)
+    for f in decimals:
+        values = pa.array(frame[f.name], type=f.type, from_pandas=True)
+        frame[f.name] = to_pandas(pa.table({f.name: values}))[f.name].set_axis(frame.index)
+    return frame, schema
 
 
 def _scattered(parts: list[pd.DataFrame], meta: pd.DataFrame):
