@@ -694,7 +694,7 @@ class LabelIssues(_Features, FitApplyStage):
                 return active, flagged_in, suggested, given, probs
             y = labels[active]
             inside = self._in_budget(probs, y, ids[active], rnd) if cl.needs_budget(rnd["filter"]) else None
-            hit = cl.issues(rnd["filter"], inside, probs, y)
+            hit = cl.issues(rnd["filter"], inside, probs, y) & ~np.isin(y, rnd.get("unjudged", ()))
             flagged_in[active[hit]] = r
             suggested[active[hit]] = cl.suggested_labels(probs[hit], y[hit])
             given[active[hit]] = probs[np.flatnonzero(hit), y[hit]]
@@ -741,19 +741,26 @@ class LabelIssues(_Features, FitApplyStage):
             # the sample rows that earlier rounds kept, found by the same code as any partition's
             kept = self._scan(Zs, ys, sample.ids, folds, state, r)[0] if r else np.arange(len(ys))
             rnd: dict[str, Any] = {"filter": name, "models": self._train(Zs[kept], ys[kept], folds[kept])}
+            if r:
+                rnd["unjudged"] = state["rounds"][-1].get("unjudged", ())
             state["rounds"].append(rnd)
             shared.append(shapes.share(rnd["models"]))
             info: dict[str, Any] = {"filter": name, "train_rows": len(kept)}
             if cl.needs_budget(name):
                 sums = shapes.fit(frame, self._partial_sums, self._merge, _with_models(state, shared), label=f"{label}-thresholds-{r}")
                 rnd["thresholds"] = sums.thresholds()
+                if "unjudged" not in rnd:  # the first noise-rate round decides, for itself and the rounds after it
+                    rnd["unjudged"] = cl.unlearned_classes(sums, self.options.folds)
                 joint = shapes.fit(frame, self._partial_joint, self._merge, _with_models(state, shared), label=f"{label}-joint-{r}")
                 rnd["prune"] = cl.prune_counts(joint, sums.counts)
+                rnd["prune"][rnd["unjudged"]] = 0
+                rnd["prune"][:, rnd["unjudged"]] = 0
                 rnd["cut"] = {}
                 if rnd["prune"].any():
                     rnd["cut"] = shapes.fit(frame, self._partial_top, self._merge, _with_models(state, shared),
                                             label=f"{label}-top-{r}").cut()
                 info.update(rows=sums.counts.astype(int).tolist(), thresholds=rnd["thresholds"], joint=joint, prune=rnd["prune"],
+                            unjudged={k: self._why_unlearned(sums, k) for k in rnd["unjudged"]},
                             balanced_accuracy=round(sums.balanced_accuracy(), 6))
             self.rounds_.append(info)
         # kept for the summary, without the models: the stage itself travels with its apply's tasks
@@ -761,6 +768,16 @@ class LabelIssues(_Features, FitApplyStage):
         self.counts_ = {c: int(counts[c]) for c in classes}
         self.train_rows_ = len(sample.ids)
         return shapes.map(frame, self._apply, shapes.broadcast(state, graph=_with_models(state, shared)), label=label)
+
+    def _why_unlearned(self, sums: cl.ConfidentSums, k: int) -> str:
+        """Which sign of ``confident.unlearned_classes`` a class showed, for the summary."""
+        rows = int(sums.counts[k])
+        if rows < self.options.folds:
+            return f"{rows} rows, fewer than the {self.options.folds} folds"
+        if sums.hits[k] == 0:
+            return f"none of its {rows} rows predicted as it"
+        share = rows / sums.counts.sum()
+        return f"its {rows} rows get a probability of it of {sums.thresholds()[k]:.3g} on average, no more than its share {share:.3g}"
 
     def _weighs(self) -> bool:
         """Whether the last round's flags are kept with a weight instead of dropped."""
@@ -839,6 +856,7 @@ class LabelIssues(_Features, FitApplyStage):
                 entry["thresholds"] = dict(zip(names, info["thresholds"].round(6).tolist()))
                 entry["confident_joint"] = {"given x true": names, "counts": info["joint"].tolist()}
                 entry["flag_budget"] = {"given x true": names, "counts": info["prune"].tolist()}
+                entry["unjudged_classes"] = {names[k]: why for k, why in info["unjudged"].items()}
             rounds.append(entry)
         first = next((e for e in rounds if "confident_joint" in e), None)
         if first is not None:  # the first noise-rate round's matrices, where the report looks for them
@@ -868,22 +886,14 @@ class LabelIssues(_Features, FitApplyStage):
         return notes + self._unlearned_class_notes(summary, chance)
 
     def _unlearned_class_notes(self, summary: dict, chance) -> list[str]:
-        """A class whose own rows get a probability of it below chance (one of a handful of
-        rows, or a label the features do not predict) has a threshold near 0, so rows of
-        every other class reach it and the noise-rate budget counts them as that class:
-        one row of a new label made the default filter drop a third of iris."""
-        notes = []
-        for r, rnd in enumerate(summary.get("rounds", [])):
-            if "flag_budget" not in rnd or chance is None or rnd["filter"] == "prune_by_noise_rate":
-                continue  # cleanlab's filter also needs the prediction to disagree, which such a class never wins
-            names, budget = rnd["flag_budget"]["given x true"], np.asarray(rnd["flag_budget"]["counts"])
-            for j, name in enumerate(names):
-                into = int(budget[:, j].sum() - budget[j, j])
-                if rnd["thresholds"][name] < chance / 2 and into:
-                    notes.append(
-                        f"stage {self.ctx.name!r}: round {r} ({rnd['filter']}): rows labelled {name} get a probability of "
-                        f"{name} of {rnd['thresholds'][name]:.3g} on average ({self.counts_.get(_label_key(self.counts_, name), '?')} "
-                        f"rows), below half of chance, so rows of other classes reach that threshold and {into} of them were "
-                        f"flagged as really being {name}. Too few rows (or features that do not predict it) to learn "
-                        "the class: give it more rows, merge or drop it, or use filter: prune_by_noise_rate.")
-        return notes
+        """A class the models did not learn (``confident.unlearned_classes``) is left
+        unjudged: say which, and why, so a user can give it rows or merge it."""
+        first = next((rnd for rnd in summary.get("rounds", []) if rnd.get("unjudged_classes")), None)
+        if first is None:
+            return []
+        return [
+            f"stage {self.ctx.name!r}: class {name} ({why}) is one its models did not learn, so its rows were kept unjudged "
+            f"and no row was flagged as really being {name}. Give it more rows or features that predict it, or merge or "
+            "drop it."
+            for name, why in first["unjudged_classes"].items()
+        ]
