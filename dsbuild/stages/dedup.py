@@ -40,7 +40,7 @@ from dsbuild.kernels.hashing import (
 )
 from dsbuild.kernels.minhash import EMPTY, MinHasher, bands_for_recall, shingle_hashes, signature_similarity
 from dsbuild.kernels.minhash import band_keys as minhash_band_keys
-from dsbuild.kernels.unionfind import Forest, add_histograms, size_histogram
+from dsbuild.kernels.unionfind import add_histograms, size_histogram
 from dsbuild.records import ID, image_blobs, image_size
 from dsbuild.stages.base import (
     KEY,
@@ -945,33 +945,29 @@ class NearDedupImages(_NearDedup):
         Small simple pictures (digits, icons, aligned faces) have hashes as close as
         edited copies'. Pairs with a picture smaller than ``check_below`` whose hashes
         differ by more than ``trust_distance`` are checked by ``aligned_similarity`` on
-        thumbnails: the members of each component of doubtful pairs meet in one
-        partition (a shuffle by component), so every check is local and only those
-        pictures are decoded again. Larger pictures are not checked: their hashes
-        separate distinct pictures, while textured ones (grass, gravel) correlate poorly
-        after JPEG and cropping. Only the doubtful pairs come to the driver; the pairs
-        that fail leave the edges by a map.
+        thumbnails. Each doubtful pair goes (a shuffle) to the partition where its first
+        picture lives, which adds that picture's thumbnail (and keeps a pair found in
+        several partitions' bands once), then to its second picture's partition, which
+        adds the other thumbnail and scores the pair: pictures are decoded where they
+        live, and only two counts reach the driver (the pairs once came there, and a
+        dict of their pictures' ids went to every partition). Larger pictures are not
+        checked: their hashes separate distinct pictures, while textured ones (grass,
+        gravel) correlate poorly after JPEG and cropping. The pairs that pass rejoin the
+        trusted edges partition by partition.
         """
         o = self.options
         self.image_checked_ = 0
         if o.min_similarity is None:
             return edges
-        found = shapes.fit(edges, lambda p, s: _doubtful(p, o.trust_distance), lambda a, b: pd.concat([a, b], ignore_index=True),
-                           label=f"{self.ctx.name}-pairs")
-        checked = _one_edge_per_pair(found)
-        self.image_checked_ = len(checked)
-        if checked.empty:
-            return edges
-        forest = Forest.from_edges(checked["a"].to_numpy(), checked["b"].to_numpy())
-        root_of = dict(zip(forest.nodes, forest.roots))
-        checked = checked.assign(_root=checked["a"].map(root_of))
-        rows = shapes.map(frame, verification_rows, self._column(), shapes.broadcast(root_of), meta=_VERIFY_META, label=f"{self.ctx.name}-thumbnails")
-        met = shapes.group(rows, lambda p: p["_root"], lambda p: p.drop(columns=[KEY]), meta=_VERIFY_META, label=f"{self.ctx.name}-by-component")
-        scored = shapes.map(met, score_pairs, shapes.broadcast(checked), o.check_below, meta=_SCORE_META, label=f"{self.ctx.name}-check")
-        scores = shapes.fit(scored, lambda p, s: p, lambda a, b: pd.concat([a, b], ignore_index=True), label=f"{self.ctx.name}-scores")
-        failed = checked[~checked.index.isin(scores.loc[scores["similarity"] >= o.min_similarity, "pair"])]
-        self.image_rejected_ = len(failed)
-        return shapes.map(edges, _without_pairs, shapes.broadcast(failed[_PAIR]), meta=_EDGE_META, label=f"{self.ctx.name}-passed")
+        doubtful = shapes.map(edges, _doubtful, o.trust_distance, meta=_ROUTED_PAIR_META, label=f"{self.ctx.name}-pairs")
+        first = shapes.map(frame, with_first_thumbnails, shapes.route(doubtful, "_partition", like=frame), self._column(),
+                           meta=_ROUTED_PAIR_META, label=f"{self.ctx.name}-thumbnails")
+        scored = shapes.persist(shapes.map(frame, scored_pairs, shapes.route(first, "_partition", like=frame), self._column(),
+                                           o.check_below, meta=_SCORED_META, label=f"{self.ctx.name}-check"))
+        self.image_checked_, self.image_rejected_ = shapes.fit(scored, lambda p, s: _check_counts(p, o.min_similarity), add_counts,
+                                                               label=f"{self.ctx.name}-checked")
+        return shapes.map(edges, _trusted_or_passed, scored, o.trust_distance, o.min_similarity, meta=_EDGE_META,
+                          label=f"{self.ctx.name}-passed")
 
     def summary(self) -> dict:
         out = super().summary()
@@ -982,70 +978,84 @@ class NearDedupImages(_NearDedup):
 
 
 _PAIR = ["a", "b", "mirrored", "distance"]  # one hash pair: an edge found in several bands, or partitions, repeats it
+_ROUTED_PAIR_META = _EDGE_META.assign(_partition=pd.Series([], dtype=np.int64), thumb_a=pd.Series([], dtype=object),
+                                      side_a=pd.Series([], dtype=np.int64))
+_SCORED_META = _EDGE_META.assign(similarity=pd.Series([], dtype=float))
 
 
 def _doubtful(edges: pd.DataFrame, trust_distance: int) -> pd.DataFrame:
-    """The hash pairs too far apart to trust without looking at the pictures."""
-    return edges[edges["a"].notna() & (edges["distance"] > trust_distance)]
+    """The hash pairs too far apart to trust without looking at the pictures, bound for
+    the partition of their first picture."""
+    pairs = edges[_is_doubtful(edges, trust_distance)]
+    return pairs.assign(_partition=pairs["at_a"].to_numpy(dtype=np.int64) >> np.int64(32),
+                        thumb_a=pd.Series(None, index=pairs.index, dtype=object), side_a=np.zeros(len(pairs), dtype=np.int64))
 
 
-def _without_pairs(edges: pd.DataFrame, failed: pd.DataFrame) -> pd.DataFrame:
-    """``edges`` but the hash pairs that failed the check on the pictures."""
-    if failed.empty or edges.empty:
-        return edges
-    return edges[~pd.MultiIndex.from_frame(edges[_PAIR]).isin(pd.MultiIndex.from_frame(failed))]
+def _is_doubtful(edges: pd.DataFrame, trust_distance: int) -> np.ndarray:
+    return (edges["a"].notna() & (edges["distance"] > trust_distance)).to_numpy(dtype=bool)
 
 
-def _one_edge_per_pair(found: pd.DataFrame) -> pd.DataFrame:
-    """The edges with a pair found in the bands of several partitions once: otherwise its
-    pictures were checked, and counted, once per partition, and the summary depended on
-    the partitioning."""
-    real = found["a"].notna()
-    pairs = found[real].sort_values(["a", "b", "mirrored", "distance"], kind="stable")
-    return pd.concat([found[~real], pairs.drop_duplicates(["a", "b", "mirrored", "distance"])], ignore_index=True)
-
-
-_VERIFY_META = pd.DataFrame({
-    "_root": pd.Series([], dtype=object), ID: pd.Series([], dtype=object),
-    "_side": pd.Series([], dtype=np.int64), "_thumb": pd.Series([], dtype=object),
-})
-_SCORE_META = pd.DataFrame({"pair": pd.Series([], dtype=np.int64), "similarity": pd.Series([], dtype=float)})
-
-
-def verification_rows(part: pd.DataFrame, column: str, root_of: dict) -> pd.DataFrame:
-    """(component, id, shorter side, thumbnail bytes) for the rows in a component of doubtful pairs."""
-    ids = part[ID].to_numpy(dtype=object)
-    roots = np.array([root_of.get(i) for i in ids], dtype=object)
-    wanted = np.flatnonzero(pd.notna(roots))
-    if not len(wanted):
-        return _VERIFY_META.copy()
-    images = image_blobs(part[column])[wanted]
+def _thumbnails_at(part: pd.DataFrame, column: str, ids: pd.Series, at: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(thumbnail bytes or None, shorter side) of this partition's rows at ``at`` (where
+    ``signatures`` said they live), each picture decoded once however many pairs name it."""
+    rows, slot = np.unique(at & np.int64(0xFFFFFFFF), return_inverse=True)
+    if len(rows) and (rows.max() >= len(part) or not np.array_equal(
+            part[ID].to_numpy(dtype=object)[rows[slot]], ids.to_numpy(dtype=object))):
+        raise RuntimeError("near_dedup_images: the input's partitions changed between its passes")
+    images = image_blobs(part[column].iloc[rows])
     thumbs, ok = verification_thumbnails(images)
+    blobs = np.array([t.tobytes() if good else None for t, good in zip(thumbs, ok)], dtype=object)
     sides = np.array([min(image_size(d) or (0, 0)) for d in images], dtype=np.int64)
-    return pd.DataFrame({"_root": roots[wanted][ok], ID: ids[wanted][ok], "_side": sides[ok], "_thumb": [t.tobytes() for t in thumbs[ok]]})
+    return blobs[slot], sides[slot]
 
 
-def score_pairs(part: pd.DataFrame, pairs: pd.DataFrame, check_below: int) -> pd.DataFrame:
-    """Aligned similarity of every doubtful pair whose component landed in this partition.
+def with_first_thumbnails(part: pd.DataFrame, pairs: pd.DataFrame, column: str) -> pd.DataFrame:
+    """The doubtful pairs whose first picture lives in this partition, each once (the
+    same pair comes from the bands of several partitions), with that picture's thumbnail,
+    bound for the partition of their second picture."""
+    if pairs.empty:
+        return _ROUTED_PAIR_META.copy()
+    pairs = pairs.reset_index(drop=True).sort_values(_PAIR, kind="stable").drop_duplicates(_PAIR, ignore_index=True)
+    thumbs, sides = _thumbnails_at(part, column, pairs["a"], pairs["at_a"].to_numpy(dtype=np.int64))
+    out = pairs.assign(_partition=pairs["at_b"].to_numpy(dtype=np.int64) >> np.int64(32), thumb_a=thumbs, side_a=sides)
+    return out[list(_ROUTED_PAIR_META.columns)]
 
-    A pair of pictures both at least ``check_below`` pixels on their shorter side
-    scores +inf: trusted on its hashes (an unknown size counts as small).
-    """
-    if part.empty:
-        return _SCORE_META.copy()
-    thumb = {i: np.frombuffer(t, dtype=np.uint8).reshape(VERIFY_SIDE, VERIFY_SIDE) for i, t in zip(part[ID], part["_thumb"])}
-    side = dict(zip(part[ID], part["_side"]))
-    mine = pairs[pairs["_root"].isin(set(part["_root"]))]
 
-    def score(a, b, mirrored):
-        if a not in thumb or b not in thumb:
+def scored_pairs(part: pd.DataFrame, pairs: pd.DataFrame, column: str, check_below: int) -> pd.DataFrame:
+    """The doubtful pairs whose second picture lives in this partition, as edges with the
+    aligned similarity of their thumbnails: -1 where a picture gave none, +inf where both
+    pictures are at least ``check_below`` pixels on their shorter side (trusted on their
+    hashes; an unknown size counts as small)."""
+    if pairs.empty:
+        return _SCORED_META.copy()
+    pairs = pairs.reset_index(drop=True)
+    thumbs_b, sides_b = _thumbnails_at(part, column, pairs["b"], pairs["at_b"].to_numpy(dtype=np.int64))
+
+    def score(a, b, side_a, side_b, mirrored):
+        if a is None or b is None:
             return -1.0
-        if min(side[a], side[b]) >= check_below:
+        if min(side_a, side_b) >= check_below:
             return np.inf
-        return aligned_similarity(thumb[a], thumb[b], mirrored=mirrored)
+        return aligned_similarity(_thumbnail(a), _thumbnail(b), mirrored=mirrored)
 
-    scores = [score(a, b, m) for a, b, m in zip(mine["a"], mine["b"], mine["mirrored"])]
-    return pd.DataFrame({"pair": mine.index.to_numpy(dtype=np.int64), "similarity": np.asarray(scores, dtype=float)})
+    scores = [score(*args) for args in zip(pairs["thumb_a"], thumbs_b, pairs["side_a"], sides_b, pairs["mirrored"])]
+    return pairs[list(EDGE_COLUMNS)].astype(EDGE_COLUMNS).assign(similarity=np.asarray(scores, dtype=float))
+
+
+def _thumbnail(blob: bytes) -> np.ndarray:
+    return np.frombuffer(blob, dtype=np.uint8).reshape(VERIFY_SIDE, VERIFY_SIDE)
+
+
+def _check_counts(scored: pd.DataFrame, min_similarity: float) -> tuple[int, int]:
+    """(pairs checked on the pictures, pairs that failed)."""
+    return len(scored), int((~(scored["similarity"] >= min_similarity)).sum())
+
+
+def _trusted_or_passed(edges: pd.DataFrame, scored: pd.DataFrame, trust_distance: int, min_similarity: float) -> pd.DataFrame:
+    """This partition's edges but the doubtful ones, and the doubtful pairs scored here
+    that passed the check (once each: repeats of an edge make no other component)."""
+    passed = scored[(scored["similarity"] >= min_similarity).to_numpy(dtype=bool)].drop(columns="similarity")
+    return pd.concat([edges[~_is_doubtful(edges, trust_distance)], passed], ignore_index=True).astype(EDGE_COLUMNS)
 
 
 # -- near_dedup_text -------------------------------------------------------------------

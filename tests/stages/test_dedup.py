@@ -132,6 +132,31 @@ def test_near_dedup_images_checks_look_alike_digits_on_the_pictures(client):
     assert _pairs(run_stage(NearDedupImages(), frame.drop(columns=["edits"]), npartitions=1)[1]) == _pairs(checked[1])
 
 
+def test_near_dedup_images_checks_doubtful_pairs_on_the_workers(client, monkeypatch):
+    """The doubtful pairs (those checked on the pictures) came to the driver, which sent a
+    dict of their pictures' ids to every partition. They now travel by shuffles to the
+    partitions of their pictures, and only counts reach the driver; the rows rejected
+    and the counts are the same at any partitioning."""
+    import pickle
+
+    from dsbuild.stages.base import Shapes
+
+    seen = []
+    reduce, broadcast = Shapes._reduce, Shapes.broadcast
+    monkeypatch.setattr(Shapes, "_reduce", lambda self, *a, **k: seen.append(reduce(self, *a, **k)) or seen[-1])
+    monkeypatch.setattr(Shapes, "broadcast", lambda self, value, graph=None: seen.append(value) or broadcast(self, value, graph))
+    frame = near_copy_frame(30, seed=5, tile=0, faces=False, digits=60).drop(columns=["edits"])
+    outs = []
+    for n in (1, 3):
+        seen.clear()
+        stage = NearDedupImages()
+        _, rej = run_stage(stage, frame, npartitions=n)
+        assert max(len(pickle.dumps(v)) for v in seen) < 2_000
+        outs.append((_pairs(rej), stage.summary()))
+    assert outs[0] == outs[1]
+    assert outs[0][1]["pairs_checked_on_images"] >= outs[0][1]["pairs_rejected_on_images"] > 0
+
+
 def test_pigeonhole_search_finds_every_pair_within_distance(copies):
     frame = copies.drop(columns=["edits"]).iloc[::4]
     sampled = run_stage(NearDedupImages(max_distance=6), frame, npartitions=3)[1]
