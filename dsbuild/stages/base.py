@@ -525,6 +525,11 @@ class Shapes:
         method = shuffle_method(rows.npartitions, n)
         return rows.set_index(column, divisions=[*range(n), n - 1], sorted=False, shuffle_method=method).clear_divisions()
 
+    def whole(self, frame, fn: Callable, meta=None, label: str = "whole"):
+        """``fn`` on all of ``frame`` in one task, for a frame a statistic showed to be
+        small: where moving it to one worker costs less than the shuffles it would take."""
+        return self.map(frame.repartition(npartitions=1), fn, meta=meta, label=label)
+
     def persist(self, frame):
         """Keep ``frame`` on the workers, for a result that both a statistic and a later
         pass read (a shuffle's output is not worth computing twice)."""

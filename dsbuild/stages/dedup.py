@@ -6,7 +6,8 @@ map. The near-duplicate stages chain shapes the same way: map every row to a sig
 -> thin rows of its LSH band keys (one row per band, no signature) grouped by band key
 -> the rows of shared buckets fetch their signatures (a shuffle to the records'
 partitions) -> group by band key again so candidates meet -> verify candidates ->
-connected components by rounds of groups by node (large-star and small-star steps) ->
+connected components by rounds of groups by node (large-star and small-star steps; in
+one task when the verifying pass counted few close pairs) ->
 the dropped rows shuffled to their partitions -> map that drops every member of a
 cluster but one. Which member stays is a deterministic rule: the best
 ``quality`` value when one is named, then the lowest id. ``decontaminate`` indexes a
@@ -785,6 +786,11 @@ def star_drops(links: pd.DataFrame, rule: KeepRule) -> pd.DataFrame:
     }, index=pd.RangeIndex(len(links)))
 
 
+# Close pairs up to which a near-duplicate stage finds its components in one task: links
+# of ~100 bytes, a few tens of MiB in the worker that takes them.
+ONE_TASK_EDGES = 200_000
+
+
 class NearDedupOptions(KeepRule):
     pass
 
@@ -836,8 +842,16 @@ class _NearDedup(Deduplicator):
 
     def components(self, shapes, edges):
         """Dropped rows (``_DROPPED_META``) of the components of ``edges``: rounds of a
-        large-star and a small-star step, each a shuffle by node, until neither moves a link."""
+        large-star and a small-star step, each a shuffle by node, until neither moves a link.
+
+        Where the verifying pass counted few close pairs (an upper bound of the edges: a
+        pair counts in every band it shares), the links meet in one task, whose
+        connected components make the same stars at once: each round cost two shuffles
+        and two computes, most of a small job's time in this stage."""
         links = shapes.map(edges, edge_links, self.options, meta=_LINKS_META, label=f"{self.ctx.name}-links")
+        if self.comparisons_[1] <= ONE_TASK_EDGES:
+            return shapes.whole(links, lambda p: star_drops(unionfind.local_stars(p), self.options), meta=_DROPPED_META,
+                                label=f"{self.ctx.name}-stars")
         while True:
             doubled = shapes.map(links, unionfind.both_ways, meta=_LINKS_META, label=f"{self.ctx.name}-both-ways")
             links = shapes.persist(shapes.group(doubled, "u", unionfind.large_star, meta=_LINKS_META, label=f"{self.ctx.name}-large-star"))

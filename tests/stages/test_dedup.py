@@ -682,17 +682,21 @@ def test_verifying_a_big_bucket_hashes_each_row_once_not_each_pair():
     assert edges["verified"].sum() >= edges["a"].notna().sum() > 0  # close pairs counted in every band they share
 
 
+@pytest.mark.parametrize("rounds", [False, True], ids=["one-task", "rounds"])
 @pytest.mark.parametrize("options", [{}, {"quality": "stars"}, {"action": "group"}], ids=["drop", "quality", "group"])
-def test_near_dedup_text_brings_counts_to_the_driver_not_its_clusters(client, monkeypatch, options):
+def test_near_dedup_text_brings_counts_to_the_driver_not_its_clusters(client, monkeypatch, options, rounds):
     """Every edge went into one union-find forest on the driver, and a dict of every
     dropped id was sent to every partition: tens of millions of entries at 100 M texts.
-    Components now come from shuffles, and only counts reach the driver; a chain of
-    copies of copies is still one cluster whose keeper follows the keep rule, at any
-    partitioning."""
+    Components now come from shuffles (or, for few close pairs, one task on a worker),
+    and only counts reach the driver; a chain of copies of copies is still one cluster
+    whose keeper follows the keep rule, at any partitioning."""
     import pickle
 
+    from dsbuild.stages import dedup
     from dsbuild.stages.base import Shapes
 
+    if rounds:  # this path of 300 copies takes several rounds of star steps
+        monkeypatch.setattr(dedup, "ONE_TASK_EDGES", 0)
     seen = []
     reduce, broadcast = Shapes._reduce, Shapes.broadcast
     monkeypatch.setattr(Shapes, "_reduce", lambda self, *a, **k: seen.append(reduce(self, *a, **k)) or seen[-1])
@@ -722,6 +726,37 @@ def test_near_dedup_text_brings_counts_to_the_driver_not_its_clusters(client, mo
         want = "c0" if not options else frame.loc[frame["id"].str.startswith("c")].sort_values(
             ["stars", "id"], ascending=[False, True], key=lambda s: s.str[1:].astype(int) if s.name == "id" else s)["id"].iloc[0]
         assert f"duplicate-of={want}" in keepers
+
+
+@pytest.mark.parametrize("options", [{}, {"quality": "stars"}], ids=["id", "quality"])
+def test_few_close_pairs_find_their_components_in_one_task(client, monkeypatch, options):
+    """Each round of star steps costs two shuffles and two computes, most of a small
+    job's time in the stage. Where the close pairs are few, the links meet in one task;
+    the clusters, keepers and counts are those the rounds of shuffles find."""
+    import dsbuild.stages.dedup as dedup
+    from dsbuild.stages.base import Shapes
+
+    labels = []
+    group = Shapes.group
+    monkeypatch.setattr(Shapes, "group", lambda self, frame, *a, **k: labels.append(k.get("label", "")) or group(self, frame, *a, **k))
+    rng = np.random.default_rng(5)
+    words = [f"w{i}" for i in rng.integers(0, 5000, 60)]
+    rows = []
+    for k in range(120):  # a path of copies, each one word further from the first, and some strangers
+        words[(k * 13) % 60] = f"x{k}"
+        rows.append({"id": f"c{(k * 37) % 120}", "body": " ".join(words), "stars": float(k % 5)})
+    rows += [{"id": f"u{k}", "body": " ".join(rng.choice(words, 30)) + f" u{k}", "stars": 2.0} for k in range(20)]
+    frame = pd.DataFrame(rows)
+    outs = []
+    for bound, parts in ((dedup.ONE_TASK_EDGES, 1), (dedup.ONE_TASK_EDGES, 3), (0, 3)):
+        monkeypatch.setattr(dedup, "ONE_TASK_EDGES", bound)
+        labels.clear()
+        stage = NearDedupText(threshold=0.5, **options)
+        kept, rej = run_stage(stage, frame, npartitions=parts, roles=Roles(text="body"))
+        assert any("large-star" in label for label in labels) == (bound == 0)
+        outs.append((kept["id"].tolist(), _pairs(rej), stage.summary()))
+    assert outs[0] == outs[1] == outs[2]
+    assert outs[0][2]["rows_in_clusters"] >= 100
 
 
 def test_band_rows_carry_a_signature_only_where_their_bucket_is_shared(client, monkeypatch):
