@@ -878,7 +878,10 @@ class NearDedupImagesOptions(KeepRule):
     max_distance: int | None = Field(None, ge=0, le=64, description="largest Hamming distance between hashes of duplicates "
                                      "(summed over both hashes); default 20 of phash+dhash's 128 bits, 10 of one hash's 64")
     mirror: bool = Field(False, description="also hash each image mirrored, so flipped copies are caught")
-    search: Literal["sampled", "pigeonhole"] = Field("sampled", description="sampled bit bands (fast at scale) or pigeonhole bands (every pair within max_distance, slow for large distances)")
+    search: Literal["sampled", "pigeonhole"] = Field("sampled", description="sampled bit bands (fast at scale; the bits drawn from the "
+                                                     "job's seed, so under another seed a pair near max_distance may be found or "
+                                                     "missed; a pair's distance is exact) or pigeonhole bands (every pair within "
+                                                     "max_distance, whatever the seed, slow for large distances)")
     bands: int | None = Field(None, ge=1, description="number of LSH bands; default chosen from max_distance")
     band_bits: int = Field(20, ge=4, le=40, description="bits per sampled band")
     min_similarity: float | None = Field(
@@ -1077,8 +1080,12 @@ def _trusted_or_passed(edges: pd.DataFrame, scored: pd.DataFrame, trust_distance
 
 class NearDedupTextOptions(KeepRule):
     fields: list[str] | None = Field(None, min_length=1, description="columns whose text is compared; default columns.text")
-    threshold: float = Field(0.8, gt=0, le=1, description="estimated Jaccard similarity at which two records are duplicates")
-    num_perm: int = Field(128, ge=16, le=1024, description="MinHash signature length")
+    threshold: float = Field(0.8, gt=0, le=1, description="estimated Jaccard similarity at which two records are duplicates "
+                             "(estimated from MinHash permutations drawn from the job's seed: the same seed gives the same "
+                             "output on any workers and partitioning; under another, a pair near the threshold may fall on "
+                             "the other side)")
+    num_perm: int = Field(128, ge=16, le=1024, description="MinHash signature length: more permutations estimate "
+                          "similarity closer to the true Jaccard, so the seed decides fewer pairs")
     shingle: int = Field(5, ge=1, le=32, description="shingle size, in words or characters")
     unit: Literal["word", "char"] = Field("word", description="shingles of words or of characters (char for text "
                                           "without spaces between words, such as Chinese or Japanese: as words, "

@@ -733,7 +733,7 @@ def test_few_close_pairs_find_their_components_in_one_task(client, monkeypatch, 
     """Each round of star steps costs two shuffles and two computes, most of a small
     job's time in the stage. Where the close pairs are few, the links meet in one task;
     the clusters, keepers and counts are those the rounds of shuffles find."""
-    import dsbuild.stages.dedup as dedup
+    from dsbuild.stages import dedup
     from dsbuild.stages.base import Shapes
 
     labels = []
@@ -779,3 +779,61 @@ def test_band_rows_carry_a_signature_only_where_their_bucket_is_shared(client, m
     bands = TextSigner(["body"], 128, 5, "word", 0.8, seed=1).bands
     signed_rows = sum(len(f) for f in grouped if "_payload" in f.columns)
     assert 0 < signed_rows <= 2 * bands * len(copies), (signed_rows, 210 * bands)
+
+
+def _near_copy_texts(path: Path, seed: int = 6) -> None:
+    """JSON lines of 160 texts and 80 copies edited near the default threshold (0.8), where
+    MinHash's estimate decides: some copies fall on either side under another seed."""
+    rng = np.random.default_rng(seed)
+    docs = [[f"w{i}" for i in rng.integers(0, 20_000, 80)] for _ in range(160)]
+    rows = [{"id": f"d{i:03d}", "body": " ".join(d)} for i, d in enumerate(docs)]
+    for k in range(80):
+        words = list(docs[k])
+        for p in rng.choice(80, 2, replace=False):
+            words[p] = f"edit{k}"
+        rows.append({"id": f"e{k:03d}", "body": " ".join(words)})
+    pd.DataFrame(rows).to_json(path, orient="records", lines=True)
+
+
+def test_near_dedup_output_is_the_seeds_whatever_the_workers_and_partitions(client, tmp_path):
+    """The output of near_dedup_text (MinHash permutations from the job's seed) and of
+    near_dedup_images (band bits sampled from it) is the same on 1 and 2 workers and at
+    any partitioning; another seed may decide a pair near the threshold otherwise."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from distributed import Client, LocalCluster
+
+    import dsbuild
+
+    _near_copy_texts(tmp_path / "texts.jsonl")
+    images = near_copy_frame(30, seed=5, tile=0, faces=False, digits=60).drop(columns=["edits"])
+    for partitions in (2, 5):
+        pq.write_table(pa.Table.from_pandas(images, preserve_index=False), tmp_path / f"images-{partitions}.parquet",
+                       row_group_size=-(-len(images) // partitions))
+
+    def jobs(tag, partitions, seed=0):
+        texts = {"name": "texts", "seed": seed, "columns": {"text": "body"}, "stages": [{"near_dedup_text": {}}],
+                 "source": {"format": "jsonl", "path": str(tmp_path / "texts.jsonl"), "blocksize": 4096 * 8 // partitions},
+                 "sink": {"path": str(tmp_path / f"texts-{tag}")}}
+        pictures = {"name": "images", "seed": seed, "columns": {"image": "image"}, "stages": [{"near_dedup_images": {}}],
+                    "source": {"format": "parquet", "path": str(tmp_path / f"images-{partitions}.parquet")},
+                    "sink": {"path": str(tmp_path / f"images-{tag}")}}
+        return texts, pictures
+
+    def outputs(manifests):
+        out = []
+        for m in manifests:
+            folder = Path(m["job"]["sink"]["path"])
+            rejects = pd.read_parquet(folder / "rejects")
+            out.append((sorted(pd.read_parquet(folder / "data")["id"]), sorted(zip(rejects["id"], rejects["reason"])),
+                        m["stages"][-1]["summary"]))
+        return out
+
+    two = outputs([dsbuild.run(j, client=client) for j in jobs("two", 5)])
+    with LocalCluster(n_workers=1, threads_per_worker=1, memory_limit="2GiB", dashboard_address=":0") as cluster, Client(cluster) as one:
+        single = outputs([dsbuild.run(j, client=one) for j in jobs("one", 2)])
+    assert single == two
+    (_, text_rejects, _), (_, image_rejects, image_summary) = two
+    assert len(text_rejects) >= 20 and len(image_rejects) > 0 and image_summary["pairs_rejected_on_images"] > 0
+    other_seed = outputs([dsbuild.run(jobs("seed", 5, seed=1)[0], client=client)])[0]
+    assert other_seed[1] != text_rejects
