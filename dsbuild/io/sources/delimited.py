@@ -300,15 +300,36 @@ def _not_text(sample: bytes, spec: CsvSource) -> str:
 def _strip_after_separators(data: bytes, sep: str) -> bytes:
     """Spaces after each separator removed (UCI's ``39, State-gov, ...``), but not inside
     quotes, where they are the value's own (``"Smith, J"``): the text between quotes
-    alternates outside, inside (a doubled quote inside is an empty outside piece)."""
+    alternates outside, inside (a doubled quote inside is an empty outside piece).
+
+    A slice of whole lines at a time, the quote state carried from one to the next: the
+    substitution keeps a Python object per piece of the text it cuts, and over a 64 MiB
+    block of Adult (9 M separators) that peaked at 1.6 GiB, twelve times the block's frame."""
     s = sep.encode()
     if s + b" " not in data:
         return data
     spaces = re.compile(re.escape(s) + b" +")  # every space, as csv's skipinitialspace: two replaces left ",   x" as " x"
-    if b'"' not in data:
-        return spaces.sub(s, data)
-    pieces = data.split(b'"')
-    pieces[::2] = [spaces.sub(s, p) for p in pieces[::2]]
+    out, inside, start = [], False, 0
+    while start < len(data):
+        end = data.find(b"\n", start + _STRIP_SLICE)
+        end = len(data) if end < 0 else end + 1  # a run of spaces never spans a newline
+        piece = data[start:end]
+        out.append(_strip_outside_quotes(piece, spaces, s, inside))
+        inside ^= piece.count(b'"') % 2 == 1
+        start = end
+    return b"".join(out)
+
+
+_STRIP_SLICE = 2**18
+
+
+def _strip_outside_quotes(text: bytes, spaces: re.Pattern, sep: bytes, inside: bool) -> bytes:
+    """:func:`_strip_after_separators` on one slice, which starts ``inside`` quotes or not."""
+    if b'"' not in text:
+        return text if inside else spaces.sub(sep, text)
+    pieces = text.split(b'"')
+    outside = 1 if inside else 0
+    pieces[outside::2] = [spaces.sub(sep, p) for p in pieces[outside::2]]
     return b'"'.join(pieces)
 
 
