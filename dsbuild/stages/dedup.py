@@ -36,6 +36,7 @@ from dsbuild.kernels.hashing import (
     hamming,
     image_content_hashes,
     perceptual_hashes,
+    row_hash_pair,
     row_hashes,
     verification_thumbnails,
 )
@@ -161,23 +162,28 @@ class ExactDedup(Deduplicator):
         image = self._image()
         return image in meta.columns and not holds_text(meta[image])
 
-    def content_hash(self, part: pd.DataFrame, key: str) -> np.ndarray:
+    def content_hashes(self, part: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """Each row's hash with ``ROW_KEY`` and with ``CHECK_KEY``, the columns encoded once for both."""
         cols = self.columns(part)
         image = self._image() if self._is_image(part) else None
         plain = [c for c in cols if c != image]
-        h = row_hashes(part, plain, key=key) if plain else np.zeros(len(part), dtype=np.uint64)
-        if image in cols:
+        hashes = row_hash_pair(part, plain) if plain else (np.zeros(len(part), dtype=np.uint64),) * 2
+        if image not in cols:
+            return hashes
+        mixed = []
+        for h, key in zip(hashes, (ROW_KEY, CHECK_KEY)):
             pixels = image_content_hashes(image_blobs(part[image]), pixels=self.options.image_hash == "pixels", salt=key.encode())
             with np.errstate(over="ignore"):
-                h = lsh_kernels.mix64(h * np.uint64(0x100000001B3) + pixels)
-        return h
+                mixed.append(lsh_kernels.mix64(h * np.uint64(0x100000001B3) + pixels))
+        return mixed[0], mixed[1]
 
     def fingerprints(self, part: pd.DataFrame, partition_info=None) -> pd.DataFrame:
         """The thin frame that is shuffled: two hashes, id, where the row lives, keep rank if any."""
         number = partition_info["number"] if partition_info else 0
+        h1, h2 = self.content_hashes(part)
         thin = pd.DataFrame({
-            "_h1": self.content_hash(part, ROW_KEY),
-            "_h2": self.content_hash(part, CHECK_KEY),
+            "_h1": h1,
+            "_h2": h2,
             ID: pd.arrays.ArrowExtensionArray(arrow_ids(part[ID])),
             "_at": (np.int64(number) << np.int64(32)) + np.arange(len(part), dtype=np.int64),
         }, index=part.index)

@@ -142,3 +142,36 @@ def test_check_hash_differs_from_row_hash_on_numeric_rows():
     h1, h2 = row_hashes(frame), row_hashes(frame, key=CHECK_KEY)
     assert (h1 != h2).all()
     assert (row_hashes(frame.iloc[[0, 0]], key=CHECK_KEY) == h2[0]).all()
+
+
+def test_row_hash_pair_encodes_each_text_column_once(monkeypatch):
+    """exact_dedup hashes every row with two keys; pandas dictionary-encoded each Arrow
+    text column again for each key. Once now, and the hashes are the same as each key's."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from dsbuild.kernels.hashing import CHECK_KEY, ROW_KEY, row_hash_pair
+
+    n = 1000
+    rng = np.random.default_rng(0)
+    words = np.array(["a", "b", "", None], dtype=object)
+    frame = pd.DataFrame({
+        "s": pd.Series(words[rng.integers(0, 4, n)], dtype="str"),
+        "t": pd.array(words[rng.integers(0, 4, n)], dtype="string[pyarrow]"),
+        "large": pd.arrays.ArrowExtensionArray(pa.array(words[rng.integers(0, 3, n)], pa.large_string())),
+        "none": pd.array([None] * n, dtype="string[pyarrow]"),
+        "obj": pd.Series(words[rng.integers(0, 4, n)], dtype=object),
+        "cat": pd.Categorical(words[rng.integers(0, 3, n)]),
+        "i": pd.array(np.where(rng.random(n) < 0.1, None, rng.integers(0, 3, n)), dtype="Int64"),
+        "f": np.where(rng.random(n) < 0.1, np.nan, rng.integers(0, 3, n) / 2),
+        "nested": pd.Series([[1, 2], [3]] * (n // 2), dtype=object),
+    })
+    encodes = []
+    real = pc.dictionary_encode
+    monkeypatch.setattr(pc, "dictionary_encode", lambda *a, **k: encodes.append(1) or real(*a, **k))
+    row_hash_pair(frame, ["s", "t", "large", "none", "obj", "cat", "i", "f"])
+    assert len(encodes) == 4  # s, t, large, none
+    monkeypatch.setattr(pc, "dictionary_encode", real)
+    first, check = row_hash_pair(frame, list(frame.columns))
+    assert (first == row_hashes(frame, key=ROW_KEY)).all() and (check == row_hashes(frame, key=CHECK_KEY)).all()
+    assert len(set(first.tolist())) > 100

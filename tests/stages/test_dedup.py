@@ -475,27 +475,42 @@ def test_duplicate_groups_split_hashes_that_share_their_leading_bits():
     assert (stats["clusters"], stats["rows_in_clusters"], stats["cluster_sizes"]) == (2, 5, {"2": 1, "3-4": 1})
 
 
+def test_exact_dedup_encodes_each_text_column_once(monkeypatch):
+    """The thin frame's two hashes: each text column was dictionary-encoded for each."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from dsbuild.io.sources import to_pandas
+
+    part = to_pandas(pa.Table.from_pandas(_adult(300), preserve_index=False))
+    text = [c for c in ExactDedup().columns(part) if pd.api.types.is_string_dtype(part[c].dtype)]
+    encodes = []
+    real = pc.dictionary_encode
+    monkeypatch.setattr(pc, "dictionary_encode", lambda *a, **k: encodes.append(1) or real(*a, **k))
+    thin = ExactDedup().fingerprints(part)
+    assert len(text) == 9 and len(encodes) == len(text)
+    assert thin["_h1"].nunique() == len(part.drop(columns="id").drop_duplicates())
+
+
 def test_exact_dedup_rows_sharing_the_shuffle_hash_stay_apart(monkeypatch):
     """Every row's 64-bit shuffle hash collides: the second hash alone keeps distinct rows
     apart, so the result is the same as with real hashes (the documented guarantee:
     rows merge only if both hashes, 128 bits, agree)."""
     import dask
 
-    from dsbuild.kernels.hashing import ROW_KEY
-
     df = _adult(200)
     frame = pd.concat([df, df.sample(30, random_state=1).assign(id=lambda d: "z" + d["id"])], ignore_index=True)
     want_kept, want_rej = run_stage(ExactDedup(), frame, npartitions=3)
-    real = ExactDedup.content_hash
+    real = ExactDedup.content_hashes
 
     collided = []
 
-    def colliding(self, part, key):
-        h = real(self, part, key)
-        collided.append(key == ROW_KEY and len(part) > 0)
-        return np.zeros_like(h) if key == ROW_KEY else h
+    def colliding(self, part):
+        h, check = real(self, part)
+        collided.append(len(part) > 0)
+        return np.zeros_like(h), check
 
-    monkeypatch.setattr(ExactDedup, "content_hash", colliding)
+    monkeypatch.setattr(ExactDedup, "content_hashes", colliding)
     with dask.config.set(scheduler="sync"):  # the patched method runs in this process
         kept, rej = run_stage(ExactDedup(), frame, npartitions=3)
     assert any(collided)
