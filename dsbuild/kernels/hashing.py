@@ -106,13 +106,17 @@ def image_content_hashes(images, *, pixels: bool = True, salt: bytes = b"") -> n
     Undecodable bytes fall back to the raw-byte digest, so two copies of the same broken
     file still match each other and nothing else.
     """
-    out = np.empty(len(images), dtype=np.uint64)
+    return salted_image_hashes(images, pixels=pixels, salts=(salt,))[0]
+
+
+def salted_image_hashes(images, *, pixels: bool = True, salts: tuple[bytes, ...] = (b"",)) -> np.ndarray:
+    """:func:`image_content_hashes` with each of ``salts``, a row each, every image decoded
+    once for all of them: exact_dedup's two keys decoded every image twice."""
+    out = np.empty((len(salts), len(images)), dtype=np.uint64)
     for i, data in enumerate(images):
-        if data is None or not pixels:
-            out[i] = bytes_digest(data, salt)
-            continue
-        decoded = decode_image(data)
-        out[i] = pixel_digest(decoded, salt) if decoded is not None else bytes_digest(data, salt)
+        decoded = decode_image(data) if data is not None and pixels else None
+        for j, salt in enumerate(salts):
+            out[j, i] = pixel_digest(decoded, salt) if decoded is not None else bytes_digest(data, salt)
     return out
 
 

@@ -38,6 +38,7 @@ from dsbuild.kernels.hashing import (
     perceptual_hashes,
     row_hash_pair,
     row_hashes,
+    salted_image_hashes,
     verification_thumbnails,
 )
 from dsbuild.kernels.minhash import EMPTY, MinHasher, bands_for_recall, shingle_hashes, signature_similarity
@@ -170,12 +171,11 @@ class ExactDedup(Deduplicator):
         hashes = row_hash_pair(part, plain) if plain else (np.zeros(len(part), dtype=np.uint64),) * 2
         if image not in cols:
             return hashes
-        mixed = []
-        for h, key in zip(hashes, (ROW_KEY, CHECK_KEY)):
-            pixels = image_content_hashes(image_blobs(part[image]), pixels=self.options.image_hash == "pixels", salt=key.encode())
-            with np.errstate(over="ignore"):
-                mixed.append(lsh_kernels.mix64(h * np.uint64(0x100000001B3) + pixels))
-        return mixed[0], mixed[1]
+        salted = salted_image_hashes(image_blobs(part[image]), pixels=self.options.image_hash == "pixels",
+                                     salts=(ROW_KEY.encode(), CHECK_KEY.encode()))
+        with np.errstate(over="ignore"):
+            first, check = (lsh_kernels.mix64(h * np.uint64(0x100000001B3) + pixels) for h, pixels in zip(hashes, salted))
+        return first, check
 
     def fingerprints(self, part: pd.DataFrame, partition_info=None) -> pd.DataFrame:
         """The thin frame that is shuffled: two hashes, id, where the row lives, keep rank if any."""

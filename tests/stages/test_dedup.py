@@ -492,6 +492,22 @@ def test_exact_dedup_encodes_each_text_column_once(monkeypatch):
     assert thin["_h1"].nunique() == len(part.drop(columns="id").drop_duplicates())
 
 
+def test_exact_dedup_decodes_each_image_once(monkeypatch, copies):
+    """The two hashes of a row of pixels: every image was decoded for each."""
+    from dsbuild.kernels import hashing
+    from dsbuild.stages import StageContext
+
+    part = copies.iloc[:40].reset_index(drop=True)
+    stage = ExactDedup()
+    stage.bind(StageContext("exact_dedup", 0, Roles(image="image")))
+    decoded = []
+    real = hashing.decode_image
+    monkeypatch.setattr(hashing, "decode_image", lambda data: decoded.append(1) or real(data))
+    thin = stage.fingerprints(part)
+    assert len(decoded) == len(part)
+    assert thin["_h1"].nunique() == thin["_h2"].nunique() == len(set(zip(thin["_h1"], thin["_h2"])))
+
+
 def test_exact_dedup_rows_sharing_the_shuffle_hash_stay_apart(monkeypatch):
     """Every row's 64-bit shuffle hash collides: the second hash alone keeps distinct rows
     apart, so the result is the same as with real hashes (the documented guarantee:
