@@ -296,3 +296,27 @@ def test_partition_folders_are_slices_of_one_conversion_to_arrow(tmp_path, monke
         with pa.memory_map(f["path"]) as source:
             got = pa.ipc.open_file(source).read_all()
         assert got.column("id").to_pylist() == want["id"].tolist() and f["rows"] == len(want) > 0
+
+
+def test_partition_folders_are_finished_by_a_few_tasks(tmp_path, monkeypatch):
+    """A partition_by output's finish made a task per shard: 2,000 groups of ~100 rows
+    were 2,000 tasks (and 2,000 folders made one by one in the driver), whose scheduling
+    cost more than their writes (15 s). Small shards share a task; every row still lands
+    in its group's folder."""
+    import dask
+    import pandas as pd
+
+    computed = []
+    compute = dask.compute
+    monkeypatch.setattr(dask, "compute", lambda *tasks, **kw: computed.append(len(tasks)) or compute(*tasks, **kw))
+    n = 2000
+    part = pd.DataFrame({"id": [f"r{i}" for i in range(n)], "x": np.arange(n, dtype=float), "g": np.arange(n) % 200})
+    sink = Sink(str(tmp_path / "out"), shard_rows=1000, shard_bytes=2**28, compression="zstd", partition_by=["g"])
+    staged = [f for i in range(2) for f in sink.write_partition(part.iloc[i::2], sink.staging("data", "kept"), i, by=["g"])]
+    with dask.config.set(scheduler="sync"):
+        shards, _ = sink.finish("data", staged, [part.iloc[:0]], cast_conflicts_to_string=False)
+    assert len(shards) == 200 and computed == [4]  # 64 shards a task
+    back = pd.read_parquet(sink.tmp + "/data")
+    assert sorted(back["id"]) == sorted(part["id"])
+    got = back.set_index("id")["g"].astype(int)
+    assert (got.to_numpy() == part.set_index("id")["g"][got.index].to_numpy()).all()

@@ -278,24 +278,25 @@ class Sink:
         staged, schemas = [staged[i] for i in order], [schemas[i] for i in order]
         fills = _dictionary_fills(staged)
         done = posixpath.join(self.tmp, "_staging", f"done-{kind}-{uuid.uuid4().hex[:8]}")  # this finish's alone
-        tasks, numbered = [], {}
+        shards, memory, numbered = [], [], {}  # a shard's record, or the (target, function, args) that writes it
         for group in self._groups(staged):
             where = _folder_of(staged[group[0]])
             numbered[where] = numbered.get(where, -1) + 1
             target = posixpath.join(folder, where, f"part-{numbered[where]:05d}.parquet")
-            self.fs.makedirs(posixpath.dirname(target), exist_ok=True)
             alone = staged[group[0]]
+            memory.append(sum(staged[g]["memory"] for g in group))
             if len(group) == 1 and schemas[group[0]] == schema and (_is_staged(alone["path"]) or not _lacks(alone, fills)):
                 if _is_staged(alone["path"]):
-                    tasks.append(dask.delayed(_encode)(self.fs, alone["path"], target, self.compression, schema.metadata, fills,
-                                                       posixpath.join(done, f"{len(tasks)}.pickle")))
+                    shards.append((target, _encode, (alone["path"], target, self.compression, schema.metadata, fills,
+                                                     posixpath.join(done, f"{len(shards)}.pickle"))))
                     continue
+                self.fs.makedirs(posixpath.dirname(target), exist_ok=True)
                 self.fs.mv(alone["path"], target)
-                tasks.append(dask.delayed({**alone, "path": target}))
+                shards.append({**alone, "path": target})
             else:
-                tasks.append(dask.delayed(_merge)(self.fs, [staged[g]["path"] for g in group], target, schema, self.compression, fills,
-                                                  posixpath.join(done, f"{len(tasks)}.pickle")))
-        return [_public(s, self.tmp) for s in dask.compute(*tasks)], schema
+                shards.append((target, _merge, ([staged[g]["path"] for g in group], target, schema, self.compression, fills,
+                                                posixpath.join(done, f"{len(shards)}.pickle"))))
+        return [_public(s, self.tmp) for s in _written_shards(self.fs, shards, memory)], schema
 
     def _groups(self, staged: list[dict]) -> list[list[int]]:
         """Runs of neighbouring small files to merge into one shard (never across partition folders)."""
@@ -827,6 +828,45 @@ def _merge(fs, paths: list[str], target: str, schema: pa.Schema, compression, fi
                     yield _fill_dictionaries(_conform(reader.read_row_group(g), schema), fills)
 
     return _written_once(fs, done, lambda: _write_batches(fs, schema, tables(), target, compression), paths)
+
+
+# A task of the finish writes shards until they hold this many bytes (in memory) or this
+# many shards: a task per shard made the finish of a partition_by output, 2,000 shards of
+# ~100 rows, 2,000 tasks whose scheduling and graph cost more than their writes.
+_TASK_BYTES = 64 * 2**20
+_TASK_SHARDS = 64
+
+
+def _written_shards(fs, shards: list, memory: list[int]) -> list[dict]:
+    """Every shard's record: the ones still to write (``(target, function, args)``) written
+    by tasks that each take a run of neighbours up to ``_TASK_BYTES`` or ``_TASK_SHARDS``; a
+    large shard has a task of its own, so large merges still run side by side."""
+    batches, size = [], 0
+    for i, shard in enumerate(shards):
+        if isinstance(shard, dict):
+            continue
+        if not batches or size + memory[i] > _TASK_BYTES or len(batches[-1]) >= _TASK_SHARDS:
+            batches.append([])
+            size = 0
+        batches[-1].append(i)
+        size += memory[i]
+    jobs = [dask.delayed([shards[i] for i in batch], traverse=False) for batch in batches]  # holds no collection to look for
+    written = dask.compute(*[dask.delayed(_write_shards)(fs, batch) for batch in jobs])
+    out = list(shards)
+    for batch, records in zip(batches, written):
+        for i, record in zip(batch, records):
+            out[i] = record
+    return out
+
+
+def _write_shards(fs, jobs: list[tuple]) -> list[dict]:
+    """Shards one after the other, each in its folder (made here: a partition_by output has
+    one per group, and the driver made 2,000 of them one by one)."""
+    out = []
+    for target, function, args in jobs:
+        fs.makedirs(posixpath.dirname(target), exist_ok=True)
+        out.append(function(fs, *args))
+    return out
 
 
 def _dictionary_values(table: pa.Table, found: dict | None = None) -> dict:
