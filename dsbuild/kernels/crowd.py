@@ -218,16 +218,39 @@ class DawidSkene:
     ``errors_[a, l, k]`` is the probability that annotator ``a`` says ``l`` when the truth
     is ``k``; ``priors_`` the class prior; ``skills_`` the expected share of each
     annotator's votes that are right.
+
+    ``smoothing`` is a Dirichlet prior on each column (true class) of a confusion matrix:
+    ``smoothing`` pseudo-answers per class on average, half spread evenly over the classes
+    (Laplace's rule) and half on the right one, so an annotator is taken as better than
+    chance until their answers say otherwise; the M-step is its MAP estimate. Without it
+    (0, crowd-kit's estimate) an annotator with one or two answers gets a confusion
+    matrix of 0s and 1s, their answer alone makes an item near certain, and on sparse
+    crowds the model did worse than majority vote (digits, 1-3 answers per item: 0.55
+    against 0.62) with posteriors far above their accuracy. A column's pseudo-answers
+    follow its class's share of the items (``K * prior[k]`` times the average): a fixed
+    count per column is best fitted by a column without items, and on a small crowd (4
+    annotators, 8 items) or a fixed count in every cell on a sparse one (10 classes, 55
+    pseudo-answers against ~9) EM emptied classes until every item was in one.
     """
 
-    def __init__(self, n_classes: int, n_annotators: int, *, one_coin: bool = False, tol: float = 1e-5, max_iter: int = 100):
+    def __init__(self, n_classes: int, n_annotators: int, *, one_coin: bool = False, tol: float = 1e-5, max_iter: int = 100,
+                 smoothing: float = 0.0):
         if one_coin and n_classes < 2:
             raise ValueError("one-coin Dawid–Skene needs at least two classes")
+        if smoothing < 0:
+            raise ValueError("smoothing is a count of pseudo-answers: 0 or more")
         self.n_classes = n_classes
         self.n_annotators = n_annotators
         self.one_coin = one_coin
         self.tol = tol
         self.max_iter = max_iter
+        self.smoothing = smoothing
+
+    def pseudo_counts(self, prior: np.ndarray) -> np.ndarray:
+        """The Dirichlet prior's pseudo-answers, ``[given, true]``, the same for every
+        annotator: each column's in proportion to its class's share ``prior``."""
+        k = self.n_classes
+        return self.smoothing / 2 * (np.full((k, k), 1.0 / k) + np.eye(k)) * (k * prior)[None, :]
 
     # -- the mergeable protocol ---------------------------------------------------------
     def posteriors(self, votes: Votes, state: dict | None) -> np.ndarray:
@@ -276,10 +299,11 @@ class DawidSkene:
             joint = (stats["right"] * np.log(s) + (stats["votes"] - stats["right"]) * np.log(o)).sum()
             joint += stats["class_sum_votes"] @ log_prior
         else:
-            errors = np.clip(stats["confusion"], EPS, None)
+            counts = stats["confusion"] + self.pseudo_counts(prior)  # the MAP estimate; its bound counts the prior too
+            errors = np.clip(counts, EPS, None)
             errors = errors / errors.sum(axis=1, keepdims=True)
             log_errors = np.log(errors)
-            joint = float((stats["confusion"] * log_errors).sum())
+            joint = float((counts * log_errors).sum())
             joint += stats["confusion"].sum(axis=(0, 1)) @ log_prior
             idx = np.arange(k)
             right = stats["confusion"][:, idx, idx].sum(axis=1)

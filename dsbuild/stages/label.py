@@ -148,6 +148,7 @@ class LabelModel:
     n_annotators: int
     tol: float = 1e-5
     max_iter: int = 100
+    smoothing: float = 0.0
 
     @property
     def iterative(self) -> bool:
@@ -157,7 +158,8 @@ class LabelModel:
         if self.method == "glad":
             return crowd.Glad(self.n_classes, self.n_annotators, tol=self.tol, max_iter=self.max_iter)
         return crowd.DawidSkene(
-            self.n_classes, self.n_annotators, one_coin=self.method == "one_coin_dawid_skene", tol=self.tol, max_iter=self.max_iter
+            self.n_classes, self.n_annotators, one_coin=self.method == "one_coin_dawid_skene", tol=self.tol, max_iter=self.max_iter,
+            smoothing=self.smoothing,
         )
 
     def stats(self, votes: crowd.Votes, state: dict | None, tie_break: np.ndarray | None) -> dict:
@@ -303,6 +305,10 @@ class AggregateLabelsOptions(StageOptions):
     gold: str | None = Field(None, description="data column with known labels: they score annotators and are kept")
     tol: float = Field(1e-5, ge=0, description="stop when the bound per annotation rises less than this (crowd-kit's rule)")
     max_iter: int = Field(100, gt=0)
+    smoothing: float = Field(4.0, ge=0, description="dawid_skene: a Dirichlet prior on each annotator's confusion matrix, this "
+                             "many pseudo-answers per true class (on average: in proportion to its share of the items), half spread "
+                             "over the classes and half on the right one, so "
+                             "an annotator with few answers is not taken as certain; 0: crowd-kit's unsmoothed estimate")
     ties: Literal["random", "first"] = Field("random", description="a tie goes to a seeded draw per item, or to the first class")
     no_annotations: Literal["reject", "keep"] = Field("reject", description="rows no annotator labeled")
     min_confidence: float = Field(0.0, ge=0, le=1, description="reject rows whose label's posterior is lower")
@@ -611,7 +617,7 @@ class AggregateLabels(Stage):
         grouped = shapes.group(coded, _item_key, _by_item, label=f"{self.ctx.name}-by-item")
         grouped = grouped.persist()
 
-        model = LabelModel(o.method, len(classes), len(annotators), o.tol, o.max_iter)
+        model = LabelModel(o.method, len(classes), len(annotators), o.tol, o.max_iter, o.smoothing)
         coder = VoteCoder(len(annotators), len(classes), self.ctx.seed, self.ctx.name, o.ties)
         round_fn = functools.partial(_annotation_round, coder=coder)
 
