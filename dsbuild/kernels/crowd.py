@@ -21,6 +21,7 @@ import numpy as np
 import scipy.sparse as sp
 
 EPS = 1e-10
+ONE_COIN_UNIFORM_ROUNDS = 3  # states whose class prior one-coin holds uniform (DawidSkene.warming_up)
 
 
 def label_dtype(n_classes: int) -> type:
@@ -282,12 +283,17 @@ class DawidSkene:
             out["confusion"] = confusion
         return out
 
-    def finalize(self, stats: dict) -> dict:
-        """M-step: parameters from the merged sums, and the bound that decides convergence."""
+    def finalize(self, stats: dict, previous: dict | None = None) -> dict:
+        """M-step: parameters from the merged sums, and the bound that decides convergence.
+        ``previous`` is the state these sums were computed with (None: majority vote's)."""
         n_votes = max(float(stats["votes"].sum()), 1.0)
         prior = stats["class_sum"] / max(stats["items"], 1.0)
-        log_prior = np.log(np.clip(prior, EPS, None))
         k = self.n_classes
+        rounds = 0 if previous is None else previous["round"] + 1
+        if self.warming_up(rounds):
+            log_prior = np.full(k, -np.log(k))
+        else:
+            log_prior = np.log(np.clip(prior, EPS, None))
         if self.one_coin:
             skill = np.where(stats["votes"] > 0, stats["right"] / np.maximum(stats["votes"], 1), 1.0 / k)
             off = (1.0 - skill) / (k - 1)
@@ -314,10 +320,21 @@ class DawidSkene:
             "prior": prior,
             "skill": skill,
             "elbo": float(joint + stats["entropy"]) / n_votes,
+            "round": rounds,
         }
 
+    def warming_up(self, rounds: int) -> bool:
+        """One-coin holds the class prior uniform in the state from majority vote and the
+        first rounds after it. Re-estimated from the start, the prior fed on itself: beside
+        a prolific annotator who always answers 0, the first rounds' posteriors raised
+        class 0's prior, which raised its posteriors, until every digit was '0' and the
+        other annotators mere noise (accuracy 0.10, as crowd-kit's). The skills learnt
+        meanwhile keep the good solution, a fixed point EM started from the truth stays
+        at; the prior is then free, and imbalanced classes keep their rates."""
+        return self.one_coin and rounds < ONE_COIN_UNIFORM_ROUNDS
+
     def converged(self, old: dict | None, new: dict) -> bool:
-        return old is not None and new["elbo"] - old["elbo"] < self.tol
+        return old is not None and not self.warming_up(old["round"]) and new["elbo"] - old["elbo"] < self.tol
 
     # -- one batch --------------------------------------------------------------------
     def fit(self, votes: Votes) -> DawidSkene:
@@ -327,7 +344,7 @@ class DawidSkene:
         previous = None
         self.n_iter_ = 0
         for _ in range(self.max_iter):
-            new = self.finalize(self.stats(votes, state))
+            new = self.finalize(self.stats(votes, state), state)
             self.n_iter_ += 1
             self.elbo_history_.append(new["elbo"])
             done = self.converged(previous, new)

@@ -169,10 +169,8 @@ class LabelModel:
         return crowd.agreement_stats(votes, labels)
 
     def finalize(self, stats: dict, previous: dict | None = None) -> dict:
-        if self.method == "glad":
-            return self._ds().finalize(stats, previous)
         if self.iterative:
-            return self._ds().finalize(stats)
+            return self._ds().finalize(stats, previous)
         return {"skill": crowd.agreement_skill(stats), "votes": stats["votes"]}
 
     def converged(self, old: dict | None, new: dict) -> bool:
@@ -739,9 +737,10 @@ class AggregateLabels(Stage):
 
 def _collapse_notes(stage: str, summary: dict) -> list[str]:
     """A label model can settle with (nearly) every item in one class that the answers do
-    not favour so: one-coin Dawid–Skene does, as crowd-kit's does, on a crowd with one
-    prolific annotator who always gives the same answer (every digit '0', which a third
-    of the answers gave; accuracy 0.10). The labels are then the model's, not the crowd's."""
+    not favour so: one-coin Dawid–Skene does, as crowd-kit's does, on a binary crowd with
+    one prolific annotator who always gives the same answer (every tumour '0', which 64%
+    of the answers gave; accuracy 0.37), where that is the model's best fit. The labels
+    are then the model's, not the crowd's."""
     prior, answers = summary.get("prior", {}), summary.get("answer_shares", {})
     if not prior or len(prior) < 2:
         return []

@@ -7,6 +7,7 @@ import pytest
 from sklearn.datasets import load_digits
 
 from dsbuild.kernels.crowd import (
+    ONE_COIN_UNIFORM_ROUNDS,
     DawidSkene,
     Glad,
     Votes,
@@ -53,6 +54,8 @@ def reference_dawid_skene(votes: Votes, iterations: int, one_coin=False):
                 w = [math.exp(x - m) for x in logp]
                 probas[i] = np.array(w) / sum(w)
         prior = probas.sum(axis=0) / votes.n_items
+        if one_coin and it < ONE_COIN_UNIFORM_ROUNDS:  # one-coin's prior is held uniform at first
+            prior = np.full(K, 1 / K)
         counts = np.zeros((A, K, K))
         for i, answers in by_item.items():
             for a, l in answers:
@@ -225,10 +228,10 @@ def test_glad_stats_merge_across_any_split_of_items():
         np.testing.assert_allclose(merged[key], whole[key], rtol=1e-9, atol=1e-8)
 
 
-def crowd_beside_one_constant_annotator(y, n_classes, seed=0):
-    """1-3 answers per item from 30 annotators, and a 31st who answers 0 to 70% of the items."""
+def crowd_beside_one_constant_annotator(y, n_classes, seed=0, share=0.7):
+    """1-3 answers per item from 30 annotators, and a 31st who answers 0 to ``share`` of the items."""
     frame, _, _ = simulate_annotations(y, 30, np.random.default_rng(seed), min_votes=1, max_votes=3)
-    always_zero = np.flatnonzero(np.random.default_rng(seed).random(len(y)) < 0.7)
+    always_zero = np.flatnonzero(np.random.default_rng(seed).random(len(y)) < share)
     item = np.concatenate([frame["item"], always_zero])
     annotator = np.concatenate([frame["annotator"], np.full(len(always_zero), 30)])
     label = np.concatenate([frame["label"], np.zeros(len(always_zero), dtype=int)])
@@ -254,3 +257,17 @@ def test_glad_easiness_has_the_papers_prior():
     y = load_breast_cancer().target
     votes = crowd_beside_one_constant_annotator(y, 2)
     assert (Glad(2, 31).fit(votes).predict(votes) == y).mean() > (majority_vote(votes)[0] == y).mean() + 0.1
+
+
+def test_one_coin_does_not_collapse_onto_the_constant_annotators_class():
+    """Beside a prolific annotator who always answers 0, one-coin Dawid–Skene (as
+    crowd-kit's) put every digit in '0' (0.10): the class prior, re-estimated from the
+    first rounds' posteriors, fed on itself. The good solution is a fixed point too (EM
+    started from the truth stays there): held uniform while the skills settle, the prior
+    no longer runs away."""
+    y = load_digits().target
+    for seed, share in ((0, 0.7), (1, 1.0), (2, 0.4)):
+        votes = crowd_beside_one_constant_annotator(y, 10, seed, share)
+        predicted = DawidSkene(10, 31, one_coin=True).fit(votes).predict(votes)
+        assert np.bincount(predicted, minlength=10).max() < 0.5 * len(y), (seed, share)
+        assert (predicted == y).mean() > (majority_vote(votes)[0] == y).mean() + 0.15, (seed, share)
