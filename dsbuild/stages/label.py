@@ -754,7 +754,9 @@ def _collapse_notes(stage: str, summary: dict) -> list[str]:
 def _annotation_notes(stage: str, counts: dict, anonymous: bool = False) -> list[str]:
     """Answers that were not counted, or counted twice, change the labels without a word
     in the output: the rows they came from cannot go to rejects (they are not the data's).
-    Anonymous answers all repeat one annotator: that is no repeat."""
+    Anonymous answers all repeat one annotator: that is no repeat. Rows without an item,
+    annotator or label were counted in the manifest alone: an export whose annotator
+    column was empty for a third of its rows lost those answers without a word."""
     notes = []
     if counts.get("rows") and not counts.get("used"):
         notes.append(f"stage {stage!r}: none of the {counts['rows']:,} annotation rows is a vote (unreadable "
@@ -763,6 +765,9 @@ def _annotation_notes(stage: str, counts: dict, anonymous: bool = False) -> list
     else:
         if counts.get("unreadable"):
             notes.append(f"stage {stage!r}: {counts['unreadable']:,} annotation rows could not be read and are not counted")
+        if counts.get("missing_value"):
+            notes.append(f"stage {stage!r}: {counts['missing_value']:,} of the {counts['rows']:,} annotation rows have no item, "
+                         "annotator or label (an empty cell, or only spaces) and are not counted")
         if counts.get("outside_labels"):
             notes.append(f"stage {stage!r}: {counts['outside_labels']:,} of the {counts['rows']:,} answers give a label outside "
                          f"'labels' and are not counted ({', '.join(map(repr, counts.get('outside_label_examples', [])[:5]))}); "

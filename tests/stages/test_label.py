@@ -124,6 +124,8 @@ def test_messy_annotations_are_counted_not_fatal():
     assert s["rows"] == 10 and s["used"] == 7
     assert s["missing_value"] == 2 and s["outside_labels"] == 1 and s["outside_label_examples"] == ["fish"]
     assert s["duplicate_answers"] == 1  # w1 answered "a" twice
+    notes = stage.result_warnings({"summary": stage.summary(), "metrics": {"annotated": 2}})
+    assert any("2 of the 10 annotation rows have no item, annotator or label" in n for n in notes), notes
     assert stage.summary()["items_annotated"] == 3  # a, b and the unknown item zz
     assert stage.summary()["annotators"]["single_answer"] == 1  # w3
 
@@ -156,8 +158,9 @@ def test_label_spellings_spaces_merge_and_case_is_said():
     assert kept.set_index("id")["label"].to_dict() == {"a": "cat", "b": "dog", "c": "dog"}
     assert kept.set_index("id")["label_annotations"].to_dict() == {"a": 3, "b": 2, "c": 2}
     assert stage.summary()["annotations"]["missing_value"] == 1  # the answer of spaces
-    (note,) = stage.result_warnings({"summary": stage.summary(), "metrics": {"annotated": 3}})
-    assert "labels 'Dog' and 'dog' differ only in case" in note
+    case, missing = stage.result_warnings({"summary": stage.summary(), "metrics": {"annotated": 3}})
+    assert "labels 'Dog' and 'dog' differ only in case" in case
+    assert "1 of the 8 annotation rows have no item, annotator or label (an empty cell, or only spaces)" in missing
 
 
 def test_float_item_ids_match_integer_ids():
