@@ -397,12 +397,24 @@ def _inventory(part: pd.DataFrame, _state) -> dict:
     return {
         "rows": len(part),
         "unreadable": int(bad.sum()),
+        "unreadable_examples": _unreadable_examples(part[bad]),
         "missing": int(missing.sum()) + blank,
         "annotators": annotators,
         "labels": labels,
         "examples": examples,
         "items": heapq.nsmallest(ITEM_EXAMPLES, map(str, ok[ITEM].unique())),
     }
+
+
+def _unreadable_examples(bad: pd.DataFrame) -> list[str]:
+    """The first lines the reader could not parse, as ``file:row: reason``, to say where."""
+    if ID not in bad.columns or bad.empty:
+        return []
+    return heapq.nsmallest(ITEM_EXAMPLES, (f"{rid}: {reason}" for rid, reason in zip(bad[ID].astype(str), bad["_reason"])))
+
+
+def _examples(examples) -> str:
+    return f" ({'; '.join(examples)})" if examples else ""
 
 
 def _seen(values: pd.Series) -> pd.Series:
@@ -427,6 +439,7 @@ def _merge_inventory(a: dict, b: dict) -> dict:
     return {
         "rows": a["rows"] + b["rows"],
         "unreadable": a["unreadable"] + b["unreadable"],
+        "unreadable_examples": sorted({*a["unreadable_examples"], *b["unreadable_examples"]})[:ITEM_EXAMPLES],
         "missing": a["missing"] + b["missing"],
         "annotators": a["annotators"].add(b["annotators"], fill_value=0),
         "labels": a["labels"].add(b["labels"], fill_value=0),
@@ -579,8 +592,7 @@ class AggregateLabels(Stage):
         if spec.annotator is None:  # one anonymous annotator, whose repeated answers count as votes of their own
             frame = frame.assign(**{ANNOTATOR: ANONYMOUS})
         names = {spec.item: ITEM, spec.annotator or ANNOTATOR: ANNOTATOR, spec.label: LABEL}
-        keep = list(names) + (["_reason"] if "_reason" in frame.columns else [])
-        return frame[keep].rename(columns=names)
+        return frame[list(names) + _reader_columns(frame.columns, names)].rename(columns=names)
 
     def build(self, frame, shapes):
         o = self.options
@@ -677,6 +689,7 @@ class AggregateLabels(Stage):
                 "rows": int(inventory["rows"]),
                 "used": int(used),
                 "unreadable": int(inventory["unreadable"]),
+                "unreadable_examples": inventory["unreadable_examples"],
                 "missing_value": int(inventory["missing"]),
                 "outside_labels": int(outside.sum()),
                 "outside_label_examples": [str(k) for k in outside.sort_values(ascending=False).index[:10]],
@@ -761,10 +774,12 @@ def _annotation_notes(stage: str, counts: dict, anonymous: bool = False) -> list
     if counts.get("rows") and not counts.get("used"):
         notes.append(f"stage {stage!r}: none of the {counts['rows']:,} annotation rows is a vote (unreadable "
                      f"{counts.get('unreadable', 0):,}, without a value {counts.get('missing_value', 0):,}, outside the labels "
-                     f"{counts.get('outside_labels', 0):,}: {counts.get('outside_label_examples', [])[:3]})")
+                     f"{counts.get('outside_labels', 0):,}: {counts.get('outside_label_examples', [])[:3]})"
+                     + _examples(counts.get("unreadable_examples")))
     else:
         if counts.get("unreadable"):
-            notes.append(f"stage {stage!r}: {counts['unreadable']:,} annotation rows could not be read and are not counted")
+            notes.append(f"stage {stage!r}: {counts['unreadable']:,} annotation rows could not be read and are not counted"
+                         + _examples(counts.get("unreadable_examples")))
         if counts.get("missing_value"):
             notes.append(f"stage {stage!r}: {counts['missing_value']:,} of the {counts['rows']:,} annotation rows have no item, "
                          "annotator or label (an empty cell, or only spaces) and are not counted")
@@ -844,11 +859,19 @@ def _annotator_columns(columns, item: str) -> list:
     return [c for c in columns if c not in (item, ID, "raw") and not str(c).startswith("_")]
 
 
+def _reader_columns(columns, named) -> list[str]:
+    """The reader's reason for a line it could not parse, and that line's file:row id to
+    name it by (unless the id column is one the annotations use)."""
+    if "_reason" not in columns:
+        return []
+    return [c for c in (ID, "_reason") if c in columns and c not in named]
+
+
 def _answers_of_wide(part: pd.DataFrame, item: str) -> pd.DataFrame:
     """A wide sheet's answers as rows (item, annotator, label): an empty cell is no answer,
     not a missing value, and a line the reader could not parse is one unreadable row."""
     annotators = _annotator_columns(part.columns, item)
-    reason = ["_reason"] if "_reason" in part.columns else []
+    reason = _reader_columns(part.columns, (item,))
     long = part[[item, *reason, *annotators]].melt(id_vars=[item, *reason], var_name=ANNOTATOR, value_name=LABEL)
     answered = long[LABEL].notna()
     if reason:

@@ -681,3 +681,17 @@ def test_a_small_crowd_keeps_its_minority_answers():
     assert labels["r1"] == "no" and labels["r0"] == "yes", labels
     assert kept["label_confidence"].max() < 0.999
 
+
+
+def test_unreadable_annotation_lines_are_named(tmp_path):
+    """A broken line in an annotation file was said as a count alone ('1 annotation rows
+    could not be read'): which file and line, and why, was nowhere to be found."""
+    data = pd.DataFrame({"id": ["a", "b"]})
+    (tmp_path / "long.csv").write_text("item,annotator,label\na,w1,cat\nb,w2,dog,extra\nb,w1,dog\n")
+    (tmp_path / "wide.csv").write_text("item,w1,w2\na,cat,cat\nb,dog,dog,extra\n")
+    for name, wide in (("long.csv", False), ("wide.csv", True)):
+        stage = AggregateLabels(annotations={"format": "csv", "path": str(tmp_path / name), "wide": wide}, method="majority_vote")
+        run_stage(stage, data)
+        notes = stage.result_warnings({"summary": stage.summary(), "metrics": {"annotated": 1}})
+        assert any(f"1 annotation rows could not be read and are not counted ({name}:1: csv:fields=expected 3, got 4)" in n
+                   for n in notes), notes
