@@ -414,7 +414,9 @@ class VerticalFlip(GeometricTransform):
 
 class _Warp(GeometricTransform):
     """Shared by rotate and affine: one cv2.warpAffine with the drawn matrix; ``fill`` (a
-    constant border) is on the 8-bit scale at any depth (:func:`fill_level`)."""
+    constant border) is on the 8-bit scale at any depth (:func:`fill_level`). The fill is
+    a colour: where the image has alpha, the border is transparent (outside the image
+    there is nothing to see), not an opaque or half-transparent frame of the fill."""
 
     def __init__(self, interpolation: str = "linear", border: str = "constant", fill: float = 0, p: float = 1.0):
         super().__init__(p)
@@ -427,7 +429,7 @@ class _Warp(GeometricTransform):
         m, _ = self.matrix(params, h, w)
         flags = INTERPOLATIONS[params["interpolation"]] if "interpolation" in params else self._flags
         fill = fill_level(params.get("fill", self.fill), image.dtype)
-        return cv2.warpAffine(image, m[:2], (w, h), flags=flags, borderMode=self._border, borderValue=(fill,) * 4)
+        return cv2.warpAffine(image, m[:2], (w, h), flags=flags, borderMode=self._border, borderValue=(fill, fill, fill, 0))
 
 
 class Rotate(_Warp):
@@ -812,9 +814,13 @@ class JpegQuality(Transform):
 
 class Cutout(Transform):
     """Fill ``holes`` rectangles (side a fraction of the image side) with ``fill``, on the
-    8-bit scale at any depth (:func:`fill_level`)."""
+    8-bit scale at any depth (:func:`fill_level`). A hole hides what the image shows, as
+    an occluder would: it takes the fill's colour and keeps the image's alpha (the fill
+    in alpha cut transparent holes through an object, or put opaque patches on its
+    transparent background)."""
 
     name = "cutout"
+    colour_only = True
 
     def __init__(self, holes=(1, 4), size=(0.05, 0.2), fill: float = 0, p: float = 1.0):
         super().__init__(p)

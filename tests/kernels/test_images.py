@@ -409,3 +409,35 @@ def test_boxes_partly_outside_or_flat_still_move():
     image = cv2.resize(ASTRONAUT, (256, 256))
     out = Compose([transform_from_spec("hflip")])(image, np.random.default_rng(0), boxes=[[-10.0, 5.0, 20.0, 30.0], [5.0, 5.0, 5.0, 9.0]])
     assert out.boxes.tolist()[0] == [236.0, 5.0, 256.0, 30.0]
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+@pytest.mark.parametrize("fill", [0, 128, 255])
+@pytest.mark.parametrize("spec, params", [
+    ("rotate", {"angle": 45}),
+    ("affine", {"scale": 0.5, "tx": 0, "ty": 0, "angle": 0, "shear": 0}),
+])
+def test_a_warp_border_is_transparent_in_an_image_with_alpha(spec, params, fill, dtype):
+    """Where a rotation or a shrink leaves no pixel of the image, there is nothing: alpha 0,
+    the fill its colour. The fill went to alpha too, so a white fill made an opaque white
+    frame around a cut-out object and a grey one a half-transparent frame."""
+    top = np.iinfo(dtype).max
+    bgra = np.dstack([cv2.resize(ASTRONAUT, (48, 40)), np.full((40, 48), 255, np.uint8)]).astype(dtype) * (top // 255)
+    out = transform_from_spec({spec: {"fill": fill}}).apply(bgra, params)
+    assert out.dtype == dtype and out.shape == bgra.shape
+    assert list(out[0, 0]) == [fill * (top // 255)] * 3 + [0]
+    assert out[20, 24, 3] == top  # the image itself stays opaque
+
+
+@pytest.mark.parametrize("fill", [0, 255])
+def test_cutout_fills_the_colour_of_its_holes_and_keeps_alpha(fill):
+    """Cutout hides part of what the image shows, as an occluder would: the hole takes the
+    fill's colour and the image's alpha is kept. The fill went to alpha too: black cut a
+    transparent hole through the object, white put an opaque patch on its transparent
+    background."""
+    bgra = np.dstack([cv2.resize(ASTRONAUT, (48, 40)), np.zeros((40, 48), np.uint8)])
+    bgra[:, 24:, 3] = 255  # transparent left half, opaque right half
+    out = Compose([transform_from_spec({"cutout": {"fill": fill}})])(bgra.copy(), np.random.default_rng(0)).image
+    holes = (out[..., :3] != bgra[..., :3]).any(axis=2)
+    assert holes.any() and (out[holes][:, :3] == fill).all()
+    assert np.array_equal(out[..., 3], bgra[..., 3])
