@@ -151,6 +151,30 @@ def test_abort_outlasts_tasks_still_writing(tmp_path):
     assert not FS.exists(sink.tmp)
 
 
+def test_tasks_of_a_stopped_run_do_not_make_its_folder_again(tmp_path):
+    """Cancelled, a run removes its temporary folder while tasks it started still run on
+    the workers; their writes (a partition staged, a checkpoint, a merge's record) made
+    the folder again, left beside the output after ``dsbuild status --cancel``."""
+    import pandas as pd
+
+    from dsbuild.io.sink import RunStopped, _encode
+
+    sink = Sink(str(tmp_path / "out"), shard_rows=1000, shard_bytes=2**20, compression="zstd", key="t")
+    sink.claim()
+    part = pd.DataFrame({"id": ["a", "b"], "x": [1.0, 2.0]})
+    sink.write_partition(part, sink.staging("data", "kept"), 0)
+    sink.abort()
+    with pytest.raises(RunStopped):
+        sink.write_partition(part, sink.staging("data", "kept"), 1)
+    with pytest.raises(RunStopped):
+        sink.write_scratch(part, sink.checkpoint(1), 0)
+    elsewhere = Sink(str(tmp_path / "other"), shard_rows=1000, shard_bytes=2**20, compression="zstd", key="t")
+    staged = elsewhere.write_partition(part, elsewhere.staging("data", "kept"), 0)  # as if read before the removal
+    with pytest.raises(RunStopped):
+        _encode(FS, staged[0]["path"], f"{elsewhere.tmp}/p.parquet", None, {}, {}, f"{sink.tmp}/_staging/done-data-x/0.pickle", sink.tmp)
+    assert not FS.exists(sink.tmp)
+
+
 def test_an_output_is_kept_apart_from_its_input(tmp_path):
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "a.csv").write_text("x\n1\n")

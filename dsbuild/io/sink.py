@@ -60,6 +60,7 @@ class Sink:
         self.partition_by = list(partition_by)
         self.tmp = f"{self.path}.tmp-{key or uuid.uuid4().hex[:12]}"
         self.run = uuid.uuid4().hex[:12]  # tells this run's claim from another's in the same process
+        self.claimed = False  # set by claim(); the tasks' copies then never make the folder again (_task_folder)
         # The source's Arrow types by column, set by the pipeline once it has read the
         # source: what the files hold as dates, decimals, lists and structs (see _to_arrow).
         self.column_types: dict[str, pa.DataType] = {}
@@ -200,7 +201,7 @@ class Sink:
         return out
 
     def _write_table(self, table: pa.Table, folder: str, index: int) -> list[dict]:
-        self.fs.makedirs(folder, exist_ok=True)
+        _task_folder(self.fs, folder, self._root())
         out = []
         budget = _row_group_bytes()
         for k, chunk in enumerate(_chunks(table, self.shard_rows, self.shard_bytes)):
@@ -232,11 +233,15 @@ class Sink:
         if part.empty:
             return []
         table = _from_pandas(part, self.column_types)
-        self.fs.makedirs(folder, exist_ok=True)
+        _task_folder(self.fs, folder, self._root())
         path = posixpath.join(folder, f"{index:06d}.arrow")
         with self.fs.open(path, "wb") as f, pa.ipc.new_file(f, table.schema) as writer:
             writer.write_table(table)
         return [{"path": path, "rows": table.num_rows, "bytes": self.fs.size(path), "memory": table.nbytes, "sha256": None}]
+
+    def _root(self) -> str | None:
+        """The temporary folder a task may write into only while it is there: a claimed one."""
+        return self.tmp if self.claimed else None
 
     def read_scratch(self, path: str) -> pa.Table:
         """A checkpoint file written by :meth:`write_scratch` (memory-mapped where local)."""
@@ -296,7 +301,7 @@ class Sink:
             else:
                 shards.append((target, _merge, ([staged[g]["path"] for g in group], target, schema, self.compression, fills,
                                                 posixpath.join(done, f"{len(shards)}.pickle"))))
-        return [_public(s, self.tmp) for s in _written_shards(self.fs, shards, memory)], schema
+        return [_public(s, self.tmp) for s in _written_shards(self.fs, shards, memory, self._root())], schema
 
     def _groups(self, staged: list[dict]) -> list[list[int]]:
         """Runs of neighbouring small files to merge into one shard (never across partition folders)."""
@@ -376,6 +381,7 @@ class Sink:
             self.write_text(_OWNER, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "run": self.run,
                                                 "started": time.strftime("%Y-%m-%dT%H:%M:%S")}))
             _CLAIMED.add(self.run)
+            self.claimed = True
 
     def release(self) -> None:
         """Give up the folder but keep its checkpoints (an interrupted or refused resume)."""
@@ -403,6 +409,23 @@ class Sink:
 _OWNER = "_owner.json"
 _CLAIMING = threading.Lock()  # a claim's look and write, against another thread's claim between them
 _CLAIMED: set[str] = set()  # the runs of this process that hold their temporary folder
+
+
+class RunStopped(FileNotFoundError):
+    """A task found its run's temporary folder removed: the run was stopped meanwhile."""
+
+
+def _task_folder(fs, folder: str, root: str | None) -> None:
+    """Make ``folder`` for a task's file, unless the run's temporary folder ``root`` is gone.
+
+    A run that stops (cancelled, failed) removes its temporary folder while the tasks it
+    started still run on the workers (Dask does not stop a running task, and a scheduler
+    of one's own keeps them going): making their folder made the temporary folder again,
+    and a staged file or a merge's record was left beside the output after ``dsbuild
+    status --cancel``."""
+    if root is not None and not fs.exists(root):
+        raise RunStopped(f"{root} is gone: the run this task belongs to was stopped")
+    fs.makedirs(folder, exist_ok=True)
 
 
 def _alive(pid) -> bool:
@@ -707,7 +730,7 @@ def _write_whole(fs, path: str, data: bytes) -> None:
     fs.mv(path + ".part", path)
 
 
-def _written_once(fs, done: str, write, inputs: list[str]) -> dict:
+def _written_once(fs, done: str, write, inputs: list[str], root: str | None = None) -> dict:
     """``write()``'s shard record, made once even if the task runs again: its inputs are
     removed once the shard is written (the disk holds each row once), so a task that Dask
     retried after that (its worker died before it reported) found them gone and failed
@@ -719,6 +742,7 @@ def _written_once(fs, done: str, write, inputs: list[str]) -> dict:
             record = pickle.load(f)
     else:
         record = write()
+        _task_folder(fs, posixpath.dirname(done), root)
         _write_whole(fs, done, pickle.dumps(record))
     for path in inputs:
         if fs.exists(path):
@@ -726,14 +750,14 @@ def _written_once(fs, done: str, write, inputs: list[str]) -> dict:
     return record
 
 
-def _encode(fs, path: str, target: str, compression, metadata: dict, fills: dict, done: str) -> dict:
+def _encode(fs, path: str, target: str, compression, metadata: dict, fills: dict, done: str, root: str | None = None) -> dict:
     """A staged file alone in its shard, written as the Parquet a direct write makes."""
 
     def write():
         table = _fill_dictionaries(_read_staged(fs, path), fills).replace_schema_metadata(metadata)
         return _write_table(fs, table, target, compression)
 
-    return _written_once(fs, done, write, [path])
+    return _written_once(fs, done, write, [path], root)
 
 
 def _file_schema(fs, path: str) -> pa.Schema:
@@ -813,7 +837,7 @@ def _unify(schemas: list[pa.Schema], cast_conflicts_to_string: bool, placeholder
     return pa.schema([pa.field(n, pa.string() if _holds_null_type(fields[n]) else fields[n]) for n in order])
 
 
-def _merge(fs, paths: list[str], target: str, schema: pa.Schema, compression, fills: dict, done: str) -> dict:
+def _merge(fs, paths: list[str], target: str, schema: pa.Schema, compression, fills: dict, done: str, root: str | None = None) -> dict:
     """Small files into one shard, a row group at a time: a shard may be larger than a
     worker can hold (256 MiB of 4 MiB files on a 400 MiB worker was killed, 4 times)."""
 
@@ -827,7 +851,7 @@ def _merge(fs, paths: list[str], target: str, schema: pa.Schema, compression, fi
                 for g in range(reader.num_row_groups):
                     yield _fill_dictionaries(_conform(reader.read_row_group(g), schema), fills)
 
-    return _written_once(fs, done, lambda: _write_batches(fs, schema, tables(), target, compression), paths)
+    return _written_once(fs, done, lambda: _write_batches(fs, schema, tables(), target, compression), paths, root)
 
 
 # A task of the finish writes shards until they hold this many bytes (in memory) or this
@@ -837,7 +861,7 @@ _TASK_BYTES = 64 * 2**20
 _TASK_SHARDS = 64
 
 
-def _written_shards(fs, shards: list, memory: list[int]) -> list[dict]:
+def _written_shards(fs, shards: list, memory: list[int], root: str | None) -> list[dict]:
     """Every shard's record: the ones still to write (``(target, function, args)``) written
     by tasks that each take a run of neighbours up to ``_TASK_BYTES`` or ``_TASK_SHARDS``; a
     large shard has a task of its own, so large merges still run side by side."""
@@ -851,7 +875,7 @@ def _written_shards(fs, shards: list, memory: list[int]) -> list[dict]:
         batches[-1].append(i)
         size += memory[i]
     jobs = [dask.delayed([shards[i] for i in batch], traverse=False) for batch in batches]  # holds no collection to look for
-    written = dask.compute(*[dask.delayed(_write_shards)(fs, batch) for batch in jobs])
+    written = dask.compute(*[dask.delayed(_write_shards)(fs, batch, root) for batch in jobs])
     out = list(shards)
     for batch, records in zip(batches, written):
         for i, record in zip(batch, records):
@@ -859,13 +883,14 @@ def _written_shards(fs, shards: list, memory: list[int]) -> list[dict]:
     return out
 
 
-def _write_shards(fs, jobs: list[tuple]) -> list[dict]:
+def _write_shards(fs, jobs: list[tuple], root: str | None) -> list[dict]:
     """Shards one after the other, each in its folder (made here: a partition_by output has
-    one per group, and the driver made 2,000 of them one by one)."""
+    one per group, and the driver made 2,000 of them one by one; not once the run's
+    temporary folder ``root`` is gone, see :func:`_task_folder`)."""
     out = []
     for target, function, args in jobs:
-        fs.makedirs(posixpath.dirname(target), exist_ok=True)
-        out.append(function(fs, *args))
+        _task_folder(fs, posixpath.dirname(target), root)
+        out.append(function(fs, *args, root))
     return out
 
 
