@@ -294,6 +294,13 @@ class TaskProgress(SchedulerPlugin):
             p = self.prefix[key]
             self.done[p] = self.done.get(p, 0) + 1
 
+    def remove_client(self, scheduler, client: str) -> None:
+        """Leave the scheduler with the driver: one killed, cancelled or failed left its
+        counter there, holding every key of its run and called on every later task's
+        every transition (a finished driver removes it after its last snapshot)."""
+        if client in self.clients:
+            scheduler.remove_plugin(name=self.name)
+
     def snapshot(self) -> dict:
         return {"total": dict(self.total), "done": dict(self.done)}
 

@@ -151,3 +151,29 @@ def test_cli_submit_then_status(client, tmp_path, capsys):
     assert main(["status"]) == 0
     assert run_id in capsys.readouterr().out
     assert main(["status", "no-such-run"]) == 2
+
+
+def test_a_killed_drivers_progress_counter_leaves_the_scheduler(client):
+    """The counter a driver registers on the scheduler stayed there when the driver was
+    killed (or cancelled, or failed: only a finished run removed it), holding every key of
+    its run and called on every later task's every transition, run after run."""
+    import subprocess
+    import sys
+
+    script = ("import os, signal, sys\n"
+              "from distributed import Client\n"
+              "from dsbuild.submit import _start_progress\n"
+              "c = Client(sys.argv[1])\n"
+              "print(_start_progress(c), flush=True)\n"
+              "os.kill(os.getpid(), signal.SIGKILL)\n")
+    done = subprocess.run([sys.executable, "-c", script, client.scheduler.address], capture_output=True, text=True, timeout=120)
+    name = done.stdout.strip()
+    assert name.startswith("dsbuild-progress-"), done.stderr
+
+    def counters(dask_scheduler=None):
+        return [n for n in dask_scheduler.plugins if n.startswith("dsbuild-progress-")]
+
+    deadline = time.monotonic() + 30
+    while name in client.run_on_scheduler(counters) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert name not in client.run_on_scheduler(counters)
