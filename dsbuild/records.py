@@ -16,6 +16,7 @@ import pandas as pd
 import pyarrow as pa
 
 ID = "id"
+REJECT = "_reason"  # why a row leaves, while the stages run: the rejects' REASON once written
 REASON = "reason"
 STAGE = "stage"
 WEIGHT = "weight"

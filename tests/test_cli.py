@@ -59,6 +59,27 @@ def test_the_command_line_loads_no_data_library_before_a_command_needs_one():
     assert done.stdout.splitlines() == ["[]", "True True True True"]
 
 
+def test_stages_and_sources_list_without_loading_dask():
+    """``dsbuild stages`` and ``dsbuild sources`` run nothing, yet they loaded Dask (the
+    stages' base imported it for the shapes, every reader for its frame), and ``sources``
+    every stage family too (the readers took the reject column's name from the stages'
+    base): 3.9 s for ``sources`` at load, 1.9 s without."""
+    probe = (
+        "import sys, io, contextlib\n"
+        "from dsbuild.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    said = main([sys.argv[1]])\n"
+        "print(said, sorted(m for m in ('dask', 'dask.dataframe', 'distributed', 'dsbuild.stages', 'scipy', 'cv2') "
+        "if m in sys.modules))\n"
+    )
+    loaded = {}
+    for command in ("stages", "sources"):
+        done = subprocess.run([sys.executable, "-c", probe, command], capture_output=True, text=True, check=True,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+        loaded[command] = done.stdout.strip()
+    assert loaded == {"stages": "0 ['cv2', 'dsbuild.stages', 'scipy']", "sources": "0 []"}
+
+
 def test_validate_answers_without_loading_distributed(tmp_path):
     """validate starts no cluster, yet it loaded distributed (1 s at load): the pipeline
     imported the runtime for its memory figures, and every error message imported each

@@ -8,7 +8,8 @@ which the pipeline sums into the stage's metrics in the manifest.
 
 Policy lives in the subclasses (``process``, ``partial``/``combine``/``apply``,
 ``key``/``apply_group``); the mechanism lives in :class:`Shapes`, the only place that
-knows Dask.
+knows Dask, and imports it where it builds a graph: the registry is read by commands
+that run nothing (``dsbuild stages``, ``validate``), which need not wait for it.
 """
 
 from __future__ import annotations
@@ -19,16 +20,14 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-import dask
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic_core import PydanticCustomError
 
-from dsbuild.records import ID
+from dsbuild.records import ID, REJECT
 
-REJECT = "_reason"
 ADDED = "_added"
 METRIC = "_m_"
 GONE = "_gone:"  # a column a stage removed: its kept rows lose it, its rejected rows keep it whole
@@ -473,6 +472,8 @@ class Shapes:
         return stats
 
     def _reduce(self, frame, partial: Callable, combine: Callable, state: Any, label: str):
+        import dask
+
         state_arg = dask.delayed(state, pure=True) if state is not None else None
         partials = frame.map_partitions(
             partial, state_arg, meta=_ANY_META, enforce_metadata=False, token=_token(label, "fit")
@@ -550,6 +551,8 @@ class Shapes:
         import pickle
         import warnings
 
+        import dask
+
         try:
             from distributed import default_client
 
@@ -579,6 +582,8 @@ def shuffle_method(partitions_in: int, partitions_out: int) -> str | None:
 
 class Broadcast:
     def __init__(self, value: Any, graph: Any = None):
+        import dask
+
         self.value = value
         self.delayed = dask.delayed(value if graph is None else graph, pure=True)
 
@@ -594,6 +599,8 @@ _ANY_META = pd.Series([], dtype=object)  # what a partial returns: any object
 
 
 def _combine_many(combine: Callable, items: list):
+    import dask
+
     def fold(*xs):
         acc = xs[0]
         for x in xs[1:]:

@@ -8,10 +8,8 @@ import os
 import posixpath
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import dask
-import dask.dataframe as dd
 import fsspec
 import numpy as np
 import pandas as pd
@@ -19,8 +17,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict
 
-from dsbuild.records import ID
-from dsbuild.stages.base import REJECT
+from dsbuild.records import ID, REJECT
+
+if TYPE_CHECKING:  # the readers import it when they make a frame: listing the sources needs none
+    import dask.dataframe as dd
 
 RAW = "_raw"
 
@@ -70,6 +70,8 @@ class Source:
         ``DIGEST_RANGE_BYTES``, in tasks of about that many bytes, by ``compute`` (a list
         of delayed → their results); None for a file that changed while it was read, or
         that there is no reading (a frame)."""
+        import dask
+
         records = [f for f in self.files if paths is None or f["path"] in paths]
         if self.filesystem is None:
             return {f["path"]: None for f in records}

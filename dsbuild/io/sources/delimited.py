@@ -9,7 +9,6 @@ import io
 import re
 from typing import Literal
 
-import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -36,9 +35,8 @@ from dsbuild.io.sources.common import (
 )
 from dsbuild.io.sources.text import Together, _read_text_block, _text_blocks, together, unpaired_quotes
 from dsbuild.kernels.dtypes import whole_numbers
-from dsbuild.records import ID
+from dsbuild.records import ID, REJECT
 from dsbuild.sizes import Bytes
-from dsbuild.stages.base import REJECT
 
 
 class CsvSource(_Spec):
@@ -86,6 +84,8 @@ class CsvSource(_Spec):
 
 
 def _read_csv(spec: CsvSource, count_rows: bool = True) -> Source:
+    import dask.dataframe as dd
+
     fs, root, files, skipped = _expand(spec.path, (".csv", ".csv.gz", ".csv.bz2", ".csv.zst", ".csv.xz", ".tsv", ".tsv.gz", ".tab", ".txt"))
     files = _without_empty(fs, files, skipped, spec.path)
     wide = spec.encoding if _is_wide(spec.encoding) else None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Literal
 
-import dask.dataframe as dd
 import pandas as pd
 from pydantic import Field
 
@@ -30,6 +29,8 @@ class ImagesSource(_Spec):
 
 
 def _read_images(spec: ImagesSource) -> Source:
+    import dask.dataframe as dd
+
     suffixes = tuple(e.lower() if e.startswith(".") else f".{e.lower()}" for e in spec.extensions)
     # ids relative to the folder, a file's own folder or a glob's: relative to the path as
     # written, a file was '.' and a glob's files their bare names (cat/0.png, dog/0.png: 0.png twice)

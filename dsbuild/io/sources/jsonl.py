@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
-import dask.dataframe as dd
 import pandas as pd
 import pyarrow as pa
 import pyarrow.json as pajson
@@ -28,9 +27,8 @@ from dsbuild.io.sources.common import (
     to_pandas,
 )
 from dsbuild.io.sources.text import Together, _read_text_block, _text_blocks, together
-from dsbuild.records import ID
+from dsbuild.records import ID, REJECT
 from dsbuild.sizes import Bytes
-from dsbuild.stages.base import REJECT
 
 
 class JsonlSource(_Spec):
@@ -52,6 +50,8 @@ class JsonlSource(_Spec):
 def _read_jsonl(spec: JsonlSource, count_rows: bool = True) -> Source:
     """JSON lines; a file that is one JSON array of objects (what many tools export as
     ``.json``) is read too, whole, as one partition: an array cannot be split."""
+    import dask.dataframe as dd
+
     fs, root, files, skipped = _expand(spec.path, (".jsonl", ".json", ".ndjson", ".jsonl.gz", ".json.gz", ".ndjson.gz"))
     files = _without_empty(fs, files, skipped, spec.path)
     arrays = {f for f in files if _is_json_array(fs, f)}

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import dask
-import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -15,6 +13,9 @@ from dsbuild.io.sources.common import Source, SourceError, _Spec, _with_id, to_p
 from dsbuild.io.sources.delimited import CsvSource, _read_csv
 from dsbuild.io.sources.images import images_frame
 from dsbuild.records import ID
+
+if TYPE_CHECKING:
+    import dask.dataframe as dd
 
 
 class SampleSource(_Spec):
@@ -35,6 +36,8 @@ class FrameSource(_Spec):
     @field_validator("frame")
     @classmethod
     def _a_frame(cls, value):
+        import dask.dataframe as dd
+
         if not isinstance(value, (pd.DataFrame, dd.DataFrame)):
             raise ValueError(f"frame must be a pandas or Dask DataFrame, got {type(value).__name__}")
         return value
@@ -57,6 +60,8 @@ def _read_sample(spec: SampleSource, count_rows: bool = True) -> Source:
         if spec.partitions != source.frame.npartitions:
             source.frame = source.frame.repartition(npartitions=spec.partitions)
         return source
+    import dask.dataframe as dd
+
     loader = _SklearnSample(spec.name)
     n = loader.rows()
     bounds = np.linspace(0, n, min(spec.partitions, n) + 1).astype(int)
@@ -70,6 +75,8 @@ def _read_frame(spec: FrameSource) -> Source:
     whole frame, whatever its partitions: a Dask frame without one is computed once more
     first, to count its partitions' rows. A meaningful index (named, or not 0..n-1) is kept
     as a column, as ``to_parquet`` keeps it."""
+    import dask
+
     frame = spec.frame
     schema = None
     if isinstance(frame, pd.DataFrame):
@@ -168,6 +175,9 @@ def _decimals_as_numbers(frame: pd.DataFrame, schema: pa.Schema | None) -> tuple
 def _scattered(parts: list[pd.DataFrame], meta: pd.DataFrame):
     """The parts as a Dask frame: sent to the workers once, where a distributed client is
     current (in the graph, they would travel with every compute of the job)."""
+    import dask
+    import dask.dataframe as dd
+
     try:
         from distributed import default_client
 

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import dask.dataframe as dd
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -27,6 +26,9 @@ from dsbuild.io.sources.common import (
 )
 from dsbuild.records import ID
 from dsbuild.sizes import Bytes
+
+if TYPE_CHECKING:
+    import dask.dataframe as dd
 
 
 class ParquetSource(_Spec):
@@ -108,6 +110,8 @@ def _read_parquet(spec: ParquetSource) -> Source:
         schema = pa.schema([schema.field(c) for c in spec.columns], metadata=schema.metadata)
 
     def read(columns: list[str] | None = None) -> dd.DataFrame:
+        import dask.dataframe as dd
+
         read_schema = schema if columns is None else pa.schema([schema.field(c) for c in columns])
         meta = _with_id(to_pandas(read_schema.empty_table()))
         return dd.from_map(_ParquetPiece(fs, read_schema), pieces, meta=meta, divisions=None, label="read-parquet",

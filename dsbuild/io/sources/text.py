@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dask
 import fsspec
 import pandas as pd
 from fsspec.utils import read_block
@@ -30,6 +29,8 @@ def _text_blocks(
     counts = [0] * len(spans)
     split = [i for i, s in enumerate(spans) if s[3] is not None]
     if split and count_rows:
+        import dask
+
         counted = dask.compute(*[dask.delayed(_count_lines)(fs, *spans[i][::2], spans[i][3]) for i in split])
         for i, n in zip(split, counted):
             counts[i] = n
@@ -120,6 +121,8 @@ class Together:
 
 
 def _quoted_blocks(fs, spans: list[tuple]) -> list[tuple]:
+    import dask
+
     split = [s for s in spans if s[3] is not None]
     counted = iter(dask.compute(*[dask.delayed(_range_counts)(fs, path, start, length) for path, _, start, length in split]))
     blocks, inside, passed, left_open = [], 0, 0, {}
