@@ -167,6 +167,29 @@ def shift_table(shift: int) -> np.ndarray:
     shift = min(max(int(shift), -255), 255)
     return _SHIFTED[255 + shift : 511 + shift]
 
+def alpha_weighted(resample, image: np.ndarray, fill: float = 0) -> np.ndarray:
+    """``resample(pixels)`` (a warp, a resize, a filter: each output pixel a weighted mean
+    of input pixels) on a BGRA image's colour weighted by its alpha, as compositing reads
+    it, and divided by the mixed alpha after. Mixed as stored, the colour of transparent
+    pixels (black in most PNGs with a transparent ground) bled into the visible ones beside
+    them: a white object came out with a grey rim, 25 % darker over white. Where the result
+    is fully transparent, its colour is ``fill`` (a level of the image's dtype)."""
+    if image.ndim != 3 or image.shape[2] != 4 or image.dtype not in (np.uint8, np.uint16):
+        return resample(image)
+    top = peak(image.dtype)
+    pixels = image.astype(np.float32)
+    weight = cv2.extractChannel(pixels, 3) * np.float32(1 / top)
+    cv2.multiply(pixels, cv2.cvtColor(weight, cv2.COLOR_GRAY2BGRA), dst=pixels)  # (a, a, a, 1): OpenCV, ~10x numpy's speed
+    out = resample(pixels)
+    alpha = cv2.extractChannel(out, 3)
+    seen = alpha >= 0.5  # not transparent once rounded
+    gain = np.divide(np.float32(top), alpha, out=np.zeros_like(alpha), where=seen)
+    cv2.multiply(out, cv2.cvtColor(gain, cv2.COLOR_GRAY2BGRA), dst=out)
+    if fill:
+        out[~seen, :3] = fill
+    return cv2.add(cv2.min(cv2.max(out, (0.0,) * 4), (float(top),) * 4), (0.5,) * 4).astype(image.dtype)  # a scalar is channel 0's alone
+
+
 def on_colour(image: np.ndarray, fn, owned: bool = False) -> np.ndarray:
     """``fn(pixels, owned)`` on the colour of an image; a BGRA image's alpha (transparency,
     not light) is kept as it was, as JPEG quality keeps it: brightness made a transparent
@@ -366,8 +389,9 @@ def _resize_matrix(h: int, w: int, oh: int, ow: int) -> np.ndarray:
 
 def resize_image(image: np.ndarray, height: int, width: int, interpolation: str) -> np.ndarray:
     """cv2.resize with one of :data:`INTERPOLATIONS`. Bilinear (the default, as in
-    Albumentations) already takes OpenCV's fast area-average path when halving."""
-    return cv2.resize(image, (width, height), interpolation=INTERPOLATIONS[interpolation])
+    Albumentations) already takes OpenCV's fast area-average path when halving. Colour
+    is mixed weighted by alpha (:func:`alpha_weighted`)."""
+    return alpha_weighted(lambda pixels: cv2.resize(pixels, (width, height), interpolation=INTERPOLATIONS[interpolation]), image)
 
 
 def _range(value, name: str, symmetric: bool = False) -> tuple[float, float]:
@@ -416,7 +440,8 @@ class _Warp(GeometricTransform):
     """Shared by rotate and affine: one cv2.warpAffine with the drawn matrix; ``fill`` (a
     constant border) is on the 8-bit scale at any depth (:func:`fill_level`). The fill is
     a colour: where the image has alpha, the border is transparent (outside the image
-    there is nothing to see), not an opaque or half-transparent frame of the fill."""
+    there is nothing to see), not an opaque or half-transparent frame of the fill, and
+    colour is mixed weighted by alpha (:func:`alpha_weighted`)."""
 
     def __init__(self, interpolation: str = "linear", border: str = "constant", fill: float = 0, p: float = 1.0):
         super().__init__(p)
@@ -429,7 +454,12 @@ class _Warp(GeometricTransform):
         m, _ = self.matrix(params, h, w)
         flags = INTERPOLATIONS[params["interpolation"]] if "interpolation" in params else self._flags
         fill = fill_level(params.get("fill", self.fill), image.dtype)
-        return cv2.warpAffine(image, m[:2], (w, h), flags=flags, borderMode=self._border, borderValue=(fill, fill, fill, 0))
+
+        def warp(pixels):  # outside the image: the fill, transparent (weighted by alpha: nothing at all)
+            border = (fill, fill, fill, 0) if pixels.dtype == image.dtype else (0, 0, 0, 0)
+            return cv2.warpAffine(pixels, m[:2], (w, h), flags=flags, borderMode=self._border, borderValue=border)
+
+        return alpha_weighted(warp, image, fill)
 
 
 class Rotate(_Warp):
@@ -749,7 +779,7 @@ class GaussianBlur(Transform):
         sigma = params["sigma"]
         k = 2 * int(math.ceil(3 * sigma)) + 1
         kernel = cv2.getGaussianKernel(k, sigma)
-        return cv2.sepFilter2D(image, -1, kernel, kernel, borderType=cv2.BORDER_REFLECT_101)
+        return alpha_weighted(lambda pixels: cv2.sepFilter2D(pixels, -1, kernel, kernel, borderType=cv2.BORDER_REFLECT_101), image)
 
 
 class GaussianNoise(Transform):
