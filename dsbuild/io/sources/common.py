@@ -268,8 +268,9 @@ _NULLABLE = {
 
 def to_pandas(table: pa.Table) -> pd.DataFrame:
     """Arrow → pandas keeping integers and booleans nullable, so a missing value never
-    turns a column into floats or objects and every partition has the same dtypes."""
-    return _readable_pandas_metadata(_decimals_as_numbers(table)).to_pandas(types_mapper=_NULLABLE.get)
+    turns a column into floats or objects and every partition has the same dtypes. In the
+    calling thread, as :func:`dsbuild.io.sink._from_pandas` converts back, for the same reason."""
+    return _readable_pandas_metadata(_decimals_as_numbers(table)).to_pandas(types_mapper=_NULLABLE.get, use_threads=False)
 
 
 EXACT_FLOAT_DIGITS = 15  # float64 holds every decimal of up to 15 significant digits
