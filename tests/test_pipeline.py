@@ -1205,3 +1205,22 @@ def test_manifest_names_the_job_by_its_hash_and_the_libraries_that_built_it(clie
     versions = one["versions"]
     assert versions["scikit-learn"] == importlib.metadata.version("scikit-learn")
     assert versions["fairlearn"] == importlib.metadata.version("fairlearn") and versions["opencv"]
+
+
+def test_a_partition_without_rejects_builds_no_frame_of_them(tmp_path, monkeypatch):
+    """Accounting a stage's partition built its (empty) rejects frame, renamed, retyped and
+    all, for every stage and partition: half the accounting where nothing was rejected."""
+    from dsbuild import pipeline
+    from dsbuild.io.sink import Sink
+    from dsbuild.stages.base import REJECT
+
+    built = []
+    real = pipeline.rejected_rows
+    monkeypatch.setattr(pipeline, "rejected_rows", lambda part, stage: built.append(len(part)) or real(part, stage))
+    sink = Sink(str(tmp_path / "out"), shard_rows=100, shard_bytes=2**20, compression="zstd")
+    part = pd.DataFrame({"id": ["a", "b", "c"], "x": [1.0, 2.0, 3.0], REJECT: pd.Series([None] * 3, dtype=object)})
+    counted = pipeline._account(part, sink, str(tmp_path / "rejects"), "ranges", None)
+    assert built == [] and counted["files"][0] == [] and counted["counts"][0]["kept"] == 3
+    part.loc[1, REJECT] = "range:x"
+    counted = pipeline._account(part, sink, str(tmp_path / "rejects"), "ranges", None)
+    assert built == [3] and counted["files"][0][0]["rows"] == 1 and counted["counts"][0]["rejected"] == {"range:x": 1}
