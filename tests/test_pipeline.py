@@ -1224,3 +1224,23 @@ def test_a_partition_without_rejects_builds_no_frame_of_them(tmp_path, monkeypat
     part.loc[1, REJECT] = "range:x"
     counted = pipeline._account(part, sink, str(tmp_path / "rejects"), "ranges", None)
     assert built == [3] and counted["files"][0][0]["rows"] == 1 and counted["counts"][0]["rejected"] == {"range:x": 1}
+
+
+def test_a_checkpoint_partition_casts_only_its_differing_columns(tmp_path, monkeypatch):
+    """A stage's numpy bool flag reads back from the checkpoint as ``boolean``: every
+    partition was cast whole (``DataFrame.astype`` rebuilds every column); now the flag
+    alone, to the same dtypes."""
+    from dsbuild import pipeline
+    from dsbuild.io.sink import Sink
+
+    sink = Sink(str(tmp_path / "out"), shard_rows=100, shard_bytes=2**20, compression="zstd")
+    part = pd.DataFrame({"id": ["a", "b"], "n": pd.array([1, None], dtype="Int64"), "s": pd.Series(["x", None], dtype="str"),
+                         "flag": np.array([True, False])})
+    (written,) = sink.write_scratch(part, str(tmp_path / "checkpoint"), 0)
+    cast = []
+    real = pd.DataFrame.astype
+    monkeypatch.setattr(pd.DataFrame, "astype", lambda self, *a, **k: cast.append(a) or real(self, *a, **k))
+    back = pipeline._CheckpointPart(sink, part.iloc[:0])(written["path"])
+    assert cast == []
+    assert back.dtypes.to_dict() == part.dtypes.to_dict()
+    pd.testing.assert_frame_equal(back, part)
