@@ -45,6 +45,7 @@ def workers_watched(client, every: float = 1.0):
     alone fill its pause threshold."""
     from distributed import Future
     from distributed.client import FutureCancelledError
+    from distributed.comm import CommClosedError
 
     from dsbuild.clusters import ClusterSpecError
     from dsbuild.pipeline import DsbuildWarning
@@ -100,8 +101,9 @@ def workers_watched(client, every: float = 1.0):
         kept = "its checkpoints, if any, are kept for --resume"
         if stopped:
             raise WorkersLost(f"{stopped[0]}; {kept}") from e
-        # a cancelled task, or data that found no worker to go to (the source's frame scattered)
-        if isinstance(e, (FutureCancelledError, TimeoutError)) and not worker_count(client):
+        # a cancelled task, or data that found no worker to go to (the source's frame scattered,
+        # whose connection closes if its worker dies while it is sent)
+        if isinstance(e, (FutureCancelledError, TimeoutError, ConnectionError, CommClosedError)) and _none_left(client):
             raise WorkersLost(f"the cluster has no worker left, so the run was stopped; {kept}") from e
         raise
     finally:
@@ -124,6 +126,15 @@ def paused_workers(client) -> int:
         return client.run_on_scheduler(paused)
     except Exception:  # noqa: BLE001 - a closing client: the run itself reports that
         return 0
+
+
+def _none_left(client, wait: float = 5.0) -> bool:
+    """Whether the cluster has no worker, given the scheduler ``wait`` seconds to notice a
+    worker that has just died (the run's error can come first)."""
+    end = time.monotonic() + wait
+    while (n := worker_count(client)) != 0 and time.monotonic() < end:
+        time.sleep(0.2)
+    return n == 0
 
 
 def worker_count(client) -> int | None:
