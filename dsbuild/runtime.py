@@ -21,7 +21,7 @@ from collections.abc import Iterator
 import dask
 import psutil
 from distributed import Client, LocalCluster
-from distributed.diagnostics.plugin import WorkerPlugin
+from distributed.diagnostics.plugin import SchedulerPlugin, WorkerPlugin
 
 from dsbuild.clusters import LOCALHOST, THREAD_ENV
 
@@ -332,6 +332,7 @@ def connect(cluster="local", workers: int | None = None) -> Iterator[Client]:
         client.register_plugin(DsbuildWorkerSetup())
         if spec.kind == "scheduler":  # a scheduler others use: workers that join later need no dsbuild
             stack.callback(_forget_setup, client)
+            _forget_setup_when_gone(client)
         for address, note in sorted(client.run(_headroom).items()):
             if note:
                 warnings.warn(f"worker {address}: {note}", UserWarning, stacklevel=3)
@@ -342,6 +343,28 @@ def _forget_setup(client) -> None:
     try:
         client.unregister_worker_plugin(DsbuildWorkerSetup.name)
     except Exception:  # noqa: BLE001 - a scheduler already gone has nothing to forget
+        pass
+
+
+class SetupForgotten(SchedulerPlugin):
+    """On a scheduler others use, forgets dsbuild's worker setup when the client that
+    registered it leaves without doing so itself: a driver killed (SIGKILL, a lost batch
+    job) left the setup there, for every worker that joined later, dsbuild or not."""
+
+    def __init__(self, client_id: str):
+        self.name = f"dsbuild-forget-setup-{client_id}"
+        self.client = client_id
+
+    def remove_client(self, scheduler, client: str) -> None:
+        if client == self.client:
+            scheduler.worker_plugins.pop(DsbuildWorkerSetup.name, None)
+            scheduler.remove_plugin(name=self.name)
+
+
+def _forget_setup_when_gone(client) -> None:
+    try:
+        client.register_plugin(SetupForgotten(client.id))
+    except Exception:  # noqa: BLE001 - a scheduler without dsbuild cannot hold it: the setup stays, as it did
         pass
 
 

@@ -120,6 +120,36 @@ def test_existing_scheduler_by_scheduler_file_runs_a_job(client, cluster, tmp_pa
     assert direct["totals"]["kept"] == len(read_data(tmp_path / "direct")) == 1797
 
 
+def test_a_killed_driver_leaves_a_scheduler_others_use_without_dsbuilds_setup(client):
+    """A driver killed on a scheduler others use (SIGKILL, a lost batch job) never
+    unregistered dsbuild's worker setup: every worker that joined later got it, one
+    without dsbuild an error. The scheduler forgets it when the driver's client leaves."""
+    import subprocess
+
+    from dsbuild.runtime import DsbuildWorkerSetup
+
+    script = ("import os, signal, sys\n"
+              "from dsbuild.runtime import connect\n"
+              "with connect(sys.argv[1]) as c:\n"
+              "    print(sorted(c.run_on_scheduler(lambda dask_scheduler: list(dask_scheduler.worker_plugins))), flush=True)\n"
+              "    os.kill(os.getpid(), signal.SIGKILL)\n")
+
+    def setup_kept(dask_scheduler=None):
+        return "dsbuild-worker-setup" in dask_scheduler.worker_plugins
+
+    try:
+        done = subprocess.run([sys.executable, "-c", script, client.scheduler.address], capture_output=True, text=True, timeout=120,
+                              check=False)  # it kills itself
+        assert "dsbuild-worker-setup" in done.stdout, done.stderr
+        deadline = time.monotonic() + 30
+        while client.run_on_scheduler(setup_kept) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not client.run_on_scheduler(setup_kept)
+        assert not [n for n in client.run_on_scheduler(lambda dask_scheduler: list(dask_scheduler.plugins)) if "forget-setup" in n]
+    finally:
+        client.register_plugin(DsbuildWorkerSetup())  # as the fixture left it
+
+
 def test_a_scheduler_file_is_read_as_its_spec_example_writes_it_and_a_missing_one_is_said(client, tmp_path, monkeypatch):
     """Dask's Client waited for ever for a scheduler file that was not there, whatever the
     spec's timeout, and read the spec's own example ``~/scheduler.json`` literally, so it
