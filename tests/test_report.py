@@ -508,3 +508,19 @@ def test_highlights_name_the_audited_model_figures():
     lines = highlights({"stages": [{"name": "fairness_audit", "summary": summary}]})
     assert "fairness_audit: logistic_regression's predictions by sex: demographic parity difference 0.1549, " \
            "equalized odds difference 0.2248" in lines
+
+
+def test_highlights_say_what_the_feature_repairs_did():
+    """reweigh and the audit had a line in the run's summary; correlation_remover and
+    disparate_impact_remover had none, though their summaries hold what changed."""
+    from dsbuild.report import highlights
+
+    stages = [
+        {"name": "correlation_remover", "summary": {"alpha": 0.8, "max_abs_correlation_before": {"capital-gain": 0.045777},
+                                                    "max_abs_correlation_after": {"capital-gain": 0.009167}}},
+        {"name": "disparate_impact_remover", "summary": {"repair_level": 0.5, "features": {"age": {"exact": True}, "hours": {}}}},
+    ]
+    assert highlights({"stages": stages}) == [
+        "correlation_remover: max abs correlation: capital-gain 0.04578 → 0.009167",
+        "disparate_impact_remover: age, hours repaired at level 0.5",
+    ]

@@ -15,12 +15,14 @@ from dsbuild.report.text import (
     byte_size,
     integer,
     is_number,
+    is_numeric_dict,
     more,
     num,
     short,
     slug,
     span,
     table,
+    title,
 )
 
 
@@ -151,6 +153,21 @@ def highlights(m: dict) -> list[str]:
             inside = summary.get("rows_in_clusters")
             out.append(f"{name}: {num(summary['clusters'])} duplicate clusters"
                        + (f" holding {num(inside)} rows" if is_number(inside) else ""))
+        out += _before_after_lines(name, summary)
+        if is_number(summary.get("repair_level")) and isinstance(summary.get("features"), dict):
+            out.append(f"{name}: {', '.join(summary['features'])} repaired at level {num(summary['repair_level'])}")
+    return out
+
+
+def _before_after_lines(name: str, summary: dict) -> list[str]:
+    """``X_before`` / ``X_after`` figures per column (correlation_remover's largest correlation
+    with a group), one line each: the feature repairs had no line of their own."""
+    out = []
+    for key, before in summary.items():
+        after = summary.get(key.removesuffix("_before") + "_after") if key.endswith("_before") else None
+        if is_numeric_dict(before) and is_numeric_dict(after):
+            pairs = ", ".join(f"{column} {num(v)} → {num(after.get(column))}" for column, v in before.items())
+            out.append(f"{name}: {title(key.removesuffix('_before'))}: {pairs}")
     return out
 
 
