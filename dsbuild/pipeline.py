@@ -259,7 +259,7 @@ class Execution:
 
     def run(self) -> None:
         spec = self.spec
-        self.source = read_source(spec.source)
+        self.source = read_source(spec.source, id_column=spec.columns.id)
         self.warnings += _whole_compressed_files(spec.source, self.source.files)
         self.warnings += inexact_decimals(self.source.schema)
         marked = _marked_source(self.source, spec.columns.id)
@@ -502,7 +502,7 @@ def _validate_against_source(spec: JobSpec) -> list[str]:
     sink = _sink(spec, overwrite=False)
     sink.check_apart_from(spec.source, spec.stage_inputs())
     sink.check_written_beside(spec.stage_outputs())
-    frame = _marked_source(read_source(spec.source, count_rows=False), spec.columns.id)
+    frame = _marked_source(read_source(spec.source, count_rows=False, id_column=spec.columns.id), spec.columns.id)
     _check_roles(spec, frame._meta)
     meta = kept_rows(frame._meta)
     stages = spec.build_stages(frame._meta)

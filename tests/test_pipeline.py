@@ -673,6 +673,28 @@ def test_validate_sees_the_columns_a_run_sees(tmp_path):
     assert validate_against_source(load_job(job)) == []
 
 
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_ids_from_a_text_source_are_read_as_written(client, tmp_path, fmt):
+    """A CSV or JSON lines id column was typed by its values: 007 became the id 7, one
+    1e3 among them made every id a float (7.0), and 007 and 7 were one id, the second
+    rejected as id:repeated. The data's id column and the job's columns.id are text."""
+    keys = ["007", "7", "1e3"]
+    if fmt == "csv":
+        (tmp_path / "in.csv").write_text("key,x\n" + "".join(f"{k},{i}\n" for i, k in enumerate(keys)))
+    else:
+        (tmp_path / "in.jsonl").write_text("".join(json.dumps({"key": int(k) if k == "7" else k, "x": i}) + "\n"
+                                                   for i, k in enumerate(keys)))
+    for id_column in ("key", "id"):
+        if id_column == "id":
+            path = tmp_path / f"in.{fmt}"
+            path.write_text(path.read_text().replace("key", "id"))
+        manifest = dsbuild.run({"name": "ids", "seed": 0, "source": {"format": fmt, "path": str(tmp_path / f"in.{fmt}")},
+                                "columns": {"id": id_column}, "stages": [], "sink": {"path": str(tmp_path / "out")}},
+                               client=client, overwrite=True)
+        assert manifest["totals"]["rejected"] == 0
+        assert sorted(pd.read_parquet(tmp_path / "out" / "data")["id"]) == sorted(keys)
+
+
 def test_a_run_computes_on_the_client_it_is_given(client, tmp_path):
     """Every compute of ``dsbuild.run(client=...)`` goes to that client, also when the
     process made another client after it (the default one for ``dask.compute``)."""

@@ -60,11 +60,12 @@ _FORMATS = {"parquet": ParquetSource, "csv": CsvSource, "jsonl": JsonlSource, "i
             "frame": FrameSource}
 
 
-def read_source(spec, count_rows: bool = True) -> Source:
+def read_source(spec, count_rows: bool = True, id_column: str | None = None) -> Source:
     """Read any source spec (a model or a plain dict) into a :class:`Source`.
 
     ``count_rows=False`` skips the pass that numbers rows in split text files: the
-    frame's schema is right but its ids are not (for ``dsbuild validate``).
+    frame's schema is right but its ids are not (for ``dsbuild validate``). ``id_column``
+    (the job's ``columns.id``) is read as text by a text source, as its ``id`` column is.
     """
     if isinstance(spec, dict):
         from pydantic import TypeAdapter
@@ -78,4 +79,6 @@ def read_source(spec, count_rows: bool = True) -> Source:
         "sample": _read_sample,
         "frame": _read_frame,
     }[spec.format]
-    return reader(spec, count_rows) if spec.format in ("csv", "jsonl", "sample") else reader(spec)
+    if spec.format in ("csv", "jsonl"):
+        return reader(spec, count_rows, id_column)
+    return reader(spec, count_rows) if spec.format == "sample" else reader(spec)

@@ -223,6 +223,13 @@ COLUMN_TYPES = {"int": pa.int64(), "float": pa.float64(), "str": pa.string(), "b
 ColumnType = Literal["int", "float", "str", "bool"]
 
 
+def id_columns(names: list[str], id_column: str | None = None) -> list[str]:
+    """The columns of ``names`` that name rows: ``id``, and the job's ``columns.id``. A text
+    source reads them as text, as written: typed by their values, 007 became the id 7, and
+    one 1e3 among them made every id a float (7.0), so 007 and 7 were one id, repeated."""
+    return [c for c in dict.fromkeys((ID, id_column)) if c and c in names]
+
+
 def with_types(schema: pa.Schema, types: dict[str, str], path: str) -> pa.Schema:
     """The schema with the types a source's ``column_types`` declares in place of those read
     off its first bytes: a column whose first values are whole numbers and later ones are

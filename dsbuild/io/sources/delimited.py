@@ -30,6 +30,7 @@ from dsbuild.io.sources.common import (
     _without_empty,
     ColumnType,
     as_text,
+    id_columns,
     with_types,
     to_pandas,
 )
@@ -83,7 +84,7 @@ class CsvSource(_Spec):
         return self
 
 
-def _read_csv(spec: CsvSource, count_rows: bool = True) -> Source:
+def _read_csv(spec: CsvSource, count_rows: bool = True, id_column: str | None = None) -> Source:
     import dask.dataframe as dd
 
     fs, root, files, skipped = _expand(spec.path, (".csv", ".csv.gz", ".csv.bz2", ".csv.zst", ".csv.xz", ".tsv", ".tsv.gz", ".tab", ".txt"))
@@ -108,7 +109,7 @@ def _read_csv(spec: CsvSource, count_rows: bool = True) -> Source:
                               + (f"; lacks {missing}" if missing else "") + (f"; has {extra} besides" if extra else ""))
         orders[path] = other
     schema, spans_lines = _csv_infer_schema(sample, names, spec)
-    schema = with_types(as_text(schema, spec.text_columns, files[0]), spec.column_types, files[0])
+    schema = with_types(as_text(schema, [*spec.text_columns, *id_columns(names, id_column)], files[0]), spec.column_types, files[0])
     quoted = spans_lines if spec.newlines_in_values is None else spec.newlines_in_values
     blocks, records = _text_blocks(fs, files, root, spec.blocksize, count_rows, quoted=quoted, whole=files if wide else ())
     reader = _CsvBlock(fs, spec, names, schema, quoted, orders, wide)

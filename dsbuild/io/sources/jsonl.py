@@ -23,6 +23,7 @@ from dsbuild.io.sources.common import (
     _without_empty,
     ColumnType,
     as_text,
+    id_columns,
     with_types,
     to_pandas,
 )
@@ -47,7 +48,7 @@ class JsonlSource(_Spec):
         "first file's decide, and a record with another field is rejected as json:unknown-field")
 
 
-def _read_jsonl(spec: JsonlSource, count_rows: bool = True) -> Source:
+def _read_jsonl(spec: JsonlSource, count_rows: bool = True, id_column: str | None = None) -> Source:
     """JSON lines; a file that is one JSON array of objects (what many tools export as
     ``.json``) is read too, whole, as one partition: an array cannot be split."""
     import dask.dataframe as dd
@@ -64,8 +65,9 @@ def _read_jsonl(spec: JsonlSource, count_rows: bool = True) -> Source:
             raise SourceError(f"{files[0]}: its lines end with a carriage return alone (\\r, old Mac text); JSON lines "
                               "end with \\n or \\r\\n: convert it, e.g. tr '\\r' '\\n' < in.jsonl > out.jsonl")
         raise SourceError(f"{files[0]}: no JSON object in the first lines")
-    text = [*spec.text_columns, *(c for c, t in spec.column_types.items() if t == "str")]  # a value's text, as JSON writes it
-    schema = with_types(as_text(_json_schema(rows), text, files[0]), spec.column_types, files[0])
+    inferred = _json_schema(rows)
+    text = [*spec.text_columns, *(c for c, t in spec.column_types.items() if t == "str"), *id_columns(inferred.names, id_column)]
+    schema = with_types(as_text(inferred, text, files[0]), spec.column_types, files[0])  # text: a value's, as JSON writes it
     blocks, records = _text_blocks(fs, files, root, spec.blocksize, count_rows, whole=arrays)
     reader = _JsonBlock(fs, schema, tuple(text))
     frame = dd.from_map(Together(reader), together(blocks, records, spec.blocksize), meta=reader.empty(), divisions=None, label="read-jsonl",
