@@ -927,3 +927,19 @@ def test_jsonl_whose_lines_end_with_a_carriage_return_alone_says_so(tmp_path):
     (tmp_path / "mac.jsonl").write_bytes(b'{"t": "a"}\r{"t": "b"}\r')
     with pytest.raises(SourceError, match=r"mac.jsonl: its lines end with a carriage return alone"):
         read({"format": "jsonl", "path": str(tmp_path / "mac.jsonl")})
+
+
+def test_a_file_that_is_not_json_lines_says_what_it_holds(tmp_path):
+    """An API's {"data": [...]}, objects pretty-printed over lines, an array in a .jsonl
+    file: each was "no JSON object in the first lines", with no word of what to do."""
+    import json
+
+    (tmp_path / "api.json").write_text(json.dumps({"data": [{"a": 1}, {"a": 2}], "next": None}, indent=2))
+    (tmp_path / "pretty.jsonl").write_text("".join(json.dumps({"a": i}, indent=2) + "\n" for i in range(3)))
+    (tmp_path / "array.jsonl").write_text(json.dumps([{"a": 1}]))
+    says = {"api.json": "one JSON object, whose 'data' holds the records; .* jq -c '.data\\[\\]'",
+            "pretty.jsonl": "pretty-printed over lines; write one per line, e.g. jq -c .",
+            "array.jsonl": "one JSON array; name the file .json"}
+    for name, what in says.items():
+        with pytest.raises(SourceError, match=f"{name}: no JSON object in the first lines: it.* {what}"):
+            read({"format": "jsonl", "path": str(tmp_path / name)})

@@ -64,7 +64,7 @@ def _read_jsonl(spec: JsonlSource, count_rows: bool = True, id_column: str | Non
         if b"\r" in sample.rstrip(b"\r\n") and b"\n" not in sample.rstrip(b"\r\n"):
             raise SourceError(f"{files[0]}: its lines end with a carriage return alone (\\r, old Mac text); JSON lines "
                               "end with \\n or \\r\\n: convert it, e.g. tr '\\r' '\\n' < in.jsonl > out.jsonl")
-        raise SourceError(f"{files[0]}: no JSON object in the first lines")
+        raise SourceError(f"{files[0]}: no JSON object in the first lines" + _not_json_lines(sample))
     inferred = _json_schema(rows)
     text = [*spec.text_columns, *(c for c, t in spec.column_types.items() if t == "str"), *id_columns(inferred.names, id_column)]
     schema = with_types(as_text(inferred, text, files[0]), spec.column_types, files[0])  # text: a value's, as JSON writes it
@@ -73,6 +73,27 @@ def _read_jsonl(spec: JsonlSource, count_rows: bool = True, id_column: str | Non
     frame = dd.from_map(Together(reader), together(blocks, records, spec.blocksize), meta=reader.empty(), divisions=None, label="read-jsonl",
                         enforce_metadata=False)
     return Source(frame, records, skipped, schema, ids_given=ID in schema.names, filesystem=fs)
+
+
+def _not_json_lines(sample: bytes) -> str:
+    """What a file that holds no JSON object per line holds instead, and how to make it
+    JSON lines, as far as its first bytes tell: an array in a file not named .json, one
+    object holding the records under a key (an API's {"data": [...]}), or objects
+    pretty-printed over lines. The message had said "no JSON object in the first lines"."""
+    text = sample.decode("utf-8-sig", "replace").lstrip()
+    if text.startswith("["):
+        return ": it is one JSON array; name the file .json to read its elements as rows"
+    if not text.startswith("{"):
+        return ""
+    try:
+        value, end = json.JSONDecoder().raw_decode(text)
+    except ValueError:  # cut by the sample: one object longer than it, or not JSON
+        return ("; if its objects are pretty-printed over lines, write one per line, e.g. jq -c . in.json > out.jsonl")
+    records = [k for k, v in value.items() if isinstance(v, list) and v and all(isinstance(r, dict) for r in v)]
+    if not text[end:].strip() and records:
+        return (f": it is one JSON object, whose {records[0]!r} holds the records; write them one per line, e.g. "
+                f"jq -c '.{records[0]}[]' in.json > out.jsonl")
+    return ": its objects are pretty-printed over lines; write one per line, e.g. jq -c . in.json > out.jsonl"
 
 
 _LEAST_SAMPLE = 64 * 2**10  # bytes of each file that merge_schemas reads, however many files
