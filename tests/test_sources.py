@@ -943,3 +943,11 @@ def test_a_file_that_is_not_json_lines_says_what_it_holds(tmp_path):
     for name, what in says.items():
         with pytest.raises(SourceError, match=f"{name}: no JSON object in the first lines: it.* {what}"):
             read({"format": "jsonl", "path": str(tmp_path / name)})
+
+
+def test_a_glob_that_matches_nothing_says_so(tmp_path, monkeypatch):
+    """A glob that matched no file was said to hold "no files ending in .csv, .csv.gz,
+    ...", as if it had matched some of another kind; a relative one says where it looked."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SourceError, match=f"source path 'exports/\\*.csv' matches no file \\(looked for {tmp_path}/exports"):
+        read({"format": "csv", "path": "exports/*.csv"})

@@ -186,6 +186,8 @@ def _expand(
                 left_out.append({"path": stripped, "why": f"{other - _LISTED_OTHERS:,} more files in it are not read either"})
         elif any(ch in p for ch in "*?["):
             matched = fs.glob(stripped)
+            if not matched:  # it was "holds no files ending in .csv, ...", as if it had matched some
+                raise SourceError(f"source path {p!r} matches no file{_looked_in(p)}")
             root = posixpath.dirname(stripped.split("*")[0].split("?")[0].split("[")[0])
             roots.append(root)
             # fsspec's wildcards match names starting with '.' (a shell's do not): what a
@@ -202,13 +204,19 @@ def _expand(
             roots.append(posixpath.dirname(stripped))
             files.append(stripped)
         else:
-            where = "" if "://" in p or os.path.isabs(p) else f" (looked for {os.path.abspath(p)}: a job's paths are relative to the folder it runs in)"
-            raise SourceError(f"source path {p!r} does not exist{where}")
+            raise SourceError(f"source path {p!r} does not exist{_looked_in(p)}")
     if not files:
         hint = f" (not read: {left_out[0]['path']}: {left_out[0]['why']})" if left_out else ""
         raise SourceError(f"source path {path!r} holds no files ending in {', '.join(suffixes)}{hint}")
     root = posixpath.commonpath(roots) if roots else ""
     return fs, root, sorted(set(files)), left_out
+
+
+def _looked_in(path: str) -> str:
+    """Where a relative path was looked for: a job's paths are relative to the folder it runs in."""
+    if "://" in path or os.path.isabs(path):
+        return ""
+    return f" (looked for {os.path.abspath(path)}: a job's paths are relative to the folder it runs in)"
 
 
 def as_text(schema: pa.Schema, names: list[str], path: str) -> pa.Schema:
