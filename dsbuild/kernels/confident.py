@@ -33,29 +33,37 @@ FILTERS = ("prune_by_noise_rate", "noise_rate", "predicted_neq_given")
 FUZZ = 1e-6
 THRESHOLD_FLOOR = 2 * FUZZ
 ABSENT_CLASS_THRESHOLD = 2.0
+GRID = 2.0**20
 
 
 @dataclass
 class ConfidentSums:
-    """Per given label: how many rows, the sum of their predicted probabilities, and how
-    many of them the most probable class gets right."""
+    """Per given label: how many rows, the sum of their predicted probabilities, how
+    many of them the most probable class gets right, and the sums of their probabilities
+    and squared probabilities rounded to a grid of 2**-20 (exact in any order below 2**33
+    rows), for :meth:`separation`."""
 
     counts: np.ndarray  # (classes,)
     prob_sums: np.ndarray  # (classes, classes): [given label, predicted class]
     hits: np.ndarray  # (classes,)
+    grid_sums: np.ndarray  # (classes, classes)
+    grid_squares: np.ndarray  # (classes, classes)
 
     @classmethod
     def of(cls, probs: np.ndarray, labels: np.ndarray, n_classes: int) -> ConfidentSums:
         labels = np.asarray(labels, dtype=np.int64)
         keep = labels >= 0
         probs, labels = probs[keep], labels[keep]
-        sums = np.zeros((n_classes, n_classes))
+        sums, grid, squares = (np.zeros((n_classes, n_classes)) for _ in range(3))
         np.add.at(sums, labels, probs)
+        np.add.at(grid, labels, _on_grid(probs))
+        np.add.at(squares, labels, _on_grid(probs * probs))
         hits = np.bincount(labels[probs.argmax(axis=1) == labels], minlength=n_classes) if len(labels) else np.zeros(n_classes)
-        return cls(np.bincount(labels, minlength=n_classes).astype(np.float64), sums, hits.astype(np.float64))
+        return cls(np.bincount(labels, minlength=n_classes).astype(np.float64), sums, hits.astype(np.float64), grid, squares)
 
     def merge(self, other: ConfidentSums) -> ConfidentSums:
-        return ConfidentSums(self.counts + other.counts, self.prob_sums + other.prob_sums, self.hits + other.hits)
+        return ConfidentSums(self.counts + other.counts, self.prob_sums + other.prob_sums, self.hits + other.hits,
+                             self.grid_sums + other.grid_sums, self.grid_squares + other.grid_squares)
 
     def balanced_accuracy(self) -> float:
         """Mean recall of the most probable class over the classes present: what the
@@ -69,20 +77,43 @@ class ConfidentSums:
         t = np.divide(own, self.counts, out=np.full_like(own, ABSENT_CLASS_THRESHOLD), where=self.counts > 0)
         return np.clip(t, THRESHOLD_FLOOR, None)
 
+    def separation(self) -> np.ndarray:
+        """Per class j, Welch's t statistic of P[:, j] between the rows labelled j and the
+        others: how surely the models give their own rows more of it than they give the
+        rest. Near 0 where the features say nothing of j (whatever the class's share),
+        large where they do, even when no row is *predicted* as j (a class of 4 % whose
+        rows get 0.09 and the rest 0.03); NaN where either side has fewer than 2 rows."""
+        n_in, n_out = self.counts, self.counts.sum() - self.counts
+        own_sum, own_sq = np.diagonal(self.grid_sums), np.diagonal(self.grid_squares)
+        out_sum, out_sq = self.grid_sums.sum(axis=0) - own_sum, self.grid_squares.sum(axis=0) - own_sq
+        with np.errstate(divide="ignore", invalid="ignore"):
+            mean_in, mean_out = own_sum / n_in, out_sum / n_out
+            var_in = np.maximum(own_sq - n_in * mean_in**2, 0) / (n_in - 1)
+            var_out = np.maximum(out_sq - n_out * mean_out**2, 0) / (n_out - 1)
+            t = (mean_in - mean_out) / np.sqrt(var_in / n_in + var_out / n_out + 1e-24)
+        return np.where((n_in >= 2) & (n_out >= 2), t, np.nan)
+
+
+def _on_grid(values: np.ndarray) -> np.ndarray:
+    return np.round(values * GRID) / GRID
+
+
+MIN_SEPARATION = 3.0  # Welch's t of a class's own probability below which its models did not learn it
+
 
 def unlearned_classes(sums: ConfidentSums, min_rows: int) -> np.ndarray:
     """Classes the models did not learn: fewer rows than ``min_rows`` (the folds: as
     scikit-learn's StratifiedKFold warns, some folds then train on none or one of them),
-    none of whose rows is predicted as it, or whose rows get, on average, no more
-    probability of it than its share of the rows, which a model without features would
-    give them. Such a class's threshold is near 0, so rows of every other class reach it
-    and the noise-rate budget counts them as really being it (three rows of a new label
-    made the default filter drop 62 of iris's 150 rows), and its own rows are predicted
-    as another class merely for being rare. Neither is evidence of a wrong label, so the
-    stage judges no row of such a class and flags no row as one. Absent classes (no rows)
-    are not listed."""
-    share = sums.counts / max(sums.counts.sum(), 1.0)
-    unlearned = (sums.counts < min_rows) | (sums.hits == 0) | (sums.thresholds() <= share)
+    or whose rows the models do not surely give more probability of it than the other
+    rows (:meth:`ConfidentSums.separation` below ``MIN_SEPARATION``). Such a class's
+    threshold says nothing: near 0 for a class of a few rows, so rows of every other class
+    reach it and the noise-rate budget counts them as really being it (three rows of a new
+    label made the default filter drop 62 of iris's 150 rows), and its own rows are
+    predicted as another class merely for being rare. Neither is evidence of a wrong
+    label, so the stage judges no row of such a class and flags no row as one. Absent
+    classes (no rows) are not listed."""
+    separation = sums.separation()
+    unlearned = (sums.counts < min_rows) | ~(separation >= MIN_SEPARATION)
     return np.flatnonzero((sums.counts > 0) & unlearned)
 
 

@@ -774,10 +774,10 @@ class LabelIssues(_Features, FitApplyStage):
         rows = int(sums.counts[k])
         if rows < self.options.folds:
             return f"{rows} rows, fewer than the {self.options.folds} folds"
-        if sums.hits[k] == 0:
-            return f"none of its {rows} rows predicted as it"
-        share = rows / sums.counts.sum()
-        return f"its {rows} rows get a probability of it of {sums.thresholds()[k]:.3g} on average, no more than its share {share:.3g}"
+        mean_in = sums.grid_sums[k, k] / rows
+        mean_out = (sums.grid_sums[:, k].sum() - sums.grid_sums[k, k]) / (sums.counts.sum() - rows)
+        return (f"its {rows} rows get a probability of it of {mean_in:.3g} on average, the others {mean_out:.3g}: "
+                f"t = {sums.separation()[k]:.2g}, below {cl.MIN_SEPARATION:g}")
 
     def _weighs(self) -> bool:
         """Whether the last round's flags are kept with a weight instead of dropped."""

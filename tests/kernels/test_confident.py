@@ -180,3 +180,25 @@ def test_balanced_accuracy_of_merged_sums_is_scikit_learns():
         merged = merged.merge(p)
     keep = labels >= 0
     assert merged.balanced_accuracy() == pytest.approx(balanced_accuracy_score(labels[keep], probs[keep].argmax(axis=1)), abs=1e-12)
+
+
+def test_a_class_is_learned_by_how_its_rows_probabilities_separate_not_by_the_prediction():
+    """Adult with 20 % of rows flipped to <=50K leaves 4 % >50K, none predicted as it, yet
+    their probability of it (0.09 against 0.04) is what finds the flips; a class of three
+    rows or one the features say nothing of is not learned. Exact in any merge order."""
+    from dsbuild.kernels.confident import unlearned_classes
+
+    rng = np.random.default_rng(0)
+    labels = np.r_[np.zeros(960, int), np.ones(40, int), np.full(3, 2)]
+    p1 = np.clip(np.where(labels == 1, 0.09, 0.04) + rng.normal(0, 0.03, len(labels)), 0, 0.3)
+    p2 = rng.uniform(0, 0.01, len(labels))
+    probs = np.c_[1 - p1 - p2, p1, p2]
+    whole = ConfidentSums.of(probs, labels, 3)
+    assert whole.hits[1] == 0 and unlearned_classes(whole, 5).tolist() == [2]
+    parts = [ConfidentSums.of(probs[i::7], labels[i::7], 3) for i in range(7)]
+    merged = parts[0]
+    for part in parts[1:]:
+        merged = merged.merge(part)
+    assert (merged.separation() == whole.separation()).all()
+    noise = ConfidentSums.of(rng.dirichlet([5, 5], 600), rng.integers(0, 2, 600), 2)
+    assert unlearned_classes(noise, 5).tolist() == [0, 1]

@@ -266,10 +266,10 @@ def test_a_model_that_cannot_tell_the_classes_apart_is_warned_about():
     summary, notes = warnings_of("race", ("age", "education-num", "hours-per-week"))
     assert summary["rounds"][0]["balanced_accuracy"] < 0.25 and summary["chance_balanced_accuracy"] == 0.2
     chance, *unlearned = notes  # the classes of a few dozen rows are left unjudged, no longer emptied
-    assert unlearned == [f"stage 'label_issues': class {c} (none of its {n} rows predicted as it) is one its models did not "
-                         f"learn, so its rows were kept unjudged and no row was flagged as really being {c}. Give it more rows "
-                         "or features that predict it, or merge or drop it."
-                         for c, n in (("Amer-Indian-Eskimo", 29), ("Asian-Pac-Islander", 92), ("Black", 316), ("Other", 13))]
+    assert [n.split(" (")[0] for n in unlearned] == [f"stage 'label_issues': class {c}" for c in ("Amer-Indian-Eskimo", "Asian-Pac-Islander", "Other")]
+    assert unlearned[0].startswith("stage 'label_issues': class Amer-Indian-Eskimo (its 29 rows get a probability of it of 0.0168 "
+                                   "on average, the others 0.0102: t = 1.6, below 3) is one its models did not learn, so its rows "
+                                   "were kept unjudged and no row was flagged as really being Amer-Indian-Eskimo.")
     assert "little better than chance (out-of-fold balanced accuracy 0.2" in chance
     summary, notes = warnings_of("income", ("age", "education-num", "hours-per-week", "capital-gain"))
     assert summary["rounds"][0]["balanced_accuracy"] > 0.6 and notes == []
