@@ -457,6 +457,16 @@ class Sanitize(_Features, FitApplyStage):
         return out
 
 
+def _without_classes(probs: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """``probs`` with the columns of ``classes`` below any probability, so no row's
+    prediction or suggestion is one of them."""
+    if not len(classes):
+        return probs
+    probs = probs.copy()
+    probs[:, classes] = -1.0
+    return probs
+
+
 def _with_models(state: dict, shared: list) -> dict:
     """``state`` as the tasks get it: each round's models by their handle on the workers."""
     return {**state, "rounds": [{**rnd, "models": handle} for rnd, handle in zip(state["rounds"], shared)]}
@@ -694,9 +704,10 @@ class LabelIssues(_Features, FitApplyStage):
                 return active, flagged_in, suggested, given, probs
             y = labels[active]
             inside = self._in_budget(probs, y, ids[active], rnd) if cl.needs_budget(rnd["filter"]) else None
-            hit = cl.issues(rnd["filter"], inside, probs, y) & ~np.isin(y, rnd.get("unjudged", ()))
+            learned = _without_classes(probs, rnd["unjudged"])  # a row predicted as an unlearned class is not said to be one
+            hit = cl.issues(rnd["filter"], inside, learned, y) & ~np.isin(y, rnd["unjudged"])
             flagged_in[active[hit]] = r
-            suggested[active[hit]] = cl.suggested_labels(probs[hit], y[hit])
+            suggested[active[hit]] = cl.suggested_labels(learned[hit], y[hit])
             given[active[hit]] = probs[np.flatnonzero(hit), y[hit]]
             active = active[~hit]
         return active, flagged_in, suggested, given, None
@@ -746,11 +757,14 @@ class LabelIssues(_Features, FitApplyStage):
             state["rounds"].append(rnd)
             shared.append(shapes.share(rnd["models"]))
             info: dict[str, Any] = {"filter": name, "train_rows": len(kept)}
-            if cl.needs_budget(name):
+            if cl.needs_budget(name) or not r:  # the first round says what the models learned, for itself and the rounds after
                 sums = shapes.fit(frame, self._partial_sums, self._merge, _with_models(state, shared), label=f"{label}-thresholds-{r}")
-                rnd["thresholds"] = sums.thresholds()
-                if "unjudged" not in rnd:  # the first noise-rate round decides, for itself and the rounds after it
+                if not r:
                     rnd["unjudged"] = cl.unlearned_classes(sums, self.options.folds)
+                    info["unjudged"] = {k: self._why_unlearned(sums, k) for k in rnd["unjudged"]}
+                info.update(rows=sums.counts.astype(int).tolist(), balanced_accuracy=round(sums.balanced_accuracy(), 6))
+            if cl.needs_budget(name):
+                rnd["thresholds"] = sums.thresholds()
                 joint = shapes.fit(frame, self._partial_joint, self._merge, _with_models(state, shared), label=f"{label}-joint-{r}")
                 rnd["prune"] = cl.prune_counts(joint, sums.counts)
                 rnd["prune"][rnd["unjudged"]] = 0
@@ -759,9 +773,7 @@ class LabelIssues(_Features, FitApplyStage):
                 if rnd["prune"].any():
                     rnd["cut"] = shapes.fit(frame, self._partial_top, self._merge, _with_models(state, shared),
                                             label=f"{label}-top-{r}").cut()
-                info.update(rows=sums.counts.astype(int).tolist(), thresholds=rnd["thresholds"], joint=joint, prune=rnd["prune"],
-                            unjudged={k: self._why_unlearned(sums, k) for k in rnd["unjudged"]},
-                            balanced_accuracy=round(sums.balanced_accuracy(), 6))
+                info.update(thresholds=rnd["thresholds"], joint=joint, prune=rnd["prune"])
             self.rounds_.append(info)
         # kept for the summary, without the models: the stage itself travels with its apply's tasks
         self.state_ = _with_models(state, [None] * len(shared))
@@ -829,6 +841,7 @@ class LabelIssues(_Features, FitApplyStage):
             part["_m_relabelled"] = flagged.astype(np.int64)
         part["_m_label_issues"] = flagged.astype(np.int64)
         part["_m_unscored"] = (labels < 0).astype(np.int64)  # no label to judge: kept, and said, as sanitize says it
+        part["_m_unjudged"] = np.isin(labels, state["rounds"][0]["unjudged"]).astype(np.int64)  # a class the models did not learn
         for r in range(len(state["rounds"])):
             part[f"_m_label_issues_round_{r}"] = (flagged_in == r).astype(np.int64)
         return part
@@ -851,12 +864,14 @@ class LabelIssues(_Features, FitApplyStage):
         rounds = []
         for info in self.rounds_:
             entry = {"filter": info["filter"], "train_rows": info["train_rows"]}
-            if "joint" in info:
+            if "balanced_accuracy" in info:
                 entry["balanced_accuracy"] = info["balanced_accuracy"]
+            if "unjudged" in info:
+                entry["unjudged_classes"] = {names[k]: why for k, why in info["unjudged"].items()}
+            if "joint" in info:
                 entry["thresholds"] = dict(zip(names, info["thresholds"].round(6).tolist()))
                 entry["confident_joint"] = {"given x true": names, "counts": info["joint"].tolist()}
                 entry["flag_budget"] = {"given x true": names, "counts": info["prune"].tolist()}
-                entry["unjudged_classes"] = {names[k]: why for k, why in info["unjudged"].items()}
             rounds.append(entry)
         first = next((e for e in rounds if "confident_joint" in e), None)
         if first is not None:  # the first noise-rate round's matrices, where the report looks for them
@@ -868,32 +883,32 @@ class LabelIssues(_Features, FitApplyStage):
     def result_warnings(self, entry: dict) -> list[str]:
         """Confident learning trusts its models: one that cannot tell the classes apart
         calls the minority classes noise (Adult's race from age and hours: 73 % of one
-        class flagged, cleanlab's filter alike). Say so, with the evidence."""
+        class flagged, cleanlab's filter alike). Say so, with the evidence; and when they
+        learned no class at all, that nothing was flagged."""
         metrics = entry.get("metrics", {})
         weighed = {k[len(WEIGHED):]: v for k, v in metrics.items() if k.startswith(WEIGHED)}
         notes = emptied_classes(self.ctx.name, self.counts_, entry, weighed)
         summary = entry.get("summary", {})
-        scored = [r["balanced_accuracy"] for r in summary.get("rounds", []) if "balanced_accuracy" in r]
+        rounds = summary.get("rounds", [])
         chance = summary.get("chance_balanced_accuracy")
-        if scored and chance is not None:
-            ba = scored[0]  # the first scored round; later ones fit on the rows it kept
-            if (ba - chance) / (1 - chance) < MIN_SKILL:
-                notes.append(
-                    f"stage {self.ctx.name!r}: its models tell the classes apart little better than chance "
-                    f"(out-of-fold balanced accuracy {ba:.3f}; chance {chance:.3f}), so the rows it flags are "
-                    "mostly rows they cannot classify, not mislabelled ones. Give it features that predict the "
-                    "label, or check the flags (action: relabel keeps the rows) before dropping them.")
-        return notes + self._unlearned_class_notes(summary, chance)
-
-    def _unlearned_class_notes(self, summary: dict, chance) -> list[str]:
-        """A class the models did not learn (``confident.unlearned_classes``) is left
-        unjudged: say which, and why, so a user can give it rows or merge it."""
-        first = next((rnd for rnd in summary.get("rounds", []) if rnd.get("unjudged_classes")), None)
-        if first is None:
-            return []
-        return [
+        if not rounds or "balanced_accuracy" not in rounds[0] or chance is None:
+            return notes
+        ba, unjudged = rounds[0]["balanced_accuracy"], rounds[0].get("unjudged_classes", {})
+        if len(unjudged) >= len(self.counts_) - 1:
+            return notes + [
+                f"stage {self.ctx.name!r}: its models learned {'no class' if len(unjudged) == len(self.counts_) else 'at most one class'} "
+                f"of the label from the features (out-of-fold balanced accuracy {ba:.3f}; chance {chance:.3f}; per class: "
+                f"{'; '.join(f'{name}: {why}' for name, why in unjudged.items())}), so it flagged nothing: a row can only be "
+                "judged against classes the models tell apart. Give it features that predict the label."]
+        if (ba - chance) / (1 - chance) < MIN_SKILL:
+            notes.append(
+                f"stage {self.ctx.name!r}: its models tell the classes apart little better than chance "
+                f"(out-of-fold balanced accuracy {ba:.3f}; chance {chance:.3f}), so the rows it flags are "
+                "mostly rows they cannot classify, not mislabelled ones. Give it features that predict the "
+                "label, or check the flags (action: relabel keeps the rows) before dropping them.")
+        return notes + [
             f"stage {self.ctx.name!r}: class {name} ({why}) is one its models did not learn, so its rows were kept unjudged "
             f"and no row was flagged as really being {name}. Give it more rows or features that predict it, or merge or "
             "drop it."
-            for name, why in first["unjudged_classes"].items()
+            for name, why in unjudged.items()
         ]

@@ -304,6 +304,34 @@ def test_a_class_too_rare_to_learn_is_left_unjudged_and_flags_no_row_into_it(rar
         assert list(stage.summary()["rounds"][0]["unjudged_classes"]) == [str(rare_class)]
 
 
+@pytest.mark.parametrize("filter", [["noise_rate", "predicted_neq_given"], "predicted_neq_given"])
+def test_models_that_learned_nothing_flag_nothing_and_say_so(filter):
+    """breast_cancer's labels with features of pure noise: every filter dropped or weighed
+    down half the rows (309 + 62 of 569 by default, 141 by cleanlab's), only warned."""
+    import dask.dataframe as dd
+
+    from dsbuild.pipeline import _label_counts, kept_rows
+    from dsbuild.stages.base import Shapes
+    from dsbuild.testing import stage_metrics
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(rng.normal(size=(569, 5)), columns=list("abcde"))
+    frame.insert(0, "id", [f"r{i:04d}" for i in range(len(frame))])
+    frame["target"] = load_breast_cancer().target
+    stage = LabelIssues(filter=filter).bind(StageContext("label_issues", 0, Roles(label="target", features=tuple("abcde"))))
+    with dask.config.set(scheduler="sync"):
+        out = stage.build(dd.from_pandas(frame, npartitions=3, sort=False), Shapes()).compute()
+    kept = kept_rows(out)
+    metrics = stage_metrics(out)
+    assert len(kept) == len(frame) and metrics["label_issues"] == 0 and metrics["unjudged"] == len(frame)
+    assert "weight" not in kept or (kept["weight"] == 1).all()
+    notes = stage.result_warnings({"out": len(kept), "labels": _label_counts(kept["target"]), "metrics": metrics,
+                                   "summary": stage.summary()})
+    assert len(notes) == 1 and notes[0].startswith("stage 'label_issues': its models learned no class of the label from the "
+                                                   "features (out-of-fold balanced accuracy 0.4")
+    assert "so it flagged nothing" in notes[0] and "0: its 212 rows get a probability of it of" in notes[0]
+
+
 def test_per_model_settings_need_a_list_of_models():
     with pytest.raises(ValidationError):
         LabelIssues(model="knn", model_params={"knn": {"n_neighbors": 5}})
