@@ -1,4 +1,5 @@
-"""Fixed-length feature vectors from image bytes, with OpenCV and no downloaded weights.
+"""Fixed-length feature vectors from image bytes, with OpenCV and no downloaded weights,
+and from categorical columns (one-hot, :class:`CategoryCounts`).
 
 Sanitization needs a vector per image to measure distances. Three cheap, well-understood
 descriptors: downscaled grey pixels (what the image looks like), HOG (shapes and edges,
@@ -11,9 +12,11 @@ brightest pixel: stretched, an image 50 times too dark had the features of a goo
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
+import pandas as pd
 
 from dsbuild.kernels.decode import decode_image, to_uint8
 
@@ -85,3 +88,85 @@ def image_features(images: Iterable[bytes | None], kind: str = "hog", size: int 
         pixels = decode_image(data) if data is not None and len(data) else None
         rows.append(np.full(d, np.nan) if pixels is None or pixels.size == 0 else fn(pixels, size))
     return np.vstack(rows) if rows else np.zeros((0, d))
+
+
+MAX_DISTINCT = 10_000  # distinct values of one categorical feature counted before it is called an id or free text
+
+
+@dataclass
+class CategoryCounts:
+    """Rows per value of each categorical feature column, whole numbers merged across
+    partitions, so the one-hot columns chosen from them (:meth:`encoder`) are the same at
+    any partitioning. A column with more than ``MAX_DISTINCT`` values keeps only that mark
+    (``None``): its counts would fill the driver and it is no category."""
+
+    counts: dict[str, dict | None]
+
+    @classmethod
+    def of(cls, part: pd.DataFrame, columns: list[str]) -> CategoryCounts:
+        counts: dict[str, dict | None] = {}
+        for c in columns:
+            try:
+                values = part[c].astype(object).dropna().value_counts(sort=False)
+            except TypeError:  # unhashable cells (lists): no category either
+                values = None
+            counts[c] = None if values is None or len(values) > MAX_DISTINCT else {k: int(v) for k, v in values.items()}
+        return cls(counts)
+
+    def merge(self, other: CategoryCounts) -> CategoryCounts:
+        out: dict[str, dict | None] = {}
+        for c, a in self.counts.items():
+            b = other.counts[c]
+            if a is None or b is None:
+                out[c] = None
+                continue
+            merged = dict(a)
+            for k, v in b.items():
+                merged[k] = merged.get(k, 0) + v
+            out[c] = None if len(merged) > MAX_DISTINCT else merged
+        return CategoryCounts(out)
+
+    def too_many(self) -> list[str]:
+        return [c for c, counts in self.counts.items() if counts is None]
+
+    def encoder(self, max_categories: int) -> OneHot:
+        """scikit-learn's ``OneHotEncoder(max_categories=...)``: a column per value, or,
+        past ``max_categories`` values, one per most frequent value (ties by the value's
+        text) and one more for all the others."""
+        categories = {}
+        for c, counts in self.counts.items():
+            ranked = sorted(counts, key=lambda v: (-counts[v], str(v)))
+            kept = ranked if len(ranked) <= max_categories else ranked[: max_categories - 1]
+            categories[c] = (sorted(kept, key=str), len(kept) < len(ranked))
+        return OneHot(categories)
+
+
+@dataclass
+class OneHot:
+    """Indicator columns of categorical features, in the column order given, each
+    column's values sorted by their text, then its ``infrequent`` column where it has one.
+    A missing cell is missing (NaN) in each of its column's indicators, as a missing number
+    is: the standardizer counts it as the mean."""
+
+    categories: dict[str, tuple[list, bool]]  # column -> (values with a column of their own, whether others share one)
+
+    def width(self) -> int:
+        return sum(len(values) + infrequent for values, infrequent in self.categories.values())
+
+    def names(self) -> list[str]:
+        return [f"{c}={v}" for c, (values, infrequent) in self.categories.items()
+                for v in [*values, *(["infrequent"] if infrequent else [])]]
+
+    def transform(self, part: pd.DataFrame) -> np.ndarray:
+        blocks = []
+        for c, (values, infrequent) in self.categories.items():
+            cells = part[c].astype(object)
+            codes = pd.Index(values, dtype=object).get_indexer(cells.to_numpy(dtype=object))
+            block = np.zeros((len(cells), len(values) + infrequent))
+            seen = codes >= 0
+            block[np.flatnonzero(seen), codes[seen]] = 1.0
+            if infrequent:
+                block[~seen, -1] = 1.0
+            block[cells.isna().to_numpy()] = np.nan
+            blocks.append(block)
+        return np.hstack(blocks) if blocks else np.zeros((len(part), 0))

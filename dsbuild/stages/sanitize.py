@@ -16,7 +16,7 @@ from pydantic import Field, model_validator
 from dsbuild.kernels import confident as cl
 from dsbuild.kernels.dtypes import as_dtype
 from dsbuild.kernels.fairness import usable_weights, weight_values
-from dsbuild.kernels.features import feature_length, image_features
+from dsbuild.kernels.features import MAX_DISTINCT, CategoryCounts, feature_length, image_features
 from dsbuild.kernels.moments import ClassMoments, ColumnMoments
 from dsbuild.kernels.sanitize import (
     LabelMoments,
@@ -52,6 +52,10 @@ class FeatureOptions(StageOptions):
     )
     image_features: ImageFeature = Field("hog", description="image vector: pixels (downscaled grey), hog, color_hist")
     image_size: int | None = Field(None, gt=0, description="side of the downscaled image (pixels 16, hog 32) or bins per channel (8)")
+    max_categories: int = Field(
+        20, ge=2, description="categorical (text, category, boolean) feature columns are one-hot encoded: a column per value, "
+        "or per most frequent value and one for the rest past this many (scikit-learn's OneHotEncoder max_categories)"
+    )
 
     @model_validator(mode="after")
     def _image_vector_fits(self):
@@ -93,10 +97,13 @@ class _Features:
         self.require_columns(meta, columns, what="feature column")
         if not columns:
             raise StageError(f"stage {self.ctx.name!r}: no numeric feature columns; name them in columns.features")
-        bad = [c for c in columns if not pd.api.types.is_numeric_dtype(meta[c]) or pd.api.types.is_bool_dtype(meta[c])]
+        categorical = [c for c in columns if _is_categorical(meta[c])]
+        bad = [c for c in columns if c not in categorical and not pd.api.types.is_numeric_dtype(meta[c])]
         if bad:
-            raise StageError(f"stage {self.ctx.name!r}: feature column {bad[0]!r} is not numeric ({meta[bad[0]].dtype})")
+            raise StageError(f"stage {self.ctx.name!r}: feature column {bad[0]!r} is neither a number nor a category "
+                             f"({meta[bad[0]].dtype}); leave it out of columns.features or cast it")
         self.feature_columns_ = columns
+        self.categorical_columns_ = categorical
 
     def check_output_column(self, meta: pd.DataFrame, option: str, column: str) -> None:
         """A column the stage writes (the score, the old label) may not be one the job
@@ -133,7 +140,27 @@ class _Features:
             o = self.options
             return image_features(image_blobs(part[self.ctx.roles.image_column]), o.image_features, o.image_size)
         columns = getattr(self, "feature_columns_", None) or self._feature_columns(part)
-        return part[columns].astype("float64").to_numpy(dtype=np.float64, na_value=np.nan)
+        numeric = [c for c in columns if c not in getattr(self, "categorical_columns_", ())]
+        X = part[numeric].astype("float64").to_numpy(dtype=np.float64, na_value=np.nan)
+        encoder = getattr(self, "encoder_", None)
+        return X if encoder is None else np.hstack([X, encoder.transform(part)])
+
+    def fit_categories(self, frame, shapes) -> None:
+        """Where features are categorical, a pass first: each column's value counts, merged
+        across partitions, from which its one-hot columns are chosen (``encoder_``)."""
+        self.encoder_ = None
+        columns = [] if self._use_image() else getattr(self, "categorical_columns_", [])
+        if not columns:
+            return
+        counts = shapes.fit(frame, self._partial_categories, CategoryCounts.merge, label=f"{self.ctx.name}-categories")
+        if counts.too_many():
+            raise StageError(f"stage {self.ctx.name!r}: feature column {counts.too_many()[0]!r} has more than "
+                             f"{MAX_DISTINCT:,} distinct values (or cells that are no category, such as lists): an id or "
+                             "free text, not a category; leave it out of columns.features")
+        self.encoder_ = counts.encoder(self.options.max_categories)
+
+    def _partial_categories(self, part: pd.DataFrame, state: Any) -> CategoryCounts:
+        return CategoryCounts.of(part, self.categorical_columns_)
 
     def ids(self, part: pd.DataFrame) -> np.ndarray:
         return part[ID].astype(str).to_numpy(dtype=object)
@@ -142,6 +169,13 @@ class _Features:
     def id_column(part: pd.DataFrame):
         """The ids as stored, for kernels that convert only the few rows they keep."""
         return part[ID].array
+
+
+def _is_categorical(column: pd.Series) -> bool:
+    """Text, a pandas category or a boolean: one-hot encoded as a feature."""
+    dtype = column.dtype
+    return (pd.api.types.is_bool_dtype(dtype) or isinstance(dtype, pd.CategoricalDtype) or pd.api.types.is_object_dtype(dtype)
+            or pd.api.types.is_string_dtype(dtype))
 
 
 def _count_labels(values: pd.Series) -> dict:
@@ -380,6 +414,7 @@ class Sanitize(_Features, FitApplyStage):
     def build(self, frame, shapes):
         o = self.options
         label = self.ctx.name
+        self.fit_categories(frame, shapes)
         moments, sample = shapes.fit(frame, self._partial_columns, self._combine_columns, label=f"{label}-columns")
         counts = moments.label_counts()
         if not counts or not moments.columns:
@@ -737,6 +772,7 @@ class LabelIssues(_Features, FitApplyStage):
 
     def build(self, frame, shapes):
         label = self.ctx.name
+        self.fit_categories(frame, shapes)
         moments, counts, sample = shapes.fit(frame, self._partial_sample, self._combine_sample, label=f"{label}-sample")
         classes = _sorted_classes(counts)
         if moments is None or len(classes) < 2:

@@ -46,3 +46,18 @@ def test_a_sixteen_bit_image_keeps_its_brightness_in_every_descriptor():
         bright16, dark16, bright8, dark8 = image_features(blobs, kind)
         assert np.allclose(bright16, bright8), kind
         assert np.linalg.norm(bright16 - dark16) > 0.5 * np.linalg.norm(bright8 - dark8) > 0, kind
+
+
+def test_category_counts_merge_in_any_order_and_keep_the_most_frequent():
+    import pandas as pd
+
+    from dsbuild.kernels.features import CategoryCounts
+
+    frame = pd.DataFrame({"c": list("aaaabbbccd") + [None], "k": ["x"] * 11})
+    whole = CategoryCounts.of(frame, ["c", "k"])
+    parts = [CategoryCounts.of(frame.iloc[i::3], ["c", "k"]) for i in range(3)]
+    assert parts[2].merge(parts[0]).merge(parts[1]) == whole
+    encoder = whole.encoder(max_categories=3)
+    assert encoder.names() == ["c=a", "c=b", "c=infrequent", "k=x"]
+    X = encoder.transform(frame)
+    assert X[0].tolist() == [1, 0, 0, 1] and X[8].tolist() == [0, 0, 1, 1] and np.isnan(X[10, :3]).all()
