@@ -156,12 +156,14 @@ def prune_counts(joint: np.ndarray, label_counts: np.ndarray) -> np.ndarray:
     """How many rows to flag per (given label i, true class j), in cleanlab 2.x's steps
     and order, so the same probabilities flag the same rows:
 
+    0. each class's own cell counts at least one row (cleanlab's confident joint does);
     1. calibrate: row i rescaled to the number of rows labelled i, the whole to n, and
        rounded keeping row totals;
     2. every given label keeps at least one row on its diagonal: what that adds is taken
        evenly from the label's non-zero flips, and the result truncated to whole rows.
     """
-    joint = np.asarray(joint, dtype=np.float64)
+    joint = np.asarray(joint, dtype=np.float64).copy()
+    np.fill_diagonal(joint, np.maximum(np.diagonal(joint), 1))  # cleanlab's compute_confident_joint: a row of its own per class
     label_counts = np.asarray(label_counts, dtype=np.float64)
     calibrated = joint / np.clip(joint.sum(axis=1, keepdims=True), 1e-100, None) * label_counts[:, None]
     calibrated = calibrated / max(calibrated.sum(), 1e-100) * label_counts.sum()
