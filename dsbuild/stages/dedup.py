@@ -972,15 +972,17 @@ class NearDedupImages(_NearDedup):
         picture lives, which adds that picture's thumbnail (and keeps a pair found in
         several partitions' bands once), then to its second picture's partition, which
         adds the other thumbnail and scores the pair: pictures are decoded where they
-        live, and only two counts reach the driver (the pairs once came there, and a
+        live, and only counts reach the driver (the pairs once came there, and a
         dict of their pictures' ids went to every partition). Larger pictures are not
         checked: their hashes separate distinct pictures, while textured ones (grass,
         gravel) correlate poorly after JPEG and cropping. The pairs that pass rejoin the
-        trusted edges partition by partition.
+        trusted edges partition by partition. Where no pair is doubtful (every hash
+        distance within trust_distance), a count over the edges says so and nothing moves.
         """
         o = self.options
         self.image_checked_ = 0
-        if o.min_similarity is None:
+        if o.min_similarity is None or not shapes.fit(edges, lambda p, s: int(_is_doubtful(p, o.trust_distance).sum()), _add,
+                                                      label=f"{self.ctx.name}-doubtful"):
             return edges
         doubtful = shapes.map(edges, _doubtful, o.trust_distance, meta=_ROUTED_PAIR_META, label=f"{self.ctx.name}-pairs")
         first = shapes.map(frame, with_first_thumbnails, shapes.route(doubtful, "_partition", like=frame), self._column(),

@@ -157,6 +157,21 @@ def test_near_dedup_images_checks_doubtful_pairs_on_the_workers(client, monkeypa
     assert outs[0][1]["pairs_checked_on_images"] >= outs[0][1]["pairs_rejected_on_images"] > 0
 
 
+def test_near_dedup_images_moves_no_pair_when_none_is_doubtful(client, monkeypatch, copies):
+    """With trust_distance at max_distance every pair the hashes find is trusted: none
+    needs the pictures, and no pair is shuffled to their partitions to learn so."""
+    from dsbuild.stages.base import Shapes
+
+    routed = []
+    route = Shapes.route
+    monkeypatch.setattr(Shapes, "route", lambda self, rows, *a, **k: routed.append(list(rows.columns)) or route(self, rows, *a, **k))
+    frame = copies.drop(columns=["edits"]).iloc[::3]
+    stage = NearDedupImages(trust_distance=20)
+    _, rej = run_stage(stage, frame, npartitions=3)
+    assert len(rej) > 0 and stage.summary()["pairs_checked_on_images"] == 0
+    assert not any("thumb_a" in columns for columns in routed)
+
+
 def test_pigeonhole_search_finds_every_pair_within_distance(copies):
     frame = copies.drop(columns=["edits"]).iloc[::4]
     sampled = run_stage(NearDedupImages(max_distance=6), frame, npartitions=3)[1]
