@@ -325,6 +325,14 @@ class AggregateLabelsOptions(StageOptions):
             return {"frame": value}
         return value
 
+    @model_validator(mode="after")
+    def _smoothing_is_dawid_skenes(self):
+        """Only Dawid–Skene reads ``smoothing``: given with another method, it had no effect
+        and no word said so."""
+        if "smoothing" in self.model_fields_set and self.method != "dawid_skene":
+            raise ValueError(f"smoothing applies to method dawid_skene only, not {self.method}; leave it out")
+        return self
+
 
 @dataclass(frozen=True)
 class VoteCoder:

@@ -308,6 +308,9 @@ def test_settings_errors_point_at_the_problem(digits_crowd):
         run_stage(AggregateLabels(annotations={"frame": ann, "annotator": "worker"}), data)
     with pytest.raises(StageError, match="gold column"):
         run_stage(AggregateLabels(annotations=ann, gold="truth"), data)
+    with pytest.raises(ValidationError, match="smoothing applies to method dawid_skene only, not one_coin_dawid_skene"):
+        AggregateLabels(annotations=ann, method="one_coin_dawid_skene", smoothing=0)  # it had no effect, unsaid
+    assert AggregateLabels(annotations=ann, method="dawid_skene", smoothing=0).options.smoothing == 0
 
 
 
