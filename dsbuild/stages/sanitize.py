@@ -160,6 +160,11 @@ class _Features:
         self.encoder_ = counts.encoder(self.options.max_categories)
 
     def _partial_categories(self, part: pd.DataFrame, state: Any) -> CategoryCounts:
+        for c in self.categorical_columns_:
+            kind = pd.api.types.infer_dtype(part[c], skipna=True)
+            if kind in _TIMES:  # pandas holds Parquet's dates as objects: they had become categories
+                raise StageError(f"stage {self.ctx.name!r}: feature column {c!r} is neither a number nor a category "
+                                 f"({kind}); leave it out of columns.features or cast it")
         return CategoryCounts.of(part, self.categorical_columns_)
 
     def ids(self, part: pd.DataFrame) -> np.ndarray:
@@ -169,6 +174,9 @@ class _Features:
     def id_column(part: pd.DataFrame):
         """The ids as stored, for kernels that convert only the few rows they keep."""
         return part[ID].array
+
+
+_TIMES = ("date", "datetime", "datetime64", "time", "timedelta", "timedelta64", "period")
 
 
 def _is_categorical(column: pd.Series) -> bool:

@@ -621,3 +621,15 @@ def test_a_hundred_classes_make_no_fragmented_frame():
         kept, rejected = run_stage(LabelIssues(model="logistic_regression"), frame, npartitions=2,
                                    roles=Roles(label="target", features=("a", "b", "c", "d")))
     assert len(kept) + len(rejected) == len(frame) and (kept["weight"] < 1).any()
+
+
+def test_a_feature_of_dates_held_as_objects_is_refused_not_one_hot_encoded():
+    """pandas holds Parquet's dates as Python objects: such a column named as a feature
+    became one category per day, where a datetime64 column is refused."""
+    import datetime
+
+    frame = pd.DataFrame({"id": [f"r{i}" for i in range(60)], "x": np.arange(60.0), "y": [i % 2 for i in range(60)],
+                          "d": [datetime.date(2024, 1, 1 + i % 28) for i in range(60)]})
+    with pytest.raises(StageError, match="feature column 'd' is neither a number nor a category \\(date\\)"):
+        with dask.config.set(scheduler="sync"):
+            run_stage(Sanitize(method="l2"), frame, npartitions=2, roles=Roles(label="y", features=("x", "d")))
