@@ -765,3 +765,24 @@ def test_feature_repairs_fit_on_the_training_rows_and_change_every_row(german, s
     assert not np.allclose(runs[0].loc[test_rows, "amount"], split.set_index("id").loc[test_rows, "amount"])  # test rows change too
     with pytest.raises(StageError, match=r"fit_on \(split == 'Train'\) matched none of the rows"):
         run_stage(stage(fit_on=[{"column": "split", "op": "==", "value": "Train"}]), split, roles=GERMAN)
+
+
+@pytest.mark.parametrize("stage", ["reweigh", "resample"])
+def test_a_group_of_one_label_that_no_weight_can_move_is_said(client, tmp_path, german, stage):
+    """Weights (or samples) per group and label cannot move the favourable rate of a group
+    whose rows all carry one label: the view kept its disparity (German credit by
+    personal_status × housing: 0.17 → 0.70) and the run said nothing."""
+    mixed = german.assign(region=np.where(german.index < 20, "north", np.where(german.index % 2, "east", "west")))
+    frame = mixed.assign(credit=mixed["credit"].where(mixed["region"] != "north", "bad"))
+
+    def job(frame, out):
+        return {"name": "one-label", "source": {"format": "frame", "frame": frame}, "columns": {"label": "credit", "sensitive": ["region"]},
+                "stages": [{stage: {"favorable": "good"}}], "sink": {"path": str(tmp_path / out)}}
+
+    manifest = dsbuild.run(job(frame, "out"), client=client)
+    [note] = [w for w in manifest["warnings"] if "one label only" in w]
+    assert note.startswith(f"stage '{stage}': by region, 1 group(s) hold rows of one label only: north (none favourable); ")
+    assert note.endswith("bin or merge such groups, or give them rows of both labels")
+    after = manifest["stages"][-1]["summary"]["after"]["region"]
+    assert after["groups"]["north"]["base_rate"] == 0 and f"stays at {after['di']:.3g}" in note
+    assert not [w for w in dsbuild.run(job(mixed, "mixed"), client=client)["warnings"] if "one label only" in w]
