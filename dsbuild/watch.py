@@ -102,8 +102,10 @@ def workers_watched(client, every: float = 1.0):
         if stopped:
             raise WorkersLost(f"{stopped[0]}; {kept}") from e
         # a cancelled task, or data that found no worker to go to (the source's frame scattered,
-        # whose connection closes if its worker dies while it is sent)
-        if isinstance(e, (FutureCancelledError, TimeoutError, ConnectionError, CommClosedError)) and _none_left(client):
+        # whose connection closes if its worker dies while it is sent: the scheduler may not
+        # have noticed yet)
+        closed = isinstance(e, (ConnectionError, CommClosedError))
+        if (closed or isinstance(e, (FutureCancelledError, TimeoutError))) and _none_left(client, wait=5.0 if closed else 0.0):
             raise WorkersLost(f"the cluster has no worker left, so the run was stopped; {kept}") from e
         raise
     finally:
@@ -128,7 +130,7 @@ def paused_workers(client) -> int:
         return 0
 
 
-def _none_left(client, wait: float = 5.0) -> bool:
+def _none_left(client, wait: float) -> bool:
     """Whether the cluster has no worker, given the scheduler ``wait`` seconds to notice a
     worker that has just died (the run's error can come first)."""
     end = time.monotonic() + wait
