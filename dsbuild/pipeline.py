@@ -974,7 +974,6 @@ def _manifest(spec, ex: Execution, data_shards, reject_shards, data_schema, reje
     }
 
 
-
 def _schema_json(schema) -> list[dict]:
     return [{"name": f.name, "type": str(f.type)} for f in schema] if schema is not None else []
 

@@ -24,6 +24,8 @@ _INVISIBLE = re.compile("[\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2
 def without_invisible(text: str) -> str:
     """``text`` without invisible format characters (taken out, not read as a break)."""
     return _INVISIBLE.sub("", text)
+
+
 _SPACES = re.compile(r"\s+")
 
 

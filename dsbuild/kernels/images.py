@@ -167,6 +167,7 @@ def shift_table(shift: int) -> np.ndarray:
     shift = min(max(int(shift), -255), 255)
     return _SHIFTED[255 + shift : 511 + shift]
 
+
 def alpha_weighted(resample, image: np.ndarray, fill: float = 0) -> np.ndarray:
     """``resample(pixels)`` (a warp, a resize, a filter: each output pixel a weighted mean
     of input pixels) on a BGRA image's colour weighted by its alpha, as compositing reads

@@ -48,6 +48,7 @@ from dsbuild.stages.conditions import OPS_HELP, Condition, is_number_column
 
 # -- select -----------------------------------------------------------------------------
 
+
 class SelectOptions(StageOptions):
     columns: list[str] | None = Field(None, description="columns to keep (id is always kept)")
     drop: list[str] = Field(default_factory=list, description="columns to drop")

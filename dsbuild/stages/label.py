@@ -442,7 +442,6 @@ def _merge_examples(a: dict, pairs) -> dict:
     return out
 
 
-
 def _merge_inventory(a: dict, b: dict) -> dict:
     return {
         "rows": a["rows"] + b["rows"],
@@ -518,7 +517,6 @@ def _by_item(part: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-
 def _confusion_budget() -> int:
     """Bytes one copy of Dawid–Skene's confusion matrices may take: an eighth of the
     smallest worker's memory limit (a round holds several copies), and at least
@@ -531,6 +529,7 @@ def _confusion_budget() -> int:
         return MIN_CONFUSION_BYTES
     limits = [w["memory_limit"] for w in workers if w.get("memory_limit")]
     return max(MIN_CONFUSION_BYTES, min(limits) // 8) if limits else MIN_CONFUSION_BYTES
+
 
 @register
 class AggregateLabels(Stage):
@@ -743,7 +742,6 @@ class AggregateLabels(Stage):
                         "of the data (ids are compared as written, case included, spaces around them not); their answers still count towards "
                         "each annotator's quality."]
 
-
     def _gold_notes(self, entry: dict) -> list[str]:
         """Gold values the label set does not hold (True against answers 0 and 1, 'Cat'
         against 'cat') were left out without a word: the run looked as if it had gold."""
@@ -824,6 +822,7 @@ def write_labels(part: pd.DataFrame, out: str, classes, codes: np.ndarray, confi
         values = values.astype(object).where(labeled, part[out].astype(object))
     part[out] = values
     part[f"{out}_confidence"] = np.where(labeled, confidence, np.nan)
+
 
 @dataclass(frozen=True)
 class FinishLabels:

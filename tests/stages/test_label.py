@@ -148,6 +148,7 @@ def test_answers_outside_declared_labels_are_said():
     (note,) = stage.result_warnings({"summary": stage.summary(), "metrics": {"annotated": 2}})
     assert "5 of the 8 answers give a label outside 'labels' and are not counted ('dog')" in note
 
+
 def test_label_spellings_spaces_merge_and_case_is_said():
     """A space typed into a form is no new class; a capital might be one, so it is said."""
     data = pd.DataFrame({"id": ["a", "b", "c"]})
@@ -240,6 +241,7 @@ def test_boolean_answers_come_out_as_booleans(tmp_path, fmt):
     kept, _ = run_stage(AggregateLabels(annotations={"format": fmt, "path": str(path)}, method="majority_vote"), data)
     assert kept["label"].dtype == "string" and kept.set_index("id")["label"].to_dict() == {"a": "True", "b": "unsure"}
 
+
 def test_whole_float_classes_come_out_as_integers(tmp_path):
     """A Parquet label column of classes 0 and 1 with one missing answer is float64 in
     pandas (as is a pivoted wide sheet): the output label column was 0.0 and 1.0."""
@@ -248,6 +250,7 @@ def test_whole_float_classes_come_out_as_integers(tmp_path):
     ann.to_parquet(tmp_path / "votes.parquet", index=False)
     kept, _ = run_stage(AggregateLabels(annotations={"format": "parquet", "path": str(tmp_path / "votes.parquet")}, method="majority_vote"), data)
     assert kept["label"].dtype == "Int64" and kept.set_index("id")["label"].to_dict() == {"a": 1, "b": 0}
+
 
 def test_single_answer_annotators_and_min_votes(digits_crowd):
     y, ids, ann, data, _ = digits_crowd
@@ -313,7 +316,6 @@ def test_settings_errors_point_at_the_problem(digits_crowd):
     assert AggregateLabels(annotations=ann, method="dawid_skene", smoothing=0).options.smoothing == 0
 
 
-
 @pytest.mark.parametrize("method", ["one_coin_dawid_skene", "glad"])
 def test_one_label_for_a_two_label_model_is_said_not_a_traceback(method):
     """Every answer 'cat': the kernel's ValueError stopped the run with a traceback."""
@@ -327,6 +329,7 @@ def test_one_label_for_a_two_label_model_is_said_not_a_traceback(method):
     assert (kept["label"] == "cat").all()
 
 # -- labeling_functions -----------------------------------------------------------------
+
 
 ADULT_RULES = [
     {"name": "degree", "label": ">50K", "column": "education", "op": "in", "value": ["Masters", "Doctorate", "Prof-school"]},
@@ -370,6 +373,7 @@ def test_a_rule_value_of_the_wrong_kind_is_refused_before_the_run(adult_crowd):
     rules = [{"name": "young", "label": "<=50K", "column": "age", "op": "<", "value": "25"}]
     with pytest.raises(StageError, match="stage 'labeling_functions': rule 'young': condition on column 'age'"):
         run_stage(LabelingFunctions(rules=rules), data.head(50))
+
 
 def test_labeling_functions_accept_python_functions_and_gold():
     data = pd.DataFrame({"id": [f"r{i}" for i in range(6)], "text": ["great film", "awful", "great", "meh", "awful plot", "fine"],
@@ -683,7 +687,6 @@ def test_a_small_crowd_keeps_its_minority_answers():
     labels = kept.set_index("id")["label"]
     assert labels["r1"] == "no" and labels["r0"] == "yes", labels
     assert kept["label_confidence"].max() < 0.999
-
 
 
 def test_unreadable_annotation_lines_are_named(tmp_path):
