@@ -408,6 +408,15 @@ def test_csv_numbers_with_thousands_separators(tmp_path):
         read_source({**spec, "thousands": ",", "sep": ","})
 
 
+def test_csv_blank_header_names_are_named_as_pandas_names_them(tmp_path):
+    """DataFrame.to_csv writes its index under a blank name: the column was '', a second
+    blank name stopped the read ("'' is named more than once"). pandas' names instead."""
+    (tmp_path / "x.csv").write_text(",a,,b\n0,1.5,x,2\n1,2.5,y,3\n")
+    df = read({"format": "csv", "path": str(tmp_path / "x.csv")})
+    assert [c for c in df.columns if c not in ("id", REJECT)][:4] == ["Unnamed: 0", "a", "Unnamed: 2", "b"]
+    assert df["Unnamed: 0"].tolist() == [0, 1] and df["Unnamed: 2"].tolist() == ["x", "y"]
+
+
 def test_csv_header_naming_a_column_twice_is_an_error(tmp_path):
     (tmp_path / "dup.csv").write_text("a,b,a\n1,2,3\n")
     with pytest.raises(SourceError, match="dup.csv: column 'a' is named more than once"):

@@ -203,12 +203,19 @@ def _csv_header(fs, path: str, spec: CsvSource, wide: str | None = None) -> list
             header = next(csv.reader([first], delimiter=spec.sep, skipinitialspace=spec.skip_initial_space))
         except csv.Error as e:
             raise SourceError(f"{path}: the header line does not parse: {e}") from None
-        names = list(spec.column_names) if spec.column_names else [n.strip() for n in header]
+        names = list(spec.column_names) if spec.column_names else _named(header)
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
         raise SourceError(f"{path}: column {twice[0]!r} is named more than once in {names}; "
                           "give every column its own name (column_names)")
     return names
+
+
+def _named(header: list[str]) -> list[str]:
+    """The header's names, a blank one named by its position as pandas names it
+    (``Unnamed: 0``, the index ``DataFrame.to_csv`` writes): it was the column ``""``, and
+    two blank names stopped the read as one name given twice."""
+    return [name.strip() or f"Unnamed: {i}" for i, name in enumerate(header)]
 
 
 def _csv_options(spec: CsvSource, names: list[str], types: dict | None, skip_header: bool, bad: list):
