@@ -98,7 +98,12 @@ class CategoryCounts:
     """Rows per value of each categorical feature column, whole numbers merged across
     partitions, so the one-hot columns chosen from them (:meth:`encoder`) are the same at
     any partitioning. A column with more than ``MAX_DISTINCT`` values keeps only that mark
-    (``None``): its counts would fill the driver and it is no category."""
+    (``None``): its counts would fill the driver and it is no category.
+
+    Not :class:`dsbuild.kernels.copula.CategoryCounts`, which synthesize samples from: that
+    one counts values by their text, without a bound (every category is a value to draw);
+    this one stops counting a column at the bound, and keys the cells as they are, which
+    :class:`OneHot` then looks up."""
 
     counts: dict[str, dict | None]
 
