@@ -79,6 +79,18 @@ def test_fairness_weights_make_label_independent_of_sex_in_the_training_split(ou
     assert lines and all(h.startswith("reweigh (split == 'train'): disparate impact by ") for h in lines)
 
 
+def test_clean_adult_says_which_cells_it_filled(outputs):
+    """The cleaning stages keep every row: the summary's line is all a reader sees of their work."""
+    from dsbuild.report import highlights
+
+    df = kept(outputs, "clean_adult")
+    assert df[["workclass", "occupation", "native-country"]].notna().all().all()
+    stages = {s["name"]: s for s in outputs[1]["clean_adult"]["stages"]}
+    (line,) = [h for h in highlights(outputs[1]["clean_adult"]) if h.startswith("impute:")]
+    filled = stages["impute"]["metrics"]["imputed:occupation"]
+    assert filled > 0 and f"occupation {int(filled):,}".replace(",", "\u202f") in line
+
+
 def test_augment_balances_every_class_to_200(outputs):
     counts = kept(outputs, "augment_digits")["label"].value_counts()
     assert sorted(counts.index) == [str(d) for d in range(9)] and (counts == 200).all()

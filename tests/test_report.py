@@ -524,3 +524,22 @@ def test_highlights_say_what_the_feature_repairs_did():
         "correlation_remover: max abs correlation: capital-gain 0.04578 → 0.009167",
         "disparate_impact_remover: age, hours repaired at level 0.5",
     ]
+
+
+def test_highlights_count_the_cells_a_cleaning_stage_changed():
+    """ranges, impute, outliers and the like keep every row; their ``kind:column`` counts
+    were in the manifest only."""
+    from dsbuild.report import highlights
+
+    stages = [
+        {"name": "impute", "metrics": {"imputed:age": 0.0, "imputed:occupation": 1843.0}, "summary": {"age": {}}},
+        {"name": "canonicalize", "metrics": {"canonicalized:sex": 4.0, "unknown:sex": 1.0}},
+        {"name": "split", "metrics": {"split:train": 8.0, "split:test": 2.0},
+         "summary": {"column": "split", "fractions": {"train": 0.8, "test": 0.2}}},
+        {"name": "sanitize", "metrics": {"unscored": 0.0}},
+    ]
+    assert highlights({"stages": stages}) == [
+        "impute: imputed age 0, occupation 1\u202f843",
+        "canonicalize: canonicalized sex 4; unknown sex 1",
+        "split: train 8 · test 2",
+    ]

@@ -128,6 +128,8 @@ def highlights(m: dict) -> list[str]:
         summary, name = s.get("summary") or {}, s["name"]
         if not isinstance(summary, dict):
             continue
+        if "fractions" not in summary:
+            out += _cell_count_lines(name, s.get("metrics") or {})
         if is_parity(summary.get("before")) and is_parity(summary.get("after")):
             rows = f" ({summary['where']})" if summary.get("where") else ""
             for view, b in summary["before"].items():
@@ -157,6 +159,19 @@ def highlights(m: dict) -> list[str]:
         if is_number(summary.get("repair_level")) and isinstance(summary.get("features"), dict):
             out.append(f"{name}: {', '.join(summary['features'])} repaired at level {num(summary['repair_level'])}")
     return out
+
+
+def _cell_count_lines(name: str, metrics: dict) -> list[str]:
+    """The cleaning stages count what they did as ``kind:column`` metrics (``imputed:age``);
+    they keep every row, so without this line the summary showed nothing of their work."""
+    kinds: dict[str, list[str]] = {}
+    for key, value in metrics.items():
+        kind, _, column = key.partition(":")
+        if column and is_number(value):
+            kinds.setdefault(kind.replace("_", " "), []).append(f"{column} {num(value)}")
+    if not kinds:
+        return []
+    return [f"{name}: " + "; ".join(f"{kind} {', '.join(counts)}" for kind, counts in kinds.items())]
 
 
 def _before_after_lines(name: str, summary: dict) -> list[str]:
