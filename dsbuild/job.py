@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from dsbuild.io.sources import SourceSpec
+from dsbuild.io.sources.common import by_shape
 from dsbuild.sizes import Bytes
 from dsbuild.stages import STAGES, Roles, Stage, StageContext, stage_class
 from dsbuild.stages.fairness import increasing_bins
@@ -129,6 +130,10 @@ class StageSpec(_Spec):
 
     def build(self) -> Stage:
         return stage_class(self.name)(self.options)
+
+    def __repr_args__(self):
+        for name, value in super().__repr_args__():
+            yield name, by_shape(value)
 
 
 class JobSpec(_Spec):

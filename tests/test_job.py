@@ -315,3 +315,21 @@ def test_partition_by_a_column_readers_would_skip_is_refused(tmp_path):
     assert "'a/b' holds /, which cuts its folders' names" in problem
     (tmp_path / "job.yaml").write_text(GOOD.replace("shard_rows: 5000", "shard_rows: 5000, partition_by: [fold_]"))
     assert load_job(tmp_path / "job.yaml").sink.partition_by == ["fold_"]
+
+
+def test_a_job_shows_the_frames_it_holds_by_their_shape():
+    """A notebook cell ending in ``job`` printed every row of the frames the job reads."""
+    import dask.dataframe as dd
+    import pandas as pd
+
+    from dsbuild.stages.label import AggregateLabels
+
+    frame = pd.DataFrame({"id": [f"r{i}" for i in range(500)], "y": ["a"] * 500})
+    annotations = pd.DataFrame({"item": ["r1"] * 30, "annotator": ["w1"] * 30, "label": ["a"] * 30})
+    built = job(name="f", source={"format": "frame", "frame": frame}, sink={"path": "out/f"},
+                stages=[AggregateLabels(annotations=annotations)])
+    assert "frame=<pandas DataFrame: 500 rows × 2 columns>" in repr(built)
+    assert "'frame': <pandas DataFrame: 30 rows × 3 columns>" in repr(built)
+    assert "r499" not in repr(built) and "w1" not in repr(built)
+    lazy = job(name="f", source={"format": "frame", "frame": dd.from_pandas(frame, npartitions=3)}, sink={"path": "out/f"})
+    assert "frame=<Dask DataFrame: 3 partitions × 2 columns>" in repr(lazy)
