@@ -564,7 +564,7 @@ def _partition_problem(spec: JobSpec, meta: pd.DataFrame) -> str | None:
     if not absent:
         return None
     columns = [c for c in meta.columns if not str(c).startswith("_")]
-    return (f"sink.partition_by: {absent[0]!r} is not a column of the output{_did_you_mean(absent[0], columns)}; "
+    return (f"{spec.place('sink', 'partition_by')}sink.partition_by: {absent[0]!r} is not a column of the output{_did_you_mean(absent[0], columns)}; "
             f"columns are {columns}")
 
 
@@ -724,7 +724,8 @@ def _check_roles(spec: JobSpec, meta: pd.DataFrame) -> None:
         for col in cols:
             if col not in meta.columns:
                 raise StageError(
-                    f"columns.{role}: {col!r} is not a column of the source{_did_you_mean(col, meta.columns)}; "
+                    f"{spec.place('columns', role)}columns.{role}: {col!r} is not a column of the source"
+                    f"{_did_you_mean(col, meta.columns)}; "
                     f"columns are {[x for x in meta.columns if not str(x).startswith('_')]}"
                 )
 

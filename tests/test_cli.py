@@ -103,12 +103,12 @@ def test_validate_checks_columns_against_the_source(tmp_path, capsys):
         "name: t\nsource: {format: sample, name: adult}\ncolumns: {label: incom}\nstages: []\nsink: {path: out}\n"
     )
     assert main(["validate", str(job)]) == 2
-    assert "columns.label: 'incom' is not a column of the source (did you mean 'income'?)" in capsys.readouterr().err
+    assert f"{job}:3: columns.label: 'incom' is not a column of the source (did you mean 'income'?)" in capsys.readouterr().err
     job.write_text(
         "name: t\nsource: {format: sample, name: adult}\nstages: [split: {}]\nsink: {path: out, partition_by: [splits]}\n"
     )
     assert main(["validate", str(job)]) == 2
-    assert "sink.partition_by: 'splits' is not a column of the output (did you mean 'split'?)" in capsys.readouterr().err
+    assert f"{job}:4: sink.partition_by: 'splits' is not a column of the output (did you mean 'split'?)" in capsys.readouterr().err
     job.write_text("name: t\nsource: {format: sample, name: adult}\nstages:\n  - split: {by: [famly]}\n"
                    "  - select: {where: [{column: split, op: '==', value: train}]}\n  - impute: {columns: {agee: median}}\n"
                    "sink: {path: out}\n")
