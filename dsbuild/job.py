@@ -19,7 +19,6 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from dsbuild.io.sources import SourceSpec
-from dsbuild.io.sources.common import by_shape
 from dsbuild.sizes import Bytes
 from dsbuild.stages import STAGES, Roles, Stage, StageContext, stage_class
 from dsbuild.stages.fairness import increasing_bins
@@ -133,7 +132,7 @@ class StageSpec(_Spec):
 
     def __repr_args__(self):
         for name, value in super().__repr_args__():
-            yield name, by_shape(value)
+            yield name, shown(value)
 
 
 class JobSpec(_Spec):
@@ -239,11 +238,28 @@ def _options_of(options: BaseModel) -> dict:
     return out
 
 
+class _Described(str):
+    def __repr__(self) -> str:
+        return str(self)
+
+
+def shown(value):
+    """``value`` for a repr, each frame in it replaced by its description: the repr of a
+    stage, a stage's entry or a frame source (a notebook cell's output) printed every row."""
+    if isinstance(value, dict):
+        return {k: shown(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(shown(v) for v in value)
+    if hasattr(value, "shape") and hasattr(value, "columns"):
+        return _Described(_described(value))
+    return value
+
+
 def _described(value) -> str:
     shape = getattr(value, "shape", None)
     if shape is not None and hasattr(value, "columns"):
-        rows = shape[0] if isinstance(shape[0], int) else "?"
-        return f"<{type(value).__module__.split('.')[0]} frame: {rows} rows, columns {list(value.columns)}>"
+        size = f"{shape[0]} rows" if isinstance(shape[0], int) else f"{value.npartitions} partitions"
+        return f"<{type(value).__module__.split('.')[0]} frame: {size}, columns {list(value.columns)}>"
     if callable(value):
         return f"<function {getattr(value, '__module__', '?')}.{getattr(value, '__qualname__', type(value).__name__)}>"
     raise TypeError(f"cannot describe a {type(value).__name__} in a job")

@@ -328,8 +328,8 @@ def test_a_job_shows_the_frames_it_holds_by_their_shape():
     annotations = pd.DataFrame({"item": ["r1"] * 30, "annotator": ["w1"] * 30, "label": ["a"] * 30})
     built = job(name="f", source={"format": "frame", "frame": frame}, sink={"path": "out/f"},
                 stages=[AggregateLabels(annotations=annotations)])
-    assert "frame=<pandas DataFrame: 500 rows × 2 columns>" in repr(built)
-    assert "'frame': <pandas DataFrame: 30 rows × 3 columns>" in repr(built)
+    assert "frame=<pandas frame: 500 rows, columns ['id', 'y']>" in repr(built)
+    assert "'frame': <pandas frame: 30 rows, columns ['item', 'annotator', 'label']>" in repr(built)
     assert "r499" not in repr(built) and "w1" not in repr(built)
     lazy = job(name="f", source={"format": "frame", "frame": dd.from_pandas(frame, npartitions=3)}, sink={"path": "out/f"})
-    assert "frame=<Dask DataFrame: 3 partitions × 2 columns>" in repr(lazy)
+    assert "frame=<dask frame: 3 partitions, columns ['id', 'y']>" in repr(lazy)

@@ -221,28 +221,10 @@ class Stage:
         """The call that builds this stage, its options as the job holds them: by the names
         a job writes (``Cast(schema=...)``, not the field's ``schema_``), and a frame it was
         given named by its shape (it showed as ``annotations={}``)."""
-        from dsbuild.job import _options_of
+        from dsbuild.job import _options_of, shown
 
-        opts = ", ".join(f"{k}={_shown(v)!r}" for k, v in _options_of(self.options).items())
+        opts = ", ".join(f"{k}={shown(v)!r}" for k, v in _options_of(self.options).items())
         return f"{type(self).__name__}({opts})"
-
-
-class _Described(str):
-    def __repr__(self) -> str:
-        return str(self)
-
-
-def _shown(value):
-    """``value`` for a repr, each frame in it replaced by its description (not its rows)."""
-    from dsbuild.job import _described
-
-    if isinstance(value, dict):
-        return {k: _shown(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_shown(v) for v in value)
-    if hasattr(value, "shape") and hasattr(value, "columns"):
-        return _Described(_described(value))
-    return value
 
 
 def _signature_of(options: type[StageOptions]) -> inspect.Signature:

@@ -281,28 +281,6 @@ _NULLABLE = {
 }
 
 
-def by_shape(value):
-    """``value`` for a repr, with the frames in it shown by their shape: a job's repr (a
-    notebook cell's output) printed every row of the frames it reads."""
-    if isinstance(value, dict):
-        return {k: by_shape(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [by_shape(v) for v in value]
-    if isinstance(value, pd.DataFrame) or (hasattr(value, "npartitions") and hasattr(value, "columns")):
-        return _FrameShape(value)
-    return value
-
-
-class _FrameShape:
-    def __init__(self, frame):
-        self.frame = frame
-
-    def __repr__(self) -> str:
-        f = self.frame
-        size = f"{len(f):,} rows" if isinstance(f, pd.DataFrame) else f"{f.npartitions} partitions"
-        return f"<{'pandas' if isinstance(f, pd.DataFrame) else 'Dask'} DataFrame: {size} × {len(f.columns)} columns>"
-
-
 def to_pandas(table: pa.Table) -> pd.DataFrame:
     """Arrow → pandas keeping integers and booleans nullable, so a missing value never
     turns a column into floats or objects and every partition has the same dtypes. In the

@@ -9,7 +9,7 @@ import pandas as pd
 import pyarrow as pa
 from pydantic import ConfigDict, Field, field_validator
 
-from dsbuild.io.sources.common import Source, SourceError, _Spec, _with_id, by_shape, to_pandas
+from dsbuild.io.sources.common import Source, SourceError, _Spec, _with_id, to_pandas
 from dsbuild.io.sources.delimited import CsvSource, _read_csv
 from dsbuild.io.sources.images import images_frame
 from dsbuild.records import ID
@@ -43,8 +43,10 @@ class FrameSource(_Spec):
         return value
 
     def __repr_args__(self):
+        from dsbuild.job import shown
+
         for name, value in super().__repr_args__():
-            yield name, by_shape(value)
+            yield name, shown(value)
 
 
 _BUNDLED_CSV = {"adult": "adult.csv.gz", "adult_test": "adult_test.csv.gz", "german_credit": "german_credit.csv.gz"}
