@@ -334,7 +334,13 @@ class DawidSkene:
         return self.one_coin and rounds < ONE_COIN_UNIFORM_ROUNDS
 
     def converged(self, old: dict | None, new: dict) -> bool:
-        return old is not None and not self.warming_up(old["round"]) and new["elbo"] - old["elbo"] < self.tol
+        """The bound moved by less than ``tol``, either way. Smoothed, it is no fixed
+        objective (the pseudo-answers follow the class prior, which moves each round) and
+        may fall for a while before EM settles: stopping at its first fall (crowd-kit's
+        rule, right for its unsmoothed EM, whose bound only rises) ended a binary crowd
+        beside a prolific constant annotator after 2 rounds, at 0.72 against 0.84 where
+        the rounds settle."""
+        return old is not None and not self.warming_up(old["round"]) and abs(new["elbo"] - old["elbo"]) < self.tol
 
     # -- one batch --------------------------------------------------------------------
     def fit(self, votes: Votes) -> DawidSkene:
