@@ -149,6 +149,7 @@ class LabelModel:
     tol: float = 1e-5
     max_iter: int = 100
     smoothing: float = 0.0
+    warm_start: int = 0
 
     @property
     def iterative(self) -> bool:
@@ -159,7 +160,7 @@ class LabelModel:
             return crowd.Glad(self.n_classes, self.n_annotators, tol=self.tol, max_iter=self.max_iter)
         return crowd.DawidSkene(
             self.n_classes, self.n_annotators, one_coin=self.method == "one_coin_dawid_skene", tol=self.tol, max_iter=self.max_iter,
-            smoothing=self.smoothing,
+            smoothing=self.smoothing, warm_start=self.warm_start,
         )
 
     def stats(self, votes: crowd.Votes, state: dict | None, tie_break: np.ndarray | None) -> dict:
@@ -307,6 +308,9 @@ class AggregateLabelsOptions(StageOptions):
                              "many pseudo-answers per true class (on average: in proportion to its share of the items), half spread "
                              "over the classes and half on the right one, so "
                              "an annotator with few answers is not taken as certain; 0: crowd-kit's unsmoothed estimate")
+    warm_start: int = Field(5, ge=0, description="dawid_skene: its first rounds are one-coin's (one skill per annotator), "
+                            "which finds spammers and adversaries before the confusion matrices are free: from majority vote "
+                            "a rare class took every item some noisy answers gave it; 0: majority vote's start, as crowd-kit")
     ties: Literal["random", "first"] = Field("random", description="a tie goes to a seeded draw per item, or to the first class")
     no_annotations: Literal["reject", "keep"] = Field("reject", description="rows no annotator labeled")
     min_confidence: float = Field(0.0, ge=0, le=1, description="reject rows whose label's posterior is lower")
@@ -327,10 +331,11 @@ class AggregateLabelsOptions(StageOptions):
 
     @model_validator(mode="after")
     def _smoothing_is_dawid_skenes(self):
-        """Only Dawid–Skene reads ``smoothing``: given with another method, it had no effect
-        and no word said so."""
-        if "smoothing" in self.model_fields_set and self.method != "dawid_skene":
-            raise ValueError(f"smoothing applies to method dawid_skene only, not {self.method}; leave it out")
+        """Only Dawid–Skene reads ``smoothing`` and ``warm_start``: given with another
+        method, they had no effect and no word said so."""
+        for name in ("smoothing", "warm_start"):
+            if name in self.model_fields_set and self.method != "dawid_skene":
+                raise ValueError(f"{name} applies to method dawid_skene only, not {self.method}; leave it out")
         return self
 
 
@@ -634,7 +639,7 @@ class AggregateLabels(Stage):
         grouped = shapes.group(coded, _item_key, _by_item, label=f"{self.ctx.name}-by-item")
         grouped = grouped.persist()
 
-        model = LabelModel(o.method, len(classes), len(annotators), o.tol, o.max_iter, o.smoothing)
+        model = LabelModel(o.method, len(classes), len(annotators), o.tol, o.max_iter, o.smoothing, o.warm_start)
         coder = VoteCoder(len(annotators), len(classes), self.ctx.seed, self.ctx.name, o.ties)
         round_fn = functools.partial(_annotation_round, coder=coder)
 
