@@ -119,13 +119,18 @@ def normalize_rows(scores: np.ndarray) -> np.ndarray:
     return out
 
 
+def top_classes(probas: np.ndarray) -> np.ndarray:
+    """Per row, the classes tied for the highest probability (to rounding)."""
+    best = probas.max(axis=1, keepdims=True)
+    return probas >= best - 1e-12 * np.maximum(1.0, np.abs(best))
+
+
 def most_probable(probas: np.ndarray, tie_break: np.ndarray | None = None) -> np.ndarray:
     """The best class per row; ties go to the first class, or to the tied class that a
     per-row uniform draw in ``tie_break`` picks (seeded by the caller, so deterministic)."""
     if probas.shape[0] == 0:
         return np.zeros(0, dtype=np.int64)
-    best = probas.max(axis=1, keepdims=True)
-    tied = probas >= best - 1e-12 * np.maximum(1.0, np.abs(best))
+    tied = top_classes(probas)
     if tie_break is None:
         return tied.argmax(axis=1).astype(np.int64)
     n_tied = tied.sum(axis=1)
@@ -152,9 +157,17 @@ def majority_vote(
     return most_probable(probas, tie_break), probas
 
 
-def agreement_stats(votes: Votes, labels: np.ndarray) -> dict:
-    """Per annotator: votes that match the aggregate label, and votes in all (mergeable)."""
-    agree = (votes.label == labels[votes.item]).astype(np.float64)
+def agreement_stats(votes: Votes, probas: np.ndarray) -> dict:
+    """Per annotator: votes that match the aggregate label, and votes in all (mergeable).
+
+    An item whose top classes tie is no one label: a vote for one of its ``n`` tied
+    classes agrees ``1/n`` (the chance a fair draw picks it). Counted by a drawn label,
+    two annotators who always disagree came out 0.49 and 0.51, and Wawa's weighted
+    vote then gave every one of their items to the second: the draw's noise, amplified.
+    Fractions on the grid (see :func:`on_grid`), so the merged sums are exact."""
+    tied = top_classes(probas)
+    share = tied / tied.sum(axis=1, keepdims=True)
+    agree = on_grid(share[votes.item, votes.label])
     return {
         "agree": np.bincount(votes.annotator, weights=agree, minlength=votes.n_annotators),
         "votes": votes.counts_per_annotator(),
@@ -400,15 +413,14 @@ class Wawa:
     def __init__(self, n_annotators: int):
         self.n_annotators = n_annotators
 
-    def stats(self, votes: Votes, tie_break: np.ndarray | None = None) -> dict:
-        labels, _ = majority_vote(votes, tie_break=tie_break)
-        return agreement_stats(votes, labels)
+    def stats(self, votes: Votes) -> dict:
+        return agreement_stats(votes, majority_vote(votes)[1])
 
     def finalize(self, stats: dict) -> dict:
         return {"skill": agreement_skill(stats)}
 
-    def fit(self, votes: Votes, tie_break: np.ndarray | None = None) -> Wawa:
-        self.state_ = self.finalize(self.stats(votes, tie_break))
+    def fit(self, votes: Votes) -> Wawa:
+        self.state_ = self.finalize(self.stats(votes))
         self.skills_ = self.state_["skill"]
         return self
 

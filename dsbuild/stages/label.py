@@ -163,11 +163,10 @@ class LabelModel:
             smoothing=self.smoothing, warm_start=self.warm_start,
         )
 
-    def stats(self, votes: crowd.Votes, state: dict | None, tie_break: np.ndarray | None) -> dict:
+    def stats(self, votes: crowd.Votes, state: dict | None) -> dict:
         if self.iterative:
             return self._ds().stats(votes, state)
-        labels, _ = crowd.majority_vote(votes, tie_break=tie_break)
-        return crowd.agreement_stats(votes, labels)
+        return crowd.agreement_stats(votes, crowd.majority_vote(votes)[1])
 
     def finalize(self, stats: dict, previous: dict | None = None) -> dict:
         if self.iterative:
@@ -360,14 +359,10 @@ class VoteCoder:
         votes = crowd.Votes(codes, part[A_CODE].to_numpy(), part[L_CODE].to_numpy(), len(ids), self.n_annotators, self.n_classes, gold)
         return votes, ids
 
-    def ties_for(self, votes: crowd.Votes, items) -> np.ndarray | None:
-        return tie_draws(crowd.majority_vote(votes)[1], items, self.seed, self.stage, self.ties)
-
 
 def _annotation_round(part: pd.DataFrame, state, *, coder: VoteCoder, model: LabelModel, first: bool) -> dict:
-    votes, items = coder.votes(part)
-    ties = coder.ties_for(votes, items) if not model.iterative else None
-    out = model.stats(votes, state, ties)
+    votes, _ = coder.votes(part)
+    out = model.stats(votes, state)
     if first:
         out = {**out, **crowd.gold_stats(votes)}
         out["duplicates"] = float(part.duplicated([ITEM, A_CODE]).sum())
@@ -985,14 +980,10 @@ class RuleVoter:
         gold = self.classes.codes(part[self.gold]) if self.gold else None
         return crowd.Votes(item, annotator, matrix[item, annotator], len(part), len(self.rules), len(self.classes), gold)
 
-    def ties_for(self, votes: crowd.Votes, part: pd.DataFrame):
-        return tie_draws(crowd.majority_vote(votes)[1], part[ID].to_numpy(dtype=object), self.seed, self.stage, self.ties)
-
 
 def _rule_round(part: pd.DataFrame, state, *, voter: RuleVoter, model: LabelModel, first: bool) -> dict:
     votes = voter.votes(part)
-    ties = voter.ties_for(votes, part) if not model.iterative else None
-    out = model.stats(votes, state, ties)
+    out = model.stats(votes, state)
     if first:
         out = {**out, **crowd.gold_stats(votes)}
         covered = np.bincount(votes.item, minlength=votes.n_items) > 0

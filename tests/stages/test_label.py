@@ -716,3 +716,21 @@ def test_dawid_skene_does_not_over_label_a_rare_class():
     rare = int((kept["label"] == 1).sum())
     assert 0.7 * truth.sum() < rare < 1.3 * truth.sum(), (rare, truth.sum())
     assert accuracy(kept, ids, truth) > 0.98
+
+
+def test_wawa_ties_do_not_amplify_into_one_class():
+    """Two annotators who disagree on every item: majority vote's ties, broken by a
+    draw, gave one of them 49 % agreement and the other 51 %, and Wawa's weighted vote
+    then gave all 2,000 items the second one's label. A vote for a tied class agrees
+    half: the two weigh the same, and each item's tie goes to its seeded draw."""
+    ids = [f"t{i}" for i in range(2000)]
+    ann = pd.DataFrame({"item": np.repeat(ids, 2), "annotator": ["x", "y"] * 2000, "label": ["a", "b"] * 2000})
+    data = pd.DataFrame({"id": ids})
+    outs = []
+    for npartitions in (1, 3):
+        stage = AggregateLabels(annotations=ann, method="wawa")
+        kept, _ = run_stage(stage, data, npartitions=npartitions, seed=7)
+        outs.append(kept.set_index("id").loc[ids, "label"])
+        assert [a["skill"] for a in stage.summary()["annotators"]["lowest_skill"]] == [0.5, 0.5]
+    pd.testing.assert_series_equal(outs[0], outs[1])
+    assert 900 < (outs[0] == "a").sum() < 1100
