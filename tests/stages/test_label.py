@@ -619,7 +619,7 @@ def test_a_label_model_that_did_not_converge_is_said(digits_crowd):
 def test_confusion_matrices_too_large_for_a_worker_are_refused(monkeypatch):
     """Free-text answers from many annotators: Dawid–Skene's confusion matrices grow with
     annotators × classes², and workers died mid-run instead of a word before it."""
-    import dsbuild.stages.label as label
+    import dsbuild.stages.label.aggregate as label
 
     monkeypatch.setattr(label, "_confusion_budget", lambda: 20 * 30 * 30 * 8 - 1)
     data = pd.DataFrame({"id": [f"i{i}" for i in range(60)]})
@@ -632,7 +632,7 @@ def test_confusion_matrices_too_large_for_a_worker_are_refused(monkeypatch):
 
 def test_the_confusion_budget_is_an_eighth_of_the_smallest_worker(client):
     """A fixed 512 MiB refused Dawid–Skene on workers with room for it."""
-    from dsbuild.stages.label import MIN_CONFUSION_BYTES, _confusion_budget
+    from dsbuild.stages.label.aggregate import MIN_CONFUSION_BYTES, _confusion_budget
 
     limits = [w["memory_limit"] for w in client.scheduler_info()["workers"].values()]
     assert _confusion_budget() == max(MIN_CONFUSION_BYTES, min(limits) // 8)
