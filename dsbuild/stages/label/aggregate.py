@@ -66,7 +66,7 @@ class AggregateLabelsOptions(StageOptions):
     labels: list[Any] | None = Field(None, description="the label set; other labels are counted and left out (default: every label seen)")
     output: str | None = Field(None, description="column for the label (default: the job's label column, else 'label')")
     gold: str | None = Field(None, description="data column with known labels: they score annotators and are kept")
-    tol: float = Field(1e-5, ge=0, description="stop when the bound per annotation rises less than this (crowd-kit's rule)")
+    tol: float = Field(1e-5, ge=0, description="stop when the bound per annotation moves less than this, either way (crowd-kit stops when it rises less)")
     max_iter: int = Field(100, gt=0)
     smoothing: float = Field(4.0, ge=0, description="dawid_skene: a Dirichlet prior on each annotator's confusion matrix, this "
                              "many pseudo-answers per true class (on average: in proportion to its share of the items), half spread "
