@@ -134,3 +134,20 @@ def test_label_studio_export_with_a_comment_box_needs_from_name():
         parse_label_studio_export(tasks)
     rows = parse_label_studio_export(tasks, from_name="digit")
     assert rows[["item", "annotator", "label"]].values.tolist() == [["a", "3", "7"]]
+
+
+def test_a_label_studio_file_that_is_no_list_of_tasks_is_named(tmp_path):
+    """One task (the API's GET /api/tasks/<id>) stopped the run with AttributeError: 'str'
+    object has no attribute 'get', naming no file; a JSON-MIN export gave 'the annotations
+    hold no rows' and no reason."""
+    task = {"id": 1, "data": {"dsbuild_id": "a"}, "annotations": [
+        {"id": 10, "completed_by": 3, "result": [{"from_name": "c", "type": "choices", "value": {"choices": ["x"]}}]}]}
+    assert parse_label_studio_export(task)[["item", "annotator", "label"]].values.tolist() == [["a", "3", "x"]]
+    (tmp_path / "min.json").write_text(json.dumps([{"id": 1, "dsbuild_id": "a", "c": "x", "annotator": 3, "annotation_id": 10}]))
+    (tmp_path / "other.json").write_text(json.dumps({"tasks": []}))
+    data = pd.DataFrame({"id": ["a"]})
+    for name, why in (("min.json", "JSON-MIN or CSV exports flatten the answers, which this reader does not read: export as JSON"),
+                      ("other.json", "not a Label Studio JSON export: expected a list of tasks")):
+        stage = AggregateLabels(annotations={"format": "label_studio", "path": str(tmp_path / name)}, method="majority_vote")
+        with pytest.raises(Exception, match=f"{name}: .*{why}"):
+            run_stage(stage, data)

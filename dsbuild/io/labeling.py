@@ -122,6 +122,7 @@ def parse_label_studio_export(tasks: list[dict], from_name: str | None = None, i
     answer is still one vote. Answers to more than one control (a choice and a comment
     box) need ``from_name``: the label is not guessed.
     """
+    tasks = _task_list(tasks, item_field)
     rows, controls = [], set()
     for task in tasks:
         data = task.get("data") or {}
@@ -138,6 +139,22 @@ def parse_label_studio_export(tasks: list[dict], from_name: str | None = None, i
     if from_name is None and len(controls) > 1:  # a choice and a comment box: which one is the label?
         raise ValueError(f"say which control holds the label (from_name: ...); the export answers {sorted(map(str, controls))}")
     return pd.DataFrame(rows, columns=[*ANNOTATION_COLUMNS, "task_id", "annotation_id"]).astype({"task_id": object, "annotation_id": object})
+
+
+def _task_list(tasks: Any, item_field: str) -> list[dict]:
+    """The tasks of an export, or a ValueError saying what the file is instead. One task
+    (the API's ``GET /api/tasks/<id>``) is a list of one; it failed with an AttributeError
+    naming no file. Label Studio's JSON-MIN export (flat records, no
+    ``annotations``) gave no rows and 'the annotations hold no rows', not why."""
+    if isinstance(tasks, dict) and "data" in tasks:
+        return [tasks]
+    if not isinstance(tasks, list) or not all(isinstance(t, dict) for t in tasks):
+        raise ValueError("not a Label Studio JSON export: expected a list of tasks, each with 'data' and 'annotations'")
+    flat = [t for t in tasks if "data" not in t and not ({"annotations", "completions"} & t.keys())]
+    if flat:
+        raise ValueError(f"a record without 'data' or 'annotations' (keys {sorted(flat[0])[:6]}): Label Studio's JSON-MIN or "
+                         "CSV exports flatten the answers, which this reader does not read: export as JSON")
+    return tasks
 
 
 def parse_mturk_results(results: pd.DataFrame, answer: str | None = None, item_field: str = ITEM_FIELD) -> pd.DataFrame:
