@@ -632,7 +632,7 @@ def _valid_keys(path: tuple, data: dict) -> list[str]:
     if parent == ():
         return list(JobSpec.model_fields)
     if parent[0] == "source" and len(parent) == 1:
-        fmt = (data.get("source") or {}).get("format")
+        fmt = str((data.get("source") or {}).get("format")).lower()  # as SourceSpec folds it
         model = {
             "parquet": sources.ParquetSource, "csv": sources.CsvSource, "jsonl": sources.JsonlSource,
             "images": sources.ImagesSource, "sample": sources.SampleSource,

@@ -960,3 +960,19 @@ def test_a_glob_that_matches_nothing_says_so(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SourceError, match=f"source path 'exports/\\*.csv' matches no file \\(looked for {tmp_path}/exports"):
         read({"format": "csv", "path": "exports/*.csv"})
+
+
+def test_a_format_in_capitals_is_read_as_its_lower_case(tmp_path):
+    """``format: CSV`` (as the files' extensions spell it) was "unknown format 'CSV'"."""
+    from dsbuild.io.sources import check_source_spec
+    from dsbuild.job import load_job
+
+    (tmp_path / "A.CSV").write_text("a,b\n1,x\n2,y\n")
+    pq.write_table(pa.table({"a": [1]}), tmp_path / "B.PARQUET")
+    assert read({"format": "CSV", "path": str(tmp_path / "A.CSV")})["b"].tolist() == ["x", "y"]
+    assert read({"format": "Parquet", "path": str(tmp_path / "B.PARQUET")})["a"].tolist() == [1]
+    check_source_spec({"format": "JSONL", "path": "x.jsonl"})
+    job = load_job({"name": "j", "source": {"format": "CSV", "path": str(tmp_path)}, "stages": [], "sink": {"path": str(tmp_path / "out")}})
+    assert job.source.format == "csv"
+    with pytest.raises(ValueError, match=r"unknown option 'pth' \(did you mean 'path'\?\)"):
+        load_job({"name": "j", "source": {"format": "CSV", "pth": "x"}, "stages": [], "sink": {"path": str(tmp_path / "out")}})

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Annotated, Union
 
-from pydantic import Field
+from pydantic import BeforeValidator, Field
 
 from dsbuild.io.sources.common import RAW, TYPE_SAMPLE_BYTES, Source, SourceError, row_ids, to_pandas
 from dsbuild.io.sources.delimited import CsvSource, _read_csv
@@ -29,9 +29,20 @@ __all__ = [
     "ParquetSource", "CsvSource", "JsonlSource", "ImagesSource", "SampleSource", "FrameSource",
 ]
 
+
+
+def _folded_format(spec):
+    """The spec with its ``format`` in lower case: ``format: CSV`` (as file extensions and
+    tools spell it) was "unknown format 'CSV'", one of whose choices is 'csv'."""
+    if isinstance(spec, dict) and isinstance(spec.get("format"), str):
+        return {**spec, "format": spec["format"].lower()}
+    return spec
+
+
 SourceSpec = Annotated[
     Union[ParquetSource, CsvSource, JsonlSource, ImagesSource, SampleSource, FrameSource],
     Field(discriminator="format"),
+    BeforeValidator(_folded_format),
 ]
 
 
