@@ -976,3 +976,14 @@ def test_a_format_in_capitals_is_read_as_its_lower_case(tmp_path):
     assert job.source.format == "csv"
     with pytest.raises(ValueError, match=r"unknown option 'pth' \(did you mean 'path'\?\)"):
         load_job({"name": "j", "source": {"format": "CSV", "pth": "x"}, "stages": [], "sink": {"path": str(tmp_path / "out")}})
+
+
+@pytest.mark.parametrize("text", ['2,"unclosed\n3,y\n4,z\n', '2,"unclosed\n3,y\n\n4,z\n', '"2,unclosed\n3,y\n4,z\n'])
+def test_csv_read_whole_whose_quote_is_never_closed_names_its_line(tmp_path, text):
+    """Read as one block, Arrow took the rest of the file after an unclosed quote as one
+    value (or one row of too few fields): 2 rows from 4 records, the ledger balanced."""
+    (tmp_path / "uq.csv").write_text("a,b\n1,x\n" + text)
+    with pytest.raises(SourceError, match=r"uq.csv: its quote characters do not pair up \(the record at line 3 opens a quote"):
+        read({"format": "csv", "path": str(tmp_path / "uq.csv")})
+    (tmp_path / "uq.csv").write_text('a,b\n1,x\n2,5" screen\n3,"two\nlines"\n')  # a quote inside a value, as a literal
+    assert read({"format": "csv", "path": str(tmp_path / "uq.csv")})["b"].tolist() == ["x", '5" screen', "two\nlines"]

@@ -397,6 +397,8 @@ class _CsvBlock:
         spans_lines = self.quoted or (b'"' in data and _has_newline_value(table))
         if spans_lines and not self.quoted and length is not None:
             raise self._spans_lines(path, start)
+        if data.count(b'"') % 2 and (spans_lines or any("\n" in b.text for b in bad)):
+            self._check_quotes_close(data, path, start)
         line_of = _record_lines(data, header_here, spans_lines)
         if line_of is not None and table.num_rows + len(bad) != len(line_of):
             raise unpaired_quotes(path)
@@ -427,6 +429,15 @@ class _CsvBlock:
         read, parse, convert = _csv_options(self.spec, self.orders[path], types, header_here, bad)
         convert.include_columns = self.names  # Arrow gives the columns in this order
         return read, parse, convert
+
+    def _check_quotes_close(self, data: bytes, path: str, start: int) -> None:
+        """Stop at a quote the block never closes: Arrow took the rest of the block after it
+        as one value (or one invalid row), and a file read as one block lost its records
+        without a word. A quote inside an unquoted value (5" screen) is Arrow's literal; one
+        left open on the last line swallows no record, and its row is read (or rejected)."""
+        opened = _open_quote_at(data, self.spec.sep.encode())
+        if opened is not None and data[data.find(b"\n", opened) + 1:].strip():
+            raise unpaired_quotes(path, data.count(b"\n", 0, opened) + 1 if start == 0 else None)
 
     def _spans_lines(self, path: str, start: int) -> SourceError:
         """A quoted value spans lines past the sample that decided how to cut the file: this
@@ -474,6 +485,25 @@ class _CsvBlock:
             text = lines[at].rstrip(b"\r").decode(self.spec.encoding, "replace") if at < len(lines) else ""  # CRLF files
             bad_rows.append((row, text, reasons[i]))
         return df[keep].reset_index(drop=True), [int(r) for r in rows[keep]], bad_rows
+
+
+def _open_quote_at(data: bytes, sep: bytes) -> int | None:
+    """Where the quote that ``data`` leaves open begins, as Arrow's parser reads quotes: one
+    opens a value only at its start (after a separator or a newline), a doubled one inside
+    is the character. Python over the quotes alone: it runs only when their count is odd."""
+    quotes = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == quoting.QUOTE).tolist()
+    opened, i = None, 0
+    while i < len(quotes):
+        at = quotes[i]
+        if opened is None:
+            if at == 0 or data[at - 1:at] in (sep, b"\n"):
+                opened = at
+        elif i + 1 < len(quotes) and quotes[i + 1] == at + 1:
+            i += 1
+        else:
+            opened = None
+        i += 1
+    return opened
 
 
 def _decoded(column: pa.ChunkedArray, reasons: np.ndarray, name: str) -> pd.Series:

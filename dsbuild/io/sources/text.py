@@ -145,16 +145,18 @@ def _quoted_blocks(fs, spans: list[tuple]) -> list[tuple]:
     return blocks
 
 
-def unpaired_quotes(path: str) -> SourceError:
+def unpaired_quotes(path: str, line: int | None = None) -> SourceError:
     """A file whose quotes do not pair up, read where values span lines: records end at
     newlines outside quotes, and after the odd quote every newline was taken the wrong way
     round. Cut into blocks, rows were split and joined without a word (3,003 rows read
     from 3,000 records, the ledger balanced); in one block, rows were numbered past the
-    records found (IndexError)."""
+    records found (IndexError); read whole, the rest of the file became one value. ``line``:
+    where the record that opens the last quote begins, where it is known."""
     return SourceError(
-        f"{path}: its quote characters do not pair up, so where its records end is ambiguous: a value opens a quote "
-        "it never closes, or holds one unquoted (5\" screen, which CSV writes as \"5\"\" screen\"). Fix the file, "
-        "or set source.newlines_in_values: false if no value spans lines")
+        f"{path}: its quote characters do not pair up" + (f" (the record at line {line:,} opens a quote the file "
+        "never closes)" if line else "") + ", so where its records end is ambiguous: a value opens a quote "
+        "it never closes, or holds one unquoted (5\" screen, which CSV writes as \"5\"\" screen\"). Fix the file"
+        + ("" if line else ", or set source.newlines_in_values: false if no value spans lines"))
 
 
 def _range_counts(fs, path: str, start: int, length: int) -> tuple[int, int, int]:
