@@ -987,3 +987,19 @@ def test_csv_read_whole_whose_quote_is_never_closed_names_its_line(tmp_path, tex
         read({"format": "csv", "path": str(tmp_path / "uq.csv")})
     (tmp_path / "uq.csv").write_text('a,b\n1,x\n2,5" screen\n3,"two\nlines"\n')  # a quote inside a value, as a literal
     assert read({"format": "csv", "path": str(tmp_path / "uq.csv")})["b"].tolist() == ["x", '5" screen', "two\nlines"]
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be", "utf-32", "utf-32-le"])
+def test_csv_in_utf16_or_utf32_is_cut_into_blocks_like_utf8(tmp_path, encoding):
+    """A UTF-16 or UTF-32 file was read whole, as one partition, its bytes, text and UTF-8
+    held at once (about three times its size): it is cut at its own newlines, whose code
+    unit is never part of another character (Ċ is 0A 01 in UTF-16-LE, an emoji two units)."""
+    text = "a\tb\n" + "".join(f"{i}\tĊafé 😀 {i}\n" for i in range(3000)) + "oops\tx\n"
+    (tmp_path / "u.txt").write_bytes(("\ufeff" if encoding.endswith("le") else "").encode(encoding) + text.encode(encoding))
+    spec = {"format": "csv", "path": str(tmp_path / "u.txt"), "encoding": encoding, "infer_bytes": 2_000}
+    src = read_source({**spec, "blocksize": 5_000})
+    assert src.frame.npartitions > 10
+    cut, whole = (f.reset_index(drop=True) for f in (src.frame.compute(), read({**spec, "blocksize": 10**8})))
+    pd.testing.assert_frame_equal(cut, whole)
+    assert cut["b"].tolist()[:3000] == [f"Ċafé 😀 {i}" for i in range(3000)] and cut["id"].tolist()[2999] == "u.txt:2999"
+    assert cut.loc[cut[REJECT].notna(), ["id", REJECT, RAW]].values.tolist() == [["u.txt:3000", "type:a=oops", "oops\tx"]]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import codecs
 import csv
 import difflib
+import functools
 import io
 import re
 from typing import Literal
@@ -90,7 +91,7 @@ def _read_csv(spec: CsvSource, count_rows: bool = True, id_column: str | None = 
     fs, root, files, skipped = _expand(spec.path, (".csv", ".csv.gz", ".csv.bz2", ".csv.zst", ".csv.xz", ".tsv", ".tsv.gz", ".tab", ".txt"))
     files = _without_empty(fs, files, skipped, spec.path)
     wide = spec.encoding if _is_wide(spec.encoding) else None
-    if wide:  # read as the UTF-8 text they hold, each file whole
+    if wide:  # read as the UTF-8 text they hold
         spec = spec.model_copy(update={"encoding": "utf8"})
     sample = _read_block(fs, files[0], 0, spec.infer_bytes, wide)
     if spec.sep is None:
@@ -111,7 +112,9 @@ def _read_csv(spec: CsvSource, count_rows: bool = True, id_column: str | None = 
     schema, spans_lines = _csv_infer_schema(sample, names, spec)
     schema = with_types(as_text(schema, [*spec.text_columns, *id_columns(names, id_column)], files[0]), spec.column_types, files[0])
     quoted = spans_lines if spec.newlines_in_values is None else spec.newlines_in_values
-    blocks, records = _text_blocks(fs, files, root, spec.blocksize, count_rows, quoted=quoted, whole=files if wide else ())
+    # quotes are counted in bytes where values span lines: such a file in a wide encoding is read whole
+    blocks, records = _text_blocks(fs, files, root, spec.blocksize, count_rows, quoted=quoted, whole=files if wide and quoted else (),
+                                   read=functools.partial(_read_block, wide=wide))
     reader = _CsvBlock(fs, spec, names, schema, quoted, orders, wide)
     frame = dd.from_map(Together(reader), together(blocks, records, spec.blocksize), meta=reader._empty(), divisions=None, label="read-csv",
                         enforce_metadata=False)
@@ -130,19 +133,87 @@ def _is_wide(encoding: str) -> bool:
 
 def _read_block(fs, path: str, start: int, length: int | None, wide: str | None) -> bytes:
     """A block of the file as :func:`_read_text_block` reads it; a file in a ``wide``
-    encoding is read whole and given as UTF-8 (``start`` and ``length`` then count its
-    UTF-8 bytes: the type sample's prefix)."""
+    encoding is cut at its own newlines (a code unit) and given as the UTF-8 text it holds."""
     if wide is None:
         return _read_text_block(fs, path, start, length)
     with fs.open(path, "rb", compression="infer") as f:
-        raw = f.read()
-    try:
-        text = raw.decode(wide).lstrip("\ufeff")
-    except UnicodeDecodeError as e:
-        raise SourceError(f"{path}: not {wide} text at byte {e.start:,} ({raw[max(e.start - 20, 0):e.end + 20]!r}); "
-                          "set source.encoding to the file's") from None
-    data = text.encode("utf8")[start:None if length is None else start + length]
+        head = f.read(4)
+        codec, unit = _wide_codec(head, wide)
+        if start == 0 and length is None:  # a compressed file, or one whose values span lines: streamed whole
+            data = _transcoded(f, head, codec, path)
+        else:
+            first, records = _wide_records(f, head, start, length, unit, codec)
+            data = _transcoded(io.BytesIO(records), b"", codec, path, first)
+    data = data.removeprefix(codecs.BOM_UTF8) if start == 0 else data  # a byte-order mark is no text
     return data if data.endswith(b"\n") or not data else data + b"\n"
+
+
+def _wide_records(f, head: bytes, start: int, length: int, unit: int, codec: str) -> tuple[int, bytes]:
+    """Where they begin, and the bytes of the records that begin in ``[start, start + length)``, as
+    ``fsspec.utils.read_block`` finds them at newline bytes: from just past the first
+    newline unit at or after ``start`` (the file's start for 0) through the first one at or
+    after its end. A file's start is read forward only (compressed streams seek badly)."""
+    end = -(-(start + length) // unit) * unit
+    if start == 0:
+        first, data = 0, head + f.read(max(end - len(head), 0))
+    else:
+        f.seek(-(-start // unit) * unit)
+        first = f.tell() + len(_through_newline(f, unit, codec))
+        if end < first:  # the block lies inside a line longer than it
+            return first, b""
+        f.seek(first)
+        data = f.read(end - first)
+    return first, data + _through_newline(f, unit, codec)
+
+
+def _through_newline(f, unit: int, codec: str) -> bytes:
+    """The bytes of ``f`` from where it is through its next newline code unit (to its end
+    if none): a newline is a whole code unit, never half of a character's."""
+    dtype = np.dtype(f"{'>' if codec.endswith('be') else '<'}u{unit}")
+    out = []
+    while chunk := f.read(_WIDE_CHUNK):
+        found = np.flatnonzero(np.frombuffer(chunk[: len(chunk) // unit * unit], dtype=dtype) == 0x0A)
+        if len(found):
+            out.append(chunk[: (int(found[0]) + 1) * unit])
+            break
+        out.append(chunk)
+    return b"".join(out)
+
+
+_WIDE_CHUNK = 2**16
+
+
+def _transcoded(f, head: bytes, codec: str, path: str, at: int = 0) -> bytes:
+    """``head`` and the rest of ``f`` as UTF-8, decoded a chunk at a time: read whole and
+    decoded at once, a file held its bytes, its text and the text's UTF-8 together, about
+    three times its size. ``at``: where ``f`` starts in the file, for the message."""
+    decoder, out, chunk = codecs.getincrementaldecoder(codec)(), [], head or f.read(_TRANSCODE_CHUNK)
+    while True:
+        last = not chunk
+        try:
+            out.append(decoder.decode(chunk, final=last).encode("utf8"))
+        except UnicodeDecodeError as e:
+            raise SourceError(f"{path}: not {codec} text at byte {at + e.start:,} ({chunk[max(e.start - 20, 0):e.end + 20]!r}); "
+                              "set source.encoding to the file's") from None
+        if last:
+            return b"".join(out)
+        at += len(chunk)
+        chunk = f.read(_TRANSCODE_CHUNK)
+
+
+_TRANSCODE_CHUNK = 2**20
+
+
+_BYTE_ORDER_MARKS = [(codecs.BOM_UTF32_LE, "utf-32-le"), (codecs.BOM_UTF32_BE, "utf-32-be"),
+                     (codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be")]
+
+
+def _wide_codec(head: bytes, wide: str) -> tuple[str, int]:
+    """The codec, in the byte order the file's byte-order mark names (a block past the
+    start has none to tell it), and its code unit's bytes."""
+    unit = 4 if codecs.lookup(wide).name.startswith("utf-32") else 2
+    bom = next((name for mark, name in _BYTE_ORDER_MARKS if head.startswith(mark) and len(mark) == unit), None)
+    return bom or wide, unit
 
 
 def _sniff_sep(path: str, sample: bytes, spec: CsvSource) -> str:
@@ -185,7 +256,7 @@ def _csv_header(fs, path: str, spec: CsvSource, wide: str | None = None) -> list
         names = list(spec.column_names)
     else:
         if wide:
-            line = _read_block(fs, path, 0, None, wide).split(b"\n", 1)[0]
+            line = _read_block(fs, path, 0, 1, wide).split(b"\n", 1)[0]
         else:
             with fs.open(path, "rb", compression="infer") as f:
                 line = f.readline()

@@ -11,7 +11,7 @@ from dsbuild.io.sources.common import SourceError, _file_record, _relative
 
 
 def _text_blocks(
-    fs, files: list[str], root: str, blocksize: int, count_rows: bool = True, whole=(), quoted: bool = False
+    fs, files: list[str], root: str, blocksize: int, count_rows: bool = True, whole=(), quoted: bool = False, read=None
 ) -> tuple[list[tuple], list[dict]]:
     """(path, rel, start, length, first_row) per block, newline-aligned, rows counted.
 
@@ -22,6 +22,9 @@ def _text_blocks(
     ``quoted``: values may hold newlines, so a block is cut at newlines outside quotes
     (``quoted``) and rows are numbered by those; each block carries the quote states
     at its two ends as a sixth item.
+
+    ``read`` reads a block as the reader will (default :func:`_read_text_block`): its
+    newlines are counted (a UTF-16 file's, once transcoded to UTF-8).
     """
     spans, records = _spans(fs, files, root, blocksize, whole)
     if quoted:
@@ -31,7 +34,7 @@ def _text_blocks(
     if split and count_rows:
         import dask
 
-        counted = dask.compute(*[dask.delayed(_count_lines)(fs, *spans[i][::2], spans[i][3]) for i in split])
+        counted = dask.compute(*[dask.delayed(_count_lines)(fs, *spans[i][::2], spans[i][3], read) for i in split])
         for i, n in zip(split, counted):
             counts[i] = n
     blocks, line = [], 0
@@ -165,8 +168,8 @@ def _range_counts(fs, path: str, start: int, length: int) -> tuple[int, int, int
         return quoting.range_counts(f.read(length))
 
 
-def _count_lines(fs, path: str, start: int, length: int) -> int:
-    return _read_text_block(fs, path, start, length).count(b"\n")
+def _count_lines(fs, path: str, start: int, length: int, read=None) -> int:
+    return (read or _read_text_block)(fs, path, start, length).count(b"\n")
 
 
 def _read_text_block(fs, path: str, start: int, length: int | None) -> bytes:
