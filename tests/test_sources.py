@@ -1003,3 +1003,30 @@ def test_csv_in_utf16_or_utf32_is_cut_into_blocks_like_utf8(tmp_path, encoding):
     pd.testing.assert_frame_equal(cut, whole)
     assert cut["b"].tolist()[:3000] == [f"Ċafé 😀 {i}" for i in range(3000)] and cut["id"].tolist()[2999] == "u.txt:2999"
     assert cut.loc[cut[REJECT].notna(), ["id", REJECT, RAW]].values.tolist() == [["u.txt:3000", "type:a=oops", "oops\tx"]]
+
+
+def test_csv_block_with_a_value_that_does_not_fit_reads_only_its_column_by_hand(tmp_path, monkeypatch):
+    """One bad value made the whole block be read again as bytes, every column typed by hand
+    from Python objects (a 64 MiB block of Adult: +461 MiB, +182 MiB clean): only the columns
+    Arrow names are read as text now, the others as in a clean block, with the same rejects."""
+    from dsbuild.io.sources import delimited
+
+    by_hand = []
+    monkeypatch.setattr(delimited, "_decoded", lambda column, reasons, name, f=delimited._decoded: by_hand.append(name) or f(column, reasons, name))
+    rng = np.random.default_rng(0)
+    n = 20_000
+    df = pd.DataFrame({"a": rng.integers(0, 10**6, n), "b": rng.integers(0, 100, n).astype(object), "c": rng.standard_normal(n),
+                       "w": np.array([f"word{i}" for i in range(100)])[rng.integers(0, 100, n)]})
+    df.loc[n - 10, "b"] = "oops"
+    lines = df.to_csv(index=False).encode().split(b"\n")  # data row r is line r + 1
+    lines[n - 4], lines[n - 2] = lines[n - 4].rsplit(b",", 1)[0] + b",caf\xe9", lines[n - 2] + b",extra"
+    (tmp_path / "bad.csv").write_bytes(b"\n".join(lines))
+    out = read({"format": "csv", "path": str(tmp_path / "bad.csv"), "infer_bytes": 100_000})
+    assert sorted(by_hand) == ["b", "w"]
+    assert out.loc[out[REJECT].notna()].set_index("id")[[REJECT, RAW]].to_dict("index") == {
+        f"bad.csv:{n - 10}": {REJECT: "type:b=oops", RAW: lines[n - 9].decode()},
+        f"bad.csv:{n - 5}": {REJECT: "encoding:w", RAW: lines[n - 4].decode("utf8", "replace")},
+        f"bad.csv:{n - 3}": {REJECT: "csv:fields=expected 4, got 5", RAW: lines[n - 2].decode()}}
+    kept = out[out[REJECT].isna()].set_index("id")
+    assert len(kept) == n - 3 and str(kept["b"].dtype) == "Int64" and kept["c"].dtype == np.float64
+    assert kept.loc["bad.csv:7", ["a", "b", "w"]].tolist() == df.loc[7, ["a", "b", "w"]].tolist()

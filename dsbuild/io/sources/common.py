@@ -338,9 +338,11 @@ def _parses(dtype: str) -> bool:
     return True
 
 
-def row_ids(rel: str, start: int, n: int) -> pd.Series:
-    """``rel:start`` … ``rel:start+n-1``, built in Arrow (millions of rows a second)."""
-    numbers = pc.cast(pa.array(np.arange(start, start + n, dtype=np.int64)), pa.string())
+def row_ids(rel: str, start: int, n: int | None = None, numbers: np.ndarray | None = None) -> pd.Series:
+    """``rel:start`` … ``rel:start+n-1`` (or ``rel:start+number`` for each of ``numbers``),
+    built in Arrow (millions of rows a second)."""
+    numbers = np.arange(start, start + n, dtype=np.int64) if numbers is None else start + numbers
+    numbers = pc.cast(pa.array(numbers), pa.string())
     return pd.Series(pc.binary_join_element_wise(f"{rel}:", numbers, ""), dtype=pd.StringDtype()).array
 
 
