@@ -1030,3 +1030,31 @@ def test_csv_block_with_a_value_that_does_not_fit_reads_only_its_column_by_hand(
     kept = out[out[REJECT].isna()].set_index("id")
     assert len(kept) == n - 3 and str(kept["b"].dtype) == "Int64" and kept["c"].dtype == np.float64
     assert kept.loc["bad.csv:7", ["a", "b", "w"]].tolist() == df.loc[7, ["a", "b", "w"]].tolist()
+
+
+def test_a_dask_frame_of_decimals_or_mixed_objects_is_typed_as_a_pandas_one():
+    """Dask's own conversion made a column of Decimals text ('1.50', which no numeric stage
+    takes) and a column of 1 and 'a' text too; with that conversion off, the mixed column
+    failed in the sink with no column named. Each is typed as a pandas frame's is."""
+    import decimal
+
+    import dask.dataframe as dd
+
+    prices = pd.DataFrame({"price": [decimal.Decimal("1.50"), decimal.Decimal("2.25"), None, decimal.Decimal("3.1")],
+                           "s": list("abcd")})
+    mixed = pd.DataFrame({"n": [1, 2, 3, "a"]})
+    for convert in (True, False):
+        with dask.config.set({"dataframe.convert-string": convert}):
+            src = read_source({"format": "frame", "frame": dd.from_pandas(prices, npartitions=2)})
+            out = src.frame.compute()
+            assert src.frame.npartitions == 2 and str(src.schema.field("price").type) == "decimal128(3, 2)"
+            assert out["price"].dtype == np.float64 and out["price"].tolist()[:2] == [1.5, 2.25] and out["s"].tolist() == list("abcd")
+            with pytest.raises(SourceError, match=r"frame 'sheet': column 'n' holds int and str values \(.* is 'a'\)"):
+                read_source({"format": "frame", "frame": dd.from_pandas(mixed, npartitions=2), "name": "sheet"})
+    with dask.config.set({"dataframe.convert-string": False}):  # a Dask frame of its own partitions: typed by each
+        frame = dd.from_pandas(prices, npartitions=2).map_partitions(lambda p: p.copy())
+        src = read_source({"format": "frame", "frame": frame})
+        assert str(src.schema.field("price").type) == "decimal128(3, 2)" and src.frame.compute()["price"].dtype == np.float64
+        frame = dd.from_pandas(mixed, npartitions=2).map_partitions(lambda p: p.copy())
+        with pytest.raises(SourceError, match=r"column 'n' holds int and str values \(partition 1, row 0, is 3, partition 1, row 1, is 'a'\)"):
+            read_source({"format": "frame", "frame": frame, "name": "sheet"})

@@ -83,22 +83,25 @@ def _read_frame(spec: FrameSource) -> Source:
     as a column, as ``to_parquet`` keeps it."""
     import dask
 
-    frame = spec.frame
-    schema = None
+    frame, rows_per_partition = _before_string_conversion(spec.frame, spec.name), spec.rows_per_partition
+    if frame is not spec.frame:  # as many partitions as the Dask frame had
+        rows_per_partition = max(-(-len(frame) // spec.frame.npartitions), 1)
+    schema = numbers = None  # numbers: a Dask frame's decimals, made numbers in each partition
     if isinstance(frame, pd.DataFrame):
         if frame.index.name is not None or not frame.index.equals(pd.RangeIndex(len(frame))):
             frame = frame.reset_index()
         frame = _text_names(frame)
         frame, schema = _decimals_as_numbers(frame, _object_types(frame, spec.name))
         rows = len(frame)
-        starts = list(range(0, rows, spec.rows_per_partition)) or [0]
-        frame = _scattered([frame.iloc[s : s + spec.rows_per_partition] for s in starts], frame.iloc[:0])
+        starts = list(range(0, rows, rows_per_partition)) or [0]
+        frame = _scattered([frame.iloc[s : s + rows_per_partition] for s in starts], frame.iloc[:0])
     else:
         if frame.index.name is not None:
             frame = frame.reset_index()
         frame = _text_names(frame)
         starts = None
         rows = None
+        schema = numbers = _partitions_object_types(frame, spec.name)
     if ID not in frame.columns and starts is None:
         lengths = frame.map_partitions(len, meta=(None, "int64")).compute().tolist()
         starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(int).tolist()
@@ -106,11 +109,53 @@ def _read_frame(spec: FrameSource) -> Source:
 
     def read(columns: list[str] | None = None) -> dd.DataFrame:
         part = frame if columns is None else frame[columns]  # Dask pushes the columns down to its reads
-        return part.map_partitions(_FrameRows(spec.name, starts), meta=_with_id(part._meta.copy(), spec.name, 0),
-                                   enforce_metadata=False, align_dataframes=False)
+        meta = _with_id(_decimals_as_numbers(part._meta.copy(), numbers)[0], spec.name, 0)
+        return part.map_partitions(_FrameRows(spec.name, starts, numbers), meta=meta, enforce_metadata=False, align_dataframes=False)
 
     return Source(read(), [{"path": f"frame:{spec.name}", "size": rows, "mtime": dask.base.tokenize(spec.frame)}],
                   schema=schema, ids_given=ID in frame.columns, read_columns=read)
+
+
+def _before_string_conversion(frame, name: str):
+    """The pandas frame ``dd.from_pandas`` made a Dask frame of, where Dask's conversion of
+    object columns to text would change it: decimals became text ('1.50'), a column of
+    numbers and words ('1', 'a') text too. Read as a pandas frame is, decimals are numbers
+    and the mixed column is refused, named. Any other frame as it is."""
+    expr = getattr(frame, "expr", None)
+    if type(expr).__name__ != "FromPandas" or not expr.operand("pyarrow_strings_enabled"):
+        return frame
+    held = expr.operand("frame")
+    held = getattr(held, "_data", held)  # Dask wraps it
+    if not isinstance(held, pd.DataFrame):
+        return frame
+    objects = [c for c, t in held.dtypes.items() if t == object]
+    types = _object_types(_text_names(held[objects]), name) if objects else None
+    return held if any(not pa.types.is_string(f.type) for f in types or []) else frame
+
+
+def _partitions_object_types(frame, name: str) -> pa.Schema | None:
+    """The Arrow types of a Dask frame's object columns, from every partition, as a pandas
+    frame's are typed (:func:`_object_types`): decimals then become numbers in each
+    partition, with one type, and a column Arrow cannot type, or typed otherwise in
+    another partition, is refused here, named, not when the sink writes it."""
+    import dask
+
+    objects = [c for c, t in frame._meta.dtypes.items() if t == object]
+    if not objects:
+        return None
+    parts = frame[objects].to_delayed()
+    found = dask.compute(*[dask.delayed(_object_types)(p, name, i) for i, p in enumerate(parts)])
+    fields = []
+    for column in objects:
+        types = {s.field(column).type for s in found if s is not None and column in s.names}
+        if len(types) > 1 and all(pa.types.is_decimal(t) for t in types):
+            scale = max(t.scale for t in types)
+            types = {pa.decimal128(min(max(t.precision - t.scale for t in types) + scale, 38), scale)}
+        if len(types) > 1:
+            raise SourceError(f"frame {name!r}: column {column!r} holds {' in one partition, '.join(sorted(map(str, types)))} "
+                              f"in another; a Parquet column holds one type: convert it first")
+        fields += [pa.field(column, t) for t in types]
+    return pa.schema(fields) if fields else None
 
 
 def _text_names(frame):
@@ -126,7 +171,7 @@ def _text_names(frame):
     return frame if names == list(frame.columns) else frame.rename(columns=dict(zip(frame.columns, names)))
 
 
-def _object_types(frame: pd.DataFrame, name: str = "frame") -> pa.Schema | None:
+def _object_types(frame: pd.DataFrame, name: str = "frame", partition: int | None = None) -> pa.Schema | None:
     """The Arrow types of the columns pandas holds as objects (lists, structs, bytes,
     decimals, dates), from all their values: a run left with no rows writes its zero-row
     shard in them, as it does for a Parquet source, not as text. A column Arrow cannot
@@ -139,23 +184,25 @@ def _object_types(frame: pd.DataFrame, name: str = "frame") -> pa.Schema | None:
         try:
             kind = pa.array(frame[column], from_pandas=True).type
         except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as e:
-            raise _untyped(frame[column], name, e) from None
+            raise _untyped(frame[column], name, e, partition) from None
         if not pa.types.is_null(kind):
             fields.append(pa.field(column, kind))
     return pa.schema(fields) if fields else None
 
 
-def _untyped(col: pd.Series, name: str, error: Exception) -> SourceError:
+def _untyped(col: pd.Series, name: str, error: Exception, partition: int | None = None) -> SourceError:
     """A column of values Parquet cannot hold in one type (1 and 'a' from a spreadsheet, a
     time beside text): the run failed when it wrote its first partition, with Arrow's
-    "Could not convert 'a' with type str: tried to convert to int64" and no column named."""
+    "Could not convert 'a' with type str: tried to convert to int64" and no column named.
+    ``partition``: the Dask frame's partition ``col`` is, whose rows are named in it."""
     values = col.reset_index(drop=True).dropna()
+    at = (lambda row: f"{name}:{row}") if partition is None else (lambda row: f"partition {partition}, row {row},")
     kinds = values.map(type)
     other = values[kinds != kinds.iloc[0]] if len(values) else values
     if len(other):
         first, odd = values.index[0], other.index[0]
-        held = (f"holds {kinds.iloc[0].__name__} and {type(other.iloc[0]).__name__} values ({name}:{first} is "
-                f"{values.iloc[0]!r:.40}, {name}:{odd} is {other.iloc[0]!r:.40})")
+        held = (f"holds {kinds.iloc[0].__name__} and {type(other.iloc[0]).__name__} values ({at(first)} is "
+                f"{values.iloc[0]!r:.40}, {at(odd)} is {other.iloc[0]!r:.40})")
     else:
         held = f"holds {kinds.iloc[0].__name__ if len(values) else 'no'} values Arrow cannot convert ({error})"
     return SourceError(f"frame {name!r}: column {col.name!r} {held}; a Parquet column holds one type: convert it first, "
@@ -194,12 +241,12 @@ def _scattered(parts: list[pd.DataFrame], meta: pd.DataFrame):
 
 
 class _FrameRows:
-    def __init__(self, name: str, starts: list[int] | None):
-        self.name, self.starts = name, starts
+    def __init__(self, name: str, starts: list[int] | None, numbers: pa.Schema | None = None):
+        self.name, self.starts, self.numbers = name, starts, numbers
 
     def __call__(self, part: pd.DataFrame, partition_info=None) -> pd.DataFrame:
         start = self.starts[partition_info["number"]] if self.starts is not None and partition_info else 0
-        return _with_id(part.copy(), self.name, start)
+        return _with_id(_decimals_as_numbers(part.copy(), self.numbers)[0], self.name, start)
 
 
 class _SklearnSample:
