@@ -87,7 +87,8 @@ def _command(argv: list[str] | None) -> int:
                 "sources": _sources, "schema": _schema, "submit": _submit, "status": _status}[args.command](args)
     except KeyboardInterrupt:
         print("interrupted: no output was written" + ("; if the run had reached a checkpoint, the same command with "
-              "--resume continues from it" if args.command == "run" else ""), file=sys.stderr)
+              "--resume continues from it (it is kept in the output's .tmp-* folder beside it: remove that folder to "
+              "free the disk)" if args.command == "run" else ""), file=sys.stderr)
         return 130
     except BrokenPipeError:  # `dsbuild stages | head`: the reader has what it wanted
         sys.stdout = open(os.devnull, "w")
@@ -482,6 +483,9 @@ def _status(args) -> int:
     handle = Submission(args.run)
     if args.cancel:
         print(f"{handle.id}  {handle.cancel()}")
+        for folder in _checkpoints_kept(handle):
+            print(f"its checkpoints are kept in {folder}: 'dsbuild submit' (or 'run') of the same job with --resume "
+                  "continues from them; remove that folder to free the disk", file=sys.stderr)
         return 0
     if args.wait:
         last = None
@@ -498,6 +502,18 @@ def _status(args) -> int:
     if args.wait:
         return 0 if info["state"] == "finished" else 1
     return 0
+
+
+def _checkpoints_kept(handle) -> list[Path]:
+    """The temporary folders beside a cancelled run's output that hold checkpoints (the
+    output as the driver saw it, from the folder it was submitted in)."""
+    info = handle.info()
+    try:
+        cwd = json.loads((handle.folder / "request.json").read_text()).get("cwd", ".")
+    except (OSError, ValueError):
+        cwd = "."
+    output = Path(cwd, info.get("output") or "")
+    return [tmp for tmp in sorted(output.parent.glob(f"{glob_escape(output.name)}.tmp-*")) if (tmp / "_checkpoints").is_dir()]
 
 
 def _status_line(handle) -> str:

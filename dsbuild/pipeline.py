@@ -185,21 +185,27 @@ def _run_on_current(spec: JobSpec, sink: Sink, client, progress: bool, resume: b
         if INTERRUPTED.is_set():
             raise KeyboardInterrupt
         sink.commit()
-    except (KeyboardInterrupt, WorkersLost) as e:
-        if not sink.has_checkpoints():
-            _abort(sink, e)
-        else:
-            sink.release()
-        raise
     except (ResumeRefused, OutputAppeared):
         sink.release()
         raise
     except BaseException as e:
-        if taken or not isinstance(e, OutputExists):  # refused: the folder is another live run's
+        if not taken and isinstance(e, OutputExists):  # refused: the folder is another live run's
+            raise
+        if _stopped(e) and sink.has_checkpoints():
+            sink.release()
+        else:
             _abort(sink, e)
         raise
     manifest["output"] = sink.path
     return manifest
+
+
+def _stopped(error: BaseException) -> bool:
+    """Whether the run was stopped rather than failed: Ctrl-C, ``status --cancel`` (a
+    KeyboardInterrupt too, or whatever error the stop broke a call with: both set
+    ``INTERRUPTED``), or a cluster left without workers. A stopped run keeps its checkpoints
+    for ``--resume``; a cancel deleted them, so a cancelled run of hours started over."""
+    return isinstance(error, (KeyboardInterrupt, WorkersLost)) or INTERRUPTED.is_set()
 
 
 def _take_folder(sink: Sink, resume: bool) -> None:

@@ -35,8 +35,9 @@ class SubmissionError(RuntimeError):
     """The submitted job failed, was cancelled or its driver was lost."""
 
 
-class Cancelled(BaseException):
-    """Raised in the driver when it is asked to stop; BaseException so nothing swallows it."""
+class Cancelled(KeyboardInterrupt):
+    """Raised in the driver when it is asked to stop; a KeyboardInterrupt, so nothing
+    swallows it and the run keeps its checkpoints for ``--resume`` as on Ctrl-C."""
 
 
 def runs_home() -> Path:
@@ -129,7 +130,8 @@ class Submission:
         return {**json.loads(Path(info["manifest"]).read_text()), "output": info["output"]}
 
     def cancel(self, timeout: float = 60) -> str:
-        """Ask the driver to stop: it aborts the output, closes the cluster and says ``cancelled``."""
+        """Ask the driver to stop: it writes no output, closes the cluster and says ``cancelled``;
+        checkpoints the run reached are kept beside the output for ``resume=True``."""
         info = self.info()
         if info["state"] in DONE:
             return info["state"]
@@ -399,7 +401,10 @@ _CANCEL_ASKED = threading.Event()
 
 
 def _raise_cancelled(signum, frame):
+    from dsbuild.pipeline import INTERRUPTED
+
     _CANCEL_ASKED.set()
+    INTERRUPTED.set()  # the run stops before it commits, even where the Cancelled is swallowed
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     raise Cancelled()

@@ -178,3 +178,25 @@ def test_a_killed_drivers_progress_counter_leaves_the_scheduler(client):
     while name in client.run_on_scheduler(counters) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert name not in client.run_on_scheduler(counters)
+
+
+def test_a_cancelled_run_keeps_its_checkpoints_for_resume(client, tmp_path, capsys):
+    """Ctrl-C kept a run's checkpoints for --resume, but ``status --cancel`` deleted them:
+    a cancelled run of hours started over. Cancelled now keeps them as Ctrl-C does, and
+    the CLI says where they are."""
+    job = {**JOB, "stages": [*JOB["stages"], *[{"cast": {"schema": {"label": "str"}}}] * 30]}
+    out = tmp_path / "cancelled"
+    handle = dsbuild.submit(job, cluster=client.scheduler.address, output=str(out))
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob("cancelled.tmp-*/_checkpoints/before-001.json")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert main(["status", handle.id, "--cancel"]) == 0
+    said = capsys.readouterr()
+    assert said.out.split()[1] == "cancelled"
+    assert not out.exists()
+    (folder,) = tmp_path.glob("cancelled.tmp-*")
+    assert list(folder.glob("_checkpoints/before-001.json")) and not (folder / "_owner.json").exists()
+    assert f"its checkpoints are kept in {folder}" in said.err
+    again = dsbuild.submit(job, cluster=client.scheduler.address, output=str(out), resume=True)
+    manifest = again.result(timeout=300)
+    assert manifest["resumed_from_stage"] == 1 and manifest["ledger"]["balanced"]
