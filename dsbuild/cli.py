@@ -519,7 +519,8 @@ def _checkpoints_kept(handle) -> list[Path]:
 def _status_line(handle) -> str:
     p = handle.progress()
     info = handle.info()
-    done = f"{p['fraction']:4.0%} ({p.get('done', 0)}/{p.get('total', 0)} tasks)" if p["state"] == "running" else ""
+    done = (f"pass {p['pass']}: {p['fraction']:4.0%} ({p.get('pass_done', 0)}/{p.get('pass_total', 0)} tasks)"
+            if p["state"] == "running" else "")
     return f"{handle.id}  {p['state']:<9} {done}  → {info.get('output', '')}".rstrip()
 
 

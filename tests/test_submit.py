@@ -200,3 +200,53 @@ def test_a_cancelled_run_keeps_its_checkpoints_for_resume(client, tmp_path, caps
     again = dsbuild.submit(job, cluster=client.scheduler.address, output=str(out), resume=True)
     manifest = again.result(timeout=300)
     assert manifest["resumed_from_stage"] == 1 and manifest["ledger"]["balanced"]
+
+
+def _when_there(path: Path) -> bool:
+    """A task that waits for ``path`` to be made (a minute at most)."""
+    deadline = time.monotonic() + 60
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return True
+
+
+def test_progress_does_not_go_back_when_a_later_pass_adds_tasks(client, home):
+    """Tasks done of tasks submitted so far fell each time a pass of the run (a flush, a
+    fit) submitted its tasks: a run at 100% went back to 20%. The figure is the current
+    pass's, said with its number, so (pass, fraction) only moves forward."""
+    import dask
+
+    from dsbuild.cli import _status_line
+    from dsbuild.submit import TaskProgress, _snapshot, _write_json, summarize_progress
+
+    plugin = TaskProgress(client.id)
+    client.register_plugin(plugin)
+    folder = home / "r"
+    folder.mkdir(parents=True)
+    shown = []
+
+    def seen():
+        _write_json(folder / "status.json", {"state": "running", "progress": summarize_progress(
+            client.run_on_scheduler(_snapshot, plugin.name))})
+        p = Submission("r", home).progress()
+        shown.append((p["pass"], p["fraction"]))
+        return p
+
+    try:
+        client.compute([dask.delayed(abs)(-i) for i in range(8)], sync=True)
+        assert seen()["fraction"] == 1.0
+        go = home / "go"
+        late = client.compute([dask.delayed(abs)(i) for i in range(4)] + [dask.delayed(_when_there)(go)])
+        deadline = time.monotonic() + 30
+        while seen()["pass_done"] < 4 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        go.touch()
+        client.gather(late)
+        seen()
+    finally:
+        client.unregister_scheduler_plugin(plugin.name)
+    assert shown == sorted(shown) and shown[0] == (1, 1.0) and shown[-1] == (2, 1.0)
+    assert (2, 0.8) in shown
+    _write_json(folder / "status.json", {"state": "running", "progress": summarize_progress(
+        {"total": {"a": 10}, "done": {"a": 4}, "passes": [[2, 2], [2, 8]]})})
+    assert "running   pass 2:  25% (2/8 tasks)" in _status_line(Submission("r", home))
