@@ -5,6 +5,7 @@ worker that runs it is explained."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
 import time
@@ -57,6 +58,7 @@ def workers_watched(client, every: float = 1.0):
         raise ClusterSpecError([f"DSBUILD_NO_WORKERS_SECONDS={value!r}: give a number of seconds"]) from None
     stop = threading.Event()
     stopped: list[str] = []  # why the watch stopped the run
+    held = _HeldLogs()
     start = time.monotonic()
 
     def stop_run(why: str) -> None:
@@ -67,9 +69,12 @@ def workers_watched(client, every: float = 1.0):
         seen, since, said = False, None, False
         paused_since, paused_said = None, False
         while not stop.wait(every):
+            mark = held.mark()
             n = worker_count(client)
             if n is None:
                 continue
+            if n:
+                held.release(mark)
             paused = paused_workers(client) if n else 0
             if not n or paused < n:
                 paused_since = None
@@ -100,17 +105,74 @@ def workers_watched(client, every: float = 1.0):
     except Exception as e:
         kept = "its checkpoints, if any, are kept for --resume"
         if stopped:
+            held.drop()
             raise WorkersLost(f"{stopped[0]}; {kept}") from e
         # a cancelled task, or data that found no worker to go to (the source's frame scattered,
         # whose connection closes if its worker dies while it is sent: the scheduler may not
         # have noticed yet)
         closed = isinstance(e, (ConnectionError, CommClosedError))
         if (closed or isinstance(e, (FutureCancelledError, TimeoutError))) and _none_left(client, wait=5.0 if closed else 0.0):
+            held.drop()
             raise WorkersLost(f"the cluster has no worker left, so the run was stopped; {kept}") from e
         raise
     finally:
         stop.set()
         thread.join()
+        held.close()
+
+
+class _HeldLogs:
+    """Holds what distributed logs for a moment, and says it only if the run goes on: a
+    run that lost every worker printed a screen of distributed's own lines first (workers
+    removed, scattered data lost, keys it could not gather, the scatter's traceback),
+    before the one line that says what happened and what to do. Held on the handlers of
+    the ``distributed`` logger (it does not propagate), released at each look of the watch
+    that finds a worker (a second at most) and when the run ends, and dropped when the run
+    stops for want of workers."""
+
+    def __init__(self):
+        self.held: list[tuple[logging.Handler, logging.LogRecord]] = []
+        self.lock = threading.Lock()
+        self.filters = [(h, _Hold(h, self)) for h in logging.getLogger("distributed").handlers]
+        for handler, hold in self.filters:
+            handler.addFilter(hold)
+
+    def mark(self) -> int:
+        """How many records are held now: :meth:`release` up to a mark says only those
+        logged before the look at the cluster that followed it."""
+        with self.lock:
+            return len(self.held)
+
+    def release(self, upto: int | None = None) -> None:
+        with self.lock:
+            upto = len(self.held) if upto is None else upto
+            said, self.held = self.held[:upto], self.held[upto:]
+        for handler, record in said:
+            record.dsbuild_released = True
+            handler.handle(record)
+
+    def drop(self) -> None:
+        with self.lock:
+            self.held = []
+
+    def close(self) -> None:
+        """Stop holding, and say what is held (the run did not stop for want of workers)."""
+        for handler, hold in self.filters:
+            handler.removeFilter(hold)
+        self.release()
+
+
+class _Hold(logging.Filter):
+    def __init__(self, handler: logging.Handler, logs: _HeldLogs):
+        super().__init__()
+        self.handler, self.logs = handler, logs
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "dsbuild_released", False):
+            return True
+        with self.logs.lock:
+            self.logs.held.append((self.handler, record))
+        return False
 
 
 _PAUSED = "its memory above Dask's pause threshold (distributed.worker.memory.pause: 80% of memory_limit by default)"

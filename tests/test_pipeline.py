@@ -1005,6 +1005,54 @@ def test_a_run_whose_cluster_lost_every_worker_stops_instead_of_hanging(tmp_path
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob("out.tmp-*"))
 
 
+def test_a_run_that_loses_every_worker_says_so_in_one_line(tmp_path, monkeypatch):
+    """Before the WorkersLost error, distributed printed its own account of the loss on
+    the terminal: workers removed, computed tasks and scattered data lost, keys it could
+    not gather, rescheduled (a dozen lines of a run's output, a traceback for a scatter).
+    The run's one line says it all; what distributed logs while workers remain is still said."""
+    import logging
+    import threading
+
+    from distributed import Client, LocalCluster
+
+    from dsbuild.watch import WorkersLost
+
+    monkeypatch.setenv("DSBUILD_NO_WORKERS_SECONDS", "1")
+    frame = pd.DataFrame({"x": np.arange(400)})
+    job = {"name": "lost", "source": {"format": "frame", "frame": frame, "rows_per_partition": 10},
+           "stages": ["test_sleep"], "sink": {"path": str(tmp_path / "out")}}
+    with LocalCluster(n_workers=0, processes=False, protocol="tcp", dashboard_address=None) as cluster, Client(cluster) as c:
+        worker = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", cluster.scheduler_address, "--no-nanny",
+                                   "--nthreads", "1", "--no-dashboard"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        def kill_once_a_partition_is_written():
+            deadline = time.monotonic() + 120
+            while not list(tmp_path.glob("out.tmp-*/_staging/data/kept/*")) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            logging.getLogger("distributed.scheduler").warning("a line of distributed while the worker lives")
+            time.sleep(1.5)  # a look of the watch, which finds the worker
+            worker.kill()
+
+        said = io.StringIO()
+        terminal = logging.StreamHandler(said)  # as distributed's own handler on stderr, whose warnings reach a terminal
+        terminal.setLevel(logging.WARNING)
+        logging.getLogger("distributed").addHandler(terminal)
+        try:
+            c.wait_for_workers(1, timeout=60)
+            killer = threading.Thread(target=kill_once_a_partition_is_written)
+            killer.start()
+            with pytest.raises(WorkersLost, match="no worker"):
+                dsbuild.run(job, client=c)
+            killer.join()
+        finally:
+            logging.getLogger("distributed").removeHandler(terminal)
+            worker.kill()
+            worker.wait()
+        err = said.getvalue()
+    assert "a line of distributed while the worker lives" in err
+    assert err.splitlines() == ["a line of distributed while the worker lives"], err
+
+
 def test_a_run_whose_every_worker_stays_paused_for_memory_stops_and_says_why(tmp_path, monkeypatch):
     """A memory_limit its libraries nearly fill (300 MiB) paused the one worker at its first
     task, and Dask never resumed it: the run hung without a word."""
