@@ -139,3 +139,39 @@ def test_a_task_that_kills_its_workers_is_said_with_what_to_do(tmp_path):
         with pytest.raises(WorkerKilled, match=r"die_on_row: the task .* killed every worker that ran it \(1\), most "
                                                r"often for want of memory \(a worker's limit of 2\.0 GiB\).*blocksize"):
             dsbuild.run(job, output=str(tmp_path / "out"), client=client)
+
+
+def test_a_task_of_a_stopped_run_never_makes_its_folder_again(tmp_path):
+    """A task looked for its run's temporary folder, then made its own folder with every
+    parent: a stop (cancel, a failure) that removed the temporary folder between the two
+    had it made again, and a staged file or a merge's record was left beside the output.
+    The folders below the temporary one are made one at a time, never it."""
+    import shutil
+
+    import pandas as pd
+    from fsspec.implementations.local import LocalFileSystem
+
+    from dsbuild.io.sink import RunStopped, Sink, _encode
+
+    class StoppedJustAfterTheLook(LocalFileSystem):
+        """The run's folder removed just after a task saw it was there."""
+
+        def exists(self, path, **kwargs):
+            there = super().exists(path, **kwargs)
+            if path.rstrip("/") == sink.tmp.rstrip("/") and there:
+                shutil.rmtree(path)
+            return there
+
+    sink = Sink(str(tmp_path / "out"), shard_rows=1000, shard_bytes=2**20, compression="zstd", key="t")
+    sink.claim()
+    part = pd.DataFrame({"id": ["a", "b"], "x": [1.0, 2.0]})
+    staged = Sink(str(tmp_path / "other"), shard_rows=1000, shard_bytes=2**20, compression="zstd", key="t")
+    staged = staged.write_partition(part, staged.staging("data", "kept"), 0)  # a merge's input, read before the stop
+    sink.fs = StoppedJustAfterTheLook()
+    with pytest.raises(RunStopped):
+        sink.write_partition(part, sink.staging("data", "kept"), 0)
+    assert not os.path.exists(sink.tmp)
+    os.makedirs(sink.tmp)
+    with pytest.raises(RunStopped):
+        _encode(sink.fs, staged[0]["path"], f"{tmp_path}/p.parquet", None, {}, {}, f"{sink.tmp}/_staging/done-data-x/0.pickle", sink.tmp)
+    assert not os.path.exists(sink.tmp)

@@ -422,10 +422,22 @@ def _task_folder(fs, folder: str, root: str | None) -> None:
     started still run on the workers (Dask does not stop a running task, and a scheduler
     of one's own keeps them going): making their folder made the temporary folder again,
     and a staged file or a merge's record was left beside the output after ``dsbuild
-    status --cancel``."""
+    status --cancel``. Below ``root`` each folder is made alone, never its parents: a
+    stop that removes the folder just after the look at it would have it made again."""
     if root is not None and not fs.exists(root):
         raise RunStopped(f"{root} is gone: the run this task belongs to was stopped")
-    fs.makedirs(folder, exist_ok=True)
+    if root is None or not _is_local(fs) or not _within(folder, root):  # an object store has no folders to remove
+        fs.makedirs(folder, exist_ok=True)
+        return
+    path = root.rstrip("/")
+    for name in filter(None, folder[len(path):].split("/")):
+        path = posixpath.join(path, name)
+        try:
+            fs.mkdir(path, create_parents=False)
+        except FileExistsError:
+            pass
+        except FileNotFoundError:  # a folder above it is gone since the look
+            raise RunStopped(f"{root} is gone: the run this task belongs to was stopped") from None
 
 
 def _alive(pid) -> bool:
@@ -725,10 +737,11 @@ def _read_staged(fs, path: str) -> pa.Table:
         return pa.ipc.open_file(f).read_all()
 
 
-def _write_whole(fs, path: str, data: bytes) -> None:
+def _write_whole(fs, path: str, data: bytes, root: str | None = None) -> None:
     """``data`` at ``path``, written aside and moved into place: a process killed while
-    writing leaves no half file for a resume or a retried task to read."""
-    fs.makedirs(posixpath.dirname(path), exist_ok=True)
+    writing leaves no half file for a resume or a retried task to read. A task's file is
+    written only while its run's folder ``root`` is there (:func:`_task_folder`)."""
+    _task_folder(fs, posixpath.dirname(path), root)
     with fs.open(path + ".part", "wb") as f:
         f.write(data)
     fs.mv(path + ".part", path)
@@ -746,8 +759,7 @@ def _written_once(fs, done: str, write, inputs: list[str], root: str | None = No
             record = pickle.load(f)
     else:
         record = write()
-        _task_folder(fs, posixpath.dirname(done), root)
-        _write_whole(fs, done, pickle.dumps(record))
+        _write_whole(fs, done, pickle.dumps(record), root)
     for path in inputs:
         if fs.exists(path):
             fs.rm(path)
