@@ -187,13 +187,65 @@ def image_problem(data: bytes | None, max_pixels: int, min_side: int = 1) -> tup
     else:
         pixels = decode_image(data)
     if pixels is None:
-        return f"decode-error:{fmt}", None
+        why = _why_undecodable(data, fmt)
+        return f"decode-error:{fmt}{'=' + why if why else ''}", None
     h, w = pixels.shape[:2]
     if h * w > max_pixels:
         return f"too-large:{h}x{w}", None
     if min(h, w) < min_side:
         return f"too-small:{h}x{w}", None
     return None, pixels
+
+
+def _why_undecodable(data: bytes, fmt: str) -> str | None:
+    """Why OpenCV could not decode an image, in words a user can act on, or None. Looked
+    for only once a decode failed, so a good image costs nothing more.
+
+    OpenCV returns no reason: the codec prints it to the process's stderr (libpng's "IDAT:
+    CRC error"), seen by no one on a worker. A PNG's chunks are checked here first (their
+    CRCs, IHDR first: any PNG decoder's findings, whatever OpenCV was built with); else the
+    image is decoded again with stderr kept (:func:`_decoded_saying`); a WebP that says
+    nothing is checked against its RIFF header's size."""
+    if fmt == "png":
+        found = _png_damage(data)
+        if found:
+            return found
+    pixels, said = _decoded_saying(data)
+    codec = [_CODEC_LINE.sub("", line).strip() for line in said if line.strip()]
+    if pixels is None and codec:
+        return " ".join(codec[0].split())[:200]
+    if fmt == "webp" and len(data) >= 12:
+        declared = int.from_bytes(data[4:8], "little") + 8
+        if declared > len(data):
+            return f"cut: its RIFF header says {declared} bytes, the file has {len(data)}"
+        return "its VP8 image data is damaged (libwebp gives no detail)"
+    return None
+
+
+_CODEC_LINE = re.compile(r"^(libpng error: |\[\s*\w+:\d+@[\d.]+\] global \S+ )")  # libpng's prefix, OpenCV's log header
+
+
+def _png_damage(data: bytes) -> str | None:
+    """The first chunk whose CRC does not match its type and data (bytes changed in a
+    copy or on disk), or a header that is not PNG's; None if the chunks are whole."""
+    import zlib
+
+    pos = 8
+    while pos + 12 <= len(data):
+        length, kind = struct.unpack_from(">I4s", data, pos)
+        if pos == 8 and kind != b"IHDR":
+            return f"its first chunk is {kind!r}, not IHDR: not a PNG past its signature"
+        end = pos + 12 + length
+        if end > len(data):
+            return None  # a cut file: is_truncated says so
+        (crc,) = struct.unpack_from(">I", data, end - 4)
+        if zlib.crc32(data[pos + 4 : end - 4]) != crc:
+            name = kind.decode("latin-1") if kind.isalpha() else repr(kind)
+            return f"chunk {name} at byte {pos}: CRC error (its data was changed)"
+        if kind == b"IEND":
+            return None
+        pos = end
+    return None
 
 
 _LIBJPEG_DAMAGE = ("Corrupt JPEG data: ", "Premature end of JPEG file")
@@ -228,6 +280,19 @@ def _decode_jpeg_noting_damage(data: bytes) -> tuple[np.ndarray | None, str | No
     in the same instant could be blamed on this one: dsbuild's workers run one task
     thread each.
     """
+    pixels, said = _decoded_saying(data)
+    damage = [line for line in said if _damages_scan(line)]
+    others = [line for line in said if line not in damage]
+    if others and sys.stderr is not None:
+        sys.stderr.write("\n".join(others) + "\n")
+    if not damage:
+        return pixels, None
+    return pixels, damage[0].removeprefix("Corrupt JPEG data: ").rstrip(".")
+
+
+def _decoded_saying(data: bytes) -> tuple[np.ndarray | None, list[str]]:
+    """(pixels, the lines the decoders printed to stderr meanwhile): fd 2, where C writes,
+    goes to a file for the decode, under a lock."""
     global _stderr_sink
     with _STDERR_LOCK:
         if _stderr_sink is None or _stderr_sink[0] != os.getpid():  # a forked child's own file, not its parent's
@@ -240,7 +305,7 @@ def _decode_jpeg_noting_damage(data: bytes) -> tuple[np.ndarray | None, str | No
         try:
             saved = os.dup(2)
         except OSError:  # no stderr (a daemon's closed fd 2): nothing would be said
-            return decode_image(data), None
+            return decode_image(data), []
         try:
             os.dup2(sink.fileno(), 2)
             pixels = decode_image(data)
@@ -248,11 +313,4 @@ def _decode_jpeg_noting_damage(data: bytes) -> tuple[np.ndarray | None, str | No
             os.dup2(saved, 2)
             os.close(saved)
         sink.seek(0)
-        said = sink.read().decode("utf-8", "replace").splitlines()
-    damage = [line for line in said if _damages_scan(line)]
-    others = [line for line in said if line not in damage]
-    if others and sys.stderr is not None:
-        sys.stderr.write("\n".join(others) + "\n")
-    if not damage:
-        return pixels, None
-    return pixels, damage[0].removeprefix("Corrupt JPEG data: ").rstrip(".")
+        return pixels, sink.read().decode("utf-8", "replace").splitlines()

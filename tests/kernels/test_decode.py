@@ -290,3 +290,35 @@ def test_a_huge_tiff_is_refused_from_its_header_before_any_pixel_is_decoded(monk
     assert image_size(b"II*\x00\x08\x00\x00\x00") is None  # cut short
     monkeypatch.setattr(decode, "decode_image", lambda *a, **k: pytest.fail("decoded"))
     assert decode.image_problem(buf.tobytes(), max_pixels=10_000_000)[0] == "too-large:4000x3000"
+
+
+def _png_chunks(data: bytes) -> dict[bytes, int]:
+    """Offset of each chunk type's first chunk in a PNG."""
+    import struct
+
+    pos, found = 8, {}
+    while pos + 8 <= len(data):
+        length, kind = struct.unpack_from(">I4s", data, pos)
+        found.setdefault(kind, pos)
+        pos += 12 + length
+    return found
+
+
+def test_an_undecodable_png_or_webp_is_rejected_with_a_reason_to_act_on():
+    """OpenCV returns nothing for a damaged PNG and libpng says why on the process's
+    stderr only: the reject said 'decode-error:png', for a bad CRC as for a file that is
+    not a PNG past its signature. The reason now names the damage, and a good image costs
+    nothing more (the reason is looked for after a decode fails)."""
+    from skimage import data as samples
+
+    pixels = np.ascontiguousarray(samples.astronaut()[:, :, ::-1])
+    png = encode_image(pixels, "png")
+    chunks = _png_chunks(png)
+    idat = bytearray(png)
+    idat[chunks[b"IDAT"] + 100] ^= 0xFF
+    assert image_problem(bytes(idat), 10**9)[0] == f"decode-error:png=chunk IDAT at byte {chunks[b'IDAT']}: CRC error (its data was changed)"
+    header = bytearray(png)
+    header[chunks[b"IHDR"] + 10] ^= 0xFF  # the width
+    assert image_problem(bytes(header), 10**9)[0].startswith("decode-error:png=chunk IHDR at byte 8: CRC error")
+    webp = encode_image(pixels, "webp", 90)
+    assert image_problem(webp[:20000], 10**9)[0] == f"decode-error:webp=cut: its RIFF header says {len(webp)} bytes, the file has 20000"
