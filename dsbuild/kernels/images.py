@@ -211,6 +211,7 @@ class Transform:
     geometric: ClassVar[bool] = False
     returns_view: ClassVar[bool] = False
     colour_only: ClassVar[bool] = False  # changes levels of light: an alpha channel is left alone
+    integer_levels: ClassVar[bool] = False  # works on 8- or 16-bit levels (peak): a float image it cannot take
 
     def __init__(self, p: float = 1.0):
         if not 0.0 <= p <= 1.0:
@@ -241,6 +242,10 @@ class Transform:
 
     def _owns(self, t: Targets, image: np.ndarray) -> bool:
         return t.owned or (image is not t.image and not self.returns_view)
+
+    def integer_only(self) -> list[str]:
+        """The names of the transforms here that take 8- or 16-bit images only."""
+        return [self.name] if self.integer_levels else []
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(p={self.p})"
@@ -615,6 +620,7 @@ class PixelTable(Transform):
 
     reads_image: ClassVar[bool] = False  # the table depends on the pixels (settle first)
     colour_only = True
+    integer_levels = True
 
     def curve(self, params: dict, levels: np.ndarray, top: int, image: np.ndarray) -> np.ndarray:
         """Each of ``levels`` (floats, 0 … ``top``) mapped, before rounding and clipping."""
@@ -715,6 +721,7 @@ class HueSaturation(Transform):
 
     name = "hue_saturation"
     colour_only = True
+    integer_levels = True
 
     def __init__(self, hue=(-10, 10), saturation=(-20, 20), value=(0, 0), p: float = 1.0):
         super().__init__(p)
@@ -793,6 +800,7 @@ class GaussianNoise(Transform):
 
     name = "gaussian_noise"
     colour_only = True
+    integer_levels = True
 
     def __init__(self, std=(0.02, 0.1), p: float = 1.0):
         super().__init__(p)
@@ -817,6 +825,7 @@ class JpegQuality(Transform):
     """Encode as JPEG at a drawn quality and decode again (compression artefacts)."""
 
     name = "jpeg"
+    integer_levels = True
 
     def __init__(self, quality=(60, 95), p: float = 1.0):
         super().__init__(p)
@@ -892,6 +901,9 @@ class OneOf(Transform):
         weights = np.array([t.p for t in self.transforms], dtype=float)
         self.weights = weights / weights.sum() if weights.sum() > 0 else np.full(len(weights), 1 / len(weights))
 
+    def integer_only(self) -> list[str]:
+        return [name for child in self.transforms for name in child.integer_only()]
+
     def run(self, t, rng, log, force=False):
         if not force and self.p < 1.0 and rng.random() >= self.p:
             return t
@@ -910,6 +922,9 @@ class SomeOf(Transform):
             raise ValueError(f"some_of: n={n} must be in 1..{len(transforms)}")
         self.transforms, self.n = list(transforms), int(n)
 
+    def integer_only(self) -> list[str]:
+        return [name for child in self.transforms for name in child.integer_only()]
+
     def run(self, t, rng, log, force=False):
         if not force and self.p < 1.0 and rng.random() >= self.p:
             return t
@@ -926,6 +941,12 @@ class Compose:
             raise ValueError(f"box format {box_format!r}: expected one of {BOX_FORMATS}")
         self.transforms = list(transforms)
         self.box_format, self.min_visibility, self.min_area = box_format, float(min_visibility), float(min_area)
+
+    def integer_only(self) -> list[str]:
+        """The transforms that take 8- or 16-bit images only, each named once: a float image
+        is refused by them whether or not a copy draws them, so it is told apart by its
+        depth alone, not by chance."""
+        return list(dict.fromkeys(name for t in self.transforms for name in t.integer_only()))
 
     def __call__(self, image: np.ndarray, rng: np.random.Generator, *, boxes=None, keypoints=None, mask=None, owned: bool = False) -> Augmented:
         """Run the transforms; ``owned=True`` lets them overwrite ``image`` (saves copies)."""

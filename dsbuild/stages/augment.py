@@ -207,7 +207,8 @@ class Augment(FitApplyStage):
         unmovable = int(entry.get("rejected_by_reason", {}).get("cannot-augment", 0))
         if unmovable:
             notes.append(f"stage {self.ctx.name!r}: {unmovable:,} row{'s' if unmovable > 1 else ''} rejected as cannot-augment: "
-                         "boxes, keypoints or a mask that cannot move with the image (the rejects' reason says which and why)")
+                         "boxes, keypoints or a mask that cannot move with the image, or a float image a pixel transform "
+                         "cannot take (the rejects' reason says which and why)")
         return notes
 
     def _augment_fixed(self, part: pd.DataFrame) -> pd.DataFrame:
@@ -245,6 +246,11 @@ class Augment(FitApplyStage):
             if pixels is None:
                 undecodable[i] = 1
                 continue
+            if pixels.dtype not in (np.uint8, np.uint16) and (refusing := self.pipeline.integer_only()):
+                unmovable[i] = (f"cannot-augment=a {pixels.dtype} image: {', '.join(refusing)} take{'s' if len(refusing) == 1 else ''} "
+                                "8- or 16-bit integer levels only; convert it (a 16-bit PNG keeps 65,536 levels), or augment "
+                                "it with transforms that only move pixels (flips, affine, crops)")
+                continue
             row = part.iloc[i] if (o.boxes or o.keypoints or o.mask) else None
             fmt = o.format if o.format != "same" else _format_of(data)
             try:
@@ -254,7 +260,7 @@ class Augment(FitApplyStage):
                 continue
             except StageError as e:  # the job's mistake (a field its structs lack): every row would fail alike
                 raise StageError(f"stage {self.ctx.name!r}: row {rid!r}: {e}") from None
-            except (ValueError, cv2.error) as e:  # an image no transform takes (a float TIFF)
+            except (ValueError, cv2.error) as e:  # an image no transform takes
                 raise StageError(f"stage {self.ctx.name!r}: row {rid!r}, a {pixels.dtype} image of shape {pixels.shape}: {e}") from None
             made += copied
             parents += [i] * len(copied)

@@ -171,12 +171,12 @@ def test_hugging_face_image_structs_give_the_same_copies_and_stay_structs(client
     assert a["augment_params"].fillna("").tolist() == b["augment_params"].fillna("").tolist()
 
 
-def test_sixteen_bit_images_get_sixteen_bit_copies_and_others_a_clear_error():
+def test_sixteen_bit_images_get_sixteen_bit_copies_and_float_ones_moved_or_rejected():
     """16-bit PNGs (depth maps, medical images) go through every pixel transform as
     16-bit images; the lookup tables crashed the task on them. A float TIFF, which no
-    pixel transform takes, stops the stage with an error naming its row."""
-    from dsbuild.stages.base import StageError
-
+    pixel transform takes, stopped the whole run on its one row: it is rejected, saying
+    why and what to do, whether or not a copy drew that transform, and the run goes on;
+    transforms that only move pixels copy it as a float TIFF."""
     rng = np.random.default_rng(1)
     deep = (rng.random((24, 32, 3)) * 65535).astype(np.uint16)
     frame = pd.DataFrame({"id": ["d16"], "image": [encode_image(deep, "png")]})
@@ -185,9 +185,18 @@ def test_sixteen_bit_images_get_sixteen_bit_copies_and_others_a_clear_error():
     copies = kept[kept["id"].str.contains("#aug")]
     assert rejected.empty and len(copies) == 2
     assert all(decode_image(b).dtype == np.uint16 and decode_image(b).shape == deep.shape for b in copies["image"])
-    floats = pd.DataFrame({"id": ["f32"], "image": [cv2.imencode(".tiff", deep.astype(np.float32) / 65535)[1].tobytes()]})
-    with pytest.raises(StageError, match="row 'f32', a float32 image"):
-        run_stage(Augment(transforms=["gamma"], copies=1), floats, npartitions=1, roles=Roles(image="image"))
+    floating = cv2.imencode(".tiff", deep.astype(np.float32) / 65535)[1].tobytes()
+    floats = pd.DataFrame({"id": ["f32", "d16"], "image": [floating, encode_image(deep, "png")]})
+    some = [{"one_of": [{"gamma": {}}, {"hflip": {}}]}, {"brightness": {"p": 0.01}}]
+    kept, rejected = run_stage(Augment(transforms=some, copies=3), floats, npartitions=1, roles=Roles(image="image"))
+    assert kept["id"].tolist() == ["d16", "d16#aug0", "d16#aug1", "d16#aug2"]
+    assert rejected["id"].tolist() == ["f32"] and rejected["reason"][0] == (
+        "cannot-augment=a float32 image: gamma, brightness take 8- or 16-bit integer levels only; convert it "
+        "(a 16-bit PNG keeps 65,536 levels), or augment it with transforms that only move pixels (flips, affine, crops)")
+    _, rejected = run_stage(Augment(transforms=["gamma"], copies=1), floats, npartitions=1, roles=Roles(image="image"))
+    assert rejected["reason"][0].startswith("cannot-augment=a float32 image: gamma takes 8- or 16-bit integer levels only")
+    kept, rejected = run_stage(Augment(transforms=["hflip", "affine"], copies=1), floats, npartitions=1, roles=Roles(image="image"))
+    assert rejected.empty and decode_image(kept.set_index("id")["image"]["f32#aug0"]).dtype == np.float32
 
 
 BOXES = [[2.0, 2.0, 8.0, 10.0], [12.0, 4.0, 8.0, 8.0], [22.0, 20.0, 8.0, 10.0]]  # coco: x, y, w, h
