@@ -184,6 +184,10 @@ def image_problem(data: bytes | None, max_pixels: int, min_side: int = 1) -> tup
         pixels, damage = _decode_jpeg_noting_damage(data)
         if pixels is not None and damage:
             return f"corrupt-scan={damage}", None
+    elif fmt == "tiff":
+        pixels, damage = _decode_tiff_noting_damage(data)
+        if pixels is not None and damage:
+            return f"corrupt-data={damage}", None
     else:
         pixels = decode_image(data)
     if pixels is None:
@@ -288,6 +292,21 @@ def _decode_jpeg_noting_damage(data: bytes) -> tuple[np.ndarray | None, str | No
     if not damage:
         return pixels, None
     return pixels, damage[0].removeprefix("Corrupt JPEG data: ").rstrip(".")
+
+
+_TIFF_ERROR = re.compile(r"TIFF_Error\s+(.*)$")  # OpenCV's line for libtiff's error handler
+
+
+def _decode_tiff_noting_damage(data: bytes) -> tuple[np.ndarray | None, str | None]:
+    """(pixels, libtiff's error about them, or None). libtiff decodes a TIFF whose strips
+    are damaged to garbled pixels and reports the error through OpenCV's log, on stderr
+    only; its warnings (a tag it does not know) are no damage and are said as before."""
+    pixels, said = _decoded_saying(data)
+    damage = [m.group(1).strip() for line in said if (m := _TIFF_ERROR.search(line))]
+    others = [line for line in said if not _TIFF_ERROR.search(line)]
+    if others and sys.stderr is not None:
+        sys.stderr.write("\n".join(others) + "\n")
+    return pixels, (" ".join(damage[0].split())[:200] if damage else None)
 
 
 def _decoded_saying(data: bytes) -> tuple[np.ndarray | None, list[str]]:

@@ -322,3 +322,18 @@ def test_an_undecodable_png_or_webp_is_rejected_with_a_reason_to_act_on():
     assert image_problem(bytes(header), 10**9)[0].startswith("decode-error:png=chunk IHDR at byte 8: CRC error")
     webp = encode_image(pixels, "webp", 90)
     assert image_problem(webp[:20000], 10**9)[0] == f"decode-error:webp=cut: its RIFF header says {len(webp)} bytes, the file has 20000"
+
+
+def test_a_tiff_whose_data_libtiff_finds_damaged_is_rejected_with_its_error():
+    """libtiff decodes a TIFF whose compressed strips were overwritten to garbled pixels and
+    prints its error to stderr only ("Using code not yet in table"): the image passed
+    validation, garbled, and was augmented. It is rejected as corrupt-data=<libtiff's
+    error>, as a JPEG's damaged scan is; a whole TIFF is not."""
+    from skimage import data as samples
+
+    tiff = cv2.imencode(".tiff", np.ascontiguousarray(samples.coffee()[:, :, ::-1]))[1].tobytes()
+    assert image_problem(tiff, 10**9)[0] is None
+    damaged = bytearray(tiff)
+    damaged[len(tiff) // 3 : len(tiff) // 3 + 300] = np.random.default_rng(0).integers(0, 256, 300, dtype=np.uint8).tobytes()
+    assert decode_image(bytes(damaged)) is not None  # garbled, not refused
+    assert image_problem(bytes(damaged), 10**9)[0] == "corrupt-data=Using code not yet in table"
