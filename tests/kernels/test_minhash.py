@@ -63,6 +63,23 @@ def test_signatures_are_batch_independent():
     assert np.array_equal(m(docs), np.vstack([m(docs[:20]), m(docs[20:])]))
 
 
+@pytest.mark.parametrize("unit", ["word", "char"])
+def test_many_texts_are_shingled_in_batches_of_bounded_size(monkeypatch, unit):
+    """A partition of 50,000 texts was shingled in one batch: its words, shingles and hashes
+    grew the worker by 700 MiB. The signatures are the same as from one batch."""
+    from dsbuild.kernels import minhash
+
+    docs = _docs(60, words=30) + [None, "", "short"]
+    whole = MinHasher(64, seed=3).signatures(*shingle_hashes(docs, 5, unit), len(docs))
+    seen = []
+    real = minhash.shingle_hashes
+    monkeypatch.setattr(minhash, "shingle_hashes", lambda texts, *a, **k: seen.append(texts) or real(texts, *a, **k))
+    monkeypatch.setattr(minhash, "BATCH_CHARS", 1000, raising=False)
+    assert np.array_equal(MinHasher(64, seed=3)(docs, unit=unit), whole)
+    assert len(seen) > 5 and sum(map(len, seen)) == len(docs)
+    assert max(sum(len(t or "") for t in batch[:-1]) for batch in seen) < 1000
+
+
 def test_estimates_track_exact_jaccard():
     base = _docs(60, seed=1)
     rng = np.random.default_rng(2)
