@@ -508,6 +508,12 @@ class Shapes:
         method = shuffle_method(rows.npartitions, n)
         return rows.set_index(column, divisions=[*range(n), n - 1], sorted=False, shuffle_method=method).clear_divisions()
 
+    def concat(self, frames: list):
+        """The rows of ``frames`` one after another, each frame's partitions as they are."""
+        import dask.dataframe as dd
+
+        return dd.concat(frames)
+
     def whole(self, frame, fn: Callable, meta=None, label: str = "whole"):
         """``fn`` on all of ``frame`` in one task, for a frame a statistic showed to be
         small: where moving it to one worker costs less than the shuffles it would take."""

@@ -539,6 +539,10 @@ class ImageSigner:
     def keys(self, payload: np.ndarray) -> np.ndarray:
         return lsh_kernels.band_keys(payload, self.masks)
 
+    @property
+    def band_count(self) -> int:
+        return len(self.masks)
+
     def distance(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return hamming(a, b).astype(float)
 
@@ -567,6 +571,10 @@ class TextSigner:
 
     def keys(self, payload: np.ndarray) -> np.ndarray:
         return minhash_band_keys(payload.reshape(len(payload), self.hasher.num_perm), self.bands, self.rows)
+
+    @property
+    def band_count(self) -> int:
+        return self.bands
 
     def distance(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return 1.0 - signature_similarity(a, b)
@@ -792,6 +800,25 @@ def star_drops(links: pd.DataFrame, rule: KeepRule) -> pd.DataFrame:
     }, index=pd.RangeIndex(len(links)))
 
 
+# Bytes a partition of a near-duplicate stage's shuffles by band key holds in memory, from
+# which their partition count is chosen, rather than keeping the input's: that count's
+# pieces (in x out) and tasks cost more than the rows. 50,000 texts took 41-43 s in 32
+# input partitions (32 -> 32 shuffles) and 15-21 s in 8.
+SHUFFLE_PARTITION_BYTES = 32 * 2**20
+_BAND_KEY_BYTES = 8
+
+
+def shuffle_partitions(size: float, input_partitions: int) -> int:
+    """Partitions for a shuffle of ``size`` bytes (measured, summed over the partitions):
+    one per ``SHUFFLE_PARTITION_BYTES``, never more than the input had."""
+    return int(min(max(1, np.ceil(size / SHUFFLE_PARTITION_BYTES)), max(input_partitions, 1)))
+
+
+def column_bytes(part: pd.DataFrame, state=None) -> pd.Series:
+    """This partition's bytes in memory by column (objects counted deep), and its rows in ``_rows``."""
+    return pd.concat([part.memory_usage(deep=True, index=False), pd.Series({"_rows": len(part)})])
+
+
 # Close pairs up to which a near-duplicate stage finds its components in one task: links
 # of ~100 bytes, a few tens of MiB in the worker that takes them.
 ONE_TASK_EDGES = 200_000
@@ -809,7 +836,9 @@ class _NearDedup(Deduplicator):
     steps (:mod:`dsbuild.kernels.unionfind`) turn each component into a star around its
     keeper, and each dropped row's (row, kept id) goes back to its partition by a shuffle,
     as in ``exact_dedup``. Only counts reach the driver: the links moved by each step
-    (a path of 2,000 nodes settles in 10 rounds), and the summary's sums.
+    (a path of 2,000 nodes settles in 10 rounds), the bytes the signatures and shared
+    band rows take (which set the shuffles by band key's partition counts), and the
+    summary's sums.
     """
 
     shape = "chain"
@@ -822,8 +851,13 @@ class _NearDedup(Deduplicator):
         signer = self.signer(frame._meta)
         quality = self.options.quality
         signed = shapes.persist(shapes.map(frame, signatures, signer, quality, meta=_SIGNATURE_META, label=f"{self.ctx.name}-signatures"))
+        sizes = shapes.fit(signed, column_bytes, _add, label=f"{self.ctx.name}-sizes")
+        rows = max(int(sizes["_rows"]), 1)
+        band_row = (sizes.drop(["_rows", "_payload"]).sum() / rows) + _BAND_KEY_BYTES
         bands = shapes.map(signed, band_rows, signer, self.payload_dtype, meta=_BAND_META, label=f"{self.ctx.name}-bands")
-        shared = shapes.group(bands, "_band_key", shared_buckets, meta=_SHARED_META, label=f"{self.ctx.name}-shared")
+        shared = shapes.persist(shapes.group(bands, "_band_key", shared_buckets, meta=_SHARED_META, label=f"{self.ctx.name}-shared",
+                                             npartitions=shuffle_partitions(rows * signer.band_count * band_row, frame.npartitions)))
+        shared_rows = shapes.fit(shared, lambda p, s: len(p), _add, label=f"{self.ctx.name}-shared-rows")
         exploded = shapes.map(signed, with_payloads, shapes.route(shared, "_partition", like=signed), meta=_BAND_PAYLOAD_META,
                               label=f"{self.ctx.name}-payloads")
         edges = shapes.group(
@@ -832,6 +866,7 @@ class _NearDedup(Deduplicator):
             lambda p: verify_buckets(p.drop(columns=[KEY]), signer, self.payload_dtype),
             meta=_EDGE_META,
             label=f"{self.ctx.name}-buckets",
+            npartitions=shuffle_partitions(shared_rows * (band_row + sizes["_payload"] / rows), frame.npartitions),
         )
         edges = self.checked(frame, shapes, shapes.persist(edges))
         self.comparisons_ = shapes.fit(edges, comparison_counts, add_counts, label=f"{self.ctx.name}-comparisons")
@@ -991,8 +1026,10 @@ class NearDedupImages(_NearDedup):
                                            o.check_below, meta=_SCORED_META, label=f"{self.ctx.name}-check"))
         self.image_checked_, self.image_rejected_ = shapes.fit(scored, lambda p, s: _check_counts(p, o.min_similarity), add_counts,
                                                                label=f"{self.ctx.name}-checked")
-        return shapes.map(edges, _trusted_or_passed, scored, o.trust_distance, o.min_similarity, meta=_EDGE_META,
-                          label=f"{self.ctx.name}-passed")
+        return shapes.concat([
+            shapes.map(edges, _trusted, o.trust_distance, meta=_EDGE_META, label=f"{self.ctx.name}-trusted"),
+            shapes.map(scored, _passed, o.min_similarity, meta=_EDGE_META, label=f"{self.ctx.name}-passed"),
+        ])
 
     def summary(self) -> dict:
         out = super().summary()
@@ -1076,11 +1113,18 @@ def _check_counts(scored: pd.DataFrame, min_similarity: float) -> tuple[int, int
     return len(scored), int((~(scored["similarity"] >= min_similarity)).sum())
 
 
-def _trusted_or_passed(edges: pd.DataFrame, scored: pd.DataFrame, trust_distance: int, min_similarity: float) -> pd.DataFrame:
-    """This partition's edges but the doubtful ones, and the doubtful pairs scored here
-    that passed the check (once each: repeats of an edge make no other component)."""
-    passed = scored[(scored["similarity"] >= min_similarity).to_numpy(dtype=bool)].drop(columns="similarity")
-    return pd.concat([edges[~_is_doubtful(edges, trust_distance)], passed], ignore_index=True).astype(EDGE_COLUMNS)
+def _trusted(edges: pd.DataFrame, trust_distance: int) -> pd.DataFrame:
+    """This partition's edges but the doubtful ones (and its tally row)."""
+    return edges[~_is_doubtful(edges, trust_distance)].astype(EDGE_COLUMNS)
+
+
+def _passed(scored: pd.DataFrame, min_similarity: float) -> pd.DataFrame:
+    """The doubtful pairs scored here that passed the check (once each: repeats of an edge
+    make no other component). They join the trusted edges as partitions of their own: the
+    edges and the scored pairs are partitioned apart (by band key, by picture), and a
+    map over both broadcast a one-partition frame of edges to every partition of pairs,
+    counting its comparisons as many times."""
+    return scored[(scored["similarity"] >= min_similarity).to_numpy(dtype=bool)].drop(columns="similarity").astype(EDGE_COLUMNS)
 
 
 # -- near_dedup_text -------------------------------------------------------------------

@@ -827,6 +827,35 @@ def test_band_rows_carry_a_signature_only_where_their_bucket_is_shared(client, m
     assert 0 < signed_rows <= 2 * bands * len(copies), (signed_rows, 210 * bands)
 
 
+def test_near_dedup_shuffles_by_band_key_take_their_partition_count_from_their_size(client, monkeypatch):
+    """The shuffles by band key kept their input's partition count: the same 50,000 texts
+    took 41-43 s in 32 partitions (32 x 32 pieces a shuffle) and 15-21 s in 8. Their count
+    now follows the bytes the signatures measured; the output does not depend on it."""
+    from dsbuild.stages import dedup
+    from dsbuild.stages.base import Shapes
+
+    counts = []
+    group = Shapes.group
+
+    def counted(self, frame, key, fn, meta=None, label="group", npartitions=None):
+        if label.endswith(("-shared", "-buckets")):
+            counts.append(npartitions or frame.npartitions)
+        return group(self, frame, key, fn, meta=meta, label=label, npartitions=npartitions)
+
+    monkeypatch.setattr(Shapes, "group", counted)
+    frame = _texts()
+    outs = []
+    for parts, partition_bytes in ((1, None), (8, None), (8, 65536)):
+        if partition_bytes:
+            monkeypatch.setattr(dedup, "SHUFFLE_PARTITION_BYTES", partition_bytes, raising=False)
+        counts.clear()
+        kept, rej = run_stage(NearDedupText(threshold=0.5), frame, npartitions=parts, roles=Roles(text="body"))
+        outs.append((kept["id"].tolist(), _pairs(rej)))
+        assert len(counts) == 2 and all(1 <= c <= parts for c in counts), counts
+        assert counts == [1, 1] if partition_bytes is None else 1 < counts[0] < parts, counts
+    assert outs[0] == outs[1] == outs[2] and len(outs[0][1]) >= 28
+
+
 def _near_copy_texts(path: Path, seed: int = 6) -> None:
     """JSON lines of 160 texts and 80 copies edited near the default threshold (0.8), where
     MinHash's estimate decides: some copies fall on either side under another seed."""
