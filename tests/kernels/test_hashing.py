@@ -175,3 +175,28 @@ def test_row_hash_pair_encodes_each_text_column_once(monkeypatch):
     first, check = row_hash_pair(frame, list(frame.columns))
     assert (first == row_hashes(frame, key=ROW_KEY)).all() and (check == row_hashes(frame, key=CHECK_KEY)).all()
     assert len(set(first.tolist())) > 100
+
+
+def test_row_hash_pair_writes_each_nested_value_as_text_once(monkeypatch):
+    """exact_dedup's two hashes of a list or struct column: each key tried pandas' hash,
+    failed, and wrote every value as JSON again. Once now, with the same hashes."""
+    import pyarrow as pa
+
+    from dsbuild.kernels import hashing
+    from dsbuild.kernels.hashing import CHECK_KEY, ROW_KEY, row_hash_pair
+
+    n = 400
+    rng = np.random.default_rng(1)
+    frame = pa.table({
+        "emb": pa.array([None if k % 50 == 0 else [float(k % 7), 0.5] for k in rng.integers(0, 100, n)], pa.list_(pa.float32())),
+        "box": pa.array([{"x": int(k % 3), "label": f"c{k % 2}"} for k in rng.integers(0, 100, n)]),
+        "name": pa.array([f"n{k % 5}" for k in rng.integers(0, 100, n)], pa.large_string()),
+    }).to_pandas()
+    want = row_hashes(frame, key=ROW_KEY), row_hashes(frame, key=CHECK_KEY)
+    written = []
+    real = hashing.canonical_text
+    monkeypatch.setattr(hashing, "canonical_text", lambda v: written.append(1) or real(v))
+    first, check = row_hash_pair(frame, list(frame.columns))
+    assert len(written) == 2 * n  # emb and box, each value once
+    assert (first == want[0]).all() and (check == want[1]).all()
+    assert len(set(zip(first.tolist(), check.tolist()))) == len(frame.astype(str).drop_duplicates())
