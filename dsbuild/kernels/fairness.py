@@ -22,6 +22,7 @@ from dsbuild.kernels.moments import round_bits
 MISSING = "<NA>"
 LABEL = "_label"
 GROUP_JOIN = ", "
+CELL_JOIN = "/"
 
 
 # -- groups -----------------------------------------------------------------------------
@@ -97,14 +98,25 @@ def joint_name(groups: Sequence) -> str:
     return GROUP_JOIN.join(_quoted(np.array([str(g) for g in groups], dtype=object)))
 
 
-def _quoted(names) -> np.ndarray:
+def cell_text(groups: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Cell names ``<group>/<label>`` (resample's cells and reject reasons), each part
+    quoted as :func:`_quoted` quotes an intersection's: group ``a/b`` × label ``c`` and
+    ``a`` × ``b/c`` were both ``a/b/c``, one cell, so each got the other's rows and
+    target; ``>=25/good`` stays as it was."""
+    if not len(groups):
+        return np.zeros(0, dtype=object)
+    cells = np.char.add(np.char.add(_quoted(groups, CELL_JOIN), CELL_JOIN), _quoted(labels, CELL_JOIN))
+    return cells.astype(object)
+
+
+def _quoted(names, separator: str = GROUP_JOIN) -> np.ndarray:
     """Group names as parts of an intersection's name: one holding the separator (or
     starting with a quote) is written as a JSON string, ``"Black, African American"``,
     so that ``a, b`` × ``c`` and ``a`` × ``b, c`` are not both ``a, b, c``; the others,
     nearly all, as they are."""
     codes, uniques = pd.factorize(np.asarray(names, dtype=object), use_na_sentinel=False)
     texts = [str(u) for u in uniques]
-    return np.array([json.dumps(t, ensure_ascii=False) if GROUP_JOIN in t or t.startswith('"') else t for t in texts], dtype=str)[codes]
+    return np.array([json.dumps(t, ensure_ascii=False) if separator in t or t.startswith('"') else t for t in texts], dtype=str)[codes]
 
 
 # -- the contingency table --------------------------------------------------------------

@@ -38,6 +38,7 @@ from dsbuild.kernels.fairness import (
     LABEL,
     MISSING,
     _text,
+    cell_text,
     contingency,
     equalized_odds,
     factorize,
@@ -647,7 +648,8 @@ class ResampleOptions(RankerOptions):
 class Resample(FairnessStage):
     """Kamiran & Calders sampling to the cell sizes that make group and label independent.
 
-    An oversized cell loses rows (to rejects, reason ``resample:<group>/<label>``), an
+    An oversized cell loses rows (to rejects, reason ``resample:<group>/<label>``; a part
+    holding ``/`` is quoted, ``"a/b"/c``), an
     undersized one gains copies (ids ``parent#rs<k>``): every row ``⌊d / n⌋`` copies and
     ``d mod n`` rows one more. ``uniform`` picks rows at random (seeded per record);
     ``preferential`` picks the rows nearest the decision boundary first: positives with
@@ -670,7 +672,7 @@ class Resample(FairnessStage):
         self.check_favorable(self.table_)
         self.require_where_rows(int(self.table_["n"].sum()))
         targets = self._checked(resample_targets, self.table_, self.sensitive, self.options.strength)
-        targets["cell"] = [f"{g}/{_text(y)}" for g, y in zip(_joint(targets, self.sensitive), targets[LABEL])]
+        targets["cell"] = cell_text(_joint(targets, self.sensitive), np.array([_text(y) for y in targets[LABEL]], dtype=object))
         self.targets_ = targets
         wanted, action, base = {}, {}, {}
         for cell, n, target in zip(targets["cell"], targets["n"], targets["target"]):
@@ -688,9 +690,9 @@ class Resample(FairnessStage):
     def _cell(self, part, state) -> np.ndarray:
         """Each row's (group, label) cell; None for a row without a label or outside ``where``."""
         labels = _label_text(part[self.label].to_numpy())
-        groups = self.groups(part)
-        chosen = self.chosen_rows(part)
-        return np.array([f"{g}/{y}" if y is not None and ok else None for g, y, ok in zip(groups, labels, chosen)], dtype=object)
+        cells = cell_text(self.groups(part), labels)
+        cells[pd.isna(labels) | ~self.chosen_rows(part)] = None
+        return cells
 
     def _keys(self, part, state) -> tuple[np.ndarray, np.ndarray]:
         u, fold = self.draws(part, self.options.folds)

@@ -275,6 +275,23 @@ def test_resample_reaches_the_target_cells_exactly(german, method):
     assert stage.summary()["after"]["age"]["di"] == pytest.approx(1.0, abs=0.01)
 
 
+def test_resample_cells_whose_group_or_label_holds_a_slash_stay_apart():
+    """Group ``a/b`` × label ``c`` and ``a`` × ``b/c`` were both the cell ``a/b/c``: each
+    took the other's rows and target, and the output missed its cell sizes."""
+    n = 400
+    rng = np.random.default_rng(0)
+    g = np.where(np.arange(n) % 2 == 0, "a/b", "a")
+    y = np.where(rng.random(n) < np.where(g == "a/b", 0.8, 0.3), "c", "b/c")
+    frame = pd.DataFrame({"id": [f"r{i}" for i in range(n)], "g": g, "y": y})
+    stage = Resample(favorable="c")
+    kept, rejected = run_stage(stage, frame, npartitions=3, roles=Roles(label="y", sensitive=("g",)))
+    cells = {c["cell"]: c["target"] for c in stage.summary()["cells"]}
+    assert set(cells) == {"a/c", 'a/"b/c"', '"a/b"/c', '"a/b"/"b/c"'}
+    sizes = kept.groupby(["g", "y"]).size()
+    assert sizes[("a/b", "c")] == cells['"a/b"/c'] and sizes[("a", "b/c")] == cells['a/"b/c"']
+    assert set(rejected["reason"]) == {'resample:"a/b"/c', 'resample:a/"b/c"'}
+
+
 @pytest.mark.parametrize("method", ["uniform", "preferential"])
 def test_resample_where_samples_the_training_rows_alone(german, method):
     """With where, the cells are the training rows' and reach their targets; every test
