@@ -180,14 +180,19 @@ def _part_way(x: np.ndarray, target: np.ndarray, level: float, distinct: np.ndar
     AIF360's repairer moves a value: λ of the way in rank among them, rounded (half to
     even, as its ``round``), so a partial repair lands on a value the data has and a
     whole-number feature stays whole. A value the fit never saw (a row outside
-    ``fit_on``) has no rank and moves the linear way."""
-    linear = (1 - level) * x + level * target
+    ``fit_on``) is ranked among the fitted values and itself, as that repairer ranks every
+    value among those of the data it repairs (it has no separate fit): it moved the linear
+    way, so 999 could land at 500 while a fitted 1000 beside it stepped down to 10."""
     if distinct is None or level == 1:
-        return linear
+        return (1 - level) * x + level * target
     at = np.searchsorted(distinct, x)
     seen = distinct[np.minimum(at, len(distinct) - 1)] == x
-    step = np.round(level * (np.searchsorted(distinct, target) - at)).astype(np.int64)
-    return np.where(seen, distinct[np.clip(at + step, 0, len(distinct) - 1)], linear)
+    goal = np.searchsorted(distinct, target)
+    goal = np.where(seen | (goal < at), goal, goal + 1)  # among the fitted values and x, a target above x is one rank up
+    to = at + np.round(level * (goal - at)).astype(np.int64)
+    top = len(distinct) - 1
+    unseen = np.where(to == at, x, distinct[np.clip(np.where(to > at, to - 1, to), 0, top)])
+    return np.where(seen, distinct[np.clip(to, 0, top)], unseen)
 
 
 def _lower_median(stacked: np.ndarray) -> np.ndarray:

@@ -1065,8 +1065,8 @@ def _correlation_after(m: Moments, k: int, beta: np.ndarray, alpha: float, sd_se
 def _in_kind(values: np.ndarray, column: pd.Series):
     """Repaired values in an integer column's own type, rounded, as oversample's new rows
     are, and as AIF360 keeps a column's type; other columns as float64. The values the
-    counts hold exactly are whole already: only a histogram's, and a value the fit never
-    saw, moved part of the way, are rounded. An integer feature had come out as float64."""
+    counts hold exactly are whole already: only a histogram's are rounded. An integer
+    feature had come out as float64."""
     if not pd.api.types.is_integer_dtype(column.dtype):
         return values
     return as_dtype(pd.Series(np.round(values), index=column.index), column.dtype)

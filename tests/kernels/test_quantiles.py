@@ -70,8 +70,23 @@ def test_partial_repair_steps_in_rank_among_the_values_as_aif360_does():
     v, g = np.array([1, 2, 5, 14, 7, 20], dtype=float), np.array(list("aabbcc"), dtype=object)
     np.testing.assert_array_equal(repair(fitted(v, g, 2), v, g, level=0.5), [2, 7, 5, 14, 7, 20])
     np.testing.assert_array_equal(repair(fitted(v, g, 2), v, g, level=1.0), [5, 14, 5, 14, 5, 14])
-    # a value the fit never saw (a row outside fit_on) has no rank: it moves the linear way
-    np.testing.assert_array_equal(repair(fitted(v, g, 2), np.array([3.0]), np.array(["a"], dtype=object), level=0.5), [8.5])
+
+
+def test_partial_repair_ranks_a_value_the_fit_never_saw_among_the_fitted_values():
+    """A value outside fit_on moved the linear way, (1 − λ)·x + λ·target: 999 went to 499.5
+    while a fitted 1000 beside it, at the same quantile, stepped in rank to 10. AIF360's
+    repairer ranks every value among those of the data it repairs, so the unseen value is
+    ranked among the fitted values and itself; worked by hand: distinct 0 10 1000, the
+    target of a's top value 0, so at λ 0.5 999 (as 1000) steps 1 of 2 ranks down, to 10,
+    and 1500 2 of 3 (1.5 rounded to even); at λ 0.25 999 stays (half a rank rounds to
+    none) and 1500 steps one rank, to 1000. In 1 2 3 5 7 14 20 the unseen 3, target 14,
+    steps 2 of 3 ranks up to 7, as the fitted 2 does; linearly it was 8.5."""
+    v, g = np.array([0, 10, 1000, 0, 0, 0], dtype=float), np.array(list("aaabbb"), dtype=object)
+    a = np.array(["a", "a", "a"], dtype=object)
+    np.testing.assert_array_equal(repair(fitted(v, g, 2), np.array([1000.0, 999.0, 1500.0]), a, level=0.5), [10, 10, 10])
+    np.testing.assert_array_equal(repair(fitted(v, g, 2), np.array([999.0, 1500.0]), a[:2], level=0.25), [999, 1000])
+    v, g = np.array([1, 2, 5, 14, 7, 20], dtype=float), np.array(list("aabbcc"), dtype=object)
+    np.testing.assert_array_equal(repair(fitted(v, g, 2), np.array([2.0, 3.0]), a[:2], level=0.5), [7, 7])
 
 
 @pytest.mark.parametrize("values, groups, expected", [

@@ -612,8 +612,8 @@ def test_disparate_impact_remover_keeps_a_whole_number_feature_whole_at_any_part
 @pytest.mark.parametrize("options", [{"repair_level": 0.6, "max_distinct": 100}, {}], ids=["partial-histogram", "full"])
 def test_disparate_impact_remover_keeps_an_integer_feature_an_integer(german, options):
     """An integer feature came out as float64 (AIF360 keeps a column's type). Values a
-    histogram gave, or a value the fit never saw moved part of the way, are rounded, as
-    oversample rounds a whole-number column; a nullable one keeps its missing values."""
+    histogram gave are rounded, as oversample rounds a whole-number column; a nullable
+    one keeps its missing values."""
     frame = german.assign(split=np.where(np.arange(len(german)) % 4 == 0, "test", "train"), duration=german["duration"].astype("Int64"))
     frame.loc[3, "duration"] = pd.NA
     stage = lambda: DisparateImpactRemover(columns=["amount", "duration"], fit_on=[{"column": "split", "op": "==", "value": "train"}], **options)
