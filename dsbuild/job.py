@@ -189,7 +189,8 @@ class JobSpec(_Spec):
         stages, seen = [], {}
         roles = self.columns.roles()
         if source_meta is not None and not roles.features:
-            roles = dataclasses.replace(roles, features=tuple(roles.feature_columns(source_meta)))
+            roles = dataclasses.replace(roles, features=tuple(roles.feature_columns(source_meta)),
+                                        index_columns=tuple(roles.index_columns_left_out(source_meta)))
         for spec in self.stages:
             seen[spec.name] = seen.get(spec.name, 0) + 1
             name = spec.name if seen[spec.name] == 1 else f"{spec.name}#{seen[spec.name]}"

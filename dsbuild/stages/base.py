@@ -58,6 +58,7 @@ class Roles:
     weight: str = "weight"
     text: str | None = None
     bins: tuple[tuple[str, tuple[float, ...]], ...] = ()  # cut points of numeric sensitive columns
+    index_columns: tuple[str, ...] = ()  # written indexes the job's default features left out (JobSpec.build_stages)
 
     @property
     def image_column(self) -> str:
@@ -66,9 +67,19 @@ class Roles:
 
     def feature_columns(self, meta: pd.DataFrame) -> list[str]:
         """The named features, or every numeric column that has no other role (a numeric
-        ``columns.id`` is a name, not a measurement)."""
+        ``columns.id`` is a name, not a measurement) and is no index ``to_csv`` wrote."""
         if self.features:
             return list(self.features)
+        return [c for c in self._unclaimed_numbers(meta) if not written_index(c, meta[c])]
+
+    def index_columns_left_out(self, meta: pd.DataFrame) -> list[str]:
+        """The columns :meth:`feature_columns` left out as a written index: the job's, once
+        it fixed its features from the source's columns, else ``meta``'s."""
+        if self.features:
+            return list(self.index_columns)
+        return [c for c in self._unclaimed_numbers(meta) if written_index(c, meta[c])]
+
+    def _unclaimed_numbers(self, meta: pd.DataFrame) -> list[str]:
         taken = {ID, self.id, self.label, self.weight, *self.sensitive}
         return [
             c
@@ -78,6 +89,16 @@ class Roles:
             and pd.api.types.is_numeric_dtype(meta[c])
             and not pd.api.types.is_bool_dtype(meta[c])
         ]
+
+
+def written_index(name, column: pd.Series) -> bool:
+    """Whether a column is the index ``DataFrame.to_csv`` writes: whole numbers under a
+    blank header, which the CSV source names as pandas does, ``Unnamed: 0``. As a feature
+    it is a row number, and on rows sorted by class (iris as scikit-learn ships it) it
+    gives the label away."""
+    name = str(name)
+    blank = not name.strip() or (name.startswith("Unnamed: ") and name[len("Unnamed: "):].isdigit())
+    return blank and pd.api.types.is_integer_dtype(column.dtype)
 
 
 @dataclass(frozen=True)
@@ -178,6 +199,14 @@ class Stage:
         """Warnings about settings that run but likely not as meant, from the columns
         this stage will see (after :meth:`check` passed)."""
         return []
+
+    def index_column_warnings(self, meta: pd.DataFrame) -> list[str]:
+        """For a stage that reads the job's default features: the written index they left
+        out, so a user who meant it as a feature (or wonders where it went) is told."""
+        return [f"stage {self.ctx.name!r}: column {c!r} is not one of its features: it holds whole numbers under a blank "
+                "header, as the index DataFrame.to_csv writes, and a row number gives away the label of rows sorted by "
+                "class; it stays in the output. Name it in columns.features to use it"
+                for c in self.ctx.roles.index_columns_left_out(meta)]
 
     def summary(self) -> dict:
         """What the stage learned, for the manifest (fitted stats, clusters, ...)."""

@@ -216,7 +216,14 @@ class FairnessStage(FitApplyStage):
             f"so each of its values is a group of its own. Cut it into groups with columns.bins "
             f"(e.g. {{{c}: [25]}}), or cast it to category if its values are codes."
             for c in self._unbinned_numeric(meta)
-        ]
+        ] + self._feature_warnings(meta)
+
+    def _feature_warnings(self, meta: pd.DataFrame) -> list[str]:
+        return self.index_column_warnings(meta) if self.reads_default_features() else []
+
+    def reads_default_features(self) -> bool:
+        """Whether the stage reads the job's features (its ranker's, or the ones it repairs)."""
+        return False
 
     def _unbinned_numeric(self, meta: pd.DataFrame) -> list[str]:
         return [c for c in self.sensitive if c not in self.bins and pd.api.types.is_numeric_dtype(meta[c])
@@ -411,6 +418,9 @@ class FairnessAudit(FairnessStage):
     @property
     def passes_rows_through(self) -> bool:
         return True
+
+    def reads_default_features(self) -> bool:
+        return self.options.model is not None
 
     def build(self, frame, shapes):
         """Without a model the counts are the table a ``reweigh`` over the same rows counts
@@ -660,6 +670,9 @@ class Resample(FairnessStage):
     adds_rows = True
     Options = ResampleOptions
 
+    def reads_default_features(self) -> bool:
+        return self.options.method == "preferential"
+
     def build(self, frame, shapes):
         self.ranker_ = None
         state = None
@@ -786,6 +799,9 @@ class Massage(FairnessStage):
     name = "massage"
     Options = RankerOptions
 
+    def reads_default_features(self) -> bool:
+        return True
+
     def build(self, frame, shapes):
         self.ranker_ = self.fit_ranker(frame, shapes)
         state = {"favorable": self.sample_favorable_, "ranker": self.ranker_}
@@ -888,6 +904,9 @@ class _FeatureRepair(FairnessStage):
 
     needs_label = False
 
+    def reads_default_features(self) -> bool:
+        return self.options.columns is None
+
     def features(self, meta) -> list[str]:
         cols = self.options.columns if self.options.columns is not None else self.ctx.roles.feature_columns(meta)
         return [c for c in cols if c not in self.sensitive and c != self.label]
@@ -930,7 +949,7 @@ class CorrelationRemoverStage(_FeatureRepair):
     needs_label = False
 
     def column_warnings(self, meta: pd.DataFrame) -> list[str]:
-        return []  # a numeric sensitive column without bins enters as a number, as in fairlearn
+        return self._feature_warnings(meta)  # a numeric sensitive column without bins enters as a number, as in fairlearn
 
     def _design(self, part, levels: dict[str, list[str]] | None):
         """(levels, matrix [indicators, numeric sensitive, features], complete-row mask),

@@ -803,3 +803,16 @@ def test_a_group_of_one_label_that_no_weight_can_move_is_said(client, tmp_path, 
     after = manifest["stages"][-1]["summary"]["after"]["region"]
     assert after["groups"]["north"]["base_rate"] == 0 and f"stays at {after['di']:.3g}" in note
     assert not [w for w in dsbuild.run(job(mixed, "mixed"), client=client)["warnings"] if "one label only" in w]
+
+
+def test_fairness_stages_that_read_features_leave_out_the_index_to_csv_wrote(german):
+    """The ranker of massage (and the feature repairs) took a written index, ``Unnamed:
+    0``, as a default feature; it is left out, and the stages that read features say so."""
+    frame = german.assign(**{"Unnamed: 0": pd.array(np.arange(len(german)), dtype="Int64")})
+    for make, reads in ((Massage, True), (Reweigh, False), (DisparateImpactRemover, True)):
+        stage = make().bind(StageContext(make.name, 0, GERMAN))
+        warned = [n for n in stage.column_warnings(frame.iloc[:0]) if "'Unnamed: 0' is not one of its features" in n]
+        assert len(warned) == reads
+    massage = Massage().bind(StageContext("massage", 0, GERMAN))
+    assert "Unnamed: 0" not in massage.ranker_columns(frame.iloc[:0])[0]
+    assert "Unnamed: 0" not in DisparateImpactRemover().bind(StageContext("d", 0, GERMAN)).features(frame.iloc[:0])

@@ -633,3 +633,28 @@ def test_a_feature_of_dates_held_as_objects_is_refused_not_one_hot_encoded():
     with pytest.raises(StageError, match="feature column 'd' is neither a number nor a category \\(date\\)"):
         with dask.config.set(scheduler="sync"):
             run_stage(Sanitize(method="l2"), frame, npartitions=2, roles=Roles(label="y", features=("x", "d")))
+
+
+def test_the_index_to_csv_wrote_is_no_default_feature(tmp_path):
+    """iris as scikit-learn ships it is sorted by class, and DataFrame.to_csv writes its
+    index, which the CSV source reads as the number column 'Unnamed: 0': it was one of the
+    default features of sanitize and label_issues, a row number that gives the label away.
+    It is left out, with a warning, and stays in the output; named, it is a feature."""
+    import dsbuild
+    from dsbuild.pipeline import validate_against_source
+    from sklearn.datasets import load_iris
+
+    load_iris(as_frame=True).frame.to_csv(tmp_path / "iris.csv")
+    job = {"name": "iris", "source": {"format": "csv", "path": str(tmp_path / "iris.csv")}, "columns": {"label": "target"},
+           "stages": [{"sanitize": {}}, {"label_issues": {}}], "sink": {"path": str(tmp_path / "out")}}
+    notes = validate_against_source(dsbuild.job(**job))
+    assert [n.split(":")[0] for n in notes if "'Unnamed: 0' is not one of its features" in n] == [
+        "stage 'sanitize'", "stage 'label_issues'"]
+    for stage in dsbuild.job(**job).build_stages(pd.read_csv(tmp_path / "iris.csv").iloc[:0]):
+        assert stage.ctx.roles.features == ("sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)")
+    named = validate_against_source(dsbuild.job(**{**job, "columns": {"label": "target", "features": ["Unnamed: 0", "petal length (cm)"]}}))
+    assert not [n for n in named if "Unnamed: 0" in n]
+    frame = pd.read_csv(tmp_path / "iris.csv").astype({"Unnamed: 0": "Int64"}).assign(id=lambda f: [f"r{i:03d}" for i in range(len(f))])
+    stage = Sanitize(method="l2")
+    kept, rejected = run_stage(stage, frame, npartitions=2, roles=ROLES)
+    assert "Unnamed: 0" not in stage.summary()["features"] and "Unnamed: 0" in kept.columns
