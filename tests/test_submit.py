@@ -236,9 +236,9 @@ def test_progress_does_not_go_back_when_a_later_pass_adds_tasks(client, home):
         client.compute([dask.delayed(abs)(-i) for i in range(8)], sync=True)
         assert seen()["fraction"] == 1.0
         go = home / "go"
-        late = client.compute([dask.delayed(abs)(i) for i in range(4)] + [dask.delayed(_when_there)(go)])
+        late = client.compute([dask.delayed(abs)(i) for i in range(10, 14)] + [dask.delayed(_when_there)(go)])
         deadline = time.monotonic() + 30
-        while seen()["pass_done"] < 4 and time.monotonic() < deadline:
+        while ((p := seen())["pass"] < 2 or p["pass_done"] < 4) and time.monotonic() < deadline:
             time.sleep(0.05)
         go.touch()
         client.gather(late)
