@@ -1055,6 +1055,7 @@ def test_a_dask_frame_of_decimals_or_mixed_objects_is_typed_as_a_pandas_one():
         frame = dd.from_pandas(prices, npartitions=2).map_partitions(lambda p: p.copy())
         src = read_source({"format": "frame", "frame": frame})
         assert str(src.schema.field("price").type) == "decimal128(3, 2)" and src.frame.compute()["price"].dtype == np.float64
+        assert src.read_columns(["s"]).compute()["s"].tolist() == list("abcd")  # the id check reads some columns
         frame = dd.from_pandas(mixed, npartitions=2).map_partitions(lambda p: p.copy())
         with pytest.raises(SourceError, match=r"column 'n' holds int and str values \(partition 1, row 0, is 3, partition 1, row 1, is 'a'\)"):
             read_source({"format": "frame", "frame": frame, "name": "sheet"})

@@ -215,7 +215,7 @@ def _decimals_as_numbers(frame: pd.DataFrame, schema: pa.Schema | None) -> tuple
     (``common._decimals_as_numbers``): as objects no numeric stage took them (ranges,
     impute, outliers refused a price read from a database as "string"). The sink writes
     them back as decimals of the schema's type."""
-    decimals = [f for f in schema or [] if pa.types.is_decimal(f.type)]
+    decimals = [f for f in schema or [] if pa.types.is_decimal(f.type) and f.name in frame.columns]  # read_columns: some
     if not decimals:
         return frame, schema
     frame = frame.copy(deep=False)
