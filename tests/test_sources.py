@@ -1059,3 +1059,16 @@ def test_a_dask_frame_of_decimals_or_mixed_objects_is_typed_as_a_pandas_one():
         frame = dd.from_pandas(mixed, npartitions=2).map_partitions(lambda p: p.copy())
         with pytest.raises(SourceError, match=r"column 'n' holds int and str values \(partition 1, row 0, is 3, partition 1, row 1, is 'a'\)"):
             read_source({"format": "frame", "frame": frame, "name": "sheet"})
+
+
+def test_a_folder_of_csv_exports_with_a_tsv_among_them_reads_each_by_its_separator(tmp_path):
+    """The separator found in the first file split every file: a .tsv beside .csv files
+    stopped the run as "header ['a\\tb'] differs from ['a', 'b']"."""
+    (tmp_path / "a.csv").write_text("a,b\n1, x\n")
+    (tmp_path / "b.tsv").write_text("b\ta\ny, z\t2\nthree\toops\n")
+    df = read({"format": "csv", "path": str(tmp_path)}).set_index("id")
+    assert df.loc[["a.csv:0", "b.tsv:0"], ["a", "b"]].values.tolist() == [[1, "x"], [2, "y, z"]]
+    assert df.loc["b.tsv:1", [REJECT, RAW]].tolist() == ["type:a=oops", "three\toops"]
+    (tmp_path / "c.csv").write_text("a;c\n1;2\n")  # another header, by any separator: still named
+    with pytest.raises(SourceError, match=r"c.csv: header \['a;c'\] differs"):
+        read({"format": "csv", "path": str(tmp_path)})

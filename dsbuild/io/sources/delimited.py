@@ -95,14 +95,18 @@ def _read_csv(spec: CsvSource, count_rows: bool = True, id_column: str | None = 
     if wide:  # read as the UTF-8 text they hold
         spec = spec.model_copy(update={"encoding": "utf8"})
     sample = _read_block(fs, files[0], 0, spec.infer_bytes, wide)
-    if spec.sep is None:
+    sniffed = spec.sep is None
+    if sniffed:
         spec = spec.model_copy(update={"sep": _sniff_sep(files[0], sample, spec)})
     names = _csv_header(fs, files[0], spec, wide)
     if spec.column_names:
         _check_field_count(files[0], sample, names, spec)
     orders = {}  # files that list the same columns in another order: read by name
+    seps = {}  # files split by another separator than the first file (a .tsv among .csv files)
     for path in files[1:]:
         other = _csv_header(fs, path, spec, wide)
+        if sniffed and sorted(other) != sorted(names):
+            seps, other = _own_separator(fs, path, spec, names, other, seps, wide)
         if other == names:
             continue
         if sorted(other) != sorted(names):
@@ -116,13 +120,25 @@ def _read_csv(spec: CsvSource, count_rows: bool = True, id_column: str | None = 
     # quotes are counted in bytes where values span lines: such a file in a wide encoding is read whole
     blocks, records = _text_blocks(fs, files, root, spec.blocksize, count_rows, quoted=quoted, whole=files if wide and quoted else (),
                                    read=functools.partial(_read_block, wide=wide))
-    reader = _CsvBlock(fs, spec, names, schema, quoted, orders, wide)
+    reader = _CsvBlock(fs, spec, names, schema, quoted, orders, wide, seps)
     frame = dd.from_map(Together(reader), together(blocks, records, spec.blocksize), meta=reader._empty(), divisions=None, label="read-csv",
                         enforce_metadata=False)
     return Source(frame, records, skipped, schema, ids_given=ID in schema.names, filesystem=fs)
 
 
 _SEPARATORS = ",;\t|"
+
+
+def _own_separator(fs, path: str, spec: CsvSource, names: list[str], header: list[str], seps: dict, wide: str | None):
+    """(``seps``, the header) with ``path``'s own separator, where the job gives none and
+    the file's header is the first file's split by another: a folder of .csv exports with a
+    .tsv among them stopped as "header ['a\tb\tc'] differs from ['a', 'b', 'c']"."""
+    own = _sniff_sep(path, _read_block(fs, path, 0, _SNIFF_BYTES, wide), spec)
+    theirs = _csv_header(fs, path, spec.model_copy(update={"sep": own}), wide) if own != spec.sep else header
+    return ({**seps, path: own}, theirs) if sorted(theirs) == sorted(names) else (seps, header)
+
+
+_SNIFF_BYTES = 64 * 2**10
 
 
 def _is_wide(encoding: str) -> bool:
@@ -433,9 +449,9 @@ class _CsvBlock:
     (``orders``: the files whose header lists them in another)."""
 
     def __init__(self, fs, spec: CsvSource, names: list[str], schema: pa.Schema, quoted: bool = False,
-                 orders: dict[str, list[str]] | None = None, wide: str | None = None):
+                 orders: dict[str, list[str]] | None = None, wide: str | None = None, seps: dict[str, str] | None = None):
         self.fs, self.spec, self.names, self.schema, self.quoted = fs, spec, names, schema, quoted
-        self.orders, self.wide = orders or {}, wide
+        self.orders, self.wide, self.seps = orders or {}, wide, seps or {}
 
     def _empty(self) -> pd.DataFrame:
         df = _with_id(to_pandas(self.schema.empty_table()))
@@ -453,7 +469,7 @@ class _CsvBlock:
         if not data and not header_here:  # the block lies inside a line longer than the blocksize
             return self._empty()
         if self.spec.skip_initial_space:
-            data = _strip_after_separators(data, self.spec.sep)
+            data = _strip_after_separators(data, self.seps.get(path, self.spec.sep))
         # Ids are file:row, the row's data line in the file: the block's first line plus
         # the line of the row's record in the block (Arrow counts records, skipping empty
         # lines). Where values span lines, a record's line is its number among the pieces
@@ -513,9 +529,10 @@ class _CsvBlock:
 
     def _options(self, path: str, header_here: bool, bad: list, by_hand: dict | None = None):
         types = {**dict(zip(self.schema.names, self.schema.types)), **(by_hand or {})}
+        spec = self.spec.model_copy(update={"sep": self.seps[path]}) if path in self.seps else self.spec
         if path not in self.orders:
-            return _csv_options(self.spec, self.names, types, header_here, bad)
-        read, parse, convert = _csv_options(self.spec, self.orders[path], types, header_here, bad)
+            return _csv_options(spec, self.names, types, header_here, bad)
+        read, parse, convert = _csv_options(spec, self.orders[path], types, header_here, bad)
         convert.include_columns = self.names  # Arrow gives the columns in this order
         return read, parse, convert
 
@@ -524,7 +541,7 @@ class _CsvBlock:
         as one value (or one invalid row), and a file read as one block lost its records
         without a word. A quote inside an unquoted value (5" screen) is Arrow's literal; one
         left open on the last line swallows no record, and its row is read (or rejected)."""
-        opened = _open_quote_at(data, self.spec.sep.encode())
+        opened = _open_quote_at(data, self.seps.get(path, self.spec.sep).encode())
         if opened is not None and data[data.find(b"\n", opened) + 1:].strip():
             raise unpaired_quotes(path, data.count(b"\n", 0, opened) + 1 if start == 0 else None)
 
