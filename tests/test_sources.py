@@ -1072,3 +1072,20 @@ def test_a_folder_of_csv_exports_with_a_tsv_among_them_reads_each_by_its_separat
     (tmp_path / "c.csv").write_text("a;c\n1;2\n")  # another header, by any separator: still named
     with pytest.raises(SourceError, match=r"c.csv: header \['a;c'\] differs"):
         read({"format": "csv", "path": str(tmp_path)})
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_a_folder_of_text_files_compressed_any_way_fsspec_reads(tmp_path, fmt):
+    """Only .csv.gz/.bz2/.zst/.xz, .tsv.gz and .jsonl.gz, .json.gz, .ndjson.gz were read
+    from a folder: .tsv.bz2 and .jsonl.xz files were "not a file this source reads"."""
+    import bz2
+    import lzma
+
+    rows = [{"a": 1, "b": "x"}, {"a": 2, "b": "y"}]
+    text = {"csv": "a\tb\n1\tx\n2\ty\n", "jsonl": "".join(json.dumps(r) + "\n" for r in rows)}[fmt]
+    names = {"csv": ("t.tsv.bz2", "t.TXT.xz"), "jsonl": ("t.jsonl.bz2", "t.ndjson.xz")}[fmt]
+    (tmp_path / names[0]).write_bytes(bz2.compress(text.encode()))
+    (tmp_path / names[1]).write_bytes(lzma.compress(text.encode()))
+    (tmp_path / "array.json.bz2").write_bytes(bz2.compress(json.dumps(rows).encode())) if fmt == "jsonl" else None
+    df = read({"format": fmt, "path": str(tmp_path)})
+    assert len(df) == (6 if fmt == "jsonl" else 4) and df[REJECT].isna().all() and sorted(df["b"]) == sorted(["x", "y"] * (len(df) // 2))

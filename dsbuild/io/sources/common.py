@@ -175,7 +175,7 @@ def _expand(
                 if not f.lower().endswith(suffixes):
                     other += hidden is None
                     if hidden is None and other <= _LISTED_OTHERS:
-                        left_out.append({"path": f, "why": f"not a file this source reads (names ending in {', '.join(suffixes)})"})
+                        left_out.append({"path": f, "why": f"not a file this source reads (names ending in {_listed(suffixes)})"})
                     continue
                 if hidden is None:
                     files.append(f)
@@ -207,9 +207,20 @@ def _expand(
             raise SourceError(f"source path {p!r} does not exist{_looked_in(p)}")
     if not files:
         hint = f" (not read: {left_out[0]['path']}: {left_out[0]['why']})" if left_out else ""
-        raise SourceError(f"source path {path!r} holds no files ending in {', '.join(suffixes)}{hint}")
+        raise SourceError(f"source path {path!r} holds no files ending in {_listed(suffixes)}{hint}")
     root = posixpath.commonpath(roots) if roots else ""
     return fs, root, sorted(set(files)), left_out
+
+
+def _listed(suffixes: tuple[str, ...]) -> str:
+    """The suffixes for a message, their compressed forms said once: .csv.gz, .csv.bz2, ...
+    for every text suffix made a line of twenty."""
+    plain = [s for s in suffixes if not any(s.endswith(c) and s[: -len(c)] in suffixes for c in _COMPRESSED)]
+    squeezed = len(plain) < len(suffixes)
+    return ", ".join(plain) + (f" (or compressed: {', '.join(_COMPRESSED)})" if squeezed else "")
+
+
+_COMPRESSED = (".gz", ".bz2", ".zst", ".xz")
 
 
 def _looked_in(path: str) -> str:

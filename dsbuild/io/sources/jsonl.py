@@ -27,7 +27,7 @@ from dsbuild.io.sources.common import (
     with_types,
     to_pandas,
 )
-from dsbuild.io.sources.text import Together, _read_text_block, _text_blocks, together
+from dsbuild.io.sources.text import Together, _read_text_block, _text_blocks, compressed_too, together
 from dsbuild.records import ID, REJECT
 from dsbuild.sizes import Bytes
 
@@ -53,7 +53,7 @@ def _read_jsonl(spec: JsonlSource, count_rows: bool = True, id_column: str | Non
     ``.json``) is read too, whole, as one partition: an array cannot be split."""
     import dask.dataframe as dd
 
-    fs, root, files, skipped = _expand(spec.path, (".jsonl", ".json", ".ndjson", ".jsonl.gz", ".json.gz", ".ndjson.gz"))
+    fs, root, files, skipped = _expand(spec.path, compressed_too(".jsonl", ".json", ".ndjson"))
     files = _without_empty(fs, files, skipped, spec.path)
     arrays = {f for f in files if _is_json_array(fs, f)}
     sampled = files if spec.merge_schemas else files[:1]
@@ -129,7 +129,7 @@ def _is_json_array(fs, path: str) -> bool:
 
 
 def _may_be_array(path: str) -> bool:
-    return path.endswith((".json", ".json.gz"))
+    return path.lower().endswith(compressed_too(".json"))
 
 
 def _starts_array(data: bytes) -> bool:

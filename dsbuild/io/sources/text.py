@@ -7,7 +7,13 @@ import pandas as pd
 from fsspec.utils import read_block
 
 from dsbuild.io.sources import quoted as quoting
-from dsbuild.io.sources.common import SourceError, _file_record, _relative
+from dsbuild.io.sources.common import _COMPRESSED, SourceError, _file_record, _relative
+
+
+def compressed_too(*suffixes: str) -> tuple[str, ...]:
+    """The suffixes, and each followed by a compression's that fsspec reads: a folder of
+    .tsv.bz2 or .jsonl.zst files (as large text dumps ship) held "no files ending in ..."."""
+    return tuple(s + c for s in suffixes for c in ("", *_COMPRESSED))
 
 
 def _text_blocks(
