@@ -1089,3 +1089,17 @@ def test_a_folder_of_text_files_compressed_any_way_fsspec_reads(tmp_path, fmt):
     (tmp_path / "array.json.bz2").write_bytes(bz2.compress(json.dumps(rows).encode())) if fmt == "jsonl" else None
     df = read({"format": fmt, "path": str(tmp_path)})
     assert len(df) == (6 if fmt == "jsonl" else 4) and df[REJECT].isna().all() and sorted(df["b"]) == sorted(["x", "y"] * (len(df) // 2))
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_a_compression_fsspec_cannot_read_here_says_what_to_install(tmp_path, fmt):
+    """Without zstandard, a .zst file was read as its compressed bytes: "line 1 is not
+    utf8 text ... set source.encoding to the file's, e.g. latin-1"."""
+    try:
+        import zstandard  # noqa: F401
+        pytest.skip("zstandard is installed: fsspec reads .zst here")
+    except ImportError:
+        pass
+    (tmp_path / f"a.{fmt}.zst").write_bytes(b"\x28\xb5\x2f\xfd\x04\x00\x41\x00\x00")  # zstd's magic number, then a frame
+    with pytest.raises(SourceError, match=rf"a.{fmt}.zst: compressed as .zst, which fsspec reads with zstandard, not installed here"):
+        read_source({"format": fmt, "path": str(tmp_path)})

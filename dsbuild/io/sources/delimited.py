@@ -36,7 +36,7 @@ from dsbuild.io.sources.common import (
     with_types,
     to_pandas,
 )
-from dsbuild.io.sources.text import Together, _read_text_block, _text_blocks, compressed_too, together, unpaired_quotes
+from dsbuild.io.sources.text import Together, _read_text_block, _text_blocks, check_compressions, compressed_too, together, unpaired_quotes
 from dsbuild.kernels.dtypes import whole_numbers
 from dsbuild.records import ID, REJECT
 from dsbuild.sizes import Bytes
@@ -91,6 +91,7 @@ def _read_csv(spec: CsvSource, count_rows: bool = True, id_column: str | None = 
 
     fs, root, files, skipped = _expand(spec.path, compressed_too(".csv", ".tsv", ".tab", ".txt"))
     files = _without_empty(fs, files, skipped, spec.path)
+    check_compressions(files)
     wide = spec.encoding if _is_wide(spec.encoding) else None
     if wide:  # read as the UTF-8 text they hold
         spec = spec.model_copy(update={"encoding": "utf8"})

@@ -27,7 +27,7 @@ from dsbuild.io.sources.common import (
     with_types,
     to_pandas,
 )
-from dsbuild.io.sources.text import Together, _read_text_block, _text_blocks, compressed_too, together
+from dsbuild.io.sources.text import Together, _read_text_block, _text_blocks, check_compressions, compressed_too, together
 from dsbuild.records import ID, REJECT
 from dsbuild.sizes import Bytes
 
@@ -55,6 +55,7 @@ def _read_jsonl(spec: JsonlSource, count_rows: bool = True, id_column: str | Non
 
     fs, root, files, skipped = _expand(spec.path, compressed_too(".jsonl", ".json", ".ndjson"))
     files = _without_empty(fs, files, skipped, spec.path)
+    check_compressions(files)
     arrays = {f for f in files if _is_json_array(fs, f)}
     sampled = files if spec.merge_schemas else files[:1]
     per_file = spec.infer_bytes if len(sampled) == 1 else max(spec.infer_bytes // len(sampled), _LEAST_SAMPLE)

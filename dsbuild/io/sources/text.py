@@ -16,6 +16,20 @@ def compressed_too(*suffixes: str) -> tuple[str, ...]:
     return tuple(s + c for s in suffixes for c in ("", *_COMPRESSED))
 
 
+_PACKAGES = {".zst": "zstandard", ".bz2": "bz2 (Python's own)", ".xz": "lzma (Python's own)", ".gz": "gzip (Python's own)"}
+
+
+def check_compressions(files: list[str]) -> None:
+    """Stop at a file whose compression fsspec cannot read here: without ``zstandard``
+    installed, a .csv.zst file was read as its compressed bytes, and the run said its line 1
+    was not UTF-8 text and to set source.encoding to latin-1."""
+    for path in files:
+        suffix = next((c for c in _COMPRESSED if path.lower().endswith(c)), None)
+        if suffix and fsspec.utils.infer_compression(path) is None:
+            raise SourceError(f"{path}: compressed as {suffix}, which fsspec reads with {_PACKAGES[suffix]}, not installed "
+                              f"here: install it (pip install {_PACKAGES[suffix].split()[0]}), or unpack the file")
+
+
 def _text_blocks(
     fs, files: list[str], root: str, blocksize: int, count_rows: bool = True, whole=(), quoted: bool = False, read=None
 ) -> tuple[list[tuple], list[dict]]:
