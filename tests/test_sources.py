@@ -1103,3 +1103,15 @@ def test_a_compression_fsspec_cannot_read_here_says_what_to_install(tmp_path, fm
     (tmp_path / f"a.{fmt}.zst").write_bytes(b"\x28\xb5\x2f\xfd\x04\x00\x41\x00\x00")  # zstd's magic number, then a frame
     with pytest.raises(SourceError, match=rf"a.{fmt}.zst: compressed as .zst, which fsspec reads with zstandard, not installed here"):
         read_source({"format": fmt, "path": str(tmp_path)})
+
+
+def test_csv_types_come_from_the_first_file_with_rows_not_a_header_alone(tmp_path):
+    """A folder of daily exports whose first day had no rows: its header alone typed every
+    column as text, and the numbers of every later file were kept as strings."""
+    (tmp_path / "2024-01-01.csv").write_text("a,b,c\n")
+    (tmp_path / "2024-01-02.csv").write_text("c;b;a\nx;2.5;1\n")  # another order and separator: read by its own
+    (tmp_path / "2024-01-03.csv").write_text("a,b,c\n2,3.5,y\n")
+    src = read_source({"format": "csv", "path": str(tmp_path)})
+    assert [str(t) for t in src.schema.types] == ["int64", "double", "string"]
+    df = src.frame.compute()
+    assert df["a"].tolist() == [1, 2] and df["b"].tolist() == [2.5, 3.5] and df[REJECT].isna().all()

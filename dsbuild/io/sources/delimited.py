@@ -115,7 +115,12 @@ def _read_csv(spec: CsvSource, count_rows: bool = True, id_column: str | None = 
             raise SourceError(f"{path}: header {other} differs from {files[0]}: {names}"
                               + (f"; lacks {missing}" if missing else "") + (f"; has {extra} besides" if extra else ""))
         orders[path] = other
-    schema, spans_lines = _csv_infer_schema(sample, names, spec)
+    sampled = files[0] if not spec.header or _holds_rows(sample) else _first_with_rows(fs, files, wide)
+    if sampled != files[0]:  # a first export with its header alone typed every column as text
+        sample = _read_block(fs, sampled, 0, spec.infer_bytes, wide)
+    own = spec.model_copy(update={"sep": seps[sampled]}) if sampled in seps else spec
+    schema, spans_lines = _csv_infer_schema(sample, orders.get(sampled, names), own)
+    schema = pa.schema([schema.field(n) for n in names])
     schema = with_types(as_text(schema, [*spec.text_columns, *id_columns(names, id_column)], files[0]), spec.column_types, files[0])
     quoted = spans_lines if spec.newlines_in_values is None else spec.newlines_in_values
     # quotes are counted in bytes where values span lines: such a file in a wide encoding is read whole
@@ -128,6 +133,17 @@ def _read_csv(spec: CsvSource, count_rows: bool = True, id_column: str | None = 
 
 
 _SEPARATORS = ",;\t|"
+
+
+def _holds_rows(sample: bytes) -> bool:
+    """Whether the start of a file holds a line after its header."""
+    end = sample.find(b"\n")
+    return end >= 0 and bool(sample[end + 1:].strip())
+
+
+def _first_with_rows(fs, files: list[str], wide: str | None) -> str:
+    """The first of ``files`` whose start holds rows, to type the columns (the first file if none does)."""
+    return next((p for p in files[1:] if _holds_rows(_read_block(fs, p, 0, _SNIFF_BYTES, wide))), files[0])
 
 
 def _own_separator(fs, path: str, spec: CsvSource, names: list[str], header: list[str], seps: dict, wide: str | None):
