@@ -1115,3 +1115,15 @@ def test_csv_types_come_from_the_first_file_with_rows_not_a_header_alone(tmp_pat
     assert [str(t) for t in src.schema.types] == ["int64", "double", "string"]
     df = src.frame.compute()
     assert df["a"].tolist() == [1, 2] and df["b"].tolist() == [2.5, 3.5] and df[REJECT].isna().all()
+
+
+def test_jsonl_fields_come_from_the_first_file_with_records(tmp_path):
+    """A folder of daily exports whose first day was [] (or blank lines) stopped the run:
+    "no JSON object in the first lines: it is one JSON array; name the file .json"."""
+    (tmp_path / "2024-01-01.json").write_text("[ ]\n")
+    (tmp_path / "2024-01-02.jsonl").write_text("\n\n")
+    (tmp_path / "2024-01-03.jsonl").write_text('{"a": 1, "b": 2.5}\n')
+    df = read({"format": "jsonl", "path": str(tmp_path)})
+    assert df[["id", "a", "b"]].values.tolist() == [["2024-01-03.jsonl:0", 1, 2.5]]
+    with pytest.raises(SourceError, match=r"2024-01-01.json: no JSON object in the first lines: it is a JSON array of no objects$"):
+        read({"format": "jsonl", "path": str(tmp_path / "2024-01-01.json")})

@@ -57,7 +57,7 @@ def _read_jsonl(spec: JsonlSource, count_rows: bool = True, id_column: str | Non
     files = _without_empty(fs, files, skipped, spec.path)
     check_compressions(files)
     arrays = {f for f in files if _is_json_array(fs, f)}
-    sampled = files if spec.merge_schemas else files[:1]
+    sampled = files if spec.merge_schemas else [_first_with_records(fs, files, arrays)]
     per_file = spec.infer_bytes if len(sampled) == 1 else max(spec.infer_bytes // len(sampled), _LEAST_SAMPLE)
     rows = [r for f in sampled for r in _sample_records(fs, f, per_file, f in arrays)]
     if not rows:
@@ -65,7 +65,7 @@ def _read_jsonl(spec: JsonlSource, count_rows: bool = True, id_column: str | Non
         if b"\r" in sample.rstrip(b"\r\n") and b"\n" not in sample.rstrip(b"\r\n"):
             raise SourceError(f"{files[0]}: its lines end with a carriage return alone (\\r, old Mac text); JSON lines "
                               "end with \\n or \\r\\n: convert it, e.g. tr '\\r' '\\n' < in.jsonl > out.jsonl")
-        raise SourceError(f"{files[0]}: no JSON object in the first lines" + _not_json_lines(sample))
+        raise SourceError(f"{files[0]}: no JSON object in the first lines" + _not_json_lines(sample, files[0] in arrays))
     inferred = _json_schema(rows)
     text = [*spec.text_columns, *(c for c, t in spec.column_types.items() if t == "str"), *id_columns(inferred.names, id_column)]
     schema = with_types(as_text(inferred, text, files[0]), spec.column_types, files[0])  # text: a value's, as JSON writes it
@@ -76,14 +76,26 @@ def _read_jsonl(spec: JsonlSource, count_rows: bool = True, id_column: str | Non
     return Source(frame, records, skipped, schema, ids_given=ID in schema.names, filesystem=fs)
 
 
-def _not_json_lines(sample: bytes) -> str:
+def _first_with_records(fs, files: list[str], arrays: set[str]) -> str:
+    """The first file not empty of records, whose fields type the columns: a folder of daily
+    exports whose first day was ``[]`` or blank lines stopped as "no JSON object in the first
+    lines" (an empty array's: "name the file .json", which it was)."""
+    return next((f for f in files if not _no_records(_read_text_block(fs, f, 0, _LEAST_SAMPLE), f in arrays)), files[0])
+
+
+def _no_records(sample: bytes, array: bool) -> bool:
+    text = sample.removeprefix(b"\xef\xbb\xbf").strip()
+    return not text or (array and text.startswith(b"[") and not text[1:].strip(b" \t\r\n]"))
+
+
+def _not_json_lines(sample: bytes, array: bool = False) -> str:
     """What a file that holds no JSON object per line holds instead, and how to make it
     JSON lines, as far as its first bytes tell: an array in a file not named .json, one
     object holding the records under a key (an API's {"data": [...]}), or objects
     pretty-printed over lines. The message had said "no JSON object in the first lines"."""
     text = sample.decode("utf-8-sig", "replace").lstrip()
     if text.startswith("["):
-        return ": it is one JSON array; name the file .json to read its elements as rows"
+        return ": it is a JSON array of no objects" if array else ": it is one JSON array; name the file .json to read its elements as rows"
     if not text.startswith("{"):
         return ""
     try:
