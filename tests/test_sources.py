@@ -1127,3 +1127,12 @@ def test_jsonl_fields_come_from_the_first_file_with_records(tmp_path):
     assert df[["id", "a", "b"]].values.tolist() == [["2024-01-03.jsonl:0", 1, 2.5]]
     with pytest.raises(SourceError, match=r"2024-01-01.json: no JSON object in the first lines: it is a JSON array of no objects$"):
         read({"format": "jsonl", "path": str(tmp_path / "2024-01-01.json")})
+
+
+def test_csv_separator_found_when_quoted_values_hold_it(tmp_path):
+    """The standard library's sniffer counts a separator per line: a semicolon export whose
+    quoted values hold semicolons (CRLF lines, as Excel writes) was split at commas, one
+    column 'a;b' holding whole lines."""
+    (tmp_path / "e.csv").write_bytes('\ufeffa;b\r\n1;"café; bar"\r\n2;"x, y"\r\n'.encode())
+    df = read({"format": "csv", "path": str(tmp_path / "e.csv")})
+    assert df[["a", "b"]].values.tolist() == [[1, "café; bar"], [2, "x, y"]]

@@ -261,9 +261,25 @@ def _sniff_sep(path: str, sample: bytes, spec: CsvSource) -> str:
     fallback = "," if spec.decimal != "," else ";"
     try:
         text = sample[: quoting.records_end(sample[: 64 * 1024])].decode(spec.encoding)
-        return csv.Sniffer().sniff(text, delimiters=_SEPARATORS.replace(spec.decimal, "")).delimiter
-    except (csv.Error, UnicodeDecodeError, LookupError):
+    except (UnicodeDecodeError, LookupError):
         return fallback
+    candidates = _SEPARATORS.replace(spec.decimal, "")
+    try:
+        return csv.Sniffer().sniff(text, delimiters=candidates).delimiter
+    except csv.Error:
+        return _splits_alike(text, candidates) or fallback
+
+
+def _splits_alike(text: str, candidates: str) -> str | None:
+    """The first of ``candidates`` that splits the first lines into as many fields each,
+    more than one, read as CSV (quotes and all). The sniffer counts the separator per line,
+    so one inside a quoted value (``1;"x; y"``) threw it off, and a semicolon export with
+    such values was split at commas."""
+    for sep in candidates:
+        counts = {len(row) for row, _ in zip(filter(None, csv.reader(io.StringIO(text), delimiter=sep)), range(20))}
+        if len(counts) == 1 and counts.pop() > 1:
+            return sep
+    return None
 
 
 def _check_field_count(path: str, sample: bytes, names: list[str], spec: CsvSource) -> None:
