@@ -1136,3 +1136,11 @@ def test_csv_separator_found_when_quoted_values_hold_it(tmp_path):
     (tmp_path / "e.csv").write_bytes('\ufeffa;b\r\n1;"café; bar"\r\n2;"x, y"\r\n'.encode())
     df = read({"format": "csv", "path": str(tmp_path / "e.csv")})
     assert df[["a", "b"]].values.tolist() == [[1, "café; bar"], [2, "x, y"]]
+
+
+def test_csv_whose_first_line_is_excels_separator_hint_says_so(tmp_path):
+    """Excel's European exports may start with "sep=;": it was the header, one column, and
+    every row was rejected as csv:fields in a run that succeeded."""
+    (tmp_path / "x.csv").write_bytes(b"sep=;\r\na;b\r\n1;2\r\n")
+    with pytest.raises(SourceError, match=r"x.csv: its first line 'sep=;' is Excel's separator hint.* source.sep: ';'"):
+        read({"format": "csv", "path": str(tmp_path / "x.csv")})

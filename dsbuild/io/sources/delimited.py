@@ -316,6 +316,9 @@ def _csv_header(fs, path: str, spec: CsvSource, wide: str | None = None) -> list
             raise SourceError(_not_text(line, spec)) from None
         if not first:
             raise SourceError(f"{path}: empty file, no header line")
+        if re.fullmatch(r"sep=.", first):  # every row was rejected as csv:fields, in a run that succeeded
+            raise SourceError(f"{path}: its first line {first!r} is Excel's separator hint, not a header: remove the line "
+                              f"(e.g. tail -n +2 in.csv > out.csv) and set source.sep: {first[4:]!r}")
         if "\r" in first:  # the whole file was one line: csv.Error's traceback
             raise SourceError(f"{path}: its lines end with a carriage return alone (\\r, old Mac text); lines must end "
                               "with \\n or \\r\\n: convert it, e.g. tr '\\r' '\\n' < in.csv > out.csv")
