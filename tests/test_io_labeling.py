@@ -106,6 +106,8 @@ def test_mturk_results_need_a_clear_answer_field():
     with pytest.raises(ValueError, match="which answer field"):
         parse_mturk_results(results)
     assert parse_mturk_results(results, answer="y")["label"].tolist() == ["2"]
+    with pytest.raises(ValueError, match="column 'WorkerId' is missing: this is not an MTurk batch results CSV"):
+        parse_mturk_results(results.drop(columns=["WorkerId"]), answer="y")  # was a KeyError naming no file
     with pytest.raises(ValueError, match=r"unknown option 'anwser' \(did you mean 'answer'\?\)"):
         read_labeling_export({"format": "mturk", "path": "x.csv", "anwser": "y"})
 

@@ -171,6 +171,8 @@ def parse_mturk_results(results: pd.DataFrame, answer: str | None = None, item_f
         answer = fields[0]
     if "AssignmentStatus" in results.columns:
         results = results[results["AssignmentStatus"].astype(str) != "Rejected"]
+    if "WorkerId" not in results.columns:  # a KeyError naming no file, before
+        raise ValueError("column 'WorkerId' is missing: this is not an MTurk batch results CSV")
     item_col = f"Input.{item_field}"
     if item_col not in results.columns:
         raise ValueError(f"column {item_col!r} is missing: export the batch with export_mturk so items carry their id, "
