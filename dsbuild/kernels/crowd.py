@@ -460,7 +460,17 @@ class Glad:
     leads the posteriors raises the prior, which raises that class's posteriors, and a
     prolific annotator who always gave one answer, or a crowd of spammers, sent every item
     to one class (0.10 on digits, where a textbook GLAD gets 0.69). ``prior`` in the state
-    is the posteriors' class shares, for the report.
+    is the posteriors' class shares, for the report. The uniform prior costs on imbalanced
+    classes: on Adult (24 % '>50K') with 1-3 answers per item GLAD labels 32-34 % of the
+    items '>50K', and with 2 answers per item scores 0.72 where majority vote, its ties
+    given to the first (and commoner) class, scores 0.73. Freed after 3 rounds, the prior
+    sent three of eight Adult crowds to '<=50K' alone (0.76) and breast cancer beside a
+    prolific constant annotator to one class (0.37); fixed at majority vote's class
+    shares it raised Adult to 0.79-0.85 but sent the constant-annotator crowds to one
+    class (digits 0.10, breast cancer 0.32-0.37). So it stays uniform. crowd-kit's GLAD,
+    which its stopping rule ended after 2 rounds on these crowds (below majority vote),
+    agrees with this one when run on (40 rounds: abilities correlate 0.994 on 1,500
+    Adult items, accuracy 0.773 against 0.768).
     """
 
     def __init__(self, n_classes: int, n_annotators: int, *, tol: float = 1e-5, max_iter: int = 100, inner: int = 3, easiness_precision: float = 1.0):
