@@ -633,13 +633,6 @@ class CellChooser:
         return codes, selection.chosen(codes, keys, ties, plan["bucket"], plan["key"], plan["tie"])
 
 
-def _merge_hists(a, b):
-    out = dict(a)
-    for k, h in b.items():
-        out[k] = out[k] + h if k in out else h
-    return out
-
-
 def _borderline_keys(score: np.ndarray, positive: np.ndarray) -> np.ndarray:
     """Nearest the boundary first: positives with the lowest score, negatives the highest."""
     return np.where(positive, score, 1.0 - score)
