@@ -300,7 +300,7 @@ def test_each_stage_runs_once_per_partition(client, tmp_path):
 def count_contingency_calls(folder: str) -> None:
     """On a worker: leave a file per non-empty partition the fairness counting kernel counts."""
     from dsbuild.kernels.fairness import contingency
-    from dsbuild.stages import fairness
+    from dsbuild.stages.fairness import base as fairness  # where FairnessStage.table counts
 
     def counted(part, *args, **kwargs):
         if len(part):
@@ -312,7 +312,7 @@ def count_contingency_calls(folder: str) -> None:
 
 def restore_contingency() -> None:
     from dsbuild.kernels.fairness import contingency
-    from dsbuild.stages import fairness
+    from dsbuild.stages.fairness import base as fairness  # where FairnessStage.table counts
 
     fairness.contingency = contingency
 

@@ -92,7 +92,7 @@ def test_audit_then_reweigh_count_in_one_pass(adult, monkeypatch):
     import dask.dataframe as dd
 
     from dsbuild.kernels.fairness import contingency
-    from dsbuild.stages import fairness
+    from dsbuild.stages.fairness import base as fairness  # where FairnessStage.table counts
     from dsbuild.stages.base import Shapes, StageContext
 
     calls = []
