@@ -530,11 +530,6 @@ def _with_models(state: dict, shared: list) -> dict:
     return {**state, "rounds": [{**rnd, "models": handle} for rnd, handle in zip(state["rounds"], shared)]}
 
 
-def _label_key(counts: dict, name: str):
-    """The class of ``counts`` whose text is ``name`` (the summary's matrices name classes as text)."""
-    return next((c for c in counts if str(_plain(c)) == name), name)
-
-
 def emptied_classes(stage: str, before: dict, entry: dict, weighed: dict | None = None) -> list[str]:
     """A cleaning stage that removes every row of a class has found no noise in it: it
     could not tell that class apart. (``entry['labels']``: the kept rows per label, all
