@@ -43,3 +43,16 @@ def test_impute_mode_of_list_and_struct_columns():
     assert filled["emb"].notna().all() and filled["box"].notna().all()
     assert all(np.array_equal(filled.at[f"r{i}", "emb"], [1.0, 1.0]) for i in range(0, n, 4))
     assert [filled.at[f"r{i}", "box"] for i in range(0, n, 5)] == [{"w": 2}] * 8
+
+
+def test_blanks_of_an_arrow_text_column_are_found_on_its_array(monkeypatch):
+    """A text column's blanks were found through ``astype("string").str.strip()``: 0.7 ms
+    per column and partition however few its rows, a fixed cost of every clean stage.
+    Arrow's trim of the column's own array gives what ``.str.strip`` gave."""
+    from dsbuild.kernels.dtypes import blank_text
+
+    col = pd.Series(["x", "", "  ", "\t\n", "\u00a0", None, " y ", "\u3000"], dtype="str")
+    want = [False, True, True, True, True, False, False, True]
+    assert col.str.strip().eq("").fillna(False).tolist() == want
+    monkeypatch.setattr(pd.Series, "astype", lambda *a, **k: (_ for _ in ()).throw(AssertionError("converted")))
+    assert blank_text(col).tolist() == want
