@@ -14,6 +14,7 @@ from pydantic import Field, field_validator, model_validator
 
 from dsbuild.kernels.canonical import SynonymTable, canonicalize
 from dsbuild.kernels.constraints import (
+    COUNT,
     FunctionalDependency,
     majority_table,
     missing_value,
@@ -1182,6 +1183,9 @@ class Constraints(Stage):
     without a clear majority is not repaired. Counters per rule: ``fd_violation:<rule>``
     (cells disagreeing with a clear majority), ``repaired:<rule>``, ``unresolved:<rule>``
     (cells in groups with no clear majority). Two passes over the input: a chain.
+
+    Where the distinct combinations are few (up to ``PAIRS_IN_ONE_TASK``, as for a code and
+    its name), the partitions' counts are merged by a tree instead of the shuffle.
     """
 
     name = "constraints"
@@ -1198,17 +1202,29 @@ class Constraints(Stage):
         self.tables_ = {}
         for fd in self.options.dependencies():
             label = f"{self.ctx.name}-{fd}"
-            pairs = shapes.map(frame, functools.partial(pair_counts, fd=fd), label=f"{label}-pairs")
-            conflicts = shapes.group(
-                pairs,
-                functools.partial(_determinant_key, columns=list(fd.determinant)),
-                functools.partial(majority_table, fd=fd, min_share=self.options.min_share),
-                label=f"{label}-groups",
-            )
-            table = shapes.fit(conflicts, _as_is, _concat, label=f"{label}-collect")
+            table = self._conflicts(frame, shapes, fd, label)
             self.tables_[str(fd)] = table
             frame = shapes.map(frame, functools.partial(self._enforce, fd=fd), shapes.broadcast(table), label=label)
         return frame
+
+    def _conflicts(self, frame, shapes, fd: FunctionalDependency, label: str) -> pd.DataFrame:
+        """The rule's :func:`majority_table`, from all partitions' counts.
+
+        The counts are merged by a tree while they stay few: the shuffle cost a fixed
+        share of every pair of partitions, and made the rule 10 of the 21 s of worker CPU
+        of the Adult clean job on 80 partitions (0.9 of 3.2 s on 16). More combinations
+        than ``PAIRS_IN_ONE_TASK`` (a determinant that is nearly an id) are shuffled on the
+        determinant, at the cost of counting them once more.
+        """
+        majority = functools.partial(majority_table, fd=fd, min_share=self.options.min_share)
+        merged = shapes.fit(frame, functools.partial(_few_pair_counts, fd=fd), functools.partial(_merge_pair_counts, fd=fd),
+                            label=f"{label}-pairs")
+        if merged is not None:
+            return majority(merged)
+        pairs = shapes.map(frame, functools.partial(pair_counts, fd=fd), label=f"{label}-pairs")
+        conflicts = shapes.group(pairs, functools.partial(_determinant_key, columns=list(fd.determinant)), majority,
+                                 label=f"{label}-groups")
+        return shapes.fit(conflicts, _as_is, _concat, label=f"{label}-collect")
 
     def _enforce(self, part: pd.DataFrame, table: pd.DataFrame, fd: FunctionalDependency) -> pd.DataFrame:
         part = with_marks(part)
@@ -1245,6 +1261,25 @@ class Constraints(Stage):
                 "groups_with_clear_majority": int(table[clear].all(axis=1).sum()) if clear else 0,
             }
         return out
+
+
+PAIRS_IN_ONE_TASK = 200_000  # distinct (determinant, dependent) combinations merged in one task, not shuffled
+
+
+def _few_pair_counts(part: pd.DataFrame, state, fd: FunctionalDependency) -> pd.DataFrame | None:
+    """A partition's :func:`pair_counts`, or None where they are too many to merge in one task."""
+    pairs = pair_counts(part, fd)
+    return pairs if len(pairs) <= PAIRS_IN_ONE_TASK else None
+
+
+def _merge_pair_counts(a: pd.DataFrame | None, b: pd.DataFrame | None, fd: FunctionalDependency) -> pd.DataFrame | None:
+    """Two partitions' counts added by combination; None once they are too many (or were)."""
+    if a is None or b is None:
+        return None
+    both = pd.concat([a, b], ignore_index=True)
+    columns = [*fd.determinant, *fd.dependent]
+    merged = both.groupby(columns, dropna=False, sort=False, observed=True)[COUNT].sum().reset_index()
+    return merged if len(merged) <= PAIRS_IN_ONE_TASK else None
 
 
 def _determinant_key(part: pd.DataFrame, columns: list[str]) -> pd.Series:

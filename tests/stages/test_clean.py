@@ -824,6 +824,28 @@ def test_constraints_repair_to_majority_records_old_values(client, sample):
     assert stage.summary()["education->education-num"] == {"conflicted_groups": touched, "groups_with_clear_majority": touched}
 
 
+def test_constraints_merge_few_counts_by_a_tree_and_shuffle_many(client, sample, monkeypatch):
+    """Every rule shuffled its counts on the determinant: a fixed cost for each pair of
+    partitions, 10 of the Adult clean job's 21 s of worker CPU on 80 partitions. A few
+    thousand combinations are merged by a tree; past PAIRS_IN_ONE_TASK they are still
+    shuffled, with the same result."""
+    from dsbuild.stages import clean
+    from dsbuild.stages.base import Shapes
+
+    frame, rows = with_fd_violations(sample)
+    group = Shapes.group
+    monkeypatch.setattr(Shapes, "group", lambda *a, **k: pytest.fail("shuffled a few counts"))
+    stage = Constraints(rules=["education -> education-num", "occupation, sex -> workclass"])
+    tree = raw_output(stage, frame, npartitions=7).sort_values("id").reset_index(drop=True)
+    assert tree["education-num_repaired_from"].notna().sum() == len(rows)
+    monkeypatch.setattr(Shapes, "group", group)
+    monkeypatch.setattr(clean, "PAIRS_IN_ONE_TASK", 20)
+    again = Constraints(rules=["education -> education-num", "occupation, sex -> workclass"])
+    shuffled = raw_output(again, frame, npartitions=7).sort_values("id").reset_index(drop=True)
+    pd.testing.assert_frame_equal(shuffled, tree)
+    assert again.summary() == stage.summary()
+
+
 def test_constraints_reject_and_unresolved_groups(client):
     frame = pd.DataFrame(
         {
