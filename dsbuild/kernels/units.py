@@ -162,6 +162,8 @@ class UnitTable:
                 raise ValueError(f"factor for unit {name!r} must be a positive number, got {factor}")
             base = self.target.to_base(factor) - self.target.to_base(0.0)
             self.known[name] = Unit(name, self.target.dimension, base)
+        for name in [*self.factors, *([key] if self.dimension is None else [])]:
+            self.known.setdefault(_plural(name), self.known[name])
 
     def unit(self, text: str) -> Unit | None:
         return self.known.get(unit_key(text))
@@ -176,6 +178,13 @@ class UnitTable:
         scale = unit.factor / self.target.factor
         shift = (unit.offset - self.target.offset) / self.target.factor
         return value * scale + shift if shift else value * scale
+
+
+def _plural(name: str) -> str:
+    """A declared unit's plural, which the built-in units list beside their names: with
+    ``factors: {year: 12}``, ``2 years`` was an unknown unit (a third of a column of
+    durations in months and years rejected). A name that is no word keeps its own."""
+    return f"{name}s" if name.isalpha() and len(name) > 1 and not name.endswith("s") else name
 
 
 def parse_quantity(

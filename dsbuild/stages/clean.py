@@ -410,7 +410,7 @@ class UnitRule(StageOptions):
     to: str = Field(..., description="canonical unit: min, h, kg, cm, C, ... or your own with factors")
     unit_column: str | None = Field(None, description="column holding each row's unit, used when the value has none")
     assume: str | None = Field(None, description="unit of a bare number with no unit column entry (default: `to`)")
-    factors: dict[str, float] = Field(default_factory=dict, description="your own units: how many `to` units one of it is")
+    factors: dict[str, float] = Field(default_factory=dict, description="your own units: how many `to` units one of it is (each read in its plural too: year, years)")
     on_error: Literal["reject", "null"] = Field("reject", description="a value that does not parse: reject the row, or make it missing")
     decimal: Literal[".", ","] = Field(".", description="decimal mark in the text: ',' reads 1,80 m and 1.000,5 g")
 

@@ -92,6 +92,19 @@ def test_unknown_target_unit_is_refused():
         UnitTable("celcius")
 
 
+def test_a_declared_unit_is_also_read_in_its_plural():
+    """German credit's durations written as '6 months' and '2 years' with factors
+    {month: 1, year: 12} were unknown units, a third of the column rejected, while the
+    built-in units read 'days' and 'hours'. A name that is no word keeps its own."""
+    factors = {"month": 1, "year": 12, "yr": 12, "$": 1}
+    assert parse("6 months", "month", factors) == (6.0, False, None)
+    assert parse("2 years", "month", factors) == (24.0, True, None)
+    assert parse("1 yrs", "month", factors) == (12.0, True, None)
+    assert parse("3 mo", "month", factors) == (pytest.approx(np.nan, nan_ok=True), False, "unknown-unit:mo")
+    assert parse("2 years", "d", {"year": 365.25}) == (730.5, True, None)
+    assert UnitTable("item", {"dozen": 12}).has("dozens") and not UnitTable("$", {"$": 1}).has("$s")
+
+
 def test_custom_factor_must_be_positive():
     with pytest.raises(ValueError, match="positive"):
         UnitTable("kg", {"sack": -1})
