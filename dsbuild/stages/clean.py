@@ -844,7 +844,7 @@ class Impute(FitApplyStage):
             can = np.zeros(len(part), dtype=bool)
             can[rows] = True
             part[column] = col
-            part[f"{column}_imputed"] = can
+            part[f"{column}_imputed"] = can | _earlier_marks(part, f"{column}_imputed")
             part[f"_m_imputed:{column}"] = can.astype(np.int64)
         return part
 
@@ -860,6 +860,15 @@ class Impute(FitApplyStage):
             }
             for column, rule in self.options.rules().items()
         }
+
+
+def _earlier_marks(part: pd.DataFrame, column: str) -> np.ndarray:
+    """The cells an earlier stage marked in ``column`` (False where it has none): a second
+    impute (impute, outliers with action null, impute) wrote its own marks over the first
+    one's, and the values the first had filled read as observed."""
+    if column not in part.columns:
+        return np.zeros(len(part), dtype=bool)
+    return part[column].astype("boolean").fillna(False).to_numpy(dtype=bool)
 
 
 def _is_time(dtype) -> bool:

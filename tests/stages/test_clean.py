@@ -798,6 +798,24 @@ def with_fd_violations(sample, every=13):
     return frame, rows
 
 
+def test_a_second_impute_keeps_the_first_ones_marks(client):
+    """impute, outliers (action null), impute: the second impute wrote its own
+    ``<col>_imputed`` over the first's, and the ages the first had filled read as observed."""
+    from dsbuild.stages.base import Shapes
+
+    frame = pd.DataFrame({"id": [f"r{i}" for i in range(8)], "age": [30.0, None, 40.0, 35.0, 300.0, 33.0, None, 38.0]})
+    ddf = dd.from_pandas(frame, npartitions=2, sort=False)
+    shapes = Shapes()
+    for k, stage in enumerate((Impute(columns={"age": "median"}), Ranges(columns={"age": {"max": 120, "action": "null"}}),
+                               Impute(columns={"age": "mean"}))):
+        stage.bind(StageContext(f"{stage.name}#{k}"))
+        stage.check(ddf._meta)
+        ddf = stage.build(ddf, shapes)
+    out = ddf.compute().set_index("id")
+    assert out["age_imputed"].tolist() == [False, True, False, False, True, False, True, False]
+    assert out["age"].notna().all()
+
+
 def test_constraints_repair_to_majority_records_old_values(client, sample):
     frame, rows = with_fd_violations(sample)
     outs = [
