@@ -1280,8 +1280,8 @@ def test_manifest_names_the_job_by_its_hash_and_the_libraries_that_built_it(clie
 def test_a_partition_without_rejects_builds_no_frame_of_them(tmp_path, monkeypatch):
     """Accounting a stage's partition built its (empty) rejects frame, renamed, retyped and
     all, for every stage and partition: half the accounting where nothing was rejected."""
-    from dsbuild import pipeline
     from dsbuild.io.sink import Sink
+    from dsbuild.pipeline import accounting as pipeline
     from dsbuild.stages.base import REJECT
 
     built = []
