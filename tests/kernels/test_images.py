@@ -195,7 +195,7 @@ def test_probability_decides_how_often_a_transform_runs():
 @pytest.fixture(params=["stringzilla", "opencv"])
 def lut_backend(request, monkeypatch):
     """Pixel LUTs run on stringzilla when it is installed and on OpenCV otherwise: test both."""
-    from dsbuild.kernels import images
+    from dsbuild.kernels.images import levels as images
 
     if request.param == "opencv":
         monkeypatch.setattr(images, "_sz", None)
