@@ -553,13 +553,24 @@ def _check_answers(address: str, timeout: float, security) -> None:
     _check_host(address)
     args = security.get_connection_args("client") if security else {}
 
-    async def probe():
-        comm = await connect(address, timeout=timeout, **args)
+    async def probe(seconds: float):
+        comm = await connect(address, timeout=seconds, **args)
         await comm.close()
+
+    def answers(seconds: float) -> None:
+        pool.submit(asyncio.run, asyncio.wait_for(probe(seconds), seconds + 1)).result()
 
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         try:
-            pool.submit(asyncio.run, asyncio.wait_for(probe(), timeout + 1)).result()
+            try:
+                answers(min(2.0, timeout))
+            except (OSError, TimeoutError):
+                if timeout <= 2:
+                    raise
+                if _refused(address):  # a scheduler may still be starting there: say so, and wait as Dask does
+                    warnings.warn(f"nothing listens at {address} yet (connection refused); waiting up to "
+                                  f"{timeout:g} s for a Dask scheduler to start there", UserWarning, stacklevel=3)
+                answers(timeout - 2)
         except (OSError, TimeoutError) as e:
             raise _no_scheduler(address, timeout, e) from None
         except Exception:  # noqa: BLE001 - whatever Dask made of another protocol's bytes (an exabyte-long message)

@@ -257,6 +257,10 @@ def test_cluster_mistakes_are_said_before_anything_starts(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "no Dask scheduler answered at tcp://127.0.0.1:9 within 1 s" in err and "Traceback" not in err
     assert "nothing listens on that port: connection refused" in err  # Dask's words said only "Timed out"
+    (tmp_path / "nobody.yaml").write_text("kind: scheduler\naddress: tcp://127.0.0.1:9\ntimeout: 3\n")
+    with pytest.warns(UserWarning, match=r"nothing listens at tcp://127.0.0.1:9 yet \(connection refused\); waiting up to 3 s"):
+        assert main(["run", str(tmp_path / "job.yaml"), "--cluster", str(tmp_path / "nobody.yaml")]) == 2  # in silence
+    assert "no Dask scheduler answered at tcp://127.0.0.1:9 within 3 s" in capsys.readouterr().err
     t0 = time.monotonic()  # a host name that does not resolve: it waited all of the 30 s before
     assert main(["run", str(tmp_path / "job.yaml"), "--cluster", "tcp://no-such-scheduler.invalid:8786"]) == 2
     assert time.monotonic() - t0 < 20
