@@ -207,14 +207,17 @@ class MinHasher:
             out[rows, cols] = sig[rows, first]
         return out
 
-    def __call__(self, texts, size: int = 5, unit: str = "word", normalize: bool = True) -> np.ndarray:
+    def __call__(self, texts, size: int = 5, unit: str = "word", normalize: bool = True, sets: int = 0) -> np.ndarray:
         """Signatures of ``texts``, shingled a batch of about ``BATCH_CHARS`` characters at a
-        time: a document's signature is its own, whatever shares its batch."""
+        time: a document's signature is its own, whatever shares its batch. With ``sets``,
+        each row goes on with the document's :func:`shingle_sets` of up to ``sets`` shingles."""
         texts = ["" if t is None else str(t) for t in texts]
-        out = np.empty((len(texts), self.num_perm), dtype=np.uint32)
+        out = np.empty((len(texts), self.num_perm + (sets + 1 if sets else 0)), dtype=np.uint32)
         for start, stop in _batches(texts, BATCH_CHARS):
             shingles, doc = shingle_hashes(texts[start:stop], size=size, unit=unit, normalize=normalize)
-            out[start:stop] = self.signatures(shingles, doc, stop - start)
+            out[start:stop, : self.num_perm] = self.signatures(shingles, doc, stop - start)
+            if sets:
+                out[start:stop, self.num_perm :] = shingle_sets(shingles, doc, stop - start, sets)
         return out
 
 
@@ -234,6 +237,42 @@ def _batches(texts: list[str], chars: int) -> list[tuple[int, int]]:
     cuts = np.searchsorted(ends, np.arange(chars, ends[-1], chars), side="left") + 1
     bounds = np.unique(np.r_[0, np.minimum(cuts, len(texts)), len(texts)])
     return list(zip(bounds[:-1].tolist(), bounds[1:].tolist()))
+
+
+def shingle_sets(shingles: np.ndarray, doc: np.ndarray, n_docs: int, limit: int) -> np.ndarray:
+    """(n_docs, limit + 1) uint32: each document's count of distinct shingles, then, where
+    that is at most ``limit``, those shingles (the top 32 bits of their hashes, sorted;
+    ``EMPTY`` after them). A document with more has the count ``limit + 1`` and no shingles:
+    its similarity is estimated from its signature. See :func:`set_similarity`."""
+    out = np.full((n_docs, limit + 1), EMPTY, dtype=np.uint32)
+    keys = np.unique((np.asarray(doc, dtype=np.uint64) << np.uint64(32)) | (np.asarray(shingles, dtype=np.uint64) >> np.uint64(32)))
+    owner = (keys >> np.uint64(32)).astype(np.int64)
+    counts = np.bincount(owner, minlength=n_docs)
+    out[:, 0] = np.minimum(counts, limit + 1)
+    first = np.r_[0, np.cumsum(counts)[:-1]]
+    slot = np.arange(len(keys)) - first[owner]
+    held = counts[owner] <= limit
+    out[owner[held], 1 + slot[held]] = (keys[held] & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+    return out
+
+
+def set_similarity(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Row by row, of two :func:`shingle_sets` arrays: (the Jaccard similarity of the
+    shingles, whether both rows hold theirs). Two empty sets are alike."""
+    a, b = np.atleast_2d(a), np.atleast_2d(b)
+    limit = a.shape[1] - 1
+    na, nb = a[:, 0].astype(np.int64), b[:, 0].astype(np.int64)
+    known = (na <= limit) & (nb <= limit)
+    rows = np.flatnonzero(known)
+    tag = (np.arange(len(rows), dtype=np.uint64) << np.uint64(32))[:, None]
+    slots = np.arange(limit)
+    ka = (tag | a[rows, 1:].astype(np.uint64))[slots < na[rows, None]]
+    kb = (tag | b[rows, 1:].astype(np.uint64))[slots < nb[rows, None]]
+    shared = np.bincount((np.intersect1d(ka, kb, assume_unique=True) >> np.uint64(32)).astype(np.int64), minlength=len(rows))
+    union = na[rows] + nb[rows] - shared
+    similarity = np.zeros(len(a))
+    similarity[rows] = np.where(union > 0, shared / np.maximum(union, 1), 1.0)
+    return similarity, known
 
 
 def jaccard_estimate(a: np.ndarray, b: np.ndarray) -> np.ndarray:

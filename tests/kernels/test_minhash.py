@@ -175,3 +175,15 @@ def test_signature_similarity_of_short_texts_is_their_shingles_overlap():
     long_b = long_a.replace("w150 ", "x150 ")
     sig = MinHasher(128, seed=1)([long_a, long_b])
     assert signature_similarity(sig[0], sig[1])[0] == jaccard_estimate(sig[0], sig[1])  # long texts: the estimate
+
+
+def test_shingle_sets_give_the_exact_jaccard_of_short_documents_only():
+    from dsbuild.kernels.minhash import set_similarity, shingle_sets
+
+    docs = ["a b c d e f g", "a b c d e f x", "", "one", " ".join(f"w{i}" for i in range(50))]
+    sets = shingle_sets(*shingle_hashes(docs, 5), len(docs), 4)
+    assert sets[:, 0].tolist() == [3, 3, 0, 1, 5]  # 46 shingles: more than 4, not held
+    similarity, known = set_similarity(sets[[0, 0, 2, 3, 4]], sets[[1, 0, 2, 1, 0]])
+    assert known.tolist() == [True, True, True, True, False]
+    assert similarity[:4].tolist() == [0.5, 1.0, 1.0, 0.0]
+    assert np.array_equal(MinHasher(16)(docs, sets=4)[:, 16:], sets)

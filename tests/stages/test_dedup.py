@@ -305,6 +305,28 @@ def test_near_dedup_text_keeps_distinct_short_titles_apart(client):
     assert dropped <= 8, dropped
 
 
+def test_near_dedup_text_judges_short_texts_on_their_shingles_not_the_estimate(client):
+    """1,000 texts of 24-34 words, each with a copy one word apart in the middle (Jaccard
+    0.6-0.7 at 5-word shingles), at the threshold 0.8: the signatures' estimate, few
+    shingles spread over 128 bins, dropped 6 of the 2,000 rows (0.3 %). Texts of up to
+    32 shingles are judged on the shingles themselves: none is a duplicate, and a copy
+    edited in its last word (Jaccard 0.86-0.9) still is."""
+    rng = np.random.default_rng(3)
+    rows, close = [], []
+    for k in range(1000):
+        words = [f"w{i}" for i in rng.integers(0, 10**6, int(rng.integers(24, 35)))]
+        rows.append({"id": f"a{k:03d}", "body": " ".join(words)})
+        middle = list(words)
+        middle[len(words) // 2] = "edited"
+        rows.append({"id": f"m{k:03d}", "body": " ".join(middle)})
+        if k % 20 == 0:
+            rows.append({"id": f"z{k:03d}", "body": " ".join(words[:-1] + ["edited"])})
+            close.append(f"z{k:03d}")
+    kept, rej = run_stage(NearDedupText(), pd.DataFrame(rows), npartitions=2, roles=Roles(text="body"))
+    assert set(rej["id"]) <= set(close) and len(rej) >= 0.9 * len(close), (sorted(rej["id"]), close)
+    assert (rej["reason"] == "duplicate-of=a" + rej["id"].str[1:]).all()
+
+
 def test_near_dedup_text_needs_a_text_column():
     with pytest.raises(StageError, match="columns.text"):
         run_stage(NearDedupText(), _texts(5))
