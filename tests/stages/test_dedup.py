@@ -760,11 +760,11 @@ def test_near_dedup_text_brings_counts_to_the_driver_not_its_clusters(client, mo
     whose keeper follows the keep rule, at any partitioning."""
     import pickle
 
-    from dsbuild.stages import dedup
     from dsbuild.stages.base import Shapes
+    from dsbuild.stages.dedup import near
 
     if rounds:  # this path of 300 copies takes several rounds of star steps
-        monkeypatch.setattr(dedup, "ONE_TASK_EDGES", 0)
+        monkeypatch.setattr(near, "ONE_TASK_EDGES", 0)
     seen = []
     reduce, broadcast = Shapes._reduce, Shapes.broadcast
     monkeypatch.setattr(Shapes, "_reduce", lambda self, *a, **k: seen.append(reduce(self, *a, **k)) or seen[-1])
@@ -801,8 +801,8 @@ def test_few_close_pairs_find_their_components_in_one_task(client, monkeypatch, 
     """Each round of star steps costs two shuffles and two computes, most of a small
     job's time in the stage. Where the close pairs are few, the links meet in one task;
     the clusters, keepers and counts are those the rounds of shuffles find."""
-    from dsbuild.stages import dedup
     from dsbuild.stages.base import Shapes
+    from dsbuild.stages.dedup import near
 
     labels = []
     group = Shapes.group
@@ -816,8 +816,8 @@ def test_few_close_pairs_find_their_components_in_one_task(client, monkeypatch, 
     rows += [{"id": f"u{k}", "body": " ".join(rng.choice(words, 30)) + f" u{k}", "stars": 2.0} for k in range(20)]
     frame = pd.DataFrame(rows)
     outs = []
-    for bound, parts in ((dedup.ONE_TASK_EDGES, 1), (dedup.ONE_TASK_EDGES, 3), (0, 3)):
-        monkeypatch.setattr(dedup, "ONE_TASK_EDGES", bound)
+    for bound, parts in ((near.ONE_TASK_EDGES, 1), (near.ONE_TASK_EDGES, 3), (0, 3)):
+        monkeypatch.setattr(near, "ONE_TASK_EDGES", bound)
         labels.clear()
         stage = NearDedupText(threshold=0.5, **options)
         kept, rej = run_stage(stage, frame, npartitions=parts, roles=Roles(text="body"))
@@ -853,8 +853,8 @@ def test_near_dedup_shuffles_by_band_key_take_their_partition_count_from_their_s
     """The shuffles by band key kept their input's partition count: the same 50,000 texts
     took 41-43 s in 32 partitions (32 x 32 pieces a shuffle) and 15-21 s in 8. Their count
     now follows the bytes the signatures measured; the output does not depend on it."""
-    from dsbuild.stages import dedup
     from dsbuild.stages.base import Shapes
+    from dsbuild.stages.dedup import near
 
     counts = []
     group = Shapes.group
@@ -869,7 +869,7 @@ def test_near_dedup_shuffles_by_band_key_take_their_partition_count_from_their_s
     outs = []
     for parts, partition_bytes in ((1, None), (8, None), (8, 65536)):
         if partition_bytes:
-            monkeypatch.setattr(dedup, "SHUFFLE_PARTITION_BYTES", partition_bytes, raising=False)
+            monkeypatch.setattr(near, "SHUFFLE_PARTITION_BYTES", partition_bytes, raising=False)
         counts.clear()
         kept, rej = run_stage(NearDedupText(threshold=0.5), frame, npartitions=parts, roles=Roles(text="body"))
         outs.append((kept["id"].tolist(), _pairs(rej)))

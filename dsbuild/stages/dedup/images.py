@@ -1,0 +1,239 @@
+"""``near_dedup_images``: perceptual hashes, sampled or pigeonhole bands, doubtful pairs
+checked on the pictures where they live."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import Field, model_validator
+
+from dsbuild.kernels import lsh as lsh_kernels
+from dsbuild.kernels.hashing import (
+    VERIFY_SIDE,
+    aligned_similarity,
+    verification_thumbnails,
+)
+from dsbuild.records import ID, image_blobs, image_size
+from dsbuild.stages.base import (
+    register,
+)
+from dsbuild.stages.dedup.candidates import _EDGE_META, EDGE_COLUMNS, add_counts
+from dsbuild.stages.dedup.components import _add
+from dsbuild.stages.dedup.keep import KeepRule
+from dsbuild.stages.dedup.near import _NearDedup
+from dsbuild.stages.dedup.signers import ImageSigner
+
+
+class NearDedupImagesOptions(KeepRule):
+    hash: Literal["phash+dhash", "phash", "dhash"] = Field("phash+dhash", description="perceptual hash: pHash and dHash side by side (128 bits), or one 64-bit hash")
+    max_distance: int | None = Field(None, ge=0, le=64, description="largest Hamming distance between hashes of duplicates "
+                                     "(summed over both hashes); default 20 of phash+dhash's 128 bits, 10 of one hash's 64")
+    mirror: bool = Field(False, description="also hash each image mirrored, so flipped copies are caught")
+    search: Literal["sampled", "pigeonhole"] = Field("sampled", description="sampled bit bands (fast at scale; the bits drawn from the "
+                                                     "job's seed, so under another seed a pair near max_distance may be found or "
+                                                     "missed; a pair's distance is exact) or pigeonhole bands (every pair within "
+                                                     "max_distance, whatever the seed, slow for large distances)")
+    bands: int | None = Field(None, ge=1, description="number of LSH bands; default chosen from max_distance")
+    band_bits: int = Field(20, ge=4, le=40, description="bits per sampled band")
+    min_similarity: float | None = Field(
+        0.99, ge=-1, le=1,
+        description="pairs whose hashes differ by more than trust_distance must also correlate this well once aligned "
+        "(8x8 means after registering one thumbnail on the other); null trusts the hashes alone",
+    )
+    trust_distance: int = Field(4, ge=0, le=128, description="hash distance up to which a pair is a duplicate without looking at the pictures")
+    check_below: int = Field(
+        80, ge=0,
+        description="a pair is checked when one picture is smaller than this many pixels on its shorter side (hashes of "
+        "small pictures come from few real pixels and collide); pairs of larger pictures are trusted on their hashes",
+    )
+
+    @property
+    def distance(self) -> int:
+        """max_distance, or the default for the hash's length: 20 of 128 bits is 10 of 64
+        (20 of one 64-bit hash took a page of text for a photo of coins, and made 25,652
+        sampled bands where the pair of hashes needs 93)."""
+        if self.max_distance is not None:
+            return self.max_distance
+        return 20 if self.hash == "phash+dhash" else 10
+
+    @model_validator(mode="after")
+    def _bands_reach(self):
+        """The search can reach max_distance with a bounded number of bands: past it a
+        run failed with a traceback (no 20-bit band misses 50 of 64 bits) or hung making
+        millions of bands."""
+        bits = 128 if self.hash == "phash+dhash" else 64
+        if self.search == "pigeonhole":
+            if self.bands is None and self.distance + 1 > bits:
+                raise ValueError(f"search: pigeonhole needs max_distance + 1 bands of {self.hash}'s {bits} bits; "
+                                 f"max_distance {self.distance} is every pair")
+            return self
+        if self.bands is None:
+            _check_sampled_reach(self.distance, self.band_bits, self.hash)
+        return self
+
+
+_MAX_SAMPLED_BANDS = 100_000
+
+
+def _check_sampled_reach(distance: int, band_bits: int, hash: str) -> None:
+    """That sampled bands of ``band_bits`` can reach ``distance`` with a bounded number of
+    bands: past it a run failed with a traceback (no 20-bit band misses 50 of 64 bits) or
+    hung making millions of bands."""
+    bits = 128 if hash == "phash+dhash" else 64
+    hit = lsh_kernels.band_hit_probability(distance, band_bits, bits)
+    bands = lsh_kernels.sampled_bands_for(distance, band_bits, ImageSigner.MISS_AT_MAX, bits) if hit > 0 else None
+    if bands is None or bands > _MAX_SAMPLED_BANDS:
+        raise ValueError(
+            f"max_distance {distance} of {hash}'s {bits} bits needs "
+            f"{'more bands than there are' if bands is None else f'{bands:,} sampled bands'} of band_bits {band_bits} "
+            f"(each image gets one key per band; at most {_MAX_SAMPLED_BANDS:,}): lower max_distance or band_bits, or set bands")
+
+
+@register
+class NearDedupImages(_NearDedup):
+    """Near-duplicate pictures by perceptual hash: re-encoded, resized, lightly edited copies."""
+
+    name = "near_dedup_images"
+    Options = NearDedupImagesOptions
+
+    def _column(self) -> str:
+        return self.ctx.roles.image_column
+
+    def check(self, meta):
+        self.require_image_column(meta)
+        self.check_keep_rule(meta)
+
+    def signer(self, meta):
+        o = self.options
+        return ImageSigner(self._column(), o.hash, o.distance, o.mirror, o.search, o.bands, o.band_bits, seed=self.ctx.seed)
+
+    def checked(self, frame, shapes, edges):
+        """The hash pairs that stand once the doubtful ones are checked on the pictures.
+
+        Small simple pictures (digits, icons, aligned faces) have hashes as close as
+        edited copies'. Pairs with a picture smaller than ``check_below`` whose hashes
+        differ by more than ``trust_distance`` are checked by ``aligned_similarity`` on
+        thumbnails. Each doubtful pair goes (a shuffle) to the partition where its first
+        picture lives, which adds that picture's thumbnail (and keeps a pair found in
+        several partitions' bands once), then to its second picture's partition, which
+        adds the other thumbnail and scores the pair: pictures are decoded where they
+        live, and only counts reach the driver (the pairs once came there, and a
+        dict of their pictures' ids went to every partition). Larger pictures are not
+        checked: their hashes separate distinct pictures, while textured ones (grass,
+        gravel) correlate poorly after JPEG and cropping. The pairs that pass rejoin the
+        trusted edges partition by partition. Where no pair is doubtful (every hash
+        distance within trust_distance), a count over the edges says so and nothing moves.
+        """
+        o = self.options
+        self.image_checked_ = 0
+        if o.min_similarity is None or not shapes.fit(edges, lambda p, s: int(_is_doubtful(p, o.trust_distance).sum()), _add,
+                                                      label=f"{self.ctx.name}-doubtful"):
+            return edges
+        doubtful = shapes.map(edges, _doubtful, o.trust_distance, meta=_ROUTED_PAIR_META, label=f"{self.ctx.name}-pairs")
+        first = shapes.map(frame, with_first_thumbnails, shapes.route(doubtful, "_partition", like=frame), self._column(),
+                           meta=_ROUTED_PAIR_META, label=f"{self.ctx.name}-thumbnails")
+        scored = shapes.persist(shapes.map(frame, scored_pairs, shapes.route(first, "_partition", like=frame), self._column(),
+                                           o.check_below, meta=_SCORED_META, label=f"{self.ctx.name}-check"))
+        self.image_checked_, self.image_rejected_ = shapes.fit(scored, lambda p, s: _check_counts(p, o.min_similarity), add_counts,
+                                                               label=f"{self.ctx.name}-checked")
+        return shapes.concat([
+            shapes.map(edges, _trusted, o.trust_distance, meta=_EDGE_META, label=f"{self.ctx.name}-trusted"),
+            shapes.map(scored, _passed, o.min_similarity, meta=_EDGE_META, label=f"{self.ctx.name}-passed"),
+        ])
+
+    def summary(self) -> dict:
+        out = super().summary()
+        if out:
+            out["pairs_checked_on_images"] = getattr(self, "image_checked_", 0)
+            out["pairs_rejected_on_images"] = getattr(self, "image_rejected_", 0)
+        return out
+
+
+_PAIR = ["a", "b", "mirrored", "distance"]  # one hash pair: an edge found in several bands, or partitions, repeats it
+_ROUTED_PAIR_META = _EDGE_META.assign(_partition=pd.Series([], dtype=np.int64), thumb_a=pd.Series([], dtype=object),
+                                      side_a=pd.Series([], dtype=np.int64))
+_SCORED_META = _EDGE_META.assign(similarity=pd.Series([], dtype=float))
+
+
+def _doubtful(edges: pd.DataFrame, trust_distance: int) -> pd.DataFrame:
+    """The hash pairs too far apart to trust without looking at the pictures, bound for
+    the partition of their first picture."""
+    pairs = edges[_is_doubtful(edges, trust_distance)]
+    return pairs.assign(_partition=pairs["at_a"].to_numpy(dtype=np.int64) >> np.int64(32),
+                        thumb_a=pd.Series(None, index=pairs.index, dtype=object), side_a=np.zeros(len(pairs), dtype=np.int64))
+
+
+def _is_doubtful(edges: pd.DataFrame, trust_distance: int) -> np.ndarray:
+    return (edges["a"].notna() & (edges["distance"] > trust_distance)).to_numpy(dtype=bool)
+
+
+def _thumbnails_at(part: pd.DataFrame, column: str, ids: pd.Series, at: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(thumbnail bytes or None, shorter side) of this partition's rows at ``at`` (where
+    ``signatures`` said they live), each picture decoded once however many pairs name it."""
+    rows, slot = np.unique(at & np.int64(0xFFFFFFFF), return_inverse=True)
+    if len(rows) and (rows.max() >= len(part) or not np.array_equal(
+            part[ID].to_numpy(dtype=object)[rows[slot]], ids.to_numpy(dtype=object))):
+        raise RuntimeError("near_dedup_images: the input's partitions changed between its passes")
+    images = image_blobs(part[column].iloc[rows])
+    thumbs, ok = verification_thumbnails(images)
+    blobs = np.array([t.tobytes() if good else None for t, good in zip(thumbs, ok)], dtype=object)
+    sides = np.array([min(image_size(d) or (0, 0)) for d in images], dtype=np.int64)
+    return blobs[slot], sides[slot]
+
+
+def with_first_thumbnails(part: pd.DataFrame, pairs: pd.DataFrame, column: str) -> pd.DataFrame:
+    """The doubtful pairs whose first picture lives in this partition, each once (the
+    same pair comes from the bands of several partitions), with that picture's thumbnail,
+    bound for the partition of their second picture."""
+    if pairs.empty:
+        return _ROUTED_PAIR_META.copy()
+    pairs = pairs.reset_index(drop=True).sort_values(_PAIR, kind="stable").drop_duplicates(_PAIR, ignore_index=True)
+    thumbs, sides = _thumbnails_at(part, column, pairs["a"], pairs["at_a"].to_numpy(dtype=np.int64))
+    out = pairs.assign(_partition=pairs["at_b"].to_numpy(dtype=np.int64) >> np.int64(32), thumb_a=thumbs, side_a=sides)
+    return out[list(_ROUTED_PAIR_META.columns)]
+
+
+def scored_pairs(part: pd.DataFrame, pairs: pd.DataFrame, column: str, check_below: int) -> pd.DataFrame:
+    """The doubtful pairs whose second picture lives in this partition, as edges with the
+    aligned similarity of their thumbnails: -1 where a picture gave none, +inf where both
+    pictures are at least ``check_below`` pixels on their shorter side (trusted on their
+    hashes; an unknown size counts as small)."""
+    if pairs.empty:
+        return _SCORED_META.copy()
+    pairs = pairs.reset_index(drop=True)
+    thumbs_b, sides_b = _thumbnails_at(part, column, pairs["b"], pairs["at_b"].to_numpy(dtype=np.int64))
+
+    def score(a, b, side_a, side_b, mirrored):
+        if a is None or b is None:
+            return -1.0
+        if min(side_a, side_b) >= check_below:
+            return np.inf
+        return aligned_similarity(_thumbnail(a), _thumbnail(b), mirrored=mirrored)
+
+    scores = [score(*args) for args in zip(pairs["thumb_a"], thumbs_b, pairs["side_a"], sides_b, pairs["mirrored"])]
+    return pairs[list(EDGE_COLUMNS)].astype(EDGE_COLUMNS).assign(similarity=np.asarray(scores, dtype=float))
+
+
+def _thumbnail(blob: bytes) -> np.ndarray:
+    return np.frombuffer(blob, dtype=np.uint8).reshape(VERIFY_SIDE, VERIFY_SIDE)
+
+
+def _check_counts(scored: pd.DataFrame, min_similarity: float) -> tuple[int, int]:
+    """(pairs checked on the pictures, pairs that failed)."""
+    return len(scored), int((~(scored["similarity"] >= min_similarity)).sum())
+
+
+def _trusted(edges: pd.DataFrame, trust_distance: int) -> pd.DataFrame:
+    """This partition's edges but the doubtful ones (and its tally row)."""
+    return edges[~_is_doubtful(edges, trust_distance)].astype(EDGE_COLUMNS)
+
+
+def _passed(scored: pd.DataFrame, min_similarity: float) -> pd.DataFrame:
+    """The doubtful pairs scored here that passed the check (once each: repeats of an edge
+    make no other component). They join the trusted edges as partitions of their own: the
+    edges and the scored pairs are partitioned apart (by band key, by picture), and a
+    map over both broadcast a one-partition frame of edges to every partition of pairs,
+    counting its comparisons as many times."""
+    return scored[(scored["similarity"] >= min_similarity).to_numpy(dtype=bool)].drop(columns="similarity").astype(EDGE_COLUMNS)
