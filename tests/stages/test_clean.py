@@ -318,9 +318,9 @@ def test_impute_mode_refuses_a_column_whose_values_rarely_repeat(monkeypatch):
     amounts or ids that is the whole column in one process (and its mode arbitrary)."""
     import dask
 
-    from dsbuild.stages import clean
+    from dsbuild.stages.clean import impute
 
-    monkeypatch.setattr(clean, "MODE_MAX_DISTINCT", 50)
+    monkeypatch.setattr(impute, "MODE_MAX_DISTINCT", 50)
     rng = np.random.default_rng(0)
     frame = pd.DataFrame({"id": [f"r{i}" for i in range(200)], "amount": rng.normal(size=200).round(6),
                           "city": pd.array(rng.choice(["Oslo", "Lima", None], 200), dtype="string")})
@@ -847,8 +847,8 @@ def test_constraints_merge_few_counts_by_a_tree_and_shuffle_many(client, sample,
     partitions, 10 of the Adult clean job's 21 s of worker CPU on 80 partitions. A few
     thousand combinations are merged by a tree; past PAIRS_IN_ONE_TASK they are still
     shuffled, with the same result."""
-    from dsbuild.stages import clean
     from dsbuild.stages.base import Shapes
+    from dsbuild.stages.clean import constraints
 
     frame, rows = with_fd_violations(sample)
     group = Shapes.group
@@ -857,7 +857,7 @@ def test_constraints_merge_few_counts_by_a_tree_and_shuffle_many(client, sample,
     tree = raw_output(stage, frame, npartitions=7).sort_values("id").reset_index(drop=True)
     assert tree["education-num_repaired_from"].notna().sum() == len(rows)
     monkeypatch.setattr(Shapes, "group", group)
-    monkeypatch.setattr(clean, "PAIRS_IN_ONE_TASK", 20)
+    monkeypatch.setattr(constraints, "PAIRS_IN_ONE_TASK", 20)
     again = Constraints(rules=["education -> education-num", "occupation, sex -> workclass"])
     shuffled = raw_output(again, frame, npartitions=7).sort_values("id").reset_index(drop=True)
     pd.testing.assert_frame_equal(shuffled, tree)
@@ -1008,7 +1008,7 @@ def test_validate_images_rejects_jpegs_whose_scan_data_is_damaged(on_cluster, re
 def test_reasons_are_written_for_the_rejected_rows_alone():
     """A rule wrote a reason for every row of every partition, rejected or not (a third of
     canonicalize's time on 400-row partitions); the rejected rows still read theirs."""
-    from dsbuild.stages.clean import _details
+    from dsbuild.stages.clean.cells import _details
 
     values = pd.Series([1.5, 2.0, 300.0, None], dtype="float64")
     assert _details("range:x", values, np.array([False, False, True, False])).tolist() == [None, None, "range:x=300.0", None]

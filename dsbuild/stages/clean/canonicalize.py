@@ -1,0 +1,83 @@
+"""``canonicalize``: one spelling per value, through a synonym table."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import Field, model_validator
+
+from dsbuild.kernels.canonical import SynonymTable, canonicalize
+from dsbuild.stages.base import MapStage, StageError, StageOptions, register, reject
+from dsbuild.stages.clean.cells import (
+    _as_received,
+    _details,
+    _leaves_the_id,
+    _rejects_as_received,
+)
+
+
+class CanonicalRule(StageOptions):
+    """One column's canonical spellings and what to do with a value the table lacks."""
+
+    vocabulary: list[str] = Field(default_factory=list, description="the canonical values")
+    synonyms: dict[str, list[str]] = Field(default_factory=dict, description="canonical value -> other spellings")
+    case: Literal["keep", "fold", "lower", "upper", "title"] = Field("keep", description="case of values the table lacks")
+    trim: bool = Field(True, description="strip both ends and make every run of spaces, tabs and line breaks inside one "
+                       "space (false for running text whose lines and paragraphs matter)")
+    nfkc: bool = Field(True, description="Unicode NFKC: full-width letters, ligatures (ﬁ) and compatibility forms folded, accents written apart (e + ´) composed")
+    unknown: Literal["keep", "null", "reject"] = Field("keep", description="a value outside vocabulary and synonyms")
+
+    @model_validator(mode="after")
+    def _unambiguous(self):
+        self.table()
+        return self
+
+    def table(self) -> SynonymTable:
+        return SynonymTable(self.vocabulary, self.synonyms)
+
+
+class CanonicalizeOptions(StageOptions):
+    columns: dict[str, CanonicalRule] = Field(..., description="column -> {vocabulary, synonyms, case, unknown}")
+
+
+@register
+class Canonicalize(MapStage):
+    """Strings trimmed, NFKC-normalised and mapped through a synonym table (M, male → Male).
+
+    Matching ignores case, width and spacing. A blank cell is missing (null), as a CSV
+    reader makes it. Counters ``canonicalized:<col>`` (cells changed) and ``unknown:<col>``
+    (values outside a given vocabulary/synonyms, which are kept, made missing or rejected
+    as ``unknown-value:<col>=<value>``, as they came).
+    """
+
+    name = "canonicalize"
+    Options = CanonicalizeOptions
+
+    def check(self, meta):
+        self.require_columns(meta, self.options.columns)
+        _leaves_the_id(self, self.options.columns, "respell")
+        for column in self.options.columns:
+            dtype = meta[column].dtype
+            if pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_datetime64_any_dtype(dtype):
+                # it had turned 1 into "1" and 1.5 into "1.5", a column of numbers into text
+                raise StageError(f"stage {self.ctx.name!r}: canonicalize respells text, and {column!r} holds {dtype} "
+                                 f"values; check its allowed values with ranges: {{{column}: {{allowed: [...]}}}}, or "
+                                 f"cast it to str first if its codes are names")
+
+    def process(self, part):
+        received = _as_received(part, self.options.columns)
+        for column, rule in self.options.columns.items():
+            raw = part[column]
+            out, changed, unknown = canonicalize(raw, rule.table(), trim=rule.trim, nfkc=rule.nfkc, case=rule.case)
+            if rule.unknown == "reject":
+                part = reject(part, unknown, _details(f"unknown-value:{column}", raw, unknown))
+            elif rule.unknown == "null":
+                out = out.mask(unknown)
+                changed = changed | unknown
+            # a categorical (a Parquet dictionary column) stays one, with the canonical spellings
+            part[column] = out.astype("category") if isinstance(raw.dtype, pd.CategoricalDtype) else out
+            part[f"_m_canonicalized:{column}"] = changed.astype(np.int64)
+            part[f"_m_unknown:{column}"] = unknown.astype(np.int64)
+        return _rejects_as_received(part, received)
