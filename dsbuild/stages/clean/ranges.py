@@ -197,3 +197,21 @@ class Ranges(MapStage):
                 part[column] = _may_hold_missing(col).mask(outside)
             part[f"_m_out_of_range:{column}"] = outside.astype(np.int64)
         return _rejects_as_received(part, received)
+
+    def result_warnings(self, entry: dict) -> list[str]:
+        """A rule most rows break is more likely wrong than the data: on Adult, ``allowed:
+        [United States, ...]`` (the column writes United-States) rejected 96 % of the rows
+        without a word, as would a bound in another unit."""
+        notes = super().result_warnings(entry)
+        rows = entry.get("in", 0)
+        for column, rule in self.options.columns.items():
+            outside = entry.get("metrics", {}).get(f"out_of_range:{column}", 0)
+            if rows and outside > RANGE_DOUBT * rows:
+                done = {"reject": "rejected", "clip": "clipped", "null": "emptied"}[rule.action]
+                what = "allowed values as the column writes them" if rule.allowed is not None else "bounds and their unit"
+                notes.append(f"stage {self.ctx.name!r}: {outside:,.0f} of {rows:,} rows ({outside / rows:.0%}) are outside "
+                             f"the rule for {column!r} and were {done}: check its {what}")
+        return notes
+
+
+RANGE_DOUBT = 0.5  # a rule that more than this share of the rows break is doubted in a warning
