@@ -798,6 +798,18 @@ def with_fd_violations(sample, every=13):
     return frame, rows
 
 
+def test_impute_says_when_a_column_has_no_value_to_fill_from():
+    """A column every cell of which is missing has no median or mode: impute filled nothing
+    and the run said nothing."""
+    frame = pd.DataFrame({"id": [f"r{i}" for i in range(6)], "a": pd.array([None] * 6, dtype="Float64"),
+                          "b": [1.0, None, 2.0, None, 3.0, None]})
+    stage = Impute(columns={"a": "median", "b": "mean"})
+    kept, _ = run_stage(stage, frame, npartitions=2)
+    assert kept["a"].isna().all() and kept["b"].notna().all()
+    notes = stage.result_warnings({"in": len(frame), "metrics": {}})
+    assert len(notes) == 1 and "'a' has no value to take a median of (every cell is missing)" in notes[0]
+
+
 def test_a_second_impute_keeps_the_first_ones_marks(client):
     """impute, outliers (action null), impute: the second impute wrote its own
     ``<col>_imputed`` over the first's, and the ages the first had filled read as observed."""

@@ -207,6 +207,18 @@ class Impute(FitApplyStage):
             for column, rule in self.options.rules().items()
         }
 
+    def result_warnings(self, entry: dict) -> list[str]:
+        """A column with no value at all (every cell missing: a reader's na_values, or a
+        ranges rule that emptied it) has no median or mode, and impute filled nothing
+        without a word: the column stayed empty in a job meant to fill it."""
+        notes = super().result_warnings(entry)
+        state = getattr(self, "state_", None) or {}
+        for column, rule in self.options.rules().items():
+            if entry.get("in", 0) and rule.strategy != "constant" and column in state and state[column]["global"] is None:
+                notes.append(f"stage {self.ctx.name!r}: {column!r} has no value to take a {rule.strategy} of (every cell "
+                             "is missing), so its cells stay missing; check what emptied it, or fill it with a constant")
+        return notes
+
 
 def _earlier_marks(part: pd.DataFrame, column: str) -> np.ndarray:
     """The cells an earlier stage marked in ``column`` (False where it has none): a second
