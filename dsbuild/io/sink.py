@@ -814,7 +814,7 @@ def _stored_schemas(fs, staged: list[dict]) -> list[pa.Schema]:
     out = []
     for f in staged:
         text = f.get("schema")
-        if text is None:
+        if not isinstance(text, str):  # None, or NaN from a frame of records
             out.append(_read_schema(fs, f["path"]))
             continue
         if text not in stored:

@@ -45,6 +45,7 @@ _FILES_META = pd.DataFrame(
         "partition": pd.Series(dtype="int64"), "k": pd.Series(dtype="int64"), "path": pd.Series(dtype=object),
         "rows": pd.Series(dtype="int64"), "bytes": pd.Series(dtype="int64"), "memory": pd.Series(dtype="int64"),
         "sha256": pd.Series(dtype=object), "group": pd.Series(dtype=object), "dictionary": pd.Series(dtype=object),
+        "schema": pd.Series(dtype=object),  # the sink's finish reads the file's schema here, not from the file
     }
 )
 
