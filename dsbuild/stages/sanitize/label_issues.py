@@ -1,8 +1,5 @@
-"""Sanitization: remove poisoned rows (``sanitize``) and mislabeled rows (``label_issues``).
-
-Both stages are chains of fit -> apply passes whose statistics are sums, counts, exact
-per-class top-k lists or hash-keyed samples, so what they remove does not depend on how
-the data is partitioned or on the number of workers.
+"""``label_issues``: find mislabeled rows with confident learning and drop, weigh down or
+relabel them.
 """
 
 from __future__ import annotations
@@ -16,177 +13,27 @@ from pydantic import Field, model_validator
 from dsbuild.kernels import confident as cl
 from dsbuild.kernels.dtypes import as_dtype
 from dsbuild.kernels.fairness import usable_weights, weight_values
-from dsbuild.kernels.features import MAX_DISTINCT, CategoryCounts, feature_length, image_features
-from dsbuild.kernels.moments import ClassMoments, ColumnMoments
+from dsbuild.kernels.moments import ColumnMoments
 from dsbuild.kernels.sanitize import (
-    LabelMoments,
-    knn_index,
-    knn_scores,
-    l2_scores,
-    lda_fit,
-    log_loss_scores,
-    principal_subspace,
     quantize,
-    slab_directions,
-    slab_scores,
-    subspace_residual_scores,
 )
-from dsbuild.kernels.topk import CutSearch, HashSample, LargestPerKey, within_cut
-from dsbuild.records import ID, image_blobs, record_seeds, record_uniform
+from dsbuild.kernels.topk import HashSample, LargestPerKey, within_cut
+from dsbuild.records import record_seeds, record_uniform
 from dsbuild.stages.base import (
     METRIC,
     FitApplyStage,
     StageError,
-    StageOptions,
     register,
     reject,
 )
-
-ImageFeature = Literal["pixels", "hog", "color_hist"]
-DERIVED_COLUMNS = {"sanitize_score", "original_label"}
-
-
-class FeatureOptions(StageOptions):
-    features: Literal["auto", "columns", "image"] = Field(
-        "auto", description="columns: the job's feature columns; image: a vector from the image column; auto: image if the job names one"
-    )
-    image_features: ImageFeature = Field("hog", description="image vector: pixels (downscaled grey), hog, color_hist")
-    image_size: int | None = Field(None, gt=0, description="side of the downscaled image (pixels 16, hog 32) or bins per channel (8)")
-    max_categories: int = Field(
-        20, ge=2, description="categorical (text, category, boolean) feature columns are one-hot encoded: a column per value, "
-        "or per most frequent value and one for the rest past this many (scikit-learn's OneHotEncoder max_categories)"
-    )
-
-    @model_validator(mode="after")
-    def _image_vector_fits(self):
-        """A vector per image of at most MAX_IMAGE_FEATURES numbers: color_hist with 300
-        bins is 27 M numbers (216 MB) an image, and the workers were killed one after
-        another until the run failed with KilledWorker."""
-        if self.image_size is not None:
-            n = feature_length(self.image_features, self.image_size)
-            if n > MAX_IMAGE_FEATURES:
-                raise ValueError(f"image_size {self.image_size} makes {self.image_features} vectors of {n:,} numbers an image; "
-                                 f"at most {MAX_IMAGE_FEATURES:,} (pixels: a side up to 128, hog: up to 176, color_hist: up to 25 "
-                                 "bins a channel)")
-        return self
-
-
-MAX_IMAGE_FEATURES = 16_384
-
-
-class _Features:
-    """Turns a partition into (raw feature matrix, label values) the same way every pass."""
-
-    options: FeatureOptions
-
-    def _use_image(self) -> bool:
-        mode = self.options.features
-        return mode == "image" or (mode == "auto" and self.ctx.roles.image is not None)
-
-    def _label(self) -> str:
-        if not self.ctx.roles.label:
-            raise StageError(f"stage {self.ctx.name!r} needs the job's label column (columns.label)")
-        return self.ctx.roles.label
-
-    def check(self, meta: pd.DataFrame) -> None:
-        self.require_columns(meta, [self._label()], what="label column (columns.label)")
-        if self._use_image():
-            self.require_image_column(meta)
-            return
-        columns = self._feature_columns(meta)
-        self.require_columns(meta, columns, what="feature column")
-        if not columns:
-            raise StageError(f"stage {self.ctx.name!r}: no numeric feature columns; name them in columns.features")
-        categorical = [c for c in columns if _is_categorical(meta[c])]
-        bad = [c for c in columns if c not in categorical and not pd.api.types.is_numeric_dtype(meta[c])]
-        if bad:
-            raise StageError(f"stage {self.ctx.name!r}: feature column {bad[0]!r} is neither a number nor a category "
-                             f"({meta[bad[0]].dtype}); leave it out of columns.features or cast it")
-        self.feature_columns_ = columns
-        self.categorical_columns_ = categorical
-
-    def column_warnings(self, meta: pd.DataFrame) -> list[str]:
-        return [] if self._use_image() else self.index_column_warnings(meta)
-
-    def check_output_column(self, meta: pd.DataFrame, option: str, column: str) -> None:
-        """A column the stage writes (the score, the old label) may not be one the job
-        reads: the label, a feature, the image, the id or a sensitive column would be
-        overwritten without a word."""
-        roles = self.ctx.roles
-        named = {c: "sensitive" for c in roles.sensitive}
-        if self._use_image():
-            named[roles.image_column] = "image"
-        else:
-            named.update({c: "feature" for c in self._feature_columns(meta)})
-        named.update({self._label(): "label", ID: "id", **({roles.id: "id"} if roles.id else {})})
-        if column in named:
-            raise StageError(f"stage {self.ctx.name!r}: {option} {column!r} is the job's {named[column]} column, "
-                             "which the stage would overwrite; name another")
-
-    def _feature_columns(self, meta: pd.DataFrame) -> list[str]:
-        """The job's features; when it names none, numeric columns minus the scores and
-        old labels these stages write themselves."""
-        columns = self.ctx.roles.feature_columns(meta)
-        if self.ctx.roles.features:
-            return columns
-        return [c for c in columns if c not in DERIVED_COLUMNS]
-
-    def features_used(self) -> list[str] | str:
-        """For the summary: what the rows were scored on, so a reader of the manifest can
-        tell a feature that should not have been one (an id, a leaked target)."""
-        if self._use_image():
-            return f"{self.options.image_features} of {self.ctx.roles.image_column}"
-        return list(getattr(self, "feature_columns_", None) or [])
-
-    def raw_features(self, part: pd.DataFrame) -> np.ndarray:
-        if self._use_image():
-            o = self.options
-            return image_features(image_blobs(part[self.ctx.roles.image_column]), o.image_features, o.image_size)
-        columns = getattr(self, "feature_columns_", None) or self._feature_columns(part)
-        numeric = [c for c in columns if c not in getattr(self, "categorical_columns_", ())]
-        X = part[numeric].astype("float64").to_numpy(dtype=np.float64, na_value=np.nan)
-        encoder = getattr(self, "encoder_", None)
-        return X if encoder is None else np.hstack([X, encoder.transform(part)])
-
-    def fit_categories(self, frame, shapes) -> None:
-        """Where features are categorical, a pass first: each column's value counts, merged
-        across partitions, from which its one-hot columns are chosen (``encoder_``)."""
-        self.encoder_ = None
-        columns = [] if self._use_image() else getattr(self, "categorical_columns_", [])
-        if not columns:
-            return
-        counts = shapes.fit(frame, self._partial_categories, CategoryCounts.merge, label=f"{self.ctx.name}-categories")
-        if counts.too_many():
-            raise StageError(f"stage {self.ctx.name!r}: feature column {counts.too_many()[0]!r} has more than "
-                             f"{MAX_DISTINCT:,} distinct values (or cells that are no category, such as lists): an id or "
-                             "free text, not a category; leave it out of columns.features")
-        self.encoder_ = counts.encoder(self.options.max_categories)
-
-    def _partial_categories(self, part: pd.DataFrame, state: Any) -> CategoryCounts:
-        for c in self.categorical_columns_:
-            kind = pd.api.types.infer_dtype(part[c], skipna=True)
-            if kind in _TIMES:  # pandas holds Parquet's dates as objects: they had become categories
-                raise StageError(f"stage {self.ctx.name!r}: feature column {c!r} is neither a number nor a category "
-                                 f"({kind}); leave it out of columns.features or cast it")
-        return CategoryCounts.of(part, self.categorical_columns_)
-
-    def ids(self, part: pd.DataFrame) -> np.ndarray:
-        return part[ID].astype(str).to_numpy(dtype=object)
-
-    @staticmethod
-    def id_column(part: pd.DataFrame):
-        """The ids as stored, for kernels that convert only the few rows they keep."""
-        return part[ID].array
-
-
-_TIMES = ("date", "datetime", "datetime64", "time", "timedelta", "timedelta64", "period")
-
-
-def _is_categorical(column: pd.Series) -> bool:
-    """Text, a pandas category or a boolean: one-hot encoded as a feature."""
-    dtype = column.dtype
-    return (pd.api.types.is_bool_dtype(dtype) or isinstance(dtype, pd.CategoricalDtype) or pd.api.types.is_object_dtype(dtype)
-            or pd.api.types.is_string_dtype(dtype))
+from dsbuild.stages.sanitize.classes import (
+    _class_index,
+    _plain,
+    _sorted_classes,
+    emptied_classes,
+    require_classes,
+)
+from dsbuild.stages.sanitize.features import FeatureOptions, _Features
 
 
 def _count_labels(values: pd.Series) -> dict:
@@ -198,309 +45,6 @@ def _add_counts(a: dict, b: dict) -> dict:
     for k, v in b.items():
         out[k] = out.get(k, 0) + v
     return out
-
-
-def _sorted_classes(counts: dict) -> list:
-    try:
-        return sorted(counts)
-    except TypeError:
-        return sorted(counts, key=str)
-
-
-def require_classes(stage: str, label: str, counts: dict) -> None:
-    """Both stages compare a row with its class: a label that is a measurement (a price, a
-    concentration named as the label by mistake) or an id makes nearly every value a class
-    of its own, and they flag noise (label_issues) or remove nothing (5% of one row)
-    without a word that the label was not one."""
-    fractional = [_plain(c) for c in _sorted_classes(counts) if isinstance(c, (float, np.floating)) and not float(c).is_integer()]
-    rows = sum(counts.values())
-    if fractional:
-        shown = ", ".join(f"{v:g}" for v in fractional[:3]) + (", ..." if len(fractional) > 3 else "")
-        raise StageError(f"stage {stage!r}: label {label!r} holds numbers that are not whole ({shown}): {len(counts)} values "
-                         f"in {rows} rows, each taken as a class. It looks like a measurement to predict, not classes: "
-                         "name a class column in columns.label, or cut this one into classes first")
-    if len(counts) > 2 and len(counts) > rows / 2:
-        raise StageError(f"stage {stage!r}: label {label!r} has {len(counts)} classes in {rows} labelled rows, most of them "
-                         "a row or two: nothing to learn a class from. Is it an id or free text? Name the class column "
-                         "in columns.label")
-
-
-def _class_index(values: pd.Series, classes: list) -> np.ndarray:
-    index = pd.Index(classes)
-    return np.asarray(index.get_indexer(values.to_numpy(dtype=object)), dtype=np.int64)
-
-
-def _plain(value: Any) -> Any:
-    return value.item() if isinstance(value, np.generic) else value
-
-
-# -- sanitize ---------------------------------------------------------------------------
-
-
-class SanitizeOptions(FeatureOptions):
-    method: Literal["l2", "slab", "svd", "knn", "loss"] = Field("l2", description="how a row is scored; larger is more suspicious")
-    fraction: float | None = Field(None, ge=0, lt=1, description="remove exactly floor(fraction * n) rows per class, the highest scores (default 0.05)")
-    threshold: float | None = Field(None, description="remove rows scoring above this instead of a fraction")
-    keep_score: bool = Field(False, description="write each row's score in score_column")
-    score_column: str = Field("sanitize_score", description="column for the score when keep_score is set")
-    variance: float = Field(0.95, gt=0, le=1, description="svd: share of within-class variance the subspace keeps")
-    k: int = Field(5, ge=1, description="knn: neighbours per row")
-    reference_size: int = Field(20_000, ge=1, description="knn: neighbours are searched among this many rows (all if fewer), a hash-chosen sample")
-    folds: int = Field(5, ge=2, description="loss: out-of-fold splits, assigned by a hash of the record id")
-    shrinkage: float = Field(0.1, ge=0, le=1, description="loss: covariance shrinkage of the linear discriminant")
-
-    @model_validator(mode="after")
-    def _one_rule(self):
-        if self.fraction is not None and self.threshold is not None:
-            raise ValueError("give fraction or threshold, not both")
-        if self.threshold is not None and np.isnan(self.threshold):  # no score is above NaN: nothing would be removed
-            raise ValueError("threshold must be a number, not NaN")
-        if self.fraction is None and self.threshold is None:
-            object.__setattr__(self, "fraction", 0.05)
-        return self
-
-
-@register
-class Sanitize(_Features, FitApplyStage):
-    """Remove rows far from their class: the data-poisoning defences of Steinhardt et al.
-
-    ``l2``: distance to the class centroid. ``slab``: distance along the line between
-    the class centroid and the other classes' mean. ``svd``: distance from the principal
-    subspace of the class-centred data. ``knn``: mean distance to the k nearest rows of
-    the same class. ``loss``: out-of-fold cross-entropy of the row's label under a linear
-    discriminant. Features are standardized first. Passes: (1) per-label moments of the
-    raw features, which give the standardizer, the centroids and the within-class scatter
-    [and the knn reference sample]; (2) only for ``loss`` (and ``svd`` when a feature is
-    missing): moments of the standardized rows per fold; (3) with ``fraction``, the exact
-    per-class top-k of scores (narrowed by score histograms first when the budget is
-    large); then apply.
-    """
-
-    name = "sanitize"
-    Options = SanitizeOptions
-    COLLECT_LIMIT = 200_000
-
-    def check(self, meta: pd.DataFrame) -> None:
-        super().check(meta)
-        if self.options.keep_score:
-            self.check_output_column(meta, "score_column", self.options.score_column)
-
-    # pass 1 ----------------------------------------------------------------------------
-    def _partial_columns(self, part: pd.DataFrame, state: Any):
-        X = self.raw_features(part)
-        labels = part[self._label()].to_numpy(dtype=object)
-        sample = None
-        if self.options.method == "knn":
-            ids = self.ids(part)
-            draws = record_uniform(self.ctx.seed, self.ctx.name, ids)
-            keep = ~pd.isna(labels)
-            sample = HashSample.of(draws[keep], ids[keep], labels[keep], X[keep], self.options.reference_size)
-        return LabelMoments.of(X, labels, with_scatter=self.options.method == "svd"), sample
-
-    @staticmethod
-    def _combine_columns(a, b):
-        sample = b[1] if a[1] is None else a[1] if b[1] is None else a[1].merge(b[1])
-        return a[0].merge(b[0]), sample
-
-    # pass 2, only for loss (and svd when features have missing values) -------------------
-    def _groups(self, part: pd.DataFrame) -> np.ndarray | None:
-        if self.options.method != "loss":
-            return None
-        return (record_seeds(self.ctx.seed, self.ctx.name + ":fold", self.ids(part)) % np.uint64(self.options.folds)).astype(np.int64)
-
-    def _prepare(self, part: pd.DataFrame, base: dict) -> tuple[np.ndarray, np.ndarray]:
-        Z = base["standardizer"].standardize(self.raw_features(part))
-        return Z, _class_index(part[self._label()], base["classes"])
-
-    def _partial_moments(self, part: pd.DataFrame, base: dict) -> ClassMoments:
-        Z, classes = self._prepare(part, base)
-        n_groups = self.options.folds if self.options.method == "loss" else 1
-        return ClassMoments.of(Z, classes, len(base["classes"]), self._groups(part), n_groups)
-
-    @staticmethod
-    def _combine_moments(a: ClassMoments, b: ClassMoments) -> ClassMoments:
-        return a.merge(b)
-
-    def _model(self, frame, shapes, moments: LabelMoments, sample: HashSample | None) -> dict:
-        """Everything the scores need, from pass 1 (and pass 2 where it is needed)."""
-        method, o = self.options.method, self.options
-        classes = _sorted_classes(moments.label_counts())
-        standardizer = moments.total().standardizer()
-        model: dict[str, Any] = {"classes": classes, "standardizer": standardizer}
-        if method == "knn":
-            model["reference"] = knn_index(
-                standardizer.standardize(sample.X),
-                _class_index(pd.Series(sample.labels, dtype=object), classes),
-                sample.ids,
-                o.k,
-            )
-            return model
-        if method == "loss" or (method == "svd" and moments.scatter is None):
-            by_fold = shapes.fit(frame, self._partial_moments, self._combine_moments, model, label=f"{self.ctx.name}-moments")
-            self.moment_passes_ = 2
-        if method == "loss":
-            model["folds"] = [lda_fit(by_fold.without(g), o.shrinkage) for g in range(o.folds)]
-            return model
-        model["centroids"] = moments.centroids(classes, standardizer)
-        if method == "slab":
-            counts = np.array([moments.rows[c] for c in classes], dtype=np.float64)
-            model["directions"] = slab_directions(counts, model["centroids"])
-        elif method == "svd":
-            scatter = moments.within_scatter(standardizer) if moments.scatter is not None else by_fold.total().within_scatter()
-            basis, ratios = principal_subspace(scatter, o.variance)
-            model["basis"] = basis
-            model["explained"] = float(ratios[: basis.shape[1]].sum())
-        return model
-
-    # scores ------------------------------------------------------------------------------
-    def _scores(self, part: pd.DataFrame, model: dict) -> tuple[np.ndarray, np.ndarray]:
-        """(class index, quantized score) of every row; rows without a label score NaN, a
-        labelled row with an infinite feature +inf (the surest sign of a broken row; its
-        value counts as missing in every statistic)."""
-        raw = self.raw_features(part)
-        Z, classes = model["standardizer"].standardize(raw), _class_index(part[self._label()], model["classes"])
-        method = self.options.method
-        if method == "l2":
-            s = l2_scores(Z, classes, model["centroids"])
-        elif method == "slab":
-            s = slab_scores(Z, classes, model["centroids"], model["directions"])
-        elif method == "svd":
-            s = subspace_residual_scores(Z, classes, model["centroids"], model["basis"])
-        elif method == "knn":
-            s = knn_scores(Z, classes, self.ids(part), model["reference"], self.options.k)
-        else:
-            s = np.full(len(Z), np.nan)
-            groups = self._groups(part)
-            for g, (coef, intercept) in enumerate(model["folds"]):
-                rows = groups == g
-                s[rows] = log_loss_scores(Z[rows], classes[rows], coef, intercept)
-        s = quantize(s)
-        s[np.isinf(raw).any(axis=1) & ~np.isnan(s)] = np.inf
-        return classes, s
-
-    # pass 3 ------------------------------------------------------------------------------
-    def _partial_top(self, part: pd.DataFrame, model: dict) -> LargestPerKey:
-        classes, scores = self._scores(part, model)
-        return LargestPerKey.of(classes, scores, self.id_column(part), model["budget"])
-
-    @staticmethod
-    def _combine_top(a: LargestPerKey, b: LargestPerKey) -> LargestPerKey:
-        return a.merge(b)
-
-    def _partial_histogram(self, part: pd.DataFrame, state: tuple) -> np.ndarray:
-        model, search = state
-        classes, scores = self._scores(part, model)
-        return search.histogram(classes, scores)
-
-    @staticmethod
-    def _add(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        return a + b
-
-    def _partial_candidates(self, part: pd.DataFrame, state: tuple) -> LargestPerKey:
-        model, search = state
-        classes, scores = self._scores(part, model)
-        return search.candidates(classes, scores, self.id_column(part))
-
-    def _find_cut(self, frame, shapes, model: dict, counts: np.ndarray) -> dict:
-        """The exact (score, id) of each class's last removed row.
-
-        Small budgets are collected in one pass. Larger ones are narrowed first by
-        histograms of the scores' bit patterns (a pass each, usually one or two) until the
-        range holding the cut has at most ``COLLECT_LIMIT`` rows, then collected.
-        """
-        label = self.ctx.name
-        if model["budget"].sum() <= self.COLLECT_LIMIT:
-            self.cut_passes_ = 1
-            return shapes.fit(frame, self._partial_top, self._combine_top, model, label=f"{label}-top").cut()
-        search = CutSearch.start(model["budget"], counts)
-        self.cut_passes_ = 1
-        while not search.resolved(self.COLLECT_LIMIT):
-            hist = shapes.fit(frame, self._partial_histogram, self._add, (model, search), label=f"{label}-histogram")
-            search = search.narrow(hist)
-            self.cut_passes_ += 1
-        top = shapes.fit(frame, self._partial_candidates, self._combine_top, (model, search), label=f"{label}-top")
-        return top.cut()
-
-    # wiring ------------------------------------------------------------------------------
-    def build(self, frame, shapes):
-        o = self.options
-        label = self.ctx.name
-        self.fit_categories(frame, shapes)
-        moments, sample = shapes.fit(frame, self._partial_columns, self._combine_columns, label=f"{label}-columns")
-        counts = moments.label_counts()
-        if not counts or not moments.columns:
-            raise StageError(f"stage {label!r}: no labelled rows to fit on")
-        require_classes(label, self._label(), counts)
-        self._require_spread(moments.total(), frame.columns)
-        if o.method in ("slab", "loss") and len(counts) < 2:  # no other class to measure against: slab's line was rounding noise, every loss 0
-            raise StageError(f"stage {label!r}: method {o.method} needs labelled rows of at least two classes; "
-                             f"the label has one ({_plain(next(iter(counts)))!r}): use l2, svd or knn")
-        self.moment_passes_ = 1
-        model = self._model(frame, shapes, moments, sample)
-        classes = model["classes"]
-        n = np.array([counts[c] for c in classes], dtype=np.int64)
-        model["budget"] = np.floor(n * (o.fraction or 0.0) + 1e-9).astype(np.int64)
-        model["cut"] = None
-        self.cut_passes_ = 0
-        if o.fraction is not None:
-            model["cut"] = self._find_cut(frame, shapes, model, n)
-        self.state_ = model
-        self.counts_ = dict(zip(classes, n.tolist()))
-        self.reference_rows_ = len(sample.ids) if sample is not None else None
-        return shapes.map(frame, self._apply, shapes.broadcast(model), label=label)
-
-    def _require_spread(self, total, columns) -> None:
-        """Features none of which varies score every row alike, and the rows removed would
-        be chosen by id alone (an images source's image_height and image_width, picked as
-        the numeric columns when the job names no image column)."""
-        spread = np.sqrt(np.divide(total.m2, total.count, out=np.zeros_like(total.m2), where=total.count > 0))
-        if (spread > 1e-12 * np.maximum(np.abs(total.mean), 1.0)).any():
-            return
-        hint = ""
-        image = self.ctx.roles.image_column
-        if not self._use_image() and image in columns:
-            hint = f"; the data has an image column {image!r}: name it in columns.image to score the images"
-        raise StageError(f"stage {self.ctx.name!r}: none of its features {self.features_used()} varies, so every row would "
-                         f"score the same and the rows removed would be arbitrary{hint}")
-
-    def apply(self, part: pd.DataFrame, model: dict) -> pd.DataFrame:
-        classes, scores = self._scores(part, model)
-        if model["cut"] is not None:
-            remove = within_cut(classes, scores, self.id_column(part), model["cut"])
-        else:
-            remove = scores > self.options.threshold
-        part = reject(part, remove, f"poison:{self.options.method}")
-        if self.options.keep_score:
-            part[self.options.score_column] = scores
-        part["_m_unscored"] = np.isnan(scores).astype(np.int64)
-        return part
-
-    def result_warnings(self, entry: dict) -> list[str]:
-        return emptied_classes(self.ctx.name, getattr(self, "counts_", {}), entry)
-
-    def summary(self) -> dict:
-        model = getattr(self, "state_", None)
-        if model is None:
-            return {}
-        out: dict[str, Any] = {
-            "method": self.options.method,
-            "features": self.features_used(),
-            "rule": f"fraction={self.options.fraction}" if self.options.fraction is not None else f"threshold={self.options.threshold}",
-            "rows_per_class": {str(_plain(c)): n for c, n in self.counts_.items()},
-        }
-        if model["cut"] is not None:
-            out["removed_per_class"] = {str(_plain(c)): int(b) for c, b in zip(model["classes"], model["budget"])}
-            out["score_cut_per_class"] = {str(_plain(model["classes"][k])): s for k, (s, _) in model["cut"].items()}
-            out["passes_to_find_cut"] = self.cut_passes_
-        out["passes_for_statistics"] = self.moment_passes_
-        if "basis" in model:
-            out["subspace_dim"] = int(model["basis"].shape[1])
-            out["explained_variance"] = model["explained"]
-        if self.reference_rows_ is not None:
-            total = sum(self.counts_.values())
-            out["knn_reference_rows"] = self.reference_rows_
-            out["knn_exact"] = self.reference_rows_ >= total
-        return out
 
 
 MODEL_GRID = 2.0**-10  # standardized features on this grid: dot products exact below 1,024 features within 1,024 sd
@@ -530,26 +74,15 @@ def _with_models(state: dict, shared: list) -> dict:
     return {**state, "rounds": [{**rnd, "models": handle} for rnd, handle in zip(state["rounds"], shared)]}
 
 
-def emptied_classes(stage: str, before: dict, entry: dict, weighed: dict | None = None) -> list[str]:
-    """A cleaning stage that removes every row of a class has found no noise in it: it
-    could not tell that class apart. (``entry['labels']``: the kept rows per label, all
-    of them when they add up to the rows kept; a long list is cut. ``weighed``: kept rows
-    per label the stage weighed down as likely mislabelled, which count as removed.)"""
-    after = entry.get("labels") or {}
-    if not after or sum(after.values()) != entry.get("out"):
-        return []
-    weighed = weighed or {}
-    left = {c for c, n in after.items() if n > weighed.get(c, 0)}
-    gone = [f"{_plain(c)!s} ({n:,} rows)" for c, n in before.items() if n and str(_plain(c)) not in left]
-    verb = "removed or weighed down" if weighed else "removed"
-    return [f"stage {stage!r} {verb} every row of class {', '.join(gone)}"] if gone else []
-
-
-# -- label_issues ----------------------------------------------------------------------
-
 MODELS = ("logistic_regression", "knn", "random_forest", "hist_gradient_boosting", "lda")
+
+
 WEIGHED = "label_issues_weighted:"  # metric: kept rows weighed down, per class
+
+
 MIN_SKILL = 0.2  # (balanced accuracy - chance) / (1 - chance) below which label_issues warns
+
+
 Scalar = int | float | str | bool | None
 
 
@@ -574,6 +107,8 @@ def make_model(name: str, params: dict, seed: int):
 
 
 ModelName = Literal["logistic_regression", "knn", "random_forest", "hist_gradient_boosting", "lda"]
+
+
 FilterName = Literal["prune_by_noise_rate", "noise_rate", "predicted_neq_given"]
 
 
