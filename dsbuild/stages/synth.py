@@ -23,7 +23,7 @@ from dsbuild.kernels import smote as smote_kernel
 from dsbuild.kernels.copula import CategoryCounts, GaussianCopula, Marginals, ScoreMoments
 from dsbuild.kernels.dtypes import as_dtype
 from dsbuild.records import ID, child_id, copy_kind, record_rng
-from dsbuild.stages.base import ADDED, KEY, Stage, StageError, StageOptions, _did_you_mean, register, with_marks
+from dsbuild.stages.base import ADDED, KEY, Stage, StageError, StageOptions, _did_you_mean, register, with_marks, written_index
 from dsbuild.stages.conditions import Condition, all_hold, rows_holding
 
 # -- oversample -------------------------------------------------------------------------
@@ -63,7 +63,8 @@ class Oversample(Stage):
         no number to interpolate: it was coerced to missing and quietly left out."""
         text = [c for c in self.ctx.roles.feature_columns(meta) if c in meta.columns and not _interpolable(meta[c])]
         return [f"stage {self.ctx.name!r}: feature column {c!r} is not a number ({meta[c].dtype}): neighbours are found "
-                "without it, and each new row copies it from the row it is grown from" for c in text]
+                "without it, and each new row copies it from the row it is grown from" for c in text
+                ] + self.index_column_warnings(meta)
 
     def build(self, frame, shapes):
         if not hasattr(self, "features_"):
@@ -262,6 +263,8 @@ class Synthesize(Stage):
         # a synthetic row has no source record, so no id of one; where's == columns are set, not
         # modelled; nor is the marker, which this stage sets
         skip = {ID, self.ctx.roles.id, image, o.marker, *(c.column for c in o.where if c.op == "==")}
+        self.index_left_out_ = [] if o.columns else [c for c in meta.columns if c not in skip and written_index(c, meta[c])]
+        skip.update(self.index_left_out_)
         candidates = o.columns or [c for c in meta.columns if c not in skip and not str(c).startswith("_")]
         self.times_ = [c for c in candidates if pd.api.types.is_datetime64_any_dtype(meta[c])]
         self.numeric_ = [
@@ -274,6 +277,13 @@ class Synthesize(Stage):
         ]
         if not self.numeric_ and not self.categorical_:
             raise StageError(f"stage {self.ctx.name!r}: no numeric or text columns to model")
+
+    def column_warnings(self, meta: pd.DataFrame) -> list[str]:
+        """The index ``to_csv`` wrote is no column to model: a copula would draw row numbers
+        for the new rows (correlated with the label of rows sorted by class)."""
+        return [f"stage {self.ctx.name!r}: column {c!r} is not modelled: it holds whole numbers under a blank header, as "
+                "the index DataFrame.to_csv writes, so the new rows leave it missing; name it in the stage's columns "
+                "to model it" for c in getattr(self, "index_left_out_", [])]
 
     def _check_marker(self, meta):
         """A marker column the data already has is an earlier ``synthesize``'s (or an

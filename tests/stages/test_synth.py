@@ -351,3 +351,24 @@ def test_synthesize_keeps_the_marks_an_earlier_synthesize_set_and_refuses_a_colu
     assert twice["synthetic"].sum() == twice["id"].str.contains("#syn").sum() == 200
     with pytest.raises(StageError, match="column 'synthetic' .* name another column for the marks with the option marker"):
         run_stage(Synthesize(rows=100), small.assign(synthetic="no"))
+
+
+def test_the_index_to_csv_wrote_is_neither_grown_from_nor_modelled(tmp_path):
+    """oversample left the index to_csv writes ('Unnamed: 0') out of its default features
+    without a word, and synthesize modelled it: its new rows drew row numbers from a copula
+    that tied them to the label of rows sorted by class."""
+    from dsbuild.pipeline import validate_against_source
+
+    data = load_breast_cancer(as_frame=True).frame.sort_values("target", kind="stable").reset_index(drop=True)
+    data.to_csv(tmp_path / "cancer.csv")
+    job = {"name": "c", "source": {"format": "csv", "path": str(tmp_path / "cancer.csv")}, "columns": {"label": "target"},
+           "stages": [{"oversample": {}}, {"synthesize": {"rows": 50}}], "sink": {"path": str(tmp_path / "out")}}
+    notes = [n for n in validate_against_source(dsbuild.job(**job)) if "'Unnamed: 0'" in n]
+    assert [n.split(":")[0] for n in notes] == ["stage 'oversample'", "stage 'synthesize'"]
+    assert "new rows leave it missing" in notes[1]
+    frame = pd.read_csv(tmp_path / "cancer.csv").astype({"Unnamed: 0": "Int64"}).assign(id=lambda f: [f"r{i:03d}" for i in range(len(f))])
+    kept, _ = run_stage(Synthesize(rows=50), frame, npartitions=2, roles=Roles(label="target"))
+    new = kept[kept["synthetic"].fillna(False).astype(bool)]
+    assert len(new) == 50 and new["Unnamed: 0"].isna().all() and new["mean radius"].notna().all()
+    kept, _ = run_stage(Synthesize(rows=50, columns=["Unnamed: 0", "mean radius"]), frame, npartitions=2, roles=Roles(label="target"))
+    assert kept.loc[kept["synthetic"].fillna(False).astype(bool), "Unnamed: 0"].notna().all()  # named, it is modelled
