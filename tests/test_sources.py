@@ -1144,3 +1144,25 @@ def test_csv_whose_first_line_is_excels_separator_hint_says_so(tmp_path):
     (tmp_path / "x.csv").write_bytes(b"sep=;\r\na;b\r\n1;2\r\n")
     with pytest.raises(SourceError, match=r"x.csv: its first line 'sep=;' is Excel's separator hint.* source.sep: ';'"):
         read({"format": "csv", "path": str(tmp_path / "x.csv")})
+
+
+def test_the_digits_sample_is_planned_without_scikit_learn():
+    """The driver imported scikit-learn (1.7 s of the quick start's validate and run) only
+    to count the digits and build an empty frame of their columns; the workers load them."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    probe = ("import sys\nfrom dsbuild.io.sources import read_source\n"
+             "src = read_source({'format': 'sample', 'name': 'digits', 'partitions': 3})\n"
+             "print(src.frame.npartitions, src.files[0]['size'], 'sklearn' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                          env={**os.environ, "PYTHONPATH": str(root)})
+    assert done.stdout.split() == ["3", "1797", "False"]
+    with dask.config.set(scheduler="sync"):
+        src = read_source({"format": "sample", "name": "digits", "partitions": 3})
+        rows = src.frame.compute()
+    assert len(rows) == 1797 and rows.dtypes.to_dict() == src.frame._meta.dtypes.to_dict()
+    assert rows["label"].value_counts().sort_index().index.tolist() == [str(d) for d in range(10)]
