@@ -522,6 +522,26 @@ def test_parquet_rows_of_blobs_get_smaller_partitions(tmp_path):
     assert read_source(chosen).frame.npartitions == 1
 
 
+def test_a_parquet_row_group_larger_than_a_partition_is_said(tmp_path):
+    """A row group is never split: a file pandas wrote in one row group was one partition,
+    one worker's work, whatever bytes_per_partition said, and nothing told the user."""
+    import dsbuild
+    from dsbuild.pipeline import validate_against_source
+
+    numbers = pa.table({"id": [f"r{i}" for i in range(2**16)], **{f"x{k}": np.arange(2**16, dtype=np.float64) for k in range(8)}})
+    pq.write_table(numbers, tmp_path / "one.parquet")  # 6 MiB uncompressed, one row group
+    pq.write_table(numbers, tmp_path / "many.parquet", row_group_size=2**12)
+    spec = {"format": "parquet", "path": str(tmp_path / "one.parquet"), "bytes_per_partition": "1MiB"}
+    src = read_source(spec)
+    assert src.frame.npartitions == 1
+    (note,) = src.notes
+    assert note.startswith(f"source: {tmp_path / 'one.parquet'} has a row group of 6 MiB, more than bytes_per_partition (1 MiB)")
+    assert "row_group_size=N" in note
+    assert read_source({**spec, "path": str(tmp_path / "many.parquet")}).notes == []
+    job = dsbuild.job(name="p", source=spec, sink={"path": str(tmp_path / "out")})
+    assert validate_against_source(job) == [note]
+
+
 def test_parquet_schema_clash_names_the_file(tmp_path):
     pq.write_table(pa.table({"v": [1, 2]}), tmp_path / "a.parquet")
     pq.write_table(pa.table({"v": ["x", "y"]}), tmp_path / "b.parquet")

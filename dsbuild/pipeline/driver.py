@@ -204,11 +204,12 @@ def _validate_against_source(spec: JobSpec) -> list[str]:
     sink = _sink(spec, overwrite=False)
     sink.check_apart_from(spec.source, spec.stage_inputs())
     sink.check_written_beside(spec.stage_outputs())
-    frame = _marked_source(read_source(spec.source, count_rows=False, id_column=spec.columns.id), spec.columns.id)
+    source = read_source(spec.source, count_rows=False, id_column=spec.columns.id)
+    frame = _marked_source(source, spec.columns.id)
     _check_roles(spec, frame._meta)
     meta = kept_rows(frame._meta)
     stages = spec.build_stages(frame._meta)
-    notes, problems = _weight_column(spec, frame._meta, stages), []
+    notes, problems = source.notes + _weight_column(spec, frame._meta, stages), []
     for i, stage in enumerate(stages):
         notes += stage.order_warnings(stages[:i], stages[i + 1 :])
         try:

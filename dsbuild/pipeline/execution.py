@@ -74,7 +74,7 @@ class Execution:
     def run(self) -> None:
         spec = self.spec
         self.source = read_source(spec.source, id_column=spec.columns.id)
-        self.warnings += _whole_compressed_files(spec.source, self.source.files)
+        self.warnings += self.source.notes + _whole_compressed_files(spec.source, self.source.files)
         self.warnings += inexact_decimals(self.source.schema)
         marked = _marked_source(self.source, spec.columns.id)
         if (spec.columns.id and spec.columns.id != ID) or self.source.ids_given:

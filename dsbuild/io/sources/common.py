@@ -58,6 +58,8 @@ class Source:
     read_columns: Callable[[list[str]], dd.DataFrame] | None = None
     # Where ``files`` are, for their contents' digests (None: no files, as a frame's).
     filesystem: fsspec.AbstractFileSystem | None = None
+    # What the reader warns about: the run's and validate's warnings say it.
+    notes: list[str] = field(default_factory=list)
 
     def fingerprint(self) -> str:
         h = hashlib.blake2b(digest_size=16)

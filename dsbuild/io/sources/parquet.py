@@ -61,6 +61,7 @@ def _read_parquet(spec: ParquetSource) -> Source:
     schema = None
     pieces = []
     records = []
+    notes = []
     for path in files:
         record = _file_record(fs, path)
         if record["size"] == 0:
@@ -88,6 +89,9 @@ def _read_parquet(spec: ParquetSource) -> Source:
         start, groups = 0, []
         rows_in_piece = bytes_in_piece = 0
         budget = spec.partition_bytes(sum(meta.row_group(g).total_byte_size for g in range(meta.num_row_groups)) / max(1, meta.num_rows))
+        largest = max((meta.row_group(g).total_byte_size for g in range(meta.num_row_groups)), default=0)
+        if largest > 2 * budget and len(notes) < 3:
+            notes.append(_large_row_group(path, largest, budget))
         for g in range(meta.num_row_groups):
             n, size = meta.row_group(g).num_rows, meta.row_group(g).total_byte_size
             if groups and (rows_in_piece + n > spec.rows_per_partition or bytes_in_piece + size > budget):
@@ -117,7 +121,18 @@ def _read_parquet(spec: ParquetSource) -> Source:
         return dd.from_map(_ParquetPiece(fs, read_schema), pieces, meta=meta, divisions=None, label="read-parquet",
                            enforce_metadata=False)
 
-    return Source(read(), records, skipped, schema, ids_given=ID in schema.names, read_columns=read, filesystem=fs)
+    return Source(read(), records, skipped, schema, ids_given=ID in schema.names, read_columns=read, filesystem=fs,
+                  notes=notes)
+
+
+def _large_row_group(path: str, size: int, budget: int) -> str:
+    """A row group is never split (reading part of one decodes all of it), so a file
+    pandas wrote in one row group was one partition, one worker's work, whatever
+    bytes_per_partition said: 50,000 texts peaked that worker at 490 MiB, the other idle."""
+    return (f"source: {path} has a row group of {size / 2**20:,.0f} MiB, more than bytes_per_partition "
+            f"({budget / 2**20:,.0f} MiB); a row group is never split, so one task reads it and one worker does its "
+            "work: write the file in smaller row groups (DataFrame.to_parquet(..., row_group_size=N), "
+            "pyarrow.parquet.write_table(..., row_group_size=N))")
 
 
 def _without_row_labels(schema: pa.Schema) -> pa.Schema:
