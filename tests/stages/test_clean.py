@@ -828,6 +828,26 @@ def test_a_second_impute_keeps_the_first_ones_marks(client):
     assert out["age"].notna().all()
 
 
+def test_a_second_outliers_keeps_the_first_ones_marks(client):
+    """outliers (action null) then outliers again on the column: the second wrote its own
+    ``<col>_outlier`` over the first's, and the value the first had emptied read as no
+    outlier, with nothing to say why it was missing."""
+    from dsbuild.stages.base import Shapes
+
+    frame = pd.DataFrame({"id": [f"r{i}" for i in range(10)],
+                          "fnlwgt": [100.0, 102.0, 98.0, 101.0, 99.0, 10_000.0, 103.0, 97.0, 100.0, 150.0]})
+    ddf = dd.from_pandas(frame, npartitions=2, sort=False)
+    shapes = Shapes()
+    for k, stage in enumerate((Outliers(columns={"fnlwgt": {"method": "mad", "threshold": 6, "action": "null"}}),
+                               Outliers(columns={"fnlwgt": {"method": "mad", "threshold": 6}}))):
+        stage.bind(StageContext(f"{stage.name}#{k}"))
+        stage.check(ddf._meta)
+        ddf = stage.build(ddf, shapes)
+    out = ddf.compute().set_index("id")
+    assert out["fnlwgt_outlier"].tolist() == [False] * 5 + [True] + [False] * 3 + [True]
+    assert out["fnlwgt"].isna().tolist() == out["fnlwgt_outlier"].tolist()  # the first emptied both; the second found none
+
+
 def test_constraints_repair_to_majority_records_old_values(client, sample):
     frame, rows = with_fd_violations(sample)
     outs = [

@@ -100,6 +100,15 @@ def _details(rule: str, values: pd.Series, mask: np.ndarray) -> np.ndarray:
     return out
 
 
+def _earlier_marks(part: pd.DataFrame, column: str) -> np.ndarray:
+    """The cells an earlier stage marked in ``column`` (False where it has none): a second
+    impute (impute, outliers with action null, impute) or outliers wrote its own marks over
+    the first one's, and the values the first had filled or emptied read as observed."""
+    if column not in part.columns:
+        return np.zeros(len(part), dtype=bool)
+    return part[column].astype("boolean").fillna(False).to_numpy(dtype=bool)
+
+
 def _is_time(dtype) -> bool:
     return pd.api.types.is_datetime64_any_dtype(dtype) or pd.api.types.is_timedelta64_dtype(dtype)
 

@@ -14,6 +14,7 @@ from dsbuild.kernels.robust import Distribution, ValueCounts
 from dsbuild.stages.base import FitApplyStage, StageError, StageOptions, register
 from dsbuild.stages.clean.cells import (
     _blank_as_missing,
+    _earlier_marks,
     _is_time,
     _jsonable,
     _leaves_the_id,
@@ -218,15 +219,6 @@ class Impute(FitApplyStage):
                 notes.append(f"stage {self.ctx.name!r}: {column!r} has no value to take a {rule.strategy} of (every cell "
                              "is missing), so its cells stay missing; check what emptied it, or fill it with a constant")
         return notes
-
-
-def _earlier_marks(part: pd.DataFrame, column: str) -> np.ndarray:
-    """The cells an earlier stage marked in ``column`` (False where it has none): a second
-    impute (impute, outliers with action null, impute) wrote its own marks over the first
-    one's, and the values the first had filled read as observed."""
-    if column not in part.columns:
-        return np.zeros(len(part), dtype=bool)
-    return part[column].astype("boolean").fillna(False).to_numpy(dtype=bool)
 
 
 def _time_as_number(col: pd.Series) -> pd.Series:

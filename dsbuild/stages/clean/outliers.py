@@ -19,6 +19,7 @@ from dsbuild.stages.base import (
 from dsbuild.stages.clean.cells import (
     _as_received,
     _details,
+    _earlier_marks,
     _jsonable,
     _leaves_the_id,
     _may_hold_missing,
@@ -146,7 +147,7 @@ class Outliers(FitApplyStage):
                 part = reject(part, outlier, _details(f"outlier:{column}", col, outlier))
             elif rule.action == "null":
                 part[column] = _may_hold_missing(col).mask(outlier)
-            part[f"{column}_outlier"] = outlier
+            part[f"{column}_outlier"] = outlier | _earlier_marks(part, f"{column}_outlier")
             part[f"_m_outlier:{column}"] = outlier.astype(np.int64)
         return _rejects_as_received(part, received)
 
