@@ -426,7 +426,8 @@ def run(quick: bool = False) -> str:
     out += [
         "Accuracy against the true labels of simulated crowds (60 or 300 annotators with random "
         "confusion matrices, 3–7 answers per item, 20 % spammers, 10 % adversaries; the sparse "
-        "crowd 400 annotators, 1–3 answers per item). crowd-kit 1.4 `DawidSkene` / `OneCoinDawidSkene` "
+        "crowd 400 annotators, 1–3 answers per item; the 1 % crowd 10,000 binary items of which 1 % "
+        "are of one class, 100 annotators). crowd-kit 1.4 `DawidSkene` / `OneCoinDawidSkene` "
         "at their defaults; dsbuild's stage on Dask with the same stopping rule, at its defaults "
         "(Dawid–Skene's confusion matrices smoothed and its first 5 rounds one-coin's, one-coin's class "
         "prior uniform for 3 rounds, so the rounds differ; `smoothing: 0, warm_start: 0` is crowd-kit's "
