@@ -522,24 +522,36 @@ def test_parquet_rows_of_blobs_get_smaller_partitions(tmp_path):
     assert read_source(chosen).frame.npartitions == 1
 
 
-def test_a_parquet_row_group_larger_than_a_partition_is_said(tmp_path):
-    """A row group is never split: a file pandas wrote in one row group was one partition,
-    one worker's work, whatever bytes_per_partition said, and nothing told the user."""
+def test_a_parquet_row_group_larger_than_a_partition_is_read_once_as_several(tmp_path, client):
+    """A file pandas wrote in one row group was one partition, one worker's work,
+    whatever bytes_per_partition said: it is read by one task and handed on in slices,
+    with the ids and order of the rows read whole."""
+    from dask.utils import key_split
+
     import dsbuild
     from dsbuild.pipeline import validate_against_source
 
     numbers = pa.table({"id": [f"r{i}" for i in range(2**16)], **{f"x{k}": np.arange(2**16, dtype=np.float64) for k in range(8)}})
     pq.write_table(numbers, tmp_path / "one.parquet")  # 6 MiB uncompressed, one row group
-    pq.write_table(numbers, tmp_path / "many.parquet", row_group_size=2**12)
+    pq.write_table(numbers.slice(0, 10), tmp_path / "small.parquet")
     spec = {"format": "parquet", "path": str(tmp_path / "one.parquet"), "bytes_per_partition": "1MiB"}
     src = read_source(spec)
-    assert src.frame.npartitions == 1
-    (note,) = src.notes
-    assert note.startswith(f"source: {tmp_path / 'one.parquet'} has a row group of 6 MiB, more than bytes_per_partition (1 MiB)")
-    assert "row_group_size=N" in note
-    assert read_source({**spec, "path": str(tmp_path / "many.parquet")}).notes == []
+    assert src.frame.npartitions == 6 and src.notes == []
+    tasks = [key_split(k) for k in dict(src.frame.__dask_graph__())]
+    assert tasks.count("table") == 1 and tasks.count("rows") == 6
+    df = src.frame.compute()
+    whole = read_source({**spec, "bytes_per_partition": "1GiB"}).frame.compute()
+    assert src.frame.npartitions == 6 and read_source({**spec, "bytes_per_partition": "1GiB"}).frame.npartitions == 1
+    pd.testing.assert_frame_equal(df.reset_index(drop=True), whole.reset_index(drop=True))
+    by_rows = read_source({**spec, "path": str(tmp_path / "one.parquet"), "bytes_per_partition": None,
+                           "rows_per_partition": 10_000}).frame
+    assert by_rows.npartitions == 7 and list(by_rows.compute()["x0"]) == list(range(2**16))
+    ids = src.read_columns(["id"])
+    assert ids.npartitions == 6 and list(ids.compute()["id"]) == list(whole["id"])
+    both = read_source({**spec, "path": str(tmp_path)})  # a split file beside one read whole, in file order
+    assert both.frame.npartitions == 7 and list(both.frame.compute()["id"]) == [*whole["id"], *whole["id"][:10]]
     job = dsbuild.job(name="p", source=spec, sink={"path": str(tmp_path / "out")})
-    assert validate_against_source(job) == [note]
+    assert validate_against_source(job) == []
 
 
 def test_parquet_schema_clash_names_the_file(tmp_path):

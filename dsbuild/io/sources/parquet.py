@@ -61,7 +61,6 @@ def _read_parquet(spec: ParquetSource) -> Source:
     schema = None
     pieces = []
     records = []
-    notes = []
     for path in files:
         record = _file_record(fs, path)
         if record["size"] == 0:
@@ -89,19 +88,17 @@ def _read_parquet(spec: ParquetSource) -> Source:
         start, groups = 0, []
         rows_in_piece = bytes_in_piece = 0
         budget = spec.partition_bytes(sum(meta.row_group(g).total_byte_size for g in range(meta.num_row_groups)) / max(1, meta.num_rows))
-        largest = max((meta.row_group(g).total_byte_size for g in range(meta.num_row_groups)), default=0)
-        if largest > 2 * budget and len(notes) < 3:
-            notes.append(_large_row_group(path, largest, budget))
         for g in range(meta.num_row_groups):
             n, size = meta.row_group(g).num_rows, meta.row_group(g).total_byte_size
             if groups and (rows_in_piece + n > spec.rows_per_partition or bytes_in_piece + size > budget):
-                pieces.append((path, rel, tuple(groups), start, hive.values[path]))
+                pieces.append((path, rel, tuple(groups), start, hive.values[path], (0, rows_in_piece)))
                 start += rows_in_piece
                 groups, rows_in_piece, bytes_in_piece = [], 0, 0
             groups.append(g)
             rows_in_piece += n
             bytes_in_piece += size
-        pieces.append((path, rel, tuple(groups), start, hive.values[path]))
+        pieces.append((path, rel, tuple(groups), start, hive.values[path],
+                       _cuts(rows_in_piece, bytes_in_piece, budget, spec.rows_per_partition)))
     if schema is None:
         raise SourceError(f"source {spec.path!r}: every Parquet file is empty")
     for field_ in hive.fields:
@@ -118,21 +115,41 @@ def _read_parquet(spec: ParquetSource) -> Source:
 
         read_schema = schema if columns is None else pa.schema([schema.field(c) for c in columns])
         meta = _with_id(to_pandas(read_schema.empty_table()))
-        return dd.from_map(_ParquetPiece(fs, read_schema), pieces, meta=meta, divisions=None, label="read-parquet",
-                           enforce_metadata=False)
+        reader = _ParquetPiece(fs, read_schema)
+        if all(len(piece[5]) == 2 for piece in pieces):
+            return dd.from_map(reader, pieces, meta=meta, divisions=None, label="read-parquet", enforce_metadata=False)
+        return dd.from_delayed(_sliced_reads(reader, pieces), meta=meta, divisions=None, verify_meta=False)
 
-    return Source(read(), records, skipped, schema, ids_given=ID in schema.names, read_columns=read, filesystem=fs,
-                  notes=notes)
+    return Source(read(), records, skipped, schema, ids_given=ID in schema.names, read_columns=read, filesystem=fs)
 
 
-def _large_row_group(path: str, size: int, budget: int) -> str:
-    """A row group is never split (reading part of one decodes all of it), so a file
-    pandas wrote in one row group was one partition, one worker's work, whatever
-    bytes_per_partition said: 50,000 texts peaked that worker at 490 MiB, the other idle."""
-    return (f"source: {path} has a row group of {size / 2**20:,.0f} MiB, more than bytes_per_partition "
-            f"({budget / 2**20:,.0f} MiB); a row group is never split, so one task reads it and one worker does its "
-            "work: write the file in smaller row groups (DataFrame.to_parquet(..., row_group_size=N), "
-            "pyarrow.parquet.write_table(..., row_group_size=N))")
+def _cuts(rows: int, size: int, budget: int, rows_per_partition: int) -> tuple[int, ...]:
+    """Where the partitions of a piece begin and end, in its rows: (0, rows), or, for a
+    row group over twice the partition's bytes or rows, even slices of it. A row group is
+    read whole (reading part of one decodes all of it), so a file pandas wrote in one row
+    group was one partition, one worker's work, whatever bytes_per_partition said: 50,000
+    texts peaked that worker at 490 MiB, the other idle."""
+    if size <= 2 * budget and rows <= 2 * rows_per_partition:
+        return (0, rows)
+    k = min(rows, max(-(-size // budget), -(-rows // rows_per_partition)))
+    return tuple(rows * i // k for i in range(k + 1))
+
+
+def _sliced_reads(reader: _ParquetPiece, pieces: list[tuple]) -> list:
+    """A delayed frame per partition: a split piece is read by ONE task, and its slices
+    are tasks on that table, so the rows after it spread over the workers, each with the
+    ids and order of the rows it would have had read whole."""
+    import dask
+
+    parts = []
+    for piece in pieces:
+        cuts = piece[5]
+        if len(cuts) == 2:
+            parts.append(dask.delayed(reader, pure=True)(piece))
+            continue
+        table = dask.delayed(reader.table, pure=True)(piece)
+        parts += [dask.delayed(reader.rows, pure=True)(table, piece, a, b) for a, b in zip(cuts, cuts[1:])]
+    return parts
 
 
 def _without_row_labels(schema: pa.Schema) -> pa.Schema:
@@ -234,8 +251,19 @@ class _ParquetPiece:
     def __init__(self, fs, schema):
         self.fs, self.schema = fs, schema
 
+    def __dask_tokenize__(self):
+        return ("dsbuild-parquet-piece", type(self.fs).__name__, self.fs.storage_options, self.schema.to_string())
+
     def __call__(self, piece) -> pd.DataFrame:
-        path, rel, groups, start, folder_values = piece
+        return self.rows(self.table(piece), piece, 0, None)
+
+    def rows(self, table: pa.Table, piece, begin: int, end: int | None) -> pd.DataFrame:
+        """Rows ``begin:end`` of the piece's ``table`` as a frame, numbered from the piece's start."""
+        sliced = table.slice(begin, None if end is None else end - begin)
+        return _with_id(to_pandas(sliced), piece[1], piece[3] + begin)
+
+    def table(self, piece) -> pa.Table:
+        path, rel, groups, start, folder_values, _ = piece
         with self.fs.open(path, "rb") as f:
             file = pq.ParquetFile(f)
             present = [c for c in self.schema.names if c in file.schema_arrow.names]
@@ -248,4 +276,4 @@ class _ParquetPiece:
                 table = table.append_column(field_, pa.repeat(value, table.num_rows))
         if table.schema != self.schema:  # the file's own types (see _common_schema), or its column order
             table = table.select(self.schema.names).cast(self.schema)
-        return _with_id(to_pandas(table), rel, start)
+        return table
