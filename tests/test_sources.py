@@ -250,6 +250,29 @@ def test_csv_with_decimal_commas(tmp_path):
     pd.testing.assert_frame_equal(sniffed, df)
 
 
+def test_csv_decimal_commas_are_found_without_being_told(tmp_path):
+    """A ';'-separated European export read its 3,50 as the text "3,50", so no numeric
+    stage took the column: columns whose every value is a decimal-comma number are read
+    as numbers, and validate says so; decimal: '.' keeps them text."""
+    lines = ["name;price;qty;code"] + [f"n{i};{i},5;{i};c{i}.{i}" for i in range(3000)]
+    lines[7] = "kiwi;;7;c7.7"
+    lines[2501] = "bad;zwei,5;3;c1.1"
+    (tmp_path / "euro.csv").write_text("\n".join(lines) + "\n")
+    spec = {"format": "csv", "path": str(tmp_path / "euro.csv"), "blocksize": 8_000, "infer_bytes": 8_000}
+    src = read_source(spec)
+    assert src.notes == [f"source: {tmp_path / 'euro.csv'}: price is written with a decimal comma (3,50): read as numbers; "
+                         "set source.decimal: '.' to read them as text"]
+    df = src.frame.compute()
+    assert df["price"].dtype == np.float64 and df["price"].sum() == sum(i + 0.5 for i in range(3000) if i not in (6, 2500))
+    assert df["code"].iloc[1] == "c1.1" and df.loc[df[REJECT].notna(), REJECT].tolist() == ["type:price=zwei,5"]
+    told = read({**spec, "decimal": ","})
+    pd.testing.assert_frame_equal(told, df)
+    assert read_source({**spec, "decimal": "."}).schema.field("price").type == pa.string()
+    assert read_source({**spec, "text_columns": ["price"]}).notes == []
+    (tmp_path / "mixed.csv").write_text("a;b\n1,5;1.5\n2,5;2.5\n")  # a comma beside a point: as written
+    assert read_source({"format": "csv", "path": str(tmp_path / "mixed.csv")}).schema.types == [pa.string(), pa.float64()]
+
+
 def test_csv_separator_from_the_file(tmp_path):
     """A tab for .tsv; else the one of , ; tab | that splits the first lines alike."""
     (tmp_path / "people.tsv").write_text("name\tage\tcity\nann\t31\tOslo, NO\nbob\t42\tRome\n")

@@ -120,6 +120,14 @@ def _read_csv(spec: CsvSource, count_rows: bool = True, id_column: str | None = 
         sample = _read_block(fs, sampled, 0, spec.infer_bytes, wide)
     own = spec.model_copy(update={"sep": seps[sampled]}) if sampled in seps else spec
     schema, spans_lines = _csv_infer_schema(sample, orders.get(sampled, names), own)
+    notes = []
+    if "decimal" not in spec.model_fields_set and own.sep != ",":
+        commas, schema, spans_lines = _decimal_commas(sample, orders.get(sampled, names), own, schema, spans_lines,
+                                                      [*spec.text_columns, *spec.column_types, *id_columns(names, id_column)])
+        if commas:
+            spec = spec.model_copy(update={"decimal": ","})
+            notes.append(f"source: {sampled}: {', '.join(commas)} {'is' if len(commas) == 1 else 'are'} written with a "
+                         "decimal comma (3,50): read as numbers; set source.decimal: '.' to read them as text")
     schema = pa.schema([schema.field(n) for n in names])
     schema = with_types(as_text(schema, [*spec.text_columns, *id_columns(names, id_column)], files[0]), spec.column_types, files[0])
     quoted = spans_lines if spec.newlines_in_values is None else spec.newlines_in_values
@@ -129,7 +137,46 @@ def _read_csv(spec: CsvSource, count_rows: bool = True, id_column: str | None = 
     reader = _CsvBlock(fs, spec, names, schema, quoted, orders, wide, seps)
     frame = dd.from_map(Together(reader), together(blocks, records, spec.blocksize), meta=reader._empty(), divisions=None, label="read-csv",
                         enforce_metadata=False)
-    return Source(frame, records, skipped, schema, ids_given=ID in schema.names, filesystem=fs)
+    return Source(frame, records, skipped, schema, ids_given=ID in schema.names, filesystem=fs, notes=notes)
+
+
+_DECIMAL_COMMA = r"^[+-]?(\d+|\d*,\d+)$"
+
+
+def _decimal_commas(sample: bytes, names: list[str], spec: CsvSource, schema: pa.Schema, spans_lines: bool,
+                    kept: list[str]) -> tuple[list[str], pa.Schema, bool]:
+    """(the columns written with a decimal comma, the schema and spans_lines read with it)
+    where the job gives no ``decimal``: a ``;``-separated European export read ``1,5`` as
+    the text "1,5", and no numeric stage took the column. A column counts when every value
+    in the sample is a number with a comma as its mark (whole numbers beside them), one
+    at least with a comma; the sample is read again with ``decimal: ','`` only if that
+    keeps every other column's type, so a file that also writes ``1.5`` stays as it was.
+    ``kept``: columns the job types itself (text_columns, column_types, ids)."""
+    text = [f.name for f in schema if f.name not in kept and pa.types.is_string(f.type)]
+    sampled = _sampled_text(sample, names, spec, text) if text else pa.table({})
+    commas = [n for n in text if _comma_numbers(sampled.column(n).drop_null())]
+    if not commas:
+        return [], schema, spans_lines
+    again, spans_again = _csv_infer_schema(sample, names, spec.model_copy(update={"decimal": ","}))
+    if any(again.field(f.name).type != f.type for f in schema if f.name not in commas) or \
+            not all(pa.types.is_floating(again.field(n).type) for n in commas):
+        return [], schema, spans_lines
+    return commas, again, spans_again
+
+
+def _comma_numbers(values: pa.ChunkedArray) -> bool:
+    return len(values) > 0 and pc.all(pc.match_substring_regex(values, _DECIMAL_COMMA)).as_py() and \
+        pc.any(pc.match_substring(values, ",")).as_py()
+
+
+def _sampled_text(sample: bytes, names: list[str], spec: CsvSource, columns: list[str]) -> pa.Table:
+    """The sample's ``columns`` as text, cut and stripped as :func:`_csv_infer_schema` reads it."""
+    cut = sample[: quoting.records_end(sample)] or sample
+    if spec.skip_initial_space:
+        cut = _strip_after_separators(cut, spec.sep)
+    read, parse, convert = _csv_options(spec, names, dict.fromkeys(columns, pa.string()), spec.header, [])
+    convert.include_columns = columns
+    return _parse(cut, (read, parse, convert), [])
 
 
 _SEPARATORS = ",;\t|"
