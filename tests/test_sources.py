@@ -1193,12 +1193,28 @@ def test_csv_separator_found_when_quoted_values_hold_it(tmp_path):
     assert df[["a", "b"]].values.tolist() == [[1, "café; bar"], [2, "x, y"]]
 
 
-def test_csv_whose_first_line_is_excels_separator_hint_says_so(tmp_path):
-    """Excel's European exports may start with "sep=;": it was the header, one column, and
-    every row was rejected as csv:fields in a run that succeeded."""
-    (tmp_path / "x.csv").write_bytes(b"sep=;\r\na;b\r\n1;2\r\n")
-    with pytest.raises(SourceError, match=r"x.csv: its first line 'sep=;' is Excel's separator hint.* source.sep: ';'"):
-        read({"format": "csv", "path": str(tmp_path / "x.csv")})
+def test_csv_whose_first_line_is_excels_separator_hint_is_read_with_it(tmp_path):
+    """Excel's European exports may start with "sep=;": such a file was refused, and the
+    user had to cut the line off every export. It is read with that separator; the line
+    is no row, and rows are numbered as in the file without it, however it is cut."""
+    rows = [f'{i};"x{i}{chr(10) if i % 7 == 0 else ""}y";{i},5' for i in range(2000)]
+    body = "a;b;c\r\n" + "\r\n".join(rows) + "\r\n"
+    (tmp_path / "plain.csv").write_text(body)
+    (tmp_path / "hint.csv").write_text("sep=;\r\n" + body)
+    (tmp_path / "wide.csv").write_bytes(("sep=;\r\n" + body).encode("utf-16"))
+    for cut in ({"blocksize": 4_000, "infer_bytes": 4_000}, {}):
+        want = read({"format": "csv", "path": str(tmp_path / "plain.csv"), **cut})
+        for name, encoding in (("hint.csv", "utf8"), ("wide.csv", "utf-16")):
+            src = read_source({"format": "csv", "path": str(tmp_path / name), "encoding": encoding, **cut})
+            got = src.frame.compute()
+            assert len(got) == 2000 and got["c"].sum() == sum(i + 0.5 for i in range(2000))
+            pd.testing.assert_frame_equal(got.assign(id=got["id"].str.replace(name, "plain.csv")).reset_index(drop=True),
+                                          want.reset_index(drop=True))
+            assert src.notes[0] == (f"source: {tmp_path / name} starts with Excel's separator hint 'sep=;': read with that "
+                                    "separator; the line is no row (not in the ledger), and rows are numbered from the line "
+                                    "after the header")
+    (tmp_path / "x.csv").write_bytes(b"sep=|\na|b\n1|2\n")
+    assert read({"format": "csv", "path": str(tmp_path / "x.csv")})[["a", "b"]].values.tolist() == [[1, 2]]
 
 
 def test_the_digits_sample_is_planned_without_scikit_learn():

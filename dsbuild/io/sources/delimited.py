@@ -96,9 +96,10 @@ def _read_csv(spec: CsvSource, count_rows: bool = True, id_column: str | None = 
     if wide:  # read as the UTF-8 text they hold
         spec = spec.model_copy(update={"encoding": "utf8"})
     sample = _read_block(fs, files[0], 0, spec.infer_bytes, wide)
+    hints = {path: hint for path in files if (hint := _separator_hint(fs, path, wide))}
     sniffed = spec.sep is None
     if sniffed:
-        spec = spec.model_copy(update={"sep": _sniff_sep(files[0], sample, spec)})
+        spec = spec.model_copy(update={"sep": hints.get(files[0]) or _sniff_sep(files[0], sample, spec)})
     names = _csv_header(fs, files[0], spec, wide)
     if spec.column_names:
         _check_field_count(files[0], sample, names, spec)
@@ -107,7 +108,7 @@ def _read_csv(spec: CsvSource, count_rows: bool = True, id_column: str | None = 
     for path in files[1:]:
         other = _csv_header(fs, path, spec, wide)
         if sniffed and sorted(other) != sorted(names):
-            seps, other = _own_separator(fs, path, spec, names, other, seps, wide)
+            seps, other = _own_separator(fs, path, spec, names, other, seps, wide, hints.get(path))
         if other == names:
             continue
         if sorted(other) != sorted(names):
@@ -120,7 +121,7 @@ def _read_csv(spec: CsvSource, count_rows: bool = True, id_column: str | None = 
         sample = _read_block(fs, sampled, 0, spec.infer_bytes, wide)
     own = spec.model_copy(update={"sep": seps[sampled]}) if sampled in seps else spec
     schema, spans_lines = _csv_infer_schema(sample, orders.get(sampled, names), own)
-    notes = []
+    notes = [_hint_note(next(iter(hints)), hints, spec)] if hints else []
     if "decimal" not in spec.model_fields_set and own.sep != ",":
         commas, schema, spans_lines = _decimal_commas(sample, orders.get(sampled, names), own, schema, spans_lines,
                                                       [*spec.text_columns, *spec.column_types, *id_columns(names, id_column)])
@@ -134,7 +135,7 @@ def _read_csv(spec: CsvSource, count_rows: bool = True, id_column: str | None = 
     # quotes are counted in bytes where values span lines: such a file in a wide encoding is read whole
     blocks, records = _text_blocks(fs, files, root, spec.blocksize, count_rows, quoted=quoted, whole=files if wide and quoted else (),
                                    read=functools.partial(_read_block, wide=wide))
-    reader = _CsvBlock(fs, spec, names, schema, quoted, orders, wide, seps)
+    reader = _CsvBlock(fs, spec, names, schema, quoted, orders, wide, seps, set(hints))
     frame = dd.from_map(Together(reader), together(blocks, records, spec.blocksize), meta=reader._empty(), divisions=None, label="read-csv",
                         enforce_metadata=False)
     return Source(frame, records, skipped, schema, ids_given=ID in schema.names, filesystem=fs, notes=notes)
@@ -193,16 +194,46 @@ def _first_with_rows(fs, files: list[str], wide: str | None) -> str:
     return next((p for p in files[1:] if _holds_rows(_read_block(fs, p, 0, _SNIFF_BYTES, wide))), files[0])
 
 
-def _own_separator(fs, path: str, spec: CsvSource, names: list[str], header: list[str], seps: dict, wide: str | None):
-    """(``seps``, the header) with ``path``'s own separator, where the job gives none and
-    the file's header is the first file's split by another: a folder of .csv exports with a
-    .tsv among them stopped as "header ['a\tb\tc'] differs from ['a', 'b', 'c']"."""
-    own = _sniff_sep(path, _read_block(fs, path, 0, _SNIFF_BYTES, wide), spec)
+def _own_separator(fs, path: str, spec: CsvSource, names: list[str], header: list[str], seps: dict, wide: str | None,
+                   hint: str | None = None):
+    """(``seps``, the header) with ``path``'s own separator (its ``hint``'s, if it starts
+    with one), where the job gives none and the file's header is the first file's split by
+    another: a folder of .csv exports with a .tsv among them stopped as "header
+    ['a\tb\tc'] differs from ['a', 'b', 'c']"."""
+    own = hint or _sniff_sep(path, _read_block(fs, path, 0, _SNIFF_BYTES, wide), spec)
     theirs = _csv_header(fs, path, spec.model_copy(update={"sep": own}), wide) if own != spec.sep else header
     return ({**seps, path: own}, theirs) if sorted(theirs) == sorted(names) else (seps, header)
 
 
 _SNIFF_BYTES = 64 * 2**10
+
+# Excel's separator hint, a first line such as "sep=;" that its European exports write and
+# read: no data, so it is read as no row (a file's rows are numbered from the line after its header).
+_HINT = re.compile(rb"sep=([^\r\n])\r?\n")
+
+
+def _separator_hint(fs, path: str, wide: str | None) -> str | None:
+    """The separator ``path``'s first line names, if that line is Excel's hint (``sep=;``):
+    such a file was refused, and a user had to cut the line off every export."""
+    if wide:
+        found = _HINT.match(_read_block(fs, path, 0, 16, wide, hint=True))
+    else:
+        with fs.open(path, "rb", compression="infer") as f:
+            found = _HINT.match(f.readline(64).removeprefix(codecs.BOM_UTF8))
+    return found[1].decode() if found else None
+
+
+def _hint_note(path: str, hints: dict[str, str], spec: CsvSource) -> str:
+    others = f" (and {len(hints) - 1:,} more file(s))" if len(hints) > 1 else ""
+    used = "read with that separator" if spec.sep == hints[path] else f"read with source.sep {spec.sep!r}, which the job sets"
+    return (f"source: {path}{others} starts with Excel's separator hint 'sep={hints[path]}': {used}; the line is no "
+            "row (not in the ledger), and rows are numbered from the line after the header")
+
+
+def _without_hint(data: bytes) -> bytes:
+    """A file's first bytes without Excel's separator hint line."""
+    found = _HINT.match(data)
+    return data[found.end():] if found else data
 
 
 def _is_wide(encoding: str) -> bool:
@@ -212,11 +243,14 @@ def _is_wide(encoding: str) -> bool:
     return codecs.lookup(encoding).name.startswith(("utf-16", "utf-32"))
 
 
-def _read_block(fs, path: str, start: int, length: int | None, wide: str | None) -> bytes:
+def _read_block(fs, path: str, start: int, length: int | None, wide: str | None, hint: bool = False) -> bytes:
     """A block of the file as :func:`_read_text_block` reads it; a file in a ``wide``
-    encoding is cut at its own newlines (a code unit) and given as the UTF-8 text it holds."""
+    encoding is cut at its own newlines (a code unit) and given as the UTF-8 text it holds.
+    The file's first block comes without a separator hint line (``hint``: with it), so the
+    header is its first line and the lines after it are counted from there."""
     if wide is None:
-        return _read_text_block(fs, path, start, length)
+        data = _read_text_block(fs, path, start, length)
+        return data if start or hint else _without_hint(data.removeprefix(codecs.BOM_UTF8))
     with fs.open(path, "rb", compression="infer") as f:
         head = f.read(4)
         codec, unit = _wide_codec(head, wide)
@@ -226,6 +260,7 @@ def _read_block(fs, path: str, start: int, length: int | None, wide: str | None)
             first, records = _wide_records(f, head, start, length, unit, codec)
             data = _transcoded(io.BytesIO(records), b"", codec, path, first)
     data = data.removeprefix(codecs.BOM_UTF8) if start == 0 else data  # a byte-order mark is no text
+    data = _without_hint(data) if start == 0 and not hint else data
     return data if data.endswith(b"\n") or not data else data + b"\n"
 
 
@@ -353,19 +388,17 @@ def _csv_header(fs, path: str, spec: CsvSource, wide: str | None = None) -> list
         names = list(spec.column_names)
     else:
         if wide:
-            line = _read_block(fs, path, 0, 1, wide).split(b"\n", 1)[0]
+            line = _read_block(fs, path, 0, _SNIFF_BYTES, wide).split(b"\n", 1)[0]
         else:
             with fs.open(path, "rb", compression="infer") as f:
                 line = f.readline()
+                line = f.readline() if _HINT.match(line.removeprefix(codecs.BOM_UTF8)) else line
         try:
             first = line.decode(spec.encoding).rstrip("\r\n").lstrip("\ufeff")  # a byte-order mark is no name
         except UnicodeDecodeError:
             raise SourceError(_not_text(line, spec)) from None
         if not first:
             raise SourceError(f"{path}: empty file, no header line")
-        if re.fullmatch(r"sep=.", first):  # every row was rejected as csv:fields, in a run that succeeded
-            raise SourceError(f"{path}: its first line {first!r} is Excel's separator hint, not a header: remove the line "
-                              f"(e.g. tail -n +2 in.csv > out.csv) and set source.sep: {first[4:]!r}")
         if "\r" in first:  # the whole file was one line: csv.Error's traceback
             raise SourceError(f"{path}: its lines end with a carriage return alone (\\r, old Mac text); lines must end "
                               "with \\n or \\r\\n: convert it, e.g. tr '\\r' '\\n' < in.csv > out.csv")
@@ -532,9 +565,10 @@ class _CsvBlock:
     (``orders``: the files whose header lists them in another)."""
 
     def __init__(self, fs, spec: CsvSource, names: list[str], schema: pa.Schema, quoted: bool = False,
-                 orders: dict[str, list[str]] | None = None, wide: str | None = None, seps: dict[str, str] | None = None):
+                 orders: dict[str, list[str]] | None = None, wide: str | None = None, seps: dict[str, str] | None = None,
+                 hinted: set[str] = frozenset()):
         self.fs, self.spec, self.names, self.schema, self.quoted = fs, spec, names, schema, quoted
-        self.orders, self.wide, self.seps = orders or {}, wide, seps or {}
+        self.orders, self.wide, self.seps, self.hinted = orders or {}, wide, seps or {}, hinted
 
     def _empty(self) -> pd.DataFrame:
         df = _with_id(to_pandas(self.schema.empty_table()))
@@ -546,6 +580,7 @@ class _CsvBlock:
             with self.fs.open(path, "rb") as f:
                 data = quoting.read_records(f, start, length, *quote_states[0])
             data = data if data.endswith(b"\n") or not data else data + b"\n"
+            data = _without_hint(data.removeprefix(codecs.BOM_UTF8)) if start == 0 else data
         else:
             data = _read_block(self.fs, path, start, length, self.wide)
         header_here = self.spec.header and start == 0
@@ -558,6 +593,8 @@ class _CsvBlock:
         # lines). Where values span lines, a record's line is its number among the pieces
         # between newlines outside quotes.
         offset = first_line - (1 if self.spec.header and start != 0 else 0)
+        if quote_states and start != 0 and path in self.hinted:  # its records were counted from the file's first byte
+            offset -= 1
         bad: list = []
         by_hand: dict[str, pa.DataType] = {}  # columns read as text, to be typed a value at a time
         while True:
