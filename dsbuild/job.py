@@ -488,7 +488,7 @@ def _load_yaml(text: str, where: str) -> tuple[dict, dict]:
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = f"{where}:{mark.line + 1}" if mark else where
-        raise JobError([f"{line}: not valid YAML: {getattr(e, 'problem', e)}"]) from None
+        raise JobError([f"{line}: not valid YAML: {_yaml_problem(e)}"]) from None
     if node is None:
         raise JobError([f"{where}: the job file is empty"])
     lines: dict[tuple, int] = {}
@@ -499,6 +499,15 @@ def _load_yaml(text: str, where: str) -> tuple[dict, dict]:
     if not isinstance(data, dict):
         raise JobError([f"{where}:1: a job is a mapping (name, seed, source, columns, stages, sink)"])
     return data, lines
+
+
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    """PyYAML's words, and for a tab what to do: "found character '\\t' that cannot start
+    any token" did not say that YAML indents with spaces only, as editors may not."""
+    problem = str(getattr(e, "problem", e))
+    if "'\\t'" in problem:
+        return f"a tab, where YAML takes spaces only: indent with spaces ({problem})"
+    return problem
 
 
 _PLAIN_TAGS = ("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq", "tag:yaml.org,2002:str", "tag:yaml.org,2002:int",

@@ -166,6 +166,11 @@ def test_duplicate_keys_and_broken_yaml(tmp_path):
     assert "not valid YAML" in problem
 
 
+def test_a_tab_says_yaml_indents_with_spaces(tmp_path):
+    (problem,) = errors_of(GOOD.replace("  label: income", "\tlabel: income"), tmp_path)
+    assert ":5: not valid YAML: a tab, where YAML takes spaces only: indent with spaces" in problem
+
+
 def test_yaml_cannot_run_code(tmp_path):
     marker = tmp_path / "ran"
     text = GOOD.replace("seed: 7", f"seed: !!python/object/apply:os.system ['touch {marker}']")
