@@ -629,9 +629,28 @@ def _message(e: dict, path: tuple, data: dict) -> str:
         return msg if len(got) > 80 or got in msg or "got " in msg else f"{msg} (got {got})"
     if kind == "union_tag_invalid":
         return f"unknown format {ctx.get('tag')!r}; formats: {ctx.get('expected_tags')}"
+    if kind == "union_tag_not_found":
+        return f"no {ctx.get('discriminator', 'format')} given; formats: {_formats()}"
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        return f"should be a mapping ({_mapping_of(path, data)}) (got {e.get('input')!r})"
     if "input" in e and kind not in ("missing",):
         return f"{msg} (got {e['input']!r})"
     return msg
+
+
+def _formats() -> str:
+    from dsbuild.io import sources
+
+    return ", ".join(repr(f) for f in sources._FORMATS)
+
+
+def _mapping_of(path: tuple, data: dict) -> str:
+    """What a mapping at ``path`` holds, for a value that is none: pydantic said "a valid
+    dictionary or instance of SinkSpec", a class the job file never names."""
+    if path == ("source",):
+        return f"format: {_formats()}, and that format's options"
+    valid = _valid_keys((*path, ""), data)
+    return f"options: {', '.join(valid)}" if valid else "key: value"
 
 
 def _valid_keys(path: tuple, data: dict) -> list[str]:
@@ -642,7 +661,8 @@ def _valid_keys(path: tuple, data: dict) -> list[str]:
     if parent == ():
         return list(JobSpec.model_fields)
     if parent[0] == "source" and len(parent) == 1:
-        fmt = str((data.get("source") or {}).get("format")).lower()  # as SourceSpec folds it
+        source = data.get("source")
+        fmt = str(source.get("format") if isinstance(source, dict) else None).lower()  # as SourceSpec folds it
         model = {
             "parquet": sources.ParquetSource, "csv": sources.CsvSource, "jsonl": sources.JsonlSource,
             "images": sources.ImagesSource, "sample": sources.SampleSource,

@@ -171,6 +171,21 @@ def test_a_tab_says_yaml_indents_with_spaces(tmp_path):
     assert ":5: not valid YAML: a tab, where YAML takes spaces only: indent with spaces" in problem
 
 
+@pytest.mark.parametrize("mistake, said", [
+    (("sink: {path: out/adult-clean, shard_rows: 5000}", "sink: out/adult-clean"),
+     ":10: sink: should be a mapping (options: path, shard_rows, shard_bytes"),
+    (("  label: income\n  sensitive: sex\n", "  - income\n"), ":4: columns: should be a mapping (options: id, label, sensitive"),
+    (("source: {format: sample, name: adult}", "source: adult"), ":3: source: should be a mapping (format: 'parquet', 'csv'"),
+    (("format: sample, ", ""), ":3: source: no 'format' given; formats: 'parquet', 'csv', 'jsonl'"),
+    (("{schema: {age: float}}", "{schema: [age, float]}"), ":9: stages[1].cast.schema: should be a mapping (key: value)"),
+])
+def test_a_value_that_should_be_a_mapping_says_what_the_mapping_holds(tmp_path, mistake, said):
+    """pydantic said "a valid dictionary or instance of SinkSpec", a class no job file
+    names, and "Unable to extract tag using discriminator 'format'" for a source without one."""
+    (problem,) = errors_of(GOOD.replace(*mistake), tmp_path)
+    assert said in problem and "SinkSpec" not in problem and "ColumnsSpec" not in problem
+
+
 def test_yaml_cannot_run_code(tmp_path):
     marker = tmp_path / "ran"
     text = GOOD.replace("seed: 7", f"seed: !!python/object/apply:os.system ['touch {marker}']")
