@@ -85,8 +85,8 @@ class SinkSpec(_Spec):
     path: str
     shard_rows: int = Field(100_000, gt=0, description="most rows in one shard")
     shard_bytes: Bytes = Field(256 * 2**20, gt=0, description="most uncompressed bytes in one shard")
-    compression: str = Field(
-        "zstd", pattern="^(zstd|snappy|gzip|lz4|brotli|none)$",
+    compression: Literal["zstd", "snappy", "gzip", "lz4", "brotli", "none"] = Field(
+        "zstd",
         description="Parquet codec; binary columns of encoded images (PNG, JPEG, WebP, GIF) are stored as they are",
     )
     partition_by: list[str] = Field(
@@ -629,6 +629,8 @@ def _message(e: dict, path: tuple, data: dict) -> str:
         return msg if len(got) > 80 or got in msg or "got " in msg else f"{msg} (got {got})"
     if kind == "union_tag_invalid":
         return f"unknown format {ctx.get('tag')!r}; formats: {ctx.get('expected_tags')}"
+    if kind == "string_pattern_mismatch" and path == ("name",):
+        return f"a name of letters, digits, '_', '.' and '-' only: a submitted run's id and folder begin with it (got {e.get('input')!r})"
     if kind == "union_tag_not_found":
         return f"no {ctx.get('discriminator', 'format')} given; formats: {_formats()}"
     if kind in ("model_type", "model_attributes_type", "dict_type"):

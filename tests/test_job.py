@@ -186,6 +186,13 @@ def test_a_value_that_should_be_a_mapping_says_what_the_mapping_holds(tmp_path, 
     assert said in problem and "SinkSpec" not in problem and "ColumnsSpec" not in problem
 
 
+def test_a_name_or_a_codec_out_of_the_choices_says_the_choices(tmp_path):
+    (problem,) = errors_of(GOOD.replace("name: adult-clean", "name: adult clean"), tmp_path)
+    assert ":1: name: a name of letters, digits, '_', '.' and '-' only" in problem and "^[" not in problem
+    (problem,) = errors_of(GOOD.replace("shard_rows: 5000", "compression: zstandard"), tmp_path)
+    assert ":10: sink.compression: Input should be 'zstd', 'snappy', 'gzip', 'lz4', 'brotli' or 'none'" in problem
+
+
 def test_yaml_cannot_run_code(tmp_path):
     marker = tmp_path / "ran"
     text = GOOD.replace("seed: 7", f"seed: !!python/object/apply:os.system ['touch {marker}']")
