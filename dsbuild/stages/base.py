@@ -162,8 +162,27 @@ class Stage:
         return False
 
     def order_warnings(self, earlier: list[Stage], later: list[Stage]) -> list[str]:
-        """Warnings about where this stage stands in the job (see fairness)."""
-        return []
+        """Warnings about where this stage stands in the job (see fairness); the first stage
+        that reads the job's default features says which written index they left out."""
+        return self._index_columns_note(earlier, later)
+
+    def reads_default_features(self) -> bool:
+        """Whether the stage reads the job's features (``columns.features``, else the
+        numeric columns with no other role), so a written index they leave out concerns it."""
+        return False
+
+    def _index_columns_note(self, earlier: list[Stage], later: list[Stage]) -> list[str]:
+        """The written index the job left out of its default features, said once for the
+        job, naming every stage that reads them: each such stage said it, the same
+        sentence two or three times in a run."""
+        left_out = self.ctx.roles.index_columns
+        if not left_out or not self.reads_default_features() or any(s.reads_default_features() for s in earlier):
+            return []
+        readers = ", ".join(repr(s.ctx.name) for s in [self, *later] if s.reads_default_features())
+        return [f"columns.features: column {c!r} is not one of the job's default features (read by {readers}): it holds "
+                "whole numbers under a blank header, as the index DataFrame.to_csv writes, and a row number gives away the "
+                "label of rows sorted by class; it stays in the output. Name it in columns.features to use it"
+                for c in left_out]
 
     def result_warnings(self, entry: dict) -> list[str]:
         """Warnings the run's own counts show (``entry``: this stage's manifest entry, with
@@ -202,7 +221,11 @@ class Stage:
 
     def index_column_warnings(self, meta: pd.DataFrame) -> list[str]:
         """For a stage that reads the job's default features: the written index they left
-        out, so a user who meant it as a feature (or wonders where it went) is told."""
+        out, so a user who meant it as a feature (or wonders where it went) is told. Where
+        the job fixed its features and the stage says it reads them, the job's one line
+        (:meth:`order_warnings`) says it instead."""
+        if self.ctx.roles.index_columns and self.reads_default_features():
+            return []
         return [f"stage {self.ctx.name!r}: column {c!r} is not one of its features: it holds whole numbers under a blank "
                 "header, as the index DataFrame.to_csv writes, and a row number gives away the label of rows sorted by "
                 "class; it stays in the output. Name it in columns.features to use it"

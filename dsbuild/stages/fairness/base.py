@@ -130,7 +130,7 @@ class FairnessStage(FitApplyStage):
         are removed describe rows that will not be in the output: duplicates inflate
         their groups, poisoned rows pull labels and borderline scores (MLClean's finding
         that cleaning steps depend on each other)."""
-        return [_order_message(self.ctx.name, s.ctx.name) for s in later if _cleans(s.name)]
+        return [_order_message(self.ctx.name, s.ctx.name) for s in later if _cleans(s.name)] + super().order_warnings(earlier, later)
 
     # roles ----------------------------------------------------------------------------
     @property
@@ -177,10 +177,6 @@ class FairnessStage(FitApplyStage):
 
     def _feature_warnings(self, meta: pd.DataFrame) -> list[str]:
         return self.index_column_warnings(meta) if self.reads_default_features() else []
-
-    def reads_default_features(self) -> bool:
-        """Whether the stage reads the job's features (its ranker's, or the ones it repairs)."""
-        return False
 
     def _unbinned_numeric(self, meta: pd.DataFrame) -> list[str]:
         return [c for c in self.sensitive if c not in self.bins and pd.api.types.is_numeric_dtype(meta[c])

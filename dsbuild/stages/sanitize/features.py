@@ -90,6 +90,9 @@ class _Features:
     def column_warnings(self, meta: pd.DataFrame) -> list[str]:
         return [] if self._use_image() else self.index_column_warnings(meta)
 
+    def reads_default_features(self) -> bool:
+        return not self._use_image()
+
     def check_output_column(self, meta: pd.DataFrame, option: str, column: str) -> None:
         """A column the stage writes (the score, the old label) may not be one the job
         reads: the label, a feature, the image, the id or a sensitive column would be
