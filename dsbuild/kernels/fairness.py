@@ -396,6 +396,19 @@ def equalized_odds(table: pd.DataFrame, sensitive: Sequence[str], favorable, pre
     return out
 
 
+def prediction_skill(table: pd.DataFrame, favorable, prediction: str) -> dict:
+    """Weighted accuracy and balanced accuracy of a model's predictions against the labels,
+    from (y, ŷ) counts. Parity alone cannot tell a fair model from a useless one: a model
+    that predicts the favourable outcome for every row has parity difference 0."""
+    y = positive(table, favorable)
+    hit = np.array([v == favorable for v in table[prediction]], dtype=bool) == y
+    w = table["w"].to_numpy(dtype=np.float64)
+    total, pos = w.sum(), w[y].sum()
+    recall = [w[hit & y].sum() / pos if pos > 0 else np.nan, w[hit & ~y].sum() / (total - pos) if total > pos else np.nan]
+    return {"accuracy": float(w[hit].sum() / total) if total > 0 else float("nan"),
+            "balanced_accuracy": float(np.nanmean(recall)) if not np.isnan(recall).all() else float("nan")}
+
+
 def _span(s: pd.Series) -> float:
     return float(s.max() - s.min()) if len(s) else 0.0
 

@@ -13,6 +13,7 @@ from dsbuild.kernels.fairness import (
     _text,
     equalized_odds,
     merge_tables,
+    prediction_skill,
     tidy,
 )
 from dsbuild.stages.base import (
@@ -26,6 +27,7 @@ from dsbuild.stages.fairness.base import (
 )
 
 PRED = "_pred"
+MIN_SKILL = 0.2  # (balanced accuracy - 0.5) / 0.5 below which the audit's model is said to be no model (label_issues' line too)
 
 
 class AuditOptions(FairnessOptions):
@@ -73,6 +75,20 @@ class FairnessAudit(FairnessStage):
         super().check(meta)
         self.require_columns(meta, self.options.by, what="by column")
 
+    def result_warnings(self, entry: dict) -> list[str]:
+        """A model that predicts nearly one outcome for everyone has near-equal rates in every
+        group: its parity figures read as fair when it learned nothing (German credit's
+        numeric columns: accuracy 0.706 where the favourable rate is 0.700)."""
+        notes = super().result_warnings(entry)
+        model = (entry.get("summary") or {}).get("model")
+        if not model or model.get("balanced_accuracy") is None or (model["balanced_accuracy"] - 0.5) / 0.5 >= MIN_SKILL:
+            return notes
+        return notes + [
+            f"stage {self.ctx.name!r}: its {model['name']} tells the labels apart little better than chance (out-of-fold "
+            f"balanced accuracy {model['balanced_accuracy']:.3f}, chance 0.5; accuracy {model['accuracy']:.3f}), so its "
+            "parity figures describe a model that predicts much the same for every row, not a fair one. Give it features "
+            "that predict the label (columns.features; text and category columns are one-hot encoded)"]
+
     def _count_with_predictions(self, part, state=None):
         extra = {f"{BY}{c}": _by_text(part[c]) for c in self.options.by}
         if self.ranker_ is not None:
@@ -98,6 +114,7 @@ class FairnessAudit(FairnessStage):
             out["model"] = {
                 "name": self.options.model,
                 "sample_rows": int(self.ranker_.n_samples_),
+                **prediction_skill(t, fav, PRED),
                 "predictions": self.parity(t, fav, outcome=PRED),
                 "equalized_odds": _jsonable(equalized_odds(t, self.sensitive, fav, PRED)),
             }
