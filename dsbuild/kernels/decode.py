@@ -86,6 +86,27 @@ _DEPTHS = {  # the dtypes OpenCV writes in each format (TIFF: any it reads)
 }
 
 
+def float_levels_problem(pixels: np.ndarray, fmt: str) -> str | None:
+    """Why a float image cannot become ``fmt``'s 8-bit levels, or None.
+
+    :func:`to_uint8` reads float levels as 0-1 (OpenCV's, scikit-image's and
+    albumentations' convention); a float image holding anything else (0-255 levels, a
+    depth map in metres) came out nearly all white, clipped, without a word. Guessing a
+    range instead would darken or brighten another data set just as silently, so such an
+    image is refused, its range named.
+    """
+    if not np.issubdtype(pixels.dtype, np.floating) or pixels.dtype in _DEPTHS.get(fmt, (pixels.dtype,)):
+        return None
+    finite = np.isfinite(pixels)
+    if not finite.all():
+        return f"a {pixels.dtype} image with NaN or infinite pixels cannot be written as {fmt}"
+    low, high = float(pixels.min(initial=0.0)), float(pixels.max(initial=0.0))
+    if low >= 0 and high <= 1:
+        return None
+    return (f"a {pixels.dtype} image with values from {low:.4g} to {high:.4g} cannot be written as {fmt}: its 8-bit "
+            "levels are made from float levels 0-1; scale the image to 0-1, or keep it a float TIFF (format: same)")
+
+
 def to_uint8(pixels: np.ndarray) -> np.ndarray:
     """8-bit pixels scaled from the dtype's range (floats: 0-1, clipped), rounded."""
     if pixels.dtype == np.uint8:

@@ -23,7 +23,7 @@ import pyarrow as pa
 from pydantic import Field, field_validator
 
 from dsbuild.kernels import selection
-from dsbuild.kernels.decode import decode_image, encode_image, for_format
+from dsbuild.kernels.decode import decode_image, encode_image, float_levels_problem, for_format
 from dsbuild.kernels.images import BOX_FORMATS, AnnotationError, Compose, transform_from_spec
 from dsbuild.records import (
     ID,
@@ -58,7 +58,8 @@ class AugmentOptions(StageOptions):
     format: Literal["same", "jpeg", "png", "webp"] = Field(
         "same", description="encoding of copies; 'same' keeps each parent's depth and channels. A copy another format "
         "cannot hold is converted (and <image>_channels says so): to 8 bits by the dtype's range (16-bit: value * 255 / 65535, "
-        "rounded), JPEG drops alpha (grey stays grey), WebP makes grey 3 channels and keeps alpha (unless fully opaque)")
+        "rounded; floats from 0-1, a float image with other values is rejected), JPEG drops alpha (grey stays grey), WebP "
+        "makes grey 3 channels and keeps alpha (unless fully opaque)")
     quality: int | None = Field(None, ge=1, le=100, description="JPEG/WebP quality (default 95 / 90)")
     params_column: str = Field("augment_params", description="column for each copy's applied parameters (JSON)")
     boxes: str | None = Field(
@@ -208,7 +209,7 @@ class Augment(FitApplyStage):
         if unmovable:
             notes.append(f"stage {self.ctx.name!r}: {unmovable:,} row{'s' if unmovable > 1 else ''} rejected as cannot-augment: "
                          "boxes, keypoints or a mask that cannot move with the image, or a float image a pixel transform "
-                         "cannot take (the rejects' reason says which and why)")
+                         "cannot take or the format cannot hold (the rejects' reason says which and why)")
         return notes
 
     def _augment_fixed(self, part: pd.DataFrame) -> pd.DataFrame:
@@ -251,8 +252,11 @@ class Augment(FitApplyStage):
                                 "8- or 16-bit integer levels only; convert it (a 16-bit PNG keeps 65,536 levels), or augment "
                                 "it with transforms that only move pixels (flips, affine, crops)")
                 continue
-            row = part.iloc[i] if (o.boxes or o.keypoints or o.mask) else None
             fmt = o.format if o.format != "same" else _format_of(data)
+            if (why := float_levels_problem(pixels, fmt)) is not None:
+                unmovable[i] = f"cannot-augment={why}"
+                continue
+            row = part.iloc[i] if (o.boxes or o.keypoints or o.mask) else None
             try:
                 copied = self._copies_of(rid, cell, row, pixels, rngs, int(copies[i]), fmt, described)
             except AnnotationError as e:

@@ -337,3 +337,14 @@ def test_a_tiff_whose_data_libtiff_finds_damaged_is_rejected_with_its_error():
     damaged[len(tiff) // 3 : len(tiff) // 3 + 300] = np.random.default_rng(0).integers(0, 256, 300, dtype=np.uint8).tobytes()
     assert decode_image(bytes(damaged)) is not None  # garbled, not refused
     assert image_problem(bytes(damaged), 10**9)[0] == "corrupt-data=Using code not yet in table"
+
+
+def test_a_float_image_becomes_eight_bits_only_from_zero_to_one():
+    """to_uint8 reads floats as 0-1: one holding other values or NaN is named, not clipped."""
+    from dsbuild.kernels.decode import float_levels_problem
+
+    camera = data.camera().astype(np.float32)
+    assert float_levels_problem(camera / 255, "jpeg") is None and float_levels_problem(camera, "tiff") is None
+    assert float_levels_problem(camera, "webp").startswith("a float32 image with values from 0 to 255 cannot be written as webp")
+    camera[0, 0] = np.nan
+    assert float_levels_problem(camera / 255, "png") == "a float32 image with NaN or infinite pixels cannot be written as png"

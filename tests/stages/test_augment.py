@@ -435,3 +435,26 @@ def test_a_copy_has_no_file_path_and_its_id_names_its_parent(digits):
     assert kept["path"].dtype == "string" and copies.sum() == 12
     assert kept.loc[copies, "path"].isna().all()
     assert kept.loc[~copies].set_index("id")["path"].to_dict() == dict(zip(frame["id"], frame["path"]))
+
+
+def test_a_float_image_outside_zero_to_one_is_rejected_not_whitened_in_an_eight_bit_format():
+    """Float TIFFs copied into PNG or JPEG were scaled as if their values were 0-1: one of
+    0-255 levels came out all white, a depth map in metres nearly so. Only a 0-1 float
+    image is converted; another is rejected with its range, and kept as a float TIFF
+    with format: same."""
+    from skimage import data
+
+    camera = data.camera().astype(np.float32)
+    tiffs = {"unit": camera / 255, "levels": camera, "metres": camera / 255 * 40 - 3}
+    frame = pd.DataFrame({"id": list(tiffs), "image": [cv2.imencode(".tiff", v)[1].tobytes() for v in tiffs.values()]})
+    kept, rejected = run_stage(Augment(transforms=["hflip"], copies=1, format="png"), frame, npartitions=1,
+                               roles=Roles(image="image"))
+    assert np.array_equal(decode_image(kept.set_index("id")["image"]["unit#aug0"]), camera.astype(np.uint8)[:, ::-1])
+    assert rejected["id"].tolist() == ["levels", "metres"]
+    assert rejected["reason"].tolist() == [
+        "cannot-augment=a float32 image with values from 0 to 255 cannot be written as png: its 8-bit levels are made "
+        "from float levels 0-1; scale the image to 0-1, or keep it a float TIFF (format: same)",
+        "cannot-augment=a float32 image with values from -3 to 37 cannot be written as png: its 8-bit levels are made "
+        "from float levels 0-1; scale the image to 0-1, or keep it a float TIFF (format: same)"]
+    kept, rejected = run_stage(Augment(transforms=["hflip"], copies=1), frame, npartitions=1, roles=Roles(image="image"))
+    assert rejected.empty and np.array_equal(decode_image(kept.set_index("id")["image"]["levels#aug0"]), camera[:, ::-1])
