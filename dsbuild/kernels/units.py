@@ -5,7 +5,8 @@ to one canonical unit.
 A unit is an affine map to its dimension's base unit (``base = value * factor +
 offset``), so temperatures convert like everything else. Unit names are looked up
 within the target's dimension, which resolves the one real clash (``m`` is metres for
-lengths, minutes for durations). Parsing works on distinct strings only, so a column of
+lengths, minutes for durations); among durations, ``m`` is read by the target's scale
+(:func:`_read_m_by_scale`). Parsing works on distinct strings only, so a column of
 millions of rows with a few thousand spellings parses a few thousand times.
 """
 
@@ -42,6 +43,7 @@ def _units(dimension: str, table: dict[str, tuple[float, tuple[str, ...]]]) -> d
 
 
 _F_FACTOR = 5.0 / 9.0
+_YEAR = 365.2425 * 86400.0
 DIMENSIONS: dict[str, dict[str, Unit]] = {
     "duration": _units("duration", {
         "s": (1.0, ("sec", "secs", "second", "seconds")),
@@ -50,6 +52,8 @@ DIMENSIONS: dict[str, dict[str, Unit]] = {
         "h": (3600.0, ("hr", "hrs", "hour", "hours")),
         "d": (86400.0, ("day", "days")),
         "wk": (604800.0, ("w", "week", "weeks")),
+        "mo": (_YEAR / 12, ("month", "months", "mos", "mth", "mths")),  # the Gregorian mean, as numpy's M and Y
+        "yr": (_YEAR, ("y", "yrs", "year", "years")),
     }),
     "length": _units("length", {
         "m": (1.0, ("metre", "metres", "meter", "meters")),
@@ -100,7 +104,7 @@ _PRIMES = str.maketrans({"’": "'", "′": "'", "‘": "'", "”": '"', "″": 
 
 # A bare number after a unit counts in the next smaller one, as people write it:
 # 5'11 and 5ft11 (inches), 1m80 (cm), 1h30 (min), 11st2 (lb).
-_SMALLER = {"ft": "in", "m": "cm", "km": "m", "h": "min", "min": "s", "d": "h", "st": "lb", "lb": "oz", "kg": "g"}
+_SMALLER = {"ft": "in", "m": "cm", "km": "m", "h": "min", "min": "s", "d": "h", "st": "lb", "lb": "oz", "kg": "g", "yr": "mo"}
 
 
 def unit_key(text: str) -> str:
@@ -157,19 +161,29 @@ class UnitTable:
         if self.dimension is None:
             self.known[key] = Unit(target, "custom", 1.0)
         self.target = self.known[key]
+        self.ambiguous = _read_m_by_scale(self.known, self.target) if self.dimension == "duration" else set()
+        self.ambiguous -= set(self.factors)
         for name, factor in self.factors.items():
             if factor <= 0 or not np.isfinite(factor):
                 raise ValueError(f"factor for unit {name!r} must be a positive number, got {factor}")
+            if factor == 1.0 and self.known.get(name) == self.target:  # {month: 1} beside to: month
+                continue
             base = self.target.to_base(factor) - self.target.to_base(0.0)
             self.known[name] = Unit(name, self.target.dimension, base)
         for name in [*self.factors, *([key] if self.dimension is None else [])]:
-            self.known.setdefault(_plural(name), self.known[name])
+            if _plural(name) not in self.factors:  # a declared month's months are its, not the built-in's
+                self.known[_plural(name)] = self.known[name]
 
     def unit(self, text: str) -> Unit | None:
         return self.known.get(unit_key(text))
 
     def has(self, text: str) -> bool:
         return unit_key(text) in self.known
+
+    def problem(self, text: str) -> str:
+        """Why a unit spelling converts to nothing: one the column's scale leaves open
+        (``m`` beside days), or one it does not know."""
+        return f"{'ambiguous' if unit_key(text) in self.ambiguous else 'unknown'}-unit:{text}"
 
     def convert(self, value: np.ndarray, unit: Unit) -> np.ndarray:
         value = np.asarray(value, dtype=np.float64)
@@ -178,6 +192,22 @@ class UnitTable:
         scale = unit.factor / self.target.factor
         shift = (unit.offset - self.target.offset) / self.target.factor
         return value * scale + shift if shift else value * scale
+
+
+def _read_m_by_scale(known: dict[str, Unit], target: Unit) -> set[str]:
+    """Read a duration's ``m`` as its column means it, in ``known``; the spellings left open.
+
+    ``m`` was always minutes, so ``12m`` in a column of months (a loan's term, a child's
+    age) became 12 minutes. A column counted in months or years writes months that way;
+    one in hours, minutes or seconds, minutes; in days or weeks it could be either, and
+    a row that writes it is rejected as ``ambiguous-unit:m`` rather than guessed.
+    """
+    if target.name in ("mo", "yr"):
+        known["m"] = known["mo"]
+    elif target.name in ("d", "wk"):
+        del known["m"]
+        return {"m"}
+    return set()
 
 
 def _plural(name: str) -> str:
@@ -221,7 +251,7 @@ def parse_quantity(
         else:
             return np.nan, False, "ambiguous-numbers"
         if unit is None:
-            return np.nan, False, f"unknown-unit:{unit_text}" if unit_text else "no-unit"
+            return np.nan, False, table.problem(unit_text) if unit_text else "no-unit"
         terms.append((float(number.replace(",", "")), unit))
     changed = any(unit != table.target for _, unit in terms)
     if len(terms) == 1:
@@ -262,7 +292,7 @@ def convert_column(
         rows = unit_codes == code
         fallback = table.unit(name) if name else default
         if fallback is None and numeric:
-            problem[rows] = f"unknown-unit:{name}"
+            problem[rows] = table.problem(name)
             continue
         if numeric:
             out[rows] = table.convert(values.to_numpy(dtype=np.float64, na_value=np.nan)[rows], fallback)
@@ -271,7 +301,7 @@ def convert_column(
             codes, uniques = pd.factorize(values if len(unit_names) == 1 else values[rows])
             parsed = [parse_quantity(str(u), table, fallback, decimal) for u in uniques]
             if fallback is None and name:  # a value with a unit of its own does not need the row's
-                parsed = [(v, c, f"unknown-unit:{name}" if p == "no-unit" else p) for v, c, p in parsed]
+                parsed = [(v, c, table.problem(name) if p == "no-unit" else p) for v, c, p in parsed]
             out[rows] = np.array([p[0] for p in parsed] + [np.nan], dtype=np.float64)[codes]
             changed[rows] = np.array([p[1] for p in parsed] + [False], dtype=bool)[codes]
             problem[rows] = np.array([p[2] for p in parsed] + [None], dtype=object)[codes]

@@ -100,9 +100,26 @@ def test_a_declared_unit_is_also_read_in_its_plural():
     assert parse("6 months", "month", factors) == (6.0, False, None)
     assert parse("2 years", "month", factors) == (24.0, True, None)
     assert parse("1 yrs", "month", factors) == (12.0, True, None)
-    assert parse("3 mo", "month", factors) == (pytest.approx(np.nan, nan_ok=True), False, "unknown-unit:mo")
+    assert parse("3 mo", "month", factors) == (3.0, False, None)  # a built-in month now
     assert parse("2 years", "d", {"year": 365.25}) == (730.5, True, None)
     assert UnitTable("item", {"dozen": 12}).has("dozens") and not UnitTable("$", {"$": 1}).has("$s")
+
+
+def test_m_in_a_column_of_months_is_months_and_beside_days_is_refused():
+    """``12m`` in a column whose rule is in months was read as 12 minutes (0.0003
+    months). Months and years are built in, and a duration's ``m`` is read by the
+    column's scale: months beside months or years, minutes beside hours, minutes or
+    seconds; beside days or weeks either could be meant, so it is refused by name."""
+    assert parse("12m", "month") == (12.0, False, None) and parse("12 months", "mo") == (12.0, False, None)
+    assert parse("1y 6m", "month")[0] == 18.0 and parse("2y6", "month")[0] == 30.0 and parse("36m", "year")[0] == 3.0
+    assert parse("90m", "h")[0] == 1.5 and parse("1h 30m", "min")[0] == 90.0
+    assert parse("12m", "d") == (pytest.approx(np.nan, nan_ok=True), False, "ambiguous-unit:m")
+    assert parse("12m", "d", {"month": 30})[2] == "ambiguous-unit:m"
+    assert parse("12 months", "d", {"month": 30})[0] == 360.0  # a declared month's plural is the declared one
+    assert parse("12m", "d", {"m": 30})[0] == 360.0  # declared, it is no longer open
+    assert parse("1 year", "d")[0] == 365.2425 and parse("12m", "wk")[2] == "ambiguous-unit:m"
+    _, _, problem = convert_column(pd.Series([3.0]), UnitTable("d"), pd.Series(["m"]))
+    assert problem[0] == "ambiguous-unit:m"
 
 
 def test_custom_factor_must_be_positive():

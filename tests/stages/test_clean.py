@@ -276,6 +276,17 @@ def test_normalize_units_rejects_keep_what_they_came_with():
     assert rejected["mass"].iloc[2] == 2000.0  # rejected for w; text cannot go back into a float column
 
 
+def test_normalize_units_reads_m_as_months_in_a_months_rule():
+    """A loan's term written ``12m``, ``2 years``, ``6 mo`` under ``to: month`` became
+    0.0003 months for ``12m`` (minutes), and ``to: d`` rows with ``m`` were read alike."""
+    frame = pd.DataFrame({"id": list("abcde"), "term": ["12m", "2 years", "6 mo", "18", "1y 6m"]})
+    kept, rejected = run_stage(NormalizeUnits(columns={"term": {"to": "month"}}), frame)
+    assert rejected.empty and kept["term"].tolist() == [12.0, 24.0, 6.0, 18.0, 18.0]
+    kept, rejected = run_stage(NormalizeUnits(columns={"term": {"to": "d"}}), frame)
+    assert dict(zip(rejected["id"], rejected["reason"])) == {"a": "units:term=ambiguous-unit:m:12m",
+                                                             "e": "units:term=ambiguous-unit:m:1y 6m"}
+
+
 def test_normalize_units_rules_sharing_a_unit_column_read_the_units_as_they_came():
     """The first rule rewrote the shared unit column to its target (lb -> kg) before the
     second read it: 10 (lb) became 22.05 lb. Two targets cannot share one unit column."""

@@ -20,7 +20,7 @@ from dsbuild.stages.clean.cells import (
 class UnitRule(StageOptions):
     """How one column's quantities become numbers in one unit."""
 
-    to: str = Field(..., description="canonical unit: min, h, kg, cm, C, ... or your own with factors")
+    to: str = Field(..., description="canonical unit: min, h, month, kg, cm, C, ... or your own with factors")
     unit_column: str | None = Field(None, description="column holding each row's unit, used when the value has none")
     assume: str | None = Field(None, description="unit of a bare number with no unit column entry (default: `to`)")
     factors: dict[str, float] = Field(default_factory=dict, description="your own units: how many `to` units one of it is (each read in its plural too: year, years)")
