@@ -91,9 +91,10 @@ _UNSIGNED = r"(?:\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)(?:[eE][-+]?\d
 _NUMBER = rf"[-+]?{_UNSIGNED}"
 _UNIT = r"[^\d\s.,+-](?:[^\d]*[^\d\s])?"
 _TERM = re.compile(rf"\s*({_NUMBER})\s*({_UNIT})?")
-# A currency symbol written before its amount (``$1,234.50``, ``US$ 5``, ``-€3``) is read
-# as a unit after it; what it is worth comes from the rule's factors (``{$: 1}``).
-_CURRENCY_FIRST = re.compile(rf"^\s*([-+]?)\s*([A-Z]{{0,3}}[$€£¥₹₩₽₺])\s*({_UNSIGNED})\s*$")
+# A currency symbol or code written before its amount (``$1,234.50``, ``US$ 5``, ``-€3``,
+# ``EUR 12.50``, ``DM 2,315``, ``Rs. 500``) is read as a unit after it; what it is worth
+# comes from the rule's factors (``{$: 1}``). A code is 2-3 letters, capital first.
+_CURRENCY_FIRST = re.compile(rf"^\s*([-+]?)\s*([A-Z]{{0,3}}[$€£¥₹₩₽₺]|[A-Z][A-Za-z]{{1,2}}\.?)\s*({_UNSIGNED})\s*$")
 _WHOLE = re.compile(rf"^(?:\s*{_NUMBER}\s*(?:{_UNIT})?)+\s*$")
 # Thousands grouped by a space (SI; French and Nordic writing use a no-break or thin space)
 # or by an apostrophe (Swiss 1'234), one separator kind per number.

@@ -57,6 +57,16 @@ def test_money_with_its_symbol_first_and_shares_in_percent():
     assert parse("45%", "fraction")[0] == pytest.approx(0.45) and parse("250 bp", "%")[0] == pytest.approx(2.5)
 
 
+def test_a_currency_code_before_its_amount():
+    """German credit's amounts written ``DM 2,315`` were unparseable, though ``$2,315``
+    and ``2,315 DM`` read: a code (EUR, CHF, Rs.) comes before the amount as often as a
+    symbol does."""
+    dm = UnitTable("DM", {"DM": 1, "EUR": 1.95583, "Rs": 0.02})
+    values = ("DM 2,315", "DM2315", "EUR 12.50", "-EUR 3", "Rs. 500", "2,315 DM")
+    assert [parse_quantity(v, dm, dm.target)[0] for v in values] == pytest.approx([2315, 2315, 24.447875, -5.86749, 10, 2315])
+    assert parse_quantity("USD 5", dm, dm.target)[2] == "unknown-unit:USD"
+
+
 def test_decimal_comma():
     table = UnitTable("kg")
     assert parse_quantity("70,5 kg", table, table.target, decimal=",")[0] == 70.5

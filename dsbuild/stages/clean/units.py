@@ -58,7 +58,7 @@ class NormalizeUnitsOptions(StageOptions):
 @register
 class NormalizeUnits(MapStage):
     """Values written with units (``90 min``, ``1.5h``, ``72°F``, ``5'11``, ``45%``, ``$12.50``
-    with ``factors: {$: 1}``) become numbers in one unit.
+    or ``EUR 12.50`` with ``factors: {$: 1, EUR: 1.08}``) become numbers in one unit.
 
     The unit comes from the value itself, else from ``unit_column``, else ``assume``.
     The column becomes float64 in the ``to`` unit and ``unit_column`` (if any) says
