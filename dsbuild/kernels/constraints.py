@@ -24,6 +24,15 @@ import pandas as pd
 from dsbuild.kernels.dtypes import holding
 
 
+def _comparison_hint(text: str) -> str:
+    """Where a rule compares (``amount >= 0``, ``start < end``), the stage that does: a user
+    who took constraints for row checks was told only how to write a dependency."""
+    if not re.search(r"[<>]|!=", text):
+        return ""
+    return ("; constraints repairs dependencies (each a, b has one c). A bound on a column is ranges' "
+            "({columns: {amount: {min: 0}}}), a test of a column against a value select's where")
+
+
 @dataclass(frozen=True)
 class FunctionalDependency:
     determinant: tuple[str, ...]
@@ -34,7 +43,7 @@ class FunctionalDependency:
         """``"zip -> city"`` or ``"zip, state -> city, county"``."""
         sides = text.split("->")
         if len(sides) != 2:
-            raise ValueError(f"{text!r} is not a dependency; write it as 'a, b -> c'")
+            raise ValueError(f"{text!r} is not a dependency; write it as 'a, b -> c'" + _comparison_hint(text))
         left, right = (tuple(c.strip() for c in re.split(r",", side) if c.strip()) for side in sides)
         if not left or not right:
             raise ValueError(f"{text!r} needs columns on both sides of '->'")

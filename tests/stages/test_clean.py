@@ -960,8 +960,10 @@ def test_constraints_on_a_float_dependent(client):
 
 
 def test_constraints_refuses_bad_rules(sample):
-    with pytest.raises(ValidationError, match="not a dependency"):
+    with pytest.raises(ValidationError, match=r"not a dependency; write it as 'a, b -> c' \["):
         Constraints(rules=["education = education-num"])
+    with pytest.raises(ValidationError, match=r"'amount >= 0' is not a dependency.*A bound on a column is ranges'"):
+        Constraints(rules=["amount >= 0"])  # a row check: said where it is written
     with pytest.raises(StageError, match="column of rule 'education->schooling' 'schooling'"):
         run_stage(Constraints(rules=["education -> schooling"]), sample)
 
