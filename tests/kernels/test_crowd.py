@@ -112,6 +112,27 @@ def test_stats_from_any_split_of_items_merge_to_the_same_model():
         np.testing.assert_array_equal(merged[key], whole[key])
 
 
+def test_the_last_rounds_movement_merges_to_the_same_from_any_split():
+    """Label changes add up, and the largest confidence shift is the largest of the parts'
+    (added, it would depend on the partitioning)."""
+    y, votes, _ = digits_crowd(n_items=400, n_annotators=20)
+    model = DawidSkene(10, 20, max_iter=3)
+    state = model.finalize(model.stats(votes, None))
+    state = model.finalize(model.stats(votes, state), state)
+    assert "earlier" in state
+    whole = model.stats(votes, state)
+    side = np.random.default_rng(2).random(votes.n_items) < 0.4
+    parts = []
+    for keep in (side, ~side):
+        codes = np.cumsum(keep) - 1
+        on = keep[votes.item]
+        parts.append(model.stats(Votes(codes[votes.item[on]], votes.annotator[on], votes.label[on], int(keep.sum()), 20, 10), state))
+    merged = merge_stats(*parts)
+    assert merged["shift_max"] == whole["shift_max"] == max(p["shift_max"] for p in parts) > 0
+    assert merged["label_changes"] == whole["label_changes"]
+    assert "earlier" not in DawidSkene(10, 20, max_iter=50).finalize(whole, state)
+
+
 def test_dawid_skene_beats_majority_vote_with_spammers_and_adversaries():
     y, votes, kind = digits_crowd(n_annotators=60, spammers=0.25, adversaries=0.1)
     assert (kind == 1).any() and (kind == 2).any()

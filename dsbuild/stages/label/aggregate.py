@@ -283,6 +283,7 @@ class AggregateLabels(Stage):
         self._summary = self._describe(inventory, classes, counts, first, state, rounds, table)
         if model.iterative:
             self._summary["converged"] = converged
+            self._summary.update(_unsettled(state) if not converged else {})
 
         results = shapes.map(
             grouped, functools.partial(_item_results, coder=coder, model=model), shapes.broadcast(state),
@@ -361,8 +362,7 @@ class AggregateLabels(Stage):
         notes += self._gold_notes(entry)
         notes += _collapse_notes(self.ctx.name, entry.get("summary", {}))
         if entry.get("summary", {}).get("converged") is False:
-            notes.append(f"stage {self.ctx.name!r}: {self.options.method} did not converge in max_iter "
-                         f"{self.options.max_iter} rounds (tol {self.options.tol}); the labels are the last round's: raise max_iter")
+            notes.append(self._unconverged_note(entry["summary"]))
         items = entry.get("summary", {}).get("items_annotated", 0)
         matched = int(entry["metrics"].get("annotated", 0))
         if not items or matched >= items:
@@ -376,6 +376,22 @@ class AggregateLabels(Stage):
                         "of the data (ids are compared as written, case included, spaces around them not); their answers still count towards "
                         "each annotator's quality."]
 
+    def _unconverged_note(self, summary: dict) -> str:
+        """Says what had not settled when max_iter ran out: the bound alone, while no label
+        changed in the last rounds (the labels stand; confidences still move), or labels."""
+        o = self.options
+        head = f"stage {self.ctx.name!r}: {o.method} did not converge in max_iter {o.max_iter} rounds (tol {o.tol}"
+        if "elbo_change" in summary:
+            head += f"; the bound per annotation still moved {summary['elbo_change']:.2g} in the last round"
+        changes, rounds = summary.get("label_changes"), summary.get("watched_rounds", 0)
+        if changes is None or not rounds:
+            return head + "); the labels are the last round's: raise max_iter"
+        if changes == 0:
+            return (head + f"), but no item's label changed in the {rounds} rounds before the last, so the labels are likely "
+                    f"final; their confidences still moved by up to {summary['confidence_shift']:.2g} a round: raise max_iter "
+                    "for settled confidences")
+        return head + f"); {changes:,} label changes in the {rounds} rounds before the last: the labels are the last round's: raise max_iter"
+
     def _gold_notes(self, entry: dict) -> list[str]:
         """Gold values the label set does not hold (True against answers 0 and 1, 'Cat'
         against 'cat') were left out without a word: the run looked as if it had gold."""
@@ -386,6 +402,15 @@ class AggregateLabels(Stage):
         return [f"stage {self.ctx.name!r}: {outside:,} rows' gold values in {self.options.gold!r} are not among the labels "
                 f"{entry.get('summary', {}).get('labels', [])} and are not used ({used:,} are); write them as the "
                 "annotations write their labels (a boolean gold against answers 0 and 1 matches none)"]
+
+
+def _unsettled(state: dict) -> dict:
+    """What the last rounds of a model that ran out of rounds still moved, for the summary."""
+    out = {"elbo_change": float(state["elbo_change"])} if "elbo_change" in state else {}
+    if "label_changes" in state:
+        out.update(watched_rounds=int(state["watched_rounds"]), label_changes=int(state["label_changes"]),
+                   confidence_shift=round(float(state["confidence_shift"]), 6))
+    return out
 
 
 def _collapse_notes(stage: str, summary: dict) -> list[str]:
