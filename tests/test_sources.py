@@ -1116,6 +1116,33 @@ def test_a_dask_frame_of_decimals_or_mixed_objects_is_typed_as_a_pandas_one():
             read_source({"format": "frame", "frame": frame, "name": "sheet"})
 
 
+def test_frames_keep_decimals_lists_and_dates_through_dasks_string_conversion():
+    """dd.from_delayed puts Dask's conversion of object columns to text over the
+    partitions (dsbuild.run turns it off, but a user's frame was built before): decimals,
+    lists (embeddings) and dates reached every stage as text ('[1.0]') and were written
+    as text. They are read as a pandas frame's are."""
+    import datetime
+    import decimal
+
+    import dask.dataframe as dd
+
+    df = pd.DataFrame({"price": [decimal.Decimal("1.50"), decimal.Decimal("2.25"), None, decimal.Decimal("3.10")],
+                       "emb": [[1.0], [2.0, 3.0], None, [4.0]], "day": [datetime.date(2024, 1, d) for d in range(1, 5)],
+                       "s": pd.Series(list("abcd"), dtype=object), "n": [1, 2, 3, 4]})
+    delayed = dd.from_delayed([dask.delayed(df.iloc[:2]), dask.delayed(df.iloc[2:])])
+    assert delayed["price"].dtype != object  # Dask's conversion is there to be undone
+    for frame in (df, delayed):
+        with dask.config.set({"dataframe.convert-string": False}):  # as dsbuild.run reads
+            src = read_source({"format": "frame", "frame": frame, "name": "t"})
+            out = src.frame.compute()
+        assert {f.name: str(f.type) for f in src.schema} == {"price": "decimal128(3, 2)", "emb": "list<item: double>",
+                                                              "day": "date32[day]", "s": "string"}
+        assert out["price"].dtype == np.float64 and out["price"].tolist()[:2] == [1.5, 2.25]
+        assert out["emb"].tolist()[:2] == [[1.0], [2.0, 3.0]] and out["day"].tolist()[0] == datetime.date(2024, 1, 1)
+        assert out["s"].tolist() == list("abcd") and out["id"].tolist() == ["t:0", "t:1", "t:2", "t:3"]
+    assert read_source({"format": "frame", "frame": delayed}).frame.compute()["s"].dtype == pd.StringDtype("pyarrow")
+
+
 def test_a_folder_of_csv_exports_with_a_tsv_among_them_reads_each_by_its_separator(tmp_path):
     """The separator found in the first file split every file: a .tsv beside .csv files
     stopped the run as "header ['a\\tb'] differs from ['a', 'b']"."""

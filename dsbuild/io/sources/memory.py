@@ -84,7 +84,10 @@ def _read_frame(spec: FrameSource) -> Source:
     import dask
 
     frame, rows_per_partition = _before_string_conversion(spec.frame, spec.name), spec.rows_per_partition
-    if frame is not spec.frame:  # as many partitions as the Dask frame had
+    texts = None  # columns Dask's conversion made text and the partitions hold as text: made text again
+    if not isinstance(frame, pd.DataFrame) and frame is not spec.frame:
+        texts = [c for c, t in frame._meta.dtypes.items() if t == object]
+    elif frame is not spec.frame:  # as many partitions as the Dask frame had
         rows_per_partition = max(-(-len(frame) // spec.frame.npartitions), 1)
     schema = numbers = None  # numbers: a Dask frame's decimals, made numbers in each partition
     if isinstance(frame, pd.DataFrame):
@@ -102,6 +105,8 @@ def _read_frame(spec: FrameSource) -> Source:
         starts = None
         rows = None
         schema = numbers = _partitions_object_types(frame, spec.name)
+        if texts and numbers is not None:
+            texts = [c for c in texts if c not in numbers.names or pa.types.is_string(numbers.field(c).type)]
     if ID not in frame.columns and starts is None:
         lengths = frame.map_partitions(len, meta=(None, "int64")).compute().tolist()
         starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(int).tolist()
@@ -109,8 +114,9 @@ def _read_frame(spec: FrameSource) -> Source:
 
     def read(columns: list[str] | None = None) -> dd.DataFrame:
         part = frame if columns is None else frame[columns]  # Dask pushes the columns down to its reads
-        meta = _with_id(_decimals_as_numbers(part._meta.copy(), numbers)[0], spec.name, 0)
-        return part.map_partitions(_FrameRows(spec.name, starts, numbers), meta=meta, enforce_metadata=False, align_dataframes=False)
+        meta = _with_id(_as_text(_decimals_as_numbers(part._meta.copy(), numbers)[0], texts), spec.name, 0)
+        return part.map_partitions(_FrameRows(spec.name, starts, numbers, texts), meta=meta, enforce_metadata=False,
+                                   align_dataframes=False)
 
     return Source(read(), [{"path": f"frame:{spec.name}", "size": rows, "mtime": dask.base.tokenize(spec.frame)}],
                   schema=schema, ids_given=ID in frame.columns, read_columns=read)
@@ -120,8 +126,15 @@ def _before_string_conversion(frame, name: str):
     """The pandas frame ``dd.from_pandas`` made a Dask frame of, where Dask's conversion of
     object columns to text would change it: decimals became text ('1.50'), a column of
     numbers and words ('1', 'a') text too. Read as a pandas frame is, decimals are numbers
-    and the mixed column is refused, named. Any other frame as it is."""
+    and the mixed column is refused, named. A frame ``dd.from_delayed`` made (or any Dask
+    frame whose last step is that conversion) without it: its object columns are typed
+    by a pass over the partitions, as its text columns are made text again. Any other
+    frame as it is."""
     expr = getattr(frame, "expr", None)
+    if type(expr).__name__ == "ArrowStringConversion":
+        from dask.dataframe.dask_expr._collection import new_collection
+
+        return new_collection(expr.frame)
     if type(expr).__name__ != "FromPandas" or not expr.operand("pyarrow_strings_enabled"):
         return frame
     held = expr.operand("frame")
@@ -240,13 +253,20 @@ def _scattered(parts: list[pd.DataFrame], meta: pd.DataFrame):
     return dd.from_delayed([dask.delayed(p) for p in parts], meta=meta, verify_meta=False)
 
 
+def _as_text(frame: pd.DataFrame, columns: list[str] | None) -> pd.DataFrame:
+    """The frame with ``columns`` (objects, all text) in Dask's text dtype, as its conversion gives them."""
+    if not columns:
+        return frame
+    return frame.astype({c: pd.StringDtype("pyarrow") for c in columns if c in frame.columns})
+
+
 class _FrameRows:
-    def __init__(self, name: str, starts: list[int] | None, numbers: pa.Schema | None = None):
-        self.name, self.starts, self.numbers = name, starts, numbers
+    def __init__(self, name: str, starts: list[int] | None, numbers: pa.Schema | None = None, texts: list[str] | None = None):
+        self.name, self.starts, self.numbers, self.texts = name, starts, numbers, texts
 
     def __call__(self, part: pd.DataFrame, partition_info=None) -> pd.DataFrame:
         start = self.starts[partition_info["number"]] if self.starts is not None and partition_info else 0
-        return _with_id(_decimals_as_numbers(part.copy(), self.numbers)[0], self.name, start)
+        return _with_id(_as_text(_decimals_as_numbers(part.copy(), self.numbers)[0], self.texts), self.name, start)
 
 
 # Rows of scikit-learn's bundled data sets, known without importing it: scikit-learn took
