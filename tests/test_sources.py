@@ -1060,6 +1060,25 @@ def test_csv_in_utf16_or_utf32_is_cut_into_blocks_like_utf8(tmp_path, encoding):
     assert cut.loc[cut[REJECT].notna(), ["id", REJECT, RAW]].values.tolist() == [["u.txt:3000", "type:a=oops", "oops\tx"]]
 
 
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be", "utf-32-le"])
+def test_csv_in_utf16_whose_values_span_lines_is_cut_into_blocks(tmp_path, encoding):
+    """A UTF-16 file whose quoted values span lines was read whole, as one partition:
+    quotes were counted in bytes, where 0x22 may be half of a character (∀ is 22 00 in
+    UTF-16-LE, Ċ holds 0A). Quotes and newlines are counted by code unit, so it is cut
+    between records as a UTF-8 file is, with the same rows and ids."""
+    text = "a\tb\n" + "".join(f'{i}\t"∀Ċ 😀 ""{i}""{chr(10) * (i % 3)}x"\n' for i in range(2000)) + "oops\tx\n"
+    (tmp_path / "u.txt").write_bytes(("\ufeff" if encoding.endswith("le") else "").encode(encoding) + text.encode(encoding))
+    (tmp_path / "u8.txt").write_text(text)
+    spec = {"format": "csv", "path": str(tmp_path / "u.txt"), "encoding": encoding, "infer_bytes": 2_000}
+    src = read_source({**spec, "blocksize": 5_001})
+    assert src.frame.npartitions > 5
+    cut = src.frame.compute().reset_index(drop=True)
+    utf8 = read({**spec, "path": str(tmp_path / "u8.txt"), "encoding": "utf8", "blocksize": 5_000}).reset_index(drop=True)
+    pd.testing.assert_frame_equal(cut.assign(id=cut["id"].str.replace("u.txt", "u8.txt")), utf8)
+    assert cut["b"].tolist()[:3] == ['∀Ċ 😀 "0"x', '∀Ċ 😀 "1"\nx', '∀Ċ 😀 "2"\n\nx'] and len(cut) == 2001
+    assert cut.loc[cut[REJECT].notna(), "id"].tolist() == ["u.txt:2000"]
+
+
 def test_csv_block_with_a_value_that_does_not_fit_reads_only_its_column_by_hand(tmp_path, monkeypatch):
     """One bad value made the whole block be read again as bytes, every column typed by hand
     from Python objects (a 64 MiB block of Adult: +461 MiB, +182 MiB clean): only the columns

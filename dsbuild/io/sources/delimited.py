@@ -132,8 +132,9 @@ def _read_csv(spec: CsvSource, count_rows: bool = True, id_column: str | None = 
     schema = pa.schema([schema.field(n) for n in names])
     schema = with_types(as_text(schema, [*spec.text_columns, *id_columns(names, id_column)], files[0]), spec.column_types, files[0])
     quoted = spans_lines if spec.newlines_in_values is None else spec.newlines_in_values
-    # quotes are counted in bytes where values span lines: such a file in a wide encoding is read whole
-    blocks, records = _text_blocks(fs, files, root, spec.blocksize, count_rows, quoted=quoted, whole=files if wide and quoted else (),
+    units = {path: _wide_unit(fs, path, wide) for path in files} if wide and quoted else None
+    blocksize = max(spec.blocksize // 4 * 4, 4) if wide else spec.blocksize  # blocks begin at whole code units
+    blocks, records = _text_blocks(fs, files, root, blocksize, count_rows, quoted=quoted, units=units,
                                    read=functools.partial(_read_block, wide=wide))
     reader = _CsvBlock(fs, spec, names, schema, quoted, orders, wide, seps, set(hints))
     frame = dd.from_map(Together(reader), together(blocks, records, spec.blocksize), meta=reader._empty(), divisions=None, label="read-csv",
@@ -322,6 +323,19 @@ _TRANSCODE_CHUNK = 2**20
 
 _BYTE_ORDER_MARKS = [(codecs.BOM_UTF32_LE, "utf-32-le"), (codecs.BOM_UTF32_BE, "utf-32-be"),
                      (codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be")]
+
+
+def _wide_unit(fs, path: str, wide: str) -> str:
+    """The numpy dtype of the file's code unit, in the byte order its byte-order mark names:
+    where values span lines, its quotes and newlines are counted by unit (a byte 0x22 may
+    be half of a character), so the file is cut into blocks as a UTF-8 one is, not read whole."""
+    with fs.open(path, "rb") as f:
+        return _unit_dtype(*_wide_codec(f.read(4), wide))
+
+
+def _unit_dtype(codec: str | None, unit: int) -> str:
+    """The numpy dtype of a code unit of ``codec`` (``u1``: bytes, for any other text)."""
+    return "u1" if codec is None else f"{'>' if codec.endswith('be') else '<'}u{unit}"
 
 
 def _wide_codec(head: bytes, wide: str) -> tuple[str, int]:
@@ -578,7 +592,9 @@ class _CsvBlock:
         path, rel, start, length, first_line, *quote_states = block
         if quote_states and length is not None:
             with self.fs.open(path, "rb") as f:
-                data = quoting.read_records(f, start, length, *quote_states[0])
+                codec, unit = _wide_codec(f.read(4), self.wide) if self.wide else (None, 1)
+                data = quoting.read_records(f, start, length, *quote_states[0], _unit_dtype(codec, unit))
+            data = _transcoded(io.BytesIO(data), b"", codec, path, start) if self.wide else data
             data = data if data.endswith(b"\n") or not data else data + b"\n"
             data = _without_hint(data.removeprefix(codecs.BOM_UTF8)) if start == 0 else data
         else:

@@ -31,7 +31,8 @@ def check_compressions(files: list[str]) -> None:
 
 
 def _text_blocks(
-    fs, files: list[str], root: str, blocksize: int, count_rows: bool = True, whole=(), quoted: bool = False, read=None
+    fs, files: list[str], root: str, blocksize: int, count_rows: bool = True, whole=(), quoted: bool = False, read=None,
+    units: dict[str, str] | None = None,
 ) -> tuple[list[tuple], list[dict]]:
     """(path, rel, start, length, first_row) per block, newline-aligned, rows counted.
 
@@ -44,11 +45,12 @@ def _text_blocks(
     at its two ends as a sixth item.
 
     ``read`` reads a block as the reader will (default :func:`_read_text_block`): its
-    newlines are counted (a UTF-16 file's, once transcoded to UTF-8).
+    newlines are counted (a UTF-16 file's, once transcoded to UTF-8). ``units``: the code
+    unit (a numpy dtype) of each file in UTF-16 or UTF-32, whose quotes are counted by it.
     """
     spans, records = _spans(fs, files, root, blocksize, whole)
     if quoted:
-        return _quoted_blocks(fs, spans), records
+        return _quoted_blocks(fs, spans, units or {}), records
     counts = [0] * len(spans)
     split = [i for i, s in enumerate(spans) if s[3] is not None]
     if split and count_rows:
@@ -143,11 +145,12 @@ class Together:
         return pd.concat([f for f in frames if len(f)] or frames[:1], ignore_index=True)
 
 
-def _quoted_blocks(fs, spans: list[tuple]) -> list[tuple]:
+def _quoted_blocks(fs, spans: list[tuple], units: dict[str, str]) -> list[tuple]:
     import dask
 
     split = [s for s in spans if s[3] is not None]
-    counted = iter(dask.compute(*[dask.delayed(_range_counts)(fs, path, start, length) for path, _, start, length in split]))
+    counted = iter(dask.compute(*[dask.delayed(_range_counts)(fs, path, start, length, units.get(path, "u1"))
+                                  for path, _, start, length in split]))
     blocks, inside, passed, left_open = [], 0, 0, {}
     for i, (path, rel, start, length) in enumerate(spans):
         if length is None:
@@ -182,10 +185,10 @@ def unpaired_quotes(path: str, line: int | None = None) -> SourceError:
         + ("" if line else ", or set source.newlines_in_values: false if no value spans lines"))
 
 
-def _range_counts(fs, path: str, start: int, length: int) -> tuple[int, int, int]:
+def _range_counts(fs, path: str, start: int, length: int, unit: str = "u1") -> tuple[int, int, int]:
     with fs.open(path, "rb") as f:
         f.seek(start)
-        return quoting.range_counts(f.read(length))
+        return quoting.range_counts(f.read(length), unit)
 
 
 def _count_lines(fs, path: str, start: int, length: int, read=None) -> int:
