@@ -925,6 +925,22 @@ def test_jsonl_values_that_do_not_fit_are_rejected_the_same_way_at_any_blocksize
     assert df.loc["v.jsonl:5", "f"] == 1.2345678901234568e22 and str(df["i"].dtype) == "Int64"
 
 
+def test_jsonl_a_field_with_no_value_in_the_sample_keeps_its_later_objects_as_json(tmp_path):
+    """An API that fills a field only sometimes: null (or []) through the type sample,
+    objects and lists after it. Each of those rows was rejected as type:meta={...}; the
+    field is read as text, an object or list as its JSON, and validate says so."""
+    lines = [{"id": f"x{i}", "meta": None if i < 2500 else {"a": i, "b": "é"}, "vals": [] if i < 2500 else [1.5],
+              "n": i} for i in range(3000)]
+    (tmp_path / "api.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    src = read_source({"format": "jsonl", "path": str(tmp_path / "api.jsonl"), "blocksize": 20_000, "infer_bytes": 20_000})
+    df = src.frame.compute().set_index("id")
+    assert df[REJECT].isna().all() and len(df) == 3000 and df["n"].sum() == sum(range(3000))
+    assert df.loc["x2999", "meta"] == '{"a": 2999, "b": "é"}' and df.loc["x2999", "vals"] == "[1.5]"
+    assert pd.isna(df.loc["x0", "meta"]) and df.loc["x0", "vals"] == "[]"
+    assert src.notes == [f"source: {tmp_path / 'api.jsonl'}: meta, vals have no value in the first 20,000 bytes (null, or "
+                         "empty lists): read as text, an object or list as its JSON; set infer_bytes to type them by more lines"]
+
+
 def test_jsonl_fractions_inside_lists_and_objects_of_integers_are_rejected(tmp_path):
     """[1, 2.5] in a list of integers became [1, 2], and {"p": 1.5} in an object of them {"p": 1}."""
     lines = ['{"l": [1, 2], "n": {"p": 1}}', '{"l": [3], "n": {"p": 2}}', '{"l": [1, 2.5], "n": {"p": 1}}',

@@ -68,12 +68,24 @@ def _read_jsonl(spec: JsonlSource, count_rows: bool = True, id_column: str | Non
         raise SourceError(f"{files[0]}: no JSON object in the first lines" + _not_json_lines(sample, files[0] in arrays))
     inferred = _json_schema(rows)
     text = [*spec.text_columns, *(c for c, t in spec.column_types.items() if t == "str"), *id_columns(inferred.names, id_column)]
-    schema = with_types(as_text(inferred, text, files[0]), spec.column_types, files[0])  # text: a value's, as JSON writes it
+    untyped = [n for n in inferred.names if n not in text and n not in spec.column_types and all(_valueless(r.get(n)) for r in rows)]
+    schema = with_types(as_text(inferred, [*text, *untyped], files[0]), spec.column_types, files[0])  # text: a value's, as JSON writes it
     blocks, records = _text_blocks(fs, files, root, spec.blocksize, count_rows, whole=arrays)
-    reader = _JsonBlock(fs, schema, tuple(text))
+    reader = _JsonBlock(fs, schema, tuple(text), tuple(untyped))
     frame = dd.from_map(Together(reader), together(blocks, records, spec.blocksize), meta=reader.empty(), divisions=None, label="read-jsonl",
                         enforce_metadata=False)
-    return Source(frame, records, skipped, schema, ids_given=ID in schema.names, filesystem=fs)
+    notes = [f"source: {sampled[0]}: {', '.join(untyped)} {'has' if len(untyped) == 1 else 'have'} no value in the first "
+             f"{spec.infer_bytes:,} bytes (null, or empty lists): read as text, an object or list as its JSON; set "
+             "infer_bytes to type them by more lines"] if untyped else []
+    return Source(frame, records, skipped, schema, ids_given=ID in schema.names, filesystem=fs, notes=notes)
+
+
+def _valueless(value) -> bool:
+    """Whether a sampled value says nothing of its field's type: null, or a list of such.
+    A field with no other value in the sample was typed as text (or a list of nulls), and
+    its later objects and lists were each rejected as type:meta={...}: every row where an
+    API fills a field only sometimes (null in the first thousands of lines)."""
+    return value is None or (isinstance(value, list) and all(_valueless(v) for v in value))
 
 
 def _first_with_records(fs, files: list[str], arrays: set[str]) -> str:
@@ -230,8 +242,8 @@ def _typed_without_misfits(values: list) -> pa.DataType:
 
 
 class _JsonBlock:
-    def __init__(self, fs, schema: pa.Schema, text: tuple[str, ...] = ()):
-        self.fs, self.schema, self.text = fs, schema, text
+    def __init__(self, fs, schema: pa.Schema, text: tuple[str, ...] = (), untyped: tuple[str, ...] = ()):
+        self.fs, self.schema, self.text, self.untyped = fs, schema, text, untyped
         self.floats = [f.name for f in schema if pa.types.is_floating(f.type)]
         self.integers = [f.name for f in schema if _holds_integers(f.type)]  # where a fraction must be refused
 
@@ -304,7 +316,7 @@ class _JsonBlock:
     def _as_columns_take(self, obj: dict) -> dict:
         """A text column's other values as text; a float column's whole numbers as floats,
         as Arrow's JSON reader takes them (2**53 + 1 too)."""
-        for name in self.text:
+        for name in (*self.text, *self.untyped):
             if obj.get(name) is not None and not isinstance(obj[name], str):
                 obj[name] = json.dumps(obj[name], ensure_ascii=False) if isinstance(obj[name], (list, dict)) else str(obj[name])
         for name in self.floats:
