@@ -349,6 +349,13 @@ def _stage_problems(data: dict, where: str, lines: dict) -> tuple[list[str], set
             problems.append(f"{_place(where, _line_of(('stages', i), lines))}: stages[{i}]: {named} are under one '-'; "
                             "give each stage its own list item")
             continue
+        if (beside := _options_beside_their_stage(entry)) is not None:
+            bad.add(i)
+            name, options = beside
+            at = _place(where, _line_of(("stages", i, options[0]), lines))
+            problems.append(f"{at}: stages[{i}].{name}: {' and '.join(map(repr, options))} {'is' if len(options) == 1 else 'are'} "
+                            f"beside {name!r}, not under it: indent the options further than the stage's name")
+            continue
         name = entry if isinstance(entry, str) else _stage_name(entry)
         if not isinstance(name, str) or name not in STAGES:
             continue
@@ -366,6 +373,19 @@ def _stage_problems(data: dict, where: str, lines: dict) -> tuple[list[str], set
                 at = _place(where, _line_of(path, lines))
                 problems.append(f"{at}: {_dotted(path)}: {_message(err, path, data)}")
     return problems, bad
+
+
+def _options_beside_their_stage(entry) -> tuple[str, list[str]] | None:
+    """(stage, the keys beside it) when a list item holds a stage without options and other
+    keys: options written at the stage name's indent (``- ranges:`` then ``columns:`` under
+    the ``r``), which YAML reads as keys of the item, were "stages[0].name: Field required"
+    and an unknown option 'ranges'."""
+    if not isinstance(entry, dict) or "name" in entry or len(entry) < 2:
+        return None
+    stages = [k for k in entry if k in STAGES]
+    if len(stages) != 1 or entry[stages[0]] is not None:
+        return None
+    return stages[0], [k for k in entry if k != stages[0]]
 
 
 def _is_union_tag(key) -> bool:

@@ -142,6 +142,15 @@ def test_two_stages_under_one_dash_are_named(tmp_path):
     assert ":8: stages[0]: 'select' and 'cast' are under one '-'; give each stage its own list item" in problem
 
 
+def test_options_at_the_stage_names_indent_are_said_to_belong_under_it(tmp_path):
+    """YAML reads options written at the indent of their stage's name as keys of the list
+    item beside it: this said "stages[1].name: Field required" and that 'cast' and 'schema'
+    were unknown options."""
+    (problem,) = errors_of(GOOD.replace("  - cast: {schema: {age: float}}", "  - cast:\n    schema: {age: float}"), tmp_path)
+    assert problem.endswith(":10: stages[1].cast: 'schema' is beside 'cast', not under it: indent the options "
+                            "further than the stage's name")
+
+
 def test_several_problems_are_reported_together(tmp_path):
     text = GOOD.replace("format: sample", "format: sampel").replace("seed: 7", "seed: seven")
     problems = errors_of(text, tmp_path)
