@@ -151,6 +151,15 @@ def test_options_at_the_stage_names_indent_are_said_to_belong_under_it(tmp_path)
                             "further than the stage's name")
 
 
+def test_a_bare_null_where_the_choice_null_is_meant_says_to_quote_it(tmp_path):
+    """docs/stages.md warns that ``action: null`` is YAML's no value, not the choice
+    'null'; the message said "Input should be 'reject', 'clip' or 'null' (got None)"."""
+    stage = "  - ranges: {columns: {age: {min: 0, action: null}}}"
+    (problem,) = errors_of(GOOD.replace("  - cast: {schema: {age: float}}", stage), tmp_path)
+    assert ":9: stages[1].ranges.columns.age.action: Input should be 'reject', 'clip' or 'null'" in problem
+    assert problem.endswith('(got no value: a bare null is YAML\'s no value; quote the choice, "null")')
+
+
 def test_several_problems_are_reported_together(tmp_path):
     text = GOOD.replace("format: sample", "format: sampel").replace("seed: 7", "seed: seven")
     problems = errors_of(text, tmp_path)
