@@ -655,6 +655,8 @@ def _message(e: dict, path: tuple, data: dict) -> str:
         return f"no {ctx.get('discriminator', 'format')} given; formats: {_formats()}"
     if kind in ("model_type", "model_attributes_type", "dict_type"):
         return f"should be a mapping ({_mapping_of(path, data)}) (got {e.get('input')!r})"
+    if kind == "list_type" and path == ("stages",):
+        return f"should be a list, each stage an item of its own (- name: {{options}}) (got {e.get('input')!r})"
     if kind == "literal_error" and e.get("input") is None and "'null'" in str(ctx.get("expected")):
         return f"{msg} (got no value: a bare null is YAML's no value; quote the choice, \"null\")"
     if "input" in e and kind not in ("missing",):

@@ -160,6 +160,11 @@ def test_a_bare_null_where_the_choice_null_is_meant_says_to_quote_it(tmp_path):
     assert problem.endswith('(got no value: a bare null is YAML\'s no value; quote the choice, "null")')
 
 
+def test_stages_written_as_a_mapping_say_each_is_a_list_item(tmp_path):
+    (problem,) = errors_of(GOOD.replace("  - select:", "  select:").replace("  - cast:", "  cast:"), tmp_path)
+    assert ":7: stages: should be a list, each stage an item of its own (- name: {options}) (got {'select'" in problem
+
+
 def test_several_problems_are_reported_together(tmp_path):
     text = GOOD.replace("format: sample", "format: sampel").replace("seed: 7", "seed: seven")
     problems = errors_of(text, tmp_path)
