@@ -471,6 +471,13 @@ def _stage_at(stages: list, key: str) -> tuple[int, str]:
     return index, names[index]
 
 
+def _no_stage(key: str, names: list[str]) -> str:
+    """A --set naming a stage the job does not have: the job's stages, and a close one."""
+    hint = difflib.get_close_matches(key, names, n=1)
+    return (f"no stage {key!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
+            + f"; the job's stages: {', '.join(names) or '(none)'}")
+
+
 def _stage_by(stages: list, key: str, dotted: str) -> dict:
     """A stage's entry by position (``0``), or its options by its name (``sanitize``, or
     ``ranges#2`` for the second of two)."""
@@ -482,7 +489,7 @@ def _stage_by(stages: list, key: str, dotted: str) -> dict:
         names, unique = _stage_names(stages)
         found = [i for i, n in enumerate(unique if "#" in key else names) if n == key]
         if len(found) != 1:
-            raise JobError([f"--set {dotted}: " + (f"no stage {key!r}" if not found else
+            raise JobError([f"--set {dotted}: " + (_no_stage(key, unique) if not found else
                             f"{len(found)} stages are {key!r}; name one as the run does "
                             f"({', '.join('stages.' + unique[i] for i in found)}) or by position (stages.{found[0]}.{key})")])
         at = found[0]

@@ -313,6 +313,12 @@ def test_an_override_by_position_without_the_stage_name_says_where_options_go():
                                 "e.g. stages[0].select.where"]
 
 
+def test_an_override_of_a_misspelt_stage_lists_the_jobs_stages_and_suggests():
+    with pytest.raises(JobError, match=r"^--set stages.kast.schema: no stage 'kast' \(did you mean 'cast'\?\); "
+                       r"the job's stages: select, cast$"):
+        load_job(GOOD, {"stages.kast.schema": {}})
+
+
 def test_command_line_values_that_are_no_yaml_are_text():
     from dsbuild.cli import _value
 
