@@ -45,6 +45,15 @@ def test_the_readmes_python_job_is_its_yaml_job():
     assert scope["job"] == load_job(yaml_job)
 
 
+def test_no_paragraph_begins_mid_sentence():
+    """Cutting the README into pages left docs/sources.md's Types section beginning
+    "categoricals, each file with its own categories), ...", its first line lost."""
+    cut = [(page.name, para[:60]) for page in PAGES
+           for para in re.split(r"\n\s*\n", re.sub(r"^```.*?^```", "", page.read_text(), flags=re.M | re.S))
+           if re.match(r"[a-z]", para) and not para.startswith("dsbuild ")]
+    assert cut == []
+
+
 def _named_in_backticks(text: str) -> list[str]:
     return re.findall(r"`([a-z_]+)(?::[^`]*)?`", text)
 
