@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-CASES = ("keep", "fold", "lower", "upper", "title")
+CASES = ("keep", "fold", "lower", "upper", "title", "common")
 # Invisible format characters (Unicode Cf): soft hyphens, zero-width spaces and joiners,
 # bidirectional marks, byte-order marks. Pasted with a value or inside words, they made
 # text that reads the same compare unequal.
@@ -50,7 +50,7 @@ def tidy(text: str, *, trim: bool = True, nfkc: bool = True, case: str = "keep")
         return text.upper()
     if case == "title":
         return text.title()
-    return text
+    return text  # keep; common is chosen over the data set (common_spellings)
 
 
 class SynonymTable:
@@ -88,6 +88,33 @@ class SynonymTable:
         return self.lookup.get(match_key(text))
 
 
+def spelling_counts(
+    values: pd.Series, table: SynonymTable | None = None, *, trim: bool = True, nfkc: bool = True
+) -> dict[str, int]:
+    """Rows per tidied spelling of the values ``table`` lacks: a partition's share of
+    :func:`common_spellings`' counts, which add up across partitions."""
+    table = table or SynonymTable()
+    counts = values.astype("str").value_counts(dropna=True)
+    out: dict[str, int] = {}
+    for spelling, n in counts.items():
+        if spelling.strip() and table.find(spelling) is None:
+            tidied = tidy(spelling, trim=trim, nfkc=nfkc)
+            out[tidied] = out.get(tidied, 0) + int(n)
+    return out
+
+
+def common_spellings(counts: Mapping[str, int]) -> dict[str, str]:
+    """Match key -> the spelling most rows use among those sharing it (``private``,
+    ``PRIVATE`` -> ``Private`` where most write that); a tie goes to the first in code
+    point order, so the choice depends on the counts alone."""
+    best: dict[str, tuple[int, str]] = {}
+    for spelling, n in counts.items():
+        key = match_key(spelling)
+        if key not in best or (-n, spelling) < (-best[key][0], best[key][1]):
+            best[key] = (n, spelling)
+    return {key: spelling for key, (_, spelling) in best.items()}
+
+
 def canonicalize(
     values: pd.Series,
     table: SynonymTable | None = None,
@@ -95,11 +122,13 @@ def canonicalize(
     trim: bool = True,
     nfkc: bool = True,
     case: str = "keep",
+    common: Mapping[str, str] | None = None,
 ) -> tuple[pd.Series, np.ndarray, np.ndarray]:
     """(canonical values as ``str``, changed, unknown) for one column.
 
     A value the table knows becomes its canonical spelling; any other value is tidied
-    (trim, NFKC, case) and, if the table is closed, marked unknown. Missing stays missing,
+    (trim, NFKC, case; with ``case="common"``, the spelling of its match key in
+    ``common``) and, if the table is closed, marked unknown. Missing stays missing,
     and blank text is missing too, neither changed nor unknown: a CSV reader makes it
     null, Parquet and JSON keep it, and the result must not depend on the format.
     """
@@ -115,7 +144,10 @@ def canonicalize(
     for i, spelling in enumerate(raw):
         found = table.find(spelling)
         unknown_u[i] = found is None and table.closed and not blank_u[i]
-        mapped[i] = found if found is not None else tidy(spelling, trim=trim, nfkc=nfkc, case=case)
+        if found is None:
+            found = tidy(spelling, trim=trim, nfkc=nfkc, case=case)
+            found = (common or {}).get(match_key(found), found) if case == "common" else found
+        mapped[i] = found
     mapped[blank_u] = None
     changed_u = (mapped != np.array(raw, dtype=object)) & ~blank_u
     result = pd.Series(pd.array(mapped, dtype="str").take(codes, allow_fill=True), index=values.index)

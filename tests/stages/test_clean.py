@@ -742,6 +742,25 @@ def test_canonicalize_refuses_a_column_of_numbers():
             run_stage(Canonicalize(columns={column: {}}), df)
 
 
+def test_canonicalize_common_spelling_unifies_mixed_case_categories(sample):
+    """Adult's workclass with rows written 'private' and ' PRIVATE ' kept three spellings
+    of one class: without a vocabulary only trimming applied, and case: title made
+    'Self-emp-not-inc' 'Self-Emp-Not-Inc'. case: common gives each value the spelling
+    most rows use, counted over the data set, whatever the partitioning."""
+    frame = sample.copy()
+    frame.loc[frame.index[::50], "workclass"] = "private"
+    frame.loc[frame.index[1::50], "workclass"] = " PRIVATE "
+    frame.loc[frame.index[2::50], "race"] = "white"
+    rules = {"workclass": {"case": "common"}, "race": {"case": "common", "vocabulary": ["White", "Black"]}}
+    kept, rejected = same_for_any_partitioning(lambda: Canonicalize(columns=rules), frame)
+    assert rejected.empty
+    assert set(kept["workclass"].dropna()) == set(sample["workclass"].dropna())
+    assert (kept["workclass"] == "Private").sum() == (frame["workclass"].str.strip().str.lower() == "private").sum()
+    assert set(kept["race"]) == set(sample["race"])  # in the vocabulary, or the others' own spellings
+    metrics = stage_metrics(raw_output(Canonicalize(columns=rules), frame))
+    assert metrics["canonicalized:workclass"] == len(frame.index[::50]) + len(frame.index[1::50])
+
+
 def test_canonicalize_refuses_ambiguous_table():
     with pytest.raises(ValidationError, match="would mean both"):
         Canonicalize(columns={"sex": {"vocabulary": ["Male", "male"]}})

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 from pydantic import Field, model_validator
 
-from dsbuild.kernels.canonical import SynonymTable, canonicalize
-from dsbuild.stages.base import MapStage, StageError, StageOptions, register, reject
+from dsbuild.kernels.canonical import SynonymTable, canonicalize, common_spellings, spelling_counts
+from dsbuild.stages.base import MapStage, StageError, StageOptions, register, reject, with_marks
 from dsbuild.stages.clean.cells import (
     _as_received,
     _details,
@@ -23,7 +23,9 @@ class CanonicalRule(StageOptions):
 
     vocabulary: list[str] = Field(default_factory=list, description="the canonical values")
     synonyms: dict[str, list[str]] = Field(default_factory=dict, description="canonical value -> other spellings")
-    case: Literal["keep", "fold", "lower", "upper", "title"] = Field("keep", description="case of values the table lacks")
+    case: Literal["keep", "fold", "lower", "upper", "title", "common"] = Field(
+        "keep", description="case of values the table lacks; common: the spelling most rows use among those that differ "
+        "only in case, width and spacing (private, PRIVATE -> Private), counted over the whole data set")
     trim: bool = Field(True, description="strip both ends and make every run of spaces, tabs and line breaks inside one "
                        "space (false for running text whose lines and paragraphs matter)")
     nfkc: bool = Field(True, description="Unicode NFKC: full-width letters, ligatures (ﬁ) and compatibility forms folded, accents written apart (e + ´) composed")
@@ -46,7 +48,10 @@ class CanonicalizeOptions(StageOptions):
 class Canonicalize(MapStage):
     """Strings trimmed, NFKC-normalised and mapped through a synonym table (M, male → Male).
 
-    Matching ignores case, width and spacing. A blank cell is missing (null), as a CSV
+    Matching ignores case, width and spacing. With ``case: common``, values the table
+    lacks take the spelling most rows of the data set give their match key: a fit pass
+    counts each column's spellings, so the choice does not depend on the partitioning.
+    A blank cell is missing (null), as a CSV
     reader makes it. Counters ``canonicalized:<col>`` (cells changed) and ``unknown:<col>``
     (values outside a given vocabulary/synonyms, which are kept, made missing or rejected
     as ``unknown-value:<col>=<value>``, as they came).
@@ -66,11 +71,34 @@ class Canonicalize(MapStage):
                                  f"values; check its allowed values with ranges: {{{column}: {{allowed: [...]}}}}, or "
                                  f"cast it to str first if its codes are names")
 
-    def process(self, part):
+    @property
+    def multi_pass(self) -> bool:
+        """Only ``case: common`` counts spellings (a fit) before it respells."""
+        return bool(self._counted())
+
+    def _counted(self) -> list[str]:
+        return [column for column, rule in self.options.columns.items() if rule.case == "common"]
+
+    def build(self, frame, shapes):
+        if not self._counted():
+            return super().build(frame, shapes)
+        counts = shapes.fit(frame, self._spelling_counts, _add_counts, label=self.ctx.name)
+        self.state_ = {column: common_spellings(counts.get(column, {})) for column in self._counted()}
+        return shapes.map(frame, self._respell, shapes.broadcast(self.state_), label=self.ctx.name)
+
+    def _spelling_counts(self, part: pd.DataFrame, state=None) -> dict[str, dict[str, int]]:
+        rules = self.options.columns
+        return {c: spelling_counts(part[c], rules[c].table(), trim=rules[c].trim, nfkc=rules[c].nfkc) for c in self._counted()}
+
+    def _respell(self, part: pd.DataFrame, common: dict[str, dict[str, str]]) -> pd.DataFrame:
+        return self.process(with_marks(part), common)
+
+    def process(self, part, common: dict[str, dict[str, str]] | None = None):
         received = _as_received(part, self.options.columns)
         for column, rule in self.options.columns.items():
             raw = part[column]
-            out, changed, unknown = canonicalize(raw, rule.table(), trim=rule.trim, nfkc=rule.nfkc, case=rule.case)
+            out, changed, unknown = canonicalize(raw, rule.table(), trim=rule.trim, nfkc=rule.nfkc, case=rule.case,
+                                                 common=(common or {}).get(column))
             if rule.unknown == "reject":
                 part = reject(part, unknown, _details(f"unknown-value:{column}", raw, unknown))
             elif rule.unknown == "null":
@@ -81,3 +109,12 @@ class Canonicalize(MapStage):
             part[f"_m_canonicalized:{column}"] = changed.astype(np.int64)
             part[f"_m_unknown:{column}"] = unknown.astype(np.int64)
         return _rejects_as_received(part, received)
+
+
+def _add_counts(a: dict[str, dict[str, int]], b: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
+    out = {column: dict(counts) for column, counts in a.items()}
+    for column, counts in b.items():
+        merged = out.setdefault(column, {})
+        for spelling, n in counts.items():
+            merged[spelling] = merged.get(spelling, 0) + n
+    return out
