@@ -93,8 +93,12 @@ _UNIT = r"[^\d\s.,+-](?:[^\d]*[^\d\s])?"
 _TERM = re.compile(rf"\s*({_NUMBER})\s*({_UNIT})?")
 # A currency symbol or code written before its amount (``$1,234.50``, ``US$ 5``, ``-€3``,
 # ``EUR 12.50``, ``DM 2,315``, ``Rs. 500``) is read as a unit after it; what it is worth
-# comes from the rule's factors (``{$: 1}``). A code is 2-3 letters, capital first.
-_CURRENCY_FIRST = re.compile(rf"^\s*([-+]?)\s*([A-Z]{{0,3}}[$€£¥₹₩₽₺]|[A-Z][A-Za-z]{{1,2}}\.?)\s*({_UNSIGNED})\s*$")
+# comes from the rule's factors (``{$: 1}``). A code is 2-3 letters, capital first; the
+# sign may stand on either side of it (``USD -3``, as accounting exports write it).
+_CURRENCY_FIRST = re.compile(rf"^\s*([-+]?)\s*([A-Z]{{0,3}}[$€£¥₹₩₽₺]|[A-Z][A-Za-z]{{1,2}}\.?)\s*([-+]?)({_UNSIGNED})\s*$")
+# Terms parted as people write them: ``2 days, 4 hours``, ``1 hour and 30 minutes``. Only
+# after a unit: ``180, 175`` stays two numbers side by side, and ``1,500`` one number.
+_TERM_SEPARATOR = re.compile(r"(?<=[^\d\s,.])\s*(?:,|\band\b|&)\s+(?=[-+]?[\d.])")
 _WHOLE = re.compile(rf"^(?:\s*{_NUMBER}\s*(?:{_UNIT})?)+\s*$")
 # Thousands grouped by a space (SI; French and Nordic writing use a no-break or thin space)
 # or by an apostrophe (Swiss 1'234), one separator kind per number.
@@ -225,7 +229,8 @@ def parse_quantity(
 
     A compound quantity (``1h 30min``, ``5 ft 3 in``) is the sum of its terms; a bare
     number takes ``default`` (None means a bare number is a problem), but a last bare
-    number after a unit counts in the next smaller unit (``5'11``, ``1m80``). Any other
+    number after a unit counts in the next smaller unit (``5'11``, ``1m80``); terms may be parted by a comma or ``and``
+    after a unit (``2 days, 4 hours``). Any other
     bare number beside another number (``5 11``, ``180 175 g``) is ``ambiguous-numbers``:
     summing them was a silent guess. Digits grouped in thousands are one number
     (:func:`join_thousands`). ``decimal=","`` reads ``1,80 m`` and ``1.000,5 g`` as European
@@ -233,10 +238,11 @@ def parse_quantity(
     """
     if not text.strip():
         return np.nan, False, None
+    text = _TERM_SEPARATOR.sub(" ", text)
     if decimal == ",":
         text = text.replace(".", "\0").replace(",", ".").replace("\0", ",")
     text = join_thousands(text, quote_is_unit=table.has("'"))
-    text = _CURRENCY_FIRST.sub(r"\1\3 \2", text)
+    text = _CURRENCY_FIRST.sub(r"\1\3\4 \2", text)
     if not _WHOLE.match(text):
         return np.nan, False, "unparseable" if re.search(r"\d", text) else "no-number"
     terms = []

@@ -67,6 +67,18 @@ def test_a_currency_code_before_its_amount():
     assert parse_quantity("USD 5", dm, dm.target)[2] == "unknown-unit:USD"
 
 
+def test_terms_parted_by_a_comma_or_and_and_a_sign_after_a_currency():
+    """``2 days, 4 hours`` and ``1 hour and 30 minutes`` were unknown units ('days,',
+    'hour and'), and ``EUR -3`` unparseable; numbers alone beside each other stay refused."""
+    assert parse("2 days, 4 hours", "h")[0] == 52.0 and parse("1 hour and 30 minutes", "h")[0] == 1.5
+    assert parse("1 yr, 6 mo", "month")[0] == 18.0 and parse("1h & 30m", "min")[0] == 90.0
+    assert parse("180, 175", "cm")[2] == "unparseable" and parse("1,500 m", "km")[0] == 1.5
+    eur = UnitTable("EUR", {"EUR": 1})
+    assert parse_quantity("EUR -3", eur, eur.target)[0] == -3.0 and parse_quantity("-EUR -3", eur, eur.target)[2] == "unparseable"
+    kg = UnitTable("kg")
+    assert parse_quantity("1,5 kg, 300 g", kg, kg.target, decimal=",")[0] == pytest.approx(1.8)
+
+
 def test_decimal_comma():
     table = UnitTable("kg")
     assert parse_quantity("70,5 kg", table, table.target, decimal=",")[0] == 70.5
