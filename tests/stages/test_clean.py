@@ -196,10 +196,33 @@ def test_cast_datetime_parses_each_value_alone_whatever_the_partitioning():
     kept = [k.set_index("id")["when"].sort_index() for k, _ in runs]
     for other in kept[1:]:
         pd.testing.assert_series_equal(kept[0], other)
-    utc = [pd.Timestamp(t, tz="UTC") for t in ("2024-03-01", "2024-03-01 10:00", "2024-03-04", "2024-04-13", "2023-12-01",
+    utc = [pd.Timestamp(t, tz="UTC") for t in ("2024-03-01", "2024-03-01 10:00", "2024-04-03", "2024-04-13", "2023-12-01",
                                                "2024-03-05", "2024-03-02", "2024-03-01 08:00")]
     assert kept[0].iloc[:8].tolist() == utc and kept[0].iloc[8:].isna().all()
     assert sorted(runs[0][1]["reason"]) == ["cast:when:datetime=1709251200", "cast:when:datetime=2024-13-45", "cast:when:datetime=yesterday"]
+
+
+def test_cast_datetime_reads_a_columns_slashed_dates_in_one_order():
+    """Each value read alone, month first before day first, a column written day first
+    came out mixed: 03/04/2024 was 4 March beside 13/04/2024's 13 April, 01/02/2024 was
+    2 January. The column's values decide its order (counted over the data set), or the
+    job does (day_first); where the column writes both, a date read as two days is rejected."""
+    day_first = ["03/04/2024", "13/04/2024", "25/12/2023", "01/02/2024", "2024-05-06"]
+    frame = pd.DataFrame({"id": [f"r{i}" for i in range(5)], "d": day_first})
+    for n in (1, 3):
+        kept, rejected = run_stage(Cast(schema={"d": "datetime"}), frame, npartitions=n)
+        assert rejected.empty and kept["d"].dt.strftime("%Y-%m-%d").tolist() == [
+            "2024-04-03", "2024-04-13", "2023-12-25", "2024-02-01", "2024-05-06"]
+    us = frame.assign(d=["03/04/2024", "04/13/2024", "12/25/2023", "01/02/2024", None])
+    kept, _ = run_stage(Cast(schema={"d": "datetime"}), us)
+    assert kept["d"].dt.strftime("%Y-%m-%d").tolist()[:4] == ["2024-03-04", "2024-04-13", "2023-12-25", "2024-01-02"]
+    both = frame.assign(d=["03/04/2024", "04/13/2024", "13/04/2024", "05/05/2024", None])
+    kept, rejected = run_stage(Cast(schema={"d": "datetime"}), both)
+    assert rejected[["id", "reason"]].values.tolist() == [
+        ["r0", "cast:d:datetime=03/04/2024 (day or month first? the column writes both)"]]
+    kept, rejected = run_stage(Cast(schema={"d": "datetime"}, day_first=True), both)
+    assert kept["d"].dt.strftime("%Y-%m-%d").tolist()[0] == "2024-04-03"
+    assert rejected[["id", "reason"]].values.tolist() == [["r1", "cast:d:datetime=04/13/2024"]]
 
 
 def test_cast_to_category_gives_a_categorical_per_partition(client, tmp_path):
