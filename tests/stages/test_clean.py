@@ -723,6 +723,18 @@ def test_impute_refuses_median_of_text_and_unknown_group(sample):
         Impute(columns={"age": {"strategy": "constant"}})
 
 
+def test_impute_refuses_a_mean_over_infinities():
+    """A column holding inf (a division by zero upstream) filled its missing cells with
+    inf, or with NaN (inf - inf) that left them missing though marked imputed."""
+    frame = pd.DataFrame({"id": [f"r{i}" for i in range(6)], "w": [1, 2, np.inf, -np.inf, np.nan, np.nan]})
+    with pytest.raises(StageError, match=r"the mean of 'w' is nan: the column holds infinite values; reject or clip"):
+        run_stage(Impute(columns={"w": "mean"}), frame)
+    with pytest.raises(StageError, match=r"the mean of 'w' is inf"):
+        run_stage(Impute(columns={"w": "mean"}), frame.drop(index=[3]))
+    kept, _ = run_stage(Impute(columns={"w": "median"}), frame)
+    assert kept["w"].tolist()[4:] == [1.5, 1.5]
+
+
 # -- canonicalize -----------------------------------------------------------------------
 
 

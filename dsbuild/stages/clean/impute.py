@@ -160,11 +160,22 @@ class Impute(FitApplyStage):
                 pick = functools.partial(_picked_time, pick, self.times_[column])
             exact = all(getattr(d, "exact", True) for d in per_group.values()) and getattr(whole, "exact", True)
             fills[column] = {
-                "global": pick(whole) if whole is not None else None,
-                "groups": {g: pick(d) for g, d in per_group.items()} if rule.by else {},
+                "global": self._finite(column, rule, "*", pick(whole)) if whole is not None else None,
+                "groups": {g: self._finite(column, rule, g, pick(d)) for g, d in per_group.items()} if rule.by else {},
                 "error": "exact" if exact or rule.strategy == "mean" else f"relative error <= {self.options.alpha:g} of the value at rank floor(q*(n-1))",
             }
         return fills
+
+    def _finite(self, column: str, rule: ImputeRule, group: str, value):
+        """``value``, unless a mean or median of numbers that is infinite or NaN: the column
+        holds infinities (a division by zero upstream), and their mean filled missing cells
+        with inf, or with NaN (inf - inf) that left them missing marked imputed."""
+        if rule.strategy == "mode" or column in getattr(self, "times_", {}) or value is None or np.isfinite(float(value)):
+            return value
+        where = "" if group == "*" else f" in group {group.replace(chr(31), ', ')!r}"
+        raise StageError(f"stage {self.ctx.name!r}: the {rule.strategy} of {column!r}{where} is {float(value)}: the column "
+                         "holds infinite values; reject or clip them first (ranges: {" + column + ": {min: ..., max: ...}}), "
+                         "or fill with a median or a constant")
 
     def apply(self, part, fills):
         for column, rule in self.options.rules().items():
