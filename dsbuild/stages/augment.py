@@ -24,7 +24,7 @@ from pydantic import Field, field_validator
 
 from dsbuild.kernels import selection
 from dsbuild.kernels.decode import decode_image, encode_image, float_levels_problem, for_format
-from dsbuild.kernels.images import BOX_FORMATS, AnnotationError, Compose, transform_from_spec
+from dsbuild.kernels.images import BOX_FORMATS, AnnotationError, Compose, TooSmall, transform_from_spec
 from dsbuild.records import (
     ID,
     child_id,
@@ -208,8 +208,8 @@ class Augment(FitApplyStage):
         unmovable = int(entry.get("rejected_by_reason", {}).get("cannot-augment", 0))
         if unmovable:
             notes.append(f"stage {self.ctx.name!r}: {unmovable:,} row{'s' if unmovable > 1 else ''} rejected as cannot-augment: "
-                         "boxes, keypoints or a mask that cannot move with the image, or a float image a pixel transform "
-                         "cannot take or the format cannot hold (the rejects' reason says which and why)")
+                         "boxes, keypoints or a mask that cannot move with the image, an image smaller than a crop, or a float "
+                         "image a pixel transform cannot take or the format cannot hold (the rejects' reason says which and why)")
         return notes
 
     def _augment_fixed(self, part: pd.DataFrame) -> pd.DataFrame:
@@ -259,7 +259,7 @@ class Augment(FitApplyStage):
             row = part.iloc[i] if (o.boxes or o.keypoints or o.mask) else None
             try:
                 copied = self._copies_of(rid, cell, row, pixels, rngs, int(copies[i]), fmt, described)
-            except AnnotationError as e:
+            except (AnnotationError, TooSmall) as e:  # the row's own: a crop larger than this one image
                 unmovable[i] = f"cannot-augment={' '.join(str(e).split())[:200]}"
                 continue
             except StageError as e:  # the job's mistake (a field its structs lack): every row would fail alike

@@ -458,3 +458,16 @@ def test_a_float_image_outside_zero_to_one_is_rejected_not_whitened_in_an_eight_
         "from float levels 0-1; scale the image to 0-1, or keep it a float TIFF (format: same)"]
     kept, rejected = run_stage(Augment(transforms=["hflip"], copies=1), frame, npartitions=1, roles=Roles(image="image"))
     assert rejected.empty and np.array_equal(decode_image(kept.set_index("id")["image"]["levels#aug0"]), camera[:, ::-1])
+
+
+def test_an_image_smaller_than_a_crop_is_rejected_not_the_run_stopped():
+    """One thumbnail among photos stopped the whole run: random_crop's 'crop 100x100 is
+    larger than the image' was the job's error. It is the row's: rejected, saying so."""
+    from skimage import data
+
+    frame = pd.DataFrame({"id": ["photo", "thumb"], "image": [encode_image(data.camera(), "png"), encode_image(data.camera()[:40, :60], "png")]})
+    kept, rejected = run_stage(Augment(transforms=[{"random_crop": {"height": 100, "width": 100}}], copies=1), frame,
+                               npartitions=1, roles=Roles(image="image"))
+    assert kept["id"].tolist() == ["photo", "photo#aug0"] and decode_image(kept["image"][1]).shape == (100, 100)
+    assert rejected[["id", "reason"]].values.tolist() == [
+        ["thumb", "cannot-augment=random_crop: crop 100x100 is larger than the image 40x60 (height x width)"]]

@@ -21,7 +21,7 @@ from dsbuild.kernels.images.annotations import (  # noqa: F401 - the names other
     to_pascal_voc,
 )
 from dsbuild.kernels.images.base import (  # noqa: F401
-    BORDERS, INTERPOLATIONS, Augmented, GeometricTransform, Targets, Transform, resize_image,
+    BORDERS, INTERPOLATIONS, Augmented, GeometricTransform, Targets, TooSmall, Transform, resize_image,
 )
 from dsbuild.kernels.images.compose import TRANSFORMS, Compose, OneOf, SomeOf, _options_of, transform_from_spec  # noqa: F401
 from dsbuild.kernels.images.geometric import (  # noqa: F401

@@ -28,6 +28,11 @@ INTERPOLATIONS = {
 }
 
 
+class TooSmall(ValueError):
+    """An image smaller than a transform's fixed output (a crop larger than it): the row's
+    own problem, as one thumbnail among photos is, not the job's (augment rejects the row)."""
+
+
 @dataclass
 class Targets:
     """An image and what must move with it. ``owned`` says the image may be overwritten.

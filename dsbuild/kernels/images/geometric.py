@@ -8,7 +8,7 @@ import math
 import cv2
 import numpy as np
 
-from dsbuild.kernels.images.base import BORDERS, INTERPOLATIONS, GeometricTransform, _randint, _range, _resize_matrix, _scale, _translate, _uniform, resize_image
+from dsbuild.kernels.images.base import BORDERS, INTERPOLATIONS, GeometricTransform, TooSmall, _randint, _range, _resize_matrix, _scale, _translate, _uniform, resize_image
 from dsbuild.kernels.images.levels import _checked_fill, _dst, alpha_weighted, fill_level
 
 
@@ -120,7 +120,7 @@ class _Crop(GeometricTransform):
 
     def _fit(self, h: int, w: int) -> tuple[int, int]:
         if self.height > h or self.width > w:
-            raise ValueError(f"{self.name}: crop {self.height}x{self.width} is larger than the image {h}x{w}")
+            raise TooSmall(f"{self.name}: crop {self.height}x{self.width} is larger than the image {h}x{w} (height x width)")
         return self.height, self.width
 
 
