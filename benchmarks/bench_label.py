@@ -105,12 +105,13 @@ def binary_crowd(n_items: int, n_annotators: int, seed: int, confusions=None):
     return truth, ann, conf
 
 
-def rare_class_crowd(n_items: int, seed: int = 0) -> tuple[np.ndarray, pd.DataFrame]:
+def rare_class_crowd(n_items: int, seed: int = 0, n_annotators: int = 100, **answers) -> tuple[np.ndarray, pd.DataFrame]:
     """A binary crowd on items of which 1 % are of one class: majority vote's noise puts
-    17 % of them there, the start Dawid–Skene's warm-up is for."""
+    17 % of them there, the start Dawid–Skene's warm-up is for. ``answers``: min_votes,
+    max_votes per item (3-7)."""
     rng = np.random.default_rng(seed)
     truth = (rng.random(n_items) < 0.01).astype(np.int64)
-    ann, _, _ = simulate_annotations(truth, 100, rng, **SPAM)
+    ann, _, _ = simulate_annotations(truth, n_annotators, rng, **answers, **SPAM)
     return truth, ann
 
 
@@ -408,9 +409,11 @@ def run(quick: bool = False) -> str:
     a_ann, _, _ = simulate_annotations(adult_y, 300, np.random.default_rng(1), **SPAM)
     sparse, _, _ = simulate_annotations(digits_y, 400, np.random.default_rng(2), min_votes=1, max_votes=3, **SPAM)
     rare_y, rare_ann = rare_class_crowd(2_000 if quick else 10_000)
+    sparse_rare_y, sparse_rare = rare_class_crowd(2_000 if quick else 10_000, n_annotators=400, min_votes=1, max_votes=3)
     acc = (accuracy_rows("digits (10 classes)", digits_y, d_ann, 60, 10) + accuracy_rows("Adult (2 classes)", adult_y, a_ann, 300, 2)
            + accuracy_rows("digits, sparse (400 annotators, 1-3 answers)", digits_y, sparse, 400, 10)
-           + accuracy_rows("binary, 1 % class (100 annotators)", rare_y, rare_ann, 100, 2))
+           + accuracy_rows("binary, 1 % class (100 annotators)", rare_y, rare_ann, 100, 2)
+           + accuracy_rows("binary, 1 % class, sparse (400 annotators, 1-3 answers)", sparse_rare_y, sparse_rare, 400, 2))
 
     speed = [speed_at(5_000 if quick else 500_000)]
     sizes = [10_000] if quick else sizes_from_env("DSBUILD_BENCH_LABEL_ANNOTATIONS", "1000000,10000000")
@@ -427,7 +430,7 @@ def run(quick: bool = False) -> str:
         "Accuracy against the true labels of simulated crowds (60 or 300 annotators with random "
         "confusion matrices, 3–7 answers per item, 20 % spammers, 10 % adversaries; the sparse "
         "crowd 400 annotators, 1–3 answers per item; the 1 % crowd 10,000 binary items of which 1 % "
-        "are of one class, 100 annotators). crowd-kit 1.4 `DawidSkene` / `OneCoinDawidSkene` "
+        "are of one class, 100 annotators, or 400 with 1–3 answers per item). crowd-kit 1.4 `DawidSkene` / `OneCoinDawidSkene` "
         "at their defaults; dsbuild's stage on Dask with the same stopping rule, at its defaults "
         "(Dawid–Skene's confusion matrices smoothed and its first 5 rounds one-coin's, one-coin's class "
         "prior uniform for 3 rounds, so the rounds differ; `smoothing: 0, warm_start: 0` is crowd-kit's "
