@@ -102,10 +102,33 @@ def bytes_digest(data: bytes | None, salt: bytes = b"") -> np.uint64:
     return np.uint64(int.from_bytes(hashlib.blake2b(data, digest_size=8, key=salt).digest(), "little"))
 
 
+def canonical_pixels(pixels: np.ndarray) -> np.ndarray:
+    """The picture rather than its channel layout: an alpha channel opaque everywhere is
+    dropped, and colour channels equal everywhere become one grey channel. Each is a
+    lossless choice of the file, not of the picture: WebP has no grey mode, so a grey PNG
+    saved as lossless WebP decodes to three equal channels, and exact_dedup, which says
+    it matches "identical pixels, whatever the file bytes", kept both (4 of 10 grey
+    scikit-image pictures next to their WebP copies); an RGBA PNG of an opaque picture
+    did not match its RGB PNG either."""
+    if pixels.ndim == 3 and pixels.shape[2] in (2, 4):
+        opaque = np.iinfo(pixels.dtype).max if np.issubdtype(pixels.dtype, np.integer) else 1.0
+        if (pixels[..., -1] == opaque).all():
+            pixels = pixels[..., :-1]
+    if pixels.ndim == 3 and pixels.shape[2] in (3, 4):
+        colour = pixels[..., :3]
+        if (colour[..., 0] == colour[..., 1]).all() and (colour[..., 1] == colour[..., 2]).all():
+            pixels = np.concatenate([colour[..., :1], pixels[..., 3:]], axis=2)
+    if pixels.ndim == 3 and pixels.shape[2] == 1:
+        pixels = pixels[..., 0]
+    return pixels
+
+
 def pixel_digest(pixels: np.ndarray | None, salt: bytes = b"") -> np.uint64:
-    """A 64-bit digest of decoded pixels with their shape, blind to how they were stored."""
+    """A 64-bit digest of decoded pixels with their shape, blind to how they were stored
+    (the file's format, and its channel layout: :func:`canonical_pixels`)."""
     if pixels is None:
         return MISSING_IMAGE
+    pixels = canonical_pixels(pixels)
     h = hashlib.blake2b(digest_size=8, key=salt)
     h.update(repr((pixels.shape, pixels.dtype.str)).encode())
     h.update(np.ascontiguousarray(pixels).data)

@@ -68,6 +68,21 @@ def test_pixel_hash_ignores_container_but_not_content(astronaut):
     assert raw[0] != raw[1]
 
 
+def test_pixel_hash_ignores_the_channel_layout_but_not_the_picture(astronaut):
+    """A grey picture saved as lossless WebP (which has no grey mode) decodes to three
+    equal channels, and an opaque picture may be stored with an alpha channel: exact_dedup
+    kept both beside their PNGs though their pixels are the same."""
+    grey = data.camera()
+    rgba = np.dstack([astronaut, np.full(astronaut.shape[:2], 255, np.uint8)])
+    half = rgba.copy()
+    half[0, 0, 3] = 128
+    h = image_content_hashes([encode_image(grey, "png"), encode_image(grey, "webp", quality=101),
+                              encode_image(np.dstack([grey] * 3), "png"), encode_image(astronaut, "png"),
+                              encode_image(rgba, "png"), encode_image(half, "png"), encode_image(grey // 2, "png")])
+    assert h[0] == h[1] == h[2] and h[3] == h[4]
+    assert len({h[0], h[3], h[5], h[6]}) == 4
+
+
 def test_batched_dct_equals_opencv(astronaut):
     thumbs = thumbnails([astronaut, data.camera()])
     d = dct_matrix(32)
