@@ -94,6 +94,13 @@ def test_every_stage_is_in_stages_md():
     assert [s for s in STAGES if f"`{s}`" not in text] == []
 
 
+def test_every_source_format_read_from_files_has_its_section_in_sources_md():
+    """docs/sources.md had a section for each format but images, whose options (labels,
+    extensions, files per partition) and columns no page gave."""
+    headings = re.findall(r"^## (.+)$", (ROOT / "docs" / "sources.md").read_text(), flags=re.M)
+    assert {"Parquet", "CSV", "JSON lines", "Images", "Frames"} <= set(headings)
+
+
 def test_every_example_job_the_docs_name_exists():
     named = {m for page in PAGES for m in re.findall(r"jobs/[\w.]+\.yaml", page.read_text())}
     assert named and [j for j in sorted(named) if not (ROOT / j).exists()] == []
