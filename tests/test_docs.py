@@ -5,12 +5,13 @@ import contextlib
 import io
 import json
 import re
+import shlex
 from pathlib import Path
 
 import pytest
 
 from dsbuild import load_job
-from dsbuild.cli import main
+from dsbuild.cli import _overrides, main
 from dsbuild.job import ColumnsSpec
 from dsbuild.stages import STAGES
 
@@ -52,6 +53,15 @@ def test_no_paragraph_begins_mid_sentence():
            for para in re.split(r"\n\s*\n", re.sub(r"^```.*?^```", "", page.read_text(), flags=re.M | re.S))
            if re.match(r"[a-z]", para) and not para.startswith("dsbuild ")]
     assert cut == []
+
+
+def test_the_readmes_overrides_apply_to_the_readmes_job():
+    """The README's --set example named a 'sanitize' stage its own job has not."""
+    (yaml_job,) = [block for block in _blocks(ROOT / "README.md", "yaml") if "sink:" in block]
+    (command,) = re.findall(r"`(dsbuild run job\.yaml --set [^`]*)`", (ROOT / "README.md").read_text())
+    words = shlex.split(command)
+    overrides = dict(_overrides([words[i + 1] for i, w in enumerate(words) if w == "--set"]))
+    assert len(overrides) == 3 and load_job(yaml_job, overrides).seed == 3
 
 
 def _named_in_backticks(text: str) -> list[str]:
