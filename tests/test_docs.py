@@ -104,6 +104,17 @@ def test_every_stage_is_in_stages_md():
     assert [s for s in STAGES if f"`{s}`" not in text] == []
 
 
+@pytest.mark.parametrize("name", ["digits", "adult"])
+def test_the_ids_the_docs_give_a_sample_are_its_ids(name):
+    """The docs said every sample's ids are name:row; adult's are adult.csv.gz:0."""
+    from dsbuild.io.sources import read_source
+
+    first = read_source({"format": "sample", "name": name}, count_rows=False).frame.partitions[0].head(1)["id"].iloc[0]
+    for page in ("README.md", "docs/sources.md"):
+        (row,) = re.findall(r"^\| `sample` \|.*$", (ROOT / page).read_text(), flags=re.M)
+        assert f"`{first}`" in row, (page, first)
+
+
 def test_every_source_format_read_from_files_has_its_section_in_sources_md():
     """docs/sources.md had a section for each format but images, whose options (labels,
     extensions, files per partition) and columns no page gave."""
