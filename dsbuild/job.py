@@ -422,8 +422,20 @@ def _read_text(source) -> tuple[str, str]:
         path = Path(s)
         if not path.exists():
             raise JobError([f"{s}: no such job file"])
-        return path.read_text(), s
+        if path.is_dir():
+            raise JobError([f"{s}: a folder, not a job file; name a YAML file in it"])
+        return _utf8(path.read_bytes(), s), s
     return s, "<yaml>"
+
+
+def _utf8(data: bytes, where: str) -> str:
+    """A job file's text; one that is not UTF-8 (saved as Latin-1, or no text at all) is
+    named with the line of its first bad byte, where it was a UnicodeDecodeError traceback."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise JobError([f"{where}:{line}: not UTF-8 text (byte {data[e.start]:#04x}); save the job file as UTF-8"]) from None
 
 
 def _set_dotted(data: dict, dotted: str, value) -> tuple:

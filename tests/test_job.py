@@ -330,6 +330,18 @@ def test_missing_job_file_is_named():
         load_job("no_such.yaml")
 
 
+def test_a_job_file_that_is_no_utf8_text_or_a_folder_is_named(tmp_path):
+    """Each was a traceback (UnicodeDecodeError, IsADirectoryError) from dsbuild validate."""
+    (tmp_path / "job.yaml").write_bytes(GOOD.replace("adult-clean", "café").encode("latin-1"))
+    with pytest.raises(JobError, match=r"job.yaml:1: not UTF-8 text \(byte 0xe9\); save the job file as UTF-8$"):
+        load_job(tmp_path / "job.yaml")
+    (tmp_path / "jobs.yaml").mkdir()
+    with pytest.raises(JobError, match=r"jobs.yaml: a folder, not a job file"):
+        load_job(tmp_path / "jobs.yaml")
+    (tmp_path / "bom.yaml").write_bytes(b"\xef\xbb\xbf" + GOOD.encode())  # as Windows' Notepad saves UTF-8
+    assert load_job(tmp_path / "bom.yaml").name == "adult-clean"
+
+
 def test_bins_must_name_a_sensitive_column_and_increase(tmp_path):
     text = GOOD.replace("  sensitive: sex", "  sensitive: sex\n  bins: {age: [25]}")
     (problem,) = errors_of(text, tmp_path)
