@@ -342,6 +342,20 @@ def test_a_job_file_that_is_no_utf8_text_or_a_folder_is_named(tmp_path):
     assert load_job(tmp_path / "bom.yaml").name == "adult-clean"
 
 
+def test_a_misspelt_column_lists_the_datas_columns_not_the_stages_marks():
+    """After a stage whose own check failed (split's misspelt group), validate listed the
+    marks stages pass on among the columns a later stage could name."""
+    from dsbuild.pipeline import validate_against_source
+    from dsbuild.stages import StageError
+
+    stages = "  - split: {by: [relationshp]}\n  - reweigh: {where: [{column: splt, op: ==, value: train}]}\n"
+    with pytest.raises(StageError) as e:
+        validate_against_source(load_job(GOOD.replace("  - cast: {schema: {age: float}}\n", stages)))
+    (split, reweigh) = str(e.value).splitlines()
+    assert "where column 'splt' is not in the data" in reweigh and "'income', 'split'] (did you mean 'split'?)" in reweigh
+    assert "_reason" not in reweigh and "_m_split" not in reweigh
+
+
 def test_bins_must_name_a_sensitive_column_and_increase(tmp_path):
     text = GOOD.replace("  sensitive: sex", "  sensitive: sex\n  bins: {age: [25]}")
     (problem,) = errors_of(text, tmp_path)

@@ -266,7 +266,7 @@ class Stage:
         if missing:
             raise StageError(
                 f"stage {self.ctx.name!r}: {what} {missing[0]!r} is not in the data; "
-                f"columns are {list(meta.columns)}{_did_you_mean(missing[0], meta.columns)}"
+                f"columns are {_data_columns(meta)}{_did_you_mean(missing[0], _data_columns(meta))}"
             )
 
     def __repr__(self) -> str:
@@ -315,6 +315,12 @@ def holds_text(column: pd.Series) -> bool:
     if isinstance(dtype, pd.ArrowDtype):
         return pa.types.is_string(dtype.pyarrow_dtype) or pa.types.is_large_string(dtype.pyarrow_dtype)
     return isinstance(dtype, pd.StringDtype)
+
+
+def _data_columns(meta: pd.DataFrame) -> list:
+    """The columns a job can name: not the marks stages pass on (``_reason``, ``_added``,
+    ``_m_split:train``), which a stage after split listed as if they were data."""
+    return [c for c in meta.columns if c not in (REJECT, ADDED) and not str(c).startswith(METRIC)]
 
 
 def _did_you_mean(word: str, choices) -> str:
