@@ -696,6 +696,20 @@ def test_a_fairness_stage_before_label_issues_is_warned_about():
     assert order_warnings_for_job([issues, fair]) == []
 
 
+def test_an_audit_before_the_cleaning_is_the_before_of_a_before_and_after():
+    """An audit changes no row, so auditing the rows as they came, then cleaning, then
+    auditing again shows what the cleaning did to the groups; validate told the user to
+    move the first audit after the cleaning (its "weights, labels and group counts would be
+    wrong for the output"), which would lose the "before". A mitigation is still warned."""
+    from dsbuild.stages.sanitize import Sanitize
+
+    before, after = (FairnessAudit().bind(StageContext(n)) for n in ("fairness_audit", "fairness_audit#2"))
+    sanitize, fair = Sanitize().bind(StageContext("sanitize")), Reweigh().bind(StageContext("reweigh"))
+    assert order_warnings_for_job([before, sanitize, after]) == []
+    (note,) = order_warnings_for_job([before, fair, sanitize, after])
+    assert note.startswith("stage 'reweigh' runs before 'sanitize'")
+
+
 def test_massage_promotes_into_a_file_whose_dictionary_lacks_the_label(client, tmp_path):
     """A Parquet dictionary label, one file holding only 'no' (its dictionary has no 'yes')
     and the rows nearest the boundary: a promoted row's 'yes' was cast to that file's

@@ -129,8 +129,10 @@ class FairnessStage(FitApplyStage):
         """Weights, labels and group counts computed before duplicates and poisoned rows
         are removed describe rows that will not be in the output: duplicates inflate
         their groups, poisoned rows pull labels and borderline scores (MLClean's finding
-        that cleaning steps depend on each other)."""
-        return [_order_message(self.ctx.name, s.ctx.name) for s in later if _cleans(s.name)] + super().order_warnings(earlier, later)
+        that cleaning steps depend on each other). An audit changes no row: before the
+        cleaning it describes the rows as they came, the "before" of a before-and-after."""
+        cleaning = [] if self.passes_rows_through else [s for s in later if _cleans(s.name)]
+        return [_order_message(self.ctx.name, s.ctx.name) for s in cleaning] + super().order_warnings(earlier, later)
 
     # roles ----------------------------------------------------------------------------
     @property
