@@ -103,6 +103,16 @@ def spelling_counts(
     return out
 
 
+def spelled_missing(values: pd.Series, spellings: Iterable[str]) -> np.ndarray:
+    """Where a value is one of ``spellings`` that mean missing (``N/A``, ``-``, ``?``), matched
+    by :func:`match_key` as canonical values are; a distinct value is looked at once."""
+    keys = {match_key(str(s)) for s in spellings}
+    if not keys:
+        return np.zeros(len(values), dtype=bool)
+    codes, uniques = pd.factorize(values.astype("str"), use_na_sentinel=True)
+    return _spread(np.array([match_key(str(u)) in keys for u in uniques], dtype=bool), codes)
+
+
 def common_spellings(counts: Mapping[str, int]) -> dict[str, str]:
     """Match key -> the spelling most rows use among those sharing it (``private``,
     ``PRIVATE`` -> ``Private`` where most write that); a tie goes to the first in code

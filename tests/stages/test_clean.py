@@ -796,6 +796,20 @@ def test_canonicalize_common_spelling_unifies_mixed_case_categories(sample):
     assert metrics["canonicalized:workclass"] == len(frame.index[::50]) + len(frame.index[1::50])
 
 
+def test_canonicalize_missing_spellings_become_missing_for_impute():
+    """'N/A', '-' and '?' kept in a Parquet or JSON column (only a CSV reader's null values
+    catch them) were categories of their own, which impute's mode never filled."""
+    frame = pd.DataFrame({"id": [f"r{i}" for i in range(7)],
+                          "occupation": ["Sales", "N/A", " n/a ", "-", "?", "Tech-support", None]})
+    rules = {"occupation": {"missing": ["N/A", "-", "?"]}}
+    kept, rejected = run_stage(Canonicalize(columns=rules), frame)
+    assert rejected.empty and kept["occupation"].isna().tolist() == [False, True, True, True, True, False, True]
+    metrics = stage_metrics(raw_output(Canonicalize(columns=rules), frame))
+    assert metrics["missing:occupation"] == 4 and metrics["canonicalized:occupation"] == 0
+    with pytest.raises(ValidationError, match="missing: 'unknown' is also a value"):
+        Canonicalize(columns={"sex": {"vocabulary": ["Male", "Unknown"], "missing": ["unknown"]}})
+
+
 def test_canonicalize_refuses_ambiguous_table():
     with pytest.raises(ValidationError, match="would mean both"):
         Canonicalize(columns={"sex": {"vocabulary": ["Male", "male"]}})

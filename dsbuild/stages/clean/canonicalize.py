@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from pydantic import Field, model_validator
 
-from dsbuild.kernels.canonical import SynonymTable, canonicalize, common_spellings, spelling_counts
+from dsbuild.kernels.canonical import SynonymTable, canonicalize, common_spellings, spelled_missing, spelling_counts
 from dsbuild.stages.base import MapStage, StageError, StageOptions, register, reject, with_marks
 from dsbuild.stages.clean.cells import (
     _as_received,
@@ -30,10 +30,15 @@ class CanonicalRule(StageOptions):
                        "space (false for running text whose lines and paragraphs matter)")
     nfkc: bool = Field(True, description="Unicode NFKC: full-width letters, ligatures (ﬁ) and compatibility forms folded, accents written apart (e + ´) composed")
     unknown: Literal["keep", "null", "reject"] = Field("keep", description="a value outside vocabulary and synonyms")
+    missing: list[str] = Field(default_factory=list, description="spellings that mean a missing value (N/A, -, ?, unknown), "
+                               "matched as values are (any case and spacing): made missing, for impute, and counted")
 
     @model_validator(mode="after")
     def _unambiguous(self):
-        self.table()
+        table = self.table()
+        both = [m for m in self.missing if table.find(str(m)) is not None]
+        if both:
+            raise ValueError(f"missing: {both[0]!r} is also a value of the vocabulary or synonyms ({table.find(str(both[0]))!r})")
         return self
 
     def table(self) -> SynonymTable:
@@ -52,7 +57,9 @@ class Canonicalize(MapStage):
     lacks take the spelling most rows of the data set give their match key: a fit pass
     counts each column's spellings, so the choice does not depend on the partitioning.
     A blank cell is missing (null), as a CSV
-    reader makes it. Counters ``canonicalized:<col>`` (cells changed) and ``unknown:<col>``
+    reader makes it, and so is a value ``missing`` lists (``N/A``, ``-``: a Parquet or JSON
+    source keeps them as text). Counters ``canonicalized:<col>`` (cells changed),
+    ``missing:<col>`` (cells made missing by ``missing``) and ``unknown:<col>``
     (values outside a given vocabulary/synonyms, which are kept, made missing or rejected
     as ``unknown-value:<col>=<value>``, as they came).
     """
@@ -88,7 +95,8 @@ class Canonicalize(MapStage):
 
     def _spelling_counts(self, part: pd.DataFrame, state=None) -> dict[str, dict[str, int]]:
         rules = self.options.columns
-        return {c: spelling_counts(part[c], rules[c].table(), trim=rules[c].trim, nfkc=rules[c].nfkc) for c in self._counted()}
+        return {c: spelling_counts(_present(part[c], rules[c]), rules[c].table(), trim=rules[c].trim, nfkc=rules[c].nfkc)
+                for c in self._counted()}
 
     def _respell(self, part: pd.DataFrame, common: dict[str, dict[str, str]]) -> pd.DataFrame:
         return self.process(with_marks(part), common)
@@ -97,7 +105,8 @@ class Canonicalize(MapStage):
         received = _as_received(part, self.options.columns)
         for column, rule in self.options.columns.items():
             raw = part[column]
-            out, changed, unknown = canonicalize(raw, rule.table(), trim=rule.trim, nfkc=rule.nfkc, case=rule.case,
+            gone = spelled_missing(raw, rule.missing)
+            out, changed, unknown = canonicalize(raw.mask(gone), rule.table(), trim=rule.trim, nfkc=rule.nfkc, case=rule.case,
                                                  common=(common or {}).get(column))
             if rule.unknown == "reject":
                 part = reject(part, unknown, _details(f"unknown-value:{column}", raw, unknown))
@@ -108,7 +117,14 @@ class Canonicalize(MapStage):
             part[column] = out.astype("category") if isinstance(raw.dtype, pd.CategoricalDtype) else out
             part[f"_m_canonicalized:{column}"] = changed.astype(np.int64)
             part[f"_m_unknown:{column}"] = unknown.astype(np.int64)
+            if rule.missing:
+                part[f"_m_missing:{column}"] = gone.astype(np.int64)
         return _rejects_as_received(part, received)
+
+
+def _present(values: pd.Series, rule: CanonicalRule) -> pd.Series:
+    """The values with those ``rule.missing`` lists made missing."""
+    return values.mask(spelled_missing(values, rule.missing)) if rule.missing else values
 
 
 def _add_counts(a: dict[str, dict[str, int]], b: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
