@@ -534,6 +534,15 @@ def test_ranges_clip_nullable_integers_to_a_fractional_bound():
     assert kept["n"].iloc[0] == 20.5 and np.isnan(kept["n"].iloc[1])
 
 
+def test_ranges_clip_keeps_a_float32_column_float32():
+    """A float32 column (a Parquet float) clipped to a bound with a fraction came out
+    float64, and the output's schema changed for that column alone."""
+    frame = pd.DataFrame({"id": list("abc"), "f": np.float32([1, 2, 3]), "g": pd.array([1, 2, None], dtype="Float32")})
+    kept, _ = run_stage(Ranges(columns={"f": {"min": 2.5, "action": "clip"}, "g": {"max": 1.5, "action": "clip"}}), frame)
+    assert kept["f"].dtype == np.float32 and kept["f"].tolist() == [2.5, 2.5, 3.0]
+    assert str(kept["g"].dtype) == "Float32" and kept["g"].tolist()[:2] == [1.0, 1.5]
+
+
 def test_null_actions_keep_integers_whole():
     """ranges and outliers with action null made an int64 column float64 (3 printed as 3.0,
     and an id-like count past 2**53 lost its last digits); they make it Int64 / UInt32."""

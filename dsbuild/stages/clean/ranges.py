@@ -189,10 +189,11 @@ class Ranges(MapStage):
                 part[column] = col.clip(lower=low, upper=high) if col.dtype != object else _clip_dates(col, low, high)
             elif rule.action == "clip":
                 whole = all(b is None or float(b).is_integer() for b in (rule.min, rule.max))
-                # a bound with a fraction makes the column float before the clip: a nullable
-                # integer column cannot hold the bound, and refused it
-                clipped = (col if whole else col.astype(np.float64)).clip(lower=rule.min, upper=rule.max)
-                part[column] = clipped.astype(col.dtype) if whole else clipped
+                holds = whole or pd.api.types.is_float_dtype(col.dtype)  # a float32 column stays one
+                # a bound with a fraction makes an integer column float before the clip: a
+                # nullable integer column cannot hold the bound, and refused it
+                clipped = (col if holds else col.astype(np.float64)).clip(lower=rule.min, upper=rule.max)
+                part[column] = clipped.astype(col.dtype) if holds else clipped
             else:
                 part[column] = _may_hold_missing(col).mask(outside)
             part[f"_m_out_of_range:{column}"] = outside.astype(np.int64)
