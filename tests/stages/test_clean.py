@@ -308,6 +308,8 @@ def test_normalize_units_reads_m_as_months_in_a_months_rule():
     kept, rejected = run_stage(NormalizeUnits(columns={"term": {"to": "d"}}), frame)
     assert dict(zip(rejected["id"], rejected["reason"])) == {"a": "units:term=ambiguous-unit:m:12m",
                                                              "e": "units:term=ambiguous-unit:m:1y 6m"}
+    with pytest.raises(ValidationError, match="assume: 'm' is minutes or months beside d; write min or mo"):
+        NormalizeUnits(columns={"term": {"to": "d", "assume": "m"}})
 
 
 def test_normalize_units_rules_sharing_a_unit_column_read_the_units_as_they_came():

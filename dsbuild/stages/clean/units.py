@@ -30,6 +30,8 @@ class UnitRule(StageOptions):
     @model_validator(mode="after")
     def _units_exist(self):
         table = UnitTable(self.to, self.factors)
+        if self.assume is not None and table.problem(self.assume).startswith("ambiguous"):
+            raise ValueError(f"assume: {self.assume!r} is minutes or months beside {self.to}; write min or mo")
         if self.assume is not None and not table.has(self.assume):
             raise ValueError(f"assume: unit {self.assume!r} is not a {table.dimension or self.to} unit")
         return self
