@@ -86,16 +86,24 @@ _DEPTHS = {  # the dtypes OpenCV writes in each format (TIFF: any it reads)
 }
 
 
-def float_levels_problem(pixels: np.ndarray, fmt: str) -> str | None:
-    """Why a float image cannot become ``fmt``'s 8-bit levels, or None.
+def levels_problem(pixels: np.ndarray, fmt: str) -> str | None:
+    """Why a float or 32-bit integer image cannot become ``fmt``'s 8-bit levels, or None.
 
     :func:`to_uint8` reads float levels as 0-1 (OpenCV's, scikit-image's and
     albumentations' convention); a float image holding anything else (0-255 levels, a
     depth map in metres) came out nearly all white, clipped, without a word. Guessing a
     range instead would darken or brighten another data set just as silently, so such an
-    image is refused, its range named.
+    image is refused, its range named. A 32-bit integer image (counts, depth in mm) has
+    no such convention: scaled by its dtype's range, it came out flat grey.
     """
-    if not np.issubdtype(pixels.dtype, np.floating) or pixels.dtype in _DEPTHS.get(fmt, (pixels.dtype,)):
+    if pixels.dtype in _DEPTHS.get(fmt, (pixels.dtype,)):
+        return None
+    if np.issubdtype(pixels.dtype, np.integer) and pixels.dtype.itemsize >= 4:
+        low, high = int(pixels.min(initial=0)), int(pixels.max(initial=0))
+        article = "an" if pixels.dtype.name.startswith("int") else "a"
+        return (f"{article} {pixels.dtype} image with values from {low} to {high} cannot be written as {fmt}: its levels have "
+                "no 8-bit scale; convert it (a 16-bit PNG keeps 65,536 levels), or keep it a TIFF (format: same)")
+    if not np.issubdtype(pixels.dtype, np.floating):
         return None
     finite = np.isfinite(pixels)
     if not finite.all():

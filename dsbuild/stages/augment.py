@@ -23,7 +23,7 @@ import pyarrow as pa
 from pydantic import Field, field_validator
 
 from dsbuild.kernels import selection
-from dsbuild.kernels.decode import decode_image, encode_image, float_levels_problem, for_format
+from dsbuild.kernels.decode import decode_image, encode_image, levels_problem, for_format
 from dsbuild.kernels.images import BOX_FORMATS, AnnotationError, Compose, TooSmall, transform_from_spec
 from dsbuild.records import (
     ID,
@@ -253,7 +253,7 @@ class Augment(FitApplyStage):
                                 "it with transforms that only move pixels (flips, affine, crops)")
                 continue
             fmt = o.format if o.format != "same" else _format_of(data)
-            if (why := float_levels_problem(pixels, fmt)) is not None:
+            if (why := levels_problem(pixels, fmt)) is not None:
                 unmovable[i] = f"cannot-augment={why}"
                 continue
             row = part.iloc[i] if (o.boxes or o.keypoints or o.mask) else None

@@ -341,10 +341,21 @@ def test_a_tiff_whose_data_libtiff_finds_damaged_is_rejected_with_its_error():
 
 def test_a_float_image_becomes_eight_bits_only_from_zero_to_one():
     """to_uint8 reads floats as 0-1: one holding other values or NaN is named, not clipped."""
-    from dsbuild.kernels.decode import float_levels_problem
+    from dsbuild.kernels.decode import levels_problem
 
     camera = data.camera().astype(np.float32)
-    assert float_levels_problem(camera / 255, "jpeg") is None and float_levels_problem(camera, "tiff") is None
-    assert float_levels_problem(camera, "webp").startswith("a float32 image with values from 0 to 255 cannot be written as webp")
+    assert levels_problem(camera / 255, "jpeg") is None and levels_problem(camera, "tiff") is None
+    assert levels_problem(camera, "webp").startswith("a float32 image with values from 0 to 255 cannot be written as webp")
     camera[0, 0] = np.nan
-    assert float_levels_problem(camera / 255, "png") == "a float32 image with NaN or infinite pixels cannot be written as png"
+    assert levels_problem(camera / 255, "png") == "a float32 image with NaN or infinite pixels cannot be written as png"
+
+
+def test_a_32_bit_integer_image_is_refused_eight_bits():
+    """Scaled by int32's range, an image of depths in mm (0-5000) came out flat grey."""
+    from dsbuild.kernels.decode import levels_problem
+
+    depth = (data.camera().astype(np.int32) * 20)
+    assert levels_problem(depth, "png") == (
+        "an int32 image with values from 0 to 5100 cannot be written as png: its levels have no 8-bit scale; convert it "
+        "(a 16-bit PNG keeps 65,536 levels), or keep it a TIFF (format: same)")
+    assert levels_problem(depth, "tiff") is None and levels_problem(data.camera().astype(np.int16), "jpeg") is None
