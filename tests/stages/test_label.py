@@ -757,3 +757,19 @@ def test_wawa_ties_do_not_amplify_into_one_class():
         assert [a["skill"] for a in stage.summary()["annotators"]["lowest_skill"]] == [0.5, 0.5]
     pd.testing.assert_series_equal(outs[0], outs[1])
     assert 900 < (outs[0] == "a").sum() < 1100
+
+
+def test_labeling_functions_min_confidence_says_what_the_confidence_is():
+    """A row one rule fired on has confidence 1.0 (the share of its votes), so
+    min_confidence kept the rows with the least evidence without a word."""
+    rules = [{"name": "big", "label": "a", "column": "x", "op": ">", "value": 1},
+             {"name": "small", "label": "b", "column": "x", "op": "<", "value": 3}]
+    meta = pd.DataFrame({"id": pd.Series(dtype=str), "x": pd.Series(dtype=float)})
+    strict = LabelingFunctions(rules=rules, min_confidence=0.9, output="weak")
+    assert not LabelingFunctions(rules=rules).column_warnings(meta)
+    (note,) = strict.column_warnings(meta)
+    assert "a row one rule fired on has confidence 1.0" in note and "filter on weak_votes" in note
+    ann = pd.DataFrame({"item": ["a"], "annotator": ["w"], "label": ["x"]})
+    assert not AggregateLabels(annotations=ann, min_confidence=0.9).column_warnings(meta)  # dawid_skene: a posterior
+    (note,) = AggregateLabels(annotations=ann, method="wawa", min_confidence=0.9).column_warnings(meta)
+    assert "an item one annotator answered has confidence 1.0" in note and "filter on label_annotations" in note

@@ -77,7 +77,8 @@ class AggregateLabelsOptions(StageOptions):
                             "a rare class took every item some noisy answers gave it; 0: majority vote's start, as crowd-kit")
     ties: Literal["random", "first"] = Field("random", description="a tie goes to a seeded draw per item, or to the first class")
     no_annotations: Literal["reject", "keep"] = Field("reject", description="rows no annotator labeled")
-    min_confidence: float = Field(0.0, ge=0, le=1, description="reject rows whose label's posterior is lower")
+    min_confidence: float = Field(0.0, ge=0, le=1, description="reject rows whose label's posterior is lower (majority_vote "
+                                  "and wawa: the share of the item's votes its label got, 1.0 for an item with one answer)")
     min_annotator_votes: int = Field(1, ge=1, description="leave out annotators with fewer answers")
     annotators_output: str | None = Field(None, description="write per-annotator quality here as Parquet")
     partition_annotations: int = Field(
@@ -182,6 +183,18 @@ class AggregateLabels(Stage):
 
     def _output(self) -> str:
         return self.options.output or self.ctx.roles.label or "label"
+
+    def column_warnings(self, meta: pd.DataFrame) -> list[str]:
+        """Majority vote's and Wawa's confidence is a share of the votes, not a posterior:
+        an item one annotator answered has 1.0, so min_confidence keeps the items with the
+        least evidence (as in labeling_functions)."""
+        o = self.options
+        if o.min_confidence <= 0 or o.method not in ("majority_vote", "wawa"):
+            return []
+        return [f"stage {self.ctx.name!r}: with {o.method}, min_confidence {o.min_confidence} compares the share of an item's "
+                "votes its label got, not a probability: an item one annotator answered has confidence 1.0 and always passes, "
+                f"while items whose annotators disagree are rejected; filter on {self._output()}_annotations for evidence, or "
+                "use dawid_skene, whose confidence is a posterior"]
 
     def check(self, meta):
         if self.options.gold:

