@@ -934,3 +934,24 @@ def test_near_dedup_output_is_the_seeds_whatever_the_workers_and_partitions(clie
     assert len(text_rejects) >= 20 and len(image_rejects) > 0 and image_summary["pairs_rejected_on_images"] > 0
     other_seed = outputs([dsbuild.run(jobs("seed", 5, seed=1)[0], client=client)])[0]
     assert other_seed[1] != text_rejects
+
+
+def test_near_dedup_says_how_many_rows_it_could_not_compare():
+    """An image that does not decode, or an empty text, has no signature and is compared
+    with none; the summary counted clusters only, so a folder a third unreadable looked
+    deduplicated."""
+    png = encode_image(data.camera(), "png")
+    images = pd.DataFrame({"id": ["a", "b", "c", "d"], "image": pd.Series([png, png, b"not an image", b""], dtype=IMAGE_DTYPE)})
+    stage = NearDedupImages()
+    kept, _ = run_stage(stage, images, roles=Roles(image="image"), npartitions=2)
+    assert stage.summary()["rows_signed"] == 2 and len(kept) == 3
+    (note,) = stage.result_warnings({"in": 4, "summary": stage.summary(), "metrics": {}})
+    assert "2 of its 4 rows have no picture that decodes" in note, note
+    texts = pd.DataFrame({"id": ["a", "b", "c"], "text": ["one two three four five six", "", None]})
+    stage = NearDedupText()
+    run_stage(stage, texts, roles=Roles(text="text"))
+    (note,) = stage.result_warnings({"in": 3, "summary": stage.summary(), "metrics": {}})
+    assert "2 of its 3 rows have no words to compare" in note, note
+    stage = NearDedupText()
+    run_stage(stage, texts.head(1), roles=Roles(text="text"))
+    assert not stage.result_warnings({"in": 1, "summary": stage.summary(), "metrics": {}})

@@ -143,6 +143,8 @@ class NearDedupImages(_NearDedup):
             shapes.map(scored, _passed, o.min_similarity, meta=_EDGE_META, label=f"{self.ctx.name}-passed"),
         ])
 
+    unsigned = "no picture that decodes (missing, empty, damaged or not an image: validate_images rejects such rows with the reason)"
+
     def summary(self) -> dict:
         out = super().summary()
         if out:

@@ -58,8 +58,10 @@ def shuffle_partitions(size: float, input_partitions: int) -> int:
 
 
 def column_bytes(part: pd.DataFrame, state=None) -> pd.Series:
-    """This partition's bytes in memory by column (objects counted deep), and its rows in ``_rows``."""
-    return pd.concat([part.memory_usage(deep=True, index=False), pd.Series({"_rows": len(part)})])
+    """This partition's bytes in memory by column (objects counted deep), its rows in
+    ``_rows``, and in ``_records`` the records they sign (a mirrored image signs twice)."""
+    records = int((part["_variant"] == 0).sum()) if "_variant" in part.columns else len(part)
+    return pd.concat([part.memory_usage(deep=True, index=False), pd.Series({"_rows": len(part), "_records": records})])
 
 
 # Close pairs up to which a near-duplicate stage finds its components in one task: links
@@ -96,7 +98,8 @@ class _NearDedup(Deduplicator):
         signed = shapes.persist(shapes.map(frame, signatures, signer, quality, meta=_SIGNATURE_META, label=f"{self.ctx.name}-signatures"))
         sizes = shapes.fit(signed, column_bytes, _add, label=f"{self.ctx.name}-sizes")
         rows = max(int(sizes["_rows"]), 1)
-        band_row = (sizes.drop(["_rows", "_payload"]).sum() / rows) + _BAND_KEY_BYTES
+        self.signed_ = int(sizes["_records"])
+        band_row = (sizes.drop(["_rows", "_records", "_payload"]).sum() / rows) + _BAND_KEY_BYTES
         bands = shapes.map(signed, band_rows, signer, self.payload_dtype, meta=_BAND_META, label=f"{self.ctx.name}-bands")
         shared = shapes.persist(shapes.group(bands, "_band_key", shared_buckets, meta=_SHARED_META, label=f"{self.ctx.name}-shared",
                                              npartitions=shuffle_partitions(rows * signer.band_count * band_row, frame.npartitions)))
@@ -151,4 +154,17 @@ class _NearDedup(Deduplicator):
         # a bucket's rows are compared with its leaders, in every band a pair shares:
         # comparisons made, not distinct pairs (which no one partition sees)
         comparisons, close = self.comparisons_
-        return {**c, "comparisons": comparisons, "close_comparisons": close}
+        return {**c, "comparisons": comparisons, "close_comparisons": close, "rows_signed": self.signed_}
+
+    unsigned = "no signature"  # what a row the stage could not sign lacks, for the warning
+
+    def result_warnings(self, entry: dict) -> list[str]:
+        """Rows without a signature (an image that does not decode, an empty text) are
+        compared with none and kept; the counts said nothing of them, so a folder with a
+        third of its files unreadable looked deduplicated."""
+        notes = super().result_warnings(entry)
+        signed, rows = entry.get("summary", {}).get("rows_signed"), entry.get("in", 0)
+        if signed is not None and rows > signed:
+            notes.append(f"stage {self.ctx.name!r}: {rows - signed:,} of its {rows:,} rows have {self.unsigned} and were "
+                         "compared with none (they are kept)")
+        return notes

@@ -44,6 +44,8 @@ class NearDedupText(_NearDedup):
     Options = NearDedupTextOptions
     payload_dtype = np.uint32
 
+    unsigned = "no words to compare (missing or empty text, or no letter or digit)"
+
     def _fields(self) -> list[str]:
         if self.options.fields:
             return list(self.options.fields)
