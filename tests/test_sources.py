@@ -573,6 +573,11 @@ def test_a_parquet_row_group_larger_than_a_partition_is_read_once_as_several(tmp
     assert ids.npartitions == 6 and list(ids.compute()["id"]) == list(whole["id"])
     both = read_source({**spec, "path": str(tmp_path)})  # a split file beside one read whole, in file order
     assert both.frame.npartitions == 7 and list(both.frame.compute()["id"]) == [*whole["id"], *whole["id"][:10]]
+    with pq.ParquetWriter(tmp_path / "first.parquet", numbers.schema) as w:  # a large row group before a small one
+        w.write_table(numbers, row_group_size=2**16)
+        w.write_table(numbers.slice(0, 10))
+    first = read_source({**spec, "path": str(tmp_path / "first.parquet")}).frame
+    assert first.npartitions == 7 and list(first.compute()["id"]) == [*whole["id"], *whole["id"][:10]]
     job = dsbuild.job(name="p", source=spec, sink={"path": str(tmp_path / "out")})
     assert validate_against_source(job) == []
 

@@ -91,7 +91,8 @@ def _read_parquet(spec: ParquetSource) -> Source:
         for g in range(meta.num_row_groups):
             n, size = meta.row_group(g).num_rows, meta.row_group(g).total_byte_size
             if groups and (rows_in_piece + n > spec.rows_per_partition or bytes_in_piece + size > budget):
-                pieces.append((path, rel, tuple(groups), start, hive.values[path], (0, rows_in_piece)))
+                pieces.append((path, rel, tuple(groups), start, hive.values[path],
+                               _cuts(rows_in_piece, bytes_in_piece, budget, spec.rows_per_partition)))
                 start += rows_in_piece
                 groups, rows_in_piece, bytes_in_piece = [], 0, 0
             groups.append(g)
