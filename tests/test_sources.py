@@ -976,15 +976,20 @@ def test_jsonl_not_in_utf8_stops_the_run_or_rejects_the_line_never_keeps_it(tmp_
 def test_csv_in_utf16_as_excel_exports_unicode_text(tmp_path):
     """Excel's "Unicode Text" is UTF-16 with a byte-order mark. Files are cut and lines
     found at the byte \\n, which in UTF-16 is half a character: encoding: utf-16 failed as
-    "not utf-16 text", and without it the advice was latin-1. Such a file is read whole,
-    as UTF-8 text; without the encoding the error names it."""
+    "not utf-16 text", and without it the advice was latin-1, then to set the encoding. It
+    is read as UTF-8 text, and without the encoding by its byte-order mark."""
     rows = "a\tb\n" + "".join(f"{i}\tcafé {i}\n" for i in range(3000)) + "oops\tx\n"
     (tmp_path / "export.txt").write_text(rows, encoding="utf-16")
     df = read({"format": "csv", "path": str(tmp_path / "export.txt"), "encoding": "utf-16", "blocksize": 4_000, "infer_bytes": 2_000})
     assert len(df) == 3001 and df.loc[df["id"] == "export.txt:2999", "b"].tolist() == ["café 2999"]
     assert df.loc[df[REJECT].notna(), ["id", REJECT, RAW]].values.tolist() == [["export.txt:3000", "type:a=oops", "oops\tx"]]
-    with pytest.raises(SourceError, match="export.txt: UTF-16 text .*set source.encoding: utf-16"):
-        read({"format": "csv", "path": str(tmp_path / "export.txt")})
+    src = read_source({"format": "csv", "path": str(tmp_path / "export.txt"), "blocksize": 4_000, "infer_bytes": 2_000})
+    pd.testing.assert_frame_equal(src.frame.compute(), df)
+    assert src.notes == [f"source: {tmp_path / 'export.txt'} starts with UTF-16's byte-order mark: read as utf-16 text"]
+    (tmp_path / "u32.csv").write_bytes("a,b\n1,x\n".encode("utf-32"))
+    assert read({"format": "csv", "path": str(tmp_path / "u32.csv")})[["a", "b"]].values.tolist() == [[1, "x"]]
+    (tmp_path / "l1.csv").write_bytes(b"\xff\xfea,b\n1,x\n")  # the job's encoding has the last word
+    assert list(read({"format": "csv", "path": str(tmp_path / "l1.csv"), "encoding": "latin-1"}).columns[1:3]) == ["ÿþa", "b"]
 
 
 def test_csv_with_a_value_longer_than_arrows_parsing_block(tmp_path):

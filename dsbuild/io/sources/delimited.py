@@ -92,6 +92,9 @@ def _read_csv(spec: CsvSource, count_rows: bool = True, id_column: str | None = 
     fs, root, files, skipped = _expand(spec.path, compressed_too(".csv", ".tsv", ".tab", ".txt"))
     files = _without_empty(fs, files, skipped, spec.path)
     check_compressions(files)
+    marked = None if "encoding" in spec.model_fields_set else _marked_encoding(fs, files[0])
+    if marked:  # Excel's Unicode Text: the byte-order mark says what the text is
+        spec = spec.model_copy(update={"encoding": marked})
     wide = spec.encoding if _is_wide(spec.encoding) else None
     if wide:  # read as the UTF-8 text they hold
         spec = spec.model_copy(update={"encoding": "utf8"})
@@ -121,7 +124,8 @@ def _read_csv(spec: CsvSource, count_rows: bool = True, id_column: str | None = 
         sample = _read_block(fs, sampled, 0, spec.infer_bytes, wide)
     own = spec.model_copy(update={"sep": seps[sampled]}) if sampled in seps else spec
     schema, spans_lines = _csv_infer_schema(sample, orders.get(sampled, names), own)
-    notes = [_hint_note(next(iter(hints)), hints, spec)] if hints else []
+    notes = [f"source: {files[0]} starts with {marked.upper()}'s byte-order mark: read as {marked} text"] if marked else []
+    notes += [_hint_note(next(iter(hints)), hints, spec)] if hints else []
     if "decimal" not in spec.model_fields_set and own.sep != ",":
         commas, schema, spans_lines = _decimal_commas(sample, orders.get(sampled, names), own, schema, spans_lines,
                                                       [*spec.text_columns, *spec.column_types, *id_columns(names, id_column)])
@@ -336,6 +340,15 @@ def _wide_unit(fs, path: str, wide: str) -> str:
 def _unit_dtype(codec: str | None, unit: int) -> str:
     """The numpy dtype of a code unit of ``codec`` (``u1``: bytes, for any other text)."""
     return "u1" if codec is None else f"{'>' if codec.endswith('be') else '<'}u{unit}"
+
+
+def _marked_encoding(fs, path: str) -> str | None:
+    """``utf-16`` or ``utf-32`` where the file starts with its byte-order mark, as Excel's
+    "Unicode Text" export does: such a file stopped as "UTF-16 text ...; set
+    source.encoding: utf-16", though the mark leaves no doubt."""
+    with fs.open(path, "rb", compression="infer") as f:
+        head = f.read(4)
+    return next((name[:6] for mark, name in _BYTE_ORDER_MARKS if head.startswith(mark)), None)
 
 
 def _wide_codec(head: bytes, wide: str) -> tuple[str, int]:
