@@ -114,7 +114,7 @@ class FairnessAudit(FairnessStage):
             out["model"] = {
                 "name": self.options.model,
                 "sample_rows": int(self.ranker_.n_samples_),
-                **prediction_skill(t, fav, PRED),
+                **_jsonable(prediction_skill(t, fav, PRED)),
                 "predictions": self.parity(t, fav, outcome=PRED),
                 "equalized_odds": _jsonable(equalized_odds(t, self.sensitive, fav, PRED)),
             }
