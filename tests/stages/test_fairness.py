@@ -167,6 +167,24 @@ def test_audit_says_how_well_its_model_predicts_and_warns_when_it_barely_does(ge
     assert model["balanced_accuracy"] > 0.6 and not notes
 
 
+def test_a_disparate_impact_that_rests_on_a_handful_of_rows_is_said(german, adult):
+    """German credit by personal status × age: one row under 25 of status A91, favourable,
+    is the reference (rate 1), so the audit's disparate impact is 0.57 and massage's 'after'
+    0.68, headlines of one row's luck that the figures alone did not show."""
+    roles = Roles(label="credit", sensitive=("personal_status_sex", "age"), bins=(("age", (25.0,)),))
+    for stage in (FairnessAudit(favorable="good"), Massage(favorable="good")):
+        run_stage(stage, german, npartitions=2, roles=roles)
+        summary = stage.summary()
+        view = (summary.get("after") or summary["data"])["personal_status_sex × age"]
+        assert view["reference"] == "A91, <25" and view["groups"]["A91, <25"]["count"] == 1
+        notes = stage.result_warnings({"in": len(german), "summary": summary})
+        assert [n for n in notes if "'A91, <25' (1 row(s), favourable rate 1)" in n] == notes and len(notes) == 1
+        assert notes[0].startswith(f"stage '{stage.name}': by personal_status_sex × age, the disparate impact {view['di']:.3g} rests on")
+    audit = FairnessAudit(favorable=">50K")
+    run_stage(audit, adult, npartitions=2, roles=ADULT)
+    assert audit.result_warnings({"in": len(adult), "summary": audit.summary()}) == []  # its smallest group has 109 rows
+
+
 def test_the_ranker_is_fitted_with_the_rows_weights(german):
     """The counts were weighted but the model behind the audit, massage and preferential
     resample was not: rows of weight 0 (here each row's copy with the other label) taught it
