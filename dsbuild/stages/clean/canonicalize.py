@@ -46,7 +46,7 @@ class CanonicalRule(StageOptions):
 
 
 class CanonicalizeOptions(StageOptions):
-    columns: dict[str, CanonicalRule] = Field(..., description="column -> {vocabulary, synonyms, case, unknown}")
+    columns: dict[str, CanonicalRule] = Field(..., description="column -> {vocabulary, synonyms, case, unknown, missing}")
 
 
 @register
@@ -56,9 +56,8 @@ class Canonicalize(MapStage):
     Matching ignores case, width and spacing. With ``case: common``, values the table
     lacks take the spelling most rows of the data set give their match key: a fit pass
     counts each column's spellings, so the choice does not depend on the partitioning.
-    A blank cell is missing (null), as a CSV
-    reader makes it, and so is a value ``missing`` lists (``N/A``, ``-``: a Parquet or JSON
-    source keeps them as text). Counters ``canonicalized:<col>`` (cells changed),
+    A blank cell is missing (null), as a CSV reader makes it, and so is a value ``missing``
+    lists (``N/A``, ``-``: a Parquet or JSON source keeps them as text). Counters ``canonicalized:<col>`` (cells changed),
     ``missing:<col>`` (cells made missing by ``missing``) and ``unknown:<col>``
     (values outside a given vocabulary/synonyms, which are kept, made missing or rejected
     as ``unknown-value:<col>=<value>``, as they came).

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 import re
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -26,7 +25,7 @@ _FALSE = {"false", "f", "no", "n", "0"}
 
 # Tried in order on what ISO 8601 does not parse: the first that fits a value wins, so a
 # value's time depends on it and the column's day/month order alone (month first, as pandas
-# guesses, unless the column's values or the job say day first: see DateOrder).
+# guesses, unless the column's values or the job say day first: see date_order).
 MONTH_FIRST = ("%m/%d/%Y", "%m/%d/%Y %H:%M", "%m/%d/%Y %H:%M:%S", "%m/%d/%Y %I:%M:%S %p")
 DAY_FIRST = ("%d/%m/%Y", "%d/%m/%Y %H:%M", "%d/%m/%Y %H:%M:%S")
 DATETIME_FORMATS = (
@@ -65,10 +64,10 @@ def _ambiguous_dates(text: pd.Series) -> np.ndarray:
 def _to_datetime(col: pd.Series, present: np.ndarray, order: str = "month") -> pd.Series:
     """Times in UTC, each value parsed on its own: ISO 8601 in any of its forms, then the
     slashed dates in the column's ``order`` alone (:func:`date_order`; ``mixed``: either,
-    but one that reads as two days is left missing), then :data:`DATETIME_FORMATS`. pandas' own guess takes
-    its format from a partition's first value, so a column of dates and ISO timestamps lost
-    one kind or the other depending on which came first in the partition; and read each
-    alone, 03/04/2024 was 4 March beside 13/04/2024's 13 April."""
+    but one that reads as two days is left missing), then :data:`DATETIME_FORMATS`.
+    pandas' own guess takes its format from a partition's first value, so a column of
+    dates and ISO timestamps lost one kind or the other depending on which came first in
+    the partition; and read each alone, 03/04/2024 was 4 March beside 13/04/2024's 13 April."""
     if not (pd.api.types.is_object_dtype(col) or pd.api.types.is_string_dtype(col)):
         return pd.to_datetime(col, errors="coerce", utc=True)
     text = col.astype("string").str.strip()
@@ -87,7 +86,7 @@ def _to_datetime(col: pd.Series, present: np.ndarray, order: str = "month") -> p
 class CastOptions(StageOptions):
     schema_: dict[str, CastType] = Field(
         ..., alias="schema", description="column -> int | float | str | bool | datetime | category; datetime reads "
-        "ISO 8601 and common month/day orders (US first), each value alone, into UTC")
+        "ISO 8601 and common day/month orders (in the column's one order: day_first), into UTC")
     on_error: Literal["reject", "null"] = Field("reject", description="a value that does not convert: reject the row, or make it missing")
     day_first: bool | None = Field(
         None, description="how a datetime 03/04/2024 reads: true 3 April, false 4 March; default: from the column's "
