@@ -807,6 +807,17 @@ def test_canonicalize_common_spelling_unifies_mixed_case_categories(sample):
     assert metrics["canonicalized:workclass"] == len(frame.index[::50]) + len(frame.index[1::50])
 
 
+def test_canonicalize_common_refuses_free_text(monkeypatch):
+    """case: common gathers every distinct spelling in one task: on free text, the column."""
+    from dsbuild.stages.clean import canonicalize as module
+
+    monkeypatch.setattr(module, "COMMON_MAX_DISTINCT", 5)
+    frame = pd.DataFrame({"id": [f"r{i}" for i in range(12)], "note": [f"text {i}" for i in range(12)]})
+    for n in (1, 3):
+        with pytest.raises(StageError, match="case: common of 'note' counts more than 5 distinct spellings"):
+            run_stage(Canonicalize(columns={"note": {"case": "common"}}), frame, npartitions=n)
+
+
 def test_canonicalize_missing_spellings_become_missing_for_impute():
     """'N/A', '-' and '?' kept in a Parquet or JSON column (only a CSV reader's null values
     catch them) were categories of their own, which impute's mode never filled."""

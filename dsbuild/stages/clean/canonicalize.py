@@ -49,6 +49,9 @@ class CanonicalizeOptions(StageOptions):
     columns: dict[str, CanonicalRule] = Field(..., description="column -> {vocabulary, synonyms, case, unknown, missing}")
 
 
+COMMON_MAX_DISTINCT = 1_000_000  # distinct spellings case: common counts; as impute's mode
+
+
 @register
 class Canonicalize(MapStage):
     """Strings trimmed, NFKC-normalised and mapped through a synonym table (M, male → Male).
@@ -88,7 +91,8 @@ class Canonicalize(MapStage):
     def build(self, frame, shapes):
         if not self._counted():
             return super().build(frame, shapes)
-        counts = shapes.fit(frame, self._spelling_counts, _add_counts, label=self.ctx.name)
+        counts = shapes.fit(frame, self._spelling_counts, self._merge_counts, label=self.ctx.name)
+        self._check_distinct(counts)  # also here: one partition is never merged
         self.state_ = {column: common_spellings(counts.get(column, {})) for column in self._counted()}
         return shapes.map(frame, self._respell, shapes.broadcast(self.state_), label=self.ctx.name)
 
@@ -96,6 +100,20 @@ class Canonicalize(MapStage):
         rules = self.options.columns
         return {c: spelling_counts(_present(part[c], rules[c]), rules[c].table(), trim=rules[c].trim, nfkc=rules[c].nfkc)
                 for c in self._counted()}
+
+    def _merge_counts(self, a: dict[str, dict[str, int]], b: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
+        return self._check_distinct(_add_counts(a, b))
+
+    def _check_distinct(self, counts: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
+        """case: common counts every distinct spelling in one task: on free text (comments,
+        names) that is the column itself, gathered in one process. Checked as counts merge,
+        so memory stays bounded."""
+        for column, spellings in counts.items():
+            if len(spellings) > COMMON_MAX_DISTINCT:
+                raise StageError(f"stage {self.ctx.name!r}: case: common of {column!r} counts more than "
+                                 f"{COMMON_MAX_DISTINCT:,} distinct spellings, which would all be held in one process: "
+                                 "it is for categories; give free text another case (keep, lower, ...)")
+        return counts
 
     def _respell(self, part: pd.DataFrame, common: dict[str, dict[str, str]]) -> pd.DataFrame:
         return self.process(with_marks(part), common)
