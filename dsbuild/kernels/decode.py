@@ -244,7 +244,7 @@ def _why_undecodable(data: bytes, fmt: str) -> str | None:
         if found:
             return found
     pixels, said = _decoded_saying(data)
-    codec = [_CODEC_LINE.sub("", line).strip() for line in said if line.strip()]
+    codec = [_plainly(_CODEC_LINE.sub("", line).strip()) for line in said if line.strip()]
     if pixels is None and codec:
         return " ".join(codec[0].split())[:200]
     if fmt == "webp" and len(data) >= 12:
@@ -256,6 +256,18 @@ def _why_undecodable(data: bytes, fmt: str) -> str | None:
 
 
 _CODEC_LINE = re.compile(r"^(libpng error: |\[\s*\w+:\d+@[\d.]+\] global \S+ )")  # libpng's prefix, OpenCV's log header
+# OpenCV's own exception as its log quotes it: "imdecode_(''): can't read data: OpenCV(5.0.0)
+# /io/opencv/.../bitstrm.cpp:59: error: (-2:Unspecified error) Unexpected end of input stream in function 'readBlock'"
+_OPENCV_CALL = re.compile(r"^imdecode_ imdecode_\(''\): ")
+_OPENCV_ERROR = re.compile(r"OpenCV\([\d.]+\) \S+: error: \(-?\d+:[^)]*\) (.*?)(?: in function '[^']*')?$")
+
+
+def _plainly(line: str) -> str:
+    """A codec's line without OpenCV's source paths and function names: a cut BMP or GIF
+    was ``decode-error:bmp=imdecode_ imdecode_(''): can't read data: OpenCV(5.0.0)
+    /io/opencv/modules/imgcodecs/src/bitstrm.cpp:59: error: (-2:Unspecified error) ...``."""
+    line = _OPENCV_ERROR.sub(lambda m: m.group(1)[:1].lower() + m.group(1)[1:], _OPENCV_CALL.sub("", line))
+    return line + " (the file is cut short)" if line.endswith("unexpected end of input stream") else line
 
 
 def _png_damage(data: bytes) -> str | None:

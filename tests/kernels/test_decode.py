@@ -359,3 +359,17 @@ def test_a_32_bit_integer_image_is_refused_eight_bits():
         "an int32 image with values from 0 to 5100 cannot be written as png: its levels have no 8-bit scale; convert it "
         "(a 16-bit PNG keeps 65,536 levels), or keep it a TIFF (format: same)")
     assert levels_problem(depth, "tiff") is None and levels_problem(data.camera().astype(np.int16), "jpeg") is None
+
+
+def test_a_cut_bmp_or_gif_says_so_without_opencvs_source_paths():
+    """The reason quoted OpenCV's log whole: 'decode-error:bmp=imdecode_ imdecode_(''): can't
+    read data: OpenCV(5.0.0) /io/opencv/modules/imgcodecs/src/bitstrm.cpp:59: error: ...'."""
+    from PIL import Image
+
+    bmp = cv2.imencode(".bmp", data.camera())[1].tobytes()
+    assert image_problem(bmp[: len(bmp) // 2], 10**9)[0] == (
+        "decode-error:bmp=can't read data: unexpected end of input stream (the file is cut short)")
+    buffer = io.BytesIO()
+    Image.fromarray(data.camera()).save(buffer, "GIF")
+    reason = image_problem(buffer.getvalue()[:5000], 10**9)[0]
+    assert reason.startswith("decode-error:gif=can't read") and "OpenCV(" not in reason and "bitstrm.cpp" not in reason
