@@ -536,6 +536,15 @@ def test_ranges_clip_nullable_integers_to_a_fractional_bound():
     assert kept["n"].iloc[0] == 20.5 and np.isnan(kept["n"].iloc[1])
 
 
+def test_ranges_on_text_points_at_cast_and_normalize_units():
+    """A CSV column with '42 years' in it is text: the message said only 'cast it first',
+    and a cast rejects every value with a unit."""
+    frame = pd.DataFrame({"id": list("ab"), "age": ["42 years", "38"]})
+    with pytest.raises(StageError, match="not numeric \\(cast it to float first; or, if its values carry units, 42 years "
+                                         "or 40h, normalize_units reads them\\)"):
+        run_stage(Ranges(columns={"age": {"min": 17}}), frame)
+
+
 def test_ranges_clip_keeps_a_float32_column_float32():
     """A float32 column (a Parquet float) clipped to a bound with a fraction came out
     float64, and the output's schema changed for that column alone."""

@@ -157,7 +157,8 @@ class Ranges(MapStage):
                 except StageError as e:
                     raise StageError(f"stage {self.ctx.name!r}: {e}") from None
             if rule.allowed is None and not rule.times and not is_number_column(meta[column].dtype):
-                times = " (give its bounds as times: min: 2021-03-02)" if _is_time(meta[column].dtype) else " (cast it first)"
+                times = " (give its bounds as times: min: 2021-03-02)" if _is_time(meta[column].dtype) else (
+                    " (cast it to float first; or, if its values carry units, 42 years or 40h, normalize_units reads them)")
                 raise StageError(
                     f"stage {self.ctx.name!r}: rule for {column!r} has min/max but the column is "
                     f"{meta[column].dtype}, not numeric{times}"
