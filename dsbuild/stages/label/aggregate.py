@@ -395,7 +395,8 @@ class AggregateLabels(Stage):
         o = self.options
         head = f"stage {self.ctx.name!r}: {o.method} did not converge in max_iter {o.max_iter} rounds (tol {o.tol}"
         if "elbo_change" in summary:
-            head += f"; the bound per annotation still moved {summary['elbo_change']:.2g} in the last round"
+            change = summary["elbo_change"]
+            head += f"; the bound per annotation still {'rose' if change > 0 else 'fell'} by {abs(change):.2g} in the last round"
         changes, rounds = summary.get("label_changes"), summary.get("watched_rounds", 0)
         if changes is None or not rounds:
             return head + "); the labels are the last round's: raise max_iter"
