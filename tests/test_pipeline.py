@@ -719,6 +719,27 @@ def test_a_run_computes_on_the_client_it_is_given(client, tmp_path):
     assert elsewhere.data == []
 
 
+def test_a_stage_and_its_accounting_run_as_one_task_per_partition(client, tmp_path):
+    """The pending stages' results are computed together; Dask fuses none of a list of
+    collections, so every stage's map, its kept rows and its accounting were tasks of
+    their own per partition. Fused, a map stage's timing still reaches the manifest."""
+    from distributed import get_task_stream
+    from distributed.utils import key_split
+
+    job = {
+        "name": "fused", "seed": 0, "source": {"format": "sample", "name": "adult", "partitions": 4},
+        "columns": {"label": "income"},
+        "stages": [{"ranges": {"columns": {"age": {"min": 18, "max": 80}}}}, {"cast": {"schema": {"age": "float"}}}],
+        "sink": {"path": str(tmp_path / "out")},
+    }
+    with get_task_stream(client) as stream:
+        manifest = dsbuild.run(job, client=client)
+    prefixes = {key_split(t["key"]) for t in stream.data}
+    assert not [p for p in prefixes if "split-kept" in p or p.endswith("-map")], prefixes
+    seconds = {s["name"]: s["seconds"]["tasks"] for s in manifest["stages"]}
+    assert seconds["ranges"] > 0 and seconds["cast"] > 0, seconds
+
+
 def test_label_counts_name_labels_as_text():
     """Counted on the column as it is, named as the column's values become text: unused
     categories are left out, missing values are one "<missing>" label."""
@@ -732,6 +753,8 @@ def test_label_counts_name_labels_as_text():
         pd.Series([True, None, True], dtype="boolean"),
         pd.Series(pd.to_datetime(["2020-01-01", None, "2020-01-01"])),
         pd.Series([1, "1", 2], dtype=object),  # two values, one text
+        pd.Series(["a", None, "b", "a"], dtype="string"),  # counted by Arrow
+        pd.Series(["a", None, "b", "a"], dtype=pd.StringDtype("python")),
     ]
     for column in columns:
         as_text = column.astype("string").fillna("<missing>").value_counts()

@@ -126,7 +126,7 @@ def _run_on_current(spec: JobSpec, sink: Sink, client, progress: bool, resume: b
         # resume from them after an interrupt here failed on a missing file.
         sink.drop_checkpoints_before(len(ex.runs))
         reject_shards, reject_schema = sink.finish("rejects", ex.files["rejects"], ex.reject_metas, cast_conflicts_to_string=True)
-        manifest = _manifest(spec, ex, data_shards, reject_shards, data_schema, reject_schema, _seconds_by_stage(stream, ex.runs), client)
+        manifest = _manifest(spec, ex, data_shards, reject_shards, data_schema, reject_schema, _seconds_by_stage(stream, ex.runs, ex.fused_names), client)
         check_ledger(manifest)
         manifest["timings"] = {
             "build_and_compute": round(t_compute - t0, 3),
@@ -239,16 +239,22 @@ def _task_stream(client):
         yield ts
 
 
-def _seconds_by_stage(stream, runs: list[StageRun]) -> dict[str, float]:
+def _seconds_by_stage(stream, runs: list[StageRun], fused: dict[str, str] | None = None) -> dict[str, float]:
+    """Task seconds per stage, a task counted for the stage its key names (a fused task by
+    the keys it holds: a stage's map with its accounting); of ``ranges`` and ``ranges#2``
+    (``dsbuild-ranges-2-map``) the longer name that matches."""
     out: Counter = Counter()
     if stream is None:
         return {}
+    fused = fused or {}
+    safe = {run_.name: "".join(ch if ch.isalnum() else "-" for ch in run_.name) for run_ in runs}
     for rec in stream.data:
-        key = str(rec.get("key", ""))
-        for run_ in runs:
-            safe = "".join(ch if ch.isalnum() else "-" for ch in run_.name)
-            if f"dsbuild-{safe}-" in key:
-                out[run_.name] += sum(s["stop"] - s["start"] for s in rec.get("startstops", ()) if s.get("action") == "compute")
+        key = rec.get("key", "")
+        key = fused.get(key[0] if isinstance(key, tuple) else key, str(key))
+        named = [name for name, s in safe.items() if f"dsbuild-{s}-" in key]
+        if named:
+            out[max(named, key=lambda n: len(safe[n]))] += sum(
+                s["stop"] - s["start"] for s in rec.get("startstops", ()) if s.get("action") == "compute")
     return dict(out)
 
 
