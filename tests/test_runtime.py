@@ -374,6 +374,32 @@ def test_peak_worker_memory_sees_a_spike_between_samples(client):
         client.register_plugin(DsbuildWorkerSetup())
 
 
+def _freed_but_kept(mib: int) -> int:
+    """Allocate ``mib`` MiB in Arrow's pool and in small heap blocks, and free it all: the
+    allocators keep it for reuse, resident."""
+    import numpy as np
+    import pyarrow as pa
+
+    arrays = [pa.array(np.random.default_rng(i).random(2**17)) for i in range(mib // 2)]
+    blocks = [bytearray(200_000) for _ in range(mib * 5 // 2)]
+    del arrays, blocks
+    return 1
+
+
+def test_a_new_memory_window_starts_without_an_earlier_runs_freed_memory(client):
+    """Two runs on one client: memory the first freed but the allocators kept (Arrow's pool,
+    glibc's heap) was in the second run's peak (a small run said 1.4 GiB after a large one,
+    275 MiB on fresh workers)."""
+    from dsbuild.runtime import peak_worker_memory
+
+    peak_worker_memory(client, reset=True)
+    before = peak_worker_memory(client)["max_bytes"]
+    assert client.submit(_freed_but_kept, 600, pure=False).result() == 1
+    assert peak_worker_memory(client)["max_bytes"] >= before + 400 * 2**20  # the first run's window has it
+    peak_worker_memory(client, reset=True)  # the second run's window
+    assert peak_worker_memory(client)["max_bytes"] < before + 200 * 2**20
+
+
 def test_workers_do_not_ask_for_huge_pages(client):
     """numpy's default on Linux is to madvise huge pages for large arrays (it can stall a worker
     in memory compaction); every worker of a dsbuild cluster has it off."""
@@ -478,3 +504,4 @@ def test_a_worker_without_dsbuild_is_named_before_the_run(tmp_path):
         finally:
             worker.terminate()
             worker.wait()
+
