@@ -331,15 +331,42 @@ def connect(cluster="local", workers: int | None = None) -> Iterator[Client]:
     with contextlib.ExitStack() as stack:
         stack.enter_context(dask.config.set(RESTART_CONFIG))
         client = cluster_client(spec, workers, stack)
-        _check_worker_installs(client)
-        client.register_plugin(DsbuildWorkerSetup())
-        if spec.kind == "scheduler":  # a scheduler others use: workers that join later need no dsbuild
-            stack.callback(_forget_setup, client)
-            _forget_setup_when_gone(client)
-        for address, note in sorted(client.run(_headroom).items()):
+        with _setup_watched():
+            _check_worker_installs(client)
+            client.register_plugin(DsbuildWorkerSetup())
+            if spec.kind == "scheduler":  # a scheduler others use: workers that join later need no dsbuild
+                stack.callback(_forget_setup, client)
+                _forget_setup_when_gone(client)
+            notes = client.run(_headroom)
+        for address, note in sorted(notes.items()):
             if note:
                 warnings.warn(f"worker {address}: {note}", UserWarning, stacklevel=3)
         yield client
+
+
+@contextlib.contextmanager
+def _setup_watched():
+    """A worker that dies while dsbuild sets the workers up fails the setup with one line
+    that says why: distributed's own account (the nanny's restart, the scheduler's failed
+    broadcast with its traceback, the client's closed stream: about 60 lines) is held and
+    dropped. A worker whose memory limit its libraries alone exceed dies so."""
+    from distributed.comm import CommClosedError
+
+    from dsbuild.watch import WorkersLost, _HeldLogs
+
+    held = _HeldLogs()
+    try:
+        yield
+    except (CommClosedError, ConnectionError, TimeoutError) as e:
+        said = [record.getMessage() for _, record in held.held]
+        held.drop()
+        over = any("memory budget" in line for line in said)
+        why = (f"its nanny restarted it for exceeding its memory limit; a worker holds ~250 MiB of libraries before "
+               "any task: give workers at least 1 GiB (memory_limit in a cluster spec, or fewer workers)") if over else (
+               "the worker's own log says why")
+        raise WorkersLost(f"a worker died while dsbuild set the workers up: {why}") from e
+    finally:
+        held.close()
 
 
 def _forget_setup(client) -> None:

@@ -505,3 +505,16 @@ def test_a_worker_without_dsbuild_is_named_before_the_run(tmp_path):
             worker.terminate()
             worker.wait()
 
+
+def test_a_worker_that_dies_in_the_setup_is_said_in_one_line(capfd):
+    """A worker whose memory limit its libraries alone exceed dies while dsbuild sets it
+    up: the user reads one line that says why, not distributed's ~60 (the nanny's restart,
+    the scheduler's failed broadcast and its traceback, the client's closed stream)."""
+    from dsbuild.watch import WorkersLost
+
+    spec = {"kind": "local", "workers": 1, "memory_limit": "150MiB", "dashboard": None}
+    with pytest.raises(WorkersLost, match="memory limit.*at least 1 GiB"):
+        with connect(spec):
+            pass
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and len(err.splitlines()) < 5, err
