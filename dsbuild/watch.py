@@ -87,6 +87,15 @@ def workers_watched(client, every: float = 1.0):
                               stacklevel=2)
             elif time.monotonic() - paused_since > limit:
                 return stop_run(f"every worker has been paused for {limit:.0f} s, {_PAUSED}, so the run was stopped; {_MORE_MEMORY}")
+            if not seen and not n and workers_died(client):
+                # Workers that died before the first look (a plugin or preload that exits, a memory
+                # limit the libraries alone exceed): a cluster that lost its workers, not one still
+                # starting, which the run waited for for ever.
+                seen = True
+                warnings.warn(f"the cluster's workers died and none is left (a worker's log says why: a memory_limit "
+                              "too small for the libraries, a worker plugin or preload that fails); the run is stopped "
+                              f"if none comes back within {limit:.0f} s (DSBUILD_NO_WORKERS_SECONDS)", DsbuildWarning,
+                              stacklevel=2)
             if not seen and not n and not said and time.monotonic() - start > WAITING_SAID:
                 said = True
                 warnings.warn(f"the cluster ({client.scheduler.address}) has no worker yet; waiting for one (start "
@@ -199,6 +208,19 @@ def _none_left(client, wait: float) -> bool:
     while (n := worker_count(client)) != 0 and time.monotonic() < end:
         time.sleep(0.2)
     return n == 0
+
+
+def workers_died(client) -> bool:
+    """Whether a worker has left the scheduler since it started: a cluster without workers
+    that had some is not one still waiting for its first (a batch queue)."""
+
+    def removed(dask_scheduler) -> bool:  # defined here, so it travels by value: a scheduler needs no dsbuild
+        return any(isinstance(e, dict) and e.get("action") == "remove-worker" for _, e in dask_scheduler.get_events("all"))
+
+    try:
+        return client.run_on_scheduler(removed)
+    except Exception:  # noqa: BLE001 - a closing client: the run itself reports that
+        return False
 
 
 def worker_count(client) -> int | None:

@@ -1035,6 +1035,45 @@ def test_a_run_whose_cluster_lost_every_worker_stops_instead_of_hanging(tmp_path
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob("out.tmp-*"))
 
 
+def test_a_run_whose_workers_died_before_it_looked_stops_instead_of_waiting(tmp_path, monkeypatch):
+    """Workers that died in a run's first second (a plugin or preload that exits, a memory
+    limit the libraries exceed) were never seen by the watch, which took the cluster for one
+    still starting: the run said it waited for workers, for ever."""
+    import threading
+
+    from distributed import Client, LocalCluster
+
+    from dsbuild.watch import WorkersLost
+
+    monkeypatch.setenv("DSBUILD_NO_WORKERS_SECONDS", "1")
+    job = {"name": "died", "source": {"format": "sample", "name": "breast_cancer"}, "stages": [],
+           "sink": {"path": str(tmp_path / "out")}}
+    with LocalCluster(n_workers=0, processes=False, protocol="tcp", dashboard_address=None) as cluster, Client(cluster) as c:
+        worker = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", cluster.scheduler_address, "--no-nanny",
+                                   "--nthreads", "1", "--no-dashboard"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            c.wait_for_workers(1, timeout=60)
+        finally:
+            worker.kill()
+            worker.wait()
+        while c.nthreads():
+            time.sleep(0.1)
+        ended: list = []
+
+        def run():
+            try:
+                dsbuild.run(job, client=c)
+            except Exception as e:  # noqa: BLE001 - the test looks at it
+                ended.append(e)
+
+        runner = threading.Thread(target=run, daemon=True)
+        with pytest.warns(UserWarning, match="workers died and none is left"):
+            runner.start()
+            runner.join(60)
+        assert ended and isinstance(ended[0], WorkersLost), ended or "the run still waits"
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob("out.tmp-*"))
+
+
 def test_a_run_that_loses_every_worker_says_so_in_one_line(tmp_path, monkeypatch):
     """Before the WorkersLost error, distributed printed its own account of the loss on
     the terminal: workers removed, computed tasks and scattered data lost, keys it could
