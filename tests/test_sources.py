@@ -964,6 +964,9 @@ def test_jsonl_not_in_utf8_stops_the_run_or_rejects_the_line_never_keeps_it(tmp_
     (tmp_path / "a.jsonl").write_bytes(b'{"t": "plain"}\n{"t": "caf\xe9"}\n')
     with pytest.raises(SourceError, match=r"a.jsonl: line 2 is not UTF-8 text"):
         read({"format": "jsonl", "path": str(tmp_path / "a.jsonl")})
+    (tmp_path / "ps.jsonl").write_bytes('{"t": "plain"}\n'.encode("utf-16"))  # PowerShell's Out-File: the advice was latin1
+    with pytest.raises(SourceError, match=r"ps.jsonl: UTF-16 text \(it starts with UTF-16's byte-order mark.*iconv -f utf-16 -t utf-8"):
+        read({"format": "jsonl", "path": str(tmp_path / "ps.jsonl")})
     lines = [b'{"t": "line %d caf\xc3\xa9"}' % i for i in range(300)]
     lines[250] = b'{"t": "caf\xe9 latin"}'  # past the sample, in a later block
     (tmp_path / "b.jsonl").write_bytes(b"\n".join(lines) + b"\n")
