@@ -946,6 +946,22 @@ def test_jsonl_a_field_with_no_value_in_the_sample_keeps_its_later_objects_as_js
                          "empty lists): read as text, an object or list as its JSON; set infer_bytes to type them by more lines"]
 
 
+def test_jsonl_a_field_added_inside_an_object_is_rejected_not_dropped(tmp_path):
+    """A field an API added inside an object after the type sample ({"user": {"age": 3,
+    "city": "Oslo"}}) was dropped from every row without a word, where one added at the
+    top is rejected as json:unknown-field. It is rejected the same way, named by its path,
+    inside lists of objects too; the rows without it are read as before."""
+    lines = [{"user": {"age": i, **({"city": "Oslo"} if i >= 2500 else {})}, "tags": [{"k": "a"}], "n": i} for i in range(3000)]
+    lines[2400]["tags"] = [{"k": "b"}, {"k": "c", "v": 1}]
+    (tmp_path / "api.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    for blocksize in (20_000, 10**7):
+        with dask.config.set({"dataframe.convert-string": False}):
+            df = read({"format": "jsonl", "path": str(tmp_path / "api.jsonl"), "blocksize": blocksize, "infer_bytes": 20_000})
+        reasons = df.set_index("id")[REJECT].dropna()
+        assert reasons["api.jsonl:2400"] == "json:unknown-field=tags.v" and reasons["api.jsonl:2999"] == "json:unknown-field=user.city"
+        assert len(reasons) == 501 and df.set_index("id").loc["api.jsonl:11", "user"] == {"age": 11}
+
+
 def test_jsonl_fractions_inside_lists_and_objects_of_integers_are_rejected(tmp_path):
     """[1, 2.5] in a list of integers became [1, 2], and {"p": 1.5} in an object of them {"p": 1}."""
     lines = ['{"l": [1, 2], "n": {"p": 1}}', '{"l": [3], "n": {"p": 2}}', '{"l": [1, 2.5], "n": {"p": 1}}',
