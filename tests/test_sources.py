@@ -269,6 +269,8 @@ def test_csv_decimal_commas_are_found_without_being_told(tmp_path):
     pd.testing.assert_frame_equal(told, df)
     assert read_source({**spec, "decimal": "."}).schema.field("price").type == pa.string()
     assert read_source({**spec, "text_columns": ["price"]}).notes == []
+    declared = read({**spec, "column_types": {"price": "float"}})  # declared a number, it was every row's type:price=3,50
+    pd.testing.assert_frame_equal(declared, df)
     (tmp_path / "mixed.csv").write_text("a;b\n1,5;1.5\n2,5;2.5\n")  # a comma beside a point: as written
     assert read_source({"format": "csv", "path": str(tmp_path / "mixed.csv")}).schema.types == [pa.string(), pa.float64()]
 

@@ -128,7 +128,8 @@ def _read_csv(spec: CsvSource, count_rows: bool = True, id_column: str | None = 
     notes += [_hint_note(next(iter(hints)), hints, spec)] if hints else []
     if "decimal" not in spec.model_fields_set and own.sep != ",":
         commas, schema, spans_lines = _decimal_commas(sample, orders.get(sampled, names), own, schema, spans_lines,
-                                                      [*spec.text_columns, *spec.column_types, *id_columns(names, id_column)])
+                                                      [*spec.text_columns, *(c for c, t in spec.column_types.items() if t in ("str", "bool")),
+                                                       *id_columns(names, id_column)])
         if commas:
             spec = spec.model_copy(update={"decimal": ","})
             notes.append(f"source: {sampled}: {', '.join(commas)} {'is' if len(commas) == 1 else 'are'} written with a "
@@ -157,7 +158,8 @@ def _decimal_commas(sample: bytes, names: list[str], spec: CsvSource, schema: pa
     in the sample is a number with a comma as its mark (whole numbers beside them), one
     at least with a comma; the sample is read again with ``decimal: ','`` only if that
     keeps every other column's type, so a file that also writes ``1.5`` stays as it was.
-    ``kept``: columns the job types itself (text_columns, column_types, ids)."""
+    ``kept``: columns the job reads as text or booleans (text_columns, column_types, ids);
+    one it declares a number is a number with a decimal comma as well."""
     text = [f.name for f in schema if f.name not in kept and pa.types.is_string(f.type)]
     sampled = _sampled_text(sample, names, spec, text) if text else pa.table({})
     commas = [n for n in text if _comma_numbers(sampled.column(n).drop_null())]
