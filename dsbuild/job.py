@@ -564,17 +564,41 @@ def _construct(node, path: tuple, lines: dict, problems: list, where: str):
         problems.append(f"{where}:{node.start_mark.line + 1}: {_dotted(path) or 'job'}: YAML tag {node.tag!r} is not allowed in a job file (jobs are plain data)")
         return None
     if isinstance(node, yaml.MappingNode):
-        out = {}
+        out, merged, merged_lines = {}, {}, {}
         for key_node, value_node in node.value:
+            if key_node.tag == _MERGE:
+                _merge(value_node, path, merged, merged_lines, problems, where)
+                continue
             key = yaml.SafeLoader(" ").construct_object(key_node) if not isinstance(key_node, yaml.ScalarNode) else _scalar(key_node)
             if key in out:
                 problems.append(f"{where}:{key_node.start_mark.line + 1}: {_dotted(path + (key,))}: duplicate key")
             out[key] = _construct(value_node, path + (key,), lines, problems, where)
             lines[path + (key,)] = key_node.start_mark.line + 1
-        return out
+        lines.update((at, line) for at, line in merged_lines.items() if at[len(path)] not in out)  # its anchor's
+        return {**merged, **out}
     if isinstance(node, yaml.SequenceNode):
         return [_construct(v, path + (i,), lines, problems, where) for i, v in enumerate(node.value)]
     return _scalar(node)
+
+
+_MERGE = "tag:yaml.org,2002:merge"
+
+
+def _merge(node, path: tuple, merged: dict, lines: dict, problems: list, where: str) -> None:
+    """``<<: *defaults`` (or a list of anchors): the keys of the mappings named, under the
+    keys written beside them and the earlier anchors', as YAML's merge key and PyYAML's
+    safe_load have it. A job repeating a ``where`` or a stage's options used one, and got a
+    ConstructorError traceback."""
+    for source in node.value if isinstance(node, yaml.SequenceNode) else [node]:
+        if not isinstance(source, yaml.MappingNode):
+            problems.append(f"{where}:{source.start_mark.line + 1}: {_dotted(path) or 'job'}: '<<' merges mappings "
+                            "(<<: *anchor of a mapping)")
+            continue
+        own: dict = {}
+        for key, value in _construct(source, path, own, problems, where).items():
+            if key not in merged:
+                merged[key] = value
+                lines.update((at, line) for at, line in own.items() if len(at) > len(path) and at[len(path)] == key)
 
 
 def _scalar(node):

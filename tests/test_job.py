@@ -216,6 +216,26 @@ def test_a_name_or_a_codec_out_of_the_choices_says_the_choices(tmp_path):
     assert ":10: sink.compression: Input should be 'zstd', 'snappy', 'gzip', 'lz4', 'brotli' or 'none'" in problem
 
 
+def test_anchors_and_merge_keys_read_as_yaml_reads_them(tmp_path):
+    """``<<: *anchor`` was a ConstructorError traceback; keys written beside it win, and a
+    mistake in a merged option is named at the anchor's line."""
+    import yaml
+
+    text = GOOD.replace("  - select: {where: [{column: age, op: \">=\", value: 18}]}\n", (
+        "  - select: &adults {where: [{column: age, op: \">=\", value: 18}]}\n"
+        "  - select:\n      <<: *adults\n      where: []\n"
+        "  - select: {<<: [*adults, {where: [{column: age, op: \"<\", value: 99}]}]}\n"))
+    spec = load_job(text)
+    assert spec.resolved()["stages"] == yaml.safe_load(text)["stages"]
+    assert [s.options["where"] for s in spec.stages[:3]] == [[{"column": "age", "op": ">=", "value": 18}], [],
+                                                             [{"column": "age", "op": ">=", "value": 18}]]
+    first, third = errors_of(text.replace('op: ">="', 'op: "=>"'), tmp_path)
+    assert first.startswith(f"{tmp_path / 'job.yaml'}:8: stages[0].select.where[0].op:")
+    assert third.startswith(f"{tmp_path / 'job.yaml'}:8: stages[2].select.where[0].op:")
+    (problem,) = errors_of(GOOD.replace("shard_rows: 5000}", "<<: [1]}"), tmp_path)
+    assert ":10: sink: '<<' merges mappings" in problem
+
+
 def test_yaml_cannot_run_code(tmp_path):
     marker = tmp_path / "ran"
     text = GOOD.replace("seed: 7", f"seed: !!python/object/apply:os.system ['touch {marker}']")
