@@ -450,7 +450,7 @@ def _set_dotted(data: dict, dotted: str, value) -> tuple:
             index, name = _stage_at(data["stages"], k)
             at += [index] if k.isdigit() else [index, name]
             following = path[i + 1] if i + 1 < len(path) else last
-            if k.isdigit() and following != name and following in STAGES:
+            if k.isdigit() and following != name and (following in STAGES or difflib.get_close_matches(following, [name])):
                 raise JobError([f"--set {dotted}: stages[{index}] is {name!r}, not {following!r}"])
             if k.isdigit() and following != name and "name" not in node:
                 raise JobError([f"--set {dotted}: stages[{index}] is {name!r}; its options are under its name, "

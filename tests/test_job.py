@@ -322,6 +322,8 @@ def test_an_override_that_is_wrong_is_blamed_on_the_flag_not_the_file(tmp_path):
     assert problems[2].startswith(f"{path}:2: seed: ")  # the file's own lines still count
     with pytest.raises(JobError, match=r"--set stages\[0\].cast.schema: stages\[0\] is 'select', not 'cast'"):
         load_job(GOOD, {"stages[0].cast.schema": {"age": "int"}})
+    with pytest.raises(JobError, match=r"^--set stages\[0\].selct.where: stages\[0\] is 'select', not 'selct'$"):
+        load_job(GOOD, {"stages[0].selct.where": []})  # not "its options are under its name, e.g. ...select.selct"
 
 
 def test_an_override_by_position_without_the_stage_name_says_where_options_go():
