@@ -554,12 +554,15 @@ _PLAIN_TAGS = ("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq", "tag:yaml.org,2
 
 
 _TIMESTAMP = "tag:yaml.org,2002:timestamp"
+_BOOL = "tag:yaml.org,2002:bool"
 
 
 def _construct(node, path: tuple, lines: dict, problems: list, where: str):
     lines[path] = node.start_mark.line + 1
     if node.tag == _TIMESTAMP:  # min: 2021-03-02 is the text as written, which options read as a time
         return node.value
+    if node.tag == _BOOL and node.value.lower() not in ("true", "false"):
+        return node.value  # yes, no, on, off: text, as YAML 1.2 and editors read them (value: NO is Norway)
     if node.tag not in _PLAIN_TAGS:
         problems.append(f"{where}:{node.start_mark.line + 1}: {_dotted(path) or 'job'}: YAML tag {node.tag!r} is not allowed in a job file (jobs are plain data)")
         return None

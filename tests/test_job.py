@@ -236,6 +236,15 @@ def test_anchors_and_merge_keys_read_as_yaml_reads_them(tmp_path):
     assert ":10: sink: '<<' merges mappings" in problem
 
 
+def test_yes_no_on_off_are_text_as_yaml_1_2_reads_them():
+    """PyYAML reads YAML 1.1, where NO is false: a select of the rows whose country is not
+    NO kept every row, silently, and a job named 'no' was "Input should be a valid string"."""
+    text = GOOD.replace("name: adult-clean", "name: no").replace("value: 18", "value: NO")
+    spec = load_job(text.replace("  - cast: {schema: {age: float}}", "  - split: {stratify: yes}"))
+    assert spec.name == "no" and spec.stages[0].options["where"][0]["value"] == "NO"
+    assert spec.build_stages()[1].options.stratify is True
+
+
 def test_yaml_cannot_run_code(tmp_path):
     marker = tmp_path / "ran"
     text = GOOD.replace("seed: 7", f"seed: !!python/object/apply:os.system ['touch {marker}']")
