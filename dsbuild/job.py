@@ -418,10 +418,11 @@ def _without_rival_branches(errors: list[dict]) -> list[dict]:
 
 def _read_text(source) -> tuple[str, str]:
     s = str(source)
-    if "\n" not in s and (s.endswith((".yaml", ".yml")) or Path(s).exists()):
+    if "\n" not in s and (s.endswith((".yaml", ".yml")) or Path(s).exists() or ":" not in s):  # no job is a line without ':'
         path = Path(s)
         if not path.exists():
-            raise JobError([f"{s}: no such job file"])
+            near = [f"{s}{ext}" for ext in (".yaml", ".yml") if Path(f"{s}{ext}").is_file()]
+            raise JobError([f"{s}: no such job file" + (f" (did you mean {near[0]}?)" if near else "")])
         if path.is_dir():
             raise JobError([f"{s}: a folder, not a job file; name a YAML file in it"])
         return _utf8(path.read_bytes(), s), s

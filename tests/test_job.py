@@ -361,6 +361,13 @@ def test_missing_job_file_is_named():
         load_job("no_such.yaml")
 
 
+def test_a_job_named_without_its_yaml_suffix_is_a_missing_file_with_a_suggestion(tmp_path):
+    """``dsbuild validate jobs/quickstart`` read the path as YAML text: "<yaml>:1: a job is a mapping"."""
+    (tmp_path / "quickstart.yaml").write_text(GOOD)
+    with pytest.raises(JobError, match=r"quickstart: no such job file \(did you mean .*quickstart.yaml\?\)$"):
+        load_job(str(tmp_path / "quickstart"))
+
+
 def test_a_job_file_that_is_no_utf8_text_or_a_folder_is_named(tmp_path):
     """Each was a traceback (UnicodeDecodeError, IsADirectoryError) from dsbuild validate."""
     (tmp_path / "job.yaml").write_bytes(GOOD.replace("adult-clean", "café").encode("latin-1"))
