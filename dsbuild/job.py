@@ -82,7 +82,7 @@ class ColumnsSpec(_Spec):
 
 
 class SinkSpec(_Spec):
-    path: str
+    path: str = Field(..., min_length=1, description="the output folder")
     shard_rows: int = Field(100_000, gt=0, description="most rows in one shard")
     shard_bytes: Bytes = Field(256 * 2**20, gt=0, description="most uncompressed bytes in one shard")
     compression: Literal["zstd", "snappy", "gzip", "lz4", "brotli", "none"] = Field(

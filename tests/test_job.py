@@ -98,6 +98,12 @@ def errors_of(text: str, tmp_path) -> list[str]:
     return e.value.problems
 
 
+def test_an_empty_output_path_is_refused_at_its_line(tmp_path):
+    """``path: ""`` validated and made the current folder the output."""
+    (problem,) = errors_of(GOOD.replace("path: out/adult-clean", 'path: ""'), tmp_path)
+    assert ":10: sink.path: String should have at least 1 character (got '')" in problem
+
+
 def test_sizes_are_bytes_or_text_as_in_cluster_specs(tmp_path):
     """shard_bytes: 1GiB was "Input should be a valid integer", while memory_limit: 4GiB worked."""
     text = GOOD.replace("shard_rows: 5000}", "shard_bytes: 1GiB}").replace(
