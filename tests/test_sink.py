@@ -296,7 +296,7 @@ def test_partition_folders_are_slices_of_one_conversion_to_arrow(tmp_path, monke
     its group's folder, in order; a missing value (also a categorical's) in Hive's default."""
     import pandas as pd
 
-    from dsbuild.io import sink as sink_module
+    from dsbuild.io.sink import folder as sink_module  # where the Sink converts partitions
 
     conversions = []
     convert = sink_module._to_arrow
@@ -381,7 +381,7 @@ def test_finish_takes_the_files_schemas_from_their_records(tmp_path, monkeypatch
     import dask
     import pandas as pd
 
-    from dsbuild.io import sink as sink_module
+    from dsbuild.io.sink import schemas as sink_module  # where the finish reads the files' schemas
 
     n = 600
     part = pd.DataFrame({"id": [f"r{i}" for i in range(n)], "x": pd.array(np.arange(n), dtype="Int64"),
