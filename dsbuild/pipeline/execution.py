@@ -255,7 +255,14 @@ def _fused(collections: list, names: dict[str, str]) -> list:
     map, the rows it kept and its accounting were a task each per partition, every result
     sized, stored and often sent to the other worker (``clean_adult.yaml`` at 80 partitions:
     1,727 tasks, 1,007 fused). A fused task's key names none of its members; ``names``
-    gets, for each, the keys of the tasks it holds, which the stage timings read."""
+    gets, for each, the keys of the tasks it holds, which the stage timings read.
+
+    Only up to ``_FUSED_AT_MOST`` collections: Dask's fusion substitutes each fused group
+    into the whole expression again, without remembering what it rebuilt, so its time
+    doubles with each stage whose output the next one shares (6 collections 1.8 s, 10 took
+    154 s); more pending stages than that are computed as they are."""
+    if len(collections) > _FUSED_AT_MOST:
+        return collections
     from dask.base import collections_to_expr
     from dask.dataframe.dask_expr import new_collection
     from dask.dataframe.dask_expr._expr import Fused, optimize_blockwise_fusion
@@ -264,6 +271,9 @@ def _fused(collections: list, names: dict[str, str]) -> list:
     for fused in together.find_operations(Fused):
         names[fused._name] = " ".join(e._name for e in fused.exprs)
     return [new_collection(expr) for expr in together.operands]
+
+
+_FUSED_AT_MOST = 3
 
 
 def _read_checkpoint(sink: Sink, files: list[dict], meta: pd.DataFrame):
