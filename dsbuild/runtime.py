@@ -245,29 +245,73 @@ _WINDOW = "dsbuild-memory-window"
 _RESTARTED = "worker-restart-memory"  # the topic Dask's nanny logs a memory restart under
 
 
-def peak_worker_memory(client, reset: bool = False) -> dict:
+def peak_worker_memory(client, reset: bool = False, window: str | None = None) -> dict:
     """Per worker: largest resident memory (sampled), bytes spilled to disk and bytes its
     shuffles wrote to disk; totals; and workers restarted for exceeding their limit.
 
     ``reset=True`` starts a new window, e.g. at the start of a job. A worker that was
-    restarted reports its figures since it came back.
+    restarted reports its figures since it came back. A run names its ``window`` (and
+    ends it with :func:`end_memory_window`): the workers have one window at a time, so
+    where another run's window overlapped this one, the figures say they are shared.
     """
     try:
         if reset:
-            client.log_event(_WINDOW, "start")
+            client.log_event(_WINDOW, {"window": window, "state": "start", "client": client.id})
         figures = {w: f for w, f in client.run(_worker_memory, reset).items() if f is not None}
-        since = max((t for t, _ in client.get_events(_WINDOW)), default=0)
+        windows = [(t, m) for t, m in client.get_events(_WINDOW) if isinstance(m, dict)]
+        since = _window_start(windows, window)
         restarts = [m for t, m in client.get_events(_RESTARTED) if t >= since]
     except Exception:  # noqa: BLE001 - a measurement must never fail a job
         return {}
     limits = {w: info.get("memory_limit") for w, info in client.scheduler_info(n_workers=-1)["workers"].items()}
+    shared = _overlapping(windows, window, _clients(client)) if window and not reset else 0
     return {
         "max_bytes": max((f["peak_bytes"] for f in figures.values()), default=0),
         "spilled_bytes": sum(f["spilled_bytes"] for f in figures.values()),
         "shuffle_disk_bytes": sum(f["shuffle_disk_bytes"] for f in figures.values()),
         "restarts_over_limit": len(restarts),
         "workers": {w: {**f, "limit_bytes": limits.get(w)} for w, f in sorted(figures.items())},
+        **({"shared_with_runs": shared, "note": f"{shared} other run(s) used these workers during this run: the figures "
+            "hold their memory too, and count from the last of these runs' starts"} if shared else {}),
     }
+
+
+def _clients(client) -> set[str]:
+    def connected(dask_scheduler) -> list[str]:  # defined here, so it travels by value: a scheduler needs no dsbuild
+        return list(dask_scheduler.clients)
+
+    try:
+        return set(client.run_on_scheduler(connected))
+    except Exception:  # noqa: BLE001 - a measurement must never fail a job
+        return set()
+
+
+def end_memory_window(client, window: str) -> None:
+    """Say that the run ``window`` no longer uses the workers (see :func:`peak_worker_memory`)."""
+    try:
+        client.log_event(_WINDOW, {"window": window, "state": "end"})
+    except Exception:  # noqa: BLE001 - a closing client: nothing to share a window with
+        pass
+
+
+def _window_start(windows, window: str | None) -> float:
+    """When ``window`` started (else the last window: any run's)."""
+    starts = [t for t, m in windows if (m.get("window") == window or not window) and m.get("state") == "start"]
+    return max(starts, default=0)
+
+
+def _overlapping(windows, window: str, clients: set[str]) -> int:
+    """How many other runs' windows overlapped ``window``: started or ended after it
+    started, or still open (not ended, from a client still connected: a driver killed
+    ends none)."""
+    start = _window_start(windows, window)
+    marks: dict[str, list[tuple[float, dict]]] = {}
+    for t, m in windows:
+        if m.get("window") not in (None, window):
+            marks.setdefault(m["window"], []).append((t, m))
+    return sum(1 for seen in marks.values()
+               if any(t >= start for t, _ in seen)
+               or not any(m.get("state") == "end" for _, m in seen) and seen[0][1].get("client") in clients)
 
 
 def local_cluster(workers: int | None = None, memory_limit: str | None = None, **kwargs) -> LocalCluster:

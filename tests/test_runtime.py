@@ -400,6 +400,24 @@ def test_a_new_memory_window_starts_without_an_earlier_runs_freed_memory(client)
     assert peak_worker_memory(client)["max_bytes"] < before + 200 * 2**20
 
 
+def test_runs_that_overlap_on_one_client_say_their_memory_is_shared(client):
+    """The workers hold one memory window: a run that starts while another runs resets the
+    other's figures and adds its own memory to them. Each run's manifest says so, and a
+    run alone on the workers says nothing."""
+    from dsbuild.runtime import end_memory_window, peak_worker_memory
+
+    peak_worker_memory(client, reset=True, window="first")
+    peak_worker_memory(client, reset=True, window="second")  # while the first runs
+    assert peak_worker_memory(client, window="second")["shared_with_runs"] == 1
+    end_memory_window(client, "second")
+    first = peak_worker_memory(client, window="first")
+    assert first["shared_with_runs"] == 1 and "other run(s) used these workers" in first["note"]
+    end_memory_window(client, "first")
+    peak_worker_memory(client, reset=True, window="alone")
+    assert "shared_with_runs" not in peak_worker_memory(client, window="alone")
+    end_memory_window(client, "alone")
+
+
 def test_workers_do_not_ask_for_huge_pages(client):
     """numpy's default on Linux is to madvise huge pages for large arrays (it can stall a worker
     in memory compaction); every worker of a dsbuild cluster has it off."""

@@ -9,6 +9,7 @@ import contextlib
 import json
 import threading
 import time
+import uuid
 import warnings
 from collections import Counter
 
@@ -107,10 +108,11 @@ def _run(spec: JobSpec, sink: Sink, client, progress: bool, resume: bool = False
 
 
 def _run_on_current(spec: JobSpec, sink: Sink, client, progress: bool, resume: bool) -> dict:
-    from dsbuild.runtime import peak_worker_memory  # here: validate needs no distributed
+    from dsbuild.runtime import end_memory_window, peak_worker_memory  # here: validate needs no distributed
 
     t0 = time.perf_counter()
-    peak_worker_memory(client, reset=True)
+    window = uuid.uuid4().hex
+    peak_worker_memory(client, reset=True, window=window)
     taken = False
     try:
         _take_folder(sink, resume)
@@ -126,7 +128,8 @@ def _run_on_current(spec: JobSpec, sink: Sink, client, progress: bool, resume: b
         # resume from them after an interrupt here failed on a missing file.
         sink.drop_checkpoints_before(len(ex.runs))
         reject_shards, reject_schema = sink.finish("rejects", ex.files["rejects"], ex.reject_metas, cast_conflicts_to_string=True)
-        manifest = _manifest(spec, ex, data_shards, reject_shards, data_schema, reject_schema, _seconds_by_stage(stream, ex.runs, ex.fused_names), client)
+        manifest = _manifest(spec, ex, data_shards, reject_shards, data_schema, reject_schema, _seconds_by_stage(stream, ex.runs, ex.fused_names), client,
+                             window)
         check_ledger(manifest)
         manifest["timings"] = {
             "build_and_compute": round(t_compute - t0, 3),
@@ -149,6 +152,8 @@ def _run_on_current(spec: JobSpec, sink: Sink, client, progress: bool, resume: b
         else:
             _abort(sink, e)
         raise
+    finally:
+        end_memory_window(client, window)
     manifest["output"] = sink.path
     return manifest
 

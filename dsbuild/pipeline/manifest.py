@@ -27,7 +27,8 @@ def job_key(spec: JobSpec) -> str:
     return f"{stable_hash64(json.dumps(resolved, sort_keys=True)):016x}"
 
 
-def _manifest(spec, ex: Execution, data_shards, reject_shards, data_schema, reject_schema, task_seconds, client) -> dict:
+def _manifest(spec, ex: Execution, data_shards, reject_shards, data_schema, reject_schema, task_seconds, client,
+              window: str | None = None) -> dict:
     from dsbuild.runtime import peak_worker_memory
 
     stages = []
@@ -98,7 +99,7 @@ def _manifest(spec, ex: Execution, data_shards, reject_shards, data_schema, reje
             "workers": len(workers),
             "threads": sum(w.get("nthreads", 0) for w in workers.values()),
             "dashboard": getattr(client, "dashboard_link", None),
-            "memory": peak_worker_memory(client),
+            "memory": peak_worker_memory(client, window=window),
         },
     }
 
