@@ -99,6 +99,12 @@ class SinkSpec(_Spec):
         "faster, not resumable)",
     )
 
+    @field_validator("partition_by", mode="before", json_schema_input_type=str | list[str])
+    @classmethod
+    def _one_or_many(cls, v):
+        """One column as its name, as columns.sensitive takes it: ``partition_by: split``."""
+        return [v] if isinstance(v, str) else v
+
     @field_validator("partition_by")
     @classmethod
     def _folder_names(cls, columns: list[str]) -> list[str]:

@@ -104,6 +104,12 @@ def test_an_empty_output_path_is_refused_at_its_line(tmp_path):
     assert ":10: sink.path: String should have at least 1 character (got '')" in problem
 
 
+def test_one_partition_column_may_be_named_alone():
+    """``partition_by: split`` was "Input should be a valid list", where columns.sensitive
+    takes one column so."""
+    assert load_job(GOOD.replace("shard_rows: 5000}", "partition_by: split}")).sink.partition_by == ["split"]
+
+
 def test_sizes_are_bytes_or_text_as_in_cluster_specs(tmp_path):
     """shard_bytes: 1GiB was "Input should be a valid integer", while memory_limit: 4GiB worked."""
     text = GOOD.replace("shard_rows: 5000}", "shard_bytes: 1GiB}").replace(
