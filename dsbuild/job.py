@@ -365,6 +365,13 @@ def _stage_problems(data: dict, where: str, lines: dict) -> tuple[list[str], set
         name = entry if isinstance(entry, str) else _stage_name(entry)
         if not isinstance(name, str) or name not in STAGES:
             continue
+        if isinstance(entry, dict) and "name" in entry and (extra := [k for k in entry if k not in ("name", "options")]):
+            bad.add(i)  # its options were checked as none: "columns: Field required" hid the misspelt key
+            hint = difflib.get_close_matches(str(extra[0]), ["options"], n=1)
+            problems.append(f"{_place(where, _line_of(('stages', i, extra[0]), lines))}: stages[{i}].{extra[0]}: unknown key "
+                            f"{extra[0]!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "") + "; a stage written with "
+                            "its name takes name and options")
+            continue
         options = {} if isinstance(entry, str) else (entry.get("options") if "name" in entry else entry[name]) or {}
         if not isinstance(options, dict):
             bad.add(i)
@@ -375,7 +382,7 @@ def _stage_problems(data: dict, where: str, lines: dict) -> tuple[list[str], set
         except ValidationError as e:
             bad.add(i)
             for err in _without_rival_branches(e.errors()):
-                path = _data_path(("stages", i, name, *err["loc"]), data)
+                path = _data_path(("stages", i, "options" if "name" in entry else name, *err["loc"]), data)
                 at = _place(where, _line_of(path, lines))
                 problems.append(f"{at}: {_dotted(path)}: {_message(err, path, data)}")
     return problems, bad
@@ -641,9 +648,10 @@ def _data_path(loc: tuple, data) -> tuple:
         key = rest.pop(0)
         if path and path[0] == "stages" and len(path) == 2 and key == "options":
             name = _stage_name(node)
-            if name is not None:
-                path.append(name)
-                node = node.get(name) if isinstance(node, dict) and name in node else {}
+            if name is not None:  # - {name: impute, options: {...}} is named as written
+                key = "options" if "name" in node else name
+                path.append(key)
+                node = node.get(key) or {}
                 continue
         if isinstance(node, dict) and key in node:
             path.append(key)
@@ -751,8 +759,11 @@ def _valid_keys(path: tuple, data: dict) -> list[str]:
         return list(ColumnsSpec.model_fields)
     if parent == ("sink",):
         return list(SinkSpec.model_fields)
-    if parent[0] == "stages" and len(parent) >= 3 and parent[2] in STAGES:
-        model = _model_at(STAGES[parent[2]].Options, parent[3:])
+    stage = parent[2] if len(parent) >= 3 and parent[0] == "stages" else None
+    if stage == "options":  # the stage written as {name: ..., options: {...}}
+        stage = _stage_name(data["stages"][parent[1]])
+    if stage in STAGES:
+        model = _model_at(STAGES[stage].Options, parent[3:])
         return [f.alias or n for n, f in model.model_fields.items()] if model else []
     return []
 

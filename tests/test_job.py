@@ -149,6 +149,17 @@ def test_nested_options_are_named_as_written_with_a_suggestion(tmp_path):
     assert any("stages[1].impute.columns.fnlwgt: Input should be 'median'" in p and "(got 'medianx')" in p for p in problems)
 
 
+def test_a_stage_written_with_name_and_options_is_named_as_written(tmp_path):
+    """In the ``{name: ..., options: {...}}`` form a misspelt option was placed at the
+    stage's line as "stages[1].impute: ..." (its path lost), and 'option' for 'options'
+    was "columns: Field required"."""
+    stage = "  - name: impute\n    options:\n      columns: {age: medain}\n"
+    (problem,) = errors_of(GOOD.replace("  - cast: {schema: {age: float}}\n", stage), tmp_path)
+    assert ":11: stages[1].options.columns.age: Input should be 'median'" in problem
+    (problem,) = errors_of(GOOD.replace("  - cast: {schema: {age: float}}\n", stage.replace("options:", "option:")), tmp_path)
+    assert ":10: stages[1].option: unknown key 'option' (did you mean 'options'?)" in problem
+
+
 def test_two_stages_under_one_dash_are_named(tmp_path):
     (problem,) = errors_of(GOOD.replace("  - cast:", "    cast:"), tmp_path)
     assert ":8: stages[0]: 'select' and 'cast' are under one '-'; give each stage its own list item" in problem
