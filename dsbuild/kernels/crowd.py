@@ -337,19 +337,8 @@ class DawidSkene:
         else:
             out["confusion"] = confusion
         if state is not None and "earlier" in state:
-            out.update(self.movement(votes, state["earlier"], probas))
+            out.update(movement(self.posteriors(votes, state["earlier"]), probas))
         return out
-
-    def movement(self, votes: Votes, earlier: dict, probas: np.ndarray) -> dict:
-        """How the posteriors moved from the state before: labels changed, and the largest
-        change of a class's probability. Measured in the last rounds before ``max_iter``
-        only (one more E-step each), so a run that reaches it can say what had not
-        settled: on a binary crowd with a 1 % class the bound still fell by 2e-5 per
-        answer at round 100 (tol 1e-5, met at round 117) while no label had changed for
-        29 rounds; a bare "did not converge" read as "do not trust the labels"."""
-        before = self.posteriors(votes, earlier)
-        return {"label_changes": float((most_probable(before) != most_probable(probas)).sum()),
-                "shift_max": float(np.abs(probas - before).max(initial=0.0))}
 
     def finalize(self, stats: dict, previous: dict | None = None) -> dict:
         """M-step: parameters from the merged sums, and the bound that decides convergence.
@@ -391,15 +380,8 @@ class DawidSkene:
             "elbo": float(joint + stats["entropy"]) / n_votes,
             "round": rounds,
         }
-        if previous is not None:
-            out["elbo_change"] = out["elbo"] - previous["elbo"]
-            if rounds >= self.max_iter - WATCHED_ROUNDS:
-                out["earlier"] = {"log_errors": previous["log_errors"], "log_prior": previous["log_prior"]}
-            if "label_changes" in stats:
-                out["watched_rounds"] = previous.get("watched_rounds", 0) + 1
-                out["label_changes"] = previous.get("label_changes", 0.0) + stats["label_changes"]
-                out["confidence_shift"] = stats["shift_max"]
-        return out
+        earlier = None if previous is None else {"log_errors": previous["log_errors"], "log_prior": previous["log_prior"]}
+        return watched(out, previous, stats, self.max_iter, earlier)
 
     def warming_up(self, rounds: int) -> bool:
         """One-coin holds the class prior uniform in the state from majority vote and the
@@ -470,6 +452,33 @@ class Wawa:
 
     def predict_proba(self, votes: Votes) -> np.ndarray:
         return majority_vote(votes, self.skills_)[1]
+
+
+def movement(before: np.ndarray, probas: np.ndarray) -> dict:
+    """How the posteriors moved from the state before: labels changed, and the largest
+    change of a class's probability. Measured in the last rounds before ``max_iter``
+    only (one more E-step each), so a run that reaches it can say what had not
+    settled: on a binary crowd with a 1 % class Dawid–Skene's bound still fell by 2e-5
+    per answer at round 100 (tol 1e-5, met at round 117) while no label had changed for
+    29 rounds; a bare "did not converge" read as "do not trust the labels"."""
+    return {"label_changes": float((most_probable(before) != most_probable(probas)).sum()),
+            "shift_max": float(np.abs(probas - before).max(initial=0.0))}
+
+
+def watched(out: dict, previous: dict | None, stats: dict, max_iter: int, earlier: dict | None) -> dict:
+    """A new state ``out`` with the bound's last change and, in the last rounds before
+    ``max_iter``, the parameters of the state before (``earlier``, for the next round's
+    :func:`movement`) and the movement counted so far."""
+    if previous is None:
+        return out
+    out["elbo_change"] = out["elbo"] - previous["elbo"]
+    if out["round"] >= max_iter - WATCHED_ROUNDS:
+        out["earlier"] = earlier
+    if "label_changes" in stats:
+        out["watched_rounds"] = previous.get("watched_rounds", 0) + 1
+        out["label_changes"] = previous.get("label_changes", 0.0) + stats["label_changes"]
+        out["confidence_shift"] = stats["shift_max"]
+    return out
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -550,6 +559,7 @@ class Glad:
         else:
             alpha = state["alpha"]
             probas, beta, s = self._posteriors(votes, alpha, state["log_prior"])
+        moved = movement(self.posteriors(votes, state["earlier"]), probas) if state is not None and "earlier" in state else {}
         right = probas[votes.item, votes.label]
         ll = right * np.log(np.clip(s, EPS, None)) + (1 - right) * np.log(np.clip((1 - s) / (self.n_classes - 1), EPS, None))
         return {  # each term on the grid, so the merged sums do not depend on the partitioning (see on_grid)
@@ -560,6 +570,7 @@ class Glad:
             "grad": np.bincount(votes.annotator, on_grid(beta * (right - s)), minlength=self.n_annotators),
             "hess": np.bincount(votes.annotator, on_grid(beta**2 * s * (1 - s)), minlength=self.n_annotators),
             "loglik": float(on_grid(ll).sum()) + _entropy(probas),
+            **moved,
         }
 
     def finalize(self, stats: dict, previous: dict | None = None) -> dict:
@@ -568,13 +579,16 @@ class Glad:
         alpha = alpha + np.clip(step, -2.0, 2.0)
         prior = stats["class_sum"] / max(stats["items"], 1.0)
         skill = np.where(stats["votes"] > 0, stats["right"] / np.maximum(stats["votes"], 1), np.nan)
-        return {
+        out = {
             "alpha": alpha,
             "log_prior": np.full(self.n_classes, -np.log(self.n_classes)),
             "prior": prior,
             "skill": skill,
             "elbo": stats["loglik"] / max(float(stats["votes"].sum()), 1.0),
+            "round": 0 if previous is None else previous.get("round", 0) + 1,
         }
+        earlier = None if previous is None else {"alpha": previous["alpha"], "log_prior": previous["log_prior"]}
+        return watched(out, previous, stats, self.max_iter, earlier)
 
     def converged(self, old: dict | None, new: dict) -> bool:
         return old is not None and abs(new["elbo"] - old["elbo"]) < self.tol

@@ -741,6 +741,20 @@ def test_a_run_out_of_rounds_says_whether_its_labels_still_moved():
     assert f"{early.summary()['label_changes']:,} label changes in the 10 rounds before the last" in note, note
 
 
+def test_glad_out_of_rounds_says_what_still_moved(digits_crowd):
+    """GLAD's warning, like Dawid–Skene's, says how far the bound still moved and whether
+    labels changed in its last rounds (it said only "did not converge")."""
+    _, ids, ann, data, _ = digits_crowd
+    ann, data = ann[ann["item"].isin(ids[:300])], data.head(300)
+    stage = AggregateLabels(annotations=ann, method="glad", max_iter=3)
+    run_stage(stage, data, npartitions=2)
+    summary = stage.summary()
+    assert summary["converged"] is False and summary["watched_rounds"] == 2 and "elbo_change" in summary
+    (note,) = [n for n in stage.result_warnings({"summary": summary, "metrics": {"annotated": 300}}) if "converge" in n]
+    assert "glad did not converge in max_iter 3 rounds" in note and "the bound per annotation still" in note, note
+    assert "rounds before the last" in note, note
+
+
 def test_wawa_ties_do_not_amplify_into_one_class():
     """Two annotators who disagree on every item: majority vote's ties, broken by a
     draw, gave one of them 49 % agreement and the other 51 %, and Wawa's weighted vote
