@@ -63,12 +63,18 @@ def workers_watched(client, every: float = 1.0):
 
     def stop_run(why: str) -> None:
         stopped.append(why)
+        cancel_all()
+
+    def cancel_all() -> None:
         client.cancel([Future(key, client) for key in list(client.futures)], force=True)
 
     def watch():
         seen, since, said = False, None, False
         paused_since, paused_said = None, False
         while not stop.wait(every):
+            if stopped:  # what the run submits after the stop (it was still building its graph) waits too
+                cancel_all()
+                continue
             mark = held.mark()
             n = worker_count(client)
             if n is None:
@@ -86,7 +92,8 @@ def workers_watched(client, every: float = 1.0):
                               f"run is stopped if this lasts {limit:.0f} s (DSBUILD_NO_WORKERS_SECONDS)", DsbuildWarning,
                               stacklevel=2)
             elif time.monotonic() - paused_since > limit:
-                return stop_run(f"every worker has been paused for {limit:.0f} s, {_PAUSED}, so the run was stopped; {_MORE_MEMORY}")
+                stop_run(f"every worker has been paused for {limit:.0f} s, {_PAUSED}, so the run was stopped; {_MORE_MEMORY}")
+                continue
             if not seen and not n and workers_died(client):
                 # Workers that died before the first look (a plugin or preload that exits, a memory
                 # limit the libraries alone exceed): a cluster that lost its workers, not one still
@@ -105,7 +112,7 @@ def workers_watched(client, every: float = 1.0):
                 continue
             since = since or time.monotonic()
             if time.monotonic() - since > limit:
-                return stop_run(f"the cluster has had no worker for {limit:.0f} s (DSBUILD_NO_WORKERS_SECONDS), so the run was stopped")
+                stop_run(f"the cluster has had no worker for {limit:.0f} s (DSBUILD_NO_WORKERS_SECONDS), so the run was stopped")
 
     thread = threading.Thread(target=watch, name="dsbuild-workers-watch", daemon=True)
     thread.start()

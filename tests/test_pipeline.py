@@ -1038,7 +1038,8 @@ def test_a_run_whose_cluster_lost_every_worker_stops_instead_of_hanging(tmp_path
 def test_a_run_whose_workers_died_before_it_looked_stops_instead_of_waiting(tmp_path, monkeypatch):
     """Workers that died in a run's first second (a plugin or preload that exits, a memory
     limit the libraries exceed) were never seen by the watch, which took the cluster for one
-    still starting: the run said it waited for workers, for ever."""
+    still starting: the run said it waited for workers, for ever. Stopped while it still
+    built its graph, the run's later computes are stopped too (they waited for ever)."""
     import threading
 
     from distributed import Client, LocalCluster
@@ -1046,6 +1047,13 @@ def test_a_run_whose_workers_died_before_it_looked_stops_instead_of_waiting(tmp_
     from dsbuild.watch import WorkersLost
 
     monkeypatch.setenv("DSBUILD_NO_WORKERS_SECONDS", "1")
+    from dsbuild.pipeline import execution
+
+    def slow_read(*args, **kwargs):  # the stop comes while the run builds its graph, as on a loaded machine
+        time.sleep(4)
+        return read_source(*args, **kwargs)
+
+    monkeypatch.setattr(execution, "read_source", slow_read)
     job = {"name": "died", "source": {"format": "sample", "name": "breast_cancer"}, "stages": [],
            "sink": {"path": str(tmp_path / "out")}}
     with LocalCluster(n_workers=0, processes=False, protocol="tcp", dashboard_address=None) as cluster, Client(cluster) as c:
