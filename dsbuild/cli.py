@@ -249,7 +249,8 @@ def _unfinished_runs(fs, root: str) -> list[str]:
     this, inspect said the same of an output being written as of a folder of other work."""
     import socket
 
-    from dsbuild.io.sink import _OWNER, _alive, _is_local
+    from dsbuild.io.sink import _OWNER, _is_local
+    from dsbuild.processes import alive
 
     if not _is_local(fs):  # a run's process is known on this machine only
         return []
@@ -261,7 +262,7 @@ def _unfinished_runs(fs, root: str) -> list[str]:
         except (OSError, ValueError):
             owner = {}
         here = owner.get("host") == socket.gethostname()
-        if owner and (not here or _alive(owner.get("pid"))):
+        if owner and (not here or alive(owner.get("pid"))):
             notes.append(f"a run (pid {owner.get('pid')} on {owner.get('host')}, since {owner.get('started')}) is writing it in {tmp}")
         elif (tmp / "_checkpoints").is_dir():
             notes.append(f"a run that did not finish left {tmp}: the same 'dsbuild run' with --resume continues it")

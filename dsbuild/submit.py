@@ -27,6 +27,8 @@ from pathlib import Path
 from distributed.diagnostics.plugin import SchedulerPlugin
 from distributed.utils import key_split
 
+from dsbuild.processes import alive
+
 ACTIVE = ("submitted", "accepted", "running")
 DONE = ("finished", "failed", "cancelled", "lost")
 
@@ -64,22 +66,6 @@ def _read_json(path: Path) -> dict:
     return json.loads(path.read_text())
 
 
-def _alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie child of this process has exited
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return True
-
-
 class Submission:
     """A handle on a submitted job: ``status()``, ``progress()``, ``result()``, ``cancel()``."""
 
@@ -92,7 +78,7 @@ class Submission:
     def info(self) -> dict:
         """The whole status record; ``state`` becomes ``lost`` if the driver died silently."""
         info = _read_json(self.folder / "status.json")
-        if info["state"] in ACTIVE and info.get("host") == socket.gethostname() and not _alive(info.get("pid")):
+        if info["state"] in ACTIVE and info.get("host") == socket.gethostname() and not alive(info.get("pid")):
             info = _read_json(self.folder / "status.json")  # it may have finished just now
             if info["state"] in ACTIVE:
                 info["state"] = "lost"

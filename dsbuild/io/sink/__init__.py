@@ -19,7 +19,6 @@ from dsbuild.io.sink.places import (  # noqa: F401
     OutputAppeared,
     OutputExists,
     RunStopped,
-    _alive,
     _is_local,
 )
 from dsbuild.io.sink.schemas import _read_schema  # noqa: F401

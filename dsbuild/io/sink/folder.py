@@ -31,7 +31,6 @@ from dsbuild.io.sink.places import (
     _OWNER,
     OutputAppeared,
     OutputExists,
-    _alive,
     _glob_reaches,
     _is_local,
     _task_folder,
@@ -51,6 +50,7 @@ from dsbuild.io.sink.shards import (
     _written_shards,
 )
 from dsbuild.io.sources.parquet import HIVE_NULL
+from dsbuild.processes import alive
 
 SUCCESS = "_SUCCESS"
 
@@ -379,7 +379,7 @@ class Sink:
         with _CLAIMING:
             owner = self._owner()
             if owner and owner.get("host") == socket.gethostname() and owner.get("run") != self.run:
-                if owner.get("pid") != os.getpid() and _alive(owner.get("pid")):
+                if owner.get("pid") != os.getpid() and alive(owner.get("pid")):
                     raise OutputExists(f"another run of this job (pid {owner['pid']}, since {owner.get('started')}) is "
                                        f"writing {self.tmp}; wait for it to finish, or stop it")
                 if owner.get("pid") == os.getpid() and owner.get("run") in _CLAIMED:

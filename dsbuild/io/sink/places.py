@@ -53,16 +53,6 @@ def _task_folder(fs, folder: str, root: str | None) -> None:
             raise RunStopped(f"{root} is gone: the run this task belongs to was stopped") from None
 
 
-def _alive(pid) -> bool:
-    try:
-        os.kill(int(pid), 0)
-    except (ProcessLookupError, TypeError, ValueError):
-        return False
-    except PermissionError:  # another user's live process
-        return True
-    return True
-
-
 def _glob_reaches(pattern: str, out: str) -> bool:
     """Whether a glob matches a shard the output at ``out`` writes, as fsspec reads it
     (``*`` within a folder, ``**`` across them): ``data/bc*.parquet`` does not reach
