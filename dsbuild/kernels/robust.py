@@ -96,8 +96,10 @@ class ValueCounts:
         return self.quantile(0.5)
 
     def mean(self) -> float:
+        """NaN when the column holds inf and -inf: its callers say so (impute refuses it)."""
         n = self.n
-        return float(np.dot(self.values.astype(np.float64), self.counts) / n) if n else math.nan
+        with np.errstate(invalid="ignore"):
+            return float(np.dot(self.values.astype(np.float64), self.counts) / n) if n else math.nan
 
     def mode(self):
         """The most frequent value; ties go to the smallest value, so the choice is stable."""
