@@ -464,8 +464,9 @@ def _submit(args) -> int:
     handle = submit(args.job, cluster=args.cluster, output=args.output, overwrite=args.overwrite,
                     workers=args.workers, overrides=_overrides(args.set), resume=args.resume)
     info = handle.info()
-    print(f"{handle.id}  {info['state']}  {info['job']} → {info['output']}")
-    print(f"follow: dsbuild status {handle.id} --wait    log: {handle.log_path}", file=sys.stderr)
+    print(handle.id)  # alone on stdout, for RUN=$(dsbuild submit job.yaml)
+    print(f"{info['state']}: {info['job']} → {info['output']}\nfollow: dsbuild status {handle.id} --wait    "
+          f"log: {handle.log_path}", file=sys.stderr)
     return 0
 
 

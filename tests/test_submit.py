@@ -143,7 +143,9 @@ def test_cli_submit_then_status(client, tmp_path, capsys):
     job_file.write_text(dsbuild.load_job(JOB).to_yaml())
     out = tmp_path / "cli"
     assert main(["submit", str(job_file), "--cluster", client.scheduler.address, "--output", str(out)]) == 0
-    run_id = capsys.readouterr().out.split()[0]
+    printed = capsys.readouterr()
+    run_id = printed.out.strip()  # the id alone, as RUN=$(dsbuild submit job.yaml) takes it
+    assert run_id.startswith("digits") and len(printed.out.split()) == 1 and "dsbuild status" in printed.err
     assert (runs_home() / run_id / "status.json").exists()
     assert main(["status", run_id, "--wait"]) == 0
     assert "finished" in capsys.readouterr().out
