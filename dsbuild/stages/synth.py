@@ -58,6 +58,9 @@ class Oversample(Stage):
         if not self.features_:
             raise StageError(f"stage {self.ctx.name!r}: no numeric feature columns to interpolate")
 
+    def reads_default_features(self) -> bool:
+        return True
+
     def column_warnings(self, meta: pd.DataFrame) -> list[str]:
         """A text feature (columns.features is the job's, and other stages take text) is
         no number to interpolate: it was coerced to missing and quietly left out."""

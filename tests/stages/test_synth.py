@@ -364,8 +364,11 @@ def test_the_index_to_csv_wrote_is_neither_grown_from_nor_modelled(tmp_path):
     job = {"name": "c", "source": {"format": "csv", "path": str(tmp_path / "cancer.csv")}, "columns": {"label": "target"},
            "stages": [{"oversample": {}}, {"synthesize": {"rows": 50}}], "sink": {"path": str(tmp_path / "out")}}
     notes = [n for n in validate_against_source(dsbuild.job(**job)) if "'Unnamed: 0'" in n]
-    assert [n.split(":")[0] for n in notes] == ["stage 'oversample'", "stage 'synthesize'"]
-    assert "new rows leave it missing" in notes[1]
+    assert [n.split(":")[0] for n in notes] == ["columns.features", "stage 'synthesize'"]  # said once for the readers
+    assert "(read by 'oversample')" in notes[0] and "new rows leave it missing" in notes[1]
+    with_sanitize = {**job, "stages": [{"oversample": {}}, {"sanitize": {}}]}
+    notes = [n for n in validate_against_source(dsbuild.job(**with_sanitize)) if "'Unnamed: 0'" in n]
+    assert len(notes) == 1 and "(read by 'oversample', 'sanitize')" in notes[0]
     frame = pd.read_csv(tmp_path / "cancer.csv").astype({"Unnamed: 0": "Int64"}).assign(id=lambda f: [f"r{i:03d}" for i in range(len(f))])
     kept, _ = run_stage(Synthesize(rows=50), frame, npartitions=2, roles=Roles(label="target"))
     new = kept[kept["synthetic"].fillna(False).astype(bool)]
