@@ -120,6 +120,14 @@ def test_validate_checks_columns_against_the_source(tmp_path, capsys):
     assert "stages[2].impute.columns" in capsys.readouterr().err
 
 
+def test_a_source_that_cannot_be_read_is_said_at_its_line(tmp_path, capsys):
+    """A stage's annotations source named its line; the job's own source did not."""
+    job = tmp_path / "job.yaml"
+    job.write_text("name: t\nsource:\n  format: csv\n  path: data/adult.csv\nsink: {path: out}\n")
+    assert main(["validate", str(job)]) == 2
+    assert f"{job}:4: source path 'data/adult.csv' does not exist" in capsys.readouterr().err
+
+
 def test_an_output_that_cannot_be_written_is_refused_before_a_cluster_starts(tmp_path, capsys):
     """The run refused an existing output, or one inside its Parquet source, only after
     starting a cluster; validate did not look."""

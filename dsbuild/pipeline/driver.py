@@ -16,12 +16,11 @@ from collections import Counter
 import dask
 
 from dsbuild.io.sink import OutputAppeared, OutputExists, Sink
-from dsbuild.io.sources import read_source
 from dsbuild.job import JobSpec, load_job
 from dsbuild.pipeline.accounting import kept_rows
 from dsbuild.pipeline.checks import _at_stage, _check_roles, _partition_problem, _weight_column
 from dsbuild.pipeline.errors import DsbuildWarning, ResumeRefused
-from dsbuild.pipeline.execution import Execution, StageRun
+from dsbuild.pipeline.execution import Execution, StageRun, read_job_source
 from dsbuild.pipeline.ids import _marked_source
 from dsbuild.pipeline.manifest import _manifest, check_ledger, job_key
 from dsbuild.stages.base import REJECT, StageError
@@ -209,7 +208,7 @@ def _validate_against_source(spec: JobSpec) -> list[str]:
     sink = _sink(spec, overwrite=False)
     sink.check_apart_from(spec.source, spec.stage_inputs())
     sink.check_written_beside(spec.stage_outputs())
-    source = read_source(spec.source, count_rows=False, id_column=spec.columns.id)
+    source = read_job_source(spec, count_rows=False)
     frame = _marked_source(source, spec.columns.id)
     _check_roles(spec, frame._meta)
     meta = kept_rows(frame._meta)

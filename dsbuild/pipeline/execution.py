@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from dsbuild.io.sink import Sink
-from dsbuild.io.sources import read_source
+from dsbuild.io.sources import SourceError, read_source
 from dsbuild.io.sources.advice import inexact_decimals
 from dsbuild.job import JobSpec, _described
 from dsbuild.pipeline.accounting import _ACCOUNT_META, _ACCOUNT_WRITE_META, _account, _account_and_write, _in_order, _kept, _kept_files, _rejected, _sum_counts, _written
@@ -22,6 +22,18 @@ from dsbuild.progress import ProgressBar
 from dsbuild.records import ID
 from dsbuild.stages.base import Shapes, Stage, StageError
 from dsbuild.watch import WorkerKilled, killed_message
+
+
+def read_job_source(spec: JobSpec, count_rows: bool = True):
+    """The job's source, read; what stops it is said at the job file's line, as a stage's
+    annotations source was and the job's own source (``path: data/adult.csv``) was not."""
+    try:
+        return read_source(spec.source, count_rows=count_rows, id_column=spec.columns.id)
+    except SourceError as e:
+        where = spec.place("source", "path") or spec.place("source")
+        if not where:
+            raise
+        raise SourceError(f"{where}{e}") from e
 
 
 @dataclass
@@ -74,7 +86,7 @@ class Execution:
 
     def run(self) -> None:
         spec = self.spec
-        self.source = read_source(spec.source, id_column=spec.columns.id)
+        self.source = read_job_source(spec)
         self.warnings += self.source.notes + _whole_compressed_files(spec.source, self.source.files)
         self.warnings += inexact_decimals(self.source.schema)
         marked = _marked_source(self.source, spec.columns.id)
