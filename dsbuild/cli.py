@@ -521,8 +521,10 @@ def _checkpoints_kept(handle) -> list[Path]:
 def _status_line(handle) -> str:
     p = handle.progress()
     info = handle.info()
-    done = (f"pass {p['pass']}: {p['fraction']:4.0%} ({p.get('pass_done', 0)}/{p.get('pass_total', 0)} tasks)"
-            if p["state"] == "running" else "")
+    done = ""
+    if p["state"] == "running":  # before its first graph a run is reading its source and planning
+        done = (f"pass {p['pass']}: {p['fraction']:4.0%} ({p.get('pass_done', 0)}/{p.get('pass_total', 0)} tasks)"
+                if p["pass"] else "planning")
     return f"{handle.id}  {p['state']:<9} {done}  → {info.get('output', '')}".rstrip()
 
 

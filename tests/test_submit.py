@@ -252,3 +252,5 @@ def test_progress_does_not_go_back_when_a_later_pass_adds_tasks(client, home):
     _write_json(folder / "status.json", {"state": "running", "progress": summarize_progress(
         {"total": {"a": 10}, "done": {"a": 4}, "passes": [[2, 2], [2, 8]]})})
     assert "running   pass 2:  25% (2/8 tasks)" in _status_line(Submission("r", home))
+    _write_json(folder / "status.json", {"state": "running"})  # no graph yet: 'pass 0: 0% (0/0 tasks)' was shown
+    assert "running   planning" in _status_line(Submission("r", home))
