@@ -93,20 +93,25 @@ def previous_state(votes, one_coin, rounds):
     return model.state_
 
 
+def _stats_of_two_item_sets(model, votes: Votes, state, share: float, seed: int) -> list[dict]:
+    """The model's stats over a random split of the items (as two partitions hold them)."""
+    side = np.random.default_rng(seed).random(votes.n_items) < share
+    parts = []
+    for keep in (side, ~side):
+        codes = np.cumsum(keep) - 1
+        on = keep[votes.item]
+        own = Votes(codes[votes.item[on]], votes.annotator[on], votes.label[on], int(keep.sum()), votes.n_annotators,
+                    votes.n_classes)
+        parts.append(model.stats(own, state))
+    return parts
+
+
 def test_stats_from_any_split_of_items_merge_to_the_same_model():
     y, votes, _ = digits_crowd(n_items=400, n_annotators=20)
     model = DawidSkene(10, 20)
     state = model.finalize(model.stats(votes, None))
     whole = model.stats(votes, state)
-    rng = np.random.default_rng(1)
-    side = rng.random(votes.n_items) < 0.3
-    parts = []
-    for keep in (side, ~side):
-        codes = np.cumsum(keep) - 1
-        on = keep[votes.item]
-        parts.append(
-            model.stats(Votes(codes[votes.item[on]], votes.annotator[on], votes.label[on], int(keep.sum()), 20, 10), state)
-        )
+    parts = _stats_of_two_item_sets(model, votes, state, 0.3, seed=1)
     merged = merge_stats(*parts)
     for key in whole:  # equal to the last bit: the terms are on a grid whose sums are exact
         np.testing.assert_array_equal(merged[key], whole[key])
@@ -121,12 +126,7 @@ def test_the_last_rounds_movement_merges_to_the_same_from_any_split():
     state = model.finalize(model.stats(votes, state), state)
     assert "earlier" in state
     whole = model.stats(votes, state)
-    side = np.random.default_rng(2).random(votes.n_items) < 0.4
-    parts = []
-    for keep in (side, ~side):
-        codes = np.cumsum(keep) - 1
-        on = keep[votes.item]
-        parts.append(model.stats(Votes(codes[votes.item[on]], votes.annotator[on], votes.label[on], int(keep.sum()), 20, 10), state))
+    parts = _stats_of_two_item_sets(model, votes, state, 0.4, seed=2)
     merged = merge_stats(*parts)
     assert merged["shift_max"] == whole["shift_max"] == max(p["shift_max"] for p in parts) > 0
     assert merged["label_changes"] == whole["label_changes"]
@@ -238,13 +238,7 @@ def test_glad_stats_merge_across_any_split_of_items():
     model = Glad(10, 20)
     state = model.finalize(model.stats(votes, None))
     whole = model.stats(votes, state)
-    side = np.random.default_rng(2).random(votes.n_items) < 0.5
-    parts = []
-    for keep in (side, ~side):
-        codes = np.cumsum(keep) - 1
-        on = keep[votes.item]
-        parts.append(model.stats(Votes(codes[votes.item[on]], votes.annotator[on], votes.label[on], int(keep.sum()), 20, 10), state))
-    merged = merge_stats(*parts)
+    merged = merge_stats(*_stats_of_two_item_sets(model, votes, state, 0.5, seed=2))
     for key in whole:
         np.testing.assert_allclose(merged[key], whole[key], rtol=1e-9, atol=1e-8)
 
