@@ -249,7 +249,10 @@ def test_anchors_and_merge_keys_read_as_yaml_reads_them(tmp_path):
         "  - select:\n      <<: *adults\n      where: []\n"
         "  - select: {<<: [*adults, {where: [{column: age, op: \"<\", value: 99}]}]}\n"))
     spec = load_job(text)
-    assert spec.resolved()["stages"] == yaml.safe_load(text)["stages"]
+    loaded = yaml.safe_load(text)["stages"]
+    # stages[2]'s list merge is left out: PyYAML 6.0.3 gives it the first mapping's where and
+    # 6.0.4 the last's; the merge-key spec says the first wins, as asserted below
+    assert [s for i, s in enumerate(spec.resolved()["stages"]) if i != 2] == [s for i, s in enumerate(loaded) if i != 2]
     assert [s.options["where"] for s in spec.stages[:3]] == [[{"column": "age", "op": ">=", "value": 18}], [],
                                                              [{"column": "age", "op": ">=", "value": 18}]]
     first, third = errors_of(text.replace('op: ">="', 'op: "=>"'), tmp_path)
