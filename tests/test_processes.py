@@ -26,4 +26,4 @@ def test_a_running_process_is_alive_and_an_unreaped_one_is_not():
     finally:
         running.kill()
         running.wait()
-    assert not alive(running.pid) and not alive(None) and not alive("x")
+    assert not alive(running.pid) and not alive(None) and not alive("x") and not alive(0)
