@@ -275,9 +275,12 @@ def _fused(collections: list, names: dict[str, str]) -> list:
     154 s); more pending stages than that are computed as they are."""
     if len(collections) > _FUSED_AT_MOST:
         return collections
-    from dask.base import collections_to_expr
-    from dask.dataframe.dask_expr import new_collection
-    from dask.dataframe.dask_expr._expr import Fused, optimize_blockwise_fusion
+    try:  # private Dask API; pyproject allows 2024.12, whose dask-expr was a package of its own
+        from dask.base import collections_to_expr
+        from dask.dataframe.dask_expr import new_collection
+        from dask.dataframe.dask_expr._expr import Fused, optimize_blockwise_fusion
+    except ImportError:
+        return collections
 
     together = optimize_blockwise_fusion(collections_to_expr(collections).optimize(fuse=False))
     for fused in together.find_operations(Fused):
