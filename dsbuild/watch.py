@@ -33,6 +33,7 @@ class WorkersLost(RuntimeError):
 
 
 WAITING_SAID = 10.0  # seconds without any worker before a run says it waits for one
+_SETUP_SECONDS = 60.0  # a worker removed this long before the watch began died in the run's own setup (connect)
 
 
 @contextlib.contextmanager
@@ -59,7 +60,7 @@ def workers_watched(client, every: float = 1.0):
     stop = threading.Event()
     stopped: list[str] = []  # why the watch stopped the run
     held = _HeldLogs()
-    start = time.monotonic()
+    start, started = time.monotonic(), time.time()
 
     def stop_run(why: str) -> None:
         stopped.append(why)
@@ -94,7 +95,7 @@ def workers_watched(client, every: float = 1.0):
             elif time.monotonic() - paused_since > limit:
                 stop_run(f"every worker has been paused for {limit:.0f} s, {_PAUSED}, so the run was stopped; {_MORE_MEMORY}")
                 continue
-            if not seen and not n and workers_died(client):
+            if not seen and not n and workers_died(client, since=started - _SETUP_SECONDS):
                 # Workers that died before the first look (a plugin or preload that exits, a memory
                 # limit the libraries alone exceed): a cluster that lost its workers, not one still
                 # starting, which the run waited for for ever.
@@ -217,15 +218,18 @@ def _none_left(client, wait: float) -> bool:
     return n == 0
 
 
-def workers_died(client) -> bool:
-    """Whether a worker has left the scheduler since it started: a cluster without workers
-    that had some is not one still waiting for its first (a batch queue)."""
+def workers_died(client, since: float) -> bool:
+    """Whether a worker has left the scheduler since ``since`` (a ``time.time()``): a
+    cluster without workers that had some is not one still waiting for its first (a batch
+    queue). Removals before the run are not its workers dying: an adaptive cluster scaled
+    to none between jobs waits for its queue like any other."""
 
-    def removed(dask_scheduler) -> bool:  # defined here, so it travels by value: a scheduler needs no dsbuild
-        return any(isinstance(e, dict) and e.get("action") == "remove-worker" for _, e in dask_scheduler.get_events("all"))
+    def removed(dask_scheduler, since) -> bool:  # defined here, so it travels by value: a scheduler needs no dsbuild
+        return any(isinstance(e, dict) and e.get("action") == "remove-worker" and t >= since
+                   for t, e in dask_scheduler.get_events("all"))
 
     try:
-        return client.run_on_scheduler(removed)
+        return client.run_on_scheduler(removed, since=since)
     except Exception:  # noqa: BLE001 - a closing client: the run itself reports that
         return False
 

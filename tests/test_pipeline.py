@@ -1044,7 +1044,7 @@ def test_a_run_whose_workers_died_before_it_looked_stops_instead_of_waiting(tmp_
 
     from distributed import Client, LocalCluster
 
-    from dsbuild.watch import WorkersLost
+    from dsbuild.watch import WorkersLost, workers_died
 
     monkeypatch.setenv("DSBUILD_NO_WORKERS_SECONDS", "1")
     from dsbuild.pipeline import execution
@@ -1066,6 +1066,8 @@ def test_a_run_whose_workers_died_before_it_looked_stops_instead_of_waiting(tmp_
             worker.wait()
         while c.nthreads():
             time.sleep(0.1)
+        # a removal before the run's setup is no worker of the run dying (an adaptive cluster scaled to none)
+        assert workers_died(c, since=time.time() - 60) and not workers_died(c, since=time.time() + 1)
         ended: list = []
 
         def run():
