@@ -145,9 +145,11 @@ def _overrides(pairs: list[str]) -> dict:
 def _value(text: str):
     """A --set value as YAML (numbers, lists, mappings), else as the text it is: a lone
     ',' or '|' (a separator) is no YAML value, and '|' would read as an empty block."""
+    from dsbuild.job import JobError, yaml_value
+
     try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError:
+        value = yaml_value(text)
+    except (yaml.YAMLError, JobError):
         return text
     if value in (None, "") and text.strip() not in ("", "null", "~", "''", '""'):
         return text

@@ -554,6 +554,20 @@ def _load_yaml(text: str, where: str) -> tuple[dict, dict]:
     return data, lines
 
 
+def yaml_value(text: str):
+    """A value written as the job file writes one (``--set stages.0.select.where=[...]``):
+    ``NO`` and ``yes`` are text there too, where ``yaml.safe_load`` made them booleans.
+    Raises ``yaml.YAMLError``, or JobError for a tag a job file refuses."""
+    node = yaml.compose(text, Loader=yaml.SafeLoader)
+    if node is None:
+        return None
+    problems: list[str] = []
+    value = _construct(node, (), {}, problems, "--set")
+    if problems:
+        raise JobError(problems)
+    return value
+
+
 def _yaml_problem(e: yaml.YAMLError) -> str:
     """PyYAML's words, and for a tab what to do: "found character '\\t' that cannot start
     any token" did not say that YAML indents with spaces only, as editors may not."""

@@ -269,6 +269,11 @@ def test_yes_no_on_off_are_text_as_yaml_1_2_reads_them():
     spec = load_job(text.replace("  - cast: {schema: {age: float}}", "  - split: {stratify: yes}"))
     assert spec.name == "no" and spec.stages[0].options["where"][0]["value"] == "NO"
     assert spec.build_stages()[1].options.stratify is True
+    from dsbuild.cli import _overrides  # --set reads its values as the job file does
+
+    overrides = _overrides(["stages.0.select.where=[{column: age, op: '!=', value: NO}]", "name=no"])
+    again = load_job(text, overrides)
+    assert again.name == "no" and again.stages[0].options["where"][0]["value"] == "NO"
 
 
 def test_yaml_cannot_run_code(tmp_path):
