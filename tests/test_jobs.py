@@ -107,3 +107,22 @@ def test_crowd_labels_beat_the_noise(outputs):
     df = kept(outputs, "label_digits")
     accuracy = float(np.mean(df["crowd_label"].astype(str) == df["label"].astype(str)))
     assert accuracy > 0.9 and len(df) == 1797
+    from dsbuild.report import highlights
+    from dsbuild.report.text import num
+
+    summary = outputs[1]["label_digits"]["stages"][-1]["summary"]
+    (line,) = [h for h in highlights(outputs[1]["label_digits"]) if h.startswith("aggregate_labels:")]
+    assert line == (f"aggregate_labels: dawid_skene over {num(summary['annotations']['used'])} answers by "
+                    f"{num(summary['annotators']['count'])} annotators on {num(1797)} items, converged in "
+                    f"{summary['rounds']} rounds")
+
+
+def test_sanitize_breast_cancer_says_what_label_issues_relabelled(outputs):
+    """Relabelled rows are kept: the stage table showed nothing of them."""
+    from dsbuild.report import highlights
+    from dsbuild.report.text import num
+
+    metrics = {s["name"]: s for s in outputs[1]["sanitize_breast_cancer"]["stages"]}["label_issues"]["metrics"]
+    (line,) = [h for h in highlights(outputs[1]["sanitize_breast_cancer"]) if h.startswith("label_issues:")]
+    assert metrics["relabelled"] > 0
+    assert line == f"label_issues: {num(metrics['label_issues'])} label issues found, {num(metrics['relabelled'])} relabelled"

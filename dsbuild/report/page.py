@@ -156,6 +156,7 @@ def highlights(m: dict) -> list[str]:
             out.append(f"{name}: {num(summary['clusters'])} duplicate clusters"
                        + (f" holding {num(inside)} rows" if is_number(inside) else ""))
         out += _before_after_lines(name, summary)
+        out += _label_issue_lines(name, s.get("metrics") or {}) + _crowd_lines(name, summary)
         if is_number(summary.get("repair_level")) and isinstance(summary.get("features"), dict):
             out.append(f"{name}: {', '.join(summary['features'])} repaired at level {num(summary['repair_level'])}")
     return out
@@ -184,6 +185,28 @@ def _before_after_lines(name: str, summary: dict) -> list[str]:
             pairs = ", ".join(f"{column} {num(v)} → {num(after.get(column))}" for column, v in before.items())
             out.append(f"{name}: {title(key.removesuffix('_before'))}: {pairs}")
     return out
+
+
+def _label_issue_lines(name: str, metrics: dict) -> list[str]:
+    """Rows a label-issue filter flagged, and those it relabelled: relabelled rows are
+    kept, so the stage table showed nothing of them (sanitize_breast_cancer.yaml relabels 12)."""
+    if not is_number(metrics.get("label_issues")):
+        return []
+    relabelled = f", {num(metrics['relabelled'])} relabelled" if is_number(metrics.get("relabelled")) else ""
+    return [f"{name}: {num(metrics['label_issues'])} label issues found{relabelled}"]
+
+
+def _crowd_lines(name: str, summary: dict) -> list[str]:
+    """What a crowd's labels were aggregated from and how the model ended: the stage keeps
+    every row, so the table said nothing of the method, the crowd or convergence."""
+    annotations, annotators = summary.get("annotations"), summary.get("annotators")
+    if not (summary.get("method") and isinstance(annotations, dict) and isinstance(annotators, dict)):
+        return []
+    rounds = summary.get("rounds")
+    ending = ("" if not is_number(rounds) else
+              f", converged in {num(rounds)} rounds" if summary.get("converged") else f", not converged after {num(rounds)} rounds")
+    return [f"{name}: {summary['method']} over {num(annotations.get('used', 0))} answers by {num(annotators.get('count', 0))} "
+            f"annotators on {num(summary.get('items_annotated', 0))} items{ending}"]
 
 
 def _model_lines(name: str, model: dict) -> list[str]:
