@@ -18,13 +18,28 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from dsbuild.kernels.decode import decode_image, to_uint8
+from dsbuild.kernels.decode import decode_image, levels_problem, to_uint8
 
 KINDS = ("pixels", "hog", "color_hist")
 
 
+def _levels(pixels: np.ndarray) -> np.ndarray:
+    """8-bit levels to take features of. A float image outside 0-1 (0-255 levels, a depth
+    map) and a 32-bit integer one are scaled from their own finite range: to_uint8 reads
+    floats as 0-1 and int32 by its dtype's range, which made such images all white or flat
+    grey, one feature vector for all of them. Their own range hides an image too dark as a
+    whole (which 8- and 16-bit images keep), but they have no 8-bit scale to keep."""
+    if levels_problem(pixels, "png") is None:  # 8 or 16 bits, or floats in 0-1
+        return to_uint8(pixels)
+    values = pixels.astype(np.float64)
+    finite = np.isfinite(values)
+    low, high = (values[finite].min(), values[finite].max()) if finite.any() else (0.0, 0.0)
+    scaled = (np.where(finite, values, low) - low) * (255.0 / (high - low) if high > low else 0.0)
+    return np.rint(scaled).astype(np.uint8)
+
+
 def _grey(pixels: np.ndarray) -> np.ndarray:
-    pixels = to_uint8(pixels)
+    pixels = _levels(pixels)
     if pixels.ndim == 2:
         return pixels
     code = cv2.COLOR_BGRA2GRAY if pixels.shape[2] == 4 else cv2.COLOR_BGR2GRAY
@@ -32,7 +47,7 @@ def _grey(pixels: np.ndarray) -> np.ndarray:
 
 
 def _bgr(pixels: np.ndarray) -> np.ndarray:
-    pixels = to_uint8(pixels)
+    pixels = _levels(pixels)
     if pixels.ndim == 2:
         return cv2.cvtColor(pixels, cv2.COLOR_GRAY2BGR)
     return cv2.cvtColor(pixels, cv2.COLOR_BGRA2BGR) if pixels.shape[2] == 4 else pixels

@@ -48,6 +48,18 @@ def test_a_sixteen_bit_image_keeps_its_brightness_in_every_descriptor():
         assert np.linalg.norm(bright16 - dark16) > 0.5 * np.linalg.norm(bright8 - dark8) > 0, kind
 
 
+def test_float_and_32_bit_images_have_features_of_their_own():
+    """A float image of 0-255 levels was read as 0-1 and clipped (all white), a 32-bit one
+    scaled by its dtype's range (flat grey): every such image had one feature vector. With
+    no 8-bit convention to follow, they are scaled from their own range."""
+    camera, coins = photos.camera(), photos.coins()
+    for kind, fn in (("pixels", grey_pixels), ("hog", hog)):
+        for dtype in (np.float32, np.int32):
+            assert np.allclose(fn(camera.astype(dtype)), fn(camera)), (kind, dtype)
+            assert not np.allclose(fn(camera.astype(dtype)), fn(coins.astype(dtype))), (kind, dtype)
+    assert np.allclose(grey_pixels(camera / 255.0), grey_pixels(camera))  # floats in 0-1 stay as they were
+
+
 def test_category_counts_merge_in_any_order_and_keep_the_most_frequent():
     import pandas as pd
 
