@@ -242,8 +242,9 @@ class Stage:
 
     def columns_after(self, meta: pd.DataFrame) -> pd.DataFrame:
         """The (empty) frame this stage's output will be, as far as is known without
-        running it, for ``dsbuild validate``: a map stage runs on it; others leave it."""
-        return self._process(meta.copy()) if self.shape == "map" else meta
+        running it, for ``dsbuild validate``: a map stage runs on it, also one its options
+        make fit first (split's stratify, cast's day/month order); others leave it."""
+        return self._process(meta.copy()) if isinstance(self, MapStage) else meta
 
     def build(self, frame, shapes: Shapes):
         raise NotImplementedError

@@ -105,9 +105,6 @@ class Split(MapStage):
                 raise StageError(f"stage {self.ctx.name!r}: stratify needs the job's label column (columns.label)")
             self.require_columns(meta, [self.ctx.roles.label], what="label column (columns.label)")
 
-    def columns_after(self, meta):
-        return self.process(with_marks(meta.copy()))  # the split column, fitted or not
-
     def build(self, frame, shapes):
         if not self.options.stratify:
             return super().build(frame, shapes)

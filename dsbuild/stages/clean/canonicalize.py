@@ -80,10 +80,10 @@ class Canonicalize(MapStage):
                                  f"values; check its allowed values with ranges: {{{column}: {{allowed: [...]}}}}, or "
                                  f"cast it to str first if its codes are names")
 
-    @property
-    def multi_pass(self) -> bool:
-        """Only ``case: common`` counts spellings (a fit) before it respells."""
-        return bool(self._counted())
+    def __init__(self, options=None, **settings):
+        super().__init__(options, **settings)
+        if self._counted():  # case: common counts spellings (a fit) before it respells
+            self.shape = "fit_apply"
 
     def _counted(self) -> list[str]:
         return [column for column, rule in self.options.columns.items() if rule.case == "common"]

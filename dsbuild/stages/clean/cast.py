@@ -151,11 +151,10 @@ class Cast(MapStage):
     def retyped_columns(self) -> list[str]:
         return list(self.options.schema_)
 
-    @property
-    def multi_pass(self) -> bool:
-        """Datetimes whose day/month order the job leaves to the data are counted (a fit)
-        before they are cast."""
-        return bool(self._dated())
+    def __init__(self, options=None, **settings):
+        super().__init__(options, **settings)
+        if self._dated():  # datetimes whose day/month order the data decides are counted (a fit) first
+            self.shape = "fit_apply"
 
     def _dated(self) -> list[str]:
         o = self.options
