@@ -764,10 +764,7 @@ def _valid_keys(path: tuple, data: dict) -> list[str]:
     if parent[0] == "source" and len(parent) == 1:
         source = data.get("source")
         fmt = str(source.get("format") if isinstance(source, dict) else None).lower()  # as SourceSpec folds it
-        model = {
-            "parquet": sources.ParquetSource, "csv": sources.CsvSource, "jsonl": sources.JsonlSource,
-            "images": sources.ImagesSource, "sample": sources.SampleSource,
-        }.get(fmt)
+        model = sources._FORMATS.get(fmt)
         return list(model.model_fields) if model else []
     if parent == ("columns",):
         return list(ColumnsSpec.model_fields)

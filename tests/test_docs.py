@@ -7,13 +7,12 @@ import json
 import re
 import shlex
 from pathlib import Path
-from typing import get_args
 
 import pytest
 
 from dsbuild import load_job
 from dsbuild.cli import _overrides, main
-from dsbuild.io.sources import SourceSpec
+from dsbuild.io.sources import _FORMATS
 from dsbuild.job import ColumnsSpec
 from dsbuild.stages import STAGES
 
@@ -85,7 +84,7 @@ def _dsbuild_words() -> set[str]:
     options: the docs may name them beside a stage's options. A renamed option is quoted
     nowhere, so the test still finds it."""
     code = "\n".join(p.read_text() for p in (ROOT / "dsbuild").rglob("*.py"))
-    sources = {name for spec in get_args(get_args(SourceSpec)[0]) for name in spec.model_fields}
+    sources = {name for spec in _FORMATS.values() for name in spec.model_fields}
     return set(re.findall(r"""["']([a-z_]+)["']""", code)) | sources
 
 

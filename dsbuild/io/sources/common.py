@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
 import os
@@ -23,6 +24,16 @@ if TYPE_CHECKING:  # the readers import it when they make a frame: listing the s
     import dask.dataframe as dd
 
 RAW = "_raw"
+
+
+# UTF-32's marks first: UTF-32 LE's begins with UTF-16 LE's.
+BYTE_ORDER_MARKS = [(codecs.BOM_UTF32_LE, "utf-32-le"), (codecs.BOM_UTF32_BE, "utf-32-be"),
+                    (codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be")]
+
+
+def marked_encoding(head: bytes) -> str | None:
+    """``utf-16`` or ``utf-32`` where text starts with that encoding's byte-order mark."""
+    return next((name[:6] for mark, name in BYTE_ORDER_MARKS if head.startswith(mark)), None)
 
 
 class SourceError(ValueError):

@@ -19,6 +19,7 @@ from pydantic import Field, field_validator, model_validator
 
 from dsbuild.io.sources import quoted as quoting
 from dsbuild.io.sources.common import (
+    BYTE_ORDER_MARKS,
     RAW,
     TYPE_SAMPLE_BYTES,
     Source,
@@ -32,6 +33,7 @@ from dsbuild.io.sources.common import (
     ColumnType,
     as_text,
     id_columns,
+    marked_encoding,
     row_ids,
     with_types,
     to_pandas,
@@ -327,10 +329,6 @@ def _transcoded(f, head: bytes, codec: str, path: str, at: int = 0) -> bytes:
 _TRANSCODE_CHUNK = 2**20
 
 
-_BYTE_ORDER_MARKS = [(codecs.BOM_UTF32_LE, "utf-32-le"), (codecs.BOM_UTF32_BE, "utf-32-be"),
-                     (codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be")]
-
-
 def _wide_unit(fs, path: str, wide: str) -> str:
     """The numpy dtype of the file's code unit, in the byte order its byte-order mark names:
     where values span lines, its quotes and newlines are counted by unit (a byte 0x22 may
@@ -349,15 +347,14 @@ def _marked_encoding(fs, path: str) -> str | None:
     "Unicode Text" export does: such a file stopped as "UTF-16 text ...; set
     source.encoding: utf-16", though the mark leaves no doubt."""
     with fs.open(path, "rb", compression="infer") as f:
-        head = f.read(4)
-    return next((name[:6] for mark, name in _BYTE_ORDER_MARKS if head.startswith(mark)), None)
+        return marked_encoding(f.read(4))
 
 
 def _wide_codec(head: bytes, wide: str) -> tuple[str, int]:
     """The codec, in the byte order the file's byte-order mark names (a block past the
     start has none to tell it), and its code unit's bytes."""
     unit = 4 if codecs.lookup(wide).name.startswith("utf-32") else 2
-    bom = next((name for mark, name in _BYTE_ORDER_MARKS if head.startswith(mark) and len(mark) == unit), None)
+    bom = next((name for mark, name in BYTE_ORDER_MARKS if head.startswith(mark) and len(mark) == unit), None)
     return bom or wide, unit
 
 

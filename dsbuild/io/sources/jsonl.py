@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import codecs
 import json
 from typing import Any, Literal
 
@@ -25,6 +24,7 @@ from dsbuild.io.sources.common import (
     ColumnType,
     as_text,
     id_columns,
+    marked_encoding,
     with_types,
     to_pandas,
 )
@@ -141,7 +141,7 @@ def _require_utf8(sample: bytes, path: str) -> None:
     try:
         sample.decode("utf-8")
     except UnicodeDecodeError as e:
-        marked = next((name for mark, name in _WIDE_MARKS if sample.startswith(mark)), None)
+        marked = marked_encoding(sample)
         if marked:  # PowerShell's > and Out-File write UTF-16: the advice was iconv -f latin1
             raise SourceError(f"{path}: {marked.upper()} text (it starts with {marked.upper()}'s byte-order mark, as "
                               f"PowerShell's Out-File writes); JSON is UTF-8: convert the file to it, e.g. iconv -f "
@@ -149,10 +149,6 @@ def _require_utf8(sample: bytes, path: str) -> None:
         number = sample.count(b"\n", 0, e.start) + 1
         raise SourceError(f"{path}: line {number} is not UTF-8 text ({sample[max(e.start - 20, 0):e.end + 20]!r}); "
                           "JSON is UTF-8: convert the file to it, e.g. iconv -f latin1 -t utf-8") from None
-
-
-_WIDE_MARKS = [(codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF16_LE, "utf-16"),
-               (codecs.BOM_UTF16_BE, "utf-16")]
 
 
 def _is_json_array(fs, path: str) -> bool:

@@ -132,7 +132,7 @@ def _before_string_conversion(frame, name: str):
     frame as it is."""
     expr = getattr(frame, "expr", None)
     if type(expr).__name__ == "ArrowStringConversion":
-        from dask.dataframe.dask_expr._collection import new_collection
+        from dask.dataframe.dask_expr import new_collection
 
         return new_collection(expr.frame)
     if type(expr).__name__ != "FromPandas" or not expr.operand("pyarrow_strings_enabled"):
