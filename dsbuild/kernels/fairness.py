@@ -396,6 +396,15 @@ def equalized_odds(table: pd.DataFrame, sensitive: Sequence[str], favorable, pre
     return out
 
 
+MIN_SKILL = 0.2  # (balanced accuracy - chance) / (1 - chance) below which a model is said to tell the classes apart little
+
+
+def skill(balanced_accuracy: float, chance: float) -> float:
+    """How far a model's balanced accuracy is from chance toward 1 (0: chance, 1: perfect);
+    the audit's model and label_issues' warn below :data:`MIN_SKILL`."""
+    return (balanced_accuracy - chance) / (1 - chance)
+
+
 def prediction_skill(table: pd.DataFrame, favorable, prediction: str) -> dict:
     """Weighted accuracy and balanced accuracy of a model's predictions against the labels,
     from (y, ŷ) counts. Parity alone cannot tell a fair model from a useless one: a model

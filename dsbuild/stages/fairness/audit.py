@@ -9,11 +9,13 @@ import pandas as pd
 from pydantic import Field
 
 from dsbuild.kernels.fairness import (
+    MIN_SKILL,
     MISSING,
     _text,
     equalized_odds,
     merge_tables,
     prediction_skill,
+    skill,
     tidy,
 )
 from dsbuild.stages.base import (
@@ -27,7 +29,6 @@ from dsbuild.stages.fairness.base import (
 )
 
 PRED = "_pred"
-MIN_SKILL = 0.2  # (balanced accuracy - 0.5) / 0.5 below which the audit's model is said to be no model (label_issues' line too)
 
 
 class AuditOptions(FairnessOptions):
@@ -81,7 +82,7 @@ class FairnessAudit(FairnessStage):
         numeric columns: accuracy 0.706 where the favourable rate is 0.700)."""
         notes = super().result_warnings(entry)
         model = (entry.get("summary") or {}).get("model")
-        if not model or model.get("balanced_accuracy") is None or (model["balanced_accuracy"] - 0.5) / 0.5 >= MIN_SKILL:
+        if not model or model.get("balanced_accuracy") is None or skill(model["balanced_accuracy"], 0.5) >= MIN_SKILL:
             return notes
         return notes + [
             f"stage {self.ctx.name!r}: its {model['name']} tells the labels apart little better than chance (out-of-fold "

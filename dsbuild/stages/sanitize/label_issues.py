@@ -12,7 +12,7 @@ from pydantic import Field, model_validator
 
 from dsbuild.kernels import confident as cl
 from dsbuild.kernels.dtypes import as_dtype
-from dsbuild.kernels.fairness import usable_weights, weight_values
+from dsbuild.kernels.fairness import MIN_SKILL, skill, usable_weights, weight_values
 from dsbuild.kernels.moments import ColumnMoments
 from dsbuild.kernels.sanitize import (
     quantize,
@@ -78,9 +78,6 @@ MODELS = ("logistic_regression", "knn", "random_forest", "hist_gradient_boosting
 
 
 WEIGHED = "label_issues_weighted:"  # metric: kept rows weighed down, per class
-
-
-MIN_SKILL = 0.2  # (balanced accuracy - chance) / (1 - chance) below which label_issues warns
 
 
 Scalar = int | float | str | bool | None
@@ -489,7 +486,7 @@ class LabelIssues(_Features, FitApplyStage):
                 f"of the label from the features (out-of-fold balanced accuracy {ba:.3f}; chance {chance:.3f}; per class: "
                 f"{'; '.join(f'{name}: {why}' for name, why in unjudged.items())}), so it flagged nothing: a row can only be "
                 "judged against classes the models tell apart. Give it features that predict the label."]
-        if (ba - chance) / (1 - chance) < MIN_SKILL:
+        if skill(ba, chance) < MIN_SKILL:
             notes.append(
                 f"stage {self.ctx.name!r}: its models tell the classes apart little better than chance "
                 f"(out-of-fold balanced accuracy {ba:.3f}; chance {chance:.3f}), so the rows it flags are "
