@@ -3,7 +3,6 @@ writes, the claim one run holds, and the folders a task may make while its run l
 
 from __future__ import annotations
 
-import os
 import posixpath
 import re
 import threading
