@@ -229,10 +229,10 @@ def parse_quantity(
 
     A compound quantity (``1h 30min``, ``5 ft 3 in``) is the sum of its terms; a bare
     number takes ``default`` (None means a bare number is a problem), but a last bare
-    number after a unit counts in the next smaller unit (``5'11``, ``1m80``); terms may be parted by a comma or ``and``
-    after a unit (``2 days, 4 hours``). Any other
-    bare number beside another number (``5 11``, ``180 175 g``) is ``ambiguous-numbers``:
-    summing them was a silent guess. Digits grouped in thousands are one number
+    number after a unit counts in the next smaller unit (``5'11``, ``1m80``); terms may be
+    parted by a comma or ``and`` after a unit (``2 days, 4 hours``). Any other bare number
+    beside another number (``5 11``, ``180 175 g``) is ``ambiguous-numbers``: summing them
+    was a silent guess. Digits grouped in thousands are one number
     (:func:`join_thousands`). ``decimal=","`` reads ``1,80 m`` and ``1.000,5 g`` as European
     writing does. Blank text is a missing value: NaN and no problem.
     """
