@@ -316,9 +316,22 @@ def test_resample_reaches_the_target_cells_exactly(german, method):
     parents = added["id"].str.split("#").str[0]
     originals = german.set_index("id").loc[parents]
     assert (originals["amount"].to_numpy() == added["amount"].to_numpy()).all()
-    assert set(rejected["reason"]) <= {"resample:<25/bad", "resample:≥25/good"}
+    assert set(rejected["reason"]) <= {"sampled-out-of-cell=<25/bad", "sampled-out-of-cell=>=25/good"}
     assert len(rejected) == sum(max(c["count"] - c["target"], 0) for c in stage.summary()["cells"])
     assert stage.summary()["after"]["age"]["di"] == pytest.approx(1.0, abs=0.01)
+
+
+def test_resample_reject_reasons_name_the_cell_with_its_labels_text(adult):
+    """A reason's rule ends at its first '=', so the cell's '=' was rewritten: Adult's
+    ``<=50K`` came out ``≤50K``, a label no row has. The rule now says what happened and
+    the detail is the cell as the summary names it."""
+    stage = Resample(favorable=">50K")
+    kept, rejected = run_stage(stage, adult, npartitions=3, roles=ADULT_SEX)
+    over = {c["cell"]: c["count"] - c["target"] for c in stage.summary()["cells"] if c["count"] > c["target"]}
+    assert set(over) == {"Female/<=50K", "Male/>50K"}
+    assert rejected["reason"].value_counts().to_dict() == {f"sampled-out-of-cell={c}": n for c, n in over.items()}
+    rule, cell = rejected["reason"].iloc[0].split("=", 1)
+    assert rule == "sampled-out-of-cell" and (rejected["sex"] + "/" + rejected["income"] == cell).iloc[0]
 
 
 def test_resample_cells_whose_group_or_label_holds_a_slash_stay_apart():
@@ -335,7 +348,7 @@ def test_resample_cells_whose_group_or_label_holds_a_slash_stay_apart():
     assert set(cells) == {"a/c", 'a/"b/c"', '"a/b"/c', '"a/b"/"b/c"'}
     sizes = kept.groupby(["g", "y"]).size()
     assert sizes[("a/b", "c")] == cells['"a/b"/c'] and sizes[("a", "b/c")] == cells['a/"b/c"']
-    assert set(rejected["reason"]) == {'resample:"a/b"/c', 'resample:a/"b/c"'}
+    assert set(rejected["reason"]) == {'sampled-out-of-cell="a/b"/c', 'sampled-out-of-cell=a/"b/c"'}
 
 
 @pytest.mark.parametrize("method", ["uniform", "preferential"])

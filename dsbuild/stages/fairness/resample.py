@@ -39,9 +39,7 @@ def _label_text(values) -> np.ndarray:
     return np.array([None if _isna(v) else _text(v) for v in values], dtype=object)
 
 
-def _reason_text(text: str) -> str:
-    """Cell names in reject reasons may not contain '=' (it separates rule from detail)."""
-    return text.replace("<=", "≤").replace(">=", "≥").replace("=", ":")
+SAMPLED_OUT = "sampled-out-of-cell"  # reject rule; the detail after '=' is the cell, as the summary's cells name it
 
 
 class ResampleOptions(RankerOptions):
@@ -54,8 +52,8 @@ class ResampleOptions(RankerOptions):
 class Resample(FairnessStage):
     """Kamiran & Calders sampling to the cell sizes that make group and label independent.
 
-    An oversized cell loses rows (to rejects, reason ``resample:<group>/<label>``; a part
-    holding ``/`` is quoted, ``"a/b"/c``), an
+    An oversized cell loses rows (to rejects, reason ``sampled-out-of-cell=<group>/<label>``,
+    the cell's name as the summary gives it; a part holding ``/`` is quoted, ``"a/b"/c``), an
     undersized one gains copies (ids ``parent#rs<k>``): every row ``⌊d / n⌋`` copies and
     ``d mod n`` rows one more. ``uniform`` picks rows at random (seeded per record);
     ``preferential`` picks the rows nearest the decision boundary first: positives with
@@ -120,7 +118,7 @@ class Resample(FairnessStage):
         remove = (action < 0) & picked
         copies = np.where(action > 0, plan["base"][at] + picked, 0)
         cells = np.asarray(plan["index"], dtype=object)
-        reasons = np.array([f"resample:{_reason_text(cells[c])}" if r else None for c, r in zip(at, remove)], dtype=object)
+        reasons = np.array([f"{SAMPLED_OUT}={cells[c]}" if r else None for c, r in zip(at, remove)], dtype=object)
         part = reject(part, remove, reasons)
         if copies.sum() == 0:
             return part
