@@ -185,6 +185,24 @@ def test_a_disparate_impact_that_rests_on_a_handful_of_rows_is_said(german, adul
     assert audit.result_warnings({"in": len(adult), "summary": audit.summary()}) == []  # its smallest group has 109 rows
 
 
+def test_a_by_value_whose_disparate_impact_rests_on_a_handful_of_rows_is_said(adult):
+    """``by``'s figures are each value's rows alone: Adult's whole has no group under 30
+    rows, but a 15 % split by sex × race has, and its disparate impact 0 was said nowhere
+    (jobs/fairness_adult.yaml's test and validation splits)."""
+    frame = adult.assign(split=np.where(np.arange(len(adult)) % 20 < 3, "test", "train"))
+    audit = FairnessAudit(favorable=">50K", by=["split"])
+    run_stage(audit, frame, npartitions=2, roles=ADULT)
+    summary = audit.summary()
+    notes = audit.result_warnings({"in": len(frame), "summary": summary})
+    test = summary["by"]["split"]["test"]["data"]["sex × race"]
+    small = [g for g, x in test["groups"].items() if x["count"] < 30]
+    assert small and notes and all("(rows where split = test)" in n for n in notes)
+    assert any(n.startswith(f"stage 'fairness_audit': by sex × race (rows where split = test), the disparate impact "
+                            f"{test['di']:.3g} rests on") for n in notes)
+    groups = [g for n in notes for g in small if f"{g!r} (" in n]
+    assert groups and all(test["groups"][g]["count"] < 30 for g in groups)
+
+
 def test_the_ranker_is_fitted_with_the_rows_weights(german):
     """The counts were weighted but the model behind the audit, massage and preferential
     resample was not: rows of weight 0 (here each row's copy with the other label) taught it

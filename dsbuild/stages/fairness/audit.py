@@ -26,6 +26,7 @@ from dsbuild.stages.fairness.base import (
     FairnessStage,
     ModelName,
     _jsonable,
+    _small_group_notes,
 )
 
 PRED = "_pred"
@@ -80,7 +81,7 @@ class FairnessAudit(FairnessStage):
         """A model that predicts nearly one outcome for everyone has near-equal rates in every
         group: its parity figures read as fair when it learned nothing (German credit's
         numeric columns: accuracy 0.706 where the favourable rate is 0.700)."""
-        notes = super().result_warnings(entry)
+        notes = super().result_warnings(entry) + self._small_by_group_notes(entry.get("summary") or {})
         model = (entry.get("summary") or {}).get("model")
         if not model or model.get("balanced_accuracy") is None or skill(model["balanced_accuracy"], 0.5) >= MIN_SKILL:
             return notes
@@ -89,6 +90,17 @@ class FairnessAudit(FairnessStage):
             f"balanced accuracy {model['balanced_accuracy']:.3f}, chance 0.5; accuracy {model['accuracy']:.3f}), so its "
             "parity figures describe a model that predicts much the same for every row, not a fair one. Give it features "
             "that predict the label (columns.features; text and category columns are one-hot encoded)"]
+
+    def _small_by_group_notes(self, summary: dict) -> list[str]:
+        """``by``'s figures are each value's rows alone, a share of the whole: Adult's test
+        split (15 %) by sex × race has groups of 16 rows where the whole has 109, and its
+        disparate impact is their luck, which the whole's note did not say."""
+        notes = []
+        for column, values in (summary.get("by") or {}).items():
+            for value, audit in values.items():
+                views = {f"{view} (rows where {column} = {value})": v for view, v in (audit.get("data") or {}).items()}
+                notes += _small_group_notes(self.ctx.name, views)
+        return notes
 
     def _count_with_predictions(self, part, state=None):
         extra = {f"{BY}{c}": _by_text(part[c]) for c in self.options.by}
