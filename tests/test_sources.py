@@ -275,6 +275,40 @@ def test_csv_decimal_commas_are_found_without_being_told(tmp_path):
     assert read_source({"format": "csv", "path": str(tmp_path / "mixed.csv")}).schema.types == [pa.string(), pa.float64()]
 
 
+def test_csv_thousands_dots_with_a_decimal_comma_are_found_without_being_told(tmp_path):
+    """A German spreadsheet's export writes 1.234,50: since the decimal comma alone was
+    found, such columns were still text. Found the same way, validate says so, a value past
+    the sample that is no number is rejected, and a job may declare it (thousands: '.')."""
+    german = str.maketrans(",.", ".,")
+    lines = ["ort;betrag;einwohner;kurs"] + [f"o{i};{i * 1234.5:,.2f};{i * 98765:,}".translate(german) + f";{i},{i}"
+                                               for i in range(2000)]
+    lines[1500] = "o1500;zwölf;7;1,5"
+    (tmp_path / "de.csv").write_text("\n".join(lines) + "\n")
+    spec = {"format": "csv", "path": str(tmp_path / "de.csv"), "blocksize": 8_000, "infer_bytes": 8_000}
+    src = read_source(spec)
+    assert src.notes == [f"source: {tmp_path / 'de.csv'}: betrag, einwohner, kurs are written with thousands dots and a "
+                         "decimal comma (1.234,50): read as numbers; set source.decimal: '.' to read them as text"]
+    assert [str(t) for t in src.schema.types] == ["string", "double", "int64", "double"]
+    df = src.frame.compute().set_index("id")
+    assert df.loc["de.csv:1234", ["betrag", "einwohner", "kurs"]].tolist() == [1234 * 1234.5, 1234 * 98765, 1234.1234]
+    assert df[REJECT].dropna().to_dict() == {"de.csv:1499": "type:betrag=zwölf"}
+    assert df["betrag"].sum() == pytest.approx(sum(i * 1234.5 for i in range(2000) if i != 1499))
+    for told in ({"thousands": "."}, {"decimal": ","}, {"decimal": ",", "thousands": "."}):
+        pd.testing.assert_frame_equal(read({**spec, **told}).set_index("id"), df)
+    assert read_source({**spec, "decimal": "."}).schema.field("betrag").type == pa.string()
+    kept = read_source({**spec, "text_columns": ["kurs"]})
+    assert [str(t) for t in kept.schema.types] == ["string", "double", "int64", "string"]
+    # 1.000 alone is a float to Arrow: read with thousands dots it would be 1000, so every column stays as written
+    (tmp_path / "both.csv").write_text("betrag;menge\n1.234,50;1.000\n2,5;2.500\n")
+    both = read_source({"format": "csv", "path": str(tmp_path / "both.csv")})
+    assert both.schema.types == [pa.string(), pa.float64()]
+    assert both.notes == [f"source: {tmp_path / 'both.csv'}: betrag is written with thousands dots and a decimal comma "
+                          "(1.234,50), but read so, menge (double: '1.000') would be read as int64: every column is read "
+                          "as written; set source.decimal: ',' and thousands: '.' to read them so"]
+    told = read({"format": "csv", "path": str(tmp_path / "both.csv"), "thousands": "."})
+    assert told["betrag"].tolist() == [1234.5, 2.5] and told["menge"].tolist() == [1000, 2500]
+
+
 def test_csv_separator_from_the_file(tmp_path):
     """A tab for .tsv; else the one of , ; tab | that splits the first lines alike."""
     (tmp_path / "people.tsv").write_text("name\tage\tcity\nann\t31\tOslo, NO\nbob\t42\tRome\n")

@@ -58,7 +58,7 @@ class CsvSource(_Spec):
     encoding: str = "utf8"
     decimal: str = Field(".", min_length=1, max_length=1, description="decimal mark of numbers: ',' for 3,50 (then sep is usually ';')")
     thousands: str | None = Field(None, min_length=1, max_length=1, description="thousands separator of numbers, as "
-                                  "spreadsheets export them: ',' reads \"1,234.50\" as 1234.5 ('.' with decimal ',' for 1.234,50)")
+                                  "spreadsheets export them: ',' reads \"1,234.50\" as 1234.5, '.' reads 1.234,50 (the decimal mark then a comma)")
     text_columns: list[str] = Field(default_factory=list, description="columns read as text, as written, whatever their "
                                     "values look like: zip codes and codes with leading zeros, labels that mix numbers and words")
     column_types: dict[str, ColumnType] = Field(
@@ -78,6 +78,15 @@ class CsvSource(_Spec):
             close = difflib.get_close_matches(name.lower(), ["utf8", "utf-8", "utf-16", "latin-1", "cp1252", "ascii", "utf-8-sig"], n=1)
             raise ValueError(f"unknown encoding {name!r}" + (f" (did you mean {close[0]!r}?)" if close else "")) from None
         return name
+
+    @model_validator(mode="before")
+    @classmethod
+    def _thousands_dots_mean_decimal_commas(cls, data):
+        """``thousands: '.'`` alone is the European ``1.234,50``: it was refused as "thousands
+        '.' is also the decimal mark", the decimal point it was not given."""
+        if isinstance(data, dict) and data.get("thousands") == "." and "decimal" not in data:
+            return {**data, "decimal": ","}
+        return data
 
     @model_validator(mode="after")
     def _decimal_is_not_sep(self):
@@ -128,14 +137,14 @@ def _read_csv(spec: CsvSource, count_rows: bool = True, id_column: str | None = 
     schema, spans_lines = _csv_infer_schema(sample, orders.get(sampled, names), own)
     notes = [f"source: {files[0]} starts with {marked.upper()}'s byte-order mark: read as {marked} text"] if marked else []
     notes += [_hint_note(next(iter(hints)), hints, spec)] if hints else []
-    if "decimal" not in spec.model_fields_set and own.sep != ",":
-        commas, schema, spans_lines = _decimal_commas(sample, orders.get(sampled, names), own, schema, spans_lines,
-                                                      [*spec.text_columns, *(c for c, t in spec.column_types.items() if t in ("str", "bool")),
-                                                       *id_columns(names, id_column)])
-        if commas:
-            spec = spec.model_copy(update={"decimal": ","})
-            notes.append(f"source: {sampled}: {', '.join(commas)} {'is' if len(commas) == 1 else 'are'} written with a "
-                         "decimal comma (3,50): read as numbers; set source.decimal: '.' to read them as text")
+    told = spec.model_fields_set
+    if "thousands" not in told and (spec.decimal == "," or ("decimal" not in told and own.sep != ",")):
+        found, schema, spans_lines, note = _decimal_commas(sample, orders.get(sampled, names), own, schema, spans_lines,
+                                                           [*spec.text_columns, *(c for c, t in spec.column_types.items() if t in ("str", "bool")),
+                                                            *id_columns(names, id_column)])
+        if found:
+            spec = spec.model_copy(update=found)
+        notes += [f"source: {sampled}: {note}"] if note else []
     schema = pa.schema([schema.field(n) for n in names])
     schema = with_types(as_text(schema, [*spec.text_columns, *id_columns(names, id_column)], files[0]), spec.column_types, files[0])
     quoted = spans_lines if spec.newlines_in_values is None else spec.newlines_in_values
@@ -149,34 +158,56 @@ def _read_csv(spec: CsvSource, count_rows: bool = True, id_column: str | None = 
     return Source(frame, records, skipped, schema, ids_given=ID in schema.names, filesystem=fs, notes=notes)
 
 
-_DECIMAL_COMMA = r"^[+-]?(\d+|\d*,\d+)$"
+# a number with a decimal comma, its whole part grouped by thousands dots or not: 3,50 1.234,50 1.234.567
+_DECIMAL_COMMA = r"^[+-]?((\d{1,3}(\.\d{3})+|\d+)(,\d+)?|,\d+)$"
 
 
 def _decimal_commas(sample: bytes, names: list[str], spec: CsvSource, schema: pa.Schema, spans_lines: bool,
-                    kept: list[str]) -> tuple[list[str], pa.Schema, bool]:
-    """(the columns written with a decimal comma, the schema and spans_lines read with it)
-    where the job gives no ``decimal``: a ``;``-separated European export read ``1,5`` as
-    the text "1,5", and no numeric stage took the column. A column counts when every value
-    in the sample is a number with a comma as its mark (whole numbers beside them), one
-    at least with a comma; the sample is read again with ``decimal: ','`` only if that
-    keeps every other column's type, so a file that also writes ``1.5`` stays as it was.
-    ``kept``: columns the job reads as text or booleans (text_columns, column_types, ids);
-    one it declares a number is a number with a decimal comma as well."""
+                    kept: list[str]) -> tuple[dict, pa.Schema, bool, str | None]:
+    """(the options the sample is read with: ``decimal: ','``, and ``thousands: '.'``; the
+    schema and spans_lines read with them; a note for validate) where the job gives no
+    ``decimal`` (or gives a comma) and no ``thousands``: a ``;``-separated European export
+    read ``1,5`` and ``1.234,50`` as text, and no numeric stage took the column.
+
+    A column counts when every value in the sample is such a number (whole numbers beside
+    them), one at least with a comma or a thousands dot; the sample is read again with the
+    marks they need only if that keeps every other column's type, so a file that also
+    writes ``1.5``, or ``1.000`` (a float, or a thousand?), stays as it was, and the note
+    says which column held it back. ``kept``: columns the job reads as text or booleans
+    (text_columns, column_types, ids); one it declares a number is one with a decimal comma
+    as well."""
     text = [f.name for f in schema if f.name not in kept and pa.types.is_string(f.type)]
     sampled = _sampled_text(sample, names, spec, text) if text else pa.table({})
-    commas = [n for n in text if _comma_numbers(sampled.column(n).drop_null())]
-    if not commas:
-        return [], schema, spans_lines
-    again, spans_again = _csv_infer_schema(sample, names, spec.model_copy(update={"decimal": ","}))
-    if any(again.field(f.name).type != f.type for f in schema if f.name not in commas) or \
-            not all(pa.types.is_floating(again.field(n).type) for n in commas):
-        return [], schema, spans_lines
-    return commas, again, spans_again
+    found = [n for n in text if _comma_numbers(sampled.column(n).drop_null())]
+    if not found:
+        return {}, schema, spans_lines, None
+    dots = [n for n in found if pc.any(pc.match_substring(sampled.column(n), ".")).as_py()]
+    marks = {"decimal": ","} | ({"thousands": "."} if dots else {})
+    again, spans_again = _csv_infer_schema(sample, names, spec.model_copy(update=marks))
+    changed = [f.name for f in schema if f.name not in found and f.name not in kept and again.field(f.name).type != f.type]
+    written = f"written with {'thousands dots and ' * bool(dots)}a decimal comma ({'1.234,50' if dots else '3,50'})"
+    listed = f"{', '.join(found)} {'is' if len(found) == 1 else 'are'} {written}"
+    if not all(pa.types.is_floating(t) or (dots and pa.types.is_integer(t)) for t in (again.field(n).type for n in found)):
+        return {}, schema, spans_lines, None
+    if changed:
+        told = " and ".join(f"{k}: {v!r}" for k, v in marks.items())
+        return {}, schema, spans_lines, (
+            f"{listed}, but read so, {changed[0]} ({schema.field(changed[0]).type}: {_first_value(sample, names, spec, changed[0])}) "
+            f"would be read as {again.field(changed[0]).type}: every column is read as written; set source.{told} to "
+            "read them so")
+    how = "set source.decimal: '.'" if "decimal" not in spec.model_fields_set else "list them in source.text_columns"
+    return marks, again, spans_again, f"{listed}: read as numbers; {how} to read them as text"
+
+
+def _first_value(sample: bytes, names: list[str], spec: CsvSource, name: str) -> str:
+    """The column's first value in the sample, as written (for a note)."""
+    values = _sampled_text(sample, names, spec, [name]).column(name).drop_null()
+    return repr(values[0].as_py()) if len(values) else "no values"
 
 
 def _comma_numbers(values: pa.ChunkedArray) -> bool:
     return len(values) > 0 and pc.all(pc.match_substring_regex(values, _DECIMAL_COMMA)).as_py() and \
-        pc.any(pc.match_substring(values, ",")).as_py()
+        pc.any(pc.match_substring_regex(values, "[,.]")).as_py()
 
 
 def _sampled_text(sample: bytes, names: list[str], spec: CsvSource, columns: list[str]) -> pa.Table:
