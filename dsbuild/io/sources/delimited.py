@@ -18,8 +18,8 @@ import pyarrow.csv as pacsv
 from pydantic import Field, field_validator, model_validator
 
 from dsbuild.io.sources import quoted as quoting
+from dsbuild.io.sources import wide as wide_text
 from dsbuild.io.sources.common import (
-    BYTE_ORDER_MARKS,
     RAW,
     TYPE_SAMPLE_BYTES,
     Source,
@@ -33,7 +33,6 @@ from dsbuild.io.sources.common import (
     ColumnType,
     as_text,
     id_columns,
-    marked_encoding,
     row_ids,
     with_types,
     to_pandas,
@@ -103,10 +102,10 @@ def _read_csv(spec: CsvSource, count_rows: bool = True, id_column: str | None = 
     fs, root, files, skipped = _expand(spec.path, compressed_too(".csv", ".tsv", ".tab", ".txt"))
     files = _without_empty(fs, files, skipped, spec.path)
     check_compressions(files)
-    marked = None if "encoding" in spec.model_fields_set else _marked_encoding(fs, files[0])
+    marked = None if "encoding" in spec.model_fields_set else wide_text.file_encoding(fs, files[0])
     if marked:  # Excel's Unicode Text: the byte-order mark says what the text is
         spec = spec.model_copy(update={"encoding": marked})
-    wide = spec.encoding if _is_wide(spec.encoding) else None
+    wide = spec.encoding if wide_text.is_wide(spec.encoding) else None
     if wide:  # read as the UTF-8 text they hold
         spec = spec.model_copy(update={"encoding": "utf8"})
     sample = _read_block(fs, files[0], 0, spec.infer_bytes, wide)
@@ -148,7 +147,7 @@ def _read_csv(spec: CsvSource, count_rows: bool = True, id_column: str | None = 
     schema = pa.schema([schema.field(n) for n in names])
     schema = with_types(as_text(schema, [*spec.text_columns, *id_columns(names, id_column)], files[0]), spec.column_types, files[0])
     quoted = spans_lines if spec.newlines_in_values is None else spec.newlines_in_values
-    units = {path: _wide_unit(fs, path, wide) for path in files} if wide and quoted else None
+    units = {path: wide_text.wide_unit(fs, path, wide) for path in files} if wide and quoted else None
     blocksize = max(spec.blocksize // 4 * 4, 4) if wide else spec.blocksize  # blocks begin at whole code units
     blocks, records = _text_blocks(fs, files, root, blocksize, count_rows, quoted=quoted, units=units,
                                    read=functools.partial(_read_block, wide=wide))
@@ -276,117 +275,17 @@ def _without_hint(data: bytes) -> bytes:
     return data[found.end():] if found else data
 
 
-def _is_wide(encoding: str) -> bool:
-    """Whether text in ``encoding`` has no newline byte of its own (UTF-16, UTF-32, as
-    Excel's "Unicode Text" export writes): files are cut and lines found at the byte
-    ``\n``, which splits such text mid-character; encoding: utf-16 was "not utf-16 text"."""
-    return codecs.lookup(encoding).name.startswith(("utf-16", "utf-32"))
-
-
 def _read_block(fs, path: str, start: int, length: int | None, wide: str | None, hint: bool = False) -> bytes:
-    """A block of the file as :func:`_read_text_block` reads it; a file in a ``wide``
-    encoding is cut at its own newlines (a code unit) and given as the UTF-8 text it holds.
-    The file's first block comes without a separator hint line (``hint``: with it), so the
-    header is its first line and the lines after it are counted from there."""
+    """A block of the file as :func:`_read_text_block` reads it (a file in a ``wide``
+    encoding as the UTF-8 text it holds, :func:`wide.read_block`). The file's first block
+    comes without a separator hint line (``hint``: with it), so the header is its first
+    line and the lines after it are counted from there."""
     if wide is None:
         data = _read_text_block(fs, path, start, length)
-        return data if start or hint else _without_hint(data.removeprefix(codecs.BOM_UTF8))
-    with fs.open(path, "rb", compression="infer") as f:
-        head = f.read(4)
-        codec, unit = _wide_codec(head, wide)
-        if start == 0 and length is None:  # a compressed file, or one whose values span lines: streamed whole
-            data = _transcoded(f, head, codec, path)
-        else:
-            first, records = _wide_records(f, head, start, length, unit, codec)
-            data = _transcoded(io.BytesIO(records), b"", codec, path, first)
-    data = data.removeprefix(codecs.BOM_UTF8) if start == 0 else data  # a byte-order mark is no text
-    data = _without_hint(data) if start == 0 and not hint else data
-    return data if data.endswith(b"\n") or not data else data + b"\n"
-
-
-def _wide_records(f, head: bytes, start: int, length: int, unit: int, codec: str) -> tuple[int, bytes]:
-    """Where they begin, and the bytes of the records that begin in ``[start, start + length)``, as
-    ``fsspec.utils.read_block`` finds them at newline bytes: from just past the first
-    newline unit at or after ``start`` (the file's start for 0) through the first one at or
-    after its end. A file's start is read forward only (compressed streams seek badly)."""
-    end = -(-(start + length) // unit) * unit
-    if start == 0:
-        first, data = 0, head + f.read(max(end - len(head), 0))
+        data = data if start else data.removeprefix(codecs.BOM_UTF8)
     else:
-        f.seek(-(-start // unit) * unit)
-        first = f.tell() + len(_through_newline(f, unit, codec))
-        if end < first:  # the block lies inside a line longer than it
-            return first, b""
-        f.seek(first)
-        data = f.read(end - first)
-    return first, data + _through_newline(f, unit, codec)
-
-
-def _through_newline(f, unit: int, codec: str) -> bytes:
-    """The bytes of ``f`` from where it is through its next newline code unit (to its end
-    if none): a newline is a whole code unit, never half of a character's."""
-    dtype = np.dtype(f"{'>' if codec.endswith('be') else '<'}u{unit}")
-    out = []
-    while chunk := f.read(_WIDE_CHUNK):
-        found = np.flatnonzero(np.frombuffer(chunk[: len(chunk) // unit * unit], dtype=dtype) == 0x0A)
-        if len(found):
-            out.append(chunk[: (int(found[0]) + 1) * unit])
-            break
-        out.append(chunk)
-    return b"".join(out)
-
-
-_WIDE_CHUNK = 2**16
-
-
-def _transcoded(f, head: bytes, codec: str, path: str, at: int = 0) -> bytes:
-    """``head`` and the rest of ``f`` as UTF-8, decoded a chunk at a time: read whole and
-    decoded at once, a file held its bytes, its text and the text's UTF-8 together, about
-    three times its size. ``at``: where ``f`` starts in the file, for the message."""
-    decoder, out, chunk = codecs.getincrementaldecoder(codec)(), [], head or f.read(_TRANSCODE_CHUNK)
-    while True:
-        last = not chunk
-        try:
-            out.append(decoder.decode(chunk, final=last).encode("utf8"))
-        except UnicodeDecodeError as e:
-            raise SourceError(f"{path}: not {codec} text at byte {at + e.start:,} ({chunk[max(e.start - 20, 0):e.end + 20]!r}); "
-                              "set source.encoding to the file's") from None
-        if last:
-            return b"".join(out)
-        at += len(chunk)
-        chunk = f.read(_TRANSCODE_CHUNK)
-
-
-_TRANSCODE_CHUNK = 2**20
-
-
-def _wide_unit(fs, path: str, wide: str) -> str:
-    """The numpy dtype of the file's code unit, in the byte order its byte-order mark names:
-    where values span lines, its quotes and newlines are counted by unit (a byte 0x22 may
-    be half of a character), so the file is cut into blocks as a UTF-8 one is, not read whole."""
-    with fs.open(path, "rb") as f:
-        return _unit_dtype(*_wide_codec(f.read(4), wide))
-
-
-def _unit_dtype(codec: str | None, unit: int) -> str:
-    """The numpy dtype of a code unit of ``codec`` (``u1``: bytes, for any other text)."""
-    return "u1" if codec is None else f"{'>' if codec.endswith('be') else '<'}u{unit}"
-
-
-def _marked_encoding(fs, path: str) -> str | None:
-    """``utf-16`` or ``utf-32`` where the file starts with its byte-order mark, as Excel's
-    "Unicode Text" export does: such a file stopped as "UTF-16 text ...; set
-    source.encoding: utf-16", though the mark leaves no doubt."""
-    with fs.open(path, "rb", compression="infer") as f:
-        return marked_encoding(f.read(4))
-
-
-def _wide_codec(head: bytes, wide: str) -> tuple[str, int]:
-    """The codec, in the byte order the file's byte-order mark names (a block past the
-    start has none to tell it), and its code unit's bytes."""
-    unit = 4 if codecs.lookup(wide).name.startswith("utf-32") else 2
-    bom = next((name for mark, name in BYTE_ORDER_MARKS if head.startswith(mark) and len(mark) == unit), None)
-    return bom or wide, unit
+        data = wide_text.read_block(fs, path, start, length, wide)
+    return data if start or hint else _without_hint(data)
 
 
 def _sniff_sep(path: str, sample: bytes, spec: CsvSource) -> str:
@@ -635,9 +534,9 @@ class _CsvBlock:
         path, rel, start, length, first_line, *quote_states = block
         if quote_states and length is not None:
             with self.fs.open(path, "rb") as f:
-                codec, unit = _wide_codec(f.read(4), self.wide) if self.wide else (None, 1)
-                data = quoting.read_records(f, start, length, *quote_states[0], _unit_dtype(codec, unit))
-            data = _transcoded(io.BytesIO(data), b"", codec, path, start) if self.wide else data
+                codec, unit = wide_text.wide_codec(f.read(4), self.wide) if self.wide else (None, 1)
+                data = quoting.read_records(f, start, length, *quote_states[0], wide_text.unit_dtype(codec, unit))
+            data = wide_text.transcoded(io.BytesIO(data), b"", codec, path, start) if self.wide else data
             data = data if data.endswith(b"\n") or not data else data + b"\n"
             data = _without_hint(data.removeprefix(codecs.BOM_UTF8)) if start == 0 else data
         else:
