@@ -1,5 +1,6 @@
 """Sources: every row gets a stable id; rows that cannot be parsed are marked, not lost."""
 
+import codecs
 import gzip
 import json
 import re
@@ -1016,9 +1017,6 @@ def test_jsonl_not_in_utf8_stops_the_run_or_rejects_the_line_never_keeps_it(tmp_
     (tmp_path / "a.jsonl").write_bytes(b'{"t": "plain"}\n{"t": "caf\xe9"}\n')
     with pytest.raises(SourceError, match=r"a.jsonl: line 2 is not UTF-8 text"):
         read({"format": "jsonl", "path": str(tmp_path / "a.jsonl")})
-    (tmp_path / "ps.jsonl").write_bytes('{"t": "plain"}\n'.encode("utf-16"))  # PowerShell's Out-File: the advice was latin1
-    with pytest.raises(SourceError, match=r"ps.jsonl: UTF-16 text \(it starts with UTF-16's byte-order mark.*iconv -f utf-16 -t utf-8"):
-        read({"format": "jsonl", "path": str(tmp_path / "ps.jsonl")})
     lines = [b'{"t": "line %d caf\xc3\xa9"}' % i for i in range(300)]
     lines[250] = b'{"t": "caf\xe9 latin"}'  # past the sample, in a later block
     (tmp_path / "b.jsonl").write_bytes(b"\n".join(lines) + b"\n")
@@ -1026,6 +1024,30 @@ def test_jsonl_not_in_utf8_stops_the_run_or_rejects_the_line_never_keeps_it(tmp_
     assert df.loc[df[REJECT].notna(), REJECT].tolist() == ["json:not-utf8=b.jsonl line 251"]
     assert df.loc[df[REJECT].notna(), "id"].tolist() == ["b.jsonl:250"]
     assert [t for t in df["t"].dropna()] == [f"line {i} café" for i in range(300) if i != 250]
+
+
+def test_jsonl_in_utf16_as_powershell_writes_it(tmp_path):
+    """Windows PowerShell's Out-File and > write UTF-16 (little-endian, with its byte-order
+    mark, CRLF): such a file was refused with advice to convert it. It is read as its
+    text, cut into blocks at its own newlines, beside UTF-8 files; a .json array and
+    UTF-32 too. A line that is not JSON is rejected with its text."""
+    lines = [json.dumps({"n": i, "name": f"Müller {i} 日本"}, ensure_ascii=False) for i in range(3000)]
+    lines[2500] = '{"n": 2500, "name": "cut'
+    (tmp_path / "ps.jsonl").write_bytes("\r\n".join([*lines, ""]).encode("utf-16"))
+    spec = {"format": "jsonl", "path": str(tmp_path / "ps.jsonl"), "blocksize": 8_000, "infer_bytes": 4_000}
+    src = read_source(spec)
+    assert src.frame.npartitions > 10
+    assert src.notes == [f"source: {tmp_path / 'ps.jsonl'} starts with UTF-16's byte-order mark: read as utf-16 text"]
+    df = src.frame.compute().set_index("id")
+    assert len(df) == 3000 and df.loc["ps.jsonl:2999", "name"] == "Müller 2999 日本" and df.loc["ps.jsonl:0", "n"] == 0
+    assert df.loc["ps.jsonl:2500", RAW] == '{"n": 2500, "name": "cut' and df[REJECT].notna().sum() == 1
+    assert df["n"].sum() == sum(range(3000)) - 2500
+    (tmp_path / "more").mkdir()
+    (tmp_path / "more" / "a.jsonl").write_text('{"n": 1, "name": "ä"}\n', encoding="utf-8")
+    (tmp_path / "more" / "b.json").write_bytes(codecs.BOM_UTF32_BE + '[{"n": 2, "name": "ö"}]'.encode("utf-32-be"))
+    (tmp_path / "more" / "c.jsonl.gz").write_bytes(gzip.compress('{"n": 3, "name": "ü"}\r\n'.encode("utf-16")))
+    more = read({"format": "jsonl", "path": str(tmp_path / "more")})
+    assert more[["id", "n", "name"]].values.tolist() == [["a.jsonl:0", 1, "ä"], ["b.json:0", 2, "ö"], ["c.jsonl.gz:0", 3, "ü"]]
 
 
 def test_csv_in_utf16_as_excel_exports_unicode_text(tmp_path):

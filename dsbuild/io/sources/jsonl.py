@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any, Literal
 
@@ -24,10 +25,10 @@ from dsbuild.io.sources.common import (
     ColumnType,
     as_text,
     id_columns,
-    marked_encoding,
     with_types,
     to_pandas,
 )
+from dsbuild.io.sources import wide as wide_text
 from dsbuild.io.sources.text import Together, _read_text_block, _text_blocks, check_compressions, compressed_too, together
 from dsbuild.records import ID, REJECT
 from dsbuild.sizes import Bytes
@@ -57,12 +58,14 @@ def _read_jsonl(spec: JsonlSource, count_rows: bool = True, id_column: str | Non
     fs, root, files, skipped = _expand(spec.path, compressed_too(".jsonl", ".json", ".ndjson"))
     files = _without_empty(fs, files, skipped, spec.path)
     check_compressions(files)
-    arrays = {f for f in files if _is_json_array(fs, f)}
-    sampled = files if spec.merge_schemas else [_first_with_records(fs, files, arrays)]
+    wide = {f: encoding for f in files if (encoding := wide_text.file_encoding(fs, f))}
+    read = functools.partial(_read_json_text, wide=wide)
+    arrays = {f for f in files if _is_json_array(fs, f, wide.get(f))}
+    sampled = files if spec.merge_schemas else [_first_with_records(fs, files, arrays, read)]
     per_file = spec.infer_bytes if len(sampled) == 1 else max(spec.infer_bytes // len(sampled), _LEAST_SAMPLE)
-    rows = [r for f in sampled for r in _sample_records(fs, f, per_file, f in arrays)]
+    rows = [r for f in sampled for r in _sample_records(fs, f, per_file, f in arrays, read)]
     if not rows:
-        sample = _read_text_block(fs, files[0], 0, spec.infer_bytes)
+        sample = read(fs, files[0], 0, spec.infer_bytes)
         if b"\r" in sample.rstrip(b"\r\n") and b"\n" not in sample.rstrip(b"\r\n"):
             raise SourceError(f"{files[0]}: its lines end with a carriage return alone (\\r, old Mac text); JSON lines "
                               "end with \\n or \\r\\n: convert it, e.g. tr '\\r' '\\n' < in.jsonl > out.jsonl")
@@ -71,14 +74,31 @@ def _read_jsonl(spec: JsonlSource, count_rows: bool = True, id_column: str | Non
     text = [*spec.text_columns, *(c for c, t in spec.column_types.items() if t == "str"), *id_columns(inferred.names, id_column)]
     untyped = [n for n in inferred.names if n not in text and n not in spec.column_types and all(_valueless(r.get(n)) for r in rows)]
     schema = with_types(as_text(inferred, [*text, *untyped], files[0]), spec.column_types, files[0])  # text: a value's, as JSON writes it
-    blocks, records = _text_blocks(fs, files, root, spec.blocksize, count_rows, whole=arrays)
-    reader = _JsonBlock(fs, schema, tuple(text), tuple(untyped))
+    blocksize = max(spec.blocksize // 4 * 4, 4) if wide else spec.blocksize  # blocks begin at whole code units
+    blocks, records = _text_blocks(fs, files, root, blocksize, count_rows, whole=arrays, read=read)
+    reader = _JsonBlock(fs, schema, tuple(text), tuple(untyped), read)
     frame = dd.from_map(Together(reader), together(blocks, records, spec.blocksize), meta=reader.empty(), divisions=None, label="read-jsonl",
                         enforce_metadata=False)
-    notes = [f"source: {sampled[0]}: {', '.join(untyped)} {'has' if len(untyped) == 1 else 'have'} no value in the first "
+    notes = [_wide_note(wide)] if wide else []
+    notes += [f"source: {sampled[0]}: {', '.join(untyped)} {'has' if len(untyped) == 1 else 'have'} no value in the first "
              f"{spec.infer_bytes:,} bytes (null, or empty lists): read as text, an object or list as its JSON; set "
              "infer_bytes to type them by more lines"] if untyped else []
     return Source(frame, records, skipped, schema, ids_given=ID in schema.names, filesystem=fs, notes=notes)
+
+
+def _read_json_text(fs, path: str, start: int, length: int | None, wide: dict[str, str]) -> bytes:
+    """A block of a JSON lines file as UTF-8 text: one in UTF-16 or UTF-32 (PowerShell's
+    Out-File and ``>`` write UTF-16), as the UTF-8 text it holds. Such a file was refused
+    with advice to convert it, as though its byte-order mark left any doubt."""
+    if path in wide:
+        return wide_text.read_block(fs, path, start, length, wide[path], advice="its byte-order mark says so: re-export the file")
+    return _read_text_block(fs, path, start, length)
+
+
+def _wide_note(wide: dict[str, str]) -> str:
+    path, encoding = next(iter(wide.items()))
+    others = f" (and {len(wide) - 1:,} more file(s))" if len(wide) > 1 else ""
+    return f"source: {path}{others} starts with {encoding.upper()}'s byte-order mark: read as {encoding} text"
 
 
 def _valueless(value) -> bool:
@@ -89,11 +109,11 @@ def _valueless(value) -> bool:
     return value is None or (isinstance(value, list) and all(_valueless(v) for v in value))
 
 
-def _first_with_records(fs, files: list[str], arrays: set[str]) -> str:
+def _first_with_records(fs, files: list[str], arrays: set[str], read) -> str:
     """The first file not empty of records, whose fields type the columns: a folder of daily
     exports whose first day was ``[]`` or blank lines stopped as "no JSON object in the first
     lines" (an empty array's: "name the file .json", which it was)."""
-    return next((f for f in files if not _no_records(_read_text_block(fs, f, 0, _LEAST_SAMPLE), f in arrays)), files[0])
+    return next((f for f in files if not _no_records(read(fs, f, 0, _LEAST_SAMPLE), f in arrays)), files[0])
 
 
 def _no_records(sample: bytes, array: bool) -> bool:
@@ -125,38 +145,35 @@ def _not_json_lines(sample: bytes, array: bool = False) -> str:
 _LEAST_SAMPLE = 64 * 2**10  # bytes of each file that merge_schemas reads, however many files
 
 
-def _sample_records(fs, path: str, size: int, array: bool) -> list[dict]:
+def _sample_records(fs, path: str, size: int, array: bool, read) -> list[dict]:
     """The objects in the first ``size`` bytes of a file, which type the columns. Every
     record of them, not the first 1,000: a field first met further on (an API that added
     one) was no column, and each row with it was rejected as json:unknown-field."""
-    sample = _read_text_block(fs, path, 0, size)
+    sample = read(fs, path, 0, size)
     _require_utf8(sample, path)
     rows = _array_prefix(sample) if array else [value for _, value, _ in _JsonBlock.items(sample, path, 0)]
     return [r for r in rows if isinstance(r, dict)]
 
 
 def _require_utf8(sample: bytes, path: str) -> None:
-    """JSON text is UTF-8; a file in another encoding (latin-1, UTF-16) stops the run
-    with its first such line, as a CSV file not in its encoding does."""
+    """JSON text is UTF-8 (or UTF-16 or UTF-32 with its byte-order mark, read as UTF-8); a
+    file in another encoding (latin-1) stops the run with its first such line, as a CSV
+    file not in its encoding does."""
     try:
         sample.decode("utf-8")
     except UnicodeDecodeError as e:
-        marked = marked_encoding(sample)
-        if marked:  # PowerShell's > and Out-File write UTF-16: the advice was iconv -f latin1
-            raise SourceError(f"{path}: {marked.upper()} text (it starts with {marked.upper()}'s byte-order mark, as "
-                              f"PowerShell's Out-File writes); JSON is UTF-8: convert the file to it, e.g. iconv -f "
-                              f"{marked} -t utf-8, or Out-File -Encoding utf8") from None
         number = sample.count(b"\n", 0, e.start) + 1
         raise SourceError(f"{path}: line {number} is not UTF-8 text ({sample[max(e.start - 20, 0):e.end + 20]!r}); "
                           "JSON is UTF-8: convert the file to it, e.g. iconv -f latin1 -t utf-8") from None
 
 
-def _is_json_array(fs, path: str) -> bool:
+def _is_json_array(fs, path: str, wide: str | None = None) -> bool:
     """A ``.json`` file whose text starts with ``[`` (JSON lines files are not opened)."""
     if not _may_be_array(path):
         return False
     with fs.open(path, "rb", compression="infer") as f:
-        return _starts_array(f.read(256))
+        head = f.read(256)
+    return _starts_array(head.decode(wide, "ignore").encode() if wide else head)
 
 
 def _may_be_array(path: str) -> bool:
@@ -248,8 +265,8 @@ def _typed_without_misfits(values: list) -> pa.DataType:
 
 
 class _JsonBlock:
-    def __init__(self, fs, schema: pa.Schema, text: tuple[str, ...] = (), untyped: tuple[str, ...] = ()):
-        self.fs, self.schema, self.text, self.untyped = fs, schema, text, untyped
+    def __init__(self, fs, schema: pa.Schema, text: tuple[str, ...] = (), untyped: tuple[str, ...] = (), read=None):
+        self.fs, self.schema, self.text, self.untyped, self.read = fs, schema, text, untyped, read or _read_text_block
         self.floats = [f.name for f in schema if pa.types.is_floating(f.type)]
         self.integers = [f.name for f in schema if _holds_integers(f.type)]  # where a fraction must be refused
         self.nested = [f.name for f in schema if _holds_structs(f.type)]  # where an object may hold a field the type lacks
@@ -279,7 +296,7 @@ class _JsonBlock:
 
     def __call__(self, block) -> pd.DataFrame:
         path, rel, start, length, first_line = block
-        data = _read_text_block(self.fs, path, start, length)
+        data = self.read(self.fs, path, start, length)
         table = self._read_whole(data, path, start)
         if table is not None:
             return _mark_bad(_with_id(to_pandas(table), rel, first_line))
