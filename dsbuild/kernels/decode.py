@@ -8,6 +8,7 @@ import struct
 import sys
 import tempfile
 import threading
+import zlib
 
 import cv2
 import numpy as np
@@ -47,7 +48,24 @@ _UPRIGHT = {  # EXIF orientation -> what makes the stored pixels upright (PIL's 
 }
 
 
+def stored_grey_alpha(data: bytes | None) -> bool:
+    """True for a PNG whose header says grey with alpha (colour type 4), which OpenCV
+    decodes to BGRA with three equal colour channels."""
+    return bool(data) and data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR" and len(data) > 25 and data[25] == 4
+
+
+def as_stored(pixels: np.ndarray | None, data: bytes | None) -> np.ndarray | None:
+    """The pixels in the channels the file holds: a grey+alpha PNG as 2 channels (grey,
+    alpha), not the BGRA OpenCV makes of it. Transformed and written as BGRA, a grey
+    image with alpha came out colour: 3 channels in a JPEG, colour speckle from noise."""
+    if pixels is not None and pixels.ndim == 3 and pixels.shape[2] == 4 and stored_grey_alpha(data):
+        return np.ascontiguousarray(pixels[..., ::3])
+    return pixels
+
+
 def encode_image(pixels: np.ndarray, fmt: str = "png", quality: int | None = None) -> bytes:
+    if fmt == "png" and pixels.ndim == 3 and pixels.shape[2] == 2:
+        return _grey_alpha_png(pixels)
     params: list[int] = []
     if fmt == "jpeg" and quality is not None:
         params = [cv2.IMWRITE_JPEG_QUALITY, int(quality)]
@@ -59,19 +77,44 @@ def encode_image(pixels: np.ndarray, fmt: str = "png", quality: int | None = Non
     return buf.tobytes()
 
 
+def _grey_alpha_png(pixels: np.ndarray) -> bytes:
+    """A PNG of grey with alpha (colour type 4), 8 or 16 bits, which OpenCV does not write
+    (it writes 1, 3 or 4 channels). Rows are filtered Up and deflated at level 1, as fast
+    as OpenCV's BGRA PNG of the same image and less than half its size."""
+    h, w = pixels.shape[:2]
+    deep = pixels.dtype == np.uint16
+    rows = np.ascontiguousarray(pixels.astype(">u2") if deep else pixels).reshape(h, -1).view(np.uint8)
+    filtered = rows.copy()
+    filtered[1:] -= rows[:-1]  # Up: each byte less the one above, modulo 256
+    scanlines = np.hstack([np.full((h, 1), 2, dtype=np.uint8), filtered]).tobytes()
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+    header = struct.pack(">IIBBBBB", w, h, 16 if deep else 8, 4, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(scanlines, 1)) + chunk(b"IEND", b"")
+
+
 def for_format(pixels: np.ndarray, fmt: str) -> np.ndarray:
     """The pixels as ``fmt`` can hold them, converted on purpose rather than by the codec.
 
     OpenCV's encoders saturate a depth they cannot write (a 16-bit image became all 255
     in a JPEG), and drop or add channels on their own, so a copy's depth and channels
     would not be what its columns say. Depth goes to 8 bits by the dtype's range (16-bit:
-    ``value * 255 / 65535``, rounded; floats as 0-1); JPEG has no alpha (dropped; grey
-    stays grey); WebP has no grey (made 3 channels) and keeps alpha, unless it is fully
-    opaque, which WebP does not store. The same array comes back when nothing changes.
+    ``value * 255 / 65535``, rounded; floats as 0-1); JPEG has no alpha (dropped; grey,
+    with alpha or not, stays grey); WebP has no grey (made 3 channels) and keeps alpha,
+    unless it is fully opaque, which WebP does not store. Grey with alpha (2 channels,
+    :func:`as_stored`) stays so in a PNG; TIFF and BMP get BGRA (OpenCV writes no 2
+    channels, and reads a grey+alpha TIFF as grey). The same array comes back when
+    nothing changes.
     """
     if pixels.dtype not in _DEPTHS.get(fmt, (pixels.dtype,)):
         pixels = to_uint8(pixels)
     channels = 1 if pixels.ndim == 2 else pixels.shape[2]
+    if channels == 2 and fmt == "jpeg":
+        return np.ascontiguousarray(pixels[..., 0])
+    if channels == 2 and fmt != "png":
+        pixels, channels = cv2.merge([pixels[..., 0]] * 3 + [pixels[..., 1]]), 4
     if fmt == "jpeg" and channels == 4:
         return cv2.cvtColor(pixels, cv2.COLOR_BGRA2BGR)
     if fmt == "webp" and channels == 1:

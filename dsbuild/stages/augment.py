@@ -23,7 +23,7 @@ import pyarrow as pa
 from pydantic import Field, field_validator
 
 from dsbuild.kernels import selection
-from dsbuild.kernels.decode import decode_image, encode_image, levels_problem, for_format
+from dsbuild.kernels.decode import as_stored, decode_image, encode_image, for_format, levels_problem
 from dsbuild.kernels.images import BOX_FORMATS, AnnotationError, Compose, TooSmall, transform_from_spec
 from dsbuild.records import (
     ID,
@@ -58,8 +58,8 @@ class AugmentOptions(StageOptions):
     format: Literal["same", "jpeg", "png", "webp"] = Field(
         "same", description="encoding of copies; 'same' keeps each parent's depth and channels. A copy another format "
         "cannot hold is converted (and <image>_channels says so): to 8 bits by the dtype's range (16-bit: value * 255 / 65535, "
-        "rounded; floats from 0-1, a float image with other values is rejected), JPEG drops alpha (grey stays grey), WebP "
-        "makes grey 3 channels and keeps alpha (unless fully opaque)")
+        "rounded; floats from 0-1, a float image with other values is rejected), JPEG drops alpha (grey, with alpha or not, "
+        "stays grey), WebP makes grey 3 channels and keeps alpha (unless fully opaque), PNG keeps grey with alpha")
     quality: int | None = Field(None, ge=1, le=100, description="JPEG/WebP quality (default 95 / 90)")
     params_column: str = Field("augment_params", description="column for each copy's applied parameters (JSON)")
     boxes: str | None = Field(
@@ -243,7 +243,7 @@ class Augment(FitApplyStage):
         unmovable = np.full(len(part), None, dtype=object)
         for i, rid, cell, rngs in zip(todo, ids, cells, generators):
             data = image_bytes(cell)
-            pixels = decode_image(data)
+            pixels = as_stored(decode_image(data), data)
             if pixels is None:
                 undecodable[i] = 1
                 continue

@@ -11,7 +11,7 @@ import pytest
 from PIL import ExifTags, Image, ImageOps
 from skimage import data
 
-from dsbuild.kernels.decode import decode_image, encode_image, for_format, image_problem, is_truncated
+from dsbuild.kernels.decode import as_stored, decode_image, encode_image, for_format, image_problem, is_truncated, stored_grey_alpha, to_uint8
 from dsbuild.records import image_size, jpeg_orientation
 
 PORTRAIT = data.astronaut()[:300, :200]  # RGB, taller than wide
@@ -263,6 +263,33 @@ def test_a_converted_image_decodes_with_its_dtype_and_channels(fmt):
         decoded = decode_image(encode_image(converted, fmt, 90 if fmt in ("jpeg", "webp") else None))
         assert (decoded.dtype, decoded.shape) == (converted.dtype, converted.shape), pixels.shape
         assert np.abs(decoded.astype(float) - converted).mean() < 0.01 * np.iinfo(converted.dtype).max
+
+
+GREY_ALPHA = np.dstack([data.camera(), data.coins()[:512, :384].repeat(2, axis=0)[:512].repeat(2, axis=1)[:, :512]])
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_grey_with_alpha_is_written_as_each_format_holds_it(dtype):
+    """Grey with alpha (2 channels, as :func:`as_stored` gives a grey+alpha PNG): a PNG
+    of grey+alpha that OpenCV and PIL read back as written, smaller than BGRA; a
+    JPEG of the grey (alpha dropped); WebP, TIFF and BMP, which OpenCV writes no 2
+    channels in, BGRA with equal colour channels."""
+    ga = GREY_ALPHA.astype(dtype) * (257 if dtype == np.uint16 else 1)
+    png = encode_image(for_format(ga, "png"), "png")
+    assert stored_grey_alpha(png) and png[24] == (16 if dtype == np.uint16 else 8)
+    assert np.array_equal(as_stored(decode_image(png), png), ga)
+    assert len(png) < len(encode_image(cv2.merge([ga[..., 0]] * 3 + [ga[..., 1]]), "png"))
+    if dtype == np.uint8:
+        shown = Image.open(io.BytesIO(png))
+        assert shown.mode == "LA" and np.array_equal(np.asarray(shown), ga)
+    eight = for_format(ga, "jpeg")
+    assert eight.shape == ga.shape[:2] and eight.dtype == np.uint8
+    for fmt in ("webp", "tiff", "bmp"):
+        out = for_format(ga, fmt)
+        assert out.shape == (*ga.shape[:2], 4), fmt
+        alpha = ga[..., 1] if fmt == "tiff" else to_uint8(ga[..., 1])  # TIFF holds 16 bits
+        assert np.array_equal(out[..., 0], out[..., 2]) and np.array_equal(out[..., 3], alpha), fmt
+    assert as_stored(decode_image(encode_image(ASTRONAUT_ALPHA, "png")), encode_image(ASTRONAUT_ALPHA, "png")).shape[2] == 4
 
 
 @pytest.mark.parametrize("orientation", range(1, 9))

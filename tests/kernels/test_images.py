@@ -476,3 +476,33 @@ def test_a_warp_of_an_image_with_alpha_keeps_its_opaque_colour():
     alone = transform_from_spec("rotate").apply(bgra[..., :3].copy(), params)
     inside = out[..., 3] == 255
     assert inside.mean() > 0.6 and np.abs(out[..., :3][inside].astype(int) - alone[inside]).max() <= 1
+
+
+def _grey_alpha(dtype):
+    """The camera man, grey, with the horse's silhouette as a soft alpha (real planes)."""
+    grey = cv2.resize(data.camera(), (80, 64), interpolation=cv2.INTER_AREA)
+    alpha = cv2.resize((~data.horse()).astype(np.uint8) * 255, (80, 64), interpolation=cv2.INTER_AREA)
+    scale = 257 if dtype == np.uint16 else 1
+    return np.dstack([grey, alpha]).astype(dtype) * scale
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+@pytest.mark.parametrize("name", sorted(TRANSFORMS))
+def test_grey_with_alpha_is_transformed_as_grey_and_its_alpha_as_bgras(name, dtype):
+    """A grey+alpha PNG, which OpenCV decodes to BGRA, went through the transforms as
+    colour: gaussian_noise speckled it with colour, and every copy was written colour.
+    As 2 channels (grey, alpha) each transform changes its grey as it changes a grey
+    image (with the same draws) and its alpha as it changes a BGRA image's."""
+    options = {"random_crop": {"height": 40, "width": 50}, "center_crop": {"height": 40, "width": 50},
+               "resize": {"height": 30, "width": 70}, "random_resized_crop": {"height": 48, "width": 48}}.get(name, {})
+    ga = _grey_alpha(dtype)
+    bgra = cv2.merge([ga[..., 0]] * 3 + [ga[..., 1]])
+    runs = {}
+    for key, image in (("ga", ga), ("bgra", bgra), ("grey", np.ascontiguousarray(ga[..., 0]))):
+        runs[key] = Compose([transform_from_spec({name: {**options, "p": 1.0}})])(image.copy(), np.random.default_rng(5)).image
+    out = runs["ga"]
+    assert out.dtype == dtype and out.ndim == 3 and out.shape[2] == 2
+    assert np.array_equal(out[..., 1], runs["bgra"][..., 3])
+    if name in ("gaussian_noise", "cutout", "brightness", "contrast", "gamma", "hue_saturation", "jpeg"):
+        assert np.array_equal(out[..., 0], runs["grey"])  # colour only: as a grey image's
+    assert np.abs(out[..., 0].astype(int) - runs["bgra"][..., 0]).max() <= (1 if name != "gaussian_noise" else np.iinfo(dtype).max)

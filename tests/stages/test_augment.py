@@ -14,6 +14,7 @@ from sklearn.datasets import load_digits
 
 from dsbuild.kernels.decode import decode_image, encode_image
 from dsbuild.stages.augment import Augment
+from dsbuild.stages.clean.images import ValidateImages
 from dsbuild.stages.base import Roles
 from dsbuild.testing import run_stage
 
@@ -342,6 +343,60 @@ def test_copies_in_a_format_that_cannot_hold_them_are_converted_as_their_columns
     else:
         assert decoded["grey"].shape == (512, 512, 3) and close(decoded["grey"], np.dstack([camera[:, ::-1]] * 3))
         assert decoded["alpha"].shape == (512, 512, 4) and close(decoded["alpha"], bgra[:, ::-1])
+
+
+def _grey_alpha_png(pixels) -> bytes:
+    """A PNG of grey with alpha (colour type 4) at 8 or 16 bits, unfiltered: written here,
+    as PIL writes no 16-bit grey with alpha and OpenCV no 2 channels."""
+    import struct
+    import zlib
+
+    h, w = pixels.shape[:2]
+    rows = np.ascontiguousarray(pixels.astype(">u2") if pixels.dtype == np.uint16 else pixels).reshape(h, -1).view(np.uint8)
+    raw = np.hstack([np.zeros((h, 1), np.uint8), rows]).tobytes()
+
+    def chunk(kind, payload):
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+    header = struct.pack(">IIBBBBB", w, h, 16 if pixels.dtype == np.uint16 else 8, 4, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("fmt", ["same", "png", "jpeg", "webp"])
+def test_a_grey_png_with_alpha_stays_grey_in_every_format(fmt):
+    """A grey+alpha PNG (the camera man, the horse's silhouette as alpha), 8- and 16-bit,
+    copied with noise: OpenCV decodes it to BGRA, so a JPEG copy was 3-channel colour and
+    noise made it colour speckled. Grey stays grey: a PNG holds grey with alpha (2
+    channels, alpha kept), a JPEG grey (alpha dropped), a WebP (no grey in it) equal
+    colour channels with alpha. validate_images says 2 channels."""
+    from PIL import Image
+    from skimage import data
+
+    grey = data.camera()[::2, ::2]
+    alpha = cv2.resize((~data.horse()).astype(np.uint8) * 255, grey.shape[::-1], interpolation=cv2.INTER_AREA)
+    images = {"eight": np.dstack([grey, alpha]), "deep": np.dstack([grey, alpha]).astype(np.uint16) * 257}
+    frame = pd.DataFrame({"id": list(images), "image": [_grey_alpha_png(p) for p in images.values()]})
+    checked, _ = run_stage(ValidateImages(), frame, roles=Roles(image="image"))
+    assert checked.set_index("id")["image_channels"].to_dict() == {"eight": 2, "deep": 2}
+    stage = Augment(transforms=["hflip", {"gaussian_noise": {"std": 0.05, "p": 1.0}}], format=fmt)
+    kept, rejected = run_stage(stage, checked, npartitions=2, roles=Roles(image="image"))
+    copies = kept[kept["id"].str.contains("#aug")].set_index("id")
+    assert rejected.empty and len(copies) == 2
+    for rid, row in copies.iterrows():
+        parent = images[rid.split("#")[0]]
+        deep = parent.dtype == np.uint16 and fmt in ("same", "png")
+        pixels = decode_image(row["image"])
+        assert pixels.dtype == (np.uint16 if deep else np.uint8), rid
+        flipped_alpha = parent[:, ::-1, 1] if deep else (parent[:, ::-1, 1].astype(np.uint32) * 255 // np.iinfo(parent.dtype).max)
+        if fmt == "jpeg":
+            assert pixels.ndim == 2 and row["image_channels"] == 1, rid
+            continue
+        assert pixels.shape[2] == 4 and row["image_channels"] == (4 if fmt == "webp" else 2), rid
+        spread = pixels[..., :3].max(axis=2).astype(int) - pixels[..., :3].min(axis=2)
+        assert spread.max() <= (0 if fmt != "webp" else 3), rid  # grey: no colour speckle
+        assert np.array_equal(pixels[..., 3], flipped_alpha), rid
+        if fmt in ("same", "png") and not deep:
+            assert Image.open(io.BytesIO(row["image"])).mode == "LA"
 
 
 def test_images_that_do_not_decode_are_kept_without_copies_and_said(digits, client, tmp_path):

@@ -87,34 +87,55 @@ def shift_table(shift: int) -> np.ndarray:
     return _SHIFTED[255 + shift : 511 + shift]
 
 
+def has_alpha(image: np.ndarray) -> bool:
+    """BGRA, or grey with alpha (2 channels: :func:`dsbuild.kernels.decode.as_stored`)."""
+    return image.ndim == 3 and image.shape[2] in (2, 4)
+
+
+def _with_one(plane: np.ndarray, channels: int) -> np.ndarray:
+    """(p, p, p, 1) for BGRA, (p, 1) for grey with alpha: a plane to scale colour by."""
+    if channels == 4:
+        return cv2.cvtColor(plane, cv2.COLOR_GRAY2BGRA)  # OpenCV, ~10x numpy's speed
+    return cv2.merge([plane, np.ones_like(plane)])
+
+
 def alpha_weighted(resample, image: np.ndarray, fill: float = 0) -> np.ndarray:
     """``resample(pixels)`` (a warp, a resize, a filter: each output pixel a weighted mean
-    of input pixels) on a BGRA image's colour weighted by its alpha, as compositing reads
-    it, and divided by the mixed alpha after. Mixed as stored, the colour of transparent
-    pixels (black in most PNGs with a transparent ground) bled into the visible ones beside
-    them: a white object came out with a grey rim, 25 % darker over white. Where the result
-    is fully transparent, its colour is ``fill`` (a level of the image's dtype)."""
-    if image.ndim != 3 or image.shape[2] != 4 or image.dtype not in (np.uint8, np.uint16):
+    of input pixels) on a BGRA (or grey+alpha) image's colour weighted by its alpha, as
+    compositing reads it, and divided by the mixed alpha after. Mixed as stored, the colour
+    of transparent pixels (black in most PNGs with a transparent ground) bled into the
+    visible ones beside them: a white object came out with a grey rim, 25 % darker over
+    white. Where the result is fully transparent, its colour is ``fill`` (a level of the
+    image's dtype).
+
+    Grey with alpha is resampled a plane at a time: OpenCV 5.0's ``warpAffine`` of 2
+    channels is not its bilinear interpolation (up to 3 levels off one plane's; nearest
+    picked other pixels), its 1-, 3- and 4-channel warps are."""
+    if not has_alpha(image) or image.dtype not in (np.uint8, np.uint16):
         return resample(image)
-    top = peak(image.dtype)
+    top, n = peak(image.dtype), image.shape[2]
     pixels = image.astype(np.float32)
-    weight = cv2.extractChannel(pixels, 3) * np.float32(1 / top)
-    cv2.multiply(pixels, cv2.cvtColor(weight, cv2.COLOR_GRAY2BGRA), dst=pixels)  # (a, a, a, 1): OpenCV, ~10x numpy's speed
-    out = resample(pixels)
-    alpha = cv2.extractChannel(out, 3)
+    weight = cv2.extractChannel(pixels, n - 1) * np.float32(1 / top)
+    cv2.multiply(pixels, _with_one(weight, n), dst=pixels)
+    out = resample(pixels) if n == 4 else cv2.merge([resample(plane) for plane in cv2.split(pixels)])  # see below
+    alpha = cv2.extractChannel(out, n - 1)
     seen = alpha >= 0.5  # not transparent once rounded
     gain = np.divide(np.float32(top), alpha, out=np.zeros_like(alpha), where=seen)
-    cv2.multiply(out, cv2.cvtColor(gain, cv2.COLOR_GRAY2BGRA), dst=out)
+    cv2.multiply(out, _with_one(gain, n), dst=out)
     if fill:
-        out[~seen, :3] = fill
+        out[~seen, : n - 1] = fill
     return cv2.add(cv2.min(cv2.max(out, (0.0,) * 4), (float(top),) * 4), (0.5,) * 4).astype(image.dtype)  # a scalar is channel 0's alone
 
 
 def on_colour(image: np.ndarray, fn, owned: bool = False) -> np.ndarray:
-    """``fn(pixels, owned)`` on the colour of an image; a BGRA image's alpha (transparency,
-    not light) is kept as it was, as JPEG quality keeps it: brightness made a transparent
-    background visible, noise made it speckled, and hue and saturation left BGRA alone."""
-    if image.ndim != 3 or image.shape[2] != 4:
+    """``fn(pixels, owned)`` on the colour of an image; the alpha of a BGRA or grey+alpha
+    image (transparency, not light) is kept as it was, as JPEG quality keeps it: brightness
+    made a transparent background visible, noise made it speckled, and hue and saturation
+    left BGRA alone. Grey with alpha is changed as grey is: noise on its BGRA was colour."""
+    if not has_alpha(image):
         return fn(image, owned)
+    if image.shape[2] == 2:
+        grey = fn(np.ascontiguousarray(image[..., 0]), True)
+        return np.dstack([grey, image[..., 1]])
     colour = fn(np.ascontiguousarray(image[..., :3]), True)
     return np.concatenate([colour, image[..., 3:]], axis=2)

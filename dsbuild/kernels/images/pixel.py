@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 
 from dsbuild.kernels.images.base import Targets, Transform, _randint, _range, _uniform
-from dsbuild.kernels.images.levels import _LEVELS, _UNIT, _checked_fill, _dst, _levels, alpha_weighted, apply_lut, fill_level, peak, shift_table
+from dsbuild.kernels.images.levels import _LEVELS, _UNIT, _checked_fill, _dst, _levels, alpha_weighted, apply_lut, fill_level, has_alpha, peak, shift_table
 
 
 class PixelTable(Transform):
@@ -96,7 +96,7 @@ class Contrast(PixelTable):
 
     def curve(self, params, levels, top, image):
         alpha = 1.0 + params["factor"]
-        channels = 1 if image.ndim == 2 else min(image.shape[2], 3)  # not alpha
+        channels = 1 if image.ndim == 2 else image.shape[2] - has_alpha(image)  # not alpha
         mean = sum(cv2.mean(image[:: max(1, image.shape[0] // 64)])[:channels]) / channels
         return levels * alpha + (1 - alpha) * mean
 
@@ -242,8 +242,8 @@ class JpegQuality(Transform):
     def apply(self, image, params, owned=False):
         """JPEG holds 8-bit colour or grey: a 16-bit image goes through it scaled to 8 bits
         and comes back scaled up, and an alpha channel is kept as it was."""
-        alpha = image[..., 3:] if image.ndim == 3 and image.shape[2] == 4 else None
-        color = image if alpha is None else image[..., :3]
+        alpha = image[..., -1:] if has_alpha(image) else None
+        color = image if alpha is None else image[..., :3] if image.shape[2] == 4 else image[..., 0]
         scale = peak(image.dtype) / 255
         if scale != 1:
             color = (color / scale + 0.5).astype(np.uint8)
@@ -253,7 +253,7 @@ class JpegQuality(Transform):
             out = out[..., 0]
         if scale != 1:
             out = (out * scale + 0.5).astype(image.dtype)
-        return out if alpha is None else np.concatenate([out, alpha], axis=2)
+        return out if alpha is None else np.dstack([out, alpha])
 
 
 class Cutout(Transform):

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from pydantic import Field, field_validator
 
-from dsbuild.kernels.decode import image_problem
+from dsbuild.kernels.decode import as_stored, image_problem
 from dsbuild.records import (
     IMAGE_FORMATS,
     image_bytes,
@@ -81,6 +81,7 @@ class ValidateImages(MapStage):
                 reason = f"format-not-allowed:{fmt}"
             if reason is None:
                 height[i], width[i] = pixels.shape[:2]
+                pixels = as_stored(pixels, data)  # a grey+alpha PNG: 2, as an augmented copy of it says
                 channels[i] = 1 if pixels.ndim == 2 else pixels.shape[2]
             reasons[i] = reason
         bad = np.array([r is not None for r in reasons], dtype=bool)
