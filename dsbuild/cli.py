@@ -36,7 +36,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def _command(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="dsbuild", description="Build ML training sets you can trust, on Dask.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="store_true", help="print dsbuild's version and exit")
+    parser.add_argument("--verbose", action="store_true",
+                        help="with --version: also Python's, the platform's and every library dsbuild uses (for a bug report)")
+    sub = parser.add_subparsers(dest="command")
 
     p = sub.add_parser("run", help="run a job and write its output")
     p.add_argument("job", help="job file (YAML)")
@@ -82,6 +85,13 @@ def _command(argv: list[str] | None) -> int:
     p.add_argument("--json", action="store_true", help="print the status record")
 
     args = parser.parse_args(argv)
+    if args.version:
+        print(_version_text(args.verbose))
+        return 0
+    if args.verbose:
+        parser.error("--verbose goes with --version: dsbuild --version --verbose")
+    if args.command is None:
+        parser.error(f"name a command: {', '.join(sub.choices)} (or --version)")
     try:
         return {"run": _run, "validate": _validate, "inspect": _inspect, "report": _report, "stages": _stages,
                 "sources": _sources, "schema": _schema, "submit": _submit, "status": _status}[args.command](args)
@@ -98,6 +108,41 @@ def _command(argv: list[str] | None) -> int:
             print(f"error: {e}", file=sys.stderr)
             return 2
         raise
+
+
+# First in ``--version --verbose``, as a bug report wants them; then the rest of what
+# dsbuild's package metadata requires, and the extras that drive batch clusters.
+_FIRST_LIBRARIES = ("dask", "distributed", "pyarrow", "pandas", "numpy")
+_CLUSTER_LIBRARIES = ("dask-jobqueue", "dask-kubernetes")
+
+
+def _version_text(verbose: bool) -> str:
+    """``dsbuild 0.1.0``; verbose, also where it is imported from, Python and the platform,
+    and each library's installed version, read from the packages' metadata (no library is
+    imported, so it answers at once)."""
+    import platform
+    from importlib import metadata
+
+    import dsbuild
+
+    line = f"dsbuild {dsbuild.__version__}"
+    if not verbose:
+        return line
+    try:
+        required = [re.match(r"[A-Za-z0-9._-]+", r).group() for r in metadata.requires("dsbuild") or [] if "extra ==" not in r]
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        required = []
+    lines = [f"{line} ({Path(dsbuild.__file__).parent})",
+             f"python {platform.python_version()} ({sys.executable})", f"platform {platform.platform()}"]
+    for name in dict.fromkeys([*_FIRST_LIBRARIES, *required, *_CLUSTER_LIBRARIES]):
+        try:
+            version = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            if name in _CLUSTER_LIBRARIES:
+                continue  # optional: only Slurm/PBS and Kubernetes clusters need them
+            version = "not installed"
+        lines.append(f"{name} {version}")
+    return "\n".join(lines)
 
 
 # The errors said in one line, by the module that defines them (or its package's).

@@ -42,6 +42,37 @@ def test_the_command_leaves_its_objects_to_the_os_as_it_exits(monkeypatch, capsy
     assert gc.get_freeze_count() == 0
 
 
+def test_version_is_the_packages_and_verbose_names_the_libraries(capsys):
+    """There was no ``dsbuild --version``: a bug report had to find the version in a
+    manifest. Verbose, it adds what a report needs (Python, Dask, distributed, pyarrow),
+    read from the packages' metadata."""
+    import tomllib
+    from importlib import metadata
+
+    import dsbuild
+
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out == f"dsbuild {version}\n"
+    assert main(["--version", "--verbose"]) == 0
+    said = dict(line.split(" ", 1) for line in capsys.readouterr().out.splitlines())
+    assert said["dsbuild"] == f"{version} ({Path(dsbuild.__file__).parent})" and said["python"].startswith(f"{sys.version_info[0]}.")
+    assert list(said)[3:6] == ["dask", "distributed", "pyarrow"]
+    assert {name: said[name] for name in ("dask", "distributed", "pyarrow", "opencv-python-headless")} == {
+        name: metadata.version(name) for name in ("dask", "distributed", "pyarrow", "opencv-python-headless")}
+
+
+def test_a_command_or_version_is_asked_for(capsys):
+    for argv, says in (([], "name a command: run, validate"), (["--verbose", "stages"], "--verbose goes with --version")):
+        try:
+            main(argv)
+        except SystemExit as e:
+            assert e.code == 2
+        else:
+            raise AssertionError(f"{argv} ran")
+        assert says in capsys.readouterr().err
+
+
 def test_the_command_line_loads_no_data_library_before_a_command_needs_one():
     """The package imported its whole API up front, so `dsbuild --help`, `inspect` and
     `status` waited (3 s at load) for Dask's dataframe, distributed and every stage. The
