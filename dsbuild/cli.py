@@ -397,7 +397,7 @@ def _print_transforms(indent: str) -> None:
                 for q in list(inspect.signature(klass.__init__).parameters.values())[1:]:
                     if q.default is not q.empty:
                         defaults.setdefault(q.name, q.default)
-        options = ", ".join(f"{o} {_short(defaults[o]) if o in defaults else '(required)'}" for o in _options_of(cls))
+        options = ", ".join(f"{o} {json.dumps(defaults[o], default=str) if o in defaults else '(required)'}" for o in _options_of(cls))
         print(f"{indent}    {name}: {options}")
     print(f"{indent}    one_of: [transforms], p 1.0 — one of them, weighted by their p; "
           "some_of: [transforms], n 1, p 1.0 — n of them, in their order")
@@ -432,9 +432,13 @@ def _print_fields(model, indent: str, skip=(), depth: int = 0) -> None:
             continue
         size = _is_size(f.annotation) or any(_is_size_rule(m) for m in f.metadata)
         value = f.get_default(call_default_factory=True)
-        default = "required" if f.is_required() else f"default {_size_text(value) if size and value else _short(value)}"
+        shown = _size_text(value) if size and value else json.dumps(value, default=str)
+        long = len(shown) > _INLINE_DEFAULT
+        default = "required" if f.is_required() else "default below" if long else f"default {shown}"
         desc = f" — {f.description}" if f.description else ""
         print(f"{indent}{f.alias or field_name}: {'size' if size and f.annotation is int else _type_name(f.annotation)} ({default}){desc}")
+        if long and not f.is_required():
+            print(f"{indent}    default: {shown}")
         if depth < 2:
             for inner in _models_in(f.annotation):
                 _print_fields(inner, indent + "    ", depth=depth + 1)
@@ -451,9 +455,9 @@ def _models_in(annotation) -> list:
     return list(dict.fromkeys(m for a in get_args(annotation) for m in _models_in(a)))
 
 
-def _short(value) -> str:
-    text = json.dumps(value, default=str)
-    return text if len(text) <= 40 else text[:37] + "..."
+# A default longer than this is printed whole on a line of its own under its option: cut
+# at 40 characters, augment's transforms and split's fractions ended in '{"te...'.
+_INLINE_DEFAULT = 40
 
 
 def _is_size_rule(metadata) -> bool:

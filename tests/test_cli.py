@@ -238,6 +238,25 @@ def test_stages_lists_every_stage_with_options(capsys):
     assert "\n        decimal: . | , (default \".\")" in capsys.readouterr().out
 
 
+def test_stages_and_sources_show_every_default_whole(capsys):
+    """Defaults were cut at 40 characters: augment's transforms, split's fractions
+    (``{"train": 0.8, "validation": 0.1, "te...``) and the CSV reader's null_values could
+    not be read off the listing. A long one has a line of its own, as JSON a job can take."""
+    from typing import get_args
+
+    from dsbuild.io.sources import SourceSpec
+    from dsbuild.stages import STAGES
+
+    assert main(["stages"]) == 0 and main(["sources"]) == 0
+    out = capsys.readouterr().out
+    assert "...)" not in out  # the cut's mark
+    models = [cls.Options for cls in STAGES.values()] + list(get_args(get_args(SourceSpec)[0]))
+    defaults = [f.get_default(call_default_factory=True) for m in models for f in m.model_fields.values() if not f.is_required()]
+    shown = [json.loads(line.split("default: ", 1)[1]) for line in out.splitlines() if line.lstrip().startswith("default: ")]
+    assert {"train": 0.8, "validation": 0.1, "test": 0.1} in shown and all(d in defaults for d in shown)
+    assert "    fractions: dict[str, float] (default below) — split name" in out
+
+
 def test_stages_summary_is_a_whole_sentence(capsys):
     """A summary that wraps onto a second docstring line is printed whole, not cut at the
     line's end ("... moves to its quantile of the median of")."""
