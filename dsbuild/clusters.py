@@ -282,7 +282,7 @@ _ADAPTER = TypeAdapter(ClusterSpec)
 
 def load_cluster_spec(source) -> LocalSpec | SchedulerSpec | SlurmSpec | PBSSpec | KubernetesSpec:
     """A validated spec from a path, YAML text, a dict, or a spec; errors name file and line."""
-    from dsbuild.job import JobError, _load_yaml
+    from dsbuild.job import JobError, _load_yaml, _utf8
 
     if isinstance(source, tuple(KINDS.values())):
         return source
@@ -290,11 +290,13 @@ def load_cluster_spec(source) -> LocalSpec | SchedulerSpec | SlurmSpec | PBSSpec
         data, lines, where = dict(source), {}, "<dict>"
     else:
         text, where = str(source), "<yaml>"
-        if "\n" not in text and (text.endswith((".yaml", ".yml")) or Path(text).exists()):
-            if not Path(text).is_file():
-                raise ClusterSpecError([f"{text}: no such cluster spec file"])
-            where, text = text, Path(text).read_text()
         try:
+            if "\n" not in text and (text.endswith((".yaml", ".yml")) or Path(text).exists()):
+                if Path(text).is_dir():
+                    raise ClusterSpecError([f"{text}: a folder, not a cluster spec; name a YAML file in it (as cluster/local.yaml)"])
+                if not Path(text).is_file():
+                    raise ClusterSpecError([f"{text}: no such cluster spec file"])
+                where, text = text, _utf8(Path(text).read_bytes(), text, "cluster spec")
             data, lines = _load_yaml(text, where)
         except JobError as e:
             raise ClusterSpecError([p.replace("a job is a mapping (name, seed, source, columns, stages, sink)",

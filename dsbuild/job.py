@@ -442,14 +442,15 @@ def _read_text(source) -> tuple[str, str]:
     return s, "<yaml>"
 
 
-def _utf8(data: bytes, where: str) -> str:
-    """A job file's text; one that is not UTF-8 (saved as Latin-1, or no text at all) is
-    named with the line of its first bad byte, where it was a UnicodeDecodeError traceback."""
+def _utf8(data: bytes, where: str, what: str = "job file") -> str:
+    """A job file's (or cluster spec's) text; one that is not UTF-8 (saved as Latin-1, or
+    no text at all) is named with the line of its first bad byte, where it was a
+    UnicodeDecodeError traceback."""
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         line = data[: e.start].count(b"\n") + 1
-        raise JobError([f"{where}:{line}: not UTF-8 text (byte {data[e.start]:#04x}); save the job file as UTF-8"]) from None
+        raise JobError([f"{where}:{line}: not UTF-8 text (byte {data[e.start]:#04x}); save the {what} as UTF-8"]) from None
 
 
 def _set_dotted(data: dict, dotted: str, value) -> tuple:

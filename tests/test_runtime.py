@@ -70,6 +70,23 @@ def test_spec_errors_point_at_the_line_and_suggest():
         spec_from_target("10.0.0.5:8786")  # the scheme left out
 
 
+def test_a_spec_file_that_is_no_utf8_text_or_a_folder_is_named(tmp_path, capsys):
+    """A spec saved as Latin-1 was a UnicodeDecodeError traceback, and a folder was "no such
+    cluster spec file"; both are said as the job file says them, and the run stops with
+    exit 2 before a cluster starts."""
+    from dsbuild.cli import main
+
+    latin = tmp_path / "cluster.yaml"
+    latin.write_bytes("kind: local\n# café\nworkers: 1\n".encode("latin-1"))
+    with pytest.raises(ClusterSpecError, match=r"cluster.yaml:2: not UTF-8 text \(byte 0xe9\); save the cluster spec as UTF-8$"):
+        load_cluster_spec(latin)
+    with pytest.raises(ClusterSpecError, match="a folder, not a cluster spec; name a YAML file in it"):
+        load_cluster_spec(tmp_path)
+    assert main(["run", str(ROOT / "jobs" / "quickstart.yaml"), "--cluster", str(latin), "--output", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == f"error: {latin}:2: not UTF-8 text (byte 0xe9); save the cluster spec as UTF-8"
+    assert load_cluster_spec(latin.write_text("kind: local\n# café\nworkers: 1\n", encoding="utf-8-sig") and latin).workers == 1
+
+
 def test_unquoted_walltime_is_not_read_as_seconds():
     assert load_cluster_spec("kind: slurm\nwalltime: 02:30:00\n").walltime == "02:30:00"
 
