@@ -321,6 +321,30 @@ def test_csv_separator_from_the_file(tmp_path):
     assert read({"format": "csv", "path": str(tmp_path / "one.csv")})["text"].tolist() == ["hello; world"]  # one column
 
 
+def test_read_source_from_python_keeps_lists_structs_dates_and_bytes_as_a_run_does(tmp_path):
+    """Dask's conversion of object columns to text (on by default; a run turns it off)
+    made a Parquet file's embeddings '[1. 2.]' for read_source() called from Python, and a
+    JSON lines field's lists too. Only text columns are text; the rest as a run reads them."""
+    import datetime
+
+    table = pa.table({"emb": [[1.0, 2.0], [3.0]], "box": [{"x": 1, "y": 2}, None], "day": [datetime.date(2024, 1, 2)] * 2,
+                      "blob": [b"\x89PNG", b"GIF8"], "s": ["a", None]})
+    pq.write_table(table, tmp_path / "t.parquet")
+    (tmp_path / "t.jsonl").write_text('{"emb": [1.0, 2.0], "s": "a"}\n{"emb": [3.0], "s": null}\n')
+    for spec in ({"format": "parquet", "path": str(tmp_path / "t.parquet")}, {"format": "jsonl", "path": str(tmp_path / "t.jsonl")}):
+        with dask.config.set({"dataframe.convert-string": True}):  # Dask's default, as in a user's session
+            src = read_source(spec)
+            out = src.frame.compute()
+        with dask.config.set({"dataframe.convert-string": False}):  # as dsbuild.run reads
+            run = read_source(spec).frame.compute()
+        assert src.frame["s"].dtype == out["s"].dtype == pd.StringDtype("pyarrow") and out["s"].tolist() == ["a", pd.NA]
+        for column in run.columns.drop(["id", "s", REJECT, RAW], errors="ignore"):
+            assert src.frame[column].dtype == out[column].dtype == run[column].dtype, column
+            assert [np.asarray(v).tolist() if isinstance(v, np.ndarray) else v for v in out[column]] == \
+                [np.asarray(v).tolist() if isinstance(v, np.ndarray) else v for v in run[column]], column
+        assert out["emb"].map(list).tolist() == [[1.0, 2.0], [3.0]]
+
+
 def test_parquet_partition_folders_are_columns(tmp_path):
     """``year=2024/country=NO/part.parquet``: the folders' values come back as columns, as
     pandas, Arrow and Spark read them; they were dropped without a word."""

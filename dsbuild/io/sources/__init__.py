@@ -12,7 +12,10 @@ that filesystem installed.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Annotated, Union
+
+import pyarrow as pa
 
 from pydantic import BeforeValidator, Field
 
@@ -90,6 +93,29 @@ def read_source(spec, count_rows: bool = True, id_column: str | None = None) -> 
         "sample": _read_sample,
         "frame": _read_frame,
     }[spec.format]
-    if spec.format in ("csv", "jsonl"):
-        return reader(spec, count_rows, id_column)
-    return reader(spec, count_rows) if spec.format == "sample" else reader(spec)
+    import dask
+    from dask.dataframe.utils import pyarrow_strings_enabled
+
+    text = pyarrow_strings_enabled()
+    with dask.config.set({"dataframe.convert-string": False}):
+        if spec.format in ("csv", "jsonl"):
+            source = reader(spec, count_rows, id_column)
+        else:
+            source = reader(spec, count_rows) if spec.format == "sample" else reader(spec)
+    return _text_as_dask_makes_it(source) if text else source
+
+
+def _text_as_dask_makes_it(source: Source) -> Source:
+    """The source with its text columns as Dask's ``dataframe.convert-string`` (on, out of
+    a run) makes them, and nothing else: its conversion of every object column made lists
+    (embeddings), structs, dates and bytes text ('[1. 2.]') for ``read_source()`` called
+    from Python, where a run (which turns it off) keeps them."""
+    import pandas as pd
+
+    meta = source.frame._meta
+    as_text = pd.StringDtype("pyarrow")
+    text = [f.name for f in source.schema or [] if f.name in meta.columns and meta[f.name].dtype != as_text
+            and (pa.types.is_string(f.type) or pa.types.is_large_string(f.type))]
+    if not text:
+        return source
+    return replace(source, frame=source.frame.astype(dict.fromkeys(text, as_text)))
