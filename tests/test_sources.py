@@ -728,6 +728,35 @@ def test_hidden_files_and_folders_are_listed_not_read(tmp_path):
         read_source({"format": "csv", "path": str(tmp_path / "csv")})
 
 
+def test_a_spark_outputs_success_and_checksum_files_are_listed_not_read(tmp_path):
+    """Spark (Hadoop's file system) writes _SUCCESS and a hidden .crc checksum beside each
+    file: they were left out without a word, as no file of the source's kind. Each is
+    listed, and one line says how many of which kind (validate and the run's summary)."""
+    from dsbuild.io.sources.common import skipped_note
+
+    out = tmp_path / "spark"
+    out.mkdir()
+    for k in range(25):
+        pq.write_table(pa.table({"v": [k]}), out / f"part-{k:05d}-c000.snappy.parquet")
+        (out / f".part-{k:05d}-c000.snappy.parquet.crc").write_bytes(b"crc\x00\x00\x00\x02\x00")
+    (out / "_SUCCESS").write_bytes(b"")
+    (out / "._SUCCESS.crc").write_bytes(b"crc\x00\x00\x00\x02\x00")
+    (out / "notes.txt").write_text("exported by the nightly job")
+    src = read_source({"format": "parquet", "path": str(out)})
+    assert sorted(src.frame.compute()["v"]) == list(range(25))
+    listed = [(s["path"].rsplit("/", 1)[1], s["why"]) for s in src.skipped]
+    assert listed[:2] == [("._SUCCESS.crc", "'._SUCCESS.crc' starts with '.': hidden files and folders are not read"),
+                          (".part-00000-c000.snappy.parquet.crc", "'.part-00000-c000.snappy.parquet.crc' starts with '.': "
+                                                                  "hidden files and folders are not read")]
+    assert listed[20:] == [("spark", "6 more hidden files in it are not read either"),
+                           ("_SUCCESS", "'_SUCCESS' starts with '_': a writer's own files are not read"),
+                           ("notes.txt", "not a file this source reads (names ending in .parquet, .pq, .parq)")]
+    assert skipped_note(src.skipped) == ("28 files not read, each listed in manifest.json (input.skipped): 26 hidden "
+                                         "(._SUCCESS.crc, …); 1 a writer's own (_SUCCESS); 1 of another "
+                                         "kind (notes.txt)")
+    assert skipped_note([]) is None
+
+
 def test_an_empty_text_file_is_listed_not_read(tmp_path):
     """A 0-byte CSV or JSON-lines file among good ones stopped the run ("empty file, no
     header line"); Parquet's were listed as not read."""

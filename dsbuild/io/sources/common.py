@@ -181,22 +181,23 @@ def _expand(
         stripped = fs._strip_protocol(p)
         if fs.isdir(stripped):
             roots.append(stripped)
-            other = 0
+            found: dict[str, list[dict]] = {}  # by kind: Spark's _SUCCESS and .crc files went unsaid
             for f in fs.find(stripped):
                 names = posixpath.relpath(f, stripped).split("/")
                 hidden = next((n for n in names if n.startswith(ignore)), None)
-                if not f.lower().endswith(suffixes):
-                    other += hidden is None
-                    if hidden is None and other <= _LISTED_OTHERS:
-                        left_out.append({"path": f, "why": f"not a file this source reads (names ending in {_listed(suffixes)})"})
-                    continue
-                if hidden is None:
+                if hidden is not None:
+                    found.setdefault(_HIDDEN[hidden[0] == "."], []).append(_hidden(f, hidden))
+                elif f.lower().endswith(suffixes):
                     files.append(f)
                 else:
-                    kind = "hidden files and folders" if hidden[0] == "." else "a writer's own files"
-                    left_out.append({"path": f, "why": f"{hidden!r} starts with {hidden[0]!r}: {kind} are not read"})
-            if other > _LISTED_OTHERS:
-                left_out.append({"path": stripped, "why": f"{other - _LISTED_OTHERS:,} more files in it are not read either"})
+                    found.setdefault(OTHER_KIND, []).append(
+                        {"path": f, "why": f"not a file this source reads (names ending in {_listed(suffixes)})", "kind": OTHER_KIND})
+            for kind, records in found.items():
+                left_out += records[:_LISTED_OTHERS]
+                if len(records) > _LISTED_OTHERS:
+                    more = len(records) - _LISTED_OTHERS
+                    left_out.append({"path": stripped, "why": f"{more:,} more {'' if kind == OTHER_KIND else kind + ' '}files in it "
+                                     "are not read either", "kind": kind, "files": more})
         elif any(ch in p for ch in "*?["):
             matched = fs.glob(stripped)
             if not matched:  # it was "holds no files ending in .csv, ...", as if it had matched some
@@ -211,8 +212,7 @@ def _expand(
                 if hidden is None:
                     files.append(m)
                 else:
-                    kind = "hidden files and folders" if hidden[0] == "." else "a writer's own files"
-                    left_out.append({"path": m, "why": f"{hidden!r} starts with {hidden[0]!r}: {kind} are not read"})
+                    left_out.append(_hidden(m, hidden))
         elif fs.isfile(stripped):
             roots.append(posixpath.dirname(stripped))
             files.append(stripped)
@@ -223,6 +223,34 @@ def _expand(
         raise SourceError(f"source path {path!r} holds no files ending in {_listed(suffixes)}{hint}")
     root = posixpath.commonpath(roots) if roots else ""
     return fs, root, sorted(set(files)), left_out
+
+
+OTHER_KIND = "of another kind"
+_HIDDEN = {True: "hidden", False: "a writer's own"}
+
+
+def _hidden(path: str, name: str) -> dict:
+    """The record of a file left out for ``name`` on its path (hidden, or a writer's own)."""
+    kind = _HIDDEN[name[0] == "."]
+    return {"path": path, "why": f"{name!r} starts with {name[0]!r}: {'hidden files and folders' if name[0] == '.' else kind + ' files'} "
+            "are not read", "kind": kind}
+
+
+def skipped_note(skipped: list[dict]) -> str | None:
+    """One line on the files a source left out, for validate and a run's summary: how many,
+    of which kinds, a few names of each. A Spark output's _SUCCESS and .crc files were left
+    out without a word, and the summary named only the first file left out."""
+    if not skipped:
+        return None
+    kinds: dict[str, list] = {}
+    for record in skipped:
+        kind = kinds.setdefault(record.get("kind", "other"), [0, []])
+        kind[0] += record.get("files", 1)
+        if "files" not in record:
+            kind[1].append(posixpath.basename(record["path"]))
+    total = sum(n for n, _ in kinds.values())
+    listed = [f"{n:,} {kind} ({names[0]}{', …' * (n > 1)})" if names else f"{n:,} {kind}" for kind, (n, names) in kinds.items()]
+    return f"{total:,} file{'s' * (total != 1)} not read, each listed in manifest.json (input.skipped): {'; '.join(listed)}"
 
 
 def _listed(suffixes: tuple[str, ...]) -> str:
@@ -285,7 +313,7 @@ def _without_empty(fs, files: list[str], skipped: list[dict], path_spec) -> list
     for path in files:
         record = _file_record(fs, path)
         if record["size"] == 0:
-            skipped.append({**record, "why": "empty file (0 bytes): no rows to read"})
+            skipped.append({**record, "why": "empty file (0 bytes): no rows to read", "kind": "empty"})
         else:
             kept.append(path)
     if not kept:

@@ -64,7 +64,7 @@ def _read_parquet(spec: ParquetSource) -> Source:
     for path in files:
         record = _file_record(fs, path)
         if record["size"] == 0:
-            skipped.append({**record, "why": "empty file (0 bytes): no rows to read"})
+            skipped.append({**record, "why": "empty file (0 bytes): no rows to read", "kind": "empty"})
             continue
         try:
             with fs.open(path, "rb") as f:
