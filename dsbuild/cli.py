@@ -610,11 +610,11 @@ def summary_table(m: dict) -> str:
 
     for note in highlights(m):
         lines.append(f"• {note}")
-    skipped = m.get("input", {}).get("skipped") or []
+    from dsbuild.io.sources.common import skipped_note
+
+    skipped = skipped_note(m.get("input", {}).get("skipped") or [])
     if skipped:
-        first = skipped[0]
-        more = f" and {len(skipped) - 1} more (manifest.json: input.skipped)" if len(skipped) > 1 else ""
-        lines.append(f"files not read: {first.get('path')}: {first.get('why')}{more}")
+        lines.append(skipped)
     out = m["outputs"]
     lines.append(f"shards: {len(out['data'])} data, {len(out['rejects'])} rejects")
     ledger = m.get("ledger", {})

@@ -419,3 +419,28 @@ def test_inspect_of_a_damaged_manifest_says_so(tmp_path, capsys):
         for command in ("inspect", "report"):
             assert main([command, str(tmp_path / "out")]) == 2
             assert f"error: {tmp_path / 'out' / 'manifest.json'}: {says}" in capsys.readouterr().err
+
+
+def test_files_a_folder_source_leaves_out_are_said_by_validate_and_the_summary(client, tmp_path, capsys):
+    """Spark's _SUCCESS and .crc checksums were left out without a word; validate said
+    nothing of what it would not read, and the summary named the first file alone."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    import dsbuild
+
+    spark = tmp_path / "spark"
+    spark.mkdir()
+    for k in range(3):
+        pq.write_table(pa.table({"v": [k, k + 10]}), spark / f"part-{k:05d}-c000.snappy.parquet")
+        (spark / f".part-{k:05d}-c000.snappy.parquet.crc").write_bytes(b"crc\x00\x00\x00\x02\x00")
+    (spark / "_SUCCESS").write_bytes(b"")
+    job = tmp_path / "job.yaml"
+    job.write_text(f"name: s\nseed: 0\nsource: {{format: parquet, path: {spark}}}\nstages: []\nsink: {{path: {tmp_path / 'out'}}}\n")
+    said = "4 files not read, each listed in manifest.json (input.skipped): 3 hidden (.part-00000-c000.snappy.parquet.crc, …); " \
+           "1 a writer's own (_SUCCESS)"
+    assert main(["validate", str(job)]) == 0
+    assert f"source: {said}" in capsys.readouterr().err
+    dsbuild.run(str(job), client=client)
+    assert main(["inspect", str(tmp_path / "out")]) == 0
+    assert said in capsys.readouterr().out.splitlines()

@@ -16,6 +16,7 @@ from collections import Counter
 import dask
 
 from dsbuild.io.sink import OutputAppeared, OutputExists, Sink
+from dsbuild.io.sources.common import skipped_note
 from dsbuild.job import JobSpec, load_job
 from dsbuild.pipeline.accounting import kept_rows
 from dsbuild.pipeline.checks import _at_stage, _check_roles, _partition_problem, _weight_column
@@ -213,7 +214,8 @@ def _validate_against_source(spec: JobSpec) -> list[str]:
     _check_roles(spec, frame._meta)
     meta = kept_rows(frame._meta)
     stages = spec.build_stages(frame._meta)
-    notes, problems = source.notes + _weight_column(spec, frame._meta, stages), []
+    skipped = skipped_note(source.skipped)
+    notes, problems = source.notes + [f"source: {skipped}"] * bool(skipped) + _weight_column(spec, frame._meta, stages), []
     for i, stage in enumerate(stages):
         notes += stage.order_warnings(stages[:i], stages[i + 1 :])
         try:
