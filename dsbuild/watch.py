@@ -5,8 +5,10 @@ worker that runs it is explained."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
+import signal
 import threading
 import time
 import warnings
@@ -60,6 +62,8 @@ def workers_watched(client, every: float = 1.0):
     stop = threading.Event()
     stopped: list[str] = []  # why the watch stopped the run
     held = _HeldLogs()
+    nannies = local_nannies(client)
+    restarts = _Restarts(nannies) if nannies else None
     start, started = time.monotonic(), time.time()
 
     def stop_run(why: str) -> None:
@@ -82,6 +86,11 @@ def workers_watched(client, every: float = 1.0):
                 continue
             if n:
                 held.release(mark)
+                if restarts:
+                    restarts.base = len(restarts.exits)
+            elif restarts and (why := restarts.hopeless(client)):
+                stop_run(why)
+                continue
             paused = paused_workers(client) if n else 0
             if not n or paused < n:
                 paused_since = None
@@ -100,10 +109,11 @@ def workers_watched(client, every: float = 1.0):
                 # limit the libraries alone exceed): a cluster that lost its workers, not one still
                 # starting, which the run waited for for ever.
                 seen = True
+                again = ("the run is stopped if they die again as they start" if restarts else
+                         f"the run is stopped if none comes back within {limit:.0f} s (DSBUILD_NO_WORKERS_SECONDS)")
                 warnings.warn(f"the cluster's workers died and none is left (a worker's log says why: a memory_limit "
-                              "too small for the libraries, a worker plugin or preload that fails); the run is stopped "
-                              f"if none comes back within {limit:.0f} s (DSBUILD_NO_WORKERS_SECONDS)", DsbuildWarning,
-                              stacklevel=2)
+                              f"too small for the libraries, a worker plugin or preload that fails); {again}",
+                              DsbuildWarning, stacklevel=2)
             if not seen and not n and not said and time.monotonic() - start > WAITING_SAID:
                 said = True
                 warnings.warn(f"the cluster ({client.scheduler.address}) has no worker yet; waiting for one (start "
@@ -136,6 +146,99 @@ def workers_watched(client, every: float = 1.0):
         stop.set()
         thread.join()
         held.close()
+        if restarts:
+            restarts.close()
+
+
+def local_nannies(client) -> list | None:
+    """The nannies of a local cluster in this process (one ``dsbuild run`` made, or a
+    LocalCluster the caller made), which say when they restart their workers; None for
+    any other cluster (a scheduler's address, a batch queue), or one whose adaptive
+    scaling may start new workers."""
+    from distributed import Nanny
+
+    cluster = getattr(client, "cluster", None)
+    workers = list(getattr(cluster, "workers", {}).values())
+    if not workers or getattr(cluster, "_adaptive", None) is not None or not all(isinstance(w, Nanny) for w in workers):
+        return None
+    return workers
+
+
+class _Restarts(logging.Handler):
+    """How often a local cluster's workers exited (their nannies restart them), with the
+    exit statuses and what the nannies said of them (a worker over its memory budget).
+    Workers that die as they start (a preload that exits, a memory_limit the libraries
+    alone exceed) are restarted for ever, and the run waited out DSBUILD_NO_WORKERS_SECONDS
+    (300 s) for workers that never came. Counted by each nanny's worker process's exit
+    callback, restored when the watch ends."""
+
+    def __init__(self, nannies: list):
+        super().__init__(logging.WARNING)
+        self.nannies = nannies
+        self.exits: list[int] = []
+        self.base = 0  # exits before the watch last saw a worker
+        self.words: list[str] = []
+        self.wrapped = [(p, p.on_exit) for p in (getattr(n, "process", None) for n in nannies) if callable(getattr(p, "on_exit", None))]
+        for process, original in self.wrapped:
+            process.on_exit = functools.partial(self._exited, original)
+        logging.getLogger("distributed.nanny").addHandler(self)
+
+    def _exited(self, original, exitcode) -> None:
+        self.exits.append(exitcode)
+        original(exitcode)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        said = record.getMessage().strip()
+        if not said.startswith("Restarting worker"):  # said for every exit, which the statuses tell better
+            self.words = [w for w in self.words if w != said][-1:] + [said]
+
+    def close(self) -> None:
+        for process, original in self.wrapped:
+            process.on_exit = original
+        logging.getLogger("distributed.nanny").removeHandler(self)
+        super().close()
+
+    def hopeless(self, client) -> str | None:
+        """Why no worker can come back (the cluster has none now), or None: every nanny
+        closed, or the workers exited twice each since the watch last saw one, none of
+        them while running a task (a task that kills its workers is Dask's KilledWorker,
+        which names the task)."""
+        from distributed.core import Status
+
+        exits = self.exits[self.base:]
+        closed = all(n.status in (Status.closing, Status.closed, Status.failed) for n in self.nannies)
+        if not closed and (len(exits) < 2 * len(self.nannies) or _tasks_killed_workers(client)):
+            return None
+        codes = list(dict.fromkeys(exits))
+        statuses = (f"each {_exit_text(codes[0])}" if len(codes) == 1
+                    else ", ".join(f"{_exit_text(code)} ×{exits.count(code)}" for code in codes))
+        how = "their nannies have closed" if closed else f"they exited {len(exits)} times ({statuses}) and none came back"
+        said = f"; the nannies said: {' | '.join(self.words)}" if self.words else ""
+        return (f"the local cluster's workers ({len(self.nannies)}) die as they start: {how}, so the run was stopped "
+                "(a worker preload or plugin that exits, or a memory_limit the libraries alone exceed; each worker's own "
+                f"output, above, says which){said}")
+
+
+def _exit_text(code: int) -> str:
+    if code is not None and code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"with status {code}"
+
+
+def _tasks_killed_workers(client) -> bool:
+    """Whether a worker died running one of the scheduler's tasks (Dask counts the task as
+    suspicious)."""
+
+    def suspicious(dask_scheduler) -> bool:  # defined here, so it travels by value: a scheduler needs no dsbuild
+        return any(ts.suspicious for ts in dask_scheduler.tasks.values())
+
+    try:
+        return client.run_on_scheduler(suspicious)
+    except Exception:  # noqa: BLE001 - a closing client: the run itself reports that
+        return True
 
 
 class _HeldLogs:

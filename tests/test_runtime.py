@@ -553,3 +553,41 @@ def test_a_worker_that_dies_in_the_setup_is_said_in_one_line(capfd):
             pass
     err = capfd.readouterr().err
     assert "Traceback" not in err and len(err.splitlines()) < 5, err
+
+
+def test_a_local_cluster_whose_workers_die_as_they_start_stops_the_run_at_once(tmp_path, monkeypatch):
+    """Workers that die as they start (here a preload that exits, as one that cannot load
+    its library does) are restarted by their nannies for ever: the run warned, then waited
+    out DSBUILD_NO_WORKERS_SECONDS (300 s) for workers that could not come. On a local
+    cluster in this process it stops once each worker has died twice, with their exit
+    status; the cluster is left as it was."""
+    import os
+    import signal
+
+    import dask
+    from distributed import Client, LocalCluster
+
+    from dsbuild.runtime import RESTART_CONFIG
+    from dsbuild.watch import WorkersLost
+
+    monkeypatch.setenv("DSBUILD_NO_WORKERS_SECONDS", "600")
+    marker = tmp_path / "die"
+    preload = tmp_path / "preload_that_exits.py"
+    preload.write_text(f"import os, sys\n\n\ndef dask_setup(worker):\n    if os.path.exists({str(marker)!r}):\n"
+                       "        print('this worker cannot start', file=sys.stderr, flush=True)\n        os._exit(3)\n")
+    job = {"name": "died", "source": {"format": "sample", "name": "breast_cancer"}, "stages": [],
+           "sink": {"path": str(tmp_path / "out")}}
+    with dask.config.set(RESTART_CONFIG), LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=":0",
+                                                       preload=[str(preload)]) as cluster, Client(cluster) as c:
+        (nanny,) = cluster.workers.values()
+        on_exit = nanny.process.on_exit
+        marker.touch()
+        os.kill(nanny.process.pid, signal.SIGKILL)
+        t = time.monotonic()
+        with pytest.raises(WorkersLost, match=r"the local cluster's workers \(1\) die as they start: they exited \d+ times "
+                           r"\((each with status 3|killed by SIGKILL ×1, with status 3 ×\d+)\) and none came back") as e:
+            dsbuild.run(job, client=c)
+        assert time.monotonic() - t < 300
+        assert "each worker's own output, above, says which" in str(e.value)
+        assert nanny.process.on_exit == on_exit  # the count's hook is gone
+    assert not (tmp_path / "out").exists()
