@@ -13,6 +13,14 @@ Three passes, each a sum over partitions so the fit does not depend on partition
 Sampling draws ``z ~ N(0, R)`` with ``R`` the correlation of normal scores, and maps each
 coordinate back through its marginal's quantile function. Categories are placed on the
 unit interval in order of frequency, as SDV's GaussianCopula does.
+
+A correlation of normal scores holds only monotone links, and a category's place on the
+unit interval is its frequency's, so a label's link to a category (German credit's
+``status``, Adult's ``relationship``) was mostly lost: a logistic regression trained on the
+new rows of German credit scored AUC 0.68 on held-out real rows, against 0.79 trained on
+real ones (0.75 per class). With a label,
+:class:`ClassCopula` fits one copula per class (each pass's statistics kept per class, so
+still mergeable) and draws each new row's class first, in the classes' shares.
 """
 
 from __future__ import annotations
@@ -189,13 +197,17 @@ class ScoreMoments:
         return ScoreMoments(self.n + other.n, self.total + other.total, self.cross + other.cross)
 
     def correlation(self) -> np.ndarray:
+        """The estimate shrunk towards independence as if ``d`` rows of independent
+        columns were added: from few rows (a small class) a raw estimate is singular, and
+        the new rows would all but copy the real ones; from thousands it changes nothing."""
         mean = self.total / self.n
         cov = self.cross / self.n - np.outer(mean, mean)
         v = np.clip(np.diag(cov), 1e-12, None)
         # rounded, so float sums added in another order (another partitioning) agree
         corr = np.round(np.clip(cov / np.outer(v, v), -0.999, 0.999), 9)
         np.fill_diagonal(corr, 1.0)
-        return nearest_correlation(corr)
+        d = len(corr)
+        return nearest_correlation((self.n * corr + d * np.eye(d)) / (self.n + d))
 
 
 def step_scores(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
@@ -252,6 +264,91 @@ class GaussianCopula:
             "exact_marginals": [c for c, m in self.marginals.numeric.items() if m.exact is not None]
             + list(self.marginals.categorical),
             "correlation": np.round(self.correlation_, 4).tolist(),
+        }
+
+
+MAX_CLASSES = 100  # a label with more classes (a continuous one) is modelled as one more column
+POOLED = ("pooled",)  # the key of pooled statistics: no class's text
+
+
+@dataclass
+class ByClass:
+    """A statistic per class of a label (a key of ``None`` for rows without one), merged
+    class by class; ``pooled`` without a label, or once it has more than ``MAX_CLASSES``
+    classes, when the classes' statistics are merged into one (key ``POOLED``) and the
+    label is a column like the others."""
+
+    parts: dict = field(default_factory=dict)
+    pooled: bool = False
+
+    @classmethod
+    def scan(cls, frame: pd.DataFrame, label: str | None, scan) -> ByClass:
+        keys = class_keys(frame[label]) if label is not None else None
+        distinct = pd.unique(keys) if keys is not None else ()
+        if label is None or len(distinct) > MAX_CLASSES:
+            return cls({POOLED: scan(frame)}, pooled=True)
+        return cls({k: scan(frame[keys == k] if k is not None else frame[pd.isna(keys)]) for k in distinct})
+
+    def merge(self, other: ByClass, merge) -> ByClass:
+        parts = dict(self.parts)
+        for k, v in other.parts.items():
+            parts[k] = merge(parts[k], v) if k in parts else v
+        out = ByClass(parts, self.pooled or other.pooled)
+        return out.pool(merge) if out.pooled or len(parts) > MAX_CLASSES else out
+
+    def pool(self, merge) -> ByClass:
+        stats = [self.parts[k] for k in ordered_classes(self.parts)]
+        total = stats[0]
+        for s in stats[1:]:
+            total = merge(total, s)
+        return ByClass({POOLED: total}, pooled=True)
+
+    def split(self, frame: pd.DataFrame, label: str) -> dict:
+        """``frame``'s rows of each class of these statistics."""
+        if self.pooled:
+            return {POOLED: frame}
+        keys = class_keys(frame[label])
+        return {k: frame[pd.isna(keys)] if k is None else frame[keys == k] for k in self.parts}
+
+
+def class_keys(labels: pd.Series) -> np.ndarray:
+    """Each row's class as text (the key statistics count values by), None where missing."""
+    text = as_text(labels).to_numpy(dtype=object)
+    return np.where(labels.isna().to_numpy(), None, text)
+
+
+def ordered_classes(keys) -> list:
+    return sorted(keys, key=lambda k: (k is None, "" if k is None else str(k)))
+
+
+@dataclass
+class ClassCopula:
+    """One copula per class of ``label``: a new row's class is drawn in the classes'
+    shares of the rows, then its values from that class's copula (whose marginal of the
+    label holds the class alone)."""
+
+    label: str
+    copulas: dict[object, GaussianCopula]
+
+    def sample(self, n: int, rng: np.random.Generator) -> pd.DataFrame:
+        keys = ordered_classes(self.copulas)
+        rows = np.array([self.copulas[k].marginals.rows for k in keys], dtype=np.float64)
+        which = rng.choice(len(keys), size=n, p=rows / rows.sum())
+        parts = [self.copulas[k].sample(m, rng) for k, m in zip(keys, np.bincount(which, minlength=len(keys))) if m]
+        if not parts:
+            return self.copulas[keys[0]].sample(0, rng)
+        frame = pd.concat(parts, ignore_index=True)
+        order = np.argsort(which, kind="stable")  # the concatenated rows' places in the sample
+        return frame.iloc[np.argsort(order)].reset_index(drop=True)
+
+    def summary(self) -> dict:
+        keys = ordered_classes(self.copulas)
+        return {
+            "columns": self.copulas[keys[0]].marginals.columns,
+            "rows": sum(c.marginals.rows for c in self.copulas.values()),
+            "by_class": self.label,
+            "classes": {("null" if k is None else str(k)): {"rows": self.copulas[k].marginals.rows,
+                        "correlation": np.round(self.copulas[k].correlation_, 4).tolist()} for k in keys},
         }
 
 

@@ -20,7 +20,7 @@ import pandas as pd
 from pydantic import Field
 
 from dsbuild.kernels import smote as smote_kernel
-from dsbuild.kernels.copula import CategoryCounts, GaussianCopula, Marginals, ScoreMoments
+from dsbuild.kernels.copula import POOLED, ByClass, CategoryCounts, ClassCopula, GaussianCopula, Marginals, ScoreMoments
 from dsbuild.kernels.dtypes import as_dtype
 from dsbuild.records import ID, child_id, copy_kind, record_rng
 from dsbuild.stages.base import ADDED, KEY, Stage, StageError, StageOptions, _did_you_mean, register, with_marks, written_index
@@ -300,26 +300,39 @@ class Synthesize(Stage):
     def build(self, frame, shapes):
         if not hasattr(self, "numeric_"):
             self.check(frame._meta)
-        numeric, categorical, numbers = self.numeric_, self.categorical_, self._numbers
-        marginals = shapes.fit(frame, lambda p, s: Marginals.scan(numbers(p), numeric, categorical), Marginals.merge, label=self.ctx.name)
-        self.require_where_rows(marginals.rows)
-        if marginals.rows == 0:  # every row was rejected before it: nothing to model (numpy failed on it)
+        numeric, categorical, numbers, label = self.numeric_, self.categorical_, self._numbers, self._by_class()
+        stats = shapes.fit(frame, lambda p, s: ByClass.scan(numbers(p), label, lambda f: Marginals.scan(f, numeric, categorical)),
+                           lambda a, b: a.merge(b, Marginals.merge), label=self.ctx.name)
+        every = stats.pool(Marginals.merge).parts[POOLED] if stats.parts else None
+        rows = every.rows if every is not None else 0
+        self.require_where_rows(rows)
+        if rows == 0:  # every row was rejected before it: nothing to model (numpy failed on it)
             self.copula_, self.left_out_ = None, []
             return shapes.map(frame, self._add_rows, None, frame.npartitions, label=self.ctx.name)
-        wide = [c for c, d in marginals.categorical.items() if len(d.counts) > self.options.max_categories]
-        self.categories_left_out_ = {c: len(marginals.categorical[c].counts) for c in wide}
-        self.identifiers_ = [c for c, d in marginals.categorical.items() if c not in wide and _names_each_row(d)]
-        if wide:
-            marginals.categorical = {c: d for c, d in marginals.categorical.items() if c not in wide}
-        edges = marginals.needing_histograms()
-        if edges:
-            hist = shapes.fit(frame, lambda p, s: Marginals.histograms(numbers(p), edges), Marginals.merge_histograms, label=self.ctx.name)
-            marginals = marginals.with_histograms(hist)
-        moments = shapes.fit(frame, lambda p, s: ScoreMoments.scan(marginals.scores(numbers(p))), ScoreMoments.merge, label=self.ctx.name)
-        self.copula_ = GaussianCopula(marginals, moments.correlation())
+        wide = [c for c, d in every.categorical.items() if len(d.counts) > self.options.max_categories]
+        self.categories_left_out_ = {c: len(every.categorical[c].counts) for c in wide}
+        self.identifiers_ = [c for c, d in every.categorical.items() if c not in wide and _names_each_row(d)]
+        for m in stats.parts.values():
+            m.categorical = {c: d for c, d in m.categorical.items() if c not in wide}
+        edges = {k: m.needing_histograms() for k, m in stats.parts.items()}
+        if any(edges.values()):
+            hist = shapes.fit(frame, lambda p, s: {k: Marginals.histograms(rows, edges[k]) for k, rows in stats.split(numbers(p), label).items()},
+                              lambda a, b: {k: Marginals.merge_histograms(h, b[k]) for k, h in a.items()}, label=self.ctx.name)
+            stats.parts = {k: m.with_histograms(hist[k]) for k, m in stats.parts.items()}
+        marginals = stats.parts
+        moments = shapes.fit(frame, lambda p, s: {k: ScoreMoments.scan(marginals[k].scores(rows)) for k, rows in stats.split(numbers(p), label).items()},
+                             lambda a, b: {k: m.merge(b[k]) for k, m in a.items()}, label=self.ctx.name)
+        copulas = {k: GaussianCopula(m, moments[k].correlation()) for k, m in marginals.items()}
+        self.copula_ = copulas[POOLED] if stats.pooled else ClassCopula(label, copulas)
         self.left_out_ = wide
         frame = self._room_for_new_rows(frame)
         return shapes.map(frame, self._add_rows, shapes.broadcast(self.copula_), frame.npartitions, label=self.ctx.name)
+
+    def _by_class(self) -> str | None:
+        """The label (columns.label) when the stage models it: the copula is then fitted
+        per class, since one copula keeps only monotone links to a category."""
+        label = self.ctx.roles.label
+        return label if label in (*self.numeric_, *self.categorical_) else None
 
     def _room_for_new_rows(self, frame):
         """The frame in enough partitions that none adds more than BLOCKS_PER_PARTITION

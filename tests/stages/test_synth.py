@@ -375,3 +375,64 @@ def test_the_index_to_csv_wrote_is_neither_grown_from_nor_modelled(tmp_path):
     assert len(new) == 50 and new["Unnamed: 0"].isna().all() and new["mean radius"].notna().all()
     kept, _ = run_stage(Synthesize(rows=50, columns=["Unnamed: 0", "mean radius"]), frame, npartitions=2, roles=Roles(label="target"))
     assert kept.loc[kept["synthetic"].fillna(False).astype(bool), "Unnamed: 0"].notna().all()  # named, it is modelled
+
+
+@pytest.fixture(scope="module")
+def german():
+    frame = pd.read_csv(Path(dsbuild.__file__).parent / "io" / "data" / "german_credit.csv.gz")
+    frame.insert(0, "id", [f"g{i:04d}" for i in range(len(frame))])
+    return frame
+
+
+def test_synthesize_keeps_the_labels_links_to_categories(german):
+    """One copula placed each category on the unit interval by its frequency and kept only
+    monotone links, so German credit's status told the new rows' label little: P(status |
+    credit) was off by 0.11 (credit_history 0.13), and a model trained on 700 rows' synthetic
+    copies scored AUC 0.75 on the other 300 real rows, against 0.81 trained on the 700. With
+    columns.label the copula is fitted per class: off by 0.02, AUC 0.79."""
+    from sklearn.compose import make_column_transformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    train, test = german.iloc[:700], german.iloc[700:]
+    kept, _ = run_stage(Synthesize(rows=4000), train, npartitions=3, roles=Roles(label="credit"))
+    new = kept[kept["synthetic"]]
+    assert abs((new["credit"] == "bad").mean() - (train["credit"] == "bad").mean()) < 0.03
+    for c in ("status", "credit_history", "savings"):
+        real = pd.crosstab(train[c], train["credit"], normalize="columns")
+        made = pd.crosstab(new[c], new["credit"], normalize="columns").reindex_like(real).fillna(0)
+        assert (real - made).abs().to_numpy().max() < 0.05, c
+
+    features = [c for c in german.columns if c not in ("id", "credit")]
+    numeric = [c for c in features if pd.api.types.is_integer_dtype(german[c])]
+
+    def auc(rows):
+        model = make_pipeline(make_column_transformer((StandardScaler(), numeric), (OneHotEncoder(handle_unknown="ignore"), [c for c in features if c not in numeric])),
+                              LogisticRegression(max_iter=2000))
+        model.fit(rows[features], rows["credit"] == "good")
+        return roc_auc_score(test["credit"] == "good", model.predict_proba(test[features])[:, 1])
+
+    assert auc(new) > auc(train) - 0.03
+
+
+def test_synthesize_by_class_draws_rows_without_a_label_and_pools_a_continuous_label(german):
+    """Rows whose label is missing are a class of their own, drawn in their share; a label
+    of more than MAX_CLASSES values (a price) is modelled as one more column, as before."""
+    from dsbuild.kernels.copula import MAX_CLASSES, ClassCopula, GaussianCopula
+
+    holed = german.assign(credit=german["credit"].where(np.arange(len(german)) % 5 != 0))
+    stage = Synthesize(rows=3000)
+    kept, _ = run_stage(stage, holed, npartitions=3, roles=Roles(label="credit"))
+    new = kept[kept["synthetic"]]
+    assert isinstance(stage.copula_, ClassCopula) and stage.summary()["classes"]["null"]["rows"] == 200
+    assert abs(new["credit"].isna().mean() - 0.2) < 0.03 and set(new["credit"].dropna()) == {"good", "bad"}
+    assert german["amount"].nunique() > MAX_CLASSES
+    stage = Synthesize(rows=500)
+    kept, _ = run_stage(stage, german, npartitions=3, roles=Roles(label="amount"))
+    assert isinstance(stage.copula_, GaussianCopula) and "by_class" not in stage.summary()
+    assert kept.loc[kept["synthetic"], "amount"].nunique() > 100
+    one, _ = run_stage(Synthesize(rows=1500), holed, npartitions=1, roles=Roles(label="credit"))
+    four, _ = run_stage(Synthesize(rows=1500), holed, npartitions=4, roles=Roles(label="credit"))
+    assert parquet_bytes(one) == parquet_bytes(four)
