@@ -13,9 +13,12 @@ from __future__ import annotations
 import numpy as np
 
 
-def nearest_neighbours(x: np.ndarray, k: int) -> np.ndarray:
-    """(n, k) indices of each row's k nearest other rows (exact, Euclidean)."""
+def nearest_neighbours(x: np.ndarray, k: int, scale: np.ndarray | None = None) -> np.ndarray:
+    """(n, k) indices of each row's k nearest other rows (exact, Euclidean), each column
+    divided by ``scale`` first: in raw units a column in dollars decides alone."""
     x = np.asarray(x, dtype=np.float64)
+    if scale is not None:
+        x = x / np.asarray(scale, dtype=np.float64)
     k = min(k, len(x) - 1)
     if k < 1:
         raise ValueError(f"SMOTE needs at least 2 rows of a class, got {len(x)}")
@@ -39,9 +42,11 @@ def interpolate(x: np.ndarray, neighbours: np.ndarray, rows: np.ndarray, cols: n
     return base + np.asarray(steps, dtype=np.float64)[:, None] * (x[neighbours[rows, cols]] - base)
 
 
-def smote(x: np.ndarray, n_samples: int, k: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """(new rows, the row each was grown from) for one class."""
-    neighbours = nearest_neighbours(x, k)
+def smote(x: np.ndarray, n_samples: int, k: int, rng: np.random.Generator, scale: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(new rows, the row each was grown from) for one class; neighbours are found on the
+    columns divided by ``scale`` (as imbalanced-learn's users put a StandardScaler first),
+    and the rows are made in ``x``'s units (interpolation commutes with scaling)."""
+    neighbours = nearest_neighbours(x, k, scale)
     rows, cols, steps = draw(rng, len(x), neighbours.shape[1], n_samples)
     return interpolate(x, neighbours, rows, cols, steps), rows
 

@@ -22,6 +22,7 @@ from pydantic import Field
 from dsbuild.kernels import smote as smote_kernel
 from dsbuild.kernels.copula import POOLED, ByClass, CategoryCounts, ClassCopula, GaussianCopula, Marginals, ScoreMoments
 from dsbuild.kernels.dtypes import as_dtype
+from dsbuild.kernels.moments import ColumnMoments
 from dsbuild.records import ID, child_id, copy_kind, record_rng
 from dsbuild.stages.base import ADDED, KEY, Stage, StageError, StageOptions, _did_you_mean, register, with_marks, written_index
 from dsbuild.stages.conditions import Condition, all_hold, rows_holding
@@ -33,6 +34,9 @@ class OversampleOptions(StageOptions):
     ratio: float = Field(1.0, gt=0, le=1.0, description="grow each minority class to ratio × the largest class")
     k_neighbors: int = Field(5, ge=1, description="neighbours to interpolate towards")
     classes: list[str | int | float | bool] | None = Field(None, description="classes to grow (default: every class smaller than the target)")
+    scale: bool = Field(True, description="find neighbours on the features divided by their standard deviation over the "
+                        "rows where names, as a StandardScaler before imbalanced-learn's SMOTE (new rows stay in the data's "
+                        "units); false: in raw units, where a column in dollars outweighs one in years")
     where: list[Condition] = Field(
         default_factory=list, description="rows to make new rows from, e.g. [{column: split, op: ==, value: train}]; "
         "the others pass through and count towards no class")
@@ -72,8 +76,9 @@ class Oversample(Stage):
     def build(self, frame, shapes):
         if not hasattr(self, "features_"):
             self.check(frame._meta)
-        counts = shapes.fit(frame, self._count, _add_counts, label=self.ctx.name)
+        counts, moments = shapes.fit(frame, self._count, _add_counts_and_moments, label=self.ctx.name)
         self.require_where_rows(sum(counts.values()))
+        self.scale_ = moments.standardizer().std if self.options.scale and moments is not None else None
         classes = None if self.options.classes is None else [_as_counted(c, counts) for c in self.options.classes]
         self._check_classes(counts, classes)
         self.targets_ = smote_kernel.class_targets(counts, self.options.ratio, classes)
@@ -111,9 +116,16 @@ class Oversample(Stage):
         col = part[self.ctx.roles.label]
         return np.where(col.isna().to_numpy() | ~all_hold(self.options.where, part), None, col.astype(str).to_numpy(dtype=object))
 
-    def _count(self, part, state=None) -> dict:
-        labels = pd.Series(self._labels(part)).dropna()
-        return {str(k): int(v) for k, v in labels.value_counts().items()}
+    def _count(self, part, state=None) -> tuple[dict, ColumnMoments | None]:
+        """Each class's rows, and the features' moments over the rows with a class (the
+        rows a StandardScaler would be fitted on) for the neighbour search's scale."""
+        labels = self._labels(part)
+        counts = pd.Series(labels).dropna().value_counts()
+        moments = ColumnMoments.of(self._features(part)[pd.notna(labels)]) if self.options.scale else None
+        return {str(k): int(v) for k, v in counts.items()}, moments
+
+    def _features(self, rows: pd.DataFrame) -> np.ndarray:
+        return rows[self.features_].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
 
     def _key(self, part) -> pd.Series:
         labels = self._labels(part)
@@ -133,7 +145,7 @@ class Oversample(Stage):
         row of the class has (an empty export column) is left out, and stays missing in
         the new rows, rather than leaving no row to interpolate between."""
         n_new = self.targets_.get(label, 0)
-        x = rows[self.features_].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+        x = self._features(rows)
         present = ~np.isnan(x).all(axis=0)
         features = [c for c, ok in zip(self.features_, present) if ok]
         x = x[:, present]
@@ -142,7 +154,8 @@ class Oversample(Stage):
             return rows.iloc[:0]
         pool = rows[usable]
         rng = record_rng(self.ctx.seed, self.ctx.name, f"class={label}")
-        values, base = smote_kernel.smote(x[usable], n_new, self.options.k_neighbors, rng)
+        scale = self.scale_[present] if self.scale_ is not None else None
+        values, base = smote_kernel.smote(x[usable], n_new, self.options.k_neighbors, rng, scale)
         new = pool.iloc[base].copy()
         occurrence = pd.Series(base).groupby(base).cumcount().to_numpy()
         kind = copy_kind(self.ctx.name, "smote")
@@ -157,7 +170,9 @@ class Oversample(Stage):
         return new
 
     def summary(self) -> dict:
-        return {"counts": getattr(self, "counts_", {}), "new_rows": getattr(self, "targets_", {}), "features": getattr(self, "features_", [])}
+        scale = getattr(self, "scale_", None)
+        return {"counts": getattr(self, "counts_", {}), "new_rows": getattr(self, "targets_", {}), "features": getattr(self, "features_", []),
+                "scale": None if scale is None else dict(zip(self.features_, (float(v) for v in scale)))}
 
     def result_warnings(self, entry: dict) -> list[str]:
         """A class with fewer than two rows whose features are all present cannot be
@@ -223,11 +238,11 @@ def _interpolable(column: pd.Series) -> bool:
     return pd.api.types.is_numeric_dtype(column) or pd.api.types.is_datetime64_any_dtype(column)
 
 
-def _add_counts(a: dict, b: dict) -> dict:
-    out = dict(a)
-    for k, v in b.items():
+def _add_counts_and_moments(a: tuple, b: tuple) -> tuple:
+    out = dict(a[0])
+    for k, v in b[0].items():
         out[k] = out.get(k, 0) + v
-    return out
+    return out, a[1].merge(b[1]) if a[1] is not None else None
 
 
 # -- synthesize -------------------------------------------------------------------------

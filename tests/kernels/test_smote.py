@@ -53,3 +53,33 @@ def test_class_targets_fill_up_to_the_ratio_of_the_largest_class():
     assert class_targets({"a": 100, "b": 30, "c": 1}) == {"b": 70}  # c is too small to interpolate
     assert class_targets({"a": 100, "b": 30}, ratio=0.5) == {"b": 20}
     assert class_targets({"a": 100, "b": 30, "d": 10}, classes=["d"]) == {"d": 90}
+
+
+def test_scaled_neighbours_give_imbalanced_learns_rows_after_a_standard_scaler():
+    """German credit's amount (DM, spread 2,800) outweighed duration (months, 12) and age
+    (years, 11): the neighbours were the rows nearest in amount alone (8 % of them the
+    neighbours after scaling). With the features' spread as ``scale`` the rows are those of
+    StandardScaler → SMOTE → inverse_transform, in the data's units."""
+    from pathlib import Path
+
+    import pandas as pd
+    from imblearn.over_sampling import SMOTE
+    from sklearn.preprocessing import StandardScaler
+
+    import dsbuild
+
+    german = pd.read_csv(Path(dsbuild.__file__).parent / "io" / "data" / "german_credit.csv.gz")
+    x = german[["duration", "amount", "installment_rate", "age", "existing_credits"]].to_numpy(np.float64)
+    y = (german["credit"] == "bad").to_numpy().astype(int)
+    scaler = StandardScaler().fit(x)
+    xr, _ = SMOTE(k_neighbors=5, random_state=np.random.RandomState(3)).fit_resample(scaler.transform(x), y)
+    theirs = scaler.inverse_transform(xr[len(x):])
+
+    minority = x[y == 1]
+    neighbours = nearest_neighbours(minority, 5, scale=scaler.scale_)
+    state = np.random.RandomState(3)
+    flat = state.randint(low=0, high=neighbours.size, size=len(theirs))
+    ours = interpolate(minority, neighbours, flat // 5, flat % 5, state.uniform(size=len(theirs)))
+    assert np.allclose(ours, theirs, rtol=1e-9, atol=1e-6)
+    raw = nearest_neighbours(minority, 5)
+    assert np.mean([len(set(a) & set(b)) for a, b in zip(raw, neighbours)]) < 1  # of 5

@@ -436,3 +436,33 @@ def test_synthesize_by_class_draws_rows_without_a_label_and_pools_a_continuous_l
     one, _ = run_stage(Synthesize(rows=1500), holed, npartitions=1, roles=Roles(label="credit"))
     four, _ = run_stage(Synthesize(rows=1500), holed, npartitions=4, roles=Roles(label="credit"))
     assert parquet_bytes(one) == parquet_bytes(four)
+
+
+def test_oversample_finds_neighbours_in_standard_units_and_makes_rows_in_the_datas(german):
+    """oversample found neighbours in raw units: on German credit, amount (DM) decided them
+    alone, and a row and its neighbours were 11 years apart in age on average (0.97 standard
+    deviation; 4 years, 0.36, after scaling). Each new row now lies between its row and one of its 5
+    nearest class-mates in units of each feature's spread over the rows with a class, as a
+    StandardScaler before imbalanced-learn's SMOTE; scale: false keeps the raw units."""
+    from sklearn.neighbors import NearestNeighbors
+
+    features = ["duration", "amount", "installment_rate", "age", "existing_credits"]
+    frame = german[["id", *features, "credit"]].astype({c: float for c in features})  # floats: no rounding
+    std = frame[features].std(ddof=0).to_numpy()
+    bad = frame[frame["credit"] == "bad"].set_index("id")
+    for scale, units in ((True, std), (False, np.ones(len(features)))):
+        stage = Oversample(k_neighbors=5, scale=scale)
+        kept, _ = run_stage(stage, frame, npartitions=3, roles=Roles(label="credit", features=features))
+        new = kept[kept["id"].str.contains("#smote")]
+        x = bad[features].to_numpy() / units
+        neighbours = NearestNeighbors(n_neighbors=6).fit(x).kneighbors(x, return_distance=False)[:, 1:]
+        parents = bad.index.get_indexer(new["id"].str.split("#").str[0])
+        made = new[features].to_numpy() / units
+        for row, p in zip(made, parents):
+            ends = x[neighbours[p]] - x[p]
+            t = np.clip((ends @ (row - x[p])) / np.einsum("ij,ij->i", ends, ends), 0, 1)
+            assert np.linalg.norm(x[p] + t[:, None] * ends - row, axis=1).min() < 1e-6 * np.linalg.norm(row)
+        if scale:
+            assert np.allclose(list(stage.summary()["scale"].values()), std, rtol=1e-6)
+        else:
+            assert stage.summary()["scale"] is None
