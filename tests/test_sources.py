@@ -1419,6 +1419,32 @@ def test_csv_whose_first_line_is_excels_separator_hint_is_read_with_it(tmp_path)
     assert read({"format": "csv", "path": str(tmp_path / "x.csv")})[["a", "b"]].values.tolist() == [[1, 2]]
 
 
+def test_csv_skip_rows_leaves_out_the_lines_before_the_header(tmp_path):
+    """A file that opens with a title or a notice (Adult's test file: ``|1x3 Cross
+    validator``) could not be read: validate said ok and the run rejected every row as
+    csv:fields. Now its first line stops the read, naming skip_rows, and with skip_rows the
+    file reads as the one without those lines, ids and all, however it is cut."""
+    rows = [f'{i};"x{i}{chr(10) if i % 7 == 0 else ""}y";{i},5' for i in range(2000)]
+    body = "a;b;c\r\n" + "\r\n".join(rows) + "\r\n"
+    (tmp_path / "plain.csv").write_text(body)
+    (tmp_path / "title.csv").write_text("Exported 2024-01-02\r\n(c) Example\r\n" + body)
+    (tmp_path / "wide.csv").write_bytes(("Exported 2024-01-02\r\n(c) Example\r\n" + body).encode("utf-16"))
+    for cut in ({"blocksize": 4_000, "infer_bytes": 4_000}, {}):
+        want = read({"format": "csv", "path": str(tmp_path / "plain.csv"), **cut})
+        for name, encoding in (("title.csv", "utf8"), ("wide.csv", "utf-16")):
+            got = read({"format": "csv", "path": str(tmp_path / name), "encoding": encoding, "skip_rows": 2, **cut})
+            pd.testing.assert_frame_equal(got.assign(id=got["id"].str.replace(name, "plain.csv")).reset_index(drop=True),
+                                          want.reset_index(drop=True))
+    (tmp_path / "adult.test").write_text("|1x3 Cross validator\n25, Private, <=50K.\n38, Private, >50K.\n")
+    spec = {"format": "csv", "path": str(tmp_path / "adult.test")}
+    with pytest.raises(SourceError, match=r"adult.test: line 1, read as the header, has 1 field\(s\) \(\|1x3 Cross "
+                                          r"validator\) but the lines after it have 3 .*skip_rows: 1"):
+        read_source(spec)
+    names = {"header": False, "column_names": ["age", "workclass", "income"]}
+    assert read(spec | names | {"skip_rows": 1})["income"].tolist() == ["<=50K.", ">50K."]
+    assert read(spec | names | {"skip_rows": 1})["id"].tolist() == ["adult.test:0", "adult.test:1"]
+
+
 def test_the_digits_sample_is_planned_without_scikit_learn():
     """The driver imported scikit-learn (1.7 s of the quick start's validate and run) only
     to count the digits and build an empty frame of their columns; the workers load them."""

@@ -7,6 +7,7 @@ import csv
 import difflib
 import functools
 import io
+import itertools
 import re
 from typing import Literal
 
@@ -49,6 +50,8 @@ class CsvSource(_Spec):
     sep: str | None = Field(None, min_length=1, max_length=1, description="field separator; default a tab for .tsv "
                             "files, else the one of , ; tab | that splits the first lines alike")
     header: bool = True
+    skip_rows: int = Field(0, ge=0, description="lines at the start of each file before the header (or the first row): "
+                           "a title, a notice such as Adult's test file's '|1x3 Cross validator'; not rows, not in the ledger")
     column_names: list[str] | None = Field(None, description="names when the file has no header")
     null_values: list[str] = Field(default_factory=lambda: ["", "NA", "N/A", "NaN", "nan", "null", "NULL", "?"])
     skip_initial_space: bool = True
@@ -108,7 +111,8 @@ def _read_csv(spec: CsvSource, count_rows: bool = True, id_column: str | None = 
     wide = spec.encoding if wide_text.is_wide(spec.encoding) else None
     if wide:  # read as the UTF-8 text they hold
         spec = spec.model_copy(update={"encoding": "utf8"})
-    sample = _read_block(fs, files[0], 0, spec.infer_bytes, wide)
+    read = functools.partial(_read_block, wide=wide, skip=spec.skip_rows)
+    sample = read(fs, files[0], 0, spec.infer_bytes)
     hints = {path: hint for path in files if (hint := _separator_hint(fs, path, wide))}
     sniffed = spec.sep is None
     if sniffed:
@@ -116,6 +120,8 @@ def _read_csv(spec: CsvSource, count_rows: bool = True, id_column: str | None = 
     names = _csv_header(fs, files[0], spec, wide)
     if spec.column_names:
         _check_field_count(files[0], sample, names, spec)
+    elif spec.header:
+        _check_header_fits(files[0], sample, names, spec)
     orders = {}  # files that list the same columns in another order: read by name
     seps = {}  # files split by another separator than the first file (a .tsv among .csv files)
     for path in files[1:]:
@@ -129,9 +135,9 @@ def _read_csv(spec: CsvSource, count_rows: bool = True, id_column: str | None = 
             raise SourceError(f"{path}: header {other} differs from {files[0]}: {names}"
                               + (f"; lacks {missing}" if missing else "") + (f"; has {extra} besides" if extra else ""))
         orders[path] = other
-    sampled = files[0] if not spec.header or _holds_rows(sample) else _first_with_rows(fs, files, wide)
+    sampled = files[0] if not spec.header or _holds_rows(sample) else _first_with_rows(fs, files, read)
     if sampled != files[0]:  # a first export with its header alone typed every column as text
-        sample = _read_block(fs, sampled, 0, spec.infer_bytes, wide)
+        sample = read(fs, sampled, 0, spec.infer_bytes)
     own = spec.model_copy(update={"sep": seps[sampled]}) if sampled in seps else spec
     schema, spans_lines = _csv_infer_schema(sample, orders.get(sampled, names), own)
     notes = [f"source: {files[0]} starts with {marked.upper()}'s byte-order mark: read as {marked} text"] if marked else []
@@ -149,8 +155,7 @@ def _read_csv(spec: CsvSource, count_rows: bool = True, id_column: str | None = 
     quoted = spans_lines if spec.newlines_in_values is None else spec.newlines_in_values
     units = {path: wide_text.wide_unit(fs, path, wide) for path in files} if wide and quoted else None
     blocksize = max(spec.blocksize // 4 * 4, 4) if wide else spec.blocksize  # blocks begin at whole code units
-    blocks, records = _text_blocks(fs, files, root, blocksize, count_rows, quoted=quoted, units=units,
-                                   read=functools.partial(_read_block, wide=wide))
+    blocks, records = _text_blocks(fs, files, root, blocksize, count_rows, quoted=quoted, units=units, read=read)
     reader = _CsvBlock(fs, spec, names, schema, quoted, orders, wide, seps, set(hints))
     frame = dd.from_map(Together(reader), together(blocks, records, spec.blocksize), meta=reader._empty(), divisions=None, label="read-csv",
                         enforce_metadata=False)
@@ -228,9 +233,9 @@ def _holds_rows(sample: bytes) -> bool:
     return end >= 0 and bool(sample[end + 1:].strip())
 
 
-def _first_with_rows(fs, files: list[str], wide: str | None) -> str:
+def _first_with_rows(fs, files: list[str], read) -> str:
     """The first of ``files`` whose start holds rows, to type the columns (the first file if none does)."""
-    return next((p for p in files[1:] if _holds_rows(_read_block(fs, p, 0, _SNIFF_BYTES, wide))), files[0])
+    return next((p for p in files[1:] if _holds_rows(read(fs, p, 0, _SNIFF_BYTES))), files[0])
 
 
 def _own_separator(fs, path: str, spec: CsvSource, names: list[str], header: list[str], seps: dict, wide: str | None,
@@ -239,7 +244,7 @@ def _own_separator(fs, path: str, spec: CsvSource, names: list[str], header: lis
     with one), where the job gives none and the file's header is the first file's split by
     another: a folder of .csv exports with a .tsv among them stopped as "header
     ['a\tb\tc'] differs from ['a', 'b', 'c']"."""
-    own = hint or _sniff_sep(path, _read_block(fs, path, 0, _SNIFF_BYTES, wide), spec)
+    own = hint or _sniff_sep(path, _read_block(fs, path, 0, _SNIFF_BYTES, wide, skip=spec.skip_rows), spec)
     theirs = _csv_header(fs, path, spec.model_copy(update={"sep": own}), wide) if own != spec.sep else header
     return ({**seps, path: own}, theirs) if sorted(theirs) == sorted(names) else (seps, header)
 
@@ -275,17 +280,29 @@ def _without_hint(data: bytes) -> bytes:
     return data[found.end():] if found else data
 
 
-def _read_block(fs, path: str, start: int, length: int | None, wide: str | None, hint: bool = False) -> bytes:
+def _read_block(fs, path: str, start: int, length: int | None, wide: str | None, hint: bool = False,
+                skip: int = 0) -> bytes:
     """A block of the file as :func:`_read_text_block` reads it (a file in a ``wide``
     encoding as the UTF-8 text it holds, :func:`wide.read_block`). The file's first block
-    comes without a separator hint line (``hint``: with it), so the header is its first
-    line and the lines after it are counted from there."""
+    comes without a separator hint line (``hint``: with it) and the ``skip`` lines after
+    it (``skip_rows``), so the header is its first line and the lines after it are counted
+    from there."""
     if wide is None:
         data = _read_text_block(fs, path, start, length)
         data = data if start else data.removeprefix(codecs.BOM_UTF8)
     else:
         data = wide_text.read_block(fs, path, start, length, wide)
-    return data if start or hint else _without_hint(data)
+    return data if start or hint else _after_lines(_without_hint(data), skip)
+
+
+def _after_lines(data: bytes, n: int) -> bytes:
+    """``data`` from its ``n``-th newline on: the lines ``skip_rows`` says are not rows."""
+    for _ in range(n):
+        end = data.find(b"\n")
+        if end < 0:
+            return b""
+        data = data[end + 1:]
+    return data
 
 
 def _sniff_sep(path: str, sample: bytes, spec: CsvSource) -> str:
@@ -337,6 +354,25 @@ def _check_field_count(path: str, sample: bytes, names: list[str], spec: CsvSour
             "(e.g. ' ' for spaces)")
 
 
+def _check_header_fits(path: str, sample: bytes, names: list[str], spec: CsvSource) -> None:
+    """A first line that is no header: every line after it has another number of fields
+    (Adult's test file opens with ``|1x3 Cross validator``), so every row would be
+    rejected as csv:fields, in a run that succeeds with nothing kept."""
+    try:
+        text = sample[: quoting.records_end(sample[: 64 * 1024])].decode(spec.encoding)
+    except (UnicodeDecodeError, LookupError):
+        return
+    reader = csv.reader(io.StringIO(text), delimiter=spec.sep, skipinitialspace=spec.skip_initial_space)
+    counts = {len(row) for row, _ in zip(filter(None, itertools.islice(reader, 1, None)), range(20))}
+    if len(counts) == 1 and (fields := counts.pop()) != len(names):
+        first = 1 + spec.skip_rows
+        raise SourceError(
+            f"{path}: line {first}, read as the header, has {len(names)} field(s) ({', '.join(names[:3])}"
+            f"{', …' if len(names) > 3 else ''}) but the lines after it have {fields} (split by {spec.sep!r}): if line "
+            f"{first} is a title or a note, set source.skip_rows: {first}; if the file has no header, set header: false "
+            "and column_names")
+
+
 def _csv_header(fs, path: str, spec: CsvSource, wide: str | None = None) -> list[str]:
     if not spec.header:
         if not spec.column_names:
@@ -344,11 +380,13 @@ def _csv_header(fs, path: str, spec: CsvSource, wide: str | None = None) -> list
         names = list(spec.column_names)
     else:
         if wide:
-            line = _read_block(fs, path, 0, _SNIFF_BYTES, wide).split(b"\n", 1)[0]
+            line = _read_block(fs, path, 0, _SNIFF_BYTES, wide, skip=spec.skip_rows).split(b"\n", 1)[0]
         else:
             with fs.open(path, "rb", compression="infer") as f:
                 line = f.readline()
                 line = f.readline() if _HINT.match(line.removeprefix(codecs.BOM_UTF8)) else line
+                for _ in range(spec.skip_rows):
+                    line = f.readline()
         try:
             first = line.decode(spec.encoding).rstrip("\r\n").lstrip("\ufeff")  # a byte-order mark is no name
         except UnicodeDecodeError:
@@ -538,9 +576,9 @@ class _CsvBlock:
                 data = quoting.read_records(f, start, length, *quote_states[0], wide_text.unit_dtype(codec, unit))
             data = wide_text.transcoded(io.BytesIO(data), b"", codec, path, start) if self.wide else data
             data = data if data.endswith(b"\n") or not data else data + b"\n"
-            data = _without_hint(data.removeprefix(codecs.BOM_UTF8)) if start == 0 else data
+            data = _after_lines(_without_hint(data.removeprefix(codecs.BOM_UTF8)), self.spec.skip_rows) if start == 0 else data
         else:
-            data = _read_block(self.fs, path, start, length, self.wide)
+            data = _read_block(self.fs, path, start, length, self.wide, skip=self.spec.skip_rows)
         header_here = self.spec.header and start == 0
         if not data and not header_here:  # the block lies inside a line longer than the blocksize
             return self._empty()
@@ -551,8 +589,8 @@ class _CsvBlock:
         # lines). Where values span lines, a record's line is its number among the pieces
         # between newlines outside quotes.
         offset = first_line - (1 if self.spec.header and start != 0 else 0)
-        if quote_states and start != 0 and path in self.hinted:  # its records were counted from the file's first byte
-            offset -= 1
+        if quote_states and start != 0:  # its records were counted from the file's first byte
+            offset -= (path in self.hinted) + self.spec.skip_rows
         bad: list = []
         by_hand: dict[str, pa.DataType] = {}  # columns read as text, to be typed a value at a time
         while True:
