@@ -417,6 +417,7 @@ def every_arrow_type(n: int):
     return pa.table({
         "x": pa.array([None if k % 9 == 0 else float(k) for k in range(n)]),
         "s": pa.array([None if k % 6 == 0 else f"s{k % 50}" for k in range(n)], pa.string()),
+        "sv": pa.array([None if k % 8 == 0 else f"v{k % 30}" for k in range(n)], pa.string_view()),  # Polars' text
         "i": pa.array([None if k % 7 == 0 else k for k in range(n)], pa.int32()),
         "b": pa.array([None if k % 5 == 0 else bool(k % 2) for k in range(n)]),
         "cat": pa.array([f"c{k % 4}" for k in range(n)]).dictionary_encode(),
@@ -449,6 +450,8 @@ def test_arrow_types_keep_their_values(client, tmp_path):
         "sink": {"path": str(tmp_path / "out")},
     }, client=client)
     out = pq.read_table(tmp_path / "out" / "data")
+    types = out.schema
+    out = out.cast(pa.schema([pa.field(f.name, pa.string()) if f.type == pa.string_view() else f for f in types]))  # no take
     number = [int(f[1]) * 300 + int(row) for f, row in (i.split(":") for i in out.column("id").to_pylist())]
     out = out.take(np.argsort(number))
     assert out.num_rows == n
@@ -457,7 +460,7 @@ def test_arrow_types_keep_their_values(client, tmp_path):
         if pa.types.is_dictionary(got.type):
             got = got.cast(got.type.value_type)
         else:
-            assert got.type == want.type, name
+            assert types.field(name).type == want.type, name
         assert got.to_pylist() == want.cast(got.type).to_pylist(), name
 
 

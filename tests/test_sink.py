@@ -322,6 +322,25 @@ def test_partition_folders_are_slices_of_one_conversion_to_arrow(tmp_path, monke
         assert got.column("id").to_pylist() == want["id"].tolist() and f["rows"] == len(want) > 0
 
 
+def test_text_the_source_typed_string_view_is_written_so_in_partition_folders_too(tmp_path):
+    """A string_view column (Polars' text) was written back as large_string, the type
+    Arrow makes of pandas' text; kept so, a partition_by output failed, as Arrow's take
+    has no kernel for it."""
+    import pandas as pd
+
+    part = pd.DataFrame({"id": [f"r{i}" for i in range(6)], "s": ["a", None, "c", "d", "e", "f"], "g": [1, 2, 1, 2, 1, 2]})
+    for by in ([], ["g"]):
+        sink = Sink(str(tmp_path / f"out{by}"), shard_rows=1000, shard_bytes=2**28, compression="zstd", partition_by=by)
+        sink.column_types = {"s": pa.string_view()}
+        values = []
+        for f in sink.write_partition(part, str(tmp_path / f"stage{by}"), 0, by=by):
+            with pa.memory_map(f["path"]) as source:
+                got = pa.ipc.open_file(source).read_all()
+            assert got.schema.field("s").type == pa.string_view()
+            values += got.column("s").to_pylist()
+        assert values.count(None) == 1 and sorted(filter(None, values)) == ["a", "c", "d", "e", "f"]
+
+
 def test_partition_folders_are_finished_by_a_few_tasks(tmp_path, monkeypatch):
     """A partition_by output's finish made a task per shard: 2,000 groups of ~100 rows
     were 2,000 tasks (and 2,000 folders made one by one in the driver), whose scheduling

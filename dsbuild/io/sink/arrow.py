@@ -103,10 +103,11 @@ def _back_to_source_type(dtype, have: pa.DataType, want: pa.DataType) -> bool:
 
 
 def _large_text(t: pa.DataType, want: pa.DataType) -> bool:
-    """Whether a text column the source declared ``string`` comes as ``large_string``, as
-    Arrow converts pandas' text: every output's text columns changed type (a schema that
-    no longer matched the input's, a ``datasets`` feature ``large_string``)."""
-    return pa.types.is_large_string(t) and pa.types.is_string(want)
+    """Whether a text column the source declared ``string`` (or ``string_view``, as Polars
+    and DuckDB write text) comes as ``large_string``, as Arrow converts pandas' text: every
+    output's text columns changed type (a schema that no longer matched the input's, a
+    ``datasets`` feature ``large_string``)."""
+    return pa.types.is_large_string(t) and (pa.types.is_string(want) or str(want) == "string_view")
 
 
 def _decimal_as_number(t: pa.DataType, want: pa.DataType) -> bool:

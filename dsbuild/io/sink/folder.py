@@ -199,7 +199,7 @@ class Sink:
         codes = part.groupby(by, dropna=False, sort=True, observed=True).ngroup().to_numpy()
         order = np.argsort(codes, kind="stable")
         starts = np.flatnonzero(np.diff(codes[order], prepend=-1))
-        table = _to_arrow(part.drop(columns=by), self.column_types).take(order)
+        table = _to_arrow(part.drop(columns=by).iloc[order], self.column_types)  # Arrow takes no string_view
         keys = part[by].iloc[order[starts]].itertuples(index=False, name=None)
         out = []
         for start, end, values in zip(starts, [*starts[1:], len(order)], keys):
