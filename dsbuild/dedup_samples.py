@@ -150,6 +150,28 @@ def near_copy_frame(
     return frame
 
 
+def cropped_copy_frame(every: int = 3, cut: tuple[float, float] = (0.04, 0.07), seed: int = 0) -> pd.DataFrame:
+    """The photos and their 128-px tiles (no faces: pictures under ``check_below`` get no
+    crop windows), and of every ``every``-th a JPEG (q85) copy with a share drawn from
+    ``cut`` cut off each side's length, at a drawn place: the crops a web scrape or a
+    re-upload makes, which move a 32-px thumbnail past max_distance. Columns as
+    :func:`near_copy_frame`'s."""
+    bases = distinct_images(tile=128, faces=False)
+    names = sorted(bases)
+    rows = [{"id": f"img-{n}", "image": encode_image(bases[n], "png"), "group": n, "edits": "original"} for n in names]
+    for n in names[::every]:
+        img = bases[n]
+        h, w = img.shape[:2]
+        rng = record_rng(seed, "cropped-copies", n)
+        fy, fx = rng.uniform(*cut, size=2)
+        top, left = int(fy * h * rng.random()), int(fx * w * rng.random())
+        out = np.ascontiguousarray(img[top : top + h - int(fy * h), left : left + w - int(fx * w)])
+        rows.append({"id": f"crop-{n}", "image": encode_image(out, "jpeg", 85), "group": n, "edits": f"crop{fy:.3f}x{fx:.3f}+jpeg85"})
+    frame = pd.DataFrame(rows)
+    frame["image"] = frame["image"].astype(IMAGE_DTYPE)
+    return frame
+
+
 def dedup_scores(truth: pd.DataFrame, kept: pd.DataFrame, rejected: pd.DataFrame) -> dict[str, float]:
     """Precision and recall of a dedup run against the ``group`` column of ``truth``.
 

@@ -215,3 +215,27 @@ def test_row_hash_pair_writes_each_nested_value_as_text_once(monkeypatch):
     assert len(written) == 2 * n  # emb and box, each value once
     assert (first == want[0]).all() and (check == want[1]).all()
     assert len(set(zip(first.tolist(), check.tolist()))) == len(frame.astype(str).drop_duplicates())
+
+
+@pytest.mark.parametrize("kind", ["phash", "dhash", "phash+dhash"])
+@pytest.mark.parametrize("mirrored", [False, True])
+def test_crop_windows_are_hashed_after_the_picture_and_its_mirror(kind, mirrored):
+    """With ``crops`` each picture has CROP_WINDOWS more hashes after its own (and its
+    mirror's), and a copy of the astronaut cut by 6 % at the top and left is far from the
+    whole picture but within crop_distance of one of its windows."""
+    from dsbuild.kernels.hashing import CROP_WINDOWS
+    from dsbuild.stages.dedup.signers import crop_distance
+
+    photo = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)
+    h, w = photo.shape[:2]
+    cropped = np.ascontiguousarray(photo[int(0.06 * h) :, int(0.06 * w) :])
+    images = [encode_image(photo, "png"), encode_image(cropped, "jpeg", 85), b"not an image"]
+    plain, ok = perceptual_hashes(images, kind, mirrored=mirrored)
+    hashes, ok_crops = perceptual_hashes(images, kind, mirrored=mirrored, crops=True)
+    turned = 2 if mirrored else 1
+    assert hashes.shape[:2] == (3, turned + CROP_WINDOWS) and np.array_equal(ok, ok_crops) and list(ok) == [True, True, False]
+    assert np.array_equal(hashes[:, :turned], plain if mirrored else plain[:, None])
+    if kind == "phash+dhash":
+        whole = hamming(hashes[0, 0], hashes[1, 0]).sum()
+        windows = hamming(hashes[0, turned:], np.broadcast_to(hashes[1, 0], hashes[0, turned:].shape))
+        assert whole > 20 and windows.min() <= crop_distance(20), (whole, windows.min())

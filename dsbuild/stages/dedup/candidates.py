@@ -13,15 +13,17 @@ def signatures(part: pd.DataFrame, signer, quality: str | None, partition_info=N
     """One row per (record, orientation): its signature (payload) and what verifying
     needs, and where the record lives (partition and row, for the pass that drops it)."""
     ok, entries = signer.sign(part)
-    ids = part[ID].to_numpy(dtype=object)[ok]
+    ok = ok[:, None] if ok.ndim == 1 else ok  # or per variant: (rows, variants)
     number = partition_info["number"] if partition_info else 0
-    at = ((np.int64(number) << np.int64(32)) + np.arange(len(part), dtype=np.int64))[ok]
-    q = pd.to_numeric(part[quality], errors="coerce").to_numpy(dtype=float)[ok] if quality else np.zeros(ok.sum())
-    entries = entries[ok]
-    frames = [pd.DataFrame({
-        "_variant": np.full(len(ids), variant, dtype=np.int8), ID: ids, "_at": at, "_quality": q,
-        "_payload": _as_objects(entries[:, variant]),
-    }) for variant in range(entries.shape[1])]
+    ids, at = part[ID].to_numpy(dtype=object), (np.int64(number) << np.int64(32)) + np.arange(len(part), dtype=np.int64)
+    q = pd.to_numeric(part[quality], errors="coerce").to_numpy(dtype=float) if quality else np.zeros(len(part))
+    frames = []
+    for variant in range(entries.shape[1]):
+        signed = ok[:, min(variant, ok.shape[1] - 1)] & ok[:, 0]
+        frames.append(pd.DataFrame({
+            "_variant": np.full(int(signed.sum()), variant, dtype=np.int8), ID: ids[signed], "_at": at[signed], "_quality": q[signed],
+            "_payload": _as_objects(entries[signed, variant]),
+        }))
     return pd.concat(frames, ignore_index=True) if frames else _SIGNATURE_META.copy()
 
 
@@ -101,16 +103,17 @@ def verify_buckets(part: pd.DataFrame, signer, dtype) -> pd.DataFrame:
 
     def close(i, j):
         a, b = _squeeze(payload[i]), _squeeze(payload[j])
-        return signer.close(a, b), signer.distance(a, b)
+        return signer.close(a, b, np.maximum(variant[i], variant[j])), signer.distance(a, b)
 
     i, j, distance, compared = leader_pairs(keys, pairable, close)
     verified = len(i)
     # a pair found in several of this partition's bands is one edge
-    _, first = np.unique((rank[i] * 2 + variant[i]) * (2 * len(part)) + rank[j] * 2 + variant[j], return_index=True)
+    variants = int(variant.max(initial=0)) + 1
+    _, first = np.unique((rank[i] * variants + variant[i]) * (variants * len(part)) + rank[j] * variants + variant[j], return_index=True)
     i, j, distance = i[first], j[first], distance[first]
     edges = pd.DataFrame({
         "a": ids[i], "b": ids[j], "qa": q[i], "qb": q[j], "at_a": at[i], "at_b": at[j], "distance": distance,
-        "mirrored": variant[i] != variant[j], "candidates": 0, "verified": 0,
+        "mirrored": signer.mirrored(variant[i]) | signer.mirrored(variant[j]), "candidates": 0, "verified": 0,
     })
     tally = pd.DataFrame({  # counted before the merge of bands, which depends on the partitioning
         "a": [None], "b": [None], "qa": [np.nan], "qb": [np.nan], "at_a": [-1], "at_b": [-1], "distance": [np.nan], "mirrored": [False],

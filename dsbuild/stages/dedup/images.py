@@ -31,6 +31,10 @@ class NearDedupImagesOptions(KeepRule):
     max_distance: int | None = Field(None, ge=0, le=64, description="largest Hamming distance between hashes of duplicates "
                                      "(summed over both hashes); default 20 of phash+dhash's 128 bits, 10 of one hash's 64")
     mirror: bool = Field(False, description="also hash each image mirrored, so flipped copies are caught")
+    crops: bool = Field(False, description="also hash 18 windows of each image (3 % and 7 % of each side cut off, at 9 places), "
+                        "so copies cropped by up to ~7 % are caught; a window must be within 7/10 of max_distance of the other "
+                        "image (14 bits of 20). Images smaller than check_below get no windows. Each image then makes 19 times "
+                        "the band rows")
     search: Literal["sampled", "pigeonhole"] = Field("sampled", description="sampled bit bands (fast at scale; the bits drawn from the "
                                                      "job's seed, so under another seed a pair near max_distance may be found or "
                                                      "missed; a pair's distance is exact) or pigeonhole bands (every pair within "
@@ -107,7 +111,8 @@ class NearDedupImages(_NearDedup):
 
     def signer(self, meta):
         o = self.options
-        return ImageSigner(self._column(), o.hash, o.distance, o.mirror, o.search, o.bands, o.band_bits, seed=self.ctx.seed)
+        return ImageSigner(self._column(), o.hash, o.distance, o.mirror, o.search, o.bands, o.band_bits, seed=self.ctx.seed,
+                           crops=o.crops, crops_from=o.check_below)
 
     def checked(self, frame, shapes, edges):
         """The hash pairs that stand once the doubtful ones are checked on the pictures.
