@@ -572,12 +572,48 @@ def _check_answers(address: str, timeout: float, security) -> None:
                 if _refused(address):  # a scheduler may still be starting there: say so, and wait as Dask does
                     warnings.warn(f"nothing listens at {address} yet (connection refused); waiting up to "
                                   f"{timeout:g} s for a Dask scheduler to start there", UserWarning, stacklevel=3)
+                elif (web := _web_server(address)) is not None:
+                    raise ClusterSpecError([f"the server at {address} is {web}"])
                 answers(timeout - 2)
         except (OSError, TimeoutError) as e:
             raise _no_scheduler(address, timeout, e) from None
+        except ClusterSpecError:
+            raise
         except Exception:  # noqa: BLE001 - whatever Dask made of another protocol's bytes (an exabyte-long message)
             raise ClusterSpecError([f"the server at {address} is no Dask scheduler: it answered in another protocol; "
                                     "is this the scheduler's address (port 8786 by default; 8787 is the dashboard)?"]) from None
+
+
+def _web_server(address: str) -> str | None:
+    """What to say of a web server at ``address`` (None: no web server answers there).
+    The dashboard's port (8787) was the usual mistake, and a Client waited all of its
+    timeout (30 s) for a handshake an HTTP server never sends; a Dask dashboard also
+    says its scheduler's port."""
+    import http.client
+    import json
+
+    endpoint = _tcp_endpoint(address)
+    if endpoint is None:
+        return None
+    host, port = endpoint
+    connection = http.client.HTTPConnection(host, port, timeout=2)
+    try:
+        connection.request("GET", "/json/identity.json")
+        response = connection.getresponse()
+        body = response.read(1 << 16) if response.status == 200 else b""
+    except (OSError, http.client.HTTPException):
+        return None
+    finally:
+        connection.close()
+    try:
+        scheduler = json.loads(body)
+        ports = {scheduler["address"].rpartition(":")[2]} if scheduler.get("type") == "Scheduler" else set()
+    except (ValueError, AttributeError, KeyError, TypeError):
+        ports = set()
+    if ports:
+        at = f"tcp://{'[' + host + ']' if ':' in host else host}:{ports.pop()}"
+        return f"a Dask scheduler's dashboard, not the scheduler: the scheduler is at {at}"
+    return "a web server, no Dask scheduler: is this a dashboard's port (8787 by default)? A scheduler listens on 8786 by default"
 
 
 def _refused(address: str) -> bool:

@@ -284,6 +284,31 @@ def test_cluster_mistakes_are_said_before_anything_starts(tmp_path, capsys):
     assert "no Dask scheduler at tcp://no-such-scheduler.invalid:8786: no host is named 'no-such-scheduler.invalid'" in capsys.readouterr().err
 
 
+def test_a_dashboard_or_web_server_given_as_the_scheduler_is_said_at_once(cluster, tmp_path, capsys):
+    """The dashboard's port given as the scheduler's (8787 for 8786) waited the Client's whole
+    timeout (30 s) for a handshake a web server never sends, then said "no answer". A
+    dashboard is named, with its scheduler's address; another web server as one."""
+    import http.server
+    from urllib.parse import urlparse
+
+    job = tmp_path / "job.yaml"
+    job.write_text(f"name: t\nsource: {{format: sample, name: adult}}\nstages: []\nsink: {{path: {tmp_path / 'out'}}}\n")
+    dashboard = f"tcp://127.0.0.1:{urlparse(cluster.dashboard_link).port}"
+    t0 = time.monotonic()
+    assert main(["run", str(job), "--cluster", dashboard]) == 2
+    assert time.monotonic() - t0 < 20
+    assert capsys.readouterr().err.splitlines()[-1] == (f"error: the server at {dashboard} is a Dask scheduler's dashboard, not "
+                                                        f"the scheduler: the scheduler is at {cluster.scheduler_address}")
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler) as web:
+        threading.Thread(target=web.serve_forever, daemon=True).start()
+        try:
+            assert main(["run", str(job), "--cluster", f"tcp://127.0.0.1:{web.server_port}"]) == 2
+        finally:
+            web.shutdown()
+    assert "is a web server, no Dask scheduler: is this a dashboard's port (8787 by default)?" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 # -- TLS ------------------------------------------------------------------------------------
 
 
