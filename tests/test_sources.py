@@ -310,6 +310,26 @@ def test_csv_thousands_dots_with_a_decimal_comma_are_found_without_being_told(tm
     assert told["betrag"].tolist() == [1234.5, 2.5] and told["menge"].tolist() == [1000, 2500]
 
 
+@pytest.mark.parametrize("words", [("t", "f"), ("true", "false")])
+def test_csv_booleans_as_postgresql_copy_writes_them(tmp_path, words):
+    """COPY ... TO ... (FORMAT csv) writes a boolean as t or f: the column was text, and no
+    stage read it as a boolean. A value that is neither, past the type sample, is rejected
+    with the column named; the booleans beside it in its block are read (every row of the
+    block with a value there was rejected, true and false too)."""
+    true, false = words
+    lines = ["id,married,seen"] + [f"{i},{(true, false)[i % 2]},2024-01-01 07:{i % 60:02d}:00+00" for i in range(1, 3001)]
+    lines[20] = "20,,2024-01-01 07:20:00+00"  # NULL
+    lines[2500] = "2500,maybe,2024-01-01 07:40:00+00"
+    (tmp_path / "copy.csv").write_text("\n".join(lines) + "\n")
+    src = read_source({"format": "csv", "path": str(tmp_path / "copy.csv"), "infer_bytes": 8_000, "blocksize": 8_000})
+    assert src.schema.field("married").type == pa.bool_() and src.frame.npartitions > 3
+    df = src.frame.compute()
+    assert df.loc[df[REJECT].notna(), [REJECT, RAW]].values.tolist() == [["type:married=maybe", "2500,maybe,2024-01-01 07:40:00+00"]]
+    df = df[df[REJECT].isna()].set_index("id")
+    assert df.loc["2501", "married"] is np.False_ and df.loc["2502", "married"] is np.True_ and pd.isna(df.loc["20", "married"])
+    assert df["married"].sum() == sum(1 for i in range(1, 3001) if i % 2 == 0 and i not in (20, 2500))
+
+
 def test_csv_separator_from_the_file(tmp_path):
     """A tab for .tsv; else the one of , ; tab | that splits the first lines alike."""
     (tmp_path / "people.tsv").write_text("name\tage\tcity\nann\t31\tOslo, NO\nbob\t42\tRome\n")

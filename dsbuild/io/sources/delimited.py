@@ -428,9 +428,15 @@ def _csv_options(spec: CsvSource, names: list[str], types: dict | None, skip_hea
     parse = pacsv.ParseOptions(delimiter=spec.sep, invalid_row_handler=on_invalid, newlines_in_values=True)
     convert = pacsv.ConvertOptions(
         null_values=spec.null_values, strings_can_be_null=True, quoted_strings_can_be_null=True, column_types=types or {},
-        decimal_point=spec.decimal,
+        decimal_point=spec.decimal, true_values=_TRUE, false_values=_FALSE,
     )
     return read, parse, convert
+
+
+# Arrow's words for true and false, and PostgreSQL's t and f (COPY ... CSV writes its booleans
+# so): a column of them was text, and no stage read it as the boolean it is.
+_TRUE, _FALSE = ["1", "True", "TRUE", "true", "t"], ["0", "False", "FALSE", "false", "f"]
+_BOOLEANS = {"1": True, "true": True, "t": True, "0": False, "false": False, "f": False}
 
 
 def _parse(data: bytes, options: tuple, bad: list, stream: bool = False) -> pa.Table:
@@ -700,6 +706,8 @@ class _CsvBlock:
                 col = col.str.replace(self.spec.thousands, "", regex=False)
             if pa.types.is_floating(f.type) and self.spec.decimal != ".":
                 col = col.str.replace(self.spec.decimal, ".", regex=False)
+            if pa.types.is_boolean(f.type):  # Arrow's cast knows no t and f
+                col = col.replace({"t": "true", "f": "false"})
             try:
                 converted = to_pandas(pa.table({f.name: pa.array(col, type=pa.string()).cast(f.type)}))[f.name]
                 out[f.name] = converted
@@ -708,6 +716,8 @@ class _CsvBlock:
                 pass
             if pa.types.is_integer(f.type):  # exactly, not through float64 (2**53 + 1), and in the type's range
                 num = whole_numbers(col, np.iinfo(f.type.to_pandas_dtype()))
+            elif pa.types.is_boolean(f.type):  # one value neither true nor false rejected every row of its block
+                num = col.str.lower().map(_BOOLEANS)
             else:
                 num = pd.to_numeric(col, errors="coerce") if pa.types.is_floating(f.type) else None
             failed = col.notna() & (num.isna() if num is not None else True)
