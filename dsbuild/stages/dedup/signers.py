@@ -16,6 +16,7 @@ from dsbuild.kernels.minhash import (
     MinHasher,
     bands_for_recall,
     set_similarity,
+    shingle_hashes,
     signature_similarity,
 )
 from dsbuild.kernels.minhash import band_keys as minhash_band_keys
@@ -106,8 +107,9 @@ class TextSigner:
     """
 
     def __init__(self, columns: list[str], num_perm: int, shingle: int, unit: str, threshold: float, seed: int,
-                 normalize: bool = True):
+                 normalize: bool = True, margin: float = 0.0):
         self.columns, self.shingle, self.unit, self.threshold = columns, shingle, unit, threshold
+        self.margin = margin  # a pair estimated within it below the threshold is close too, to be checked exactly
         self.normalize = normalize
         self.hasher = MinHasher(num_perm, seed=seed)
         self.sets = num_perm // 4
@@ -141,7 +143,15 @@ class TextSigner:
         return 1.0 - self.similarity(a, b)
 
     def close(self, a: np.ndarray, b: np.ndarray, variant: np.ndarray | int = 0) -> np.ndarray:
-        return self.similarity(a, b) >= self.threshold
+        return self.similarity(a, b) >= self.threshold - self.margin
+
+    def shingle_sets(self, part: pd.DataFrame, rows: np.ndarray) -> list[np.ndarray]:
+        """The distinct shingle hashes of the texts of ``part`` at ``rows``, sorted, as
+        the signatures shingle them."""
+        hashes, doc = shingle_hashes(joined_text(part.iloc[rows], self.columns), size=self.shingle, unit=self.unit,
+                                     normalize=self.normalize)
+        cuts = np.searchsorted(doc, np.arange(1, len(rows)))
+        return [np.unique(h) for h in np.split(hashes, cuts)]
 
     def mirrored(self, variant: np.ndarray) -> np.ndarray:
         return np.zeros(len(variant), dtype=bool)
