@@ -43,7 +43,7 @@ def _command(argv: list[str] | None) -> int:
 
     p = sub.add_parser("run", help="run a job and write its output")
     p.add_argument("job", help="job file (YAML)")
-    p.add_argument("--cluster", default="local", help="local (default), tcp://host:port, or a spec file from cluster/")
+    p.add_argument("--cluster", default="local", help="local (default), tcp://host:port, a scheduler's file (.json, from dask scheduler --scheduler-file), or a spec file from cluster/")
     p.add_argument("--workers", type=_positive, help="worker processes (local default: one per core)")
     p.add_argument("--output", help="output folder (default: the job's sink.path)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
@@ -71,7 +71,7 @@ def _command(argv: list[str] | None) -> int:
 
     p = sub.add_parser("submit", help="start a job in the background and return once it is accepted")
     p.add_argument("job", help="job file (YAML)")
-    p.add_argument("--cluster", default="local", help="local (default), tcp://host:port, or a spec file from cluster/")
+    p.add_argument("--cluster", default="local", help="local (default), tcp://host:port, a scheduler's file (.json, from dask scheduler --scheduler-file), or a spec file from cluster/")
     p.add_argument("--workers", type=_positive, help="worker processes")
     p.add_argument("--output", help="output folder (default: the job's sink.path)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
@@ -84,7 +84,9 @@ def _command(argv: list[str] | None) -> int:
     p.add_argument("--cancel", action="store_true", help="stop the run: its output is not written")
     p.add_argument("--json", action="store_true", help="print the status record")
 
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        _unknown_arguments(sub.choices.get(args.command, parser), unknown)
     if args.version:
         print(_version_text(args.verbose))
         return 0
@@ -108,6 +110,33 @@ def _command(argv: list[str] | None) -> int:
             print(f"error: {e}", file=sys.stderr)
             return 2
         raise
+
+
+# Flags other tools have, and what dsbuild calls them (ADDRESS: the value given with them).
+_FLAGS_ELSEWHERE = {
+    "--scheduler": "--cluster ADDRESS", "--address": "--cluster ADDRESS", "--scheduler-address": "--cluster ADDRESS",
+    "--scheduler-file": "--cluster ADDRESS",
+    "--nworkers": "--workers", "--n-workers": "--workers", "--force": "--overwrite",
+    "--seed": "--set seed=N", "--dry-run": "dsbuild validate JOB", "--follow": "--wait", "--kill": "--cancel",
+}
+
+
+def _unknown_arguments(parser: argparse.ArgumentParser, unknown: list[str]) -> None:
+    """Exit as argparse does, but with the command's own usage (the top level's had been
+    shown, which lists the commands, not the flags) and the flag the user meant."""
+    import difflib
+
+    at = next((i for i, u in enumerate(unknown) if u.startswith("--")), None)
+    flags = [o for action in parser._actions for o in action.option_strings if o.startswith("--")]
+    hint = ""
+    if at is not None:
+        flag, _, value = unknown[at].partition("=")
+        value = value or (unknown[at + 1] if at + 1 < len(unknown) and not unknown[at + 1].startswith("-") else "")
+        meant = _FLAGS_ELSEWHERE.get(flag) or next(iter(difflib.get_close_matches(flag, flags, n=1, cutoff=0.7)), "")
+        meant = meant.replace("ADDRESS", value or "tcp://HOST:8786")
+        hint = (f" (did you mean {meant}?)" if meant.startswith("--") or meant.startswith("dsbuild ") else "") + (
+            f"; {parser.prog}'s options: {', '.join(flags)}")
+    parser.error(f"unrecognized arguments: {' '.join(unknown)}{hint}")
 
 
 # First in ``--version --verbose``, as a bug report wants them; then the rest of what

@@ -347,7 +347,7 @@ def _fields_at(model, path: tuple) -> list[str]:
 
 
 def spec_from_target(target) -> LocalSpec | SchedulerSpec | SlurmSpec | PBSSpec | KubernetesSpec:
-    """``local``, a scheduler address, a spec file, YAML text, a dict or a spec → a spec."""
+    """``local``, a scheduler address, a scheduler's file (``.json``), a spec file, YAML text, a dict or a spec → a spec."""
     if target is None or (isinstance(target, str) and target == "local"):
         return LocalSpec(kind="local")
     if isinstance(target, (str, os.PathLike)):
@@ -357,12 +357,14 @@ def spec_from_target(target) -> LocalSpec | SchedulerSpec | SlurmSpec | PBSSpec 
                 return SchedulerSpec(kind="scheduler", address=text)
             except ValidationError as e:
                 raise ClusterSpecError([f"cluster {text!r}: {err['msg'].removeprefix('Value error, ')}" for err in e.errors()]) from None
+        if "\n" not in text and text.endswith(".json"):  # the file `dask scheduler --scheduler-file` writes
+            return SchedulerSpec(kind="scheduler", scheduler_file=text)
         if "\n" not in text and not Path(text).exists() and not text.endswith((".yaml", ".yml")):
             host, _, port = text.rpartition(":")
             meant = f" (did you mean 'tcp://{text}'?)" if host and port.isdigit() else ""
             raise ClusterSpecError([
                 f"cluster {text!r}: expected 'local', a scheduler address like 'tcp://host:8786'{meant}, "
-                "or a cluster spec file (see cluster/)"
+                "the JSON file a scheduler wrote (dask scheduler --scheduler-file), or a cluster spec file (see cluster/)"
             ])
     return load_cluster_spec(target)
 

@@ -73,6 +73,25 @@ def test_a_command_or_version_is_asked_for(capsys):
         assert says in capsys.readouterr().err
 
 
+def test_a_mistyped_flag_is_said_with_the_commands_usage_and_the_flag_meant(capsys):
+    """``--clustr`` (or Dask's ``--scheduler``) was "unrecognized arguments" under the top
+    level's usage, which lists the commands: the flag meant was left to find in --help."""
+    for argv, said in ((["run", "j.yaml", "--clustr", "tcp://h:1"], "(did you mean --cluster?)"),
+                       (["run", "j.yaml", "--scheduler", "tcp://h:8786"], "(did you mean --cluster tcp://h:8786?)"),
+                       (["submit", "j.yaml", "--scheduler-file=s.json"], "(did you mean --cluster s.json?)"),
+                       (["status", "r1", "--follow"], "(did you mean --wait?)"),
+                       (["inspect", "out", "--jsn"], "(did you mean --json?)")):
+        try:
+            main(argv)
+        except SystemExit as e:
+            assert e.code == 2
+        else:
+            raise AssertionError(f"{argv} ran")
+        err = capsys.readouterr().err
+        assert err.startswith(f"usage: dsbuild {argv[0]} ") and f"dsbuild {argv[0]}: error: unrecognized arguments: " in err, err
+        assert said in err and f"dsbuild {argv[0]}'s options: --help, " in err, err
+
+
 def test_the_command_line_loads_no_data_library_before_a_command_needs_one():
     """The package imported its whole API up front, so `dsbuild --help`, `inspect` and
     `status` waited (3 s at load) for Dask's dataframe, distributed and every stage. The

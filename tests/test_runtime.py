@@ -64,7 +64,7 @@ def test_spec_errors_point_at_the_line_and_suggest():
         load_cluster_spec("kind: slurn\n")
     with pytest.raises(ClusterSpecError, match="exactly one of address or scheduler_file"):
         load_cluster_spec("kind: scheduler\naddress: tcp://a:1\nscheduler_file: s.json\n")
-    with pytest.raises(ClusterSpecError, match="expected 'local', a scheduler address like 'tcp://host:8786', or"):
+    with pytest.raises(ClusterSpecError, match="expected 'local', a scheduler address like 'tcp://host:8786', the JSON file"):
         spec_from_target("slurm")
     with pytest.raises(ClusterSpecError, match=r"like 'tcp://host:8786' \(did you mean 'tcp://10.0.0.5:8786'\?\)"):
         spec_from_target("10.0.0.5:8786")  # the scheme left out
@@ -174,6 +174,10 @@ def test_a_scheduler_file_is_read_as_its_spec_example_writes_it_and_a_missing_on
     monkeypatch.setenv("HOME", str(tmp_path))
     (tmp_path / "scheduler.json").write_text(json.dumps({"type": "Scheduler", "address": client.scheduler.address}))
     with connect({"kind": "scheduler", "scheduler_file": "~/scheduler.json", "timeout": 5}) as c:
+        assert c.scheduler.address == client.scheduler.address
+    # the file itself as the cluster, as `dask scheduler --scheduler-file` wrote it: it was read as a spec with no kind
+    assert spec_from_target(str(tmp_path / "scheduler.json")) == SchedulerSpec(kind="scheduler", scheduler_file=str(tmp_path / "scheduler.json"))
+    with connect(tmp_path / "scheduler.json") as c:
         assert c.scheduler.address == client.scheduler.address
     t0 = time.monotonic()
     with pytest.raises(ClusterSpecError, match=r"scheduler_file ~/gone.json: no such file within 1 s; is the scheduler running"):
