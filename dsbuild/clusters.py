@@ -407,7 +407,7 @@ def start_cluster(spec, workers: int | None = None):
         if isinstance(spec, PBSSpec):
             return jobqueue.PBSCluster(resource_spec=spec.resource_spec, **kwargs)
         cluster = jobqueue.SLURMCluster(**kwargs)
-        _check_slurm_script(cluster)
+        _check_slurm_script(cluster, spec)
         return cluster
     if isinstance(spec, KubernetesSpec):
         operator = _require("dask_kubernetes.operator", "dask-kubernetes", "kubernetes", "kubernetes")
@@ -424,17 +424,38 @@ def start_cluster(spec, workers: int | None = None):
     raise TypeError(f"cluster kind {spec.kind!r} is not started by dsbuild")
 
 
-def _check_slurm_script(cluster) -> None:
+def _check_slurm_script(cluster, spec) -> None:
     """Slurm's verdict on a worker job, before any is queued (``sbatch --test-only``): a
     partition that does not exist, or more memory than any node has, was logged by Dask
-    and the run then waited out all of wait_timeout for workers that never came."""
+    and the run then waited out all of wait_timeout for workers that never came. A job
+    larger than every node is said with what it asks and what the nodes have: Slurm says
+    only "Requested node configuration is not available"."""
     import subprocess
 
     done = subprocess.run(["sbatch", "--test-only"], input=cluster.job_script(), capture_output=True, text=True, timeout=60)
     if done.returncode != 0:
         cluster.close()
         said = " ".join(line.strip() for line in done.stderr.splitlines() if line.strip())
+        largest = _largest_slurm_node(spec.queue) if "node configuration" in said else None
+        if largest:
+            said += (f"; each worker job asks for {spec.cores} cores and {spec.memory} (cores, memory in the spec), "
+                     f"and the largest node{f' of partition {spec.queue}' if spec.queue else ''} has {largest}")
         raise ClusterSpecError([f"Slurm refuses the worker jobs: {said or f'sbatch exited with {done.returncode}'}"])
+
+
+def _largest_slurm_node(partition: str | None) -> str | None:
+    """The most cores and memory a node has, as ``sinfo`` lists them (None: no answer)."""
+    import subprocess
+
+    try:
+        done = subprocess.run(["sinfo", "-h", "-o", "%c %m", *(["-p", partition] if partition else [])],
+                              capture_output=True, text=True, timeout=30)
+        nodes = [tuple(int(x.rstrip("+")) for x in line.split()[:2]) for line in done.stdout.splitlines() if line.strip()]
+    except (OSError, subprocess.TimeoutExpired, ValueError):
+        return None
+    if done.returncode != 0 or not nodes:
+        return None
+    return f"{max(c for c, _ in nodes)} cores and {max(m for _, m in nodes) / 1024:.1f} GiB"
 
 
 def cluster_client(spec, workers: int | None, stack: contextlib.ExitStack):

@@ -130,6 +130,19 @@ def test_worker_jobs_slurm_refuses_are_said_at_once(slurm, spec_file, tmp_path, 
     assert not _our_jobs()
 
 
+def test_worker_jobs_larger_than_every_node_are_said_with_the_nodes_size(slurm, spec_file, tmp_path, capsys):
+    """The shipped spec (4 cores a job) on a 2-core node was refused with Slurm's words
+    alone, "Requested node configuration is not available": which of the spec's numbers
+    was too large, and what the nodes have, was left to find."""
+    cores = int(subprocess.run(["sinfo", "-h", "-o", "%c"], capture_output=True, text=True, timeout=20).stdout.split()[0].rstrip("+"))
+    spec_file.write_text(spec_file.read_text().replace("cores: 1\nprocesses: 1\n", f"cores: {cores + 1}\nprocesses: 1\n"))
+    assert _failed_fast_with(spec_file, tmp_path, "")
+    err = capsys.readouterr().err
+    assert "Slurm refuses the worker jobs: " in err and "Requested node configuration is not available" in err, err
+    assert f"each worker job asks for {cores + 1} cores and 2GB (cores, memory in the spec), and the largest node has {cores} cores and " in err
+    assert not _our_jobs()
+
+
 def test_worker_jobs_that_end_before_connecting_are_said_with_their_log(slurm, spec_file, tmp_path, capsys):
     """A python the nodes lack made every worker job fail at once, and the run waited out
     all of wait_timeout for workers that could no longer come."""
