@@ -194,6 +194,47 @@ def agreement_skill(stats: dict) -> np.ndarray:
         return np.where(stats["votes"] > 0, stats["agree"] / np.maximum(stats["votes"], 1), 0.0)
 
 
+def others_agreement_stats(votes: Votes) -> dict:
+    """Per rule: how often its vote agrees with the majority of the *other* votes on an
+    item, over the items some other rule voted on (a tie of ``n`` classes agrees ``1/n``).
+
+    Agreement with a majority it is part of counts a rule that fires alone as always
+    right (Wawa's skill): on Adult, 0.96 for a rule that is right 0.70 of the time.
+    Sums on the grid, so merged partitions agree exactly."""
+    if len(votes) == 0:
+        zero = np.zeros(votes.n_annotators)
+        return {"others_agree": zero, "others_votes": zero.copy()}
+    others = vote_scores(votes)[votes.item]
+    others[np.arange(len(votes)), votes.label] -= 1.0
+    seen = others.sum(axis=1) > 0
+    tied = others >= others.max(axis=1, keepdims=True)
+    agree = np.where(seen, on_grid(tied[np.arange(len(votes)), votes.label] / tied.sum(axis=1)), 0.0)
+    return {
+        "others_agree": np.bincount(votes.annotator, weights=agree, minlength=votes.n_annotators),
+        "others_votes": np.bincount(votes.annotator, weights=seen.astype(np.float64), minlength=votes.n_annotators),
+    }
+
+
+def rule_accuracy(stats: dict, n_classes: int) -> np.ndarray:
+    """Each rule's chance of being right where it votes: its agreement with the others,
+    with one pseudo-vote per class (a rule never seen beside another gets 1/K, no evidence)."""
+    return (stats["others_agree"] + 1.0) / (stats["others_votes"] + n_classes)
+
+
+def independent_posteriors(votes: Votes, accuracy: np.ndarray) -> np.ndarray:
+    """``(n_items, K)`` class probabilities with a uniform prior, each vote right with its
+    rule's ``accuracy`` and otherwise any other class alike, rules independent given the
+    class (the one-coin model over the votes cast; an abstention says nothing). Gold items
+    are certain."""
+    k = votes.n_classes
+    a = np.clip(np.asarray(accuracy, dtype=np.float64), 1e-6, 1 - 1e-6)[votes.annotator]
+    right, wrong = np.log(a), np.log((1 - a) / max(k - 1, 1))
+    loglik = np.zeros((votes.n_items, k))
+    np.add.at(loglik, votes.item, np.broadcast_to(wrong[:, None], (len(votes), k)))
+    np.add.at(loglik, (votes.item, votes.label), right - wrong)
+    return with_gold(posterior_from_log(loglik), votes)
+
+
 # -- Dawid–Skene ----------------------------------------------------------------------------
 
 

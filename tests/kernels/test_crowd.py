@@ -313,3 +313,24 @@ def test_smoothed_dawid_skene_does_not_over_label_a_rare_class_on_a_sparse_crowd
     labels = DawidSkene(2, 400, smoothing=4, warm_start=5).fit(votes).predict(votes)
     assert labels.sum() < 2 * y.sum(), labels.sum()
     assert (labels == y).mean() > 0.98
+
+
+def test_independent_posteriors_and_agreement_with_the_other_rules():
+    """Three rules on four items: a rule's accuracy counts only the items another rule
+    voted on, and a lone vote's posterior is its rule's accuracy (uniform prior)."""
+    from dsbuild.kernels.crowd import independent_posteriors, others_agreement_stats, rule_accuracy
+
+    # item 0: rules 0, 1 say 0; item 1: rule 0 says 0, rule 2 says 1; item 2: rule 1 alone; item 3: rules 0,1,2 say 1,1,0
+    votes = Votes(np.array([0, 0, 1, 1, 2, 3, 3, 3]), np.array([0, 1, 0, 2, 1, 0, 1, 2]), np.array([0, 0, 0, 1, 0, 1, 1, 0]), 4, 3, 2)
+    stats = others_agreement_stats(votes)
+    assert stats["others_votes"].tolist() == [3, 2, 2]  # rule 1's lone vote on item 2 is not counted
+    assert stats["others_agree"].tolist() == [1.5, 1.5, 0]  # item 3: the others tie one each way, which agrees 1/2
+    accuracy = rule_accuracy(stats, 2)
+    assert np.allclose(accuracy, [2.5 / 5, 2.5 / 4, 1 / 4])
+    p = independent_posteriors(votes, accuracy)
+    assert np.allclose(p[2], [accuracy[1], 1 - accuracy[1]])
+    odds = (accuracy[0] / (1 - accuracy[0])) * (accuracy[1] / (1 - accuracy[1]))
+    assert np.isclose(p[0, 0], odds / (1 + odds))
+    halves = [others_agreement_stats(Votes(votes.item[m] - votes.item[m].min(), votes.annotator[m], votes.label[m], 2, 3, 2))
+              for m in (votes.item < 2, votes.item >= 2)]
+    assert all(np.array_equal(halves[0][k] + halves[1][k], stats[k]) for k in stats)

@@ -774,16 +774,37 @@ def test_wawa_ties_do_not_amplify_into_one_class():
 
 
 def test_labeling_functions_min_confidence_says_what_the_confidence_is():
-    """A row one rule fired on has confidence 1.0 (the share of its votes), so
-    min_confidence kept the rows with the least evidence without a word."""
+    """aggregate_labels' majority vote and Wawa still give the share of an item's answers
+    (and say so); labeling_functions' confidence is now a probability (no note)."""
     rules = [{"name": "big", "label": "a", "column": "x", "op": ">", "value": 1},
              {"name": "small", "label": "b", "column": "x", "op": "<", "value": 3}]
     meta = pd.DataFrame({"id": pd.Series(dtype=str), "x": pd.Series(dtype=float)})
-    strict = LabelingFunctions(rules=rules, min_confidence=0.9, output="weak")
-    assert not LabelingFunctions(rules=rules).column_warnings(meta)
-    (note,) = strict.column_warnings(meta)
-    assert "a row one rule fired on has confidence 1.0" in note and "filter on weak_votes" in note
+    assert not LabelingFunctions(rules=rules, min_confidence=0.9, output="weak").column_warnings(meta)
     ann = pd.DataFrame({"item": ["a"], "annotator": ["w"], "label": ["x"]})
     assert not AggregateLabels(annotations=ann, min_confidence=0.9).column_warnings(meta)  # dawid_skene: a posterior
     (note,) = AggregateLabels(annotations=ann, method="wawa", min_confidence=0.9).column_warnings(meta)
     assert "an item one annotator answered has confidence 1.0" in note and "filter on label_annotations" in note
+
+
+def ece(confidence: np.ndarray, right: np.ndarray, bins: int = 10) -> float:
+    """Expected calibration error: the rows' share-weighted gap between mean confidence and
+    accuracy in ten equal-width bins of confidence."""
+    which = np.clip(np.digitize(confidence, np.linspace(0, 1, bins + 1)[1:-1]), 0, bins - 1)
+    return float(sum((which == b).mean() * abs(confidence[which == b].mean() - right[which == b].mean())
+                     for b in range(bins) if (which == b).any()))
+
+
+def test_labeling_functions_confidence_is_a_calibrated_probability():
+    """The confidence was the share of a row's votes its label got: a row one rule fired on
+    had 1.0, and on Adult (six rules, 23,164 rows labelled) those rows were right 0.87 of the
+    time; expected calibration error 0.093. It is now the label's probability with each rule
+    right as often as it agrees with the other rules: those rows 0.85, ECE 0.023."""
+    adult = pd.read_csv(bundled_path("adult")).assign(id=lambda f: [f"a{i:05d}" for i in range(len(f))])
+    stage = LabelingFunctions(rules=ADULT_RULES, output="weak")
+    kept, _ = run_stage(stage, adult, npartitions=3)
+    confidence, right = kept["weak_confidence"].to_numpy(float), (kept["weak"] == kept["income"]).to_numpy(float)
+    assert ece(confidence, right) < 0.04 and abs(confidence.mean() - right.mean()) < 0.02
+    alone = (kept["weak_votes"] == 1).to_numpy()
+    assert abs(confidence[alone].mean() - right[alone].mean()) < 0.05 and confidence[alone].max() < 1
+    accuracy = {r["rule"]: r["accuracy"] for r in stage.summary()["rules"]}
+    assert accuracy["exec_married"] < 0.9 < accuracy["young"]  # right 0.70 and 0.99 of the time

@@ -47,8 +47,8 @@ class LabelingFunctionsOptions(StageOptions):
     ties: Literal["random", "first"] = "random"
     no_votes: Literal["reject", "keep"] = Field("reject", description="rows no rule voted on")
     min_confidence: float = Field(0.0, ge=0, le=1, description="reject rows whose confidence is lower; a row's confidence is "
-                                  "the (weighted) share of its votes that its label got, not a probability: a row one rule "
-                                  "fired on has 1.0")
+                                  "the probability that its label is right, from each rule's accuracy estimated by its "
+                                  "agreement with the other rules (rules taken as independent)")
 
     @field_validator("method", mode="before")
     @classmethod
@@ -100,7 +100,7 @@ def _rule_round(part: pd.DataFrame, state, *, voter: RuleVoter, model: LabelMode
     votes = voter.votes(part)
     out = model.stats(votes, state)
     if first:
-        out = {**out, **crowd.gold_stats(votes)}
+        out = {**out, **crowd.gold_stats(votes), **crowd.others_agreement_stats(votes)}
         covered = np.bincount(votes.item, minlength=votes.n_items) > 0
         out.update(rows=float(len(part)), covered=float(covered.sum()), conflicts=float(_conflicts(votes)), duplicates=0.0,
                    items_total=float(covered.sum()), gold_items=float(votes.gold_mask.sum()))
@@ -155,18 +155,6 @@ class LabelingFunctions(FitApplyStage):
         if outside:
             raise StageError(f"stage {self.ctx.name!r}: rules cast {outside[0]!r}, which is not in labels {list(classes.values)}")
 
-    def column_warnings(self, meta: pd.DataFrame) -> list[str]:
-        """min_confidence reads as "keep the labels we are sure of", but the confidence is
-        the share of a row's votes its label got: one rule firing alone gives 1.0, so the
-        filter keeps the rows with the least evidence and rejects those whose rules
-        disagree. On Adult with five rules, rows one rule labelled (confidence 1.0) were
-        right 0.63 of the time, rows at 0.5-0.6 0.78, at 0.6-0.7 0.94."""
-        if self.options.min_confidence <= 0:
-            return []
-        return [f"stage {self.ctx.name!r}: min_confidence {self.options.min_confidence} compares the share of a row's votes "
-                "its label got, not a probability: a row one rule fired on has confidence 1.0 and always passes, while rows "
-                f"whose rules disagree are rejected; to keep labels with more evidence, filter on {self._output()}_votes"]
-
     def build(self, frame, shapes):
         o = self.options
         classes = self._classes()
@@ -179,7 +167,9 @@ class LabelingFunctions(FitApplyStage):
 
         state, first, rounds, _ = fit_rounds(model, functools.partial(_rule_round, voter=voter), run_round)
         self.state_, self.rounds_, self.classes_ = state, rounds, classes
+        self.accuracy_ = crowd.rule_accuracy(first, len(classes))
         table = annotator_table(names, state, first).rename(columns={"annotator": "rule", "votes": "fired"})
+        table.insert(3, "accuracy", self.accuracy_)
         self._summary = {
             "method": o.method,
             "labels": [_jsonable(v) for v in classes.values],
@@ -194,7 +184,7 @@ class LabelingFunctions(FitApplyStage):
         }
         if "prior" in state:
             self._summary["prior"] = {str(k): round(float(p), 6) for k, p in zip(classes.keys, state["prior"])}
-        return shapes.map(frame, self._apply_rules, voter, model, shapes.broadcast(state), label=self.ctx.name)
+        return shapes.map(frame, self._apply_rules, voter, model, shapes.broadcast({**state, "accuracy": self.accuracy_}), label=self.ctx.name)
 
     def _apply_rules(self, part: pd.DataFrame, voter: RuleVoter, model: LabelModel, state: dict) -> pd.DataFrame:
         o = self.options
@@ -205,7 +195,9 @@ class LabelingFunctions(FitApplyStage):
         fired = np.bincount(votes.item, minlength=votes.n_items)
         labeled = (fired > 0) | votes.gold_mask
         codes = np.where(labeled, codes, -1)
-        confidence = probas[np.arange(len(codes)), np.maximum(codes, 0)] if len(codes) else np.zeros(0)
+        # the label's probability, not its share of the votes (1.0 where one rule fired alone)
+        posteriors = crowd.independent_posteriors(votes, state["accuracy"])
+        confidence = posteriors[np.arange(len(codes)), np.maximum(codes, 0)] if len(codes) else np.zeros(0)
         out = self._output()
         write_labels(part, out, voter.classes, codes, confidence, keep_old=o.no_votes == "keep")
         part[f"{out}_votes"] = fired.astype(np.int64)
