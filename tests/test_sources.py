@@ -1151,6 +1151,35 @@ def test_jsonl_in_utf16_as_powershell_writes_it(tmp_path):
     assert more[["id", "n", "name"]].values.tolist() == [["a.jsonl:0", 1, "ä"], ["b.json:0", 2, "ö"], ["c.jsonl.gz:0", 3, "ü"]]
 
 
+def test_jsonl_numbers_dates_and_times_written_as_text_are_read_as_such(tmp_path):
+    """BigQuery's JSON export writes INT64 as text ("39", exact past 2**53) and TIMESTAMP as
+    "2024-01-01 10:00:00 UTC"; Spark and pandas write dates and times as ISO text. They were
+    text, where the same table as CSV or Parquet had numbers and timestamps. A later value
+    that is not such text is rejected, naming it; a code with a leading zero stays text."""
+    import datetime
+
+    big = 2**53 + 1
+    lines = [json.dumps({"n": str(i), "big": str(big + i), "ts": f"2024-01-01 10:{i % 60:02d}:00 UTC", "day": f"2024-02-{i % 28 + 1:02d}",
+                         "spark": f"2024-01-01T10:{i % 60:02d}:00.000Z", "code": f"0{i % 9}", "local": f"2024-01-01T08:{i % 60:02d}"})
+             for i in range(3000)]
+    lines[2500] = lines[2500].replace('"n": "2500"', '"n": "abc"')
+    (tmp_path / "bq.json").write_text("\n".join(lines) + "\n")
+    src = read_source({"format": "jsonl", "path": str(tmp_path / "bq.json"), "infer_bytes": 8_000, "blocksize": 8_000})
+    assert [str(t) for t in src.schema.types] == ["int64", "int64", "timestamp[us, tz=UTC]", "date32[day]", "timestamp[us, tz=UTC]",
+                                                   "string", "timestamp[us]"]
+    assert src.notes[0].endswith("n (int64), big (int64), ts (timestamp[us, tz=UTC]), day (date32[day]), spark (timestamp[us, "
+                                 "tz=UTC]), local (timestamp[us]): written as JSON text ('39', as BigQuery writes INT64; ISO dates "
+                                 "and times): read as such; list them in source.text_columns to keep them text")
+    df = src.frame.compute().set_index("id")
+    assert df[REJECT].dropna().to_dict() == {"bq.json:2500": "type:n='abc'"} and src.frame.npartitions > 10
+    row = df.loc["bq.json:2999"]
+    assert row["n"] == 2999 and row["big"] == big + 2999 and row["code"] == "02" and row["day"] == datetime.date(2024, 2, 4)
+    assert row["ts"] == row["spark"] == pd.Timestamp("2024-01-01 10:59", tz="UTC") and row["local"] == pd.Timestamp("2024-01-01 08:59")
+    assert df["n"].sum() == sum(range(3000)) - 2500
+    kept = read_source({"format": "jsonl", "path": str(tmp_path / "bq.json"), "text_columns": ["n"], "infer_bytes": 8_000})
+    assert kept.schema.field("n").type == pa.string()
+
+
 def test_csv_in_utf16_as_excel_exports_unicode_text(tmp_path):
     """Excel's "Unicode Text" is UTF-16 with a byte-order mark. Files are cut and lines
     found at the byte \\n, which in UTF-16 is half a character: encoding: utf-16 failed as

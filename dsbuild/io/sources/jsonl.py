@@ -6,8 +6,10 @@ import functools
 import json
 from typing import Any, Literal
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.json as pajson
 from pydantic import Field
 
@@ -74,12 +76,17 @@ def _read_jsonl(spec: JsonlSource, count_rows: bool = True, id_column: str | Non
     text = [*spec.text_columns, *(c for c, t in spec.column_types.items() if t == "str"), *id_columns(inferred.names, id_column)]
     untyped = [n for n in inferred.names if n not in text and n not in spec.column_types and all(_valueless(r.get(n)) for r in rows)]
     schema = with_types(as_text(inferred, [*text, *untyped], files[0]), spec.column_types, files[0])  # text: a value's, as JSON writes it
+    encoded = _written_as_text(rows, schema, {*text, *untyped, *spec.column_types})
+    schema = pa.schema([pa.field(f.name, encoded.get(f.name, f.type)) for f in schema])
     blocksize = max(spec.blocksize // 4 * 4, 4) if wide else spec.blocksize  # blocks begin at whole code units
     blocks, records = _text_blocks(fs, files, root, blocksize, count_rows, whole=arrays, read=read)
-    reader = _JsonBlock(fs, schema, tuple(text), tuple(untyped), read)
+    reader = _JsonBlock(fs, schema, tuple(text), tuple(untyped), read, encoded)
     frame = dd.from_map(Together(reader), together(blocks, records, spec.blocksize), meta=reader.empty(), divisions=None, label="read-jsonl",
                         enforce_metadata=False)
     notes = [_wide_note(wide)] if wide else []
+    notes += [f"source: {sampled[0]}: {', '.join(f'{n} ({t})' for n, t in encoded.items())}: written as JSON text ('39', as "
+              "BigQuery writes INT64; ISO dates and times): read as such; list them in source.text_columns to keep them "
+              "text"] if encoded else []
     notes += [f"source: {sampled[0]}: {', '.join(untyped)} {'has' if len(untyped) == 1 else 'have'} no value in the first "
              f"{spec.infer_bytes:,} bytes (null, or empty lists): read as text, an object or list as its JSON; set "
              "infer_bytes to type them by more lines"] if untyped else []
@@ -99,6 +106,46 @@ def _wide_note(wide: dict[str, str]) -> str:
     path, encoding = next(iter(wide.items()))
     others = f" (and {len(wide) - 1:,} more file(s))" if len(wide) > 1 else ""
     return f"source: {path}{others} starts with {encoding.upper()}'s byte-order mark: read as {encoding} text"
+
+
+_WHOLE = r"^-?(0|[1-9][0-9]{0,18})$"  # as BigQuery writes INT64: no sign +, no leading zeros (007 stays a code)
+_DATE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
+_TIME = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}"
+_UTC = r" UTC$"  # BigQuery's TIMESTAMP: 2024-01-01 10:00:00 UTC
+
+
+def _written_as_text(rows: list[dict], schema: pa.Schema, kept: set[str]) -> dict[str, pa.DataType]:
+    """The text fields whose every sampled value is a whole number, an ISO date or an ISO
+    date and time, and the type they are read as: JSON has no integers past 2**53, dates
+    or times, so BigQuery writes its INT64 as text ("39"), and Spark, BigQuery and pandas
+    write dates and timestamps as ISO text. The same table read as CSV or Parquet had
+    numbers and timestamps, read as JSON lines text. ``kept``: fields the job types."""
+    found = {}
+    for f in schema:
+        if f.name in kept or not pa.types.is_string(f.type):
+            continue
+        values = [r[f.name] for r in rows if r.get(f.name) is not None]
+        if not values or not all(isinstance(v, str) for v in values):
+            continue
+        values = pa.array(values, pa.string())
+        for typ in (pa.int64(), pa.date32(), pa.timestamp("us", tz="UTC"), pa.timestamp("us")):
+            try:
+                _as_type(values, typ)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                continue
+            found[f.name] = typ
+            break
+    return found
+
+
+def _as_type(values, typ: pa.DataType):
+    """Text values as ``typ`` (of :func:`_written_as_text`); ArrowInvalid if one is not such text."""
+    pattern = _WHOLE if pa.types.is_integer(typ) else _DATE if pa.types.is_date(typ) else _TIME
+    if pc.all(pc.match_substring_regex(values, pattern)).as_py() is False:  # None: no values
+        raise pa.ArrowInvalid(f"not {typ} text")
+    if pa.types.is_timestamp(typ):
+        values = pc.replace_substring_regex(values, _UTC, "Z")
+    return values.cast(typ)
 
 
 def _valueless(value) -> bool:
@@ -265,14 +312,18 @@ def _typed_without_misfits(values: list) -> pa.DataType:
 
 
 class _JsonBlock:
-    def __init__(self, fs, schema: pa.Schema, text: tuple[str, ...] = (), untyped: tuple[str, ...] = (), read=None):
-        self.fs, self.schema, self.text, self.untyped, self.read = fs, schema, text, untyped, read or _read_text_block
+    def __init__(self, fs, schema: pa.Schema, text: tuple[str, ...] = (), untyped: tuple[str, ...] = (), read=None,
+                 encoded: dict[str, pa.DataType] | None = None):
+        # ``encoded``: fields parsed as the text they are written as, then made ``schema``'s types
+        self.fs, self.text, self.untyped, self.read, self.out = fs, text, untyped, read or _read_text_block, schema
+        self.encoded = encoded or {}
+        self.schema = pa.schema([pa.field(f.name, pa.string()) if f.name in self.encoded else f for f in schema])
         self.floats = [f.name for f in schema if pa.types.is_floating(f.type)]
         self.integers = [f.name for f in schema if _holds_integers(f.type)]  # where a fraction must be refused
         self.nested = [f.name for f in schema if _holds_structs(f.type)]  # where an object may hold a field the type lacks
 
     def empty(self) -> pd.DataFrame:
-        return _mark_bad(_with_id(to_pandas(self.schema.empty_table())))
+        return _mark_bad(_with_id(to_pandas(self.out.empty_table())))
 
     @staticmethod
     def items(data: bytes, path: str, start: int):
@@ -328,6 +379,7 @@ class _JsonBlock:
             table, typed_rows = (pa.Table.from_pylist(good, schema=self.schema) if good else self.schema.empty_table()), good_rows
         except _UNFIT:  # else row by row, to name the rows that do not
             table, typed_rows = self._typed_by_row(good, good_rows, raws, bad)
+        table, typed_rows = self._from_text(table, typed_rows, raws, bad)
         df = to_pandas(table)
         df = _with_id(df, ids=pd.array([f"{rel}:{first_line + i}" for i in typed_rows], dtype="string"))
         out = _mark_bad(df)
@@ -368,9 +420,28 @@ class _JsonBlock:
             return None
         try:  # Arrow's reader takes text that is not UTF-8 into string columns as it is: Parquet that cannot be read back
             table.validate(full=True)
-        except pa.ArrowInvalid:
+            return self._from_text(table.select(self.schema.names).cast(self.schema))
+        except pa.ArrowInvalid:  # the line-by-line reader names the lines
             return None
-        return table.select(self.schema.names).cast(self.schema)
+
+    def _from_text(self, table: pa.Table, rows: list | None = None, raws: dict | None = None, bad: list | None = None):
+        """The table with its ``encoded`` fields in their types. Without ``rows``, ArrowInvalid
+        if a value is not such text; with them, (the table without the rows whose value is
+        not, their rows) and each such row in ``bad`` as ``type:<field>=<value>``."""
+        for name, typ in self.encoded.items():
+            i = table.schema.get_field_index(name)
+            try:
+                table = table.set_column(i, pa.field(name, typ), _as_type(table.column(i), typ))
+                continue
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                if rows is None:
+                    raise pa.ArrowInvalid(f"{name}: not {typ} text") from None
+            values = table.column(i).to_pylist()
+            fits = np.array([v is None or _fits_text(v, typ) for v in values])
+            bad += [(rows[r], _raw_text(raws[rows[r]]), f"type:{name}={values[r]!r}"[:120]) for r in np.flatnonzero(~fits)]
+            table, rows = table.filter(pa.array(fits)), [r for r, ok in zip(rows, fits) if ok]
+            table = table.set_column(i, pa.field(name, typ), _as_type(table.column(i), typ))
+        return table if raws is None else (table, rows)
 
     def _typed_by_row(self, good: list, rows: list, raws: dict, bad: list) -> tuple[pa.Table, list]:
         typed, typed_rows = [], []
@@ -456,6 +527,14 @@ def _unknown_inside(value, typ: pa.DataType, at: str) -> str | None:
     elif isinstance(value, list) and (pa.types.is_list(typ) or pa.types.is_large_list(typ)):
         return next((found for v in value if (found := _unknown_inside(v, typ.value_type, at))), None)
     return None
+
+
+def _fits_text(value: str, typ: pa.DataType) -> bool:
+    try:
+        _as_type(pa.array([value], pa.string()), typ)
+        return True
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return False
 
 
 def _fits(value, typ: pa.DataType) -> bool:
