@@ -1180,6 +1180,26 @@ def test_jsonl_numbers_dates_and_times_written_as_text_are_read_as_such(tmp_path
     assert kept.schema.field("n").type == pa.string()
 
 
+def test_a_zip_archive_of_several_files_is_refused_and_one_in_it_can_be_named(tmp_path):
+    """fsspec reads a .zip as its first file: a Kaggle download (train.csv, test.csv,
+    sample_submission.csv) was read as train.csv alone, without a word. It stops, naming
+    the files; a chained URL reads one (or a glob several); a zip of one file is read."""
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "titanic.zip", "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("train.csv", "PassengerId,Survived,Age\n" + "".join(f"{i},{i % 2},{20 + i}\n" for i in range(1, 101)))
+        z.writestr("test.csv", "PassengerId,Age\n" + "".join(f"{i},{i}\n" for i in range(101, 151)))
+        z.writestr("gender_submission.csv", "PassengerId,Survived\n101,0\n")
+    with pytest.raises(SourceError, match=r"titanic.zip: a zip archive of 3 files \(train.csv, test.csv, gender_submission.csv\); "
+                                          r"only its first would be read: name the one to read, as path: zip://train.csv::"):
+        read_source({"format": "csv", "path": str(tmp_path / "titanic.zip")})
+    df = read({"format": "csv", "path": f"zip://train.csv::{tmp_path / 'titanic.zip'}", "blocksize": 500})
+    assert len(df) == 100 and df["Age"].sum() == sum(range(21, 121)) and df["id"].iloc[-1] == "train.csv:99"
+    with zipfile.ZipFile(tmp_path / "one.csv.zip", "w") as z:
+        z.writestr("one.csv", "a,b\n1,x\n")
+    assert read({"format": "csv", "path": str(tmp_path / "one.csv.zip")})[["a", "b"]].values.tolist() == [[1, "x"]]
+
+
 def test_csv_in_utf16_as_excel_exports_unicode_text(tmp_path):
     """Excel's "Unicode Text" is UTF-16 with a byte-order mark. Files are cut and lines
     found at the byte \\n, which in UTF-16 is half a character: encoding: utf-16 failed as

@@ -178,7 +178,8 @@ def _expand(
     left_out: list[dict] = []
     roots = []
     for p in paths:
-        stripped = fs._strip_protocol(p)
+        # a chained URL (zip://train.csv::data.zip, a file inside an archive) is its inner path
+        stripped = fsspec.core.url_to_fs(p)[1] if "::" in p else fs._strip_protocol(p)
         if fs.isdir(stripped):
             roots.append(stripped)
             found: dict[str, list[dict]] = {}  # by kind: Spark's _SUCCESS and .crc files went unsaid

@@ -104,7 +104,7 @@ def _read_csv(spec: CsvSource, count_rows: bool = True, id_column: str | None = 
 
     fs, root, files, skipped = _expand(spec.path, compressed_too(".csv", ".tsv", ".tab", ".txt"))
     files = _without_empty(fs, files, skipped, spec.path)
-    check_compressions(files)
+    check_compressions(fs, files)
     marked = None if "encoding" in spec.model_fields_set else wide_text.file_encoding(fs, files[0])
     if marked:  # Excel's Unicode Text: the byte-order mark says what the text is
         spec = spec.model_copy(update={"encoding": marked})

@@ -59,7 +59,7 @@ def _read_jsonl(spec: JsonlSource, count_rows: bool = True, id_column: str | Non
 
     fs, root, files, skipped = _expand(spec.path, compressed_too(".jsonl", ".json", ".ndjson"))
     files = _without_empty(fs, files, skipped, spec.path)
-    check_compressions(files)
+    check_compressions(fs, files)
     wide = {f: encoding for f in files if (encoding := wide_text.file_encoding(fs, f))}
     read = functools.partial(_read_json_text, wide=wide)
     arrays = {f for f in files if _is_json_array(fs, f, wide.get(f))}

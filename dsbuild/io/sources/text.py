@@ -19,7 +19,7 @@ def compressed_too(*suffixes: str) -> tuple[str, ...]:
 _PACKAGES = {".zst": "zstandard", ".bz2": "bz2 (Python's own)", ".xz": "lzma (Python's own)", ".gz": "gzip (Python's own)"}
 
 
-def check_compressions(files: list[str]) -> None:
+def check_compressions(fs, files: list[str]) -> None:
     """Stop at a file whose compression fsspec cannot read here: without ``zstandard``
     installed, a .csv.zst file was read as its compressed bytes, and the run said its line 1
     was not UTF-8 text and to set source.encoding to latin-1."""
@@ -28,6 +28,23 @@ def check_compressions(files: list[str]) -> None:
         if suffix and fsspec.utils.infer_compression(path) is None:
             raise SourceError(f"{path}: compressed as {suffix}, which fsspec reads with {_PACKAGES[suffix]}, not installed "
                               f"here: install it (pip install {_PACKAGES[suffix].split()[0]}), or unpack the file")
+        if fsspec.utils.infer_compression(path) == "zip":
+            _check_one_member(fs, path)
+
+
+def _check_one_member(fs, path: str) -> None:
+    """Stop at a zip archive of more than one file: fsspec reads a .zip as its first file, so
+    a Kaggle download (train.csv, test.csv, sample_submission.csv) was read as train.csv
+    alone, without a word. A chained URL names the file to read."""
+    import zipfile
+
+    with fs.open(path, "rb") as f, zipfile.ZipFile(f) as archive:
+        names = [i.filename for i in archive.infolist() if not i.is_dir()]
+    if len(names) > 1:
+        listed = ", ".join(names[:5]) + (f" and {len(names) - 5:,} more" if len(names) > 5 else "")
+        raise SourceError(f"{path}: a zip archive of {len(names):,} files ({listed}); only its first would be read: name "
+                          f"the one to read, as path: zip://{names[0]}::{path} (or zip://*.csv::{path} for several), "
+                          "or unpack it")
 
 
 def _text_blocks(
