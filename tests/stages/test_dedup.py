@@ -1028,3 +1028,24 @@ def test_near_dedup_text_judges_copies_near_the_threshold_on_their_exact_jaccard
         assert stage.summary()["pairs_checked_exactly"] >= gone.sum()
     else:  # what the estimate did: both kinds of error
         assert gone[~above].any() and gone[above].mean() < 0.9
+
+
+def test_a_dedup_stage_after_augment_says_to_put_it_first(tmp_path):
+    """A folder of photos deduplicated after augmenting kept the copies of the photos it
+    removed as duplicates (each copy transformed apart from the others), and copies alike
+    their parent would go as its duplicates: validate and the run say so."""
+    import dsbuild
+    from dsbuild.pipeline import validate_against_source as validate
+
+    for i, (name, picture) in enumerate((("cat", data.chelsea()), ("cat", data.chelsea()[:, ::-1]), ("dog", data.astronaut()))):
+        (tmp_path / "photos" / name).mkdir(parents=True, exist_ok=True)
+        (tmp_path / "photos" / name / f"{i}.png").write_bytes(encode_image(np.ascontiguousarray(picture), "png"))
+    stages = [{"augment": {"copies": 1, "transforms": [{"rotate": {"p": 1.0}}, {"gaussian_noise": {"p": 1.0}}]}},
+              {"near_dedup_images": {"mirror": True}}, {"exact_dedup": {}}]
+    job = dsbuild.job(name="photos", seed=0, source={"format": "images", "path": str(tmp_path / "photos")},
+                      columns={"label": "label", "image": "image"}, stages=stages, sink={"path": str(tmp_path / "out")})
+    notes = [n for n in validate(job) if "runs after 'augment'" in n]
+    assert len(notes) == 2 and all("before 'augment'" in n for n in notes), notes
+    first = dsbuild.job(name="photos", seed=0, source={"format": "images", "path": str(tmp_path / "photos")},
+                        columns={"label": "label", "image": "image"}, stages=stages[1:] + stages[:1], sink={"path": str(tmp_path / "out")})
+    assert not [n for n in validate(first) if "augment" in n]

@@ -30,6 +30,7 @@ from dsbuild.stages.base import (
     with_marks,
 )
 from dsbuild.stages.dedup.images import _check_sampled_reach
+from dsbuild.stages.dedup.keep import after_copies
 from dsbuild.stages.dedup.signers import ImageSigner, TextSigner, joined_text
 
 
@@ -93,6 +94,9 @@ class Decontaminate(Stage):
     name = "decontaminate"
     shape = "chain"
     Options = DecontaminateOptions
+
+    def order_warnings(self, earlier, later) -> list[str]:
+        return super().order_warnings(earlier, later) + after_copies(self, earlier)
 
     def _kind(self, meta) -> str:
         o = self.options

@@ -31,8 +31,23 @@ class KeepRule(StageOptions):
                               "copy that would stay (a row in no cluster: its own id)")
 
 
+def after_copies(stage: Stage, earlier: list[Stage]) -> list[str]:
+    """A deduplicating stage after ``augment`` compares the copies too: a duplicate it
+    rejects keeps its copies (transformed apart, they match no kept row), and copies alike
+    their parent (or sharing its text, for near_dedup_text) go as its duplicates. A folder
+    of photos deduplicated after augmenting kept the copies of the photos it removed."""
+    also = "" if stage.name == "decontaminate" else ", and copies alike their parent are rejected as its duplicates"
+    return [f"stage {stage.ctx.name!r} runs after {s.ctx.name!r}, so it compares {s.ctx.name!r}'s copies too: the copies "
+            f"of a row it rejects stay, transformed past matching{also}; put {stage.ctx.name!r} before {s.ctx.name!r}"
+            for s in earlier if s.name == "augment"]
+
+
 class Deduplicator(Stage):
-    """What every deduplicating stage shares: with ``action: group`` it adds a column."""
+    """What every deduplicating stage shares: with ``action: group`` it adds a column;
+    after augment it warns (:func:`after_copies`)."""
+
+    def order_warnings(self, earlier: list[Stage], later: list[Stage]) -> list[str]:
+        return super().order_warnings(earlier, later) + after_copies(self, earlier)
 
     def columns_after(self, meta: pd.DataFrame) -> pd.DataFrame:
         if self.options.action != "group":
