@@ -31,10 +31,52 @@ def decode_image(data: bytes, flags: int = cv2.IMREAD_UNCHANGED) -> np.ndarray |
         return None
     pixels = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
     if pixels is not None and flags == cv2.IMREAD_UNCHANGED:
+        if _tiff_samples(data) == 2:
+            pixels = _grey_alpha_tiff(data, pixels)
         turn = _UPRIGHT.get(exif_orientation(data))
         if turn is not None:
             pixels = turn(pixels)
     return pixels
+
+
+def _tiff_samples(data: bytes) -> int:
+    """SamplesPerPixel (tag 277) of a TIFF's first directory; 0 for another format or a
+    header that cannot be read."""
+    order = {b"II*\x00": "<", b"MM\x00*": ">"}.get(data[:4])
+    if order is None:
+        return 0
+    try:
+        (first,) = struct.unpack(order + "I", data[4:8])
+        (entries,) = struct.unpack(order + "H", data[first : first + 2])
+        for at in range(first + 2, first + 2 + 12 * entries, 12):
+            tag, kind = struct.unpack(order + "HH", data[at : at + 4])
+            if tag == 277 and kind == 3:
+                return struct.unpack(order + "H", data[at + 8 : at + 10])[0]
+    except struct.error:
+        return 0
+    return 1
+
+
+def _grey_alpha_tiff(data: bytes, decoded: np.ndarray) -> np.ndarray:
+    """A grey+alpha TIFF as BGRA (as OpenCV decodes a grey+alpha PNG), read with tifffile
+    (scikit-image's reader): OpenCV decodes it to 8-bit grey, its alpha and a 16-bit
+    depth lost without a word. Upright by its orientation tag, as OpenCV turns a TIFF;
+    what tifffile cannot read is left as OpenCV decoded it."""
+    import io
+
+    import tifffile
+
+    from dsbuild.records import _tiff_orientation
+
+    try:
+        pixels = tifffile.imread(io.BytesIO(data), key=0)
+    except Exception:  # noqa: BLE001 - a compression tifffile lacks a codec for: OpenCV's reading stands
+        return decoded
+    if pixels.ndim != 3 or pixels.shape[2] != 2 or pixels.dtype not in (np.uint8, np.uint16):
+        return decoded
+    turn = _UPRIGHT.get(_tiff_orientation(data))
+    pixels = turn(pixels) if turn is not None else pixels
+    return cv2.merge([np.ascontiguousarray(pixels[..., 0])] * 3 + [np.ascontiguousarray(pixels[..., 1])])
 
 
 _UPRIGHT = {  # EXIF orientation -> what makes the stored pixels upright (PIL's exif_transpose)
@@ -49,9 +91,13 @@ _UPRIGHT = {  # EXIF orientation -> what makes the stored pixels upright (PIL's 
 
 
 def stored_grey_alpha(data: bytes | None) -> bool:
-    """True for a PNG whose header says grey with alpha (colour type 4), which OpenCV
-    decodes to BGRA with three equal colour channels."""
-    return bool(data) and data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR" and len(data) > 25 and data[25] == 4
+    """True for a PNG whose header says grey with alpha (colour type 4) or a TIFF of 2
+    samples a pixel, which :func:`decode_image` gives as BGRA with equal colour channels."""
+    if not data:
+        return False
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return data[12:16] == b"IHDR" and len(data) > 25 and data[25] == 4
+    return _tiff_samples(data) == 2
 
 
 def as_stored(pixels: np.ndarray | None, data: bytes | None) -> np.ndarray | None:

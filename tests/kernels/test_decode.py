@@ -292,6 +292,29 @@ def test_grey_with_alpha_is_written_as_each_format_holds_it(dtype):
     assert as_stored(decode_image(encode_image(ASTRONAUT_ALPHA, "png")), encode_image(ASTRONAUT_ALPHA, "png")).shape[2] == 4
 
 
+@pytest.mark.parametrize("orientation", [1, 6])
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_a_grey_tiff_with_alpha_keeps_its_alpha_and_depth(dtype, orientation):
+    """OpenCV decodes a grey+alpha TIFF (2 samples a pixel) to 8-bit grey: the alpha and
+    a 16-bit depth were lost without a word, and validate_images called it 1 channel.
+    It is decoded as BGRA at its depth (as a grey+alpha PNG is), upright by its tag."""
+    import tifffile
+
+    ga = GREY_ALPHA[:300, :200].astype(dtype) * (257 if dtype == np.uint16 else 1)
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, ga, photometric="minisblack", extrasamples=[2], extratags=[(274, "H", 1, orientation, True)])
+    blob = buf.getvalue()
+    upright = np.rot90(ga, -1) if orientation == 6 else ga  # 6: turn 90 degrees clockwise to view
+    pixels = decode_image(blob)
+    assert pixels.dtype == dtype and pixels.shape == (*upright.shape[:2], 4)
+    assert stored_grey_alpha(blob) and np.array_equal(as_stored(pixels, blob), upright)
+    assert image_size(blob) == upright.shape[:2]
+    if dtype == np.uint8:
+        shown = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(blob))))
+        assert np.array_equal(shown, upright)
+    assert image_problem(blob, 10**8)[0] is None
+
+
 @pytest.mark.parametrize("orientation", range(1, 9))
 def test_a_tiffs_size_is_read_from_its_header_upright(orientation):
     """OpenCV turns a TIFF by its orientation tag; the header size says the same."""
