@@ -37,7 +37,7 @@ def after_copies(stage: Stage, earlier: list[Stage]) -> list[str]:
     their parent (or sharing its text, for near_dedup_text) go as its duplicates. A folder
     of photos deduplicated after augmenting kept the copies of the photos it removed."""
     also = "" if stage.name == "decontaminate" else ", and copies alike their parent are rejected as its duplicates"
-    return [f"stage {stage.ctx.name!r} runs after {s.ctx.name!r}, so it compares {s.ctx.name!r}'s copies too: the copies "
+    return [f"stage {stage.ctx.name!r} runs after {s.ctx.name!r}, so it compares the copies {s.ctx.name!r} made too: the copies "
             f"of a row it rejects stay, transformed past matching{also}; put {stage.ctx.name!r} before {s.ctx.name!r}"
             for s in earlier if s.name == "augment"]
 
