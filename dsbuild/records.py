@@ -284,18 +284,24 @@ def _tiff_size(tiff: bytes) -> tuple[int, int] | None:
 
 def _tiff_orientation(tiff: bytes) -> int:
     """Tag 0x0112 of the first directory of an EXIF (TIFF) block."""
+    value = tiff_short(tiff, 0x0112, 1)
+    return value if 1 <= value <= 8 else 1
+
+
+def tiff_short(tiff: bytes, wanted: int, default: int) -> int:
+    """The SHORT value of tag ``wanted`` in the first directory of a TIFF (or EXIF) block;
+    ``default`` where it has none, or no byte order, or is cut short."""
     order = {b"II": "<", b"MM": ">"}.get(tiff[:2])
     try:
         (first,) = struct.unpack(order + "I", tiff[4:8])
         (entries,) = struct.unpack(order + "H", tiff[first : first + 2])
         for at in range(first + 2, first + 2 + 12 * entries, 12):
             tag, kind = struct.unpack(order + "HH", tiff[at : at + 4])
-            if tag == 0x0112 and kind == 3:
-                (value,) = struct.unpack(order + "H", tiff[at + 8 : at + 10])
-                return value if 1 <= value <= 8 else 1
-    except (TypeError, struct.error):  # no byte order, or cut short
-        return 1
-    return 1
+            if tag == wanted and kind == 3:
+                return struct.unpack(order + "H", tiff[at + 8 : at + 10])[0]
+    except (TypeError, struct.error):
+        return default
+    return default
 
 
 def _webp_size(data: bytes) -> tuple[int, int] | None:

@@ -13,7 +13,7 @@ import zlib
 import cv2
 import numpy as np
 
-from dsbuild.records import exif_orientation, image_size, sniff_image_format
+from dsbuild.records import exif_orientation, image_size, sniff_image_format, tiff_short
 
 _ENCODE_EXT = {"png": ".png", "jpeg": ".jpg", "webp": ".webp", "bmp": ".bmp", "tiff": ".tiff"}
 
@@ -40,21 +40,8 @@ def decode_image(data: bytes, flags: int = cv2.IMREAD_UNCHANGED) -> np.ndarray |
 
 
 def _tiff_samples(data: bytes) -> int:
-    """SamplesPerPixel (tag 277) of a TIFF's first directory; 0 for another format or a
-    header that cannot be read."""
-    order = {b"II*\x00": "<", b"MM\x00*": ">"}.get(data[:4])
-    if order is None:
-        return 0
-    try:
-        (first,) = struct.unpack(order + "I", data[4:8])
-        (entries,) = struct.unpack(order + "H", data[first : first + 2])
-        for at in range(first + 2, first + 2 + 12 * entries, 12):
-            tag, kind = struct.unpack(order + "HH", data[at : at + 4])
-            if tag == 277 and kind == 3:
-                return struct.unpack(order + "H", data[at + 8 : at + 10])[0]
-    except struct.error:
-        return 0
-    return 1
+    """SamplesPerPixel (tag 277) of a TIFF's first directory; 0 for another format."""
+    return tiff_short(data, 277, 1) if data[:4] in (b"II*\x00", b"MM\x00*") else 0
 
 
 def _grey_alpha_tiff(data: bytes, decoded: np.ndarray) -> np.ndarray:
@@ -66,15 +53,13 @@ def _grey_alpha_tiff(data: bytes, decoded: np.ndarray) -> np.ndarray:
 
     import tifffile
 
-    from dsbuild.records import _tiff_orientation
-
     try:
         pixels = tifffile.imread(io.BytesIO(data), key=0)
     except Exception:  # noqa: BLE001 - a compression tifffile lacks a codec for: OpenCV's reading stands
         return decoded
     if pixels.ndim != 3 or pixels.shape[2] != 2 or pixels.dtype not in (np.uint8, np.uint16):
         return decoded
-    turn = _UPRIGHT.get(_tiff_orientation(data))
+    turn = _UPRIGHT.get(tiff_short(data, 274, 1))  # Orientation
     pixels = turn(pixels) if turn is not None else pixels
     return cv2.merge([np.ascontiguousarray(pixels[..., 0])] * 3 + [np.ascontiguousarray(pixels[..., 1])])
 
