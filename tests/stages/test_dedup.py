@@ -986,8 +986,6 @@ def test_near_dedup_images_crops_finds_cropped_copies_and_keeps_distinct_tiles_a
 def _copies_near(threshold, n=120, seed=2):
     """Texts of 300 words and one copy of each with words replaced until its exact
     Jaccard similarity (word 5-grams) is just above or just below ``threshold``."""
-    from dsbuild.kernels.minhash import shingle_hashes
-
     def jaccard(a, b):
         sa, sb = (set(shingle_hashes([" ".join(t)])[0].tolist()) for t in (a, b))
         return len(sa & sb) / len(sa | sb)
