@@ -231,6 +231,7 @@ def _value(text: str):
 
 
 def _run(args) -> int:
+    from dsbuild.clusters import spec_from_target
     from dsbuild.pipeline import INTERRUPTED, DsbuildWarning, checked_output, run, validate_against_source
     from dsbuild.runtime import connect
 
@@ -240,8 +241,9 @@ def _run(args) -> int:
     spec, _ = checked_output(args.job, output=args.output, overwrite=args.overwrite, overrides=_overrides(args.set))
     out = spec.sink.path
     print(f"dsbuild: {spec.name} → {out}", file=sys.stderr)
+    cluster = spec_from_target(args.cluster)  # a mistake there said before the source is read (seconds, or minutes)
     validate_against_source(spec)  # a stage's mistake said before a cluster starts (on Slurm, before the queue)
-    with connect(args.cluster, args.workers) as client, _ctrl_c_noted(INTERRUPTED):
+    with connect(cluster, args.workers) as client, _ctrl_c_noted(INTERRUPTED):
         print(f"dashboard: {client.dashboard_link}", file=sys.stderr)
         manifest = run(spec, output=out, overwrite=args.overwrite, client=client, progress=not args.quiet, resume=args.resume)
     print(summary_table(manifest))

@@ -295,7 +295,10 @@ def load_cluster_spec(source) -> LocalSpec | SchedulerSpec | SlurmSpec | PBSSpec
                 if Path(text).is_dir():
                     raise ClusterSpecError([f"{text}: a folder, not a cluster spec; name a YAML file in it (as cluster/local.yaml)"])
                 if not Path(text).is_file():
-                    raise ClusterSpecError([f"{text}: no such cluster spec file"])
+                    path = Path(text)
+                    near = difflib.get_close_matches(path.name, [f.name for f in path.parent.glob("*.y*ml")], n=1)
+                    raise ClusterSpecError([f"{text}: no such cluster spec file"
+                                            + (f" (did you mean {path.parent / near[0]}?)" if near else "")])
                 where, text = text, _utf8(Path(text).read_bytes(), text, "cluster spec")
             data, lines = _load_yaml(text, where)
         except JobError as e:
@@ -362,8 +365,9 @@ def spec_from_target(target) -> LocalSpec | SchedulerSpec | SlurmSpec | PBSSpec 
         if "\n" not in text and not Path(text).exists() and not text.endswith((".yaml", ".yml")):
             host, _, port = text.rpartition(":")
             meant = f" (did you mean 'tcp://{text}'?)" if host and port.isdigit() else ""
+            local = " (did you mean 'local'?)" if difflib.get_close_matches(text, ["local"], cutoff=0.6) else ""
             raise ClusterSpecError([
-                f"cluster {text!r}: expected 'local', a scheduler address like 'tcp://host:8786'{meant}, "
+                f"cluster {text!r}{local}: expected 'local', a scheduler address like 'tcp://host:8786'{meant}, "
                 "the JSON file a scheduler wrote (dask scheduler --scheduler-file), or a cluster spec file (see cluster/)"
             ])
     return load_cluster_spec(target)

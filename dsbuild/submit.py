@@ -184,10 +184,10 @@ def submit(
     target = Sink(spec.sink.path, shard_rows=1, shard_bytes=1, compression="none", overwrite=overwrite)
     target.check_target()
     target.check_apart_from(spec.source, spec.stage_inputs())
+    cluster_spec = spec_from_target(cluster)  # before the source is read: a typo there is said at once
     from dsbuild.pipeline import validate_against_source
 
     validate_against_source(spec)  # a column typo fails here, not minutes later in the background
-    cluster_spec = spec_from_target(cluster)
 
     run_id = f"{spec.name}-{datetime.datetime.now():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:4]}"
     folder = runs_home() / run_id

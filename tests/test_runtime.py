@@ -87,6 +87,20 @@ def test_a_spec_file_that_is_no_utf8_text_or_a_folder_is_named(tmp_path, capsys)
     assert load_cluster_spec(latin.write_text("kind: local\n# café\nworkers: 1\n", encoding="utf-8-sig") and latin).workers == 1
 
 
+def test_a_mistyped_cluster_is_said_with_the_one_meant_before_the_source_is_read(tmp_path, capsys):
+    """``--cluster locall`` or ``cluster/locl.yaml`` were said only after the job's source had
+    been read to check the stages against it (seconds, or minutes for a large one), and
+    without the name meant."""
+    job = tmp_path / "job.yaml"
+    job.write_text(f"name: t\nsource: {{format: parquet, path: {tmp_path / 'gone'}}}\nstages: []\nsink: {{path: {tmp_path / 'out'}}}\n")
+    for cluster, said in (("locall", "cluster 'locall' (did you mean 'local'?): expected 'local', "),
+                          (str(ROOT / "cluster" / "locl.yaml"), f"locl.yaml: no such cluster spec file (did you mean {ROOT / 'cluster' / 'local.yaml'}?)")):
+        for command in ("run", "submit"):
+            assert main([command, str(job), "--cluster", cluster]) == 2
+            err = capsys.readouterr().err
+            assert said in err and "gone" not in err.replace(str(job), ""), err  # the missing source is not reached
+
+
 def test_unquoted_walltime_is_not_read_as_seconds():
     assert load_cluster_spec("kind: slurm\nwalltime: 02:30:00\n").walltime == "02:30:00"
 
