@@ -207,11 +207,13 @@ def _positive(text: str) -> int:
 
 
 def _overrides(pairs: list[str]) -> dict:
+    from dsbuild.job import JobError
+
     out = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
-        if not sep:
-            raise SystemExit(f"--set {pair!r}: expected KEY=VALUE")
+        if not sep:  # said as the job's other mistakes are (it was a bare line, with exit status 1)
+            raise JobError([f"--set {pair!r}: expected KEY=VALUE, e.g. --set seed=3 or --set 'stages[0].select.where=[]'"])
         out[key] = _value(value)
     return out
 

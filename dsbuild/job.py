@@ -434,12 +434,25 @@ def _read_text(source) -> tuple[str, str]:
     if "\n" not in s and (s.endswith((".yaml", ".yml")) or Path(s).exists() or ":" not in s):  # no job is a line without ':'
         path = Path(s)
         if not path.exists():
-            near = [f"{s}{ext}" for ext in (".yaml", ".yml") if Path(f"{s}{ext}").is_file()]
-            raise JobError([f"{s}: no such job file" + (f" (did you mean {near[0]}?)" if near else "")])
+            raise JobError([f"{s}: no such job file" + (f" (did you mean {near}?)" if (near := _job_file_near(path)) else "")])
         if path.is_dir():
             raise JobError([f"{s}: a folder, not a job file; name a YAML file in it"])
         return _utf8(path.read_bytes(), s), s
     return s, "<yaml>"
+
+
+def _job_file_near(path: Path) -> str | None:
+    """The job file a missing path most likely meant: with its suffix (``jobs/quickstart``),
+    the other suffix (``.yml`` for ``.yaml``), or a close name in the same folder
+    (``jobs/quickstrat.yaml``); the last two were said with no suggestion."""
+    s = str(path)
+    stem = s.removesuffix(path.suffix) if path.suffix in (".yaml", ".yml") else s
+    for candidate in (f"{stem}.yaml", f"{stem}.yml"):
+        if Path(candidate).is_file():
+            return candidate
+    names = [f.name for f in path.parent.glob("*.y*ml") if f.is_file()] if path.parent.is_dir() else []
+    near = difflib.get_close_matches(path.name, names, n=1, cutoff=0.75)
+    return str(path.parent / near[0]) if near else None
 
 
 def _utf8(data: bytes, where: str, what: str = "job file") -> str:

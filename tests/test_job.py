@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from dsbuild import JobError, job, load_job
@@ -397,6 +399,25 @@ def test_a_job_named_without_its_yaml_suffix_is_a_missing_file_with_a_suggestion
     (tmp_path / "quickstart.yaml").write_text(GOOD)
     with pytest.raises(JobError, match=r"quickstart: no such job file \(did you mean .*quickstart.yaml\?\)$"):
         load_job(str(tmp_path / "quickstart"))
+
+
+def test_a_job_named_with_the_other_suffix_or_a_typo_is_said_with_the_file_meant(tmp_path):
+    """``jobs/quickstart.yml`` and ``jobs/quickstrat.yaml`` were "no such job file" with no
+    suggestion, though the file meant was beside them."""
+    (tmp_path / "quickstart.yaml").write_text(GOOD)
+    for name in ("quickstart.yml", "quickstrat.yaml"):
+        with pytest.raises(JobError, match=rf"{name}: no such job file \(did you mean .*/quickstart.yaml\?\)$"):
+            load_job(str(tmp_path / name))
+    with pytest.raises(JobError, match=r"nothing.yaml: no such job file$"):
+        load_job(str(tmp_path / "nothing.yaml"))
+
+
+def test_a_set_without_a_value_is_said_as_a_jobs_mistake(capsys):
+    """``--set seed`` printed a bare line and exited 1, unlike every other mistake (``error:``, exit 2)."""
+    from dsbuild.cli import main
+
+    assert main(["validate", str(Path(__file__).resolve().parents[1] / "jobs" / "quickstart.yaml"), "--set", "seed"]) == 2
+    assert capsys.readouterr().err.startswith("error: --set 'seed': expected KEY=VALUE, e.g. --set seed=3")
 
 
 def test_a_job_file_that_is_no_utf8_text_or_a_folder_is_named(tmp_path):
