@@ -68,9 +68,9 @@ def reference_dawid_skene(votes: Votes, iterations: int, one_coin=False):
             errors = np.clip(counts, EPS, None)
             errors = errors / errors.sum(axis=1, keepdims=True)
         if it > 0:
-            elbo = sum(
-                probas[i, k] * (math.log(errors[a][l][k]) + math.log(max(prior[k], EPS)))
-                for i, answers in by_item.items() for a, l in answers for k in range(K)
+            elbo = sum(  # the prior once per item, each answer's error once per answer
+                probas[i, k] * (math.log(max(prior[k], EPS)) + sum(math.log(errors[a][l][k]) for a, l in answers))
+                for i, answers in by_item.items() for k in range(K)
             )
             p = np.clip(probas, EPS, None)
             history.append((elbo - (p * np.log(p)).sum()) / len(votes))
@@ -334,3 +334,23 @@ def test_independent_posteriors_and_agreement_with_the_other_rules():
     halves = [others_agreement_stats(Votes(votes.item[m] - votes.item[m].min(), votes.annotator[m], votes.label[m], 2, 3, 2))
               for m in (votes.item < 2, votes.item >= 2)]
     assert all(np.array_equal(halves[0][k] + halves[1][k], stats[k]) for k in stats)
+
+
+def test_the_bound_em_reports_rises_every_round():
+    """The bound counted an item's class prior once per answer (as crowd-kit's does), so it
+    was no bound of the model and fell: crowd-kit's model (no smoothing) in 32 of 60 rounds
+    on digits, and the smoothed one on Adult in 55 of 60 rounds, by up to 0.014 per answer,
+    so "stops when the bound moves less than tol" stopped or ran on by chance. The prior
+    now counts once per item, and the change each round compares both rounds under that
+    round's Dirichlet prior (the pseudo-answers follow the class prior): EM is an ascent."""
+    y = load_digits().target
+    rng = np.random.default_rng(1)
+    ann, _, _ = simulate_annotations(y, 60, rng, spammers=0.2, adversaries=0.1)
+    votes = Votes(ann["item"].to_numpy(), ann["annotator"].to_numpy(), ann["label"].to_numpy(), len(y), 60, 10)
+    plain = DawidSkene(10, 60, tol=1e-9, max_iter=60).fit(votes)
+    assert np.diff(plain.elbo_history_).min() > -5e-8  # rounding of the posteriors to the grid
+    smoothed = DawidSkene(10, 60, smoothing=4, warm_start=5, tol=1e-9, max_iter=60).fit(votes)
+    changes = np.array(smoothed.elbo_changes_[6:])  # after the warm start's one-coin rounds (another model)
+    assert len(changes) > 20 and changes.min() > -5e-8
+    one_coin = DawidSkene(10, 60, one_coin=True, tol=1e-9, max_iter=60).fit(votes)
+    assert np.diff(one_coin.elbo_history_[3:]).min() > -5e-8
