@@ -743,6 +743,29 @@ def test_a_stage_and_its_accounting_run_as_one_task_per_partition(client, tmp_pa
     assert seconds["ranges"] > 0 and seconds["cast"] > 0, seconds
 
 
+def test_every_task_of_a_run_counts_for_a_stage(client, tmp_path):
+    """A fit pass's tasks (the checkpoint's read fused with the partial statistics, the
+    combines) and the source's reads named no stage, so the stage table left them out: a
+    stage whose fit was slow looked fast. Every task's seconds now count for a stage."""
+    from dask.utils import key_split
+    from distributed import get_task_stream
+
+    job = {
+        "name": "counted", "seed": 0, "source": {"format": "sample", "name": "adult", "partitions": 4},
+        "columns": {"label": "income"},
+        "stages": [{"ranges": {"columns": {"age": {"min": 18, "max": 80}}}},
+                   {"impute": {"columns": {"age": "median", "workclass": "mode"}}}],
+        "sink": {"path": str(tmp_path / "out")},
+    }
+    with get_task_stream(client) as stream:
+        manifest = dsbuild.run(job, client=client)
+    stages = [t for t in stream.data if key_split(t["key"]) != "write_shards"]  # the sink's finish, in timings.finish
+    computed = sum(s["stop"] - s["start"] for t in stages for s in t["startstops"] if s["action"] == "compute")
+    seconds = {s["name"]: s["seconds"] for s in manifest["stages"]}
+    assert sum(s["tasks"] for s in seconds.values()) == pytest.approx(computed, abs=0.01), seconds
+    assert seconds["source"]["tasks"] > 0 and seconds["impute"]["tasks"] > 0, seconds
+
+
 def test_label_counts_name_labels_as_text():
     """Counted on the column as it is, named as the column's values become text: unused
     categories are left out, missing values are one "<missing>" label."""

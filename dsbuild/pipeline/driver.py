@@ -248,19 +248,23 @@ def _task_stream(client):
 def _seconds_by_stage(stream, runs: list[StageRun], fused: dict[str, str] | None = None) -> dict[str, float]:
     """Task seconds per stage, a task counted for the stage its key names (a fused task by
     the keys it holds: a stage's map with its accounting); of ``ranges`` and ``ranges#2``
-    (``dsbuild-ranges-2-map``) the longer name that matches."""
+    (``dsbuild-ranges-2-map``) the longer name that matches. A task that names no stage
+    counts for the stage it ran for (``StageRun.own_keys``): a fit pass, whose partial
+    statistics Dask fuses with the checkpoint's read under a name of its own, or a read of
+    the source; those were counted nowhere, so a stage whose fit was slow looked fast."""
     out: Counter = Counter()
     if stream is None:
         return {}
     fused = fused or {}
     safe = {run_.name: "".join(ch if ch.isalnum() else "-" for ch in run_.name) for run_ in runs}
+    owner = {key: run_.name for run_ in reversed(runs) for key in run_.own_keys}
     for rec in stream.data:
-        key = rec.get("key", "")
-        key = fused.get(key[0] if isinstance(key, tuple) else key, str(key))
+        raw = rec.get("key", "")
+        key = fused.get(raw[0] if isinstance(raw, tuple) else raw, str(raw))
         named = [name for name, s in safe.items() if f"dsbuild-{s}-" in key]
-        if named:
-            out[max(named, key=lambda n: len(safe[n]))] += sum(
-                s["stop"] - s["start"] for s in rec.get("startstops", ()) if s.get("action") == "compute")
+        stage = max(named, key=lambda n: len(safe[n])) if named else owner.get(raw)
+        if stage is not None:
+            out[stage] += sum(s["stop"] - s["start"] for s in rec.get("startstops", ()) if s.get("action") == "compute")
     return dict(out)
 
 

@@ -42,10 +42,14 @@ class StageRun:
     shape: str
     stage: Stage | None
     output: object  # the stage's marked output frame (dask); None once restored from a checkpoint
-    fit_seconds: float = 0.0
+    fit_seconds: float = 0.0  # the driver's: building the stage, less the time workers computed for it
     counts: dict = field(default_factory=dict)
     options: dict = field(default_factory=dict)
     summary: dict = field(default_factory=dict)
+    # keys of the tasks computed for this stage that do not name it: its fit passes (a
+    # checkpoint's read fused with the partial statistics, the tree of combines), and the
+    # source's reads in the pass that accounts for it
+    own_keys: set = field(default_factory=set)
 
     def record(self) -> dict:
         return {"name": self.name, "shape": self.shape, "fit_seconds": self.fit_seconds,
@@ -114,12 +118,14 @@ class Execution:
             self.warnings += stage.column_warnings(kept._meta)
             if stage.multi_pass and not stored:
                 kept, stored = self._flush(kept, checkpoint=i), True
-            t = time.perf_counter()
+            t, since = time.perf_counter(), self._task_count()
             out = stage.build(kept, shapes)
             if stage.adds_rows and spec.columns.id and spec.columns.id != ID:
                 out = out.map_partitions(_added_rows_named, spec.columns.id, meta=_added_rows_named(out._meta, spec.columns.id),
                                          token="dsbuild-added-ids")
-            run_ = StageRun(stage.ctx.name, stage.shape, stage, out, time.perf_counter() - t)
+            fitted = self._tasks_since(since)
+            run_ = StageRun(stage.ctx.name, stage.shape, stage, out, _driver_seconds(time.perf_counter() - t, fitted),
+                            own_keys={r["key"] for r in fitted})
             if stage.passes_rows_through:
                 self._add_run(run_)  # accounted at the next flush; its input goes on as it is
             else:
@@ -144,6 +150,7 @@ class Execution:
         ``checkpoint`` (on disk, read back as the next stage's input; or persisted on
         the workers with ``sink.checkpoints: memory``)."""
         pending = [self.runs[r] for r in self.pending]
+        since = self._task_count()
         label = self.spec.columns.label
         in_memory = checkpoint is not None and self.spec.sink.checkpoints == "memory"
         # The last stage's kept rows are written in the task that accounts for that stage:
@@ -179,6 +186,8 @@ class Execution:
                 written = _written(kept, self.sink, folder, what, scratch=checkpoint is not None)
                 kept_files, *results = self._gather([written, *accounts], [run_.name for run_ in pending])
                 kept_files = _in_order(kept_files)
+        if pending:  # a task of the pass that names no stage reads the first one's input (the source, a checkpoint)
+            pending[0].own_keys |= {r["key"] for r in self._tasks_since(since)}
         for run_, frame in zip(pending, results):
             frame = frame.sort_values("partition")
             run_.counts = _sum_counts(frame["counts"])
@@ -205,6 +214,20 @@ class Execution:
         })
         self.sink.drop_checkpoints_before(checkpoint)
         return _read_checkpoint(self.sink, kept_files, kept._meta)
+
+    def _task_count(self) -> int | None:
+        """How many tasks the scheduler's task stream has recorded, where a pass begins;
+        None from a scheduler that does not count them (an older distributed)."""
+        try:
+            return self.client.sync(self.client.scheduler.get_task_stream_index)
+        except Exception:  # an older scheduler: no such operation
+            return None
+
+    def _tasks_since(self, count: int | None) -> list[dict]:
+        """The task stream's records of the tasks finished since it held ``count``."""
+        if count is None:
+            return []
+        return self.client.sync(self.client.scheduler.get_task_stream, start_index=count)
 
     def _compute(self, tasks: list) -> list:
         return self.client.gather(self.client.compute(tasks))
@@ -259,6 +282,17 @@ class Execution:
         self.resumed_from = index
         meta = _checkpoint_meta(self.sink, state["kept"], source_kept._meta)
         return index, _read_checkpoint(self.sink, state["kept"], meta)
+
+
+def _driver_seconds(wall: float, tasks: list[dict]) -> float:
+    """``wall`` less the time in which any of ``tasks`` computed: the driver's own share of
+    a stage's build (planning, and fitting between its passes), as the workers' share is
+    counted in the stage's task seconds."""
+    busy, end = 0.0, float("-inf")
+    for start, stop in sorted((s["start"], s["stop"]) for t in tasks for s in t.get("startstops", ()) if s.get("action") == "compute"):
+        busy += max(0.0, stop - max(start, end))
+        end = max(end, stop)
+    return max(0.0, wall - busy)
 
 
 def _fused(collections: list, names: dict[str, str]) -> list:
