@@ -1200,6 +1200,29 @@ def test_a_zip_archive_of_several_files_is_refused_and_one_in_it_can_be_named(tm
     assert read({"format": "csv", "path": str(tmp_path / "one.csv.zip")})[["a", "b"]].values.tolist() == [[1, "x"]]
 
 
+def test_an_excel_workbook_given_as_csv_says_to_save_it_as_csv(tmp_path):
+    """An .xlsx is a zip of XML parts: the advice was "a zip archive: unpack it"."""
+    import zipfile
+
+    parts = {  # the parts of a one-sheet workbook, [Content_Types].xml first as Excel writes it
+        "[Content_Types].xml": '<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types"><Default Extension="xml" '
+                               'ContentType="application/xml"/><Override PartName="/xl/workbook.xml" ContentType="application/'
+                               'vnd.openxmlformats-officedocument.spreadsheetml.sheet.main+xml"/></Types>',
+        "_rels/.rels": '<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships"><Relationship Id="r1" '
+                       'Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/officeDocument" Target="xl/workbook.xml"/>'
+                       '</Relationships>',
+        "xl/workbook.xml": '<workbook xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main"><sheets><sheet name="Sheet1" '
+                           'sheetId="1"/></sheets></workbook>',
+        "xl/worksheets/sheet1.xml": '<worksheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main"><sheetData><row '
+                                    'r="1"><c r="A1"><v>1</v></c></row></sheetData></worksheet>',
+    }
+    with zipfile.ZipFile(tmp_path / "prices.xlsx", "w", zipfile.ZIP_DEFLATED) as z:
+        for name, text in parts.items():
+            z.writestr(name, text)
+    with pytest.raises(SourceError, match=r"prices.xlsx: not CSV text but an Excel workbook: save it as CSV"):
+        read_source({"format": "csv", "path": str(tmp_path / "prices.xlsx")})
+
+
 def test_csv_in_utf16_as_excel_exports_unicode_text(tmp_path):
     """Excel's "Unicode Text" is UTF-16 with a byte-order mark. Files are cut and lines
     found at the byte \\n, which in UTF-16 is half a character: encoding: utf-16 failed as

@@ -390,7 +390,8 @@ def _csv_header(fs, path: str, spec: CsvSource, wide: str | None = None) -> list
         try:
             first = line.decode(spec.encoding).rstrip("\r\n").lstrip("\ufeff")  # a byte-order mark is no name
         except UnicodeDecodeError:
-            raise SourceError(_not_text(line, spec)) from None
+            with fs.open(path, "rb", compression="infer") as f:  # more than its first line tells what the file is
+                raise SourceError(_not_text(f.read(_SNIFF_BYTES), spec)) from None
         if not first:
             raise SourceError(f"{path}: empty file, no header line")
         if "\r" in first:  # the whole file was one line: csv.Error's traceback
@@ -508,8 +509,17 @@ _MAGIC = {b"PAR1": "a Parquet file: use format: parquet", b"PK\x03\x04": "a zip 
           b"\xff\xd8\xff": "a JPEG image: use format: images"}
 
 
+# An Excel workbook: .xlsx is a zip archive of XML parts ("unpack it", the advice was), .xls
+# an OLE2 compound file (whose bytes were "not utf8 text: set source.encoding to latin-1").
+_WORKBOOK = ("an Excel workbook: save it as CSV (File > Save As > CSV UTF-8), or read it with pandas.read_excel and "
+             "give the frame (format: frame)")
+
+
 def _not_text(sample: bytes, spec: CsvSource) -> str:
     """The first line of ``spec.path`` that is not ``spec.encoding`` text, and the way out."""
+    if sample.startswith(b"\xd0\xcf\x11\xe0") or (sample.startswith(b"PK\x03\x04") and
+                                                  (b"[Content_Types].xml" in sample[:4096] or b"xl/" in sample[:4096])):
+        return f"{spec.path}: not CSV text but {_WORKBOOK}"
     kind = next((what for magic, what in _MAGIC.items() if sample.startswith(magic)), None)
     if kind:
         return f"{spec.path}: not CSV text but {kind}"
