@@ -277,7 +277,8 @@ def image_problem(data: bytes | None, max_pixels: int, min_side: int = 1) -> tup
         return "empty-image", None
     fmt = sniff_image_format(data)
     if fmt == "unknown":
-        return "decode-error:unknown-format", None
+        what = _what_else(data)
+        return f"decode-error:unknown-format{'=' + what if what else ''}", None
     size = image_size(data)
     if size is not None and size[0] * size[1] > max_pixels:
         return f"too-large:{size[0]}x{size[1]}", None
@@ -302,6 +303,28 @@ def image_problem(data: bytes | None, max_pixels: int, min_side: int = 1) -> tup
     if min(h, w) < min_side:
         return f"too-small:{h}x{w}", None
     return None, pixels
+
+
+_HEIF_BRANDS = {b"heic": "HEIC", b"heix": "HEIC", b"hevc": "HEIC", b"mif1": "HEIF", b"msf1": "HEIF", b"avif": "AVIF",
+                b"avis": "AVIF"}
+
+
+def _what_else(data: bytes) -> str | None:
+    """What a file that is no image OpenCV reads is, where its first bytes say: an HTML
+    page (a scraper's error page saved as .jpg, its title), a PDF, an SVG, or a phone's
+    HEIC or AVIF photo, which OpenCV does not decode. None for anything else."""
+    head = data[:512].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if head.startswith((b"<!doctype html", b"<html", b"<head")):
+        title = re.search(rb"<title[^>]*>([^<]{1,80})", data[:4096], re.IGNORECASE)
+        text = " ".join(title.group(1).decode("utf-8", "replace").split()) if title else ""
+        return f"an HTML page{f' titled {text!r}' if text else ''}, not an image (a download that failed?)"
+    if head.startswith(b"%pdf"):
+        return "a PDF document, not an image"
+    if head.startswith(b"<svg") or (head.startswith(b"<?xml") and b"<svg" in data[:1024].lower()):
+        return "an SVG drawing, which OpenCV does not read: render it to PNG"
+    if data[4:8] == b"ftyp" and data[8:12] in _HEIF_BRANDS:
+        return f"a {_HEIF_BRANDS[data[8:12]]} photo, which OpenCV does not read: convert it to JPEG or PNG"
+    return None
 
 
 def _why_undecodable(data: bytes, fmt: str) -> str | None:

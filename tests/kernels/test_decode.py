@@ -423,3 +423,19 @@ def test_a_cut_bmp_or_gif_says_so_without_opencvs_source_paths():
     Image.fromarray(data.camera()).save(buffer, "GIF")
     reason = image_problem(buffer.getvalue()[:5000], 10**9)[0]
     assert reason.startswith("decode-error:gif=can't read") and "OpenCV(" not in reason and "bitstrm.cpp" not in reason
+
+
+def test_a_file_that_is_another_kind_of_document_says_what_it_is():
+    """A scraper's error page saved as .jpg, a PDF, an SVG or a phone's HEIC photo were
+    all decode-error:unknown-format: the reason now says which (the rule stays, so the
+    manifest counts them together); bytes of no known kind say nothing more."""
+    page = b"<!DOCTYPE html>\n<html><head><title>403 Forbidden</title></head><body>nginx</body></html>"
+    heic = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(64)
+    said = {name: image_problem(blob, 10**8)[0] for name, blob in {
+        "page": page, "pdf": b"%PDF-1.7\n%\xe2\xe3", "svg": b'<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg"/>',
+        "heic": heic, "text": b"definitely not a jpeg"}.items()}
+    assert said["page"] == "decode-error:unknown-format=an HTML page titled '403 Forbidden', not an image (a download that failed?)"
+    assert said["pdf"] == "decode-error:unknown-format=a PDF document, not an image"
+    assert said["svg"].startswith("decode-error:unknown-format=an SVG drawing")
+    assert said["heic"].startswith("decode-error:unknown-format=a HEIC photo, which OpenCV does not read")
+    assert said["text"] == "decode-error:unknown-format"
