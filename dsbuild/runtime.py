@@ -374,8 +374,9 @@ def connect(cluster="local", workers: int | None = None) -> Iterator[Client]:
     spec = spec_from_target(cluster)
     with contextlib.ExitStack() as stack:
         stack.enter_context(dask.config.set(RESTART_CONFIG))
+        after_cluster = stack.enter_context(contextlib.ExitStack())  # closes after the cluster does
         client = cluster_client(spec, workers, stack)
-        with _setup_watched():
+        with _setup_watched(client, after_cluster):
             _check_worker_installs(client)
             client.register_plugin(DsbuildWorkerSetup())
             if spec.kind == "scheduler":  # a scheduler others use: workers that join later need no dsbuild
@@ -389,28 +390,51 @@ def connect(cluster="local", workers: int | None = None) -> Iterator[Client]:
 
 
 @contextlib.contextmanager
-def _setup_watched():
+def _setup_watched(client, after_cluster: contextlib.ExitStack):
     """A worker that dies while dsbuild sets the workers up fails the setup with one line
     that says why: distributed's own account (the nanny's restart, the scheduler's failed
     broadcast with its traceback, the client's closed stream: about 60 lines) is held and
-    dropped. A worker whose memory limit its libraries alone exceed dies so."""
+    dropped, and so is what it says until the cluster has closed (``after_cluster``): with
+    two workers, the second's failed broadcast, its never-retrieved future's traceback and
+    the nannies' restarts came after the first's error. A worker whose memory limit its
+    libraries alone exceed dies so."""
     from distributed.comm import CommClosedError
 
     from dsbuild.watch import WorkersLost, _HeldLogs
 
-    held = _HeldLogs()
+    held = _HeldLogs(also=("asyncio",))
     try:
         yield
     except (CommClosedError, ConnectionError, TimeoutError) as e:
         said = [record.getMessage() for _, record in held.held]
-        held.drop()
+        held.mute()
+        after_cluster.callback(held.close)
+        _stop_restarts(client)
         over = any("memory budget" in line for line in said)
         why = (f"its nanny restarted it for exceeding its memory limit; a worker holds ~250 MiB of libraries before "
                "any task: give workers at least 1 GiB (memory_limit in a cluster spec, or fewer workers)") if over else (
                "the worker's own log says why")
         raise WorkersLost(f"a worker died while dsbuild set the workers up: {why}") from e
-    finally:
+    except BaseException:
         held.close()
+        raise
+    else:
+        held.close()
+
+
+def _stop_restarts(client) -> None:
+    """Stop the workers of a local cluster whose setup failed, and their nannies' restarts:
+    the cluster is about to close, and it waited for workers the nannies had restarted to
+    finish starting (6-15 s at load 15), which then printed their own warnings and a
+    heartbeat's traceback under the run's one line."""
+    from dsbuild.watch import local_nannies
+
+    for nanny in local_nannies(client) or []:
+        nanny.close_gracefully(reason="dsbuild-setup-failed")
+        pid = nanny.process.pid if nanny.process is not None else None
+        if pid:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def _forget_setup(client) -> None:

@@ -250,12 +250,23 @@ class _HeldLogs:
     that finds a worker (a second at most) and when the run ends, and dropped when the run
     stops for want of workers."""
 
-    def __init__(self):
+    def __init__(self, also: tuple[str, ...] = ()):
         self.held: list[tuple[logging.Handler, logging.LogRecord]] = []
         self.lock = threading.Lock()
+        self.muted = False
         self.filters = [(h, _Hold(h, self)) for h in logging.getLogger("distributed").handlers]
         for handler, hold in self.filters:
             handler.addFilter(hold)
+        # loggers held whole (asyncio's, which logs a never-retrieved future's traceback): they
+        # have no handler of their own, and go to Python's last-resort one
+        self.loggers = [(logging.getLogger(name), _Hold(None, self)) for name in also]
+        for logger, hold in self.loggers:
+            logger.addFilter(hold)
+
+    def mute(self) -> None:
+        """Drop what is held, and what is logged from now on until :meth:`close`."""
+        with self.lock:
+            self.held, self.muted = [], True
 
     def mark(self) -> int:
         """How many records are held now: :meth:`release` up to a mark says only those
@@ -269,7 +280,10 @@ class _HeldLogs:
             said, self.held = self.held[:upto], self.held[upto:]
         for handler, record in said:
             record.dsbuild_released = True
-            handler.handle(record)
+            if handler is None:  # a logger's own record
+                logging.getLogger(record.name).handle(record)
+            else:
+                handler.handle(record)
 
     def drop(self) -> None:
         with self.lock:
@@ -279,11 +293,13 @@ class _HeldLogs:
         """Stop holding, and say what is held (the run did not stop for want of workers)."""
         for handler, hold in self.filters:
             handler.removeFilter(hold)
+        for logger, hold in self.loggers:
+            logger.removeFilter(hold)
         self.release()
 
 
 class _Hold(logging.Filter):
-    def __init__(self, handler: logging.Handler, logs: _HeldLogs):
+    def __init__(self, handler: logging.Handler | None, logs: _HeldLogs):
         super().__init__()
         self.handler, self.logs = handler, logs
 
@@ -291,7 +307,8 @@ class _Hold(logging.Filter):
         if getattr(record, "dsbuild_released", False):
             return True
         with self.logs.lock:
-            self.logs.held.append((self.handler, record))
+            if not self.logs.muted:
+                self.logs.held.append((self.handler, record))
         return False
 
 

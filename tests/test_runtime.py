@@ -598,6 +598,36 @@ def test_a_worker_that_dies_in_the_setup_is_said_in_one_line(capfd):
     assert "Traceback" not in err and len(err.splitlines()) < 5, err
 
 
+def test_workers_that_die_in_the_setup_leave_no_account_of_this_process_after_the_line():
+    """With two workers, the second's failed broadcast, a never-retrieved future's traceback
+    and the nannies' restarts came after the first's error (32 lines in all), and the cluster
+    waited for the restarted workers to finish starting before it closed (27 s at load 30,
+    13 s now). What the workers' own processes print is theirs."""
+    import io
+    import logging
+
+    from dsbuild.watch import WorkersLost
+
+    said = io.StringIO()
+    terminal = logging.StreamHandler(said)  # as distributed's own handler on stderr, and Python's last resort for asyncio's
+    terminal.setLevel(logging.WARNING)
+    loggers = [logging.getLogger("distributed"), logging.getLogger("asyncio")]
+    for logger in loggers:
+        logger.addHandler(terminal)
+    try:
+        spec = {"kind": "local", "workers": 2, "memory_limit": "100MiB", "dashboard": None}
+        with pytest.raises(WorkersLost, match="memory limit.*at least 1 GiB"):
+            with connect(spec):
+                pass
+        import gc
+
+        gc.collect()  # a future whose exception was never retrieved says so when it is collected
+    finally:
+        for logger in loggers:
+            logger.removeHandler(terminal)
+    assert said.getvalue() == ""
+
+
 def test_a_local_cluster_whose_workers_die_as_they_start_stops_the_run_at_once(tmp_path, monkeypatch):
     """Workers that die as they start (here a preload that exits, as one that cannot load
     its library does) are restarted by their nannies for ever: the run warned, then waited
