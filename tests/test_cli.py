@@ -62,15 +62,20 @@ def test_version_is_the_packages_and_verbose_names_the_libraries(capsys):
         name: metadata.version(name) for name in ("dask", "distributed", "pyarrow", "opencv-python-headless")}
 
 
+def _refused(argv: list[str], capsys) -> str:
+    """What the command line says of arguments it refuses as argparse does (exit 2)."""
+    try:
+        main(argv)
+    except SystemExit as e:
+        assert e.code == 2
+    else:
+        raise AssertionError(f"{argv} ran")
+    return capsys.readouterr().err
+
+
 def test_a_command_or_version_is_asked_for(capsys):
     for argv, says in (([], "name a command: run, validate"), (["--verbose", "stages"], "--verbose goes with --version")):
-        try:
-            main(argv)
-        except SystemExit as e:
-            assert e.code == 2
-        else:
-            raise AssertionError(f"{argv} ran")
-        assert says in capsys.readouterr().err
+        assert says in _refused(argv, capsys)
 
 
 def test_a_mistyped_flag_is_said_with_the_commands_usage_and_the_flag_meant(capsys):
@@ -81,13 +86,7 @@ def test_a_mistyped_flag_is_said_with_the_commands_usage_and_the_flag_meant(caps
                        (["submit", "j.yaml", "--scheduler-file=s.json"], "(did you mean --cluster s.json?)"),
                        (["status", "r1", "--follow"], "(did you mean --wait?)"),
                        (["inspect", "out", "--jsn"], "(did you mean --json?)")):
-        try:
-            main(argv)
-        except SystemExit as e:
-            assert e.code == 2
-        else:
-            raise AssertionError(f"{argv} ran")
-        err = capsys.readouterr().err
+        err = _refused(argv, capsys)
         assert err.startswith(f"usage: dsbuild {argv[0]} ") and f"dsbuild {argv[0]}: error: unrecognized arguments: " in err, err
         assert said in err and f"dsbuild {argv[0]}'s options: --help, " in err, err
 
