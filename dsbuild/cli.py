@@ -233,7 +233,7 @@ def _value(text: str):
 
 
 def _run(args) -> int:
-    from dsbuild.clusters import spec_from_target
+    from dsbuild.clusters import check_startable, spec_from_target
     from dsbuild.pipeline import INTERRUPTED, DsbuildWarning, checked_output, run, validate_against_source
     from dsbuild.runtime import connect
 
@@ -244,6 +244,7 @@ def _run(args) -> int:
     out = spec.sink.path
     print(f"dsbuild: {spec.name} → {out}", file=sys.stderr)
     cluster = spec_from_target(args.cluster)  # a mistake there said before the source is read (seconds, or minutes)
+    check_startable(cluster)
     validate_against_source(spec)  # a stage's mistake said before a cluster starts (on Slurm, before the queue)
     with connect(cluster, args.workers) as client, _ctrl_c_noted(INTERRUPTED):
         print(f"dashboard: {client.dashboard_link}", file=sys.stderr)

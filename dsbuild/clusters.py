@@ -386,6 +386,23 @@ def _require(module: str, package: str, extra: str, kind: str):
         ) from e
 
 
+def check_startable(spec):
+    """That this machine can start the spec's kind: its optional package installed, its
+    batch system's submit command on the PATH. Called by ``run`` and ``submit`` before they
+    read the job's source (seconds, or minutes), which they did first. Returns the package's
+    module (None for kinds that need none)."""
+    if isinstance(spec, (SlurmSpec, PBSSpec)):
+        jobqueue = _require("dask_jobqueue", "dask-jobqueue", spec.kind, spec.kind)
+        submit = "qsub" if isinstance(spec, PBSSpec) else "sbatch"
+        if not shutil.which(submit):
+            raise ClusterSpecError([f"cluster kind {spec.kind!r} submits workers with {submit}, which is not on this "
+                                    "machine's PATH: run from the batch system's login node"])
+        return jobqueue
+    if isinstance(spec, KubernetesSpec):
+        return _require("dask_kubernetes.operator", "dask-kubernetes", "kubernetes", "kubernetes")
+    return None
+
+
 def start_cluster(spec, workers: int | None = None):
     """The Dask cluster object for a spec dsbuild starts itself (not ``scheduler``)."""
     if isinstance(spec, LocalSpec):
@@ -402,19 +419,15 @@ def start_cluster(spec, workers: int | None = None):
             kwargs["protocol"] = "tls://"
         return local_cluster(workers or spec.workers, spec.memory_limit, **kwargs)
     if isinstance(spec, (SlurmSpec, PBSSpec)):
-        jobqueue = _require("dask_jobqueue", "dask-jobqueue", spec.kind, spec.kind)
+        jobqueue = check_startable(spec)
         kwargs = spec.jobqueue_kwargs()
-        submit = "qsub" if isinstance(spec, PBSSpec) else "sbatch"
-        if not shutil.which(submit):
-            raise ClusterSpecError([f"cluster kind {spec.kind!r} submits workers with {submit}, which is not on this "
-                                    "machine's PATH: run from the batch system's login node"])
         if isinstance(spec, PBSSpec):
             return jobqueue.PBSCluster(resource_spec=spec.resource_spec, **kwargs)
         cluster = jobqueue.SLURMCluster(**kwargs)
         _check_slurm_script(cluster, spec)
         return cluster
     if isinstance(spec, KubernetesSpec):
-        operator = _require("dask_kubernetes.operator", "dask-kubernetes", "kubernetes", "kubernetes")
+        operator = check_startable(spec)
         if workers and spec.adaptive:
             warnings.warn(f"--workers {workers} is not used: the spec's adaptive range decides the workers", UserWarning, stacklevel=2)
         return operator.KubeCluster(

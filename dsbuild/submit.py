@@ -165,7 +165,7 @@ def submit(
     when the driver has accepted the job. ``resume=True`` continues an interrupted run of
     the same job from its last checkpoint (a submitted driver that was killed, say).
     """
-    from dsbuild.clusters import spec_from_target
+    from dsbuild.clusters import check_startable, spec_from_target
     from dsbuild.io.sink import Sink
     from dsbuild.job import load_job
 
@@ -185,6 +185,7 @@ def submit(
     target.check_target()
     target.check_apart_from(spec.source, spec.stage_inputs())
     cluster_spec = spec_from_target(cluster)  # before the source is read: a typo there is said at once
+    check_startable(cluster_spec)  # the driver starts it on this machine
     from dsbuild.pipeline import validate_against_source
 
     validate_against_source(spec)  # a column typo fails here, not minutes later in the background

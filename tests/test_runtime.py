@@ -128,6 +128,20 @@ def test_optional_packages_are_named_when_missing(monkeypatch):
         start_cluster(KubernetesSpec(kind="kubernetes"))
 
 
+def test_a_kind_this_machine_cannot_start_is_said_before_the_source_is_read(tmp_path, monkeypatch, capsys):
+    """A Kubernetes spec without dask-kubernetes, or a PBS one without qsub, was said only
+    after run and submit had read the job's source to check its stages."""
+    monkeypatch.setitem(sys.modules, "dask_kubernetes.operator", None)
+    monkeypatch.setenv("PATH", str(tmp_path))  # no qsub
+    job = tmp_path / "job.yaml"
+    job.write_text(f"name: t\nsource: {{format: parquet, path: {tmp_path / 'gone'}}}\nstages: []\nsink: {{path: {tmp_path / 'out'}}}\n")
+    for spec, said in (("kubernetes", "needs the dask-kubernetes package"), ("pbs", "submits workers with qsub, which is not")):
+        for command in ("run", "submit"):
+            assert main([command, str(job), "--cluster", str(ROOT / "cluster" / f"{spec}.yaml")]) == 2
+            err = capsys.readouterr().err
+            assert said in err and "does not exist" not in err, err
+
+
 def test_existing_scheduler_by_scheduler_file_runs_a_job(client, cluster, tmp_path):
     """`--cluster scheduler.yaml` with a scheduler file: same scheduler, same output as a direct run."""
     # the file as `dask scheduler --scheduler-file` writes it; Client.write_scheduler_file failed now and then on
