@@ -363,8 +363,10 @@ def _check_header_fits(path: str, sample: bytes, names: list[str], spec: CsvSour
     except (UnicodeDecodeError, LookupError):
         return
     reader = csv.reader(io.StringIO(text), delimiter=spec.sep, skipinitialspace=spec.skip_initial_space)
-    counts = {len(row) for row, _ in zip(filter(None, itertools.islice(reader, 1, None)), range(20))}
-    if len(counts) == 1 and (fields := counts.pop()) != len(names):
+    lines = [row for row, _ in zip(filter(None, itertools.islice(reader, 1, None)), range(20))]
+    counts = {len(row) for row in lines}
+    trailing = all(row[-1] == "" for row in lines)  # "1,2,3," under "a,b,c": its rows' rejects say so, and the run warns
+    if len(counts) == 1 and (fields := counts.pop()) != len(names) and not trailing:
         first = 1 + spec.skip_rows
         raise SourceError(
             f"{path}: line {first}, read as the header, has {len(names)} field(s) ({', '.join(names[:3])}"
