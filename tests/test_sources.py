@@ -1223,6 +1223,22 @@ def test_an_excel_workbook_given_as_csv_says_to_save_it_as_csv(tmp_path):
         read_source({"format": "csv", "path": str(tmp_path / "prices.xlsx")})
 
 
+def test_a_frame_pandas_wrote_whole_with_to_json_is_refused_not_read_as_one_row(tmp_path):
+    """DataFrame.to_json() writes one object of columns (orient='columns', its default; or
+    'index', of rows): it was read as one row of 3 struct columns, and the run kept 1 row."""
+    df = pd.DataFrame({"age": [39, 50, 38], "sex": ["Male", "Female", "Male"], "income": ["<=50K", ">50K", "<=50K"]})
+    for orient in ("columns", "index"):
+        df.to_json(tmp_path / f"{orient}.json", orient=orient)
+        with pytest.raises(SourceError, match=rf"{orient}.json: one JSON object holding a whole table, by column or by row "
+                                              r"\(.*\), as pandas' DataFrame.to_json\(\) writes by default: it would be read "
+                                              r"as one row; write it as df.to_json\(path, orient='records', lines=True\)"):
+            read_source({"format": "jsonl", "path": str(tmp_path / f"{orient}.json")})
+    df.to_json(tmp_path / "lines.jsonl", orient="records", lines=True)
+    assert read({"format": "jsonl", "path": str(tmp_path / "lines.jsonl")})["age"].tolist() == [39, 50, 38]
+    (tmp_path / "one.jsonl").write_text('{"train": {"acc": 0.9, "loss": 0.3}, "test": {"acc": 0.8, "loss": 0.4}}\n')
+    assert len(read({"format": "jsonl", "path": str(tmp_path / "one.jsonl")})) == 1  # one record of objects is a row
+
+
 def test_csv_in_utf16_as_excel_exports_unicode_text(tmp_path):
     """Excel's "Unicode Text" is UTF-16 with a byte-order mark. Files are cut and lines
     found at the byte \\n, which in UTF-16 is half a character: encoding: utf-16 failed as

@@ -72,6 +72,10 @@ def _read_jsonl(spec: JsonlSource, count_rows: bool = True, id_column: str | Non
             raise SourceError(f"{files[0]}: its lines end with a carriage return alone (\\r, old Mac text); JSON lines "
                               "end with \\n or \\r\\n: convert it, e.g. tr '\\r' '\\n' < in.jsonl > out.jsonl")
         raise SourceError(f"{files[0]}: no JSON object in the first lines" + _not_json_lines(sample, files[0] in arrays))
+    if len(rows) == 1 and _pandas_columns(rows[0]):
+        raise SourceError(f"{sampled[0]}: one JSON object holding a whole table, by column or by row "
+                          f"({', '.join(list(rows[0])[:3])}, ...), as pandas' DataFrame.to_json() writes by default: it "
+                          "would be read as one row; write it as df.to_json(path, orient='records', lines=True)")
     inferred = _json_schema(rows)
     text = [*spec.text_columns, *(c for c, t in spec.column_types.items() if t == "str"), *id_columns(inferred.names, id_column)]
     untyped = [n for n in inferred.names if n not in text and n not in spec.column_types and all(_valueless(r.get(n)) for r in rows)]
@@ -146,6 +150,17 @@ def _as_type(values, typ: pa.DataType):
     if pa.types.is_timestamp(typ):
         values = pc.replace_substring_regex(values, _UTC, "Z")
     return values.cast(typ)
+
+
+def _pandas_columns(record: dict) -> bool:
+    """Whether ``record`` is a frame pandas' ``to_json()`` wrote whole (``orient='columns'``,
+    its default, or ``'index'``): every value an object of more than one value, all keyed
+    alike, the rows numbered (pandas' default index). It was read as one row of a struct
+    column per column, and the run kept 1 row."""
+    values = list(record.values())
+    if not values or not all(isinstance(v, dict) and len(v) > 1 and v.keys() == values[0].keys() for v in values):
+        return False
+    return all(k.isdigit() for k in values[0]) or all(k.isdigit() for k in record)
 
 
 def _valueless(value) -> bool:
