@@ -1418,4 +1418,5 @@ def test_a_checkpoint_partition_casts_only_its_differing_columns(tmp_path, monke
     back = pipeline._CheckpointPart(sink, part.iloc[:0])(written["path"])
     assert cast == []
     assert back.dtypes.to_dict() == part.dtypes.to_dict()
-    pd.testing.assert_frame_equal(back, part)
+    assert back.columns.dtype == object  # Python strings: a stage's column steps cost less than on Arrow-backed labels
+    pd.testing.assert_frame_equal(back, part, check_column_type=False)
