@@ -1531,26 +1531,36 @@ def test_csv_separator_found_when_quoted_values_hold_it(tmp_path):
     assert df[["a", "b"]].values.tolist() == [[1, "café; bar"], [2, "x, y"]]
 
 
+def _read_as_without(tmp_path, lead: str, **options) -> list:
+    """A file whose ``lead`` comes before its header, in UTF-8 and UTF-16, cut in blocks
+    and whole, read with ``options``: the frame and ids of the file without it. The
+    sources, for their notes."""
+    rows = [f'{i};"x{i}{chr(10) if i % 7 == 0 else ""}y";{i},5' for i in range(2000)]
+    body = "a;b;c\r\n" + "\r\n".join(rows) + "\r\n"
+    (tmp_path / "plain.csv").write_text(body)
+    (tmp_path / "lead.csv").write_text(lead + body)
+    (tmp_path / "wide.csv").write_bytes((lead + body).encode("utf-16"))
+    sources = []
+    for cut in ({"blocksize": 4_000, "infer_bytes": 4_000}, {}):
+        want = read({"format": "csv", "path": str(tmp_path / "plain.csv"), **cut})
+        assert len(want) == 2000 and want["c"].sum() == sum(i + 0.5 for i in range(2000))
+        for name, encoding in (("lead.csv", "utf8"), ("wide.csv", "utf-16")):
+            src = read_source({"format": "csv", "path": str(tmp_path / name), "encoding": encoding, **options, **cut})
+            got = src.frame.compute()
+            pd.testing.assert_frame_equal(got.assign(id=got["id"].str.replace(name, "plain.csv")).reset_index(drop=True),
+                                          want.reset_index(drop=True))
+            sources.append((tmp_path / name, src))
+    return sources
+
+
 def test_csv_whose_first_line_is_excels_separator_hint_is_read_with_it(tmp_path):
     """Excel's European exports may start with "sep=;": such a file was refused, and the
     user had to cut the line off every export. It is read with that separator; the line
     is no row, and rows are numbered as in the file without it, however it is cut."""
-    rows = [f'{i};"x{i}{chr(10) if i % 7 == 0 else ""}y";{i},5' for i in range(2000)]
-    body = "a;b;c\r\n" + "\r\n".join(rows) + "\r\n"
-    (tmp_path / "plain.csv").write_text(body)
-    (tmp_path / "hint.csv").write_text("sep=;\r\n" + body)
-    (tmp_path / "wide.csv").write_bytes(("sep=;\r\n" + body).encode("utf-16"))
-    for cut in ({"blocksize": 4_000, "infer_bytes": 4_000}, {}):
-        want = read({"format": "csv", "path": str(tmp_path / "plain.csv"), **cut})
-        for name, encoding in (("hint.csv", "utf8"), ("wide.csv", "utf-16")):
-            src = read_source({"format": "csv", "path": str(tmp_path / name), "encoding": encoding, **cut})
-            got = src.frame.compute()
-            assert len(got) == 2000 and got["c"].sum() == sum(i + 0.5 for i in range(2000))
-            pd.testing.assert_frame_equal(got.assign(id=got["id"].str.replace(name, "plain.csv")).reset_index(drop=True),
-                                          want.reset_index(drop=True))
-            assert src.notes[0] == (f"source: {tmp_path / name} starts with Excel's separator hint 'sep=;': read with that "
-                                    "separator; the line is no row (not in the ledger), and rows are numbered from the line "
-                                    "after the header")
+    for path, src in _read_as_without(tmp_path, "sep=;\r\n"):
+        assert src.notes[0] == (f"source: {path} starts with Excel's separator hint 'sep=;': read with that "
+                                "separator; the line is no row (not in the ledger), and rows are numbered from the line "
+                                "after the header")
     (tmp_path / "x.csv").write_bytes(b"sep=|\na|b\n1|2\n")
     assert read({"format": "csv", "path": str(tmp_path / "x.csv")})[["a", "b"]].values.tolist() == [[1, 2]]
 
@@ -1560,17 +1570,7 @@ def test_csv_skip_rows_leaves_out_the_lines_before_the_header(tmp_path):
     validator``) could not be read: validate said ok and the run rejected every row as
     csv:fields. Now its first line stops the read, naming skip_rows, and with skip_rows the
     file reads as the one without those lines, ids and all, however it is cut."""
-    rows = [f'{i};"x{i}{chr(10) if i % 7 == 0 else ""}y";{i},5' for i in range(2000)]
-    body = "a;b;c\r\n" + "\r\n".join(rows) + "\r\n"
-    (tmp_path / "plain.csv").write_text(body)
-    (tmp_path / "title.csv").write_text("Exported 2024-01-02\r\n(c) Example\r\n" + body)
-    (tmp_path / "wide.csv").write_bytes(("Exported 2024-01-02\r\n(c) Example\r\n" + body).encode("utf-16"))
-    for cut in ({"blocksize": 4_000, "infer_bytes": 4_000}, {}):
-        want = read({"format": "csv", "path": str(tmp_path / "plain.csv"), **cut})
-        for name, encoding in (("title.csv", "utf8"), ("wide.csv", "utf-16")):
-            got = read({"format": "csv", "path": str(tmp_path / name), "encoding": encoding, "skip_rows": 2, **cut})
-            pd.testing.assert_frame_equal(got.assign(id=got["id"].str.replace(name, "plain.csv")).reset_index(drop=True),
-                                          want.reset_index(drop=True))
+    assert len(_read_as_without(tmp_path, "Exported 2024-01-02\r\n(c) Example\r\n", skip_rows=2)) == 4
     (tmp_path / "adult.test").write_text("|1x3 Cross validator\n25, Private, <=50K.\n38, Private, >50K.\n")
     spec = {"format": "csv", "path": str(tmp_path / "adult.test")}
     with pytest.raises(SourceError, match=r"adult.test: line 1, read as the header, has 1 field\(s\) \(\|1x3 Cross "
