@@ -66,6 +66,9 @@ def test_label_studio_round_trip(tmp_path, digits_items):
     accuracy = (kept.set_index("id").loc[frame["id"], "label"].to_numpy() == np.array(CLASSES)[truth]).mean()
     assert accuracy > 0.85
     assert stage.summary()["annotations"]["used"] == len(crowd)
+    # the cancelled annotation is counted as skipped, not lost without a word (nor missing a value)
+    assert stage.summary()["annotations"]["skipped"] == {"cancelled annotation": 1}
+    assert stage.summary()["annotations"]["missing_value"] == 0 and stage.summary()["annotations"]["rows"] == len(crowd) + 1
 
 
 def test_mturk_round_trip(tmp_path, digits_items):
@@ -99,6 +102,10 @@ def test_mturk_round_trip(tmp_path, digits_items):
     kept, _ = run_stage(stage, frame.drop(columns=["image"]), npartitions=2)
     accuracy = (kept.set_index("id").loc[frame["id"], "label"].to_numpy() == np.array(CLASSES)[truth]).mean()
     assert accuracy > 0.85
+    # a user who rejected assignments saw fewer answers than the batch had, and no word of why
+    counts = stage.summary()["annotations"]
+    assert counts["skipped"] == {"rejected assignment": 1} and counts["used"] == len(crowd) - 1 == counts["rows"] - 1
+    assert counts["missing_value"] == 0
 
 
 def test_mturk_results_need_a_clear_answer_field():

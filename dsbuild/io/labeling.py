@@ -25,6 +25,7 @@ from dsbuild.records import ID, sniff_image_format
 
 ITEM_FIELD = "dsbuild_id"
 ANNOTATION_COLUMNS = ["item", "annotator", "label"]
+SKIPPED = "_skipped"  # why the tool's own marks leave an answer out (a cancelled annotation, a rejected assignment)
 
 
 # -- export -----------------------------------------------------------------------------
@@ -114,8 +115,10 @@ def _choice(result: dict, from_name: str | None) -> Any:
     return None
 
 
-def parse_label_studio_export(tasks: list[dict], from_name: str | None = None, item_field: str = ITEM_FIELD) -> pd.DataFrame:
-    """Annotation rows from Label Studio's JSON export (cancelled annotations skipped).
+def parse_label_studio_export(tasks: list[dict], from_name: str | None = None, item_field: str = ITEM_FIELD,
+                              keep_skipped: bool = False) -> pd.DataFrame:
+    """Annotation rows from Label Studio's JSON export (cancelled annotations skipped; with
+    ``keep_skipped`` each is a row without a label, its ``_skipped`` saying so, to be counted).
 
     A task without ``item_field`` in its data keeps Label Studio's task id as the item.
     Several choices in one answer become one label (their JSON list), so a multi-choice
@@ -128,17 +131,21 @@ def parse_label_studio_export(tasks: list[dict], from_name: str | None = None, i
         data = task.get("data") or {}
         item = data.get(item_field, task.get("id"))
         for ann in task.get("annotations") or task.get("completions") or []:
-            if ann.get("was_cancelled"):
-                continue
             who = _annotator(ann.get("completed_by"))
+            if ann.get("was_cancelled"):
+                if keep_skipped:
+                    rows.append((None if item is None else str(item), who, None, task.get("id"), ann.get("id"), "cancelled annotation"))
+                continue
             answers = [(r.get("from_name"), _choice(r, from_name)) for r in ann.get("result") or []]
             answers = [(control, label) for control, label in answers if label is not None]
             controls.update(control for control, _ in answers)
             if answers:
-                rows.append((None if item is None else str(item), who, answers[0][1], task.get("id"), ann.get("id")))
+                rows.append((None if item is None else str(item), who, answers[0][1], task.get("id"), ann.get("id"), None))
     if from_name is None and len(controls) > 1:  # a choice and a comment box: which one is the label?
         raise ValueError(f"say which control holds the label (from_name: ...); the export answers {sorted(map(str, controls))}")
-    return pd.DataFrame(rows, columns=[*ANNOTATION_COLUMNS, "task_id", "annotation_id"]).astype({"task_id": object, "annotation_id": object})
+    out = pd.DataFrame(rows, columns=[*ANNOTATION_COLUMNS, "task_id", "annotation_id", SKIPPED]).astype(
+        {"task_id": object, "annotation_id": object, SKIPPED: object})
+    return out if keep_skipped else out.drop(columns=[SKIPPED])
 
 
 def _task_list(tasks: Any, item_field: str) -> list[dict]:
@@ -157,8 +164,10 @@ def _task_list(tasks: Any, item_field: str) -> list[dict]:
     return tasks
 
 
-def parse_mturk_results(results: pd.DataFrame, answer: str | None = None, item_field: str = ITEM_FIELD) -> pd.DataFrame:
-    """Annotation rows from an MTurk batch results CSV; rejected assignments skipped.
+def parse_mturk_results(results: pd.DataFrame, answer: str | None = None, item_field: str = ITEM_FIELD,
+                        keep_skipped: bool = False) -> pd.DataFrame:
+    """Annotation rows from an MTurk batch results CSV; rejected assignments skipped (with
+    ``keep_skipped``, rows without a label whose ``_skipped`` says so, to be counted).
 
     The label is ``Answer.<answer>``; or, for radio/checkbox templates that give one
     column per option (``Answer.<answer>.<option>`` true/false), the option marked true.
@@ -169,8 +178,10 @@ def parse_mturk_results(results: pd.DataFrame, answer: str | None = None, item_f
         if len(fields) != 1:
             raise ValueError(f"say which answer field holds the label (answer: ...); the results have {fields}")
         answer = fields[0]
-    if "AssignmentStatus" in results.columns:
-        results = results[results["AssignmentStatus"].astype(str) != "Rejected"]
+    rejected = (results["AssignmentStatus"].astype(str) == "Rejected").to_numpy() if "AssignmentStatus" in results.columns \
+        else np.zeros(len(results), dtype=bool)
+    if not keep_skipped:
+        results, rejected = results[~rejected], rejected[~rejected]
     if "WorkerId" not in results.columns:  # a KeyError naming no file, before
         raise ValueError("column 'WorkerId' is missing: this is not an MTurk batch results CSV")
     item_col = f"Input.{item_field}"
@@ -190,24 +201,29 @@ def parse_mturk_results(results: pd.DataFrame, answer: str | None = None, item_f
         picked = marked.to_numpy()
         names = np.array([c[len(direct) + 1:] for c in options], dtype=object)
         label = pd.Series(np.where(picked.sum(axis=1) == 1, names[picked.argmax(axis=1)], None), index=results.index)
-    return pd.DataFrame(
+    out = pd.DataFrame(
         {
             "item": results[item_col].astype(str).to_numpy(),
             "annotator": results["WorkerId"].astype(str).to_numpy(),
-            "label": label.to_numpy(),
+            "label": label.to_numpy(dtype=object),
             "assignment_id": results["AssignmentId"].astype(str).to_numpy() if "AssignmentId" in results.columns else None,
         }
     )
+    if keep_skipped:
+        out.loc[rejected, "label"] = None
+        out[SKIPPED] = np.where(rejected, "rejected assignment", None)
+    return out
 
 
 def _read_label_studio_file(path: str, from_name: str | None, item_field: str) -> pd.DataFrame:
     with fsspec.open(path, "r") as f, _named(path):
-        return parse_label_studio_export(json.load(f), from_name, item_field)
+        return parse_label_studio_export(json.load(f), from_name, item_field, keep_skipped=True)
 
 
 def _read_mturk_file(path: str, answer: str | None, item_field: str) -> pd.DataFrame:
     with fsspec.open(path, "rb") as f, _named(path):
-        return parse_mturk_results(pd.read_csv(io.BytesIO(f.read()), dtype=str, keep_default_na=False, na_values=[""]), answer, item_field)
+        return parse_mturk_results(pd.read_csv(io.BytesIO(f.read()), dtype=str, keep_default_na=False, na_values=[""]), answer, item_field,
+                                   keep_skipped=True)
 
 
 @contextlib.contextmanager
@@ -265,9 +281,10 @@ def read_labeling_export(spec: dict):
         raise FileNotFoundError(f"no {fmt} export at {paths!r}")
     urls = [f.full_name for f in files]
     parts = [dask.delayed(reader)(u, extra, item_field) for u in urls]
-    first_meta = (parse_label_studio_export([], extra, item_field) if fmt == "label_studio" else _empty_mturk()).iloc[:0]
+    first_meta = (parse_label_studio_export([], extra, item_field, keep_skipped=True) if fmt == "label_studio" else _empty_mturk()).iloc[:0]
     return dd.from_delayed(parts, meta=first_meta, verify_meta=False)
 
 
 def _empty_mturk() -> pd.DataFrame:
-    return pd.DataFrame({"item": pd.Series([], dtype=str), "annotator": pd.Series([], dtype=str), "label": pd.Series([], dtype=object), "assignment_id": pd.Series([], dtype=str)})
+    return pd.DataFrame({"item": pd.Series([], dtype=str), "annotator": pd.Series([], dtype=str), "label": pd.Series([], dtype=object), "assignment_id": pd.Series([], dtype=str),
+                         SKIPPED: pd.Series([], dtype=object)})

@@ -346,6 +346,7 @@ class AggregateLabels(Stage):
                 "unreadable": int(inventory["unreadable"]),
                 "unreadable_examples": inventory["unreadable_examples"],
                 "missing_value": int(inventory["missing"]),
+                "skipped": inventory["skipped"],
                 "outside_labels": int(outside.sum()),
                 "outside_label_examples": [str(k) for k in outside.sort_values(ascending=False).index[:10]],
                 "from_annotators_below_min_votes": int(below.sum()),

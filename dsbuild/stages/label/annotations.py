@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 from pydantic import ConfigDict, Field, model_validator
 
+from dsbuild.io.labeling import SKIPPED
 from dsbuild.kernels import crowd
 from dsbuild.records import ID
 from dsbuild.stages.base import (
@@ -70,8 +71,9 @@ def _inventory(part: pd.DataFrame, _state) -> dict:
     Counts are taken on the raw values and only the distinct ones are turned into keys.
     """
     bad = part["_reason"].notna() if "_reason" in part.columns else pd.Series(False, index=part.index)
-    missing = ~bad & (part[ITEM].isna() | part[ANNOTATOR].isna() | part[LABEL].isna())
-    ok = part[~bad & ~missing]
+    skipped = part[SKIPPED].notna() & ~bad if SKIPPED in part.columns else pd.Series(False, index=part.index)
+    missing = ~bad & ~skipped & (part[ITEM].isna() | part[ANNOTATOR].isna() | part[LABEL].isna())
+    ok = part[~bad & ~skipped & ~missing]
     annotators = _seen(ok[ANNOTATOR])
     annotators.index = annotators.index.astype(str)
     annotators = annotators.groupby(level=0).sum()
@@ -85,6 +87,7 @@ def _inventory(part: pd.DataFrame, _state) -> dict:
         "unreadable": int(bad.sum()),
         "unreadable_examples": _unreadable_examples(part[bad]),
         "missing": int(missing.sum()) + blank,
+        "skipped": {str(k): int(v) for k, v in part.loc[skipped.to_numpy(), SKIPPED].value_counts().items()} if skipped.any() else {},
         "annotators": annotators,
         "labels": labels,
         "examples": examples,
@@ -122,6 +125,7 @@ def _merge_inventory(a: dict, b: dict) -> dict:
         "unreadable": a["unreadable"] + b["unreadable"],
         "unreadable_examples": sorted({*a["unreadable_examples"], *b["unreadable_examples"]})[:ITEM_EXAMPLES],
         "missing": a["missing"] + b["missing"],
+        "skipped": {k: a["skipped"].get(k, 0) + b["skipped"].get(k, 0) for k in sorted({*a["skipped"], *b["skipped"]})},
         "annotators": a["annotators"].add(b["annotators"], fill_value=0),
         "labels": a["labels"].add(b["labels"], fill_value=0),
         "examples": _merge_examples(a["examples"], b["examples"].items()),
@@ -198,10 +202,12 @@ def _annotator_columns(columns, item: str) -> list:
 
 def _reader_columns(columns, named) -> list[str]:
     """The reader's reason for a line it could not parse, and that line's file:row id to
-    name it by (unless the id column is one the annotations use)."""
+    name it by (unless the id column is one the annotations use); and why a labeling
+    tool's export left an answer out (a cancelled annotation, a rejected assignment)."""
+    skipped = [SKIPPED] if SKIPPED in columns else []
     if "_reason" not in columns:
-        return []
-    return [c for c in (ID, "_reason") if c in columns and c not in named]
+        return skipped
+    return [c for c in (ID, "_reason") if c in columns and c not in named] + skipped
 
 
 def _answers_of_wide(part: pd.DataFrame, item: str) -> pd.DataFrame:
