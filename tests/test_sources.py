@@ -184,6 +184,21 @@ def test_csv_without_header_whose_lines_never_have_the_named_columns_names_the_s
         read_source(spec | {"path": str(tmp_path / "h.csv"), "header": True})
 
 
+def test_csv_column_names_over_a_row_read_as_the_header_is_said(tmp_path):
+    """German credit has no header: column_names without header: false read its first row
+    as the header to rename, and the run had 999 rows, unsaid."""
+    (tmp_path / "g.data").write_text("A11 6 A34 1169\nA12 48 A32 5951\nA14 12 A34 2096\n")
+    spec = {"format": "csv", "path": str(tmp_path / "g.data"), "sep": " ", "column_names": ["status", "months", "history", "amount"]}
+    src = read_source(spec)
+    assert src.notes == [f"source: {tmp_path / 'g.data'}: line 1 (A11 6 A34 1169) is read as the header, which column_names "
+                         "renames, so it is no row; it holds numbers where the next line does, as a row would: if the file "
+                         "has no header, set source.header: false"]
+    assert len(src.frame.compute()) == 2
+    assert len(read(spec | {"header": False})) == 3
+    (tmp_path / "h.data").write_text("code months kind amount\nA12 48 A32 5951\n")  # a header, renamed: quiet
+    assert read_source(spec | {"path": str(tmp_path / "h.data")}).notes == []
+
+
 def test_csv_with_a_title_line_and_empty_lines_keeps_every_row(tmp_path):
     """UCI's adult.test: a first line that is no row, and an empty line at the end. Arrow
     skips empty lines, and an empty line crashed the read of any block that also had a

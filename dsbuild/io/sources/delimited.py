@@ -7,7 +7,6 @@ import csv
 import difflib
 import functools
 import io
-import itertools
 import re
 from typing import Literal
 
@@ -118,10 +117,12 @@ def _read_csv(spec: CsvSource, count_rows: bool = True, id_column: str | None = 
     if sniffed:
         spec = spec.model_copy(update={"sep": hints.get(files[0]) or _sniff_sep(files[0], sample, spec)})
     names = _csv_header(fs, files[0], spec, wide)
+    lines, notes = _first_lines(sample, spec), []
     if spec.column_names:
-        _check_field_count(files[0], sample, names, spec)
+        _check_field_count(files[0], lines, names, spec)
+        notes += [_row_read_as_header(files[0], lines, spec)] if spec.header and _reads_as_a_row(lines) else []
     elif spec.header:
-        _check_header_fits(files[0], sample, names, spec)
+        _check_header_fits(files[0], lines, names, spec)
     orders = {}  # files that list the same columns in another order: read by name
     seps = {}  # files split by another separator than the first file (a .tsv among .csv files)
     for path in files[1:]:
@@ -140,7 +141,7 @@ def _read_csv(spec: CsvSource, count_rows: bool = True, id_column: str | None = 
         sample = read(fs, sampled, 0, spec.infer_bytes)
     own = spec.model_copy(update={"sep": seps[sampled]}) if sampled in seps else spec
     schema, spans_lines = _csv_infer_schema(sample, orders.get(sampled, names), own)
-    notes = [f"source: {files[0]} starts with {marked.upper()}'s byte-order mark: read as {marked} text"] if marked else []
+    notes += [f"source: {files[0]} starts with {marked.upper()}'s byte-order mark: read as {marked} text"] if marked else []
     notes += [_hint_note(next(iter(hints)), hints, spec)] if hints else []
     told = spec.model_fields_set
     if "thousands" not in told and (spec.decimal == "," or ("decimal" not in told and own.sep != ",")):
@@ -337,16 +338,22 @@ def _splits_alike(text: str, candidates: str) -> str | None:
     return None
 
 
-def _check_field_count(path: str, sample: bytes, names: list[str], spec: CsvSource) -> None:
-    """``column_names`` that no one of the first lines has as many fields as: the separator
-    is not the file's (German credit's spaces), and every row would be rejected as
-    csv:fields, in a run that succeeds with nothing kept."""
+def _first_lines(sample: bytes, spec: CsvSource) -> list[list[str]]:
+    """The fields of the sample's first 20 lines (the header's first), for the checks
+    below; none where the sample is not text in the encoding."""
     try:
         text = sample[: quoting.records_end(sample[: 64 * 1024])].decode(spec.encoding)
     except (UnicodeDecodeError, LookupError):
-        return
+        return []
     reader = csv.reader(io.StringIO(text), delimiter=spec.sep, skipinitialspace=spec.skip_initial_space)
-    counts = [len(row) for row, _ in zip(filter(None, reader), range(20))]
+    return [row for row, _ in zip(filter(None, reader), range(20))]
+
+
+def _check_field_count(path: str, lines: list[list[str]], names: list[str], spec: CsvSource) -> None:
+    """``column_names`` that no one of the first lines has as many fields as: the separator
+    is not the file's (German credit's spaces), and every row would be rejected as
+    csv:fields, in a run that succeeds with nothing kept."""
+    counts = [len(row) for row in lines]
     if counts and len(names) not in counts:
         raise SourceError(
             f"{path}: column_names names {len(names)} columns, but the first lines split by {spec.sep!r} have "
@@ -354,16 +361,34 @@ def _check_field_count(path: str, sample: bytes, names: list[str], spec: CsvSour
             "(e.g. ' ' for spaces)")
 
 
-def _check_header_fits(path: str, sample: bytes, names: list[str], spec: CsvSource) -> None:
+def _reads_as_a_row(lines: list[list[str]]) -> bool:
+    """Whether the first line holds numbers where the second does, and text where it does:
+    a row, not a header (German credit's ``A11 6 A34 …`` over ``A12 48 A32 …``)."""
+
+    def kinds(row: list[str]) -> list[str]:
+        return ["int" if re.fullmatch(r"[-+]?\d+", v) else "float" if _FLOAT.fullmatch(v) else "text" for v in row]
+
+    if len(lines) < 2:
+        return False
+    first = kinds(lines[0])
+    return first == kinds(lines[1]) and any(k != "text" for k in first)
+
+
+_FLOAT = re.compile(r"[-+]?(\d+\.\d*|\.\d+)([eE][-+]?\d+)?")
+
+
+def _row_read_as_header(path: str, lines: list[list[str]], spec: CsvSource) -> str:
+    first = spec.sep.join(lines[0][:4]) + (f"{spec.sep}…" if len(lines[0]) > 4 else "")
+    return (f"source: {path}: line {1 + spec.skip_rows} ({first}) is read as the header, which column_names renames, so it "
+            "is no row; it holds numbers where the next line does, as a row would: if the file has no header, set "
+            "source.header: false")
+
+
+def _check_header_fits(path: str, lines: list[list[str]], names: list[str], spec: CsvSource) -> None:
     """A first line that is no header: every line after it has another number of fields
     (Adult's test file opens with ``|1x3 Cross validator``), so every row would be
     rejected as csv:fields, in a run that succeeds with nothing kept."""
-    try:
-        text = sample[: quoting.records_end(sample[: 64 * 1024])].decode(spec.encoding)
-    except (UnicodeDecodeError, LookupError):
-        return
-    reader = csv.reader(io.StringIO(text), delimiter=spec.sep, skipinitialspace=spec.skip_initial_space)
-    lines = [row for row, _ in zip(filter(None, itertools.islice(reader, 1, None)), range(20))]
+    lines = lines[1:]
     counts = {len(row) for row in lines}
     trailing = all(row[-1] == "" for row in lines)  # "1,2,3," under "a,b,c": its rows' rejects say so, and the run warns
     if len(counts) == 1 and (fields := counts.pop()) != len(names) and not trailing:
