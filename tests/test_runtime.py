@@ -642,6 +642,7 @@ def test_workers_that_die_in_the_setup_leave_no_account_of_this_process_after_th
     assert said.getvalue() == ""
 
 
+@pytest.mark.filterwarnings("ignore:the cluster's workers died and none is left")  # said as they die; the error is asserted
 def test_a_local_cluster_whose_workers_die_as_they_start_stops_the_run_at_once(tmp_path, monkeypatch):
     """Workers that die as they start (here a preload that exits, as one that cannot load
     its library does) are restarted by their nannies for ever: the run warned, then waited
