@@ -67,7 +67,7 @@ class CsvSource(_Spec):
         "infer_bytes: {amount: float} for a column whose first values are whole numbers; a value that does not fit is rejected")
     newlines_in_values: bool | None = Field(
         None, description="quoted values may span lines (reviews, addresses): a file is cut into blocks only between "
-        "records, found by one more pass over it. Default: when a value in the first infer_bytes does")
+        "records, found by one more pass over it. Default: on if a value in the first infer_bytes spans lines")
 
     @field_validator("encoding")
     @classmethod
