@@ -16,7 +16,6 @@ import json
 import posixpath
 from typing import Any
 
-import dask
 import fsspec
 import numpy as np
 import pandas as pd
@@ -76,6 +75,8 @@ def _write_batch(part: pd.DataFrame, path: str, columns) -> int:
 def _export(frame, folder: str, stem: str, ext: str, writer, columns) -> list[str]:
     fs, root = fsspec.core.url_to_fs(folder)
     fs.makedirs(root, exist_ok=True)
+    import dask
+
     paths = [posixpath.join(folder, f"{stem}-{i:05d}.{ext}") for i in range(frame.npartitions)]
     counts = dask.compute(*[dask.delayed(writer)(p, path, columns) for p, path in zip(frame.to_delayed(), paths)])
     return [p for p, n in zip(paths, counts) if n] or paths[:0]
@@ -265,6 +266,7 @@ def read_labeling_export(spec: dict):
     ``{format: label_studio, path, from_name?, item_field?}`` or
     ``{format: mturk, path, answer?, item_field?}``; ``path`` may be a glob or a list.
     """
+    import dask
     import dask.dataframe as dd
 
     check_export_spec(spec)
