@@ -678,34 +678,6 @@ def test_a_parquet_row_group_larger_than_a_partition_is_read_once_as_several(tmp
     assert validate_against_source(job) == []
 
 
-def test_the_slices_of_a_parquet_row_group_are_made_rows_on_every_worker(tmp_path, client):
-    """A row group read once and cut in slices: the slices' rows are made (and the stages
-    after them run) on both workers, not all on the one that read the group, the other
-    idle; a slice is sized and sent as its rows alone, not as the buffers it shares."""
-    import pickle
-
-    from dask.sizeof import sizeof
-    from dask.utils import key_split
-    from distributed import get_task_stream
-
-    from dsbuild.io.sources.parquet import _Slice
-
-    numbers = pa.table({"id": [f"r{i}" for i in range(2**16)], **{f"x{k}": np.arange(2**16, dtype=np.float64) for k in range(8)}})
-    pq.write_table(numbers, tmp_path / "one.parquet")  # 6 MiB uncompressed, one row group
-    src = read_source({"format": "parquet", "path": str(tmp_path / "one.parquet"), "bytes_per_partition": "2MiB"})
-    assert src.frame.npartitions == 3  # no more than 2 per thread: Dask spreads larger groups of tasks anyway
-    with get_task_stream(client) as stream:
-        df = src.frame.compute()
-    ran = {}
-    for task in stream.data:
-        ran.setdefault(key_split(task["key"]), set()).add(task["worker"])
-    assert len(ran["table"]) == 1 and len(ran["rows"]) == 2
-    assert list(df["id"]) == numbers["id"].to_pylist() and list(df["x3"]) == list(range(2**16))
-    sixth = _Slice(numbers, 2**16 // 6, 2**16 // 3)
-    assert sizeof(sixth) < numbers.nbytes / 4 and len(pickle.dumps(sixth, protocol=5)) < numbers.nbytes / 4
-    assert pickle.loads(pickle.dumps(sixth)).table.equals(numbers.slice(2**16 // 6, 2**16 // 3 - 2**16 // 6))
-
-
 def test_parquet_schema_clash_names_the_file(tmp_path):
     pq.write_table(pa.table({"v": [1, 2]}), tmp_path / "a.parquet")
     pq.write_table(pa.table({"v": ["x", "y"]}), tmp_path / "b.parquet")

@@ -137,73 +137,20 @@ def _cuts(rows: int, size: int, budget: int, rows_per_partition: int) -> tuple[i
 
 
 def _sliced_reads(reader: _ParquetPiece, pieces: list[tuple]) -> list:
-    """A delayed frame per partition: a split piece is read by ONE task, which cuts it in
-    slices (Arrow, no copy), and each slice's rows are made in a task of their own, with
-    the ids and order they would have had read whole.
-
-    Those tasks are marked as producing data, as ``from_map``'s reads are: Dask gives each
-    to whichever worker has a free thread, as it does reads, not to the worker holding its
-    slice. Placed with their slices, a 201 MiB row group's four slices and every stage
-    after them ran on the worker that read it, the other idle: that worker ran a slice's
-    stages as soon as its rows were made, so none ever waited to be stolen."""
+    """A delayed frame per partition: a split piece is read by ONE task, and its slices
+    are tasks on that table, so the rows after it spread over the workers, each with the
+    ids and order of the rows it would have had read whole."""
     import dask
 
     parts = []
     for piece in pieces:
         cuts = piece[5]
         if len(cuts) == 2:
-            parts.append(_producing(reader, piece))
+            parts.append(dask.delayed(reader, pure=True)(piece))
             continue
-        table = _producing(reader.table, piece)
-        slices = [dask.delayed(_Slice, pure=True)(table, a, b) for a, b in zip(cuts, cuts[1:])]
-        # every slice cut before any is handed out: cut one by one, the reading worker ran a
-        # slice's stages before cutting the next, and only then handed that one out
-        cut = dask.delayed(_all_cut, pure=True)(*slices)
-        parts += [_producing(reader.rows, s, piece, a, cut) for s, a in zip(slices, cuts)]
+        table = dask.delayed(reader.table, pure=True)(piece)
+        parts += [dask.delayed(reader.rows, pure=True)(table, piece, a, b) for a, b in zip(cuts, cuts[1:])]
     return parts
-
-
-def _producing(func, *args):
-    """``dask.delayed(func, pure=True)(*args)``, marked as producing data, as Dask's readers
-    mark theirs (a private API; without it, a plain delayed task)."""
-    import dask
-
-    plain = dask.delayed(func, pure=True)(*args)
-    try:
-        from dask._task_spec import Task, TaskRef
-        from dask.delayed import Delayed
-        from dask.highlevelgraph import HighLevelGraph
-    except ImportError:
-        return plain
-    key = plain.key
-    task = Task(key, func, *(TaskRef(a.key) if isinstance(a, Delayed) else a for a in args), _data_producer=True)
-    return Delayed(key, HighLevelGraph.from_collections(key, {key: task}, [a for a in args if isinstance(a, Delayed)]))
-
-
-class _Slice:
-    """Rows ``begin:end`` of a table read, sized and sent as the rows alone: Dask sizes an
-    Arrow slice by its buffers whole, so each quarter of a 344 MiB row group counted as
-    344 MiB on the worker holding it (and in the scheduler's cost of moving it)."""
-
-    def __init__(self, table: pa.Table, begin: int = 0, end: int | None = None):
-        self.table = table.slice(begin, None if end is None else end - begin)
-
-    def __sizeof__(self) -> int:
-        return self.table.nbytes
-
-    def __reduce__(self):
-        sink = pa.BufferOutputStream()  # Arrow's stream format writes a slice's rows alone
-        with pa.ipc.new_stream(sink, self.table.schema) as writer:
-            writer.write_table(self.table)
-        return _slice_from_stream, (sink.getvalue(),)
-
-
-def _slice_from_stream(stream: pa.Buffer) -> _Slice:
-    return _Slice(pa.ipc.open_stream(stream).read_all())
-
-
-def _all_cut(*slices) -> None:
-    return None
 
 
 def _without_row_labels(schema: pa.Schema) -> pa.Schema:
@@ -309,11 +256,12 @@ class _ParquetPiece:
         return ("dsbuild-parquet-piece", type(self.fs).__name__, self.fs.storage_options, self.schema.to_string())
 
     def __call__(self, piece) -> pd.DataFrame:
-        return self.rows(_Slice(self.table(piece)), piece, 0)
+        return self.rows(self.table(piece), piece, 0, None)
 
-    def rows(self, rows: _Slice, piece, begin: int, _cut=None) -> pd.DataFrame:
-        """The piece's ``rows`` from its row ``begin`` on, as a frame, with ids numbered from the piece's start."""
-        return _with_id(to_pandas(rows.table), piece[1], piece[3] + begin)
+    def rows(self, table: pa.Table, piece, begin: int, end: int | None) -> pd.DataFrame:
+        """Rows ``begin:end`` of the piece's ``table`` as a frame, numbered from the piece's start."""
+        sliced = table.slice(begin, None if end is None else end - begin)
+        return _with_id(to_pandas(sliced), piece[1], piece[3] + begin)
 
     def table(self, piece) -> pa.Table:
         path, rel, groups, start, folder_values, _ = piece
