@@ -186,7 +186,8 @@ def test_csv_without_header_whose_lines_never_have_the_named_columns_names_the_s
 
 def test_csv_column_names_over_a_row_read_as_the_header_is_said(tmp_path):
     """German credit has no header: column_names without header: false read its first row
-    as the header to rename, and the run had 999 rows, unsaid."""
+    as the header to rename, and the run had 999 rows, unsaid; without column_names its
+    values named the columns ('6', '1169')."""
     (tmp_path / "g.data").write_text("A11 6 A34 1169\nA12 48 A32 5951\nA14 12 A34 2096\n")
     spec = {"format": "csv", "path": str(tmp_path / "g.data"), "sep": " ", "column_names": ["status", "months", "history", "amount"]}
     src = read_source(spec)
@@ -197,6 +198,11 @@ def test_csv_column_names_over_a_row_read_as_the_header_is_said(tmp_path):
     assert len(read(spec | {"header": False})) == 3
     (tmp_path / "h.data").write_text("code months kind amount\nA12 48 A32 5951\n")  # a header, renamed: quiet
     assert read_source(spec | {"path": str(tmp_path / "h.data")}).notes == []
+    copy = {"format": "csv", "path": str(tmp_path / "g.data"), "sep": " "}  # PostgreSQL's COPY writes no header
+    assert read_source(copy).notes == [f"source: {tmp_path / 'g.data'}: line 1 (A11 6 A34 1169) is read as the header, so "
+                                       "its values name the columns; it holds numbers where the next line does, as a row "
+                                       "would: if the file has no header, set source.header: false and column_names"]
+    assert read_source(copy | {"path": str(tmp_path / "h.data")}).notes == []
 
 
 def test_csv_with_a_title_line_and_empty_lines_keeps_every_row(tmp_path):

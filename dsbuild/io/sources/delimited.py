@@ -120,9 +120,9 @@ def _read_csv(spec: CsvSource, count_rows: bool = True, id_column: str | None = 
     lines, notes = _first_lines(sample, spec), []
     if spec.column_names:
         _check_field_count(files[0], lines, names, spec)
-        notes += [_row_read_as_header(files[0], lines, spec)] if spec.header and _reads_as_a_row(lines) else []
     elif spec.header:
         _check_header_fits(files[0], lines, names, spec)
+    notes += [_row_read_as_header(files[0], lines, spec)] if spec.header and _reads_as_a_row(lines) else []
     orders = {}  # files that list the same columns in another order: read by name
     seps = {}  # files split by another separator than the first file (a .tsv among .csv files)
     for path in files[1:]:
@@ -378,10 +378,17 @@ _FLOAT = re.compile(r"[-+]?(\d+\.\d*|\.\d+)([eE][-+]?\d+)?")
 
 
 def _row_read_as_header(path: str, lines: list[list[str]], spec: CsvSource) -> str:
+    """A header that may be a row: German credit's raw file with column_names and no
+    ``header: false`` lost its first row; PostgreSQL's COPY, which writes no header, had
+    columns named '39' and 'State-gov'."""
     first = spec.sep.join(lines[0][:4]) + (f"{spec.sep}…" if len(lines[0]) > 4 else "")
-    return (f"source: {path}: line {1 + spec.skip_rows} ({first}) is read as the header, which column_names renames, so it "
-            "is no row; it holds numbers where the next line does, as a row would: if the file has no header, set "
-            "source.header: false")
+    if spec.column_names:
+        return (f"source: {path}: line {1 + spec.skip_rows} ({first}) is read as the header, which column_names renames, "
+                "so it is no row; it holds numbers where the next line does, as a row would: if the file has no header, "
+                "set source.header: false")
+    return (f"source: {path}: line {1 + spec.skip_rows} ({first}) is read as the header, so its values name the columns; "
+            "it holds numbers where the next line does, as a row would: if the file has no header, set source.header: "
+            "false and column_names")
 
 
 def _check_header_fits(path: str, lines: list[list[str]], names: list[str], spec: CsvSource) -> None:
