@@ -516,8 +516,7 @@ def near_threshold_texts(threshold: float = 0.8, n: int = 1500, spread: float = 
 
 
 def _exact_jaccard(a: str, b: str) -> float:
-    sa, sb = (set(shingle_hashes([t], size=5)[0].tolist()) for t in (a, b))
-    return len(sa & sb) / len(sa | sb)
+    return exact_jaccard(*(shingle_hashes([t], size=5)[0] for t in (a, b)))
 
 
 def near_threshold_quality(threshold: float = 0.8, n: int = 1500) -> tuple[list[str], dict]:

@@ -312,8 +312,12 @@ def signature_similarity(a: np.ndarray, b: np.ndarray, small: int | None = None)
 
 
 def exact_jaccard(a: np.ndarray, b: np.ndarray) -> float:
-    sa, sb = set(np.asarray(a).tolist()), set(np.asarray(b).tolist())
-    return len(sa & sb) / len(sa | sb) if sa or sb else 1.0
+    """The Jaccard similarity of two sets of shingle hashes (repeats count once); two
+    empty sets are alike."""
+    a, b = np.unique(a), np.unique(b)
+    union = len(a) + len(b)
+    shared = len(np.intersect1d(a, b, assume_unique=True))
+    return shared / (union - shared) if union else 1.0
 
 
 def optimal_bands(threshold: float, num_perm: int, fp_weight: float = 0.5, fn_weight: float = 0.5) -> tuple[int, int]:

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 
+from dsbuild.kernels.minhash import exact_jaccard
 from dsbuild.records import ID
 from dsbuild.stages.base import (
     StageError,
@@ -151,14 +152,8 @@ def judged_pairs(part: pd.DataFrame, pairs: pd.DataFrame, signer: TextSigner) ->
         return _JUDGED_META.copy()
     pairs = pairs.reset_index(drop=True)
     shingles_b = _shingles_at(part, signer, pairs["b"], pairs["at_b"].to_numpy(dtype=np.int64))
-
-    def jaccard(a: bytes, b: bytes) -> float:
-        sa, sb = np.frombuffer(a, dtype=np.uint64), np.frombuffer(b, dtype=np.uint64)
-        union = len(sa) + len(sb)
-        shared = len(np.intersect1d(sa, sb, assume_unique=True))
-        return shared / (union - shared) if union else 1.0
-
-    similarity = np.array([jaccard(a, b) for a, b in zip(pairs["shingles_a"], shingles_b)], dtype=float)
+    similarity = np.array([exact_jaccard(np.frombuffer(a, dtype=np.uint64), np.frombuffer(b, dtype=np.uint64))
+                           for a, b in zip(pairs["shingles_a"], shingles_b)], dtype=float)
     return pairs[list(EDGE_COLUMNS)].astype(EDGE_COLUMNS).assign(similarity=similarity, distance=1.0 - similarity)
 
 
