@@ -141,7 +141,7 @@ def _read_csv(spec: CsvSource, count_rows: bool = True, id_column: str | None = 
         sample = read(fs, sampled, 0, spec.infer_bytes)
     own = spec.model_copy(update={"sep": seps[sampled]}) if sampled in seps else spec
     schema, spans_lines = _csv_infer_schema(sample, orders.get(sampled, names), own)
-    notes += [f"source: {files[0]} starts with {marked.upper()}'s byte-order mark: read as {marked} text"] if marked else []
+    notes += [wide_text.marked_note({files[0]: marked})] if marked else []
     notes += [_hint_note(next(iter(hints)), hints, spec)] if hints else []
     told = spec.model_fields_set
     if "thousands" not in told and (spec.decimal == "," or ("decimal" not in told and own.sep != ",")):

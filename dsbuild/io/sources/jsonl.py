@@ -87,7 +87,7 @@ def _read_jsonl(spec: JsonlSource, count_rows: bool = True, id_column: str | Non
     reader = _JsonBlock(fs, schema, tuple(text), tuple(untyped), read, encoded)
     frame = dd.from_map(Together(reader), together(blocks, records, spec.blocksize), meta=reader.empty(), divisions=None, label="read-jsonl",
                         enforce_metadata=False)
-    notes = [_wide_note(wide)] if wide else []
+    notes = [wide_text.marked_note(wide)] if wide else []
     notes += [f"source: {sampled[0]}: {', '.join(f'{n} ({t})' for n, t in encoded.items())}: written as JSON text ('39', as "
               "BigQuery writes INT64; ISO dates and times): read as such; list them in source.text_columns to keep them "
               "text"] if encoded else []
@@ -104,12 +104,6 @@ def _read_json_text(fs, path: str, start: int, length: int | None, wide: dict[st
     if path in wide:
         return wide_text.read_block(fs, path, start, length, wide[path], advice="its byte-order mark says so: re-export the file")
     return _read_text_block(fs, path, start, length)
-
-
-def _wide_note(wide: dict[str, str]) -> str:
-    path, encoding = next(iter(wide.items()))
-    others = f" (and {len(wide) - 1:,} more file(s))" if len(wide) > 1 else ""
-    return f"source: {path}{others} starts with {encoding.upper()}'s byte-order mark: read as {encoding} text"
 
 
 _WHOLE = r"^-?(0|[1-9][0-9]{0,18})$"  # as BigQuery writes INT64: no sign +, no leading zeros (007 stays a code)

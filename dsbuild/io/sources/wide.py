@@ -116,6 +116,13 @@ def file_encoding(fs, path: str) -> str | None:
         return marked_encoding(f.read(4))
 
 
+def marked_note(marked: dict[str, str]) -> str:
+    """The note for files read by their byte-order mark (path -> encoding), the first named."""
+    path, encoding = next(iter(marked.items()))
+    others = f" (and {len(marked) - 1:,} more file(s))" if len(marked) > 1 else ""
+    return f"source: {path}{others} starts with {encoding.upper()}'s byte-order mark: read as {encoding} text"
+
+
 def wide_codec(head: bytes, wide: str) -> tuple[str, int]:
     """The codec, in the byte order the file's byte-order mark names (a block past the
     start has none to tell it), and its code unit's bytes."""
