@@ -282,7 +282,7 @@ _ADAPTER = TypeAdapter(ClusterSpec)
 
 def load_cluster_spec(source) -> LocalSpec | SchedulerSpec | SlurmSpec | PBSSpec | KubernetesSpec:
     """A validated spec from a path, YAML text, a dict, or a spec; errors name file and line."""
-    from dsbuild.job import JobError, _load_yaml, _utf8
+    from dsbuild.job import JobError, _load_yaml, _utf8, _yaml_file_near
 
     if isinstance(source, tuple(KINDS.values())):
         return source
@@ -295,10 +295,8 @@ def load_cluster_spec(source) -> LocalSpec | SchedulerSpec | SlurmSpec | PBSSpec
                 if Path(text).is_dir():
                     raise ClusterSpecError([f"{text}: a folder, not a cluster spec; name a YAML file in it (as cluster/local.yaml)"])
                 if not Path(text).is_file():
-                    path = Path(text)
-                    near = difflib.get_close_matches(path.name, [f.name for f in path.parent.glob("*.y*ml")], n=1)
-                    raise ClusterSpecError([f"{text}: no such cluster spec file"
-                                            + (f" (did you mean {path.parent / near[0]}?)" if near else "")])
+                    near = _yaml_file_near(Path(text))
+                    raise ClusterSpecError([f"{text}: no such cluster spec file" + (f" (did you mean {near}?)" if near else "")])
                 where, text = text, _utf8(Path(text).read_bytes(), text, "cluster spec")
             data, lines = _load_yaml(text, where)
         except JobError as e:

@@ -434,15 +434,15 @@ def _read_text(source) -> tuple[str, str]:
     if "\n" not in s and (s.endswith((".yaml", ".yml")) or Path(s).exists() or ":" not in s):  # no job is a line without ':'
         path = Path(s)
         if not path.exists():
-            raise JobError([f"{s}: no such job file" + (f" (did you mean {near}?)" if (near := _job_file_near(path)) else "")])
+            raise JobError([f"{s}: no such job file" + (f" (did you mean {near}?)" if (near := _yaml_file_near(path)) else "")])
         if path.is_dir():
             raise JobError([f"{s}: a folder, not a job file; name a YAML file in it"])
         return _utf8(path.read_bytes(), s), s
     return s, "<yaml>"
 
 
-def _job_file_near(path: Path) -> str | None:
-    """The job file a missing path most likely meant: with its suffix (``jobs/quickstart``),
+def _yaml_file_near(path: Path) -> str | None:
+    """The job file (or cluster spec) a missing path most likely meant: with its suffix (``jobs/quickstart``),
     the other suffix (``.yml`` for ``.yaml``), or a close name in the same folder
     (``jobs/quickstrat.yaml``); the last two were said with no suggestion."""
     s = str(path)
