@@ -412,18 +412,22 @@ def audit_and_reweigh_job(source: Path, out: Path, client) -> dict:
     }, client=client, overwrite=True)
 
 
-def audit_and_reweigh(frame):
+def audit_and_reweigh(frame, fuse: bool = False):
     """Built as ``dsbuild.run`` builds the two stages: one Shapes, so the reweigh reads the
     table the audit counted (the rows are counted once), and the audit's input handed on to
     the reweigh, since the audit passes its rows through (its own output, which the
-    pipeline only accounts for, is not needed here)."""
+    pipeline only accounts for, is not needed here).
+
+    The weights' sum is computed as a user computes it, and ``.compute()`` of a DataFrame
+    collection does not fuse its tasks (dask 2026.8: four tasks a partition, not one);
+    ``fuse`` fuses them first, as ``dsbuild.run`` fuses its passes."""
     roles = Roles(label="income", sensitive=("sex", "race"))
     audit = FairnessAudit(favorable=">50K").bind(StageContext("fairness_audit", 0, roles))
     reweigh = Reweigh(favorable=">50K").bind(StageContext("reweigh", 0, roles))
     shapes = Shapes()
     audit.build(frame, shapes)
-    out = reweigh.build(frame, shapes)
-    return float(out["weight"].sum().compute())
+    total = reweigh.build(frame, shapes)["weight"].sum()
+    return float((total.optimize() if fuse else total).compute())
 
 
 def reweigh_by_hand(frame) -> float:
@@ -447,6 +451,40 @@ def audit_only(audit, frame) -> pd.DataFrame:
     """The audit's counts alone (one counting pass, at build)."""
     audit.build(frame, Shapes())
     return audit.table_
+
+
+def cpu_split(clients: dict, fn, rounds: int) -> dict[int, list[tuple[float, float, float]]]:
+    """As :func:`alternated`, each run's (wall, CPU of this process — the driver and the
+    local cluster's scheduler —, CPU of the cluster's workers summed): where a run's time
+    goes, which a ratio of wall times alone does not say."""
+    import psutil
+
+    def process_cpu() -> float:
+        t = psutil.Process().cpu_times()
+        return t.user + t.system
+
+    def one(client) -> tuple[float, float, float]:
+        workers = lambda: sum(client.run(process_cpu).values())  # noqa: E731
+        w, d, t = workers(), process_cpu(), time.perf_counter()
+        fn(client)
+        wall, d = time.perf_counter() - t, process_cpu() - d
+        return wall, d, workers() - w
+
+    keys = list(clients)
+    out: dict[int, list[tuple[float, float, float]]] = {k: [] for k in keys}
+    for r in range(rounds):
+        for k in keys if r % 2 == 0 else keys[::-1]:
+            out[k].append(one(clients[k]))
+    return out
+
+
+def _split_row(what: str, runs: dict) -> tuple[str, str, str]:
+    (w1, d1, c1), (w2, d2, c2) = ([median(x[i] for x in runs[k]) for i in range(3)] for k in (1, 2))
+    ratio = median(a[0] / b[0] for a, b in zip(runs[1], runs[2]))
+    return (f"{what}: wall; workers' CPU; driver and scheduler CPU — 1 worker / 2 workers, medians of {len(runs[1])} alternated rounds",
+            f"{w1:.2f} / {w2:.2f} s; {c1:.2f} / {c2:.2f} s; {d1:.2f} / {d2:.2f} s "
+            f"(1 worker idle {max(w1 - c1, 0) / w1:.0%} of the wall)",
+            f"{ratio:.2f}×; on 2 cores the 2-worker wall is at least (workers + driver) / 2 = {(c2 + d2) / 2:.2f} s")
 
 
 @contextlib.contextmanager
@@ -497,6 +535,8 @@ def _speed(quick: bool) -> str:
         stage = alternated(clients, lambda c: on(c, lambda: audit_and_reweigh(big_adult(n_big, parts))), 2 if quick else 5)
         hand = alternated(clients, lambda c: on(c, lambda: reweigh_by_hand(big_adult(n_big, parts))), 2 if quick else 5)
         job = alternated(clients, lambda c: audit_and_reweigh_job(source, Path(tmp) / "out", c), repeat + 1)
+        split = {fuse: cpu_split(clients, lambda c: on(c, lambda: audit_and_reweigh(big_adult(n_big, parts), fuse)), 2 if quick else 5)
+                 for fuse in (False, True)}
         t_audit, _ = timed(lambda: on(pair, lambda: audit_only(audit, big_adult(n_big, parts))), repeat)
     for what, runs in ((f"audit + reweigh stages, {n_big:,} rows in {parts} partitions", stage),
                        ("baseline: reweighing written by hand in Dask (groupby count, merge), the same rows", hand),
@@ -508,6 +548,9 @@ def _speed(quick: bool) -> str:
         lines.append((f"{what}: 1 worker / 2 workers, medians of {len(runs[1])} alternated rounds",
                       f"{w1:.1f} s / {w2:.1f} s (CPU {c1:.1f} s / {c2:.1f} s)",
                       f"{ratio:.2f}× ({'' if runs is hand else 'target ≥ 1.7×; '}median of each round's ratio)"))
+
+    lines.append(_split_row("the stages, as above", split[False]))
+    lines.append(_split_row("the stages with the final sum's tasks fused", split[True]))
 
     one = pd.concat([adult_tiles(i, n_fl // 10) for i in range(10)], ignore_index=True)
     y = (one["income"] == ">50K").to_numpy()
