@@ -351,6 +351,53 @@ def test_csv_booleans_as_postgresql_copy_writes_them(tmp_path, words):
     assert df["married"].sum() == sum(1 for i in range(1, 3001) if i % 2 == 0 and i not in (20, 2500))
 
 
+# PostgreSQL 15.18's `\copy notes to 'notes.txt'` (COPY's default text format) of a table
+# (note int, author text, body text, score numeric(6,2), ok boolean, seen timestamptz, day date)
+# holding a newline, a tab, a backslash, the text \N, NULL beside '', quotes and a leading space.
+_COPY_TEXT = (b"1\tAnn\tline one\\nline two\t3.50\tt\t2024-01-02 03:04:05+00\t2024-01-02\n"
+              b"2\tBob\ttab\\there\t\\N\tf\t2024-01-02 03:04:05.123456+00\t\\N\n"
+              b"3\t\tback\\\\slash and \\\\N literal\t1.25\t\\N\t\\N\t2023-12-31\n"
+              b'4\t\\N\tsay "hi", ok\t10.00\tt\t2024-06-30 23:59:59+00\t2024-06-30\n'
+              b"5\t lead\tcr\\rhere\t-2.00\tf\t2024-03-01 00:00:00+00\t2024-03-01\n")
+_NOTES = ["note", "author", "body", "score", "ok", "seen", "day"]
+
+
+def test_csv_dialect_postgres_text_reads_copy_exactly(tmp_path):
+    """COPY ... TO's default text format was only said: read as CSV, \\N was text, a value's
+    \\n stayed two characters, an empty author was missing and ' lead' lost its space. Read
+    with dialect: postgres_text, every value is the table's, at any blocksize."""
+    (tmp_path / "notes.txt").write_bytes(_COPY_TEXT * 400)
+    spec = {"format": "csv", "path": str(tmp_path / "notes.txt"), "dialect": "postgres_text", "column_names": _NOTES}
+    src = read_source(spec | {"blocksize": 4_000})
+    assert src.frame.npartitions > 3 and src.notes == []
+    df = src.frame.compute().set_index("id", drop=False)
+    assert df[REJECT].isna().all() and len(df) == 2000
+    first = df.iloc[:5]
+    assert first["body"].tolist() == ["line one\nline two", "tab\there", "back\\slash and \\N literal", 'say "hi", ok', "cr\rhere"]
+    assert first["author"].tolist()[:3] == ["Ann", "Bob", ""] and pd.isna(first["author"].iat[3]) and first["author"].iat[4] == " lead"
+    assert first["score"].tolist()[:1] == [3.5] and pd.isna(first["score"].iat[1])
+    assert first["ok"].tolist()[:2] == [True, False] and pd.isna(first["ok"].iat[2])
+    assert str(df["seen"].dtype).endswith("UTC]") and first["seen"].iat[1] == pd.Timestamp("2024-01-02 03:04:05.123456", tz="UTC")
+    assert df.loc["notes.txt:1999", "body"] == "cr\rhere"  # rows numbered as lines across blocks
+    assert df.equals(read(spec).set_index("id", drop=False))
+
+
+def test_csv_postgres_text_is_suggested_and_needs_names(tmp_path):
+    """validate names the dialect for a tab-separated file with \\N fields, where the run
+    read \\N as text; the dialect without column_names says where the names are."""
+    (tmp_path / "notes.txt").write_bytes(_COPY_TEXT)
+    path = str(tmp_path / "notes.txt")
+    assert [n.split(": ", 2)[2][:40] for n in read_source({"format": "csv", "path": path}).notes] == [
+        "fields that are \\N alone, tab separated,"]
+    assert "dialect: postgres_text" in read_source({"format": "csv", "path": path, "header": False, "column_names": _NOTES}).notes[0]
+    with pytest.raises(SourceError, match=r"writes no header: give source.column_names.*\\d <table>.*WITH \(HEADER\)"):
+        read_source({"format": "csv", "path": path, "dialect": "postgres_text"})
+    with_header = b"note\tauthor\tbody\tscore\tok\tseen\tday\n" + _COPY_TEXT  # COPY ... TO ... WITH (HEADER)
+    (tmp_path / "h.txt").write_bytes(with_header)
+    df = read({"format": "csv", "path": str(tmp_path / "h.txt"), "dialect": "postgres_text", "header": True})
+    assert list(df.columns[1:8]) == _NOTES and df["body"].iat[1] == "tab\there"
+
+
 def test_csv_separator_from_the_file(tmp_path):
     """A tab for .tsv; else the one of , ; tab | that splits the first lines alike."""
     (tmp_path / "people.tsv").write_text("name\tage\tcity\nann\t31\tOslo, NO\nbob\t42\tRome\n")

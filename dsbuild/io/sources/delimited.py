@@ -17,6 +17,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 from pydantic import Field, field_validator, model_validator
 
+from dsbuild.io.sources import postgres_text
 from dsbuild.io.sources import quoted as quoting
 from dsbuild.io.sources import wide as wide_text
 from dsbuild.io.sources.common import (
@@ -65,6 +66,10 @@ class CsvSource(_Spec):
     column_types: dict[str, ColumnType] = Field(
         default_factory=dict, description="column -> int | float | str | bool, in place of the type read off the first "
         "infer_bytes: {amount: float} for a column whose first values are whole numbers; a value that does not fit is rejected")
+    dialect: Literal["postgres_text"] | None = Field(
+        None, description="postgres_text: PostgreSQL's COPY ... TO text format, its default: a tab between fields, no "
+        "header (give column_names), \\N for NULL, backslash escapes (\\t \\n \\\\) undone, no quoting; an empty "
+        "field is empty text. sep, header and null_values may still be set, as COPY's DELIMITER, HEADER and NULL")
     newlines_in_values: bool | None = Field(
         None, description="quoted values may span lines (reviews, addresses): a file is cut into blocks only between "
         "records, found by one more pass over it. Default: on if a value in the first infer_bytes spans lines")
@@ -89,12 +94,25 @@ class CsvSource(_Spec):
             return {**data, "decimal": ","}
         return data
 
+    @model_validator(mode="before")
+    @classmethod
+    def _dialect_defaults(cls, data):
+        """``dialect: postgres_text`` sets what PostgreSQL's text format is, unless the job
+        sets it (as COPY's DELIMITER, HEADER and NULL options change it): CSV's defaults read
+        an empty field as missing and stripped a value's leading spaces."""
+        if isinstance(data, dict) and data.get("dialect") == "postgres_text":
+            return {"sep": "\t", "header": False, "null_values": [postgres_text.NULL], "skip_initial_space": False} | data
+        return data
+
     @model_validator(mode="after")
     def _decimal_is_not_sep(self):
         if self.decimal == self.sep:
             raise ValueError(f"decimal {self.decimal!r} is also the separator; set sep (e.g. ';') or decimal")
         if self.thousands is not None and self.thousands in (self.decimal, self.sep):
             raise ValueError(f"thousands {self.thousands!r} is also the {'decimal mark' if self.thousands == self.decimal else 'separator'}")
+        if self.dialect == "postgres_text" and self.newlines_in_values:
+            raise ValueError("dialect postgres_text writes a newline in a value as \\n: no value spans lines; "
+                             "leave newlines_in_values out")
         return self
 
 
@@ -122,7 +140,10 @@ def _read_csv(spec: CsvSource, count_rows: bool = True, id_column: str | None = 
         _check_field_count(files[0], lines, names, spec)
     elif spec.header:
         _check_header_fits(files[0], lines, names, spec)
-    notes += [_row_read_as_header(files[0], lines, spec)] if spec.header and _reads_as_a_row(lines) else []
+    if not spec.dialect and spec.sep == "\t" and postgres_text.looks_written_so(lines):
+        notes.append(_postgres_text_note(files[0], spec))
+    elif spec.header and _reads_as_a_row(lines):
+        notes.append(_row_read_as_header(files[0], lines, spec))
     orders = {}  # files that list the same columns in another order: read by name
     seps = {}  # files split by another separator than the first file (a .tsv among .csv files)
     for path in files[1:]:
@@ -144,7 +165,7 @@ def _read_csv(spec: CsvSource, count_rows: bool = True, id_column: str | None = 
     notes += [wide_text.marked_note({files[0]: marked})] if marked else []
     notes += [_hint_note(next(iter(hints)), hints, spec)] if hints else []
     told = spec.model_fields_set
-    if "thousands" not in told and (spec.decimal == "," or ("decimal" not in told and own.sep != ",")):
+    if "thousands" not in told and not spec.dialect and (spec.decimal == "," or ("decimal" not in told and own.sep != ",")):
         found, schema, spans_lines, note = _decimal_commas(sample, orders.get(sampled, names), own, schema, spans_lines,
                                                            [*spec.text_columns, *(c for c, t in spec.column_types.items() if t in ("str", "bool")),
                                                             *id_columns(names, id_column)])
@@ -217,7 +238,7 @@ def _comma_numbers(values: pa.ChunkedArray) -> bool:
 
 def _sampled_text(sample: bytes, names: list[str], spec: CsvSource, columns: list[str]) -> pa.Table:
     """The sample's ``columns`` as text, cut and stripped as :func:`_csv_infer_schema` reads it."""
-    cut = sample[: quoting.records_end(sample)] or sample
+    cut = sample[: _records_end(sample, spec)] or sample
     if spec.skip_initial_space:
         cut = _strip_after_separators(cut, spec.sep)
     read, parse, convert = _csv_options(spec, names, dict.fromkeys(columns, pa.string()), spec.header, [])
@@ -338,14 +359,26 @@ def _splits_alike(text: str, candidates: str) -> str | None:
     return None
 
 
+def _records_end(sample: bytes, spec: CsvSource) -> int:
+    """Where the whole records at the start of ``sample`` end: after its last newline
+    outside quotes, or its last newline where nothing is quoted (``dialect``)."""
+    return sample.rfind(b"\n") + 1 if spec.dialect else quoting.records_end(sample)
+
+
+def _quoting(spec: CsvSource) -> dict:
+    """The csv module's options for the file's quoting: none in PostgreSQL's text format,
+    whose quotes are the values' own."""
+    return {"quoting": csv.QUOTE_NONE} if spec.dialect else {}
+
+
 def _first_lines(sample: bytes, spec: CsvSource) -> list[list[str]]:
     """The fields of the sample's first 20 lines (the header's first), for the checks
     below; none where the sample is not text in the encoding."""
     try:
-        text = sample[: quoting.records_end(sample[: 64 * 1024])].decode(spec.encoding)
+        text = sample[: _records_end(sample[: 64 * 1024], spec)].decode(spec.encoding)
     except (UnicodeDecodeError, LookupError):
         return []
-    reader = csv.reader(io.StringIO(text), delimiter=spec.sep, skipinitialspace=spec.skip_initial_space)
+    reader = csv.reader(io.StringIO(text), delimiter=spec.sep, skipinitialspace=spec.skip_initial_space, **_quoting(spec))
     return [row for row, _ in zip(filter(None, reader), range(20))]
 
 
@@ -391,6 +424,15 @@ def _row_read_as_header(path: str, lines: list[list[str]], spec: CsvSource) -> s
             "false and column_names")
 
 
+def _postgres_text_note(path: str, spec: CsvSource) -> str:
+    """A tab-separated file with ``\\N`` fields, as PostgreSQL's COPY writes by default: read
+    as CSV, ``\\N`` was the text '\\N', a value's ``\\t`` and ``\\n`` stayed two characters, and
+    its first row named the columns."""
+    return (f"source: {path}: fields that are \\N alone, tab separated, as PostgreSQL's COPY ... TO writes its text "
+            "format (MySQL's SELECT ... INTO OUTFILE too): set source.dialect: postgres_text to read \\N as missing and "
+            "\\t \\n \\\\ as the characters" + (", with column_names (it writes no header)" if spec.header and not spec.column_names else ""))
+
+
 def _check_header_fits(path: str, lines: list[list[str]], names: list[str], spec: CsvSource) -> None:
     """A first line that is no header: every line after it has another number of fields
     (Adult's test file opens with ``|1x3 Cross validator``), so every row would be
@@ -409,6 +451,10 @@ def _check_header_fits(path: str, lines: list[list[str]], names: list[str], spec
 
 def _csv_header(fs, path: str, spec: CsvSource, wide: str | None = None) -> list[str]:
     if not spec.header:
+        if not spec.column_names and spec.dialect:
+            raise SourceError(f"{path}: PostgreSQL's COPY text format writes no header: give source.column_names, the "
+                              "table's columns in order (as psql's \\d <table> lists them), or export WITH (HEADER) "
+                              "(PostgreSQL 15 and later) and set source.header: true")
         if not spec.column_names:
             raise SourceError(f"{path}: header: false needs column_names")
         names = list(spec.column_names)
@@ -433,9 +479,10 @@ def _csv_header(fs, path: str, spec: CsvSource, wide: str | None = None) -> list
                               "with \\n or \\r\\n: convert it, e.g. tr '\\r' '\\n' < in.csv > out.csv")
         # as the rows are read: a quoted name may hold the separator ("Weight, kg") or a quote ("")
         try:
-            header = next(csv.reader([first], delimiter=spec.sep, skipinitialspace=spec.skip_initial_space))
+            header = next(csv.reader([first], delimiter=spec.sep, skipinitialspace=spec.skip_initial_space, **_quoting(spec)))
         except csv.Error as e:
             raise SourceError(f"{path}: the header line does not parse: {e}") from None
+        header = postgres_text.header_unescaped(header) if spec.dialect else header
         names = list(spec.column_names) if spec.column_names else _named(header)
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
@@ -460,7 +507,8 @@ def _csv_options(spec: CsvSource, names: list[str], types: dict | None, skip_hea
 
     # Arrow reads a block in chunks cut at newlines unless told values may span them (which
     # costs nothing measurable in one thread); dsbuild cuts files into blocks itself
-    parse = pacsv.ParseOptions(delimiter=spec.sep, invalid_row_handler=on_invalid, newlines_in_values=True)
+    parse = pacsv.ParseOptions(delimiter=spec.sep, invalid_row_handler=on_invalid, newlines_in_values=True,
+                               **({"quote_char": False} if spec.dialect else {}))
     convert = pacsv.ConvertOptions(
         null_values=spec.null_values, strings_can_be_null=True, quoted_strings_can_be_null=True, column_types=types or {},
         decimal_point=spec.decimal, true_values=_TRUE, false_values=_FALSE,
@@ -507,7 +555,7 @@ def _read_streaming(data: bytes, read, parse, convert) -> pa.Table:
 def _csv_infer_schema(sample: bytes, names: list[str], spec: CsvSource) -> tuple[pa.Schema, bool]:
     """The columns' types from a few MB, and whether a value there spans lines."""
     # Drop a possibly cut last record (it may be a quoted value cut between its lines).
-    cut = sample[: quoting.records_end(sample)] or sample
+    cut = sample[: _records_end(sample, spec)] or sample
     if spec.skip_initial_space:
         cut = _strip_after_separators(cut, spec.sep)
     table = _parse(cut, _csv_options(spec, names, None, spec.header, []), [])
@@ -686,6 +734,8 @@ class _CsvBlock:
             at = [i for i, _, _ in rejected]
             out.iloc[at, out.columns.get_loc(REJECT)] = [why for _, _, why in rejected]
             out.iloc[at, out.columns.get_loc(RAW)] = [text for _, text, _ in rejected]
+        if self.spec.dialect:
+            _unescape(out, self.schema)
         if bad_rows:
             extra = pd.DataFrame({ID: pd.array([f"{rel}:{offset + line(r)}" for r, _, _ in bad_rows], dtype="string")})
             out = _mark_bad(pd.concat([out, _typed_nulls(extra, self._empty())], ignore_index=True))
@@ -776,6 +826,22 @@ class _CsvBlock:
         rejected = [(int(i), lines.get(a, b"").rstrip(b"\r").decode(self.spec.encoding, "replace"), reasons[i])  # CRLF files
                     for i, a in zip(failed, at)]
         return out, rejected, rows, bad_rows
+
+
+def _unescape(out: pd.DataFrame, schema: pa.Schema) -> None:
+    """PostgreSQL's escapes undone in ``out``'s text columns, in place. A row whose octal or
+    hex escapes make bytes that are not UTF-8 (PostgreSQL's own COPY FROM refuses them) is
+    rejected as ``encoding:<column>``, with that value as written for its raw text."""
+    for f in schema:
+        if not pa.types.is_string(f.type):
+            continue
+        reasons: dict[int, str] = {}
+        written = out[f.name]
+        out[f.name] = postgres_text.unescaped(written, f.name, reasons)
+        for i, why in reasons.items():
+            if pd.isna(out.iat[i, out.columns.get_loc(REJECT)]):
+                out.iat[i, out.columns.get_loc(REJECT)] = why
+                out.iat[i, out.columns.get_loc(RAW)] = written.iat[i]
 
 
 def _lines_at(data: bytes, wanted: list[int], quoted: bool) -> dict[int, bytes]:
