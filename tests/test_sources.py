@@ -398,6 +398,23 @@ def test_csv_postgres_text_is_suggested_and_needs_names(tmp_path):
     assert list(df.columns[1:8]) == _NOTES and df["body"].iat[1] == "tab\there"
 
 
+def test_csv_a_value_that_is_no_time_is_rejected_alone(tmp_path):
+    """A timestamp column (ISO with +00, as PostgreSQL writes) whose value past the type
+    sample is no time ('soon') failed the whole run with Arrow's "Unsupported cast from
+    double to timestamp"; now that row is rejected, naming the column, and the times beside
+    it in its block are read."""
+    lines = ["n,seen,day"] + [f"{i},2024-01-01 07:{i % 60:02d}:00+00,2024-02-{1 + i % 28:02d}" for i in range(3000)]
+    lines[2501] = "2500,soon,2024-02-01"
+    lines[2701] = "2700,2024-01-01 07:00:00+00,someday"
+    (tmp_path / "times.csv").write_text("\n".join(lines) + "\n")
+    src = read_source({"format": "csv", "path": str(tmp_path / "times.csv"), "infer_bytes": 8_000, "blocksize": 8_000})
+    assert src.schema.field("seen").type == pa.timestamp("s", tz="UTC") and src.schema.field("day").type == pa.date32()
+    df = src.frame.compute().set_index("id")
+    assert df.loc[df[REJECT].notna(), [REJECT, RAW]].values.tolist() == [["type:seen=soon", "2500,soon,2024-02-01"],
+                                                                          ["type:day=someday", "2700,2024-01-01 07:00:00+00,someday"]]
+    assert df["seen"].notna().sum() == 2998 and df.loc["times.csv:2501", "seen"] == pd.Timestamp("2024-01-01 07:41", tz="UTC")
+
+
 def test_csv_separator_from_the_file(tmp_path):
     """A tab for .tsv; else the one of , ; tab | that splits the first lines alike."""
     (tmp_path / "people.tsv").write_text("name\tage\tcity\nann\t31\tOslo, NO\nbob\t42\tRome\n")

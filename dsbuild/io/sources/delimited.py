@@ -812,6 +812,8 @@ class _CsvBlock:
                 num = whole_numbers(col, np.iinfo(f.type.to_pandas_dtype()))
             elif pa.types.is_boolean(f.type):  # one value neither true nor false rejected every row of its block
                 num = col.str.lower().map(_BOOLEANS)
+            elif pa.types.is_timestamp(f.type) or pa.types.is_date(f.type):  # one value not a time failed the run
+                num = _times(col, f.type)
             else:
                 num = pd.to_numeric(col, errors="coerce") if pa.types.is_floating(f.type) else None
             failed = col.notna() & (num.isna() if num is not None else True)
@@ -842,6 +844,20 @@ def _unescape(out: pd.DataFrame, schema: pa.Schema) -> None:
             if pd.isna(out.iat[i, out.columns.get_loc(REJECT)]):
                 out.iat[i, out.columns.get_loc(REJECT)] = why
                 out.iat[i, out.columns.get_loc(RAW)] = written.iat[i]
+
+
+def _times(col: pd.Series, typ: pa.DataType) -> pd.Series:
+    """Each text value as Arrow casts it to the date or timestamp ``typ``, None where it
+    cannot: a value past the type sample that was no time ('soon') failed the run with
+    "Unsupported cast from double to timestamp". A value at a time, in the blocks that hold
+    such a value only."""
+    def one(value):
+        try:
+            return pa.scalar(value, pa.string()).cast(typ).as_py()
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            return None
+
+    return pd.Series([None if pd.isna(v) else one(v) for v in col], index=col.index, dtype=object)
 
 
 def _lines_at(data: bytes, wanted: list[int], quoted: bool) -> dict[int, bytes]:
