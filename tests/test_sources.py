@@ -415,6 +415,26 @@ def test_csv_a_value_that_is_no_time_is_rejected_alone(tmp_path):
     assert df["seen"].notna().sum() == 2998 and df.loc["times.csv:2501", "seen"] == pd.Timestamp("2024-01-01 07:41", tz="UTC")
 
 
+def test_csv_bigquery_timestamps_are_times_in_utc(tmp_path):
+    """BigQuery's CSV export writes a TIMESTAMP as 2024-01-02 03:04:05 UTC (.123456 UTC
+    with microseconds), NULL as an empty field: the column stayed text, where ISO times
+    with +00 or Z are read as timestamps. Now they are timestamps in UTC to the
+    microsecond, in every block; a later value that is no time is rejected alone."""
+    rows = [f"{i},2024-01-{1 + i % 28:02d} {i % 24:02d}:04:05{'.123456' * (i % 3 > 0)} UTC,{'true' if i % 2 else 'false'}"
+            for i in range(3000)]
+    rows[10], rows[2600] = "10,,true", "2600,yesterday,true"
+    (tmp_path / "bq.csv").write_text("\n".join(["user_id,created_at,active", *rows]) + "\n")
+    src = read_source({"format": "csv", "path": str(tmp_path / "bq.csv"), "infer_bytes": 8_000, "blocksize": 8_000})
+    assert src.schema.field("created_at").type == pa.timestamp("us", tz="UTC") and src.frame.npartitions > 3
+    df = src.frame.compute().set_index("id")
+    assert df.loc[df[REJECT].notna(), [REJECT, RAW]].values.tolist() == [["type:created_at=yesterday", "2600,yesterday,true"]]
+    assert df.loc["bq.csv:2997", "created_at"] == pd.Timestamp("2024-01-02 21:04:05", tz="UTC")
+    assert df.loc["bq.csv:2998", "created_at"] == pd.Timestamp("2024-01-03 22:04:05.123456", tz="UTC")
+    assert pd.isna(df.loc["bq.csv:10", "created_at"]) and df["created_at"].notna().sum() == 2998
+    text = read({"format": "csv", "path": str(tmp_path / "bq.csv"), "text_columns": ["created_at"]})
+    assert text["created_at"].iat[1] == "2024-01-02 01:04:05.123456 UTC"
+
+
 def test_csv_separator_from_the_file(tmp_path):
     """A tab for .tsv; else the one of , ; tab | that splits the first lines alike."""
     (tmp_path / "people.tsv").write_text("name\tage\tcity\nann\t31\tOslo, NO\nbob\t42\tRome\n")

@@ -48,6 +48,10 @@ DEFAULT_PARTITION_BYTES = 64 * 2**20
 # Text sources are typed from this much of their first file, whatever their blocksize:
 # types that followed the blocksize made a job's output change with its partitioning.
 TYPE_SAMPLE_BYTES = 4 * 2**20
+
+# BigQuery's TIMESTAMP as its CSV and JSON exports write it: 2024-01-02 03:04:05 UTC
+# (.123456 UTC); Arrow reads ISO times ending Z or +00, not this.
+UTC_WRITTEN = r" UTC$"
 BLOB_PARTITION_BYTES = 16 * 2**20
 BLOB_ROW_BYTES = 8 * 2**10
 

@@ -23,6 +23,7 @@ from dsbuild.io.sources import wide as wide_text
 from dsbuild.io.sources.common import (
     RAW,
     TYPE_SAMPLE_BYTES,
+    UTC_WRITTEN,
     Source,
     SourceError,
     _expand,
@@ -407,6 +408,7 @@ def _reads_as_a_row(lines: list[list[str]]) -> bool:
     return first == kinds(lines[1]) and any(k != "text" for k in first)
 
 
+_UTC_TIME = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)? UTC$"
 _FLOAT = re.compile(r"[-+]?(\d+\.\d*|\.\d+)([eE][-+]?\d+)?")
 
 
@@ -561,7 +563,8 @@ def _csv_infer_schema(sample: bytes, names: list[str], spec: CsvSource) -> tuple
     table = _parse(cut, _csv_options(spec, names, None, spec.header, []), [])
     if any(pa.types.is_binary(f.type) for f in table.schema):  # Arrow's type for text that does not decode
         raise SourceError(_not_text(cut, spec))
-    fields = [pa.field(f.name, pa.string() if pa.types.is_null(f.type) else _grouped_number_type(table.column(f.name), spec) or f.type)
+    fields = [pa.field(f.name, pa.string() if pa.types.is_null(f.type) else
+                       _grouped_number_type(table.column(f.name), spec) or _utc_time_type(table.column(f.name)) or f.type)
               for f in table.schema]
     return pa.schema(fields), _has_newline_value(table)
 
@@ -576,6 +579,19 @@ def _grouped_number_type(column: pa.ChunkedArray, spec: CsvSource) -> pa.DataTyp
     if len(values) == 0 or not pc.all(pc.match_substring_regex(values, rf"^[+-]?(\d{{1,3}}({t}\d{{3}})+|\d+)({d}\d+)?$")).as_py():
         return None
     return pa.float64() if pc.any(pc.match_substring(values, spec.decimal)).as_py() else pa.int64()
+
+
+def _utc_time_type(column: pa.ChunkedArray) -> pa.DataType | None:
+    """A timestamp in UTC for a text column of times written as BigQuery's CSV export writes
+    them (``2024-01-02 03:04:05 UTC``), which Arrow reads as text, as it reads ISO times
+    with ``Z`` or ``+00`` as timestamps; None for any other column. Microseconds, as
+    BigQuery keeps them."""
+    if not pa.types.is_string(column.type):
+        return None
+    values = column.drop_null()
+    if len(values) == 0 or not pc.all(pc.match_substring_regex(values, _UTC_TIME)).as_py():
+        return None
+    return pa.timestamp("us", tz="UTC")
 
 
 def _has_newline_value(table: pa.Table) -> bool:
@@ -802,6 +818,8 @@ class _CsvBlock:
                 col = col.str.replace(self.spec.decimal, ".", regex=False)
             if pa.types.is_boolean(f.type):  # Arrow's cast knows no t and f
                 col = col.replace({"t": "true", "f": "false"})
+            if pa.types.is_timestamp(f.type) and f.type.tz is not None:  # BigQuery's 2024-01-02 03:04:05 UTC
+                col = col.str.replace(UTC_WRITTEN, "Z", regex=True)
             try:
                 converted = to_pandas(pa.table({f.name: pa.array(col, type=pa.string()).cast(f.type)}))[f.name]
                 out[f.name] = converted

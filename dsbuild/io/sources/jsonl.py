@@ -16,6 +16,7 @@ from pydantic import Field
 from dsbuild.io.sources.common import (
     RAW,
     TYPE_SAMPLE_BYTES,
+    UTC_WRITTEN,
     Source,
     SourceError,
     _expand,
@@ -109,7 +110,6 @@ def _read_json_text(fs, path: str, start: int, length: int | None, wide: dict[st
 _WHOLE = r"^-?(0|[1-9][0-9]{0,18})$"  # as BigQuery writes INT64: no sign +, no leading zeros (007 stays a code)
 _DATE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
 _TIME = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}"
-_UTC = r" UTC$"  # BigQuery's TIMESTAMP: 2024-01-01 10:00:00 UTC
 
 
 def _written_as_text(rows: list[dict], schema: pa.Schema, kept: set[str]) -> dict[str, pa.DataType]:
@@ -142,7 +142,7 @@ def _as_type(values, typ: pa.DataType):
     if pc.all(pc.match_substring_regex(values, pattern)).as_py() is False:  # None: no values
         raise pa.ArrowInvalid(f"not {typ} text")
     if pa.types.is_timestamp(typ):
-        values = pc.replace_substring_regex(values, _UTC, "Z")
+        values = pc.replace_substring_regex(values, UTC_WRITTEN, "Z")
     return values.cast(typ)
 
 
