@@ -435,6 +435,21 @@ def test_csv_bigquery_timestamps_are_times_in_utc(tmp_path):
     assert text["created_at"].iat[1] == "2024-01-02 01:04:05.123456 UTC"
 
 
+@pytest.mark.parametrize("how", [{"orient": "records", "lines": True}, {"orient": "records"}, {"orient": "records", "indent": 2}])
+def test_json_given_as_csv_is_named(tmp_path, how):
+    """pandas' JSON lines (or a JSON array) given as format: csv were read with columns
+    named '{"a":1' and 'b:"x"}', their rows rejected as csv:fields or kept as pieces: the
+    run now stops naming the format to use, with a header or without."""
+    frame = pd.DataFrame({"a": [1, 2, 3], "b": ["x", "y,z", "w"]})
+    frame.to_json(tmp_path / "t.json", **how)
+    for spec in ({}, {"header": False, "column_names": ["a", "b"]}):
+        with pytest.raises(SourceError, match=r"t.json: (JSON lines|a JSON array).*, not CSV .*: use format: jsonl"):
+            read_source({"format": "csv", "path": str(tmp_path / "t.json")} | spec)
+    assert read({"format": "jsonl", "path": str(tmp_path / "t.json")})["b"].tolist() == ["x", "y,z", "w"]
+    (tmp_path / "braces.csv").write_text("{code},n\n{a},1\n")  # braces in a CSV's names: read as CSV
+    assert read({"format": "csv", "path": str(tmp_path / "braces.csv")})["{code}"].tolist() == ["{a}"]
+
+
 def test_csv_separator_from_the_file(tmp_path):
     """A tab for .tsv; else the one of , ; tab | that splits the first lines alike."""
     (tmp_path / "people.tsv").write_text("name\tage\tcity\nann\t31\tOslo, NO\nbob\t42\tRome\n")

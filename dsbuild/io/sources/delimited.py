@@ -7,6 +7,7 @@ import csv
 import difflib
 import functools
 import io
+import json
 import re
 from typing import Literal
 
@@ -135,6 +136,8 @@ def _read_csv(spec: CsvSource, count_rows: bool = True, id_column: str | None = 
     sniffed = spec.sep is None
     if sniffed:
         spec = spec.model_copy(update={"sep": hints.get(files[0]) or _sniff_sep(files[0], sample, spec)})
+    if not spec.header:
+        _check_not_json(files[0], sample[:_SNIFF_BYTES].split(b"\n", 1)[0].decode(spec.encoding, "replace"))
     names = _csv_header(fs, files[0], spec, wide)
     lines, notes = _first_lines(sample, spec), []
     if spec.column_names:
@@ -476,6 +479,7 @@ def _csv_header(fs, path: str, spec: CsvSource, wide: str | None = None) -> list
                 raise SourceError(_not_text(f.read(_SNIFF_BYTES), spec)) from None
         if not first:
             raise SourceError(f"{path}: empty file, no header line")
+        _check_not_json(path, first)
         if "\r" in first:  # the whole file was one line: csv.Error's traceback
             raise SourceError(f"{path}: its lines end with a carriage return alone (\\r, old Mac text); lines must end "
                               "with \\n or \\r\\n: convert it, e.g. tr '\\r' '\\n' < in.csv > out.csv")
@@ -491,6 +495,26 @@ def _csv_header(fs, path: str, spec: CsvSource, wide: str | None = None) -> list
         raise SourceError(f"{path}: column {twice[0]!r} is named more than once in {names}; "
                           "give every column its own name (column_names)")
     return names
+
+
+def _check_not_json(path: str, first: str) -> None:
+    """Stop at a file of JSON given as CSV: JSON lines were read with columns named
+    '{"a":1' and 'b:"x"}', and rows rejected as csv:fields or kept as such pieces."""
+    line = first.strip()
+    try:
+        value = json.loads(line) if line.startswith("{") else None
+    except ValueError:
+        value = None
+    if isinstance(value, dict):
+        kind = "JSON lines (an object per line)"
+    elif line == "[" or line.startswith(("[{", "[ {")):
+        kind = "a JSON array"
+    elif line == "{" or line.startswith('{"'):
+        kind = "JSON (an object over several lines)"
+    else:
+        return
+    raise SourceError(f"{path}: {kind}, not CSV ({line[:40]}{'…' * (len(line) > 40)}): use format: jsonl, which reads JSON "
+                      "lines and a .json file holding one array of objects")
 
 
 def _named(header: list[str]) -> list[str]:
