@@ -149,6 +149,9 @@ class DsbuildWorkerSetup(WorkerPlugin):
         self.peak_bytes = 0
 
     def setup(self, worker) -> None:
+        # OpenCV (4.5.5 on) reads EXR only where this is set before it is imported, a guard
+        # against flaws in the OpenEXR decoder: set here, once a worker, not in each task.
+        os.environ.setdefault("OPENCV_IO_ENABLE_OPENEXR", "1")
         os.environ.update(self.env)
         # What tasks use (pandas, Dask's dataframe, pyarrow, the stages), loaded now, as
         # `import dsbuild` did before the package loaded its API on first use: the memory

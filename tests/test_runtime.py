@@ -679,3 +679,11 @@ def test_a_local_cluster_whose_workers_die_as_they_start_stops_the_run_at_once(t
         assert "each worker's own output, above, says which" in str(e.value)
         assert nanny.process.on_exit == on_exit  # the count's hook is gone
     assert not (tmp_path / "out").exists()
+
+
+def test_workers_let_opencv_read_exr(client):
+    """OpenCV reads EXR only with OPENCV_IO_ENABLE_OPENEXR set before it is imported: the
+    worker setup sets it once a worker (an EXR was refused as an unknown format)."""
+    import os
+
+    assert set(client.run(lambda: os.environ.get("OPENCV_IO_ENABLE_OPENEXR")).values()) == {"1"}
