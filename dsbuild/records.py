@@ -8,6 +8,7 @@ worker count, retries or the order tasks finish.
 from __future__ import annotations
 
 import hashlib
+import re
 import struct
 from collections.abc import Iterable
 
@@ -125,7 +126,12 @@ def missing_image_reason(cell) -> str:
     return f"empty-image:path-only={path}" if path else "empty-image"
 
 
-IMAGE_FORMATS = ("png", "jpeg", "webp", "bmp", "gif", "tiff")
+IMAGE_FORMATS = ("png", "jpeg", "webp", "bmp", "gif", "tiff", "pnm", "jp2", "exr")
+
+_PNM_MAGIC = re.compile(rb"P[1-7]\s")
+_JP2_SIGNATURE = b"\x00\x00\x00\x0cjP  \r\n\x87\n"
+_J2K_CODESTREAM = b"\xff\x4f\xff\x51"  # SOC then SIZ: a bare JPEG 2000 codestream (.j2k, .j2c)
+_EXR_MAGIC = b"\x76\x2f\x31\x01"
 
 
 def sniff_image_format(data: bytes | None) -> str:
@@ -144,6 +150,12 @@ def sniff_image_format(data: bytes | None) -> str:
         return "gif"
     if data[:4] in (b"II*\x00", b"MM\x00*"):
         return "tiff"
+    if _PNM_MAGIC.match(data[:3]):  # netpbm: PBM, PGM, PPM (P1-P6), PAM (P7)
+        return "pnm"
+    if data[:12] == _JP2_SIGNATURE or data[:4] == _J2K_CODESTREAM:
+        return "jp2"
+    if data[:4] == _EXR_MAGIC:
+        return "exr"
     return "unknown"
 
 
@@ -170,8 +182,63 @@ def image_size(data: bytes | None) -> tuple[int, int] | None:
             return h, w
         if fmt == "tiff":
             return _tiff_size(data)
-    except (struct.error, IndexError):
+        if fmt == "pnm":
+            header = pnm_header(data)
+            return (header["HEIGHT"], header["WIDTH"]) if header else None
+        if fmt == "jp2":
+            return _jp2_size(data)
+        if fmt == "exr":
+            return _exr_size(data)
+    except (struct.error, IndexError, KeyError, ValueError):
         return None
+    return None
+
+
+_PNM_FIELDS = {b"1": ("WIDTH", "HEIGHT"), b"4": ("WIDTH", "HEIGHT")}  # bitmaps have no MAXVAL
+
+
+def pnm_header(data: bytes) -> dict[str, int] | None:
+    """WIDTH, HEIGHT and MAXVAL (1 for a bitmap) of a netpbm file's header, or None
+    where it is cut or malformed: P1-P6 give them as numbers after the magic (``#``
+    comments between), P7 (PAM) as named lines up to ``ENDHDR``."""
+    kind = data[1:2]
+    if kind == b"7":
+        fields = dict(re.findall(rb"^(WIDTH|HEIGHT|DEPTH|MAXVAL)[ \t]+(\d+)", data[:1024].split(b"ENDHDR")[0], re.MULTILINE))
+        out = {k.decode(): int(v) for k, v in fields.items()}
+        return out if {"WIDTH", "HEIGHT", "MAXVAL"} <= out.keys() else None
+    names = _PNM_FIELDS.get(kind, ("WIDTH", "HEIGHT", "MAXVAL"))
+    tokens = re.sub(rb"#[^\n\r]*", b" ", data[2:256]).split()[: len(names)]
+    if len(tokens) < len(names) or not all(t.isdigit() for t in tokens):
+        return None
+    return {"MAXVAL": 1} | {name: int(t) for name, t in zip(names, tokens)}
+
+
+def _jp2_size(data: bytes) -> tuple[int, int] | None:
+    """(height, width) of a JPEG 2000 image: the JP2 file's image header box (ihdr, in
+    jp2h), or a bare codestream's SIZ segment (its grid less its offset)."""
+    if data[:4] == _J2K_CODESTREAM:
+        xsiz, ysiz, xo, yo = struct.unpack(">IIII", data[8:24])
+        return ysiz - yo, xsiz - xo
+    at = data.find(b"ihdr", 0, 4096)
+    if at < 4:
+        return None
+    return struct.unpack(">II", data[at + 4 : at + 12])
+
+
+def _exr_size(data: bytes) -> tuple[int, int] | None:
+    """(height, width) of an OpenEXR image from its header's dataWindow (a box2i:
+    xMin, yMin, xMax, yMax, inclusive); attributes are name, type, size, value."""
+    pos = 8
+    while pos < min(len(data), 1 << 16):
+        name_end = data.index(b"\0", pos)
+        if name_end == pos:  # the header's closing null
+            return None
+        type_end = data.index(b"\0", name_end + 1)
+        (size,) = struct.unpack("<i", data[type_end + 1 : type_end + 5])
+        if data[pos:name_end] == b"dataWindow" and size == 16:
+            x0, y0, x1, y1 = struct.unpack("<iiii", data[type_end + 5 : type_end + 21])
+            return y1 - y0 + 1, x1 - x0 + 1
+        pos = type_end + 5 + size
     return None
 
 

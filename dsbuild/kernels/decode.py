@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import struct
@@ -13,9 +14,9 @@ import zlib
 import cv2
 import numpy as np
 
-from dsbuild.records import exif_orientation, image_size, sniff_image_format, tiff_short
+from dsbuild.records import exif_orientation, image_size, pnm_header, sniff_image_format, tiff_short
 
-_ENCODE_EXT = {"png": ".png", "jpeg": ".jpg", "webp": ".webp", "bmp": ".bmp", "tiff": ".tiff"}
+_ENCODE_EXT = {"png": ".png", "jpeg": ".jpg", "webp": ".webp", "bmp": ".bmp", "tiff": ".tiff", "pnm": ".pnm", "jp2": ".jp2"}
 
 
 def decode_image(data: bytes, flags: int = cv2.IMREAD_UNCHANGED) -> np.ndarray | None:
@@ -29,6 +30,8 @@ def decode_image(data: bytes, flags: int = cv2.IMREAD_UNCHANGED) -> np.ndarray |
     """
     if not data:
         return None
+    if data[:1] == b"P" and (maxval := _pnm_levels(data)) is not None:
+        return _pnm_to_16_bits(data, maxval, flags)
     pixels = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
     if pixels is not None and flags == cv2.IMREAD_UNCHANGED:
         if _tiff_samples(data) == 2:
@@ -37,6 +40,32 @@ def decode_image(data: bytes, flags: int = cv2.IMREAD_UNCHANGED) -> np.ndarray |
         if turn is not None:
             pixels = turn(pixels)
     return pixels
+
+
+def _pnm_levels(data: bytes) -> int | None:
+    """A netpbm file's MAXVAL where it is neither 8 nor 16 bits' (a 10- or 12-bit camera's
+    1023, 4095), else None. OpenCV scales a MAXVAL under 255 to 8 bits, but gives one
+    above it as stored: 0-1023 in 16 bits, which showed nearly black and became 0-4 in 8
+    bits."""
+    if sniff_image_format(data) != "pnm":
+        return None
+    header = pnm_header(data)
+    maxval = header["MAXVAL"] if header else 0
+    return maxval if 255 < maxval < 65535 else None
+
+
+def _pnm_to_16_bits(data: bytes, maxval: int, flags: int) -> np.ndarray | None:
+    """A netpbm image of MAXVAL between 8 and 16 bits' on 16 bits' scale (value × 65535 /
+    MAXVAL, rounded, as netpbm's ``pamdepth`` makes it), then read as ``flags`` asks."""
+    pixels = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    if pixels is None or pixels.dtype != np.uint16:
+        return pixels
+    pixels = ((np.minimum(pixels, maxval).astype(np.uint32) * 65535 + maxval // 2) // maxval).astype(np.uint16)
+    if flags == cv2.IMREAD_UNCHANGED:
+        return pixels
+    if flags == cv2.IMREAD_GRAYSCALE and pixels.ndim == 3:  # the one other mode dsbuild reads a netpbm file in (hashes)
+        pixels = cv2.cvtColor(pixels, cv2.COLOR_BGR2GRAY)
+    return to_uint8(pixels)
 
 
 def _tiff_samples(data: bytes) -> int:
@@ -98,7 +127,9 @@ def encode_image(pixels: np.ndarray, fmt: str = "png", quality: int | None = Non
     if fmt == "png" and pixels.ndim == 3 and pixels.shape[2] == 2:
         return _grey_alpha_png(pixels)
     params: list[int] = []
-    if fmt == "jpeg" and quality is not None:
+    if fmt == "jp2":  # lossless (1000: ratio 1), as the PNG and TIFF copies are; OpenCV's default is lossy
+        params = [cv2.IMWRITE_JPEG2000_COMPRESSION_X1000, 1000]
+    elif fmt == "jpeg" and quality is not None:
         params = [cv2.IMWRITE_JPEG_QUALITY, int(quality)]
     elif fmt == "webp" and quality is not None:
         params = [cv2.IMWRITE_WEBP_QUALITY, int(quality)]
@@ -135,8 +166,8 @@ def for_format(pixels: np.ndarray, fmt: str) -> np.ndarray:
     ``value * 255 / 65535``, rounded; floats as 0-1); JPEG has no alpha (dropped; grey,
     with alpha or not, stays grey); WebP has no grey (made 3 channels) and keeps alpha,
     unless it is fully opaque, which WebP does not store. Grey with alpha (2 channels,
-    :func:`as_stored`) stays so in a PNG; TIFF and BMP get BGRA (OpenCV writes no 2
-    channels, and reads a grey+alpha TIFF as grey). The same array comes back when
+    :func:`as_stored`) stays so in a PNG; TIFF, BMP and JPEG 2000 get BGRA (OpenCV writes
+    no 2 channels, and reads a grey+alpha TIFF as grey). The same array comes back when
     nothing changes.
     """
     if pixels.dtype not in _DEPTHS.get(fmt, (pixels.dtype,)):
@@ -157,6 +188,7 @@ def for_format(pixels: np.ndarray, fmt: str) -> np.ndarray:
 
 _DEPTHS = {  # the dtypes OpenCV writes in each format (TIFF: any it reads)
     "png": (np.uint8, np.uint16), "jpeg": (np.uint8,), "webp": (np.uint8,), "bmp": (np.uint8,),
+    "pnm": (np.uint8, np.uint16), "jp2": (np.uint8, np.uint16),
 }
 
 
@@ -340,6 +372,9 @@ def _why_undecodable(data: bytes, fmt: str) -> str | None:
         found = _png_damage(data)
         if found:
             return found
+    if fmt == "exr" and not opencv_reads("OpenEXR"):
+        return (f"this OpenCV ({cv2.__version__}) is built without OpenEXR, so it reads no EXR: convert the image to a "
+                "float TIFF, or install an OpenCV built with OpenEXR")
     pixels, said = _decoded_saying(data)
     codec = [_plainly(_CODEC_LINE.sub("", line).strip()) for line in said if line.strip()]
     if pixels is None and codec:
@@ -365,6 +400,17 @@ def _plainly(line: str) -> str:
     /io/opencv/modules/imgcodecs/src/bitstrm.cpp:59: error: (-2:Unspecified error) ...``."""
     line = _OPENCV_ERROR.sub(lambda m: m.group(1)[:1].lower() + m.group(1)[1:], _OPENCV_CALL.sub("", line))
     return line + " (the file is cut short)" if line.endswith("unexpected end of input stream") else line
+
+
+@functools.cache
+def opencv_reads(codec: str) -> bool:
+    """Whether this OpenCV was built with ``codec`` ("OpenEXR", "JPEG 2000"), as its build
+    information's Media I/O lines say ("NO" where it was not)."""
+    for line in cv2.getBuildInformation().splitlines():
+        name, _, value = line.strip().partition(":")
+        if name == codec:
+            return value.strip() not in ("NO", "")
+    return False
 
 
 def _png_damage(data: bytes) -> str | None:

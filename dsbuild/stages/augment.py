@@ -252,7 +252,7 @@ class Augment(FitApplyStage):
                                 "8- or 16-bit integer levels only; convert it (a 16-bit PNG keeps 65,536 levels), or augment "
                                 "it with transforms that only move pixels (flips, affine, crops)")
                 continue
-            fmt = o.format if o.format != "same" else _format_of(data)
+            fmt = o.format if o.format != "same" else _format_of(data, pixels)
             if (why := levels_problem(pixels, fmt)) is not None:
                 unmovable[i] = f"cannot-augment={why}"
                 continue
@@ -381,9 +381,18 @@ def _add_histograms(a: dict, b: dict) -> dict:
     return out
 
 
-def _format_of(data: bytes) -> str:
+def _format_of(data: bytes, pixels: np.ndarray) -> str:
+    """The format of a parent's copies under ``format: same``: its own where OpenCV writes
+    it with the parent's depth and channels; a netpbm image with alpha (a PAM, which
+    OpenCV writes but does not read back) a PNG; an EXR a float TIFF (OpenCV writes EXR
+    only where it is built with OpenEXR, and a job's output should not depend on the
+    build); a GIF a PNG."""
     fmt = sniff_image_format(data)
-    return fmt if fmt in ("png", "jpeg", "webp", "bmp", "tiff") else "png"
+    if fmt == "pnm" and pixels.ndim == 3 and pixels.shape[2] in (2, 4):
+        return "png"
+    if fmt == "exr":
+        return "tiff"
+    return fmt if fmt in ("png", "jpeg", "webp", "bmp", "tiff", "pnm", "jp2") else "png"
 
 
 def _locate(name: str, columns) -> tuple[str, str | None]:

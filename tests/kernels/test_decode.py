@@ -439,3 +439,121 @@ def test_a_file_that_is_another_kind_of_document_says_what_it_is():
     assert said["svg"].startswith("decode-error:unknown-format=an SVG drawing")
     assert said["heic"].startswith("decode-error:unknown-format=a HEIC photo, which OpenCV does not read")
     assert said["text"] == "decode-error:unknown-format"
+
+
+def _bgr(img: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(img, cv2.COLOR_RGB2BGR) if img.ndim == 3 else img
+
+
+@pytest.mark.parametrize(("ext", "dtype"), [(".pgm", np.uint8), (".pgm", np.uint16), (".ppm", np.uint8), (".ppm", np.uint16),
+                                            (".pbm", np.uint8), (".jp2", np.uint8), (".jp2", np.uint16)])
+def test_netpbm_and_jpeg_2000_are_read_at_their_depth(ext, dtype):
+    """PGM, PPM, PBM and JPEG 2000, which OpenCV reads, were refused as
+    ``decode-error:unknown-format``; they decode at their depth (16 bits stay 16), their
+    size read from the header."""
+    picture = data.camera() if ext in (".pgm", ".pbm") else _bgr(data.astronaut())
+    picture = picture[:300, :200]
+    if ext == ".pbm":
+        picture = np.where(picture > 128, 255, 0).astype(np.uint8)
+    picture = picture.astype(dtype) * (257 if dtype == np.uint16 else 1)
+    blob = encode_image(picture, "jp2") if ext == ".jp2" else cv2.imencode(ext, picture)[1].tobytes()
+    assert image_size(blob) == (300, 200)
+    reason, pixels = image_problem(blob, max_pixels=10**7)
+    assert reason is None
+    assert pixels.dtype == dtype and np.array_equal(pixels, picture)  # encode_image writes JPEG 2000 losslessly
+
+
+def test_a_netpbm_image_of_ten_bits_is_put_on_sixteen_bits_scale():
+    """A PGM of MAXVAL 1023 (a 10-bit camera's) came out of OpenCV as 0-1023 in 16 bits,
+    nearly black, and 0-4 in 8 bits; its levels are now value × 65535 / 1023, and as 8
+    bits they are the picture's. A header with comments, and ASCII pixels, are read."""
+    camera = data.camera()[:64, :48]
+    ten = (camera.astype(np.uint32) * 1023 // 255).astype(">u2")
+    blob = b"P5\n# from a 10-bit sensor\n48 64\n# levels\n1023\n" + ten.tobytes()
+    assert image_size(blob) == (64, 48)
+    reason, pixels = image_problem(blob, max_pixels=10**7)
+    assert reason is None and pixels.dtype == np.uint16
+    assert np.array_equal(pixels, (ten.astype(np.uint32) * 65535 + 511) // 1023)
+    assert np.abs(to_uint8(pixels).astype(int) - camera).max() <= 1
+    assert np.abs(decode_image(blob, cv2.IMREAD_GRAYSCALE).astype(int) - camera).max() <= 1  # as hashes read it
+    ascii_grey = b"P2\n3 2\n# twelve bits\n4095\n0 4095 2048\n1 2 3\n"
+    reason, pixels = image_problem(ascii_grey, max_pixels=10**7)
+    assert reason is None and pixels.tolist() == [[0, 65535, 32776], [16, 32, 48]]
+
+
+def _exr(pixels: np.ndarray) -> bytes:
+    """An uncompressed scan-line OpenEXR file of float32 B, G, R channels (the format's
+    minimal header: channels, compression, windows, line order, aspect, screen)."""
+    import struct
+
+    h, w = pixels.shape[:2]
+
+    def attribute(name: str, kind: str, value: bytes) -> bytes:
+        return name.encode() + b"\0" + kind.encode() + b"\0" + struct.pack("<i", len(value)) + value
+
+    channels = b"".join(c + b"\0" + struct.pack("<iB3xii", 2, 0, 1, 1) for c in (b"B", b"G", b"R")) + b"\0"
+    window = struct.pack("<iiii", 0, 0, w - 1, h - 1)
+    header = (b"\x76\x2f\x31\x01" + struct.pack("<i", 2) + attribute("channels", "chlist", channels)
+              + attribute("compression", "compression", b"\0") + attribute("dataWindow", "box2i", window)
+              + attribute("displayWindow", "box2i", window) + attribute("lineOrder", "lineOrder", b"\0")
+              + attribute("pixelAspectRatio", "float", struct.pack("<f", 1)) + attribute("screenWindowCenter", "v2f", struct.pack("<ff", 0, 0))
+              + attribute("screenWindowWidth", "float", struct.pack("<f", 1)) + b"\0")
+    start = len(header) + 8 * h
+    lines = [struct.pack("<ii", y, 12 * w) + np.ascontiguousarray(pixels[y].T).astype("<f4").tobytes() for y in range(h)]
+    offsets = np.cumsum([start] + [len(line) for line in lines[:-1]]).astype("<u8").tobytes()
+    return header + offsets + b"".join(lines)
+
+
+def test_an_exr_is_read_where_opencv_has_openexr_and_refused_saying_so_where_not():
+    """An EXR was ``decode-error:unknown-format``. Its size is read from its header
+    (max_pixels holds before a pixel is decoded); where this OpenCV has OpenEXR it is
+    read as float32, and where it has not the reason says so and what to do."""
+    from dsbuild.kernels.decode import opencv_reads
+
+    picture = (_bgr(data.astronaut())[:40, :24] / 255).astype(np.float32)
+    blob = _exr(picture)
+    assert image_size(blob) == (40, 24)
+    assert image_problem(blob, max_pixels=40 * 24 - 1)[0] == "too-large:40x24"
+    reason, pixels = image_problem(blob, max_pixels=10**7)
+    if opencv_reads("OpenEXR"):
+        assert reason is None and pixels.dtype == np.float32 and np.allclose(pixels, picture)
+    else:
+        assert pixels is None and reason == (
+            f"decode-error:exr=this OpenCV ({cv2.__version__}) is built without OpenEXR, so it reads no EXR: convert the "
+            "image to a float TIFF, or install an OpenCV built with OpenEXR")
+
+
+def test_a_folder_of_netpbm_jpeg_2000_and_exr_files_is_read_validated_and_augmented(client, tmp_path):
+    """A folder of PGM, JPEG 2000 and EXR files: the images source skipped them (not its
+    extensions), and named with ``extensions`` they were rejected as unknown. Now the
+    16-bit PGM and JPEG 2000 pass validate_images and get 16-bit copies in their own
+    format, and the EXR is read where this OpenCV has OpenEXR (the worker setup enables
+    it) or rejected naming its file and why."""
+    import pandas as pd
+
+    import dsbuild
+    from dsbuild.kernels.decode import opencv_reads
+
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    grey = data.camera()[:48, :40].astype(np.uint16) * 257
+    colour = _bgr(data.astronaut())[:32, :56].astype(np.uint16) * 257
+    (folder / "camera.pgm").write_bytes(cv2.imencode(".pgm", grey)[1].tobytes())
+    (folder / "astronaut.jp2").write_bytes(encode_image(colour, "jp2"))
+    (folder / "sky.exr").write_bytes(_exr((colour / 65535).astype(np.float32)))
+    assert set(client.run(lambda: __import__("os").environ.get("OPENCV_IO_ENABLE_OPENEXR")).values()) == {"1"}
+    job = {"name": "scans", "source": {"format": "images", "path": str(folder)}, "columns": {"image": "image"},
+           "stages": [{"validate_images": {}}, {"augment": {"transforms": ["hflip"], "copies": 1}}],
+           "sink": {"path": str(tmp_path / "out")}}
+    dsbuild.run(job, client=client)
+    kept = pd.read_parquet(tmp_path / "out" / "data").set_index("id")
+    rejects = pd.read_parquet(tmp_path / "out" / "rejects").set_index("id")
+    for name, picture, fmt in (("camera.pgm", grey, "pnm"), ("astronaut.jp2", colour, "jp2")):
+        assert kept.loc[name, "image_format"] == fmt and kept.loc[name, "image_channels"] == (1 if picture.ndim == 2 else 3)
+        copy = kept.loc[f"{name}#aug0"]
+        assert copy["image_format"] == fmt and np.array_equal(decode_image(copy["image"]), picture[:, ::-1])
+    if opencv_reads("OpenEXR"):
+        assert kept.loc["sky.exr#aug0", "image_format"] == "tiff" and rejects.empty
+    else:
+        assert kept.index.tolist().count("sky.exr") == 0
+        assert rejects.loc["sky.exr", "reason"].startswith(f"decode-error:exr=this OpenCV ({cv2.__version__}) is built without OpenEXR")

@@ -11,7 +11,8 @@ from dsbuild.io.sources.common import BLOB_PARTITION_BYTES, Source, SourceError,
 from dsbuild.records import ID, image_series, image_size, sniff_image_format
 from dsbuild.sizes import Bytes
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".pgm", ".ppm", ".pbm", ".pnm", ".pam",
+                    ".jp2", ".j2k", ".exr")
 
 
 class ImagesSource(_Spec):

@@ -18,7 +18,8 @@ from dsbuild.records import (
 from dsbuild.stages.base import MapStage, StageOptions, register, reject
 from dsbuild.stages.clean.cells import _as_received, _rejects_as_received
 
-_FORMAT_ALIASES = {"jpg": "jpeg", "jpe": "jpeg", "tif": "tiff"}
+_FORMAT_ALIASES = {"jpg": "jpeg", "jpe": "jpeg", "tif": "tiff", "pgm": "pnm", "ppm": "pnm", "pbm": "pnm", "pam": "pnm",
+                   "netpbm": "pnm", "j2k": "jp2", "jpeg2000": "jp2", "jpx": "jp2"}
 
 
 class ValidateImagesOptions(StageOptions):
