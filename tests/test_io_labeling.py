@@ -160,3 +160,73 @@ def test_a_label_studio_file_that_is_no_list_of_tasks_is_named(tmp_path):
         stage = AggregateLabels(annotations={"format": "label_studio", "path": str(tmp_path / name)}, method="majority_vote")
         with pytest.raises(Exception, match=f"{name}: .*{why}"):
             run_stage(stage, data)
+
+
+def _label_studio_tasks(crowd: pd.DataFrame, ids, names) -> list[dict]:
+    """Label Studio's JSON export of a crowd's answers: a task per item, an annotation per answer."""
+    by_item = crowd.groupby("item")
+    tasks = []
+    for k, item in enumerate(ids):
+        answers = by_item.get_group(item)
+        tasks.append({"id": 1000 + k, "data": {"dsbuild_id": item}, "annotations": [
+            {"id": 10 * k + j, "completed_by": {"id": int(a), "email": f"w{a}@lab.org"}, "was_cancelled": False, "ground_truth": False,
+             "result": [{"from_name": "digit", "to_name": "image", "type": "choices", "value": {"choices": [names[l]]}}]}
+            for j, (a, l) in enumerate(zip(answers["annotator"], answers["label"]))]})
+    return tasks
+
+
+def test_label_studio_ground_truth_is_the_items_label_and_scores_the_crowd(tmp_path):
+    """A reviewer's answer marked ground truth in Label Studio was one vote among the
+    crowd's: where three workers outvoted it, the item took the crowd's label, and it told
+    nothing about the workers. It is now the item's label (confidence 1), scores the workers
+    who answered that item, and the manifest counts the gold items."""
+    digits = load_digits()
+    n, reviewed = 600, 150
+    truth = digits.target[:n]
+    ids = np.array([f"d{i}" for i in range(n)])
+    crowd, _, kind = simulate_annotations(truth, 30, np.random.default_rng(11), item_ids=ids, spammers=0.3, adversaries=0.15)
+    tasks = _label_studio_tasks(crowd, ids, CLASSES)
+    for k in range(reviewed):  # the lead's reviewed answers, marked ground truth in the export
+        tasks[k]["annotations"].append({"id": 99_000 + k, "completed_by": {"id": 999, "email": "lead@lab.org"}, "was_cancelled": False,
+                                        "ground_truth": True, "result": [{"from_name": "digit", "to_name": "image", "type": "choices",
+                                                                          "value": {"choices": [CLASSES[truth[k]]]}}]})
+    export = tmp_path / "export.json"
+    export.write_text(json.dumps(tasks))
+    assert parse_label_studio_export(tasks)["_ground_truth"].sum() == reviewed
+
+    data = pd.DataFrame({"id": ids})
+    stage = AggregateLabels(annotations={"format": "label_studio", "path": str(export)}, labels=CLASSES,
+                            annotators_output=str(tmp_path / "annotators.parquet"))
+    kept, rejected = run_stage(stage, data, npartitions=2)
+    assert rejected.empty
+    k = kept.set_index("id").loc[ids]
+    outvoted = [i for i in range(reviewed) if (crowd[crowd["item"] == ids[i]]["label"] != truth[i]).mean() > 0.5]
+    assert outvoted  # items the crowd got wrong, which the reviewer's answer fixes
+    assert (k["label"].to_numpy()[:reviewed] == np.array(CLASSES)[truth[:reviewed]]).all()
+    assert (k["label_confidence"].to_numpy()[:reviewed] == 1.0).all()
+    summary = stage.summary()
+    assert summary["annotations"]["ground_truth"] == reviewed and summary["gold_items_annotated"] == reviewed
+    assert summary["annotations"]["used"] == len(crowd)  # the reviewer's answers are gold, not votes
+    table = pd.read_parquet(tmp_path / "annotators.parquet")
+    assert len(table) == 30 and "lead@lab.org" not in set(table["annotator"])  # a reviewer is no crowd worker
+    table["kind"] = kind[table["annotator"].str.extract(r"w(\d+)@")[0].astype(int)]
+    by_kind = table[table["gold_votes"] >= 5].groupby("kind")["gold_accuracy"].mean()
+    assert by_kind[0] > by_kind[2] + 0.4  # the ground truth tells honest workers from adversaries
+
+
+def test_label_studio_ground_truths_that_disagree_are_said_and_not_used():
+    tasks = [{"id": i, "data": {"dsbuild_id": f"t{i}"}, "annotations": [
+        {"id": 10 * i + j, "completed_by": j, "ground_truth": gt,
+         "result": [{"from_name": "c", "type": "choices", "value": {"choices": [label]}}]}
+        for j, (label, gt) in enumerate(answers)]}
+        for i, answers in enumerate([[("a", False), ("a", False), ("b", True)],  # the reviewer overrules the crowd
+                                     [("a", False), ("a", True), ("b", True)],  # two reviewers disagree: the crowd's answer
+                                     [("a", True), ("b", True)]])]  # nobody else answered: no label
+    stage = AggregateLabels(annotations=parse_label_studio_export(tasks), method="majority_vote")
+    kept, rejected = run_stage(stage, pd.DataFrame({"id": ["t0", "t1", "t2"]}))
+    assert kept.set_index("id")["label"].to_dict() == {"t0": "b", "t1": "a"}
+    assert rejected["id"].tolist() == ["t2"]
+    counts = stage.summary()["annotations"]
+    assert counts["ground_truth"] == 5 and counts["ground_truth_conflicts"] == 2 and counts["used"] == 3
+    assert any("2 items have ground-truth answers that disagree" in n for n in stage.result_warnings(
+        {"summary": stage.summary(), "metrics": {"annotated": 3}}))

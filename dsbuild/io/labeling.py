@@ -25,6 +25,7 @@ from dsbuild.records import ID, sniff_image_format
 ITEM_FIELD = "dsbuild_id"
 ANNOTATION_COLUMNS = ["item", "annotator", "label"]
 SKIPPED = "_skipped"  # why the tool's own marks leave an answer out (a cancelled annotation, a rejected assignment)
+GROUND_TRUTH = "_ground_truth"  # Label Studio's ground_truth mark: the answer is the item's known label, not a vote
 
 
 # -- export -----------------------------------------------------------------------------
@@ -120,6 +121,7 @@ def parse_label_studio_export(tasks: list[dict], from_name: str | None = None, i
                               keep_skipped: bool = False) -> pd.DataFrame:
     """Annotation rows from Label Studio's JSON export (cancelled annotations skipped; with
     ``keep_skipped`` each is a row without a label, its ``_skipped`` saying so, to be counted).
+    ``_ground_truth`` marks the answers a reviewer set as the task's ground truth.
 
     A task without ``item_field`` in its data keeps Label Studio's task id as the item.
     Several choices in one answer become one label (their JSON list), so a multi-choice
@@ -135,17 +137,18 @@ def parse_label_studio_export(tasks: list[dict], from_name: str | None = None, i
             who = _annotator(ann.get("completed_by"))
             if ann.get("was_cancelled"):
                 if keep_skipped:
-                    rows.append((None if item is None else str(item), who, None, task.get("id"), ann.get("id"), "cancelled annotation"))
+                    rows.append((None if item is None else str(item), who, None, task.get("id"), ann.get("id"), False, "cancelled annotation"))
                 continue
             answers = [(r.get("from_name"), _choice(r, from_name)) for r in ann.get("result") or []]
             answers = [(control, label) for control, label in answers if label is not None]
             controls.update(control for control, _ in answers)
             if answers:
-                rows.append((None if item is None else str(item), who, answers[0][1], task.get("id"), ann.get("id"), None))
+                rows.append((None if item is None else str(item), who, answers[0][1], task.get("id"), ann.get("id"),
+                             ann.get("ground_truth") is True, None))
     if from_name is None and len(controls) > 1:  # a choice and a comment box: which one is the label?
         raise ValueError(f"say which control holds the label (from_name: ...); the export answers {sorted(map(str, controls))}")
-    out = pd.DataFrame(rows, columns=[*ANNOTATION_COLUMNS, "task_id", "annotation_id", SKIPPED]).astype(
-        {"task_id": object, "annotation_id": object, SKIPPED: object})
+    out = pd.DataFrame(rows, columns=[*ANNOTATION_COLUMNS, "task_id", "annotation_id", GROUND_TRUTH, SKIPPED]).astype(
+        {"task_id": object, "annotation_id": object, GROUND_TRUTH: bool, SKIPPED: object})
     return out if keep_skipped else out.drop(columns=[SKIPPED])
 
 

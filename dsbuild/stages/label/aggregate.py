@@ -115,14 +115,19 @@ class VoteCoder:
     ties: str
 
     def votes(self, part: pd.DataFrame) -> tuple[crowd.Votes, pd.Index]:
-        """Votes and the item id per item code (the categorical item column of ``_by_item``)."""
+        """Votes and the item id per item code (the categorical item column of ``_by_item``).
+        A ground-truth answer (annotator code -1) is its item's gold, not a vote."""
         item = part[ITEM]
         codes, ids = item.cat.codes.to_numpy(), item.cat.categories
         gold = None
         if GOLD in part.columns:
             gold = np.full(len(ids), -1, dtype=np.int64)
-            gold[codes] = part[GOLD].to_numpy()  # every vote of an item carries the item's gold code
-        votes = crowd.Votes(codes, part[A_CODE].to_numpy(), part[L_CODE].to_numpy(), len(ids), self.n_annotators, self.n_classes, gold)
+            gold[codes] = part[GOLD].to_numpy()  # every answer of an item carries the item's gold code
+        annotator, label = part[A_CODE].to_numpy(), part[L_CODE].to_numpy()
+        if len(annotator) and annotator.min() < 0:
+            cast = annotator >= 0
+            codes, annotator, label = codes[cast], annotator[cast], label[cast]
+        votes = crowd.Votes(codes, annotator, label, len(ids), self.n_annotators, self.n_classes, gold)
         return votes, ids
 
 
@@ -131,9 +136,13 @@ def _annotation_round(part: pd.DataFrame, state, *, coder: VoteCoder, model: Lab
     out = model.stats(votes, state)
     if first:
         out = {**out, **crowd.gold_stats(votes)}
-        out["duplicates"] = float(part.duplicated([ITEM, A_CODE]).sum())
+        cast = part[A_CODE].to_numpy() >= 0
+        out["duplicates"] = float(part[cast].duplicated([ITEM, A_CODE]).sum())
         out["items_total"] = float(votes.n_items)
         out["gold_items"] = float(votes.gold_mask.sum())
+        reviewed = np.zeros(votes.n_items, dtype=bool)
+        reviewed[part[ITEM].cat.codes.to_numpy()[~cast]] = True
+        out["ground_truth_conflicts"] = float((reviewed & ~votes.gold_mask).sum())
     return out
 
 
@@ -142,12 +151,17 @@ def _item_results(part: pd.DataFrame, state, *, coder: VoteCoder, model: LabelMo
     probas = model.posteriors(votes, state)
     draws = tie_draws(probas, items, coder.seed, coder.stage, coder.ties)
     codes = crowd.most_probable(probas, draws)
+    confidence = probas[np.arange(len(codes)), codes] if len(codes) else np.zeros(0)
+    answered = np.bincount(votes.item, minlength=votes.n_items) > 0
+    if not answered.all():  # only ground truths that disagree: no label, not the prior's guess
+        unknown = ~answered & ~votes.gold_mask
+        codes, confidence = np.where(unknown, -1, codes), np.where(unknown, np.nan, confidence)
     return pd.DataFrame(
         {
             ITEM: pd.Series(np.asarray(items), dtype=object).astype(str),
             "_code": codes,
-            "_confidence": probas[np.arange(len(codes)), codes] if len(codes) else np.zeros(0),
-            "_n": np.bincount(votes.item, minlength=votes.n_items).astype(np.int64),
+            "_confidence": confidence,
+            "_n": np.bincount(part[ITEM].cat.codes.to_numpy(), minlength=votes.n_items).astype(np.int64),  # ground truths too
         }
     )
 
@@ -351,6 +365,8 @@ class AggregateLabels(Stage):
                 "outside_label_examples": [str(k) for k in outside.sort_values(ascending=False).index[:10]],
                 "from_annotators_below_min_votes": int(below.sum()),
                 "duplicate_answers": int(first["duplicates"]),
+                "ground_truth": int(inventory["ground_truth"]),
+                "ground_truth_conflicts": int(first["ground_truth_conflicts"]),
             },
             "items_annotated": int(first["items_total"]),
             "item_examples": inventory["items"],
@@ -467,6 +483,10 @@ def _annotation_notes(stage: str, counts: dict, anonymous: bool = False) -> list
             notes.append(f"stage {stage!r}: {counts['outside_labels']:,} of the {counts['rows']:,} answers give a label outside "
                          f"'labels' and are not counted ({', '.join(map(repr, counts.get('outside_label_examples', [])[:5]))}); "
                          "the other answers alone label their items: check 'labels' for a misspelt class")
+    if counts.get("ground_truth_conflicts"):
+        notes.append(f"stage {stage!r}: {counts['ground_truth_conflicts']:,} items have ground-truth answers that disagree, "
+                     "so none of them is used: their other answers alone label them; keep one ground truth per task in the "
+                     "labeling tool")
     if counts.get("duplicate_answers") and not anonymous:
         notes.append(f"stage {stage!r}: {counts['duplicate_answers']:,} answers repeat an answer of the same annotator to "
                      "the same item and count as votes of their own (as in crowd-kit); drop repeated answers before "

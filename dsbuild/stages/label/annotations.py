@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from pydantic import ConfigDict, Field, model_validator
 
-from dsbuild.io.labeling import SKIPPED
+from dsbuild.io.labeling import GROUND_TRUTH, SKIPPED
 from dsbuild.kernels import crowd
 from dsbuild.records import ID
 from dsbuild.stages.base import (
@@ -22,6 +22,7 @@ from dsbuild.stages.label.classes import Classes, label_keys
 ITEM, ANNOTATOR, LABEL = "_item", "_annotator", "_label"
 ANONYMOUS = "(anonymous)"  # the annotator of every answer when annotations.annotator is null
 A_CODE, L_CODE, GOLD = "_a", "_l", "_g"
+TRUTH = "_t"  # a coded answer is a ground truth (annotator code -1: no vote)
 
 ITEM_EXAMPLES = 3  # annotation item ids a warning shows
 
@@ -74,7 +75,8 @@ def _inventory(part: pd.DataFrame, _state) -> dict:
     skipped = part[SKIPPED].notna() & ~bad if SKIPPED in part.columns else pd.Series(False, index=part.index)
     missing = ~bad & ~skipped & (part[ITEM].isna() | part[ANNOTATOR].isna() | part[LABEL].isna())
     ok = part[~bad & ~skipped & ~missing]
-    annotators = _seen(ok[ANNOTATOR])
+    truth = ok[GROUND_TRUTH].to_numpy(dtype=bool) if GROUND_TRUTH in ok.columns else np.zeros(len(ok), dtype=bool)
+    annotators = _seen(ok[ANNOTATOR][~truth])  # a reviewer who set ground truth is no crowd worker
     annotators.index = annotators.index.astype(str)
     annotators = annotators.groupby(level=0).sum()
     labels = _seen(ok[LABEL])
@@ -88,6 +90,7 @@ def _inventory(part: pd.DataFrame, _state) -> dict:
         "unreadable_examples": _unreadable_examples(part[bad]),
         "missing": int(missing.sum()) + blank,
         "skipped": {str(k): int(v) for k, v in part.loc[skipped.to_numpy(), SKIPPED].value_counts().items()} if skipped.any() else {},
+        "ground_truth": int(truth.sum()),
         "annotators": annotators,
         "labels": labels,
         "examples": examples,
@@ -126,6 +129,7 @@ def _merge_inventory(a: dict, b: dict) -> dict:
         "unreadable_examples": sorted({*a["unreadable_examples"], *b["unreadable_examples"]})[:ITEM_EXAMPLES],
         "missing": a["missing"] + b["missing"],
         "skipped": {k: a["skipped"].get(k, 0) + b["skipped"].get(k, 0) for k in sorted({*a["skipped"], *b["skipped"]})},
+        "ground_truth": a["ground_truth"] + b["ground_truth"],
         "annotators": a["annotators"].add(b["annotators"], fill_value=0),
         "labels": a["labels"].add(b["labels"], fill_value=0),
         "examples": _merge_examples(a["examples"], b["examples"].items()),
@@ -134,20 +138,28 @@ def _merge_inventory(a: dict, b: dict) -> dict:
 
 
 def _code_annotations(part: pd.DataFrame, annotators: pd.Index, classes: Classes) -> pd.DataFrame:
+    """Coded answers; a ground-truth answer (Label Studio's mark) keeps its label as ``_t``
+    with no annotator code, for :func:`_by_item` to make it the item's gold."""
     ok = (part[ITEM].notna() & part[ANNOTATOR].notna()).to_numpy()
     if "_reason" in part.columns:
         ok = ok & part["_reason"].isna().to_numpy()
+    truth = part[GROUND_TRUTH].to_numpy(dtype=bool) if GROUND_TRUTH in part.columns else None
     a = _codes_via_uniques(part[ANNOTATOR], lambda u: annotators.get_indexer(pd.Index(u).astype(str)))
     label = _codes_via_uniques(part[LABEL], lambda u: classes.codes(pd.Series(u, dtype=part[LABEL].dtype)))
-    keep = ok & (a >= 0) & (label >= 0)
+    if truth is not None:
+        a = np.where(truth, -1, a)
+    keep = ok & ((a >= 0) if truth is None else (a >= 0) | truth) & (label >= 0)
     item = part[ITEM][keep]
-    return pd.DataFrame(
+    out = pd.DataFrame(
         {
             ITEM: _item_text(item).reset_index(drop=True),  # the dtype of every id the stage merges on (gold, the data)
             A_CODE: a[keep].astype(np.int32),
             L_CODE: label[keep].astype(crowd.label_dtype(len(classes))),
         }
     )
+    if truth is not None:
+        out[TRUTH] = truth[keep]
+    return out
 
 
 def _item_text(items: pd.Series) -> pd.Series:
@@ -192,7 +204,25 @@ def _by_item(part: pd.DataFrame) -> pd.DataFrame:
     order = np.lexsort((part[A_CODE].to_numpy(), codes))
     out = part[[c for c in (A_CODE, L_CODE, GOLD) if c in part.columns]].take(order).reset_index(drop=True)
     out.insert(0, ITEM, pd.Categorical.from_codes(codes[order], categories=ids))
+    if TRUTH in part.columns:
+        out[GOLD] = _ground_truth_gold(codes[order], part[TRUTH].to_numpy()[order], out, len(ids))
     return out
+
+
+def _ground_truth_gold(codes: np.ndarray, truth: np.ndarray, part: pd.DataFrame, n_items: int) -> np.ndarray:
+    """Each row's gold code: the data's gold where given, else its item's ground-truth
+    answer. Ground truths of one item that disagree make it no gold item (the answers stay
+    non-votes, counted by the first round)."""
+    label = part[L_CODE].to_numpy().astype(np.int64)
+    low = np.full(n_items, np.iinfo(np.int64).max)
+    high = np.full(n_items, -1)
+    np.minimum.at(low, codes[truth], label[truth])
+    np.maximum.at(high, codes[truth], label[truth])
+    item_gold = np.where(low == high, high, -1)[codes]
+    if GOLD in part.columns:
+        given = part[GOLD].to_numpy().astype(np.int64)
+        item_gold = np.where(given >= 0, given, item_gold)
+    return item_gold.astype(part[L_CODE].dtype)
 
 
 def _annotator_columns(columns, item: str) -> list:
@@ -202,9 +232,10 @@ def _annotator_columns(columns, item: str) -> list:
 
 def _reader_columns(columns, named) -> list[str]:
     """The reader's reason for a line it could not parse, and that line's file:row id to
-    name it by (unless the id column is one the annotations use); and why a labeling
-    tool's export left an answer out (a cancelled annotation, a rejected assignment)."""
-    skipped = [SKIPPED] if SKIPPED in columns else []
+    name it by (unless the id column is one the annotations use); and a labeling tool's
+    marks: why it left an answer out (a cancelled annotation, a rejected assignment), and
+    which answers are ground truth."""
+    skipped = [c for c in (GROUND_TRUTH, SKIPPED) if c in columns]
     if "_reason" not in columns:
         return skipped
     return [c for c in (ID, "_reason") if c in columns and c not in named] + skipped
