@@ -194,18 +194,28 @@ def agreement_skill(stats: dict) -> np.ndarray:
         return np.where(stats["votes"] > 0, stats["agree"] / np.maximum(stats["votes"], 1), 0.0)
 
 
-def others_agreement_stats(votes: Votes) -> dict:
+def others_agreement_stats(votes: Votes, cast: Votes | None = None, partners=()) -> dict:
     """Per rule: how often its vote agrees with the majority of the *other* votes on an
     item, over the items some other rule voted on (a tie of ``n`` classes agrees ``1/n``).
 
     Agreement with a majority it is part of counts a rule that fires alone as always
     right (Wawa's skill): on Adult, 0.96 for a rule that is right 0.70 of the time.
-    Sums on the grid, so merged partitions agree exactly."""
+    ``cast`` holds every vote cast when ``votes`` are the ones counted, and a rule's
+    ``partners`` (pairs of rules that vote together) are no other vote for it: a copy
+    agrees with its rule always. Sums on the grid, so merged partitions agree exactly."""
     if len(votes) == 0:
         zero = np.zeros(votes.n_annotators)
         return {"others_agree": zero, "others_votes": zero.copy()}
-    others = vote_scores(votes)[votes.item]
+    cast = votes if cast is None else cast
+    others = vote_scores(cast)[votes.item]
     others[np.arange(len(votes)), votes.label] -= 1.0
+    if len(partners):
+        given = np.full((cast.n_items, cast.n_annotators), -1, dtype=np.int64)
+        given[cast.item, cast.annotator] = cast.label
+        for a, b, *_ in partners:
+            for rule, partner in ((a, b), (b, a)):
+                at = np.flatnonzero((votes.annotator == rule) & (given[votes.item, partner] >= 0))
+                others[at, given[votes.item[at], partner]] -= 1.0
     seen = others.sum(axis=1) > 0
     tied = others >= others.max(axis=1, keepdims=True)
     agree = np.where(seen, on_grid(tied[np.arange(len(votes)), votes.label] / tied.sum(axis=1)), 0.0)

@@ -179,3 +179,45 @@ def vote_matrix(rules, frame: pd.DataFrame) -> np.ndarray:
     if not len(rules):
         return np.empty((len(frame), 0), dtype=object)
     return np.column_stack([rule_votes(rule, frame) for rule in rules])
+
+
+# -- rules that vote together ------------------------------------------------------------------
+
+
+def agreement_counts(codes: np.ndarray, n_classes: int) -> dict:
+    """Mergeable counts over a ``(rows, rules)`` matrix of class codes (-1: abstains): rows
+    each rule fired on (``fired``), and rows each pair fired on with the same label
+    (``same``, rules × rules, the diagonal ``fired``)."""
+    n_rules = codes.shape[1]
+    same = np.zeros((n_rules, n_rules))
+    for k in range(n_classes):
+        cast = (codes == k).astype(np.float64)
+        same += cast.T @ cast
+    return {"fired": np.diag(same).copy(), "same": same}
+
+
+def dependent_pairs(counts: dict, overlap: float) -> list[tuple[int, int, float]]:
+    """``(kept, dropped, share)`` for rules that vote together: where the rule that fires
+    less (``kept``, the earlier of equals) fires, the other cast the same label on at least
+    ``overlap`` of its rows (a copy, or one rule implied by the other). Counted as two
+    independent votes there, they are one vote twice, and each vouches for the other's
+    accuracy; the kept rule is the more specific."""
+    fired, same = counts["fired"], counts["same"]
+    out = []
+    for i in range(len(fired)):
+        for j in range(i + 1, len(fired)):
+            small, large = (i, j) if fired[i] <= fired[j] else (j, i)
+            if fired[small] > 0 and same[i, j] / fired[small] >= overlap:
+                out.append((small, large, float(same[i, j] / fired[small])))
+    return out
+
+
+def drop_dependent(codes: np.ndarray, pairs) -> np.ndarray:
+    """The vote matrix with each pair's ``dropped`` vote left out where ``kept`` cast the
+    same label (as cast, so a chain A ⊂ B ⊂ C keeps A's vote alone where all three fire)."""
+    if not pairs:
+        return codes
+    out = codes.copy()
+    for kept, dropped, _ in pairs:
+        out[(codes[:, kept] >= 0) & (codes[:, kept] == codes[:, dropped]), dropped] = -1
+    return out

@@ -118,3 +118,27 @@ def test_a_value_of_the_wrong_kind_is_named(adult, column, op, value):
     rule = LabelingRule.from_spec({"name": "young", "label": "<=50K", "column": column, "op": op, "value": value})
     with pytest.raises(ValueError, match=f"condition on column '{column}' .* compares it with a value of another kind"):
         rule.fires(adult)
+
+
+def test_rules_that_vote_together_are_found_from_mergeable_counts():
+    from sklearn.datasets import load_breast_cancer
+
+    from dsbuild.kernels.labeling_functions import agreement_counts, dependent_pairs, drop_dependent
+
+    frame = load_breast_cancer(as_frame=True).frame
+    rules = [LabelingRule.from_spec(r, i) for i, r in enumerate([
+        {"name": "large", "label": 0, "column": "mean radius", "op": ">", "value": 15},
+        {"name": "very_large", "label": 0, "column": "mean radius", "op": ">", "value": 18},  # implies large
+        {"name": "smooth", "label": 1, "column": "mean concave points", "op": "<", "value": 0.03},
+        {"name": "small", "label": 1, "column": "mean radius", "op": "<", "value": 12},
+    ])]
+    codes = np.column_stack([pd.Series(rule_votes(r, frame)).map({0: 0, 1: 1}).fillna(-1).to_numpy(dtype=np.int64) for r in rules])
+    whole = agreement_counts(codes, 2)
+    halves = [agreement_counts(codes[s], 2) for s in (slice(0, 300), slice(300, None))]
+    np.testing.assert_array_equal(whole["same"], halves[0]["same"] + halves[1]["same"])
+    assert whole["same"][0, 1] == whole["fired"][1] == (frame["mean radius"] > 18).sum()
+    pairs = dependent_pairs(whole, 0.99)
+    assert [(k, d) for k, d, _ in pairs] == [(1, 0)]  # very_large is kept, large dropped where both fire
+    out = drop_dependent(codes, pairs)
+    assert ((out[:, 0] >= 0) == ((frame["mean radius"] > 15) & (frame["mean radius"] <= 18))).all()
+    assert (out[:, 1:] == codes[:, 1:]).all()

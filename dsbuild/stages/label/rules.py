@@ -4,6 +4,7 @@ do (Wawa or one vote each); a row's votes live in the row, so no shuffle is need
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -13,7 +14,7 @@ import pandas as pd
 from pydantic import Field, field_serializer, field_validator
 
 from dsbuild.kernels import crowd
-from dsbuild.kernels.labeling_functions import LabelingRule, rule_votes
+from dsbuild.kernels.labeling_functions import LabelingRule, agreement_counts, dependent_pairs, drop_dependent, rule_votes
 from dsbuild.records import ID
 from dsbuild.stages.base import (
     METRIC,
@@ -48,7 +49,10 @@ class LabelingFunctionsOptions(StageOptions):
     no_votes: Literal["reject", "keep"] = Field("reject", description="rows no rule voted on")
     min_confidence: float = Field(0.0, ge=0, le=1, description="reject rows whose confidence is lower; a row's confidence is "
                                   "the probability that its label is right, from each rule's accuracy estimated by its "
-                                  "agreement with the other rules (rules taken as independent)")
+                                  "agreement with the other rules (rules taken as independent, a dependent pair as one)")
+    dependent: float | None = Field(0.99, gt=0, le=1, description="two rules are one vote where the rule that fires less "
+                                    "fires, if the other casts the same label on at least this share of its rows (a copy, "
+                                    "or one rule implied by the other); null: every rule an independent vote")
 
     @field_validator("method", mode="before")
     @classmethod
@@ -88,19 +92,34 @@ class RuleVoter:
     stage: str
     ties: str
     names: tuple[str, ...] = field(default=())
+    dependent: tuple[tuple[int, int, float], ...] = ()  # (kept, dropped, share): see dependent_pairs
 
-    def votes(self, part: pd.DataFrame) -> crowd.Votes:
-        matrix = np.column_stack([self.classes.codes(pd.Series(rule_votes(rule, part), index=part.index)) for rule in self.rules]) if len(part) else np.zeros((0, len(self.rules)), dtype=np.int64)
+    def codes(self, part: pd.DataFrame) -> np.ndarray:
+        """``(rows, rules)`` class codes of every rule's vote, -1 where it abstains."""
+        if not len(part):
+            return np.zeros((0, len(self.rules)), dtype=np.int64)
+        return np.column_stack([self.classes.codes(pd.Series(rule_votes(rule, part), index=part.index)) for rule in self.rules])
+
+    def votes(self, part: pd.DataFrame, counted: bool = True) -> crowd.Votes:
+        """The votes counted (a dependent pair's one vote where both fired), or every vote cast."""
+        matrix = self.codes(part)
+        if counted:
+            matrix = drop_dependent(matrix, self.dependent)
         item, annotator = np.nonzero(matrix >= 0)
         gold = self.classes.codes(part[self.gold]) if self.gold else None
         return crowd.Votes(item, annotator, matrix[item, annotator], len(part), len(self.rules), len(self.classes), gold)
+
+
+def _rule_agreement(part: pd.DataFrame, _state, *, voter: RuleVoter) -> dict:
+    return agreement_counts(voter.codes(part), len(voter.classes))
 
 
 def _rule_round(part: pd.DataFrame, state, *, voter: RuleVoter, model: LabelModel, first: bool) -> dict:
     votes = voter.votes(part)
     out = model.stats(votes, state)
     if first:
-        out = {**out, **crowd.gold_stats(votes), **crowd.others_agreement_stats(votes)}
+        cast = voter.votes(part, counted=False) if voter.dependent else None
+        out = {**out, **crowd.gold_stats(votes), **crowd.others_agreement_stats(votes, cast, voter.dependent)}
         covered = np.bincount(votes.item, minlength=votes.n_items) > 0
         out.update(rows=float(len(part)), covered=float(covered.sum()), conflicts=float(_conflicts(votes)), duplicates=0.0,
                    items_total=float(covered.sum()), gold_items=float(votes.gold_mask.sum()))
@@ -165,11 +184,17 @@ class LabelingFunctions(FitApplyStage):
         def run_round(fn, state):
             return shapes.fit(frame, fn, crowd.merge_stats, state, label=self.ctx.name)
 
+        dependent, fired = (), None
+        if o.dependent is not None and len(o.rules) > 1:
+            counts = run_round(functools.partial(_rule_agreement, voter=voter), None)
+            dependent, fired = tuple(dependent_pairs(counts, o.dependent)), counts["fired"]
+            voter = dataclasses.replace(voter, dependent=dependent)
         state, first, rounds, _ = fit_rounds(model, functools.partial(_rule_round, voter=voter), run_round)
         self.state_, self.rounds_, self.classes_ = state, rounds, classes
         self.accuracy_ = crowd.rule_accuracy(first, len(classes))
-        table = annotator_table(names, state, first).rename(columns={"annotator": "rule", "votes": "fired"})
-        table.insert(3, "accuracy", self.accuracy_)
+        table = annotator_table(names, state, first).rename(columns={"annotator": "rule", "votes": "counted"})
+        table.insert(1, "fired", (fired if fired is not None else first["votes"]).astype(np.int64))
+        table.insert(4, "accuracy", self.accuracy_)
         self._summary = {
             "method": o.method,
             "labels": [_jsonable(v) for v in classes.values],
@@ -181,6 +206,7 @@ class LabelingFunctions(FitApplyStage):
                 {k: (None if isinstance(v, float) and np.isnan(v) else (round(v, 4) if isinstance(v, float) else v)) for k, v in row.items()}
                 for row in table.astype(object).to_dict("records")
             ],
+            "dependent": [{"kept": names[kept], "dropped": names[dropped], "share": round(share, 4)} for kept, dropped, share in dependent],
         }
         if "prior" in state:
             self._summary["prior"] = {str(k): round(float(p), 6) for k, p in zip(classes.keys, state["prior"])}
@@ -211,3 +237,15 @@ class LabelingFunctions(FitApplyStage):
 
     def summary(self) -> dict:
         return getattr(self, "_summary", {})
+
+    def result_warnings(self, entry: dict) -> list[str]:
+        """Rules that vote together were counted as one vote where both fired: said, since
+        a rule that looked like an independent vote counted less."""
+        notes = super().result_warnings(entry)
+        pairs = entry.get("summary", {}).get("dependent", [])
+        if not pairs:
+            return notes
+        shown = "; ".join(f"{p['dropped']!r} where {p['kept']!r} fires ({p['share']:.0%} of its rows)" for p in pairs[:5])
+        return notes + [f"stage {self.ctx.name!r}: {len(pairs)} pairs of rules cast the same label on the same rows and count as "
+                f"one vote there, the more specific rule's: {shown}{'; …' if len(pairs) > 5 else ''} (dependent: "
+                f"{self.options.dependent}; null counts every rule)"]
