@@ -1303,6 +1303,25 @@ def test_the_id_check_reads_a_parquet_sources_ids_alone(client, tmp_path):
             assert sorted(b[0] for b in kept["blob"]) == [0, 1, 3, 6]  # the first a and the first b are kept
 
 
+def test_the_id_check_runs_one_task_per_partition_in_each_of_its_passes(client, tmp_path):
+    """``dask.compute`` fuses no DataFrame collection (dask 2026.8), so the check's passes
+    ran the read, the ids, their hashes and the count (then the read, the ids, their hashes
+    and the suspects) as four tasks per partition: 53 tasks for 4 partitions, 21 fused."""
+    from dask.utils import key_split
+    from distributed import get_task_stream
+
+    frame = pd.DataFrame({"uid": [f"k{i % 90}" for i in range(100)], "x": np.arange(100.0)})
+    frame.to_parquet(tmp_path / "in.parquet", row_group_size=25)
+    job = {"name": "ids", "source": {"format": "parquet", "path": str(tmp_path / "in.parquet"), "rows_per_partition": 25},
+           "columns": {"id": "uid"}, "sink": {"path": str(tmp_path / "out")}}
+    with get_task_stream(client) as stream:
+        manifest = dsbuild.run(job, client=client)
+    assert manifest["stages"][0]["rejected_by_reason"] == {"id:repeated": 10}
+    alone = [key_split(t["key"]) for t in stream.data
+             if key_split(t["key"]) in ("read-parquet", "dsbuild-ids", "dsbuild-id-places", "dsbuild-id-suspects", "chunk")]
+    assert alone == [], sorted(set(alone))
+
+
 def test_rows_a_stage_adds_carry_their_id_in_the_jobs_id_column(client, tmp_path):
     """A SMOTE row kept its parent's value in columns.id's column: the column named two rows
     alike. A column of numbers cannot hold 'r5#smote0': it is left empty there."""

@@ -20,7 +20,7 @@ from dsbuild.pipeline.errors import DsbuildWarning, ResumeRefused
 from dsbuild.pipeline.ids import _added_rows_named, _ids_alone, _marked_source, _with_repeated_ids_rejected
 from dsbuild.progress import ProgressBar
 from dsbuild.records import ID
-from dsbuild.stages.base import Shapes, Stage, StageError
+from dsbuild.stages.base import Shapes, Stage, StageError, fused
 from dsbuild.watch import WorkerKilled, killed_message
 
 
@@ -240,7 +240,7 @@ class Execution:
         workers, 1,000 partitions' worth of finished tasks paused both for good)."""
         from distributed import KilledWorker, as_completed, futures_of
 
-        persisted = self.client.persist(_fused(collections, self.fused_names))
+        persisted = self.client.persist(fused(collections, self.fused_names))
         which = {f.key: i for i, c in enumerate(persisted) for f in futures_of(c)}
         pending = as_completed([f for c in persisted for f in futures_of(c)], with_results=True)
         del persisted
@@ -293,36 +293,6 @@ def _driver_seconds(wall: float, tasks: list[dict]) -> float:
         busy += max(0.0, stop - max(start, end))
         end = max(end, stop)
     return max(0.0, wall - busy)
-
-
-def _fused(collections: list, names: dict[str, str]) -> list:
-    """The collections with their chains of per-partition tasks fused, as Dask fuses a
-    single collection's: Dask does not fuse collections computed together, so each stage's
-    map, the rows it kept and its accounting were a task each per partition, every result
-    sized, stored and often sent to the other worker (``clean_adult.yaml`` at 80 partitions:
-    1,727 tasks, 1,007 fused). A fused task's key names none of its members; ``names``
-    gets, for each, the keys of the tasks it holds, which the stage timings read.
-
-    Only up to ``_FUSED_AT_MOST`` collections: Dask's fusion substitutes each fused group
-    into the whole expression again, without remembering what it rebuilt, so its time
-    doubles with each stage whose output the next one shares (6 collections 1.8 s, 10 took
-    154 s); more pending stages than that are computed as they are."""
-    if len(collections) > _FUSED_AT_MOST:
-        return collections
-    try:  # private Dask API; pyproject allows 2024.12, whose dask-expr was a package of its own
-        from dask.base import collections_to_expr
-        from dask.dataframe.dask_expr import new_collection
-        from dask.dataframe.dask_expr._expr import Fused, optimize_blockwise_fusion
-    except ImportError:
-        return collections
-
-    together = optimize_blockwise_fusion(collections_to_expr(collections).optimize(fuse=False))
-    for fused in together.find_operations(Fused):
-        names[fused._name] = " ".join(e._name for e in fused.exprs)
-    return [new_collection(expr) for expr in together.operands]
-
-
-_FUSED_AT_MOST = 3
 
 
 def _read_checkpoint(sink: Sink, files: list[dict], meta: pd.DataFrame):

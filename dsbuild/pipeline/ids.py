@@ -11,7 +11,7 @@ import pandas as pd
 from dsbuild.io.sources import RAW
 from dsbuild.kernels.dtypes import blank_text
 from dsbuild.records import ID, REASON, STAGE
-from dsbuild.stages.base import ADDED, REJECT, StageError
+from dsbuild.stages.base import ADDED, REJECT, StageError, compute
 
 
 def _marked_source(source, id_column: str | None):
@@ -61,12 +61,12 @@ def _with_repeated_ids_rejected(marked, ids=None):
     ids = marked if ids is None else ids
     places = ids.map_partitions(_id_places, meta=_id_places(ids._meta), token="dsbuild-id-places")
     counts = places.groupby("_hash", sort=False)["_at"].count(split_out=max(1, marked.npartitions // 4))
-    (hashes,) = dask.compute(counts[counts > 1].index)
+    (hashes,) = compute(counts[counts > 1].index)
     if len(hashes) == 0:
         return marked
     suspects = dask.delayed(pd.Index(hashes), pure=True)
     rows = places.map_partitions(_hashed_as, suspects, meta=places._meta, token="dsbuild-id-suspects")
-    (rows,) = dask.compute(rows)  # only the rows whose id's hash repeats
+    (rows,) = compute(rows)  # only the rows whose id's hash repeats
     counts = rows.groupby(ID)["_at"].agg(["count", "min"])
     first = counts.loc[counts["count"] > 1, "min"]
     if first.empty:  # hashes that collided, ids that did not
