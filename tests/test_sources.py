@@ -516,6 +516,25 @@ def test_frames_from_python_number_rows_whatever_their_partitions():
         read_source({"format": "frame", "frame": [1, 2]})
 
 
+def test_a_dask_frames_rows_are_counted_in_one_task_per_partition(client, tmp_path):
+    """A Dask frame without ids is computed once to count its partitions' rows; ``.compute()``
+    fuses nothing (dask 2026.8), so every step the user chained ran as a task of its own:
+    a read, a map and a filter were 6 tasks per partition (81 partitions of Adult: 487
+    tasks, 82 fused)."""
+    import dask.dataframe as dd
+    from dask.utils import key_split
+    from distributed import get_task_stream
+
+    pd.DataFrame({"a": np.arange(40), "b": np.arange(40.0)}).to_parquet(tmp_path / "in.parquet", row_group_size=10)
+    frame = dd.read_parquet(tmp_path / "in.parquet", split_row_groups=True)
+    frame = frame.map_partitions(lambda p: p.assign(c=p["a"] * 2))
+    frame = frame[frame["a"] % 3 > 0]
+    with get_task_stream(client) as stream:
+        src = read_source({"format": "frame", "frame": frame, "name": "f"})
+    assert len(stream.data) <= frame.npartitions + 1, sorted(key_split(t["key"]) for t in stream.data)
+    assert src.frame.compute()["id"].tolist() == [f"f:{i}" for i in range(len(frame))]
+
+
 def test_frames_as_python_makes_them_number_columns_keep_indexes_and_object_types(tmp_path):
     """pd.DataFrame(X) names its columns 0, 1: they failed deep in the pipeline; a Dask
     frame's named index was dropped when its divisions were unknown; a pandas frame's
