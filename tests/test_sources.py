@@ -1692,6 +1692,58 @@ def test_csv_skip_rows_leaves_out_the_lines_before_the_header(tmp_path):
     assert read(spec | names | {"skip_rows": 1})["id"].tolist() == ["adult.test:0", "adult.test:1"]
 
 
+_ADULT = ["age", "workclass", "fnlwgt", "education", "education_num", "marital_status", "occupation", "relationship", "race",
+          "sex", "capital_gain", "capital_loss", "hours_per_week", "native_country", "income"]
+
+
+def test_csv_skip_rows_by_file(tmp_path):
+    """UCI's Adult: adult.data has no title line, adult.test opens with '|1x3 Cross
+    validator'. Read together, skip_rows: 1 lost adult.data's first row without a word, and
+    without it the title was a csv:fields reject nothing named. A mapping of file name or
+    glob -> lines skips them in those files only; validate names the file and the mapping;
+    a name that matches no file stops the read. As UCI ships them, gzipped (first lines)."""
+    with gzip.open(tmp_path / "adult.data.gz", "wt") as f:
+        f.write("39, State-gov, 77516, Bachelors, 13, Never-married, Adm-clerical, Not-in-family, White, Male, 2174, 0, 40, "
+                "United-States, <=50K\n50, Self-emp-not-inc, 83311, Bachelors, 13, Married-civ-spouse, Exec-managerial, "
+                "Husband, White, Male, 0, 0, 13, United-States, <=50K\n")
+    with gzip.open(tmp_path / "adult.test.gz", "wt") as f:
+        f.write("|1x3 Cross validator\n25, Private, 226802, 11th, 7, Never-married, Machine-op-inspct, Own-child, Black, "
+                "Male, 0, 0, 40, United-States, <=50K.\n38, Private, 89814, HS-grad, 9, Married-civ-spouse, "
+                "Farming-fishing, Husband, White, Male, 0, 0, 50, United-States, <=50K.\n")
+    spec = {"format": "csv", "path": str(tmp_path / "adult.*.gz"), "header": False, "column_names": _ADULT}
+    src = read_source(spec)
+    assert src.notes == [f"source: {tmp_path / 'adult.test.gz'}: line 1 (|1x3 Cross validator) has 1 field(s) where the "
+                         "lines after it have 15, as column_names: it is rejected as csv:fields; if it is a title or a "
+                         "note, set source.skip_rows: {adult.test.gz: 1}"]
+    assert src.frame.compute()[REJECT].tolist() == [None, None, None, None, "csv:fields=expected 15, got 1"]
+    assert read(spec | {"skip_rows": 1})["age"].tolist() == [50, 25, 38]  # adult.data's first row lost
+    for mapping in ({"adult.test.gz": 1}, {"*.test.gz": 1}):
+        src = read_source(spec | {"skip_rows": mapping})
+        df = src.frame.compute()
+        assert src.notes == [] and df[REJECT].isna().all() and df["age"].tolist() == [39, 50, 25, 38]
+        assert df["id"].tolist() == ["adult.data.gz:0", "adult.data.gz:1", "adult.test.gz:0", "adult.test.gz:1"]
+    with pytest.raises(SourceError, match=r"skip_rows names 'adult.tset.gz', which matches none of the files read "
+                                          r"\(adult.data.gz, adult.test.gz\)"):
+        read_source(spec | {"skip_rows": {"adult.tset.gz": 1}})
+
+
+def test_csv_skip_rows_by_file_with_headers_however_cut(tmp_path):
+    """Exports with a header where one has a notice above it: the read stopped at "header
+    [...] differs"; it now names the file's line and the mapping, and with it the files read
+    as they would without the notice, ids and all, in blocks or whole."""
+    rows = [f"{i},x{i},{i}.5" for i in range(2000)]
+    (tmp_path / "jan.csv").write_text("a,b,c\n" + "\n".join(rows) + "\n")
+    (tmp_path / "feb.csv").write_text("Exported 2024-03-01 by Example\na,b,c\n" + "\n".join(rows) + "\n")
+    spec = {"format": "csv", "path": str(tmp_path / "*.csv")}
+    with pytest.raises(SourceError, match=r"feb.csv: line 1, read as the header, has 1 field\(s\) .* but the lines after "
+                                          r"it have 3 .*set source.skip_rows: \{feb.csv: 1\}"):
+        read_source(spec)
+    for cut in ({"blocksize": 4_000, "infer_bytes": 4_000}, {}):
+        df = read(spec | cut | {"skip_rows": {"feb.csv": 1}}).set_index("id")
+        assert len(df) == 4000 and df[REJECT].isna().all() and df["c"].sum() == 2 * sum(i + 0.5 for i in range(2000))
+        assert df.loc["feb.csv:1234", "b"] == "x1234" and df.loc["jan.csv:1999", "a"] == 1999
+
+
 def test_the_digits_sample_is_planned_without_scikit_learn():
     """The driver imported scikit-learn (1.7 s of the quick start's validate and run) only
     to count the digits and build an empty frame of their columns; the workers load them."""

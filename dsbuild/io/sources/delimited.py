@@ -5,9 +5,11 @@ from __future__ import annotations
 import codecs
 import csv
 import difflib
+import fnmatch
 import functools
 import io
 import json
+import posixpath
 import re
 from typing import Literal
 
@@ -16,7 +18,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, NonNegativeInt, field_validator, model_validator
 
 from dsbuild.io.sources import postgres_text
 from dsbuild.io.sources import quoted as quoting
@@ -29,6 +31,7 @@ from dsbuild.io.sources.common import (
     SourceError,
     _expand,
     _mark_bad,
+    _relative,
     _Spec,
     _typed_nulls,
     _with_id,
@@ -52,8 +55,10 @@ class CsvSource(_Spec):
     sep: str | None = Field(None, min_length=1, max_length=1, description="field separator; default a tab for .tsv "
                             "files, else the one of , ; tab | that splits the first lines alike")
     header: bool = True
-    skip_rows: int = Field(0, ge=0, description="lines at the start of each file before the header (or the first row): "
-                           "a title, a notice such as Adult's test file's '|1x3 Cross validator'; not rows, not in the ledger")
+    skip_rows: NonNegativeInt | dict[str, NonNegativeInt] = Field(
+        0, description="lines at the start of each file before the header (or the first row): a title, a notice such as "
+        "Adult's test file's '|1x3 Cross validator'; not rows, not in the ledger. A mapping of file name or glob -> lines "
+        "skips them in the files it names only ({adult.test.gz: 1}; the others skip none)")
     column_names: list[str] | None = Field(None, description="names when the file has no header")
     null_values: list[str] = Field(default_factory=lambda: ["", "NA", "N/A", "NaN", "nan", "null", "NULL", "?"])
     skip_initial_space: bool = True
@@ -124,6 +129,8 @@ def _read_csv(spec: CsvSource, count_rows: bool = True, id_column: str | None = 
     fs, root, files, skipped = _expand(spec.path, compressed_too(".csv", ".tsv", ".tab", ".txt"))
     files = _without_empty(fs, files, skipped, spec.path)
     check_compressions(fs, files)
+    if isinstance(spec.skip_rows, dict):  # by file: resolved once, to the files' own paths
+        spec = spec.model_copy(update={"skip_rows": _skips_by_file(spec.skip_rows, files, root)})
     marked = None if "encoding" in spec.model_fields_set else wide_text.file_encoding(fs, files[0])
     if marked:  # Excel's Unicode Text: the byte-order mark says what the text is
         spec = spec.model_copy(update={"encoding": marked})
@@ -143,7 +150,8 @@ def _read_csv(spec: CsvSource, count_rows: bool = True, id_column: str | None = 
     if spec.column_names:
         _check_field_count(files[0], lines, names, spec)
     elif spec.header:
-        _check_header_fits(files[0], lines, names, spec)
+        _check_header_fits(files[0], lines, names, spec, len(files) > 1)
+    notes += _title_notes(fs, files, spec, read) if not spec.header else []
     if not spec.dialect and spec.sep == "\t" and postgres_text.looks_written_so(lines):
         notes.append(_postgres_text_note(files[0], spec))
     elif spec.header and _reads_as_a_row(lines):
@@ -157,6 +165,8 @@ def _read_csv(spec: CsvSource, count_rows: bool = True, id_column: str | None = 
         if other == names:
             continue
         if sorted(other) != sorted(names):
+            own = spec.model_copy(update={"sep": seps[path]}) if path in seps else spec
+            _check_header_fits(path, _first_lines(read(fs, path, 0, _SNIFF_BYTES), own), other, own, many=True)
             missing, extra = [n for n in names if n not in other], [n for n in other if n not in names]
             raise SourceError(f"{path}: header {other} differs from {files[0]}: {names}"
                               + (f"; lacks {missing}" if missing else "") + (f"; has {extra} besides" if extra else ""))
@@ -307,7 +317,7 @@ def _without_hint(data: bytes) -> bytes:
 
 
 def _read_block(fs, path: str, start: int, length: int | None, wide: str | None, hint: bool = False,
-                skip: int = 0) -> bytes:
+                skip: int | dict[str, int] = 0) -> bytes:
     """A block of the file as :func:`_read_text_block` reads it (a file in a ``wide``
     encoding as the UTF-8 text it holds, :func:`wide.read_block`). The file's first block
     comes without a separator hint line (``hint``: with it) and the ``skip`` lines after
@@ -318,7 +328,29 @@ def _read_block(fs, path: str, start: int, length: int | None, wide: str | None,
         data = data if start else data.removeprefix(codecs.BOM_UTF8)
     else:
         data = wide_text.read_block(fs, path, start, length, wide)
-    return data if start or hint else _after_lines(_without_hint(data), skip)
+    return data if start or hint else _after_lines(_without_hint(data), _skip(skip, path))
+
+
+def _skips_by_file(patterns: dict[str, int], files: list[str], root: str) -> dict[str, int]:
+    """``skip_rows`` given per file: each file's lines to skip, by the first name or glob
+    that matches its path (relative to the source's root, as its ids name it) or its file
+    name. Adult's train file has no title line and its test file one: a number for every
+    file lost the train file's first row. A name that matches no file stops the read (a
+    misspelt name would skip nothing, without a word)."""
+
+    def matches(pattern: str, path: str) -> bool:
+        return any(fnmatch.fnmatchcase(name, pattern) for name in (_relative(path, root), posixpath.basename(path)))
+
+    unused = [p for p in patterns if not any(matches(p, f) for f in files)]
+    if unused:
+        listed = ", ".join(_relative(f, root) for f in files[:5]) + (f" and {len(files) - 5:,} more" if len(files) > 5 else "")
+        raise SourceError(f"source.skip_rows names {unused[0]!r}, which matches none of the files read ({listed})")
+    return {path: next((n for p, n in patterns.items() if matches(p, path)), 0) for path in files}
+
+
+def _skip(rows: int | dict[str, int], path: str) -> int:
+    """The lines ``skip_rows`` leaves out at the start of ``path``."""
+    return rows if isinstance(rows, int) else rows.get(path, 0)
 
 
 def _after_lines(data: bytes, n: int) -> bytes:
@@ -421,10 +453,10 @@ def _row_read_as_header(path: str, lines: list[list[str]], spec: CsvSource) -> s
     columns named '39' and 'State-gov'."""
     first = spec.sep.join(lines[0][:4]) + (f"{spec.sep}…" if len(lines[0]) > 4 else "")
     if spec.column_names:
-        return (f"source: {path}: line {1 + spec.skip_rows} ({first}) is read as the header, which column_names renames, "
+        return (f"source: {path}: line {1 + _skip(spec.skip_rows, path)} ({first}) is read as the header, which column_names renames, "
                 "so it is no row; it holds numbers where the next line does, as a row would: if the file has no header, "
                 "set source.header: false")
-    return (f"source: {path}: line {1 + spec.skip_rows} ({first}) is read as the header, so its values name the columns; "
+    return (f"source: {path}: line {1 + _skip(spec.skip_rows, path)} ({first}) is read as the header, so its values name the columns; "
             "it holds numbers where the next line does, as a row would: if the file has no header, set source.header: "
             "false and column_names")
 
@@ -438,20 +470,54 @@ def _postgres_text_note(path: str, spec: CsvSource) -> str:
             "\\t \\n \\\\ as the characters" + (", with column_names (it writes no header)" if spec.header and not spec.column_names else ""))
 
 
-def _check_header_fits(path: str, lines: list[list[str]], names: list[str], spec: CsvSource) -> None:
+def _check_header_fits(path: str, lines: list[list[str]], names: list[str], spec: CsvSource, many: bool) -> None:
     """A first line that is no header: every line after it has another number of fields
     (Adult's test file opens with ``|1x3 Cross validator``), so every row would be
     rejected as csv:fields, in a run that succeeds with nothing kept."""
-    lines = lines[1:]
-    counts = {len(row) for row in lines}
-    trailing = all(row[-1] == "" for row in lines)  # "1,2,3," under "a,b,c": its rows' rejects say so, and the run warns
-    if len(counts) == 1 and (fields := counts.pop()) != len(names) and not trailing:
-        first = 1 + spec.skip_rows
+    fields = _fields_after_title(lines)
+    if fields is not None:
+        first = 1 + _skip(spec.skip_rows, path)
         raise SourceError(
             f"{path}: line {first}, read as the header, has {len(names)} field(s) ({', '.join(names[:3])}"
             f"{', …' if len(names) > 3 else ''}) but the lines after it have {fields} (split by {spec.sep!r}): if line "
-            f"{first} is a title or a note, set source.skip_rows: {first}; if the file has no header, set header: false "
-            "and column_names")
+            f"{first} is a title or a note, set {_skip_advice(path, first, spec, many)}; if the file has no header, set "
+            "header: false and column_names")
+
+
+def _fields_after_title(lines: list[list[str]]) -> int | None:
+    """The fields of every line after the first, where the first has another number of them
+    (a title or a notice above the table); None if not so. Lines that all end with a
+    separator ("1,2,3," under "a,b,c") are left to their rows' rejects and the run's warning."""
+    after = lines[1:]
+    counts = {len(row) for row in after}
+    if len(counts) != 1 or all(row[-1] == "" for row in after) or (fields := counts.pop()) == len(lines[0]):
+        return None
+    return fields
+
+
+def _skip_advice(path: str, lines: int, spec: CsvSource, many: bool) -> str:
+    """``skip_rows`` as the job would set it to skip ``lines`` of ``path``: by its file name
+    where the source reads several files (the others may have no such line)."""
+    if not many and not isinstance(spec.skip_rows, dict):
+        return f"source.skip_rows: {lines}"
+    return f"source.skip_rows: {{{posixpath.basename(path)}: {lines}}}"
+
+
+def _title_notes(fs, files: list[str], spec: CsvSource, read) -> list[str]:
+    """Files without a header (``header: false``) whose first line has another number of
+    fields than the lines after it, and than column_names: a title (Adult's test file's
+    '|1x3 Cross validator' beside its train file), rejected as csv:fields. Up to 100 files
+    are looked at, 64 KiB each."""
+    notes = []
+    for path in files[:100]:
+        lines = _first_lines(read(fs, path, 0, _SNIFF_BYTES), spec)
+        fields = _fields_after_title(lines) if lines else None
+        if fields is not None and len(lines[0]) != len(spec.column_names) == fields:
+            first = 1 + _skip(spec.skip_rows, path)
+            notes.append(f"source: {path}: line {first} ({spec.sep.join(lines[0])[:40]}) has {len(lines[0])} field(s) where the "
+                         f"lines after it have {fields}, as column_names: it is rejected as csv:fields; if it is a title or a "
+                         f"note, set {_skip_advice(path, first, spec, len(files) > 1)}")
+    return notes
 
 
 def _csv_header(fs, path: str, spec: CsvSource, wide: str | None = None) -> list[str]:
@@ -470,7 +536,7 @@ def _csv_header(fs, path: str, spec: CsvSource, wide: str | None = None) -> list
             with fs.open(path, "rb", compression="infer") as f:
                 line = f.readline()
                 line = f.readline() if _HINT.match(line.removeprefix(codecs.BOM_UTF8)) else line
-                for _ in range(spec.skip_rows):
+                for _ in range(_skip(spec.skip_rows, path)):
                     line = f.readline()
         try:
             first = line.decode(spec.encoding).rstrip("\r\n").lstrip("\ufeff")  # a byte-order mark is no name
@@ -714,7 +780,7 @@ class _CsvBlock:
                 data = quoting.read_records(f, start, length, *quote_states[0], wide_text.unit_dtype(codec, unit))
             data = wide_text.transcoded(io.BytesIO(data), b"", codec, path, start) if self.wide else data
             data = data if data.endswith(b"\n") or not data else data + b"\n"
-            data = _after_lines(_without_hint(data.removeprefix(codecs.BOM_UTF8)), self.spec.skip_rows) if start == 0 else data
+            data = _after_lines(_without_hint(data.removeprefix(codecs.BOM_UTF8)), _skip(self.spec.skip_rows, path)) if start == 0 else data
         else:
             data = _read_block(self.fs, path, start, length, self.wide, skip=self.spec.skip_rows)
         header_here = self.spec.header and start == 0
@@ -728,7 +794,7 @@ class _CsvBlock:
         # between newlines outside quotes.
         offset = first_line - (1 if self.spec.header and start != 0 else 0)
         if quote_states and start != 0:  # its records were counted from the file's first byte
-            offset -= (path in self.hinted) + self.spec.skip_rows
+            offset -= (path in self.hinted) + _skip(self.spec.skip_rows, path)
         bad: list = []
         by_hand: dict[str, pa.DataType] = {}  # columns read as text, to be typed a value at a time
         while True:
