@@ -205,6 +205,23 @@ def test_csv_column_names_over_a_row_read_as_the_header_is_said(tmp_path):
     assert read_source(copy | {"path": str(tmp_path / "h.data")}).notes == []
 
 
+def test_csv_header_of_years_or_a_run_is_no_row(tmp_path):
+    """A wide table's header of years (the World Bank's "Country Name",…,"1960","1961") or of
+    months 1..12 over values was said to be a row, with header: false as its fix. It is
+    quiet now; a row of values (Adult through PostgreSQL's COPY, a birth year over a birth
+    year) is still said."""
+    quiet = {"wide.csv": '"Country Name","Country Code","2019","2020","2021",\n"Aruba","ABW","106314","106766","107195",\n'
+                         '"Africa Eastern and Southern","AFE","667242986","685112979","702977106",\n',
+             "months.csv": "store,1,2,3,4,5,6,7,8,9,10,11,12\nOslo,83,84,80,81,85,90,95,93,88,84,82,99\n",
+             "one.csv": "country,2019\nGermany,83\n"}
+    said = {"copy.csv": "39,State-gov,77516,Bachelors,13,Never-married\n50,Self-emp-not-inc,83311,Bachelors,13,Married\n",
+            "born.csv": "Alice,1990\nBob,1985\n"}
+    for name, text in {**quiet, **said}.items():
+        (tmp_path / name).write_text(text)
+        notes = read_source({"format": "csv", "path": str(tmp_path / name)}).notes
+        assert [n.split(": ")[2][:17] for n in notes] == ([] if name in quiet else ["line 1 (" + text[:9]])
+
+
 def test_csv_with_a_title_line_and_empty_lines_keeps_every_row(tmp_path):
     """UCI's adult.test: a first line that is no row, and an empty line at the end. Arrow
     skips empty lines, and an empty line crashed the read of any block that also had a

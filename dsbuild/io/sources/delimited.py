@@ -440,7 +440,28 @@ def _reads_as_a_row(lines: list[list[str]]) -> bool:
     if len(lines) < 2:
         return False
     first = kinds(lines[0])
-    return first == kinds(lines[1]) and any(k != "text" for k in first)
+    return first == kinds(lines[1]) and any(k != "text" for k in first) and not _numbers_name_columns(lines[0], lines[1], first)
+
+
+def _numbers_name_columns(header: list[str], row: list[str], kinds: list[str]) -> bool:
+    """Whether the first line's numbers are column labels, not a row's values: years over
+    values that are not (a wide table, ``country,2019,2020`` over ``Germany,83,84``), or a
+    run of three or more by one step (months 1..12, positions) over a row that is no such
+    run. The note fired on such headers; a row of a table (German credit's ``6 … 1169``,
+    Adult's ``39 … 77516``) is neither."""
+    at = [i for i, k in enumerate(kinds) if k == "int"]
+    if len(at) != sum(k != "text" for k in kinds):  # a float is no label
+        return False
+    ours, theirs = [int(header[i]) for i in at], [int(row[i]) for i in at]
+
+    def years(values: list[int]) -> bool:
+        return all(1800 <= v <= 2200 for v in values) and values == sorted(set(values))
+
+    def run(values: list[int]) -> bool:
+        steps = {b - a for a, b in zip(values, values[1:])}
+        return len(values) >= 3 and len(steps) == 1 and steps.pop() > 0
+
+    return (years(ours) and not years(theirs)) or (run(ours) and not run(theirs))
 
 
 _UTC_TIME = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)? UTC$"
