@@ -146,6 +146,19 @@ def test_validate_answers_without_loading_distributed(tmp_path):
     assert "columns.label: 'lable' is not a column of the source" in done.stderr
 
 
+def test_a_missing_column_is_said_with_the_sources_note(tmp_path, capsys):
+    """PostgreSQL's COPY text export given as CSV: validate stopped at "columns.label:
+    'income' is not a column of the source; columns are ['39', 'State-gov', ...]" and the
+    reader's note naming dialect: postgres_text, which says why, was never shown."""
+    (tmp_path / "adult.txt").write_text("39\tState-gov\t<=50K\n50\t\\N\t<=50K\n38\tPrivate\t>50K\n")
+    job = tmp_path / "job.yaml"
+    job.write_text(f"name: t\nsource: {{format: csv, path: {tmp_path / 'adult.txt'}}}\ncolumns: {{label: income}}\n"
+                   "stages: []\nsink: {path: out}\n")
+    assert main(["validate", str(job)]) == 2
+    said = capsys.readouterr().err
+    assert "columns.label: 'income' is not a column of the source" in said and "set source.dialect: postgres_text" in said
+
+
 def test_validate_checks_columns_against_the_source(tmp_path, capsys):
     job = tmp_path / "job.yaml"
     job.write_text(

@@ -52,7 +52,10 @@ def _partition_problem(spec: JobSpec, meta: pd.DataFrame) -> str | None:
             f"columns are {columns}")
 
 
-def _check_roles(spec: JobSpec, meta: pd.DataFrame) -> None:
+def _check_roles(spec: JobSpec, meta: pd.DataFrame, source_notes: list[str] = ()) -> None:
+    """Every column a role names is the source's. ``source_notes`` follow the error: the
+    reader's note on why the columns are not the ones meant (a first row read as the
+    header, PostgreSQL's text format read as CSV) was held back behind it."""
     c = spec.columns
     named = {"label": [c.label] if c.label else [], "sensitive": c.sensitive, "features": c.features,
              "image": [c.image] if c.image else [], "text": [c.text] if c.text else []}
@@ -63,4 +66,5 @@ def _check_roles(spec: JobSpec, meta: pd.DataFrame) -> None:
                     f"{spec.place('columns', role)}columns.{role}: {col!r} is not a column of the source"
                     f"{_did_you_mean(col, meta.columns)}; "
                     f"columns are {[x for x in meta.columns if not str(x).startswith('_')]}"
+                    + "".join(f"\n{note}" for note in source_notes)
                 )

@@ -211,7 +211,7 @@ def _validate_against_source(spec: JobSpec) -> list[str]:
     sink.check_written_beside(spec.stage_outputs())
     source = read_job_source(spec, count_rows=False)
     frame = _marked_source(source, spec.columns.id)
-    _check_roles(spec, frame._meta)
+    _check_roles(spec, frame._meta, source.notes)
     meta = kept_rows(frame._meta)
     stages = spec.build_stages(frame._meta)
     skipped = skipped_note(source.skipped)

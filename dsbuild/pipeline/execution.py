@@ -96,7 +96,7 @@ class Execution:
         marked = _marked_source(self.source, spec.columns.id)
         if (spec.columns.id and spec.columns.id != ID) or self.source.ids_given:
             marked = _with_repeated_ids_rejected(marked, _ids_alone(self.source, spec.columns.id))
-        _check_roles(spec, marked._meta)
+        _check_roles(spec, marked._meta, self.source.notes)
         kept = self._add_run(StageRun("source", "read", None, marked))
         stages = spec.build_stages(marked._meta)
         self.sink.column_types = _source_types(self.source.schema, stages)
