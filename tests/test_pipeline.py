@@ -766,6 +766,37 @@ def test_every_task_of_a_run_counts_for_a_stage(client, tmp_path):
     assert seconds["source"]["tasks"] > 0 and seconds["impute"]["tasks"] > 0, seconds
 
 
+def test_a_fit_reads_its_checkpoint_once(client, tmp_path):
+    """A fit → apply stage read its checkpoint twice: once for its partial statistics, once
+    to apply them (a fifth of the task seconds at 80 partitions). The partials are taken in
+    the tasks that write the checkpoint; the statistics, the output and the manifest are
+    those of a fit that reads the rows again (``checkpoints: memory`` fits on the persisted
+    rows), and the partials' seconds count for the fit's stage."""
+    from dask.utils import key_split
+    from distributed import get_task_stream
+
+    job = {
+        "name": "once", "seed": 0, "source": {"format": "sample", "name": "adult", "partitions": 4},
+        "columns": {"label": "income", "sensitive": ["sex"]},
+        "stages": [{"ranges": {"columns": {"age": {"min": 18, "max": 80}}}},
+                   {"impute": {"columns": {"age": "median", "workclass": "mode"}, "by": ["relationship"]}},
+                   {"reweigh": {"favorable": ">50K"}}],
+    }
+    manifests = {}
+    for mode in ("disk", "memory"):
+        with get_task_stream(client) as stream:
+            manifests[mode] = dsbuild.run({**job, "sink": {"path": str(tmp_path / mode), "checkpoints": mode}}, client=client)
+        if mode == "disk":
+            folds = [t for t in stream.data if key_split(t["key"]) == "fold"]
+            assert folds == [], "a fit read its checkpoint again"
+    for a, b in zip(read_output(tmp_path / "disk"), read_output(tmp_path / "memory")):
+        pd.testing.assert_frame_equal(a, b)
+    for a, b in zip(manifests["disk"]["stages"], manifests["memory"]["stages"]):
+        assert (a.get("summary"), a["rejected_by_reason"], a["out"]) == (b.get("summary"), b["rejected_by_reason"], b["out"])
+    seconds = {s["name"]: s["seconds"]["tasks"] for s in manifests["disk"]["stages"]}
+    assert seconds["impute"] > 0 and seconds["reweigh"] > 0, seconds
+
+
 def test_label_counts_name_labels_as_text():
     """Counted on the column as it is, named as the column's values become text: unused
     categories are left out, missing values are one "<missing>" label."""

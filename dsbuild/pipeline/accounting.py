@@ -3,6 +3,7 @@ one accounting task per stage and partition, whose small results the driver sums
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 
 import numpy as np
@@ -85,16 +86,27 @@ def _account(part: pd.DataFrame, sink: Sink, folder: str, stage: str, label: str
     return pd.DataFrame({"partition": [index], "counts": [_partition_counts(part, label)], "files": [files]})
 
 
-_ACCOUNT_WRITE_META = _ACCOUNT_META.assign(kept=pd.Series(dtype=object))
+_ACCOUNT_WRITE_META = _ACCOUNT_META.assign(kept=pd.Series(dtype=object), partial=pd.Series(dtype=object),
+                                           partial_seconds=pd.Series(dtype="float64"))
 
 
-def _account_and_write(part: pd.DataFrame, sink: Sink, rejects: str, stage: str, label: str | None, folder: str, scratch: bool, partition_info=None) -> pd.DataFrame:
+def _account_and_write(part: pd.DataFrame, sink: Sink, rejects: str, stage: str, label: str | None, folder: str, scratch: bool,
+                       first: tuple | None = None, partition_info=None) -> pd.DataFrame:
     """:func:`_account` and the write of the stage's kept rows, in one task; the files
     listed as the sink gives them (a frame of them made into records again cost 1.5 ms a
-    partition)."""
+    partition). ``first``: the next stage's first ``(partial, state)``, taken here on the
+    kept rows as the checkpoint gives them back, where any were written."""
     out = _account(part, sink, rejects, stage, label, partition_info)
-    files = _write_files(kept_rows(part), sink, folder, scratch, int(out["partition"].iloc[0]))
-    return out.assign(kept=[files])
+    kept = kept_rows(part)
+    files = _write_files(kept, sink, folder, scratch, int(out["partition"].iloc[0]))
+    partial, seconds = None, 0.0
+    if first is not None and files:
+        t = time.perf_counter()
+        kept = kept.reset_index(drop=True)
+        kept.columns = kept.columns.astype(object)  # as execution._CheckpointPart gives them
+        partial = first[0](kept, first[1])
+        seconds = time.perf_counter() - t
+    return out.assign(kept=[files], partial=[partial], partial_seconds=[seconds])
 
 
 def _kept_files(accounted: pd.DataFrame) -> pd.DataFrame:

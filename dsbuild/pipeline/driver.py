@@ -251,7 +251,9 @@ def _seconds_by_stage(stream, runs: list[StageRun], fused: dict[str, str] | None
     (``dsbuild-ranges-2-map``) the longer name that matches. A task that names no stage
     counts for the stage it ran for (``StageRun.own_keys``): a fit pass, whose partial
     statistics Dask fuses with the checkpoint's read under a name of its own, or a read of
-    the source; those were counted nowhere, so a stage whose fit was slow looked fast."""
+    the source; those were counted nowhere, so a stage whose fit was slow looked fast. A
+    fit's first partials, taken in the tasks that wrote its checkpoint, count for the fit
+    (``StageRun.moved_seconds``), not for the stage those tasks accounted for."""
     out: Counter = Counter()
     if stream is None:
         return {}
@@ -265,6 +267,9 @@ def _seconds_by_stage(stream, runs: list[StageRun], fused: dict[str, str] | None
         stage = max(named, key=lambda n: len(safe[n])) if named else owner.get(raw)
         if stage is not None:
             out[stage] += sum(s["stop"] - s["start"] for s in rec.get("startstops", ()) if s.get("action") == "compute")
+    for run_ in runs:  # a fit's partials taken in the tasks of the flush before it
+        if run_.moved_seconds and (run_.name in out or run_.moved_seconds > 0):
+            out[run_.name] = max(0.0, out[run_.name] + run_.moved_seconds)
     return dict(out)
 
 
