@@ -467,6 +467,17 @@ def test_json_given_as_csv_is_named(tmp_path, how):
     assert read({"format": "csv", "path": str(tmp_path / "braces.csv")})["{code}"].tolist() == ["{a}"]
 
 
+@pytest.mark.parametrize("named, told", [("postgres_text", "format: csv with dialect: postgres_text"), ("TSV", "format: csv"),
+                                          ("json", "format: jsonl"), ("ndjson", "format: jsonl")])
+def test_a_format_named_by_its_writer_names_the_source_that_reads_it(named, told):
+    """format: postgres_text (or tsv, json) was "unknown format" and a list of formats: the
+    way to the dialect, or to jsonl for a .json file, was left to be found."""
+    from dsbuild.job import load_job
+
+    with pytest.raises(Exception, match=rf"unknown format '{named}': .* read by {told}"):
+        load_job({"name": "t", "source": {"format": named, "path": "x"}, "stages": [], "sink": {"path": "out"}})
+
+
 def test_csv_separator_from_the_file(tmp_path):
     """A tab for .tsv; else the one of , ; tab | that splits the first lines alike."""
     (tmp_path / "people.tsv").write_text("name\tage\tcity\nann\t31\tOslo, NO\nbob\t42\tRome\n")

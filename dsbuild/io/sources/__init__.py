@@ -38,8 +38,23 @@ def _folded_format(spec):
     """The spec with its ``format`` in lower case: ``format: CSV`` (as file extensions and
     tools spell it) was "unknown format 'CSV'", one of whose choices is 'csv'."""
     if isinstance(spec, dict) and isinstance(spec.get("format"), str):
-        return {**spec, "format": spec["format"].lower()}
+        folded = spec["format"].lower()
+        if folded in _READ_AS:
+            raise ValueError(f"unknown format {spec['format']!r}: {_READ_AS[folded]}")
+        return {**spec, "format": folded}
     return spec
+
+
+# Formats a user names by the tool that wrote them, and the source that reads them: "unknown
+# format 'postgres_text'; formats: ..." left the way to the dialect to be found.
+_READ_AS = {
+    "postgres_text": "PostgreSQL's COPY text format is read by format: csv with dialect: postgres_text",
+    "postgres": "PostgreSQL's COPY exports are read by format: csv (with dialect: postgres_text for its default text format)",
+    "tsv": "tab-separated text is read by format: csv (a .tsv file with tabs; else set sep: \"\\t\")",
+    "text": "delimited text is read by format: csv (PostgreSQL's COPY text format: with dialect: postgres_text)",
+    "json": "JSON lines and a .json file holding one array of objects are read by format: jsonl",
+    "ndjson": "JSON lines are read by format: jsonl",
+}
 
 
 SourceSpec = Annotated[
