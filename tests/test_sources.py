@@ -478,6 +478,21 @@ def test_a_format_named_by_its_writer_names_the_source_that_reads_it(named, told
         load_job({"name": "t", "source": {"format": named, "path": "x"}, "stages": [], "sink": {"path": "out"}})
 
 
+def test_text_given_as_parquet_names_the_source_that_reads_it(tmp_path):
+    """A CSV or JSON lines export named in a Parquet job stopped with Arrow's "Parquet magic
+    bytes not found in footer. Either the file is corrupted or this is not a parquet file";
+    a Parquet file cut short keeps Arrow's words."""
+    frame = pd.DataFrame({"a": [1, 2], "b": ["x", "y"]})
+    frame.to_csv(tmp_path / "t.parquet", index=False)
+    frame.to_json(tmp_path / "j.parquet", orient="records", lines=True)
+    frame.to_parquet(tmp_path / "whole.parquet")
+    (tmp_path / "cut.parquet").write_bytes((tmp_path / "whole.parquet").read_bytes()[:-100])
+    for name, said in (("t", "it is text .*: use format: csv"), ("j", "it is JSON text: use format: jsonl"),
+                       ("cut", "(?!it is)")):
+        with pytest.raises(SourceError, match=rf"{name}.parquet: not a readable Parquet file: {said}"):
+            read_source({"format": "parquet", "path": str(tmp_path / f"{name}.parquet")})
+
+
 def test_csv_separator_from_the_file(tmp_path):
     """A tab for .tsv; else the one of , ; tab | that splits the first lines alike."""
     (tmp_path / "people.tsv").write_text("name\tage\tcity\nann\t31\tOslo, NO\nbob\t42\tRome\n")

@@ -55,6 +55,25 @@ class ParquetSource(_Spec):
         return BLOB_PARTITION_BYTES if row_bytes > BLOB_ROW_BYTES else DEFAULT_PARTITION_BYTES
 
 
+def _what_it_is(fs, path: str) -> str | None:
+    """What a file given as Parquet is, from its first bytes, and the source that reads it:
+    a CSV or JSON export named in a Parquet job got Arrow's "Parquet magic bytes not found
+    in footer. Either the file is corrupted or this is not a parquet file"."""
+    with fs.open(path, "rb") as f:
+        head = f.read(4096)
+    if head.startswith((b"PAR1", b"\x1f\x8b", b"PK\x03\x04")):
+        return None  # a Parquet file cut short, or compressed: Arrow's words
+    try:
+        text = (head[: head.rfind(b"\n") + 1] or head).decode("utf8").lstrip("\ufeff \t\r\n")
+    except UnicodeDecodeError:
+        return None
+    if not text or "\x00" in text:
+        return None
+    if text.startswith(("{", "[")):
+        return "it is JSON text: use format: jsonl"
+    return "it is text (CSV or delimited text?): use format: csv"
+
+
 def _read_parquet(spec: ParquetSource) -> Source:
     fs, root, files, skipped = _expand(spec.path, (".parquet", ".pq", ".parq"))
     hive = _hive_partitions(files, root, spec.path)
@@ -71,7 +90,7 @@ def _read_parquet(spec: ParquetSource) -> Source:
                 file = pq.ParquetFile(f)
                 meta, file_schema = file.metadata, file.schema_arrow
         except (pa.ArrowInvalid, OSError) as e:
-            raise SourceError(f"{path}: not a readable Parquet file: {e}") from None
+            raise SourceError(f"{path}: not a readable Parquet file: {_what_it_is(fs, path) or e}") from None
         file_schema = _without_row_labels(file_schema)
         clash = [k for k in hive.names if k in file_schema.names]
         if clash:
