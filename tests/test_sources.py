@@ -399,6 +399,16 @@ def test_csv_dialect_postgres_text_reads_copy_exactly(tmp_path):
     assert df.equals(read(spec).set_index("id", drop=False))
 
 
+def test_csv_postgres_text_escapes_written_by_hand(tmp_path):
+    """COPY FROM also reads octal and hex bytes (\\101, \\x42), as a file written by hand
+    may hold; an escaped backslash before an n is a backslash and an n. Bytes that are not
+    UTF-8 (\\377, which COPY FROM refuses) reject their row, naming the column."""
+    (tmp_path / "hand.txt").write_bytes(b"1\t\\101\\x42c\n2\ta\\\\nb\n3\t\\377\n4\ta\\\\\\nb\n")
+    df = read({"format": "csv", "path": str(tmp_path / "hand.txt"), "dialect": "postgres_text", "column_names": ["n", "body"]})
+    assert df["body"].tolist()[:2] == ["ABc", "a\\nb"] and pd.isna(df["body"].iat[2]) and df["body"].iat[3] == "a\\\nb"
+    assert df[REJECT].tolist() == [None, None, "encoding:body", None] and df[RAW].iat[2] == "\\377"
+
+
 def test_csv_postgres_text_is_suggested_and_needs_names(tmp_path):
     """validate names the dialect for a tab-separated file with \\N fields, where the run
     read \\N as text; the dialect without column_names says where the names are."""
