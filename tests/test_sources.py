@@ -417,6 +417,12 @@ def test_csv_postgres_text_is_suggested_and_needs_names(tmp_path):
     assert [n.split(": ", 2)[2][:40] for n in read_source({"format": "csv", "path": path}).notes] == [
         "fields that are \\N alone, tab separated,"]
     assert "dialect: postgres_text" in read_source({"format": "csv", "path": path, "header": False, "column_names": _NOTES}).notes[0]
+    (tmp_path / "adult.txt").write_bytes(  # Adult's first lines as COPY wrote them: no NULL among them
+        b"39\tState-gov\t77516\tBachelors\t13\tNever-married\t<=50K\t1\t2024-05-01 12:00:01.000001+00\tf\n"
+        b"50\tSelf-emp-not-inc\t83311\tBachelors\t13\tMarried-civ-spouse\t<=50K\t2\t2024-05-01 12:00:02.000002+00\tf\n")
+    assert read_source({"format": "csv", "path": str(tmp_path / "adult.txt")}).notes[0].endswith(
+        "set source.header: false and column_names; if it is PostgreSQL's COPY text format (tab separated, no header), "
+        "set source.dialect: postgres_text and column_names")
     with pytest.raises(SourceError, match=r"writes no header: give source.column_names.*\\d <table>.*WITH \(HEADER\)"):
         read_source({"format": "csv", "path": path, "dialect": "postgres_text"})
     with_header = b"note\tauthor\tbody\tscore\tok\tseen\tday\n" + _COPY_TEXT  # COPY ... TO ... WITH (HEADER)

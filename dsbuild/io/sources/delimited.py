@@ -479,7 +479,8 @@ def _row_read_as_header(path: str, lines: list[list[str]], spec: CsvSource) -> s
                 "set source.header: false")
     return (f"source: {path}: line {1 + _skip(spec.skip_rows, path)} ({first}) is read as the header, so its values name the columns; "
             "it holds numbers where the next line does, as a row would: if the file has no header, set source.header: "
-            "false and column_names")
+            "false and column_names" + ("; if it is PostgreSQL's COPY text format (tab separated, no header), set "
+                                        "source.dialect: postgres_text and column_names" if spec.sep == "\t" else ""))
 
 
 def _postgres_text_note(path: str, spec: CsvSource) -> str:
