@@ -479,6 +479,9 @@ def test_json_given_as_csv_is_named(tmp_path, how):
         with pytest.raises(SourceError, match=r"t.json: (JSON lines|a JSON array).*, not CSV .*: use format: jsonl"):
             read_source({"format": "csv", "path": str(tmp_path / "t.json")} | spec)
     assert read({"format": "jsonl", "path": str(tmp_path / "t.json")})["b"].tolist() == ["x", "y,z", "w"]
+    (tmp_path / "jsonb.txt").write_bytes(b'[{"a": 1}, {"a": 2}]\t1\n[{"a": 3}]\t2\n')  # COPY of a jsonb column: read
+    spec = {"format": "csv", "path": str(tmp_path / "jsonb.txt"), "sep": "\t", "header": False, "column_names": ["j", "k"]}
+    assert read(spec)["j"].tolist() == ['[{"a": 1}, {"a": 2}]', '[{"a": 3}]']
     (tmp_path / "braces.csv").write_text("{code},n\n{a},1\n")  # braces in a CSV's names: read as CSV
     assert read({"format": "csv", "path": str(tmp_path / "braces.csv")})["{code}"].tolist() == ["{a}"]
 

@@ -144,7 +144,7 @@ def _read_csv(spec: CsvSource, count_rows: bool = True, id_column: str | None = 
     if sniffed:
         spec = spec.model_copy(update={"sep": hints.get(files[0]) or _sniff_sep(files[0], sample, spec)})
     if not spec.header:
-        _check_not_json(files[0], sample[:_SNIFF_BYTES].split(b"\n", 1)[0].decode(spec.encoding, "replace"))
+        _check_not_json(files[0], sample[:_SNIFF_BYTES].split(b"\n", 1)[0].decode(spec.encoding, "replace"), spec)
     names = _csv_header(fs, files[0], spec, wide)
     lines, notes = _first_lines(sample, spec), []
     if spec.column_names:
@@ -567,7 +567,7 @@ def _csv_header(fs, path: str, spec: CsvSource, wide: str | None = None) -> list
                 raise SourceError(_not_text(f.read(_SNIFF_BYTES), spec)) from None
         if not first:
             raise SourceError(f"{path}: empty file, no header line")
-        _check_not_json(path, first)
+        _check_not_json(path, first, spec)
         if "\r" in first:  # the whole file was one line: csv.Error's traceback
             raise SourceError(f"{path}: its lines end with a carriage return alone (\\r, old Mac text); lines must end "
                               "with \\n or \\r\\n: convert it, e.g. tr '\\r' '\\n' < in.csv > out.csv")
@@ -585,10 +585,14 @@ def _csv_header(fs, path: str, spec: CsvSource, wide: str | None = None) -> list
     return names
 
 
-def _check_not_json(path: str, first: str) -> None:
+def _check_not_json(path: str, first: str, spec: CsvSource) -> None:
     """Stop at a file of JSON given as CSV: JSON lines were read with columns named
-    '{"a":1' and 'b:"x"}', and rows rejected as csv:fields or kept as such pieces."""
+    '{"a":1' and 'b:"x"}', and rows rejected as csv:fields or kept as such pieces. JSON
+    holds no tab inside a line (a string writes it \\t), so a first line with a tab, as
+    PostgreSQL's text export of a jsonb column and another, is no JSON file."""
     line = first.strip()
+    if spec.dialect or "\t" in line:
+        return
     try:
         value = json.loads(line) if line.startswith("{") else None
     except ValueError:
@@ -597,7 +601,7 @@ def _check_not_json(path: str, first: str) -> None:
         kind = "JSON lines (an object per line)"
     elif line == "[" or line.startswith(("[{", "[ {")):
         kind = "a JSON array"
-    elif line == "{" or line.startswith('{"'):
+    elif line == "{":
         kind = "JSON (an object over several lines)"
     else:
         return
