@@ -409,6 +409,25 @@ def test_csv_postgres_text_escapes_written_by_hand(tmp_path):
     assert df[REJECT].tolist() == [None, None, "encoding:body", None] and df[RAW].iat[2] == "\\377"
 
 
+def test_csv_postgres_text_with_arrays_and_json_is_split_at_tabs(tmp_path):
+    """COPY's text export of a table with jsonb and array columns (commas in every line,
+    no NULL) was split at commas, its columns named '1\\t1.5\\t0.333…' and '{"a": …', without
+    a note; its first row (a whole number over a decimal: 1.5 over 3) was no row to the
+    header check. A file not named .csv that a tab splits alike is read at tabs, and the
+    note names the dialect. As PostgreSQL 15.18 wrote it."""
+    (tmp_path / "kinds.txt").write_bytes(
+        b'1\t1.5\t0.33333333333333333333\t{"a": "x\\\\\\\\y", "n": 1}\t{1,2}\t{"a b","c\\\\"d"}\n'
+        b'2\t3\t0.66666666666666666667\t{"a": "x\\\\\\\\y", "n": 2}\t{2,3}\t{"a b","c\\\\"d"}\n'
+        b'3\tInfinity\t1.00000000000000000000\t{"a": "x\\\\\\\\y", "n": 3}\t{3,4}\t{"a b","c\\\\"d"}\n')
+    src = read_source({"format": "csv", "path": str(tmp_path / "kinds.txt")})
+    assert src.schema.names[:3] == ["1", "1.5", "0.33333333333333333333"] and len(src.schema.names) == 6
+    assert src.notes[0].endswith("set source.dialect: postgres_text and column_names")
+    df = read({"format": "csv", "path": str(tmp_path / "kinds.txt"), "dialect": "postgres_text",
+               "column_names": ["k", "f", "n", "j", "a", "t"]})
+    assert df["f"].tolist() == [1.5, 3.0, np.inf] and df["j"].iat[0] == '{"a": "x\\\\y", "n": 1}'
+    assert df["t"].iat[0] == '{"a b","c\\"d"}' and df["a"].iat[2] == "{3,4}"
+
+
 def test_csv_postgres_text_is_suggested_and_needs_names(tmp_path):
     """validate names the dialect for a tab-separated file with \\N fields, where the run
     read \\N as text; the dialect without column_names says where the names are."""

@@ -53,7 +53,8 @@ class CsvSource(_Spec):
     format: Literal["csv"]
     path: str | list[str]
     sep: str | None = Field(None, min_length=1, max_length=1, description="field separator; default a tab for .tsv "
-                            "files, else the one of , ; tab | that splits the first lines alike")
+                            "files and for others not named .csv that a tab splits alike, else the one of , ; tab | that "
+                            "splits the first lines alike")
     header: bool = True
     skip_rows: NonNegativeInt | dict[str, NonNegativeInt] = Field(
         0, description="lines at the start of each file before the header (or the first row): a title, a notice such as "
@@ -364,7 +365,8 @@ def _after_lines(data: bytes, n: int) -> bytes:
 
 
 def _sniff_sep(path: str, sample: bytes, spec: CsvSource) -> str:
-    """A tab for .tsv and .tab files; else the separator that splits the first lines (a
+    """A tab for .tsv and .tab files, and for a file not named .csv whose first lines a tab
+    splits alike; else the separator that splits the first lines (a
     header and its records) into the same number of fields, more than one, as the
     standard library's sniffer finds it; a comma (a semicolon beside decimal commas) if
     none does. A European export
@@ -377,6 +379,8 @@ def _sniff_sep(path: str, sample: bytes, spec: CsvSource) -> str:
     except (UnicodeDecodeError, LookupError):
         return fallback
     candidates = _SEPARATORS.replace(spec.decimal, "")
+    if not re.search(r"\.csv(\.[a-z0-9]+)?$", path.lower()) and _splits_alike(text, "\t"):
+        return "\t"  # PostgreSQL's COPY text (.txt, .dat), whose arrays and JSON hold commas, was split at them
     try:
         return csv.Sniffer().sniff(text, delimiters=candidates).delimiter
     except csv.Error:
@@ -432,40 +436,43 @@ def _check_field_count(path: str, lines: list[list[str]], names: list[str], spec
 
 def _reads_as_a_row(lines: list[list[str]]) -> bool:
     """Whether the first line holds numbers where the second does, and text where it does:
-    a row, not a header (German credit's ``A11 6 A34 …`` over ``A12 48 A32 …``)."""
+    a row, not a header (German credit's ``A11 6 A34 …`` over ``A12 48 A32 …``). A whole
+    number and a decimal are of one kind: PostgreSQL's ``1 1.5 …`` over ``2 3 …`` (a float
+    column's 3) was no row to it, and its columns were named '1' and '1.5' without a word."""
 
-    def kinds(row: list[str]) -> list[str]:
-        return ["int" if re.fullmatch(r"[-+]?\d+", v) else "float" if _FLOAT.fullmatch(v) else "text" for v in row]
+    def kinds(row: list[str]) -> list[bool]:
+        return [bool(_NUMBER.fullmatch(v)) for v in row]
 
     if len(lines) < 2:
         return False
     first = kinds(lines[0])
-    return first == kinds(lines[1]) and any(k != "text" for k in first) and not _numbers_name_columns(lines[0], lines[1], first)
+    return first == kinds(lines[1]) and any(first) and not _numbers_name_columns(lines[0], lines[1], first)
 
 
-def _numbers_name_columns(header: list[str], row: list[str], kinds: list[str]) -> bool:
-    """Whether the first line's numbers are column labels, not a row's values: years over
-    values that are not (a wide table, ``country,2019,2020`` over ``Germany,83,84``), or a
-    run of three or more by one step (months 1..12, positions) over a row that is no such
-    run. The note fired on such headers; a row of a table (German credit's ``6 … 1169``,
-    Adult's ``39 … 77516``) is neither."""
-    at = [i for i, k in enumerate(kinds) if k == "int"]
-    if len(at) != sum(k != "text" for k in kinds):  # a float is no label
+def _numbers_name_columns(header: list[str], row: list[str], numbers: list[bool]) -> bool:
+    """Whether the first line's numbers are column labels, not a row's values: whole numbers
+    that are years over values that are not (a wide table, ``country,2019,2020`` over
+    ``Germany,83,84``), or a run by one step (months 1..12; pandas' labels ``0,1`` of
+    ``DataFrame(X)``: two from 0 or 1 suffice, else three) over a row that is no such run.
+    The note fired on such headers; a row of a table (German credit's ``6 … 1169``, Adult's
+    ``39 … 77516``) is neither."""
+    at = [i for i, number in enumerate(numbers) if number]
+    if not all(re.fullmatch(r"\d+", header[i]) for i in at):  # a decimal or a sign is no label
         return False
-    ours, theirs = [int(header[i]) for i in at], [int(row[i]) for i in at]
+    ours, theirs = [int(header[i]) for i in at], [float(row[i]) for i in at]
 
-    def years(values: list[int]) -> bool:
-        return all(1800 <= v <= 2200 for v in values) and values == sorted(set(values))
+    def years(values: list[float]) -> bool:
+        return all(1800 <= v <= 2200 and v == int(v) for v in values) and values == sorted(set(values))
 
-    def run(values: list[int]) -> bool:
+    def run(values: list[float]) -> bool:
         steps = {b - a for a, b in zip(values, values[1:])}
-        return len(values) >= 3 and len(steps) == 1 and steps.pop() > 0
+        return len(steps) == 1 and steps.pop() > 0 and (len(values) >= 3 or values == [values[0], values[0] + 1] and values[0] in (0, 1))
 
     return (years(ours) and not years(theirs)) or (run(ours) and not run(theirs))
 
 
+_NUMBER = re.compile(r"[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?")
 _UTC_TIME = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)? UTC$"
-_FLOAT = re.compile(r"[-+]?(\d+\.\d*|\.\d+)([eE][-+]?\d+)?")
 
 
 def _row_read_as_header(path: str, lines: list[list[str]], spec: CsvSource) -> str:
