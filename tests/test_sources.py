@@ -213,7 +213,8 @@ def test_csv_header_of_years_or_a_run_is_no_row(tmp_path):
     quiet = {"wide.csv": '"Country Name","Country Code","2019","2020","2021",\n"Aruba","ABW","106314","106766","107195",\n'
                          '"Africa Eastern and Southern","AFE","667242986","685112979","702977106",\n',
              "months.csv": "store,1,2,3,4,5,6,7,8,9,10,11,12\nOslo,83,84,80,81,85,90,95,93,88,84,82,99\n",
-             "one.csv": "country,2019\nGermany,83\n"}
+             "one.csv": "country,2019\nGermany,83\n", "decimals.csv": "country,2019,2020\nGermany,83.5,84.1\n",
+             "pandas.csv": "0,1\n5.1,3.5\n4.9,3.0\n"}  # pd.DataFrame(X).to_csv(index=False)
     said = {"copy.csv": "39,State-gov,77516,Bachelors,13,Never-married\n50,Self-emp-not-inc,83311,Bachelors,13,Married\n",
             "born.csv": "Alice,1990\nBob,1985\n"}
     for name, text in {**quiet, **said}.items():
