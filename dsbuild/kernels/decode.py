@@ -235,6 +235,21 @@ def to_uint8(pixels: np.ndarray) -> np.ndarray:
     return np.rint(scaled).astype(np.uint8)
 
 
+def is_lossless(data: bytes | None) -> bool:
+    """Whether an image file holds its pixels exactly: PNG, BMP, GIF, netpbm, a TIFF not
+    compressed as JPEG, a WebP of VP8L data; not a JPEG, a lossy WebP, a JPEG 2000 (its
+    header does not say: OpenCV writes the reversible wavelet at a lossy rate by
+    default), nor an EXR (some of its codecs are lossy)."""
+    fmt = sniff_image_format(data)
+    if fmt in ("png", "bmp", "gif", "pnm"):
+        return True
+    if fmt == "tiff":
+        return tiff_short(data, 259, 1) not in (6, 7)  # Compression: old-style and new-style JPEG
+    if fmt == "webp":
+        return data[12:16] == b"VP8L" or (data[12:16] == b"VP8X" and b"VP8L" in data[30:4096] and b"VP8 " not in data[30:4096])
+    return False
+
+
 def is_truncated(data: bytes, fmt: str) -> bool:
     """True when a PNG or JPEG stream ends before its image data does (a cut-off
     download or copy).

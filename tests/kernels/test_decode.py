@@ -557,3 +557,25 @@ def test_a_folder_of_netpbm_jpeg_2000_and_exr_files_is_read_validated_and_augmen
     else:
         assert kept.index.tolist().count("sky.exr") == 0
         assert rejects.loc["sky.exr", "reason"].startswith(f"decode-error:exr=this OpenCV ({cv2.__version__}) is built without OpenEXR")
+
+
+def test_lossless_files_are_told_from_lossy_ones_by_their_headers():
+    """What ``near_dedup_images``' ``keep: lossless`` ranks on: PNG, BMP, TIFF, netpbm and
+    VP8L WebP hold the pixels exactly; JPEG, VP8 WebP (with alpha too) and JPEG 2000
+    (lossy at OpenCV's default rate) do not."""
+    from dsbuild.kernels.decode import is_lossless
+
+    photo = _bgr(data.astronaut())[:64, :64]
+    alpha = cv2.cvtColor(photo, cv2.COLOR_BGR2BGRA)
+    alpha[..., 3] = 128
+
+    def written(ext, pixels=photo, params=()):
+        return cv2.imencode(ext, pixels, list(params))[1].tobytes()
+
+    exact = [written(".png"), written(".bmp"), written(".tiff"), written(".ppm"), written(".webp", params=(cv2.IMWRITE_WEBP_QUALITY, 101)),
+             written(".webp", alpha, (cv2.IMWRITE_WEBP_QUALITY, 101))]
+    lossy = [written(".jpg"), written(".webp", params=(cv2.IMWRITE_WEBP_QUALITY, 80)), written(".webp", alpha, (cv2.IMWRITE_WEBP_QUALITY, 80)),
+             written(".jp2"), None, b"not an image"]
+    assert [is_lossless(b) for b in exact] == [True] * len(exact)
+    assert [is_lossless(b) for b in lossy] == [False] * len(lossy)
+    assert all(np.array_equal(cv2.imdecode(np.frombuffer(b, np.uint8), cv2.IMREAD_UNCHANGED)[..., :3], photo) for b in exact)

@@ -1047,3 +1047,33 @@ def test_a_dedup_stage_after_augment_says_to_put_it_first(tmp_path):
     first = dsbuild.job(name="photos", seed=0, source={"format": "images", "path": str(tmp_path / "photos")},
                         columns={"label": "label", "image": "image"}, stages=stages[1:] + stages[:1], sink={"path": str(tmp_path / "out")})
     assert not [n for n in validate(first) if "augment" in n]
+
+
+@pytest.mark.parametrize(("keep", "kept"), [("largest", ["astronaut-d-large.png", "coffee-c-large.jpg"]),
+                                            ("lossless", ["astronaut-d-large.png", "coffee-b-small.png"])])
+def test_near_dedup_images_keeps_the_largest_or_the_lossless_copy(client, keep, kept):
+    """Copies of a photo as small and large JPEGs and PNGs, under ids that put the small
+    JPEG first: the lowest id stayed, a thumbnail where the user wanted the original.
+    ``keep: largest`` keeps the most pixels (a large PNG before a large JPEG: lossless
+    breaks the tie), ``keep: lossless`` a lossless file first (the larger of the PNGs,
+    a small PNG over a large JPEG); copies of equal rank go to the lowest id, whatever
+    the partitioning."""
+    import cv2
+
+    rows = []
+    for name, large_pngs in (("astronaut", 2), ("coffee", 0)):
+        photo = cv2.cvtColor(getattr(data, name)(), cv2.COLOR_RGB2BGR)
+        small = cv2.resize(photo, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA)
+        rows += [(f"{name}-a-small.jpg", encode_image(small, "jpeg", 85)), (f"{name}-b-small.png", encode_image(small, "png")),
+                 (f"{name}-c-large.jpg", encode_image(photo, "jpeg", 90))]
+        rows += [(f"{name}-{'de'[k]}-large.png", encode_image(photo, "png")) for k in range(large_pngs)]
+    frame = pd.DataFrame({"id": [r[0] for r in rows], "image": pd.Series([r[1] for r in rows], dtype=IMAGE_DTYPE)})
+    _, default = run_stage(NearDedupImages(), frame, npartitions=2)
+    assert set(default["reason"]) == {"duplicate-of=astronaut-a-small.jpg", "duplicate-of=coffee-a-small.jpg"}
+    runs = [run_stage(NearDedupImages(keep=keep), frame.sample(frac=1, random_state=n), npartitions=n) for n in (1, 3)]
+    for survivors, rejected in runs:
+        assert sorted(survivors["id"]) == kept
+        assert set(rejected["reason"]) == {f"duplicate-of={k}" for k in kept} and len(rejected) == len(frame) - 2
+    with pytest.raises(ValueError, match="give one of the two"):
+        NearDedupImages(keep=keep, quality="score")
+

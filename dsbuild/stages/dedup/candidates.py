@@ -9,14 +9,19 @@ import pandas as pd
 from dsbuild.records import ID
 
 
-def signatures(part: pd.DataFrame, signer, quality: str | None, partition_info=None) -> pd.DataFrame:
+def signatures(part: pd.DataFrame, signer, quality, partition_info=None) -> pd.DataFrame:
     """One row per (record, orientation): its signature (payload) and what verifying
-    needs, and where the record lives (partition and row, for the pass that drops it)."""
+    needs, and where the record lives (partition and row, for the pass that drops it).
+    ``quality`` is the keep rule's column, or a function of the partition giving each
+    row's (``near_dedup_images``' ``keep``), or None."""
     ok, entries = signer.sign(part)
     ok = ok[:, None] if ok.ndim == 1 else ok  # or per variant: (rows, variants)
     number = partition_info["number"] if partition_info else 0
     ids, at = part[ID].to_numpy(dtype=object), (np.int64(number) << np.int64(32)) + np.arange(len(part), dtype=np.int64)
-    q = pd.to_numeric(part[quality], errors="coerce").to_numpy(dtype=float) if quality else np.zeros(len(part))
+    if callable(quality):
+        q = np.asarray(quality(part), dtype=float)
+    else:
+        q = pd.to_numeric(part[quality], errors="coerce").to_numpy(dtype=float) if quality else np.zeros(len(part))
     frames = []
     for variant in range(entries.shape[1]):
         signed = ok[:, min(variant, ok.shape[1] - 1)] & ok[:, 0]

@@ -43,7 +43,7 @@ def star_drops(links: pd.DataFrame, rule: KeepRule) -> pd.DataFrame:
     """The dropped rows of star-shaped components (links grouped by their centre, the
     keeper): where each lives, its id, the kept id, its cluster's size."""
     at = links["u_at"].to_numpy(dtype=np.int64)
-    skip = 0 if rule.quality is None else 8
+    skip = 8 if rule.ranked else 0
     return pd.DataFrame({
         "_partition": at >> np.int64(32),
         "_at": at,

@@ -10,6 +10,7 @@ import pandas as pd
 from pydantic import Field, model_validator
 
 from dsbuild.kernels import lsh as lsh_kernels
+from dsbuild.kernels.decode import is_lossless
 from dsbuild.kernels.hashing import (
     VERIFY_SIDE,
     aligned_similarity,
@@ -47,6 +48,10 @@ class NearDedupImagesOptions(KeepRule):
         "(8x8 means after registering one thumbnail on the other); null trusts the hashes alone",
     )
     trust_distance: int = Field(4, ge=0, le=128, description="hash distance up to which a pair is a duplicate without looking at the pictures")
+    keep: Literal["largest", "lossless"] | None = Field(
+        None, description="which copy stays, judged on the files: largest (the most pixels; among as many, a lossless "
+        "file, then the lowest id) or lossless (a PNG, TIFF, BMP, GIF, netpbm or lossless WebP over a JPEG, lossy WebP, "
+        "JPEG 2000 or EXR; among those the most pixels, then the lowest id); default: quality's column, else the lowest id")
     check_below: int = Field(
         80, ge=0,
         description="a pair is checked when one picture is smaller than this many pixels on its shorter side (hashes of "
@@ -61,6 +66,19 @@ class NearDedupImagesOptions(KeepRule):
         if self.max_distance is not None:
             return self.max_distance
         return 20 if self.hash == "phash+dhash" else 10
+
+    @property
+    def ranked(self) -> bool:
+        return self.quality is not None or self.keep is not None
+
+    @model_validator(mode="after")
+    def _one_keep_rule(self):
+        """keep ranks the copies itself: with a quality column (or prefer) one of the two
+        rules would be dropped without a word."""
+        if self.keep is not None and (self.quality is not None or "prefer" in self.model_fields_set):
+            raise ValueError(f"keep: {self.keep} chooses the copy that stays by its file; quality and prefer choose it by a "
+                             "column: give one of the two")
+        return self
 
     @model_validator(mode="after")
     def _bands_reach(self):
@@ -109,6 +127,9 @@ class NearDedupImages(_NearDedup):
         self.require_image_column(meta)
         self.check_keep_rule(meta)
 
+    def keep_quality(self):
+        return _PictureRank(self._column(), self.options.keep) if self.options.keep else self.options.quality
+
     def signer(self, meta):
         o = self.options
         return ImageSigner(self._column(), o.hash, o.distance, o.mirror, o.search, o.bands, o.band_bits, seed=self.ctx.seed,
@@ -156,6 +177,21 @@ class NearDedupImages(_NearDedup):
             out["pairs_checked_on_images"] = getattr(self, "image_checked_", 0)
             out["pairs_rejected_on_images"] = getattr(self, "image_rejected_", 0)
         return out
+
+
+class _PictureRank:
+    """Each row's rank for ``keep`` (higher stays), from its file's header: pixels and
+    whether it is lossless, the one first and the other breaking its ties (exact in a
+    float: 2^50 is above any picture's pixels)."""
+
+    def __init__(self, column: str, keep: str):
+        self.column, self.keep = column, keep
+
+    def __call__(self, part: pd.DataFrame) -> np.ndarray:
+        images = image_blobs(part[self.column])
+        pixels = np.array([float(np.prod(image_size(d) or (0, 0))) for d in images])
+        lossless = np.array([is_lossless(d) for d in images], dtype=float)
+        return pixels * 2 + lossless if self.keep == "largest" else lossless * 2.0**50 + pixels
 
 
 _PAIR = ["a", "b", "mirrored", "distance"]  # one hash pair: an edge found in several bands, or partitions, repeats it

@@ -30,6 +30,11 @@ class KeepRule(StageOptions):
     group_column: str = Field("duplicate_group", description="with action group: each row's cluster, the id of the "
                               "copy that would stay (a row in no cluster: its own id)")
 
+    @property
+    def ranked(self) -> bool:
+        """Whether copies are ranked by a value before their ids (a quality column)."""
+        return self.quality is not None
+
 
 def after_copies(stage: Stage, earlier: list[Stage]) -> list[str]:
     """A deduplicating stage after ``augment`` compares the copies too: a duplicate it
@@ -144,7 +149,7 @@ def node_keys(ids, quality: np.ndarray, rule: KeepRule) -> pa.LargeBinaryArray:
     quality last) then the id's :func:`padded_order`. The smallest key of a cluster is
     its keeper, whichever partition saw which member."""
     keys = padded_order(ids)
-    if rule.quality is None:
+    if not rule.ranked:
         return keys
     rank = np.asarray(quality, dtype=float) * (-1.0 if rule.prefer == "max" else 1.0)
     bits = (np.where(np.isnan(rank), np.inf, rank) + 0.0).view(np.uint64)  # + 0.0: -0.0 ties 0.0, as numbers do

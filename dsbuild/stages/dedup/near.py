@@ -94,7 +94,7 @@ class _NearDedup(Deduplicator):
 
     def build(self, frame, shapes):
         signer = self.signer(frame._meta)
-        quality = self.options.quality
+        quality = self.keep_quality()
         signed = shapes.persist(shapes.map(frame, signatures, signer, quality, meta=_SIGNATURE_META, label=f"{self.ctx.name}-signatures"))
         sizes = shapes.fit(signed, column_bytes, _add, label=f"{self.ctx.name}-sizes")
         rows = max(int(sizes["_rows"]), 1)
@@ -122,6 +122,10 @@ class _NearDedup(Deduplicator):
         if self.options.action == "group":
             return shapes.map(frame, _group_routed, routed, self.options.group_column, label=self.ctx.name)
         return shapes.map(frame, _drop_routed, routed, label=self.ctx.name)
+
+    def keep_quality(self):
+        """What ranks a cluster's copies for the keep rule: its quality column (or None)."""
+        return self.options.quality
 
     def checked(self, frame, shapes, edges):
         """The verified edges that stand (images check some on the pictures)."""
