@@ -189,3 +189,66 @@ def dedup_scores(truth: pd.DataFrame, kept: pd.DataFrame, rejected: pd.DataFrame
         "rejected": float(len(rejected)),
         "should_reject": float(should),
     }
+
+
+TURNS = ("crop50", "crop70", "crop90", "rot90", "rot180", "rot270", "rot5", "crop80+rot5", "crop80+rot90")
+
+
+def turned_copy_frame(side: int, turns: tuple[str, ...] = TURNS, seed: int = 0) -> pd.DataFrame:
+    """scikit-image's photos with their shorter side made ``side`` pixels, and a JPEG (q85)
+    copy of each for every one of ``turns``: ``cropN`` keeps N % of each side at a drawn
+    place, ``rotN`` turns by N degrees (90, 180, 270 exactly; another angle about the
+    centre, cropped to the largest upright rectangle inside, as a straightened photo is),
+    ``crop80+rot5`` does both. Columns as :func:`near_copy_frame`'s, ``edits`` the turn."""
+    import skimage.data
+
+    bases = {}
+    for name in PHOTOS:
+        try:
+            img = _bgr(getattr(skimage.data, name)())
+        except Exception:  # noqa: BLE001 - a photo that needs a download is left out
+            continue
+        h, w = img.shape[:2]
+        scale = side / min(h, w)
+        img = cv2.resize(img, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+        if texture(img) >= 20.0:
+            bases[name] = img
+    rows = [{"id": f"img-{n}", "image": encode_image(img, "png"), "group": n, "edits": "original"} for n, img in sorted(bases.items())]
+    for name, img in sorted(bases.items()):
+        for turn in turns:
+            rng = record_rng(seed, "turned-copies", f"{name}/{turn}")
+            out = img
+            for step in turn.split("+"):
+                out = _turn(out, step, rng)
+            rows.append({"id": f"{turn}-{name}", "image": encode_image(np.ascontiguousarray(out), "jpeg", 85), "group": name,
+                         "edits": turn})
+    frame = pd.DataFrame(rows)
+    frame["image"] = frame["image"].astype(IMAGE_DTYPE)
+    return frame
+
+
+def _turn(img: np.ndarray, step: str, rng: np.random.Generator) -> np.ndarray:
+    h, w = img.shape[:2]
+    if step.startswith("crop"):
+        keep = int(step[4:]) / 100
+        ch, cw = max(1, round(h * keep)), max(1, round(w * keep))
+        top, left = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+        return img[top : top + ch, left : left + cw]
+    angle = int(step[3:])
+    if angle in (90, 180, 270):
+        return np.rot90(img, angle // 90)
+    angle *= rng.choice([-1, 1])
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), float(angle), 1.0)
+    turned = cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+    a = np.radians(abs(angle))  # the largest upright rectangle inside the turned one, about the centre
+    sin, cos = np.sin(a), np.cos(a)
+    long, short = max(w, h), min(w, h)
+    if short <= 2 * sin * cos * long:
+        x = 0.5 * short
+        iw, ih = (x / sin, x / cos) if w >= h else (x / cos, x / sin)
+    else:
+        cos2 = cos * cos - sin * sin
+        iw, ih = (w * cos - h * sin) / cos2, (h * cos - w * sin) / cos2
+    iw, ih = int(iw), int(ih)
+    top, left = (h - ih) // 2, (w - iw) // 2
+    return turned[top : top + ih, left : left + iw]

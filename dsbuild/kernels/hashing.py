@@ -317,19 +317,20 @@ def crop_thumbnails(images: list[np.ndarray], side: int = PHASH_SIDE) -> np.ndar
     return out
 
 
-def perceptual_hashes(images, kind: str = "phash", mirrored: bool = False, crops: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def perceptual_hashes(images, kind: str = "phash", mirrored: bool = False, crops: bool = False,
+                      turns: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(hashes, ok) for encoded images; ``ok`` is False where bytes did not decode.
 
     With ``mirrored`` the result has two columns: the hash and the hash of the mirror;
-    with ``crops`` :data:`CROP_WINDOWS` more, the hashes of the picture's windows
-    (:func:`crop_thumbnails`).
+    with ``turns`` the picture's quarter turns follow (:func:`turn_codes`); with ``crops``
+    :data:`CROP_WINDOWS` more, the hashes of the picture's windows (:func:`crop_thumbnails`).
     """
     if kind == "phash+dhash":
-        return combined_hashes(images, mirrored, crops)
+        return combined_hashes(images, mirrored, crops, turns)
     if kind not in ("phash", "dhash"):
         raise ValueError(f"unknown perceptual hash {kind!r}; use phash, dhash or phash+dhash")
-    if crops:
-        pairs, ok = combined_hashes(images, mirrored, crops)
+    if crops or turns:
+        pairs, ok = combined_hashes(images, mirrored, crops, turns)
         return pairs[..., 0 if kind == "phash" else 1], ok
     decoded = [decode_for_hash(data) for data in images]
     ok = np.array([d is not None for d in decoded], dtype=bool)
@@ -345,9 +346,33 @@ def perceptual_hashes(images, kind: str = "phash", mirrored: bool = False, crops
     return (out if mirrored else out[:, 0]), ok
 
 
-def combined_hashes(images, mirrored: bool = False, crops: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """(n, 2) pHash and dHash side by side (a 128-bit code); with ``mirrored`` or
-    ``crops`` (n, variants, 2): as is, mirrored, then the windows (:func:`crop_thumbnails`).
+def turn_codes(mirrored: bool, turns: bool) -> list[int]:
+    """The orientations hashed, in order, as codes: quarter turns counter-clockwise (0-3)
+    plus 4 where the turned picture is then mirrored left-right. As is (0), mirrored (4)
+    with ``mirrored``, then with ``turns`` the turns by 90, 180 and 270 degrees (and, with
+    ``mirrored`` too, each mirrored: all eight)."""
+    flips = (0, 4) if mirrored else (0,)
+    return list(flips) + ([flip + k for flip in flips for k in (1, 2, 3)] if turns else [])
+
+
+def turned(thumb: np.ndarray, code: int) -> np.ndarray:
+    """A thumbnail in the orientation of :func:`turn_codes`' ``code``. A thumbnail squashed
+    to a square turns as the picture does: resizing each axis commutes with a quarter turn."""
+    out = np.rot90(thumb, code % 4, axes=(-2, -1))
+    return np.ascontiguousarray(out[..., ::-1] if code >= 4 else out)
+
+
+def inverse_turn(code: np.ndarray) -> np.ndarray:
+    """The code that undoes ``code``: a turn by k quarters, one by 4 - k; a mirrored one is
+    its own (a reflection)."""
+    code = np.asarray(code)
+    return np.where(code >= 4, code, (4 - code) % 4).astype(np.int8)
+
+
+def combined_hashes(images, mirrored: bool = False, crops: bool = False, turns: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(n, 2) pHash and dHash side by side (a 128-bit code); with ``mirrored``, ``turns``
+    or ``crops`` (n, variants, 2): the orientations of :func:`turn_codes`, then the windows
+    (:func:`crop_thumbnails`).
 
     The two look at different things (low frequencies, local gradients), so distinct
     pictures rarely come close on both: their summed distance separates copies from
@@ -356,18 +381,19 @@ def combined_hashes(images, mirrored: bool = False, crops: bool = False) -> tupl
     decoded = [decode_for_hash(data) for data in images]
     ok = np.array([d is not None for d in decoded], dtype=bool)
     good = [d for d in decoded if d is not None]
-    turned = 2 if mirrored else 1
-    out = np.zeros((len(decoded), turned + (CROP_WINDOWS if crops else 0), 2), dtype=np.uint64)
+    orientations = turn_codes(mirrored, turns)
+    out = np.zeros((len(decoded), len(orientations) + (CROP_WINDOWS if crops else 0), 2), dtype=np.uint64)
     if good:
         thumbs = thumbnails(good)
-        for v in range(turned):
-            out[ok, v, 0] = phash_from_thumbnails(thumbs, mirrored=bool(v))
-            out[ok, v, 1] = dhash_from_thumbnails(thumbs, mirrored=bool(v))
+        for v, code in enumerate(orientations):
+            oriented = turned(thumbs, code % 4)  # the mirror is taken from the same DCT and gradients
+            out[ok, v, 0] = phash_from_thumbnails(oriented, mirrored=code >= 4)
+            out[ok, v, 1] = dhash_from_thumbnails(oriented, mirrored=code >= 4)
         if crops:
             windows = crop_thumbnails(good).reshape(-1, PHASH_SIDE, PHASH_SIDE)
             codes = np.stack([phash_from_thumbnails(windows), dhash_from_thumbnails(windows)], axis=1)
-            out[ok, turned:] = codes.reshape(len(good), CROP_WINDOWS, 2)
-    return (out if mirrored or crops else out[:, 0]), ok
+            out[ok, len(orientations):] = codes.reshape(len(good), CROP_WINDOWS, 2)
+    return (out if mirrored or crops or turns else out[:, 0]), ok
 
 
 def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -394,7 +420,7 @@ def verification_thumbnails(images) -> tuple[np.ndarray, np.ndarray]:
     return out, ok
 
 
-def aligned_similarity(a: np.ndarray, b: np.ndarray, mirrored: bool = False) -> float:
+def aligned_similarity(a: np.ndarray, b: np.ndarray, turn: int = 0) -> float:
     """Correlation of two thumbnails after aligning ``b`` onto ``a`` (shift + rotation).
 
     Perceptual hashes of small, simple pictures (digits, icons) collide: distinct ones
@@ -403,10 +429,10 @@ def aligned_similarity(a: np.ndarray, b: np.ndarray, mirrored: bool = False) -> 
     area means of the aligned pair then correlate at 0.99 or more for nearly all copies, while
     distinct pictures, even aligned at their best, stay lower. Correlation ignores
     brightness and contrast changes. Where ECC does not converge the pair is compared
-    as it is.
+    as it is. ``turn`` (a :func:`turn_codes` code) puts ``b`` in ``a``'s orientation first.
     """
     x = a.astype(np.float32)
-    y = (b[:, ::-1] if mirrored else b).astype(np.float32)
+    y = turned(b, turn).astype(np.float32)  # b in a's orientation, as its hash matched (turn_codes)
     warp = np.eye(2, 3, dtype=np.float32)
     try:
         _, warp = cv2.findTransformECC(x, y, warp, cv2.MOTION_EUCLIDEAN, _ECC_CRITERIA, None, 1)

@@ -1077,3 +1077,22 @@ def test_near_dedup_images_keeps_the_largest_or_the_lossless_copy(client, keep, 
     with pytest.raises(ValueError, match="give one of the two"):
         NearDedupImages(keep=keep, quality="score")
 
+
+@pytest.mark.parametrize("side", [40, 160])
+def test_near_dedup_images_turns_finds_copies_turned_by_a_quarter(client, side):
+    """JPEG copies of scikit-image's photos turned by 90, 180 and 270 degrees were never
+    found (their hashes are those of other pictures). With ``turns`` each picture's
+    quarter turns are hashed too; a pair of small pictures (under check_below) is checked
+    with the copy turned back, so 40-px ones are found as 160-px ones are, and only
+    copies are taken."""
+    from dsbuild.dedup_samples import turned_copy_frame
+
+    frame = turned_copy_frame(side, turns=("rot90", "rot180", "rot270"))
+    rows = frame.drop(columns=["group", "edits"])
+    plain = dedup_scores(frame, *run_stage(NearDedupImages(), rows, npartitions=2))
+    assert plain["recall"] < 0.1, plain
+    runs = [run_stage(NearDedupImages(turns=True, mirror=mirror), rows, npartitions=n) for n, mirror in ((1, False), (3, False), (2, True))]
+    for kept, rejected in runs:
+        scores = dedup_scores(frame, kept, rejected)
+        assert scores["precision"] == 1.0 and scores["recall"] == 1.0, scores
+    assert _pairs(runs[1][1]) == _pairs(runs[0][1])

@@ -79,7 +79,7 @@ _BAND_PAYLOAD_META = _BAND_META.assign(_payload=pd.Series([], dtype=object))
 
 EDGE_COLUMNS = {
     "a": object, "b": object, "qa": float, "qb": float, "at_a": np.int64, "at_b": np.int64, "distance": float,
-    "mirrored": bool, "candidates": np.int64, "verified": np.int64,
+    "turn": np.int8, "candidates": np.int64, "verified": np.int64,
 }
 _EDGE_META = pd.DataFrame({k: pd.Series([], dtype=v) for k, v in EDGE_COLUMNS.items()})
 
@@ -118,10 +118,10 @@ def verify_buckets(part: pd.DataFrame, signer, dtype) -> pd.DataFrame:
     i, j, distance = i[first], j[first], distance[first]
     edges = pd.DataFrame({
         "a": ids[i], "b": ids[j], "qa": q[i], "qb": q[j], "at_a": at[i], "at_b": at[j], "distance": distance,
-        "mirrored": signer.mirrored(variant[i]) | signer.mirrored(variant[j]), "candidates": 0, "verified": 0,
+        "turn": signer.turn(variant[i], variant[j]), "candidates": 0, "verified": 0,
     })
     tally = pd.DataFrame({  # counted before the merge of bands, which depends on the partitioning
-        "a": [None], "b": [None], "qa": [np.nan], "qb": [np.nan], "at_a": [-1], "at_b": [-1], "distance": [np.nan], "mirrored": [False],
+        "a": [None], "b": [None], "qa": [np.nan], "qb": [np.nan], "at_a": [-1], "at_b": [-1], "distance": [np.nan], "turn": [0],
         "candidates": [compared], "verified": [verified],
     })
     return pd.concat([tally, edges], ignore_index=True).astype(EDGE_COLUMNS)

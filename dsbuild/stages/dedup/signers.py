@@ -9,7 +9,9 @@ import pandas as pd
 from dsbuild.kernels import lsh as lsh_kernels
 from dsbuild.kernels.hashing import (
     hamming,
+    inverse_turn,
     perceptual_hashes,
+    turn_codes,
 )
 from dsbuild.kernels.minhash import (
     EMPTY,
@@ -29,18 +31,20 @@ class ImageSigner:
     Sampled bands are set so a pair at ``max_distance`` is found with probability 0.9
     by the bands alone; closer pairs, which most copies are, almost surely.
 
-    Variants: 0 the picture as is, 1 mirrored (``mirror``), then with ``crops`` its
-    windows (:data:`CROP_WINDOWS`), each paired only with other pictures as they are and
-    within :func:`crop_distance`: a window of one picture matching another whole.
+    Variants: 0 the picture as is, 1 mirrored (``mirror``), its quarter turns
+    (``turns``: :func:`turn_codes`), then with ``crops`` its windows
+    (:data:`CROP_WINDOWS`), each paired only with other pictures as they are and within
+    :func:`crop_distance`: a window of one picture matching another whole.
     """
 
     MISS_AT_MAX = 0.1
 
     def __init__(self, column: str, kind: str, max_distance: int, mirror: bool, search: str, bands: int | None, band_bits: int, seed: int,
-                 crops: bool = False, crops_from: int = 0):
+                 crops: bool = False, crops_from: int = 0, turns: bool = False):
         self.column, self.kind, self.max_distance, self.mirror, self.crops = column, kind, max_distance, mirror, crops
-        self.crops_from = crops_from
-        self.first_window = 2 if mirror else 1
+        self.crops_from, self.turns = crops_from, turns
+        self.codes = np.array(turn_codes(mirror, turns), dtype=np.int8)
+        self.first_window = len(self.codes)
         self.window_distance = crop_distance(max_distance)
         self.words = 2 if kind == "phash+dhash" else 1
         if search == "pigeonhole":
@@ -56,16 +60,22 @@ class ImageSigner:
         thumbnails, where small distinct pictures pass: the digits' precision fell from
         0.980 to 0.964)."""
         images = image_blobs(part[self.column])
-        hashes, ok = perceptual_hashes(images, self.kind, mirrored=self.mirror, crops=self.crops)
-        entries = hashes.reshape(len(part), -1) if self.words == 1 else hashes if self.mirror or self.crops else hashes[:, None, :]
+        hashes, ok = perceptual_hashes(images, self.kind, mirrored=self.mirror, crops=self.crops, turns=self.turns)
+        entries = hashes.reshape(len(part), -1) if self.words == 1 else hashes if self.first_window > 1 or self.crops else hashes[:, None, :]
         if not self.crops:
             return ok, entries
         large = np.array([min(image_size(data) or (0, 0)) >= self.crops_from for data in images], dtype=bool)
         windows = np.repeat((ok & large)[:, None], entries.shape[1] - self.first_window, axis=1)
         return np.column_stack([np.repeat(ok[:, None], self.first_window, axis=1), windows]), entries
 
-    def mirrored(self, variant: np.ndarray) -> np.ndarray:
-        return (variant == 1) & self.mirror
+    def turn(self, variant_a: np.ndarray, variant_b: np.ndarray) -> np.ndarray:
+        """The :func:`turn_codes` code that puts picture b in a's orientation, for a pair of
+        variants of which one is 0 (as is): b's own where b was turned to match, the
+        inverse of a's where a was; 0 for a window."""
+        def code(variant):
+            return np.where(variant < self.first_window, self.codes[np.minimum(variant, self.first_window - 1)], 0)
+
+        return np.where(variant_b != 0, code(variant_b), inverse_turn(code(variant_a))).astype(np.int8)
 
     def keys(self, payload: np.ndarray) -> np.ndarray:
         return lsh_kernels.band_keys(payload, self.masks)
@@ -153,8 +163,8 @@ class TextSigner:
         cuts = np.searchsorted(doc, np.arange(1, len(rows)))
         return [np.unique(h) for h in np.split(hashes, cuts)]
 
-    def mirrored(self, variant: np.ndarray) -> np.ndarray:
-        return np.zeros(len(variant), dtype=bool)
+    def turn(self, variant_a: np.ndarray, variant_b: np.ndarray) -> np.ndarray:
+        return np.zeros(len(variant_a), dtype=np.int8)
 
 
 def joined_text(part: pd.DataFrame, columns: list[str]) -> list[str]:
