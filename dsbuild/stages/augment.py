@@ -313,6 +313,8 @@ class Augment(FitApplyStage):
         the parent (``parent#aug<k>``)."""
         o = self.options
         col = self._image()
+        if fmt == "jp2" and min(out.image.shape[:2]) < 32:
+            fmt = "png"  # OpenJPEG's 6 resolution levels need 32 px a side; a PNG keeps the depth and channels too
         pixels = for_format(out.image, fmt)  # converted here, as the columns say, not clipped by the encoder
         fields = {
             ID: child_id(str(rid), copy_kind(self.ctx.name, "aug"), k),

@@ -526,3 +526,20 @@ def test_an_image_smaller_than_a_crop_is_rejected_not_the_run_stopped():
     assert kept["id"].tolist() == ["photo", "photo#aug0"] and decode_image(kept["image"][1]).shape == (100, 100)
     assert rejected[["id", "reason"]].values.tolist() == [
         ["thumb", "cannot-augment=random_crop: crop 100x100 is larger than the image 40x60 (height x width)"]]
+
+
+def test_a_jpeg_2000_copy_too_small_for_its_encoder_is_a_png():
+    """A copy of a JPEG 2000 image cropped under 32 px a side stopped the run: OpenJPEG
+    cannot write it (6 resolution levels need 32 px). It is written as a PNG, its format
+    column says so, and a larger copy stays JPEG 2000."""
+    from skimage import data
+
+    deep = cv2.cvtColor(data.astronaut()[:48, :64], cv2.COLOR_RGB2BGR).astype(np.uint16) * 257
+    frame = pd.DataFrame({"id": ["scan"], "image": [encode_image(deep, "jp2")], "image_format": ["jp2"]})
+    for side, fmt in ((16, "png"), (40, "jp2")):
+        crop = {"random_crop": {"height": side, "width": side}}
+        kept, rejected = run_stage(Augment(transforms=[crop], copies=1), frame, npartitions=1, roles=Roles(image="image"))
+        copy = kept.set_index("id").loc["scan#aug0"]
+        assert rejected.empty and copy["image_format"] == fmt
+        pixels = decode_image(copy["image"])
+        assert pixels.dtype == np.uint16 and pixels.shape == (side, side, 3)
