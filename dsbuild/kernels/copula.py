@@ -20,7 +20,9 @@ unit interval is its frequency's, so a label's link to a category (German credit
 new rows of German credit scored AUC 0.68 on held-out real rows, against 0.79 trained on
 real ones (0.75 per class). With a label,
 :class:`ClassCopula` fits one copula per class (each pass's statistics kept per class, so
-still mergeable) and draws each new row's class first, in the classes' shares.
+still mergeable) and draws each new row's class first, in the classes' shares. Links
+between two category columns that do not involve the label are drawn from their joint
+counts (:class:`CategoryPairs`, :func:`category_links`).
 """
 
 from __future__ import annotations
@@ -75,14 +77,22 @@ class CategoryCounts:
         return below[index] + spread * p[index]
 
     def quantile(self, q: np.ndarray) -> np.ndarray:
+        return self.decode(self.codes_at(q))
+
+    def codes_at(self, q: np.ndarray) -> np.ndarray:
+        """The place in :meth:`ordered` of the category at each quantile."""
         cats, p = self.ordered()
-        i = np.clip(np.searchsorted(np.cumsum(p), q, side="right"), 0, len(cats) - 1)
+        return np.clip(np.searchsorted(np.cumsum(p), q, side="right"), 0, len(cats) - 1)
+
+    def decode(self, codes: np.ndarray) -> np.ndarray:
+        """Categories by their place in :meth:`ordered`, as the column holds them."""
+        cats, _ = self.ordered()
         if self.values:
             originals = np.empty(len(cats), dtype=object)
             for k, c in enumerate(cats):  # one by one: equal-length lists would make a 2-D array
                 originals[k] = self.values.get(c, c)
             cats = originals
-        return cats[i]
+        return cats[codes]
 
 
 @dataclass
@@ -236,18 +246,142 @@ def nearest_correlation(corr: np.ndarray) -> np.ndarray:
     return out
 
 
+LINK_CELLS = 10_000  # category pairs with a larger joint table are not counted: their link stays the copula's
+LINK_MIN_V = 0.1  # Cramér's V below which a pair of categories is drawn by the copula alone
+
+
+@dataclass
+class CategoryPairs:
+    """Joint counts of pairs of category columns (by text), mergeable by adding.
+
+    A copula's normal scores place a category by its frequency, so they hold a link
+    between two categories only as far as it is monotone in that order: Adult's education
+    × occupation (Cramér's V 0.20) came out 0.05, marital-status × relationship 0.49 came
+    out 0.13. The counts let :func:`category_links` draw a category from its linked one.
+    """
+
+    counts: dict = field(default_factory=dict)
+
+    @classmethod
+    def scan(cls, frame: pd.DataFrame, pairs: list[tuple[str, str]]) -> CategoryPairs:
+        out = {}
+        for a, b in pairs:
+            both = frame[[a, b]].dropna()
+            out[(a, b)] = pd.Series(1, index=pd.MultiIndex.from_arrays([as_text(both[a]), as_text(both[b])])).groupby(
+                level=[0, 1]).sum().astype(np.int64) if len(both) else pd.Series([], dtype=np.int64)
+        return cls(out)
+
+    def merge(self, other: CategoryPairs) -> CategoryPairs:
+        return CategoryPairs({k: v.add(other.counts[k], fill_value=0).astype(np.int64) if len(v) else other.counts[k]
+                              for k, v in self.counts.items()})
+
+
+def linkable_pairs(marginals: Marginals) -> list[tuple[str, str]]:
+    """Pairs of category columns whose joint table is small enough to count."""
+    sizes = {c: len(d.counts) for c, d in marginals.categorical.items()}
+    names = [c for c in marginals.categorical if sizes[c] > 1]
+    return [(a, b) for i, a in enumerate(names) for b in names[i + 1:] if sizes[a] * sizes[b] <= LINK_CELLS]
+
+
+@dataclass
+class CategoryLink:
+    """``child`` drawn from its category's share among the rows of the ``parent``'s
+    category: ``cumulative[i]`` is the child's CDF (in its marginal's order) given the
+    parent's ``i``-th category, smoothed towards the child's marginal by one pseudo-row
+    per child category so a rare parent category does not copy its few rows."""
+
+    parent: str
+    child: str
+    cumulative: np.ndarray
+    cramers_v: float
+
+
+def category_links(marginals: Marginals, pairs: CategoryPairs) -> list[CategoryLink]:
+    """The strongest links as a tree over the category columns (Chow–Liu: the spanning
+    tree of greatest mutual information), parents before children; pairs weaker than
+    ``LINK_MIN_V`` are left to the copula."""
+    tables, scored = {}, []
+    for (a, b), counts in pairs.counts.items():
+        ca, _ = marginals.categorical[a].ordered()
+        cb, _ = marginals.categorical[b].ordered()
+        table = np.zeros((len(ca), len(cb)))
+        if len(counts):
+            ia = pd.Index(ca).get_indexer(counts.index.get_level_values(0))
+            ib = pd.Index(cb).get_indexer(counts.index.get_level_values(1))
+            ok = (ia >= 0) & (ib >= 0)
+            np.add.at(table, (ia[ok], ib[ok]), counts.to_numpy()[ok])
+        v, mi = _association(table)
+        tables[(a, b)] = table
+        if v >= LINK_MIN_V:
+            scored.append((mi, v, a, b))
+    tree, component = [], {}
+
+    def root(c):
+        while component.get(c, c) != c:
+            c = component[c]
+        return c
+
+    edges = []
+    for mi, v, a, b in sorted(scored, key=lambda e: (-e[0], e[2], e[3])):  # Kruskal: greatest information first
+        if root(a) != root(b):
+            component[root(a)] = root(b)
+            edges.append((a, b, v))
+    neighbours: dict[str, list] = {}
+    for a, b, v in edges:
+        neighbours.setdefault(a, []).append((b, v))
+        neighbours.setdefault(b, []).append((a, v))
+    placed = set()
+    for start in [c for c in marginals.categorical if c in neighbours]:
+        if start in placed:
+            continue
+        placed.add(start)
+        queue = [start]
+        while queue:
+            parent = queue.pop(0)
+            for child, v in neighbours[parent]:
+                if child in placed:
+                    continue
+                placed.add(child)
+                queue.append(child)
+                table = tables[(parent, child)] if (parent, child) in tables else tables[(child, parent)].T
+                _, p_child = marginals.categorical[child].ordered()
+                smoothed = table + len(p_child) * p_child[None, :]  # one pseudo-row per category, spread as the marginal
+                cumulative = np.cumsum(smoothed / smoothed.sum(axis=1, keepdims=True), axis=1)
+                tree.append(CategoryLink(parent, child, cumulative, round(float(v), 4)))
+    return tree
+
+
+def _association(table: np.ndarray) -> tuple[float, float]:
+    """(Cramér's V, mutual information in nats) of a contingency table."""
+    n = table.sum()
+    if n == 0 or min(table.shape) < 2:
+        return 0.0, 0.0
+    expected = np.outer(table.sum(axis=1), table.sum(axis=0)) / n
+    with np.errstate(invalid="ignore", divide="ignore"):
+        chi2 = np.nansum(np.where(expected > 0, (table - expected) ** 2 / expected, 0.0))
+        mi = np.nansum(np.where(table > 0, table / n * np.log(table / np.where(expected > 0, expected, 1.0)), 0.0))
+    return float(np.sqrt(chi2 / n / (min(table.shape) - 1))), float(mi)
+
+
 @dataclass
 class GaussianCopula:
-    """Fitted marginals and correlation; :meth:`sample` draws new rows."""
+    """Fitted marginals and correlation; :meth:`sample` draws new rows.
+
+    ``links`` draw a category column from its linked category's rows (see
+    :func:`category_links`) with the part of its normal score that the linked column's
+    does not explain, so it keeps its other links as far as the copula holds them."""
 
     marginals: Marginals
     correlation_: np.ndarray
+    links: list = field(default_factory=list)
 
     def sample(self, n: int, rng: np.random.Generator) -> pd.DataFrame:
         d = len(self.marginals.columns)
         chol = np.linalg.cholesky(self.correlation_ + 1e-12 * np.eye(d))
         z = rng.standard_normal((n, d)) @ chol.T
         values = self.marginals.values(ndtr(z))
+        if self.links:
+            self._linked(values, z)
         missing = rng.random((n, d))
         frame = pd.DataFrame(values)
         rows = max(self.marginals.rows, 1)
@@ -257,6 +391,20 @@ class GaussianCopula:
                 frame[c] = frame[c].astype(object).where(missing[:, j] >= share, None)
         return frame
 
+    def _linked(self, values: dict, z: np.ndarray) -> None:
+        """Each link's child drawn from its parent's category (parents come first)."""
+        columns = self.marginals.columns
+        codes = {}
+        for link in self.links:
+            p, c = columns.index(link.parent), columns.index(link.child)
+            if link.parent not in codes:
+                codes[link.parent] = self.marginals.categorical[link.parent].codes_at(ndtr(z[:, p]))
+            rho = float(np.clip(self.correlation_[p, c], -0.999, 0.999))
+            u = ndtr((z[:, c] - rho * z[:, p]) / np.sqrt(1.0 - rho * rho))
+            cumulative = link.cumulative[codes[link.parent]]
+            codes[link.child] = np.minimum((u[:, None] > cumulative).sum(axis=1), cumulative.shape[1] - 1)
+            values[link.child] = self.marginals.categorical[link.child].decode(codes[link.child])
+
     def summary(self) -> dict:
         return {
             "columns": self.marginals.columns,
@@ -264,6 +412,7 @@ class GaussianCopula:
             "exact_marginals": [c for c, m in self.marginals.numeric.items() if m.exact is not None]
             + list(self.marginals.categorical),
             "correlation": np.round(self.correlation_, 4).tolist(),
+            "category_links": [{"from": link.parent, "to": link.child, "cramers_v": link.cramers_v} for link in self.links],
         }
 
 
@@ -348,7 +497,8 @@ class ClassCopula:
             "rows": sum(c.marginals.rows for c in self.copulas.values()),
             "by_class": self.label,
             "classes": {("null" if k is None else str(k)): {"rows": self.copulas[k].marginals.rows,
-                        "correlation": np.round(self.copulas[k].correlation_, 4).tolist()} for k in keys},
+                        "correlation": np.round(self.copulas[k].correlation_, 4).tolist(),
+                        "category_links": self.copulas[k].summary()["category_links"]} for k in keys},
         }
 
 
@@ -363,4 +513,4 @@ def fit_in_memory(frame: pd.DataFrame, numeric: list[str], categorical: list[str
     if edges:
         marginals = marginals.with_histograms(Marginals.histograms(frame, edges))
     moments = ScoreMoments.scan(marginals.scores(frame))
-    return GaussianCopula(marginals, moments.correlation())
+    return GaussianCopula(marginals, moments.correlation(), category_links(marginals, CategoryPairs.scan(frame, linkable_pairs(marginals))))

@@ -20,7 +20,18 @@ import pandas as pd
 from pydantic import Field
 
 from dsbuild.kernels import smote as smote_kernel
-from dsbuild.kernels.copula import POOLED, ByClass, CategoryCounts, ClassCopula, GaussianCopula, Marginals, ScoreMoments
+from dsbuild.kernels.copula import (
+    POOLED,
+    ByClass,
+    CategoryCounts,
+    CategoryPairs,
+    ClassCopula,
+    GaussianCopula,
+    Marginals,
+    ScoreMoments,
+    category_links,
+    linkable_pairs,
+)
 from dsbuild.kernels.dtypes import as_dtype
 from dsbuild.kernels.moments import ColumnMoments
 from dsbuild.records import ID, child_id, copy_kind, record_rng
@@ -335,9 +346,11 @@ class Synthesize(Stage):
                               lambda a, b: {k: Marginals.merge_histograms(h, b[k]) for k, h in a.items()}, label=self.ctx.name)
             stats.parts = {k: m.with_histograms(hist[k]) for k, m in stats.parts.items()}
         marginals = stats.parts
-        moments = shapes.fit(frame, lambda p, s: {k: ScoreMoments.scan(marginals[k].scores(rows)) for k, rows in stats.split(numbers(p), label).items()},
-                             lambda a, b: {k: m.merge(b[k]) for k, m in a.items()}, label=self.ctx.name)
-        copulas = {k: GaussianCopula(m, moments[k].correlation()) for k, m in marginals.items()}
+        pairs = {k: linkable_pairs(m) for k, m in marginals.items()}
+        moments = shapes.fit(frame, lambda p, s: {k: (ScoreMoments.scan(marginals[k].scores(rows)), CategoryPairs.scan(rows, pairs[k]))
+                                                  for k, rows in stats.split(numbers(p), label).items()},
+                             lambda a, b: {k: (m.merge(b[k][0]), c.merge(b[k][1])) for k, (m, c) in a.items()}, label=self.ctx.name)
+        copulas = {k: GaussianCopula(m, moments[k][0].correlation(), category_links(m, moments[k][1])) for k, m in marginals.items()}
         self.copula_ = copulas[POOLED] if stats.pooled else ClassCopula(label, copulas)
         self.left_out_ = wide
         frame = self._room_for_new_rows(frame)

@@ -70,3 +70,23 @@ def test_missing_values_come_back_at_their_rate():
     frame.loc[rng.random(4000) < 0.2, "x"] = np.nan
     sample = fit_in_memory(frame, ["x"], ["c"]).sample(20000, np.random.default_rng(2))
     assert abs(sample["x"].isna().mean() - frame["x"].isna().mean()) < 0.015
+
+
+def test_category_pairs_merge_as_counted_whole(adult):
+    from dsbuild.kernels.copula import CategoryPairs, category_links, linkable_pairs
+
+    columns = ["education", "occupation", "relationship", "marital-status", "sex"]
+    m = Marginals.scan(adult, [], columns)
+    pairs = linkable_pairs(m)
+    assert len(pairs) == 10
+    whole = CategoryPairs.scan(adult, pairs)
+    parts = CategoryPairs.scan(adult.iloc[:10000], pairs).merge(CategoryPairs.scan(adult.iloc[10000:], pairs))
+    for k in pairs:
+        pd.testing.assert_series_equal(whole.counts[k].sort_index(), parts.counts[k].sort_index(), check_names=False)
+    links = category_links(m, whole)
+    assert len(links) == len({link.child for link in links}) <= len(columns) - 1  # a tree: one parent per column
+    placed = {links[0].parent}
+    for link in links:  # parents are drawn before their children
+        assert link.parent in placed
+        placed.add(link.child)
+    assert np.allclose([link.cumulative[:, -1] for link in links][0], 1.0)

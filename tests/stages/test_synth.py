@@ -466,3 +466,31 @@ def test_oversample_finds_neighbours_in_standard_units_and_makes_rows_in_the_dat
             assert np.allclose(list(stage.summary()["scale"].values()), std, rtol=1e-6)
         else:
             assert stage.summary()["scale"] is None
+
+
+def test_synthesize_keeps_links_between_categories_without_the_label():
+    """A copula places each category by its frequency, so links between two category
+    columns that are not monotone in that order were mostly lost, with or without the
+    label's copula per class: Adult's education × occupation (Cramér's V 0.20) came out
+    0.05, marital-status × relationship (0.49) 0.13, relationship × sex (0.65) 0.31. The
+    strongest links now draw a category from its linked category's rows."""
+    from scipy.stats.contingency import association
+
+    adult = pd.read_csv(Path(dsbuild.__file__).parent / "io" / "data" / "adult.csv.gz", nrows=12000)
+    adult.insert(0, "id", [f"a{i:05d}" for i in range(len(adult))])
+    stage = Synthesize(rows=12000)
+    kept, _ = run_stage(stage, adult, npartitions=3, roles=Roles(label="income"))
+    new = kept[kept["synthetic"]]
+
+    def v(frame, a, b):
+        return association(pd.crosstab(frame[a].astype(str), frame[b].astype(str)).to_numpy(), method="cramer")
+
+    for a, b in (("education", "occupation"), ("marital-status", "relationship"), ("relationship", "sex")):
+        assert abs(v(new, a, b) - v(adult, a, b)) < 0.04, (a, b)
+    assert abs(v(new, "relationship", "income") - v(adult, "relationship", "income")) < 0.03  # the label's, per class
+    links = stage.summary()["classes"][">50K"]["category_links"]
+    assert {(link["from"], link["to"]) for link in links} & {("marital-status", "relationship"), ("relationship", "marital-status")}
+    real = pd.crosstab(adult["education"], adult["occupation"], normalize="index")
+    made = pd.crosstab(new["education"], new["occupation"], normalize="index").reindex_like(real).fillna(0)
+    common = adult["education"].value_counts()[lambda n: n >= 500].index
+    assert (real.loc[common] - made.loc[common]).abs().to_numpy().max() < 0.06
