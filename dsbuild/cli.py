@@ -98,15 +98,19 @@ def _command(argv: list[str] | None) -> int:
         return {"run": _run, "validate": _validate, "inspect": _inspect, "report": _report, "stages": _stages,
                 "sources": _sources, "schema": _schema, "submit": _submit, "status": _status}[args.command](args)
     except KeyboardInterrupt:
-        print("interrupted: no output was written" + ("; if the run had reached a checkpoint, the same command with "
-              "--resume continues from it (it is kept in the output's .tmp-* folder beside it: remove that folder to "
-              "free the disk)" if args.command == "run" else ""), file=sys.stderr)
+        from dsbuild.progress import end_line
+
+        end_line()  # a progress bar cut short holds the line
+        print(f"interrupted: {getattr(args, 'interrupted_note', None) or 'no output was written'}", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `dsbuild stages | head`: the reader has what it wanted
         sys.stdout = open(os.devnull, "w")
         return 0
     except Exception as e:  # noqa: BLE001 - the CLI's job is to say what went wrong, briefly
         if isinstance(e, _brief_errors()):
+            from dsbuild.progress import end_line
+
+            end_line()
             print(f"error: {e}", file=sys.stderr)
             return 2
         raise
@@ -240,17 +244,37 @@ def _run(args) -> int:
     warnings.simplefilter("always", DsbuildWarning)
     warnings.formatwarning = lambda msg, *a, **k: f"warning: {msg}\n"
 
-    spec, _ = checked_output(args.job, output=args.output, overwrite=args.overwrite, overrides=_overrides(args.set))
+    spec, sink = checked_output(args.job, output=args.output, overwrite=args.overwrite, overrides=_overrides(args.set))
     out = spec.sink.path
     print(f"dsbuild: {spec.name} → {out}", file=sys.stderr)
     cluster = spec_from_target(args.cluster)  # a mistake there said before the source is read (seconds, or minutes)
     check_startable(cluster)
     validate_against_source(spec)  # a stage's mistake said before a cluster starts (on Slurm, before the queue)
-    with connect(cluster, args.workers) as client, _ctrl_c_noted(INTERRUPTED):
-        print(f"dashboard: {client.dashboard_link}", file=sys.stderr)
-        manifest = run(spec, output=out, overwrite=args.overwrite, client=client, progress=not args.quiet, resume=args.resume)
+    try:
+        with connect(cluster, args.workers) as client, _ctrl_c_noted(INTERRUPTED):
+            print(f"dashboard: {client.dashboard_link}", file=sys.stderr)
+            manifest = run(spec, output=out, overwrite=args.overwrite, client=client, progress=not args.quiet, resume=args.resume)
+    except KeyboardInterrupt:
+        args.interrupted_note = _checkpoint_note(sink)
+        raise
     print(summary_table(manifest))
     return 0
+
+
+def _checkpoint_note(sink) -> str:
+    """What an interrupted run left: the checkpoint ``--resume`` continues from, where it
+    is, or that there is none. It had said "if the run had reached a checkpoint ..." alike
+    after a Ctrl-C in the first seconds and one in the last stage."""
+    try:
+        found = sink.last_checkpoint()
+    except Exception:  # noqa: BLE001 - the note must not hide the interrupt
+        found = None
+    if found is None:
+        return "no output was written, and no checkpoint was reached: a next run starts from the beginning"
+    index, state = found
+    before = (state.get("runs") or [{}])[-1].get("name")
+    return (f"no output was written; the run's checkpoint{f' after {before!r}' if before else ''} is kept in "
+            f"{sink.tmp}: the same command with --resume continues from it (remove that folder to free the disk)")
 
 
 @contextlib.contextmanager

@@ -32,8 +32,9 @@ class ProgressBar:
             print(self._line(), file=sys.stderr, flush=True)
 
     def close(self) -> None:
-        if self.terminal:
+        if self.terminal and self in _OPEN:
             print(file=sys.stderr, flush=True)
+        _OPEN.discard(self)
 
     def _line(self) -> str:
         filled = self.width * self.done // max(self.total, 1)
@@ -41,4 +42,15 @@ class ProgressBar:
                 f"| {time.perf_counter() - self.start:.1f} s | {self.what}")
 
     def _draw(self) -> None:
+        _OPEN.add(self)
         print(f"\r{self._line()}", end="", file=sys.stderr, flush=True)
+
+
+_OPEN: set[ProgressBar] = set()  # bars drawn on a terminal line not yet ended
+
+
+def end_line() -> None:
+    """End the line a bar cut short holds (an interrupt, an error), so that what is said
+    next starts a line of its own rather than after the bar's "| split, augment"."""
+    for bar in list(_OPEN):
+        bar.close()

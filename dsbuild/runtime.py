@@ -379,17 +379,39 @@ def connect(cluster="local", workers: int | None = None) -> Iterator[Client]:
         stack.enter_context(dask.config.set(RESTART_CONFIG))
         after_cluster = stack.enter_context(contextlib.ExitStack())  # closes after the cluster does
         client = cluster_client(spec, workers, stack)
-        with _setup_watched(client, after_cluster):
-            _check_worker_installs(client)
-            client.register_plugin(DsbuildWorkerSetup())
-            if spec.kind == "scheduler":  # a scheduler others use: workers that join later need no dsbuild
-                stack.callback(_forget_setup, client)
-                _forget_setup_when_gone(client)
-            notes = client.run(_headroom)
-        for address, note in sorted(notes.items()):
-            if note:
-                warnings.warn(f"worker {address}: {note}", UserWarning, stacklevel=3)
-        yield client
+        try:
+            with _setup_watched(client, after_cluster):
+                _check_worker_installs(client)
+                client.register_plugin(DsbuildWorkerSetup())
+                if spec.kind == "scheduler":  # a scheduler others use: workers that join later need no dsbuild
+                    stack.callback(_forget_setup, client)
+                    _forget_setup_when_gone(client)
+                notes = client.run(_headroom)
+            for address, note in sorted(notes.items()):
+                if note:
+                    warnings.warn(f"worker {address}: {note}", UserWarning, stacklevel=3)
+            yield client
+        except KeyboardInterrupt:
+            if spec.kind == "local":
+                _mute_closing_workers(client)
+            raise
+
+
+def _mute_closing_workers(client) -> None:
+    """Silence the local workers' Dask logs once Ctrl-C has stopped the run, before the
+    cluster closes: each worker logged its cancelled tasks ("Async instruction ... ended
+    with CancelledError") and, when the scheduler in this process closed first, a failed
+    heartbeat's 40-line traceback, under the one line that says the run was interrupted.
+    Local workers only: a shared scheduler's workers go on serving others."""
+
+    def mute() -> None:
+        for name in ("distributed", "tornado", "asyncio"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+
+    try:
+        client.run(mute, on_error="ignore")
+    except BaseException:  # noqa: BLE001 - a second Ctrl-C, a closed connection: close as it is
+        pass
 
 
 @contextlib.contextmanager
