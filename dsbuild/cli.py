@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import gc
 import json
 import logging
@@ -183,7 +184,7 @@ _BRIEF_ERRORS = {
     "dsbuild.job": ("JobError",),
     "dsbuild.stages": ("StageError",),
     "dsbuild.io.sources": ("SourceError",),
-    "dsbuild.io.sink": ("OutputExists",),
+    "dsbuild.io.sink": ("OutputExists", "OutputNotWritable"),
     "dsbuild.pipeline": ("LedgerError", "ResumeRefused"),
     "dsbuild.watch": ("WorkersLost", "WorkerKilled"),
     "dsbuild.clusters": ("ClusterSpecError", "MissingPackage"),
@@ -197,7 +198,7 @@ def _brief_errors() -> tuple[type, ...]:
     Dask, distributed and every stage (``inspect`` of a wrong folder: 3 s to say it has no
     manifest; ``validate``'s mistakes ~1 s more, for distributed, than its success)."""
     loaded = (getattr(sys.modules.get(module), name, None) for module, names in _BRIEF_ERRORS.items() for name in names)
-    return (FileNotFoundError, DamagedOutput, *(kind for kind in loaded if kind is not None))
+    return (FileNotFoundError, DamagedOutput, DiskError, *(kind for kind in loaded if kind is not None))
 
 
 def _positive(text: str) -> int:
@@ -253,15 +254,39 @@ def _run(args) -> int:
     try:
         with connect(cluster, args.workers) as client, _ctrl_c_noted(INTERRUPTED):
             print(f"dashboard: {client.dashboard_link}", file=sys.stderr)
-            manifest = run(spec, output=out, overwrite=args.overwrite, client=client, progress=not args.quiet, resume=args.resume)
+            try:
+                manifest = run(spec, output=out, overwrite=args.overwrite, client=client, progress=not args.quiet, resume=args.resume)
+            except Exception:
+                _quiet_dask_logs()  # the cluster closing under a failed run logged its cut streams after the error
+                raise
     except KeyboardInterrupt:
         args.interrupted_note = _checkpoint_note(sink)
         raise
+    except OSError as e:
+        if e.errno not in _DISK_FULL:
+            raise
+        raise DiskError(f"{e.strerror} (errno {e.errno}) while the run wrote {out}: its temporary folder and checkpoints "
+                        "are written beside it, and the workers spill to their local_directory; free some space, or write "
+                        f"the output elsewhere (--output DIR); {_checkpoint_note(sink)}") from None
     print(summary_table(manifest))
     return 0
 
 
-def _checkpoint_note(sink) -> str:
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+class DiskError(OSError):
+    """The disk filled while the run wrote: a worker's error came back as a page of
+    tracebacks (the worker's, the driver's, the closing cluster's) ending in
+    "OSError: [Errno 28] No space left on device", with no path."""
+
+
+def _quiet_dask_logs() -> None:
+    for name in ("distributed", "tornado", "asyncio"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
+def _checkpoint_note(sink, lead: str = "no output was written") -> str:
     """What an interrupted run left: the checkpoint ``--resume`` continues from, where it
     is, or that there is none. It had said "if the run had reached a checkpoint ..." alike
     after a Ctrl-C in the first seconds and one in the last stage."""
@@ -270,10 +295,10 @@ def _checkpoint_note(sink) -> str:
     except Exception:  # noqa: BLE001 - the note must not hide the interrupt
         found = None
     if found is None:
-        return "no output was written, and no checkpoint was reached: a next run starts from the beginning"
+        return f"{lead}, and no checkpoint was reached: a next run starts from the beginning"
     index, state = found
     before = (state.get("runs") or [{}])[-1].get("name")
-    return (f"no output was written; the run's checkpoint{f' after {before!r}' if before else ''} is kept in "
+    return (f"{lead}; the run's checkpoint{f' after {before!r}' if before else ''} is kept in "
             f"{sink.tmp}: the same command with --resume continues from it (remove that folder to free the disk)")
 
 
@@ -290,8 +315,7 @@ def _ctrl_c_noted(flag):
 
     def interrupt(signum, frame):
         flag.set()
-        for name in ("distributed", "tornado", "asyncio"):
-            logging.getLogger(name).setLevel(logging.CRITICAL)
+        _quiet_dask_logs()
         sys.unraisablehook = lambda unraisable: None  # a callback this cuts short (Dask's GC timer) is printed as "ignored"
         raise KeyboardInterrupt
 

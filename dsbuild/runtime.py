@@ -344,9 +344,18 @@ def local_cluster(workers: int | None = None, memory_limit: str | None = None, *
 def dask_setup(worker) -> None:
     """Preloaded into the workers of :func:`local_cluster`: Ctrl-C in a terminal reaches
     every process of its group, and each worker that took it printed a traceback while
-    the driver was already closing the cluster. The driver alone handles it."""
+    the driver was already closing the cluster. The driver alone handles it.
+
+    A failed task's "Compute Failed" log is held too: a local worker shares the driver's
+    terminal, and the driver says the same error (raised again, with the task's traceback
+    where it is a bug), so a full disk was said three times in 111 lines."""
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+    logging.getLogger("distributed.worker").addFilter(_failed_task_said_by_driver)
+
+
+def _failed_task_said_by_driver(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith("Compute Failed")
 
 
 def dask_teardown(worker) -> None:
@@ -391,15 +400,15 @@ def connect(cluster="local", workers: int | None = None) -> Iterator[Client]:
                 if note:
                     warnings.warn(f"worker {address}: {note}", UserWarning, stacklevel=3)
             yield client
-        except KeyboardInterrupt:
+        except BaseException:
             if spec.kind == "local":
                 _mute_closing_workers(client)
             raise
 
 
 def _mute_closing_workers(client) -> None:
-    """Silence the local workers' Dask logs once Ctrl-C has stopped the run, before the
-    cluster closes: each worker logged its cancelled tasks ("Async instruction ... ended
+    """Silence the local workers' Dask logs once Ctrl-C or an error has stopped the run,
+    before the cluster closes: each worker logged its cancelled tasks ("Async instruction ... ended
     with CancelledError") and, when the scheduler in this process closed first, a failed
     heartbeat's 40-line traceback, under the one line that says the run was interrupted.
     Local workers only: a shared scheduler's workers go on serving others."""

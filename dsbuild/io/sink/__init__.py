@@ -18,6 +18,7 @@ from dsbuild.io.sink.places import (  # noqa: F401
     _OWNER,
     OutputAppeared,
     OutputExists,
+    OutputNotWritable,
     RunStopped,
     _is_local,
 )

@@ -35,6 +35,7 @@ from dsbuild.io.sink.places import (
     _is_local,
     _task_folder,
     _within,
+    check_writable,
 )
 from dsbuild.io.sink.schemas import (
     _file_schema,
@@ -76,6 +77,8 @@ class Sink:
     def check_target(self) -> None:
         """Refuse to replace a non-empty folder unless asked, and, asked, anything but an
         earlier output (a folder of other work was deleted whole); checked before any work."""
+        if _is_local(self.fs):
+            check_writable(self.path)
         if not self.fs.exists(self.path):
             return
         if self.fs.isfile(self.path):

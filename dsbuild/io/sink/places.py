@@ -14,6 +14,31 @@ class OutputExists(FileExistsError):
     pass
 
 
+class OutputNotWritable(PermissionError):
+    """The output cannot be written where the job says: a read-only file system, a folder
+    without write permission."""
+
+
+def check_writable(path: str) -> None:
+    """Refuse a local output whose nearest existing folder (the output's parent, where its
+    temporary folder goes) cannot be written, before any work: a read-only mount ended the
+    run in a 25-line traceback from ``makedirs`` once the cluster had started."""
+    import os
+
+    folder = os.path.dirname(os.path.abspath(path))
+    while not os.path.isdir(folder) and os.path.dirname(folder) != folder:
+        folder = os.path.dirname(folder)
+    if os.access(folder, os.W_OK):
+        return
+    try:
+        read_only = bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):
+        read_only = False
+    why = "is on a read-only file system" if read_only else "is not writable by this user"
+    raise OutputNotWritable(f"{path}: cannot write the output there: {folder} {why} (the output and its temporary "
+                            "folder go there); write it elsewhere (--output DIR, or sink.path)")
+
+
 class OutputAppeared(OutputExists):
     """The output's place was taken while the run ran; its finished output is kept."""
 
