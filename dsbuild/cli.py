@@ -658,6 +658,10 @@ def _status_line(handle) -> str:
     if p["state"] == "running":  # before its first graph a run is reading its source and planning
         done = (f"pass {p['pass']}: {p['fraction']:4.0%} ({p.get('pass_done', 0)}/{p.get('pass_total', 0)} tasks)"
                 if p["pass"] else "planning")
+        if p.get("stages"):  # the passes' count is known only as they come; the stages' is not
+            at = "writing the output" if p["stage_name"] == "writing the output" else f"stage {p['stage']}/{p['stages']} {p['stage_name']}"
+            done = f"{at}, {done}"
+
     return f"{handle.id}  {p['state']:<9} {done}  → {info.get('output', '')}".rstrip()
 
 

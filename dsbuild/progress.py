@@ -1,4 +1,5 @@
-"""The run's progress line: partition results gathered out of how many."""
+"""The run's progress line: partition results gathered out of how many; and the stage a
+run is at, which a submitted run's status shows."""
 
 from __future__ import annotations
 
@@ -54,3 +55,17 @@ def end_line() -> None:
     next starts a line of its own rather than after the bar's "| split, augment"."""
     for bar in list(_OPEN):
         bar.close()
+
+
+# The stage this process's run is at: (its number, the job's stages, its name). A run's
+# passes are known only as it goes (label_issues alone computes a dozen), so a submitted
+# run's status said "pass 11" with no total; the stage has one.
+_AT: dict = {}
+
+
+def at_stage(number: int, total: int, name: str) -> None:
+    _AT.update(stage=number, stages=total, stage_name=name)
+
+
+def current_stage() -> dict:
+    return dict(_AT)

@@ -28,6 +28,7 @@ from distributed.diagnostics.plugin import SchedulerPlugin
 from distributed.utils import key_split
 
 from dsbuild.processes import alive
+from dsbuild.progress import current_stage
 
 ACTIVE = ("submitted", "accepted", "running")
 DONE = ("finished", "failed", "cancelled", "lost")
@@ -202,7 +203,7 @@ def submit(
         "cwd": os.getcwd(),
     }
     _write_json(folder / "request.json", request)
-    status = {"id": run_id, "state": "submitted", "job": spec.name, "output": spec.sink.path,
+    status = {"id": run_id, "state": "submitted", "job": spec.name, "output": _shown_output(spec.sink.path),
               "cluster": cluster_spec.kind, "submitted": _now(), "host": socket.gethostname(), "pid": None}
     _write_json(folder / "status.json", status)
     with open(folder / "driver.log", "ab") as log:
@@ -222,6 +223,13 @@ def submit(
     if info["state"] == "failed":
         raise SubmissionError(f"run {run_id} failed: {info.get('error')}")
     return handle
+
+
+def _shown_output(path: str) -> str:
+    """The output as the finished run names it: a local one absolute. ``status`` showed
+    the job's relative ``out/x`` while the run lasted (meaning the submitter's folder, not
+    the follower's) and ``/home/.../out/x`` once it finished."""
+    return path if "://" in path else os.path.abspath(os.path.expanduser(path))
 
 
 def _held_in_this_process(spec) -> list[str]:
@@ -347,7 +355,8 @@ class _Driver:
         while not stop.wait(1.0):
             try:
                 snap = client.run_on_scheduler(_snapshot, progress_name)
-                self.update(progress=summarize_progress(snap), workers=len(client.scheduler_info(n_workers=-1)["workers"]))
+                self.update(progress={**summarize_progress(snap), **current_stage()},
+                            workers=len(client.scheduler_info(n_workers=-1)["workers"]))
             except Exception:  # noqa: BLE001 - progress is best effort; the job goes on
                 pass
 
@@ -376,7 +385,7 @@ class _Driver:
                 stop.set()
                 if progress_on:
                     try:
-                        self.update(progress=summarize_progress(client.run_on_scheduler(_snapshot, progress_on)))
+                        self.update(progress={**summarize_progress(client.run_on_scheduler(_snapshot, progress_on)), **current_stage()})
                         client.unregister_scheduler_plugin(progress_on)
                     except Exception:  # noqa: BLE001
                         pass

@@ -155,6 +155,28 @@ def test_cli_submit_then_status(client, tmp_path, capsys):
     assert main(["status", "no-such-run"]) == 2
 
 
+def test_status_names_the_output_whole_and_the_stage_of_how_many(client, tmp_path, monkeypatch, home):
+    """status showed the job's relative output (out/x: the submitter's folder, not the
+    follower's) while the run lasted and the absolute path once it finished; and "pass 11"
+    of a number of passes no one knows before they come. The stage has a number of all."""
+    from dsbuild.cli import _status_line
+    from dsbuild.submit import _write_json
+
+    monkeypatch.chdir(tmp_path)
+    handle = dsbuild.submit(JOB, cluster=client.scheduler.address, output="relative/out")
+    assert handle.info()["output"] == str(tmp_path / "relative" / "out")  # accepted, not yet finished
+    handle.result(timeout=300)
+    info = handle.info()
+    assert info["output"] == str(tmp_path / "relative" / "out")
+    assert (info["progress"]["stage"], info["progress"]["stages"]) == (len(JOB["stages"]), len(JOB["stages"]))
+    folder = home / "r"
+    folder.mkdir(parents=True)
+    _write_json(folder / "status.json", {"state": "running", "output": "/o", "progress": {
+        "done": 4, "total": 10, "pass": 11, "pass_done": 1, "pass_total": 5, "groups": {},
+        "stage": 2, "stages": 3, "stage_name": "label_issues"}})
+    assert "running   stage 2/3 label_issues, pass 11:  20% (1/5 tasks)  → /o" in _status_line(Submission("r", home))
+
+
 def test_a_killed_drivers_progress_counter_leaves_the_scheduler(client):
     """The counter a driver registers on the scheduler stayed there when the driver was
     killed (or cancelled, or failed: only a finished run removed it), holding every key of

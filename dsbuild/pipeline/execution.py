@@ -18,7 +18,7 @@ from dsbuild.pipeline.accounting import _ACCOUNT_META, _ACCOUNT_WRITE_META, _acc
 from dsbuild.pipeline.checks import _at_stage, _check_roles, _partition_problem, _weight_column
 from dsbuild.pipeline.errors import DsbuildWarning, ResumeRefused
 from dsbuild.pipeline.ids import _added_rows_named, _ids_alone, _marked_source, _with_repeated_ids_rejected
-from dsbuild.progress import ProgressBar
+from dsbuild.progress import ProgressBar, at_stage
 from dsbuild.records import ID
 from dsbuild.stages.base import Shapes, Stage, StageError, fused
 from dsbuild.watch import WorkerKilled, killed_message
@@ -115,6 +115,7 @@ class Execution:
             self.warnings += stage.order_warnings(stages[:i], stages[i + 1 :])
             if i < start:
                 continue
+            at_stage(i + 1, len(stages), stage.ctx.name)  # a submitted run's status says it
             try:
                 stage.check(kept._meta)
             except StageError as e:
@@ -141,6 +142,7 @@ class Execution:
         problem = _partition_problem(spec, kept._meta)
         if problem:
             raise StageError(problem)
+        at_stage(len(stages), len(stages), "writing the output")
         self._flush(kept)
 
     def _add_run(self, run_: StageRun):
