@@ -735,7 +735,7 @@ def _message(e: dict, path: tuple, data: dict) -> str:
         )
     if kind == "value_error":  # our validators' own words; a long input would bury them
         msg, got = msg.removeprefix("Value error, "), repr(e.get("input"))
-        return msg if len(got) > 80 or got in msg or "got " in msg else f"{msg} (got {got})"
+        return msg if len(got) > 80 or got in msg or "got " in msg or _named_in(e.get("input"), msg) else f"{msg} (got {got})"
     if kind == "union_tag_invalid":
         return f"unknown format {ctx.get('tag')!r}; formats: {ctx.get('expected_tags')}"
     if kind == "string_pattern_mismatch" and path == ("name",):
@@ -751,6 +751,13 @@ def _message(e: dict, path: tuple, data: dict) -> str:
     if "input" in e and kind not in ("missing",):
         return f"{msg} (got {e['input']!r})"
     return msg
+
+
+def _named_in(value, msg: str) -> bool:
+    """Whether the message already names what the input holds: a stage's mapping as read
+    ({'name': 'exact_dedupe', 'options': {}}), which a misspelt stage's message names,
+    was shown after it as "(got {...})", in a form the job file never had."""
+    return isinstance(value, dict) and any(repr(v) in msg for v in value.values() if isinstance(v, str))
 
 
 def _formats() -> str:

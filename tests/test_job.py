@@ -134,6 +134,7 @@ def test_unknown_stage_lists_registered_ones(tmp_path):
     (problem,) = errors_of(GOOD.replace("- cast:", "- kast:"), tmp_path)
     assert ":9: stages[1]: unknown stage 'kast'" in problem
     assert "did you mean 'cast'" in problem and "select" in problem and "validate_images" in problem
+    assert "(got" not in problem  # the stage as read, {'name': 'kast', 'options': {...}}, was shown after it
 
 
 def test_bad_stage_option_value_lists_choices(tmp_path):
