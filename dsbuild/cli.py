@@ -244,6 +244,9 @@ def _run(args) -> int:
 
     warnings.simplefilter("always", DsbuildWarning)
     warnings.formatwarning = lambda msg, *a, **k: f"warning: {msg}\n"
+    # Said on the dashboard's line instead: three lines of distributed's above it had named
+    # a port the line below did not ("Perhaps you already have a cluster running?").
+    warnings.filterwarnings("ignore", message=r"Port \d+ is already in use", category=UserWarning)
 
     spec, sink = checked_output(args.job, output=args.output, overwrite=args.overwrite, overrides=_overrides(args.set))
     out = spec.sink.path
@@ -253,7 +256,7 @@ def _run(args) -> int:
     validate_against_source(spec)  # a stage's mistake said before a cluster starts (on Slurm, before the queue)
     try:
         with connect(cluster, args.workers) as client, _ctrl_c_noted(INTERRUPTED):
-            print(f"dashboard: {client.dashboard_link}", file=sys.stderr)
+            print(f"dashboard: {_dashboard_line(client, cluster)}", file=sys.stderr)
             try:
                 manifest = run(spec, output=out, overwrite=args.overwrite, client=client, progress=not args.quiet, resume=args.resume)
             except Exception:
@@ -284,6 +287,17 @@ class DiskError(OSError):
 def _quiet_dask_logs() -> None:
     for name in ("distributed", "tornado", "asyncio"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
+def _dashboard_line(client, cluster) -> str:
+    """The dashboard's link; where a local cluster's asked-for port was taken (another
+    run's, a notebook's cluster), the port it has instead says so."""
+    link = client.dashboard_link
+    asked = getattr(cluster, "dashboard", None) or ""
+    port = asked.rpartition(":")[2]
+    if getattr(cluster, "kind", None) == "local" and port.isdigit() and port != "0" and f":{port}/" not in link:
+        return f"{link} (port {port} is taken: another Dask cluster runs here)"
+    return link
 
 
 def _checkpoint_note(sink, lead: str = "no output was written") -> str:

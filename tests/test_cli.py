@@ -255,6 +255,29 @@ def test_a_full_disk_is_one_line(tmp_path, capsys):
     assert "free some space" in line and "Traceback" not in err, err
 
 
+def test_a_taken_dashboard_port_is_said_on_the_dashboard_line(tmp_path, capsys):
+    """A second run beside another's cluster printed distributed's three lines ("Port 8787 is
+    already in use. Perhaps you already have a cluster running? Hosting the HTTP server on
+    port 33151 instead") above a dashboard line that named another port."""
+    import socket
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    (tmp_path / "local.yaml").write_text(f"kind: local\nworkers: 1\ndashboard: 127.0.0.1:{port}\n")
+    job = tmp_path / "job.yaml"
+    job.write_text(f"name: t\nsource: {{format: sample, name: breast_cancer}}\nstages: []\nsink: {{path: {tmp_path / 'out'}}}\n")
+    try:
+        assert main(["run", str(job), "--cluster", str(tmp_path / "local.yaml"), "--quiet"]) == 0
+    finally:
+        taken.close()
+    err = capsys.readouterr().err
+    line = next(line for line in err.splitlines() if line.startswith("dashboard: "))
+    assert line.endswith(f"(port {port} is taken: another Dask cluster runs here)") and f":{port}/" not in line, err
+    assert "already in use" not in err, err
+
+
 def test_a_stage_that_cannot_run_on_the_source_is_said_before_a_cluster_starts(tmp_path, capsys):
     """sanitize without a label was said after the workers were up (on Slurm, after the queue)."""
     job = tmp_path / "job.yaml"
