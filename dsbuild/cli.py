@@ -88,14 +88,14 @@ def _command(argv: list[str] | None) -> int:
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         _unknown_arguments(sub.choices.get(args.command, parser), unknown)
-    if args.version:
-        print(_version_text(args.verbose))
-        return 0
-    if args.verbose:
+    if args.verbose and not args.version:
         parser.error("--verbose goes with --version: dsbuild --version --verbose")
-    if args.command is None:
+    if args.command is None and not args.version:
         parser.error(f"name a command: {', '.join(sub.choices)} (or --version)")
     try:
+        if args.version:  # in here: `dsbuild --version --verbose | head -3` is a reader that has what it wanted
+            print(_version_text(args.verbose))
+            return 0
         return {"run": _run, "validate": _validate, "inspect": _inspect, "report": _report, "stages": _stages,
                 "sources": _sources, "schema": _schema, "submit": _submit, "status": _status}[args.command](args)
     except KeyboardInterrupt:

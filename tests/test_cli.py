@@ -44,6 +44,17 @@ def test_the_command_leaves_its_objects_to_the_os_as_it_exits(monkeypatch, capsy
     assert gc.get_freeze_count() == 0
 
 
+def test_a_reader_that_stops_early_ends_no_command_in_a_traceback():
+    """`dsbuild --version --verbose | head -3` ended in a BrokenPipeError traceback: the
+    version was printed outside the handler that `dsbuild stages | head` had."""
+    for args in (["--version", "--verbose"], ["stages"]):
+        proc = subprocess.Popen([sys.executable, "-m", "dsbuild.cli", *args], cwd=ROOT, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        proc.stdout.close()  # the reader is gone before the first line
+        err = proc.stderr.read()
+        assert proc.wait(timeout=120) == 0 and "Traceback" not in err and "BrokenPipe" not in err, (args, err)
+
+
 def test_version_is_the_packages_and_verbose_names_the_libraries(capsys):
     """There was no ``dsbuild --version``: a bug report had to find the version in a
     manifest. Verbose, it adds what a report needs (Python, Dask, distributed, pyarrow),
