@@ -721,6 +721,11 @@ def summary_table(m: dict) -> str:
     lines.append("ledger: balanced" if ledger.get("balanced") else f"ledger: NOT balanced: {ledger.get('problems')}")
     for w in m.get("warnings", []):
         lines.append(f"warning: {w}")
+    if not t["in"]:  # said as "rows: 0 in → 0 kept" and "ledger: balanced" alone, an empty export looked like a success
+        source = m["job"].get("source", {})
+        where = source.get("path") or source.get("name") or ""
+        lines.append(f"warning: the source ({source.get('format', '')} {where}".rstrip() + ") gave no rows, so the "
+                     "output holds none: is source.path the data you meant (a file with a header alone, an empty folder)?")
     if "timings" in m:
         lines.append(f"time: {m['timings']['total']:.1f} s")
     return "\n".join(lines)

@@ -558,3 +558,21 @@ def test_files_a_folder_source_leaves_out_are_said_by_validate_and_the_summary(c
     dsbuild.run(str(job), client=client)
     assert main(["inspect", str(tmp_path / "out")]) == 0
     assert said in capsys.readouterr().out.splitlines()
+
+
+def test_a_source_with_no_rows_is_said_by_the_summary(client, tmp_path, capsys):
+    """A CSV export holding its header alone ran to "rows: 0 in → 0 kept", "ledger:
+    balanced" and exit 0, with not a word that the training set is empty."""
+    import dsbuild
+
+    (tmp_path / "export.csv").write_text("age,label\n")
+    job = tmp_path / "job.yaml"
+    job.write_text(f"name: e\nseed: 0\nsource: {{format: csv, path: {tmp_path / 'export.csv'}}}\nstages: [exact_dedup: {{}}]\n"
+                   f"sink: {{path: {tmp_path / 'out'}}}\n")
+    dsbuild.run(str(job), client=client)
+    assert main(["inspect", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert f"warning: the source (csv {tmp_path / 'export.csv'}) gave no rows, so the output holds none" in out, out
+    dsbuild.run(str(ROOT / "jobs" / "augment_digits.yaml"), client=client, output=str(tmp_path / "full"))
+    assert main(["inspect", str(tmp_path / "full")]) == 0
+    assert "gave no rows" not in capsys.readouterr().out
