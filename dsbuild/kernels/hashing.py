@@ -409,15 +409,20 @@ COMPARE_SIDE = 8
 _ECC_CRITERIA = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 50, 1e-4)
 
 
-def verification_thumbnails(images) -> tuple[np.ndarray, np.ndarray]:
-    """(uint8 (n, 32, 32) gray thumbnails, ok): what ``aligned_similarity`` compares."""
+def verification_thumbnails(images, windows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(uint8 (n, 32, 32) gray thumbnails, ok): what ``aligned_similarity`` compares; of
+    the picture's window ``windows[i]`` (a :func:`crop_thumbnails` index) where it is not
+    -1, so a copy found through a window is checked against what it was cut as."""
     decoded = [decode_for_hash(data, VERIFY_SIDE) for data in images]
     ok = np.array([d is not None for d in decoded], dtype=bool)
-    out = np.zeros((len(decoded), VERIFY_SIDE, VERIFY_SIDE), dtype=np.uint8)
+    out = np.zeros((len(decoded), VERIFY_SIDE, VERIFY_SIDE), dtype=np.float32)
     good = [d for d in decoded if d is not None]
     if good:
-        out[ok] = np.clip(np.rint(thumbnails(good, VERIFY_SIDE)), 0, 255).astype(np.uint8)
-    return out, ok
+        out[ok] = thumbnails(good, VERIFY_SIDE)
+    cut = np.flatnonzero(ok & (windows >= 0)) if windows is not None else []
+    for i in cut:
+        out[i] = crop_thumbnails([decoded[i]], VERIFY_SIDE)[0, windows[i]]
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8), ok
 
 
 def aligned_similarity(a: np.ndarray, b: np.ndarray, turn: int = 0) -> float:

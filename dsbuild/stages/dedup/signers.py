@@ -22,7 +22,7 @@ from dsbuild.kernels.minhash import (
     signature_similarity,
 )
 from dsbuild.kernels.minhash import band_keys as minhash_band_keys
-from dsbuild.records import image_blobs, image_size
+from dsbuild.records import image_blobs
 
 
 class ImageSigner:
@@ -40,9 +40,9 @@ class ImageSigner:
     MISS_AT_MAX = 0.1
 
     def __init__(self, column: str, kind: str, max_distance: int, mirror: bool, search: str, bands: int | None, band_bits: int, seed: int,
-                 crops: bool = False, crops_from: int = 0, turns: bool = False):
+                 crops: bool = False, turns: bool = False):
         self.column, self.kind, self.max_distance, self.mirror, self.crops = column, kind, max_distance, mirror, crops
-        self.crops_from, self.turns = crops_from, turns
+        self.turns = turns
         self.codes = np.array(turn_codes(mirror, turns), dtype=np.int8)
         self.first_window = len(self.codes)
         self.window_distance = crop_distance(max_distance)
@@ -54,28 +54,25 @@ class ImageSigner:
             self.masks = lsh_kernels.sampled_masks(n, band_bits, seed, self.words)
 
     def sign(self, part: pd.DataFrame):
-        """(ok, entries): entries[:, v] is the code of variant v (0 as is, 1 mirrored, then
-        windows). With crops, ``ok`` is per variant: a picture smaller than ``crops_from``
-        on its shorter side has no windows (their pairs would be checked on the whole
-        thumbnails, where small distinct pictures pass: the digits' precision fell from
-        0.980 to 0.964)."""
+        """(ok, entries): entries[:, v] is the code of variant v (0 as is, then its other
+        orientations and windows)."""
         images = image_blobs(part[self.column])
         hashes, ok = perceptual_hashes(images, self.kind, mirrored=self.mirror, crops=self.crops, turns=self.turns)
         entries = hashes.reshape(len(part), -1) if self.words == 1 else hashes if self.first_window > 1 or self.crops else hashes[:, None, :]
-        if not self.crops:
-            return ok, entries
-        large = np.array([min(image_size(data) or (0, 0)) >= self.crops_from for data in images], dtype=bool)
-        windows = np.repeat((ok & large)[:, None], entries.shape[1] - self.first_window, axis=1)
-        return np.column_stack([np.repeat(ok[:, None], self.first_window, axis=1), windows]), entries
+        return ok, entries
 
     def turn(self, variant_a: np.ndarray, variant_b: np.ndarray) -> np.ndarray:
-        """The :func:`turn_codes` code that puts picture b in a's orientation, for a pair of
-        variants of which one is 0 (as is): b's own where b was turned to match, the
-        inverse of a's where a was; 0 for a window."""
+        """What the pair's check compares, for a pair of variants of which one is 0 (as
+        is): the :func:`turn_codes` code that puts picture b in a's orientation (b's own
+        where b was turned to match, the inverse of a's where a was); for a window,
+        ``B_WINDOW`` + its index where it is b's, ``A_WINDOW`` + it where it is a's."""
         def code(variant):
-            return np.where(variant < self.first_window, self.codes[np.minimum(variant, self.first_window - 1)], 0)
+            return self.codes[np.minimum(variant, self.first_window - 1)]
 
-        return np.where(variant_b != 0, code(variant_b), inverse_turn(code(variant_a))).astype(np.int8)
+        window_a, window_b = variant_a - self.first_window, variant_b - self.first_window
+        out = np.where(variant_b != 0, code(variant_b), inverse_turn(code(variant_a)))
+        out = np.where(window_b >= 0, B_WINDOW + window_b, np.where(window_a >= 0, A_WINDOW + window_a, out))
+        return out.astype(np.int8)
 
     def keys(self, payload: np.ndarray) -> np.ndarray:
         return lsh_kernels.band_keys(payload, self.masks)
@@ -92,6 +89,9 @@ class ImageSigner:
         :func:`crop_distance`."""
         limit = np.where(np.asarray(variant) >= self.first_window, self.window_distance, self.max_distance)
         return self.distance(a, b) <= limit
+
+
+B_WINDOW, A_WINDOW = 8, 64  # turn codes above: b's window 8 + k, a's 64 + k (CROP_WINDOWS = 18)
 
 
 def crop_distance(max_distance: int) -> int:
