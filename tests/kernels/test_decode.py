@@ -579,3 +579,14 @@ def test_lossless_files_are_told_from_lossy_ones_by_their_headers():
     assert [is_lossless(b) for b in exact] == [True] * len(exact)
     assert [is_lossless(b) for b in lossy] == [False] * len(lossy)
     assert all(np.array_equal(cv2.imdecode(np.frombuffer(b, np.uint8), cv2.IMREAD_UNCHANGED)[..., :3], photo) for b in exact)
+
+
+def test_a_bare_jpeg_2000_codestream_is_read_and_sized():
+    """A .j2k file is the codestream alone, without the JP2 boxes: sniffed by its SOC and
+    SIZ markers, sized from SIZ (the grid less its offset), decoded as the JP2 is."""
+    picture = _bgr(data.astronaut())[:48, :64]
+    boxed = encode_image(picture, "jp2")
+    codestream = boxed[boxed.index(b"jp2c") + 4 :]  # the contiguous codestream box's content
+    assert codestream[:4] == b"\xff\x4f\xff\x51" and image_size(codestream) == (48, 64)
+    reason, pixels = image_problem(codestream, max_pixels=10**7)
+    assert reason is None and np.array_equal(pixels, picture)
