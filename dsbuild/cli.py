@@ -266,11 +266,10 @@ def _run(args) -> int:
         args.interrupted_note = _checkpoint_note(sink)
         raise
     except OSError as e:
-        if e.errno not in _DISK_FULL:
+        said = disk_full(e, out)
+        if said is None:
             raise
-        raise DiskError(f"{e.strerror} (errno {e.errno}) while the run wrote {out}: its temporary folder and checkpoints "
-                        "are written beside it, and the workers spill to their local_directory; free some space, or write "
-                        f"the output elsewhere (--output DIR); {_checkpoint_note(sink)}") from None
+        raise DiskError(f"{said}; {_checkpoint_note(sink)}") from None
     print(summary_table(manifest))
     return 0
 
@@ -282,6 +281,16 @@ class DiskError(OSError):
     """The disk filled while the run wrote: a worker's error came back as a page of
     tracebacks (the worker's, the driver's, the closing cluster's) ending in
     "OSError: [Errno 28] No space left on device", with no path."""
+
+
+def disk_full(e: BaseException, output: str) -> str | None:
+    """A full disk or quota said with the output it stopped and what to do (the error
+    itself names no path); None for any other error."""
+    if not isinstance(e, OSError) or e.errno not in _DISK_FULL:
+        return None
+    return (f"{e.strerror} (errno {e.errno}) while the run wrote {output}: its temporary folder and checkpoints are "
+            "written beside it, and the workers spill to their local_directory; free some space, or write the output "
+            "elsewhere (--output DIR)")
 
 
 def _quiet_dask_logs() -> None:

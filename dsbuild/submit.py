@@ -404,8 +404,10 @@ class _Driver:
                 return 1
             import traceback
 
+            from dsbuild.cli import disk_full
+
             traceback.print_exc()
-            self.update(state="failed", finished=_now(), error=f"{type(e).__name__}: {e}")
+            self.update(state="failed", finished=_now(), error=disk_full(e, self.status.get("output", "")) or f"{type(e).__name__}: {e}")
             return 1
 
 

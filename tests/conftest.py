@@ -33,3 +33,24 @@ def client(cluster):
     with Client(cluster) as c:
         c.register_plugin(DsbuildWorkerSetup())
         yield c
+
+
+@pytest.fixture()
+def tmpfs():
+    """A small file system of its own at a folder (as root: CI's user and this machine's), so
+    that a read-only or full disk is real: ``with tmpfs(path, "ro,size=1m"):``."""
+    import contextlib
+    import subprocess
+
+    @contextlib.contextmanager
+    def mounted(folder, options: str):
+        folder.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True, text=True)
+        if done.returncode:
+            pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+        try:
+            yield folder
+        finally:
+            subprocess.run(["umount", "-l", str(folder)], check=False)
+
+    return mounted

@@ -1,6 +1,5 @@
 """The command line: what a person types, what they read back."""
 
-import contextlib
 import json
 import os
 import signal
@@ -221,21 +220,7 @@ def test_an_output_that_cannot_be_written_is_refused_before_a_cluster_starts(tmp
     assert "exists and is not empty" in err and "dashboard:" not in err
 
 
-@contextlib.contextmanager
-def _tmpfs(folder: Path, options: str):
-    """A small file system of its own at ``folder`` (root: CI's and this machine's user), so a
-    read-only or full disk is real; unmounted after."""
-    folder.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True, text=True)
-    if done.returncode:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    try:
-        yield folder
-    finally:
-        subprocess.run(["umount", "-l", str(folder)], check=False)
-
-
-def test_a_read_only_output_is_refused_before_a_cluster_starts(tmp_path, capsys):
+def test_a_read_only_output_is_refused_before_a_cluster_starts(tmp_path, capsys, tmpfs):
     """A read-only mount ended the run in a 25-line traceback from makedirs (the output's
     temporary folder), once the cluster had started; the Python API raised the bare OSError."""
     import dsbuild
@@ -243,7 +228,7 @@ def test_a_read_only_output_is_refused_before_a_cluster_starts(tmp_path, capsys)
 
     job = tmp_path / "job.yaml"
     job.write_text(f"name: t\nsource: {{format: sample, name: breast_cancer}}\nstages: []\nsink: {{path: {tmp_path / 'ro' / 'out'}}}\n")
-    with _tmpfs(tmp_path / "ro", "ro,size=1m"):
+    with tmpfs(tmp_path / "ro", "ro,size=1m"):
         assert main(["run", str(job), "--workers", "1"]) == 2
         err = capsys.readouterr().err
         assert f"{tmp_path / 'ro'} is on a read-only file system" in err and "--output DIR" in err, err
@@ -252,13 +237,13 @@ def test_a_read_only_output_is_refused_before_a_cluster_starts(tmp_path, capsys)
             dsbuild.run(str(job))
 
 
-def test_a_full_disk_is_one_line(tmp_path, capsys):
+def test_a_full_disk_is_one_line(tmp_path, capsys, tmpfs):
     """A disk that filled while the workers wrote said so in 111 lines: each worker's
     "Compute Failed", the driver's traceback and the closing cluster's, ending in
     "OSError: [Errno 28] No space left on device" with no path."""
     job = tmp_path / "job.yaml"
     job.write_text((ROOT / "jobs" / "quickstart.yaml").read_text().replace("out/quickstart", str(tmp_path / "full" / "qs")))
-    with _tmpfs(tmp_path / "full", "size=300k"):
+    with tmpfs(tmp_path / "full", "size=300k"):
         assert main(["run", str(job), "--workers", "1", "--quiet"]) == 2
     err = capsys.readouterr().err
     line = next(line for line in err.splitlines() if line.startswith("error:"))

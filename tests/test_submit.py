@@ -177,6 +177,15 @@ def test_status_names_the_output_whole_and_the_stage_of_how_many(client, tmp_pat
     assert "running   stage 2/3 label_issues, pass 11:  20% (1/5 tasks)  → /o" in _status_line(Submission("r", home))
 
 
+def test_a_full_disk_is_said_with_the_output_by_status(client, tmp_path, tmpfs):
+    """A submitted run whose disk filled said "OSError: [Errno 28] No space left on device"
+    alone: no output, nothing to do. It now says what the command line says."""
+    with tmpfs(tmp_path / "full", "size=300k"):
+        handle = dsbuild.submit(JOB, cluster=client.scheduler.address, output=str(tmp_path / "full" / "out"))
+        assert handle.wait(timeout=300) == "failed"
+    assert handle.info()["error"].startswith(f"No space left on device (errno 28) while the run wrote {tmp_path / 'full' / 'out'}")
+
+
 def test_a_killed_drivers_progress_counter_leaves_the_scheduler(client):
     """The counter a driver registers on the scheduler stayed there when the driver was
     killed (or cancelled, or failed: only a finished run removed it), holding every key of
