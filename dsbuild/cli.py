@@ -102,6 +102,11 @@ def _command(argv: list[str] | None) -> int:
         from dsbuild.progress import end_line
 
         end_line()  # a progress bar cut short holds the line
+        # Ctrl-C while the local cluster started left it half made, and distributed's exit
+        # hook, closing it, printed "Exception ignored in atexit callback" and 28 lines
+        # ending in "AssertionError: Status.init" under the line below.
+        sys.unraisablehook = lambda unraisable: None
+        _quiet_dask_logs()
         print(f"interrupted: {getattr(args, 'interrupted_note', None) or 'no output was written'}", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `dsbuild stages | head`: the reader has what it wanted
