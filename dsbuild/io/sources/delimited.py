@@ -472,7 +472,6 @@ def _numbers_name_columns(header: list[str], row: list[str], numbers: list[bool]
 
 
 _NUMBER = re.compile(r"[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?")
-_UTC_TIME = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)? UTC$"
 
 
 def _row_read_as_header(path: str, lines: list[list[str]], spec: CsvSource) -> str:
@@ -702,6 +701,10 @@ def _grouped_number_type(column: pa.ChunkedArray, spec: CsvSource) -> pa.DataTyp
     if len(values) == 0 or not pc.all(pc.match_substring_regex(values, rf"^[+-]?(\d{{1,3}}({t}\d{{3}})+|\d+)({d}\d+)?$")).as_py():
         return None
     return pa.float64() if pc.any(pc.match_substring(values, spec.decimal)).as_py() else pa.int64()
+
+
+# BigQuery's TIMESTAMP as its CSV export writes it (microseconds at most)
+_UTC_TIME = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)? UTC$"
 
 
 def _utc_time_type(column: pa.ChunkedArray) -> pa.DataType | None:
