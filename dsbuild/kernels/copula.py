@@ -264,11 +264,21 @@ class CategoryPairs:
 
     @classmethod
     def scan(cls, frame: pd.DataFrame, pairs: list[tuple[str, str]]) -> CategoryPairs:
+        """Each column's texts coded once; a pair's counts are a bincount of code pairs."""
+        coded = {}
+        for c in dict.fromkeys(c for pair in pairs for c in pair):
+            present = frame[c].notna().to_numpy()
+            texts, text_uniques = pd.factorize(as_text(frame[c][present]))  # by text, as CategoryCounts: lists too
+            shifted = np.zeros(len(frame), dtype=np.int64)  # 0: missing, else the text's code + 1
+            shifted[present] = texts + 1
+            coded[c] = shifted, np.asarray(text_uniques, dtype=object)
         out = {}
         for a, b in pairs:
-            both = frame[[a, b]].dropna()
-            out[(a, b)] = pd.Series(1, index=pd.MultiIndex.from_arrays([as_text(both[a]), as_text(both[b])])).groupby(
-                level=[0, 1]).sum().astype(np.int64) if len(both) else pd.Series([], dtype=np.int64)
+            (ca, ua), (cb, ub) = coded[a], coded[b]
+            width = len(ub) + 1
+            table = np.bincount(ca * width + cb, minlength=(len(ua) + 1) * width).reshape(len(ua) + 1, width)[1:, 1:]
+            ia, ib = np.nonzero(table)  # pairs where either is missing fall in row or column 0, left out
+            out[(a, b)] = pd.Series(table[ia, ib].astype(np.int64), index=pd.MultiIndex.from_arrays([ua[ia], ub[ib]]))
         return cls(out)
 
     def merge(self, other: CategoryPairs) -> CategoryPairs:
