@@ -107,7 +107,7 @@ def _command(argv: list[str] | None) -> int:
         # ending in "AssertionError: Status.init" under the line below.
         sys.unraisablehook = lambda unraisable: None
         _quiet_dask_logs()
-        print(f"interrupted: {getattr(args, 'interrupted_note', None) or 'no output was written'}", file=sys.stderr)
+        print(f"interrupted: {_interrupted(args)}", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `dsbuild stages | head`: the reader has what it wanted
         sys.stdout = open(os.devnull, "w")
@@ -120,6 +120,18 @@ def _command(argv: list[str] | None) -> int:
             print(f"error: {e}", file=sys.stderr)
             return 2
         raise
+
+
+def _interrupted(args) -> str:
+    """What a Ctrl-C stopped, by command: "no output was written" had been said of every
+    command, also of `status --wait`, which stops following a run that goes on."""
+    if args.command == "run":
+        return getattr(args, "interrupted_note", None) or "no output was written"
+    if args.command == "status" and args.run and not args.cancel:
+        return f"stopped following {args.run}; the run goes on in the background: 'dsbuild status {args.run} --cancel' stops it"
+    if args.command == "submit":
+        return "nothing was submitted (a driver that had started was stopped)"
+    return f"{args.command} stopped"
 
 
 # Flags other tools have, and what dsbuild calls them (ADDRESS: the value given with them).

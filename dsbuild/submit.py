@@ -215,11 +215,15 @@ def submit(
         )
     handle = Submission(run_id)
     deadline = time.monotonic() + accept_timeout
-    while (info := _read_json(folder / "status.json"))["state"] == "submitted":
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.poll() is None and proc.terminate()
-            raise SubmissionError(f"run {run_id}: the driver did not start:\n{handle.log()[-2000:]}")
-        time.sleep(0.1)
+    try:
+        while (info := _read_json(folder / "status.json"))["state"] == "submitted":
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.poll() is None and proc.terminate()
+                raise SubmissionError(f"run {run_id}: the driver did not start:\n{handle.log()[-2000:]}")
+            time.sleep(0.1)
+    except KeyboardInterrupt:  # the driver, in a session of its own, went on with no id said to follow it
+        proc.terminate()
+        raise
     if info["state"] == "failed":
         raise SubmissionError(f"run {run_id} failed: {info.get('error')}")
     return handle

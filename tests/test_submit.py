@@ -186,6 +186,28 @@ def test_a_full_disk_is_said_with_the_output_by_status(client, tmp_path, tmpfs):
     assert handle.info()["error"].startswith(f"No space left on device (errno 28) while the run wrote {tmp_path / 'full' / 'out'}")
 
 
+def test_ctrl_c_on_status_wait_says_the_run_goes_on(home):
+    """Ctrl-C on `dsbuild status RUN --wait` said "interrupted: no output was written", as
+    of a run, while the run it followed went on in the background."""
+    import socket
+    import subprocess
+    import sys
+
+    from dsbuild.submit import _write_json
+
+    (home / "runs" / "r").mkdir(parents=True)
+    _write_json(home / "runs" / "r" / "status.json", {"id": "r", "state": "running", "output": "/o", "host": socket.gethostname(),
+                                              "pid": os.getpid()})
+    proc = subprocess.Popen([sys.executable, "-m", "dsbuild.cli", "status", "r", "--wait"], stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, "DSBUILD_HOME": str(home)})
+    assert proc.stderr.readline().startswith("r  running")  # following
+    proc.send_signal(signal.SIGINT)
+    err = proc.stderr.read()
+    assert proc.wait(timeout=60) == 130
+    assert "stopped following r; the run goes on in the background: 'dsbuild status r --cancel' stops it" in err, err
+    assert "no output was written" not in err
+
+
 def test_a_killed_drivers_progress_counter_leaves_the_scheduler(client):
     """The counter a driver registers on the scheduler stayed there when the driver was
     killed (or cancelled, or failed: only a finished run removed it), holding every key of
