@@ -738,7 +738,7 @@ def test_a_stage_and_its_accounting_run_as_one_task_per_partition(client, tmp_pa
     with get_task_stream(client) as stream:
         manifest = dsbuild.run(job, client=client)
     prefixes = {key_split(t["key"]) for t in stream.data}
-    assert not [p for p in prefixes if "split-kept" in p or p.endswith("-map")], prefixes
+    assert not [p for p in prefixes if p.endswith(("-kept", "-kept-rows", "-map"))], prefixes
     seconds = {s["name"]: s["seconds"]["tasks"] for s in manifest["stages"]}
     assert seconds["ranges"] > 0 and seconds["cast"] > 0, seconds
 
@@ -762,7 +762,8 @@ def test_every_task_of_a_run_counts_for_a_stage(client, tmp_path):
     stages = [t for t in stream.data if key_split(t["key"]) != "write_shards"]  # the sink's finish, in timings.finish
     computed = sum(s["stop"] - s["start"] for t in stages for s in t["startstops"] if s["action"] == "compute")
     seconds = {s["name"]: s["seconds"] for s in manifest["stages"]}
-    assert sum(s["tasks"] for s in seconds.values()) == pytest.approx(computed, abs=0.01), seconds
+    shared = manifest["timings"]["tasks_shared"]
+    assert sum(s["tasks"] for s in seconds.values()) + shared == pytest.approx(computed, abs=0.01), (seconds, shared)
     assert seconds["source"]["tasks"] > 0 and seconds["impute"]["tasks"] > 0, seconds
 
 
@@ -1061,6 +1062,35 @@ class Sleep(MapStage):
     def process(self, part):
         time.sleep(0.5)
         return part
+
+
+def test_every_task_of_a_stage_names_it_and_the_report_has_a_line(client, tmp_path):
+    """A stage's accounting task was named ``dsbuild-account-2`` and the kept rows handed
+    on ``dsbuild-split-kept``: their seconds counted for the first stage of the pass (the
+    source), or for a stage called ``split``. The accounting now names its stage, the kept
+    rows none, a task whose keys name several stages counts as ``timings.tasks_shared``,
+    and the report's seconds have a line of their own."""
+    from dask.utils import key_split
+    from distributed import get_task_stream
+
+    job = {
+        "name": "named", "seed": 0, "source": {"format": "sample", "name": "adult", "partitions": 2},
+        "columns": {"label": "income"},  # four stages pending at the end: computed unfused
+        "stages": [{"ranges": {"columns": {"age": {"min": 18}}}}, {"cast": {"schema": {"age": "float"}}}, {"split": {}}],
+        "sink": {"path": str(tmp_path / "out")},
+    }
+    with get_task_stream(client) as stream:
+        manifest = dsbuild.run(job, client=client)
+    names = ("source", "ranges", "cast", "split")
+    tasks = {}
+    for t in stream.data:
+        named = [n for n in names if f"dsbuild-{n}-" in key_split(t["key"])]
+        tasks.setdefault(named[0] if len(named) == 1 else None, []).append(key_split(t["key"]))
+    assert {p.rsplit("-", 1)[-1] for p in tasks["cast"]} == {"map", "account"}, tasks
+    assert not [p for p in tasks["split"] if "kept" in p], tasks
+    seconds = {s["name"]: s["seconds"]["tasks"] for s in manifest["stages"]}
+    assert all(seconds[n] > 0 for n in names), seconds
+    assert manifest["timings"]["tasks_shared"] == 0 and manifest["timings"]["report"] > 0
 
 
 def test_a_run_whose_cluster_lost_every_worker_stops_instead_of_hanging(tmp_path, monkeypatch):

@@ -18,11 +18,13 @@ INTERNAL = (REJECT, ADDED, RAW)
 
 
 def _kept(out):
-    return out.map_partitions(kept_rows, meta=kept_rows(out._meta), token="dsbuild-split-kept")
+    """A stage's kept rows, handed to the next stage, whose task they are fused into; their
+    key names no stage (as ``dsbuild-split-kept`` it named one called ``split``)."""
+    return out.map_partitions(kept_rows, meta=kept_rows(out._meta), token="dsbuild-kept-rows")
 
 
 def _rejected(out, stage: str):
-    return out.map_partitions(rejected_rows, stage, meta=rejected_rows(out._meta, stage), token="dsbuild-split-rejects")
+    return out.map_partitions(rejected_rows, stage, meta=rejected_rows(out._meta, stage), token="dsbuild-rejected-rows")
 
 
 def kept_rows(part: pd.DataFrame) -> pd.DataFrame:

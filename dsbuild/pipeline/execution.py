@@ -20,7 +20,7 @@ from dsbuild.pipeline.errors import DsbuildWarning, ResumeRefused
 from dsbuild.pipeline.ids import _added_rows_named, _ids_alone, _marked_source, _with_repeated_ids_rejected
 from dsbuild.progress import ProgressBar, at_stage
 from dsbuild.records import ID
-from dsbuild.stages.base import Shapes, Stage, StageError, fused
+from dsbuild.stages.base import Shapes, Stage, StageError, _token, fused
 from dsbuild.watch import WorkerKilled, killed_message
 
 
@@ -174,7 +174,7 @@ class Execution:
         accounts = [
             run_.output.map_partitions(
                 _account, self.sink, self.sink.staging("rejects", f"{r:03d}"), run_.name, label,
-                meta=_ACCOUNT_META, token=f"dsbuild-account-{r}", enforce_metadata=False,
+                meta=_ACCOUNT_META, token=_token(run_.name, "account"), enforce_metadata=False,
             )
             for r, run_ in zip(self.pending[:-1] if together else self.pending, pending)
         ]
@@ -190,7 +190,7 @@ class Execution:
                 written = run_.output.map_partitions(
                     _account_and_write, self.sink, self.sink.staging("rejects", f"{r:03d}"), run_.name, label,
                     folder, checkpoint is not None, first, meta=_ACCOUNT_WRITE_META, enforce_metadata=False,
-                    token=f"dsbuild-account-{r}-write-{what}",
+                    token=_token(run_.name, f"account-write-{what}"),
                 )
                 *results, last = self._gather([*accounts, written], [run_.name for run_ in pending])
                 last = last.sort_values("partition")
