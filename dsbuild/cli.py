@@ -27,12 +27,18 @@ def main(argv: list[str] | None = None) -> int:
     (pandas, Dask, matplotlib, scikit-learn) took 1.5 s after ``inspect`` and 5-7 s after
     the quick start on a loaded machine, with nothing left to do. The objects are left to
     the operating system; ``atexit`` still runs. A caller in this process (a test, a
-    notebook passing ``argv``) keeps its collector."""
+    notebook passing ``argv``) keeps its collector, and its Dask loggers' levels, which a
+    failed or interrupted run sets to CRITICAL while its cluster closes (left so, a
+    notebook heard nothing of Dask again)."""
+    levels = {name: logging.getLogger(name).level for name in _DASK_LOGGERS}
     try:
         return _command(argv)
     finally:
         if argv is None:
             gc.freeze()
+        else:
+            for name, level in levels.items():
+                logging.getLogger(name).setLevel(level)
 
 
 def _command(argv: list[str] | None) -> int:
@@ -310,8 +316,11 @@ def disk_full(e: BaseException, output: str) -> str | None:
             "elsewhere (--output DIR)")
 
 
+_DASK_LOGGERS = ("distributed", "tornado", "asyncio")
+
+
 def _quiet_dask_logs() -> None:
-    for name in ("distributed", "tornado", "asyncio"):
+    for name in _DASK_LOGGERS:
         logging.getLogger(name).setLevel(logging.CRITICAL)
 
 

@@ -251,6 +251,22 @@ def test_a_full_disk_is_one_line(tmp_path, capsys, tmpfs):
     assert "free some space" in line and "Traceback" not in err, err
 
 
+def test_a_failed_run_leaves_the_callers_dask_logs_as_they_were(tmp_path, capsys, tmpfs):
+    """A failed run quiets Dask's loggers while its cluster closes; called in-process, it had
+    left them at CRITICAL, and the test suite's later tests of distributed's warnings heard
+    nothing."""
+    import logging
+
+    job = tmp_path / "job.yaml"
+    job.write_text((ROOT / "jobs" / "quickstart.yaml").read_text().replace("out/quickstart", str(tmp_path / "full" / "qs")))
+    distributed = logging.getLogger("distributed")
+    before = distributed.level
+    with tmpfs(tmp_path / "full", "size=300k"):
+        assert main(["run", str(job), "--workers", "1", "--quiet"]) == 2
+    assert "No space left on device" in capsys.readouterr().err
+    assert distributed.level == before != logging.CRITICAL
+
+
 def test_a_taken_dashboard_port_is_said_on_the_dashboard_line(tmp_path, capsys):
     """A second run beside another's cluster printed distributed's three lines ("Port 8787 is
     already in use. Perhaps you already have a cluster running? Hosting the HTTP server on
