@@ -420,3 +420,18 @@ def test_finish_takes_the_files_schemas_from_their_records(tmp_path, monkeypatch
     assert all("schema" not in s for s in shards)
     back = pd.read_parquet(sink.tmp + "/data")
     assert sorted(back["id"]) == sorted(part["id"]) and str(back["x"].dtype) == "Int64"
+
+
+@pytest.mark.parametrize(("fmt", "codec"), [("jpeg", "UNCOMPRESSED"), ("jp2", "UNCOMPRESSED"), ("pnm", "ZSTD")])
+def test_compressed_images_are_stored_without_a_codec_and_raw_ones_with_it(tmp_path, fmt, codec):
+    """JPEG and JPEG 2000 bytes are compressed already: zstd over them costs CPU for
+    nothing (JPEG 2000 was zstd'd); a netpbm file's raw pixels keep the codec."""
+    from skimage import data
+
+    from dsbuild.kernels.decode import encode_image
+
+    blobs = [encode_image(data.camera()[i : i + 48, :64], fmt) for i in range(0, 240, 48)]
+    table = pa.table({"id": [f"r{i}" for i in range(len(blobs))], "image": blobs})
+    _write_table(FS, table, str(tmp_path / "a.parquet"), "zstd")
+    column = pq.read_metadata(tmp_path / "a.parquet").row_group(0).column(1)
+    assert column.path_in_schema == "image" and column.compression == codec
