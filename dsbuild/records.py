@@ -126,12 +126,14 @@ def missing_image_reason(cell) -> str:
     return f"empty-image:path-only={path}" if path else "empty-image"
 
 
-IMAGE_FORMATS = ("png", "jpeg", "webp", "bmp", "gif", "tiff", "pnm", "jp2", "exr")
+IMAGE_FORMATS = ("png", "jpeg", "webp", "bmp", "gif", "tiff", "pnm", "jp2", "exr", "pfm", "hdr")
 
 _PNM_MAGIC = re.compile(rb"P[1-7]\s")
 _JP2_SIGNATURE = b"\x00\x00\x00\x0cjP  \r\n\x87\n"
 _J2K_CODESTREAM = b"\xff\x4f\xff\x51"  # SOC then SIZ: a bare JPEG 2000 codestream (.j2k, .j2c)
 _EXR_MAGIC = b"\x76\x2f\x31\x01"
+_PFM_MAGIC = re.compile(rb"P[Ff]\s")
+_HDR_SIZE = re.compile(rb"\n\n?([-+][XY]) (\d+) ([-+][XY]) (\d+)\n")
 
 
 def sniff_image_format(data: bytes | None) -> str:
@@ -156,6 +158,10 @@ def sniff_image_format(data: bytes | None) -> str:
         return "jp2"
     if data[:4] == _EXR_MAGIC:
         return "exr"
+    if _PFM_MAGIC.match(data[:3]):  # portable float map: PF colour, Pf grey
+        return "pfm"
+    if data.startswith((b"#?RADIANCE", b"#?RGBE")):  # Radiance HDR
+        return "hdr"
     return "unknown"
 
 
@@ -189,6 +195,15 @@ def image_size(data: bytes | None) -> tuple[int, int] | None:
             return _jp2_size(data)
         if fmt == "exr":
             return _exr_size(data)
+        if fmt == "pfm":
+            w, h = data[3:64].split()[:2]
+            return int(h), int(w)
+        if fmt == "hdr":
+            found = _HDR_SIZE.search(data, 0, 4096)  # the resolution line after the header's blank line
+            if found is None:
+                return None
+            first, second = int(found.group(2)), int(found.group(4))
+            return (first, second) if found.group(1).endswith(b"Y") else (second, first)
     except (struct.error, IndexError, KeyError, ValueError):
         return None
     return None

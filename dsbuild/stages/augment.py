@@ -388,11 +388,11 @@ def _format_of(data: bytes, pixels: np.ndarray) -> str:
     it with the parent's depth and channels; a netpbm image with alpha (a PAM, which
     OpenCV writes but does not read back) a PNG; an EXR a float TIFF (OpenCV writes EXR
     only where it is built with OpenEXR, and a job's output should not depend on the
-    build); a GIF a PNG."""
+    build), and so are a PFM's and an HDR's; a GIF a PNG."""
     fmt = sniff_image_format(data)
     if fmt == "pnm" and pixels.ndim == 3 and pixels.shape[2] in (2, 4):
         return "png"
-    if fmt == "exr":
+    if fmt in ("exr", "pfm", "hdr"):  # float images
         return "tiff"
     return fmt if fmt in ("png", "jpeg", "webp", "bmp", "tiff", "pnm", "jp2") else "png"
 

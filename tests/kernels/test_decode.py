@@ -590,3 +590,20 @@ def test_a_bare_jpeg_2000_codestream_is_read_and_sized():
     assert codestream[:4] == b"\xff\x4f\xff\x51" and image_size(codestream) == (48, 64)
     reason, pixels = image_problem(codestream, max_pixels=10**7)
     assert reason is None and np.array_equal(pixels, picture)
+
+
+@pytest.mark.parametrize(("ext", "channels", "error"), [(".pfm", 3, 0.0), (".pfm", 1, 0.0), (".hdr", 3, 0.01)])
+def test_float_maps_pfm_and_radiance_hdr_are_read_as_float(ext, channels, error):
+    """PFM and Radiance HDR, which OpenCV reads, were refused as unknown-format: they
+    decode as float32 (HDR's shared-exponent levels within 1 %), sized from their headers
+    before a pixel is decoded; augment's copies of them are float TIFFs."""
+    from dsbuild.stages.augment import _format_of
+
+    picture = (_bgr(data.astronaut())[:40, :56] / 255).astype(np.float32)
+    picture = picture if channels == 3 else np.ascontiguousarray(picture[..., 0])
+    blob = cv2.imencode(ext, picture)[1].tobytes()
+    assert image_size(blob) == (40, 56)
+    assert image_problem(blob, max_pixels=40 * 56 - 1)[0] == "too-large:40x56"
+    reason, pixels = image_problem(blob, max_pixels=10**7)
+    assert reason is None and pixels.dtype == np.float32 and np.abs(pixels - picture).max() <= error
+    assert _format_of(blob, pixels) == "tiff"

@@ -12,7 +12,7 @@ from dsbuild.records import ID, image_series, image_size, sniff_image_format
 from dsbuild.sizes import Bytes
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".pgm", ".ppm", ".pbm", ".pnm", ".pam",
-                    ".jp2", ".j2k", ".exr")
+                    ".jp2", ".j2k", ".exr", ".pfm", ".hdr")
 
 
 class ImagesSource(_Spec):
