@@ -119,11 +119,12 @@ def _command(argv: list[str] | None) -> int:
         sys.stdout = open(os.devnull, "w")
         return 0
     except Exception as e:  # noqa: BLE001 - the CLI's job is to say what went wrong, briefly
-        if isinstance(e, _brief_errors()):
+        said = f"error: {e}" if isinstance(e, _brief_errors()) else _unwritable(e)
+        if said:
             from dsbuild.progress import end_line
 
             end_line()
-            print(f"error: {e}", file=sys.stderr)
+            print(said, file=sys.stderr)
             return 2
         raise
 
@@ -304,6 +305,15 @@ class DiskError(OSError):
     """The disk filled while the run wrote: a worker's error came back as a page of
     tracebacks (the worker's, the driver's, the closing cluster's) ending in
     "OSError: [Errno 28] No space left on device", with no path."""
+
+
+def _unwritable(e: BaseException) -> str | None:
+    """A file a command could not write or read (`dsbuild report` of an output on a
+    read-only mount, a full disk, no permission) said as the file and the system's reason,
+    in one line: it was a 20-line traceback from fsspec's open."""
+    if isinstance(e, OSError) and e.errno in (errno.EROFS, errno.EACCES, errno.EPERM, *_DISK_FULL):
+        return f"error: {e.filename or 'a file'}: {e.strerror}"
+    return None
 
 
 def disk_full(e: BaseException, output: str) -> str | None:

@@ -237,6 +237,21 @@ def test_a_read_only_output_is_refused_before_a_cluster_starts(tmp_path, capsys,
             dsbuild.run(str(job))
 
 
+def test_report_into_a_read_only_output_is_one_line(client, tmp_path, capsys, tmpfs):
+    """`dsbuild report` of an output on a read-only mount ended in a 20-line traceback from
+    fsspec's open of report.html."""
+    import dsbuild
+
+    job = {"name": "bc", "seed": 0, "source": {"format": "sample", "name": "breast_cancer"}, "stages": [],
+           "sink": {"path": str(tmp_path / "ro" / "out")}}
+    with tmpfs(tmp_path / "ro", "size=20m"):
+        dsbuild.run(job, client=client)
+        subprocess.run(["mount", "-o", "remount,ro", str(tmp_path / "ro")], check=True)
+        assert main(["report", str(tmp_path / "ro" / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {tmp_path / 'ro' / 'out' / 'report.html'}: Read-only file system\n", err
+
+
 def test_a_full_disk_is_one_line(tmp_path, capsys, tmpfs):
     """A disk that filled while the workers wrote said so in 111 lines: each worker's
     "Compute Failed", the driver's traceback and the closing cluster's, ending in
