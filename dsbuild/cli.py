@@ -677,9 +677,7 @@ def _status(args) -> int:
     handle = Submission(args.run)
     if args.cancel:
         print(f"{handle.id}  {handle.cancel()}")
-        for folder in _checkpoints_kept(handle):
-            print(f"its checkpoints are kept in {folder}: 'dsbuild submit' (or 'run') of the same job with --resume "
-                  "continues from them; remove that folder to free the disk", file=sys.stderr)
+        _say_checkpoints_kept(handle)
         return 0
     if args.wait:
         last = None
@@ -693,9 +691,16 @@ def _status(args) -> int:
     print(json.dumps(info, indent=2) if args.json else _status_line(handle))
     if info["state"] in ("failed", "lost") and info.get("error"):
         print(f"error: {info['error']}", file=sys.stderr)
+        _say_checkpoints_kept(handle)  # said on --cancel alone, where a killed or failed driver's are as useful
     if args.wait:
         return 0 if info["state"] == "finished" else 1
     return 0
+
+
+def _say_checkpoints_kept(handle) -> None:
+    for folder in _checkpoints_kept(handle):
+        print(f"its checkpoints are kept in {folder}: 'dsbuild submit' (or 'run') of the same job with --resume "
+              "continues from them; remove that folder to free the disk", file=sys.stderr)
 
 
 def _checkpoints_kept(handle) -> list[Path]:
@@ -720,7 +725,6 @@ def _status_line(handle) -> str:
         if p.get("stages"):  # the passes' count is known only as they come; the stages' is not
             at = "writing the output" if p["stage_name"] == "writing the output" else f"stage {p['stage']}/{p['stages']} {p['stage_name']}"
             done = f"{at}, {done}"
-
     return f"{handle.id}  {p['state']:<9} {done}  → {info.get('output', '')}".rstrip()
 
 

@@ -122,8 +122,9 @@ def test_a_killed_driver_is_lost_and_leaves_no_output_that_looks_complete(client
     assert not any(p.name == "_SUCCESS" for p in tmp_path.rglob("*"))
 
 
-def test_a_killed_driver_is_resumed_by_a_new_submission(client, tmp_path):
-    """A resubmission started from scratch and deleted the killed driver's checkpoints."""
+def test_a_killed_driver_is_resumed_by_a_new_submission(client, tmp_path, capsys):
+    """A resubmission started from scratch and deleted the killed driver's checkpoints.
+    And `dsbuild status` of the lost run named its checkpoints on --cancel alone."""
     job = {**JOB, "stages": [*JOB["stages"], *[{"cast": {"schema": {"label": "str"}}}] * 30]}
     out = tmp_path / "resumed"
     handle = dsbuild.submit(job, cluster=client.scheduler.address, output=str(out))
@@ -132,6 +133,11 @@ def test_a_killed_driver_is_resumed_by_a_new_submission(client, tmp_path):
         time.sleep(0.05)
     os.kill(handle.info()["pid"], signal.SIGKILL)
     assert not out.exists(), "the run finished before it could be killed"
+    deadline = time.monotonic() + 30
+    while handle.status() != "lost" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert main(["status", handle.id]) == 0
+    assert f"its checkpoints are kept in {next(tmp_path.glob('resumed.tmp-*'))}: " in capsys.readouterr().err
     again = dsbuild.submit(job, cluster=client.scheduler.address, output=str(out), resume=True)
     manifest = again.result(timeout=300)
     assert manifest["resumed_from_stage"] == 1 and manifest["ledger"]["balanced"]
