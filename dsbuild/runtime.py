@@ -400,7 +400,7 @@ def connect(cluster="local", workers: int | None = None) -> Iterator[Client]:
                 if note:
                     warnings.warn(f"worker {address}: {note}", UserWarning, stacklevel=3)
             yield client
-        except BaseException:
+        except (Exception, KeyboardInterrupt):  # not GeneratorExit: a context left unclosed, collected
             if spec.kind == "local":
                 _mute_closing_workers(client)
             raise
