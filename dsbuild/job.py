@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import re
 import types
 from pathlib import Path
 from typing import Any, Literal
@@ -749,8 +750,19 @@ def _message(e: dict, path: tuple, data: dict) -> str:
     if kind == "literal_error" and e.get("input") is None and "'null'" in str(ctx.get("expected")):
         return f"{msg} (got no value: a bare null is YAML's no value; quote the choice, \"null\")"
     if "input" in e and kind not in ("missing",):
-        return f"{msg} (got {e['input']!r})"
+        meant = _meant_choice(e["input"], str(ctx.get("expected", ""))) if kind == "literal_error" else None
+        return f"{msg} (got {e['input']!r}" + (f"; did you mean {meant!r}?)" if meant else ")")
     return msg
+
+
+def _meant_choice(got, expected: str) -> str | None:
+    """The choice a misspelt value meant: the same characters in another order ('=>' for
+    '>='), else a close spelling ('digts' for 'digits'). The choices had been listed alone."""
+    if not isinstance(got, str):
+        return None
+    choices = re.findall(r"'([^']*)'", expected)
+    same = [c for c in choices if sorted(c) == sorted(got) and c != got]
+    return (same or difflib.get_close_matches(got, choices, n=1, cutoff=0.75) or [None])[0]
 
 
 def _named_in(value, msg: str) -> bool:

@@ -139,7 +139,16 @@ def test_unknown_stage_lists_registered_ones(tmp_path):
 
 def test_bad_stage_option_value_lists_choices(tmp_path):
     (problem,) = errors_of(GOOD.replace('op: ">="', 'op: "=>"'), tmp_path)
-    assert ":8: stages[0].select.where[0].op:" in problem and "'>='" in problem and "(got '=>')" in problem
+    assert ":8: stages[0].select.where[0].op:" in problem and "'>='" in problem and "(got '=>'; did you mean '>='?)" in problem
+
+
+def test_a_misspelt_choice_gets_the_one_meant(tmp_path):
+    """A value outside a set of choices listed them all, where a field's misspelt name got
+    "did you mean": '=>' for '>=', 'digts' for 'digits'. A value near none gets no guess."""
+    (problem,) = errors_of(GOOD.replace("name: adult", "name: adlt"), tmp_path)
+    assert "(got 'adlt'; did you mean 'adult'?)" in problem, problem
+    (problem,) = errors_of(GOOD.replace('op: ">="', 'op: "between"'), tmp_path)
+    assert "(got 'between')" in problem, problem
 
 
 def test_nested_options_are_named_as_written_with_a_suggestion(tmp_path):
@@ -149,7 +158,7 @@ def test_nested_options_are_named_as_written_with_a_suggestion(tmp_path):
     problems = errors_of(GOOD.replace("  - cast: {schema: {age: float}}\n", stage), tmp_path)
     assert len(problems) == 2 and not any("literal[" in p or "function-after" in p for p in problems)
     assert any(":9: stages[1].impute.columns.age.stratgy: unknown option 'stratgy' (did you mean 'strategy'?)" in p for p in problems)
-    assert any("stages[1].impute.columns.fnlwgt: Input should be 'median'" in p and "(got 'medianx')" in p for p in problems)
+    assert any("stages[1].impute.columns.fnlwgt: Input should be 'median'" in p and "(got 'medianx'; did you mean 'median'?)" in p for p in problems)
 
 
 def test_a_stage_written_with_name_and_options_is_named_as_written(tmp_path):
