@@ -819,6 +819,30 @@ def test_a_fit_reads_its_checkpoint_once(client, tmp_path):
     assert seconds["impute"] > 0 and seconds["reweigh"] > 0, seconds
 
 
+def test_a_fit_whose_first_partials_are_large_reads_its_checkpoint_again(client, tmp_path, monkeypatch):
+    """The first partials come to the driver, which folds them; label_issues' are a sample of
+    each partition's rows, together up to the whole data set's features. Over the budget,
+    the fit reads the checkpoint again and combines on the workers, to the same output."""
+    from dask.utils import key_split
+    from distributed import get_task_stream
+
+    from dsbuild.pipeline import execution
+
+    job = {"name": "large", "seed": 0, "source": {"format": "sample", "name": "adult", "partitions": 4},
+           "stages": [{"ranges": {"columns": {"age": {"min": 18, "max": 80}}}},
+                      {"impute": {"columns": {"age": "median", "workclass": "mode"}, "by": ["relationship"]}}]}
+    out = {}
+    for budget in (execution._GIVEN_BYTES, 0):
+        monkeypatch.setattr(execution, "_GIVEN_BYTES", budget)
+        with get_task_stream(client) as stream:
+            dsbuild.run({**job, "sink": {"path": str(tmp_path / str(budget))}}, client=client)
+        out[budget] = read_output(tmp_path / str(budget))
+        folds = [t for t in stream.data if key_split(t["key"]) == "fold"]
+        assert bool(folds) == (budget == 0), budget
+    for a, b in zip(*out.values()):
+        pd.testing.assert_frame_equal(a, b)
+
+
 def test_label_counts_name_labels_as_text():
     """Counted on the column as it is, named as the column's values become text: unused
     categories are left out, missing values are one "<missing>" label."""

@@ -3,6 +3,7 @@ one accounting task per stage and partition, whose small results the driver sums
 
 from __future__ import annotations
 
+import pickle
 import time
 from collections import Counter
 
@@ -89,26 +90,35 @@ def _account(part: pd.DataFrame, sink: Sink, folder: str, stage: str, label: str
 
 
 _ACCOUNT_WRITE_META = _ACCOUNT_META.assign(kept=pd.Series(dtype=object), partial=pd.Series(dtype=object),
-                                           partial_seconds=pd.Series(dtype="float64"))
+                                           partial_taken=pd.Series(dtype=bool), partial_seconds=pd.Series(dtype="float64"))
 
 
 def _account_and_write(part: pd.DataFrame, sink: Sink, rejects: str, stage: str, label: str | None, folder: str, scratch: bool,
-                       first: tuple | None = None, partition_info=None) -> pd.DataFrame:
+                       first: tuple | None = None, first_bytes: int = 0, partition_info=None) -> pd.DataFrame:
     """:func:`_account` and the write of the stage's kept rows, in one task; the files
     listed as the sink gives them (a frame of them made into records again cost 1.5 ms a
     partition). ``first``: the next stage's first ``(partial, state)``, taken here on the
-    kept rows as the checkpoint gives them back, where any were written."""
+    kept rows as the checkpoint gives them back, where any were written, and sent to the
+    driver only if it pickles to at most ``first_bytes`` (``partial_taken``)."""
     out = _account(part, sink, rejects, stage, label, partition_info)
     kept = kept_rows(part)
     files = _write_files(kept, sink, folder, scratch, int(out["partition"].iloc[0]))
-    partial, seconds = None, 0.0
+    partial, taken, seconds = None, False, 0.0
     if first is not None and files:
         t = time.perf_counter()
         kept = kept.reset_index(drop=True)
         kept.columns = kept.columns.astype(object)  # as execution._CheckpointPart gives them
         partial = first[0](kept, first[1])
-        seconds = time.perf_counter() - t
-    return out.assign(kept=[files], partial=[partial], partial_seconds=[seconds])
+        taken = _pickled_bytes(partial) <= first_bytes
+        partial, seconds = (partial, time.perf_counter() - t) if taken else (None, 0.0)
+    return out.assign(kept=[files], partial=[partial], partial_taken=[taken], partial_seconds=[seconds])
+
+
+def _pickled_bytes(value) -> int:
+    """The bytes ``value`` pickles to, its arrays counted without being copied."""
+    buffers: list = []
+    head = pickle.dumps(value, protocol=5, buffer_callback=buffers.append)
+    return len(head) + sum(b.raw().nbytes for b in buffers)
 
 
 def _kept_files(accounted: pd.DataFrame) -> pd.DataFrame:

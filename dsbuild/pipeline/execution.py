@@ -160,8 +160,13 @@ class Execution:
         ``first``: the ``(partial, state)`` of that stage's first fit over its input
         (:meth:`Shapes.first_pass`), taken in the tasks that write the checkpoint and given
         to ``shapes``: the fit does not read the checkpoint again (a fifth of the task
-        seconds of ``clean_adult.yaml`` at 80 partitions)."""
+        seconds of ``clean_adult.yaml`` at 80 partitions). The partials come to the
+        driver, which folds them, so only where all of them fit in ``_GIVEN_BYTES``:
+        label_issues' first partials are a sample of each partition's rows, together up to
+        the whole data set's features; such a fit reads the checkpoint again, its partials
+        combined on the workers."""
         pending = [self.runs[r] for r in self.pending]
+        partials = None
         since = self._task_count()
         label = self.spec.columns.label
         in_memory = checkpoint is not None and self.spec.sink.checkpoints == "memory"
@@ -189,16 +194,18 @@ class Execution:
                 first = first if checkpoint is not None else None
                 written = run_.output.map_partitions(
                     _account_and_write, self.sink, self.sink.staging("rejects", f"{r:03d}"), run_.name, label,
-                    folder, checkpoint is not None, first, meta=_ACCOUNT_WRITE_META, enforce_metadata=False,
-                    token=_token(run_.name, f"account-write-{what}"),
+                    folder, checkpoint is not None, first, _GIVEN_BYTES // max(run_.output.npartitions, 1),
+                    meta=_ACCOUNT_WRITE_META, enforce_metadata=False, token=_token(run_.name, f"account-write-{what}"),
                 )
                 *results, last = self._gather([*accounts, written], [run_.name for run_ in pending])
                 last = last.sort_values("partition")
                 kept_files = _in_order(_kept_files(last))
                 results.append(last[list(_ACCOUNT_META.columns)])
-                partials = [p for files, p in zip(last["kept"], last["partial"]) for _ in files] if first is not None else None
-                self.given_seconds = float(last["partial_seconds"].sum())
-                run_.moved_seconds -= self.given_seconds
+                written_to = last[[bool(files) for files in last["kept"]]]
+                if first is not None and written_to["partial_taken"].all():
+                    partials = list(written_to["partial"])
+                    self.given_seconds = float(written_to["partial_seconds"].sum())
+                    run_.moved_seconds -= self.given_seconds
             else:
                 written = _written(kept, self.sink, folder, what, scratch=checkpoint is not None)
                 kept_files, *results = self._gather([written, *accounts], [run_.name for run_ in pending])
@@ -302,6 +309,9 @@ class Execution:
         self.resumed_from = index
         meta = _checkpoint_meta(self.sink, state["kept"], source_kept._meta)
         return index, _read_checkpoint(self.sink, state["kept"], meta)
+
+
+_GIVEN_BYTES = 64 * 2**20  # a fit's first partials, all partitions together, that a flush brings to the driver
 
 
 def _driver_seconds(wall: float, tasks: list[dict]) -> float:
