@@ -257,7 +257,8 @@ def stage_run(src, dst, fmt: str, scheduler=None) -> None:
     import dask.dataframe as dd
 
     from dsbuild.stages.augment import Augment
-    from dsbuild.stages.base import ADDED, REJECT, Roles, Shapes, StageContext
+    from dsbuild.stages.base import ADDED, REJECT, Roles, StageContext
+    from dsbuild.stages.shapes import Shapes
 
     stage = Augment(transforms=E2E_TRANSFORMS, copies=1, format=fmt, quality=QUALITY[fmt])
     stage.bind(StageContext("augment", 0, Roles(image="image")))

@@ -779,7 +779,8 @@ def _speed_row(label: str, ours: tuple[float, float, int], duck: tuple[float, fl
 
 
 def _exact_dedup_count(ddf) -> int:
-    from dsbuild.stages.base import REJECT, Shapes, StageContext
+    from dsbuild.stages.base import REJECT, StageContext
+    from dsbuild.stages.shapes import Shapes
     from dsbuild.stages.dedup import ExactDedup
 
     out = ExactDedup().bind(StageContext("exact_dedup")).build(ddf, Shapes())

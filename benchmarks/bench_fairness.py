@@ -34,7 +34,8 @@ from sklearn.preprocessing import StandardScaler
 
 import dsbuild
 from benchmarks import cpu_seconds
-from dsbuild.stages.base import Roles, Shapes, StageContext
+from dsbuild.stages.base import Roles, StageContext
+from dsbuild.stages.shapes import Shapes
 from dsbuild.stages.fairness import (
     CorrelationRemoverStage,
     DisparateImpactRemover,

@@ -282,7 +282,7 @@ class PeakWorkerMemory:
 def timed_shapes(memory: PeakWorkerMemory):
     """Shapes that record wall seconds, CPU seconds and peak worker memory of each fit (the
     inventory, then one per EM round)."""
-    from dsbuild.stages.base import Shapes
+    from dsbuild.stages.shapes import Shapes
 
     class TimedShapes(Shapes):
         def __init__(self):

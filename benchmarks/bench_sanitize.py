@@ -410,7 +410,8 @@ def scaling_table(quick: bool) -> str:
 
     from benchmarks import cpu_seconds
     from dsbuild.runtime import local_cluster
-    from dsbuild.stages.base import REJECT, Shapes, StageContext
+    from dsbuild.stages.base import REJECT, StageContext
+    from dsbuild.stages.shapes import Shapes
 
     n = int(os.environ.get("BENCH_SANITIZE_ROWS", "100000" if quick else "10000000"))
     parts, d = max(8, n // 250_000), 30

@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 
 from dsbuild.records import ID
-from dsbuild.stages.base import METRIC, Roles, Shapes, Stage, StageContext
+from dsbuild.stages.base import METRIC, Roles, Stage, StageContext
+from dsbuild.stages.shapes import Shapes
 
 
 def run_stage(

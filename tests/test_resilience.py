@@ -73,7 +73,7 @@ def counts(manifest) -> list:
 def test_sigkill_a_worker_mid_job_gives_identical_output(tmp_path, monkeypatch):
     # The job's shuffles are small enough for Dask's task shuffle; force p2p, which large
     # jobs use and whose recovery from a lost worker is the harder path.
-    monkeypatch.setattr("dsbuild.stages.base.SMALL_SHUFFLE", 0)
+    monkeypatch.setattr("dsbuild.stages.shapes.SMALL_SHUFFLE", 0)
     # RESTART_CONFIG as dsbuild.run sets it: a replacement worker slow to start on a busy machine is kept
     with dask.config.set(RESTART_CONFIG), local_cluster(2, "3GiB", dashboard_address=None) as cluster, Client(cluster) as client:
         client.register_plugin(DsbuildWorkerSetup())

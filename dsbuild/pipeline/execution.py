@@ -20,7 +20,8 @@ from dsbuild.pipeline.errors import DsbuildWarning, ResumeRefused
 from dsbuild.pipeline.ids import _added_rows_named, _ids_alone, _marked_source, _with_repeated_ids_rejected
 from dsbuild.progress import ProgressBar, at_stage
 from dsbuild.records import ID
-from dsbuild.stages.base import Shapes, Stage, StageError, _token, fused
+from dsbuild.stages.base import Stage, StageError
+from dsbuild.stages.shapes import Shapes, _token, fused
 from dsbuild.watch import WorkerKilled, killed_message
 
 

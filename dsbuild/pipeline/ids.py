@@ -11,7 +11,8 @@ import pandas as pd
 from dsbuild.io.sources import RAW
 from dsbuild.kernels.dtypes import blank_text
 from dsbuild.records import ID, REASON, STAGE
-from dsbuild.stages.base import ADDED, REJECT, StageError, compute
+from dsbuild.stages.base import ADDED, REJECT, StageError
+from dsbuild.stages.shapes import compute
 
 
 def _marked_source(source, id_column: str | None):

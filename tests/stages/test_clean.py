@@ -923,7 +923,7 @@ def test_impute_says_when_a_column_has_no_value_to_fill_from():
 def test_a_second_impute_keeps_the_first_ones_marks(client):
     """impute, outliers (action null), impute: the second impute wrote its own
     ``<col>_imputed`` over the first's, and the ages the first had filled read as observed."""
-    from dsbuild.stages.base import Shapes
+    from dsbuild.stages.shapes import Shapes
 
     frame = pd.DataFrame({"id": [f"r{i}" for i in range(8)], "age": [30.0, None, 40.0, 35.0, 300.0, 33.0, None, 38.0]})
     ddf = dd.from_pandas(frame, npartitions=2, sort=False)
@@ -942,7 +942,7 @@ def test_a_second_outliers_keeps_the_first_ones_marks(client):
     """outliers (action null) then outliers again on the column: the second wrote its own
     ``<col>_outlier`` over the first's, and the value the first had emptied read as no
     outlier, with nothing to say why it was missing."""
-    from dsbuild.stages.base import Shapes
+    from dsbuild.stages.shapes import Shapes
 
     frame = pd.DataFrame({"id": [f"r{i}" for i in range(10)],
                           "fnlwgt": [100.0, 102.0, 98.0, 101.0, 99.0, 10_000.0, 103.0, 97.0, 100.0, 150.0]})
@@ -989,7 +989,7 @@ def test_constraints_merge_few_counts_by_a_tree_and_shuffle_many(client, sample,
     partitions, 10 of the Adult clean job's 21 s of worker CPU on 80 partitions. A few
     thousand combinations are merged by a tree; past PAIRS_IN_ONE_TASK they are still
     shuffled, with the same result."""
-    from dsbuild.stages.base import Shapes
+    from dsbuild.stages.shapes import Shapes
     from dsbuild.stages.clean import constraints
 
     frame, rows = with_fd_violations(sample)

@@ -140,7 +140,7 @@ def test_near_dedup_images_checks_doubtful_pairs_on_the_workers(client, monkeypa
     and the counts are the same at any partitioning."""
     import pickle
 
-    from dsbuild.stages.base import Shapes
+    from dsbuild.stages.shapes import Shapes
 
     seen = []
     reduce, broadcast = Shapes._reduce, Shapes.broadcast
@@ -161,7 +161,7 @@ def test_near_dedup_images_checks_doubtful_pairs_on_the_workers(client, monkeypa
 def test_near_dedup_images_moves_no_pair_when_none_is_doubtful(client, monkeypatch, copies):
     """With trust_distance at max_distance every pair the hashes find is trusted: none
     needs the pictures, and no pair is shuffled to their partitions to learn so."""
-    from dsbuild.stages.base import Shapes
+    from dsbuild.stages.shapes import Shapes
 
     routed = []
     route = Shapes.route
@@ -761,7 +761,7 @@ def test_near_dedup_text_brings_counts_to_the_driver_not_its_clusters(client, mo
     whose keeper follows the keep rule, at any partitioning."""
     import pickle
 
-    from dsbuild.stages.base import Shapes
+    from dsbuild.stages.shapes import Shapes
     from dsbuild.stages.dedup import near
 
     if rounds:  # this path of 300 copies takes several rounds of star steps
@@ -802,7 +802,7 @@ def test_few_close_pairs_find_their_components_in_one_task(client, monkeypatch, 
     """Each round of star steps costs two shuffles and two computes, most of a small
     job's time in the stage. Where the close pairs are few, the links meet in one task;
     the clusters, keepers and counts are those the rounds of shuffles find."""
-    from dsbuild.stages.base import Shapes
+    from dsbuild.stages.shapes import Shapes
     from dsbuild.stages.dedup import near
 
     labels = []
@@ -833,7 +833,7 @@ def test_band_rows_carry_a_signature_only_where_their_bucket_is_shared(client, m
     (512 bytes, 16 times a text: 599 MB of shuffled pieces for 100,000 texts); rows
     whose bucket holds no other row are never compared. Thin band rows meet first, and
     only rows of shared buckets fetch their signature."""
-    from dsbuild.stages.base import Shapes
+    from dsbuild.stages.shapes import Shapes
     from dsbuild.stages.dedup import TextSigner
 
     grouped = []
@@ -854,7 +854,7 @@ def test_near_dedup_shuffles_by_band_key_take_their_partition_count_from_their_s
     """The shuffles by band key kept their input's partition count: the same 50,000 texts
     took 41-43 s in 32 partitions (32 x 32 pieces a shuffle) and 15-21 s in 8. Their count
     now follows the bytes the signatures measured; the output does not depend on it."""
-    from dsbuild.stages.base import Shapes
+    from dsbuild.stages.shapes import Shapes
     from dsbuild.stages.dedup import near
 
     counts = []

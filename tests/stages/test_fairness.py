@@ -94,7 +94,8 @@ def test_audit_then_reweigh_count_in_one_pass(adult, monkeypatch):
 
     from dsbuild.kernels.fairness import contingency
     from dsbuild.stages.fairness import base as fairness  # where FairnessStage.table counts
-    from dsbuild.stages.base import Shapes, StageContext
+    from dsbuild.stages.base import StageContext
+    from dsbuild.stages.shapes import Shapes
 
     calls = []
 

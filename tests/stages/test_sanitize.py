@@ -117,7 +117,7 @@ def test_label_issues_models_reach_the_workers_once_not_in_every_graph(client, p
     the flags are the same."""
     import pickle
 
-    from dsbuild.stages.base import Shapes
+    from dsbuild.stages.shapes import Shapes
 
     stage = LabelIssues(model=["logistic_regression", "knn"])
     kept, rejected = run_stage(stage, poisoned, npartitions=3, roles=_roles(poisoned))  # on the cluster
@@ -228,7 +228,8 @@ def test_last_round_flags_are_kept_with_the_probability_of_their_label_as_weight
 def test_round_metrics_add_up(poisoned):
     import dask.dataframe as dd
 
-    from dsbuild.stages.base import Shapes, StageContext
+    from dsbuild.stages.base import StageContext
+    from dsbuild.stages.shapes import Shapes
     from dsbuild.testing import stage_metrics
 
     stage = LabelIssues(model="logistic_regression", filter=["predicted_neq_given", "predicted_neq_given"])
@@ -248,7 +249,7 @@ def test_a_model_that_cannot_tell_the_classes_apart_is_warned_about():
     import dask.dataframe as dd
 
     from dsbuild.pipeline import _label_counts, kept_rows
-    from dsbuild.stages.base import Shapes
+    from dsbuild.stages.shapes import Shapes
     from dsbuild.testing import stage_metrics
 
     adult = pd.read_csv("dsbuild/io/data/adult.csv.gz", nrows=3000)
@@ -285,7 +286,7 @@ def test_flagging_a_large_share_of_rows_is_said_with_the_models_skill():
     import dask.dataframe as dd
 
     from dsbuild.pipeline import _label_counts, kept_rows
-    from dsbuild.stages.base import Shapes
+    from dsbuild.stages.shapes import Shapes
     from dsbuild.testing import stage_metrics
 
     def run(frame, label):
@@ -353,7 +354,7 @@ def test_models_that_learned_nothing_flag_nothing_and_say_so(filter):
     import dask.dataframe as dd
 
     from dsbuild.pipeline import _label_counts, kept_rows
-    from dsbuild.stages.base import Shapes
+    from dsbuild.stages.shapes import Shapes
     from dsbuild.testing import stage_metrics
 
     rng = np.random.default_rng(0)
@@ -633,7 +634,7 @@ def test_rows_without_a_label_are_counted_as_unscored(poisoned):
     rows as unscored in the manifest, label_issues said nothing of them."""
     import dask.dataframe as dd
 
-    from dsbuild.stages.base import Shapes
+    from dsbuild.stages.shapes import Shapes
     from dsbuild.testing import stage_metrics
 
     frame = poisoned.assign(target=poisoned["target"].astype(float))

@@ -197,7 +197,8 @@ def test_oversample_spreads_its_new_rows_over_partitions(cancer):
     partitions of their own, about the others' size; the rows are the same."""
     import dask.dataframe as dd
 
-    from dsbuild.stages.base import ADDED, Shapes, StageContext
+    from dsbuild.stages.base import ADDED, StageContext
+    from dsbuild.stages.shapes import Shapes
 
     stage = Oversample(k_neighbors=3).bind(StageContext("oversample", 0, Roles(label="label")))
     frame = dd.from_pandas(cancer, npartitions=8, sort=False)
@@ -292,7 +293,8 @@ def test_synthesize_spreads_many_new_rows_over_partitions(adult, monkeypatch):
     import dask.dataframe as dd
 
     from dsbuild.stages import synth
-    from dsbuild.stages.base import Shapes, StageContext
+    from dsbuild.stages.base import StageContext
+    from dsbuild.stages.shapes import Shapes
 
     monkeypatch.setattr(synth, "BLOCKS_PER_PARTITION", 2, raising=False)  # raising: absent before the fix
     small = adult.head(300)

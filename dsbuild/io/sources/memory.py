@@ -108,7 +108,7 @@ def _read_frame(spec: FrameSource) -> Source:
         if texts and numbers is not None:
             texts = [c for c in texts if c not in numbers.names or pa.types.is_string(numbers.field(c).type)]
     if ID not in frame.columns and starts is None:
-        from dsbuild.stages.base import compute  # here: the stages import the sources
+        from dsbuild.stages.shapes import compute
 
         (lengths,) = compute(frame.map_partitions(len, meta=(None, "int64")))
         lengths = lengths.tolist()
