@@ -1096,8 +1096,21 @@ def test_bundled_tables_take_their_partitions(name):
 
 
 def test_missing_path_is_named(tmp_path):
-    with pytest.raises(SourceError, match="does not exist"):
+    with pytest.raises(SourceError, match="does not exist") as e:
         read_source({"format": "csv", "path": str(tmp_path / "nope.csv")})
+    assert "did you mean" not in str(e.value)
+
+
+def test_a_misspelt_source_path_gets_the_name_meant(tmp_path):
+    """A typo in a job file's name was answered with the file meant; one in the source's
+    path (``trian.csv``) was not."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "train.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(SourceError, match=r"does not exist.*; did you mean '.*data/train\.csv'\?$"):
+        read_source({"format": "csv", "path": str(tmp_path / "data" / "trian.csv")})
+    with pytest.raises(SourceError, match="does not exist") as e:  # its folder missing too: nothing to suggest
+        read_source({"format": "csv", "path": str(tmp_path / "dta" / "trian.csv")})
+    assert "did you mean" not in str(e.value)
 
 
 def test_csv_from_a_spreadsheet_keeps_its_names_and_quoted_values(tmp_path):

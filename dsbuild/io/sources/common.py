@@ -222,7 +222,7 @@ def _expand(
             roots.append(posixpath.dirname(stripped))
             files.append(stripped)
         else:
-            raise SourceError(f"source path {p!r} does not exist{_looked_in(p)}")
+            raise SourceError(f"source path {p!r} does not exist{_looked_in(p)}{_name_near(fs, stripped, p)}")
     if not files:
         hint = f" (not read: {left_out[0]['path']}: {left_out[0]['why']})" if left_out else ""
         raise SourceError(f"source path {path!r} holds no files ending in {_listed(suffixes)}{hint}")
@@ -267,6 +267,20 @@ def _listed(suffixes: tuple[str, ...]) -> str:
 
 
 _COMPRESSED = (".gz", ".bz2", ".zst", ".xz")
+
+
+def _name_near(fs, stripped: str, given: str) -> str:
+    """``; did you mean 'data/empty.csv'?`` for a close name in the missing path's folder,
+    as a job file's typo gets one; a typo in a source path was said with none."""
+    import difflib
+
+    folder, name = posixpath.split(stripped)
+    try:
+        names = [posixpath.basename(f.rstrip("/")) for f in fs.ls(folder or ".", detail=False)]
+    except (OSError, ValueError):  # the folder is missing too, or cannot be listed
+        return ""
+    near = difflib.get_close_matches(name, names, n=1, cutoff=0.75)
+    return f"; did you mean {posixpath.join(posixpath.dirname(given), near[0])!r}?" if near else ""
 
 
 def _looked_in(path: str) -> str:
