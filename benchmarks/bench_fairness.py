@@ -465,11 +465,10 @@ def cpu_split(clients: dict, fn, rounds: int) -> dict[int, list[tuple[float, flo
         return t.user + t.system
 
     def one(client) -> tuple[float, float, float]:
-        workers = lambda: sum(client.run(process_cpu).values())  # noqa: E731
-        w, d, t = workers(), process_cpu(), time.perf_counter()
+        w, d, t = sum(client.run(process_cpu).values()), process_cpu(), time.perf_counter()
         fn(client)
         wall, d = time.perf_counter() - t, process_cpu() - d
-        return wall, d, workers() - w
+        return wall, d, sum(client.run(process_cpu).values()) - w
 
     keys = list(clients)
     out: dict[int, list[tuple[float, float, float]]] = {k: [] for k in keys}

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import yaml
 
+from dsbuild.watch import DASK_LOGGERS, quiet_dask_logs
+
 
 def main(argv: list[str] | None = None) -> int:
     """The ``dsbuild`` command. Run as the program (``argv`` None: the console script,
@@ -30,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     notebook passing ``argv``) keeps its collector, and its Dask loggers' levels, which a
     failed or interrupted run sets to CRITICAL while its cluster closes (left so, a
     notebook heard nothing of Dask again)."""
-    levels = {name: logging.getLogger(name).level for name in _DASK_LOGGERS}
+    levels = {name: logging.getLogger(name).level for name in DASK_LOGGERS}
     try:
         return _command(argv)
     finally:
@@ -112,7 +114,7 @@ def _command(argv: list[str] | None) -> int:
         # hook, closing it, printed "Exception ignored in atexit callback" and 28 lines
         # ending in "AssertionError: Status.init" under the line below.
         sys.unraisablehook = lambda unraisable: None
-        _quiet_dask_logs()
+        quiet_dask_logs()
         print(f"interrupted: {_interrupted(args)}", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `dsbuild stages | head`: the reader has what it wanted
@@ -284,7 +286,7 @@ def _run(args) -> int:
             try:
                 manifest = run(spec, output=out, overwrite=args.overwrite, client=client, progress=not args.quiet, resume=args.resume)
             except Exception:
-                _quiet_dask_logs()  # the cluster closing under a failed run logged its cut streams after the error
+                quiet_dask_logs()  # the cluster closing under a failed run logged its cut streams after the error
                 raise
     except KeyboardInterrupt:
         args.interrupted_note = _checkpoint_note(sink)
@@ -324,14 +326,6 @@ def disk_full(e: BaseException, output: str) -> str | None:
     return (f"{e.strerror} (errno {e.errno}) while the run wrote {output}: its temporary folder and checkpoints are "
             "written beside it, and the workers spill to their local_directory; free some space, or write the output "
             "elsewhere (--output DIR)")
-
-
-_DASK_LOGGERS = ("distributed", "tornado", "asyncio")
-
-
-def _quiet_dask_logs() -> None:
-    for name in _DASK_LOGGERS:
-        logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 def _dashboard_line(client, cluster) -> str:
@@ -374,7 +368,7 @@ def _ctrl_c_noted(flag):
 
     def interrupt(signum, frame):
         flag.set()
-        _quiet_dask_logs()
+        quiet_dask_logs()
         sys.unraisablehook = lambda unraisable: None  # a callback this cuts short (Dask's GC timer) is printed as "ignored"
         raise KeyboardInterrupt
 

@@ -412,13 +412,10 @@ def _mute_closing_workers(client) -> None:
     with CancelledError") and, when the scheduler in this process closed first, a failed
     heartbeat's 40-line traceback, under the one line that says the run was interrupted.
     Local workers only: a shared scheduler's workers go on serving others."""
-
-    def mute() -> None:
-        for name in ("distributed", "tornado", "asyncio"):
-            logging.getLogger(name).setLevel(logging.CRITICAL)
+    from dsbuild.watch import quiet_dask_logs
 
     try:
-        client.run(mute, on_error="ignore")
+        client.run(quiet_dask_logs, on_error="ignore")
     except BaseException:  # noqa: BLE001 - a second Ctrl-C, a closed connection: close as it is
         pass
 

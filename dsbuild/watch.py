@@ -241,6 +241,16 @@ def _tasks_killed_workers(client) -> bool:
         return True
 
 
+DASK_LOGGERS = ("distributed", "tornado", "asyncio")
+
+
+def quiet_dask_logs() -> None:
+    """Dask's loggers set to CRITICAL in this process: for a run that was stopped or failed,
+    whose closing cluster would log its cut streams under the run's one line."""
+    for name in DASK_LOGGERS:
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
 class _HeldLogs:
     """Holds what distributed logs for a moment, and says it only if the run goes on: a
     run that lost every worker printed a screen of distributed's own lines first (workers
